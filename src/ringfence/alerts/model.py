@@ -1,0 +1,73 @@
+"""Alerts as stored and served, and the named reasons behind each pipeline decision."""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+STATUSES = ("open", "acknowledged", "resolved", "suppressed")
+ACTIVE_STATUSES = ("open", "acknowledged")
+
+
+class Decision(StrEnum):
+    """Why a signal did (not) become a new alert. Stored in alert history."""
+
+    CREATED = "created"  # no active alert for this rule + dedup key
+    DEDUPLICATED = "deduplicated"  # an active alert exists: count and last_seen updated
+    SHADOW = "shadow"  # the rule is in shadow mode: hit counted, no alert
+
+
+class Action(StrEnum):
+    """Lifecycle actions people (or Ringfence) take on an alert."""
+
+    ACKNOWLEDGE = "acknowledge"
+    RESOLVE = "resolve"
+
+
+# allowed transitions: action -> (from statuses, to status)
+TRANSITIONS: dict[Action, tuple[tuple[str, ...], str]] = {
+    Action.ACKNOWLEDGE: (("open",), "acknowledged"),
+    Action.RESOLVE: (("open", "acknowledged", "suppressed"), "resolved"),
+}
+
+
+class HistoryEntry(msgspec.Struct, omit_defaults=True):
+    at: str
+    actor: str
+    action: str
+    reason: str
+    from_status: str | None = None
+    to_status: str | None = None
+
+
+class Alert(msgspec.Struct):
+    """An alert as the API returns it (DESIGN §4, §5)."""
+
+    id: str
+    rule_id: str
+    rule_version: str
+    severity: str
+    audience: str
+    status: str
+    customer_id: str | None
+    dedup_key: str
+    labels: dict[str, str]
+    title: str
+    summary: str
+    evidence: dict[str, Any]
+    first_seen: str
+    last_seen: str
+    created_at: str
+    updated_at: str
+    count: int
+    assignee: str | None
+    history: list[HistoryEntry]
+
+
+def alert_id(rule_id: str, dedup_key: str, occurrence: int) -> str:
+    """The deterministic id of the ``occurrence``-th alert of a rule and dedup key."""
+    digest = hashlib.sha256(f"{rule_id}\x1f{dedup_key}\x1f{occurrence}".encode()).hexdigest()
+    return f"al_{digest[:24]}"

@@ -1,0 +1,1 @@
+"""The HTTP API (DESIGN §5)."""

@@ -1,0 +1,87 @@
+"""Alerts: list with filters and cursors, read one, acknowledge, resolve."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ringfence.alerts.model import STATUSES, Action
+from ringfence.api.auth import authorize, platform_of
+from ringfence.api.errors import json_response
+from ringfence.api.params import choice_params, int_param, text_param, time_param
+from ringfence.engine.rules import AUDIENCES, SEVERITIES
+from ringfence.errors import RequestError
+from ringfence.store.base import AlertQuery
+
+MAX_LIMIT = 500
+MAX_REASON = 1_000
+
+
+async def list_alerts(request: Request) -> Response:
+    authorize(request, "alerts:read")
+    query = AlertQuery(
+        status=choice_params(request, "status", STATUSES),
+        severity=choice_params(request, "severity", SEVERITIES),
+        audience=choice_params(request, "audience", AUDIENCES),
+        rule_id=text_param(request, "rule_id"),
+        customer_id=text_param(request, "customer_id"),
+        since=time_param(request, "since"),
+        until=time_param(request, "until"),
+        limit=int_param(request, "limit", 50, 1, MAX_LIMIT) or 50,
+        cursor=int_param(request, "cursor", None, 0, 2**62),
+    )
+    store = platform_of(request).store
+    alerts, next_cursor = await run_in_threadpool(store.list_alerts, query)
+    return json_response({"items": alerts, "next_cursor": str(next_cursor) if next_cursor else None})
+
+
+async def get_alert(request: Request) -> Response:
+    authorize(request, "alerts:read")
+    store = platform_of(request).store
+    alert = await run_in_threadpool(store.get_alert, request.path_params["alert_id"])
+    return json_response(alert)
+
+
+class _ActionBody(msgspec.Struct, forbid_unknown_fields=True):
+    reason: str = ""
+
+
+async def _reason(request: Request) -> str:
+    raw = await request.body()
+    if not raw.strip():
+        return ""
+    if len(raw) > 16 * 1024:
+        raise RequestError(413, "payload_too_large", "body is larger than 16 KiB")
+    try:
+        body = msgspec.json.decode(raw, type=_ActionBody)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise RequestError(400, "invalid_body", f'expected {{"reason": "..."}}: {exc}') from None
+    if len(body.reason) > MAX_REASON:
+        raise RequestError(400, "invalid_body", f"reason is longer than {MAX_REASON} characters")
+    return body.reason
+
+
+def _action(action: Action) -> Any:
+    async def endpoint(request: Request) -> Response:
+        key = authorize(request, "alerts:write")
+        reason = await _reason(request)
+        platform = platform_of(request)
+        alert = await run_in_threadpool(
+            platform.store.transition,
+            request.path_params["alert_id"],
+            action,
+            f"key:{key.name}",
+            reason,
+            platform.clock.time(),
+        )
+        return json_response(alert)
+
+    return endpoint
+
+
+ack_alert = _action(Action.ACKNOWLEDGE)
+resolve_alert = _action(Action.RESOLVE)

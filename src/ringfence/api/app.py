@@ -1,0 +1,94 @@
+"""The ASGI app: routes of DESIGN §5, JSON errors, security headers, platform lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ringfence.api import alerts, events, health, late
+from ringfence.api.errors import handle_error
+from ringfence.errors import RingfenceError
+from ringfence.runtimes.embedded import Platform
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class SecurityHeaders:
+    """Adds the headers every response carries (an API answers no browser content yet)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+ROUTES = [
+    Route("/healthz", health.healthz, methods=["GET"]),
+    Route("/readyz", health.readyz, methods=["GET"]),
+    Route("/metrics", health.metrics, methods=["GET"]),
+    Route("/openapi.json", health.openapi, methods=["GET"]),
+    Route("/v1/events", events.post_events, methods=["POST"]),
+    Route("/v1/events/late", late.list_late_events, methods=["GET"]),
+    Route("/v1/alerts", alerts.list_alerts, methods=["GET"]),
+    Route("/v1/alerts/{alert_id}", alerts.get_alert, methods=["GET"]),
+    Route("/v1/alerts/{alert_id}/ack", alerts.ack_alert, methods=["POST"]),
+    Route("/v1/alerts/{alert_id}/resolve", alerts.resolve_alert, methods=["POST"]),
+]
+
+
+def create_app(
+    platform: Platform,
+    *,
+    manage_lifecycle: bool = True,
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+) -> Starlette:
+    """The API over ``platform``; with ``manage_lifecycle`` the app starts and stops it.
+
+    ``background`` coroutines (e.g. demo traffic) run while the app serves.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            platform.start()
+        tasks = [asyncio.create_task(job()) for job in background]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if manage_lifecycle:
+                platform.stop()
+
+    app = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={RingfenceError: handle_error, HTTPException: handle_error, Exception: handle_error},
+    )
+    app.state.platform = platform
+    app.add_middleware(SecurityHeaders)
+    return app

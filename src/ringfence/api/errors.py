@@ -1,0 +1,71 @@
+"""JSON errors for every failure: ``{"error": {"code", "message", "details"}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ringfence.errors import (
+    AuthError,
+    EventError,
+    ForbiddenError,
+    NotFound,
+    OverloadedError,
+    RequestError,
+    StoreError,
+)
+from ringfence.events.decode import MalformedBody
+
+log = logging.getLogger("ringfence.api")
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(msgspec.json.encode(body), status, headers, media_type="application/json")
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> Response:
+    return json_response({"error": {"code": code, "message": message, "details": details}}, status, headers)
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    """Map Ringfence's exceptions to HTTP statuses; never leak internals on a 500."""
+    if isinstance(exc, RequestError):
+        return error_response(exc.status, exc.code, str(exc), exc.details)
+    if isinstance(exc, ForbiddenError):
+        return error_response(403, "forbidden", str(exc), {"required_scope": exc.scope})
+    if isinstance(exc, AuthError):
+        return error_response(401, "unauthorized", str(exc), None, {"WWW-Authenticate": 'Bearer realm="ringfence"'})
+    if isinstance(exc, MalformedBody):
+        return error_response(400, "malformed_body", str(exc), {"errors": [e.to_dict() for e in exc.errors]})
+    if isinstance(exc, EventError):
+        return error_response(400, "invalid_events", str(exc), {"errors": [e.to_dict() for e in exc.errors]})
+    if isinstance(exc, OverloadedError):
+        return error_response(503, "overloaded", str(exc), None, {"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, NotFound):
+        return error_response(404, "not_found", str(exc))
+    if isinstance(exc, StoreError):
+        return error_response(409, "conflict", str(exc))
+    if isinstance(exc, HTTPException):
+        return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "error"), str(exc.detail))
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal error")

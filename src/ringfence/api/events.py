@@ -1,0 +1,53 @@
+"""``POST /v1/events``: one event, a JSON array, or NDJSON; 202 once durable."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ringfence.api.auth import authorize, platform_of
+from ringfence.api.errors import json_response
+from ringfence.errors import RequestError
+
+JSON_TYPES = frozenset({"application/json"})
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes without buffering it."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise RequestError(400, "bad_request", "invalid Content-Length")
+        if int(declared) > limit:
+            raise RequestError(413, "payload_too_large", f"body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, "payload_too_large", f"body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def post_events(request: Request) -> Response:
+    authorize(request, "events:write")
+    platform = platform_of(request)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in JSON_TYPES | NDJSON_TYPES:
+        raise RequestError(
+            415,
+            "unsupported_media_type",
+            "send application/json or application/x-ndjson",
+            {"content_type": media_type or None},
+        )
+    service = platform.ingest
+    if service is None or not platform.ready:
+        raise RequestError(503, "unavailable", "the platform is starting or stopping")
+    service.check_capacity()
+    body = await read_body(request, platform.settings.max_body_bytes)
+    result = await service.ingest(body, ndjson=media_type in NDJSON_TYPES)
+    if result.accepted == 0 and result.duplicates == 0:
+        raise RequestError(400, "invalid_events", "no valid event in the request", result.to_dict())
+    return json_response(result.to_dict(), status=202)

@@ -1,0 +1,41 @@
+"""Liveness, readiness, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ringfence.api.auth import authorize, platform_of
+from ringfence.api.errors import json_response
+
+OPENAPI = resources.files("ringfence.api").joinpath("openapi.json").read_bytes()
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    authorize(request, None)
+    platform = platform_of(request)
+    body = {
+        "ready": platform.ready,
+        "log_head": platform.log.head(),
+        "processed_offset": platform.processor.offset,
+        "lag_events": platform.lag(),
+        "rule_pack_version": platform.pack.version,
+    }
+    return json_response(body, 200 if platform.ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    authorize(request, "alerts:read")
+    return Response(platform_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request) -> Response:
+    authorize(request, None)
+    return Response(OPENAPI, media_type="application/json")

@@ -1,0 +1,33 @@
+"""``GET /v1/events/late``: events that arrived behind their partition's watermark."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ringfence.api.auth import authorize, platform_of
+from ringfence.api.errors import json_response
+from ringfence.api.params import int_param
+from ringfence.clock import iso
+
+
+async def list_late_events(request: Request) -> Response:
+    authorize(request, "alerts:read")
+    store = platform_of(request).store
+    limit = int_param(request, "limit", 100, 1, 1000) or 100
+    cursor = int_param(request, "cursor", None, 0, 2**62)
+    items, next_cursor = await run_in_threadpool(store.list_late_events, limit, cursor)
+    total = await run_in_threadpool(store.count_late_events)
+    body = [
+        {
+            **dataclasses.asdict(e),
+            "occurred_at": iso(e.occurred_at),
+            "watermark": iso(e.watermark),
+            "ingested_at": iso(e.ingested_at),
+        }
+        for e in items
+    ]
+    return json_response({"items": body, "total": total, "next_cursor": str(next_cursor) if next_cursor else None})

@@ -1,0 +1,74 @@
+"""``ringfence keys create|list|revoke``: API keys, straight in the data dir's store.
+
+Works whether or not a server runs on the data dir: the server reads keys per request.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ringfence.cli.common import ConfigOption, DataDirOption, fail, settings_from
+from ringfence.clock import SystemClock, iso
+from ringfence.errors import RingfenceError
+from ringfence.runtimes.embedded import open_store
+from ringfence.store.keys import SCOPES, ApiKeys
+
+app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+
+
+def _keys(config: ConfigOption, data_dir: DataDirOption) -> ApiKeys:
+    settings = settings_from(config, data_dir=data_dir)
+    return ApiKeys(open_store(settings.data_dir))
+
+
+@app.command()
+def create(
+    name: Annotated[str, typer.Option("--name", help="A unique name for the key, e.g. the producer")],
+    scope: Annotated[list[str], typer.Option("--scope", help=f"Repeatable; one of {', '.join(SCOPES)}")],
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a key. The key is printed once, as the last line of stdout."""
+    try:
+        key = _keys(config, data_dir).create(name, scope, SystemClock().time())
+    except RingfenceError as exc:
+        fail(str(exc))
+    typer.echo(
+        f"Created key {name!r} with scopes {', '.join(sorted(set(scope)))}. Store it now; it is not shown again.",
+        err=True,
+    )
+    typer.echo(key)
+
+
+@app.command("list")
+def list_(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
+    """List keys (never their secrets)."""
+    table = Table("name", "key id", "scopes", "created", "last used", "revoked")
+    for k in _keys(config, data_dir).list():
+        table.add_row(
+            k.name,
+            k.key_id,
+            " ".join(k.scopes),
+            iso(k.created_at),
+            iso(k.last_used_at) if k.last_used_at else "-",
+            iso(k.revoked_at) if k.revoked_at else "-",
+        )
+    Console().print(table)
+
+
+@app.command()
+def revoke(
+    name: Annotated[str, typer.Argument(help="Name of the key to revoke")],
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a key; a running server refuses it from the next request."""
+    try:
+        _keys(config, data_dir).revoke(name, SystemClock().time())
+    except RingfenceError as exc:
+        fail(str(exc))
+    typer.echo(f"Revoked key {name!r}.")

@@ -1,0 +1,22 @@
+"""The ``ringfence`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from ringfence.cli import keys, replay, up
+
+app = typer.Typer(
+    name="ringfence",
+    help="Real-time event processing and alerting for digital banking.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("up")(up.up)
+app.command("replay")(replay.replay)
+app.add_typer(keys.app, name="keys")
+
+
+def main() -> None:
+    app()

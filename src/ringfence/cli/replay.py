@@ -1,0 +1,145 @@
+"""``ringfence replay FILE.ndjson``: send a file of events through the pipeline.
+
+With ``--url`` the file is posted to a running server; without, an embedded platform
+is run on the data dir until every event is processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ringfence.cli.common import ConfigOption, DataDirOption, fail, settings_from
+from ringfence.errors import RingfenceError
+from ringfence.runtimes.embedded import Platform
+from ringfence.runtimes.ingest import IngestResult
+
+BATCH_LINES = 1_000
+
+
+def _batches(path: Path) -> Iterator[tuple[bytes, int]]:
+    """Chunks of up to BATCH_LINES lines, with their size in bytes."""
+    lines: list[bytes] = []
+    size = 0
+    with path.open("rb") as f:
+        for line in f:
+            if line.strip():
+                lines.append(line)
+                size += len(line)
+            if len(lines) >= BATCH_LINES:
+                yield b"".join(lines), size
+                lines, size = [], 0
+    if lines:
+        yield b"".join(lines), size
+
+
+def replay(
+    file: Annotated[Path, typer.Argument(help="NDJSON file, one event per line", exists=True, dir_okay=False)],
+    url: Annotated[str | None, typer.Option(help="Post to this running server instead of the data dir")] = None,
+    key: Annotated[
+        str | None, typer.Option(help="API key for --url [env RINGFENCE_API_KEY]", envvar="RINGFENCE_API_KEY")
+    ] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Send FILE through ingest and report what was accepted, duplicate or rejected."""
+    total = IngestResult()
+    progress = Progress(
+        TextColumn("replay"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} bytes"),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task("replay", total=os.path.getsize(file))
+        if url is not None:
+            if not key:
+                fail("--url needs an API key with events:write (--key or RINGFENCE_API_KEY)")
+            _replay_http(file, url, key or "", total, lambda n: progress.advance(task, n))
+        else:
+            settings = settings_from(config, data_dir=data_dir)
+            try:
+                asyncio.run(_replay_embedded(file, Platform(settings), total, lambda n: progress.advance(task, n)))
+            except RingfenceError as exc:
+                fail(str(exc))
+    typer.echo(f"accepted {total.accepted}, duplicates {total.duplicates}, rejected {len(total.rejected)}")
+    for r in total.rejected[:20]:
+        typer.echo(
+            f"  rejected line {r.index + 1} ({r.event_id}): " + "; ".join(f"{e.field}: {e.message}" for e in r.errors)
+        )
+
+
+def _merge(total: IngestResult, part: IngestResult, offset: int) -> None:
+    total.accepted += part.accepted
+    total.duplicates += part.duplicates
+    for r in part.rejected:
+        total.rejected.append(type(r)(r.index + offset, r.event_id, r.errors))
+
+
+def _replay_http(file: Path, url: str, key: str, total: IngestResult, advance: Callable[[int], None]) -> None:
+    from ringfence.errors import FieldError
+    from ringfence.events.decode import Rejection
+
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"}
+    line = 0
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+        for body, size in _batches(file):
+            n = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+            while True:
+                response = client.post("/v1/events", content=body)
+                if response.status_code in (429, 503):
+                    time.sleep(float(response.headers.get("retry-after", "1")))
+                    continue
+                break
+            payload = response.json()
+            if response.status_code == 202 or (
+                response.status_code == 400 and "rejected" in (payload["error"].get("details") or {})
+            ):
+                data = payload if response.status_code == 202 else payload["error"]["details"]
+                part = IngestResult(
+                    accepted=data["accepted"],
+                    duplicates=data["duplicates"],
+                    rejected=[
+                        Rejection(
+                            r["index"], r["event_id"], [FieldError(e["field"], e["message"]) for e in r["errors"]]
+                        )
+                        for r in data["rejected"]
+                    ],
+                )
+                _merge(total, part, line)
+            else:
+                fail(f"server answered {response.status_code}: {payload.get('error', {}).get('message')}")
+            line += n
+            advance(size)
+
+
+async def _replay_embedded(file: Path, platform: Platform, total: IngestResult, advance: Callable[[int], None]) -> None:
+    platform.start()
+    try:
+        assert platform.ingest is not None
+        line = 0
+        for body, size in _batches(file):
+            while True:
+                try:
+                    part = await platform.ingest.ingest(body, ndjson=True)
+                    break
+                except RingfenceError as exc:
+                    if getattr(exc, "retry_after", None) is None:
+                        raise
+                    await asyncio.sleep(0.2)
+            _merge(total, part, line)
+            line += body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+            advance(size)
+        while platform.lag() > 0:
+            await asyncio.sleep(0.05)
+    finally:
+        platform.stop()

@@ -1,0 +1,111 @@
+"""The one settings object. This module is the only place that reads the environment
+or a settings file; everything else is handed a :class:`Settings`.
+
+Precedence, lowest first: defaults, the TOML settings file, ``RINGFENCE_*`` environment
+variables, explicit overrides (CLI flags).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ringfence.errors import ConfigError
+
+DEFAULT_DATA_DIR = Path("ringfence-data")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_PARTITIONS = 8
+DEFAULT_ALLOWED_LATENESS_S = 5.0
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_BATCH_EVENTS = 10_000
+DEFAULT_MAX_LAG_EVENTS = 500_000
+DEFAULT_LOG_RETENTION_S = 7 * 24 * 3600.0
+DEFAULT_CHECKPOINT_INTERVAL_S = 0.5
+ENV_PREFIX = "RINGFENCE_"
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Every tunable of a Ringfence process.
+
+    Attributes:
+        data_dir: where the embedded runtime keeps its journal and store.
+        host, port: where the HTTP API listens.
+        partitions: how many partitions the log has (fixed when the journal is created).
+        allowed_lateness_s: watermark = max event time seen - this.
+        max_body_bytes: largest request body accepted by ``POST /v1/events``.
+        max_batch_events: most events accepted in one request.
+        max_lag_events: ingest answers 503 once the processor is this far behind.
+        log_retention_s: processed journal entries older than this are deleted.
+        journal_sync: SQLite ``synchronous`` for the journal: ``full`` survives power loss.
+        rule_pack: a rule pack file to load instead of the packaged default.
+        checkpoint_interval_s: how often the processor commits state and offsets.
+        log_level: ``debug``, ``info``, ``warning`` or ``error``.
+    """
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    partitions: int = DEFAULT_PARTITIONS
+    allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS
+    max_lag_events: int = DEFAULT_MAX_LAG_EVENTS
+    log_retention_s: float = DEFAULT_LOG_RETENTION_S
+    journal_sync: str = "full"
+    rule_pack: Path | None = None
+    checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.partitions <= 1024:
+            raise ConfigError(f"partitions must be 1..1024, got {self.partitions}")
+        if self.journal_sync not in ("normal", "full"):
+            raise ConfigError(f"journal_sync must be 'normal' or 'full', got {self.journal_sync!r}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level must be debug|info|warning|error, got {self.log_level!r}")
+        for name in ("max_body_bytes", "max_batch_events", "max_lag_events", "port"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (``None`` values are ignored)."""
+        return msgspec.structs.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def public(self) -> dict[str, Any]:
+        """The settings as shown to people (there are no secrets among them yet)."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in msgspec.to_builtins(self).items()}
+
+
+def load_settings(
+    file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings from defaults, ``file`` (TOML), ``RINGFENCE_*`` and ``overrides``."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if file is None and environ.get(ENV_PREFIX + "CONFIG"):
+        file = Path(environ[ENV_PREFIX + "CONFIG"])
+    if file is not None:
+        try:
+            raw.update(tomllib.loads(file.read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read settings file {file}: {exc}") from exc
+    fields = set(Settings.__struct_fields__)
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
+            name = key[len(ENV_PREFIX) :].lower()
+            if name not in fields:
+                raise ConfigError(f"unknown setting {key}")
+            raw[name] = value
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc

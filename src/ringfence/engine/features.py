@@ -1,0 +1,266 @@
+"""Keyed streaming features: sliding-window and lifetime aggregates over event time.
+
+A :class:`FeatureSpec` is the definition from the rule pack; per key it keeps a compact
+:class:`FeatureState`. Sliding windows are split into ``BUCKETS`` buckets of equal width,
+so a window's edge is exact to ``window / BUCKETS``, and state per key is bounded.
+
+``last``, ``first`` and ``time_since`` describe the matching events *before* the current
+one (a rule compares the current login's country with the last one); every other
+aggregate includes the current event.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ringfence.engine.expressions import EvalContext, Expression
+
+BUCKETS = 60
+MAX_DISTINCT = 1_000
+AGGREGATIONS = frozenset({"count", "sum", "avg", "min", "max", "distinct_count", "last", "first", "time_since"})
+NEEDS_OF = AGGREGATIONS - {"count", "time_since"}
+
+
+class FeatureState(msgspec.Struct, array_like=True, gc=False):
+    """One key's state of one feature. ``seen`` is the newest event time applied."""
+
+    seen: float = -math.inf
+    buckets: dict[Any, float] | None = None
+    counts: dict[int, float] | None = None
+    value: Any = None
+    at: float | None = None
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A feature from the rule pack: ``agg`` of ``of`` over ``window`` seconds, per ``by``."""
+
+    name: str
+    by: tuple[tuple[str, ...], ...]
+    agg: str
+    of: Expression | None
+    where: Expression | None
+    on: frozenset[str] | None
+    window: float | None
+
+    @property
+    def width(self) -> float:
+        assert self.window is not None
+        return self.window / BUCKETS
+
+    def key(self, ctx: EvalContext) -> str | None:
+        """This event's key for the feature, or None if a key field is missing."""
+        parts = []
+        for path in self.by:
+            value = ctx.field(path)
+            if value is None:
+                return None
+            parts.append(str(value))
+        return "\x1f".join(parts) if parts else "global"
+
+    def applies(self, event_type: str, ctx: EvalContext) -> bool:
+        if self.on is not None and event_type not in self.on:
+            return False
+        return self.where is None or bool(self.where.evaluate(ctx))
+
+    def update(self, state: FeatureState, t: float, ctx: EvalContext) -> None:
+        """Fold the current event (at event time ``t``) into ``state``."""
+        x = self.of.evaluate(ctx) if self.of is not None else None
+        if self.agg in NEEDS_OF and x is None:
+            return
+        _UPDATE[self.agg](self, state, t, x)
+        state.seen = max(state.seen, t)
+        if self.window is not None and state.buckets is not None:
+            self._prune(state)
+
+    def value(self, state: FeatureState | None, t: float) -> Any:
+        """The feature's value as seen by an event at time ``t``."""
+        if state is None:
+            return 0 if self.agg in ("count", "sum", "distinct_count") else None
+        return _READ[self.agg](self, state, t)
+
+    def expired(self, state: FeatureState, watermark: float) -> bool:
+        """True when nothing in the window can be read any more (the key went quiet)."""
+        return self.window is not None and state.seen < watermark - self.window
+
+    def _prune(self, state: FeatureState) -> None:
+        assert state.buckets is not None
+        if self.agg == "distinct_count":
+            if len(state.buckets) > MAX_DISTINCT:
+                oldest = sorted(state.buckets, key=state.buckets.__getitem__)[: len(state.buckets) - MAX_DISTINCT]
+                for k in oldest:
+                    del state.buckets[k]
+            return
+        floor = math.floor(state.seen / self.width) - BUCKETS
+        if len(state.buckets) > BUCKETS:
+            for idx in [i for i in state.buckets if i <= floor]:
+                del state.buckets[idx]
+                if state.counts is not None:
+                    state.counts.pop(idx, None)
+
+    def _window_buckets(self, state: FeatureState, t: float) -> list[int]:
+        top = math.floor(t / self.width)
+        assert state.buckets is not None
+        return [i for i in state.buckets if top - BUCKETS < i <= top]
+
+
+def _in_window(spec: FeatureSpec, t_then: float | None, t: float) -> bool:
+    return t_then is not None and (spec.window is None or t - spec.window < t_then <= t)
+
+
+def _upd_count(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
+    _add(spec, s, t, 1.0)
+
+
+def _upd_sum(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
+    _add(spec, s, t, float(x))
+
+
+def _add(spec: FeatureSpec, s: FeatureState, t: float, x: float) -> None:
+    if spec.window is None:
+        s.value = (s.value or 0.0) + x
+        return
+    if s.buckets is None:
+        s.buckets = {}
+    idx = math.floor(t / spec.width)
+    s.buckets[idx] = s.buckets.get(idx, 0.0) + x
+
+
+def _upd_avg(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
+    if spec.window is None:
+        total, n = s.value or (0.0, 0)
+        s.value = (total + float(x), n + 1)
+        return
+    _add(spec, s, t, float(x))
+    if s.counts is None:
+        s.counts = {}
+    idx = math.floor(t / spec.width)
+    s.counts[idx] = s.counts.get(idx, 0.0) + 1
+
+
+def _extreme(pick: Callable[[float, float], float]) -> Callable[[FeatureSpec, FeatureState, float, Any], None]:
+    def update(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
+        x = float(x)
+        if spec.window is None:
+            s.value = x if s.value is None else pick(s.value, x)
+            return
+        if s.buckets is None:
+            s.buckets = {}
+        idx = math.floor(t / spec.width)
+        s.buckets[idx] = x if idx not in s.buckets else pick(s.buckets[idx], x)
+
+    return update
+
+
+def _upd_distinct(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
+    if s.buckets is None:
+        s.buckets = {}
+    # distinct values keyed by their text; the value is when each was last seen
+    s.buckets[str(x)] = max(t, s.buckets.get(str(x), -math.inf))
+
+
+def _upd_last(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
+    if s.at is None or t >= s.at:
+        s.value, s.at = x, t
+
+
+def _upd_first(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
+    if s.at is None or t < s.at:
+        s.value, s.at = x, t
+
+
+def _upd_time_since(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
+    if s.at is None or t >= s.at:
+        s.at = t
+
+
+def _read_sum(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
+    if spec.window is None:
+        return s.value or 0
+    if s.buckets is None:
+        return 0
+    total = sum(s.buckets[i] for i in spec._window_buckets(s, t))
+    return int(total) if spec.agg == "count" else total
+
+
+def _read_avg(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
+    if spec.window is None:
+        if not s.value:
+            return None
+        total, n = s.value
+        return total / n if n else None
+    if s.buckets is None or s.counts is None:
+        return None
+    idxs = spec._window_buckets(s, t)
+    n = sum(s.counts.get(i, 0.0) for i in idxs)
+    return sum(s.buckets[i] for i in idxs) / n if n else None
+
+
+def _read_extreme(pick: Callable[..., float]) -> Callable[[FeatureSpec, FeatureState, float], Any]:
+    def read(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
+        if spec.window is None:
+            return s.value
+        if not s.buckets:
+            return None
+        values = [s.buckets[i] for i in spec._window_buckets(s, t)]
+        return pick(values) if values else None
+
+    return read
+
+
+def _read_distinct(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
+    if not s.buckets:
+        return 0
+    if spec.window is None:
+        return len(s.buckets)
+    return sum(1 for seen in s.buckets.values() if t - spec.window < seen <= t)
+
+
+def _read_previous(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
+    return s.value if _in_window(spec, s.at, t) else None
+
+
+def _read_time_since(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
+    return t - s.at if _in_window(spec, s.at, t) and s.at is not None else None
+
+
+_UPDATE: dict[str, Callable[[FeatureSpec, FeatureState, float, Any], None]] = {
+    "count": _upd_count,
+    "sum": _upd_sum,
+    "avg": _upd_avg,
+    "min": _extreme(min),
+    "max": _extreme(max),
+    "distinct_count": _upd_distinct,
+    "last": _upd_last,
+    "first": _upd_first,
+    "time_since": _upd_time_since,
+}
+_READ: dict[str, Callable[[FeatureSpec, FeatureState, float], Any]] = {
+    "count": _read_sum,
+    "sum": _read_sum,
+    "avg": _read_avg,
+    "min": _read_extreme(min),
+    "max": _read_extreme(max),
+    "distinct_count": _read_distinct,
+    "last": _read_previous,
+    "first": _read_previous,
+    "time_since": _read_time_since,
+}
+# Aggregates whose value is read *before* the current event is folded in.
+READ_BEFORE_UPDATE = frozenset({"last", "first", "time_since"})
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(FeatureState)
+
+
+def encode_state(state: FeatureState) -> bytes:
+    return _state_encoder.encode(state)
+
+
+def decode_state(raw: bytes) -> FeatureState:
+    return _state_decoder.decode(raw)

@@ -1,0 +1,111 @@
+"""Rules and the alert signals they emit.
+
+A :class:`RuleSpec` is checked and compiled when its pack loads; the engine evaluates
+its ``when`` on each event of an ``on`` type and, on a hit, renders a deterministic
+:class:`AlertSignal` (same event, same pack -> same signal, so replays are harmless).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ringfence.engine.expressions import EvalContext, Expression, Scope, compile_expression
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+AUDIENCES = ("fraud", "aml", "security", "ops", "customer")
+_PLACEHOLDER = re.compile(r"\{([^{}]{1,200})\}")
+MAX_RENDERED = 1_000
+
+
+@dataclass(frozen=True)
+class Template:
+    """Text with ``{field.path}`` or ``{feature}`` placeholders; no format specs, no calls."""
+
+    text: str
+    parts: tuple[str | Expression, ...]
+
+    @classmethod
+    def parse(cls, text: str, scope: Scope) -> Template:
+        parts: list[str | Expression] = []
+        pos = 0
+        for match in _PLACEHOLDER.finditer(text):
+            parts.append(text[pos : match.start()])
+            name = match.group(1).strip()
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*", name):
+                raise ValueError(f"placeholder {{{name}}} must be a field path or feature name")
+            parts.append(compile_expression(name, scope))
+            pos = match.end()
+        parts.append(text[pos:])
+        return cls(text, tuple(p for p in parts if p != ""))
+
+    def render(self, ctx: EvalContext) -> str:
+        out = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+            else:
+                value = part.evaluate(ctx)
+                out.append("" if value is None else _fmt(value))
+        return "".join(out)[:MAX_RENDERED]
+
+    @property
+    def features(self) -> frozenset[str]:
+        return frozenset(f for p in self.parts if isinstance(p, Expression) for f in p.features)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A detection from the rule pack."""
+
+    id: str
+    description: str
+    on: frozenset[str]
+    when: Expression
+    severity: str
+    audience: str
+    title: Template
+    summary: Template
+    dedup: Template
+    labels: tuple[tuple[str, Template], ...]
+    mode: str
+
+    @property
+    def evidence_features(self) -> frozenset[str]:
+        names = set(self.when.features) | self.title.features | self.summary.features
+        return frozenset(names)
+
+
+class AlertSignal(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A rule hit, as the engine hands it to the alert pipeline.
+
+    ``offset`` is the log offset of the triggering event; ``features`` the values that
+    made the rule fire; ``late`` marks an event behind its partition's watermark.
+    """
+
+    rule_id: str
+    rule_version: str
+    severity: str
+    audience: str
+    mode: str
+    dedup_key: str
+    title: str
+    summary: str
+    labels: dict[str, str]
+    event_id: str
+    event_type: str
+    offset: int
+    occurred_at: float
+    ingested_at: float
+    features: dict[str, Any]
+    customer_id: str | None = None
+    late: bool = False

@@ -1,0 +1,102 @@
+"""Exceptions raised by Ringfence. Every one derives from :class:`RingfenceError`.
+
+RingfenceError
+├── ConfigError             settings file or environment is invalid
+├── EventError              an event failed validation (carries its field errors)
+├── RulePackError           a rule pack failed to load (names rule and position)
+│   └── ExpressionError     an expression is unsafe, unknown or ill-typed
+├── StoreError              the store or log could not do what was asked
+│   └── NotFound            the object asked for does not exist
+├── AuthError               missing, invalid or revoked API key
+│   └── ForbiddenError      the key lacks the scope
+├── OverloadedError         the platform sheds load; retry after ``retry_after`` s
+└── RequestError            an HTTP request is unacceptable (carries status and code)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RingfenceError(Exception):
+    """Root of every error Ringfence raises on purpose."""
+
+
+class ConfigError(RingfenceError):
+    """The settings could not be read or are invalid."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one field of an event: ``field`` is a dotted path."""
+
+    field: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class EventError(RingfenceError):
+    """An event is invalid; ``errors`` lists each field and what is wrong with it."""
+
+    def __init__(self, errors: list[FieldError], event_id: str | None = None) -> None:
+        self.errors = errors
+        self.event_id = event_id
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+
+
+class RulePackError(RingfenceError):
+    """A rule pack failed to load. ``where`` names the rule or section at fault."""
+
+    def __init__(self, message: str, where: str = "") -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ExpressionError(RulePackError):
+    """An expression is unsafe, refers to something unknown, or is ill-typed."""
+
+    def __init__(self, message: str, expression: str, column: int | None = None) -> None:
+        self.expression = expression
+        self.column = column
+        pos = f" at column {column}" if column is not None else ""
+        super().__init__(f"{message}{pos} in {expression!r}")
+
+
+class StoreError(RingfenceError):
+    """The store or the log failed."""
+
+
+class NotFound(StoreError):
+    """The requested object does not exist."""
+
+
+class AuthError(RingfenceError):
+    """The request carries no valid API key."""
+
+
+class ForbiddenError(AuthError):
+    """The API key is valid but lacks the scope the endpoint needs."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+        super().__init__(f"this API key lacks the {scope!r} scope")
+
+
+class OverloadedError(RingfenceError):
+    """The platform is shedding load; the client should retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class RequestError(RingfenceError):
+    """An HTTP request that cannot be served as sent: ``status`` and a stable ``code``."""
+
+    def __init__(self, status: int, code: str, message: str, details: object = None) -> None:
+        self.status = status
+        self.code = code
+        self.details = details
+        super().__init__(message)

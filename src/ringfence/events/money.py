@@ -1,0 +1,215 @@
+"""Money held exactly: decimal amounts checked against ISO 4217 minor units."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+# Active ISO 4217 codes whose minor unit is not 2 digits.
+_EXPONENT_EXCEPTIONS: dict[str, int] = {
+    **dict.fromkeys(
+        [
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "PYG",
+            "RWF",
+            "UGX",
+            "UYI",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ],
+        0,
+    ),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+    "CLF": 4,
+    "UYW": 4,
+}
+_TWO_DIGIT = [
+    "AED",
+    "AFN",
+    "ALL",
+    "AMD",
+    "ANG",
+    "AOA",
+    "ARS",
+    "AUD",
+    "AWG",
+    "AZN",
+    "BAM",
+    "BBD",
+    "BDT",
+    "BGN",
+    "BMD",
+    "BND",
+    "BOB",
+    "BOV",
+    "BRL",
+    "BSD",
+    "BTN",
+    "BWP",
+    "BYN",
+    "BZD",
+    "CAD",
+    "CDF",
+    "CHE",
+    "CHF",
+    "CHW",
+    "CNY",
+    "COP",
+    "COU",
+    "CRC",
+    "CUP",
+    "CVE",
+    "CZK",
+    "DKK",
+    "DOP",
+    "DZD",
+    "EGP",
+    "ERN",
+    "ETB",
+    "EUR",
+    "FJD",
+    "FKP",
+    "GBP",
+    "GEL",
+    "GHS",
+    "GIP",
+    "GMD",
+    "GTQ",
+    "GYD",
+    "HKD",
+    "HNL",
+    "HTG",
+    "HUF",
+    "IDR",
+    "ILS",
+    "INR",
+    "IRR",
+    "JMD",
+    "KES",
+    "KGS",
+    "KHR",
+    "KPW",
+    "KYD",
+    "KZT",
+    "LAK",
+    "LBP",
+    "LKR",
+    "LRD",
+    "LSL",
+    "MAD",
+    "MDL",
+    "MGA",
+    "MKD",
+    "MMK",
+    "MNT",
+    "MOP",
+    "MRU",
+    "MUR",
+    "MVR",
+    "MWK",
+    "MXN",
+    "MXV",
+    "MYR",
+    "MZN",
+    "NAD",
+    "NGN",
+    "NIO",
+    "NOK",
+    "NPR",
+    "NZD",
+    "PAB",
+    "PEN",
+    "PGK",
+    "PHP",
+    "PKR",
+    "PLN",
+    "QAR",
+    "RON",
+    "RSD",
+    "RUB",
+    "SAR",
+    "SBD",
+    "SCR",
+    "SDG",
+    "SEK",
+    "SGD",
+    "SHP",
+    "SLE",
+    "SOS",
+    "SRD",
+    "SSP",
+    "STN",
+    "SVC",
+    "SYP",
+    "SZL",
+    "THB",
+    "TJS",
+    "TMT",
+    "TOP",
+    "TRY",
+    "TTD",
+    "TWD",
+    "TZS",
+    "UAH",
+    "USD",
+    "USN",
+    "UYU",
+    "UZS",
+    "VED",
+    "VES",
+    "WST",
+    "XCD",
+    "XCG",
+    "YER",
+    "ZAR",
+    "ZMW",
+    "ZWG",
+]
+CURRENCY_EXPONENTS: dict[str, int] = {**dict.fromkeys(_TWO_DIGIT, 2), **_EXPONENT_EXCEPTIONS}
+MAX_MAJOR_UNITS = Decimal(10) ** 15
+
+
+class MoneyError(ValueError):
+    """An amount or currency is not valid; the message says why."""
+
+
+def to_decimal(value: int | float | str, currency: str, *, signed: bool = False) -> Decimal:
+    """Parse ``value`` as an exact amount of ``currency``.
+
+    Raises MoneyError if the currency is unknown, the value is not a finite decimal, has
+    more decimals than the currency's minor unit, is negative (unless ``signed``) or is
+    implausibly large.
+    """
+    exponent = CURRENCY_EXPONENTS.get(currency)
+    if exponent is None:
+        raise MoneyError(f"unknown ISO 4217 currency {currency!r}")
+    if isinstance(value, bool):
+        raise MoneyError("expected a number or decimal string")
+    try:
+        amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        raise MoneyError(f"not a decimal number: {str(value)[:40]!r}") from None
+    if not amount.is_finite():
+        raise MoneyError("must be finite")
+    if abs(amount) >= MAX_MAJOR_UNITS:
+        raise MoneyError("is too large")
+    if not signed and amount < 0:
+        raise MoneyError("must not be negative")
+    exp = amount.as_tuple().exponent
+    if isinstance(exp, int) and -exp > exponent and amount != amount.quantize(Decimal(1).scaleb(-exponent)):
+        raise MoneyError(f"{currency} has {exponent} decimal places, got {-exp}")
+    return amount.quantize(Decimal(1).scaleb(-exponent)) if exponent else amount.quantize(Decimal(1))
+
+
+def to_minor_units(amount: Decimal, currency: str) -> int:
+    """Exact integer minor units of an amount already checked by :func:`to_decimal`."""
+    return int(amount.scaleb(CURRENCY_EXPONENTS[currency]))

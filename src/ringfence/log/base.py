@@ -1,0 +1,49 @@
+"""The partitioned, durable event log every runtime writes to and reads from."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Protocol
+
+from ringfence.events.model import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One event in the log: its offset (unique, increasing), partition and stored body."""
+
+    offset: int
+    partition: int
+    ingested_at: float
+    body: bytes
+
+
+def partition_for(event: Event, partitions: int) -> int:
+    """The partition of an event: by customer, so one customer's events stay in order."""
+    key = event.customer_id or event.data.get("service") or ""
+    return zlib.crc32(str(key).encode()) % partitions
+
+
+class EventLog(Protocol):
+    """What a log backend provides. Writers call ``append``; the processor reads."""
+
+    partitions: int
+
+    def append(self, events: list[Event], ingested_at: float) -> list[int | None]:
+        """Durably append events; return each one's offset, or None for a duplicate."""
+        ...
+
+    def read(self, after: int, limit: int) -> list[Record]:
+        """Up to ``limit`` records with offset > ``after``, in offset order."""
+        ...
+
+    def head(self) -> int:
+        """The highest offset written so far (0 when empty)."""
+        ...
+
+    def delete_older_than(self, ingested_before: float, processed_up_to: int) -> int:
+        """Retention: drop processed records ingested before the cut-off; return how many."""
+        ...
+
+    def close(self) -> None: ...

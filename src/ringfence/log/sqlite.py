@@ -1,0 +1,131 @@
+"""The embedded runtime's log: an append-only SQLite journal in the data dir.
+
+Offsets are an ``AUTOINCREMENT`` integer key, so appends go to the end of the B-tree and
+are never reused after retention deletes. Duplicates are found through a unique index
+on (source, event_id): the producer's retry of an acknowledged event is reported, not stored,
+and consumes no offset, so offsets are dense and ``head - processed`` is the exact lag.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from ringfence.errors import StoreError
+from ringfence.events.model import Event, encode_event
+from ringfence.log.base import Record, partition_for
+
+SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    offset INTEGER PRIMARY KEY AUTOINCREMENT,
+    partition INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    ingested_at REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS journal_event_id ON journal (source, event_id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
+    """A connection with the pragmas every Ringfence SQLite file uses."""
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class SqliteLog:
+    """A partitioned journal in one SQLite file. Thread-safe: one connection per thread."""
+
+    def __init__(self, path: Path, partitions: int, synchronous: str = "full") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._local = threading.local()
+        conn = self._conn()
+        conn.executescript(_SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('partitions', ?)", (str(partitions),))
+        stored = int(conn.execute("SELECT value FROM meta WHERE key='partitions'").fetchone()[0])
+        if stored != partitions:
+            raise StoreError(
+                f"journal {path} was created with {stored} partitions; "
+                f"start with partitions={stored} or use a new data dir"
+            )
+        self.partitions = partitions
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, self._synchronous)
+            self._local.conn = conn
+        return conn
+
+    def append(self, events: list[Event], ingested_at: float) -> list[int | None]:
+        conn = self._conn()
+        offsets: list[int | None] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for event in events:
+                # NOT EXISTS rather than OR IGNORE: a refused insert must not consume an offset
+                cur = conn.execute(
+                    "INSERT INTO journal (partition, source, event_id, ingested_at, body) "
+                    "SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS "
+                    "(SELECT 1 FROM journal WHERE source = ? AND event_id = ?)",
+                    (
+                        partition_for(event, self.partitions),
+                        event.source,
+                        event.event_id,
+                        ingested_at,
+                        encode_event(event),
+                        event.source,
+                        event.event_id,
+                    ),
+                )
+                offsets.append(cur.lastrowid if cur.rowcount == 1 else None)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return offsets
+
+    def read(self, after: int, limit: int) -> list[Record]:
+        rows = self._conn().execute(
+            "SELECT offset, partition, ingested_at, body FROM journal WHERE offset > ? ORDER BY offset LIMIT ?",
+            (after, limit),
+        )
+        return [Record(*row) for row in rows]
+
+    def head(self) -> int:
+        row = self._conn().execute("SELECT seq FROM sqlite_sequence WHERE name='journal'").fetchone()
+        return int(row[0]) if row else 0
+
+    def count(self) -> int:
+        return int(self._conn().execute("SELECT count(*) FROM journal").fetchone()[0])
+
+    def get(self, offset: int) -> Record | None:
+        row = (
+            self._conn()
+            .execute("SELECT offset, partition, ingested_at, body FROM journal WHERE offset = ?", (offset,))
+            .fetchone()
+        )
+        return Record(*row) if row else None
+
+    def delete_older_than(self, ingested_before: float, processed_up_to: int) -> int:
+        """Retention: drop processed records ingested before the cut-off; return how many."""
+        cur = self._conn().execute(
+            "DELETE FROM journal WHERE ingested_at < ? AND offset <= ?",
+            (ingested_before, processed_up_to),
+        )
+        return cur.rowcount
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,65 @@
+"""The contracts every store backend honours (SQLite now; PostgreSQL for the kafka runtime)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ringfence.alerts.model import Action, Alert
+from ringfence.engine.rules import AlertSignal
+
+
+@dataclass(frozen=True)
+class AlertQuery:
+    """Filters for listing alerts; ``cursor`` continues a previous page."""
+
+    status: tuple[str, ...] = ()
+    severity: tuple[str, ...] = ()
+    audience: tuple[str, ...] = ()
+    rule_id: str | None = None
+    customer_id: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 50
+    cursor: int | None = None
+
+
+@dataclass(frozen=True)
+class LateEvent:
+    """An event that arrived behind its partition's watermark (processed, and recorded)."""
+
+    offset: int
+    event_id: str
+    source: str
+    type: str
+    customer_id: str | None
+    occurred_at: float
+    watermark: float
+    ingested_at: float
+
+
+@dataclass
+class Checkpoint:
+    """What the processor commits atomically with the alerts of a batch."""
+
+    name: str
+    offset: int
+    state_changes: list[tuple[str, str, bytes | None]] = field(default_factory=list)
+    watermarks: dict[int, float] = field(default_factory=dict)
+    late_events: list[LateEvent] = field(default_factory=list)
+
+
+class AlertStore(Protocol):
+    """Alerts, the processor's checkpoint, and the audit trail."""
+
+    def commit_batch(
+        self, signals: list[AlertSignal], checkpoint: Checkpoint, now: float
+    ) -> list[tuple[str, AlertSignal]]:
+        """Apply signals (dedup, create) and the checkpoint in one transaction; return new alerts."""
+        ...
+
+    def list_alerts(self, query: AlertQuery) -> tuple[list[Alert], int | None]: ...
+
+    def get_alert(self, alert_id: str) -> Alert: ...
+
+    def transition(self, alert_id: str, action: Action, actor: str, reason: str, now: float) -> Alert: ...

@@ -1,0 +1,95 @@
+"""The SQLite store's schema. Bump SCHEMA_VERSION and add a step to MIGRATIONS to change it."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE alerts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    rule_id TEXT NOT NULL,
+    rule_version TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    audience TEXT NOT NULL,
+    status TEXT NOT NULL,
+    customer_id TEXT,
+    dedup_key TEXT NOT NULL,
+    occurrence INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    title TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    count INTEGER NOT NULL,
+    assignee TEXT
+);
+CREATE INDEX alerts_rule_key ON alerts (rule_id, dedup_key, status);
+CREATE INDEX alerts_customer ON alerts (customer_id, seq);
+CREATE INDEX alerts_status ON alerts (status, seq);
+
+CREATE TABLE alert_history (
+    alert_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    from_status TEXT,
+    to_status TEXT
+);
+CREATE INDEX alert_history_alert ON alert_history (alert_id, at);
+
+CREATE TABLE api_keys (
+    key_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    salt BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    scopes TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL,
+    last_used_at REAL
+);
+
+CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;
+
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+
+CREATE TABLE processor_offsets (name TEXT PRIMARY KEY, offset INTEGER NOT NULL);
+CREATE TABLE watermarks (partition INTEGER PRIMARY KEY, max_event_time REAL NOT NULL);
+CREATE TABLE feature_state (
+    feature TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state BLOB NOT NULL,
+    PRIMARY KEY (feature, key)
+) WITHOUT ROWID;
+
+CREATE TABLE late_events (
+    offset INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    type TEXT NOT NULL,
+    customer_id TEXT,
+    occurred_at REAL NOT NULL,
+    watermark REAL NOT NULL,
+    ingested_at REAL NOT NULL
+);
+
+CREATE TABLE rule_hits (
+    rule_id TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    hits INTEGER NOT NULL,
+    PRIMARY KEY (rule_id, mode)
+) WITHOUT ROWID;
+""",
+}

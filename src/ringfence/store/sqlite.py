@@ -1,0 +1,366 @@
+"""The embedded runtime's store: alerts, history, checkpoints and audit in one SQLite file.
+
+Alerts and the processor checkpoint share a file so that :meth:`SqliteStore.commit_batch`
+commits a batch's alerts and the offset they reflect in one transaction: a crash either
+keeps both or neither, and replay from the checkpoint recreates exactly what was lost.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ringfence.alerts.model import (
+    ACTIVE_STATUSES,
+    TRANSITIONS,
+    Action,
+    Alert,
+    Decision,
+    HistoryEntry,
+    alert_id,
+)
+from ringfence.clock import iso
+from ringfence.engine.rules import AlertSignal
+from ringfence.errors import NotFound, StoreError
+from ringfence.log.sqlite import connect
+from ringfence.store.base import AlertQuery, Checkpoint, LateEvent
+from ringfence.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+MAX_EVIDENCE_EVENTS = 50
+SYSTEM_ACTOR = "ringfence"
+_json = msgspec.json.Encoder()
+_ALERT_COLUMNS = (
+    "id, rule_id, rule_version, severity, audience, status, customer_id, dedup_key, labels, "
+    "title, summary, evidence, first_seen, last_seen, created_at, updated_at, count, assignee, seq"
+)
+
+
+class SqliteStore:
+    """Thread-safe (one connection per thread) SQLite store."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._migrate()
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit; use :meth:`transaction` to write)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, "full")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An immediate (write-locking) transaction, committed on success."""
+        conn = self.conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has schema {version}, newer than this Ringfence ({SCHEMA_VERSION})")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                # statement by statement: executescript() would commit the open transaction
+                for statement in MIGRATIONS[step].split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={step}")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- processor side ----------------------------------------------------------------
+
+    def load_checkpoint(self, name: str) -> tuple[int, dict[int, float]]:
+        """The committed offset of processor ``name`` and its partitions' max event times."""
+        conn = self.conn()
+        row = conn.execute("SELECT offset FROM processor_offsets WHERE name = ?", (name,)).fetchone()
+        marks = dict(conn.execute("SELECT partition, max_event_time FROM watermarks"))
+        return (int(row[0]) if row else 0), marks
+
+    def iter_feature_state(self) -> Iterator[tuple[str, str, bytes]]:
+        """Every checkpointed (feature, key, state) row."""
+        yield from self.conn().execute("SELECT feature, key, state FROM feature_state")
+
+    def commit_batch(
+        self, signals: list[AlertSignal], checkpoint: Checkpoint, now: float
+    ) -> list[tuple[str, AlertSignal]]:
+        """Apply ``signals`` and ``checkpoint`` atomically; return the alerts created (id, signal)."""
+        created: list[tuple[str, AlertSignal]] = []
+        with self.transaction() as conn:
+            for signal in signals:
+                decision, aid = self._apply_signal(conn, signal, now)
+                if decision is Decision.CREATED:
+                    created.append((aid, signal))
+            for feature, key, state in checkpoint.state_changes:
+                if state is None:
+                    conn.execute("DELETE FROM feature_state WHERE feature=? AND key=?", (feature, key))
+                else:
+                    conn.execute("INSERT OR REPLACE INTO feature_state VALUES (?, ?, ?)", (feature, key, state))
+            conn.executemany("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", list(checkpoint.watermarks.items()))
+            conn.executemany(
+                "INSERT OR IGNORE INTO late_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (e.offset, e.event_id, e.source, e.type, e.customer_id, e.occurred_at, e.watermark, e.ingested_at)
+                    for e in checkpoint.late_events
+                ],
+            )
+            conn.execute("INSERT OR REPLACE INTO processor_offsets VALUES (?, ?)", (checkpoint.name, checkpoint.offset))
+        return created
+
+    def _apply_signal(self, conn: sqlite3.Connection, s: AlertSignal, now: float) -> tuple[Decision, str]:
+        if s.mode == "shadow":
+            self._count_hit(conn, s.rule_id, "shadow")
+            return Decision.SHADOW, ""
+        self._count_hit(conn, s.rule_id, "live")
+        evidence_event = {
+            "event_id": s.event_id,
+            "type": s.event_type,
+            "offset": s.offset,
+            "occurred_at": iso(s.occurred_at),
+            "ingested_at": iso(s.ingested_at),
+            "late": s.late,
+            "features": s.features,
+        }
+        row = conn.execute(
+            "SELECT id, evidence, first_seen, last_seen FROM alerts "
+            "WHERE rule_id=? AND dedup_key=? AND status IN (?, ?) ORDER BY seq DESC LIMIT 1",
+            (s.rule_id, s.dedup_key, *ACTIVE_STATUSES),
+        ).fetchone()
+        if row is not None:
+            aid, raw_evidence, first, last = row
+            evidence = msgspec.json.decode(raw_evidence)
+            evidence["events"] = (evidence["events"] + [evidence_event])[-MAX_EVIDENCE_EVENTS:]
+            evidence["features"] = s.features
+            conn.execute(
+                "UPDATE alerts SET count=count+1, first_seen=?, last_seen=?, evidence=?, updated_at=?, "
+                "title=?, summary=? WHERE id=?",
+                (
+                    min(first, s.occurred_at),
+                    max(last, s.occurred_at),
+                    _json.encode(evidence),
+                    now,
+                    s.title,
+                    s.summary,
+                    aid,
+                ),
+            )
+            return Decision.DEDUPLICATED, aid
+        occurrence = (
+            1
+            + conn.execute(
+                "SELECT count(*) FROM alerts WHERE rule_id=? AND dedup_key=?", (s.rule_id, s.dedup_key)
+            ).fetchone()[0]
+        )
+        aid = alert_id(s.rule_id, s.dedup_key, occurrence)
+        evidence = {"events": [evidence_event], "features": s.features}
+        conn.execute(
+            "INSERT INTO alerts (id, rule_id, rule_version, severity, audience, status, customer_id, "
+            "dedup_key, occurrence, labels, title, summary, evidence, first_seen, last_seen, created_at, "
+            "updated_at, count, assignee) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, NULL)",
+            (
+                aid,
+                s.rule_id,
+                s.rule_version,
+                s.severity,
+                s.audience,
+                s.customer_id,
+                s.dedup_key,
+                occurrence,
+                _json.encode(s.labels),
+                s.title,
+                s.summary,
+                _json.encode(evidence),
+                s.occurred_at,
+                s.occurred_at,
+                now,
+                now,
+            ),
+        )
+        conn.execute(
+            "INSERT INTO alert_history VALUES (?, ?, ?, ?, ?, NULL, 'open')",
+            (aid, now, SYSTEM_ACTOR, Decision.CREATED.value, f"rule {s.rule_id} matched event {s.event_id}"),
+        )
+        return Decision.CREATED, aid
+
+    @staticmethod
+    def _count_hit(conn: sqlite3.Connection, rule_id: str, mode: str) -> None:
+        conn.execute(
+            "INSERT INTO rule_hits VALUES (?, ?, 1) ON CONFLICT (rule_id, mode) DO UPDATE SET hits = hits + 1",
+            (rule_id, mode),
+        )
+
+    # -- API side ------------------------------------------------------------------------
+
+    def list_alerts(self, query: AlertQuery) -> tuple[list[Alert], int | None]:
+        """One page of alerts, newest first, and the cursor of the next page (or None)."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, values in (("status", query.status), ("severity", query.severity), ("audience", query.audience)):
+            if values:
+                where.append(f"{column} IN ({', '.join('?' * len(values))})")
+                args.extend(values)
+        for column, value in (("rule_id", query.rule_id), ("customer_id", query.customer_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if query.since is not None:
+            where.append("last_seen >= ?")
+            args.append(query.since)
+        if query.until is not None:
+            where.append("first_seen < ?")
+            args.append(query.until)
+        if query.cursor is not None:
+            where.append("seq < ?")
+            args.append(query.cursor)
+        sql = f"SELECT {_ALERT_COLUMNS} FROM alerts"  # noqa: S608 - columns and clauses are constants
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        rows = self.conn().execute(sql, [*args, query.limit + 1]).fetchall()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        histories = self._histories([row[0] for row in rows])
+        alerts = [self._alert(row, histories.get(row[0], [])) for row in rows]
+        return alerts, (rows[-1][-1] if more else None)
+
+    def get_alert(self, alert_id: str) -> Alert:
+        row = (
+            self.conn()
+            .execute(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?",  # noqa: S608 - constant columns
+                (alert_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no alert {alert_id!r}")
+        return self._alert(row, self._histories([row[0]]).get(row[0], []))
+
+    def _histories(self, alert_ids: list[str]) -> dict[str, list[HistoryEntry]]:
+        """The history of each alert in ``alert_ids``, oldest entry first (one query)."""
+        out: dict[str, list[HistoryEntry]] = {}
+        if not alert_ids:
+            return out
+        marks = ", ".join("?" * len(alert_ids))
+        sql = (
+            "SELECT alert_id, at, actor, action, reason, from_status, to_status FROM alert_history "  # noqa: S608
+            f"WHERE alert_id IN ({marks}) ORDER BY at, rowid"  # only placeholders are interpolated
+        )
+        rows = self.conn().execute(sql, alert_ids)
+        for aid, at, actor, action, reason, f, t in rows:
+            out.setdefault(aid, []).append(
+                HistoryEntry(at=iso(at), actor=actor, action=action, reason=reason, from_status=f, to_status=t)
+            )
+        return out
+
+    def _alert(self, row: tuple[Any, ...], history: list[HistoryEntry]) -> Alert:
+        return Alert(
+            id=row[0],
+            rule_id=row[1],
+            rule_version=row[2],
+            severity=row[3],
+            audience=row[4],
+            status=row[5],
+            customer_id=row[6],
+            dedup_key=row[7],
+            labels=msgspec.json.decode(row[8]),
+            title=row[9],
+            summary=row[10],
+            evidence=msgspec.json.decode(row[11]),
+            first_seen=iso(row[12]),
+            last_seen=iso(row[13]),
+            created_at=iso(row[14]),
+            updated_at=iso(row[15]),
+            count=row[16],
+            assignee=row[17],
+            history=history,
+        )
+
+    def transition(self, alert_id: str, action: Action, actor: str, reason: str, now: float) -> Alert:
+        """Acknowledge or resolve an alert, recording who and why (history and audit)."""
+        allowed_from, to_status = TRANSITIONS[action]
+        with self.transaction() as conn:
+            row = conn.execute("SELECT status FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no alert {alert_id!r}")
+            status = row[0]
+            if status == to_status:
+                pass  # idempotent: acking an acked alert changes nothing
+            elif status not in allowed_from:
+                raise StoreError(f"cannot {action.value} an alert that is {status}")
+            else:
+                conn.execute("UPDATE alerts SET status=?, updated_at=? WHERE id=?", (to_status, now, alert_id))
+                conn.execute(
+                    "INSERT INTO alert_history VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (alert_id, now, actor, action.value, reason, status, to_status),
+                )
+                self.audit(conn, now, actor, f"alert.{action.value}", alert_id, {"reason": reason})
+        return self.get_alert(alert_id)
+
+    @staticmethod
+    def audit(
+        conn: sqlite3.Connection, now: float, actor: str, action: str, target: str, detail: dict[str, Any]
+    ) -> None:
+        """Append one audit entry inside the caller's transaction."""
+        conn.execute(
+            "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (now, actor, action, target, _json.encode(detail).decode()),
+        )
+
+    def list_audit(self, limit: int = 100, cursor: int | None = None) -> tuple[list[dict[str, Any]], int | None]:
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT seq, at, actor, action, target, detail FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                (cursor if cursor is not None else 2**62, limit + 1),
+            )
+            .fetchall()
+        )
+        items = [
+            {"seq": s, "at": iso(at), "actor": a, "action": act, "target": t, "detail": msgspec.json.decode(d)}
+            for s, at, a, act, t, d in rows[:limit]
+        ]
+        return items, (rows[limit - 1][0] if len(rows) > limit else None)
+
+    def list_late_events(self, limit: int = 100, cursor: int | None = None) -> tuple[list[LateEvent], int | None]:
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT * FROM late_events WHERE offset < ? ORDER BY offset DESC LIMIT ?",
+                (cursor if cursor is not None else 2**62, limit + 1),
+            )
+            .fetchall()
+        )
+        items = [LateEvent(*r) for r in rows[:limit]]
+        return items, (rows[limit - 1][0] if len(rows) > limit else None)
+
+    def count_late_events(self) -> int:
+        return int(self.conn().execute("SELECT count(*) FROM late_events").fetchone()[0])
+
+    def rule_hits(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for rule_id, mode, hits in self.conn().execute("SELECT rule_id, mode, hits FROM rule_hits"):
+            out.setdefault(rule_id, {})[mode] = hits
+        return out
+
+    def count_alerts(self) -> int:
+        return int(self.conn().execute("SELECT count(*) FROM alerts").fetchone()[0])

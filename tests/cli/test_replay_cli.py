@@ -1,0 +1,52 @@
+"""``ringfence replay``: a file through the pipeline, into a data dir or to a running server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+from ringfence.testing import create_key, event, ringfence_cli, run_embedded
+
+
+def write_events(path: Path, *, invalid: int = 0) -> list[dict[str, object]]:
+    events = [
+        event("transfer.initiated", customer_id=f"cus_{i}", payee_country="KP", amount="100.00") for i in range(30)
+    ]
+    lines = [json.dumps(e) for e in events] + ['{"event_id": "broken"'] * invalid
+    path.write_text("\n".join(lines) + "\n")
+    return events
+
+
+def test_replay_into_a_data_dir_processes_every_event(tmp_path: Path) -> None:
+    write_events(tmp_path / "events.ndjson", invalid=1)
+    data_dir = tmp_path / "d"
+    out = ringfence_cli("replay", str(tmp_path / "events.ndjson"), data_dir=data_dir)
+    assert "accepted 30, duplicates 0, rejected 1" in out.stdout
+    assert "rejected line 31" in out.stdout
+    again = ringfence_cli("replay", str(tmp_path / "events.ndjson"), data_dir=data_dir)
+    assert "accepted 0, duplicates 30, rejected 1" in again.stdout
+    key = create_key(data_dir, "reader", "alerts:read")
+    with run_embedded(data_dir) as server:
+        alerts = httpx.get(
+            f"{server.url}/v1/alerts",
+            params={"rule_id": "transfer_high_risk_country"},
+            headers={"Authorization": f"Bearer {key}"},
+        ).json()["items"]
+    assert len(alerts) == 30
+
+
+def test_replay_to_a_running_server(tmp_path: Path) -> None:
+    write_events(tmp_path / "events.ndjson")
+    data_dir = tmp_path / "d"
+    key = create_key(data_dir, "producer", "events:write")
+    with run_embedded(data_dir):
+        refused = ringfence_cli("replay", str(tmp_path / "events.ndjson"), data_dir=data_dir, check=False)
+        assert refused.returncode == 2
+        assert "another Ringfence process is running" in refused.stderr
+    with run_embedded(data_dir) as server:
+        out = ringfence_cli(
+            "replay", str(tmp_path / "events.ndjson"), "--url", server.url, "--key", key, data_dir=data_dir
+        )
+    assert "accepted 30, duplicates 0, rejected 0" in out.stdout

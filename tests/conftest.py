@@ -1,0 +1,41 @@
+"""Shared fixtures: a real embedded server with keys of each kind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ringfence.testing import EmbeddedServer, create_key, start_server
+
+
+@dataclass
+class Keys:
+    admin: str
+    producer: str
+    reader: str
+    analyst: str
+
+
+@pytest.fixture(scope="module")
+def server_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("server") / "data"
+
+
+@pytest.fixture(scope="module")
+def keys(server_dir: Path) -> Keys:
+    return Keys(
+        admin=create_key(server_dir, "admin", "admin"),
+        producer=create_key(server_dir, "producer", "events:write"),
+        reader=create_key(server_dir, "reader", "alerts:read"),
+        analyst=create_key(server_dir, "analyst", "alerts:read", "alerts:write"),
+    )
+
+
+@pytest.fixture(scope="module")
+def server(server_dir: Path, keys: Keys) -> Iterator[EmbeddedServer]:
+    srv = start_server(server_dir)
+    yield srv
+    assert srv.stop(), srv.log_path.read_text()[-3000:]

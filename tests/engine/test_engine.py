@@ -1,0 +1,129 @@
+"""The engine: features before rules, deterministic signals, lateness, state round trips."""
+
+from __future__ import annotations
+
+from ringfence.engine import Engine, load_pack
+from tests.factories import T0, ev
+
+PACK = load_pack("""
+version: "t1"
+lists:
+  risky: [IR, KP]
+features:
+  - name: auths_10m
+    on: [card.authorization]
+    by: data.card_id
+    agg: count
+    window: 10m
+  - name: prev_country
+    on: [card.authorization]
+    by: customer_id
+    agg: last
+    of: data.merchant.country
+rules:
+  - id: velocity
+    on: [card.authorization]
+    when: auths_10m >= 3
+    severity: high
+    audience: fraud
+    title: "{auths_10m} auths on {data.card_id}"
+    dedup: "{data.card_id}"
+    labels: {card: "{data.card_id}"}
+  - id: risky_country
+    on: [card.authorization]
+    when: data.merchant.country in lists.risky
+    severity: medium
+    audience: fraud
+    title: "risky {data.merchant.country} after {prev_country}"
+  - id: shadow_big
+    on: [card.authorization]
+    when: data.amount > 100
+    severity: low
+    audience: fraud
+    title: big
+    mode: shadow
+""")
+
+
+def card(t: float, card_id: str = "tok_1", country: str = "FR", amount: str = "10.00", customer: str = "c1"):  # type: ignore[no-untyped-def]
+    return ev(
+        at=T0 + t,
+        card_id=card_id,
+        amount=amount,
+        customer_id=customer,
+        merchant={"id": "m", "mcc": "5411", "country": country},
+    )
+
+
+def test_a_rule_fires_when_its_feature_crosses_the_threshold() -> None:
+    engine = Engine(PACK)
+    hits = [engine.process(card(i), i, 0, 0.0) for i in range(4)]
+    assert [len(h) for h in hits] == [0, 0, 1, 1]
+    signal = hits[2][0]
+    assert signal.rule_id == "velocity"
+    assert signal.title == "3 auths on tok_1"
+    assert signal.dedup_key == "tok_1"
+    assert signal.labels == {"card": "tok_1"}
+    assert signal.features == {"auths_10m": 3}
+    assert signal.offset == 2
+
+
+def test_features_are_kept_per_key() -> None:
+    engine = Engine(PACK)
+    for i in range(2):
+        engine.process(card(i, card_id="tok_a"), i, 0, 0.0)
+    assert engine.process(card(3, card_id="tok_b"), 3, 0, 0.0) == []
+
+
+def test_last_gives_the_previous_event_value() -> None:
+    engine = Engine(PACK)
+    engine.process(card(0, country="DE"), 0, 0, 0.0)
+    (signal,) = engine.process(card(10, country="IR", card_id="tok_2"), 1, 0, 0.0)
+    assert signal.title == "risky IR after DE"
+
+
+def test_shadow_rules_emit_shadow_signals_and_count_hits() -> None:
+    engine = Engine(PACK)
+    (signal,) = engine.process(card(0, amount="500.00"), 0, 0, 0.0)
+    assert signal.mode == "shadow"
+    assert engine.shadow_hits == {"shadow_big": 1}
+
+
+def test_events_behind_the_watermark_are_late_but_still_processed() -> None:
+    engine = Engine(PACK, allowed_lateness_s=5.0)
+    engine.process(card(100), 0, 0, 0.0)
+    assert not engine.is_late(card(96), 0)  # within allowed lateness
+    late_event = card(50)
+    assert engine.is_late(late_event, 0)
+    assert not engine.is_late(late_event, 1)  # watermarks are per partition
+    engine.process(late_event, 1, 0, 0.0)
+    (signal,) = engine.process(card(101), 2, 0, 0.0)
+    assert signal.features == {"auths_10m": 3}  # the late event still counted in its window
+    assert engine.late_events == 1
+
+
+def test_state_restored_from_changes_gives_the_same_results() -> None:
+    first = Engine(PACK)
+    for i in range(2):
+        first.process(card(i), i, 0, 0.0)
+    rows = [(f, k, s) for f, k, s in first.take_changes() if s is not None]
+    second = Engine(PACK)
+    second.restore(rows, dict(first.max_event_time))
+    third = card(2)
+    assert second.process(third, 2, 0, 0.0) == first.process(third, 2, 0, 0.0) != []
+
+
+def test_expired_keys_are_dropped_and_reported_as_deletions() -> None:
+    engine = Engine(PACK)
+    engine.process(card(0), 0, 0, 0.0)
+    engine.take_changes()
+    assert engine.expire(watermark := T0 + 3600) == 1
+    assert watermark
+    assert engine.take_changes() == [("auths_10m", "tok_1", None)]
+    assert "tok_1" not in engine.states["auths_10m"]
+
+
+def test_features_of_a_customer_are_explainable() -> None:
+    engine = Engine(PACK)
+    engine.process(card(0, country="DE"), 0, 0, 0.0)
+    assert engine.features_of({"customer_id": "c1"}, T0 + 1) == {"prev_country": "DE"}

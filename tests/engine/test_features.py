@@ -1,0 +1,95 @@
+"""Windowed and lifetime aggregates per key, in event time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ringfence.engine.expressions import DictContext, Scope, compile_expression
+from ringfence.engine.features import BUCKETS, FeatureSpec, FeatureState, decode_state, encode_state
+
+SCOPE = Scope(None, frozenset(), frozenset())
+
+
+def spec(agg: str, window: float | None = 600.0, of: str | None = "data.amount") -> FeatureSpec:
+    expr = compile_expression(of, SCOPE) if of else None
+    return FeatureSpec("f", (("customer_id",),), agg, expr, None, None, window)
+
+
+def feed(s: FeatureSpec, points: list[tuple[float, Any]]) -> FeatureState:
+    state = FeatureState()
+    for t, x in points:
+        s.update(state, t, DictContext({"customer_id": "c", "data": {"amount": x}}))
+    return state
+
+
+@pytest.mark.parametrize(
+    ("agg", "points", "at", "expected"),
+    [
+        ("count", [(0, 1), (10, 1), (20, 1)], 20, 3),
+        ("sum", [(0, 5.0), (10, 7.5)], 10, 12.5),
+        ("avg", [(0, 10.0), (10, 20.0)], 10, 15.0),
+        ("min", [(0, 10.0), (10, 3.0), (20, 8.0)], 20, 3.0),
+        ("max", [(0, 10.0), (10, 3.0)], 10, 10.0),
+        ("distinct_count", [(0, "FR"), (10, "DE"), (20, "FR")], 20, 2),
+        # a sliding window forgets what fell out of it
+        ("count", [(0, 1), (700, 1)], 700, 1),
+        ("sum", [(0, 5.0), (599, 1.0)], 599, 6.0),
+        ("sum", [(0, 5.0), (611, 1.0)], 611, 1.0),
+        ("distinct_count", [(0, "FR"), (700, "DE")], 700, 1),
+        ("max", [(0, 99.0), (700, 1.0)], 700, 1.0),
+        # out of order within the window still counts
+        ("count", [(100, 1), (50, 1), (120, 1)], 120, 3),
+        # reading at an earlier time does not see later buckets
+        ("count", [(0, 1), (300, 1)], 100, 1),
+    ],
+)
+def test_windowed_aggregates(agg: str, points: list[tuple[float, Any]], at: float, expected: Any) -> None:
+    s = spec(agg, of=None if agg == "count" else "data.amount")
+    assert s.value(feed(s, points), at) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("agg", "expected"),
+    [("count", 3), ("sum", 16.0), ("avg", 16 / 3), ("min", 1.0), ("max", 10.0)],
+)
+def test_lifetime_aggregates_never_forget(agg: str, expected: Any) -> None:
+    s = spec(agg, window=None, of=None if agg == "count" else "data.amount")
+    state = feed(s, [(0, 5.0), (10**7, 10.0), (2 * 10**7, 1.0)])
+    assert s.value(state, 2 * 10**7) == pytest.approx(expected)
+
+
+def test_last_first_and_time_since_describe_earlier_events() -> None:
+    last, first, since = spec("last", None), spec("first", None), spec("time_since", None, of=None)
+    state_last = feed(last, [(0, 1.0), (10, 2.0), (5, 9.0)])  # a late event does not become "last"
+    assert last.value(state_last, 20) == 2.0
+    assert first.value(feed(first, [(10, 2.0), (0, 1.0)]), 20) == 1.0
+    assert since.value(feed(since, [(0, None), (30, None)]), 45) == 15
+
+
+def test_windowed_last_is_forgotten_after_the_window() -> None:
+    s = spec("last", window=60)
+    state = feed(s, [(0, 1.0)])
+    assert s.value(state, 30) == 1.0
+    assert s.value(state, 61) is None
+
+
+def test_empty_state_reads_zero_for_counts_and_none_otherwise() -> None:
+    assert spec("count", of=None).value(None, 0) == 0
+    assert spec("avg").value(None, 0) is None
+
+
+def test_state_stays_bounded_and_expires() -> None:
+    s = spec("count", window=60, of=None)
+    state = feed(s, [(t, 1) for t in range(0, 10_000, 1)])
+    assert state.buckets is not None
+    assert len(state.buckets) <= BUCKETS + 1
+    assert not s.expired(state, watermark=10_000)
+    assert s.expired(state, watermark=10_000 + 61)
+
+
+def test_state_round_trips_through_its_encoding() -> None:
+    s = spec("distinct_count")
+    state = feed(s, [(0, "FR"), (1, "DE")])
+    assert s.value(decode_state(encode_state(state)), 1) == 2

@@ -1,0 +1,82 @@
+"""Rule packs load as a whole; a bad one fails naming the rule and the position."""
+
+from __future__ import annotations
+
+import pytest
+
+from ringfence.engine import default_pack_text, load_pack
+from ringfence.errors import RulePackError
+
+BASE = """
+version: "t1"
+lists:
+  risky: [IR]
+features:
+  - name: auths_10m
+    on: [card.authorization]
+    by: data.card_id
+    agg: count
+    window: 10m
+rules:
+  - id: velocity
+    on: [card.authorization]
+    when: auths_10m >= 3
+    severity: high
+    audience: fraud
+    title: "{auths_10m} auths"
+"""
+
+
+def test_the_default_pack_loads_and_covers_every_audience() -> None:
+    pack = load_pack(default_pack_text())
+    assert len(pack.rules) >= 10
+    assert {r.audience for r in pack.rules} == {"fraud", "aml", "security", "ops", "customer"}
+
+
+def test_a_valid_pack_loads_with_version_and_digest() -> None:
+    pack = load_pack(BASE)
+    assert pack.version == "t1"
+    assert len(pack.digest) == 16
+    assert pack.rule("velocity") is not None
+    assert pack.lists == {"risky": frozenset({"IR"})}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("when: auths_10m >= 3", "when: auths_1h >= 3", r"rules\[0\] \(velocity\): unknown name 'auths_1h'"),
+        ("when: auths_10m >= 3", "when: data.nope > 1", "unknown field 'data.nope'"),
+        ("when: auths_10m >= 3", "when: auths_10m >=", "syntax error"),
+        ("severity: high", "severity: urgent", "severity must be one of"),
+        ("audience: fraud", "audience: marketing", "audience must be one of"),
+        ("agg: count", "agg: median", r"features\[0\] \(auths_10m\): unknown agg 'median'"),
+        ("window: 10m", "window: 10 minutes", "invalid duration"),
+        ("on: [card.authorization]\n    when", "on: [card.cloned]\n    when", "unknown event type 'card.cloned'"),
+        ('title: "{auths_10m} auths"', 'title: "{__class__} auths"', "placeholder"),
+        ("id: velocity", "id: Velocity!", "rule id must be lower_snake_case"),
+        ('version: "t1"', "", "missing required field `version`"),
+        ("by: data.card_id", "by: card_id", "'by' must be an envelope field"),
+    ],
+)
+def test_broken_packs_fail_with_a_named_error(old: str, new: str, message: str) -> None:
+    broken = BASE.replace(old, new)
+    assert broken != BASE
+    with pytest.raises(RulePackError, match=message):
+        load_pack(broken)
+
+
+def test_duplicate_rule_ids_are_refused() -> None:
+    rule_block = BASE.split("rules:\n")[1]
+    with pytest.raises(RulePackError, match=r"rules\[1\] \(velocity\): duplicate rule id"):
+        load_pack(BASE + rule_block)
+
+
+@pytest.mark.parametrize("text", ["{", "- a\n- b", "version: [1", "!!python/object:os.system {}"])
+def test_unreadable_yaml_is_a_pack_error(text: str) -> None:
+    with pytest.raises(RulePackError):
+        load_pack(text)
+
+
+def test_on_stays_a_key_and_is_not_read_as_boolean() -> None:
+    pack = load_pack(BASE)
+    assert pack.rules[0].on == frozenset({"card.authorization"})

@@ -1,0 +1,78 @@
+"""API keys: shown once, stored hashed, scoped, revocable."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ringfence.errors import AuthError, ForbiddenError, StoreError
+from ringfence.store import ApiKeys, SqliteStore
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> ApiKeys:
+    return ApiKeys(SqliteStore(tmp_path / "s.db"))
+
+
+def test_a_created_key_authenticates_with_its_scopes(keys: ApiKeys) -> None:
+    token = keys.create("producer", ["events:write"], now=1.0)
+    info = keys.authenticate(token, now=2.0)
+    assert info.name == "producer"
+    assert info.allows("events:write")
+    assert not info.allows("alerts:read")
+    with pytest.raises(ForbiddenError):
+        ApiKeys.require(info, "alerts:read")
+
+
+def test_admin_keys_allow_every_scope(keys: ApiKeys) -> None:
+    info = keys.authenticate(keys.create("root", ["admin"], now=1.0), now=1.0)
+    assert info.allows("rules:write")
+
+
+def test_the_secret_is_never_stored(tmp_path: Path, keys: ApiKeys) -> None:
+    token = keys.create("producer", ["events:write"], now=1.0)
+    secret = token.rsplit("_", 1)[1]
+    dump = "\n".join(sqlite3.connect(tmp_path / "s.db").iterdump())
+    assert secret not in dump
+    assert token not in dump
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),
+        lambda t: "rf_000000000000_" + t.split("_", 2)[2],
+        lambda t: "garbage",
+    ],
+)
+def test_wrong_unknown_or_malformed_keys_are_refused(keys: ApiKeys, mangle) -> None:  # type: ignore[no-untyped-def]
+    token = keys.create("producer", ["events:write"], now=1.0)
+    with pytest.raises(AuthError):
+        keys.authenticate(mangle(token), now=2.0)
+
+
+def test_a_revoked_key_is_refused_and_its_name_can_be_reused(keys: ApiKeys) -> None:
+    token = keys.create("producer", ["events:write"], now=1.0)
+    keys.revoke("producer", now=2.0)
+    with pytest.raises(AuthError, match="revoked"):
+        keys.authenticate(token, now=3.0)
+    fresh = keys.create("producer", ["events:write"], now=4.0)
+    assert keys.authenticate(fresh, now=5.0).name == "producer"
+
+
+def test_active_names_are_unique_and_scopes_checked(keys: ApiKeys) -> None:
+    keys.create("producer", ["events:write"], now=1.0)
+    with pytest.raises(StoreError, match="exists"):
+        keys.create("producer", ["events:write"], now=1.0)
+    with pytest.raises(StoreError, match="scope"):
+        keys.create("other", ["root"], now=1.0)
+    with pytest.raises(StoreError, match="invalid key name"):
+        keys.create("bad name", ["admin"], now=1.0)
+
+
+def test_last_used_is_recorded(keys: ApiKeys) -> None:
+    token = keys.create("producer", ["events:write"], now=1.0)
+    keys.authenticate(token, now=100.0)
+    assert keys.list()[0].last_used_at == 100.0
