@@ -11,14 +11,15 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ringfence.cli.common import ConfigOption, DataDirOption, fail, settings_from
-from ringfence.errors import RingfenceError
+from ringfence.errors import FieldError, RingfenceError
+from ringfence.events.decode import Rejection
 from ringfence.runtimes.embedded import Platform
 from ringfence.runtimes.ingest import IngestResult
 
@@ -85,40 +86,31 @@ def _merge(total: IngestResult, part: IngestResult, offset: int) -> None:
         total.rejected.append(type(r)(r.index + offset, r.event_id, r.errors))
 
 
-def _replay_http(file: Path, url: str, key: str, total: IngestResult, advance: Callable[[int], None]) -> None:
-    from ringfence.errors import FieldError
-    from ringfence.events.decode import Rejection
+def _parse_result(data: dict[str, Any]) -> IngestResult:
+    rejected = [
+        Rejection(r["index"], r["event_id"], [FieldError(e["field"], e["message"]) for e in r["errors"]])
+        for r in data["rejected"]
+    ]
+    return IngestResult(accepted=data["accepted"], duplicates=data["duplicates"], rejected=rejected)
 
+
+def _replay_http(file: Path, url: str, key: str, total: IngestResult, advance: Callable[[int], None]) -> None:
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"}
     line = 0
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
         for body, size in _batches(file):
-            n = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
-            while True:
+            response = client.post("/v1/events", content=body)
+            while response.status_code in (429, 503):  # backpressure: wait as told, then resend
+                time.sleep(float(response.headers.get("retry-after", "1")))
                 response = client.post("/v1/events", content=body)
-                if response.status_code in (429, 503):
-                    time.sleep(float(response.headers.get("retry-after", "1")))
-                    continue
-                break
             payload = response.json()
-            if response.status_code == 202 or (
-                response.status_code == 400 and "rejected" in (payload["error"].get("details") or {})
-            ):
-                data = payload if response.status_code == 202 else payload["error"]["details"]
-                part = IngestResult(
-                    accepted=data["accepted"],
-                    duplicates=data["duplicates"],
-                    rejected=[
-                        Rejection(
-                            r["index"], r["event_id"], [FieldError(e["field"], e["message"]) for e in r["errors"]]
-                        )
-                        for r in data["rejected"]
-                    ],
-                )
-                _merge(total, part, line)
+            if response.status_code == 202:
+                _merge(total, _parse_result(payload), line)
+            elif response.status_code == 400 and payload["error"]["code"] == "invalid_events":
+                _merge(total, _parse_result(payload["error"]["details"]), line)
             else:
                 fail(f"server answered {response.status_code}: {payload.get('error', {}).get('message')}")
-            line += n
+            line += body.count(b"\n")
             advance(size)
 
 
@@ -137,7 +129,7 @@ async def _replay_embedded(file: Path, platform: Platform, total: IngestResult, 
                         raise
                     await asyncio.sleep(0.2)
             _merge(total, part, line)
-            line += body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+            line += body.count(b"\n")
             advance(size)
         while platform.lag() > 0:
             await asyncio.sleep(0.05)

@@ -28,6 +28,7 @@ def up(
     demo: Annotated[
         bool, typer.Option("--demo", help="Also generate simulated bank traffic with injected fraud")
     ] = False,
+    demo_rate: Annotated[float, typer.Option(help="Events per second of demo traffic", min=1, max=100_000)] = 50.0,
     config: ConfigOption = None,
 ) -> None:
     """Start API, processor and dispatcher in one process (Ctrl-C stops it cleanly)."""
@@ -42,7 +43,7 @@ def up(
     typer.echo(f"Ringfence {platform.pack.version} rule pack, data in {settings.data_dir.resolve()}")
     typer.echo(f"API:      {url}   (OpenAPI at {url}/openapi.json, health at {url}/healthz)")
     if demo:
-        background.append(functools.partial(run_demo_traffic, platform))
+        background.append(functools.partial(run_demo_traffic, platform, rate_per_s=demo_rate))
         now = SystemClock().time()
         with contextlib.suppress(RingfenceError):  # the previous run's demo key, if any
             platform.keys.revoke(DEMO_KEY_NAME, now, actor="ringfence up --demo")

@@ -38,16 +38,16 @@ class EventContext:
         self._cache: dict[str, Any] = {}
 
     def field(self, path: tuple[str, ...]) -> Any:
-        head = path[0]
-        if head != "data":
-            return getattr(self.event, head, None)
-        value: Any = self.event.data
+        if path[0] != "data":
+            return getattr(self.event, path[0], None)
+        if len(path) == 2:  # the common case, kept short: it runs for most expression leaves
+            value = self.event.data.get(path[1])
+            return float(value) if path[1] in MONEY_FIELDS and value.__class__ is str else value
+        value = self.event.data
         for part in path[1:]:
             if not isinstance(value, dict):
                 return None
             value = value.get(part)
-        if len(path) == 2 and path[1] in MONEY_FIELDS and isinstance(value, str):
-            return float(value)
         return value
 
     def feature(self, name: str) -> Any:

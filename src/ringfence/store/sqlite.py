@@ -110,11 +110,13 @@ class SqliteStore:
                 decision, aid = self._apply_signal(conn, signal, now)
                 if decision is Decision.CREATED:
                     created.append((aid, signal))
-            for feature, key, state in checkpoint.state_changes:
-                if state is None:
-                    conn.execute("DELETE FROM feature_state WHERE feature=? AND key=?", (feature, key))
-                else:
-                    conn.execute("INSERT OR REPLACE INTO feature_state VALUES (?, ?, ?)", (feature, key, state))
+            changes = checkpoint.state_changes
+            conn.executemany(
+                "INSERT OR REPLACE INTO feature_state VALUES (?, ?, ?)", [c for c in changes if c[2] is not None]
+            )
+            conn.executemany(
+                "DELETE FROM feature_state WHERE feature=? AND key=?", [(f, k) for f, k, s in changes if s is None]
+            )
             conn.executemany("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", list(checkpoint.watermarks.items()))
             conn.executemany(
                 "INSERT OR IGNORE INTO late_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
