@@ -86,7 +86,7 @@ def test_shadow_rules_emit_shadow_signals_and_count_hits() -> None:
     engine = Engine(PACK)
     (signal,) = engine.process(card(0, amount="500.00"), 0, 0, 0.0)
     assert signal.mode == "shadow"
-    assert engine.shadow_hits == {"shadow_big": 1}
+    assert engine.hits == {("shadow_big", "shadow"): 1}
 
 
 def test_events_behind_the_watermark_are_late_but_still_processed() -> None:
@@ -119,7 +119,7 @@ def test_expired_keys_are_dropped_and_reported_as_deletions() -> None:
     engine.take_changes()
     assert engine.expire(watermark := T0 + 3600) == 1
     assert watermark
-    assert engine.take_changes() == [("auths_10m", "tok_1", None)]
+    assert engine.take_changes() == [(engine.persisted_names["auths_10m"], "tok_1", None)]
     assert "tok_1" not in engine.states["auths_10m"]
 
 

@@ -30,7 +30,7 @@ rules:
 def test_the_default_pack_loads_and_covers_every_audience() -> None:
     pack = load_pack(default_pack_text())
     assert len(pack.rules) >= 10
-    assert {r.audience for r in pack.rules} == {"fraud", "aml", "security", "ops", "customer"}
+    assert {r.output.audience for r in pack.rules} == {"fraud", "aml", "security", "ops", "customer"}
 
 
 def test_a_valid_pack_loads_with_version_and_digest() -> None:
@@ -67,7 +67,7 @@ def test_broken_packs_fail_with_a_named_error(old: str, new: str, message: str) 
 
 def test_duplicate_rule_ids_are_refused() -> None:
     rule_block = BASE.split("rules:\n")[1]
-    with pytest.raises(RulePackError, match=r"rules\[1\] \(velocity\): duplicate rule id"):
+    with pytest.raises(RulePackError, match=r"rules\[1\] \(velocity\): duplicate name 'velocity'"):
         load_pack(BASE + rule_block)
 
 

@@ -1,39 +1,63 @@
 """The engine: a pure, deterministic function of (state, event) -> (state, alert signals).
 
-It knows nothing of HTTP, SQLite or Kafka. Runtimes feed it events in log order per
-partition, collect its signals, and persist :meth:`Engine.take_changes` together with
-the offset they reflect.
+It knows nothing of HTTP, SQLite or Kafka. Runtimes feed it events in log order, call
+:meth:`Engine.advance` with the watermark so absence timers fire, collect its signals,
+and persist :meth:`Engine.take_changes` together with the offset they reflect.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ringfence.engine.features import (
-    READ_BEFORE_UPDATE,
-    FeatureSpec,
-    FeatureState,
-    decode_state,
-    encode_state,
+from ringfence.engine.anomaly import (
+    AnomalySpec,
+    HalfSpaceTrees,
+    ZState,
+    decode_zstate,
+    encode_zstate,
+    inputs_of,
+    score_zscore,
 )
+from ringfence.engine.expressions import DictContext
+from ringfence.engine.features import READ_BEFORE_UPDATE, FeatureSpec, FeatureState, decode_state, encode_state
 from ringfence.engine.pack import RulePack
-from ringfence.engine.rules import AlertSignal, RuleSpec
+from ringfence.engine.patterns import (
+    PatternSpec,
+    PatternState,
+    Timers,
+    advance_absence,
+    advance_sequence,
+    decode_pattern_state,
+    encode_pattern_state,
+    snapshot,
+)
+from ringfence.engine.rules import AlertSignal, Output
 from ringfence.events.model import Event
 from ringfence.events.types import MONEY_FIELDS
 
-StateKey = tuple[str, str]  # (feature name, key)
+StateKey = tuple[str, str]  # (state name, key)
+
+
+def _walk(value: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
 
 
 class EventContext:
-    """What expressions see while one event is processed: its fields and feature values."""
+    """What expressions see while one event is processed: its fields, features, pattern steps."""
 
-    __slots__ = ("_cache", "_engine", "event")
+    __slots__ = ("_cache", "_engine", "event", "steps")
 
     def __init__(self, event: Event, engine: Engine) -> None:
         self.event = event
+        self.steps: Mapping[str, Mapping[str, Any]] = {}
         self._engine = engine
         self._cache: dict[str, Any] = {}
 
@@ -43,12 +67,7 @@ class EventContext:
         if len(path) == 2:  # the common case, kept short: it runs for most expression leaves
             value = self.event.data.get(path[1])
             return float(value) if path[1] in MONEY_FIELDS and value.__class__ is str else value
-        value = self.event.data
-        for part in path[1:]:
-            if not isinstance(value, dict):
-                return None
-            value = value.get(part)
-        return value
+        return _walk(self.event.data, path[1:])
 
     def feature(self, name: str) -> Any:
         if name not in self._cache:
@@ -58,8 +77,29 @@ class EventContext:
     def list_(self, name: str) -> frozenset[Any]:
         return self._engine.lists.get(name, frozenset())
 
+    def step(self, name: str, path: tuple[str, ...]) -> Any:
+        value = _walk(self.steps.get(name), path)
+        if len(path) == 2 and path[0] == "data" and path[1] in MONEY_FIELDS and isinstance(value, str):
+            return float(value)
+        return value
+
     def remember(self, name: str, value: Any) -> None:
         self._cache[name] = value
+
+
+def _event_from(snap: Mapping[str, Any]) -> Event:
+    return Event(
+        event_id=snap["event_id"],
+        type=snap["type"],
+        occurred_at=snap["occurred_at"],
+        source=snap["source"],
+        data=snap["data"],
+        customer_id=snap.get("customer_id"),
+    )
+
+
+def _ref(snap: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: snap[k] for k in ("event_id", "type", "occurred_at", "offset", "ingested_at")}
 
 
 class Engine:
@@ -70,34 +110,59 @@ class Engine:
         self.lists: dict[str, frozenset[str]] = dict(pack.lists)
         self.allowed_lateness_s = allowed_lateness_s
         self.states: dict[str, dict[str, FeatureState]] = {f.name: {} for f in pack.features}
+        self.zstates: dict[str, dict[str, ZState]] = {a.name: {} for a in pack.anomalies if a.kind == "robust_zscore"}
+        self.models: dict[str, HalfSpaceTrees] = {
+            a.name: HalfSpaceTrees() for a in pack.anomalies if a.kind == "half_space_trees"
+        }
+        self.pattern_states: dict[str, dict[str, PatternState]] = {p.id: {} for p in pack.patterns}
+        self.timers = Timers()
         self.max_event_time: dict[int, float] = {}
-        self.shadow_hits: dict[str, int] = defaultdict(int)
+        self.hits: dict[tuple[str, str], int] = defaultdict(int)
         self.late_events = 0
         self._dirty: set[StateKey] = set()
         self._features = {f.name: f for f in pack.features}
-        self._features_by_type: dict[str, list[FeatureSpec]] = defaultdict(list)
-        self._rules_by_type: dict[str, list[RuleSpec]] = defaultdict(list)
-        for rule in pack.rules:
-            for t in rule.on:
-                self._rules_by_type[t].append(rule)
+        self._anomalies = {a.name: a for a in pack.anomalies}
+        self._patterns = {p.id: p for p in pack.patterns}
+        self._by_type: dict[str, tuple[list[FeatureSpec], list[AnomalySpec], list[Any], list[PatternSpec]]] = {}
+        # persisted state names carry the definition's digest, so a changed definition never
+        # restores the state of the old one
+        specs: list[FeatureSpec | AnomalySpec | PatternSpec] = [*pack.features, *pack.anomalies, *pack.patterns]
+        self.persisted_names = {
+            x.state_name: f"{x.state_name}#{hashlib.sha256(repr(x.signature).encode()).hexdigest()[:12]}" for x in specs
+        }
+        self._internal_names = {v: k for k, v in self.persisted_names.items()}
 
-    def _features_for(self, event_type: str) -> list[FeatureSpec]:
-        specs = self._features_by_type.get(event_type)
-        if specs is None:
-            specs = [f for f in self.pack.features if f.on is None or event_type in f.on]
-            self._features_by_type[event_type] = specs
-        return specs
+    def _for_type(self, event_type: str) -> tuple[list[FeatureSpec], list[AnomalySpec], list[Any], list[PatternSpec]]:
+        found = self._by_type.get(event_type)
+        if found is None:
+            p = self.pack
+            found = (
+                [f for f in p.features if f.on is None or event_type in f.on],
+                [a for a in p.anomalies if a.on is None or event_type in a.on],
+                [r for r in p.rules if event_type in r.on],
+                [s for s in p.patterns if event_type in s.on],
+            )
+            self._by_type[event_type] = found
+        return found
 
-    def watermark(self, partition: int) -> float:
-        """Max event time seen in ``partition`` minus the allowed lateness."""
-        return self.max_event_time.get(partition, -math.inf) - self.allowed_lateness_s
+    # -- time ----------------------------------------------------------------------------
+
+    def watermark(self, partition: int | None = None) -> float:
+        """Max event time seen (in ``partition``, or anywhere) minus the allowed lateness."""
+        if partition is None:
+            latest = max(self.max_event_time.values(), default=-math.inf)
+        else:
+            latest = self.max_event_time.get(partition, -math.inf)
+        return latest - self.allowed_lateness_s
 
     def is_late(self, event: Event, partition: int) -> bool:
         """True if ``event`` is behind its partition's watermark (it is still processed)."""
         return event.occurred_at < self.watermark(partition)
 
+    # -- processing ------------------------------------------------------------------------
+
     def process(self, event: Event, offset: int, partition: int, ingested_at: float) -> list[AlertSignal]:
-        """Fold ``event`` into the features and evaluate the rules on it."""
+        """Fold ``event`` into features, scores and patterns, and evaluate the rules on it."""
         late = self.is_late(event, partition)
         if late:
             self.late_events += 1
@@ -105,7 +170,8 @@ class Engine:
             self.max_event_time[partition] = event.occurred_at
         ctx = EventContext(event, self)
         t = event.occurred_at
-        for spec in self._features_for(event.type):
+        features, anomalies, rules, patterns = self._for_type(event.type)
+        for spec in features:
             if not spec.applies(event.type, ctx):
                 continue
             key = spec.key(ctx)
@@ -119,48 +185,150 @@ class Engine:
                 state = table[key] = FeatureState()
             spec.update(state, t, ctx)
             self._dirty.add((spec.name, key))
+        for anomaly in anomalies:
+            ctx.remember(anomaly.name, self._score(anomaly, ctx, t))
         signals: list[AlertSignal] = []
-        for rule in self._rules_by_type.get(event.type, ()):
-            if not rule.when.evaluate(ctx):
-                continue
-            if rule.mode == "shadow":
-                self.shadow_hits[rule.id] += 1
-            signals.append(self._signal(rule, ctx, offset, ingested_at, late))
+        for rule in rules:
+            if rule.when.evaluate(ctx):
+                signals.append(
+                    self._signal(rule.id, rule.output, rule.evidence_features, ctx, offset, ingested_at, late)
+                )
+        if patterns:
+            snap = snapshot(event, offset, ingested_at)
+            for pattern in patterns:
+                signal = self._advance_pattern(pattern, ctx, snap, late)
+                if signal is not None:
+                    signals.append(signal)
+        for s in signals:
+            self.hits[(s.rule_id, s.mode)] += 1
         return signals
 
-    def _signal(self, rule: RuleSpec, ctx: EventContext, offset: int, ingested_at: float, late: bool) -> AlertSignal:
+    def _score(self, spec: AnomalySpec, ctx: EventContext, t: float) -> float | None:
+        if not spec.applies(ctx.event.type, ctx):
+            return None
+        key = spec.key(ctx)
+        x = inputs_of(spec, ctx)
+        if key is None or x is None:
+            return None
+        self._dirty.add((spec.state_name, key))
+        if spec.kind == "half_space_trees":
+            return self.models[spec.name].score_and_learn(x, spec.min_samples)
+        table = self.zstates[spec.name]
+        state = table.get(key)
+        if state is None:
+            state = table[key] = ZState(t)
+        return score_zscore(spec, state, x["x0"], t)
+
+    def _advance_pattern(
+        self, spec: PatternSpec, ctx: EventContext, snap: dict[str, Any], late: bool
+    ) -> AlertSignal | None:
+        key = spec.key(ctx)
+        if key is None:
+            return None
+        table = self.pattern_states[spec.id]
+        state = table.get(key)
+        if state is None:
+            state = PatternState(ctx.event.occurred_at)
+        state.seen = max(state.seen, ctx.event.occurred_at)
+        signal = None
+        if spec.kind == "sequence":
+            completed = advance_sequence(spec, state, ctx.event, snap, ctx)
+            if completed is not None:
+                ctx.steps = {s.name: c for s, c in zip(spec.steps, completed, strict=True)}
+                signal = self._signal(
+                    spec.id,
+                    spec.output,
+                    spec.evidence_features,
+                    ctx,
+                    snap["offset"],
+                    snap["ingested_at"],
+                    late,
+                    related=[_ref(c) for c in completed[:-1]],
+                )
+                ctx.steps = {}
+        elif advance_absence(spec, state, ctx.event, snap, ctx):
+            assert state.deadline is not None
+            self.timers.add(state.deadline, spec.id, key)
+        if state.partials or state.deadline is not None or spec.kind == "absence":
+            table[key] = state
+            self._dirty.add((spec.state_name, key))
+        elif key in table:
+            del table[key]
+            self._dirty.add((spec.state_name, key))
+        return signal
+
+    def advance(self, watermark: float | None = None) -> list[AlertSignal]:
+        """Fire the absence timers whose deadline is before ``watermark`` (default: the events')."""
+        mark = self.watermark() if watermark is None else watermark
+        signals = []
+        for deadline, pattern_id, key in self.timers.due(mark):
+            spec = self._patterns.get(pattern_id)
+            state = self.pattern_states.get(pattern_id, {}).get(key)
+            if spec is None or state is None or state.deadline != deadline or state.anchor is None:
+                continue  # re-armed or cancelled since
+            anchor = state.anchor
+            ctx = EventContext(_event_from(anchor), self)
+            assert spec.expect is not None
+            ctx.steps = {spec.after.name if spec.after else spec.expect.name: anchor}
+            signals.append(
+                self._signal(
+                    spec.id, spec.output, spec.evidence_features, ctx, anchor["offset"], anchor["ingested_at"], False
+                )
+            )
+            state.deadline = None
+            if spec.after is not None:
+                state.anchor = None
+            self._dirty.add((spec.state_name, key))
+        for s in signals:
+            self.hits[(s.rule_id, s.mode)] += 1
+        return signals
+
+    def _signal(
+        self,
+        detection_id: str,
+        out: Output,
+        evidence: frozenset[str],
+        ctx: EventContext,
+        offset: int,
+        ingested_at: float,
+        late: bool,
+        related: list[dict[str, Any]] | None = None,
+    ) -> AlertSignal:
         event = ctx.event
         return AlertSignal(
-            rule_id=rule.id,
+            rule_id=detection_id,
             rule_version=self.pack.version,
-            severity=rule.severity,
-            audience=rule.audience,
-            mode=rule.mode,
-            dedup_key=rule.dedup.render(ctx),
-            title=rule.title.render(ctx),
-            summary=rule.summary.render(ctx),
-            labels={k: t.render(ctx) for k, t in rule.labels},
+            severity=out.severity,
+            audience=out.audience,
+            mode=out.mode,
+            dedup_key=out.dedup.render(ctx),
+            title=out.title.render(ctx),
+            summary=out.summary.render(ctx),
+            labels={k: t.render(ctx) for k, t in out.labels},
             event_id=event.event_id,
             event_type=event.type,
             offset=offset,
             occurred_at=event.occurred_at,
             ingested_at=ingested_at,
-            features={name: ctx.feature(name) for name in sorted(rule.evidence_features)},
+            features={name: ctx.feature(name) for name in sorted(evidence)},
             customer_id=event.customer_id,
             late=late,
+            related_events=related or [],
         )
+
+    # -- reading state -----------------------------------------------------------------------
 
     def feature_value(self, name: str, ctx: EventContext) -> Any:
         """The value of feature ``name`` for the keys of the event in ``ctx``."""
-        spec = self._features[name]
+        spec = self._features.get(name)
+        if spec is None:
+            return None  # an anomaly score for an event it does not apply to
         key = spec.key(ctx)
         state = self.states[name].get(key) if key is not None else None
         return spec.value(state, ctx.event.occurred_at)
 
     def features_of(self, key_fields: dict[str, Any], at: float) -> dict[str, Any]:
         """Current values of every feature whose key is fully given by ``key_fields``."""
-        from ringfence.engine.expressions import DictContext
-
         ctx = DictContext(key_fields)
         out: dict[str, Any] = {}
         for spec in self.pack.features:
@@ -169,33 +337,112 @@ class Engine:
                 out[spec.name] = spec.value(self.states[spec.name].get(key), at)
         return out
 
-    def expire(self, partition_watermark: float) -> int:
-        """Drop the state of keys quiet past their feature's window; return how many."""
+    def state_size(self) -> int:
+        """How many per-key states are held."""
+        tables: list[Mapping[str, Any]] = [*self.states.values(), *self.zstates.values(), *self.pattern_states.values()]
+        return sum(len(t) for t in tables)
+
+    # -- hot reload ----------------------------------------------------------------------------
+
+    def reloaded(self, pack: RulePack) -> Engine:
+        """An engine for ``pack`` that keeps the state of every feature, score and pattern
+        whose definition did not change (and the watermarks, lists and hit counts)."""
+        fresh = Engine(pack, self.allowed_lateness_s)
+        fresh.max_event_time = dict(self.max_event_time)
+        fresh.lists = {**pack.lists, **{k: v for k, v in self.lists.items() if k in pack.lists}}
+        fresh.hits = self.hits
+        for f in pack.features:
+            old = self._features.get(f.name)
+            if old is not None and old.signature == f.signature:
+                fresh.states[f.name] = self.states[f.name]
+        for a in pack.anomalies:
+            old_a = self._anomalies.get(a.name)
+            if old_a is not None and old_a.signature == a.signature:
+                if a.name in self.models:
+                    fresh.models[a.name] = self.models[a.name]
+                if a.name in self.zstates:
+                    fresh.zstates[a.name] = self.zstates[a.name]
+        for p in pack.patterns:
+            old_p = self._patterns.get(p.id)
+            if old_p is not None and old_p.signature == p.signature:
+                fresh.pattern_states[p.id] = self.pattern_states[p.id]
+                for key, state in fresh.pattern_states[p.id].items():
+                    if state.deadline is not None:
+                        fresh.timers.add(state.deadline, p.id, key)
+        return fresh
+
+    def dropped_state_names(self, pack: RulePack) -> list[str]:
+        """State names this engine holds that an engine reloaded with ``pack`` would not keep."""
+        kept = self.reloaded(pack)
+        mine = {f.name for f in self.pack.features} | {a.state_name for a in self.pack.anomalies}
+        mine |= {p.state_name for p in self.pack.patterns}
+        theirs = {f.name for f in pack.features if kept.states.get(f.name) is self.states.get(f.name)}
+        theirs |= {a.state_name for a in pack.anomalies if kept.zstates.get(a.name, 0) is self.zstates.get(a.name, 1)}
+        theirs |= {a.state_name for a in pack.anomalies if kept.models.get(a.name, 0) is self.models.get(a.name, 1)}
+        theirs |= {p.state_name for p in pack.patterns if kept.pattern_states[p.id] is self.pattern_states.get(p.id)}
+        return sorted(mine - theirs)
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def expire(self, watermark: float) -> int:
+        """Drop the state of keys quiet past their horizon; return how many."""
         dropped = 0
         for spec in self.pack.features:
             table = self.states[spec.name]
-            for key in [k for k, s in table.items() if spec.expired(s, partition_watermark)]:
+            for key in [k for k, s in table.items() if spec.expired(s, watermark)]:
                 del table[key]
                 self._dirty.add((spec.name, key))
                 dropped += 1
+        for anomaly in self.pack.anomalies:
+            ztable = self.zstates.get(anomaly.name, {})
+            horizon = anomaly.window or math.inf
+            for key in [k for k, s in ztable.items() if s.seen < watermark - horizon]:
+                del ztable[key]
+                self._dirty.add((anomaly.state_name, key))
+                dropped += 1
+        for pattern in self.pack.patterns:
+            ptable = self.pattern_states[pattern.id]
+            for key in [k for k, s in ptable.items() if s.seen < watermark - pattern.within and s.deadline is None]:
+                del ptable[key]
+                self._dirty.add((pattern.state_name, key))
+                dropped += 1
         return dropped
 
+    def _encoded(self, name: str, key: str) -> bytes | None:
+        kind, _, ident = name.partition(":")
+        if kind == "pattern":
+            pstate = self.pattern_states.get(ident, {}).get(key)
+            return encode_pattern_state(pstate) if pstate is not None else None
+        if kind == "anomaly":
+            if ident in self.models:
+                return self.models[ident].dumps()
+            zstate = self.zstates.get(ident, {}).get(key)
+            return encode_zstate(zstate) if zstate is not None else None
+        state = self.states.get(name, {}).get(key)
+        return encode_state(state) if state is not None else None
+
     def take_changes(self) -> list[tuple[str, str, bytes | None]]:
-        """State rows changed since the last call: (feature, key, encoded state or None)."""
-        changes = []
-        for name, key in self._dirty:
-            state = self.states.get(name, {}).get(key)
-            changes.append((name, key, encode_state(state) if state is not None else None))
+        """State rows changed since the last call: (state name, key, encoded state or None)."""
+        changes = [(self.persisted_names[name], key, self._encoded(name, key)) for name, key in self._dirty]
         self._dirty.clear()
         return changes
 
     def restore(self, rows: Iterable[tuple[str, str, bytes]], max_event_time: dict[int, float]) -> None:
-        """Load checkpointed state (from :meth:`take_changes`); unknown features are ignored."""
-        for name, key, raw in rows:
-            if name in self.states:
+        """Load checkpointed state (from :meth:`take_changes`); unknown names are ignored."""
+        for persisted, key, raw in rows:
+            name = self._internal_names.get(persisted)
+            if name is None:
+                continue  # state of a definition that is no longer in the pack
+            kind, _, ident = name.partition(":")
+            if kind == "pattern" and ident in self.pattern_states:
+                state = decode_pattern_state(raw)
+                self.pattern_states[ident][key] = state
+                if state.deadline is not None:
+                    self.timers.add(state.deadline, ident, key)
+            elif kind == "anomaly" and ident in self.models:
+                self.models[ident] = HalfSpaceTrees.loads(raw)
+            elif kind == "anomaly" and ident in self.zstates:
+                self.zstates[ident][key] = decode_zstate(raw)
+            elif name in self.states:
                 self.states[name][key] = decode_state(raw)
         self.max_event_time = dict(max_event_time)
-
-    def state_size(self) -> int:
-        """How many (feature, key) states are held."""
-        return sum(len(t) for t in self.states.values())

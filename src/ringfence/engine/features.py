@@ -22,18 +22,28 @@ from ringfence.engine.expressions import EvalContext, Expression
 
 BUCKETS = 60
 MAX_DISTINCT = 1_000
-AGGREGATIONS = frozenset({"count", "sum", "avg", "min", "max", "distinct_count", "last", "first", "time_since"})
+QUANTILE_SAMPLES = 256
+AGGREGATIONS = frozenset(
+    {"count", "sum", "avg", "min", "max", "distinct_count", "last", "first", "time_since", "stats", "ewma", "quantile"}
+)
 NEEDS_OF = AGGREGATIONS - {"count", "time_since"}
+LIFETIME_ONLY = frozenset({"ewma"})
+WINDOW_ONLY = frozenset({"quantile"})
 
 
 class FeatureState(msgspec.Struct, array_like=True, gc=False):
-    """One key's state of one feature. ``seen`` is the newest event time applied."""
+    """One key's state of one feature. ``seen`` is the newest event time applied.
+
+    Sliding windows keep per-bucket values in ``buckets`` (and ``counts``/``squares`` for
+    avg and stats); lifetime aggregates keep one ``value``.
+    """
 
     seen: float = -math.inf
     buckets: dict[Any, float] | None = None
     counts: dict[int, float] | None = None
     value: Any = None
     at: float | None = None
+    squares: dict[int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,19 @@ class FeatureSpec:
     where: Expression | None
     on: frozenset[str] | None
     window: float | None
+    alpha: float = 0.1
+    q: float = 0.95
+    ttl: float | None = None
+
+    @property
+    def state_name(self) -> str:
+        return self.name
+
+    @property
+    def signature(self) -> tuple[Any, ...]:
+        """What defines the state: a reloaded pack keeps the state of a feature with the same one."""
+        src = (self.of.source if self.of else None, self.where.source if self.where else None)
+        return (self.by, self.agg, *src, self.on, self.window, self.alpha, self.q)
 
     @property
     def width(self) -> float:
@@ -85,11 +108,14 @@ class FeatureSpec:
         return _READ[self.agg](self, state, t)
 
     def expired(self, state: FeatureState, watermark: float) -> bool:
-        """True when nothing in the window can be read any more (the key went quiet)."""
-        return self.window is not None and state.seen < watermark - self.window
+        """True when the key went quiet past the window (or, for lifetime features, the ttl)."""
+        horizon = self.window if self.window is not None else self.ttl
+        return horizon is not None and state.seen < watermark - horizon
 
     def _prune(self, state: FeatureState) -> None:
         assert state.buckets is not None
+        if self.agg == "quantile":
+            return
         if self.agg == "distinct_count":
             if len(state.buckets) > MAX_DISTINCT:
                 oldest = sorted(state.buckets, key=state.buckets.__getitem__)[: len(state.buckets) - MAX_DISTINCT]
@@ -102,6 +128,8 @@ class FeatureSpec:
                 del state.buckets[idx]
                 if state.counts is not None:
                     state.counts.pop(idx, None)
+                if state.squares is not None:
+                    state.squares.pop(idx, None)
 
     def _window_buckets(self, state: FeatureState, t: float) -> list[int]:
         top = math.floor(t / self.width)
@@ -229,6 +257,71 @@ def _read_time_since(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
     return t - s.at if _in_window(spec, s.at, t) and s.at is not None else None
 
 
+def _upd_stats(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
+    x = float(x)
+    if spec.window is None:  # Welford's running mean and variance
+        n, mean, m2 = s.value or (0, 0.0, 0.0)
+        n += 1
+        delta = x - mean
+        mean += delta / n
+        s.value = (n, mean, m2 + delta * (x - mean))
+        return
+    _upd_avg(spec, s, t, x)
+    if s.squares is None:
+        s.squares = {}
+    idx = math.floor(t / spec.width)
+    s.squares[idx] = s.squares.get(idx, 0.0) + x * x
+
+
+def _upd_ewma(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
+    s.value = float(x) if s.value is None else spec.alpha * float(x) + (1 - spec.alpha) * s.value
+
+
+def _upd_quantile(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
+    # the newest samples, as parallel lists of times and values
+    empty: tuple[list[float], list[float]] = ([], [])
+    times, values = s.value or empty
+    times.append(t)
+    values.append(float(x))
+    if len(times) > QUANTILE_SAMPLES:
+        del times[0], values[0]
+    s.value = (times, values)
+
+
+def _read_stats(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
+    if spec.window is None:
+        if not s.value:
+            return None
+        n, mean, m2 = s.value
+        return {"count": n, "mean": mean, "std": math.sqrt(m2 / (n - 1)) if n > 1 else 0.0}
+    if s.buckets is None or s.counts is None or s.squares is None:
+        return None
+    idxs = spec._window_buckets(s, t)
+    n = sum(s.counts.get(i, 0.0) for i in idxs)
+    if not n:
+        return None
+    total = sum(s.buckets[i] for i in idxs)
+    squares = sum(s.squares.get(i, 0.0) for i in idxs)
+    mean = total / n
+    var = max(0.0, (squares - n * mean * mean) / (n - 1)) if n > 1 else 0.0
+    return {"count": int(n), "mean": mean, "std": math.sqrt(var)}
+
+
+def _read_ewma(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
+    return s.value
+
+
+def _read_quantile(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
+    if not s.value:
+        return None
+    assert spec.window is not None
+    times, values = s.value
+    inside = sorted(v for ti, v in zip(times, values, strict=True) if t - spec.window < ti <= t)
+    if not inside:
+        return None
+    return inside[min(len(inside) - 1, int(spec.q * len(inside)))]
+
+
 _UPDATE: dict[str, Callable[[FeatureSpec, FeatureState, float, Any], None]] = {
     "count": _upd_count,
     "sum": _upd_sum,
@@ -239,6 +332,9 @@ _UPDATE: dict[str, Callable[[FeatureSpec, FeatureState, float, Any], None]] = {
     "last": _upd_last,
     "first": _upd_first,
     "time_since": _upd_time_since,
+    "stats": _upd_stats,
+    "ewma": _upd_ewma,
+    "quantile": _upd_quantile,
 }
 _READ: dict[str, Callable[[FeatureSpec, FeatureState, float], Any]] = {
     "count": _read_sum,
@@ -250,6 +346,9 @@ _READ: dict[str, Callable[[FeatureSpec, FeatureState, float], Any]] = {
     "last": _read_previous,
     "first": _read_previous,
     "time_since": _read_time_since,
+    "stats": _read_stats,
+    "ewma": _read_ewma,
+    "quantile": _read_quantile,
 }
 # Aggregates whose value is read *before* the current event is folded in.
 READ_BEFORE_UPDATE = frozenset({"last", "first", "time_since"})

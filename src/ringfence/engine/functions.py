@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from ringfence.engine.schema import ANY, BOOL, NUMBER, STRING
 
 EARTH_RADIUS_KM = 6371.0088
 
@@ -26,11 +29,9 @@ def hours_between(t1: Any, t2: Any) -> float | None:
     return abs(float(t2) - float(t1)) / 3600.0
 
 
-def _num(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _nullable(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(*args: Any) -> Any:
-        if any(a is None for a in args):
-            return None
-        return fn(*args)
+        return None if any(a is None for a in args) else fn(*args)
 
     return wrapped
 
@@ -43,17 +44,37 @@ def _text(fn: Callable[[str], Any]) -> Callable[[Any], Any]:
     return lambda s: fn(s) if isinstance(s, str) else None
 
 
-# name -> (callable, min args, max args)
-FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int]] = {
-    "abs": (_num(abs), 1, 1),
-    "min": (_num(min), 2, 8),
-    "max": (_num(max), 2, 8),
-    "round": (_num(lambda x, n=0: round(x, int(n))), 1, 2),
-    "lower": (_text(str.lower), 1, 1),
-    "upper": (_text(str.upper), 1, 1),
-    "len": (_text(len), 1, 1),
-    "startswith": (lambda s, p: s.startswith(p) if isinstance(s, str) and isinstance(p, str) else False, 2, 2),
-    "coalesce": (_coalesce, 1, 8),
-    "distance_km": (distance_km, 4, 4),
-    "hours_between": (hours_between, 2, 2),
+def _round(x: float, n: float = 0) -> float:
+    return round(x, max(0, min(12, int(n))))
+
+
+@dataclass(frozen=True)
+class Function:
+    """A callable with its argument types (the last one repeats up to ``max_args``) and result type."""
+
+    fn: Callable[..., Any]
+    args: tuple[str, ...]
+    result: str
+    min_args: int
+    max_args: int
+
+
+FUNCTIONS: dict[str, Function] = {
+    "abs": Function(_nullable(abs), (NUMBER,), NUMBER, 1, 1),
+    "min": Function(_nullable(min), (NUMBER,), NUMBER, 2, 8),
+    "max": Function(_nullable(max), (NUMBER,), NUMBER, 2, 8),
+    "round": Function(_nullable(_round), (NUMBER, NUMBER), NUMBER, 1, 2),
+    "lower": Function(_text(str.lower), (STRING,), STRING, 1, 1),
+    "upper": Function(_text(str.upper), (STRING,), STRING, 1, 1),
+    "len": Function(_text(len), (STRING,), NUMBER, 1, 1),
+    "startswith": Function(
+        lambda s, p: s.startswith(p) if isinstance(s, str) and isinstance(p, str) else False,
+        (STRING, STRING),
+        BOOL,
+        2,
+        2,
+    ),
+    "coalesce": Function(_coalesce, (ANY,), ANY, 1, 8),
+    "distance_km": Function(distance_km, (NUMBER, NUMBER, NUMBER, NUMBER), NUMBER, 4, 4),
+    "hours_between": Function(hours_between, (NUMBER, NUMBER), NUMBER, 2, 2),
 }

@@ -1,13 +1,14 @@
 """Rule packs: the YAML document analysts write, loaded and checked as a whole.
 
 A pack that fails any check never replaces the running one; the error names the
-section, the rule or feature, and the position in the expression.
+section, the rule, feature or pattern, and the position in the expression.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,14 +17,18 @@ from typing import Any
 import msgspec
 import yaml
 
+from ringfence.engine.anomaly import AnomalySpec
 from ringfence.engine.durations import parse_duration
-from ringfence.engine.expressions import ENVELOPE_FIELDS, Scope, compile_expression
-from ringfence.engine.features import AGGREGATIONS, NEEDS_OF, FeatureSpec
-from ringfence.engine.rules import AUDIENCES, SEVERITIES, RuleSpec, Template
+from ringfence.engine.expressions import ENVELOPE_FIELDS, STATS_FIELDS, Expression, Scope, compile_expression
+from ringfence.engine.features import AGGREGATIONS, LIFETIME_ONLY, NEEDS_OF, WINDOW_ONLY, FeatureSpec
+from ringfence.engine.patterns import PatternSpec, StepSpec
+from ringfence.engine.rules import AUDIENCES, SEVERITIES, Output, RuleSpec, Template
+from ringfence.engine.schema import ANY, NUMBER, FieldType, data_schema
 from ringfence.errors import ExpressionError, RulePackError
 from ringfence.events.types import BUILTIN_TYPES
 
 MAX_PACK_BYTES = 1024 * 1024
+DEFAULT_STATE_TTL = "400d"
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _RESERVED = ENVELOPE_FIELDS | {"data", "lists", "true", "false", "null"}
 
@@ -41,7 +46,11 @@ _PackLoader.add_implicit_resolver(
 )
 
 
-class FeatureDoc(msgspec.Struct, forbid_unknown_fields=True):
+class _Doc(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class FeatureDoc(_Doc):
     name: str
     agg: str
     by: str | list[str] = "customer_id"
@@ -49,12 +58,24 @@ class FeatureDoc(msgspec.Struct, forbid_unknown_fields=True):
     window: str | None = None
     where: str | None = None
     on: list[str] | None = None
+    alpha: float = 0.1
+    q: float = 0.95
 
 
-class RuleDoc(msgspec.Struct, forbid_unknown_fields=True):
+class AnomalyDoc(_Doc):
+    name: str
+    kind: str
+    of: str | list[str]
+    by: str | list[str] = "customer_id"
+    where: str | None = None
+    on: list[str] | None = None
+    min_samples: int = 10
+    samples: int = 32
+    window: str | None = None
+
+
+class OutputDoc(_Doc):
     id: str
-    on: list[str]
-    when: str
     severity: str
     audience: str
     title: str
@@ -65,13 +86,36 @@ class RuleDoc(msgspec.Struct, forbid_unknown_fields=True):
     mode: str = "live"
 
 
-class PackDoc(msgspec.Struct, forbid_unknown_fields=True):
+class RuleDoc(OutputDoc):
+    on: list[str] = []
+    when: str = ""
+
+
+class StepDoc(_Doc):
+    on: list[str]
+    name: str | None = None
+    when: str | None = None
+
+
+class PatternDoc(OutputDoc):
+    kind: str = "sequence"
+    by: str | list[str] = "customer_id"
+    within: str = ""
+    steps: list[StepDoc] = []
+    after: StepDoc | None = None
+    expect: StepDoc | None = None
+
+
+class PackDoc(_Doc):
     version: str
     description: str = ""
+    state_ttl: str = DEFAULT_STATE_TTL
     types: list[str] = []
     lists: dict[str, list[str]] = {}
     features: list[FeatureDoc] = []
+    anomaly: list[AnomalyDoc] = []
     rules: list[RuleDoc] = []
+    patterns: list[PatternDoc] = []
 
 
 @dataclass(frozen=True)
@@ -85,33 +129,210 @@ class RulePack:
     custom_types: frozenset[str]
     lists: dict[str, frozenset[str]]
     features: tuple[FeatureSpec, ...]
+    anomalies: tuple[AnomalySpec, ...]
     rules: tuple[RuleSpec, ...]
+    patterns: tuple[PatternSpec, ...]
 
     def rule(self, rule_id: str) -> RuleSpec | None:
         return next((r for r in self.rules if r.id == rule_id), None)
 
-
-def _data_fields(types: frozenset[str] | None, custom: frozenset[str]) -> frozenset[str] | None:
-    names = types if types is not None else frozenset(BUILTIN_TYPES)
-    if names & custom:
-        return None
-    return frozenset(f for t in names for f in BUILTIN_TYPES[t].__struct_fields__)
+    @property
+    def detection_ids(self) -> tuple[str, ...]:
+        return tuple(r.id for r in self.rules) + tuple(p.id for p in self.patterns)
 
 
-def _check_types(types: list[str], custom: frozenset[str], where: str) -> frozenset[str]:
-    for name in types:
-        if name not in BUILTIN_TYPES and name not in custom:
-            raise RulePackError(f"unknown event type {name!r}", where)
-    return frozenset(types)
+class _Loader:
+    """Checks one pack document section by section, building the compiled specs."""
 
+    def __init__(self, doc: PackDoc) -> None:
+        self.doc = doc
+        self.custom = frozenset(doc.types)
+        self.lists = frozenset(doc.lists)
+        self.feature_types: dict[str, FieldType] = {}
+        self.names: set[str] = set()
+        try:
+            self.ttl = parse_duration(doc.state_ttl)
+        except ValueError as exc:
+            raise RulePackError(str(exc), "state_ttl") from None
 
-def _key_path(text: str, where: str) -> tuple[str, ...] | None:
-    if text == "global":
-        return None
-    path = tuple(text.split("."))
-    if not (path[0] in ENVELOPE_FIELDS and len(path) == 1) and not (path[0] == "data" and len(path) > 1):
-        raise RulePackError(f"'by' must be an envelope field, data.<field> or global, got {text!r}", where)
-    return path
+    def types(self, names: list[str] | None, where: str) -> frozenset[str] | None:
+        if names is None:
+            return None
+        if not names:
+            raise RulePackError("'on' must name at least one event type", where)
+        for name in names:
+            if name not in BUILTIN_TYPES and name not in self.custom:
+                raise RulePackError(f"unknown event type {name!r}", where)
+        return frozenset(names)
+
+    def scope(self, on: frozenset[str] | None, *, features: bool, steps: Mapping[str, Any] | None = None) -> Scope:
+        fields = data_schema(on if on is not None else BUILTIN_TYPES)
+        return Scope(fields, self.feature_types if features else {}, self.lists, steps or {})
+
+    def expr(self, source: str, scope: Scope, where: str, *, condition: bool = False) -> Expression:
+        try:
+            return compile_expression(source, scope, condition=condition)
+        except ExpressionError as exc:
+            raise RulePackError(str(exc), where) from None
+
+    def keys(self, by: str | list[str], where: str) -> tuple[tuple[str, ...], ...]:
+        out = []
+        for text in [by] if isinstance(by, str) else by:
+            if text == "global":
+                continue
+            path = tuple(text.split("."))
+            ok = (path[0] in ENVELOPE_FIELDS and len(path) == 1) or (path[0] == "data" and len(path) > 1)
+            if not ok:
+                raise RulePackError(f"'by' must be an envelope field, data.<field> or global, got {text!r}", where)
+            out.append(path)
+        return tuple(out)
+
+    def duration(self, text: str | None, where: str, what: str) -> float | None:
+        if not text:
+            return None
+        try:
+            return parse_duration(text)
+        except ValueError as exc:
+            raise RulePackError(f"{what}: {exc}", where) from None
+
+    def claim(self, name: str, where: str, kind: str) -> None:
+        if not _IDENT.match(name) or name in _RESERVED:
+            raise RulePackError(f"{kind} must be lower_snake_case and not reserved", where)
+        if name in self.names:
+            raise RulePackError(f"duplicate name {name!r}", where)
+        self.names.add(name)
+
+    def feature(self, i: int, f: FeatureDoc) -> FeatureSpec:
+        where = f"features[{i}] ({f.name})"
+        self.claim(f.name, where, "feature name")
+        if f.agg not in AGGREGATIONS:
+            raise RulePackError(f"unknown agg {f.agg!r}; one of {', '.join(sorted(AGGREGATIONS))}", where)
+        if f.agg in NEEDS_OF and not f.of:
+            raise RulePackError(f"agg {f.agg!r} needs 'of'", where)
+        window = self.duration(f.window, where, "window")
+        if f.agg in LIFETIME_ONLY and window is not None:
+            raise RulePackError(f"agg {f.agg!r} is a lifetime aggregate; remove 'window'", where)
+        if f.agg in WINDOW_ONLY and window is None:
+            raise RulePackError(f"agg {f.agg!r} needs a 'window'", where)
+        if not 0 < f.alpha <= 1 or not 0 < f.q < 1:
+            raise RulePackError("alpha must be in (0, 1] and q in (0, 1)", where)
+        on = self.types(f.on, where)
+        scope = self.scope(on, features=False)
+        of = self.expr(f.of, scope, where) if f.of else None
+        if of is not None and f.agg not in ("last", "first", "distinct_count") and of.type not in (NUMBER, ANY):
+            raise RulePackError(f"agg {f.agg!r} needs a number, but 'of' is a {of.type}", where)
+        cond = self.expr(f.where, scope, where, condition=True) if f.where else None
+        ftype: FieldType = NUMBER
+        if f.agg in ("last", "first"):
+            ftype = of.type if of is not None else ANY
+        elif f.agg == "stats":
+            ftype = STATS_FIELDS
+        self.feature_types[f.name] = ftype
+        return FeatureSpec(f.name, self.keys(f.by, where), f.agg, of, cond, on, window, f.alpha, f.q, self.ttl)
+
+    def anomaly(self, i: int, a: AnomalyDoc) -> AnomalySpec:
+        where = f"anomaly[{i}] ({a.name})"
+        self.claim(a.name, where, "anomaly name")
+        if a.kind not in ("robust_zscore", "half_space_trees"):
+            raise RulePackError("kind must be robust_zscore or half_space_trees", where)
+        on = self.types(a.on, where)
+        scope = self.scope(on, features=True)
+        inputs = tuple(self.expr(src, scope, where) for src in ([a.of] if isinstance(a.of, str) else a.of))
+        if a.kind == "robust_zscore" and len(inputs) != 1:
+            raise RulePackError("robust_zscore scores one value: give one 'of'", where)
+        by = self.keys(a.by, where)
+        if a.kind == "half_space_trees":
+            if by:
+                raise RulePackError("half_space_trees keeps one model: use by: global", where)
+            from ringfence.engine.anomaly import HalfSpaceTrees
+
+            HalfSpaceTrees()  # fails now, naming the extra to install, if River is missing
+        if not 1 <= a.min_samples <= 10_000 or not 3 <= a.samples <= 1_000:
+            raise RulePackError("min_samples must be 1..10000 and samples 3..1000", where)
+        cond = self.expr(a.where, scope, where, condition=True) if a.where else None
+        self.feature_types[a.name] = NUMBER
+        window = self.duration(a.window, where, "window") or self.ttl
+        return AnomalySpec(a.name, a.kind, by, inputs, cond, on, a.min_samples, a.samples, window)
+
+    def output(self, d: OutputDoc, scope: Scope, where: str) -> Output:
+        if d.severity not in SEVERITIES:
+            raise RulePackError(f"severity must be one of {', '.join(SEVERITIES)}", where)
+        if d.audience not in AUDIENCES:
+            raise RulePackError(f"audience must be one of {', '.join(AUDIENCES)}", where)
+        if d.mode not in ("live", "shadow"):
+            raise RulePackError("mode must be live or shadow", where)
+        try:
+            return Output(
+                d.severity,
+                d.audience,
+                Template.parse(d.title, scope),
+                Template.parse(d.summary, scope),
+                Template.parse(d.dedup, scope),
+                tuple((k, Template.parse(v, scope)) for k, v in sorted(d.labels.items())),
+                d.mode,
+            )
+        except (ExpressionError, ValueError) as exc:
+            raise RulePackError(str(exc), where) from None
+
+    def rule(self, i: int, r: RuleDoc) -> RuleSpec:
+        where = f"rules[{i}] ({r.id})"
+        self.claim(r.id, where, "rule id")
+        on = self.types(r.on, where)
+        assert on is not None
+        if not r.when:
+            raise RulePackError("'when' is required", where)
+        scope = self.scope(on, features=True)
+        when = self.expr(r.when, scope, where, condition=True)
+        return RuleSpec(r.id, r.description, on, when, self.output(r, scope, where))
+
+    def step(self, s: StepDoc, name: str, steps: dict[str, Any], where: str) -> StepSpec:
+        on = self.types(s.on, where)
+        assert on is not None
+        scope = self.scope(on, features=True, steps=steps)
+        when = self.expr(s.when, scope, where, condition=True) if s.when else None
+        return StepSpec(name, on, when)
+
+    def pattern(self, i: int, p: PatternDoc) -> PatternSpec:
+        where = f"patterns[{i}] ({p.id})"
+        self.claim(p.id, where, "pattern id")
+        within = self.duration(p.within, where, "within")
+        if within is None:
+            raise RulePackError("'within' is required (e.g. 30m)", where)
+        captured: dict[str, Any] = {}
+        steps: list[StepSpec] = []
+        after = expect = None
+        if p.kind == "sequence":
+            if len(p.steps) < 2 or p.after or p.expect:
+                raise RulePackError("a sequence has two or more 'steps' (and no after/expect)", where)
+            for j, s in enumerate(p.steps):
+                name = s.name or f"step{j + 1}"
+                if not _IDENT.match(name) or name in captured or name in self.names or name in _RESERVED:
+                    raise RulePackError(f"step name {name!r} must be new and lower_snake_case", f"{where} step {j + 1}")
+                steps.append(self.step(s, name, dict(captured), f"{where} step {j + 1}"))
+                captured[name] = data_schema(steps[-1].on)
+            final_on = steps[-1].on
+        elif p.kind == "absence":
+            if p.steps or p.expect is None:
+                raise RulePackError("an absence has 'expect' (and optionally 'after'), not 'steps'", where)
+            if p.after is not None:
+                after = self.step(p.after, p.after.name or "after", {}, f"{where} after")
+                captured[after.name] = data_schema(after.on)
+            expect = self.step(p.expect, p.expect.name or "expect", dict(captured), f"{where} expect")
+            final_on = after.on if after is not None else expect.on
+        else:
+            raise RulePackError("kind must be sequence or absence", where)
+        scope = self.scope(final_on, features=True, steps=captured)
+        return PatternSpec(
+            p.id,
+            p.kind,
+            p.description,
+            self.keys(p.by, where),
+            within,
+            tuple(steps),
+            after,
+            expect,
+            self.output(p, scope, where),
+        )
 
 
 def load_pack(text: str) -> RulePack:
@@ -126,91 +347,31 @@ def load_pack(text: str) -> RulePack:
         doc = msgspec.convert(raw, PackDoc)
     except msgspec.ValidationError as exc:
         raise RulePackError(f"invalid rule pack: {exc}") from None
-    custom = frozenset(doc.types)
-    for name in custom:
+    for name in doc.types:
         if name in BUILTIN_TYPES or not re.fullmatch(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+", name):
             raise RulePackError(f"custom type {name!r} must be new and look like 'area.event'", "types")
-    lists = {name: frozenset(str(v) for v in values) for name, values in doc.lists.items()}
-    for name in lists:
+    for name, values in doc.lists.items():
         if not _IDENT.match(name):
             raise RulePackError(f"list name {name!r} must be lower_snake_case", "lists")
-    features = _load_features(doc.features, custom, frozenset(lists))
-    feature_names = frozenset(f.name for f in features)
-    rules = _load_rules(doc.rules, custom, feature_names, frozenset(lists))
+        if len(values) > 100_000:
+            raise RulePackError(f"list {name!r} has more than 100000 values", "lists")
+    loader = _Loader(doc)
+    features = tuple(loader.feature(i, f) for i, f in enumerate(doc.features))
+    anomalies = tuple(loader.anomaly(i, a) for i, a in enumerate(doc.anomaly))
+    rules = tuple(loader.rule(i, r) for i, r in enumerate(doc.rules))
+    patterns = tuple(loader.pattern(i, p) for i, p in enumerate(doc.patterns))
     return RulePack(
         version=doc.version,
         digest=hashlib.sha256(text.encode()).hexdigest()[:16],
         description=doc.description,
         text=text,
-        custom_types=custom,
-        lists=lists,
+        custom_types=loader.custom,
+        lists={name: frozenset(str(v) for v in values) for name, values in doc.lists.items()},
         features=features,
+        anomalies=anomalies,
         rules=rules,
+        patterns=patterns,
     )
-
-
-def _load_features(docs: list[FeatureDoc], custom: frozenset[str], lists: frozenset[str]) -> tuple[FeatureSpec, ...]:
-    specs: list[FeatureSpec] = []
-    seen: set[str] = set()
-    for i, f in enumerate(docs):
-        where = f"features[{i}] ({f.name})"
-        if not _IDENT.match(f.name) or f.name in _RESERVED:
-            raise RulePackError("feature name must be lower_snake_case and not reserved", where)
-        if f.name in seen:
-            raise RulePackError("duplicate feature name", where)
-        seen.add(f.name)
-        if f.agg not in AGGREGATIONS:
-            raise RulePackError(f"unknown agg {f.agg!r}; one of {', '.join(sorted(AGGREGATIONS))}", where)
-        if f.agg in NEEDS_OF and not f.of:
-            raise RulePackError(f"agg {f.agg!r} needs 'of'", where)
-        on = _check_types(f.on, custom, where) if f.on is not None else None
-        scope = Scope(_data_fields(on, custom), frozenset(), lists)
-        by_list = [f.by] if isinstance(f.by, str) else f.by
-        by = tuple(p for p in (_key_path(b, where) for b in by_list) if p is not None)
-        try:
-            window = parse_duration(f.window) if f.window else None
-            of = compile_expression(f.of, scope) if f.of else None
-            cond = compile_expression(f.where, scope) if f.where else None
-        except (ExpressionError, ValueError) as exc:
-            raise RulePackError(str(exc), where) from None
-        specs.append(FeatureSpec(f.name, by, f.agg, of, cond, on, window))
-    return tuple(specs)
-
-
-def _load_rules(
-    docs: list[RuleDoc], custom: frozenset[str], features: frozenset[str], lists: frozenset[str]
-) -> tuple[RuleSpec, ...]:
-    rules: list[RuleSpec] = []
-    seen: set[str] = set()
-    for i, r in enumerate(docs):
-        where = f"rules[{i}] ({r.id})"
-        if not _IDENT.match(r.id):
-            raise RulePackError("rule id must be lower_snake_case", where)
-        if r.id in seen:
-            raise RulePackError("duplicate rule id", where)
-        seen.add(r.id)
-        if not r.on:
-            raise RulePackError("'on' must name at least one event type", where)
-        if r.severity not in SEVERITIES:
-            raise RulePackError(f"severity must be one of {', '.join(SEVERITIES)}", where)
-        if r.audience not in AUDIENCES:
-            raise RulePackError(f"audience must be one of {', '.join(AUDIENCES)}", where)
-        if r.mode not in ("live", "shadow"):
-            raise RulePackError("mode must be live or shadow", where)
-        on = _check_types(r.on, custom, where)
-        scope = Scope(_data_fields(on, custom), features, lists)
-        try:
-            when = compile_expression(r.when, scope)
-            title = Template.parse(r.title, scope)
-            summary = Template.parse(r.summary, scope)
-            dedup = Template.parse(r.dedup, scope)
-            labels = tuple((k, Template.parse(v, scope)) for k, v in sorted(r.labels.items()))
-        except (ExpressionError, ValueError) as exc:
-            raise RulePackError(str(exc), where) from None
-        rules.append(
-            RuleSpec(r.id, r.description, on, when, r.severity, r.audience, title, summary, dedup, labels, r.mode)
-        )
-    return tuple(rules)
 
 
 def default_pack_text() -> str:

@@ -64,13 +64,9 @@ def _fmt(value: Any) -> str:
 
 
 @dataclass(frozen=True)
-class RuleSpec:
-    """A detection from the rule pack."""
+class Output:
+    """What a detection (rule or pattern) says when it fires."""
 
-    id: str
-    description: str
-    on: frozenset[str]
-    when: Expression
     severity: str
     audience: str
     title: Template
@@ -79,17 +75,28 @@ class RuleSpec:
     labels: tuple[tuple[str, Template], ...]
     mode: str
 
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A detection from the rule pack: ``when`` evaluated on each event of an ``on`` type."""
+
+    id: str
+    description: str
+    on: frozenset[str]
+    when: Expression
+    output: Output
+
     @property
     def evidence_features(self) -> frozenset[str]:
-        names = set(self.when.features) | self.title.features | self.summary.features
-        return frozenset(names)
+        return frozenset(self.when.features | self.output.title.features | self.output.summary.features)
 
 
 class AlertSignal(msgspec.Struct, frozen=True, omit_defaults=True):
     """A rule hit, as the engine hands it to the alert pipeline.
 
     ``offset`` is the log offset of the triggering event; ``features`` the values that
-    made the rule fire; ``late`` marks an event behind its partition's watermark.
+    made the rule fire; ``late`` marks an event behind its partition's watermark;
+    ``related_events`` are the earlier events of a pattern (its steps, or what was awaited).
     """
 
     rule_id: str
@@ -109,3 +116,4 @@ class AlertSignal(msgspec.Struct, frozen=True, omit_defaults=True):
     features: dict[str, Any]
     customer_id: str | None = None
     late: bool = False
+    related_events: list[dict[str, Any]] = []

@@ -142,6 +142,9 @@ class SqliteStore:
             "late": s.late,
             "features": s.features,
         }
+        related = [
+            {**e, "occurred_at": iso(e["occurred_at"]), "ingested_at": iso(e["ingested_at"])} for e in s.related_events
+        ]
         row = conn.execute(
             "SELECT id, evidence, first_seen, last_seen FROM alerts "
             "WHERE rule_id=? AND dedup_key=? AND status IN (?, ?) ORDER BY seq DESC LIMIT 1",
@@ -150,7 +153,7 @@ class SqliteStore:
         if row is not None:
             aid, raw_evidence, first, last = row
             evidence = msgspec.json.decode(raw_evidence)
-            evidence["events"] = (evidence["events"] + [evidence_event])[-MAX_EVIDENCE_EVENTS:]
+            evidence["events"] = (evidence["events"] + related + [evidence_event])[-MAX_EVIDENCE_EVENTS:]
             evidence["features"] = s.features
             conn.execute(
                 "UPDATE alerts SET count=count+1, first_seen=?, last_seen=?, evidence=?, updated_at=?, "
@@ -173,7 +176,7 @@ class SqliteStore:
             ).fetchone()[0]
         )
         aid = alert_id(s.rule_id, s.dedup_key, occurrence)
-        evidence = {"events": [evidence_event], "features": s.features}
+        evidence = {"events": [*related, evidence_event], "features": s.features}
         conn.execute(
             "INSERT INTO alerts (id, rule_id, rule_version, severity, audience, status, customer_id, "
             "dedup_key, occurrence, labels, title, summary, evidence, first_seen, last_seen, created_at, "

@@ -1,0 +1,142 @@
+"""Anomaly scores, usable in rules like features.
+
+``robust_zscore``: how far the current value lies from the key's own recent history, in
+robust standard deviations (median and MAD of the last ``samples`` values, so one past
+outlier does not hide the next). ``half_space_trees``: River's online Half-Space Trees
+over several numeric inputs, one model for all keys; needs ``pip install ringfence[ml]``.
+Scores are computed from history *before* the current event is learnt.
+"""
+
+from __future__ import annotations
+
+import pickle
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ringfence.engine.expressions import EvalContext, Expression
+from ringfence.errors import RulePackError
+
+MAX_Z = 99.0
+MAD_TO_SIGMA = 1.4826
+
+
+@dataclass(frozen=True)
+class AnomalySpec:
+    """An anomaly score from the rule pack; its ``name`` reads like a feature in rules."""
+
+    name: str
+    kind: str  # "robust_zscore" | "half_space_trees"
+    by: tuple[tuple[str, ...], ...]
+    inputs: tuple[Expression, ...]
+    where: Expression | None
+    on: frozenset[str] | None
+    min_samples: int = 10
+    samples: int = 32
+    window: float | None = None  # forget a key quiet for this long
+
+    @property
+    def state_name(self) -> str:
+        return f"anomaly:{self.name}"
+
+    @property
+    def signature(self) -> tuple[Any, ...]:
+        """What defines the state: a reloaded pack keeps the state of an anomaly with the same one."""
+        where = self.where.source if self.where else None
+        return (self.kind, self.by, tuple(i.source for i in self.inputs), where, self.on, self.samples)
+
+    def applies(self, event_type: str, ctx: EvalContext) -> bool:
+        if self.on is not None and event_type not in self.on:
+            return False
+        return self.where is None or bool(self.where.evaluate(ctx))
+
+    def key(self, ctx: EvalContext) -> str | None:
+        parts = []
+        for path in self.by:
+            value = ctx.field(path)
+            if value is None:
+                return None
+            parts.append(str(value))
+        return "\x1f".join(parts) if parts else "global"
+
+
+class ZState(msgspec.Struct, array_like=True, gc=False):
+    """The last values of one key, oldest first."""
+
+    seen: float
+    values: list[float] = []
+
+
+def robust_z(history: list[float], x: float) -> float:
+    """Robust z-score of ``x`` against ``history`` (capped at +-MAX_Z)."""
+    median = statistics.median(history)
+    mad = statistics.median(abs(v - median) for v in history) * MAD_TO_SIGMA
+    if mad == 0:
+        mad = statistics.fmean(abs(v - median) for v in history) * 1.2533
+    if mad == 0:
+        return 0.0 if x == median else (MAX_Z if x > median else -MAX_Z)
+    return max(-MAX_Z, min(MAX_Z, (x - median) / mad))
+
+
+def score_zscore(spec: AnomalySpec, state: ZState, x: float, t: float) -> float | None:
+    """Score ``x`` against the key's history, then remember it."""
+    score = robust_z(state.values, x) if len(state.values) >= spec.min_samples else None
+    state.values.append(x)
+    del state.values[: -spec.samples]
+    state.seen = max(state.seen, t)
+    return score
+
+
+class HalfSpaceTrees:
+    """A River Half-Space Trees model behind min-max scaling (scores in [0, 1])."""
+
+    def __init__(self, seed: int = 42) -> None:
+        try:
+            from river import anomaly, compose, preprocessing
+        except ImportError:
+            raise RulePackError("half_space_trees needs River: pip install 'ringfence[ml]'") from None
+        self.model = compose.Pipeline(
+            preprocessing.MinMaxScaler(), anomaly.HalfSpaceTrees(n_trees=10, height=6, window_size=250, seed=seed)
+        )
+        self.learnt = 0
+
+    def score_and_learn(self, x: dict[str, float], min_samples: int) -> float | None:
+        score = float(self.model.score_one(x)) if self.learnt >= min_samples else None
+        self.model.learn_one(x)
+        self.learnt += 1
+        return score
+
+    def dumps(self) -> bytes:
+        # the model is Ringfence's own state, written to and read from its own store only
+        return pickle.dumps(self)
+
+    @staticmethod
+    def loads(raw: bytes) -> HalfSpaceTrees:
+        model = pickle.loads(raw)  # noqa: S301 - our own checkpoint, never external input
+        assert isinstance(model, HalfSpaceTrees)
+        return model
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(ZState)
+
+
+def encode_zstate(state: ZState) -> bytes:
+    return _encoder.encode(state)
+
+
+def decode_zstate(raw: bytes) -> ZState:
+    return _decoder.decode(raw)
+
+
+def inputs_of(spec: AnomalySpec, ctx: EvalContext) -> dict[str, float] | None:
+    """The numeric inputs of ``spec`` for this event, or None if one is missing."""
+    out: dict[str, Any] = {}
+    for i, expr in enumerate(spec.inputs):
+        value = expr.evaluate(ctx)
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        out[f"x{i}"] = float(value)
+    return out

@@ -1,0 +1,190 @@
+"""Patterns: ordered sequences within a time bound, and absences, per key.
+
+``sequence``: steps in order (each an event type and an optional condition that may refer
+to earlier steps, e.g. ``data.payee_id == payee.data.payee_id``) within ``within`` seconds.
+``absence``: an ``after`` event not followed by an ``expect`` event within ``within``
+(or, with no ``after``, a key - e.g. an event source - silent for ``within``). Absences
+fire from timers, on the watermark, so quiet keys still close.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ringfence.engine.expressions import EvalContext, Expression
+from ringfence.engine.rules import Output
+from ringfence.events.model import Event
+
+MAX_PARTIALS = 8
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step: an event of one of the ``on`` types for which ``when`` holds."""
+
+    name: str
+    on: frozenset[str]
+    when: Expression | None
+
+    def matches(self, event_type: str, ctx: EvalContext) -> bool:
+        return event_type in self.on and (self.when is None or bool(self.when.evaluate(ctx)))
+
+
+@dataclass(frozen=True)
+class PatternSpec:
+    """A sequence (``steps``) or an absence (``after`` then no ``expect``) per ``by`` key."""
+
+    id: str
+    kind: str  # "sequence" | "absence"
+    description: str
+    by: tuple[tuple[str, ...], ...]
+    within: float
+    steps: tuple[StepSpec, ...]
+    after: StepSpec | None
+    expect: StepSpec | None
+    output: Output
+
+    @property
+    def on(self) -> frozenset[str]:
+        specs = [*self.steps, *(s for s in (self.after, self.expect) if s is not None)]
+        return frozenset(t for s in specs for t in s.on)
+
+    @property
+    def state_name(self) -> str:
+        return f"pattern:{self.id}"
+
+    @property
+    def signature(self) -> tuple[Any, ...]:
+        """What defines the state: a reloaded pack keeps the state of a pattern with the same one."""
+        steps = [(s.name, s.on, s.when.source if s.when else None) for s in (*self.steps, self.after, self.expect) if s]
+        return (self.kind, self.by, self.within, tuple(steps))
+
+    @property
+    def evidence_features(self) -> frozenset[str]:
+        parts = [s.when for s in (*self.steps, self.after, self.expect) if s is not None and s.when is not None]
+        return frozenset(f for e in parts for f in e.features) | self.output.title.features
+
+    def key(self, ctx: EvalContext) -> str | None:
+        parts = []
+        for path in self.by:
+            value = ctx.field(path)
+            if value is None:
+                return None
+            parts.append(str(value))
+        return "\x1f".join(parts) if parts else "global"
+
+
+class Partial(msgspec.Struct, array_like=True, gc=False):
+    """A sequence matched up to step ``step``; ``captured`` holds each matched step's event."""
+
+    started: float
+    step: int
+    captured: dict[str, dict[str, Any]]
+
+
+class PatternState(msgspec.Struct, array_like=True, gc=False):
+    """One key's state of one pattern."""
+
+    seen: float
+    partials: list[Partial] = []
+    deadline: float | None = None
+    anchor: dict[str, Any] | None = None
+
+
+def snapshot(event: Event, offset: int, ingested_at: float) -> dict[str, Any]:
+    """What a pattern remembers of a matched event (and shows as evidence)."""
+    return {
+        "event_id": event.event_id,
+        "type": event.type,
+        "occurred_at": event.occurred_at,
+        "source": event.source,
+        "customer_id": event.customer_id,
+        "data": event.data,
+        "offset": offset,
+        "ingested_at": ingested_at,
+    }
+
+
+def advance_sequence(
+    spec: PatternSpec, state: PatternState, event: Event, snap: dict[str, Any], ctx: Any
+) -> list[dict[str, Any]] | None:
+    """Fold ``event`` into a sequence's partial matches; return the completed match's steps, if any.
+
+    ``ctx`` is the event's context; its ``steps`` are set to each partial's captures while
+    that partial's next step is checked.
+    """
+    t = event.occurred_at
+    state.partials = [p for p in state.partials if t - p.started <= spec.within and t >= p.started]
+    completed: list[dict[str, Any]] | None = None
+    last = len(spec.steps) - 1
+    for partial in list(state.partials):
+        step = spec.steps[partial.step + 1]
+        ctx.steps = partial.captured
+        if step.matches(event.type, ctx):
+            partial.captured = {**partial.captured, step.name: snap}
+            partial.step += 1
+            if partial.step == last:
+                state.partials.remove(partial)
+                if completed is None:
+                    completed = [partial.captured[s.name] for s in spec.steps]
+    ctx.steps = {}
+    if spec.steps[0].matches(event.type, ctx) and completed is None:
+        state.partials.append(Partial(t, 0, {spec.steps[0].name: snap}))
+        del state.partials[:-MAX_PARTIALS]
+    return completed
+
+
+def advance_absence(spec: PatternSpec, state: PatternState, event: Event, snap: dict[str, Any], ctx: Any) -> bool:
+    """Fold ``event`` into an absence; return True if its deadline (re)armed."""
+    t = event.occurred_at
+    assert spec.expect is not None
+    if spec.after is None:  # silence: every expected event pushes the deadline out
+        if spec.expect.matches(event.type, ctx):
+            state.anchor, state.deadline = snap, t + spec.within
+            return True
+        return False
+    if state.deadline is not None and state.anchor is not None:
+        ctx.steps = {spec.after.name: state.anchor}
+        if t <= state.deadline and spec.expect.matches(event.type, ctx):
+            state.anchor = state.deadline = None
+        ctx.steps = {}
+    if state.deadline is None and spec.after.matches(event.type, ctx):
+        state.anchor, state.deadline = snap, t + spec.within
+        return True
+    return False
+
+
+class Timers:
+    """Deadlines of absence patterns, earliest first. Entries are checked against the
+    state when they come due, so a re-armed or cancelled deadline needs no removal."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, str, str]] = []
+
+    def add(self, deadline: float, pattern_id: str, key: str) -> None:
+        heapq.heappush(self._heap, (deadline, pattern_id, key))
+
+    def due(self, watermark: float) -> list[tuple[float, str, str]]:
+        out = []
+        while self._heap and self._heap[0][0] < watermark:
+            out.append(heapq.heappop(self._heap))
+        return out
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(PatternState)
+
+
+def encode_pattern_state(state: PatternState) -> bytes:
+    return _encoder.encode(state)
+
+
+def decode_pattern_state(raw: bytes) -> PatternState:
+    return _decoder.decode(raw)
