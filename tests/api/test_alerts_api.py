@@ -99,7 +99,7 @@ def test_filters_and_cursor_pagination(server: EmbeddedServer, keys: Keys) -> No
         seen: list[str] = []
         cursor = None
         while True:
-            params: dict[str, Any] = {"customer_id": customer, "limit": 2, "severity": "medium", "status": "open"}
+            params: dict[str, Any] = {"customer_id": customer, "limit": 2, "severity": "high", "status": "open"}
             if cursor:
                 params["cursor"] = cursor
             page = c.get("/v1/alerts", params=params).json()

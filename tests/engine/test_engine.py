@@ -127,3 +127,39 @@ def test_features_of_a_customer_are_explainable() -> None:
     engine = Engine(PACK)
     engine.process(card(0, country="DE"), 0, 0, 0.0)
     assert engine.features_of({"customer_id": "c1"}, T0 + 1) == {"prev_country": "DE"}
+
+
+def test_persisted_state_names_are_the_same_in_every_process() -> None:
+    """A restart must find its state: names may not depend on hash randomisation."""
+    import subprocess
+    import sys
+
+    script = (
+        "from ringfence.engine import Engine, load_pack_file; import json; "
+        "print(json.dumps(Engine(load_pack_file(None)).persisted_names, sort_keys=True))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1
+
+
+def test_a_reloaded_engine_keeps_the_state_of_unchanged_definitions_only() -> None:
+    engine = Engine(PACK)
+    for i in range(2):
+        engine.process(card(i), i, 0, 0.0)
+    changed = load_pack(PACK.text.replace("window: 10m", "window: 20m").replace('version: "t1"', 'version: "t2"'))
+    assert engine.dropped_state_names(changed) == ["auths_10m"]
+    reloaded = engine.reloaded(changed)
+    assert reloaded.states["prev_country"] is engine.states["prev_country"]
+    assert reloaded.states["auths_10m"] == {}
+    same = load_pack(PACK.text.replace('version: "t1"', 'version: "t3"'))
+    kept = engine.reloaded(same)
+    assert kept.process(card(2), 2, 0, 0.0)[0].features == {"auths_10m": 3}

@@ -46,7 +46,8 @@ CTX = DictContext(
         ("distance_km(51.5, -0.12, 48.85, 2.35) > 300", True),
         ("data.amount > 100 if data.approved else false", True),
         ("last_lat > 0", False),  # missing values make comparisons false
-        ("last_lat == null", False),
+        ("last_lat == null", True),
+        ("count_10m == null", False),
         ("last_lat != 1", True),
         ("data.missing_nested.x == 1", False),
         ("(data.amount - spend.mean) / spend.std", 14.0),

@@ -93,3 +93,31 @@ def test_state_round_trips_through_its_encoding() -> None:
     s = spec("distinct_count")
     state = feed(s, [(0, "FR"), (1, "DE")])
     assert s.value(decode_state(encode_state(state)), 1) == 2
+
+
+def test_stats_give_mean_std_and_count() -> None:
+    windowed, lifetime = spec("stats"), spec("stats", window=None)
+    points = [(0, 10.0), (10, 20.0), (20, 30.0)]
+    for s in (windowed, lifetime):
+        value = s.value(feed(s, points), 20)
+        assert value["count"] == 3
+        assert value["mean"] == pytest.approx(20.0)
+        assert value["std"] == pytest.approx(10.0)
+    assert windowed.value(feed(windowed, [(0, 10.0), (700, 20.0)]), 700)["count"] == 1
+
+
+def test_ewma_weights_recent_values() -> None:
+    s = FeatureSpec("f", (), "ewma", compile_expression("data.amount", SCOPE), None, None, None, alpha=0.5)
+    assert s.value(feed(s, [(0, 10.0), (1, 20.0), (2, 20.0)]), 2) == pytest.approx(17.5)
+
+
+@pytest.mark.parametrize(("q", "expected"), [(0.5, 51.0), (0.95, 96.0), (0.99, 100.0)])
+def test_quantile_over_the_window(q: float, expected: float) -> None:
+    s = FeatureSpec("f", (), "quantile", compile_expression("data.amount", SCOPE), None, None, 600.0, q=q)
+    state = feed(s, [(i, float(i + 1)) for i in range(100)])
+    assert s.value(state, 99) == expected
+
+
+def test_quantile_forgets_samples_outside_the_window() -> None:
+    s = FeatureSpec("f", (), "quantile", compile_expression("data.amount", SCOPE), None, None, 60.0, q=0.5)
+    assert s.value(feed(s, [(0, 1000.0), (100, 5.0)]), 100) == 5.0

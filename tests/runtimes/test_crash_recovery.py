@@ -3,7 +3,8 @@
 A sequential producer posts a deterministic workload; the server is killed twice
 mid-stream and restarted on the same data dir; the producer resends what was not
 acknowledged (and, like any at-least-once producer, one batch that was). The final
-alerts must equal a clean run's, id for id and count for count.
+alerts must equal a clean run's, id for id and count for count, and so must the
+customers' feature values.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def post_batch(server: EmbeddedServer, key: str, batch: list[dict[str, Any]]) ->
     return body
 
 
-def all_alerts(server: EmbeddedServer, key: str) -> dict[str, int]:
-    found: dict[str, int] = {}
+def all_alerts(server: EmbeddedServer, key: str) -> dict[str, tuple[str, int]]:
+    found: dict[str, tuple[str, int]] = {}
     cursor = None
     with server.client(key) as c:
         while True:
@@ -50,27 +51,35 @@ def all_alerts(server: EmbeddedServer, key: str) -> dict[str, int]:
             page = c.get("/v1/alerts", params=params).json()
             for alert in page["items"]:
                 assert alert["id"] not in found
-                found[alert["id"]] = alert["count"]
+                found[alert["id"]] = (alert["rule_id"], alert["count"])
             cursor = page["next_cursor"]
             if cursor is None:
                 return found
 
 
-def clean_run(data_dir: Path, batches: list[list[dict[str, Any]]]) -> dict[str, int]:
+def features(server: EmbeddedServer, key: str, customers: list[str]) -> dict[str, Any]:
+    with server.client(key) as c:
+        return {cus: c.get(f"/v1/customers/{cus}/features").json()["features"] for cus in customers}
+
+
+def clean_run(
+    data_dir: Path, batches: list[list[dict[str, Any]]], customers: list[str]
+) -> tuple[dict[str, tuple[str, int]], dict[str, Any]]:
     key = create_key(data_dir, "producer", "events:write", "alerts:read")
     server = start_server(data_dir)
     try:
         for batch in batches:
             post_batch(server, key, batch)
         server.wait_processed(key)
-        return all_alerts(server, key)
+        return all_alerts(server, key), features(server, key, customers)
     finally:
         server.stop()
 
 
 def test_kill_9_mid_stream_loses_no_acknowledged_event_and_duplicates_no_alert(tmp_path: Path) -> None:
     batches = workload()
-    expected = clean_run(tmp_path / "clean", batches)
+    customers = sorted({e["customer_id"] for b in batches for e in b if "customer_id" in e})[:40]
+    expected, expected_features = clean_run(tmp_path / "clean", batches, customers)
     assert len(expected) >= 10, "the workload should raise alerts"
 
     data_dir = tmp_path / "crash"
@@ -105,11 +114,13 @@ def test_kill_9_mid_stream_loses_no_acknowledged_event_and_duplicates_no_alert(t
         else:
             server.wait_processed(key)
             final = all_alerts(server, key)
+            final_features = features(server, key, customers)
             server.stop()
         killed.wait(5)
     assert duplicates == 2 * BATCH
     assert acked == list(range(len(batches)))
     assert final == expected
+    assert final_features == expected_features  # no feature lost or double-counted
 
     journal = sqlite3.connect(data_dir / "journal.sqlite3")
     stored = journal.execute("SELECT event_id, count(*) FROM journal GROUP BY source, event_id").fetchall()

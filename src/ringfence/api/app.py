@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ringfence.api import alerts, events, health, late
+from ringfence.api import alerts, audit, customers, events, health, late, rules
 from ringfence.api.errors import handle_error
 from ringfence.errors import RingfenceError
 from ringfence.runtimes.embedded import Platform
@@ -56,6 +56,14 @@ ROUTES = [
     Route("/v1/alerts/{alert_id}", alerts.get_alert, methods=["GET"]),
     Route("/v1/alerts/{alert_id}/ack", alerts.ack_alert, methods=["POST"]),
     Route("/v1/alerts/{alert_id}/resolve", alerts.resolve_alert, methods=["POST"]),
+    Route("/v1/rules", rules.get_rules, methods=["GET"]),
+    Route("/v1/rules", rules.put_rules, methods=["PUT"]),
+    Route("/v1/rules/validate", rules.validate_rules, methods=["POST"]),
+    Route("/v1/rules/backtest", rules.backtest_rules, methods=["POST"]),
+    Route("/v1/lists/{name}", rules.get_list, methods=["GET"]),
+    Route("/v1/lists/{name}", rules.put_list, methods=["PUT"]),
+    Route("/v1/customers/{customer_id}/features", customers.customer_features, methods=["GET"]),
+    Route("/v1/audit", audit.list_audit, methods=["GET"]),
 ]
 
 

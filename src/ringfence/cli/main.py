@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ringfence.cli import keys, replay, up
+from ringfence.cli import keys, replay, rules, simulate, up
 
 app = typer.Typer(
     name="ringfence",
@@ -15,7 +15,9 @@ app = typer.Typer(
 )
 app.command("up")(up.up)
 app.command("replay")(replay.replay)
+app.command("simulate")(simulate.simulate)
 app.add_typer(keys.app, name="keys")
+app.add_typer(rules.app, name="rules")
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from ringfence.engine.expressions import EvalContext, Expression
+from ringfence.engine.keys import key_of, stable_types
 from ringfence.errors import RulePackError
 
 MAX_Z = 99.0
@@ -45,7 +46,7 @@ class AnomalySpec:
     def signature(self) -> tuple[Any, ...]:
         """What defines the state: a reloaded pack keeps the state of an anomaly with the same one."""
         where = self.where.source if self.where else None
-        return (self.kind, self.by, tuple(i.source for i in self.inputs), where, self.on, self.samples)
+        return (self.kind, self.by, tuple(i.source for i in self.inputs), where, stable_types(self.on), self.samples)
 
     def applies(self, event_type: str, ctx: EvalContext) -> bool:
         if self.on is not None and event_type not in self.on:
@@ -53,13 +54,7 @@ class AnomalySpec:
         return self.where is None or bool(self.where.evaluate(ctx))
 
     def key(self, ctx: EvalContext) -> str | None:
-        parts = []
-        for path in self.by:
-            value = ctx.field(path)
-            if value is None:
-                return None
-            parts.append(str(value))
-        return "\x1f".join(parts) if parts else "global"
+        return key_of(self.by, ctx)
 
 
 class ZState(msgspec.Struct, array_like=True, gc=False):

@@ -13,6 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import msgspec
+
 from ringfence.engine.anomaly import (
     AnomalySpec,
     HalfSpaceTrees,
@@ -162,12 +164,16 @@ class Engine:
     # -- processing ------------------------------------------------------------------------
 
     def process(self, event: Event, offset: int, partition: int, ingested_at: float) -> list[AlertSignal]:
-        """Fold ``event`` into features, scores and patterns, and evaluate the rules on it."""
+        """Fire the timers this event's time passes, then fold ``event`` into features, scores
+        and patterns and evaluate the rules on it; return the signals of both."""
         late = self.is_late(event, partition)
         if late:
             self.late_events += 1
         if event.occurred_at > self.max_event_time.get(partition, -math.inf):
             self.max_event_time[partition] = event.occurred_at
+        # timers due before this event fire first, so results never depend on batch boundaries
+        signals = self.advance() if len(self.timers) else []
+        fired = len(signals)
         ctx = EventContext(event, self)
         t = event.occurred_at
         features, anomalies, rules, patterns = self._for_type(event.type)
@@ -187,7 +193,6 @@ class Engine:
             self._dirty.add((spec.name, key))
         for anomaly in anomalies:
             ctx.remember(anomaly.name, self._score(anomaly, ctx, t))
-        signals: list[AlertSignal] = []
         for rule in rules:
             if rule.when.evaluate(ctx):
                 signals.append(
@@ -199,7 +204,7 @@ class Engine:
                 signal = self._advance_pattern(pattern, ctx, snap, late)
                 if signal is not None:
                     signals.append(signal)
-        for s in signals:
+        for s in signals[fired:]:
             self.hits[(s.rule_id, s.mode)] += 1
         return signals
 
@@ -270,11 +275,11 @@ class Engine:
             ctx = EventContext(_event_from(anchor), self)
             assert spec.expect is not None
             ctx.steps = {spec.after.name if spec.after else spec.expect.name: anchor}
-            signals.append(
-                self._signal(
-                    spec.id, spec.output, spec.evidence_features, ctx, anchor["offset"], anchor["ingested_at"], False
-                )
+            signal = self._signal(
+                spec.id, spec.output, spec.evidence_features, ctx, anchor["offset"], anchor["ingested_at"], False
             )
+            # an absence happens when its deadline passes: that is the alert's event time
+            signals.append(msgspec.structs.replace(signal, occurred_at=deadline))
             state.deadline = None
             if spec.after is not None:
                 state.anchor = None

@@ -8,7 +8,8 @@ and calls to the functions of :mod:`ringfence.engine.functions`. Everything else
 (attributes of values, imports, subscripts, lambdas, comprehensions, ``**``, dunders) is a
 load error, and so is an unknown name or an operation on the wrong types. Expressions are
 never passed to ``eval``: each node becomes a closure, so evaluation is bounded by the
-size of the expression. A missing value (``null``) makes comparisons false, as SQL NULL.
+size of the expression. A missing value (``null``) makes ordering comparisons false;
+``x == null`` and ``x != null`` test whether ``x`` is missing.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ class Expression:
 
 def _safe_cmp(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     def cmp(a: Any, b: Any) -> bool:
-        if a is None or b is None:
+        if a is None or b is None:  # == null and != null test for a missing value; < etc. are false
+            if op is operator.eq:
+                return a is b
             return op is operator.ne and a is not b
         try:
             return bool(op(a, b))
@@ -204,7 +207,7 @@ class _Compiler:
         elif _compatible(lt, NUMBER) and _compatible(rt, NUMBER):
             result = NUMBER
         else:
-            raise self.fail(f"cannot apply {type(node.op).__name__} to {_name(lt)} and {_name(rt)}", node)
+            raise self.fail(f"cannot apply {type(node.op).__name__} to {_name(lt)} and {_name(rt)}", node.right)
         return (lambda ctx: fn(left(ctx), right(ctx))), result
 
     def _Compare(self, node: ast.Compare, depth: int) -> Typed:
@@ -215,14 +218,15 @@ class _Compiler:
             if fn is None:
                 raise self.fail(f"comparison {type(op).__name__} is not allowed", node)
             lt, rt = typed[i][1], typed[i + 1][1]
+            at = node.comparators[i]  # errors point at the right operand
             if isinstance(op, ast.In | ast.NotIn):
                 if not _compatible(rt, LIST) and not _compatible(rt, STRING):
-                    raise self.fail(f"'in' needs a list or text on its right, not {_name(rt)}", node)
+                    raise self.fail(f"'in' needs a list or text on its right, not {_name(rt)}", at)
             elif isinstance(op, ast.Eq | ast.NotEq):
                 if not _compatible(lt, rt):
-                    raise self.fail(f"comparing {_name(lt)} with {_name(rt)} is always false", node)
+                    raise self.fail(f"comparing {_name(lt)} with {_name(rt)} is always false", at)
             elif not (_compatible(lt, rt) and {lt, rt} - {ANY, _NULL} <= {NUMBER} | {STRING} and lt != BOOL != rt):
-                raise self.fail(f"cannot order {_name(lt)} and {_name(rt)}", node)
+                raise self.fail(f"cannot order {_name(lt)} and {_name(rt)}", at)
             ops.append(fn)
         operands = [t[0] for t in typed]
         if len(ops) == 1:

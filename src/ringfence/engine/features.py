@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from ringfence.engine.expressions import EvalContext, Expression
+from ringfence.engine.keys import key_of, stable_types
 
 BUCKETS = 60
 MAX_DISTINCT = 1_000
@@ -69,7 +70,7 @@ class FeatureSpec:
     def signature(self) -> tuple[Any, ...]:
         """What defines the state: a reloaded pack keeps the state of a feature with the same one."""
         src = (self.of.source if self.of else None, self.where.source if self.where else None)
-        return (self.by, self.agg, *src, self.on, self.window, self.alpha, self.q)
+        return (self.by, self.agg, *src, stable_types(self.on), self.window, self.alpha, self.q)
 
     @property
     def width(self) -> float:
@@ -77,14 +78,7 @@ class FeatureSpec:
         return self.window / BUCKETS
 
     def key(self, ctx: EvalContext) -> str | None:
-        """This event's key for the feature, or None if a key field is missing."""
-        parts = []
-        for path in self.by:
-            value = ctx.field(path)
-            if value is None:
-                return None
-            parts.append(str(value))
-        return "\x1f".join(parts) if parts else "global"
+        return key_of(self.by, ctx)
 
     def applies(self, event_type: str, ctx: EvalContext) -> bool:
         if self.on is not None and event_type not in self.on:
@@ -209,7 +203,8 @@ def _upd_time_since(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> Non
 
 def _read_sum(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
     if spec.window is None:
-        return s.value or 0
+        total = s.value or 0
+        return int(total) if spec.agg == "count" else total
     if s.buckets is None:
         return 0
     total = sum(s.buckets[i] for i in spec._window_buckets(s, t))

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from ringfence.engine.expressions import EvalContext, Expression
+from ringfence.engine.keys import key_of
 from ringfence.engine.rules import Output
 from ringfence.events.model import Event
 
@@ -60,7 +61,11 @@ class PatternSpec:
     @property
     def signature(self) -> tuple[Any, ...]:
         """What defines the state: a reloaded pack keeps the state of a pattern with the same one."""
-        steps = [(s.name, s.on, s.when.source if s.when else None) for s in (*self.steps, self.after, self.expect) if s]
+        steps = [
+            (s.name, sorted(s.on), s.when.source if s.when else None)
+            for s in (*self.steps, self.after, self.expect)
+            if s
+        ]
         return (self.kind, self.by, self.within, tuple(steps))
 
     @property
@@ -69,13 +74,7 @@ class PatternSpec:
         return frozenset(f for e in parts for f in e.features) | self.output.title.features
 
     def key(self, ctx: EvalContext) -> str | None:
-        parts = []
-        for path in self.by:
-            value = ctx.field(path)
-            if value is None:
-                return None
-            parts.append(str(value))
-        return "\x1f".join(parts) if parts else "global"
+        return key_of(self.by, ctx)
 
 
 class Partial(msgspec.Struct, array_like=True, gc=False):

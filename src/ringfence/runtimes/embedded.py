@@ -16,7 +16,7 @@ from typing import IO
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
 from ringfence.engine.engine import Engine
-from ringfence.engine.pack import RulePack, load_pack_file
+from ringfence.engine.pack import RulePack, load_pack, load_pack_file
 from ringfence.errors import StoreError
 from ringfence.log.group_commit import GroupCommitter
 from ringfence.log.sqlite import SqliteLog
@@ -24,6 +24,7 @@ from ringfence.metrics import Metrics
 from ringfence.runtimes.ingest import IngestService
 from ringfence.runtimes.processor import Processor
 from ringfence.store.keys import ApiKeys
+from ringfence.store.packs import PackRepository
 from ringfence.store.sqlite import SqliteStore
 
 log = logging.getLogger("ringfence.embedded")
@@ -71,12 +72,14 @@ class Platform:
         self.store = open_store(settings.data_dir)
         self.keys = ApiKeys(self.store)
         self.log = SqliteLog(settings.data_dir / JOURNAL_FILE, settings.partitions, settings.journal_sync)
-        self.pack = pack or load_pack_file(settings.rule_pack)
-        self.engine = Engine(self.pack, settings.allowed_lateness_s)
+        self.packs = PackRepository(self.store)
+        pack = pack or self._initial_pack()
+        engine = Engine(pack, settings.allowed_lateness_s)
+        engine.lists.update({k: v for k, v in self.packs.lists().items() if k in pack.lists})
         self.processor = Processor(
             self.log,
             self.store,
-            self.engine,
+            engine,
             self.metrics,
             self.clock,
             retention_s=settings.log_retention_s,
@@ -87,6 +90,26 @@ class Platform:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ready = False
+
+    def _initial_pack(self) -> RulePack:
+        """The pack given in the settings, else the last one activated, else the default."""
+        active = self.packs.active()
+        if self.settings.rule_pack is None and active is not None:
+            return load_pack(active.text)
+        pack = load_pack_file(self.settings.rule_pack)
+        if active is None or active.digest != pack.digest:
+            source = str(self.settings.rule_pack) if self.settings.rule_pack else "the default pack"
+            self.packs.activate(pack, f"settings ({source})", self.clock.time())
+        return pack
+
+    @property
+    def engine(self) -> Engine:
+        """The processor's current engine (replaced by a hot reload)."""
+        return self.processor.engine
+
+    @property
+    def pack(self) -> RulePack:
+        return self.processor.engine.pack
 
     def _on_commit(self, head: int) -> None:
         self._head = head

@@ -7,11 +7,14 @@ Used by the embedded runtime (a thread); one instance owns every partition of it
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+from collections.abc import Callable
 
 from ringfence.clock import Clock
 from ringfence.engine.engine import Engine
+from ringfence.engine.pack import RulePack
 from ringfence.engine.rules import AlertSignal
 from ringfence.events.model import decode_event
 from ringfence.log.base import EventLog
@@ -51,6 +54,39 @@ class Processor:
         self.wakeup = threading.Event()
         self._last_expire = 0.0
         self._last_retention = 0.0
+        self._last_record_at = clock.time()
+        self._last_ingested_at = clock.time()
+        self._changes: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+
+    def request_reload(self, pack: RulePack) -> None:
+        """Swap in ``pack`` at the next batch boundary, keeping unchanged state (hot reload)."""
+        self._changes.put(lambda: self._reload(pack))
+        self.wakeup.set()
+
+    def request_list(self, name: str, values: frozenset[str]) -> None:
+        """Replace a list's values at the next batch boundary."""
+
+        def apply() -> None:
+            self.engine.lists[name] = values
+
+        self._changes.put(apply)
+        self.wakeup.set()
+
+    def _reload(self, pack: RulePack) -> None:
+        engine = self.engine.reloaded(pack)
+        dropped = self.store.keep_only_states(set(engine.persisted_names.values()))
+        self.engine = engine
+        log.info(
+            "rule pack %s loaded (%s); dropped the state of %d changed definitions", pack.version, pack.digest, dropped
+        )
+
+    def _apply_changes(self) -> None:
+        while True:
+            try:
+                change = self._changes.get_nowait()
+            except queue.Empty:
+                return
+            change()
 
     def recover(self) -> None:
         """Load the last checkpoint: engine state and the offset it reflects."""
@@ -66,10 +102,13 @@ class Processor:
 
     def run_once(self) -> int:
         """Process one batch from the log; return how many events it held."""
+        self._apply_changes()
         records = self.log.read(self.offset, BATCH_SIZE)
         if not records:
-            self._housekeeping()
+            self._idle()
             return 0
+        self._last_record_at = self.clock.time()
+        self._last_ingested_at = records[-1].ingested_at
         signals: list[AlertSignal] = []
         late: list[LateEvent] = []
         touched: set[int] = set()
@@ -121,6 +160,21 @@ class Processor:
         for _, signal in created:
             m.alerts.labels(signal.severity, signal.audience).inc()
 
+    def _idle(self) -> None:
+        """Caught up: let event time run on with the wall clock, so absence timers of quiet
+        keys still fire. Event time is extrapolated from the last event by the wall-clock time
+        since it arrived, so a replay of old events is not closed early by today's clock."""
+        now = self.clock.time()
+        lateness = self.engine.allowed_lateness_s
+        if len(self.engine.timers) and now - self._last_record_at >= lateness and self.engine.max_event_time:
+            latest = max(self.engine.max_event_time.values())
+            signals = self.engine.advance(latest + (now - self._last_ingested_at) - lateness)
+            if signals:
+                checkpoint = Checkpoint(self.name, self.offset, self.engine.take_changes())
+                created = self.store.commit_batch(signals, checkpoint, now)
+                self._observe(self.offset, 0, signals, created, 0)
+        self._housekeeping()
+
     def _housekeeping(self) -> None:
         now = self.clock.time()
         if now - self._last_expire >= EXPIRE_EVERY_S and self.engine.max_event_time:
@@ -152,5 +206,6 @@ class Processor:
         """After a failed commit the in-memory state is ahead of the store: reload it."""
         fresh = Engine(self.engine.pack, self.engine.allowed_lateness_s)
         fresh.lists = self.engine.lists
+        fresh.hits = self.engine.hits
         self.engine = fresh
         self.recover()

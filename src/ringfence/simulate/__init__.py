@@ -1,5 +1,6 @@
 """Synthetic bank traffic with labelled scenarios."""
 
-from ringfence.simulate.traffic import SCENARIOS, Label, Traffic
+from ringfence.simulate.scenarios import SCENARIOS
+from ringfence.simulate.traffic import Label, Traffic
 
 __all__ = ["SCENARIOS", "Label", "Traffic"]

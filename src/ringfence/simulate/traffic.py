@@ -1,21 +1,21 @@
-"""Synthetic bank traffic: customers with a home country, devices and spending habits,
-and injected, labelled fraud scenarios. Labels are kept apart from the events.
+"""Synthetic bank traffic: customers with a home country, devices, payees and spending
+habits, a diurnal rhythm, and injected, labelled scenarios. Labels never enter the events.
 
-Used by ``ringfence up --demo`` and by tests; ``ringfence simulate`` builds on it.
+Used by ``ringfence simulate``, ``ringfence up --demo``, tests and benchmarks.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-COUNTRIES = ["GB", "FR", "DE", "ES", "IT", "NL", "IE", "BE", "PT", "SE"]
-HIGH_RISK = ["KP", "IR", "SY", "MM"]
-MCCS = ["5411", "5812", "5999", "4111", "5541", "5732", "5912", "7011"]
-CITY = {
+HOME = {
     "GB": (51.5, -0.12),
     "FR": (48.85, 2.35),
     "DE": (52.52, 13.4),
@@ -27,13 +27,24 @@ CITY = {
     "PT": (38.72, -9.14),
     "SE": (59.33, 18.07),
 }
-SCENARIOS = (
-    "card_testing",
-    "card_velocity",
-    "login_failed_burst",
-    "transfer_high_risk_country",
-    "credential_stuffing_ip",
-)
+FAR = {
+    "SG": (1.35, 103.82),
+    "US": (40.71, -74.0),
+    "BR": (-23.55, -46.63),
+    "JP": (35.68, 139.69),
+    "AU": (-33.87, 151.21),
+}
+HIGH_RISK = ["KP", "IR", "SY", "MM"]
+EVERYDAY_MCCS = ["5411", "5812", "5999", "4111", "5541", "5732", "5912", "7011"]
+GAMBLING_MCC = "7995"
+ENDPOINTS = ["/transfers", "/cards", "/login", "/accounts", "/payees"]
+PARTNER_FEEDS = [f"partner-{i:02d}" for i in range(1, 9)]
+PARTNER_INTERVAL_S = 2.0
+HISTORY_SOURCE = "history-import"
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -43,181 +54,274 @@ class Customer:
     card: str
     device: str
     ip: str
+    payees: list[str]
+    typical_amount: float
     currency: str = "EUR"
-    typical_amount: float = 40.0
 
 
 @dataclass
 class Label:
-    """Ground truth for one injected scenario: which rule should fire, for whom, from when."""
+    """Ground truth of one injected scenario: which detections must fire, for which events."""
 
     scenario: str
-    customer_id: str
-    event_ids: list[str] = field(default_factory=list)
-    started_at: float = 0.0
+    expected: tuple[str, ...]
+    also: tuple[str, ...]
+    customer_id: str | None
+    event_ids: list[str]
+    started_at: float
+    ends_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "expected": list(self.expected),
+            "also": list(self.also),
+            "customer_id": self.customer_id,
+            "event_ids": self.event_ids,
+            "started_at": iso(self.started_at),
+        }
 
 
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+@dataclass(order=True)
+class _Pending:
+    t: float
+    seq: int
+    event: dict[str, Any] = field(compare=False)
 
 
 class Traffic:
-    """A deterministic (seeded) stream of realistic events with occasional injected fraud."""
+    """A deterministic (seeded) stream of everyday events with injected scenarios."""
 
     def __init__(
-        self, seed: int = 7, customers: int = 1_000, fraud_rate: float = 0.002, source_prefix: str = "sim"
+        self,
+        seed: int = 7,
+        customers: int = 1_000,
+        fraud_rate: float = 0.001,
+        source_prefix: str = "sim",
+        scenarios: tuple[str, ...] | None = None,
+        dormant: int = 0,
     ) -> None:
+        from ringfence.simulate.scenarios import SCENARIOS
+
         self.rng = random.Random(seed)  # noqa: S311 - simulation, not security
         self.fraud_rate = fraud_rate
         self.prefix = source_prefix
-        self._seq = 0
+        self.scenarios = scenarios if scenarios is not None else tuple(SCENARIOS)
+        self._ids = itertools.count(1)
+        self._seq = itertools.count()
         self.labels: list[Label] = []
         self.customers = [self._customer(i) for i in range(customers)]
+        # dormant customers only appear in the history preamble and their own scenario
+        self.dormant = self.customers[:dormant]
+        self.active = self.customers[dormant:] or self.customers
+        self.paused: dict[str, float] = {}
+        self.last_feed_event: dict[str, str] = {}
+        self.normal_count = 0
 
     def _customer(self, i: int) -> Customer:
         r = self.rng
         return Customer(
             id=f"cus_{i:07d}",
-            country=r.choice(COUNTRIES),
+            country=r.choice(list(HOME)),
             card=f"tok_{r.getrandbits(48):012x}",
             device=f"dev_{r.getrandbits(40):010x}",
             ip=f"10.{r.randrange(256)}.{r.randrange(256)}.{r.randrange(1, 255)}",
+            payees=[f"pay_{r.getrandbits(32):08x}" for _ in range(3)],
             typical_amount=round(r.lognormvariate(3.3, 0.6), 2),
         )
 
-    def _id(self) -> str:
-        self._seq += 1
-        return f"{self.prefix}-{self._seq:012d}"
+    # -- event builders ------------------------------------------------------------------
 
-    def _event(
+    def event(
         self, type_: str, t: float, customer: Customer | None, source: str, data: dict[str, Any]
     ) -> dict[str, Any]:
-        event: dict[str, Any] = {
-            "event_id": self._id(),
+        body: dict[str, Any] = {
+            "event_id": f"{self.prefix}-{next(self._ids):012d}",
             "type": type_,
             "occurred_at": iso(t),
             "source": source,
             "data": data,
         }
         if customer is not None:
-            event["customer_id"] = customer.id
-        return event
+            body["customer_id"] = customer.id
+        return body
+
+    def geo(self, country: str, jitter: float = 0.2) -> dict[str, Any]:
+        lat, lon = HOME.get(country) or FAR[country]
+        r = self.rng
+        return {
+            "lat": round(lat + r.uniform(-jitter, jitter), 4),
+            "lon": round(lon + r.uniform(-jitter, jitter), 4),
+            "country": country,
+        }
 
     def card(
-        self, c: Customer, t: float, amount: float, *, approved: bool = True, country: str | None = None
+        self,
+        c: Customer,
+        t: float,
+        amount: float,
+        *,
+        approved: bool = True,
+        country: str | None = None,
+        channel: str | None = None,
+        mcc: str | None = None,
+        geo_country: str | None = None,
     ) -> dict[str, Any]:
+        r = self.rng
+        channel = channel or r.choice(["pos", "contactless", "ecom"])
+        country = country or c.country
         data: dict[str, Any] = {
             "card_id": c.card,
             "amount": f"{amount:.2f}",
             "currency": c.currency,
             "merchant": {
-                "id": f"mer_{self.rng.randrange(5000):05d}",
-                "mcc": self.rng.choice(MCCS),
-                "country": country or c.country,
+                "id": f"mer_{r.randrange(20000):05d}",
+                "mcc": mcc or r.choice(EVERYDAY_MCCS),
+                "country": country,
             },
-            "channel": self.rng.choice(["pos", "ecom", "contactless"]),
+            "channel": channel,
             "approved": approved,
         }
+        if channel != "ecom":
+            data["geo"] = self.geo(geo_country or country)
         if not approved:
             data["decline_reason"] = "insufficient_funds"
-        return self._event("card.authorization", t, c, "card-processor", data)
+        return self.event("card.authorization", t, c, "card-processor", data)
 
-    def login(self, c: Customer, t: float, ok: bool = True, ip: str | None = None) -> dict[str, Any]:
-        lat, lon = CITY[c.country]
-        data = {"device_id": c.device, "ip": ip or c.ip, "geo": {"lat": lat, "lon": lon, "country": c.country}}
-        return self._event("login.succeeded" if ok else "login.failed", t, c, "mobile-app", data)
+    def login(
+        self,
+        c: Customer,
+        t: float,
+        *,
+        ok: bool = True,
+        ip: str | None = None,
+        device: str | None = None,
+        country: str | None = None,
+    ) -> dict[str, Any]:
+        data = {"device_id": device or c.device, "ip": ip or c.ip, "geo": self.geo(country or c.country, 0.05)}
+        return self.event("login.succeeded" if ok else "login.failed", t, c, "mobile-app", data)
 
-    def normal(self, t: float) -> dict[str, Any]:
-        """One everyday event at time ``t``."""
-        r = self.rng
-        c = r.choice(self.customers)
-        roll = r.random()
-        if roll < 0.55:
-            return self.card(c, t, min(1500.0, max(1.0, r.lognormvariate(0, 0.5) * c.typical_amount)))
-        if roll < 0.8:
-            return self.login(c, t, ok=r.random() > 0.03)
-        if roll < 0.9:
-            return self._event(
-                "balance.updated",
-                t,
-                c,
-                "core-banking",
-                {"balance": f"{r.uniform(80, 5000):.2f}", "currency": c.currency},
-            )
-        if roll < 0.95:
-            return self._event(
-                "api.request",
-                t,
-                None,
-                "gateway",
-                {
-                    "service": "payments",
-                    "endpoint": r.choice(["/transfers", "/cards", "/login"]),
-                    "status": 200 if r.random() > 0.01 else 503,
-                    "latency_ms": round(r.lognormvariate(3, 0.4), 1),
-                },
-            )
-        return self._event(
+    def transfer(
+        self, c: Customer, t: float, amount: float, payee: str | None = None, country: str | None = None
+    ) -> dict[str, Any]:
+        return self.event(
             "transfer.initiated",
             t,
             c,
             "web",
             {
-                "amount": f"{r.uniform(5, 400):.2f}",
+                "amount": f"{amount:.2f}",
                 "currency": c.currency,
-                "payee_id": f"pay_{r.randrange(10**6):06d}",
-                "payee_country": c.country,
+                "payee_id": payee or self.rng.choice(c.payees),
+                "payee_country": country or c.country,
             },
         )
 
-    def scenario(self, name: str, t: float) -> list[dict[str, Any]]:
-        """The events of one injected scenario starting at ``t``; its label is recorded."""
-        c = self.rng.choice(self.customers)
-        if name == "card_testing":
-            events = [self.card(c, t + i * 5, self.rng.uniform(0.5, 2.0), approved=False) for i in range(4)]
-            events.append(self.card(c, t + 25, 1.0))
-        elif name == "card_velocity":
-            events = [self.card(c, t + i * 20, self.rng.uniform(20, 80)) for i in range(9)]
-        elif name == "login_failed_burst":
-            events = [self.login(c, t + i * 10, ok=False, ip="203.0.113.7") for i in range(6)]
-        elif name == "transfer_high_risk_country":
-            events = [
-                self._event(
-                    "transfer.initiated",
-                    t,
-                    c,
-                    "web",
-                    {
-                        "amount": "4900.00",
-                        "currency": c.currency,
-                        "payee_id": f"pay_x{self.rng.randrange(10**6)}",
-                        "payee_country": self.rng.choice(HIGH_RISK),
-                    },
-                )
-            ]
-        elif name == "credential_stuffing_ip":
-            ip = f"198.51.100.{self.rng.randrange(1, 255)}"
-            events = [
-                self.login(v, t + i * 2, ok=False, ip=ip) for i, v in enumerate(self.rng.sample(self.customers, 12))
-            ]
-        else:
-            raise ValueError(f"unknown scenario {name!r}")
-        self.labels.append(Label(name, c.id, [e["event_id"] for e in events], t))
-        return events
+    def api(
+        self, t: float, service: str, endpoint: str, status: int, latency: float, source: str = "gateway"
+    ) -> dict[str, Any]:
+        return self.event(
+            "api.request",
+            t,
+            None,
+            source,
+            {"service": service, "endpoint": endpoint, "status": status, "latency_ms": round(latency, 1)},
+        )
+
+    # -- everyday traffic ------------------------------------------------------------------
+
+    def normal(self, t: float) -> dict[str, Any]:
+        """One everyday event at time ``t``."""
+        self.normal_count += 1
+        r = self.rng
+        c = r.choice(self.active)
+        roll = r.random()
+        if roll < 0.50:
+            amount = min(1500.0, max(1.0, r.lognormvariate(0, 0.5) * c.typical_amount))
+            return self.card(c, t, amount, approved=r.random() > 0.02)
+        if roll < 0.69:
+            return self.login(c, t)
+        if roll < 0.70:
+            return self.login(c, t, ok=False)
+        if roll < 0.79:
+            return self.event(
+                "balance.updated",
+                t,
+                c,
+                "core-banking",
+                {"balance": f"{r.uniform(100, 5000):.2f}", "currency": c.currency},
+            )
+        if roll < 0.89:
+            return self.api(
+                t, "payments", r.choice(ENDPOINTS), 200 if r.random() > 0.005 else 503, r.lognormvariate(3, 0.4)
+            )
+        if roll < 0.94:
+            return self.transfer(c, t, r.uniform(5, 400))
+        if roll < 0.97:
+            return self.event(
+                "deposit.received",
+                t,
+                c,
+                "core-banking",
+                {"amount": f"{r.uniform(10, 500):.2f}", "currency": c.currency, "method": "transfer"},
+            )
+        if roll < 0.98:
+            return self.event(
+                "payee.added", t, c, "web", {"payee_id": f"pay_{r.getrandbits(32):08x}", "payee_country": c.country}
+            )
+        if roll < 0.99:
+            return self.event("device.registered", t, c, "mobile-app", {"device_id": c.device, "platform": "ios"})
+        kind = r.choice(["password.reset", "contact.changed", "mfa.changed"])
+        return self.event(kind, t, c, "mobile-app", {"device_id": c.device, "channel": "app"})
+
+    def preamble(self, start: float) -> list[dict[str, Any]]:
+        """History for dormant customers: their last activity, long before ``start``."""
+        return [
+            self.event(
+                "balance.updated",
+                start - self.rng.uniform(190, 300) * 86400,
+                c,
+                HISTORY_SOURCE,
+                {"balance": "12000.00", "currency": c.currency},
+            )
+            for c in self.dormant
+        ]
 
     def stream(self, start: float, rate_per_s: float, count: int) -> Iterator[dict[str, Any]]:
-        """``count`` events from ``start`` at about ``rate_per_s``, with scenarios mixed in."""
-        t = start
+        """``count`` events in time order from ``start`` at about ``rate_per_s``, with
+        injected scenarios and partner feeds; a diurnal rhythm varies the rate +-30 %."""
+        from ringfence.simulate.scenarios import build
+
+        pending: list[_Pending] = []
         emitted = 0
-        pending: list[dict[str, Any]] = []
+        for event in self.preamble(start):
+            if emitted < count:
+                emitted += 1
+                yield event
+        t = start
+        next_feed = {feed: start + i * PARTNER_INTERVAL_S / len(PARTNER_FEEDS) for i, feed in enumerate(PARTNER_FEEDS)}
         while emitted < count:
-            t += self.rng.expovariate(rate_per_s)
-            if self.rng.random() < self.fraud_rate:
-                pending.extend(self.scenario(self.rng.choice(SCENARIOS), t))
-            # injected events come due in time order with the normal ones
-            due = [e for e in pending if e["occurred_at"] <= iso(t)]
-            pending = [e for e in pending if e["occurred_at"] > iso(t)]
-            for event in [*due, self.normal(t)]:
-                if emitted < count:
-                    emitted += 1
-                    yield event
+            diurnal = 1.0 + 0.3 * math.sin(2 * math.pi * ((t / 86400.0) % 1.0))
+            t += self.rng.expovariate(rate_per_s * diurnal)
+            if self.rng.random() < self.fraud_rate and self.scenarios:
+                name = self.rng.choice(self.scenarios)
+                label, events = build(self, name, t)
+                if label is not None:
+                    self.labels.append(label)
+                    for e in events:
+                        heapq.heappush(pending, _Pending(_time(e), next(self._seq), e))
+            for feed, due in next_feed.items():
+                if due <= t:
+                    next_feed[feed] = due + PARTNER_INTERVAL_S
+                    if self.paused.get(feed, -1.0) < due:
+                        feed_event = self.api(due, "partner", "/feed", 200, 30.0, feed)
+                        self.last_feed_event[feed] = feed_event["event_id"]
+                        heapq.heappush(pending, _Pending(due, next(self._seq), feed_event))
+            heapq.heappush(pending, _Pending(t, next(self._seq), self.normal(t)))
+            while pending and pending[0].t <= t and emitted < count:
+                emitted += 1
+                yield heapq.heappop(pending).event
+
+
+def _time(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["occurred_at"]).timestamp()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -91,5 +91,23 @@ CREATE TABLE rule_hits (
     hits INTEGER NOT NULL,
     PRIMARY KEY (rule_id, mode)
 ) WITHOUT ROWID;
+""",
+    2: """
+CREATE TABLE rule_packs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    version TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    text TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE lists (
+    name TEXT PRIMARY KEY,
+    items TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    updated_by TEXT NOT NULL
+);
 """,
 }

@@ -96,6 +96,15 @@ class SqliteStore:
         marks = dict(conn.execute("SELECT partition, max_event_time FROM watermarks"))
         return (int(row[0]) if row else 0), marks
 
+    def keep_only_states(self, names: set[str]) -> int:
+        """Delete checkpointed state of every name not in ``names`` (after a pack reload)."""
+        with self.transaction() as conn:
+            existing = [row[0] for row in conn.execute("SELECT DISTINCT feature FROM feature_state")]
+            gone = [name for name in existing if name not in names]
+            for name in gone:
+                conn.execute("DELETE FROM feature_state WHERE feature = ?", (name,))
+        return len(gone)
+
     def iter_feature_state(self) -> Iterator[tuple[str, str, bytes]]:
         """Every checkpointed (feature, key, state) row."""
         yield from self.conn().execute("SELECT feature, key, state FROM feature_state")

@@ -1,0 +1,20 @@
+"""``GET /v1/audit``: the audit trail of key, rule pack, list and alert changes (admin only)."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ringfence.api.auth import authorize, platform_of
+from ringfence.api.errors import json_response
+from ringfence.api.params import int_param
+
+
+async def list_audit(request: Request) -> Response:
+    authorize(request, "admin")
+    store = platform_of(request).store
+    limit = int_param(request, "limit", 100, 1, 1000) or 100
+    cursor = int_param(request, "cursor", None, 0, 2**62)
+    items, next_cursor = await run_in_threadpool(store.list_audit, limit, cursor)
+    return json_response({"items": items, "next_cursor": str(next_cursor) if next_cursor else None})

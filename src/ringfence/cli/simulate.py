@@ -1,0 +1,135 @@
+"""``ringfence simulate``: realistic bank traffic with injected, labelled scenarios.
+
+Writes events to a file or posts them to a running server, labels to a separate file,
+and with ``--report`` scores a rule pack's detections on the same traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ringfence.cli.common import fail
+from ringfence.engine.pack import load_pack_file
+from ringfence.errors import RulePackError
+from ringfence.simulate.report import evaluate
+from ringfence.simulate.scenarios import SCENARIOS
+from ringfence.simulate.traffic import Traffic
+
+BATCH = 1_000
+
+
+def simulate(
+    events: Annotated[int, typer.Option(help="How many events", min=1)] = 100_000,
+    customers: Annotated[int, typer.Option(help="Distinct customers", min=20)] = 100_000,
+    rate: Annotated[float, typer.Option(help="Events per second of simulated time", min=0.1)] = 50.0,
+    fraud_rate: Annotated[float, typer.Option(help="Chance per event that a scenario starts", min=0, max=1)] = 0.001,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same traffic)")] = 7,
+    start: Annotated[
+        str | None, typer.Option(help="Event time of the first event (RFC 3339) [default: now - duration]")
+    ] = None,
+    scenario: Annotated[list[str] | None, typer.Option(help="Only these scenarios (repeatable)")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the events here (NDJSON)")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Write the scenario labels here (JSON)")] = None,
+    url: Annotated[str | None, typer.Option(help="Post the events to this running server")] = None,
+    key: Annotated[str | None, typer.Option(help="API key for --url", envvar="RINGFENCE_API_KEY")] = None,
+    report: Annotated[bool, typer.Option("--report", help="Score the rule pack's detections on this traffic")] = False,
+    rules: Annotated[Path | None, typer.Option(help="Rule pack for --report [default: the packaged one]")] = None,
+    report_out: Annotated[Path | None, typer.Option(help="Write the report here (.md or .json)")] = None,
+) -> None:
+    """Generate traffic with labelled fraud and incident scenarios; send it, save it, or score it."""
+    unknown = sorted(set(scenario or ()) - set(SCENARIOS))
+    if unknown:
+        fail(f"unknown scenario(s) {unknown}; choose from {', '.join(sorted(SCENARIOS))}")
+    if not (out or url or report):
+        fail("say where the traffic goes: --out FILE, --url URL, or --report")
+    if url and not key:
+        fail("--url needs an API key with events:write (--key or RINGFENCE_API_KEY)")
+    begin = time.time() - events / rate
+    if start is not None:
+        from datetime import datetime
+
+        begin = datetime.fromisoformat(start).timestamp()
+    traffic = Traffic(
+        seed=seed,
+        customers=customers,
+        fraud_rate=fraud_rate,
+        scenarios=tuple(scenario) if scenario else None,
+        dormant=max(3, int(events * fraud_rate / 10)),
+    )
+    stream = _tee(traffic.stream(begin, rate, events), out, url, key)
+    progress = Progress(TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with progress:
+        task = progress.add_task("simulate", total=events)
+        counted = _counting(stream, lambda: progress.advance(task))
+        if report:
+            try:
+                pack = load_pack_file(rules)
+            except RulePackError as exc:
+                fail(str(exc))
+            result = evaluate(counted, traffic.labels, pack, normal_events=0)
+            result.normal_events = traffic.normal_count
+        else:
+            for _ in counted:
+                pass
+    if labels is not None:
+        labels.write_text(json.dumps([label.to_dict() for label in traffic.labels], indent=1) + "\n")
+    typer.echo(f"{events:,} events, {traffic.normal_count:,} everyday, {len(traffic.labels)} injected scenarios")
+    if report:
+        text = result.markdown()
+        typer.echo(text)
+        if report_out is not None:
+            body = json.dumps(result.to_dict(), indent=2) if report_out.suffix == ".json" else text
+            report_out.write_text(body + "\n")
+
+
+def _counting(stream: Iterator[dict[str, Any]], tick: Any) -> Iterator[dict[str, Any]]:
+    for event in stream:
+        tick()
+        yield event
+
+
+def _tee(
+    stream: Iterator[dict[str, Any]], out: Path | None, url: str | None, key: str | None
+) -> Iterator[dict[str, Any]]:
+    """Pass events through, writing them to ``out`` and posting them to ``url`` on the way."""
+    handle = out.open("w") if out is not None else None
+    client = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) if url else None
+    batch: list[str] = []
+    try:
+        for event in stream:
+            line = json.dumps(event, separators=(",", ":"))
+            if handle is not None:
+                handle.write(line + "\n")
+            if client is not None:
+                batch.append(line)
+                if len(batch) >= BATCH:
+                    _post(client, batch)
+                    batch = []
+            yield event
+        if client is not None and batch:
+            _post(client, batch)
+    finally:
+        if handle is not None:
+            handle.close()
+        if client is not None:
+            client.close()
+
+
+def _post(client: httpx.Client, lines: list[str]) -> None:
+    body = "\n".join(lines).encode()
+    while True:
+        response = client.post("/v1/events", content=body, headers={"Content-Type": "application/x-ndjson"})
+        if response.status_code in (429, 503):
+            time.sleep(float(response.headers.get("retry-after", "1")))
+            continue
+        if response.status_code != 202:
+            fail(f"server answered {response.status_code}: {response.text[:300]}")
+        return

@@ -1,0 +1,227 @@
+"""Injected scenarios, one per default detection: the events, and the label saying which
+detections must fire (``expected``) and which may also fire on them (``also``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ringfence.simulate.traffic import FAR, GAMBLING_MCC, HIGH_RISK, HOME, PARTNER_FEEDS, Customer, Label
+
+if TYPE_CHECKING:
+    from ringfence.simulate.traffic import Traffic
+
+Events = list[dict[str, Any]]
+Builder = Callable[["Traffic", Customer, float], tuple[Events, tuple[str, ...]]]
+SILENCE_S = 420.0
+
+
+def _foreign(tr: Traffic, c: Customer, n: int = 1) -> list[str]:
+    return tr.rng.sample([k for k in HOME if k != c.country], n)
+
+
+def card_velocity(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [tr.card(c, t + i * 20, tr.rng.uniform(5, 60)) for i in range(9)], ()
+
+
+def card_testing(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    events = [tr.card(c, t + i * 8, tr.rng.uniform(0.5, 2.0), approved=False, channel="ecom") for i in range(4)]
+    return [*events, tr.card(c, t + 40, 1.0, channel="ecom")], ()
+
+
+def card_amount_anomaly(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    history = [tr.card(c, t + i * 300, c.typical_amount * tr.rng.uniform(0.8, 1.25), channel="ecom") for i in range(10)]
+    spike = min(1900.0, max(320.0, c.typical_amount * 30))
+    return [*history, tr.card(c, t + 3100, spike, channel="ecom")], ()
+
+
+def card_impossible_travel(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    far = tr.rng.choice(list(FAR))
+    return [tr.card(c, t, 30.0, channel="pos"), tr.card(c, t + 900, 45.0, channel="pos", country=far)], (
+        "notify_card_abroad",
+    )
+
+
+def card_high_risk_country(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [tr.card(c, t, 120.0, channel="ecom", country=tr.rng.choice(HIGH_RISK))], ("notify_card_abroad",)
+
+
+def card_new_gambling(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [tr.card(c, t, 500.0, channel="ecom", mcc=GAMBLING_MCC)], ()
+
+
+def card_multiple_countries(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    countries = _foreign(tr, c, 3)
+    return [tr.card(c, t + i * 600, 40.0, channel="ecom", country=k) for i, k in enumerate(countries)], (
+        "notify_card_abroad",
+    )
+
+
+def login_failed_burst(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    ip = f"203.0.113.{tr.rng.randrange(1, 255)}"
+    return [tr.login(c, t + i * 10, ok=False, ip=ip) for i in range(6)], ()
+
+
+def ato_burst_then_new_device(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    ip, device = f"203.0.113.{tr.rng.randrange(1, 255)}", f"dev_x{tr.rng.getrandbits(40):010x}"
+    failed = [tr.login(c, t + i * 10, ok=False, ip=ip, device=device) for i in range(6)]
+    return [*failed, tr.login(c, t + 70, ip=ip, device=device)], ("login_failed_burst",)
+
+
+def impossible_travel(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    far = tr.rng.choice(list(FAR))
+    return [tr.login(c, t), tr.login(c, t + 1800, country=far)], ()
+
+
+def credential_stuffing_ip(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    ip = f"198.51.100.{tr.rng.randrange(1, 255)}"
+    victims = tr.rng.sample(tr.active, 12)
+    return [tr.login(v, t + i * 3, ok=False, ip=ip) for i, v in enumerate(victims)], ()
+
+
+def shared_device(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    device = f"dev_s{tr.rng.getrandbits(40):010x}"
+    victims = tr.rng.sample(tr.active, 6)
+    return [tr.login(v, t + i * 200, device=device) for i, v in enumerate(victims)], ()
+
+
+def aml_structuring_cash(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [
+        tr.event(
+            "deposit.received",
+            t + i * 1200,
+            c,
+            "core-banking",
+            {"amount": f"{tr.rng.uniform(9500, 9990):.2f}", "currency": c.currency, "method": "cash"},
+        )
+        for i in range(3)
+    ], ()
+
+
+def aml_rapid_in_out(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    deposit = tr.event(
+        "deposit.received", t, c, "core-banking", {"amount": "8000.00", "currency": c.currency, "method": "transfer"}
+    )
+    return [deposit, tr.transfer(c, t + 3600, 7600.0)], ("notify_large_transaction",)
+
+
+def aml_dormant_reactivated(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [tr.transfer(c, t, 5000.0)], ("notify_large_transaction",)
+
+
+def aml_round_amount_new_payee(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    payee = f"pay_n{tr.rng.getrandbits(32):08x}"
+    added = tr.event("payee.added", t, c, "web", {"payee_id": payee, "payee_country": c.country})
+    return [added, tr.transfer(c, t + 1800, 10000.0, payee=payee)], ("notify_large_transaction",)
+
+
+def transfer_high_risk_country(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [tr.transfer(c, t, 1500.0, payee=f"pay_r{tr.rng.getrandbits(32):08x}", country=tr.rng.choice(HIGH_RISK))], ()
+
+
+def ato_reset_payee_transfer(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    payee = f"pay_a{tr.rng.getrandbits(32):08x}"
+    return [
+        tr.event("password.reset", t, c, "mobile-app", {"channel": "sms"}),
+        tr.event("payee.added", t + 300, c, "web", {"payee_id": payee, "payee_country": c.country}),
+        tr.transfer(c, t + 900, 2500.55, payee=payee),
+    ], ("notify_large_transaction",)
+
+
+def ato_contact_change_transfer(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    change = tr.event("contact.changed", t, c, "mobile-app", {"channel": "app"})
+    return [change, tr.transfer(c, t + 600, 1500.0)], ()
+
+
+def notify_large_transaction(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [tr.card(c, t, 2500.0, channel="ecom")], ()
+
+
+def notify_low_balance(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [tr.event("balance.updated", t, c, "core-banking", {"balance": "20.00", "currency": c.currency})], ()
+
+
+def notify_card_abroad(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [
+        tr.card(c, t, 25.0, channel="ecom"),
+        tr.card(c, t + 600, 60.0, channel="ecom", country=_foreign(tr, c)[0]),
+    ], ()
+
+
+def notify_salary_received(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [
+        tr.event(
+            "deposit.received", t, c, "core-banking", {"amount": "3200.00", "currency": c.currency, "method": "salary"}
+        )
+    ], ()
+
+
+def ops_api_error_rate(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    endpoint = f"/partners/{tr.rng.getrandbits(24):06x}/sync"
+    return [
+        tr.api(t + i * 3, "partners", endpoint, 503 if i % 2 else 200, tr.rng.lognormvariate(3, 0.4)) for i in range(40)
+    ], ()
+
+
+def ops_api_latency(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    endpoint = f"/reports/{tr.rng.getrandbits(24):06x}"
+    return [tr.api(t + i * 3, "reports", endpoint, 200, tr.rng.uniform(1500, 3000)) for i in range(40)], ()
+
+
+SCENARIOS: dict[str, Builder] = {
+    f.__name__: f
+    for f in (
+        card_velocity,
+        card_testing,
+        card_amount_anomaly,
+        card_impossible_travel,
+        card_high_risk_country,
+        card_new_gambling,
+        card_multiple_countries,
+        login_failed_burst,
+        ato_burst_then_new_device,
+        impossible_travel,
+        credential_stuffing_ip,
+        shared_device,
+        aml_structuring_cash,
+        aml_rapid_in_out,
+        aml_dormant_reactivated,
+        aml_round_amount_new_payee,
+        transfer_high_risk_country,
+        ato_reset_payee_transfer,
+        ato_contact_change_transfer,
+        notify_large_transaction,
+        notify_low_balance,
+        notify_card_abroad,
+        notify_salary_received,
+        ops_api_error_rate,
+        ops_api_latency,
+    )
+}
+SCENARIOS["ops_source_silent"] = lambda tr, c, t: ([], ())  # built in build(): it pauses a feed
+CUSTOMERLESS = frozenset(
+    {"credential_stuffing_ip", "shared_device", "ops_api_error_rate", "ops_api_latency", "ops_source_silent"}
+)
+
+
+def build(tr: Traffic, name: str, t: float) -> tuple[Label | None, Events]:
+    """The events and label of scenario ``name`` starting at ``t`` (None: cannot run now)."""
+    if name == "ops_source_silent":
+        idle = [f for f in PARTNER_FEEDS if tr.paused.get(f, -1.0) < t and f in tr.last_feed_event]
+        if not idle:
+            return None, []
+        feed = tr.rng.choice(idle)
+        tr.paused[feed] = t + SILENCE_S
+        # detectable once the source has been silent for 5 minutes after its last event
+        return Label(name, (name,), (), None, [tr.last_feed_event[feed]], t, t + 330.0), []
+    if name == "aml_dormant_reactivated":
+        if not tr.dormant:
+            return None, []
+        customer = tr.dormant.pop()
+    else:
+        customer = tr.rng.choice(tr.active)
+    events, also = SCENARIOS[name](tr, customer, t)
+    ids = [e["event_id"] for e in events]
+    ends = max(datetime.fromisoformat(e["occurred_at"]).timestamp() for e in events)
+    return Label(name, (name,), also, None if name in CUSTOMERLESS else customer.id, ids, t, ends), events

@@ -1,0 +1,183 @@
+"""Sequence and absence patterns, their timeouts, and timers firing on the watermark."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ringfence.engine import Engine, load_pack
+from ringfence.engine.rules import AlertSignal
+from ringfence.errors import RulePackError
+from tests.factories import T0, ev
+
+PACK = load_pack("""
+version: p1
+patterns:
+  - id: reset_payee_transfer
+    kind: sequence
+    by: customer_id
+    within: 30m
+    steps:
+      - {name: reset, on: [password.reset]}
+      - {name: payee, on: [payee.added]}
+      - name: transfer
+        on: [transfer.initiated]
+        when: data.payee_id == payee.data.payee_id and data.amount >= 100
+    severity: critical
+    audience: fraud
+    title: "reset {reset.event_id}, payee {payee.data.payee_id}, sent {data.amount}"
+  - id: contact_without_login
+    kind: absence
+    by: customer_id
+    within: 10m
+    after: {name: change, on: [contact.changed]}
+    expect: {on: [login.succeeded], when: data.device_id == "dev_home"}
+    severity: medium
+    audience: security
+    title: "no login after contact change {change.event_id}"
+  - id: source_silent
+    kind: absence
+    by: source
+    within: 5m
+    expect: {on: [api.request]}
+    severity: high
+    audience: ops
+    title: "{source} silent"
+    dedup: "{source}"
+""")
+
+
+def run(engine: Engine, events: list[Any]) -> list[AlertSignal]:
+    out: list[AlertSignal] = []
+    for i, e in enumerate(events):
+        out += engine.process(e, i, 0, 0.0)
+    return out
+
+
+def seq(
+    t_reset: float,
+    t_payee: float,
+    t_transfer: float,
+    *,
+    payee: str = "pay_9",
+    sent_to: str = "pay_9",
+    amount: str = "150.00",
+) -> list[Any]:
+    return [
+        ev("password.reset", at=T0 + t_reset),
+        ev("payee.added", at=T0 + t_payee, payee_id=payee, payee_country="GB"),
+        ev("transfer.initiated", at=T0 + t_transfer, payee_id=sent_to, amount=amount),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("events", "fires"),
+    [
+        (seq(0, 60, 120), True),
+        (seq(0, 60, 1800), True),  # the bound is inclusive
+        (seq(0, 60, 1801), False),  # too slow: the partial match timed out
+        (seq(0, 60, 120, sent_to="pay_other"), False),  # a later step refers to an earlier one
+        (seq(0, 60, 120, amount="50.00"), False),
+        ([*seq(0, 60, 120)[1:], seq(0, 60, 120)[0]], False),  # out of order steps
+    ],
+)
+def test_sequence(events: list[Any], fires: bool) -> None:
+    hits = [s for s in run(Engine(PACK), events) if s.rule_id == "reset_payee_transfer"]
+    assert bool(hits) is fires
+
+
+def test_a_sequence_signal_carries_every_step_as_evidence() -> None:
+    events = seq(0, 60, 120)
+    (signal,) = [s for s in run(Engine(PACK), events) if s.rule_id == "reset_payee_transfer"]
+    assert signal.title == f"reset {events[0].event_id}, payee pay_9, sent 150"
+    assert [e["event_id"] for e in signal.related_events] == [events[0].event_id, events[1].event_id]
+    assert signal.event_id == events[2].event_id
+
+
+def test_sequences_are_per_key() -> None:
+    events = [
+        ev("password.reset", at=T0, customer_id="a"),
+        ev("payee.added", at=T0 + 1, customer_id="b", payee_id="pay_9", payee_country="GB"),
+        ev("transfer.initiated", at=T0 + 2, customer_id="b", payee_id="pay_9"),
+    ]
+    assert run(Engine(PACK), events) == []
+
+
+def test_absence_fires_when_the_watermark_passes_the_deadline() -> None:
+    engine = Engine(PACK, allowed_lateness_s=5)
+    change = ev("contact.changed", at=T0)
+    assert run(engine, [change, ev("card.authorization", at=T0 + 600)]) == []  # deadline not yet behind watermark
+    (signal,) = [
+        s for s in run(engine, [ev("card.authorization", at=T0 + 606)]) if s.rule_id == "contact_without_login"
+    ]
+    assert signal.title == f"no login after contact change {change.event_id}"
+    assert signal.occurred_at == T0 + 600  # the absence happened at its deadline
+    assert signal.event_id == change.event_id
+
+
+def test_the_expected_event_in_time_cancels_the_absence() -> None:
+    engine = Engine(PACK)
+    events = [
+        ev("contact.changed", at=T0),
+        ev("login.succeeded", at=T0 + 300, device_id="dev_home"),
+        ev("card.authorization", at=T0 + 3600),
+    ]
+    assert [s for s in run(engine, events) if s.rule_id == "contact_without_login"] == []
+
+
+def test_an_expected_event_that_fails_its_condition_does_not_cancel() -> None:
+    engine = Engine(PACK)
+    events = [
+        ev("contact.changed", at=T0),
+        ev("login.succeeded", at=T0 + 300, device_id="dev_new"),
+        ev("card.authorization", at=T0 + 3600),
+    ]
+    assert len([s for s in run(engine, events) if s.rule_id == "contact_without_login"]) == 1
+
+
+def test_silence_fires_once_per_quiet_period_and_rearms() -> None:
+    engine = Engine(PACK)
+    api = [ev("api.request", at=T0 + t, customer_id=None, source="gw") for t in (0, 60, 120)]
+    later = [
+        ev("api.request", at=T0 + 1000, customer_id=None, source="other"),
+        ev("api.request", at=T0 + 1001, customer_id=None, source="gw"),
+        ev("api.request", at=T0 + 2000, customer_id=None, source="other"),
+    ]
+    hits = [s for s in run(engine, api + later) if s.rule_id == "source_silent"]
+    assert [(s.dedup_key, s.occurred_at) for s in hits] == [("gw", T0 + 420), ("other", T0 + 1300), ("gw", T0 + 1301)]
+
+
+def test_timers_fire_on_an_explicit_watermark_when_no_event_comes() -> None:
+    engine = Engine(PACK)
+    run(engine, [ev("contact.changed", at=T0)])
+    assert engine.advance(T0 + 599) == []
+    assert [s.rule_id for s in engine.advance(T0 + 601)] == ["contact_without_login"]
+    assert engine.advance(T0 + 10_000) == []  # fired once
+
+
+def test_pattern_state_and_timers_survive_a_restore() -> None:
+    first = Engine(PACK)
+    run(first, [*seq(0, 60, 61)[:2], ev("contact.changed", at=T0 + 70)])
+    rows = [(n, k, s) for n, k, s in first.take_changes() if s is not None]
+    second = Engine(PACK)
+    second.restore(rows, dict(first.max_event_time))
+    hits = run(second, [ev("transfer.initiated", at=T0 + 120, payee_id="pay_9", amount="150.00")])
+    assert [s.rule_id for s in hits] == ["reset_payee_transfer"]
+    assert [s.rule_id for s in second.advance(T0 + 700)] == ["contact_without_login"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            "when: data.payee_id == payee.data.payee_id and data.amount >= 100",
+            "when: data.payee_id == transfer.data.payee_id",
+        ),
+        ("within: 30m", "within: forever"),
+        ("kind: sequence", "kind: sometimes"),
+    ],
+)
+def test_broken_patterns_are_load_errors(change: str, message: str) -> None:
+    with pytest.raises(RulePackError, match=r"patterns\[0\] \(reset_payee_transfer\)"):
+        load_pack(PACK.text.replace(change, message))
