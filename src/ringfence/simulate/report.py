@@ -23,6 +23,7 @@ from ringfence.events.decode import validate_event
 from ringfence.simulate.traffic import Label
 
 INCIDENT_GAP_S = 3600.0
+MAX_EXAMPLES = 5  # event ids of false alerts kept per detection, to look at
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Report:
     alerts: dict[str, int]
     true_alerts: dict[str, int]
     false_alerts: int
+    false_examples: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def false_per_10k(self) -> float:
@@ -62,6 +64,7 @@ class Report:
             "seconds": round(self.seconds, 1),
             "false_alerts": self.false_alerts,
             "false_alerts_per_10k_normal": round(self.false_per_10k, 3),
+            "false_examples": self.false_examples,
             "scenarios": {
                 name: {
                     "injected": r.injected,
@@ -109,6 +112,7 @@ def evaluate(events: Iterable[dict[str, Any]], labels: list[Label], pack: RulePa
     detected: dict[int, float] = {}
     last_hit: dict[tuple[str, str], float] = {}
     incident_true: dict[tuple[str, str, float], bool] = {}
+    first_event: dict[tuple[str, str, float], str] = {}
     open_incident: dict[tuple[str, str], float] = {}
     count = 0
 
@@ -118,6 +122,7 @@ def evaluate(events: Iterable[dict[str, Any]], labels: list[Label], pack: RulePa
         if key not in last_hit or t - last_hit[key] > INCIDENT_GAP_S:
             open_incident[key] = t
             incident_true[(*key, t)] = False
+            first_event[(*key, t)] = signal.event_id
         last_hit[key] = max(t, last_hit.get(key, t))
         ids = [signal.event_id, *(e["event_id"] for e in signal.related_events)]
         for event_id in ids:
@@ -155,4 +160,17 @@ def evaluate(events: Iterable[dict[str, Any]], labels: list[Label], pack: RulePa
         alerts[rule_id] += 1
         true_alerts[rule_id] += is_true
     false = sum(1 for is_true in incident_true.values() if not is_true)
-    return Report(count, normal_events, time.perf_counter() - started, results, dict(alerts), dict(true_alerts), false)
+    examples: dict[str, list[str]] = defaultdict(list)
+    for incident, is_true in incident_true.items():
+        if not is_true and len(examples[incident[0]]) < MAX_EXAMPLES:
+            examples[incident[0]].append(first_event[incident])
+    return Report(
+        count,
+        normal_events,
+        time.perf_counter() - started,
+        results,
+        dict(alerts),
+        dict(true_alerts),
+        false,
+        dict(examples),
+    )
