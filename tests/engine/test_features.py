@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ringfence.engine.expressions import DictContext, Scope, compile_expression
 from ringfence.engine.features import BUCKETS, FeatureSpec, FeatureState, decode_state, encode_state
@@ -121,3 +124,24 @@ def test_quantile_over_the_window(q: float, expected: float) -> None:
 def test_quantile_forgets_samples_outside_the_window() -> None:
     s = FeatureSpec("f", (), "quantile", compile_expression("data.amount", SCOPE), None, None, 60.0, q=0.5)
     assert s.value(feed(s, [(0, 1000.0), (100, 5.0)]), 100) == 5.0
+
+
+@pytest.mark.parametrize(
+    ("read_at", "expected"),
+    [(0, 1), (599, 1), (599.99, 1), (600, 0), (601, 0)],  # an event exactly one window old is out
+)
+def test_window_edges_at_bucket_boundaries(read_at: float, expected: int) -> None:
+    s = spec("count", of=None)  # 600 s window, 10 s buckets
+    assert s.value(feed(s, [(0, 1)]), read_at) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=3000, allow_nan=False), min_size=1, max_size=80), st.floats(0, 3000))
+def test_windowed_count_is_exact_to_the_bucket_whatever_the_order(times: list[float], at: float) -> None:
+    s = spec("count", of=None)
+    state = feed(s, [(t, 1) for t in times])
+    width = 600 / 60
+    top = math.floor(at / width)
+    kept = [t for t in times if math.floor(t / width) > max(top, math.floor(max(times) / width)) - 60]
+    expected = sum(1 for t in kept if math.floor(t / width) <= top)
+    assert s.value(state, at) == expected

@@ -16,6 +16,8 @@ from ringfence.api.params import int_param
 from ringfence.clock import iso
 from ringfence.engine.backtest import backtest
 from ringfence.engine.pack import MAX_PACK_BYTES, RulePack, load_pack
+from ringfence.engine.patterns import PatternSpec
+from ringfence.engine.rules import RuleSpec
 from ringfence.errors import RequestError, RulePackError
 from ringfence.events.model import decode_event
 from ringfence.runtimes.embedded import Platform
@@ -28,31 +30,19 @@ MAX_LIST_VALUE_CHARS = 256
 def describe(platform: Platform, pack: RulePack) -> dict[str, Any]:
     """A pack as ``GET /v1/rules`` shows it, with each detection's hit counts."""
     hits = platform.store.rule_hits()
-    detections: list[dict[str, Any]] = [
+    specs: list[RuleSpec | PatternSpec] = [*pack.rules, *pack.patterns]
+    detections = [
         {
-            "id": r.id,
-            "kind": "rule",
-            "description": r.description,
-            "on": sorted(r.on),
-            "mode": r.output.mode,
-            "severity": r.output.severity,
-            "audience": r.output.audience,
-            "hits": hits.get(r.id, {}),
+            "id": d.id,
+            "kind": d.kind if isinstance(d, PatternSpec) else "rule",
+            "description": d.description,
+            "on": sorted(d.on),
+            "mode": d.output.mode,
+            "severity": d.output.severity,
+            "audience": d.output.audience,
+            "hits": hits.get(d.id, {}),
         }
-        for r in pack.rules
-    ]
-    detections += [
-        {
-            "id": p.id,
-            "kind": p.kind,
-            "description": p.description,
-            "on": sorted(p.on),
-            "mode": p.output.mode,
-            "severity": p.output.severity,
-            "audience": p.output.audience,
-            "hits": hits.get(p.id, {}),
-        }
-        for p in pack.patterns
+        for d in specs
     ]
     return {
         "version": pack.version,

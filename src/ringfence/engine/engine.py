@@ -24,7 +24,7 @@ from ringfence.engine.anomaly import (
     inputs_of,
     score_zscore,
 )
-from ringfence.engine.expressions import DictContext
+from ringfence.engine.expressions import DictContext, walk
 from ringfence.engine.features import READ_BEFORE_UPDATE, FeatureSpec, FeatureState, decode_state, encode_state
 from ringfence.engine.pack import RulePack
 from ringfence.engine.patterns import (
@@ -44,14 +44,6 @@ from ringfence.events.types import MONEY_FIELDS
 StateKey = tuple[str, str]  # (state name, key)
 
 
-def _walk(value: Any, path: tuple[str, ...]) -> Any:
-    for part in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
-
-
 class EventContext:
     """What expressions see while one event is processed: its fields, features, pattern steps."""
 
@@ -69,7 +61,7 @@ class EventContext:
         if len(path) == 2:  # the common case, kept short: it runs for most expression leaves
             value = self.event.data.get(path[1])
             return float(value) if path[1] in MONEY_FIELDS and value.__class__ is str else value
-        return _walk(self.event.data, path[1:])
+        return walk(self.event.data, path[1:])
 
     def feature(self, name: str) -> Any:
         if name not in self._cache:
@@ -80,7 +72,7 @@ class EventContext:
         return self._engine.lists.get(name, frozenset())
 
     def step(self, name: str, path: tuple[str, ...]) -> Any:
-        value = _walk(self.steps.get(name), path)
+        value = walk(self.steps.get(name), path)
         if len(path) == 2 and path[0] == "data" and path[1] in MONEY_FIELDS and isinstance(value, str):
             return float(value)
         return value

@@ -383,6 +383,15 @@ def compile_expression(source: str, scope: Scope, *, condition: bool = False) ->
     return Expression(source, evaluate, kind, frozenset(compiler.features), frozenset(compiler.fields))
 
 
+def walk(value: Any, path: tuple[str, ...]) -> Any:
+    """The value at ``path`` inside nested dicts, or None where the path breaks off."""
+    for part in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
 class DictContext:
     """An :class:`EvalContext` over plain mappings; for tests and ``rules test``."""
 
@@ -398,16 +407,8 @@ class DictContext:
         self._lists = lists or {}
         self._steps = steps or {}
 
-    @staticmethod
-    def _walk(value: Any, path: tuple[str, ...]) -> Any:
-        for part in path:
-            if not isinstance(value, Mapping):
-                return None
-            value = value.get(part)
-        return value
-
     def field(self, path: tuple[str, ...]) -> Any:
-        return self._walk(self._fields, path)
+        return walk(self._fields, path)
 
     def feature(self, name: str) -> Any:
         return self._features.get(name)
@@ -416,4 +417,4 @@ class DictContext:
         return self._lists.get(name, frozenset())
 
     def step(self, name: str, path: tuple[str, ...]) -> Any:
-        return self._walk(self._steps.get(name), path)
+        return walk(self._steps.get(name), path)

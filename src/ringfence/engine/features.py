@@ -127,8 +127,10 @@ class FeatureSpec:
 
     def _window_buckets(self, state: FeatureState, t: float) -> list[int]:
         top = math.floor(t / self.width)
+        # buckets a window behind the newest event are gone by definition, pruned yet or not
+        bottom = max(top, math.floor(state.seen / self.width)) - BUCKETS
         assert state.buckets is not None
-        return [i for i in state.buckets if top - BUCKETS < i <= top]
+        return [i for i in state.buckets if bottom < i <= top]
 
 
 def _in_window(spec: FeatureSpec, t_then: float | None, t: float) -> bool:
