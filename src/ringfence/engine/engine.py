@@ -26,6 +26,7 @@ from ringfence.engine.anomaly import (
 )
 from ringfence.engine.expressions import DictContext, walk
 from ringfence.engine.features import READ_BEFORE_UPDATE, FeatureSpec, FeatureState, decode_state, encode_state
+from ringfence.engine.keys import key_of
 from ringfence.engine.pack import RulePack
 from ringfence.engine.patterns import (
     PatternSpec,
@@ -47,13 +48,20 @@ StateKey = tuple[str, str]  # (state name, key)
 class EventContext:
     """What expressions see while one event is processed: its fields, features, pattern steps."""
 
-    __slots__ = ("_cache", "_engine", "event", "steps")
+    __slots__ = ("_cache", "_engine", "event", "keys", "steps")
 
     def __init__(self, event: Event, engine: Engine) -> None:
         self.event = event
         self.steps: Mapping[str, Mapping[str, Any]] = {}
+        self.keys: dict[tuple[tuple[str, ...], ...], str | None] = {}  # state keys, by their field paths
         self._engine = engine
         self._cache: dict[str, Any] = {}
+
+    def key(self, by: tuple[tuple[str, ...], ...]) -> str | None:
+        """This event's state key for ``by``, computed once per event."""
+        if by not in self.keys:
+            self.keys[by] = key_of(by, self)
+        return self.keys[by]
 
     def field(self, path: tuple[str, ...]) -> Any:
         if path[0] != "data":
@@ -172,7 +180,7 @@ class Engine:
         for spec in features:
             if not spec.applies(event.type, ctx):
                 continue
-            key = spec.key(ctx)
+            key = ctx.key(spec.by)
             if key is None:
                 continue
             table = self.states[spec.name]
@@ -320,7 +328,7 @@ class Engine:
         spec = self._features.get(name)
         if spec is None:
             return None  # an anomaly score for an event it does not apply to
-        key = spec.key(ctx)
+        key = ctx.key(spec.by)
         state = self.states[name].get(key) if key is not None else None
         return spec.value(state, ctx.event.occurred_at)
 

@@ -11,6 +11,7 @@ aggregate includes the current event.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,10 +126,14 @@ class FeatureSpec:
                 if state.squares is not None:
                     state.squares.pop(idx, None)
 
-    def _window_buckets(self, state: FeatureState, t: float) -> list[int]:
+    def _window_range(self, state: FeatureState, t: float) -> tuple[int, int]:
+        """Bucket indexes (bottom, top] read at time ``t``."""
         top = math.floor(t / self.width)
         # buckets a window behind the newest event are gone by definition, pruned yet or not
-        bottom = max(top, math.floor(state.seen / self.width)) - BUCKETS
+        return max(top, math.floor(state.seen / self.width)) - BUCKETS, top
+
+    def _window_buckets(self, state: FeatureState, t: float) -> list[int]:
+        bottom, top = self._window_range(state, t)
         assert state.buckets is not None
         return [i for i in state.buckets if bottom < i <= top]
 
@@ -209,7 +214,8 @@ def _read_sum(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
         return int(total) if spec.agg == "count" else total
     if s.buckets is None:
         return 0
-    total = sum(s.buckets[i] for i in spec._window_buckets(s, t))
+    bottom, top = spec._window_range(s, t)
+    total = sum(v for i, v in s.buckets.items() if bottom < i <= top)
     return int(total) if spec.agg == "count" else total
 
 
@@ -275,14 +281,16 @@ def _upd_ewma(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
 
 
 def _upd_quantile(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
-    # the newest samples, as parallel lists of times and values
-    empty: tuple[list[float], list[float]] = ([], [])
-    times, values = s.value or empty
+    # the newest samples: times and values in arrival order, and the values sorted
+    empty: tuple[list[float], list[float], list[float]] = ([], [], [])
+    times, values, ordered = s.value or empty
     times.append(t)
     values.append(float(x))
+    bisect.insort(ordered, float(x))
     if len(times) > QUANTILE_SAMPLES:
-        del times[0], values[0]
-    s.value = (times, values)
+        del times[0]
+        ordered.pop(bisect.bisect_left(ordered, values.pop(0)))
+    s.value = (times, values, ordered)
 
 
 def _read_stats(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
@@ -312,8 +320,11 @@ def _read_quantile(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
     if not s.value:
         return None
     assert spec.window is not None
-    times, values = s.value
-    inside = sorted(v for ti, v in zip(times, values, strict=True) if t - spec.window < ti <= t)
+    times, values, ordered = s.value
+    if t - spec.window < min(times) and max(times) <= t:
+        inside = ordered  # every kept sample is in the window: the usual case, no sorting
+    else:
+        inside = sorted(v for ti, v in zip(times, values, strict=True) if t - spec.window < ti <= t)
     if not inside:
         return None
     return inside[min(len(inside) - 1, int(spec.q * len(inside)))]
