@@ -31,6 +31,20 @@ def test_bad_settings_are_named(environ: dict[str, str], message: str) -> None:
         load_settings(environ=environ)
 
 
+def test_paths_come_from_the_environment_and_files(tmp_path: Path) -> None:
+    s = load_settings(environ={"RINGFENCE_DATA_DIR": "/srv/rf", "RINGFENCE_ALERTING": "/etc/rf/alerting.yaml"})
+    assert s.data_dir == Path("/srv/rf")
+    assert s.alerting == Path("/etc/rf/alerting.yaml")
+    file = tmp_path / "rf.toml"
+    file.write_text('rule_pack = "/etc/rf/pack.yaml"\n')
+    assert load_settings(file, environ={}).rule_pack == Path("/etc/rf/pack.yaml")
+
+
+def test_secrets_and_the_cli_key_are_not_settings() -> None:
+    s = load_settings(environ={"RINGFENCE_API_KEY": "rf_x", "RINGFENCE_SECRET_HOOK": "s", "RINGFENCE_PORT": "9001"})
+    assert s.port == 9001
+
+
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Settings().port = 1  # type: ignore[misc]

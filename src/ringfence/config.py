@@ -28,6 +28,9 @@ DEFAULT_MAX_LAG_EVENTS = 500_000
 DEFAULT_LOG_RETENTION_S = 7 * 24 * 3600.0
 DEFAULT_CHECKPOINT_INTERVAL_S = 0.5
 ENV_PREFIX = "RINGFENCE_"
+# not settings: the CLI's API key, and secrets that receivers name (RINGFENCE_SECRET_*)
+NOT_SETTINGS = ("RINGFENCE_CONFIG", "RINGFENCE_API_KEY")
+SECRET_PREFIX = "RINGFENCE_SECRET_"  # noqa: S105 - a name prefix, not a secret
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -44,6 +47,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         log_retention_s: processed journal entries older than this are deleted.
         journal_sync: SQLite ``synchronous`` for the journal: ``full`` survives power loss.
         rule_pack: a rule pack file to load instead of the packaged default.
+        alerting: the alerting config (receivers, routes, inhibition); default: dashboard only.
         checkpoint_interval_s: how often the processor commits state and offsets.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
     """
@@ -59,6 +63,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     log_retention_s: float = DEFAULT_LOG_RETENTION_S
     journal_sync: str = "full"
     rule_pack: Path | None = None
+    alerting: Path | None = None
     checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
     log_level: str = "info"
 
@@ -82,6 +87,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         return {k: str(v) if isinstance(v, Path) else v for k, v in msgspec.to_builtins(self).items()}
 
 
+def _decode_path(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str | Path):
+        return Path(value)
+    raise NotImplementedError(f"cannot read {kind}")
+
+
 def load_settings(
     file: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -99,13 +110,13 @@ def load_settings(
             raise ConfigError(f"cannot read settings file {file}: {exc}") from exc
     fields = set(Settings.__struct_fields__)
     for key, value in environ.items():
-        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
+        if key.startswith(ENV_PREFIX) and key not in NOT_SETTINGS and not key.startswith(SECRET_PREFIX):
             name = key[len(ENV_PREFIX) :].lower()
             if name not in fields:
                 raise ConfigError(f"unknown setting {key}")
             raw[name] = value
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return msgspec.convert(raw, Settings, strict=False)
+        return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode_path)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid settings: {exc}") from exc

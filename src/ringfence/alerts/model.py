@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 STATUSES = ("open", "acknowledged", "resolved", "suppressed")
-ACTIVE_STATUSES = ("open", "acknowledged")
+ACTIVE_STATUSES = ("open", "acknowledged", "suppressed")  # a new hit of the rule and key joins these
 
 
 class Decision(StrEnum):
@@ -43,6 +43,12 @@ class HistoryEntry(msgspec.Struct, omit_defaults=True):
     to_status: str | None = None
 
 
+class Comment(msgspec.Struct):
+    at: str
+    author: str
+    text: str
+
+
 class Alert(msgspec.Struct):
     """An alert as the API returns it (DESIGN §4, §5)."""
 
@@ -65,6 +71,7 @@ class Alert(msgspec.Struct):
     count: int
     assignee: str | None
     history: list[HistoryEntry]
+    comments: list[Comment] = []
 
 
 def alert_id(rule_id: str, dedup_key: str, occurrence: int) -> str:

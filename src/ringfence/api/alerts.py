@@ -85,3 +85,51 @@ def _action(action: Action) -> Any:
 
 ack_alert = _action(Action.ACKNOWLEDGE)
 resolve_alert = _action(Action.RESOLVE)
+
+
+class _AssignBody(msgspec.Struct, forbid_unknown_fields=True):
+    assignee: str
+    reason: str = ""
+
+
+class _CommentBody(msgspec.Struct, forbid_unknown_fields=True):
+    text: str
+
+
+async def _decode(request: Request, kind: type[Any]) -> Any:
+    raw = await request.body()
+    if len(raw) > 16 * 1024:
+        raise RequestError(413, "payload_too_large", "body is larger than 16 KiB")
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise RequestError(400, "invalid_body", str(exc)) from None
+
+
+async def assign_alert(request: Request) -> Response:
+    key = authorize(request, "alerts:write")
+    body = await _decode(request, _AssignBody)
+    if len(body.assignee) > 128 or len(body.reason) > MAX_REASON:
+        raise RequestError(400, "invalid_body", "assignee is at most 128 characters, reason at most 1000")
+    platform = platform_of(request)
+    alert = await run_in_threadpool(
+        platform.store.assign,
+        request.path_params["alert_id"],
+        body.assignee,
+        f"key:{key.name}",
+        body.reason,
+        platform.clock.time(),
+    )
+    return json_response(alert)
+
+
+async def comment_alert(request: Request) -> Response:
+    key = authorize(request, "alerts:write")
+    body = await _decode(request, _CommentBody)
+    if not body.text.strip() or len(body.text) > 4_000:
+        raise RequestError(400, "invalid_body", "text must be 1..4000 characters")
+    platform = platform_of(request)
+    alert = await run_in_threadpool(
+        platform.store.comment, request.path_params["alert_id"], body.text, f"key:{key.name}", platform.clock.time()
+    )
+    return json_response(alert, status=201)

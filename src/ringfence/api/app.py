@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ringfence.api import alerts, audit, customers, events, health, late, rules
+from ringfence.api import alerts, audit, customers, events, health, late, notifications, rules, silences, stream
 from ringfence.api.errors import handle_error
 from ringfence.errors import RingfenceError
 from ringfence.runtimes.embedded import Platform
@@ -53,9 +53,17 @@ ROUTES = [
     Route("/v1/events", events.post_events, methods=["POST"]),
     Route("/v1/events/late", late.list_late_events, methods=["GET"]),
     Route("/v1/alerts", alerts.list_alerts, methods=["GET"]),
+    Route("/v1/alerts/stream", stream.alert_stream, methods=["GET"]),
     Route("/v1/alerts/{alert_id}", alerts.get_alert, methods=["GET"]),
     Route("/v1/alerts/{alert_id}/ack", alerts.ack_alert, methods=["POST"]),
     Route("/v1/alerts/{alert_id}/resolve", alerts.resolve_alert, methods=["POST"]),
+    Route("/v1/alerts/{alert_id}/assign", alerts.assign_alert, methods=["POST"]),
+    Route("/v1/alerts/{alert_id}/comments", alerts.comment_alert, methods=["POST"]),
+    Route("/v1/silences", silences.list_silences, methods=["GET"]),
+    Route("/v1/silences", silences.create_silence, methods=["POST"]),
+    Route("/v1/silences/{silence_id}", silences.delete_silence, methods=["DELETE"]),
+    Route("/v1/notifications", notifications.list_notifications, methods=["GET"]),
+    Route("/v1/notifications/{notification_id}/redrive", notifications.redrive, methods=["POST"]),
     Route("/v1/rules", rules.get_rules, methods=["GET"]),
     Route("/v1/rules", rules.put_rules, methods=["PUT"]),
     Route("/v1/rules/validate", rules.validate_rules, methods=["POST"]),

@@ -84,6 +84,7 @@ class OutputDoc(_Doc):
     dedup: str = "{customer_id}"
     labels: dict[str, str] = {}
     mode: str = "live"
+    auto_resolve: str | None = None
 
 
 class RuleDoc(OutputDoc):
@@ -135,6 +136,12 @@ class RulePack:
 
     def rule(self, rule_id: str) -> RuleSpec | None:
         return next((r for r in self.rules if r.id == rule_id), None)
+
+    @property
+    def auto_resolve(self) -> dict[str, float]:
+        """Quiet periods after which alerts of each detection resolve themselves."""
+        outputs = [(r.id, r.output) for r in self.rules] + [(p.id, p.output) for p in self.patterns]
+        return {i: o.auto_resolve for i, o in outputs if o.auto_resolve is not None}
 
     @property
     def detection_ids(self) -> tuple[str, ...]:
@@ -261,6 +268,7 @@ class _Loader:
             raise RulePackError(f"audience must be one of {', '.join(AUDIENCES)}", where)
         if d.mode not in ("live", "shadow"):
             raise RulePackError("mode must be live or shadow", where)
+        auto_resolve = self.duration(d.auto_resolve, where, "auto_resolve")
         try:
             return Output(
                 d.severity,
@@ -270,6 +278,7 @@ class _Loader:
                 Template.parse(d.dedup, scope),
                 tuple((k, Template.parse(v, scope)) for k, v in sorted(d.labels.items())),
                 d.mode,
+                auto_resolve,
             )
         except (ExpressionError, ValueError) as exc:
             raise RulePackError(str(exc), where) from None

@@ -74,6 +74,7 @@ class Output:
     dedup: Template
     labels: tuple[tuple[str, Template], ...]
     mode: str
+    auto_resolve: float | None = None  # resolve an alert with no new hit for this long (seconds)
 
 
 @dataclass(frozen=True)

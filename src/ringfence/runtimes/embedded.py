@@ -13,6 +13,9 @@ import threading
 from pathlib import Path
 from typing import IO
 
+from ringfence.alerts.config import load_alerting
+from ringfence.alerts.dispatcher import Dispatcher
+from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
 from ringfence.engine.engine import Engine
@@ -84,11 +87,22 @@ class Platform:
             self.clock,
             retention_s=settings.log_retention_s,
         )
+        self.stream = AlertStream()
+        self.dispatcher = Dispatcher(
+            self.store,
+            load_alerting(settings.alerting),
+            self.clock,
+            self.metrics,
+            self.stream,
+            auto_resolve=lambda: self.pack.auto_resolve,
+        )
+        self.processor.on_alerts = self.dispatcher.wakeup.set
         self._head = 0
         self.committer: GroupCommitter | None = None
         self.ingest: IngestService | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._dispatch_thread: threading.Thread | None = None
         self.ready = False
 
     def _initial_pack(self) -> RulePack:
@@ -139,6 +153,10 @@ class Platform:
             target=self.processor.run, args=(self._stop,), name="ringfence-processor", daemon=True
         )
         self._thread.start()
+        self._dispatch_thread = threading.Thread(
+            target=self.dispatcher.run, args=(self._stop,), name="ringfence-dispatcher", daemon=True
+        )
+        self._dispatch_thread.start()
         self.ready = True
         log.info(
             "embedded platform started on %s (log head %d, processed %d)",
@@ -154,8 +172,11 @@ class Platform:
             self.committer.close()
         self._stop.set()
         self.processor.wakeup.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self.dispatcher.wakeup.set()
+        for thread in (self._thread, self._dispatch_thread):
+            if thread is not None:
+                thread.join(timeout=30)
+        self.dispatcher.close()
         self.log.close()
         self.store.close()
         if self._lock is not None:

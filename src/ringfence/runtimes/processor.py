@@ -57,6 +57,7 @@ class Processor:
         self._last_record_at = clock.time()
         self._last_ingested_at = clock.time()
         self._changes: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.on_alerts: Callable[[], None] = lambda: None  # told after a batch committed live signals
 
     def request_reload(self, pack: RulePack) -> None:
         """Swap in ``pack`` at the next batch boundary, keeping unchanged state (hot reload)."""
@@ -141,6 +142,8 @@ class Processor:
         now = self.clock.time()
         created = self.store.commit_batch(signals, checkpoint, now)
         self.offset = checkpoint.offset
+        if signals:
+            self.on_alerts()
         self._observe(records[-1].offset, len(records), signals, created, len(late))
         return len(records)
 

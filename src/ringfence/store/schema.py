@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -109,5 +109,40 @@ CREATE TABLE lists (
     updated_at REAL NOT NULL,
     updated_by TEXT NOT NULL
 );
+""",
+    3: """
+CREATE TABLE alert_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE dispatcher_cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE alert_groups (group_key TEXT PRIMARY KEY, state BLOB NOT NULL, next_flush_at REAL NOT NULL);
+CREATE INDEX alert_groups_due ON alert_groups (next_flush_at);
+CREATE TABLE notifications (
+    id TEXT PRIMARY KEY,
+    group_key TEXT NOT NULL,
+    receiver TEXT NOT NULL,
+    status TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    sent_at REAL,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
+CREATE TABLE alert_comments (alert_id TEXT NOT NULL, at REAL NOT NULL, author TEXT NOT NULL, text TEXT NOT NULL);
+CREATE INDEX alert_comments_alert ON alert_comments (alert_id, at);
 """,
 }

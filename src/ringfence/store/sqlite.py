@@ -21,6 +21,7 @@ from ringfence.alerts.model import (
     TRANSITIONS,
     Action,
     Alert,
+    Comment,
     Decision,
     HistoryEntry,
     alert_id,
@@ -119,6 +120,8 @@ class SqliteStore:
                 decision, aid = self._apply_signal(conn, signal, now)
                 if decision is Decision.CREATED:
                     created.append((aid, signal))
+                if decision is not Decision.SHADOW:  # the dispatcher's outbox, committed with the alert
+                    conn.execute("INSERT INTO alert_events (alert_id, kind, at) VALUES (?, 'firing', ?)", (aid, now))
             changes = checkpoint.state_changes
             conn.executemany(
                 "INSERT OR REPLACE INTO feature_state VALUES (?, ?, ?)", [c for c in changes if c[2] is not None]
@@ -156,7 +159,7 @@ class SqliteStore:
         ]
         row = conn.execute(
             "SELECT id, evidence, first_seen, last_seen FROM alerts "
-            "WHERE rule_id=? AND dedup_key=? AND status IN (?, ?) ORDER BY seq DESC LIMIT 1",
+            "WHERE rule_id=? AND dedup_key=? AND status IN (?, ?, ?) ORDER BY seq DESC LIMIT 1",
             (s.rule_id, s.dedup_key, *ACTIVE_STATUSES),
         ).fetchone()
         if row is not None:
@@ -267,7 +270,14 @@ class SqliteStore:
         )
         if row is None:
             raise NotFound(f"no alert {alert_id!r}")
-        return self._alert(row, self._histories([row[0]]).get(row[0], []))
+        alert = self._alert(row, self._histories([row[0]]).get(row[0], []))
+        alert.comments = [
+            Comment(at=iso(at), author=author, text=text)
+            for at, author, text in self.conn().execute(
+                "SELECT at, author, text FROM alert_comments WHERE alert_id = ? ORDER BY at, rowid", (alert_id,)
+            )
+        ]
+        return alert
 
     def _histories(self, alert_ids: list[str]) -> dict[str, list[HistoryEntry]]:
         """The history of each alert in ``alert_ids``, oldest entry first (one query)."""
@@ -328,7 +338,46 @@ class SqliteStore:
                     (alert_id, now, actor, action.value, reason, status, to_status),
                 )
                 self.audit(conn, now, actor, f"alert.{action.value}", alert_id, {"reason": reason})
+                conn.execute(
+                    "INSERT INTO alert_events (alert_id, kind, at) VALUES (?, ?, ?)", (alert_id, to_status, now)
+                )
         return self.get_alert(alert_id)
+
+    def assign(self, alert_id: str, assignee: str, actor: str, reason: str, now: float) -> Alert:
+        """Give an alert to someone (or to no one, with an empty ``assignee``), recorded and audited."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT assignee FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no alert {alert_id!r}")
+            conn.execute("UPDATE alerts SET assignee=?, updated_at=? WHERE id=?", (assignee or None, now, alert_id))
+            why = f"assigned to {assignee}" if assignee else "unassigned"
+            conn.execute(
+                "INSERT INTO alert_history VALUES (?, ?, ?, 'assign', ?, NULL, NULL)",
+                (alert_id, now, actor, f"{why}{': ' + reason if reason else ''}"),
+            )
+            self.audit(conn, now, actor, "alert.assign", alert_id, {"assignee": assignee, "previous": row[0]})
+        return self.get_alert(alert_id)
+
+    def comment(self, alert_id: str, text: str, actor: str, now: float) -> Alert:
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
+                raise NotFound(f"no alert {alert_id!r}")
+            conn.execute("INSERT INTO alert_comments VALUES (?, ?, ?, ?)", (alert_id, now, actor, text))
+            self.audit(conn, now, actor, "alert.comment", alert_id, {"chars": len(text)})
+        return self.get_alert(alert_id)
+
+    def set_status(
+        self, conn: sqlite3.Connection, alert_id: str, status: str, actor: str, action: str, reason: str, now: float
+    ) -> None:
+        """Change an alert's status inside the caller's transaction, with a history entry."""
+        row = conn.execute("SELECT status FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        if row is None or row[0] == status:
+            return
+        conn.execute("UPDATE alerts SET status=?, updated_at=? WHERE id=?", (status, now, alert_id))
+        conn.execute(
+            "INSERT INTO alert_history VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (alert_id, now, actor, action, reason, row[0], status),
+        )
 
     @staticmethod
     def audit(

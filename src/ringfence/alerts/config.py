@@ -1,0 +1,238 @@
+"""The alerting configuration: receivers, the routing tree and inhibition rules.
+
+Loaded from the YAML file named by the ``alerting`` setting and validated at start with
+errors that name the route or receiver. Secrets are never in the file: a receiver names
+the environment variable that holds its secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from ringfence.alerts.matchers import Matcher, MatcherError, all_match, parse_matchers
+from ringfence.engine.durations import parse_duration
+from ringfence.errors import ConfigError
+
+DEFAULT_RECEIVER = "dashboard"  # alerts only reach the API and the live stream
+
+
+class _Doc(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class WebhookDoc(_Doc):
+    url: str
+    secret_env: str | None = None
+    timeout_s: float = 5.0
+
+
+class EmailDoc(_Doc):
+    host: str
+    to: list[str]
+    sender: str
+    port: int = 25
+    starttls: bool = False
+    username: str | None = None
+    password_env: str | None = None
+    timeout_s: float = 10.0
+
+
+class SlackDoc(_Doc):
+    url: str
+    timeout_s: float = 5.0
+
+
+class PagerDutyDoc(_Doc):
+    url: str
+    routing_key_env: str
+    timeout_s: float = 5.0
+
+
+class ReceiverDoc(_Doc):
+    name: str
+    webhook: WebhookDoc | None = None
+    email: EmailDoc | None = None
+    slack: SlackDoc | None = None
+    pagerduty: PagerDutyDoc | None = None
+
+
+class RouteDoc(_Doc):
+    receiver: str | None = None
+    matchers: list[str] = []
+    group_by: list[str] | None = None
+    group_wait: str | None = None
+    group_interval: str | None = None
+    repeat_interval: str | None = None
+    routes: list[RouteDoc] = []
+    # ``continue`` is a Python keyword
+    continue_: bool = msgspec.field(default=False, name="continue")
+
+
+class InhibitDoc(_Doc):
+    source_matchers: list[str]
+    target_matchers: list[str]
+    equal: list[str] = []
+
+
+class RetryDoc(_Doc):
+    max_attempts: int = 10
+    base_delay: str = "2s"
+    max_delay: str = "5m"
+
+
+class AlertingDoc(_Doc):
+    receivers: list[ReceiverDoc] = []
+    route: RouteDoc | None = None
+    inhibit_rules: list[InhibitDoc] = []
+    notify_resolved: bool = True
+    retry: RetryDoc = msgspec.field(default_factory=RetryDoc)
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """A named destination; ``kind`` is webhook, email, slack, pagerduty or dashboard."""
+
+    name: str
+    kind: str
+    options: Any = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """A node of the routing tree, with its settings resolved (inherited from parents)."""
+
+    id: str
+    matchers: tuple[Matcher, ...]
+    receiver: str
+    group_by: tuple[str, ...]
+    group_wait: float
+    group_interval: float
+    repeat_interval: float
+    continue_: bool
+    routes: tuple[Route, ...] = ()
+
+    def match(self, labels: Mapping[str, str]) -> list[Route]:
+        """The routes an alert with ``labels`` goes to (this node matched already)."""
+        found: list[Route] = []
+        for child in self.routes:
+            if all_match(child.matchers, labels):
+                found.extend(child.match(labels))
+                if not child.continue_:
+                    break
+        return found or [self]
+
+
+@dataclass(frozen=True)
+class InhibitRule:
+    """While a source alert is active, target alerts with the same ``equal`` labels are muted."""
+
+    source: tuple[Matcher, ...]
+    target: tuple[Matcher, ...]
+    equal: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 10
+    base_delay_s: float = 2.0
+    max_delay_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class AlertingConfig:
+    receivers: dict[str, Receiver]
+    route: Route
+    inhibit_rules: tuple[InhibitRule, ...] = ()
+    notify_resolved: bool = True
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def _duration(text: str | None, inherited: float, where: str) -> float:
+    if text is None:
+        return inherited
+    if text.strip() in ("0", "0s"):
+        return 0.0  # e.g. group_wait 0s: send at once
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _route(doc: RouteDoc, parent: Route | None, path: str, receivers: Mapping[str, Receiver]) -> Route:
+    receiver = doc.receiver or (parent.receiver if parent else DEFAULT_RECEIVER)
+    if receiver not in receivers:
+        raise ConfigError(f"{path}: unknown receiver {receiver!r}; define it under receivers")
+    try:
+        matchers = parse_matchers(doc.matchers)
+    except MatcherError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if parent is None and matchers:
+        raise ConfigError(f"{path}: the root route matches every alert; it takes no matchers")
+    node = Route(
+        id=path,
+        matchers=matchers,
+        receiver=receiver,
+        group_by=tuple(doc.group_by) if doc.group_by is not None else (parent.group_by if parent else ("rule_id",)),
+        group_wait=_duration(doc.group_wait, parent.group_wait if parent else 30.0, path),
+        group_interval=_duration(doc.group_interval, parent.group_interval if parent else 300.0, path),
+        repeat_interval=_duration(doc.repeat_interval, parent.repeat_interval if parent else 4 * 3600.0, path),
+        continue_=doc.continue_,
+    )
+    children = tuple(_route(child, node, f"{path}.routes[{i}]", receivers) for i, child in enumerate(doc.routes))
+    return Route(**{**node.__dict__, "routes": children})
+
+
+def build_config(raw: Any) -> AlertingConfig:
+    """Validate a parsed YAML document. Raises ConfigError naming what is wrong."""
+    try:
+        doc = msgspec.convert(raw or {}, AlertingDoc)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"alerting config: {exc}") from None
+    receivers: dict[str, Receiver] = {DEFAULT_RECEIVER: Receiver(DEFAULT_RECEIVER, "dashboard")}
+    for i, r in enumerate(doc.receivers):
+        kinds = [k for k in ("webhook", "email", "slack", "pagerduty") if getattr(r, k) is not None]
+        if len(kinds) != 1:
+            raise ConfigError(f"receivers[{i}] ({r.name}): give exactly one of webhook, email, slack, pagerduty")
+        if r.name in receivers:
+            raise ConfigError(f"receivers[{i}] ({r.name}): duplicate receiver name")
+        options = getattr(r, kinds[0])
+        for env_field in ("secret_env", "password_env", "routing_key_env"):
+            env = getattr(options, env_field, None)
+            if env is not None and env not in os.environ:
+                raise ConfigError(f"receivers[{i}] ({r.name}): environment variable {env} is not set")
+        receivers[r.name] = Receiver(r.name, kinds[0], options)
+    route = _route(doc.route or RouteDoc(receiver=DEFAULT_RECEIVER), None, "route", receivers)
+    inhibit = []
+    for i, rule in enumerate(doc.inhibit_rules):
+        try:
+            inhibit.append(
+                InhibitRule(
+                    parse_matchers(rule.source_matchers), parse_matchers(rule.target_matchers), tuple(rule.equal)
+                )
+            )
+        except MatcherError as exc:
+            raise ConfigError(f"inhibit_rules[{i}]: {exc}") from None
+    retry = RetryPolicy(
+        doc.retry.max_attempts,
+        _duration(doc.retry.base_delay, 2.0, "retry"),
+        _duration(doc.retry.max_delay, 300.0, "retry"),
+    )
+    return AlertingConfig(receivers, route, tuple(inhibit), doc.notify_resolved, retry)
+
+
+def load_alerting(path: Path | None) -> AlertingConfig:
+    """The alerting config in ``path``, or the default (everything to the dashboard)."""
+    if path is None:
+        return build_config({})
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read alerting config {path}: {exc}") from None
+    return build_config(raw)

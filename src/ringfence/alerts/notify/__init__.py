@@ -1,0 +1,28 @@
+"""Receivers: signed webhook, email, Slack- and PagerDuty-compatible."""
+
+from __future__ import annotations
+
+import httpx
+
+from ringfence.alerts.config import Receiver
+from ringfence.alerts.notify.base import Delivery, Notifier, Outcome
+from ringfence.alerts.notify.email import EmailNotifier
+from ringfence.alerts.notify.pagerduty import PagerDutyNotifier
+from ringfence.alerts.notify.slack import SlackNotifier
+from ringfence.alerts.notify.webhook import WebhookNotifier
+
+
+def notifier_for(receiver: Receiver, client: httpx.Client) -> Notifier | None:
+    """The notifier of ``receiver`` (None for the dashboard, which only streams)."""
+    if receiver.kind == "webhook":
+        return WebhookNotifier(receiver.name, receiver.options, client)
+    if receiver.kind == "slack":
+        return SlackNotifier(receiver.name, receiver.options, client)
+    if receiver.kind == "pagerduty":
+        return PagerDutyNotifier(receiver.name, receiver.options, client)
+    if receiver.kind == "email":
+        return EmailNotifier(receiver.name, receiver.options)
+    return None
+
+
+__all__ = ["Delivery", "Notifier", "Outcome", "notifier_for"]

@@ -1,0 +1,39 @@
+"""The notification log: what was sent, what is pending, and dead letters to re-drive."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ringfence.api.auth import authorize, platform_of
+from ringfence.api.errors import json_response
+from ringfence.api.params import choice_params, int_param
+from ringfence.store.notifications import NotificationStore
+
+
+async def list_notifications(request: Request) -> Response:
+    authorize(request, "alerts:read")
+    platform = platform_of(request)
+    status = choice_params(request, "status", ("pending", "sent", "dead"))
+    limit = int_param(request, "limit", 100, 1, 1000) or 100
+    cursor_param = int_param(request, "cursor", None, 0, 2**62)
+    cursor = cursor_param / 1000 if cursor_param is not None else None
+    items = await run_in_threadpool(
+        NotificationStore(platform.store).notifications, status[0] if status else None, limit + 1, cursor
+    )
+    more = len(items) > limit
+    items = items[:limit]
+    next_cursor = str(int(items[-1].created_at * 1000)) if more else None
+    return json_response({"items": [n.to_dict() for n in items], "next_cursor": next_cursor})
+
+
+async def redrive(request: Request) -> Response:
+    key = authorize(request, "alerts:write")
+    platform = platform_of(request)
+    now = platform.clock.time()
+    notification = await run_in_threadpool(
+        NotificationStore(platform.store).redrive, request.path_params["notification_id"], f"key:{key.name}", now
+    )
+    platform.dispatcher.wakeup.set()
+    return json_response(notification.to_dict())

@@ -1,0 +1,312 @@
+"""The alert pipeline end to end on real SQLite and real receivers on 127.0.0.1, with an
+injected clock: the dispatcher is stepped by hand, time only moves when the test says so."""
+
+from __future__ import annotations
+
+import email
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from ringfence.alerts import Action
+from ringfence.alerts.config import build_config
+from ringfence.alerts.dispatcher import Dispatcher
+from ringfence.alerts.notify.webhook import verify
+from ringfence.metrics import Metrics
+from ringfence.store import AlertQuery, Checkpoint, SqliteStore
+from ringfence.store.notifications import NotificationStore
+from ringfence.testing import FixedClock, RecordingReceiver, free_port
+from tests.store.test_sqlite_store import signal
+
+SECRET = "s3cret-for-tests"
+
+
+@pytest.fixture
+def receiver() -> Iterator[RecordingReceiver]:
+    r = RecordingReceiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(1_800_000_000.0)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    return SqliteStore(tmp_path / "store.db")
+
+
+def dispatcher(store: SqliteStore, clock: FixedClock, config: dict[str, Any]) -> Dispatcher:
+    os.environ["RINGFENCE_SECRET_TEST_WEBHOOK"] = SECRET
+    os.environ["RINGFENCE_SECRET_TEST_PD"] = "pd-routing-key"
+    return Dispatcher(store, build_config(config), clock, Metrics())
+
+
+def webhook_config(url: str, **route: Any) -> dict[str, Any]:
+    return {
+        "receivers": [
+            {"name": "hook", "webhook": {"url": url + "/hook", "secret_env": "RINGFENCE_SECRET_TEST_WEBHOOK"}}
+        ],
+        "route": {
+            "receiver": "hook",
+            "group_by": ["customer_id"],
+            "group_wait": "30s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+            **route,
+        },
+        "retry": {"base_delay": "1s", "max_delay": "10s", "max_attempts": 4},
+    }
+
+
+def hit(store: SqliteStore, clock: FixedClock, offset: int, **kw: Any) -> None:
+    store.commit_batch([signal(offset, **kw)], Checkpoint("p", offset), clock.time())
+
+
+def run(d: Dispatcher, clock: FixedClock, seconds: float, step: float = 1.0) -> None:
+    """Step the dispatcher while time passes."""
+    d.step()
+    end = clock.now + seconds
+    while clock.now < end:
+        clock.advance(step)
+        d.step()
+
+
+def test_one_signed_webhook_per_group_despite_repeated_hits(
+    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    d = dispatcher(store, clock, webhook_config(receiver.url))
+    for i in range(5):
+        hit(store, clock, i)  # one alert, deduplicated: count 5
+    hit(store, clock, 9, rule="other", key="k2")  # another alert of the same customer: same group
+    run(d, clock, 29)
+    assert receiver.received == []  # group_wait
+    run(d, clock, 2)
+    (request,) = receiver.received
+    body = request.json()
+    assert body["status"] == "firing"
+    assert sorted(a["rule_id"] for a in body["alerts"]) == ["other", "velocity"]
+    assert request.headers["x-ringfence-notification-id"] == body["notification_id"]
+    ts, sig = request.headers["x-ringfence-timestamp"], request.headers["x-ringfence-signature"]
+    assert verify(SECRET.encode(), request.body, ts, sig, clock.now)
+    assert not verify(SECRET.encode(), request.body.replace(b"firing", b"resolvd"), ts, sig, clock.now)
+    assert not verify(SECRET.encode(), request.body, ts, sig, clock.now + 3600)  # a replay, too late
+    for i in range(10, 20):
+        hit(store, clock, i)
+    run(d, clock, 3600)
+    assert len(receiver.received) == 1  # repeated hits change nothing until repeat_interval
+
+
+def test_resolving_sends_a_resolve_notification_at_once(
+    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    d = dispatcher(store, clock, webhook_config(receiver.url))
+    hit(store, clock, 1)
+    run(d, clock, 31)
+    (alert_id,) = [a["id"] for a in receiver.received[0].json()["alerts"]]
+    store.transition(alert_id, Action.RESOLVE, "key:ana", "fixed", clock.now)
+    run(d, clock, 1)
+    assert [r.json()["status"] for r in receiver.received] == ["firing", "resolved"]
+    assert receiver.received[1].json()["alerts"][0]["status"] == "resolved"
+
+
+def test_a_receiver_failing_twice_with_503_gets_the_notification_once(
+    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    receiver.statuses = [503, 503]
+    d = dispatcher(store, clock, webhook_config(receiver.url))
+    hit(store, clock, 1)
+    run(d, clock, 60)
+    assert len(receiver.received) == 3
+    assert len({r.json()["notification_id"] for r in receiver.received}) == 1
+    (sent,) = NotificationStore(store).notifications("sent", 10, None)
+    assert sent.attempts == 3
+    history = store.get_alert(sent.payload["alerts"][0]["id"]).history
+    assert any(h.action == "notify" and "notified via hook" in h.reason for h in history)
+
+
+def test_retry_after_is_honoured(store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver) -> None:
+    receiver.statuses, receiver.retry_after = [429], "8"
+    d = dispatcher(store, clock, webhook_config(receiver.url))
+    hit(store, clock, 1)
+    run(d, clock, 31)  # the first attempt, at +30 s, is told to wait 8 s
+    run(d, clock, 6)
+    assert len(receiver.received) == 1
+    run(d, clock, 2)
+    assert len(receiver.received) == 2
+
+
+def test_a_400_is_a_dead_letter_that_can_be_redriven(
+    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    receiver.statuses = [400]
+    d = dispatcher(store, clock, webhook_config(receiver.url))
+    hit(store, clock, 1)
+    run(d, clock, 120)
+    assert len(receiver.received) == 1  # not retried: the receiver refused it
+    notes = NotificationStore(store)
+    (dead,) = notes.notifications("dead", 10, None)
+    assert dead.last_error.startswith("HTTP 400")
+    notes.redrive(dead.id, "key:ana", clock.now)
+    run(d, clock, 1)
+    assert len(receiver.received) == 2
+    assert notes.notifications("dead", 10, None) == []
+    assert receiver.received[1].json()["notification_id"] == dead.id
+
+
+def test_network_errors_retry_until_max_attempts_then_dead(store: SqliteStore, clock: FixedClock) -> None:
+    d = dispatcher(store, clock, webhook_config("http://127.0.0.1:9"))  # nothing listens on port 9
+    hit(store, clock, 1)
+    run(d, clock, 200)
+    (dead,) = NotificationStore(store).notifications("dead", 10, None)
+    assert dead.attempts == 4
+
+
+def test_silences_suppress_what_they_match_with_the_reason_and_expire(
+    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    d = dispatcher(store, clock, webhook_config(receiver.url))
+    notes = NotificationStore(store)
+    silence = notes.create_silence(
+        ["customer_id=c1", "rule_id=~velo.*"], clock.now, clock.now + 600, "key:ana", "customer on holiday", clock.now
+    )
+    hit(store, clock, 1)  # matches
+    hit(store, clock, 2, rule="other", key="k2")  # another rule: not silenced
+    run(d, clock, 40)
+    alerts = {a.rule_id: a for a in store.list_alerts(AlertQuery())[0]}
+    assert alerts["velocity"].status == "suppressed"
+    assert [a["rule_id"] for a in receiver.received[0].json()["alerts"]] == ["other"]
+    velocity = store.get_alert(alerts["velocity"].id)
+    assert any(h.action == "suppress" and h.reason == f"silenced by {silence.id}" for h in velocity.history)
+    notes.expire_silence(silence.id, "key:ana", clock.now)
+    hit(store, clock, 3)  # a new hit after expiry gets through
+    run(d, clock, 400)
+    assert store.get_alert(alerts["velocity"].id).status == "open"
+    assert any("velocity" in [a["rule_id"] for a in r.json()["alerts"]] for r in receiver.received[1:])
+
+
+def test_inhibition_mutes_targets_while_the_source_is_active(
+    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    config = webhook_config(receiver.url)
+    config["inhibit_rules"] = [
+        {"source_matchers": ["severity=critical"], "target_matchers": ["severity=medium"], "equal": ["customer_id"]}
+    ]
+    d = dispatcher(store, clock, config)
+    hit(store, clock, 1, rule="ato", key="c1", severity="critical")
+    run(d, clock, 1)
+    hit(store, clock, 2, rule="login_burst", key="c1", severity="medium")  # same customer: muted
+    hit(store, clock, 3, rule="login_burst", key="c2", severity="medium", customer_id="c2")  # other customer: not
+    run(d, clock, 40)
+    status = {(a.rule_id, a.customer_id): a for a in store.list_alerts(AlertQuery())[0]}
+    muted = status[("login_burst", "c1")]
+    assert muted.status == "suppressed"
+    source_id = status[("ato", "c1")].id
+    assert any(h.reason == f"inhibited by {source_id}" for h in store.get_alert(muted.id).history)
+    assert status[("login_burst", "c2")].status == "open"
+
+
+def test_slack_and_pagerduty_payloads_match_their_documented_shapes(
+    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    config = {
+        "receivers": [
+            {"name": "slack", "slack": {"url": receiver.url + "/slack"}},
+            {
+                "name": "pd",
+                "pagerduty": {"url": receiver.url + "/v2/enqueue", "routing_key_env": "RINGFENCE_SECRET_TEST_PD"},
+            },
+        ],
+        "route": {
+            "group_wait": "0s",
+            "routes": [
+                {"matchers": ["severity=~high|critical"], "receiver": "pd", "continue": True},
+                {"receiver": "slack"},
+            ],
+        },
+    }
+    d = dispatcher(store, clock, config)
+    hit(store, clock, 1)
+    run(d, clock, 2)
+    by_path = {r.path: r.json() for r in receiver.received}
+    slack = by_path["/slack"]
+    assert isinstance(slack["text"], str)
+    assert slack["text"]
+    assert slack["blocks"][0]["type"] == "header"
+    assert all(b["type"] in ("header", "section", "context") for b in slack["blocks"])
+    event = by_path["/v2/enqueue"]
+    assert event["routing_key"] == "pd-routing-key"
+    assert event["event_action"] == "trigger"
+    alert_id = event["dedup_key"]
+    assert set(event["payload"]) >= {"summary", "source", "severity", "timestamp"}
+    assert event["payload"]["severity"] in ("critical", "error", "warning", "info")
+    store.transition(alert_id, Action.ACKNOWLEDGE, "key:ana", "", clock.now)
+    store.transition(alert_id, Action.RESOLVE, "key:ana", "", clock.now)
+    run(d, clock, 400)
+    actions = [r.json()["event_action"] for r in receiver.received if r.path == "/v2/enqueue"]
+    assert actions[0] == "trigger"
+    assert actions[-1] == "resolve"
+    assert all(r.json()["dedup_key"] == alert_id for r in receiver.received if r.path == "/v2/enqueue")
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(envelope.content)
+        return "250 OK"
+
+
+def test_email_reaches_a_real_smtp_sink_as_text_and_html(store: SqliteStore, clock: FixedClock) -> None:
+    sink = _Sink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        config = {
+            "receivers": [
+                {
+                    "name": "mail",
+                    "email": {
+                        "host": "127.0.0.1",
+                        "port": port,
+                        "sender": "ringfence@bank.test",
+                        "to": ["fraud-team@bank.test"],
+                    },
+                }
+            ],
+            "route": {"receiver": "mail", "group_wait": "0s"},
+        }
+        d = dispatcher(store, clock, config)
+        hit(store, clock, 1)
+        run(d, clock, 2)
+    finally:
+        controller.stop()
+    (raw,) = sink.messages
+    message = email.message_from_bytes(raw)
+    assert message["To"] == "fraud-team@bank.test"
+    assert message["Subject"].startswith("[Ringfence FIRING] 1 alert(s)")
+    kinds = sorted(part.get_content_type() for part in message.walk() if not part.is_multipart())
+    assert kinds == ["text/html", "text/plain"]
+
+
+def test_auto_resolve_after_the_rule_quiet_period(store: SqliteStore, clock: FixedClock) -> None:
+    d = dispatcher(store, clock, {})
+    d.auto_resolve_after = lambda: {"velocity": 600.0}
+    hit(store, clock, 1)
+    clock.advance(599)
+    d.auto_resolve(clock.now)
+    (alert,) = store.list_alerts(AlertQuery())[0]
+    assert alert.status == "open"
+    clock.advance(2)
+    assert d.auto_resolve(clock.now) == 1
+    resolved = store.get_alert(alert.id)
+    assert resolved.status == "resolved"
+    assert resolved.history[-1].action == "auto-resolve"

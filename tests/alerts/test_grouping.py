@@ -1,0 +1,64 @@
+"""group_wait, group_interval and repeat_interval, on an injected clock (no sleeps)."""
+
+from __future__ import annotations
+
+import math
+
+from ringfence.alerts.config import build_config
+from ringfence.alerts.grouping import after_flush, group_key, is_due, new_group, on_change, should_send
+
+ROUTE = build_config(
+    {
+        "receivers": [{"name": "hook", "webhook": {"url": "http://127.0.0.1:1"}}],
+        "route": {
+            "receiver": "hook",
+            "group_by": ["customer_id"],
+            "group_wait": "30s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+        },
+    }
+).route
+
+
+def test_a_new_group_waits_group_wait_then_sends() -> None:
+    key, labels = group_key(ROUTE, {"customer_id": "c1", "rule_id": "r"})
+    assert labels == {"customer_id": "c1"}
+    group = new_group(ROUTE, key, labels, now=1000.0)
+    on_change(group, ROUTE, 1000.0)
+    on_change(group, ROUTE, 1010.0)  # more alerts during the wait do not delay it
+    assert not is_due(group, 1029.9)
+    assert is_due(group, 1030.0)
+    assert should_send(group, "d1", ROUTE, 1030.0)
+    after_flush(group, ROUTE, 1030.0, sent=True, firing=True, digest="d1")
+    assert group.next_flush_at == 1030.0 + 4 * 3600
+
+
+def test_changes_after_a_send_wait_for_group_interval() -> None:
+    group = new_group(ROUTE, "g", {}, 0.0)
+    after_flush(group, ROUTE, 30.0, sent=True, firing=True, digest="d1")
+    on_change(group, ROUTE, 60.0)
+    assert group.next_flush_at == 330.0  # last send + 5 min
+    on_change(group, ROUTE, 1000.0)
+    assert group.next_flush_at == 330.0  # an earlier schedule stands
+
+
+def test_an_unchanged_group_repeats_only_after_repeat_interval() -> None:
+    group = new_group(ROUTE, "g", {}, 0.0)
+    after_flush(group, ROUTE, 30.0, sent=True, firing=True, digest="d1")
+    assert not should_send(group, "d1", ROUTE, 30.0 + 3600)  # same alerts, same states: nothing new to say
+    assert should_send(group, "d2", ROUTE, 30.0 + 3600)  # changed
+    assert should_send(group, "d1", ROUTE, 30.0 + 4 * 3600)  # repeat
+
+
+def test_a_resolution_is_sent_at_once() -> None:
+    group = new_group(ROUTE, "g", {}, 0.0)
+    after_flush(group, ROUTE, 30.0, sent=True, firing=True, digest="d1")
+    on_change(group, ROUTE, 40.0, urgent=True)
+    assert is_due(group, 40.0)
+
+
+def test_a_group_with_nothing_firing_is_not_scheduled_again() -> None:
+    group = new_group(ROUTE, "g", {}, 0.0)
+    after_flush(group, ROUTE, 30.0, sent=True, firing=False, digest="d1")
+    assert group.next_flush_at == math.inf

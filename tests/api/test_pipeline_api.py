@@ -1,0 +1,171 @@
+"""The alert pipeline over real HTTP: silences, the live stream, assignment and comments,
+the notification log, and exactly-once notification across a kill -9."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ringfence.testing import EmbeddedServer, RecordingReceiver, create_key, event, start_server
+from tests.api.test_events_api import alerts_for, post, risky_transfer, uid
+from tests.conftest import Keys
+
+
+def rfc3339(delta_s: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=delta_s)).isoformat()
+
+
+def test_a_silence_suppresses_matching_alerts_and_can_be_expired(server: EmbeddedServer, keys: Keys) -> None:
+    customer = uid("cus")
+    with server.client(keys.analyst) as c:
+        created = c.post(
+            "/v1/silences",
+            json={"matchers": [f"customer_id={customer}"], "ends_at": rfc3339(3600), "comment": "known test customer"},
+        )
+        assert created.status_code == 201, created.text
+        silence = created.json()
+        assert silence["state"] == "active"
+        assert silence["created_by"] == "key:analyst"
+        post(server, keys.producer, risky_transfer(customer))
+        deadline = time.monotonic() + 10
+        while (alerts := alerts_for(server, keys.reader, customer)) == [] or alerts[0]["status"] != "suppressed":
+            assert time.monotonic() < deadline, alerts
+            time.sleep(0.1)
+        history = c.get(f"/v1/alerts/{alerts[0]['id']}").json()["history"]
+        assert any(h["reason"] == f"silenced by {silence['id']}" for h in history)
+        assert c.get("/v1/silences").json()["items"][0]["id"] == silence["id"]
+        expired = c.delete(f"/v1/silences/{silence['id']}").json()
+        assert expired["state"] == "expired"
+        assert c.delete(f"/v1/silences/{silence['id']}").status_code == 404
+
+
+def test_bad_silences_are_400_naming_the_problem(server: EmbeddedServer, keys: Keys) -> None:
+    cases = [
+        ({"matchers": ["customer_id"], "ends_at": rfc3339(60), "comment": "x"}, "invalid matcher"),
+        ({"matchers": [], "ends_at": rfc3339(60), "comment": "x"}, "at least one matcher"),
+        ({"matchers": ["a=b"], "ends_at": rfc3339(-60), "comment": "x"}, "end after it starts"),
+        ({"matchers": ["a=b"], "ends_at": "tomorrow", "comment": "x"}, "RFC 3339"),
+        ({"matchers": ["a=b"], "ends_at": rfc3339(60), "comment": " "}, "comment must say why"),
+    ]
+    with server.client(keys.analyst) as c:
+        for body, message in cases:
+            response = c.post("/v1/silences", json=body)
+            assert response.status_code == 400, body
+            assert message in response.json()["error"]["message"]
+    with server.client(keys.reader) as c:
+        assert c.post("/v1/silences", json=cases[0][0]).status_code == 403
+
+
+def test_assign_and_comment_are_recorded(server: EmbeddedServer, keys: Keys) -> None:
+    customer = uid("cus")
+    post(server, keys.producer, risky_transfer(customer))
+    server.wait_processed(keys.reader)
+    (alert,) = alerts_for(server, keys.reader, customer)
+    with server.client(keys.analyst) as c:
+        assigned = c.post(f"/v1/alerts/{alert['id']}/assign", json={"assignee": "ana", "reason": "AML desk"}).json()
+        assert assigned["assignee"] == "ana"
+        commented = c.post(f"/v1/alerts/{alert['id']}/comments", json={"text": "called the customer"})
+        assert commented.status_code == 201
+        body = commented.json()
+        assert [(x["author"], x["text"]) for x in body["comments"]] == [("key:analyst", "called the customer")]
+        assert any(h["action"] == "assign" and h["reason"] == "assigned to ana: AML desk" for h in body["history"])
+        assert c.post(f"/v1/alerts/{alert['id']}/comments", json={"text": ""}).status_code == 400
+        assert c.post("/v1/alerts/al_nope/assign", json={"assignee": "x"}).status_code == 404
+
+
+def test_the_stream_delivers_new_alerts_live(server: EmbeddedServer, keys: Keys) -> None:
+    customer = uid("cus")
+    seen: list[dict[str, Any]] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream(
+            "GET",
+            f"{server.url}/v1/alerts/stream",
+            headers={"Authorization": f"Bearer {keys.reader}"},
+            timeout=httpx.Timeout(30, read=30),
+        ) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for line in response.iter_lines():
+                connected.set()
+                if line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    if data.get("customer_id") == customer:
+                        seen.append(data)
+                        return
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    assert connected.wait(10)
+    post(server, keys.producer, risky_transfer(customer))
+    thread.join(20)
+    assert seen
+    assert seen[0]["change"] == "firing"
+    assert seen[0]["rule_id"] == "transfer_high_risk_country"
+
+
+def test_the_notification_log_needs_a_key_and_lists_by_status(server: EmbeddedServer, keys: Keys) -> None:
+    assert httpx.get(f"{server.url}/v1/notifications").status_code == 401
+    with server.client(keys.reader) as c:
+        assert c.get("/v1/notifications", params={"status": "dead"}).json() == {"items": [], "next_cursor": None}
+        assert c.get("/v1/notifications", params={"status": "lost"}).status_code == 400
+    with server.client(keys.analyst) as c:
+        assert c.post("/v1/notifications/n_nope/redrive").status_code == 404
+
+
+def test_kill_9_between_alert_and_notification_sends_it_exactly_once(tmp_path: Path) -> None:
+    receiver = RecordingReceiver()
+    try:
+        config = tmp_path / "alerting.yaml"
+        config.write_text(
+            "receivers:\n"
+            f"  - name: hook\n    webhook: {{url: '{receiver.url}/hook', secret_env: RINGFENCE_SECRET_TEST_HOOK}}\n"
+            "route: {receiver: hook, group_by: [customer_id], group_wait: 3s}\n"
+        )
+        env = {"RINGFENCE_ALERTING": str(config), "RINGFENCE_SECRET_TEST_HOOK": "k"}
+        data_dir = tmp_path / "d"
+        key = create_key(data_dir, "admin", "admin")
+        server = start_server(data_dir, env=env)
+        customer = uid("cus")
+        post(server, key, [risky_transfer(customer)])
+        deadline = time.monotonic() + 10
+        while not alerts_for(server, key, customer):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        server.kill()  # the alert exists; its group is still waiting, nothing was sent
+        assert receiver.received == []
+        server = start_server(data_dir, env=env)
+        try:
+            (request,) = receiver.wait_for(1, timeout=20)
+            time.sleep(4)  # time for a duplicate to show up, if there were one
+            assert len(receiver.received) == 1
+            assert request.json()["alerts"][0]["customer_id"] == customer
+            with server.client(key) as c:
+                (sent,) = c.get("/v1/notifications", params={"status": "sent"}).json()["items"]
+            assert sent["id"] == request.json()["notification_id"]
+        finally:
+            server.stop()
+    finally:
+        receiver.close()
+
+
+def test_a_late_event_still_triggers_the_pipeline(server: EmbeddedServer, keys: Keys) -> None:
+    customer = uid("cus")
+    old = event(
+        "transfer.initiated",
+        customer_id=customer,
+        at=time.time() - 3600,
+        payee_id="p",
+        payee_country="KP",
+        amount="10.00",
+    )
+    post(server, keys.producer, [event("login.succeeded", customer_id=customer)])  # moves its partition's watermark
+    post(server, keys.producer, [old])
+    server.wait_processed(keys.reader)
+    assert alerts_for(server, keys.reader, customer)[0]["evidence"]["events"][0]["late"] is True
