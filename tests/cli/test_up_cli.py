@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,3 +40,17 @@ def test_ctrl_c_shuts_down_cleanly(tmp_path: Path) -> None:
     server.process.wait(timeout=30)
     assert "embedded platform stopped" in server.log_path.read_text()
     assert server.process.returncode in (0, 130, -signal.SIGINT)  # 130: the shell's code for Ctrl-C
+
+
+def test_a_bad_alerting_config_stops_start_up_with_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "alerting.yaml"
+    config.write_text("route: {receiver: nobody}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "ringfence", "up", "--data-dir", str(tmp_path / "d"), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RINGFENCE_ALERTING": str(config)},
+    )
+    assert result.returncode == 2
+    assert "route: unknown receiver 'nobody'" in result.stderr
