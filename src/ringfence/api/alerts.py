@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from ringfence.alerts.model import STATUSES, Action
 from ringfence.api.auth import authorize, platform_of
+from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, int_param, text_param, time_param
 from ringfence.engine.rules import AUDIENCES, SEVERITIES
@@ -51,15 +52,7 @@ class _ActionBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def _reason(request: Request) -> str:
-    raw = await request.body()
-    if not raw.strip():
-        return ""
-    if len(raw) > 16 * 1024:
-        raise RequestError(413, "payload_too_large", "body is larger than 16 KiB")
-    try:
-        body = msgspec.json.decode(raw, type=_ActionBody)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise RequestError(400, "invalid_body", f'expected {{"reason": "..."}}: {exc}') from None
+    body = await json_body(request, _ActionBody, '{"reason": "..."}', optional=True)
     if len(body.reason) > MAX_REASON:
         raise RequestError(400, "invalid_body", f"reason is longer than {MAX_REASON} characters")
     return body.reason
@@ -96,19 +89,9 @@ class _CommentBody(msgspec.Struct, forbid_unknown_fields=True):
     text: str
 
 
-async def _decode(request: Request, kind: type[Any]) -> Any:
-    raw = await request.body()
-    if len(raw) > 16 * 1024:
-        raise RequestError(413, "payload_too_large", "body is larger than 16 KiB")
-    try:
-        return msgspec.json.decode(raw, type=kind)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise RequestError(400, "invalid_body", str(exc)) from None
-
-
 async def assign_alert(request: Request) -> Response:
     key = authorize(request, "alerts:write")
-    body = await _decode(request, _AssignBody)
+    body = await json_body(request, _AssignBody, '{"assignee": "...", "reason": "..."}')
     if len(body.assignee) > 128 or len(body.reason) > MAX_REASON:
         raise RequestError(400, "invalid_body", "assignee is at most 128 characters, reason at most 1000")
     platform = platform_of(request)
@@ -125,7 +108,7 @@ async def assign_alert(request: Request) -> Response:
 
 async def comment_alert(request: Request) -> Response:
     key = authorize(request, "alerts:write")
-    body = await _decode(request, _CommentBody)
+    body = await json_body(request, _CommentBody, '{"text": "..."}')
     if not body.text.strip() or len(body.text) > 4_000:
         raise RequestError(400, "invalid_body", "text must be 1..4000 characters")
     platform = platform_of(request)

@@ -6,29 +6,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.api.auth import authorize, platform_of
+from ringfence.api.bodies import read_body
 from ringfence.api.errors import json_response
 from ringfence.errors import RequestError
 
 JSON_TYPES = frozenset({"application/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes without buffering it."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise RequestError(400, "bad_request", "invalid Content-Length")
-        if int(declared) > limit:
-            raise RequestError(413, "payload_too_large", f"body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, "payload_too_large", f"body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def post_events(request: Request) -> Response:

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.api.auth import authorize, platform_of
+from ringfence.api.bodies import json_body, read_body
 from ringfence.api.errors import json_response
-from ringfence.api.events import read_body
 from ringfence.api.params import int_param
 from ringfence.clock import iso
 from ringfence.engine.backtest import backtest
@@ -155,11 +155,7 @@ async def put_list(request: Request) -> Response:
     name = request.path_params["name"]
     if name not in platform.pack.lists:
         raise RequestError(404, "not_found", f"the rule pack declares no list {name!r}")
-    raw = await read_body(request, 16 * 1024 * 1024)
-    try:
-        body = msgspec.json.decode(raw, type=_ListBody)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise RequestError(400, "invalid_body", f'expected {{"values": ["..."]}}: {exc}') from None
+    body = await json_body(request, _ListBody, '{"values": ["..."]}', 16 * 1024 * 1024)
     if len(body.values) > MAX_LIST_VALUES:
         raise RequestError(400, "invalid_body", f"a list holds at most {MAX_LIST_VALUES} values")
     if any(not v or len(v) > MAX_LIST_VALUE_CHARS for v in body.values):

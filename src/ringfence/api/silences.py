@@ -11,8 +11,8 @@ from starlette.responses import Response
 
 from ringfence.alerts.matchers import MatcherError
 from ringfence.api.auth import authorize, platform_of
+from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
-from ringfence.api.events import read_body
 from ringfence.errors import RequestError, StoreError
 from ringfence.store.notifications import NotificationStore
 
@@ -47,13 +47,7 @@ async def list_silences(request: Request) -> Response:
 async def create_silence(request: Request) -> Response:
     key = authorize(request, "alerts:write")
     platform = platform_of(request)
-    raw = await read_body(request, 64 * 1024)
-    try:
-        body = msgspec.json.decode(raw, type=_SilenceBody)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise RequestError(
-            400, "invalid_body", f"expected {{matchers, ends_at, comment[, starts_at]}}: {exc}"
-        ) from None
+    body = await json_body(request, _SilenceBody, "{matchers, ends_at, comment[, starts_at]}", 64 * 1024)
     now = platform.clock.time()
     starts = _time(body.starts_at, "starts_at") if body.starts_at else now
     ends = _time(body.ends_at, "ends_at")

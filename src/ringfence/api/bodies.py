@@ -1,0 +1,45 @@
+"""Request bodies: read with a size limit (never buffered past it), JSON decoded into a
+struct with an error that says what was expected."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from ringfence.errors import RequestError
+
+T = TypeVar("T")
+SMALL_BODY = 16 * 1024
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes without buffering it."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise RequestError(400, "bad_request", "invalid Content-Length")
+        if int(declared) > limit:
+            raise RequestError(413, "payload_too_large", f"body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, "payload_too_large", f"body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def json_body(
+    request: Request, kind: type[T], expected: str, limit: int = SMALL_BODY, *, optional: bool = False
+) -> T:
+    """The body decoded as ``kind`` (an empty body is ``kind()`` when ``optional``)."""
+    raw = await read_body(request, limit)
+    if optional and not raw.strip():
+        return kind()
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise RequestError(400, "invalid_body", f"expected {expected}: {exc}") from None
