@@ -27,6 +27,10 @@ DEFAULT_MAX_BATCH_EVENTS = 10_000
 DEFAULT_MAX_LAG_EVENTS = 500_000
 DEFAULT_LOG_RETENTION_S = 7 * 24 * 3600.0
 DEFAULT_CHECKPOINT_INTERVAL_S = 0.5
+DEFAULT_RATE_LIMIT_PER_S = 500.0
+DEFAULT_RATE_LIMIT_BURST = 1_000.0
+DEFAULT_AUTH_FAILURES_PER_MIN = 30.0
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
 ENV_PREFIX = "RINGFENCE_"
 # not settings: the CLI's API key, and secrets that receivers name (RINGFENCE_SECRET_*)
 NOT_SETTINGS = ("RINGFENCE_CONFIG", "RINGFENCE_API_KEY")
@@ -50,6 +54,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         alerting: the alerting config (receivers, routes, inhibition); default: dashboard only.
         checkpoint_interval_s: how often the processor commits state and offsets.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
+        rate_limit_per_s, rate_limit_burst: requests a second (and burst) per API key.
+        auth_failures_per_min: failed authentications a minute per client address.
+        request_timeout_s: the longest a request body may take to arrive.
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -66,6 +73,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     alerting: Path | None = None
     checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
     log_level: str = "info"
+    rate_limit_per_s: float = DEFAULT_RATE_LIMIT_PER_S
+    rate_limit_burst: float = DEFAULT_RATE_LIMIT_BURST
+    auth_failures_per_min: float = DEFAULT_AUTH_FAILURES_PER_MIN
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= 1024:
@@ -74,7 +85,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             raise ConfigError(f"journal_sync must be 'normal' or 'full', got {self.journal_sync!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug|info|warning|error, got {self.log_level!r}")
-        for name in ("max_body_bytes", "max_batch_events", "max_lag_events", "port"):
+        for name in (
+            "max_body_bytes",
+            "max_batch_events",
+            "max_lag_events",
+            "port",
+            "rate_limit_per_s",
+            "rate_limit_burst",
+            "auth_failures_per_min",
+            "request_timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
 
@@ -120,3 +140,15 @@ def load_settings(
         return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode_path)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid settings: {exc}") from exc
+
+
+def secret(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The secret in environment variable ``name`` (never logged, never a setting)."""
+    environ = os.environ if environ is None else environ
+    return environ.get(name) or None
+
+
+def audit_key(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The key of the audit chain's HMAC, from ``RINGFENCE_SECRET_AUDIT_KEY``."""
+    value = secret(SECRET_PREFIX + "AUDIT_KEY", environ)
+    return value.encode() if value else None

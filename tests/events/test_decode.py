@@ -166,3 +166,22 @@ def test_nan_and_infinity_literals_are_not_json() -> None:
     raw = json.dumps(event()).replace('"12.50"', "NaN").encode()
     with pytest.raises(MalformedBody):
         decode_batch(b"[" + raw + b"]", ndjson=False, now=NOW, max_events=10)
+
+
+@pytest.mark.parametrize("ndjson", [False, True])
+def test_absurdly_deep_nesting_is_a_clear_error_not_a_crash(ndjson: bool) -> None:
+    deep = b"[" * 50_000 + b"]" * 50_000
+    raw = json.dumps(event()).encode().replace(b'"tok_1"', deep)
+    if ndjson:
+        batch = decode_batch(raw, ndjson=True, now=NOW, max_events=10)
+        assert batch.rejected[0].errors[0].message == "JSON is nested too deeply"
+    else:
+        with pytest.raises(MalformedBody, match="nested too deeply"):
+            decode_batch(b"[" + raw + b"]", ndjson=False, now=NOW, max_events=10)
+
+
+def test_huge_numbers_are_field_errors() -> None:
+    assert errors_of(event(amount=10**400))[0][0] == "data.amount"
+    raw = json.dumps([event(amount="X")]).replace('"X"', "1e400").encode()  # a float beyond range
+    (rejected,) = decode_batch(raw, ndjson=False, now=NOW, max_events=10).rejected
+    assert rejected.errors[0].field == "data.amount"

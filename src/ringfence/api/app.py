@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ringfence.api import alerts, audit, customers, events, health, late, notifications, rules, silences, stream
 from ringfence.api.errors import handle_error
+from ringfence.api.ratelimit import TokenBuckets
 from ringfence.errors import RingfenceError
 from ringfence.runtimes.embedded import Platform
 
@@ -106,5 +108,16 @@ def create_app(
         exception_handlers={RingfenceError: handle_error, HTTPException: handle_error, Exception: handle_error},
     )
     app.state.platform = platform
+    settings = platform.settings
+    app.state.limits = Limits(
+        per_key=TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst, platform.clock),
+        failures=TokenBuckets(settings.auth_failures_per_min / 60, settings.auth_failures_per_min, platform.clock),
+    )
     app.add_middleware(SecurityHeaders)
     return app
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_key: TokenBuckets
+    failures: TokenBuckets

@@ -50,7 +50,9 @@ def error_response(
 async def handle_error(request: Request, exc: Exception) -> Response:
     """Map Ringfence's exceptions to HTTP statuses; never leak internals on a 500."""
     if isinstance(exc, RequestError):
-        return error_response(exc.status, exc.code, str(exc), exc.details)
+        retry = exc.details.get("retry_after") if isinstance(exc.details, dict) else None
+        headers = {"Retry-After": str(retry)} if exc.status in (429, 503) and retry is not None else None
+        return error_response(exc.status, exc.code, str(exc), exc.details, headers)
     if isinstance(exc, ForbiddenError):
         return error_response(403, "forbidden", str(exc), {"required_scope": exc.scope})
     if isinstance(exc, AuthError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ringfence.cli import keys, replay, rules, simulate, up
+from ringfence.cli import audit, keys, replay, rules, simulate, up
 
 app = typer.Typer(
     name="ringfence",
@@ -18,6 +18,7 @@ app.command("replay")(replay.replay)
 app.command("simulate")(simulate.simulate)
 app.add_typer(keys.app, name="keys")
 app.add_typer(rules.app, name="rules")
+app.add_typer(audit.app, name="audit")
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from ringfence.events.types import BUILTIN_TYPES, MASKED_FIELDS, MONEY_FIELDS, E
 MIN_OCCURRED_AT = 946_684_800.0  # 2000-01-01T00:00:00Z
 MAX_FUTURE_SKEW_S = 24 * 3600.0
 MAX_EVENT_BYTES = 64 * 1024
+TOO_DEEP = "JSON is nested too deeply"
 
 _envelope_decoder = msgspec.json.Decoder(Envelope)
 _data_decoders = {name: msgspec.json.Decoder(cls) for name, cls in BUILTIN_TYPES.items()}
@@ -93,6 +94,8 @@ def split_body(body: bytes, ndjson: bool) -> list[msgspec.Raw | FieldError]:
                 items.append(_raw_decoder.decode(line))
             except msgspec.DecodeError as exc:
                 items.append(FieldError("$", f"malformed JSON: {exc}"))
+            except RecursionError:
+                items.append(FieldError("$", TOO_DEEP))
         return items
     stripped = body.lstrip()
     try:
@@ -102,13 +105,15 @@ def split_body(body: bytes, ndjson: bool) -> list[msgspec.Raw | FieldError]:
             return [_raw_decoder.decode(body)]
     except msgspec.DecodeError as exc:
         raise MalformedBody([FieldError("$", f"malformed JSON: {exc}")]) from None
+    except RecursionError:
+        raise MalformedBody([FieldError("$", TOO_DEEP)]) from None
     raise MalformedBody([FieldError("$", "expected a JSON object, a JSON array of objects, or NDJSON")])
 
 
 def _guess_event_id(raw: msgspec.Raw) -> str | None:
     try:
         value = _lenient_decoder.decode(raw).get("event_id")
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     return value[:128] if isinstance(value, str) else None
 
@@ -124,6 +129,8 @@ def validate_event(raw: bytes | msgspec.Raw, now: float, custom_types: Iterable[
         env = _envelope_decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise EventError(_field_errors(exc)) from None
+    except RecursionError:
+        raise EventError([FieldError("$", TOO_DEEP)]) from None
     errors: list[FieldError] = []
     occurred = env.occurred_at.timestamp()
     if occurred < MIN_OCCURRED_AT:
@@ -139,11 +146,15 @@ def validate_event(raw: bytes | msgspec.Raw, now: float, custom_types: Iterable[
             data = msgspec.to_builtins(decoder.decode(env.data))
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             errors.extend(_field_errors(exc, "data"))
+        except RecursionError:
+            errors.append(FieldError("data", TOO_DEEP))
     elif env.type in custom_types:
         try:
             data = _lenient_decoder.decode(env.data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             errors.extend(_field_errors(exc, "data"))
+        except RecursionError:
+            errors.append(FieldError("data", TOO_DEEP))
     else:
         errors.append(FieldError("type", f"unknown event type {env.type!r}"))
     if not errors:

@@ -17,7 +17,7 @@ from ringfence.alerts.config import load_alerting
 from ringfence.alerts.dispatcher import Dispatcher
 from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, SystemClock
-from ringfence.config import Settings
+from ringfence.config import Settings, audit_key
 from ringfence.engine.engine import Engine
 from ringfence.engine.pack import RulePack, load_pack, load_pack_file
 from ringfence.errors import StoreError
@@ -61,7 +61,7 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
 def open_store(data_dir: Path) -> SqliteStore:
     """The store of a data dir, created if needed (used by the CLI too)."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return SqliteStore(data_dir / STORE_FILE)
+    return SqliteStore(data_dir / STORE_FILE, audit_key())
 
 
 class Platform:

@@ -30,6 +30,7 @@ from ringfence.clock import iso
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import NotFound, StoreError
 from ringfence.log.sqlite import connect
+from ringfence.store import audit as audit_chain
 from ringfence.store.base import AlertQuery, Checkpoint, LateEvent
 from ringfence.store.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -45,8 +46,9 @@ _ALERT_COLUMNS = (
 class SqliteStore:
     """Thread-safe (one connection per thread) SQLite store."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, audit_key: bytes | None = None) -> None:
         self.path = path
+        self.audit_key = audit_key
         self._local = threading.local()
         self._migrate()
 
@@ -80,6 +82,8 @@ class SqliteStore:
                 for statement in MIGRATIONS[step].split(";\n"):
                     if statement.strip():
                         conn.execute(statement)
+                if step == 4:
+                    audit_chain.rehash(conn, self.audit_key)
                 conn.execute(f"PRAGMA user_version={step}")
 
     def close(self) -> None:
@@ -379,15 +383,15 @@ class SqliteStore:
             (alert_id, now, actor, action, reason, row[0], status),
         )
 
-    @staticmethod
     def audit(
-        conn: sqlite3.Connection, now: float, actor: str, action: str, target: str, detail: dict[str, Any]
+        self, conn: sqlite3.Connection, now: float, actor: str, action: str, target: str, detail: dict[str, Any]
     ) -> None:
-        """Append one audit entry inside the caller's transaction."""
-        conn.execute(
-            "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-            (now, actor, action, target, _json.encode(detail).decode()),
-        )
+        """Append one entry to the hash-chained audit trail inside the caller's transaction."""
+        audit_chain.append(conn, self.audit_key, now, actor, action, target, _json.encode(detail).decode())
+
+    def verify_audit(self) -> audit_chain.Verdict:
+        """Check the audit trail's chain: see :mod:`ringfence.store.audit`."""
+        return audit_chain.verify(self.conn(), self.audit_key)
 
     def list_audit(self, limit: int = 100, cursor: int | None = None) -> tuple[list[dict[str, Any]], int | None]:
         rows = (
