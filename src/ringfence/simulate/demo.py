@@ -16,7 +16,7 @@ TICK_S = 0.2
 
 async def run_demo_traffic(platform: Platform, rate_per_s: float = 50.0, customers: int = 20_000) -> None:
     """Ingest about ``rate_per_s`` events a second, with injected fraud, until cancelled."""
-    traffic = Traffic(seed=int(platform.clock.time()), customers=customers, fraud_rate=0.005, source_prefix="demo")
+    traffic = Traffic(seed=int(platform.clock.time()), customers=customers, fraud_rate=0.02, source_prefix="demo")
     encoder = msgspec.json.Encoder()
     stream = traffic.stream(platform.clock.time(), rate_per_s, count=10**15)
     lookahead = next(stream)
