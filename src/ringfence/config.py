@@ -34,7 +34,7 @@ DEFAULT_REQUEST_TIMEOUT_S = 30.0
 ENV_PREFIX = "RINGFENCE_"
 # not settings: the CLI's API key, and secrets that receivers name (RINGFENCE_SECRET_*)
 NOT_SETTINGS = ("RINGFENCE_CONFIG", "RINGFENCE_API_KEY")
-SECRET_PREFIX = "RINGFENCE_SECRET_"  # noqa: S105 - a name prefix, not a secret
+SECRET_PREFIX = "RINGFENCE_SECRET_"  # nosec B105 # noqa: S105 - a name prefix, not a secret
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -10,7 +10,7 @@ import itertools
 import os
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404
 import sys
 import threading
 import time
@@ -89,7 +89,7 @@ def free_port() -> int:
 
 def ringfence_cli(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the ``ringfence`` command in a subprocess (as a user would)."""
-    return subprocess.run(  # noqa: S603 - our own interpreter and arguments
+    return subprocess.run(  # nosec B603 # noqa: S603 - our own interpreter and arguments
         [sys.executable, "-m", "ringfence", *args, "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
@@ -158,7 +158,7 @@ def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None)
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-server-{port}.log"
     with log_path.open("ab") as log_file:  # the child keeps its own descriptor
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        process = subprocess.Popen(  # nosec B603 # noqa: S603 - our own interpreter and arguments
             [sys.executable, "-m", "ringfence", "up", "--data-dir", str(data_dir), "--port", str(port), *extra],
             stdout=log_file,
             stderr=subprocess.STDOUT,

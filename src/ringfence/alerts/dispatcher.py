@@ -104,7 +104,7 @@ class Dispatcher:
                 self.notifiers[name] = notifier
         self.wakeup = threading.Event()
         self._last_auto_resolve = 0.0
-        self._rng = random.Random()  # noqa: S311 - jitter, not security
+        self._rng = random.Random()  # nosec B311 # noqa: S311 - jitter, not security
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -161,7 +161,7 @@ class Dispatcher:
         return len(events)
 
     def _load(self, conn: sqlite3.Connection, alert_id: str) -> dict[str, Any] | None:
-        row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,)).fetchone()  # noqa: S608
+        row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,)).fetchone()  # nosec B608 # noqa: S608
         return _alert_dict(row) if row else None
 
     def _mute_and_route(
@@ -202,7 +202,7 @@ class Dispatcher:
             if not all_match(rule.target, labels):
                 continue
             rows = conn.execute(
-                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status IN ('open', 'acknowledged') "  # noqa: S608
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status IN ('open', 'acknowledged') "  # nosec B608 # noqa: S608
                 "AND id != ? AND (? = '' OR customer_id = ?) ORDER BY seq DESC LIMIT 500",
                 (
                     labels["alert_id"],

@@ -9,7 +9,7 @@ Scores are computed from history *before* the current event is learnt.
 
 from __future__ import annotations
 
-import pickle
+import pickle  # nosec B403
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -109,7 +109,7 @@ class HalfSpaceTrees:
 
     @staticmethod
     def loads(raw: bytes) -> HalfSpaceTrees:
-        model = pickle.loads(raw)  # noqa: S301 - our own checkpoint, never external input
+        model = pickle.loads(raw)  # nosec B301 # noqa: S301 - our own checkpoint, never external input
         assert isinstance(model, HalfSpaceTrees)
         return model
 

@@ -349,7 +349,7 @@ def load_pack(text: str) -> RulePack:
     if len(text.encode()) > MAX_PACK_BYTES:
         raise RulePackError(f"rule pack is larger than {MAX_PACK_BYTES} bytes")
     try:
-        raw: Any = yaml.load(text, Loader=_PackLoader)  # noqa: S506 - a SafeLoader subclass
+        raw: Any = yaml.load(text, Loader=_PackLoader)  # nosec B506 # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise RulePackError(f"invalid YAML: {exc}") from None
     try:

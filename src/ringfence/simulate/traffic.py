@@ -103,7 +103,7 @@ class Traffic:
     ) -> None:
         from ringfence.simulate.scenarios import SCENARIOS
 
-        self.rng = random.Random(seed)  # noqa: S311 - simulation, not security
+        self.rng = random.Random(seed)  # nosec B311 # noqa: S311 - simulation, not security
         self.fraud_rate = fraud_rate
         self.prefix = source_prefix
         self.scenarios = scenarios if scenarios is not None else tuple(SCENARIOS)

@@ -204,7 +204,7 @@ class NotificationStore:
 
     def due_notifications(self, now: float, limit: int = 50) -> list[Notification]:
         rows = self.store.conn().execute(
-            f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications "  # noqa: S608 - constant columns
+            f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications "  # nosec B608 # noqa: S608 - constant columns
             "WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
             (now, limit),
         )
@@ -221,7 +221,7 @@ class NotificationStore:
             )
 
     def notifications(self, status: str | None, limit: int, cursor: float | None) -> list[Notification]:
-        sql = f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE created_at < ?"  # noqa: S608
+        sql = f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE created_at < ?"  # nosec B608 # noqa: S608
         args: list[Any] = [cursor if cursor is not None else 1e18]
         if status is not None:
             sql += " AND status = ?"
@@ -243,7 +243,7 @@ class NotificationStore:
         row = (
             self.store.conn()
             .execute(
-                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?",  # noqa: S608 - constant columns
+                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?",  # nosec B608 # noqa: S608 - constant columns
                 (notification_id,),
             )
             .fetchone()

@@ -252,7 +252,7 @@ class SqliteStore:
         if query.cursor is not None:
             where.append("seq < ?")
             args.append(query.cursor)
-        sql = f"SELECT {_ALERT_COLUMNS} FROM alerts"  # noqa: S608 - columns and clauses are constants
+        sql = f"SELECT {_ALERT_COLUMNS} FROM alerts"  # nosec B608 # noqa: S608 - columns and clauses are constants
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
@@ -267,7 +267,7 @@ class SqliteStore:
         row = (
             self.conn()
             .execute(
-                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?",  # noqa: S608 - constant columns
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?",  # nosec B608 # noqa: S608 - constant columns
                 (alert_id,),
             )
             .fetchone()
@@ -290,7 +290,7 @@ class SqliteStore:
             return out
         marks = ", ".join("?" * len(alert_ids))
         sql = (
-            "SELECT alert_id, at, actor, action, reason, from_status, to_status FROM alert_history "  # noqa: S608
+            "SELECT alert_id, at, actor, action, reason, from_status, to_status FROM alert_history "  # nosec B608 # noqa: S608
             f"WHERE alert_id IN ({marks}) ORDER BY at, rowid"  # only placeholders are interpolated
         )
         rows = self.conn().execute(sql, alert_ids)
