@@ -52,6 +52,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         journal_sync: SQLite ``synchronous`` for the journal: ``full`` survives power loss.
         rule_pack: a rule pack file to load instead of the packaged default.
         alerting: the alerting config (receivers, routes, inhibition); default: dashboard only.
+        tls_cert, tls_key: serve HTTPS (and send HSTS) with this PEM certificate and key.
         checkpoint_interval_s: how often the processor commits state and offsets.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
         rate_limit_per_s, rate_limit_burst: requests a second (and burst) per API key.
@@ -71,6 +72,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     journal_sync: str = "full"
     rule_pack: Path | None = None
     alerting: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
     log_level: str = "info"
     rate_limit_per_s: float = DEFAULT_RATE_LIMIT_PER_S

@@ -81,7 +81,12 @@ class ForbiddenError(AuthError):
 
     def __init__(self, scope: str) -> None:
         self.scope = scope
-        super().__init__(f"this API key lacks the {scope!r} scope")
+        if scope == "all audiences":
+            super().__init__("this API key is limited to some audiences; this needs one that sees all")
+        elif scope == "csrf":
+            super().__init__("missing or wrong X-CSRF-Token for a signed-in change")
+        else:
+            super().__init__(f"this API key lacks the {scope!r} scope")
 
 
 class OverloadedError(RingfenceError):

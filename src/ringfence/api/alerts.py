@@ -10,24 +10,28 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.alerts.model import STATUSES, Action
-from ringfence.api.auth import authorize, platform_of
+from ringfence.api.auth import authorize, check_visible, platform_of
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, int_param, text_param, time_param
 from ringfence.engine.rules import AUDIENCES, SEVERITIES
 from ringfence.errors import RequestError
 from ringfence.store.base import AlertQuery
+from ringfence.store.keys import KeyInfo
 
 MAX_LIMIT = 500
 MAX_REASON = 1_000
 
 
 async def list_alerts(request: Request) -> Response:
-    authorize(request, "alerts:read")
+    key = authorize(request, "alerts:read")
+    audiences = choice_params(request, "audience", AUDIENCES)
+    if key.audiences:  # object-level: a limited key lists only its audiences
+        audiences = tuple(a for a in (audiences or key.audiences) if a in key.audiences) or ("-",)
     query = AlertQuery(
         status=choice_params(request, "status", STATUSES),
         severity=choice_params(request, "severity", SEVERITIES),
-        audience=choice_params(request, "audience", AUDIENCES),
+        audience=audiences,
         rule_id=text_param(request, "rule_id"),
         customer_id=text_param(request, "customer_id"),
         since=time_param(request, "since"),
@@ -41,10 +45,19 @@ async def list_alerts(request: Request) -> Response:
 
 
 async def get_alert(request: Request) -> Response:
-    authorize(request, "alerts:read")
+    key = authorize(request, "alerts:read")
     store = platform_of(request).store
     alert = await run_in_threadpool(store.get_alert, request.path_params["alert_id"])
+    check_visible(key, alert.id, alert.audience)
     return json_response(alert)
+
+
+async def _visible(request: Request, key: KeyInfo) -> str:
+    """The path's alert id, after checking the key may act on that alert."""
+    alert_id: str = request.path_params["alert_id"]
+    alert = await run_in_threadpool(platform_of(request).store.get_alert, alert_id)
+    check_visible(key, alert_id, alert.audience)
+    return alert_id
 
 
 class _ActionBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -61,11 +74,12 @@ async def _reason(request: Request) -> str:
 def _action(action: Action) -> Any:
     async def endpoint(request: Request) -> Response:
         key = authorize(request, "alerts:write")
+        alert_id = await _visible(request, key)
         reason = await _reason(request)
         platform = platform_of(request)
         alert = await run_in_threadpool(
             platform.store.transition,
-            request.path_params["alert_id"],
+            alert_id,
             action,
             f"key:{key.name}",
             reason,
@@ -97,7 +111,7 @@ async def assign_alert(request: Request) -> Response:
     platform = platform_of(request)
     alert = await run_in_threadpool(
         platform.store.assign,
-        request.path_params["alert_id"],
+        await _visible(request, key),
         body.assignee,
         f"key:{key.name}",
         body.reason,
@@ -113,6 +127,6 @@ async def comment_alert(request: Request) -> Response:
         raise RequestError(400, "invalid_body", "text must be 1..4000 characters")
     platform = platform_of(request)
     alert = await run_in_threadpool(
-        platform.store.comment, request.path_params["alert_id"], body.text, f"key:{key.name}", platform.clock.time()
+        platform.store.comment, await _visible(request, key), body.text, f"key:{key.name}", platform.clock.time()
     )
     return json_response(alert, status=201)

@@ -13,7 +13,19 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ringfence.api import alerts, audit, customers, events, health, late, notifications, rules, silences, stream
+from ringfence.api import (
+    alerts,
+    audit,
+    customers,
+    events,
+    health,
+    late,
+    notifications,
+    rules,
+    session,
+    silences,
+    stream,
+)
 from ringfence.api.errors import handle_error
 from ringfence.api.ratelimit import TokenBuckets
 from ringfence.errors import RingfenceError
@@ -26,6 +38,7 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
 ]
+HSTS = [(b"strict-transport-security", b"max-age=31536000; includeSubDomains")]
 
 
 class SecurityHeaders:
@@ -39,9 +52,11 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        extra = SECURITY_HEADERS + (HSTS if scope.get("scheme") == "https" else [])
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+                message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -74,6 +89,8 @@ ROUTES = [
     Route("/v1/lists/{name}", rules.put_list, methods=["PUT"]),
     Route("/v1/customers/{customer_id}/features", customers.customer_features, methods=["GET"]),
     Route("/v1/audit", audit.list_audit, methods=["GET"]),
+    Route("/v1/session", session.sign_in, methods=["POST"]),
+    Route("/v1/session", session.sign_out, methods=["DELETE"]),
 ]
 
 

@@ -47,5 +47,5 @@ async def json_body(
         return kind()
     try:
         return msgspec.json.decode(raw, type=kind)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, "invalid_body", f"expected {expected}: {exc}") from None

@@ -6,14 +6,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import authorize, platform_of
+from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, int_param
 from ringfence.store.notifications import NotificationStore
 
 
 async def list_notifications(request: Request) -> Response:
-    authorize(request, "alerts:read")
+    require_unrestricted(authorize(request, "alerts:read"))
     platform = platform_of(request)
     status = choice_params(request, "status", ("pending", "sent", "dead"))
     limit = int_param(request, "limit", 100, 1, 1000) or 100
@@ -30,6 +30,7 @@ async def list_notifications(request: Request) -> Response:
 
 async def redrive(request: Request) -> Response:
     key = authorize(request, "alerts:write")
+    require_unrestricted(key)
     platform = platform_of(request)
     now = platform.clock.time()
     notification = await run_in_threadpool(

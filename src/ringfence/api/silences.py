@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.alerts.matchers import MatcherError
-from ringfence.api.auth import authorize, platform_of
+from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.errors import RequestError, StoreError
@@ -46,6 +46,7 @@ async def list_silences(request: Request) -> Response:
 
 async def create_silence(request: Request) -> Response:
     key = authorize(request, "alerts:write")
+    require_unrestricted(key)
     platform = platform_of(request)
     body = await json_body(request, _SilenceBody, "{matchers, ends_at, comment[, starts_at]}", 64 * 1024)
     now = platform.clock.time()
@@ -72,6 +73,7 @@ async def create_silence(request: Request) -> Response:
 
 async def delete_silence(request: Request) -> Response:
     key = authorize(request, "alerts:write")
+    require_unrestricted(key)
     platform = platform_of(request)
     now = platform.clock.time()
     silence = await run_in_threadpool(

@@ -15,7 +15,7 @@ HEARTBEAT_S = 15.0
 
 
 async def alert_stream(request: Request) -> StreamingResponse:
-    authorize(request, "alerts:read")
+    key = authorize(request, "alerts:read")
     stream = platform_of(request).stream
     queue = stream.subscribe()
 
@@ -27,6 +27,8 @@ async def alert_stream(request: Request) -> StreamingResponse:
                     event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
                 except TimeoutError:
                     yield b": ping\n\n"  # keeps proxies from closing an idle stream
+                    continue
+                if not key.sees(event["audience"]):
                     continue
                 yield b"event: alert\ndata: " + msgspec.json.encode(event) + b"\n\n"
         finally:

@@ -5,6 +5,7 @@ Works whether or not a server runs on the data dir: the server reads keys per re
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -15,7 +16,7 @@ from ringfence.cli.common import ConfigOption, DataDirOption, fail, settings_fro
 from ringfence.clock import SystemClock, iso
 from ringfence.errors import RingfenceError
 from ringfence.runtimes.embedded import open_store
-from ringfence.store.keys import SCOPES, ApiKeys
+from ringfence.store.keys import ROLES, SCOPES, ApiKeys
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -28,17 +29,25 @@ def _keys(config: ConfigOption, data_dir: DataDirOption) -> ApiKeys:
 @app.command()
 def create(
     name: Annotated[str, typer.Option("--name", help="A unique name for the key, e.g. the producer")],
-    scope: Annotated[list[str], typer.Option("--scope", help=f"Repeatable; one of {', '.join(SCOPES)}")],
+    scope: Annotated[list[str] | None, typer.Option("--scope", help=f"Repeatable; one of {', '.join(SCOPES)}")] = None,
+    role: Annotated[str | None, typer.Option(help=f"For a person: {', '.join(ROLES)} (a set of scopes)")] = None,
+    audience: Annotated[
+        list[str] | None, typer.Option(help="Repeatable: only alerts of these audiences (default: all)")
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a key. The key is printed once, as the last line of stdout."""
+    if role is not None and role not in ROLES:
+        fail(f"unknown role {role!r}; choose from {', '.join(ROLES)}")
+    scopes = sorted(set(scope or ()) | set(ROLES.get(role or "", ())))
     try:
-        key = _keys(config, data_dir).create(name, scope, SystemClock().time())
+        key = _keys(config, data_dir).create(name, scopes, SystemClock().time(), audiences=audience)
     except RingfenceError as exc:
         fail(str(exc))
+    limited = f", audiences {', '.join(audience)}" if audience else ""
     typer.echo(
-        f"Created key {name!r} with scopes {', '.join(sorted(set(scope)))}. Store it now; it is not shown again.",
+        f"Created key {name!r} with scopes {', '.join(scopes)}{limited}. Store it now; it is not shown again.",
         err=True,
     )
     typer.echo(key)
@@ -47,17 +56,18 @@ def create(
 @app.command("list")
 def list_(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
     """List keys (never their secrets)."""
-    table = Table("name", "key id", "scopes", "created", "last used", "revoked")
+    table = Table("name", "key id", "scopes", "audiences", "created", "last used", "revoked")
     for k in _keys(config, data_dir).list():
         table.add_row(
             k.name,
             k.key_id,
             " ".join(k.scopes),
+            " ".join(k.audiences) or "all",
             iso(k.created_at),
             iso(k.last_used_at) if k.last_used_at else "-",
             iso(k.revoked_at) if k.revoked_at else "-",
         )
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped output is not cut
 
 
 @app.command()

@@ -39,7 +39,7 @@ def up(
     except RingfenceError as exc:
         fail(str(exc))
     background = []
-    url = f"http://{settings.host}:{settings.port}"
+    url = f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}"
     typer.echo(f"Ringfence {platform.pack.version} rule pack, data in {settings.data_dir.resolve()}")
     typer.echo(f"API:      {url}   (OpenAPI at {url}/openapi.json, health at {url}/healthz)")
     if demo:
@@ -62,6 +62,8 @@ def up(
             log_config=None,
             access_log=False,
             server_header=False,
+            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
             timeout_graceful_shutdown=10,
         )
     )

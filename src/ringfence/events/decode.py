@@ -92,7 +92,7 @@ def split_body(body: bytes, ndjson: bool) -> list[msgspec.Raw | FieldError]:
                 continue
             try:
                 items.append(_raw_decoder.decode(line))
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 items.append(FieldError("$", f"malformed JSON: {exc}"))
             except RecursionError:
                 items.append(FieldError("$", TOO_DEEP))
@@ -103,7 +103,7 @@ def split_body(body: bytes, ndjson: bool) -> list[msgspec.Raw | FieldError]:
             return list(_raw_list_decoder.decode(body))
         if stripped.startswith(b"{"):
             return [_raw_decoder.decode(body)]
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise MalformedBody([FieldError("$", f"malformed JSON: {exc}")]) from None
     except RecursionError:
         raise MalformedBody([FieldError("$", TOO_DEEP)]) from None
@@ -113,7 +113,7 @@ def split_body(body: bytes, ndjson: bool) -> list[msgspec.Raw | FieldError]:
 def _guess_event_id(raw: msgspec.Raw) -> str | None:
     try:
         value = _lenient_decoder.decode(raw).get("event_id")
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
         return None
     return value[:128] if isinstance(value, str) else None
 
@@ -127,7 +127,7 @@ def validate_event(raw: bytes | msgspec.Raw, now: float, custom_types: Iterable[
         raise EventError([FieldError("$", f"event is larger than {MAX_EVENT_BYTES} bytes")])
     try:
         env = _envelope_decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise EventError(_field_errors(exc)) from None
     except RecursionError:
         raise EventError([FieldError("$", TOO_DEEP)]) from None
@@ -144,14 +144,14 @@ def validate_event(raw: bytes | msgspec.Raw, now: float, custom_types: Iterable[
     if decoder is not None:
         try:
             data = msgspec.to_builtins(decoder.decode(env.data))
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             errors.extend(_field_errors(exc, "data"))
         except RecursionError:
             errors.append(FieldError("data", TOO_DEEP))
     elif env.type in custom_types:
         try:
             data = _lenient_decoder.decode(env.data)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             errors.extend(_field_errors(exc, "data"))
         except RecursionError:
             errors.append(FieldError("data", TOO_DEEP))

@@ -18,9 +18,26 @@ from ringfence.errors import AuthError, ForbiddenError, NotFound, StoreError
 from ringfence.store.sqlite import SqliteStore
 
 SCOPES = ("events:write", "alerts:read", "alerts:write", "rules:read", "rules:write", "admin")
+# roles for people, as sets of scopes
+ROLES: dict[str, tuple[str, ...]] = {
+    "viewer": ("alerts:read", "rules:read"),
+    "analyst": ("alerts:read", "alerts:write", "rules:read"),
+    "admin": ("admin",),
+}
+AUDIENCES = ("fraud", "aml", "security", "ops", "customer")
 _KEY = re.compile(r"^rf_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LAST_USED_RESOLUTION_S = 60.0
+SESSION_TTL_S = 8 * 3600.0
+
+
+@dataclass(frozen=True)
+class Session:
+    """A signed-in browser: its key and the CSRF token its state changes must carry."""
+
+    key: KeyInfo
+    csrf: str
+    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -33,9 +50,18 @@ class KeyInfo:
     created_at: float
     revoked_at: float | None
     last_used_at: float | None
+    audiences: tuple[str, ...] = ()  # the alerts it may see; empty: all
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
+
+    def sees(self, audience: str) -> bool:
+        """Object-level check: may this key see and act on alerts of ``audience``?"""
+        return not self.audiences or audience in self.audiences
+
+    @property
+    def unrestricted(self) -> bool:
+        return not self.audiences
 
 
 def _hash(salt: bytes, secret: str) -> bytes:
@@ -49,22 +75,39 @@ class ApiKeys:
         self._store = store
         self._last_used_written: dict[str, float] = {}
 
-    def create(self, name: str, scopes: list[str], now: float, actor: str = "cli") -> str:
-        """Create a key and return it; this is the only time the secret is seen."""
+    def create(
+        self, name: str, scopes: list[str], now: float, actor: str = "cli", audiences: list[str] | None = None
+    ) -> str:
+        """Create a key and return it; this is the only time the secret is seen.
+
+        ``audiences`` limits which alerts the key sees (default: all).
+        """
         if not _NAME.match(name):
             raise StoreError(f"invalid key name {name!r}: use letters, digits, '.', '_' or '-'")
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown or not scopes:
             raise StoreError(f"unknown or missing scope(s) {unknown}; choose from {', '.join(SCOPES)}")
+        bad_audiences = sorted(set(audiences or ()) - set(AUDIENCES))
+        if bad_audiences:
+            raise StoreError(f"unknown audience(s) {bad_audiences}; choose from {', '.join(AUDIENCES)}")
         key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_bytes(16)
         with self._store.transaction() as conn:
             if conn.execute("SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,)).fetchone():
                 raise StoreError(f"a key named {name!r} exists; revoke it or choose another name")
             conn.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
-                (key_id, name, salt, _hash(salt, secret), " ".join(sorted(set(scopes))), now),
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
+                (
+                    key_id,
+                    name,
+                    salt,
+                    _hash(salt, secret),
+                    " ".join(sorted(set(scopes))),
+                    now,
+                    " ".join(sorted(set(audiences or ()))),
+                ),
             )
-            self._store.audit(conn, now, actor, "key.create", name, {"key_id": key_id, "scopes": sorted(scopes)})
+            detail = {"key_id": key_id, "scopes": sorted(scopes), "audiences": sorted(audiences or ())}
+            self._store.audit(conn, now, actor, "key.create", name, detail)
         return f"rf_{key_id}_{secret}"
 
     def revoke(self, name: str, now: float, actor: str = "cli") -> None:
@@ -76,9 +119,10 @@ class ApiKeys:
 
     def list(self) -> list[KeyInfo]:
         rows = self._store.conn().execute(
-            "SELECT key_id, name, scopes, created_at, revoked_at, last_used_at FROM api_keys ORDER BY created_at"
+            "SELECT key_id, name, scopes, created_at, revoked_at, last_used_at, audiences FROM api_keys "
+            "ORDER BY created_at"
         )
-        return [KeyInfo(k, n, tuple(s.split()), c, r, u) for k, n, s, c, r, u in rows]
+        return [KeyInfo(k, n, tuple(s.split()), c, r, u, tuple(a.split())) for k, n, s, c, r, u, a in rows]
 
     def authenticate(self, token: str, now: float) -> KeyInfo:
         """The key behind ``token``. Raises AuthError if it is malformed, unknown or revoked."""
@@ -89,7 +133,8 @@ class ApiKeys:
         row = (
             self._store.conn()
             .execute(
-                "SELECT name, salt, hash, scopes, created_at, revoked_at, last_used_at FROM api_keys WHERE key_id = ?",
+                "SELECT name, salt, hash, scopes, created_at, revoked_at, last_used_at, audiences FROM api_keys "
+                "WHERE key_id = ?",
                 (key_id,),
             )
             .fetchone()
@@ -97,7 +142,7 @@ class ApiKeys:
         if row is None:
             hmac.compare_digest(b"\0" * 32, _hash(b"\0" * 16, secret))  # same work as a real check
             raise AuthError("invalid API key")
-        name, salt, digest, scopes, created, revoked, last_used = row
+        name, salt, digest, scopes, created, revoked, last_used, audiences = row
         if not hmac.compare_digest(digest, _hash(salt, secret)):
             raise AuthError("invalid API key")
         if revoked is not None:
@@ -105,9 +150,69 @@ class ApiKeys:
         if now - self._last_used_written.get(key_id, 0.0) > LAST_USED_RESOLUTION_S:
             self._last_used_written[key_id] = now
             self._store.conn().execute("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (now, key_id))
-        return KeyInfo(key_id, name, tuple(scopes.split()), created, revoked, last_used)
+        return KeyInfo(key_id, name, tuple(scopes.split()), created, revoked, last_used, tuple(audiences.split()))
+
+    def by_id(self, key_id: str) -> KeyInfo | None:
+        """An active key by its public id (for sessions)."""
+        row = (
+            self._store.conn()
+            .execute(
+                "SELECT name, scopes, created_at, revoked_at, last_used_at, audiences FROM api_keys "
+                "WHERE key_id = ? AND revoked_at IS NULL",
+                (key_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        name, scopes, created, revoked, last_used, audiences = row
+        return KeyInfo(key_id, name, tuple(scopes.split()), created, revoked, last_used, tuple(audiences.split()))
 
     @staticmethod
     def require(key: KeyInfo, scope: str) -> None:
         if not key.allows(scope):
             raise ForbiddenError(scope)
+
+    # -- browser sessions ----------------------------------------------------------------
+
+    def create_session(self, token: str, now: float, ttl_s: float = SESSION_TTL_S) -> tuple[str, Session]:
+        """Sign in with an API key; return the session id (for the cookie) and the session.
+
+        Only a hash of the session id is stored. Raises AuthError for a bad key.
+        """
+        key = self.authenticate(token, now)
+        session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        with self._store.transaction() as conn:
+            conn.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
+            conn.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                (hashlib.sha256(session_id.encode()).digest(), key.key_id, csrf, now, now + ttl_s),
+            )
+            self._store.audit(conn, now, f"key:{key.name}", "session.login", key.name, {})
+        return session_id, Session(key, csrf, now + ttl_s)
+
+    def session(self, session_id: str, now: float) -> Session:
+        """The live session behind a cookie. Raises AuthError if unknown, expired or its key revoked."""
+        row = (
+            self._store.conn()
+            .execute(
+                "SELECT key_id, csrf, expires_at FROM sessions WHERE id_hash = ?",
+                (hashlib.sha256(session_id.encode()).digest(),),
+            )
+            .fetchone()
+        )
+        if row is None or row[2] < now:
+            raise AuthError("not signed in, or the session expired")
+        key = self.by_id(row[0])
+        if key is None:
+            raise AuthError("the session's API key has been revoked")
+        return Session(key, row[1], row[2])
+
+    def end_session(self, session_id: str, now: float) -> None:
+        with self._store.transaction() as conn:
+            row = conn.execute(
+                "SELECT key_id FROM sessions WHERE id_hash = ?", (hashlib.sha256(session_id.encode()).digest(),)
+            ).fetchone()
+            conn.execute("DELETE FROM sessions WHERE id_hash = ?", (hashlib.sha256(session_id.encode()).digest(),))
+            if row is not None:
+                self._store.audit(conn, now, f"key-id:{row[0]}", "session.logout", row[0], {})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -148,5 +148,15 @@ CREATE INDEX alert_comments_alert ON alert_comments (alert_id, at);
     4: """
 ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT '';
 CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL);
+""",
+    5: """
+ALTER TABLE api_keys ADD COLUMN audiences TEXT NOT NULL DEFAULT '';
+CREATE TABLE sessions (
+    id_hash BLOB PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
 """,
 }
