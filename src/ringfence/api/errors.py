@@ -67,7 +67,9 @@ async def handle_error(request: Request, exc: Exception) -> Response:
         return error_response(404, "not_found", str(exc))
     if isinstance(exc, StoreError):
         return error_response(409, "conflict", str(exc))
-    if isinstance(exc, HTTPException):
-        return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "error"), str(exc.detail))
+    if isinstance(exc, HTTPException):  # e.g. 405, which must keep its Allow header
+        return error_response(
+            exc.status_code, _HTTP_CODES.get(exc.status_code, "error"), str(exc.detail), None, exc.headers
+        )
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal error")
