@@ -34,6 +34,7 @@ log = logging.getLogger("ringfence.dispatcher")
 
 BATCH = 500
 AUTO_RESOLVE_EVERY_S = 10.0
+SENT_RETENTION_S = 30 * 86400.0  # sent notifications are kept this long; dead letters until re-driven
 _ALERT_COLUMNS = (
     "id, rule_id, severity, audience, status, customer_id, labels, title, summary, first_seen, last_seen, count"
 )
@@ -129,6 +130,10 @@ class Dispatcher:
         if now - self._last_auto_resolve >= AUTO_RESOLVE_EVERY_S:
             self._last_auto_resolve = now
             done += self.auto_resolve(now)
+            with self.store.transaction() as conn:
+                conn.execute(
+                    "DELETE FROM notifications WHERE status = 'sent' AND sent_at < ?", (now - SENT_RETENTION_S,)
+                )
         return done
 
     # -- alert changes --------------------------------------------------------------------------
@@ -155,6 +160,9 @@ class Dispatcher:
                             self.notes.save_group(conn, group)
                 published.append({"change": kind, **alert})
             self.notes.set_cursor(conn, events[-1][0])
+            conn.execute(
+                "DELETE FROM alert_events WHERE seq <= ?", (events[-1][0],)
+            )  # consumed: the outbox stays small
         if self.stream is not None:
             for event in published:
                 self.stream.publish(event)

@@ -68,7 +68,7 @@ class DecodedBatch:
         return len(self.events) + len(self.rejected)
 
 
-def _field_errors(exc: msgspec.ValidationError | msgspec.DecodeError, prefix: str = "") -> list[FieldError]:
+def _field_errors(exc: Exception, prefix: str = "") -> list[FieldError]:
     match = _PATH.match(str(exc))
     assert match is not None
     message, path = match.group("msg"), (match.group("path") or "").lstrip(".")

@@ -188,6 +188,7 @@ class Processor:
         if self.retention_s is not None and now - self._last_retention >= RETENTION_EVERY_S:
             self._last_retention = now
             deleted = self.log.delete_older_than(now - self.retention_s, self.offset)
+            self.store.conn().execute("DELETE FROM late_events WHERE ingested_at < ?", (now - self.retention_s,))
             if deleted:
                 log.info("retention deleted %d processed events from the log", deleted)
 
