@@ -8,6 +8,7 @@ from starlette.responses import Response
 from ringfence.api.auth import authorize, platform_of
 from ringfence.api.bodies import read_body
 from ringfence.api.errors import json_response
+from ringfence.api.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_request
 from ringfence.errors import RequestError
 
 JSON_TYPES = frozenset({"application/json"})
@@ -15,7 +16,7 @@ NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "applica
 
 
 async def post_events(request: Request) -> Response:
-    authorize(request, "events:write")
+    key = authorize(request, "events:write")
     platform = platform_of(request)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in JSON_TYPES | NDJSON_TYPES:
@@ -30,6 +31,14 @@ async def post_events(request: Request) -> Response:
         raise RequestError(503, "unavailable", "the platform is starting or stopping")
     service.check_capacity()
     body = await read_body(request, platform.settings.max_body_bytes)
+    if key.signing_key:
+        verify_request(
+            key.signing_key,
+            body,
+            request.headers.get(TIMESTAMP_HEADER),
+            request.headers.get(SIGNATURE_HEADER),
+            platform.clock.time(),
+        )
     result = await service.ingest(body, ndjson=media_type in NDJSON_TYPES)
     if result.accepted == 0 and result.duplicates == 0:
         raise RequestError(400, "invalid_events", "no valid event in the request", result.to_dict())

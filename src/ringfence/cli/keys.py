@@ -6,12 +6,14 @@ Works whether or not a server runs on the data dir: the server reads keys per re
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ringfence.api.signing import public_key_from_pem
 from ringfence.cli.common import ConfigOption, DataDirOption, fail, settings_from
 from ringfence.clock import SystemClock, iso
 from ringfence.errors import RingfenceError
@@ -34,6 +36,12 @@ def create(
     audience: Annotated[
         list[str] | None, typer.Option(help="Repeatable: only alerts of these audiences (default: all)")
     ] = None,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Ed25519 public key (PEM): requests with this key must be signed", exists=True, dir_okay=False
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -42,7 +50,10 @@ def create(
         fail(f"unknown role {role!r}; choose from {', '.join(ROLES)}")
     scopes = sorted(set(scope or ()) | set(ROLES.get(role or "", ())))
     try:
-        key = _keys(config, data_dir).create(name, scopes, SystemClock().time(), audiences=audience)
+        public_key = public_key_from_pem(signing_key.read_bytes()) if signing_key else ""
+        key = _keys(config, data_dir).create(
+            name, scopes, SystemClock().time(), audiences=audience, signing_key=public_key
+        )
     except RingfenceError as exc:
         fail(str(exc))
     limited = f", audiences {', '.join(audience)}" if audience else ""

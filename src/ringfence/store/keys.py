@@ -51,6 +51,7 @@ class KeyInfo:
     revoked_at: float | None
     last_used_at: float | None
     audiences: tuple[str, ...] = ()  # the alerts it may see; empty: all
+    signing_key: str = ""  # an Ed25519 public key (base64): its requests must be signed
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -76,7 +77,13 @@ class ApiKeys:
         self._last_used_written: dict[str, float] = {}
 
     def create(
-        self, name: str, scopes: list[str], now: float, actor: str = "cli", audiences: list[str] | None = None
+        self,
+        name: str,
+        scopes: list[str],
+        now: float,
+        actor: str = "cli",
+        audiences: list[str] | None = None,
+        signing_key: str = "",
     ) -> str:
         """Create a key and return it; this is the only time the secret is seen.
 
@@ -95,7 +102,7 @@ class ApiKeys:
             if conn.execute("SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,)).fetchone():
                 raise StoreError(f"a key named {name!r} exists; revoke it or choose another name")
             conn.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
                 (
                     key_id,
                     name,
@@ -104,9 +111,15 @@ class ApiKeys:
                     " ".join(sorted(set(scopes))),
                     now,
                     " ".join(sorted(set(audiences or ()))),
+                    signing_key,
                 ),
             )
-            detail = {"key_id": key_id, "scopes": sorted(scopes), "audiences": sorted(audiences or ())}
+            detail = {
+                "key_id": key_id,
+                "scopes": sorted(scopes),
+                "audiences": sorted(audiences or ()),
+                "signed_requests": bool(signing_key),
+            }
             self._store.audit(conn, now, actor, "key.create", name, detail)
         return f"rf_{key_id}_{secret}"
 
@@ -133,8 +146,8 @@ class ApiKeys:
         row = (
             self._store.conn()
             .execute(
-                "SELECT name, salt, hash, scopes, created_at, revoked_at, last_used_at, audiences FROM api_keys "
-                "WHERE key_id = ?",
+                "SELECT name, salt, hash, scopes, created_at, revoked_at, last_used_at, audiences, signing_key "
+                "FROM api_keys WHERE key_id = ?",
                 (key_id,),
             )
             .fetchone()
@@ -142,7 +155,7 @@ class ApiKeys:
         if row is None:
             hmac.compare_digest(b"\0" * 32, _hash(b"\0" * 16, secret))  # same work as a real check
             raise AuthError("invalid API key")
-        name, salt, digest, scopes, created, revoked, last_used, audiences = row
+        name, salt, digest, scopes, created, revoked, last_used, audiences, signing_key = row
         if not hmac.compare_digest(digest, _hash(salt, secret)):
             raise AuthError("invalid API key")
         if revoked is not None:
@@ -150,14 +163,16 @@ class ApiKeys:
         if now - self._last_used_written.get(key_id, 0.0) > LAST_USED_RESOLUTION_S:
             self._last_used_written[key_id] = now
             self._store.conn().execute("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (now, key_id))
-        return KeyInfo(key_id, name, tuple(scopes.split()), created, revoked, last_used, tuple(audiences.split()))
+        return KeyInfo(
+            key_id, name, tuple(scopes.split()), created, revoked, last_used, tuple(audiences.split()), signing_key
+        )
 
     def by_id(self, key_id: str) -> KeyInfo | None:
         """An active key by its public id (for sessions)."""
         row = (
             self._store.conn()
             .execute(
-                "SELECT name, scopes, created_at, revoked_at, last_used_at, audiences FROM api_keys "
+                "SELECT name, scopes, created_at, revoked_at, last_used_at, audiences, signing_key FROM api_keys "
                 "WHERE key_id = ? AND revoked_at IS NULL",
                 (key_id,),
             )
@@ -165,8 +180,10 @@ class ApiKeys:
         )
         if row is None:
             return None
-        name, scopes, created, revoked, last_used, audiences = row
-        return KeyInfo(key_id, name, tuple(scopes.split()), created, revoked, last_used, tuple(audiences.split()))
+        name, scopes, created, revoked, last_used, audiences, signing_key = row
+        return KeyInfo(
+            key_id, name, tuple(scopes.split()), created, revoked, last_used, tuple(audiences.split()), signing_key
+        )
 
     @staticmethod
     def require(key: KeyInfo, scope: str) -> None:

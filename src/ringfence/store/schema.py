@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -158,5 +158,8 @@ CREATE TABLE sessions (
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL
 );
+""",
+    6: """
+ALTER TABLE api_keys ADD COLUMN signing_key TEXT NOT NULL DEFAULT '';
 """,
 }

@@ -1,0 +1,84 @@
+"""Producer request signing: a key registered with an Ed25519 public key only ingests
+requests signed with the matching private key, fresh, over the exact body."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from ringfence.testing import event, ringfence_cli, run_embedded
+
+
+def sign(private: ed25519.Ed25519PrivateKey, body: bytes, timestamp: int) -> dict[str, str]:
+    signature = private.sign(str(timestamp).encode() + b"." + body)
+    return {
+        "X-Ringfence-Timestamp": str(timestamp),
+        "X-Ringfence-Signature": "ed25519=" + base64.b64encode(signature).decode(),
+    }
+
+
+def test_signed_requests(tmp_path: Path) -> None:
+    private = ed25519.Ed25519PrivateKey.generate()
+    pem = tmp_path / "producer.pub"
+    pem.write_bytes(
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    data_dir = tmp_path / "d"
+    out = ringfence_cli(
+        "keys", "create", "--name", "signed", "--scope", "events:write", "--signing-key", str(pem), data_dir=data_dir
+    )
+    key = out.stdout.strip().splitlines()[-1]
+    body = json.dumps([event()]).encode()
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    with run_embedded(data_dir) as server:
+        url = f"{server.url}/v1/events"
+        now = int(time.time())
+        assert httpx.post(url, content=body, headers={**headers, **sign(private, body, now)}).status_code == 202
+        unsigned = httpx.post(url, content=body, headers=headers)
+        assert unsigned.status_code == 401
+        assert "must sign" in unsigned.json()["error"]["message"]
+        tampered = body.replace(b"12.50", b"99.99")
+        assert httpx.post(url, content=tampered, headers={**headers, **sign(private, body, now)}).status_code == 401
+        stale = httpx.post(url, content=body, headers={**headers, **sign(private, body, now - 3600)})
+        assert stale.status_code == 401
+        assert "window" in stale.json()["error"]["message"]
+        other = ed25519.Ed25519PrivateKey.generate()
+        assert httpx.post(url, content=body, headers={**headers, **sign(other, body, now)}).status_code == 401
+        # a browser session with the same key does not escape the signature either
+        session = httpx.post(f"{server.url}/v1/session", json={"key": key}).json()
+        jar = {"rf_session": "x"}
+        signed_in = httpx.post(f"{server.url}/v1/session", json={"key": key})
+        jar["rf_session"] = signed_in.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+        with httpx.Client(cookies=jar) as browser:
+            response = browser.post(
+                url,
+                content=body,
+                headers={"Content-Type": "application/json", "X-CSRF-Token": signed_in.json()["csrf_token"]},
+            )
+        assert session["name"] == "signed"
+        assert response.status_code == 401
+
+
+def test_only_ed25519_public_keys_are_accepted(tmp_path: Path) -> None:
+    pem = tmp_path / "not-a-key.pem"
+    pem.write_text("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
+    result = ringfence_cli(
+        "keys",
+        "create",
+        "--name",
+        "x",
+        "--scope",
+        "events:write",
+        "--signing-key",
+        str(pem),
+        data_dir=tmp_path / "d",
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "not a PEM public key" in result.stderr
