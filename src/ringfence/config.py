@@ -145,10 +145,10 @@ def load_settings(
         raise ConfigError(f"invalid settings: {exc}") from exc
 
 
-def secret(name: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The secret in environment variable ``name`` (never logged, never a setting)."""
+def secret(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The secret in environment variable ``name``, or "" (never logged, never a setting)."""
     environ = os.environ if environ is None else environ
-    return environ.get(name) or None
+    return environ.get(name, "")
 
 
 def audit_key(environ: Mapping[str, str] | None = None) -> bytes | None:

@@ -7,7 +7,6 @@ the environment variable that holds its secret.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import msgspec
 import yaml
 
 from ringfence.alerts.matchers import Matcher, MatcherError, all_match, parse_matchers
+from ringfence.config import secret
 from ringfence.engine.durations import parse_duration
 from ringfence.errors import ConfigError
 
@@ -205,7 +205,7 @@ def build_config(raw: Any) -> AlertingConfig:
         options = getattr(r, kinds[0])
         for env_field in ("secret_env", "password_env", "routing_key_env"):
             env = getattr(options, env_field, None)
-            if env is not None and env not in os.environ:
+            if env is not None and not secret(env):
                 raise ConfigError(f"receivers[{i}] ({r.name}): environment variable {env} is not set")
         receivers[r.name] = Receiver(r.name, kinds[0], options)
     route = _route(doc.route or RouteDoc(receiver=DEFAULT_RECEIVER), None, "route", receivers)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import os
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -11,6 +10,7 @@ from typing import Any
 
 from ringfence.alerts.config import EmailDoc
 from ringfence.alerts.notify.base import Delivery, Outcome
+from ringfence.config import secret
 
 
 def email_message(payload: dict[str, Any], options: EmailDoc) -> EmailMessage:
@@ -40,7 +40,7 @@ class EmailNotifier:
     def __init__(self, name: str, options: EmailDoc) -> None:
         self.name = name
         self._options = options
-        self._password = os.environ[options.password_env] if options.password_env else None
+        self._password = secret(options.password_env) if options.password_env else None
 
     def send(self, payload: dict[str, Any], notification_id: str, now: float) -> Delivery:
         o = self._options

@@ -3,7 +3,6 @@ trigger, acknowledge and resolve refer to one incident and a retried event is ha
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +11,7 @@ import msgspec
 
 from ringfence.alerts.config import PagerDutyDoc
 from ringfence.alerts.notify.base import Delivery, Outcome, post_json
+from ringfence.config import secret
 
 SEVERITY = {"critical": "critical", "high": "error", "medium": "warning", "low": "info", "info": "info"}
 ACTION = {"open": "trigger", "suppressed": "trigger", "acknowledged": "acknowledge", "resolved": "resolve"}
@@ -49,7 +49,7 @@ class PagerDutyNotifier:
         self.name = name
         self._options = options
         self._client = client
-        self._routing_key = os.environ[options.routing_key_env]
+        self._routing_key = secret(options.routing_key_env)
 
     def send(self, payload: dict[str, Any], notification_id: str, now: float) -> Delivery:
         for alert in payload["alerts"]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from typing import Any
 
 import httpx
@@ -19,6 +18,7 @@ import msgspec
 
 from ringfence.alerts.config import WebhookDoc
 from ringfence.alerts.notify.base import Delivery, post_json
+from ringfence.config import secret
 
 SIGNATURE_HEADER = "X-Ringfence-Signature"
 TIMESTAMP_HEADER = "X-Ringfence-Timestamp"
@@ -46,7 +46,7 @@ class WebhookNotifier:
         self.name = name
         self._options = options
         self._client = client
-        self._secret = os.environ[options.secret_env].encode() if options.secret_env else None
+        self._secret = secret(options.secret_env).encode() if options.secret_env else None
 
     def send(self, payload: dict[str, Any], notification_id: str, now: float) -> Delivery:
         body = msgspec.json.encode(payload)

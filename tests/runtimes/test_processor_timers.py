@@ -1,0 +1,62 @@
+"""When nothing arrives, event time runs on with the wall clock: a quiet source is still
+reported silent, but a replay of old events is not closed early by today's clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ringfence.engine import Engine, load_pack
+from ringfence.log import SqliteLog
+from ringfence.metrics import Metrics
+from ringfence.runtimes.processor import Processor
+from ringfence.store import AlertQuery, SqliteStore
+from ringfence.testing import FixedClock
+from tests.factories import T0, ev
+
+PACK = load_pack("""
+version: t1
+patterns:
+  - id: silent
+    kind: absence
+    by: source
+    within: 5m
+    expect: {on: [api.request]}
+    severity: high
+    audience: ops
+    title: "{source} silent"
+    dedup: "{source}"
+""")
+
+
+def processor(tmp_path: Path, clock: FixedClock) -> tuple[Processor, SqliteLog, SqliteStore]:
+    log, store = SqliteLog(tmp_path / "j.db", 2), SqliteStore(tmp_path / "s.db")
+    p = Processor(log, store, Engine(PACK), Metrics(), clock)
+    p.recover()
+    return p, log, store
+
+
+def test_a_quiet_source_is_reported_once_the_wall_clock_passes_its_deadline(tmp_path: Path) -> None:
+    clock = FixedClock(T0)
+    p, log, store = processor(tmp_path, clock)
+    log.append([ev("api.request", at=T0, customer_id=None, source="gw")], ingested_at=T0)  # live: arrives as it happens
+    assert p.run_once() == 1
+    clock.advance(200)
+    p.run_once()
+    assert store.count_alerts() == 0  # 200 s of silence: not yet
+    clock.advance(110)  # 310 s since the last event: past 5 min + lateness
+    p.run_once()
+    (alert,) = store.list_alerts(AlertQuery())[0]
+    assert alert.title == "gw silent"
+    clock.advance(600)
+    p.run_once()
+    assert store.count_alerts() == 1  # fired once
+
+
+def test_old_events_replayed_now_are_not_closed_by_todays_clock(tmp_path: Path) -> None:
+    clock = FixedClock(T0 + 30 * 86400)  # the events are a month old
+    p, log, store = processor(tmp_path, clock)
+    log.append([ev("api.request", at=T0, customer_id=None, source="gw")], ingested_at=clock.time())
+    assert p.run_once() == 1
+    clock.advance(60)
+    p.run_once()
+    assert store.count_alerts() == 0  # only 60 s of (extrapolated) event time have passed
