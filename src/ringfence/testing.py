@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import socket
@@ -200,8 +201,6 @@ class Received:
     body: bytes
 
     def json(self) -> Any:
-        import json
-
         return json.loads(self.body)
 
 

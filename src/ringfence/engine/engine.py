@@ -104,6 +104,15 @@ def _ref(snap: Mapping[str, Any]) -> dict[str, Any]:
     return {k: snap[k] for k in ("event_id", "type", "occurred_at", "offset", "ingested_at")}
 
 
+def persisted_names(pack: RulePack) -> dict[str, str]:
+    """Each state name of ``pack`` with the digest of its definition, as checkpoints store it:
+    a changed definition never restores the state of the old one."""
+    specs: list[FeatureSpec | AnomalySpec | PatternSpec] = [*pack.features, *pack.anomalies, *pack.patterns]
+    return {
+        x.state_name: f"{x.state_name}#{hashlib.sha256(repr(x.signature).encode()).hexdigest()[:12]}" for x in specs
+    }
+
+
 class Engine:
     """Runs a rule pack over events. Single-threaded; one instance per set of partitions."""
 
@@ -126,12 +135,7 @@ class Engine:
         self._anomalies = {a.name: a for a in pack.anomalies}
         self._patterns = {p.id: p for p in pack.patterns}
         self._by_type: dict[str, tuple[list[FeatureSpec], list[AnomalySpec], list[Any], list[PatternSpec]]] = {}
-        # persisted state names carry the definition's digest, so a changed definition never
-        # restores the state of the old one
-        specs: list[FeatureSpec | AnomalySpec | PatternSpec] = [*pack.features, *pack.anomalies, *pack.patterns]
-        self.persisted_names = {
-            x.state_name: f"{x.state_name}#{hashlib.sha256(repr(x.signature).encode()).hexdigest()[:12]}" for x in specs
-        }
+        self.persisted_names = persisted_names(pack)
         self._internal_names = {v: k for k, v in self.persisted_names.items()}
 
     def _for_type(self, event_type: str) -> tuple[list[FeatureSpec], list[AnomalySpec], list[Any], list[PatternSpec]]:
@@ -378,14 +382,8 @@ class Engine:
 
     def dropped_state_names(self, pack: RulePack) -> list[str]:
         """State names this engine holds that an engine reloaded with ``pack`` would not keep."""
-        kept = self.reloaded(pack)
-        mine = {f.name for f in self.pack.features} | {a.state_name for a in self.pack.anomalies}
-        mine |= {p.state_name for p in self.pack.patterns}
-        theirs = {f.name for f in pack.features if kept.states.get(f.name) is self.states.get(f.name)}
-        theirs |= {a.state_name for a in pack.anomalies if kept.zstates.get(a.name, 0) is self.zstates.get(a.name, 1)}
-        theirs |= {a.state_name for a in pack.anomalies if kept.models.get(a.name, 0) is self.models.get(a.name, 1)}
-        theirs |= {p.state_name for p in pack.patterns if kept.pattern_states[p.id] is self.pattern_states.get(p.id)}
-        return sorted(mine - theirs)
+        kept = set(persisted_names(pack).values())
+        return sorted(name for name, persisted in self.persisted_names.items() if persisted not in kept)
 
     # -- persistence ---------------------------------------------------------------------------
 
