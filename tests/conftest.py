@@ -11,6 +11,15 @@ import pytest
 from ringfence.testing import EmbeddedServer, create_key, start_server
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--screenshots",
+        metavar="DIR",
+        default=None,
+        help="save the dashboard browser tests' screenshots here (the README's: --screenshots docs/screenshots)",
+    )
+
+
 @dataclass
 class Keys:
     admin: str

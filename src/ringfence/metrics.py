@@ -36,5 +36,16 @@ class Metrics:
             "ringfence_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
         )
 
+    def total(self, name: str, **labels: str) -> float:
+        """A counter's value summed over the label sets that match ``labels``
+        (``name`` as declared, without the ``_total`` suffix)."""
+        return sum(
+            sample.value
+            for family in self.registry.collect()
+            if family.name == name
+            for sample in family.samples
+            if sample.name == f"{name}_total" and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

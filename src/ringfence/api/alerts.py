@@ -23,12 +23,11 @@ MAX_LIMIT = 500
 MAX_REASON = 1_000
 
 
-async def list_alerts(request: Request) -> Response:
-    key = authorize(request, "alerts:read")
+def _query(request: Request, key: KeyInfo) -> AlertQuery:
     audiences = choice_params(request, "audience", AUDIENCES)
     if key.audiences:  # object-level: a limited key lists only its audiences
         audiences = tuple(a for a in (audiences or key.audiences) if a in key.audiences) or ("-",)
-    query = AlertQuery(
+    return AlertQuery(
         status=choice_params(request, "status", STATUSES),
         severity=choice_params(request, "severity", SEVERITIES),
         audience=audiences,
@@ -39,9 +38,21 @@ async def list_alerts(request: Request) -> Response:
         limit=int_param(request, "limit", 50, 1, MAX_LIMIT) or 50,
         cursor=int_param(request, "cursor", None, 0, 2**62),
     )
+
+
+async def list_alerts(request: Request) -> Response:
+    query = _query(request, authorize(request, "alerts:read"))
     store = platform_of(request).store
     alerts, next_cursor = await run_in_threadpool(store.list_alerts, query)
     return json_response({"items": alerts, "next_cursor": str(next_cursor) if next_cursor else None})
+
+
+async def count_alerts(request: Request) -> Response:
+    """The alerts the same filters would list, counted by severity and by status."""
+    query = _query(request, authorize(request, "alerts:read"))
+    counts = await run_in_threadpool(platform_of(request).store.count_alerts_by, query)
+    total = sum(counts["status"].values())
+    return json_response({"total": total, "by_severity": counts["severity"], "by_status": counts["status"]})
 
 
 async def get_alert(request: Request) -> Response:
@@ -50,6 +61,25 @@ async def get_alert(request: Request) -> Response:
     alert = await run_in_threadpool(store.get_alert, request.path_params["alert_id"])
     check_visible(key, alert.id, alert.audience)
     return json_response(alert)
+
+
+async def alert_events(request: Request) -> Response:
+    """The events behind an alert's evidence, read back from the log (stored masked).
+    An event removed by log retention is listed with ``event: null``."""
+    key = authorize(request, "alerts:read")
+    platform = platform_of(request)
+    alert = await run_in_threadpool(platform.store.get_alert, request.path_params["alert_id"])
+    check_visible(key, alert.id, alert.audience)
+
+    def load() -> list[dict[str, Any]]:
+        items = []
+        for evidence in alert.evidence.get("events", []):
+            record = platform.log.get(int(evidence["offset"]))
+            event = msgspec.json.decode(record.body) if record is not None else None
+            items.append({"offset": evidence["offset"], "event_id": evidence["event_id"], "event": event})
+        return items
+
+    return json_response({"alert_id": alert.id, "items": await run_in_threadpool(load)})
 
 
 async def _visible(request: Request, key: KeyInfo) -> str:

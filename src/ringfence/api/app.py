@@ -21,6 +21,7 @@ from ringfence.api import (
     health,
     late,
     notifications,
+    ops,
     rules,
     session,
     silences,
@@ -28,6 +29,7 @@ from ringfence.api import (
 )
 from ringfence.api.errors import handle_error
 from ringfence.api.ratelimit import TokenBuckets
+from ringfence.dashboard.routes import DASHBOARD_ROUTES
 from ringfence.errors import RingfenceError
 from ringfence.runtimes.embedded import Platform
 
@@ -38,11 +40,13 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
 ]
+CSP = b"content-security-policy"
 HSTS = [(b"strict-transport-security", b"max-age=31536000; includeSubDomains")]
 
 
 class SecurityHeaders:
-    """Adds the headers every response carries (an API answers no browser content yet)."""
+    """Adds the headers every response carries. The API's CSP allows nothing at all; a
+    dashboard page sets its own (scripts and styles of this origin only) and keeps it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -56,7 +60,9 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + extra
+                headers = list(message.get("headers", []))
+                own_csp = any(name.lower() == b"content-security-policy" for name, _ in headers)
+                message["headers"] = headers + [h for h in extra if not (own_csp and h[0] == CSP)]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -71,7 +77,9 @@ ROUTES = [
     Route("/v1/events/late", late.list_late_events, methods=["GET"]),
     Route("/v1/alerts", alerts.list_alerts, methods=["GET"]),
     Route("/v1/alerts/stream", stream.alert_stream, methods=["GET"]),
+    Route("/v1/alerts/counts", alerts.count_alerts, methods=["GET"]),
     Route("/v1/alerts/{alert_id}", alerts.get_alert, methods=["GET"]),
+    Route("/v1/alerts/{alert_id}/events", alerts.alert_events, methods=["GET"]),
     Route("/v1/alerts/{alert_id}/ack", alerts.ack_alert, methods=["POST"]),
     Route("/v1/alerts/{alert_id}/resolve", alerts.resolve_alert, methods=["POST"]),
     Route("/v1/alerts/{alert_id}/assign", alerts.assign_alert, methods=["POST"]),
@@ -88,7 +96,10 @@ ROUTES = [
     Route("/v1/lists/{name}", rules.get_list, methods=["GET"]),
     Route("/v1/lists/{name}", rules.put_list, methods=["PUT"]),
     Route("/v1/customers/{customer_id}/features", customers.customer_features, methods=["GET"]),
+    Route("/v1/customers/{customer_id}/events", customers.customer_events, methods=["GET"]),
+    Route("/v1/stats", ops.stats, methods=["GET"]),
     Route("/v1/audit", audit.list_audit, methods=["GET"]),
+    Route("/v1/session", session.current_session, methods=["GET"]),
     Route("/v1/session", session.sign_in, methods=["POST"]),
     Route("/v1/session", session.sign_out, methods=["DELETE"]),
 ]
@@ -109,7 +120,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage_lifecycle:
             platform.start()
-        tasks = [asyncio.create_task(job()) for job in background]
+        tasks = [asyncio.create_task(job()) for job in (*background, app.state.ops_history.run)]
         try:
             yield
         finally:
@@ -120,11 +131,12 @@ def create_app(
                 platform.stop()
 
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *DASHBOARD_ROUTES],
         lifespan=lifespan,
         exception_handlers={RingfenceError: handle_error, HTTPException: handle_error, Exception: handle_error},
     )
     app.state.platform = platform
+    app.state.ops_history = ops.OpsHistory(platform)
     settings = platform.settings
     app.state.limits = Limits(
         per_key=TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst, platform.clock),

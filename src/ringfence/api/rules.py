@@ -29,7 +29,9 @@ MAX_LIST_VALUE_CHARS = 256
 
 def describe(platform: Platform, pack: RulePack) -> dict[str, Any]:
     """A pack as ``GET /v1/rules`` shows it, with each detection's hit counts."""
+    now = platform.clock.time()
     hits = platform.store.rule_hits()
+    last_hour, last_day = platform.store.rule_hits(since=now - 3600), platform.store.rule_hits(since=now - 86400)
     specs: list[RuleSpec | PatternSpec] = [*pack.rules, *pack.patterns]
     detections = [
         {
@@ -41,6 +43,8 @@ def describe(platform: Platform, pack: RulePack) -> dict[str, Any]:
             "severity": d.output.severity,
             "audience": d.output.audience,
             "hits": hits.get(d.id, {}),
+            "hits_last_hour": last_hour.get(d.id, {}),
+            "hits_last_day": last_day.get(d.id, {}),
         }
         for d in specs
     ]

@@ -13,11 +13,33 @@ from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.clock import iso
 from ringfence.errors import AuthError
-from ringfence.store.keys import SESSION_TTL_S
+from ringfence.store.keys import SESSION_TTL_S, Session
 
 
 class _SignIn(msgspec.Struct, forbid_unknown_fields=True):
     key: str
+
+
+def _describe(session: Session) -> dict[str, object]:
+    return {
+        "name": session.key.name,
+        "scopes": list(session.key.scopes),
+        "audiences": list(session.key.audiences),
+        "csrf_token": session.csrf,
+        "expires_at": iso(session.expires_at),
+    }
+
+
+async def current_session(request: Request) -> Response:
+    """The signed-in session, with its CSRF token for a page that was (re)loaded. CORS is not
+    enabled, so only pages of this origin can read it."""
+    authorize(request, None)
+    platform = platform_of(request)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie or request.headers.get("authorization"):
+        raise AuthError("not signed in: this reads a browser session, not an API key")
+    session = await run_in_threadpool(platform.keys.session, cookie, platform.clock.time())
+    return json_response(_describe(session))
 
 
 async def sign_in(request: Request) -> Response:
@@ -30,16 +52,7 @@ async def sign_in(request: Request) -> Response:
         client = request.client.host if request.client else "unknown"
         request.app.state.limits.failures.check(client, "too many failed sign-ins from this address")
         raise
-    response = json_response(
-        {
-            "name": session.key.name,
-            "scopes": list(session.key.scopes),
-            "audiences": list(session.key.audiences),
-            "csrf_token": session.csrf,
-            "expires_at": iso(session.expires_at),
-        },
-        status=201,
-    )
+    response = json_response(_describe(session), status=201)
     response.set_cookie(
         SESSION_COOKIE, session_id, max_age=int(SESSION_TTL_S), path="/", secure=True, httponly=True, samesite="strict"
     )

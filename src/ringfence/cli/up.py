@@ -42,6 +42,7 @@ def up(
     url = f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}"
     typer.echo(f"Ringfence {platform.pack.version} rule pack, data in {settings.data_dir.resolve()}")
     typer.echo(f"API:      {url}   (OpenAPI at {url}/openapi.json, health at {url}/healthz)")
+    typer.echo(f"Dashboard: {url}/   (sign in with a person's API key)")
     if demo:
         background.append(functools.partial(run_demo_traffic, platform, rate_per_s=demo_rate))
         now = SystemClock().time()
@@ -49,7 +50,7 @@ def up(
             platform.keys.revoke(DEMO_KEY_NAME, now, actor="ringfence up --demo")
         key = platform.keys.create(DEMO_KEY_NAME, DEMO_SCOPES, now, actor="ringfence up --demo")
         typer.echo("Demo:     simulated traffic with injected fraud is being ingested")
-        typer.echo(f"Demo key: {key}")
+        typer.echo(f"Demo key: {key}   (also signs in to the dashboard)")
         typer.echo(f"Try:      curl -H 'Authorization: Bearer {key}' '{url}/v1/alerts?limit=5'")
     else:
         typer.echo("Keys:     ringfence keys create --name NAME --scope events:write --scope alerts:read")

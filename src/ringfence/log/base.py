@@ -21,8 +21,12 @@ class Record:
 
 def partition_for(event: Event, partitions: int) -> int:
     """The partition of an event: by customer, so one customer's events stay in order."""
-    key = event.customer_id or event.data.get("service") or ""
-    return zlib.crc32(str(key).encode()) % partitions
+    return partition_of_key(str(event.customer_id or event.data.get("service") or ""), partitions)
+
+
+def partition_of_key(key: str, partitions: int) -> int:
+    """The partition that holds the events of partition key ``key`` (a customer id)."""
+    return zlib.crc32(key.encode()) % partitions
 
 
 class EventLog(Protocol):

@@ -12,9 +12,11 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import msgspec
+
 from ringfence.errors import StoreError
-from ringfence.events.model import Event, encode_event
-from ringfence.log.base import Record, partition_for
+from ringfence.events.model import Event, decode_event, encode_event
+from ringfence.log.base import Record, partition_for, partition_of_key
 
 SCHEMA_VERSION = "1"
 _SCHEMA = """
@@ -115,6 +117,32 @@ class SqliteLog:
             .fetchone()
         )
         return Record(*row) if row else None
+
+    def lag_by_partition(self, processed_up_to: int) -> dict[int, int]:
+        """Events not yet processed, per partition (every partition listed, idle ones with 0)."""
+        lag = dict.fromkeys(range(self.partitions), 0)
+        rows = self._conn().execute(
+            "SELECT partition, count(*) FROM journal WHERE offset > ? GROUP BY partition", (processed_up_to,)
+        )
+        lag.update((int(p), int(n)) for p, n in rows)
+        return lag
+
+    def recent_of_customer(self, customer_id: str, limit: int, scan: int) -> tuple[list[Record], int]:
+        """The newest ``limit`` events of ``customer_id`` among the latest ``scan`` offsets,
+        newest first, and the lowest offset searched.
+
+        No index on the customer (it would slow every append): the bounded scan reads one
+        partition's rows and matches the stored JSON in SQLite, then checks each candidate.
+        """
+        lowest = max(0, self.head() - scan) + 1
+        needle = b'"customer_id":' + msgspec.json.encode(customer_id)
+        rows = self._conn().execute(
+            "SELECT offset, partition, ingested_at, body FROM journal "
+            "WHERE offset >= ? AND partition = ? AND instr(body, ?) > 0 ORDER BY offset DESC LIMIT ?",
+            (lowest, partition_of_key(customer_id, self.partitions), needle, limit),
+        )
+        records = [Record(*row) for row in rows]
+        return [r for r in records if decode_event(r.body).customer_id == customer_id], lowest
 
     def delete_older_than(self, ingested_before: float, processed_up_to: int) -> int:
         """Retention: drop processed records ingested before the cut-off; return how many."""

@@ -229,6 +229,11 @@ class NotificationStore:
         sql += " ORDER BY created_at DESC LIMIT ?"
         return [_notification(row) for row in self.store.conn().execute(sql, [*args, limit])]
 
+    def count_by_status(self) -> dict[str, int]:
+        """Notifications per status (pending, sent, dead)."""
+        rows = self.store.conn().execute("SELECT status, count(*) FROM notifications GROUP BY status")
+        return {status: int(n) for status, n in rows}
+
     def redrive(self, notification_id: str, actor: str, now: float) -> Notification:
         """Send a dead letter again: back to pending, attempts reset (audited)."""
         with self.store.transaction() as conn:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -161,5 +161,14 @@ CREATE TABLE sessions (
 """,
     6: """
 ALTER TABLE api_keys ADD COLUMN signing_key TEXT NOT NULL DEFAULT '';
+""",
+    7: """
+CREATE TABLE rule_hits_by_minute (
+    rule_id TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    hits INTEGER NOT NULL,
+    PRIMARY KEY (rule_id, mode, minute)
+) WITHOUT ROWID;
 """,
 }

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from ringfence.store.base import AlertQuery, Checkpoint, LateEvent
 from ringfence.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 MAX_EVIDENCE_EVENTS = 50
+RULE_HITS_KEPT_MINUTES = 2 * 24 * 60  # per-minute hit counts answer "last hour" and "last day"
 SYSTEM_ACTOR = "ringfence"
 _json = msgspec.json.Encoder()
 _ALERT_COLUMNS = (
@@ -50,6 +52,7 @@ class SqliteStore:
         self.path = path
         self.audit_key = audit_key
         self._local = threading.local()
+        self._pruned_minute: int | None = None
         self._migrate()
 
     def conn(self) -> sqlite3.Connection:
@@ -146,9 +149,9 @@ class SqliteStore:
 
     def _apply_signal(self, conn: sqlite3.Connection, s: AlertSignal, now: float) -> tuple[Decision, str]:
         if s.mode == "shadow":
-            self._count_hit(conn, s.rule_id, "shadow")
+            self._count_hit(conn, s.rule_id, "shadow", now)
             return Decision.SHADOW, ""
-        self._count_hit(conn, s.rule_id, "live")
+        self._count_hit(conn, s.rule_id, "live", now)
         evidence_event = {
             "event_id": s.event_id,
             "type": s.event_type,
@@ -222,36 +225,26 @@ class SqliteStore:
         )
         return Decision.CREATED, aid
 
-    @staticmethod
-    def _count_hit(conn: sqlite3.Connection, rule_id: str, mode: str) -> None:
+    def _count_hit(self, conn: sqlite3.Connection, rule_id: str, mode: str, now: float) -> None:
         conn.execute(
             "INSERT INTO rule_hits VALUES (?, ?, 1) ON CONFLICT (rule_id, mode) DO UPDATE SET hits = hits + 1",
             (rule_id, mode),
         )
+        minute = int(now // 60)
+        conn.execute(
+            "INSERT INTO rule_hits_by_minute VALUES (?, ?, ?, 1) "
+            "ON CONFLICT (rule_id, mode, minute) DO UPDATE SET hits = hits + 1",
+            (rule_id, mode, minute),
+        )
+        if minute != self._pruned_minute:  # once a minute keeps the table bounded
+            self._pruned_minute = minute
+            conn.execute("DELETE FROM rule_hits_by_minute WHERE minute < ?", (minute - RULE_HITS_KEPT_MINUTES,))
 
     # -- API side ------------------------------------------------------------------------
 
     def list_alerts(self, query: AlertQuery) -> tuple[list[Alert], int | None]:
         """One page of alerts, newest first, and the cursor of the next page (or None)."""
-        where: list[str] = []
-        args: list[Any] = []
-        for column, values in (("status", query.status), ("severity", query.severity), ("audience", query.audience)):
-            if values:
-                where.append(f"{column} IN ({', '.join('?' * len(values))})")
-                args.extend(values)
-        for column, value in (("rule_id", query.rule_id), ("customer_id", query.customer_id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if query.since is not None:
-            where.append("last_seen >= ?")
-            args.append(query.since)
-        if query.until is not None:
-            where.append("first_seen < ?")
-            args.append(query.until)
-        if query.cursor is not None:
-            where.append("seq < ?")
-            args.append(query.cursor)
+        where, args = _alert_filters(query)
         sql = f"SELECT {_ALERT_COLUMNS} FROM alerts"  # nosec B608 # noqa: S608 - columns and clauses are constants
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -423,11 +416,56 @@ class SqliteStore:
     def count_late_events(self) -> int:
         return int(self.conn().execute("SELECT count(*) FROM late_events").fetchone()[0])
 
-    def rule_hits(self) -> dict[str, dict[str, int]]:
+    def rule_hits(self, since: float | None = None) -> dict[str, dict[str, int]]:
+        """Hits per rule and mode: all of them, or those counted at or after ``since``
+        (to the minute; counts older than two days are not kept)."""
         out: dict[str, dict[str, int]] = {}
-        for rule_id, mode, hits in self.conn().execute("SELECT rule_id, mode, hits FROM rule_hits"):
-            out.setdefault(rule_id, {})[mode] = hits
+        if since is None:
+            rows = self.conn().execute("SELECT rule_id, mode, hits FROM rule_hits")
+        else:
+            rows = self.conn().execute(
+                "SELECT rule_id, mode, sum(hits) FROM rule_hits_by_minute WHERE minute >= ? GROUP BY rule_id, mode",
+                (int(since // 60),),
+            )
+        for rule_id, mode, hits in rows:
+            out.setdefault(rule_id, {})[mode] = int(hits)
         return out
+
+    def count_alerts_by(self, query: AlertQuery) -> dict[str, dict[str, int]]:
+        """Alerts matching ``query`` (limit and cursor ignored), counted by severity and by status."""
+        where, args = _alert_filters(replace(query, cursor=None))
+        sql = "SELECT severity, status, count(*) FROM alerts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)  # clauses are constants, values are bound
+        counts: dict[str, dict[str, int]] = {"severity": {}, "status": {}}
+        for severity, status, n in self.conn().execute(sql + " GROUP BY severity, status", args):
+            counts["severity"][severity] = counts["severity"].get(severity, 0) + n
+            counts["status"][status] = counts["status"].get(status, 0) + n
+        return counts
 
     def count_alerts(self) -> int:
         return int(self.conn().execute("SELECT count(*) FROM alerts").fetchone()[0])
+
+
+def _alert_filters(query: AlertQuery) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses (constants with placeholders) and bound values of an alert query."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, values in (("status", query.status), ("severity", query.severity), ("audience", query.audience)):
+        if values:
+            where.append(f"{column} IN ({', '.join('?' * len(values))})")
+            args.extend(values)
+    for column, value in (("rule_id", query.rule_id), ("customer_id", query.customer_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if query.since is not None:
+        where.append("last_seen >= ?")
+        args.append(query.since)
+    if query.until is not None:
+        where.append("first_seen < ?")
+        args.append(query.until)
+    if query.cursor is not None:
+        where.append("seq < ?")
+        args.append(query.cursor)
+    return where, args

@@ -1,0 +1,90 @@
+"""Routes of the dashboard's pages and assets.
+
+Every page is the same static shell; its script picks the view from the path and fetches
+what it shows from the API. A page asked for without a live session redirects to sign-in,
+so no view is ever rendered for a stranger. Assets hold no data and are public (the
+sign-in page needs them).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from ringfence.api.auth import SESSION_COOKIE, platform_of
+from ringfence.errors import AuthError, NotFound
+
+STATIC = resources.files("ringfence.dashboard").joinpath("static")
+CONTENT_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".html": "text/html; charset=utf-8",
+}
+# strict: scripts, styles and connections to this origin only; nothing inline, no framing
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def _asset(name: str) -> bytes | None:
+    """The bytes of a shipped asset; None for anything else (no path ever leaves ``static/``)."""
+    parts = name.split("/")
+    if not all(part and not part.startswith(".") for part in parts):
+        return None
+    node = STATIC
+    for part in parts:
+        node = node.joinpath(part)
+    return node.read_bytes() if node.is_file() else None
+
+
+SHELL = _asset("page.html") or b""
+
+
+def _signed_in(request: Request) -> bool:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return False
+    platform = platform_of(request)
+    try:
+        platform.keys.session(cookie, platform.clock.time())
+    except AuthError:
+        return False
+    return True
+
+
+async def page(request: Request) -> Response:
+    if not await run_in_threadpool(_signed_in, request):
+        return RedirectResponse("/signin?next=" + quote(request.url.path, safe="/"), status_code=303)
+    return Response(SHELL, media_type="text/html; charset=utf-8", headers={"content-security-policy": PAGE_CSP})
+
+
+async def sign_in_page(request: Request) -> Response:
+    return Response(SHELL, media_type="text/html; charset=utf-8", headers={"content-security-policy": PAGE_CSP})
+
+
+async def asset(request: Request) -> Response:
+    name: str = request.path_params["name"]
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    body = _asset(name) if suffix in CONTENT_TYPES else None
+    if body is None:
+        raise NotFound(f"no asset {name!r}")
+    return Response(body, media_type=CONTENT_TYPES[suffix], headers={"content-security-policy": PAGE_CSP})
+
+
+DASHBOARD_ROUTES = [
+    Route("/", page, methods=["GET"]),
+    Route("/alerts/{alert_id}", page, methods=["GET"]),
+    Route("/customers", page, methods=["GET"]),
+    Route("/customers/{customer_id}", page, methods=["GET"]),
+    Route("/operations", page, methods=["GET"]),
+    Route("/rules", page, methods=["GET"]),
+    Route("/signin", sign_in_page, methods=["GET"]),
+    Route("/static/{name:path}", asset, methods=["GET"]),
+]

@@ -1,0 +1,64 @@
+// Operations: throughput, lag (also per partition), late and rejected events, alerts and
+// notification health, charted from /v1/stats and refreshed every few seconds.
+import { api } from "../api.js";
+import { h, table, number, errorBox, section, lineChart } from "../ui.js";
+
+function tile(label, value, id) {
+  return h("div", { class: "tile" }, h("span", { class: "tile-label" }, label), h("strong", { id }, value));
+}
+
+function view(stats) {
+  const s = stats.series;
+  const times = s.map((p) => p.at);
+  const last = s.at(-1) || {};
+  return [
+    h("div", { class: "tiles" },
+      tile("Ingested /s", number(last.ingested_per_s || 0, 1), "t-ingested"),
+      tile("Processed /s", number(last.processed_per_s || 0, 1), "t-processed"),
+      tile("Lag (events)", number(stats.lag_events), "t-lag"),
+      tile("Alerts /s", number(last.alerts_per_s || 0, 2), "t-alerts"),
+      tile("Rejected (total)", number(stats.totals.rejected), "t-rejected"),
+      tile("Late (total)", number(stats.totals.late), "t-late"),
+      tile("Notification failures", number(stats.totals.notification_failures), "t-failures"),
+      tile("Dead letters", number(stats.notifications.dead), "t-dead")),
+    h("div", { class: "charts" },
+      lineChart("Events per second", times, [
+        { name: "ingested", values: s.map((p) => p.ingested_per_s) },
+        { name: "processed", values: s.map((p) => p.processed_per_s) }], "/s"),
+      lineChart("Processor lag (events)", times, [{ name: "lag", values: s.map((p) => p.lag_events) }]),
+      lineChart("Alerts per second", times, [{ name: "alerts", values: s.map((p) => p.alerts_per_s) }], "/s"),
+      lineChart("Rejected and late events per second", times, [
+        { name: "rejected", values: s.map((p) => p.rejected_per_s) },
+        { name: "late", values: s.map((p) => p.late_per_s) }], "/s"),
+      lineChart("Notification failures per second", times, [{ name: "failures", values: s.map((p) => p.notification_failures_per_s) }], "/s")),
+    h("div", { class: "two-col" },
+      section("Lag per partition", table("Lag per partition", ["Partition", "Events behind"],
+        stats.partitions.map((p) => h("tr", {}, h("td", {}, p.partition), h("td", { class: "num" }, number(p.lag_events)))))),
+      section("Pipeline", h("dl", { class: "facts" },
+        h("dt", {}, "Log head"), h("dd", {}, number(stats.log_head)),
+        h("dt", {}, "Processed offset"), h("dd", {}, number(stats.processed_offset)),
+        h("dt", {}, "Ingested since start"), h("dd", {}, number(stats.totals.ingested)),
+        h("dt", {}, "Duplicates since start"), h("dd", {}, number(stats.totals.duplicates)),
+        h("dt", {}, "Late events stored"), h("dd", {}, number(stats.late_events_stored)),
+        h("dt", {}, "Notifications sent / pending / dead"),
+        h("dd", {}, `${number(stats.notifications.sent)} / ${number(stats.notifications.pending)} / ${number(stats.notifications.dead)}`)))),
+  ];
+}
+
+export async function render(main) {
+  document.title = "Operations · Ringfence";
+  const body = h("div", { id: "ops" });
+  main.replaceChildren(h("div", { class: "title-row" }, h("h1", {}, "Operations"), h("span", { class: "live on" }, "● refreshes every 2 s")), body);
+  let stopped = false;
+  addEventListener("pagehide", () => { stopped = true; });
+  async function refresh() {
+    try {
+      const stats = await api("/v1/stats");
+      body.replaceChildren(...view(stats));
+    } catch (error) {
+      body.replaceChildren(errorBox(error));
+    }
+    if (!stopped) setTimeout(refresh, 2000);
+  }
+  await refresh();
+}

@@ -1,0 +1,270 @@
+"""The dashboard in a real browser: sign in, watch an alert arrive live, read its evidence,
+acknowledge it, sign out; the customer, operations and rules views; offline assets, a strict
+CSP with no violation, labelled controls, and a phone-width layout."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ringfence.testing import EmbeddedServer, create_key, event, start_server
+from tests.api.test_events_api import post, risky_transfer, uid
+
+LIVE_TIMEOUT_MS = 15_000
+
+
+class Session:
+    """A browser context on the server, with every console message and outside request kept."""
+
+    def __init__(self, browser: Any, server: EmbeddedServer, width: int = 1280, height: int = 720) -> None:
+        self.server = server
+        self.context = browser.new_context(viewport={"width": width, "height": height}, base_url=server.url)
+        self.page = self.context.new_page()
+        self.console: list[str] = []
+        self.outside: list[str] = []
+        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+        self.context.on("request", self._request)
+
+    def _request(self, request: Any) -> None:
+        if not request.url.startswith(self.server.url):
+            self.outside.append(request.url)
+
+    def sign_in(self, key: str, path: str = "/") -> None:
+        self.page.goto(path)
+        self.page.get_by_label("API key").fill(key)
+        self.page.get_by_role("button", name="Sign in").click()
+        self.page.wait_for_url(re.compile(re.escape(self.server.url + path) + "$"))
+
+    def problems(self, *expected_statuses: int) -> list[str]:
+        """CSP violations, script errors, failed requests (but the ``expected_statuses`` a test
+        provokes) and requests that left the server: none are allowed."""
+        expected = tuple(f"status of {status} " for status in expected_statuses)
+        bad = [
+            m
+            for m in self.console
+            if ("Content Security Policy" in m or m.startswith(("pageerror", "error")))
+            and not (expected and any(e in m for e in expected))
+        ]
+        return bad + [f"outside request: {u}" for u in self.outside]
+
+    def unlabelled_controls(self) -> list[str]:
+        return list(
+            self.page.evaluate(
+                """() => [...document.querySelectorAll('input, select, textarea, button')]
+                .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                              && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+                .map(el => el.outerHTML)"""
+            )
+        )
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture(scope="module")
+def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedServer, dict[str, str]]]:
+    data_dir = tmp_path_factory.mktemp("dashboard") / "data"
+    keys = {
+        "analyst": create_key(data_dir, "ana", "alerts:read", "alerts:write", "rules:read"),
+        "viewer": create_key(data_dir, "vic", "alerts:read"),
+        "producer": create_key(data_dir, "producer", "events:write"),
+    }
+    server = start_server(data_dir)
+    yield server, keys
+    assert server.stop(), server.log_path.read_text()[-3000:]
+
+
+@pytest.fixture
+def analyst(browser: Any, dash: tuple[EmbeddedServer, dict[str, str]]) -> Iterator[Session]:
+    server, keys = dash
+    session = Session(browser, server)
+    session.sign_in(keys["analyst"])
+    yield session
+    session.close()
+
+
+def test_an_unauthenticated_visit_is_sent_to_sign_in_and_a_bad_key_is_refused(
+    browser: Any, dash: tuple[EmbeddedServer, dict[str, str]], screenshots: Path
+) -> None:
+    server, keys = dash
+    s = Session(browser, server)
+    try:
+        s.page.goto("/operations")
+        assert s.page.url == f"{server.url}/signin?next=/operations"
+        s.page.get_by_label("API key").fill("rf_not_a_key")
+        s.page.get_by_role("button", name="Sign in").click()
+        s.page.get_by_role("alert").wait_for()
+        assert "api key" in s.page.get_by_role("alert").inner_text().lower()
+        s.page.screenshot(path=screenshots / "signin.png")
+        assert s.problems(401) == []  # the refused sign-in, and nothing else
+        s.console.clear()
+        s.page.get_by_label("API key").fill(keys["viewer"])
+        s.page.get_by_role("button", name="Sign in").click()
+        s.page.wait_for_url(f"{server.url}/operations")  # back where the visit started
+        assert s.problems() == []
+    finally:
+        s.close()
+
+
+def test_sign_in_see_an_alert_arrive_live_open_its_evidence_acknowledge_it_and_sign_out(
+    analyst: Session, dash: tuple[EmbeddedServer, dict[str, str]], screenshots: Path
+) -> None:
+    server, keys = dash
+    page = analyst.page
+    page.get_by_text("● live").wait_for(timeout=LIVE_TIMEOUT_MS)
+    page.evaluate("window.__notReloaded = true")
+    customer = uid("cus")
+    sent = risky_transfer(customer)
+    assert post(server, keys["producer"], sent).status_code == 202
+
+    page.get_by_role("link", name=customer).wait_for(timeout=LIVE_TIMEOUT_MS)  # arrived without a reload
+    assert page.evaluate("window.__notReloaded") is True
+    assert int(page.locator('[data-severity="high"]').inner_text()) >= 1
+    page.screenshot(path=screenshots / "alerts.png")
+
+    row = page.locator("tr", has=page.get_by_role("link", name=customer))
+    row.get_by_role("link", name=re.compile("Transfer of")).click()
+    page.get_by_role("heading", name=re.compile("Transfer of 1500 EUR")).wait_for()
+    evidence = page.get_by_role("list", name="Evidence timeline")
+    assert sent["event_id"] in evidence.inner_text()
+    assert re.search(r"payee_country\s+KP", evidence.inner_text())
+    assert "rule fired" in evidence.inner_text()
+    assert page.get_by_role("region", name="Features at firing").is_visible()
+    assert page.locator("#alert-status").inner_text() == "open"
+    assert analyst.unlabelled_controls() == []
+    page.screenshot(path=screenshots / "alert.png", full_page=True)
+
+    page.get_by_role("button", name="Acknowledge").click()
+    page.locator("#alert-status", has_text="acknowledged").wait_for()
+    alert_id = page.url.rsplit("/", 1)[-1]
+    with server.client(keys["analyst"]) as c:
+        stored = c.get(f"/v1/alerts/{alert_id}").json()
+    assert stored["status"] == "acknowledged"
+    assert stored["history"][-1]["actor"] == "key:ana"
+    assert "acknowledge" in page.get_by_role("list", name="History and comments").inner_text()
+
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{server.url}/signin")
+    page.goto("/")
+    assert page.url == f"{server.url}/signin?next=/"
+    assert analyst.problems() == []
+
+
+def test_comment_and_assign_from_the_alert_view(analyst: Session, dash: tuple[EmbeddedServer, dict[str, str]]) -> None:
+    server, keys = dash
+    customer = uid("cus")
+    post(server, keys["producer"], risky_transfer(customer))
+    server.wait_processed(keys["analyst"])
+    with server.client(keys["analyst"]) as c:
+        (alert,) = c.get("/v1/alerts", params={"customer_id": customer}).json()["items"]
+    page = analyst.page
+    page.goto(f"/alerts/{alert['id']}")
+    page.get_by_role("textbox", name="Comment", exact=True).fill("called the customer: <b>not</b> them")
+    page.get_by_role("button", name="Add comment").click()
+    page.get_by_text("💬 called the customer: <b>not</b> them").wait_for()  # shown as text, not markup
+    page.get_by_role("textbox", name="Assign to").fill("fraud-team-2")
+    page.get_by_role("button", name="Assign", exact=True).click()
+    page.locator(".facts", has_text="fraud-team-2").wait_for()
+    with server.client(keys["analyst"]) as c:
+        stored = c.get(f"/v1/alerts/{alert['id']}").json()
+    assert stored["assignee"] == "fraud-team-2"
+    assert stored["comments"][-1]["text"] == "called the customer: <b>not</b> them"
+    assert analyst.problems() == []
+
+
+def test_a_viewer_sees_the_alert_but_cannot_act_on_it(
+    browser: Any, dash: tuple[EmbeddedServer, dict[str, str]]
+) -> None:
+    server, keys = dash
+    customer = uid("cus")
+    post(server, keys["producer"], risky_transfer(customer))
+    server.wait_processed(keys["viewer"])
+    with server.client(keys["viewer"]) as c:
+        (alert,) = c.get("/v1/alerts", params={"customer_id": customer}).json()["items"]
+    s = Session(browser, server)
+    try:
+        s.sign_in(keys["viewer"], f"/alerts/{alert['id']}")
+        s.page.get_by_role("heading", name=re.compile("Transfer of")).wait_for()
+        assert s.page.get_by_role("button", name="Acknowledge").is_disabled()
+        assert s.page.get_by_role("button", name="Resolve").is_disabled()
+        assert "may read alerts but not change them" in s.page.inner_text("main")
+    finally:
+        s.close()
+
+
+def test_customer_operations_and_rules_views(
+    analyst: Session, dash: tuple[EmbeddedServer, dict[str, str]], screenshots: Path
+) -> None:
+    server, keys = dash
+    customer = uid("cus")
+    post(
+        server,
+        keys["producer"],
+        [event("login.succeeded", customer_id=customer), risky_transfer(customer), {"type": "not.an.event"}],
+    )
+    server.wait_processed(keys["analyst"])
+    page = analyst.page
+
+    page.goto("/customers")
+    page.get_by_label("Customer id").fill(customer)
+    page.get_by_role("button", name="Show").click()
+    page.get_by_role("region", name="Recent events").get_by_text("transfer.initiated").wait_for()
+    assert page.get_by_role("region", name="Recent events").get_by_text("login.succeeded").is_visible()
+    assert page.get_by_role("region", name="Alerts").get_by_role("link", name=re.compile("Transfer of")).is_visible()
+    assert page.get_by_role("region", name="Current features").locator("tbody tr").count() > 0
+    page.screenshot(path=screenshots / "customer.png", full_page=True)
+
+    page.goto("/operations")
+    page.locator("figure.chart-box").first.wait_for()
+    assert page.locator("figure.chart-box").count() == 5
+    assert int(page.locator("#t-rejected").inner_text().replace(",", "")) >= 1
+    points = "() => (document.querySelector('svg.chart polyline')?.getAttribute('points') || '').split(' ').length"
+    before = page.evaluate(points)
+    page.wait_for_function(f"() => ({points})() > {before}", timeout=LIVE_TIMEOUT_MS)  # redrawn with a new sample
+    assert page.get_by_role("region", name="Lag per partition").locator("tbody tr").count() == 8
+    page.screenshot(path=screenshots / "operations.png", full_page=True)
+
+    page.goto("/rules")
+    row = page.locator('tr[data-rule-id="transfer_high_risk_country"]')
+    row.wait_for()
+    live_last_hour = int(row.locator("td").nth(4).inner_text())
+    assert live_last_hour >= 1
+    assert page.locator("#pack-version").inner_text() == "2026.11.2"
+    page.get_by_label("Candidate rule pack (YAML)").fill("version: x\nrules:\n  - id: broken\n    when: amount >\n")
+    page.get_by_role("button", name="Validate").click()
+    error = page.locator("#validation").get_by_role("alert")
+    error.wait_for()
+    assert "rules[0]" in error.inner_text()  # the error says where
+    assert "severity" in error.inner_text()
+    assert analyst.unlabelled_controls() == []
+    page.screenshot(path=screenshots / "rules.png", full_page=True)
+    assert analyst.problems(400) == []  # the invalid candidate pack's answer, and nothing else
+
+
+def test_phone_width_has_no_horizontal_scroll_and_assets_are_all_local(
+    browser: Any, dash: tuple[EmbeddedServer, dict[str, str]], screenshots: Path
+) -> None:
+    server, keys = dash
+    s = Session(browser, server, width=390, height=844)
+    try:
+        s.sign_in(keys["analyst"])
+        s.page.locator("#alert-list table, #alert-list p").first.wait_for()
+        for path in ("/", "/operations", "/rules"):
+            s.page.goto(path)
+            s.page.wait_for_load_state("networkidle")
+            width = s.page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, (path, width)
+        s.page.goto("/")
+        s.page.locator("#alert-list table").wait_for()
+        s.page.screenshot(path=screenshots / "alerts-phone.png", full_page=True)
+        assert s.outside == []
+        assert s.problems() == []
+    finally:
+        s.close()
+    assert httpx.get(f"{server.url}/static/app.css").status_code == 200
