@@ -175,6 +175,15 @@ def test_comment_and_assign_from_the_alert_view(analyst: Session, dash: tuple[Em
         stored = c.get(f"/v1/alerts/{alert['id']}").json()
     assert stored["assignee"] == "fraud-team-2"
     assert stored["comments"][-1]["text"] == "called the customer: <b>not</b> them"
+
+    page.get_by_role("textbox", name="Reason").last.fill("customer travelling, confirmed by phone")
+    page.get_by_role("button", name="Silence similar").click()
+    page.get_by_role("status").filter(has_text="Silenced").wait_for()
+    with server.client(keys["analyst"]) as c:
+        silences = c.get("/v1/silences").json()["items"]
+    (silence,) = [x for x in silences if x["comment"] == "customer travelling, confirmed by phone"]
+    assert silence["matchers"] == ['rule_id="transfer_high_risk_country"', f'customer_id="{customer}"']
+    assert silence["created_by"] == "key:ana"
     assert analyst.problems() == []
 
 
