@@ -50,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         max_lag_events: ingest answers 503 once the processor is this far behind.
         log_retention_s: processed journal entries older than this are deleted.
         journal_sync: SQLite ``synchronous`` for the journal: ``full`` survives power loss.
+        ingest_process: decode and append producers' events in a worker process (uses a
+            second core); off, ingest shares the API process with the processor thread.
         rule_pack: a rule pack file to load instead of the packaged default.
         alerting: the alerting config (receivers, routes, inhibition); default: dashboard only.
         tls_cert, tls_key: serve HTTPS (and send HSTS) with this PEM certificate and key.
@@ -70,6 +72,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_lag_events: int = DEFAULT_MAX_LAG_EVENTS
     log_retention_s: float = DEFAULT_LOG_RETENTION_S
     journal_sync: str = "full"
+    ingest_process: bool = True
     rule_pack: Path | None = None
     alerting: Path | None = None
     tls_cert: Path | None = None

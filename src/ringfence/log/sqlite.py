@@ -39,6 +39,9 @@ def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
     conn.execute("PRAGMA busy_timeout=30000")
+    # page cache of up to 64 MiB per connection (the default is 2 MiB): the engine-state table
+    # takes random updates, which otherwise read most B-tree pages back from disk
+    conn.execute("PRAGMA cache_size=-65536")
     return conn
 
 

@@ -25,6 +25,7 @@ from ringfence.log.group_commit import GroupCommitter
 from ringfence.log.sqlite import SqliteLog
 from ringfence.metrics import Metrics
 from ringfence.runtimes.ingest import IngestService
+from ringfence.runtimes.ingest_worker import IngestWorker
 from ringfence.runtimes.processor import Processor
 from ringfence.store.keys import ApiKeys
 from ringfence.store.packs import PackRepository
@@ -98,7 +99,9 @@ class Platform:
         )
         self.processor.on_alerts = self.dispatcher.wakeup.set
         self._head = 0
+        self._head_lock = threading.Lock()
         self.committer: GroupCommitter | None = None
+        self.ingest_worker: IngestWorker | None = None
         self.ingest: IngestService | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -126,8 +129,10 @@ class Platform:
         return self.processor.engine.pack
 
     def _on_commit(self, head: int) -> None:
-        self._head = head
-        self.metrics.log_head.set(head)
+        """A writer (the ingest worker, or this process's committer) made ``head`` durable."""
+        with self._head_lock:  # two writers report; the head never goes back
+            self._head = max(self._head, head)
+            self.metrics.log_head.set(self._head)
         self.processor.wakeup.set()
 
     def lag(self) -> int:
@@ -139,6 +144,13 @@ class Platform:
         self.processor.recover()
         self._head = self.log.head()
         self.committer = GroupCommitter(self.log, self.clock.time, self._on_commit)
+        if self.settings.ingest_process:
+            self.ingest_worker = IngestWorker(
+                self.settings.data_dir / JOURNAL_FILE,
+                self.settings.partitions,
+                self.settings.journal_sync,
+                self._on_commit,
+            )
         self.ingest = IngestService(
             self.committer,
             self.metrics,
@@ -147,6 +159,7 @@ class Platform:
             max_lag_events=self.settings.max_lag_events,
             lag=self.lag,
             custom_types=lambda: self.pack.custom_types,
+            worker=self.ingest_worker,
         )
         self._stop.clear()
         self._thread = threading.Thread(
@@ -168,6 +181,9 @@ class Platform:
     def stop(self) -> None:
         """Stop accepting, drain the writer, let the processor finish its batch, close files."""
         self.ready = False
+        if self.ingest_worker is not None:
+            self.ingest_worker.close()
+            self.ingest_worker = None
         if self.committer is not None:
             self.committer.close()
         self._stop.set()

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ringfence.clock import Clock
-from ringfence.errors import OverloadedError
-from ringfence.events.decode import Rejection, decode_batch
+from ringfence.errors import OverloadedError, StoreError
+from ringfence.events.decode import MalformedBody, Rejection, decode_batch
 from ringfence.events.model import Event
 from ringfence.log.group_commit import GroupCommitter
 from ringfence.metrics import Metrics
+from ringfence.runtimes.ingest_worker import IngestWorker
 
 RETRY_AFTER_S = 2
 
@@ -51,8 +52,10 @@ class IngestService:
         max_lag_events: int,
         lag: Callable[[], int],
         custom_types: Callable[[], frozenset[str]] = frozenset,
+        worker: IngestWorker | None = None,
     ) -> None:
         self._committer = committer
+        self._worker = worker
         self._metrics = metrics
         self._clock = clock
         self._max_batch = max_batch_events
@@ -70,6 +73,8 @@ class IngestService:
     async def ingest(self, body: bytes, *, ndjson: bool) -> IngestResult:
         """Validate ``body`` and append its valid events. Raises MalformedBody, OverloadedError."""
         self.check_capacity()
+        if self._worker is not None:
+            return await self._ingest_in_worker(self._worker, body, ndjson)
         batch = decode_batch(
             body,
             ndjson=ndjson,
@@ -82,6 +87,33 @@ class IngestService:
         if batch.events:
             await self.append(batch.events, result)
         return result
+
+    async def _ingest_in_worker(self, worker: IngestWorker, body: bytes, ndjson: bool) -> IngestResult:
+        reply = await worker.submit(
+            body,
+            ndjson=ndjson,
+            now=self._clock.time(),
+            max_events=self._max_batch,
+            custom_types=self._custom_types(),
+        )
+        if reply.malformed is not None:
+            raise MalformedBody(reply.malformed)
+        if reply.failure is not None:
+            raise StoreError(f"the journal append failed: {reply.failure}")
+        result = IngestResult(rejected=reply.rejected)
+        for event_id, offset in reply.appended:
+            if offset is None:
+                result.duplicates += 1
+                result.duplicate_ids.append(event_id)
+            else:
+                result.accepted += 1
+        self._count(result)
+        return result
+
+    def _count(self, result: IngestResult) -> None:
+        self._metrics.events_rejected.inc(len(result.rejected))
+        self._metrics.events_ingested.inc(result.accepted)
+        self._metrics.events_duplicate.inc(result.duplicates)
 
     async def append(self, events: list[Event], result: IngestResult) -> None:
         """Append already-valid events and count them into ``result``."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -170,5 +170,8 @@ CREATE TABLE rule_hits_by_minute (
     hits INTEGER NOT NULL,
     PRIMARY KEY (rule_id, mode, minute)
 ) WITHOUT ROWID;
+""",
+    8: """
+CREATE TABLE state_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, changes BLOB NOT NULL);
 """,
 }

@@ -34,6 +34,7 @@ from ringfence.log.sqlite import connect
 from ringfence.store import audit as audit_chain
 from ringfence.store.base import AlertQuery, Checkpoint, LateEvent
 from ringfence.store.schema import MIGRATIONS, SCHEMA_VERSION
+from ringfence.store.state_log import StateLog
 
 MAX_EVIDENCE_EVENTS = 50
 RULE_HITS_KEPT_MINUTES = 2 * 24 * 60  # per-minute hit counts answer "last hour" and "last day"
@@ -53,6 +54,7 @@ class SqliteStore:
         self.audit_key = audit_key
         self._local = threading.local()
         self._pruned_minute: int | None = None
+        self.states = StateLog()
         self._migrate()
 
     def conn(self) -> sqlite3.Connection:
@@ -107,15 +109,17 @@ class SqliteStore:
     def keep_only_states(self, names: set[str]) -> int:
         """Delete checkpointed state of every name not in ``names`` (after a pack reload)."""
         with self.transaction() as conn:
+            self.states.flush_all(conn)
             existing = [row[0] for row in conn.execute("SELECT DISTINCT feature FROM feature_state")]
             gone = [name for name in existing if name not in names]
             for name in gone:
                 conn.execute("DELETE FROM feature_state WHERE feature = ?", (name,))
+        self.states.flushed()
         return len(gone)
 
     def iter_feature_state(self) -> Iterator[tuple[str, str, bytes]]:
-        """Every checkpointed (feature, key, state) row."""
-        yield from self.conn().execute("SELECT feature, key, state FROM feature_state")
+        """Every checkpointed (feature, key, state) row (see :mod:`ringfence.store.state_log`)."""
+        yield from self.states.load(self.conn())
 
     def commit_batch(
         self, signals: list[AlertSignal], checkpoint: Checkpoint, now: float
@@ -129,13 +133,7 @@ class SqliteStore:
                     created.append((aid, signal))
                 if decision is not Decision.SHADOW:  # the dispatcher's outbox, committed with the alert
                     conn.execute("INSERT INTO alert_events (alert_id, kind, at) VALUES (?, 'firing', ?)", (aid, now))
-            changes = checkpoint.state_changes
-            conn.executemany(
-                "INSERT OR REPLACE INTO feature_state VALUES (?, ?, ?)", [c for c in changes if c[2] is not None]
-            )
-            conn.executemany(
-                "DELETE FROM feature_state WHERE feature=? AND key=?", [(f, k) for f, k, s in changes if s is None]
-            )
+            state_seq, state_rows_written = self.states.write(conn, checkpoint.state_changes)
             conn.executemany("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", list(checkpoint.watermarks.items()))
             conn.executemany(
                 "INSERT OR IGNORE INTO late_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -145,6 +143,7 @@ class SqliteStore:
                 ],
             )
             conn.execute("INSERT OR REPLACE INTO processor_offsets VALUES (?, ?)", (checkpoint.name, checkpoint.offset))
+        self.states.committed(checkpoint.state_changes, state_seq, state_rows_written, now)
         return created
 
     def _apply_signal(self, conn: sqlite3.Connection, s: AlertSignal, now: float) -> tuple[Decision, str]:

@@ -1,0 +1,192 @@
+"""Ingest in its own process: decoding, validating and appending producers' bodies.
+
+In the API process that work would hold the GIL against the processor thread, and the
+processor's many short SQLite steps (each one releases and retakes the GIL) would wait
+behind it. A worker process puts ingest on the other core. The API process only forwards
+each body through a pipe and awaits the answer, which comes after the journal commit: a
+202 is still a promise. Requests queued together share one transaction (group commit).
+
+The worker exits when the API process goes away (its end of the pipe closes), even after
+a kill -9; an append it finished then was never acknowledged, and the producer's retry is
+reported as a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from ringfence.errors import FieldError, StoreError
+from ringfence.events.decode import DecodedBatch, MalformedBody, Rejection, decode_batch
+from ringfence.log.group_commit import MAX_GROUP_EVENTS
+from ringfence.log.sqlite import SqliteLog
+
+log = logging.getLogger("ringfence.ingest")
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    request_id: int
+    body: bytes
+    ndjson: bool
+    now: float
+    max_events: int
+    custom_types: frozenset[str]
+
+
+@dataclass(frozen=True)
+class IngestReply:
+    """The fate of each event of one body: rejected, or appended (offset; None = duplicate)."""
+
+    request_id: int
+    rejected: list[Rejection]
+    appended: list[tuple[str, int | None]]  # (event_id, offset)
+    head: int
+    malformed: list[FieldError] | None = None  # the body as a whole could not be read
+    failure: str | None = None
+
+
+class IngestWorker:
+    """The API process's handle on the worker process. Thread-safe; awaitable from any loop."""
+
+    def __init__(self, journal: Path, partitions: int, synchronous: str, on_commit: Callable[[int], None]) -> None:
+        context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+        self._conn, child = context.Pipe(duplex=True)
+        self._process = context.Process(
+            target=serve, args=(child, str(journal), partitions, synchronous), name="ringfence-ingest", daemon=True
+        )
+        self._process.start()
+        child.close()
+        self._on_commit = on_commit
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[IngestReply]]] = {}
+        self._reader = threading.Thread(target=self._read, name="ringfence-ingest-replies", daemon=True)
+        self._reader.start()
+
+    async def submit(
+        self, body: bytes, *, ndjson: bool, now: float, max_events: int, custom_types: frozenset[str]
+    ) -> IngestReply:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[IngestReply] = loop.create_future()
+        with self._lock:
+            if not self._process.is_alive():
+                raise StoreError("the ingest worker process has stopped; restart Ringfence")
+            request_id = next(self._ids)
+            self._pending[request_id] = (loop, future)
+            self._conn.send(IngestRequest(request_id, body, ndjson, now, max_events, custom_types))
+        return await future
+
+    def _read(self) -> None:
+        while True:
+            try:
+                reply: IngestReply = self._conn.recv()
+            except (EOFError, OSError):
+                self._fail_all("the ingest worker process stopped")
+                return
+            if reply.malformed is None and reply.failure is None:
+                self._on_commit(reply.head)
+            with self._lock:
+                loop, future = self._pending.pop(reply.request_id)
+            loop.call_soon_threadsafe(_resolve, future, reply)
+
+    def _fail_all(self, why: str) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for loop, future in pending.values():
+            loop.call_soon_threadsafe(_fail, future, StoreError(why))
+
+    def close(self) -> None:
+        """Stop the worker after it has answered everything sent (it drains its pipe first)."""
+        with self._lock:
+            self._conn.send(None)
+        self._process.join(timeout=30)
+        self._conn.close()
+        self._reader.join(timeout=5)
+
+
+def _resolve(future: asyncio.Future[IngestReply], reply: IngestReply) -> None:
+    if not future.done():
+        future.set_result(reply)
+
+
+def _fail(future: asyncio.Future[IngestReply], exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+# -- in the worker process ------------------------------------------------------------------
+
+
+def serve(conn: Connection, journal: str, partitions: int, synchronous: str) -> None:
+    """The worker's loop: take every request waiting, decode each, append them all in one
+    transaction, answer each. Returns when told to stop or when the API process is gone."""
+    journal_log = SqliteLog(Path(journal), partitions, synchronous)
+    try:
+        while True:
+            group = _take_group(conn)
+            if not group:
+                return
+            for reply in _handle(journal_log, group):
+                conn.send(reply)
+    except (EOFError, BrokenPipeError):
+        return
+    finally:
+        journal_log.close()
+
+
+def _take_group(conn: Connection) -> list[IngestRequest]:
+    first: IngestRequest | None = conn.recv()
+    if first is None:
+        return []
+    group, size = [first], len(first.body)
+    while size < MAX_GROUP_EVENTS * 200 and conn.poll():  # ~200 bytes an event
+        item: IngestRequest | None = conn.recv()
+        if item is None:
+            break  # answer what came first, then stop on the next read
+        group.append(item)
+        size += len(item.body)
+    return group
+
+
+def _handle(journal_log: SqliteLog, group: list[IngestRequest]) -> list[IngestReply]:
+    decoded: list[tuple[IngestRequest, DecodedBatch | MalformedBody]] = []
+    for request in group:
+        try:
+            decoded.append((request, _decode(request)))
+        except MalformedBody as exc:
+            decoded.append((request, exc))
+    events = [e for _, batch in decoded if isinstance(batch, DecodedBatch) for e in batch.events]
+    try:
+        offsets = journal_log.append(events, max(r.now for r in group)) if events else []
+        head = journal_log.head()
+    except Exception as exc:  # every waiter gets the error; the worker lives on
+        log.exception("journal append failed")
+        return [IngestReply(r.request_id, [], [], 0, failure=str(exc)) for r in group]
+    replies, start = [], 0
+    for request, batch in decoded:
+        if isinstance(batch, MalformedBody):
+            replies.append(IngestReply(request.request_id, [], [], head, malformed=batch.errors))
+            continue
+        part = offsets[start : start + len(batch.events)]
+        start += len(batch.events)
+        appended = [(e.event_id, o) for e, o in zip(batch.events, part, strict=True)]
+        replies.append(IngestReply(request.request_id, batch.rejected, appended, head))
+    return replies
+
+
+def _decode(request: IngestRequest) -> DecodedBatch:
+    return decode_batch(
+        request.body,
+        ndjson=request.ndjson,
+        now=request.now,
+        max_events=request.max_events,
+        custom_types=request.custom_types,
+    )
