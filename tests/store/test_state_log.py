@@ -14,7 +14,8 @@ from ringfence.store import state_log as state_log_module
 
 @pytest.fixture(autouse=True)
 def small_sets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state_log_module, "ROWS_PER_COMMIT", 3)
+    monkeypatch.setattr(state_log_module, "MIN_ROWS_PER_COMMIT", 3)
+    monkeypatch.setattr(state_log_module, "ROWS_PER_CHANGE", 0.0)
     monkeypatch.setattr(state_log_module, "FREEZE_ROWS", 5)
     monkeypatch.setattr(state_log_module, "FREEZE_AGE_S", 60.0)
 
@@ -85,6 +86,17 @@ def test_a_failed_commit_neither_merges_its_changes_nor_loses_a_slice(tmp_path: 
         store.commit_batch([], Checkpoint("p", offset), now=float(offset))
     assert rows(store, "feature_state") == 6  # both slices written after the failure
     assert ("f", "x") not in reopened(tmp_path / "s.db")
+
+
+def test_idle_steps_write_the_frozen_set_and_truncate_the_changelog(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    store.commit_batch([], Checkpoint("p", 1, [("f", f"k{i}", b"a") for i in range(6)]), now=1.0)  # frozen
+    assert store.write_state_behind(now=2.0, rows=4)
+    assert rows(store, "feature_state") == 4
+    assert store.write_state_behind(now=3.0, rows=4)
+    assert rows(store, "feature_state") == 6
+    assert rows(store, "state_log") == 0
+    assert not store.write_state_behind(now=4.0)  # nothing left behind
 
 
 def test_dropping_definitions_flushes_everything_first(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ringfence.cli import audit, keys, replay, rules, simulate, up
+from ringfence.cli import audit, bench, keys, replay, rules, simulate, up
 
 app = typer.Typer(
     name="ringfence",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.command("up")(up.up)
 app.command("replay")(replay.replay)
 app.command("simulate")(simulate.simulate)
+app.command("bench")(bench.bench)
 app.add_typer(keys.app, name="keys")
 app.add_typer(rules.app, name="rules")
 app.add_typer(audit.app, name="audit")

@@ -33,24 +33,28 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-def connect(path: Path, synchronous: str = "full") -> sqlite3.Connection:
-    """A connection with the pragmas every Ringfence SQLite file uses."""
+def connect(path: Path, synchronous: str = "full", cache_mib: int = 2) -> sqlite3.Connection:
+    """A connection with the pragmas every Ringfence SQLite file uses.
+
+    ``cache_mib``: its page cache. The busiest writers (the processor's store connection, the
+    ingest worker's journal connection) take a large one: they update B-trees at random
+    places (engine state, the duplicate index), which otherwise re-read pages from disk.
+    """
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
     conn.execute("PRAGMA busy_timeout=30000")
-    # page cache of up to 64 MiB per connection (the default is 2 MiB): the engine-state table
-    # takes random updates, which otherwise read most B-tree pages back from disk
-    conn.execute("PRAGMA cache_size=-65536")
+    conn.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
     return conn
 
 
 class SqliteLog:
     """A partitioned journal in one SQLite file. Thread-safe: one connection per thread."""
 
-    def __init__(self, path: Path, partitions: int, synchronous: str = "full") -> None:
+    def __init__(self, path: Path, partitions: int, synchronous: str = "full", cache_mib: int = 2) -> None:
         self.path = path
         self._synchronous = synchronous
+        self._cache_mib = cache_mib
         self._local = threading.local()
         conn = self._conn()
         conn.executescript(_SCHEMA)
@@ -67,7 +71,7 @@ class SqliteLog:
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = connect(self.path, self._synchronous)
+            conn = connect(self.path, self._synchronous, self._cache_mib)
             self._local.conn = conn
         return conn
 

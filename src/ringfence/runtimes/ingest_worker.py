@@ -29,6 +29,7 @@ from ringfence.log.group_commit import MAX_GROUP_EVENTS
 from ringfence.log.sqlite import SqliteLog
 
 log = logging.getLogger("ringfence.ingest")
+WRITER_CACHE_MIB = 64
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def _fail(future: asyncio.Future[IngestReply], exc: Exception) -> None:
 def serve(conn: Connection, journal: str, partitions: int, synchronous: str) -> None:
     """The worker's loop: take every request waiting, decode each, append them all in one
     transaction, answer each. Returns when told to stop or when the API process is gone."""
-    journal_log = SqliteLog(Path(journal), partitions, synchronous)
+    journal_log = SqliteLog(Path(journal), partitions, synchronous, cache_mib=WRITER_CACHE_MIB)
     try:
         while True:
             group = _take_group(conn)

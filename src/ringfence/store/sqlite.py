@@ -34,7 +34,7 @@ from ringfence.log.sqlite import connect
 from ringfence.store import audit as audit_chain
 from ringfence.store.base import AlertQuery, Checkpoint, LateEvent
 from ringfence.store.schema import MIGRATIONS, SCHEMA_VERSION
-from ringfence.store.state_log import StateLog
+from ringfence.store.state_log import IDLE_ROWS, StateLog
 
 MAX_EVIDENCE_EVENTS = 50
 RULE_HITS_KEPT_MINUTES = 2 * 24 * 60  # per-minute hit counts answer "last hour" and "last day"
@@ -116,6 +116,15 @@ class SqliteStore:
                 conn.execute("DELETE FROM feature_state WHERE feature = ?", (name,))
         self.states.flushed()
         return len(gone)
+
+    def write_state_behind(self, now: float, rows: int = IDLE_ROWS) -> bool:
+        """Write a step of the frozen engine state (when the processor is idle); True if any."""
+        if not self.states.behind:
+            return False
+        with self.transaction() as conn:
+            _, written = self.states.write(conn, [], rows)
+        self.states.committed([], 0, written, now)
+        return True
 
     def iter_feature_state(self) -> Iterator[tuple[str, str, bytes]]:
         """Every checkpointed (feature, key, state) row (see :mod:`ringfence.store.state_log`)."""

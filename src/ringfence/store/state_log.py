@@ -22,7 +22,9 @@ import msgspec
 
 StateRow = tuple[str, str, bytes | None]  # (persisted feature name, key, encoded state or None)
 
-ROWS_PER_COMMIT = 5_000  # rows of the frozen set written with each batch
+MIN_ROWS_PER_COMMIT = 1_000  # rows of the frozen set written with each batch: at least this,
+ROWS_PER_CHANGE = 0.5  # ...or this many per row the batch changed (keeps up while rows repeat)
+IDLE_ROWS = 5_000  # rows written in one step when the processor has nothing else to do (~30 ms)
 FREEZE_ROWS = 200_000  # freeze the merged changes once this many rows are pending...
 FREEZE_AGE_S = 30.0  # ...or once the oldest is this old
 
@@ -43,8 +45,9 @@ class StateLog:
         self._frozen: list[StateRow] = []
         self._frozen_upto = 0  # delete the changelog through this seq once _frozen is written
 
-    def write(self, conn: sqlite3.Connection, changes: list[StateRow]) -> tuple[int, int]:
-        """Inside the batch's transaction: append ``changes`` and write a slice of the frozen set.
+    def write(self, conn: sqlite3.Connection, changes: list[StateRow], rows: int | None = None) -> tuple[int, int]:
+        """Inside the batch's transaction: append ``changes`` and write a slice of the frozen set
+        (``rows`` of it, or a slice in proportion to the batch).
 
         Returns what :meth:`committed` needs: the new changelog seq (0: none) and how many
         frozen rows were written.
@@ -53,7 +56,9 @@ class StateLog:
         if changes:
             cur = conn.execute("INSERT INTO state_log (changes) VALUES (?)", (_encode(changes),))
             seq = int(cur.lastrowid or 0)
-        chunk = self._frozen[-ROWS_PER_COMMIT:]
+        if rows is None:
+            rows = max(MIN_ROWS_PER_COMMIT, int(len(changes) * ROWS_PER_CHANGE))
+        chunk = self._frozen[-rows:] if rows else []
         if chunk:
             conn.executemany("INSERT OR REPLACE INTO feature_state VALUES (?, ?, ?)", [r for r in chunk if r[2]])
             conn.executemany(
@@ -80,6 +85,11 @@ class StateLog:
             self._frozen = [(f, k, s) for (f, k), s in self._pending.items()]
             self._frozen_upto = self._head
             self._pending, self._pending_since = {}, None
+
+    @property
+    def behind(self) -> bool:
+        """True while a frozen set is still being written."""
+        return bool(self._frozen)
 
     def load(self, conn: sqlite3.Connection) -> Iterator[tuple[str, str, bytes]]:
         """Every persisted state row: ``feature_state`` with the changelog replayed over it.
