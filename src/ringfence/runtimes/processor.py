@@ -28,7 +28,6 @@ BATCH_SIZE = 2_000
 EXPIRE_EVERY_S = 30.0
 RETENTION_EVERY_S = 60.0
 WRITER_CACHE_MIB = 64
-GATHER_S = 0.02
 
 
 class Processor:
@@ -207,11 +206,7 @@ class Processor:
                 self._reset_engine_to_checkpoint()
                 stop.wait(1.0)
                 continue
-            if 0 < processed < BATCH_SIZE:
-                # caught up: let a few more requests arrive, so the fixed cost of a commit
-                # (and the encoding of a key changed twice) is paid once for all of them
-                stop.wait(GATHER_S)
-            elif processed == 0:
+            if processed == 0:
                 self.wakeup.wait(idle_wait_s)
                 self.wakeup.clear()
 
