@@ -3,6 +3,9 @@ killed server (so a restart gets the journal to itself)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -17,6 +20,16 @@ def children(pid: int) -> set[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         text = (task / "children").read_text().split()
         found.update(int(p) for p in text)
+    return found
+
+
+def ingest_workers(pid: int) -> set[int]:
+    """The children that are multiprocessing workers (not its resource tracker)."""
+    found = set()
+    for child in children(pid):
+        with contextlib.suppress(FileNotFoundError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.add(child)
     return found
 
 
@@ -56,7 +69,7 @@ def test_ingest_answers_the_same_in_a_worker_or_in_process(tmp_path: Path, inges
     reader = create_key(data_dir, "r", "alerts:read")
     server = start_server(data_dir, env={"RINGFENCE_INGEST_PROCESS": ingest_process})
     try:
-        assert (len(children(server.process.pid)) > 0) == (ingest_process == "true")
+        assert len(ingest_workers(server.process.pid)) == (1 if ingest_process == "true" else 0)
         customer = uid("cus")
         good = risky_transfer(customer)
         body = [good, {**event(), "type": "card.cloned"}, good]
@@ -72,5 +85,30 @@ def test_ingest_answers_the_same_in_a_worker_or_in_process(tmp_path: Path, inges
         assert malformed.json()["error"]["details"]["errors"][0]["field"] == "$"
         server.wait_processed(reader)
         assert [a["rule_id"] for a in alerts_for(server, reader, customer)] == ["transfer_high_risk_country"]
+    finally:
+        assert server.stop(), server.log_path.read_text()[-2000:]
+
+
+def test_a_killed_ingest_worker_is_replaced_and_ingest_goes_on(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    producer = create_key(data_dir, "p", "events:write")
+    reader = create_key(data_dir, "r", "alerts:read")
+    server = start_server(data_dir)
+    try:
+        assert post(server, producer, event()).status_code == 202
+        (worker,) = ingest_workers(server.process.pid)
+        os.kill(worker, signal.SIGKILL)
+        sent = event("login.succeeded", customer_id=uid("cus"))
+        deadline = time.monotonic() + 20
+        while (response := post(server, producer, sent)).status_code != 202:
+            assert response.status_code == 503, response.text  # "being replaced; retry", never lost silently
+            assert "retry-after" in response.headers
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert response.json()["accepted"] + response.json()["duplicates"] == 1
+        (replacement,) = ingest_workers(server.process.pid)
+        assert replacement != worker
+        assert server.wait_processed(reader)["log_head"] == 2
+        assert "starting another" in server.log_path.read_text()
     finally:
         assert server.stop(), server.log_path.read_text()[-2000:]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ringfence.clock import Clock
-from ringfence.errors import OverloadedError, StoreError
+from ringfence.errors import OverloadedError
 from ringfence.events.decode import MalformedBody, Rejection, decode_batch
 from ringfence.events.model import Event
 from ringfence.log.group_commit import GroupCommitter
@@ -99,7 +99,7 @@ class IngestService:
         if reply.malformed is not None:
             raise MalformedBody(reply.malformed)
         if reply.failure is not None:
-            raise StoreError(f"the journal append failed: {reply.failure}")
+            raise OverloadedError(f"the journal append failed, nothing of this request was kept: {reply.failure}", 1)
         result = IngestResult(rejected=reply.rejected)
         for event_id, offset in reply.appended:
             if offset is None:

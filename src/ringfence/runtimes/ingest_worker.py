@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from ringfence.errors import FieldError, StoreError
+from ringfence.errors import FieldError, OverloadedError
 from ringfence.events.decode import DecodedBatch, MalformedBody, Rejection, decode_batch
 from ringfence.log.group_commit import MAX_GROUP_EVENTS
 from ringfence.log.sqlite import SqliteLog
 
 log = logging.getLogger("ringfence.ingest")
 WRITER_CACHE_MIB = 64
+RETRY_AFTER_S = 1
 
 
 @dataclass(frozen=True)
@@ -54,23 +55,51 @@ class IngestReply:
     failure: str | None = None
 
 
+Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[IngestReply]"]
+
+
+class _Process:
+    """One worker process, its pipe, and the requests it has not answered yet."""
+
+    def __init__(self, target: tuple[str, int, str], on_reply: Callable[[_Process, IngestReply | None], None]) -> None:
+        context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+        self.conn, child = context.Pipe(duplex=True)
+        self.process = context.Process(target=serve, args=(child, *target), name="ringfence-ingest", daemon=True)
+        self.process.start()
+        child.close()
+        self.pending: dict[int, Waiter] = {}
+        self._on_reply = on_reply
+        self.reader = threading.Thread(target=self._read, name="ringfence-ingest-replies", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                reply: IngestReply = self.conn.recv()
+            except (EOFError, OSError):
+                self._on_reply(self, None)
+                return
+            self._on_reply(self, reply)
+
+
 class IngestWorker:
-    """The API process's handle on the worker process. Thread-safe; awaitable from any loop."""
+    """The API process's handle on the worker process. Thread-safe; awaitable from any loop.
+
+    A worker that died (killed, out of memory) is replaced by the next request; the requests
+    it had not answered fail with a 503, and their producers' retries are safe (duplicates
+    are recognised).
+    """
 
     def __init__(self, journal: Path, partitions: int, synchronous: str, on_commit: Callable[[int], None]) -> None:
-        context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
-        self._conn, child = context.Pipe(duplex=True)
-        self._process = context.Process(
-            target=serve, args=(child, str(journal), partitions, synchronous), name="ringfence-ingest", daemon=True
-        )
-        self._process.start()
-        child.close()
+        self._target = (str(journal), partitions, synchronous)
         self._on_commit = on_commit
         self._ids = itertools.count()
         self._lock = threading.Lock()
-        self._pending: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[IngestReply]]] = {}
-        self._reader = threading.Thread(target=self._read, name="ringfence-ingest-replies", daemon=True)
-        self._reader.start()
+        self._worker = _Process(self._target, self._on_reply)
+
+    @property
+    def pid(self) -> int | None:
+        return self._worker.process.pid
 
     async def submit(
         self, body: bytes, *, ndjson: bool, now: float, max_events: int, custom_types: frozenset[str]
@@ -78,39 +107,61 @@ class IngestWorker:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IngestReply] = loop.create_future()
         with self._lock:
-            if not self._process.is_alive():
-                raise StoreError("the ingest worker process has stopped; restart Ringfence")
+            if not self._worker.process.is_alive():
+                self._replace()
+            worker = self._worker
             request_id = next(self._ids)
-            self._pending[request_id] = (loop, future)
-            self._conn.send(IngestRequest(request_id, body, ndjson, now, max_events, custom_types))
+            worker.pending[request_id] = (loop, future)
+            try:
+                worker.conn.send(IngestRequest(request_id, body, ndjson, now, max_events, custom_types))
+            except OSError:
+                del worker.pending[request_id]
+                raise _stopped() from None
         return await future
 
-    def _read(self) -> None:
-        while True:
-            try:
-                reply: IngestReply = self._conn.recv()
-            except (EOFError, OSError):
-                self._fail_all("the ingest worker process stopped")
-                return
-            if reply.malformed is None and reply.failure is None:
-                self._on_commit(reply.head)
-            with self._lock:
-                loop, future = self._pending.pop(reply.request_id)
-            loop.call_soon_threadsafe(_resolve, future, reply)
+    def _replace(self) -> None:
+        """Under the lock: fail what the dead worker owed, start another."""
+        dead = self._worker
+        log.warning(
+            "the ingest worker (pid %s) stopped (%s); starting another", dead.process.pid, dead.process.exitcode
+        )
+        self._fail_pending(dead)
+        dead.conn.close()
+        self._worker = _Process(self._target, self._on_reply)
 
-    def _fail_all(self, why: str) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, {}
+    @staticmethod
+    def _fail_pending(worker: _Process) -> None:
+        pending, worker.pending = worker.pending, {}
         for loop, future in pending.values():
-            loop.call_soon_threadsafe(_fail, future, StoreError(why))
+            loop.call_soon_threadsafe(_fail, future, _stopped())
+
+    def _on_reply(self, worker: _Process, reply: IngestReply | None) -> None:
+        """A worker answered (``reply``), or its pipe closed (None: it died)."""
+        if reply is None:
+            with self._lock:
+                self._fail_pending(worker)
+            return
+        if reply.malformed is None and reply.failure is None:
+            self._on_commit(reply.head)
+        with self._lock:
+            waiter = worker.pending.pop(reply.request_id, None)
+        if waiter is not None:
+            loop, future = waiter
+            loop.call_soon_threadsafe(_resolve, future, reply)
 
     def close(self) -> None:
         """Stop the worker after it has answered everything sent (it drains its pipe first)."""
         with self._lock:
-            self._conn.send(None)
-        self._process.join(timeout=30)
-        self._conn.close()
-        self._reader.join(timeout=5)
+            worker = self._worker
+            if worker.process.is_alive():
+                worker.conn.send(None)
+        worker.process.join(timeout=30)
+        worker.conn.close()
+        worker.reader.join(timeout=5)
+
+
+def _stopped() -> OverloadedError:
+    return OverloadedError("the ingest worker process stopped and is being replaced; retry", RETRY_AFTER_S)
 
 
 def _resolve(future: asyncio.Future[IngestReply], reply: IngestReply) -> None:
