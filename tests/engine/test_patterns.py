@@ -148,6 +148,24 @@ def test_silence_fires_once_per_quiet_period_and_rearms() -> None:
     assert [(s.dedup_key, s.occurred_at) for s in hits] == [("gw", T0 + 420), ("other", T0 + 1300), ("gw", T0 + 1301)]
 
 
+def test_a_busy_key_keeps_one_timer_and_still_fires_after_its_last_event() -> None:
+    engine = Engine(PACK)
+    busy = [ev("api.request", at=T0 + t, customer_id=None, source="gw") for t in range(0, 3000, 2)]
+    assert [s for s in run(engine, busy) if s.rule_id == "source_silent"] == []  # never quiet for 5 minutes
+    assert len(engine.timers) <= 2  # not one entry per event: memory stays bounded per key
+    hits = [s for s in engine.advance(T0 + 2998 + 301) if s.rule_id == "source_silent"]
+    assert [(s.dedup_key, s.occurred_at) for s in hits] == [("gw", T0 + 2998 + 300)]
+
+
+def test_a_deadline_moved_earlier_by_a_late_event_fires_at_the_earlier_time() -> None:
+    engine = Engine(PACK)
+    run(engine, [ev("api.request", at=T0 + 100, customer_id=None, source="gw")])  # deadline T0+400
+    run(engine, [ev("api.request", at=T0 + 50, customer_id=None, source="gw")])  # late: deadline T0+350
+    hits = [s for s in engine.advance(T0 + 360) if s.rule_id == "source_silent"]
+    assert [s.occurred_at for s in hits] == [T0 + 350]
+    assert engine.advance(T0 + 10_000) == []  # and once only
+
+
 def test_timers_fire_on_an_explicit_watermark_when_no_event_comes() -> None:
     engine = Engine(PACK)
     run(engine, [ev("contact.changed", at=T0)])

@@ -255,9 +255,14 @@ class Engine:
                     related=[_ref(c) for c in completed[:-1]],
                 )
                 ctx.steps = {}
-        elif advance_absence(spec, state, ctx.event, snap, ctx):
-            assert state.deadline is not None
-            self.timers.add(state.deadline, spec.id, key)
+        else:
+            armed = state.deadline
+            if advance_absence(spec, state, ctx.event, snap, ctx):
+                assert state.deadline is not None
+                # one timer per key: a deadline pushed later is re-armed when the old one
+                # comes due (see advance), so a busy key does not add an entry per event
+                if armed is None or state.deadline < armed:
+                    self.timers.add(state.deadline, spec.id, key)
         if state.partials or state.deadline is not None or spec.kind == "absence":
             table[key] = state
             self._dirty.add((spec.state_name, key))
@@ -270,11 +275,18 @@ class Engine:
         """Fire the absence timers whose deadline is before ``watermark`` (default: the events')."""
         mark = self.watermark() if watermark is None else watermark
         signals = []
-        for deadline, pattern_id, key in self.timers.due(mark):
+        # one entry at a time: an entry re-armed below may come due again in this call
+        while (entry := self.timers.pop_due(mark)) is not None:
+            deadline, pattern_id, key = entry
             spec = self._patterns.get(pattern_id)
             state = self.pattern_states.get(pattern_id, {}).get(key)
-            if spec is None or state is None or state.deadline != deadline or state.anchor is None:
-                continue  # re-armed or cancelled since
+            if spec is None or state is None or state.deadline is None or state.anchor is None:
+                continue  # cancelled since
+            if state.deadline > deadline:  # pushed later since: wait for the new deadline
+                self.timers.add(state.deadline, pattern_id, key)
+                continue
+            if state.deadline < deadline:
+                continue  # moved earlier since: that deadline has its own entry
             anchor = state.anchor
             ctx = EventContext(_event_from(anchor), self)
             assert spec.expect is not None

@@ -159,7 +159,8 @@ def advance_absence(spec: PatternSpec, state: PatternState, event: Event, snap: 
 
 class Timers:
     """Deadlines of absence patterns, earliest first. Entries are checked against the
-    state when they come due, so a re-armed or cancelled deadline needs no removal."""
+    state when they come due, so a cancelled deadline needs no removal, and a deadline
+    pushed later keeps its entry, which re-arms itself when it comes due."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, str, str]] = []
@@ -167,11 +168,11 @@ class Timers:
     def add(self, deadline: float, pattern_id: str, key: str) -> None:
         heapq.heappush(self._heap, (deadline, pattern_id, key))
 
-    def due(self, watermark: float) -> list[tuple[float, str, str]]:
-        out = []
-        while self._heap and self._heap[0][0] < watermark:
-            out.append(heapq.heappop(self._heap))
-        return out
+    def pop_due(self, watermark: float) -> tuple[float, str, str] | None:
+        """The earliest entry before ``watermark``, removed; None when there is none."""
+        if self._heap and self._heap[0][0] < watermark:
+            return heapq.heappop(self._heap)
+        return None
 
     def __len__(self) -> int:
         return len(self._heap)
