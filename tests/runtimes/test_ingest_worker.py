@@ -4,6 +4,8 @@ killed server (so a restart gets the journal to itself)."""
 from __future__ import annotations
 
 import contextlib
+import json
+import multiprocessing
 import os
 import signal
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ringfence.runtimes.ingest_worker import IngestRequest, serve
 from ringfence.testing import create_key, event, start_server
 from tests.api.test_events_api import alerts_for, post, risky_transfer, uid
 
@@ -112,3 +115,18 @@ def test_a_killed_ingest_worker_is_replaced_and_ingest_goes_on(tmp_path: Path) -
         assert "starting another" in server.log_path.read_text()
     finally:
         assert server.stop(), server.log_path.read_text()[-2000:]
+
+
+def test_the_worker_answers_requests_sent_before_stop_and_then_stops(tmp_path: Path) -> None:
+    ours, theirs = multiprocessing.Pipe(duplex=True)
+    good = json.dumps(event()).encode()
+    for request_id, body in enumerate((good, b"{not json", good)):
+        ours.send(IngestRequest(request_id, body, False, time.time(), 100, frozenset()))
+    ours.send(None)
+    serve(theirs, str(tmp_path / "journal.sqlite3"), 8, "full")  # returns: it was told to stop
+    replies = [ours.recv() for _ in range(3)]
+    assert [r.request_id for r in replies] == [0, 1, 2]
+    assert replies[0].appended[0][1] == 1  # offset 1
+    assert replies[1].malformed is not None
+    assert replies[2].appended[0][1] is None  # the same event again: a duplicate
+    assert not ours.poll()

@@ -182,11 +182,10 @@ def serve(conn: Connection, journal: str, partitions: int, synchronous: str) -> 
     transaction, answer each. Returns when told to stop or when the API process is gone."""
     journal_log = SqliteLog(Path(journal), partitions, synchronous, cache_mib=WRITER_CACHE_MIB)
     try:
-        while True:
-            group = _take_group(conn)
-            if not group:
-                return
-            for reply in _handle(journal_log, group):
+        stop = False
+        while not stop:
+            group, stop = _take_group(conn)
+            for reply in _handle(journal_log, group) if group else []:
                 conn.send(reply)
     except (EOFError, BrokenPipeError):
         return
@@ -194,18 +193,19 @@ def serve(conn: Connection, journal: str, partitions: int, synchronous: str) -> 
         journal_log.close()
 
 
-def _take_group(conn: Connection) -> list[IngestRequest]:
+def _take_group(conn: Connection) -> tuple[list[IngestRequest], bool]:
+    """The requests waiting (at least one, unless told to stop), and whether to stop after them."""
     first: IngestRequest | None = conn.recv()
     if first is None:
-        return []
+        return [], True
     group, size = [first], len(first.body)
     while size < MAX_GROUP_EVENTS * 200 and conn.poll():  # ~200 bytes an event
         item: IngestRequest | None = conn.recv()
         if item is None:
-            break  # answer what came first, then stop on the next read
+            return group, True  # answer what came before the stop
         group.append(item)
         size += len(item.body)
-    return group
+    return group, False
 
 
 def _handle(journal_log: SqliteLog, group: list[IngestRequest]) -> list[IngestReply]:
