@@ -92,6 +92,7 @@ def test_stats_report_throughput_lag_per_partition_and_rates(server: EmbeddedSer
     assert set(after["notifications"]) == {"pending", "sent", "dead"}
     assert len(after["series"]) >= 2
     assert any(p["ingested_per_s"] > 0 for p in after["series"])
+    assert all(p["dead_letters"] == after["notifications"]["dead"] for p in after["series"][-1:])
     assert denied.status_code == 403
 
 

@@ -37,6 +37,7 @@ class Totals:
     notifications_sent: float
     notification_failures: float
     lag: int
+    dead_letters: int
 
     @classmethod
     def read(cls, platform: Platform) -> Totals:
@@ -53,6 +54,7 @@ class Totals:
             notification_failures=m.total("ringfence_notifications", outcome="retry")
             + m.total("ringfence_notifications", outcome="failed"),
             lag=platform.lag(),
+            dead_letters=NotificationStore(platform.store).count_by_status().get("dead", 0),
         )
 
 
@@ -76,7 +78,7 @@ class OpsHistory:
         samples = list(self._samples)
         for before, after in itertools.pairwise(samples):
             span = max(after.at - before.at, 1e-9)
-            point: dict[str, Any] = {"at": iso(after.at), "lag_events": after.lag}
+            point: dict[str, Any] = {"at": iso(after.at), "lag_events": after.lag, "dead_letters": after.dead_letters}
             for name in RATES:
                 point[f"{name}_per_s"] = round(max(0.0, getattr(after, name) - getattr(before, name)) / span, 3)
             points.append(point)

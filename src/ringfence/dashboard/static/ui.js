@@ -122,6 +122,22 @@ export function lineChart(title, times, series, unit = "") {
         h("strong", {}, `${number(s.values.at(-1) || 0, unit === "/s" ? 1 : 0)}${unit}`)))));
 }
 
+// Horizontal bars, one per [label, value], with the value written beside each bar; the
+// labels and values are also the accessible description.
+export function barChart(title, bars) {
+  const width = 560, row = 22, labelWidth = 110, height = Math.max(1, bars.length) * row + 4;
+  const max = Math.max(1, ...bars.map(([, v]) => v));
+  const scale = (v) => (v / max) * (width - labelWidth - 70);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", class: "chart bars",
+    "aria-label": `${title}: ${bars.map(([l, v]) => `${l} ${v}`).join(", ")}` },
+    bars.map(([label, value], i) => [
+      svg("text", { x: labelWidth - 8, y: i * row + 16, class: "tick", "text-anchor": "end" }, label),
+      svg("rect", { x: labelWidth, y: i * row + 4, width: Math.max(1, scale(value)), height: row - 8, class: "bar" }),
+      svg("text", { x: labelWidth + scale(value) + 6, y: i * row + 16, class: "tick" }, number(value)),
+    ]));
+  return h("figure", { class: "chart-box" }, h("figcaption", {}, title), chart);
+}
+
 export function announce(text) {
   const region = document.getElementById("status") || document.body.appendChild(
     h("p", { id: "status", role: "status", "aria-live": "polite", class: "status" }));

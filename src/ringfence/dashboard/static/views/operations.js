@@ -1,7 +1,7 @@
 // Operations: throughput, lag (also per partition), late and rejected events, alerts and
 // notification health, charted from /v1/stats and refreshed every few seconds.
 import { api } from "../api.js";
-import { h, table, number, errorBox, section, lineChart } from "../ui.js";
+import { h, number, errorBox, section, lineChart, barChart } from "../ui.js";
 
 function tile(label, value, id) {
   return h("div", { class: "tile" }, h("span", { class: "tile-label" }, label), h("strong", { id }, value));
@@ -30,10 +30,11 @@ function view(stats) {
       lineChart("Rejected and late events per second", times, [
         { name: "rejected", values: s.map((p) => p.rejected_per_s) },
         { name: "late", values: s.map((p) => p.late_per_s) }], "/s"),
-      lineChart("Notification failures per second", times, [{ name: "failures", values: s.map((p) => p.notification_failures_per_s) }], "/s")),
+      lineChart("Notification failures per second", times, [{ name: "failures", values: s.map((p) => p.notification_failures_per_s) }], "/s"),
+      lineChart("Dead letters (waiting for a re-drive)", times, [{ name: "dead letters", values: s.map((p) => p.dead_letters) }])),
     h("div", { class: "two-col" },
-      section("Lag per partition", table("Lag per partition", ["Partition", "Events behind"],
-        stats.partitions.map((p) => h("tr", {}, h("td", {}, p.partition), h("td", { class: "num" }, number(p.lag_events)))))),
+      section("Lag per partition", barChart("Events behind, per partition",
+        stats.partitions.map((p) => [`partition ${p.partition}`, p.lag_events]))),
       section("Pipeline", h("dl", { class: "facts" },
         h("dt", {}, "Log head"), h("dd", {}, number(stats.log_head)),
         h("dt", {}, "Processed offset"), h("dd", {}, number(stats.processed_offset)),
