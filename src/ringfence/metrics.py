@@ -36,16 +36,15 @@ class Metrics:
             "ringfence_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
         )
 
-    def total(self, name: str, **labels: str) -> float:
-        """A counter's value summed over the label sets that match ``labels``
-        (``name`` as declared, without the ``_total`` suffix)."""
-        return sum(
-            sample.value
+    def counters(self) -> list[tuple[str, dict[str, str], float]]:
+        """Every counter's value per label set: (name as declared, labels, value)."""
+        return [
+            (family.name, sample.labels, sample.value)
             for family in self.registry.collect()
-            if family.name == name
+            if family.type == "counter"
             for sample in family.samples
-            if sample.name == f"{name}_total" and all(sample.labels.get(k) == v for k, v in labels.items())
-        )
+            if sample.name == f"{family.name}_total"
+        ]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

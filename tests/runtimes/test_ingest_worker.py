@@ -13,17 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from ringfence.bench import procstat
 from ringfence.runtimes.ingest_worker import IngestRequest, serve
 from ringfence.testing import create_key, event, start_server
 from tests.api.test_events_api import alerts_for, post, risky_transfer, uid
 
 
 def children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found.update(int(p) for p in text)
-    return found
+    return set(procstat.tree(pid)) - {pid}
 
 
 def ingest_workers(pid: int) -> set[int]:

@@ -37,24 +37,34 @@ class Totals:
     notifications_sent: float
     notification_failures: float
     lag: int
-    dead_letters: int
+    notifications: dict[str, int]  # by status: pending, sent, dead
+
+    @property
+    def dead_letters(self) -> int:
+        return self.notifications["dead"]
 
     @classmethod
     def read(cls, platform: Platform) -> Totals:
-        m = platform.metrics
+        """Reads the registry once and the notification log once (blocking: call off the loop)."""
+        counters = platform.metrics.counters()
+
+        def total(name: str, **labels: str) -> float:
+            return sum(v for n, ls, v in counters if n == name and all(ls.get(k) == x for k, x in labels.items()))
+
+        by_status = NotificationStore(platform.store).count_by_status()
         return cls(
             at=platform.clock.time(),
-            ingested=m.total("ringfence_events_ingested"),
-            processed=m.total("ringfence_events_processed"),
-            rejected=m.total("ringfence_events_rejected"),
-            duplicates=m.total("ringfence_events_duplicate"),
-            late=m.total("ringfence_events_late"),
-            alerts=m.total("ringfence_alerts"),
-            notifications_sent=m.total("ringfence_notifications", outcome="sent"),
-            notification_failures=m.total("ringfence_notifications", outcome="retry")
-            + m.total("ringfence_notifications", outcome="failed"),
+            ingested=total("ringfence_events_ingested"),
+            processed=total("ringfence_events_processed"),
+            rejected=total("ringfence_events_rejected"),
+            duplicates=total("ringfence_events_duplicate"),
+            late=total("ringfence_events_late"),
+            alerts=total("ringfence_alerts"),
+            notifications_sent=total("ringfence_notifications", outcome="sent"),
+            notification_failures=total("ringfence_notifications", outcome="retry")
+            + total("ringfence_notifications", outcome="failed"),
             lag=platform.lag(),
-            dead_letters=NotificationStore(platform.store).count_by_status().get("dead", 0),
+            notifications={status: by_status.get(status, 0) for status in ("pending", "sent", "dead")},
         )
 
 
@@ -86,14 +96,13 @@ class OpsHistory:
 
     async def run(self) -> None:
         while True:
-            self.sample()
+            await run_in_threadpool(self.sample)  # it queries the store: not on the event loop
             await asyncio.sleep(SAMPLE_EVERY_S)
 
 
 def _snapshot(platform: Platform, history: OpsHistory) -> dict[str, Any]:
     totals = Totals.read(platform)
     processed = platform.processor.offset
-    notifications = NotificationStore(platform.store).count_by_status()
     return {
         "at": iso(totals.at),
         "log_head": platform.log.head(),
@@ -110,7 +119,7 @@ def _snapshot(platform: Platform, history: OpsHistory) -> dict[str, Any]:
             "notifications_sent": int(totals.notifications_sent),
             "notification_failures": int(totals.notification_failures),
         },
-        "notifications": {status: notifications.get(status, 0) for status in ("pending", "sent", "dead")},
+        "notifications": totals.notifications,
         "late_events_stored": platform.store.count_late_events(),
         "sample_every_s": SAMPLE_EVERY_S,
         "series": history.series(),

@@ -8,6 +8,7 @@ sign-in page needs them).
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from urllib.parse import quote
 
@@ -33,6 +34,7 @@ PAGE_CSP = (
 )
 
 
+@functools.lru_cache(maxsize=128)  # shipped files do not change while Ringfence runs
 def _asset(name: str) -> bytes | None:
     """The bytes of a shipped asset; None for anything else (no path ever leaves ``static/``)."""
     parts = name.split("/")
@@ -59,14 +61,18 @@ def _signed_in(request: Request) -> bool:
     return True
 
 
+def _shell() -> Response:
+    return Response(SHELL, media_type="text/html; charset=utf-8", headers={"content-security-policy": PAGE_CSP})
+
+
 async def page(request: Request) -> Response:
     if not await run_in_threadpool(_signed_in, request):
         return RedirectResponse("/signin?next=" + quote(request.url.path, safe="/"), status_code=303)
-    return Response(SHELL, media_type="text/html; charset=utf-8", headers={"content-security-policy": PAGE_CSP})
+    return _shell()
 
 
 async def sign_in_page(request: Request) -> Response:
-    return Response(SHELL, media_type="text/html; charset=utf-8", headers={"content-security-policy": PAGE_CSP})
+    return _shell()
 
 
 async def asset(request: Request) -> Response:
