@@ -12,6 +12,6 @@ fi
 # Reinstall only when pyproject.toml changed since the last install.
 stamp=.venv/.ringfence-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q -e '.[dev,ml]'
+  .venv/bin/python -m pip install -q -e '.[dev,ml,aws]'
   touch "$stamp"
 fi

@@ -34,6 +34,7 @@ DEFAULT_REQUEST_TIMEOUT_S = 30.0
 ENV_PREFIX = "RINGFENCE_"
 # not settings: the CLI's API key, and secrets that receivers name (RINGFENCE_SECRET_*)
 NOT_SETTINGS = ("RINGFENCE_CONFIG", "RINGFENCE_API_KEY")
+AWS_PREFIX = "RINGFENCE_AWS_"  # the aws runtime's resource names (its template sets them), not settings
 SECRET_PREFIX = "RINGFENCE_SECRET_"  # nosec B105 # noqa: S105 - a name prefix, not a secret
 
 
@@ -136,7 +137,11 @@ def load_settings(
             raise ConfigError(f"cannot read settings file {file}: {exc}") from exc
     fields = set(Settings.__struct_fields__)
     for key, value in environ.items():
-        if key.startswith(ENV_PREFIX) and key not in NOT_SETTINGS and not key.startswith(SECRET_PREFIX):
+        if (
+            key.startswith(ENV_PREFIX)
+            and key not in NOT_SETTINGS
+            and not key.startswith((SECRET_PREFIX, AWS_PREFIX))
+        ):
             name = key[len(ENV_PREFIX) :].lower()
             if name not in fields:
                 raise ConfigError(f"unknown setting {key}")

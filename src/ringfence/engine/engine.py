@@ -358,6 +358,48 @@ class Engine:
                 out[spec.name] = spec.value(self.states[spec.name].get(key), at)
         return out
 
+    def state_rows_of(self, event: Event) -> tuple[set[StateKey], set[StateKey]]:
+        """The persisted (name, key) state rows processing ``event`` may read, and the subset it
+        may change. Supersets, for runtimes that load state per batch (aws) rather than hold it."""
+        ctx = EventContext(event, self)
+        reads: set[StateKey] = set()
+        specs: list[FeatureSpec | AnomalySpec | PatternSpec] = [
+            *self.pack.features,
+            *self.pack.anomalies,
+            *self.pack.patterns,
+        ]
+        for spec in specs:
+            key = spec.key(ctx)
+            if key is not None:
+                reads.add((self.persisted_names[spec.state_name], key))
+        features, anomalies, _, patterns = self._for_type(event.type)
+        writes: set[StateKey] = set()
+        changed: list[FeatureSpec | AnomalySpec | PatternSpec] = [*features, *anomalies, *patterns]
+        for spec in changed:
+            key = spec.key(ctx)
+            if key is not None:
+                writes.add((self.persisted_names[spec.state_name], key))
+        return reads, writes
+
+    def timer_of(self, persisted: str, key: str) -> float | None:
+        """The armed absence deadline of a pattern state row, if any (runtimes index them)."""
+        kind, _, ident = self._internal_names.get(persisted, "").partition(":")
+        state = self.pattern_states.get(ident, {}).get(key) if kind == "pattern" else None
+        return state.deadline if state is not None else None
+
+    def horizon_of(self, persisted: str) -> float | None:
+        """How long a quiet key's state row matters (window, ttl or pattern span); None: for ever."""
+        name = self._internal_names.get(persisted, "")
+        kind, _, ident = name.partition(":")
+        if kind == "pattern":
+            return self._patterns[ident].within if ident in self._patterns else None
+        if kind == "anomaly":
+            return self._anomalies[ident].window if ident in self._anomalies else None
+        spec = self._features.get(name)
+        if spec is None:
+            return None
+        return spec.window if spec.window is not None else spec.ttl
+
     def state_size(self) -> int:
         """How many per-key states are held."""
         tables: list[Mapping[str, Any]] = [*self.states.values(), *self.zstates.values(), *self.pattern_states.values()]

@@ -1,0 +1,288 @@
+"""Run the aws runtime against a local AWS endpoint (moto in server mode, or LocalStack).
+
+Lambda itself cannot run here, so this module plays its event source mappings:
+:class:`KinesisSource` reads each shard in order and invokes the processor the way Lambda
+does (batches per shard, ``ReportBatchItemFailures``, bisect on a function error, a bounded
+number of retries, then the on-failure destination), and :class:`QueueSource` feeds the
+dispatcher from its SQS queue. :func:`provision` creates the resources from the SAM
+template's own definitions, so what is tested is what is deployed.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from ringfence.runtimes.aws.resources import AwsClients, AwsNames
+
+log = logging.getLogger("ringfence.aws.local")
+
+TEMPLATE = Path(__file__).resolve().parents[4] / "deploy" / "aws" / "template.yaml"
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class _TemplateLoader(yaml.SafeLoader):
+    """Reads CloudFormation's short-form intrinsics (``!Ref``, ``!Sub``…) as plain tagged values."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {f"!{suffix}": value}
+
+
+_TemplateLoader.add_multi_constructor("!", _intrinsic)
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load(path.read_text(), Loader=_TemplateLoader)  # noqa: S506 # nosec B506 - a SafeLoader subclass
+    return loaded
+
+
+def provision(clients: AwsClients, prefix: str, shards: int = 2, template: Path = TEMPLATE) -> AwsNames:
+    """Create the stream, tables, topic and queues of one deployment named ``prefix``."""
+    resources = load_template(template)["Resources"]
+    db = clients.dynamodb
+    names: dict[str, str] = {}
+    for logical in ("StateTable", "AlertsTable"):
+        props = resources[logical]["Properties"]
+        table = f"{prefix}-{logical}"
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "KeySchema": props["KeySchema"],
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "BillingMode": props["BillingMode"],
+        }
+        if props.get("GlobalSecondaryIndexes"):
+            kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        db.create_table(**kwargs)
+        db.get_waiter("table_exists").wait(TableName=table)
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            db.update_time_to_live(TableName=table, TimeToLiveSpecification=ttl)
+        names[logical] = table
+    stream = f"{prefix}-events"
+    clients.kinesis.create_stream(StreamName=stream, ShardCount=shards)
+    clients.kinesis.get_waiter("stream_exists").wait(StreamName=stream)
+    topic = clients.sns.create_topic(Name=f"{prefix}-alerts")["TopicArn"]
+    queues: dict[str, str] = {}
+    for name in ("alerts-dlq", "alerts", "poison"):
+        attributes: dict[str, str] = {}
+        if name == "alerts":
+            dlq_arn = _queue_arn(clients, queues["alerts-dlq"])
+            receives = resources["AlertsQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+            attributes["RedrivePolicy"] = msgspec.json.encode(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": receives}
+            ).decode()
+        queues[name] = clients.sqs.create_queue(QueueName=f"{prefix}-{name}", Attributes=attributes)["QueueUrl"]
+    clients.sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=_queue_arn(clients, queues["alerts"]),
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    return AwsNames(stream, names["StateTable"], names["AlertsTable"], topic, queues["poison"])
+
+
+def _queue_arn(clients: AwsClients, url: str) -> str:
+    reply = clients.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return str(reply["Attributes"]["QueueArn"])
+
+
+@dataclass
+class _Shard:
+    id: str
+    after: str | None = None  # the last sequence number handed over and done with
+
+
+@dataclass
+class KinesisSource:
+    """Lambda's Kinesis event source mapping, for one stream and one function.
+
+    ``max_retries`` and ``bisect`` are the mapping's ``MaximumRetryAttempts`` and
+    ``BisectBatchOnFunctionError``; ``on_failure`` receives what Lambda sends to the
+    on-failure destination (the shard and sequence range, not the records).
+    """
+
+    kinesis: Any
+    stream: str
+    handler: Handler
+    batch_size: int = 100
+    max_retries: int = 3
+    bisect: bool = True
+    on_failure: Callable[[dict[str, Any]], None] = lambda info: None
+    region: str = "us-east-1"
+    _shards: dict[str, _Shard] = field(default_factory=dict)
+    invocations: int = 0
+
+    def _shard_ids(self) -> list[str]:
+        reply = self.kinesis.list_shards(StreamName=self.stream)
+        return sorted(s["ShardId"] for s in reply["Shards"])
+
+    def _read(self, shard: _Shard) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"StreamName": self.stream, "ShardId": shard.id}
+        if shard.after is None:
+            kwargs["ShardIteratorType"] = "TRIM_HORIZON"
+        else:
+            kwargs["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
+            kwargs["StartingSequenceNumber"] = shard.after
+        iterator = self.kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+        records: list[dict[str, Any]] = self.kinesis.get_records(ShardIterator=iterator, Limit=self.batch_size)[
+            "Records"
+        ]
+        return records
+
+    def _event(self, shard: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        arn = f"arn:aws:kinesis:{self.region}:000000000000:stream/{self.stream}"
+        return {
+            "Records": [
+                {
+                    "eventSource": "aws:kinesis",
+                    "eventSourceARN": arn,
+                    "eventID": f"{shard}:{r['SequenceNumber']}",
+                    "kinesis": {
+                        "sequenceNumber": r["SequenceNumber"],
+                        "partitionKey": r["PartitionKey"],
+                        "data": base64.b64encode(r["Data"]).decode(),
+                        "approximateArrivalTimestamp": r["ApproximateArrivalTimestamp"].timestamp(),
+                    },
+                }
+                for r in records
+            ]
+        }
+
+    def poll(self) -> int:
+        """One batch per shard, as Lambda would invoke; returns how many records were handed over."""
+        handed = 0
+        for shard_id in self._shard_ids():
+            shard = self._shards.setdefault(shard_id, _Shard(shard_id))
+            records = self._read(shard)
+            if records:
+                handed += len(records)
+                self._deliver(shard, records)
+        return handed
+
+    def drain(self, timeout_s: float = 120.0) -> None:
+        """Poll until every shard is read to its end."""
+        deadline = time.monotonic() + timeout_s
+        while self.poll():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the stream did not drain")
+
+    def _deliver(self, shard: _Shard, records: list[dict[str, Any]]) -> None:
+        """Invoke until the batch is done, the way Lambda retries a Kinesis batch."""
+        pending = [records]
+        retries = 0
+        while pending:
+            batch = pending[0]
+            self.invocations += 1
+            try:
+                reply = self.handler(self._event(shard.id, batch))
+                failed = [f["itemIdentifier"] for f in (reply or {}).get("batchItemFailures", [])]
+            except Exception as exc:
+                log.warning("shard %s: function error: %s", shard.id, exc)
+                failed = None
+            if failed == []:  # the whole batch is done
+                shard.after = batch[-1]["SequenceNumber"]
+                pending.pop(0)
+                retries = 0
+                continue
+            retries += 1
+            if failed:  # checkpoint before the lowest reported record, retry from it
+                first = min(failed, key=int)
+                done = [r for r in batch if int(r["SequenceNumber"]) < int(first)]
+                if done:
+                    shard.after = done[-1]["SequenceNumber"]
+                batch = [r for r in batch if int(r["SequenceNumber"]) >= int(first)]
+                pending[0] = batch
+            elif self.bisect and len(batch) > 1:
+                half = len(batch) // 2
+                pending[0:1] = [batch[:half], batch[half:]]
+            if retries > self.max_retries:
+                self.on_failure(
+                    {
+                        "requestContext": {"condition": "RetryAttemptsExhausted"},
+                        "KinesisBatchInfo": {
+                            "shardId": shard.id,
+                            "startSequenceNumber": pending[0][0]["SequenceNumber"],
+                            "endSequenceNumber": pending[0][-1]["SequenceNumber"],
+                            "batchSize": len(pending[0]),
+                            "streamArn": self.stream,
+                        },
+                    }
+                )
+                shard.after = pending[0][-1]["SequenceNumber"]
+                pending.pop(0)
+                retries = 0
+
+
+@dataclass
+class QueueSource:
+    """Lambda's SQS event source mapping with ``ReportBatchItemFailures``."""
+
+    sqs: Any
+    queue_url: str
+    handler: Handler
+    batch_size: int = 10
+    invocations: int = 0
+
+    def poll(self) -> int:
+        reply = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=self.batch_size,
+            WaitTimeSeconds=0,
+            AttributeNames=["All"],
+        )
+        messages = reply.get("Messages", [])
+        if not messages:
+            return 0
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        event = {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": arn,
+                }
+                for m in messages
+            ]
+        }
+        self.invocations += 1
+        try:
+            reply = self.handler(event)
+            failed = {f["itemIdentifier"] for f in (reply or {}).get("batchItemFailures", [])}
+        except Exception as exc:
+            log.warning("queue function error: %s", exc)
+            return len(messages)  # every message stays for its visibility timeout
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start : start + 10])
+                ],
+            )
+        return len(messages)
+
+    def drain(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.poll():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the queue did not drain")

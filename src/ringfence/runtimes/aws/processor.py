@@ -1,0 +1,346 @@
+"""The Kinesis processor: the engine over one shard's batch, state loaded from and committed
+to DynamoDB (see :mod:`ringfence.runtimes.aws.state` for why that is exact under retries and
+races), then the committed signals applied to the alerts table and announced on SNS.
+
+A batch is cut into chunks whose writes fit one DynamoDB transaction; each chunk commits on
+its own, so a failure part-way leaves the committed chunks committed and Lambda retries from
+the first record not committed (``ReportBatchItemFailures``). A record that cannot be
+decoded, or that makes the engine raise, is a poison record: it goes to the poison queue
+with the reason, is marked processed, and the records behind it carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from ringfence.engine.engine import Engine
+from ringfence.engine.pack import RulePack
+from ringfence.engine.rules import AlertSignal
+from ringfence.errors import StoreError
+from ringfence.events.model import Event, decode_event
+from ringfence.runtimes.aws.alerts import AlertTable
+from ringfence.runtimes.aws.state import (
+    MAX_TRANSACTION_ITEMS,
+    STATE_TTL_MARGIN_S,
+    Commit,
+    RowWrite,
+    ShardCheckpoint,
+    StateConflict,
+    StateKey,
+    StateTable,
+)
+
+log = logging.getLogger("ringfence.aws.processor")
+
+TIMER_ROWS = 8  # rows of each commit kept for absence timers that come due in its chunk
+CONFLICT_ATTEMPTS = 10
+TICK_SOURCE = "tick"  # the source name of timers fired by the wall clock
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    """One Kinesis record as the event source mapping hands it over."""
+
+    sequence: str
+    partition_key: str
+    data: bytes
+    arrived_at: float
+
+
+@dataclass
+class BatchOutcome:
+    """What one invocation did; ``failed_sequence`` is reported back to Lambda."""
+
+    processed: int = 0
+    skipped: int = 0  # processed by an earlier (retried or racing) invocation
+    poison: int = 0
+    conflicts: int = 0
+    commits: int = 0
+    alerts_created: int = 0
+    failed_sequence: str | None = None
+
+
+class PoisonSink(Protocol):
+    def send(self, shard: str, record: StreamRecord, reason: str) -> None: ...
+
+
+@dataclass
+class _Item:
+    record: StreamRecord
+    event: Event
+    writes: set[StateKey] = field(default_factory=set)
+    reads: set[StateKey] = field(default_factory=set)
+
+
+class _Poison(Exception):
+    def __init__(self, item: _Item, reason: str) -> None:
+        super().__init__(reason)
+        self.item = item
+        self.reason = reason
+
+
+def ordinal(sequence: str, index: int) -> str:
+    """A signal's place among its source's signals, comparable as a string."""
+    return f"{int(sequence):0128d}.{index:04d}"
+
+
+def partition_of_shard(shard: str) -> int:
+    """The engine's partition number for a shard id such as ``shardId-000000000003``."""
+    digits = re.findall(r"\d+", shard)
+    return int(digits[-1]) if digits else 0
+
+
+class ShardProcessor:
+    """Runs the engine for the aws runtime; one per container, any shard."""
+
+    def __init__(
+        self,
+        pack: RulePack,
+        state: StateTable,
+        alerts: AlertTable,
+        announce: Callable[[dict[str, Any]], None],
+        poison: PoisonSink,
+        *,
+        allowed_lateness_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pack = pack
+        self.state = state
+        self.alerts = alerts
+        self.announce = announce
+        self.poison = poison
+        self.lateness = allowed_lateness_s
+        self.clock = clock
+        self._planner = Engine(pack, allowed_lateness_s)
+        self._rng = random.Random()  # nosec B311 # noqa: S311 - backoff jitter, not security
+        # called between a chunk's prepare and its commit; tests use it to stage races
+        self.before_commit: Callable[[Commit], None] = lambda commit: None
+
+    # -- a batch -----------------------------------------------------------------------------------
+
+    def process(self, shard: str, records: list[StreamRecord]) -> BatchOutcome:
+        outcome = BatchOutcome()
+        self.drain_outbox(shard, outcome)
+        items: list[_Item] = []
+        seen: set[str] = set()
+        for record in records:
+            try:
+                event = decode_event(record.data)
+            except (msgspec.DecodeError, ValueError) as exc:
+                self.poison.send(shard, record, f"not a valid event: {exc}")
+                outcome.poison += 1
+                continue
+            if event.event_id in seen:  # the same event twice in one batch (a producer's retry)
+                outcome.skipped += 1
+                continue
+            seen.add(event.event_id)
+            items.append(_Item(record, event))
+        done = self.state.processed([i.event.event_id for i in items])
+        outcome.skipped += len(done)
+        pending = [i for i in items if i.event.event_id not in done]
+        for item in pending:
+            item.reads, item.writes = self._planner.state_rows_of(item.event)
+        for chunk in plan_chunks(pending):
+            try:
+                self._run_chunk(shard, chunk, outcome)
+            except Exception:
+                log.exception(
+                    "shard %s: chunk from %s failed; Lambda retries from there", shard, chunk[0].record.sequence
+                )
+                outcome.failed_sequence = chunk[0].record.sequence
+                break
+        return outcome
+
+    def _run_chunk(self, shard: str, chunk: list[_Item], outcome: BatchOutcome) -> None:
+        poisoned: list[_Item] = []
+        for _ in range(CONFLICT_ATTEMPTS):
+            try:
+                commit = self._prepare(shard, chunk, poisoned)
+            except _Poison as p:
+                self.poison.send(shard, p.item.record, p.reason)
+                outcome.poison += 1
+                poisoned.append(p.item)
+                chunk = [i for i in chunk if i is not p.item]
+                continue
+            self.before_commit(commit)
+            try:
+                self.state.commit(commit, self.clock())
+            except StateConflict as conflict:
+                outcome.conflicts += 1
+                log.info("shard %s: commit conflict (%s); reloading", shard, conflict.codes)
+                done = self.state.processed([i.event.event_id for i in chunk])
+                outcome.skipped += len(done)
+                chunk = [i for i in chunk if i.event.event_id not in done]
+                poisoned = [i for i in poisoned if i.event.event_id not in done]
+                if not chunk and not poisoned:
+                    return
+                time.sleep(self._rng.uniform(0.01, 0.05))
+                continue
+            outcome.commits += 1
+            outcome.processed += len(chunk)
+            if commit.outbox:
+                self._apply(shard, commit.outbox[0][0], commit.outbox, outcome)
+            return
+        raise StoreError(f"shard {shard}: {CONFLICT_ATTEMPTS} commits in a row lost a race")
+
+    def _prepare(self, shard: str, chunk: list[_Item], poisoned: list[_Item]) -> Commit:
+        """Load the chunk's state, run the engine over it; the commit that would record it."""
+        checkpoints = self.state.checkpoints()
+        checkpoint = checkpoints.get(shard) or ShardCheckpoint(shard)
+        marks = {
+            partition_of_shard(s): c.max_event_time
+            for s, c in checkpoints.items()
+            if c.max_event_time is not None and s != TICK_SOURCE
+        }
+        latest = max([*marks.values(), *(i.event.occurred_at for i in chunk)], default=None)
+        reads: set[StateKey] = set()
+        writes: set[StateKey] = set()
+        for item in chunk:
+            reads |= item.reads
+            writes |= item.writes
+        room = MAX_TRANSACTION_ITEMS - 2 - len(writes) - len(chunk) - len(poisoned)
+        timers = self.state.due_timers(latest - self.lateness, max(0, room)) if latest is not None else []
+        loaded = self.state.load(reads | set(timers))
+        engine = Engine(self.pack, self.lateness)
+        engine.restore(((n, k, st) for (n, k), (st, _) in loaded.items()), marks)
+        partition = partition_of_shard(shard)
+        outbox: list[tuple[str, AlertSignal]] = []
+        late = 0
+        for index, item in enumerate(chunk):
+            event = item.event
+            late += engine.is_late(event, partition)
+            try:
+                hits = engine.process(event, checkpoint.events + index + 1, partition, item.record.arrived_at)
+            except Exception as exc:  # the engine failed on this event: it must not block the shard
+                raise _Poison(item, f"the engine failed on this event: {type(exc).__name__}: {exc}") from exc
+            outbox += [(ordinal(item.record.sequence, j), s) for j, s in enumerate(hits) if s.mode == "live"]
+        now = self.clock()
+        rows = []
+        for name, key, encoded in engine.take_changes():
+            version = loaded[(name, key)][1] if (name, key) in loaded else None
+            if encoded is None and version is None:
+                continue
+            horizon = engine.horizon_of(name)
+            rows.append(
+                RowWrite(
+                    name,
+                    key,
+                    encoded,
+                    version,
+                    deadline=engine.timer_of(name, key),
+                    expires_at=now + horizon + STATE_TTL_MARGIN_S if horizon is not None else None,
+                )
+            )
+        new = ShardCheckpoint(
+            shard,
+            checkpoint.version + 1,
+            engine.max_event_time.get(partition, checkpoint.max_event_time),
+            checkpoint.events + len(chunk),
+            checkpoint.late + late,
+            now,
+        )
+        return Commit(checkpoint, new, rows, [i.event.event_id for i in (*chunk, *poisoned)], outbox)
+
+    # -- alerts ----------------------------------------------------------------------------------------
+
+    def _apply(self, source: str, sort_key: str, signals: list[tuple[str, AlertSignal]], outcome: BatchOutcome) -> None:
+        """Apply committed signals to the alerts table (each once), announce the new alerts, and
+        drop the outbox item. Safe to repeat after a crash anywhere in it."""
+        now = self.clock()
+        for position, signal in signals:
+            applied = self.alerts.apply(signal, source, position, now)
+            if applied is None:
+                continue
+            if applied.created:
+                outcome.alerts_created += 1
+            if applied.owes_announcement:
+                self.announce(
+                    {
+                        "version": "1",
+                        "change": "firing",
+                        "alert_id": applied.alert_id,
+                        "rule_id": signal.rule_id,
+                        "severity": signal.severity,
+                        "audience": signal.audience,
+                    }
+                )
+                self.alerts.mark_announced(applied.alert_id)
+        self.state.drop_outbox(source, sort_key)
+
+    def drain_outbox(self, source: str, outcome: BatchOutcome) -> None:
+        """Apply what an earlier invocation committed but did not get to apply."""
+        for sort_key, signals in self.state.outbox(source):
+            self._apply(source, sort_key, signals, outcome)
+
+    # -- quiet keys ------------------------------------------------------------------------------------
+
+    def tick(self) -> BatchOutcome:
+        """Fire the absence timers that wall-clock time has made due (scheduled every minute).
+
+        As in the embedded runtime, event time runs on from the newest event by the wall-clock
+        time since it was committed, so a replay of old events is not closed early.
+        """
+        outcome = BatchOutcome()
+        self.drain_outbox(TICK_SOURCE, outcome)
+        for _ in range(CONFLICT_ATTEMPTS):
+            checkpoints = self.state.checkpoints()
+            shards = [c for s, c in checkpoints.items() if s != TICK_SOURCE and c.max_event_time is not None]
+            if not shards:
+                return outcome
+            newest = max(shards, key=lambda c: c.max_event_time or 0.0)
+            assert newest.max_event_time is not None
+            now = self.clock()
+            mark = newest.max_event_time + (now - newest.at) - self.lateness
+            due = self.state.due_timers(mark, MAX_TRANSACTION_ITEMS - 2)
+            if not due:
+                return outcome
+            loaded = self.state.load(due)
+            engine = Engine(self.pack, self.lateness)
+            marks = {partition_of_shard(c.shard): c.max_event_time for c in shards if c.max_event_time is not None}
+            engine.restore(((n, k, st) for (n, k), (st, _) in loaded.items()), marks)
+            stamp = str(int(now * 1e6))
+            signals = [(ordinal(stamp, j), s) for j, s in enumerate(engine.advance(mark)) if s.mode == "live"]
+            rows = [
+                RowWrite(n, k, st, loaded[(n, k)][1] if (n, k) in loaded else None, engine.timer_of(n, k))
+                for n, k, st in engine.take_changes()
+                if st is not None or (n, k) in loaded
+            ]
+            old = checkpoints.get(TICK_SOURCE) or ShardCheckpoint(TICK_SOURCE)
+            new = ShardCheckpoint(TICK_SOURCE, old.version + 1, None, old.events, old.late, now)
+            try:
+                self.state.commit(Commit(old, new, rows, [], signals), now)
+            except StateConflict:
+                outcome.conflicts += 1
+                continue
+            outcome.commits += 1
+            if signals:
+                self._apply(TICK_SOURCE, signals[0][0], signals, outcome)
+            return outcome
+        raise StoreError(f"the timer tick lost {CONFLICT_ATTEMPTS} races in a row")
+
+
+def plan_chunks(items: list[_Item]) -> list[list[_Item]]:
+    """Cut a batch into runs whose commits fit one DynamoDB transaction: the checkpoint, the
+    outbox, a marker per event, every row the events may write, and room for due timers."""
+    budget = MAX_TRANSACTION_ITEMS - 2 - TIMER_ROWS
+    chunks: list[list[_Item]] = []
+    current: list[_Item] = []
+    writes: set[StateKey] = set()
+    for item in items:
+        merged = writes | item.writes
+        if current and len(merged) + len(current) + 1 > budget:
+            chunks.append(current)
+            current, merged = [], set(item.writes)
+        current.append(item)
+        writes = merged
+    if current:
+        chunks.append(current)
+    return chunks

@@ -1,0 +1,90 @@
+"""Where the handlers find their AWS resources: names from the environment (the SAM template
+sets them), and boto3 clients made on first use and kept for the life of the container."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from ringfence.errors import ConfigError
+
+_VARIABLES = {
+    "stream": "RINGFENCE_AWS_STREAM",
+    "state_table": "RINGFENCE_AWS_STATE_TABLE",
+    "alerts_table": "RINGFENCE_AWS_ALERTS_TABLE",
+    "alerts_topic_arn": "RINGFENCE_AWS_ALERTS_TOPIC_ARN",
+    "poison_queue_url": "RINGFENCE_AWS_POISON_QUEUE_URL",
+}
+
+
+@dataclass(frozen=True)
+class AwsNames:
+    """The stream, tables, topic and queue one deployment uses."""
+
+    stream: str
+    state_table: str
+    alerts_table: str
+    alerts_topic_arn: str
+    poison_queue_url: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> AwsNames:
+        """Read the names from ``RINGFENCE_*`` variables; raise ConfigError naming any missing."""
+        missing = [var for var in _VARIABLES.values() if not env.get(var)]
+        if missing:
+            raise ConfigError(f"the aws runtime needs these environment variables: {', '.join(missing)}")
+        return cls(**{name: env[var] for name, var in _VARIABLES.items()})
+
+    def to_env(self) -> dict[str, str]:
+        return {var: getattr(self, name) for name, var in _VARIABLES.items()}
+
+
+@dataclass
+class AwsClients:
+    """Low-level boto3 clients. The endpoint and credentials come from boto3's usual sources
+    (``AWS_ENDPOINT_URL`` points them at a local endpoint in tests)."""
+
+    region: str | None = None
+    _config: Any = field(default=None, repr=False)
+
+    def _client(self, service: str) -> Any:
+        import boto3  # the aws extra: imported only by the aws runtime
+        from botocore.config import Config
+
+        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+        return boto3.client(service, region_name=self.region or os.environ.get("AWS_REGION"), config=config)
+
+    @cached_property
+    def kinesis(self) -> Any:
+        return self._client("kinesis")
+
+    @cached_property
+    def dynamodb(self) -> Any:
+        return self._client("dynamodb")
+
+    @cached_property
+    def sns(self) -> Any:
+        return self._client("sns")
+
+    @cached_property
+    def sqs(self) -> Any:
+        return self._client("sqs")
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError ('' for anything else)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def cancellation_codes(exc: BaseException) -> list[str]:
+    """Per-item reasons of a cancelled DynamoDB transaction ('None' for items that were fine)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return []
+    return [str(r.get("Code", "None")) for r in response.get("CancellationReasons", [])]

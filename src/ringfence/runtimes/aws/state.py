@@ -1,0 +1,278 @@
+"""Engine state in DynamoDB: one item per (state name, key), versioned.
+
+A processor invocation loads the rows its events may touch, runs the engine, and commits
+in one ``TransactWriteItems``: every changed row (conditional on the version it loaded), a
+marker per event (conditional on not existing), the shard's checkpoint (versioned) and an
+outbox item with the batch's alert signals. Either all of it lands or none does, so:
+
+- a retried batch finds its events' markers and skips them: nothing is counted twice;
+- of two invocations racing on the same rows, the second's conditions fail: it reloads and
+  redoes its work on the winner's state, so the result equals one run in order.
+
+Item layout (table key ``pk`` + ``sk``):
+
+| item | pk | sk | attributes |
+|---|---|---|---|
+| state row | ``s|<name>|<key>`` | ``-`` | ``st`` state, ``v`` version, ``tp``/``d`` armed timer, ``ttl`` |
+| event marker | ``e|<event id>`` | ``-`` | ``ttl`` |
+| checkpoint | ``checkpoint`` | shard id | ``v``, ``met`` max event time, ``n`` events, ``late``, ``at`` |
+| outbox | ``outbox|<shard>`` | first ordinal | ``sig`` signals (msgpack) |
+
+Timers live in the sparse index ``timers`` (``tp`` + ``d``), so due ones are one query.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from ringfence.engine.rules import AlertSignal
+from ringfence.runtimes.aws.resources import cancellation_codes, error_code
+
+StateKey = tuple[str, str]
+MARKER_TTL_S = 8 * 86400.0  # longer than Kinesis keeps a record (7 days at most)
+STATE_TTL_MARGIN_S = 86400.0  # a quiet row lives this long past its horizon
+TIMERS_INDEX = "timers"
+TIMER_PARTITION = "timer"
+MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit for one TransactWriteItems
+
+_signals_encoder = msgspec.msgpack.Encoder()
+_signals_decoder = msgspec.msgpack.Decoder(list[tuple[str, AlertSignal]])
+
+
+class StateConflict(Exception):
+    """The commit's conditions failed: another invocation changed the rows or processed events."""
+
+    def __init__(self, codes: list[str]) -> None:
+        super().__init__(f"transaction cancelled: {codes}")
+        self.codes = codes
+
+
+@dataclass
+class ShardCheckpoint:
+    """What a shard's processor has committed: its version and event-time progress."""
+
+    shard: str
+    version: int = 0
+    max_event_time: float | None = None
+    events: int = 0  # events processed so far: gives each its ordinal offset in evidence
+    late: int = 0
+    at: float = 0.0  # wall clock of the last commit
+
+
+@dataclass
+class RowWrite:
+    """A state row to write (``state`` None: delete), conditional on ``loaded_version``."""
+
+    name: str
+    key: str
+    state: bytes | None
+    loaded_version: int | None  # None: the row did not exist
+    deadline: float | None = None
+    expires_at: float | None = None
+
+
+@dataclass
+class Commit:
+    """One atomic commit of a processor invocation."""
+
+    checkpoint: ShardCheckpoint
+    new_checkpoint: ShardCheckpoint
+    rows: list[RowWrite] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    outbox: list[tuple[str, AlertSignal]] = field(default_factory=list)  # (ordinal, signal)
+
+    @property
+    def items(self) -> int:
+        return 1 + len(self.rows) + len(self.event_ids) + (1 if self.outbox else 0)
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": repr(float(value)) if isinstance(value, float) else str(value)}
+
+
+def _row_pk(name: str, key: str) -> str:
+    return f"s|{name}|{key}"
+
+
+def _marker_pk(event_id: str) -> str:
+    return f"e|{event_id}"
+
+
+class StateTable:
+    """The processor's view of the state table."""
+
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self.db = dynamodb
+        self.table = table
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _batch_get(self, pks: list[str], attributes: str) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(pks), 100):
+            keys: list[dict[str, Any]] = [{"pk": _s(pk), "sk": _s("-")} for pk in pks[start : start + 100]]
+            request: dict[str, Any] = {
+                self.table: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": attributes}
+            }
+            delay = 0.05
+            while request:
+                reply = self.db.batch_get_item(RequestItems=request)
+                for item in reply.get("Responses", {}).get(self.table, []):
+                    found[item["pk"]["S"]] = item
+                request = reply.get("UnprocessedKeys") or {}
+                if request:  # throttled: back off, then ask for the rest
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+        return found
+
+    def load(self, rows: Iterable[StateKey]) -> dict[StateKey, tuple[bytes, int]]:
+        """The stored state and version of each of ``rows`` that exists."""
+        wanted = {_row_pk(name, key): (name, key) for name, key in rows}
+        items = self._batch_get(list(wanted), "pk, st, v")
+        return {wanted[pk]: (bytes(item["st"]["B"]), int(item["v"]["N"])) for pk, item in items.items()}
+
+    def processed(self, event_ids: Iterable[str]) -> set[str]:
+        """Which of ``event_ids`` a committed batch already processed."""
+        ids = {_marker_pk(e): e for e in event_ids}
+        return {ids[pk] for pk in self._batch_get(list(ids), "pk")}
+
+    def checkpoints(self) -> dict[str, ShardCheckpoint]:
+        """Every shard's checkpoint (their max event times make the global watermark)."""
+        out: dict[str, ShardCheckpoint] = {}
+        for item in self._query({"pk": "checkpoint"}):
+            shard = item["sk"]["S"]
+            out[shard] = ShardCheckpoint(
+                shard,
+                int(item["v"]["N"]),
+                float(item["met"]["N"]) if "met" in item else None,
+                int(item["n"]["N"]),
+                int(item["late"]["N"]),
+                float(item["at"]["N"]),
+            )
+        return out
+
+    def due_timers(self, watermark: float, limit: int) -> list[StateKey]:
+        """State rows whose armed absence deadline is before ``watermark``, earliest first."""
+        rows: list[StateKey] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": TIMERS_INDEX,
+            "KeyConditionExpression": "tp = :tp AND d < :w",
+            "ExpressionAttributeValues": {":tp": _s(TIMER_PARTITION), ":w": _n(watermark)},
+            "Limit": limit,
+        }
+        reply = self.db.query(**kwargs)
+        for item in reply.get("Items", []):
+            _, name, key = item["pk"]["S"].split("|", 2)
+            rows.append((name, key))
+        return rows[:limit]
+
+    def _query(self, equals: dict[str, str]) -> Iterable[dict[str, Any]]:
+        ((attr, value),) = equals.items()
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": f"{attr} = :v",
+            "ExpressionAttributeValues": {":v": _s(value)},
+            "ConsistentRead": True,
+        }
+        while True:
+            reply = self.db.query(**kwargs)
+            yield from reply.get("Items", [])
+            if "LastEvaluatedKey" not in reply:
+                return
+            kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+    # -- the outbox ------------------------------------------------------------------------------
+
+    def outbox(self, shard: str) -> list[tuple[str, list[tuple[str, AlertSignal]]]]:
+        """Committed signals of ``shard`` not yet applied to the alerts table, oldest first."""
+        return [
+            (item["sk"]["S"], _signals_decoder.decode(bytes(item["sig"]["B"])))
+            for item in self._query({"pk": f"outbox|{shard}"})
+        ]
+
+    def drop_outbox(self, shard: str, sort_key: str) -> None:
+        self.db.delete_item(TableName=self.table, Key={"pk": _s(f"outbox|{shard}"), "sk": _s(sort_key)})
+
+    # -- committing --------------------------------------------------------------------------------
+
+    def commit(self, commit: Commit, now: float) -> None:
+        """Write ``commit`` atomically, or raise StateConflict and write nothing."""
+        if commit.items > MAX_TRANSACTION_ITEMS:
+            raise ValueError(f"a commit of {commit.items} items is over DynamoDB's {MAX_TRANSACTION_ITEMS}")
+        items: list[dict[str, Any]] = [self._checkpoint_put(commit.checkpoint, commit.new_checkpoint)]
+        items += [self._row_write(row) for row in commit.rows if row.state is not None or row.loaded_version]
+        items += [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": {"pk": _s(_marker_pk(e)), "sk": _s("-"), "ttl": _n(int(now + MARKER_TTL_S))},
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+            for e in commit.event_ids
+        ]
+        if commit.outbox:
+            first = commit.outbox[0][0]
+            items.append(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": {
+                            "pk": _s(f"outbox|{commit.checkpoint.shard}"),
+                            "sk": _s(first),
+                            "sig": {"B": _signals_encoder.encode(commit.outbox)},
+                        },
+                    }
+                }
+            )
+        try:
+            self.db.transact_write_items(TransactItems=items)
+        except Exception as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                raise StateConflict(cancellation_codes(exc)) from exc
+            raise
+
+    def _checkpoint_put(self, old: ShardCheckpoint, new: ShardCheckpoint) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "pk": _s("checkpoint"),
+            "sk": _s(new.shard),
+            "v": _n(new.version),
+            "n": _n(new.events),
+            "late": _n(new.late),
+            "at": _n(new.at),
+        }
+        if new.max_event_time is not None:
+            item["met"] = _n(new.max_event_time)
+        condition: dict[str, Any] = (
+            {"ConditionExpression": "v = :v", "ExpressionAttributeValues": {":v": _n(old.version)}}
+            if old.version
+            else {"ConditionExpression": "attribute_not_exists(pk)"}
+        )
+        return {"Put": {"TableName": self.table, "Item": item, **condition}}
+
+    def _row_write(self, row: RowWrite) -> dict[str, Any]:
+        key = {"pk": _s(_row_pk(row.name, row.key)), "sk": _s("-")}
+        condition: dict[str, Any] = (
+            {"ConditionExpression": "v = :v", "ExpressionAttributeValues": {":v": _n(row.loaded_version)}}
+            if row.loaded_version
+            else {"ConditionExpression": "attribute_not_exists(pk)"}
+        )
+        if row.state is None:
+            return {"Delete": {"TableName": self.table, "Key": key, **condition}}
+        item: dict[str, Any] = {**key, "st": {"B": row.state}, "v": _n((row.loaded_version or 0) + 1)}
+        if row.deadline is not None:
+            item["tp"] = _s(TIMER_PARTITION)
+            item["d"] = _n(row.deadline)
+        if row.expires_at is not None:
+            item["ttl"] = _n(int(row.expires_at))
+        return {"Put": {"TableName": self.table, "Item": item, **condition}}

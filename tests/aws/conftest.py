@@ -1,0 +1,188 @@
+"""A real local AWS endpoint: moto in server mode on 127.0.0.1, one per test session, and a
+fresh deployment (stream, tables, topic, queues from the SAM template) per test, with
+Lambda's event sources played by :mod:`ringfence.runtimes.aws.local`.
+Skips on a laptop without moto; fails under CI=true."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from ringfence.config import load_settings
+from ringfence.testing import free_port
+
+if TYPE_CHECKING:
+    from ringfence.runtimes.aws.handlers import AwsRuntime
+    from ringfence.runtimes.aws.local import KinesisSource, QueueSource
+
+REGION = "us-east-1"
+LAUNCHER = Path(__file__).with_name("moto_server.py")
+PRODUCER = {"sub": "producer-1", "scope": "events:write"}
+ANALYST = {"sub": "analyst-1", "scope": "alerts:read alerts:write"}
+READER = {"sub": "reader-1", "scope": "alerts:read"}
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"the aws runtime's tests must run in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("boto3") is None:
+        _unavailable("moto[server] and boto3 are not installed")
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(LAUNCHER), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"{url}/moto-api/", timeout=1)
+            break
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"moto server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",  # moto's fixed test credentials
+            "AWS_REGION": REGION,
+        }
+    )
+    try:
+        yield url
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        proc.kill()  # an emulator with nothing to save (it waits on idle connections if asked nicely)
+        proc.wait(timeout=10)
+
+
+def http_event(
+    route: str, claims: dict[str, str] | None, body: Any = None, *, query: str = "", **path: str
+) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload 2.0) event, as the JWT authorizer passes it on."""
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route,
+        "rawQueryString": query,
+        "headers": {"content-type": "application/json"},
+        "pathParameters": path,
+        "requestContext": {"authorizer": {"jwt": {"claims": claims, "scopes": None}}} if claims else {},
+    }
+    if body is not None:
+        event["body"] = body if isinstance(body, str) else json.dumps(body)
+    return event
+
+
+@dataclass
+class Deployment:
+    """One provisioned deployment: its runtime and Lambda's event sources over it."""
+
+    runtime: AwsRuntime
+    stream: KinesisSource
+    queue: QueueSource
+    alerts_queue_url: str
+    dead_letters_url: str
+    failures: list[dict[str, Any]] = field(default_factory=list)  # the on-failure destination
+
+    def send(self, events: list[dict[str, Any]], batch: int = 100) -> None:
+        from ringfence.runtimes.aws.handlers import ingest_event
+
+        for start in range(0, len(events), batch):
+            reply = ingest_event(self.runtime, http_event("POST /v1/events", PRODUCER, events[start : start + batch]))
+            assert reply["statusCode"] == 202, reply
+            assert json.loads(reply["body"])["rejected"] == []
+
+    def alerts(self) -> dict[str, tuple[str, int]]:
+        from ringfence.store.base import AlertQuery
+
+        found: dict[str, tuple[str, int]] = {}
+        cursor = None
+        while True:
+            page, cursor = self.runtime.alerts.list_alerts(AlertQuery(limit=500), cursor)
+            for alert in page:
+                assert alert.id not in found
+                found[alert.id] = (alert.rule_id, alert.count)
+            if cursor is None:
+                return found
+
+    def state_rows(self) -> dict[str, bytes]:
+        """Every engine state row, by item key: equal dicts mean exactly equal state."""
+        db = self.runtime.clients.dynamodb
+        rows: dict[str, bytes] = {}
+        kwargs: dict[str, Any] = {"TableName": self.runtime.names.state_table}
+        while True:
+            reply = db.scan(**kwargs)
+            for item in reply["Items"]:
+                if item["pk"]["S"].startswith("s|"):
+                    rows[item["pk"]["S"]] = bytes(item["st"]["B"])
+            if "LastEvaluatedKey" not in reply:
+                return rows
+            kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+    def queue_messages(self, url: str) -> list[dict[str, Any]]:
+        sqs = self.runtime.clients.sqs
+        out = []
+        while True:
+            reply = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            if not reply.get("Messages"):
+                return out
+            out += [json.loads(m["Body"]) for m in reply["Messages"]]
+
+
+DeploymentFactory = Callable[..., Deployment]
+
+
+@pytest.fixture
+def deploy(aws_endpoint: str) -> Iterator[DeploymentFactory]:
+    from ringfence.runtimes.aws.handlers import AwsRuntime, dispatch_event, process_event
+    from ringfence.runtimes.aws.local import KinesisSource, QueueSource, provision
+    from ringfence.runtimes.aws.resources import AwsClients
+
+    made: list[Deployment] = []
+
+    def make(shards: int = 2, batch_size: int = 100, alerting: Path | None = None) -> Deployment:
+        clients = AwsClients(REGION)
+        prefix = f"rf{uuid.uuid4().hex[:10]}"
+        names = provision(clients, prefix, shards)
+        runtime = AwsRuntime.create(names, load_settings(environ={}, alerting=alerting), clients)
+        failures: list[dict[str, Any]] = []
+        stream = KinesisSource(
+            clients.kinesis, names.stream, lambda e: process_event(runtime, e), batch_size, on_failure=failures.append
+        )
+        alerts_url = clients.sqs.get_queue_url(QueueName=f"{prefix}-alerts")["QueueUrl"]
+        queue = QueueSource(clients.sqs, alerts_url, lambda e: dispatch_event(runtime, e))
+        dlq = clients.sqs.get_queue_url(QueueName=f"{prefix}-alerts-dlq")["QueueUrl"]
+        deployment = Deployment(runtime, stream, queue, alerts_url, dlq, failures)
+        made.append(deployment)
+        return deployment
+
+    yield make
+    for deployment in made:
+        deployment.runtime.dispatcher.close()
