@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import msgspec
 import pytest
 
 from ringfence.config import load_settings
@@ -132,16 +133,17 @@ class Deployment:
             if cursor is None:
                 return found
 
-    def state_rows(self) -> dict[str, bytes]:
-        """Every engine state row, by item key: equal dicts mean exactly equal state."""
+    def state_rows(self) -> dict[str, Any]:
+        """Every engine state row, by item key, decoded: equal dicts mean equal state. Only the
+        arrival times in pattern snapshots are left out: they differ from run to run."""
         db = self.runtime.clients.dynamodb
-        rows: dict[str, bytes] = {}
+        rows: dict[str, Any] = {}
         kwargs: dict[str, Any] = {"TableName": self.runtime.names.state_table}
         while True:
             reply = db.scan(**kwargs)
             for item in reply["Items"]:
                 if item["pk"]["S"].startswith("s|"):
-                    rows[item["pk"]["S"]] = bytes(item["st"]["B"])
+                    rows[item["pk"]["S"]] = _without_arrival(msgspec.msgpack.decode(bytes(item["st"]["B"])))
             if "LastEvaluatedKey" not in reply:
                 return rows
             kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
@@ -154,6 +156,14 @@ class Deployment:
             if not reply.get("Messages"):
                 return out
             out += [json.loads(m["Body"]) for m in reply["Messages"]]
+
+
+def _without_arrival(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_arrival(v) for k, v in value.items() if k != "ingested_at"}
+    if isinstance(value, list):
+        return [_without_arrival(v) for v in value]
+    return value
 
 
 DeploymentFactory = Callable[..., Deployment]

@@ -55,6 +55,10 @@ def _sort_time(at: float) -> str:
     return f"{at:020.6f}"
 
 
+class NotificationBusy(Exception):
+    """Another invocation holds a live lease on the notification (or died holding it)."""
+
+
 @dataclass(frozen=True)
 class Applied:
     """What applying one signal did: the alert it went to, and whether that is new and
@@ -473,7 +477,8 @@ class AlertTable:
 
     def claim_notification(self, nid: str, receiver: str, alert: str, now: float) -> int | None:
         """Take the right to send notification ``nid``: returns the attempts made so far, or None
-        if it was sent, is dead, or another invocation holds a live lease on it."""
+        if it was sent or is dead. Raises NotificationBusy while another invocation's lease on
+        it is live: the caller tries again later (the lease of one that crashed runs out)."""
         try:
             reply = self.db.update_item(
                 TableName=self.table,
@@ -494,9 +499,12 @@ class AlertTable:
                 ReturnValues="ALL_NEW",
             )
         except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return None
-            raise
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            current = self._get(f"n|{nid}", "n")
+            if current is not None and current["status"]["S"] == "sending":
+                raise NotificationBusy(nid) from None
+            return None
         return int(reply["Attributes"]["attempts"]["N"])
 
     def record_notification(self, nid: str, status: str, attempts: int, detail: str, now: float) -> None:

@@ -19,7 +19,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -30,17 +29,9 @@ from ringfence.alerts.dispatcher import label_set
 from ringfence.alerts.matchers import all_match
 from ringfence.alerts.notify import Notifier, Outcome, notifier_for
 from ringfence.errors import NotFound
-from ringfence.runtimes.aws.alerts import AlertTable, to_alert
+from ringfence.runtimes.aws.alerts import AlertTable, NotificationBusy, to_alert
 
 log = logging.getLogger("ringfence.aws.dispatch")
-
-
-@dataclass
-class DispatchOutcome:
-    sent: int = 0
-    muted: int = 0
-    dead: int = 0
-    retry: list[str] | None = None  # message ids to leave on the queue
 
 
 def notification_id(alert_id: str, receiver: str) -> str:
@@ -104,9 +95,12 @@ class AlertDispatcher:
 
     def _deliver(self, notifier: Notifier, route_id: str, receiver: str, alert: dict[str, Any], now: float) -> str:
         nid = notification_id(alert["id"], receiver)
-        attempts = self.alerts.claim_notification(nid, receiver, alert["id"], now)
+        try:
+            attempts = self.alerts.claim_notification(nid, receiver, alert["id"], now)
+        except NotificationBusy:
+            return "retry"  # being sent by another invocation, or its sender died: look again later
         if attempts is None:
-            return "done"  # sent already, dead, or being sent by another invocation
+            return "done"  # sent already, or dead
         payload = {
             "version": "1",
             "notification_id": nid,

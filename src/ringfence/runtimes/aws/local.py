@@ -120,31 +120,33 @@ class KinesisSource:
     stream: str
     handler: Handler
     batch_size: int = 100
-    max_retries: int = 3
+    max_retries: int = 10  # as deploy/aws/template.yaml sets it
     bisect: bool = True
     on_failure: Callable[[dict[str, Any]], None] = lambda info: None
     region: str = "us-east-1"
     _shards: dict[str, _Shard] = field(default_factory=dict)
     invocations: int = 0
 
-    def _shard_ids(self) -> list[str]:
+    def shard_ids(self) -> list[str]:
         reply = self.kinesis.list_shards(StreamName=self.stream)
         return sorted(s["ShardId"] for s in reply["Shards"])
 
-    def _read(self, shard: _Shard) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {"StreamName": self.stream, "ShardId": shard.id}
-        if shard.after is None:
+    def read(self, shard_id: str, after: str | None = None) -> list[dict[str, Any]]:
+        """Up to a batch of a shard's records after sequence number ``after`` (None: from the start)."""
+        kwargs: dict[str, Any] = {"StreamName": self.stream, "ShardId": shard_id}
+        if after is None:
             kwargs["ShardIteratorType"] = "TRIM_HORIZON"
         else:
             kwargs["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
-            kwargs["StartingSequenceNumber"] = shard.after
+            kwargs["StartingSequenceNumber"] = after
         iterator = self.kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
         records: list[dict[str, Any]] = self.kinesis.get_records(ShardIterator=iterator, Limit=self.batch_size)[
             "Records"
         ]
         return records
 
-    def _event(self, shard: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def event_for(self, shard: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """The event Lambda would invoke the function with for these records of ``shard``."""
         arn = f"arn:aws:kinesis:{self.region}:000000000000:stream/{self.stream}"
         return {
             "Records": [
@@ -166,9 +168,9 @@ class KinesisSource:
     def poll(self) -> int:
         """One batch per shard, as Lambda would invoke; returns how many records were handed over."""
         handed = 0
-        for shard_id in self._shard_ids():
+        for shard_id in self.shard_ids():
             shard = self._shards.setdefault(shard_id, _Shard(shard_id))
-            records = self._read(shard)
+            records = self.read(shard.id, shard.after)
             if records:
                 handed += len(records)
                 self._deliver(shard, records)
@@ -189,7 +191,7 @@ class KinesisSource:
             batch = pending[0]
             self.invocations += 1
             try:
-                reply = self.handler(self._event(shard.id, batch))
+                reply = self.handler(self.event_for(shard.id, batch))
                 failed = [f["itemIdentifier"] for f in (reply or {}).get("batchItemFailures", [])]
             except Exception as exc:
                 log.warning("shard %s: function error: %s", shard.id, exc)

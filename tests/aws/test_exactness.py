@@ -1,0 +1,181 @@
+"""Exactness of the aws path under Lambda's failure modes, against the real local endpoint:
+a batch failing part-way and retried, two invocations racing on the same keys, a poison
+record. Each run's alerts and engine state must equal a run without the failure."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from ringfence.engine.engine import Engine
+from ringfence.runtimes.aws.handlers import process_event
+from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
+from ringfence.runtimes.aws.state import Commit
+from ringfence.simulate import Traffic
+from tests.aws.conftest import Deployment, DeploymentFactory
+
+
+def workload(count: int = 700) -> list[dict[str, Any]]:
+    traffic = Traffic(seed=5, customers=60, fraud_rate=0.2, source_prefix="exact")
+    return list(traffic.stream(start=time.time() - 3 * 3600, rate_per_s=20.0, count=count))
+
+
+@pytest.fixture(scope="module")
+def events() -> list[dict[str, Any]]:
+    return workload()
+
+
+def clean_run(deploy: DeploymentFactory, events: list[dict[str, Any]]) -> Deployment:
+    clean = deploy(batch_size=50)
+    clean.send(events)
+    clean.stream.drain()
+    assert len(clean.alerts()) >= 20
+    return clean
+
+
+class Crash(Exception):
+    """The invocation dies here (a timeout, an out-of-memory kill)."""
+
+
+def test_a_batch_failing_part_way_and_retried_neither_loses_nor_double_counts(
+    deploy: DeploymentFactory, events: list[dict[str, Any]]
+) -> None:
+    clean = clean_run(deploy, events)
+    flaky = deploy(batch_size=50)
+    state, alerts, processor = flaky.runtime.state, flaky.runtime.alerts, flaky.runtime.processor
+    real_commit, real_apply, real_announce = state.commit, alerts.apply, processor.announce
+    calls = {"commit": 0, "apply": 0, "announce": 0}
+
+    def commit(c: Commit, now: float) -> None:
+        calls["commit"] += 1
+        if calls["commit"] in (3, 9, 20, 33):
+            raise Crash("before the transaction")  # nothing lands: the chunk is retried
+        real_commit(c, now)
+        if calls["commit"] in (5, 14, 27, 40):
+            raise Crash("after the transaction")  # it landed: the retry must skip its events
+
+    def apply(*args: Any) -> Any:
+        calls["apply"] += 1
+        if calls["apply"] in (2, 6, 11, 17):
+            raise Crash("between two alerts of one outbox")
+        return real_apply(*args)
+
+    def announce(message: dict[str, Any]) -> None:
+        calls["announce"] += 1
+        if calls["announce"] in (1, 5, 9):
+            raise Crash("before SNS took the announcement")
+        real_announce(message)
+
+    state.commit = commit  # type: ignore[method-assign]
+    alerts.apply = apply  # type: ignore[method-assign]
+    processor.announce = announce
+
+    flaky.send(events)
+    flaky.stream.drain()
+
+    assert all(n > 20 for n in calls.values())  # every injected crash happened
+    assert flaky.stream.invocations > clean.stream.invocations  # and was retried
+    assert flaky.failures == []  # and no batch was given up on
+    assert flaky.alerts() == clean.alerts()
+    assert flaky.state_rows() == clean.state_rows()
+    # every new alert was announced (SNS -> SQS) at least once; the dispatcher dedups repeats
+    announced = {m["alert_id"] for m in flaky.queue_messages(flaky.alerts_queue_url)}
+    assert announced == set(clean.alerts())
+
+
+def test_two_invocations_racing_on_the_same_keys_cannot_both_commit(
+    deploy: DeploymentFactory, events: list[dict[str, Any]]
+) -> None:
+    clean = clean_run(deploy, events)
+    raced = deploy(batch_size=50)
+    raced.send(events)
+    rt = raced.runtime
+    shard = raced.stream.shard_ids()[0]
+    records = raced.stream.read(shard)
+    assert len(records) == 50
+    # a zombie still working on the first half, and the retry of the whole batch
+    zombie = ShardProcessor(rt.pack, rt.state, rt.alerts, rt.processor.announce, rt.processor.poison)
+    barrier = threading.Barrier(2, timeout=30)
+    waited: set[int] = set()
+
+    def first_commit_together(commit: Commit) -> None:
+        """Both have loaded the same state and run the engine; now both try to commit."""
+        if threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            barrier.wait()
+
+    zombie.before_commit = first_commit_together
+    rt.processor.before_commit = first_commit_together
+    outcomes: dict[str, Any] = {}
+
+    def run(name: str, processor: ShardProcessor, batch: list[dict[str, Any]]) -> None:
+        event = raced.stream.event_for(shard, batch)
+        outcomes[name] = processor.process(shard, [_record(r) for r in event["Records"]])
+
+    threads = [
+        threading.Thread(target=run, args=("zombie", zombie, records[:25])),
+        threading.Thread(target=run, args=("retry", rt.processor, records)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    rt.processor.before_commit = zombie.before_commit = lambda commit: None
+
+    assert outcomes["zombie"].failed_sequence is None
+    assert outcomes["retry"].failed_sequence is None
+    # the versioned write rejected one of the two first commits...
+    assert outcomes["zombie"].conflicts + outcomes["retry"].conflicts >= 1
+    # ...and each event was processed by exactly one of them
+    assert outcomes["zombie"].processed + outcomes["retry"].processed == 50
+    raced.stream.drain()  # the rest of the stream, and these 50 again: all skipped
+    assert raced.alerts() == clean.alerts()
+    assert raced.state_rows() == clean.state_rows()
+
+
+def _record(r: dict[str, Any]) -> StreamRecord:
+    k = r["kinesis"]
+    return StreamRecord(
+        k["sequenceNumber"], k["partitionKey"], base64.b64decode(k["data"]), k["approximateArrivalTimestamp"]
+    )
+
+
+def test_a_poison_record_goes_to_the_failure_destination_and_does_not_block_its_shard(
+    deploy: DeploymentFactory, events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = deploy(shards=1, batch_size=50)
+    rt = d.runtime
+    before, after = events[:300], events[300:]
+    d.send(before)
+    kinesis = rt.clients.kinesis
+    kinesis.put_record(StreamName=rt.names.stream, Data=b'{"event_id": "x", "type": ', PartitionKey="cus_0000001")
+    kinesis.put_record(StreamName=rt.names.stream, Data=b'{"event_id": "y"}', PartitionKey="cus_0000001")
+    # an event the engine fails on (a bug, say): it must not block the shard either
+    doomed = after[0]["event_id"]
+    real_process = Engine.process
+
+    def process(self: Engine, event: Any, *args: Any) -> Any:
+        if event.event_id == doomed:
+            raise ZeroDivisionError("a bug")
+        return real_process(self, event, *args)
+
+    monkeypatch.setattr(Engine, "process", process)
+    d.send(after)
+    d.stream.drain()
+
+    poison = d.queue_messages(rt.names.poison_queue_url)
+    reasons = sorted(p["reason"].split(":")[0] for p in poison)
+    assert reasons == ["not a valid event", "not a valid event", "the engine failed on this event"]
+    assert base64.b64decode(poison[0]["data_base64"]) in (b'{"event_id": "x", "type": ', b'{"event_id": "y"}')
+    assert all(p["sequence_number"] and p["shard"] for p in poison)
+    assert d.failures == []
+    # everything after the poison was processed: the last event is marked done
+    assert rt.state.processed([after[-1]["event_id"], doomed]) == {after[-1]["event_id"], doomed}
+    assert len(d.alerts()) > 0
+    # a retry of the whole stream does not send the poison again: markers and poison handled
+    (shard,) = d.stream.shard_ids()
+    assert process_event(rt, d.stream.event_for(shard, d.stream.read(shard))) == {"batchItemFailures": []}
