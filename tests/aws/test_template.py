@@ -1,0 +1,124 @@
+"""deploy/aws/template.yaml: valid (cfn-lint), least privilege per function, encrypted at
+rest, every route authorised with its scope, alarms on lag and on anything parked, and in
+step with the handlers and the local event sources the tests run."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ringfence.runtimes.aws.local import TEMPLATE, KinesisSource, load_template
+
+SCOPES = {"events:write", "alerts:read", "alerts:write"}
+
+
+@pytest.fixture(scope="module")
+def resources() -> dict[str, Any]:
+    loaded: dict[str, Any] = load_template()["Resources"]
+    return loaded
+
+
+def of_type(resources: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r.get("Properties", {}) for name, r in resources.items() if r["Type"] == kind}
+
+
+def test_the_template_passes_cfn_lint() -> None:
+    cfn_lint = shutil.which("cfn-lint", path=str(Path(sys.executable).parent)) or shutil.which("cfn-lint")
+    if cfn_lint is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("cfn-lint must run in CI")
+        pytest.skip("cfn-lint is not installed")
+    result = subprocess.run([cfn_lint, str(TEMPLATE)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_function_has_least_privilege_of_its_own(resources: dict[str, Any]) -> None:
+    functions = of_type(resources, "AWS::Serverless::Function")
+    assert set(functions) == {
+        "IngestFunction",
+        "ProcessorFunction",
+        "TickFunction",
+        "DispatcherFunction",
+        "ApiFunction",
+    }
+    for name, props in functions.items():
+        (policy,) = props["Policies"]
+        for statement in policy["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert all("*" not in a for a in actions), (name, actions)
+            assert statement["Resource"] != "*", name
+    # the API reads and acknowledges alerts; it can touch neither the stream nor engine state
+    api_resources = str(functions["ApiFunction"]["Policies"])
+    assert "StateTable" not in api_resources
+    assert "EventsStream" not in api_resources
+    assert "AlertsTable" not in str(functions["IngestFunction"]["Policies"])
+
+
+def test_data_at_rest_is_encrypted_with_the_deployments_key(resources: dict[str, Any]) -> None:
+    for props in of_type(resources, "AWS::DynamoDB::Table").values():
+        assert props["SSESpecification"]["KMSMasterKeyId"] == {"!Ref": "DataKey"}
+    for props in of_type(resources, "AWS::SQS::Queue").values():
+        assert props["KmsMasterKeyId"] == {"!Ref": "DataKey"}
+    for props in of_type(resources, "AWS::SNS::Topic").values():
+        assert props["KmsMasterKeyId"] == {"!Ref": "DataKey"}
+    (stream,) = of_type(resources, "AWS::Kinesis::Stream").values()
+    assert stream["StreamEncryption"] == {"EncryptionType": "KMS", "KeyId": {"!Ref": "DataKey"}}
+    assert of_type(resources, "AWS::KMS::Key")["DataKey"]["EnableKeyRotation"] is True
+
+
+def test_every_route_needs_the_jwt_authorizer_and_a_scope(resources: dict[str, Any]) -> None:
+    routes = {}
+    for props in of_type(resources, "AWS::Serverless::Function").values():
+        for event in props.get("Events", {}).values():
+            if event["Type"] == "HttpApi":
+                auth = event["Properties"]["Auth"]
+                assert auth["Authorizer"] == "Jwt"
+                (scope,) = auth["AuthorizationScopes"]
+                assert scope in SCOPES
+                routes[f"{event['Properties']['Method']} {event['Properties']['Path']}"] = scope
+    assert routes == {
+        "POST /v1/events": "events:write",
+        "GET /v1/alerts": "alerts:read",
+        "GET /v1/alerts/{id}": "alerts:read",
+        "POST /v1/alerts/{id}/ack": "alerts:write",
+        "POST /v1/alerts/{id}/resolve": "alerts:write",
+        "POST /v1/silences": "alerts:write",
+    }
+    api = of_type(resources, "AWS::Serverless::HttpApi")["HttpApi"]
+    assert api["Auth"]["DefaultAuthorizer"] == "Jwt"
+
+
+def test_the_stream_mapping_retries_bisects_and_parks_what_it_gives_up_on(resources: dict[str, Any]) -> None:
+    processor = of_type(resources, "AWS::Serverless::Function")["ProcessorFunction"]
+    mapping = processor["Events"]["Stream"]["Properties"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BisectBatchOnFunctionError"] is True
+    assert mapping["MaximumRetryAttempts"] == KinesisSource.max_retries  # what the local source plays
+    assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {"!GetAtt": "ProcessorFailures.Arn"}
+    assert mapping["BatchSize"] == {"!Ref": "BatchSize"}
+    (stream,) = of_type(resources, "AWS::Kinesis::Stream").values()
+    assert stream["ShardCount"] == {"!Ref": "ShardCount"}
+    dispatcher = of_type(resources, "AWS::Serverless::Function")["DispatcherFunction"]
+    assert dispatcher["Events"]["Alerts"]["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_alarms_watch_the_iterator_age_and_every_parking_queue(resources: dict[str, Any]) -> None:
+    alarms = of_type(resources, "AWS::CloudWatch::Alarm").values()
+    assert any(a["MetricName"] == "IteratorAge" for a in alarms)
+    watched = {str(a["Dimensions"][0]["Value"]) for a in alarms if a["Namespace"] == "AWS/SQS"}
+    assert watched == {
+        str({"!GetAtt": f"{q}.QueueName"}) for q in ("AlertsDeadLetters", "PoisonQueue", "ProcessorFailures")
+    }
+
+
+def test_the_handlers_the_template_names_exist(resources: dict[str, Any]) -> None:
+    for props in of_type(resources, "AWS::Serverless::Function").values():
+        module, _, name = props["Handler"].rpartition(".")
+        assert callable(getattr(importlib.import_module(module), name))
