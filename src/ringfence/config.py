@@ -137,11 +137,7 @@ def load_settings(
             raise ConfigError(f"cannot read settings file {file}: {exc}") from exc
     fields = set(Settings.__struct_fields__)
     for key, value in environ.items():
-        if (
-            key.startswith(ENV_PREFIX)
-            and key not in NOT_SETTINGS
-            and not key.startswith((SECRET_PREFIX, AWS_PREFIX))
-        ):
+        if key.startswith(ENV_PREFIX) and key not in NOT_SETTINGS and not key.startswith((SECRET_PREFIX, AWS_PREFIX)):
             name = key[len(ENV_PREFIX) :].lower()
             if name not in fields:
                 raise ConfigError(f"unknown setting {key}")

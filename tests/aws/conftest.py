@@ -135,7 +135,8 @@ class Deployment:
 
     def state_rows(self) -> dict[str, Any]:
         """Every engine state row, by item key, decoded: equal dicts mean equal state. Only the
-        arrival times in pattern snapshots are left out: they differ from run to run."""
+        arrival times (and offsets, which are arrival times on aws) in pattern snapshots are left
+        out: they differ from run to run."""
         db = self.runtime.clients.dynamodb
         rows: dict[str, Any] = {}
         kwargs: dict[str, Any] = {"TableName": self.runtime.names.state_table}
@@ -160,7 +161,7 @@ class Deployment:
 
 def _without_arrival(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _without_arrival(v) for k, v in value.items() if k != "ingested_at"}
+        return {k: _without_arrival(v) for k, v in value.items() if k not in ("ingested_at", "offset")}
     if isinstance(value, list):
         return [_without_arrival(v) for v in value]
     return value

@@ -32,7 +32,6 @@ from ringfence.runtimes.aws.state import (
     STATE_TTL_MARGIN_S,
     Commit,
     RowWrite,
-    ShardCheckpoint,
     StateConflict,
     StateKey,
     StateTable,
@@ -186,6 +185,9 @@ class ShardProcessor:
                 continue
             outcome.commits += 1
             outcome.processed += len(chunk)
+            if commit.max_event_time is not None:
+                late = len(commit.late_ids)
+                self.state.advance_checkpoint(shard, commit.max_event_time, len(chunk), late, self.clock())
             if commit.outbox:
                 self._apply(shard, commit.outbox[0][0], commit.outbox, outcome)
             return
@@ -194,7 +196,6 @@ class ShardProcessor:
     def _prepare(self, shard: str, chunk: list[_Item], poisoned: list[_Item]) -> Commit:
         """Load the chunk's state, run the engine over it; the commit that would record it."""
         checkpoints = self.state.checkpoints()
-        checkpoint = checkpoints.get(shard) or ShardCheckpoint(shard)
         marks = {
             partition_of_shard(s): c.max_event_time
             for s, c in checkpoints.items()
@@ -206,19 +207,22 @@ class ShardProcessor:
         for item in chunk:
             reads |= item.reads
             writes |= item.writes
-        room = MAX_TRANSACTION_ITEMS - 2 - len(writes) - len(chunk) - len(poisoned)
+        room = MAX_TRANSACTION_ITEMS - 1 - len(writes) - len(chunk) - len(poisoned)
         timers = self.state.due_timers(latest - self.lateness, max(0, room)) if latest is not None else []
         loaded = self.state.load(reads | set(timers))
         engine = Engine(self.pack, self.lateness)
         engine.restore(((n, k, st) for (n, k), (st, _) in loaded.items()), marks)
         partition = partition_of_shard(shard)
         outbox: list[tuple[str, AlertSignal]] = []
-        late = 0
-        for index, item in enumerate(chunk):
+        late: set[str] = set()
+        for item in chunk:
             event = item.event
-            late += engine.is_late(event, partition)
+            if engine.is_late(event, partition):
+                late.add(event.event_id)
+            # Kinesis sequence numbers outgrow 64 bits: an event's offset here is its arrival in µs
+            offset = int(item.record.arrived_at * 1e6)
             try:
-                hits = engine.process(event, checkpoint.events + index + 1, partition, item.record.arrived_at)
+                hits = engine.process(event, offset, partition, item.record.arrived_at)
             except Exception as exc:  # the engine failed on this event: it must not block the shard
                 raise _Poison(item, f"the engine failed on this event: {type(exc).__name__}: {exc}") from exc
             outbox += [(ordinal(item.record.sequence, j), s) for j, s in enumerate(hits) if s.mode == "live"]
@@ -239,15 +243,8 @@ class ShardProcessor:
                     expires_at=now + horizon + STATE_TTL_MARGIN_S if horizon is not None else None,
                 )
             )
-        new = ShardCheckpoint(
-            shard,
-            checkpoint.version + 1,
-            engine.max_event_time.get(partition, checkpoint.max_event_time),
-            checkpoint.events + len(chunk),
-            checkpoint.late + late,
-            now,
-        )
-        return Commit(checkpoint, new, rows, [i.event.event_id for i in (*chunk, *poisoned)], outbox)
+        done = [i.event.event_id for i in (*chunk, *poisoned)]
+        return Commit(shard, rows, done, outbox, late, engine.max_event_time.get(partition))
 
     # -- alerts ----------------------------------------------------------------------------------------
 
@@ -299,7 +296,7 @@ class ShardProcessor:
             assert newest.max_event_time is not None
             now = self.clock()
             mark = newest.max_event_time + (now - newest.at) - self.lateness
-            due = self.state.due_timers(mark, MAX_TRANSACTION_ITEMS - 2)
+            due = self.state.due_timers(mark, MAX_TRANSACTION_ITEMS - 1)
             if not due:
                 return outcome
             loaded = self.state.load(due)
@@ -313,10 +310,8 @@ class ShardProcessor:
                 for n, k, st in engine.take_changes()
                 if st is not None or (n, k) in loaded
             ]
-            old = checkpoints.get(TICK_SOURCE) or ShardCheckpoint(TICK_SOURCE)
-            new = ShardCheckpoint(TICK_SOURCE, old.version + 1, None, old.events, old.late, now)
             try:
-                self.state.commit(Commit(old, new, rows, [], signals), now)
+                self.state.commit(Commit(TICK_SOURCE, rows, [], signals), now)
             except StateConflict:
                 outcome.conflicts += 1
                 continue
@@ -328,9 +323,9 @@ class ShardProcessor:
 
 
 def plan_chunks(items: list[_Item]) -> list[list[_Item]]:
-    """Cut a batch into runs whose commits fit one DynamoDB transaction: the checkpoint, the
-    outbox, a marker per event, every row the events may write, and room for due timers."""
-    budget = MAX_TRANSACTION_ITEMS - 2 - TIMER_ROWS
+    """Cut a batch into runs whose commits fit one DynamoDB transaction: the outbox, a marker
+    per event, every row the events may write, and room for the timers that come due."""
+    budget = MAX_TRANSACTION_ITEMS - 1 - TIMER_ROWS
     chunks: list[list[_Item]] = []
     current: list[_Item] = []
     writes: set[StateKey] = set()

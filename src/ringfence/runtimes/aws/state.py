@@ -2,20 +2,25 @@
 
 A processor invocation loads the rows its events may touch, runs the engine, and commits
 in one ``TransactWriteItems``: every changed row (conditional on the version it loaded), a
-marker per event (conditional on not existing), the shard's checkpoint (versioned) and an
-outbox item with the batch's alert signals. Either all of it lands or none does, so:
+marker per event (conditional on not existing) and an outbox item with the batch's alert
+signals. Either all of it lands or none does, so:
 
 - a retried batch finds its events' markers and skips them: nothing is counted twice;
 - of two invocations racing on the same rows, the second's conditions fail: it reloads and
   redoes its work on the winner's state, so the result equals one run in order.
+
+Nothing shard-wide is in the transaction, so concurrent batches of one shard
+(``ParallelizationFactor`` > 1) conflict only where they share rows. The shard's checkpoint
+(its newest event time, for the watermark, and counters) is advanced after each commit,
+monotonically; its counters are at-least-once (a retried chunk may count twice).
 
 Item layout (table key ``pk`` + ``sk``):
 
 | item | pk | sk | attributes |
 |---|---|---|---|
 | state row | ``s|<name>|<key>`` | ``-`` | ``st`` state, ``v`` version, ``tp``/``d`` armed timer, ``ttl`` |
-| event marker | ``e|<event id>`` | ``-`` | ``ttl`` |
-| checkpoint | ``checkpoint`` | shard id | ``v``, ``met`` max event time, ``n`` events, ``late``, ``at`` |
+| event marker | ``e|<event id>`` | ``-`` | ``ttl``, ``late`` if it was behind the watermark |
+| checkpoint | ``checkpoint`` | shard id | ``met`` max event time, ``at``, counters ``n``, ``late`` |
 | outbox | ``outbox|<shard>`` | first ordinal | ``sig`` signals (msgpack) |
 
 Timers live in the sparse index ``timers`` (``tp`` + ``d``), so due ones are one query.
@@ -54,12 +59,11 @@ class StateConflict(Exception):
 
 @dataclass
 class ShardCheckpoint:
-    """What a shard's processor has committed: its version and event-time progress."""
+    """A shard's event-time progress (the watermark's input) and its counters."""
 
     shard: str
-    version: int = 0
     max_event_time: float | None = None
-    events: int = 0  # events processed so far: gives each its ordinal offset in evidence
+    events: int = 0
     late: int = 0
     at: float = 0.0  # wall clock of the last commit
 
@@ -78,17 +82,18 @@ class RowWrite:
 
 @dataclass
 class Commit:
-    """One atomic commit of a processor invocation."""
+    """One atomic commit of a processor invocation (``source``: its shard, or the tick)."""
 
-    checkpoint: ShardCheckpoint
-    new_checkpoint: ShardCheckpoint
+    source: str
     rows: list[RowWrite] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
     outbox: list[tuple[str, AlertSignal]] = field(default_factory=list)  # (ordinal, signal)
+    late_ids: set[str] = field(default_factory=set)
+    max_event_time: float | None = None  # the newest event time of the source's events in it
 
     @property
     def items(self) -> int:
-        return 1 + len(self.rows) + len(self.event_ids) + (1 if self.outbox else 0)
+        return len(self.rows) + len(self.event_ids) + (1 if self.outbox else 0)
 
 
 def _s(value: str) -> dict[str, str]:
@@ -152,11 +157,10 @@ class StateTable:
             shard = item["sk"]["S"]
             out[shard] = ShardCheckpoint(
                 shard,
-                int(item["v"]["N"]),
                 float(item["met"]["N"]) if "met" in item else None,
-                int(item["n"]["N"]),
-                int(item["late"]["N"]),
-                float(item["at"]["N"]),
+                int(item.get("n", {}).get("N", 0)),
+                int(item.get("late", {}).get("N", 0)),
+                float(item.get("at", {}).get("N", 0)),
             )
         return out
 
@@ -209,18 +213,14 @@ class StateTable:
         """Write ``commit`` atomically, or raise StateConflict and write nothing."""
         if commit.items > MAX_TRANSACTION_ITEMS:
             raise ValueError(f"a commit of {commit.items} items is over DynamoDB's {MAX_TRANSACTION_ITEMS}")
-        items: list[dict[str, Any]] = [self._checkpoint_put(commit.checkpoint, commit.new_checkpoint)]
-        items += [self._row_write(row) for row in commit.rows if row.state is not None or row.loaded_version]
-        items += [
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": {"pk": _s(_marker_pk(e)), "sk": _s("-"), "ttl": _n(int(now + MARKER_TTL_S))},
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            }
-            for e in commit.event_ids
-        ]
+        items = [self._row_write(row) for row in commit.rows if row.state is not None or row.loaded_version]
+        for e in commit.event_ids:
+            marker: dict[str, Any] = {"pk": _s(_marker_pk(e)), "sk": _s("-"), "ttl": _n(int(now + MARKER_TTL_S))}
+            if e in commit.late_ids:
+                marker["late"] = {"BOOL": True}
+            items.append(
+                {"Put": {"TableName": self.table, "Item": marker, "ConditionExpression": "attribute_not_exists(pk)"}}
+            )
         if commit.outbox:
             first = commit.outbox[0][0]
             items.append(
@@ -228,13 +228,15 @@ class StateTable:
                     "Put": {
                         "TableName": self.table,
                         "Item": {
-                            "pk": _s(f"outbox|{commit.checkpoint.shard}"),
+                            "pk": _s(f"outbox|{commit.source}"),
                             "sk": _s(first),
                             "sig": {"B": _signals_encoder.encode(commit.outbox)},
                         },
                     }
                 }
             )
+        if not items:
+            return
         try:
             self.db.transact_write_items(TransactItems=items)
         except Exception as exc:
@@ -242,23 +244,27 @@ class StateTable:
                 raise StateConflict(cancellation_codes(exc)) from exc
             raise
 
-    def _checkpoint_put(self, old: ShardCheckpoint, new: ShardCheckpoint) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "pk": _s("checkpoint"),
-            "sk": _s(new.shard),
-            "v": _n(new.version),
-            "n": _n(new.events),
-            "late": _n(new.late),
-            "at": _n(new.at),
-        }
-        if new.max_event_time is not None:
-            item["met"] = _n(new.max_event_time)
-        condition: dict[str, Any] = (
-            {"ConditionExpression": "v = :v", "ExpressionAttributeValues": {":v": _n(old.version)}}
-            if old.version
-            else {"ConditionExpression": "attribute_not_exists(pk)"}
+    def advance_checkpoint(self, shard: str, max_event_time: float, events: int, late: int, now: float) -> None:
+        """After a commit: move the shard's newest event time forward (never back), and count."""
+        key = {"pk": _s("checkpoint"), "sk": _s(shard)}
+        self.db.update_item(
+            TableName=self.table,
+            Key=key,
+            UpdateExpression="ADD n :n, late :late",
+            ExpressionAttributeValues={":n": _n(events), ":late": _n(late)},
         )
-        return {"Put": {"TableName": self.table, "Item": item, **condition}}
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression="SET met = :met, #at = :now",
+                ConditionExpression="attribute_not_exists(met) OR met < :met",
+                ExpressionAttributeNames={"#at": "at"},
+                ExpressionAttributeValues={":met": _n(max_event_time), ":now": _n(now)},
+            )
+        except Exception as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
 
     def _row_write(self, row: RowWrite) -> dict[str, Any]:
         key = {"pk": _s(_row_pk(row.name, row.key)), "sk": _s("-")}
