@@ -368,9 +368,10 @@ def process_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
     ]
     outcome = rt.processor.process(shard, batch)
     log.info(
-        "shard %s: %d processed, %d skipped, %d poison, %d conflicts, %d alerts",
+        "shard %s: %d processed, %d late, %d skipped, %d poison, %d conflicts, %d alerts",
         shard,
         outcome.processed,
+        outcome.late,
         outcome.skipped,
         outcome.poison,
         outcome.conflicts,

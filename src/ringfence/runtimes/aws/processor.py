@@ -62,6 +62,7 @@ class BatchOutcome:
     skipped: int = 0  # processed by an earlier (retried or racing) invocation
     poison: int = 0
     conflicts: int = 0
+    late: int = 0  # behind the watermark: processed, and marked late on their markers
     commits: int = 0
     alerts_created: int = 0
     failed_sequence: str | None = None
@@ -147,22 +148,49 @@ class ShardProcessor:
         pending = [i for i in items if i.event.event_id not in done]
         for item in pending:
             item.reads, item.writes = self._planner.state_rows_of(item.event)
-        for chunk in plan_chunks(pending):
+        chunks = plan_chunks(pending)
+        # read once per invocation: every shard's event time, and the timers that may come due
+        checkpoints = self.state.checkpoints()
+        marks = {
+            partition_of_shard(s): c.max_event_time
+            for s, c in checkpoints.items()
+            if c.max_event_time is not None and s != TICK_SOURCE
+        }
+        committed = marks.get(partition_of_shard(shard))
+        newest = max([*marks.values(), *(i.event.occurred_at for i in pending)], default=None)
+        due = self.state.due_timers(newest - self.lateness, TIMER_ROWS * len(chunks)) if newest is not None else []
+        for chunk in chunks:
+            latest = max([*marks.values(), *(i.event.occurred_at for i in chunk)])
+            timers = [row for deadline, row in due if deadline < latest - self.lateness][:TIMER_ROWS]
+            due = [(d, row) for d, row in due if row not in timers]
             try:
-                self._run_chunk(shard, chunk, outcome)
+                max_event_time = self._run_chunk(shard, chunk, timers, marks, outcome)
             except Exception:
-                log.exception(
-                    "shard %s: chunk from %s failed; Lambda retries from there", shard, chunk[0].record.sequence
-                )
-                outcome.failed_sequence = chunk[0].record.sequence
+                first = chunk[0].record.sequence
+                log.exception("shard %s: chunk from %s failed; Lambda retries from there", shard, first)
+                outcome.failed_sequence = first
                 break
+            if max_event_time is not None:
+                marks[partition_of_shard(shard)] = max_event_time
+        mark = marks.get(partition_of_shard(shard))
+        if mark is not None and (committed is None or mark > committed):
+            self.state.advance_checkpoint(shard, mark, self.clock())
         return outcome
 
-    def _run_chunk(self, shard: str, chunk: list[_Item], outcome: BatchOutcome) -> None:
+    def _run_chunk(
+        self,
+        shard: str,
+        chunk: list[_Item],
+        timers: list[StateKey],
+        marks: dict[int, float],
+        outcome: BatchOutcome,
+    ) -> float | None:
+        """Commit one chunk, redoing it on the winner's state after a lost race; returns the
+        newest event time of the shard's events in it."""
         poisoned: list[_Item] = []
         for _ in range(CONFLICT_ATTEMPTS):
             try:
-                commit = self._prepare(shard, chunk, poisoned)
+                commit = self._prepare(shard, chunk, poisoned, timers, marks)
             except _Poison as p:
                 self.poison.send(shard, p.item.record, p.reason)
                 outcome.poison += 1
@@ -180,36 +208,25 @@ class ShardProcessor:
                 chunk = [i for i in chunk if i.event.event_id not in done]
                 poisoned = [i for i in poisoned if i.event.event_id not in done]
                 if not chunk and not poisoned:
-                    return
+                    return None
                 time.sleep(self._rng.uniform(0.01, 0.05))
                 continue
             outcome.commits += 1
             outcome.processed += len(chunk)
-            if commit.max_event_time is not None:
-                late = len(commit.late_ids)
-                self.state.advance_checkpoint(shard, commit.max_event_time, len(chunk), late, self.clock())
+            outcome.late += len(commit.late_ids)
             if commit.outbox:
                 self._apply(shard, commit.outbox[0][0], commit.outbox, outcome)
-            return
+            return commit.max_event_time
         raise StoreError(f"shard {shard}: {CONFLICT_ATTEMPTS} commits in a row lost a race")
 
-    def _prepare(self, shard: str, chunk: list[_Item], poisoned: list[_Item]) -> Commit:
+    def _prepare(
+        self, shard: str, chunk: list[_Item], poisoned: list[_Item], timers: list[StateKey], marks: dict[int, float]
+    ) -> Commit:
         """Load the chunk's state, run the engine over it; the commit that would record it."""
-        checkpoints = self.state.checkpoints()
-        marks = {
-            partition_of_shard(s): c.max_event_time
-            for s, c in checkpoints.items()
-            if c.max_event_time is not None and s != TICK_SOURCE
-        }
-        latest = max([*marks.values(), *(i.event.occurred_at for i in chunk)], default=None)
-        reads: set[StateKey] = set()
-        writes: set[StateKey] = set()
+        reads: set[StateKey] = set(timers)
         for item in chunk:
             reads |= item.reads
-            writes |= item.writes
-        room = MAX_TRANSACTION_ITEMS - 1 - len(writes) - len(chunk) - len(poisoned)
-        timers = self.state.due_timers(latest - self.lateness, max(0, room)) if latest is not None else []
-        loaded = self.state.load(reads | set(timers))
+        loaded = self.state.load(reads)
         engine = Engine(self.pack, self.lateness)
         engine.restore(((n, k, st) for (n, k), (st, _) in loaded.items()), marks)
         partition = partition_of_shard(shard)
@@ -296,7 +313,7 @@ class ShardProcessor:
             assert newest.max_event_time is not None
             now = self.clock()
             mark = newest.max_event_time + (now - newest.at) - self.lateness
-            due = self.state.due_timers(mark, MAX_TRANSACTION_ITEMS - 1)
+            due = [row for _, row in self.state.due_timers(mark, MAX_TRANSACTION_ITEMS - 1)]
             if not due:
                 return outcome
             loaded = self.state.load(due)

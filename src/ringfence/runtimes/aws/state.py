@@ -11,8 +11,7 @@ signals. Either all of it lands or none does, so:
 
 Nothing shard-wide is in the transaction, so concurrent batches of one shard
 (``ParallelizationFactor`` > 1) conflict only where they share rows. The shard's checkpoint
-(its newest event time, for the watermark, and counters) is advanced after each commit,
-monotonically; its counters are at-least-once (a retried chunk may count twice).
+(its newest event time, the watermark's input) is advanced after a commit, never back.
 
 Item layout (table key ``pk`` + ``sk``):
 
@@ -20,7 +19,7 @@ Item layout (table key ``pk`` + ``sk``):
 |---|---|---|---|
 | state row | ``s|<name>|<key>`` | ``-`` | ``st`` state, ``v`` version, ``tp``/``d`` armed timer, ``ttl`` |
 | event marker | ``e|<event id>`` | ``-`` | ``ttl``, ``late`` if it was behind the watermark |
-| checkpoint | ``checkpoint`` | shard id | ``met`` max event time, ``at``, counters ``n``, ``late`` |
+| checkpoint | ``checkpoint`` | shard id | ``met`` max event time, ``at`` wall clock of that commit |
 | outbox | ``outbox|<shard>`` | first ordinal | ``sig`` signals (msgpack) |
 
 Timers live in the sparse index ``timers`` (``tp`` + ``d``), so due ones are one query.
@@ -59,13 +58,11 @@ class StateConflict(Exception):
 
 @dataclass
 class ShardCheckpoint:
-    """A shard's event-time progress (the watermark's input) and its counters."""
+    """A shard's event-time progress: the watermark's input."""
 
     shard: str
     max_event_time: float | None = None
-    events: int = 0
-    late: int = 0
-    at: float = 0.0  # wall clock of the last commit
+    at: float = 0.0  # wall clock of the commit that moved it
 
 
 @dataclass
@@ -156,17 +153,15 @@ class StateTable:
         for item in self._query({"pk": "checkpoint"}):
             shard = item["sk"]["S"]
             out[shard] = ShardCheckpoint(
-                shard,
-                float(item["met"]["N"]) if "met" in item else None,
-                int(item.get("n", {}).get("N", 0)),
-                int(item.get("late", {}).get("N", 0)),
-                float(item.get("at", {}).get("N", 0)),
+                shard, float(item["met"]["N"]) if "met" in item else None, float(item.get("at", {}).get("N", 0))
             )
         return out
 
-    def due_timers(self, watermark: float, limit: int) -> list[StateKey]:
+    def due_timers(self, watermark: float, limit: int) -> list[tuple[float, StateKey]]:
         """State rows whose armed absence deadline is before ``watermark``, earliest first."""
-        rows: list[StateKey] = []
+        rows: list[tuple[float, StateKey]] = []
+        if limit <= 0:
+            return rows
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": TIMERS_INDEX,
@@ -177,7 +172,7 @@ class StateTable:
         reply = self.db.query(**kwargs)
         for item in reply.get("Items", []):
             _, name, key = item["pk"]["S"].split("|", 2)
-            rows.append((name, key))
+            rows.append((float(item["d"]["N"]), (name, key)))
         return rows[:limit]
 
     def _query(self, equals: dict[str, str]) -> Iterable[dict[str, Any]]:
@@ -244,19 +239,12 @@ class StateTable:
                 raise StateConflict(cancellation_codes(exc)) from exc
             raise
 
-    def advance_checkpoint(self, shard: str, max_event_time: float, events: int, late: int, now: float) -> None:
-        """After a commit: move the shard's newest event time forward (never back), and count."""
-        key = {"pk": _s("checkpoint"), "sk": _s(shard)}
-        self.db.update_item(
-            TableName=self.table,
-            Key=key,
-            UpdateExpression="ADD n :n, late :late",
-            ExpressionAttributeValues={":n": _n(events), ":late": _n(late)},
-        )
+    def advance_checkpoint(self, shard: str, max_event_time: float, now: float) -> None:
+        """After a commit: move the shard's newest event time forward (never back)."""
         try:
             self.db.update_item(
                 TableName=self.table,
-                Key=key,
+                Key={"pk": _s("checkpoint"), "sk": _s(shard)},
                 UpdateExpression="SET met = :met, #at = :now",
                 ConditionExpression="attribute_not_exists(met) OR met < :met",
                 ExpressionAttributeNames={"#at": "at"},

@@ -1,0 +1,154 @@
+"""The aws runtime's handlers against a local AWS endpoint (moto server): what one event costs.
+
+Lambda cannot run here and moto is no model of DynamoDB's latency, so the wall-clock rates
+below say little about AWS. What carries over is what the handlers *do* per event: their own
+CPU time (engine, marshalling, boto3), the AWS calls they make, and the DynamoDB items and
+bytes they read and write. docs/deploy-aws.md turns those into shards, concurrency and cost.
+
+    .venv/bin/python benchmarks/aws_local.py --events 4000 --runs 3 --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.aws.moto_server: moto, one backup per transaction
+
+
+def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    from ringfence.testing import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "aws" / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            httpx.get(f"{url}/moto-api/", timeout=1)
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("moto server did not start")
+
+
+class Meter:
+    """Counts a client's calls and what they carry, through botocore's event hooks."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.items_written = 0
+        self.bytes_written = 0
+        self.keys_read = 0
+
+    def attach(self, client: Any) -> None:
+        client.meta.events.register("provide-client-params.*.*", self._count)
+
+    def _count(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        self.calls[model.name] += 1
+        if model.name == "TransactWriteItems":
+            for item in params["TransactItems"]:
+                (op,) = item.values()
+                self.items_written += 1
+                self.bytes_written += len(json.dumps(op.get("Item") or op.get("Key"), default=str))
+        elif model.name == "BatchGetItem":
+            self.keys_read += sum(len(t["Keys"]) for t in params["RequestItems"].values())
+
+
+def one_run(events: list[dict[str, Any]], shards: int, batch: int) -> dict[str, Any]:
+    from ringfence.config import load_settings
+    from ringfence.runtimes.aws.handlers import AwsRuntime, ingest_event, process_event
+    from ringfence.runtimes.aws.local import KinesisSource, provision
+    from ringfence.runtimes.aws.resources import AwsClients
+
+    clients = AwsClients("us-east-1")
+    names = provision(clients, f"bench{uuid.uuid4().hex[:8]}", shards)
+    runtime = AwsRuntime.create(names, load_settings(environ={}), clients)
+    caller = {"requestContext": {"authorizer": {"jwt": {"claims": {"sub": "bench", "scope": "events:write"}}}}}
+
+    started, cpu = time.perf_counter(), time.process_time()
+    for start in range(0, len(events), 500):
+        body = json.dumps(events[start : start + 500])
+        reply = ingest_event(runtime, {**caller, "headers": {"content-type": "application/json"}, "body": body})
+        assert reply["statusCode"] == 202, reply
+    ingest_s, ingest_cpu = time.perf_counter() - started, time.process_time() - cpu
+
+    meter = Meter()
+    meter.attach(clients.dynamodb)
+    meter.attach(clients.sns)
+    source = KinesisSource(clients.kinesis, names.stream, lambda e: process_event(runtime, e), batch)
+    started, cpu = time.perf_counter(), time.process_time()
+    source.drain(timeout_s=3600)
+    process_s, process_cpu = time.perf_counter() - started, time.process_time() - cpu
+    n = len(events)
+    return {
+        "events": n,
+        "ingest_events_per_s": n / ingest_s,
+        "ingest_cpu_ms_per_event": 1000 * ingest_cpu / n,
+        "process_events_per_s": n / process_s,
+        "process_cpu_ms_per_event": 1000 * process_cpu / n,
+        "invocations": source.invocations,
+        "dynamodb_calls_per_event": {k: v / n for k, v in sorted(meter.calls.items()) if k != "Publish"},
+        "transactions_per_event": meter.calls["TransactWriteItems"] / n,
+        "items_written_per_event": meter.items_written / n,
+        "bytes_written_per_event": meter.bytes_written / n,
+        "keys_read_per_event": meter.keys_read / n,
+        "alerts_announced": meter.calls["Publish"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=4000)
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    from ringfence.simulate import Traffic
+
+    proc, url = start_moto()
+    os.environ.update(
+        AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1"
+    )
+    try:
+        runs = []
+        for i in range(args.runs):
+            traffic = Traffic(seed=100 + i, customers=args.customers, fraud_rate=0.01, source_prefix="bench")
+            events = list(traffic.stream(start=time.time() - 3600, rate_per_s=50.0, count=args.events))
+            runs.append(one_run(events, args.shards, args.batch))
+            print(json.dumps(runs[-1]), flush=True)
+    finally:
+        proc.kill()
+    numeric = [k for k, v in runs[0].items() if isinstance(v, float)]
+    result = {
+        "command": "benchmarks/aws_local.py " + " ".join(sys.argv[1:]),
+        "median": {k: statistics.median(r[k] for r in runs) for k in numeric},
+        "runs": runs,
+    }
+    print(json.dumps(result["median"], indent=2))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "aws-local.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
