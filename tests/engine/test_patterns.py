@@ -157,13 +157,16 @@ def test_a_busy_key_keeps_one_timer_and_still_fires_after_its_last_event() -> No
     assert [(s.dedup_key, s.occurred_at) for s in hits] == [("gw", T0 + 2998 + 300)]
 
 
-def test_a_deadline_moved_earlier_by_a_late_event_fires_at_the_earlier_time() -> None:
+def test_a_late_event_neither_moves_a_silence_earlier_nor_rearms_it() -> None:
     engine = Engine(PACK)
-    run(engine, [ev("api.request", at=T0 + 100, customer_id=None, source="gw")])  # deadline T0+400
-    run(engine, [ev("api.request", at=T0 + 50, customer_id=None, source="gw")])  # late: deadline T0+350
-    hits = [s for s in engine.advance(T0 + 360) if s.rule_id == "source_silent"]
-    assert [s.occurred_at for s in hits] == [T0 + 350]
-    assert engine.advance(T0 + 10_000) == []  # and once only
+    last_heard = ev("api.request", at=T0 + 100, customer_id=None, source="gw")
+    run(engine, [last_heard])  # deadline T0+400
+    run(engine, [ev("api.request", at=T0 + 50, customer_id=None, source="gw")])  # late: the source spoke since
+    assert engine.advance(T0 + 360) == []
+    hits = [s for s in engine.advance(T0 + 401) if s.rule_id == "source_silent"]
+    assert [(s.occurred_at, s.event_id) for s in hits] == [(T0 + 400, last_heard.event_id)]
+    run(engine, [ev("api.request", at=T0 + 90, customer_id=None, source="gw")])  # later still, but older
+    assert engine.advance(T0 + 10_000) == []  # fired once
 
 
 def test_timers_fire_on_an_explicit_watermark_when_no_event_comes() -> None:

@@ -387,6 +387,13 @@ class Engine:
         state = self.pattern_states.get(ident, {}).get(key) if kind == "pattern" else None
         return state.deadline if state is not None else None
 
+    def is_silence(self, persisted: str) -> bool:
+        """True for the state of a silence (an absence with no ``after``): its deadline only
+        ever moves later, so writers may merge copies of it by keeping the latest deadline."""
+        kind, _, ident = self._internal_names.get(persisted, "").partition(":")
+        spec = self._patterns.get(ident) if kind == "pattern" else None
+        return spec is not None and spec.kind == "absence" and spec.after is None
+
     def horizon_of(self, persisted: str) -> float | None:
         """How long a quiet key's state row matters (window, ttl or pattern span); None: for ever."""
         name = self._internal_names.get(persisted, "")

@@ -141,8 +141,11 @@ def advance_absence(spec: PatternSpec, state: PatternState, event: Event, snap: 
     """Fold ``event`` into an absence; return True if its deadline (re)armed."""
     t = event.occurred_at
     assert spec.expect is not None
-    if spec.after is None:  # silence: every expected event pushes the deadline out
-        if spec.expect.matches(event.type, ctx):
+    if spec.after is None:  # silence: the newest expected event sets the deadline
+        newest = state.anchor is None or t >= state.anchor["occurred_at"]
+        # a late event is no news: the source was heard from after it (and its deadline, were it
+        # to count, would lie before the one armed, or re-arm a silence that already fired)
+        if newest and spec.expect.matches(event.type, ctx):
             state.anchor, state.deadline = snap, t + spec.within
             return True
         return False

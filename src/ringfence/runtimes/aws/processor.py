@@ -31,6 +31,8 @@ from ringfence.runtimes.aws.state import (
     MAX_TRANSACTION_ITEMS,
     STATE_TTL_MARGIN_S,
     Commit,
+    DeadlinePush,
+    Outbox,
     RowWrite,
     StateConflict,
     StateKey,
@@ -214,8 +216,8 @@ class ShardProcessor:
             outcome.commits += 1
             outcome.processed += len(chunk)
             outcome.late += len(commit.late_ids)
-            if commit.outbox:
-                self._apply(shard, commit.outbox[0][0], commit.outbox, outcome)
+            if commit.has_outbox:
+                self._apply(shard, Outbox(commit.outbox_key, commit.outbox, commit.pushes), outcome)
             return commit.max_event_time
         raise StoreError(f"shard {shard}: {CONFLICT_ATTEMPTS} commits in a row lost a race")
 
@@ -228,7 +230,7 @@ class ShardProcessor:
             reads |= item.reads
         loaded = self.state.load(reads)
         engine = Engine(self.pack, self.lateness)
-        engine.restore(((n, k, st) for (n, k), (st, _) in loaded.items()), marks)
+        engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), marks)
         partition = partition_of_shard(shard)
         outbox: list[tuple[str, AlertSignal]] = []
         late: set[str] = set()
@@ -244,10 +246,21 @@ class ShardProcessor:
                 raise _Poison(item, f"the engine failed on this event: {type(exc).__name__}: {exc}") from exc
             outbox += [(ordinal(item.record.sequence, j), s) for j, s in enumerate(hits) if s.mode == "live"]
         now = self.clock()
-        rows = []
+        rows: list[RowWrite] = []
+        pushes: list[DeadlinePush] = []
+        watermark = engine.watermark()
         for name, key, encoded in engine.take_changes():
-            version = loaded[(name, key)][1] if (name, key) in loaded else None
-            if encoded is None and version is None:
+            row = loaded.get((name, key))
+            if engine.is_silence(name):
+                deadline = engine.timer_of(name, key)
+                old = row.deadline if row is not None else None
+                fired = old is not None and old < watermark  # came due in this chunk: the engine fired it
+                if deadline == old and not fired:
+                    continue  # only the time last seen moved: nothing worth a write
+                if deadline is not None and encoded is not None and not fired:
+                    pushes.append(DeadlinePush(name, key, encoded, deadline))  # newest wins, no version
+                    continue
+            if encoded is None and row is None:
                 continue
             horizon = engine.horizon_of(name)
             rows.append(
@@ -255,21 +268,26 @@ class ShardProcessor:
                     name,
                     key,
                     encoded,
-                    version,
+                    row.version if row is not None else None,
                     deadline=engine.timer_of(name, key),
                     expires_at=now + horizon + STATE_TTL_MARGIN_S if horizon is not None else None,
+                    high=row.high if row is not None else None,
                 )
             )
         done = [i.event.event_id for i in (*chunk, *poisoned)]
-        return Commit(shard, rows, done, outbox, late, engine.max_event_time.get(partition))
+        key = ordinal(chunk[0].record.sequence if chunk else poisoned[0].record.sequence, 0)
+        return Commit(shard, key, rows, done, outbox, pushes, late, engine.max_event_time.get(partition))
 
     # -- alerts ----------------------------------------------------------------------------------------
 
-    def _apply(self, source: str, sort_key: str, signals: list[tuple[str, AlertSignal]], outcome: BatchOutcome) -> None:
-        """Apply committed signals to the alerts table (each once), announce the new alerts, and
-        drop the outbox item. Safe to repeat after a crash anywhere in it."""
+    def _apply(self, source: str, outbox: Outbox, outcome: BatchOutcome) -> None:
+        """Apply what a commit left: silence deadlines, then signals to the alerts table (each
+        once), announcing the new alerts; then drop the outbox item. Safe to repeat after a
+        crash anywhere in it."""
+        for push in outbox.pushes:
+            self.state.apply_push(push)
         now = self.clock()
-        for position, signal in signals:
+        for position, signal in outbox.signals:
             applied = self.alerts.apply(signal, source, position, now)
             if applied is None:
                 continue
@@ -287,12 +305,12 @@ class ShardProcessor:
                     }
                 )
                 self.alerts.mark_announced(applied.alert_id)
-        self.state.drop_outbox(source, sort_key)
+        self.state.drop_outbox(source, outbox.key)
 
     def drain_outbox(self, source: str, outcome: BatchOutcome) -> None:
         """Apply what an earlier invocation committed but did not get to apply."""
-        for sort_key, signals in self.state.outbox(source):
-            self._apply(source, sort_key, signals, outcome)
+        for outbox in self.state.outbox(source):
+            self._apply(source, outbox, outcome)
 
     # -- quiet keys ------------------------------------------------------------------------------------
 
@@ -319,22 +337,22 @@ class ShardProcessor:
             loaded = self.state.load(due)
             engine = Engine(self.pack, self.lateness)
             marks = {partition_of_shard(c.shard): c.max_event_time for c in shards if c.max_event_time is not None}
-            engine.restore(((n, k, st) for (n, k), (st, _) in loaded.items()), marks)
+            engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), marks)
             stamp = str(int(now * 1e6))
             signals = [(ordinal(stamp, j), s) for j, s in enumerate(engine.advance(mark)) if s.mode == "live"]
             rows = [
-                RowWrite(n, k, st, loaded[(n, k)][1] if (n, k) in loaded else None, engine.timer_of(n, k))
+                RowWrite(n, k, st, loaded[(n, k)].version, engine.timer_of(n, k), high=loaded[(n, k)].high)
                 for n, k, st in engine.take_changes()
-                if st is not None or (n, k) in loaded
+                if (n, k) in loaded  # firing only changes the rows it loaded
             ]
             try:
-                self.state.commit(Commit(TICK_SOURCE, rows, [], signals), now)
+                self.state.commit(Commit(TICK_SOURCE, ordinal(stamp, 0), rows, [], signals), now)
             except StateConflict:
                 outcome.conflicts += 1
                 continue
             outcome.commits += 1
             if signals:
-                self._apply(TICK_SOURCE, signals[0][0], signals, outcome)
+                self._apply(TICK_SOURCE, Outbox(ordinal(stamp, 0), signals, []), outcome)
             return outcome
         raise StoreError(f"the timer tick lost {CONFLICT_ATTEMPTS} races in a row")
 

@@ -23,6 +23,13 @@ Item layout (table key ``pk`` + ``sk``):
 | outbox | ``outbox|<shard>`` | first ordinal | ``sig`` signals (msgpack) |
 
 Timers live in the sparse index ``timers`` (``tp`` + ``d``), so due ones are one query.
+
+A silence (an absence with no ``after``: "no event from this source for 5 minutes") is one
+row that every event of a busy source moves: written like the others, it would make every
+concurrent commit conflict. Its state is a register whose newest deadline wins, so it is not
+versioned: the commit puts the new deadline in the outbox, and applying the outbox writes it
+only if it is later than the highest deadline the row ever had (``hi``); repeating that is
+harmless. Only firing a silence (which clears the deadline) is a versioned write.
 """
 
 from __future__ import annotations
@@ -44,8 +51,9 @@ TIMERS_INDEX = "timers"
 TIMER_PARTITION = "timer"
 MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit for one TransactWriteItems
 
-_signals_encoder = msgspec.msgpack.Encoder()
+_outbox_encoder = msgspec.msgpack.Encoder()
 _signals_decoder = msgspec.msgpack.Decoder(list[tuple[str, AlertSignal]])
+_pushes_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, bytes, float]])
 
 
 class StateConflict(Exception):
@@ -65,6 +73,16 @@ class ShardCheckpoint:
     at: float = 0.0  # wall clock of the commit that moved it
 
 
+@dataclass(frozen=True)
+class LoadedRow:
+    """A state row as read: its state, version, armed deadline and highest deadline ever."""
+
+    state: bytes
+    version: int
+    deadline: float | None = None
+    high: float | None = None
+
+
 @dataclass
 class RowWrite:
     """A state row to write (``state`` None: delete), conditional on ``loaded_version``."""
@@ -75,6 +93,17 @@ class RowWrite:
     loaded_version: int | None  # None: the row did not exist
     deadline: float | None = None
     expires_at: float | None = None
+    high: float | None = None  # a silence's highest deadline, kept through a versioned write
+
+
+@dataclass(frozen=True)
+class DeadlinePush:
+    """A silence's newer deadline, applied after the commit if still the newest."""
+
+    name: str
+    key: str
+    state: bytes
+    deadline: float
 
 
 @dataclass
@@ -82,15 +111,30 @@ class Commit:
     """One atomic commit of a processor invocation (``source``: its shard, or the tick)."""
 
     source: str
+    outbox_key: str  # unique among the source's commits
     rows: list[RowWrite] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
     outbox: list[tuple[str, AlertSignal]] = field(default_factory=list)  # (ordinal, signal)
+    pushes: list[DeadlinePush] = field(default_factory=list)
     late_ids: set[str] = field(default_factory=set)
     max_event_time: float | None = None  # the newest event time of the source's events in it
 
     @property
+    def has_outbox(self) -> bool:
+        return bool(self.outbox or self.pushes)
+
+    @property
     def items(self) -> int:
-        return len(self.rows) + len(self.event_ids) + (1 if self.outbox else 0)
+        return len(self.rows) + len(self.event_ids) + (1 if self.has_outbox else 0)
+
+
+@dataclass
+class Outbox:
+    """What a commit left to apply: alert signals and silence deadlines."""
+
+    key: str
+    signals: list[tuple[str, AlertSignal]]
+    pushes: list[DeadlinePush]
 
 
 def _s(value: str) -> dict[str, str]:
@@ -136,11 +180,19 @@ class StateTable:
                     delay = min(delay * 2, 1.0)
         return found
 
-    def load(self, rows: Iterable[StateKey]) -> dict[StateKey, tuple[bytes, int]]:
-        """The stored state and version of each of ``rows`` that exists."""
+    def load(self, rows: Iterable[StateKey]) -> dict[StateKey, LoadedRow]:
+        """Each of ``rows`` that exists, as stored."""
         wanted = {_row_pk(name, key): (name, key) for name, key in rows}
-        items = self._batch_get(list(wanted), "pk, st, v")
-        return {wanted[pk]: (bytes(item["st"]["B"]), int(item["v"]["N"])) for pk, item in items.items()}
+        items = self._batch_get(list(wanted), "pk, st, v, d, hi")
+        return {
+            wanted[pk]: LoadedRow(
+                bytes(item["st"]["B"]),
+                int(item["v"]["N"]),
+                float(item["d"]["N"]) if "d" in item else None,
+                float(item["hi"]["N"]) if "hi" in item else None,
+            )
+            for pk, item in items.items()
+        }
 
     def processed(self, event_ids: Iterable[str]) -> set[str]:
         """Which of ``event_ids`` a committed batch already processed."""
@@ -192,12 +244,40 @@ class StateTable:
 
     # -- the outbox ------------------------------------------------------------------------------
 
-    def outbox(self, shard: str) -> list[tuple[str, list[tuple[str, AlertSignal]]]]:
-        """Committed signals of ``shard`` not yet applied to the alerts table, oldest first."""
+    def outbox(self, source: str) -> list[Outbox]:
+        """What ``source``'s commits left to apply and is not applied yet, oldest first."""
         return [
-            (item["sk"]["S"], _signals_decoder.decode(bytes(item["sig"]["B"])))
-            for item in self._query({"pk": f"outbox|{shard}"})
+            Outbox(
+                item["sk"]["S"],
+                _signals_decoder.decode(bytes(item["sig"]["B"])),
+                [DeadlinePush(*p) for p in _pushes_decoder.decode(bytes(item["push"]["B"]))],
+            )
+            for item in self._query({"pk": f"outbox|{source}"})
         ]
+
+    def apply_push(self, push: DeadlinePush) -> bool:
+        """Write a silence's deadline if it is the newest the row has had; False if not."""
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={"pk": _s(_row_pk(push.name, push.key)), "sk": _s("-")},
+                UpdateExpression="SET st = :st, d = :d, hi = :d, tp = :tp, v = if_not_exists(v, :zero) + :one "
+                "REMOVE #ttl",
+                ConditionExpression="attribute_not_exists(hi) OR hi < :d",
+                ExpressionAttributeNames={"#ttl": "ttl"},
+                ExpressionAttributeValues={
+                    ":st": {"B": push.state},
+                    ":d": _n(push.deadline),
+                    ":tp": _s(TIMER_PARTITION),
+                    ":zero": _n(0),
+                    ":one": _n(1),
+                },
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def drop_outbox(self, shard: str, sort_key: str) -> None:
         self.db.delete_item(TableName=self.table, Key={"pk": _s(f"outbox|{shard}"), "sk": _s(sort_key)})
@@ -216,16 +296,17 @@ class StateTable:
             items.append(
                 {"Put": {"TableName": self.table, "Item": marker, "ConditionExpression": "attribute_not_exists(pk)"}}
             )
-        if commit.outbox:
-            first = commit.outbox[0][0]
+        if commit.has_outbox:
+            pushes = [(p.name, p.key, p.state, p.deadline) for p in commit.pushes]
             items.append(
                 {
                     "Put": {
                         "TableName": self.table,
                         "Item": {
                             "pk": _s(f"outbox|{commit.source}"),
-                            "sk": _s(first),
-                            "sig": {"B": _signals_encoder.encode(commit.outbox)},
+                            "sk": _s(commit.outbox_key),
+                            "sig": {"B": _outbox_encoder.encode(commit.outbox)},
+                            "push": {"B": _outbox_encoder.encode(pushes)},
                         },
                     }
                 }
@@ -269,4 +350,6 @@ class StateTable:
             item["d"] = _n(row.deadline)
         if row.expires_at is not None:
             item["ttl"] = _n(int(row.expires_at))
+        if row.high is not None:
+            item["hi"] = _n(row.high)
         return {"Put": {"TableName": self.table, "Item": item, **condition}}

@@ -1,0 +1,101 @@
+"""Silences ("no event from this source for 5 minutes") on the aws path: the one row every
+event of a busy source moves is merged, not versioned, so shards never conflict on it, and
+the silence still fires as on the embedded runtime: on event time, and on the wall clock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ringfence.alerts.model import alert_id
+from ringfence.runtimes.aws.processor import ShardProcessor
+from ringfence.runtimes.aws.state import Commit
+from ringfence.testing import event
+from tests.aws.conftest import DeploymentFactory
+from tests.aws.test_exactness import _record
+from tests.aws.test_parity import embedded_alerts
+
+SILENT = alert_id("ops_source_silent", "partner-bank", 1)
+
+
+def traffic(t0: float) -> list[dict[str, Any]]:
+    """partner-bank speaks for a minute from 40 customers, then only partner-other goes on."""
+
+    def login(at: float, n: int, source: str) -> dict[str, Any]:
+        c = n % 40
+        return event(
+            "login.succeeded", at=at, customer_id=f"cus_{c:03d}", source=source, device_id=f"dev_{c}", ip=f"10.0.0.{c}"
+        )
+
+    bank = [login(t0 + i, i, "partner-bank") for i in range(60)]
+    other = [login(t0 + 60 + i, i, "partner-other") for i in range(0, 400, 4)]
+    return bank + other
+
+
+def test_a_silence_fires_as_on_the_embedded_runtime(deploy: DeploymentFactory, tmp_path: Path) -> None:
+    events = traffic(time.time() - 3600)
+    expected = embedded_alerts(tmp_path / "embedded", events)
+    assert SILENT in expected
+
+    aws = deploy(shards=2, batch_size=20)
+    aws.send(events)
+    aws.stream.drain()
+    assert aws.alerts() == expected
+    alert = aws.runtime.alerts.get_alert(SILENT)
+    assert alert.evidence["events"][-1]["event_id"] == events[59]["event_id"]  # the last word heard
+
+
+def test_shards_moving_one_silence_at_once_do_not_conflict(deploy: DeploymentFactory) -> None:
+    t0 = time.time() - 3600
+    d = deploy(shards=2, batch_size=100)
+    events = traffic(t0)[:60]
+    d.send(events)
+    rt = d.runtime
+    shards = d.stream.shard_ids()
+    batches = {s: d.stream.read(s) for s in shards}
+    assert all(batches.values())  # both shards hold partner-bank's events
+    barrier = threading.Barrier(2, timeout=30)
+    waited: set[int] = set()
+
+    def together(commit: Commit) -> None:
+        if threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            barrier.wait()
+
+    outcomes = {}
+
+    def run(shard: str) -> None:
+        p = ShardProcessor(rt.pack, rt.state, rt.alerts, rt.processor.announce, rt.processor.poison)
+        p.before_commit = together
+        records = [_record(r) for r in d.stream.event_for(shard, batches[shard])["Records"]]
+        outcomes[shard] = p.process(shard, records)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in shards]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [o.conflicts for o in outcomes.values()] == [0, 0]
+    assert sum(o.processed for o in outcomes.values()) == 60
+    # the row holds the newest deadline of the two: the last event heard, plus five minutes
+    ((deadline, row_key),) = rt.state.due_timers(t0 + 10_000, 10)
+    assert row_key[1] == "partner-bank"
+    assert deadline == datetime.fromisoformat(events[-1]["occurred_at"]).timestamp() + 300
+    assert rt.state.load([row_key])[row_key].high == deadline
+
+
+def test_a_quiet_source_is_declared_silent_by_the_wall_clock_tick(deploy: DeploymentFactory) -> None:
+    d = deploy(shards=2)
+    d.send(traffic(time.time() - 30)[:60])  # partner-bank, then nothing at all
+    d.stream.drain()
+    rt = d.runtime
+    assert rt.processor.tick().commits == 0  # not quiet for long enough yet
+    assert SILENT not in d.alerts()
+    later = time.time() + 400
+    rt.processor.clock = lambda: later
+    assert rt.processor.tick().alerts_created == 1
+    assert SILENT in d.alerts()
+    assert rt.processor.tick().alerts_created == 0  # once
