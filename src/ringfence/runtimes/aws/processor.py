@@ -12,6 +12,7 @@ with the reason, is marked processed, and the records behind it carry on.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import time
@@ -32,6 +33,7 @@ from ringfence.runtimes.aws.state import (
     STATE_TTL_MARGIN_S,
     Commit,
     DeadlinePush,
+    LoadedRow,
     Outbox,
     RowWrite,
     StateConflict,
@@ -87,6 +89,39 @@ class _Poison(Exception):
         super().__init__(reason)
         self.item = item
         self.reason = reason
+
+
+class _Invocation:
+    """What one invocation carries from chunk to chunk: event-time marks, and the outboxes it
+    committed but applies only at its end (so the silence deadlines they push are still
+    pending: a later chunk must see them, or it could fire a silence its own earlier events
+    ended)."""
+
+    def __init__(self, marks: dict[int, float]) -> None:
+        self.marks = marks
+        self.outboxes: list[Outbox] = []
+        self.pushes: dict[StateKey, DeadlinePush] = {}
+
+    def committed(self, commit: Commit, partition: int) -> None:
+        if commit.max_event_time is not None:
+            self.marks[partition] = max(self.marks.get(partition, commit.max_event_time), commit.max_event_time)
+        if commit.has_outbox:
+            self.outboxes.append(Outbox(commit.outbox_key, commit.outbox, commit.pushes))
+        for push in commit.pushes:
+            held = self.pushes.get((push.name, push.key))
+            if held is None or push.deadline > held.deadline:
+                self.pushes[(push.name, push.key)] = push
+
+    def with_pending_pushes(self, loaded: dict[StateKey, LoadedRow], reads: set[StateKey]) -> dict[StateKey, LoadedRow]:
+        """``loaded`` with this invocation's own not-yet-applied silence deadlines over it."""
+        for row_key, push in self.pushes.items():
+            row = loaded.get(row_key)
+            stored = max(row.high or -math.inf, row.deadline or -math.inf) if row is not None else -math.inf
+            if row_key in reads and push.deadline > stored:  # else it was overtaken, or fired since
+                loaded[row_key] = LoadedRow(
+                    push.state, row.version if row is not None else 0, push.deadline, push.deadline
+                )
+        return loaded
 
 
 def ordinal(sequence: str, index: int) -> str:
@@ -161,38 +196,33 @@ class ShardProcessor:
         committed = marks.get(partition_of_shard(shard))
         newest = max([*marks.values(), *(i.event.occurred_at for i in pending)], default=None)
         due = self.state.due_timers(newest - self.lateness, TIMER_ROWS * len(chunks)) if newest is not None else []
+        run = _Invocation(marks)
         for chunk in chunks:
             latest = max([*marks.values(), *(i.event.occurred_at for i in chunk)])
             timers = [row for deadline, row in due if deadline < latest - self.lateness][:TIMER_ROWS]
             due = [(d, row) for d, row in due if row not in timers]
             try:
-                max_event_time = self._run_chunk(shard, chunk, timers, marks, outcome)
+                self._run_chunk(shard, chunk, timers, run, outcome)
             except Exception:
                 first = chunk[0].record.sequence
                 log.exception("shard %s: chunk from %s failed; Lambda retries from there", shard, first)
                 outcome.failed_sequence = first
                 break
-            if max_event_time is not None:
-                marks[partition_of_shard(shard)] = max_event_time
+        # once per invocation: a busy source's silence row is written once, not once a chunk
+        self._apply(shard, run.outboxes, outcome)
         mark = marks.get(partition_of_shard(shard))
         if mark is not None and (committed is None or mark > committed):
             self.state.advance_checkpoint(shard, mark, self.clock())
         return outcome
 
     def _run_chunk(
-        self,
-        shard: str,
-        chunk: list[_Item],
-        timers: list[StateKey],
-        marks: dict[int, float],
-        outcome: BatchOutcome,
-    ) -> float | None:
-        """Commit one chunk, redoing it on the winner's state after a lost race; returns the
-        newest event time of the shard's events in it."""
+        self, shard: str, chunk: list[_Item], timers: list[StateKey], run: _Invocation, outcome: BatchOutcome
+    ) -> None:
+        """Commit one chunk, redoing it on the winner's state after a lost race."""
         poisoned: list[_Item] = []
         for _ in range(CONFLICT_ATTEMPTS):
             try:
-                commit = self._prepare(shard, chunk, poisoned, timers, marks)
+                commit = self._prepare(shard, chunk, poisoned, timers, run)
             except _Poison as p:
                 self.poison.send(shard, p.item.record, p.reason)
                 outcome.poison += 1
@@ -210,25 +240,25 @@ class ShardProcessor:
                 chunk = [i for i in chunk if i.event.event_id not in done]
                 poisoned = [i for i in poisoned if i.event.event_id not in done]
                 if not chunk and not poisoned:
-                    return None
+                    return
                 time.sleep(self._rng.uniform(0.01, 0.05))
                 continue
             outcome.commits += 1
             outcome.processed += len(chunk)
             outcome.late += len(commit.late_ids)
-            if commit.has_outbox:
-                self._apply(shard, Outbox(commit.outbox_key, commit.outbox, commit.pushes), outcome)
-            return commit.max_event_time
+            run.committed(commit, partition_of_shard(shard))
+            return
         raise StoreError(f"shard {shard}: {CONFLICT_ATTEMPTS} commits in a row lost a race")
 
     def _prepare(
-        self, shard: str, chunk: list[_Item], poisoned: list[_Item], timers: list[StateKey], marks: dict[int, float]
+        self, shard: str, chunk: list[_Item], poisoned: list[_Item], timers: list[StateKey], run: _Invocation
     ) -> Commit:
         """Load the chunk's state, run the engine over it; the commit that would record it."""
         reads: set[StateKey] = set(timers)
         for item in chunk:
             reads |= item.reads
-        loaded = self.state.load(reads)
+        loaded = run.with_pending_pushes(self.state.load(reads), reads)
+        marks = run.marks
         engine = Engine(self.pack, self.lateness)
         engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), marks)
         partition = partition_of_shard(shard)
@@ -260,7 +290,7 @@ class ShardProcessor:
                 if deadline is not None and encoded is not None and not fired:
                     pushes.append(DeadlinePush(name, key, encoded, deadline))  # newest wins, no version
                     continue
-            if encoded is None and row is None:
+            if encoded is None and (row is None or not row.version):
                 continue
             horizon = engine.horizon_of(name)
             rows.append(
@@ -268,7 +298,7 @@ class ShardProcessor:
                     name,
                     key,
                     encoded,
-                    row.version if row is not None else None,
+                    row.version if row is not None and row.version else None,
                     deadline=engine.timer_of(name, key),
                     expires_at=now + horizon + STATE_TTL_MARGIN_S if horizon is not None else None,
                     high=row.high if row is not None else None,
@@ -280,12 +310,21 @@ class ShardProcessor:
 
     # -- alerts ----------------------------------------------------------------------------------------
 
-    def _apply(self, source: str, outbox: Outbox, outcome: BatchOutcome) -> None:
-        """Apply what a commit left: silence deadlines, then signals to the alerts table (each
-        once), announcing the new alerts; then drop the outbox item. Safe to repeat after a
-        crash anywhere in it."""
-        for push in outbox.pushes:
+    def _apply(self, source: str, outboxes: list[Outbox], outcome: BatchOutcome) -> None:
+        """Apply what commits left: the newest deadline of each silence, then the signals to the
+        alerts table (each once), announcing the new alerts; then drop the outbox items. Safe
+        to repeat after a crash anywhere in it."""
+        newest: dict[StateKey, DeadlinePush] = {}
+        for push in (p for o in outboxes for p in o.pushes):
+            if (push.name, push.key) not in newest or push.deadline > newest[(push.name, push.key)].deadline:
+                newest[(push.name, push.key)] = push
+        for push in newest.values():
             self.state.apply_push(push)
+        for outbox in outboxes:
+            self._apply_signals(source, outbox, outcome)
+            self.state.drop_outbox(source, outbox.key)
+
+    def _apply_signals(self, source: str, outbox: Outbox, outcome: BatchOutcome) -> None:
         now = self.clock()
         for position, signal in outbox.signals:
             applied = self.alerts.apply(signal, source, position, now)
@@ -305,12 +344,10 @@ class ShardProcessor:
                     }
                 )
                 self.alerts.mark_announced(applied.alert_id)
-        self.state.drop_outbox(source, outbox.key)
 
     def drain_outbox(self, source: str, outcome: BatchOutcome) -> None:
         """Apply what an earlier invocation committed but did not get to apply."""
-        for outbox in self.state.outbox(source):
-            self._apply(source, outbox, outcome)
+        self._apply(source, self.state.outbox(source), outcome)
 
     # -- quiet keys ------------------------------------------------------------------------------------
 
@@ -352,7 +389,7 @@ class ShardProcessor:
                 continue
             outcome.commits += 1
             if signals:
-                self._apply(TICK_SOURCE, Outbox(ordinal(stamp, 0), signals, []), outcome)
+                self._apply(TICK_SOURCE, [Outbox(ordinal(stamp, 0), signals, [])], outcome)
             return outcome
         raise StoreError(f"the timer tick lost {CONFLICT_ATTEMPTS} races in a row")
 
