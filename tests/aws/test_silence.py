@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +99,32 @@ def test_a_quiet_source_is_declared_silent_by_the_wall_clock_tick(deploy: Deploy
     assert rt.processor.tick().alerts_created == 1
     assert SILENT in d.alerts()
     assert rt.processor.tick().alerts_created == 0  # once
+
+
+def test_a_later_chunk_sees_the_silence_its_invocation_pushed_but_has_not_written(deploy: DeploymentFactory) -> None:
+    t0 = time.time() - 3600
+
+    def login(at: float, customer: str, source: str) -> dict[str, Any]:
+        return event("login.succeeded", at=at, customer_id=customer, source=source, device_id=f"d-{customer}")
+
+    d = deploy(shards=1, batch_size=100)
+    d.send([login(t0, "cus_a", "partner-bank")])  # deadline t0 + 300, written
+    d.stream.drain()
+    # one invocation, several chunks: partner-bank speaks again at t0 + 200 (deadline t0 + 500,
+    # written at the invocation's end) in the first; later chunks only hold traffic from
+    # elsewhere, the last of it past t0 + 300: the chunk that loads the old deadline to fire it
+    # must see the pending one
+    d.send(
+        [login(t0 + 200, "cus_a", "partner-bank")]
+        + [login(t0 + 250, f"cus_{i}", "web") for i in range(20)]
+        + [login(t0 + 350, f"cus_{i}", "web") for i in range(20, 40)]
+    )
+    assert d.stream.poll() == 41
+    assert d.stream.invocations == 2
+    assert SILENT not in d.alerts()  # the source was heard at t0 + 200: not silent at t0 + 300
+    d.send([login(t0 + 600, "cus_b", "web")])
+    d.stream.drain()
+    alert = d.runtime.alerts.get_alert(SILENT)
+    assert alert.first_seen == datetime.fromtimestamp(t0 + 500, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
