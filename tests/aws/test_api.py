@@ -160,3 +160,18 @@ def test_alerts_are_listed_paged_acknowledged_and_resolved_with_scopes_and_audit
     second = alert_id("login_failed_burst", "cus_a", 2)
     assert body(api_event(rt, http_event("GET /v1/alerts/{id}", READER, id=second)))["status"] == "open"
     assert body(api_event(rt, http_event("GET /v1/alerts/{id}", READER, id=target)))["status"] == "resolved"
+
+
+def test_the_same_event_id_from_two_sources_is_two_events(d: Deployment) -> None:
+    t0 = time.time() - 300
+    web = event("login.failed", at=t0, event_id="evt-shared", source="web")
+    app = event("login.failed", at=t0 + 1, event_id="evt-shared", source="mobile-app")
+    d.send([web])
+    d.stream.drain()
+    reply = body(ingest_event(d.runtime, http_event("POST /v1/events", PRODUCER, [web, app])))
+    assert (reply["accepted"], reply["duplicates"]) == (1, 1)  # web's was processed already; the app's is new
+    d.stream.drain()
+    assert d.runtime.state.processed(["web|evt-shared", "mobile-app|evt-shared"]) == {
+        "web|evt-shared",
+        "mobile-app|evt-shared",
+    }

@@ -34,7 +34,7 @@ from ringfence.runtimes.aws.alerts import AlertTable
 from ringfence.runtimes.aws.dispatch import AlertDispatcher
 from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
 from ringfence.runtimes.aws.resources import AwsClients, AwsNames, error_code
-from ringfence.runtimes.aws.state import StateTable
+from ringfence.runtimes.aws.state import StateTable, event_key
 from ringfence.store.base import AlertQuery
 
 log = logging.getLogger("ringfence.aws")
@@ -206,19 +206,20 @@ def ingest_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
     except MalformedBody as exc:
         return _error(400, "malformed_body", str(exc), {"errors": [e.to_dict() for e in exc.errors]})
     rejected = list(batch.rejected)
-    done = rt.state.processed([e.event_id for e in batch.events]) if batch.events else set()
-    fresh = [(i, e) for i, e in zip(batch.indexes, batch.events, strict=True) if e.event_id not in done]
+    done = rt.state.processed([event_key(e) for e in batch.events]) if batch.events else set()
+    fresh = [(i, e) for i, e in zip(batch.indexes, batch.events, strict=True) if event_key(e) not in done]
+    duplicates = sorted(e.event_id for e in batch.events if event_key(e) in done)
     failures = put_records(rt.clients.kinesis, rt.names.stream, [e for _, e in fresh])
     for (index, e), failure in zip(fresh, failures, strict=True):
         if failure is not None:
             rejected.append(Rejection(index, e.event_id, [FieldError("$", f"not written, retry it: {failure}")]))
     result = {
         "accepted": sum(1 for f in failures if f is None),
-        "duplicates": len(done),
-        "duplicate_event_ids": sorted(done),
+        "duplicates": len(duplicates),
+        "duplicate_event_ids": duplicates,
         "rejected": [r.to_dict() for r in sorted(rejected, key=lambda r: r.index)],
     }
-    if result["accepted"] == 0 and not done:
+    if result["accepted"] == 0 and not duplicates:
         if any(f is not None for f in failures):
             return _error(
                 503, "unavailable", "the stream refused the events; retry later", result, **{"retry-after": "1"}

@@ -39,6 +39,7 @@ from ringfence.runtimes.aws.state import (
     StateConflict,
     StateKey,
     StateTable,
+    event_key,
 )
 
 log = logging.getLogger("ringfence.aws.processor")
@@ -175,14 +176,14 @@ class ShardProcessor:
                 self.poison.send(shard, record, f"not a valid event: {exc}")
                 outcome.poison += 1
                 continue
-            if event.event_id in seen:  # the same event twice in one batch (a producer's retry)
+            if event_key(event) in seen:  # the same event twice in one batch (a producer's retry)
                 outcome.skipped += 1
                 continue
-            seen.add(event.event_id)
+            seen.add(event_key(event))
             items.append(_Item(record, event))
-        done = self.state.processed([i.event.event_id for i in items])
+        done = self.state.processed([event_key(i.event) for i in items])
         outcome.skipped += len(done)
-        pending = [i for i in items if i.event.event_id not in done]
+        pending = [i for i in items if event_key(i.event) not in done]
         for item in pending:
             item.reads, item.writes = self._planner.state_rows_of(item.event)
         chunks = plan_chunks(pending)
@@ -235,17 +236,17 @@ class ShardProcessor:
             except StateConflict as conflict:
                 outcome.conflicts += 1
                 log.info("shard %s: commit conflict (%s); reloading", shard, conflict.codes)
-                done = self.state.processed([i.event.event_id for i in chunk])
+                done = self.state.processed([event_key(i.event) for i in chunk])
                 outcome.skipped += len(done)
-                chunk = [i for i in chunk if i.event.event_id not in done]
-                poisoned = [i for i in poisoned if i.event.event_id not in done]
+                chunk = [i for i in chunk if event_key(i.event) not in done]
+                poisoned = [i for i in poisoned if event_key(i.event) not in done]
                 if not chunk and not poisoned:
                     return
                 time.sleep(self._rng.uniform(0.01, 0.05))
                 continue
             outcome.commits += 1
             outcome.processed += len(chunk)
-            outcome.late += len(commit.late_ids)
+            outcome.late += len(commit.late)
             run.committed(commit, partition_of_shard(shard))
             return
         raise StoreError(f"shard {shard}: {CONFLICT_ATTEMPTS} commits in a row lost a race")
@@ -267,7 +268,7 @@ class ShardProcessor:
         for item in chunk:
             event = item.event
             if engine.is_late(event, partition):
-                late.add(event.event_id)
+                late.add(event_key(event))
             # Kinesis sequence numbers outgrow 64 bits: an event's offset here is its arrival in µs
             offset = int(item.record.arrived_at * 1e6)
             try:
@@ -304,7 +305,7 @@ class ShardProcessor:
                     high=row.high if row is not None else None,
                 )
             )
-        done = [i.event.event_id for i in (*chunk, *poisoned)]
+        done = [event_key(i.event) for i in (*chunk, *poisoned)]
         key = ordinal(chunk[0].record.sequence if chunk else poisoned[0].record.sequence, 0)
         return Commit(shard, key, rows, done, outbox, pushes, late, engine.max_event_time.get(partition))
 

@@ -18,7 +18,7 @@ Item layout (table key ``pk`` + ``sk``):
 | item | pk | sk | attributes |
 |---|---|---|---|
 | state row | ``s|<name>|<key>`` | ``-`` | ``st`` state, ``v`` version, ``tp``/``d`` armed timer, ``ttl`` |
-| event marker | ``e|<event id>`` | ``-`` | ``ttl``, ``late`` if it was behind the watermark |
+| event marker | ``e|<source>|<event id>`` | ``-`` | ``ttl``, ``late`` if it was behind the watermark |
 | checkpoint | ``checkpoint`` | shard id | ``met`` max event time, ``at`` wall clock of that commit |
 | outbox | ``outbox|<shard>`` | first ordinal | ``sig`` signals (msgpack) |
 
@@ -42,6 +42,7 @@ from typing import Any
 import msgspec
 
 from ringfence.engine.rules import AlertSignal
+from ringfence.events.model import Event
 from ringfence.runtimes.aws.resources import cancellation_codes, error_code
 
 StateKey = tuple[str, str]
@@ -113,10 +114,10 @@ class Commit:
     source: str
     outbox_key: str  # unique among the source's commits
     rows: list[RowWrite] = field(default_factory=list)
-    event_ids: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # event keys: a marker each
     outbox: list[tuple[str, AlertSignal]] = field(default_factory=list)  # (ordinal, signal)
     pushes: list[DeadlinePush] = field(default_factory=list)
-    late_ids: set[str] = field(default_factory=set)
+    late: set[str] = field(default_factory=set)  # event keys of events behind the watermark
     max_event_time: float | None = None  # the newest event time of the source's events in it
 
     @property
@@ -125,7 +126,7 @@ class Commit:
 
     @property
     def items(self) -> int:
-        return len(self.rows) + len(self.event_ids) + (1 if self.has_outbox else 0)
+        return len(self.rows) + len(self.events) + (1 if self.has_outbox else 0)
 
 
 @dataclass
@@ -149,8 +150,14 @@ def _row_pk(name: str, key: str) -> str:
     return f"s|{name}|{key}"
 
 
-def _marker_pk(event_id: str) -> str:
-    return f"e|{event_id}"
+def event_key(event: Event) -> str:
+    """An event's identity, as the embedded journal's: its ``event_id`` is unique per source
+    (a source has no ``|``)."""
+    return f"{event.source}|{event.event_id}"
+
+
+def _marker_pk(event: str) -> str:
+    return f"e|{event}"
 
 
 class StateTable:
@@ -194,9 +201,9 @@ class StateTable:
             for pk, item in items.items()
         }
 
-    def processed(self, event_ids: Iterable[str]) -> set[str]:
-        """Which of ``event_ids`` a committed batch already processed."""
-        ids = {_marker_pk(e): e for e in event_ids}
+    def processed(self, events: Iterable[str]) -> set[str]:
+        """Which of ``events`` (event keys) a committed batch already processed."""
+        ids = {_marker_pk(e): e for e in events}
         return {ids[pk] for pk in self._batch_get(list(ids), "pk")}
 
     def checkpoints(self) -> dict[str, ShardCheckpoint]:
@@ -289,9 +296,9 @@ class StateTable:
         if commit.items > MAX_TRANSACTION_ITEMS:
             raise ValueError(f"a commit of {commit.items} items is over DynamoDB's {MAX_TRANSACTION_ITEMS}")
         items = [self._row_write(row) for row in commit.rows if row.state is not None or row.loaded_version]
-        for e in commit.event_ids:
+        for e in commit.events:
             marker: dict[str, Any] = {"pk": _s(_marker_pk(e)), "sk": _s("-"), "ttl": _n(int(now + MARKER_TTL_S))}
-            if e in commit.late_ids:
+            if e in commit.late:
                 marker["late"] = {"BOOL": True}
             items.append(
                 {"Put": {"TableName": self.table, "Item": marker, "ConditionExpression": "attribute_not_exists(pk)"}}
