@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ringfence.testing import EmbeddedServer, create_key, start_server
+from ringfence.testing import EmbeddedServer, RecordingReceiver, create_key, start_server
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,3 +48,11 @@ def server(server_dir: Path, keys: Keys) -> Iterator[EmbeddedServer]:
     srv = start_server(server_dir)
     yield srv
     assert srv.stop(), srv.log_path.read_text()[-3000:]
+
+
+@pytest.fixture
+def receiver() -> Iterator[RecordingReceiver]:
+    """A real webhook receiver on 127.0.0.1 that records what it gets."""
+    r = RecordingReceiver()
+    yield r
+    r.close()

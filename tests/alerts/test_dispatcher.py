@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,6 @@ from ringfence.testing import FixedClock, RecordingReceiver, free_port
 from tests.store.test_sqlite_store import signal
 
 SECRET = "s3cret-for-tests"
-
-
-@pytest.fixture
-def receiver() -> Iterator[RecordingReceiver]:
-    r = RecordingReceiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture

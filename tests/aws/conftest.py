@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from ringfence.testing import free_port
 if TYPE_CHECKING:
     from ringfence.runtimes.aws.handlers import AwsRuntime
     from ringfence.runtimes.aws.local import KinesisSource, QueueSource
+    from ringfence.runtimes.aws.state import Commit
 
 REGION = "us-east-1"
 LAUNCHER = Path(__file__).with_name("moto_server.py")
@@ -157,6 +159,20 @@ class Deployment:
             if not reply.get("Messages"):
                 return out
             out += [json.loads(m["Body"]) for m in reply["Messages"]]
+
+
+def first_commits_together(parties: int = 2) -> Callable[[Commit], None]:
+    """A ``before_commit`` hook: each thread's first commit waits until ``parties`` threads
+    have loaded the same state and run the engine, so they then race to commit."""
+    barrier = threading.Barrier(parties, timeout=30)
+    waited: set[int] = set()
+
+    def hook(commit: Commit) -> None:
+        if threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            barrier.wait()
+
+    return hook
 
 
 def _without_arrival(value: Any) -> Any:

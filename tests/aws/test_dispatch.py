@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,6 @@ from ringfence.testing import RecordingReceiver, event
 from tests.aws.conftest import ANALYST, Deployment, DeploymentFactory, http_event
 
 SECRET = "webhook-secret-for-tests"
-
-
-@pytest.fixture
-def receiver() -> Iterator[RecordingReceiver]:
-    r = RecordingReceiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture

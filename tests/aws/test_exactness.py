@@ -16,7 +16,7 @@ from ringfence.runtimes.aws.handlers import process_event
 from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
 from ringfence.runtimes.aws.state import Commit
 from ringfence.simulate import Traffic
-from tests.aws.conftest import Deployment, DeploymentFactory
+from tests.aws.conftest import Deployment, DeploymentFactory, first_commits_together
 
 
 def workload(count: int = 700) -> list[dict[str, Any]]:
@@ -99,17 +99,9 @@ def test_two_invocations_racing_on_the_same_keys_cannot_both_commit(
     assert len(records) == 50
     # a zombie still working on the first half, and the retry of the whole batch
     zombie = ShardProcessor(rt.pack, rt.state, rt.alerts, rt.processor.announce, rt.processor.poison)
-    barrier = threading.Barrier(2, timeout=30)
-    waited: set[int] = set()
-
-    def first_commit_together(commit: Commit) -> None:
-        """Both have loaded the same state and run the engine; now both try to commit."""
-        if threading.get_ident() not in waited:
-            waited.add(threading.get_ident())
-            barrier.wait()
-
-    zombie.before_commit = first_commit_together
-    rt.processor.before_commit = first_commit_together
+    together = first_commits_together()
+    zombie.before_commit = together
+    rt.processor.before_commit = together
     outcomes: dict[str, Any] = {}
 
     def run(name: str, processor: ShardProcessor, batch: list[dict[str, Any]]) -> None:

@@ -12,9 +12,8 @@ from typing import Any
 
 from ringfence.alerts.model import alert_id
 from ringfence.runtimes.aws.processor import ShardProcessor
-from ringfence.runtimes.aws.state import Commit
 from ringfence.testing import event
-from tests.aws.conftest import DeploymentFactory
+from tests.aws.conftest import DeploymentFactory, first_commits_together
 from tests.aws.test_exactness import _record
 from tests.aws.test_parity import embedded_alerts
 
@@ -57,14 +56,7 @@ def test_shards_moving_one_silence_at_once_do_not_conflict(deploy: DeploymentFac
     shards = d.stream.shard_ids()
     batches = {s: d.stream.read(s) for s in shards}
     assert all(batches.values())  # both shards hold partner-bank's events
-    barrier = threading.Barrier(2, timeout=30)
-    waited: set[int] = set()
-
-    def together(commit: Commit) -> None:
-        if threading.get_ident() not in waited:
-            waited.add(threading.get_ident())
-            barrier.wait()
-
+    together = first_commits_together()
     outcomes = {}
 
     def run(shard: str) -> None:

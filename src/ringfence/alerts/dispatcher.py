@@ -23,7 +23,7 @@ from ringfence.alerts.config import AlertingConfig, Route
 from ringfence.alerts.grouping import after_flush, group_key, new_group, on_change, should_send
 from ringfence.alerts.matchers import all_match
 from ringfence.alerts.model import ACTIVE_STATUSES
-from ringfence.alerts.notify import Notifier, Outcome, notifier_for
+from ringfence.alerts.notify import Notifier, Outcome, notifiers_of
 from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, iso
 from ringfence.metrics import Metrics
@@ -98,11 +98,7 @@ class Dispatcher:
         self.auto_resolve_after = auto_resolve
         self.routes = _flatten(config.route)
         self._client = client or httpx.Client(follow_redirects=False)
-        self.notifiers: dict[str, Notifier] = {}
-        for name, receiver in config.receivers.items():
-            notifier = notifier_for(receiver, self._client)
-            if notifier is not None:
-                self.notifiers[name] = notifier
+        self.notifiers: dict[str, Notifier] = notifiers_of(config, self._client)
         self.wakeup = threading.Event()
         self._last_auto_resolve = 0.0
         self._rng = random.Random()  # nosec B311 # noqa: S311 - jitter, not security

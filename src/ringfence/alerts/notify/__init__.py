@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from ringfence.alerts.config import Receiver
+from ringfence.alerts.config import AlertingConfig, Receiver
 from ringfence.alerts.notify.base import Delivery, Notifier, Outcome
 from ringfence.alerts.notify.email import EmailNotifier
 from ringfence.alerts.notify.pagerduty import PagerDutyNotifier
@@ -25,4 +25,10 @@ def notifier_for(receiver: Receiver, client: httpx.Client) -> Notifier | None:
     return None
 
 
-__all__ = ["Delivery", "Notifier", "Outcome", "notifier_for"]
+def notifiers_of(config: AlertingConfig, client: httpx.Client) -> dict[str, Notifier]:
+    """The notifier of each receiver of ``config`` that sends (the dashboard does not)."""
+    found = {name: notifier_for(receiver, client) for name, receiver in config.receivers.items()}
+    return {name: notifier for name, notifier in found.items() if notifier is not None}
+
+
+__all__ = ["Delivery", "Notifier", "Outcome", "notifier_for", "notifiers_of"]

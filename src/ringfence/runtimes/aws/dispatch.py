@@ -27,7 +27,7 @@ import msgspec
 from ringfence.alerts.config import AlertingConfig
 from ringfence.alerts.dispatcher import label_set
 from ringfence.alerts.matchers import all_match
-from ringfence.alerts.notify import Notifier, Outcome, notifier_for
+from ringfence.alerts.notify import Notifier, Outcome, notifiers_of
 from ringfence.errors import NotFound
 from ringfence.runtimes.aws.alerts import AlertTable, NotificationBusy, to_alert
 
@@ -53,11 +53,7 @@ class AlertDispatcher:
         self.config = config
         self.clock = clock
         self._client = client or httpx.Client(follow_redirects=False)
-        self.notifiers: dict[str, Notifier] = {}
-        for name, receiver in config.receivers.items():
-            notifier = notifier_for(receiver, self._client)
-            if notifier is not None:
-                self.notifiers[name] = notifier
+        self.notifiers: dict[str, Notifier] = notifiers_of(config, self._client)
 
     def handle(self, message: dict[str, Any]) -> str:
         """Take one announcement; return "done", "muted" or "retry" (leave it on the queue)."""

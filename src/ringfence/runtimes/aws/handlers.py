@@ -52,7 +52,7 @@ _SECURITY_HEADERS = {
 }
 
 
-class _Poison:
+class PoisonQueue:
     """Sends poison records to the poison queue, with the reason and the record itself."""
 
     def __init__(self, sqs: Any, queue_url: str) -> None:
@@ -107,7 +107,7 @@ class AwsRuntime:
             state,
             alerts,
             announce,
-            _Poison(clients.sqs, names.poison_queue_url),
+            PoisonQueue(clients.sqs, names.poison_queue_url),
             allowed_lateness_s=settings.allowed_lateness_s,
         )
         dispatcher = AlertDispatcher(alerts, load_alerting(settings.alerting))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -48,7 +48,6 @@ class AwsClients:
     (``AWS_ENDPOINT_URL`` points them at a local endpoint in tests)."""
 
     region: str | None = None
-    _config: Any = field(default=None, repr=False)
 
     def _client(self, service: str) -> Any:
         import boto3  # the aws extra: imported only by the aws runtime
