@@ -172,3 +172,25 @@ def test_a_poison_record_goes_to_the_failure_destination_and_does_not_block_its_
     # a retry of the whole stream does not send the poison again: markers and poison handled
     (shard,) = d.stream.shard_ids()
     assert process_event(rt, d.stream.event_for(shard, d.stream.read(shard))) == {"batchItemFailures": []}
+
+
+def test_the_tick_finishes_an_outbox_no_retry_will_come_back_for(
+    deploy: DeploymentFactory, events: list[dict[str, Any]]
+) -> None:
+    d = deploy(shards=1, batch_size=100)
+    rt = d.runtime
+    d.send(events[:300])
+    real_apply = rt.alerts.apply
+
+    def dies(*args: Any) -> Any:
+        raise Crash("the invocation timed out before applying its outboxes")
+
+    rt.alerts.apply = dies  # type: ignore[method-assign]
+    d.stream.max_retries = 0  # and Lambda gives up on the batch at once
+    d.stream.drain()
+    assert d.failures  # parked on the on-failure destination
+    assert d.alerts() == {}  # the committed signals wait in the outbox
+    rt.alerts.apply = real_apply  # type: ignore[method-assign]
+    assert rt.processor.tick().alerts_created > 0
+    assert d.alerts()
+    assert rt.state.outbox("shardId-000000000000") == []

@@ -209,11 +209,11 @@ class ShardProcessor:
                 log.exception("shard %s: chunk from %s failed; Lambda retries from there", shard, first)
                 outcome.failed_sequence = first
                 break
-        # once per invocation: a busy source's silence row is written once, not once a chunk
-        self._apply(shard, run.outboxes, outcome)
         mark = marks.get(partition_of_shard(shard))
         if mark is not None and (committed is None or mark > committed):
-            self.state.advance_checkpoint(shard, mark, self.clock())
+            self.state.advance_checkpoint(shard, mark, self.clock())  # first: the tick finds the shard by it
+        # once per invocation: a busy source's silence row is written once, not once a chunk
+        self._apply(shard, run.outboxes, outcome)
         return outcome
 
     def _run_chunk(
@@ -356,10 +356,13 @@ class ShardProcessor:
         """Fire the absence timers that wall-clock time has made due (scheduled every minute).
 
         As in the embedded runtime, event time runs on from the newest event by the wall-clock
-        time since it was committed, so a replay of old events is not closed early.
+        time since it was committed, so a replay of old events is not closed early. It also
+        finishes any shard's outbox left behind (a batch Lambda gave up on, with no traffic
+        since to retry it), so no committed alert waits for the next event.
         """
         outcome = BatchOutcome()
-        self.drain_outbox(TICK_SOURCE, outcome)
+        for source in [TICK_SOURCE, *self.state.checkpoints()]:
+            self.drain_outbox(source, outcome)
         for _ in range(CONFLICT_ATTEMPTS):
             checkpoints = self.state.checkpoints()
             shards = [c for s, c in checkpoints.items() if s != TICK_SOURCE and c.max_event_time is not None]
