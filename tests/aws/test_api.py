@@ -175,3 +175,17 @@ def test_the_same_event_id_from_two_sources_is_two_events(d: Deployment) -> None
         "web|evt-shared",
         "mobile-app|evt-shared",
     }
+
+
+def test_a_stream_that_refuses_every_call_gets_a_503_with_retry_after(
+    d: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unavailable(**kwargs: Any) -> Any:
+        raise ConnectionError("the stream is unreachable")
+
+    monkeypatch.setattr(d.runtime.clients.kinesis, "put_records", unavailable)
+    reply = ingest_event(d.runtime, http_event("POST /v1/events", PRODUCER, [event("login.failed")]))
+    assert reply["statusCode"] == 503
+    assert reply["headers"]["retry-after"] == "1"
+    (refused,) = body(reply)["error"]["details"]["rejected"]
+    assert "ConnectionError" in refused["errors"][0]["message"]

@@ -240,10 +240,18 @@ def put_records(kinesis: Any, stream: str, events: list[Event]) -> list[str | No
         still: list[int] = []
         for start in range(0, len(pending), 500):  # PutRecords takes 500 records at most
             part = pending[start : start + 500]
-            reply = kinesis.put_records(
-                StreamName=stream,
-                Records=[{"Data": encode_event(events[i]), "PartitionKey": partition_key(events[i])} for i in part],
-            )
+            try:
+                reply = kinesis.put_records(
+                    StreamName=stream,
+                    Records=[{"Data": encode_event(events[i]), "PartitionKey": partition_key(events[i])} for i in part],
+                )
+            except Exception as exc:  # the whole call failed (throttled, unreachable): all of it again
+                reason = error_code(exc) or type(exc).__name__
+                log.warning("PutRecords failed: %s", reason)
+                for i in part:
+                    outcome[i] = f"{reason}: the stream did not take it"
+                still += part
+                continue
             for i, entry in zip(part, reply["Records"], strict=True):
                 if "ErrorCode" in entry:
                     outcome[i] = f"{entry['ErrorCode']}: {entry.get('ErrorMessage', '')}"

@@ -1,0 +1,173 @@
+"""Each function's policy in the template allows every AWS call its handler makes: the
+handlers run against the local endpoint, each with clients of its own that record the calls
+(and, for a transaction, each item's action), and every call must be granted on its resource.
+Least privilege is checked in test_template.py; this checks it is enough."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ringfence.config import load_settings
+from ringfence.runtimes.aws.handlers import AwsRuntime, api_event, dispatch_event, ingest_event, process_event
+from ringfence.runtimes.aws.local import KinesisSource, QueueSource, load_template, provision
+from ringfence.runtimes.aws.resources import AwsClients, AwsNames
+from ringfence.testing import RecordingReceiver, event
+from tests.aws.conftest import ANALYST, PRODUCER, READER, REGION, http_event
+
+FUNCTIONS = {
+    "ingest": "IngestFunction",
+    "process": "ProcessorFunction",
+    "tick": "TickFunction",
+    "dispatch": "DispatcherFunction",
+    "api": "ApiFunction",
+}
+Grant = tuple[str, str]  # (IAM action, logical resource, e.g. "StateTable/index/timers")
+
+
+def granted(function: str) -> set[Grant]:
+    props = load_template()["Resources"][function]["Properties"]
+    out: set[Grant] = set()
+    for statement in props["Policies"][0]["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for action in actions:
+            for resource in resources:
+                out.add((action, _logical(resource)))
+    return out
+
+
+def _logical(resource: dict[str, str]) -> str:
+    ((kind, value),) = resource.items()
+    if kind == "!Sub":  # "${StateTable.Arn}/index/timers"
+        return value.replace("${", "").replace(".Arn}", "")
+    return value.removesuffix(".Arn")
+
+
+class Recorder:
+    """What one handler's clients asked AWS for, as IAM actions on logical resources."""
+
+    def __init__(self, names: AwsNames, queues: dict[str, str]) -> None:
+        self.calls: set[Grant] = set()
+        self.tables = {names.state_table: "StateTable", names.alerts_table: "AlertsTable"}
+        self.queues = queues
+
+    def attach(self, clients: AwsClients) -> None:
+        for client in (clients.dynamodb, clients.kinesis, clients.sns, clients.sqs):
+            client.meta.events.register("provide-client-params.*.*", self._record)
+
+    def _table(self, params: dict[str, Any]) -> str:
+        logical = self.tables[params["TableName"]]
+        return f"{logical}/index/{params['IndexName']}" if "IndexName" in params else logical
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        service = model.service_model.endpoint_prefix
+        op = model.name
+        if op == "TransactWriteItems":
+            verbs = {
+                "Put": "PutItem",
+                "Update": "UpdateItem",
+                "Delete": "DeleteItem",
+                "ConditionCheck": "ConditionCheckItem",
+            }
+            for item in params["TransactItems"]:
+                ((kind, body),) = item.items()
+                self.calls.add((f"dynamodb:{verbs[kind]}", self._table(body)))
+        elif op == "BatchGetItem":
+            for table in params["RequestItems"]:
+                self.calls.add(("dynamodb:BatchGetItem", self.tables[table]))
+        elif service == "dynamodb":
+            self.calls.add((f"dynamodb:{op}", self._table(params)))
+        elif service == "kinesis":
+            self.calls.add((f"kinesis:{op}", "EventsStream"))
+        elif service == "sns":
+            self.calls.add((f"sns:{op}", "AlertsTopic"))
+        elif service == "sqs":
+            self.calls.add((f"sqs:{op}", self.queues[params["QueueUrl"]]))
+
+
+@pytest.fixture
+def receiver_config(tmp_path: Path, receiver: RecordingReceiver) -> Path:
+    path = tmp_path / "alerting.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "receivers": [{"name": "hook", "webhook": {"url": receiver.url + "/hook"}}],
+                "route": {"receiver": "hook"},
+                "retry": {"base_delay": "0s", "max_delay": "0s", "max_attempts": 3},
+                "inhibit_rules": [
+                    {
+                        "source_matchers": ["severity=critical"],
+                        "target_matchers": ["severity=medium"],
+                        "equal": ["customer_id"],
+                    }
+                ],
+            }
+        )
+    )
+    return path
+
+
+def test_every_call_a_handler_makes_is_granted_to_its_function(
+    aws_endpoint: str, receiver: RecordingReceiver, receiver_config: Path
+) -> None:
+    shared = AwsClients(REGION)
+    prefix = f"iam{int(time.time() * 1000) % 10**9}"
+    names = provision(shared, prefix, shards=1)
+    queue_url = {q: shared.sqs.get_queue_url(QueueName=f"{prefix}-{q}")["QueueUrl"] for q in ("alerts", "poison")}
+    queues = {queue_url["alerts"]: "AlertsQueue", queue_url["poison"]: "PoisonQueue"}
+    settings = load_settings(environ={}, alerting=receiver_config)
+    runtimes: dict[str, AwsRuntime] = {}
+    recorders: dict[str, Recorder] = {}
+    for handler in FUNCTIONS:
+        clients = AwsClients(REGION)
+        recorders[handler] = Recorder(names, queues)
+        recorders[handler].attach(clients)
+        runtimes[handler] = AwsRuntime.create(names, settings, clients)
+
+    # ingest a burst of failed logins, a quiet partner source, and a poison record
+    t0 = time.time() - 3600
+    events = [event("login.failed", at=t0 + i, customer_id="cus_a") for i in range(6)]
+    events += [event("login.succeeded", at=t0 + 10, customer_id="cus_b", source="partner-x")]
+    reply = ingest_event(runtimes["ingest"], http_event("POST /v1/events", PRODUCER, events))
+    assert reply["statusCode"] == 202
+    shared.kinesis.put_record(StreamName=names.stream, Data=b"not an event", PartitionKey="cus_a")
+    stream = KinesisSource(shared.kinesis, names.stream, lambda e: process_event(runtimes["process"], e))
+    stream.drain()
+    # the dispatcher: one 503 (a retry, with its backoff), then the delivery
+    receiver.statuses = [503]
+    queue = QueueSource(shared.sqs, queue_url["alerts"], lambda e: dispatch_event(runtimes["dispatch"], e))
+    queue.drain()
+    assert len(receiver.received) == 2
+    # the API: list, get, acknowledge, resolve, silence
+    api = runtimes["api"]
+    (alert,) = json.loads(api_event(api, http_event("GET /v1/alerts", READER))["body"])["items"]
+    for route, claims in (
+        ("GET /v1/alerts/{id}", READER),
+        ("POST /v1/alerts/{id}/ack", ANALYST),
+        ("POST /v1/alerts/{id}/resolve", ANALYST),
+    ):
+        assert api_event(api, http_event(route, claims, id=alert["id"]))["statusCode"] == 200
+    silence = {"matchers": ["customer_id=cus_z"], "ends_at": "2099-01-01T00:00:00Z", "comment": "iam test"}
+    assert api_event(api, http_event("POST /v1/silences", ANALYST, silence))["statusCode"] == 201
+    # the tick: partner-x has been quiet for far longer than 5 minutes
+    tick = runtimes["tick"].processor
+    tick.clock = lambda: time.time() + 3600
+    assert tick.tick().alerts_created == 1
+
+    for handler, function in FUNCTIONS.items():
+        calls = recorders[handler].calls
+        assert calls, handler
+        missing = calls - granted(function)
+        assert not missing, f"{function} lacks {sorted(missing)}"
+    # and the test did reach the calls that matter
+    assert ("sqs:SendMessage", "PoisonQueue") in recorders["process"].calls
+    assert ("sqs:ChangeMessageVisibility", "AlertsQueue") in recorders["dispatch"].calls
+    assert ("dynamodb:Query", "AlertsTable/index/by_customer") in recorders["dispatch"].calls
+    assert ("dynamodb:UpdateItem", "StateTable") in recorders["process"].calls
+    assert ("kinesis:PutRecords", "EventsStream") in recorders["ingest"].calls
