@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ringfence.testing import EmbeddedServer, RecordingReceiver, create_key, start_server
+from tests.servers import KafkaBroker, PostgresCluster, Unavailable
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,3 +58,34 @@ def receiver() -> Iterator[RecordingReceiver]:
     r = RecordingReceiver()
     yield r
     r.close()
+
+
+def _unavailable(reason: str) -> None:
+    """Skip an integration test on a laptop without the server; fail it in CI."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"integration tests must run in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A real single-node Apache Kafka broker (KRaft) on 127.0.0.1, for the whole session."""
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
+    try:
+        broker.start()
+    except Unavailable as exc:
+        _unavailable(str(exc))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    """A real throwaway PostgreSQL cluster on 127.0.0.1, for the whole session."""
+    cluster = PostgresCluster(tmp_path_factory.mktemp("postgres"))
+    try:
+        cluster.start()
+    except Unavailable as exc:
+        _unavailable(str(exc))
+    yield cluster
+    cluster.stop()
