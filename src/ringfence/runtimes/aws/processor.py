@@ -6,7 +6,8 @@ A batch is cut into chunks whose writes fit one DynamoDB transaction; each chunk
 its own, so a failure part-way leaves the committed chunks committed and Lambda retries from
 the first record not committed (``ReportBatchItemFailures``). A record that cannot be
 decoded, or that makes the engine raise, is a poison record: it goes to the poison queue
-with the reason, is marked processed, and the records behind it carry on.
+with the reason and the records behind it carry on. An event the engine raised on is marked
+processed; a record that is no event has no identity to mark, so a retried batch parks it again.
 """
 
 from __future__ import annotations
