@@ -194,11 +194,14 @@ def deploy(aws_endpoint: str) -> Iterator[DeploymentFactory]:
 
     made: list[Deployment] = []
 
-    def make(shards: int = 2, batch_size: int = 100, alerting: Path | None = None) -> Deployment:
+    def make(
+        shards: int = 2, batch_size: int = 100, alerting: Path | None = None, rule_pack: Path | None = None
+    ) -> Deployment:
         clients = AwsClients(REGION)
         prefix = f"rf{uuid.uuid4().hex[:10]}"
         names = provision(clients, prefix, shards)
-        runtime = AwsRuntime.create(names, load_settings(environ={}, alerting=alerting), clients)
+        settings = load_settings(environ={}, alerting=alerting, rule_pack=rule_pack)
+        runtime = AwsRuntime.create(names, settings, clients)
         failures: list[dict[str, Any]] = []
         stream = KinesisSource(
             clients.kinesis, names.stream, lambda e: process_event(runtime, e), batch_size, on_failure=failures.append

@@ -189,3 +189,24 @@ def test_a_stream_that_refuses_every_call_gets_a_503_with_retry_after(
     assert reply["headers"]["retry-after"] == "1"
     (refused,) = body(reply)["error"]["details"]["rejected"]
     assert "ConnectionError" in refused["errors"][0]["message"]
+
+
+def test_one_customers_alerts_are_listed_from_their_own_index_page_by_page(d: Deployment) -> None:
+    t0 = time.time() - 3600
+    d.send(burst("cus_a", t0) + burst("cus_b", t0) + burst("cus_a", t0 + 700))  # cus_a twice: resolve between
+    d.stream.drain()
+    first = alert_id("login_failed_burst", "cus_a", 1)
+    api_event(d.runtime, http_event("POST /v1/alerts/{id}/resolve", ANALYST, id=first))
+    d.send(burst("cus_a", t0 + 1400))
+    d.stream.drain()
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        query = "customer_id=cus_a&limit=1" + (f"&cursor={cursor}" if cursor else "")
+        page = body(api_event(d.runtime, http_event("GET /v1/alerts", READER, query=query)))
+        seen += [a["id"] for a in page["items"]]
+        assert all(a["customer_id"] == "cus_a" for a in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [alert_id("login_failed_burst", "cus_a", 2), first]  # newest first

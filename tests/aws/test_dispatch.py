@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+import ringfence
+from ringfence.alerts.model import alert_id
 from ringfence.runtimes.aws.dispatch import notification_id
 from ringfence.runtimes.aws.handlers import api_event
 from ringfence.store.base import AlertQuery
@@ -62,18 +64,18 @@ def test_each_alert_is_notified_once_even_when_announced_twice(
     assert len(receiver.received) == 2
     # an outbox re-applied after a crash announces again: SNS delivers the same alert twice
     rt = d.runtime
-    for alert_id in d.alerts():
-        rt.clients.sns.publish(TopicArn=rt.names.alerts_topic_arn, Message=json.dumps({"alert_id": alert_id}))
+    for announced in d.alerts():
+        rt.clients.sns.publish(TopicArn=rt.names.alerts_topic_arn, Message=json.dumps({"alert_id": announced}))
     d.queue.drain()
     assert len(receiver.received) == 2
     payloads = [r.json() for r in receiver.received]
     assert {p["alerts"][0]["id"] for p in payloads} == set(d.alerts())
     assert all(r.headers.get("x-ringfence-signature") for r in receiver.received)
-    for alert_id in d.alerts():
-        sent = rt.alerts.notification(notification_id(alert_id, "hook"))
+    for announced in d.alerts():
+        sent = rt.alerts.notification(notification_id(announced, "hook"))
         assert sent is not None
         assert (sent["status"], sent["attempts"]) == ("sent", 1)
-        history = rt.alerts.get_alert(alert_id).history
+        history = rt.alerts.get_alert(announced).history
         assert [h.action for h in history] == ["created", "notify"]
 
 
@@ -85,8 +87,8 @@ def test_a_receiver_failing_twice_gets_the_notification_once(
     d.queue.drain()
     assert len(receiver.received) == 3  # two failures, then the delivery
     assert len({r.json()["notification_id"] for r in receiver.received}) == 1
-    (alert_id,) = d.alerts()
-    sent = d.runtime.alerts.notification(notification_id(alert_id, "hook"))
+    (only,) = d.alerts()
+    sent = d.runtime.alerts.notification(notification_id(only, "hook"))
     assert sent is not None
     assert (sent["status"], sent["attempts"]) == ("sent", 3)
 
@@ -98,11 +100,11 @@ def test_a_receiver_that_keeps_failing_becomes_a_dead_letter(
     receiver.statuses = [500] * 10
     d.queue.drain()
     assert len(receiver.received) == 3  # max_attempts
-    (alert_id,) = d.alerts()
-    dead = d.runtime.alerts.notification(notification_id(alert_id, "hook"))
+    (only,) = d.alerts()
+    dead = d.runtime.alerts.notification(notification_id(only, "hook"))
     assert dead is not None
     assert dead["status"] == "dead"
-    assert "failed for good: HTTP 500" in d.runtime.alerts.get_alert(alert_id).history[-1].reason
+    assert "failed for good: HTTP 500" in d.runtime.alerts.get_alert(only).history[-1].reason
 
 
 class Crash(Exception):
@@ -173,3 +175,66 @@ def test_a_message_the_dispatcher_cannot_handle_ends_in_the_dead_letter_queue(
     assert receiver.received == []
     (parked,) = d.queue_messages(d.dead_letters_url)
     assert parked["alert_id"] in d.alerts()
+
+
+def test_a_resolved_alert_is_announced_and_each_receiver_told_of_it_is_told_once(
+    deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
+) -> None:
+    d = alerts_raised(deploy, alerting, "cus_a", "cus_b")
+    d.queue.drain()
+    assert len(receiver.received) == 2
+    target = alert_id("login_failed_burst", "cus_a", 1)
+    assert target in d.alerts()
+    for _ in range(2):  # resolving twice tells the receiver once
+        reply = api_event(d.runtime, http_event("POST /v1/alerts/{id}/resolve", ANALYST, id=target))
+        assert reply["statusCode"] == 200
+        d.queue.drain()
+    assert len(receiver.received) == 3
+    told = receiver.received[-1].json()
+    assert (told["status"], told["alerts"][0]["id"], told["alerts"][0]["status"]) == ("resolved", target, "resolved")
+    assert told["notification_id"] == notification_id(target, "hook", "resolved")
+
+
+def test_an_alert_nobody_was_told_of_is_resolved_silently(
+    deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
+) -> None:
+    d = deploy(alerting=alerting)
+    ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    silence = {"matchers": ["customer_id=cus_a"], "ends_at": ends, "comment": "muted"}
+    assert api_event(d.runtime, http_event("POST /v1/silences", ANALYST, silence))["statusCode"] == 201
+    d.send(failed_login_bursts("cus_a"))
+    d.stream.drain()
+    d.queue.drain()
+    (target,) = d.alerts()
+    assert api_event(d.runtime, http_event("POST /v1/alerts/{id}/resolve", ANALYST, id=target))["statusCode"] == 200
+    d.queue.drain()
+    assert receiver.received == []
+
+
+def test_the_tick_auto_resolves_quiet_alerts_of_detections_that_ask_for_it(
+    deploy: DeploymentFactory, tmp_path: Path, alerting: Path, receiver: RecordingReceiver
+) -> None:
+    default = (Path(ringfence.__file__).parent / "rules" / "default.yaml").read_text()
+    marker = 'title: "{failed_logins_10m} failed logins in 10 min"'
+    assert marker in default
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(default.replace(marker, marker + "\n    auto_resolve: 10m", 1))
+    d = deploy(alerting=alerting, rule_pack=pack)
+    d.send(failed_login_bursts("cus_a"))
+    d.stream.drain()
+    d.queue.drain()
+    (target,) = d.alerts()
+    processor = d.runtime.processor
+    processor.tick()
+    assert d.runtime.alerts.get_alert(target).status == "open"  # not quiet for 10 minutes yet
+    later = time.time() + 601
+    processor.clock = lambda: later
+    processor.tick()
+    alert = d.runtime.alerts.get_alert(target)
+    assert alert.status == "resolved"
+    assert (alert.history[-1].action, alert.history[-1].reason) == ("auto-resolve", "no new hit for 600 s")
+    d.queue.drain()
+    assert [r.json()["status"] for r in receiver.received] == ["firing", "resolved"]
+    processor.tick()
+    d.queue.drain()
+    assert len(receiver.received) == 2

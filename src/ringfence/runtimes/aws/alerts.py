@@ -5,12 +5,15 @@ Item layout (table key ``pk`` + ``sk``):
 
 | item | pk | sk |
 |---|---|---|
-| alert | ``a|<alert id>`` | ``alert`` (index ``by_created``: ``gp`` = ``alerts``, ``gs`` = created) |
+| alert | ``a|<alert id>`` | ``alert`` (indexes ``by_created``, ``by_customer``, ``by_active``) |
 | history entry, comment | ``a|<alert id>`` | ``h|<at>|<n>``, ``c|<at>|<n>`` |
 | dedup pointer | ``d|<rule id>|<dedup key>`` | ``ptr``: latest occurrence, ``marks`` per source |
 | notification | ``n|<notification id>`` | ``n`` |
 | silence | ``silences`` | silence id |
 | audit entry | ``audit|<day>`` | ``<at>|<token>`` |
+
+``by_active`` holds unresolved alerts by rule and last update (``act`` is removed on
+resolving): auto-resolve finds the quiet ones with one query.
 
 A signal is applied at most once: the dedup pointer keeps, per source (a shard), the
 ordinal of the last signal it applied, and every change is one transaction with it.
@@ -39,6 +42,7 @@ from ringfence.store.sqlite import MAX_EVIDENCE_EVENTS, SYSTEM_ACTOR
 _json = msgspec.json.Encoder()
 CREATED_INDEX = "by_created"
 CUSTOMER_INDEX = "by_customer"
+ACTIVE_INDEX = "by_active"  # sparse: ``act`` (the rule id) is set while an alert is not resolved
 APPLY_ATTEMPTS = 8
 NOTIFICATION_LEASE_S = 60.0  # a claimed notification not recorded by then may be sent again
 
@@ -228,6 +232,7 @@ class AlertTable:
             "updated_at": _n(now),
             "count": _n(1),
             "by": _s(ordinal),
+            "act": _s(s.rule_id),
             "gp": _s("alerts"),
             "gs": _s(f"{_sort_time(now)}|{aid}"),
         }
@@ -320,6 +325,11 @@ class AlertTable:
             "ExpressionAttributeValues": values,
             "ScanIndexForward": False,
         }
+        if query.customer_id is not None:  # one customer's alerts: their own index, newest first
+            del values[":gp"]
+            kwargs["IndexName"] = CUSTOMER_INDEX
+            kwargs["KeyConditionExpression"] = "customer_id = :customer_id"
+            filters.remove("customer_id = :customer_id")
         if names:
             kwargs["ExpressionAttributeNames"] = names
         if filters:
@@ -339,7 +349,8 @@ class AlertTable:
         next_cursor = None
         if more and page:
             last = page[-1]
-            next_cursor = _encode_cursor({k: last[k] for k in ("pk", "sk", "gp", "gs")})
+            index_key = "customer_id" if query.customer_id is not None else "gp"
+            next_cursor = _encode_cursor({k: last[k] for k in ("pk", "sk", index_key, "gs")})
         return [to_alert(i, []) for i in page], next_cursor
 
     def active_of_customer(self, customer_id: str, limit: int = 500) -> list[dict[str, Any]]:
@@ -392,7 +403,8 @@ class AlertTable:
                 "Update": {
                     "TableName": self.table,
                     "Key": {"pk": _s(f"a|{aid}"), "sk": _s("alert")},
-                    "UpdateExpression": "SET #st = :to, updated_at = :now",
+                    "UpdateExpression": "SET #st = :to, updated_at = :now"
+                    + (" REMOVE act" if to_status == "resolved" else ""),
                     "ConditionExpression": "#st = :from",
                     "ExpressionAttributeNames": {"#st": "status"},
                     "ExpressionAttributeValues": {":to": _s(to_status), ":from": _s(from_status), ":now": _n(now)},
@@ -407,6 +419,24 @@ class AlertTable:
                 return False
             raise
         return True
+
+    def quiet_active(self, rule_id: str, updated_before: float, limit: int = 100) -> list[str]:
+        """Ids of the rule's unresolved alerts not updated since ``updated_before`` (auto-resolve)."""
+        reply = self.db.query(
+            TableName=self.table,
+            IndexName=ACTIVE_INDEX,
+            KeyConditionExpression="act = :r AND updated_at < :t",
+            ExpressionAttributeValues={":r": _s(rule_id), ":t": _n(updated_before)},
+            Limit=limit,
+        )
+        return [i["pk"]["S"].removeprefix("a|") for i in reply.get("Items", [])]
+
+    def auto_resolve(self, aid: str, reason: str, now: float) -> bool:
+        """Resolve an alert on the pipeline's behalf; False if it was resolved meanwhile."""
+        status = self.get_item(aid)["status"]["S"]
+        if status == "resolved":
+            return False
+        return self._change_status(aid, status, "resolved", SYSTEM_ACTOR, "auto-resolve", reason, now)
 
     def add_history(self, aid: str, action: str, reason: str, now: float) -> None:
         put = self._history_put(aid, now, SYSTEM_ACTOR, action, reason, None, None)["Put"]
@@ -579,6 +609,6 @@ def _decode_cursor(cursor: str) -> dict[str, Any]:
         key = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, msgspec.DecodeError):
         raise RequestError(400, "invalid_cursor", "cursor is not one this API gave out") from None
-    if not isinstance(key, dict) or set(key) != {"pk", "sk", "gp", "gs"}:
+    if not isinstance(key, dict) or set(key) not in ({"pk", "sk", "gp", "gs"}, {"pk", "sk", "customer_id", "gs"}):
         raise RequestError(400, "invalid_cursor", "cursor is not one this API gave out")
     return key

@@ -10,7 +10,8 @@ that asks to retry leaves the message on the queue with a backoff; after the que
 failed for good is recorded as dead in the log and in the alert's history.
 
 Grouping (``group_by``/``group_wait``) is the embedded runtime's: here every alert is
-notified on its own (DESIGN §1's aws row; see docs/deploy-aws.md).
+notified on its own (see docs/deploy-aws.md). A resolved alert is announced too, and each
+receiver that was notified of it is told, once (with ``notify_resolved``, the default).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from ringfence.runtimes.aws.alerts import AlertTable, NotificationBusy, to_alert
 log = logging.getLogger("ringfence.aws.dispatch")
 
 
-def notification_id(alert_id: str, receiver: str) -> str:
-    return "n_" + hashlib.sha256(f"{alert_id}|{receiver}".encode()).hexdigest()[:24]
+def notification_id(alert_id: str, receiver: str, change: str = "firing") -> str:
+    """The id of the notification of an alert's ``change`` to a receiver: one each, ever."""
+    suffix = "" if change == "firing" else f"|{change}"
+    return "n_" + hashlib.sha256(f"{alert_id}|{receiver}{suffix}".encode()).hexdigest()[:24]
 
 
 class AlertDispatcher:
@@ -56,7 +59,8 @@ class AlertDispatcher:
         self.notifiers: dict[str, Notifier] = notifiers_of(config, self._client)
 
     def handle(self, message: dict[str, Any]) -> str:
-        """Take one announcement; return "done", "muted" or "retry" (leave it on the queue)."""
+        """Take one announcement (a new alert, or one resolved); return "done", "muted" or
+        "retry" (leave it on the queue)."""
         now = self.clock()
         try:
             item = self.alerts.get_item(str(message["alert_id"]))
@@ -64,17 +68,12 @@ class AlertDispatcher:
             log.warning("announced alert %s is not in the table; dropped", message.get("alert_id"))
             return "done"
         alert = to_alert(item, [])
-        as_dict = {
-            **msgspec.to_builtins(alert),
-            "first_seen": alert.first_seen,
-            "last_seen": alert.last_seen,
-        }
-        as_dict.pop("history", None)
-        as_dict.pop("comments", None)
-        as_dict.pop("evidence", None)
+        as_dict = {k: v for k, v in msgspec.to_builtins(alert).items() if k not in ("history", "comments", "evidence")}
+        labels = label_set(as_dict)
+        if message.get("change") == "resolved":
+            return self._resolved(as_dict, labels, now) if alert.status == "resolved" else "done"
         if alert.status == "resolved":
             return "done"
-        labels = label_set(as_dict)
         reason = self._mute_reason(labels, now)
         if reason is not None:
             if alert.status == "open":
@@ -85,12 +84,36 @@ class AlertDispatcher:
             notifier = self.notifiers.get(route.receiver)
             if notifier is None:
                 continue  # the dashboard receiver: the API is enough
-            if self._deliver(notifier, route.id, route.receiver, as_dict, now) == "retry":
+            nid = notification_id(alert.id, route.receiver)
+            if self._deliver(notifier, nid, route.id, route.receiver, as_dict, "firing", now) == "retry":
                 pending = True
         return "retry" if pending else "done"
 
-    def _deliver(self, notifier: Notifier, route_id: str, receiver: str, alert: dict[str, Any], now: float) -> str:
-        nid = notification_id(alert["id"], receiver)
+    def _resolved(self, alert: dict[str, Any], labels: dict[str, str], now: float) -> str:
+        """Tell each receiver that was notified of the alert that it is resolved (once)."""
+        if not self.config.notify_resolved:
+            return "done"
+        pending = False
+        for route in self.config.route.match(labels):
+            notifier = self.notifiers.get(route.receiver)
+            fired = self.alerts.notification(notification_id(alert["id"], route.receiver))
+            if notifier is None or fired is None or fired["status"] != "sent":
+                continue  # never told of it (muted, the dashboard, or a dead letter): nothing to take back
+            nid = notification_id(alert["id"], route.receiver, "resolved")
+            if self._deliver(notifier, nid, route.id, route.receiver, alert, "resolved", now) == "retry":
+                pending = True
+        return "retry" if pending else "done"
+
+    def _deliver(
+        self,
+        notifier: Notifier,
+        nid: str,
+        route_id: str,
+        receiver: str,
+        alert: dict[str, Any],
+        status: str,
+        now: float,
+    ) -> str:
         try:
             attempts = self.alerts.claim_notification(nid, receiver, alert["id"], now)
         except NotificationBusy:
@@ -101,7 +124,7 @@ class AlertDispatcher:
             "version": "1",
             "notification_id": nid,
             "receiver": receiver,
-            "status": "firing",
+            "status": status,
             "group_key": f"{route_id}|{alert['id']}",
             "group_labels": {"alert_id": alert["id"]},
             "alerts": [alert],

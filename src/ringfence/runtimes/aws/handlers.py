@@ -32,7 +32,7 @@ from ringfence.events.decode import MalformedBody, Rejection, decode_batch
 from ringfence.events.model import Event, encode_event
 from ringfence.runtimes.aws.alerts import AlertTable
 from ringfence.runtimes.aws.dispatch import AlertDispatcher
-from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
+from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord, resolved_message
 from ringfence.runtimes.aws.resources import AwsClients, AwsNames, error_code
 from ringfence.runtimes.aws.state import StateTable, event_key
 from ringfence.store.base import AlertQuery
@@ -72,6 +72,25 @@ class PoisonQueue:
         self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=_json.encode(body).decode())
 
 
+class Announcer:
+    """Publishes alert changes on the alerts topic (severity, audience and rule as message
+    attributes, for subscription filter policies)."""
+
+    def __init__(self, sns: Any, topic_arn: str) -> None:
+        self.sns = sns
+        self.topic_arn = topic_arn
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        self.sns.publish(
+            TopicArn=self.topic_arn,
+            Message=_json.encode(message).decode(),
+            MessageAttributes={
+                key: {"DataType": "String", "StringValue": str(message[key])}
+                for key in ("severity", "audience", "rule_id")
+            },
+        )
+
+
 @dataclass
 class AwsRuntime:
     """Everything a handler needs, built once per container."""
@@ -92,16 +111,7 @@ class AwsRuntime:
         state = StateTable(clients.dynamodb, names.state_table)
         alerts = AlertTable(clients.dynamodb, names.alerts_table)
 
-        def announce(message: dict[str, Any]) -> None:
-            clients.sns.publish(
-                TopicArn=names.alerts_topic_arn,
-                Message=_json.encode(message).decode(),
-                MessageAttributes={
-                    key: {"DataType": "String", "StringValue": str(message[key])}
-                    for key in ("severity", "audience", "rule_id")
-                },
-            )
-
+        announce = Announcer(clients.sns, names.alerts_topic_arn)
         processor = ShardProcessor(
             pack,
             state,
@@ -306,6 +316,8 @@ def api_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
             reason = _reason(event)
             action = Action.ACKNOWLEDGE if route.endswith("/ack") else Action.RESOLVE
             alert = rt.alerts.transition(str(path.get("id", "")), action, caller.subject, reason, time.time())
+            if action is Action.RESOLVE:  # the receivers told of it are told it is resolved
+                rt.processor.announce(resolved_message(alert.id, alert.rule_id, alert.severity, alert.audience))
             return _response(200, msgspec.to_builtins(alert))
         if route == "POST /v1/silences":
             caller = _authorize(event, "alerts:write")
