@@ -103,6 +103,7 @@ class AwsRuntime:
     alerts: AlertTable
     processor: ShardProcessor
     dispatcher: AlertDispatcher
+    announce: Announcer
 
     @classmethod
     def create(cls, names: AwsNames, settings: Settings, clients: AwsClients | None = None) -> AwsRuntime:
@@ -121,7 +122,7 @@ class AwsRuntime:
             allowed_lateness_s=settings.allowed_lateness_s,
         )
         dispatcher = AlertDispatcher(alerts, load_alerting(settings.alerting))
-        return cls(names, clients, settings, pack, state, alerts, processor, dispatcher)
+        return cls(names, clients, settings, pack, state, alerts, processor, dispatcher, announce)
 
 
 _runtime: AwsRuntime | None = None
@@ -317,7 +318,7 @@ def api_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
             action = Action.ACKNOWLEDGE if route.endswith("/ack") else Action.RESOLVE
             alert = rt.alerts.transition(str(path.get("id", "")), action, caller.subject, reason, time.time())
             if action is Action.RESOLVE:  # the receivers told of it are told it is resolved
-                rt.processor.announce(resolved_message(alert.id, alert.rule_id, alert.severity, alert.audience))
+                rt.announce(resolved_message(alert.id, alert.rule_id, alert.severity, alert.audience))
             return _response(200, msgspec.to_builtins(alert))
         if route == "POST /v1/silences":
             caller = _authorize(event, "alerts:write")
