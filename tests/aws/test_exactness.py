@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -17,11 +16,12 @@ from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
 from ringfence.runtimes.aws.state import Commit
 from ringfence.simulate import Traffic
 from tests.aws.conftest import Deployment, DeploymentFactory, first_commits_together
+from tests.aws.test_parity import yesterday_at
 
 
 def workload(count: int = 700) -> list[dict[str, Any]]:
     traffic = Traffic(seed=5, customers=60, fraud_rate=0.2, source_prefix="exact")
-    return list(traffic.stream(start=time.time() - 3 * 3600, rate_per_s=20.0, count=count))
+    return list(traffic.stream(start=yesterday_at(21), rate_per_s=20.0, count=count))
 
 
 @pytest.fixture(scope="module")

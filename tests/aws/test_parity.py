@@ -13,9 +13,15 @@ from tests.aws.conftest import DeploymentFactory
 from tests.runtimes.test_crash_recovery import all_alerts, post_batch
 
 
+def yesterday_at(hour: int) -> float:
+    """Yesterday at ``hour`` UTC: windows are aligned to the clock and the traffic follows the
+    time of day, so the same start time of day raises the same alerts whatever the date."""
+    return (int(time.time()) // 86400 - 1) * 86400.0 + hour * 3600
+
+
 def workload() -> list[dict[str, Any]]:
     traffic = Traffic(seed=23, customers=150, fraud_rate=0.2, source_prefix="aws")
-    return list(traffic.stream(start=time.time() - 3 * 3600, rate_per_s=20.0, count=1500))
+    return list(traffic.stream(start=yesterday_at(21), rate_per_s=20.0, count=1500))
 
 
 def embedded_alerts(data_dir: Path, events: list[dict[str, Any]]) -> dict[str, tuple[str, int]]:
