@@ -14,38 +14,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.aws.moto_server: moto, one backup per transaction
-
-
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    from ringfence.testing import free_port
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "aws" / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            httpx.get(f"{url}/moto-api/", timeout=1)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("moto server did not start")
+sys.path.insert(0, str(ROOT))  # tests.servers: moto, with one backup per transaction
 
 
 class Meter:
@@ -123,9 +101,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
+    from tests.servers import MotoServer
+
     from ringfence.simulate import Traffic
 
-    proc, url = start_moto()
+    moto = MotoServer(Path(tempfile.mkdtemp(prefix="ringfence-moto-")))
+    url = moto.start()
     os.environ.update(
         AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1"
     )
@@ -137,7 +118,7 @@ def main() -> None:
             runs.append(one_run(events, args.shards, args.batch))
             print(json.dumps(runs[-1]), flush=True)
     finally:
-        proc.kill()
+        moto.stop()
     numeric = [k for k, v in runs[0].items() if isinstance(v, float)]
     result = {
         "command": "benchmarks/aws_local.py " + " ".join(sys.argv[1:]),

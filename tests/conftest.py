@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ringfence.testing import EmbeddedServer, RecordingReceiver, create_key, start_server
-from tests.servers import KafkaBroker, PostgresCluster, Unavailable
+from tests.servers import KafkaBroker, PostgresCluster, Unavailable, unavailable
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,13 +59,6 @@ def receiver() -> Iterator[RecordingReceiver]:
     r.close()
 
 
-def _unavailable(reason: str) -> None:
-    """Skip an integration test on a laptop without the server; fail it in CI."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"integration tests must run in CI: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """A real single-node Apache Kafka broker (KRaft) on 127.0.0.1, for the whole session."""
@@ -74,7 +66,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     try:
         broker.start()
     except Unavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
     yield broker
     broker.stop()
 
@@ -86,6 +78,6 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresClust
     try:
         cluster.start()
     except Unavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
     yield cluster
     cluster.stop()

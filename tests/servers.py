@@ -13,10 +13,13 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+import pytest
 
 from ringfence.testing import free_port
 
@@ -27,6 +30,13 @@ JARS = ROOT / ".cache" / "kafka-jars"
 
 class Unavailable(Exception):
     """This machine cannot run the server (a missing program, named in the message)."""
+
+
+def unavailable(reason: str) -> None:
+    """Skip an integration test on a laptop without what it needs; fail it in CI."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"integration tests must run in CI: {reason}")
+    pytest.skip(reason)
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
@@ -217,3 +227,29 @@ class PostgresCluster:
                 self.proc.wait(timeout=10)
         if self._remove:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class MotoServer:
+    """A local AWS endpoint: moto in server mode (through ``tests/aws/moto_server.py``)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / "moto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30.0) -> str:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        launcher = ROOT / "tests" / "aws" / "moto_server.py"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(  # nosec B603 - our own interpreter and arguments
+                [sys.executable, str(launcher), "-H", "127.0.0.1", "-p", str(self.port)], stdout=out, stderr=out
+            )
+        _wait_for_port(self.port, self.proc, self.log, timeout_s)
+        return self.url
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # an emulator with nothing to save (asked nicely, it waits on idle connections)
+            self.proc.wait(timeout=10)

@@ -8,22 +8,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import msgspec
 import pytest
 
 from ringfence.config import load_settings
-from ringfence.testing import free_port
+from tests.servers import MotoServer, unavailable
 
 if TYPE_CHECKING:
     from ringfence.runtimes.aws.handlers import AwsRuntime
@@ -31,39 +27,17 @@ if TYPE_CHECKING:
     from ringfence.runtimes.aws.state import Commit
 
 REGION = "us-east-1"
-LAUNCHER = Path(__file__).with_name("moto_server.py")
 PRODUCER = {"sub": "producer-1", "scope": "events:write"}
 ANALYST = {"sub": "analyst-1", "scope": "alerts:read alerts:write"}
 READER = {"sub": "reader-1", "scope": "alerts:read"}
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the aws runtime's tests must run in CI: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if importlib.util.find_spec("moto") is None or importlib.util.find_spec("boto3") is None:
-        _unavailable("moto[server] and boto3 are not installed")
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(LAUNCHER), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{url}/moto-api/", timeout=1)
-            break
-        except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"moto server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
+        unavailable("moto[server] and boto3 are not installed")
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    url = server.start()
     names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
     saved = {k: os.environ.get(k) for k in names}
     os.environ.update(
@@ -82,8 +56,7 @@ def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        proc.kill()  # an emulator with nothing to save (it waits on idle connections if asked nicely)
-        proc.wait(timeout=10)
+        server.stop()
 
 
 def http_event(

@@ -283,15 +283,26 @@ def _query_request(event: Mapping[str, Any]) -> Request:
     return cast(Request, SimpleNamespace(query_params=QueryParams(str(event.get("rawQueryString") or ""))))
 
 
+_API_SCOPES = {
+    "GET /v1/alerts": "alerts:read",
+    "GET /v1/alerts/{id}": "alerts:read",
+    "POST /v1/alerts/{id}/ack": "alerts:write",
+    "POST /v1/alerts/{id}/resolve": "alerts:write",
+    "POST /v1/silences": "alerts:write",
+}
+
+
 def api_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
     """The alerts API: list, get, acknowledge, resolve, and silences."""
     route = str(event.get("routeKey", ""))
-    path = event.get("pathParameters") or {}
+    if route not in _API_SCOPES:
+        return _error(404, "not_found", f"no route {route!r}")
+    caller = _authorize(event, _API_SCOPES[route])
+    if not isinstance(caller, Caller):
+        return caller
+    alert_id = str((event.get("pathParameters") or {}).get("id", ""))
     try:
         if route == "GET /v1/alerts":
-            caller = _authorize(event, "alerts:read")
-            if not isinstance(caller, Caller):
-                return caller
             request = _query_request(event)
             query = AlertQuery(
                 status=choice_params(request, "status", STATUSES),
@@ -306,26 +317,14 @@ def api_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
             alerts, cursor = rt.alerts.list_alerts(query, request.query_params.get("cursor"))
             return _response(200, {"items": [msgspec.to_builtins(a) for a in alerts], "next_cursor": cursor})
         if route == "GET /v1/alerts/{id}":
-            caller = _authorize(event, "alerts:read")
-            if not isinstance(caller, Caller):
-                return caller
-            return _response(200, msgspec.to_builtins(rt.alerts.get_alert(str(path.get("id", "")))))
-        if route in ("POST /v1/alerts/{id}/ack", "POST /v1/alerts/{id}/resolve"):
-            caller = _authorize(event, "alerts:write")
-            if not isinstance(caller, Caller):
-                return caller
-            reason = _reason(event)
-            action = Action.ACKNOWLEDGE if route.endswith("/ack") else Action.RESOLVE
-            alert = rt.alerts.transition(str(path.get("id", "")), action, caller.subject, reason, time.time())
-            if action is Action.RESOLVE:  # the receivers told of it are told it is resolved
-                rt.announce(resolved_message(alert.id, alert.rule_id, alert.severity, alert.audience))
-            return _response(200, msgspec.to_builtins(alert))
+            return _response(200, msgspec.to_builtins(rt.alerts.get_alert(alert_id)))
         if route == "POST /v1/silences":
-            caller = _authorize(event, "alerts:write")
-            if not isinstance(caller, Caller):
-                return caller
             return _response(201, _create_silence(rt, event, caller))
-        return _error(404, "not_found", f"no route {route!r}")
+        action = Action.ACKNOWLEDGE if route.endswith("/ack") else Action.RESOLVE
+        alert = rt.alerts.transition(alert_id, action, caller.subject, _reason(event), time.time())
+        if action is Action.RESOLVE:  # the receivers told of it are told it is resolved
+            rt.announce(resolved_message(alert.id, alert.rule_id, alert.severity, alert.audience))
+        return _response(200, msgspec.to_builtins(alert))
     except RequestError as exc:
         return _error(exc.status, exc.code, str(exc), exc.details)
     except NotFound as exc:
