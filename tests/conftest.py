@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from ringfence.store.sql import SqlStore
 from ringfence.testing import EmbeddedServer, RecordingReceiver, create_key, start_server
 from tests.servers import KafkaBroker, PostgresCluster, Unavailable, unavailable
 
@@ -81,3 +82,32 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresClust
         unavailable(str(exc))
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def make_pg_store(postgres: PostgresCluster) -> Iterator[Callable[..., SqlStore]]:
+    """Makes PostgreSQL stores, each on a fresh, migrated database of the session's cluster."""
+    from ringfence.store.postgres import PostgresStore
+
+    made: list[PostgresStore] = []
+
+    def make(audit_key: bytes | None = None) -> PostgresStore:
+        store = PostgresStore(postgres.new_database(), audit_key, pool_size=4)
+        store.migrate()
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> SqlStore:
+    """The same repository contracts, on each store backend (PostgreSQL: a real server)."""
+    from ringfence.store.sqlite import SqliteStore
+
+    if request.param == "sqlite":
+        return SqliteStore(tmp_path / "store.db")
+    make: Callable[..., SqlStore] = request.getfixturevalue("make_pg_store")
+    return make()

@@ -167,6 +167,15 @@ class PostgresCluster:
         self.proc: subprocess.Popen[bytes] | None = None
         self.dsn = f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
 
+    def new_database(self) -> str:
+        """Create an empty database on the cluster; return its DSN."""
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')  # a name made here, not input
+        return self.dsn.rsplit("/", 1)[0] + f"/{name}"
+
     def _as_owner(self, *command: str) -> list[str]:
         """initdb and postgres refuse to run as root: run them as the package's user then."""
         if os.geteuid() == 0:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +15,9 @@ from ringfence.alerts.config import build_config
 from ringfence.alerts.dispatcher import Dispatcher
 from ringfence.alerts.notify.webhook import verify
 from ringfence.metrics import Metrics
-from ringfence.store import AlertQuery, Checkpoint, SqliteStore
+from ringfence.store import AlertQuery, Checkpoint
 from ringfence.store.notifications import NotificationStore
+from ringfence.store.sql import SqlStore
 from ringfence.testing import FixedClock, RecordingReceiver, free_port
 from tests.store.test_sqlite_store import signal
 
@@ -30,11 +30,11 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    return SqliteStore(tmp_path / "store.db")
+def store(any_store: SqlStore) -> SqlStore:
+    return any_store
 
 
-def dispatcher(store: SqliteStore, clock: FixedClock, config: dict[str, Any]) -> Dispatcher:
+def dispatcher(store: SqlStore, clock: FixedClock, config: dict[str, Any]) -> Dispatcher:
     os.environ["RINGFENCE_SECRET_TEST_WEBHOOK"] = SECRET
     os.environ["RINGFENCE_SECRET_TEST_PD"] = "pd-routing-key"
     return Dispatcher(store, build_config(config), clock, Metrics())
@@ -57,7 +57,7 @@ def webhook_config(url: str, **route: Any) -> dict[str, Any]:
     }
 
 
-def hit(store: SqliteStore, clock: FixedClock, offset: int, **kw: Any) -> None:
+def hit(store: SqlStore, clock: FixedClock, offset: int, **kw: Any) -> None:
     store.commit_batch([signal(offset, **kw)], Checkpoint("p", offset), clock.time())
 
 
@@ -71,7 +71,7 @@ def run(d: Dispatcher, clock: FixedClock, seconds: float, step: float = 1.0) -> 
 
 
 def test_one_signed_webhook_per_group_despite_repeated_hits(
-    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
 ) -> None:
     d = dispatcher(store, clock, webhook_config(receiver.url))
     for i in range(5):
@@ -96,7 +96,7 @@ def test_one_signed_webhook_per_group_despite_repeated_hits(
 
 
 def test_resolving_sends_a_resolve_notification_at_once(
-    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
 ) -> None:
     d = dispatcher(store, clock, webhook_config(receiver.url))
     hit(store, clock, 1)
@@ -109,7 +109,7 @@ def test_resolving_sends_a_resolve_notification_at_once(
 
 
 def test_a_receiver_failing_twice_with_503_gets_the_notification_once(
-    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
 ) -> None:
     receiver.statuses = [503, 503]
     d = dispatcher(store, clock, webhook_config(receiver.url))
@@ -123,7 +123,7 @@ def test_a_receiver_failing_twice_with_503_gets_the_notification_once(
     assert any(h.action == "notify" and "notified via hook" in h.reason for h in history)
 
 
-def test_retry_after_is_honoured(store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver) -> None:
+def test_retry_after_is_honoured(store: SqlStore, clock: FixedClock, receiver: RecordingReceiver) -> None:
     receiver.statuses, receiver.retry_after = [429], "8"
     d = dispatcher(store, clock, webhook_config(receiver.url))
     hit(store, clock, 1)
@@ -135,7 +135,7 @@ def test_retry_after_is_honoured(store: SqliteStore, clock: FixedClock, receiver
 
 
 def test_a_400_is_a_dead_letter_that_can_be_redriven(
-    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
 ) -> None:
     receiver.statuses = [400]
     d = dispatcher(store, clock, webhook_config(receiver.url))
@@ -152,7 +152,7 @@ def test_a_400_is_a_dead_letter_that_can_be_redriven(
     assert receiver.received[1].json()["notification_id"] == dead.id
 
 
-def test_network_errors_retry_until_max_attempts_then_dead(store: SqliteStore, clock: FixedClock) -> None:
+def test_network_errors_retry_until_max_attempts_then_dead(store: SqlStore, clock: FixedClock) -> None:
     d = dispatcher(store, clock, webhook_config("http://127.0.0.1:9"))  # nothing listens on port 9
     hit(store, clock, 1)
     run(d, clock, 200)
@@ -161,7 +161,7 @@ def test_network_errors_retry_until_max_attempts_then_dead(store: SqliteStore, c
 
 
 def test_silences_suppress_what_they_match_with_the_reason_and_expire(
-    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
 ) -> None:
     d = dispatcher(store, clock, webhook_config(receiver.url))
     notes = NotificationStore(store)
@@ -184,7 +184,7 @@ def test_silences_suppress_what_they_match_with_the_reason_and_expire(
 
 
 def test_inhibition_mutes_targets_while_the_source_is_active(
-    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
 ) -> None:
     config = webhook_config(receiver.url)
     config["inhibit_rules"] = [
@@ -205,7 +205,7 @@ def test_inhibition_mutes_targets_while_the_source_is_active(
 
 
 def test_slack_and_pagerduty_payloads_match_their_documented_shapes(
-    store: SqliteStore, clock: FixedClock, receiver: RecordingReceiver
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
 ) -> None:
     config = {
         "receivers": [
@@ -256,7 +256,7 @@ class _Sink:
         return "250 OK"
 
 
-def test_email_reaches_a_real_smtp_sink_as_text_and_html(store: SqliteStore, clock: FixedClock) -> None:
+def test_email_reaches_a_real_smtp_sink_as_text_and_html(store: SqlStore, clock: FixedClock) -> None:
     sink = _Sink()
     port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
@@ -289,7 +289,7 @@ def test_email_reaches_a_real_smtp_sink_as_text_and_html(store: SqliteStore, clo
     assert kinds == ["text/html", "text/plain"]
 
 
-def test_auto_resolve_after_the_rule_quiet_period(store: SqliteStore, clock: FixedClock) -> None:
+def test_auto_resolve_after_the_rule_quiet_period(store: SqlStore, clock: FixedClock) -> None:
     d = dispatcher(store, clock, {})
     d.auto_resolve_after = lambda: {"velocity": 600.0}
     hit(store, clock, 1)

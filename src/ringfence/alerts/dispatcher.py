@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -27,8 +26,9 @@ from ringfence.alerts.notify import Notifier, Outcome, notifiers_of
 from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, iso
 from ringfence.metrics import Metrics
+from ringfence.store.connection import Connection
 from ringfence.store.notifications import NotificationStore, Silence
-from ringfence.store.sqlite import SYSTEM_ACTOR, SqliteStore
+from ringfence.store.sql import SYSTEM_ACTOR, SqlStore
 
 log = logging.getLogger("ringfence.dispatcher")
 
@@ -81,7 +81,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: SqlStore,
         config: AlertingConfig,
         clock: Clock,
         metrics: Metrics,
@@ -164,12 +164,12 @@ class Dispatcher:
                 self.stream.publish(event)
         return len(events)
 
-    def _load(self, conn: sqlite3.Connection, alert_id: str) -> dict[str, Any] | None:
+    def _load(self, conn: Connection, alert_id: str) -> dict[str, Any] | None:
         row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,)).fetchone()  # nosec B608 # noqa: S608
         return _alert_dict(row) if row else None
 
     def _mute_and_route(
-        self, conn: sqlite3.Connection, alert: dict[str, Any], silences: list[Silence], now: float
+        self, conn: Connection, alert: dict[str, Any], silences: list[Silence], now: float
     ) -> dict[str, Any]:
         labels = label_set(alert)
         reason = self._mute_reason(conn, labels, silences)
@@ -198,7 +198,7 @@ class Dispatcher:
                 )
         return alert
 
-    def _mute_reason(self, conn: sqlite3.Connection, labels: dict[str, str], silences: list[Silence]) -> str | None:
+    def _mute_reason(self, conn: Connection, labels: dict[str, str], silences: list[Silence]) -> str | None:
         for silence in silences:
             if all_match(silence.matchers, labels):
                 return f"silenced by {silence.id}"

@@ -88,6 +88,13 @@ class EventContext:
     def remember(self, name: str, value: Any) -> None:
         self._cache[name] = value
 
+    def carry(self, values: Mapping[str, Any]) -> None:
+        """Values of features another stage computed for this event (see ``process_stage``)."""
+        self._cache.update(values)
+
+    def has(self, name: str) -> bool:
+        return name in self._cache
+
 
 def _event_from(snap: Mapping[str, Any]) -> Event:
     return Event(
@@ -170,6 +177,37 @@ class Engine:
     def process(self, event: Event, offset: int, partition: int, ingested_at: float) -> list[AlertSignal]:
         """Fire the timers this event's time passes, then fold ``event`` into features, scores
         and patterns and evaluate the rules on it; return the signals of both."""
+        return self._process(EventContext(event, self), offset, partition, ingested_at, evaluate_rules=True)
+
+    def process_stage(
+        self,
+        event: Event,
+        offset: int,
+        partition: int,
+        ingested_at: float,
+        carried: Mapping[str, Any],
+        final: bool,
+    ) -> tuple[list[AlertSignal], dict[str, Any]]:
+        """:meth:`process` for one keyed stage (see :mod:`ringfence.engine.stages`): this engine
+        holds the features of one key; ``carried`` are the values earlier stages computed for
+        the event. Rules run only at the event's ``final`` stage. Returns the signals and the
+        carried values with this stage's added."""
+        ctx = EventContext(event, self)
+        ctx.carry(carried)
+        signals = self._process(ctx, offset, partition, ingested_at, evaluate_rules=final)
+        out = dict(carried)
+        for spec in self.pack.features:
+            if ctx.key(spec.by) is not None:
+                out[spec.name] = ctx.feature(spec.name)
+        for anomaly in self.pack.anomalies:
+            if ctx.has(anomaly.name):
+                out[anomaly.name] = ctx.feature(anomaly.name)
+        return signals, out
+
+    def _process(
+        self, ctx: EventContext, offset: int, partition: int, ingested_at: float, evaluate_rules: bool
+    ) -> list[AlertSignal]:
+        event = ctx.event
         late = self.is_late(event, partition)
         if late:
             self.late_events += 1
@@ -178,7 +216,6 @@ class Engine:
         # timers due before this event fire first, so results never depend on batch boundaries
         signals = self.advance() if len(self.timers) else []
         fired = len(signals)
-        ctx = EventContext(event, self)
         t = event.occurred_at
         features, anomalies, rules, patterns = self._for_type(event.type)
         for spec in features:
@@ -197,7 +234,7 @@ class Engine:
             self._dirty.add((spec.name, key))
         for anomaly in anomalies:
             ctx.remember(anomaly.name, self._score(anomaly, ctx, t))
-        for rule in rules:
+        for rule in rules if evaluate_rules else ():
             if rule.when.evaluate(ctx):
                 signals.append(
                     self._signal(rule.id, rule.output, rule.evidence_features, ctx, offset, ingested_at, late)

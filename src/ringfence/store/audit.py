@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+
+from ringfence.store.connection import Connection
 
 GENESIS = "0" * 64
 DEFAULT_KEY = b"ringfence-audit-chain"
@@ -26,23 +27,21 @@ def _digest(key: bytes, previous: str, row: tuple[Any, ...]) -> str:
     return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
 
-def append(
-    conn: sqlite3.Connection, key: bytes | None, at: float, actor: str, action: str, target: str, detail: str
-) -> None:
+def append(conn: Connection, key: bytes | None, at: float, actor: str, action: str, target: str, detail: str) -> None:
     """Add one entry inside the caller's (write) transaction."""
     head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
     previous = head[1] if head else GENESIS
     cur = conn.execute(
-        "INSERT INTO audit (at, actor, action, target, detail, hash) VALUES (?, ?, ?, ?, ?, '')",
+        "INSERT INTO audit (at, actor, action, target, detail, hash) VALUES (?, ?, ?, ?, ?, '') RETURNING seq",
         (at, actor, action, target, detail),
     )
-    seq = cur.lastrowid
+    seq = cur.fetchone()[0]
     digest = _digest(key or DEFAULT_KEY, previous, (seq, at, actor, action, target, detail))
     conn.execute("UPDATE audit SET hash = ? WHERE seq = ?", (digest, seq))
     conn.execute("INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?)", (seq, digest))
 
 
-def rehash(conn: sqlite3.Connection, key: bytes | None) -> None:
+def rehash(conn: Connection, key: bytes | None) -> None:
     """Chain entries written before the chain existed (run once, by the migration)."""
     previous = GENESIS
     last = 0
@@ -68,7 +67,7 @@ class Verdict:
         return not self.problems
 
 
-def verify(conn: sqlite3.Connection, key: bytes | None) -> Verdict:
+def verify(conn: Connection, key: bytes | None) -> Verdict:
     problems: list[str] = []
     previous, expected_seq, count = GENESIS, 1, 0
     rows = conn.execute("SELECT seq, at, actor, action, target, detail, hash FROM audit ORDER BY seq")

@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 
 from ringfence.errors import AuthError, ForbiddenError, NotFound, StoreError
-from ringfence.store.sqlite import SqliteStore
+from ringfence.store.sql import SqlStore
 
 SCOPES = ("events:write", "alerts:read", "alerts:write", "rules:read", "rules:write", "admin")
 # roles for people, as sets of scopes
@@ -72,7 +72,7 @@ def _hash(salt: bytes, secret: str) -> bytes:
 class ApiKeys:
     """The API key repository, over the store's ``api_keys`` table."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqlStore) -> None:
         self._store = store
         self._last_used_written: dict[str, float] = {}
 

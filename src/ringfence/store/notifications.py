@@ -4,7 +4,6 @@ the notification log (with dead letters). A restart neither re-sends nor forgets
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +13,8 @@ from ringfence.alerts.grouping import GroupState
 from ringfence.alerts.matchers import Matcher, parse_matchers
 from ringfence.clock import iso
 from ringfence.errors import NotFound, StoreError
-from ringfence.store.sqlite import SqliteStore
+from ringfence.store.connection import Connection
+from ringfence.store.sql import SqlStore
 
 _group_encoder = msgspec.json.Encoder()
 _group_decoder = msgspec.json.Decoder(GroupState)
@@ -86,26 +86,26 @@ def _notification(row: tuple[Any, ...]) -> Notification:
 class NotificationStore:
     """Repository of the pipeline's tables, over the store's SQLite file."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqlStore) -> None:
         self.store = store
 
     # -- outbox ----------------------------------------------------------------------------
 
-    def cursor(self, conn: sqlite3.Connection, name: str = "dispatcher") -> int:
+    def cursor(self, conn: Connection, name: str = "dispatcher") -> int:
         row = conn.execute("SELECT seq FROM dispatcher_cursor WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else 0
 
-    def set_cursor(self, conn: sqlite3.Connection, seq: int, name: str = "dispatcher") -> None:
+    def set_cursor(self, conn: Connection, seq: int, name: str = "dispatcher") -> None:
         conn.execute("INSERT OR REPLACE INTO dispatcher_cursor VALUES (?, ?)", (name, seq))
 
-    def alert_events(self, conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[int, str, str]]:
+    def alert_events(self, conn: Connection, after: int, limit: int) -> list[tuple[int, str, str]]:
         return list(
             conn.execute(
                 "SELECT seq, alert_id, kind FROM alert_events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
             )
         )
 
-    def add_alert_event(self, conn: sqlite3.Connection, alert_id: str, kind: str, now: float) -> None:
+    def add_alert_event(self, conn: Connection, alert_id: str, kind: str, now: float) -> None:
         conn.execute("INSERT INTO alert_events (alert_id, kind, at) VALUES (?, ?, ?)", (alert_id, kind, now))
 
     # -- silences ----------------------------------------------------------------------------
@@ -153,7 +153,7 @@ class NotificationStore:
     def _silence(row: tuple[Any, ...]) -> Silence:
         return Silence(row[0], parse_matchers(msgspec.json.decode(row[1])), *row[2:])
 
-    def silences(self, conn: sqlite3.Connection | None = None, *, current_at: float | None = None) -> list[Silence]:
+    def silences(self, conn: Connection | None = None, *, current_at: float | None = None) -> list[Silence]:
         """Every silence, or with ``current_at`` those not yet expired then."""
         conn = conn or self.store.conn()
         if current_at is None:
@@ -164,24 +164,24 @@ class NotificationStore:
 
     # -- groups ------------------------------------------------------------------------------
 
-    def group(self, conn: sqlite3.Connection, key: str) -> GroupState | None:
+    def group(self, conn: Connection, key: str) -> GroupState | None:
         row = conn.execute("SELECT state FROM alert_groups WHERE group_key = ?", (key,)).fetchone()
         return _group_decoder.decode(row[0]) if row else None
 
-    def save_group(self, conn: sqlite3.Connection, group: GroupState) -> None:
+    def save_group(self, conn: Connection, group: GroupState) -> None:
         conn.execute(
             "INSERT OR REPLACE INTO alert_groups VALUES (?, ?, ?)",
             (group.key, _group_encoder.encode(group), min(group.next_flush_at, 1e18)),
         )
 
-    def drop_group(self, conn: sqlite3.Connection, key: str) -> None:
+    def drop_group(self, conn: Connection, key: str) -> None:
         conn.execute("DELETE FROM alert_groups WHERE group_key = ?", (key,))
 
-    def due_groups(self, conn: sqlite3.Connection, now: float, limit: int = 100) -> list[GroupState]:
+    def due_groups(self, conn: Connection, now: float, limit: int = 100) -> list[GroupState]:
         rows = conn.execute("SELECT state FROM alert_groups WHERE next_flush_at <= ? LIMIT ?", (now, limit))
         return [_group_decoder.decode(row[0]) for row in rows]
 
-    def groups_with(self, conn: sqlite3.Connection, alert_id: str) -> list[GroupState]:
+    def groups_with(self, conn: Connection, alert_id: str) -> list[GroupState]:
         rows = conn.execute("SELECT state FROM alert_groups WHERE instr(state, ?) > 0", (f'"{alert_id}"',))
         return [g for g in (_group_decoder.decode(row[0]) for row in rows) if alert_id in g.alert_ids]
 
@@ -189,7 +189,7 @@ class NotificationStore:
 
     def add_notification(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         notification_id: str,
         group_key: str,
         receiver: str,

@@ -11,7 +11,7 @@ import msgspec
 
 from ringfence.engine.pack import RulePack
 from ringfence.errors import NotFound
-from ringfence.store.sqlite import SqliteStore
+from ringfence.store.sql import SqlStore
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class ListValues:
 class PackRepository:
     """Rule pack versions and list edits, over the store's tables."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqlStore) -> None:
         self._store = store
 
     def activate(self, pack: RulePack, actor: str, now: float) -> PackVersion:
@@ -49,10 +49,10 @@ class PackRepository:
             conn.execute("UPDATE rule_packs SET active = 0 WHERE active = 1")
             cur = conn.execute(
                 "INSERT INTO rule_packs (version, digest, text, created_at, created_by, active) "
-                "VALUES (?, ?, ?, ?, ?, 1)",
+                "VALUES (?, ?, ?, ?, ?, 1) RETURNING seq",
                 (pack.version, pack.digest, pack.text, now, actor),
             )
-            seq = int(cur.lastrowid or 0)
+            seq = int(cur.fetchone()[0])
             self._store.audit(conn, now, actor, "rules.activate", pack.version, {"seq": seq, "digest": pack.digest})
         return PackVersion(seq, pack.version, pack.digest, pack.text, now, actor)
 

@@ -15,10 +15,11 @@ values, so a partly written set is never a problem.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 
 import msgspec
+
+from ringfence.store.connection import Connection
 
 StateRow = tuple[str, str, bytes | None]  # (persisted feature name, key, encoded state or None)
 
@@ -45,7 +46,7 @@ class StateLog:
         self._frozen: list[StateRow] = []
         self._frozen_upto = 0  # delete the changelog through this seq once _frozen is written
 
-    def write(self, conn: sqlite3.Connection, changes: list[StateRow], rows: int | None = None) -> tuple[int, int]:
+    def write(self, conn: Connection, changes: list[StateRow], rows: int | None = None) -> tuple[int, int]:
         """Inside the batch's transaction: append ``changes`` and write a slice of the frozen set
         (``rows`` of it, or a slice in proportion to the batch).
 
@@ -54,8 +55,8 @@ class StateLog:
         """
         seq = 0
         if changes:
-            cur = conn.execute("INSERT INTO state_log (changes) VALUES (?)", (_encode(changes),))
-            seq = int(cur.lastrowid or 0)
+            cur = conn.execute("INSERT INTO state_log (changes) VALUES (?) RETURNING seq", (_encode(changes),))
+            seq = int(cur.fetchone()[0])
         if rows is None:
             rows = max(MIN_ROWS_PER_COMMIT, int(len(changes) * ROWS_PER_CHANGE))
         chunk = self._frozen[-rows:] if rows else []
@@ -91,7 +92,7 @@ class StateLog:
         """True while a frozen set is still being written."""
         return bool(self._frozen)
 
-    def load(self, conn: sqlite3.Connection) -> Iterator[tuple[str, str, bytes]]:
+    def load(self, conn: Connection) -> Iterator[tuple[str, str, bytes]]:
         """Every persisted state row: ``feature_state`` with the changelog replayed over it.
 
         Also resets the in-memory sets: what the changelog holds is pending again.
@@ -108,7 +109,7 @@ class StateLog:
             if pending_state is not None:
                 yield feature, key, pending_state
 
-    def flush_all(self, conn: sqlite3.Connection) -> None:
+    def flush_all(self, conn: Connection) -> None:
         """Write everything pending or frozen into ``feature_state`` and empty the changelog
         (before states of whole definitions are dropped)."""
         merged = {(f, k): s for f, k, s in self._frozen}

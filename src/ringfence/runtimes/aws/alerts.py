@@ -37,7 +37,7 @@ from ringfence.errors import NotFound, RequestError, StoreError
 from ringfence.runtimes.aws.resources import error_code
 from ringfence.store.base import AlertQuery
 from ringfence.store.notifications import Silence
-from ringfence.store.sqlite import MAX_EVIDENCE_EVENTS, SYSTEM_ACTOR
+from ringfence.store.sql import MAX_EVIDENCE_EVENTS, SYSTEM_ACTOR
 
 _json = msgspec.json.Encoder()
 CREATED_INDEX = "by_created"

@@ -1,0 +1,168 @@
+"""The PostgreSQL store's schema: the SQLite schema's tables, in PostgreSQL's types.
+
+Versions are PostgreSQL's own (``schema_migrations``); ``ringfence db migrate`` applies the
+missing ones. Add a step to change it; never edit a released one.
+"""
+
+from __future__ import annotations
+
+PG_SCHEMA_VERSION = 1
+
+PG_MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE alerts (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    rule_id TEXT NOT NULL,
+    rule_version TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    audience TEXT NOT NULL,
+    status TEXT NOT NULL,
+    customer_id TEXT,
+    dedup_key TEXT NOT NULL,
+    occurrence BIGINT NOT NULL,
+    labels TEXT NOT NULL,
+    title TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    first_seen DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    count BIGINT NOT NULL,
+    assignee TEXT
+);
+CREATE INDEX alerts_rule_key ON alerts (rule_id, dedup_key, status);
+CREATE INDEX alerts_customer ON alerts (customer_id, seq);
+CREATE INDEX alerts_status ON alerts (status, seq);
+CREATE TABLE alert_history (
+    alert_id TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    from_status TEXT,
+    to_status TEXT,
+    seq BIGSERIAL
+);
+CREATE INDEX alert_history_alert ON alert_history (alert_id, at);
+CREATE TABLE alert_comments (
+    alert_id TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    author TEXT NOT NULL,
+    text TEXT NOT NULL,
+    seq BIGSERIAL
+);
+CREATE INDEX alert_comments_alert ON alert_comments (alert_id, at);
+CREATE TABLE api_keys (
+    key_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    salt BYTEA NOT NULL,
+    hash BYTEA NOT NULL,
+    scopes TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    revoked_at DOUBLE PRECISION,
+    last_used_at DOUBLE PRECISION,
+    audiences TEXT NOT NULL DEFAULT '',
+    signing_key TEXT NOT NULL DEFAULT ''
+);
+CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;
+CREATE TABLE sessions (
+    id_hash BYTEA PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE audit (
+    seq BIGSERIAL PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    hash TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE audit_head (id BIGINT PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE processor_offsets (name TEXT PRIMARY KEY, "offset" BIGINT NOT NULL);
+CREATE TABLE watermarks (partition BIGINT PRIMARY KEY, max_event_time DOUBLE PRECISION NOT NULL);
+CREATE TABLE feature_state (feature TEXT NOT NULL, key TEXT NOT NULL, state BYTEA NOT NULL, PRIMARY KEY (feature, key));
+CREATE TABLE state_log (seq BIGSERIAL PRIMARY KEY, changes BYTEA NOT NULL);
+CREATE TABLE late_events (
+    "offset" BIGINT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    type TEXT NOT NULL,
+    customer_id TEXT,
+    occurred_at DOUBLE PRECISION NOT NULL,
+    watermark DOUBLE PRECISION NOT NULL,
+    ingested_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE rule_hits (rule_id TEXT NOT NULL, mode TEXT NOT NULL, hits BIGINT NOT NULL, PRIMARY KEY (rule_id, mode));
+CREATE TABLE rule_hits_by_minute (
+    rule_id TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    minute BIGINT NOT NULL,
+    hits BIGINT NOT NULL,
+    PRIMARY KEY (rule_id, mode, minute)
+);
+CREATE TABLE rule_packs (
+    seq BIGSERIAL PRIMARY KEY,
+    version TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    text TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    created_by TEXT NOT NULL,
+    active BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE lists (
+    name TEXT PRIMARY KEY,
+    items TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE TABLE alert_events (
+    seq BIGSERIAL PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE dispatcher_cursor (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+CREATE TABLE silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_at DOUBLE PRECISION NOT NULL,
+    ends_at DOUBLE PRECISION NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE alert_groups (group_key TEXT PRIMARY KEY, state BYTEA NOT NULL, next_flush_at DOUBLE PRECISION NOT NULL);
+CREATE INDEX alert_groups_due ON alert_groups (next_flush_at);
+CREATE TABLE notifications (
+    id TEXT PRIMARY KEY,
+    group_key TEXT NOT NULL,
+    receiver TEXT NOT NULL,
+    status TEXT NOT NULL,
+    payload BYTEA NOT NULL,
+    attempts BIGINT NOT NULL,
+    next_attempt_at DOUBLE PRECISION NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    sent_at DOUBLE PRECISION,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
+""",
+}
+
+# INSERT OR REPLACE becomes an upsert on the table's primary key
+PRIMARY_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "audit_head": (("id",), ("seq", "hash")),
+    "dispatcher_cursor": (("name",), ("seq",)),
+    "alert_groups": (("group_key",), ("state", "next_flush_at")),
+    "lists": (("name",), ("items", "version", "updated_at", "updated_by")),
+    "watermarks": (("partition",), ("max_event_time",)),
+    "processor_offsets": (("name",), ('"offset"',)),
+    "feature_state": (("feature", "key"), ("state",)),
+}

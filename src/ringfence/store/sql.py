@@ -1,0 +1,446 @@
+"""The store's repositories in SQL that SQLite and PostgreSQL share: alerts, history,
+checkpoints and audit.
+
+Alerts and the processor checkpoint share a database so that :meth:`SqlStore.commit_batch`
+commits a batch's alerts and the offset they reflect in one transaction: a crash either
+keeps both or neither, and replay from the checkpoint recreates exactly what was lost.
+Subclasses bring the connection, the transaction and the migrations of their engine.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from typing import Any
+
+import msgspec
+
+from ringfence.alerts.model import (
+    ACTIVE_STATUSES,
+    TRANSITIONS,
+    Action,
+    Alert,
+    Comment,
+    Decision,
+    HistoryEntry,
+    alert_id,
+)
+from ringfence.clock import iso
+from ringfence.engine.rules import AlertSignal
+from ringfence.errors import NotFound, StoreError
+from ringfence.store import audit as audit_chain
+from ringfence.store.base import AlertQuery, Checkpoint, LateEvent
+from ringfence.store.connection import Connection
+from ringfence.store.state_log import IDLE_ROWS, StateLog
+
+MAX_EVIDENCE_EVENTS = 50
+RULE_HITS_KEPT_MINUTES = 2 * 24 * 60  # per-minute hit counts answer "last hour" and "last day"
+SYSTEM_ACTOR = "ringfence"
+_json = msgspec.json.Encoder()
+_ALERT_COLUMNS = (
+    "id, rule_id, rule_version, severity, audience, status, customer_id, dedup_key, labels, "
+    "title, summary, evidence, first_seen, last_seen, created_at, updated_at, count, assignee, seq"
+)
+
+
+class SqlStore(ABC):
+    """The repositories over :meth:`conn`; a subclass brings the engine (SQLite, PostgreSQL)."""
+
+    def __init__(self, audit_key: bytes | None = None) -> None:
+        self.audit_key = audit_key
+        self._pruned_minute: int | None = None
+        self.states = StateLog()
+
+    @abstractmethod
+    def conn(self) -> Connection:
+        """This thread's connection (autocommit; use :meth:`transaction` to write)."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """A write transaction on this thread's connection, committed on success."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release this thread's connection (and, for a pool, nothing else)."""
+
+    # -- processor side ----------------------------------------------------------------
+
+    def load_checkpoint(self, name: str) -> tuple[int, dict[int, float]]:
+        """The committed offset of processor ``name`` and its partitions' max event times."""
+        conn = self.conn()
+        row = conn.execute("SELECT offset FROM processor_offsets WHERE name = ?", (name,)).fetchone()
+        marks = dict(conn.execute("SELECT partition, max_event_time FROM watermarks"))
+        return (int(row[0]) if row else 0), marks
+
+    def keep_only_states(self, names: set[str]) -> int:
+        """Delete checkpointed state of every name not in ``names`` (after a pack reload)."""
+        with self.transaction() as conn:
+            self.states.flush_all(conn)
+            existing = [row[0] for row in conn.execute("SELECT DISTINCT feature FROM feature_state")]
+            gone = [name for name in existing if name not in names]
+            for name in gone:
+                conn.execute("DELETE FROM feature_state WHERE feature = ?", (name,))
+        self.states.flushed()
+        return len(gone)
+
+    def write_state_behind(self, now: float, rows: int = IDLE_ROWS) -> bool:
+        """Write a step of the frozen engine state (when the processor is idle); True if any."""
+        if not self.states.behind:
+            return False
+        with self.transaction() as conn:
+            _, written = self.states.write(conn, [], rows)
+        self.states.committed([], 0, written, now)
+        return True
+
+    def iter_feature_state(self) -> Iterator[tuple[str, str, bytes]]:
+        """Every checkpointed (feature, key, state) row (see :mod:`ringfence.store.state_log`)."""
+        yield from self.states.load(self.conn())
+
+    def commit_batch(
+        self, signals: list[AlertSignal], checkpoint: Checkpoint, now: float
+    ) -> list[tuple[str, AlertSignal]]:
+        """Apply ``signals`` and ``checkpoint`` atomically; return the alerts created (id, signal)."""
+        created: list[tuple[str, AlertSignal]] = []
+        with self.transaction() as conn:
+            for signal in signals:
+                decision, aid = self._apply_signal(conn, signal, now)
+                if decision is Decision.CREATED:
+                    created.append((aid, signal))
+                if decision is not Decision.SHADOW:  # the dispatcher's outbox, committed with the alert
+                    conn.execute("INSERT INTO alert_events (alert_id, kind, at) VALUES (?, 'firing', ?)", (aid, now))
+            state_seq, state_rows_written = self.states.write(conn, checkpoint.state_changes)
+            conn.executemany("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", list(checkpoint.watermarks.items()))
+            conn.executemany(
+                "INSERT OR IGNORE INTO late_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (e.offset, e.event_id, e.source, e.type, e.customer_id, e.occurred_at, e.watermark, e.ingested_at)
+                    for e in checkpoint.late_events
+                ],
+            )
+            conn.execute("INSERT OR REPLACE INTO processor_offsets VALUES (?, ?)", (checkpoint.name, checkpoint.offset))
+        self.states.committed(checkpoint.state_changes, state_seq, state_rows_written, now)
+        return created
+
+    def _apply_signal(self, conn: Connection, s: AlertSignal, now: float) -> tuple[Decision, str]:
+        if s.mode == "shadow":
+            self._count_hit(conn, s.rule_id, "shadow", now)
+            return Decision.SHADOW, ""
+        self._count_hit(conn, s.rule_id, "live", now)
+        evidence_event = {
+            "event_id": s.event_id,
+            "type": s.event_type,
+            "offset": s.offset,
+            "occurred_at": iso(s.occurred_at),
+            "ingested_at": iso(s.ingested_at),
+            "late": s.late,
+            "features": s.features,
+        }
+        related = [
+            {**e, "occurred_at": iso(e["occurred_at"]), "ingested_at": iso(e["ingested_at"])} for e in s.related_events
+        ]
+        row = conn.execute(
+            "SELECT id, evidence, first_seen, last_seen FROM alerts "
+            "WHERE rule_id=? AND dedup_key=? AND status IN (?, ?, ?) ORDER BY seq DESC LIMIT 1",
+            (s.rule_id, s.dedup_key, *ACTIVE_STATUSES),
+        ).fetchone()
+        if row is not None:
+            aid, raw_evidence, first, last = row
+            evidence = msgspec.json.decode(raw_evidence)
+            evidence["events"] = (evidence["events"] + related + [evidence_event])[-MAX_EVIDENCE_EVENTS:]
+            evidence["features"] = s.features
+            conn.execute(
+                "UPDATE alerts SET count=count+1, first_seen=?, last_seen=?, evidence=?, updated_at=?, "
+                "title=?, summary=? WHERE id=?",
+                (
+                    min(first, s.occurred_at),
+                    max(last, s.occurred_at),
+                    _json.encode(evidence).decode(),
+                    now,
+                    s.title,
+                    s.summary,
+                    aid,
+                ),
+            )
+            return Decision.DEDUPLICATED, aid
+        occurrence = (
+            1
+            + conn.execute(
+                "SELECT count(*) FROM alerts WHERE rule_id=? AND dedup_key=?", (s.rule_id, s.dedup_key)
+            ).fetchone()[0]
+        )
+        aid = alert_id(s.rule_id, s.dedup_key, occurrence)
+        evidence = {"events": [*related, evidence_event], "features": s.features}
+        conn.execute(
+            "INSERT INTO alerts (id, rule_id, rule_version, severity, audience, status, customer_id, "
+            "dedup_key, occurrence, labels, title, summary, evidence, first_seen, last_seen, created_at, "
+            "updated_at, count, assignee) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, NULL)",
+            (
+                aid,
+                s.rule_id,
+                s.rule_version,
+                s.severity,
+                s.audience,
+                s.customer_id,
+                s.dedup_key,
+                occurrence,
+                _json.encode(s.labels).decode(),
+                s.title,
+                s.summary,
+                _json.encode(evidence).decode(),
+                s.occurred_at,
+                s.occurred_at,
+                now,
+                now,
+            ),
+        )
+        conn.execute(
+            "INSERT INTO alert_history VALUES (?, ?, ?, ?, ?, NULL, 'open')",
+            (aid, now, SYSTEM_ACTOR, Decision.CREATED.value, f"rule {s.rule_id} matched event {s.event_id}"),
+        )
+        return Decision.CREATED, aid
+
+    def _count_hit(self, conn: Connection, rule_id: str, mode: str, now: float) -> None:
+        conn.execute(
+            "INSERT INTO rule_hits VALUES (?, ?, 1) "
+            "ON CONFLICT (rule_id, mode) DO UPDATE SET hits = rule_hits.hits + 1",
+            (rule_id, mode),
+        )
+        minute = int(now // 60)
+        conn.execute(
+            "INSERT INTO rule_hits_by_minute VALUES (?, ?, ?, 1) "
+            "ON CONFLICT (rule_id, mode, minute) DO UPDATE SET hits = rule_hits_by_minute.hits + 1",
+            (rule_id, mode, minute),
+        )
+        if minute != self._pruned_minute:  # once a minute keeps the table bounded
+            self._pruned_minute = minute
+            conn.execute("DELETE FROM rule_hits_by_minute WHERE minute < ?", (minute - RULE_HITS_KEPT_MINUTES,))
+
+    # -- API side ------------------------------------------------------------------------
+
+    def list_alerts(self, query: AlertQuery) -> tuple[list[Alert], int | None]:
+        """One page of alerts, newest first, and the cursor of the next page (or None)."""
+        where, args = _alert_filters(query)
+        sql = f"SELECT {_ALERT_COLUMNS} FROM alerts"  # nosec B608 # noqa: S608 - columns and clauses are constants
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        rows = self.conn().execute(sql, [*args, query.limit + 1]).fetchall()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        histories = self._histories([row[0] for row in rows])
+        alerts = [self._alert(row, histories.get(row[0], [])) for row in rows]
+        return alerts, (rows[-1][-1] if more else None)
+
+    def get_alert(self, alert_id: str) -> Alert:
+        row = (
+            self.conn()
+            .execute(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?",  # nosec B608 # noqa: S608 - constant columns
+                (alert_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no alert {alert_id!r}")
+        alert = self._alert(row, self._histories([row[0]]).get(row[0], []))
+        alert.comments = [
+            Comment(at=iso(at), author=author, text=text)
+            for at, author, text in self.conn().execute(
+                "SELECT at, author, text FROM alert_comments WHERE alert_id = ? ORDER BY at, rowid", (alert_id,)
+            )
+        ]
+        return alert
+
+    def _histories(self, alert_ids: list[str]) -> dict[str, list[HistoryEntry]]:
+        """The history of each alert in ``alert_ids``, oldest entry first (one query)."""
+        out: dict[str, list[HistoryEntry]] = {}
+        if not alert_ids:
+            return out
+        marks = ", ".join("?" * len(alert_ids))
+        sql = (
+            "SELECT alert_id, at, actor, action, reason, from_status, to_status FROM alert_history "  # nosec B608 # noqa: S608
+            f"WHERE alert_id IN ({marks}) ORDER BY at, rowid"  # only placeholders are interpolated
+        )
+        rows = self.conn().execute(sql, alert_ids)
+        for aid, at, actor, action, reason, f, t in rows:
+            out.setdefault(aid, []).append(
+                HistoryEntry(at=iso(at), actor=actor, action=action, reason=reason, from_status=f, to_status=t)
+            )
+        return out
+
+    def _alert(self, row: tuple[Any, ...], history: list[HistoryEntry]) -> Alert:
+        return Alert(
+            id=row[0],
+            rule_id=row[1],
+            rule_version=row[2],
+            severity=row[3],
+            audience=row[4],
+            status=row[5],
+            customer_id=row[6],
+            dedup_key=row[7],
+            labels=msgspec.json.decode(row[8]),
+            title=row[9],
+            summary=row[10],
+            evidence=msgspec.json.decode(row[11]),
+            first_seen=iso(row[12]),
+            last_seen=iso(row[13]),
+            created_at=iso(row[14]),
+            updated_at=iso(row[15]),
+            count=row[16],
+            assignee=row[17],
+            history=history,
+        )
+
+    def transition(self, alert_id: str, action: Action, actor: str, reason: str, now: float) -> Alert:
+        """Acknowledge or resolve an alert, recording who and why (history and audit)."""
+        allowed_from, to_status = TRANSITIONS[action]
+        with self.transaction() as conn:
+            row = conn.execute("SELECT status FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no alert {alert_id!r}")
+            status = row[0]
+            if status == to_status:
+                pass  # idempotent: acking an acked alert changes nothing
+            elif status not in allowed_from:
+                raise StoreError(f"cannot {action.value} an alert that is {status}")
+            else:
+                conn.execute("UPDATE alerts SET status=?, updated_at=? WHERE id=?", (to_status, now, alert_id))
+                conn.execute(
+                    "INSERT INTO alert_history VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (alert_id, now, actor, action.value, reason, status, to_status),
+                )
+                self.audit(conn, now, actor, f"alert.{action.value}", alert_id, {"reason": reason})
+                conn.execute(
+                    "INSERT INTO alert_events (alert_id, kind, at) VALUES (?, ?, ?)", (alert_id, to_status, now)
+                )
+        return self.get_alert(alert_id)
+
+    def assign(self, alert_id: str, assignee: str, actor: str, reason: str, now: float) -> Alert:
+        """Give an alert to someone (or to no one, with an empty ``assignee``), recorded and audited."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT assignee FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no alert {alert_id!r}")
+            conn.execute("UPDATE alerts SET assignee=?, updated_at=? WHERE id=?", (assignee or None, now, alert_id))
+            why = f"assigned to {assignee}" if assignee else "unassigned"
+            conn.execute(
+                "INSERT INTO alert_history VALUES (?, ?, ?, 'assign', ?, NULL, NULL)",
+                (alert_id, now, actor, f"{why}{': ' + reason if reason else ''}"),
+            )
+            self.audit(conn, now, actor, "alert.assign", alert_id, {"assignee": assignee, "previous": row[0]})
+        return self.get_alert(alert_id)
+
+    def comment(self, alert_id: str, text: str, actor: str, now: float) -> Alert:
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
+                raise NotFound(f"no alert {alert_id!r}")
+            conn.execute("INSERT INTO alert_comments VALUES (?, ?, ?, ?)", (alert_id, now, actor, text))
+            self.audit(conn, now, actor, "alert.comment", alert_id, {"chars": len(text)})
+        return self.get_alert(alert_id)
+
+    def set_status(
+        self, conn: Connection, alert_id: str, status: str, actor: str, action: str, reason: str, now: float
+    ) -> None:
+        """Change an alert's status inside the caller's transaction, with a history entry."""
+        row = conn.execute("SELECT status FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        if row is None or row[0] == status:
+            return
+        conn.execute("UPDATE alerts SET status=?, updated_at=? WHERE id=?", (status, now, alert_id))
+        conn.execute(
+            "INSERT INTO alert_history VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (alert_id, now, actor, action, reason, row[0], status),
+        )
+
+    def audit(self, conn: Connection, now: float, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        """Append one entry to the hash-chained audit trail inside the caller's transaction."""
+        audit_chain.append(conn, self.audit_key, now, actor, action, target, _json.encode(detail).decode())
+
+    def verify_audit(self) -> audit_chain.Verdict:
+        """Check the audit trail's chain: see :mod:`ringfence.store.audit`."""
+        return audit_chain.verify(self.conn(), self.audit_key)
+
+    def list_audit(self, limit: int = 100, cursor: int | None = None) -> tuple[list[dict[str, Any]], int | None]:
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT seq, at, actor, action, target, detail FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                (cursor if cursor is not None else 2**62, limit + 1),
+            )
+            .fetchall()
+        )
+        items = [
+            {"seq": s, "at": iso(at), "actor": a, "action": act, "target": t, "detail": msgspec.json.decode(d)}
+            for s, at, a, act, t, d in rows[:limit]
+        ]
+        return items, (rows[limit - 1][0] if len(rows) > limit else None)
+
+    def list_late_events(self, limit: int = 100, cursor: int | None = None) -> tuple[list[LateEvent], int | None]:
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT * FROM late_events WHERE offset < ? ORDER BY offset DESC LIMIT ?",
+                (cursor if cursor is not None else 2**62, limit + 1),
+            )
+            .fetchall()
+        )
+        items = [LateEvent(*r) for r in rows[:limit]]
+        return items, (rows[limit - 1][0] if len(rows) > limit else None)
+
+    def count_late_events(self) -> int:
+        return int(self.conn().execute("SELECT count(*) FROM late_events").fetchone()[0])
+
+    def rule_hits(self, since: float | None = None) -> dict[str, dict[str, int]]:
+        """Hits per rule and mode: all of them, or those counted at or after ``since``
+        (to the minute; counts older than two days are not kept)."""
+        out: dict[str, dict[str, int]] = {}
+        if since is None:
+            rows = self.conn().execute("SELECT rule_id, mode, hits FROM rule_hits")
+        else:
+            rows = self.conn().execute(
+                "SELECT rule_id, mode, sum(hits) FROM rule_hits_by_minute WHERE minute >= ? GROUP BY rule_id, mode",
+                (int(since // 60),),
+            )
+        for rule_id, mode, hits in rows:
+            out.setdefault(rule_id, {})[mode] = int(hits)
+        return out
+
+    def count_alerts_by(self, query: AlertQuery) -> dict[str, dict[str, int]]:
+        """Alerts matching ``query`` (limit and cursor ignored), counted by severity and by status."""
+        where, args = _alert_filters(replace(query, cursor=None))
+        sql = "SELECT severity, status, count(*) FROM alerts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)  # clauses are constants, values are bound
+        counts: dict[str, dict[str, int]] = {"severity": {}, "status": {}}
+        for severity, status, n in self.conn().execute(sql + " GROUP BY severity, status", args):
+            counts["severity"][severity] = counts["severity"].get(severity, 0) + n
+            counts["status"][status] = counts["status"].get(status, 0) + n
+        return counts
+
+    def count_alerts(self) -> int:
+        return int(self.conn().execute("SELECT count(*) FROM alerts").fetchone()[0])
+
+
+def _alert_filters(query: AlertQuery) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses (constants with placeholders) and bound values of an alert query."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, values in (("status", query.status), ("severity", query.severity), ("audience", query.audience)):
+        if values:
+            where.append(f"{column} IN ({', '.join('?' * len(values))})")
+            args.extend(values)
+    for column, value in (("rule_id", query.rule_id), ("customer_id", query.customer_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if query.since is not None:
+        where.append("last_seen >= ?")
+        args.append(query.since)
+    if query.until is not None:
+        where.append("first_seen < ?")
+        args.append(query.until)
+    if query.cursor is not None:
+        where.append("seq < ?")
+        args.append(query.cursor)
+    return where, args
