@@ -114,6 +114,8 @@ class KafkaBroker:
                     "transaction.state.log.replication.factor=1",
                     "transaction.state.log.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
+                    # a killed worker's open transaction is aborted within seconds, not the default minute
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms=1000",
                     "auto.create.topics.enable=false",
                     "",
                 ]

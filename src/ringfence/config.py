@@ -8,6 +8,7 @@ variables, explicit overrides (CLI flags).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,6 +62,17 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         rate_limit_per_s, rate_limit_burst: requests a second (and burst) per API key.
         auth_failures_per_min: failed authentications a minute per client address.
         request_timeout_s: the longest a request body may take to arrive.
+        kafka_bootstrap: the kafka runtime's brokers (``host:port,...``).
+        kafka_topic_prefix: the kafka runtime's topic and consumer group names start with it.
+        kafka_partitions, kafka_replication: of the topics ``ringfence kafka init`` creates.
+        kafka_security_protocol: ``plaintext``, ``ssl``, ``sasl_plaintext`` or ``sasl_ssl``.
+        kafka_sasl_mechanism, kafka_sasl_username: SASL login (the password is the secret
+            ``RINGFENCE_SECRET_KAFKA_SASL_PASSWORD``).
+        kafka_dedup_window_s: how long (event time) a process worker remembers event ids to
+            drop producers' retried events.
+        postgres_dsn: the kafka runtime's store, a libpq URI without password (libpq reads
+            ``PGPASSWORD`` or ``~/.pgpass``).
+        postgres_pool_size: connections each service may hold.
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -84,6 +96,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     rate_limit_burst: float = DEFAULT_RATE_LIMIT_BURST
     auth_failures_per_min: float = DEFAULT_AUTH_FAILURES_PER_MIN
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    kafka_bootstrap: str = ""
+    kafka_topic_prefix: str = "ringfence"
+    kafka_partitions: int = 12
+    kafka_replication: int = 1
+    kafka_security_protocol: str = "plaintext"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_dedup_window_s: float = 600.0
+    postgres_dsn: str = ""
+    postgres_pool_size: int = 8
 
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= 1024:
@@ -92,7 +114,21 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             raise ConfigError(f"journal_sync must be 'normal' or 'full', got {self.journal_sync!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug|info|warning|error, got {self.log_level!r}")
+        if self.kafka_security_protocol not in ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"):
+            raise ConfigError(
+                "kafka_security_protocol must be plaintext|ssl|sasl_plaintext|sasl_ssl, "
+                f"got {self.kafka_security_protocol!r}"
+            )
+        if not re.fullmatch(r"[a-zA-Z0-9._-]{1,100}", self.kafka_topic_prefix):
+            raise ConfigError(
+                f"kafka_topic_prefix must be letters, digits, '.', '_' or '-', got {self.kafka_topic_prefix!r}"
+            )
+        if re.search(r"://[^/@]*:[^/@]*@|password=", self.postgres_dsn):
+            raise ConfigError("postgres_dsn must not hold a password: set PGPASSWORD or use ~/.pgpass")
         for name in (
+            "kafka_partitions",
+            "kafka_replication",
+            "postgres_pool_size",
             "max_body_bytes",
             "max_batch_events",
             "max_lag_events",

@@ -32,6 +32,12 @@ class Metrics:
             registry=r,
         )
         self.engine_state_keys = Gauge("ringfence_engine_state_keys", "Feature states held", registry=r)
+        self.state_restore = Histogram(
+            "ringfence_state_restore_seconds",
+            "Restoring moved partitions' state from their changelog (kafka runtime)",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
         self.http_requests = Counter(
             "ringfence_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
         )

@@ -30,6 +30,7 @@ from ringfence.store.connection import Connection
 from ringfence.store.notifications import NotificationStore, Silence
 from ringfence.store.sql import SYSTEM_ACTOR, SqlStore
 
+CLAIM_LEASE_S = 120.0  # longer than one send with its timeout
 log = logging.getLogger("ringfence.dispatcher")
 
 BATCH = 500
@@ -265,6 +266,8 @@ class Dispatcher:
         due = self.notes.due_notifications(now)
         policy = self.config.retry
         for n in due:
+            if not self.notes.claim(n.id, now, CLAIM_LEASE_S):
+                continue  # another dispatcher (kafka runtime: several run) has it
             notifier = self.notifiers.get(n.receiver)
             if notifier is None:
                 self.notes.record_attempt(n.id, "dead", n.attempts, now, "receiver is no longer configured", now)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ringfence.clock import Clock
 from ringfence.errors import OverloadedError
 from ringfence.events.decode import MalformedBody, Rejection, decode_batch
 from ringfence.events.model import Event
-from ringfence.log.group_commit import GroupCommitter
 from ringfence.metrics import Metrics
 from ringfence.runtimes.ingest_worker import IngestWorker
 
@@ -39,12 +38,20 @@ class IngestResult:
         }
 
 
+class Appender(Protocol):
+    """Where accepted events go: the embedded journal's group committer, or a Kafka producer."""
+
+    async def append(self, events: list[Event]) -> list[int | None]:
+        """Make ``events`` durable; each one's offset, or None for a known duplicate."""
+        ...
+
+
 class IngestService:
     """Validates, checks backpressure, and appends through the group committer."""
 
     def __init__(
         self,
-        committer: GroupCommitter,
+        committer: Appender,
         metrics: Metrics,
         clock: Clock,
         *,

@@ -210,6 +210,17 @@ class NotificationStore:
         )
         return [_notification(row) for row in rows]
 
+    def claim(self, notification_id: str, now: float, lease_s: float) -> bool:
+        """Take a due notification for ``lease_s`` (another dispatcher skips it meanwhile); True
+        if this caller has it. A dispatcher that dies holding it lets it come due again."""
+        with self.store.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE notifications SET next_attempt_at = ? "
+                "WHERE id = ? AND status = 'pending' AND next_attempt_at <= ?",
+                (now + lease_s, notification_id, now),
+            )
+        return bool(cur.rowcount == 1)
+
     def record_attempt(
         self, notification_id: str, status: str, attempts: int, next_attempt_at: float, error: str, now: float
     ) -> None:

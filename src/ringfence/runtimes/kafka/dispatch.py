@@ -1,0 +1,106 @@
+"""``ringfence serve dispatch``: the alerts topic into the alert pipeline and PostgreSQL.
+
+Each batch of a partition is applied with :meth:`SqlStore.commit_batch`, which writes the
+alerts (deduplicated upserts), their outbox entries, late events *and the partition's
+offset* in one PostgreSQL transaction. The store, not Kafka, holds the dispatch offsets:
+after a crash the service resumes exactly after the last batch it committed, so a signal is
+applied once however often it is consumed. The notifications then go through the same
+:class:`~ringfence.alerts.dispatcher.Dispatcher` as the embedded runtime's (grouping,
+silences, inhibition, routing, a notification log that sends each notification once);
+several dispatch services may run, each on its own partitions, sharing that log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from ringfence.alerts.dispatcher import Dispatcher
+from ringfence.config import Settings
+from ringfence.engine.rules import AlertSignal
+from ringfence.runtimes.kafka import records
+from ringfence.runtimes.kafka.topics import Topics, client_config, topics_of
+from ringfence.store.base import Checkpoint, LateEvent
+from ringfence.store.sql import SqlStore
+
+log = logging.getLogger("ringfence.kafka.dispatch")
+
+BATCH = 1000
+POLL_S = 0.2
+
+
+def checkpoint_name(topic: str, partition: int) -> str:
+    return f"dispatch:{topic}:{partition}"
+
+
+class DispatchService:
+    """Consumes the alerts topic in the dispatch group; see the module docstring."""
+
+    def __init__(self, settings: Settings, store: SqlStore, dispatcher: Dispatcher) -> None:
+        from confluent_kafka import Consumer
+
+        self.topics: Topics = topics_of(settings)
+        self.store = store
+        self.dispatcher = dispatcher
+        self.consumer = Consumer(
+            client_config(
+                settings,
+                **{
+                    "group.id": self.topics.group("dispatch"),
+                    "client.id": "ringfence-dispatch",
+                    "isolation.level": "read_committed",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": 6000,
+                    "heartbeat.interval.ms": 1000,
+                },
+            )
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        self.consumer.subscribe([self.topics.alerts], on_assign=self._assigned)
+        try:
+            while not stop.is_set():
+                messages = self.consumer.consume(BATCH, POLL_S)
+                if messages:
+                    self.apply(messages)
+                self.dispatcher.step()
+        finally:
+            self.consumer.close()
+
+    def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        """Start each partition at the offset the store committed for it (the one after its last batch)."""
+        from confluent_kafka import OFFSET_BEGINNING
+
+        for tp in partitions:
+            following, _ = self.store.load_checkpoint(checkpoint_name(tp.topic, tp.partition))
+            tp.offset = following or OFFSET_BEGINNING
+        consumer.assign(partitions)
+
+    def apply(self, messages: list[Any]) -> int:
+        """Commit the signals and late events of ``messages``, a transaction per partition."""
+        from confluent_kafka import TopicPartition
+
+        by_partition: dict[tuple[str, int], list[Any]] = {}
+        for message in messages:
+            if message.error() is not None:
+                log.warning("consumer error: %s", message.error())
+                continue
+            by_partition.setdefault((str(message.topic()), int(message.partition() or 0)), []).append(message)
+        created = 0
+        for (topic, partition), batch in by_partition.items():
+            signals: list[AlertSignal] = []
+            late: list[LateEvent] = []
+            for message in batch:
+                record = records.decode_alert(message.value())
+                if record.signal is not None:
+                    signals.append(record.signal)
+                if record.late is not None:
+                    late.append(record.late)
+            following = batch[-1].offset() + 1
+            checkpoint = Checkpoint(checkpoint_name(topic, partition), following, late_events=late)
+            created += len(self.store.commit_batch(signals, checkpoint, self.dispatcher.clock.time()))
+            # for lag monitoring only: the store's offset is the one that counts
+            self.consumer.commit(offsets=[TopicPartition(topic, partition, following)], asynchronous=True)
+        return created

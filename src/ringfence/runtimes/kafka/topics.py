@@ -1,0 +1,114 @@
+"""The kafka runtime's topics, their names, partitioning and configs; ``ringfence kafka init``.
+
+Every topic has the same partition count, so partition *p* of a stage's input topic and
+partition *p* of its changelog belong together: the worker that owns one owns the other.
+Names are versioned (``.v1``): a change of record format gets new topics, never a reinterpretation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ringfence.config import Settings, secret
+from ringfence.engine.stages import CUSTOMER, StagePlan
+from ringfence.errors import ConfigError
+
+SASL_PASSWORD_ENV = "RINGFENCE_SECRET_KAFKA_SASL_PASSWORD"  # nosec B105 # noqa: S105 - a variable's name
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic and group names under one prefix (several deployments can share a cluster)."""
+
+    prefix: str
+    partitions: int
+    replication: int = 1
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events.v1"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}.alerts.v1"
+
+    def stage_input(self, stage: str) -> str:
+        """The topic a stage consumes: the events topic for the customer stage."""
+        return self.events if stage == CUSTOMER else f"{self.prefix}.stage.{stage}.v1"
+
+    def changelog(self, stage: str) -> str:
+        return f"{self.prefix}.changelog.{stage}.v1"
+
+    def group(self, service: str) -> str:
+        return f"{self.prefix}-{service}"
+
+    def stage_of_topic(self, topic: str, plan: StagePlan) -> str:
+        for name in plan.names:
+            if self.stage_input(name) == topic:
+                return name
+        raise ConfigError(f"topic {topic} is no stage's input in the running rule pack")
+
+    def specs(self, plan: StagePlan) -> dict[str, dict[str, str]]:
+        """Every topic the pack's stages need, with its config."""
+        retention = {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)}
+        out = {self.events: retention, self.alerts: retention}
+        for name in plan.names:
+            out[self.stage_input(name)] = out.get(self.stage_input(name), {**retention, "retention.ms": "86400000"})
+            out[self.changelog(name)] = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+        return out
+
+
+def topics_of(settings: Settings) -> Topics:
+    return Topics(settings.kafka_topic_prefix, settings.kafka_partitions, settings.kafka_replication)
+
+
+def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """librdkafka settings every client shares: brokers and, when set, TLS and SASL."""
+    if not settings.kafka_bootstrap:
+        raise ConfigError("the kafka runtime needs kafka_bootstrap (RINGFENCE_KAFKA_BOOTSTRAP=host:port,...)")
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": settings.kafka_security_protocol,
+        "client.id": "ringfence",
+    }
+    if settings.kafka_sasl_mechanism:
+        config |= {
+            "sasl.mechanism": settings.kafka_sasl_mechanism,
+            "sasl.username": settings.kafka_sasl_username,
+            "sasl.password": secret(SASL_PASSWORD_ENV),
+        }
+    return config | extra
+
+
+def create_topics(settings: Settings, plan: StagePlan, timeout_s: float = 60.0) -> list[str]:
+    """Create the topics the pack's stages need that do not exist yet; return those created."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    topics = topics_of(settings)
+    admin = AdminClient(client_config(settings))
+    wanted = topics.specs(plan)
+    futures = admin.create_topics(
+        [NewTopic(name, topics.partitions, topics.replication, config=config) for name, config in wanted.items()],
+        request_timeout=timeout_s,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise ConfigError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
+    return sorted(created)
+
+
+def missing_topics(settings: Settings, plan: StagePlan, timeout_s: float = 30.0) -> list[str]:
+    """The topics the pack's stages need that the cluster lacks."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(client_config(settings))
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    return sorted(set(topics_of(settings).specs(plan)) - existing)

@@ -1,0 +1,438 @@
+"""``ringfence serve process``: a worker of the consumer group that runs the engine's stages.
+
+A worker owns *tasks*: one per partition of a stage's input topic the group assigned it,
+each with its own engine holding that partition's keys. Every batch is one Kafka
+transaction: the records it sends on (to the next stage's topic, to the alerts topic), the
+state it changed (to the stage's changelog, same partition) and the input offsets it
+consumed commit together or not at all. A worker that dies mid-batch leaves nothing
+visible to ``read_committed`` readers; whoever takes its partitions restores their state
+from the changelogs (exactly the state of the last committed batch) and resumes from the
+committed offsets, so no event is lost, none is counted twice, and the alerts it replays
+carry the ids they had.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from ringfence.clock import Clock, SystemClock
+from ringfence.config import Settings
+from ringfence.engine.engine import Engine, EventContext
+from ringfence.engine.pack import RulePack
+from ringfence.engine.rules import AlertSignal
+from ringfence.engine.stages import CUSTOMER, Stage, StagePlan, plan_stages, run_stage
+from ringfence.events.model import Event, decode_event
+from ringfence.metrics import Metrics
+from ringfence.runtimes.kafka import records
+from ringfence.runtimes.kafka.records import AlertRecord, Staged
+from ringfence.runtimes.kafka.topics import Topics, client_config, topics_of
+from ringfence.store.base import LateEvent
+
+log = logging.getLogger("ringfence.kafka.process")
+
+BATCH = 2000
+POLL_S = 0.1
+IDLE_EVERY_S = 1.0
+EXPIRE_EVERY_S = 60.0
+TRANSACTION_TIMEOUT_MS = 10_000  # a dead worker's open transaction blocks its partitions this long
+WATERMARK = "@watermark"  # changelog names of the task's own state
+SEEN = "@seen"
+TaskId = tuple[str, int]  # (input topic, partition)
+
+
+@dataclass
+class Task:
+    """One partition of one stage: its engine, and (customer stage) the event ids it has seen."""
+
+    stage: Stage
+    partition: int
+    engine: Engine
+    seen: dict[str, float] = field(default_factory=dict)
+    seen_changes: dict[str, float | None] = field(default_factory=dict)
+    watermark_written: float | None = None
+    last_record_at: float = 0.0
+    last_ingested_at: float = 0.0
+
+
+@dataclass
+class RestoreReport:
+    tasks: int
+    rows: int
+    seconds: float
+
+
+class ProcessWorker:
+    """Consumes every stage's input topic in one group; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pack: RulePack,
+        *,
+        worker_id: str,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        lists: Callable[[], dict[str, frozenset[str]]] = dict,
+    ) -> None:
+        from confluent_kafka import Consumer, Producer
+
+        self.settings = settings
+        self.topics: Topics = topics_of(settings)
+        self.plan: StagePlan = plan_stages(pack)
+        self.metrics = metrics or Metrics()
+        self.clock = clock or SystemClock()
+        self.lists = lists
+        self.worker_id = worker_id
+        self.consumer = Consumer(
+            client_config(
+                settings,
+                **{
+                    "group.id": self.topics.group("process"),
+                    "client.id": f"ringfence-process-{worker_id}",
+                    "isolation.level": "read_committed",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": 6000,
+                    "heartbeat.interval.ms": 1000,
+                    "partition.assignment.strategy": "range",
+                },
+            )
+        )
+        self.producer = Producer(
+            client_config(
+                settings,
+                **{
+                    "transactional.id": f"{self.topics.prefix}-process-{worker_id}",
+                    "client.id": f"ringfence-process-{worker_id}",
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                    "partitioner": "murmur2_random",  # the Java clients' partitioner, so any producer agrees
+                },
+            )
+        )
+        self.tasks: dict[TaskId, Task] = {}
+        self.pending: set[TaskId] = set()
+        self.restores: list[RestoreReport] = []
+        self._last_idle = 0.0
+        self._last_expire = self.clock.time()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Process until ``stop`` is set; a fenced or failed producer ends the worker (exit)."""
+        self.producer.init_transactions(60)
+        inputs = sorted({self.topics.stage_input(name) for name in self.plan.names})
+        self.consumer.subscribe(inputs, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked)
+        log.info("worker %s consuming %s", self.worker_id, ", ".join(inputs))
+        try:
+            while not stop.is_set():
+                messages = self.consumer.consume(BATCH, POLL_S)
+                self._restore_pending()
+                self._run_batch(messages)
+        finally:
+            self.consumer.close()
+
+    def _assigned(self, _consumer: Any, partitions: list[Any]) -> None:
+        self.pending |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def _revoked(self, _consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            self.tasks.pop((tp.topic, tp.partition), None)
+            self.pending.discard((tp.topic, tp.partition))
+
+    def _run_batch(self, messages: list[Any]) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        now = self.clock.time()
+        idle_due = now - self._last_idle >= IDLE_EVERY_S
+        if not messages and not idle_due:
+            return
+        self.producer.begin_transaction()
+        try:
+            consumed: dict[TaskId, int] = {}
+            processed = 0
+            for message in messages:
+                if message.error() is not None:
+                    log.warning("consumer error: %s", message.error())
+                    continue
+                task_id = (message.topic(), message.partition())
+                task = self.tasks.get(task_id)
+                if task is None:
+                    continue  # revoked in this poll
+                self._handle(task, message, now)
+                consumed[task_id] = message.offset() + 1
+                processed += 1
+            if idle_due:
+                self._last_idle = now
+                self._fire_idle_timers(now)
+                if now - self._last_expire >= EXPIRE_EVERY_S:
+                    self._last_expire = now
+                    self._expire()
+            self._write_changelogs()
+            if consumed:
+                offsets = [TopicPartition(t, p, o) for (t, p), o in consumed.items()]
+                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+            self.producer.commit_transaction(30)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.fatal() or not error.txn_requires_abort():
+                raise
+            log.warning("batch aborted (%s): rewinding to the last committed batch", error.str())
+            self.producer.abort_transaction(30)
+            self._rewind()
+            return
+        self.metrics.events_processed.inc(processed)
+        self.metrics.engine_state_keys.set(sum(t.engine.state_size() for t in self.tasks.values()))
+
+    def _rewind(self) -> None:
+        """After an aborted batch every engine is ahead of its changelog: restore all tasks and
+        consume again from the committed offsets."""
+        from confluent_kafka import TopicPartition
+
+        ids = list(self.tasks) + list(self.pending)
+        self.tasks.clear()
+        self.pending = set(ids)
+        committed = self.consumer.committed([TopicPartition(t, p) for t, p in ids], 30)
+        for tp in committed:
+            if tp.offset >= 0:
+                self.consumer.seek(tp)
+        self._restore_pending()
+
+    # -- one record ------------------------------------------------------------------------------
+
+    def _handle(self, task: Task, message: Any, now: float) -> None:
+        task.last_record_at = now
+        if task.stage.name == CUSTOMER:
+            self._enter(task, message)
+            return
+        staged = records.decode_staged(message.value())
+        event = decode_event(staged.body)
+        task.last_ingested_at = staged.ingested_at
+        final = not staged.rest
+        position = (staged.offset, task.partition, staged.ingested_at)
+        signals, carried = run_stage(self.plan, task.stage, task.engine, event, position, staged.carried, final)
+        self._send_alerts(signals)
+        if staged.rest:
+            self._send_on(task.engine, event, staged.body, staged.offset, staged.ingested_at, carried, staged.rest)
+
+    def _enter(self, task: Task, message: Any) -> None:
+        """An event from the events topic: drop a retried one, record a late one, run the
+        customer stage and send the event to the stages its type needs."""
+        body: bytes = message.value()
+        event = decode_event(body)
+        seen_key = f"{event.source}\x1f{event.event_id}"
+        if seen_key in task.seen:
+            self.metrics.events_duplicate.inc()
+            return
+        task.seen[seen_key] = task.seen_changes[seen_key] = event.occurred_at
+        ingested_at = message.timestamp()[1] / 1000.0
+        task.last_ingested_at = ingested_at
+        offset = records.global_offset(task.partition, message.offset())
+        watermark = task.engine.watermark(task.partition)
+        if event.occurred_at < watermark:
+            self.metrics.events_late.inc()
+            late = LateEvent(
+                offset,
+                event.event_id,
+                event.source,
+                event.type,
+                event.customer_id,
+                event.occurred_at,
+                watermark,
+                ingested_at,
+            )
+            self._produce_alert(f"late\x1f{task.partition}", AlertRecord(late=late))
+        route = self.plan.route(event, EventContext(event, task.engine))
+        position = (offset, task.partition, ingested_at)
+        signals, carried = run_stage(self.plan, task.stage, task.engine, event, position, {}, final=not route)
+        self._send_alerts(signals)
+        if route:
+            self._send_on(task.engine, event, body, offset, ingested_at, carried, [s.name for s, _ in route])
+
+    def _send_on(
+        self,
+        engine: Engine,
+        event: Event,
+        body: bytes,
+        offset: int,
+        ingested_at: float,
+        carried: dict[str, Any],
+        rest: list[str],
+    ) -> None:
+        stage = self.plan.stage(rest[0])
+        key = stage.key(event, EventContext(event, engine))
+        assert key is not None  # the route only holds stages the event has a key for
+        value = records.encode(Staged(body, offset, ingested_at, carried, rest[1:]))
+        self._produce(self.topics.stage_input(stage.name), key.encode(), value)
+
+    def _send_alerts(self, signals: list[AlertSignal]) -> None:
+        for signal in signals:
+            self._produce_alert(f"{signal.rule_id}\x1f{signal.dedup_key}", AlertRecord(signal=signal))
+
+    def _produce_alert(self, key: str, record: AlertRecord) -> None:
+        self._produce(self.topics.alerts, key.encode(), records.encode(record))
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+        while True:
+            try:
+                if partition is None:
+                    self.producer.produce(topic, value, key)
+                else:
+                    self.producer.produce(topic, value, key, partition)
+                return
+            except BufferError:  # the producer's queue is full: let it drain
+                self.producer.poll(0.1)
+
+    # -- time, expiry, changelogs ------------------------------------------------------------------
+
+    def _fire_idle_timers(self, now: float) -> None:
+        """Quiet partitions: let event time run on with the wall clock so absence timers fire
+        (as the embedded processor does), extrapolated from the last event's arrival."""
+        for task in self.tasks.values():
+            engine = task.engine
+            lateness = engine.allowed_lateness_s
+            if not len(engine.timers) or not engine.max_event_time or now - task.last_record_at < lateness:
+                continue
+            latest = max(engine.max_event_time.values())
+            self._send_alerts(engine.advance(latest + (now - task.last_ingested_at) - lateness))
+
+    def _expire(self) -> None:
+        window = self.settings.kafka_dedup_window_s
+        for task in self.tasks.values():
+            if not task.engine.max_event_time:
+                continue
+            watermark = task.engine.watermark()
+            task.engine.expire(watermark)
+            for key in [k for k, at in task.seen.items() if at < watermark - window]:
+                del task.seen[key]
+                task.seen_changes[key] = None
+
+    def _write_changelogs(self) -> None:
+        encode = records.encode
+        for task in self.tasks.values():
+            topic = self.topics.changelog(task.stage.name)
+            p = task.partition
+            for name, key, state in task.engine.take_changes():
+                self._produce(topic, records.state_key(name, key), state, p)
+            for key, at in task.seen_changes.items():
+                self._produce(topic, records.state_key(SEEN, key), None if at is None else encode(at), p)
+            task.seen_changes.clear()
+            mark = task.engine.max_event_time.get(p)
+            if mark is not None and mark != task.watermark_written:
+                self._produce(topic, records.state_key(WATERMARK, ""), encode(mark), p)
+                task.watermark_written = mark
+
+    # -- restore ----------------------------------------------------------------------------------
+
+    def _restore_pending(self) -> None:
+        """Build the tasks of newly assigned partitions from their changelogs (read_committed,
+        to the end) before any of their records is processed."""
+        if not self.pending:
+            return
+        started = time.monotonic()
+        wanted = {}
+        for topic, partition in sorted(self.pending):
+            stage = self.plan.stage(self.topics.stage_of_topic(topic, self.plan))
+            wanted[(self.topics.changelog(stage.name), partition)] = (stage, (topic, partition))
+        rows = read_changelogs(self.settings, self.topics, list(wanted))
+        total = 0
+        for changelog, (stage, task_id) in wanted.items():
+            task = self._task(stage, task_id[1], rows[changelog])
+            self.tasks[task_id] = task
+            total += len(rows[changelog])
+        self.pending.clear()
+        report = RestoreReport(len(wanted), total, time.monotonic() - started)
+        self.restores.append(report)
+        self.metrics.state_restore.observe(report.seconds)
+        log.info(
+            "worker %s restored %d partitions (%d changelog rows) in %.2f s",
+            self.worker_id,
+            report.tasks,
+            report.rows,
+            report.seconds,
+        )
+
+    def _task(self, stage: Stage, partition: int, rows: dict[tuple[str, str], bytes]) -> Task:
+        engine = Engine(stage.pack, self.settings.allowed_lateness_s)
+        engine.lists.update({k: v for k, v in self.lists().items() if k in stage.pack.lists})
+        states = [(name, key, value) for (name, key), value in rows.items() if not name.startswith("@")]
+        marks = {}
+        if (WATERMARK, "") in rows:
+            marks[partition] = msgspec.msgpack.decode(rows[(WATERMARK, "")], type=float)
+        engine.restore(states, marks)
+        engine.take_changes()
+        seen = {key: msgspec.msgpack.decode(v, type=float) for (name, key), v in rows.items() if name == SEEN}
+        return Task(stage, partition, engine, seen, watermark_written=marks.get(partition))
+
+    def reload(self, pack: RulePack) -> bool:
+        """Run ``pack`` from the next batch, keeping the state of unchanged definitions. A pack
+        that needs other stages (topics) is refused: it needs ``kafka init`` and a restart."""
+        plan = plan_stages(pack)
+        if plan.names != self.plan.names:
+            log.error(
+                "rule pack %s needs the stages %s (running: %s): run `ringfence kafka init` and restart the workers",
+                pack.version,
+                plan.names,
+                self.plan.names,
+            )
+            return False
+        self.plan = plan
+        for task in self.tasks.values():
+            task.stage = plan.stage(task.stage.name)
+            task.engine = task.engine.reloaded(task.stage.pack)
+        return True
+
+
+def read_changelogs(
+    settings: Settings, topics: Topics, partitions: list[tuple[str, int]], timeout_s: float = 300.0
+) -> dict[tuple[str, int], dict[tuple[str, str], bytes]]:
+    """The committed rows of changelog ``partitions``, newest value per key (tombstones drop it)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    rows: dict[tuple[str, int], dict[tuple[str, str], bytes]] = {tp: {} for tp in partitions}
+    if not partitions:
+        return rows
+    consumer = Consumer(
+        client_config(
+            settings,
+            **{
+                "group.id": topics.group("restore"),  # never committed: restores always read everything
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            },
+        )
+    )
+    try:
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in partitions])
+        remaining = set(partitions)
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"restoring {sorted(remaining)} took over {timeout_s:.0f} s")
+            for message in consumer.consume(5000, 0.5):
+                tp = (str(message.topic()), int(message.partition() or 0))
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(tp)
+                        continue
+                    raise RuntimeError(f"reading changelog {tp}: {error.str()}")
+                key = records.decode_state_key(message.key() or b"")
+                value = message.value()
+                if value is None:
+                    rows[tp].pop(key, None)
+                else:
+                    rows[tp][key] = value
+    finally:
+        consumer.close()
+    return rows
