@@ -16,7 +16,7 @@ from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
 from ringfence.runtimes.aws.state import Commit
 from ringfence.simulate import Traffic
 from tests.aws.conftest import Deployment, DeploymentFactory, first_commits_together
-from tests.aws.test_parity import yesterday_at
+from tests.parity import yesterday_at
 
 
 def workload(count: int = 700) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from ringfence.runtimes.aws.processor import ShardProcessor
 from ringfence.testing import event
 from tests.aws.conftest import DeploymentFactory, first_commits_together
 from tests.aws.test_exactness import _record
-from tests.aws.test_parity import embedded_alerts
+from tests.parity import embedded_alerts
 
 SILENT = alert_id("ops_source_silent", "partner-bank", 1)
 

@@ -73,12 +73,13 @@ rules: []
 """
 
 
-def test_a_pack_whose_keyed_stages_read_each_other_is_refused_by_name() -> None:
-    with pytest.raises(RulePackError, match="card_id, device_id read each other"):
+def test_a_definition_reading_another_keys_features_is_refused_by_name() -> None:
+    with pytest.raises(RulePackError, match="anomaly card_z: reads per_device, kept by another key"):
         plan_stages(load_pack(PACK))
 
 
 def test_customer_state_reading_another_key_is_refused_by_name() -> None:
     text = PACK.replace("by: data.device_id\n    of: per_card", "by: customer_id\n    of: per_card")
+    text = text.replace("by: data.card_id\n    of: per_device", "by: data.card_id\n    of: per_card")
     with pytest.raises(RulePackError, match="anomaly device_z: reads per_card"):
         plan_stages(load_pack(text))

@@ -27,11 +27,11 @@ from ringfence.api import (
     silences,
     stream,
 )
+from ringfence.api.auth import AnyPlatform
 from ringfence.api.errors import handle_error
 from ringfence.api.ratelimit import TokenBuckets
 from ringfence.dashboard.routes import DASHBOARD_ROUTES
 from ringfence.errors import RingfenceError
-from ringfence.runtimes.embedded import Platform
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -106,7 +106,7 @@ ROUTES = [
 
 
 def create_app(
-    platform: Platform,
+    platform: AnyPlatform,
     *,
     manage_lifecycle: bool = True,
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import TYPE_CHECKING, Union
 
 from starlette.requests import Request
 
@@ -10,9 +11,15 @@ from ringfence.errors import AuthError, ForbiddenError, NotFound
 from ringfence.runtimes.embedded import Platform
 from ringfence.store.keys import ApiKeys, KeyInfo
 
+if TYPE_CHECKING:
+    from ringfence.runtimes.kafka.platform import KafkaPlatform
 
-def platform_of(request: Request) -> Platform:
-    platform: Platform = request.app.state.platform
+
+AnyPlatform = Union[Platform, "KafkaPlatform"]  # the embedded runtime's, or the kafka runtime's API services
+
+
+def platform_of(request: Request) -> AnyPlatform:
+    platform: AnyPlatform = request.app.state.platform
     return platform
 
 

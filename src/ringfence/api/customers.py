@@ -46,6 +46,8 @@ async def customer_features(request: Request) -> Response:
     authorize(request, "alerts:read")
     platform = platform_of(request)
     customer_id = _customer_id(request)
+    if platform.runtime != "embedded":
+        raise RequestError(501, "not_available", "feature values live in the process workers in the kafka runtime")
     engine = platform.engine
     latest = max(engine.max_event_time.values(), default=-math.inf)
     at = latest if math.isfinite(latest) else platform.clock.time()

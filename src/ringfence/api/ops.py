@@ -13,10 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import authorize, platform_of
+from ringfence.api.auth import AnyPlatform, authorize, platform_of
 from ringfence.api.errors import json_response
 from ringfence.clock import iso
-from ringfence.runtimes.embedded import Platform
 from ringfence.store.notifications import NotificationStore
 
 SAMPLE_EVERY_S = 2.0
@@ -44,7 +43,7 @@ class Totals:
         return self.notifications["dead"]
 
     @classmethod
-    def read(cls, platform: Platform) -> Totals:
+    def read(cls, platform: AnyPlatform) -> Totals:
         """Reads the registry once and the notification log once (blocking: call off the loop)."""
         counters = platform.metrics.counters()
 
@@ -74,7 +73,7 @@ RATES = ("ingested", "processed", "rejected", "late", "alerts", "notification_fa
 class OpsHistory:
     """Samples the platform's counters every few seconds; serves them as per-second rates."""
 
-    def __init__(self, platform: Platform) -> None:
+    def __init__(self, platform: AnyPlatform) -> None:
         self._platform = platform
         self._samples: deque[Totals] = deque(maxlen=SAMPLES_KEPT + 1)
 
@@ -100,7 +99,7 @@ class OpsHistory:
             await asyncio.sleep(SAMPLE_EVERY_S)
 
 
-def _snapshot(platform: Platform, history: OpsHistory) -> dict[str, Any]:
+def _snapshot(platform: AnyPlatform, history: OpsHistory) -> dict[str, Any]:
     totals = Totals.read(platform)
     processed = platform.processor.offset
     return {

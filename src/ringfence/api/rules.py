@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import authorize, platform_of
+from ringfence.api.auth import AnyPlatform, authorize, platform_of
 from ringfence.api.bodies import json_body, read_body
 from ringfence.api.errors import json_response
 from ringfence.api.params import int_param
@@ -20,14 +20,13 @@ from ringfence.engine.patterns import PatternSpec
 from ringfence.engine.rules import RuleSpec
 from ringfence.errors import RequestError, RulePackError
 from ringfence.events.model import decode_event
-from ringfence.runtimes.embedded import Platform
 
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/plain"})
 MAX_LIST_VALUES = 100_000
 MAX_LIST_VALUE_CHARS = 256
 
 
-def describe(platform: Platform, pack: RulePack) -> dict[str, Any]:
+def describe(platform: AnyPlatform, pack: RulePack) -> dict[str, Any]:
     """A pack as ``GET /v1/rules`` shows it, with each detection's hit counts."""
     now = platform.clock.time()
     hits = platform.store.rule_hits()

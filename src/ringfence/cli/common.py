@@ -9,6 +9,7 @@ import typer
 
 from ringfence.config import Settings, load_settings
 from ringfence.errors import RingfenceError
+from ringfence.store.sql import SqlStore
 
 DataDirOption = Annotated[
     Path | None,
@@ -31,3 +32,19 @@ def fail(message: str, code: int = 2) -> None:
     """Print ``message`` to stderr and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def open_configured_store(settings: Settings) -> SqlStore:
+    """The store the settings name: PostgreSQL (kafka runtime) when ``postgres_dsn`` is set,
+    else the data dir's SQLite file."""
+    try:
+        if settings.postgres_dsn:
+            from ringfence.runtimes.kafka.platform import open_postgres
+
+            return open_postgres(settings)
+        from ringfence.runtimes.embedded import open_store
+
+        return open_store(settings.data_dir)
+    except RingfenceError as exc:
+        fail(str(exc))
+        raise  # unreachable: fail() exits

@@ -1,4 +1,5 @@
-"""``ringfence keys create|list|revoke``: API keys, straight in the data dir's store.
+"""``ringfence keys create|list|revoke``: API keys, straight in the store (the data dir's,
+or PostgreSQL's when ``postgres_dsn`` is set).
 
 Works whether or not a server runs on the data dir: the server reads keys per request.
 """
@@ -14,10 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ringfence.api.signing import public_key_from_pem
-from ringfence.cli.common import ConfigOption, DataDirOption, fail, settings_from
+from ringfence.cli.common import ConfigOption, DataDirOption, fail, open_configured_store, settings_from
 from ringfence.clock import SystemClock, iso
 from ringfence.errors import RingfenceError
-from ringfence.runtimes.embedded import open_store
 from ringfence.store.keys import ROLES, SCOPES, ApiKeys
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -25,7 +25,7 @@ app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True
 
 def _keys(config: ConfigOption, data_dir: DataDirOption) -> ApiKeys:
     settings = settings_from(config, data_dir=data_dir)
-    return ApiKeys(open_store(settings.data_dir))
+    return ApiKeys(open_configured_store(settings))
 
 
 @app.command()

@@ -1,16 +1,17 @@
 """The engine split into keyed stages, for runtimes where no one process holds every key.
 
 Every feature, anomaly score and pattern is kept by the owner of its key. Keys that include
-``customer_id`` live with the customer (the log's own partitioning): the *customer* stage,
-which every event enters first. Every other key (a card, a device, an IP, ``global``...) is
-a stage of its own, reached through a repartition topic keyed by that key. An event visits
-the customer stage, then the stages its type needs, in a fixed order; each stage folds the
-event into its own state and carries the values it computed onward, and the event's last
-stage evaluates the rules, which so see every feature as the one-process engine shows them.
+``customer_id`` live with the customer (the log's own partitioning): the *customer* stage.
+Every other key (a card, a device, an IP, ``global``...) is a stage of its own. An event
+goes to each stage its type needs, at once and in the order it arrived (the kafka runtime's
+ingest writes it to each stage's topic, keyed by that stage's key, in one transaction), so
+every key sees its events in the order the one-process engine sees them. Each stage folds
+the event into its own state; the stages owning features the event's rules read send their
+values to a *join* keyed like the customer stage, which evaluates the rules when all have
+arrived. An event whose rules read only customer state is evaluated by the customer stage.
 
-Each stage may read the features of the stages before it; the order is the dependency
-order, and a pack whose reads form a cycle (or where the customer stage reads a later
-stage) is refused with the name of the definition at fault.
+A definition may read only the features of its own key (the stages run side by side); a
+pack that does otherwise is refused with the name of the definition at fault.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ringfence.errors import RulePackError
 from ringfence.events.model import Event
 
 CUSTOMER = "customer"
+JOIN = "join"  # where the rules of events whose features several stages keep are evaluated
 Spec = FeatureSpec | AnomalySpec | PatternSpec
 
 
@@ -78,11 +80,12 @@ class Stage:
 
 @dataclass
 class StagePlan:
-    """The stages of a pack, in the order events visit them (the customer stage first)."""
+    """The stages of a pack (the customer stage first), and the rules' join."""
 
     pack: RulePack
     stages: list[Stage]
-    _needs: dict[str, list[Stage]] = field(default_factory=dict)
+    rules: Stage  # the rules alone, for the join
+    _needs: dict[str, tuple[list[Stage], frozenset[str]]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -91,31 +94,35 @@ class StagePlan:
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
 
-    def route(self, event: Event, ctx: EventContext) -> list[tuple[Stage, str]]:
-        """The stages after the customer's that ``event`` visits, with its key in each."""
-        needs = self._needs.get(event.type)
-        if needs is None:
-            needs = self._needs[event.type] = self._stages_for(event.type)
+    def route(self, event: Event, ctx: EventContext) -> tuple[list[tuple[Stage, str]], list[str]]:
+        """The stages besides the customer's that ``event`` goes to, with its key in each, and
+        the stages that must send their values to the join (empty: the customer stage
+        evaluates the rules itself)."""
+        found = self._needs.get(event.type)
+        if found is None:
+            found = self._needs[event.type] = self._stages_for(event.type)
+        stages, contributing = found
         out = []
-        for stage in needs:
+        for stage in stages:
             key = stage.key(event, ctx)
             if key is not None:
                 out.append((stage, key))
-        return out
+        joined = [s.name for s, _ in out if s.name in contributing]
+        return out, [CUSTOMER, *joined] if joined else []
 
-    def _stages_for(self, event_type: str) -> list[Stage]:
+    def _stages_for(self, event_type: str) -> tuple[list[Stage], frozenset[str]]:
         reads: set[str] = set()
         for rule in self.pack.rules:
             if event_type in rule.on:
                 reads |= set(rule.evidence_features) | _output_reads(rule.output)
-        needed = []
+        needed, contributing = [], set()
         for stage in self.stages[1:]:
             specs: list[Spec] = [*stage.pack.features, *stage.pack.anomalies, *stage.pack.patterns]
-            updates = any(_applies(s, event_type) for s in specs)
-            if updates or stage.owns & reads:
+            if stage.owns & reads:
+                contributing.add(stage.name)
+            if stage.owns & reads or any(_applies(s, event_type) for s in specs):
                 needed.append(stage)
-                reads |= {f for s in specs if _applies(s, event_type) for f in reads_of(s)}
-        return needed
+        return needed, frozenset(contributing)
 
     def defaults(self, at: float, carried: Mapping[str, Any]) -> dict[str, Any]:
         """Values of the features no visited stage computed: what a key with no state shows."""
@@ -128,39 +135,26 @@ def _applies(spec: Spec, event_type: str) -> bool:
 
 
 def plan_stages(pack: RulePack) -> StagePlan:
-    """Split ``pack`` into keyed stages; raise RulePackError when its reads cannot be ordered."""
+    """Split ``pack`` into keyed stages; raise RulePackError if a definition reads another key's features."""
     specs: list[Spec] = [*pack.features, *pack.anomalies, *pack.patterns]
     by_stage: dict[str, list[Spec]] = {CUSTOMER: []}
     keys: dict[str, KeyPaths | None] = {CUSTOMER: None}
-    owner: dict[str, str] = {}
+    owner = {s.name: stage_of(s.by) for s in specs if not isinstance(s, PatternSpec)}
     for spec in specs:
         name = stage_of(spec.by)
         by_stage.setdefault(name, []).append(spec)
         keys.setdefault(name, spec.by if name != CUSTOMER else None)
-        if not isinstance(spec, PatternSpec):
-            owner[spec.name] = name
-    depends = {
-        name: {owner[f] for s in members for f in reads_of(s) if f in owner and owner[f] != name}
-        for name, members in by_stage.items()
-    }
-    for spec in by_stage[CUSTOMER]:
-        foreign = sorted(f for f in reads_of(spec) if owner.get(f, CUSTOMER) != CUSTOMER)
+        foreign = sorted(f for f in reads_of(spec) if owner.get(f, name) != name)
         if foreign:
             raise RulePackError(
-                f"reads {', '.join(foreign)}, kept by another key: the kafka runtime computes customer "
-                "state first, so a definition keyed by customer may read only features keyed by customer",
+                f"reads {', '.join(foreign)}, kept by another key: the kafka runtime keeps each key's "
+                "state apart, so a definition may read only features of its own key (rules may read any)",
                 _label(spec),
             )
-    order = [CUSTOMER]
-    remaining = sorted(set(by_stage) - {CUSTOMER})
-    while remaining:
-        ready = [n for n in remaining if depends[n] <= set(order)]
-        if not ready:
-            raise RulePackError(f"the stages {', '.join(remaining)} read each other's features (a cycle)", "pack")
-        order.append(ready[0])
-        remaining.remove(ready[0])
+    order = [CUSTOMER, *sorted(set(by_stage) - {CUSTOMER})]
     stages = [_stage(pack, name, keys[name], by_stage[name]) for name in order]
-    return StagePlan(pack, stages)
+    rules = _stage(pack, JOIN, None, [])
+    return StagePlan(pack, stages, rules)
 
 
 def _stage(pack: RulePack, name: str, by: KeyPaths | None, members: Iterable[Spec]) -> Stage:
@@ -189,41 +183,38 @@ def run_stage(
     final: bool,
 ) -> tuple[list[AlertSignal], dict[str, Any]]:
     """Fold ``event`` into ``stage``'s ``engine`` (its log offset, partition and ingest time
-    in ``position``); at the event's ``final`` stage, evaluate the rules too."""
+    in ``position``); with ``final``, evaluate the rules too, on ``carried`` (the values the
+    other stages computed) and this stage's own."""
     if final:  # rules see what a key with no state shows for the stages the event skipped
-        carried = {
-            **{k: v for k, v in plan.defaults(event.occurred_at, carried).items() if k not in stage.owns},
-            **carried,
-        }
+        defaults = plan.defaults(event.occurred_at, carried)
+        carried = {**{k: v for k, v in defaults.items() if k not in stage.owns}, **carried}
     offset, partition, ingested_at = position
     return engine.process_stage(event, offset, partition, ingested_at, carried, final)
 
 
 class StagedPipeline:
-    """Every stage in one process, one engine each: what the kafka runtime computes, without
-    Kafka (its tests compare it with the one-engine runtime)."""
+    """Every stage and the join in one process, one engine each: what the kafka runtime
+    computes, without Kafka (its tests compare it with the one-engine runtime)."""
 
     def __init__(self, pack: RulePack, allowed_lateness_s: float = 5.0) -> None:
         self.plan = plan_stages(pack)
-        self.engines = {s.name: Engine(s.pack, allowed_lateness_s) for s in self.plan.stages}
+        self.engines = {s.name: Engine(s.pack, allowed_lateness_s) for s in [*self.plan.stages, self.plan.rules]}
 
     def process(self, event: Event, offset: int, partition: int, ingested_at: float) -> list[AlertSignal]:
-        first = self.plan.stages[0]
-        engine = self.engines[first.name]
-        route = self.plan.route(event, EventContext(event, engine))
-        signals, carried = run_stage(
-            self.plan, first, engine, event, (offset, partition, ingested_at), {}, final=not route
-        )
-        for i, (stage, _key) in enumerate(route):
-            hits, carried = run_stage(
-                self.plan,
-                stage,
-                self.engines[stage.name],
-                event,
-                (offset, partition, ingested_at),
-                carried,
-                final=i == len(route) - 1,
-            )
+        customer = self.plan.stages[0]
+        engine = self.engines[customer.name]
+        route, joined = self.plan.route(event, EventContext(event, engine))
+        position = (offset, partition, ingested_at)
+        signals, carried = run_stage(self.plan, customer, engine, event, position, {}, final=not joined)
+        values = {k: v for k, v in carried.items() if k in customer.owns}
+        for stage, _key in route:
+            hits, carried = run_stage(self.plan, stage, self.engines[stage.name], event, position, {}, final=False)
+            signals.extend(hits)
+            if stage.name in joined:
+                values.update({k: v for k, v in carried.items() if k in stage.owns})
+        if joined:
+            rules = self.plan.rules
+            hits, _ = run_stage(self.plan, rules, self.engines[rules.name], event, position, values, final=True)
             signals.extend(hits)
         return signals
 

@@ -68,6 +68,8 @@ def open_store(data_dir: Path) -> SqliteStore:
 class Platform:
     """Everything the embedded runtime runs, over one data dir."""
 
+    runtime = "embedded"
+
     def __init__(self, settings: Settings, clock: Clock | None = None, pack: RulePack | None = None) -> None:
         self.settings = settings
         self._lock: IO[str] | None = lock_data_dir(settings.data_dir)

@@ -1,98 +1,160 @@
-"""``ringfence serve ingest``'s way into the log: an idempotent producer to the events topic.
+"""``ringfence serve ingest``'s way into the log: each accepted event goes to the events topic
+and to the topic of every keyed stage its type needs, all in one Kafka transaction.
 
-An event is acknowledged (202) only once the broker acknowledged it to every in-sync replica
-(``acks=all``); the idempotent producer keeps retries from writing it twice, and keeps each
-partition in the order sent. A producer's retried *request* (same ``event_id``) is not
-known here: the process workers drop it (see :mod:`.worker`) and count it in
-``ringfence_events_duplicate``.
+So every stage sees the events of each of its keys in the order ingest accepted them (as
+the embedded runtime's journal orders them), and an event is in all its topics or in none.
+Requests are grouped into transactions (one at a time per ingest process, as a group
+commit); a request is answered 202 only once its transaction committed on every in-sync
+replica (``acks=all``). A producer's retried request (same ``event_id``) is not known
+here: every stage drops events it has seen (see :mod:`.worker`), and the customer stage
+counts them in ``ringfence_events_duplicate``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ringfence.config import Settings
+from ringfence.engine.engine import Engine, EventContext
+from ringfence.engine.stages import StagePlan
 from ringfence.errors import OverloadedError
 from ringfence.events.model import Event, encode_event
+from ringfence.runtimes.kafka.records import JOIN_HEADER
 from ringfence.runtimes.kafka.topics import client_config, topics_of
 
-DELIVERY_TIMEOUT_MS = 30_000
+log = logging.getLogger("ringfence.kafka.ingest")
+
+MAX_REQUESTS_PER_TRANSACTION = 500
+COMMIT_TIMEOUT_S = 30.0
+Request = tuple[list[Event], "asyncio.Future[list[int | None]]", asyncio.AbstractEventLoop]
 
 
 class KafkaAppender:
-    """Appends events to the events topic, keyed by customer; thread-safe, asyncio-friendly."""
+    """Appends events to their topics; thread-safe, asyncio-friendly (see the module docstring)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, plan: Callable[[], StagePlan], instance_id: str) -> None:
+        self.settings = settings
+        self.topics = topics_of(settings)
+        self.plan = plan
+        self.transactional_id = f"{self.topics.prefix}-ingest-{instance_id}"
+        self._requests: queue.Queue[Request] = queue.Queue()
+        self._stop = threading.Event()
+        self._producer = self._new_producer()
+        self._thread = threading.Thread(target=self._run, name="kafka-ingest", daemon=True)
+        self._thread.start()
+
+    def _new_producer(self) -> Any:
         from confluent_kafka import Producer
 
-        self.topic = topics_of(settings).events
-        self.producer = Producer(
+        producer = Producer(
             client_config(
-                settings,
+                self.settings,
                 **{
                     "client.id": "ringfence-ingest",
+                    "transactional.id": self.transactional_id,
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 2,
                     "compression.type": "lz4",
-                    "delivery.timeout.ms": DELIVERY_TIMEOUT_MS,
-                    "partitioner": "murmur2_random",
+                    "transaction.timeout.ms": 10_000,  # a killed ingest's open transaction ends this soon
+                    "partitioner": "murmur2_random",  # the Java clients' partitioner: every producer agrees
                 },
             )
         )
-        self._stop = threading.Event()
-        self._poller = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
-        self._poller.start()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.producer.poll(0.05)  # runs the delivery callbacks
+        producer.init_transactions(60)
+        return producer
 
     async def append(self, events: list[Event]) -> list[int | None]:
-        """Produce ``events``; return their offsets once all are acknowledged. Raises
-        OverloadedError (503, retry) if the broker does not take them."""
+        """Write ``events`` to their topics; return once committed. Raises OverloadedError (503,
+        retry) when the brokers do not take them: then none of the request's events is kept."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int | None]] = loop.create_future()
+        self._requests.put((events, future, loop))
+        return await future
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batch = [self._requests.get(timeout=0.1)]
+            except queue.Empty:
+                continue
+            while len(batch) < MAX_REQUESTS_PER_TRANSACTION:
+                try:
+                    batch.append(self._requests.get_nowait())
+                except queue.Empty:
+                    break
+            self._commit(batch)
+
+    def _commit(self, batch: list[Request]) -> None:
         from confluent_kafka import KafkaException
 
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[int]] = []
-        for event in events:
-            future: asyncio.Future[int] = loop.create_future()
+        offsets: list[list[int | None]] = [[None] * len(events) for events, _, _ in batch]
+        try:
+            self._producer.begin_transaction()
+            plan = self.plan()
+            keys = Engine(plan.stages[0].pack)  # reads the events' key fields only
+            for i, (events, _, _) in enumerate(batch):
+                for j, event in enumerate(events):
+                    self._produce(plan, keys, event, offsets[i], j)
+            self._producer.commit_transaction(COMMIT_TIMEOUT_S)
+        except KafkaException as exc:
+            error = exc.args[0]
+            log.warning("ingest transaction failed (%s); its requests are answered 503", error.str())
+            if error.fatal():
+                self._producer = self._new_producer()  # fenced or broken: a fresh one aborts the open transaction
+            else:
+                try:
+                    self._producer.abort_transaction(COMMIT_TIMEOUT_S)
+                except KafkaException:
+                    self._producer = self._new_producer()
+            failure = OverloadedError(f"the event log did not take the events: {error.str()}", 1)
+            for _, future, loop in batch:
+                loop.call_soon_threadsafe(_fail, future, failure)
+            return
+        for (_, future, loop), written in zip(batch, offsets, strict=True):
+            loop.call_soon_threadsafe(_succeed, future, written)
 
-            def delivered(err: Any, msg: Any, future: asyncio.Future[int] = future) -> None:
-                loop.call_soon_threadsafe(_settle, future, err, msg)
+    def _produce(self, plan: StagePlan, keys: Engine, event: Event, offsets: list[int | None], index: int) -> None:
+        ctx = EventContext(event, keys)
+        route, joined = plan.route(event, ctx)
+        headers = [(JOIN_HEADER, ",".join(joined).encode())] if joined else None
+        body = encode_event(event)
+        at = int(time.time() * 1000)  # the records' time: when ingest accepted the event
 
-            key = (event.customer_id or str(event.data.get("service") or "")).encode()
+        def delivered(err: Any, msg: Any) -> None:
+            if err is None:
+                offsets[index] = int(msg.offset())
+
+        customer_key = (plan.stages[0].key(event, ctx) or "").encode()
+        self._send(self.topics.events, body, customer_key, headers, at, delivered)
+        for stage, key in route:
+            self._send(self.topics.stage_input(stage.name), body, key.encode(), headers, at, None)
+
+    def _send(self, topic: str, body: bytes, key: bytes, headers: Any, at: int, on_delivery: Any) -> None:
+        while True:
             try:
-                self.producer.produce(
-                    self.topic,
-                    encode_event(event),
-                    key,
-                    on_delivery=delivered,
-                    timestamp=int(time.time() * 1000),  # the record's time: when ingest accepted it
-                )
-            except (BufferError, KafkaException) as exc:
-                future.set_exception(OverloadedError(f"the event log is not taking events now: {exc}", 1))
-            futures.append(future)
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = next((r for r in results if isinstance(r, BaseException)), None)
-        if failed is not None:
-            # some events of the request may be in the log: a retry is safe, the workers drop duplicates
-            raise failed if isinstance(failed, OverloadedError) else OverloadedError(str(failed), 1)
-        return [r for r in results if isinstance(r, int)]
+                self._producer.produce(topic, body, key, headers=headers, timestamp=at, on_delivery=on_delivery)
+                return
+            except BufferError:  # the producer's queue is full: let it drain
+                self._producer.poll(0.05)
 
     def close(self) -> None:
-        self.producer.flush(10)
         self._stop.set()
-        self._poller.join(timeout=5)
+        self._thread.join(timeout=COMMIT_TIMEOUT_S)
+        self._producer.flush(10)
 
 
-def _settle(future: asyncio.Future[int], err: Any, msg: Any) -> None:
-    if future.done():
-        return
-    if err is not None:
-        future.set_exception(OverloadedError(f"the event log did not acknowledge an event: {err.str()}", 1))
-    else:
-        future.set_result(int(msg.offset()))
+def _succeed(future: asyncio.Future[list[int | None]], offsets: list[int | None]) -> None:
+    if not future.done():
+        future.set_result([o if o is not None else 0 for o in offsets])
+
+
+def _fail(future: asyncio.Future[list[int | None]], error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)

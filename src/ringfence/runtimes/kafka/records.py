@@ -1,10 +1,13 @@
 """The records the kafka runtime's services exchange (versioned with their topics' names).
 
-- events topic: key = the customer (partition key), value = the event's stored JSON, the
-  record's timestamp = when ingest accepted it.
-- a stage's input topic: key = the stage's key, value = :class:`Staged` (msgpack).
+- events topic and every stage's topic: key = the stage's key, value = the event's stored
+  JSON, timestamp = when ingest accepted it, header ``rf-join`` = the stages that send their
+  values to the join for this event (comma-separated; absent: the customer stage evaluates
+  the rules). Ingest writes an event to all its topics in one transaction.
+- join topic: key = the customer stage's key, value = :class:`Contribution` (msgpack).
 - a changelog: key = (state name, state key) (msgpack), value = the engine's encoded state,
-  or a tombstone; names starting with ``@`` are the task's own (watermark, seen event ids).
+  or a tombstone; names starting with ``@`` are the task's own (watermark, seen event ids,
+  pending joins).
 - alerts topic: key = rule and dedup key (one alert's signals stay in order), value =
   :class:`AlertRecord` (msgpack): an alert signal, or a late event to record.
 """
@@ -26,14 +29,22 @@ def global_offset(partition: int, offset: int) -> int:
     return (partition << OFFSET_BITS) | offset
 
 
-class Staged(msgspec.Struct, frozen=True, array_like=True):
-    """An event on its way through the keyed stages, with the feature values computed so far."""
+JOIN_HEADER = "rf-join"
 
-    body: bytes  # the event's stored JSON
-    offset: int  # its global_offset in the events topic
-    ingested_at: float
-    carried: dict[str, Any]
-    rest: list[str]  # the stages it still visits after the one it is sent to
+
+class Contribution(msgspec.Struct, frozen=True, array_like=True):
+    """A stage's feature values for one event, sent to the join that evaluates its rules.
+    The customer stage's also carries the event and where it is in the events topic."""
+
+    event_key: str  # source and event id
+    stage: str
+    expected: list[str]  # every stage whose contribution the join waits for
+    values: dict[str, Any]
+    occurred_at: float
+    body: bytes = b""
+    offset: int = 0
+    ingested_at: float = 0.0
+    late: bool = False
 
 
 class AlertRecord(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
@@ -41,7 +52,7 @@ class AlertRecord(msgspec.Struct, frozen=True, array_like=True, omit_defaults=Tr
     late: LateEvent | None = None
 
 
-_staged = msgspec.msgpack.Decoder(Staged)
+_contribution = msgspec.msgpack.Decoder(Contribution)
 _alert = msgspec.msgpack.Decoder(AlertRecord)
 _state_key = msgspec.msgpack.Decoder(tuple[str, str])
 _encoder = msgspec.msgpack.Encoder()
@@ -51,8 +62,8 @@ def encode(value: Any) -> bytes:
     return _encoder.encode(value)
 
 
-def decode_staged(raw: bytes) -> Staged:
-    return _staged.decode(raw)
+def decode_contribution(raw: bytes) -> Contribution:
+    return _contribution.decode(raw)
 
 
 def decode_alert(raw: bytes) -> AlertRecord:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ringfence.config import Settings, secret
-from ringfence.engine.stages import CUSTOMER, StagePlan
+from ringfence.engine.stages import CUSTOMER, JOIN, StagePlan
 from ringfence.errors import ConfigError
 
 SASL_PASSWORD_ENV = "RINGFENCE_SECRET_KAFKA_SASL_PASSWORD"  # nosec B105 # noqa: S105 - a variable's name
@@ -33,6 +33,10 @@ class Topics:
     def alerts(self) -> str:
         return f"{self.prefix}.alerts.v1"
 
+    @property
+    def join(self) -> str:
+        return f"{self.prefix}.join.v1"
+
     def stage_input(self, stage: str) -> str:
         """The topic a stage consumes: the events topic for the customer stage."""
         return self.events if stage == CUSTOMER else f"{self.prefix}.stage.{stage}.v1"
@@ -44,6 +48,9 @@ class Topics:
         return f"{self.prefix}-{service}"
 
     def stage_of_topic(self, topic: str, plan: StagePlan) -> str:
+        """The stage (or ``join``) consuming ``topic``."""
+        if topic == self.join:
+            return JOIN
         for name in plan.names:
             if self.stage_input(name) == topic:
                 return name
@@ -52,9 +59,11 @@ class Topics:
     def specs(self, plan: StagePlan) -> dict[str, dict[str, str]]:
         """Every topic the pack's stages need, with its config."""
         retention = {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)}
-        out = {self.events: retention, self.alerts: retention}
+        short = {**retention, "retention.ms": "86400000"}
+        out = {self.events: retention, self.alerts: retention, self.join: short}
+        out[self.changelog(JOIN)] = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
         for name in plan.names:
-            out[self.stage_input(name)] = out.get(self.stage_input(name), {**retention, "retention.ms": "86400000"})
+            out[self.stage_input(name)] = out.get(self.stage_input(name), short)
             out[self.changelog(name)] = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
         return out
 

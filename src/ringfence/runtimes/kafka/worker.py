@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,15 +24,17 @@ import msgspec
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
 from ringfence.engine.engine import Engine, EventContext
-from ringfence.engine.pack import RulePack
+from ringfence.engine.pack import RulePack, load_pack
 from ringfence.engine.rules import AlertSignal
-from ringfence.engine.stages import CUSTOMER, Stage, StagePlan, plan_stages, run_stage
+from ringfence.engine.stages import CUSTOMER, JOIN, Stage, StagePlan, plan_stages, run_stage
+from ringfence.errors import RingfenceError
 from ringfence.events.model import Event, decode_event
 from ringfence.metrics import Metrics
 from ringfence.runtimes.kafka import records
-from ringfence.runtimes.kafka.records import AlertRecord, Staged
+from ringfence.runtimes.kafka.records import AlertRecord
 from ringfence.runtimes.kafka.topics import Topics, client_config, topics_of
 from ringfence.store.base import LateEvent
+from ringfence.store.packs import PackRepository
 
 log = logging.getLogger("ringfence.kafka.process")
 
@@ -41,9 +42,12 @@ BATCH = 2000
 POLL_S = 0.1
 IDLE_EVERY_S = 1.0
 EXPIRE_EVERY_S = 60.0
+PACK_EVERY_S = 5.0
 TRANSACTION_TIMEOUT_MS = 10_000  # a dead worker's open transaction blocks its partitions this long
 WATERMARK = "@watermark"  # changelog names of the task's own state
 SEEN = "@seen"
+PENDING = "@pending"
+JOIN_HORIZON_S = 3600.0  # event time a join waits for an event's last stage before giving up
 TaskId = tuple[str, int]  # (input topic, partition)
 
 
@@ -56,7 +60,9 @@ class Task:
     engine: Engine
     seen: dict[str, float] = field(default_factory=dict)
     seen_changes: dict[str, float | None] = field(default_factory=dict)
-    watermark_written: float | None = None
+    pending: dict[str, dict[str, records.Contribution]] = field(default_factory=dict)  # join tasks
+    pending_changes: dict[str, dict[str, records.Contribution] | None] = field(default_factory=dict)
+    clock_written: tuple[float | None, float] = (None, 0.0)
     last_record_at: float = 0.0
     last_ingested_at: float = 0.0
 
@@ -79,7 +85,7 @@ class ProcessWorker:
         worker_id: str,
         metrics: Metrics | None = None,
         clock: Clock | None = None,
-        lists: Callable[[], dict[str, frozenset[str]]] = dict,
+        packs: PackRepository | None = None,
     ) -> None:
         from confluent_kafka import Consumer, Producer
 
@@ -88,7 +94,9 @@ class ProcessWorker:
         self.plan: StagePlan = plan_stages(pack)
         self.metrics = metrics or Metrics()
         self.clock = clock or SystemClock()
-        self.lists = lists
+        self.packs = packs  # where activated packs and edited lists come from (polled)
+        self._lists: dict[str, frozenset[str]] = packs.lists() if packs is not None else {}
+        self._last_pack_check = self.clock.time()
         self.worker_id = worker_id
         self.consumer = Consumer(
             client_config(
@@ -120,6 +128,7 @@ class ProcessWorker:
             )
         )
         self.tasks: dict[TaskId, Task] = {}
+        self._committed: dict[TaskId, int] = {}  # offsets this worker committed, per task
         self.pending: set[TaskId] = set()
         self.restores: list[RestoreReport] = []
         self._last_idle = 0.0
@@ -130,12 +139,13 @@ class ProcessWorker:
     def run(self, stop: threading.Event) -> None:
         """Process until ``stop`` is set; a fenced or failed producer ends the worker (exit)."""
         self.producer.init_transactions(60)
-        inputs = sorted({self.topics.stage_input(name) for name in self.plan.names})
+        inputs = sorted({self.topics.stage_input(name) for name in self.plan.names} | {self.topics.join})
         self.consumer.subscribe(inputs, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked)
         log.info("worker %s consuming %s", self.worker_id, ", ".join(inputs))
         try:
             while not stop.is_set():
                 messages = self.consumer.consume(BATCH, POLL_S)
+                self._follow_store()
                 self._restore_pending()
                 self._run_batch(messages)
         finally:
@@ -148,9 +158,10 @@ class ProcessWorker:
         for tp in partitions:
             self.tasks.pop((tp.topic, tp.partition), None)
             self.pending.discard((tp.topic, tp.partition))
+            self._committed.pop((tp.topic, tp.partition), None)
 
     def _run_batch(self, messages: list[Any]) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka import KafkaException
 
         now = self.clock.time()
         idle_due = now - self._last_idle >= IDLE_EVERY_S
@@ -178,8 +189,8 @@ class ProcessWorker:
                     self._last_expire = now
                     self._expire()
             self._write_changelogs()
-            if consumed:
-                offsets = [TopicPartition(t, p, o) for (t, p), o in consumed.items()]
+            offsets = self._progress(consumed)
+            if offsets:
                 self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
             self.producer.commit_transaction(30)
         except KafkaException as exc:
@@ -193,6 +204,21 @@ class ProcessWorker:
         self.metrics.events_processed.inc(processed)
         self.metrics.engine_state_keys.set(sum(t.engine.state_size() for t in self.tasks.values()))
 
+    def _progress(self, consumed: dict[TaskId, int]) -> list[Any]:
+        """The offsets to commit: past what was consumed and past the transaction markers after
+        it (the consumer's position skips those), so a caught-up group shows no lag."""
+        from confluent_kafka import TopicPartition
+
+        positions = self.consumer.position([TopicPartition(t, p) for t, p in self.tasks])
+        out = []
+        for tp in positions:
+            task_id = (tp.topic, tp.partition)
+            following = max(consumed.get(task_id, -1), tp.offset)
+            if following >= 0 and following > self._committed.get(task_id, -1):
+                out.append(TopicPartition(tp.topic, tp.partition, following))
+                self._committed[task_id] = following
+        return out
+
     def _rewind(self) -> None:
         """After an aborted batch every engine is ahead of its changelog: restore all tasks and
         consume again from the committed offsets."""
@@ -200,6 +226,7 @@ class ProcessWorker:
 
         ids = list(self.tasks) + list(self.pending)
         self.tasks.clear()
+        self._committed.clear()
         self.pending = set(ids)
         committed = self.consumer.committed([TopicPartition(t, p) for t, p in ids], 30)
         for tp in committed:
@@ -211,68 +238,71 @@ class ProcessWorker:
 
     def _handle(self, task: Task, message: Any, now: float) -> None:
         task.last_record_at = now
-        if task.stage.name == CUSTOMER:
-            self._enter(task, message)
+        if task.stage.name == JOIN:
+            self._join(task, records.decode_contribution(message.value()))
             return
-        staged = records.decode_staged(message.value())
-        event = decode_event(staged.body)
-        task.last_ingested_at = staged.ingested_at
-        final = not staged.rest
-        position = (staged.offset, task.partition, staged.ingested_at)
-        signals, carried = run_stage(self.plan, task.stage, task.engine, event, position, staged.carried, final)
-        self._send_alerts(signals)
-        if staged.rest:
-            self._send_on(task.engine, event, staged.body, staged.offset, staged.ingested_at, carried, staged.rest)
-
-    def _enter(self, task: Task, message: Any) -> None:
-        """An event from the events topic: drop a retried one, record a late one, run the
-        customer stage and send the event to the stages its type needs."""
         body: bytes = message.value()
         event = decode_event(body)
         seen_key = f"{event.source}\x1f{event.event_id}"
-        if seen_key in task.seen:
-            self.metrics.events_duplicate.inc()
+        if seen_key in task.seen:  # a producer's retry: already in this stage's state
+            if task.stage.name == CUSTOMER:
+                self.metrics.events_duplicate.inc()
             return
         task.seen[seen_key] = task.seen_changes[seen_key] = event.occurred_at
         ingested_at = message.timestamp()[1] / 1000.0
         task.last_ingested_at = ingested_at
-        offset = records.global_offset(task.partition, message.offset())
-        watermark = task.engine.watermark(task.partition)
-        if event.occurred_at < watermark:
-            self.metrics.events_late.inc()
-            late = LateEvent(
-                offset,
-                event.event_id,
-                event.source,
-                event.type,
-                event.customer_id,
-                event.occurred_at,
-                watermark,
-                ingested_at,
-            )
-            self._produce_alert(f"late\x1f{task.partition}", AlertRecord(late=late))
-        route = self.plan.route(event, EventContext(event, task.engine))
+        joined = _header(message, records.JOIN_HEADER)
+        customer = task.stage.name == CUSTOMER
+        # evidence points into the events topic; other stages' topics hold copies
+        offset = records.global_offset(task.partition, message.offset()) if customer else -1
+        late = event.occurred_at < task.engine.watermark(task.partition)
+        if customer and late:
+            self._record_late(task, event, offset, ingested_at)
         position = (offset, task.partition, ingested_at)
-        signals, carried = run_stage(self.plan, task.stage, task.engine, event, position, {}, final=not route)
+        final = customer and not joined
+        signals, carried = run_stage(self.plan, task.stage, task.engine, event, position, {}, final)
         self._send_alerts(signals)
-        if route:
-            self._send_on(task.engine, event, body, offset, ingested_at, carried, [s.name for s, _ in route])
+        if task.stage.name in joined:
+            values = {k: v for k, v in carried.items() if k in task.stage.owns}
+            contribution = records.Contribution(seen_key, task.stage.name, joined, values, event.occurred_at)
+            if customer:
+                contribution = msgspec.structs.replace(
+                    contribution, body=body, offset=offset, ingested_at=ingested_at, late=late
+                )
+            join_key = self.plan.stages[0].key(event, EventContext(event, task.engine))
+            self._produce(self.topics.join, (join_key or "").encode(), records.encode(contribution))
 
-    def _send_on(
-        self,
-        engine: Engine,
-        event: Event,
-        body: bytes,
-        offset: int,
-        ingested_at: float,
-        carried: dict[str, Any],
-        rest: list[str],
-    ) -> None:
-        stage = self.plan.stage(rest[0])
-        key = stage.key(event, EventContext(event, engine))
-        assert key is not None  # the route only holds stages the event has a key for
-        value = records.encode(Staged(body, offset, ingested_at, carried, rest[1:]))
-        self._produce(self.topics.stage_input(stage.name), key.encode(), value)
+    def _record_late(self, task: Task, event: Event, offset: int, ingested_at: float) -> None:
+        self.metrics.events_late.inc()
+        watermark = task.engine.watermark(task.partition)
+        late = LateEvent(
+            offset,
+            event.event_id,
+            event.source,
+            event.type,
+            event.customer_id,
+            event.occurred_at,
+            watermark,
+            ingested_at,
+        )
+        self._produce_alert(f"late\x1f{task.partition}", AlertRecord(late=late))
+
+    def _join(self, task: Task, part: records.Contribution) -> None:
+        """Collect an event's stage values; once all its stages sent theirs, evaluate its rules."""
+        parts = task.pending.setdefault(part.event_key, {})
+        parts[part.stage] = part
+        if not set(part.expected) <= set(parts):
+            task.pending_changes[part.event_key] = parts
+            return
+        del task.pending[part.event_key]
+        task.pending_changes[part.event_key] = None
+        first = parts[CUSTOMER]
+        event = decode_event(first.body)
+        values = {k: v for p in parts.values() for k, v in p.values.items()}
+        position = (first.offset, task.partition, first.ingested_at)
+        signals, _ = run_stage(self.plan, task.stage, task.engine, event, position, values, final=True)
+        # late as the customer stage, which holds the event's partition watermark, judged it
+        self._send_alerts([msgspec.structs.replace(s, late=first.late) for s in signals])
 
     def _send_alerts(self, signals: list[AlertSignal]) -> None:
         for signal in signals:
@@ -315,6 +345,11 @@ class ProcessWorker:
             for key in [k for k, at in task.seen.items() if at < watermark - window]:
                 del task.seen[key]
                 task.seen_changes[key] = None
+            stale = [k for k, parts in task.pending.items() if _occurred(parts) < watermark - JOIN_HORIZON_S]
+            for key in stale:
+                log.warning("join gave up on event %s: stages %s never sent their values", key, task.pending[key])
+                del task.pending[key]
+                task.pending_changes[key] = None
 
     def _write_changelogs(self) -> None:
         encode = records.encode
@@ -326,10 +361,15 @@ class ProcessWorker:
             for key, at in task.seen_changes.items():
                 self._produce(topic, records.state_key(SEEN, key), None if at is None else encode(at), p)
             task.seen_changes.clear()
-            mark = task.engine.max_event_time.get(p)
-            if mark is not None and mark != task.watermark_written:
-                self._produce(topic, records.state_key(WATERMARK, ""), encode(mark), p)
-                task.watermark_written = mark
+            for key, parts in task.pending_changes.items():
+                value = None if parts is None else encode(list(parts.values()))
+                self._produce(topic, records.state_key(PENDING, key), value, p)
+            task.pending_changes.clear()
+            # event time and the wall-clock time of the last arrival: idle timers extrapolate from both
+            clock = (task.engine.max_event_time.get(p), task.last_ingested_at)
+            if clock[0] is not None and clock != task.clock_written:
+                self._produce(topic, records.state_key(WATERMARK, ""), encode(clock), p)
+                task.clock_written = clock
 
     # -- restore ----------------------------------------------------------------------------------
 
@@ -341,7 +381,8 @@ class ProcessWorker:
         started = time.monotonic()
         wanted = {}
         for topic, partition in sorted(self.pending):
-            stage = self.plan.stage(self.topics.stage_of_topic(topic, self.plan))
+            name = self.topics.stage_of_topic(topic, self.plan)
+            stage = self.plan.rules if name == JOIN else self.plan.stage(name)
             wanted[(self.topics.changelog(stage.name), partition)] = (stage, (topic, partition))
         rows = read_changelogs(self.settings, self.topics, list(wanted))
         total = 0
@@ -363,15 +404,46 @@ class ProcessWorker:
 
     def _task(self, stage: Stage, partition: int, rows: dict[tuple[str, str], bytes]) -> Task:
         engine = Engine(stage.pack, self.settings.allowed_lateness_s)
-        engine.lists.update({k: v for k, v in self.lists().items() if k in stage.pack.lists})
+        engine.lists.update({k: v for k, v in self._lists.items() if k in stage.pack.lists})
         states = [(name, key, value) for (name, key), value in rows.items() if not name.startswith("@")]
-        marks = {}
+        marks, last_ingested_at = {}, 0.0
         if (WATERMARK, "") in rows:
-            marks[partition] = msgspec.msgpack.decode(rows[(WATERMARK, "")], type=float)
+            marks[partition], last_ingested_at = msgspec.msgpack.decode(rows[(WATERMARK, "")], type=tuple[float, float])
         engine.restore(states, marks)
         engine.take_changes()
         seen = {key: msgspec.msgpack.decode(v, type=float) for (name, key), v in rows.items() if name == SEEN}
-        return Task(stage, partition, engine, seen, watermark_written=marks.get(partition))
+        pending = {
+            key: {c.stage: c for c in msgspec.msgpack.decode(v, type=list[records.Contribution])}
+            for (name, key), v in rows.items()
+            if name == PENDING
+        }
+        return Task(
+            stage,
+            partition,
+            engine,
+            seen,
+            pending=pending,
+            clock_written=(marks.get(partition), last_ingested_at),
+            last_record_at=self.clock.time(),  # its backlog comes first: no idle timer fires at once
+            last_ingested_at=last_ingested_at,
+        )
+
+    def _follow_store(self) -> None:
+        """Between batches: take up a pack activated, or a list edited, through the API."""
+        now = self.clock.time()
+        if self.packs is None or now - self._last_pack_check < PACK_EVERY_S:
+            return
+        self._last_pack_check = now
+        try:
+            active = self.packs.active()
+            self._lists = self.packs.lists()
+        except RingfenceError:
+            log.warning("cannot read the rule pack from the store; keeping the running one", exc_info=True)
+            return
+        if active is not None and active.digest != self.plan.pack.digest and self.reload(load_pack(active.text)):
+            log.info("worker %s runs rule pack %s", self.worker_id, active.version)
+        for task in self.tasks.values():
+            task.engine.lists.update({k: v for k, v in self._lists.items() if k in task.stage.pack.lists})
 
     def reload(self, pack: RulePack) -> bool:
         """Run ``pack`` from the next batch, keeping the state of unchanged definitions. A pack
@@ -387,7 +459,7 @@ class ProcessWorker:
             return False
         self.plan = plan
         for task in self.tasks.values():
-            task.stage = plan.stage(task.stage.name)
+            task.stage = plan.rules if task.stage.name == JOIN else plan.stage(task.stage.name)
             task.engine = task.engine.reloaded(task.stage.pack)
         return True
 
@@ -436,3 +508,14 @@ def read_changelogs(
     finally:
         consumer.close()
     return rows
+
+
+def _header(message: Any, name: str) -> list[str]:
+    for key, value in message.headers() or ():
+        if key == name and value:
+            return str(value.decode()).split(",")
+    return []
+
+
+def _occurred(parts: dict[str, records.Contribution]) -> float:
+    return min(c.occurred_at for c in parts.values())

@@ -1,0 +1,139 @@
+"""``ringfence serve ingest|process|dispatch|api``: the kafka runtime's services, one a process.
+
+Scale each on its own: ingest and api behind a load balancer, process workers up to the
+topics' partition count (they share them as one consumer group), dispatch services up to
+the alerts topic's. SIGTERM or Ctrl-C stops a service cleanly; a killed one loses nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from ringfence.cli.common import ConfigOption, fail, settings_from
+from ringfence.cli.logs import configure_logging
+from ringfence.config import Settings
+from ringfence.errors import RingfenceError
+
+app = typer.Typer(help="Run one service of the kafka runtime (Kafka + PostgreSQL).", no_args_is_help=True)
+
+HostOption = Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1]")]
+PortOption = Annotated[int | None, typer.Option(help="Port to listen on [default: 8080]")]
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _serve_http(settings: Settings, *, ingest: bool) -> None:
+    from ringfence.api.app import create_app
+    from ringfence.runtimes.kafka.platform import KafkaPlatform
+
+    try:
+        platform = KafkaPlatform(settings, ingest=ingest)
+    except RingfenceError as exc:
+        fail(str(exc))
+    role = "ingest" if ingest else "api"
+    typer.echo(
+        f"Ringfence {role} (kafka runtime) on http://{settings.host}:{settings.port}, pack {platform.pack.version}"
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(platform),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+            timeout_graceful_shutdown=10,
+        )
+    )
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ingest(host: HostOption = None, port: PortOption = None, config: ConfigOption = None) -> None:
+    """POST /v1/events → the events topic (202 once the brokers acknowledged)."""
+    settings = settings_from(config, host=host, port=port)
+    configure_logging(settings.log_level)
+    _serve_http(settings, ingest=True)
+
+
+@app.command()
+def api(host: HostOption = None, port: PortOption = None, config: ConfigOption = None) -> None:
+    """The HTTP API and dashboard over PostgreSQL (alerts, rules, silences, keys, audit)."""
+    settings = settings_from(config, host=host, port=port)
+    configure_logging(settings.log_level)
+    _serve_http(settings, ingest=False)
+
+
+@app.command()
+def process(
+    worker_id: Annotated[
+        str | None,
+        typer.Option(help="Stable name of this worker (its transactional id) [default: the host name]"),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """A process worker: events → keyed stages → alert signals, in Kafka transactions."""
+    from ringfence.runtimes.kafka.platform import active_pack, open_postgres
+    from ringfence.runtimes.kafka.worker import ProcessWorker
+    from ringfence.store.packs import PackRepository
+
+    settings = settings_from(config)
+    configure_logging(settings.log_level)
+    name = worker_id or os.environ.get("HOSTNAME") or socket.gethostname()
+    try:
+        packs = PackRepository(open_postgres(settings))
+        pack = active_pack(packs, settings, time.time())
+        worker = ProcessWorker(settings, pack, worker_id=name, packs=packs)
+    except RingfenceError as exc:
+        fail(str(exc))
+    typer.echo(f"Ringfence process worker {name}: stages {', '.join(worker.plan.names)}, pack {pack.version}")
+    worker.run(_stop_on_signals())
+
+
+@app.command()
+def dispatch(config: ConfigOption = None) -> None:
+    """A dispatch service: alert signals → dedup, silences, groups, routes → notifications."""
+    from ringfence.alerts.config import load_alerting
+    from ringfence.alerts.dispatcher import Dispatcher
+    from ringfence.clock import SystemClock
+    from ringfence.engine.pack import load_pack
+    from ringfence.metrics import Metrics
+    from ringfence.runtimes.kafka.dispatch import DispatchService
+    from ringfence.runtimes.kafka.platform import open_postgres
+    from ringfence.store.packs import PackRepository
+
+    settings = settings_from(config)
+    configure_logging(settings.log_level)
+    try:
+        store = open_postgres(settings)
+        packs = PackRepository(store)
+
+        def auto_resolve() -> dict[str, float]:
+            active = packs.active()
+            return load_pack(active.text).auto_resolve if active is not None else {}
+
+        dispatcher = Dispatcher(
+            store, load_alerting(settings.alerting), SystemClock(), Metrics(), auto_resolve=auto_resolve
+        )
+        service = DispatchService(settings, store, dispatcher)
+    except RingfenceError as exc:
+        fail(str(exc))
+    typer.echo("Ringfence dispatch service (kafka runtime)")
+    service.run(_stop_on_signals())

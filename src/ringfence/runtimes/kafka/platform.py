@@ -1,0 +1,238 @@
+"""What the HTTP API stands on in the kafka runtime (``serve ingest``, ``serve api``).
+
+The same routes as the embedded runtime's, over PostgreSQL (alerts, keys, rules, silences,
+audit) and Kafka (the events topic's offsets; one event read back for an alert's
+evidence). What lives only in the process workers' memory (a customer's current feature
+values) or needs a scan of the log (a customer's recent events, rule back-tests) answers
+501 here.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+from ringfence.alerts.stream import AlertStream
+from ringfence.clock import Clock, SystemClock
+from ringfence.config import Settings, audit_key
+from ringfence.engine.engine import Engine
+from ringfence.engine.pack import RulePack, load_pack, load_pack_file
+from ringfence.engine.stages import plan_stages
+from ringfence.errors import RequestError
+from ringfence.log.base import Record
+from ringfence.metrics import Metrics
+from ringfence.runtimes.ingest import IngestService
+from ringfence.runtimes.kafka.ingest import KafkaAppender
+from ringfence.runtimes.kafka.records import OFFSET_BITS
+from ringfence.runtimes.kafka.topics import client_config, topics_of
+from ringfence.store.keys import ApiKeys
+from ringfence.store.packs import PackRepository
+from ringfence.store.postgres import PostgresStore
+
+log = logging.getLogger("ringfence.kafka.api")
+
+LAG_CACHE_S = 1.0
+PACK_EVERY_S = 5.0
+
+
+def not_available(what: str) -> RequestError:
+    return RequestError(501, "not_available", f"{what} is not available in the kafka runtime")
+
+
+def open_postgres(settings: Settings) -> PostgresStore:
+    """The kafka runtime's store; raises StoreError if unreachable or not migrated."""
+    from ringfence.errors import ConfigError
+
+    if not settings.postgres_dsn:
+        raise ConfigError("the kafka runtime needs postgres_dsn (RINGFENCE_POSTGRES_DSN=postgresql://user@host/db)")
+    store = PostgresStore(settings.postgres_dsn, audit_key(), settings.postgres_pool_size)
+    store.require_schema()
+    return store
+
+
+def active_pack(packs: PackRepository, settings: Settings, now: float) -> RulePack:
+    """The pack last activated in the store, else the one in the settings (then activated)."""
+    active = packs.active()
+    if settings.rule_pack is None and active is not None:
+        return load_pack(active.text)
+    pack = load_pack_file(settings.rule_pack)
+    if active is None or active.digest != pack.digest:
+        packs.activate(pack, f"settings ({settings.rule_pack or 'the default pack'})", now)
+    return pack
+
+
+class KafkaLog:
+    """The events topic as the API reads it: offsets and lag, and one record by position."""
+
+    def __init__(self, settings: Settings) -> None:
+        from confluent_kafka import Consumer
+
+        self.topics = topics_of(settings)
+        self.settings = settings
+        # joins no group: reads the process group's committed offsets, and single records
+        self._consumer = Consumer(
+            client_config(
+                settings,
+                **{"group.id": self.topics.group("process"), "enable.auto.commit": False},
+            )
+        )
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[int, tuple[int, int]]] = (0.0, {})
+
+    def _offsets(self) -> dict[int, tuple[int, int]]:
+        """Per partition of the events topic: (end offset, the process group's committed offset)."""
+        from confluent_kafka import TopicPartition
+
+        with self._lock:
+            at, offsets = self._cached
+            if time.monotonic() - at < LAG_CACHE_S:
+                return offsets
+            tps = [TopicPartition(self.topics.events, p) for p in range(self.topics.partitions)]
+            committed = {tp.partition: max(tp.offset, 0) for tp in self._consumer.committed(tps, 10)}
+            offsets = {}
+            for p in range(self.topics.partitions):
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topics.events, p), 10)
+                offsets[p] = (high, committed.get(p, 0))
+            self._cached = (time.monotonic(), offsets)
+            return offsets
+
+    def head(self) -> int:
+        return sum(high for high, _ in self._offsets().values())
+
+    def processed(self) -> int:
+        return sum(done for _, done in self._offsets().values())
+
+    def lag_by_partition(self, _processed_up_to: int = 0) -> dict[int, int]:
+        return {p: max(0, high - done) for p, (high, done) in self._offsets().items()}
+
+    def get(self, offset: int) -> Record | None:
+        """The event at global ``offset`` (see :func:`records.global_offset`), if still kept."""
+        from confluent_kafka import TopicPartition
+
+        partition, position = offset >> OFFSET_BITS, offset & ((1 << OFFSET_BITS) - 1)
+        with self._lock:
+            self._consumer.assign([TopicPartition(self.topics.events, partition, position)])
+            try:
+                message = self._consumer.poll(5.0)
+            finally:
+                self._consumer.unassign()
+        if message is None or message.error() is not None or message.offset() != position:
+            return None
+        return Record(offset, partition, message.timestamp()[1] / 1000.0, message.value() or b"")
+
+    def read(self, after: int, limit: int) -> list[Record]:
+        raise not_available("reading recent events (rule back-tests)")
+
+    def recent_of_customer(self, customer_id: str, limit: int, scan: int) -> tuple[list[Record], int]:
+        raise not_available("a customer's recent events")
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class _Processor:
+    """The process workers, as the API sees them: their progress; packs and lists reach them
+    through the store (they poll it)."""
+
+    def __init__(self, log: KafkaLog, platform: KafkaPlatform) -> None:
+        self._log = log
+        self._platform = platform
+
+    @property
+    def offset(self) -> int:
+        return self._log.processed()
+
+    def request_reload(self, pack: RulePack) -> None:
+        self._platform.plan = plan_stages(pack)
+        self._platform.engine = self._platform.engine.reloaded(pack)
+
+    def request_list(self, name: str, values: frozenset[str]) -> None:
+        self._platform.engine.lists[name] = values
+
+
+class _Dispatcher:
+    """The dispatch services run elsewhere and poll the store: nothing to wake here."""
+
+    def __init__(self) -> None:
+        self.wakeup = threading.Event()
+
+
+class KafkaPlatform:
+    """The API's platform for ``serve ingest`` (``ingest=True``) and ``serve api``."""
+
+    runtime = "kafka"
+
+    def __init__(self, settings: Settings, *, ingest: bool, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.store = open_postgres(settings)
+        self.keys = ApiKeys(self.store)
+        self.packs = PackRepository(self.store)
+        pack = active_pack(self.packs, settings, self.clock.time())
+        self.engine = Engine(pack, settings.allowed_lateness_s)  # holds no state: the pack and lists
+        self.engine.lists.update({k: v for k, v in self.packs.lists().items() if k in pack.lists})
+        self.log = KafkaLog(settings)
+        self.processor = _Processor(self.log, self)
+        self.dispatcher = _Dispatcher()
+        self.stream = AlertStream()
+        self.plan = plan_stages(pack)
+        instance = f"{socket.gethostname()}-{settings.port}"
+        self.appender = KafkaAppender(settings, lambda: self.plan, instance) if ingest else None
+        self.ingest: IngestService | None = None
+        if self.appender is not None:
+            self.ingest = IngestService(
+                self.appender,
+                self.metrics,
+                self.clock,
+                max_batch_events=settings.max_batch_events,
+                max_lag_events=settings.max_lag_events,
+                lag=self.lag,
+                custom_types=lambda: self.engine.pack.custom_types,
+            )
+        self.ready = False
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+
+    @property
+    def pack(self) -> RulePack:
+        return self.engine.pack
+
+    def lag(self) -> int:
+        try:
+            return sum(self.log.lag_by_partition().values())
+        except Exception:  # the broker unreachable: ingest will fail on its own, do not mask it
+            log.warning("cannot read the process group's lag", exc_info=True)
+            return 0
+
+    def start(self) -> None:
+        self.ready = True
+        self._refresher = threading.Thread(target=self._refresh, name="pack-refresh", daemon=True)
+        self._refresher.start()
+
+    def _refresh(self) -> None:
+        """Follow packs and lists activated through another API instance."""
+        while not self._stop.wait(PACK_EVERY_S):
+            try:
+                active = self.packs.active()
+                if active is not None and active.digest != self.engine.pack.digest:
+                    pack = load_pack(active.text)
+                    self.plan = plan_stages(pack)
+                    self.engine = self.engine.reloaded(pack)
+                self.engine.lists.update({k: v for k, v in self.packs.lists().items() if k in self.engine.pack.lists})
+            except Exception:
+                log.warning("cannot refresh the rule pack from the store", exc_info=True)
+
+    def stop(self) -> None:
+        self.ready = False
+        self._stop.set()
+        if self.appender is not None:
+            self.appender.close()
+        self.log.close()
+        self.store.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "ingest": self.ingest is not None}

@@ -1,0 +1,138 @@
+"""The kafka runtime as users run it: ``ringfence`` services as separate processes, against
+the session's real Kafka broker and PostgreSQL server, each test on its own topics
+(a unique prefix) and its own database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ringfence.testing import free_port
+from tests.servers import KafkaBroker, PostgresCluster
+
+PARTITIONS = 4
+
+
+@dataclass
+class Service:
+    """One running ``ringfence serve`` process."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    url: str = ""
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, key: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def kill(self) -> None:
+        """kill -9: no shutdown hook runs, no transaction is finished."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@dataclass
+class KafkaStack:
+    workdir: Path
+    env: dict[str, str]
+    services: list[Service] = field(default_factory=list)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ringfence", *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=180,
+            env=self.env,
+        )
+
+    def key(self, name: str, *scopes: str) -> str:
+        args = [a for s in scopes for a in ("--scope", s)]
+        return self.cli("keys", "create", "--name", name, *args).stdout.strip().splitlines()[-1]
+
+    def start(self, name: str, *args: str, http: bool = False, env: dict[str, str] | None = None) -> Service:
+        log_path = self.workdir / f"{name}.log"
+        extra: list[str] = []
+        url = ""
+        if http:
+            port = free_port()
+            extra = ["--port", str(port)]
+            url = f"http://127.0.0.1:{port}"
+        with log_path.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "ringfence", "serve", *args, *extra],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**self.env, **(env or {})},
+            )
+        service = Service(name, process, log_path, url)
+        self.services.append(service)
+        if http:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode}: {service.log()[-3000:]}")
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} did not start: {service.log()[-3000:]}")
+                time.sleep(0.1)
+        return service
+
+    def worker(self, worker_id: str) -> Service:
+        return self.start(worker_id, "process", "--worker-id", worker_id)
+
+    def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(self.env["RINGFENCE_POSTGRES_DSN"], autocommit=True) as conn:
+            return list(conn.execute(query, params or None).fetchall())
+
+    def stop_all(self) -> None:
+        for service in self.services:
+            service.stop()
+
+
+@pytest.fixture
+def kafka_stack(kafka_broker: KafkaBroker, postgres: PostgresCluster, tmp_path: Path) -> Iterator[KafkaStack]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RINGFENCE_")},
+        "RINGFENCE_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+        "RINGFENCE_KAFKA_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
+        "RINGFENCE_KAFKA_PARTITIONS": str(PARTITIONS),
+        "RINGFENCE_POSTGRES_DSN": postgres.new_database(),
+        "RINGFENCE_LOG_LEVEL": "info",
+    }
+    stack = KafkaStack(tmp_path, env)
+    stack.cli("db", "migrate")
+    stack.cli("kafka", "init")
+    yield stack
+    stack.stop_all()

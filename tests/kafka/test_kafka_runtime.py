@@ -1,0 +1,213 @@
+"""The kafka runtime against a real broker and a real PostgreSQL: the alerts of the embedded
+runtime on the same input, through worker crashes and scale-out, with notifications sent once."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ringfence.config import load_settings
+from ringfence.engine.features import decode_state
+from ringfence.engine.pack import load_pack_file
+from ringfence.runtimes.kafka.topics import topics_of
+from ringfence.runtimes.kafka.worker import read_changelogs
+from ringfence.testing import RecordingReceiver
+from tests import parity
+from tests.kafka.conftest import PARTITIONS, KafkaStack, Service
+from tests.runtimes.test_crash_recovery import all_alerts
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def events() -> list[dict[str, Any]]:
+    events = parity.workload("kafka")
+    # producers retry: some events arrive twice (same event_id), and must count once
+    return events + events[300:340]
+
+
+@pytest.fixture(scope="module")
+def expected(events: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, int]]:
+    alerts = parity.embedded_alerts(tmp_path_factory.mktemp("embedded") / "data", events)
+    # the input exercises many detections, keyed by customer and by card, IP, device, endpoint
+    assert len(alerts) >= 50
+    rules = {r for r, _ in alerts.values()}
+    assert {"credential_stuffing_ip", "card_testing", "ops_api_error_rate", "card_velocity"} <= rules
+    assert any(count > 1 for _, count in alerts.values())
+    return alerts
+
+
+def post(ingest: Service, key: str, batch: list[dict[str, Any]]) -> None:
+    response = httpx.post(
+        f"{ingest.url}/v1/events",
+        content=json.dumps(batch),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+
+
+def settled(api: Service, key: str, quiet_s: float = 4.0, timeout_s: float = 120.0) -> dict[str, tuple[str, int]]:
+    """The alerts once the events topic is consumed and the alerts stopped changing for ``quiet_s``
+    (records still cross the stage topics and the alerts topic after the events topic's lag is 0)."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, tuple[str, int]] | None = None
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        with api.client(key) as c:
+            lag = c.get("/readyz").json()["lag_events"]
+        alerts = all_alerts(api, key)  # type: ignore[arg-type]  # a Service is the API as the helper needs it
+        if alerts != last or lag:
+            last, stable_since = alerts, time.monotonic()
+        elif time.monotonic() - stable_since >= quiet_s:
+            return alerts
+        time.sleep(0.5)
+    raise TimeoutError(f"alerts did not settle: {len(last or {})} so far")
+
+
+def lifetime_card_auths(stack: KafkaStack) -> dict[str, int]:
+    """The committed ``card_auths_lifetime`` (a count keyed by customer) of every customer, read
+    from the customer stage's changelog as a worker restoring it would."""
+    settings = load_settings(environ=stack.env)
+    topics = topics_of(settings)
+    spec = next(f for f in load_pack_file(None).features if f.name == "card_auths_lifetime")
+    changelog = topics.changelog("customer")
+    rows = read_changelogs(settings, topics, [(changelog, p) for p in range(PARTITIONS)])
+    out = {}
+    for partition_rows in rows.values():
+        for (name, key), raw in partition_rows.items():
+            if name.startswith("card_auths_lifetime#"):
+                out[key] = spec.value(decode_state(raw), 4e9)
+    return out
+
+
+def card_auths_in(events: list[dict[str, Any]]) -> dict[str, int]:
+    """What ``card_auths_lifetime`` must count: each approved authorization once, retried or not."""
+    unique = {e["event_id"]: e for e in events if e["type"] == "card.authorization" and e["data"]["approved"]}
+    return dict(Counter(e["customer_id"] for e in unique.values()))
+
+
+def restores(worker: Service) -> list[tuple[int, int, float]]:
+    found = re.findall(r"restored (\d+) partitions \((\d+) changelog rows\) in ([\d.]+) s", worker.log())
+    return [(int(a), int(b), float(c)) for a, b, c in found]
+
+
+def test_services_raise_the_alerts_of_the_embedded_runtime(
+    kafka_stack: KafkaStack, events: list[dict[str, Any]], expected: dict[str, tuple[str, int]]
+) -> None:
+    key = kafka_stack.key("producer", "events:write", "alerts:read")
+    ingest = kafka_stack.start("ingest", "ingest", http=True)
+    api = kafka_stack.start("api", "api", http=True)
+    kafka_stack.worker("w1")
+    kafka_stack.worker("w2")
+    kafka_stack.start("dispatch", "dispatch")
+    for start in range(0, len(events), 100):
+        post(ingest, key, events[start : start + 100])
+
+    assert settled(api, key) == expected
+    assert lifetime_card_auths(kafka_stack) == card_auths_in(events)
+    # the api service serves what lives in PostgreSQL, and says what it cannot
+    with api.client(key) as c:
+        assert c.post("/v1/events", json=events[0]).status_code == 404
+        assert c.get("/v1/customers/c1/features").status_code == 501
+        alert_id = next(iter(expected))
+        evidence = c.get(f"/v1/alerts/{alert_id}/events").json()["items"]
+        assert evidence and all(item["event"] is not None for item in evidence)
+
+
+def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
+    kafka_stack: KafkaStack, events: list[dict[str, Any]], expected: dict[str, tuple[str, int]]
+) -> None:
+    key = kafka_stack.key("producer", "events:write", "alerts:read")
+    ingest = kafka_stack.start("ingest", "ingest", http=True)
+    api = kafka_stack.start("api", "api", http=True)
+    survivor = kafka_stack.worker("w1")
+    victim = kafka_stack.worker("w2")
+    kafka_stack.start("dispatch", "dispatch")
+    third = len(events) // 3
+    for start in range(0, third, 50):
+        post(ingest, key, events[start : start + 50])
+    # mid-stream: both workers own partitions and are processing what just arrived
+    deadline = time.monotonic() + 60
+    while not (restores(survivor) and restores(victim)):
+        assert time.monotonic() < deadline, survivor.log()[-2000:]
+        time.sleep(0.2)
+    time.sleep(1.0)
+    victim.kill()
+    for start in range(third, len(events), 50):
+        post(ingest, key, events[start : start + 50])
+
+    assert settled(api, key) == expected
+    assert lifetime_card_auths(kafka_stack) == card_auths_in(events)
+    # the survivor took the victim's partitions over, restoring their state, and said how long it took
+    (_, _, _), *takeovers = restores(survivor)
+    assert takeovers, survivor.log()[-3000:]
+    assert any(rows > 0 for _, rows, _ in takeovers)
+    assert all(seconds < 60 for _, _, seconds in takeovers)
+
+
+def test_adding_a_worker_rebalances_without_losing_or_duplicating_alerts(
+    kafka_stack: KafkaStack, events: list[dict[str, Any]], expected: dict[str, tuple[str, int]]
+) -> None:
+    key = kafka_stack.key("producer", "events:write", "alerts:read")
+    ingest = kafka_stack.start("ingest", "ingest", http=True)
+    api = kafka_stack.start("api", "api", http=True)
+    first = kafka_stack.worker("w1")
+    kafka_stack.start("dispatch", "dispatch")
+    half = len(events) // 2
+    for start in range(0, half, 50):
+        post(ingest, key, events[start : start + 50])
+    second = kafka_stack.worker("w2")
+    for start in range(half, len(events), 50):
+        post(ingest, key, events[start : start + 50])
+
+    assert settled(api, key) == expected
+    assert lifetime_card_auths(kafka_stack) == card_auths_in(events)
+    assert restores(second), second.log()[-3000:]
+    assert len(restores(first)) >= 2  # its assignment changed: it gave partitions up and restored its share
+
+
+def test_a_dispatcher_killed_before_notifying_sends_the_notification_once_after_restart(
+    kafka_stack: KafkaStack, receiver: RecordingReceiver, tmp_path: Path
+) -> None:
+    config = tmp_path / "alerting.yaml"
+    config.write_text(
+        "receivers:\n"
+        f"  - name: hook\n    webhook: {{url: '{receiver.url}/hook', secret_env: RINGFENCE_SECRET_TEST_HOOK}}\n"
+        "route: {receiver: hook, group_by: [customer_id], group_wait: 3s}\n"
+    )
+    env = {"RINGFENCE_ALERTING": str(config), "RINGFENCE_SECRET_TEST_HOOK": "k"}
+    key = kafka_stack.key("producer", "events:write", "alerts:read")
+    ingest = kafka_stack.start("ingest", "ingest", http=True)
+    kafka_stack.worker("w1")
+    dispatch = kafka_stack.start("dispatch", "dispatch", env=env)
+    transfer = {
+        "event_id": "tr-1",
+        "type": "transfer.initiated",
+        "occurred_at": "2026-11-28T10:00:00Z",
+        "customer_id": "cus-notify",
+        "source": "core-banking",
+        "data": {"amount": "900.00", "currency": "EUR", "payee_id": "p1", "payee_country": "KP"},
+    }
+    post(ingest, key, [transfer])
+    deadline = time.monotonic() + 60
+    while not kafka_stack.sql("SELECT id FROM alerts WHERE customer_id = %s", "cus-notify"):
+        assert time.monotonic() < deadline, dispatch.log()[-2000:]
+        time.sleep(0.1)
+    dispatch.kill()  # consumed and stored; its group still waits: nothing was sent
+    assert receiver.received == []
+
+    kafka_stack.start("dispatch-again", "dispatch", env=env)
+    (request,) = receiver.wait_for(1, timeout=30)
+    time.sleep(4)  # time for a duplicate to show up, if there were one
+    assert len(receiver.received) == 1
+    assert request.json()["alerts"][0]["customer_id"] == "cus-notify"
+    assert kafka_stack.sql("SELECT count(*) FROM alerts") == [(1,)]
+    assert kafka_stack.sql("SELECT status FROM notifications") == [("sent",)]
