@@ -112,6 +112,8 @@ class KafkaLog:
         """The event at global ``offset`` (see :func:`records.global_offset`), if still kept."""
         from confluent_kafka import TopicPartition
 
+        if offset < 0:
+            return None  # detections keyed by other fields than the customer cite events by id only
         partition, position = offset >> OFFSET_BITS, offset & ((1 << OFFSET_BITS) - 1)
         with self._lock:
             self._consumer.assign([TopicPartition(self.topics.events, partition, position)])
