@@ -21,11 +21,16 @@ from ringfence.cli.common import ConfigOption, fail, settings_from
 from ringfence.cli.logs import configure_logging
 from ringfence.config import Settings
 from ringfence.errors import RingfenceError
+from ringfence.runtimes.kafka.metrics_http import serve_metrics
+from ringfence.store.keys import ApiKeys
 
 app = typer.Typer(help="Run one service of the kafka runtime (Kafka + PostgreSQL).", no_args_is_help=True)
 
 HostOption = Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1]")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on [default: 8080]")]
+MetricsPortOption = Annotated[
+    int | None, typer.Option(help="Serve /metrics (bearer key with alerts:read) on this port of --host")
+]
 
 
 def _stop_on_signals() -> threading.Event:
@@ -87,6 +92,8 @@ def process(
         str | None,
         typer.Option(help="Stable name of this worker (its transactional id) [default: the host name]"),
     ] = None,
+    metrics_port: MetricsPortOption = None,
+    host: HostOption = None,
     config: ConfigOption = None,
 ) -> None:
     """A process worker: events → keyed stages → alert signals, in Kafka transactions."""
@@ -94,13 +101,15 @@ def process(
     from ringfence.runtimes.kafka.worker import ProcessWorker
     from ringfence.store.packs import PackRepository
 
-    settings = settings_from(config)
+    settings = settings_from(config, host=host)
     configure_logging(settings.log_level)
     name = worker_id or os.environ.get("HOSTNAME") or socket.gethostname()
     try:
         packs = PackRepository(open_postgres(settings))
         pack = active_pack(packs, settings, time.time())
         worker = ProcessWorker(settings, pack, worker_id=name, packs=packs)
+        if metrics_port is not None:
+            serve_metrics(worker.metrics, ApiKeys(packs.store), settings.host, metrics_port)
     except RingfenceError as exc:
         fail(str(exc))
     typer.echo(f"Ringfence process worker {name}: stages {', '.join(worker.plan.names)}, pack {pack.version}")
@@ -108,7 +117,7 @@ def process(
 
 
 @app.command()
-def dispatch(config: ConfigOption = None) -> None:
+def dispatch(metrics_port: MetricsPortOption = None, host: HostOption = None, config: ConfigOption = None) -> None:
     """A dispatch service: alert signals → dedup, silences, groups, routes → notifications."""
     from ringfence.alerts.config import load_alerting
     from ringfence.alerts.dispatcher import Dispatcher
@@ -119,7 +128,7 @@ def dispatch(config: ConfigOption = None) -> None:
     from ringfence.runtimes.kafka.platform import open_postgres
     from ringfence.store.packs import PackRepository
 
-    settings = settings_from(config)
+    settings = settings_from(config, host=host)
     configure_logging(settings.log_level)
     try:
         store = open_postgres(settings)
@@ -129,10 +138,13 @@ def dispatch(config: ConfigOption = None) -> None:
             active = packs.active()
             return load_pack(active.text).auto_resolve if active is not None else {}
 
+        metrics = Metrics()
         dispatcher = Dispatcher(
-            store, load_alerting(settings.alerting), SystemClock(), Metrics(), auto_resolve=auto_resolve
+            store, load_alerting(settings.alerting), SystemClock(), metrics, auto_resolve=auto_resolve
         )
         service = DispatchService(settings, store, dispatcher)
+        if metrics_port is not None:
+            serve_metrics(metrics, ApiKeys(store), settings.host, metrics_port)
     except RingfenceError as exc:
         fail(str(exc))
     typer.echo("Ringfence dispatch service (kafka runtime)")

@@ -187,22 +187,16 @@ class Engine:
         ingested_at: float,
         carried: Mapping[str, Any],
         final: bool,
+        report: Iterable[str] = (),
     ) -> tuple[list[AlertSignal], dict[str, Any]]:
         """:meth:`process` for one keyed stage (see :mod:`ringfence.engine.stages`): this engine
-        holds the features of one key; ``carried`` are the values earlier stages computed for
-        the event. Rules run only at the event's ``final`` stage. Returns the signals and the
-        carried values with this stage's added."""
+        holds the features of one key; ``carried`` are the values other stages computed for the
+        event. Rules run only with ``final``. Returns the signals, and the values of this
+        stage's features and scores named in ``report`` as the event saw them."""
         ctx = EventContext(event, self)
         ctx.carry(carried)
         signals = self._process(ctx, offset, partition, ingested_at, evaluate_rules=final)
-        out = dict(carried)
-        for spec in self.pack.features:
-            if ctx.key(spec.by) is not None:
-                out[spec.name] = ctx.feature(spec.name)
-        for anomaly in self.pack.anomalies:
-            if ctx.has(anomaly.name):
-                out[anomaly.name] = ctx.feature(anomaly.name)
-        return signals, out
+        return signals, {name: ctx.feature(name) for name in report}
 
     def _process(
         self, ctx: EventContext, offset: int, partition: int, ingested_at: float, evaluate_rules: bool

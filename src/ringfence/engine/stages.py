@@ -86,6 +86,12 @@ class StagePlan:
     stages: list[Stage]
     rules: Stage  # the rules alone, for the join
     _needs: dict[str, tuple[list[Stage], frozenset[str]]] = field(default_factory=dict)
+    _reads: dict[str, frozenset[str]] = field(default_factory=dict)
+    _defaults: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # what a key with no state shows: 0 for counts and sums, else None, whatever the time
+        self._defaults = {f.name: f.value(None, 0.0) for f in self.pack.features}
 
     @property
     def names(self) -> list[str]:
@@ -110,11 +116,19 @@ class StagePlan:
         joined = [s.name for s, _ in out if s.name in contributing]
         return out, [CUSTOMER, *joined] if joined else []
 
+    def reads(self, event_type: str) -> frozenset[str]:
+        """The features and scores the rules on ``event_type`` read."""
+        found = self._reads.get(event_type)
+        if found is None:
+            reads: set[str] = set()
+            for rule in self.pack.rules:
+                if event_type in rule.on:
+                    reads |= set(rule.evidence_features) | _output_reads(rule.output)
+            found = self._reads[event_type] = frozenset(reads)
+        return found
+
     def _stages_for(self, event_type: str) -> tuple[list[Stage], frozenset[str]]:
-        reads: set[str] = set()
-        for rule in self.pack.rules:
-            if event_type in rule.on:
-                reads |= set(rule.evidence_features) | _output_reads(rule.output)
+        reads = self.reads(event_type)
         needed, contributing = [], set()
         for stage in self.stages[1:]:
             specs: list[Spec] = [*stage.pack.features, *stage.pack.anomalies, *stage.pack.patterns]
@@ -124,9 +138,10 @@ class StagePlan:
                 needed.append(stage)
         return needed, frozenset(contributing)
 
-    def defaults(self, at: float, carried: Mapping[str, Any]) -> dict[str, Any]:
-        """Values of the features no visited stage computed: what a key with no state shows."""
-        return {f.name: f.value(None, at) for f in self.pack.features if f.name not in carried}
+    def defaults(self, carried: Mapping[str, Any], own: frozenset[str]) -> dict[str, Any]:
+        """``carried``, with what a key with no state shows for every feature neither it nor
+        ``own`` (the evaluating stage's) has: the values of stages the event did not visit."""
+        return {**{k: v for k, v in self._defaults.items() if k not in own}, **carried}
 
 
 def _applies(spec: Spec, event_type: str) -> bool:
@@ -181,15 +196,17 @@ def run_stage(
     position: tuple[int, int, float],
     carried: Mapping[str, Any],
     final: bool,
+    report_values: bool = False,
 ) -> tuple[list[AlertSignal], dict[str, Any]]:
     """Fold ``event`` into ``stage``'s ``engine`` (its log offset, partition and ingest time
     in ``position``); with ``final``, evaluate the rules too, on ``carried`` (the values the
-    other stages computed) and this stage's own."""
+    other stages computed) and this stage's own. With ``report_values`` (a stage sending its
+    values to the join), also return this stage's values the event's rules read."""
     if final:  # rules see what a key with no state shows for the stages the event skipped
-        defaults = plan.defaults(event.occurred_at, carried)
-        carried = {**{k: v for k, v in defaults.items() if k not in stage.owns}, **carried}
+        carried = plan.defaults(carried, stage.owns)
     offset, partition, ingested_at = position
-    return engine.process_stage(event, offset, partition, ingested_at, carried, final)
+    report = () if final or not report_values else stage.owns & plan.reads(event.type)
+    return engine.process_stage(event, offset, partition, ingested_at, carried, final, report)
 
 
 class StagedPipeline:
@@ -205,13 +222,15 @@ class StagedPipeline:
         engine = self.engines[customer.name]
         route, joined = self.plan.route(event, EventContext(event, engine))
         position = (offset, partition, ingested_at)
-        signals, carried = run_stage(self.plan, customer, engine, event, position, {}, final=not joined)
-        values = {k: v for k, v in carried.items() if k in customer.owns}
+        signals, values = run_stage(
+            self.plan, customer, engine, event, position, {}, final=not joined, report_values=bool(joined)
+        )
         for stage, _key in route:
-            hits, carried = run_stage(self.plan, stage, self.engines[stage.name], event, position, {}, final=False)
+            contributes = stage.name in joined
+            engine = self.engines[stage.name]
+            hits, carried = run_stage(self.plan, stage, engine, event, position, {}, False, contributes)
             signals.extend(hits)
-            if stage.name in joined:
-                values.update({k: v for k, v in carried.items() if k in stage.owns})
+            values.update(carried)
         if joined:
             rules = self.plan.rules
             hits, _ = run_stage(self.plan, rules, self.engines[rules.name], event, position, values, final=True)

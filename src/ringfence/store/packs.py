@@ -43,6 +43,10 @@ class PackRepository:
     def __init__(self, store: SqlStore) -> None:
         self._store = store
 
+    @property
+    def store(self) -> SqlStore:
+        return self._store
+
     def activate(self, pack: RulePack, actor: str, now: float) -> PackVersion:
         """Record ``pack`` as a new version and make it the active one (audited)."""
         with self._store.transaction() as conn:

@@ -113,7 +113,9 @@ class PooledConnection:
 class PostgresStore(SqlStore):
     """Thread-safe: statements borrow connections from a psycopg pool of ``pool_size``."""
 
-    def __init__(self, dsn: str, audit_key: bytes | None = None, pool_size: int = 8) -> None:
+    def __init__(
+        self, dsn: str, audit_key: bytes | None = None, pool_size: int = 8, connect_timeout_s: float = 30.0
+    ) -> None:
         super().__init__(audit_key)
         from psycopg_pool import ConnectionPool  # the postgres extra, imported only when used
 
@@ -122,8 +124,9 @@ class PostgresStore(SqlStore):
             dsn, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=False, name="ringfence"
         )
         try:
-            self.pool.open(wait=True, timeout=30.0)
+            self.pool.open(wait=True, timeout=connect_timeout_s)
         except Exception as exc:
+            self.pool.close()
             raise StoreError(f"cannot connect to PostgreSQL at {_redacted(dsn)}: {exc}") from exc
         self._reads = PooledConnection(self.pool)
 

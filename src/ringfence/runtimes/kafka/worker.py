@@ -260,10 +260,10 @@ class ProcessWorker:
             self._record_late(task, event, offset, ingested_at)
         position = (offset, task.partition, ingested_at)
         final = customer and not joined
-        signals, carried = run_stage(self.plan, task.stage, task.engine, event, position, {}, final)
+        contributes = task.stage.name in joined
+        signals, values = run_stage(self.plan, task.stage, task.engine, event, position, {}, final, contributes)
         self._send_alerts(signals)
-        if task.stage.name in joined:
-            values = {k: v for k, v in carried.items() if k in task.stage.owns}
+        if contributes:
             contribution = records.Contribution(seen_key, task.stage.name, joined, values, event.occurred_at)
             if customer:
                 contribution = msgspec.structs.replace(

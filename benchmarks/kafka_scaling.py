@@ -1,0 +1,189 @@
+"""The kafka runtime's process workers: throughput with 1 and 2 workers on this machine.
+
+A real single-node broker (Maven Central's jars) and PostgreSQL (Debian's) are started as the
+tests start them. Each run writes the same simulated bank traffic to fresh topics through the
+ingest path (every event to its stages' topics, in transactions), then starts W ``ringfence
+serve process`` workers and times them from the moment every worker has its partitions
+(group joined, state restored) until the group has consumed every input topic to its end
+(events, the stage topics and the join). Runs alternate 1 and 2 workers; medians are reported,
+and the ratio of the medians is the scaling. The broker shares the machine's two cores with the
+workers, so the ratio is a floor for machines where it does not.
+
+    .venv/bin/python benchmarks/kafka_scaling.py --events 20000 --runs 3 --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.servers: the broker and PostgreSQL the tests use
+
+PARTITIONS = 8
+
+
+def produce(env: dict[str, str], events: list[dict[str, Any]]) -> float:
+    """Write ``events`` through the ingest path; return the seconds it took."""
+    import msgspec
+
+    from ringfence.config import load_settings
+    from ringfence.engine.pack import load_pack_file
+    from ringfence.engine.stages import plan_stages
+    from ringfence.events.decode import validate_event
+    from ringfence.runtimes.kafka.ingest import KafkaAppender
+
+    settings = load_settings(environ=env)
+    plan = plan_stages(load_pack_file(None))
+    appender = KafkaAppender(settings, lambda: plan, "bench")
+    now = time.time() + 86400
+    decoded = [validate_event(msgspec.json.encode(e), now) for e in events]
+
+    async def send() -> None:
+        batches = [decoded[i : i + 500] for i in range(0, len(decoded), 500)]
+        for start in range(0, len(batches), 8):  # 8 requests in flight, as concurrent producers would be
+            await asyncio.gather(*(appender.append(b) for b in batches[start : start + 8]))
+
+    started = time.monotonic()
+    asyncio.run(send())
+    appender.close()
+    return time.monotonic() - started
+
+
+def group_lag(env: dict[str, str]) -> int:
+    """Records of the process group's input topics not yet consumed (-1: not known yet)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    from ringfence.config import load_settings
+    from ringfence.engine.pack import load_pack_file
+    from ringfence.engine.stages import plan_stages
+    from ringfence.runtimes.kafka.topics import client_config, topics_of
+
+    settings = load_settings(environ=env)
+    topics = topics_of(settings)
+    plan = plan_stages(load_pack_file(None))
+    inputs = sorted({topics.stage_input(n) for n in plan.names} | {topics.join})
+    consumer = Consumer(client_config(settings, **{"group.id": topics.group("process")}))
+    try:
+        tps = [TopicPartition(t, p) for t in inputs for p in range(PARTITIONS)]
+        try:
+            consumer.committed(tps, 30)
+        except KafkaException:  # the group coordinator is still loading
+            return -1
+        committed = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in consumer.committed(tps, 30)}
+        lag = 0
+        for t, p in committed:
+            _, high = consumer.get_watermark_offsets(TopicPartition(t, p), 30)
+            lag += max(0, high - committed[(t, p)])
+        return lag
+    finally:
+        consumer.close()
+
+
+def one_run(
+    base_env: dict[str, str], dsn: str, events: list[dict[str, Any]], workers: int, work: Path
+) -> dict[str, Any]:
+    prefix = f"b{uuid.uuid4().hex[:8]}"
+    env = {**base_env, "RINGFENCE_KAFKA_TOPIC_PREFIX": prefix, "RINGFENCE_POSTGRES_DSN": dsn}
+    cli = [sys.executable, "-m", "ringfence"]
+    subprocess.run([*cli, "kafka", "init"], env=env, check=True, capture_output=True)
+    produce_s = produce(env, events)
+    logs = [work / f"{prefix}-w{i}.log" for i in range(workers)]
+    procs = []
+    for i, path in enumerate(logs):
+        with path.open("wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [*cli, "serve", "process", "--worker-id", f"{prefix}-w{i}"], env=env, stdout=out, stderr=out
+                )
+            )
+    try:
+        while not all("restored" in p.read_text(errors="replace") for p in logs):
+            time.sleep(0.05)
+        started = time.monotonic()
+        while (lag := group_lag(env)) != 0:
+            if time.monotonic() - started > 900:
+                raise TimeoutError(f"{lag} records left")
+            time.sleep(0.25)
+        seconds = time.monotonic() - started
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=60)
+    return {
+        "workers": workers,
+        "events": len(events),
+        "seconds": round(seconds, 2),
+        "events_per_s": round(len(events) / seconds),
+        "ingest_events_per_s": round(len(events) / produce_s),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each worker count (alternating)")
+    parser.add_argument("--out", type=Path, default=None, help="write kafka-scaling.json here")
+    args = parser.parse_args()
+
+    from tests.servers import KafkaBroker, PostgresCluster
+
+    from ringfence.simulate import Traffic
+
+    work = Path(tempfile.mkdtemp(prefix="rf-kafka-bench-"))
+    broker, cluster = KafkaBroker(work / "kafka"), PostgresCluster(work / "postgres")
+    broker.start()
+    cluster.start()
+    try:
+        dsn = cluster.new_database()
+        base_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("RINGFENCE_")},
+            "RINGFENCE_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "RINGFENCE_KAFKA_PARTITIONS": str(PARTITIONS),
+            "RINGFENCE_POSTGRES_DSN": dsn,
+            "RINGFENCE_LOG_LEVEL": "info",  # the workers log when they have their partitions
+        }
+        subprocess.run(
+            [sys.executable, "-m", "ringfence", "db", "migrate"], env=base_env, check=True, capture_output=True
+        )
+        start = time.time() - 2 * 3600
+        events = list(
+            Traffic(seed=11, customers=5_000, fraud_rate=0.01).stream(start=start, rate_per_s=200.0, count=args.events)
+        )
+        runs = []
+        for i in range(args.runs):
+            for workers in (1, 2):
+                run = one_run(base_env, dsn, events, workers, work)
+                runs.append(run)
+                print(f"run {i + 1}: {workers} worker(s): {run['events_per_s']} events/s ({run['seconds']} s)")
+    finally:
+        broker.stop()
+        cluster.stop()
+    median = {w: statistics.median(r["events_per_s"] for r in runs if r["workers"] == w) for w in (1, 2)}
+    result = {
+        "command": f"benchmarks/kafka_scaling.py --events {args.events} --runs {args.runs}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "partitions": PARTITIONS,
+        "median_events_per_s": {str(w): median[w] for w in median},
+        "scaling_2_vs_1": round(median[2] / median[1], 2),
+        "median_ingest_events_per_s": statistics.median(r["ingest_events_per_s"] for r in runs),
+        "runs": runs,
+    }
+    print(json.dumps(result, indent=2))
+    if args.out is not None:
+        (args.out / "kafka-scaling.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""What is PostgreSQL's own in the kafka runtime's store: migrations, the SQL rewriting, and
+concurrent writers (several services share one database) — against a real server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from ringfence.config import load_settings
+from ringfence.errors import ConfigError, StoreError
+from ringfence.store.keys import ApiKeys
+from ringfence.store.pg_schema import PG_SCHEMA_VERSION
+from ringfence.store.postgres import PostgresStore, translate
+from ringfence.store.sql import SqlStore
+from tests.servers import PostgresCluster
+
+pytestmark = pytest.mark.integration
+
+
+def test_sqlite_spellings_become_postgresql() -> None:
+    assert translate("INSERT OR REPLACE INTO watermarks VALUES (?, ?)") == (
+        "INSERT INTO watermarks VALUES (%s, %s) "
+        "ON CONFLICT (partition) DO UPDATE SET max_event_time = EXCLUDED.max_event_time"
+    )
+    assert translate("INSERT OR IGNORE INTO late_events VALUES (?)") == (
+        "INSERT INTO late_events VALUES (%s) ON CONFLICT DO NOTHING"
+    )
+    assert translate("SELECT offset FROM processor_offsets ORDER BY at, rowid LIMIT ? OFFSET ?") == (
+        'SELECT "offset" FROM processor_offsets ORDER BY at, seq LIMIT %s OFFSET %s'
+    )
+    assert translate("SELECT '100%' WHERE a = ?") == "SELECT '100%%' WHERE a = %s"
+    with pytest.raises(StoreError, match="no primary key known"):
+        translate("INSERT OR REPLACE INTO alerts VALUES (?)")
+
+
+def test_migrations_apply_once_and_services_refuse_an_unmigrated_database(postgres: PostgresCluster) -> None:
+    store = PostgresStore(postgres.new_database(), pool_size=2)
+    try:
+        with pytest.raises(StoreError, match="run `ringfence db migrate`"):
+            store.require_schema()
+        assert store.migrate() == list(range(1, PG_SCHEMA_VERSION + 1))
+        assert store.migrate() == []
+        store.require_schema()
+        ((version, applied_at),) = store.conn().execute("SELECT version, applied_at FROM schema_migrations")
+        assert version == PG_SCHEMA_VERSION
+        assert applied_at > 0
+    finally:
+        store.close()
+
+
+def test_an_unreachable_server_is_a_clear_error_without_the_password() -> None:
+    with pytest.raises(StoreError, match=r"cannot connect to PostgreSQL at postgresql://u:\*\*\*@127.0.0.1:1/db"):
+        PostgresStore("postgresql://u:hunter2@127.0.0.1:1/db", pool_size=1, connect_timeout_s=2)
+
+
+def test_settings_refuse_a_dsn_holding_a_password() -> None:
+    with pytest.raises(ConfigError, match="must not hold a password"):
+        load_settings(environ={"RINGFENCE_POSTGRES_DSN": "postgresql://u:secret@db/ringfence"})
+
+
+def test_concurrent_writers_keep_one_unbroken_audit_chain(make_pg_store: Callable[..., SqlStore]) -> None:
+    store = make_pg_store(b"audit-key")
+    keys = ApiKeys(store)
+    errors: list[BaseException] = []
+
+    def create(worker: int) -> None:
+        try:
+            for i in range(10):
+                keys.create(f"k{worker}-{i}", ["alerts:read"], now=float(i))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    verdict = store.verify_audit()
+    assert verdict.ok, verdict.problems
+    assert verdict.entries == 40
+    store.conn().execute("UPDATE audit SET actor = 'mallory' WHERE seq = 7")
+    assert not store.verify_audit().ok
