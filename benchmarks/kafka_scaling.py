@@ -32,6 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.servers: the broker and PostgreSQL the tests use
 
 PARTITIONS = 8
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
 def produce(env: dict[str, str], events: list[dict[str, Any]]) -> float:
@@ -92,7 +99,7 @@ def group_lag(env: dict[str, str]) -> int:
 
 
 def one_run(
-    base_env: dict[str, str], dsn: str, events: list[dict[str, Any]], workers: int, work: Path
+    base_env: dict[str, str], dsn: str, events: list[dict[str, Any]], workers: int, work: Path, broker_pid: int
 ) -> dict[str, Any]:
     prefix = f"b{uuid.uuid4().hex[:8]}"
     env = {**base_env, "RINGFENCE_KAFKA_TOPIC_PREFIX": prefix, "RINGFENCE_POSTGRES_DSN": dsn}
@@ -112,11 +119,14 @@ def one_run(
         while not all("restored" in p.read_text(errors="replace") for p in logs):
             time.sleep(0.05)
         started = time.monotonic()
+        pids = [p.pid for p in procs] + [broker_pid]
+        cpu_before = [cpu_seconds(pid) for pid in pids]
         while (lag := group_lag(env)) != 0:
             if time.monotonic() - started > 900:
                 raise TimeoutError(f"{lag} records left")
             time.sleep(0.25)
         seconds = time.monotonic() - started
+        cpu = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
     finally:
         for proc in procs:
             proc.terminate()
@@ -127,6 +137,9 @@ def one_run(
         "seconds": round(seconds, 2),
         "events_per_s": round(len(events) / seconds),
         "ingest_events_per_s": round(len(events) / produce_s),
+        # what scales: a worker's CPU per event (the broker's is the cluster's to size)
+        "worker_cpu_us_per_event": round(sum(cpu[:-1]) / len(events) * 1e6),
+        "broker_cpu_us_per_event": round(cpu[-1] / len(events) * 1e6),
     }
 
 
@@ -164,9 +177,10 @@ def main() -> None:
         runs = []
         for i in range(args.runs):
             for workers in (1, 2):
-                run = one_run(base_env, dsn, events, workers, work)
+                assert broker.proc is not None
+                run = one_run(base_env, dsn, events, workers, work, broker.proc.pid)
                 runs.append(run)
-                print(f"run {i + 1}: {workers} worker(s): {run['events_per_s']} events/s ({run['seconds']} s)")
+                print(f"run {i + 1}: {json.dumps(run)}")
     finally:
         broker.stop()
         cluster.stop()
@@ -178,6 +192,8 @@ def main() -> None:
         "median_events_per_s": {str(w): median[w] for w in median},
         "scaling_2_vs_1": round(median[2] / median[1], 2),
         "median_ingest_events_per_s": statistics.median(r["ingest_events_per_s"] for r in runs),
+        "median_worker_cpu_us_per_event": statistics.median(r["worker_cpu_us_per_event"] for r in runs),
+        "median_broker_cpu_us_per_event": statistics.median(r["broker_cpu_us_per_event"] for r in runs),
         "runs": runs,
     }
     print(json.dumps(result, indent=2))

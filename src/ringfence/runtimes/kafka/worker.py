@@ -58,10 +58,15 @@ class Task:
     stage: Stage
     partition: int
     engine: Engine
-    seen: dict[str, float] = field(default_factory=dict)
-    seen_changes: dict[str, float | None] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)  # event ids (with source), to drop retries
+    seen_new: list[tuple[str, float]] = field(default_factory=list)  # ... added by this batch
+    # the changelog keeps seen ids a record per batch, named by the batch's last input offset
+    seen_batches: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
+    seen_dropped: list[str] = field(default_factory=list)
+    last_offset: int = -1
     pending: dict[str, dict[str, records.Contribution]] = field(default_factory=dict)  # join tasks
     pending_changes: dict[str, dict[str, records.Contribution] | None] = field(default_factory=dict)
+    pending_written: set[str] = field(default_factory=set)  # pending joins the changelog holds
     clock_written: tuple[float | None, float] = (None, 0.0)
     last_record_at: float = 0.0
     last_ingested_at: float = 0.0
@@ -248,7 +253,9 @@ class ProcessWorker:
             if task.stage.name == CUSTOMER:
                 self.metrics.events_duplicate.inc()
             return
-        task.seen[seen_key] = task.seen_changes[seen_key] = event.occurred_at
+        task.seen[seen_key] = event.occurred_at
+        task.seen_new.append((seen_key, event.occurred_at))
+        task.last_offset = message.offset()
         ingested_at = message.timestamp()[1] / 1000.0
         task.last_ingested_at = ingested_at
         joined = _header(message, records.JOIN_HEADER)
@@ -295,7 +302,11 @@ class ProcessWorker:
             task.pending_changes[part.event_key] = parts
             return
         del task.pending[part.event_key]
-        task.pending_changes[part.event_key] = None
+        if part.event_key in task.pending_written:
+            task.pending_written.discard(part.event_key)
+            task.pending_changes[part.event_key] = None
+        else:  # begun and completed within this batch: the changelog never held it
+            task.pending_changes.pop(part.event_key, None)
         first = parts[CUSTOMER]
         event = decode_event(first.body)
         values = {k: v for p in parts.values() for k, v in p.values.items()}
@@ -342,9 +353,12 @@ class ProcessWorker:
                 continue
             watermark = task.engine.watermark()
             task.engine.expire(watermark)
-            for key in [k for k, at in task.seen.items() if at < watermark - window]:
-                del task.seen[key]
-                task.seen_changes[key] = None
+            for batch, (newest, ids) in list(task.seen_batches.items()):
+                if newest < watermark - window:
+                    for key in ids:
+                        task.seen.pop(key, None)
+                    del task.seen_batches[batch]
+                    task.seen_dropped.append(batch)
             stale = [k for k, parts in task.pending.items() if _occurred(parts) < watermark - JOIN_HORIZON_S]
             for key in stale:
                 log.warning("join gave up on event %s: stages %s never sent their values", key, task.pending[key])
@@ -358,12 +372,19 @@ class ProcessWorker:
             p = task.partition
             for name, key, state in task.engine.take_changes():
                 self._produce(topic, records.state_key(name, key), state, p)
-            for key, at in task.seen_changes.items():
-                self._produce(topic, records.state_key(SEEN, key), None if at is None else encode(at), p)
-            task.seen_changes.clear()
+            if task.seen_new:
+                batch = str(task.last_offset)
+                self._produce(topic, records.state_key(SEEN, batch), encode(task.seen_new), p)
+                task.seen_batches[batch] = (max(at for _, at in task.seen_new), [k for k, _ in task.seen_new])
+                task.seen_new = []
+            for batch in task.seen_dropped:
+                self._produce(topic, records.state_key(SEEN, batch), None, p)
+            task.seen_dropped.clear()
             for key, parts in task.pending_changes.items():
                 value = None if parts is None else encode(list(parts.values()))
                 self._produce(topic, records.state_key(PENDING, key), value, p)
+                if parts is not None:
+                    task.pending_written.add(key)
             task.pending_changes.clear()
             # event time and the wall-clock time of the last arrival: idle timers extrapolate from both
             clock = (task.engine.max_event_time.get(p), task.last_ingested_at)
@@ -411,7 +432,13 @@ class ProcessWorker:
             marks[partition], last_ingested_at = msgspec.msgpack.decode(rows[(WATERMARK, "")], type=tuple[float, float])
         engine.restore(states, marks)
         engine.take_changes()
-        seen = {key: msgspec.msgpack.decode(v, type=float) for (name, key), v in rows.items() if name == SEEN}
+        seen: dict[str, float] = {}
+        seen_batches = {}
+        for (name, batch), value in rows.items():
+            if name == SEEN:
+                entries = msgspec.msgpack.decode(value, type=list[tuple[str, float]])
+                seen.update(entries)
+                seen_batches[batch] = (max(at for _, at in entries), [k for k, _ in entries])
         pending = {
             key: {c.stage: c for c in msgspec.msgpack.decode(v, type=list[records.Contribution])}
             for (name, key), v in rows.items()
@@ -422,7 +449,9 @@ class ProcessWorker:
             partition,
             engine,
             seen,
+            seen_batches=seen_batches,
             pending=pending,
+            pending_written=set(pending),
             clock_written=(marks.get(partition), last_ingested_at),
             last_record_at=self.clock.time(),  # its backlog comes first: no idle timer fires at once
             last_ingested_at=last_ingested_at,
