@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -133,23 +134,36 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
     survivor = kafka_stack.worker("w1")
     victim = kafka_stack.worker("w2")
     kafka_stack.start("dispatch", "dispatch")
-    third = len(events) // 3
-    for start in range(0, third, 50):
-        post(ingest, key, events[start : start + 50])
-    # mid-stream: both workers own partitions and are processing what just arrived
+    posted = 0
+    failures: list[BaseException] = []
+
+    def stream() -> None:  # a steady stream, so the victim dies with work in hand
+        nonlocal posted
+        try:
+            for start in range(0, len(events), 25):
+                post(ingest, key, events[start : start + 25])
+                posted = start + 25
+                time.sleep(0.02)
+        except BaseException as exc:
+            failures.append(exc)
+
+    producer = threading.Thread(target=stream)
+    producer.start()
     deadline = time.monotonic() + 60
-    while not (restores(survivor) and restores(victim)):
+    while not (restores(survivor) and restores(victim) and posted >= len(events) // 3):
         assert time.monotonic() < deadline, survivor.log()[-2000:]
-        time.sleep(0.2)
-    time.sleep(1.0)
+        time.sleep(0.05)
+    before_kill = len(restores(survivor))
     victim.kill()
-    for start in range(third, len(events), 50):
-        post(ingest, key, events[start : start + 50])
+    killed_at = posted
+    producer.join()
+    assert failures == []
+    assert killed_at < len(events)  # mid-stream
 
     assert settled(api, key) == expected
     assert lifetime_card_auths(kafka_stack) == card_auths_in(events)
     # the survivor took the victim's partitions over, restoring their state, and said how long it took
-    (_, _, _), *takeovers = restores(survivor)
+    takeovers = restores(survivor)[before_kill:]
     assert takeovers, survivor.log()[-3000:]
     assert any(rows > 0 for _, rows, _ in takeovers)
     assert all(seconds < 60 for _, _, seconds in takeovers)
