@@ -121,13 +121,18 @@ class KafkaBroker:
                 ]
             )
         )
-        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run(  # nosec B603 - our own arguments
+        # a cluster id is 16 random bytes in URL-safe base64; one starting with "-" would read as an option
+        cluster = "-"
+        while cluster.startswith("-"):
+            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        formatted = subprocess.run(  # nosec B603 - our own arguments
             self._java("kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)),
-            check=True,
             capture_output=True,
+            text=True,
             timeout=120,
         )
+        if formatted.returncode != 0:
+            raise RuntimeError(f"formatting the broker's storage failed: {formatted.stdout}{formatted.stderr}")
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(self._java("kafka.Kafka", str(config)), stdout=out, stderr=out)  # nosec B603
         _wait_for_port(self.port, self.proc, self.log, timeout_s)

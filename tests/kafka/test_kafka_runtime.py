@@ -202,8 +202,14 @@ def test_a_dispatcher_killed_before_notifying_sends_the_notification_once_after_
     env = {"RINGFENCE_ALERTING": str(config), "RINGFENCE_SECRET_TEST_HOOK": "k"}
     key = kafka_stack.key("producer", "events:write", "alerts:read")
     ingest = kafka_stack.start("ingest", "ingest", http=True)
-    kafka_stack.worker("w1")
+    worker = kafka_stack.worker("w1")
     dispatch = kafka_stack.start("dispatch", "dispatch", env=env)
+    # a record no Ringfence service wrote: the worker skips it, saying so, and goes on
+    from confluent_kafka import Producer
+
+    stray = Producer({"bootstrap.servers": kafka_stack.env["RINGFENCE_KAFKA_BOOTSTRAP"]})
+    stray.produce(topics_of(load_settings(environ=kafka_stack.env)).events, b"{not json", b"cus-notify")
+    stray.flush(30)
     transfer = {
         "event_id": "tr-1",
         "type": "transfer.initiated",
@@ -227,3 +233,4 @@ def test_a_dispatcher_killed_before_notifying_sends_the_notification_once_after_
     assert request.json()["alerts"][0]["customer_id"] == "cus-notify"
     assert kafka_stack.sql("SELECT count(*) FROM alerts") == [(1,)]
     assert kafka_stack.sql("SELECT status FROM notifications") == [("sent",)]
+    assert "skipped undecodable record" in worker.log()

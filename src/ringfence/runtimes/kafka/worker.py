@@ -184,7 +184,12 @@ class ProcessWorker:
                 task = self.tasks.get(task_id)
                 if task is None:
                     continue  # revoked in this poll
-                self._handle(task, message, now)
+                try:
+                    self._handle(task, message, now)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    # not written by Ringfence's ingest or workers: no retry can make it valid
+                    self.metrics.events_rejected.inc()
+                    log.error("skipped undecodable record %s[%d]@%d: %s", *task_id, message.offset(), exc)
                 consumed[task_id] = message.offset() + 1
                 processed += 1
             if idle_due:
