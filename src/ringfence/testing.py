@@ -166,20 +166,25 @@ def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None)
             env={**os.environ, **(env or {})},
         )
     url = f"http://127.0.0.1:{port}"
+    wait_until_healthy(url, process, log_path, "ringfence up")
+    return EmbeddedServer(process, url, data_dir, log_path)
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path, name: str) -> None:
+    """Wait until a started server answers ``/healthz``; raise with its log if it dies or stalls."""
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"ringfence up exited with {process.returncode}: {log_path.read_text()[-3000:]}")
+            raise RuntimeError(f"{name} exited with {process.returncode}: {log_path.read_text()[-3000:]}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
+                return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
             process.kill()
-            raise TimeoutError("ringfence up did not start")
+            raise TimeoutError(f"{name} did not start: {log_path.read_text()[-3000:]}")
         time.sleep(0.05)
-    return EmbeddedServer(process, url, data_dir, log_path)
 
 
 @contextmanager

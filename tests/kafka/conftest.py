@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ringfence.testing import free_port
+from ringfence.testing import free_port, wait_until_healthy
 from tests.servers import KafkaBroker, PostgresCluster
 
 PARTITIONS = 4
@@ -59,7 +58,7 @@ class Service:
 class KafkaStack:
     workdir: Path
     env: dict[str, str]
-    services: list[Service] = field(default_factory=list)
+    running: list[Service] = field(default_factory=list)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -91,24 +90,23 @@ class KafkaStack:
                 env={**self.env, **(env or {})},
             )
         service = Service(name, process, log_path, url)
-        self.services.append(service)
+        self.running.append(service)
         if http:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode}: {service.log()[-3000:]}")
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{name} did not start: {service.log()[-3000:]}")
-                time.sleep(0.1)
+            wait_until_healthy(url, process, log_path, name)
         return service
 
     def worker(self, worker_id: str) -> Service:
         return self.start(worker_id, "process", "--worker-id", worker_id)
+
+    def services(self, *workers: str) -> tuple[str, Service, Service]:
+        """A producer key with read access, ingest, api, the given workers and a dispatcher."""
+        key = self.key("producer", "events:write", "alerts:read")
+        ingest = self.start("ingest", "ingest", http=True)
+        api = self.start("api", "api", http=True)
+        for worker_id in workers:
+            self.worker(worker_id)
+        self.start("dispatch", "dispatch")
+        return key, ingest, api
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         import psycopg
@@ -117,7 +115,7 @@ class KafkaStack:
             return list(conn.execute(query, params or None).fetchall())
 
     def stop_all(self) -> None:
-        for service in self.services:
+        for service in self.running:
             service.stop()
 
 

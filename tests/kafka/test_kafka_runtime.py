@@ -3,7 +3,6 @@ runtime on the same input, through worker crashes and scale-out, with notificati
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -11,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from ringfence.config import load_settings
@@ -22,7 +20,7 @@ from ringfence.runtimes.kafka.worker import read_changelogs
 from ringfence.testing import RecordingReceiver
 from tests import parity
 from tests.kafka.conftest import PARTITIONS, KafkaStack, Service
-from tests.runtimes.test_crash_recovery import all_alerts
+from tests.runtimes.test_crash_recovery import all_alerts, post_batch
 
 pytestmark = pytest.mark.integration
 
@@ -46,13 +44,7 @@ def expected(events: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFact
 
 
 def post(ingest: Service, key: str, batch: list[dict[str, Any]]) -> None:
-    response = httpx.post(
-        f"{ingest.url}/v1/events",
-        content=json.dumps(batch),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        timeout=30,
-    )
-    assert response.status_code == 202, response.text
+    post_batch(ingest, key, batch)  # type: ignore[arg-type]  # a Service has the url the helper posts to
 
 
 def settled(api: Service, key: str, quiet_s: float = 4.0, timeout_s: float = 120.0) -> dict[str, tuple[str, int]]:
@@ -103,12 +95,7 @@ def restores(worker: Service) -> list[tuple[int, int, float]]:
 def test_services_raise_the_alerts_of_the_embedded_runtime(
     kafka_stack: KafkaStack, events: list[dict[str, Any]], expected: dict[str, tuple[str, int]]
 ) -> None:
-    key = kafka_stack.key("producer", "events:write", "alerts:read")
-    ingest = kafka_stack.start("ingest", "ingest", http=True)
-    api = kafka_stack.start("api", "api", http=True)
-    kafka_stack.worker("w1")
-    kafka_stack.worker("w2")
-    kafka_stack.start("dispatch", "dispatch")
+    key, ingest, api = kafka_stack.services("w1", "w2")
     for start in range(0, len(events), 100):
         post(ingest, key, events[start : start + 100])
 
@@ -128,12 +115,8 @@ def test_services_raise_the_alerts_of_the_embedded_runtime(
 def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
     kafka_stack: KafkaStack, events: list[dict[str, Any]], expected: dict[str, tuple[str, int]]
 ) -> None:
-    key = kafka_stack.key("producer", "events:write", "alerts:read")
-    ingest = kafka_stack.start("ingest", "ingest", http=True)
-    api = kafka_stack.start("api", "api", http=True)
-    survivor = kafka_stack.worker("w1")
-    victim = kafka_stack.worker("w2")
-    kafka_stack.start("dispatch", "dispatch")
+    key, ingest, api = kafka_stack.services()
+    survivor, victim = kafka_stack.worker("w1"), kafka_stack.worker("w2")
     posted = 0
     failures: list[BaseException] = []
 
@@ -172,11 +155,8 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
 def test_adding_a_worker_rebalances_without_losing_or_duplicating_alerts(
     kafka_stack: KafkaStack, events: list[dict[str, Any]], expected: dict[str, tuple[str, int]]
 ) -> None:
-    key = kafka_stack.key("producer", "events:write", "alerts:read")
-    ingest = kafka_stack.start("ingest", "ingest", http=True)
-    api = kafka_stack.start("api", "api", http=True)
+    key, ingest, api = kafka_stack.services()
     first = kafka_stack.worker("w1")
-    kafka_stack.start("dispatch", "dispatch")
     half = len(events) // 2
     for start in range(0, half, 50):
         post(ingest, key, events[start : start + 50])

@@ -48,3 +48,29 @@ def open_configured_store(settings: Settings) -> SqlStore:
     except RingfenceError as exc:
         fail(str(exc))
         raise  # unreachable: fail() exits
+
+
+def serve_app(app: Any, settings: Settings) -> None:
+    """Serve an ASGI app with uvicorn on the settings' host, port and TLS until stopped; exit 1
+    if it never started (the port taken, say)."""
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+            timeout_graceful_shutdown=10,
+        )
+    )
+    try:
+        server.run()
+    except RingfenceError as exc:
+        fail(str(exc))
+    if not server.started:
+        raise typer.Exit(1)

@@ -15,9 +15,8 @@ import time
 from typing import Annotated
 
 import typer
-import uvicorn
 
-from ringfence.cli.common import ConfigOption, fail, settings_from
+from ringfence.cli.common import ConfigOption, fail, serve_app, settings_from
 from ringfence.cli.logs import configure_logging
 from ringfence.config import Settings
 from ringfence.errors import RingfenceError
@@ -52,22 +51,7 @@ def _serve_http(settings: Settings, *, ingest: bool) -> None:
     typer.echo(
         f"Ringfence {role} (kafka runtime) on http://{settings.host}:{settings.port}, pack {platform.pack.version}"
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(platform),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-            timeout_graceful_shutdown=10,
-        )
-    )
-    server.run()
-    if not server.started:
-        raise typer.Exit(1)
+    serve_app(create_app(platform), settings)
 
 
 @app.command()

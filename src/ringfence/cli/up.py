@@ -7,10 +7,9 @@ import functools
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from ringfence.api.app import create_app
-from ringfence.cli.common import ConfigOption, DataDirOption, fail, settings_from
+from ringfence.cli.common import ConfigOption, DataDirOption, fail, serve_app, settings_from
 from ringfence.cli.logs import configure_logging
 from ringfence.clock import SystemClock
 from ringfence.errors import RingfenceError
@@ -54,23 +53,4 @@ def up(
         typer.echo(f"Try:      curl -H 'Authorization: Bearer {key}' '{url}/v1/alerts?limit=5'")
     else:
         typer.echo("Keys:     ringfence keys create --name NAME --scope events:write --scope alerts:read")
-    app = create_app(platform, background=background)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-            timeout_graceful_shutdown=10,
-        )
-    )
-    try:
-        server.run()
-    except RingfenceError as exc:
-        fail(str(exc))
-    if not server.started:
-        raise typer.Exit(1)
+    serve_app(create_app(platform, background=background), settings)

@@ -119,18 +119,7 @@ class Processor:
             watermark = self.engine.watermark(record.partition)
             hits = self.engine.process(event, record.offset, record.partition, record.ingested_at)
             if event.occurred_at < watermark:
-                late.append(
-                    LateEvent(
-                        record.offset,
-                        event.event_id,
-                        event.source,
-                        event.type,
-                        event.customer_id,
-                        event.occurred_at,
-                        watermark,
-                        record.ingested_at,
-                    )
-                )
+                late.append(LateEvent.of(event, record.offset, watermark, record.ingested_at))
             touched.add(record.partition)
             signals.extend(hits)
         checkpoint = Checkpoint(

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from ringfence.alerts.model import Action, Alert
 from ringfence.engine.rules import AlertSignal
+from ringfence.events.model import Event
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,19 @@ class LateEvent:
     occurred_at: float
     watermark: float
     ingested_at: float
+
+    @classmethod
+    def of(cls, event: Event, offset: int, watermark: float, ingested_at: float) -> LateEvent:
+        return cls(
+            offset,
+            event.event_id,
+            event.source,
+            event.type,
+            event.customer_id,
+            event.occurred_at,
+            watermark,
+            ingested_at,
+        )
 
 
 @dataclass

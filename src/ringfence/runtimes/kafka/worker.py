@@ -287,16 +287,7 @@ class ProcessWorker:
     def _record_late(self, task: Task, event: Event, offset: int, ingested_at: float) -> None:
         self.metrics.events_late.inc()
         watermark = task.engine.watermark(task.partition)
-        late = LateEvent(
-            offset,
-            event.event_id,
-            event.source,
-            event.type,
-            event.customer_id,
-            event.occurred_at,
-            watermark,
-            ingested_at,
-        )
+        late = LateEvent.of(event, offset, watermark, ingested_at)
         self._produce_alert(f"late\x1f{task.partition}", AlertRecord(late=late))
 
     def _join(self, task: Task, part: records.Contribution) -> None:
