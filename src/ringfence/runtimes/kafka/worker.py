@@ -506,6 +506,7 @@ def read_changelogs(
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
+                "fetch.wait.max.ms": 10,  # the end is what it waits for: do not let the broker hold fetches
             },
         )
     )
@@ -516,7 +517,7 @@ def read_changelogs(
         while remaining:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"restoring {sorted(remaining)} took over {timeout_s:.0f} s")
-            for message in consumer.consume(5000, 0.5):
+            for message in consumer.consume(5000, 0.05):
                 tp = (str(message.topic()), int(message.partition() or 0))
                 error = message.error()
                 if error is not None:
