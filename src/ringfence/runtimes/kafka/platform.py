@@ -13,7 +13,6 @@ import logging
 import socket
 import threading
 import time
-from typing import Any
 
 from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, SystemClock
@@ -235,6 +234,3 @@ class KafkaPlatform:
             self.appender.close()
         self.log.close()
         self.store.close()
-
-    def describe(self) -> dict[str, Any]:
-        return {"runtime": self.runtime, "ingest": self.ingest is not None}

@@ -135,7 +135,6 @@ class ProcessWorker:
         self.tasks: dict[TaskId, Task] = {}
         self._committed: dict[TaskId, int] = {}  # offsets this worker committed, per task
         self.pending: set[TaskId] = set()
-        self.restores: list[RestoreReport] = []
         self._last_idle = 0.0
         self._last_expire = self.clock.time()
 
@@ -409,7 +408,6 @@ class ProcessWorker:
             total += len(rows[changelog])
         self.pending.clear()
         report = RestoreReport(len(wanted), total, time.monotonic() - started)
-        self.restores.append(report)
         self.metrics.state_restore.observe(report.seconds)
         log.info(
             "worker %s restored %d partitions (%d changelog rows) in %.2f s",
