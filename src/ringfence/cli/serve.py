@@ -81,7 +81,7 @@ def process(
     config: ConfigOption = None,
 ) -> None:
     """A process worker: events → keyed stages → alert signals, in Kafka transactions."""
-    from ringfence.runtimes.kafka.platform import active_pack, open_postgres
+    from ringfence.runtimes.kafka.platform import open_postgres
     from ringfence.runtimes.kafka.worker import ProcessWorker
     from ringfence.store.packs import PackRepository
 
@@ -90,7 +90,7 @@ def process(
     name = worker_id or os.environ.get("HOSTNAME") or socket.gethostname()
     try:
         packs = PackRepository(open_postgres(settings))
-        pack = active_pack(packs, settings, time.time())
+        pack = packs.startup_pack(settings.rule_pack, time.time())
         worker = ProcessWorker(settings, pack, worker_id=name, packs=packs)
         if metrics_port is not None:
             serve_metrics(worker.metrics, ApiKeys(packs.store), settings.host, metrics_port)

@@ -19,7 +19,7 @@ from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings, audit_key
 from ringfence.engine.engine import Engine
-from ringfence.engine.pack import RulePack, load_pack, load_pack_file
+from ringfence.engine.pack import RulePack
 from ringfence.errors import StoreError
 from ringfence.log.group_commit import GroupCommitter
 from ringfence.log.sqlite import SqliteLog
@@ -79,7 +79,7 @@ class Platform:
         self.keys = ApiKeys(self.store)
         self.log = SqliteLog(settings.data_dir / JOURNAL_FILE, settings.partitions, settings.journal_sync)
         self.packs = PackRepository(self.store)
-        pack = pack or self._initial_pack()
+        pack = pack or self.packs.startup_pack(settings.rule_pack, self.clock.time())
         engine = Engine(pack, settings.allowed_lateness_s)
         engine.lists.update({k: v for k, v in self.packs.lists().items() if k in pack.lists})
         self.processor = Processor(
@@ -109,17 +109,6 @@ class Platform:
         self._thread: threading.Thread | None = None
         self._dispatch_thread: threading.Thread | None = None
         self.ready = False
-
-    def _initial_pack(self) -> RulePack:
-        """The pack given in the settings, else the last one activated, else the default."""
-        active = self.packs.active()
-        if self.settings.rule_pack is None and active is not None:
-            return load_pack(active.text)
-        pack = load_pack_file(self.settings.rule_pack)
-        if active is None or active.digest != pack.digest:
-            source = str(self.settings.rule_pack) if self.settings.rule_pack else "the default pack"
-            self.packs.activate(pack, f"settings ({source})", self.clock.time())
-        return pack
 
     @property
     def engine(self) -> Engine:

@@ -6,10 +6,11 @@ Every pack that was ever active is kept; the newest active one is what a restart
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 
-from ringfence.engine.pack import RulePack
+from ringfence.engine.pack import RulePack, load_pack, load_pack_file
 from ringfence.errors import NotFound
 from ringfence.store.sql import SqlStore
 
@@ -59,6 +60,17 @@ class PackRepository:
             seq = int(cur.fetchone()[0])
             self._store.audit(conn, now, actor, "rules.activate", pack.version, {"seq": seq, "digest": pack.digest})
         return PackVersion(seq, pack.version, pack.digest, pack.text, now, actor)
+
+    def startup_pack(self, rule_pack: Path | None, now: float) -> RulePack:
+        """The pack a starting service runs: the file given in the settings (activated if it is
+        not the active one), else the last one activated, else the packaged default."""
+        active = self.active()
+        if rule_pack is None and active is not None:
+            return load_pack(active.text)
+        pack = load_pack_file(rule_pack)
+        if active is None or active.digest != pack.digest:
+            self.activate(pack, f"settings ({rule_pack or 'the default pack'})", now)
+        return pack
 
     def active(self) -> PackVersion | None:
         row = (

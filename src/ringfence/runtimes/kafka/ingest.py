@@ -43,6 +43,7 @@ class KafkaAppender:
         self.topics = topics_of(settings)
         self.plan = plan
         self.transactional_id = f"{self.topics.prefix}-ingest-{instance_id}"
+        self._keys: tuple[StagePlan, Engine] | None = None
         self._requests: queue.Queue[Request] = queue.Queue()
         self._stop = threading.Event()
         self._producer = self._new_producer()
@@ -97,8 +98,7 @@ class KafkaAppender:
         offsets: list[list[int | None]] = [[None] * len(events) for events, _, _ in batch]
         try:
             self._producer.begin_transaction()
-            plan = self.plan()
-            keys = Engine(plan.stages[0].pack)  # reads the events' key fields only
+            plan, keys = self._plan_and_keys()
             for i, (events, _, _) in enumerate(batch):
                 for j, event in enumerate(events):
                     self._produce(plan, keys, event, offsets[i], j)
@@ -119,6 +119,13 @@ class KafkaAppender:
             return
         for (_, future, loop), written in zip(batch, offsets, strict=True):
             loop.call_soon_threadsafe(_succeed, future, written)
+
+    def _plan_and_keys(self) -> tuple[StagePlan, Engine]:
+        """The current plan, and an engine of it for reading events' key fields (made once per plan)."""
+        plan = self.plan()
+        if self._keys is None or self._keys[0] is not plan:
+            self._keys = (plan, Engine(plan.stages[0].pack))
+        return self._keys
 
     def _produce(self, plan: StagePlan, keys: Engine, event: Event, offsets: list[int | None], index: int) -> None:
         ctx = EventContext(event, keys)

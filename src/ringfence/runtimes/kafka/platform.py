@@ -18,7 +18,7 @@ from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings, audit_key
 from ringfence.engine.engine import Engine
-from ringfence.engine.pack import RulePack, load_pack, load_pack_file
+from ringfence.engine.pack import RulePack, load_pack
 from ringfence.engine.stages import plan_stages
 from ringfence.errors import RequestError
 from ringfence.log.base import Record
@@ -50,17 +50,6 @@ def open_postgres(settings: Settings) -> PostgresStore:
     store = PostgresStore(settings.postgres_dsn, audit_key(), settings.postgres_pool_size)
     store.require_schema()
     return store
-
-
-def active_pack(packs: PackRepository, settings: Settings, now: float) -> RulePack:
-    """The pack last activated in the store, else the one in the settings (then activated)."""
-    active = packs.active()
-    if settings.rule_pack is None and active is not None:
-        return load_pack(active.text)
-    pack = load_pack_file(settings.rule_pack)
-    if active is None or active.digest != pack.digest:
-        packs.activate(pack, f"settings ({settings.rule_pack or 'the default pack'})", now)
-    return pack
 
 
 class KafkaLog:
@@ -173,7 +162,7 @@ class KafkaPlatform:
         self.store = open_postgres(settings)
         self.keys = ApiKeys(self.store)
         self.packs = PackRepository(self.store)
-        pack = active_pack(self.packs, settings, self.clock.time())
+        pack = self.packs.startup_pack(settings.rule_pack, self.clock.time())
         self.engine = Engine(pack, settings.allowed_lateness_s)  # holds no state: the pack and lists
         self.engine.lists.update({k: v for k, v in self.packs.lists().items() if k in pack.lists})
         self.log = KafkaLog(settings)
