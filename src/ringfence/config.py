@@ -32,6 +32,10 @@ DEFAULT_RATE_LIMIT_PER_S = 500.0
 DEFAULT_RATE_LIMIT_BURST = 1_000.0
 DEFAULT_AUTH_FAILURES_PER_MIN = 30.0
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
+DEFAULT_MAX_CONNECTIONS = 1_000
+DEFAULT_REQUEST_HEAD_TIMEOUT_S = 5.0
+DEFAULT_SIGNIN_ATTEMPTS_PER_MIN = 10.0
+DEFAULT_BACKTEST_TIME_BUDGET_S = 120.0
 ENV_PREFIX = "RINGFENCE_"
 # not settings: the CLI's API key, and secrets that receivers name (RINGFENCE_SECRET_*)
 NOT_SETTINGS = ("RINGFENCE_CONFIG", "RINGFENCE_API_KEY")
@@ -62,6 +66,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         rate_limit_per_s, rate_limit_burst: requests a second (and burst) per API key.
         auth_failures_per_min: failed authentications a minute per client address.
         request_timeout_s: the longest a request body may take to arrive.
+        max_connections: open HTTP connections the server keeps at most; past it new ones are refused.
+        request_head_timeout_s: a connection that has not sent a complete request head by then is closed.
+        forwarded_allow_ips: comma-separated proxy addresses whose X-Forwarded-* headers are trusted
+            (default: none, so the client address and scheme are the socket's own).
+        signin_attempts_per_min: sign-in attempts (``POST /v1/session``) a minute per key and per address.
+        backtest_time_budget_s: the longest one rule back-test may run before it is stopped.
         kafka_bootstrap: the kafka runtime's brokers (``host:port,...``).
         kafka_topic_prefix: the kafka runtime's topic and consumer group names start with it.
         kafka_partitions, kafka_replication: of the topics ``ringfence kafka init`` creates.
@@ -96,6 +106,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     rate_limit_burst: float = DEFAULT_RATE_LIMIT_BURST
     auth_failures_per_min: float = DEFAULT_AUTH_FAILURES_PER_MIN
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    request_head_timeout_s: float = DEFAULT_REQUEST_HEAD_TIMEOUT_S
+    forwarded_allow_ips: str = ""
+    signin_attempts_per_min: float = DEFAULT_SIGNIN_ATTEMPTS_PER_MIN
+    backtest_time_budget_s: float = DEFAULT_BACKTEST_TIME_BUDGET_S
     kafka_bootstrap: str = ""
     kafka_topic_prefix: str = "ringfence"
     kafka_partitions: int = 12
@@ -137,6 +152,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "rate_limit_burst",
             "auth_failures_per_min",
             "request_timeout_s",
+            "max_connections",
+            "request_head_timeout_s",
+            "signin_attempts_per_min",
+            "backtest_time_budget_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
