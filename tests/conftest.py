@@ -84,6 +84,9 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresClust
     cluster.stop()
 
 
+TEST_AUDIT_KEY = b"test-audit-key-0123456789abcdef0123"  # PostgreSQL stores need the audit secret
+
+
 @pytest.fixture
 def make_pg_store(postgres: PostgresCluster) -> Iterator[Callable[..., SqlStore]]:
     """Makes PostgreSQL stores, each on a fresh, migrated database of the session's cluster."""
@@ -91,7 +94,7 @@ def make_pg_store(postgres: PostgresCluster) -> Iterator[Callable[..., SqlStore]
 
     made: list[PostgresStore] = []
 
-    def make(audit_key: bytes | None = None) -> PostgresStore:
+    def make(audit_key: bytes | None = TEST_AUDIT_KEY) -> PostgresStore:
         store = PostgresStore(postgres.new_database(), audit_key, pool_size=4)
         store.migrate()
         made.append(store)

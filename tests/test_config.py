@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ringfence.config import Settings, load_settings
+from ringfence.config import Settings, audit_key, load_settings
 from ringfence.errors import ConfigError
 
 
@@ -48,3 +48,45 @@ def test_secrets_and_the_cli_key_are_not_settings() -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Settings().port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("environ", "overrides", "message"),
+    [
+        ({"RINGFENCE_PORT": "xyz"}, {}, "invalid setting port (environment variable RINGFENCE_PORT)"),
+        ({"RINGFENCE_MAX_CONNECTIONS": "0"}, {}, "max_connections must be positive (environment variable"),
+        ({}, {"port": -1}, "port must be positive (option --port)"),
+        ({"RINGFENCE_FORWARDED_ALLOW_IPS": "10.0.0.1,*"}, {}, "got '*' (environment variable"),
+    ],
+)
+def test_an_error_names_the_variable_or_option_at_fault(
+    environ: dict[str, str], overrides: dict[str, int], message: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(environ=environ, **overrides)
+    assert message in str(error.value)
+
+
+def test_an_error_names_the_settings_file_key(tmp_path: Path) -> None:
+    file = tmp_path / "rf.toml"
+    file.write_text('request_head_timeout_s = "soon"\n')
+    with pytest.raises(ConfigError, match=f"request_head_timeout_s \\(key 'request_head_timeout_s' of {file}\\)"):
+        load_settings(file, environ={})
+
+
+def test_proxies_are_trusted_only_when_named() -> None:
+    assert load_settings(environ={}).forwarded_allow_ips == ""
+    named = load_settings(environ={"RINGFENCE_FORWARDED_ALLOW_IPS": "10.0.0.0/8, 192.0.2.7"})
+    assert named.forwarded_allow_ips == "10.0.0.0/8, 192.0.2.7"
+
+
+def test_connections_are_bounded_and_heads_timed_out_by_default() -> None:
+    settings = Settings()
+    assert (settings.max_connections, settings.request_head_timeout_s) == (1_000, 5.0)
+
+
+def test_the_audit_secret_must_be_long_enough_to_be_a_key() -> None:
+    assert audit_key({}) is None
+    assert audit_key({"RINGFENCE_SECRET_AUDIT_KEY": "a" * 64}) == b"a" * 64
+    with pytest.raises(ConfigError, match="RINGFENCE_SECRET_AUDIT_KEY is too short"):
+        audit_key({"RINGFENCE_SECRET_AUDIT_KEY": "hunter2"})

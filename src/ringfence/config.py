@@ -7,6 +7,7 @@ variables, explicit overrides (CLI flags).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -34,8 +35,11 @@ DEFAULT_AUTH_FAILURES_PER_MIN = 30.0
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 DEFAULT_MAX_CONNECTIONS = 1_000
 DEFAULT_REQUEST_HEAD_TIMEOUT_S = 5.0
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 100
+DEFAULT_MAX_STREAMS_PER_KEY = 5
 DEFAULT_SIGNIN_ATTEMPTS_PER_MIN = 10.0
 DEFAULT_BACKTEST_TIME_BUDGET_S = 120.0
+MIN_AUDIT_KEY_CHARS = 32
 ENV_PREFIX = "RINGFENCE_"
 # not settings: the CLI's API key, and secrets that receivers name (RINGFENCE_SECRET_*)
 NOT_SETTINGS = ("RINGFENCE_CONFIG", "RINGFENCE_API_KEY")
@@ -65,9 +69,17 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
         rate_limit_per_s, rate_limit_burst: requests a second (and burst) per API key.
         auth_failures_per_min: failed authentications a minute per client address.
-        request_timeout_s: the longest a request body may take to arrive.
-        max_connections: open HTTP connections the server keeps at most; past it new ones are refused.
-        request_head_timeout_s: a connection that has not sent a complete request head by then is closed.
+        request_timeout_s: the longest a request body may take to arrive (bodies of at most 16 KiB,
+            such as a sign-in's, get ``request_head_timeout_s``).
+        max_connections: open HTTP connections the server keeps at most; past it the oldest one
+            still waiting for a request head or body is closed, or the new one refused (503).
+        request_head_timeout_s: a connection that has not sent a complete request head by then
+            is closed; also the deadline of a TLS handshake.
+        max_connections_per_address: open HTTP connections from one client address at most (429
+            past it); connections from ``forwarded_allow_ips`` are not counted. Raise it when many
+            producers share one NAT address.
+        max_streams_per_key: live alert streams (``/v1/alerts/stream``) one key, with all its
+            sessions, may hold open at once (429 past it).
         forwarded_allow_ips: comma-separated proxy addresses whose X-Forwarded-* headers are trusted
             (default: none, so the client address and scheme are the socket's own).
         signin_attempts_per_min: sign-in attempts (``POST /v1/session``) a minute per key and per address.
@@ -108,6 +120,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     request_head_timeout_s: float = DEFAULT_REQUEST_HEAD_TIMEOUT_S
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+    max_streams_per_key: int = DEFAULT_MAX_STREAMS_PER_KEY
     forwarded_allow_ips: str = ""
     signin_attempts_per_min: float = DEFAULT_SIGNIN_ATTEMPTS_PER_MIN
     backtest_time_budget_s: float = DEFAULT_BACKTEST_TIME_BUDGET_S
@@ -138,6 +152,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             raise ConfigError(
                 f"kafka_topic_prefix must be letters, digits, '.', '_' or '-', got {self.kafka_topic_prefix!r}"
             )
+        for proxy in _proxies(self.forwarded_allow_ips):
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"forwarded_allow_ips must be IP addresses or networks, comma-separated; got {proxy!r}"
+                ) from None
         if re.search(r"://[^/@]*:[^/@]*@|password=", self.postgres_dsn):
             raise ConfigError("postgres_dsn must not hold a password: set PGPASSWORD or use ~/.pgpass")
         for name in (
@@ -154,6 +175,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "request_timeout_s",
             "max_connections",
             "request_head_timeout_s",
+            "max_connections_per_address",
+            "max_streams_per_key",
             "signin_attempts_per_min",
             "backtest_time_budget_s",
         ):
@@ -167,6 +190,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     def public(self) -> dict[str, Any]:
         """The settings as shown to people (there are no secrets among them yet)."""
         return {k: str(v) if isinstance(v, Path) else v for k, v in msgspec.to_builtins(self).items()}
+
+
+def _proxies(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def _decode_path(kind: type, value: Any) -> Any:
@@ -183,6 +210,7 @@ def load_settings(
     """Build the settings from defaults, ``file`` (TOML), ``RINGFENCE_*`` and ``overrides``."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # where each value came from, to name it in an error
     if file is None and environ.get(ENV_PREFIX + "CONFIG"):
         file = Path(environ[ENV_PREFIX + "CONFIG"])
     if file is not None:
@@ -190,6 +218,7 @@ def load_settings(
             raw.update(tomllib.loads(file.read_text()))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read settings file {file}: {exc}") from exc
+        origin.update({name: f"key {name!r} of {file}" for name in raw})
     fields = set(Settings.__struct_fields__)
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX) and key not in NOT_SETTINGS and not key.startswith((SECRET_PREFIX, AWS_PREFIX)):
@@ -197,11 +226,22 @@ def load_settings(
             if name not in fields:
                 raise ConfigError(f"unknown setting {key}")
             raw[name] = value
-    raw.update({k: v for k, v in overrides.items() if v is not None})
+            origin[name] = f"environment variable {key}"
+    given = {k: v for k, v in overrides.items() if v is not None}
+    raw.update(given)
+    origin.update({name: f"option --{name.replace('_', '-')}" for name in given})
     try:
         return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode_path)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid settings: {exc}") from exc
+        path = re.search(r"at `\$\.(\w+)", str(exc))
+        name = path.group(1) if path else ""
+        where = f" ({origin[name]})" if name in origin else ""
+        raise ConfigError(f"invalid setting {name or '?'}{where}: {str(exc).partition(' - at ')[0]}") from exc
+    except ConfigError as exc:  # from Settings.__post_init__, which names the field first
+        name = str(exc).split(" ", 1)[0]
+        if name in origin:
+            raise ConfigError(f"{exc} ({origin[name]})") from exc
+        raise
 
 
 def secret(name: str, environ: Mapping[str, str] | None = None) -> str:
@@ -211,6 +251,12 @@ def secret(name: str, environ: Mapping[str, str] | None = None) -> str:
 
 
 def audit_key(environ: Mapping[str, str] | None = None) -> bytes | None:
-    """The key of the audit chain's HMAC, from ``RINGFENCE_SECRET_AUDIT_KEY``."""
+    """The key of the audit chain's HMAC, from ``RINGFENCE_SECRET_AUDIT_KEY``; None when it is
+    not set (the embedded runtime then keeps a random one in the data dir)."""
     value = secret(SECRET_PREFIX + "AUDIT_KEY", environ)
+    if value and len(value) < MIN_AUDIT_KEY_CHARS:
+        raise ConfigError(
+            f"{SECRET_PREFIX}AUDIT_KEY is too short: use at least {MIN_AUDIT_KEY_CHARS} random characters "
+            "(e.g. `openssl rand -hex 32`)"
+        )
     return value.encode() if value else None

@@ -18,6 +18,9 @@ class Metrics:
         self.events_rejected = Counter("ringfence_events_rejected", "Events that failed validation", registry=r)
         self.events_late = Counter("ringfence_events_late", "Events behind their partition's watermark", registry=r)
         self.events_processed = Counter("ringfence_events_processed", "Events run through the engine", registry=r)
+        self.events_quarantined = Counter(
+            "ringfence_events_quarantined", "Events the engine or state codec could not handle, set aside", registry=r
+        )
         self.processor_lag = Gauge("ringfence_processor_lag_events", "Log head minus processed offset", registry=r)
         self.log_head = Gauge("ringfence_log_head_offset", "Highest offset in the log", registry=r)
         self.alerts = Counter("ringfence_alerts", "Alerts created", ["severity", "audience"], registry=r)

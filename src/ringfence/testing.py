@@ -156,7 +156,7 @@ class EmbeddedServer:
 def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> EmbeddedServer:
     """Start ``ringfence up`` on a free port and wait until it answers /healthz."""
     port = free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_path = data_dir.parent / f"{data_dir.name}-server-{port}.log"
     with log_path.open("ab") as log_file:  # the child keeps its own descriptor
         process = subprocess.Popen(  # nosec B603 # noqa: S603 - our own interpreter and arguments

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ringfence.alerts.config import build_config
-from ringfence.alerts.matchers import Matcher, MatcherError
+from ringfence.alerts.matchers import Matcher, MatcherError, parse_stored_matchers
 from ringfence.errors import ConfigError
 
 LABELS = {"severity": "critical", "audience": "fraud", "customer_id": "cus_1", "category": "card_fraud"}
@@ -100,3 +102,70 @@ def test_bad_configs_fail_at_start_naming_the_place(change: dict[str, object], m
 def test_the_default_config_keeps_alerts_on_the_dashboard() -> None:
     config = build_config({})
     assert [r.receiver for r in config.route.match(LABELS)] == ["dashboard"]
+
+
+EVIL = "(a|a)*b"  # exponential on a backtracking engine: each extra "a" doubles the time
+
+
+@pytest.mark.parametrize("op", ["=~", "!~"])
+def test_a_catastrophic_pattern_runs_in_linear_time_over_a_long_label(op: str) -> None:
+    matcher = Matcher.parse(f'customer_id{op}"{EVIL}"')
+    started = time.monotonic()
+    # the short one first: before RE2 it alone took tens of seconds, the long ones for ever
+    for value, found in [("a" * 26 + "c", False), ("a" * 50_000, False), ("a" * 50_000 + "b", True)]:
+        assert matcher.matches({"customer_id": value}) is (found if op == "=~" else not found)
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("(?=a)a", "invalid perl operator"),  # lookahead
+        (r"(a)\\1", "invalid escape sequence"),  # backreference
+        ("(x{100}){100}", "invalid repetition size"),  # a program too large
+        ("(", "missing"),
+    ],
+)
+def test_patterns_re2_cannot_run_are_refused_naming_the_matcher(pattern: str, reason: str) -> None:
+    text = f'customer_id=~"{pattern}"'
+    with pytest.raises(MatcherError, match=rf"invalid regex in .*customer_id=~.*{reason}.*RE2 syntax"):
+        Matcher.parse(text)
+
+
+def test_patterns_and_matchers_are_bounded_in_length() -> None:
+    with pytest.raises(MatcherError, match="longer than 512"):
+        Matcher.parse("a=~" + "x" * 513)
+    with pytest.raises(MatcherError, match="invalid matcher"):
+        Matcher.parse("a=" + " " * 100_000 + "b")
+
+
+def test_a_stored_matcher_re2_refuses_mutes_nothing_instead_of_failing_the_load() -> None:
+    for op in ("=~", "!~"):
+        (matcher,) = parse_stored_matchers([f'customer_id{op}"(?=c)cus_1"'])
+        assert matcher.matches({"customer_id": "cus_1"}) is False
+        assert matcher.matches({"customer_id": "other"}) is False
+
+
+def test_quoted_values_keep_unicode_and_regex_escapes_and_print_back() -> None:
+    assert Matcher.parse('merchant="Café 日本"').matches({"merchant": "Café 日本"})
+    digits = Matcher.parse(r'customer_id=~"cus_\d+"')  # no "invalid escape" warning (an error in tests)
+    assert digits.matches({"customer_id": "cus_42"})
+    assert not digits.matches({"customer_id": "cus_x"})
+    quoted = Matcher.parse(r'title="say \"hi\" \\ bye"')
+    assert quoted.value == 'say "hi" \\ bye'
+    for matcher in (digits, quoted):
+        assert Matcher.parse(str(matcher)) == matcher
+
+
+def test_config_matchers_use_re2_too() -> None:
+    routes = {"route": {"receiver": "oncall", "routes": [{"matchers": ['customer_id=~"(a)\\\\1"']}]}}
+    with pytest.raises(ConfigError, match=r"route.routes\[0\]: invalid regex"):
+        build_config({**CONFIG, **routes})
+    inhibit = {"inhibit_rules": [{"source_matchers": ["a=~(?!x)"], "target_matchers": ["b=c"]}]}
+    with pytest.raises(ConfigError, match=r"inhibit_rules\[0\]: invalid regex"):
+        build_config({**CONFIG, **inhibit})
+    evil = {"route": {"receiver": "oncall", "routes": [{"matchers": [f"customer_id=~{EVIL}"], "receiver": "bank"}]}}
+    config = build_config({**CONFIG, **evil})
+    started = time.monotonic()
+    assert [r.receiver for r in config.route.match({"customer_id": "a" * 50_000})] == ["oncall"]
+    assert time.monotonic() - started < 1.0

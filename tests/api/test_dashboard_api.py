@@ -56,7 +56,7 @@ def test_customer_events_lists_only_that_customers_events_newest_first(server: E
     assert body["searched_from_offset"] >= 1
 
 
-def test_customer_events_need_a_key_that_sees_every_audience(server: EmbeddedServer, keys: Keys) -> None:
+def test_customer_events_and_features_need_a_key_that_sees_every_audience(server: EmbeddedServer, keys: Keys) -> None:
     created = ringfence_cli(
         "keys",
         "create",
@@ -71,7 +71,7 @@ def test_customer_events_need_a_key_that_sees_every_audience(server: EmbeddedSer
     notifier = created.stdout.strip().splitlines()[-1]
     with server.client(notifier) as c:
         assert c.get("/v1/customers/cus_1/events").status_code == 403
-        assert c.get("/v1/customers/cus_1/features").status_code == 200
+        assert c.get("/v1/customers/cus_1/features").status_code == 403  # features derive from raw events
 
 
 def test_stats_report_throughput_lag_per_partition_and_rates(server: EmbeddedServer, keys: Keys) -> None:

@@ -136,10 +136,11 @@ def test_an_oversized_body_is_413(server: EmbeddedServer, keys: Keys) -> None:
     assert response.json()["error"]["code"] == "payload_too_large"
 
 
-def test_too_many_events_in_one_batch_is_400(server: EmbeddedServer, keys: Keys) -> None:
+def test_too_many_events_in_one_batch_is_413(server: EmbeddedServer, keys: Keys) -> None:
     body = "\n".join(json.dumps(event("login.failed")) for _ in range(10_001)).encode()
     response = post(server, keys.producer, body, "application/x-ndjson")
-    assert response.status_code == 400
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_many_events"
     assert "exceeds the limit of 10000" in response.json()["error"]["message"]
 
 

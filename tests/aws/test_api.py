@@ -210,3 +210,23 @@ def test_one_customers_alerts_are_listed_from_their_own_index_page_by_page(d: De
         if cursor is None:
             break
     assert seen == [alert_id("login_failed_burst", "cus_a", 2), first]  # newest first
+
+
+SOON = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 7 * 86400))
+
+
+@pytest.mark.parametrize(
+    ("silence", "says"),
+    [
+        ({"matchers": [], "ends_at": SOON, "comment": "x"}, "at least one matcher"),  # would mute everything
+        ({"matchers": ['customer_id=~"(?=a)"'], "ends_at": SOON, "comment": "x"}, "customer_id"),
+        ({"matchers": ["a=b"], "ends_at": SOON.rstrip("Z"), "comment": "x"}, "offset"),  # no time zone
+        ({"matchers": ["a=b"], "ends_at": "2999-01-01T00:00:00Z", "comment": "x"}, "a year"),
+        ({"matchers": ["a=b"] * 21, "ends_at": SOON, "comment": "x"}, "matchers"),
+        ({"matchers": ["a=b"], "ends_at": SOON, "comment": " "}, "comment"),
+    ],
+)
+def test_silences_are_checked_as_on_the_embedded_api(d: Deployment, silence: dict[str, Any], says: str) -> None:
+    reply = api_event(d.runtime, http_event("POST /v1/silences", ANALYST, silence))
+    assert reply["statusCode"] == 400
+    assert says in body(reply)["error"]["message"]

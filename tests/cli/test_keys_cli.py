@@ -27,6 +27,12 @@ def test_bad_requests_fail_with_a_clear_message(tmp_path: Path) -> None:
     bad_scope = ringfence_cli("keys", "create", "--name", "x", "--scope", "root", data_dir=tmp_path / "d", check=False)
     assert bad_scope.returncode == 2
     assert "scope" in bad_scope.stderr
+    assert "unknown scope(s) root" in bad_scope.stderr
+    no_scope = ringfence_cli("keys", "create", "--name", "x", data_dir=tmp_path / "d", check=False)
+    assert no_scope.returncode == 2
+    assert "--scope" in no_scope.stderr
+    assert "--role" in no_scope.stderr
+    assert "[]" not in no_scope.stderr
     missing = ringfence_cli("keys", "revoke", "ghost", data_dir=tmp_path / "d", check=False)
     assert missing.returncode == 2
     assert "no active key named 'ghost'" in missing.stderr
@@ -42,3 +48,27 @@ def test_a_running_server_honours_new_and_revoked_keys_at_once(tmp_path: Path) -
         refused = httpx.get(f"{server.url}/v1/alerts", headers=headers)
         assert refused.status_code == 401
         assert refused.json()["error"]["message"] == "API key has been revoked"
+
+
+def test_keys_create_binds_a_producer_to_its_sources_and_list_says_who_is_unbound(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    options = ["--scope", "events:write", "--source", "web", "--source", "mobile-app"]
+    bound = ringfence_cli("keys", "create", "--name", "app", *options, data_dir=data_dir)
+    assert "sources mobile-app, web" in bound.stderr
+    assert "any source" not in bound.stderr
+    legacy = ringfence_cli("keys", "create", "--name", "legacy", "--scope", "events:write", data_dir=data_dir)
+    assert "it may send events of any source; bind a producer's key with --source" in legacy.stderr
+    create_key(data_dir, "reader", "alerts:read")
+    rows = {
+        cells[0]: cells
+        for line in ringfence_cli("keys", "list", data_dir=data_dir).stdout.splitlines()
+        if len(cells := [c.strip() for c in line.strip("│").split("│")]) > 4
+    }
+    assert rows["app"][4] == "mobile-app web"
+    assert rows["legacy"][4] == "any (unbound)"
+    assert rows["reader"][4] == "-"  # writes no events
+    bad = ringfence_cli(
+        "keys", "create", "--name", "x", "--scope", "events:write", "--source", "a b", data_dir=data_dir, check=False
+    )
+    assert bad.returncode == 2
+    assert "invalid source" in bad.stderr

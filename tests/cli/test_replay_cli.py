@@ -22,10 +22,11 @@ def write_events(path: Path, *, invalid: int = 0) -> list[dict[str, object]]:
 def test_replay_into_a_data_dir_processes_every_event(tmp_path: Path) -> None:
     write_events(tmp_path / "events.ndjson", invalid=1)
     data_dir = tmp_path / "d"
-    out = ringfence_cli("replay", str(tmp_path / "events.ndjson"), data_dir=data_dir)
+    out = ringfence_cli("replay", str(tmp_path / "events.ndjson"), data_dir=data_dir, check=False)
+    assert out.returncode == 1  # a line was rejected
     assert "accepted 30, duplicates 0, rejected 1" in out.stdout
     assert "rejected line 31" in out.stdout
-    again = ringfence_cli("replay", str(tmp_path / "events.ndjson"), data_dir=data_dir)
+    again = ringfence_cli("replay", str(tmp_path / "events.ndjson"), "--allow-rejects", data_dir=data_dir)
     assert "accepted 0, duplicates 30, rejected 1" in again.stdout
     key = create_key(data_dir, "reader", "alerts:read")
     with run_embedded(data_dir) as server:
@@ -38,7 +39,7 @@ def test_replay_into_a_data_dir_processes_every_event(tmp_path: Path) -> None:
 
 
 def test_replay_to_a_running_server(tmp_path: Path) -> None:
-    write_events(tmp_path / "events.ndjson")
+    write_events(tmp_path / "events.ndjson", invalid=1)
     data_dir = tmp_path / "d"
     key = create_key(data_dir, "producer", "events:write")
     with run_embedded(data_dir):
@@ -47,6 +48,21 @@ def test_replay_to_a_running_server(tmp_path: Path) -> None:
         assert "another Ringfence process is running" in refused.stderr
     with run_embedded(data_dir) as server:
         out = ringfence_cli(
-            "replay", str(tmp_path / "events.ndjson"), "--url", server.url, "--key", key, data_dir=data_dir
+            "replay", str(tmp_path / "events.ndjson"), "--url", server.url, "--key", key, data_dir=data_dir, check=False
         )
-    assert "accepted 30, duplicates 0, rejected 0" in out.stdout
+    assert out.returncode == 1
+    assert "accepted 30, duplicates 0, rejected 1" in out.stdout
+
+
+def test_replay_fails_when_lines_are_rejected_and_counts_those_it_does_not_show(tmp_path: Path) -> None:
+    lines = ['{"event_id": "broken"'] * 24 + ["[1, 2]"]
+    (tmp_path / "bad.ndjson").write_text("\n".join(lines) + "\n")
+    out = ringfence_cli("replay", str(tmp_path / "bad.ndjson"), data_dir=tmp_path / "d", check=False)
+    assert out.returncode == 1
+    assert "accepted 0, duplicates 0, rejected 25" in out.stdout
+    shown = [line for line in out.stdout.splitlines() if line.startswith("  rejected line")]
+    assert len(shown) == 20
+    assert "  ... and 5 more rejected lines not shown" in out.stdout
+    assert "(None)" not in out.stdout
+    allowed = ringfence_cli("replay", str(tmp_path / "bad.ndjson"), "--allow-rejects", data_dir=tmp_path / "d")
+    assert allowed.returncode == 0

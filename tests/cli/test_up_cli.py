@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from ringfence.testing import start_server
+from ringfence.testing import event, free_port, ringfence_cli, start_server
 
 
 def test_up_demo_prints_a_key_and_its_traffic_raises_alerts(tmp_path: Path) -> None:
@@ -46,7 +49,7 @@ def test_a_bad_alerting_config_stops_start_up_with_a_clear_error(tmp_path: Path)
     config = tmp_path / "alerting.yaml"
     config.write_text("route: {receiver: nobody}\n")
     result = subprocess.run(
-        [sys.executable, "-m", "ringfence", "up", "--data-dir", str(tmp_path / "d"), "--port", "1"],
+        [sys.executable, "-m", "ringfence", "up", "--data-dir", str(tmp_path / "d"), "--port", str(free_port())],
         capture_output=True,
         text=True,
         timeout=60,
@@ -54,3 +57,62 @@ def test_a_bad_alerting_config_stops_start_up_with_a_clear_error(tmp_path: Path)
     )
     assert result.returncode == 2
     assert "route: unknown receiver 'nobody'" in result.stderr
+
+
+def test_a_busy_port_is_one_clear_line_and_exit_2_before_any_banner(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "ringfence", "up", "--data-dir", str(tmp_path / "d"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"error: port 127.0.0.1:{port} is already in use; stop what listens there, or choose --port"
+    )
+    assert "API:" not in result.stdout
+    assert not (tmp_path / "d").exists()  # nothing was done
+
+
+def test_the_data_dir_is_0700_and_every_file_0600_whatever_the_umask_or_an_existing_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)  # as an older Ringfence, or a careless mkdir, left it
+    stale = data_dir / "store.sqlite3-wal"
+    stale.write_bytes(b"")
+    stale.chmod(0o644)
+    old_umask = os.umask(0o022)
+    try:
+        made = ringfence_cli("keys", "create", "--name", "ops", "--scope", "admin", data_dir=data_dir)
+        key = made.stdout.strip().splitlines()[-1]  # the CLI wrote the store, audit key and anchor
+        server = start_server(data_dir)
+        with server.client(key) as client:
+            assert client.post("/v1/events", json=[event()]).status_code == 202
+            server.wait_processed(key)
+        assert server.stop()
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    modes = {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in data_dir.iterdir()}
+    assert {"journal.sqlite3", "store.sqlite3", "processor.lock", "audit.key", "store.sqlite3-audit-anchor"} <= set(
+        modes
+    )
+    assert set(modes.values()) == {"0o600"}, modes
+    assert "was open to group or others (mode 755); made it 700" in made.stderr
+
+
+def test_a_busy_metrics_port_of_a_kafka_service_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from ringfence.cli.serve import _serve_metrics
+    from ringfence.metrics import Metrics
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(typer.Exit) as exit_:
+            _serve_metrics(Metrics(), None, "127.0.0.1", port)  # type: ignore[arg-type]  # never reached
+    assert exit_.value.exit_code == 2
+    assert capsys.readouterr().err == f"error: cannot serve metrics on 127.0.0.1:{port}: Address already in use\n"

@@ -24,7 +24,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module: its event loop must not outlive the browser tests
 def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright

@@ -84,7 +84,7 @@ def test_invalid_envelopes_name_the_field(change: dict[str, object], field: str,
         ({"colour": "red"}, "data.colour", "unknown field"),
         ({"card_id": "4111 1111 1111 1111"}, "data.card_id", "card number"),
         (
-            {"merchant": {"id": "m", "mcc": "5411", "country": "FR", "name": "x5500000000000004"}},
+            {"merchant": {"id": "m", "mcc": "5411", "country": "FR", "name": "shop: 5500000000000004"}},
             "data.merchant.name",
             "card number",
         ),

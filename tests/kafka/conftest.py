@@ -127,6 +127,7 @@ def kafka_stack(kafka_broker: KafkaBroker, postgres: PostgresCluster, tmp_path: 
         "RINGFENCE_KAFKA_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
         "RINGFENCE_KAFKA_PARTITIONS": str(PARTITIONS),
         "RINGFENCE_POSTGRES_DSN": postgres.new_database(),
+        "RINGFENCE_SECRET_AUDIT_KEY": f"kafka-test-audit-key-{uuid.uuid4().hex}",  # the same for every service
         "RINGFENCE_LOG_LEVEL": "info",
     }
     stack = KafkaStack(tmp_path, env)

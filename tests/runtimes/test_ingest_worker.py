@@ -127,3 +127,38 @@ def test_the_worker_answers_requests_sent_before_stop_and_then_stops(tmp_path: P
     assert replies[1].malformed is not None
     assert replies[2].appended[0][1] is None  # the same event again: a duplicate
     assert not ours.poll()
+
+
+def test_a_request_that_breaks_the_worker_gets_an_error_and_the_worker_serves_the_next(tmp_path: Path) -> None:
+    """Issue 15, item 2: whatever one request does, the worker answers it and lives on."""
+    ours, theirs = multiprocessing.Pipe(duplex=True)
+    good = json.dumps(event()).encode()
+    broken = IngestRequest(1, good, False, time.time(), 100, None)  # type: ignore[arg-type] # as a bug would
+    for request in (IngestRequest(0, good, False, time.time(), 100, frozenset()), broken):
+        ours.send(request)
+    ours.send(None)
+    serve(theirs, str(tmp_path / "journal.sqlite3"), 8, "full")
+    first, second = ours.recv(), ours.recv()
+    assert first.error is None
+    assert first.appended[0][1] == 1
+    assert "internal error" in (second.error or "")
+    assert second.appended == []
+    ours2, theirs2 = multiprocessing.Pipe(duplex=True)
+    ours2.send(IngestRequest(2, json.dumps(event()).encode(), False, time.time(), 100, frozenset()))
+    ours2.send(None)
+    serve(theirs2, str(tmp_path / "journal.sqlite3"), 8, "full")
+    assert ours2.recv().appended[0][1] == 2  # the journal was left consistent
+
+
+def test_too_many_events_and_source_bindings_cross_the_pipe(tmp_path: Path) -> None:
+    ours, theirs = multiprocessing.Pipe(duplex=True)
+    mine, theirs_event = event(source="mobile-app"), event(source="web")
+    ours.send(IngestRequest(0, json.dumps([event()] * 3).encode(), False, time.time(), 2, frozenset()))
+    body = json.dumps([mine, theirs_event]).encode()
+    ours.send(IngestRequest(1, body, False, time.time(), 10, frozenset(), frozenset({"mobile-app"})))
+    ours.send(None)
+    serve(theirs, str(tmp_path / "journal.sqlite3"), 8, "full")
+    too_many, bound = ours.recv(), ours.recv()
+    assert too_many.too_many == (3, 2)
+    assert [event_id for event_id, _ in bound.appended] == [mine["event_id"]]
+    assert [e.field for e in bound.rejected[0].errors] == ["source"]

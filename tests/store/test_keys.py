@@ -76,3 +76,25 @@ def test_last_used_is_recorded(keys: ApiKeys) -> None:
     token = keys.create("producer", ["events:write"], now=1.0)
     keys.authenticate(token, now=100.0)
     assert keys.list()[0].last_used_at == 100.0
+
+
+def test_a_key_bound_to_sources_carries_them_everywhere(keys: ApiKeys) -> None:
+    token = keys.create("app", ["events:write"], now=1.0, sources=["web", "mobile-app", "web"])
+    info = keys.authenticate(token, now=2.0)
+    assert info.sources == ("mobile-app", "web")
+    assert info.writable_sources == frozenset({"mobile-app", "web"})
+    assert keys.by_id(info.key_id) == info
+    assert keys.list()[0].sources == ("mobile-app", "web")
+
+
+def test_a_key_without_sources_may_write_any(keys: ApiKeys) -> None:
+    info = keys.authenticate(keys.create("legacy", ["events:write"], now=1.0), now=2.0)
+    assert info.sources == ()
+    assert info.writable_sources is None
+
+
+def test_source_names_are_checked_like_event_sources(keys: ApiKeys) -> None:
+    with pytest.raises(StoreError, match="invalid source"):
+        keys.create("app", ["events:write"], now=1.0, sources=["bad source!"])
+    with pytest.raises(StoreError, match="invalid source"):
+        keys.create("app", ["events:write"], now=1.0, sources=["x" * 65])

@@ -15,12 +15,14 @@ from typing import Any
 import msgspec
 import yaml
 
+from ringfence import safe_yaml
 from ringfence.alerts.matchers import Matcher, MatcherError, all_match, parse_matchers
 from ringfence.config import secret
 from ringfence.engine.durations import parse_duration
 from ringfence.errors import ConfigError
 
 DEFAULT_RECEIVER = "dashboard"  # alerts only reach the API and the live stream
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class _Doc(msgspec.Struct, forbid_unknown_fields=True):
@@ -232,7 +234,9 @@ def load_alerting(path: Path | None) -> AlertingConfig:
     if path is None:
         return build_config({})
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"alerting config {path} is larger than {MAX_CONFIG_BYTES} bytes")
+        raw = safe_yaml.load(path.read_text())  # no anchors/aliases, bounded nodes and depth
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read alerting config {path}: {exc}") from None
     return build_config(raw)

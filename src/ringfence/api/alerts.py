@@ -13,7 +13,7 @@ from ringfence.alerts.model import STATUSES, Action
 from ringfence.api.auth import authorize, check_visible, platform_of
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
-from ringfence.api.params import choice_params, int_param, text_param, time_param
+from ringfence.api.params import choice_params, cursor_param, limit_param, path_id, text_param, time_param
 from ringfence.engine.rules import AUDIENCES, SEVERITIES
 from ringfence.errors import RequestError
 from ringfence.store.base import AlertQuery
@@ -35,8 +35,8 @@ def _query(request: Request, key: KeyInfo) -> AlertQuery:
         customer_id=text_param(request, "customer_id"),
         since=time_param(request, "since"),
         until=time_param(request, "until"),
-        limit=int_param(request, "limit", 50, 1, MAX_LIMIT) or 50,
-        cursor=int_param(request, "cursor", None, 0, 2**62),
+        limit=limit_param(request, 50, MAX_LIMIT),
+        cursor=cursor_param(request),
     )
 
 
@@ -58,7 +58,7 @@ async def count_alerts(request: Request) -> Response:
 async def get_alert(request: Request) -> Response:
     key = authorize(request, "alerts:read")
     store = platform_of(request).store
-    alert = await run_in_threadpool(store.get_alert, request.path_params["alert_id"])
+    alert = await run_in_threadpool(store.get_alert, path_id(request, "alert_id"))
     check_visible(key, alert.id, alert.audience)
     return json_response(alert)
 
@@ -68,7 +68,7 @@ async def alert_events(request: Request) -> Response:
     An event removed by log retention is listed with ``event: null``."""
     key = authorize(request, "alerts:read")
     platform = platform_of(request)
-    alert = await run_in_threadpool(platform.store.get_alert, request.path_params["alert_id"])
+    alert = await run_in_threadpool(platform.store.get_alert, path_id(request, "alert_id"))
     check_visible(key, alert.id, alert.audience)
 
     def load() -> list[dict[str, Any]]:
@@ -84,7 +84,7 @@ async def alert_events(request: Request) -> Response:
 
 async def _visible(request: Request, key: KeyInfo) -> str:
     """The path's alert id, after checking the key may act on that alert."""
-    alert_id: str = request.path_params["alert_id"]
+    alert_id = path_id(request, "alert_id")
     alert = await run_in_threadpool(platform_of(request).store.get_alert, alert_id)
     check_visible(key, alert_id, alert.audience)
     return alert_id

@@ -16,12 +16,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ringfence.api import (
     alerts,
     audit,
+    backtests,
     customers,
     events,
     health,
     late,
     notifications,
     ops,
+    quarantine,
     rules,
     session,
     silences,
@@ -92,12 +94,14 @@ ROUTES = [
     Route("/v1/rules", rules.get_rules, methods=["GET"]),
     Route("/v1/rules", rules.put_rules, methods=["PUT"]),
     Route("/v1/rules/validate", rules.validate_rules, methods=["POST"]),
-    Route("/v1/rules/backtest", rules.backtest_rules, methods=["POST"]),
+    Route("/v1/rules/backtest", backtests.backtest_rules, methods=["POST"]),
     Route("/v1/lists/{name}", rules.get_list, methods=["GET"]),
     Route("/v1/lists/{name}", rules.put_list, methods=["PUT"]),
     Route("/v1/customers/{customer_id}/features", customers.customer_features, methods=["GET"]),
     Route("/v1/customers/{customer_id}/events", customers.customer_events, methods=["GET"]),
     Route("/v1/stats", ops.stats, methods=["GET"]),
+    Route("/v1/quarantine", quarantine.list_quarantine, methods=["GET"]),
+    Route("/v1/quarantine/{entry_id}/redrive", quarantine.redrive, methods=["POST"]),
     Route("/v1/audit", audit.list_audit, methods=["GET"]),
     Route("/v1/session", session.current_session, methods=["GET"]),
     Route("/v1/session", session.sign_in, methods=["POST"]),
@@ -141,7 +145,11 @@ def create_app(
     app.state.limits = Limits(
         per_key=TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst, platform.clock),
         failures=TokenBuckets(settings.auth_failures_per_min / 60, settings.auth_failures_per_min, platform.clock),
+        signin=TokenBuckets(settings.signin_attempts_per_min / 60, settings.signin_attempts_per_min, platform.clock),
     )
+    app.state.backtests = backtests.BacktestSlots(backtests.MAX_RUNNING, platform.clock)
+    app.state.streams = stream.StreamSlots(settings.max_streams_per_key)
+    app.state.pack_checks = rules.PackChecks()
     app.add_middleware(SecurityHeaders)
     return app
 
@@ -150,3 +158,4 @@ def create_app(
 class Limits:
     per_key: TokenBuckets
     failures: TokenBuckets
+    signin: TokenBuckets  # sign-in attempts, per client address and per key id

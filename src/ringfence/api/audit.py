@@ -8,13 +8,13 @@ from starlette.responses import Response
 
 from ringfence.api.auth import authorize, platform_of
 from ringfence.api.errors import json_response
-from ringfence.api.params import int_param
+from ringfence.api.params import cursor_param, limit_param
 
 
 async def list_audit(request: Request) -> Response:
     authorize(request, "admin")
     store = platform_of(request).store
-    limit = int_param(request, "limit", 100, 1, 1000) or 100
-    cursor = int_param(request, "cursor", None, 0, 2**62)
+    limit = limit_param(request, 100, 1000)
+    cursor = cursor_param(request)
     items, next_cursor = await run_in_threadpool(store.list_audit, limit, cursor)
     return json_response({"items": items, "next_cursor": str(next_cursor) if next_cursor else None})

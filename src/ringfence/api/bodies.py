@@ -1,5 +1,10 @@
-"""Request bodies: read with a size limit (never buffered past it), JSON decoded into a
-struct with an error that says what was expected."""
+"""Request bodies: read with a size limit (never buffered past it) and a deadline, JSON
+decoded into a struct with an error that says what was expected.
+
+A small body (at most :data:`SMALL_BODY`, like a sign-in's) must arrive as fast as a request
+head (``request_head_timeout_s``); a larger one within ``request_timeout_s``. The HTTP server
+itself also closes a connection whose body is late, and closes the oldest such first when it
+runs out of connections (runtimes/http_server.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ import asyncio
 from typing import TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
+from ringfence.api.params import parse_int
 from ringfence.errors import RequestError
 
 T = TypeVar("T")
@@ -19,13 +25,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes without buffering it."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        size_declared = parse_int(declared, 0, 2**62)
+        if size_declared is None:
             raise RequestError(400, "bad_request", "invalid Content-Length")
-        if int(declared) > limit:
+        if size_declared > limit:
             raise RequestError(413, "payload_too_large", f"body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    timeout = request.app.state.platform.settings.request_timeout_s
+    settings = request.app.state.platform.settings
+    timeout = settings.request_head_timeout_s if limit <= SMALL_BODY else settings.request_timeout_s
     try:
         async with asyncio.timeout(timeout):  # a body trickling in byte by byte ties up nothing for long
             async for chunk in request.stream():
@@ -35,6 +43,8 @@ async def read_body(request: Request, limit: int) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestError(408, "request_timeout", f"the body did not arrive within {timeout:g} s") from None
+    except ClientDisconnect:  # e.g. closed by the server to make room: nobody to answer, nothing to log
+        raise RequestError(400, "client_disconnected", "the connection closed before the body arrived") from None
     return b"".join(chunks)
 
 

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.errors import json_response
-from ringfence.api.params import int_param
+from ringfence.api.params import limit_param, path_text
 from ringfence.clock import iso
 from ringfence.errors import RequestError
 
@@ -21,20 +21,13 @@ RETRIES = 5
 EVENTS_SCANNED = 1_000_000  # how far back in the log a customer's events are looked for
 
 
-def _customer_id(request: Request) -> str:
-    customer_id: str = request.path_params["customer_id"]
-    if not 1 <= len(customer_id) <= 128:
-        raise RequestError(400, "invalid_path", "customer id must be 1..128 characters")
-    return customer_id
-
-
 async def customer_events(request: Request) -> Response:
     """The customer's newest events among the latest EVENTS_SCANNED in the log, newest first.
     Raw (masked) event data: only keys that see every audience may read it."""
     require_unrestricted(authorize(request, "alerts:read"))
     platform = platform_of(request)
-    customer_id = _customer_id(request)
-    limit = int_param(request, "limit", 50, 1, 500) or 50
+    customer_id = path_text(request, "customer_id")
+    limit = limit_param(request, 50, 500)
     records, lowest = await run_in_threadpool(platform.log.recent_of_customer, customer_id, limit, EVENTS_SCANNED)
     items = [
         {"offset": r.offset, "ingested_at": iso(r.ingested_at), "event": msgspec.json.decode(r.body)} for r in records
@@ -43,9 +36,11 @@ async def customer_events(request: Request) -> Response:
 
 
 async def customer_features(request: Request) -> Response:
-    authorize(request, "alerts:read")
+    """The customer's current feature values: derived from raw event data, so, like the events,
+    only for keys that see every audience."""
+    require_unrestricted(authorize(request, "alerts:read"))
     platform = platform_of(request)
-    customer_id = _customer_id(request)
+    customer_id = path_text(request, "customer_id")
     if platform.runtime != "embedded":
         raise RequestError(501, "not_available", "feature values live in the process workers in the kafka runtime")
     engine = platform.engine

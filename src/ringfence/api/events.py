@@ -10,6 +10,7 @@ from ringfence.api.bodies import read_body
 from ringfence.api.errors import json_response
 from ringfence.api.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_request
 from ringfence.errors import RequestError
+from ringfence.events.decode import TooManyEvents
 
 JSON_TYPES = frozenset({"application/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
@@ -41,7 +42,10 @@ async def post_events(request: Request) -> Response:
             request.headers.get(SIGNATURE_HEADER),
             platform.clock.time(),
         )
-    result = await service.ingest(body, ndjson=media_type in NDJSON_TYPES)
+    try:
+        result = await service.ingest(body, ndjson=media_type in NDJSON_TYPES, sources=key.writable_sources)
+    except TooManyEvents as exc:
+        raise RequestError(413, "too_many_events", str(exc), {"events": exc.count, "limit": exc.limit}) from None
     if result.accepted == 0 and result.duplicates == 0:
         raise RequestError(400, "invalid_events", "no valid event in the request", result.to_dict())
     return json_response(result.to_dict(), status=202)

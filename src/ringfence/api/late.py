@@ -8,17 +8,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import authorize, platform_of
+from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.errors import json_response
-from ringfence.api.params import int_param
+from ringfence.api.params import cursor_param, limit_param
 from ringfence.clock import iso
 
 
 async def list_late_events(request: Request) -> Response:
-    authorize(request, "alerts:read")
+    """Late events name customers of every desk: only keys that see every audience may list them."""
+    require_unrestricted(authorize(request, "alerts:read"))
     store = platform_of(request).store
-    limit = int_param(request, "limit", 100, 1, 1000) or 100
-    cursor = int_param(request, "cursor", None, 0, 2**62)
+    limit = limit_param(request, 100, 1000)
+    cursor = cursor_param(request)
     items, next_cursor = await run_in_threadpool(store.list_late_events, limit, cursor)
     total = await run_in_threadpool(store.count_late_events)
     body = [

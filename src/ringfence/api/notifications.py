@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.errors import json_response
-from ringfence.api.params import choice_params, int_param
+from ringfence.api.params import choice_params, cursor_param, limit_param, path_id
 from ringfence.store.notifications import NotificationStore
 
 
@@ -16,9 +16,9 @@ async def list_notifications(request: Request) -> Response:
     require_unrestricted(authorize(request, "alerts:read"))
     platform = platform_of(request)
     status = choice_params(request, "status", ("pending", "sent", "dead"))
-    limit = int_param(request, "limit", 100, 1, 1000) or 100
-    cursor_param = int_param(request, "cursor", None, 0, 2**62)
-    cursor = cursor_param / 1000 if cursor_param is not None else None
+    limit = limit_param(request, 100, 1000)
+    millis = cursor_param(request)
+    cursor = millis / 1000 if millis is not None else None
     items = await run_in_threadpool(
         NotificationStore(platform.store).notifications, status[0] if status else None, limit + 1, cursor
     )
@@ -34,7 +34,7 @@ async def redrive(request: Request) -> Response:
     platform = platform_of(request)
     now = platform.clock.time()
     notification = await run_in_threadpool(
-        NotificationStore(platform.store).redrive, request.path_params["notification_id"], f"key:{key.name}", now
+        NotificationStore(platform.store).redrive, path_id(request, "notification_id"), f"key:{key.name}", now
     )
     platform.dispatcher.wakeup.set()
     return json_response(notification.to_dict())

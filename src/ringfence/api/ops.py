@@ -1,5 +1,6 @@
-"""``GET /v1/stats``: what the operations view charts. Throughput, lag per partition, late and
-rejected events, alerts, notification failures and dead letters, now and over recent minutes."""
+"""``GET /v1/stats``: what the operations view charts. Throughput, lag per partition, late,
+rejected and quarantined events, alerts, notification failures and dead letters, now and over
+recent minutes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ringfence.api.auth import AnyPlatform, authorize, platform_of
 from ringfence.api.errors import json_response
 from ringfence.clock import iso
 from ringfence.store.notifications import NotificationStore
+from ringfence.store.quarantine import QuarantineRepository
 
 SAMPLE_EVERY_S = 2.0
 SAMPLES_KEPT = 180  # six minutes of history, so a chart opened now is not empty
@@ -117,7 +119,11 @@ def _snapshot(platform: AnyPlatform, history: OpsHistory) -> dict[str, Any]:
             "alerts": int(totals.alerts),
             "notifications_sent": int(totals.notifications_sent),
             "notification_failures": int(totals.notification_failures),
+            "quarantined": int(
+                sum(v for n, _, v in platform.metrics.counters() if n == "ringfence_events_quarantined")
+            ),
         },
+        "quarantine": QuarantineRepository(platform.store).counts(),  # stored, by status: entries need admin
         "notifications": totals.notifications,
         "late_events_stored": platform.store.count_late_events(),
         "sample_every_s": SAMPLE_EVERY_S,

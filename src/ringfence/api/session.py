@@ -1,23 +1,47 @@
 """Browser sign-in: an API key (a person's role key) becomes an HttpOnly, Secure,
-SameSite=Strict session cookie; every state change must also carry its CSRF token."""
+SameSite=Strict session cookie; every state change must also carry its CSRF token.
+
+Sign-in attempts, failed or not, are limited per client address and per key id
+(``signin_attempts_per_min``), so a key's secret cannot be guessed at speed from one address
+nor from many, and sessions cannot be minted in bulk.
+"""
 
 from __future__ import annotations
+
+import re
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import SESSION_COOKIE, authorize, platform_of
+from ringfence.api.auth import SESSION_COOKIE, authorize, client_address, platform_of
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.clock import iso
 from ringfence.errors import AuthError
 from ringfence.store.keys import SESSION_TTL_S, Session
 
+_KEY_ID = re.compile(r"rf_([0-9a-f]{12})_")  # the public part of a key (store/keys.py)
+
 
 class _SignIn(msgspec.Struct, forbid_unknown_fields=True):
     key: str
+
+
+def _limit_address(request: Request) -> None:
+    """Spend one sign-in attempt of the client's address (429 when out). Charged before the
+    body is read, so an anonymous client cannot hold connections open with slow bodies at will,
+    and before the key's, so one address cannot spend more of a key's attempts than its own."""
+    buckets = request.app.state.limits.signin
+    buckets.check(f"address:{client_address(request)}", "too many sign-in attempts from this address")
+
+
+def _limit_key(request: Request, token: str) -> None:
+    """Spend one sign-in attempt of the key named in ``token`` (429 when out)."""
+    key_id = _KEY_ID.match(token)
+    if key_id is not None:
+        request.app.state.limits.signin.check(f"key:{key_id.group(1)}", "too many sign-in attempts with this key")
 
 
 def _describe(session: Session) -> dict[str, object]:
@@ -44,13 +68,14 @@ async def current_session(request: Request) -> Response:
 
 async def sign_in(request: Request) -> Response:
     platform = platform_of(request)
+    _limit_address(request)
     body = await json_body(request, _SignIn, '{"key": "rf_..."}')
+    _limit_key(request, body.key)
     now = platform.clock.time()
     try:
         session_id, session = await run_in_threadpool(platform.keys.create_session, body.key, now)
     except AuthError:
-        client = request.client.host if request.client else "unknown"
-        request.app.state.limits.failures.check(client, "too many failed sign-ins from this address")
+        request.app.state.limits.failures.check(client_address(request), "too many failed sign-ins from this address")
         raise
     response = json_response(_describe(session), status=201)
     response.set_cookie(

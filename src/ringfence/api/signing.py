@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 
+from ringfence.api.params import parse_int
 from ringfence.errors import AuthError, StoreError
 
 TIMESTAMP_HEADER = "x-ringfence-timestamp"
@@ -47,7 +48,8 @@ def verify_request(public_key_b64: str, body: bytes, timestamp: str | None, sign
     """Raise AuthError unless ``signature`` is the key's over ``timestamp.body``, in the window."""
     if not timestamp or not signature:
         raise AuthError("this key must sign its requests (X-Ringfence-Timestamp, X-Ringfence-Signature)")
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > WINDOW_S:
+    sent_at = parse_int(timestamp, 0, 2**40)  # ASCII digits only: "²".isdigit() is true, int() refuses it
+    if sent_at is None or abs(now - sent_at) > WINDOW_S:
         raise AuthError("request signature timestamp is outside the 5-minute window")
     scheme, _, value = signature.partition("=")
     try:

@@ -1,22 +1,24 @@
-"""Silences: mute alerts matching label matchers for a time range (audited)."""
+"""Silences: mute alerts matching label matchers for a time range (audited).
+
+Silences act on every desk's alerts and their matchers name customers, so listing, creating and
+expiring them all need a key that sees every audience (403 for an audience-limited key)."""
 
 from __future__ import annotations
-
-from datetime import datetime
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.alerts.matchers import MatcherError
+from ringfence.alerts.silences import SilenceError, check_silence
 from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
+from ringfence.api.params import parse_time, path_id
 from ringfence.errors import RequestError, StoreError
 from ringfence.store.notifications import NotificationStore
 
-MAX_SILENCE_S = 366 * 86400.0
+MAX_CURRENT_SILENCES = 1_000  # every alert is matched against each current silence
 
 
 class _SilenceBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -27,17 +29,14 @@ class _SilenceBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _time(text: str, name: str) -> float:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        value = None
-    if value is None or value.tzinfo is None:
+    value = parse_time(text)
+    if value is None:
         raise RequestError(400, "invalid_body", f"{name} must be an RFC 3339 time with offset")
-    return value.timestamp()
+    return value
 
 
 async def list_silences(request: Request) -> Response:
-    authorize(request, "alerts:read")
+    require_unrestricted(authorize(request, "alerts:read"))
     platform = platform_of(request)
     now = platform.clock.time()
     silences = await run_in_threadpool(NotificationStore(platform.store).silences)
@@ -52,10 +51,14 @@ async def create_silence(request: Request) -> Response:
     now = platform.clock.time()
     starts = _time(body.starts_at, "starts_at") if body.starts_at else now
     ends = _time(body.ends_at, "ends_at")
-    if not body.comment.strip() or len(body.comment) > 1_000:
-        raise RequestError(400, "invalid_body", "comment must say why (1..1000 characters)")
-    if ends - starts > MAX_SILENCE_S or len(body.matchers) > 20:
-        raise RequestError(400, "invalid_body", "a silence lasts at most a year and has at most 20 matchers")
+    try:
+        check_silence(body.matchers, starts, ends, body.comment)
+    except SilenceError as exc:
+        raise RequestError(400, "invalid_body", str(exc)) from None
+    current = await run_in_threadpool(NotificationStore(platform.store).silences, current_at=now)
+    if len(current) >= MAX_CURRENT_SILENCES:
+        message = f"{MAX_CURRENT_SILENCES} silences are active or pending: expire some first"
+        raise RequestError(409, "too_many_silences", message)
     try:
         silence = await run_in_threadpool(
             NotificationStore(platform.store).create_silence,
@@ -66,7 +69,7 @@ async def create_silence(request: Request) -> Response:
             body.comment,
             now,
         )
-    except (MatcherError, StoreError) as exc:
+    except StoreError as exc:
         raise RequestError(400, "invalid_body", str(exc)) from None
     return json_response(silence.to_dict(now), status=201)
 
@@ -77,6 +80,6 @@ async def delete_silence(request: Request) -> Response:
     platform = platform_of(request)
     now = platform.clock.time()
     silence = await run_in_threadpool(
-        NotificationStore(platform.store).expire_silence, request.path_params["silence_id"], f"key:{key.name}", now
+        NotificationStore(platform.store).expire_silence, path_id(request, "silence_id"), f"key:{key.name}", now
     )
     return json_response(silence.to_dict(now))

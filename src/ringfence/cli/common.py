@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,6 +10,7 @@ import typer
 
 from ringfence.config import Settings, load_settings
 from ringfence.errors import RingfenceError
+from ringfence.runtimes.http_server import bind, serve
 from ringfence.store.sql import SqlStore
 
 DataDirOption = Annotated[
@@ -50,27 +52,22 @@ def open_configured_store(settings: Settings) -> SqlStore:
         raise  # unreachable: fail() exits
 
 
-def serve_app(app: Any, settings: Settings) -> None:
-    """Serve an ASGI app with uvicorn on the settings' host, port and TLS until stopped; exit 1
-    if it never started (the port taken, say)."""
-    import uvicorn
-
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-            timeout_graceful_shutdown=10,
-        )
-    )
+def listen(settings: Settings) -> socket.socket:
+    """Bind the settings' host and port now, so a taken port is one clear line (exit 2) before
+    any banner is printed."""
     try:
-        server.run()
+        return bind(settings)
     except RingfenceError as exc:
         fail(str(exc))
-    if not server.started:
+        raise  # unreachable: fail() exits
+
+
+def serve_app(app: Any, settings: Settings, sock: socket.socket | None = None) -> None:
+    """Serve an ASGI app on ``sock`` (default: bind the settings' host and port) until stopped,
+    with the limits of :mod:`ringfence.runtimes.http_server`; exit 1 if it never started."""
+    try:
+        started = serve(app, settings, sock or listen(settings))
+    except RingfenceError as exc:
+        fail(str(exc))
+    if not started:
         raise typer.Exit(1)

@@ -36,6 +36,12 @@ def create(
     audience: Annotated[
         list[str] | None, typer.Option(help="Repeatable: only alerts of these audiences (default: all)")
     ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Repeatable: the event sources this producer key may write (default: any; bind every producer)"
+        ),
+    ] = None,
     signing_key: Annotated[
         Path | None,
         typer.Option(
@@ -49,31 +55,37 @@ def create(
     if role is not None and role not in ROLES:
         fail(f"unknown role {role!r}; choose from {', '.join(ROLES)}")
     scopes = sorted(set(scope or ()) | set(ROLES.get(role or "", ())))
+    if not scopes:
+        fail(f"give the key a --role ({', '.join(ROLES)}) or at least one --scope ({', '.join(SCOPES)})")
     try:
         public_key = public_key_from_pem(signing_key.read_bytes()) if signing_key else ""
         key = _keys(config, data_dir).create(
-            name, scopes, SystemClock().time(), audiences=audience, signing_key=public_key
+            name, scopes, SystemClock().time(), audiences=audience, signing_key=public_key, sources=source
         )
     except RingfenceError as exc:
         fail(str(exc))
     limited = f", audiences {', '.join(audience)}" if audience else ""
+    limited += f", sources {', '.join(sorted(set(source)))}" if source else ""
     typer.echo(
         f"Created key {name!r} with scopes {', '.join(scopes)}{limited}. Store it now; it is not shown again.",
         err=True,
     )
+    if not source and ({"events:write", "admin"} & set(scopes)):
+        typer.echo("Note: it may send events of any source; bind a producer's key with --source.", err=True)
     typer.echo(key)
 
 
 @app.command("list")
 def list_(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
     """List keys (never their secrets)."""
-    table = Table("name", "key id", "scopes", "audiences", "created", "last used", "revoked")
+    table = Table("name", "key id", "scopes", "audiences", "sources", "created", "last used", "revoked")
     for k in _keys(config, data_dir).list():
         table.add_row(
             k.name,
             k.key_id,
             " ".join(k.scopes),
             " ".join(k.audiences) or "all",
+            (" ".join(k.sources) or "any (unbound)") if k.allows("events:write") else "-",
             iso(k.created_at),
             iso(k.last_used_at) if k.last_used_at else "-",
             iso(k.revoked_at) if k.revoked_at else "-",

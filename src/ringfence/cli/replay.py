@@ -24,6 +24,7 @@ from ringfence.runtimes.embedded import Platform
 from ringfence.runtimes.ingest import IngestResult
 
 BATCH_LINES = 1_000
+SHOWN_REJECTIONS = 20
 
 
 def _batches(path: Path) -> Iterator[tuple[bytes, int]]:
@@ -45,13 +46,17 @@ def _batches(path: Path) -> Iterator[tuple[bytes, int]]:
 def replay(
     file: Annotated[Path, typer.Argument(help="NDJSON file, one event per line", exists=True, dir_okay=False)],
     url: Annotated[str | None, typer.Option(help="Post to this running server instead of the data dir")] = None,
-    key: Annotated[
-        str | None, typer.Option(help="API key for --url [env RINGFENCE_API_KEY]", envvar="RINGFENCE_API_KEY")
-    ] = None,
+    key: Annotated[str | None, typer.Option(help="API key for --url", envvar="RINGFENCE_API_KEY")] = None,
+    allow_rejects: Annotated[
+        bool, typer.Option("--allow-rejects", help="Exit 0 even if some lines were rejected")
+    ] = False,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Send FILE through ingest and report what was accepted, duplicate or rejected."""
+    """Send FILE through ingest and report what was accepted, duplicate or rejected.
+
+    Exits 1 if any line was rejected (unless --allow-rejects), so a script notices.
+    """
     total = IngestResult()
     progress = Progress(
         TextColumn("replay"),
@@ -73,10 +78,19 @@ def replay(
             except RingfenceError as exc:
                 fail(str(exc))
     typer.echo(f"accepted {total.accepted}, duplicates {total.duplicates}, rejected {len(total.rejected)}")
-    for r in total.rejected[:20]:
-        typer.echo(
-            f"  rejected line {r.index + 1} ({r.event_id}): " + "; ".join(f"{e.field}: {e.message}" for e in r.errors)
-        )
+    for line in _rejection_lines(total.rejected):
+        typer.echo(line)
+    if total.rejected and not allow_rejects:
+        raise typer.Exit(1)
+
+
+def _rejection_lines(rejected: list[Rejection]) -> Iterator[str]:
+    """The first SHOWN_REJECTIONS rejections, one line each, then how many were not shown."""
+    for r in rejected[:SHOWN_REJECTIONS]:
+        event = f" ({r.event_id})" if r.event_id else ""  # no id when the line had none (or it was refused)
+        yield f"  rejected line {r.index + 1}{event}: " + "; ".join(f"{e.field}: {e.message}" for e in r.errors)
+    if len(rejected) > SHOWN_REJECTIONS:
+        yield f"  ... and {len(rejected) - SHOWN_REJECTIONS} more rejected lines not shown"
 
 
 def _merge(total: IngestResult, part: IngestResult, offset: int) -> None:

@@ -16,10 +16,11 @@ from typing import Annotated
 
 import typer
 
-from ringfence.cli.common import ConfigOption, fail, serve_app, settings_from
+from ringfence.cli.common import ConfigOption, fail, listen, serve_app, settings_from
 from ringfence.cli.logs import configure_logging
 from ringfence.config import Settings
 from ringfence.errors import RingfenceError
+from ringfence.metrics import Metrics
 from ringfence.runtimes.kafka.metrics_http import serve_metrics
 from ringfence.store.keys import ApiKeys
 
@@ -39,10 +40,19 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _serve_metrics(metrics: Metrics, keys: ApiKeys, host: str, port: int) -> None:
+    """``--metrics-port``: a taken port is one clear line (exit 2), not a traceback."""
+    try:
+        serve_metrics(metrics, keys, host, port)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
+
+
 def _serve_http(settings: Settings, *, ingest: bool) -> None:
     from ringfence.api.app import create_app
     from ringfence.runtimes.kafka.platform import KafkaPlatform
 
+    sock = listen(settings)  # a taken port is one clear line, before anything else is done
     try:
         platform = KafkaPlatform(settings, ingest=ingest)
     except RingfenceError as exc:
@@ -51,7 +61,7 @@ def _serve_http(settings: Settings, *, ingest: bool) -> None:
     typer.echo(
         f"Ringfence {role} (kafka runtime) on http://{settings.host}:{settings.port}, pack {platform.pack.version}"
     )
-    serve_app(create_app(platform), settings)
+    serve_app(create_app(platform), settings, sock)
 
 
 @app.command()
@@ -93,7 +103,7 @@ def process(
         pack = packs.startup_pack(settings.rule_pack, time.time())
         worker = ProcessWorker(settings, pack, worker_id=name, packs=packs)
         if metrics_port is not None:
-            serve_metrics(worker.metrics, ApiKeys(packs.store), settings.host, metrics_port)
+            _serve_metrics(worker.metrics, ApiKeys(packs.store), settings.host, metrics_port)
     except RingfenceError as exc:
         fail(str(exc))
     typer.echo(f"Ringfence process worker {name}: stages {', '.join(worker.plan.names)}, pack {pack.version}")
@@ -107,7 +117,6 @@ def dispatch(metrics_port: MetricsPortOption = None, host: HostOption = None, co
     from ringfence.alerts.dispatcher import Dispatcher
     from ringfence.clock import SystemClock
     from ringfence.engine.pack import load_pack
-    from ringfence.metrics import Metrics
     from ringfence.runtimes.kafka.dispatch import DispatchService
     from ringfence.runtimes.kafka.platform import open_postgres
     from ringfence.store.packs import PackRepository
@@ -128,7 +137,7 @@ def dispatch(metrics_port: MetricsPortOption = None, host: HostOption = None, co
         )
         service = DispatchService(settings, store, dispatcher)
         if metrics_port is not None:
-            serve_metrics(metrics, ApiKeys(store), settings.host, metrics_port)
+            _serve_metrics(metrics, ApiKeys(store), settings.host, metrics_port)
     except RingfenceError as exc:
         fail(str(exc))
     typer.echo("Ringfence dispatch service (kafka runtime)")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ringfence.api.app import create_app
-from ringfence.cli.common import ConfigOption, DataDirOption, fail, serve_app, settings_from
+from ringfence.cli.common import ConfigOption, DataDirOption, fail, listen, serve_app, settings_from
 from ringfence.cli.logs import configure_logging
 from ringfence.clock import SystemClock
 from ringfence.errors import RingfenceError
@@ -33,6 +33,7 @@ def up(
     """Start API, processor and dispatcher in one process (Ctrl-C stops it cleanly)."""
     settings = settings_from(config, data_dir=data_dir, host=host, port=port)
     configure_logging(settings.log_level)
+    sock = listen(settings)  # a taken port is one clear line, before anything else is done
     try:
         platform = Platform(settings)
     except RingfenceError as exc:
@@ -40,7 +41,7 @@ def up(
     background = []
     url = f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}"
     typer.echo(f"Ringfence {platform.pack.version} rule pack, data in {settings.data_dir.resolve()}")
-    typer.echo(f"API:      {url}   (OpenAPI at {url}/openapi.json, health at {url}/healthz)")
+    typer.echo(f"API:      {url}   (OpenAPI at {url}/openapi.json with any key, health at {url}/healthz)")
     typer.echo(f"Dashboard: {url}/   (sign in with a person's API key)")
     if demo:
         background.append(functools.partial(run_demo_traffic, platform, rate_per_s=demo_rate))
@@ -53,4 +54,4 @@ def up(
         typer.echo(f"Try:      curl -H 'Authorization: Bearer {key}' '{url}/v1/alerts?limit=5'")
     else:
         typer.echo("Keys:     ringfence keys create --name NAME --scope events:write --scope alerts:read")
-    serve_app(create_app(platform, background=background), settings)
+    serve_app(create_app(platform, background=background), settings, sock)

@@ -9,6 +9,7 @@ sign-in page needs them).
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 from urllib.parse import quote
 
@@ -47,6 +48,17 @@ def _asset(name: str) -> bytes | None:
 
 
 SHELL = _asset("page.html") or b""
+# a path segment of RFC 3986 characters only: no control characters (browsers drop tab, CR
+# and LF from URLs, so "/\t/evil.example" would become "//evil.example"), no backslash
+_SAFE_PATH = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@%-]+(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*)?")
+
+
+def safe_next(value: str | None) -> str:
+    """Where sign-in may send the browser: ``value`` if it is the path of a dashboard page,
+    else ``/``. Never another origin, whatever the encoding (no open redirect)."""
+    if value and _SAFE_PATH.fullmatch(value) and any(route.path_regex.match(value) for route in PAGE_ROUTES):
+        return value
+    return "/"
 
 
 def _signed_in(request: Request) -> bool:
@@ -72,6 +84,9 @@ async def page(request: Request) -> Response:
 
 
 async def sign_in_page(request: Request) -> Response:
+    wanted = request.query_params.get("next")
+    if wanted is not None and safe_next(wanted) != wanted:  # a hostile or stale next: drop it
+        return RedirectResponse("/signin", status_code=303)
     return _shell()
 
 
@@ -84,13 +99,16 @@ async def asset(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPES[suffix], headers={"content-security-policy": PAGE_CSP})
 
 
-DASHBOARD_ROUTES = [
+PAGE_ROUTES = [
     Route("/", page, methods=["GET"]),
     Route("/alerts/{alert_id}", page, methods=["GET"]),
     Route("/customers", page, methods=["GET"]),
     Route("/customers/{customer_id}", page, methods=["GET"]),
     Route("/operations", page, methods=["GET"]),
     Route("/rules", page, methods=["GET"]),
+]
+DASHBOARD_ROUTES = [
+    *PAGE_ROUTES,
     Route("/signin", sign_in_page, methods=["GET"]),
     Route("/static/{name:path}", asset, methods=["GET"]),
 ]

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from ringfence import safe_yaml
 from ringfence.engine.anomaly import AnomalySpec
 from ringfence.engine.durations import parse_duration
 from ringfence.engine.expressions import ENVELOPE_FIELDS, STATS_FIELDS, Expression, Scope, compile_expression
@@ -33,13 +34,13 @@ _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _RESERVED = ENVELOPE_FIELDS | {"data", "lists", "true", "false", "null"}
 
 
-class _PackLoader(yaml.SafeLoader):
+class _PackLoader(safe_yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false, so a key named ``on`` stays a string."""
 
 
 _PackLoader.yaml_implicit_resolvers = {
     k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for k, v in safe_yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _PackLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
@@ -349,7 +350,7 @@ def load_pack(text: str) -> RulePack:
     if len(text.encode()) > MAX_PACK_BYTES:
         raise RulePackError(f"rule pack is larger than {MAX_PACK_BYTES} bytes")
     try:
-        raw: Any = yaml.load(text, Loader=_PackLoader)  # nosec B506 # noqa: S506 - a SafeLoader subclass
+        raw: Any = safe_yaml.load(text, _PackLoader)  # no anchors/aliases, bounded nodes and depth
     except yaml.YAMLError as exc:
         raise RulePackError(f"invalid YAML: {exc}") from None
     try:

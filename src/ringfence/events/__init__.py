@@ -4,6 +4,7 @@ from ringfence.events.decode import (
     DecodedBatch,
     MalformedBody,
     Rejection,
+    TooManyEvents,
     decode_batch,
     validate_event,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "Event",
     "MalformedBody",
     "Rejection",
+    "TooManyEvents",
     "decode_batch",
     "decode_event",
     "encode_event",

@@ -2,41 +2,67 @@
 
 Called by every ingest path (HTTP, replay, Lambda). A body holds one event, a JSON
 array of events, or NDJSON; each event is validated on its own so one bad event never
-costs the others.
+costs the others, and each rejection lists every fault of its event. Nothing a producer
+sends raises past :func:`decode_batch` but MalformedBody (the body as a whole is unreadable)
+and TooManyEvents; a rejection never echoes a card number, nor an event_id that failed
+validation, nor a character no encoder or store accepts.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Iterable
+import functools
+import logging
+import traceback
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from ringfence.errors import EventError, FieldError
+from ringfence.events.controls import envelope_fault, printable
+from ringfence.events.fields import DECODE_ERRORS, TOO_DEEP, decode_fields, field_errors
 from ringfence.events.model import Event
-from ringfence.events.money import MoneyError, to_decimal
-from ringfence.events.sensitive import find_pan, mask_account, mask_strings
-from ringfence.events.types import BUILTIN_TYPES, MASKED_FIELDS, MONEY_FIELDS, Envelope
+from ringfence.events.normalise import normalise_data
+from ringfence.events.sensitive import PAN_MESSAGE, clean, echo, mask_ibans, redact, scan
+from ringfence.events.types import BUILTIN_TYPES, Envelope
 
+__all__ = [
+    "TOO_DEEP",
+    "DecodedBatch",
+    "MalformedBody",
+    "Rejection",
+    "TooManyEvents",
+    "decode_batch",
+    "split_body",
+    "validate_event",
+]
+
+log = logging.getLogger("ringfence.ingest")
 MIN_OCCURRED_AT = 946_684_800.0  # 2000-01-01T00:00:00Z
 MAX_FUTURE_SKEW_S = 24 * 3600.0
 MAX_EVENT_BYTES = 64 * 1024
-TOO_DEEP = "JSON is nested too deeply"
+INTERNAL = "this event could not be validated (an internal error, logged); it was not kept"
 
 _envelope_decoder = msgspec.json.Decoder(Envelope)
 _data_decoders = {name: msgspec.json.Decoder(cls) for name, cls in BUILTIN_TYPES.items()}
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _raw_decoder = msgspec.json.Decoder(msgspec.Raw)
-_lenient_decoder = msgspec.json.Decoder(dict[str, Any])
-_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_FIELD = re.compile(r"field `([^`]+)`")
+_object_decoder = msgspec.json.Decoder(dict[str, Any])
+_clean_name = functools.lru_cache(maxsize=4096)(clean)  # sources and types: few, and in every event
 
 
 class MalformedBody(EventError):
     """The body as a whole is not JSON/NDJSON of events (nothing in it can be read)."""
+
+
+class TooManyEvents(MalformedBody):
+    """The body holds more events than one request may carry (HTTP 413 ``too_many_events``)."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        self.count = count
+        self.limit = limit
+        super().__init__([FieldError("$", f"batch of {count} events exceeds the limit of {limit}")])
 
 
 @dataclass(frozen=True)
@@ -68,31 +94,21 @@ class DecodedBatch:
         return len(self.events) + len(self.rejected)
 
 
-def _field_errors(exc: Exception, prefix: str = "") -> list[FieldError]:
-    match = _PATH.match(str(exc))
-    assert match is not None
-    message, path = match.group("msg"), (match.group("path") or "").lstrip(".")
-    named = _FIELD.search(message)
-    if named and ("unknown field" in message or "missing required field" in message):
-        path = f"{path}.{named.group(1)}" if path else named.group(1)
-    full = ".".join(p for p in (prefix, path) if p) or "$"
-    return [FieldError(full.replace(".[", "["), message)]
-
-
-def split_body(body: bytes, ndjson: bool) -> list[msgspec.Raw | FieldError]:
+def split_body(body: bytes, ndjson: bool, max_events: int | None = None) -> list[msgspec.Raw | FieldError]:
     """Cut a body into one raw JSON value per event (or the error for an unreadable line).
 
     Raises MalformedBody if a JSON body is not valid JSON or holds neither an object nor
-    an array.
+    an array, TooManyEvents if it holds more than ``max_events`` (counted before decoding).
     """
     if ndjson:
+        lines = [line for line in body.splitlines() if line.strip()]
+        if max_events is not None and len(lines) > max_events:
+            raise TooManyEvents(len(lines), max_events)
         items: list[msgspec.Raw | FieldError] = []
-        for line in body.splitlines():
-            if not line.strip():
-                continue
+        for line in lines:
             try:
                 items.append(_raw_decoder.decode(line))
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            except DECODE_ERRORS as exc:
                 items.append(FieldError("$", f"malformed JSON: {exc}"))
             except RecursionError:
                 items.append(FieldError("$", TOO_DEEP))
@@ -100,106 +116,138 @@ def split_body(body: bytes, ndjson: bool) -> list[msgspec.Raw | FieldError]:
     stripped = body.lstrip()
     try:
         if stripped.startswith(b"["):
-            return list(_raw_list_decoder.decode(body))
+            raws: list[msgspec.Raw | FieldError] = list(_raw_list_decoder.decode(body))
+            if max_events is not None and len(raws) > max_events:
+                raise TooManyEvents(len(raws), max_events)
+            return raws
         if stripped.startswith(b"{"):
             return [_raw_decoder.decode(body)]
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except DECODE_ERRORS as exc:
         raise MalformedBody([FieldError("$", f"malformed JSON: {exc}")]) from None
     except RecursionError:
         raise MalformedBody([FieldError("$", TOO_DEEP)]) from None
     raise MalformedBody([FieldError("$", "expected a JSON object, a JSON array of objects, or NDJSON")])
 
 
-def _guess_event_id(raw: msgspec.Raw) -> str | None:
-    try:
-        value = _lenient_decoder.decode(raw).get("event_id")
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
+def _echoed_event_id(values: dict[str, Any], faulty: set[str]) -> str | None:
+    """The event_id a rejection may echo: None unless it passed validation, and None if it
+    holds a card number (checked in full, never truncated first: a cut could split a PAN).
+    An envelope that could not be read at all echoes nothing."""
+    if "event_id" in faulty or not isinstance(values.get("event_id"), str):
         return None
-    return value[:128] if isinstance(value, str) else None
+    return echo(values["event_id"])
 
 
-def validate_event(raw: bytes | msgspec.Raw, now: float, custom_types: Iterable[str] = ()) -> Event:
+def _envelope(raw: bytes | msgspec.Raw) -> tuple[dict[str, Any], list[FieldError]]:
+    """The envelope's fields that are valid, and an error for each one that is not."""
+    try:
+        env = _envelope_decoder.decode(raw)
+    except DECODE_ERRORS:
+        return decode_fields(Envelope, raw, "")
+    except RecursionError:
+        return {}, [FieldError("$", TOO_DEEP)]
+    return {name: getattr(env, name) for name in env.__struct_fields__}, []
+
+
+def _data(type_: str, raw: msgspec.Raw, custom: Collection[str]) -> tuple[dict[str, Any], list[FieldError]]:
+    """``data`` of a ``type_`` event as plain values, and the errors of its fields."""
+    decoder = _data_decoders.get(type_)
+    if decoder is not None:
+        try:
+            return msgspec.to_builtins(decoder.decode(raw)), []
+        except DECODE_ERRORS:
+            values, errors = decode_fields(BUILTIN_TYPES[type_], raw, "data")
+            return msgspec.to_builtins(values), errors
+        except RecursionError:
+            return {}, [FieldError("data", TOO_DEEP)]
+    if type_ not in custom:
+        return {}, [FieldError("type", f"unknown event type {type_!r}")]  # a pattern-checked name
+    try:
+        return _object_decoder.decode(raw), []
+    except DECODE_ERRORS as exc:
+        return {}, field_errors(exc, "data")
+    except RecursionError:
+        return {}, [FieldError("data", TOO_DEEP)]
+
+
+def _as_sent(raw: msgspec.Raw) -> Any:
+    try:
+        return msgspec.json.decode(raw)
+    except (*DECODE_ERRORS, RecursionError):
+        return None
+
+
+def _envelope_errors(
+    values: dict[str, Any], failed: set[str], now: float, sources: Collection[str] | None
+) -> list[FieldError]:
+    errors: list[FieldError] = []
+    occurred = values.get("occurred_at")
+    if occurred is not None:
+        at = occurred.timestamp()
+        if at < MIN_OCCURRED_AT:
+            errors.append(FieldError("occurred_at", "is before 2000-01-01"))
+        elif at > now + MAX_FUTURE_SKEW_S:
+            errors.append(FieldError("occurred_at", "is more than 24 h in the future"))
+    type_ = values.get("type")
+    if values.get("customer_id") is None and "customer_id" not in failed and type_ not in (None, "api.request"):
+        errors.append(FieldError("customer_id", "is required for this event type"))
+    source = values.get("source")
+    if sources is not None and source is not None and source not in sources:
+        allowed = ", ".join(sorted(sources)) or "none"
+        errors.append(FieldError("source", f"this API key may only send events of the source(s): {allowed}"))
+    for name in ("event_id", "customer_id", "account_id", "source", "type"):
+        value = values.get(name)
+        if not isinstance(value, str):
+            continue
+        fault = envelope_fault(value)
+        if fault is not None:
+            errors.append(FieldError(name, fault))
+        if (_clean_name if name in ("source", "type") else clean)(value)[1]:
+            errors.append(FieldError(name, PAN_MESSAGE))
+    return errors
+
+
+def validate_event(
+    raw: bytes | msgspec.Raw,
+    now: float,
+    custom_types: Collection[str] = (),
+    sources: Collection[str] | None = None,
+) -> Event:
     """Validate one event's JSON and return it normalised, masked and PAN-free.
 
-    Raises EventError listing each field at fault.
+    ``sources``: the sources the producer's key may write (None: any). Raises EventError
+    listing every field at fault; its ``event_id`` is None if that id failed validation or
+    holds a card number.
     """
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError([FieldError("$", f"event is larger than {MAX_EVENT_BYTES} bytes")])
-    try:
-        env = _envelope_decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise EventError(_field_errors(exc)) from None
-    except RecursionError:
-        raise EventError([FieldError("$", TOO_DEEP)]) from None
-    errors: list[FieldError] = []
-    occurred = env.occurred_at.timestamp()
-    if occurred < MIN_OCCURRED_AT:
-        errors.append(FieldError("occurred_at", "is before 2000-01-01"))
-    elif occurred > now + MAX_FUTURE_SKEW_S:
-        errors.append(FieldError("occurred_at", "is more than 24 h in the future"))
-    if env.customer_id is None and env.type != "api.request":
-        errors.append(FieldError("customer_id", "is required for this event type"))
-    data: dict[str, Any] = {}
-    decoder = _data_decoders.get(env.type)
-    if decoder is not None:
-        try:
-            data = msgspec.to_builtins(decoder.decode(env.data))
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-            errors.extend(_field_errors(exc, "data"))
-        except RecursionError:
-            errors.append(FieldError("data", TOO_DEEP))
-    elif env.type in custom_types:
-        try:
-            data = _lenient_decoder.decode(env.data)
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-            errors.extend(_field_errors(exc, "data"))
-        except RecursionError:
-            errors.append(FieldError("data", TOO_DEEP))
-    else:
-        errors.append(FieldError("type", f"unknown event type {env.type!r}"))
-    if not errors:
-        errors.extend(_normalise_data(data))
-    for name in ("event_id", "customer_id", "account_id"):
-        value = getattr(env, name)
-        if value is not None and find_pan(value, name):
-            errors.append(FieldError(name, "looks like a card number (PAN); send a token"))
-    if (pan_path := find_pan(data, "data")) is not None:
-        errors.append(FieldError(pan_path, "looks like a card number (PAN); send a token"))
+    values, errors = _envelope(raw)
+    errors += _envelope_errors(values, {e.field for e in errors}, now, sources)
+    data: Any = {}
+    type_, data_raw = values.get("type"), values.get("data")
+    known_keys = type_ in BUILTIN_TYPES
+    if type_ is not None and data_raw is not None:
+        data, data_errors = _data(type_, data_raw, custom_types)
+        errors += data_errors
+        errors += normalise_data(data, {e.field for e in errors})
+        if data_errors and known_keys:  # scan what was sent, not only what decoded
+            data, known_keys = _as_sent(data_raw), False
+    data = scan(data, "data", errors, keys=not known_keys)
     if errors:
-        raise EventError(errors, env.event_id)
-    account = env.account_id
+        event_id = _echoed_event_id(values, {e.field for e in errors})
+        unique = dict.fromkeys(FieldError(printable(redact(e.field)), printable(redact(e.message))) for e in errors)
+        raise EventError(list(unique), event_id)
+    account = values.get("account_id")
+    customer = values.get("customer_id")
     return Event(
-        event_id=env.event_id,
-        type=env.type,
-        occurred_at=occurred,
-        source=env.source,
-        data=mask_strings(data),
-        customer_id=env.customer_id,
-        account_id=mask_strings(account) if account is not None else None,
+        event_id=mask_ibans(values["event_id"]),
+        type=values["type"],
+        occurred_at=values["occurred_at"].timestamp(),
+        source=_clean_name(values["source"])[0],
+        data=data,
+        customer_id=mask_ibans(customer) if customer is not None else None,
+        account_id=mask_ibans(account) if account is not None else None,
     )
-
-
-def _normalise_data(data: dict[str, Any]) -> list[FieldError]:
-    """Canonicalise money and mask account fields in place; return the errors found."""
-    errors: list[FieldError] = []
-    for name in MONEY_FIELDS:
-        if name in data:
-            try:
-                amount = to_decimal(data[name], data["currency"], signed=name == "balance")
-            except MoneyError as exc:
-                path = "data.currency" if "currency" in str(exc) and "ISO" in str(exc) else f"data.{name}"
-                errors.append(FieldError(path, str(exc)))
-            else:
-                data[name] = str(amount)
-    for name in MASKED_FIELDS:
-        if name in data:
-            data[name] = mask_account(data[name])
-    if "ip" in data:
-        try:
-            ipaddress.ip_address(data["ip"])
-        except ValueError:
-            errors.append(FieldError("data.ip", f"not an IP address: {data['ip'][:45]!r}"))
-    return errors
 
 
 def decode_batch(
@@ -209,27 +257,33 @@ def decode_batch(
     now: float,
     max_events: int,
     custom_types: Iterable[str] = (),
+    sources: Collection[str] | None = None,
 ) -> DecodedBatch:
     """Decode and validate every event of a request body.
 
-    Raises MalformedBody if the body cannot be read at all or holds more than
-    ``max_events`` events.
+    ``sources``: the sources the producer's key may write (None: any). Raises MalformedBody
+    if the body cannot be read at all, TooManyEvents if it holds more than ``max_events``.
     """
-    items = split_body(body, ndjson)
-    if len(items) > max_events:
-        raise MalformedBody([FieldError("$", f"batch of {len(items)} events exceeds the limit of {max_events}")])
+    items = split_body(body, ndjson, max_events)
     if not items:
         raise MalformedBody([FieldError("$", "no events in body")])
     custom = frozenset(custom_types)
+    allowed = frozenset(sources) if sources is not None else None
     batch = DecodedBatch()
     for index, item in enumerate(items):
         if isinstance(item, FieldError):
             batch.rejected.append(Rejection(index, None, [item]))
             continue
         try:
-            batch.events.append(validate_event(item, now, custom))
+            batch.events.append(validate_event(item, now, custom, allowed))
             batch.indexes.append(index)
         except EventError as exc:
-            event_id = exc.event_id if exc.event_id is not None else _guess_event_id(item)
-            batch.rejected.append(Rejection(index, event_id, exc.errors))
+            batch.rejected.append(Rejection(index, exc.event_id, exc.errors))
+        except Exception as exc:  # a bug must cost this event only, never the batch or the worker
+            log.error("event %d of a batch could not be validated:\n%s", index, redact(_trace(exc)))
+            batch.rejected.append(Rejection(index, None, [FieldError("$", INTERNAL)]))
     return batch
+
+
+def _trace(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException, InvalidOperation
 
 # Active ISO 4217 codes whose minor unit is not 2 digits.
 _EXPONENT_EXCEPTIONS: dict[str, int] = {
@@ -175,11 +175,18 @@ _TWO_DIGIT = [
     "ZWG",
 ]
 CURRENCY_EXPONENTS: dict[str, int] = {**dict.fromkeys(_TWO_DIGIT, 2), **_EXPONENT_EXCEPTIONS}
-MAX_MAJOR_UNITS = Decimal(10) ** 15
+MAX_MAJOR_DIGITS = 15
+MAX_MAJOR_UNITS = Decimal(10) ** MAX_MAJOR_DIGITS
+MAX_AMOUNT_CHARS = 64  # longer strings are no amount (and Decimal would parse them slowly)
 
 
 class MoneyError(ValueError):
-    """An amount or currency is not valid; the message says why."""
+    """An amount or currency is not valid; the message says why (without echoing the value),
+    ``field`` which of the two is at fault."""
+
+    def __init__(self, message: str, field: str = "amount") -> None:
+        self.field = field
+        super().__init__(message)
 
 
 def to_decimal(value: int | float | str, currency: str, *, signed: bool = False) -> Decimal:
@@ -191,23 +198,30 @@ def to_decimal(value: int | float | str, currency: str, *, signed: bool = False)
     """
     exponent = CURRENCY_EXPONENTS.get(currency)
     if exponent is None:
-        raise MoneyError(f"unknown ISO 4217 currency {currency!r}")
-    if isinstance(value, bool):
+        raise MoneyError("unknown ISO 4217 currency", "currency")
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise MoneyError("expected a number or decimal string")
+    if isinstance(value, str) and len(value) > MAX_AMOUNT_CHARS:
+        raise MoneyError("not a decimal number")
     try:
         amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except InvalidOperation:
-        raise MoneyError(f"not a decimal number: {str(value)[:40]!r}") from None
+    except (InvalidOperation, ValueError):
+        raise MoneyError("not a decimal number") from None
     if not amount.is_finite():
         raise MoneyError("must be finite")
-    if abs(amount) >= MAX_MAJOR_UNITS:
+    # adjusted() reads the magnitude without arithmetic, which could overflow the context
+    if amount != 0 and amount.adjusted() >= MAX_MAJOR_DIGITS:
         raise MoneyError("is too large")
     if not signed and amount < 0:
         raise MoneyError("must not be negative")
-    exp = amount.as_tuple().exponent
-    if isinstance(exp, int) and -exp > exponent and amount != amount.quantize(Decimal(1).scaleb(-exponent)):
-        raise MoneyError(f"{currency} has {exponent} decimal places, got {-exp}")
-    return amount.quantize(Decimal(1).scaleb(-exponent)) if exponent else amount.quantize(Decimal(1))
+    try:
+        unit = Decimal(1).scaleb(-exponent)
+        exp = amount.as_tuple().exponent
+        if isinstance(exp, int) and -exp > exponent and amount != amount.quantize(unit):
+            raise MoneyError(f"{currency} has {exponent} decimal places, got {-exp}")
+        return amount.quantize(unit)
+    except DecimalException:
+        raise MoneyError("not a decimal number") from None
 
 
 def to_minor_units(amount: Decimal, currency: str) -> int:

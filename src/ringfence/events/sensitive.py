@@ -1,98 +1,124 @@
-"""Card numbers (PANs) and account numbers: detection and masking.
+"""Sensitive values in events: card numbers (PANs) rejected, account numbers masked, numbers
+bounded, and nothing of a rejected value echoed back.
 
-Producers must send card tokens, never PANs; a PAN-like value anywhere in an event rejects
-the event. IBANs and payee account numbers are masked before anything is stored.
+Producers must send card tokens, never PANs; a PAN-like value anywhere in an event (a
+string, a number, an object key) rejects the event before anything is written. IBANs are
+masked before anything is stored. Called by :mod:`ringfence.events.decode` for each event.
 """
 
 from __future__ import annotations
 
-import re
+import math
 from typing import Any
 
-# 13-19 digits, optionally grouped by single spaces or dashes, not inside a longer digit run.
-_PAN_CANDIDATE = re.compile(r"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])")
-_IBAN = re.compile(r"\b[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]){11,30}\b")
+from ringfence.errors import FieldError
+from ringfence.events.controls import data_fault
+from ringfence.events.iban import mask_account, mask_ibans
+from ringfence.events.pan import MIN_PAN_DIGITS, looks_like_pan, luhn_valid, number_is_pan
+
+__all__ = [
+    "MAX_DATA_DEPTH",
+    "PAN_MESSAGE",
+    "clean",
+    "echo",
+    "find_pan",
+    "looks_like_pan",
+    "luhn_valid",
+    "mask_account",
+    "mask_ibans",
+    "mask_strings",
+    "redact",
+    "scan",
+]
+
+PAN_MESSAGE = "looks like a card number (PAN); send a token"
+SAME_MASKED_KEY = "another key of this object masks to the same text (one account number written twice); send one"
+MAX_DATA_DEPTH = 32
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+REDACTED = "<redacted: looks like a card number>"
 
 
-def _network_shape(digits: str) -> bool:
-    """True if the issuer prefix and length match a card network (Visa, Mastercard,
-    Amex, Diners, JCB, Discover, UnionPay, Maestro); keeps order numbers and timestamps out."""
-    n = len(digits)
-    two, four = int(digits[:2]), int(digits[:4])
-    if digits[0] == "4":
-        return n in (13, 16, 19)
-    if two in (34, 37):
-        return n == 15
-    if 51 <= two <= 55 or 2221 <= four <= 2720:
-        return n == 16
-    if two in (30, 36, 38, 39):
-        return 14 <= n <= 19
-    if 3528 <= four <= 3589:
-        return 16 <= n <= 19
-    if two == 50 or 56 <= two <= 69:
-        return 12 <= n <= 19
-    return False
+def clean(text: str) -> tuple[str, bool]:
+    """``text`` with its IBANs masked, and whether it (still) holds a card number."""
+    if len(text) < MIN_PAN_DIGITS and text.isascii():  # most values: too short for a PAN or an IBAN
+        return text, False
+    masked = mask_ibans(text)
+    return masked, looks_like_pan(masked)
 
 
-def luhn_valid(digits: str) -> bool:
-    """True if ``digits`` passes the Luhn checksum."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+def scan(value: Any, path: str, errors: list[FieldError], depth: int = 0, *, keys: bool = True) -> Any:
+    """``value`` with IBANs masked in every string and object key; appends to ``errors`` each
+    PAN, integer beyond 64 bits, non-finite float, nesting deeper than MAX_DATA_DEPTH, NUL or
+    lone surrogate in a string or key, and key that masks to the same text as another.
 
-
-def looks_like_pan(text: str) -> bool:
-    """True if ``text`` contains a digit run that is a plausible card number."""
-    for match in _PAN_CANDIDATE.finditer(text):
-        digits = re.sub(r"[ -]", "", match.group())
-        if 13 <= len(digits) <= 19 and _network_shape(digits) and luhn_valid(digits):
-            return True
-    return False
+    ``keys=False`` skips object keys: a built-in type's struct already allowed only its own.
+    """
+    if isinstance(value, str):
+        fault = data_fault(value)
+        if fault is not None:
+            errors.append(FieldError(path, fault))
+        masked, pan = clean(value)
+        if pan:
+            errors.append(FieldError(path, PAN_MESSAGE))
+        return masked
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            errors.append(FieldError(path, "integer out of range: must be within -2**63 .. 2**63-1"))
+        elif number_is_pan(value):
+            errors.append(FieldError(path, PAN_MESSAGE))
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            errors.append(FieldError(path, "number must be finite"))
+        elif number_is_pan(value):
+            errors.append(FieldError(path, PAN_MESSAGE))
+        return value
+    if isinstance(value, dict | list) and depth >= MAX_DATA_DEPTH:
+        errors.append(FieldError(path, f"nested deeper than {MAX_DATA_DEPTH} levels"))
+        return value
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            name, pan = clean(str(key)) if keys else (key, False)
+            sub = f"{path}.{name}" if path else name
+            fault = data_fault(name) if keys else None
+            if fault is not None:
+                errors.append(FieldError(sub, f"object key {fault}"))
+            if pan:
+                errors.append(FieldError(sub, PAN_MESSAGE))
+            if name in out:  # a value must never be lost silently
+                errors.append(FieldError(sub, SAME_MASKED_KEY))
+            out[name] = scan(item, sub, errors, depth + 1, keys=keys)
+        return out
+    if isinstance(value, list):
+        return [scan(item, f"{path}[{i}]", errors, depth + 1, keys=keys) for i, item in enumerate(value)]
+    return value
 
 
 def find_pan(value: Any, path: str = "") -> str | None:
-    """The dotted path of the first PAN-like value inside ``value``, or None."""
-    if isinstance(value, str):
-        return path if len(value) >= 13 and looks_like_pan(value) else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return path if value >= 10**12 and looks_like_pan(str(value)) else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            sub = f"{path}.{key}" if path else str(key)
-            if (hit := find_pan(key, sub)) or (hit := find_pan(item, sub)):
-                return hit
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            if hit := find_pan(item, f"{path}[{i}]"):
-                return hit
-    return None
-
-
-def mask_account(value: str) -> str:
-    """Keep the first two (country) and last four characters: ``GB**************1234``."""
-    compact = value.replace(" ", "")
-    if len(compact) <= 6:
-        return "*" * len(compact)
-    return compact[:2] + "*" * (len(compact) - 6) + compact[-4:]
-
-
-def mask_ibans(text: str) -> str:
-    """Mask every IBAN-shaped substring of ``text``."""
-    return _IBAN.sub(lambda m: mask_account(m.group()), text) if len(text) >= 15 else text
+    """The path of the first PAN-like value (or key) inside ``value``, or None."""
+    errors: list[FieldError] = []
+    scan(value, path, errors)
+    return next((e.field for e in errors if e.message == PAN_MESSAGE), None)
 
 
 def mask_strings(value: Any) -> Any:
-    """``value`` with IBANs masked in every string it contains."""
-    if isinstance(value, str):
-        return mask_ibans(value)
-    if isinstance(value, dict):
-        return {k: mask_strings(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_strings(v) for v in value]
-    return value
+    """``value`` with IBANs masked in every string and object key it contains."""
+    return scan(value, "", [])
+
+
+def redact(text: str) -> str:
+    """``text`` fit to be echoed (in an error, a log line): its digits starred out if it holds a
+    card number, its IBANs masked."""
+    if looks_like_pan(text):
+        return "".join("*" if ch.isnumeric() else ch for ch in text)
+    return mask_ibans(text)
+
+
+def echo(value: str | None) -> str | None:
+    """A producer's identifier as it may be echoed back: None if it holds a card number."""
+    if value is None or looks_like_pan(value):
+        return None
+    return mask_ibans(value)

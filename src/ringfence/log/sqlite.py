@@ -15,8 +15,9 @@ from pathlib import Path
 import msgspec
 
 from ringfence.errors import StoreError
-from ringfence.events.model import Event, decode_event, encode_event
+from ringfence.events.model import Event, encode_event
 from ringfence.log.base import Record, partition_for, partition_of_key
+from ringfence.private_files import private_sqlite
 
 SCHEMA_VERSION = "1"
 _SCHEMA = """
@@ -40,6 +41,7 @@ def connect(path: Path, synchronous: str = "full", cache_mib: int = 2) -> sqlite
     ingest worker's journal connection) take a large one: they update B-trees at random
     places (engine state, the duplicate index), which otherwise re-read pages from disk.
     """
+    private_sqlite(path)  # 0600 before SQLite writes a byte (its -wal/-shm files follow)
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
@@ -139,17 +141,21 @@ class SqliteLog:
         newest first, and the lowest offset searched.
 
         No index on the customer (it would slow every append): the bounded scan reads one
-        partition's rows and matches the stored JSON in SQLite, then checks each candidate.
+        partition's rows. The exact test of the envelope's ``customer_id`` is in the WHERE clause,
+        before the LIMIT, so other events of the partition (even ones whose data hold a nested
+        ``"customer_id"`` with this value) never push the customer's own out of the answer. The
+        ``instr`` test is only a fast pre-filter; the body is cast to text so no SQLite version
+        reads it as binary JSON.
         """
         lowest = max(0, self.head() - scan) + 1
         needle = b'"customer_id":' + msgspec.json.encode(customer_id)
         rows = self._conn().execute(
             "SELECT offset, partition, ingested_at, body FROM journal "
-            "WHERE offset >= ? AND partition = ? AND instr(body, ?) > 0 ORDER BY offset DESC LIMIT ?",
-            (lowest, partition_of_key(customer_id, self.partitions), needle, limit),
+            "WHERE offset >= ? AND partition = ? AND instr(body, ?) > 0 "
+            "AND json_extract(CAST(body AS TEXT), '$.customer_id') = ? ORDER BY offset DESC LIMIT ?",
+            (lowest, partition_of_key(customer_id, self.partitions), needle, customer_id, limit),
         )
-        records = [Record(*row) for row in rows]
-        return [r for r in records if decode_event(r.body).customer_id == customer_id], lowest
+        return [Record(*row) for row in rows], lowest
 
     def delete_older_than(self, ingested_before: float, processed_up_to: int) -> int:
         """Retention: drop processed records ingested before the cut-off; return how many."""

@@ -24,11 +24,13 @@ from ringfence.errors import StoreError
 from ringfence.log.group_commit import GroupCommitter
 from ringfence.log.sqlite import SqliteLog
 from ringfence.metrics import Metrics
+from ringfence.private_files import open_private, private_dir
 from ringfence.runtimes.ingest import IngestService
 from ringfence.runtimes.ingest_worker import IngestWorker
 from ringfence.runtimes.processor import Processor
 from ringfence.store.keys import ApiKeys
 from ringfence.store.packs import PackRepository
+from ringfence.store.quarantine import QuarantineEntry, QuarantineRepository
 from ringfence.store.sqlite import SqliteStore
 
 log = logging.getLogger("ringfence.embedded")
@@ -44,8 +46,8 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
     Raises StoreError if another process holds it. The lock dies with the process, so a
     kill -9 never leaves it stale.
     """
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    handle = open(data_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held for the platform's lifetime
+    private_dir(data_dir)
+    handle = open_private(data_dir / LOCK_FILE)  # held for the platform's lifetime
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -60,8 +62,9 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
 
 
 def open_store(data_dir: Path) -> SqliteStore:
-    """The store of a data dir, created if needed (used by the CLI too)."""
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """The store of a data dir, created if needed (used by the CLI too, so both chain the audit
+    trail with one key: the configured secret, else the data dir's ``audit.key``)."""
+    private_dir(data_dir)
     return SqliteStore(data_dir / STORE_FILE, audit_key())
 
 
@@ -125,6 +128,12 @@ class Platform:
             self._head = max(self._head, head)
             self.metrics.log_head.set(self._head)
         self.processor.wakeup.set()
+
+    def redrive_quarantined(self, entry_id: int, actor: str) -> QuarantineEntry:
+        """Hand a quarantined event back to the processor, which runs it at its next batch (audited)."""
+        entry = QuarantineRepository(self.store).request_redrive(entry_id, actor, self.clock.time())
+        self.processor.request_redrive()
+        return entry
 
     def lag(self) -> int:
         """Events in the log not yet processed."""

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ringfence.clock import Clock
-from ringfence.errors import OverloadedError
-from ringfence.events.decode import MalformedBody, Rejection, decode_batch
+from ringfence.errors import OverloadedError, RequestError
+from ringfence.events.decode import MalformedBody, Rejection, TooManyEvents, decode_batch
 from ringfence.events.model import Event
 from ringfence.metrics import Metrics
 from ringfence.runtimes.ingest_worker import IngestWorker
@@ -77,17 +77,19 @@ class IngestService:
                 f"the processor is more than {self._max_lag} events behind; retry later", RETRY_AFTER_S
             )
 
-    async def ingest(self, body: bytes, *, ndjson: bool) -> IngestResult:
-        """Validate ``body`` and append its valid events. Raises MalformedBody, OverloadedError."""
+    async def ingest(self, body: bytes, *, ndjson: bool, sources: frozenset[str] | None = None) -> IngestResult:
+        """Validate ``body`` and append its valid events; ``sources``: those the producer's key
+        may write (None: any). Raises MalformedBody (TooManyEvents), OverloadedError."""
         self.check_capacity()
         if self._worker is not None:
-            return await self._ingest_in_worker(self._worker, body, ndjson)
+            return await self._ingest_in_worker(self._worker, body, ndjson, sources)
         batch = decode_batch(
             body,
             ndjson=ndjson,
             now=self._clock.time(),
             max_events=self._max_batch,
             custom_types=self._custom_types(),
+            sources=sources,
         )
         result = IngestResult(rejected=batch.rejected)
         self._metrics.events_rejected.inc(len(batch.rejected))
@@ -95,16 +97,23 @@ class IngestService:
             await self.append(batch.events, result)
         return result
 
-    async def _ingest_in_worker(self, worker: IngestWorker, body: bytes, ndjson: bool) -> IngestResult:
+    async def _ingest_in_worker(
+        self, worker: IngestWorker, body: bytes, ndjson: bool, sources: frozenset[str] | None
+    ) -> IngestResult:
         reply = await worker.submit(
             body,
             ndjson=ndjson,
             now=self._clock.time(),
             max_events=self._max_batch,
             custom_types=self._custom_types(),
+            sources=sources,
         )
+        if reply.too_many is not None:
+            raise TooManyEvents(*reply.too_many)
         if reply.malformed is not None:
             raise MalformedBody(reply.malformed)
+        if reply.error is not None:
+            raise RequestError(500, "ingest_failed", reply.error)
         if reply.failure is not None:
             raise OverloadedError(f"the journal append failed, nothing of this request was kept: {reply.failure}", 1)
         result = IngestResult(rejected=reply.rejected)

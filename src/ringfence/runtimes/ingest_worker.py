@@ -17,20 +17,24 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
+import os
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from ringfence.errors import FieldError, OverloadedError
-from ringfence.events.decode import DecodedBatch, MalformedBody, Rejection, decode_batch
+from ringfence.events.decode import DecodedBatch, MalformedBody, Rejection, TooManyEvents, decode_batch
+from ringfence.events.sensitive import redact
 from ringfence.log.group_commit import MAX_GROUP_EVENTS
 from ringfence.log.sqlite import SqliteLog
 
 log = logging.getLogger("ringfence.ingest")
 WRITER_CACHE_MIB = 64
 RETRY_AFTER_S = 1
+INTERNAL = "this request could not be handled (an internal error, logged); none of its events was kept"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class IngestRequest:
     now: float
     max_events: int
     custom_types: frozenset[str]
+    sources: frozenset[str] | None = None  # those the producer's key may write; None: any
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,9 @@ class IngestReply:
     appended: list[tuple[str, int | None]]  # (event_id, offset)
     head: int
     malformed: list[FieldError] | None = None  # the body as a whole could not be read
-    failure: str | None = None
+    failure: str | None = None  # the journal append failed (retry)
+    too_many: tuple[int, int] | None = None  # (events, limit): the body holds too many events
+    error: str | None = None  # this request could not be handled (a bug, logged); nothing kept
 
 
 Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[IngestReply]"]
@@ -65,6 +72,9 @@ class _Process:
         context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
         self.conn, child = context.Pipe(duplex=True)
         self.process = context.Process(target=serve, args=(child, *target), name="ringfence-ingest", daemon=True)
+        # the spawned interpreter starts as `python -c ...`, which would put the working
+        # directory first on its sys.path: a stray package there must not be imported
+        os.environ.setdefault("PYTHONSAFEPATH", "1")
         self.process.start()
         child.close()
         self.pending: dict[int, Waiter] = {}
@@ -102,7 +112,14 @@ class IngestWorker:
         return self._worker.process.pid
 
     async def submit(
-        self, body: bytes, *, ndjson: bool, now: float, max_events: int, custom_types: frozenset[str]
+        self,
+        body: bytes,
+        *,
+        ndjson: bool,
+        now: float,
+        max_events: int,
+        custom_types: frozenset[str],
+        sources: frozenset[str] | None = None,
     ) -> IngestReply:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IngestReply] = loop.create_future()
@@ -113,7 +130,7 @@ class IngestWorker:
             request_id = next(self._ids)
             worker.pending[request_id] = (loop, future)
             try:
-                worker.conn.send(IngestRequest(request_id, body, ndjson, now, max_events, custom_types))
+                worker.conn.send(IngestRequest(request_id, body, ndjson, now, max_events, custom_types, sources))
             except OSError:
                 del worker.pending[request_id]
                 raise _stopped() from None
@@ -141,7 +158,7 @@ class IngestWorker:
             with self._lock:
                 self._fail_pending(worker)
             return
-        if reply.malformed is None and reply.failure is None:
+        if reply.malformed is None and reply.failure is None and reply.error is None and reply.too_many is None:
             self._on_commit(reply.head)
         with self._lock:
             waiter = worker.pending.pop(reply.request_id, None)
@@ -185,7 +202,7 @@ def serve(conn: Connection, journal: str, partitions: int, synchronous: str) -> 
         stop = False
         while not stop:
             group, stop = _take_group(conn)
-            for reply in _handle(journal_log, group) if group else []:
+            for reply in _handle_safely(journal_log, group) if group else []:
                 conn.send(reply)
     except (EOFError, BrokenPipeError):
         return
@@ -208,13 +225,26 @@ def _take_group(conn: Connection) -> tuple[list[IngestRequest], bool]:
     return group, False
 
 
+def _handle_safely(journal_log: SqliteLog, group: list[IngestRequest]) -> list[IngestReply]:
+    """Like :func:`_handle`, but whatever goes wrong, every request gets an answer and the
+    worker lives on for the next ones."""
+    try:
+        return _handle(journal_log, group)
+    except Exception as exc:
+        log.error("an ingest group failed:\n%s", redact(_trace(exc)))
+        return [IngestReply(r.request_id, [], [], 0, error=INTERNAL) for r in group]
+
+
 def _handle(journal_log: SqliteLog, group: list[IngestRequest]) -> list[IngestReply]:
-    decoded: list[tuple[IngestRequest, DecodedBatch | MalformedBody]] = []
+    decoded: list[tuple[IngestRequest, DecodedBatch | MalformedBody | str]] = []
     for request in group:
         try:
             decoded.append((request, _decode(request)))
         except MalformedBody as exc:
             decoded.append((request, exc))
+        except Exception as exc:  # one request's bug costs that request only
+            log.error("an ingest request could not be decoded:\n%s", redact(_trace(exc)))
+            decoded.append((request, INTERNAL))
     events = [e for _, batch in decoded if isinstance(batch, DecodedBatch) for e in batch.events]
     try:
         offsets = journal_log.append(events, max(r.now for r in group)) if events else []
@@ -224,8 +254,14 @@ def _handle(journal_log: SqliteLog, group: list[IngestRequest]) -> list[IngestRe
         return [IngestReply(r.request_id, [], [], 0, failure=str(exc)) for r in group]
     replies, start = [], 0
     for request, batch in decoded:
+        if isinstance(batch, TooManyEvents):
+            replies.append(IngestReply(request.request_id, [], [], head, too_many=(batch.count, batch.limit)))
+            continue
         if isinstance(batch, MalformedBody):
             replies.append(IngestReply(request.request_id, [], [], head, malformed=batch.errors))
+            continue
+        if isinstance(batch, str):
+            replies.append(IngestReply(request.request_id, [], [], head, error=batch))
             continue
         part = offsets[start : start + len(batch.events)]
         start += len(batch.events)
@@ -241,4 +277,9 @@ def _decode(request: IngestRequest) -> DecodedBatch:
         now=request.now,
         max_events=request.max_events,
         custom_types=request.custom_types,
+        sources=request.sources,
     )
+
+
+def _trace(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))

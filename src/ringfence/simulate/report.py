@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +48,8 @@ class Report:
     true_alerts: dict[str, int]
     false_alerts: int
     false_examples: dict[str, list[str]] = field(default_factory=dict)
+    # scenarios injected but not scored: some of their events fell past the end of the stream
+    unscored: dict[str, int] = field(default_factory=dict)
 
     @property
     def false_per_10k(self) -> float:
@@ -65,6 +67,7 @@ class Report:
             "false_alerts": self.false_alerts,
             "false_alerts_per_10k_normal": round(self.false_per_10k, 3),
             "false_examples": self.false_examples,
+            "unscored": dict(sorted(self.unscored.items())),
             "scenarios": {
                 name: {
                     "injected": r.injected,
@@ -94,6 +97,12 @@ class Report:
             f"{self.false_alerts} false: {self.false_per_10k:.2f} false alerts per 10,000 everyday events. "
             f"Evaluated in {self.seconds:.0f} s."
         )
+        if self.unscored:
+            by_scenario = ", ".join(f"{name} {count}" for name, count in sorted(self.unscored.items()))
+            lines.append(
+                f"{sum(self.unscored.values())} more injected scenarios were not scored: their events fell "
+                f"past the end of the stream ({by_scenario})."
+            )
         return "\n".join(lines)
 
 
@@ -148,6 +157,7 @@ def evaluate(events: Iterable[dict[str, Any]], labels: list[Label], pack: RulePa
     # a scenario still unfolding when the stream ended is not scored
     complete = [label for label in labels if label.ends_at <= last_time and all(e in seen_ids for e in label.event_ids)]
     results = {label.scenario: ScenarioResult(label.scenario) for label in complete}
+    unscored = Counter(label.scenario for label in labels) - Counter(label.scenario for label in complete)
     for label in complete:
         result = results[label.scenario]
         result.injected += 1
@@ -173,4 +183,5 @@ def evaluate(events: Iterable[dict[str, Any]], labels: list[Label], pack: RulePa
         dict(true_alerts),
         false,
         dict(examples),
+        dict(unscored),
     )

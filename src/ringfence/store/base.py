@@ -8,6 +8,7 @@ from typing import Protocol
 from ringfence.alerts.model import Action, Alert
 from ringfence.engine.rules import AlertSignal
 from ringfence.events.model import Event
+from ringfence.store.quarantine import QuarantinedEvent
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class Checkpoint:
     state_changes: list[tuple[str, str, bytes | None]] = field(default_factory=list)
     watermarks: dict[int, float] = field(default_factory=dict)
     late_events: list[LateEvent] = field(default_factory=list)
+    quarantined: list[QuarantinedEvent] = field(default_factory=list)  # poison events of the batch
+    redriven: list[int] = field(default_factory=list)  # quarantine rows the batch re-ran
 
 
 class AlertStore(Protocol):

@@ -27,6 +27,7 @@ ROLES: dict[str, tuple[str, ...]] = {
 AUDIENCES = ("fraud", "aml", "security", "ops", "customer")
 _KEY = re.compile(r"^rf_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SOURCE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # as an event's ``source``
 LAST_USED_RESOLUTION_S = 60.0
 SESSION_TTL_S = 8 * 3600.0
 
@@ -52,6 +53,7 @@ class KeyInfo:
     last_used_at: float | None
     audiences: tuple[str, ...] = ()  # the alerts it may see; empty: all
     signing_key: str = ""  # an Ed25519 public key (base64): its requests must be signed
+    sources: tuple[str, ...] = ()  # the event sources it may write; empty: any (unbound)
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -64,9 +66,39 @@ class KeyInfo:
     def unrestricted(self) -> bool:
         return not self.audiences
 
+    @property
+    def writable_sources(self) -> frozenset[str] | None:
+        """The event sources this key may write; None: any (a key not bound to sources)."""
+        return frozenset(self.sources) if self.sources else None
+
 
 def _hash(salt: bytes, secret: str) -> bytes:
     return hashlib.sha256(salt + secret.encode()).digest()
+
+
+def _key_info(
+    key_id: str,
+    name: str,
+    scopes: str,
+    created: float,
+    revoked: float | None,
+    last_used: float | None,
+    audiences: str,
+    signing_key: str,
+    sources: str,
+) -> KeyInfo:
+    """A key as stored (space-separated lists) as a KeyInfo."""
+    return KeyInfo(
+        key_id,
+        name,
+        tuple(scopes.split()),
+        created,
+        revoked,
+        last_used,
+        tuple(audiences.split()),
+        signing_key,
+        tuple(sources.split()),
+    )
 
 
 class ApiKeys:
@@ -84,25 +116,33 @@ class ApiKeys:
         actor: str = "cli",
         audiences: list[str] | None = None,
         signing_key: str = "",
+        sources: list[str] | None = None,
     ) -> str:
         """Create a key and return it; this is the only time the secret is seen.
 
-        ``audiences`` limits which alerts the key sees (default: all).
+        ``audiences`` limits which alerts the key sees (default: all); ``sources`` binds a
+        producer key to the event sources it may write (default: any).
         """
         if not _NAME.match(name):
             raise StoreError(f"invalid key name {name!r}: use letters, digits, '.', '_' or '-'")
+        if not scopes:
+            raise StoreError(f"a key needs at least one scope; choose from {', '.join(SCOPES)}")
         unknown = sorted(set(scopes) - set(SCOPES))
-        if unknown or not scopes:
-            raise StoreError(f"unknown or missing scope(s) {unknown}; choose from {', '.join(SCOPES)}")
+        if unknown:
+            raise StoreError(f"unknown scope(s) {', '.join(unknown)}; choose from {', '.join(SCOPES)}")
         bad_audiences = sorted(set(audiences or ()) - set(AUDIENCES))
         if bad_audiences:
             raise StoreError(f"unknown audience(s) {bad_audiences}; choose from {', '.join(AUDIENCES)}")
+        bad_sources = sorted(s for s in set(sources or ()) if not _SOURCE.match(s))
+        if bad_sources:
+            raise StoreError(f"invalid source name(s) {bad_sources}: 1-64 letters, digits, '_', '.', ':' or '-'")
         key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_bytes(16)
         with self._store.transaction() as conn:
             if conn.execute("SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,)).fetchone():
                 raise StoreError(f"a key named {name!r} exists; revoke it or choose another name")
             conn.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+                "INSERT INTO api_keys (key_id, name, salt, hash, scopes, created_at, revoked_at, last_used_at, "
+                "audiences, signing_key, sources) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?)",
                 (
                     key_id,
                     name,
@@ -112,6 +152,7 @@ class ApiKeys:
                     now,
                     " ".join(sorted(set(audiences or ()))),
                     signing_key,
+                    " ".join(sorted(set(sources or ()))),
                 ),
             )
             detail = {
@@ -119,6 +160,7 @@ class ApiKeys:
                 "scopes": sorted(scopes),
                 "audiences": sorted(audiences or ()),
                 "signed_requests": bool(signing_key),
+                "sources": sorted(set(sources or ())),
             }
             self._store.audit(conn, now, actor, "key.create", name, detail)
         return f"rf_{key_id}_{secret}"
@@ -132,10 +174,13 @@ class ApiKeys:
 
     def list(self) -> list[KeyInfo]:
         rows = self._store.conn().execute(
-            "SELECT key_id, name, scopes, created_at, revoked_at, last_used_at, audiences FROM api_keys "
+            "SELECT key_id, name, scopes, created_at, revoked_at, last_used_at, audiences, sources FROM api_keys "
             "ORDER BY created_at"
         )
-        return [KeyInfo(k, n, tuple(s.split()), c, r, u, tuple(a.split())) for k, n, s, c, r, u, a in rows]
+        return [
+            KeyInfo(k, n, tuple(s.split()), c, r, u, tuple(a.split()), sources=tuple(src.split()))
+            for k, n, s, c, r, u, a, src in rows
+        ]
 
     def authenticate(self, token: str, now: float) -> KeyInfo:
         """The key behind ``token``. Raises AuthError if it is malformed, unknown or revoked."""
@@ -146,8 +191,8 @@ class ApiKeys:
         row = (
             self._store.conn()
             .execute(
-                "SELECT name, salt, hash, scopes, created_at, revoked_at, last_used_at, audiences, signing_key "
-                "FROM api_keys WHERE key_id = ?",
+                "SELECT name, salt, hash, scopes, created_at, revoked_at, last_used_at, audiences, signing_key, "
+                "sources FROM api_keys WHERE key_id = ?",
                 (key_id,),
             )
             .fetchone()
@@ -155,7 +200,7 @@ class ApiKeys:
         if row is None:
             hmac.compare_digest(b"\0" * 32, _hash(b"\0" * 16, secret))  # same work as a real check
             raise AuthError("invalid API key")
-        name, salt, digest, scopes, created, revoked, last_used, audiences, signing_key = row
+        name, salt, digest, scopes, created, revoked, last_used, audiences, signing_key, sources = row
         if not hmac.compare_digest(digest, _hash(salt, secret)):
             raise AuthError("invalid API key")
         if revoked is not None:
@@ -163,27 +208,22 @@ class ApiKeys:
         if now - self._last_used_written.get(key_id, 0.0) > LAST_USED_RESOLUTION_S:
             self._last_used_written[key_id] = now
             self._store.conn().execute("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (now, key_id))
-        return KeyInfo(
-            key_id, name, tuple(scopes.split()), created, revoked, last_used, tuple(audiences.split()), signing_key
-        )
+        return _key_info(key_id, name, scopes, created, revoked, last_used, audiences, signing_key, sources)
 
     def by_id(self, key_id: str) -> KeyInfo | None:
         """An active key by its public id (for sessions)."""
         row = (
             self._store.conn()
             .execute(
-                "SELECT name, scopes, created_at, revoked_at, last_used_at, audiences, signing_key FROM api_keys "
-                "WHERE key_id = ? AND revoked_at IS NULL",
+                "SELECT name, scopes, created_at, revoked_at, last_used_at, audiences, signing_key, sources "
+                "FROM api_keys WHERE key_id = ? AND revoked_at IS NULL",
                 (key_id,),
             )
             .fetchone()
         )
         if row is None:
             return None
-        name, scopes, created, revoked, last_used, audiences, signing_key = row
-        return KeyInfo(
-            key_id, name, tuple(scopes.split()), created, revoked, last_used, tuple(audiences.split()), signing_key
-        )
+        return _key_info(key_id, *row)
 
     @staticmethod
     def require(key: KeyInfo, scope: str) -> None:

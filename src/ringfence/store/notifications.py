@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from ringfence.alerts.grouping import GroupState
-from ringfence.alerts.matchers import Matcher, parse_matchers
+from ringfence.alerts.matchers import Matcher, parse_matchers, parse_stored_matchers
 from ringfence.clock import iso
 from ringfence.errors import NotFound, StoreError
 from ringfence.store.connection import Connection
@@ -151,7 +151,7 @@ class NotificationStore:
 
     @staticmethod
     def _silence(row: tuple[Any, ...]) -> Silence:
-        return Silence(row[0], parse_matchers(msgspec.json.decode(row[1])), *row[2:])
+        return Silence(row[0], parse_stored_matchers(msgspec.json.decode(row[1])), *row[2:])
 
     def silences(self, conn: Connection | None = None, *, current_at: float | None = None) -> list[Silence]:
         """Every silence, or with ``current_at`` those not yet expired then."""
@@ -204,7 +204,7 @@ class NotificationStore:
 
     def due_notifications(self, now: float, limit: int = 50) -> list[Notification]:
         rows = self.store.conn().execute(
-            f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications "  # nosec B608 # noqa: S608 - constant columns
+            f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications "  # nosec # noqa: S608 - constant columns
             "WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
             (now, limit),
         )
@@ -232,7 +232,7 @@ class NotificationStore:
             )
 
     def notifications(self, status: str | None, limit: int, cursor: float | None) -> list[Notification]:
-        sql = f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE created_at < ?"  # nosec B608 # noqa: S608
+        sql = f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE created_at < ?"  # nosec # noqa: S608
         args: list[Any] = [cursor if cursor is not None else 1e18]
         if status is not None:
             sql += " AND status = ?"
@@ -259,7 +259,7 @@ class NotificationStore:
         row = (
             self.store.conn()
             .execute(
-                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?",  # nosec B608 # noqa: S608 - constant columns
+                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?",  # nosec # noqa: S608 - constant columns
                 (notification_id,),
             )
             .fetchone()

@@ -6,7 +6,7 @@ missing ones. Add a step to change it; never edit a released one.
 
 from __future__ import annotations
 
-PG_SCHEMA_VERSION = 1
+PG_SCHEMA_VERSION = 3
 
 PG_MIGRATIONS: dict[int, str] = {
     1: """
@@ -153,6 +153,34 @@ CREATE TABLE notifications (
     last_error TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
+""",
+    2: """
+CREATE TABLE quarantine (
+    id BIGSERIAL PRIMARY KEY,
+    origin TEXT NOT NULL,
+    partition BIGINT NOT NULL,
+    log_offset BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    ingested_at DOUBLE PRECISION NOT NULL,
+    quarantined_at DOUBLE PRECISION NOT NULL,
+    stage TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    pack_version TEXT NOT NULL,
+    body BYTEA NOT NULL,
+    record_key BYTEA,
+    record_headers BYTEA,
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    redriven_at DOUBLE PRECISION,
+    redriven_by TEXT,
+    UNIQUE (origin, partition, log_offset)
+);
+CREATE INDEX quarantine_status ON quarantine (status, id);
+""",
+    3: """
+ALTER TABLE api_keys ADD COLUMN sources TEXT NOT NULL DEFAULT '';
 """,
 }
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ringfence.errors import StoreError
+from ringfence.store import audit as audit_chain
 from ringfence.store.pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION, PRIMARY_KEYS
 from ringfence.store.sql import SqlStore
 
@@ -44,8 +45,8 @@ def translate(sql: str) -> str:
         keys, values = PRIMARY_KEYS[table]
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in values)
         # names from PRIMARY_KEYS and the repositories' own SQL: nothing of a request's
-        target = f"({', '.join(keys)}) DO UPDATE SET {updates}"  # constant names # nosec B608
-        upsert = f"INSERT INTO {table} VALUES ({match.group(2)}) ON CONFLICT {target}"  # constant names # nosec B608 # noqa: S608
+        target = f"({', '.join(keys)}) DO UPDATE SET {updates}"  # constant names # nosec # B608
+        upsert = f"INSERT INTO {table} VALUES ({match.group(2)}) ON CONFLICT {target}"  # constant names # nosec # noqa: S608
         out = out[: match.start()] + upsert + out[match.end() :]
     if "INSERT OR IGNORE INTO" in out:
         out = out.replace("INSERT OR IGNORE INTO", "INSERT INTO") + " ON CONFLICT DO NOTHING"
@@ -83,6 +84,7 @@ class PgConnection:
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
+        self.audit_head: audit_chain.Head | None = None  # set by an audit entry, logged once committed
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Result:
         return _run(self._raw, sql, parameters)
@@ -135,9 +137,18 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def transaction(self) -> Iterator[PgConnection]:
-        with self.pool.connection() as raw, raw.transaction():
-            raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-            yield PgConnection(raw)
+        with self.pool.connection() as raw:
+            with raw.transaction():
+                raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                conn = PgConnection(raw)
+                yield conn
+            if conn.audit_head is not None:
+                audit_chain.log_head(conn.audit_head)
+
+    def audit(self, conn: Any, now: float, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        super().audit(conn, now, actor, action, target, detail)
+        if isinstance(conn, PgConnection):
+            conn.audit_head = audit_chain.head(conn)
 
     def close(self) -> None:
         self.pool.close()

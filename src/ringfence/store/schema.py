@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 10
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -173,5 +173,33 @@ CREATE TABLE rule_hits_by_minute (
 """,
     8: """
 CREATE TABLE state_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, changes BLOB NOT NULL);
+""",
+    9: """
+CREATE TABLE quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    origin TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    log_offset INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    ingested_at REAL NOT NULL,
+    quarantined_at REAL NOT NULL,
+    stage TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    pack_version TEXT NOT NULL,
+    body BLOB NOT NULL,
+    record_key BLOB,
+    record_headers BLOB,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    redriven_at REAL,
+    redriven_by TEXT,
+    UNIQUE (origin, partition, log_offset)
+);
+CREATE INDEX quarantine_status ON quarantine (status, id);
+""",
+    10: """
+ALTER TABLE api_keys ADD COLUMN sources TEXT NOT NULL DEFAULT '';
 """,
 }

@@ -31,6 +31,7 @@ from ringfence.clock import iso
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import NotFound, StoreError
 from ringfence.store import audit as audit_chain
+from ringfence.store import quarantine
 from ringfence.store.base import AlertQuery, Checkpoint, LateEvent
 from ringfence.store.connection import Connection
 from ringfence.store.state_log import IDLE_ROWS, StateLog
@@ -120,6 +121,7 @@ class SqlStore(ABC):
                 ],
             )
             conn.execute("INSERT OR REPLACE INTO processor_offsets VALUES (?, ?)", (checkpoint.name, checkpoint.offset))
+            quarantine.write(conn, checkpoint.quarantined, checkpoint.redriven, now)
         self.states.committed(checkpoint.state_changes, state_seq, state_rows_written, now)
         return created
 
@@ -222,7 +224,7 @@ class SqlStore(ABC):
     def list_alerts(self, query: AlertQuery) -> tuple[list[Alert], int | None]:
         """One page of alerts, newest first, and the cursor of the next page (or None)."""
         where, args = _alert_filters(query)
-        sql = f"SELECT {_ALERT_COLUMNS} FROM alerts"  # nosec B608 # noqa: S608 - columns and clauses are constants
+        sql = f"SELECT {_ALERT_COLUMNS} FROM alerts"  # nosec # noqa: S608 - columns and clauses are constants
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
@@ -237,7 +239,7 @@ class SqlStore(ABC):
         row = (
             self.conn()
             .execute(
-                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?",  # nosec B608 # noqa: S608 - constant columns
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?",  # nosec # noqa: S608 - constant columns
                 (alert_id,),
             )
             .fetchone()
@@ -260,7 +262,7 @@ class SqlStore(ABC):
             return out
         marks = ", ".join("?" * len(alert_ids))
         sql = (
-            "SELECT alert_id, at, actor, action, reason, from_status, to_status FROM alert_history "  # nosec B608 # noqa: S608
+            "SELECT alert_id, at, actor, action, reason, from_status, to_status FROM alert_history "  # nosec # noqa: S608
             f"WHERE alert_id IN ({marks}) ORDER BY at, rowid"  # only placeholders are interpolated
         )
         rows = self.conn().execute(sql, alert_ids)

@@ -1,13 +1,21 @@
-"""The embedded runtime's store: every repository in one SQLite file (see :mod:`.sql`)."""
+"""The embedded runtime's store: every repository in one SQLite file (see :mod:`.sql`).
+
+Beside the file: the audit key (``audit.key``, unless ``RINGFENCE_SECRET_AUDIT_KEY`` is set)
+and the audit anchor (``<file>-audit-anchor``), both 0600; see :mod:`ringfence.store.audit`.
+"""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from ringfence.clock import iso
 from ringfence.errors import StoreError
 from ringfence.log.sqlite import connect
 from ringfence.store import audit as audit_chain
@@ -16,15 +24,39 @@ from ringfence.store.sql import MAX_EVIDENCE_EVENTS, SYSTEM_ACTOR, SqlStore
 
 __all__ = ["MAX_EVIDENCE_EVENTS", "SYSTEM_ACTOR", "SqliteStore"]
 
+log = logging.getLogger("ringfence.store")
+
+AUDIT_KEY_FILE = "audit.key"
+ANCHOR_SUFFIX = "-audit-anchor"
+
+
+ANCHOR_RESTART = "audit.anchor.restart"
+
 
 class SqliteStore(SqlStore):
-    """Thread-safe (one connection per thread) SQLite store."""
+    """Thread-safe (one connection per thread) SQLite store.
+
+    ``audit_key``: the configured secret; without one, the key kept beside the file (made on
+    first start). Raises StoreError if the audit trail was made with another key.
+    """
 
     def __init__(self, path: Path, audit_key: bytes | None = None) -> None:
+        made = False
+        key_file = path.with_name(AUDIT_KEY_FILE)
+        if audit_key is None:
+            audit_key, made = audit_chain.load_or_create_key(key_file)
         super().__init__(audit_key)
+        self._key_id = audit_chain.key_id(audit_key)
         self.path = path
+        self.anchor = audit_chain.Anchor(path.with_name(path.name + ANCHOR_SUFFIX))
         self._local = threading.local()
-        self._migrate()
+        try:
+            self._migrate()
+            self._adopt_audit_trail(key_made=made)
+        except StoreError:
+            if made:  # a key made for a trail it cannot extend would only hide the real one
+                key_file.unlink(missing_ok=True)
+            raise
 
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (autocommit; use :meth:`transaction` to write)."""
@@ -39,12 +71,81 @@ class SqliteStore(SqlStore):
         """An immediate (write-locking) transaction, committed on success."""
         conn = self.conn()
         conn.execute("BEGIN IMMEDIATE")
+        self._local.audited = False
         try:
             yield conn
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        if self._local.audited:  # anchored once committed: a rolled-back entry never is
+            self._anchor_head(conn)
+
+    def audit(self, conn: Any, now: float, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        super().audit(conn, now, actor, action, target, detail)
+        self._local.audited = True
+
+    def verify_audit(self) -> audit_chain.Verdict:
+        """The chain in the file, and the file against the anchor (truncation, rollback)."""
+        verdict = super().verify_audit()
+        problems = audit_chain.check_anchored(self.conn(), self.anchor.heads())
+        restarts = self.conn().execute("SELECT seq, at FROM audit WHERE action = ? ORDER BY seq", (ANCHOR_RESTART,))
+        notes = tuple(
+            f"the anchor was restarted at entry {seq} ({iso(at)}) because its file was missing: entries "
+            "cut off before then are not detected; check against a logged head (--head)"
+            for seq, at in restarts
+        )
+        return audit_chain.Verdict(verdict.entries, verdict.problems + problems, notes)
+
+    def _anchor_head(self, conn: sqlite3.Connection) -> None:
+        head = audit_chain.head(conn)
+        if head is not None:
+            anchored = audit_chain.Head(head.seq, head.hash, self._key_id)
+            self.anchor.record(anchored, time.time())
+
+    def _adopt_audit_trail(self, *, key_made: bool) -> None:
+        """Check the trail is keyed with this store's key; anchor it if it is not yet; re-key
+        once a trail made with the legacy public key (an audit entry says so)."""
+        heads = self.anchor.heads()
+        if heads:
+            if heads[-1].key_id != self._key_id:
+                raise StoreError(
+                    f"the audit trail of {self.path} was made with another key: run with the same "
+                    "RINGFENCE_SECRET_AUDIT_KEY (or none) as the server"
+                )
+            return
+        conn = self.conn()
+        if audit_chain.head(conn) is None:
+            return  # an empty trail: its first entry starts the anchor
+        if audit_chain.verify(conn, self.audit_key).ok:
+            # a trail from before anchors, or an anchor deleted (perhaps with entries cut off):
+            # restarting it is itself audited, so `audit verify` always tells the reader
+            log.warning("audit anchor %s was missing; restarted it at the current head", self.anchor.path)
+            with self.transaction() as tx:
+                reason = "the anchor file was missing: entries before this one were not checked against it"
+                self.audit(tx, time.time(), SYSTEM_ACTOR, ANCHOR_RESTART, self.anchor.path.name, {"reason": reason})
+        elif audit_chain.verify(conn, audit_chain.LEGACY_KEY).ok:
+            with self.transaction() as tx:
+                count = audit_chain.rehash(tx, self.audit_key)
+                reason = (
+                    "chained with a public constant before audit keys existed; re-keyed with this store's audit key"
+                )
+                self.audit(
+                    tx,
+                    time.time(),
+                    SYSTEM_ACTOR,
+                    "audit.rekey",
+                    str(self.path.name),
+                    {"entries": count, "reason": reason},
+                )
+            log.warning("audit trail of %s re-keyed (%d entries): it was chained with a public key", self.path, count)
+        elif key_made:
+            raise StoreError(
+                f"the audit trail of {self.path} was not made with a key this process has: run with the "
+                "RINGFENCE_SECRET_AUDIT_KEY it was made with"
+            )
+        else:  # edited while unanchored: `audit verify` names the entries; nothing is hidden
+            log.error("the audit trail of %s does not verify: run `ringfence audit verify`", self.path)
 
     def _migrate(self) -> None:
         with self.transaction() as conn:

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from ringfence.alerts.matchers import parse_matchers
+from ringfence.alerts.matchers import parse_matchers, parse_stored_matchers
 from ringfence.alerts.model import ACTIVE_STATUSES, TRANSITIONS, Action, Alert, Comment, HistoryEntry, alert_id
 from ringfence.clock import iso
 from ringfence.engine.rules import AlertSignal
@@ -493,7 +493,7 @@ class AlertTable:
         return [
             Silence(
                 i["sk"]["S"],
-                parse_matchers(msgspec.json.decode(i["matchers"]["S"])),
+                parse_stored_matchers(msgspec.json.decode(i["matchers"]["S"])),
                 float(i["starts_at"]["N"]),
                 float(i["ends_at"]["N"]),
                 i["created_by"]["S"],

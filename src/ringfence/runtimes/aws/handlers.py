@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -23,12 +22,13 @@ from starlette.requests import Request
 
 from ringfence.alerts.config import load_alerting
 from ringfence.alerts.model import STATUSES, Action
-from ringfence.api.params import choice_params, int_param, text_param, time_param
+from ringfence.alerts.silences import SilenceError, check_silence
+from ringfence.api.params import choice_params, int_param, parse_time, text_param, time_param
 from ringfence.config import Settings, load_settings
 from ringfence.engine.pack import RulePack, load_pack_file
 from ringfence.engine.rules import AUDIENCES, SEVERITIES
 from ringfence.errors import FieldError, NotFound, RequestError, StoreError
-from ringfence.events.decode import MalformedBody, Rejection, decode_batch
+from ringfence.events.decode import MalformedBody, Rejection, TooManyEvents, decode_batch
 from ringfence.events.model import Event, encode_event
 from ringfence.runtimes.aws.alerts import AlertTable
 from ringfence.runtimes.aws.dispatch import AlertDispatcher
@@ -151,10 +151,23 @@ def _error(status: int, code: str, message: str, details: Any = None, **headers:
     return _response(status, {"error": {"code": code, "message": message, "details": details}}, headers)
 
 
+SOURCES_CLAIM = "ringfence_sources"  # the event sources a producer may write (absent: any)
+
+
 @dataclass(frozen=True)
 class Caller:
     subject: str
     scopes: frozenset[str]
+    sources: frozenset[str] | None = None  # None: not bound to sources
+
+
+def _claim_values(value: object) -> frozenset[str] | None:
+    """A list claim: a JSON list, or the "[a b]" / "a b" / "a,b" string API Gateway passes on."""
+    if isinstance(value, list):
+        return frozenset(str(v) for v in value)
+    if isinstance(value, str):
+        return frozenset(value.strip("[]").replace(",", " ").split())
+    return None
 
 
 def caller_of(event: Mapping[str, Any]) -> Caller | None:
@@ -171,7 +184,8 @@ def caller_of(event: Mapping[str, Any]) -> Caller | None:
         elif isinstance(value, list):
             scopes.update(str(v) for v in value)
     subject = claims.get("sub")
-    return Caller(str(subject), frozenset(scopes)) if subject else None
+    sources = _claim_values(claims.get(SOURCES_CLAIM)) if SOURCES_CLAIM in claims else None
+    return Caller(str(subject), frozenset(scopes), sources) if subject else None
 
 
 def _authorize(event: Mapping[str, Any], scope: str) -> Caller | dict[str, Any]:
@@ -213,7 +227,10 @@ def ingest_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
             now=time.time(),
             max_events=rt.settings.max_batch_events,
             custom_types=rt.pack.custom_types,
+            sources=caller.sources,
         )
+    except TooManyEvents as exc:
+        return _error(413, "too_many_events", str(exc), {"events": exc.count, "limit": exc.limit})
     except MalformedBody as exc:
         return _error(400, "malformed_body", str(exc), {"errors": [e.to_dict() for e in exc.errors]})
     rejected = list(batch.rejected)
@@ -360,11 +377,17 @@ def _reason(event: Mapping[str, Any]) -> str:
 def _create_silence(rt: AwsRuntime, event: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
     try:
         body = msgspec.json.decode(_body(event), type=_SilenceBody)
-        now = time.time()
-        starts = datetime.fromisoformat(body.starts_at).timestamp() if body.starts_at else now
-        ends = datetime.fromisoformat(body.ends_at).timestamp()
-    except (msgspec.DecodeError, ValueError) as exc:
+    except msgspec.DecodeError as exc:
         raise RequestError(400, "invalid_body", f"body: {exc}") from None
+    now = time.time()
+    starts = parse_time(body.starts_at) if body.starts_at else now
+    ends = parse_time(body.ends_at)
+    if starts is None or ends is None:
+        raise RequestError(400, "invalid_body", "starts_at and ends_at must be RFC 3339 times with offset")
+    try:
+        check_silence(body.matchers, starts, ends, body.comment)
+    except SilenceError as exc:
+        raise RequestError(400, "invalid_body", str(exc)) from None
     silence = rt.alerts.create_silence(body.matchers, starts, ends, caller.subject, body.comment, now)
     return silence.to_dict(now)
 

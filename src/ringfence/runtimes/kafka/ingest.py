@@ -90,7 +90,21 @@ class KafkaAppender:
                     batch.append(self._requests.get_nowait())
                 except queue.Empty:
                     break
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except Exception:  # one batch's bug must not stop ingest for every later request
+                log.exception("ingest transaction failed unexpectedly; its requests are answered 503")
+                self._abandon(batch)
+
+    def _abandon(self, batch: list[Request]) -> None:
+        """Fail ``batch``'s requests (nothing of them is kept) and start over with a fresh producer."""
+        failure = OverloadedError("the event log did not take the events (an internal error, logged); retry", 1)
+        for _, future, loop in batch:
+            loop.call_soon_threadsafe(_fail, future, failure)
+        try:
+            self._producer = self._new_producer()  # aborts the open transaction
+        except Exception:
+            log.exception("could not start a new Kafka producer; the next request tries again")
 
     def _commit(self, batch: list[Request]) -> None:
         from confluent_kafka import KafkaException

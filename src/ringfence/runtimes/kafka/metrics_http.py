@@ -24,6 +24,7 @@ def serve_metrics(metrics: Metrics, keys: ApiKeys, host: str, port: int) -> Thre
     class Handler(BaseHTTPRequestHandler):
         server_version = "ringfence"
         sys_version = ""
+        timeout = 5.0  # a connection that sends nothing is closed: an idle one holds a thread
 
         def do_GET(self) -> None:
             if self.path != "/metrics":

@@ -30,6 +30,7 @@ from ringfence.runtimes.kafka.topics import client_config, topics_of
 from ringfence.store.keys import ApiKeys
 from ringfence.store.packs import PackRepository
 from ringfence.store.postgres import PostgresStore
+from ringfence.store.quarantine import QuarantineEntry, QuarantineRepository
 
 log = logging.getLogger("ringfence.kafka.api")
 
@@ -47,7 +48,12 @@ def open_postgres(settings: Settings) -> PostgresStore:
 
     if not settings.postgres_dsn:
         raise ConfigError("the kafka runtime needs postgres_dsn (RINGFENCE_POSTGRES_DSN=postgresql://user@host/db)")
-    store = PostgresStore(settings.postgres_dsn, audit_key(), settings.postgres_pool_size)
+    key = audit_key()
+    if key is None:  # services on several machines share the trail: one key, from the secret
+        raise ConfigError(
+            "the kafka runtime needs RINGFENCE_SECRET_AUDIT_KEY (a random secret, the same for every service)"
+        )
+    store = PostgresStore(settings.postgres_dsn, key, settings.postgres_pool_size)
     store.require_schema()
     return store
 
@@ -190,6 +196,20 @@ class KafkaPlatform:
     @property
     def pack(self) -> RulePack:
         return self.engine.pack
+
+    def redrive_quarantined(self, entry_id: int, actor: str) -> QuarantineEntry:
+        """Claim a quarantined record (audited), write it back to its topic, mark it redriven."""
+        from ringfence.errors import OverloadedError
+        from ringfence.runtimes.kafka.quarantine import reproduce
+
+        repo = QuarantineRepository(self.store)
+        entry = repo.request_redrive(entry_id, actor, self.clock.time())
+        try:
+            reproduce(self.settings, entry)
+        except Exception as exc:
+            repo.release(entry_id)
+            raise OverloadedError(f"the event log did not take the event back: {exc}", 1) from exc
+        return repo.finish_redrive(entry_id, self.clock.time())
 
     def lag(self) -> int:
         try:

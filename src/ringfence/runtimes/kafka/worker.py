@@ -9,6 +9,16 @@ visible to ``read_committed`` readers; whoever takes its partitions restores the
 from the changelogs (exactly the state of the last committed batch) and resumes from the
 committed offsets, so no event is lost, none is counted twice, and the alerts it replays
 carry the ids they had.
+
+Poison: a batch that fails for anything but Kafka (the decoder, the engine or the state codec
+raised) is aborted and run again one record per transaction. A record that fails again is
+quarantined: its row is written to PostgreSQL (:mod:`ringfence.store.quarantine`), keyed by
+(topic, partition, offset) so writing it twice keeps one row, and only then does a transaction
+of its own move the committed offset past it; the task's state is restored from its changelog,
+which never saw the record. A worker killed between the two replays the record, quarantines
+it again into the same row, and moves on: nothing is lost or counted twice in the table. (A
+quarantine topic read by the dispatcher would put the row inside the Kafka transaction; the
+idempotent key gives the same result without a new topic and consumer.)
 """
 
 from __future__ import annotations
@@ -31,10 +41,12 @@ from ringfence.errors import RingfenceError
 from ringfence.events.model import Event, decode_event
 from ringfence.metrics import Metrics
 from ringfence.runtimes.kafka import records
+from ringfence.runtimes.kafka.quarantine import named_by_contribution
 from ringfence.runtimes.kafka.records import AlertRecord
 from ringfence.runtimes.kafka.topics import Topics, client_config, topics_of
 from ringfence.store.base import LateEvent
 from ringfence.store.packs import PackRepository
+from ringfence.store.quarantine import QuarantinedEvent, QuarantineRepository, is_store_failure
 
 log = logging.getLogger("ringfence.kafka.process")
 
@@ -137,6 +149,8 @@ class ProcessWorker:
         self.pending: set[TaskId] = set()
         self._last_idle = 0.0
         self._last_expire = self.clock.time()
+        self.quarantine = QuarantineRepository(packs.store) if packs is not None else None
+        self._isolate_until: dict[TaskId, int] = {}  # a failed batch's last offsets: run record by record
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -167,6 +181,9 @@ class ProcessWorker:
     def _run_batch(self, messages: list[Any]) -> None:
         from confluent_kafka import KafkaException
 
+        if self._isolate_until:
+            self._run_isolated(messages)
+            return
         now = self.clock.time()
         idle_due = now - self._last_idle >= IDLE_EVERY_S
         if not messages and not idle_due:
@@ -210,8 +227,123 @@ class ProcessWorker:
             self.producer.abort_transaction(30)
             self._rewind()
             return
+        except Exception as error:
+            if is_store_failure(error):
+                raise
+            log.error("batch failed (%s): running it again record by record", type(error).__name__)
+            self.producer.abort_transaction(30)
+            for message in messages:
+                if message.error() is None:
+                    task_id = (message.topic(), message.partition())
+                    self._isolate_until[task_id] = max(self._isolate_until.get(task_id, -1), message.offset())
+            self._rewind()
+            return
         self.metrics.events_processed.inc(processed)
         self.metrics.engine_state_keys.set(sum(t.engine.state_size() for t in self.tasks.values()))
+
+    # -- poison ------------------------------------------------------------------------------------
+
+    def _run_isolated(self, messages: list[Any]) -> None:
+        """One transaction per record, until the failed batch's records are behind: a record
+        that fails is quarantined and its task restored from the changelog (module docstring)."""
+        from confluent_kafka import KafkaException
+
+        reset: set[TaskId] = set()
+        try:
+            for message in messages:
+                if message.error() is not None:
+                    continue
+                task_id = (message.topic(), message.partition())
+                task = self.tasks.get(task_id)
+                if task is None or task_id in reset:
+                    continue  # revoked, or rewound past this record: it comes again
+                if not self._run_one(task, message):
+                    reset.add(task_id)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.fatal() or not error.txn_requires_abort():
+                raise
+            log.warning("record aborted (%s): rewinding to the last committed record", error.str())
+            self.producer.abort_transaction(30)
+            self._rewind()
+            return
+        if not messages:
+            self._isolate_until.clear()  # nothing more came: the failed records are behind
+        for task_id, last in list(self._isolate_until.items()):
+            if self._committed.get(task_id, -1) > last or task_id not in self.tasks:
+                del self._isolate_until[task_id]
+
+    def _run_one(self, task: Task, message: Any) -> bool:
+        """``message`` in a transaction of its own; False if it was quarantined."""
+        task_id = (message.topic(), message.partition())
+        self.producer.begin_transaction()
+        try:
+            try:
+                self._handle(task, message, self.clock.time())
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.metrics.events_rejected.inc()
+                log.error("skipped undecodable record %s[%d]@%d: %s", *task_id, message.offset(), exc)
+            self._write_changelogs()  # the state codec runs here: its failure is this record's
+        except Exception as error:
+            if _is_kafka(error) or is_store_failure(error):
+                raise
+            self.producer.abort_transaction(30)
+            self._quarantine(task, message, error)
+            self._commit_past(task_id, message.offset())
+            self._restore_task(task_id)
+            return False
+        self._commit_past(task_id, message.offset(), in_transaction=True)
+        self.metrics.events_processed.inc()
+        return True
+
+    def _commit_past(self, task_id: TaskId, offset: int, in_transaction: bool = False) -> None:
+        from confluent_kafka import TopicPartition
+
+        if not in_transaction:
+            self.producer.begin_transaction()
+        tp = TopicPartition(task_id[0], task_id[1], offset + 1)
+        self.producer.send_offsets_to_transaction([tp], self.consumer.consumer_group_metadata(), 30)
+        self.producer.commit_transaction(30)
+        self._committed[task_id] = offset + 1
+
+    def _quarantine(self, task: Task, message: Any, error: Exception) -> None:
+        """Record ``message`` as poison (idempotent: see the module docstring), before its offset moves."""
+        headers = message.headers()
+        entry = QuarantinedEvent.of(
+            message.value() or b"",
+            message.offset(),
+            message.partition(),
+            message.timestamp()[1] / 1000.0,
+            error,
+            self.plan.pack.version,
+            origin=message.topic(),
+            stage=task.stage.name,
+            record_key=message.key(),
+            record_headers=msgspec.msgpack.encode([(k, v) for k, v in headers]) if headers else None,
+        )
+        if task.stage.name == JOIN:  # a stage's contribution, not an event: name the event it is for
+            entry = named_by_contribution(entry)
+        if self.quarantine is not None:
+            self.quarantine.record([entry], self.clock.time())
+        self.metrics.events_quarantined.inc()
+        log.error(
+            "quarantined record %s[%d]@%d (event %s/%s, stage %s): %s",
+            entry.origin,
+            entry.partition,
+            entry.offset,
+            entry.source,
+            entry.event_id,
+            entry.stage,
+            type(error).__name__,
+        )
+
+    def _restore_task(self, task_id: TaskId) -> None:
+        """Drop ``task_id``'s in-memory state and rebuild it from its changelog, consuming on
+        from its committed offset."""
+        self.tasks.pop(task_id, None)
+        self._seek_committed([task_id])
+        self.pending.add(task_id)
+        self._restore_pending()
 
     def _progress(self, consumed: dict[TaskId, int]) -> list[Any]:
         """The offsets to commit: past what was consumed and past the transaction markers after
@@ -231,17 +363,21 @@ class ProcessWorker:
     def _rewind(self) -> None:
         """After an aborted batch every engine is ahead of its changelog: restore all tasks and
         consume again from the committed offsets."""
-        from confluent_kafka import TopicPartition
 
         ids = list(self.tasks) + list(self.pending)
         self.tasks.clear()
         self._committed.clear()
         self.pending = set(ids)
-        committed = self.consumer.committed([TopicPartition(t, p) for t, p in ids], 30)
-        for tp in committed:
-            if tp.offset >= 0:
-                self.consumer.seek(tp)
+        self._seek_committed(ids)
         self._restore_pending()
+
+    def _seek_committed(self, ids: list[TaskId]) -> None:
+        """Consume ``ids`` again from their committed offsets (from the start if none was
+        committed yet: the consumer's position is past what it fetched)."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        for tp in self.consumer.committed([TopicPartition(t, p) for t, p in ids], 30):
+            self.consumer.seek(tp if tp.offset >= 0 else TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
 
     # -- one record ------------------------------------------------------------------------------
 
@@ -532,6 +668,12 @@ def read_changelogs(
     finally:
         consumer.close()
     return rows
+
+
+def _is_kafka(error: BaseException) -> bool:
+    from confluent_kafka import KafkaException
+
+    return isinstance(error, KafkaException)
 
 
 def _header(message: Any, name: str) -> list[str]:

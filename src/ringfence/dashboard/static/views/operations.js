@@ -1,13 +1,37 @@
-// Operations: throughput, lag (also per partition), late and rejected events, alerts and
-// notification health, charted from /v1/stats and refreshed every few seconds.
-import { api } from "../api.js";
-import { h, number, errorBox, section, lineChart, barChart } from "../ui.js";
+// Operations: throughput, lag (also per partition), late, rejected and quarantined events, alerts
+// and notification health, charted from /v1/stats and refreshed every few seconds. An admin also
+// sees the latest quarantined events (/v1/quarantine) and can re-drive them after a pack fix.
+import { api, session } from "../api.js";
+import { h, number, time, errorBox, section, table, lineChart, barChart, announce } from "../ui.js";
 
 function tile(label, value, id) {
   return h("div", { class: "tile" }, h("span", { class: "tile-label" }, label), h("strong", { id }, value));
 }
 
-function view(stats) {
+function quarantineSection(stats, entries, onRedrive) {
+  const q = stats.quarantine || {};
+  const facts = h("p", { id: "quarantine-counts" },
+    `${number(q.quarantined || 0)} quarantined, ${number(q.redrive_requested || 0)} waiting for a re-drive, ` +
+    `${number(q.redriven || 0)} re-driven.`);
+  if (entries === null) {
+    return section("Quarantined events", facts, h("p", { class: "muted" }, "Listing them needs an admin key."));
+  }
+  const rows = entries.map((e) => h("tr", {},
+    h("td", {}, time(e.quarantined_at)),
+    h("td", {}, `${e.source} / ${e.event_id}`),
+    h("td", {}, e.type),
+    h("td", {}, `${e.origin} ${e.partition}@${e.offset}`),
+    h("td", {}, e.reason),
+    h("td", {}, e.pack_version),
+    h("td", {}, e.status === "quarantined"
+      ? h("button", { type: "button", onclick: () => onRedrive(e) }, "Re-drive")
+      : e.status)));
+  return section("Quarantined events", facts,
+    table("Latest quarantined events", ["Quarantined", "Source / event", "Type", "Where", "Reason", "Pack", ""], rows,
+      "No event has been quarantined."));
+}
+
+function view(stats, entries, onRedrive) {
   const s = stats.series;
   const times = s.map((p) => p.at);
   const last = s.at(-1) || {};
@@ -19,6 +43,7 @@ function view(stats) {
       tile("Alerts /s", number(last.alerts_per_s || 0, 2), "t-alerts"),
       tile("Rejected (total)", number(stats.totals.rejected), "t-rejected"),
       tile("Late (total)", number(stats.totals.late), "t-late"),
+      tile("Quarantined", number((stats.quarantine || {}).quarantined || 0), "t-quarantined"),
       tile("Notification failures", number(stats.totals.notification_failures), "t-failures"),
       tile("Dead letters", number(stats.notifications.dead), "t-dead")),
     h("div", { class: "charts" },
@@ -43,6 +68,7 @@ function view(stats) {
         h("dt", {}, "Late events stored"), h("dd", {}, number(stats.late_events_stored)),
         h("dt", {}, "Notifications sent / pending / dead"),
         h("dd", {}, `${number(stats.notifications.sent)} / ${number(stats.notifications.pending)} / ${number(stats.notifications.dead)}`)))),
+    quarantineSection(stats, entries, onRedrive),
   ];
 }
 
@@ -52,10 +78,21 @@ export async function render(main) {
   main.replaceChildren(h("div", { class: "title-row" }, h("h1", {}, "Operations"), h("span", { class: "live on" }, "● refreshes every 2 s")), body);
   let stopped = false;
   addEventListener("pagehide", () => { stopped = true; });
+  const me = await session().catch(() => ({}));
+  const admin = (me.scopes || []).includes("admin");
+  async function redrive(entry) {
+    try {
+      await api(`/v1/quarantine/${encodeURIComponent(entry.id)}/redrive`, { method: "POST" });
+      announce(`Event ${entry.event_id} handed back for processing.`);
+    } catch (error) {
+      announce(`Re-drive failed: ${error.message}`);
+    }
+  }
   async function refresh() {
     try {
       const stats = await api("/v1/stats");
-      body.replaceChildren(...view(stats));
+      const entries = admin ? (await api("/v1/quarantine?limit=10")).items : null;
+      body.replaceChildren(...view(stats, entries, redrive));
     } catch (error) {
       body.replaceChildren(errorBox(error));
     }

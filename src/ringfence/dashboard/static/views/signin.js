@@ -1,10 +1,16 @@
 // Sign-in: an API key (a person's role key) becomes an HttpOnly session cookie.
 import { h, field, errorBox } from "../ui.js";
 
+// The pages sign-in may return to (as the server's safe_next): a path of RFC 3986 characters
+// only. Browsers drop tab, CR and LF from URLs and read "\\" as "/", so "/\t/evil.example"
+// or "/\\evil.example" would leave the site; neither can pass this.
+const PAGE = /^\/(?:alerts\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+|customers(?:\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)?|operations|rules)?$/;
+
 function nextPath() {
   const next = new URLSearchParams(location.search).get("next") || "/";
-  // only a path of this site: never "//host" or "https://host" (no open redirect)
-  return /^\/(?![/\\])/.test(next) ? next : "/";
+  if (!PAGE.test(next)) return "/";
+  const url = new URL(next, location.origin);  // and, belt and braces, this origin only
+  return url.origin === location.origin ? url.pathname : "/";
 }
 
 export async function render(main) {

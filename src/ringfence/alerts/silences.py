@@ -1,0 +1,35 @@
+"""What a silence may be, for every runtime: a reason, 1..20 matchers, at most a year.
+
+A silence mutes every alert its matchers match, so an empty matcher list (which would
+match everything), an unbounded time range or a bad pattern is refused before storage.
+"""
+
+from __future__ import annotations
+
+from ringfence.alerts.matchers import Matcher, MatcherError, parse_matchers
+
+MAX_SILENCE_S = 366 * 86400.0
+MAX_MATCHERS = 20
+MAX_COMMENT_CHARS = 1_000
+
+
+class SilenceError(ValueError):
+    """A silence that may not be created; the message says why."""
+
+
+def check_silence(matchers: list[str], starts_at: float, ends_at: float, comment: str) -> tuple[Matcher, ...]:
+    """The parsed matchers of an acceptable silence; raises SilenceError naming what is wrong."""
+    if not comment.strip() or len(comment) > MAX_COMMENT_CHARS:
+        raise SilenceError(f"comment must say why (1..{MAX_COMMENT_CHARS} characters)")
+    if not matchers:
+        raise SilenceError("a silence needs at least one matcher")
+    if len(matchers) > MAX_MATCHERS:
+        raise SilenceError(f"a silence has at most {MAX_MATCHERS} matchers")
+    if ends_at <= starts_at:
+        raise SilenceError("a silence must end after it starts")
+    if ends_at - starts_at > MAX_SILENCE_S:
+        raise SilenceError("a silence lasts at most a year")
+    try:
+        return parse_matchers(matchers)
+    except MatcherError as exc:
+        raise SilenceError(str(exc)) from None

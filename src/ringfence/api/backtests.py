@@ -1,0 +1,195 @@
+"""``POST /v1/rules/backtest``: replay the latest stored events through the live pack and a
+candidate, in a child process (:mod:`ringfence.runtimes.backtest`).
+
+Bounded like any other work a key can start: one running back-test per key and
+:data:`MAX_RUNNING` in all (429 with Retry-After otherwise), a time budget
+(``backtest_time_budget_s``; when spent, the answer holds the hits so far with
+``truncated: true``; the child is killed :data:`GRACE_S` later whatever the client does, and
+its slot is freed only once it has exited and been reaped), and only for keys that see every
+audience (403 otherwise: probe rules would reveal other desks' customers).
+``Accept: application/x-ndjson`` streams progress lines and then the result, each write to the
+client bounded by :data:`WRITE_TIMEOUT_S`; other clients get the result as one JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Message, Send
+
+from ringfence.api.auth import authorize, platform_of, require_unrestricted
+from ringfence.api.errors import json_response
+from ringfence.api.params import int_param
+from ringfence.api.rules import read_candidate
+from ringfence.clock import Clock
+from ringfence.errors import RequestError
+from ringfence.log.sqlite import SqliteLog
+from ringfence.runtimes.backtest import GRACE_S, BacktestChild, BacktestFailed, BacktestJob, start_child
+
+log = logging.getLogger("ringfence.api")
+
+MAX_RUNNING = 2  # back-tests at once, all keys together: the processor keeps a core
+WRITE_TIMEOUT_S = 30.0  # the longest a streamed back-test waits for a client to take a line
+NDJSON = "application/x-ndjson"
+_ERROR_STATUS = {"backtest_too_large": 422}
+
+
+class BacktestSlots:
+    """Who runs a back-test now: one per key, ``limit`` in all.
+
+    A slot is freed only by its release, which the API calls once the back-test's child has
+    exited and been reaped (:func:`~ringfence.runtimes.backtest.start_child`'s ``on_exit``);
+    the child's kill timer bounds when that is. So a slot never lapses while its child lives,
+    and a key can never have two children at once. Used only on the event loop's thread.
+    """
+
+    def __init__(self, limit: int, clock: Clock) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._held: dict[str, tuple[float, object]] = {}  # key id -> (when it should end, its holder)
+
+    def check(self, key_id: str) -> None:
+        """Raise 429 with Retry-After if ``key_id`` could not start a back-test now."""
+        now = self._clock.time()
+        if key_id in self._held:
+            self._busy("this API key is running a back-test already", self._held[key_id][0] - now)
+        if len(self._held) >= self.limit:
+            self._busy(f"{self.limit} back-tests are running", min(t for t, _ in self._held.values()) - now)
+
+    def acquire(self, key_id: str, expected_s: float) -> Callable[[], None]:
+        """Take ``key_id``'s slot until released (``expected_s`` only sets Retry-After), or
+        raise as :meth:`check` does.
+
+        Returns the release, which frees this slot only (not a later one of the same key).
+        """
+        self.check(key_id)
+        holder = object()
+        self._held[key_id] = (self._clock.time() + expected_s, holder)
+
+        def release() -> None:
+            if self._held.get(key_id, (0.0, None))[1] is holder:
+                del self._held[key_id]
+
+        return release
+
+    @staticmethod
+    def _busy(message: str, wait_s: float) -> None:
+        raise RequestError(429, "backtest_running", message, {"retry_after": max(1, math.ceil(wait_s))})
+
+
+def _error(message: dict[str, Any]) -> RequestError:
+    code = str(message["error"].get("code", "backtest_failed"))
+    return RequestError(_ERROR_STATUS.get(code, 500), code, str(message["error"].get("message", "")))
+
+
+async def _client_gone(request: Request) -> None:
+    """Return when the client disconnects (the body was read: nothing else can arrive)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _result(child: BacktestChild, request: Request) -> Response:
+    """The one JSON answer for clients that do not stream; stops the child as soon as the client leaves."""
+    lines = child.lines()
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        while True:
+            line = asyncio.ensure_future(anext(lines))
+            await asyncio.wait({line, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not line.done():
+                line.cancel()
+                with contextlib.suppress(asyncio.CancelledError, BacktestFailed):
+                    await line
+                return Response(status_code=204)  # nobody to answer
+            try:
+                message = line.result()
+            except StopAsyncIteration:
+                raise RequestError(500, "backtest_failed", "the back-test ended without a result") from None
+            if "result" in message:
+                return json_response(message["result"])
+            if "error" in message:
+                raise _error(message)
+    finally:
+        gone.cancel()
+        await lines.aclose()
+
+
+class BacktestStream(StreamingResponse):
+    """NDJSON: ``{"progress": …}`` lines, then ``{"result": …}`` or ``{"error": …}``.
+
+    Every write to the client is bounded by :data:`WRITE_TIMEOUT_S`: a client that stops
+    reading gets its response abandoned (and its connection closed), not a task waiting for
+    ever. The child is killed when the response ends, however it ends; its own kill timer
+    covers a response that never starts.
+    """
+
+    def __init__(self, child: BacktestChild) -> None:
+        super().__init__(self._chunks(child), media_type=NDJSON)
+        self._child = child
+
+    @staticmethod
+    async def _chunks(child: BacktestChild) -> AsyncIterator[bytes]:
+        try:
+            async for message in child.lines():
+                yield msgspec.json.encode(message) + b"\n"
+        except BacktestFailed as exc:
+            yield msgspec.json.encode({"error": {"code": "backtest_failed", "message": str(exc)}}) + b"\n"
+        await child.stop()  # the response ends once the child is reaped and the slot free again
+
+    async def stream_response(self, send: Send) -> None:
+        async def bounded_send(message: Message) -> None:
+            await asyncio.wait_for(send(message), WRITE_TIMEOUT_S)
+
+        try:
+            await super().stream_response(bounded_send)
+        except TimeoutError:
+            log.warning("abandoned a back-test stream: the client read nothing for %g s", WRITE_TIMEOUT_S)
+        finally:
+            self._child.kill()  # its exit, once reaped, frees the slot
+
+
+async def backtest_rules(request: Request) -> Response:
+    key = authorize(request, "rules:read")
+    require_unrestricted(key)  # the hits of probe rules are other desks' customers' data
+    platform = platform_of(request)
+    if not isinstance(platform.log, SqliteLog):
+        raise RequestError(501, "not_available", "rule back-tests are not available in the kafka runtime")
+    journal = platform.log
+    limit = int_param(request, "limit", 100_000, 1, 1_000_000) or 100_000
+    budget = platform.settings.backtest_time_budget_s
+    slots: BacktestSlots = request.app.state.backtests
+    slots.check(key.key_id)  # before reading and checking the candidate: a refusal costs nothing
+    candidate = await read_candidate(request)
+    head = await run_in_threadpool(journal.head)
+    job = BacktestJob(
+        journal=str(journal.path),
+        after=max(0, head - limit),
+        limit=limit,
+        live=platform.pack.text,
+        candidate=candidate.text,
+        lists={name: sorted(values) for name, values in platform.engine.lists.items()},
+        budget_s=budget,
+    )
+    release = slots.acquire(key.key_id, budget + GRACE_S)
+    try:  # from here on, only the child's exit frees the slot
+        child = await start_child(job, on_exit=release)
+    except BaseException:
+        release()  # no child runs (a second call after its exit is harmless)
+        raise
+    if NDJSON in request.headers.get("accept", ""):
+        return BacktestStream(child)
+    try:
+        return await _result(child, request)
+    except BacktestFailed as exc:
+        raise RequestError(500, "backtest_failed", str(exc)) from None
+    finally:
+        await child.stop()

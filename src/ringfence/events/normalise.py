@@ -1,0 +1,68 @@
+"""Canonical ``data``: exact money, checked IP addresses, masked account numbers.
+
+Runs on built-in types' data (already typed by their structs) and on custom types' free-form
+data, where nothing about a value's type can be trusted: each step checks the type first,
+so no producer value raises here. Called by :func:`ringfence.events.decode.validate_event`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Container
+from typing import Any
+
+from ringfence.errors import FieldError
+from ringfence.events.money import MoneyError, to_decimal
+from ringfence.events.sensitive import mask_account
+from ringfence.events.types import MASKED_FIELDS, MONEY_FIELDS
+
+MAX_IP_CHARS = 45
+
+
+def normalise_data(data: dict[str, Any], failed: Container[str] = ()) -> list[FieldError]:
+    """Canonicalise money and mask account fields of ``data`` in place; return the errors.
+
+    ``failed`` holds the paths already reported, so one fault is not reported twice.
+    """
+    errors: list[FieldError] = []
+    for name in MONEY_FIELDS:
+        if name in data and f"data.{name}" not in failed:
+            _money(data, name, failed, errors)
+    for name in MASKED_FIELDS:
+        if name in data and data[name] is not None:
+            if isinstance(data[name], str):
+                data[name] = mask_account(data[name])
+            else:
+                errors.append(FieldError(f"data.{name}", "expected an account number (a string)"))
+    if "ip" in data and data["ip"] is not None and "data.ip" not in failed:
+        error = _ip_error(data["ip"])
+        if error is not None:
+            errors.append(FieldError("data.ip", error))
+    return errors
+
+
+def _money(data: dict[str, Any], name: str, failed: Container[str], errors: list[FieldError]) -> None:
+    currency = data.get("currency")
+    if not isinstance(currency, str):
+        if "data.currency" not in failed:
+            message = f"is required with data.{name}" if currency is None else "expected an ISO 4217 code (a string)"
+            errors.append(FieldError("data.currency", message))
+        return
+    try:
+        data[name] = str(to_decimal(data[name], currency, signed=name == "balance"))
+    except MoneyError as exc:
+        path = f"data.{exc.field}" if exc.field == "currency" else f"data.{name}"
+        if path not in failed and FieldError(path, str(exc)) not in errors:
+            errors.append(FieldError(path, str(exc)))
+
+
+def _ip_error(value: object) -> str | None:
+    if not isinstance(value, str):
+        return "expected an IP address (a string)"
+    if len(value) > MAX_IP_CHARS:
+        return "not an IP address"
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "not an IP address"
+    return None

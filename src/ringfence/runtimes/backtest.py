@@ -1,0 +1,287 @@
+"""Rule back-tests in a child process, off the processor's core.
+
+A back-test replays up to a million stored events through two fresh engines: seconds to
+minutes of CPU-bound Python. In the API process it would hold the GIL against the processor
+thread and the event loop, so it runs in a child (``python -m ringfence.runtimes.backtest``)
+at a lower CPU priority, with its time budget, CPU time and memory bounded. It reads the
+embedded journal read-only, gets its job on stdin and answers NDJSON on stdout: progress
+lines, then one ``result`` (or ``error``) line. When the budget is spent it stops and answers
+with the hits so far, ``truncated: true`` and ``reason: "time_budget"``; the parent kills a
+child that overruns its budget by :data:`GRACE_S` on a timer of its own, whether or not
+anyone still reads the child's lines (:class:`BacktestChild`). The child runs isolated
+(``python -I``, cwd ``/``): nothing in the server's working directory can shadow the package.
+Used by ``POST /v1/rules/backtest``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import sqlite3
+import sys
+import time
+import traceback
+from collections.abc import AsyncGenerator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ringfence.engine.backtest import Backtest
+from ringfence.engine.pack import load_pack
+from ringfence.events.model import decode_event
+
+GRACE_S = 5.0
+MEMORY_BYTES = 2 << 30  # address space of the child: a back-test's engines hold per-key state
+NICENESS = 10  # the processor and the API win the CPU when they need it
+READ_CHUNK = 1_000
+MAX_LINE = 64 << 20  # the result line names every detection of both packs
+# what the interpreter needs, and nothing else: receivers' secrets live in variables of any name
+_CHILD_ENV = frozenset({"PATH", "VIRTUAL_ENV", "LANG", "TMPDIR", "HOME", "SYSTEMROOT"})
+_CHILD_CWD = os.path.abspath(os.sep)  # the child needs no working directory: "/"
+
+
+class BacktestJob(msgspec.Struct, forbid_unknown_fields=True):
+    """What the API process sends the child: where the events are and both packs' texts."""
+
+    journal: str
+    after: int
+    limit: int
+    live: str
+    candidate: str
+    lists: dict[str, list[str]]
+    budget_s: float
+    progress_every_s: float = 0.5
+
+
+def _records(journal: str, after: int, limit: int) -> Iterator[tuple[int, int, float, bytes]]:
+    """Up to ``limit`` journal rows after offset ``after``, read-only, a chunk at a time."""
+    conn = sqlite3.connect(f"{Path(journal).as_uri()}?mode=ro", uri=True, timeout=30.0)
+    try:
+        while limit > 0:
+            rows = conn.execute(
+                "SELECT offset, partition, ingested_at, body FROM journal WHERE offset > ? ORDER BY offset LIMIT ?",
+                (after, min(READ_CHUNK, limit)),
+            ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            after, limit = rows[-1][0], limit - len(rows)
+    finally:
+        conn.close()
+
+
+def _count(journal: str, after: int, limit: int) -> int:
+    conn = sqlite3.connect(f"{Path(journal).as_uri()}?mode=ro", uri=True, timeout=30.0)
+    try:
+        found = conn.execute("SELECT count(*) FROM journal WHERE offset > ?", (after,)).fetchone()[0]
+    finally:
+        conn.close()
+    return min(int(found), limit)
+
+
+def run_job(job: BacktestJob, emit: Callable[[dict[str, Any]], None], clock: Callable[[], float]) -> dict[str, Any]:
+    """Run ``job``, calling ``emit`` with progress lines; return the result.
+
+    ``clock`` is monotonic seconds; the budget counts from the call.
+    """
+    started = clock()
+    deadline = started + job.budget_s
+    live, candidate = load_pack(job.live), load_pack(job.candidate)
+    run = Backtest(live, candidate, {name: frozenset(values) for name, values in job.lists.items()})
+    total = _count(job.journal, job.after, job.limit)
+    emit({"progress": {"events": 0, "of": total, "elapsed_s": round(clock() - started, 3)}})
+    next_progress = clock() + job.progress_every_s
+    truncated = False
+    for offset, partition, ingested_at, body in _records(job.journal, job.after, job.limit):
+        now = clock()
+        if now >= deadline:
+            truncated = True
+            break
+        if now >= next_progress:
+            emit({"progress": {"events": run.events, "of": total, "elapsed_s": round(now - started, 3)}})
+            next_progress = now + job.progress_every_s
+        try:
+            event = decode_event(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):  # written by another version, say
+            run.events, run.failed = run.events + 1, run.failed + 1
+            continue
+        run.feed(offset, partition, ingested_at, event)
+    if not truncated:
+        run.finish()  # pending timers fire only when every asked-for event was seen
+    return {
+        "events": run.events,
+        "of": total,
+        "failed_events": run.failed,
+        "truncated": truncated,
+        "reason": "time_budget" if truncated else None,
+        "elapsed_s": round(clock() - started, 3),
+        "live_version": live.version,
+        "candidate_version": candidate.version,
+        "hits": run.hits(),
+    }
+
+
+def _bound_self(budget_s: float) -> None:
+    """Lower this process's priority and cap its CPU time and memory (POSIX; best effort)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(NICENESS)
+    try:
+        import resource
+    except ImportError:  # not POSIX: the parent's kill still bounds the time
+        return
+    for limit, value in ((resource.RLIMIT_CPU, math.ceil(budget_s + GRACE_S)), (resource.RLIMIT_AS, MEMORY_BYTES)):
+        with contextlib.suppress(ValueError, OSError):
+            _, hard = resource.getrlimit(limit)
+            resource.setrlimit(limit, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
+
+
+def main() -> int:
+    """The child: a job on stdin, NDJSON on stdout."""
+    job = msgspec.json.decode(sys.stdin.buffer.read(), type=BacktestJob)
+    _bound_self(job.budget_s)
+    out = sys.stdout.buffer
+
+    def emit(line: dict[str, Any]) -> None:
+        out.write(msgspec.json.encode(line) + b"\n")
+        out.flush()  # a closed pipe (the API process gone) raises here and ends the child
+
+    try:
+        emit({"result": run_job(job, emit, time.monotonic)})
+    except MemoryError:
+        emit({"error": {"code": "backtest_too_large", "message": "the back-test needs more memory than allowed"}})
+        return 1
+    except BrokenPipeError:
+        return 1  # nobody listens any more
+    except Exception:
+        traceback.print_exc()  # to the server's log (stderr is inherited); the client gets no internals
+        emit({"error": {"code": "backtest_failed", "message": "the back-test failed; see the server log"}})
+        return 1
+    return 0
+
+
+class BacktestFailed(Exception):
+    """The child failed or overran its budget; the message says how."""
+
+
+class BacktestChild:
+    """A running back-test child process, bounded whatever its reader does.
+
+    A kill timer ends the child at its deadline (the budget plus :data:`GRACE_S`) even if
+    nobody reads its lines, and ``on_exit`` runs only once the child has exited and been
+    reaped: so whoever frees a resource in ``on_exit`` (the API's back-test slot) never frees
+    it while the child lives. Start one with :func:`start_child`; use it on one event loop.
+    """
+
+    def __init__(self, process: asyncio.subprocess.Process, deadline: float, budget_s: float) -> None:
+        self.process = process
+        self.deadline = deadline  # on the event loop's clock
+        self._budget_s = budget_s
+        self._overran = False
+        self.exited: asyncio.Future[int] = asyncio.ensure_future(process.wait())
+
+    def overrun(self) -> None:
+        """The deadline passed: kill the child and say so in its lines."""
+        self._overran = True
+        self.kill()
+
+    def kill(self) -> None:
+        """Stop the child now (SIGKILL); its exit is awaited and reaped by :attr:`exited`."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+
+    async def stop(self) -> None:
+        """Kill the child and wait until it has been reaped."""
+        self.kill()
+        await asyncio.shield(self.exited)
+
+    async def lines(self) -> AsyncGenerator[dict[str, Any], None]:
+        """The child's lines: ``progress``…, then ``result`` or ``error``. Raises BacktestFailed."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        while True:
+            line = await stdout.readline()  # ends at the latest when the kill timer ends the child
+            if not line:
+                code = await asyncio.shield(self.exited)
+                if self._overran:
+                    raise BacktestFailed(f"the back-test overran its budget of {self._budget_s:g} s; stopped")
+                raise BacktestFailed(f"the back-test process ended without an answer (exit {code})")
+            message: dict[str, Any] = msgspec.json.decode(line)
+            yield message
+            if "result" in message or "error" in message:
+                return
+
+
+def _child_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in _CHILD_ENV or k.startswith(("LC_", "COVERAGE_"))}
+
+
+async def start_child(job: BacktestJob, on_exit: Callable[[], None] = lambda: None) -> BacktestChild:
+    """Start the child on ``job``; ``on_exit`` runs once it has exited and been reaped.
+
+    If this raises, no child is left running, and ``on_exit`` has run already if a child had
+    been started: the caller's own clean-up may call it again, so it must be idempotent.
+    """
+    loop = asyncio.get_running_loop()
+    # -I: no script directory or cwd on sys.path (a ``ringfence/`` in the server's cwd would
+    # shadow the package), no PYTHON* variables, no user site; the venv's site-packages stay.
+    # A neutral cwd as well, so nothing is read relative to wherever the server was started.
+    job = msgspec.structs.replace(job, journal=str(Path(job.journal).resolve()))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-I",
+        "-m",
+        "ringfence.runtimes.backtest",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=_child_env(),
+        cwd=_CHILD_CWD,
+        limit=MAX_LINE,
+    )
+    child = BacktestChild(process, loop.time() + job.budget_s + GRACE_S, job.budget_s)
+    kill_timer = loop.call_at(child.deadline, child.overrun)
+
+    def reaped(exited: asyncio.Future[int]) -> None:
+        kill_timer.cancel()
+        if exited.cancelled():  # the loop is shutting down: do not leave the child behind
+            child.kill()
+        on_exit()
+
+    child.exited.add_done_callback(reaped)
+    _RUNNING.add(child.exited)  # the loop keeps only weak references to tasks
+    child.exited.add_done_callback(_RUNNING.discard)
+    assert process.stdin is not None
+    try:
+        process.stdin.write(msgspec.json.encode(job))
+        await process.stdin.drain()
+        process.stdin.close()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the child ended early: its lines say so
+    except BaseException:  # cancelled while sending the job: leave no child behind
+        child.kill()
+        await asyncio.shield(child.exited)
+        raise
+    return child
+
+
+_RUNNING: set[asyncio.Future[int]] = set()
+
+
+async def run_in_child(job: BacktestJob) -> AsyncGenerator[dict[str, Any], None]:
+    """Run ``job`` in a child and yield its lines; closing the iterator kills and reaps the child.
+
+    Raises BacktestFailed.
+    """
+    child = await start_child(job)
+    try:
+        async for message in child.lines():
+            yield message
+    finally:
+        await child.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

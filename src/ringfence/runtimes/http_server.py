@@ -1,0 +1,332 @@
+"""How every runtime serves its HTTP API: uvicorn, hardened against connection exhaustion.
+
+``ringfence up`` and ``ringfence serve ingest|api`` all call :func:`serve`. It binds the port
+before anything is printed (:func:`bind`), trusts ``X-Forwarded-*`` only from the settings'
+``forwarded_allow_ips``, and guards connections (:class:`ConnectionGuard`):
+
+- a connection is *waiting* while its request head, or its request body, has not fully
+  arrived; a waiting connection is closed when its deadline is up: ``request_head_timeout_s``
+  for a head (after the connection opened or its previous response), ``request_timeout_s``
+  for a body (after its head);
+- at most ``max_connections`` are open; past it, the oldest waiting connection is closed to
+  make room, and only when every connection is busy (its request fully received) is the new
+  one refused (503). Past that, :data:`PROBE_SLOTS` more connections are let in for
+  ``GET /healthz`` or ``GET /readyz`` only, so an orchestrator can still see the server;
+- at most ``max_connections_per_address`` are open from one client address (the oldest waiting
+  one of that address makes room; else 429), except from ``forwarded_allow_ips`` proxies,
+  which carry many clients;
+- a request head larger than :data:`MAX_HEAD_BYTES` is refused (431);
+- a TLS handshake must finish within ``request_head_timeout_s`` (asyncio's default is 60 s).
+
+So neither idle, slow nor many connections from one address can starve ``/healthz`` nor hold
+memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import resource
+import socket
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from typing import Any, Literal
+
+from ringfence.config import Settings
+from ringfence.errors import ConfigError
+
+log = logging.getLogger("ringfence.http")
+
+MAX_HEAD_BYTES = 32 * 1024  # as nginx's default large_client_header_buffers (4 x 8k)
+RESERVED_FDS = 256  # the process's own files: journal, store, their WAL, pipes, threads
+BACKLOG = 2048
+PROBE_SLOTS = 8  # connections past max_connections, for health probes only
+PROBE_LINES = (b"GET /healthz ", b"GET /healthz?", b"GET /readyz ", b"GET /readyz?")
+_REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+_TOO_MANY = b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+_TOO_SLOW = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Waiting = Literal["head", "body"] | None
+
+
+class ConnectionGuard:
+    """One server's open connections: how many in all and per address, and which of them are
+    waiting for a request head or body, oldest first (the ones closed to make room)."""
+
+    def __init__(
+        self,
+        max_connections: int,
+        per_address: int,
+        head_timeout_s: float,
+        body_timeout_s: float,
+        proxies: tuple[Network, ...] = (),
+    ) -> None:
+        self.max_connections = max_connections
+        self.per_address = per_address
+        self.head_timeout_s = head_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self.proxies = proxies
+        self.open: set[GuardedProtocol] = set()
+        self.probes: set[GuardedProtocol] = set()  # let in past the limit, for a health probe
+        self.waiting: OrderedDict[GuardedProtocol, None] = OrderedDict()
+        self.by_address: Counter[str] = Counter()
+
+    def admit(self, newcomer: GuardedProtocol) -> bytes | None:
+        """Count ``newcomer`` in, closing waiting connections to make room; or the answer that
+        refuses it (429 when its address has too many busy ones, 503 when everyone has)."""
+        address = newcomer.address
+        if not self._is_proxy(address):
+            while self.by_address[address] >= self.per_address:
+                if not self._evict(lambda conn: conn.address == address):
+                    return _TOO_MANY
+        while len(self.open) >= self.max_connections and self._evict(lambda conn: conn in self.open):
+            pass
+        if len(self.open) < self.max_connections:
+            self.open.add(newcomer)
+        else:
+            while len(self.probes) >= PROBE_SLOTS:
+                if not self._evict(lambda conn: conn in self.probes):
+                    return _REFUSED
+            self.probes.add(newcomer)
+            newcomer.probe_only = True
+        self.by_address[address] += 1
+        return None
+
+    def forget(self, conn: GuardedProtocol) -> None:
+        self.waiting.pop(conn, None)
+        if conn in self.open or conn in self.probes:
+            self.open.discard(conn)
+            self.probes.discard(conn)
+            self.by_address[conn.address] -= 1
+            if self.by_address[conn.address] <= 0:
+                del self.by_address[conn.address]
+
+    def _evict(self, among: Callable[[GuardedProtocol], bool]) -> bool:
+        """Close the oldest waiting connection ``among`` those; False when there is none."""
+        for conn in list(self.waiting):
+            if conn.waiting_for() is None:  # its body arrived, or a response started: busy now
+                self.waiting.pop(conn, None)
+            elif among(conn):
+                conn.drop()
+                return True
+        return False
+
+    def _is_proxy(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.proxies)
+
+
+class GuardedProtocol(asyncio.Protocol):
+    """Mixed into uvicorn's HTTP protocol class (see :func:`protocol_class`): the deadlines,
+    the head size limit and the connection limits of one connection."""
+
+    guard: ConnectionGuard
+    # uvicorn's protocol classes define these
+    cycle: Any
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+
+    address = ""
+    probe_only = False  # admitted past max_connections: one GET /healthz or /readyz, then closed
+    _timer: asyncio.TimerHandle | None = None
+    _head_bytes = 0
+    _first_bytes = b""
+
+    def waiting_for(self) -> Waiting:
+        """What this connection still waits for from its client: a request head, the rest of
+        a request body, or nothing (it is busy with a request)."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return "head"
+        if cycle.more_body and not cycle.response_started:
+            return "body"
+        return None
+
+    def _wait(self, what: Literal["head", "body"]) -> None:
+        """Start waiting for ``what``: its deadline runs from now."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if what == "head":
+            self._head_bytes = 0
+            self.guard.waiting.pop(self, None)  # a new wait: the youngest now
+        self.guard.waiting[self] = None
+        timeout = self.guard.head_timeout_s if what == "head" else self.guard.body_timeout_s
+        self._timer = self.loop.call_later(timeout, self._on_deadline, what)
+
+    def _stop_waiting(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.guard.waiting.pop(self, None)
+
+    def _on_deadline(self, what: Literal["head", "body"]) -> None:
+        self._timer = None
+        if self.waiting_for() == what:
+            self.drop(_TOO_SLOW if what == "body" else b"")
+        elif self.waiting_for() is None:
+            self.guard.waiting.pop(self, None)
+
+    def drop(self, answer: bytes = b"") -> None:
+        """Close this connection now (with ``answer`` written first, if any)."""
+        self._stop_waiting()
+        self.guard.forget(self)
+        if not self.transport.is_closing():
+            if answer:
+                self.transport.write(answer)
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        refusal = self.guard.admit(self)
+        if refusal is not None:
+            log.warning("refused a connection from %s: %s", self.address, refusal.split(b"\r\n", 1)[0].decode())
+            self.drop(refusal)
+            return
+        self._wait("head")
+
+    def _is_probe(self, data: bytes) -> bool:
+        """Whether the request line begun so far can still be a health probe's."""
+        self._first_bytes = (self._first_bytes + data)[: max(map(len, PROBE_LINES))]
+        return any(line.startswith(self._first_bytes) or self._first_bytes.startswith(line) for line in PROBE_LINES)
+
+    def data_received(self, data: bytes) -> None:
+        if self.probe_only and not self._is_probe(data):
+            self.drop(_REFUSED)
+            return
+        before = self.waiting_for()
+        if before == "head":
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        now = self.waiting_for()
+        if now == "head":
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self.drop(_TOO_LARGE)
+        elif now == "body":
+            if before == "head":  # the head is complete: the body's own deadline starts
+                self._wait("body")
+        else:
+            self._stop_waiting()
+
+    def on_response_complete(self) -> None:
+        if self.probe_only:
+            self.drop()
+        super().on_response_complete()  # type: ignore[misc]  # uvicorn's protocols have it
+        if not self.transport.is_closing() and self.waiting_for() == "head":
+            self._wait("head")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        self.guard.forget(self)
+        super().connection_lost(exc)
+
+
+def protocol_class(guard: ConnectionGuard) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools when installed, else h11) guarded by ``guard``."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    return type("GuardedHTTPProtocol", (GuardedProtocol, AutoHTTPProtocol), {"guard": guard})
+
+
+def guard_of(settings: Settings) -> ConnectionGuard:
+    """A fresh guard with the limits of ``settings``."""
+    proxies = tuple(
+        ipaddress.ip_network(item.strip(), strict=False)
+        for item in settings.forwarded_allow_ips.split(",")
+        if item.strip()
+    )
+    return ConnectionGuard(
+        connection_budget(settings.max_connections + PROBE_SLOTS) - PROBE_SLOTS,
+        settings.max_connections_per_address,
+        settings.request_head_timeout_s,
+        settings.request_timeout_s,
+        proxies,
+    )
+
+
+def connection_budget(wanted: int) -> int:
+    """Raise the open-files limit so ``wanted`` connections fit, as far as the hard limit
+    allows; return how many connections fit (fewer than ``wanted`` if the limit is too low)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + RESERVED_FDS
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        soft = raised
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return wanted
+    fits = max(PROBE_SLOTS + 1, soft - RESERVED_FDS)
+    log.warning("open-files limit %d (hard %d): serving at most %d connections, not %d", soft, hard, fits, wanted)
+    return fits
+
+
+def bind(settings: Settings) -> socket.socket:
+    """The listening socket of ``settings.host:port``; ConfigError naming it if it is taken."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    try:
+        return socket.create_server((settings.host, settings.port), family=family, backlog=BACKLOG)
+    except OSError as exc:
+        where = f"{settings.host}:{settings.port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {where} is already in use; stop what listens there, or choose --port") from None
+        raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+
+
+def uvicorn_config(app: Any, settings: Settings) -> Any:
+    """The one uvicorn configuration every Ringfence HTTP server runs with."""
+    import uvicorn
+
+    proxies = settings.forwarded_allow_ips.strip()
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=protocol_class(guard_of(settings)),
+        # X-Forwarded-For/-Proto are believed only from the named proxies: uvicorn's default
+        # (127.0.0.1, or $FORWARDED_ALLOW_IPS) would let any local client choose its address
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or "",
+        timeout_keep_alive=max(1, round(settings.request_head_timeout_s)),
+        backlog=BACKLOG,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def event_loop_class(handshake_timeout_s: float) -> type[asyncio.AbstractEventLoop]:
+    """asyncio's event loop, whose TLS servers give a handshake ``handshake_timeout_s`` (not
+    asyncio's 60 s): uvicorn offers no option for it, and a connection still in its handshake
+    is not yet counted by the guard."""
+
+    class HandshakeBoundedLoop(asyncio.SelectorEventLoop):
+        async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+            if kwargs.get("ssl") is not None:
+                kwargs.setdefault("ssl_handshake_timeout", handshake_timeout_s)
+            return await super().create_server(*args, **kwargs)
+
+    return HandshakeBoundedLoop
+
+
+def serve(app: Any, settings: Settings, sock: socket.socket) -> bool:
+    """Serve ``app`` on ``sock`` (from :func:`bind`) until stopped; False if it never started."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    # what uvicorn.Server.run does, with a loop of our own (uvloop is not installed)
+    with asyncio.Runner(loop_factory=event_loop_class(settings.request_head_timeout_s)) as runner:
+        runner.run(server.serve(sockets=[sock]))
+    return bool(server.started)

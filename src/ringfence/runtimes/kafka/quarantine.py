@@ -1,0 +1,49 @@
+"""Poison records of the kafka runtime: naming a quarantined join contribution by its event,
+and writing a quarantined record back to its topic (a re-drive; ``serve api`` and the CLI).
+How workers quarantine is told in :mod:`.worker`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import msgspec
+
+from ringfence.config import Settings
+from ringfence.runtimes.kafka import records
+from ringfence.runtimes.kafka.topics import client_config
+from ringfence.store.quarantine import QuarantinedEvent, QuarantineEntry
+
+
+def reproduce(settings: Settings, entry: QuarantineEntry, timeout_s: float = 30.0) -> None:
+    """Re-drive: write a quarantined record back to the topic and partition it was read from,
+    with its key and headers (``serve api``/``serve ingest`` call it). Raises RuntimeError if
+    the brokers did not take it."""
+    from confluent_kafka import Producer
+
+    e = entry.event
+    producer = Producer(client_config(settings, **{"enable.idempotence": True, "acks": "all"}))
+    failures: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    headers = (
+        msgspec.msgpack.decode(e.record_headers, type=list[tuple[str, str | bytes | None]])
+        if e.record_headers
+        else None
+    )
+    producer.produce(e.origin, e.body, e.record_key, e.partition, headers=headers, on_delivery=delivered)
+    if producer.flush(timeout_s) or failures:
+        raise RuntimeError(f"re-driving {e.origin}[{e.partition}]@{e.offset} failed: {failures or 'timed out'}")
+
+
+def named_by_contribution(entry: QuarantinedEvent) -> QuarantinedEvent:
+    """A quarantined join record names the event its contribution is for (source, event id)."""
+    try:
+        part = records.decode_contribution(entry.body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return entry
+    source, _, event_id = part.event_key.partition("\x1f")
+    return dataclasses.replace(entry, source=source, event_id=event_id, type=f"contribution:{part.stage}")

@@ -1,0 +1,144 @@
+"""Attack suite, availability (issue 15, item 1): a poison event posted over the API must not
+stop detection for everyone else, before or after a restart; it is quarantined, listed to
+admins only, counted, and re-driven after the pack is fixed.
+
+The poison passes every ingest check: each number is a plain 64-bit integer, but the pack
+multiplies two of them and keeps the product (2**80) in a ``last`` feature, which the state
+codec cannot encode.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from ringfence.testing import EmbeddedServer, create_key, event, start_server
+
+PACK = """
+version: {version}
+types: [acme.score]
+features:
+  - name: last_product
+    by: customer_id
+    agg: last
+    of: {of}
+    on: [acme.score]
+rules:
+  - id: acme_high
+    on: [acme.score]
+    when: data.a > 10
+    severity: high
+    audience: fraud
+    title: "high score {{customer_id}}"
+    dedup: "{{event_id}}"
+"""
+YAML = {"Content-Type": "application/yaml"}
+
+
+@dataclass
+class Attacked:
+    server: EmbeddedServer  # replaced when a test restarts it
+    keys: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attacked]:
+    data_dir = tmp_path_factory.mktemp("quarantine") / "data"
+    keys = {
+        "admin": create_key(data_dir, "admin", "admin"),
+        "producer": create_key(data_dir, "producer", "events:write"),
+        "reader": create_key(data_dir, "reader", "alerts:read"),
+    }
+    server = start_server(data_dir)
+    with server.client(keys["admin"]) as c:
+        answer = c.put("/v1/rules", content=PACK.format(version="acme-1", of="data.a * data.b"), headers=YAML)
+        assert answer.status_code == 200, answer.text
+    target = Attacked(server, keys)
+    yield target
+    assert target.server.stop(), target.server.log_path.read_text()[-3000:]
+
+
+def post(server: EmbeddedServer, key: str, *events: dict[str, Any]) -> None:
+    with server.client(key) as c:
+        answer = c.post("/v1/events", json=list(events))
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["accepted"] == len(events)
+
+
+def score(customer: str, event_id: str, a: int, b: int) -> dict[str, Any]:
+    return event("acme.score", at=time.time(), customer_id=customer, event_id=event_id, source="acme", a=a, b=b)
+
+
+def alerted(server: EmbeddedServer, key: str) -> set[str]:
+    with server.client(key) as c:
+        answer = c.get("/v1/alerts", params={"rule_id": "acme_high", "limit": 500})
+    assert answer.status_code == 200, answer.text
+    return {a["dedup_key"] for a in answer.json()["items"]}
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_the_quarantine_is_for_admins_only(attacked: Attacked) -> None:
+    server, keys = attacked.server, attacked.keys
+    for path, method in (("/v1/quarantine", "GET"), ("/v1/quarantine/1/redrive", "POST")):
+        assert httpx.request(method, f"{server.url}{path}").status_code == 401
+        for role in ("producer", "reader"):
+            with server.client(keys[role]) as c:
+                assert c.request(method, path).status_code == 403
+    with server.client(keys["admin"]) as c:
+        assert c.post("/v1/quarantine/999999/redrive").status_code == 404
+        assert c.post("/v1/quarantine/%C2%B2/redrive").status_code == 404
+        assert c.get("/v1/quarantine", params={"limit": "0"}).status_code == 400
+        assert c.get("/v1/quarantine", params={"status": "bogus"}).status_code == 400
+
+
+def test_a_poison_event_is_quarantined_and_later_events_still_alert_across_a_restart(attacked: Attacked) -> None:
+    server, keys = attacked.server, attacked.keys
+    post(server, keys["producer"], score("cus_a", "q-1", 50, 1), score("cus_p", "q-poison", 2**40, 2**40))
+    post(server, keys["producer"], score("cus_b", "q-2", 60, 1))
+    server.wait_processed(keys["reader"], timeout=30)
+    assert {"q-1", "q-2"} <= alerted(server, keys["reader"])
+
+    with server.client(keys["admin"]) as c:
+        listing = c.get("/v1/quarantine").json()
+    (entry,) = listing["items"]
+    assert (entry["source"], entry["event_id"], entry["type"]) == ("acme", "q-poison", "acme.score")
+    assert entry["reason"].startswith("OverflowError")
+    assert entry["pack_version"] == "acme-1"
+    assert listing["counts"]["quarantined"] == 1
+    assert "body" not in entry
+    with server.client(keys["reader"]) as c:
+        metrics = c.get("/metrics").text
+        stats = c.get("/v1/stats").json()
+    assert "ringfence_events_quarantined_total 1.0" in metrics
+    assert stats["quarantine"]["quarantined"] == 1
+
+    server.kill()  # kill -9, then a restart: processing goes on, the poison is not re-run
+    restarted = attacked.server = start_server(server.data_dir)
+    post(restarted, keys["producer"], score("cus_c", "q-3", 70, 1))
+    restarted.wait_processed(keys["reader"], timeout=30)
+    assert {"q-1", "q-2", "q-3"} <= alerted(restarted, keys["reader"])
+    assert "q-poison" not in alerted(restarted, keys["reader"])
+    with restarted.client(keys["admin"]) as c:
+        assert [e["id"] for e in c.get("/v1/quarantine").json()["items"]] == [entry["id"]]  # kept once
+
+    # the fix: keep the product out of the state; then re-drive the poison
+    with restarted.client(keys["admin"]) as c:
+        assert c.put("/v1/rules", content=PACK.format(version="acme-2", of="data.a"), headers=YAML).status_code == 200
+        answer = c.post(f"/v1/quarantine/{entry['id']}/redrive")
+        assert answer.status_code == 202, answer.text
+        assert c.post(f"/v1/quarantine/{entry['id']}/redrive").status_code == 409  # once
+        wait_for(lambda: c.get("/v1/quarantine").json()["items"][0]["status"] == "redriven")
+        audit = c.get("/v1/audit").json()["items"]
+    assert "q-poison" in alerted(restarted, keys["reader"])
+    assert any(a["action"] == "quarantine.redrive" and a["target"] == entry["id"] for a in audit)

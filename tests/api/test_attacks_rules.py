@@ -1,0 +1,428 @@
+"""Attacks on the rules surface, over real HTTP against a real ``ringfence up``: YAML alias
+expansion, regex denial of service in silence matchers, and unbounded back-tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ringfence.engine import default_pack_text
+from ringfence.runtimes.backtest import GRACE_S
+from ringfence.testing import EmbeddedServer, create_key, event, ringfence_cli, start_server
+from tests.api.test_events_api import post, uid
+from tests.engine.test_yaml_limits import ACCEPTED_WORST_CASES, billion_laughs
+
+YAML = {"Content-Type": "application/yaml"}
+NDJSON = {**YAML, "Accept": "application/x-ndjson"}
+BUDGET_S = 2.0
+BACKTEST_EVENTS = 6_000
+MAX_GROWTH_MB = 50
+# a candidate that costs the back-test ~1 ms an event, so it outlasts its budget on any machine
+PROBES = "".join(
+    f"  - name: probe_{i}\n    on: [balance.updated]\n    agg: sum\n    of: data.balance\n    window: 1h\n"
+    for i in range(600)
+)
+HEAVY_CANDIDATE = default_pack_text().replace("\nfeatures:\n", "\nfeatures:\n" + PROBES, 1)
+
+
+@dataclass
+class RuleKeys:
+    admin: str
+    reader: str  # rules:read, every audience
+    other_reader: str
+    fraud_reader: str  # rules:read, the fraud desk only
+    producer: str
+
+
+@pytest.fixture(scope="module")
+def rules_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RuleKeys]:
+    data_dir = tmp_path_factory.mktemp("rules-attacks") / "data"
+    limited = ringfence_cli(
+        "keys", "create", "--name", "fraud-reader", "--scope", "rules:read", "--audience", "fraud", data_dir=data_dir
+    )
+    keys = RuleKeys(
+        admin=create_key(data_dir, "admin", "admin"),
+        reader=create_key(data_dir, "reader", "rules:read"),
+        other_reader=create_key(data_dir, "other-reader", "rules:read"),
+        fraud_reader=limited.stdout.strip().splitlines()[-1],
+        producer=create_key(data_dir, "producer", "events:write"),
+    )
+    return data_dir, keys
+
+
+@pytest.fixture(scope="module")
+def srv(rules_keys: tuple[Path, RuleKeys]) -> Iterator[EmbeddedServer]:
+    server = start_server(rules_keys[0], env={"RINGFENCE_BACKTEST_TIME_BUDGET_S": str(BUDGET_S)})
+    yield server
+    assert server.stop(), server.log_path.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def keys(rules_keys: tuple[Path, RuleKeys]) -> RuleKeys:
+    return rules_keys[1]
+
+
+def status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def reset_peak(pid: int) -> int:
+    """Reset the process's peak RSS (VmHWM) to its current RSS; return that RSS in kB."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return status_kb(pid, "VmRSS")
+
+
+def healthz_s(server: EmbeddedServer) -> float:
+    started = time.monotonic()
+    assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    return time.monotonic() - started
+
+
+def backtest_children(pid: int) -> list[int]:
+    """The server's live back-test child processes."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and b"ringfence.runtimes.backtest" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+# -- item 3: YAML alias expansion ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/v1/rules/validate"), ("PUT", "/v1/rules"), ("POST", "/v1/rules/backtest")]
+)
+def test_a_billion_laughs_body_is_refused_quickly_on_every_rules_route(
+    srv: EmbeddedServer, keys: RuleKeys, method: str, path: str
+) -> None:
+    body = billion_laughs(levels=10, width=10).encode()  # 10**10 strings once expanded
+    baseline_kb = reset_peak(srv.process.pid)
+    started = time.monotonic()
+    with srv.client(keys.admin) as c:
+        response = c.request(method, path, content=body, headers=YAML)
+    assert time.monotonic() - started < 1.0
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_rule_pack"
+    assert "anchors and aliases" in error["message"]
+    assert "line 3" in error["message"]
+    assert (status_kb(srv.process.pid, "VmHWM") - baseline_kb) / 1024 < MAX_GROWTH_MB
+
+
+def test_the_largest_accepted_rules_bodies_stay_under_the_memory_bound(srv: EmbeddedServer, keys: RuleKeys) -> None:
+    baseline_kb = reset_peak(srv.process.pid)
+    with srv.client(keys.reader) as c:
+        for name, text in ACCEPTED_WORST_CASES.items():
+            response = c.post("/v1/rules/validate", content=text.encode(), headers=YAML)
+            assert response.status_code in (200, 400), (name, response.text)
+            assert "YAML" not in response.text, name  # within the YAML bounds: checked as a pack
+    growth_mb = (status_kb(srv.process.pid, "VmHWM") - baseline_kb) / 1024
+    assert growth_mb < MAX_GROWTH_MB
+
+
+# -- item 5: regex denial of service in silence matchers ---------------------------------------------
+
+
+def test_a_catastrophic_silence_regex_cannot_freeze_the_server(srv: EmbeddedServer, keys: RuleKeys) -> None:
+    ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    with srv.client(keys.admin) as c:
+        created = c.post(
+            "/v1/silences",
+            json={"matchers": ['customer_id=~"(a|a)*b"'], "ends_at": ends, "comment": "regex attack"},
+        )
+        assert created.status_code == 201, created.text
+        plain, silenced = "a" * 100, "a" * 100 + "b"  # 2**100 steps on a backtracking engine
+        low = {"balance": "10.00"}
+        post(srv, keys.producer, [event("balance.updated", customer_id=cid, **low) for cid in (plain, silenced)])
+        slowest = 0.0
+        deadline = time.monotonic() + 20
+        statuses: dict[str, str] = {}
+        while len(statuses) < 2:
+            assert time.monotonic() < deadline, statuses
+            slowest = max(slowest, healthz_s(srv))
+            for cid in (plain, silenced):
+                items = c.get("/v1/alerts", params={"customer_id": cid}).json()["items"]
+                if items:
+                    statuses[cid] = items[0]["status"]
+            time.sleep(0.1)
+        assert slowest < 1.0
+        assert statuses == {plain: "open", silenced: "suppressed"}
+        c.delete(f"/v1/silences/{created.json()['id']}")
+
+
+@pytest.mark.parametrize("pattern", ["(?=a)a", "(a)\\\\1", "(x{100}){100}"])
+def test_a_silence_regex_re2_cannot_run_is_a_400_naming_it(srv: EmbeddedServer, keys: RuleKeys, pattern: str) -> None:
+    ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    matcher = f'customer_id=~"{pattern}"'
+    with srv.client(keys.admin) as c:
+        response = c.post("/v1/silences", json={"matchers": [matcher], "ends_at": ends, "comment": "x"})
+    assert response.status_code == 400, response.text
+    assert "invalid regex" in response.json()["error"]["message"]
+    assert "customer_id=~" in response.json()["error"]["message"]
+
+
+# -- item 6 (and item 8's back-test part): bounded back-tests ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stored_events(srv: EmbeddedServer, keys: RuleKeys) -> int:
+    """Enough stored events that the heavy candidate outlasts the budget."""
+    for start in range(0, BACKTEST_EVENTS, 1_000):
+        batch = [
+            event("balance.updated", customer_id=f"cus_bt_{i % 300}", balance="80.00")
+            for i in range(start, start + 1_000)
+        ]
+        assert post(srv, keys.producer, batch).status_code == 202
+    srv.wait_processed(keys.admin)
+    return BACKTEST_EVENTS
+
+
+def test_an_audience_limited_key_may_not_backtest(srv: EmbeddedServer, keys: RuleKeys) -> None:
+    with srv.client(keys.fraud_reader) as c:
+        assert c.get("/v1/rules").status_code == 200
+        response = c.post("/v1/rules/backtest", content=default_pack_text(), headers=YAML)
+    assert response.status_code == 403
+
+
+def test_a_backtest_streams_progress_and_stops_at_its_budget_with_what_it_did(
+    srv: EmbeddedServer, keys: RuleKeys, stored_events: int
+) -> None:
+    lines: list[dict[str, Any]] = []
+    with (
+        srv.client(keys.reader) as c,
+        c.stream("POST", "/v1/rules/backtest", content=HEAVY_CANDIDATE, headers=NDJSON) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    progress = [line["progress"] for line in lines[:-1]]
+    assert progress
+    assert progress[0]["events"] == 0
+    assert progress[0]["of"] >= stored_events
+    assert [p["events"] for p in progress] == sorted(p["events"] for p in progress)
+    result = lines[-1]["result"]
+    assert result["truncated"] is True
+    assert result["reason"] == "time_budget"
+    assert 0 < result["events"] < result["of"]
+    assert BUDGET_S <= result["elapsed_s"] < BUDGET_S + 2
+    low = result["hits"]["notify_low_balance"]
+    assert low["live"] == low["candidate"]  # the candidate only adds features
+
+
+def test_one_backtest_at_a_time_per_key_and_the_platform_stays_responsive(
+    srv: EmbeddedServer, keys: RuleKeys, stored_events: int
+) -> None:
+    customer = uid("cus")
+    with (
+        srv.client(keys.reader) as c,
+        c.stream("POST", "/v1/rules/backtest", content=HEAVY_CANDIDATE, headers=NDJSON) as first,
+    ):
+        lines = first.iter_lines()
+        assert "progress" in json.loads(next(lines))  # the child is running
+        assert len(backtest_children(srv.process.pid)) == 1
+        second = c.post("/v1/rules/backtest", content=default_pack_text(), headers=YAML)
+        assert second.status_code == 429, second.text
+        assert second.json()["error"]["code"] == "backtest_running"
+        assert 1 <= int(second.headers["retry-after"]) <= BUDGET_S + 60
+        # the API and the processor keep their cores while the back-test runs
+        assert max(healthz_s(srv) for _ in range(5)) < 1.0
+        post(srv, keys.producer, [event("balance.updated", customer_id=customer, balance="10.00")])
+        srv.wait_processed(keys.admin, timeout=BUDGET_S * 5)
+        with srv.client(keys.admin) as admin:
+            assert admin.get("/v1/alerts", params={"customer_id": customer}).json()["items"]
+        rest = [json.loads(line) for line in lines if line]
+    assert "result" in rest[-1]
+    with srv.client(keys.reader) as c:  # the slot is free again
+        again = c.post("/v1/rules/backtest", params={"limit": 10}, content=default_pack_text(), headers=YAML)
+    assert again.status_code == 200, again.text
+    assert again.json()["truncated"] is False
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_a_client_that_goes_away_stops_its_backtest(
+    srv: EmbeddedServer, keys: RuleKeys, stored_events: int, streaming: bool
+) -> None:
+    if streaming:
+        with (
+            srv.client(keys.other_reader) as c,
+            c.stream("POST", "/v1/rules/backtest", content=HEAVY_CANDIDATE, headers=NDJSON) as response,
+        ):
+            assert "progress" in json.loads(next(response.iter_lines()))
+    else:  # a client of the one-object answer hangs up while its back-test runs
+        body = HEAVY_CANDIDATE.encode()
+        head = (
+            f"POST /v1/rules/backtest HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {keys.other_reader}\r\n"
+            f"Content-Type: application/yaml\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", int(srv.url.rsplit(":", 1)[1])), timeout=10) as client:
+            client.sendall(head.encode() + body)
+            deadline = time.monotonic() + 10
+            while not backtest_children(srv.process.pid):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+    closed = time.monotonic()
+    while backtest_children(srv.process.pid):
+        assert time.monotonic() - closed < BUDGET_S / 2  # well before its budget would have ended it
+        time.sleep(0.05)
+    with srv.client(keys.other_reader) as c:  # and its slot is free
+        assert c.post("/v1/rules/backtest", params={"limit": 10}, content=default_pack_text(), headers=YAML).is_success
+
+
+@contextmanager
+def stalled_client(srv: EmbeddedServer, *requests: bytes) -> Iterator[socket.socket]:
+    """A client that sends ``requests`` pipelined on one connection and reads nothing: a receive
+    window of ~1 KB and small segments, so the server's socket buffers fill after ~30 KB."""
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        client.settimeout(10)
+        client.connect(("127.0.0.1", int(srv.url.rsplit(":", 1)[1])))
+        client.sendall(b"".join(requests))
+        yield client
+
+
+def test_a_client_that_stops_reading_cannot_keep_its_backtest_alive_nor_get_a_second_one(
+    srv: EmbeddedServer, keys: RuleKeys, stored_events: int
+) -> None:
+    """NDJSON asked for on a connection whose writes already block (a first, large answer the
+    client never reads), and the child wedged (stopped: no CPU, no output, so neither its own
+    budget check nor its CPU limit can end it). The server kills it at budget + grace on a timer
+    of its own; the key's slot stays taken (429) until the child has exited and been reaped, and
+    then it is free again; no process is left behind."""
+    key = keys.other_reader
+    with srv.client(keys.admin) as admin:
+        before = admin.get("/v1/lists/high_risk_countries").json()["values"]
+        large = [f"ZZ-{i:06d}-" + "x" * 40 for i in range(20_000)]  # a ~1 MB answer
+        assert admin.put("/v1/lists/high_risk_countries", json={"values": large}).status_code == 200
+    body = HEAVY_CANDIDATE.encode()
+    large_answer = f"GET /v1/lists/high_risk_countries HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
+    backtest = (
+        f"POST /v1/rules/backtest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/yaml\r\nAccept: application/x-ndjson\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    try:
+        with stalled_client(srv, large_answer.encode(), backtest.encode() + body):
+            deadline = time.monotonic() + 10
+            while not backtest_children(srv.process.pid):
+                assert time.monotonic() < deadline, "the back-test never started"
+                time.sleep(0.02)
+            started = time.monotonic()
+            (pid,) = backtest_children(srv.process.pid)
+            os.kill(pid, signal.SIGSTOP)
+            killed_by = BUDGET_S + GRACE_S
+            with srv.client(key) as c:
+                refusals = [c.post("/v1/rules/backtest", content=default_pack_text(), headers=YAML).status_code]
+                time.sleep(max(0.0, killed_by - 1.0 - (time.monotonic() - started)))  # past budget, before the kill
+                assert Path(f"/proc/{pid}").exists()
+                refusals.append(c.post("/v1/rules/backtest", content=default_pack_text(), headers=YAML).status_code)
+            assert refusals == [429, 429]
+            while Path(f"/proc/{pid}").exists():  # gone from the process table: killed and reaped, no zombie
+                assert time.monotonic() - started < killed_by + 2.0
+                time.sleep(0.05)
+            assert backtest_children(srv.process.pid) == []
+            with srv.client(key) as c:  # the slot was freed with the exit
+                again = c.post("/v1/rules/backtest", params={"limit": 10}, content=default_pack_text(), headers=YAML)
+            assert again.status_code == 200, again.text
+            assert healthz_s(srv) < 1.0
+    finally:
+        with srv.client(keys.admin) as admin:
+            assert admin.put("/v1/lists/high_risk_countries", json={"values": before}).status_code == 200
+
+
+def test_the_json_answer_keeps_its_shape_for_old_clients(srv: EmbeddedServer, keys: RuleKeys) -> None:
+    customer = uid("cus")
+    post(srv, keys.producer, [event("balance.updated", customer_id=customer, balance="70.00")])
+    srv.wait_processed(keys.admin)
+    candidate = default_pack_text().replace("when: data.balance < 50", "when: data.balance < 100")
+    with srv.client(keys.admin) as c:
+        response = c.post("/v1/rules/backtest", params={"limit": 50}, content=candidate, headers=YAML)
+    assert response.status_code == 200
+    body = response.json()
+    assert {"events", "live_version", "candidate_version", "hits", "truncated", "reason"} <= set(body)
+    assert body["hits"]["notify_low_balance"]["candidate"] >= body["hits"]["notify_low_balance"]["live"] + 1
+
+
+def test_concurrent_backtests_are_bounded_for_all_keys_together(srv: EmbeddedServer, keys: RuleKeys) -> None:
+    """Two keys may run one each; a third key waits (429) for a slot."""
+    results: dict[str, int] = {}
+
+    def run(name: str, key: str) -> None:
+        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+            results[name] = c.post("/v1/rules/backtest", content=HEAVY_CANDIDATE, headers=YAML).status_code
+
+    threads = [threading.Thread(target=run, args=(n, k)) for n, k in (("a", keys.reader), ("b", keys.other_reader))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(backtest_children(srv.process.pid)) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with srv.client(keys.admin) as c:
+        third = c.post("/v1/rules/backtest", content=default_pack_text(), headers=YAML)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert third.status_code == 429
+    assert "back-tests are running" in third.json()["error"]["message"]
+    assert results == {"a": 200, "b": 200}
+
+
+# -- the same class elsewhere: other unbounded work per request on the rules surface -----------------
+
+
+def test_rule_pack_checks_run_one_at_a_time_and_a_flood_gets_429(srv: EmbeddedServer, keys: RuleKeys) -> None:
+    """Checking a pack holds the GIL; a flood of validations must not pile up on the processor."""
+    from tests.engine.test_yaml_limits import _rules
+
+    pack = _rules(300).encode()
+    statuses: list[int] = []
+
+    def validate() -> None:
+        with srv.client(keys.reader) as c:
+            statuses.append(c.post("/v1/rules/validate", content=pack, headers=YAML).status_code)
+
+    threads = [threading.Thread(target=validate) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    slowest = max(healthz_s(srv) for _ in range(3))
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(set(statuses)) == [200, 429], statuses
+    assert statuses.count(200) >= 5  # one checking and four waiting at any time
+    assert slowest < 2.0  # the test's own twelve clients share the machine
+
+
+def test_a_list_body_is_bounded_and_the_largest_accepted_list_stays_under_the_memory_bound(
+    srv: EmbeddedServer, keys: RuleKeys
+) -> None:
+    values = [f"2001:db8:{i // 65536:x}:{i % 65536:x}::ffff:1234:5678" for i in range(100_000)]
+    with srv.client(keys.admin) as c:
+        before = c.get("/v1/lists/high_risk_countries").json()["values"]
+        too_big = json.dumps({"values": [v + "x" * 40 for v in values]}).encode()
+        assert c.put("/v1/lists/high_risk_countries", content=too_big).status_code == 413
+        baseline_kb = reset_peak(srv.process.pid)
+        response = c.put("/v1/lists/high_risk_countries", json={"values": values})
+        assert response.status_code == 200, response.text[:300]
+        growth_mb = (status_kb(srv.process.pid, "VmHWM") - baseline_kb) / 1024
+        assert c.put("/v1/lists/high_risk_countries", json={"values": before}).status_code == 200
+    assert growth_mb < MAX_GROWTH_MB

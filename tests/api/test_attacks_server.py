@@ -1,0 +1,314 @@
+"""Attacks on the HTTP server itself, against a real ``ringfence up``: connection exhaustion
+(idle, slowloris, slow bodies, oversized heads, busy streams, many connections from one
+address, stalled TLS handshakes) and forged proxy headers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import selectors
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ringfence.testing import EmbeddedServer, create_key, free_port, start_server
+
+HEAD_TIMEOUT_S = 2.0
+IDLE_CONNECTIONS = 1_100
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, **env: str) -> Iterator[EmbeddedServer]:
+    server = start_server(tmp_path / "d", env={f"RINGFENCE_{k.upper()}": v for k, v in env.items()})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def port_of(server: EmbeddedServer) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    """A connection to the server from ``source`` (any 127.x.y.z is this machine)."""
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+
+
+def closed_by_server(sockets: list[socket.socket], within_s: float) -> int:
+    """Wait until the server closed each socket (EOF or reset); return how many it closed."""
+    selector = selectors.DefaultSelector()
+    for s in sockets:
+        s.setblocking(False)
+        selector.register(s, selectors.EVENT_READ)
+    closed, deadline = 0, time.monotonic() + within_s
+    while closed < len(sockets) and (left := deadline - time.monotonic()) > 0:
+        for ready, _ in selector.select(timeout=left):
+            sock = ready.fileobj
+            assert isinstance(sock, socket.socket)
+            try:
+                data = sock.recv(4096)
+            except ConnectionResetError:
+                data = b""
+            if not data or b"\r\n\r\n" in data:  # EOF, or the answer before it
+                selector.unregister(sock)
+                closed += 1
+    selector.close()
+    return closed
+
+
+@pytest.fixture
+def many_files() -> Iterator[None]:
+    """Room in this test process for the connections it opens."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = IDLE_CONNECTIONS + 512
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the open-files hard limit ({hard}) is below {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_idle_and_slow_connections_cannot_starve_healthz(tmp_path: Path, many_files: None) -> None:
+    with serving(tmp_path, request_head_timeout_s=str(HEAD_TIMEOUT_S)) as server:
+        port = port_of(server)
+        idle = [connect(port) for _ in range(IDLE_CONNECTIONS)]  # more than max_connections (1,000)
+        slow = [connect(port) for _ in range(20)]
+        for s in slow:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        try:
+            for _ in range(5):
+                assert httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
+            # every connection that sent no complete head is closed once the head timeout is up
+            opened = idle + slow
+            assert closed_by_server(opened, within_s=HEAD_TIMEOUT_S + 10) == len(opened)
+            assert httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
+        finally:
+            for s in idle + slow:
+                s.close()
+
+
+def trickle_until_closed(s: socket.socket, limit_s: float) -> bool:
+    """Send a header line every 0.2 s, never a complete head; True once the server closed."""
+    started = time.monotonic()
+    s.settimeout(0.2)
+    while time.monotonic() - started < limit_s:
+        try:
+            s.sendall(b"X-A: b\r\n")
+            if s.recv(1) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+    return False
+
+
+def test_a_head_trickling_in_is_cut_off_at_the_head_timeout(tmp_path: Path) -> None:
+    with serving(tmp_path, request_head_timeout_s=str(HEAD_TIMEOUT_S)) as server, connect(port_of(server)) as s:
+        started = time.monotonic()
+        s.sendall(b"GET /healthz HTTP/1.1\r\n")
+        assert trickle_until_closed(s, limit_s=HEAD_TIMEOUT_S + 10)
+        assert time.monotonic() - started < HEAD_TIMEOUT_S + 3
+
+
+def test_an_idle_keep_alive_connection_is_closed_too(tmp_path: Path) -> None:
+    with serving(tmp_path, request_head_timeout_s=str(HEAD_TIMEOUT_S)) as server, connect(port_of(server)) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        assert closed_by_server([s], within_s=HEAD_TIMEOUT_S + 5) == 1
+
+
+def test_an_oversized_request_head_is_refused(tmp_path: Path) -> None:
+    with serving(tmp_path) as server, connect(port_of(server)) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(100):  # 100 KiB of header lines, never a blank line
+                s.sendall(b"X-Pad: " + b"a" * 1016 + b"\r\n")
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            answer = s.recv(4096)
+        assert answer == b"" or answer.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400"))
+        assert closed_by_server([s], within_s=5) == 1
+
+
+def test_past_max_connections_of_busy_requests_a_new_one_is_refused_with_503(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    key = create_key(data_dir, "reader", "alerts:read")
+    with serving(tmp_path, max_connections="3") as server:
+        streams = [connect(port_of(server)) for _ in range(3)]
+        try:
+            for s in streams:  # three live alert streams: three busy connections
+                s.sendall(
+                    b"GET /v1/alerts/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() + b"\r\n\r\n"
+                )
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            with connect(port_of(server)) as extra:  # let in for a health probe only
+                extra.sendall(b"GET /v1/alerts HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert extra.recv(4096).startswith(b"HTTP/1.1 503")
+            with connect(port_of(server)) as probe:
+                probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert probe.recv(4096).startswith(b"HTTP/1.1 200")
+                assert closed_by_server([probe], within_s=5) == 1  # one probe per connection
+        finally:
+            for s in streams:
+                s.close()
+        deadline = time.monotonic() + 10  # the streams' slots come back
+        while httpx.get(f"{server.url}/healthz", timeout=2).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def test_rotating_x_forwarded_for_does_not_escape_the_failed_auth_limit(tmp_path: Path) -> None:
+    with serving(tmp_path, auth_failures_per_min="5") as server:
+        statuses = [
+            httpx.get(
+                f"{server.url}/v1/alerts",
+                headers={"Authorization": "Bearer rf_wrong", "X-Forwarded-For": f"198.51.100.{i}"},
+            ).status_code
+            for i in range(12)
+        ]
+    assert statuses[0] == 401
+    assert 429 in statuses, statuses
+
+
+def test_x_forwarded_proto_over_plain_http_does_not_turn_on_hsts(tmp_path: Path) -> None:
+    with serving(tmp_path) as server:
+        response = httpx.get(f"{server.url}/healthz", headers={"X-Forwarded-Proto": "https"})
+    assert response.status_code == 200
+    assert "strict-transport-security" not in response.headers
+
+
+def test_forwarded_headers_are_believed_from_a_configured_proxy(tmp_path: Path) -> None:
+    with serving(tmp_path, forwarded_allow_ips="127.0.0.1") as server:
+        response = httpx.get(f"{server.url}/healthz", headers={"X-Forwarded-Proto": "https"})
+    assert "strict-transport-security" in response.headers
+
+
+# -- slow request bodies, connections per address, TLS handshakes --------------------------------
+
+SLOW_SIGN_IN = b"POST /v1/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+
+
+def answer_of(s: socket.socket) -> bytes:
+    with contextlib.suppress(ConnectionResetError):
+        return s.recv(4096)
+    return b""
+
+
+def test_slow_sign_in_bodies_neither_fill_the_server_nor_starve_healthz(tmp_path: Path) -> None:
+    """Anonymous ``POST /v1/session`` heads with a body that never completes: each is evictable
+    (the oldest makes room) and cut off at the short deadline of a small body."""
+    settings = {
+        "max_connections": "10",
+        "request_head_timeout_s": str(HEAD_TIMEOUT_S),
+        "signin_attempts_per_min": "1000",
+    }
+    with serving(tmp_path, **settings) as server:
+        slow = []
+        try:
+            for _ in range(30):  # three times max_connections, all from one address
+                s = connect(port_of(server))
+                s.sendall(SLOW_SIGN_IN)
+                slow.append(s)
+            for _ in range(5):
+                assert httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
+            assert closed_by_server(slow, within_s=HEAD_TIMEOUT_S + 5) == len(slow)
+        finally:
+            for s in slow:
+                s.close()
+
+
+def test_a_large_body_trickling_in_is_cut_off_at_the_request_timeout(tmp_path: Path) -> None:
+    key = create_key(tmp_path / "d", "producer", "events:write")
+    with serving(tmp_path, request_timeout_s="3") as server, connect(port_of(server)) as s:
+        started = time.monotonic()
+        s.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n"
+            b"Authorization: Bearer " + key.encode() + b"\r\n\r\n["
+        )
+        s.settimeout(0.3)
+        answer = b""
+        while time.monotonic() - started < 15 and not answer:
+            try:
+                s.sendall(b" ")
+                answer = s.recv(4096) or b"<closed>"
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                answer = b"<closed>"
+        assert answer.startswith((b"HTTP/1.1 408", b"<closed>")), answer
+        assert time.monotonic() - started < 3 + 3
+
+
+def test_connections_per_address_are_capped_and_another_address_is_still_served(tmp_path: Path) -> None:
+    key = create_key(tmp_path / "d", "viewer", "alerts:read")
+    settings = {"max_connections_per_address": "5", "request_head_timeout_s": "30", "max_streams_per_key": "10"}
+    with serving(tmp_path, **settings) as server:
+        port = port_of(server)
+        idle = [connect(port) for _ in range(10)]
+        busy: list[socket.socket] = []
+        try:
+            # idle connections of the address make room for its newer ones: half are closed now,
+            # long before the head timeout
+            assert closed_by_server(idle, within_s=5) == 5
+            for _ in range(5):  # five live streams: five busy connections from 127.0.0.1
+                s = connect(port)
+                s.sendall(
+                    b"GET /v1/alerts/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() + b"\r\n\r\n"
+                )
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
+                busy.append(s)
+            with connect(port) as sixth:
+                assert answer_of(sixth).startswith(b"HTTP/1.1 429")
+            with connect(port, source="127.0.0.2") as other:  # another client is still served
+                other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert other.recv(4096).startswith(b"HTTP/1.1 200")
+        finally:
+            for s in idle + busy:
+                s.close()
+
+
+def test_a_stalled_tls_handshake_is_cut_off_at_the_head_timeout(tmp_path: Path) -> None:
+    from tests.api.test_attacks import _self_signed
+
+    cert, tls_key = _self_signed(tmp_path)
+    data_dir = tmp_path / "d"
+    port = free_port()
+    env = {
+        "RINGFENCE_TLS_CERT": str(cert),
+        "RINGFENCE_TLS_KEY": str(tls_key),
+        "RINGFENCE_REQUEST_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
+    }
+    data_dir.mkdir(mode=0o700)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ringfence", "up", "--data-dir", str(data_dir), "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"https://127.0.0.1:{port}/healthz", verify=context).status_code == 200
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        with connect(port) as stalled:  # TCP open, no ClientHello
+            started = time.monotonic()
+            assert closed_by_server([stalled], within_s=HEAD_TIMEOUT_S + 10) == 1
+            assert time.monotonic() - started < HEAD_TIMEOUT_S + 3
+    finally:
+        process.terminate()
+        process.wait(30)

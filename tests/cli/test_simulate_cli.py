@@ -1,0 +1,31 @@
+"""``ringfence simulate --report``: every injected scenario is either scored or named as not scored."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+# short enough that the stream ends while some scenarios still unfold
+SMALL_STREAM = ("--events", "3000", "--customers", "200", "--fraud-rate", "0.01")
+
+
+def test_report_accounts_for_every_injected_scenario(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "ringfence", "simulate", *SMALL_STREAM, "--report", "--report-out", str(report)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    injected = int(re.search(r"(\d+) injected scenarios", out).group(1))  # type: ignore[union-attr]
+    scored = sum(int(row.split("|")[2]) for row in out.splitlines() if re.match(r"\| [a-z_]+ \| \d+ \|", row))
+    unscored = re.search(r"(\d+) more injected scenarios were not scored: their events fell past the end", out)
+    assert unscored is not None, out
+    assert scored + int(unscored.group(1)) == injected
+    saved = json.loads(report.read_text())
+    assert sum(saved["unscored"].values()) == int(unscored.group(1))
+    assert sum(s["injected"] for s in saved["scenarios"].values()) == scored

@@ -1,0 +1,136 @@
+"""YAML from outside is loaded with bounds: no anchors or aliases ("billion laughs"), bounded
+nodes and nesting, and bounded memory for any document that is accepted."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ringfence import safe_yaml
+from ringfence.alerts.config import load_alerting
+from ringfence.engine import load_pack
+from ringfence.engine.pack import MAX_PACK_BYTES
+from ringfence.errors import ConfigError, RulePackError
+
+MAX_ACCEPTED_MB = 50
+
+
+def billion_laughs(levels: int = 9, width: int = 9) -> str:
+    """Each level's list holds ``width`` aliases of the previous one: width**levels strings."""
+    lines = ['version: "lol"', "description: x", "lol0: &l0 lol"]
+    lines += [f"lol{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def peak_mb(fn: Callable[[], Any]) -> float:
+    tracemalloc.start()
+    try:
+        fn()
+    except (RulePackError, ConfigError):
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak / 1e6
+
+
+def test_a_billion_laughs_pack_is_refused_quickly_naming_aliases_and_the_line() -> None:
+    text = billion_laughs()
+    started = time.monotonic()
+    with pytest.raises(RulePackError, match=r"anchors and aliases .*\(line 3,"):
+        load_pack(text)
+    assert time.monotonic() - started < 1.0
+    assert peak_mb(lambda: load_pack(text)) < 5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version: x\ndescription: &d text\n",  # an anchor alone is refused too: it exists only to be aliased
+        "version: x\nlists:\n  a: [x]\n  b: *a\n",  # an alias to an undefined anchor
+        "version: x\nrules:\n- &r {id: a}\n- *r\n",
+    ],
+)
+def test_any_anchor_or_alias_is_refused(text: str) -> None:
+    with pytest.raises(RulePackError, match="anchors and aliases"):
+        load_pack(text)
+
+
+def test_too_many_nodes_or_too_deep_a_nesting_is_refused_without_recursion() -> None:
+    many = "version: x\nlists:\n  l: [" + ",".join("a" for _ in range(safe_yaml.MAX_NODES)) + "]\n"
+    with pytest.raises(RulePackError, match=f"more than {safe_yaml.MAX_NODES} YAML values"):
+        load_pack(many)
+    deep = "version: x\ndescription: " + "[" * 500 + "]" * 500
+    with pytest.raises(RulePackError, match=f"nested deeper than {safe_yaml.MAX_DEPTH} levels"):
+        load_pack(deep)
+    deepest = "version: x\ndescription: " + "[" * 200_000 + "]" * 200_000  # 400 KB: a 400, never a RecursionError
+    with pytest.raises(RulePackError, match="invalid YAML"):
+        load_pack(deepest)
+    block = "version: x\ndescription:\n" + "".join(" " * i + "- \n" for i in range(1, 500))
+    with pytest.raises(RulePackError, match="invalid YAML"):
+        load_pack(block)
+
+
+def _rules(count: int) -> str:
+    rule = (
+        "  - id: r{i}\n    on: [login.failed]\n    when: data.ip == 'x' and data.device_id != 'y' or abs(1) > 2\n"
+        "    severity: low\n    audience: ops\n    title: t {{customer_id}}\n    labels: {{a: b}}\n"
+    )
+    return 'version: "many"\nrules:\n' + "".join(rule.format(i=i) for i in range(count))
+
+
+ACCEPTED_WORST_CASES = {
+    "a list at the node limit": "version: x\nlists:\n  l: ["
+    + ",".join(f"value{i:06}" for i in range(safe_yaml.MAX_NODES - 10))
+    + "]\n",
+    "thousands of rules": _rules(2_000),
+    "one long scalar": "version: x\ndescription: '" + "a" * (MAX_PACK_BYTES - 40) + "'\n",
+    "nesting at the depth limit": "version: x\nlists:\n  l: [x]\ndescription: x\nx: "
+    + "[" * (safe_yaml.MAX_DEPTH - 2)
+    + "]" * (safe_yaml.MAX_DEPTH - 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTED_WORST_CASES))
+def test_memory_for_the_largest_structures_the_loader_accepts_stays_bounded(name: str) -> None:
+    text = ACCEPTED_WORST_CASES[name]
+    assert len(text.encode()) <= MAX_PACK_BYTES
+    safe_yaml.check_structure(text)  # within every bound: the structure itself is accepted
+    assert peak_mb(lambda: load_pack(text)) < MAX_ACCEPTED_MB
+
+
+def test_yaml_one_point_two_booleans_still_apply_to_packs() -> None:
+    pack = load_pack(_rules(1))
+    assert pack.rules[0].on == frozenset({"login.failed"})  # ``on`` is a key, not True
+
+
+def test_the_plain_loader_accepts_ordinary_yaml() -> None:
+    assert safe_yaml.load("a: [1, 2]\nb: {c: true}\n") == {"a": [1, 2], "b": {"c": True}}
+    with pytest.raises(yaml.YAMLError):
+        safe_yaml.load("a: [1, 2\n")
+
+
+def test_the_alerting_config_refuses_aliases_and_oversized_files(tmp_path: Path) -> None:
+    path = tmp_path / "alerting.yaml"
+    path.write_text("receivers: &r []\nroute: {receiver: dashboard}\n")
+    with pytest.raises(ConfigError, match=r"anchors and aliases .*\(line 1,"):
+        load_alerting(path)
+    path.write_text("# " + "x" * (2 * 1024 * 1024) + "\n")
+    with pytest.raises(ConfigError, match="larger than"):
+        load_alerting(path)
+    path.write_text("route: {receiver: dashboard, group_wait: 5s}\n")
+    assert load_alerting(path).route.group_wait == 5.0
+
+
+def test_the_pure_python_parser_is_bounded_the_same_way() -> None:
+    """Without libyaml in the wheel the same checks apply."""
+    with pytest.raises(safe_yaml.UnsafeYAMLError, match="anchors and aliases"):
+        safe_yaml.check_structure(billion_laughs(), yaml.SafeLoader)
+    with pytest.raises(safe_yaml.UnsafeYAMLError, match="nested deeper"):
+        safe_yaml.check_structure("a: " + "[" * 100 + "]" * 100, yaml.SafeLoader)

@@ -1,0 +1,99 @@
+"""IBANs (issue 15, item 20): masked in any case, with any separators, glued to other
+characters, in every field and object key; a look-alike failing mod-97 is left alone."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+
+import pytest
+
+from ringfence.events import validate_event
+from ringfence.events.iban import iban_valid, mask_ibans
+from ringfence.events.pan import is_card_number, looks_like_pan
+from ringfence.events.sensitive import mask_strings
+from ringfence.testing import event
+
+GB = "GB82WEST12345698765432"
+MASKED_GB = "GB****************5432"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (GB, MASKED_GB),
+        (GB.lower(), "gb****************5432"),
+        ("GB82 WEST 1234 5698 7654 32", MASKED_GB),
+        ("GB82  WEST  1234  5698  7654  32", MASKED_GB),  # double spaces
+        ("GB82-WEST-1234-5698-7654-32", MASKED_GB),
+        ("GB82\u00a0WEST\u00a01234\u00a05698\u00a07654\u00a032", MASKED_GB),
+        ("GB82\u2013WEST\u20131234\u20135698\u20137654\u201332", MASKED_GB),  # en dashes
+        (f"acct_{GB}_x", f"acct_{MASKED_GB}_x"),
+        (f"payto{GB}now", f"payto{MASKED_GB}now"),
+        (f"to {GB}, then DE89 3704 0044 0532 0130 00.", f"to {MASKED_GB}, then DE****************3000."),
+        ("FR1420041010050500013M02606", "FR*********************2606"),
+        ("NO9386011117947", "NO*********7947"),  # the shortest
+        ("GB82.WEST.1234.5698.7654.32", MASKED_GB),  # dots
+        ("".join(chr(ord(ch) + 0xFEE0) for ch in GB), MASKED_GB),  # full-width letters and digits
+        ("\uff47\uff42" + GB[2:].lower(), "gb****************5432"),  # full-width, lowercase
+        ("to \uff27\uff22\uff18\uff12\u3000WEST 1234 5698 7654 32 \u2714", f"to {MASKED_GB} \u2714"),
+    ],
+)
+def test_ibans_are_masked_in_every_form(text: str, masked: str) -> None:
+    assert mask_ibans(text) == masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "GB82WEST12345698765433",  # the check digits do not match
+        "GB82WEST1234569876543",  # one character short for GB
+        "ZZ82WEST12345698765432",  # no such country
+        "AB12CDEF34567890",  # a product code
+        "cus_AB12_1234567890123",
+    ],
+)
+def test_look_alikes_are_left_alone(text: str) -> None:
+    assert mask_ibans(text) == text
+
+
+def test_the_check_is_iso_13616_mod_97() -> None:
+    assert iban_valid(GB)
+    assert iban_valid(GB.lower())
+    assert not iban_valid(GB[:-1] + "3")
+
+
+def test_object_keys_are_masked_too() -> None:
+    assert mask_strings({GB.lower(): {"note": f"x-{GB}"}}) == {"gb****************5432": {"note": f"x-{MASKED_GB}"}}
+
+
+def test_ibans_in_envelope_ids_and_data_are_masked_before_storage() -> None:
+    raw = event(
+        "transfer.initiated",
+        customer_id=f"cust-{GB.lower()}",
+        event_id=f"evt_{GB}",
+        channel="GB82 WEST 1234 5698 7654 32",
+    )
+    raw["account_id"] = "gb82-west-1234-5698-7654-32"
+    ev = validate_event(json.dumps(raw).encode(), time.time())
+    stored = json.dumps([ev.event_id, ev.customer_id, ev.account_id, ev.data])
+    assert "12345698765432" not in stored
+    assert ev.event_id == f"evt_{MASKED_GB}"
+    assert ev.customer_id == "cust-gb****************5432"
+    assert ev.account_id == "gb****************5432"
+    assert ev.data["channel"] == MASKED_GB
+
+
+def iban(country: str, bban: str) -> str:
+    """The IBAN of ``bban`` in ``country``, with its check digits."""
+    number = int("".join(str(int(ch, 36)) for ch in bban + country + "00"))
+    return f"{country}{98 - number % 97:02d}{bban}"
+
+
+def test_a_spaced_iban_is_masked_not_rejected_as_a_card_number() -> None:
+    bban = next(b for n in range(1000) if is_card_number((b := f"5001051706484{n:03d}00")[:16]))
+    spaced = " ".join(textwrap.wrap(iban("DE", bban), 4))  # "DE.. 5001 0517 0648 4..." holds a 4-4-4-4 card
+    assert looks_like_pan(spaced.split(" ", 1)[1])
+    ev = validate_event(json.dumps(event("transfer.initiated", channel=spaced)).encode(), time.time())
+    assert ev.data["channel"] == mask_ibans(iban("DE", bban))

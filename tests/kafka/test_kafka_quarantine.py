@@ -1,0 +1,63 @@
+"""Poison in the kafka runtime (issue 15, item 1): a record the engine or the state codec
+cannot handle no longer crash-loops its worker. It is quarantined into PostgreSQL, listed by
+the api service, re-driven after a pack fix, and the records after it still alert."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ringfence.testing import event
+from tests.api.test_attacks_quarantine import PACK, YAML
+from tests.kafka.conftest import KafkaStack, Service
+
+
+def score(customer: str, event_id: str, a: int, b: int) -> dict[str, Any]:
+    return event("acme.score", at=time.time(), customer_id=customer, event_id=event_id, source="acme", a=a, b=b)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(1.0)
+
+
+def alerted(api: Service, key: str) -> set[str]:
+    with api.client(key) as c:
+        answer = c.get("/v1/alerts", params={"rule_id": "acme_high", "limit": 500})
+    assert answer.status_code == 200, answer.text
+    return {a["dedup_key"] for a in answer.json()["items"]}
+
+
+def test_a_poison_record_is_quarantined_and_the_worker_goes_on(kafka_stack: KafkaStack) -> None:
+    pack = kafka_stack.workdir / "acme.yaml"
+    pack.write_text(PACK.format(version="acme-1", of="data.a * data.b"))
+    kafka_stack.env["RINGFENCE_RULE_PACK"] = str(pack)
+    admin = kafka_stack.key("admin", "admin")
+    key, ingest, api = kafka_stack.services("w1")
+    worker = next(s for s in kafka_stack.running if s.name == "w1")
+    with ingest.client(key) as c:
+        answer = c.post("/v1/events", json=[score("cus_a", "k-1", 50, 1), score("cus_p", "k-poison", 2**40, 2**40)])
+        assert answer.status_code == 202, answer.text
+        assert c.post("/v1/events", json=[score("cus_b", "k-2", 60, 1)]).status_code == 202
+
+    wait_for(lambda: {"k-1", "k-2"} <= alerted(api, key))
+    assert worker.process.poll() is None, worker.log()[-3000:]  # no crash loop
+    rows = kafka_stack.sql("SELECT event_id, stage, status, reason FROM quarantine")
+    assert [(r[0], r[1], r[2]) for r in rows] == [("k-poison", "customer", "quarantined")]
+    assert rows[0][3].startswith("OverflowError")
+    assert "k-poison" not in alerted(api, key)
+
+    with api.client(admin) as c:
+        (entry,) = c.get("/v1/quarantine").json()["items"]
+        assert entry["event_id"] == "k-poison"
+        assert c.put("/v1/rules", content=PACK.format(version="acme-2", of="data.a"), headers=YAML).status_code == 200
+    time.sleep(6)  # workers take up an activated pack within 5 s
+    with api.client(admin) as c:
+        answer = c.post(f"/v1/quarantine/{entry['id']}/redrive")
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["status"] == "redriven"
+    wait_for(lambda: "k-poison" in alerted(api, key))
+    assert len(kafka_stack.sql("SELECT 1 FROM quarantine")) == 1

@@ -1,0 +1,230 @@
+"""Rule back-tests in a child process: progress, a time budget that answers what was done,
+bad stored events counted (not fatal), a child that dies with its reader or at its deadline
+whatever its reader does, and a child nothing in the server's environment can subvert."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import pytest
+
+from ringfence.engine import default_pack_text
+from ringfence.events.decode import validate_event
+from ringfence.log.sqlite import SqliteLog
+from ringfence.runtimes import backtest
+from ringfence.runtimes.backtest import BacktestFailed, BacktestJob, run_in_child, run_job, start_child
+from ringfence.testing import event
+
+T = TypeVar("T")
+LOW_BALANCE_100 = default_pack_text().replace("when: data.balance < 50", "when: data.balance < 100")
+
+
+def journal(tmp_path: Path, count: int) -> Path:
+    path = tmp_path / "journal.db"
+    log = SqliteLog(path, 4)
+    now = time.time()
+    events = [
+        validate_event(msgspec.json.encode(event("balance.updated", customer_id=f"cus_{i}", balance="70.00")), now)
+        for i in range(count)
+    ]
+    log.append(events, now)
+    log.close()
+    return path
+
+
+def job(path: Path, **changes: Any) -> BacktestJob:
+    fields: dict[str, Any] = {
+        "journal": str(path),
+        "after": 0,
+        "limit": 1_000,
+        "live": default_pack_text(),
+        "candidate": LOW_BALANCE_100,
+        "lists": {},
+        "budget_s": 60.0,
+        **changes,
+    }
+    return BacktestJob(**fields)
+
+
+def backtest_children() -> list[int]:
+    """Pids of this process's back-test children still alive (Linux /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"ringfence.runtimes.backtest" in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on a thread of its own: works even if a fixture left a loop running here."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main).result(timeout=120)
+
+
+class SteppingClock:
+    """Monotonic seconds that advance ``step`` at every reading."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_a_backtest_reports_progress_then_hits_of_both_packs(tmp_path: Path) -> None:
+    lines: list[dict[str, Any]] = []
+    result = run_job(job(journal(tmp_path, 30), progress_every_s=0.0), lines.append, time.monotonic)
+    assert lines[0] == {"progress": {"events": 0, "of": 30, "elapsed_s": lines[0]["progress"]["elapsed_s"]}}
+    assert len(lines) > 1
+    assert all("progress" in line for line in lines)
+    assert (result["events"], result["of"], result["truncated"], result["reason"]) == (30, 30, False, None)
+    assert result["hits"]["notify_low_balance"] == {"live": 0, "candidate": 30}
+
+
+def test_a_spent_time_budget_answers_with_what_was_done(tmp_path: Path) -> None:
+    result = run_job(job(journal(tmp_path, 50), budget_s=20.0), lambda _: None, SteppingClock(1.0))
+    assert result["truncated"] is True
+    assert result["reason"] == "time_budget"
+    assert 0 < result["events"] < result["of"] == 50
+    assert result["hits"]["notify_low_balance"]["candidate"] == result["events"]
+
+
+def test_a_stored_event_that_does_not_decode_is_counted_not_fatal(tmp_path: Path) -> None:
+    path = journal(tmp_path, 3)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO journal (partition, source, event_id, ingested_at, body) VALUES (0, 's', 'e', 0, x'00')"
+        )
+    result = run_job(job(path), lambda _: None, time.monotonic)
+    assert (result["events"], result["failed_events"]) == (4, 1)
+    assert result["hits"]["notify_low_balance"]["candidate"] == 3
+
+
+def test_the_child_process_streams_progress_then_the_result(tmp_path: Path) -> None:
+    async def collect() -> list[dict[str, Any]]:
+        return [line async for line in run_in_child(job(journal(tmp_path, 20)))]
+
+    lines = run(collect())
+    assert "progress" in lines[0]
+    assert lines[-1]["result"]["hits"]["notify_low_balance"] == {"live": 0, "candidate": 20}
+
+
+def test_closing_the_stream_stops_the_child_at_once(tmp_path: Path) -> None:
+    path = journal(tmp_path, 5_000)
+
+    async def first_line_then_close() -> float:
+        lines = run_in_child(job(path, limit=5_000))
+        first = await anext(lines)
+        assert "progress" in first
+        assert len(backtest_children()) == 1
+        started = time.monotonic()
+        await lines.aclose()  # kills the child and reaps it
+        return time.monotonic() - started
+
+    assert run(first_line_then_close()) < 2.0
+    assert backtest_children() == []
+
+
+def test_the_child_gets_no_secret_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.example/secret")  # a receiver's secret_env
+    monkeypatch.setenv("RINGFENCE_SECRET_AUDIT_KEY", "k" * 32)
+    path = journal(tmp_path, 1)
+
+    async def child_environment() -> bytes:
+        lines = run_in_child(job(path))
+        await anext(lines)
+        (pid,) = backtest_children()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        await lines.aclose()
+        return environ
+
+    environ = run(child_environment())
+    assert b"SLACK_WEBHOOK_URL" not in environ
+    assert b"RINGFENCE_" not in environ
+    assert b"PATH=" in environ
+
+
+def test_a_wedged_child_whose_reader_stalls_is_killed_at_its_deadline_and_reaped_before_on_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader stops at a yield (a client that reads nothing) and the child makes no progress
+    (stopped: no CPU, so no CPU limit ends it): the kill timer alone ends it, and ``on_exit``
+    (which frees the API's slot) runs only once the child is gone from the process table."""
+    budget, grace = 1.0, 0.5
+    monkeypatch.setattr(backtest, "GRACE_S", grace)
+    path = journal(tmp_path, 5_000)
+    still_in_process_table: list[bool] = []
+
+    async def stall() -> tuple[float, int | None]:
+        started = time.monotonic()
+        child = await start_child(
+            job(path, limit=5_000, budget_s=budget),
+            on_exit=lambda: still_in_process_table.append(Path(f"/proc/{child.process.pid}").exists()),
+        )
+        lines = child.lines()
+        assert "progress" in await anext(lines)  # and never another anext: the reader stalls here
+        os.kill(child.process.pid, signal.SIGSTOP)
+        await asyncio.wait_for(asyncio.shield(child.exited), budget + grace + 5)
+        elapsed = time.monotonic() - started
+        with pytest.raises(BacktestFailed, match="overran its budget"):
+            _ = [line async for line in lines]  # progress lines written before the stop, then the end
+        return elapsed, child.process.returncode
+
+    elapsed, returncode = run(stall())
+    assert budget + grace - 0.1 <= elapsed < budget + grace + 1.5
+    assert returncode == -signal.SIGKILL
+    assert still_in_process_table == [False]  # reaped, not a zombie, when the slot is freed
+    assert backtest_children() == []
+
+
+def test_a_ringfence_package_in_the_working_directory_is_never_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``python -m`` would put the cwd first on sys.path; the child runs ``-I`` in ``/``."""
+    path = journal(tmp_path, 3)
+    marker = tmp_path / "fake-ringfence-imported"
+    fake = tmp_path / "cwd" / "ringfence"
+    (fake / "runtimes").mkdir(parents=True)
+    for module in (fake / "__init__.py", fake / "runtimes" / "__init__.py", fake / "runtimes" / "backtest.py"):
+        module.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(fake.parent)
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))  # and nothing from PYTHON* variables either
+    relative = os.path.relpath(path)  # a relative journal path still names the same file
+
+    async def collect() -> list[dict[str, Any]]:
+        return [line async for line in run_in_child(job(Path(relative)))]
+
+    lines = run(collect())
+    assert lines[-1]["result"]["hits"]["notify_low_balance"] == {"live": 0, "candidate": 3}
+    assert not marker.exists()
+
+
+def test_the_child_runs_isolated_in_the_root_directory(tmp_path: Path) -> None:
+    path = journal(tmp_path, 1)
+
+    async def inspect() -> tuple[list[bytes], str]:
+        lines = run_in_child(job(path))
+        await anext(lines)
+        (pid,) = backtest_children()
+        seen = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"), os.readlink(f"/proc/{pid}/cwd")
+        await lines.aclose()
+        return seen
+
+    cmdline, cwd = run(inspect())
+    assert cmdline[1:4] == [b"-I", b"-m", b"ringfence.runtimes.backtest"]
+    assert cwd == "/"
