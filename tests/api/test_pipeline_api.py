@@ -79,6 +79,32 @@ def test_assign_and_comment_are_recorded(server: EmbeddedServer, keys: Keys) -> 
         assert c.post("/v1/alerts/al_nope/assign", json={"assignee": "x"}).status_code == 404
 
 
+def test_people_s_text_holding_a_card_number_or_nul_is_refused_and_never_stored(
+    server: EmbeddedServer, keys: Keys
+) -> None:
+    customer = uid("cus")
+    post(server, keys.producer, risky_transfer(customer))
+    server.wait_processed(keys.reader)
+    (alert,) = alerts_for(server, keys.reader, customer)
+    url = f"/v1/alerts/{alert['id']}"
+    with server.client(keys.analyst) as c:
+        for text in ("card 4111 1111 1111 1111 was used", "a\\u0000b"):  # (a JSON escape)
+            body = '{"text": "' + text + '"}'
+            refused = c.post(f"{url}/comments", content=body, headers={"content-type": "application/json"})
+            assert refused.status_code == 400, text
+            assert refused.json()["error"]["details"]["errors"][0]["field"] == "text"
+            assert "4111" not in refused.text
+        lone_surrogate = '{"text": "x\\ud800y"}'  # refused by the JSON decoder itself
+        assert c.post(f"{url}/comments", content=lone_surrogate).status_code == 400
+        assert c.post(f"{url}/ack", json={"reason": "card 4111-1111-1111-1111"}).status_code == 400
+        silence = {"matchers": ["a=b"], "ends_at": rfc3339(60), "comment": "cardholder 5500 0000 0000 0004"}
+        assert c.post("/v1/silences", json=silence).status_code == 400
+        stored = c.get(url).json()
+        assert stored["comments"] == []
+        assert stored["status"] == "open"
+    assert "4111 1111 1111 1111" not in server.log_path.read_text()
+
+
 def test_the_stream_delivers_new_alerts_live(server: EmbeddedServer, keys: Keys) -> None:
     customer = uid("cus")
     seen: list[dict[str, Any]] = []

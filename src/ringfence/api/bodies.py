@@ -15,7 +15,8 @@ import msgspec
 from starlette.requests import ClientDisconnect, Request
 
 from ringfence.api.params import parse_int
-from ringfence.errors import RequestError
+from ringfence.errors import FieldError, RequestError
+from ringfence.events.sensitive import scan
 
 T = TypeVar("T")
 SMALL_BODY = 16 * 1024
@@ -56,6 +57,19 @@ async def json_body(
     if optional and not raw.strip():
         return kind()
     try:
-        return msgspec.json.decode(raw, type=kind)
+        value = msgspec.json.decode(raw, type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, "invalid_body", f"expected {expected}: {exc}") from None
+    _refuse_unstorable(value)
+    return value
+
+
+def _refuse_unstorable(value: object) -> None:
+    """People's text (comments, reasons, silences, lists) is stored and shown like producers'
+    data: no card number, no NUL or lone surrogate (which PostgreSQL or an encoder refuses)."""
+    errors: list[FieldError] = []
+    scan(msgspec.to_builtins(value), "", errors)
+    if errors:
+        details = {"errors": [{"field": e.field, "message": e.message} for e in errors[:20]]}
+        fields = ", ".join(sorted({e.field or "body" for e in errors})[:5])
+        raise RequestError(400, "invalid_body", f"the body cannot be stored as sent: see {fields}", details)

@@ -10,12 +10,12 @@ aws runtime's handlers pass an object with just those.
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import datetime
 
 from starlette.requests import Request
 
 from ringfence.errors import NotFound, RequestError
+from ringfence.events.controls import envelope_fault
 
 _ASCII_INTEGER = re.compile(r"[0-9]{1,19}")  # 19 digits hold any int64; int() never sees a huge string
 _RFC3339 = re.compile(
@@ -46,7 +46,7 @@ def parse_time(text: str) -> float | None:
 
 def printable(text: str) -> bool:
     """No control characters (NUL breaks PostgreSQL text, CR/LF forge log lines) nor surrogates."""
-    return not any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
+    return envelope_fault(text) is None
 
 
 def _invalid(name: str, message: str) -> RequestError:
