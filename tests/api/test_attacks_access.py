@@ -482,3 +482,35 @@ def test_the_journal_filters_by_customer_before_the_limit_and_keeps_its_scan_bou
         assert lowest == 103
     finally:
         log.close()
+
+
+# -- issue 16 item 3: an audience-limited key sees no other desk's counts ---------------------------
+
+
+def test_a_fraud_limited_key_sees_no_security_counts_anywhere(server: EmbeddedServer, keys: Keys) -> None:
+    """``/v1/stats`` and ``/metrics`` count every desk's alerts (403 for a limited key, with no
+    figure in the refusal); ``GET /v1/rules`` shows no hit count of a desk the key does not see."""
+    customer = uid("cus")
+    failures = [event("login.failed", customer_id=customer, ip="203.0.113.9") for _ in range(6)]
+    assert post(server, keys.producer, failures).status_code == 202
+    server.wait_processed(keys.admin)
+    fraud_desk = role_key(server, uid("fraud"), "analyst", "fraud")
+    with server.client(keys.admin) as admin:
+        hits = {d["id"]: d["hits"] for d in admin.get("/v1/rules").json()["detections"]}
+        assert sum(hits["login_failed_burst"].values()) >= 1  # there is a security count to hide
+        assert 'ringfence_alerts_total{audience="security"' in admin.get("/metrics").text
+        assert admin.get("/v1/stats").json()["totals"]["alerts"] >= 1
+    with server.client(fraud_desk) as limited:
+        for path in ("/v1/stats", "/metrics"):
+            refused = limited.get(path)
+            assert refused.status_code == 403, (path, refused.text)
+            assert "security" not in refused.text
+            assert "alerts_total" not in refused.text
+        detections = limited.get("/v1/rules").json()["detections"]
+    for d in detections:
+        counts = (d["hits"], d["hits_last_hour"], d["hits_last_day"])
+        if d["audience"] == "fraud":
+            assert all(isinstance(c, dict) for c in counts), d
+        else:
+            assert counts == (None, None, None), d
+    assert {d["id"] for d in detections} == set(hits)  # the rules are listed (the pack text shows them)

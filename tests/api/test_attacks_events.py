@@ -490,3 +490,61 @@ def test_ibans_as_keys_that_mask_alike_are_rejected_and_dotted_or_full_width_iba
     target.server.wait_processed(target.reader, timeout=30)
     wide_tail = "".join(chr(ord(ch) + 0xFEE0) for ch in "5698765432").encode()
     assert files_hold(target.server.data_dir, [b"12345698765432", b"5698.7654", wide_tail]) == []
+
+
+# -- penetration test of issue 15: card numbers glued to hex letters, behind any punctuation or
+# -- symbol, in any Unicode digit; IBANs behind any separator or look-alike letters -----------
+
+
+def pentest_forms(card: str) -> list[str]:
+    """The forms the penetration test got through, for the 16-digit card ``card``."""
+    groups = [card[i : i + 4] for i in range(0, 16, 4)]
+    dingbats = "".join(chr(0x2775 + int(d)) if d != "0" else "\u24ea" for d in card)
+    return [
+        f"a{card}",
+        f"{card}ab",
+        f"cafe{card}beef",
+        f"a{' '.join(groups)}",
+        "#".join(groups),
+        "".join(f"({g})" for g in groups),
+        "\\".join(groups),
+        "<>".join(groups),
+        "\u2044".join(groups),
+        "\u3002".join(groups),
+        dingbats,
+        "".join(chr(0x245F + int(d)) if d != "0" else "\u24ea" for d in card),  # circled
+    ]
+
+
+def test_card_numbers_glued_to_hex_or_behind_any_symbol_or_digit_form_are_rejected(target: Target) -> None:
+    card = fresh_pan("4", 16)
+    forms = pentest_forms(card)
+    events = [loan(note=form) for form in forms] + [event(customer_id=form) for form in forms]
+    answer = target.post(events)
+    assert answer.status_code == 400, answer.text
+    assert len(answer.json()["error"]["details"]["rejected"]) == len(events)
+    assert card[:12] not in answer.text
+    target.server.wait_processed(target.reader, timeout=30)
+    assert files_hold(target.server.data_dir, [card.encode(), card[:12].encode(), forms[10].encode()]) == []
+
+
+def test_uuids_and_standard_hex_hashes_are_still_accepted(target: Target) -> None:
+    rng = random.Random(151)
+    ids = [f"{rng.getrandbits(bits):0{bits // 4}x}" for bits in (128, 160, 224, 256, 384, 512) for _ in range(200)]
+    ids += [f"0x{i}" for i in ids[:600]] + [f"urn:uuid:{uuid.uuid4()}" for _ in range(200)]
+    events = [event(event_id=i[:128], source="pentest-ids") for i in ids]
+    events += [loan(note=i) for i in ids[:300]]
+    answer = target.post(events)
+    assert answer.status_code == 202, answer.text[:2000]
+    assert answer.json()["rejected"] == []
+
+
+def test_ibans_behind_any_separator_or_lookalike_letters_are_masked_at_rest(target: Target) -> None:
+    iban = "DE89370400440532013000"
+    groups = [iban[i : i + 4] for i in range(0, len(iban), 4)]
+    forms = ["/".join(groups), "_".join(groups), "#".join(groups), "\u200b".join(groups), "     ".join(groups)]
+    forms.append("D\u0415" + iban[2:])  # a Cyrillic capital IE in the country code
+    answer = target.post([loan(note=form) for form in forms])
+    assert answer.json()["accepted"] == len(forms), answer.text
+    target.server.wait_processed(target.reader, timeout=30)
+    assert files_hold(target.server.data_dir, [b"0532013000", b"0532/0130", b"0532_0130", b"0532#0130"]) == []

@@ -71,7 +71,7 @@ class Session:
 def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedServer, dict[str, str]]]:
     data_dir = tmp_path_factory.mktemp("dashboard") / "data"
     keys = {
-        "analyst": create_key(data_dir, "ana", "alerts:read", "alerts:write", "rules:read"),
+        "analyst": create_key(data_dir, "ana", "alerts:read", "alerts:write", "rules:read", "rules:write"),
         "viewer": create_key(data_dir, "vic", "alerts:read"),
         "producer": create_key(data_dir, "producer", "events:write"),
     }

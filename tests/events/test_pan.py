@@ -177,9 +177,10 @@ def test_the_uuid_of_the_issue_is_not_a_pan() -> None:
     "text",
     [
         "d5523376-e683-40b0-b630-172501440767",  # "630-172501440767" is no card grouping
-        "4111111111111111ab",  # a digit run inside a hex token belongs to an identifier
-        "ab4111111111111111",
-        "d55233764111111111111111e683",  # a hex id (a hash, a UUID without dashes)
+        "d55233764111111111111111e6830000",  # a 32-digit hex id (MD5, a UUID without dashes)
+        "urn:uuid:d5523376-e683-40b0-b630-172501440767",
+        "{D5523376-E683-40B0-B630-172501440767}",
+        "sha1=0x4111111111111111aaaa4111111111111111aaaa",  # 40 hex characters
         "4111 11 11 1111 1111",  # not a card grouping
         "411 111 111 111 1111",
         "41111111111111110",  # 17 digits: no Visa length
@@ -358,6 +359,9 @@ ADVERSARIAL = {  # 64 KB each: made to make a careless detector quadratic
     "full-width digits and marks": "\uff11\u0301" * 13_107,
     "plus signs": "+1" * 32_768,
     "zeros": "0" * 65_535 + "4",
+    "a ligature NFKC expands 18 times": "\ufdfa" * 21_334,
+    "... with a digit": "\ufdfa" * 21_333 + "4",
+    "hex hash look-alikes": ("0x" + "a" * 64 + " ") * 970,
 }
 
 

@@ -374,3 +374,8 @@ def test_a_failure_outside_a_batch_pauses_instead_of_spinning_and_quarantines_no
     assert reloads <= 3  # one reload per pause (1 s), not a reload loop at full speed
     assert QuarantineRepository(h.store).entries()[0] == []
     h.store.close()
+
+
+def test_a_reason_carries_no_card_number_in_any_spelling() -> None:
+    for spelling in ("4111#1111#1111#1111", "\u2463\u2460\u2460\u2460 1111 1111 1111", "a4111111111111111"):
+        assert "1111" not in reason_of(ValueError(f"bad value {spelling!r}")), spelling

@@ -168,7 +168,7 @@ async def backtest_rules(request: Request) -> Response:
     budget = platform.settings.backtest_time_budget_s
     slots: BacktestSlots = request.app.state.backtests
     slots.check(key.key_id)  # before reading and checking the candidate: a refusal costs nothing
-    candidate = await read_candidate(request)
+    candidate = await read_candidate(request, key)
     head = await run_in_threadpool(journal.head)
     job = BacktestJob(
         journal=str(journal.path),

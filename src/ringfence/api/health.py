@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import authorize, platform_of
+from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.errors import json_response
 
 OPENAPI = resources.files("ringfence.api").joinpath("openapi.json").read_bytes()
@@ -32,7 +32,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    authorize(request, "alerts:read")
+    require_unrestricted(authorize(request, "alerts:read"))  # alerts and rule hits of every desk
     return Response(platform_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

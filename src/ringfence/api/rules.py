@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,8 @@ from ringfence.engine.pack import MAX_PACK_BYTES, RulePack, load_pack
 from ringfence.engine.patterns import PatternSpec
 from ringfence.engine.rules import RuleSpec
 from ringfence.errors import RequestError, RulePackError
+from ringfence.events.sensitive import redact
+from ringfence.store.keys import KeyInfo
 
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/plain"})
 MAX_LIST_VALUES = 100_000
@@ -29,8 +32,9 @@ MAX_LIST_VALUE_CHARS = 256
 MAX_LIST_BODY = 6 * 1024 * 1024  # 100,000 IPv6 addresses; decoded, checked and stored in well under 50 MB
 
 
-def describe(platform: AnyPlatform, pack: RulePack) -> dict[str, Any]:
-    """A pack as ``GET /v1/rules`` shows it, with each detection's hit counts."""
+def describe(platform: AnyPlatform, pack: RulePack, key: KeyInfo) -> dict[str, Any]:
+    """A pack as ``GET /v1/rules`` shows it, with each detection's hit counts: null for a
+    detection whose audience ``key`` does not see (its hits count another desk's alerts)."""
     now = platform.clock.time()
     hits = platform.store.rule_hits()
     last_hour, last_day = platform.store.rule_hits(since=now - 3600), platform.store.rule_hits(since=now - 86400)
@@ -44,9 +48,7 @@ def describe(platform: AnyPlatform, pack: RulePack) -> dict[str, Any]:
             "mode": d.output.mode,
             "severity": d.output.severity,
             "audience": d.output.audience,
-            "hits": hits.get(d.id, {}),
-            "hits_last_hour": last_hour.get(d.id, {}),
-            "hits_last_day": last_day.get(d.id, {}),
+            **_hit_counts(d.id, (hits, last_hour, last_day), visible=key.sees(d.output.audience)),
         }
         for d in specs
     ]
@@ -61,31 +63,78 @@ def describe(platform: AnyPlatform, pack: RulePack) -> dict[str, Any]:
     }
 
 
+def _hit_counts(
+    rule_id: str, counts: tuple[dict[str, dict[str, int]], ...], *, visible: bool
+) -> dict[str, dict[str, int] | None]:
+    names = ("hits", "hits_last_hour", "hits_last_day")
+    return {name: by_rule.get(rule_id, {}) if visible else None for name, by_rule in zip(names, counts, strict=True)}
+
+
 class PackChecks:
-    """Rule pack checks run ``running`` at a time: checking is CPU-bound Python (seconds for
-    thousands of rules) that holds the GIL against the processor thread, so many at once would
-    starve it. A few more wait on the event loop (no thread held); past them, 429.
+    """Rule pack checks run one at a time: checking is CPU-bound Python (seconds for thousands of
+    rules) that holds the GIL against the processor thread, so two at once would starve it.
+
+    A key has at most one check running or waiting (429): one key cannot queue many. Checks
+    wait on the event loop (no thread held); a ``PUT /v1/rules`` (``urgent``) goes before every
+    waiting dry run and is never refused for their number, so no flood of validations by other
+    keys keeps an author's change out: it waits only for the check already running. At most
+    ``waiting`` dry runs wait; past them, 429.
     """
 
-    def __init__(self, running: int = 1, waiting: int = 4) -> None:
-        self._running = asyncio.Semaphore(running)
-        self._admitted = 0
-        self._limit = running + waiting
+    def __init__(self, waiting: int = 4) -> None:
+        self._busy = False
+        self._keys: set[str] = set()
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+        self._waiting = waiting
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self._admitted >= self._limit:
+    async def slot(self, key_id: str, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Hold the one check slot for ``key_id`` (429 if it has one already or too many wait)."""
+        if key_id in self._keys:
+            raise RequestError(
+                429, "rate_limited", "this key already has a rule pack check running", {"retry_after": 1}
+            )
+        if not urgent and len(self._normal) >= self._waiting:
             raise RequestError(429, "rate_limited", "too many rule pack checks at once", {"retry_after": 1})
-        self._admitted += 1
+        self._keys.add(key_id)
         try:
-            async with self._running:
+            await self._acquire(self._urgent if urgent else self._normal)
+            try:
                 yield
+            finally:
+                self._release()
         finally:
-            self._admitted -= 1
+            self._keys.discard(key_id)
+
+    async def _acquire(self, queue: deque[asyncio.Future[None]]) -> None:
+        if not self._busy:
+            self._busy = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # handed the slot, then cancelled: pass it on
+                self._release()
+            elif turn in queue:
+                queue.remove(turn)
+            raise
+
+    def _release(self) -> None:
+        for queue in (self._urgent, self._normal):
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    return
+        self._busy = False
 
 
-async def read_candidate(request: Request) -> RulePack:
-    """The request's body as a checked rule pack (400 naming the error, 413, 415)."""
+async def read_candidate(request: Request, key: KeyInfo, *, urgent: bool = False) -> RulePack:
+    """The request's body as a checked rule pack (400 naming the error, 413, 415), checked in
+    ``key``'s one :class:`PackChecks` slot (429); ``urgent`` for a ``PUT /v1/rules``."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in YAML_TYPES:
         raise RequestError(415, "unsupported_media_type", "send the rule pack as application/yaml")
@@ -96,16 +145,17 @@ async def read_candidate(request: Request) -> RulePack:
         raise RequestError(400, "invalid_rule_pack", "the rule pack is not UTF-8") from None
     checks: PackChecks = request.app.state.pack_checks
     try:
-        async with checks.slot():
+        async with checks.slot(key.key_id, urgent=urgent):
             return await run_in_threadpool(load_pack, text)
     except RulePackError as exc:
-        raise RequestError(400, "invalid_rule_pack", str(exc), {"where": exc.where}) from None
+        # a YAML error quotes the line at fault: never echo a card number back (nor into a log)
+        raise RequestError(400, "invalid_rule_pack", redact(str(exc)), {"where": redact(exc.where)}) from None
 
 
 async def get_rules(request: Request) -> Response:
-    authorize(request, "rules:read")
+    key = authorize(request, "rules:read")
     platform = platform_of(request)
-    body = await run_in_threadpool(describe, platform, platform.pack)
+    body = await run_in_threadpool(describe, platform, platform.pack, key)
     active = platform.packs.active()
     body["text"] = platform.pack.text
     body["activated_at"] = iso(active.created_at) if active else None
@@ -114,9 +164,9 @@ async def get_rules(request: Request) -> Response:
 
 
 async def validate_rules(request: Request) -> Response:
-    authorize(request, "rules:read")
+    key = authorize(request, "rules:write")  # a dry run of PUT: only pack authors need it
     platform = platform_of(request)
-    pack = await read_candidate(request)
+    pack = await read_candidate(request, key)
     dropped = platform.engine.dropped_state_names(pack)
     return json_response(
         {
@@ -132,7 +182,7 @@ async def validate_rules(request: Request) -> Response:
 async def put_rules(request: Request) -> Response:
     key = authorize(request, "rules:write")
     platform = platform_of(request)
-    pack = await read_candidate(request)
+    pack = await read_candidate(request, key, urgent=True)
     dropped = platform.engine.dropped_state_names(pack)
     version = await run_in_threadpool(platform.packs.activate, pack, f"key:{key.name}", platform.clock.time())
     platform.processor.request_reload(pack)

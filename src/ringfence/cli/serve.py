@@ -129,7 +129,7 @@ def dispatch(metrics_port: MetricsPortOption = None, host: HostOption = None, co
 
         def auto_resolve() -> dict[str, float]:
             active = packs.active()
-            return load_pack(active.text).auto_resolve if active is not None else {}
+            return load_pack(active.text, stored=True).auto_resolve if active is not None else {}
 
         metrics = Metrics()
         dispatcher = Dispatcher(

@@ -25,7 +25,8 @@ from ringfence.engine.features import AGGREGATIONS, LIFETIME_ONLY, NEEDS_OF, WIN
 from ringfence.engine.patterns import PatternSpec, StepSpec
 from ringfence.engine.rules import AUDIENCES, SEVERITIES, Output, RuleSpec, Template
 from ringfence.engine.schema import ANY, NUMBER, FieldType, data_schema
-from ringfence.errors import ExpressionError, RulePackError
+from ringfence.errors import ExpressionError, FieldError, RulePackError
+from ringfence.events.sensitive import PAN_MESSAGE, looks_like_pan, redact, scan
 from ringfence.events.types import BUILTIN_TYPES
 
 MAX_PACK_BYTES = 1024 * 1024
@@ -345,14 +346,38 @@ class _Loader:
         )
 
 
-def load_pack(text: str) -> RulePack:
-    """Parse and check a rule pack's YAML text. Raises RulePackError."""
+PACK_PAN_MESSAGE = "looks like a card number (PAN): a rule pack must not hold one"
+_COMMENT = re.compile(r"(?:^|\s)#(.*)$")  # may start inside a quoted scalar: that one is scanned too
+
+
+def _refuse_sensitive(raw: Any, text: str) -> None:
+    """Refuse a pack holding a card number, NUL or lone surrogate in any key or value, or a
+    card number in a comment: a pack is stored and shown to every ``rules:read`` key."""
+    errors: list[FieldError] = []
+    scan(raw, "", errors)
+    if errors:  # the path may hold the card number (an object key): redacted, like every echo
+        first = errors[0]
+        raise RulePackError(PACK_PAN_MESSAGE if first.message == PAN_MESSAGE else first.message, redact(first.field))
+    for number, line in enumerate(text.splitlines(), 1):  # comments: stored in the text, no scalar
+        comment = _COMMENT.search(line)
+        if comment is not None and looks_like_pan(comment.group(1)):
+            raise RulePackError(PACK_PAN_MESSAGE, f"line {number}")
+
+
+def load_pack(text: str, *, stored: bool = False) -> RulePack:
+    """Parse and check a rule pack's YAML text. Raises RulePackError.
+
+    ``stored``: a pack read back from the store was checked when it came in; it is not
+    refused again for sensitive values, so a check added later never stops a restart.
+    """
     if len(text.encode()) > MAX_PACK_BYTES:
         raise RulePackError(f"rule pack is larger than {MAX_PACK_BYTES} bytes")
     try:
         raw: Any = safe_yaml.load(text, _PackLoader)  # no anchors/aliases, bounded nodes and depth
     except yaml.YAMLError as exc:
-        raise RulePackError(f"invalid YAML: {exc}") from None
+        raise RulePackError(f"invalid YAML: {redact(str(exc))}") from None  # it quotes the line at fault
+    if not stored:
+        _refuse_sensitive(raw, text)
     try:
         doc = msgspec.convert(raw, PackDoc)
     except msgspec.ValidationError as exc:

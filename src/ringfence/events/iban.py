@@ -1,11 +1,19 @@
-"""IBANs in text (ISO 13616): found in any case, with spaces, dashes or dots, in full-width
-or other compatibility forms (read after NFKC), even glued to other characters, and told
-from look-alikes by the country's length and the mod-97 check digits."""
+"""IBANs in text (ISO 13616): found in any case, with runs of separators (any punctuation,
+symbol, space or invisible character), in full-width or other compatibility forms, with
+Cyrillic or Greek letters that look like Latin ones, even glued to other characters, and told
+from look-alikes by the country's length and the mod-97 check digits.
+
+Each character is read as one character (:func:`_reading`, cached per code point), so the
+text is searched in one linear pass and an IBAN is masked in place, the rest left as sent.
+"""
 
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
+
+from ringfence.events.reading import ReadingTable
 
 # IBAN length per country: SWIFT's IBAN registry, plus the countries that issue IBANs outside it.
 IBAN_LENGTHS: dict[str, int] = {
@@ -24,10 +32,43 @@ IBAN_LENGTHS: dict[str, int] = {
     "VG": 24, "XK": 20, "YE": 30,
 }  # fmt: skip
 MIN_IBAN = min(IBAN_LENGTHS.values())
-# separators people put inside an IBAN: spaces (NBSP, narrow ones), hyphen, dashes, dots
-_SEPARATORS = frozenset(" -.\u00a0\u2007\u202f\u2010\u2011\u2012\u2013\u2014\u2212")
-MAX_SEPARATOR_RUN = 3
-_START = re.compile(r"[A-Za-z]{2}[0-9]{2}")
+MAX_SEPARATOR_RUN = 5  # visible separators in a row; invisible characters are not counted
+_SEPARATOR = " "
+_INVISIBLE = "\u200b"
+_OTHER = "\ufffd"  # a character that is neither a letter, a digit nor a separator
+# Cyrillic and Greek capitals and small letters drawn like a Latin one
+_LOOKALIKES = dict(
+    zip(
+        "АВЕЅІЈКМНОРСТХУԌԚԜавеѕіјкмнорстхуԁһӏԛԝΑΒΕΖΗΙΚΜΝΟΡΤΥΧαβεικνορτυχ",
+        "ABESIJKMHOPCTXYGQWabesijkmhopctxydhlqwABEZHIKMNOPTYXabeikvoptux",
+        strict=True,
+    )
+)
+_GAP = "[ \u200b]*+"  # a separator or an invisible character, as read
+_START = re.compile(f"(?=([A-Za-z]){_GAP}([A-Za-z]){_GAP}[0-9]{_GAP}[0-9])")
+
+
+def _reading(code: int) -> str:
+    """One character as the IBAN search reads it: an ASCII letter or digit, a separator, an
+    invisible character, or another character."""
+    ch = chr(code)
+    if ch.isascii():
+        return ch if ch.isalnum() else _SEPARATOR
+    compatible = unicodedata.normalize("NFKC", ch)
+    if len(compatible) == 1:
+        ch = _LOOKALIKES.get(compatible, compatible)
+        if ch.isascii():
+            return ch if ch.isalnum() else _SEPARATOR
+    digit = unicodedata.digit(ch, None)
+    if digit is not None:
+        return str(digit)
+    category = unicodedata.category(ch)
+    if category in ("Mn", "Me", "Cf"):
+        return _INVISIBLE
+    return _SEPARATOR if category[0] in "PSZ" else _OTHER
+
+
+_READER = ReadingTable(_reading)
 
 
 def iban_valid(compact: str) -> bool:
@@ -36,65 +77,59 @@ def iban_valid(compact: str) -> bool:
     if IBAN_LENGTHS.get(compact[:2].upper()) != len(compact) or not compact.isascii() or not compact.isalnum():
         return False
     rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+    return int(rearranged.translate(_LETTER_NUMBERS)) % 97 == 1
 
 
-def _read(text: str, start: int, length: int) -> tuple[int, str]:
-    """From ``start``, up to ``length`` letters and digits with separator runs between them."""
-    chars: list[str] = []
-    i, run = start, 0
-    while i < len(text) and len(chars) < length:
-        ch = text[i]
-        if ch.isascii() and ch.isalnum():
-            chars.append(ch)
-            run = 0
-        elif ch in _SEPARATORS and run < MAX_SEPARATOR_RUN:
-            run += 1
-        else:
-            break
-        i += 1
-    return i, "".join(chars)
+def _iban_shape(length: int) -> re.Pattern[str]:
+    """``length`` letters and digits, with up to MAX_SEPARATOR_RUN separators (and any number of
+    invisible characters) between two of them; possessive, so one try is one pass."""
+    gap = f"(?:{_INVISIBLE}*+{_SEPARATOR}){{0,{MAX_SEPARATOR_RUN}}}+{_INVISIBLE}*+"
+    return re.compile(f"[A-Za-z0-9](?:{gap}[A-Za-z0-9]){{{length - 1}}}")
+
+
+_LETTER_NUMBERS = {ord(ch): str(int(ch, 36)) for ch in string.ascii_letters}  # ISO 7064: A=10 .. Z=35
+_SHAPES = {length: _iban_shape(length) for length in set(IBAN_LENGTHS.values())}
+_NOT_ALNUM = re.compile("[^A-Za-z0-9]+")
 
 
 def iban_spans(text: str) -> list[tuple[int, int, str]]:
     """Each IBAN in ``text``: its start, end and compact form."""
+    reading = text if text.isascii() and text.isalnum() else text.translate(_READER)
     found: list[tuple[int, int, str]] = []
     end = 0
-    for match in _START.finditer(text):
+    for match in _START.finditer(reading):
         if match.start() < end:
             continue
-        length = IBAN_LENGTHS.get(match.group()[:2].upper())
+        length = IBAN_LENGTHS.get((match.group(1) + match.group(2)).upper())
         if length is None:
             continue
-        stop, compact = _read(text, match.start(), length)
-        if len(compact) == length and iban_valid(compact):
-            found.append((match.start(), stop, compact))
-            end = stop
+        shaped = _SHAPES[length].match(reading, match.start())
+        if shaped is None:
+            continue
+        compact = _NOT_ALNUM.sub("", shaped.group())
+        if iban_valid(compact):
+            found.append((match.start(), shaped.end(), compact))
+            end = shaped.end()
     return found
 
 
 def mask_account(value: str) -> str:
     """Keep the first two (country) and last four characters: ``GB**************1234``."""
-    compact = "".join(ch for ch in value if ch not in _SEPARATORS)
+    reading = value.translate(_READER)  # one character for one: other characters are kept as sent
+    kept = (sent if read == _OTHER else read for sent, read in zip(value, reading, strict=True))
+    compact = "".join(ch for ch in kept if ch not in (_SEPARATOR, _INVISIBLE))
     if len(compact) <= 6:
         return "*" * len(compact)
     return compact[:2] + "*" * (len(compact) - 6) + compact[-4:]
 
 
 def mask_ibans(text: str) -> str:
-    """``text`` with every IBAN in it masked.
-
-    Text that is not ASCII is searched in its NFKC form (full-width letters and digits), and
-    comes back in that form when it holds an IBAN.
-    """
+    """``text`` with every IBAN in it masked (written in ASCII), the rest left as it is."""
     if len(text) < MIN_IBAN:
         return text
-    original = text
-    if not text.isascii():
-        text = unicodedata.normalize("NFKC", text)
     spans = iban_spans(text)
     if not spans:
-        return original
+        return text
     parts, last = [], 0
     for start, stop, compact in spans:
         parts += [text[last:start], mask_account(compact)]

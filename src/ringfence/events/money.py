@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, DecimalException, InvalidOperation
 
 # Active ISO 4217 codes whose minor unit is not 2 digits.
@@ -180,6 +181,11 @@ MAX_MAJOR_UNITS = Decimal(10) ** MAX_MAJOR_DIGITS
 MAX_AMOUNT_CHARS = 64  # longer strings are no amount (and Decimal would parse them slowly)
 
 
+# Python's Decimal also reads "1_000", "+5", " 5 ", "1e3", "NaN" and non-ASCII digits: an amount
+# is plain ASCII digits, so that what the bank sent and what Ringfence compares are the same text
+_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
 class MoneyError(ValueError):
     """An amount or currency is not valid; the message says why (without echoing the value),
     ``field`` which of the two is at fault."""
@@ -201,8 +207,8 @@ def to_decimal(value: int | float | str, currency: str, *, signed: bool = False)
         raise MoneyError("unknown ISO 4217 currency", "currency")
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise MoneyError("expected a number or decimal string")
-    if isinstance(value, str) and len(value) > MAX_AMOUNT_CHARS:
-        raise MoneyError("not a decimal number")
+    if isinstance(value, str) and (len(value) > MAX_AMOUNT_CHARS or _DECIMAL.fullmatch(value) is None):
+        raise MoneyError("not a decimal number: write digits, an optional '-' and '.' (e.g. \"1250.00\")")
     try:
         amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     except (InvalidOperation, ValueError):

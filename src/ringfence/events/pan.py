@@ -3,29 +3,34 @@
 A PAN is 13-19 digits whose issuer prefix and length belong to a card network and which
 pass the Luhn check. It counts when written as one digit run (leading zeros or not), or in
 a card-like grouping (4-4-4-4, 4-6-5, 4-4-4-4-3, ...) with runs of up to five separators:
-spaces (NBSP and the other Unicode spaces too), dashes, ``.`` ``/`` ``_`` ``,`` ``:`` ``|``
-``+`` ``;`` ``*`` ``'`` ``~``, bullets and middle dots. Text is normalised first: NFKC
-(full-width digits, superscripts), every Unicode decimal digit to its ASCII digit, and every
-combining mark or format character (categories Mn, Me, Cf: zero-width spaces, soft hyphens,
-accents, keycaps) read both as nothing and as a separator.
+every ASCII character that is no letter nor digit, and every Unicode punctuation, symbol or
+space (categories P*, S*, Z*). Each character is read once (cached per code point): every
+character with a ``unicodedata.digit`` value (full-width, superscript, circled, dingbat,
+parenthesized digits) as its ASCII digit, a character whose NFKC form holds digits (``⑩``)
+as that form, and every combining mark or format character (categories Mn, Me, Cf: zero-width
+spaces, soft hyphens, accents, keycaps) both as nothing and as a separator.
 
-Identifiers hold digit runs by chance. A digit group glued to letters is taken out of its run
-when its token (its letters and digits) is a hex token, a hash or a UUID (``b630`` of
-``b630-172501440767`` is no Maestro card; ``0x`` counts as hex); glued to any other word
-(``Visa4111 1111 1111 1111``, ``card4111111111111111``) it stays: a card number with a label
-stuck to it is still a card number. A chain right after ``+`` of at most 15 digits, or a
-run of ``00`` and at most 15 digits, is a phone number (E.164), not a card.
+A letter ends a digit group: a card number with a label or hex letters stuck to it
+(``Visa4111 1111 1111 1111``, ``cafe4111111111111111beef``) is still a card number. Only
+identifiers by shape are taken out before the scan: canonical UUIDs (any case, in braces,
+after ``urn:uuid:``) and hex hashes of the standard lengths (32, 40, 56, 64, 96 or 128 hex
+characters, ``0x`` or not) standing apart from other letters and digits. A chain right after
+``+`` of at most 15 digits, or a run of ``00`` and at most 15 digits, is a phone number
+(E.164), not a card.
 
-Every step is linear in the length of the text: one regex pass finds the digit chains, one
-pass over the tokens decides which groups are glued to a hex token.
+Every step is linear in the length of the text: one regex pass finds the digit chains; only
+text holding one is searched for identifiers (taking them out only ever breaks chains).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import sys
 import unicodedata
 from collections.abc import Iterator
+
+from ringfence.events.reading import ReadingTable
 
 MIN_PAN_DIGITS, MAX_PAN_DIGITS = 13, 19
 MAX_PHONE_DIGITS = 15  # E.164
@@ -73,22 +78,30 @@ _NETWORKS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("9860", "9860", (16,)),  # Humo
 )
 
-_ASCII_SEPARATORS = "\t\n\r\f\v -./_,:|+;*'~"  # Unicode ones become a space when normalised
-# Unicode separators beyond the spaces (Z*) and dashes (Pd): dots, bullets, quotes, blanks
-_OTHER_SEPARATORS = frozenset(
-    "\u00b7\u02b9\u02bc\u0387\u2018\u2019\u2022\u2023\u2024\u2027\u2043\u2212\u2219\u22c5\u2800\u2e31\u30fb\uff65"
-)
+# Inside the scanned text every ASCII character that is not a letter or a digit is a separator;
+# every Unicode punctuation, symbol or space (P*, S*, Z*) is read as a space first.
+_SEP = "[\\x00-\\x2f\\x3a-\\x40\\x5b-\\x60\\x7b-\\x7f]"
 # Hangul fillers are letters (Lo) that render as nothing
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 _INVISIBLE = "\ufdd0"  # a noncharacter marks where an invisible character was
+_INVISIBLE_CATEGORIES = frozenset({"Mn", "Me", "Cf", "Cc", "Cs"})
 _INVISIBLE_RUN = re.compile(f"{_INVISIBLE}+")
-_SEP = f"[{re.escape(_ASCII_SEPARATORS)}]"
 # 13 or more digits and separator runs, from the start of a digit run to a digit; possessive,
 # and never starting inside a run, so each character is looked at a bounded number of times
 _CHAIN = re.compile(rf"(?<![0-9])[0-9](?:[0-9]|{_SEP}{{1,{MAX_SEPARATOR_RUN}}}+(?=[0-9])){{12,}}+")
 _SEPARATOR_RUN = re.compile(f"{_SEP}+")
-_TOKEN = re.compile(r"[^\W_]+")  # letters and digits: what ``str.isalnum`` accepts
-_HEX_TOKEN = re.compile(r"(?:0[xX])?[0-9A-Fa-f]+")
+
+# Identifiers by shape, taken out of the text before the scan: canonical UUIDs (any case, in
+# braces or after ``urn:uuid:`` too, since those are separators) and hex hashes of the standard
+# lengths (MD5 to SHA-512), bounded by characters that are no letter nor digit.
+_HASH_LENGTHS = frozenset({32, 40, 56, 64, 96, 128})
+_IDENTIFIER = re.compile(
+    r"(?<![0-9A-Za-z])(?:"
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+    r"|(?:0[xX])?(?P<hex>[0-9A-Fa-f]{32,128}+)"
+    r")(?![0-9A-Za-z])"
+)
+_NEUTRAL = "x"  # what an identifier is read as: neither a digit nor a separator
 
 
 def luhn_valid(digits: str) -> bool:
@@ -115,79 +128,98 @@ def is_card_number(digits: str) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=8192)
-def _reading(code: int) -> str:
-    """How the PAN search reads one character of NFKC text."""
-    ch = chr(code)
-    if code < 128:
-        return ch
-    digit = unicodedata.decimal(ch, None)
+def _read_normalised(ch: str) -> str:
+    """How the PAN search reads one character that NFKC leaves alone."""
+    digit = unicodedata.digit(ch, None)
     if digit is not None:
         return str(digit)
     category = unicodedata.category(ch)
-    if category in ("Mn", "Me", "Cf", "Cc", "Cs") or ch in _BLANK_LETTERS or ch == _INVISIBLE:
+    if category in _INVISIBLE_CATEGORIES or ch in _BLANK_LETTERS or ch == _INVISIBLE:
         return _INVISIBLE
-    if category[0] == "Z" or category == "Pd" or ch in _OTHER_SEPARATORS:
+    if category[0] in "PSZ" or (ch.isascii() and not ch.isalnum()):
         return " "
     return ch
 
 
-class _Reader(dict[int, str]):
-    """``str.translate`` table that reads every character with :func:`_reading`."""
+def _reading(code: int) -> str:
+    """How the PAN search reads one character: its digit (``unicodedata.digit``, so circled and
+    dingbat digits too), a space for a separator, the invisible mark, or its NFKC letters."""
+    ch = chr(code)
+    if code < 128:
+        return ch  # as the ASCII path reads it: a tab or a newline separates
+    if unicodedata.digit(ch, None) is not None or unicodedata.category(ch) in _INVISIBLE_CATEGORIES:
+        return _read_normalised(ch)
+    compatible = unicodedata.normalize("NFKC", ch)
+    if compatible == ch:
+        return _read_normalised(ch)
+    if any(c.isdigit() for c in compatible):
+        return "".join(map(_read_normalised, compatible))  # ⑩, "1日"
+    if unicodedata.category(ch)[0] in "PSZ":
+        return " "  # every punctuation, symbol or space separates, even "™" or "(a)"
+    if compatible.isascii():
+        return compatible  # full-width and mathematical letters (hex identifiers)
+    return _read_normalised(ch)  # a ligature of letters (U+FDFA): one letter is enough
 
-    def __missing__(self, code: int) -> str:
-        return _reading(code)
+
+_READER = ReadingTable(_reading)
 
 
-_READER = _Reader({code: chr(code) for code in range(128)})
+@functools.cache
+def _digit_like() -> re.Pattern[str]:
+    """The characters beyond ASCII that read as a digit, for a quick first look (built on first
+    use, in about 0.1 s): every one whose ``unicodedata.digit`` or NFKC form holds a digit."""
+    ranges: list[list[int]] = []
+    for code in range(128, sys.maxunicode + 1):
+        ch = chr(code)
+        if not ch.isdigit() and not (
+            unicodedata.decomposition(ch) and any(c.isdigit() for c in unicodedata.normalize("NFKC", ch))
+        ):
+            continue
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return re.compile("[0-9" + "".join(f"{chr(low)}-{chr(high)}" for low, high in ranges) + "]")
 
 
 def normalised_forms(text: str) -> list[str]:
     """``text`` as the PAN search reads it: ASCII digits and ASCII separators.
 
     Two forms when ``text`` holds invisible characters: removed, and read as one separator.
+    No form at all when it holds no character that reads as a digit: it holds no card number.
     """
     if text.isascii():
         return [text]
-    text = unicodedata.normalize("NFKC", text).translate(_READER)
+    if _digit_like().search(text) is None:
+        return []
+    text = text.translate(_READER)
     if _INVISIBLE not in text:
         return [text]
     return [text.replace(_INVISIBLE, ""), _INVISIBLE_RUN.sub(" ", text)]
 
 
-class _Tokens:
-    """The alphanumeric tokens of a text, walked once from left to right."""
+def _without_identifiers(text: str) -> str:
+    """``text`` with its UUIDs and standard-length hex hashes each read as one neutral letter."""
 
-    def __init__(self, text: str) -> None:
-        self._matches = _TOKEN.finditer(text)
-        self._current: re.Match[str] | None = None
-        self._hex = False
+    def neutral(match: re.Match[str]) -> str:
+        hex_digits = match.group("hex")
+        return match.group() if hex_digits is not None and len(hex_digits) not in _HASH_LENGTHS else _NEUTRAL
 
-    def hex_at(self, position: int) -> bool:
-        """True if the token holding ``position`` is a hex token; positions must not go back."""
-        while self._current is None or self._current.end() <= position:
-            self._current = next(self._matches)
-            self._hex = _HEX_TOKEN.fullmatch(self._current.group()) is not None
-        return self._hex
+    return _IDENTIFIER.sub(neutral, text)
 
 
 def _digit_groups(text: str) -> Iterator[list[str]]:
-    """Runs of digit groups joined by separators, without the groups glued to a hex token
-    and without phone numbers."""
-    tokens = _Tokens(text)
+    """Runs of digit groups joined by separators, without phone numbers.
+
+    A letter, like any character that is no digit nor separator, ends a run: a label glued to a
+    card number does not hide it.
+    """
     for match in _CHAIN.finditer(text):
-        start, end = match.span()
+        start = match.start()
         groups = _SEPARATOR_RUN.split(match.group())
         if start and text[start - 1] == "+" and sum(map(len, groups)) <= MAX_PHONE_DIGITS:
             continue
-        glued_left = start > 0 and text[start - 1].isalnum()
-        glued_right = end < len(text) and text[end].isalnum()
-        if glued_left and tokens.hex_at(start):
-            groups.pop(0)
-        if groups and glued_right and tokens.hex_at(end - 1):
-            groups.pop()
-        if groups:
-            yield groups
+        yield groups
 
 
 def _zero_padded_pan(run: str) -> bool:
@@ -219,11 +251,14 @@ def _pan_in(groups: list[str]) -> bool:
 
 def looks_like_pan(text: str) -> bool:
     """True if ``text`` holds a plausible card number (see the module docstring)."""
-    if text.isascii():  # the common case, kept fast: one regex scan finds nothing
-        if len(text) < MIN_PAN_DIGITS or _CHAIN.search(text) is None:
-            return False
-        return any(_pan_in(groups) for groups in _digit_groups(text))
-    return any(_pan_in(groups) for form in normalised_forms(text) for groups in _digit_groups(form))
+    for form in normalised_forms(text):
+        # the common case, kept fast: one regex scan finds no chain (taking identifiers out
+        # only ever breaks chains)
+        if len(form) < MIN_PAN_DIGITS or _CHAIN.search(form) is None:
+            continue
+        if any(_pan_in(groups) for groups in _digit_groups(_without_identifiers(form))):
+            return True
+    return False
 
 
 def number_is_pan(value: int | float) -> bool:

@@ -346,7 +346,8 @@ class Processor:
         self.store.write_state_behind(now)  # idle time writes the engine state behind
         if now - self._last_expire >= EXPIRE_EVERY_S and self.engine.max_event_time:
             self._last_expire = now
-            watermark = min(self.engine.max_event_time.values()) - self.engine.allowed_lateness_s
+            # never past the wall clock: events a few minutes ahead must not expire others' state early
+            watermark = min(*self.engine.max_event_time.values(), now) - self.engine.allowed_lateness_s
             if self.engine.expire(watermark):
                 self.store.commit_batch([], Checkpoint(self.name, self.offset, self.engine.take_changes()), now)
         if self.retention_s is not None and now - self._last_retention >= RETENTION_EVERY_S:

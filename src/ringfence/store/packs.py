@@ -66,7 +66,7 @@ class PackRepository:
         not the active one), else the last one activated, else the packaged default."""
         active = self.active()
         if rule_pack is None and active is not None:
-            return load_pack(active.text)
+            return load_pack(active.text, stored=True)
         pack = load_pack_file(rule_pack)
         if active is None or active.digest != pack.digest:
             self.activate(pack, f"settings ({rule_pack or 'the default pack'})", now)

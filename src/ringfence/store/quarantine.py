@@ -22,7 +22,7 @@ import msgspec
 
 from ringfence.clock import iso
 from ringfence.errors import NotFound, StoreError
-from ringfence.events.sensitive import mask_ibans
+from ringfence.events.sensitive import redact
 from ringfence.store.connection import Connection
 
 if TYPE_CHECKING:
@@ -44,7 +44,8 @@ _COLUMNS = (
 def reason_of(error: BaseException) -> str:
     """Why an event failed, for the quarantine row: the exception's type and message, cut
     short, with anything shaped like a card or account number masked."""
-    message = _DIGIT_RUN.sub("[digits]", mask_ibans(str(error)))[:REASON_CHARS]
+    # redact() stars out a card number in any spelling and masks IBANs; long digit runs go too
+    message = _DIGIT_RUN.sub("[digits]", redact(str(error)[: REASON_CHARS * 4]))[:REASON_CHARS]
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 

@@ -229,7 +229,7 @@ class KafkaPlatform:
             try:
                 active = self.packs.active()
                 if active is not None and active.digest != self.engine.pack.digest:
-                    pack = load_pack(active.text)
+                    pack = load_pack(active.text, stored=True)
                     self.plan = plan_stages(pack)
                     self.engine = self.engine.reloaded(pack)
                 self.engine.lists.update({k: v for k, v in self.packs.lists().items() if k in self.engine.pack.lists})

@@ -599,7 +599,11 @@ class ProcessWorker:
         except RingfenceError:
             log.warning("cannot read the rule pack from the store; keeping the running one", exc_info=True)
             return
-        if active is not None and active.digest != self.plan.pack.digest and self.reload(load_pack(active.text)):
+        if (
+            active is not None
+            and active.digest != self.plan.pack.digest
+            and self.reload(load_pack(active.text, stored=True))
+        ):
             log.info("worker %s runs rule pack %s", self.worker_id, active.version)
         for task in self.tasks.values():
             task.engine.lists.update({k: v for k, v in self._lists.items() if k in task.stage.pack.lists})

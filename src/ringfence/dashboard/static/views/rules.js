@@ -1,15 +1,18 @@
 // Rules: the loaded pack, each detection's mode and recent hits, and a validator for a
 // candidate pack pasted as YAML.
-import { api } from "../api.js";
+import { api, can, session } from "../api.js";
 import { h, field, table, time, badge, number, errorBox, section } from "../ui.js";
 
 function hits(counts, mode) {
-  return number((counts || {})[mode] || 0);
+  // null: the detection's audience is not one this key sees (its hits count another desk's alerts)
+  return counts === null ? "—" : number((counts || {})[mode] || 0);
 }
 
 export async function render(main) {
   document.title = "Rules · Ringfence";
   const pack = await api("/v1/rules");
+  const me = await session().catch(() => ({}));
+  const author = can(me, "rules:write");  // validating is a dry run of PUT /v1/rules
   const rows = pack.detections.map((d) => h("tr", { "data-rule-id": d.id },
     h("th", { scope: "row" }, h("a", { href: `/?rule_id=${encodeURIComponent(d.id)}` }, d.id), h("div", { class: "muted small" }, d.description)),
     h("td", {}, d.kind),
@@ -48,5 +51,7 @@ export async function render(main) {
       h("dt", {}, "Contents"), h("dd", {}, `${pack.detections.length} detections, ${pack.features.length} features, ${pack.anomalies.length} anomaly detectors`)),
     section("Detections and hits",
       table("Detections", ["Detection", "Kind", "Mode", "Severity", "Audience", "Live 1 h", "Shadow 1 h", "Live 24 h", "Shadow 24 h"], rows)),
-    section("Validate a candidate pack", h("p", { class: "muted" }, "Paste a pack; nothing is activated here."), form, result));
+    author
+      ? section("Validate a candidate pack", h("p", { class: "muted" }, "Paste a pack; nothing is activated here."), form, result)
+      : section("Validate a candidate pack", h("p", { class: "muted", id: "validate-needs-write" }, "Validating a candidate pack needs a key with rules:write.")));
 }
