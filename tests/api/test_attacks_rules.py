@@ -23,6 +23,7 @@ from ringfence.runtimes.backtest import GRACE_S
 from ringfence.testing import EmbeddedServer, create_key, event, ringfence_cli, start_server
 from tests.api.test_events_api import post, uid
 from tests.engine.test_yaml_limits import ACCEPTED_WORST_CASES, billion_laughs
+from tests.runtimes.test_backtest_child import backtest_children
 
 YAML = {"Content-Type": "application/yaml"}
 NDJSON = {**YAML, "Accept": "application/x-ndjson"}
@@ -97,20 +98,6 @@ def healthz_s(server: EmbeddedServer) -> float:
     started = time.monotonic()
     assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
     return time.monotonic() - started
-
-
-def backtest_children(pid: int) -> list[int]:
-    """The server's live back-test child processes."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z" and b"ringfence.runtimes.backtest" in cmdline:
-            found.append(int(stat.parent.name))
-    return found
 
 
 # -- item 3: YAML alias expansion ------------------------------------------------------------------

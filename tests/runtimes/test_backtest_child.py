@@ -55,8 +55,9 @@ def job(path: Path, **changes: Any) -> BacktestJob:
     return BacktestJob(**fields)
 
 
-def backtest_children() -> list[int]:
-    """Pids of this process's back-test children still alive (Linux /proc)."""
+def backtest_children(parent: int | None = None) -> list[int]:
+    """Pids of the back-test children of ``parent`` (default: this process) still alive (Linux /proc)."""
+    parent = os.getpid() if parent is None else parent
     pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -64,7 +65,7 @@ def backtest_children() -> list[int]:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"ringfence.runtimes.backtest" in cmdline:
+        if int(fields[1]) == parent and fields[0] != "Z" and b"ringfence.runtimes.backtest" in cmdline:
             pids.append(int(stat.parent.name))
     return pids
 
