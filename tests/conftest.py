@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ringfence.bench.servers import EmbeddedServer, create_key, start_server
 from ringfence.store.sql import SqlStore
-from ringfence.testing import EmbeddedServer, RecordingReceiver, create_key, start_server
+from tests.helpers.receivers import RecordingReceiver
 from tests.servers import KafkaBroker, PostgresCluster, Unavailable, unavailable
 
 

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ringfence.bench.servers import create_key, start_server
 from ringfence.simulate import Traffic
-from ringfence.testing import create_key, start_server
 from tests.runtimes.test_crash_recovery import all_alerts, post_batch
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ringfence.testing import free_port
+from ringfence.bench.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_POM = ROOT / "scripts" / "kafka" / "pom.xml"

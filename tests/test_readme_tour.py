@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ringfence.testing import free_port
+from ringfence.bench.servers import free_port
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 pytestmark = pytest.mark.integration

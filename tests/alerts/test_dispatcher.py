@@ -13,12 +13,15 @@ from aiosmtpd.controller import Controller
 from ringfence.alerts import Action
 from ringfence.alerts.config import build_config
 from ringfence.alerts.dispatcher import Dispatcher
+from ringfence.alerts.model import AlertQuery
 from ringfence.alerts.notify.webhook import verify
+from ringfence.bench.servers import free_port
 from ringfence.metrics import Metrics
-from ringfence.store import AlertQuery, Checkpoint
+from ringfence.store import Checkpoint
 from ringfence.store.notifications import NotificationStore
 from ringfence.store.sql import SqlStore
-from ringfence.testing import FixedClock, RecordingReceiver, free_port
+from ringfence.testing import FixedClock
+from tests.helpers.receivers import RecordingReceiver
 from tests.store.test_sqlite_store import signal
 
 SECRET = "s3cret-for-tests"

@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from ringfence.api.ratelimit import TokenBuckets
+from ringfence.bench.servers import create_key, start_server
 from ringfence.errors import RequestError
-from ringfence.testing import FixedClock, create_key, event, start_server
+from ringfence.testing import FixedClock, event
 
 
 def test_token_buckets_refill_at_their_rate() -> None:

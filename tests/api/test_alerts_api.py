@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from ringfence.testing import EmbeddedServer, event
+from ringfence.bench.servers import EmbeddedServer
+from ringfence.testing import event
 from tests.api.test_events_api import post, risky_transfer, uid
 from tests.conftest import Keys
 

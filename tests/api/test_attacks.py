@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ringfence.testing import EmbeddedServer, create_key, event, free_port, ringfence_cli
+from ringfence.bench.servers import EmbeddedServer, create_key, free_port, ringfence_cli
+from ringfence.testing import event
 from tests.api.test_events_api import alerts_for, post, risky_transfer, uid
 from tests.conftest import Keys
 

@@ -22,12 +22,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ringfence.api.silences import MAX_CURRENT_SILENCES
+from ringfence.bench.servers import EmbeddedServer, create_key, ringfence_cli, start_server
 from ringfence.config import DEFAULT_PARTITIONS
 from ringfence.events.model import Event
 from ringfence.log.base import partition_of_key
-from ringfence.log.sqlite import SqliteLog
-from ringfence.runtimes.embedded import STORE_FILE
-from ringfence.testing import EmbeddedServer, create_key, event, ringfence_cli, start_server
+from ringfence.runtimes.embedded.journal import SqliteLog
+from ringfence.runtimes.embedded.platform import STORE_FILE
+from ringfence.testing import event
 from tests.api.test_events_api import post, risky_transfer, uid
 
 OPENAPI = Path(__file__).resolve().parents[2] / "src" / "ringfence" / "api" / "openapi.json"

@@ -21,10 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ringfence.bench.servers import EmbeddedServer, create_key, ringfence_cli, start_server
 from ringfence.engine.pack import default_pack_text
 from ringfence.events.pan import luhn_valid
 from ringfence.events.types import BUILTIN_TYPES
-from ringfence.testing import EmbeddedServer, create_key, event, ringfence_cli, start_server
+from ringfence.testing import event
 from tests.runtimes.test_ingest_worker import ingest_workers
 
 CUSTOM = "acme.loan"

@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ringfence.testing import EmbeddedServer, create_key, event, start_server
+from ringfence.bench.servers import EmbeddedServer, create_key, start_server
+from ringfence.testing import event
 
 PACK = """
 version: {version}

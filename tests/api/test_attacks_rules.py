@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from ringfence.bench.servers import EmbeddedServer, create_key, ringfence_cli, start_server
 from ringfence.engine import default_pack_text
 from ringfence.runtimes.backtest import GRACE_S
-from ringfence.testing import EmbeddedServer, create_key, event, ringfence_cli, start_server
+from ringfence.testing import event
 from tests.api.test_events_api import post, uid
 from tests.engine.test_yaml_limits import ACCEPTED_WORST_CASES, billion_laughs
 from tests.runtimes.test_backtest_child import backtest_children

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ringfence.testing import EmbeddedServer, create_key, free_port, start_server
+from ringfence.bench.servers import EmbeddedServer, create_key, free_port, start_server
 
 HEAD_TIMEOUT_S = 2.0
 IDLE_CONNECTIONS = 1_100

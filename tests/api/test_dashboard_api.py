@@ -7,7 +7,8 @@ import time
 
 import httpx
 
-from ringfence.testing import EmbeddedServer, event, ringfence_cli
+from ringfence.bench.servers import EmbeddedServer, ringfence_cli
+from ringfence.testing import event
 from tests.api.test_events_api import alerts_for, post, risky_transfer, uid
 from tests.conftest import Keys
 

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ringfence.testing import EmbeddedServer, event
+from ringfence.bench.servers import EmbeddedServer
+from ringfence.testing import event
 from tests.conftest import Keys
 
 

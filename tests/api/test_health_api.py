@@ -8,7 +8,7 @@ from importlib import resources
 import httpx
 
 from ringfence.api.app import ROUTES
-from ringfence.testing import EmbeddedServer
+from ringfence.bench.servers import EmbeddedServer
 from tests.conftest import Keys
 
 

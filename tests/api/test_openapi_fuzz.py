@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from ringfence.testing import create_key, start_server
+from ringfence.bench.servers import create_key, start_server
 from tests.api.fuzz_hooks import HOSTILE_INTEGERS, INTEGER_PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[2]

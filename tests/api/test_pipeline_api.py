@@ -12,9 +12,11 @@ from typing import Any
 
 import httpx
 
-from ringfence.testing import EmbeddedServer, RecordingReceiver, create_key, event, start_server
+from ringfence.bench.servers import EmbeddedServer, create_key, start_server
+from ringfence.testing import event
 from tests.api.test_events_api import alerts_for, post, risky_transfer, uid
 from tests.conftest import Keys
+from tests.helpers.receivers import RecordingReceiver
 
 
 def rfc3339(delta_s: float) -> str:

@@ -25,7 +25,8 @@ import httpx
 import pytest
 
 from ringfence.api.app import ROUTES
-from ringfence.testing import EmbeddedServer, create_key, event, ringfence_cli, start_server
+from ringfence.bench.servers import EmbeddedServer, create_key, ringfence_cli, start_server
+from ringfence.testing import event
 from tests.api.test_events_api import risky_transfer, uid
 
 OPENAPI = Path(__file__).resolve().parents[2] / "src" / "ringfence" / "api" / "openapi.json"

@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ringfence.bench.servers import EmbeddedServer, create_key, run_embedded
 from ringfence.engine import default_pack_text
-from ringfence.testing import EmbeddedServer, create_key, event, run_embedded
+from ringfence.testing import event
 from tests.api.test_events_api import post, uid
 from tests.conftest import Keys
 

@@ -12,7 +12,8 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ringfence.testing import event, ringfence_cli, run_embedded
+from ringfence.bench.servers import ringfence_cli, run_embedded
+from ringfence.testing import event
 
 
 def sign(private: ed25519.Ed25519PrivateKey, body: bytes, timestamp: int) -> dict[str, str]:

@@ -96,7 +96,7 @@ class Deployment:
             assert json.loads(reply["body"])["rejected"] == []
 
     def alerts(self) -> dict[str, tuple[str, int]]:
-        from ringfence.store.base import AlertQuery
+        from ringfence.alerts.model import AlertQuery
 
         found: dict[str, tuple[str, int]] = {}
         cursor = None

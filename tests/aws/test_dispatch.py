@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 import ringfence
-from ringfence.alerts.model import alert_id
+from ringfence.alerts.model import AlertQuery, alert_id
 from ringfence.runtimes.aws.dispatch import notification_id
 from ringfence.runtimes.aws.handlers import api_event
-from ringfence.store.base import AlertQuery
-from ringfence.testing import RecordingReceiver, event
+from ringfence.testing import event
 from tests.aws.conftest import ANALYST, Deployment, DeploymentFactory, http_event
+from tests.helpers.receivers import RecordingReceiver
 
 SECRET = "webhook-secret-for-tests"
 

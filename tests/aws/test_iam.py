@@ -17,8 +17,9 @@ from ringfence.config import load_settings
 from ringfence.runtimes.aws.handlers import AwsRuntime, api_event, dispatch_event, ingest_event, process_event
 from ringfence.runtimes.aws.local import KinesisSource, QueueSource, load_template, provision
 from ringfence.runtimes.aws.resources import AwsClients, AwsNames
-from ringfence.testing import RecordingReceiver, event
+from ringfence.testing import event
 from tests.aws.conftest import ANALYST, PRODUCER, READER, REGION, http_event
+from tests.helpers.receivers import RecordingReceiver
 
 FUNCTIONS = {
     "ingest": "IngestFunction",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from ringfence.testing import create_key, ringfence_cli, run_embedded
+from ringfence.bench.servers import create_key, ringfence_cli, run_embedded
 
 
 def test_keys_create_on_a_fresh_data_dir_prints_the_key_last(tmp_path: Path) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ringfence.runtimes.embedded import open_store
+from ringfence.bench.servers import ringfence_cli
+from ringfence.runtimes.embedded.platform import open_store
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineRepository, write
-from ringfence.testing import ringfence_cli
 from tests.factories import T0
 
 

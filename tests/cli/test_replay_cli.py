@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from ringfence.testing import create_key, event, ringfence_cli, run_embedded
+from ringfence.bench.servers import create_key, ringfence_cli, run_embedded
+from ringfence.testing import event
 
 
 def write_events(path: Path, *, invalid: int = 0) -> list[dict[str, object]]:

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ringfence.testing import event, free_port, ringfence_cli, start_server
+from ringfence.bench.servers import free_port, ringfence_cli, start_server
+from ringfence.testing import event
 
 
 def test_up_demo_prints_a_key_and_its_traffic_raises_alerts(tmp_path: Path) -> None:

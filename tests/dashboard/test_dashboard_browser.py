@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ringfence.testing import EmbeddedServer, create_key, event, start_server
+from ringfence.bench.servers import EmbeddedServer, create_key, start_server
+from ringfence.testing import event
 from tests.api.test_events_api import post, risky_transfer, uid
 
 LIVE_TIMEOUT_MS = 15_000

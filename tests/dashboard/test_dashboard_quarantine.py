@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ringfence.testing import EmbeddedServer, create_key, start_server
+from ringfence.bench.servers import EmbeddedServer, create_key, start_server
 from tests.api.test_attacks_quarantine import PACK, YAML, alerted, post, score
 from tests.dashboard.test_dashboard_browser import LIVE_TIMEOUT_MS, Session
 

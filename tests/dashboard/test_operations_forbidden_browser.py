@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ringfence.testing import ringfence_cli, start_server
+from ringfence.bench.servers import ringfence_cli, start_server
 from tests.dashboard.test_dashboard_browser import Session
 
 

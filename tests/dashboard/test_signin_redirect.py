@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from ringfence.testing import EmbeddedServer, create_key, start_server
+from ringfence.bench.servers import EmbeddedServer, create_key, start_server
 
 # as they appear in the query string (already URL-encoded where a browser would encode them)
 HOSTILE_NEXT = [

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ringfence.testing import free_port, wait_until_healthy
+from ringfence.bench.servers import free_port, wait_until_healthy
 from tests.servers import KafkaBroker, PostgresCluster
 
 PARTITIONS = 4

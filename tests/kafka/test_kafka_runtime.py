@@ -17,8 +17,8 @@ from ringfence.engine.features import decode_state
 from ringfence.engine.pack import load_pack_file
 from ringfence.runtimes.kafka.topics import topics_of
 from ringfence.runtimes.kafka.worker import read_changelogs
-from ringfence.testing import RecordingReceiver
 from tests import parity
+from tests.helpers.receivers import RecordingReceiver
 from tests.kafka.conftest import PARTITIONS, KafkaStack, Service
 from tests.runtimes.test_crash_recovery import all_alerts, post_batch
 

@@ -19,9 +19,9 @@ import pytest
 
 from ringfence.engine import default_pack_text
 from ringfence.events.decode import validate_event
-from ringfence.log.sqlite import SqliteLog
 from ringfence.runtimes import backtest
 from ringfence.runtimes.backtest import BacktestFailed, BacktestJob, run_in_child, run_job, start_child
+from ringfence.runtimes.embedded.journal import SqliteLog
 from ringfence.testing import event
 
 T = TypeVar("T")

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
+from ringfence.bench.servers import EmbeddedServer, create_key, start_server
 from ringfence.simulate import Traffic
-from ringfence.testing import EmbeddedServer, create_key, start_server
 
 BATCH = 100
 

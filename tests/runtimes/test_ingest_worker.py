@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from ringfence.bench import procstat
-from ringfence.runtimes.ingest_worker import IngestRequest, serve
-from ringfence.testing import create_key, event, start_server
+from ringfence.bench.servers import create_key, start_server
+from ringfence.runtimes.embedded.ingest_worker import IngestRequest, serve
+from ringfence.testing import event
 from tests.api.test_events_api import alerts_for, post, risky_transfer, uid
 
 

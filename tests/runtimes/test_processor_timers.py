@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ringfence.alerts.model import AlertQuery
 from ringfence.engine import Engine, load_pack
-from ringfence.log import SqliteLog
 from ringfence.metrics import Metrics
-from ringfence.runtimes.processor import Processor
-from ringfence.store import AlertQuery, SqliteStore
+from ringfence.runtimes.embedded.journal import SqliteLog
+from ringfence.runtimes.embedded.processor import Processor
+from ringfence.store import SqliteStore
 from ringfence.testing import FixedClock
 from tests.factories import T0, ev
 

@@ -17,13 +17,14 @@ from typing import Any
 
 import pytest
 
+from ringfence.alerts.model import AlertQuery
 from ringfence.engine import Engine, load_pack
 from ringfence.engine.pack import RulePack
 from ringfence.events.model import Event
-from ringfence.log import SqliteLog
 from ringfence.metrics import Metrics
-from ringfence.runtimes.processor import Processor
-from ringfence.store import AlertQuery, SqliteStore
+from ringfence.runtimes.embedded.journal import SqliteLog
+from ringfence.runtimes.embedded.processor import Processor
+from ringfence.store import SqliteStore
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineRepository, is_store_failure, reason_of, write
 from ringfence.testing import FixedClock
 from tests.factories import T0
@@ -202,7 +203,7 @@ def test_a_transient_store_failure_is_retried_not_quarantined(tmp_path: Path, mo
     [
         ("engine", "ringfence.engine.engine.Engine.process"),
         ("state codec", "ringfence.engine.engine.encode_state"),
-        ("decoder", "ringfence.runtimes.processor.decode_event"),
+        ("decoder", "ringfence.runtimes.embedded.processor.decode_event"),
     ],
 )
 def test_any_exception_of_the_decoder_engine_or_codec_quarantines_only_its_event(

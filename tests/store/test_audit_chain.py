@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from ringfence.bench.servers import ringfence_cli
 from ringfence.errors import StoreError
 from ringfence.store import SqliteStore
 from ringfence.store.sql import SqlStore
-from ringfence.testing import ringfence_cli
 
 
 def trail(path: Path, key: bytes | None = None, entries: int = 5) -> SqliteStore:

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from ringfence.alerts import Action, alert_id
+from ringfence.alerts.model import AlertQuery
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import NotFound, StoreError
-from ringfence.store import AlertQuery, Checkpoint, SqliteStore
+from ringfence.store import Checkpoint, SqliteStore
 from ringfence.store.sql import SqlStore
 
 

@@ -23,11 +23,12 @@ from ringfence.alerts.grouping import after_flush, group_key, new_group, on_chan
 from ringfence.alerts.matchers import all_match
 from ringfence.alerts.model import ACTIVE_STATUSES
 from ringfence.alerts.notify import Notifier, Outcome, notifiers_of
+from ringfence.alerts.silences import Silence
 from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, iso
 from ringfence.metrics import Metrics
 from ringfence.store.connection import Connection
-from ringfence.store.notifications import NotificationStore, Silence
+from ringfence.store.notifications import NotificationStore
 from ringfence.store.sql import SYSTEM_ACTOR, SqlStore
 
 CLAIM_LEASE_S = 120.0  # longer than one send with its timeout

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import msgspec
+
+from ringfence.clock import iso
 
 STATUSES = ("open", "acknowledged", "resolved", "suppressed")
 ACTIVE_STATUSES = ("open", "acknowledged", "suppressed")  # a new hit of the rule and key joins these
@@ -78,3 +81,45 @@ def alert_id(rule_id: str, dedup_key: str, occurrence: int) -> str:
     """The deterministic id of the ``occurrence``-th alert of a rule and dedup key."""
     digest = hashlib.sha256(f"{rule_id}\x1f{dedup_key}\x1f{occurrence}".encode()).hexdigest()
     return f"al_{digest[:24]}"
+
+
+@dataclass(frozen=True)
+class AlertQuery:
+    """Filters for listing alerts; ``cursor`` continues a previous page."""
+
+    status: tuple[str, ...] = ()
+    severity: tuple[str, ...] = ()
+    audience: tuple[str, ...] = ()
+    rule_id: str | None = None
+    customer_id: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 50
+    cursor: int | None = None
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: str
+    group_key: str
+    receiver: str
+    status: str  # pending | sent | dead
+    payload: dict[str, Any]
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    sent_at: float | None
+    last_error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "group_key": self.group_key,
+            "receiver": self.receiver,
+            "status": self.status,
+            "attempts": self.attempts,
+            "created_at": iso(self.created_at),
+            "sent_at": iso(self.sent_at) if self.sent_at else None,
+            "last_error": self.last_error,
+            "alert_ids": [a["id"] for a in self.payload.get("alerts", [])],
+        }

@@ -6,7 +6,11 @@ match everything), an unbounded time range or a bad pattern is refused before st
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from ringfence.alerts.matchers import Matcher, MatcherError, parse_matchers
+from ringfence.clock import iso
 
 MAX_SILENCE_S = 366 * 86400.0
 MAX_MATCHERS = 20
@@ -33,3 +37,30 @@ def check_silence(matchers: list[str], starts_at: float, ends_at: float, comment
         return parse_matchers(matchers)
     except MatcherError as exc:
         raise SilenceError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Silence:
+    id: str
+    matchers: tuple[Matcher, ...]
+    starts_at: float
+    ends_at: float
+    created_by: str
+    comment: str
+    created_at: float
+
+    def active(self, now: float) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        state = "active" if self.active(now) else ("pending" if now < self.starts_at else "expired")
+        return {
+            "id": self.id,
+            "matchers": [str(m) for m in self.matchers],
+            "starts_at": iso(self.starts_at),
+            "ends_at": iso(self.ends_at),
+            "created_by": self.created_by,
+            "comment": self.comment,
+            "created_at": iso(self.created_at),
+            "state": state,
+        }

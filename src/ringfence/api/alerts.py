@@ -9,14 +9,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.alerts.model import STATUSES, Action
+from ringfence.alerts.model import STATUSES, Action, AlertQuery
 from ringfence.api.auth import authorize, check_visible, platform_of
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, cursor_param, limit_param, path_id, text_param, time_param
 from ringfence.engine.rules import AUDIENCES, SEVERITIES
 from ringfence.errors import RequestError
-from ringfence.store.base import AlertQuery
 from ringfence.store.keys import KeyInfo
 
 MAX_LIMIT = 500

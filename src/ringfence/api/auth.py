@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Union
 from starlette.requests import Request
 
 from ringfence.errors import AuthError, ForbiddenError, NotFound
-from ringfence.runtimes.embedded import Platform
+from ringfence.runtimes.embedded.platform import Platform
 from ringfence.store.keys import ApiKeys, KeyInfo, Session
 
 if TYPE_CHECKING:

@@ -32,8 +32,8 @@ from ringfence.api.params import int_param
 from ringfence.api.rules import read_candidate
 from ringfence.clock import Clock
 from ringfence.errors import RequestError
-from ringfence.log.sqlite import SqliteLog
 from ringfence.runtimes.backtest import GRACE_S, BacktestChild, BacktestFailed, BacktestJob, start_child
+from ringfence.runtimes.embedded.journal import SqliteLog
 
 log = logging.getLogger("ringfence.api")
 

@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 
 from ringfence.bench import procstat, state_size
+from ringfence.bench.servers import EmbeddedServer, create_key, start_server
 from ringfence.simulate import Traffic
-from ringfence.testing import EmbeddedServer, create_key, start_server
 
 SAMPLE_EVERY_S = 0.5
 

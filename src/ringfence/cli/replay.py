@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from ringfence.cli.common import ConfigOption, DataDirOption, fail, settings_from
 from ringfence.errors import FieldError, RingfenceError
 from ringfence.events.decode import Rejection
-from ringfence.runtimes.embedded import Platform
+from ringfence.runtimes.embedded.platform import Platform
 from ringfence.runtimes.ingest import IngestResult
 
 BATCH_LINES = 1_000

@@ -13,7 +13,7 @@ from ringfence.cli.common import ConfigOption, DataDirOption, fail, listen, serv
 from ringfence.cli.logs import configure_logging
 from ringfence.clock import SystemClock
 from ringfence.errors import RingfenceError
-from ringfence.runtimes.embedded import Platform
+from ringfence.runtimes.embedded.platform import Platform
 from ringfence.simulate.demo import run_demo_traffic
 
 DEMO_KEY_NAME = "demo"

@@ -1,7 +1,8 @@
-"""The partitioned durable log: protocol, SQLite journal, group commit."""
+"""The partitioned durable log's contract: records, partitioning and the EventLog protocol.
+
+Each runtime brings its own log: the embedded SQLite journal (``runtimes/embedded``), Kafka
+topics, a Kinesis stream."""
 
 from ringfence.log.base import EventLog, Record, partition_for
-from ringfence.log.group_commit import GroupCommitter
-from ringfence.log.sqlite import SqliteLog
 
-__all__ = ["EventLog", "GroupCommitter", "Record", "SqliteLog", "partition_for"]
+__all__ = ["EventLog", "Record", "partition_for"]

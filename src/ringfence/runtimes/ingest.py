@@ -15,7 +15,7 @@ from ringfence.errors import OverloadedError, RequestError
 from ringfence.events.decode import MalformedBody, Rejection, TooManyEvents, decode_batch
 from ringfence.events.model import Event
 from ringfence.metrics import Metrics
-from ringfence.runtimes.ingest_worker import IngestWorker
+from ringfence.runtimes.embedded.ingest_worker import IngestWorker
 
 RETRY_AFTER_S = 2
 

@@ -7,8 +7,9 @@ import logging
 
 import msgspec
 
-from ringfence.runtimes.embedded import Platform
-from ringfence.simulate.traffic import Traffic, iso
+from ringfence.clock import iso
+from ringfence.runtimes.embedded.platform import Platform
+from ringfence.simulate.traffic import Traffic
 
 log = logging.getLogger("ringfence.demo")
 TICK_S = 0.2

@@ -12,8 +12,10 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from ringfence.clock import iso
 
 HOME = {
     "GB": (51.5, -0.12),
@@ -41,10 +43,6 @@ ENDPOINTS = ["/transfers", "/cards", "/login", "/accounts", "/payees"]
 PARTNER_FEEDS = [f"partner-{i:02d}" for i in range(1, 9)]
 PARTNER_INTERVAL_S = 2.0
 HISTORY_SOURCE = "history-import"
-
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

@@ -3,27 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from ringfence.alerts.model import Action, Alert
-from ringfence.engine.rules import AlertSignal
 from ringfence.events.model import Event
 from ringfence.store.quarantine import QuarantinedEvent
-
-
-@dataclass(frozen=True)
-class AlertQuery:
-    """Filters for listing alerts; ``cursor`` continues a previous page."""
-
-    status: tuple[str, ...] = ()
-    severity: tuple[str, ...] = ()
-    audience: tuple[str, ...] = ()
-    rule_id: str | None = None
-    customer_id: str | None = None
-    since: float | None = None
-    until: float | None = None
-    limit: int = 50
-    cursor: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,19 +46,3 @@ class Checkpoint:
     late_events: list[LateEvent] = field(default_factory=list)
     quarantined: list[QuarantinedEvent] = field(default_factory=list)  # poison events of the batch
     redriven: list[int] = field(default_factory=list)  # quarantine rows the batch re-ran
-
-
-class AlertStore(Protocol):
-    """Alerts, the processor's checkpoint, and the audit trail."""
-
-    def commit_batch(
-        self, signals: list[AlertSignal], checkpoint: Checkpoint, now: float
-    ) -> list[tuple[str, AlertSignal]]:
-        """Apply signals (dedup, create) and the checkpoint in one transaction; return new alerts."""
-        ...
-
-    def list_alerts(self, query: AlertQuery) -> tuple[list[Alert], int | None]: ...
-
-    def get_alert(self, alert_id: str) -> Alert: ...
-
-    def transition(self, alert_id: str, action: Action, actor: str, reason: str, now: float) -> Alert: ...

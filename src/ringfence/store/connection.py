@@ -6,8 +6,12 @@ adapts psycopg to it, so the repositories are written once, in the SQL both engi
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
+
+from ringfence.private_files import private_sqlite
 
 
 class Cursor(Protocol):
@@ -25,3 +29,19 @@ class Connection(Protocol):
     def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any: ...
+
+
+def connect(path: Path, synchronous: str = "full", cache_mib: int = 2) -> sqlite3.Connection:
+    """A connection with the pragmas every Ringfence SQLite file uses.
+
+    ``cache_mib``: its page cache. The busiest writers (the processor's store connection, the
+    ingest worker's journal connection) take a large one: they update B-trees at random
+    places (engine state, the duplicate index), which otherwise re-read pages from disk.
+    """
+    private_sqlite(path)  # 0600 before SQLite writes a byte (its -wal/-shm files follow)
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
+    return conn

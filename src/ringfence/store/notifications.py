@@ -4,13 +4,14 @@ the notification log (with dead letters). A restart neither re-sends nor forgets
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from ringfence.alerts.grouping import GroupState
-from ringfence.alerts.matchers import Matcher, parse_matchers, parse_stored_matchers
+from ringfence.alerts.matchers import parse_matchers, parse_stored_matchers
+from ringfence.alerts.model import Notification
+from ringfence.alerts.silences import Silence
 from ringfence.clock import iso
 from ringfence.errors import NotFound, StoreError
 from ringfence.store.connection import Connection
@@ -18,60 +19,6 @@ from ringfence.store.sql import SqlStore
 
 _group_encoder = msgspec.json.Encoder()
 _group_decoder = msgspec.json.Decoder(GroupState)
-
-
-@dataclass(frozen=True)
-class Silence:
-    id: str
-    matchers: tuple[Matcher, ...]
-    starts_at: float
-    ends_at: float
-    created_by: str
-    comment: str
-    created_at: float
-
-    def active(self, now: float) -> bool:
-        return self.starts_at <= now < self.ends_at
-
-    def to_dict(self, now: float) -> dict[str, Any]:
-        state = "active" if self.active(now) else ("pending" if now < self.starts_at else "expired")
-        return {
-            "id": self.id,
-            "matchers": [str(m) for m in self.matchers],
-            "starts_at": iso(self.starts_at),
-            "ends_at": iso(self.ends_at),
-            "created_by": self.created_by,
-            "comment": self.comment,
-            "created_at": iso(self.created_at),
-            "state": state,
-        }
-
-
-@dataclass(frozen=True)
-class Notification:
-    id: str
-    group_key: str
-    receiver: str
-    status: str  # pending | sent | dead
-    payload: dict[str, Any]
-    attempts: int
-    next_attempt_at: float
-    created_at: float
-    sent_at: float | None
-    last_error: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "group_key": self.group_key,
-            "receiver": self.receiver,
-            "status": self.status,
-            "attempts": self.attempts,
-            "created_at": iso(self.created_at),
-            "sent_at": iso(self.sent_at) if self.sent_at else None,
-            "last_error": self.last_error,
-            "alert_ids": [a["id"] for a in self.payload.get("alerts", [])],
-        }
 
 
 _NOTIFICATION_COLUMNS = (

@@ -22,6 +22,7 @@ from ringfence.alerts.model import (
     TRANSITIONS,
     Action,
     Alert,
+    AlertQuery,
     Comment,
     Decision,
     HistoryEntry,
@@ -32,7 +33,7 @@ from ringfence.engine.rules import AlertSignal
 from ringfence.errors import NotFound, StoreError
 from ringfence.store import audit as audit_chain
 from ringfence.store import quarantine
-from ringfence.store.base import AlertQuery, Checkpoint, LateEvent
+from ringfence.store.base import Checkpoint, LateEvent
 from ringfence.store.connection import Connection
 from ringfence.store.state_log import IDLE_ROWS, StateLog
 

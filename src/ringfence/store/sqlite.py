@@ -17,8 +17,8 @@ from typing import Any
 
 from ringfence.clock import iso
 from ringfence.errors import StoreError
-from ringfence.log.sqlite import connect
 from ringfence.store import audit as audit_chain
+from ringfence.store.connection import connect
 from ringfence.store.schema import MIGRATIONS, SCHEMA_VERSION
 from ringfence.store.sql import MAX_EVIDENCE_EVENTS, SYSTEM_ACTOR, SqlStore
 

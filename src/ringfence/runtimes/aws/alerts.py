@@ -30,13 +30,21 @@ from typing import Any
 import msgspec
 
 from ringfence.alerts.matchers import parse_matchers, parse_stored_matchers
-from ringfence.alerts.model import ACTIVE_STATUSES, TRANSITIONS, Action, Alert, Comment, HistoryEntry, alert_id
+from ringfence.alerts.model import (
+    ACTIVE_STATUSES,
+    TRANSITIONS,
+    Action,
+    Alert,
+    AlertQuery,
+    Comment,
+    HistoryEntry,
+    alert_id,
+)
+from ringfence.alerts.silences import Silence
 from ringfence.clock import iso
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import NotFound, RequestError, StoreError
 from ringfence.runtimes.aws.resources import error_code
-from ringfence.store.base import AlertQuery
-from ringfence.store.notifications import Silence
 from ringfence.store.sql import MAX_EVIDENCE_EVENTS, SYSTEM_ACTOR
 
 _json = msgspec.json.Encoder()

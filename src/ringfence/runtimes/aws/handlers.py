@@ -21,7 +21,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from ringfence.alerts.config import load_alerting
-from ringfence.alerts.model import STATUSES, Action
+from ringfence.alerts.model import STATUSES, Action, AlertQuery
 from ringfence.alerts.silences import SilenceError, check_silence
 from ringfence.api.params import choice_params, int_param, parse_time, text_param, time_param
 from ringfence.config import Settings, load_settings
@@ -35,7 +35,6 @@ from ringfence.runtimes.aws.dispatch import AlertDispatcher
 from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord, resolved_message
 from ringfence.runtimes.aws.resources import AwsClients, AwsNames, error_code
 from ringfence.runtimes.aws.state import StateTable, event_key
-from ringfence.store.base import AlertQuery
 
 log = logging.getLogger("ringfence.aws")
 

@@ -17,7 +17,7 @@ import msgspec
 from ringfence.errors import StoreError
 from ringfence.events.model import Event, encode_event
 from ringfence.log.base import Record, partition_for, partition_of_key
-from ringfence.private_files import private_sqlite
+from ringfence.store.connection import connect
 
 SCHEMA_VERSION = "1"
 _SCHEMA = """
@@ -32,22 +32,6 @@ CREATE TABLE IF NOT EXISTS journal (
 CREATE UNIQUE INDEX IF NOT EXISTS journal_event_id ON journal (source, event_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-def connect(path: Path, synchronous: str = "full", cache_mib: int = 2) -> sqlite3.Connection:
-    """A connection with the pragmas every Ringfence SQLite file uses.
-
-    ``cache_mib``: its page cache. The busiest writers (the processor's store connection, the
-    ingest worker's journal connection) take a large one: they update B-trees at random
-    places (engine state, the duplicate index), which otherwise re-read pages from disk.
-    """
-    private_sqlite(path)  # 0600 before SQLite writes a byte (its -wal/-shm files follow)
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-    conn.execute("PRAGMA busy_timeout=30000")
-    conn.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
-    return conn
 
 
 class SqliteLog:

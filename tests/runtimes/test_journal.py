@@ -8,7 +8,8 @@ import pytest
 
 from ringfence.errors import StoreError
 from ringfence.events import decode_event
-from ringfence.log import SqliteLog, partition_for
+from ringfence.log import partition_for
+from ringfence.runtimes.embedded.journal import SqliteLog
 from tests.factories import ev
 
 

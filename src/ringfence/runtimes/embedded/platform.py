@@ -1,7 +1,7 @@
 """The embedded runtime: log, processor, store and API in one process, zero infrastructure.
 
 :class:`Platform` wires the parts together over the data dir; ``ringfence up`` serves its
-ASGI app with uvicorn, and :func:`ringfence.testing.run_embedded` runs it in tests.
+ASGI app with uvicorn, and :func:`ringfence.bench.servers.run_embedded` runs it in tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from ringfence.config import Settings, audit_key
 from ringfence.engine.engine import Engine
 from ringfence.engine.pack import RulePack
 from ringfence.errors import StoreError
-from ringfence.log.group_commit import GroupCommitter
-from ringfence.log.sqlite import SqliteLog
 from ringfence.metrics import Metrics
 from ringfence.private_files import open_private, private_dir
+from ringfence.runtimes.embedded.group_commit import GroupCommitter
+from ringfence.runtimes.embedded.ingest_worker import IngestWorker
+from ringfence.runtimes.embedded.journal import SqliteLog
+from ringfence.runtimes.embedded.processor import Processor
 from ringfence.runtimes.ingest import IngestService
-from ringfence.runtimes.ingest_worker import IngestWorker
-from ringfence.runtimes.processor import Processor
 from ringfence.store.keys import ApiKeys
 from ringfence.store.packs import PackRepository
 from ringfence.store.quarantine import QuarantineEntry, QuarantineRepository

@@ -28,8 +28,8 @@ from pathlib import Path
 from ringfence.errors import FieldError, OverloadedError
 from ringfence.events.decode import DecodedBatch, MalformedBody, Rejection, TooManyEvents, decode_batch
 from ringfence.events.sensitive import redact
-from ringfence.log.group_commit import MAX_GROUP_EVENTS
-from ringfence.log.sqlite import SqliteLog
+from ringfence.runtimes.embedded.group_commit import MAX_GROUP_EVENTS
+from ringfence.runtimes.embedded.journal import SqliteLog
 
 log = logging.getLogger("ringfence.ingest")
 WRITER_CACHE_MIB = 64
