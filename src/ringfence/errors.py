@@ -6,9 +6,11 @@ RingfenceError
 ├── RulePackError           a rule pack failed to load (names rule and position)
 │   └── ExpressionError     an expression is unsafe, unknown or ill-typed
 ├── StoreError              the store or log could not do what was asked
-│   └── NotFound            the object asked for does not exist
+│   ├── NotFound            the object asked for does not exist
+│   └── Conflict            the object's state does not allow the change (409)
 ├── AuthError               missing, invalid or revoked API key
 │   └── ForbiddenError      the key lacks the scope
+├── NotSupported            the runtime does not serve this (501)
 ├── OverloadedError         the platform sheds load; retry after ``retry_after`` s
 └── RequestError            an HTTP request is unacceptable (carries status and code)
 """
@@ -70,6 +72,14 @@ class StoreError(RingfenceError):
 
 class NotFound(StoreError):
     """The requested object does not exist."""
+
+
+class Conflict(StoreError):
+    """The object is not in a state that allows the change (an invalid transition): 409."""
+
+
+class NotSupported(RingfenceError):
+    """This runtime does not serve the capability asked for (the API answers 501)."""
 
 
 class AuthError(RingfenceError):

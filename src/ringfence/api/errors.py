@@ -16,6 +16,7 @@ from ringfence.errors import (
     EventError,
     ForbiddenError,
     NotFound,
+    NotSupported,
     OverloadedError,
     RequestError,
     StoreError,
@@ -34,6 +35,7 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
     500: "internal_error",
+    501: "not_available",
     503: "unavailable",
 }
 
@@ -64,6 +66,8 @@ async def handle_error(request: Request, exc: Exception) -> Response:
         return error_response(400, "invalid_events", str(exc), {"errors": [e.to_dict() for e in exc.errors]})
     if isinstance(exc, OverloadedError):
         return error_response(503, "overloaded", str(exc), None, {"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, NotSupported):
+        return error_response(501, "not_available", str(exc))
     if isinstance(exc, NotFound):
         return error_response(404, "not_found", str(exc))
     if isinstance(exc, StoreError):

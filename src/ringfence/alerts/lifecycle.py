@@ -1,0 +1,93 @@
+"""The decisions of an alert's life, for every runtime: its statuses, which transitions are
+allowed, and how a new hit of its rule merges into its evidence.
+
+Pure functions; each store adapter (SQLite/PostgreSQL in ``store/``, DynamoDB in
+``runtimes/aws/``) persists what they decide and decides nothing itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from ringfence.alerts.model import Action
+from ringfence.clock import iso
+from ringfence.engine.rules import AlertSignal
+from ringfence.errors import Conflict
+
+MAX_EVIDENCE_EVENTS = 50  # an alert keeps the latest this many evidence events
+SYSTEM_ACTOR = "ringfence"  # the actor of the pipeline's own changes
+
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    SUPPRESSED = "suppressed"  # muted by a silence or an inhibition
+
+
+# a new hit of the rule and dedup key joins an alert in one of these
+ACTIVE = (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED, AlertStatus.SUPPRESSED)
+# an alert in one of these inhibits others (a suppressed one does not)
+FIRING = (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED)
+
+_TRANSITIONS: dict[Action, tuple[tuple[AlertStatus, ...], AlertStatus]] = {
+    Action.ACKNOWLEDGE: ((AlertStatus.OPEN,), AlertStatus.ACKNOWLEDGED),
+    Action.RESOLVE: (ACTIVE, AlertStatus.RESOLVED),
+}
+
+
+def transition(action: Action, status: str) -> AlertStatus | None:
+    """The status ``action`` moves an alert in ``status`` to, or None if it is there already
+    (acknowledging an acknowledged alert changes nothing). Raises Conflict (409) otherwise."""
+    allowed_from, to = _TRANSITIONS[action]
+    if status == to:
+        return None
+    if status not in allowed_from:
+        raise Conflict(f"cannot {action.value} an alert that is {status}")
+    return to
+
+
+def evidence_events(signal: AlertSignal) -> list[dict[str, Any]]:
+    """The evidence a signal brings: the events related to the hit, then the event itself."""
+    related = [
+        {**e, "occurred_at": iso(e["occurred_at"]), "ingested_at": iso(e["ingested_at"])} for e in signal.related_events
+    ]
+    return [
+        *related,
+        {
+            "event_id": signal.event_id,
+            "type": signal.event_type,
+            "offset": signal.offset,
+            "occurred_at": iso(signal.occurred_at),
+            "ingested_at": iso(signal.ingested_at),
+            "late": signal.late,
+            "features": signal.features,
+        },
+    ]
+
+
+def new_evidence(signal: AlertSignal) -> dict[str, Any]:
+    """The evidence of an alert a signal creates."""
+    return {"events": evidence_events(signal)[-MAX_EVIDENCE_EVENTS:], "features": signal.features}
+
+
+def merge_evidence(evidence: dict[str, Any], signal: AlertSignal) -> dict[str, Any]:
+    """An active alert's evidence after another hit: the latest events, the latest features."""
+    events = [*evidence.get("events", []), *evidence_events(signal)][-MAX_EVIDENCE_EVENTS:]
+    return {**evidence, "events": events, "features": signal.features}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What another hit changes in an active alert (besides count + 1 and its evidence)."""
+
+    first_seen: float
+    last_seen: float
+    title: str
+    summary: str
+
+
+def another_hit(first_seen: float, last_seen: float, signal: AlertSignal) -> Hit:
+    return Hit(min(first_seen, signal.occurred_at), max(last_seen, signal.occurred_at), signal.title, signal.summary)
