@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.servers: moto, with one backup per transaction
+sys.path.insert(0, str(ROOT))  # tests.helpers.servers: moto, with one backup per transaction
 
 
 class Meter:
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    from tests.servers import MotoServer
+    from tests.helpers.servers import MotoServer
 
     from ringfence.simulate import Traffic
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.servers: the broker and PostgreSQL the tests use
+sys.path.insert(0, str(ROOT))  # tests.helpers.servers: the broker and PostgreSQL the tests use
 
 PARTITIONS = 8
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write kafka-scaling.json here")
     args = parser.parse_args()
 
-    from tests.servers import KafkaBroker, PostgresCluster
+    from tests.helpers.servers import KafkaBroker, PostgresCluster
 
     from ringfence.simulate import Traffic
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ringfence.bench.servers import EmbeddedServer, create_key, start_server
 from ringfence.store.sql import SqlStore
+from tests.helpers.keys import Keys
 from tests.helpers.receivers import RecordingReceiver
-from tests.servers import KafkaBroker, PostgresCluster, Unavailable, unavailable
+from tests.helpers.servers import KafkaBroker, PostgresCluster, Unavailable, unavailable
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -21,14 +21,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="save the dashboard browser tests' screenshots here (the README's: --screenshots docs/screenshots)",
     )
-
-
-@dataclass
-class Keys:
-    admin: str
-    producer: str
-    reader: str
-    analyst: str
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from ringfence.store.notifications import NotificationStore
 from ringfence.store.sql import SqlStore
 from ringfence.testing import FixedClock
 from tests.helpers.receivers import RecordingReceiver
-from tests.store.test_sqlite_store import signal
+from tests.helpers.store import signal
 
 SECRET = "s3cret-for-tests"
 

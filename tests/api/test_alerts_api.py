@@ -9,8 +9,8 @@ import pytest
 
 from ringfence.bench.servers import EmbeddedServer
 from ringfence.testing import event
-from tests.api.test_events_api import post, risky_transfer, uid
-from tests.conftest import Keys
+from tests.helpers.http import post, risky_transfer, uid
+from tests.helpers.keys import Keys
 
 
 @pytest.fixture

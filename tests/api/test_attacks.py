@@ -4,8 +4,6 @@ healthy and keeps processing."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
 import ssl
@@ -19,8 +17,9 @@ import pytest
 
 from ringfence.bench.servers import EmbeddedServer, create_key, free_port, ringfence_cli
 from ringfence.testing import event
-from tests.api.test_events_api import alerts_for, post, risky_transfer, uid
-from tests.conftest import Keys
+from tests.helpers.http import alerts_for, post, risky_transfer, uid
+from tests.helpers.keys import Keys
+from tests.helpers.tls import self_signed
 
 
 def limited_key(server: EmbeddedServer, name: str, *audiences: str) -> str:
@@ -187,36 +186,8 @@ def test_logs_hold_no_secret_and_no_account_number(server: EmbeddedServer, keys:
     assert iban.encode() not in store
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 def test_tls_when_a_certificate_is_configured_with_hsts(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     data_dir = tmp_path / "d"
     admin = create_key(data_dir, "admin", "admin")
     port = free_port()

@@ -29,7 +29,7 @@ from ringfence.log.base import partition_of_key
 from ringfence.runtimes.embedded.journal import SqliteLog
 from ringfence.runtimes.embedded.platform import STORE_FILE
 from ringfence.testing import event
-from tests.api.test_events_api import post, risky_transfer, uid
+from tests.helpers.http import post, risky_transfer, uid
 
 OPENAPI = Path(__file__).resolve().parents[2] / "src" / "ringfence" / "api" / "openapi.json"
 DEFAULT_PACK = Path(__file__).resolve().parents[2] / "src" / "ringfence" / "rules" / "default.yaml"

@@ -26,7 +26,7 @@ from ringfence.engine.pack import default_pack_text
 from ringfence.events.pan import luhn_valid
 from ringfence.events.types import BUILTIN_TYPES
 from ringfence.testing import event
-from tests.runtimes.test_ingest_worker import ingest_workers
+from tests.helpers.processes import ingest_workers
 
 CUSTOM = "acme.loan"
 CUSTOM_FEATURES = """

@@ -12,33 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
 
 from ringfence.bench.servers import EmbeddedServer, create_key, start_server
-from ringfence.testing import event
-
-PACK = """
-version: {version}
-types: [acme.score]
-features:
-  - name: last_product
-    by: customer_id
-    agg: last
-    of: {of}
-    on: [acme.score]
-rules:
-  - id: acme_high
-    on: [acme.score]
-    when: data.a > 10
-    severity: high
-    audience: fraud
-    title: "high score {{customer_id}}"
-    dedup: "{{event_id}}"
-"""
-YAML = {"Content-Type": "application/yaml"}
+from tests.helpers.quarantine import PACK, YAML, alerted, post_accepted, score
 
 
 @dataclass
@@ -64,24 +43,6 @@ def attacked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attacked]:
     assert target.server.stop(), target.server.log_path.read_text()[-3000:]
 
 
-def post(server: EmbeddedServer, key: str, *events: dict[str, Any]) -> None:
-    with server.client(key) as c:
-        answer = c.post("/v1/events", json=list(events))
-    assert answer.status_code == 202, answer.text
-    assert answer.json()["accepted"] == len(events)
-
-
-def score(customer: str, event_id: str, a: int, b: int) -> dict[str, Any]:
-    return event("acme.score", at=time.time(), customer_id=customer, event_id=event_id, source="acme", a=a, b=b)
-
-
-def alerted(server: EmbeddedServer, key: str) -> set[str]:
-    with server.client(key) as c:
-        answer = c.get("/v1/alerts", params={"rule_id": "acme_high", "limit": 500})
-    assert answer.status_code == 200, answer.text
-    return {a["dedup_key"] for a in answer.json()["items"]}
-
-
 def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -105,8 +66,8 @@ def test_the_quarantine_is_for_admins_only(attacked: Attacked) -> None:
 
 def test_a_poison_event_is_quarantined_and_later_events_still_alert_across_a_restart(attacked: Attacked) -> None:
     server, keys = attacked.server, attacked.keys
-    post(server, keys["producer"], score("cus_a", "q-1", 50, 1), score("cus_p", "q-poison", 2**40, 2**40))
-    post(server, keys["producer"], score("cus_b", "q-2", 60, 1))
+    post_accepted(server, keys["producer"], score("cus_a", "q-1", 50, 1), score("cus_p", "q-poison", 2**40, 2**40))
+    post_accepted(server, keys["producer"], score("cus_b", "q-2", 60, 1))
     server.wait_processed(keys["reader"], timeout=30)
     assert {"q-1", "q-2"} <= alerted(server, keys["reader"])
 
@@ -126,7 +87,7 @@ def test_a_poison_event_is_quarantined_and_later_events_still_alert_across_a_res
 
     server.kill()  # kill -9, then a restart: processing goes on, the poison is not re-run
     restarted = attacked.server = start_server(server.data_dir)
-    post(restarted, keys["producer"], score("cus_c", "q-3", 70, 1))
+    post_accepted(restarted, keys["producer"], score("cus_c", "q-3", 70, 1))
     restarted.wait_processed(keys["reader"], timeout=30)
     assert {"q-1", "q-2", "q-3"} <= alerted(restarted, keys["reader"])
     assert "q-poison" not in alerted(restarted, keys["reader"])

@@ -22,9 +22,9 @@ from ringfence.bench.servers import EmbeddedServer, create_key, ringfence_cli, s
 from ringfence.engine import default_pack_text
 from ringfence.runtimes.backtest import GRACE_S
 from ringfence.testing import event
-from tests.api.test_events_api import post, uid
-from tests.engine.test_yaml_limits import ACCEPTED_WORST_CASES, billion_laughs
-from tests.runtimes.test_backtest_child import backtest_children
+from tests.helpers.backtest import backtest_children
+from tests.helpers.hostile_yaml import ACCEPTED_WORST_CASES, billion_laughs, many_rules
+from tests.helpers.http import post, uid
 
 YAML = {"Content-Type": "application/yaml"}
 NDJSON = {**YAML, "Accept": "application/x-ndjson"}
@@ -395,9 +395,7 @@ def test_validate_is_a_dry_run_of_put_a_rules_read_key_may_not_call_it(srv: Embe
 
 
 def heavy_pack() -> bytes:
-    from tests.engine.test_yaml_limits import _rules
-
-    return _rules(2_000).encode()  # about half a second of checking on a quiet machine
+    return many_rules(2_000).encode()  # about half a second of checking on a quiet machine
 
 
 def test_one_pack_check_per_key_a_second_at_once_is_429(srv: EmbeddedServer, keys: RuleKeys) -> None:

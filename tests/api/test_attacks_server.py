@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from ringfence.bench.servers import EmbeddedServer, create_key, free_port, start_server
+from tests.helpers.tls import self_signed
 
 HEAD_TIMEOUT_S = 2.0
 IDLE_CONNECTIONS = 1_100
@@ -278,9 +279,7 @@ def test_connections_per_address_are_capped_and_another_address_is_still_served(
 
 
 def test_a_stalled_tls_handshake_is_cut_off_at_the_head_timeout(tmp_path: Path) -> None:
-    from tests.api.test_attacks import _self_signed
-
-    cert, tls_key = _self_signed(tmp_path)
+    cert, tls_key = self_signed(tmp_path)
     data_dir = tmp_path / "d"
     port = free_port()
     env = {

@@ -13,7 +13,7 @@ from starlette.types import Message
 
 from ringfence.api import backtests
 from ringfence.runtimes.backtest import start_child
-from tests.runtimes.test_backtest_child import backtest_children, job, journal, run
+from tests.helpers.backtest import backtest_children, job, journal, run
 
 
 def test_a_client_that_stops_reading_gets_its_response_abandoned_and_its_child_killed(

@@ -9,8 +9,8 @@ import httpx
 
 from ringfence.bench.servers import EmbeddedServer, ringfence_cli
 from ringfence.testing import event
-from tests.api.test_events_api import alerts_for, post, risky_transfer, uid
-from tests.conftest import Keys
+from tests.helpers.http import alerts_for, post, risky_transfer, uid
+from tests.helpers.keys import Keys
 
 
 def test_alert_counts_follow_the_list_filters(server: EmbeddedServer, keys: Keys) -> None:

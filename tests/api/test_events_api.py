@@ -4,39 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from typing import Any
 
 import httpx
 import pytest
 
 from ringfence.bench.servers import EmbeddedServer
 from ringfence.testing import event
-from tests.conftest import Keys
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-def post(server: EmbeddedServer, key: str | None, body: Any, content_type: str = "application/json") -> httpx.Response:
-    content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    with server.client(key) as c:
-        return c.post("/v1/events", content=content, headers={"Content-Type": content_type})
-
-
-def alerts_for(server: EmbeddedServer, key: str, customer: str) -> list[dict[str, Any]]:
-    with server.client(key) as c:
-        response = c.get("/v1/alerts", params={"customer_id": customer})
-    assert response.status_code == 200, response.text
-    items: list[dict[str, Any]] = response.json()["items"]
-    return items
-
-
-def risky_transfer(customer: str, **kw: Any) -> dict[str, Any]:
-    return event(
-        "transfer.initiated", customer_id=customer, payee_id="pay_9", payee_country="KP", amount="1500.00", **kw
-    )
+from tests.helpers.http import alerts_for, post, risky_transfer, uid
+from tests.helpers.keys import Keys
 
 
 def test_an_event_posted_over_http_becomes_a_queryable_alert(server: EmbeddedServer, keys: Keys) -> None:

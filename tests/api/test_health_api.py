@@ -9,7 +9,7 @@ import httpx
 
 from ringfence.api.app import ROUTES
 from ringfence.bench.servers import EmbeddedServer
-from tests.conftest import Keys
+from tests.helpers.keys import Keys
 
 
 def test_healthz_needs_no_key(server: EmbeddedServer) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from ringfence.bench.servers import create_key, start_server
-from tests.api.fuzz_hooks import HOSTILE_INTEGERS, INTEGER_PARAMETERS
+from tests.helpers.fuzz_hooks import HOSTILE_INTEGERS, INTEGER_PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = ROOT / "src" / "ringfence" / "api" / "openapi.json"
@@ -66,7 +66,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Pa
             text=True,
             timeout=600,
             cwd=ROOT,
-            env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.fuzz_hooks", "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.helpers.fuzz_hooks", "PYTHONPATH": str(ROOT)},
         )
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
         assert " passed" in result.stdout

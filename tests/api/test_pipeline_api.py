@@ -14,8 +14,8 @@ import httpx
 
 from ringfence.bench.servers import EmbeddedServer, create_key, start_server
 from ringfence.testing import event
-from tests.api.test_events_api import alerts_for, post, risky_transfer, uid
-from tests.conftest import Keys
+from tests.helpers.http import alerts_for, post, risky_transfer, uid
+from tests.helpers.keys import Keys
 from tests.helpers.receivers import RecordingReceiver
 
 

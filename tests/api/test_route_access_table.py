@@ -27,7 +27,7 @@ import pytest
 from ringfence.api.app import ROUTES
 from ringfence.bench.servers import EmbeddedServer, create_key, ringfence_cli, start_server
 from ringfence.testing import event
-from tests.api.test_events_api import risky_transfer, uid
+from tests.helpers.http import risky_transfer, uid
 
 OPENAPI = Path(__file__).resolve().parents[2] / "src" / "ringfence" / "api" / "openapi.json"
 

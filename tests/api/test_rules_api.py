@@ -11,8 +11,8 @@ import pytest
 from ringfence.bench.servers import EmbeddedServer, create_key, run_embedded
 from ringfence.engine import default_pack_text
 from ringfence.testing import event
-from tests.api.test_events_api import post, uid
-from tests.conftest import Keys
+from tests.helpers.http import post, uid
+from tests.helpers.keys import Keys
 
 YAML = {"Content-Type": "application/yaml"}
 

@@ -13,7 +13,7 @@ import pytest
 from ringfence.alerts.model import alert_id
 from ringfence.runtimes.aws.handlers import api_event, ingest_event
 from ringfence.testing import event
-from tests.aws.conftest import ANALYST, PRODUCER, READER, Deployment, DeploymentFactory, http_event
+from tests.helpers.aws import ANALYST, PRODUCER, READER, Deployment, DeploymentFactory, http_event
 
 
 def body(reply: dict[str, Any]) -> Any:

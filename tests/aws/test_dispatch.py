@@ -17,7 +17,7 @@ from ringfence.alerts.model import AlertQuery, alert_id
 from ringfence.runtimes.aws.dispatch import notification_id
 from ringfence.runtimes.aws.handlers import api_event
 from ringfence.testing import event
-from tests.aws.conftest import ANALYST, Deployment, DeploymentFactory, http_event
+from tests.helpers.aws import ANALYST, Deployment, DeploymentFactory, http_event
 from tests.helpers.receivers import RecordingReceiver
 
 SECRET = "webhook-secret-for-tests"

@@ -12,11 +12,11 @@ import pytest
 
 from ringfence.engine.engine import Engine
 from ringfence.runtimes.aws.handlers import process_event
-from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
+from ringfence.runtimes.aws.processor import ShardProcessor
 from ringfence.runtimes.aws.state import Commit
 from ringfence.simulate import Traffic
-from tests.aws.conftest import Deployment, DeploymentFactory, first_commits_together
-from tests.parity import yesterday_at
+from tests.helpers.aws import Deployment, DeploymentFactory, first_commits_together, stream_record
+from tests.helpers.parity import yesterday_at
 
 
 def workload(count: int = 700) -> list[dict[str, Any]]:
@@ -106,7 +106,7 @@ def test_two_invocations_racing_on_the_same_keys_cannot_both_commit(
 
     def run(name: str, processor: ShardProcessor, batch: list[dict[str, Any]]) -> None:
         event = raced.stream.event_for(shard, batch)
-        outcomes[name] = processor.process(shard, [_record(r) for r in event["Records"]])
+        outcomes[name] = processor.process(shard, [stream_record(r) for r in event["Records"]])
 
     threads = [
         threading.Thread(target=run, args=("zombie", zombie, records[:25])),
@@ -127,13 +127,6 @@ def test_two_invocations_racing_on_the_same_keys_cannot_both_commit(
     raced.stream.drain()  # the rest of the stream, and these 50 again: all skipped
     assert raced.alerts() == clean.alerts()
     assert raced.state_rows() == clean.state_rows()
-
-
-def _record(r: dict[str, Any]) -> StreamRecord:
-    k = r["kinesis"]
-    return StreamRecord(
-        k["sequenceNumber"], k["partitionKey"], base64.b64decode(k["data"]), k["approximateArrivalTimestamp"]
-    )
 
 
 def test_a_poison_record_goes_to_the_failure_destination_and_does_not_block_its_shard(

@@ -18,7 +18,7 @@ from ringfence.runtimes.aws.handlers import AwsRuntime, api_event, dispatch_even
 from ringfence.runtimes.aws.local import KinesisSource, QueueSource, load_template, provision
 from ringfence.runtimes.aws.resources import AwsClients, AwsNames
 from ringfence.testing import event
-from tests.aws.conftest import ANALYST, PRODUCER, READER, REGION, http_event
+from tests.helpers.aws import ANALYST, PRODUCER, READER, REGION, http_event
 from tests.helpers.receivers import RecordingReceiver
 
 FUNCTIONS = {

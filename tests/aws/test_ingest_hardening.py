@@ -11,7 +11,7 @@ import pytest
 
 from ringfence.runtimes.aws.handlers import SOURCES_CLAIM, caller_of, ingest_event
 from ringfence.testing import event
-from tests.aws.conftest import PRODUCER, Deployment, DeploymentFactory, http_event
+from tests.helpers.aws import PRODUCER, Deployment, DeploymentFactory, http_event
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests import parity
-from tests.aws.conftest import DeploymentFactory
+from tests.helpers import parity
+from tests.helpers.aws import DeploymentFactory
 
 
 def workload() -> list[dict[str, Any]]:

@@ -13,9 +13,8 @@ from typing import Any
 from ringfence.alerts.model import alert_id
 from ringfence.runtimes.aws.processor import ShardProcessor
 from ringfence.testing import event
-from tests.aws.conftest import DeploymentFactory, first_commits_together
-from tests.aws.test_exactness import _record
-from tests.parity import embedded_alerts
+from tests.helpers.aws import DeploymentFactory, first_commits_together, stream_record
+from tests.helpers.parity import embedded_alerts
 
 SILENT = alert_id("ops_source_silent", "partner-bank", 1)
 
@@ -62,7 +61,7 @@ def test_shards_moving_one_silence_at_once_do_not_conflict(deploy: DeploymentFac
     def run(shard: str) -> None:
         p = ShardProcessor(rt.pack, rt.state, rt.alerts, rt.processor.announce, rt.processor.poison)
         p.before_commit = together
-        records = [_record(r) for r in d.stream.event_for(shard, batches[shard])["Records"]]
+        records = [stream_record(r) for r in d.stream.event_for(shard, batches[shard])["Records"]]
         outcomes[shard] = p.process(shard, records)
 
     threads = [threading.Thread(target=run, args=(s,)) for s in shards]

@@ -7,7 +7,7 @@ from pathlib import Path
 from ringfence.bench.servers import ringfence_cli
 from ringfence.runtimes.embedded.platform import open_store
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineRepository, write
-from tests.factories import T0
+from tests.helpers.factories import T0
 
 
 def test_list_shows_the_quarantined_event_and_redrive_hands_it_back(tmp_path: Path) -> None:

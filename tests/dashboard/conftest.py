@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import unavailable
+from tests.helpers.servers import unavailable
 
 CHROMIUM = os.environ.get("RINGFENCE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

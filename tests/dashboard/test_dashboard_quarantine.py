@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from ringfence.bench.servers import EmbeddedServer, create_key, start_server
-from tests.api.test_attacks_quarantine import PACK, YAML, alerted, post, score
-from tests.dashboard.test_dashboard_browser import LIVE_TIMEOUT_MS, Session
+from tests.helpers.browser import LIVE_TIMEOUT_MS, Session
+from tests.helpers.quarantine import PACK, YAML, alerted, post_accepted, score
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def poisoned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Embedde
     server = start_server(data_dir)
     with server.client(keys["admin"]) as c:
         assert c.put("/v1/rules", content=PACK.format(version="acme-1", of="data.a * data.b"), headers=YAML).is_success
-    post(server, keys["producer"], score("cus_p", "d-poison", 2**40, 2**40), score("cus_a", "d-1", 50, 1))
+    post_accepted(server, keys["producer"], score("cus_p", "d-poison", 2**40, 2**40), score("cus_a", "d-1", 50, 1))
     server.wait_processed(keys["viewer"], timeout=30)
     yield server, keys
     assert server.stop(), server.log_path.read_text()[-3000:]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ringfence.bench.servers import ringfence_cli, start_server
-from tests.dashboard.test_dashboard_browser import Session
+from tests.helpers.browser import Session
 
 
 def test_a_desk_limited_key_is_told_the_operations_view_needs_a_key_that_sees_every_desk(

@@ -8,7 +8,7 @@ import pytest
 
 from ringfence.engine import Engine, load_pack
 from ringfence.engine.anomaly import MAX_Z, robust_z
-from tests.factories import T0, ev
+from tests.helpers.factories import T0, ev
 
 
 @pytest.mark.parametrize(

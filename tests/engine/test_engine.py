@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ringfence.engine import Engine, load_pack
-from tests.factories import T0, ev
+from tests.helpers.factories import T0, ev
 
 PACK = load_pack("""
 version: "t1"

@@ -9,7 +9,7 @@ import pytest
 from ringfence.engine import Engine, load_pack
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import RulePackError
-from tests.factories import T0, ev
+from tests.helpers.factories import T0, ev
 
 PACK = load_pack("""
 version: p1

@@ -8,10 +8,11 @@ import pytest
 from ringfence.engine.engine import Engine
 from ringfence.engine.pack import load_pack, load_pack_file
 from ringfence.engine.rules import AlertSignal
-from ringfence.engine.stages import CUSTOMER, StagedPipeline, plan_stages
+from ringfence.engine.stages import CUSTOMER, plan_stages
 from ringfence.errors import RulePackError
 from ringfence.events.decode import validate_event
 from ringfence.simulate import Traffic
+from tests.helpers.staged import StagedPipeline
 
 
 def comparable(signals: list[AlertSignal]) -> list[tuple[object, ...]]:

@@ -17,15 +17,9 @@ from ringfence.alerts.config import load_alerting
 from ringfence.engine import load_pack
 from ringfence.engine.pack import MAX_PACK_BYTES
 from ringfence.errors import ConfigError, RulePackError
+from tests.helpers.hostile_yaml import ACCEPTED_WORST_CASES, billion_laughs, many_rules
 
 MAX_ACCEPTED_MB = 50
-
-
-def billion_laughs(levels: int = 9, width: int = 9) -> str:
-    """Each level's list holds ``width`` aliases of the previous one: width**levels strings."""
-    lines = ['version: "lol"', "description: x", "lol0: &l0 lol"]
-    lines += [f"lol{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels + 1)]
-    return "\n".join(lines) + "\n"
 
 
 def peak_mb(fn: Callable[[], Any]) -> float:
@@ -77,26 +71,6 @@ def test_too_many_nodes_or_too_deep_a_nesting_is_refused_without_recursion() -> 
         load_pack(block)
 
 
-def _rules(count: int) -> str:
-    rule = (
-        "  - id: r{i}\n    on: [login.failed]\n    when: data.ip == 'x' and data.device_id != 'y' or abs(1) > 2\n"
-        "    severity: low\n    audience: ops\n    title: t {{customer_id}}\n    labels: {{a: b}}\n"
-    )
-    return 'version: "many"\nrules:\n' + "".join(rule.format(i=i) for i in range(count))
-
-
-ACCEPTED_WORST_CASES = {
-    "a list at the node limit": "version: x\nlists:\n  l: ["
-    + ",".join(f"value{i:06}" for i in range(safe_yaml.MAX_NODES - 10))
-    + "]\n",
-    "thousands of rules": _rules(2_000),
-    "one long scalar": "version: x\ndescription: '" + "a" * (MAX_PACK_BYTES - 40) + "'\n",
-    "nesting at the depth limit": "version: x\nlists:\n  l: [x]\ndescription: x\nx: "
-    + "[" * (safe_yaml.MAX_DEPTH - 2)
-    + "]" * (safe_yaml.MAX_DEPTH - 2),
-}
-
-
 @pytest.mark.parametrize("name", sorted(ACCEPTED_WORST_CASES))
 def test_memory_for_the_largest_structures_the_loader_accepts_stays_bounded(name: str) -> None:
     text = ACCEPTED_WORST_CASES[name]
@@ -106,7 +80,7 @@ def test_memory_for_the_largest_structures_the_loader_accepts_stays_bounded(name
 
 
 def test_yaml_one_point_two_booleans_still_apply_to_packs() -> None:
-    pack = load_pack(_rules(1))
+    pack = load_pack(many_rules(1))
     assert pack.rules[0].on == frozenset({"login.failed"})  # ``on`` is a key, not True
 
 

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.servers import KafkaBroker, PostgresCluster
+from tests.helpers.servers import KafkaBroker, PostgresCluster
 
 pytestmark = pytest.mark.integration
 

@@ -5,118 +5,14 @@ the session's real Kafka broker and PostgreSQL server, each test on its own topi
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from ringfence.bench.servers import free_port, wait_until_healthy
-from tests.servers import KafkaBroker, PostgresCluster
-
-PARTITIONS = 4
-
-
-@dataclass
-class Service:
-    """One running ``ringfence serve`` process."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    url: str = ""
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def client(self, key: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
-
-    def kill(self) -> None:
-        """kill -9: no shutdown hook runs, no transaction is finished."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-@dataclass
-class KafkaStack:
-    workdir: Path
-    env: dict[str, str]
-    running: list[Service] = field(default_factory=list)
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "ringfence", *args],
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=180,
-            env=self.env,
-        )
-
-    def key(self, name: str, *scopes: str) -> str:
-        args = [a for s in scopes for a in ("--scope", s)]
-        return self.cli("keys", "create", "--name", name, *args).stdout.strip().splitlines()[-1]
-
-    def start(self, name: str, *args: str, http: bool = False, env: dict[str, str] | None = None) -> Service:
-        log_path = self.workdir / f"{name}.log"
-        extra: list[str] = []
-        url = ""
-        if http:
-            port = free_port()
-            extra = ["--port", str(port)]
-            url = f"http://127.0.0.1:{port}"
-        with log_path.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "ringfence", "serve", *args, *extra],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**self.env, **(env or {})},
-            )
-        service = Service(name, process, log_path, url)
-        self.running.append(service)
-        if http:
-            wait_until_healthy(url, process, log_path, name)
-        return service
-
-    def worker(self, worker_id: str) -> Service:
-        return self.start(worker_id, "process", "--worker-id", worker_id)
-
-    def services(self, *workers: str) -> tuple[str, Service, Service]:
-        """A producer key with read access, ingest, api, the given workers and a dispatcher."""
-        key = self.key("producer", "events:write", "alerts:read")
-        ingest = self.start("ingest", "ingest", http=True)
-        api = self.start("api", "api", http=True)
-        for worker_id in workers:
-            self.worker(worker_id)
-        self.start("dispatch", "dispatch")
-        return key, ingest, api
-
-    def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
-        import psycopg
-
-        with psycopg.connect(self.env["RINGFENCE_POSTGRES_DSN"], autocommit=True) as conn:
-            return list(conn.execute(query, params or None).fetchall())
-
-    def stop_all(self) -> None:
-        for service in self.running:
-            service.stop()
+from tests.helpers.kafka import PARTITIONS, KafkaStack
+from tests.helpers.servers import KafkaBroker, PostgresCluster
 
 
 @pytest.fixture

@@ -6,15 +6,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
-from ringfence.testing import event
-from tests.api.test_attacks_quarantine import PACK, YAML
-from tests.kafka.conftest import KafkaStack, Service
-
-
-def score(customer: str, event_id: str, a: int, b: int) -> dict[str, Any]:
-    return event("acme.score", at=time.time(), customer_id=customer, event_id=event_id, source="acme", a=a, b=b)
+from tests.helpers.kafka import KafkaStack
+from tests.helpers.quarantine import PACK, YAML, alerted, score
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 90.0) -> None:
@@ -22,13 +16,6 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 90.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(1.0)
-
-
-def alerted(api: Service, key: str) -> set[str]:
-    with api.client(key) as c:
-        answer = c.get("/v1/alerts", params={"rule_id": "acme_high", "limit": 500})
-    assert answer.status_code == 200, answer.text
-    return {a["dedup_key"] for a in answer.json()["items"]}
 
 
 def test_a_poison_record_is_quarantined_and_the_worker_goes_on(kafka_stack: KafkaStack) -> None:

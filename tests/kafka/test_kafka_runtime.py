@@ -17,10 +17,10 @@ from ringfence.engine.features import decode_state
 from ringfence.engine.pack import load_pack_file
 from ringfence.runtimes.kafka.topics import topics_of
 from ringfence.runtimes.kafka.worker import read_changelogs
-from tests import parity
+from tests.helpers import parity
+from tests.helpers.http import all_alerts, post_batch
+from tests.helpers.kafka import PARTITIONS, KafkaStack, Service
 from tests.helpers.receivers import RecordingReceiver
-from tests.kafka.conftest import PARTITIONS, KafkaStack, Service
-from tests.runtimes.test_crash_recovery import all_alerts, post_batch
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ def expected(events: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFact
 
 
 def post(ingest: Service, key: str, batch: list[dict[str, Any]]) -> None:
-    post_batch(ingest, key, batch)  # type: ignore[arg-type]  # a Service has the url the helper posts to
+    post_batch(ingest, key, batch)
 
 
 def settled(api: Service, key: str, quiet_s: float = 4.0, timeout_s: float = 120.0) -> dict[str, tuple[str, int]]:
@@ -56,7 +56,7 @@ def settled(api: Service, key: str, quiet_s: float = 4.0, timeout_s: float = 120
     while time.monotonic() < deadline:
         with api.client(key) as c:
             lag = c.get("/readyz").json()["lag_events"]
-        alerts = all_alerts(api, key)  # type: ignore[arg-type]  # a Service is the API as the helper needs it
+        alerts = all_alerts(api, key)
         if alerts != last or lag:
             last, stable_since = alerts, time.monotonic()
         elif time.monotonic() - stable_since >= quiet_s:

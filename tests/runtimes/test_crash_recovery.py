@@ -9,7 +9,6 @@ customers' feature values.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -20,6 +19,7 @@ import httpx
 
 from ringfence.bench.servers import EmbeddedServer, create_key, start_server
 from ringfence.simulate import Traffic
+from tests.helpers.http import all_alerts, post_batch
 
 BATCH = 100
 
@@ -28,33 +28,6 @@ def workload() -> list[list[dict[str, Any]]]:
     traffic = Traffic(seed=11, customers=300, fraud_rate=0.02, source_prefix="crash")
     events = list(traffic.stream(start=time.time() - 3 * 3600, rate_per_s=20.0, count=6_000))
     return [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
-
-
-def post_batch(server: EmbeddedServer, key: str, batch: list[dict[str, Any]]) -> dict[str, Any]:
-    response = httpx.post(
-        f"{server.url}/v1/events",
-        content=json.dumps(batch),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        timeout=30,
-    )
-    assert response.status_code == 202, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def all_alerts(server: EmbeddedServer, key: str) -> dict[str, tuple[str, int]]:
-    found: dict[str, tuple[str, int]] = {}
-    cursor = None
-    with server.client(key) as c:
-        while True:
-            params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
-            page = c.get("/v1/alerts", params=params).json()
-            for alert in page["items"]:
-                assert alert["id"] not in found
-                found[alert["id"]] = (alert["rule_id"], alert["count"])
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return found
 
 
 def features(server: EmbeddedServer, key: str, customers: list[str]) -> dict[str, Any]:

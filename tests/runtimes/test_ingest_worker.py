@@ -3,7 +3,6 @@ killed server (so a restart gets the journal to itself)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
 import os
@@ -13,25 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ringfence.bench import procstat
 from ringfence.bench.servers import create_key, start_server
 from ringfence.runtimes.embedded.ingest_worker import IngestRequest, serve
 from ringfence.testing import event
-from tests.api.test_events_api import alerts_for, post, risky_transfer, uid
-
-
-def children(pid: int) -> set[int]:
-    return set(procstat.tree(pid)) - {pid}
-
-
-def ingest_workers(pid: int) -> set[int]:
-    """The children that are multiprocessing workers (not its resource tracker)."""
-    found = set()
-    for child in children(pid):
-        with contextlib.suppress(FileNotFoundError):
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                found.add(child)
-    return found
+from tests.helpers.http import alerts_for, post, risky_transfer, uid
+from tests.helpers.processes import children, ingest_workers
 
 
 def alive(pid: int) -> bool:

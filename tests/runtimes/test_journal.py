@@ -10,7 +10,7 @@ from ringfence.errors import StoreError
 from ringfence.events import decode_event
 from ringfence.log import partition_for
 from ringfence.runtimes.embedded.journal import SqliteLog
-from tests.factories import ev
+from tests.helpers.factories import ev
 
 
 def test_appends_get_increasing_offsets_and_read_back_in_order(tmp_path: Path) -> None:

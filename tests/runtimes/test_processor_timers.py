@@ -12,7 +12,7 @@ from ringfence.runtimes.embedded.journal import SqliteLog
 from ringfence.runtimes.embedded.processor import Processor
 from ringfence.store import SqliteStore
 from ringfence.testing import FixedClock
-from tests.factories import T0, ev
+from tests.helpers.factories import T0, ev
 
 PACK = load_pack("""
 version: t1

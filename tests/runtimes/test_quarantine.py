@@ -27,7 +27,7 @@ from ringfence.runtimes.embedded.processor import Processor
 from ringfence.store import SqliteStore
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineRepository, is_store_failure, reason_of, write
 from ringfence.testing import FixedClock
-from tests.factories import T0
+from tests.helpers.factories import T0
 
 PACK_TEXT = """
 version: {version}

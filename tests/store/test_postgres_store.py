@@ -14,7 +14,7 @@ from ringfence.store.keys import ApiKeys
 from ringfence.store.pg_schema import PG_SCHEMA_VERSION
 from ringfence.store.postgres import PostgresStore, translate
 from ringfence.store.sql import SqlStore
-from tests.servers import PostgresCluster
+from tests.helpers.servers import PostgresCluster
 
 pytestmark = pytest.mark.integration
 

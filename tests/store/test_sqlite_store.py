@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,30 +13,7 @@ from ringfence.engine.rules import AlertSignal
 from ringfence.errors import NotFound, StoreError
 from ringfence.store import Checkpoint, SqliteStore
 from ringfence.store.sql import SqlStore
-
-
-def signal(
-    offset: int, *, rule: str = "velocity", key: str = "tok_1", mode: str = "live", t: float = 100.0, **kw: Any
-) -> AlertSignal:
-    fields: dict[str, Any] = {
-        "rule_id": rule,
-        "rule_version": "t1",
-        "severity": "high",
-        "audience": "fraud",
-        "mode": mode,
-        "dedup_key": key,
-        "title": f"title {offset}",
-        "summary": "s",
-        "labels": {"card": key},
-        "event_id": f"e{offset}",
-        "event_type": "card.authorization",
-        "offset": offset,
-        "occurred_at": t + offset,
-        "ingested_at": t,
-        "features": {"n": offset},
-        "customer_id": "c1",
-    }
-    return AlertSignal(**{**fields, **kw})
+from tests.helpers.store import signal
 
 
 @pytest.fixture

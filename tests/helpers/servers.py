@@ -23,7 +23,7 @@ import pytest
 
 from ringfence.bench.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KAFKA_POM = ROOT / "scripts" / "kafka" / "pom.xml"
 JARS = ROOT / ".cache" / "kafka-jars"
 

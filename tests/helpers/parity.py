@@ -8,7 +8,7 @@ from typing import Any
 
 from ringfence.bench.servers import create_key, start_server
 from ringfence.simulate import Traffic
-from tests.runtimes.test_crash_recovery import all_alerts, post_batch
+from tests.helpers.http import all_alerts, post_batch
 
 
 def yesterday_at(hour: int) -> float:

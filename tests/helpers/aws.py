@@ -1,0 +1,133 @@
+"""A deployment on the local AWS endpoint, and API Gateway events as the JWT authorizer passes them on."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ringfence.runtimes.aws.processor import StreamRecord
+
+if TYPE_CHECKING:
+    from ringfence.runtimes.aws.handlers import AwsRuntime
+    from ringfence.runtimes.aws.local import KinesisSource, QueueSource
+    from ringfence.runtimes.aws.state import Commit
+
+REGION = "us-east-1"
+# The JWT claims of each kind of caller.
+PRODUCER = {"sub": "producer-1", "scope": "events:write"}
+ANALYST = {"sub": "analyst-1", "scope": "alerts:read alerts:write"}
+READER = {"sub": "reader-1", "scope": "alerts:read"}
+
+
+def http_event(
+    route: str, claims: dict[str, str] | None, body: Any = None, *, query: str = "", **path: str
+) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload 2.0) event, as the JWT authorizer passes it on."""
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route,
+        "rawQueryString": query,
+        "headers": {"content-type": "application/json"},
+        "pathParameters": path,
+        "requestContext": {"authorizer": {"jwt": {"claims": claims, "scopes": None}}} if claims else {},
+    }
+    if body is not None:
+        event["body"] = body if isinstance(body, str) else json.dumps(body)
+    return event
+
+
+@dataclass
+class Deployment:
+    """One provisioned deployment: its runtime and Lambda's event sources over it."""
+
+    runtime: AwsRuntime
+    stream: KinesisSource
+    queue: QueueSource
+    alerts_queue_url: str
+    dead_letters_url: str
+    failures: list[dict[str, Any]] = field(default_factory=list)  # the on-failure destination
+
+    def send(self, events: list[dict[str, Any]], batch: int = 100) -> None:
+        from ringfence.runtimes.aws.handlers import ingest_event
+
+        for start in range(0, len(events), batch):
+            reply = ingest_event(self.runtime, http_event("POST /v1/events", PRODUCER, events[start : start + batch]))
+            assert reply["statusCode"] == 202, reply
+            assert json.loads(reply["body"])["rejected"] == []
+
+    def alerts(self) -> dict[str, tuple[str, int]]:
+        from ringfence.alerts.model import AlertQuery
+
+        found: dict[str, tuple[str, int]] = {}
+        cursor = None
+        while True:
+            page, cursor = self.runtime.alerts.list_alerts(AlertQuery(limit=500), cursor)
+            for alert in page:
+                assert alert.id not in found
+                found[alert.id] = (alert.rule_id, alert.count)
+            if cursor is None:
+                return found
+
+    def state_rows(self) -> dict[str, Any]:
+        """Every engine state row, by item key, decoded: equal dicts mean equal state. Only the
+        arrival times (and offsets, which are arrival times on aws) in pattern snapshots are left
+        out: they differ from run to run."""
+        db = self.runtime.clients.dynamodb
+        rows: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"TableName": self.runtime.names.state_table}
+        while True:
+            reply = db.scan(**kwargs)
+            for item in reply["Items"]:
+                if item["pk"]["S"].startswith("s|"):
+                    rows[item["pk"]["S"]] = _without_arrival(msgspec.msgpack.decode(bytes(item["st"]["B"])))
+            if "LastEvaluatedKey" not in reply:
+                return rows
+            kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+    def queue_messages(self, url: str) -> list[dict[str, Any]]:
+        sqs = self.runtime.clients.sqs
+        out: list[dict[str, Any]] = []
+        while True:
+            reply = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            if not reply.get("Messages"):
+                return out
+            out += [json.loads(m["Body"]) for m in reply["Messages"]]
+
+
+def first_commits_together(parties: int = 2) -> Callable[[Commit], None]:
+    """A ``before_commit`` hook: each thread's first commit waits until ``parties`` threads
+    have loaded the same state and run the engine, so they then race to commit."""
+    barrier = threading.Barrier(parties, timeout=30)
+    waited: set[int] = set()
+
+    def hook(commit: Commit) -> None:
+        if threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            barrier.wait()
+
+    return hook
+
+
+def _without_arrival(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_arrival(v) for k, v in value.items() if k not in ("ingested_at", "offset")}
+    if isinstance(value, list):
+        return [_without_arrival(v) for v in value]
+    return value
+
+
+DeploymentFactory = Callable[..., Deployment]  # what the ``deploy`` fixture yields
+
+
+def stream_record(r: dict[str, Any]) -> StreamRecord:
+    """The :class:`StreamRecord` of one record of a Kinesis event as Lambda gets it."""
+    k = r["kinesis"]
+    return StreamRecord(
+        k["sequenceNumber"], k["partitionKey"], base64.b64decode(k["data"]), k["approximateArrivalTimestamp"]
+    )
