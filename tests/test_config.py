@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,20 @@ def test_paths_come_from_the_environment_and_files(tmp_path: Path) -> None:
     file = tmp_path / "rf.toml"
     file.write_text('rule_pack = "/etc/rf/pack.yaml"\n')
     assert load_settings(file, environ={}).rule_pack == Path("/etc/rf/pack.yaml")
+
+
+def test_a_retired_setting_still_loads_and_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    file = tmp_path / "rf.toml"
+    file.write_text("checkpoint_interval_s = 2.0\nport = 9000\n")
+    with caplog.at_level(logging.WARNING, logger="ringfence.config"):
+        s = load_settings(file, environ={"RINGFENCE_CHECKPOINT_INTERVAL_S": "1"})
+    assert s.port == 9000
+    assert "checkpoint_interval_s" not in Settings.__struct_fields__
+    assert (
+        "setting checkpoint_interval_s (environment variable RINGFENCE_CHECKPOINT_INTERVAL_S) is ignored" in caplog.text
+    )
 
 
 def test_secrets_and_the_cli_key_are_not_settings() -> None:

@@ -2,12 +2,15 @@
 or a settings file; everything else is handed a :class:`Settings`.
 
 Precedence, lowest first: defaults, the TOML settings file, ``RINGFENCE_*`` environment
-variables, explicit overrides (CLI flags).
+variables, explicit overrides (CLI flags). An unknown setting is refused, naming it; a
+retired one (:data:`RETIRED_SETTINGS`) is ignored with a logged warning, so a settings file
+written for an older release still loads.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import tomllib
@@ -28,7 +31,6 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BATCH_EVENTS = 10_000
 DEFAULT_MAX_LAG_EVENTS = 500_000
 DEFAULT_LOG_RETENTION_S = 7 * 24 * 3600.0
-DEFAULT_CHECKPOINT_INTERVAL_S = 0.5
 DEFAULT_RATE_LIMIT_PER_S = 500.0
 DEFAULT_RATE_LIMIT_BURST = 1_000.0
 DEFAULT_AUTH_FAILURES_PER_MIN = 30.0
@@ -45,6 +47,11 @@ ENV_PREFIX = "RINGFENCE_"
 NOT_SETTINGS = ("RINGFENCE_CONFIG", "RINGFENCE_API_KEY")
 AWS_PREFIX = "RINGFENCE_AWS_"  # the aws runtime's resource names (its template sets them), not settings
 SECRET_PREFIX = "RINGFENCE_SECRET_"  # nosec B105 # noqa: S105 - a name prefix, not a secret
+# settings that no longer do anything, each with what replaced it
+RETIRED_SETTINGS = {
+    "checkpoint_interval_s": "never read: state and offsets are committed with each processed batch",
+}
+log = logging.getLogger("ringfence.config")
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -65,7 +72,6 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         rule_pack: a rule pack file to load instead of the packaged default.
         alerting: the alerting config (receivers, routes, inhibition); default: dashboard only.
         tls_cert, tls_key: serve HTTPS (and send HSTS) with this PEM certificate and key.
-        checkpoint_interval_s: how often the processor commits state and offsets.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
         rate_limit_per_s, rate_limit_burst: requests a second (and burst) per API key.
         auth_failures_per_min: failed authentications a minute per client address.
@@ -112,7 +118,6 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     alerting: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
     log_level: str = "info"
     rate_limit_per_s: float = DEFAULT_RATE_LIMIT_PER_S
     rate_limit_burst: float = DEFAULT_RATE_LIMIT_BURST
@@ -187,10 +192,6 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         """A copy with ``changes`` applied (``None`` values are ignored)."""
         return msgspec.structs.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def public(self) -> dict[str, Any]:
-        """The settings as shown to people (there are no secrets among them yet)."""
-        return {k: str(v) if isinstance(v, Path) else v for k, v in msgspec.to_builtins(self).items()}
-
 
 def _proxies(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
@@ -223,13 +224,16 @@ def load_settings(
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX) and key not in NOT_SETTINGS and not key.startswith((SECRET_PREFIX, AWS_PREFIX)):
             name = key[len(ENV_PREFIX) :].lower()
-            if name not in fields:
+            if name not in fields and name not in RETIRED_SETTINGS:
                 raise ConfigError(f"unknown setting {key}")
             raw[name] = value
             origin[name] = f"environment variable {key}"
     given = {k: v for k, v in overrides.items() if v is not None}
     raw.update(given)
     origin.update({name: f"option --{name.replace('_', '-')}" for name in given})
+    for name in RETIRED_SETTINGS.keys() & raw.keys():
+        del raw[name]
+        log.warning("setting %s (%s) is ignored: %s", name, origin[name], RETIRED_SETTINGS[name])
     try:
         return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode_path)
     except msgspec.ValidationError as exc:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from ringfence.engine import Engine, load_pack
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from ringfence.engine import AlertSignal, Engine, load_pack, load_pack_file
+from ringfence.engine.rules import Audience, Mode, Severity
 from tests.helpers.factories import T0, ev
 
 PACK = load_pack("""
@@ -89,6 +95,14 @@ def test_shadow_rules_emit_shadow_signals_and_count_hits() -> None:
     assert engine.hits == {("shadow_big", "shadow"): 1}
 
 
+def test_signals_carry_the_pack_s_closed_sets_as_enums_spelt_as_in_the_pack() -> None:
+    (signal,) = Engine(PACK).process(card(0, amount="500.00"), 0, 0, 0.0)
+    assert (signal.severity, signal.audience, signal.mode) == (Severity.LOW, Audience.FRAUD, Mode.SHADOW)
+    encoded = msgspec.json.encode(signal)
+    assert b'"severity":"low","audience":"fraud","mode":"shadow"' in encoded
+    assert msgspec.json.decode(encoded, type=AlertSignal) == signal
+
+
 def test_events_behind_the_watermark_are_late_but_still_processed() -> None:
     engine = Engine(PACK, allowed_lateness_s=5.0)
     engine.process(card(100), 0, 0, 0.0)
@@ -149,6 +163,22 @@ def test_persisted_state_names_are_the_same_in_every_process() -> None:
         for seed in ("1", "2", "3")
     }
     assert len(outputs) == 1
+
+
+def test_persisted_state_names_digest_plain_values_only() -> None:
+    """Names digest the repr of each definition's signature: an enum there (whose repr names
+    its class) would rename, and so lose, every state when the code's types change."""
+
+    def leaves(value: Any) -> Iterator[Any]:
+        if isinstance(value, tuple | list):
+            for item in value:
+                yield from leaves(item)
+        else:
+            yield value
+
+    pack = load_pack_file(None)
+    for spec in [*pack.features, *pack.anomalies, *pack.patterns]:
+        assert {type(v) for v in leaves(spec.signature)} <= {str, int, float, type(None)}, spec.state_name
 
 
 def test_a_reloaded_engine_keeps_the_state_of_unchanged_definitions_only() -> None:

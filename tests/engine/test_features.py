@@ -10,14 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringfence.engine.expressions import DictContext, Scope, compile_expression
-from ringfence.engine.features import BUCKETS, FeatureSpec, FeatureState, decode_state, encode_state
+from ringfence.engine.features import BUCKETS, Aggregation, FeatureSpec, FeatureState, decode_state, encode_state
 
 SCOPE = Scope(None, frozenset(), frozenset())
 
 
 def spec(agg: str, window: float | None = 600.0, of: str | None = "data.amount") -> FeatureSpec:
     expr = compile_expression(of, SCOPE) if of else None
-    return FeatureSpec("f", (("customer_id",),), agg, expr, None, None, window)
+    return FeatureSpec("f", (("customer_id",),), Aggregation(agg), expr, None, None, window)
 
 
 def feed(s: FeatureSpec, points: list[tuple[float, Any]]) -> FeatureState:
@@ -110,19 +110,19 @@ def test_stats_give_mean_std_and_count() -> None:
 
 
 def test_ewma_weights_recent_values() -> None:
-    s = FeatureSpec("f", (), "ewma", compile_expression("data.amount", SCOPE), None, None, None, alpha=0.5)
+    s = FeatureSpec("f", (), Aggregation.EWMA, compile_expression("data.amount", SCOPE), None, None, None, alpha=0.5)
     assert s.value(feed(s, [(0, 10.0), (1, 20.0), (2, 20.0)]), 2) == pytest.approx(17.5)
 
 
 @pytest.mark.parametrize(("q", "expected"), [(0.5, 51.0), (0.95, 96.0), (0.99, 100.0)])
 def test_quantile_over_the_window(q: float, expected: float) -> None:
-    s = FeatureSpec("f", (), "quantile", compile_expression("data.amount", SCOPE), None, None, 600.0, q=q)
+    s = FeatureSpec("f", (), Aggregation.QUANTILE, compile_expression("data.amount", SCOPE), None, None, 600.0, q=q)
     state = feed(s, [(i, float(i + 1)) for i in range(100)])
     assert s.value(state, 99) == expected
 
 
 def test_quantile_forgets_samples_outside_the_window() -> None:
-    s = FeatureSpec("f", (), "quantile", compile_expression("data.amount", SCOPE), None, None, 60.0, q=0.5)
+    s = FeatureSpec("f", (), Aggregation.QUANTILE, compile_expression("data.amount", SCOPE), None, None, 60.0, q=0.5)
     assert s.value(feed(s, [(0, 1000.0), (100, 5.0)]), 100) == 5.0
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 
 from ringfence.engine import default_pack_text, load_pack
+from ringfence.engine.anomaly import AnomalyKind
+from ringfence.engine.features import Aggregation
+from ringfence.engine.patterns import PatternKind
+from ringfence.engine.rules import Audience, Mode, Severity
 from ringfence.errors import RulePackError
 
 BASE = """
@@ -31,6 +35,18 @@ def test_the_default_pack_loads_and_covers_every_audience() -> None:
     pack = load_pack(default_pack_text())
     assert len(pack.rules) >= 10
     assert {r.output.audience for r in pack.rules} == {"fraud", "aml", "security", "ops", "customer"}
+
+
+def test_closed_sets_load_as_their_enums() -> None:
+    pack = load_pack(default_pack_text())
+    velocity = pack.rule("card_velocity")
+    assert velocity is not None
+    assert (velocity.output.severity, velocity.output.mode) == (Severity.HIGH, Mode.LIVE)
+    outputs = [d.output for d in (*pack.rules, *pack.patterns)]
+    assert {(type(o.severity), type(o.audience), type(o.mode)) for o in outputs} == {(Severity, Audience, Mode)}
+    assert {type(p.kind) for p in pack.patterns} == {PatternKind}
+    assert {type(a.kind) for a in pack.anomalies} == {AnomalyKind}
+    assert {type(f.agg) for f in pack.features} == {Aggregation}
 
 
 def test_a_valid_pack_loads_with_version_and_digest() -> None:

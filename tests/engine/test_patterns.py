@@ -136,7 +136,7 @@ def test_an_expected_event_that_fails_its_condition_does_not_cancel() -> None:
     assert len([s for s in run(engine, events) if s.rule_id == "contact_without_login"]) == 1
 
 
-def test_silence_fires_once_per_quiet_period_and_rearms() -> None:
+def test_a_heartbeat_fires_once_per_quiet_period_and_rearms() -> None:
     engine = Engine(PACK)
     api = [ev("api.request", at=T0 + t, customer_id=None, source="gw") for t in (0, 60, 120)]
     later = [
@@ -157,7 +157,7 @@ def test_a_busy_key_keeps_one_timer_and_still_fires_after_its_last_event() -> No
     assert [(s.dedup_key, s.occurred_at) for s in hits] == [("gw", T0 + 2998 + 300)]
 
 
-def test_a_late_event_neither_moves_a_silence_earlier_nor_rearms_it() -> None:
+def test_a_late_event_neither_moves_a_heartbeat_earlier_nor_rearms_it() -> None:
     engine = Engine(PACK)
     last_heard = ev("api.request", at=T0 + 100, customer_id=None, source="gw")
     run(engine, [last_heard])  # deadline T0+400
@@ -167,6 +167,16 @@ def test_a_late_event_neither_moves_a_silence_earlier_nor_rearms_it() -> None:
     assert [(s.occurred_at, s.event_id) for s in hits] == [(T0 + 400, last_heard.event_id)]
     run(engine, [ev("api.request", at=T0 + 90, customer_id=None, source="gw")])  # later still, but older
     assert engine.advance(T0 + 10_000) == []  # fired once
+
+
+def test_only_an_absence_without_after_is_a_heartbeat() -> None:
+    """Runtimes merge copies of a heartbeat's state by keeping the latest deadline."""
+    engine = Engine(PACK)
+    names = engine.persisted_names
+    assert engine.is_heartbeat(names["pattern:source_silent"])
+    assert not engine.is_heartbeat(names["pattern:contact_without_login"])
+    assert not engine.is_heartbeat(names["pattern:reset_payee_transfer"])
+    assert not engine.is_heartbeat("pattern:unknown#0")
 
 
 def test_timers_fire_on_an_explicit_watermark_when_no_event_comes() -> None:

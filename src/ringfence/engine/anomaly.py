@@ -12,6 +12,7 @@ from __future__ import annotations
 import pickle  # nosec B403
 import statistics
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -24,12 +25,19 @@ MAX_Z = 99.0
 MAD_TO_SIGMA = 1.4826
 
 
+class AnomalyKind(StrEnum):
+    """How an anomaly score is computed (``kind`` in a pack)."""
+
+    ROBUST_ZSCORE = "robust_zscore"
+    HALF_SPACE_TREES = "half_space_trees"
+
+
 @dataclass(frozen=True)
 class AnomalySpec:
     """An anomaly score from the rule pack; its ``name`` reads like a feature in rules."""
 
     name: str
-    kind: str  # "robust_zscore" | "half_space_trees"
+    kind: AnomalyKind
     by: tuple[tuple[str, ...], ...]
     inputs: tuple[Expression, ...]
     where: Expression | None
@@ -46,7 +54,9 @@ class AnomalySpec:
     def signature(self) -> tuple[Any, ...]:
         """What defines the state: a reloaded pack keeps the state of an anomaly with the same one."""
         where = self.where.source if self.where else None
-        return (self.kind, self.by, tuple(i.source for i in self.inputs), where, stable_types(self.on), self.samples)
+        inputs = tuple(i.source for i in self.inputs)
+        # plain values only: checkpoints name states by a digest of its repr (see persisted_names)
+        return (self.kind.value, self.by, inputs, where, stable_types(self.on), self.samples)
 
     def applies(self, event_type: str, ctx: EvalContext) -> bool:
         if self.on is not None and event_type not in self.on:

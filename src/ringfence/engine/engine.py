@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from ringfence.engine.anomaly import (
+    AnomalyKind,
     AnomalySpec,
     HalfSpaceTrees,
     ZState,
@@ -29,6 +30,7 @@ from ringfence.engine.features import READ_BEFORE_UPDATE, FeatureSpec, FeatureSt
 from ringfence.engine.keys import key_of
 from ringfence.engine.pack import RulePack
 from ringfence.engine.patterns import (
+    PatternKind,
     PatternSpec,
     PatternState,
     Timers,
@@ -113,7 +115,8 @@ def _ref(snap: Mapping[str, Any]) -> dict[str, Any]:
 
 def persisted_names(pack: RulePack) -> dict[str, str]:
     """Each state name of ``pack`` with the digest of its definition, as checkpoints store it:
-    a changed definition never restores the state of the old one."""
+    a changed definition never restores the state of the old one. Signatures hold plain values
+    (an enum's repr names its class), so the same definition keeps its name across releases."""
     specs: list[FeatureSpec | AnomalySpec | PatternSpec] = [*pack.features, *pack.anomalies, *pack.patterns]
     return {
         x.state_name: f"{x.state_name}#{hashlib.sha256(repr(x.signature).encode()).hexdigest()[:12]}" for x in specs
@@ -128,9 +131,11 @@ class Engine:
         self.lists: dict[str, frozenset[str]] = dict(pack.lists)
         self.allowed_lateness_s = allowed_lateness_s
         self.states: dict[str, dict[str, FeatureState]] = {f.name: {} for f in pack.features}
-        self.zstates: dict[str, dict[str, ZState]] = {a.name: {} for a in pack.anomalies if a.kind == "robust_zscore"}
+        self.zstates: dict[str, dict[str, ZState]] = {
+            a.name: {} for a in pack.anomalies if a.kind == AnomalyKind.ROBUST_ZSCORE
+        }
         self.models: dict[str, HalfSpaceTrees] = {
-            a.name: HalfSpaceTrees() for a in pack.anomalies if a.kind == "half_space_trees"
+            a.name: HalfSpaceTrees() for a in pack.anomalies if a.kind == AnomalyKind.HALF_SPACE_TREES
         }
         self.pattern_states: dict[str, dict[str, PatternState]] = {p.id: {} for p in pack.patterns}
         self.timers = Timers()
@@ -251,7 +256,7 @@ class Engine:
         if key is None or x is None:
             return None
         self._dirty.add((spec.state_name, key))
-        if spec.kind == "half_space_trees":
+        if spec.kind == AnomalyKind.HALF_SPACE_TREES:
             return self.models[spec.name].score_and_learn(x, spec.min_samples)
         table = self.zstates[spec.name]
         state = table.get(key)
@@ -271,7 +276,7 @@ class Engine:
             state = PatternState(ctx.event.occurred_at)
         state.seen = max(state.seen, ctx.event.occurred_at)
         signal = None
-        if spec.kind == "sequence":
+        if spec.kind == PatternKind.SEQUENCE:
             completed = advance_sequence(spec, state, ctx.event, snap, ctx)
             if completed is not None:
                 ctx.steps = {s.name: c for s, c in zip(spec.steps, completed, strict=True)}
@@ -294,7 +299,7 @@ class Engine:
                 # comes due (see advance), so a busy key does not add an entry per event
                 if armed is None or state.deadline < armed:
                     self.timers.add(state.deadline, spec.id, key)
-        if state.partials or state.deadline is not None or spec.kind == "absence":
+        if state.partials or state.deadline is not None or spec.kind == PatternKind.ABSENCE:
             table[key] = state
             self._dirty.add((spec.state_name, key))
         elif key in table:
@@ -418,12 +423,12 @@ class Engine:
         state = self.pattern_states.get(ident, {}).get(key) if kind == "pattern" else None
         return state.deadline if state is not None else None
 
-    def is_silence(self, persisted: str) -> bool:
-        """True for the state of a silence (an absence with no ``after``): its deadline only
+    def is_heartbeat(self, persisted: str) -> bool:
+        """True for the state of a heartbeat (an absence with no ``after``): its deadline only
         ever moves later, so writers may merge copies of it by keeping the latest deadline."""
         kind, _, ident = self._internal_names.get(persisted, "").partition(":")
         spec = self._patterns.get(ident) if kind == "pattern" else None
-        return spec is not None and spec.kind == "absence" and spec.after is None
+        return spec is not None and spec.is_heartbeat
 
     def horizon_of(self, persisted: str) -> float | None:
         """How long a quiet key's state row matters (window, ttl or pattern span); None: for ever."""

@@ -15,6 +15,7 @@ import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -25,12 +26,30 @@ from ringfence.engine.keys import key_of, stable_types
 BUCKETS = 60
 MAX_DISTINCT = 1_000
 QUANTILE_SAMPLES = 256
-AGGREGATIONS = frozenset(
-    {"count", "sum", "avg", "min", "max", "distinct_count", "last", "first", "time_since", "stats", "ewma", "quantile"}
-)
-NEEDS_OF = AGGREGATIONS - {"count", "time_since"}
-LIFETIME_ONLY = frozenset({"ewma"})
-WINDOW_ONLY = frozenset({"quantile"})
+
+
+class Aggregation(StrEnum):
+    """What a feature computes over its events (``agg`` in a pack)."""
+
+    COUNT = "count"
+    SUM = "sum"
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    DISTINCT_COUNT = "distinct_count"
+    LAST = "last"
+    FIRST = "first"
+    TIME_SINCE = "time_since"
+    STATS = "stats"
+    EWMA = "ewma"
+    QUANTILE = "quantile"
+
+
+NEEDS_OF = frozenset(Aggregation) - {Aggregation.COUNT, Aggregation.TIME_SINCE}
+LIFETIME_ONLY = frozenset({Aggregation.EWMA})
+WINDOW_ONLY = frozenset({Aggregation.QUANTILE})
+# aggregates whose value is read *before* the current event is folded in
+READ_BEFORE_UPDATE = frozenset({Aggregation.LAST, Aggregation.FIRST, Aggregation.TIME_SINCE})
 
 
 class FeatureState(msgspec.Struct, array_like=True, gc=False):
@@ -54,7 +73,7 @@ class FeatureSpec:
 
     name: str
     by: tuple[tuple[str, ...], ...]
-    agg: str
+    agg: Aggregation
     of: Expression | None
     where: Expression | None
     on: frozenset[str] | None
@@ -71,7 +90,8 @@ class FeatureSpec:
     def signature(self) -> tuple[Any, ...]:
         """What defines the state: a reloaded pack keeps the state of a feature with the same one."""
         src = (self.of.source if self.of else None, self.where.source if self.where else None)
-        return (self.by, self.agg, *src, stable_types(self.on), self.window, self.alpha, self.q)
+        # plain values only: checkpoints name states by a digest of its repr (see persisted_names)
+        return (self.by, self.agg.value, *src, stable_types(self.on), self.window, self.alpha, self.q)
 
     @property
     def width(self) -> float:
@@ -99,7 +119,7 @@ class FeatureSpec:
     def value(self, state: FeatureState | None, t: float) -> Any:
         """The feature's value as seen by an event at time ``t``."""
         if state is None:
-            return 0 if self.agg in ("count", "sum", "distinct_count") else None
+            return 0 if self.agg in (Aggregation.COUNT, Aggregation.SUM, Aggregation.DISTINCT_COUNT) else None
         return _READ[self.agg](self, state, t)
 
     def expired(self, state: FeatureState, watermark: float) -> bool:
@@ -109,9 +129,9 @@ class FeatureSpec:
 
     def _prune(self, state: FeatureState) -> None:
         assert state.buckets is not None
-        if self.agg == "quantile":
+        if self.agg == Aggregation.QUANTILE:
             return
-        if self.agg == "distinct_count":
+        if self.agg == Aggregation.DISTINCT_COUNT:
             if len(state.buckets) > MAX_DISTINCT:
                 oldest = sorted(state.buckets, key=state.buckets.__getitem__)[: len(state.buckets) - MAX_DISTINCT]
                 for k in oldest:
@@ -211,12 +231,12 @@ def _upd_time_since(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> Non
 def _read_sum(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
     if spec.window is None:
         total = s.value or 0
-        return int(total) if spec.agg == "count" else total
+        return int(total) if spec.agg == Aggregation.COUNT else total
     if s.buckets is None:
         return 0
     bottom, top = spec._window_range(s, t)
     total = sum(v for i, v in s.buckets.items() if bottom < i <= top)
-    return int(total) if spec.agg == "count" else total
+    return int(total) if spec.agg == Aggregation.COUNT else total
 
 
 def _read_avg(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
@@ -330,36 +350,34 @@ def _read_quantile(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
     return inside[min(len(inside) - 1, int(spec.q * len(inside)))]
 
 
-_UPDATE: dict[str, Callable[[FeatureSpec, FeatureState, float, Any], None]] = {
-    "count": _upd_count,
-    "sum": _upd_sum,
-    "avg": _upd_avg,
-    "min": _extreme(min),
-    "max": _extreme(max),
-    "distinct_count": _upd_distinct,
-    "last": _upd_last,
-    "first": _upd_first,
-    "time_since": _upd_time_since,
-    "stats": _upd_stats,
-    "ewma": _upd_ewma,
-    "quantile": _upd_quantile,
+_UPDATE: dict[Aggregation, Callable[[FeatureSpec, FeatureState, float, Any], None]] = {
+    Aggregation.COUNT: _upd_count,
+    Aggregation.SUM: _upd_sum,
+    Aggregation.AVG: _upd_avg,
+    Aggregation.MIN: _extreme(min),
+    Aggregation.MAX: _extreme(max),
+    Aggregation.DISTINCT_COUNT: _upd_distinct,
+    Aggregation.LAST: _upd_last,
+    Aggregation.FIRST: _upd_first,
+    Aggregation.TIME_SINCE: _upd_time_since,
+    Aggregation.STATS: _upd_stats,
+    Aggregation.EWMA: _upd_ewma,
+    Aggregation.QUANTILE: _upd_quantile,
 }
-_READ: dict[str, Callable[[FeatureSpec, FeatureState, float], Any]] = {
-    "count": _read_sum,
-    "sum": _read_sum,
-    "avg": _read_avg,
-    "min": _read_extreme(min),
-    "max": _read_extreme(max),
-    "distinct_count": _read_distinct,
-    "last": _read_previous,
-    "first": _read_previous,
-    "time_since": _read_time_since,
-    "stats": _read_stats,
-    "ewma": _read_ewma,
-    "quantile": _read_quantile,
+_READ: dict[Aggregation, Callable[[FeatureSpec, FeatureState, float], Any]] = {
+    Aggregation.COUNT: _read_sum,
+    Aggregation.SUM: _read_sum,
+    Aggregation.AVG: _read_avg,
+    Aggregation.MIN: _read_extreme(min),
+    Aggregation.MAX: _read_extreme(max),
+    Aggregation.DISTINCT_COUNT: _read_distinct,
+    Aggregation.LAST: _read_previous,
+    Aggregation.FIRST: _read_previous,
+    Aggregation.TIME_SINCE: _read_time_since,
+    Aggregation.STATS: _read_stats,
+    Aggregation.EWMA: _read_ewma,
+    Aggregation.QUANTILE: _read_quantile,
 }
-# Aggregates whose value is read *before* the current event is folded in.
-READ_BEFORE_UPDATE = frozenset({"last", "first", "time_since"})
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(FeatureState)

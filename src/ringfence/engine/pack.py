@@ -10,20 +10,21 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import yaml
 
 from ringfence import safe_yaml
-from ringfence.engine.anomaly import AnomalySpec
+from ringfence.engine.anomaly import AnomalyKind, AnomalySpec
 from ringfence.engine.durations import parse_duration
 from ringfence.engine.expressions import ENVELOPE_FIELDS, STATS_FIELDS, Expression, Scope, compile_expression
-from ringfence.engine.features import AGGREGATIONS, LIFETIME_ONLY, NEEDS_OF, WINDOW_ONLY, FeatureSpec
-from ringfence.engine.patterns import PatternSpec, StepSpec
-from ringfence.engine.rules import AUDIENCES, SEVERITIES, Output, RuleSpec, Template
+from ringfence.engine.features import LIFETIME_ONLY, NEEDS_OF, WINDOW_ONLY, Aggregation, FeatureSpec
+from ringfence.engine.patterns import PatternKind, PatternSpec, StepSpec
+from ringfence.engine.rules import AUDIENCES, SEVERITIES, Audience, Mode, Output, RuleSpec, Severity, Template
 from ringfence.engine.schema import ANY, NUMBER, FieldType, data_schema
 from ringfence.errors import ExpressionError, FieldError, RulePackError
 from ringfence.events.sensitive import PAN_MESSAGE, looks_like_pan, redact, scan
@@ -33,6 +34,7 @@ MAX_PACK_BYTES = 1024 * 1024
 DEFAULT_STATE_TTL = "400d"
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _RESERVED = ENVELOPE_FIELDS | {"data", "lists", "true", "false", "null"}
+_E = TypeVar("_E", bound=StrEnum)
 
 
 class _PackLoader(safe_yaml.SafeLoader):
@@ -211,46 +213,53 @@ class _Loader:
             raise RulePackError(f"duplicate name {name!r}", where)
         self.names.add(name)
 
+    @staticmethod
+    def choice(kind: type[_E], value: str, message: str, where: str) -> _E:
+        """``value`` as a member of ``kind``; RulePackError(``message``) if it is none of them."""
+        try:
+            return kind(value)
+        except ValueError:
+            raise RulePackError(message, where) from None
+
     def feature(self, i: int, f: FeatureDoc) -> FeatureSpec:
         where = f"features[{i}] ({f.name})"
         self.claim(f.name, where, "feature name")
-        if f.agg not in AGGREGATIONS:
-            raise RulePackError(f"unknown agg {f.agg!r}; one of {', '.join(sorted(AGGREGATIONS))}", where)
-        if f.agg in NEEDS_OF and not f.of:
+        agg = self.choice(Aggregation, f.agg, f"unknown agg {f.agg!r}; one of {', '.join(sorted(Aggregation))}", where)
+        if agg in NEEDS_OF and not f.of:
             raise RulePackError(f"agg {f.agg!r} needs 'of'", where)
         window = self.duration(f.window, where, "window")
-        if f.agg in LIFETIME_ONLY and window is not None:
+        if agg in LIFETIME_ONLY and window is not None:
             raise RulePackError(f"agg {f.agg!r} is a lifetime aggregate; remove 'window'", where)
-        if f.agg in WINDOW_ONLY and window is None:
+        if agg in WINDOW_ONLY and window is None:
             raise RulePackError(f"agg {f.agg!r} needs a 'window'", where)
         if not 0 < f.alpha <= 1 or not 0 < f.q < 1:
             raise RulePackError("alpha must be in (0, 1] and q in (0, 1)", where)
         on = self.types(f.on, where)
         scope = self.scope(on, features=False)
         of = self.expr(f.of, scope, where) if f.of else None
-        if of is not None and f.agg not in ("last", "first", "distinct_count") and of.type not in (NUMBER, ANY):
+        any_value = (Aggregation.LAST, Aggregation.FIRST)
+        if of is not None and agg not in (*any_value, Aggregation.DISTINCT_COUNT) and of.type not in (NUMBER, ANY):
             raise RulePackError(f"agg {f.agg!r} needs a number, but 'of' is a {of.type}", where)
         cond = self.expr(f.where, scope, where, condition=True) if f.where else None
         ftype: FieldType = NUMBER
-        if f.agg in ("last", "first"):
+        if agg in any_value:
             ftype = of.type if of is not None else ANY
-        elif f.agg == "stats":
+        elif agg == Aggregation.STATS:
             ftype = STATS_FIELDS
         self.feature_types[f.name] = ftype
-        return FeatureSpec(f.name, self.keys(f.by, where), f.agg, of, cond, on, window, f.alpha, f.q, self.ttl)
+        return FeatureSpec(f.name, self.keys(f.by, where), agg, of, cond, on, window, f.alpha, f.q, self.ttl)
 
     def anomaly(self, i: int, a: AnomalyDoc) -> AnomalySpec:
         where = f"anomaly[{i}] ({a.name})"
         self.claim(a.name, where, "anomaly name")
-        if a.kind not in ("robust_zscore", "half_space_trees"):
-            raise RulePackError("kind must be robust_zscore or half_space_trees", where)
+        kind = self.choice(AnomalyKind, a.kind, "kind must be robust_zscore or half_space_trees", where)
         on = self.types(a.on, where)
         scope = self.scope(on, features=True)
         inputs = tuple(self.expr(src, scope, where) for src in ([a.of] if isinstance(a.of, str) else a.of))
-        if a.kind == "robust_zscore" and len(inputs) != 1:
+        if kind == AnomalyKind.ROBUST_ZSCORE and len(inputs) != 1:
             raise RulePackError("robust_zscore scores one value: give one 'of'", where)
         by = self.keys(a.by, where)
-        if a.kind == "half_space_trees":
+        if kind == AnomalyKind.HALF_SPACE_TREES:
             if by:
                 raise RulePackError("half_space_trees keeps one model: use by: global", where)
             from ringfence.engine.anomaly import HalfSpaceTrees
@@ -261,25 +270,22 @@ class _Loader:
         cond = self.expr(a.where, scope, where, condition=True) if a.where else None
         self.feature_types[a.name] = NUMBER
         window = self.duration(a.window, where, "window") or self.ttl
-        return AnomalySpec(a.name, a.kind, by, inputs, cond, on, a.min_samples, a.samples, window)
+        return AnomalySpec(a.name, kind, by, inputs, cond, on, a.min_samples, a.samples, window)
 
     def output(self, d: OutputDoc, scope: Scope, where: str) -> Output:
-        if d.severity not in SEVERITIES:
-            raise RulePackError(f"severity must be one of {', '.join(SEVERITIES)}", where)
-        if d.audience not in AUDIENCES:
-            raise RulePackError(f"audience must be one of {', '.join(AUDIENCES)}", where)
-        if d.mode not in ("live", "shadow"):
-            raise RulePackError("mode must be live or shadow", where)
+        severity = self.choice(Severity, d.severity, f"severity must be one of {', '.join(SEVERITIES)}", where)
+        audience = self.choice(Audience, d.audience, f"audience must be one of {', '.join(AUDIENCES)}", where)
+        mode = self.choice(Mode, d.mode, "mode must be live or shadow", where)
         auto_resolve = self.duration(d.auto_resolve, where, "auto_resolve")
         try:
             return Output(
-                d.severity,
-                d.audience,
+                severity,
+                audience,
                 Template.parse(d.title, scope),
                 Template.parse(d.summary, scope),
                 Template.parse(d.dedup, scope),
                 tuple((k, Template.parse(v, scope)) for k, v in sorted(d.labels.items())),
-                d.mode,
+                mode,
                 auto_resolve,
             )
         except (ExpressionError, ValueError) as exc:
@@ -309,10 +315,11 @@ class _Loader:
         within = self.duration(p.within, where, "within")
         if within is None:
             raise RulePackError("'within' is required (e.g. 30m)", where)
+        kind = self.choice(PatternKind, p.kind, "kind must be sequence or absence", where)
         captured: dict[str, Any] = {}
         steps: list[StepSpec] = []
         after = expect = None
-        if p.kind == "sequence":
+        if kind == PatternKind.SEQUENCE:
             if len(p.steps) < 2 or p.after or p.expect:
                 raise RulePackError("a sequence has two or more 'steps' (and no after/expect)", where)
             for j, s in enumerate(p.steps):
@@ -322,7 +329,7 @@ class _Loader:
                 steps.append(self.step(s, name, dict(captured), f"{where} step {j + 1}"))
                 captured[name] = data_schema(steps[-1].on)
             final_on = steps[-1].on
-        elif p.kind == "absence":
+        else:
             if p.steps or p.expect is None:
                 raise RulePackError("an absence has 'expect' (and optionally 'after'), not 'steps'", where)
             if p.after is not None:
@@ -330,12 +337,10 @@ class _Loader:
                 captured[after.name] = data_schema(after.on)
             expect = self.step(p.expect, p.expect.name or "expect", dict(captured), f"{where} expect")
             final_on = after.on if after is not None else expect.on
-        else:
-            raise RulePackError("kind must be sequence or absence", where)
         scope = self.scope(final_on, features=True, steps=captured)
         return PatternSpec(
             p.id,
-            p.kind,
+            kind,
             p.description,
             self.keys(p.by, where),
             within,

@@ -2,15 +2,16 @@
 
 ``sequence``: steps in order (each an event type and an optional condition that may refer
 to earlier steps, e.g. ``data.payee_id == payee.data.payee_id``) within ``within`` seconds.
-``absence``: an ``after`` event not followed by an ``expect`` event within ``within``
-(or, with no ``after``, a key - e.g. an event source - silent for ``within``). Absences
-fire from timers, on the watermark, so quiet keys still close.
+``absence``: an ``after`` event not followed by an ``expect`` event within ``within``; with
+no ``after``, a *heartbeat*: a key (e.g. an event source) that sends no ``expect`` event for
+``within``. Absences fire from timers, on the watermark, so quiet keys still close.
 """
 
 from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -21,6 +22,13 @@ from ringfence.engine.rules import Output
 from ringfence.events.model import Event
 
 MAX_PARTIALS = 8
+
+
+class PatternKind(StrEnum):
+    """A pattern's ``kind`` in a pack (see the module docstring)."""
+
+    SEQUENCE = "sequence"
+    ABSENCE = "absence"
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,7 @@ class PatternSpec:
     """A sequence (``steps``) or an absence (``after`` then no ``expect``) per ``by`` key."""
 
     id: str
-    kind: str  # "sequence" | "absence"
+    kind: PatternKind
     description: str
     by: tuple[tuple[str, ...], ...]
     within: float
@@ -55,6 +63,12 @@ class PatternSpec:
         return frozenset(t for s in specs for t in s.on)
 
     @property
+    def is_heartbeat(self) -> bool:
+        """An absence with no ``after``: its deadline only ever moves later (to the newest
+        ``expect`` event's time plus ``within``) until it fires."""
+        return self.kind == PatternKind.ABSENCE and self.after is None
+
+    @property
     def state_name(self) -> str:
         return f"pattern:{self.id}"
 
@@ -66,7 +80,7 @@ class PatternSpec:
             for s in (*self.steps, self.after, self.expect)
             if s
         ]
-        return (self.kind, self.by, self.within, tuple(steps))
+        return (self.kind.value, self.by, self.within, tuple(steps))  # plain values: see persisted_names
 
     @property
     def evidence_features(self) -> frozenset[str]:
@@ -141,10 +155,10 @@ def advance_absence(spec: PatternSpec, state: PatternState, event: Event, snap: 
     """Fold ``event`` into an absence; return True if its deadline (re)armed."""
     t = event.occurred_at
     assert spec.expect is not None
-    if spec.after is None:  # silence: the newest expected event sets the deadline
+    if spec.after is None:  # a heartbeat: the newest expected event sets the deadline
         newest = state.anchor is None or t >= state.anchor["occurred_at"]
-        # a late event is no news: the source was heard from after it (and its deadline, were it
-        # to count, would lie before the one armed, or re-arm a silence that already fired)
+        # a late event is no news: the key was heard from after it (and its deadline, were it
+        # to count, would lie before the one armed, or re-arm a heartbeat that already fired)
         if newest and spec.expect.matches(event.type, ctx):
             state.anchor, state.deadline = snap, t + spec.within
             return True

@@ -9,14 +9,43 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import msgspec
 
 from ringfence.engine.expressions import EvalContext, Expression, Scope, compile_expression
 
-SEVERITIES = ("info", "low", "medium", "high", "critical")
-AUDIENCES = ("fraud", "aml", "security", "ops", "customer")
+
+class Severity(StrEnum):
+    """How urgent a detection's alerts are, least first."""
+
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Audience(StrEnum):
+    """The desk a detection's alerts are for; API keys may be limited to some."""
+
+    FRAUD = "fraud"
+    AML = "aml"
+    SECURITY = "security"
+    OPS = "ops"
+    CUSTOMER = "customer"
+
+
+class Mode(StrEnum):
+    """``live`` detections raise alerts; ``shadow`` ones are only counted (to try a rule out)."""
+
+    LIVE = "live"
+    SHADOW = "shadow"
+
+
+SEVERITIES = tuple(s.value for s in Severity)
+AUDIENCES = tuple(a.value for a in Audience)
 _PLACEHOLDER = re.compile(r"\{([^{}]{1,200})\}")
 MAX_RENDERED = 1_000
 
@@ -67,13 +96,13 @@ def _fmt(value: Any) -> str:
 class Output:
     """What a detection (rule or pattern) says when it fires."""
 
-    severity: str
-    audience: str
+    severity: Severity
+    audience: Audience
     title: Template
     summary: Template
     dedup: Template
     labels: tuple[tuple[str, Template], ...]
-    mode: str
+    mode: Mode
     auto_resolve: float | None = None  # resolve an alert with no new hit for this long (seconds)
 
 
@@ -102,9 +131,9 @@ class AlertSignal(msgspec.Struct, frozen=True, omit_defaults=True):
 
     rule_id: str
     rule_version: str
-    severity: str
-    audience: str
-    mode: str
+    severity: Severity
+    audience: Audience
+    mode: Mode
     dedup_key: str
     title: str
     summary: str

@@ -228,8 +228,3 @@ def to_decimal(value: int | float | str, currency: str, *, signed: bool = False)
         return amount.quantize(unit)
     except DecimalException:
         raise MoneyError("not a decimal number") from None
-
-
-def to_minor_units(amount: Decimal, currency: str) -> int:
-    """Exact integer minor units of an amount already checked by :func:`to_decimal`."""
-    return int(amount.scaleb(CURRENCY_EXPONENTS[currency]))

@@ -20,7 +20,7 @@ from ringfence.engine.engine import Engine
 from ringfence.engine.pack import RulePack
 from ringfence.engine.rules import AlertSignal
 from ringfence.events.decode import validate_event
-from ringfence.simulate.traffic import Label
+from ringfence.simulate.population import Label
 
 INCIDENT_GAP_S = 3600.0
 MAX_EXAMPLES = 5  # event ids of false alerts kept per detection, to look at

@@ -5,168 +5,181 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ringfence.simulate.traffic import FAR, GAMBLING_MCC, HIGH_RISK, HOME, PARTNER_FEEDS, Customer, Label
-
-if TYPE_CHECKING:
-    from ringfence.simulate.traffic import Traffic
+from ringfence.simulate.population import (
+    FAR,
+    GAMBLING_MCC,
+    HIGH_RISK,
+    HOME,
+    PARTNER_FEEDS,
+    Customer,
+    Label,
+    Population,
+)
 
 Events = list[dict[str, Any]]
-Builder = Callable[["Traffic", Customer, float], tuple[Events, tuple[str, ...]]]
-SILENCE_S = 420.0
+Builder = Callable[[Population, Customer, float], tuple[Events, tuple[str, ...]]]
+FEED_PAUSE_S = 420.0  # how long ops_source_silent stops a partner feed: past the pack's 5 minutes
 
 
-def _foreign(tr: Traffic, c: Customer, n: int = 1) -> list[str]:
-    return tr.rng.sample([k for k in HOME if k != c.country], n)
+def _foreign(people: Population, c: Customer, n: int = 1) -> list[str]:
+    return people.rng.sample([k for k in HOME if k != c.country], n)
 
 
-def card_velocity(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [tr.card(c, t + i * 20, tr.rng.uniform(5, 60)) for i in range(9)], ()
+def card_velocity(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [people.card(c, t + i * 20, people.rng.uniform(5, 60)) for i in range(9)], ()
 
 
-def card_testing(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    events = [tr.card(c, t + i * 8, tr.rng.uniform(0.5, 2.0), approved=False, channel="ecom") for i in range(4)]
-    return [*events, tr.card(c, t + 40, 1.0, channel="ecom")], ()
+def card_testing(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    events = [people.card(c, t + i * 8, people.rng.uniform(0.5, 2.0), approved=False, channel="ecom") for i in range(4)]
+    return [*events, people.card(c, t + 40, 1.0, channel="ecom")], ()
 
 
-def card_amount_anomaly(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    history = [tr.card(c, t + i * 300, c.typical_amount * tr.rng.uniform(0.8, 1.25), channel="ecom") for i in range(10)]
+def card_amount_anomaly(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    history = [
+        people.card(c, t + i * 300, c.typical_amount * people.rng.uniform(0.8, 1.25), channel="ecom") for i in range(10)
+    ]
     spike = min(1900.0, max(320.0, c.typical_amount * 30))
-    return [*history, tr.card(c, t + 3100, spike, channel="ecom")], ()
+    return [*history, people.card(c, t + 3100, spike, channel="ecom")], ()
 
 
-def card_impossible_travel(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    far = tr.rng.choice(list(FAR))
-    return [tr.card(c, t, 30.0, channel="pos"), tr.card(c, t + 900, 45.0, channel="pos", country=far)], (
+def card_impossible_travel(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    far = people.rng.choice(list(FAR))
+    return [people.card(c, t, 30.0, channel="pos"), people.card(c, t + 900, 45.0, channel="pos", country=far)], (
         "notify_card_abroad",
     )
 
 
-def card_high_risk_country(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [tr.card(c, t, 120.0, channel="ecom", country=tr.rng.choice(HIGH_RISK))], ("notify_card_abroad",)
+def card_high_risk_country(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [people.card(c, t, 120.0, channel="ecom", country=people.rng.choice(HIGH_RISK))], ("notify_card_abroad",)
 
 
-def card_new_gambling(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [tr.card(c, t, 500.0, channel="ecom", mcc=GAMBLING_MCC)], ()
+def card_new_gambling(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [people.card(c, t, 500.0, channel="ecom", mcc=GAMBLING_MCC)], ()
 
 
-def card_multiple_countries(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    countries = _foreign(tr, c, 3)
-    return [tr.card(c, t + i * 600, 40.0, channel="ecom", country=k) for i, k in enumerate(countries)], (
+def card_multiple_countries(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    countries = _foreign(people, c, 3)
+    return [people.card(c, t + i * 600, 40.0, channel="ecom", country=k) for i, k in enumerate(countries)], (
         "notify_card_abroad",
     )
 
 
-def login_failed_burst(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    ip = f"203.0.113.{tr.rng.randrange(1, 255)}"
-    return [tr.login(c, t + i * 10, ok=False, ip=ip) for i in range(6)], ()
+def login_failed_burst(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    ip = f"203.0.113.{people.rng.randrange(1, 255)}"
+    return [people.login(c, t + i * 10, ok=False, ip=ip) for i in range(6)], ()
 
 
-def ato_burst_then_new_device(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    ip, device = f"203.0.113.{tr.rng.randrange(1, 255)}", f"dev_x{tr.rng.getrandbits(40):010x}"
-    failed = [tr.login(c, t + i * 10, ok=False, ip=ip, device=device) for i in range(6)]
-    return [*failed, tr.login(c, t + 70, ip=ip, device=device)], ("login_failed_burst",)
+def ato_burst_then_new_device(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    ip, device = f"203.0.113.{people.rng.randrange(1, 255)}", f"dev_x{people.rng.getrandbits(40):010x}"
+    failed = [people.login(c, t + i * 10, ok=False, ip=ip, device=device) for i in range(6)]
+    return [*failed, people.login(c, t + 70, ip=ip, device=device)], ("login_failed_burst",)
 
 
-def impossible_travel(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    far = tr.rng.choice(list(FAR))
-    return [tr.login(c, t), tr.login(c, t + 1800, country=far)], ()
+def impossible_travel(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    far = people.rng.choice(list(FAR))
+    return [people.login(c, t), people.login(c, t + 1800, country=far)], ()
 
 
-def credential_stuffing_ip(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    ip = f"198.51.100.{tr.rng.randrange(1, 255)}"
-    victims = tr.rng.sample(tr.active, 12)
-    return [tr.login(v, t + i * 3, ok=False, ip=ip) for i, v in enumerate(victims)], ()
+def credential_stuffing_ip(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    ip = f"198.51.100.{people.rng.randrange(1, 255)}"
+    victims = people.rng.sample(people.active, 12)
+    return [people.login(v, t + i * 3, ok=False, ip=ip) for i, v in enumerate(victims)], ()
 
 
-def shared_device(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    device = f"dev_s{tr.rng.getrandbits(40):010x}"
-    victims = tr.rng.sample(tr.active, 6)
-    return [tr.login(v, t + i * 200, device=device) for i, v in enumerate(victims)], ()
+def shared_device(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    device = f"dev_s{people.rng.getrandbits(40):010x}"
+    victims = people.rng.sample(people.active, 6)
+    return [people.login(v, t + i * 200, device=device) for i, v in enumerate(victims)], ()
 
 
-def aml_structuring_cash(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+def aml_structuring_cash(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
     return [
-        tr.event(
+        people.event(
             "deposit.received",
             t + i * 1200,
             c,
             "core-banking",
-            {"amount": f"{tr.rng.uniform(9500, 9990):.2f}", "currency": c.currency, "method": "cash"},
+            {"amount": f"{people.rng.uniform(9500, 9990):.2f}", "currency": c.currency, "method": "cash"},
         )
         for i in range(3)
     ], ()
 
 
-def aml_rapid_in_out(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    deposit = tr.event(
+def aml_rapid_in_out(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    deposit = people.event(
         "deposit.received", t, c, "core-banking", {"amount": "8000.00", "currency": c.currency, "method": "transfer"}
     )
-    return [deposit, tr.transfer(c, t + 3600, 7600.0)], ("notify_large_transaction",)
+    return [deposit, people.transfer(c, t + 3600, 7600.0)], ("notify_large_transaction",)
 
 
-def aml_dormant_reactivated(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [tr.transfer(c, t, 5000.0)], ("notify_large_transaction",)
+def aml_dormant_reactivated(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [people.transfer(c, t, 5000.0)], ("notify_large_transaction",)
 
 
-def aml_round_amount_new_payee(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    payee = f"pay_n{tr.rng.getrandbits(32):08x}"
-    added = tr.event("payee.added", t, c, "web", {"payee_id": payee, "payee_country": c.country})
-    return [added, tr.transfer(c, t + 1800, 10000.0, payee=payee)], ("notify_large_transaction",)
+def aml_round_amount_new_payee(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    payee = f"pay_n{people.rng.getrandbits(32):08x}"
+    added = people.event("payee.added", t, c, "web", {"payee_id": payee, "payee_country": c.country})
+    return [added, people.transfer(c, t + 1800, 10000.0, payee=payee)], ("notify_large_transaction",)
 
 
-def transfer_high_risk_country(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [tr.transfer(c, t, 1500.0, payee=f"pay_r{tr.rng.getrandbits(32):08x}", country=tr.rng.choice(HIGH_RISK))], ()
-
-
-def ato_reset_payee_transfer(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    payee = f"pay_a{tr.rng.getrandbits(32):08x}"
+def transfer_high_risk_country(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
     return [
-        tr.event("password.reset", t, c, "mobile-app", {"channel": "sms"}),
-        tr.event("payee.added", t + 300, c, "web", {"payee_id": payee, "payee_country": c.country}),
-        tr.transfer(c, t + 900, 2500.55, payee=payee),
-    ], ("notify_large_transaction",)
-
-
-def ato_contact_change_transfer(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    change = tr.event("contact.changed", t, c, "mobile-app", {"channel": "app"})
-    return [change, tr.transfer(c, t + 600, 1500.0)], ()
-
-
-def notify_large_transaction(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [tr.card(c, t, 2500.0, channel="ecom")], ()
-
-
-def notify_low_balance(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [tr.event("balance.updated", t, c, "core-banking", {"balance": "20.00", "currency": c.currency})], ()
-
-
-def notify_card_abroad(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [
-        tr.card(c, t, 25.0, channel="ecom"),
-        tr.card(c, t + 600, 60.0, channel="ecom", country=_foreign(tr, c)[0]),
+        people.transfer(
+            c, t, 1500.0, payee=f"pay_r{people.rng.getrandbits(32):08x}", country=people.rng.choice(HIGH_RISK)
+        )
     ], ()
 
 
-def notify_salary_received(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+def ato_reset_payee_transfer(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    payee = f"pay_a{people.rng.getrandbits(32):08x}"
     return [
-        tr.event(
+        people.event("password.reset", t, c, "mobile-app", {"channel": "sms"}),
+        people.event("payee.added", t + 300, c, "web", {"payee_id": payee, "payee_country": c.country}),
+        people.transfer(c, t + 900, 2500.55, payee=payee),
+    ], ("notify_large_transaction",)
+
+
+def ato_contact_change_transfer(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    change = people.event("contact.changed", t, c, "mobile-app", {"channel": "app"})
+    return [change, people.transfer(c, t + 600, 1500.0)], ()
+
+
+def notify_large_transaction(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [people.card(c, t, 2500.0, channel="ecom")], ()
+
+
+def notify_low_balance(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [people.event("balance.updated", t, c, "core-banking", {"balance": "20.00", "currency": c.currency})], ()
+
+
+def notify_card_abroad(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [
+        people.card(c, t, 25.0, channel="ecom"),
+        people.card(c, t + 600, 60.0, channel="ecom", country=_foreign(people, c)[0]),
+    ], ()
+
+
+def notify_salary_received(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [
+        people.event(
             "deposit.received", t, c, "core-banking", {"amount": "3200.00", "currency": c.currency, "method": "salary"}
         )
     ], ()
 
 
-def ops_api_error_rate(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    endpoint = f"/partners/{tr.rng.getrandbits(24):06x}/sync"
+def ops_api_error_rate(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    endpoint = f"/partners/{people.rng.getrandbits(24):06x}/sync"
     return [
-        tr.api(t + i * 3, "partners", endpoint, 503 if i % 2 else 200, tr.rng.lognormvariate(3, 0.4)) for i in range(40)
+        people.api(t + i * 3, "partners", endpoint, 503 if i % 2 else 200, people.rng.lognormvariate(3, 0.4))
+        for i in range(40)
     ], ()
 
 
-def ops_api_latency(tr: Traffic, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    endpoint = f"/reports/{tr.rng.getrandbits(24):06x}"
-    return [tr.api(t + i * 3, "reports", endpoint, 200, tr.rng.uniform(1500, 3000)) for i in range(40)], ()
+def ops_api_latency(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    endpoint = f"/reports/{people.rng.getrandbits(24):06x}"
+    return [people.api(t + i * 3, "reports", endpoint, 200, people.rng.uniform(1500, 3000)) for i in range(40)], ()
 
 
 SCENARIOS: dict[str, Builder] = {
@@ -199,29 +212,29 @@ SCENARIOS: dict[str, Builder] = {
         ops_api_latency,
     )
 }
-SCENARIOS["ops_source_silent"] = lambda tr, c, t: ([], ())  # built in build(): it pauses a feed
+SCENARIOS["ops_source_silent"] = lambda people, c, t: ([], ())  # built in build(): it pauses a feed
 CUSTOMERLESS = frozenset(
     {"credential_stuffing_ip", "shared_device", "ops_api_error_rate", "ops_api_latency", "ops_source_silent"}
 )
 
 
-def build(tr: Traffic, name: str, t: float) -> tuple[Label | None, Events]:
+def build(people: Population, name: str, t: float) -> tuple[Label | None, Events]:
     """The events and label of scenario ``name`` starting at ``t`` (None: cannot run now)."""
     if name == "ops_source_silent":
-        idle = [f for f in PARTNER_FEEDS if tr.paused.get(f, -1.0) < t and f in tr.last_feed_event]
+        idle = [f for f in PARTNER_FEEDS if people.paused.get(f, -1.0) < t and f in people.last_feed_event]
         if not idle:
             return None, []
-        feed = tr.rng.choice(idle)
-        tr.paused[feed] = t + SILENCE_S
-        # detectable once the source has been silent for 5 minutes after its last event
-        return Label(name, (name,), (), None, [tr.last_feed_event[feed]], t, t + 330.0), []
+        feed = people.rng.choice(idle)
+        people.paused[feed] = t + FEED_PAUSE_S
+        # detectable once the source has sent nothing for 5 minutes after its last event
+        return Label(name, (name,), (), None, [people.last_feed_event[feed]], t, t + 330.0), []
     if name == "aml_dormant_reactivated":
-        if not tr.dormant:
+        if not people.dormant:
             return None, []
-        customer = tr.dormant.pop()
+        customer = people.dormant.pop()
     else:
-        customer = tr.rng.choice(tr.active)
-    events, also = SCENARIOS[name](tr, customer, t)
+        customer = people.rng.choice(people.active)
+    events, also = SCENARIOS[name](people, customer, t)
     ids = [e["event_id"] for e in events]
     ends = max(datetime.fromisoformat(e["occurred_at"]).timestamp() for e in events)
     return Label(name, (name,), also, None if name in CUSTOMERLESS else customer.id, ids, t, ends), events
