@@ -14,6 +14,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from ringfence.engine.rules import AUDIENCES
 from ringfence.errors import AuthError, ForbiddenError, NotFound, StoreError
 from ringfence.store.sql import SqlStore
 
@@ -24,7 +25,6 @@ ROLES: dict[str, tuple[str, ...]] = {
     "analyst": ("alerts:read", "alerts:write", "rules:read"),
     "admin": ("admin",),
 }
-AUDIENCES = ("fraud", "aml", "security", "ops", "customer")
 _KEY = re.compile(r"^rf_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SOURCE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # as an event's ``source``
