@@ -18,7 +18,8 @@ from ringfence.alerts.notify.webhook import verify
 from ringfence.bench.servers import free_port
 from ringfence.metrics import Metrics
 from ringfence.store import Checkpoint
-from ringfence.store.notifications import NotificationStore
+from ringfence.store.notifications import SqlNotificationLog
+from ringfence.store.silences import SqlSilenceStore
 from ringfence.store.sql import SqlStore
 from ringfence.testing import FixedClock
 from tests.helpers.receivers import RecordingReceiver
@@ -37,10 +38,10 @@ def store(any_store: SqlStore) -> SqlStore:
     return any_store
 
 
-def dispatcher(store: SqlStore, clock: FixedClock, config: dict[str, Any]) -> Dispatcher:
+def dispatcher(store: SqlStore, clock: FixedClock, config: dict[str, Any], **kw: Any) -> Dispatcher:
     os.environ["RINGFENCE_SECRET_TEST_WEBHOOK"] = SECRET
     os.environ["RINGFENCE_SECRET_TEST_PD"] = "pd-routing-key"
-    return Dispatcher(store, build_config(config), clock, Metrics())
+    return Dispatcher(store, build_config(config), clock, Metrics(), **kw)
 
 
 def webhook_config(url: str, **route: Any) -> dict[str, Any]:
@@ -111,6 +112,23 @@ def test_resolving_sends_a_resolve_notification_at_once(
     assert receiver.received[1].json()["alerts"][0]["status"] == "resolved"
 
 
+def test_a_second_incident_after_the_first_was_resolved_is_notified(
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    d = dispatcher(store, clock, webhook_config(receiver.url))
+    hit(store, clock, 1)
+    run(d, clock, 31)
+    (first,) = [a["id"] for a in receiver.received[0].json()["alerts"]]
+    store.transition(first, Action.RESOLVE, "key:ana", "fixed", clock.now)
+    run(d, clock, 1)  # the resolution is sent, and the group, with nothing firing, is gone
+    hit(store, clock, 2)  # the same customer's group forms again, for a new alert
+    run(d, clock, 31)
+    assert [r.json()["status"] for r in receiver.received] == ["firing", "resolved", "firing"]
+    (second,) = [a["id"] for a in receiver.received[2].json()["alerts"]]
+    assert second != first
+    assert len({r.json()["notification_id"] for r in receiver.received}) == 3
+
+
 def test_a_receiver_failing_twice_with_503_gets_the_notification_once(
     store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
 ) -> None:
@@ -120,7 +138,7 @@ def test_a_receiver_failing_twice_with_503_gets_the_notification_once(
     run(d, clock, 60)
     assert len(receiver.received) == 3
     assert len({r.json()["notification_id"] for r in receiver.received}) == 1
-    (sent,) = NotificationStore(store).notifications("sent", 10, None)
+    (sent,), _ = SqlNotificationLog(store).notifications("sent", 10, None)
     assert sent.attempts == 3
     history = store.get_alert(sent.payload["alerts"][0]["id"]).history
     assert any(h.action == "notify" and "notified via hook" in h.reason for h in history)
@@ -145,13 +163,13 @@ def test_a_400_is_a_dead_letter_that_can_be_redriven(
     hit(store, clock, 1)
     run(d, clock, 120)
     assert len(receiver.received) == 1  # not retried: the receiver refused it
-    notes = NotificationStore(store)
-    (dead,) = notes.notifications("dead", 10, None)
+    log = SqlNotificationLog(store)
+    (dead,), _ = log.notifications("dead", 10, None)
     assert dead.last_error.startswith("HTTP 400")
-    notes.redrive(dead.id, "key:ana", clock.now)
+    log.redrive(dead.id, "key:ana", clock.now)
     run(d, clock, 1)
     assert len(receiver.received) == 2
-    assert notes.notifications("dead", 10, None) == []
+    assert log.notifications("dead", 10, None) == ([], None)
     assert receiver.received[1].json()["notification_id"] == dead.id
 
 
@@ -159,7 +177,7 @@ def test_network_errors_retry_until_max_attempts_then_dead(store: SqlStore, cloc
     d = dispatcher(store, clock, webhook_config("http://127.0.0.1:9"))  # nothing listens on port 9
     hit(store, clock, 1)
     run(d, clock, 200)
-    (dead,) = NotificationStore(store).notifications("dead", 10, None)
+    (dead,), _ = SqlNotificationLog(store).notifications("dead", 10, None)
     assert dead.attempts == 4
 
 
@@ -167,8 +185,8 @@ def test_silences_suppress_what_they_match_with_the_reason_and_expire(
     store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
 ) -> None:
     d = dispatcher(store, clock, webhook_config(receiver.url))
-    notes = NotificationStore(store)
-    silence = notes.create_silence(
+    silences = SqlSilenceStore(store)
+    silence = silences.create_silence(
         ["customer_id=c1", "rule_id=~velo.*"], clock.now, clock.now + 600, "key:ana", "customer on holiday", clock.now
     )
     hit(store, clock, 1)  # matches
@@ -179,7 +197,7 @@ def test_silences_suppress_what_they_match_with_the_reason_and_expire(
     assert [a["rule_id"] for a in receiver.received[0].json()["alerts"]] == ["other"]
     velocity = store.get_alert(alerts["velocity"].id)
     assert any(h.action == "suppress" and h.reason == f"silenced by {silence.id}" for h in velocity.history)
-    notes.expire_silence(silence.id, "key:ana", clock.now)
+    silences.expire_silence(silence.id, "key:ana", clock.now)
     hit(store, clock, 3)  # a new hit after expiry gets through
     run(d, clock, 400)
     assert store.get_alert(alerts["velocity"].id).status == "open"
@@ -205,6 +223,45 @@ def test_inhibition_mutes_targets_while_the_source_is_active(
     source_id = status[("ato", "c1")].id
     assert any(h.reason == f"inhibited by {source_id}" for h in store.get_alert(muted.id).history)
     assert status[("login_burst", "c2")].status == "open"
+
+
+@pytest.mark.parametrize(
+    ("equal", "target", "muted"),
+    [
+        (["card"], {"key": "k1"}, True),  # the same card
+        (["card"], {"key": "k2"}, False),  # another card of the same customer
+        (["customer_id"], {"key": "k2", "customer_id": None}, True),  # neither has a customer: equal
+        (["customer_id"], {"key": "k2", "customer_id": "c2"}, False),
+        ([], {"key": "k2", "customer_id": "c2"}, True),  # no equal: any source inhibits
+    ],
+)
+def test_inhibition_honours_equal_on_any_label(
+    store: SqlStore, clock: FixedClock, equal: list[str], target: dict[str, Any], muted: bool
+) -> None:
+    config = {
+        "inhibit_rules": [
+            {"source_matchers": ["severity=critical"], "target_matchers": ["severity=medium"], "equal": equal}
+        ]
+    }
+    d = dispatcher(store, clock, config)
+    hit(store, clock, 1, rule="ato", key="k1", severity="critical", customer_id=None)
+    run(d, clock, 1)
+    hit(store, clock, 2, rule="login_burst", severity="medium", **target)
+    run(d, clock, 1)
+    status = {a.rule_id: a.status for a in store.list_alerts(AlertQuery())[0]}
+    assert status == {"ato": "open", "login_burst": "suppressed" if muted else "open"}
+
+
+def test_a_suppressed_source_inhibits_nothing(store: SqlStore, clock: FixedClock) -> None:
+    config = {"inhibit_rules": [{"source_matchers": ["severity=critical"], "target_matchers": ["severity=medium"]}]}
+    d = dispatcher(store, clock, config)
+    SqlSilenceStore(store).create_silence(["rule_id=ato"], clock.now, clock.now + 60, "key:ana", "noisy", clock.now)
+    hit(store, clock, 1, rule="ato", key="k1", severity="critical")
+    run(d, clock, 1)
+    hit(store, clock, 2, rule="login_burst", key="k2", severity="medium")
+    run(d, clock, 1)
+    status = {a.rule_id: a.status for a in store.list_alerts(AlertQuery())[0]}
+    assert status == {"ato": "suppressed", "login_burst": "open"}
 
 
 def test_slack_and_pagerduty_payloads_match_their_documented_shapes(
@@ -293,8 +350,7 @@ def test_email_reaches_a_real_smtp_sink_as_text_and_html(store: SqlStore, clock:
 
 
 def test_auto_resolve_after_the_rule_quiet_period(store: SqlStore, clock: FixedClock) -> None:
-    d = dispatcher(store, clock, {})
-    d.auto_resolve_after = lambda: {"velocity": 600.0}
+    d = dispatcher(store, clock, {}, auto_resolve=lambda: {"velocity": 600.0})
     hit(store, clock, 1)
     clock.advance(599)
     d.auto_resolve(clock.now)
@@ -305,3 +361,32 @@ def test_auto_resolve_after_the_rule_quiet_period(store: SqlStore, clock: FixedC
     resolved = store.get_alert(alert.id)
     assert resolved.status == "resolved"
     assert resolved.history[-1].action == "auto-resolve"
+
+
+class _Stream:
+    """Records what the dispatcher publishes to the live stream."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+def test_every_change_is_shown_on_the_live_stream_as_the_pipeline_left_it(store: SqlStore, clock: FixedClock) -> None:
+    stream = _Stream()
+    d = dispatcher(store, clock, {}, stream=stream)
+    SqlSilenceStore(store).create_silence(["rule_id=other"], clock.now, clock.now + 60, "key:ana", "noisy", clock.now)
+    hit(store, clock, 1)
+    hit(store, clock, 2)  # the same alert again
+    hit(store, clock, 3, rule="other", key="k2")
+    run(d, clock, 1)
+    (velocity,) = [a for a in store.list_alerts(AlertQuery())[0] if a.rule_id == "velocity"]
+    store.transition(velocity.id, Action.ACKNOWLEDGE, "key:ana", "", clock.now)
+    run(d, clock, 1)
+    assert [(e["change"], e["rule_id"], e["status"]) for e in stream.events] == [
+        ("firing", "velocity", "open"),
+        ("firing", "velocity", "open"),
+        ("firing", "other", "suppressed"),
+        ("acknowledged", "velocity", "acknowledged"),
+    ]

@@ -1,10 +1,17 @@
 """The alert pipeline on SNS -> SQS -> the dispatcher, against the real local endpoint and a
-real webhook receiver on 127.0.0.1: exactly one notification per alert and receiver, through
-duplicates, receiver failures, a dispatcher that dies mid-way, silences and poison messages."""
+real webhook receiver on 127.0.0.1: the embedded runtime's stages (mute, group, flush, deliver)
+with their state in DynamoDB. Groups notified once through duplicates and racing messages,
+retries with jitter and Retry-After, dead letters, a dispatcher that dies mid-way, silences,
+inhibition, resolutions and messages that are no alert change. The dispatcher's clock is a
+fixed one the tests move; the queue's own delays are real, so time-driven steps are taken by
+hand, as the scheduled tick takes them."""
 
 from __future__ import annotations
 
 import json
+import logging
+import random
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,34 +20,41 @@ import pytest
 import yaml
 
 import ringfence
-from ringfence.alerts.model import AlertQuery, alert_id
-from ringfence.runtimes.aws.dispatch import notification_id
-from ringfence.runtimes.aws.handlers import api_event
-from ringfence.testing import event
+from ringfence.alerts.config import RetryPolicy, load_alerting
+from ringfence.alerts.delivery import retry_delay
+from ringfence.alerts.model import AlertChange, AlertQuery, alert_id
+from ringfence.runtimes.aws.dispatch import AlertDispatcher
+from ringfence.runtimes.aws.pipeline import DynamoBatch
+from ringfence.testing import FixedClock, event
 from tests.helpers.aws import ANALYST, Deployment, DeploymentFactory, http_event
 from tests.helpers.receivers import RecordingReceiver
 
 SECRET = "webhook-secret-for-tests"
+BURST = "login_failed_burst"
 
 
-@pytest.fixture
-def alerting(tmp_path: Path, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("RINGFENCE_SECRET_AWS_HOOK", SECRET)
-    path = tmp_path / "alerting.yaml"
+def write_alerting(path: Path, url: str, **route: Any) -> Path:
     config = {
-        "receivers": [
-            {"name": "hook", "webhook": {"url": receiver.url + "/hook", "secret_env": "RINGFENCE_SECRET_AWS_HOOK"}}
-        ],
-        "route": {"receiver": "hook"},
+        "receivers": [{"name": "hook", "webhook": {"url": url + "/hook", "secret_env": "RINGFENCE_SECRET_AWS_HOOK"}}],
+        "route": {"receiver": "hook", "group_by": ["customer_id"], "group_wait": "0s", **route},
         "retry": {"base_delay": "0s", "max_delay": "0s", "max_attempts": 3},
+        "inhibit_rules": [
+            {"source_matchers": ["severity=critical"], "target_matchers": ["severity=medium"], "equal": ["customer_id"]}
+        ],
     }
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def failed_login_bursts(*customers: str) -> list[dict[str, Any]]:
+@pytest.fixture
+def alerting(tmp_path: Path, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RINGFENCE_SECRET_AWS_HOOK", SECRET)
+    return write_alerting(tmp_path / "alerting.yaml", receiver.url)
+
+
+def failed_logins(*customers: str, t0: float | None = None) -> list[dict[str, Any]]:
     """Six failed logins per customer within a minute: one login_failed_burst alert each."""
-    t0 = time.time() - 600
+    t0 = time.time() - 600 if t0 is None else t0
     return [
         event("login.failed", at=t0 + i, customer_id=c, ip=f"198.51.100.{n}")
         for n, c in enumerate(customers)
@@ -48,167 +62,302 @@ def failed_login_bursts(*customers: str) -> list[dict[str, Any]]:
     ]
 
 
-def alerts_raised(deploy: DeploymentFactory, alerting: Path, *customers: str) -> Deployment:
+def deployed(deploy: DeploymentFactory, alerting: Path, *customers: str) -> tuple[Deployment, FixedClock]:
+    """A deployment whose dispatcher runs on a fixed clock, with a burst alert per customer raised.
+    The clock starts a minute ahead, so the dispatcher's history entries follow the processor's."""
     d = deploy(alerting=alerting)
-    d.send(failed_login_bursts(*customers))
-    d.stream.drain()
-    assert len(d.alerts()) == len(customers)
-    return d
+    clock = FixedClock(time.time() + 60)
+    d.runtime.dispatcher.close()
+    d.runtime.dispatcher = AlertDispatcher(d.runtime.alerts, load_alerting(alerting), clock=clock)
+    if customers:
+        d.send(failed_logins(*customers))
+        d.stream.drain()
+    return d, clock
 
 
-def test_each_alert_is_notified_once_even_when_announced_twice(
-    deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
+def burst(customer: str, occurrence: int = 1) -> str:
+    return alert_id(BURST, customer, occurrence)
+
+
+def payloads(receiver: RecordingReceiver) -> list[dict[str, Any]]:
+    return [r.json() for r in receiver.received]
+
+
+def test_a_group_is_notified_once_after_its_wait_however_often_its_alerts_are_announced(
+    deploy: DeploymentFactory, tmp_path: Path, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    d = alerts_raised(deploy, alerting, "cus_a", "cus_b")
+    monkeypatch.setenv("RINGFENCE_SECRET_AWS_HOOK", SECRET)
+    config = write_alerting(tmp_path / "a.yaml", receiver.url, group_by=["rule_id"], group_wait="30s")
+    d, clock = deployed(deploy, config, "cus_a", "cus_b")
     d.queue.drain()
-    assert len(receiver.received) == 2
-    # an outbox re-applied after a crash announces again: SNS delivers the same alert twice
+    assert receiver.received == []  # the group waits to collect its alerts
     rt = d.runtime
-    for announced in d.alerts():
-        rt.clients.sns.publish(TopicArn=rt.names.alerts_topic_arn, Message=json.dumps({"alert_id": announced}))
+    for customer in ("cus_a", "cus_b"):  # an outbox applied again announces again
+        message = {"version": "1", "change": "firing", "alert_id": burst(customer)}
+        rt.clients.sns.publish(TopicArn=rt.names.alerts_topic_arn, Message=json.dumps(message))
     d.queue.drain()
-    assert len(receiver.received) == 2
-    payloads = [r.json() for r in receiver.received]
-    assert {p["alerts"][0]["id"] for p in payloads} == set(d.alerts())
-    assert all(r.headers.get("x-ringfence-signature") for r in receiver.received)
-    for announced in d.alerts():
-        sent = rt.alerts.notification(notification_id(announced, "hook"))
-        assert sent is not None
-        assert (sent["status"], sent["attempts"]) == ("sent", 1)
-        history = rt.alerts.get_alert(announced).history
-        assert [h.action for h in history] == ["created", "notify"]
+    clock.advance(30)
+    rt.dispatcher.step()  # the tick (or the wake-up the dispatcher scheduled)
+    rt.dispatcher.step()
+    (sent,) = payloads(receiver)
+    assert sent["group_labels"] == {"rule_id": BURST}
+    assert {a["id"] for a in sent["alerts"]} == {burst("cus_a"), burst("cus_b")}
+    assert receiver.received[0].headers.get("x-ringfence-signature")
+    notification = rt.alerts.notification(sent["notification_id"])
+    assert notification is not None
+    assert (notification.status, notification.attempts) == ("sent", 1)
+    history = rt.alerts.get_alert(burst("cus_a")).history
+    assert [h.action for h in history] == ["created", "route", "notify"]
+    # a new alert joins the group: told after group_interval (5 minutes), with the others
+    d.send(failed_logins("cus_c"))
+    d.stream.drain()
+    d.queue.drain()
+    clock.advance(299)
+    rt.dispatcher.step()
+    assert len(receiver.received) == 1
+    clock.advance(1)
+    rt.dispatcher.step()
+    assert {a["id"] for a in payloads(receiver)[1]["alerts"]} == {burst(c) for c in ("cus_a", "cus_b", "cus_c")}
+
+
+def test_dispatchers_racing_into_one_group_both_join_it_and_it_is_told_once(
+    deploy: DeploymentFactory,
+    tmp_path: Path,
+    receiver: RecordingReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("RINGFENCE_SECRET_AWS_HOOK", SECRET)
+    caplog.set_level(logging.INFO, logger="ringfence.aws.dispatch")
+    config = write_alerting(tmp_path / "a.yaml", receiver.url, group_by=["rule_id"], group_wait="30s")
+    d, clock = deployed(deploy, config, "cus_a", "cus_b")
+    racers = [AlertDispatcher(d.runtime.alerts, load_alerting(config), clock=clock) for _ in range(2)]
+    for racer, customer in zip(racers, ("cus_a", "cus_b"), strict=True):
+        racer.pipeline.receive(burst(customer), AlertChange.FIRING)
+    together = threading.Barrier(2, timeout=30)
+    first_commit = DynamoBatch.commit
+    waited: set[int] = set()
+
+    def commit_together(batch: DynamoBatch) -> None:  # both read the group before either writes it
+        if threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            together.wait()
+        first_commit(batch)
+
+    monkeypatch.setattr(DynamoBatch, "commit", commit_together)
+    threads = [threading.Thread(target=racer.step) for racer in racers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    monkeypatch.setattr(DynamoBatch, "commit", first_commit)
+    assert "lost a race" in caplog.text
+    assert not any(racer.pipeline.pending() for racer in racers)  # the loser read again and joined
+    clock.advance(30)
+    racers[0].step()
+    racers[1].step()
+    (told,) = payloads(receiver)
+    assert {a["id"] for a in told["alerts"]} == {burst("cus_a"), burst("cus_b")}
+    for racer in racers:
+        racer.close()
 
 
 def test_a_receiver_failing_twice_gets_the_notification_once(
     deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
 ) -> None:
-    d = alerts_raised(deploy, alerting, "cus_a")
+    d, _ = deployed(deploy, alerting, "cus_a")
+    receiver.statuses = [503, 503]
+    d.queue.drain()  # each failed attempt schedules a wake-up message: due at once here
+    assert len(receiver.received) == 3
+    assert len({p["notification_id"] for p in payloads(receiver)}) == 1
+    sent = d.runtime.alerts.notification(payloads(receiver)[0]["notification_id"])
+    assert sent is not None
+    assert (sent.status, sent.attempts, sent.last_error) == ("sent", 3, "")
+
+
+def test_a_retry_waits_for_its_jittered_backoff_and_never_less_than_retry_after(
+    deploy: DeploymentFactory, tmp_path: Path, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RINGFENCE_SECRET_AWS_HOOK", SECRET)
+    config = tmp_path / "a.yaml"
+    write_alerting(config, receiver.url)
+    doc = yaml.safe_load(config.read_text())
+    doc["retry"] = {"base_delay": "100s", "max_delay": "10m", "max_attempts": 5}
+    config.write_text(yaml.safe_dump(doc))
+    d, clock = deployed(deploy, config, "cus_a")
+    deliver = d.runtime.dispatcher.stages.deliver
+    deliver.rng = random.Random(7)
     receiver.statuses = [503, 503]
     d.queue.drain()
-    assert len(receiver.received) == 3  # two failures, then the delivery
-    assert len({r.json()["notification_id"] for r in receiver.received}) == 1
-    (only,) = d.alerts()
-    sent = d.runtime.alerts.notification(notification_id(only, "hook"))
-    assert sent is not None
-    assert (sent["status"], sent["attempts"]) == ("sent", 3)
+    (first,) = payloads(receiver)
+    nid, start = first["notification_id"], clock.time()
+    pending = d.runtime.alerts.notification(nid)
+    assert pending is not None
+    jittered = retry_delay(RetryPolicy(5, 100.0, 600.0), 1, None, random.Random(7))
+    assert 50 <= jittered <= 100
+    assert (pending.status, pending.attempts, pending.next_attempt_at) == ("pending", 1, start + jittered)
+    wake = d.runtime.alerts.get("dispatch", "wake")
+    assert wake is not None
+    assert float(wake["at"]["N"]) == start + jittered  # the wake-up message's delay
+    receiver.retry_after = "500"  # the second failure asks for more than the backoff's 100..200 s
+    clock.advance(jittered)
+    d.runtime.dispatcher.step()
+    second = d.runtime.alerts.notification(nid)
+    assert second is not None
+    assert (second.attempts, second.next_attempt_at) == (2, clock.time() + 500)
+    clock.advance(499)
+    d.runtime.dispatcher.step()
+    assert len(receiver.received) == 2
+    clock.advance(1)
+    d.runtime.dispatcher.step()
+    assert len(receiver.received) == 3
+    done = d.runtime.alerts.notification(nid)
+    assert done is not None
+    assert done.status == "sent"
 
 
-def test_a_receiver_that_keeps_failing_becomes_a_dead_letter(
+def test_a_receiver_that_keeps_failing_leaves_a_dead_letter_until_it_is_redriven(
     deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
 ) -> None:
-    d = alerts_raised(deploy, alerting, "cus_a")
-    receiver.statuses = [500] * 10
+    d, _ = deployed(deploy, alerting, "cus_a")
+    receiver.statuses = [500] * 3
     d.queue.drain()
     assert len(receiver.received) == 3  # max_attempts
-    (only,) = d.alerts()
-    dead = d.runtime.alerts.notification(notification_id(only, "hook"))
+    nid = payloads(receiver)[0]["notification_id"]
+    dead = d.runtime.alerts.notification(nid)
     assert dead is not None
-    assert dead["status"] == "dead"
-    assert "failed for good: HTTP 500" in d.runtime.alerts.get_alert(only).history[-1].reason
+    assert (dead.status, dead.last_error) == ("dead", "HTTP 500")
+    assert d.runtime.alerts.get_alert(burst("cus_a")).history[-1].reason.endswith("failed for good: HTTP 500")
+    d.runtime.alerts.redrive(nid, "analyst-1", time.time())
+    d.runtime.dispatcher.step()
+    assert len(receiver.received) == 4
+    sent = d.runtime.alerts.notification(nid)
+    assert sent is not None
+    assert (sent.status, sent.attempts) == ("sent", 1)
 
 
 class Crash(Exception):
     pass
 
 
-def test_a_dispatcher_killed_between_claiming_and_notifying_sends_once_after_restart(
+def test_a_dispatcher_killed_between_claiming_and_notifying_sends_once_after_the_lease(
     deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
 ) -> None:
-    d = alerts_raised(deploy, alerting, "cus_a")
-    dispatcher = d.runtime.dispatcher
-    notifier = dispatcher.notifiers["hook"]
+    d, clock = deployed(deploy, alerting, "cus_a")
+    notifier = d.runtime.dispatcher.notifiers["hook"]
     real_send = notifier.send
 
     def dies(*args: Any) -> Any:
         raise Crash("killed after the claim, before the request")
 
     notifier.send = dies  # type: ignore[method-assign]
-    d.queue.poll()
+    d.queue.drain()
     notifier.send = real_send  # type: ignore[method-assign]
-    d.queue.poll()  # the message is back, but the dead invocation's lease still holds
+    d.runtime.dispatcher.step()  # the dead invocation's lease still holds
     assert receiver.received == []
-    later = time.time() + 61  # the lease ran out
-    dispatcher.clock = lambda: later
-    d.queue.drain()
-    assert len(receiver.received) == 1
-    d.queue.drain()
+    clock.advance(121)  # the lease ran out
+    d.runtime.dispatcher.step()
+    d.runtime.dispatcher.step()
     assert len(receiver.received) == 1
 
 
 def test_a_silenced_alert_is_suppressed_with_the_reason_and_not_notified(
     deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
 ) -> None:
-    d = deploy(alerting=alerting)
+    d, _ = deployed(deploy, alerting)
     ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
-    reply = api_event(
-        d.runtime,
-        http_event(
-            "POST /v1/silences",
-            ANALYST,
-            {"matchers": ["customer_id=cus_a"], "ends_at": ends, "comment": "known test customer"},
-        ),
-    )
+    body = {"matchers": ["customer_id=cus_a"], "ends_at": ends, "comment": "known test customer"}
+    reply = d.call(http_event("POST /v1/silences", ANALYST, body))
     assert reply["statusCode"] == 201, reply
     silence_id = json.loads(reply["body"])["id"]
-    d.send(failed_login_bursts("cus_a", "cus_b"))
+    d.send(failed_logins("cus_a", "cus_b"))
     d.stream.drain()
     d.queue.drain()
-    assert [r.json()["alerts"][0]["customer_id"] for r in receiver.received] == ["cus_b"]
-    alerts, _ = d.runtime.alerts.list_alerts(AlertQuery(customer_id="cus_a"))
-    (muted,) = alerts
+    assert [p["alerts"][0]["customer_id"] for p in payloads(receiver)] == ["cus_b"]
+    muted = d.runtime.alerts.get_alert(burst("cus_a"))
     assert muted.status == "suppressed"
-    assert d.runtime.alerts.get_alert(muted.id).history[-1].reason == f"silenced by {silence_id}"
+    assert (muted.history[-1].action, muted.history[-1].reason) == ("suppress", f"silenced by {silence_id}")
 
 
-def test_a_message_the_dispatcher_cannot_handle_ends_in_the_dead_letter_queue(
+def test_an_alert_a_critical_one_of_its_customer_inhibits_is_suppressed(
     deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
 ) -> None:
-    d = alerts_raised(deploy, alerting, "cus_a")
+    d, _ = deployed(deploy, alerting)
+    t0 = time.time() - 600
+    takeover = event("login.succeeded", at=t0 + 10, customer_id="cus_a", device_id="dev_new", ip="203.0.113.9")
+    d.send([*failed_logins("cus_a", "cus_b", t0=t0), takeover])
+    d.stream.drain()
+    d.queue.drain()
+    critical = alert_id("ato_burst_then_new_device", "cus_a", 1)
+    told = {a["id"] for p in payloads(receiver) for a in p["alerts"]}
+    assert told == {critical, burst("cus_b")}  # cus_b has no critical alert: not inhibited
+    inhibited = d.runtime.alerts.get_alert(burst("cus_a"))
+    assert (inhibited.status, inhibited.history[-1].reason) == ("suppressed", f"inhibited by {critical}")
 
-    def broken(message: dict[str, Any]) -> str:
-        raise Crash("a bug in the dispatcher")
 
-    d.runtime.dispatcher.handle = broken  # type: ignore[method-assign]
+def test_a_message_the_dispatcher_cannot_take_ends_in_the_dead_letter_queue(
+    deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
+) -> None:
+    d, _ = deployed(deploy, alerting, "cus_a")
+    rt = d.runtime
+    rt.clients.sqs.send_message(QueueUrl=d.alerts_queue_url, MessageBody='{"no": "change"}')
+
+    def unreadable(alert_ids: list[str]) -> Any:
+        raise Crash("the table cannot be read")
+
+    rt.alerts.views = unreadable  # type: ignore[method-assign]
     for _ in range(20):
         if not d.queue.poll():
             break
     assert receiver.received == []
-    (parked,) = d.queue_messages(d.dead_letters_url)
-    assert parked["alert_id"] in d.alerts()
+    parked = d.queue_messages(d.dead_letters_url)
+    assert sorted(m.get("alert_id", "") for m in parked) == ["", burst("cus_a")]
 
 
-def test_a_resolved_alert_is_announced_and_each_receiver_told_of_it_is_told_once(
+def test_a_resolution_is_told_at_once_to_the_receiver_told_of_the_alert_and_only_once(
     deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
 ) -> None:
-    d = alerts_raised(deploy, alerting, "cus_a", "cus_b")
+    d, _ = deployed(deploy, alerting, "cus_a", "cus_b")
     d.queue.drain()
     assert len(receiver.received) == 2
-    target = alert_id("login_failed_burst", "cus_a", 1)
-    assert target in d.alerts()
     for _ in range(2):  # resolving twice tells the receiver once
-        reply = api_event(d.runtime, http_event("POST /v1/alerts/{id}/resolve", ANALYST, id=target))
-        assert reply["statusCode"] == 200
+        reply = d.call(http_event("POST /v1/alerts/{id}/resolve", ANALYST, id=burst("cus_a")))
+        assert reply["statusCode"] == 200, reply
         d.queue.drain()
     assert len(receiver.received) == 3
-    told = receiver.received[-1].json()
-    assert (told["status"], told["alerts"][0]["id"], told["alerts"][0]["status"]) == ("resolved", target, "resolved")
-    assert told["notification_id"] == notification_id(target, "hook", "resolved")
+    told = payloads(receiver)[-1]
+    assert (told["status"], [(a["id"], a["status"]) for a in told["alerts"]]) == (
+        "resolved",
+        [(burst("cus_a"), "resolved")],
+    )
 
 
 def test_an_alert_nobody_was_told_of_is_resolved_silently(
     deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
 ) -> None:
-    d = deploy(alerting=alerting)
-    ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
-    silence = {"matchers": ["customer_id=cus_a"], "ends_at": ends, "comment": "muted"}
-    assert api_event(d.runtime, http_event("POST /v1/silences", ANALYST, silence))["statusCode"] == 201
-    d.send(failed_login_bursts("cus_a"))
+    d, _ = deployed(deploy, alerting)
+    d.runtime.alerts.create_silence(["customer_id=cus_a"], time.time(), time.time() + 3600, "a", "muted", time.time())
+    d.send(failed_logins("cus_a"))
     d.stream.drain()
     d.queue.drain()
-    (target,) = d.alerts()
-    assert api_event(d.runtime, http_event("POST /v1/alerts/{id}/resolve", ANALYST, id=target))["statusCode"] == 200
+    reply = d.call(http_event("POST /v1/alerts/{id}/resolve", ANALYST, id=burst("cus_a")))
+    assert reply["statusCode"] == 200
     d.queue.drain()
     assert receiver.received == []
+
+
+def test_a_second_incident_after_the_first_was_resolved_is_notified(
+    deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
+) -> None:
+    d, _ = deployed(deploy, alerting, "cus_a")
+    d.queue.drain()
+    d.call(http_event("POST /v1/alerts/{id}/resolve", ANALYST, id=burst("cus_a")))
+    d.queue.drain()
+    assert [p["status"] for p in payloads(receiver)] == ["firing", "resolved"]
+    d.send(failed_logins("cus_a", t0=time.time() - 60))
+    d.stream.drain()
+    d.queue.drain()
+    assert [a["id"] for a in payloads(receiver)[-1]["alerts"]] == [burst("cus_a", 2)]
 
 
 def test_the_tick_auto_resolves_quiet_alerts_of_detections_that_ask_for_it(
@@ -220,10 +369,10 @@ def test_the_tick_auto_resolves_quiet_alerts_of_detections_that_ask_for_it(
     pack = tmp_path / "pack.yaml"
     pack.write_text(default.replace(marker, marker + "\n    auto_resolve: 10m", 1))
     d = deploy(alerting=alerting, rule_pack=pack)
-    d.send(failed_login_bursts("cus_a"))
+    d.send(failed_logins("cus_a"))
     d.stream.drain()
     d.queue.drain()
-    (target,) = d.alerts()
+    target = burst("cus_a")
     processor = d.runtime.processor
     processor.tick()
     assert d.runtime.alerts.get_alert(target).status == "open"  # not quiet for 10 minutes yet
@@ -234,7 +383,9 @@ def test_the_tick_auto_resolves_quiet_alerts_of_detections_that_ask_for_it(
     assert alert.status == "resolved"
     assert (alert.history[-1].action, alert.history[-1].reason) == ("auto-resolve", "no new hit for 600 s")
     d.queue.drain()
-    assert [r.json()["status"] for r in receiver.received] == ["firing", "resolved"]
+    assert [p["status"] for p in payloads(receiver)] == ["firing", "resolved"]
     processor.tick()
     d.queue.drain()
     assert len(receiver.received) == 2
+    (listed,), _ = d.runtime.alerts.list_alerts(AlertQuery(status=("resolved",)))
+    assert listed.id == target

@@ -1,4 +1,5 @@
-"""The SQLite store: dedup into alerts, deterministic ids, lifecycle, atomic checkpoints."""
+"""The SQL store (SQLite and PostgreSQL): dedup into alerts, deterministic ids, lifecycle,
+atomic checkpoints, silences and the notification log with their cursors."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ from pathlib import Path
 import pytest
 
 from ringfence.alerts import Action, alert_id
+from ringfence.alerts.lifecycle import MAX_EVIDENCE_EVENTS
 from ringfence.alerts.model import AlertQuery
+from ringfence.alerts.silences import SilenceError
 from ringfence.engine.rules import AlertSignal
-from ringfence.errors import NotFound, StoreError
+from ringfence.errors import Conflict, NotFound, RequestError
 from ringfence.store import Checkpoint, SqliteStore
+from ringfence.store.notifications import SqlNotificationLog
+from ringfence.store.silences import SqlSilenceStore
 from ringfence.store.sql import SqlStore
 from tests.helpers.store import signal
 
@@ -66,8 +71,19 @@ def test_ack_then_resolve_is_recorded_in_history_and_audit(store: SqlStore) -> N
 def test_acknowledging_a_resolved_alert_is_a_conflict(store: SqlStore) -> None:
     (aid,) = commit(store, signal(1))
     store.transition(aid, Action.RESOLVE, "a", "", now=1.0)
-    with pytest.raises(StoreError, match="cannot acknowledge an alert that is resolved"):
+    with pytest.raises(Conflict, match="cannot acknowledge an alert that is resolved"):
         store.transition(aid, Action.ACKNOWLEDGE, "a", "", now=2.0)
+    assert store.get_alert(aid).status == "resolved"
+    assert [a["action"] for a in store.list_audit()[0]] == ["alert.resolve"]  # the refusal changed nothing
+
+
+def test_evidence_keeps_the_latest_events(store: SqlStore) -> None:
+    (aid,) = commit(store, *(signal(i) for i in range(MAX_EVIDENCE_EVENTS + 5)))
+    alert = store.get_alert(aid)
+    assert alert.count == MAX_EVIDENCE_EVENTS + 5
+    assert len(alert.evidence["events"]) == MAX_EVIDENCE_EVENTS
+    assert alert.evidence["events"][-1]["event_id"] == f"e{MAX_EVIDENCE_EVENTS + 4}"
+    assert alert.last_seen > alert.first_seen
 
 
 def test_unknown_alerts_are_not_found(store: SqlStore) -> None:
@@ -92,6 +108,62 @@ def test_listing_filters_and_pages_newest_first(store: SqlStore) -> None:
     assert store.list_alerts(AlertQuery(customer_id="nobody"))[0] == []
     recent, _ = store.list_alerts(AlertQuery(since=103.0))
     assert {a.dedup_key for a in recent} == {"k3", "k4"}
+
+
+@pytest.mark.parametrize("cursor", ["-1", "abc", "1.5", "", "1" * 19, "\uff11\uff12"])  # full-width digits
+def test_a_cursor_the_store_did_not_give_out_is_a_400(store: SqlStore, cursor: str) -> None:
+    for read in (
+        lambda: store.list_alerts(AlertQuery(cursor=cursor)),
+        lambda: SqlNotificationLog(store).notifications(None, 10, cursor),
+    ):
+        with pytest.raises(RequestError) as caught:
+            read()
+        assert (caught.value.status, caught.value.code) == (400, "invalid_cursor")
+
+
+def test_the_notification_log_pages_without_skipping_notifications_made_at_one_instant(store: SqlStore) -> None:
+    with store.pipeline() as pipeline:
+        for i in range(5):  # one flush makes many notifications with the same created_at
+            pipeline.add_notification(f"n_{i}", f"g{i}", "hook", {"alerts": [{"id": f"al_{i}"}]}, 1000.0)
+        pipeline.add_notification("n_0", "g0", "hook", {"alerts": []}, 1001.0)  # owed once: a replay adds nothing
+    log = SqlNotificationLog(store)
+    seen: list[str] = []
+    page, cursor = log.notifications(None, 2, None)
+    seen += [n.id for n in page]
+    while cursor is not None:
+        assert cursor.isdigit()
+        page, cursor = log.notifications(None, 2, cursor)
+        seen += [n.id for n in page]
+    assert seen == ["n_4", "n_3", "n_2", "n_1", "n_0"]  # newest first, each once
+    assert log.notifications("sent", 10, None) == ([], None)
+    assert log.count_by_status() == {"pending": 5}
+
+
+def test_a_silence_is_checked_before_it_is_stored(store: SqlStore) -> None:
+    silences = SqlSilenceStore(store)
+    for matchers, comment, ends_at in (
+        ([], "mutes nothing, not everything", 60.0),
+        (["customer_id=c1"], " ", 60.0),
+        (["customer_id=c1"], "too long", 400 * 86400.0),
+        (["customer_id=~("], "a bad pattern", 60.0),
+    ):
+        with pytest.raises(SilenceError) as caught:
+            silences.create_silence(matchers, 0.0, ends_at, "key:ana", comment, now=0.0)
+        assert caught.value.status == 400
+    assert silences.silences() == []
+    assert store.list_audit()[0] == []
+
+
+def test_a_silence_is_audited_and_expires_once(store: SqlStore) -> None:
+    silences = SqlSilenceStore(store)
+    silence = silences.create_silence(["customer_id=c1"], 10.0, 70.0, "key:ana", "holiday", now=5.0)
+    assert silence.to_dict(5.0)["state"] == "pending"
+    assert silences.silences(current_at=70.0) == []
+    expired = silences.expire_silence(silence.id, "key:ana", now=20.0)
+    assert (expired.starts_at, expired.ends_at, expired.to_dict(20.0)["state"]) == (10.0, 20.0, "expired")
+    with pytest.raises(NotFound):
+        silences.expire_silence(silence.id, "key:ana", now=21.0)
+    assert [a["action"] for a in store.list_audit()[0]] == ["silence.expire", "silence.create"]
 
 
 def test_a_failed_batch_commits_neither_alerts_nor_offset(store: SqlStore) -> None:

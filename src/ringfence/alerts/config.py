@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +98,23 @@ class AlertingDoc(_Doc):
     retry: RetryDoc = msgspec.field(default_factory=RetryDoc)
 
 
+class ReceiverKind(StrEnum):
+    WEBHOOK = "webhook"
+    EMAIL = "email"
+    SLACK = "slack"
+    PAGERDUTY = "pagerduty"
+    DASHBOARD = "dashboard"  # sends nothing: the API and the live stream show the alerts
+
+
+SENDING = (ReceiverKind.WEBHOOK, ReceiverKind.EMAIL, ReceiverKind.SLACK, ReceiverKind.PAGERDUTY)
+
+
 @dataclass(frozen=True)
 class Receiver:
-    """A named destination; ``kind`` is webhook, email, slack, pagerduty or dashboard."""
+    """A named destination, with the options of its kind (the dashboard has none)."""
 
     name: str
-    kind: str
+    kind: ReceiverKind
     options: Any = None
 
 
@@ -197,9 +209,9 @@ def build_config(raw: Any) -> AlertingConfig:
         doc = msgspec.convert(raw or {}, AlertingDoc)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"alerting config: {exc}") from None
-    receivers: dict[str, Receiver] = {DEFAULT_RECEIVER: Receiver(DEFAULT_RECEIVER, "dashboard")}
+    receivers: dict[str, Receiver] = {DEFAULT_RECEIVER: Receiver(DEFAULT_RECEIVER, ReceiverKind.DASHBOARD)}
     for i, r in enumerate(doc.receivers):
-        kinds = [k for k in ("webhook", "email", "slack", "pagerduty") if getattr(r, k) is not None]
+        kinds = [k for k in SENDING if getattr(r, k) is not None]
         if len(kinds) != 1:
             raise ConfigError(f"receivers[{i}] ({r.name}): give exactly one of webhook, email, slack, pagerduty")
         if r.name in receivers:

@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from enum import StrEnum
 
 from ringfence.alerts.config import RetryPolicy
+from ringfence.alerts.model import NotificationStatus
 from ringfence.alerts.notify.base import Delivery, Outcome
-
-
-class NotificationStatus(StrEnum):
-    PENDING = "pending"  # due at ``next_attempt_at``
-    SENT = "sent"
-    DEAD = "dead"  # a dead letter until someone re-drives it
 
 
 @dataclass(frozen=True)
 class NextStep:
-    """The notification's status after an attempt, and when to try again if pending."""
+    """The notification's status after an attempt, when to try again if pending, and the
+    attempt's failure (``detail``; empty once sent)."""
 
     status: NotificationStatus
     attempts: int
@@ -45,7 +40,7 @@ def after_attempt(
     """The next step of a notification whose attempt number ``attempts_before + 1`` gave ``result``."""
     attempts = attempts_before + 1
     if result.outcome is Outcome.SENT:
-        return NextStep(NotificationStatus.SENT, attempts, now, result.detail)
+        return NextStep(NotificationStatus.SENT, attempts, now, "")
     if result.outcome is Outcome.RETRY and attempts < policy.max_attempts:
         delay = retry_delay(policy, attempts, result.retry_after, rng)
         return NextStep(NotificationStatus.PENDING, attempts, now + delay, result.detail)

@@ -1,5 +1,6 @@
-"""The decisions of an alert's life, for every runtime: its statuses, which transitions are
-allowed, and how a new hit of its rule merges into its evidence.
+"""The decisions of an alert's life, for every runtime: which moves between its statuses
+(:class:`~ringfence.alerts.model.AlertStatus`) people and muting make, and how a new hit of
+its rule merges into its evidence.
 
 Pure functions; each store adapter (SQLite/PostgreSQL in ``store/``, DynamoDB in
 ``runtimes/aws/``) persists what they decide and decides nothing itself.
@@ -8,24 +9,15 @@ Pure functions; each store adapter (SQLite/PostgreSQL in ``store/``, DynamoDB in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-from ringfence.alerts.model import Action
+from ringfence.alerts.model import Action, AlertStatus
 from ringfence.clock import iso
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import Conflict
 
 MAX_EVIDENCE_EVENTS = 50  # an alert keeps the latest this many evidence events
 SYSTEM_ACTOR = "ringfence"  # the actor of the pipeline's own changes
-
-
-class AlertStatus(StrEnum):
-    OPEN = "open"
-    ACKNOWLEDGED = "acknowledged"
-    RESOLVED = "resolved"
-    SUPPRESSED = "suppressed"  # muted by a silence or an inhibition
-
 
 # a new hit of the rule and dedup key joins an alert in one of these
 ACTIVE = (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED, AlertStatus.SUPPRESSED)
@@ -47,6 +39,17 @@ def transition(action: Action, status: str) -> AlertStatus | None:
     if status not in allowed_from:
         raise Conflict(f"cannot {action.value} an alert that is {status}")
     return to
+
+
+def muted_status(status: str, *, muted: bool) -> AlertStatus | None:
+    """The status an alert in ``status`` moves to now that it is (not) muted, or None if it
+    stays: a muted open alert is suppressed, and opens again once nothing mutes it. A muted
+    acknowledged alert stays acknowledged (someone is on it); a resolved one stays resolved."""
+    if muted and status == AlertStatus.OPEN:
+        return AlertStatus.SUPPRESSED
+    if not muted and status == AlertStatus.SUPPRESSED:
+        return AlertStatus.OPEN
+    return None
 
 
 def evidence_events(signal: AlertSignal) -> list[dict[str, Any]]:

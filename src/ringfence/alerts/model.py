@@ -1,18 +1,28 @@
-"""Alerts as stored and served, and the named reasons behind each pipeline decision."""
+"""Alerts as stored and served, their closed sets of statuses and reasons (enums whose values
+are what is stored and shown), and the named reasons behind each pipeline decision."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 
 from ringfence.clock import iso
 
-STATUSES = ("open", "acknowledged", "resolved", "suppressed")
-ACTIVE_STATUSES = ("open", "acknowledged", "suppressed")  # a new hit of the rule and key joins these
+
+class AlertStatus(StrEnum):
+    """Where an alert is in its life (see :mod:`~ringfence.alerts.lifecycle` for the moves)."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    SUPPRESSED = "suppressed"  # muted by a silence or an inhibition
+
+
+STATUSES = tuple(AlertStatus)  # what the API's ``status`` filter accepts
 
 
 class Decision(StrEnum):
@@ -30,11 +40,28 @@ class Action(StrEnum):
     RESOLVE = "resolve"
 
 
-# allowed transitions: action -> (from statuses, to status)
-TRANSITIONS: dict[Action, tuple[tuple[str, ...], str]] = {
-    Action.ACKNOWLEDGE: (("open",), "acknowledged"),
-    Action.RESOLVE: (("open", "acknowledged", "suppressed"), "resolved"),
-}
+class PipelineAction(StrEnum):
+    """What the alert pipeline itself records in an alert's history."""
+
+    SUPPRESS = "suppress"  # muted: open -> suppressed
+    UNSUPPRESS = "unsuppress"  # no longer muted: suppressed -> open
+    ROUTE = "route"  # joined a route's group
+    NOTIFY = "notify"  # a notification of it was sent, or failed for good
+    AUTO_RESOLVE = "auto-resolve"  # its rule had no new hit for the rule's quiet period
+
+
+class AlertChange(StrEnum):
+    """The kinds of entry in the pipeline's outbox: what happened to an alert."""
+
+    FIRING = "firing"  # created or hit again
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class NotificationStatus(StrEnum):
+    PENDING = "pending"  # due at ``next_attempt_at``
+    SENT = "sent"
+    DEAD = "dead"  # a dead letter until someone re-drives it
 
 
 class HistoryEntry(msgspec.Struct, omit_defaults=True):
@@ -60,7 +87,7 @@ class Alert(msgspec.Struct):
     rule_version: str
     severity: str
     audience: str
-    status: str
+    status: str  # an AlertStatus value
     customer_id: str | None
     dedup_key: str
     labels: dict[str, str]
@@ -77,6 +104,23 @@ class Alert(msgspec.Struct):
     comments: list[Comment] = []
 
 
+class AlertSummary(TypedDict):
+    """An alert as notifications and the live stream carry it (times in RFC 3339)."""
+
+    id: str
+    rule_id: str
+    severity: str
+    audience: str
+    status: str
+    customer_id: str | None
+    labels: dict[str, str]
+    title: str
+    summary: str
+    first_seen: str
+    last_seen: str
+    count: int
+
+
 def alert_id(rule_id: str, dedup_key: str, occurrence: int) -> str:
     """The deterministic id of the ``occurrence``-th alert of a rule and dedup key."""
     digest = hashlib.sha256(f"{rule_id}\x1f{dedup_key}\x1f{occurrence}".encode()).hexdigest()
@@ -85,7 +129,7 @@ def alert_id(rule_id: str, dedup_key: str, occurrence: int) -> str:
 
 @dataclass(frozen=True)
 class AlertQuery:
-    """Filters for listing alerts; ``cursor`` continues a previous page."""
+    """Filters for listing alerts; ``cursor`` is the opaque ``next_cursor`` of a previous page."""
 
     status: tuple[str, ...] = ()
     severity: tuple[str, ...] = ()
@@ -95,7 +139,7 @@ class AlertQuery:
     since: float | None = None
     until: float | None = None
     limit: int = 50
-    cursor: int | None = None
+    cursor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +147,7 @@ class Notification:
     id: str
     group_key: str
     receiver: str
-    status: str  # pending | sent | dead
+    status: NotificationStatus
     payload: dict[str, Any]
     attempts: int
     next_attempt_at: float

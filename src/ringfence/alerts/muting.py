@@ -30,7 +30,7 @@ def label_set(alert: Mapping[str, Any]) -> dict[str, str]:
 class InhibitionSources(Protocol):
     """The firing (open or acknowledged) alerts, as label sets, that may inhibit ``labels``
     under ``rule``: at least every one whose ``rule.equal`` labels equal those of ``labels``
-    (an adapter may narrow by customer when ``customer_id`` is among them)."""
+    (an adapter may narrow by any of them it can query, e.g. ``customer_id``)."""
 
     def __call__(self, rule: InhibitRule, labels: Mapping[str, str]) -> Iterable[Mapping[str, str]]: ...
 

@@ -7,18 +7,23 @@ match everything), an unbounded time range or a bad pattern is refused before st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from ringfence.alerts.matchers import Matcher, MatcherError, parse_matchers
 from ringfence.clock import iso
+from ringfence.errors import RequestError
 
 MAX_SILENCE_S = 366 * 86400.0
 MAX_MATCHERS = 20
 MAX_COMMENT_CHARS = 1_000
 
 
-class SilenceError(ValueError):
-    """A silence that may not be created; the message says why."""
+class SilenceError(RequestError):
+    """A silence that may not be created; the message says why (a 400 wherever it is raised)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, "invalid_body", message)
 
 
 def check_silence(matchers: list[str], starts_at: float, ends_at: float, comment: str) -> tuple[Matcher, ...]:
@@ -39,6 +44,12 @@ def check_silence(matchers: list[str], starts_at: float, ends_at: float, comment
         raise SilenceError(str(exc)) from None
 
 
+class SilenceState(StrEnum):
+    PENDING = "pending"  # starts later
+    ACTIVE = "active"
+    EXPIRED = "expired"
+
+
 @dataclass(frozen=True)
 class Silence:
     id: str
@@ -52,8 +63,12 @@ class Silence:
     def active(self, now: float) -> bool:
         return self.starts_at <= now < self.ends_at
 
+    def state(self, now: float) -> SilenceState:
+        if self.active(now):
+            return SilenceState.ACTIVE
+        return SilenceState.PENDING if now < self.starts_at else SilenceState.EXPIRED
+
     def to_dict(self, now: float) -> dict[str, Any]:
-        state = "active" if self.active(now) else ("pending" if now < self.starts_at else "expired")
         return {
             "id": self.id,
             "matchers": [str(m) for m in self.matchers],
@@ -62,5 +77,5 @@ class Silence:
             "created_by": self.created_by,
             "comment": self.comment,
             "created_at": iso(self.created_at),
-            "state": state,
+            "state": self.state(now),
         }

@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,8 @@ def check_anchored(conn: Connection, heads: list[Head]) -> list[str]:
     return problems
 
 
-def _digest(key: bytes, previous: str, row: tuple[Any, ...]) -> str:
+def link(key: bytes, previous: str, row: tuple[Any, ...]) -> str:
+    """The hash of entry ``row`` chained to the ``previous`` entry's: the chain's one link, for every trail."""
     canonical = msgspec.json.encode([previous, *row])
     return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
@@ -166,7 +168,7 @@ def append(conn: Connection, key: bytes | None, at: float, actor: str, action: s
         (at, actor, action, target, detail),
     )
     seq = cur.fetchone()[0]
-    digest = _digest(key, previous, (seq, at, actor, action, target, detail))
+    digest = link(key, previous, (seq, at, actor, action, target, detail))
     conn.execute("UPDATE audit SET hash = ? WHERE seq = ?", (digest, seq))
     conn.execute("INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?)", (seq, digest))
 
@@ -180,7 +182,7 @@ def rehash(conn: Connection, key: bytes | None) -> int:
     for seq, at, actor, action, target, detail in conn.execute(
         "SELECT seq, at, actor, action, target, detail FROM audit ORDER BY seq"
     ).fetchall():
-        previous = _digest(key, previous, (seq, at, actor, action, target, detail))
+        previous = link(key, previous, (seq, at, actor, action, target, detail))
         conn.execute("UPDATE audit SET hash = ? WHERE seq = ?", (previous, seq))
         last = seq
     if last:
@@ -201,24 +203,32 @@ class Verdict:
         return not self.problems
 
 
+Row = tuple[int, float, str, str, str, str, str]  # seq, at, actor, action, target, detail, hash
+
+
 def verify(conn: Connection, key: bytes | None) -> Verdict:
     """Recompute the chain in the database (the anchor is checked by :func:`check_anchored`)."""
     key = _require(key)
+    rows = conn.execute("SELECT seq, at, actor, action, target, detail, hash FROM audit ORDER BY seq")
+    return check_chain(key, rows, head(conn))
+
+
+def check_chain(key: bytes, rows: Iterable[Row], head: Head | None) -> Verdict:
+    """Problems of the chain ``rows`` (in seq order) ending at ``head``: altered, forged or
+    deleted entries; whichever store holds them."""
     problems: list[str] = []
     previous, expected_seq, count = GENESIS, 1, 0
-    rows = conn.execute("SELECT seq, at, actor, action, target, detail, hash FROM audit ORDER BY seq")
     for seq, at, actor, action, target, detail, stored in rows:
         count += 1
         if seq != expected_seq:
             problems.append(f"entries {expected_seq}..{seq - 1} were deleted")
-        digest = _digest(key, previous, (seq, at, actor, action, target, detail))
+        digest = link(key, previous, (seq, at, actor, action, target, detail))
         if not hmac.compare_digest(digest, stored):
             problems.append(f"entry {seq} ({action} {target}) was altered, or its chain was forged")
             digest = stored  # check the rest against what is there
         previous, expected_seq = digest, seq + 1
-    head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-    if head is not None and (head[0] != expected_seq - 1 or head[1] != previous):
-        problems.append(f"the newest entries after {expected_seq - 1} were deleted (the head is entry {head[0]})")
+    if head is not None and (head.seq != expected_seq - 1 or head.hash != previous):
+        problems.append(f"the newest entries after {expected_seq - 1} were deleted (the head is entry {head.seq})")
     if head is None and count:
         problems.append("the chain head is missing")
     return Verdict(count, problems)

@@ -6,7 +6,7 @@ missing ones. Add a step to change it; never edit a released one.
 
 from __future__ import annotations
 
-PG_SCHEMA_VERSION = 3
+PG_SCHEMA_VERSION = 4
 
 PG_MIGRATIONS: dict[int, str] = {
     1: """
@@ -181,6 +181,12 @@ CREATE INDEX quarantine_status ON quarantine (status, id);
 """,
     3: """
 ALTER TABLE api_keys ADD COLUMN sources TEXT NOT NULL DEFAULT '';
+""",
+    # the notification log pages by insertion order: one flush writes many rows at one created_at
+    4: """
+ALTER TABLE notifications ADD COLUMN seq BIGSERIAL;
+CREATE UNIQUE INDEX notifications_seq ON notifications (seq);
+CREATE INDEX notifications_status ON notifications (status, seq);
 """,
 }
 

@@ -1,5 +1,6 @@
-"""The store's repositories in SQL that SQLite and PostgreSQL share: alerts, history,
-checkpoints and audit.
+"""The store's repositories in SQL that SQLite and PostgreSQL share: alerts and their history
+(the alert pipeline's ``AlertRepository``; its ``PipelineStore`` is :mod:`.pipeline`),
+checkpoints and audit. They persist what :mod:`ringfence.alerts.lifecycle` decides.
 
 Alerts and the processor checkpoint share a database so that :meth:`SqlStore.commit_batch`
 commits a batch's alerts and the offset they reflect in one transaction: a crash either
@@ -11,44 +12,51 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from typing import Any
 
 import msgspec
 
+from ringfence.alerts import lifecycle
+from ringfence.alerts.lifecycle import ACTIVE, SYSTEM_ACTOR
 from ringfence.alerts.model import (
-    ACTIVE_STATUSES,
-    TRANSITIONS,
     Action,
     Alert,
+    AlertChange,
     AlertQuery,
+    AlertStatus,
     Comment,
     Decision,
     HistoryEntry,
+    Notification,
     alert_id,
 )
+from ringfence.alerts.ports import AlertRepository, PipelineStore
 from ringfence.clock import iso
 from ringfence.engine.rules import AlertSignal
-from ringfence.errors import NotFound, StoreError
+from ringfence.errors import NotFound
 from ringfence.store import audit as audit_chain
-from ringfence.store import quarantine
+from ringfence.store import notifications, paging, quarantine
 from ringfence.store.base import Checkpoint, LateEvent
 from ringfence.store.connection import Connection
+from ringfence.store.pipeline import SqlPipeline, add_history, announce
 from ringfence.store.state_log import IDLE_ROWS, StateLog
 
-MAX_EVIDENCE_EVENTS = 50
 RULE_HITS_KEPT_MINUTES = 2 * 24 * 60  # per-minute hit counts answer "last hour" and "last day"
-SYSTEM_ACTOR = "ringfence"
 _json = msgspec.json.Encoder()
 _ALERT_COLUMNS = (
     "id, rule_id, rule_version, severity, audience, status, customer_id, dedup_key, labels, "
-    "title, summary, evidence, first_seen, last_seen, created_at, updated_at, count, assignee, seq"
+    "title, summary, evidence, first_seen, last_seen, created_at, updated_at, count, assignee"
 )
 
 
-class SqlStore(ABC):
-    """The repositories over :meth:`conn`; a subclass brings the engine (SQLite, PostgreSQL)."""
+class SqlStore(AlertRepository, PipelineStore, ABC):
+    """The repositories over :meth:`conn`; a subclass brings the engine (SQLite, PostgreSQL).
+
+    It is the :class:`~ringfence.alerts.ports.AlertRepository` and the dispatcher's
+    :class:`~ringfence.alerts.ports.PipelineStore`; silences and the notification log are
+    :mod:`.silences` and :mod:`.notifications` over it."""
 
     def __init__(self, audit_key: bytes | None = None) -> None:
         self.audit_key = audit_key
@@ -111,7 +119,7 @@ class SqlStore(ABC):
                 if decision is Decision.CREATED:
                     created.append((aid, signal))
                 if decision is not Decision.SHADOW:  # the dispatcher's outbox, committed with the alert
-                    conn.execute("INSERT INTO alert_events (alert_id, kind, at) VALUES (?, 'firing', ?)", (aid, now))
+                    announce(conn, aid, AlertChange.FIRING, now)
             state_seq, state_rows_written = self.states.write(conn, checkpoint.state_changes)
             conn.executemany("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", list(checkpoint.watermarks.items()))
             conn.executemany(
@@ -131,38 +139,25 @@ class SqlStore(ABC):
             self._count_hit(conn, s.rule_id, "shadow", now)
             return Decision.SHADOW, ""
         self._count_hit(conn, s.rule_id, "live", now)
-        evidence_event = {
-            "event_id": s.event_id,
-            "type": s.event_type,
-            "offset": s.offset,
-            "occurred_at": iso(s.occurred_at),
-            "ingested_at": iso(s.ingested_at),
-            "late": s.late,
-            "features": s.features,
-        }
-        related = [
-            {**e, "occurred_at": iso(e["occurred_at"]), "ingested_at": iso(e["ingested_at"])} for e in s.related_events
-        ]
         row = conn.execute(
-            "SELECT id, evidence, first_seen, last_seen FROM alerts "
-            "WHERE rule_id=? AND dedup_key=? AND status IN (?, ?, ?) ORDER BY seq DESC LIMIT 1",
-            (s.rule_id, s.dedup_key, *ACTIVE_STATUSES),
+            "SELECT id, evidence, first_seen, last_seen FROM alerts "  # nosec # noqa: S608
+            f"WHERE rule_id=? AND dedup_key=? AND status IN ({', '.join('?' * len(ACTIVE))}) "
+            "ORDER BY seq DESC LIMIT 1",  # placeholders only
+            (s.rule_id, s.dedup_key, *ACTIVE),
         ).fetchone()
         if row is not None:
-            aid, raw_evidence, first, last = row
-            evidence = msgspec.json.decode(raw_evidence)
-            evidence["events"] = (evidence["events"] + related + [evidence_event])[-MAX_EVIDENCE_EVENTS:]
-            evidence["features"] = s.features
+            aid, evidence, first_seen, last_seen = row
+            hit = lifecycle.another_hit(first_seen, last_seen, s)
             conn.execute(
                 "UPDATE alerts SET count=count+1, first_seen=?, last_seen=?, evidence=?, updated_at=?, "
                 "title=?, summary=? WHERE id=?",
                 (
-                    min(first, s.occurred_at),
-                    max(last, s.occurred_at),
-                    _json.encode(evidence).decode(),
+                    hit.first_seen,
+                    hit.last_seen,
+                    _json.encode(lifecycle.merge_evidence(msgspec.json.decode(evidence), s)).decode(),
                     now,
-                    s.title,
-                    s.summary,
+                    hit.title,
+                    hit.summary,
                     aid,
                 ),
             )
@@ -174,34 +169,32 @@ class SqlStore(ABC):
             ).fetchone()[0]
         )
         aid = alert_id(s.rule_id, s.dedup_key, occurrence)
-        evidence = {"events": [*related, evidence_event], "features": s.features}
         conn.execute(
             "INSERT INTO alerts (id, rule_id, rule_version, severity, audience, status, customer_id, "
             "dedup_key, occurrence, labels, title, summary, evidence, first_seen, last_seen, created_at, "
-            "updated_at, count, assignee) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, NULL)",
+            "updated_at, count, assignee) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, NULL)",
             (
                 aid,
                 s.rule_id,
                 s.rule_version,
                 s.severity,
                 s.audience,
+                AlertStatus.OPEN,
                 s.customer_id,
                 s.dedup_key,
                 occurrence,
                 _json.encode(s.labels).decode(),
                 s.title,
                 s.summary,
-                _json.encode(evidence).decode(),
+                _json.encode(lifecycle.new_evidence(s)).decode(),
                 s.occurred_at,
                 s.occurred_at,
                 now,
                 now,
             ),
         )
-        conn.execute(
-            "INSERT INTO alert_history VALUES (?, ?, ?, ?, ?, NULL, 'open')",
-            (aid, now, SYSTEM_ACTOR, Decision.CREATED.value, f"rule {s.rule_id} matched event {s.event_id}"),
-        )
+        reason = f"rule {s.rule_id} matched event {s.event_id}"
+        add_history(conn, aid, now, SYSTEM_ACTOR, Decision.CREATED, reason, None, AlertStatus.OPEN)
         return Decision.CREATED, aid
 
     def _count_hit(self, conn: Connection, rule_id: str, mode: str, now: float) -> None:
@@ -222,19 +215,16 @@ class SqlStore(ABC):
 
     # -- API side ------------------------------------------------------------------------
 
-    def list_alerts(self, query: AlertQuery) -> tuple[list[Alert], int | None]:
+    def list_alerts(self, query: AlertQuery) -> tuple[list[Alert], str | None]:
         """One page of alerts, newest first, and the cursor of the next page (or None)."""
         where, args = _alert_filters(query)
-        sql = f"SELECT {_ALERT_COLUMNS} FROM alerts"  # nosec # noqa: S608 - columns and clauses are constants
+        sql = f"SELECT seq, {_ALERT_COLUMNS} FROM alerts"  # nosec # noqa: S608 - constant columns and clauses
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
-        rows = self.conn().execute(sql, [*args, query.limit + 1]).fetchall()
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
-        histories = self._histories([row[0] for row in rows])
-        alerts = [self._alert(row, histories.get(row[0], [])) for row in rows]
-        return alerts, (rows[-1][-1] if more else None)
+        rows, next_cursor = paging.page(self.conn().execute(sql, [*args, query.limit + 1]).fetchall(), query.limit)
+        histories = self._histories([row[1] for row in rows])
+        return [self._alert(row[1:], histories.get(row[1], [])) for row in rows], next_cursor
 
     def get_alert(self, alert_id: str) -> Alert:
         row = (
@@ -297,27 +287,18 @@ class SqlStore(ABC):
         )
 
     def transition(self, alert_id: str, action: Action, actor: str, reason: str, now: float) -> Alert:
-        """Acknowledge or resolve an alert, recording who and why (history and audit)."""
-        allowed_from, to_status = TRANSITIONS[action]
+        """Acknowledge or resolve an alert, recording who and why (history and audit); Conflict
+        if its status does not allow it (see :func:`~ringfence.alerts.lifecycle.transition`)."""
         with self.transaction() as conn:
             row = conn.execute("SELECT status FROM alerts WHERE id = ?", (alert_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no alert {alert_id!r}")
-            status = row[0]
-            if status == to_status:
-                pass  # idempotent: acking an acked alert changes nothing
-            elif status not in allowed_from:
-                raise StoreError(f"cannot {action.value} an alert that is {status}")
-            else:
+            to_status = lifecycle.transition(action, row[0])
+            if to_status is not None:
                 conn.execute("UPDATE alerts SET status=?, updated_at=? WHERE id=?", (to_status, now, alert_id))
-                conn.execute(
-                    "INSERT INTO alert_history VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (alert_id, now, actor, action.value, reason, status, to_status),
-                )
+                add_history(conn, alert_id, now, actor, action, reason, row[0], to_status)
                 self.audit(conn, now, actor, f"alert.{action.value}", alert_id, {"reason": reason})
-                conn.execute(
-                    "INSERT INTO alert_events (alert_id, kind, at) VALUES (?, ?, ?)", (alert_id, to_status, now)
-                )
+                announce(conn, alert_id, AlertChange(to_status.value), now)
         return self.get_alert(alert_id)
 
     def assign(self, alert_id: str, assignee: str, actor: str, reason: str, now: float) -> Alert:
@@ -328,10 +309,7 @@ class SqlStore(ABC):
                 raise NotFound(f"no alert {alert_id!r}")
             conn.execute("UPDATE alerts SET assignee=?, updated_at=? WHERE id=?", (assignee or None, now, alert_id))
             why = f"assigned to {assignee}" if assignee else "unassigned"
-            conn.execute(
-                "INSERT INTO alert_history VALUES (?, ?, ?, 'assign', ?, NULL, NULL)",
-                (alert_id, now, actor, f"{why}{': ' + reason if reason else ''}"),
-            )
+            add_history(conn, alert_id, now, actor, "assign", f"{why}{': ' + reason if reason else ''}")
             self.audit(conn, now, actor, "alert.assign", alert_id, {"assignee": assignee, "previous": row[0]})
         return self.get_alert(alert_id)
 
@@ -343,18 +321,15 @@ class SqlStore(ABC):
             self.audit(conn, now, actor, "alert.comment", alert_id, {"chars": len(text)})
         return self.get_alert(alert_id)
 
-    def set_status(
-        self, conn: Connection, alert_id: str, status: str, actor: str, action: str, reason: str, now: float
-    ) -> None:
-        """Change an alert's status inside the caller's transaction, with a history entry."""
-        row = conn.execute("SELECT status FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-        if row is None or row[0] == status:
-            return
-        conn.execute("UPDATE alerts SET status=?, updated_at=? WHERE id=?", (status, now, alert_id))
-        conn.execute(
-            "INSERT INTO alert_history VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (alert_id, now, actor, action, reason, row[0], status),
-        )
+    # -- the dispatcher's side -------------------------------------------------------------
+
+    @contextmanager
+    def pipeline(self) -> Iterator[SqlPipeline]:
+        with self.transaction() as conn:
+            yield SqlPipeline(conn)
+
+    def due_notifications(self, now: float, limit: int) -> list[Notification]:
+        return notifications.due(self.conn(), now, limit)
 
     def audit(self, conn: Connection, now: float, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
         """Append one entry to the hash-chained audit trail inside the caller's transaction."""
@@ -443,7 +418,8 @@ def _alert_filters(query: AlertQuery) -> tuple[list[str], list[Any]]:
     if query.until is not None:
         where.append("first_seen < ?")
         args.append(query.until)
-    if query.cursor is not None:
+    below = paging.after(query.cursor)
+    if below is not None:
         where.append("seq < ?")
-        args.append(query.cursor)
+        args.append(below)
     return where, args

@@ -15,14 +15,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ringfence.alerts.lifecycle import SYSTEM_ACTOR
 from ringfence.clock import iso
 from ringfence.errors import StoreError
 from ringfence.store import audit as audit_chain
 from ringfence.store.connection import connect
 from ringfence.store.schema import MIGRATIONS, SCHEMA_VERSION
-from ringfence.store.sql import MAX_EVIDENCE_EVENTS, SYSTEM_ACTOR, SqlStore
+from ringfence.store.sql import SqlStore
 
-__all__ = ["MAX_EVIDENCE_EVENTS", "SYSTEM_ACTOR", "SqliteStore"]
+__all__ = ["SqliteStore"]
 
 log = logging.getLogger("ringfence.store")
 

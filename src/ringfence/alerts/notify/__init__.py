@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from ringfence.alerts.config import AlertingConfig, Receiver
+from ringfence.alerts.config import AlertingConfig, Receiver, ReceiverKind
 from ringfence.alerts.notify.base import Delivery, Notifier, Outcome
 from ringfence.alerts.notify.email import EmailNotifier
 from ringfence.alerts.notify.pagerduty import PagerDutyNotifier
@@ -14,13 +14,13 @@ from ringfence.alerts.notify.webhook import WebhookNotifier
 
 def notifier_for(receiver: Receiver, client: httpx.Client) -> Notifier | None:
     """The notifier of ``receiver`` (None for the dashboard, which only streams)."""
-    if receiver.kind == "webhook":
+    if receiver.kind is ReceiverKind.WEBHOOK:
         return WebhookNotifier(receiver.name, receiver.options, client)
-    if receiver.kind == "slack":
+    if receiver.kind is ReceiverKind.SLACK:
         return SlackNotifier(receiver.name, receiver.options, client)
-    if receiver.kind == "pagerduty":
+    if receiver.kind is ReceiverKind.PAGERDUTY:
         return PagerDutyNotifier(receiver.name, receiver.options, client)
-    if receiver.kind == "email":
+    if receiver.kind is ReceiverKind.EMAIL:
         return EmailNotifier(receiver.name, receiver.options)
     return None
 

@@ -1,0 +1,336 @@
+"""The stages of the alert pipeline (see :mod:`ringfence.alerts.dispatcher` for how they run).
+
+Two shapes, as in Alertmanager's ``notify``: a :class:`ChangeStage` acts on the alert changes
+of one outbox batch inside its unit of work (:class:`Mute`, :class:`Group`, run by
+:class:`Intake`); a :class:`Stage` does what is due at a time (:class:`Flush`,
+:class:`Deliver`, :class:`AutoResolve`, :class:`Retention`). Each decides with the pure
+functions of :mod:`.lifecycle`, :mod:`.muting`, :mod:`.grouping` and :mod:`.delivery`, and
+keeps what it decided through a :class:`~ringfence.alerts.ports.PipelineStore`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ringfence.alerts.config import AlertingConfig, InhibitRule, RetryPolicy, Route
+from ringfence.alerts.delivery import NextStep, after_attempt
+from ringfence.alerts.grouping import GroupState, after_flush, group_key, new_group, on_change, should_send
+from ringfence.alerts.lifecycle import FIRING, muted_status, transition
+from ringfence.alerts.model import (
+    Action,
+    AlertChange,
+    AlertStatus,
+    AlertSummary,
+    Notification,
+    NotificationStatus,
+    PipelineAction,
+)
+from ringfence.alerts.muting import label_set, mute_reason
+from ringfence.alerts.notify import Notifier
+from ringfence.alerts.ports import PipelineBatch, PipelineStore
+from ringfence.alerts.stream import AlertStream
+from ringfence.clock import Clock
+from ringfence.metrics import Metrics
+
+log = logging.getLogger("ringfence.dispatcher")
+
+BATCH = 500  # outbox entries per pass
+DUE_GROUPS = 100
+DUE_NOTIFICATIONS = 50
+CLAIM_LEASE_S = 120.0  # longer than one send with its timeout
+HOUSEKEEPING_EVERY_S = 10.0
+SENT_RETENTION_S = 30 * 86400.0  # sent notifications are kept this long; dead letters until re-driven
+NOT_MUTED = "no silence or inhibition matches any more"
+
+
+@dataclass
+class Changed:
+    """One change of an alert going through the stages; ``alert`` is its state now."""
+
+    change: AlertChange
+    alert: AlertSummary
+
+
+class ChangeStage(Protocol):
+    """A stage over the changes of one outbox batch: acts on them, returns those that go on."""
+
+    def __call__(self, batch: PipelineBatch, changes: list[Changed], now: float) -> list[Changed]: ...
+
+
+class Stage(Protocol):
+    """A stage of the dispatcher's pass: does what is due at ``now``; returns how much (0: idle)."""
+
+    def __call__(self, now: float) -> int: ...
+
+
+class Mute:
+    """Silences, then inhibition (Alertmanager's ``MuteStage`` with its two ``Muter``s): a muted
+    open alert is suppressed, one no longer muted opens again (history says why); muted alerts
+    go no further."""
+
+    def __init__(self, rules: Sequence[InhibitRule]) -> None:
+        self.rules = rules
+
+    def __call__(self, batch: PipelineBatch, changes: list[Changed], now: float) -> list[Changed]:
+        silences = batch.current_silences(now)
+        kept = []
+        for changed in changes:
+            alert = changed.alert
+            if changed.change is AlertChange.FIRING:
+                reason = mute_reason(silences, self.rules, label_set(alert), batch.inhibition_sources, now)
+                status = muted_status(alert["status"], muted=reason is not None)
+                if status is not None:
+                    action = PipelineAction.SUPPRESS if reason else PipelineAction.UNSUPPRESS
+                    if batch.set_status(alert["id"], alert["status"], status, action, reason or NOT_MUTED, now):
+                        alert["status"] = status
+                if reason is not None:
+                    continue
+            kept.append(changed)
+        return kept
+
+
+class Group:
+    """A firing alert joins the group of each route it matches (Alertmanager's routing and
+    aggregation); an acknowledged or resolved one reschedules the groups holding it (a
+    resolution is sent at once when ``notify_resolved``)."""
+
+    def __init__(self, config: AlertingConfig, routes: Mapping[str, Route], receivers: Mapping[str, Notifier]) -> None:
+        self.tree = config.route
+        self.notify_resolved = config.notify_resolved
+        self.routes = routes
+        self.receivers = receivers
+
+    def __call__(self, batch: PipelineBatch, changes: list[Changed], now: float) -> list[Changed]:
+        for changed in changes:
+            if changed.change is AlertChange.FIRING:
+                self._join(batch, changed.alert, now)
+                continue
+            urgent = changed.change is AlertChange.RESOLVED and self.notify_resolved
+            for group in batch.groups_with(changed.alert["id"]):
+                route = self.routes.get(group.route)
+                if route is not None:
+                    on_change(group, route, now, urgent=urgent)
+                    batch.save_group(group)
+        return changes
+
+    def _join(self, batch: PipelineBatch, alert: AlertSummary, now: float) -> None:
+        labels = label_set(alert)
+        for route in self.tree.match(labels):
+            if route.receiver not in self.receivers:
+                continue  # the dashboard: the live stream and the API are enough
+            key, group_labels = group_key(route, labels)
+            group = batch.group(key) or new_group(route, key, group_labels, now)
+            if alert["id"] in group.alert_ids:
+                continue
+            group.alert_ids.append(alert["id"])
+            on_change(group, route, now)
+            batch.save_group(group)
+            batch.note([alert["id"]], PipelineAction.ROUTE, f"routed by {route.id} to {route.receiver}", now)
+
+
+class Intake:
+    """Takes the outbox's changes through the change stages in one unit of work, then shows
+    every change on the live stream."""
+
+    def __init__(self, store: PipelineStore, stages: Sequence[ChangeStage], stream: AlertStream | None) -> None:
+        self.store = store
+        self.stages = stages
+        self.stream = stream
+
+    def __call__(self, now: float) -> int:
+        with self.store.pipeline() as batch:
+            entries = batch.changes(BATCH)
+            if not entries:
+                return 0
+            alerts: dict[str, AlertSummary] = {}
+            shown: list[Changed] = []
+            changes: list[Changed] = []
+            firing: set[str] = set()
+            for entry in entries:
+                alert = alerts.get(entry.alert_id) or batch.alert(entry.alert_id)
+                if alert is None:
+                    continue
+                alerts[entry.alert_id] = alert
+                changed = Changed(entry.change, alert)
+                shown.append(changed)
+                if entry.change is AlertChange.FIRING:
+                    if alert["status"] == AlertStatus.RESOLVED or entry.alert_id in firing:
+                        continue  # resolved since, or already in this batch
+                    firing.add(entry.alert_id)
+                changes.append(changed)
+            for stage in self.stages:
+                changes = stage(batch, changes, now)
+            batch.consumed(entries[-1].seq)
+        if self.stream is not None:
+            for changed in shown:
+                self.stream.publish({"change": changed.change, **changed.alert})
+        return len(entries)
+
+
+class Flush:
+    """Due groups become notifications in the log (Alertmanager's dedup stage: a group unchanged
+    since its last notification is notified again only after its ``repeat_interval``)."""
+
+    def __init__(self, store: PipelineStore, routes: Mapping[str, Route], notify_resolved: bool) -> None:
+        self.store = store
+        self.routes = routes
+        self.notify_resolved = notify_resolved
+
+    def __call__(self, now: float) -> int:
+        added = 0
+        with self.store.pipeline() as batch:
+            for group in batch.due_groups(now, DUE_GROUPS):
+                route = self.routes.get(group.route)
+                if route is None:  # the config changed: the route is gone
+                    batch.drop_group(group.key)
+                    continue
+                alerts = [a for a in map(batch.alert, group.alert_ids) if a is not None]
+                firing = [a for a in alerts if a["status"] in FIRING]
+                resolved = [a for a in alerts if a["status"] == AlertStatus.RESOLVED]
+                shown = firing + (resolved if self.notify_resolved else [])
+                digest = hashlib.sha256(repr(sorted((a["id"], a["status"]) for a in shown)).encode()).hexdigest()
+                send = bool(shown) and should_send(group, digest, route, now)
+                if send:
+                    self._add(batch, group, firing, shown, digest, now)
+                    added += 1
+                after_flush(group, route, now, sent=send, firing=bool(firing), digest=digest)
+                group.alert_ids = [a["id"] for a in firing]
+                if group.alert_ids:
+                    batch.save_group(group)
+                else:
+                    batch.drop_group(group.key)
+        return added
+
+    @staticmethod
+    def _add(
+        batch: PipelineBatch,
+        group: GroupState,
+        firing: list[AlertSummary],
+        shown: list[AlertSummary],
+        digest: str,
+        now: float,
+    ) -> None:
+        # the id of the n-th notification of this group since it formed, of what it shows: a
+        # replayed flush adds nothing twice, and a group formed again after it was dropped (even
+        # within the same instant) starts new ids
+        incarnation = f"{group.key}|{group.created_at!r}|{group.flushes + 1}|{digest}"
+        notification_id = "n_" + hashlib.sha256(incarnation.encode()).hexdigest()[:24]
+        payload = {
+            "version": "1",
+            "notification_id": notification_id,
+            "receiver": group.receiver,
+            "status": "firing" if firing else "resolved",
+            "group_key": group.key,
+            "group_labels": group.labels,
+            "alerts": shown,
+        }
+        batch.add_notification(notification_id, group.key, group.receiver, payload, now)
+
+
+class Deliver:
+    """Due notifications to their receivers, each claimed first so that two dispatchers never
+    send one at once; retries and dead letters as :func:`~ringfence.alerts.delivery.after_attempt`
+    decides."""
+
+    def __init__(
+        self,
+        store: PipelineStore,
+        notifiers: Mapping[str, Notifier],
+        policy: RetryPolicy,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self.store = store
+        self.notifiers = notifiers
+        self.policy = policy
+        self.clock = clock
+        self.metrics = metrics
+        self.rng = random.Random()  # nosec B311 # noqa: S311 - retry jitter, not security
+
+    def __call__(self, now: float) -> int:
+        due = self.store.due_notifications(now, DUE_NOTIFICATIONS)
+        for notification in due:
+            with self.store.pipeline() as batch:
+                claimed = batch.claim(notification.id, now, CLAIM_LEASE_S)
+            if claimed:
+                self._attempt(notification, now)
+        return len(due)
+
+    def _attempt(self, n: Notification, now: float) -> None:
+        notifier = self.notifiers.get(n.receiver)
+        if notifier is None:
+            gone = NextStep(NotificationStatus.DEAD, n.attempts, now, "receiver is no longer configured")
+            with self.store.pipeline() as batch:
+                batch.record_attempt(n.id, gone, now)
+            return
+        result = notifier.send(n.payload, n.id, self.clock.time())
+        self.metrics.notifications.labels(n.receiver, result.outcome.value).inc()
+        at = self.clock.time()
+        step = after_attempt(result, n.attempts, self.policy, at, self.rng)
+        alert_ids = [a["id"] for a in n.payload["alerts"]]
+        with self.store.pipeline() as batch:
+            batch.record_attempt(n.id, step, at)
+            if step.status is NotificationStatus.SENT:
+                batch.note(alert_ids, PipelineAction.NOTIFY, f"notified via {n.receiver} ({n.id})", at)
+            elif step.status is NotificationStatus.DEAD:
+                reason = f"notification {n.id} to {n.receiver} failed for good: {step.detail}"
+                batch.note(alert_ids, PipelineAction.NOTIFY, reason, at)
+        if step.status is NotificationStatus.DEAD:
+            log.warning("notification %s to %s is a dead letter: %s", n.id, n.receiver, step.detail)
+
+
+class AutoResolve:
+    """Resolves the alerts of detections with ``auto_resolve`` that had no new hit for that long."""
+
+    def __init__(self, store: PipelineStore, quiet_after: Callable[[], Mapping[str, float]]) -> None:
+        self.store = store
+        self.quiet_after = quiet_after
+
+    def __call__(self, now: float) -> int:
+        quiet_after = self.quiet_after()
+        if not quiet_after:
+            return 0
+        resolved = 0
+        with self.store.pipeline() as batch:
+            for rule_id, quiet in quiet_after.items():
+                for alert_id, status in batch.quiet_alerts(rule_id, now - quiet):
+                    to = transition(Action.RESOLVE, status)
+                    reason = f"no new hit for {quiet:.0f} s"
+                    if to is not None and batch.set_status(
+                        alert_id, status, to, PipelineAction.AUTO_RESOLVE, reason, now
+                    ):
+                        batch.announce(alert_id, AlertChange.RESOLVED, now)
+                        resolved += 1
+        return resolved
+
+
+class Retention:
+    """Forgets sent notifications after :data:`SENT_RETENTION_S`."""
+
+    def __init__(self, store: PipelineStore) -> None:
+        self.store = store
+
+    def __call__(self, now: float) -> int:
+        with self.store.pipeline() as batch:
+            return batch.forget_sent(now - SENT_RETENTION_S)
+
+
+class Every:
+    """Runs ``stage`` at most once every ``period_s`` (the first time at once)."""
+
+    def __init__(self, period_s: float, stage: Stage) -> None:
+        self.period_s = period_s
+        self.stage = stage
+        self._last = -math.inf
+
+    def __call__(self, now: float) -> int:
+        if now - self._last < self.period_s:
+            return 0
+        self._last = now
+        return self.stage(now)

@@ -1,0 +1,113 @@
+"""Alert groups in the alerts table: each :class:`~ringfence.alerts.grouping.GroupState`
+one item, versioned (dispatchers write it conditionally and read again when they lose),
+in ``by_active`` under ``~group`` at its next flush. An alert's membership items let a
+resolution find its groups. When a group flushes and what it says is decided in
+:mod:`ringfence.alerts.grouping`. One more item notes when the dispatcher is due to wake
+(:meth:`GroupItems.schedule_wake`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ringfence.alerts.grouping import GroupState
+from ringfence.runtimes.aws.items import DUE_GROUP, TableItems, n, s
+from ringfence.runtimes.aws.resources import error_code
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(GroupState)
+
+
+@dataclass
+class StoredGroup:
+    """A group as read, with the version a write of it is conditional on (0: new)."""
+
+    state: GroupState
+    version: int = 0
+
+
+def _stored(item: dict[str, Any]) -> StoredGroup:
+    return StoredGroup(_decoder.decode(item["state"]["S"]), int(item["v"]["N"]))
+
+
+class GroupItems(TableItems):
+    def group(self, key: str) -> StoredGroup | None:
+        item = self.get(f"g|{key}", "g")
+        return _stored(item) if item else None
+
+    def group_write(self, group: StoredGroup) -> dict[str, Any]:
+        """The transaction item saving ``group`` over the version it was read at."""
+        state = group.state
+        item = {
+            "pk": s(f"g|{state.key}"),
+            "sk": s("g"),
+            "state": s(_encoder.encode(state).decode()),
+            "v": n(group.version + 1),
+        }
+        if math.isfinite(state.next_flush_at):
+            item |= {"act": s(DUE_GROUP), "updated_at": n(state.next_flush_at)}
+        put: dict[str, Any] = {"TableName": self.table, "Item": item}
+        if group.version:
+            put |= {"ConditionExpression": "v = :v", "ExpressionAttributeValues": {":v": n(group.version)}}
+        else:
+            put["ConditionExpression"] = "attribute_not_exists(pk)"
+        return {"Put": put}
+
+    def group_drop(self, group: StoredGroup) -> dict[str, Any]:
+        """The transaction item deleting ``group``, if it is still the version read."""
+        return {
+            "Delete": {
+                "TableName": self.table,
+                "Key": {"pk": s(f"g|{group.state.key}"), "sk": s("g")},
+                "ConditionExpression": "v = :v",
+                "ExpressionAttributeValues": {":v": n(group.version)},
+            }
+        }
+
+    def membership_put(self, alert_id: str, key: str) -> dict[str, Any]:
+        """The transaction item recording that ``alert_id`` joined group ``key``."""
+        item = {"pk": s(f"a|{alert_id}"), "sk": s(f"g|{key}")}
+        return {"Put": {"TableName": self.table, "Item": item}}
+
+    def groups_with(self, alert_id: str) -> list[StoredGroup]:
+        """The groups ``alert_id`` is in."""
+        keys = [
+            (i["sk"]["S"], "g")  # the membership's sort key is the group's partition key
+            for page in self.pages(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :g)",
+                ExpressionAttributeValues={":pk": s(f"a|{alert_id}"), ":g": s("g|")},
+                ConsistentRead=True,
+            )
+            for i in page
+        ]
+        groups = [_stored(i) for i in self.get_many(keys)]
+        return [g for g in groups if alert_id in g.state.alert_ids]
+
+    def due_groups(self, now: float, limit: int = 100) -> list[StoredGroup]:
+        groups = [_stored(i) for i in self.get_many(self.due(DUE_GROUP, now, limit))]
+        return [g for g in groups if g.state.next_flush_at <= now]
+
+    def next_flush(self) -> float | None:
+        """When the earliest group is due to flush."""
+        return self.earliest(DUE_GROUP)
+
+    def schedule_wake(self, at: float, now: float) -> bool:
+        """Note that the dispatcher will wake at ``at``: False if a wake-up by then is already
+        due (so racing dispatchers schedule one each time, not one each)."""
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={"pk": s("dispatch"), "sk": s("wake")},
+                UpdateExpression="SET #w = :at",
+                ConditionExpression="attribute_not_exists(#w) OR #w <= :now OR #w > :at",
+                ExpressionAttributeNames={"#w": "at"},
+                ExpressionAttributeValues={":at": n(at), ":now": n(now)},
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True

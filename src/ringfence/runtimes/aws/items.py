@@ -1,0 +1,142 @@
+"""DynamoDB plumbing the alerts table's adapters share: attribute values, sort keys, opaque
+cursors, paging, and a transaction that says whether it lost a race.
+
+Item layout of the alerts table (key ``pk`` + ``sk``); the modules named own the items:
+
+| item | pk | sk | module |
+|---|---|---|---|
+| alert | ``a|<alert id>`` | ``alert`` | :mod:`.alerts` |
+| history entry, comment | ``a|<alert id>`` | ``h|<at>|<n>``, ``c|<at>|<n>`` | :mod:`.alerts` |
+| group membership | ``a|<alert id>`` | ``g|<group key>`` | :mod:`.groups` |
+| dedup pointer | ``d|<rule id>|<dedup key>`` | ``ptr`` | :mod:`.alerts` |
+| group | ``g|<group key>`` | ``g`` | :mod:`.groups` |
+| the dispatcher's next wake-up | ``dispatch`` | ``wake`` | :mod:`.groups` |
+| notification | ``n|<notification id>`` | ``n`` | :mod:`.notification_log` |
+| silence | ``silences`` | silence id | :mod:`.silences` |
+| audit entry, chain head | ``audit|<block>``, ``audit`` | ``<seq>``, ``head`` | :mod:`.audit` |
+
+Indexes: ``by_created`` (``gp`` + ``gs``) lists alerts (``gp`` = ``alerts``) and
+notifications (``notifications``) newest first; ``by_customer`` a customer's alerts;
+``by_active`` (``act`` + ``updated_at``, keys only) holds what the pipeline must come back
+to: unresolved alerts under their rule id (by last update, for auto-resolve), and under
+:data:`DUE_GROUP` / :data:`DUE_NOTIFICATION` the groups and notifications due at
+``updated_at`` (rule ids never start with ``~``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from ringfence.errors import RequestError
+from ringfence.runtimes.aws.resources import error_code
+
+CREATED_INDEX = "by_created"
+CUSTOMER_INDEX = "by_customer"
+ACTIVE_INDEX = "by_active"
+DUE_GROUP = "~group"
+DUE_NOTIFICATION = "~notify"
+_json = msgspec.json.Encoder()
+
+
+def s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def n(value: float) -> dict[str, str]:
+    return {"N": repr(value) if isinstance(value, float) else str(value)}
+
+
+def json_s(value: Any) -> dict[str, str]:
+    return {"S": _json.encode(value).decode()}
+
+
+def sort_time(at: float) -> str:
+    """A time as a sort key that orders as the time does."""
+    return f"{at:020.6f}"
+
+
+def encode_cursor(key: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(_json.encode(key)).decode()
+
+
+def decode_cursor(cursor: str, *shapes: frozenset[str]) -> dict[str, Any]:
+    """The index key an :func:`encode_cursor` cursor holds; RequestError if it is not one of ``shapes``."""
+    try:
+        key = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, msgspec.DecodeError):
+        key = None
+    if not isinstance(key, dict) or frozenset(key) not in shapes:
+        raise RequestError(400, "invalid_cursor", "cursor is not one this API gave out")
+    return key
+
+
+class TableItems:
+    """One DynamoDB table, read consistently, written in transactions."""
+
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self.db = dynamodb
+        self.table = table
+
+    def get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        reply = self.db.get_item(TableName=self.table, Key={"pk": s(pk), "sk": s(sk)}, ConsistentRead=True)
+        item: dict[str, Any] | None = reply.get("Item")
+        return item
+
+    def get_many(self, keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The items that exist of ``keys`` (any order), read consistently."""
+        found: list[dict[str, Any]] = []
+        wanted = [{"pk": s(pk), "sk": s(sk)} for pk, sk in dict.fromkeys(keys)]
+        while wanted:
+            batch, wanted = wanted[:100], wanted[100:]  # BatchGetItem takes 100 keys at most
+            request: dict[str, Any] = {self.table: {"Keys": batch, "ConsistentRead": True}}
+            while request:
+                reply = self.db.batch_get_item(RequestItems=request)
+                found += reply.get("Responses", {}).get(self.table, [])
+                request = reply.get("UnprocessedKeys") or {}
+        return found
+
+    def pages(self, **query: Any) -> Iterator[list[dict[str, Any]]]:
+        """The pages of one query, on the table or one of its indexes, in order."""
+        while True:
+            reply = self.db.query(TableName=self.table, **query)
+            yield reply.get("Items", [])
+            if "LastEvaluatedKey" not in reply:
+                return
+            query["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+    def transact(self, items: list[dict[str, Any]]) -> bool:
+        """Write ``items`` together; False if a condition failed (a racing writer: read again)."""
+        try:
+            self.db.transact_write_items(TransactItems=items)
+        except Exception as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def due(self, kind: str, now: float, limit: int) -> list[tuple[str, str]]:
+        """Keys of the items of ``kind`` in ``by_active`` due by ``now``, earliest first."""
+        reply = self.db.query(
+            TableName=self.table,
+            IndexName=ACTIVE_INDEX,
+            KeyConditionExpression="act = :k AND updated_at <= :t",
+            ExpressionAttributeValues={":k": s(kind), ":t": n(now)},
+            Limit=limit,
+        )
+        return [(i["pk"]["S"], i["sk"]["S"]) for i in reply.get("Items", [])]
+
+    def earliest(self, kind: str) -> float | None:
+        """When the first item of ``kind`` in ``by_active`` is due (None: none is)."""
+        reply = self.db.query(
+            TableName=self.table,
+            IndexName=ACTIVE_INDEX,
+            KeyConditionExpression="act = :k",
+            ExpressionAttributeValues={":k": s(kind)},
+            Limit=1,
+        )
+        items = reply.get("Items", [])
+        return float(items[0]["updated_at"]["N"]) if items else None

@@ -1,0 +1,243 @@
+"""The alert pipeline's state in DynamoDB (:class:`~ringfence.alerts.ports.PipelineStore`), so
+the aws runtime runs the embedded runtime's :class:`~ringfence.alerts.dispatcher.Dispatcher`
+stages. It decides nothing.
+
+DynamoDB has no transaction that reads, so a unit of work (:class:`DynamoBatch`) reads as it
+goes, remembers the version of each group it read, and writes at its end in one transaction
+conditional on those versions: if another dispatcher changed one of the groups meanwhile,
+nothing is written and the unit raises :class:`LostRace` (the work is done again on a fresh
+read). A unit too big for one transaction (100 items: a flush of many groups) is split
+between groups, never within one (a group with its members and its notification).
+Claims and status changes are single conditional writes, made at once.
+
+The outbox of alert changes is the dispatch Lambda's batch of SQS messages (:meth:`AwsPipeline.receive`):
+a change is consumed when the unit that handled it commits; the rest stay on the queue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ringfence.alerts.config import InhibitRule
+from ringfence.alerts.delivery import NextStep
+from ringfence.alerts.grouping import GroupState
+from ringfence.alerts.lifecycle import ACTIVE
+from ringfence.alerts.model import AlertChange, AlertSummary, Notification, NotificationStatus
+from ringfence.alerts.ports import OutboxEntry
+from ringfence.alerts.silences import Silence
+from ringfence.errors import StoreError
+from ringfence.runtimes.aws.alerts import AlertTable
+from ringfence.runtimes.aws.groups import StoredGroup
+from ringfence.runtimes.aws.state import MAX_TRANSACTION_ITEMS
+
+
+class LostRace(StoreError):
+    """Another dispatcher changed a group this unit of work read: do the work again."""
+
+
+class AwsPipeline:
+    """The :class:`~ringfence.alerts.ports.PipelineStore` over the alerts table, with the
+    current invocation's messages as the outbox."""
+
+    def __init__(self, alerts: AlertTable) -> None:
+        self.alerts = alerts
+        self.outbox: list[OutboxEntry] = []
+        self.consumed = 0  # the outbox's entries up to this seq are handled
+        self.fresh: set[str] = set()  # notifications this container added: the index may lag
+        self.soonest = math.inf  # the earliest due time written since :meth:`next_due`
+
+    def receive(self, alert_id: str, change: AlertChange) -> int:
+        """Put a change in the outbox; returns its seq (consumed once ``consumed`` reaches it)."""
+        seq = (self.outbox[-1].seq if self.outbox else self.consumed) + 1
+        self.outbox.append(OutboxEntry(seq, alert_id, change))
+        return seq
+
+    def pending(self) -> bool:
+        return any(e.seq > self.consumed for e in self.outbox)
+
+    @contextmanager
+    def pipeline(self) -> Iterator[DynamoBatch]:
+        batch = DynamoBatch(self)
+        yield batch
+        batch.commit()
+
+    def due_notifications(self, now: float, limit: int) -> list[Notification]:
+        keyed = {x.id: x for x in self.alerts.due_notifications(now, limit)}
+        if self.fresh:
+            for x in self.alerts.notifications_of(sorted(self.fresh)):
+                keyed.setdefault(x.id, x)
+            self.fresh.clear()
+        due = [x for x in keyed.values() if x.status is NotificationStatus.PENDING and x.next_attempt_at <= now]
+        return sorted(due, key=lambda x: x.next_attempt_at)[:limit]
+
+    def next_due(self) -> float | None:
+        """When the next group flush or notification attempt is due (None: nothing waits)."""
+        known = [t for t in (self.alerts.next_flush(), self.alerts.next_attempt()) if t is not None]
+        soonest = min([self.soonest, *known])
+        self.soonest = math.inf
+        return soonest if math.isfinite(soonest) else None
+
+
+class DynamoBatch:
+    """One unit of work of the dispatcher (:class:`~ringfence.alerts.ports.PipelineBatch`)."""
+
+    def __init__(self, pipeline: AwsPipeline) -> None:
+        self.pipeline = pipeline
+        self.table = pipeline.alerts
+        self._read: dict[str, StoredGroup | None] = {}  # groups as read (None: there was none)
+        self._members: dict[str, frozenset[str]] = {}  # their alerts as read
+        self._saved: dict[str, GroupState] = {}
+        self._dropped: set[str] = set()
+        self._writes: list[tuple[str | None, dict[str, Any]]] = []  # (group it depends on, item)
+        self._consumed: int | None = None
+        self._announced: list[tuple[str, AlertChange]] = []
+        self._added: set[str] = set()
+        self._due: list[float] = []
+
+    # -- the outbox ----------------------------------------------------------------------------
+
+    def changes(self, limit: int) -> list[OutboxEntry]:
+        return [e for e in self.pipeline.outbox if e.seq > self.pipeline.consumed][:limit]
+
+    def consumed(self, through_seq: int) -> None:
+        self._consumed = through_seq
+
+    def announce(self, alert_id: str, change: AlertChange, now: float) -> None:
+        self._announced.append((alert_id, change))
+
+    # -- alerts --------------------------------------------------------------------------------
+
+    def alert(self, alert_id: str) -> AlertSummary | None:
+        found = self.table.views([alert_id])
+        return found[0] if found else None
+
+    def set_status(self, alert_id: str, from_status: str, to_status: str, action: str, reason: str, now: float) -> bool:
+        return self.table.set_status(alert_id, from_status, to_status, action, reason, now)
+
+    def note(self, alert_ids: Sequence[str], action: str, reason: str, now: float) -> None:
+        self._writes += [(None, self.table.history_put(aid, action, reason, now)) for aid in alert_ids]
+
+    def current_silences(self, now: float) -> list[Silence]:
+        return self.table.silences(current_at=now)
+
+    def inhibition_sources(self, rule: InhibitRule, labels: Mapping[str, str]) -> list[dict[str, str]]:
+        return self.table.inhibition_sources(rule, labels)
+
+    def quiet_alerts(self, rule_id: str, since: float) -> list[tuple[str, str]]:
+        alerts = self.table.views(self.table.quiet_active(rule_id, since))
+        return [(a["id"], a["status"]) for a in alerts if a["status"] in ACTIVE]
+
+    # -- groups --------------------------------------------------------------------------------
+
+    def _held(self, key: str) -> GroupState | None:
+        """The group as this unit has it: saved, dropped, or as read."""
+        if key in self._dropped:
+            return None
+        if key in self._saved:
+            return self._saved[key]
+        read = self._read[key]
+        return read.state if read is not None else None
+
+    def _read_as(self, key: str, stored: StoredGroup | None) -> GroupState | None:
+        if key not in self._read:  # the first read is the one writes are conditional on
+            self._read[key] = stored
+            self._members[key] = frozenset(stored.state.alert_ids) if stored else frozenset()
+        return self._held(key)
+
+    def group(self, key: str) -> GroupState | None:
+        if key not in self._read:
+            return self._read_as(key, self.table.group(key))
+        return self._held(key)
+
+    def save_group(self, group: GroupState) -> None:
+        self.group(group.key)
+        self._saved[group.key] = group
+        self._dropped.discard(group.key)
+
+    def drop_group(self, key: str) -> None:
+        self.group(key)
+        self._saved.pop(key, None)
+        self._dropped.add(key)
+
+    def groups_with(self, alert_id: str) -> list[GroupState]:
+        found = (self._read_as(g.state.key, g) for g in self.table.groups_with(alert_id))
+        return [g for g in found if g is not None and alert_id in g.alert_ids]
+
+    def due_groups(self, now: float, limit: int) -> list[GroupState]:
+        found = (self._read_as(g.state.key, g) for g in self.table.due_groups(now, limit))
+        return [g for g in found if g is not None and g.next_flush_at <= now]
+
+    # -- the notification log ------------------------------------------------------------------
+
+    def add_notification(
+        self, notification_id: str, group_key: str, receiver: str, payload: dict[str, Any], now: float
+    ) -> None:
+        if notification_id in self._added or self.table.notification(notification_id) is not None:
+            return  # owed once: adding it again changes nothing
+        put = self.table.notification_put(notification_id, group_key, receiver, payload, now)
+        self._writes.append((group_key, put))
+        self._added.add(notification_id)
+        self._due.append(now)
+
+    def claim(self, notification_id: str, now: float, lease_s: float) -> bool:
+        return self.table.claim(notification_id, now, lease_s)
+
+    def record_attempt(self, notification_id: str, step: NextStep, now: float) -> None:
+        self._writes.append((None, self.table.attempt_update(notification_id, step, now)))
+        if step.status is NotificationStatus.PENDING:
+            self._due.append(step.next_attempt_at)
+
+    def forget_sent(self, before: float) -> int:
+        return 0  # DynamoDB's TTL deletes sent notifications (notification_log.SENT_TTL_S)
+
+    # -- the end of the unit -------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Write what the unit decided, each group with what depends on it; LostRace if a
+        group changed since it was read (of a unit split in parts, the other parts stand)."""
+        units: dict[str, list[dict[str, Any]]] = {}
+        for key in {*self._saved, *self._dropped}:
+            units[key] = self._group_writes(key)
+        loose: list[list[dict[str, Any]]] = []
+        for group_key, item in self._writes:
+            if group_key is None:
+                loose.append([item])
+            else:
+                units.setdefault(group_key, []).append(item)
+        lost = [unit for unit in self._packed([*units.values(), *loose]) if not self.table.transact(unit)]
+        if lost:
+            raise LostRace(f"{len(lost)} of the dispatcher's writes lost a race; read again")
+        p = self.pipeline
+        if self._consumed is not None:
+            p.consumed = max(p.consumed, self._consumed)
+        for alert_id, change in self._announced:
+            p.receive(alert_id, change)
+        p.fresh |= self._added
+        p.soonest = min([p.soonest, *self._due, *(g.next_flush_at for g in self._saved.values())])
+
+    def _group_writes(self, key: str) -> list[dict[str, Any]]:
+        read = self._read.get(key)
+        version = read.version if read is not None else 0
+        if key in self._dropped:
+            return [self.table.group_drop(StoredGroup(read.state, version))] if read is not None else []
+        state = self._saved[key]
+        joined = [aid for aid in state.alert_ids if aid not in self._members.get(key, frozenset())]
+        return [
+            self.table.group_write(StoredGroup(state, version)),
+            *(self.table.membership_put(aid, key) for aid in joined),
+        ]
+
+    @staticmethod
+    def _packed(units: list[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+        """``units`` in as few transactions as they fit, never one split across two."""
+        chunk: list[dict[str, Any]] = []
+        for unit in (u for u in units if u):
+            if chunk and len(chunk) + len(unit) > MAX_TRANSACTION_ITEMS:
+                yield chunk
+                chunk = []
+            chunk += unit
+        if chunk:
+            yield chunk

@@ -1,0 +1,262 @@
+"""The alerts table of the aws runtime as the alert pipeline's storage, against the real local
+endpoint: silences refused before storage, transitions as on every runtime, inhibition that
+honours ``equal`` across customers and without one, the notification log, and the audit
+trail's hash chain (verified, tampering found, never forked by racing writers)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from ringfence.alerts.config import InhibitRule
+from ringfence.alerts.delivery import NextStep
+from ringfence.alerts.matchers import parse_matchers
+from ringfence.alerts.model import Action, AlertQuery, NotificationStatus
+from ringfence.alerts.muting import label_set, mute_reason
+from ringfence.alerts.silences import SilenceError
+from ringfence.errors import Conflict, NotFound, RequestError
+from ringfence.runtimes.aws.alerts import AlertTable
+from ringfence.runtimes.aws.audit import AuditTrail
+from tests.helpers.aws import AUDIT_KEY, DeploymentFactory
+from tests.helpers.store import signal
+
+NOW = time.time()
+HOUR = 3600.0
+
+
+@pytest.fixture
+def table(deploy: DeploymentFactory) -> AlertTable:
+    return deploy(shards=1).runtime.alerts
+
+
+def raise_alert(table: AlertTable, n: int, **kw: Any) -> str:
+    """A new alert of its own rule and dedup key; returns its id."""
+    applied = table.apply(signal(n, key=f"k{n}", **kw), "test", f"{n:08d}", NOW)
+    assert applied is not None
+    assert applied.created
+    return applied.alert_id
+
+
+# -- silences ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("matchers", "ends_at", "comment", "why"),
+    [
+        ([], NOW + HOUR, "maintenance", "at least one matcher"),
+        (["customer_id=c1"], NOW + HOUR, "  ", "comment must say why"),
+        ([f"l{i}=v" for i in range(21)], NOW + HOUR, "maintenance", "at most 20 matchers"),
+        (["customer_id=c1"], NOW + 367 * 86400, "maintenance", "at most a year"),
+        (["customer_id=~(unclosed"], NOW + HOUR, "maintenance", "invalid"),
+        (["customer_id=c1"], NOW, "maintenance", "end after it starts"),
+    ],
+)
+def test_an_unacceptable_silence_is_refused_and_never_stored(
+    table: AlertTable, matchers: list[str], ends_at: float, comment: str, why: str
+) -> None:
+    with pytest.raises(SilenceError, match=why):
+        table.create_silence(matchers, NOW, ends_at, "analyst-1", comment, NOW)
+    assert table.silences() == []
+    assert table.audit.list_audit() == ([], None)
+
+
+def test_a_silence_is_stored_audited_and_expired(table: AlertTable) -> None:
+    silence = table.create_silence(["customer_id=c1"], NOW, NOW + HOUR, "analyst-1", "maintenance", NOW)
+    assert silence.id.startswith("sil_")
+    assert [s.id for s in table.silences(current_at=NOW + 60)] == [silence.id]
+    expired = table.expire_silence(silence.id, "analyst-2", NOW + 60)
+    assert (expired.starts_at, expired.ends_at) == (NOW, NOW + 60)
+    assert table.silences(current_at=NOW + 61) == []
+    assert [s.ends_at for s in table.silences()] == [NOW + 60]
+    with pytest.raises(NotFound):
+        table.expire_silence(silence.id, "analyst-2", NOW + 120)
+    entries, _ = table.audit.list_audit()
+    assert [(e["action"], e["actor"], e["target"]) for e in entries] == [
+        ("silence.expire", "analyst-2", silence.id),
+        ("silence.create", "analyst-1", silence.id),
+    ]
+    assert entries[1]["detail"]["matchers"] == ["customer_id=c1"]
+
+
+# -- transitions -------------------------------------------------------------------------------------
+
+
+def test_an_invalid_transition_is_a_conflict_and_changes_nothing(table: AlertTable) -> None:
+    aid = raise_alert(table, 1)
+    assert table.transition(aid, Action.RESOLVE, "analyst-1", "false positive", NOW).status == "resolved"
+    with pytest.raises(Conflict, match="cannot acknowledge an alert that is resolved"):
+        table.transition(aid, Action.ACKNOWLEDGE, "analyst-1", "", NOW)
+    alert = table.get_alert(aid)
+    assert [(h.action, h.from_status, h.to_status) for h in alert.history] == [
+        ("created", None, "open"),
+        ("resolve", "open", "resolved"),
+    ]
+    assert [e["action"] for e in table.audit.list_audit()[0]] == ["alert.resolve"]
+
+
+def test_acknowledging_twice_changes_it_once(table: AlertTable) -> None:
+    aid = raise_alert(table, 1)
+    for _ in range(2):
+        assert table.transition(aid, Action.ACKNOWLEDGE, "analyst-1", "on it", NOW).status == "acknowledged"
+    assert [e["action"] for e in table.audit.list_audit()[0]] == ["alert.acknowledge"]
+
+
+def test_a_cursor_the_table_did_not_give_out_is_a_bad_request(table: AlertTable) -> None:
+    for n in range(3):
+        raise_alert(table, n)
+    page, cursor = table.list_alerts(AlertQuery(limit=2))
+    assert len(page) == 2
+    assert cursor is not None
+    rest, end = table.list_alerts(AlertQuery(limit=2, cursor=cursor))
+    assert (len(rest), end) == (1, None)
+    with pytest.raises(RequestError) as caught:
+        table.list_alerts(AlertQuery(cursor="bm90IGEgY3Vyc29y"))
+    assert (caught.value.status, caught.value.code) == (400, "invalid_cursor")
+
+
+# -- inhibition --------------------------------------------------------------------------------------
+
+
+def inhibited(table: AlertTable, rule: InhibitRule, target: str) -> str | None:
+    alert = table.views([target])[0]
+    return mute_reason([], [rule], label_set(alert), table.inhibition_sources, NOW)
+
+
+def critical_inhibits_medium(*equal: str) -> InhibitRule:
+    return InhibitRule(parse_matchers(["severity=critical"]), parse_matchers(["severity=medium"]), equal)
+
+
+def test_inhibition_with_customer_equal_stays_within_the_customer(table: AlertTable) -> None:
+    source = raise_alert(table, 1, severity="critical", customer_id="c1")
+    same = raise_alert(table, 2, severity="medium", customer_id="c1")
+    other = raise_alert(table, 3, severity="medium", customer_id="c2")
+    rule = critical_inhibits_medium("customer_id")
+    assert inhibited(table, rule, same) == f"inhibited by {source}"
+    assert inhibited(table, rule, other) is None
+
+
+def test_inhibition_without_customer_equal_crosses_customers(table: AlertTable) -> None:
+    source = raise_alert(table, 1, severity="critical", customer_id="c1", labels={"region": "eu"})
+    other = raise_alert(table, 2, severity="medium", customer_id="c2", labels={"region": "eu"})
+    elsewhere = raise_alert(table, 3, severity="medium", customer_id="c3", labels={"region": "us"})
+    assert inhibited(table, critical_inhibits_medium(), other) == f"inhibited by {source}"
+    assert inhibited(table, critical_inhibits_medium("region"), other) == f"inhibited by {source}"
+    assert inhibited(table, critical_inhibits_medium("region"), elsewhere) is None
+
+
+def test_inhibition_of_alerts_without_customer(table: AlertTable) -> None:
+    source = raise_alert(table, 1, severity="critical", customer_id=None)
+    without = raise_alert(table, 2, severity="medium", customer_id=None)
+    with_one = raise_alert(table, 3, severity="medium", customer_id="c1")
+    rule = critical_inhibits_medium("customer_id")
+    assert inhibited(table, rule, without) == f"inhibited by {source}"  # both have none: equal
+    assert inhibited(table, rule, with_one) is None
+    assert inhibited(table, critical_inhibits_medium(), with_one) == f"inhibited by {source}"
+
+
+def test_only_firing_alerts_inhibit(table: AlertTable) -> None:
+    source = raise_alert(table, 1, severity="critical")
+    target = raise_alert(table, 2, severity="medium")
+    rule = critical_inhibits_medium("customer_id")
+    table.set_status(source, "open", "suppressed", "suppress", "silenced", NOW)
+    assert inhibited(table, rule, target) is None
+    table.set_status(source, "suppressed", "open", "unsuppress", "no longer", NOW)
+    table.transition(source, Action.ACKNOWLEDGE, "analyst-1", "", NOW)
+    assert inhibited(table, rule, target) == f"inhibited by {source}"
+    table.transition(source, Action.RESOLVE, "analyst-1", "", NOW)
+    assert inhibited(table, rule, target) is None
+
+
+# -- the notification log ----------------------------------------------------------------------------
+
+
+def owe(table: AlertTable, nid: str, at: float) -> None:
+    payload = {"notification_id": nid, "alerts": [{"id": "al_1"}]}
+    assert table.transact([table.notification_put(nid, "g_1", "hook", payload, at)])
+
+
+def test_the_notification_log_pages_counts_and_redrives_dead_letters(table: AlertTable) -> None:
+    for i in range(3):
+        owe(table, f"n_{i}", NOW + i)
+    dead = NextStep(NotificationStatus.DEAD, 3, NOW, "HTTP 500")
+    sent = NextStep(NotificationStatus.SENT, 1, NOW, "")
+    assert table.transact([table.attempt_update("n_0", dead, NOW), table.attempt_update("n_1", sent, NOW)])
+    assert table.count_by_status() == {"dead": 1, "sent": 1, "pending": 1}
+    first, cursor = table.notifications(None, 2, None)
+    assert [n.id for n in first] == ["n_2", "n_1"]
+    rest, end = table.notifications(None, 2, cursor)
+    assert ([n.id for n in rest], end) == (["n_0"], None)
+    assert [n.id for n in table.notifications("dead", 10, None)[0]] == ["n_0"]
+    assert [n.id for n in table.due_notifications(NOW + 5, 10)] == ["n_2"]
+    with pytest.raises(NotFound):
+        table.redrive("n_1", "analyst-1", NOW)  # sent: not a dead letter
+    again = table.redrive("n_0", "analyst-1", NOW + 10)
+    assert (again.status, again.attempts, again.last_error) == ("pending", 0, "")
+    assert {n.id for n in table.due_notifications(NOW + 10, 10)} == {"n_0", "n_2"}
+    assert [e["action"] for e in table.audit.list_audit()[0]] == ["notification.redrive"]
+
+
+# -- the audit trail ---------------------------------------------------------------------------------
+
+
+def audited(table: AlertTable, n: int) -> None:
+    for i in range(n):
+        table.create_silence([f"customer_id=c{i}"], NOW, NOW + HOUR, "analyst-1", f"reason {i}", NOW + i)
+
+
+def test_the_audit_chain_verifies_and_pages_newest_first(table: AlertTable) -> None:
+    audited(table, 5)
+    verdict = table.audit.verify()
+    assert (verdict.ok, verdict.entries) == (True, 5)
+    page, cursor = table.audit.list_audit(limit=3)
+    assert [e["seq"] for e in page] == [5, 4, 3]
+    rest, end = table.audit.list_audit(limit=3, cursor=cursor)
+    assert ([e["seq"] for e in rest], end) == ([2, 1], None)
+
+
+def test_tampering_with_the_audit_trail_is_found(table: AlertTable) -> None:
+    audited(table, 4)
+    db, name = table.db, table.table
+    key = {"pk": {"S": "audit|0"}, "sk": {"S": f"{2:020d}"}}
+    db.update_item(
+        TableName=name,
+        Key=key,
+        UpdateExpression="SET actor = :a",
+        ExpressionAttributeValues={":a": {"S": "someone-else"}},
+    )
+    db.delete_item(TableName=name, Key={"pk": {"S": "audit|0"}, "sk": {"S": f"{3:020d}"}})
+    problems = table.audit.verify().problems
+    assert any("entry 2 (silence.create" in p and "altered" in p for p in problems), problems
+    assert "entries 3..3 were deleted" in problems
+
+
+def test_the_newest_entries_cut_off_are_found(table: AlertTable) -> None:
+    audited(table, 3)
+    table.db.delete_item(TableName=table.table, Key={"pk": {"S": "audit|0"}, "sk": {"S": f"{3:020d}"}})
+    assert table.audit.verify().problems == ["the newest entries after 2 were deleted (the head is entry 3)"]
+
+
+def test_a_chain_made_with_another_key_does_not_verify(table: AlertTable) -> None:
+    audited(table, 2)
+    other = AuditTrail(table.db, table.table, AUDIT_KEY[::-1])
+    assert len(other.verify().problems) == 2
+
+
+def test_racing_writers_never_fork_the_chain(table: AlertTable) -> None:
+    writers = [AlertTable(table.db, table.table, AUDIT_KEY) for _ in range(4)]
+    barrier = threading.Barrier(len(writers))
+
+    def write(t: AlertTable) -> None:
+        barrier.wait()
+        audited(t, 5)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in writers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    verdict = table.audit.verify()
+    assert (verdict.ok, verdict.entries) == (True, 20), verdict.problems
