@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ringfence.config import load_settings
-from tests.helpers.aws import REGION, Deployment, DeploymentFactory
+from tests.helpers.aws import AUDIT_KEY, REGION, Deployment, DeploymentFactory
 from tests.helpers.servers import MotoServer, unavailable
 
 
@@ -48,6 +48,7 @@ def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def deploy(aws_endpoint: str) -> Iterator[DeploymentFactory]:
+    from ringfence.aws_lambda import http_handler
     from ringfence.runtimes.aws.handlers import AwsRuntime, dispatch_event, process_event
     from ringfence.runtimes.aws.local import KinesisSource, QueueSource, provision
     from ringfence.runtimes.aws.resources import AwsClients
@@ -61,7 +62,7 @@ def deploy(aws_endpoint: str) -> Iterator[DeploymentFactory]:
         prefix = f"rf{uuid.uuid4().hex[:10]}"
         names = provision(clients, prefix, shards)
         settings = load_settings(environ={}, alerting=alerting, rule_pack=rule_pack)
-        runtime = AwsRuntime.create(names, settings, clients)
+        runtime = AwsRuntime.create(names, settings, clients, AUDIT_KEY)
         failures: list[dict[str, Any]] = []
         stream = KinesisSource(
             clients.kinesis, names.stream, lambda e: process_event(runtime, e), batch_size, on_failure=failures.append
@@ -69,7 +70,7 @@ def deploy(aws_endpoint: str) -> Iterator[DeploymentFactory]:
         alerts_url = clients.sqs.get_queue_url(QueueName=f"{prefix}-alerts")["QueueUrl"]
         queue = QueueSource(clients.sqs, alerts_url, lambda e: dispatch_event(runtime, e))
         dlq = clients.sqs.get_queue_url(QueueName=f"{prefix}-alerts-dlq")["QueueUrl"]
-        deployment = Deployment(runtime, stream, queue, alerts_url, dlq, failures)
+        deployment = Deployment(runtime, http_handler(runtime), stream, queue, alerts_url, dlq, failures)
         made.append(deployment)
         return deployment
 

@@ -1,6 +1,8 @@
-"""The aws runtime's HTTP handlers, as API Gateway invokes them behind the JWT authorizer:
-ingest validates exactly like ``POST /v1/events`` and answers per event; the alerts API
-lists, pages, acknowledges and resolves, with scopes checked and changes audited."""
+"""The HTTP API on Lambda, as API Gateway invokes it behind the JWT authorizer: the same app as
+the embedded runtime's, through Mangum. Ingest validates exactly like ``POST /v1/events`` and
+answers per event; alerts are listed, paged, acknowledged and resolved with scopes checked and
+changes audited; the same request gets the same answer as from an embedded server, and what the
+aws runtime does not serve answers 501."""
 
 from __future__ import annotations
 
@@ -8,12 +10,17 @@ import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from ringfence.alerts.model import alert_id
-from ringfence.runtimes.aws.handlers import api_event, ingest_event
+from ringfence.api.app import HSTS, SECURITY_HEADERS
+from ringfence.bench.servers import EmbeddedServer
 from ringfence.testing import event
 from tests.helpers.aws import ANALYST, PRODUCER, READER, Deployment, DeploymentFactory, http_event
+from tests.helpers.keys import Keys
+
+ADMIN = {"sub": "admin-1", "scope": "admin"}
 
 
 def body(reply: dict[str, Any]) -> Any:
@@ -31,30 +38,31 @@ def d(deploy: DeploymentFactory) -> Deployment:
 
 def test_ingest_needs_a_verified_caller_with_the_events_write_scope(d: Deployment) -> None:
     events = [event("login.failed")]
-    assert ingest_event(d.runtime, http_event("POST /v1/events", None, events))["statusCode"] == 401
-    denied = ingest_event(d.runtime, http_event("POST /v1/events", READER, events))
+    anonymous = d.call(http_event("POST /v1/events", None, events))
+    assert anonymous["statusCode"] == 401
+    assert body(anonymous)["error"]["code"] == "unauthorized"
+    denied = d.call(http_event("POST /v1/events", READER, events))
     assert denied["statusCode"] == 403
     assert body(denied)["error"]["details"] == {"required_scope": "events:write"}
 
 
 def test_ingest_validates_like_the_embedded_api_and_answers_per_event(d: Deployment) -> None:
-    rt = d.runtime
     wrong_type = http_event("POST /v1/events", PRODUCER, [event("login.failed")])
     wrong_type["headers"]["content-type"] = "text/plain"
-    assert ingest_event(rt, wrong_type)["statusCode"] == 415
-    malformed = ingest_event(rt, http_event("POST /v1/events", PRODUCER, '[{"event_id": '))
+    assert d.call(wrong_type)["statusCode"] == 415
+    malformed = d.call(http_event("POST /v1/events", PRODUCER, '[{"event_id": '))
     assert malformed["statusCode"] == 400
     assert body(malformed)["error"]["code"] == "malformed_body"
     pan = event("card.authorization", card_id="4111111111111111")
     no_customer = event("login.failed", customer_id=None)
     good = event("login.failed")
-    reply = ingest_event(rt, http_event("POST /v1/events", PRODUCER, [pan, good, no_customer]))
+    reply = d.call(http_event("POST /v1/events", PRODUCER, [pan, good, no_customer]))
     assert reply["statusCode"] == 202
     answer = body(reply)
     assert answer["accepted"] == 1
     assert [r["index"] for r in answer["rejected"]] == [0, 2]
     assert "4111111111111111" not in reply["body"]  # a card number is never echoed back
-    nothing = ingest_event(rt, http_event("POST /v1/events", PRODUCER, [pan]))
+    nothing = d.call(http_event("POST /v1/events", PRODUCER, [pan]))
     assert nothing["statusCode"] == 400
     assert body(nothing)["error"]["code"] == "invalid_events"
     # the accepted event reached the stream, keyed by its customer
@@ -64,11 +72,21 @@ def test_ingest_validates_like_the_embedded_api_and_answers_per_event(d: Deploym
     assert json.loads(record["Data"])["event_id"] == good["event_id"]
 
 
+@pytest.mark.parametrize("media_type", ["application/x-ndjson", "application/ndjson", "application/jsonl"])
+def test_ndjson_is_taken_under_each_media_type_the_embedded_api_takes(d: Deployment, media_type: str) -> None:
+    events = [event("login.failed"), event("login.failed")]
+    request = http_event("POST /v1/events", PRODUCER, "\n".join(json.dumps(e) for e in events))
+    request["headers"]["content-type"] = media_type
+    reply = d.call(request)
+    assert reply["statusCode"] == 202, reply
+    assert body(reply)["accepted"] == 2
+
+
 def test_a_resent_event_already_processed_is_reported_as_a_duplicate(d: Deployment) -> None:
     events = burst("cus_a", time.time() - 300)
     d.send(events)
     d.stream.drain()
-    again = body(ingest_event(d.runtime, http_event("POST /v1/events", PRODUCER, events)))
+    again = body(d.call(http_event("POST /v1/events", PRODUCER, events)))
     assert (again["accepted"], again["duplicates"]) == (0, 6)
     assert sorted(again["duplicate_event_ids"]) == sorted(e["event_id"] for e in events)
 
@@ -94,7 +112,7 @@ def test_records_kinesis_refuses_are_retried_and_those_still_refused_reported(
         return {"Records": [failed if no else next(written) for no in refuse]}
 
     monkeypatch.setattr(kinesis, "put_records", put_records)
-    reply = ingest_event(d.runtime, http_event("POST /v1/events", PRODUCER, events))
+    reply = d.call(http_event("POST /v1/events", PRODUCER, events))
     assert reply["statusCode"] == 202
     answer = body(reply)
     assert answer["accepted"] == 5
@@ -106,7 +124,6 @@ def test_records_kinesis_refuses_are_retried_and_those_still_refused_reported(
 
 
 def test_alerts_are_listed_paged_acknowledged_and_resolved_with_scopes_and_audit(d: Deployment) -> None:
-    rt = d.runtime
     t0 = time.time() - 900
     d.send(burst("cus_a", t0) + burst("cus_b", t0) + burst("cus_c", t0))
     d.stream.drain()
@@ -115,7 +132,7 @@ def test_alerts_are_listed_paged_acknowledged_and_resolved_with_scopes_and_audit
     cursor = ""
     while True:
         query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
-        reply = api_event(rt, http_event("GET /v1/alerts", READER, query=query))
+        reply = d.call(http_event("GET /v1/alerts", READER, query=query))
         assert reply["statusCode"] == 200
         page = body(reply)
         pages += [a["id"] for a in page["items"]]
@@ -123,43 +140,51 @@ def test_alerts_are_listed_paged_acknowledged_and_resolved_with_scopes_and_audit
         if cursor is None:
             break
     assert sorted(pages) == sorted({alert_id("login_failed_burst", c, 1) for c in ("cus_a", "cus_b", "cus_c")})
-    bad = api_event(rt, http_event("GET /v1/alerts", READER, query="cursor=bm90LWEtY3Vyc29y"))
-    assert body(bad)["error"]["code"] == "invalid_cursor"
-    assert api_event(rt, http_event("GET /v1/alerts", READER, query="status=nope"))["statusCode"] == 400
+    assert d.call(http_event("GET /v1/alerts", READER, query="cursor=bm90LWEtY3Vyc29y"))["statusCode"] == 400
+    assert d.call(http_event("GET /v1/alerts", READER, query="status=nope"))["statusCode"] == 400
 
     target = alert_id("login_failed_burst", "cus_a", 1)
-    assert api_event(rt, http_event("POST /v1/alerts/{id}/ack", READER, id=target))["statusCode"] == 403
-    acked = api_event(rt, http_event("POST /v1/alerts/{id}/ack", ANALYST, {"reason": "looking"}, id=target))
+    ack = "POST /v1/alerts/{alert_id}/ack"
+    assert d.call(http_event(ack, READER, alert_id=target))["statusCode"] == 403
+    acked = d.call(http_event(ack, ANALYST, {"reason": "looking"}, alert_id=target))
     assert acked["statusCode"] == 200
     alert = body(acked)
     assert alert["status"] == "acknowledged"
     last = alert["history"][-1]
-    assert (last["actor"], last["action"], last["reason"]) == ("analyst-1", "acknowledge", "looking")
-    assert api_event(rt, http_event("POST /v1/alerts/{id}/ack", ANALYST, id=target))["statusCode"] == 200
-    resolved = api_event(rt, http_event("POST /v1/alerts/{id}/resolve", ANALYST, {"reason": "fixed"}, id=target))
+    assert (last["actor"], last["action"], last["reason"]) == ("jwt:analyst-1", "acknowledge", "looking")
+    assert d.call(http_event(ack, ANALYST, alert_id=target))["statusCode"] == 200
+    resolved = d.call(http_event("POST /v1/alerts/{alert_id}/resolve", ANALYST, {"reason": "fixed"}, alert_id=target))
     assert body(resolved)["status"] == "resolved"
-    assert api_event(rt, http_event("POST /v1/alerts/{id}/ack", ANALYST, id=target))["statusCode"] == 409
-    assert api_event(rt, http_event("GET /v1/alerts/{id}", READER, id="al_nope"))["statusCode"] == 404
-    listed = body(api_event(rt, http_event("GET /v1/alerts", READER, query="status=resolved")))
+    conflict = d.call(http_event(ack, ANALYST, alert_id=target))  # an invalid transition
+    assert (conflict["statusCode"], body(conflict)["error"]["code"]) == (409, "conflict")
+    assert d.call(http_event("GET /v1/alerts/{alert_id}", READER, alert_id="al_nope"))["statusCode"] == 404
+    listed = body(d.call(http_event("GET /v1/alerts", READER, query="status=resolved")))
     assert [a["id"] for a in listed["items"]] == [target]
 
-    day = time.strftime("%Y-%m-%d", time.gmtime())
-    audit = rt.clients.dynamodb.query(
-        TableName=rt.names.alerts_table,
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": f"audit|{day}"}},
-    )["Items"]
-    assert [(a["actor"]["S"], a["action"]["S"], a["target"]["S"]) for a in audit] == [
-        ("analyst-1", "alert.acknowledge", target),
-        ("analyst-1", "alert.resolve", target),
+    entries, _ = d.runtime.alerts.audit.list_audit(10)
+    assert [(a["actor"], a["action"], a["target"]) for a in reversed(entries)] == [
+        ("jwt:analyst-1", "alert.acknowledge", target),
+        ("jwt:analyst-1", "alert.resolve", target),
     ]
 
     # a new burst after the alert was resolved is a new occurrence, with a new id
     d.send(burst("cus_a", t0 + 600))
     d.stream.drain()
     second = alert_id("login_failed_burst", "cus_a", 2)
-    assert body(api_event(rt, http_event("GET /v1/alerts/{id}", READER, id=second)))["status"] == "open"
-    assert body(api_event(rt, http_event("GET /v1/alerts/{id}", READER, id=target)))["status"] == "resolved"
+    assert body(d.call(http_event("GET /v1/alerts/{alert_id}", READER, alert_id=second)))["status"] == "open"
+    assert body(d.call(http_event("GET /v1/alerts/{alert_id}", READER, alert_id=target)))["status"] == "resolved"
+
+
+def test_an_audience_claim_limits_the_alerts_a_caller_sees(d: Deployment) -> None:
+    d.send(burst("cus_a", time.time() - 900))
+    d.stream.drain()
+    target = alert_id("login_failed_burst", "cus_a", 1)
+    audience = body(d.call(http_event("GET /v1/alerts/{alert_id}", READER, alert_id=target)))["audience"]
+    other = "aml" if audience != "aml" else "fraud"
+    desk = {**READER, "ringfence_audiences": f"[{other}]"}
+    assert body(d.call(http_event("GET /v1/alerts", desk)))["items"] == []
+    assert d.call(http_event("GET /v1/alerts/{alert_id}", desk, alert_id=target))["statusCode"] == 404
+    assert d.call(http_event("GET /v1/silences", desk))["statusCode"] == 403  # silences span every desk
 
 
 def test_the_same_event_id_from_two_sources_is_two_events(d: Deployment) -> None:
@@ -168,7 +193,7 @@ def test_the_same_event_id_from_two_sources_is_two_events(d: Deployment) -> None
     app = event("login.failed", at=t0 + 1, event_id="evt-shared", source="mobile-app")
     d.send([web])
     d.stream.drain()
-    reply = body(ingest_event(d.runtime, http_event("POST /v1/events", PRODUCER, [web, app])))
+    reply = body(d.call(http_event("POST /v1/events", PRODUCER, [web, app])))
     assert (reply["accepted"], reply["duplicates"]) == (1, 1)  # web's was processed already; the app's is new
     d.stream.drain()
     assert d.runtime.state.processed(["web|evt-shared", "mobile-app|evt-shared"]) == {
@@ -184,11 +209,12 @@ def test_a_stream_that_refuses_every_call_gets_a_503_with_retry_after(
         raise ConnectionError("the stream is unreachable")
 
     monkeypatch.setattr(d.runtime.clients.kinesis, "put_records", unavailable)
-    reply = ingest_event(d.runtime, http_event("POST /v1/events", PRODUCER, [event("login.failed")]))
+    reply = d.call(http_event("POST /v1/events", PRODUCER, [event("login.failed")]))
     assert reply["statusCode"] == 503
     assert reply["headers"]["retry-after"] == "1"
-    (refused,) = body(reply)["error"]["details"]["rejected"]
-    assert "ConnectionError" in refused["errors"][0]["message"]
+    error = body(reply)["error"]
+    assert error["code"] == "overloaded"
+    assert "ConnectionError" in error["message"]
 
 
 def test_one_customers_alerts_are_listed_from_their_own_index_page_by_page(d: Deployment) -> None:
@@ -196,14 +222,14 @@ def test_one_customers_alerts_are_listed_from_their_own_index_page_by_page(d: De
     d.send(burst("cus_a", t0) + burst("cus_b", t0) + burst("cus_a", t0 + 700))  # cus_a twice: resolve between
     d.stream.drain()
     first = alert_id("login_failed_burst", "cus_a", 1)
-    api_event(d.runtime, http_event("POST /v1/alerts/{id}/resolve", ANALYST, id=first))
+    assert d.call(http_event("POST /v1/alerts/{alert_id}/resolve", ANALYST, alert_id=first))["statusCode"] == 200
     d.send(burst("cus_a", t0 + 1400))
     d.stream.drain()
     seen: list[str] = []
     cursor = ""
     while True:
         query = "customer_id=cus_a&limit=1" + (f"&cursor={cursor}" if cursor else "")
-        page = body(api_event(d.runtime, http_event("GET /v1/alerts", READER, query=query)))
+        page = body(d.call(http_event("GET /v1/alerts", READER, query=query)))
         seen += [a["id"] for a in page["items"]]
         assert all(a["customer_id"] == "cus_a" for a in page["items"])
         cursor = page["next_cursor"]
@@ -212,21 +238,122 @@ def test_one_customers_alerts_are_listed_from_their_own_index_page_by_page(d: De
     assert seen == [alert_id("login_failed_burst", "cus_a", 2), first]  # newest first
 
 
+def test_silences_are_created_listed_and_expired(d: Deployment) -> None:
+    silence = {"matchers": ["customer_id=cus_z"], "ends_at": SOON, "comment": "maintenance"}
+    created = d.call(http_event("POST /v1/silences", ANALYST, silence))
+    assert created["statusCode"] == 201
+    made = body(created)
+    (listed,) = body(d.call(http_event("GET /v1/silences", READER)))["items"]
+    assert listed["id"] == made["id"]
+    expired = d.call(http_event("DELETE /v1/silences/{silence_id}", ANALYST, silence_id=made["id"]))
+    assert expired["statusCode"] == 200
+    assert body(expired)["state"] == "expired"
+    missing = d.call(http_event("DELETE /v1/silences/{silence_id}", ANALYST, silence_id="sil_nope"))
+    assert missing["statusCode"] == 404
+
+
+def test_the_notification_log_is_listed(d: Deployment) -> None:
+    reply = d.call(http_event("GET /v1/notifications", READER, query="status=dead"))
+    assert reply["statusCode"] == 200
+    assert body(reply) == {"items": [], "next_cursor": None}
+
+
 SOON = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 7 * 86400))
+BAD_SILENCES = [
+    ({"matchers": [], "ends_at": SOON, "comment": "x"}, "at least one matcher"),  # would mute everything
+    ({"matchers": ['customer_id=~"(?=a)"'], "ends_at": SOON, "comment": "x"}, "customer_id"),
+    ({"matchers": ["a=b"], "ends_at": SOON.rstrip("Z"), "comment": "x"}, "offset"),  # no time zone
+    ({"matchers": ["a=b"], "ends_at": "2999-01-01T00:00:00Z", "comment": "x"}, "a year"),
+    ({"matchers": ["a=b"] * 21, "ends_at": SOON, "comment": "x"}, "matchers"),
+    ({"matchers": ["a=b"], "ends_at": SOON, "comment": " "}, "comment"),
+]
 
 
-@pytest.mark.parametrize(
-    ("silence", "says"),
-    [
-        ({"matchers": [], "ends_at": SOON, "comment": "x"}, "at least one matcher"),  # would mute everything
-        ({"matchers": ['customer_id=~"(?=a)"'], "ends_at": SOON, "comment": "x"}, "customer_id"),
-        ({"matchers": ["a=b"], "ends_at": SOON.rstrip("Z"), "comment": "x"}, "offset"),  # no time zone
-        ({"matchers": ["a=b"], "ends_at": "2999-01-01T00:00:00Z", "comment": "x"}, "a year"),
-        ({"matchers": ["a=b"] * 21, "ends_at": SOON, "comment": "x"}, "matchers"),
-        ({"matchers": ["a=b"], "ends_at": SOON, "comment": " "}, "comment"),
-    ],
-)
+@pytest.mark.parametrize(("silence", "says"), BAD_SILENCES)
 def test_silences_are_checked_as_on_the_embedded_api(d: Deployment, silence: dict[str, Any], says: str) -> None:
-    reply = api_event(d.runtime, http_event("POST /v1/silences", ANALYST, silence))
+    reply = d.call(http_event("POST /v1/silences", ANALYST, silence))
     assert reply["statusCode"] == 400
     assert says in body(reply)["error"]["message"]
+
+
+# (route, JWT claims, the embedded key of the same scopes, body, query, path): each answered alike
+SAME_ANSWERS: list[tuple[str, dict[str, str], str, Any, str, dict[str, str]]] = [
+    *[("POST /v1/silences", ANALYST, "analyst", silence, "", {}) for silence, _ in BAD_SILENCES],
+    ("POST /v1/silences", READER, "reader", BAD_SILENCES[0][0], "", {}),
+    ("GET /v1/alerts", READER, "reader", None, "status=nope", {}),
+    ("GET /v1/alerts", READER, "reader", None, "limit=501", {}),
+    ("GET /v1/alerts", READER, "reader", None, "since=yesterday", {}),
+    ("GET /v1/alerts", PRODUCER, "producer", None, "", {}),
+    ("GET /v1/alerts/{alert_id}", READER, "reader", None, "", {"alert_id": "al_nope"}),
+    ("POST /v1/alerts/{alert_id}/ack", ANALYST, "analyst", None, "", {"alert_id": "al_nope"}),
+    ("POST /v1/alerts/{alert_id}/resolve", READER, "reader", None, "", {"alert_id": "al_nope"}),
+    ("DELETE /v1/silences/{silence_id}", ANALYST, "analyst", None, "", {"silence_id": "sil_nope"}),
+    ("POST /v1/notifications/{notification_id}/redrive", ANALYST, "analyst", None, "", {"notification_id": "n_x"}),
+    ("POST /v1/events", PRODUCER, "producer", '[{"event_id": ', "", {}),
+    ("POST /v1/events", PRODUCER, "producer", [{"event_id": "e1"}], "", {}),
+    ("GET /v1/nowhere", READER, "reader", None, "", {}),
+    ("DELETE /v1/alerts", ANALYST, "analyst", None, "", {}),
+]
+
+
+@pytest.mark.parametrize(("route", "claims", "key", "sent", "query", "path"), SAME_ANSWERS)
+def test_a_request_gets_the_same_answer_as_from_the_embedded_api(
+    d: Deployment,
+    server: EmbeddedServer,
+    keys: Keys,
+    route: str,
+    claims: dict[str, str],
+    key: str,
+    sent: Any,
+    query: str,
+    path: dict[str, str],
+) -> None:
+    request = http_event(route, claims, sent, query=query, **path)
+    aws = d.call(request)
+    method = route.split(" ", 1)[0]
+    content = None if sent is None else request["body"].encode()
+    embedded = httpx.request(
+        method,
+        f"{server.url}{request['rawPath']}" + (f"?{query}" if query else ""),
+        content=content,
+        headers={"authorization": f"Bearer {getattr(keys, key)}", "content-type": "application/json"},
+    )
+    assert (aws["statusCode"], body(aws)) == (embedded.status_code, embedded.json())
+
+
+# what the aws runtime does not serve: (route, body, path)
+NOT_SERVED: list[tuple[str, Any, dict[str, str]]] = [
+    ("GET /readyz", None, {}),
+    ("GET /metrics", None, {}),
+    ("GET /v1/stats", None, {}),
+    ("GET /v1/audit", None, {}),
+    ("GET /v1/events/late", None, {}),
+    ("GET /v1/quarantine", None, {}),
+    ("GET /v1/alerts/counts", None, {}),
+    ("GET /v1/alerts/stream", None, {}),
+    ("GET /v1/alerts/{alert_id}/events", None, {"alert_id": "al_x"}),
+    ("POST /v1/alerts/{alert_id}/assign", {"assignee": "ana"}, {"alert_id": "al_x"}),
+    ("GET /v1/rules", None, {}),
+    ("GET /v1/lists/{name}", None, {"name": "high_risk_countries"}),
+    ("GET /v1/customers/{customer_id}/features", None, {"customer_id": "cus_a"}),
+    ("GET /v1/customers/{customer_id}/events", None, {"customer_id": "cus_a"}),
+    ("POST /v1/session", {"key": "rf_0123456789ab_x"}, {}),
+]
+
+
+@pytest.mark.parametrize(("route", "sent", "path"), NOT_SERVED)
+def test_what_the_aws_runtime_does_not_serve_answers_501(
+    d: Deployment, route: str, sent: Any, path: dict[str, str]
+) -> None:
+    reply = d.call(http_event(route, ADMIN, sent, **path))
+    assert reply["statusCode"] == 501, reply
+    assert body(reply)["error"]["code"] == "not_available"
+
+
+def test_answers_carry_the_embedded_apis_security_headers(d: Deployment, server: EmbeddedServer, keys: Keys) -> None:
+    aws = d.call(http_event("GET /v1/alerts/{alert_id}", READER, alert_id="al_nope"))
+    embedded = httpx.get(f"{server.url}/v1/alerts/al_nope", headers={"authorization": f"Bearer {keys.reader}"})
+    for name, value in SECURITY_HEADERS:
+        assert aws["headers"][name.decode()] == embedded.headers[name.decode()] == value.decode()
+    ((hsts, max_age),) = HSTS  # API Gateway serves HTTPS only: the embedded server's HTTPS header
+    assert aws["headers"][hsts.decode()] == max_age.decode()

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
+from ringfence.aws_lambda import http_handler
 from ringfence.config import load_settings
-from ringfence.runtimes.aws.handlers import AwsRuntime, api_event, dispatch_event, ingest_event, process_event
+from ringfence.runtimes.aws.handlers import AwsRuntime, dispatch_event, process_event
 from ringfence.runtimes.aws.local import KinesisSource, QueueSource, load_template, provision
 from ringfence.runtimes.aws.resources import AwsClients, AwsNames
 from ringfence.testing import event
-from tests.helpers.aws import ANALYST, PRODUCER, READER, REGION, http_event
+from tests.helpers.aws import ANALYST, AUDIT_KEY, PRODUCER, READER, REGION, http_event
 from tests.helpers.receivers import RecordingReceiver
 
 FUNCTIONS = {
@@ -99,7 +100,7 @@ def receiver_config(tmp_path: Path, receiver: RecordingReceiver) -> Path:
         yaml.safe_dump(
             {
                 "receivers": [{"name": "hook", "webhook": {"url": receiver.url + "/hook"}}],
-                "route": {"receiver": "hook"},
+                "route": {"receiver": "hook", "group_wait": "0s"},
                 "retry": {"base_delay": "0s", "max_delay": "0s", "max_attempts": 3},
                 "inhibit_rules": [
                     {
@@ -129,34 +130,48 @@ def test_every_call_a_handler_makes_is_granted_to_its_function(
         clients = AwsClients(REGION)
         recorders[handler] = Recorder(names, queues)
         recorders[handler].attach(clients)
-        runtimes[handler] = AwsRuntime.create(names, settings, clients)
+        runtimes[handler] = AwsRuntime.create(names, settings, clients, AUDIT_KEY)
 
     # ingest a burst of failed logins, a quiet partner source, and a poison record
     t0 = time.time() - 3600
     events = [event("login.failed", at=t0 + i, customer_id="cus_a") for i in range(6)]
     events += [event("login.succeeded", at=t0 + 10, customer_id="cus_b", source="partner-x")]
-    reply = ingest_event(runtimes["ingest"], http_event("POST /v1/events", PRODUCER, events))
+    reply = http_handler(runtimes["ingest"])(http_event("POST /v1/events", PRODUCER, events), None)
     assert reply["statusCode"] == 202
     shared.kinesis.put_record(StreamName=names.stream, Data=b"not an event", PartitionKey="cus_a")
     stream = KinesisSource(shared.kinesis, names.stream, lambda e: process_event(runtimes["process"], e))
     stream.drain()
-    # the dispatcher: one 503 (a retry, with its backoff), then the delivery
+    # the dispatcher: one 503 (a retry, after a wake-up it sends itself), then the delivery;
+    # and a message it cannot read, left on the queue for the retry policy's backoff
     receiver.statuses = [503]
     queue = QueueSource(shared.sqs, queue_url["alerts"], lambda e: dispatch_event(runtimes["dispatch"], e))
     queue.drain()
     assert len(receiver.received) == 2
-    # the API: list, get, acknowledge, resolve, silence
-    api = runtimes["api"]
-    (alert,) = json.loads(api_event(api, http_event("GET /v1/alerts", READER))["body"])["items"]
+    shared.sqs.send_message(QueueUrl=queue_url["alerts"], MessageBody="not a message")
+    assert queue.poll() == 1
+    # the API: list, get, acknowledge, resolve; silences; the notification log
+    api = http_handler(runtimes["api"])
+    (alert,) = json.loads(api(http_event("GET /v1/alerts", READER), None)["body"])["items"]
     for route, claims in (
-        ("GET /v1/alerts/{id}", READER),
-        ("POST /v1/alerts/{id}/ack", ANALYST),
-        ("POST /v1/alerts/{id}/resolve", ANALYST),
+        ("GET /v1/alerts/{alert_id}", READER),
+        ("POST /v1/alerts/{alert_id}/ack", ANALYST),
+        ("POST /v1/alerts/{alert_id}/resolve", ANALYST),
     ):
-        assert api_event(api, http_event(route, claims, id=alert["id"]))["statusCode"] == 200
+        assert api(http_event(route, claims, alert_id=alert["id"]), None)["statusCode"] == 200
+    listed = api(http_event("GET /v1/alerts", READER, query="customer_id=cus_a"), None)
+    assert listed["statusCode"] == 200
     ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
     silence = {"matchers": ["customer_id=cus_z"], "ends_at": ends, "comment": "iam test"}
-    assert api_event(api, http_event("POST /v1/silences", ANALYST, silence))["statusCode"] == 201
+    created = api(http_event("POST /v1/silences", ANALYST, silence), None)
+    assert created["statusCode"] == 201
+    assert api(http_event("GET /v1/silences", READER), None)["statusCode"] == 200
+    expire = http_event("DELETE /v1/silences/{silence_id}", ANALYST, silence_id=json.loads(created["body"])["id"])
+    assert api(expire, None)["statusCode"] == 200
+    (notification,) = json.loads(api(http_event("GET /v1/notifications", READER), None)["body"])["items"]
+    redrive = http_event(
+        "POST /v1/notifications/{notification_id}/redrive", ANALYST, notification_id=notification["id"]
+    )
+    assert api(redrive, None)["statusCode"] == 404  # sent, not a dead letter: nothing to re-drive
     # the tick: partner-x has been quiet for far longer than 5 minutes
     tick = runtimes["tick"].processor
     tick.clock = lambda: time.time() + 3600
@@ -170,6 +185,8 @@ def test_every_call_a_handler_makes_is_granted_to_its_function(
     # and the test did reach the calls that matter
     assert ("sqs:SendMessage", "PoisonQueue") in recorders["process"].calls
     assert ("sqs:ChangeMessageVisibility", "AlertsQueue") in recorders["dispatch"].calls
+    assert ("sqs:SendMessage", "AlertsQueue") in recorders["dispatch"].calls
+    assert ("sns:Publish", "AlertsTopic") in recorders["api"].calls  # acknowledged, resolved: announced
     assert ("dynamodb:Query", "AlertsTable/index/by_customer") in recorders["dispatch"].calls
     assert ("dynamodb:UpdateItem", "StateTable") in recorders["process"].calls
     assert ("kinesis:PutRecords", "EventsStream") in recorders["ingest"].calls

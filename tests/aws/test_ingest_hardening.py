@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from ringfence.runtimes.aws.handlers import SOURCES_CLAIM, caller_of, ingest_event
+from ringfence.api.auth import SOURCES_CLAIM, caller_of_claims
+from ringfence.errors import AuthError
 from ringfence.testing import event
 from tests.helpers.aws import PRODUCER, Deployment, DeploymentFactory, http_event
 
@@ -23,6 +24,12 @@ def body(reply: dict[str, Any]) -> Any:
     return json.loads(reply["body"])
 
 
+def verified(claims: dict[str, Any]) -> dict[str, Any]:
+    """The JWT authorizer's part of an event that carries ``claims``."""
+    jwt: dict[str, Any] = http_event("POST /v1/events", claims)["requestContext"]["authorizer"]["jwt"]
+    return jwt
+
+
 @pytest.mark.parametrize(
     ("claim", "sources"),
     [
@@ -33,21 +40,24 @@ def body(reply: dict[str, Any]) -> Any:
     ],
 )
 def test_the_sources_claim_is_read_in_every_form(claim: object, sources: set[str]) -> None:
-    caller = caller_of(http_event("POST /v1/events", {**PRODUCER, SOURCES_CLAIM: claim}))  # type: ignore[dict-item]
-    assert caller is not None
-    assert caller.sources == frozenset(sources)
+    caller = caller_of_claims(verified({**PRODUCER, SOURCES_CLAIM: claim}))
+    assert caller.writable_sources == frozenset(sources)
 
 
 def test_a_token_without_the_claim_is_not_bound() -> None:
-    caller = caller_of(http_event("POST /v1/events", PRODUCER))
-    assert caller is not None
-    assert caller.sources is None
+    assert caller_of_claims(verified(PRODUCER)).writable_sources is None
+
+
+@pytest.mark.parametrize("claim", [[], "", "[]"])
+def test_a_sources_claim_that_names_none_is_refused_not_read_as_unbound(claim: object) -> None:
+    with pytest.raises(AuthError, match=SOURCES_CLAIM):
+        caller_of_claims(verified({**PRODUCER, SOURCES_CLAIM: claim}))
 
 
 def test_a_bound_producer_cannot_write_another_source(d: Deployment) -> None:
     bound = {**PRODUCER, SOURCES_CLAIM: "mobile-app"}
     mine, forged = event("login.failed", source="mobile-app"), event("login.failed", source="web")
-    reply = ingest_event(d.runtime, http_event("POST /v1/events", bound, [mine, forged]))
+    reply = d.call(http_event("POST /v1/events", bound, [mine, forged]))
     assert reply["statusCode"] == 202
     answer = body(reply)
     assert answer["accepted"] == 1
@@ -57,7 +67,7 @@ def test_a_bound_producer_cannot_write_another_source(d: Deployment) -> None:
 def test_a_batch_over_the_limit_is_413_too_many_events(d: Deployment) -> None:
     limit = d.runtime.settings.max_batch_events
     events = [{"event_id": str(i)} for i in range(limit + 1)]
-    reply = ingest_event(d.runtime, http_event("POST /v1/events", PRODUCER, events))
+    reply = d.call(http_event("POST /v1/events", PRODUCER, events))
     assert reply["statusCode"] == 413
     assert body(reply)["error"]["code"] == "too_many_events"
     assert body(reply)["error"]["details"] == {"events": limit + 1, "limit": limit}
@@ -65,7 +75,7 @@ def test_a_batch_over_the_limit_is_413_too_many_events(d: Deployment) -> None:
 
 def test_a_pan_in_event_id_is_not_echoed(d: Deployment) -> None:
     pan = "4111 1111 1111 1111"
-    reply = ingest_event(d.runtime, http_event("POST /v1/events", PRODUCER, [{**event(), "event_id": pan}]))
+    reply = d.call(http_event("POST /v1/events", PRODUCER, [{**event(), "event_id": pan}]))
     assert reply["statusCode"] == 400
     assert body(reply)["error"]["details"]["rejected"][0]["event_id"] is None
     assert "1111 1111" not in reply["body"]

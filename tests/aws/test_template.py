@@ -1,10 +1,12 @@
 """deploy/aws/template.yaml: valid (cfn-lint), least privilege per function, encrypted at
-rest, every route authorised with its scope, alarms on lag and on anything parked, and in
-step with the handlers and the local event sources the tests run."""
+rest, every route behind the JWT authorizer (the API's own routes with their scope), alarms on
+lag and on anything parked, and in step with the API, the Lambda entry points and the local
+event sources the tests run."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -14,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from ringfence.api.app import ROUTES
 from ringfence.runtimes.aws.local import TEMPLATE, KinesisSource, load_template
 
 SCOPES = {"events:write", "alerts:read", "alerts:write"}
+OPENAPI = json.loads((Path(__file__).resolve().parents[2] / "src" / "ringfence" / "api" / "openapi.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -73,26 +77,47 @@ def test_data_at_rest_is_encrypted_with_the_deployments_key(resources: dict[str,
     assert of_type(resources, "AWS::KMS::Key")["DataKey"]["EnableKeyRotation"] is True
 
 
-def test_every_route_needs_the_jwt_authorizer_and_a_scope(resources: dict[str, Any]) -> None:
+def http_routes(resources: dict[str, Any]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every HTTP API route: its function and the scopes API Gateway requires."""
     routes = {}
-    for props in of_type(resources, "AWS::Serverless::Function").values():
+    for function, props in of_type(resources, "AWS::Serverless::Function").items():
         for event in props.get("Events", {}).values():
             if event["Type"] == "HttpApi":
                 auth = event["Properties"]["Auth"]
                 assert auth["Authorizer"] == "Jwt"
-                (scope,) = auth["AuthorizationScopes"]
-                assert scope in SCOPES
-                routes[f"{event['Properties']['Method']} {event['Properties']['Path']}"] = scope
-    assert routes == {
-        "POST /v1/events": "events:write",
-        "GET /v1/alerts": "alerts:read",
-        "GET /v1/alerts/{id}": "alerts:read",
-        "POST /v1/alerts/{id}/ack": "alerts:write",
-        "POST /v1/alerts/{id}/resolve": "alerts:write",
-        "POST /v1/silences": "alerts:write",
+                route = f"{event['Properties']['Method']} {event['Properties']['Path']}"
+                routes[route] = (function, tuple(auth.get("AuthorizationScopes", ())))
+    return routes
+
+
+def test_every_route_needs_the_jwt_authorizer_and_the_aws_runtimes_a_scope(resources: dict[str, Any]) -> None:
+    assert http_routes(resources) == {
+        "POST /v1/events": ("IngestFunction", ("events:write",)),
+        "GET /v1/alerts": ("ApiFunction", ("alerts:read",)),
+        "GET /v1/alerts/{alert_id}": ("ApiFunction", ("alerts:read",)),
+        "POST /v1/alerts/{alert_id}/ack": ("ApiFunction", ("alerts:write",)),
+        "POST /v1/alerts/{alert_id}/resolve": ("ApiFunction", ("alerts:write",)),
+        "GET /v1/silences": ("ApiFunction", ("alerts:read",)),
+        "POST /v1/silences": ("ApiFunction", ("alerts:write",)),
+        "DELETE /v1/silences/{silence_id}": ("ApiFunction", ("alerts:write",)),
+        "GET /v1/notifications": ("ApiFunction", ("alerts:read",)),
+        "POST /v1/notifications/{notification_id}/redrive": ("ApiFunction", ("alerts:write",)),
+        "ANY /{proxy+}": ("ApiFunction", ()),  # the rest: the app checks the scope, or answers 501
     }
     api = of_type(resources, "AWS::Serverless::HttpApi")["HttpApi"]
     assert api["Auth"]["DefaultAuthorizer"] == "Jwt"
+
+
+def test_each_scoped_route_is_the_apis_own_with_the_scope_the_api_documents(resources: dict[str, Any]) -> None:
+    served = {(method, route.path) for route in ROUTES for method in route.methods or ()}
+    for route, (_, scopes) in http_routes(resources).items():
+        if not scopes:
+            continue
+        method, path = route.split(" ")
+        assert (method, path) in served, route
+        ((scope,),) = (scopes,)
+        assert scope in SCOPES
+        assert f"(scope {scope}" in OPENAPI["paths"][path][method.lower()]["summary"], route
 
 
 def test_the_stream_mapping_retries_bisects_and_parks_what_it_gives_up_on(resources: dict[str, Any]) -> None:
@@ -121,4 +146,12 @@ def test_alarms_watch_the_iterator_age_and_every_parking_queue(resources: dict[s
 def test_the_handlers_the_template_names_exist(resources: dict[str, Any]) -> None:
     for props in of_type(resources, "AWS::Serverless::Function").values():
         module, _, name = props["Handler"].rpartition(".")
+        assert module == "ringfence.aws_lambda"
         assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_the_audit_key_reaches_the_functions_as_a_secret() -> None:
+    template = load_template()
+    assert template["Parameters"]["AuditKey"]["NoEcho"] is True
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["RINGFENCE_SECRET_AUDIT_KEY"] == {"!Ref": "AuditKey"}

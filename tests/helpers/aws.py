@@ -1,42 +1,92 @@
-"""A deployment on the local AWS endpoint, and API Gateway events as the JWT authorizer passes them on."""
+"""A deployment on the local AWS endpoint, and API Gateway events as the JWT authorizer passes
+them on to the HTTP API's Lambda handler."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import msgspec
 
 from ringfence.runtimes.aws.processor import StreamRecord
 
 if TYPE_CHECKING:
+    from ringfence.aws_lambda import LambdaHandler
     from ringfence.runtimes.aws.handlers import AwsRuntime
     from ringfence.runtimes.aws.local import KinesisSource, QueueSource
     from ringfence.runtimes.aws.state import Commit
 
 REGION = "us-east-1"
+AUDIT_KEY = b"aws-test-audit-key-0123456789abcdef"  # the deployment's RINGFENCE_SECRET_AUDIT_KEY
 # The JWT claims of each kind of caller.
 PRODUCER = {"sub": "producer-1", "scope": "events:write"}
 ANALYST = {"sub": "analyst-1", "scope": "alerts:read alerts:write"}
 READER = {"sub": "reader-1", "scope": "alerts:read"}
 
 
+API_ID = "a1b2c3d4e5"
+SOURCE_IP = "198.51.100.7"
+
+
 def http_event(
-    route: str, claims: dict[str, str] | None, body: Any = None, *, query: str = "", **path: str
+    route: str, claims: Mapping[str, Any] | None, body: Any = None, *, query: str = "", **path: str
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload 2.0) event, as the JWT authorizer passes it on."""
+    """An API Gateway HTTP API (payload 2.0) event for ``route`` ("POST /v1/alerts/{id}/ack",
+    its placeholders filled from ``path``), as Lambda receives it: with the claims the JWT
+    authorizer verified, or, for ``claims`` None, from a route without the authorizer."""
+    method, _, template = route.partition(" ")
+    raw_path = re.sub(r"\{(\w+)\}", lambda m: quote(path[m[1]], safe=""), template)
+    host = f"{API_ID}.execute-api.{REGION}.amazonaws.com"
+    now = time.time()
+    context: dict[str, Any] = {
+        "accountId": "123456789012",
+        "apiId": API_ID,
+        "domainName": host,
+        "domainPrefix": API_ID,
+        "http": {
+            "method": method,
+            "path": raw_path,
+            "protocol": "HTTP/1.1",
+            "sourceIp": SOURCE_IP,
+            "userAgent": "python-httpx/0.28",
+        },
+        "requestId": uuid.uuid4().hex[:16],
+        "routeKey": route,
+        "stage": "$default",
+        "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+        "timeEpoch": int(now * 1000),
+    }
+    headers = {
+        "content-type": "application/json",
+        "host": host,
+        "user-agent": "python-httpx/0.28",
+        "x-amzn-trace-id": f"Root=1-{int(now):08x}-{uuid.uuid4().hex[:24]}",
+        "x-forwarded-for": SOURCE_IP,
+        "x-forwarded-port": "443",
+        "x-forwarded-proto": "https",
+    }
+    if claims is not None:
+        headers["authorization"] = "Bearer eyJhbGciOiJSUzI1NiJ9.e30.c2ln"  # API Gateway verified it
+        context["authorizer"] = {"jwt": {"claims": dict(claims), "scopes": None}}
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": route,
+        "rawPath": raw_path,
         "rawQueryString": query,
-        "headers": {"content-type": "application/json"},
-        "pathParameters": path,
-        "requestContext": {"authorizer": {"jwt": {"claims": claims, "scopes": None}}} if claims else {},
+        "headers": headers,
+        "requestContext": context,
+        "isBase64Encoded": False,
     }
+    if path:
+        event["pathParameters"] = path
     if body is not None:
         event["body"] = body if isinstance(body, str) else json.dumps(body)
     return event
@@ -47,17 +97,20 @@ class Deployment:
     """One provisioned deployment: its runtime and Lambda's event sources over it."""
 
     runtime: AwsRuntime
+    api: LambdaHandler  # the HTTP API's Lambda handler (ingest's too)
     stream: KinesisSource
     queue: QueueSource
     alerts_queue_url: str
     dead_letters_url: str
     failures: list[dict[str, Any]] = field(default_factory=list)  # the on-failure destination
 
-    def send(self, events: list[dict[str, Any]], batch: int = 100) -> None:
-        from ringfence.runtimes.aws.handlers import ingest_event
+    def call(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The HTTP API's answer to an API Gateway event, as Lambda returns it to API Gateway."""
+        return self.api(event, None)
 
+    def send(self, events: list[dict[str, Any]], batch: int = 100) -> None:
         for start in range(0, len(events), batch):
-            reply = ingest_event(self.runtime, http_event("POST /v1/events", PRODUCER, events[start : start + batch]))
+            reply = self.call(http_event("POST /v1/events", PRODUCER, events[start : start + batch]))
             assert reply["statusCode"] == 202, reply
             assert json.loads(reply["body"])["rejected"] == []
 
@@ -67,7 +120,7 @@ class Deployment:
         found: dict[str, tuple[str, int]] = {}
         cursor = None
         while True:
-            page, cursor = self.runtime.alerts.list_alerts(AlertQuery(limit=500), cursor)
+            page, cursor = self.runtime.alerts.list_alerts(AlertQuery(limit=500, cursor=cursor))
             for alert in page:
                 assert alert.id not in found
                 found[alert.id] = (alert.rule_id, alert.count)

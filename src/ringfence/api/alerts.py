@@ -10,22 +10,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.alerts.model import STATUSES, Action, AlertQuery
-from ringfence.api.auth import authorize, check_visible, platform_of
+from ringfence.api.auth import Caller, authorize, check_visible, platform_of
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
-from ringfence.api.params import choice_params, cursor_param, limit_param, path_id, text_param, time_param
+from ringfence.api.params import choice_params, limit_param, path_id, text_param, time_param, token_param
+from ringfence.api.platform import served
 from ringfence.engine.rules import AUDIENCES, SEVERITIES
 from ringfence.errors import RequestError
-from ringfence.store.keys import KeyInfo
 
 MAX_LIMIT = 500
 MAX_REASON = 1_000
 
 
-def _query(request: Request, key: KeyInfo) -> AlertQuery:
+def _query(request: Request, caller: Caller) -> AlertQuery:
     audiences = choice_params(request, "audience", AUDIENCES)
-    if key.audiences:  # object-level: a limited key lists only its audiences
-        audiences = tuple(a for a in (audiences or key.audiences) if a in key.audiences) or ("-",)
+    if caller.audiences:  # object-level: a limited caller lists only its audiences
+        audiences = tuple(a for a in (audiences or caller.audiences) if a in caller.audiences) or ("-",)
     return AlertQuery(
         status=choice_params(request, "status", STATUSES),
         severity=choice_params(request, "severity", SEVERITIES),
@@ -35,45 +35,46 @@ def _query(request: Request, key: KeyInfo) -> AlertQuery:
         since=time_param(request, "since"),
         until=time_param(request, "until"),
         limit=limit_param(request, 50, MAX_LIMIT),
-        cursor=cursor_param(request),
+        cursor=token_param(request),
     )
 
 
 async def list_alerts(request: Request) -> Response:
     query = _query(request, authorize(request, "alerts:read"))
-    store = platform_of(request).store
-    alerts, next_cursor = await run_in_threadpool(store.list_alerts, query)
-    return json_response({"items": alerts, "next_cursor": str(next_cursor) if next_cursor else None})
+    alerts, next_cursor = await run_in_threadpool(platform_of(request).alerts.list_alerts, query)
+    return json_response({"items": alerts, "next_cursor": next_cursor})
 
 
 async def count_alerts(request: Request) -> Response:
     """The alerts the same filters would list, counted by severity and by status."""
     query = _query(request, authorize(request, "alerts:read"))
-    counts = await run_in_threadpool(platform_of(request).store.count_alerts_by, query)
+    platform = platform_of(request)
+    triage = served(platform.triage, platform, "counting alerts")
+    counts = await run_in_threadpool(triage.count_alerts_by, query)
     total = sum(counts["status"].values())
     return json_response({"total": total, "by_severity": counts["severity"], "by_status": counts["status"]})
 
 
 async def get_alert(request: Request) -> Response:
-    key = authorize(request, "alerts:read")
-    store = platform_of(request).store
-    alert = await run_in_threadpool(store.get_alert, path_id(request, "alert_id"))
-    check_visible(key, alert.id, alert.audience)
+    caller = authorize(request, "alerts:read")
+    alert = await run_in_threadpool(platform_of(request).alerts.get_alert, path_id(request, "alert_id"))
+    check_visible(caller, alert.id, alert.audience)
     return json_response(alert)
 
 
 async def alert_events(request: Request) -> Response:
     """The events behind an alert's evidence, read back from the log (stored masked).
     An event removed by log retention is listed with ``event: null``."""
-    key = authorize(request, "alerts:read")
+    caller = authorize(request, "alerts:read")
     platform = platform_of(request)
-    alert = await run_in_threadpool(platform.store.get_alert, path_id(request, "alert_id"))
-    check_visible(key, alert.id, alert.audience)
+    log = served(platform.log, platform, "reading events back")
+    alert = await run_in_threadpool(platform.alerts.get_alert, path_id(request, "alert_id"))
+    check_visible(caller, alert.id, alert.audience)
 
     def load() -> list[dict[str, Any]]:
         items = []
         for evidence in alert.evidence.get("events", []):
-            record = platform.log.get(int(evidence["offset"]))
+            record = log.get(int(evidence["offset"]))
             event = msgspec.json.decode(record.body) if record is not None else None
             items.append({"offset": evidence["offset"], "event_id": evidence["event_id"], "event": event})
         return items
@@ -81,11 +82,11 @@ async def alert_events(request: Request) -> Response:
     return json_response({"alert_id": alert.id, "items": await run_in_threadpool(load)})
 
 
-async def _visible(request: Request, key: KeyInfo) -> str:
-    """The path's alert id, after checking the key may act on that alert."""
+async def _visible(request: Request, caller: Caller) -> str:
+    """The path's alert id, after checking the caller may act on that alert."""
     alert_id = path_id(request, "alert_id")
-    alert = await run_in_threadpool(platform_of(request).store.get_alert, alert_id)
-    check_visible(key, alert_id, alert.audience)
+    alert = await run_in_threadpool(platform_of(request).alerts.get_alert, alert_id)
+    check_visible(caller, alert_id, alert.audience)
     return alert_id
 
 
@@ -102,17 +103,12 @@ async def _reason(request: Request) -> str:
 
 def _action(action: Action) -> Any:
     async def endpoint(request: Request) -> Response:
-        key = authorize(request, "alerts:write")
-        alert_id = await _visible(request, key)
+        caller = authorize(request, "alerts:write")
+        alert_id = await _visible(request, caller)
         reason = await _reason(request)
         platform = platform_of(request)
         alert = await run_in_threadpool(
-            platform.store.transition,
-            alert_id,
-            action,
-            f"key:{key.name}",
-            reason,
-            platform.clock.time(),
+            platform.alerts.transition, alert_id, action, caller.actor, reason, platform.clock.time()
         )
         return json_response(alert)
 
@@ -133,16 +129,17 @@ class _CommentBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def assign_alert(request: Request) -> Response:
-    key = authorize(request, "alerts:write")
+    caller = authorize(request, "alerts:write")
+    platform = platform_of(request)
+    triage = served(platform.triage, platform, "assigning alerts")
     body = await json_body(request, _AssignBody, '{"assignee": "...", "reason": "..."}')
     if len(body.assignee) > 128 or len(body.reason) > MAX_REASON:
         raise RequestError(400, "invalid_body", "assignee is at most 128 characters, reason at most 1000")
-    platform = platform_of(request)
     alert = await run_in_threadpool(
-        platform.store.assign,
-        await _visible(request, key),
+        triage.assign,
+        await _visible(request, caller),
         body.assignee,
-        f"key:{key.name}",
+        caller.actor,
         body.reason,
         platform.clock.time(),
     )
@@ -150,12 +147,13 @@ async def assign_alert(request: Request) -> Response:
 
 
 async def comment_alert(request: Request) -> Response:
-    key = authorize(request, "alerts:write")
+    caller = authorize(request, "alerts:write")
+    platform = platform_of(request)
+    triage = served(platform.triage, platform, "commenting on alerts")
     body = await json_body(request, _CommentBody, '{"text": "..."}')
     if not body.text.strip() or len(body.text) > 4_000:
         raise RequestError(400, "invalid_body", "text must be 1..4000 characters")
-    platform = platform_of(request)
     alert = await run_in_threadpool(
-        platform.store.comment, await _visible(request, key), body.text, f"key:{key.name}", platform.clock.time()
+        triage.comment, await _visible(request, caller), body.text, caller.actor, platform.clock.time()
     )
     return json_response(alert, status=201)

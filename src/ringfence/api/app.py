@@ -1,4 +1,5 @@
-"""The ASGI app: routes of DESIGN §5, JSON errors, security headers, platform lifespan."""
+"""The ASGI app: routes of DESIGN §5 and the dashboard, JSON errors, security headers, platform
+lifespan. One app for every runtime: uvicorn serves it (embedded, kafka), Mangum on Lambda (aws)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ from ringfence.api import (
     silences,
     stream,
 )
-from ringfence.api.auth import AnyPlatform
+from ringfence.api.auth import Authenticator, signed_in
 from ringfence.api.errors import handle_error
+from ringfence.api.platform import Platform
 from ringfence.api.ratelimit import TokenBuckets
-from ringfence.dashboard.routes import DASHBOARD_ROUTES
+from ringfence.dashboard.routes import dashboard_routes
 from ringfence.errors import RingfenceError
 
 SECURITY_HEADERS = [
@@ -110,12 +112,14 @@ ROUTES = [
 
 
 def create_app(
-    platform: AnyPlatform,
+    platform: Platform,
+    authenticator: Authenticator,
     *,
     manage_lifecycle: bool = True,
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> Starlette:
-    """The API over ``platform``; with ``manage_lifecycle`` the app starts and stops it.
+    """The API over ``platform``, its callers named by ``authenticator``; with
+    ``manage_lifecycle`` the app starts and stops the platform.
 
     ``background`` coroutines (e.g. demo traffic) run while the app serves.
     """
@@ -135,11 +139,12 @@ def create_app(
                 platform.stop()
 
     app = Starlette(
-        routes=[*ROUTES, *DASHBOARD_ROUTES],
+        routes=[*ROUTES, *dashboard_routes(signed_in)],
         lifespan=lifespan,
         exception_handlers={RingfenceError: handle_error, HTTPException: handle_error, Exception: handle_error},
     )
     app.state.platform = platform
+    app.state.authenticator = authenticator
     app.state.ops_history = ops.OpsHistory(platform)
     settings = platform.settings
     app.state.limits = Limits(

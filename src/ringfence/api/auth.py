@@ -1,57 +1,203 @@
-"""Bearer API-key authentication and scope checks for every endpoint but /healthz."""
+"""Who calls, and what they may do, for every endpoint but /healthz.
+
+An :class:`Authenticator` names the caller of a request; the deployment picks one when it
+creates the app: :class:`ApiKeyAuthenticator` (bearer API keys and signed-in browser sessions,
+the embedded and kafka runtimes) or :class:`JwtAuthenticator` (the claims of a JWT that API
+Gateway's authorizer verified, the aws runtime on Lambda). Both yield a :class:`Caller`, so
+scopes, audiences, sources, rate limits and the audit trail work the same behind either.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
-from typing import TYPE_CHECKING, Union
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from starlette.requests import Request
 
-from ringfence.errors import AuthError, ForbiddenError, NotFound
-from ringfence.runtimes.embedded.platform import Platform
-from ringfence.store.keys import ApiKeys, KeyInfo, Session
-
-if TYPE_CHECKING:
-    from ringfence.runtimes.kafka.platform import KafkaPlatform
-
-
-AnyPlatform = Union[Platform, "KafkaPlatform"]  # the embedded runtime's, or the kafka runtime's API services
-
-
-def platform_of(request: Request) -> AnyPlatform:
-    platform: AnyPlatform = request.app.state.platform
-    return platform
-
+from ringfence.api.platform import Platform
+from ringfence.clock import Clock
+from ringfence.errors import AuthError, ForbiddenError, NotFound, NotSupported
+from ringfence.store.keys import KeyInfo, Session
 
 SESSION_COOKIE = "rf_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _identify(request: Request) -> tuple[KeyInfo, Session | None]:
-    """The key behind the request's credentials as they stand now (and its session, if a
-    cookie was used). Raises AuthError if missing, unknown, revoked, expired or signed out."""
-    platform = platform_of(request)
-    header = request.headers.get("authorization", "")
-    kind, _, token = header.partition(" ")
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if kind.lower() == "bearer" and token.strip():
-        return platform.keys.authenticate(token.strip(), platform.clock.time()), None
-    if not header and cookie:
-        session = platform.keys.session(cookie, platform.clock.time())
-        return session.key, session
-    raise AuthError("missing API key: send 'Authorization: Bearer <key>' or sign in")
+@dataclass(frozen=True)
+class Caller(KeyInfo):
+    """A request's caller: a key's rights (its scopes, audiences and sources, as
+    :class:`KeyInfo` checks them) and ``actor``, its name in the audit trail and alert history."""
+
+    actor: str = ""
+
+    @classmethod
+    def of_key(cls, key: KeyInfo) -> Caller:
+        fields = {f.name: getattr(key, f.name) for f in dataclasses.fields(key)}
+        return cls(**fields, actor=f"key:{key.name}")
 
 
-def authorize(request: Request, scope: str | None) -> KeyInfo:
-    """The caller's key, from ``Authorization: Bearer`` or a signed-in session cookie, checked
-    for ``scope`` (None: any valid key), CSRF (a session's state changes) and its rate limit.
+class Authenticator(Protocol):
+    """Names the caller of a request, and keeps browser sessions where it can."""
+
+    def identify(self, request: Request) -> tuple[Caller, Session | None]:
+        """The caller behind the request's credentials as they stand now (and its session, if a
+        cookie was used). Raises AuthError if missing, unknown, revoked, expired or signed out."""
+        ...
+
+    def sign_in(self, token: str) -> tuple[str, Session]:
+        """A new session (its id for the cookie) for the key ``token``; AuthError for a bad key."""
+        ...
+
+    def session(self, session_id: str) -> Session:
+        """The live session behind a cookie; AuthError if unknown, expired or its key revoked."""
+        ...
+
+    def sign_out(self, session_id: str) -> None: ...
+
+
+class KeyRing(Protocol):
+    """API keys and the browser sessions signed in with them (:class:`~ringfence.store.keys.ApiKeys`)."""
+
+    def authenticate(self, token: str, now: float) -> KeyInfo: ...
+
+    def create_session(self, token: str, now: float) -> tuple[str, Session]: ...
+
+    def session(self, session_id: str, now: float) -> Session: ...
+
+    def end_session(self, session_id: str, now: float) -> None: ...
+
+
+class ApiKeyAuthenticator:
+    """``Authorization: Bearer <API key>``, or the session cookie of a browser signed in with one."""
+
+    def __init__(self, keys: KeyRing, clock: Clock) -> None:
+        self._keys = keys
+        self._clock = clock
+
+    def identify(self, request: Request) -> tuple[Caller, Session | None]:
+        header = request.headers.get("authorization", "")
+        kind, _, token = header.partition(" ")
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if kind.lower() == "bearer" and token.strip():
+            return Caller.of_key(self._keys.authenticate(token.strip(), self._clock.time())), None
+        if not header and cookie:
+            session = self.session(cookie)
+            return Caller.of_key(session.key), session
+        raise AuthError("missing API key: send 'Authorization: Bearer <key>' or sign in")
+
+    def sign_in(self, token: str) -> tuple[str, Session]:
+        return self._keys.create_session(token, self._clock.time())
+
+    def session(self, session_id: str) -> Session:
+        return self._keys.session(session_id, self._clock.time())
+
+    def sign_out(self, session_id: str) -> None:
+        self._keys.end_session(session_id, self._clock.time())
+
+
+SOURCES_CLAIM = "ringfence_sources"  # the event sources a producer may write (absent: any)
+AUDIENCES_CLAIM = "ringfence_audiences"  # the audiences whose alerts a caller sees (absent: all)
+
+
+def _claim_values(value: object) -> tuple[str, ...] | None:
+    """A list claim: a JSON list, or the "[a b]" / "a b" / "a,b" string API Gateway passes on."""
+    if isinstance(value, list):
+        return tuple(sorted({str(v) for v in value}))
+    if isinstance(value, str):
+        return tuple(sorted(set(value.strip("[]").replace(",", " ").split())))
+    return None
+
+
+def caller_of_claims(jwt: Mapping[str, Any]) -> Caller:
+    """The caller a verified JWT names: ``sub``; scopes from ``scope``/``scp`` (and the list API
+    Gateway made of them); audiences and sources unrestricted unless the token's
+    ``ringfence_audiences`` / ``ringfence_sources`` claims restrict them. A restricting claim
+    that names nothing is refused (401) rather than read as "unrestricted"."""
+    claims = jwt.get("claims") or {}
+    scopes = {str(s) for s in jwt.get("scopes") or []}
+    for claim in ("scope", "scp"):
+        value = claims.get(claim)
+        if isinstance(value, str):
+            scopes.update(value.split())
+        elif isinstance(value, list):
+            scopes.update(str(v) for v in value)
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise AuthError("the token names no subject")
+    return Caller(
+        key_id=f"jwt:{subject}",
+        name=subject,
+        scopes=tuple(sorted(scopes)),
+        created_at=0.0,
+        revoked_at=None,
+        last_used_at=None,
+        audiences=_restriction(claims, AUDIENCES_CLAIM),
+        sources=_restriction(claims, SOURCES_CLAIM),
+        actor=f"jwt:{subject}",
+    )
+
+
+def _restriction(claims: Mapping[str, Any], claim: str) -> tuple[str, ...]:
+    """The values of a restricting list claim; () (unrestricted) when the token has none."""
+    if claim not in claims:
+        return ()
+    values = _claim_values(claims[claim])
+    if not values:
+        raise AuthError(f"the token's {claim} claim names nothing")
+    return values
+
+
+class JwtAuthenticator:
+    """The claims of a JWT that API Gateway's JWT authorizer verified before the request reached
+    Lambda, from the API Gateway event the ASGI adapter (Mangum) puts in the request's scope.
+    Browser sessions are the identity provider's: none here (501)."""
+
+    def identify(self, request: Request) -> tuple[Caller, Session | None]:
+        event = request.scope.get("aws.event")
+        context = event.get("requestContext") if isinstance(event, Mapping) else None
+        authorizer = context.get("authorizer") if isinstance(context, Mapping) else None
+        jwt = authorizer.get("jwt") if isinstance(authorizer, Mapping) else None
+        if not isinstance(jwt, Mapping):
+            raise AuthError("no verified caller: the route must have the JWT authorizer")
+        return caller_of_claims(jwt), None
+
+    def sign_in(self, token: str) -> tuple[str, Session]:
+        raise self._no_sessions()
+
+    def session(self, session_id: str) -> Session:
+        raise self._no_sessions()
+
+    def sign_out(self, session_id: str) -> None:
+        raise self._no_sessions()
+
+    @staticmethod
+    def _no_sessions() -> NotSupported:
+        return NotSupported("browser sessions are not available here: sign in with the identity provider")
+
+
+def platform_of(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+def authenticator_of(request: Request) -> Authenticator:
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticator
+
+
+def authorize(request: Request, scope: str | None) -> Caller:
+    """The request's caller, checked for ``scope`` (None: any valid caller), CSRF (a session's
+    state changes) and its rate limit.
 
     Raises AuthError (401/403) or a 429 RequestError.
     """
     limits = request.app.state.limits
     try:
-        key, session = _identify(request)
+        caller, session = authenticator_of(request).identify(request)
         if session is not None and request.method not in SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
             if not hmac.compare_digest(sent.encode(), session.csrf.encode()):
@@ -61,18 +207,30 @@ def authorize(request: Request, scope: str | None) -> KeyInfo:
     except AuthError:
         limits.failures.check(client_address(request), "too many failed authentications from this address")
         raise
-    limits.per_key.check(key.key_id, "this API key is over its rate limit")
-    if scope is not None:
-        ApiKeys.require(key, scope)
-    request.state.actor = f"key:{key.name}"
-    return key
+    limits.per_key.check(caller.key_id, "this API key is over its rate limit")
+    if scope is not None and not caller.allows(scope):
+        raise ForbiddenError(scope)
+    return caller
 
 
 def still_authorized(request: Request) -> bool:
     """Whether the credentials of a long-lived response (a stream) still hold: its key not
     revoked, its session not signed out nor expired. Blocking (a store read): call off the loop."""
     try:
-        _identify(request)
+        authenticator_of(request).identify(request)
+    except AuthError:
+        return False
+    return True
+
+
+def signed_in(request: Request) -> bool:
+    """Whether the request carries the cookie of a live session (for the dashboard's pages).
+    Blocking (a store read): call off the loop."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return False
+    try:
+        authenticator_of(request).session(cookie)
     except AuthError:
         return False
     return True
@@ -83,15 +241,15 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def require_unrestricted(key: KeyInfo) -> None:
-    """The one object-level rule beyond alerts: a key limited to some audiences may not see raw
+def require_unrestricted(caller: Caller) -> None:
+    """The one object-level rule beyond alerts: a caller limited to some audiences may not see raw
     event data (customer and late events), features, back-tests, silences or the notification
     log, which all span every desk (403). Alerts themselves are filtered by :func:`check_visible`."""
-    if not key.unrestricted:
+    if not caller.unrestricted:
         raise ForbiddenError("all audiences")
 
 
-def check_visible(key: KeyInfo, alert_id: str, audience: str) -> None:
-    """Object-level check: an alert outside the key's audiences does not exist for it (404)."""
-    if not key.sees(audience):
+def check_visible(caller: Caller, alert_id: str, audience: str) -> None:
+    """Object-level check: an alert outside the caller's audiences does not exist for it (404)."""
+    if not caller.sees(audience):
         raise NotFound(f"no alert {alert_id!r}")

@@ -1,11 +1,11 @@
 """``POST /v1/rules/backtest``: replay the latest stored events through the live pack and a
-candidate, in a child process (:mod:`ringfence.runtimes.backtest`).
+candidate, as the platform runs it (the embedded runtime: in a child process; others: 501).
 
 Bounded like any other work a key can start: one running back-test per key and
 :data:`MAX_RUNNING` in all (429 with Retry-After otherwise), a time budget
 (``backtest_time_budget_s``; when spent, the answer holds the hits so far with
-``truncated: true``; the child is killed :data:`GRACE_S` later whatever the client does, and
-its slot is freed only once it has exited and been reaped), and only for keys that see every
+``truncated: true``; the platform stops the run shortly after whatever the client does, and
+its slot is freed only once the run is gone), and only for keys that see every
 audience (403 otherwise: probe rules would reveal other desks' customers).
 ``Accept: application/x-ndjson`` streams progress lines and then the result, each write to the
 client bounded by :data:`WRITE_TIMEOUT_S`; other clients get the result as one JSON object.
@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Send
@@ -29,11 +28,10 @@ from starlette.types import Message, Send
 from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.errors import json_response
 from ringfence.api.params import int_param
+from ringfence.api.platform import BacktestRun
 from ringfence.api.rules import read_candidate
 from ringfence.clock import Clock
 from ringfence.errors import RequestError
-from ringfence.runtimes.backtest import GRACE_S, BacktestChild, BacktestFailed, BacktestJob, start_child
-from ringfence.runtimes.embedded.journal import SqliteLog
 
 log = logging.getLogger("ringfence.api")
 
@@ -46,10 +44,10 @@ _ERROR_STATUS = {"backtest_too_large": 422}
 class BacktestSlots:
     """Who runs a back-test now: one per key, ``limit`` in all.
 
-    A slot is freed only by its release, which the API calls once the back-test's child has
-    exited and been reaped (:func:`~ringfence.runtimes.backtest.start_child`'s ``on_exit``);
-    the child's kill timer bounds when that is. So a slot never lapses while its child lives,
-    and a key can never have two children at once. Used only on the event loop's thread.
+    A slot is freed only by its release, which the platform calls once the back-test is gone
+    (the ``on_exit`` of :meth:`~ringfence.api.platform.Platform.backtest`); the platform's own
+    time limit bounds when that is. So a slot never lapses while its run lives, and a key can
+    never have two runs at once. Used only on the event loop's thread.
     """
 
     def __init__(self, limit: int, clock: Clock) -> None:
@@ -97,9 +95,9 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
-async def _result(child: BacktestChild, request: Request) -> Response:
-    """The one JSON answer for clients that do not stream; stops the child as soon as the client leaves."""
-    lines = child.lines()
+async def _result(run: BacktestRun, request: Request) -> Response:
+    """The one JSON answer for clients that do not stream; stops the run as soon as the client leaves."""
+    lines = run.answers()
     gone = asyncio.ensure_future(_client_gone(request))
     try:
         while True:
@@ -107,7 +105,7 @@ async def _result(child: BacktestChild, request: Request) -> Response:
             await asyncio.wait({line, gone}, return_when=asyncio.FIRST_COMPLETED)
             if not line.done():
                 line.cancel()
-                with contextlib.suppress(asyncio.CancelledError, BacktestFailed):
+                with contextlib.suppress(asyncio.CancelledError):
                     await line
                 return Response(status_code=204)  # nobody to answer
             try:
@@ -128,22 +126,19 @@ class BacktestStream(StreamingResponse):
 
     Every write to the client is bounded by :data:`WRITE_TIMEOUT_S`: a client that stops
     reading gets its response abandoned (and its connection closed), not a task waiting for
-    ever. The child is killed when the response ends, however it ends; its own kill timer
-    covers a response that never starts.
+    ever. The run is stopped when the response ends, however it ends; the platform's own time
+    limit covers a response that never starts.
     """
 
-    def __init__(self, child: BacktestChild) -> None:
-        super().__init__(self._chunks(child), media_type=NDJSON)
-        self._child = child
+    def __init__(self, run: BacktestRun) -> None:
+        super().__init__(self._chunks(run), media_type=NDJSON)
+        self._run = run
 
     @staticmethod
-    async def _chunks(child: BacktestChild) -> AsyncIterator[bytes]:
-        try:
-            async for message in child.lines():
-                yield msgspec.json.encode(message) + b"\n"
-        except BacktestFailed as exc:
-            yield msgspec.json.encode({"error": {"code": "backtest_failed", "message": str(exc)}}) + b"\n"
-        await child.stop()  # the response ends once the child is reaped and the slot free again
+    async def _chunks(run: BacktestRun) -> AsyncIterator[bytes]:
+        async for message in run.answers():
+            yield msgspec.json.encode(message) + b"\n"
+        await run.stop()  # the response ends once the run is gone and the slot free again
 
     async def stream_response(self, send: Send) -> None:
         async def bounded_send(message: Message) -> None:
@@ -154,42 +149,26 @@ class BacktestStream(StreamingResponse):
         except TimeoutError:
             log.warning("abandoned a back-test stream: the client read nothing for %g s", WRITE_TIMEOUT_S)
         finally:
-            self._child.kill()  # its exit, once reaped, frees the slot
+            self._run.kill()  # its exit frees the slot
 
 
 async def backtest_rules(request: Request) -> Response:
-    key = authorize(request, "rules:read")
-    require_unrestricted(key)  # the hits of probe rules are other desks' customers' data
+    caller = authorize(request, "rules:read")
+    require_unrestricted(caller)  # the hits of probe rules are other desks' customers' data
     platform = platform_of(request)
-    if not isinstance(platform.log, SqliteLog):
-        raise RequestError(501, "not_available", "rule back-tests are not available in the kafka runtime")
-    journal = platform.log
     limit = int_param(request, "limit", 100_000, 1, 1_000_000) or 100_000
-    budget = platform.settings.backtest_time_budget_s
     slots: BacktestSlots = request.app.state.backtests
-    slots.check(key.key_id)  # before reading and checking the candidate: a refusal costs nothing
-    candidate = await read_candidate(request, key)
-    head = await run_in_threadpool(journal.head)
-    job = BacktestJob(
-        journal=str(journal.path),
-        after=max(0, head - limit),
-        limit=limit,
-        live=platform.pack.text,
-        candidate=candidate.text,
-        lists={name: sorted(values) for name, values in platform.engine.lists.items()},
-        budget_s=budget,
-    )
-    release = slots.acquire(key.key_id, budget + GRACE_S)
-    try:  # from here on, only the child's exit frees the slot
-        child = await start_child(job, on_exit=release)
+    slots.check(caller.key_id)  # before reading and checking the candidate: a refusal costs nothing
+    candidate = await read_candidate(request, caller)
+    release = slots.acquire(caller.key_id, platform.settings.backtest_time_budget_s)
+    try:  # from here on, only the run's end frees the slot
+        run = await platform.backtest(candidate, limit, on_exit=release)
     except BaseException:
-        release()  # no child runs (a second call after its exit is harmless)
+        release()  # nothing runs (a second call after its end is harmless)
         raise
     if NDJSON in request.headers.get("accept", ""):
-        return BacktestStream(child)
+        return BacktestStream(run)
     try:
-        return await _result(child, request)
-    except BacktestFailed as exc:
-        raise RequestError(500, "backtest_failed", str(exc)) from None
+        return await _result(run, request)
     finally:
-        await child.stop()
+        await run.stop()

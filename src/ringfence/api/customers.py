@@ -3,9 +3,6 @@ recent events read back from the log."""
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -14,10 +11,9 @@ from starlette.responses import Response
 from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.errors import json_response
 from ringfence.api.params import limit_param, path_text
+from ringfence.api.platform import served
 from ringfence.clock import iso
-from ringfence.errors import RequestError
 
-RETRIES = 5
 EVENTS_SCANNED = 1_000_000  # how far back in the log a customer's events are looked for
 
 
@@ -26,9 +22,10 @@ async def customer_events(request: Request) -> Response:
     Raw (masked) event data: only keys that see every audience may read it."""
     require_unrestricted(authorize(request, "alerts:read"))
     platform = platform_of(request)
+    log = served(platform.log, platform, "reading events back")
     customer_id = path_text(request, "customer_id")
     limit = limit_param(request, 50, 500)
-    records, lowest = await run_in_threadpool(platform.log.recent_of_customer, customer_id, limit, EVENTS_SCANNED)
+    records, lowest = await run_in_threadpool(log.recent_of_customer, customer_id, limit, EVENTS_SCANNED)
     items = [
         {"offset": r.offset, "ingested_at": iso(r.ingested_at), "event": msgspec.json.decode(r.body)} for r in records
     ]
@@ -41,16 +38,5 @@ async def customer_features(request: Request) -> Response:
     require_unrestricted(authorize(request, "alerts:read"))
     platform = platform_of(request)
     customer_id = path_text(request, "customer_id")
-    if platform.runtime != "embedded":
-        raise RequestError(501, "not_available", "feature values live in the process workers in the kafka runtime")
-    engine = platform.engine
-    latest = max(engine.max_event_time.values(), default=-math.inf)
-    at = latest if math.isfinite(latest) else platform.clock.time()
-    features: dict[str, Any] = {}
-    for _ in range(RETRIES):  # the processor thread may resize a state while it is read
-        try:
-            features = engine.features_of({"customer_id": customer_id}, at)
-            break
-        except RuntimeError:
-            continue
+    at, features = platform.customer_features(customer_id)
     return json_response({"customer_id": customer_id, "at": iso(at), "features": features})

@@ -17,7 +17,7 @@ NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "applica
 
 
 async def post_events(request: Request) -> Response:
-    key = authorize(request, "events:write")
+    caller = authorize(request, "events:write")
     platform = platform_of(request)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in JSON_TYPES | NDJSON_TYPES:
@@ -34,16 +34,16 @@ async def post_events(request: Request) -> Response:
         raise RequestError(503, "unavailable", "the platform is starting or stopping")
     service.check_capacity()
     body = await read_body(request, platform.settings.max_body_bytes)
-    if key.signing_key:
+    if caller.signing_key:
         verify_request(
-            key.signing_key,
+            caller.signing_key,
             body,
             request.headers.get(TIMESTAMP_HEADER),
             request.headers.get(SIGNATURE_HEADER),
             platform.clock.time(),
         )
     try:
-        result = await service.ingest(body, ndjson=media_type in NDJSON_TYPES, sources=key.writable_sources)
+        result = await service.ingest(body, ndjson=media_type in NDJSON_TYPES, sources=caller.writable_sources)
     except TooManyEvents as exc:
         raise RequestError(413, "too_many_events", str(exc), {"events": exc.count, "limit": exc.limit}) from None
     if result.accepted == 0 and result.duplicates == 0:

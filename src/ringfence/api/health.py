@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.errors import json_response
+from ringfence.api.platform import served
 
 OPENAPI = resources.files("ringfence.api").joinpath("openapi.json").read_bytes()
 
@@ -21,10 +22,11 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     authorize(request, None)
     platform = platform_of(request)
+    log = served(platform.log, platform, "readiness")
     body = {
         "ready": platform.ready,
-        "log_head": platform.log.head(),
-        "processed_offset": platform.processor.offset,
+        "log_head": log.head(),
+        "processed_offset": platform.processed_offset(),
         "lag_events": platform.lag(),
         "rule_pack_version": platform.pack.version,
     }
@@ -33,7 +35,8 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     require_unrestricted(authorize(request, "alerts:read"))  # alerts and rule hits of every desk
-    return Response(platform_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    platform = platform_of(request)
+    return Response(served(platform.metrics, platform, "metrics").render(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi(request: Request) -> Response:

@@ -8,8 +8,7 @@ from starlette.responses import Response
 
 from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.errors import json_response
-from ringfence.api.params import choice_params, cursor_param, limit_param, path_id
-from ringfence.store.notifications import NotificationStore
+from ringfence.api.params import choice_params, limit_param, path_id, token_param
 
 
 async def list_notifications(request: Request) -> Response:
@@ -17,24 +16,19 @@ async def list_notifications(request: Request) -> Response:
     platform = platform_of(request)
     status = choice_params(request, "status", ("pending", "sent", "dead"))
     limit = limit_param(request, 100, 1000)
-    millis = cursor_param(request)
-    cursor = millis / 1000 if millis is not None else None
-    items = await run_in_threadpool(
-        NotificationStore(platform.store).notifications, status[0] if status else None, limit + 1, cursor
+    items, next_cursor = await run_in_threadpool(
+        platform.notifications.notifications, status[0] if status else None, limit, token_param(request)
     )
-    more = len(items) > limit
-    items = items[:limit]
-    next_cursor = str(int(items[-1].created_at * 1000)) if more else None
     return json_response({"items": [n.to_dict() for n in items], "next_cursor": next_cursor})
 
 
 async def redrive(request: Request) -> Response:
-    key = authorize(request, "alerts:write")
-    require_unrestricted(key)
+    caller = authorize(request, "alerts:write")
+    require_unrestricted(caller)
     platform = platform_of(request)
     now = platform.clock.time()
     notification = await run_in_threadpool(
-        NotificationStore(platform.store).redrive, path_id(request, "notification_id"), f"key:{key.name}", now
+        platform.notifications.redrive, path_id(request, "notification_id"), caller.actor, now
     )
-    platform.dispatcher.wakeup.set()
+    platform.notification_redriven()
     return json_response(notification.to_dict())

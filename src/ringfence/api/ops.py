@@ -14,11 +14,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import AnyPlatform, authorize, platform_of, require_unrestricted
+from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.errors import json_response
+from ringfence.api.platform import Platform, served
 from ringfence.clock import iso
-from ringfence.store.notifications import NotificationStore
-from ringfence.store.quarantine import QuarantineRepository
 
 SAMPLE_EVERY_S = 2.0
 SAMPLES_KEPT = 180  # six minutes of history, so a chart opened now is not empty
@@ -34,6 +33,7 @@ class Totals:
     rejected: float
     duplicates: float
     late: float
+    quarantined: float
     alerts: float
     notifications_sent: float
     notification_failures: float
@@ -45,14 +45,15 @@ class Totals:
         return self.notifications["dead"]
 
     @classmethod
-    def read(cls, platform: AnyPlatform) -> Totals:
-        """Reads the registry once and the notification log once (blocking: call off the loop)."""
-        counters = platform.metrics.counters()
+    def read(cls, platform: Platform) -> Totals:
+        """Reads the registry once and the notification log once (blocking: call off the loop).
+        NotSupported where the runtime keeps no metrics."""
+        counters = served(platform.metrics, platform, "statistics").counters()
 
         def total(name: str, **labels: str) -> float:
             return sum(v for n, ls, v in counters if n == name and all(ls.get(k) == x for k, x in labels.items()))
 
-        by_status = NotificationStore(platform.store).count_by_status()
+        by_status = platform.notifications.count_by_status()
         return cls(
             at=platform.clock.time(),
             ingested=total("ringfence_events_ingested"),
@@ -60,6 +61,7 @@ class Totals:
             rejected=total("ringfence_events_rejected"),
             duplicates=total("ringfence_events_duplicate"),
             late=total("ringfence_events_late"),
+            quarantined=total("ringfence_events_quarantined"),
             alerts=total("ringfence_alerts"),
             notifications_sent=total("ringfence_notifications", outcome="sent"),
             notification_failures=total("ringfence_notifications", outcome="retry")
@@ -75,7 +77,7 @@ RATES = ("ingested", "processed", "rejected", "late", "alerts", "notification_fa
 class OpsHistory:
     """Samples the platform's counters every few seconds; serves them as per-second rates."""
 
-    def __init__(self, platform: AnyPlatform) -> None:
+    def __init__(self, platform: Platform) -> None:
         self._platform = platform
         self._samples: deque[Totals] = deque(maxlen=SAMPLES_KEPT + 1)
 
@@ -96,20 +98,25 @@ class OpsHistory:
         return points
 
     async def run(self) -> None:
+        if self._platform.metrics is None:
+            return  # nothing to sample: statistics answer 501
         while True:
             await run_in_threadpool(self.sample)  # it queries the store: not on the event loop
             await asyncio.sleep(SAMPLE_EVERY_S)
 
 
-def _snapshot(platform: AnyPlatform, history: OpsHistory) -> dict[str, Any]:
+def _snapshot(platform: Platform, history: OpsHistory) -> dict[str, Any]:
     totals = Totals.read(platform)
-    processed = platform.processor.offset
+    log = served(platform.log, platform, "statistics")
+    records = served(platform.records, platform, "statistics")
+    quarantine = served(platform.quarantine, platform, "statistics")
+    processed = platform.processed_offset()
     return {
         "at": iso(totals.at),
-        "log_head": platform.log.head(),
+        "log_head": log.head(),
         "processed_offset": processed,
         "lag_events": totals.lag,
-        "partitions": [{"partition": p, "lag_events": n} for p, n in platform.log.lag_by_partition(processed).items()],
+        "partitions": [{"partition": p, "lag_events": n} for p, n in log.lag_by_partition(processed).items()],
         "totals": {
             "ingested": int(totals.ingested),
             "processed": int(totals.processed),
@@ -119,13 +126,11 @@ def _snapshot(platform: AnyPlatform, history: OpsHistory) -> dict[str, Any]:
             "alerts": int(totals.alerts),
             "notifications_sent": int(totals.notifications_sent),
             "notification_failures": int(totals.notification_failures),
-            "quarantined": int(
-                sum(v for n, _, v in platform.metrics.counters() if n == "ringfence_events_quarantined")
-            ),
+            "quarantined": int(totals.quarantined),
         },
-        "quarantine": QuarantineRepository(platform.store).counts(),  # stored, by status: entries need admin
+        "quarantine": quarantine.counts(),  # stored, by status: entries need admin
         "notifications": totals.notifications,
-        "late_events_stored": platform.store.count_late_events(),
+        "late_events_stored": records.count_late_events(),
         "sample_every_s": SAMPLE_EVERY_S,
         "series": history.series(),
     }

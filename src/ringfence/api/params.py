@@ -2,9 +2,6 @@
 the parameter. Every number a client sends goes through :func:`parse_int`: ASCII digits only
 (``str.isdigit`` also accepts "²" and Arabic-Indic digits, which ``int`` then refuses), no sign, no spaces,
 no underscores, a bounded length; so crafted input is a 400, never a 500.
-
-The functions read only ``request.query_params`` (and ``path_params`` for path segments): the
-aws runtime's handlers pass an object with just those.
 """
 
 from __future__ import annotations
@@ -23,6 +20,7 @@ _RFC3339 = re.compile(
 )
 CURSOR_MAX = 2**62
 MAX_TEXT = 128
+MAX_TOKEN = 1024  # an opaque cursor: a DynamoDB key, encoded, fits well within it
 
 
 def parse_int(text: str | None, lo: int, hi: int) -> int | None:
@@ -96,8 +94,18 @@ def limit_param(request: Request, default: int, hi: int) -> int:
 
 
 def cursor_param(request: Request) -> int | None:
-    """``cursor``: the ``next_cursor`` of a previous page (a non-negative integer here)."""
+    """``cursor``: the ``next_cursor`` of a previous page of a listing by offset (an integer)."""
     return int_param(request, "cursor", None, 0, CURSOR_MAX)
+
+
+def token_param(request: Request) -> str | None:
+    """``cursor``: the ``next_cursor`` of a previous page, an opaque string the store gave out
+    (alerts, notifications). Only its size and characters are checked here; the store refuses
+    one it did not give out (400)."""
+    value = _single(request, "cursor")
+    if value is not None and not (1 <= len(value) <= MAX_TOKEN and value.isascii() and value.isprintable()):
+        raise _invalid("cursor", f"must be the next_cursor of a previous page (1..{MAX_TOKEN} characters)")
+    return value
 
 
 def text_param(request: Request, name: str) -> str | None:

@@ -13,17 +13,18 @@ from starlette.responses import Response
 from ringfence.api.auth import authorize, platform_of
 from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, cursor_param, limit_param, parse_int, path_id
+from ringfence.api.platform import served
 from ringfence.errors import NotFound
-from ringfence.store.quarantine import STATUSES, QuarantineRepository
+from ringfence.store.quarantine import STATUSES
 
 
 async def list_quarantine(request: Request) -> Response:
     authorize(request, "admin")
     platform = platform_of(request)
+    repo = served(platform.quarantine, platform, "the quarantine")
     status = choice_params(request, "status", STATUSES)
     limit = limit_param(request, 100, 1000)
     cursor = cursor_param(request)
-    repo = QuarantineRepository(platform.store)
     items, next_cursor = await run_in_threadpool(repo.entries, status[0] if status else None, limit, cursor)
     counts = await run_in_threadpool(repo.counts)
     return json_response(
@@ -36,10 +37,10 @@ async def list_quarantine(request: Request) -> Response:
 
 
 async def redrive(request: Request) -> Response:
-    key = authorize(request, "admin")
+    caller = authorize(request, "admin")
     platform = platform_of(request)
     entry_id = parse_int(path_id(request, "entry_id"), 1, 2**62)
     if entry_id is None:
         raise NotFound("no such quarantined event")
-    entry = await run_in_threadpool(platform.redrive_quarantined, entry_id, f"key:{key.name}")
+    entry = await run_in_threadpool(platform.redrive_quarantined, entry_id, caller.actor)
     return json_response(entry.to_dict(), 202)

@@ -15,16 +15,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import AnyPlatform, authorize, platform_of
+from ringfence.api.auth import Caller, authorize, platform_of
 from ringfence.api.bodies import json_body, read_body
 from ringfence.api.errors import json_response
+from ringfence.api.platform import Platform, served
 from ringfence.clock import iso
 from ringfence.engine.pack import MAX_PACK_BYTES, RulePack, load_pack
 from ringfence.engine.patterns import PatternSpec
 from ringfence.engine.rules import RuleSpec
 from ringfence.errors import RequestError, RulePackError
 from ringfence.events.sensitive import redact
-from ringfence.store.keys import KeyInfo
 
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/plain"})
 MAX_LIST_VALUES = 100_000
@@ -32,12 +32,13 @@ MAX_LIST_VALUE_CHARS = 256
 MAX_LIST_BODY = 6 * 1024 * 1024  # 100,000 IPv6 addresses; decoded, checked and stored in well under 50 MB
 
 
-def describe(platform: AnyPlatform, pack: RulePack, key: KeyInfo) -> dict[str, Any]:
+def describe(platform: Platform, pack: RulePack, caller: Caller) -> dict[str, Any]:
     """A pack as ``GET /v1/rules`` shows it, with each detection's hit counts: null for a
-    detection whose audience ``key`` does not see (its hits count another desk's alerts)."""
+    detection whose audience ``caller`` does not see (its hits count another desk's alerts)."""
+    records = served(platform.records, platform, "the rule pack's hit counts")
     now = platform.clock.time()
-    hits = platform.store.rule_hits()
-    last_hour, last_day = platform.store.rule_hits(since=now - 3600), platform.store.rule_hits(since=now - 86400)
+    hits = records.rule_hits()
+    last_hour, last_day = records.rule_hits(since=now - 3600), records.rule_hits(since=now - 86400)
     specs: list[RuleSpec | PatternSpec] = [*pack.rules, *pack.patterns]
     detections = [
         {
@@ -48,7 +49,7 @@ def describe(platform: AnyPlatform, pack: RulePack, key: KeyInfo) -> dict[str, A
             "mode": d.output.mode,
             "severity": d.output.severity,
             "audience": d.output.audience,
-            **_hit_counts(d.id, (hits, last_hour, last_day), visible=key.sees(d.output.audience)),
+            **_hit_counts(d.id, (hits, last_hour, last_day), visible=caller.sees(d.output.audience)),
         }
         for d in specs
     ]
@@ -132,9 +133,9 @@ class PackChecks:
         self._busy = False
 
 
-async def read_candidate(request: Request, key: KeyInfo, *, urgent: bool = False) -> RulePack:
+async def read_candidate(request: Request, caller: Caller, *, urgent: bool = False) -> RulePack:
     """The request's body as a checked rule pack (400 naming the error, 413, 415), checked in
-    ``key``'s one :class:`PackChecks` slot (429); ``urgent`` for a ``PUT /v1/rules``."""
+    ``caller``'s one :class:`PackChecks` slot (429); ``urgent`` for a ``PUT /v1/rules``."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in YAML_TYPES:
         raise RequestError(415, "unsupported_media_type", "send the rule pack as application/yaml")
@@ -145,7 +146,7 @@ async def read_candidate(request: Request, key: KeyInfo, *, urgent: bool = False
         raise RequestError(400, "invalid_rule_pack", "the rule pack is not UTF-8") from None
     checks: PackChecks = request.app.state.pack_checks
     try:
-        async with checks.slot(key.key_id, urgent=urgent):
+        async with checks.slot(caller.key_id, urgent=urgent):
             return await run_in_threadpool(load_pack, text)
     except RulePackError as exc:
         # a YAML error quotes the line at fault: never echo a card number back (nor into a log)
@@ -153,10 +154,10 @@ async def read_candidate(request: Request, key: KeyInfo, *, urgent: bool = False
 
 
 async def get_rules(request: Request) -> Response:
-    key = authorize(request, "rules:read")
+    caller = authorize(request, "rules:read")
     platform = platform_of(request)
-    body = await run_in_threadpool(describe, platform, platform.pack, key)
-    active = platform.packs.active()
+    body = await run_in_threadpool(describe, platform, platform.pack, caller)
+    active = await run_in_threadpool(platform.active_pack)
     body["text"] = platform.pack.text
     body["activated_at"] = iso(active.created_at) if active else None
     body["activated_by"] = active.created_by if active else None
@@ -164,10 +165,10 @@ async def get_rules(request: Request) -> Response:
 
 
 async def validate_rules(request: Request) -> Response:
-    key = authorize(request, "rules:write")  # a dry run of PUT: only pack authors need it
+    caller = authorize(request, "rules:write")  # a dry run of PUT: only pack authors need it
     platform = platform_of(request)
-    pack = await read_candidate(request, key)
-    dropped = platform.engine.dropped_state_names(pack)
+    pack = await read_candidate(request, caller)
+    dropped = platform.dropped_state(pack)
     return json_response(
         {
             "valid": True,
@@ -180,12 +181,11 @@ async def validate_rules(request: Request) -> Response:
 
 
 async def put_rules(request: Request) -> Response:
-    key = authorize(request, "rules:write")
+    caller = authorize(request, "rules:write")
     platform = platform_of(request)
-    pack = await read_candidate(request, key, urgent=True)
-    dropped = platform.engine.dropped_state_names(pack)
-    version = await run_in_threadpool(platform.packs.activate, pack, f"key:{key.name}", platform.clock.time())
-    platform.processor.request_reload(pack)
+    pack = await read_candidate(request, caller, urgent=True)
+    dropped = platform.dropped_state(pack)
+    version = await run_in_threadpool(platform.activate_pack, pack, caller.actor, platform.clock.time())
     return json_response(
         {
             "version": pack.version,
@@ -206,12 +206,12 @@ async def get_list(request: Request) -> Response:
     name = request.path_params["name"]
     if name not in platform.pack.lists:
         raise RequestError(404, "not_found", f"the rule pack declares no list {name!r}")
-    values = platform.engine.lists.get(name, frozenset())
+    values = platform.list_values(name)
     return json_response({"name": name, "values": sorted(values), "count": len(values)})
 
 
 async def put_list(request: Request) -> Response:
-    key = authorize(request, "rules:write")
+    caller = authorize(request, "rules:write")
     platform = platform_of(request)
     name = request.path_params["name"]
     if name not in platform.pack.lists:
@@ -221,10 +221,7 @@ async def put_list(request: Request) -> Response:
         raise RequestError(400, "invalid_body", f"a list holds at most {MAX_LIST_VALUES} values")
     if any(not v or len(v) > MAX_LIST_VALUE_CHARS for v in body.values):
         raise RequestError(400, "invalid_body", f"values must be 1..{MAX_LIST_VALUE_CHARS} characters")
-    saved = await run_in_threadpool(
-        platform.packs.put_list, name, body.values, f"key:{key.name}", platform.clock.time(), platform.pack.lists[name]
-    )
-    platform.processor.request_list(name, frozenset(saved.values))
+    saved = await run_in_threadpool(platform.put_list, name, body.values, caller.actor, platform.clock.time())
     return json_response(
         {"name": name, "values": list(saved.values), "count": len(saved.values), "version": saved.version}
     )

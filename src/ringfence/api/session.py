@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import SESSION_COOKIE, authorize, client_address, platform_of
+from ringfence.api.auth import SESSION_COOKIE, authenticator_of, authorize, client_address
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.clock import iso
@@ -58,22 +58,19 @@ async def current_session(request: Request) -> Response:
     """The signed-in session, with its CSRF token for a page that was (re)loaded. CORS is not
     enabled, so only pages of this origin can read it."""
     authorize(request, None)
-    platform = platform_of(request)
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie or request.headers.get("authorization"):
         raise AuthError("not signed in: this reads a browser session, not an API key")
-    session = await run_in_threadpool(platform.keys.session, cookie, platform.clock.time())
+    session = await run_in_threadpool(authenticator_of(request).session, cookie)
     return json_response(_describe(session))
 
 
 async def sign_in(request: Request) -> Response:
-    platform = platform_of(request)
     _limit_address(request)
     body = await json_body(request, _SignIn, '{"key": "rf_..."}')
     _limit_key(request, body.key)
-    now = platform.clock.time()
     try:
-        session_id, session = await run_in_threadpool(platform.keys.create_session, body.key, now)
+        session_id, session = await run_in_threadpool(authenticator_of(request).sign_in, body.key)
     except AuthError:
         request.app.state.limits.failures.check(client_address(request), "too many failed sign-ins from this address")
         raise
@@ -86,10 +83,9 @@ async def sign_in(request: Request) -> Response:
 
 async def sign_out(request: Request) -> Response:
     authorize(request, None)
-    platform = platform_of(request)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        await run_in_threadpool(platform.keys.end_session, cookie, platform.clock.time())
+        await run_in_threadpool(authenticator_of(request).sign_out, cookie)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response

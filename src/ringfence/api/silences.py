@@ -15,8 +15,7 @@ from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.api.params import parse_time, path_id
-from ringfence.errors import RequestError, StoreError
-from ringfence.store.notifications import NotificationStore
+from ringfence.errors import RequestError
 
 MAX_CURRENT_SILENCES = 1_000  # every alert is matched against each current silence
 
@@ -39,13 +38,13 @@ async def list_silences(request: Request) -> Response:
     require_unrestricted(authorize(request, "alerts:read"))
     platform = platform_of(request)
     now = platform.clock.time()
-    silences = await run_in_threadpool(NotificationStore(platform.store).silences)
+    silences = await run_in_threadpool(platform.silences.silences)
     return json_response({"items": [s.to_dict(now) for s in silences], "next_cursor": None})
 
 
 async def create_silence(request: Request) -> Response:
-    key = authorize(request, "alerts:write")
-    require_unrestricted(key)
+    caller = authorize(request, "alerts:write")
+    require_unrestricted(caller)
     platform = platform_of(request)
     body = await json_body(request, _SilenceBody, "{matchers, ends_at, comment[, starts_at]}", 64 * 1024)
     now = platform.clock.time()
@@ -55,31 +54,22 @@ async def create_silence(request: Request) -> Response:
         check_silence(body.matchers, starts, ends, body.comment)
     except SilenceError as exc:
         raise RequestError(400, "invalid_body", str(exc)) from None
-    current = await run_in_threadpool(NotificationStore(platform.store).silences, current_at=now)
+    current = await run_in_threadpool(platform.silences.silences, current_at=now)
     if len(current) >= MAX_CURRENT_SILENCES:
         message = f"{MAX_CURRENT_SILENCES} silences are active or pending: expire some first"
         raise RequestError(409, "too_many_silences", message)
-    try:
-        silence = await run_in_threadpool(
-            NotificationStore(platform.store).create_silence,
-            body.matchers,
-            starts,
-            ends,
-            f"key:{key.name}",
-            body.comment,
-            now,
-        )
-    except StoreError as exc:
-        raise RequestError(400, "invalid_body", str(exc)) from None
+    silence = await run_in_threadpool(
+        platform.silences.create_silence, body.matchers, starts, ends, caller.actor, body.comment, now
+    )
     return json_response(silence.to_dict(now), status=201)
 
 
 async def delete_silence(request: Request) -> Response:
-    key = authorize(request, "alerts:write")
-    require_unrestricted(key)
+    caller = authorize(request, "alerts:write")
+    require_unrestricted(caller)
     platform = platform_of(request)
     now = platform.clock.time()
     silence = await run_in_threadpool(
-        NotificationStore(platform.store).expire_silence, path_id(request, "silence_id"), f"key:{key.name}", now
+        platform.silences.expire_silence, path_id(request, "silence_id"), caller.actor, now
     )
     return json_response(silence.to_dict(now))

@@ -24,6 +24,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ringfence.api.auth import authorize, platform_of, still_authorized
+from ringfence.api.platform import served
 from ringfence.errors import RequestError
 
 HEARTBEAT_S = 15.0
@@ -90,9 +91,10 @@ def _drain(queue: asyncio.Queue[dict[str, Any]], first: dict[str, Any]) -> list[
 
 
 async def alert_stream(request: Request) -> StreamingResponse:
-    key = authorize(request, "alerts:read")
-    release = request.app.state.streams.acquire(key.key_id)
-    stream = platform_of(request).stream
+    caller = authorize(request, "alerts:read")
+    platform = platform_of(request)
+    stream = served(platform.stream, platform, "the live alert stream")
+    release = request.app.state.streams.acquire(caller.key_id)
     queue = stream.subscribe()
 
     def end() -> None:
@@ -110,7 +112,7 @@ async def alert_stream(request: Request) -> StreamingResponse:
             if not await run_in_threadpool(still_authorized, request):
                 yield CLOSED
                 return
-            visible = [e for e in batch if key.sees(e["audience"])]
+            visible = [e for e in batch if caller.sees(e["audience"])]
             if visible:
                 yield b"".join(b"event: alert\ndata: " + msgspec.json.encode(e) + b"\n\n" for e in visible)
                 last_sent = time.monotonic()

@@ -50,6 +50,7 @@ def _serve_metrics(metrics: Metrics, keys: ApiKeys, host: str, port: int) -> Non
 
 def _serve_http(settings: Settings, *, ingest: bool) -> None:
     from ringfence.api.app import create_app
+    from ringfence.api.auth import ApiKeyAuthenticator
     from ringfence.runtimes.kafka.platform import KafkaPlatform
 
     sock = listen(settings)  # a taken port is one clear line, before anything else is done
@@ -61,7 +62,7 @@ def _serve_http(settings: Settings, *, ingest: bool) -> None:
     typer.echo(
         f"Ringfence {role} (kafka runtime) on http://{settings.host}:{settings.port}, pack {platform.pack.version}"
     )
-    serve_app(create_app(platform), settings, sock)
+    serve_app(create_app(platform, ApiKeyAuthenticator(platform.keys, platform.clock)), settings, sock)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ringfence.api.app import create_app
+from ringfence.api.auth import ApiKeyAuthenticator
 from ringfence.cli.common import ConfigOption, DataDirOption, fail, listen, serve_app, settings_from
 from ringfence.cli.logs import configure_logging
 from ringfence.clock import SystemClock
@@ -54,4 +55,6 @@ def up(
         typer.echo(f"Try:      curl -H 'Authorization: Bearer {key}' '{url}/v1/alerts?limit=5'")
     else:
         typer.echo("Keys:     ringfence keys create --name NAME --scope events:write --scope alerts:read")
-    serve_app(create_app(platform, background=background), settings, sock)
+    serve_app(
+        create_app(platform, ApiKeyAuthenticator(platform.keys, platform.clock), background=background), settings, sock
+    )

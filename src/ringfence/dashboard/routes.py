@@ -3,23 +3,24 @@
 Every page is the same static shell; its script picks the view from the path and fetches
 what it shows from the API. A page asked for without a live session redirects to sign-in,
 so no view is ever rendered for a stranger. Assets hold no data and are public (the
-sign-in page needs them).
+sign-in page needs them). The API's app mounts these routes and tells them who is signed in:
+the dashboard depends on nothing of the API but its URLs.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from importlib import resources
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, compile_path
 
-from ringfence.api.auth import SESSION_COOKIE, platform_of
-from ringfence.errors import AuthError, NotFound
+from ringfence.errors import NotFound
 
 STATIC = resources.files("ringfence.dashboard").joinpath("static")
 CONTENT_TYPES = {
@@ -53,34 +54,20 @@ SHELL = _asset("page.html") or b""
 _SAFE_PATH = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@%-]+(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*)?")
 
 
+PAGES = ("/", "/alerts/{alert_id}", "/customers", "/customers/{customer_id}", "/operations", "/rules")
+_PAGE_PATTERNS = [compile_path(path)[0] for path in PAGES]
+
+
 def safe_next(value: str | None) -> str:
     """Where sign-in may send the browser: ``value`` if it is the path of a dashboard page,
     else ``/``. Never another origin, whatever the encoding (no open redirect)."""
-    if value and _SAFE_PATH.fullmatch(value) and any(route.path_regex.match(value) for route in PAGE_ROUTES):
+    if value and _SAFE_PATH.fullmatch(value) and any(pattern.match(value) for pattern in _PAGE_PATTERNS):
         return value
     return "/"
 
 
-def _signed_in(request: Request) -> bool:
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if not cookie:
-        return False
-    platform = platform_of(request)
-    try:
-        platform.keys.session(cookie, platform.clock.time())
-    except AuthError:
-        return False
-    return True
-
-
 def _shell() -> Response:
     return Response(SHELL, media_type="text/html; charset=utf-8", headers={"content-security-policy": PAGE_CSP})
-
-
-async def page(request: Request) -> Response:
-    if not await run_in_threadpool(_signed_in, request):
-        return RedirectResponse("/signin?next=" + quote(request.url.path, safe="/"), status_code=303)
-    return _shell()
 
 
 async def sign_in_page(request: Request) -> Response:
@@ -99,16 +86,17 @@ async def asset(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPES[suffix], headers={"content-security-policy": PAGE_CSP})
 
 
-PAGE_ROUTES = [
-    Route("/", page, methods=["GET"]),
-    Route("/alerts/{alert_id}", page, methods=["GET"]),
-    Route("/customers", page, methods=["GET"]),
-    Route("/customers/{customer_id}", page, methods=["GET"]),
-    Route("/operations", page, methods=["GET"]),
-    Route("/rules", page, methods=["GET"]),
-]
-DASHBOARD_ROUTES = [
-    *PAGE_ROUTES,
-    Route("/signin", sign_in_page, methods=["GET"]),
-    Route("/static/{name:path}", asset, methods=["GET"]),
-]
+def dashboard_routes(signed_in: Callable[[Request], bool]) -> list[Route]:
+    """The pages, the sign-in page and the assets; ``signed_in`` says whether a request comes
+    from a live session (blocking: it is called off the event loop)."""
+
+    async def page(request: Request) -> Response:
+        if not await run_in_threadpool(signed_in, request):
+            return RedirectResponse("/signin?next=" + quote(request.url.path, safe="/"), status_code=303)
+        return _shell()
+
+    return [
+        *(Route(path, page, methods=["GET"]) for path in PAGES),
+        Route("/signin", sign_in_page, methods=["GET"]),
+        Route("/static/{name:path}", asset, methods=["GET"]),
+    ]

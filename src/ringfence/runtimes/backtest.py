@@ -10,7 +10,7 @@ with the hits so far, ``truncated: true`` and ``reason: "time_budget"``; the par
 child that overruns its budget by :data:`GRACE_S` on a timer of its own, whether or not
 anyone still reads the child's lines (:class:`BacktestChild`). The child runs isolated
 (``python -I``, cwd ``/``): nothing in the server's working directory can shadow the package.
-Used by ``POST /v1/rules/backtest``.
+Used by the embedded platform for ``POST /v1/rules/backtest``.
 """
 
 from __future__ import annotations
@@ -213,6 +213,15 @@ class BacktestChild:
             yield message
             if "result" in message or "error" in message:
                 return
+
+    async def answers(self) -> AsyncGenerator[dict[str, Any], None]:
+        """:meth:`lines`, a failure told as a last ``error`` line: what the API relays."""
+        try:
+            async with contextlib.aclosing(self.lines()) as lines:
+                async for message in lines:
+                    yield message
+        except BacktestFailed as exc:
+            yield {"error": {"code": "backtest_failed", "message": str(exc)}}
 
 
 def _child_env() -> dict[str, str]:

@@ -6,12 +6,15 @@ ASGI app with uvicorn, and :func:`ringfence.bench.servers.run_embedded` runs it 
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
+import math
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ringfence.alerts.config import load_alerting
 from ringfence.alerts.dispatcher import Dispatcher
@@ -23,13 +26,15 @@ from ringfence.engine.pack import RulePack
 from ringfence.errors import StoreError
 from ringfence.metrics import Metrics
 from ringfence.private_files import open_private, private_dir
+from ringfence.runtimes.backtest import BacktestChild, BacktestJob, start_child
 from ringfence.runtimes.embedded.group_commit import GroupCommitter
 from ringfence.runtimes.embedded.ingest_worker import IngestWorker
 from ringfence.runtimes.embedded.journal import SqliteLog
 from ringfence.runtimes.embedded.processor import Processor
 from ringfence.runtimes.ingest import IngestService
 from ringfence.store.keys import ApiKeys
-from ringfence.store.packs import PackRepository
+from ringfence.store.notifications import NotificationStore
+from ringfence.store.packs import ListValues, PackRepository, PackVersion
 from ringfence.store.quarantine import QuarantineEntry, QuarantineRepository
 from ringfence.store.sqlite import SqliteStore
 
@@ -38,6 +43,7 @@ log = logging.getLogger("ringfence.embedded")
 JOURNAL_FILE = "journal.sqlite3"
 STORE_FILE = "store.sqlite3"
 LOCK_FILE = "processor.lock"
+FEATURE_READS = 5  # tries at reading a customer's features while the processor thread resizes a state
 
 
 def lock_data_dir(data_dir: Path) -> IO[str]:
@@ -69,7 +75,8 @@ def open_store(data_dir: Path) -> SqliteStore:
 
 
 class Platform:
-    """Everything the embedded runtime runs, over one data dir."""
+    """Everything the embedded runtime runs, over one data dir; the API's
+    :class:`~ringfence.api.platform.Platform`, serving every capability."""
 
     runtime = "embedded"
 
@@ -80,6 +87,9 @@ class Platform:
         self.metrics = Metrics()
         self.store = open_store(settings.data_dir)
         self.keys = ApiKeys(self.store)
+        self.alerts = self.triage = self.records = self.store
+        self.silences = self.notifications = NotificationStore(self.store)
+        self.quarantine = QuarantineRepository(self.store)
         self.log = SqliteLog(settings.data_dir / JOURNAL_FILE, settings.partitions, settings.journal_sync)
         self.packs = PackRepository(self.store)
         pack = pack or self.packs.startup_pack(settings.rule_pack, self.clock.time())
@@ -131,13 +141,63 @@ class Platform:
 
     def redrive_quarantined(self, entry_id: int, actor: str) -> QuarantineEntry:
         """Hand a quarantined event back to the processor, which runs it at its next batch (audited)."""
-        entry = QuarantineRepository(self.store).request_redrive(entry_id, actor, self.clock.time())
+        entry = self.quarantine.request_redrive(entry_id, actor, self.clock.time())
         self.processor.request_redrive()
         return entry
+
+    def notification_redriven(self) -> None:
+        self.dispatcher.wakeup.set()
+
+    def processed_offset(self) -> int:
+        return self.processor.offset
 
     def lag(self) -> int:
         """Events in the log not yet processed."""
         return max(0, self._head - self.processor.offset)
+
+    def customer_features(self, customer_id: str) -> tuple[float, dict[str, Any]]:
+        """Read on the caller's thread, at the latest event time the engine has seen."""
+        engine = self.engine
+        latest = max(engine.max_event_time.values(), default=-math.inf)
+        at = latest if math.isfinite(latest) else self.clock.time()
+        for _ in range(FEATURE_READS):
+            try:
+                return at, engine.features_of({"customer_id": customer_id}, at)
+            except RuntimeError:  # a state changed size while it was read
+                continue
+        return at, {}
+
+    def active_pack(self) -> PackVersion | None:
+        return self.packs.active()
+
+    def dropped_state(self, pack: RulePack) -> list[str]:
+        return self.engine.dropped_state_names(pack)
+
+    def activate_pack(self, pack: RulePack, actor: str, now: float) -> PackVersion:
+        version = self.packs.activate(pack, actor, now)
+        self.processor.request_reload(pack)
+        return version
+
+    def list_values(self, name: str) -> frozenset[str]:
+        return self.engine.lists.get(name, frozenset())
+
+    def put_list(self, name: str, values: list[str], actor: str, now: float) -> ListValues:
+        saved = self.packs.put_list(name, values, actor, now, self.pack.lists[name])
+        self.processor.request_list(name, frozenset(saved.values))
+        return saved
+
+    async def backtest(self, candidate: RulePack, limit: int, on_exit: Callable[[], None]) -> BacktestChild:
+        """In a child process over the journal (:mod:`ringfence.runtimes.backtest`)."""
+        job = BacktestJob(
+            journal=str(self.log.path),
+            after=max(0, await asyncio.to_thread(self.log.head) - limit),
+            limit=limit,
+            live=self.pack.text,
+            candidate=candidate.text,
+            lists={name: sorted(values) for name, values in self.engine.lists.items()},
+            budget_s=self.settings.backtest_time_budget_s,
+        )
+        return await start_child(job, on_exit=on_exit)
 
     def start(self) -> None:
         """Recover from the last checkpoint and start the writer and processor threads."""

@@ -1,10 +1,12 @@
-"""What the HTTP API stands on in the kafka runtime (``serve ingest``, ``serve api``).
+"""What the HTTP API stands on in the kafka runtime (``serve ingest``, ``serve api``): its
+:class:`~ringfence.api.platform.Platform`.
 
 The same routes as the embedded runtime's, over PostgreSQL (alerts, keys, rules, silences,
 audit) and Kafka (the events topic's offsets; one event read back for an alert's
 evidence). What lives only in the process workers' memory (a customer's current feature
-values) or needs a scan of the log (a customer's recent events, rule back-tests) answers
-501 here.
+values) or needs a scan of the log (a customer's recent events, rule back-tests) is
+NotSupported here (501). The process and dispatch services run elsewhere and follow the store:
+a new pack, a list or a re-driven notification reaches them there.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
+from typing import NoReturn
 
 from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, SystemClock
@@ -20,7 +24,7 @@ from ringfence.config import Settings, audit_key
 from ringfence.engine.engine import Engine
 from ringfence.engine.pack import RulePack, load_pack
 from ringfence.engine.stages import plan_stages
-from ringfence.errors import RequestError
+from ringfence.errors import NotSupported
 from ringfence.log.base import Record
 from ringfence.metrics import Metrics
 from ringfence.runtimes.ingest import IngestService
@@ -28,7 +32,8 @@ from ringfence.runtimes.kafka.ingest import KafkaAppender
 from ringfence.runtimes.kafka.records import OFFSET_BITS
 from ringfence.runtimes.kafka.topics import client_config, topics_of
 from ringfence.store.keys import ApiKeys
-from ringfence.store.packs import PackRepository
+from ringfence.store.notifications import NotificationStore
+from ringfence.store.packs import ListValues, PackRepository, PackVersion
 from ringfence.store.postgres import PostgresStore
 from ringfence.store.quarantine import QuarantineEntry, QuarantineRepository
 
@@ -38,8 +43,8 @@ LAG_CACHE_S = 1.0
 PACK_EVERY_S = 5.0
 
 
-def not_available(what: str) -> RequestError:
-    return RequestError(501, "not_available", f"{what} is not available in the kafka runtime")
+def not_available(what: str) -> NoReturn:
+    raise NotSupported(f"{what} is not available in the kafka runtime")
 
 
 def open_postgres(settings: Settings) -> PostgresStore:
@@ -99,7 +104,8 @@ class KafkaLog:
     def processed(self) -> int:
         return sum(done for _, done in self._offsets().values())
 
-    def lag_by_partition(self, _processed_up_to: int = 0) -> dict[int, int]:
+    def lag_by_partition(self, processed: int = 0) -> dict[int, int]:
+        """Per partition; ``processed`` is unused: the process group's committed offsets say it."""
         return {p: max(0, high - done) for p, (high, done) in self._offsets().items()}
 
     def get(self, offset: int) -> Record | None:
@@ -119,41 +125,11 @@ class KafkaLog:
             return None
         return Record(offset, partition, message.timestamp()[1] / 1000.0, message.value() or b"")
 
-    def read(self, after: int, limit: int) -> list[Record]:
-        raise not_available("reading recent events (rule back-tests)")
-
-    def recent_of_customer(self, customer_id: str, limit: int, scan: int) -> tuple[list[Record], int]:
-        raise not_available("a customer's recent events")
+    def recent_of_customer(self, customer_id: str, limit: int, scan: int) -> NoReturn:
+        not_available("a customer's recent events")
 
     def close(self) -> None:
         self._consumer.close()
-
-
-class _Processor:
-    """The process workers, as the API sees them: their progress; packs and lists reach them
-    through the store (they poll it)."""
-
-    def __init__(self, log: KafkaLog, platform: KafkaPlatform) -> None:
-        self._log = log
-        self._platform = platform
-
-    @property
-    def offset(self) -> int:
-        return self._log.processed()
-
-    def request_reload(self, pack: RulePack) -> None:
-        self._platform.plan = plan_stages(pack)
-        self._platform.engine = self._platform.engine.reloaded(pack)
-
-    def request_list(self, name: str, values: frozenset[str]) -> None:
-        self._platform.engine.lists[name] = values
-
-
-class _Dispatcher:
-    """The dispatch services run elsewhere and poll the store: nothing to wake here."""
-
-    def __init__(self) -> None:
-        self.wakeup = threading.Event()
 
 
 class KafkaPlatform:
@@ -167,13 +143,14 @@ class KafkaPlatform:
         self.metrics = Metrics()
         self.store = open_postgres(settings)
         self.keys = ApiKeys(self.store)
+        self.alerts = self.triage = self.records = self.store
+        self.silences = self.notifications = NotificationStore(self.store)
+        self.quarantine = QuarantineRepository(self.store)
         self.packs = PackRepository(self.store)
         pack = self.packs.startup_pack(settings.rule_pack, self.clock.time())
         self.engine = Engine(pack, settings.allowed_lateness_s)  # holds no state: the pack and lists
         self.engine.lists.update({k: v for k, v in self.packs.lists().items() if k in pack.lists})
         self.log = KafkaLog(settings)
-        self.processor = _Processor(self.log, self)
-        self.dispatcher = _Dispatcher()
         self.stream = AlertStream()
         self.plan = plan_stages(pack)
         instance = f"{socket.gethostname()}-{settings.port}"
@@ -202,14 +179,46 @@ class KafkaPlatform:
         from ringfence.errors import OverloadedError
         from ringfence.runtimes.kafka.quarantine import reproduce
 
-        repo = QuarantineRepository(self.store)
-        entry = repo.request_redrive(entry_id, actor, self.clock.time())
+        entry = self.quarantine.request_redrive(entry_id, actor, self.clock.time())
         try:
             reproduce(self.settings, entry)
         except Exception as exc:
-            repo.release(entry_id)
+            self.quarantine.release(entry_id)
             raise OverloadedError(f"the event log did not take the event back: {exc}", 1) from exc
-        return repo.finish_redrive(entry_id, self.clock.time())
+        return self.quarantine.finish_redrive(entry_id, self.clock.time())
+
+    def notification_redriven(self) -> None:
+        """Nothing to wake: the dispatch services poll the store."""
+
+    def processed_offset(self) -> int:
+        return self.log.processed()
+
+    def customer_features(self, customer_id: str) -> NoReturn:
+        not_available("feature values (they live in the process workers)")
+
+    async def backtest(self, candidate: RulePack, limit: int, on_exit: Callable[[], None]) -> NoReturn:
+        not_available("a rule back-test")
+
+    def active_pack(self) -> PackVersion | None:
+        return self.packs.active()
+
+    def dropped_state(self, pack: RulePack) -> list[str]:
+        return self.engine.dropped_state_names(pack)
+
+    def activate_pack(self, pack: RulePack, actor: str, now: float) -> PackVersion:
+        """Store it; the process workers follow the store, and so does this service's copy."""
+        version = self.packs.activate(pack, actor, now)
+        self.plan = plan_stages(pack)
+        self.engine = self.engine.reloaded(pack)
+        return version
+
+    def list_values(self, name: str) -> frozenset[str]:
+        return self.engine.lists.get(name, frozenset())
+
+    def put_list(self, name: str, values: list[str], actor: str, now: float) -> ListValues:
+        saved = self.packs.put_list(name, values, actor, now, self.pack.lists[name])
+        self.engine.lists[name] = frozenset(saved.values)
+        return saved
 
     def lag(self) -> int:
         try:

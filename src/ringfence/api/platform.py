@@ -1,0 +1,242 @@
+"""The :class:`Platform` the HTTP API and the dashboard stand on: what they need from a runtime.
+
+The embedded and kafka runtimes' platforms and the aws runtime's implement it; the API imports
+none of them. A runtime says what it lacks: a capability it does not serve is ``None`` here
+(:func:`served` turns that into NotSupported), or its method raises NotSupported. Either way the
+API answers 501 ``not_available``, from one place (:func:`~ringfence.api.errors.handle_error`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, Protocol, TypeVar
+
+from ringfence.alerts.model import Alert, AlertQuery
+from ringfence.alerts.ports import AlertRepository, NotificationLog, SilenceStore
+from ringfence.alerts.stream import AlertStream
+from ringfence.clock import Clock
+from ringfence.config import Settings
+from ringfence.engine.pack import RulePack
+from ringfence.errors import NotSupported
+from ringfence.log.base import Record
+from ringfence.metrics import Metrics
+from ringfence.store.base import LateEvent
+from ringfence.store.packs import ListValues, PackVersion
+from ringfence.store.quarantine import QuarantineEntry
+
+T = TypeVar("T")
+
+
+class AlertTriage(Protocol):
+    """How people triage alerts beyond their lifecycle: counts, assignment, comments."""
+
+    def count_alerts_by(self, query: AlertQuery) -> dict[str, dict[str, int]]:
+        """The alerts ``query`` would list (its cursor and limit aside), by severity and by status."""
+        ...
+
+    def assign(self, alert_id: str, assignee: str, actor: str, reason: str, now: float) -> Alert: ...
+
+    def comment(self, alert_id: str, text: str, actor: str, now: float) -> Alert: ...
+
+
+class Records(Protocol):
+    """What the store keeps beside alerts: the audit trail, late events, hit counts per rule."""
+
+    def list_audit(self, limit: int, cursor: int | None) -> tuple[list[dict[str, Any]], int | None]: ...
+
+    def list_late_events(self, limit: int, cursor: int | None) -> tuple[list[LateEvent], int | None]: ...
+
+    def count_late_events(self) -> int: ...
+
+    def rule_hits(self, since: float | None = None) -> dict[str, dict[str, int]]:
+        """Hits per rule id and mode, all of them or those since ``since``."""
+        ...
+
+
+class EventLog(Protocol):
+    """The log as the API reads it back: its head, events by offset, a customer's latest."""
+
+    def head(self) -> int: ...
+
+    def get(self, offset: int) -> Record | None:
+        """The event at ``offset`` (an alert's evidence), None if retention removed it."""
+        ...
+
+    def recent_of_customer(self, customer_id: str, limit: int, scan: int) -> tuple[list[Record], int]:
+        """The customer's newest events among the latest ``scan``, newest first, and the lowest
+        offset searched (NotSupported where the log cannot be scanned)."""
+        ...
+
+    def lag_by_partition(self, processed: int) -> dict[int, int]:
+        """Events not yet processed, per partition (``processed``: the processed offset)."""
+        ...
+
+
+class Quarantine(Protocol):
+    """Events the engine or the state codec could not handle, set aside."""
+
+    def entries(
+        self, status: str | None, limit: int, cursor: int | None
+    ) -> tuple[list[QuarantineEntry], int | None]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+
+class IngestReport(Protocol):
+    """What became of each event of a body (DESIGN §5, ``POST /v1/events``)."""
+
+    @property
+    def accepted(self) -> int: ...
+
+    @property
+    def duplicates(self) -> int: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Ingest(Protocol):
+    """Takes producers' bodies: validates them and makes their valid events durable."""
+
+    def check_capacity(self) -> None:
+        """Raise OverloadedError when the platform sheds load (before the body is read)."""
+        ...
+
+    async def ingest(self, body: bytes, *, ndjson: bool, sources: frozenset[str] | None) -> IngestReport:
+        """Validate ``body`` and write its valid events; ``sources``: those the caller may
+        write (None: any). Raises MalformedBody (TooManyEvents) or OverloadedError."""
+        ...
+
+
+class BacktestRun(Protocol):
+    """A running rule back-test, bounded by its runtime whatever its reader does."""
+
+    def answers(self) -> AsyncGenerator[dict[str, Any], None]:
+        """``{"progress": …}`` lines, then one ``{"result": …}`` or ``{"error": {code, message}}``."""
+        ...
+
+    def kill(self) -> None:
+        """Stop it now; its ``on_exit`` runs once it is gone."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop it and wait until it is gone."""
+        ...
+
+
+class Platform(Protocol):
+    """What the API and the dashboard need from a runtime."""
+
+    @property
+    def runtime(self) -> str:
+        """Its name ("embedded", "kafka", "aws"), as 501 answers say it."""
+        ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def ready(self) -> bool:
+        """Started and not stopping: it takes events and answers readiness probes with 200."""
+        ...
+
+    @property
+    def pack(self) -> RulePack:
+        """The rule pack it runs now."""
+        ...
+
+    @property
+    def alerts(self) -> AlertRepository: ...
+
+    @property
+    def triage(self) -> AlertTriage | None: ...
+
+    @property
+    def silences(self) -> SilenceStore: ...
+
+    @property
+    def notifications(self) -> NotificationLog: ...
+
+    @property
+    def ingest(self) -> Ingest | None:
+        """None: this service takes no events (the kafka runtime's ``serve api``), or not yet."""
+        ...
+
+    @property
+    def log(self) -> EventLog | None: ...
+
+    @property
+    def records(self) -> Records | None: ...
+
+    @property
+    def quarantine(self) -> Quarantine | None: ...
+
+    @property
+    def stream(self) -> AlertStream | None:
+        """Alert changes as they happen, for the dashboard's live view."""
+        ...
+
+    @property
+    def metrics(self) -> Metrics | None: ...
+
+    # -- the processors' progress through the log, and what they hold --
+
+    def processed_offset(self) -> int: ...
+
+    def lag(self) -> int:
+        """Events in the log not yet processed."""
+        ...
+
+    def customer_features(self, customer_id: str) -> tuple[float, dict[str, Any]]:
+        """The customer's current feature values, and the event time they hold at."""
+        ...
+
+    # -- rules and lists --
+
+    def active_pack(self) -> PackVersion | None:
+        """The stored version of the pack it runs (None before one was stored)."""
+        ...
+
+    def dropped_state(self, pack: RulePack) -> list[str]:
+        """The state names activating ``pack`` would drop (the features it changes or removes)."""
+        ...
+
+    def activate_pack(self, pack: RulePack, actor: str, now: float) -> PackVersion:
+        """Store ``pack`` as the active version (audited) and hot-reload it."""
+        ...
+
+    def list_values(self, name: str) -> frozenset[str]: ...
+
+    def put_list(self, name: str, values: list[str], actor: str, now: float) -> ListValues:
+        """Replace list ``name``'s values (audited) and hand them to the rules."""
+        ...
+
+    async def backtest(self, candidate: RulePack, limit: int, on_exit: Callable[[], None]) -> BacktestRun:
+        """Replay the latest ``limit`` stored events through the live pack and ``candidate``,
+        within ``settings.backtest_time_budget_s``; ``on_exit`` runs once the run is gone."""
+        ...
+
+    # -- hand-offs to the runtime's workers --
+
+    def notification_redriven(self) -> None:
+        """A dead letter is pending again: wake whoever sends notifications."""
+        ...
+
+    def redrive_quarantined(self, entry_id: int, actor: str) -> QuarantineEntry:
+        """Hand a quarantined event back to processing (audited)."""
+        ...
+
+    # -- lifecycle (the app calls them unless told it does not manage the platform) --
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def served(capability: T | None, platform: Platform, what: str) -> T:
+    """``capability``, or NotSupported (501) when ``platform`` does not serve ``what``."""
+    if capability is None:
+        raise NotSupported(f"{what} is not available in the {platform.runtime} runtime")
+    return capability
