@@ -23,6 +23,7 @@ import ringfence
 from ringfence.alerts.config import RetryPolicy, load_alerting
 from ringfence.alerts.delivery import retry_delay
 from ringfence.alerts.model import AlertChange, AlertQuery, alert_id
+from ringfence.runtimes.aws import handlers
 from ringfence.runtimes.aws.dispatch import AlertDispatcher
 from ringfence.runtimes.aws.pipeline import DynamoBatch
 from ringfence.testing import FixedClock, event
@@ -118,6 +119,20 @@ def test_a_group_is_notified_once_after_its_wait_however_often_its_alerts_are_an
     clock.advance(1)
     rt.dispatcher.step()
     assert {a["id"] for a in payloads(receiver)[1]["alerts"]} == {burst(c) for c in ("cus_a", "cus_b", "cus_c")}
+
+
+def test_the_scheduled_tick_flushes_a_group_whose_wake_up_was_lost(
+    deploy: DeploymentFactory, tmp_path: Path, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RINGFENCE_SECRET_AWS_HOOK", SECRET)
+    config = write_alerting(tmp_path / "a.yaml", receiver.url, group_by=["rule_id"], group_wait="30s")
+    d, clock = deployed(deploy, config, "cus_a")
+    d.queue.drain()
+    d.runtime.clients.sqs.purge_queue(QueueUrl=d.queue.queue_url)  # its delayed wake-up is lost
+    clock.advance(30)
+    handlers.tick_event(d.runtime, {})
+    (sent,) = payloads(receiver)
+    assert [a["id"] for a in sent["alerts"]] == [burst("cus_a")]
 
 
 def test_dispatchers_racing_into_one_group_both_join_it_and_it_is_told_once(

@@ -14,7 +14,6 @@ from ringfence.alerts.ports import NotificationLog
 from ringfence.errors import NotFound
 from ringfence.store import paging
 from ringfence.store.connection import Connection
-from ringfence.store.silences import SqlSilenceStore
 
 if TYPE_CHECKING:
     from ringfence.store.sql import SqlStore
@@ -84,9 +83,3 @@ class SqlNotificationLog(NotificationLog):
                 (notification_id,),
             ).fetchone()
         return notification(row)
-
-
-class NotificationStore(SqlSilenceStore, SqlNotificationLog):
-    """Both repositories over one store, as the runtimes' platforms take them today
-    (``self.silences = self.notifications = NotificationStore(store)``): to go once they take
-    :class:`~ringfence.store.silences.SqlSilenceStore` and :class:`SqlNotificationLog` apiece."""

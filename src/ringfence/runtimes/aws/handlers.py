@@ -157,6 +157,12 @@ def dispatch_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def tick_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
-    """The schedule: fire absence timers that wall-clock time made due."""
+    """The schedule: fire absence timers that wall-clock time made due, then step the alert
+    pipeline (what no delayed wake-up covers: repeat intervals beyond SQS's 15-minute delay,
+    a wake-up lost with a crashed invocation)."""
     outcome = rt.processor.tick()
+    try:
+        rt.dispatcher.step()
+    except Exception:  # the timers are committed; the next tick or wake-up steps again
+        log.exception("the tick's step of the alert pipeline failed")
     return {"commits": outcome.commits, "alerts_created": outcome.alerts_created}

@@ -33,9 +33,10 @@ from ringfence.runtimes.embedded.journal import SqliteLog
 from ringfence.runtimes.embedded.processor import Processor
 from ringfence.runtimes.ingest import IngestService
 from ringfence.store.keys import ApiKeys
-from ringfence.store.notifications import NotificationStore
+from ringfence.store.notifications import SqlNotificationLog
 from ringfence.store.packs import ListValues, PackRepository, PackVersion
 from ringfence.store.quarantine import QuarantineEntry, QuarantineRepository
+from ringfence.store.silences import SqlSilenceStore
 from ringfence.store.sqlite import SqliteStore
 
 log = logging.getLogger("ringfence.embedded")
@@ -88,7 +89,8 @@ class Platform:
         self.store = open_store(settings.data_dir)
         self.keys = ApiKeys(self.store)
         self.alerts = self.triage = self.records = self.store
-        self.silences = self.notifications = NotificationStore(self.store)
+        self.silences = SqlSilenceStore(self.store)
+        self.notifications = SqlNotificationLog(self.store)
         self.quarantine = QuarantineRepository(self.store)
         self.log = SqliteLog(settings.data_dir / JOURNAL_FILE, settings.partitions, settings.journal_sync)
         self.packs = PackRepository(self.store)

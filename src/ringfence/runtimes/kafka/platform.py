@@ -32,10 +32,11 @@ from ringfence.runtimes.kafka.ingest import KafkaAppender
 from ringfence.runtimes.kafka.records import OFFSET_BITS
 from ringfence.runtimes.kafka.topics import client_config, topics_of
 from ringfence.store.keys import ApiKeys
-from ringfence.store.notifications import NotificationStore
+from ringfence.store.notifications import SqlNotificationLog
 from ringfence.store.packs import ListValues, PackRepository, PackVersion
 from ringfence.store.postgres import PostgresStore
 from ringfence.store.quarantine import QuarantineEntry, QuarantineRepository
+from ringfence.store.silences import SqlSilenceStore
 
 log = logging.getLogger("ringfence.kafka.api")
 
@@ -144,7 +145,8 @@ class KafkaPlatform:
         self.store = open_postgres(settings)
         self.keys = ApiKeys(self.store)
         self.alerts = self.triage = self.records = self.store
-        self.silences = self.notifications = NotificationStore(self.store)
+        self.silences = SqlSilenceStore(self.store)
+        self.notifications = SqlNotificationLog(self.store)
         self.quarantine = QuarantineRepository(self.store)
         self.packs = PackRepository(self.store)
         pack = self.packs.startup_pack(settings.rule_pack, self.clock.time())
