@@ -13,6 +13,7 @@ RingfenceError
 ├── NotSupported            the runtime does not serve this (501)
 ├── OverloadedError         the platform sheds load; retry after ``retry_after`` s
 └── RequestError            an HTTP request is unacceptable (carries status and code)
+    └── InvalidCursor       a page cursor the API did not give out
 """
 
 from __future__ import annotations
@@ -115,3 +116,12 @@ class RequestError(RingfenceError):
         self.code = code
         self.details = details
         super().__init__(message)
+
+
+class InvalidCursor(RequestError):
+    """A page cursor the API did not give out (every store answers the same 400)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            400, "invalid_cursor", "cursor is not a next_cursor this server gave out", {"parameter": "cursor"}
+        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ringfence.errors import RequestError
+from ringfence.errors import InvalidCursor
 
 _CURSOR = re.compile(r"[0-9]{1,18}")  # what the OpenAPI document promises
 
@@ -16,9 +16,7 @@ def after(cursor: str | None) -> int | None:
     if cursor is None:
         return None
     if not _CURSOR.fullmatch(cursor):
-        raise RequestError(
-            400, "invalid_cursor", "cursor is not a next_cursor this server gave out", {"parameter": "cursor"}
-        )
+        raise InvalidCursor
     return int(cursor)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from ringfence.errors import RequestError
+from ringfence.errors import InvalidCursor
 from ringfence.runtimes.aws.resources import error_code
 
 CREATED_INDEX = "by_created"
@@ -64,13 +64,13 @@ def encode_cursor(key: dict[str, Any]) -> str:
 
 
 def decode_cursor(cursor: str, *shapes: frozenset[str]) -> dict[str, Any]:
-    """The index key an :func:`encode_cursor` cursor holds; RequestError if it is not one of ``shapes``."""
+    """The index key an :func:`encode_cursor` cursor holds; InvalidCursor if it is not one of ``shapes``."""
     try:
         key = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, msgspec.DecodeError):
         key = None
     if not isinstance(key, dict) or frozenset(key) not in shapes:
-        raise RequestError(400, "invalid_cursor", "cursor is not one this API gave out")
+        raise InvalidCursor
     return key
 
 
