@@ -11,11 +11,11 @@ import typer
 from ringfence.api.app import create_app
 from ringfence.api.auth import ApiKeyAuthenticator
 from ringfence.cli.common import ConfigOption, DataDirOption, fail, listen, serve_app, settings_from
+from ringfence.cli.demo import run_demo_traffic
 from ringfence.cli.logs import configure_logging
 from ringfence.clock import SystemClock
 from ringfence.errors import RingfenceError
 from ringfence.runtimes.embedded.platform import Platform
-from ringfence.simulate.demo import run_demo_traffic
 
 DEMO_KEY_NAME = "demo"
 DEMO_SCOPES = ["events:write", "alerts:read", "alerts:write", "rules:read"]

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ringfence.clock import Clock
-from ringfence.errors import OverloadedError, RequestError
+from ringfence.errors import FieldError, OverloadedError, RequestError
 from ringfence.events.decode import MalformedBody, Rejection, TooManyEvents, decode_batch
 from ringfence.events.model import Event
 from ringfence.metrics import Metrics
-from ringfence.runtimes.embedded.ingest_worker import IngestWorker
 
 RETRY_AFTER_S = 2
 
@@ -36,6 +35,36 @@ class IngestResult:
             "duplicate_event_ids": self.duplicate_ids,
             "rejected": [r.to_dict() for r in self.rejected],
         }
+
+
+@dataclass(frozen=True)
+class IngestReply:
+    """The fate of each event of one body: rejected, or appended (offset; None = duplicate)."""
+
+    request_id: int
+    rejected: list[Rejection]
+    appended: list[tuple[str, int | None]]  # (event_id, offset)
+    head: int
+    malformed: list[FieldError] | None = None  # the body as a whole could not be read
+    failure: str | None = None  # the journal append failed (retry)
+    too_many: tuple[int, int] | None = None  # (events, limit): the body holds too many events
+    error: str | None = None  # this request could not be handled (a bug, logged); nothing kept
+
+
+class BodyWorker(Protocol):
+    """Decodes and appends whole request bodies off the event loop (the embedded runtime's
+    ingest worker process)."""
+
+    async def submit(
+        self,
+        body: bytes,
+        *,
+        ndjson: bool,
+        now: float,
+        max_events: int,
+        custom_types: frozenset[str],
+        sources: frozenset[str] | None = None,
+    ) -> IngestReply: ...
 
 
 class Appender(Protocol):
@@ -59,7 +88,7 @@ class IngestService:
         max_lag_events: int,
         lag: Callable[[], int],
         custom_types: Callable[[], frozenset[str]] = frozenset,
-        worker: IngestWorker | None = None,
+        worker: BodyWorker | None = None,
     ) -> None:
         self._committer = committer
         self._worker = worker
@@ -98,7 +127,7 @@ class IngestService:
         return result
 
     async def _ingest_in_worker(
-        self, worker: IngestWorker, body: bytes, ndjson: bool, sources: frozenset[str] | None
+        self, worker: BodyWorker, body: bytes, ndjson: bool, sources: frozenset[str] | None
     ) -> IngestResult:
         reply = await worker.submit(
             body,

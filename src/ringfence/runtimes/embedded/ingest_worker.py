@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from ringfence.errors import FieldError, OverloadedError
-from ringfence.events.decode import DecodedBatch, MalformedBody, Rejection, TooManyEvents, decode_batch
+from ringfence.errors import OverloadedError
+from ringfence.events.decode import DecodedBatch, MalformedBody, TooManyEvents, decode_batch
 from ringfence.events.sensitive import redact
 from ringfence.runtimes.embedded.group_commit import MAX_GROUP_EVENTS
 from ringfence.runtimes.embedded.journal import SqliteLog
+from ringfence.runtimes.ingest import IngestReply
 
 log = logging.getLogger("ringfence.ingest")
 WRITER_CACHE_MIB = 64
@@ -46,20 +47,6 @@ class IngestRequest:
     max_events: int
     custom_types: frozenset[str]
     sources: frozenset[str] | None = None  # those the producer's key may write; None: any
-
-
-@dataclass(frozen=True)
-class IngestReply:
-    """The fate of each event of one body: rejected, or appended (offset; None = duplicate)."""
-
-    request_id: int
-    rejected: list[Rejection]
-    appended: list[tuple[str, int | None]]  # (event_id, offset)
-    head: int
-    malformed: list[FieldError] | None = None  # the body as a whole could not be read
-    failure: str | None = None  # the journal append failed (retry)
-    too_many: tuple[int, int] | None = None  # (events, limit): the body holds too many events
-    error: str | None = None  # this request could not be handled (a bug, logged); nothing kept
 
 
 Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[IngestReply]"]
