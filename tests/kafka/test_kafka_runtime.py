@@ -15,8 +15,8 @@ import pytest
 from ringfence.config import load_settings
 from ringfence.engine.features import decode_state
 from ringfence.engine.pack import load_pack_file
+from ringfence.runtimes.kafka.restore import read_changelogs
 from ringfence.runtimes.kafka.topics import topics_of
-from ringfence.runtimes.kafka.worker import read_changelogs
 from tests.helpers import parity
 from tests.helpers.http import all_alerts, post_batch
 from tests.helpers.kafka import PARTITIONS, KafkaStack, Service

@@ -1,4 +1,4 @@
-"""The contracts every store backend honours (SQLite now; PostgreSQL for the kafka runtime)."""
+"""What processing hands a SQL store (SQLite; PostgreSQL for the kafka runtime): checkpoints, late events."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from ringfence.events.model import Event
 from ringfence.store.quarantine import QuarantinedEvent
+
+StateRow = tuple[str, str, bytes | None]  # (persisted state name, key, encoded state; None: deleted)
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,12 @@ class LateEvent:
 
 @dataclass
 class Checkpoint:
-    """What the processor commits atomically with the alerts of a batch."""
+    """What a SQL store commits atomically with the alerts of a batch: the offset of
+    processor ``name`` and what its events left (see :mod:`ringfence.runtimes.processing`)."""
 
     name: str
     offset: int
-    state_changes: list[tuple[str, str, bytes | None]] = field(default_factory=list)
+    state_changes: list[StateRow] = field(default_factory=list)
     watermarks: dict[int, float] = field(default_factory=dict)
     late_events: list[LateEvent] = field(default_factory=list)
     quarantined: list[QuarantinedEvent] = field(default_factory=list)  # poison events of the batch

@@ -19,9 +19,8 @@ from collections.abc import Iterator
 
 import msgspec
 
+from ringfence.store.base import StateRow
 from ringfence.store.connection import Connection
-
-StateRow = tuple[str, str, bytes | None]  # (persisted feature name, key, encoded state or None)
 
 MIN_ROWS_PER_COMMIT = 1_000  # rows of the frozen set written with each batch: at least this,
 ROWS_PER_CHANGE = 0.5  # ...or this many per row the batch changed (keeps up while rows repeat)

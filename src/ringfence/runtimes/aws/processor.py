@@ -1,13 +1,16 @@
-"""The Kinesis processor: the engine over one shard's batch, state loaded from and committed
-to DynamoDB (see :mod:`ringfence.runtimes.aws.state` for why that is exact under retries and
-races), then the committed signals applied to the alerts table and announced on SNS.
+"""The Kinesis processor: the processing driver (:mod:`ringfence.runtimes.processing`) over
+one shard's batch, with state loaded from and committed to DynamoDB (see
+:mod:`ringfence.runtimes.aws.state` for why that is exact under retries and races), then the
+committed signals applied to the alerts table and announced on SNS.
 
 A batch is cut into chunks whose writes fit one DynamoDB transaction; each chunk commits on
 its own, so a failure part-way leaves the committed chunks committed and Lambda retries from
-the first record not committed (``ReportBatchItemFailures``). A record that cannot be
-decoded, or that makes the engine raise, is a poison record: it goes to the poison queue
-with the reason and the records behind it carry on. An event the engine raised on is marked
-processed; a record that is no event has no identity to mark, so a retried batch parks it again.
+the first record not committed (``ReportBatchItemFailures``). A chunk that lost a race is
+run again on the winner's state. A record that is no event goes to the poison queue with the
+reason; it has no identity to mark, so a retried batch parks it again. A chunk the engine or
+the state codec fails on is run event by event, each in a transaction of its own, and an
+event that fails is a poison record too: sent to the poison queue, then marked processed in
+a transaction of its own, while the events behind it carry on.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,7 +34,6 @@ from ringfence.events.model import Event, decode_event
 from ringfence.runtimes.aws.alerts import AlertTable
 from ringfence.runtimes.aws.state import (
     MAX_TRANSACTION_ITEMS,
-    STATE_TTL_MARGIN_S,
     Commit,
     DeadlinePush,
     LoadedRow,
@@ -41,7 +43,10 @@ from ringfence.runtimes.aws.state import (
     StateKey,
     StateTable,
     event_key,
+    writes_of,
 )
+from ringfence.runtimes.processing import Batch, Driver, EventClock
+from ringfence.store.quarantine import QuarantinedEvent, reason_of
 
 log = logging.getLogger("ringfence.aws.processor")
 
@@ -86,17 +91,15 @@ class _Item:
     reads: set[StateKey] = field(default_factory=set)
 
 
-class _Poison(Exception):
-    def __init__(self, item: _Item, reason: str) -> None:
-        super().__init__(reason)
-        self.item = item
-        self.reason = reason
+class _EngineFailed(Exception):
+    """The engine or the state codec raised on a chunk's events (the cause says what): the
+    one failure that is an event's fault. Anything else here is DynamoDB's, for Lambda to retry."""
 
 
 class _Invocation:
     """What one invocation carries from chunk to chunk: event-time marks, and the outboxes it
-    committed but applies only at its end (so the silence deadlines they push are still
-    pending: a later chunk must see them, or it could fire a silence its own earlier events
+    committed but applies only at its end (so the heartbeat deadlines they push are still
+    pending: a later chunk must see them, or it could fire a heartbeat its own earlier events
     ended)."""
 
     def __init__(self, marks: dict[int, float]) -> None:
@@ -115,7 +118,7 @@ class _Invocation:
                 self.pushes[(push.name, push.key)] = push
 
     def with_pending_pushes(self, loaded: dict[StateKey, LoadedRow], reads: set[StateKey]) -> dict[StateKey, LoadedRow]:
-        """``loaded`` with this invocation's own not-yet-applied silence deadlines over it."""
+        """``loaded`` with this invocation's own not-yet-applied heartbeat deadlines over it."""
         for row_key, push in self.pushes.items():
             row = loaded.get(row_key)
             stored = max(row.high or -math.inf, row.deadline or -math.inf) if row is not None else -math.inf
@@ -135,6 +138,98 @@ def partition_of_shard(shard: str) -> int:
     """The engine's partition number for a shard id such as ``shardId-000000000003``."""
     digits = re.findall(r"\d+", shard)
     return int(digits[-1]) if digits else 0
+
+
+class _Chunk:
+    """The driver's runner for one chunk of a shard's batch. Each fold loads the state its
+    events may touch (and the due timers) afresh, so it starts from the last commit; each
+    commit is one ``TransactWriteItems``, conditional on the versions loaded."""
+
+    def __init__(
+        self, processor: ShardProcessor, shard: str, timers: list[StateKey], run: _Invocation, outcome: BatchOutcome
+    ) -> None:
+        self.p = processor
+        self.shard = shard
+        self.partition = partition_of_shard(shard)
+        self.timers = timers
+        self.run = run
+        self.outcome = outcome
+        self._prepared: tuple[list[RowWrite], list[DeadlinePush], list[tuple[str, AlertSignal]]] | None = None
+        self._told: set[str] = set()  # event keys counted as committed (by this chunk, or skipped)
+
+    def fold(self, items: Sequence[_Item], batch: Batch[_Item]) -> None:
+        self._prepared = None
+        reads: set[StateKey] = set(self.timers)
+        for item in items:
+            reads |= item.reads
+        loaded = self.run.with_pending_pushes(self.p.state.load(reads), reads)
+        engine = Engine(self.p.pack, self.p.lateness)
+        engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), self.run.marks)
+        outbox: list[tuple[str, AlertSignal]] = []
+        try:
+            for item in items:
+                # Kinesis sequence numbers outgrow 64 bits: an event's offset here is its arrival in µs
+                at = item.record.arrived_at
+                hits = batch.fold(engine, item.event, int(at * 1e6), self.partition, at)
+                batch.records.append(item)
+                outbox += [(ordinal(item.record.sequence, j), s) for j, s in enumerate(hits) if s.mode == "live"]
+            rows, pushes = writes_of(engine, loaded, self.p.clock())
+        except Exception as exc:
+            raise _EngineFailed(type(exc).__name__) from exc
+        self._prepared = (rows, pushes, outbox)
+
+    def commit(self, batch: Batch[_Item]) -> None:
+        prepared, self._prepared = self._prepared, None
+        rows, pushes, outbox = prepared if prepared is not None else ([], [], [])
+        items = batch.records
+        by_sequence = {int(i.record.sequence): i.record for i in items}
+        for entry in batch.quarantined:  # first: its marker must not land unless it was parked
+            self.p.poison.send(
+                self.shard, by_sequence[entry.offset], f"the engine failed on this event: {entry.reason}"
+            )
+        commit = Commit(
+            self.shard,
+            ordinal(items[0].record.sequence, 0),
+            rows,
+            [event_key(i.event) for i in items],
+            outbox,
+            pushes,
+            {event_key(late) for late in batch.late},
+            batch.marks.get(self.partition),
+        )
+        self.p.before_commit(commit)
+        self.p.state.commit(commit, self.p.clock())
+        self._told.update(commit.events)
+        self.outcome.commits += 1
+        self.outcome.processed += batch.processed
+        self.outcome.poison += len(batch.quarantined)
+        self.outcome.late += len(commit.late)
+        self.run.committed(commit, self.partition)
+
+    def reset(self, records: Sequence[_Item] | None) -> None:
+        """Nothing is held between a fold and its commit: each fold loads what it needs."""
+
+    def uncommitted(self, items: Sequence[_Item]) -> list[_Item]:
+        done = self.p.state.processed([event_key(i.event) for i in items])
+        self.outcome.skipped += len(done - self._told)  # an earlier or racing invocation's
+        self._told |= done
+        return [i for i in items if event_key(i.event) not in done]
+
+    def poisoned(self, item: _Item, error: Exception) -> QuarantinedEvent:
+        r = item.record
+        return QuarantinedEvent.of(
+            r.data,
+            int(r.sequence),
+            self.partition,
+            r.arrived_at,
+            error.__cause__ if isinstance(error, _EngineFailed) and error.__cause__ is not None else error,
+            self.p.pack.version,
+            origin=self.shard,
+            record_key=r.partition_key.encode(),
+        )
+
+    def transient(self, error: Exception) -> bool:
+        return not isinstance(error, _EngineFailed)
 
 
 class ShardProcessor:
@@ -174,7 +269,7 @@ class ShardProcessor:
             try:
                 event = decode_event(record.data)
             except (msgspec.DecodeError, ValueError) as exc:
-                self.poison.send(shard, record, f"not a valid event: {exc}")
+                self.poison.send(shard, record, f"not a valid event: {reason_of(exc)}")
                 outcome.poison += 1
                 continue
             if event_key(event) in seen:  # the same event twice in one batch (a producer's retry)
@@ -204,7 +299,7 @@ class ShardProcessor:
             timers = [row for deadline, row in due if deadline < latest - self.lateness][:TIMER_ROWS]
             due = [(d, row) for d, row in due if row not in timers]
             try:
-                self._run_chunk(shard, chunk, timers, run, outcome)
+                self._run_chunk(_Chunk(self, shard, timers, run, outcome), chunk)
             except Exception:
                 first = chunk[0].record.sequence
                 log.exception("shard %s: chunk from %s failed; Lambda retries from there", shard, first)
@@ -213,109 +308,33 @@ class ShardProcessor:
         mark = marks.get(partition_of_shard(shard))
         if mark is not None and (committed is None or mark > committed):
             self.state.advance_checkpoint(shard, mark, self.clock())  # first: the tick finds the shard by it
-        # once per invocation: a busy source's silence row is written once, not once a chunk
+        # once per invocation: a busy source's heartbeat row is written once, not once a chunk
         self._apply(shard, run.outboxes, outcome)
         return outcome
 
-    def _run_chunk(
-        self, shard: str, chunk: list[_Item], timers: list[StateKey], run: _Invocation, outcome: BatchOutcome
-    ) -> None:
-        """Commit one chunk, redoing it on the winner's state after a lost race."""
-        poisoned: list[_Item] = []
-        for _ in range(CONFLICT_ATTEMPTS):
-            try:
-                commit = self._prepare(shard, chunk, poisoned, timers, run)
-            except _Poison as p:
-                self.poison.send(shard, p.item.record, p.reason)
-                outcome.poison += 1
-                poisoned.append(p.item)
-                chunk = [i for i in chunk if i is not p.item]
-                continue
-            self.before_commit(commit)
-            try:
-                self.state.commit(commit, self.clock())
-            except StateConflict as conflict:
-                outcome.conflicts += 1
-                log.info("shard %s: commit conflict (%s); reloading", shard, conflict.codes)
-                done = self.state.processed([event_key(i.event) for i in chunk])
-                outcome.skipped += len(done)
-                chunk = [i for i in chunk if event_key(i.event) not in done]
-                poisoned = [i for i in poisoned if event_key(i.event) not in done]
-                if not chunk and not poisoned:
+    def _run_chunk(self, runner: _Chunk, chunk: list[_Item]) -> None:
+        """Commit one chunk, redoing what is left of it on the winner's state after a lost race."""
+        driver = Driver(runner, commit_each=True)
+        for attempt in range(CONFLICT_ATTEMPTS):
+            if attempt:
+                chunk = runner.uncommitted(chunk)
+                if not chunk:
                     return
-                time.sleep(self._rng.uniform(0.01, 0.05))
-                continue
-            outcome.commits += 1
-            outcome.processed += len(chunk)
-            outcome.late += len(commit.late)
-            run.committed(commit, partition_of_shard(shard))
-            return
-        raise StoreError(f"shard {shard}: {CONFLICT_ATTEMPTS} commits in a row lost a race")
-
-    def _prepare(
-        self, shard: str, chunk: list[_Item], poisoned: list[_Item], timers: list[StateKey], run: _Invocation
-    ) -> Commit:
-        """Load the chunk's state, run the engine over it; the commit that would record it."""
-        reads: set[StateKey] = set(timers)
-        for item in chunk:
-            reads |= item.reads
-        loaded = run.with_pending_pushes(self.state.load(reads), reads)
-        marks = run.marks
-        engine = Engine(self.pack, self.lateness)
-        engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), marks)
-        partition = partition_of_shard(shard)
-        outbox: list[tuple[str, AlertSignal]] = []
-        late: set[str] = set()
-        for item in chunk:
-            event = item.event
-            if engine.is_late(event, partition):
-                late.add(event_key(event))
-            # Kinesis sequence numbers outgrow 64 bits: an event's offset here is its arrival in µs
-            offset = int(item.record.arrived_at * 1e6)
             try:
-                hits = engine.process(event, offset, partition, item.record.arrived_at)
-            except Exception as exc:  # the engine failed on this event: it must not block the shard
-                raise _Poison(item, f"the engine failed on this event: {type(exc).__name__}: {exc}") from exc
-            outbox += [(ordinal(item.record.sequence, j), s) for j, s in enumerate(hits) if s.mode == "live"]
-        now = self.clock()
-        rows: list[RowWrite] = []
-        pushes: list[DeadlinePush] = []
-        watermark = engine.watermark()
-        for name, key, encoded in engine.take_changes():
-            row = loaded.get((name, key))
-            if engine.is_silence(name):
-                deadline = engine.timer_of(name, key)
-                old = row.deadline if row is not None else None
-                fired = old is not None and old < watermark  # came due in this chunk: the engine fired it
-                if deadline == old and not fired:
-                    continue  # only the time last seen moved: nothing worth a write
-                if deadline is not None and encoded is not None and not fired:
-                    pushes.append(DeadlinePush(name, key, encoded, deadline))  # newest wins, no version
-                    continue
-            if encoded is None and (row is None or not row.version):
-                continue
-            horizon = engine.horizon_of(name)
-            rows.append(
-                RowWrite(
-                    name,
-                    key,
-                    encoded,
-                    row.version if row is not None and row.version else None,
-                    deadline=engine.timer_of(name, key),
-                    expires_at=now + horizon + STATE_TTL_MARGIN_S if horizon is not None else None,
-                    high=row.high if row is not None else None,
-                )
-            )
-        done = [event_key(i.event) for i in (*chunk, *poisoned)]
-        key = ordinal(chunk[0].record.sequence if chunk else poisoned[0].record.sequence, 0)
-        return Commit(shard, key, rows, done, outbox, pushes, late, engine.max_event_time.get(partition))
+                driver.run(chunk)
+                return
+            except StateConflict as conflict:
+                runner.outcome.conflicts += 1
+                log.info("shard %s: commit conflict (%s); reloading", runner.shard, conflict.codes)
+                time.sleep(self._rng.uniform(0.01, 0.05))
+        raise StoreError(f"shard {runner.shard}: {CONFLICT_ATTEMPTS} commits in a row lost a race")
 
     # -- alerts ----------------------------------------------------------------------------------------
 
     def _apply(self, source: str, outboxes: list[Outbox], outcome: BatchOutcome) -> None:
-        """Apply what commits left: the newest deadline of each silence, then the signals to the
-        alerts table (each once), announcing the new alerts; then drop the outbox items. Safe
-        to repeat after a crash anywhere in it."""
+        """Apply what commits left: the newest deadline of each heartbeat, then the signals to
+        the alerts table (each once), announcing the new alerts; then drop the outbox items.
+        Safe to repeat after a crash anywhere in it."""
         newest: dict[StateKey, DeadlinePush] = {}
         for push in (p for o in outboxes for p in o.pushes):
             if (push.name, push.key) not in newest or push.deadline > newest[(push.name, push.key)].deadline:
@@ -363,12 +382,11 @@ class ShardProcessor:
                     self.announce(resolved_message(aid, rule_id, item["severity"]["S"], item["audience"]["S"]))
 
     def tick(self) -> BatchOutcome:
-        """Fire the absence timers that wall-clock time has made due (scheduled every minute).
-
-        As in the embedded runtime, event time runs on from the newest event by the wall-clock
-        time since it was committed, so a replay of old events is not closed early. It also
-        finishes any shard's outbox left behind (a batch Lambda gave up on, with no traffic
-        since to retry it), so no committed alert waits for the next event.
+        """Fire the absence timers that wall-clock time has made due (scheduled every minute),
+        by the runtimes' one idle rule (:class:`~ringfence.runtimes.processing.EventClock`):
+        event time runs on from the newest event by the wall-clock time since that shard
+        last committed. It also finishes any shard's outbox left behind (a batch Lambda gave
+        up on, with no traffic since to retry it), so no committed alert waits for the next event.
         """
         outcome = BatchOutcome()
         for source in [TICK_SOURCE, *self.state.checkpoints()]:
@@ -377,18 +395,17 @@ class ShardProcessor:
         for _ in range(CONFLICT_ATTEMPTS):
             checkpoints = self.state.checkpoints()
             shards = [c for s, c in checkpoints.items() if s != TICK_SOURCE and c.max_event_time is not None]
-            if not shards:
+            marks = {partition_of_shard(c.shard): c.max_event_time for c in shards if c.max_event_time is not None}
+            if not marks:
                 return outcome
             newest = max(shards, key=lambda c: c.max_event_time or 0.0)
-            assert newest.max_event_time is not None
             now = self.clock()
-            mark = newest.max_event_time + (now - newest.at) - self.lateness
-            due = [row for _, row in self.state.due_timers(mark, MAX_TRANSACTION_ITEMS - 1)]
-            if not due:
+            mark = EventClock(newest.at, newest.at).idle_watermark(marks, now, self.lateness)
+            due = [row for _, row in self.state.due_timers(mark, MAX_TRANSACTION_ITEMS - 1)] if mark is not None else []
+            if mark is None or not due:
                 return outcome
             loaded = self.state.load(due)
             engine = Engine(self.pack, self.lateness)
-            marks = {partition_of_shard(c.shard): c.max_event_time for c in shards if c.max_event_time is not None}
             engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), marks)
             stamp = str(int(now * 1e6))
             signals = [(ordinal(stamp, j), s) for j, s in enumerate(engine.advance(mark)) if s.mode == "live"]

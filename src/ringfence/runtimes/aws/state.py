@@ -24,12 +24,12 @@ Item layout (table key ``pk`` + ``sk``):
 
 Timers live in the sparse index ``timers`` (``tp`` + ``d``), so due ones are one query.
 
-A silence (an absence with no ``after``: "no event from this source for 5 minutes") is one
+A heartbeat (an absence with no ``after``: "no event from this source for 5 minutes") is one
 row that every event of a busy source moves: written like the others, it would make every
 concurrent commit conflict. Its state is a register whose newest deadline wins, so it is not
 versioned: the commit puts the new deadline in the outbox, and applying the outbox writes it
 only if it is later than the highest deadline the row ever had (``hi``); repeating that is
-harmless. Only firing a silence (which clears the deadline) is a versioned write.
+harmless. Only firing a heartbeat (which clears the deadline) is a versioned write.
 """
 
 from __future__ import annotations
@@ -41,9 +41,11 @@ from typing import Any
 
 import msgspec
 
+from ringfence.engine.engine import Engine
 from ringfence.engine.rules import AlertSignal
 from ringfence.events.model import Event
 from ringfence.runtimes.aws.resources import cancellation_codes, error_code
+from ringfence.store.base import LateEvent
 
 StateKey = tuple[str, str]
 MARKER_TTL_S = 8 * 86400.0  # longer than Kinesis keeps a record (7 days at most)
@@ -94,12 +96,12 @@ class RowWrite:
     loaded_version: int | None  # None: the row did not exist
     deadline: float | None = None
     expires_at: float | None = None
-    high: float | None = None  # a silence's highest deadline, kept through a versioned write
+    high: float | None = None  # a heartbeat's highest deadline, kept through a versioned write
 
 
 @dataclass(frozen=True)
 class DeadlinePush:
-    """A silence's newer deadline, applied after the commit if still the newest."""
+    """A heartbeat's newer deadline, applied after the commit if still the newest."""
 
     name: str
     key: str
@@ -131,11 +133,47 @@ class Commit:
 
 @dataclass
 class Outbox:
-    """What a commit left to apply: alert signals and silence deadlines."""
+    """What a commit left to apply: alert signals and heartbeat deadlines."""
 
     key: str
     signals: list[tuple[str, AlertSignal]]
     pushes: list[DeadlinePush]
+
+
+def writes_of(
+    engine: Engine, loaded: dict[StateKey, LoadedRow], now: float
+) -> tuple[list[RowWrite], list[DeadlinePush]]:
+    """The engine's changes since it was restored from ``loaded``: versioned row writes, and
+    the heartbeat deadlines to push through the outbox."""
+    rows: list[RowWrite] = []
+    pushes: list[DeadlinePush] = []
+    watermark = engine.watermark()
+    for name, key, encoded in engine.take_changes():
+        row = loaded.get((name, key))
+        if engine.is_heartbeat(name):
+            deadline = engine.timer_of(name, key)
+            old = row.deadline if row is not None else None
+            fired = old is not None and old < watermark  # came due since it was loaded: the engine fired it
+            if deadline == old and not fired:
+                continue  # only the time last seen moved: nothing worth a write
+            if deadline is not None and encoded is not None and not fired:
+                pushes.append(DeadlinePush(name, key, encoded, deadline))  # newest wins, no version
+                continue
+        if encoded is None and (row is None or not row.version):
+            continue
+        horizon = engine.horizon_of(name)
+        rows.append(
+            RowWrite(
+                name,
+                key,
+                encoded,
+                row.version if row is not None and row.version else None,
+                deadline=engine.timer_of(name, key),
+                expires_at=now + horizon + STATE_TTL_MARGIN_S if horizon is not None else None,
+                high=row.high if row is not None else None,
+            )
+        )
+    return rows, pushes
 
 
 def _s(value: str) -> dict[str, str]:
@@ -150,7 +188,7 @@ def _row_pk(name: str, key: str) -> str:
     return f"s|{name}|{key}"
 
 
-def event_key(event: Event) -> str:
+def event_key(event: Event | LateEvent) -> str:
     """An event's identity, as the embedded journal's: its ``event_id`` is unique per source
     (a source has no ``|``)."""
     return f"{event.source}|{event.event_id}"
@@ -263,7 +301,7 @@ class StateTable:
         ]
 
     def apply_push(self, push: DeadlinePush) -> bool:
-        """Write a silence's deadline if it is the newest the row has had; False if not."""
+        """Write a heartbeat's deadline if it is the newest the row has had; False if not."""
         try:
             self.db.update_item(
                 TableName=self.table,

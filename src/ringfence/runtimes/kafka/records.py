@@ -29,6 +29,11 @@ def global_offset(partition: int, offset: int) -> int:
     return (partition << OFFSET_BITS) | offset
 
 
+def partition_of(offset: int) -> int:
+    """The partition of a :func:`global_offset`."""
+    return offset >> OFFSET_BITS
+
+
 JOIN_HEADER = "rf-join"
 
 

@@ -1,0 +1,96 @@
+"""Checkpointing: a batch is one Kafka transaction. The records it sends on (alerts, late
+events, contributions to the join), the changelog records of the state it changed and the
+input offsets past its records commit together or not at all, so a worker that dies
+mid-batch leaves nothing visible to ``read_committed`` readers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ringfence.runtimes.kafka.task import TaskId
+
+Output = tuple[str, bytes | None, bytes | None, int | None]  # topic, key, value, partition (None: by key)
+TIMEOUT_S = 30
+
+
+class Transactions:
+    """The worker's transactional producer, and its consumer's committed positions."""
+
+    def __init__(self, producer: Any, consumer: Any) -> None:
+        self.producer = producer
+        self.consumer = consumer
+
+    def commit(self, outputs: Iterable[Output], offsets: list[Any]) -> None:
+        """Send ``outputs`` and commit ``offsets`` (TopicPartitions) in one transaction; on a
+        failure, abort it (if it can be) and raise."""
+        self.producer.begin_transaction()
+        try:
+            for topic, key, value, partition in outputs:
+                self.produce(topic, key, value, partition)
+            if offsets:
+                metadata = self.consumer.consumer_group_metadata()
+                self.producer.send_offsets_to_transaction(offsets, metadata, TIMEOUT_S)
+            self.producer.commit_transaction(TIMEOUT_S)
+        except Exception as exc:
+            if abortable(exc):
+                self.producer.abort_transaction(TIMEOUT_S)
+            raise
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+        while True:
+            try:
+                if partition is None:
+                    self.producer.produce(topic, value, key)
+                else:
+                    self.producer.produce(topic, value, key, partition)
+                return
+            except BufferError:  # the producer's queue is full: let it drain
+                self.producer.poll(0.1)
+
+    def offsets_past(
+        self,
+        tasks: Iterable[TaskId],
+        done: Mapping[TaskId, int],
+        in_hand: Mapping[TaskId, int],
+        committed: Mapping[TaskId, int],
+    ) -> list[Any]:
+        """The offsets (TopicPartitions) to commit for ``tasks``, beyond the ``committed`` ones:
+        past the records ``done``, and, for a task with no record ``in_hand`` left undone, past
+        the transaction markers after them too (the consumer's position skips those), so a
+        caught-up group shows no lag. Each mapping holds a task's next offset."""
+        from confluent_kafka import TopicPartition
+
+        out = []
+        for tp in self.consumer.position([TopicPartition(t, p) for t, p in tasks]):
+            task_id = (tp.topic, tp.partition)
+            following = done.get(task_id, -1)
+            if following >= in_hand.get(task_id, -1):
+                following = max(following, tp.offset)
+            if following >= 0 and following > committed.get(task_id, -1):
+                out.append(TopicPartition(tp.topic, tp.partition, following))
+        return out
+
+    def seek_committed(self, tasks: Iterable[TaskId]) -> None:
+        """Consume ``tasks`` again from their committed offsets (from the start if none was
+        committed yet: the consumer's position is past what it fetched)."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        for tp in self.consumer.committed([TopicPartition(t, p) for t, p in tasks], TIMEOUT_S):
+            self.consumer.seek(tp if tp.offset >= 0 else TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+
+
+def is_kafka(error: BaseException) -> bool:
+    from confluent_kafka import KafkaException
+
+    return isinstance(error, KafkaException)
+
+
+def abortable(error: BaseException) -> bool:
+    """True if the transaction ``error`` left open can be aborted (and the batch redone); a
+    fatal error (a fenced producer) or one needing no abort cannot."""
+    if not is_kafka(error):
+        return True
+    kafka_error = error.args[0]
+    return bool(kafka_error.txn_requires_abort()) and not kafka_error.fatal()

@@ -1,0 +1,90 @@
+"""Restoring tasks: a worker assigned a partition rebuilds its task from the changelog
+partition, read ``read_committed`` to its end (exactly the state of the last committed
+batch) before it processes any of the partition's records; a worker that had to drop a
+task's state (a batch that failed) rebuilds it the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+from ringfence.config import Settings
+from ringfence.engine.stages import JOIN, Stage, StagePlan
+from ringfence.runtimes.kafka import records
+from ringfence.runtimes.kafka.task import Task, TaskId
+from ringfence.runtimes.kafka.topics import Topics, client_config
+
+Rows = dict[tuple[str, str], bytes]  # a changelog partition's newest value by key
+
+
+def read_changelogs(
+    settings: Settings, topics: Topics, partitions: list[tuple[str, int]], timeout_s: float = 300.0
+) -> dict[tuple[str, int], Rows]:
+    """The committed rows of changelog ``partitions``, newest value per key (tombstones drop it)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    rows: dict[tuple[str, int], Rows] = {tp: {} for tp in partitions}
+    if not partitions:
+        return rows
+    consumer = Consumer(
+        client_config(
+            settings,
+            **{
+                "group.id": topics.group("restore"),  # never committed: restores always read everything
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 10,  # the end is what it waits for: do not let the broker hold fetches
+            },
+        )
+    )
+    try:
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in partitions])
+        remaining = set(partitions)
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"restoring {sorted(remaining)} took over {timeout_s:.0f} s")
+            for message in consumer.consume(5000, 0.05):
+                tp = (str(message.topic()), int(message.partition() or 0))
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(tp)
+                        continue
+                    raise RuntimeError(f"reading changelog {tp}: {error.str()}")
+                key = records.decode_state_key(message.key() or b"")
+                value = message.value()
+                if value is None:
+                    rows[tp].pop(key, None)
+                else:
+                    rows[tp][key] = value
+    finally:
+        consumer.close()
+    return rows
+
+
+def restore_tasks(
+    settings: Settings,
+    topics: Topics,
+    plan: StagePlan,
+    ids: Iterable[TaskId],
+    lists: Mapping[str, frozenset[str]],
+    now: float,
+) -> tuple[dict[TaskId, Task], int]:
+    """The tasks of input partitions ``ids``, from their changelogs; and how many rows those held."""
+    wanted: dict[tuple[str, int], tuple[Stage, TaskId]] = {}
+    for topic, partition in sorted(ids):
+        name = topics.stage_of_topic(topic, plan)
+        stage = plan.rules if name == JOIN else plan.stage(name)
+        wanted[(topics.changelog(stage.name), partition)] = (stage, (topic, partition))
+    rows = read_changelogs(settings, topics, list(wanted))
+    tasks = {}
+    for changelog, (stage, task_id) in wanted.items():
+        task = Task.restore(
+            stage, task_id[1], rows[changelog], settings.allowed_lateness_s, settings.kafka_dedup_window_s, now
+        )
+        task.engine.lists.update({k: v for k, v in lists.items() if k in stage.pack.lists})
+        tasks[task_id] = task
+    return tasks, sum(len(r) for r in rows.values())

@@ -1,0 +1,150 @@
+"""The driver: how every runtime turns records into commits (see the package docstring)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Generic, Protocol
+
+from ringfence.engine.engine import Engine
+from ringfence.runtimes.processing.batch import Batch, R
+from ringfence.runtimes.processing.eventtime import EXPIRE_EVERY_S, IDLE_EVERY_S, Cadence, EventClock, expire
+from ringfence.store.quarantine import QuarantinedEvent
+
+log = logging.getLogger("ringfence.processing")
+
+
+class Partition(Protocol):
+    """An engine and the event time of the log partitions it owns."""
+
+    engine: Engine
+    event_time: EventClock
+
+    def expired(self, watermark: float) -> None:
+        """Drop the runtime's own per-key state last seen before ``watermark`` (the engine's
+        has just gone)."""
+
+
+class Runner(Protocol[R]):
+    """A runtime's side of the driver: its source's records, its state backend, its committer."""
+
+    def fold(self, records: Sequence[R], batch: Batch[R]) -> None:
+        """Run ``records`` (maybe none) through the engine into ``batch``, then take the state
+        changes into it (the state codec runs here: an event it cannot handle fails here, not
+        in the commit)."""
+
+    def commit(self, batch: Batch[R]) -> None:
+        """Write all of ``batch`` and the offsets past its records atomically, or nothing."""
+
+    def reset(self, records: Sequence[R] | None) -> None:
+        """Drop what the engine state holds beyond the last commit: the state ``records``
+        belong to, or all of it (None)."""
+
+    def uncommitted(self, records: Sequence[R]) -> Sequence[R]:
+        """Those of ``records`` the committed offsets are not past yet, in order."""
+
+    def poisoned(self, record: R, error: Exception) -> QuarantinedEvent:
+        """The quarantine entry of ``record``, which failed with ``error``."""
+
+    def transient(self, error: Exception) -> bool:
+        """True for a failure of the store or the log (retried as it is), not of one event."""
+
+
+class Driver(Generic[R]):
+    """Runs a runtime's records through its :class:`Runner`.
+
+    A transient failure (:meth:`Runner.transient`) is raised as it is: the caller resets
+    the runner and tries again once its store is back. Any other failure of a batch runs it
+    again record by record from the last commit, and quarantines each record that fails in
+    the commit that moves past it. With ``commit_each`` every record then commits on its
+    own; without, the good records between two poison records commit together, falling
+    back to one commit per record should such a commit fail (an alert the store refuses).
+    """
+
+    def __init__(self, runner: Runner[R], *, commit_each: bool = False) -> None:
+        self.runner = runner
+        self.commit_each = commit_each
+        self.idle = Cadence(IDLE_EVERY_S)
+        self.expiry = Cadence(EXPIRE_EVERY_S)
+
+    def cycle(self, records: Sequence[R], partitions: Iterable[Partition], now: float) -> None:
+        """One turn of a runtime's loop: ``records``, then, when their time comes, the absence
+        timers the wall clock made due in quiet partitions and the expiry of quiet keys, all
+        in one commit."""
+        idle, expiry = self.idle.due(now), self.expiry.due(now)
+        if not (records or idle or expiry):
+            return
+
+        def housekeeping(batch: Batch[R]) -> None:
+            if not (idle or expiry):
+                return
+            for p in partitions:
+                if idle:
+                    batch.signals += p.event_time.fire_idle(p.engine, now)
+                if expiry and (mark := expire(p.engine, now)) is not None:
+                    p.expired(mark)
+            self.runner.fold([], batch)  # takes the state changes they made
+
+        self._run(records, housekeeping)
+
+    def run(self, records: Sequence[R]) -> None:
+        """Fold and commit ``records`` as one batch (poison isolated as the class says)."""
+        self._run(records, lambda batch: None)
+
+    def _run(self, records: Sequence[R], then: Callable[[Batch[R]], None]) -> None:
+        batch: Batch[R] = Batch()
+        try:
+            self.runner.fold(records, batch)
+            then(batch)
+            self.runner.commit(batch)
+        except Exception as error:
+            if not records or self.runner.transient(error):
+                raise  # no record to blame, or not theirs
+            self._isolate(records, error)
+
+    def _isolate(self, records: Sequence[R], error: Exception) -> None:
+        log.error("a batch of %d records failed (%s): running it record by record", len(records), type(error).__name__)
+        self.runner.reset(None)
+        try:
+            self._one_by_one(records, self.commit_each)
+        except Exception as again:
+            if self.commit_each or self.runner.transient(again):
+                raise
+            log.warning("a commit of the record-by-record run failed (%s): one commit per record", type(again).__name__)
+            self.runner.reset(None)
+            self._one_by_one(records, commit_each=True)
+
+    def _one_by_one(self, records: Sequence[R], commit_each: bool) -> None:
+        batch: Batch[R] = Batch()
+        for record in self.runner.uncommitted(records):
+            one: Batch[R] = Batch()
+            try:
+                self.runner.fold([record], one)
+                if commit_each:
+                    self.runner.commit(one)
+                else:
+                    batch.merge(one)
+            except Exception as error:
+                if self.runner.transient(error):
+                    raise
+                entry = self.runner.poisoned(record, error)
+                # the log names the exception only: its message may quote the event's data
+                log.error(
+                    "quarantined %s[%d]@%d (event %s/%s, %s%s): %s",
+                    entry.origin,
+                    entry.partition,
+                    entry.offset,
+                    entry.source,
+                    entry.event_id,
+                    entry.type,
+                    f", stage {entry.stage}" if entry.stage else "",
+                    entry.reason.partition(":")[0],
+                )
+                batch.quarantine(record, entry)
+                self.runner.commit(batch)  # the good records before it, and the offset past it
+                batch = Batch()
+                # what it did to the in-memory state goes with it: back to the last commit,
+                # which holds every record before it
+                self.runner.reset([record])
+        if batch.records:
+            self.runner.commit(batch)
