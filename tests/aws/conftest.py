@@ -5,8 +5,6 @@ Skips on a laptop without moto; fails under CI=true."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,34 +14,6 @@ import pytest
 
 from ringfence.config import load_settings
 from tests.helpers.aws import AUDIT_KEY, REGION, Deployment, DeploymentFactory
-from tests.helpers.servers import MotoServer, unavailable
-
-
-@pytest.fixture(scope="session")
-def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("boto3") is None:
-        unavailable("moto[server] and boto3 are not installed")
-    server = MotoServer(tmp_path_factory.mktemp("moto"))
-    url = server.start()
-    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",  # moto's fixed test credentials
-            "AWS_REGION": REGION,
-        }
-    )
-    try:
-        yield url
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
 
 
 @pytest.fixture

@@ -326,7 +326,7 @@ def test_a_message_the_dispatcher_cannot_take_ends_in_the_dead_letter_queue(
             break
     assert receiver.received == []
     parked = d.queue_messages(d.dead_letters_url)
-    assert sorted(m.get("alert_id", "") for m in parked) == ["", burst("cus_a")]
+    assert sorted({m.get("alert_id", "") for m in parked}) == ["", burst("cus_a")]  # one per hit of it
 
 
 def test_a_resolution_is_told_at_once_to_the_receiver_told_of_the_alert_and_only_once(

@@ -52,6 +52,7 @@ from ringfence.runtimes.aws.items import (
     sort_time,
 )
 from ringfence.runtimes.aws.notification_log import NotificationItems
+from ringfence.runtimes.aws.resources import error_code
 from ringfence.runtimes.aws.silences import SilenceItems
 
 APPLY_ATTEMPTS = 8
@@ -65,8 +66,9 @@ _CURSORS = (frozenset({"pk", "sk", "gp", "gs"}), frozenset({"pk", "sk", "custome
 
 @dataclass(frozen=True)
 class Applied:
-    """What applying one signal did: the alert it went to, and whether that is new and
-    not yet announced (its SNS message is still owed)."""
+    """What applying one signal did: the alert it went to, whether that is new, and whether
+    its SNS message is still owed. Every live hit is announced, new or not, as the SQL stores
+    put every hit in their outbox: the pipeline mutes or un-mutes an alert at its hits."""
 
     alert_id: str
     created: bool
@@ -107,10 +109,11 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
             alert = self.get(f"a|{latest}", "alert") if latest else None
             if mark >= ordinal:
                 owed = alert is not None and alert.get("by", {}).get("S") == ordinal and "announced" not in alert
-                return Applied(latest, True, True) if owed and latest else None
+                first = alert is not None and int(alert["count"]["N"]) == 1
+                return Applied(latest, first, True) if owed and latest else None
             ptr_update = self._pointer_update(ptr_pk, version, source, ordinal)
             if latest is not None and alert is not None and alert["status"]["S"] in ACTIVE:
-                items = [self._another_hit(latest, alert, signal, now), ptr_update]
+                items = [self._another_hit(latest, alert, signal, ordinal, now), ptr_update]
                 created, aid = False, latest
             else:
                 occurrence += 1
@@ -133,23 +136,28 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
                 ]
                 created = True
             if self.transact(items):
-                return Applied(aid, created, created)
+                return Applied(aid, created, True)
             # a racing writer or a status change: read again
         raise StoreError(f"could not apply a signal of {signal.rule_id} after {APPLY_ATTEMPTS} attempts")
 
-    def _another_hit(self, aid: str, alert: dict[str, Any], signal: AlertSignal, now: float) -> dict[str, Any]:
+    def _another_hit(
+        self, aid: str, alert: dict[str, Any], signal: AlertSignal, ordinal: str, now: float
+    ) -> dict[str, Any]:
         hit = lifecycle.another_hit(float(alert["first_seen"]["N"]), float(alert["last_seen"]["N"]), signal)
         evidence = lifecycle.merge_evidence(msgspec.json.decode(alert["evidence"]["S"]), signal)
         return {
             "Update": {
                 "TableName": self.table,
                 "Key": _key(aid),
+                # ``by``: the hit now owed its announcement (a replayed outbox sends it if still owed)
                 "UpdateExpression": "SET #c = #c + :one, first_seen = :first, last_seen = :last, "
-                "evidence = :ev, updated_at = :now, title = :title, summary = :summary",
+                "evidence = :ev, updated_at = :now, title = :title, summary = :summary, #by = :ord "
+                "REMOVE announced",
                 "ConditionExpression": f"#st IN ({', '.join(f':a{i}' for i in range(len(ACTIVE)))})",
-                "ExpressionAttributeNames": {"#c": "count", "#st": "status"},
+                "ExpressionAttributeNames": {"#c": "count", "#st": "status", "#by": "by"},
                 "ExpressionAttributeValues": {
                     ":one": n(1),
+                    ":ord": s(ordinal),
                     ":first": n(hit.first_seen),
                     ":last": n(hit.last_seen),
                     ":ev": json_s(evidence),
@@ -227,14 +235,21 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
             item["to"] = s(to)
         return {"Put": {"TableName": self.table, "Item": item}}
 
-    def mark_announced(self, aid: str) -> None:
-        """The alert's SNS message went out: a re-applied outbox will not send it again."""
-        self.db.update_item(
-            TableName=self.table,
-            Key=_key(aid),
-            UpdateExpression="SET announced = :t",
-            ExpressionAttributeValues={":t": {"BOOL": True}},
-        )
+    def mark_announced(self, aid: str, ordinal: str) -> None:
+        """The SNS message of the alert's hit ``ordinal`` went out: a re-applied outbox will not
+        send it again. A later hit's message stays owed (the condition)."""
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key=_key(aid),
+                UpdateExpression="SET announced = :t",
+                ConditionExpression="#by = :ord",
+                ExpressionAttributeNames={"#by": "by"},
+                ExpressionAttributeValues={":t": {"BOOL": True}, ":ord": s(ordinal)},
+            )
+        except Exception as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
 
     def quiet_active(self, rule_id: str, updated_before: float, limit: int = 100) -> list[str]:
         """Ids of the rule's unresolved alerts not updated since ``updated_before`` (auto-resolve)."""

@@ -364,7 +364,7 @@ class ShardProcessor:
                         "audience": signal.audience,
                     }
                 )
-                self.alerts.mark_announced(applied.alert_id)
+                self.alerts.mark_announced(applied.alert_id, position)
 
     def drain_outbox(self, source: str, outcome: BatchOutcome) -> None:
         """Apply what an earlier invocation committed but did not get to apply."""
