@@ -231,7 +231,7 @@ def signed_in(request: Request) -> bool:
         return False
     try:
         authenticator_of(request).session(cookie)
-    except AuthError:
+    except (AuthError, NotSupported):  # a runtime without sessions (JWT callers) has no one signed in
         return False
     return True
 
