@@ -18,7 +18,7 @@ from ringfence.alerts.model import Action, AlertQuery, NotificationStatus
 from ringfence.alerts.muting import label_set, mute_reason
 from ringfence.alerts.silences import SilenceError
 from ringfence.errors import Conflict, NotFound, RequestError
-from ringfence.runtimes.aws.alerts import AlertTable
+from ringfence.runtimes.aws.alerts import INHIBITION_SOURCES, AlertTable
 from ringfence.runtimes.aws.audit import AuditTrail
 from tests.helpers.aws import AUDIT_KEY, DeploymentFactory
 from tests.helpers.store import signal
@@ -168,6 +168,35 @@ def test_only_firing_alerts_inhibit(table: AlertTable) -> None:
     assert inhibited(table, rule, target) == f"inhibited by {source}"
     table.transition(source, Action.RESOLVE, "analyst-1", "", NOW)
     assert inhibited(table, rule, target) is None
+
+
+def test_inhibition_reads_a_bounded_page_of_just_what_label_sets_need(
+    table: AlertTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = raise_alert(table, 1, severity="critical", customer_id="c1", labels={"region": "eu"})
+    target = raise_alert(table, 2, severity="medium", customer_id="c2", labels={"region": "eu"})
+    asked: list[dict[str, Any]] = []
+    read: list[dict[str, Any]] = []
+    query = table.db.query
+
+    def recorded(**kwargs: Any) -> Any:
+        reply = query(**kwargs)
+        asked.append(kwargs)
+        read.extend(reply["Items"])
+        return reply
+
+    monkeypatch.setattr(table.db, "query", recorded)
+    assert inhibited(table, critical_inhibits_medium("region"), target) == f"inhibited by {source}"
+    assert asked
+    assert all(0 < q["Limit"] <= INHIBITION_SOURCES for q in asked)
+    assert {name for item in read for name in item} == {
+        "id",
+        "rule_id",
+        "severity",
+        "audience",
+        "customer_id",
+        "labels",
+    }
 
 
 # -- the notification log ----------------------------------------------------------------------------

@@ -44,8 +44,6 @@ from ringfence.runtimes.aws.items import (
     ACTIVE_INDEX,
     CREATED_INDEX,
     CUSTOMER_INDEX,
-    decode_cursor,
-    encode_cursor,
     json_s,
     n,
     s,
@@ -58,10 +56,10 @@ from ringfence.runtimes.aws.silences import SilenceItems
 APPLY_ATTEMPTS = 8
 STATUS_ATTEMPTS = 8
 INHIBITION_SOURCES = 500  # the newest firing alerts an inhibition rule looks at, as embedded
-INHIBITION_PAGES = 10  # pages of the newest alerts read at most to find them (1 MB each)
+INHIBITION_PAGES = 4  # pages of INHIBITION_SOURCES of the newest alerts read at most to find them
 _entries = itertools.count()  # orders a container's entries of one instant as written (the rest: random)
 _ATTRIBUTE_LABELS = ("rule_id", "severity", "audience")  # labels alerts keep as attributes (and customer_id)
-_CURSORS = (frozenset({"pk", "sk", "gp", "gs"}), frozenset({"pk", "sk", "customer_id", "gs"}))
+_LABEL_SET_ATTRIBUTES = ("id", "rule_id", "severity", "audience", "customer_id", "labels")  # what label_set reads
 
 
 @dataclass(frozen=True)
@@ -318,35 +316,23 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
             values[":until"] = n(query.until)
             filters.append("first_seen < :until")
         if query.customer_id is not None:  # one customer's alerts: their own index, newest first
-            index, index_key = CUSTOMER_INDEX, "customer_id"
-            values[":key"] = s(query.customer_id)
+            index, index_key, partition = CUSTOMER_INDEX, "customer_id", query.customer_id
         else:
-            index, index_key = CREATED_INDEX, "gp"
-            values[":key"] = s("alerts")
+            index, index_key, partition = CREATED_INDEX, "gp", "alerts"
+        values[":key"] = s(partition)
         kwargs: dict[str, Any] = {
             "IndexName": index,
             "KeyConditionExpression": f"{index_key} = :key",
             "ExpressionAttributeValues": values,
             "ScanIndexForward": False,
-            "Limit": max(query.limit * 2, 20),
         }
         if names:
             kwargs["ExpressionAttributeNames"] = names
         if filters:
             kwargs["FilterExpression"] = " AND ".join(filters)
-        if query.cursor is not None:
-            kwargs["ExclusiveStartKey"] = decode_cursor(query.cursor, *_CURSORS)
-        found: list[dict[str, Any]] = []
-        for page in self.pages(**kwargs):
-            found += page
-            if len(found) > query.limit:
-                break
-        page_items = found[: query.limit]
-        next_cursor = None
-        if len(found) > query.limit and page_items:
-            last = page_items[-1]
-            next_cursor = encode_cursor({k: last[k] for k in ("pk", "sk", index_key, "gs")})
-        return [_alert(i, []) for i in page_items], next_cursor
+        cursor_key = {"pk": None, "sk": "alert", index_key: partition, "gs": None}
+        items, next_cursor = self.listing(kwargs, query.limit, query.cursor, cursor_key)
+        return [_alert(i, []) for i in items], next_cursor
 
     def views(self, alert_ids: list[str]) -> list[AlertSummary]:
         """The alerts of ``alert_ids`` that exist, in that order, as the pipeline sees them
@@ -358,8 +344,10 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
         """The newest firing alerts but ``labels``' own (up to :data:`INHIBITION_SOURCES`) that
         agree with it on the ``equal`` labels alerts keep as attributes, as label sets: those of
         its customer through their index, when ``customer_id`` is among them and it has one
-        (:func:`~ringfence.alerts.muting.inhibited_by` checks the rest)."""
-        names = {"#st": "status", "#id": "id"}
+        (:func:`~ringfence.alerts.muting.inhibited_by` checks the rest). Asked per inhibit rule at
+        every hit, it reads only what a label set needs, of at most :data:`INHIBITION_PAGES` pages
+        of :data:`INHIBITION_SOURCES` of the newest alerts."""
+        names = {"#st": "status", **{f"#{a}": a for a in _LABEL_SET_ATTRIBUTES}}
         values: dict[str, Any] = {":self": s(labels.get("alert_id", ""))}
         values |= {f":f{i}": s(status) for i, status in enumerate(FIRING)}
         filters = [f"#st IN ({', '.join(f':f{i}' for i in range(len(FIRING)))})", "#id <> :self"]
@@ -372,7 +360,6 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
                 filters.append("attribute_not_exists(customer_id)")
         for name in _ATTRIBUTE_LABELS:
             if name in rule.equal:
-                names[f"#{name}"] = name
                 values[f":{name}"] = s(labels.get(name, ""))
                 filters.append(f"#{name} = :{name}")
         found: list[dict[str, str]] = []
@@ -380,12 +367,14 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
             IndexName=index,
             KeyConditionExpression=condition,
             FilterExpression=" AND ".join(filters),
+            ProjectionExpression=", ".join(f"#{a}" for a in _LABEL_SET_ATTRIBUTES),
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
             ScanIndexForward=False,
+            Limit=INHIBITION_SOURCES,
         )
         for _, page in zip(range(INHIBITION_PAGES), pages, strict=False):
-            found += [label_set(_summary(i)) for i in page]
+            found += [_label_set(i) for i in page]
             if len(found) >= INHIBITION_SOURCES:
                 break
         return found[:INHIBITION_SOURCES]
@@ -439,6 +428,17 @@ def _history(item: dict[str, Any]) -> HistoryEntry:
         reason=item["reason"]["S"],
         from_status=item["from"]["S"] if "from" in item else None,
         to_status=item["to"]["S"] if "to" in item else None,
+    )
+
+
+def _label_set(item: dict[str, Any]) -> dict[str, str]:
+    """What matchers see of an alert item read with only the :data:`_LABEL_SET_ATTRIBUTES`."""
+    return label_set(
+        {
+            **{name: item[name]["S"] for name in ("id", "rule_id", "severity", "audience")},
+            "customer_id": item["customer_id"]["S"] if "customer_id" in item else None,
+            "labels": msgspec.json.decode(item["labels"]["S"]),
+        }
     )
 
 

@@ -26,7 +26,7 @@ to: unresolved alerts under their rule id (by last update, for auto-resolve), an
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -39,6 +39,8 @@ CUSTOMER_INDEX = "by_customer"
 ACTIVE_INDEX = "by_active"
 DUE_GROUP = "~group"
 DUE_NOTIFICATION = "~notify"
+LIST_PAGES = 5  # the DynamoDB pages one listing request reads at most, however little its filter matches
+_KEY_BYTES = 1024  # the longest key attribute DynamoDB takes (a sort key; a partition key may be 2048)
 _json = msgspec.json.Encoder()
 
 
@@ -63,15 +65,23 @@ def encode_cursor(key: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(_json.encode(key)).decode()
 
 
-def decode_cursor(cursor: str, *shapes: frozenset[str]) -> dict[str, Any]:
-    """The index key an :func:`encode_cursor` cursor holds; InvalidCursor if it is not one of ``shapes``."""
+def decode_cursor(cursor: str, key: Mapping[str, str | None]) -> dict[str, Any]:
+    """The index key an :func:`encode_cursor` cursor holds, as DynamoDB takes it back.
+
+    It must be a key of the index being queried: the attributes of ``key``, each a string (every
+    key attribute of the alerts table is one) DynamoDB could hold, and where ``key`` gives a
+    value (the index's partition, a fixed sort key), that value. Anything else is InvalidCursor:
+    DynamoDB would refuse it (a 500) or page another listing.
+    """
     try:
-        key = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, msgspec.DecodeError):
-        key = None
-    if not isinstance(key, dict) or frozenset(key) not in shapes:
+        decoded = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()), type=dict[str, dict[str, str]])
+        values = {name: value["S"] for name, value in decoded.items() if list(value) == ["S"]}
+        fits = all(0 < len(v.encode()) <= _KEY_BYTES for v in values.values())
+    except (ValueError, msgspec.DecodeError):  # UnicodeEncodeError (a lone surrogate) is a ValueError
+        raise InvalidCursor from None
+    if not fits or values.keys() != key.keys() or any(values[k] != v for k, v in key.items() if v is not None):
         raise InvalidCursor
-    return key
+    return decoded
 
 
 class TableItems:
@@ -107,6 +117,31 @@ class TableItems:
             if "LastEvaluatedKey" not in reply:
                 return
             query["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+    def listing(
+        self, query: dict[str, Any], limit: int, cursor: str | None, key: Mapping[str, str | None]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to ``limit`` (at least 1) items of a filtered index ``query``, and the cursor of the
+        rest (None: there is no more). ``key``: the index key's attributes, as for :func:`decode_cursor`.
+
+        It reads at most :data:`LIST_PAGES` pages of twice ``limit`` (at least 20) items, so that a
+        filter matching little costs a bounded read: the page then ends short, even empty, with
+        the cursor where the reading stopped, and clients follow ``next_cursor`` until there is none.
+        """
+        query = {**query, "Limit": max(limit * 2, 20)}
+        if cursor is not None:
+            query["ExclusiveStartKey"] = decode_cursor(cursor, key)
+        found: list[dict[str, Any]] = []
+        resume: dict[str, Any] | None = None
+        for _ in range(LIST_PAGES):
+            reply = self.db.query(TableName=self.table, **query)
+            found += reply.get("Items", [])
+            resume = query["ExclusiveStartKey"] = reply.get("LastEvaluatedKey")
+            if resume is None or len(found) > limit:
+                break
+        if len(found) > limit:
+            resume = {k: found[limit - 1][k] for k in key}
+        return found[:limit], encode_cursor(resume) if resume else None
 
     def transact(self, items: list[dict[str, Any]]) -> bool:
         """Write ``items`` together; False if a condition failed (a racing writer: read again)."""

@@ -24,8 +24,6 @@ from ringfence.runtimes.aws.items import (
     CREATED_INDEX,
     DUE_NOTIFICATION,
     TableItems,
-    decode_cursor,
-    encode_cursor,
     n,
     s,
     sort_time,
@@ -34,7 +32,7 @@ from ringfence.runtimes.aws.resources import error_code
 
 SENT_TTL_S = 30 * 86400.0  # sent notifications are kept this long; dead letters until re-driven
 _PARTITION = "notifications"  # their ``gp`` in ``by_created``
-_CURSOR = frozenset({"pk", "sk", "gp", "gs"})
+_CURSOR = {"pk": None, "sk": "n", "gp": _PARTITION, "gs": None}  # the key of a page's last one
 
 
 def _key(nid: str) -> dict[str, Any]:
@@ -160,17 +158,8 @@ class NotificationItems(TableItems):
             query["FilterExpression"] = "#st = :st"
             query["ExpressionAttributeNames"] = {"#st": "status"}
             query["ExpressionAttributeValues"][":st"] = s(status)
-        if cursor is not None:
-            query["ExclusiveStartKey"] = decode_cursor(cursor, _CURSOR)
-        found: list[dict[str, Any]] = []
-        for page in self.pages(**query):
-            found += page
-            if len(found) > limit:
-                break
-        more = len(found) > limit
-        last = found[limit - 1] if more and limit else None
-        next_cursor = encode_cursor({k: last[k] for k in _CURSOR}) if last else None
-        return [_notification(i) for i in found[:limit]], next_cursor
+        items, next_cursor = self.listing(query, limit, cursor, _CURSOR)
+        return [_notification(i) for i in items], next_cursor
 
     def count_by_status(self) -> dict[str, int]:
         """Notifications per status (pending, sent, dead)."""
