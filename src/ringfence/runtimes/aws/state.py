@@ -226,7 +226,9 @@ class StateTable:
         return found
 
     def load(self, rows: Iterable[StateKey]) -> dict[StateKey, LoadedRow]:
-        """Each of ``rows`` that exists, as stored."""
+        """Each of ``rows`` that exists, as stored. A row read while another writer's transaction
+        was half applied (a local endpoint's transactions are not isolated from reads) counts as
+        absent: the versioned commit then conflicts, and the chunk is run again on a fresh read."""
         wanted = {_row_pk(name, key): (name, key) for name, key in rows}
         items = self._batch_get(list(wanted), "pk, st, v, d, hi")
         return {
@@ -237,6 +239,7 @@ class StateTable:
                 float(item["hi"]["N"]) if "hi" in item else None,
             )
             for pk, item in items.items()
+            if "st" in item and "v" in item
         }
 
     def processed(self, events: Iterable[str]) -> set[str]:
