@@ -64,8 +64,8 @@ def process(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def dispatch(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return handlers.dispatch_event(handlers.runtime(), event)
+    return handlers.dispatch_event(handlers.runtime(), event, context)
 
 
 def tick(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return handlers.tick_event(handlers.runtime(), event)
+    return handlers.tick_event(handlers.runtime(), event, context)

@@ -16,8 +16,12 @@ import pytest
 from ringfence.alerts.model import alert_id
 from ringfence.api.app import HSTS, SECURITY_HEADERS
 from ringfence.bench.servers import EmbeddedServer
+from ringfence.config import load_settings
+from ringfence.errors import ConfigError
+from ringfence.runtimes.aws.handlers import AwsRuntime
+from ringfence.runtimes.aws.resources import AwsClients, AwsNames
 from ringfence.testing import event
-from tests.helpers.aws import ANALYST, PRODUCER, READER, Deployment, DeploymentFactory, http_event
+from tests.helpers.aws import ANALYST, PRODUCER, READER, REGION, Deployment, DeploymentFactory, http_event
 from tests.helpers.keys import Keys
 
 ADMIN = {"sub": "admin-1", "scope": "admin"}
@@ -321,12 +325,35 @@ def test_a_request_gets_the_same_answer_as_from_the_embedded_api(
     assert (aws["statusCode"], body(aws)) == (embedded.status_code, embedded.json())
 
 
+def test_the_audit_trail_is_served_to_admins_newest_first_in_pages(d: Deployment) -> None:
+    d.send(burst("cus_a", time.time() - 900))
+    d.stream.drain()
+    target = alert_id("login_failed_burst", "cus_a", 1)
+    for action in ("ack", "resolve"):
+        route = f"POST /v1/alerts/{{alert_id}}/{action}"
+        assert d.call(http_event(route, ANALYST, {"reason": action}, alert_id=target))["statusCode"] == 200
+    assert d.call(http_event("GET /v1/audit", ANALYST))["statusCode"] == 403
+    first = body(d.call(http_event("GET /v1/audit", ADMIN, query="limit=1")))
+    assert [(e["actor"], e["action"], e["target"]) for e in first["items"]] == [
+        ("jwt:analyst-1", "alert.resolve", target)
+    ]
+    assert first["items"][0]["detail"] == {"reason": "resolve"}
+    rest = body(d.call(http_event("GET /v1/audit", ADMIN, query=f"limit=1&cursor={first['next_cursor']}")))
+    assert [e["action"] for e in rest["items"]] == ["alert.acknowledge"]
+    assert rest["next_cursor"] is None
+
+
+def test_the_runtime_is_not_built_without_an_audit_key(aws_endpoint: str) -> None:
+    names = AwsNames("stream", "state", "alerts", "arn:aws:sns:us-east-1:123456789012:alerts", "poison")
+    with pytest.raises(ConfigError, match="RINGFENCE_SECRET_AUDIT_KEY"):
+        AwsRuntime.create(names, load_settings(environ={}), AwsClients(REGION), audit_key=None)
+
+
 # what the aws runtime does not serve: (route, body, path)
 NOT_SERVED: list[tuple[str, Any, dict[str, str]]] = [
     ("GET /readyz", None, {}),
     ("GET /metrics", None, {}),
     ("GET /v1/stats", None, {}),
-    ("GET /v1/audit", None, {}),
     ("GET /v1/events/late", None, {}),
     ("GET /v1/quarantine", None, {}),
     ("GET /v1/alerts/counts", None, {}),

@@ -13,6 +13,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from ringfence.alerts.config import RetryPolicy, load_alerting
 from ringfence.alerts.delivery import retry_delay
 from ringfence.alerts.model import AlertChange, AlertQuery, alert_id
 from ringfence.runtimes.aws import handlers
+from ringfence.runtimes.aws.announcements import OWED_GRACE_S
 from ringfence.runtimes.aws.dispatch import AlertDispatcher
+from ringfence.runtimes.aws.local import QueueSource
 from ringfence.runtimes.aws.pipeline import DynamoBatch
 from ringfence.testing import FixedClock, event
 from tests.helpers.aws import ANALYST, Deployment, DeploymentFactory, http_event
@@ -82,6 +85,49 @@ def burst(customer: str, occurrence: int = 1) -> str:
 
 def payloads(receiver: RecordingReceiver) -> list[dict[str, Any]]:
     return [r.json() for r in receiver.received]
+
+
+def drain_until(d: Deployment, clock: FixedClock, done: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Poll the alerts queue until ``done()``, waiting out its delayed wake-ups (the
+    dispatcher's clock moving on as long)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "the queue did not get there"
+        if not d.queue.poll():
+            time.sleep(0.25)
+            clock.advance(0.25)
+
+
+class LambdaContext:
+    """What the handlers read of Lambda's context object."""
+
+    def __init__(self, remaining_s: float) -> None:
+        self.ends = time.monotonic() + remaining_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.ends - time.monotonic()) * 1000)
+
+
+class RecordingSqs:
+    """The SQS client, with the wake-up messages the dispatcher sends kept."""
+
+    def __init__(self, sqs: Any) -> None:
+        self.sqs = sqs
+        self.sent: list[dict[str, Any]] = []
+
+    def send_message(self, **kwargs: Any) -> Any:
+        self.sent.append(kwargs)
+        return self.sqs.send_message(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sqs, name)
+
+
+def wake_record(d: Deployment) -> dict[str, Any]:
+    """A wake-up message as the dispatch Lambda receives it."""
+    sqs = d.runtime.clients.sqs
+    arn = sqs.get_queue_attributes(QueueUrl=d.alerts_queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return {"messageId": "m-wake", "receiptHandle": "r", "body": '{"change": "wake"}', "eventSourceARN": arn}
 
 
 def test_a_group_is_notified_once_after_its_wait_however_often_its_alerts_are_announced(
@@ -180,9 +226,10 @@ def test_dispatchers_racing_into_one_group_both_join_it_and_it_is_told_once(
 def test_a_receiver_failing_twice_gets_the_notification_once(
     deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
 ) -> None:
-    d, _ = deployed(deploy, alerting, "cus_a")
+    d, clock = deployed(deploy, alerting, "cus_a")
     receiver.statuses = [503, 503]
-    d.queue.drain()  # each failed attempt schedules a wake-up message: due at once here
+    drain_until(d, clock, lambda: len(receiver.received) == 3)  # each failure schedules a wake-up, a second on
+    d.queue.drain()
     assert len(receiver.received) == 3
     assert len({p["notification_id"] for p in payloads(receiver)}) == 1
     sent = d.runtime.alerts.notification(payloads(receiver)[0]["notification_id"])
@@ -234,8 +281,9 @@ def test_a_retry_waits_for_its_jittered_backoff_and_never_less_than_retry_after(
 def test_a_receiver_that_keeps_failing_leaves_a_dead_letter_until_it_is_redriven(
     deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
 ) -> None:
-    d, _ = deployed(deploy, alerting, "cus_a")
+    d, clock = deployed(deploy, alerting, "cus_a")
     receiver.statuses = [500] * 3
+    drain_until(d, clock, lambda: len(receiver.received) == 3)
     d.queue.drain()
     assert len(receiver.received) == 3  # max_attempts
     nid = payloads(receiver)[0]["notification_id"]
@@ -375,32 +423,145 @@ def test_a_second_incident_after_the_first_was_resolved_is_notified(
     assert [a["id"] for a in payloads(receiver)[-1]["alerts"]] == [burst("cus_a", 2)]
 
 
-def test_the_tick_auto_resolves_quiet_alerts_of_detections_that_ask_for_it(
-    deploy: DeploymentFactory, tmp_path: Path, alerting: Path, receiver: RecordingReceiver
-) -> None:
+def auto_resolving(deploy: DeploymentFactory, tmp_path: Path, alerting: Path) -> tuple[Deployment, FixedClock]:
+    """A deployment whose burst detection resolves its alerts after 10 quiet minutes, with a
+    burst alert raised and notified; the dispatcher runs on a fixed clock."""
     default = (Path(ringfence.__file__).parent / "rules" / "default.yaml").read_text()
     marker = 'title: "{failed_logins_10m} failed logins in 10 min"'
     assert marker in default
     pack = tmp_path / "pack.yaml"
     pack.write_text(default.replace(marker, marker + "\n    auto_resolve: 10m", 1))
     d = deploy(alerting=alerting, rule_pack=pack)
+    rt = d.runtime
+    clock = FixedClock(time.time() + 60)
+    rt.dispatcher.close()
+    rt.dispatcher = AlertDispatcher(
+        rt.alerts, load_alerting(alerting), clock=clock, auto_resolve=lambda: rt.pack.auto_resolve
+    )
     d.send(failed_logins("cus_a"))
     d.stream.drain()
     d.queue.drain()
+    return d, clock
+
+
+def test_the_tick_auto_resolves_quiet_alerts_of_detections_that_ask_for_it(
+    deploy: DeploymentFactory, tmp_path: Path, alerting: Path, receiver: RecordingReceiver
+) -> None:
+    d, clock = auto_resolving(deploy, tmp_path, alerting)
     target = burst("cus_a")
-    processor = d.runtime.processor
-    processor.tick()
+    handlers.tick_event(d.runtime, {})
     assert d.runtime.alerts.get_alert(target).status == "open"  # not quiet for 10 minutes yet
-    later = time.time() + 601
-    processor.clock = lambda: later
-    processor.tick()
+    clock.advance(601)
+    handlers.tick_event(d.runtime, {})
     alert = d.runtime.alerts.get_alert(target)
     assert alert.status == "resolved"
-    assert (alert.history[-1].action, alert.history[-1].reason) == ("auto-resolve", "no new hit for 600 s")
+    assert ("auto-resolve", "no new hit for 600 s") in [(h.action, h.reason) for h in alert.history]
     d.queue.drain()
     assert [p["status"] for p in payloads(receiver)] == ["firing", "resolved"]
-    processor.tick()
+    clock.advance(OWED_GRACE_S + 1)
+    handlers.tick_event(d.runtime, {})  # the resolution was handed on: nothing is owed
     d.queue.drain()
     assert len(receiver.received) == 2
     (listed,), _ = d.runtime.alerts.list_alerts(AlertQuery(status=("resolved",)))
     assert listed.id == target
+
+
+def test_an_auto_resolution_a_dispatcher_died_before_handing_on_is_announced_by_the_tick(
+    deploy: DeploymentFactory, tmp_path: Path, alerting: Path, receiver: RecordingReceiver
+) -> None:
+    d, clock = auto_resolving(deploy, tmp_path, alerting)
+    rt = d.runtime
+    clock.advance(601)
+    assert rt.dispatcher.stages.auto_resolve(clock.time()) == 1
+    rt.dispatcher.pipeline.release()  # the invocation dies with the resolution in its memory
+    assert rt.alerts.get_alert(burst("cus_a")).status == "resolved"
+    handlers.tick_event(rt, {})  # owed for less than the grace: its dispatcher may still be at it
+    d.queue.drain()
+    assert [p["status"] for p in payloads(receiver)] == ["firing"]
+    clock.advance(OWED_GRACE_S)
+    assert handlers.tick_event(rt, {})["announced"] == 1
+    d.queue.drain()
+    assert [p["status"] for p in payloads(receiver)] == ["firing", "resolved"]
+    assert handlers.tick_event(rt, {})["announced"] == 0
+
+
+def test_a_change_through_the_api_is_announced_once_and_a_failed_publish_is_owed_not_an_error(
+    deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d, clock = deployed(deploy, alerting, "cus_a")
+    d.queue.drain()
+    rt = d.runtime
+    real_publish = rt.clients.sns.publish
+    published: list[str] = []
+
+    def counted(**kwargs: Any) -> Any:
+        published.append(json.loads(kwargs["Message"])["change"])
+        return real_publish(**kwargs)
+
+    def unavailable(**kwargs: Any) -> Any:
+        raise Crash("SNS is unavailable")
+
+    monkeypatch.setattr(rt.clients.sns, "publish", counted)
+    for _ in range(2):
+        reply = d.call(http_event("POST /v1/alerts/{id}/ack", ANALYST, id=burst("cus_a")))
+        assert reply["statusCode"] == 200, reply
+    assert published == ["acknowledged"]  # the second acknowledgement changed nothing
+    monkeypatch.setattr(rt.clients.sns, "publish", unavailable)
+    reply = d.call(http_event("POST /v1/alerts/{id}/resolve", ANALYST, id=burst("cus_a")))
+    assert (reply["statusCode"], json.loads(reply["body"])["status"]) == (200, "resolved")  # it is committed
+    monkeypatch.setattr(rt.clients.sns, "publish", counted)
+    d.queue.drain()
+    handlers.tick_event(rt, {})  # owed for less than the grace: the request may still publish it
+    assert published == ["acknowledged"]
+    clock.advance(OWED_GRACE_S)
+    handlers.tick_event(rt, {})
+    d.queue.drain()
+    assert published == ["acknowledged", "resolved"]
+    assert payloads(receiver)[-1]["status"] == "resolved"
+    handlers.tick_event(rt, {})
+    assert published == ["acknowledged", "resolved"]
+
+
+def test_a_dispatch_with_too_little_time_left_claims_no_notification_and_leaves_it_due(
+    deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
+) -> None:
+    d, clock = deployed(deploy, alerting, "cus_a")
+    rt = d.runtime
+    short = QueueSource(rt.clients.sqs, d.alerts_queue_url, lambda e: handlers.dispatch_event(rt, e, LambdaContext(3)))
+    short.drain()
+    assert receiver.received == []  # a send may take the webhook's 5 s timeout: more than is left
+    (left,), _ = rt.alerts.notifications("pending", 10, None)
+    assert (left.attempts, left.next_attempt_at <= clock.time()) == (0, True)  # not claimed: still due
+    handlers.tick_event(rt, {}, LambdaContext(60))
+    assert len(receiver.received) == 1
+
+
+def test_a_handled_batch_whose_notification_was_sent_schedules_no_immediate_wake_up(
+    deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
+) -> None:
+    d, _ = deployed(deploy, alerting, "cus_a")
+    rt = d.runtime
+    sqs = RecordingSqs(rt.clients.sqs)
+    QueueSource(rt.clients.sqs, d.alerts_queue_url, lambda e: rt.dispatcher.handle_queue_event(e, sqs)).drain()
+    assert len(receiver.received) == 1
+    assert sqs.sent == []  # the group is due again after its repeat interval: the tick's to wake for
+
+
+def test_what_a_step_leaves_due_is_woken_for_after_a_second_then_a_growing_backoff(
+    deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
+) -> None:
+    d, clock = deployed(deploy, alerting, "cus_a")
+    rt = d.runtime
+    sqs = RecordingSqs(rt.clients.sqs)
+
+    def short(event: dict[str, Any]) -> dict[str, Any]:
+        return rt.dispatcher.handle_queue_event(event, sqs, time.monotonic() + 3)
+
+    QueueSource(rt.clients.sqs, d.alerts_queue_url, short).drain()
+    for _ in range(2):
+        clock.advance(sqs.sent[-1]["DelaySeconds"])  # the wake-up arrives: still no time to send
+        short({"Records": [wake_record(d)]})
+    delays = [m["DelaySeconds"] for m in sqs.sent]
+    assert delays[0] == 1
+    assert delays[0] < delays[1] < delays[2]
+    assert receiver.received == []

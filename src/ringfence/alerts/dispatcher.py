@@ -77,7 +77,8 @@ class Dispatcher:
         routes = _flatten(config.route)
         self.intake = Intake(store, (Mute(config.inhibit_rules), Group(config, routes, self.notifiers)), stream)
         self.flush = Flush(store, routes, config.notify_resolved)
-        self.deliver = Deliver(store, self.notifiers, config.retry, clock, metrics)
+        timeouts = {name: float(getattr(r.options, "timeout_s", 0.0)) for name, r in config.receivers.items()}
+        self.deliver = Deliver(store, self.notifiers, config.retry, clock, metrics, timeouts)
         self.auto_resolve = AutoResolve(store, auto_resolve)
         self.retention = Retention(store)
         self.stages: tuple[Stage, ...] = (
@@ -100,10 +101,15 @@ class Dispatcher:
                 self.wakeup.wait(idle_wait_s)
                 self.wakeup.clear()
 
-    def step(self) -> int:
-        """One pass of every stage; how much was done (0: nothing was due)."""
+    def step(self, deadline: float | None = None) -> int:
+        """One pass of every stage; how much was done (0: nothing was due). ``deadline``
+        (:func:`time.monotonic` seconds): when the process may be stopped, see :class:`Deliver`."""
         now = self.clock.time()
-        return sum(stage(now) for stage in self.stages)
+        self.deliver.deadline = deadline
+        try:
+            return sum(stage(now) for stage in self.stages)
+        finally:
+            self.deliver.deadline = None
 
     def close(self) -> None:
         self._client.close()

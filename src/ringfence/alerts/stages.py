@@ -14,6 +14,7 @@ import hashlib
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,6 +45,7 @@ BATCH = 500  # outbox entries per pass
 DUE_GROUPS = 100
 DUE_NOTIFICATIONS = 50
 CLAIM_LEASE_S = 120.0  # longer than one send with its timeout
+SEND_MARGIN_S = 5.0  # beyond a receiver's timeout: what an attempt takes around its request
 HOUSEKEEPING_EVERY_S = 10.0
 SENT_RETENTION_S = 30 * 86400.0  # sent notifications are kept this long; dead letters until re-driven
 NOT_MUTED = "no silence or inhibition matches any more"
@@ -236,7 +238,14 @@ class Flush:
 class Deliver:
     """Due notifications to their receivers, each claimed first so that two dispatchers never
     send one at once; retries and dead letters as :func:`~ringfence.alerts.delivery.after_attempt`
-    decides."""
+    decides.
+
+    ``deadline`` (:func:`time.monotonic` seconds; None: none) is when the process running the
+    pass may be stopped (a Lambda function's timeout): no notification is claimed unless its
+    send, up to ``timeouts`` of its receiver and :data:`SEND_MARGIN_S`, ends before it, since a
+    process killed after a send but before its result is kept sends it again once the claim's
+    lease runs out. What is left stays due for the next pass.
+    """
 
     def __init__(
         self,
@@ -245,22 +254,33 @@ class Deliver:
         policy: RetryPolicy,
         clock: Clock,
         metrics: Metrics,
+        timeouts: Mapping[str, float] | None = None,
     ) -> None:
         self.store = store
         self.notifiers = notifiers
         self.policy = policy
         self.clock = clock
         self.metrics = metrics
+        self.timeouts = timeouts or {}
+        self.deadline: float | None = None
         self.rng = random.Random()  # nosec B311 # noqa: S311 - retry jitter, not security
 
     def __call__(self, now: float) -> int:
         due = self.store.due_notifications(now, DUE_NOTIFICATIONS)
-        for notification in due:
+        for done, notification in enumerate(due):
+            if not self._time_for(notification):
+                log.info("%d due notifications left for the next pass: too little time left", len(due) - done)
+                return done
             with self.store.pipeline() as batch:
                 claimed = batch.claim(notification.id, now, CLAIM_LEASE_S)
             if claimed:
                 self._attempt(notification, now)
         return len(due)
+
+    def _time_for(self, n: Notification) -> bool:
+        """Whether an attempt at ``n`` ends before the deadline, if there is one."""
+        needs = self.timeouts.get(n.receiver, 0.0) + SEND_MARGIN_S
+        return self.deadline is None or time.monotonic() + needs <= self.deadline
 
     def _attempt(self, n: Notification, now: float) -> None:
         notifier = self.notifiers.get(n.receiver)

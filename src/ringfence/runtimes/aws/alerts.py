@@ -31,7 +31,6 @@ from ringfence.alerts.model import (
     Comment,
     Decision,
     HistoryEntry,
-    PipelineAction,
     alert_id,
 )
 from ringfence.alerts.muting import label_set
@@ -260,12 +259,6 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
         )
         return [i["pk"]["S"].removeprefix("a|") for i in reply.get("Items", [])]
 
-    def auto_resolve(self, aid: str, reason: str, now: float) -> bool:
-        """Resolve an alert on the pipeline's behalf; False if it was resolved meanwhile."""
-        status = self.get_item(aid)["status"]["S"]
-        to = lifecycle.transition(Action.RESOLVE, status)
-        return to is not None and self.set_status(aid, status, to, PipelineAction.AUTO_RESOLVE, reason, now)
-
     # -- reading -----------------------------------------------------------------------------------
 
     def get_item(self, aid: str) -> dict[str, Any]:
@@ -388,18 +381,19 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
             to = lifecycle.transition(action, status)
             if to is None:  # there already: nothing changes
                 return self.get_alert(alert_id)
-            change = self._status_change(alert_id, status, to, actor, action, reason, now)
+            change = self.status_change(alert_id, status, to, actor, action, reason, now)
             if self.audit.record(change, actor, f"alert.{action.value}", alert_id, {"reason": reason}, now):
                 return self.get_alert(alert_id)
         raise StoreError(f"alert {alert_id} kept changing: could not {action.value} it")
 
     def set_status(self, aid: str, from_status: str, to_status: str, action: str, reason: str, now: float) -> bool:
         """The pipeline's own status change; False if the status moved meanwhile."""
-        return self.transact(self._status_change(aid, from_status, to_status, SYSTEM_ACTOR, action, reason, now))
+        return self.transact(self.status_change(aid, from_status, to_status, SYSTEM_ACTOR, action, reason, now))
 
-    def _status_change(
+    def status_change(
         self, aid: str, from_status: str, to_status: str, actor: str, action: str, reason: str, now: float
     ) -> list[dict[str, Any]]:
+        """The transaction items of a status change from ``from_status`` (its condition) and its history entry."""
         resolved = to_status == AlertStatus.RESOLVED
         return [
             {

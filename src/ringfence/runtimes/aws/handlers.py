@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,9 @@ import msgspec
 from ringfence.alerts.config import load_alerting
 from ringfence.config import Settings, audit_key, load_settings
 from ringfence.engine.pack import RulePack, load_pack_file
+from ringfence.errors import ConfigError
 from ringfence.runtimes.aws.alerts import AlertTable
+from ringfence.runtimes.aws.announcements import Announcer, OwedAnnouncements
 from ringfence.runtimes.aws.dispatch import AlertDispatcher
 from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
 from ringfence.runtimes.aws.resources import AwsClients, AwsNames
@@ -49,25 +52,6 @@ class PoisonQueue:
         self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=_json.encode(body).decode())
 
 
-class Announcer:
-    """Publishes alert changes on the alerts topic (severity, audience and rule as message
-    attributes, for subscription filter policies)."""
-
-    def __init__(self, sns: Any, topic_arn: str) -> None:
-        self.sns = sns
-        self.topic_arn = topic_arn
-
-    def __call__(self, message: dict[str, Any]) -> None:
-        self.sns.publish(
-            TopicArn=self.topic_arn,
-            Message=_json.encode(message).decode(),
-            MessageAttributes={
-                key: {"DataType": "String", "StringValue": str(message[key])}
-                for key in ("severity", "audience", "rule_id")
-            },
-        )
-
-
 @dataclass
 class AwsRuntime:
     """Everything a handler needs, built once per container."""
@@ -81,12 +65,19 @@ class AwsRuntime:
     processor: ShardProcessor
     dispatcher: AlertDispatcher
     announce: Announcer
+    owed: OwedAnnouncements
 
     @classmethod
     def create(
         cls, names: AwsNames, settings: Settings, clients: AwsClients | None = None, audit_key: bytes | None = None
     ) -> AwsRuntime:
-        """``audit_key`` keys the audit trail's chain; without it, people's changes are refused."""
+        """``audit_key`` keys the audit trail's chain, which every change people make is
+        written to: without it the runtime is not built (ConfigError)."""
+        if not audit_key:
+            raise ConfigError(
+                "the aws runtime needs an audit key: set RINGFENCE_SECRET_AUDIT_KEY (64 hex digits; "
+                "deploy/aws/template.yaml's AuditKey parameter)"
+            )
         clients = clients or AwsClients()
         pack = load_pack_file(settings.rule_pack)
         state = StateTable(clients.dynamodb, names.state_table)
@@ -101,8 +92,9 @@ class AwsRuntime:
             PoisonQueue(clients.sqs, names.poison_queue_url),
             allowed_lateness_s=settings.allowed_lateness_s,
         )
-        dispatcher = AlertDispatcher(alerts, load_alerting(settings.alerting))
-        return cls(names, clients, settings, pack, state, alerts, processor, dispatcher, announce)
+        dispatcher = AlertDispatcher(alerts, load_alerting(settings.alerting), auto_resolve=lambda: pack.auto_resolve)
+        owed = OwedAnnouncements(alerts, announce)
+        return cls(names, clients, settings, pack, state, alerts, processor, dispatcher, announce, owed)
 
 
 _runtime: AwsRuntime | None = None
@@ -150,19 +142,29 @@ def process_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
     return {"batchItemFailures": failures}
 
 
-def dispatch_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
+def deadline_of(context: Any) -> float | None:
+    """When Lambda stops the invocation, in :func:`time.monotonic` seconds (None: no context)."""
+    if context is None:
+        return None
+    return time.monotonic() + float(context.get_remaining_time_in_millis()) / 1000
+
+
+def dispatch_event(rt: AwsRuntime, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     """SQS messages (SNS raw delivery) announcing alert changes: see
-    :meth:`~ringfence.runtimes.aws.dispatch.AlertDispatcher.handle_queue_event`."""
-    return rt.dispatcher.handle_queue_event(event, rt.clients.sqs)
+    :meth:`~ringfence.runtimes.aws.dispatch.AlertDispatcher.handle_queue_event`. ``context``:
+    the Lambda context, whose time left bounds the notifications sent."""
+    return rt.dispatcher.handle_queue_event(event, rt.clients.sqs, deadline_of(context))
 
 
-def tick_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
+def tick_event(rt: AwsRuntime, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     """The schedule: fire absence timers that wall-clock time made due, then step the alert
     pipeline (what no delayed wake-up covers: repeat intervals beyond SQS's 15-minute delay,
-    a wake-up lost with a crashed invocation)."""
+    a wake-up lost with a crashed invocation; and auto-resolve), then publish the alert
+    changes still owed their announcement."""
     outcome = rt.processor.tick()
     try:
-        rt.dispatcher.step()
+        rt.dispatcher.step(deadline_of(context))
     except Exception:  # the timers are committed; the next tick or wake-up steps again
         log.exception("the tick's step of the alert pipeline failed")
-    return {"commits": outcome.commits, "alerts_created": outcome.alerts_created}
+    owed = rt.owed.publish_owed(rt.dispatcher.stages.clock.time())
+    return {"commits": outcome.commits, "alerts_created": outcome.alerts_created, "announced": owed}

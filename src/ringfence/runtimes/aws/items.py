@@ -8,6 +8,7 @@ Item layout of the alerts table (key ``pk`` + ``sk``); the modules named own the
 | alert | ``a|<alert id>`` | ``alert`` | :mod:`.alerts` |
 | history entry, comment | ``a|<alert id>`` | ``h|<at>|<n>``, ``c|<at>|<n>`` | :mod:`.alerts` |
 | group membership | ``a|<alert id>`` | ``g|<group key>`` | :mod:`.groups` |
+| announcement owed | ``a|<alert id>`` | ``owe|<change>`` (``by_active``: ``~announce``) | :mod:`.announcements` |
 | dedup pointer | ``d|<rule id>|<dedup key>`` | ``ptr`` | :mod:`.alerts` |
 | group | ``g|<group key>`` | ``g`` | :mod:`.groups` |
 | the dispatcher's next wake-up | ``dispatch`` | ``wake`` | :mod:`.groups` |

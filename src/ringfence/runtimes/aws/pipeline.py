@@ -8,15 +8,17 @@ conditional on those versions: if another dispatcher changed one of the groups m
 nothing is written and the unit raises :class:`LostRace` (the work is done again on a fresh
 read). A unit too big for one transaction (100 items: a flush of many groups) is split
 between groups, never within one (a group with its members and its notification).
-Claims and status changes are single conditional writes, made at once.
+A status change is written with its alert's history (and the announcement it owes, see
+:mod:`.announcements`) in the unit's end, conditional on the status read (else LostRace too).
+Claims are single conditional writes, made at once.
 
-The outbox of alert changes is the dispatch Lambda's batch of SQS messages (:meth:`AwsPipeline.receive`):
-a change is consumed when the unit that handled it commits; the rest stay on the queue.
+The outbox of alert changes is the dispatch Lambda's batch of SQS messages (:meth:`AwsPipeline.receive`),
+and the changes the pipeline announces itself (auto-resolve): a change is consumed when the unit
+that handled it commits; the rest stay on the queue, or owed (the tick publishes them).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -24,18 +26,21 @@ from typing import Any
 from ringfence.alerts.config import InhibitRule
 from ringfence.alerts.delivery import NextStep
 from ringfence.alerts.grouping import GroupState
-from ringfence.alerts.lifecycle import ACTIVE
+from ringfence.alerts.lifecycle import ACTIVE, SYSTEM_ACTOR
 from ringfence.alerts.model import AlertChange, AlertSummary, Notification, NotificationStatus
 from ringfence.alerts.ports import OutboxEntry
 from ringfence.alerts.silences import Silence
 from ringfence.errors import StoreError
 from ringfence.runtimes.aws.alerts import AlertTable
+from ringfence.runtimes.aws.announcements import OwedMarkers
 from ringfence.runtimes.aws.groups import StoredGroup
 from ringfence.runtimes.aws.state import MAX_TRANSACTION_ITEMS
 
+_Unit = tuple[str, str] | None  # ("group", key) or ("alert", id): written together; None: alone
+
 
 class LostRace(StoreError):
-    """Another dispatcher changed a group this unit of work read: do the work again."""
+    """Another writer changed a group or an alert's status this unit of work read: do the work again."""
 
 
 class AwsPipeline:
@@ -44,19 +49,34 @@ class AwsPipeline:
 
     def __init__(self, alerts: AlertTable) -> None:
         self.alerts = alerts
+        self.markers = OwedMarkers(alerts)
         self.outbox: list[OutboxEntry] = []
+        self.owed: dict[int, float] = {}  # seq -> when its change was owed (the pipeline's own)
         self.consumed = 0  # the outbox's entries up to this seq are handled
         self.fresh: set[str] = set()  # notifications this container added: the index may lag
-        self.soonest = math.inf  # the earliest due time written since :meth:`next_due`
 
-    def receive(self, alert_id: str, change: AlertChange) -> int:
-        """Put a change in the outbox; returns its seq (consumed once ``consumed`` reaches it)."""
+    def receive(self, alert_id: str, change: AlertChange, owed_at: float | None = None) -> int:
+        """Put a change in the outbox; returns its seq (consumed once ``consumed`` reaches it).
+        ``owed_at``: the change's owed marker, settled once it is consumed."""
         seq = (self.outbox[-1].seq if self.outbox else self.consumed) + 1
         self.outbox.append(OutboxEntry(seq, alert_id, change))
+        if owed_at is not None:
+            self.owed[seq] = owed_at
         return seq
 
     def pending(self) -> bool:
         return any(e.seq > self.consumed for e in self.outbox)
+
+    def release(self) -> None:
+        """Forget what was not consumed: messages go back to the queue, owed changes stay owed."""
+        self.outbox.clear()
+        self.owed.clear()
+
+    def settle_consumed(self) -> None:
+        """Settle the owed markers of the pipeline's own changes that are consumed."""
+        for entry in self.outbox:
+            if entry.seq <= self.consumed and entry.seq in self.owed:
+                self.markers.settle(entry.alert_id, entry.change, self.owed.pop(entry.seq))
 
     @contextmanager
     def pipeline(self) -> Iterator[DynamoBatch]:
@@ -74,11 +94,10 @@ class AwsPipeline:
         return sorted(due, key=lambda x: x.next_attempt_at)[:limit]
 
     def next_due(self) -> float | None:
-        """When the next group flush or notification attempt is due (None: nothing waits)."""
+        """When the next group flush or notification attempt is due, as stored (None: nothing
+        waits). Read after a step: what it did (a flush, a send) is no longer due."""
         known = [t for t in (self.alerts.next_flush(), self.alerts.next_attempt()) if t is not None]
-        soonest = min([self.soonest, *known])
-        self.soonest = math.inf
-        return soonest if math.isfinite(soonest) else None
+        return min(known, default=None)
 
 
 class DynamoBatch:
@@ -91,11 +110,10 @@ class DynamoBatch:
         self._members: dict[str, frozenset[str]] = {}  # their alerts as read
         self._saved: dict[str, GroupState] = {}
         self._dropped: set[str] = set()
-        self._writes: list[tuple[str | None, dict[str, Any]]] = []  # (group it depends on, item)
+        self._writes: list[tuple[_Unit, dict[str, Any]]] = []  # (what it is written with, item)
         self._consumed: int | None = None
-        self._announced: list[tuple[str, AlertChange]] = []
+        self._announced: list[tuple[str, AlertChange, float]] = []
         self._added: set[str] = set()
-        self._due: list[float] = []
 
     # -- the outbox ----------------------------------------------------------------------------
 
@@ -106,7 +124,9 @@ class DynamoBatch:
         self._consumed = through_seq
 
     def announce(self, alert_id: str, change: AlertChange, now: float) -> None:
-        self._announced.append((alert_id, change))
+        """Owed with the alert's status change; handed to this pipeline's outbox once written."""
+        self._writes.append((("alert", alert_id), self.pipeline.markers.owe(alert_id, change, now)))
+        self._announced.append((alert_id, change, now))
 
     # -- alerts --------------------------------------------------------------------------------
 
@@ -115,7 +135,10 @@ class DynamoBatch:
         return found[0] if found else None
 
     def set_status(self, alert_id: str, from_status: str, to_status: str, action: str, reason: str, now: float) -> bool:
-        return self.table.set_status(alert_id, from_status, to_status, action, reason, now)
+        """Written at the unit's end, conditional on ``from_status`` (LostRace if it moved)."""
+        change = self.table.status_change(alert_id, from_status, to_status, SYSTEM_ACTOR, action, reason, now)
+        self._writes += [(("alert", alert_id), item) for item in change]
+        return True
 
     def note(self, alert_ids: Sequence[str], action: str, reason: str, now: float) -> None:
         self._writes += [(None, self.table.history_put(aid, action, reason, now)) for aid in alert_ids]
@@ -178,17 +201,14 @@ class DynamoBatch:
         if notification_id in self._added or self.table.notification(notification_id) is not None:
             return  # owed once: adding it again changes nothing
         put = self.table.notification_put(notification_id, group_key, receiver, payload, now)
-        self._writes.append((group_key, put))
+        self._writes.append((("group", group_key), put))
         self._added.add(notification_id)
-        self._due.append(now)
 
     def claim(self, notification_id: str, now: float, lease_s: float) -> bool:
         return self.table.claim(notification_id, now, lease_s)
 
     def record_attempt(self, notification_id: str, step: NextStep, now: float) -> None:
         self._writes.append((None, self.table.attempt_update(notification_id, step, now)))
-        if step.status is NotificationStatus.PENDING:
-            self._due.append(step.next_attempt_at)
 
     def forget_sent(self, before: float) -> int:
         return 0  # DynamoDB's TTL deletes sent notifications (notification_log.SENT_TTL_S)
@@ -196,27 +216,28 @@ class DynamoBatch:
     # -- the end of the unit -------------------------------------------------------------------
 
     def commit(self) -> None:
-        """Write what the unit decided, each group with what depends on it; LostRace if a
-        group changed since it was read (of a unit split in parts, the other parts stand)."""
-        units: dict[str, list[dict[str, Any]]] = {}
+        """Write what the unit decided, each group (and each alert's status) with what depends
+        on it; LostRace if a group or status changed since it was read (of a unit split in
+        parts, the other parts stand)."""
+        units: dict[_Unit, list[dict[str, Any]]] = {}
         for key in {*self._saved, *self._dropped}:
-            units[key] = self._group_writes(key)
+            units[("group", key)] = self._group_writes(key)
         loose: list[list[dict[str, Any]]] = []
-        for group_key, item in self._writes:
-            if group_key is None:
+        for unit, item in self._writes:
+            if unit is None:
                 loose.append([item])
             else:
-                units.setdefault(group_key, []).append(item)
+                units.setdefault(unit, []).append(item)
         lost = [unit for unit in self._packed([*units.values(), *loose]) if not self.table.transact(unit)]
         if lost:
             raise LostRace(f"{len(lost)} of the dispatcher's writes lost a race; read again")
         p = self.pipeline
         if self._consumed is not None:
             p.consumed = max(p.consumed, self._consumed)
-        for alert_id, change in self._announced:
-            p.receive(alert_id, change)
+            p.settle_consumed()
+        for alert_id, change, at in self._announced:
+            p.receive(alert_id, change, at)
         p.fresh |= self._added
-        p.soonest = min([p.soonest, *self._due, *(g.next_flush_at for g in self._saved.values())])
 
     def _group_writes(self, key: str) -> list[dict[str, Any]]:
         read = self._read.get(key)

@@ -2,9 +2,9 @@
 
 The API is the same Starlette app as everywhere, served on Lambda (``ringfence.aws_lambda``).
 It reads and changes alerts, silences and the notification log in the alerts table (changes
-audited there), and writes ``POST /v1/events`` to Kinesis. The engine's state and progress live
-with the stream's consumers, metrics in CloudWatch, the rule pack in the deployment: every other
-capability is NotSupported (501).
+audited there, and the audit trail read from there), and writes ``POST /v1/events`` to Kinesis.
+The engine's state and progress live with the stream's consumers, metrics in CloudWatch, the
+rule pack in the deployment: every other capability is NotSupported (501).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ringfence.alerts.model import Action, Alert, AlertChange, AlertQuery
+from ringfence.alerts.model import Action, Alert, AlertQuery
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
 from ringfence.engine.pack import RulePack
@@ -23,6 +23,8 @@ from ringfence.errors import FieldError, NotSupported, OverloadedError
 from ringfence.events.decode import Rejection, decode_batch
 from ringfence.events.model import Event, encode_event
 from ringfence.runtimes.aws.alerts import AlertTable
+from ringfence.runtimes.aws.announcements import OwedAnnouncements, Publish, announcement
+from ringfence.runtimes.aws.audit import AuditTrail
 from ringfence.runtimes.aws.resources import error_code
 from ringfence.runtimes.aws.state import StateTable, event_key
 from ringfence.runtimes.ingest import IngestResult
@@ -138,13 +140,15 @@ def partition_key(event: Event) -> str:
 
 
 class AnnouncedAlerts:
-    """The alerts table as the API changes alerts: each acknowledgement and resolution is
-    announced on the alerts topic for the dispatcher, as the processor announces new alerts
-    (receivers told of an alert are told it is resolved)."""
+    """The alerts table as the API changes alerts: each acknowledgement and resolution that
+    changes the alert is announced on the alerts topic for the dispatcher, as the processor
+    announces new alerts (receivers told of an alert are told it is resolved). The announcement
+    is owed in the change's transaction (:mod:`.announcements`): a failed publish is logged, not
+    the request's failure, and the tick publishes it."""
 
-    def __init__(self, table: AlertTable, announce: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, table: AlertTable, announce: Publish) -> None:
         self._table = table
-        self._announce = announce
+        self._owed = OwedAnnouncements(table, announce)
 
     def list_alerts(self, query: AlertQuery) -> tuple[list[Alert], str | None]:
         return self._table.list_alerts(query)
@@ -153,19 +157,31 @@ class AnnouncedAlerts:
         return self._table.get_alert(alert_id)
 
     def transition(self, alert_id: str, action: Action, actor: str, reason: str, now: float) -> Alert:
-        alert = self._table.transition(alert_id, action, actor, reason, now)
-        change = AlertChange.RESOLVED if action is Action.RESOLVE else AlertChange.ACKNOWLEDGED
-        self._announce(
-            {
-                "version": "1",
-                "change": change.value,
-                "alert_id": alert.id,
-                "rule_id": alert.rule_id,
-                "severity": alert.severity,
-                "audience": alert.audience,
-            }
-        )
+        change = self._owed.transition(alert_id, action, actor, reason, now)
+        alert = self._table.get_alert(alert_id)
+        if change is not None:
+            self._owed.hand_on(announcement(change, alert.id, alert.rule_id, alert.severity, alert.audience), now)
         return alert
+
+
+class AwsRecords:
+    """What the API reads beside alerts: the audit trail; late events and hit counts stay
+    with the stream's consumers (NotSupported)."""
+
+    def __init__(self, audit: AuditTrail) -> None:
+        self._audit = audit
+
+    def list_audit(self, limit: int, cursor: int | None) -> tuple[list[dict[str, Any]], int | None]:
+        return self._audit.list_audit(limit, cursor)
+
+    def list_late_events(self, limit: int, cursor: int | None) -> NoReturn:
+        not_available("the late events (they are marked on the state table's event markers)")
+
+    def count_late_events(self) -> NoReturn:
+        not_available("the late events (they are marked on the state table's event markers)")
+
+    def rule_hits(self, since: float | None = None) -> NoReturn:
+        not_available("the rule pack's hit counts")
 
 
 class AwsPlatform:
@@ -176,7 +192,6 @@ class AwsPlatform:
     ready = True
     triage = None
     log = None
-    records = None
     quarantine = None
     stream = None
     metrics = None
@@ -187,6 +202,7 @@ class AwsPlatform:
         self.pack = rt.pack
         self.alerts = AnnouncedAlerts(rt.alerts, rt.announce)
         self.silences = self.notifications = rt.alerts
+        self.records = AwsRecords(rt.alerts.audit)
         self.ingest = KinesisIngest(
             rt.clients.kinesis, rt.names.stream, rt.state, rt.settings, self.clock, lambda: self.pack.custom_types
         )

@@ -26,12 +26,14 @@ from typing import Any, Protocol
 
 import msgspec
 
+from ringfence.alerts.model import AlertChange
 from ringfence.engine.engine import Engine
 from ringfence.engine.pack import RulePack
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import StoreError
 from ringfence.events.model import Event, decode_event
 from ringfence.runtimes.aws.alerts import AlertTable
+from ringfence.runtimes.aws.announcements import announcement
 from ringfence.runtimes.aws.state import (
     MAX_TRANSACTION_ITEMS,
     Commit,
@@ -355,14 +357,7 @@ class ShardProcessor:
                 outcome.alerts_created += 1
             if applied.owes_announcement:
                 self.announce(
-                    {
-                        "version": "1",
-                        "change": "firing",
-                        "alert_id": applied.alert_id,
-                        "rule_id": signal.rule_id,
-                        "severity": signal.severity,
-                        "audience": signal.audience,
-                    }
+                    announcement(AlertChange.FIRING, applied.alert_id, signal.rule_id, signal.severity, signal.audience)
                 )
                 self.alerts.mark_announced(applied.alert_id, position)
 
@@ -371,15 +366,6 @@ class ShardProcessor:
         self._apply(source, self.state.outbox(source), outcome)
 
     # -- quiet keys ------------------------------------------------------------------------------------
-
-    def _auto_resolve(self) -> None:
-        """Resolve alerts of detections with ``auto_resolve`` that had no new hit for that long."""
-        now = self.clock()
-        for rule_id, quiet in self.pack.auto_resolve.items():
-            for aid in self.alerts.quiet_active(rule_id, now - quiet):
-                if self.alerts.auto_resolve(aid, f"no new hit for {quiet:.0f} s", now):
-                    item = self.alerts.get_item(aid)
-                    self.announce(resolved_message(aid, rule_id, item["severity"]["S"], item["audience"]["S"]))
 
     def tick(self) -> BatchOutcome:
         """Fire the absence timers that wall-clock time has made due (scheduled every minute),
@@ -391,7 +377,6 @@ class ShardProcessor:
         outcome = BatchOutcome()
         for source in [TICK_SOURCE, *self.state.checkpoints()]:
             self.drain_outbox(source, outcome)
-        self._auto_resolve()
         for _ in range(CONFLICT_ATTEMPTS):
             checkpoints = self.state.checkpoints()
             shards = [c for s, c in checkpoints.items() if s != TICK_SOURCE and c.max_event_time is not None]
@@ -424,18 +409,6 @@ class ShardProcessor:
                 self._apply(TICK_SOURCE, [Outbox(ordinal(stamp, 0), signals, [])], outcome)
             return outcome
         raise StoreError(f"the timer tick lost {CONFLICT_ATTEMPTS} races in a row")
-
-
-def resolved_message(alert_id: str, rule_id: str, severity: str, audience: str) -> dict[str, Any]:
-    """The announcement of a resolved alert (the dispatcher tells the receivers told of it)."""
-    return {
-        "version": "1",
-        "change": "resolved",
-        "alert_id": alert_id,
-        "rule_id": rule_id,
-        "severity": severity,
-        "audience": audience,
-    }
 
 
 def plan_chunks(items: list[_Item]) -> list[list[_Item]]:
