@@ -384,3 +384,8 @@ def test_answers_carry_the_embedded_apis_security_headers(d: Deployment, server:
         assert aws["headers"][name.decode()] == embedded.headers[name.decode()] == value.decode()
     ((hsts, max_age),) = HSTS  # API Gateway serves HTTPS only: the embedded server's HTTPS header
     assert aws["headers"][hsts.decode()] == max_age.decode()
+
+
+def test_liveness_answers_without_credentials(d: Deployment) -> None:
+    reply = d.call(http_event("GET /healthz", None))
+    assert (reply["statusCode"], json.loads(reply["body"])) == (200, {"status": "ok"})
