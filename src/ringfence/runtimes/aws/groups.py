@@ -15,7 +15,6 @@ import msgspec
 
 from ringfence.alerts.grouping import GroupState
 from ringfence.runtimes.aws.items import DUE_GROUP, TableItems, n, s
-from ringfence.runtimes.aws.resources import error_code
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(GroupState)
@@ -97,17 +96,10 @@ class GroupItems(TableItems):
     def schedule_wake(self, at: float, now: float) -> bool:
         """Note that the dispatcher will wake at ``at``: False if a wake-up by then is already
         due (so racing dispatchers schedule one each time, not one each)."""
-        try:
-            self.db.update_item(
-                TableName=self.table,
-                Key={"pk": s("dispatch"), "sk": s("wake")},
-                UpdateExpression="SET #w = :at",
-                ConditionExpression="attribute_not_exists(#w) OR #w <= :now OR #w > :at",
-                ExpressionAttributeNames={"#w": "at"},
-                ExpressionAttributeValues={":at": n(at), ":now": n(now)},
-            )
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self.update_if(
+            {"pk": s("dispatch"), "sk": s("wake")},
+            UpdateExpression="SET #w = :at",
+            ConditionExpression="attribute_not_exists(#w) OR #w <= :now OR #w > :at",
+            ExpressionAttributeNames={"#w": "at"},
+            ExpressionAttributeValues={":at": n(at), ":now": n(now)},
+        )

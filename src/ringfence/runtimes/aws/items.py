@@ -154,6 +154,16 @@ class TableItems:
             raise
         return True
 
+    def update_if(self, key: dict[str, Any], **request: Any) -> bool:
+        """One conditional ``UpdateItem`` of the item at ``key``; False if its condition failed."""
+        try:
+            self.db.update_item(TableName=self.table, Key=key, **request)
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def due(self, kind: str, now: float, limit: int) -> list[tuple[str, str]]:
         """Keys of the items of ``kind`` in ``by_active`` due by ``now``, earliest first."""
         reply = self.db.query(

@@ -28,7 +28,6 @@ from ringfence.runtimes.aws.items import (
     s,
     sort_time,
 )
-from ringfence.runtimes.aws.resources import error_code
 
 SENT_TTL_S = 30 * 86400.0  # sent notifications are kept this long; dead letters until re-driven
 _PARTITION = "notifications"  # their ``gp`` in ``by_created``
@@ -96,24 +95,17 @@ class NotificationItems(TableItems):
 
     def claim(self, nid: str, now: float, lease_s: float) -> bool:
         """Take a due notification for ``lease_s``; True if this caller has it."""
-        try:
-            self.db.update_item(
-                TableName=self.table,
-                Key=_key(nid),
-                UpdateExpression="SET next_attempt_at = :lease, updated_at = :lease",
-                ConditionExpression="#st = :pending AND next_attempt_at <= :now",
-                ExpressionAttributeNames={"#st": "status"},
-                ExpressionAttributeValues={
-                    ":lease": n(now + lease_s),
-                    ":pending": s(NotificationStatus.PENDING),
-                    ":now": n(now),
-                },
-            )
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self.update_if(
+            _key(nid),
+            UpdateExpression="SET next_attempt_at = :lease, updated_at = :lease",
+            ConditionExpression="#st = :pending AND next_attempt_at <= :now",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={
+                ":lease": n(now + lease_s),
+                ":pending": s(NotificationStatus.PENDING),
+                ":now": n(now),
+            },
+        )
 
     def attempt_update(self, nid: str, step: NextStep, now: float) -> dict[str, Any]:
         """The transaction item keeping what an attempt at ``now`` decided: pending until
