@@ -401,7 +401,7 @@ def test_text_made_to_be_slow_to_scan_is_answered_fast(target: Target) -> None:
 
 
 def test_card_numbers_behind_labels_zeros_separators_and_marks_are_rejected(target: Target) -> None:
-    card = fresh_pan("4", 16)
+    card = fresh_pan("40", 16)  # under 2**52, so card + 0.5 below is exact as a float and keeps its digits
     groups = [card[i : i + 4] for i in range(0, 16, 4)]
     forms = [
         f"Visa{' '.join(groups)}",
