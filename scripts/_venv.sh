@@ -20,3 +20,29 @@ if [ ! -f "$stamp" ] || [ "$LOCK" -nt "$stamp" ] || [ pyproject.toml -nt "$stamp
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   touch "$stamp"
 fi
+# The compiled engine core (native/, Rust): built into .venv when anything under native/ changed
+# since the last build; its crates come from crates.io at the versions native/Cargo.lock pins.
+# Without cargo the Python engine runs; CI must build it. scripts/test runs clippy with the same
+# PYO3_* variables maturin sets, so the two share native/target without rebuilding each other.
+PYO3_PYTHON="$PWD/.venv/bin/python"
+PYO3_ENVIRONMENT_SIGNATURE=$(.venv/bin/python -c \
+  'import sys; print("%s-%d.%d-%dbit" % (sys.implementation.name, *sys.version_info[:2], sys.maxsize.bit_length() + 1))')
+export PYO3_PYTHON PYO3_ENVIRONMENT_SIGNATURE
+native_stamp=.venv/.ringfence-native-built
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ "${CI:-}" = true ]; then
+    echo "the compiled core cannot be built: no Rust toolchain (cargo), and CI must build it" >&2
+    exit 1
+  fi
+  echo "the compiled core is not built: no Rust toolchain (cargo); the Python engine will run"
+elif [ ! -f "$native_stamp" ] || [ -n "$(find native -path native/target -prune -o -newer "$native_stamp" -type f -print -quit)" ]; then
+  echo "building the compiled core (native/)..."
+  touch "$native_stamp.next"  # files changed during the build are newer than the stamp it leaves
+  if ! VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --release --locked -m native/Cargo.toml \
+      >.venv/.ringfence-native-build.log 2>&1; then
+    cat .venv/.ringfence-native-build.log >&2
+    echo "building the compiled core (native/) failed: see above" >&2
+    exit 1
+  fi
+  mv "$native_stamp.next" "$native_stamp"
+fi

@@ -41,6 +41,9 @@ DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 100
 DEFAULT_MAX_STREAMS_PER_KEY = 5
 DEFAULT_SIGNIN_ATTEMPTS_PER_MIN = 10.0
 DEFAULT_BACKTEST_TIME_BUDGET_S = 120.0
+# which engine runs rule packs (ringfence.engine.native.make_engine): the compiled core where it can
+# run the pack, else the Python engine; the compiled core only; the Python engine only
+ENGINES = ("auto", "native", "python")
 MIN_AUDIT_KEY_CHARS = 32
 ENV_PREFIX = "RINGFENCE_"
 # not settings: the CLI's API key, and secrets that receivers name (RINGFENCE_SECRET_*)
@@ -101,6 +104,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         postgres_dsn: the kafka runtime's store, a libpq URI without password (libpq reads
             ``PGPASSWORD`` or ``~/.pgpass``).
         postgres_pool_size: connections each service may hold.
+        engine: which engine runs the rule pack in every runtime: ``auto`` (the compiled core where
+            it is installed and can run the pack, else the Python engine, and the log says why),
+            ``native`` (the compiled core, or refuse to start) or ``python`` (the reference engine).
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -140,12 +146,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     kafka_dedup_window_s: float = 600.0
     postgres_dsn: str = ""
     postgres_pool_size: int = 8
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= 1024:
             raise ConfigError(f"partitions must be 1..1024, got {self.partitions}")
         if self.journal_sync not in ("normal", "full"):
             raise ConfigError(f"journal_sync must be 'normal' or 'full', got {self.journal_sync!r}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be {'|'.join(ENGINES)}, got {self.engine!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug|info|warning|error, got {self.log_level!r}")
         if self.kafka_security_protocol not in ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"):

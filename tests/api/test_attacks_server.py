@@ -250,6 +250,89 @@ def test_a_large_body_trickling_in_is_cut_off_at_the_request_timeout(tmp_path: P
         assert time.monotonic() - started < 3 + 3
 
 
+def ndjson_events(count: int) -> bytes:
+    """``count`` valid login events, one a line (about 190 bytes each)."""
+    return b"".join(
+        b'{"event_id":"early-%d","type":"login.succeeded","occurred_at":"2026-01-01T00:00:00Z","source":"app",'
+        b'"customer_id":"c%d","data":{"ip":"198.51.100.7","device_id":"d%d"}}\n' % (i, i, i)
+        for i in range(count)
+    )
+
+
+def read_response(s: socket.socket) -> tuple[int, bytes]:
+    """One HTTP/1.1 response with a Content-Length from ``s``: its status and body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65_536)
+        assert chunk, f"the server closed the connection after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = s.recv(65_536)
+        assert chunk, "the server closed the connection in a response body"
+        body += chunk
+    return int(head.split(b" ")[1]), body
+
+
+def post(body: bytes, key: str) -> bytes:
+    return (
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+        b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s" % (key.encode(), len(body), body)
+    )
+
+
+def test_a_request_answered_before_its_body_keeps_its_connection_for_the_next_one(tmp_path: Path) -> None:
+    """A producer's large batch answered before it was read (a wrong key here; 503 under
+    backpressure is the same path) gets that answer, and the same connection serves the next
+    request: not 431 (the unread body counted as a request head) nor a reset."""
+    key = create_key(tmp_path / "d", "producer", "events:write")
+    body = ndjson_events(5_000)
+    assert len(body) > 20 * 32 * 1024
+    some = body[: body.index(b"\n", 4_000) + 1]
+    with serving(tmp_path) as server, connect(port_of(server)) as s:
+        s.settimeout(10)
+        for _ in range(3):
+            s.sendall(post(body, "rf_wrong"))
+            assert read_response(s)[0] == 401
+            s.sendall(post(some, key))
+            status, answer = read_response(s)
+            assert status == 202, answer
+
+
+@pytest.mark.parametrize(
+    ("framing", "rest"),
+    [
+        (b"Content-Length: 1000000000", b"x" * 65_536),
+        # what the parser hands no body callback: a last chunk, then trailer lines without end
+        (b"Transfer-Encoding: chunked", b"X-Trailer: " + b"a" * 65_000 + b"\r\n"),
+    ],
+    ids=["content-length", "chunked-trailers"],
+)
+def test_an_unread_body_past_max_body_bytes_closes_its_connection(tmp_path: Path, framing: bytes, rest: bytes) -> None:
+    """The rest of a body answered early is read and dropped only up to ``max_body_bytes``
+    (and some framing), counted on the wire: a client that keeps sending after its answer
+    is cut off, not read for ever, long before its deadline."""
+    with serving(tmp_path, max_body_bytes="1048576", request_timeout_s="60") as server, connect(port_of(server)) as s:
+        s.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+            + framing
+            + b"\r\nAuthorization: Bearer rf_wrong\r\n\r\n"
+            + (b"1\r\nx\r\n0\r\n" if b"chunked" in framing else b"")
+        )
+        s.settimeout(5)
+        assert s.recv(4096).startswith(b"HTTP/1.1 401")
+        started, chunk, cut_off = time.monotonic(), rest, False
+        while not cut_off and time.monotonic() - started < 20:
+            try:
+                s.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                cut_off = True
+        assert cut_off, "the server went on reading an answered body"
+
+
 def test_connections_per_address_are_capped_and_another_address_is_still_served(tmp_path: Path) -> None:
     key = create_key(tmp_path / "d", "viewer", "alerts:read")
     settings = {"max_connections_per_address": "5", "request_head_timeout_s": "30", "max_streams_per_key": "10"}

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ringfence.engine.engine import Engine
+from ringfence.engine.native import make_engine
 from ringfence.runtimes.aws.handlers import process_event
 from ringfence.runtimes.aws.processor import ShardProcessor
 from ringfence.runtimes.aws.state import Commit
@@ -141,14 +142,17 @@ def test_a_poison_record_goes_to_the_failure_destination_and_does_not_block_its_
     kinesis.put_record(StreamName=rt.names.stream, Data=b'{"event_id": "y"}', PartitionKey="cus_0000001")
     # an event the engine fails on (a bug, say): it must not block the shard either
     doomed = after[0]["event_id"]
-    real_process = Engine.process
 
-    def process(self: Engine, event: Any, *args: Any) -> Any:
-        if event.event_id == doomed:
-            raise ZeroDivisionError("a bug")
-        return real_process(self, event, *args)
+    def failing(real: Any) -> Any:
+        def process(self: Engine, event: Any, *args: Any) -> Any:
+            if event.event_id == doomed:
+                raise ZeroDivisionError("a bug")
+            return real(self, event, *args)
 
-    monkeypatch.setattr(Engine, "process", process)
+        return process
+
+    for kind in {Engine, type(make_engine(rt.pack))}:  # the reference engine and the one the runtime runs
+        monkeypatch.setattr(kind, "process", failing(kind.process))
     d.send(after)
     d.stream.drain()
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ringfence.engine.engine import Engine, EventContext
+from ringfence.engine.engine import EventContext
+from ringfence.engine.native import make_engine
 from ringfence.engine.pack import RulePack
 from ringfence.engine.rules import AlertSignal
 from ringfence.engine.stages import plan_stages, run_stage
@@ -13,9 +14,10 @@ class StagedPipeline:
     """Every stage and the join in one process, one engine each: what the kafka runtime
     computes, without Kafka (its tests compare it with the one-engine runtime)."""
 
-    def __init__(self, pack: RulePack, allowed_lateness_s: float = 5.0) -> None:
+    def __init__(self, pack: RulePack, allowed_lateness_s: float = 5.0, engine: str = "python") -> None:
         self.plan = plan_stages(pack)
-        self.engines = {s.name: Engine(s.pack, allowed_lateness_s) for s in [*self.plan.stages, self.plan.rules]}
+        stages = [*self.plan.stages, self.plan.rules]
+        self.engines = {s.name: make_engine(s.pack, allowed_lateness_s, engine=engine) for s in stages}
 
     def process(self, event: Event, offset: int, partition: int, ingested_at: float) -> list[AlertSignal]:
         customer = self.plan.stages[0]

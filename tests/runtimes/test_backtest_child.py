@@ -159,7 +159,7 @@ def test_a_ringfence_package_in_the_working_directory_is_never_imported(
 
 
 def test_the_child_runs_isolated_in_the_root_directory(tmp_path: Path) -> None:
-    path = journal(tmp_path, 1)
+    path = journal(tmp_path, 20_000)  # enough work that the child is still running when looked at
 
     async def inspect() -> tuple[list[bytes], str]:
         lines = run_in_child(job(path))

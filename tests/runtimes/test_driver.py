@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from ringfence.engine import Engine, load_pack
+from ringfence.engine.packed import unpack_rows
 from ringfence.events import Event
 from ringfence.runtimes.processing import Batch, Driver, EventClock, expiry_watermark
 from ringfence.store.quarantine import QuarantinedEvent
@@ -79,7 +80,7 @@ class Memory:
                 raise ValueError(f"cannot encode the state of {r.event.event_id}")
             batch.records.append(r)
             self.event_time.took(self.now, r.ingested_at)
-        batch.changes += self.engine.take_changes()
+        batch.take_changes(self.engine)
 
     def commit(self, batch: Batch[Rec]) -> None:
         if self.fail:
@@ -87,7 +88,7 @@ class Memory:
         if any(s.event_id == self.refused for s in batch.signals):
             raise OverflowError("Python int too large to convert to SQLite INTEGER")
         self.commits.append(batch)
-        for name, key, state in batch.changes:
+        for name, key, state in (row for packed in batch.changes for row in unpack_rows(packed)):
             if state is None:
                 self.rows.pop((name, key), None)
             else:
@@ -131,7 +132,7 @@ def test_one_commit_carries_alerts_state_event_times_late_events_and_the_offset(
     assert [r.offset for r in batch.records] == [1, 2, 3, 4]
     assert m.offset == 4
     assert [s.event_id for s in batch.signals] == ["e2", "e4"]
-    changed = {(name.partition("#")[0], key) for name, key, _ in batch.changes}
+    changed = {(name.partition("#")[0], key) for packed in batch.changes for name, key, _ in unpack_rows(packed)}
     assert changed == {("logins", "c1"), ("logins", "c2"), ("pattern:silent", "app")}
     assert batch.marks == {0: T0 + 60, 1: T0 + 10}
     # e4 is behind its partition's watermark (T0 + 60 - 5 s); e3 is on time in its own partition

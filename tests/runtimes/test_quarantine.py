@@ -20,11 +20,12 @@ import pytest
 from ringfence.alerts.model import AlertQuery
 from ringfence.engine import Engine, load_pack
 from ringfence.engine.pack import RulePack
+from ringfence.engine.rules import AlertSignal
 from ringfence.events.model import Event
 from ringfence.metrics import Metrics
 from ringfence.runtimes.embedded.journal import SqliteLog
 from ringfence.runtimes.embedded.processor import Processor
-from ringfence.store import SqliteStore
+from ringfence.store import SqliteStore, state_log
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineRepository, is_store_failure, reason_of, write
 from ringfence.testing import FixedClock
 from tests.helpers.factories import T0
@@ -177,6 +178,48 @@ def test_nothing_of_a_quarantined_event_stays_in_the_state(tmp_path: Path) -> No
         h.close()
 
 
+class FailsAfterCounting(Engine):
+    """An engine that fails on ``evt-2`` after it counted it: its effect is in memory."""
+
+    def process_raw(
+        self, body: bytes, offset: int, partition: int, ingested_at: float
+    ) -> tuple[list[AlertSignal], float | None]:
+        out = super().process_raw(body, offset, partition, ingested_at)
+        if b'"evt-2"' in body:
+            raise RuntimeError("failed after counting")
+        return out
+
+
+def test_a_snapshot_written_with_the_records_before_a_poison_one_holds_nothing_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The good records before a poison one are committed before the engine is reset; a
+    snapshot part taken then would read the poison's effect (and keep it for any key the
+    changelog after the snapshot's start does not hold)."""
+    monkeypatch.setattr(state_log, "MIN_LOG_ROWS", 10**9)  # no snapshot yet
+    monkeypatch.setattr(state_log, "MIN_PART_ROWS", 10**6)  # then, a whole one with each commit
+    poisoned, clean = Harness(tmp_path / "a"), Harness(tmp_path / "b")
+    poisoned.processor.engine = FailsAfterCounting(PACK)
+    poisoned.processor.recover()
+    for h in (poisoned, clean):
+        h.append(score(1, 5), score(4, 9, "cus_2"))
+        with h.running():
+            h.caught_up()
+    monkeypatch.setattr(state_log, "MIN_LOG_ROWS", 0)  # a snapshot is due at every commit
+    poisoned.append(score(10, 1, "cus_9"), score(2, 3), score(11, 2, "cus_3"))
+    clean.append(score(10, 1, "cus_9"), score(11, 2, "cus_3"))
+    for h in (poisoned, clean):
+        with h.running():
+            h.caught_up()
+    assert len(poisoned.quarantined()) == 1
+    assert poisoned.store.conn().execute("SELECT count(*) FROM snapshots WHERE complete = 1").fetchone()[0] == 1
+    restarted = Harness(tmp_path / "a")
+    assert restarted.states() == clean.states()
+    assert restarted.states()[("scores", "cus_1")][0] == 1.0
+    for h in (poisoned, clean, restarted):
+        h.close()
+
+
 def test_a_transient_store_failure_is_retried_not_quarantined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(tmp_path)
     real = h.store.commit_batch
@@ -203,7 +246,7 @@ def test_a_transient_store_failure_is_retried_not_quarantined(tmp_path: Path, mo
     [
         ("engine", "ringfence.engine.engine.Engine.process"),
         ("state codec", "ringfence.engine.engine.encode_state"),
-        ("decoder", "ringfence.runtimes.embedded.processor.decode_event"),
+        ("decoder", "ringfence.engine.engine.decode_event"),
     ],
 )
 def test_any_exception_of_the_decoder_engine_or_codec_quarantines_only_its_event(

@@ -1,5 +1,6 @@
-"""Engine state through the changelog: merged in memory, frozen, written behind in slices,
-the changelog truncated; recovery equals the last committed state wherever a crash falls."""
+"""Engine state through the changelog and the snapshots written behind it: recovery equals the
+last committed state wherever a crash falls, the changelog and old snapshots are retired, a
+store from before snapshots restores and is retired by the first one."""
 
 from __future__ import annotations
 
@@ -8,101 +9,138 @@ from pathlib import Path
 
 import pytest
 
+from ringfence.engine.packed import StateRow, pack_rows
 from ringfence.store import Checkpoint, SqliteStore
 from ringfence.store import state_log as state_log_module
+from tests.helpers.store import DictState
 
 
 @pytest.fixture(autouse=True)
-def small_sets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state_log_module, "MIN_ROWS_PER_COMMIT", 3)
-    monkeypatch.setattr(state_log_module, "ROWS_PER_CHANGE", 0.0)
-    monkeypatch.setattr(state_log_module, "FREEZE_ROWS", 5)
-    monkeypatch.setattr(state_log_module, "FREEZE_AGE_S", 60.0)
+def small_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state_log_module, "MIN_LOG_ROWS", 6)
+    monkeypatch.setattr(state_log_module, "LOG_PER_STATE", 0.0)
+    monkeypatch.setattr(state_log_module, "PART_ROWS_PER_CHANGE", 1)
+    monkeypatch.setattr(state_log_module, "MIN_PART_ROWS", 2)
+    monkeypatch.setattr(state_log_module, "IDLE_PART_ROWS", 3)
 
 
-def rows(store: SqliteStore, table: str) -> int:
+def count(store: SqliteStore, table: str) -> int:
     return int(store.conn().execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
+def commit(store: SqliteStore, engine: DictState, offset: int, rows: list[StateRow]) -> None:
+    """A batch as the processor commits it: its changes, and the snapshot part due with them."""
+    changes = [engine.apply(rows)] if rows else []
+    part = store.states.next_part(engine, len(rows))
+    store.commit_batch([], Checkpoint("p", offset, [c for c, _ in changes], state_rows=len(rows), snapshot=part), 1.0)
+
+
 def reopened(path: Path) -> dict[tuple[str, str], bytes]:
-    fresh = SqliteStore(path)
+    """The state a restart restores (a fresh store on the file, as after a kill -9)."""
+    fresh, engine = SqliteStore(path), DictState()
     try:
-        return {(f, k): s for f, k, s in fresh.iter_feature_state()}
+        fresh.restore_state(engine)
+        return engine.rows
     finally:
         fresh.close()
 
 
-def test_changes_reach_feature_state_in_slices_and_the_changelog_is_truncated(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
-    store.commit_batch([], Checkpoint("p", 1, [("f", f"k{i}", b"a") for i in range(6)]), now=1.0)
-    assert rows(store, "state_log") == 1
-    assert rows(store, "feature_state") == 0  # frozen (6 >= 5 rows), not yet written
-    store.commit_batch([], Checkpoint("p", 2, [("f", "k0", b"b")]), now=2.0)
-    assert rows(store, "feature_state") == 3  # one slice
-    store.commit_batch([], Checkpoint("p", 3), now=3.0)
-    assert rows(store, "feature_state") == 6  # the last slice...
-    assert rows(store, "state_log") == 1  # ...and the changelog through the freeze is gone; k0=b stays
-    assert reopened(tmp_path / "s.db")[("f", "k0")] == b"b"
-
-
-def test_age_freezes_a_small_set_and_deletes_are_written_too(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
-    store.commit_batch([], Checkpoint("p", 1, [("f", "a", b"1"), ("f", "b", b"1")]), now=0.0)
-    store.commit_batch([], Checkpoint("p", 2, [("f", "a", None)]), now=61.0)  # the set is 61 s old: frozen
-    store.commit_batch([], Checkpoint("p", 3), now=62.0)
-    assert list(store.conn().execute("SELECT feature, key, state FROM feature_state")) == [("f", "b", b"1")]
-    assert rows(store, "state_log") == 0
-    assert reopened(tmp_path / "s.db") == {("f", "b"): b"1"}
-
-
 def test_recovery_equals_the_committed_state_after_any_number_of_batches(tmp_path: Path) -> None:
-    """A model check: random changes over few keys; after every batch, a reopened store
-    (as after a kill -9 there) holds exactly the latest committed value of every key."""
+    """A model check: random changes and drops over few keys, snapshots begun and finished in
+    between; after every batch a reopened store holds exactly the state in memory."""
     rng = random.Random(7)
-    store = SqliteStore(tmp_path / "s.db")
-    expected: dict[tuple[str, str], bytes] = {}
-    for batch in range(1, 60):
-        changes: list[tuple[str, str, bytes | None]] = []
+    store, engine = SqliteStore(tmp_path / "s.db"), DictState()
+    for batch in range(1, 120):
+        rows: list[StateRow] = []
         for _ in range(rng.randint(0, 4)):
-            key = ("f" if rng.random() < 0.7 else "g", f"k{rng.randint(0, 7)}")
-            value = None if rng.random() < 0.2 else f"v{batch}".encode()
-            changes.append((*key, value))
-        store.commit_batch([], Checkpoint("p", batch, changes), now=float(batch))
-        for f, k, v in changes:
-            if v is None:
-                expected.pop((f, k), None)
-            else:
-                expected[(f, k)] = v
-        assert reopened(tmp_path / "s.db") == expected, batch
-    assert rows(store, "state_log") < 59  # it was truncated along the way
+            name, key = ("f" if rng.random() < 0.7 else "g"), f"k{rng.randint(0, 11)}"
+            rows.append((name, key, None if rng.random() < 0.2 else f"v{batch}".encode()))
+        commit(store, engine, batch, rows)
+        if rng.random() < 0.1:
+            store.snapshot_step(engine)  # an idle step between batches
+        assert reopened(tmp_path / "s.db") == engine.rows, batch
+    assert count(store, "snapshots WHERE complete = 1") == 1
+    assert count(store, "state_log") < 40  # retired along the way
 
 
-def test_a_failed_commit_neither_merges_its_changes_nor_loses_a_slice(tmp_path: Path) -> None:
+def test_a_finished_snapshot_retires_the_changelog_before_it_and_the_older_snapshot(tmp_path: Path) -> None:
+    store, engine = SqliteStore(tmp_path / "s.db"), DictState()
+    commit(store, engine, 1, [("f", f"k{i}", b"1") for i in range(6)])  # 6 rows logged: due
+    commit(store, engine, 2, [("f", "k0", b"2")])  # begins generation 1 at seq 1, writes 2 rows
+    assert count(store, "snapshots WHERE complete = 0") == 1
+    commit(store, engine, 3, [("f", "k1", None)])
+    while count(store, "snapshots WHERE complete = 1") == 0:
+        assert store.snapshot_step(engine)
+    assert list(store.conn().execute("SELECT gen, since FROM snapshots")) == [(1, 1)]
+    assert [s for (s,) in store.conn().execute("SELECT seq FROM state_log")] == [2, 3]  # after since
+    assert reopened(tmp_path / "s.db") == {("f", f"k{i}"): b"2" if i == 0 else b"1" for i in range(6) if i != 1}
+    # the next generation, once due, replaces it
+    for offset in range(5, 12):
+        commit(store, engine, offset, [("g", f"x{offset}", b"3")])
+    while count(store, "snapshots WHERE complete = 1 AND gen = 2") == 0:
+        assert store.snapshot_step(engine)
+    assert list(store.conn().execute("SELECT gen FROM snapshots")) == [(2,)]
+    assert {g for (g,) in store.conn().execute("SELECT gen FROM snapshot_parts")} == {2}
+    assert reopened(tmp_path / "s.db") == engine.rows
+
+
+def test_an_unfinished_generation_is_ignored_and_cleared_by_the_next(tmp_path: Path) -> None:
+    store, engine = SqliteStore(tmp_path / "s.db"), DictState()
+    commit(store, engine, 1, [("f", f"k{i}", b"1") for i in range(8)])
+    commit(store, engine, 2, [("f", "k0", None)])  # generation 1: a first part only
+    assert count(store, "snapshots WHERE complete = 0") == 1
+    store.close()
+    # a crash: the restart restores from the changelog alone, the part is not read
+    store, engine = SqliteStore(tmp_path / "s.db"), DictState()
+    store.restore_state(engine)
+    assert engine.rows == {("f", f"k{i}"): b"1" for i in range(1, 8)}
+    while count(store, "snapshots WHERE complete = 1") == 0:
+        assert store.snapshot_step(engine)  # due again at once: 9 rows logged
+    assert list(store.conn().execute("SELECT gen FROM snapshots")) == [(2,)]
+    assert count(store, "state_log") == 0
+    assert reopened(tmp_path / "s.db") == engine.rows
+
+
+def test_a_failed_commit_does_not_count_its_part(tmp_path: Path) -> None:
+    store, engine = SqliteStore(tmp_path / "s.db"), DictState()
+    commit(store, engine, 1, [("f", f"k{i}", b"1") for i in range(6)])
+    part = store.states.next_part(engine, 2)
+    assert part is not None
+    assert part.index == 0
+    unbindable = Checkpoint("p", 2, [object()], state_rows=1, snapshot=part)  # type: ignore[list-item]
+    with pytest.raises(Exception, match=r"type|bind"):
+        store.commit_batch([], unbindable, now=2.0)
+    assert count(store, "snapshot_parts") == 0
+    assert store.load_checkpoint("p")[0] == 1
+    # the processor then restores (a fresh engine: no walk) and goes on
+    engine = DictState()
+    store.restore_state(engine)
+    commit(store, engine, 2, [("f", "k9", b"2")])
+    while count(store, "snapshots WHERE complete = 1") == 0:
+        assert store.snapshot_step(engine)
+    assert reopened(tmp_path / "s.db") == engine.rows
+
+
+def test_a_whole_snapshot_after_a_reload_leaves_no_dropped_state_behind(tmp_path: Path) -> None:
+    store, engine = SqliteStore(tmp_path / "s.db"), DictState()
+    commit(store, engine, 1, [("keep", "k", b"1"), ("drop", "k", b"1")])
+    del engine.rows[("drop", "k")]  # the reloaded engine no longer holds it
+    store.snapshot_all(engine)
+    assert count(store, "state_log") == 0
+    assert reopened(tmp_path / "s.db") == {("keep", "k"): b"1"}
+
+
+def test_a_store_from_before_snapshots_restores_and_is_retired_by_the_first(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "s.db")
-    store.commit_batch([], Checkpoint("p", 1, [("f", f"k{i}", b"a") for i in range(6)]), now=1.0)
-    with pytest.raises(TypeError):
-        store.commit_batch([], Checkpoint("p", 2, [("f", "x", object())]), now=2.0)  # type: ignore[list-item]
-    for offset in (3, 4):
-        store.commit_batch([], Checkpoint("p", offset), now=float(offset))
-    assert rows(store, "feature_state") == 6  # both slices written after the failure
-    assert ("f", "x") not in reopened(tmp_path / "s.db")
-
-
-def test_idle_steps_write_the_frozen_set_and_truncate_the_changelog(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
-    store.commit_batch([], Checkpoint("p", 1, [("f", f"k{i}", b"a") for i in range(6)]), now=1.0)  # frozen
-    assert store.write_state_behind(now=2.0, rows=4)
-    assert rows(store, "feature_state") == 4
-    assert store.write_state_behind(now=3.0, rows=4)
-    assert rows(store, "feature_state") == 6
-    assert rows(store, "state_log") == 0
-    assert not store.write_state_behind(now=4.0)  # nothing left behind
-
-
-def test_dropping_definitions_flushes_everything_first(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
-    store.commit_batch([], Checkpoint("p", 1, [("keep", f"k{i}", b"1") for i in range(6)]), now=1.0)  # frozen
-    store.commit_batch([], Checkpoint("p", 2, [("keep", "k0", None), ("drop", "k", b"1")]), now=2.0)  # pending
-    assert store.keep_only_states({"keep"}) == 1
-    assert rows(store, "state_log") == 0
-    assert reopened(tmp_path / "s.db") == {("keep", f"k{i}"): b"1" for i in range(1, 6)}
+    with store.transaction() as conn:  # as the former write-behind left it
+        conn.executemany("INSERT INTO feature_state VALUES (?, ?, ?)", [("f", f"k{i}", b"old") for i in range(3)])
+        changes = pack_rows([("f", "k0", None), ("f", "k1", b"new")])
+        conn.execute("INSERT INTO state_log (changes) VALUES (?)", (changes,))
+    store.close()
+    store, engine = SqliteStore(tmp_path / "s.db"), DictState()
+    assert store.restore_state(engine) == 5
+    assert engine.rows == {("f", "k1"): b"new", ("f", "k2"): b"old"}
+    while count(store, "snapshots WHERE complete = 1") == 0:
+        assert store.snapshot_step(engine)  # begun at once: the old rows are to go
+    assert count(store, "feature_state") == count(store, "state_log") == 0
+    assert reopened(tmp_path / "s.db") == engine.rows

@@ -28,9 +28,9 @@ async def post_events(request: Request) -> Response:
             {"content_type": media_type or None},
         )
     service = platform.ingest
-    if service is None and platform.ready:
+    if service is None and platform.accepting:
         raise RequestError(404, "not_here", "this service does not take events: send them to `ringfence serve ingest`")
-    if service is None or not platform.ready:
+    if service is None or not platform.accepting:
         raise RequestError(503, "unavailable", "the platform is starting or stopping")
     service.check_capacity()
     body = await read_body(request, platform.settings.max_body_bytes)

@@ -138,8 +138,14 @@ class Platform(Protocol):
     def clock(self) -> Clock: ...
 
     @property
+    def accepting(self) -> bool:
+        """Started and not stopping: it takes events (an embedded platform does while it still
+        restores its state: the journal keeps them until it processes)."""
+        ...
+
+    @property
     def ready(self) -> bool:
-        """Started and not stopping: it takes events and answers readiness probes with 200."""
+        """Taking events and processing them: readiness probes answer 200."""
         ...
 
     @property

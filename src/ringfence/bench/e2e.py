@@ -2,38 +2,54 @@
 simulated bank traffic (default rule pack, full durability), sampled while it runs.
 
 Reports events/s accepted and fully processed, ingest-to-alert latency percentiles (an
-event's durable arrival to its alert being committed, i.e. queryable), processor lag, CPU
-per event, the server's memory, engine state per tracked key, and how overload was met
-(503 + Retry-After, not memory growth).
+event's durable arrival to the alert it raised being committed, i.e. queryable), processor
+lag, CPU per event, the server's memory, engine state per tracked key, and how overload was
+met (503 + Retry-After, not memory growth).
+
+Two shapes of run. The short one sends its events and times the whole run, drain included.
+A sustained one (``duration_s`` > 0) keeps the load on past a warm-up until its measured
+window is at least ``duration_s`` long and holds ``min_events`` processed events, then
+stops sending; every figure is taken over that window only, so start-up, the first state
+write-behind and the final drain do not flatter or spoil it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import itertools
+import math
 import os
 import platform
 import statistics
+import subprocess  # nosec B404
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from ringfence.bench import procstat, state_size
 from ringfence.bench.servers import EmbeddedServer, create_key, start_server
 from ringfence.simulate import Traffic
 
 SAMPLE_EVERY_S = 0.5
+RETRY_S = 0.5  # before sending again a request whose connection was dropped
+MAX_DROPPED = 100  # dropped connections a run tolerates (each one counted in its figures)
+SEED = 1  # every run replays the same traffic, so runs differ by the machine, not the events
+FRAUD_RATE = 0.002
+REFERENCE_EVENT_RATE = 9_700.0  # the reference bank's 35M events/hour, as event time in large runs
 
 
 @dataclass
 class Options:
-    events: int = 100_000
+    events: int = 100_000  # generated; a sustained run sends them until its window is complete
     customers: int = 100_000
     batch: int = 500
     concurrency: int = 4
@@ -41,40 +57,86 @@ class Options:
     runs: int = 3
     measure_state: bool = True
     env: dict[str, str] = field(default_factory=dict)  # RINGFENCE_* settings of the server
+    event_rate: float = 2_000.0  # events per second of event time in the traffic
+    warmup_s: float = 0.0  # sustained: left out of every figure
+    duration_s: float = 0.0  # > 0: a sustained run, its window at least this long...
+    min_events: int = 0  # ...and holding at least this many processed events
+    traffic_dir: Path | None = None  # keep the generated traffic here for later invocations
 
 
-def traffic(options: Options, seed: int) -> list[dict[str, Any]]:
-    source = Traffic(seed=seed, customers=options.customers, fraud_rate=0.002, source_prefix=f"bench{seed}")
-    return list(source.stream(start=time.time() - 2 * 3600, rate_per_s=2000.0, count=options.events))
+def traffic_file(options: Options, directory: Path) -> Path:
+    """The traffic as NDJSON, one event a line, generated once: the file is named by what
+    shapes it, so an invocation with the same traffic reuses it."""
+    name = f"traffic-seed{SEED}-{options.customers}c-{options.event_rate:g}eps-{options.events}.ndjson"
+    path = directory / name
+    if path.exists():
+        return path
+    source = Traffic(seed=SEED, customers=options.customers, fraud_rate=FRAUD_RATE, source_prefix=f"bench{SEED}")
+    start = traffic_start(options.events / options.event_rate)
+    partial = path.with_suffix(".partial")
+    with partial.open("wb") as out:
+        for event in source.stream(start=start, rate_per_s=options.event_rate, count=options.events):
+            out.write(msgspec.json.encode(event) + b"\n")
+    partial.replace(path)
+    return path
 
 
-def bodies(events: list[dict[str, Any]], batch: int) -> list[bytes]:
-    lines = [json.dumps(e) for e in events]
-    return ["\n".join(lines[i : i + batch]).encode() for i in range(0, len(lines), batch)]
+def traffic_start(span_s: float) -> float:
+    """When simulated traffic lasting about ``span_s`` of event time starts: a UTC midnight, so
+    the simulator's daily rhythm, and thus the events, are the same whatever the hour of the run;
+    and ending at least an hour ago, so no event is in the future however long a file is kept."""
+    return math.floor((time.time() - 3600 - 1.3 * span_s) / 86400) * 86400.0  # the rhythm varies it +-30 %
+
+
+@contextmanager
+def traffic(options: Options) -> Iterator[Path]:
+    """The traffic file, in ``options.traffic_dir`` (kept) or a temporary folder (deleted after)."""
+    if options.traffic_dir is not None:
+        options.traffic_dir.mkdir(parents=True, exist_ok=True)
+        yield traffic_file(options, options.traffic_dir)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield traffic_file(options, Path(tmp))
+
+
+def read_batches(path: Path, size: int) -> Iterator[bytes]:
+    """NDJSON request bodies of ``size`` events each."""
+    with path.open("rb") as lines:
+        while chunk := list(itertools.islice(lines, size)):
+            yield b"".join(chunk)
 
 
 @dataclass
 class Load:
     accepted: int = 0
     overloaded: int = 0  # 503 answers (backpressure) that were retried
+    dropped: int = 0  # requests whose connection the server closed or refused, sent again
+    enough: threading.Event = field(default_factory=threading.Event)  # a sustained window is complete
 
 
-async def drive(server: EmbeddedServer, key: str, batches: list[bytes], options: Options, load: Load) -> None:
-    """Post every batch, ``concurrency`` in flight, paced at ``rate`` if given."""
-    queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
-    for item in enumerate(batches):
-        queue.put_nowait(item)
+async def drive(server: EmbeddedServer, key: str, batches: Iterator[bytes], options: Options, load: Load) -> None:
+    """Post the batches, ``concurrency`` in flight, paced at ``rate`` if given, until they run
+    out or the sustained window is complete."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"}
     started = time.perf_counter()
     interval = options.batch / options.rate if options.rate else 0.0
+    numbered = enumerate(batches)  # shared by the workers: each takes the next batch
 
     async def worker(client: httpx.AsyncClient) -> None:
-        while not queue.empty():
-            index, body = queue.get_nowait()
+        for index, body in numbered:
+            if load.enough.is_set():
+                return
             if interval:
                 await asyncio.sleep(max(0.0, started + index * interval - time.perf_counter()))
             while True:
-                response = await client.post("/v1/events", content=body)
+                try:
+                    response = await client.post("/v1/events", content=body)
+                except httpx.TransportError:  # as a producer does: send it again (a duplicate if it was kept)
+                    if server.process.poll() is not None or load.dropped >= MAX_DROPPED:
+                        raise
+                    load.dropped += 1
+                    await asyncio.sleep(RETRY_S)
+                    continue
                 if response.status_code in (429, 503):
                     load.overloaded += 1
                     await asyncio.sleep(float(response.headers.get("retry-after", "1")))
@@ -90,48 +152,89 @@ async def drive(server: EmbeddedServer, key: str, batches: list[bytes], options:
 
 
 class Sampler(threading.Thread):
-    """Every half second: time, accepted (client side), processed offset, lag, RSS, CPU."""
+    """Every half second: time, accepted (client side), processed offset, lag, RSS, CPU, and
+    how long ``/readyz`` took to answer (a stalled server shows there); in a sustained run, it
+    also says when the window is complete. A probe the server drops is counted and skipped."""
 
-    def __init__(self, server: EmbeddedServer, key: str, load: Load) -> None:
+    def __init__(self, server: EmbeddedServer, key: str, load: Load, options: Options, started: float) -> None:
         super().__init__(daemon=True)
-        self.server, self.key, self.load = server, key, load
+        self.server, self.key, self.load, self.options, self.started = server, key, load, options, started
         self.samples: list[dict[str, float]] = []
         self.stop = threading.Event()
-        self.started = time.perf_counter()
+        self.window: tuple[int, int] | None = None  # sample indexes, once complete
+        self.dropped = 0
 
     def run(self) -> None:
         with self.server.client(self.key) as client:
             while not self.stop.is_set():
-                ready = client.get("/readyz").json()
-                pids = procstat.tree(self.server.process.pid)
-                self.samples.append(
-                    {
-                        "t": round(time.perf_counter() - self.started, 3),
-                        "accepted": self.load.accepted,
-                        "processed": ready["processed_offset"],
-                        "lag": ready["lag_events"],
-                        "rss_mib": round(procstat.rss_mib(pids), 1),
-                        "cpu_s": round(procstat.cpu_seconds(pids), 2),
-                    }
-                )
+                self.sample(client)
+                if self.options.duration_s and self.window is None:
+                    self._check_window()
                 self.stop.wait(SAMPLE_EVERY_S)
 
+    def sample(self, client: httpx.Client) -> None:
+        asked = time.perf_counter()
+        try:
+            ready = client.get("/readyz").json()
+        except httpx.TransportError:
+            if self.server.process.poll() is not None or self.dropped >= MAX_DROPPED:
+                raise
+            self.dropped += 1
+            return
+        answered = time.perf_counter()
+        pids = procstat.tree(self.server.process.pid)
+        self.samples.append(
+            {
+                "t": round(answered - self.started, 3),
+                "readyz_s": round(answered - asked, 3),
+                "accepted": self.load.accepted,
+                "processed": ready["processed_offset"],
+                "lag": ready["lag_events"],
+                "rss_mib": round(procstat.rss_mib(pids), 1),
+                "cpu_s": round(procstat.cpu_seconds(pids), 2),
+            }
+        )
 
-def alert_latencies(server: EmbeddedServer, key: str, started_wall: float) -> list[tuple[float, float]]:
-    """(seconds since the start, ingest-to-alert seconds) of every alert."""
-    out: list[tuple[float, float]] = []
-    cursor = None
-    with server.client(key) as client:
-        while True:
-            params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
-            page = client.get("/v1/alerts", params=params).json()
-            for alert in page["items"]:
-                created = datetime.fromisoformat(alert["created_at"]).timestamp()
-                first = min(e["ingested_at"] for e in alert["evidence"]["events"])
-                out.append((created - started_wall, created - datetime.fromisoformat(first).timestamp()))
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return sorted(out)
+    def _check_window(self) -> None:
+        first = self.warm()
+        if first is None:
+            return
+        last = len(self.samples) - 1
+        start, end = self.samples[first], self.samples[last]
+        if end["t"] - start["t"] >= self.options.duration_s and end["processed"] - start["processed"] >= max(
+            1, self.options.min_events
+        ):
+            self.window = (first, last)
+            self.load.enough.set()
+
+    def warm(self) -> int | None:
+        """The first sample after the warm-up."""
+        return next((i for i, s in enumerate(self.samples) if s["t"] >= self.options.warmup_s), None)
+
+
+def trigger_ingested_at(alert: dict[str, Any]) -> float | None:
+    """When the event whose arrival raised ``alert`` was ingested (epoch seconds).
+
+    That is the alert's first hit's own event (evidence lists each hit's earlier pattern steps
+    and then its own event, which alone carries ``features``). None for an alert a timer
+    raised (an absence: its first hit's time is the deadline, not its event's) and when the
+    first hit's event has left the capped evidence."""
+    own = [e for e in alert["evidence"]["events"] if "features" in e]
+    if len(own) != alert["count"] or own[0]["occurred_at"] != alert["first_seen"]:
+        return None
+    return datetime.fromisoformat(own[0]["ingested_at"]).timestamp()
+
+
+def alert_latencies(alerts: list[dict[str, Any]], started_wall: float) -> list[tuple[float, float]]:
+    """(seconds since the start that its event arrived, ingest-to-alert seconds) of every alert
+    an arriving event raised, in order of arrival."""
+    out = []
+    for alert in alerts:
+        ingested = trigger_ingested_at(alert)
+        if ingested is not None:
+            created = datetime.fromisoformat(alert["created_at"]).timestamp()
+            out.append((ingested - started_wall, created - ingested))
+    return sorted(out)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -141,60 +244,92 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def one_run(options: Options, seed: int) -> dict[str, Any]:
-    events = traffic(options, seed)
-    batches = bodies(events, options.batch)
+QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("p99.9", 0.999))
+
+
+def one_run(options: Options, path: Path) -> dict[str, Any]:
+    """One run on a fresh data dir: load it, sample it, let it drain; the figures of its window."""
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         key = create_key(data_dir, "bench", "admin")
         server = start_server(data_dir, env=options.env)
         try:
-            pids = procstat.tree(server.process.pid)
-            rss_start, cpu_start = procstat.rss_mib(pids), procstat.cpu_seconds(pids)
             load = Load()
-            sampler = Sampler(server, key, load)
             started_wall, started = time.time(), time.perf_counter()
+            sampler = Sampler(server, key, load, options, started)
             sampler.start()
-            asyncio.run(drive(server, key, batches, options, load))
-            accept_s = time.perf_counter() - started
+            asyncio.run(drive(server, key, read_batches(path, options.batch), options, load))
+            sent_s = time.perf_counter() - started
             server.wait_processed(key, timeout=3600)
             process_s = time.perf_counter() - started
             sampler.stop.set()
             sampler.join()
-            pids = procstat.tree(server.process.pid)
-            cpu = procstat.cpu_seconds(pids) - cpu_start
-            rss_end = procstat.rss_mib(pids)
             with server.client(key) as client:
-                feature_states = client.get("/metrics").text
-            latencies = alert_latencies(server, key, started_wall)
+                sampler.sample(client)  # the end: everything processed
+                feature_states = metric(client.get("/metrics").text, "ringfence_engine_state_keys")
+            alerts = list(server.alerts(key))
+        except httpx.HTTPError as exc:
+            try:  # a server that went away: say how, with its log
+                code: int | str = server.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                code = "still running"
+            raise RuntimeError(f"the server failed ({code}): {server.log_tail()}") from exc
         finally:
             server.stop()
-    lat = [latency for _, latency in latencies]
-    states = _metric(feature_states, "ringfence_engine_state_keys")
-    return {
-        "seed": seed,
-        "events": len(events),
-        "accepted_events_per_s": round(len(events) / accept_s),
-        "processed_events_per_s": round(len(events) / process_s),
-        "alerts": len(lat),
-        "ingest_to_alert_s": {q: round(percentile(lat, v), 4) for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
-        "max_lag_events": max((s["lag"] for s in sampler.samples), default=0),
+    samples = sampler.samples
+    if options.duration_s:
+        first = sampler.warm()
+        last = sampler.window[1] if sampler.window else max(i for i, s in enumerate(samples) if s["t"] <= sent_s)
+        if first is None or last <= first:
+            raise RuntimeError(f"the traffic ran out during the warm-up ({sent_s:.0f} s): generate more (--events)")
+        start, end = samples[first], samples[last]
+        span = end["t"] - start["t"]
+        processed_rate = (end["processed"] - start["processed"]) / span
+        accepted_rate = (end["accepted"] - start["accepted"]) / span
+    else:
+        first, last = 0, len(samples) - 1
+        start, end = samples[first], samples[last]
+        processed_rate, accepted_rate = load.accepted / process_s, load.accepted / sent_s
+    window = samples[first : last + 1]
+    latencies = alert_latencies(alerts, started_wall)
+    lat = [latency for at, latency in latencies if start["t"] <= at <= end["t"]]
+    run = {
+        "events": load.accepted,
+        "accepted_events_per_s": round(accepted_rate),
+        "processed_events_per_s": round(processed_rate),
+        "alerts": len(alerts),
+        "alerts_timed": len(lat),
+        "ingest_to_alert_s": {name: round(percentile(lat, q), 4) for name, q in QUANTILES},
+        "max_lag_events": max(s["lag"] for s in window),
         "overload_503s": load.overloaded,
-        "cpu_us_per_event": round(cpu * 1e6 / len(events), 1),
-        "cpu_cores_used": round(cpu / process_s, 2),
+        "dropped_connections": {"requests": load.dropped, "probes": sampler.dropped},
+        "max_readyz_s": max(s["readyz_s"] for s in window),
+        "cpu_us_per_event": round(
+            (end["cpu_s"] - start["cpu_s"]) * 1e6 / max(1, end["processed"] - start["processed"]), 1
+        ),
+        "cpu_cores_used": round((end["cpu_s"] - start["cpu_s"]) / max(1e-9, end["t"] - start["t"]), 2),
         "rss_mib": {
-            "start": round(rss_start, 1),
-            "end": round(rss_end, 1),
-            "max": max(s["rss_mib"] for s in sampler.samples),
+            "start": samples[0]["rss_mib"],
+            "end": samples[-1]["rss_mib"],
+            "max": max(s["rss_mib"] for s in window),
         },
-        "feature_states": int(states),
-        "samples": sampler.samples,
+        "feature_states": int(feature_states),
+        "samples": samples,
         "latencies": [[round(t, 3), round(latency, 4)] for t, latency in latencies],
-        "_events": events,
     }
+    if options.duration_s:
+        run["window_s"] = [start["t"], end["t"]]
+        run["steady_state"] = {
+            "warmup_s": start["t"],
+            "window_s": round(end["t"] - start["t"], 1),
+            "events_processed": end["processed"] - start["processed"],
+            # False: the traffic ran out first (generate more with --events)
+            "complete": sampler.window is not None,
+        }
+    return run
 
 
-def _metric(text: str, name: str) -> float:
+def metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
@@ -203,27 +338,35 @@ def _metric(text: str, name: str) -> float:
 
 def run(options: Options) -> dict[str, Any]:
     """Every run, their medians and spread, and the engine's state size."""
-    runs = [one_run(options, seed) for seed in range(1, options.runs + 1)]
-    state = state_size.measure(runs[0]["_events"], time.time()) if options.measure_state else None
-    for r in runs:
-        del r["_events"]
+    with traffic(options) as path:
+        runs = [one_run(options, path) for _ in range(options.runs)]
+        state = None
+        if options.measure_state:
+            with path.open("rb") as lines:
+                state = state_size.measure(lines, time.time())
 
-    def spread(name: str, pick: Any = None) -> dict[str, float]:
-        values = [pick(r) if pick else r[name] for r in runs]
+    def spread(pick: Any) -> dict[str, float]:
+        values = [pick(r) for r in runs]
         return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
-    return {
-        "options": {k: v for k, v in vars(options).items() if k != "env"} | {"server_settings": options.env},
-        "machine": machine(),
-        "summary": {
-            "accepted_events_per_s": spread("accepted_events_per_s"),
-            "processed_events_per_s": spread("processed_events_per_s"),
-            "p50_ingest_to_alert_s": spread("", lambda r: r["ingest_to_alert_s"]["p50"]),
-            "p99_ingest_to_alert_s": spread("", lambda r: r["ingest_to_alert_s"]["p99"]),
-            "cpu_us_per_event": spread("cpu_us_per_event"),
-            "max_lag_events": spread("max_lag_events"),
-            "rss_max_mib": spread("", lambda r: r["rss_mib"]["max"]),
+    summary: dict[str, Any] = {
+        "accepted_events_per_s": spread(lambda r: r["accepted_events_per_s"]),
+        "processed_events_per_s": spread(lambda r: r["processed_events_per_s"]),
+        **{
+            f"{name}_ingest_to_alert_s": spread(lambda r, name=name: r["ingest_to_alert_s"][name])
+            for name in ("p50", "p99", "p99.9")
         },
+        "cpu_us_per_event": spread(lambda r: r["cpu_us_per_event"]),
+        "max_lag_events": spread(lambda r: r["max_lag_events"]),
+        "rss_max_mib": spread(lambda r: r["rss_mib"]["max"]),
+    }
+    if options.duration_s:
+        summary["steady_state_complete"] = all(r["steady_state"]["complete"] for r in runs)
+    return {
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items() if k != "env"}
+        | {"server_settings": options.env},
+        "machine": machine(),
+        "summary": summary,
         "engine_state": state,
         "runs": runs,
     }

@@ -50,6 +50,20 @@ def create_key(data_dir: Path, name: str, *scopes: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def post_events(client: httpx.Client, body: bytes) -> dict[str, Any]:
+    """POST an NDJSON batch until it is accepted, waiting out backpressure (429/503 and their
+    ``Retry-After``) as a producer does; the 202's answer. Raises on any other answer."""
+    while True:
+        response = client.post("/v1/events", content=body, headers={"Content-Type": "application/x-ndjson"})
+        if response.status_code in (429, 503):
+            time.sleep(float(response.headers.get("retry-after", "1")))
+            continue
+        if response.status_code != 202:
+            raise RuntimeError(f"ingest answered {response.status_code}: {response.text[:500]}")
+        answer: dict[str, Any] = response.json()
+        return answer
+
+
 @dataclass
 class EmbeddedServer:
     """A running ``ringfence up`` process."""
@@ -62,6 +76,9 @@ class EmbeddedServer:
     def client(self, key: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
 
     def kill(self) -> None:
         """kill -9: no shutdown hooks run."""
@@ -78,14 +95,32 @@ class EmbeddedServer:
             self.process.returncode in (0, -signal.SIGTERM) and "embedded platform stopped" in self.log_path.read_text()
         )
 
+    def alerts(self, key: str) -> Iterator[dict[str, Any]]:
+        """Every alert, paged through ``GET /v1/alerts``."""
+        cursor = None
+        with self.client(key) as c:
+            while True:
+                params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+                page = c.get("/v1/alerts", params=params).json()
+                yield from page["items"]
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    return
+
     def wait_processed(self, key: str, timeout: float = 60.0) -> dict[str, Any]:
         """Wait until the processor has caught up with the log; return /readyz."""
         deadline = time.monotonic() + timeout
+        body: dict[str, Any] = {}
         with self.client(key) as c:
             while True:
-                body: dict[str, Any] = c.get("/readyz").json()
-                if body.get("ready") and body["processed_offset"] >= body["log_head"]:
-                    return body
+                try:
+                    body = c.get("/readyz").json()
+                except httpx.TransportError:  # a connection a busy server dropped; not if it died
+                    if self.process.poll() is not None:
+                        raise
+                else:
+                    if body.get("ready") and body["processed_offset"] >= body["log_head"]:
+                        return body
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"processor did not catch up: {body}")
                 time.sleep(0.05)

@@ -29,6 +29,7 @@ from ringfence.engine.expressions import DictContext, walk
 from ringfence.engine.features import READ_BEFORE_UPDATE, FeatureSpec, FeatureState, decode_state, encode_state
 from ringfence.engine.keys import key_of
 from ringfence.engine.pack import RulePack
+from ringfence.engine.packed import StateRow, pack_rows, unpack_rows
 from ringfence.engine.patterns import (
     PatternKind,
     PatternSpec,
@@ -41,7 +42,7 @@ from ringfence.engine.patterns import (
     snapshot,
 )
 from ringfence.engine.rules import AlertSignal, Output
-from ringfence.events.model import Event
+from ringfence.events.model import Event, decode_event
 from ringfence.events.types import MONEY_FIELDS
 
 StateKey = tuple[str, str]  # (state name, key)
@@ -143,6 +144,8 @@ class Engine:
         self.hits: dict[tuple[str, str], int] = defaultdict(int)
         self.late_events = 0
         self._dirty: set[StateKey] = set()
+        self._walk: list[StateKey] | None = None  # a snapshot being written (snapshot_begin)
+        self._walk_at = 0
         self._features = {f.name: f for f in pack.features}
         self._anomalies = {a.name: a for a in pack.anomalies}
         self._patterns = {p.id: p for p in pack.patterns}
@@ -162,6 +165,10 @@ class Engine:
             )
             self._by_type[event_type] = found
         return found
+
+    def set_list(self, name: str, values: frozenset[str]) -> None:
+        """Replace the values of list ``name`` (an admin edited it)."""
+        self.lists[name] = values
 
     # -- time ----------------------------------------------------------------------------
 
@@ -183,6 +190,29 @@ class Engine:
         """Fire the timers this event's time passes, then fold ``event`` into features, scores
         and patterns and evaluate the rules on it; return the signals of both."""
         return self._process(EventContext(event, self), offset, partition, ingested_at, evaluate_rules=True)
+
+    def process_raw(
+        self, body: bytes, offset: int, partition: int, ingested_at: float
+    ) -> tuple[list[AlertSignal], float | None]:
+        """:meth:`process` of a stored event (``encode_event``'s JSON): the signals, and the
+        partition's watermark if the event was behind it (None: on time). The compiled core
+        overrides it to skip decoding the event in Python."""
+        event = decode_event(body)
+        mark = self.watermark(partition)
+        return self.process(event, offset, partition, ingested_at), mark if event.occurred_at < mark else None
+
+    def fresh(self) -> Engine:
+        """An engine of the same kind for the same pack, with no state (lists and hit counts
+        carried over): to reload state from a checkpoint."""
+        engine = self._blank()
+        for name, values in self.lists.items():
+            engine.set_list(name, values)
+        engine.hits = self.hits
+        return engine
+
+    def _blank(self) -> Engine:
+        """An engine of the same kind and settings for the same pack, with no state."""
+        return type(self)(self.pack, self.allowed_lateness_s)
 
     def process_stage(
         self,
@@ -527,14 +557,67 @@ class Engine:
         self._dirty.clear()
         return changes
 
+    def take_changes_packed(self) -> tuple[bytes, int] | None:
+        """:meth:`take_changes` packed (:mod:`ringfence.engine.packed`), with how many rows;
+        None if nothing changed."""
+        rows = self.take_changes()
+        return (pack_rows(rows), len(rows)) if rows else None
+
+    def restore_packed(self, packed: bytes) -> int:
+        """Apply packed rows (a changelog entry or snapshot part) in order; return how many."""
+        rows = unpack_rows(packed)
+        self._restore_rows(rows)
+        return len(rows)
+
+    def snapshot_begin(self) -> None:
+        """Start a snapshot: note every state held now. :meth:`snapshot_next` writes them a
+        part at a time between batches; a state changed or dropped after its part was written
+        is in the changelog from the snapshot's start on, which restore applies over it."""
+        walk = [(f.name, key) for f in self.pack.features for key in self.states[f.name]]
+        walk += [(f"anomaly:{name}", key) for name, table in self.zstates.items() for key in table]
+        walk += [(f"anomaly:{name}", "") for name in self.models]  # one model for all keys
+        walk += [(p.state_name, key) for p in self.pack.patterns for key in self.pattern_states[p.id]]
+        self._walk, self._walk_at = walk, 0
+
+    def snapshot_next(self, max_rows: int) -> tuple[bytes, int, bool]:
+        """The next part of the snapshot begun last: at least ``max_rows`` rows unless it is
+        the last, packed; (bytes, rows, whether it is the last)."""
+        walk = self._walk
+        if walk is None:
+            raise RuntimeError("no snapshot begun")
+        rows: list[StateRow] = []
+        while self._walk_at < len(walk) and len(rows) < max_rows:
+            name, key = walk[self._walk_at]
+            self._walk_at += 1
+            if (state := self._encoded(name, key)) is not None:
+                rows.append((self.persisted_names[name], key, state))
+        last = self._walk_at >= len(walk)
+        if last:
+            self._walk = None
+        return pack_rows(rows), len(rows), last
+
     def restore(self, rows: Iterable[tuple[str, str, bytes]], max_event_time: dict[int, float]) -> None:
         """Load checkpointed state (from :meth:`take_changes`); unknown names are ignored."""
+        self._restore_rows(rows)
+        self.max_event_time = dict(max_event_time)
+
+    def _restore_rows(self, rows: Iterable[StateRow]) -> None:
         for persisted, key, raw in rows:
             name = self._internal_names.get(persisted)
             if name is None:
                 continue  # state of a definition that is no longer in the pack
             kind, _, ident = name.partition(":")
-            if kind == "pattern" and ident in self.pattern_states:
+            if raw is None:  # gone since (a stale timer of a pattern state finds none)
+                table: dict[str, Any] | None = (
+                    self.pattern_states.get(ident)
+                    if kind == "pattern"
+                    else self.zstates.get(ident)
+                    if kind == "anomaly"
+                    else self.states.get(name)
+                )
+                if table is not None:
+                    table.pop(key, None)
+            elif kind == "pattern" and ident in self.pattern_states:
                 state = decode_pattern_state(raw)
                 self.pattern_states[ident][key] = state
                 if state.deadline is not None:
@@ -545,4 +628,3 @@ class Engine:
                 self.zstates[ident][key] = decode_zstate(raw)
             elif name in self.states:
                 self.states[name][key] = decode_state(raw)
-        self.max_event_time = dict(max_event_time)

@@ -6,8 +6,9 @@ before anything is printed (:func:`bind`), trusts ``X-Forwarded-*`` only from th
 
 - a connection is *waiting* while its request head, or its request body, has not fully
   arrived; a waiting connection is closed when its deadline is up: ``request_head_timeout_s``
-  for a head (after the connection opened or its previous response), ``request_timeout_s``
-  for a body (after its head);
+  for a head (after the connection opened, or its previous request was answered and all
+  read), ``request_timeout_s`` for a body (after its head, or after an answer given before
+  it was read);
 - at most ``max_connections`` are open; past it, the oldest waiting connection is closed to
   make room, and only when every connection is busy (its request fully received) is the new
   one refused (503). Past that, :data:`PROBE_SLOTS` more connections are let in for
@@ -15,7 +16,12 @@ before anything is printed (:func:`bind`), trusts ``X-Forwarded-*`` only from th
 - at most ``max_connections_per_address`` are open from one client address (the oldest waiting
   one of that address makes room; else 429), except from ``forwarded_allow_ips`` proxies,
   which carry many clients;
-- a request head larger than :data:`MAX_HEAD_BYTES` is refused (431);
+- a request head larger than :data:`MAX_HEAD_BYTES` is refused (431), and a connection
+  whose request body takes more than ``max_body_bytes`` (plus :data:`MAX_HEAD_BYTES` for
+  chunk framing and trailers) on the wire is closed;
+- a request answered before its body was read (401, 503 under backpressure) keeps its
+  connection: the rest of its body is read and dropped, within those bytes and its body
+  deadline (restarted at the answer), and the next request is served;
 - a TLS handshake must finish within ``request_head_timeout_s`` (asyncio's default is 60 s).
 
 So neither idle, slow nor many connections from one address can starve ``/healthz`` nor hold
@@ -64,12 +70,14 @@ class ConnectionGuard:
         head_timeout_s: float,
         body_timeout_s: float,
         proxies: tuple[Network, ...] = (),
+        max_body_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.max_connections = max_connections
         self.per_address = per_address
         self.head_timeout_s = head_timeout_s
         self.body_timeout_s = body_timeout_s
         self.proxies = proxies
+        self.max_body_wire_bytes = max_body_bytes + MAX_HEAD_BYTES  # with chunk sizes and trailers
         self.open: set[GuardedProtocol] = set()
         self.probes: set[GuardedProtocol] = set()  # let in past the limit, for a health probe
         self.waiting: OrderedDict[GuardedProtocol, None] = OrderedDict()
@@ -124,37 +132,60 @@ class ConnectionGuard:
 
 
 class GuardedProtocol(asyncio.Protocol):
-    """Mixed into uvicorn's HTTP protocol class (see :func:`protocol_class`): the deadlines,
-    the head size limit and the connection limits of one connection."""
+    """Mixed into uvicorn's httptools protocol class (see :func:`protocol_class`): the
+    deadlines, the head size limit and the connection limits of one connection. The parser's
+    callbacks say which part of a request is arriving, as the response alone cannot: a
+    request may be answered before its body has arrived."""
 
     guard: ConnectionGuard
     # uvicorn's protocol classes define these
     cycle: Any
+    pipeline: Any  # requests whose head arrived while an earlier one is being answered
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
 
     address = ""
     probe_only = False  # admitted past max_connections: one GET /healthz or /readyz, then closed
     _timer: asyncio.TimerHandle | None = None
-    _head_bytes = 0
+    _head_bytes = 0  # on the wire, of the request head arriving (from its first byte on)
+    _body_bytes = 0  # on the wire, of the request body arriving
     _first_bytes = b""
+    _reading: Waiting = None  # the part of a request the parser is in; None between requests
 
     def waiting_for(self) -> Waiting:
         """What this connection still waits for from its client: a request head, the rest of
-        a request body, or nothing (it is busy with a request)."""
+        a request body, or nothing (it is busy with a request). A body is waited for while
+        the app reads it, and after an answer that did not (it is read and dropped)."""
         cycle = self.cycle
+        if self._reading == "body" and cycle is not None:
+            if self.pipeline:  # queued behind an earlier request (uvicorn stopped reading): busy
+                return None
+            # a body arriving while its response is being sent is busy, not waiting
+            return None if cycle.response_started and not cycle.response_complete else "body"
         if cycle is None or cycle.response_complete:
             return "head"
-        if cycle.more_body and not cycle.response_started:
-            return "body"
-        return None
+        return None  # answering; a pipelined head may arrive meanwhile (its bytes are counted)
+
+    # the parser's callbacks (httptools calls them by name, so these wrap uvicorn's)
+    def on_message_begin(self) -> None:
+        self._reading = "head"
+        super().on_message_begin()  # type: ignore[misc]
+
+    def on_headers_complete(self) -> None:
+        self._reading = "body"
+        self._body_bytes = 0
+        super().on_headers_complete()  # type: ignore[misc]
+
+    def on_message_complete(self) -> None:
+        self._reading = None
+        self._head_bytes = 0  # what follows in this read is the next request's
+        super().on_message_complete()  # type: ignore[misc]
 
     def _wait(self, what: Literal["head", "body"]) -> None:
         """Start waiting for ``what``: its deadline runs from now."""
         if self._timer is not None:
             self._timer.cancel()
         if what == "head":
-            self._head_bytes = 0
             self.guard.waiting.pop(self, None)  # a new wait: the youngest now
         self.guard.waiting[self] = None
         timeout = self.guard.head_timeout_s if what == "head" else self.guard.body_timeout_s
@@ -203,27 +234,33 @@ class GuardedProtocol(asyncio.Protocol):
             self.drop(_REFUSED)
             return
         before = self.waiting_for()
-        if before == "head":
+        # raw bytes, framing included: chunk extensions and trailers reach no body callback
+        if self._reading == "body":
+            self._body_bytes += len(data)
+        else:
             self._head_bytes += len(data)
         super().data_received(data)
         if self.transport.is_closing():
             return
+        if self._reading != "body" and self._head_bytes > MAX_HEAD_BYTES:
+            self.drop(_TOO_LARGE)
+            return
+        if self._reading == "body" and self._body_bytes > self.guard.max_body_wire_bytes:
+            self.drop()  # the app answers 413 for what it reads; this is what it never sees
+            return
         now = self.waiting_for()
-        if now == "head":
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self.drop(_TOO_LARGE)
-        elif now == "body":
-            if before == "head":  # the head is complete: the body's own deadline starts
-                self._wait("body")
-        else:
+        if now is None:
             self._stop_waiting()
+        elif now != before:  # a new wait (the head complete, or a dropped body over): from now
+            self._wait(now)
 
     def on_response_complete(self) -> None:
         if self.probe_only:
             self.drop()
         super().on_response_complete()  # type: ignore[misc]  # uvicorn's protocols have it
-        if not self.transport.is_closing() and self.waiting_for() == "head":
-            self._wait("head")
+        waiting = self.waiting_for()
+        if not self.transport.is_closing() and waiting is not None:
+            self._wait(waiting)  # the next head, or the rest of a body answered early
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
@@ -232,10 +269,11 @@ class GuardedProtocol(asyncio.Protocol):
 
 
 def protocol_class(guard: ConnectionGuard) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol (httptools when installed, else h11) guarded by ``guard``."""
-    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+    """uvicorn's httptools HTTP protocol (uvicorn[standard] installs httptools) guarded by
+    ``guard``."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    return type("GuardedHTTPProtocol", (GuardedProtocol, AutoHTTPProtocol), {"guard": guard})
+    return type("GuardedHTTPProtocol", (GuardedProtocol, HttpToolsProtocol), {"guard": guard})
 
 
 def guard_of(settings: Settings) -> ConnectionGuard:
@@ -251,6 +289,7 @@ def guard_of(settings: Settings) -> ConnectionGuard:
         settings.request_head_timeout_s,
         settings.request_timeout_s,
         proxies,
+        settings.max_body_bytes,
     )
 
 

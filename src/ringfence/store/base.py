@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 
 from ringfence.events.model import Event
 from ringfence.store.quarantine import QuarantinedEvent
-
-StateRow = tuple[str, str, bytes | None]  # (persisted state name, key, encoded state; None: deleted)
+from ringfence.store.state_log import SnapshotPart
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,10 @@ class Checkpoint:
 
     name: str
     offset: int
-    state_changes: list[StateRow] = field(default_factory=list)
+    state_changes: list[bytes] = field(default_factory=list)  # packed rows (ringfence.engine.packed)
     watermarks: dict[int, float] = field(default_factory=dict)
     late_events: list[LateEvent] = field(default_factory=list)
     quarantined: list[QuarantinedEvent] = field(default_factory=list)  # poison events of the batch
     redriven: list[int] = field(default_factory=list)  # quarantine rows the batch re-ran
+    state_rows: int = 0  # how many rows state_changes hold
+    snapshot: SnapshotPart | None = None  # a part of the state snapshot being written behind

@@ -6,7 +6,7 @@ missing ones. Add a step to change it; never edit a released one.
 
 from __future__ import annotations
 
-PG_SCHEMA_VERSION = 4
+PG_SCHEMA_VERSION = 5
 
 PG_MIGRATIONS: dict[int, str] = {
     1: """
@@ -187,6 +187,11 @@ ALTER TABLE api_keys ADD COLUMN sources TEXT NOT NULL DEFAULT '';
 ALTER TABLE notifications ADD COLUMN seq BIGSERIAL;
 CREATE UNIQUE INDEX notifications_seq ON notifications (seq);
 CREATE INDEX notifications_status ON notifications (status, seq);
+""",
+    # engine state: snapshots written a part at a time, the changelog replayed over them
+    5: """
+CREATE TABLE snapshots (gen BIGINT PRIMARY KEY, since BIGINT NOT NULL, complete BIGINT NOT NULL);
+CREATE TABLE snapshot_parts (gen BIGINT NOT NULL, part BIGINT NOT NULL, packed BYTEA NOT NULL, PRIMARY KEY (gen, part));
 """,
 }
 

@@ -61,6 +61,7 @@ class _Result:
 
     def __init__(self, rows: list[Any], rowcount: int) -> None:
         self._rows = rows
+        self._read = 0  # rows fetchmany() has handed out
         self.rowcount = rowcount
 
     def fetchone(self) -> Any:
@@ -68,6 +69,11 @@ class _Result:
 
     def fetchall(self) -> list[Any]:
         return self._rows
+
+    def fetchmany(self, size: int) -> list[Any]:
+        chunk = self._rows[self._read : self._read + size]
+        self._read += len(chunk)
+        return chunk
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._rows)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -201,5 +201,15 @@ CREATE INDEX quarantine_status ON quarantine (status, id);
 """,
     10: """
 ALTER TABLE api_keys ADD COLUMN sources TEXT NOT NULL DEFAULT '';
+""",
+    # engine state: snapshots written a part at a time, the changelog replayed over them
+    11: """
+CREATE TABLE snapshots (gen INTEGER PRIMARY KEY, since INTEGER NOT NULL, complete INTEGER NOT NULL);
+CREATE TABLE snapshot_parts (
+    gen INTEGER NOT NULL,
+    part INTEGER NOT NULL,
+    packed BLOB NOT NULL,
+    PRIMARY KEY (gen, part)
+);
 """,
 }

@@ -41,7 +41,7 @@ from ringfence.store import notifications, paging, quarantine
 from ringfence.store.base import Checkpoint, LateEvent
 from ringfence.store.connection import Connection
 from ringfence.store.pipeline import SqlPipeline, add_history, announce
-from ringfence.store.state_log import IDLE_ROWS, StateLog
+from ringfence.store.state_log import SnapshotSource, StateLog
 
 RULE_HITS_KEPT_MINUTES = 2 * 24 * 60  # per-minute hit counts answer "last hour" and "last day"
 _json = msgspec.json.Encoder()
@@ -84,29 +84,26 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         marks = dict(conn.execute("SELECT partition, max_event_time FROM watermarks"))
         return (int(row[0]) if row else 0), marks
 
-    def keep_only_states(self, names: set[str]) -> int:
-        """Delete checkpointed state of every name not in ``names`` (after a pack reload)."""
+    def snapshot_all(self, engine: SnapshotSource) -> None:
+        """Write a whole snapshot of ``engine`` now (after a pack reload)."""
         with self.transaction() as conn:
-            self.states.flush_all(conn)
-            existing = [row[0] for row in conn.execute("SELECT DISTINCT feature FROM feature_state")]
-            gone = [name for name in existing if name not in names]
-            for name in gone:
-                conn.execute("DELETE FROM feature_state WHERE feature = ?", (name,))
-        self.states.flushed()
-        return len(gone)
+            part = self.states.write_all(conn, engine)
+        self.states.committed(0, 0, part)
 
-    def write_state_behind(self, now: float, rows: int = IDLE_ROWS) -> bool:
-        """Write a step of the frozen engine state (when the processor is idle); True if any."""
-        if not self.states.behind:
+    def snapshot_step(self, engine: SnapshotSource) -> bool:
+        """Write a part of the state snapshot when one is due (the processor is idle); True if any."""
+        part = self.states.next_part(engine, 0, idle=True)
+        if part is None:
             return False
         with self.transaction() as conn:
-            _, written = self.states.write(conn, [], rows)
-        self.states.committed([], 0, written, now)
+            self.states.write(conn, [], part)
+        self.states.committed(0, 0, part)
         return True
 
-    def iter_feature_state(self) -> Iterator[tuple[str, str, bytes]]:
-        """Every checkpointed (feature, key, state) row (see :mod:`ringfence.store.state_log`)."""
-        yield from self.states.load(self.conn())
+    def restore_state(self, engine: SnapshotSource) -> int:
+        """Load the checkpointed engine state into ``engine``; return how many rows were applied
+        (see :mod:`ringfence.store.state_log`)."""
+        return self.states.load(self.conn(), engine)
 
     def commit_batch(
         self, signals: list[AlertSignal], checkpoint: Checkpoint, now: float
@@ -120,7 +117,7 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
                     created.append((aid, signal))
                 if decision is not Decision.SHADOW:  # the dispatcher's outbox, committed with the alert
                     announce(conn, aid, AlertChange.FIRING, now)
-            state_seq, state_rows_written = self.states.write(conn, checkpoint.state_changes)
+            state_seq = self.states.write(conn, checkpoint.state_changes, checkpoint.snapshot)
             conn.executemany("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", list(checkpoint.watermarks.items()))
             conn.executemany(
                 "INSERT OR IGNORE INTO late_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -131,7 +128,7 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
             )
             conn.execute("INSERT OR REPLACE INTO processor_offsets VALUES (?, ?)", (checkpoint.name, checkpoint.offset))
             quarantine.write(conn, checkpoint.quarantined, checkpoint.redriven, now)
-        self.states.committed(checkpoint.state_changes, state_seq, state_rows_written, now)
+        self.states.committed(checkpoint.state_rows, state_seq, checkpoint.snapshot)
         return created
 
     def _apply_signal(self, conn: Connection, s: AlertSignal, now: float) -> tuple[Decision, str]:

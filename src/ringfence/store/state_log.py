@@ -1,35 +1,77 @@
-"""How the processor's engine state reaches the store: a changelog, compacted behind.
+"""How the processor's engine state reaches the store: a changelog, and snapshots written behind.
 
-Writing each changed (feature, key) row into a B-tree every batch cost the processor about
-half its time under load: a batch of 2,000 events changes some 10,000 rows at random places.
-Instead each batch appends its changes as one blob to ``state_log``, in the same transaction
-as its alerts and offset, so a crash keeps both or neither. In memory the changes of recent
-batches are merged per row; every so often that merged set is frozen and written into
-``feature_state`` a few thousand rows per batch, and once all of it is there, the changelog
-up to the freeze is deleted. A row that changed many times in between is written once.
+Each batch appends the state rows it changed as one packed entry to ``state_log``
+(:mod:`ringfence.engine.packed`), in the same transaction as its alerts and offset, so a crash
+keeps both or neither.
 
-Recovery reads ``feature_state`` and replays the changelog over it in order. Rows of a
-frozen set written before a crash are only rewritten by the replay with the same or newer
-values, so a partly written set is never a problem.
+Behind it, a snapshot of the whole state is written a part at a time, each part in the
+transaction of a batch (``snapshot_parts``). A generation begins at changelog seq ``since``:
+every change up to it is in memory, so in the parts. The engine runs on meanwhile; a state that
+changes after its part was written is in the changelog after ``since``. Once the last part is
+in, the generation is complete: the older one goes, and the changelog up to ``since``.
+
+Recovery applies the newest complete generation's parts, then the changelog after its
+``since``, in order; each row replaces its (name, key), a row without state drops it. That is
+what the engine held at the last commit. A store written before snapshots existed has its rows
+in ``feature_state``: they are the base instead, and the first snapshot retires them.
+
+This replaced writing the merged changes into ``feature_state`` at random keys, which at a
+million customers never caught up and held every pending row in Python (docs/performance.md).
+Parts are written in sequence, by the core, with no per-row work in Python.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
 
-import msgspec
-
-from ringfence.store.base import StateRow
+from ringfence.engine.packed import pack_rows
 from ringfence.store.connection import Connection
 
-MIN_ROWS_PER_COMMIT = 1_000  # rows of the frozen set written with each batch: at least this,
-ROWS_PER_CHANGE = 0.5  # ...or this many per row the batch changed (keeps up while rows repeat)
-IDLE_ROWS = 5_000  # rows written in one step when the processor has nothing else to do (~30 ms)
-FREEZE_ROWS = 200_000  # freeze the merged changes once this many rows are pending...
-FREEZE_AGE_S = 30.0  # ...or once the oldest is this old
+log = logging.getLogger("ringfence.store")
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(list[tuple[str, str, bytes | None]]).decode
+LOAD_ROWS = 10_000  # legacy feature_state rows read, packed and applied at a time on recovery
+MIN_LOG_ROWS = 100_000  # a snapshot begins once the changelog holds this many rows past the last...
+LOG_PER_STATE = 0.5  # ...and this many per state held: recovery reads at most about twice the state
+PART_ROWS_PER_CHANGE = 2  # snapshot rows written with a batch per row it changed: done in half the log
+MIN_PART_ROWS = 2_000  # ...and at least this many
+IDLE_PART_ROWS = 20_000  # rows of a part written when the processor has nothing else to do (~10 ms)
+
+
+class SnapshotSource(Protocol):
+    """An engine, as the snapshot writer sees it (:class:`ringfence.engine.engine.Engine`)."""
+
+    def state_size(self) -> int: ...
+
+    def snapshot_begin(self) -> None: ...
+
+    def snapshot_next(self, max_rows: int) -> tuple[bytes, int, bool]: ...
+
+    def restore_packed(self, packed: bytes) -> int: ...
+
+
+@dataclass(frozen=True)
+class SnapshotPart:
+    """One part of snapshot generation ``gen``, begun at changelog seq ``since``."""
+
+    gen: int
+    since: int
+    index: int
+    packed: bytes
+    count: int
+    last: bool
+
+
+@dataclass
+class _Writing:
+    gen: int
+    since: int
+    parts: int = 0
+    rows: int = 0  # state rows in the parts so far
+    logged: int = 0  # changelog rows committed since it began
+    began: float = field(default_factory=time.monotonic)
 
 
 class StateLog:
@@ -39,87 +81,115 @@ class StateLog:
         self._reset()
 
     def _reset(self) -> None:
-        self._pending: dict[tuple[str, str], bytes | None] = {}
-        self._pending_since: float | None = None
-        self._head = 0  # the newest changelog seq merged into _pending
-        self._frozen: list[StateRow] = []
-        self._frozen_upto = 0  # delete the changelog through this seq once _frozen is written
+        self._head = 0  # the newest changelog seq committed
+        self._gen = 0  # the newest generation number used
+        self._logged = 0  # changelog rows after the complete snapshot's start
+        self._legacy = False  # feature_state still holds rows of a store from before snapshots
+        self._writing: _Writing | None = None
 
-    def write(self, conn: Connection, changes: list[StateRow], rows: int | None = None) -> tuple[int, int]:
-        """Inside the batch's transaction: append ``changes`` and write a slice of the frozen set
-        (``rows`` of it, or a slice in proportion to the batch).
+    # -- writing, with each batch ----------------------------------------------------------------
 
-        Returns what :meth:`committed` needs: the new changelog seq (0: none) and how many
-        frozen rows were written.
-        """
+    def next_part(self, engine: SnapshotSource, changed_rows: int, *, idle: bool = False) -> SnapshotPart | None:
+        """The snapshot part to commit with a batch that changed ``changed_rows`` rows (with
+        ``idle``: a step on its own), beginning a generation when one is due; None if none."""
+        w = self._writing
+        if w is None:
+            if not (self._legacy or self._logged >= max(MIN_LOG_ROWS, LOG_PER_STATE * engine.state_size())):
+                return None
+            engine.snapshot_begin()
+            w = self._writing = _Writing(self._gen + 1, self._head)
+        rows = IDLE_PART_ROWS if idle else max(MIN_PART_ROWS, PART_ROWS_PER_CHANGE * changed_rows)
+        packed, count, last = engine.snapshot_next(rows)
+        return SnapshotPart(w.gen, w.since, w.parts, packed, count, last)
+
+    def abandon(self) -> None:
+        """Give up the generation being written (its parts go when the next one begins)."""
+        self._writing = None
+
+    def write(self, conn: Connection, changes: list[bytes], part: SnapshotPart | None) -> int:
+        """Inside the batch's transaction: append ``changes`` (packed entries) and ``part``.
+        Returns the newest changelog seq written (0: none), for :meth:`committed`."""
         seq = 0
-        if changes:
-            cur = conn.execute("INSERT INTO state_log (changes) VALUES (?) RETURNING seq", (_encode(changes),))
-            seq = int(cur.fetchone()[0])
-        if rows is None:
-            rows = max(MIN_ROWS_PER_COMMIT, int(len(changes) * ROWS_PER_CHANGE))
-        chunk = self._frozen[-rows:] if rows else []
-        if chunk:
-            conn.executemany("INSERT OR REPLACE INTO feature_state VALUES (?, ?, ?)", [r for r in chunk if r[2]])
-            conn.executemany(
-                "DELETE FROM feature_state WHERE feature = ? AND key = ?", [(f, k) for f, k, s in chunk if s is None]
-            )
-            if len(chunk) == len(self._frozen):
-                conn.execute("DELETE FROM state_log WHERE seq <= ?", (self._frozen_upto,))
-        return seq, len(chunk)
+        for packed in changes:
+            seq = int(conn.execute("INSERT INTO state_log (changes) VALUES (?) RETURNING seq", (packed,)).fetchone()[0])
+        if part is None:
+            return seq
+        if part.index == 0:  # a generation left unfinished (a crash, a failed commit) goes first
+            conn.execute("DELETE FROM snapshot_parts WHERE gen IN (SELECT gen FROM snapshots WHERE complete = 0)")
+            conn.execute("DELETE FROM snapshots WHERE complete = 0")
+            conn.execute("INSERT INTO snapshots (gen, since, complete) VALUES (?, ?, 0)", (part.gen, part.since))
+        conn.execute(
+            "INSERT INTO snapshot_parts (gen, part, packed) VALUES (?, ?, ?)", (part.gen, part.index, part.packed)
+        )
+        if part.last:
+            conn.execute("UPDATE snapshots SET complete = 1 WHERE gen = ?", (part.gen,))
+            conn.execute("DELETE FROM snapshot_parts WHERE gen < ?", (part.gen,))
+            conn.execute("DELETE FROM snapshots WHERE gen < ?", (part.gen,))
+            conn.execute("DELETE FROM state_log WHERE seq <= ?", (part.since,))
+            if self._legacy:
+                conn.execute("DELETE FROM feature_state")
+        return seq
 
-    def committed(self, changes: list[StateRow], seq: int, written: int, now: float) -> None:
-        """After the transaction committed: merge the changes, drop what was written, maybe freeze."""
-        if written:
-            del self._frozen[-written:]
+    def committed(self, changed_rows: int, seq: int, part: SnapshotPart | None) -> None:
+        """After the transaction committed."""
         if seq:
             self._head = seq
-            for feature, key, state in changes:
-                self._pending[(feature, key)] = state
-        if self._pending and self._pending_since is None:
-            self._pending_since = now
-        due = len(self._pending) >= FREEZE_ROWS or (
-            self._pending_since is not None and now - self._pending_since >= FREEZE_AGE_S
-        )
-        if due and not self._frozen and self._pending:
-            self._frozen = [(f, k, s) for (f, k), s in self._pending.items()]
-            self._frozen_upto = self._head
-            self._pending, self._pending_since = {}, None
+        self._logged += changed_rows
+        w = self._writing
+        if w is not None:
+            w.logged += changed_rows
+        if part is None or w is None:
+            return
+        w.parts, w.rows = w.parts + 1, w.rows + part.count
+        self._gen = w.gen
+        if part.last:
+            self._logged, self._legacy, self._writing = w.logged, False, None
+            log.info(
+                "state snapshot %d written: %d rows in %d parts over %.1fs; the changelog through seq %d retired",
+                w.gen,
+                w.rows,
+                w.parts,
+                time.monotonic() - w.began,
+                w.since,
+            )
 
-    @property
-    def behind(self) -> bool:
-        """True while a frozen set is still being written."""
-        return bool(self._frozen)
+    def write_all(self, conn: Connection, engine: SnapshotSource) -> SnapshotPart:
+        """Inside a transaction: a whole snapshot of ``engine`` (after a pack reload, which
+        drops the state of changed definitions: the changelog before it goes with the old
+        snapshot). Returns its last part, for :meth:`committed`."""
+        self._writing = None
+        engine.snapshot_begin()
+        w = self._writing = _Writing(self._gen + 1, self._head)
+        while True:
+            packed, count, last = engine.snapshot_next(IDLE_PART_ROWS * 5)
+            part = SnapshotPart(w.gen, w.since, w.parts, packed, count, last)
+            self.write(conn, [], part)
+            if last:
+                return part
+            w.parts, w.rows = w.parts + 1, w.rows + count
 
-    def load(self, conn: Connection) -> Iterator[tuple[str, str, bytes]]:
-        """Every persisted state row: ``feature_state`` with the changelog replayed over it.
+    # -- recovery --------------------------------------------------------------------------------
 
-        Also resets the in-memory sets: what the changelog holds is pending again.
-        """
+    def load(self, conn: Connection, engine: SnapshotSource) -> int:
+        """Restore ``engine`` from the newest complete snapshot and the changelog after it (or,
+        in a store from before snapshots, ``feature_state`` and all the changelog); return how
+        many rows were applied. What was being written is given up."""
         self._reset()
-        for seq, blob in conn.execute("SELECT seq, changes FROM state_log ORDER BY seq"):
-            for feature, key, state in _decode(blob):
-                self._pending[(feature, key)] = state
-            self._head = seq
-        for feature, key, state in conn.execute("SELECT feature, key, state FROM feature_state"):
-            if (feature, key) not in self._pending:
-                yield feature, key, state
-        for (feature, key), pending_state in self._pending.items():
-            if pending_state is not None:
-                yield feature, key, pending_state
-
-    def flush_all(self, conn: Connection) -> None:
-        """Write everything pending or frozen into ``feature_state`` and empty the changelog
-        (before states of whole definitions are dropped)."""
-        merged = {(f, k): s for f, k, s in self._frozen}
-        merged.update(self._pending)  # newer than anything frozen
-        rows = [(f, k, s) for (f, k), s in merged.items()]
-        conn.executemany("INSERT OR REPLACE INTO feature_state VALUES (?, ?, ?)", [r for r in rows if r[2]])
-        conn.executemany(
-            "DELETE FROM feature_state WHERE feature = ? AND key = ?", [(f, k) for f, k, s in rows if s is None]
-        )
-        conn.execute("DELETE FROM state_log")
-
-    def flushed(self) -> None:
-        """After :meth:`flush_all` committed."""
-        self._pending, self._pending_since, self._frozen = {}, None, []
+        self._gen = int(conn.execute("SELECT COALESCE(MAX(gen), 0) FROM snapshots").fetchone()[0])
+        found = conn.execute("SELECT gen, since FROM snapshots WHERE complete = 1 ORDER BY gen DESC").fetchone()
+        applied = 0
+        if found is not None:
+            gen, since = int(found[0]), int(found[1])
+            for (packed,) in conn.execute("SELECT packed FROM snapshot_parts WHERE gen = ? ORDER BY part", (gen,)):
+                applied += engine.restore_packed(bytes(packed))
+        else:
+            since = 0
+            rows = conn.execute("SELECT feature, key, state FROM feature_state")
+            while chunk := rows.fetchmany(LOAD_ROWS):
+                self._legacy = True
+                applied += engine.restore_packed(pack_rows([(f, k, bytes(s)) for f, k, s in chunk]))
+        self._head = since
+        for seq, packed in conn.execute("SELECT seq, changes FROM state_log WHERE seq > ? ORDER BY seq", (since,)):
+            self._logged += engine.restore_packed(bytes(packed))
+            self._head = int(seq)
+        return applied + self._logged

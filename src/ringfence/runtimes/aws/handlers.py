@@ -91,6 +91,7 @@ class AwsRuntime:
             announce,
             PoisonQueue(clients.sqs, names.poison_queue_url),
             allowed_lateness_s=settings.allowed_lateness_s,
+            engine_kind=settings.engine,
         )
         dispatcher = AlertDispatcher(alerts, load_alerting(settings.alerting), auto_resolve=lambda: pack.auto_resolve)
         owed = OwedAnnouncements(alerts, announce)

@@ -189,7 +189,7 @@ class AwsPlatform:
     Nothing to start or stop: every request reads and writes AWS directly."""
 
     runtime = "aws"
-    ready = True
+    ready = accepting = True
     triage = None
     log = None
     quarantine = None

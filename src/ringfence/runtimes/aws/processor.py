@@ -28,6 +28,7 @@ import msgspec
 
 from ringfence.alerts.model import AlertChange
 from ringfence.engine.engine import Engine
+from ringfence.engine.native import make_engine
 from ringfence.engine.pack import RulePack
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import StoreError
@@ -165,7 +166,7 @@ class _Chunk:
         for item in items:
             reads |= item.reads
         loaded = self.run.with_pending_pushes(self.p.state.load(reads), reads)
-        engine = Engine(self.p.pack, self.p.lateness)
+        engine = make_engine(self.p.pack, self.p.lateness, engine=self.p.engine_kind)
         engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), self.run.marks)
         outbox: list[tuple[str, AlertSignal]] = []
         try:
@@ -246,6 +247,7 @@ class ShardProcessor:
         poison: PoisonSink,
         *,
         allowed_lateness_s: float = 5.0,
+        engine_kind: str = "auto",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.pack = pack
@@ -254,6 +256,7 @@ class ShardProcessor:
         self.announce = announce
         self.poison = poison
         self.lateness = allowed_lateness_s
+        self.engine_kind = engine_kind  # the ``engine`` setting: which engine runs the chunks and timers
         self.clock = clock
         self._planner = Engine(pack, allowed_lateness_s)
         self._rng = random.Random()  # nosec B311 # noqa: S311 - backoff jitter, not security
@@ -390,7 +393,7 @@ class ShardProcessor:
             if mark is None or not due:
                 return outcome
             loaded = self.state.load(due)
-            engine = Engine(self.pack, self.lateness)
+            engine = make_engine(self.pack, self.lateness, engine=self.engine_kind)
             engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), marks)
             stamp = str(int(now * 1e6))
             signals = [(ordinal(stamp, j), s) for j, s in enumerate(engine.advance(mark)) if s.mode == "live"]

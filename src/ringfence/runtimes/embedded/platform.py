@@ -22,8 +22,9 @@ from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings, audit_key
 from ringfence.engine.engine import Engine
+from ringfence.engine.native import make_engine
 from ringfence.engine.pack import RulePack
-from ringfence.errors import StoreError
+from ringfence.errors import RequestError, StoreError
 from ringfence.metrics import Metrics
 from ringfence.private_files import open_private, private_dir
 from ringfence.runtimes.backtest import BacktestChild, BacktestJob, start_child
@@ -45,6 +46,7 @@ JOURNAL_FILE = "journal.sqlite3"
 STORE_FILE = "store.sqlite3"
 LOCK_FILE = "processor.lock"
 FEATURE_READS = 5  # tries at reading a customer's features while the processor thread resizes a state
+RESTORE_WAIT_S = 2.0  # start() waits this long for the checkpoint's state before serving without it
 
 
 def lock_data_dir(data_dir: Path) -> IO[str]:
@@ -95,8 +97,10 @@ class Platform:
         self.log = SqliteLog(settings.data_dir / JOURNAL_FILE, settings.partitions, settings.journal_sync)
         self.packs = PackRepository(self.store)
         pack = pack or self.packs.startup_pack(settings.rule_pack, self.clock.time())
-        engine = Engine(pack, settings.allowed_lateness_s)
-        engine.lists.update({k: v for k, v in self.packs.lists().items() if k in pack.lists})
+        engine = make_engine(pack, settings.allowed_lateness_s, engine=settings.engine)
+        for name, values in self.packs.lists().items():  # through set_list: the compiled core holds its own copy
+            if name in pack.lists:
+                engine.set_list(name, values)
         self.processor = Processor(
             self.log,
             self.store,
@@ -123,7 +127,18 @@ class Platform:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._dispatch_thread: threading.Thread | None = None
-        self.ready = False
+        self._accepting = False
+
+    @property
+    def accepting(self) -> bool:
+        """Started, not stopping, and its processor not stopped on a checkpoint it cannot read."""
+        return self._accepting and self.processor.failure is None
+
+    @property
+    def ready(self) -> bool:
+        """Taking events, and the processor has restored its state since the start (a later
+        reload after a failed step is not a restart: the platform stays ready through it)."""
+        return self.accepting and self.processor.started.is_set()
 
     @property
     def engine(self) -> Engine:
@@ -159,6 +174,8 @@ class Platform:
 
     def customer_features(self, customer_id: str) -> tuple[float, dict[str, Any]]:
         """Read on the caller's thread, at the latest event time the engine has seen."""
+        if not (self.accepting and self.processor.recovered.is_set()):
+            raise RequestError(503, "unavailable", "the platform is restoring its state; try again shortly")
         engine = self.engine
         latest = max(engine.max_event_time.values(), default=-math.inf)
         at = latest if math.isfinite(latest) else self.clock.time()
@@ -202,8 +219,14 @@ class Platform:
         return await start_child(job, on_exit=on_exit)
 
     def start(self) -> None:
-        """Recover from the last checkpoint and start the writer and processor threads."""
-        self.processor.recover()
+        """Start the writer and the processor, which first restores the last checkpoint.
+
+        Events are taken at once (the journal does not need the engine), and the processor's
+        lag counts from the checkpoint's offset. This waits up to ``RESTORE_WAIT_S`` for the
+        restore, so a small state is back before the API serves; a large one (a million
+        customers take several seconds) goes on while it serves, ``/readyz`` answering 503
+        until it is done."""
+        self.processor.load_offset()
         self._head = self.log.head()
         self.committer = GroupCommitter(self.log, self.clock.time, self._on_commit)
         if self.settings.ingest_process:
@@ -232,17 +255,19 @@ class Platform:
             target=self.dispatcher.run, args=(self._stop,), name="ringfence-dispatcher", daemon=True
         )
         self._dispatch_thread.start()
-        self.ready = True
+        self._accepting = True
+        restored = self.processor.started.wait(RESTORE_WAIT_S)
         log.info(
-            "embedded platform started on %s (log head %d, processed %d)",
+            "embedded platform started on %s (log head %d, processed %d)%s",
             self.settings.data_dir,
             self._head,
             self.processor.offset,
+            "" if restored else "; taking events while the processor restores its state",
         )
 
     def stop(self) -> None:
         """Stop accepting, drain the writer, let the processor finish its batch, close files."""
-        self.ready = False
+        self._accepting = False
         if self.ingest_worker is not None:
             self.ingest_worker.close()
             self.ingest_worker = None

@@ -3,11 +3,11 @@
 engine state, late and poison events and the offset they reflect in one SQLite transaction.
 
 Used by the embedded runtime (a thread); one instance owns every partition of its log and
-holds their engine state in memory, checkpointed through the store's state changelog
-(:mod:`ringfence.store.state_log`). A failed commit leaves the memory ahead of the store: the
-engine is then reloaded from the checkpoint. Quarantined events an admin re-drives are run
-again at a batch boundary; the store writes the state behind, and retention deletes old
-records, while the processor is caught up.
+holds their engine state in memory, checkpointed through the store's state changelog and the
+snapshots written behind it (:mod:`ringfence.store.state_log`). A failed commit leaves the
+memory ahead of the store: the engine is then reloaded from the checkpoint. Quarantined events
+an admin re-drives are run again at a batch boundary; snapshot parts go with the batches (and
+on their own while the processor is caught up, when retention deletes old records too).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ringfence.metrics import Metrics
 from ringfence.runtimes.processing import Batch, Driver, EventClock
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineEntry, QuarantineRepository, is_store_failure
 from ringfence.store.sqlite import SqliteStore
+from ringfence.store.state_log import SnapshotPart
 
 log = logging.getLogger("ringfence.processor")
 
@@ -38,7 +39,11 @@ REDRIVE_CHECK_S = 5.0  # re-drives asked for elsewhere (the CLI) are looked for 
 
 
 class Processor:
-    """Journal -> engine -> store, with checkpoints. Call :meth:`recover` before running.
+    """Journal -> engine -> store, with checkpoints. It recovers the checkpoint before its
+    first batch (:meth:`run` does, on its own thread, so the API serves meanwhile) and after
+    a failed step: :attr:`recovered` is set while its engine holds the committed state,
+    :attr:`started` once the first recovery is done, and :attr:`failure` says why it stopped
+    if the checkpoint itself cannot be read.
 
     It is the driver's runner (:class:`~ringfence.runtimes.processing.Runner`) and the one
     partition its housekeeping runs over."""
@@ -71,6 +76,11 @@ class Processor:
         self.quarantine = QuarantineRepository(store)
         self._redrive_due = True  # re-drives requested before a restart are run at the first batch
         self._redrive_checked = 0.0
+        self.recovered = threading.Event()
+        self.started = threading.Event()  # stays set through later recoveries
+        self.failure: Exception | None = None
+        self._stop: threading.Event | None = None
+        self._tainted = False  # a failed fold left its effects in memory; cleared by recover()
 
     def request_reload(self, pack: RulePack) -> None:
         """Swap in ``pack`` at the next batch boundary, keeping unchanged state (hot reload)."""
@@ -81,7 +91,7 @@ class Processor:
         """Replace a list's values at the next batch boundary."""
 
         def apply() -> None:
-            self.engine.lists[name] = values
+            self.engine.set_list(name, values)
 
         self._changes.put(apply)
         self.wakeup.set()
@@ -92,9 +102,11 @@ class Processor:
         self.wakeup.set()
 
     def _reload(self, pack: RulePack) -> None:
-        engine = self.engine.reloaded(pack)
-        dropped = self.store.keep_only_states(set(engine.persisted_names.values()))
-        self.engine = engine
+        dropped = len(self.engine.dropped_state_names(pack))
+        self.engine = self.engine.reloaded(pack)
+        # the checkpoint must not bring back the dropped states: a snapshot of the new engine
+        # now retires the changelog and snapshots that hold them
+        self.store.snapshot_all(self.engine)
         log.info(
             "rule pack %s loaded (%s); dropped the state of %d changed definitions", pack.version, pack.digest, dropped
         )
@@ -107,21 +119,39 @@ class Processor:
                 return
             change()
 
+    def load_offset(self) -> None:
+        """The offset of the last checkpoint, without its state: what lag is measured from
+        while the state is still being restored."""
+        self.offset = self.store.load_checkpoint(self.name)[0]
+
     def recover(self) -> None:
-        """Load the last checkpoint: engine state and the offset it reflects."""
+        """Load the last checkpoint into a fresh engine: its state and the offset it reflects.
+        Until it has all been read, :attr:`recovered` stays clear and no batch runs, so a
+        failure part-way (the store down) is retried from a fresh engine again, never run on."""
         started = time.monotonic()
+        self.recovered.clear()
         self._redrive_due = True
+        self._tainted = False
+        self.engine = self.engine.fresh()  # the old state goes first: never two in memory
         self.offset, marks = self.store.load_checkpoint(self.name)
-        self.engine.restore(self.store.iter_feature_state(), marks)
+        applied = self.store.restore_state(self.engine)
+        self.engine.max_event_time = marks
+        self.recovered.set()
+        self.started.set()
         log.info(
-            "recovered checkpoint at offset %d with %d feature states in %.2fs",
+            "recovered checkpoint at offset %d with %d feature states (%d rows read) in %.2fs",
             self.offset,
             self.engine.state_size(),
+            applied,
             time.monotonic() - started,
         )
 
     def run_once(self) -> int:
         """Process one batch from the log; return how many events it held."""
+        if not self.recovered.is_set():
+            self.recover()
+            if self._stop is not None and self._stop.is_set():
+                return 0  # stopped while restoring: no batch once stop() has returned
         self._apply_changes()
         self._redrive()
         records = self.log.read(self.offset, BATCH_SIZE)
@@ -133,19 +163,33 @@ class Processor:
     # -- the driver's runner -----------------------------------------------------------------
 
     def fold(self, records: Sequence[Record], batch: Batch[Record]) -> None:
-        for record in records:
-            batch.fold(self.engine, decode_event(record.body), record.offset, record.partition, record.ingested_at)
-            batch.records.append(record)
-        if records:
-            self.event_time.took(self.clock.time(), records[-1].ingested_at)
-        batch.changes += self.engine.take_changes()
+        try:
+            for record in records:
+                batch.fold_stored(self.engine, record.body, record.offset, record.partition, record.ingested_at)
+                batch.records.append(record)
+            batch.mark(self.engine, {r.partition for r in records})
+            if records:
+                self.event_time.took(self.clock.time(), records[-1].ingested_at)
+            batch.take_changes(self.engine)
+        except BaseException:
+            # what the failed event did is in memory until the reset: no snapshot part may read it
+            self._tainted = True
+            raise
 
     def commit(self, batch: Batch[Record]) -> None:
         if not batch.records and batch.empty:
             return
         offset = batch.records[-1].offset if batch.records else self.offset
         now = self.clock.time()
-        created = self.store.commit_batch(batch.signals, batch.checkpoint(self.name, offset), now)
+        snapshot = self._snapshot_part(batch.changed_rows)
+        try:
+            created = self.store.commit_batch(batch.signals, batch.checkpoint(self.name, offset, snapshot), now)
+        except BaseException:
+            # the walk moved past the part that was not written, and the batch's effects are in
+            # memory uncommitted: no part until the reset (the driver may commit once before it)
+            self._tainted = True
+            self.store.states.abandon()
+            raise
         self.offset = offset
         if batch.signals:
             self.on_alerts()
@@ -162,12 +206,23 @@ class Processor:
         for _, signal in created:
             m.alerts.labels(signal.severity, signal.audience).inc()
 
+    def _snapshot_part(self, changed_rows: int) -> SnapshotPart | None:
+        """The snapshot part that goes with a batch; none while a failed event's effects are in
+        memory (the good records before a poison one are committed before the reset). A state
+        the core cannot encode now was encoded when it last changed, so a failure here is a
+        bug, not an event's: the snapshot is given up (and begun again later) rather than the
+        batch failed."""
+        if self._tainted:
+            return None
+        try:
+            return self.store.states.next_part(self.engine, changed_rows)
+        except Exception as error:
+            log.error("writing the state snapshot failed (%s): begun again later", type(error).__name__)
+            self.store.states.abandon()
+            return None
+
     def reset(self, records: Sequence[Record] | None = None) -> None:
         """After a failed commit the in-memory state is ahead of the store: reload it."""
-        fresh = Engine(self.engine.pack, self.engine.allowed_lateness_s)
-        fresh.lists = self.engine.lists
-        fresh.hits = self.engine.hits
-        self.engine = fresh
         self.recover()
 
     def uncommitted(self, records: Sequence[Record]) -> Sequence[Record]:
@@ -205,7 +260,7 @@ class Processor:
         try:
             one.fold(self.engine, decode_event(record.body), record.offset, record.partition, record.ingested_at)
             one.late.clear()
-            one.changes = self.engine.take_changes()
+            one.take_changes(self.engine)
             self.commit(one)
             log.info("re-drove quarantined event %s/%s (entry %d)", e.source, e.event_id, entry.id)
         except Exception as error:
@@ -216,9 +271,9 @@ class Processor:
             log.error("re-driven event %s/%s failed again (%s)", e.source, e.event_id, type(error).__name__)
 
     def _housekeeping(self) -> None:
-        """Caught up: write engine state behind, and apply retention."""
+        """Caught up: write a part of the state snapshot if one is due, and apply retention."""
         now = self.clock.time()
-        self.store.write_state_behind(now)
+        self.store.snapshot_step(self.engine)
         if self.retention_s is not None and now - self._last_retention >= RETENTION_EVERY_S:
             self._last_retention = now
             deleted = self.log.delete_older_than(now - self.retention_s, self.offset)
@@ -228,24 +283,29 @@ class Processor:
 
     def run(self, stop: threading.Event, idle_wait_s: float = 0.05) -> None:
         """Process until ``stop`` is set, sleeping on :attr:`wakeup` when caught up."""
-        # this thread's store connection writes engine state at random keys: a large page cache
+        self._stop = stop
+        # this thread's store connection updates the alerts' indexes and deletes retired
+        # changelog entries and snapshot parts: a page cache larger than the default
         self.store.conn().execute(f"PRAGMA cache_size=-{WRITER_CACHE_MIB * 1024}")
         while not stop.is_set():
             try:
                 processed = self.run_once()
             except Exception as error:
-                # the driver isolated what one event can cause: this is the store's, or no event's
+                if not self.recovered.is_set() and not is_store_failure(error):
+                    # the checkpoint cannot be read (a corrupt row): retrying cannot help
+                    self.failure = error
+                    log.critical(
+                        "cannot restore the checkpoint (%s): processing stopped, events refused; "
+                        "repair the store and restart",
+                        type(error).__name__,
+                    )
+                    return
+                # the driver isolated what one event can cause: this is the store's, or no event's;
+                # the memory may be ahead of the store, so the checkpoint comes back before a batch
                 log.warning("processor step failed (%s); retrying from offset %d", type(error).__name__, self.offset)
-                self._reset_quietly()
+                self.recovered.clear()
                 stop.wait(STORE_RETRY_S)
                 continue
             if processed == 0:
                 self.wakeup.wait(idle_wait_s)
                 self.wakeup.clear()
-
-    def _reset_quietly(self) -> None:
-        """Reset to the checkpoint, or leave it to the next retry if the store is still down."""
-        try:
-            self.reset()
-        except Exception as error:
-            log.warning("cannot reload the checkpoint yet (%s)", type(error).__name__)

@@ -151,7 +151,9 @@ class KafkaPlatform:
         self.packs = PackRepository(self.store)
         pack = self.packs.startup_pack(settings.rule_pack, self.clock.time())
         self.engine = Engine(pack, settings.allowed_lateness_s)  # holds no state: the pack and lists
-        self.engine.lists.update({k: v for k, v in self.packs.lists().items() if k in pack.lists})
+        for name, values in self.packs.lists().items():
+            if name in pack.lists:
+                self.engine.set_list(name, values)
         self.log = KafkaLog(settings)
         self.stream = AlertStream()
         self.plan = plan_stages(pack)
@@ -171,6 +173,10 @@ class KafkaPlatform:
         self.ready = False
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
+
+    @property
+    def accepting(self) -> bool:
+        return self.ready
 
     @property
     def pack(self) -> RulePack:
@@ -219,7 +225,7 @@ class KafkaPlatform:
 
     def put_list(self, name: str, values: list[str], actor: str, now: float) -> ListValues:
         saved = self.packs.put_list(name, values, actor, now, self.pack.lists[name])
-        self.engine.lists[name] = frozenset(saved.values)
+        self.engine.set_list(name, frozenset(saved.values))
         return saved
 
     def lag(self) -> int:
@@ -243,7 +249,9 @@ class KafkaPlatform:
                     pack = load_pack(active.text, stored=True)
                     self.plan = plan_stages(pack)
                     self.engine = self.engine.reloaded(pack)
-                self.engine.lists.update({k: v for k, v in self.packs.lists().items() if k in self.engine.pack.lists})
+                for name, values in self.packs.lists().items():
+                    if name in self.engine.pack.lists:
+                        self.engine.set_list(name, values)
             except Exception:
                 log.warning("cannot refresh the rule pack from the store", exc_info=True)
 

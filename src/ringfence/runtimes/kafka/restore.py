@@ -83,8 +83,16 @@ def restore_tasks(
     tasks = {}
     for changelog, (stage, task_id) in wanted.items():
         task = Task.restore(
-            stage, task_id[1], rows[changelog], settings.allowed_lateness_s, settings.kafka_dedup_window_s, now
+            stage,
+            task_id[1],
+            rows[changelog],
+            settings.allowed_lateness_s,
+            settings.kafka_dedup_window_s,
+            now,
+            engine_kind=settings.engine,
         )
-        task.engine.lists.update({k: v for k, v in lists.items() if k in stage.pack.lists})
+        for name, values in lists.items():  # through set_list: the compiled core holds its own copy
+            if name in stage.pack.lists:
+                task.engine.set_list(name, values)
         tasks[task_id] = task
     return tasks, sum(len(r) for r in rows.values())

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from ringfence.engine.engine import Engine, EventContext
+from ringfence.engine.native import make_engine
 from ringfence.engine.stages import CUSTOMER, JOIN, Stage, StagePlan, run_stage
 from ringfence.events.model import Event
 from ringfence.runtimes.kafka import join, records
@@ -115,9 +116,12 @@ class Task:
         lateness_s: float,
         dedup_window_s: float,
         now: float,
+        *,
+        engine_kind: str = "auto",
     ) -> Task:
-        """The task its changelog partition's ``rows`` (newest value by key) describe."""
-        engine = Engine(stage.pack, lateness_s)
+        """The task its changelog partition's ``rows`` (newest value by key) describe, run by the
+        engine the ``engine`` setting (``engine_kind``) names."""
+        engine = make_engine(stage.pack, lateness_s, engine=engine_kind)
         own: dict[str, dict[str, bytes]] = {EVENT_TIME: {}, SEEN: {}, PENDING: {}}
         for (name, key), value in rows.items():
             if name in own:

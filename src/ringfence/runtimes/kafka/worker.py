@@ -305,7 +305,9 @@ class ProcessWorker:
         ):
             log.info("worker %s runs rule pack %s", self.worker_id, active.version)
         for task in self.tasks.values():
-            task.engine.lists.update({k: v for k, v in self._lists.items() if k in task.stage.pack.lists})
+            for name, values in self._lists.items():  # through set_list: the compiled core holds its own copy
+                if name in task.stage.pack.lists:
+                    task.engine.set_list(name, values)
 
     def reload(self, pack: RulePack) -> bool:
         """Run ``pack`` from the next batch, keeping the state of unchanged definitions. A pack

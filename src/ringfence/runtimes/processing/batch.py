@@ -9,14 +9,16 @@ exactly what was lost, alert ids included.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ringfence.engine.engine import Engine
 from ringfence.engine.rules import AlertSignal
-from ringfence.events.model import Event
-from ringfence.store.base import Checkpoint, LateEvent, StateRow
+from ringfence.events.model import Event, decode_event
+from ringfence.store.base import Checkpoint, LateEvent
 from ringfence.store.quarantine import QuarantinedEvent
+from ringfence.store.state_log import SnapshotPart
 
 R = TypeVar("R")  # a runtime's record: a journal record, a Kafka message, a Kinesis record
 
@@ -35,7 +37,8 @@ class Batch(Generic[R]):
 
     records: list[R] = field(default_factory=list)
     signals: list[AlertSignal] = field(default_factory=list)
-    changes: list[StateRow] = field(default_factory=list)
+    changes: list[bytes] = field(default_factory=list)  # packed state rows (SQL stores' changelog)
+    changed_rows: int = 0  # how many rows ``changes`` hold
     marks: dict[int, float] = field(default_factory=dict)  # partitions' newest event time after it
     late: list[LateEvent] = field(default_factory=list)
     quarantined: list[QuarantinedEvent] = field(default_factory=list)
@@ -54,6 +57,21 @@ class Batch(Generic[R]):
         self.processed += 1
         return signals
 
+    def fold_stored(self, engine: Engine, body: bytes, offset: int, partition: int, ingested_at: float) -> None:
+        """:meth:`fold` of a stored event (the log's JSON), which the engine reads itself. The
+        caller takes the partitions' newest event times once the run is folded (:meth:`mark`):
+        the compiled core hands them over as a copy, too dear per event."""
+        signals, behind = engine.process_raw(body, offset, partition, ingested_at)
+        self.signals += signals
+        if behind is not None:
+            self.late.append(LateEvent.of(decode_event(body), offset, behind, ingested_at))
+        self.processed += 1
+
+    def mark(self, engine: Engine, partitions: Iterable[int]) -> None:
+        """Note the newest event time of ``partitions`` after the events folded into them."""
+        newest = engine.max_event_time
+        self.marks.update({p: newest[p] for p in partitions})
+
     def quarantine(self, record: R, entry: QuarantinedEvent) -> None:
         """Move past ``record`` without its results, recording it as poison."""
         self.records.append(record)
@@ -64,6 +82,7 @@ class Batch(Generic[R]):
         self.records += later.records
         self.signals += later.signals
         self.changes += later.changes
+        self.changed_rows += later.changed_rows
         self.marks.update(later.marks)
         self.late += later.late
         self.quarantined += later.quarantined
@@ -75,7 +94,23 @@ class Batch(Generic[R]):
         """Nothing to commit but, at most, offsets."""
         return not (self.signals or self.changes or self.late or self.quarantined or self.redriven)
 
-    def checkpoint(self, name: str, offset: int) -> Checkpoint:
-        """What a SQL store commits with the signals: state, watermarks, late and poison events
-        and the ``offset`` of processor ``name``."""
-        return Checkpoint(name, offset, self.changes, self.marks, self.late, self.quarantined, self.redriven)
+    def take_changes(self, engine: Engine) -> None:
+        """Take the state rows ``engine`` changed, packed (the state codec runs here)."""
+        if (packed := engine.take_changes_packed()) is not None:
+            self.changes.append(packed[0])
+            self.changed_rows += packed[1]
+
+    def checkpoint(self, name: str, offset: int, snapshot: SnapshotPart | None = None) -> Checkpoint:
+        """What a SQL store commits with the signals: state changes (and a ``snapshot`` part),
+        watermarks, late and poison events and the ``offset`` of processor ``name``."""
+        return Checkpoint(
+            name,
+            offset,
+            self.changes,
+            self.marks,
+            self.late,
+            self.quarantined,
+            self.redriven,
+            self.changed_rows,
+            snapshot,
+        )

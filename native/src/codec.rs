@@ -1,0 +1,495 @@
+//! State rows in the reference engine's msgpack layout (msgspec's array-like structs), so a
+//! checkpoint written by either engine restores into the other.
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use rmp::encode as enc;
+use rmpv::Value as M;
+use serde_json::Value as J;
+
+use crate::anomaly::ZState;
+use crate::features::{Agg, Buckets, Data, FState, Quantile};
+use crate::jv::Jv;
+use crate::patterns::{PState, Partial, Snap};
+use crate::value::{from_json, Fault, Int, Member, Value};
+
+type Out = Vec<u8>;
+
+// writing to a Vec cannot fail: the results of rmp's writers are ignored throughout
+
+fn nil(o: &mut Out) {
+    let _ = enc::write_nil(o);
+}
+
+fn f64_(o: &mut Out, f: f64) {
+    let _ = enc::write_f64(o, f);
+}
+
+fn int(o: &mut Out, i: i64) {
+    let _ = enc::write_sint(o, i);
+}
+
+fn text(o: &mut Out, s: &str) {
+    let _ = enc::write_str(o, s);
+}
+
+fn opt_f64(o: &mut Out, f: Option<f64>) {
+    match f {
+        Some(f) => f64_(o, f),
+        None => nil(o),
+    }
+}
+
+fn bucket_map(o: &mut Out, b: &Buckets) {
+    let _ = enc::write_map_len(o, b.len() as u32);
+    for (i, v) in b {
+        int(o, *i);
+        f64_(o, *v);
+    }
+}
+
+fn f64s(o: &mut Out, v: &[f64]) {
+    let _ = enc::write_array_len(o, v.len() as u32);
+    for f in v {
+        f64_(o, *f);
+    }
+}
+
+pub fn json(o: &mut Out, j: &J) {
+    match j {
+        J::Null => nil(o),
+        J::Bool(b) => {
+            let _ = enc::write_bool(o, *b);
+        }
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                int(o, i);
+            } else if let Some(u) = n.as_u64() {
+                let _ = enc::write_uint(o, u);
+            } else {
+                f64_(o, n.as_f64().unwrap_or(f64::NAN));
+            }
+        }
+        J::String(s) => text(o, s),
+        J::Array(a) => {
+            let _ = enc::write_array_len(o, a.len() as u32);
+            for e in a {
+                json(o, e);
+            }
+        }
+        J::Object(m) => {
+            let _ = enc::write_map_len(o, m.len() as u32);
+            for (k, v) in m {
+                text(o, k);
+                json(o, v);
+            }
+        }
+    }
+}
+
+fn jv(o: &mut Out, j: &Jv) {
+    match j {
+        Jv::Null => nil(o),
+        Jv::Bool(b) => {
+            let _ = enc::write_bool(o, *b);
+        }
+        Jv::Int(i) => int(o, *i),
+        Jv::UInt(u) => {
+            let _ = enc::write_uint(o, *u);
+        }
+        Jv::Float(f) => f64_(o, *f),
+        Jv::Str(s) => text(o, s),
+        Jv::Arr(a) => {
+            let _ = enc::write_array_len(o, a.len() as u32);
+            for e in a {
+                jv(o, e);
+            }
+        }
+        Jv::Obj(fields) => {
+            let _ = enc::write_map_len(o, fields.len() as u32);
+            for (k, v) in fields {
+                text(o, k);
+                jv(o, v);
+            }
+        }
+    }
+}
+
+/// Python's msgpack cannot hold an integer past 64 bits: the reference engine fails such a
+/// state's row (its event is quarantined), and so does the core.
+fn big(o: &mut Out, i: Int) -> Result<(), Fault> {
+    match (i64::try_from(i), u64::try_from(i)) {
+        (Ok(v), _) => int(o, v),
+        (_, Ok(v)) => {
+            let _ = enc::write_uint(o, v);
+        }
+        _ => return Err(Fault::Overflow("int too big to convert".into())),
+    }
+    Ok(())
+}
+
+fn value(o: &mut Out, v: &Value) -> Result<(), Fault> {
+    match v {
+        Value::Null => nil(o),
+        Value::Bool(b) => {
+            let _ = enc::write_bool(o, *b);
+        }
+        Value::Int(i) => big(o, *i)?,
+        Value::Float(f) => f64_(o, *f),
+        Value::Str(s) => text(o, s),
+        Value::Set(s) => {
+            let _ = enc::write_array_len(o, s.members.len() as u32);
+            for m in &s.members {
+                match m {
+                    Member::Str(x) => text(o, x),
+                    Member::Int(i) => big(o, *i)?,
+                    Member::Float(b) => f64_(o, f64::from_bits(*b)),
+                }
+            }
+        }
+        Value::Json(j) => json(o, j),
+        Value::Stats(n, mean, std) => {
+            let _ = enc::write_map_len(o, 3);
+            text(o, "count");
+            int(o, *n);
+            text(o, "mean");
+            f64_(o, *mean);
+            text(o, "std");
+            f64_(o, *std);
+        }
+    }
+    Ok(())
+}
+
+/// ``FeatureState``: [seen, buckets, counts, value, at, squares].
+pub fn encode_feature(s: &FState) -> Result<Out, Fault> {
+    let mut o = Vec::with_capacity(64);
+    let _ = enc::write_array_len(&mut o, 6);
+    f64_(&mut o, s.seen);
+    match &s.data {
+        Data::Buckets(b) => bucket_map(&mut o, b),
+        Data::Avg(p) => bucket_map(&mut o, &p.0),
+        Data::Stats(p) => bucket_map(&mut o, &p.0),
+        Data::Distinct(m) => {
+            let _ = enc::write_map_len(&mut o, m.len() as u32);
+            for (k, v) in m.iter() {
+                text(&mut o, k);
+                f64_(&mut o, *v);
+            }
+        }
+        Data::FewDistinct(few) => {
+            let _ = enc::write_map_len(&mut o, few.len() as u32);
+            for (k, v) in few {
+                text(&mut o, k);
+                f64_(&mut o, *v);
+            }
+        }
+        _ => nil(&mut o),
+    }
+    match &s.data {
+        Data::Avg(p) => bucket_map(&mut o, &p.1),
+        Data::Stats(p) => bucket_map(&mut o, &p.1),
+        _ => nil(&mut o),
+    }
+    match &s.data {
+        Data::Float(f) => f64_(&mut o, *f),
+        Data::Pair(total, n) => {
+            let _ = enc::write_array_len(&mut o, 2);
+            f64_(&mut o, *total);
+            int(&mut o, *n);
+        }
+        Data::Triple(n, mean, m2) => {
+            let _ = enc::write_array_len(&mut o, 3);
+            int(&mut o, *n);
+            f64_(&mut o, *mean);
+            f64_(&mut o, *m2);
+        }
+        Data::Quantile(q) => {
+            let _ = enc::write_array_len(&mut o, 3);
+            f64s(&mut o, &q.times);
+            f64s(&mut o, &q.values);
+            f64s(&mut o, &q.ordered);
+        }
+        Data::Any(v) => value(&mut o, v)?,
+        _ => nil(&mut o),
+    }
+    opt_f64(&mut o, s.at());
+    match &s.data {
+        Data::Stats(p) => bucket_map(&mut o, &p.2),
+        _ => nil(&mut o),
+    }
+    Ok(o)
+}
+
+/// ``ZState``: [seen, values].
+pub fn encode_z(s: &ZState) -> Out {
+    let mut o = Vec::with_capacity(16 + 9 * s.values.len());
+    let _ = enc::write_array_len(&mut o, 2);
+    f64_(&mut o, s.seen);
+    f64s(&mut o, &s.values);
+    o
+}
+
+fn snap(o: &mut Out, s: &Snap) {
+    let _ = enc::write_map_len(o, 8);
+    text(o, "event_id");
+    text(o, &s.event_id);
+    text(o, "type");
+    text(o, &s.etype);
+    text(o, "occurred_at");
+    f64_(o, s.occurred_at);
+    text(o, "source");
+    text(o, &s.source);
+    text(o, "customer_id");
+    match &s.customer_id {
+        Some(c) => text(o, c),
+        None => nil(o),
+    }
+    text(o, "data");
+    jv(o, &s.data);
+    text(o, "offset");
+    int(o, s.offset);
+    text(o, "ingested_at");
+    f64_(o, s.ingested_at);
+}
+
+/// ``PatternState``: [seen, partials, deadline, anchor]; a partial is [started, step, captured].
+pub fn encode_pattern(s: &PState) -> Out {
+    let mut o = Vec::with_capacity(256);
+    let _ = enc::write_array_len(&mut o, 4);
+    f64_(&mut o, s.seen);
+    let _ = enc::write_array_len(&mut o, s.partials.len() as u32);
+    for p in &s.partials {
+        let _ = enc::write_array_len(&mut o, 3);
+        f64_(&mut o, p.started);
+        int(&mut o, p.step);
+        let _ = enc::write_map_len(&mut o, p.captured.len() as u32);
+        for (name, c) in &p.captured {
+            text(&mut o, name);
+            snap(&mut o, c);
+        }
+    }
+    opt_f64(&mut o, s.deadline);
+    match &s.anchor {
+        Some(a) => snap(&mut o, a),
+        None => nil(&mut o),
+    }
+    o
+}
+
+// -- decoding --------------------------------------------------------------------------------
+
+pub type Decoded<T> = Result<T, String>;
+
+fn read(raw: &[u8]) -> Decoded<M> {
+    let mut cursor = raw;
+    rmpv::decode::read_value(&mut cursor).map_err(|e| format!("undecodable state: {e}"))
+}
+
+fn fields(m: &M, n: usize) -> Decoded<&[M]> {
+    match m {
+        M::Array(a) if a.len() >= n => Ok(a),
+        _ => Err("state is not the expected array".into()),
+    }
+}
+
+fn num(m: &M) -> Option<f64> {
+    match m {
+        M::F64(f) => Some(*f),
+        M::F32(f) => Some(*f as f64),
+        M::Integer(i) => i
+            .as_i64()
+            .map(|v| v as f64)
+            .or_else(|| i.as_u64().map(|v| v as f64)),
+        _ => None,
+    }
+}
+
+fn int_of(m: &M) -> i64 {
+    match m {
+        M::Integer(i) => i.as_i64().unwrap_or(i64::MAX),
+        other => num(other).map_or(0, |f| f as i64),
+    }
+}
+
+fn buckets_of(m: &M) -> Buckets {
+    match m {
+        M::Map(entries) => entries
+            .iter()
+            .filter_map(|(k, v)| Some((int_of(k), num(v)?)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn f64s_of(m: &M) -> Vec<f64> {
+    match m {
+        M::Array(a) => a.iter().filter_map(num).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A msgpack value as JSON (maps with text keys, as the reference engine writes them).
+pub fn to_json(m: &M) -> J {
+    match m {
+        M::Nil => J::Null,
+        M::Boolean(b) => J::Bool(*b),
+        M::Integer(i) => i
+            .as_i64()
+            .map(J::from)
+            .or_else(|| i.as_u64().map(J::from))
+            .unwrap_or(J::Null),
+        M::F32(f) => serde_json::Number::from_f64(*f as f64).map_or(J::Null, J::Number),
+        M::F64(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        M::String(s) => J::String(s.as_str().unwrap_or_default().to_string()),
+        M::Array(a) => J::Array(a.iter().map(to_json).collect()),
+        M::Map(entries) => J::Object(
+            entries
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().map_or_else(|| k.to_string(), String::from),
+                        to_json(v),
+                    )
+                })
+                .collect(),
+        ),
+        _ => J::Null,
+    }
+}
+
+fn value_of(m: &M) -> Value {
+    match m {
+        M::F64(f) => Value::Float(*f),
+        M::F32(f) => Value::Float(*f as f64),
+        other => from_json(&to_json(other)),
+    }
+}
+
+pub fn decode_feature(raw: &[u8], agg: Agg, windowed: bool) -> Decoded<FState> {
+    let m = read(raw)?;
+    let f = fields(&m, 6)?;
+    let seen = num(&f[0]).unwrap_or(f64::NEG_INFINITY);
+    let at = num(&f[4]);
+    let (buckets, counts, v, squares) = (&f[1], &f[2], &f[3], &f[5]);
+    let data = match agg {
+        _ if windowed && buckets.is_nil() && agg != Agg::Quantile && !agg.read_before_update() => {
+            Data::Empty
+        }
+        Agg::Count | Agg::Sum | Agg::Min | Agg::Max if windowed => {
+            Data::Buckets(buckets_of(buckets))
+        }
+        Agg::Avg if windowed => Data::Avg(Box::new((buckets_of(buckets), buckets_of(counts)))),
+        Agg::Stats if windowed => Data::Stats(Box::new((
+            buckets_of(buckets),
+            buckets_of(counts),
+            buckets_of(squares),
+        ))),
+        Agg::Distinct => match buckets {
+            M::Map(entries) => {
+                let seen = entries
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str()?.into(), num(v)?)));
+                if entries.len() <= 16 {
+                    Data::FewDistinct(seen.collect())
+                } else {
+                    Data::Distinct(Box::new(seen.collect::<IndexMap<Box<str>, f64>>()))
+                }
+            }
+            _ => Data::Empty,
+        },
+        Agg::Last | Agg::First if at.is_some() => Data::Any(value_of(v)),
+        Agg::Avg => match v {
+            M::Array(a) if a.len() == 2 => Data::Pair(num(&a[0]).unwrap_or(0.0), int_of(&a[1])),
+            _ => Data::Empty,
+        },
+        Agg::Stats => match v {
+            M::Array(a) if a.len() == 3 => Data::Triple(
+                int_of(&a[0]),
+                num(&a[1]).unwrap_or(0.0),
+                num(&a[2]).unwrap_or(0.0),
+            ),
+            _ => Data::Empty,
+        },
+        Agg::Quantile => match v {
+            M::Array(a) if a.len() == 3 => Data::Quantile(Box::new(Quantile {
+                times: f64s_of(&a[0]),
+                values: f64s_of(&a[1]),
+                ordered: f64s_of(&a[2]),
+            })),
+            _ => Data::Empty,
+        },
+        _ => num(v).map_or(Data::Empty, Data::Float),
+    };
+    Ok(FState::new(seen, at, data))
+}
+
+pub fn decode_z(raw: &[u8]) -> Decoded<ZState> {
+    let m = read(raw)?;
+    let f = fields(&m, 2)?;
+    Ok(ZState {
+        seen: num(&f[0]).unwrap_or(f64::NEG_INFINITY),
+        values: f64s_of(&f[1]),
+    })
+}
+
+fn text_of(m: &M) -> Arc<str> {
+    Arc::from(m.as_str().unwrap_or_default())
+}
+
+fn snap_of(m: &M) -> Decoded<Arc<Snap>> {
+    let M::Map(entries) = m else {
+        return Err("a pattern's event is not a map".into());
+    };
+    let get = |name: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(name))
+            .map(|(_, v)| v)
+    };
+    Ok(Arc::new(Snap {
+        event_id: get("event_id")
+            .map(text_of)
+            .unwrap_or_else(|| Arc::from("")),
+        etype: get("type").map(text_of).unwrap_or_else(|| Arc::from("")),
+        occurred_at: get("occurred_at").and_then(num).unwrap_or(0.0),
+        source: get("source").map(text_of).unwrap_or_else(|| Arc::from("")),
+        customer_id: get("customer_id").filter(|v| !v.is_nil()).map(text_of),
+        data: Arc::new(get("data").map_or(Jv::Obj(Vec::new()), |d| Jv::from_json(&to_json(d)))),
+        offset: get("offset").map(int_of).unwrap_or(0),
+        ingested_at: get("ingested_at").and_then(num).unwrap_or(0.0),
+    }))
+}
+
+pub fn decode_pattern(raw: &[u8]) -> Decoded<PState> {
+    let m = read(raw)?;
+    let f = fields(&m, 4)?;
+    let mut partials = Vec::new();
+    if let M::Array(items) = &f[1] {
+        for p in items {
+            let pf = fields(p, 3)?;
+            let mut captured = Vec::new();
+            if let M::Map(entries) = &pf[2] {
+                for (k, v) in entries {
+                    captured.push((text_of(k), snap_of(v)?));
+                }
+            }
+            partials.push(Partial {
+                started: num(&pf[0]).unwrap_or(0.0),
+                step: int_of(&pf[1]),
+                captured,
+            });
+        }
+    }
+    Ok(PState {
+        seen: num(&f[0]).unwrap_or(f64::NEG_INFINITY),
+        partials,
+        deadline: num(&f[2]),
+        anchor: if f[3].is_nil() {
+            None
+        } else {
+            Some(snap_of(&f[3])?)
+        },
+    })
+}

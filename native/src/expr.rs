@@ -1,0 +1,489 @@
+//! Rule expressions, compiled from the plan the Python loader checked (see
+//! `ringfence.engine.plan`), and evaluated with the reference engine's semantics.
+
+use std::sync::Arc;
+
+use serde_json::Value as J;
+
+use crate::value::{
+    arith, compare, from_json, parse_float, template_text, ArithOp, CmpOp, Fault, Int, Value, R,
+};
+
+/// An envelope field of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Env {
+    EventId,
+    Type,
+    OccurredAt,
+    Source,
+    CustomerId,
+    AccountId,
+    Unknown,
+}
+
+/// A field path: an envelope field, or a path inside ``data``.
+#[derive(Clone, Debug)]
+pub enum Path {
+    Env(Env),
+    Data(Vec<Arc<str>>),
+}
+
+impl Path {
+    pub fn parse(parts: &[String]) -> Path {
+        match parts.split_first() {
+            Some((head, rest)) if head == "data" => {
+                Path::Data(rest.iter().map(|p| Arc::from(p.as_str())).collect())
+            }
+            Some((head, _)) => Path::Env(match head.as_str() {
+                "event_id" => Env::EventId,
+                "type" => Env::Type,
+                "occurred_at" => Env::OccurredAt,
+                "source" => Env::Source,
+                "customer_id" => Env::CustomerId,
+                "account_id" => Env::AccountId,
+                _ => Env::Unknown,
+            }),
+            None => Path::Env(Env::Unknown),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Func {
+    Abs,
+    Min,
+    Max,
+    Round,
+    Lower,
+    Upper,
+    Len,
+    StartsWith,
+    Coalesce,
+    DistanceKm,
+    HoursBetween,
+}
+
+#[derive(Debug)]
+pub enum Expr {
+    Lit(Value),
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
+    Not(Box<Expr>),
+    Neg(Box<Expr>),
+    Arith(ArithOp, Box<Expr>, Box<Expr>),
+    Cmp(CmpOp, Box<Expr>, Box<Expr>),
+    Chain(Vec<CmpOp>, Vec<Expr>),
+    If(Box<Expr>, Box<Expr>, Box<Expr>),
+    Call(Func, Vec<Expr>),
+    List(usize),
+    Field(Path),
+    Feature(usize),
+    FeatureField(usize, Arc<str>),
+    Step(Arc<str>, Vec<Arc<str>>),
+}
+
+/// What an expression reads: the event, named values (features, scores), lists, pattern steps.
+pub trait Ctx {
+    fn field(&mut self, path: &Path) -> R<Value>;
+    fn feature(&mut self, slot: usize) -> R<Value>;
+    fn list(&self, slot: usize) -> Value;
+    fn step(&self, name: &str, path: &[Arc<str>]) -> R<Value>;
+}
+
+/// How the plan's names map to slots while compiling.
+pub trait Names {
+    fn value_slot(&self, name: &str) -> Option<usize>;
+    fn list_slot(&mut self, name: &str) -> usize;
+}
+
+fn bad(what: &str) -> String {
+    format!("plan: {what}")
+}
+
+fn strings(j: &J) -> Vec<String> {
+    j.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Expr {
+    pub fn compile(j: &J, names: &mut dyn Names) -> Result<Expr, String> {
+        let kind = j
+            .get("k")
+            .and_then(J::as_str)
+            .ok_or_else(|| bad("node without a kind"))?;
+        let sub = |key: &str, names: &mut dyn Names| -> Result<Box<Expr>, String> {
+            Ok(Box::new(Expr::compile(
+                j.get(key).ok_or_else(|| bad(key))?,
+                names,
+            )?))
+        };
+        let many = |key: &str, names: &mut dyn Names| -> Result<Vec<Expr>, String> {
+            j.get(key)
+                .and_then(J::as_array)
+                .ok_or_else(|| bad(key))?
+                .iter()
+                .map(|e| Expr::compile(e, names))
+                .collect()
+        };
+        let text = |key: &str| -> Result<String, String> {
+            j.get(key)
+                .and_then(J::as_str)
+                .map(String::from)
+                .ok_or_else(|| bad(key))
+        };
+        Ok(match kind {
+            "lit" => match j.get("float").and_then(J::as_str) {
+                // a literal JSON cannot hold (1e999 is inf in Python)
+                Some(text) => Expr::Lit(Value::Float(
+                    text.parse().map_err(|_| bad("float literal"))?,
+                )),
+                None => Expr::Lit(from_json(j.get("v").unwrap_or(&J::Null))),
+            },
+            "set" => Expr::Lit(Value::Set(Arc::new(crate::value::Set::from_values(
+                j.get("v")
+                    .and_then(J::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(from_json),
+            )))),
+            "and" => Expr::And(many("a", names)?),
+            "or" => Expr::Or(many("a", names)?),
+            "not" => Expr::Not(sub("a", names)?),
+            "neg" => Expr::Neg(sub("a", names)?),
+            "bin" => {
+                let op = ArithOp::parse(&text("op")?).ok_or_else(|| bad("operator"))?;
+                Expr::Arith(op, sub("l", names)?, sub("r", names)?)
+            }
+            "cmp" => {
+                let ops: Vec<CmpOp> = strings(j.get("ops").unwrap_or(&J::Null))
+                    .iter()
+                    .map(|o| CmpOp::parse(o).ok_or_else(|| bad("comparison")))
+                    .collect::<Result<_, _>>()?;
+                let mut operands = many("a", names)?;
+                if ops.len() + 1 != operands.len() {
+                    return Err(bad("comparison operands"));
+                }
+                if ops.len() == 1 {
+                    let right = operands.pop().expect("two operands");
+                    let left = operands.pop().expect("two operands");
+                    Expr::Cmp(ops[0], Box::new(left), Box::new(right))
+                } else {
+                    Expr::Chain(ops, operands)
+                }
+            }
+            "if" => Expr::If(sub("t", names)?, sub("b", names)?, sub("e", names)?),
+            "call" => {
+                let f = match text("f")?.as_str() {
+                    "abs" => Func::Abs,
+                    "min" => Func::Min,
+                    "max" => Func::Max,
+                    "round" => Func::Round,
+                    "lower" => Func::Lower,
+                    "upper" => Func::Upper,
+                    "len" => Func::Len,
+                    "startswith" => Func::StartsWith,
+                    "coalesce" => Func::Coalesce,
+                    "distance_km" => Func::DistanceKm,
+                    "hours_between" => Func::HoursBetween,
+                    other => return Err(bad(&format!("unknown function {other}"))),
+                };
+                Expr::Call(f, many("a", names)?)
+            }
+            "list" => Expr::List(names.list_slot(&text("n")?)),
+            "field" => Expr::Field(Path::parse(&strings(j.get("p").unwrap_or(&J::Null)))),
+            "feat" => {
+                let name = text("n")?;
+                let slot = names
+                    .value_slot(&name)
+                    .ok_or_else(|| bad(&format!("unknown feature {name}")))?;
+                match j.get("s").and_then(J::as_str) {
+                    Some(s) => Expr::FeatureField(slot, Arc::from(s)),
+                    None => Expr::Feature(slot),
+                }
+            }
+            "step" => Expr::Step(
+                Arc::from(text("n")?.as_str()),
+                strings(j.get("p").unwrap_or(&J::Null))
+                    .iter()
+                    .map(|p| Arc::from(p.as_str()))
+                    .collect(),
+            ),
+            other => return Err(bad(&format!("unknown node {other}"))),
+        })
+    }
+
+    pub fn eval<C: Ctx>(&self, ctx: &mut C) -> R<Value> {
+        Ok(match self {
+            Expr::Lit(v) => v.clone(),
+            Expr::And(parts) => {
+                for p in parts {
+                    if !p.eval(ctx)?.truthy() {
+                        return Ok(Value::Bool(false));
+                    }
+                }
+                Value::Bool(true)
+            }
+            Expr::Or(parts) => {
+                for p in parts {
+                    if p.eval(ctx)?.truthy() {
+                        return Ok(Value::Bool(true));
+                    }
+                }
+                Value::Bool(false)
+            }
+            Expr::Not(a) => Value::Bool(!a.eval(ctx)?.truthy()),
+            Expr::Neg(a) => arith(ArithOp::Sub, &Value::Int(0), &a.eval(ctx)?),
+            Expr::Arith(op, l, r) => {
+                let left = l.eval(ctx)?;
+                arith(*op, &left, &r.eval(ctx)?)
+            }
+            Expr::Cmp(op, l, r) => {
+                let left = l.eval(ctx)?;
+                Value::Bool(compare(*op, &left, &r.eval(ctx)?))
+            }
+            Expr::Chain(ops, operands) => {
+                let values = operands
+                    .iter()
+                    .map(|o| o.eval(ctx))
+                    .collect::<R<Vec<_>>>()?;
+                Value::Bool(
+                    ops.iter()
+                        .enumerate()
+                        .all(|(i, op)| compare(*op, &values[i], &values[i + 1])),
+                )
+            }
+            Expr::If(t, b, e) => {
+                if t.eval(ctx)?.truthy() {
+                    b.eval(ctx)?
+                } else {
+                    e.eval(ctx)?
+                }
+            }
+            Expr::Call(f, args) => {
+                // the reference engine turns a TypeError, ValueError or OverflowError raised while
+                // evaluating the arguments or calling the function into null
+                let mut values = Vec::with_capacity(args.len());
+                for a in args {
+                    match a.eval(ctx) {
+                        Ok(v) => values.push(v),
+                        Err(_) => return Ok(Value::Null),
+                    }
+                }
+                call(*f, &values).unwrap_or(Value::Null)
+            }
+            Expr::List(slot) => ctx.list(*slot),
+            Expr::Field(path) => ctx.field(path)?,
+            Expr::Feature(slot) => ctx.feature(*slot)?,
+            Expr::FeatureField(slot, sub) => match ctx.feature(*slot)? {
+                Value::Stats(n, mean, std) => match sub.as_ref() {
+                    "count" => Value::Int(n as Int),
+                    "mean" => Value::Float(mean),
+                    "std" => Value::Float(std),
+                    _ => Value::Null,
+                },
+                Value::Json(j) => j.get(sub.as_ref()).map(from_json).unwrap_or(Value::Null),
+                _ => Value::Null,
+            },
+            Expr::Step(name, path) => ctx.step(name, path)?,
+        })
+    }
+}
+
+fn type_error(what: &str) -> Fault {
+    Fault::Type(what.into())
+}
+
+fn orderable(op: CmpOp, a: &Value, b: &Value) -> R<bool> {
+    let comparable = matches!(
+        (a, b),
+        (
+            Value::Bool(_) | Value::Int(_) | Value::Float(_),
+            Value::Bool(_) | Value::Int(_) | Value::Float(_)
+        ) | (Value::Str(_), Value::Str(_))
+            | (Value::Set(_), Value::Set(_))
+    ) || matches!((a, b), (Value::Json(x), Value::Json(y)) if x.is_array() && y.is_array());
+    if !comparable {
+        return Err(type_error("'<' not supported"));
+    }
+    Ok(compare(op, a, b))
+}
+
+fn python_int(v: &Value) -> R<i64> {
+    match v {
+        Value::Bool(b) => Ok(*b as i64),
+        Value::Int(i) => Ok((*i).clamp(i64::MIN as Int, i64::MAX as Int) as i64),
+        Value::Float(f) if f.is_nan() => {
+            Err(Fault::Value("cannot convert float NaN to integer".into()))
+        }
+        Value::Float(f) if f.is_infinite() => Err(Fault::Overflow(
+            "cannot convert float infinity to integer".into(),
+        )),
+        Value::Float(f) => Ok(f.trunc().clamp(-9.2e18, 9.2e18) as i64),
+        Value::Str(s) => s
+            .trim()
+            .replace('_', "")
+            .parse::<i64>()
+            .map_err(|_| Fault::Value("invalid literal for int()".into())),
+        _ => Err(type_error("int() argument")),
+    }
+}
+
+fn number(v: &Value) -> R<f64> {
+    match v {
+        Value::Bool(_) | Value::Int(_) | Value::Float(_) => v.to_float(),
+        _ => Err(type_error("must be real number")),
+    }
+}
+
+/// The functions of `ringfence.engine.functions`, with their handling of null and bad input.
+fn call(f: Func, args: &[Value]) -> R<Value> {
+    let any_null = args.iter().any(Value::is_null);
+    Ok(match f {
+        Func::Abs | Func::Min | Func::Max | Func::Round if any_null => Value::Null,
+        Func::Abs => match &args[0] {
+            Value::Bool(b) => Value::Int(*b as Int),
+            Value::Int(i) => i
+                .checked_abs()
+                .map(Value::Int)
+                .unwrap_or(Value::Float((*i as f64).abs())),
+            Value::Float(x) => Value::Float(x.abs()),
+            _ => return Err(type_error("bad operand type for abs()")),
+        },
+        Func::Min | Func::Max => {
+            let op = if matches!(f, Func::Min) {
+                CmpOp::Lt
+            } else {
+                CmpOp::Gt
+            };
+            let mut best = &args[0];
+            for x in &args[1..] {
+                if orderable(op, x, best)? {
+                    best = x;
+                }
+            }
+            best.clone()
+        }
+        Func::Round => {
+            let digits = if args.len() > 1 {
+                python_int(&args[1])?
+            } else {
+                0
+            }
+            .clamp(0, 12) as usize;
+            match &args[0] {
+                Value::Bool(b) => Value::Int(*b as Int),
+                Value::Int(i) => Value::Int(*i),
+                Value::Float(x) if !x.is_finite() => Value::Float(*x),
+                Value::Float(x) => {
+                    Value::Float(format!("{:.*}", digits, x).parse::<f64>().unwrap_or(*x))
+                }
+                _ => return Err(type_error("type doesn't define __round__")),
+            }
+        }
+        Func::Lower | Func::Upper | Func::Len => match &args[0] {
+            Value::Str(s) => match f {
+                Func::Lower => Value::Str(Arc::from(s.to_lowercase())),
+                Func::Upper => Value::Str(Arc::from(s.to_uppercase())),
+                _ => Value::Int(s.chars().count() as Int),
+            },
+            _ => Value::Null,
+        },
+        Func::StartsWith => match (&args[0], &args[1]) {
+            (Value::Str(s), Value::Str(p)) => Value::Bool(s.starts_with(p.as_ref())),
+            _ => Value::Bool(false),
+        },
+        Func::Coalesce => args
+            .iter()
+            .find(|a| !a.is_null())
+            .cloned()
+            .unwrap_or(Value::Null),
+        Func::DistanceKm if any_null => Value::Null,
+        Func::DistanceKm => {
+            let (lat1, lat2) = (
+                number(&args[0])?.to_radians(),
+                number(&args[2])?.to_radians(),
+            );
+            let dl = match (&args[3], &args[1]) {
+                (Value::Int(a), Value::Int(b)) => a
+                    .checked_sub(*b)
+                    .map_or((*a as f64) - (*b as f64), |d| d as f64),
+                (a, b) => number(a)? - number(b)?,
+            }
+            .to_radians();
+            let dp = lat2 - lat1;
+            let s1 = (dp / 2.0).sin();
+            let s2 = (dl / 2.0).sin();
+            let h = s1 * s1 + lat1.cos() * lat2.cos() * (s2 * s2);
+            Value::Float(2.0 * crate::EARTH_RADIUS_KM * h.sqrt().min(1.0).asin())
+        }
+        Func::HoursBetween if any_null => Value::Null,
+        Func::HoursBetween => {
+            let t1 = args[0].to_float()?;
+            let t2 = args[1].to_float()?;
+            Value::Float((t2 - t1).abs() / 3600.0)
+        }
+    })
+}
+
+/// A template part: literal text or a placeholder.
+#[derive(Debug)]
+pub enum Part {
+    Text(String),
+    Expr(Expr),
+}
+
+pub const MAX_RENDERED: usize = 1_000;
+
+#[derive(Debug)]
+pub struct Template {
+    pub parts: Vec<Part>,
+}
+
+impl Template {
+    pub fn compile(j: &J, names: &mut dyn Names) -> Result<Template, String> {
+        let parts = j
+            .as_array()
+            .ok_or_else(|| bad("template"))?
+            .iter()
+            .map(|p| match p.get("t").and_then(J::as_str) {
+                Some(s) => Ok(Part::Text(s.to_string())),
+                None => Expr::compile(p, names).map(Part::Expr),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Template { parts })
+    }
+
+    pub fn render<C: Ctx>(&self, ctx: &mut C) -> R<String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(s) => out.push_str(s),
+                Part::Expr(e) => {
+                    let v = e.eval(ctx)?;
+                    if !v.is_null() {
+                        out.push_str(&template_text(&v)?);
+                    }
+                }
+            }
+        }
+        if out.len() > MAX_RENDERED {
+            if let Some((cut, _)) = out.char_indices().nth(MAX_RENDERED) {
+                out.truncate(cut);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A money field of data is a decimal text; expressions read it as a number.
+pub fn money(value: Value) -> R<Value> {
+    match value {
+        Value::Str(s) => parse_float(&s).map(Value::Float),
+        other => Ok(other),
+    }
+}

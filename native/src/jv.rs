@@ -1,0 +1,156 @@
+//! An event's data as the core reads it: texts shared (reading a field clones a pointer,
+//! not the text) and objects as small lists of fields in their order (events hold a few
+//! fields each, so a scan beats hashing).
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value as J;
+
+use crate::value::Value;
+
+#[derive(Debug, Clone)]
+pub enum Jv {
+    Null,
+    Bool(bool),
+    Int(i64),
+    /// An integer past i64 (JSON allows it; validated events hold none).
+    UInt(u64),
+    Float(f64),
+    Str(Arc<str>),
+    Arr(Vec<Jv>),
+    /// Fields in their order; stored events are Python dicts, so names are unique.
+    Obj(Vec<(Box<str>, Jv)>),
+}
+
+impl Jv {
+    pub fn get(&self, name: &str) -> Option<&Jv> {
+        match self {
+            Jv::Obj(fields) => fields
+                .iter()
+                .find(|(k, _)| k.as_ref() == name)
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The value at ``path`` inside nested objects, or None where the path breaks off.
+    pub fn walk(&self, path: &[Arc<str>]) -> Option<&Jv> {
+        path.iter().try_fold(self, |at, part| at.get(part))
+    }
+
+    /// As an expression value: objects and arrays become JSON values.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Jv::Null => Value::Null,
+            Jv::Bool(b) => Value::Bool(*b),
+            Jv::Int(i) => Value::Int(*i as i128),
+            Jv::UInt(u) => Value::Int(*u as i128),
+            Jv::Float(f) => Value::Float(*f),
+            Jv::Str(s) => Value::Str(s.clone()),
+            compound => Value::Json(Arc::new(compound.to_json())),
+        }
+    }
+
+    pub fn to_json(&self) -> J {
+        match self {
+            Jv::Null => J::Null,
+            Jv::Bool(b) => J::Bool(*b),
+            Jv::Int(i) => J::from(*i),
+            Jv::UInt(u) => J::from(*u),
+            Jv::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Jv::Str(s) => J::String(s.to_string()),
+            Jv::Arr(a) => J::Array(a.iter().map(Jv::to_json).collect()),
+            Jv::Obj(fields) => J::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn from_json(j: &J) -> Jv {
+        match j {
+            J::Null => Jv::Null,
+            J::Bool(b) => Jv::Bool(*b),
+            J::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => Jv::Int(i),
+                (None, Some(u)) => Jv::UInt(u),
+                _ => Jv::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            J::String(s) => Jv::Str(Arc::from(s.as_str())),
+            J::Array(a) => Jv::Arr(a.iter().map(Jv::from_json).collect()),
+            J::Object(m) => Jv::Obj(
+                m.iter()
+                    .map(|(k, v)| (k.as_str().into(), Jv::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Jv {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Jv, D::Error> {
+        d.deserialize_any(JvVisitor)
+    }
+}
+
+struct JvVisitor;
+
+impl<'de> Visitor<'de> for JvVisitor {
+    type Value = Jv;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Jv, E> {
+        Ok(Jv::Bool(b))
+    }
+
+    fn visit_i64<E>(self, i: i64) -> Result<Jv, E> {
+        Ok(Jv::Int(i))
+    }
+
+    fn visit_u64<E>(self, u: u64) -> Result<Jv, E> {
+        Ok(i64::try_from(u).map_or(Jv::UInt(u), Jv::Int))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<Jv, E> {
+        Ok(Jv::Float(f))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Jv, E> {
+        Ok(Jv::Str(Arc::from(s)))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Jv, E> {
+        Ok(Jv::Str(Arc::from(s)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Jv, E> {
+        Ok(Jv::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Jv, E> {
+        Ok(Jv::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Jv, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Jv::Arr(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Jv, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some((k, v)) = map.next_entry::<String, Jv>()? {
+            fields.push((k.into_boxed_str(), v));
+        }
+        Ok(Jv::Obj(fields))
+    }
+}

@@ -1,0 +1,97 @@
+//! Sequences and absences per key (`ringfence.engine.patterns`): partial matches, deadlines
+//! and the timers that fire them.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashSet};
+use std::sync::Arc;
+
+use crate::expr::Expr;
+
+pub const MAX_PARTIALS: usize = 8;
+
+/// What a pattern remembers of a matched event (and shows as evidence).
+#[derive(Debug)]
+pub struct Snap {
+    pub event_id: Arc<str>,
+    pub etype: Arc<str>,
+    pub occurred_at: f64,
+    pub source: Arc<str>,
+    pub customer_id: Option<Arc<str>>,
+    pub data: Arc<crate::jv::Jv>,
+    pub offset: i64,
+    pub ingested_at: f64,
+}
+
+pub type Captured = Vec<(Arc<str>, Arc<Snap>)>;
+
+#[derive(Debug, Clone)]
+pub struct Partial {
+    pub started: f64,
+    pub step: i64,
+    pub captured: Captured,
+}
+
+#[derive(Debug, Clone)]
+pub struct PState {
+    pub seen: f64,
+    pub partials: Vec<Partial>,
+    pub deadline: Option<f64>,
+    pub anchor: Option<Arc<Snap>>,
+}
+
+pub struct Step {
+    pub name: Arc<str>,
+    pub on: HashSet<String>,
+    pub when: Option<Expr>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sequence,
+    Absence,
+}
+
+/// A deadline of an absence: (deadline, pattern id, key), earliest first, ties by id then key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timer(pub f64, pub Arc<str>, pub Arc<str>);
+
+impl Eq for Timer {}
+
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0
+            .total_cmp(&other.0)
+            .then_with(|| self.1.cmp(&other.1))
+            .then_with(|| self.2.cmp(&other.2))
+    }
+}
+
+#[derive(Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<Timer>>,
+}
+
+impl Timers {
+    pub fn add(&mut self, deadline: f64, pattern: Arc<str>, key: Arc<str>) {
+        self.heap.push(Reverse(Timer(deadline, pattern, key)));
+    }
+
+    /// The earliest entry before ``watermark``, removed.
+    pub fn pop_due(&mut self, watermark: f64) -> Option<Timer> {
+        if self.heap.peek().is_some_and(|Reverse(t)| t.0 < watermark) {
+            self.heap.pop().map(|Reverse(t)| t)
+        } else {
+            None
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+}

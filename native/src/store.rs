@@ -1,0 +1,511 @@
+//! Engine state, grouped by key: every feature, score and pattern keyed by the same fields
+//! lives in one record per key value, so an event looks each of its keys up once, the key
+//! text is held once, and a record carries its own marks of what changed since the last
+//! checkpoint (no set of changed rows to hash into per update).
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::anomaly::ZState;
+use crate::features::{push_tight, FState};
+use crate::patterns::PState;
+
+/// Which member kinds a record holds: features, scores, patterns.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Feature = 0,
+    Score = 1,
+    Pattern = 2,
+}
+
+/// One state of a record, with its position among the group's features, scores or patterns.
+pub enum Member {
+    Feature(u16, FState),
+    Score(u16, ZState),
+    Pattern(u16, PState),
+}
+
+/// A kind of state a record holds, as a member.
+pub trait Kinded: Sized {
+    fn wrap(pos: u16, state: Self) -> Member;
+    fn of(m: &Member, pos: u16) -> Option<&Self>;
+    fn of_mut(m: &mut Member, pos: u16) -> Option<&mut Self>;
+    fn unwrap(m: Member) -> Option<Self>;
+}
+
+macro_rules! kinded {
+    ($state:ty, $variant:ident) => {
+        impl Kinded for $state {
+            fn wrap(pos: u16, state: Self) -> Member {
+                Member::$variant(pos, state)
+            }
+            fn of(m: &Member, pos: u16) -> Option<&Self> {
+                match m {
+                    Member::$variant(p, s) if *p == pos => Some(s),
+                    _ => None,
+                }
+            }
+            fn of_mut(m: &mut Member, pos: u16) -> Option<&mut Self> {
+                match m {
+                    Member::$variant(p, s) if *p == pos => Some(s),
+                    _ => None,
+                }
+            }
+            fn unwrap(m: Member) -> Option<Self> {
+                match m {
+                    Member::$variant(_, s) => Some(s),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+kinded!(FState, Feature);
+kinded!(ZState, Score);
+kinded!(PState, Pattern);
+
+/// One key value's states of one group (present ones only, in one list: most records hold
+/// one or two, and a list per kind would cost its header even empty).
+#[derive(Default)]
+pub struct Record {
+    members: Vec<Member>,
+    /// Members changed since the last checkpoint: bit = the member's index in the group
+    /// (features, then scores, then patterns); bit 63 stands for every member from 63 on.
+    dirty: u64,
+}
+
+impl Record {
+    fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+fn find<S: Kinded>(members: &[Member], pos: u16) -> Option<&S> {
+    members.iter().find_map(|m| S::of(m, pos))
+}
+
+fn find_mut<S: Kinded>(members: &mut [Member], pos: u16) -> Option<&mut S> {
+    members.iter_mut().find_map(|m| S::of_mut(m, pos))
+}
+
+fn take<S: Kinded>(members: &mut Vec<Member>, pos: u16) -> Option<S> {
+    let at = members.iter().position(|m| S::of(m, pos).is_some())?;
+    S::unwrap(members.swap_remove(at))
+}
+
+/// The member ``pos`` of kind ``S``, added by ``new`` if missing (``added`` counts it).
+fn find_or_add<'a, S: Kinded>(
+    members: &'a mut Vec<Member>,
+    pos: u16,
+    added: &mut usize,
+    new: impl FnOnce() -> S,
+) -> &'a mut S {
+    let at = match members.iter().position(|m| S::of(m, pos).is_some()) {
+        Some(at) => at,
+        None => {
+            *added += 1;
+            push_tight(members, S::wrap(pos, new()));
+            members.len() - 1
+        }
+    };
+    S::of_mut(&mut members[at], pos).expect("found or added above")
+}
+
+#[derive(Default)]
+struct Group {
+    records: FxHashMap<Arc<str>, Record>,
+    features: usize,
+    scores: usize,
+}
+
+/// A changed state row: (kind, index of the definition, key, its state or None if gone).
+pub enum Change<'a> {
+    Feature(usize, &'a Arc<str>, Option<&'a FState>),
+    Score(usize, &'a Arc<str>, Option<&'a ZState>),
+    Pattern(usize, &'a Arc<str>, Option<&'a PState>),
+}
+
+pub struct State {
+    groups: Vec<Group>,
+    /// (group, position) of each feature, score and pattern by its index in the pack.
+    slots: [Vec<(usize, u16)>; 3],
+    /// Records with changes since the last checkpoint, each once.
+    changed: Vec<(usize, Arc<str>)>,
+    /// How many member states are held.
+    size: usize,
+}
+
+impl State {
+    /// ``groups[i]``: the key group (index into the plan's key field lists) of each feature,
+    /// score and pattern.
+    pub fn new(
+        feature_groups: &[usize],
+        score_groups: &[usize],
+        pattern_groups: &[usize],
+        n_groups: usize,
+    ) -> State {
+        let mut groups: Vec<Group> = (0..n_groups).map(|_| Group::default()).collect();
+        let mut counts = vec![[0usize; 3]; n_groups];
+        let mut slots: [Vec<(usize, u16)>; 3] = Default::default();
+        for (kind, list) in [feature_groups, score_groups, pattern_groups]
+            .iter()
+            .enumerate()
+        {
+            for &g in list.iter() {
+                slots[kind].push((g, counts[g][kind] as u16));
+                counts[g][kind] += 1;
+            }
+        }
+        for (g, c) in counts.iter().enumerate() {
+            groups[g].features = c[0];
+            groups[g].scores = c[1];
+        }
+        State {
+            groups,
+            slots,
+            changed: Vec::new(),
+            size: 0,
+        }
+    }
+
+    fn bit(&self, kind: Kind, g: usize, pos: u16) -> u64 {
+        let group = &self.groups[g];
+        let index = match kind {
+            Kind::Feature => pos as usize,
+            Kind::Score => group.features + pos as usize,
+            Kind::Pattern => group.features + group.scores + pos as usize,
+        };
+        1u64 << index.min(63)
+    }
+
+    fn mark(&mut self, kind: Kind, g: usize, pos: u16, key: &Arc<str>) {
+        let bit = self.bit(kind, g, pos);
+        if let Some(r) = self.groups[g].records.get_mut(key) {
+            if r.dirty == 0 {
+                self.changed.push((g, key.clone()));
+            }
+            r.dirty |= bit;
+        }
+    }
+
+    fn record(&self, kind: Kind, i: usize, key: &str) -> Option<(&Record, u16)> {
+        let (g, pos) = self.slots[kind as usize][i];
+        self.groups[g].records.get(key).map(|r| (r, pos))
+    }
+
+    pub fn feature(&self, i: usize, key: &str) -> Option<&FState> {
+        self.record(Kind::Feature, i, key)
+            .and_then(|(r, pos)| find(&r.members, pos))
+    }
+
+    pub fn pattern(&self, i: usize, key: &str) -> Option<&PState> {
+        self.record(Kind::Pattern, i, key)
+            .and_then(|(r, pos)| find(&r.members, pos))
+    }
+
+    /// The record of ``key`` for member ``(kind, i)``, created if missing, marked changed;
+    /// with the count of states, for a member the caller adds.
+    fn touch(&mut self, kind: Kind, i: usize, key: &Arc<str>) -> (&mut Record, u16, &mut usize) {
+        let (g, pos) = self.slots[kind as usize][i];
+        let bit = self.bit(kind, g, pos);
+        let record = self.groups[g].records.entry(key.clone()).or_default();
+        if record.dirty == 0 {
+            self.changed.push((g, key.clone()));
+        }
+        record.dirty |= bit;
+        (record, pos, &mut self.size)
+    }
+
+    /// Feature ``i``'s state of ``key`` to update (created empty), marked changed.
+    pub fn feature_mut(&mut self, i: usize, key: &Arc<str>) -> &mut FState {
+        let (r, pos, size) = self.touch(Kind::Feature, i, key);
+        find_or_add(&mut r.members, pos, size, FState::default)
+    }
+
+    /// Score ``i``'s state of ``key`` to update (created by ``new``), marked changed.
+    pub fn score_mut(
+        &mut self,
+        i: usize,
+        key: &Arc<str>,
+        new: impl FnOnce() -> ZState,
+    ) -> &mut ZState {
+        let (r, pos, size) = self.touch(Kind::Score, i, key);
+        find_or_add(&mut r.members, pos, size, new)
+    }
+
+    /// Pattern ``i``'s state of ``key``, taken out (put it back with :meth:`put_pattern`).
+    pub fn take_pattern(&mut self, i: usize, key: &str) -> Option<PState> {
+        let (g, pos) = self.slots[Kind::Pattern as usize][i];
+        let taken = self.groups[g]
+            .records
+            .get_mut(key)
+            .and_then(|r| take::<PState>(&mut r.members, pos));
+        self.size -= taken.is_some() as usize;
+        taken
+    }
+
+    pub fn put_pattern(&mut self, i: usize, key: &Arc<str>, state: PState) {
+        let (r, pos, size) = self.touch(Kind::Pattern, i, key);
+        *size += 1;
+        push_tight(&mut r.members, Member::Pattern(pos, state));
+    }
+
+    /// Note that pattern ``i``'s state of ``key`` was dropped (taken and not put back).
+    pub fn dropped_pattern(&mut self, i: usize, key: &Arc<str>) {
+        let (g, pos) = self.slots[Kind::Pattern as usize][i];
+        self.mark(Kind::Pattern, g, pos, key);
+    }
+
+    pub fn pattern_mut(&mut self, i: usize, key: &Arc<str>) -> Option<&mut PState> {
+        let (g, pos) = self.slots[Kind::Pattern as usize][i];
+        self.mark(Kind::Pattern, g, pos, key);
+        self.groups[g]
+            .records
+            .get_mut(key)
+            .and_then(|r| find_mut::<PState>(&mut r.members, pos))
+    }
+
+    /// Restore a checkpointed row.
+    pub fn put_feature(&mut self, i: usize, key: &Arc<str>, state: FState) {
+        let (g, pos) = self.slots[Kind::Feature as usize][i];
+        let r = self.groups[g].records.entry(key.clone()).or_default();
+        if take::<FState>(&mut r.members, pos).is_none() {
+            self.size += 1;
+        }
+        push_tight(&mut r.members, FState::wrap(pos, state));
+    }
+
+    pub fn put_score(&mut self, i: usize, key: &Arc<str>, state: ZState) {
+        let (g, pos) = self.slots[Kind::Score as usize][i];
+        let r = self.groups[g].records.entry(key.clone()).or_default();
+        if take::<ZState>(&mut r.members, pos).is_none() {
+            self.size += 1;
+        }
+        push_tight(&mut r.members, ZState::wrap(pos, state));
+    }
+
+    pub fn restore_pattern(&mut self, i: usize, key: &Arc<str>, state: PState) {
+        let (g, pos) = self.slots[Kind::Pattern as usize][i];
+        let r = self.groups[g].records.entry(key.clone()).or_default();
+        if take::<PState>(&mut r.members, pos).is_none() {
+            self.size += 1;
+        }
+        push_tight(&mut r.members, PState::wrap(pos, state));
+    }
+
+    /// Drop the states ``expired`` says are past their horizon; return how many.
+    pub fn expire(
+        &mut self,
+        feature: impl Fn(usize, &FState) -> bool,
+        score: impl Fn(usize, &ZState) -> bool,
+        pattern: impl Fn(usize, &PState) -> bool,
+    ) -> usize {
+        let index = self.member_index();
+        let mut dropped = 0;
+        for (g, group) in self.groups.iter_mut().enumerate() {
+            let (nf, ns) = (group.features, group.scores);
+            for (key, r) in group.records.iter_mut() {
+                let mut bits = 0u64;
+                let before = r.members.len();
+                r.members.retain(|m| {
+                    let (expired, bit) = match m {
+                        Member::Feature(p, s) => {
+                            (feature(index[g][0][*p as usize], s), *p as usize)
+                        }
+                        Member::Score(p, s) => {
+                            (score(index[g][1][*p as usize], s), nf + *p as usize)
+                        }
+                        Member::Pattern(p, s) => {
+                            (pattern(index[g][2][*p as usize], s), nf + ns + *p as usize)
+                        }
+                    };
+                    if expired {
+                        bits |= 1u64 << bit.min(63);
+                    }
+                    !expired
+                });
+                let gone = before - r.members.len();
+                dropped += gone;
+                self.size -= gone;
+                if bits != 0 {
+                    if r.dirty == 0 {
+                        self.changed.push((g, key.clone()));
+                    }
+                    r.dirty |= bits;
+                }
+            }
+        }
+        dropped
+    }
+
+    /// How many per-key states are held.
+    pub fn len(&self) -> usize {
+        self.size
+    }
+
+    /// Each group's members by position, back to their definition's index in the pack.
+    pub fn member_index(&self) -> Vec<[Vec<usize>; 3]> {
+        let mut index: Vec<[Vec<usize>; 3]> =
+            (0..self.groups.len()).map(|_| Default::default()).collect();
+        for (kind, slots) in self.slots.iter().enumerate() {
+            for (i, (g, _)) in slots.iter().enumerate() {
+                index[*g][kind].push(i);
+            }
+        }
+        index
+    }
+
+    /// Call ``emit`` with every state held (a full checkpoint).
+    pub fn all_rows(&self, mut emit: impl FnMut(Change<'_>)) {
+        let index = self.member_index();
+        for (g, group) in self.groups.iter().enumerate() {
+            for (key, r) in &group.records {
+                record_rows(&index[g], key, r, &mut emit);
+            }
+        }
+    }
+
+    /// The (group, key) of every record: what a snapshot walks, a slice at a time.
+    pub fn record_keys(&self) -> Vec<(usize, Arc<str>)> {
+        let mut keys = Vec::with_capacity(self.groups.iter().map(|g| g.records.len()).sum());
+        for (g, group) in self.groups.iter().enumerate() {
+            keys.extend(group.records.keys().map(|k| (g, k.clone())));
+        }
+        keys
+    }
+
+    /// Call ``emit`` with every state of ``key``'s record in group ``g`` (none once it is
+    /// gone); return how many. ``index``: :meth:`member_index`.
+    pub fn rows_of(
+        &self,
+        index: &[[Vec<usize>; 3]],
+        g: usize,
+        key: &Arc<str>,
+        mut emit: impl FnMut(Change<'_>),
+    ) -> usize {
+        match self.groups[g].records.get_key_value(key) {
+            Some((key, r)) => record_rows(&index[g], key, r, &mut emit),
+            None => 0,
+        }
+    }
+
+    /// Drop definition ``(kind, i)``'s state of ``key``: a checkpoint row saying it is gone.
+    pub fn remove(&mut self, kind: Kind, i: usize, key: &str) {
+        let (g, pos) = self.slots[kind as usize][i];
+        let records = &mut self.groups[g].records;
+        let Some(r) = records.get_mut(key) else {
+            return;
+        };
+        let gone = match kind {
+            Kind::Feature => take::<FState>(&mut r.members, pos).is_some(),
+            Kind::Score => take::<ZState>(&mut r.members, pos).is_some(),
+            Kind::Pattern => take::<PState>(&mut r.members, pos).is_some(),
+        };
+        self.size -= gone as usize;
+        if r.is_empty() && r.dirty == 0 {
+            records.remove(key);
+        }
+    }
+
+    /// Call ``emit`` with each state row changed since the last call, then forget the marks
+    /// (and the records left empty).
+    pub fn take_changes(&mut self, mut emit: impl FnMut(Change<'_>)) {
+        let mut members: Vec<Vec<(Kind, usize, u16)>> = vec![Vec::new(); self.groups.len()];
+        for (kind, slots) in self.slots.iter().enumerate() {
+            let kind = [Kind::Feature, Kind::Score, Kind::Pattern][kind];
+            for (i, (g, pos)) in slots.iter().enumerate() {
+                members[*g].push((kind, i, *pos));
+            }
+        }
+        let changed = std::mem::take(&mut self.changed);
+        for (g, key) in &changed {
+            let Some(r) = self.groups[*g].records.get(key) else {
+                continue;
+            };
+            for &(kind, i, pos) in &members[*g] {
+                if r.dirty & self.bit(kind, *g, pos) == 0 {
+                    continue;
+                }
+                emit(match kind {
+                    Kind::Feature => Change::Feature(i, key, find(&r.members, pos)),
+                    Kind::Score => Change::Score(i, key, find(&r.members, pos)),
+                    Kind::Pattern => Change::Pattern(i, key, find(&r.members, pos)),
+                });
+            }
+        }
+        for (g, key) in changed {
+            let records = &mut self.groups[g].records;
+            if let Some(r) = records.get_mut(&key) {
+                r.dirty = 0;
+                if r.is_empty() {
+                    records.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Move the states of ``kept`` definitions ((kind, index here, index in ``into``)) into ``into``.
+    pub fn move_into(&mut self, into: &mut State, kept: &[(Kind, usize, usize)]) {
+        for &(kind, from, to) in kept {
+            let (g, pos) = self.slots[kind as usize][from];
+            let keys: Vec<Arc<str>> = self.groups[g].records.keys().cloned().collect();
+            for key in keys {
+                let Some(r) = self.groups[g].records.get_mut(&key) else {
+                    continue;
+                };
+                match kind {
+                    Kind::Feature => {
+                        if let Some(s) = take::<FState>(&mut r.members, pos) {
+                            self.size -= 1;
+                            into.put_feature(to, &key, s);
+                        }
+                    }
+                    Kind::Score => {
+                        if let Some(s) = take::<ZState>(&mut r.members, pos) {
+                            self.size -= 1;
+                            into.put_score(to, &key, s);
+                        }
+                    }
+                    Kind::Pattern => {
+                        if let Some(s) = take::<PState>(&mut r.members, pos) {
+                            self.size -= 1;
+                            into.restore_pattern(to, &key, s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The keys of pattern ``i``'s states with an armed deadline, and the deadline.
+    pub fn deadlines(&self, i: usize) -> Vec<(Arc<str>, f64)> {
+        let (g, pos) = self.slots[Kind::Pattern as usize][i];
+        self.groups[g]
+            .records
+            .iter()
+            .filter_map(|(k, r)| {
+                find::<PState>(&r.members, pos)
+                    .and_then(|s| s.deadline)
+                    .map(|d| (k.clone(), d))
+            })
+            .collect()
+    }
+}
+
+fn record_rows(
+    index: &[Vec<usize>; 3],
+    key: &Arc<str>,
+    r: &Record,
+    emit: &mut impl FnMut(Change<'_>),
+) -> usize {
+    for m in &r.members {
+        emit(match m {
+            Member::Feature(p, s) => Change::Feature(index[0][*p as usize], key, Some(s)),
+            Member::Score(p, s) => Change::Score(index[1][*p as usize], key, Some(s)),
+            Member::Pattern(p, s) => Change::Pattern(index[2][*p as usize], key, Some(s)),
+        });
+    }
+    r.members.len()
+}

@@ -1,0 +1,659 @@
+//! Values as rule expressions see them, with the semantics of the reference engine's Python:
+//! `1 == 1.0 == True`, ordering only between numbers or between texts (anything else is
+//! false, as the reference engine turns Python's TypeError into false), `str()` and `repr()`
+//! of floats, floor modulo, and `in` on lists, texts and objects.
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use serde_json::Value as J;
+
+/// A failure that the reference engine raises out of an event (the event is then quarantined).
+#[derive(Debug, Clone)]
+pub enum Fault {
+    Value(String),
+    Type(String),
+    Overflow(String),
+}
+
+pub type R<T> = Result<T, Fault>;
+
+/// An integer: Python's have no bound; the core's are exact to 2**127 (past it, a float).
+pub type Int = i128;
+
+/// A value of the set `frozenset` a list literal or a pack list holds: texts and numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Member {
+    Str(Arc<str>),
+    Int(Int),
+    Float(u64),
+}
+
+/// A list literal or a pack list (a Python frozenset of texts and numbers).
+#[derive(Debug, Default)]
+pub struct Set {
+    pub members: HashSet<Member>,
+}
+
+impl Set {
+    pub fn from_values(values: impl IntoIterator<Item = Value>) -> Set {
+        Set {
+            members: values.into_iter().filter_map(|v| member_of(&v)).collect(),
+        }
+    }
+}
+
+/// The set member equal to `v` (numbers that compare equal share one member), if hashable.
+fn member_of(v: &Value) -> Option<Member> {
+    match v {
+        Value::Str(s) => Some(Member::Str(s.clone())),
+        Value::Bool(b) => Some(Member::Int(*b as Int)),
+        Value::Int(i) => Some(Member::Int(*i)),
+        Value::Float(f) => {
+            if f.fract() == 0.0 && f.abs() < 1.7e38 {
+                Some(Member::Int(*f as Int))
+            } else {
+                Some(Member::Float(f.to_bits()))
+            }
+        }
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(Int),
+    Float(f64),
+    Str(Arc<str>),
+    Set(Arc<Set>),
+    /// An object or array of an event's data.
+    Json(Arc<J>),
+    /// A `stats` feature's value: `{"count", "mean", "std"}`.
+    Stats(i64, f64, f64),
+}
+
+impl Value {
+    pub fn str(s: &str) -> Value {
+        Value::Str(Arc::from(s))
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Python's `bool(x)`.
+    pub fn truthy(&self) -> bool {
+        match self {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Int(i) => *i != 0,
+            Value::Float(f) => *f != 0.0,
+            Value::Str(s) => !s.is_empty(),
+            Value::Set(s) => !s.members.is_empty(),
+            Value::Json(j) => match &**j {
+                J::Object(m) => !m.is_empty(),
+                J::Array(a) => !a.is_empty(),
+                _ => true,
+            },
+            Value::Stats(..) => true,
+        }
+    }
+
+    /// A number as Python's `float(x)` of it (texts are parsed).
+    pub fn to_float(&self) -> R<f64> {
+        match self {
+            Value::Bool(b) => Ok(*b as i64 as f64),
+            Value::Int(i) => Ok(*i as f64),
+            Value::Float(f) => Ok(*f),
+            Value::Str(s) => parse_float(s),
+            other => Err(Fault::Type(format!(
+                "float() argument must be a string or a real number, not '{}'",
+                other.type_name()
+            ))),
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "NoneType",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Set(_) => "frozenset",
+            Value::Json(j) if j.is_array() => "list",
+            Value::Json(_) | Value::Stats(..) => "dict",
+        }
+    }
+
+    fn number(&self) -> Option<Num> {
+        match self {
+            Value::Bool(b) => Some(Num::I(*b as Int)),
+            Value::Int(i) => Some(Num::I(*i)),
+            Value::Float(f) => Some(Num::F(*f)),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON value of an event as an expression value (objects and arrays stay JSON).
+pub fn from_json(j: &J) -> Value {
+    match j {
+        J::Null => Value::Null,
+        J::Bool(b) => Value::Bool(*b),
+        J::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::Int(i as Int),
+            (None, Some(u)) => Value::Int(u as Int),
+            _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) => Value::str(s),
+        _ => Value::Json(Arc::new(j.clone())),
+    }
+}
+
+/// Python's `float(text)`: surrounding whitespace, `_` between digits, inf and nan.
+pub fn parse_float(s: &str) -> R<f64> {
+    let t = s.trim();
+    let cleaned;
+    let text = if t.contains('_') {
+        let b = t.as_bytes();
+        let ok = b.iter().enumerate().all(|(i, c)| {
+            *c != b'_'
+                || (i > 0
+                    && i + 1 < b.len()
+                    && b[i - 1].is_ascii_digit()
+                    && b[i + 1].is_ascii_digit())
+        });
+        if !ok {
+            return Err(could_not_convert(s));
+        }
+        cleaned = t.replace('_', "");
+        cleaned.as_str()
+    } else {
+        t
+    };
+    text.parse::<f64>().map_err(|_| could_not_convert(s))
+}
+
+fn could_not_convert(s: &str) -> Fault {
+    Fault::Value(format!("could not convert string to float: {s:?}"))
+}
+
+#[derive(Clone, Copy)]
+enum Num {
+    I(Int),
+    F(f64),
+}
+
+fn int_float_cmp(i: Int, f: f64) -> Option<Ordering> {
+    if f.is_nan() {
+        return None;
+    }
+    if f >= 1.7e38 {
+        return Some(Ordering::Less);
+    }
+    if f <= -1.7e38 {
+        return Some(Ordering::Greater);
+    }
+    let whole = f.trunc();
+    match i.cmp(&(whole as Int)) {
+        Ordering::Equal => 0.0f64.partial_cmp(&(f - whole)),
+        other => Some(other),
+    }
+}
+
+fn num_cmp(a: Num, b: Num) -> Option<Ordering> {
+    match (a, b) {
+        (Num::I(x), Num::I(y)) => Some(x.cmp(&y)),
+        (Num::F(x), Num::F(y)) => x.partial_cmp(&y),
+        (Num::I(x), Num::F(y)) => int_float_cmp(x, y),
+        (Num::F(x), Num::I(y)) => int_float_cmp(y, x).map(Ordering::reverse),
+    }
+}
+
+/// Python's `a == b` (None only equals None).
+pub fn py_eq(a: &Value, b: &Value) -> bool {
+    if let (Some(x), Some(y)) = (a.number(), b.number()) {
+        return num_cmp(x, y) == Some(Ordering::Equal);
+    }
+    match (a, b) {
+        (Value::Null, Value::Null) => true,
+        (Value::Str(x), Value::Str(y)) => x == y,
+        (Value::Set(x), Value::Set(y)) => x.members == y.members,
+        (Value::Json(_) | Value::Stats(..), Value::Json(_) | Value::Stats(..)) => {
+            json_eq(&as_json(a), &as_json(b))
+        }
+        _ => false,
+    }
+}
+
+/// A compound value as JSON (for comparing objects and arrays the way Python compares them).
+pub fn as_json(v: &Value) -> J {
+    match v {
+        Value::Null => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::Int(i) => match (i64::try_from(*i), u64::try_from(*i)) {
+            (Ok(v), _) => J::from(v),
+            (_, Ok(v)) => J::from(v),
+            _ => serde_json::Number::from_f64(*i as f64).map_or(J::Null, J::Number),
+        },
+        Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(J::Number)
+            .unwrap_or(J::Null),
+        Value::Str(s) => J::String(s.to_string()),
+        Value::Set(_) => J::Null,
+        Value::Json(j) => (**j).clone(),
+        Value::Stats(n, mean, std) => serde_json::json!({"count": n, "mean": mean, "std": std}),
+    }
+}
+
+fn json_eq(a: &J, b: &J) -> bool {
+    match (a, b) {
+        (J::Object(x), J::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        (J::Array(x), J::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| json_eq(v, w))
+        }
+        _ => py_eq(&from_json(a), &from_json(b)),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+    NotIn,
+}
+
+impl CmpOp {
+    pub fn parse(s: &str) -> Option<CmpOp> {
+        Some(match s {
+            "eq" => CmpOp::Eq,
+            "ne" => CmpOp::Ne,
+            "lt" => CmpOp::Lt,
+            "le" => CmpOp::Le,
+            "gt" => CmpOp::Gt,
+            "ge" => CmpOp::Ge,
+            "in" => CmpOp::In,
+            "notin" => CmpOp::NotIn,
+            _ => return None,
+        })
+    }
+}
+
+fn holds(ord: Option<Ordering>, op: CmpOp) -> bool {
+    match ord {
+        None => false,
+        Some(o) => match op {
+            CmpOp::Lt => o == Ordering::Less,
+            CmpOp::Le => o != Ordering::Greater,
+            CmpOp::Gt => o == Ordering::Greater,
+            CmpOp::Ge => o != Ordering::Less,
+            _ => false,
+        },
+    }
+}
+
+/// A comparison of the reference engine: a missing value makes ordering false, `== null`
+/// and `!= null` test for it, and a comparison Python refuses (TypeError) is false.
+pub fn compare(op: CmpOp, a: &Value, b: &Value) -> bool {
+    match op {
+        CmpOp::In => member(a, b),
+        CmpOp::NotIn => !a.is_null() && !b.is_null() && !member(a, b),
+        _ if a.is_null() || b.is_null() => match op {
+            CmpOp::Eq => a.is_null() && b.is_null(),
+            CmpOp::Ne => !(a.is_null() && b.is_null()),
+            _ => false,
+        },
+        CmpOp::Eq => py_eq(a, b),
+        CmpOp::Ne => !py_eq(a, b),
+        _ => order(op, a, b),
+    }
+}
+
+fn order(op: CmpOp, a: &Value, b: &Value) -> bool {
+    if let (Some(x), Some(y)) = (a.number(), b.number()) {
+        return holds(num_cmp(x, y), op);
+    }
+    match (a, b) {
+        (Value::Str(x), Value::Str(y)) => holds(Some(x.as_ref().cmp(y.as_ref())), op),
+        (Value::Set(x), Value::Set(y)) => {
+            let (xm, ym) = (&x.members, &y.members);
+            match op {
+                CmpOp::Lt => xm.len() < ym.len() && xm.is_subset(ym),
+                CmpOp::Le => xm.is_subset(ym),
+                CmpOp::Gt => xm.len() > ym.len() && xm.is_superset(ym),
+                CmpOp::Ge => xm.is_superset(ym),
+                _ => false,
+            }
+        }
+        (Value::Json(x), Value::Json(y)) => match (&**x, &**y) {
+            (J::Array(xs), J::Array(ys)) => {
+                for (v, w) in xs.iter().zip(ys) {
+                    if !json_eq(v, w) {
+                        return order(op, &from_json(v), &from_json(w));
+                    }
+                }
+                holds(Some(xs.len().cmp(&ys.len())), op)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Python's `item in container` (False where Python raises TypeError, and for None).
+pub fn member(item: &Value, container: &Value) -> bool {
+    if item.is_null() {
+        return false;
+    }
+    match container {
+        Value::Set(s) => member_of(item).is_some_and(|m| s.members.contains(&m)),
+        Value::Str(s) => matches!(item, Value::Str(x) if s.contains(x.as_ref())),
+        Value::Json(j) => match &**j {
+            J::Array(a) => {
+                // compound items compare as JSON, built once (not per element)
+                let compound =
+                    matches!(item, Value::Json(_) | Value::Stats(..)).then(|| as_json(item));
+                a.iter().any(|e| match (e, &compound) {
+                    (J::Array(_) | J::Object(_), Some(j)) => json_eq(j, e),
+                    (J::Array(_) | J::Object(_), None) => false,
+                    (_, Some(_)) => false,
+                    (scalar, None) => {
+                        !matches!(item, Value::Set(_)) && py_eq(item, &from_json(scalar))
+                    }
+                })
+            }
+            J::Object(m) => matches!(item, Value::Str(x) if m.contains_key(x.as_ref())),
+            _ => false,
+        },
+        Value::Stats(..) => {
+            matches!(item, Value::Str(x) if matches!(x.as_ref(), "count" | "mean" | "std"))
+        }
+        _ => false,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+}
+
+impl ArithOp {
+    pub fn parse(s: &str) -> Option<ArithOp> {
+        Some(match s {
+            "+" => ArithOp::Add,
+            "-" => ArithOp::Sub,
+            "*" => ArithOp::Mul,
+            "/" => ArithOp::Div,
+            "%" => ArithOp::Mod,
+            _ => return None,
+        })
+    }
+}
+
+/// Arithmetic of the reference engine: on numbers (not booleans), `+` on two texts too;
+/// anything else, and division by zero, is null. An integer result past 2**127 becomes a
+/// float (Python's integers have no bound: a documented difference).
+pub fn arith(op: ArithOp, a: &Value, b: &Value) -> Value {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => int_arith(op, *x, *y),
+        (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => {
+            let (x, y) = (a.to_float().unwrap_or(0.0), b.to_float().unwrap_or(0.0));
+            float_arith(op, x, y)
+        }
+        (Value::Str(x), Value::Str(y)) if op == ArithOp::Add => {
+            let mut s = String::with_capacity(x.len() + y.len());
+            s.push_str(x);
+            s.push_str(y);
+            Value::Str(Arc::from(s))
+        }
+        _ => Value::Null,
+    }
+}
+
+fn int_arith(op: ArithOp, x: Int, y: Int) -> Value {
+    let exact = match op {
+        ArithOp::Add => x.checked_add(y),
+        ArithOp::Sub => x.checked_sub(y),
+        ArithOp::Mul => x.checked_mul(y),
+        ArithOp::Div => {
+            return if y == 0 {
+                Value::Null
+            } else {
+                Value::Float(x as f64 / y as f64)
+            };
+        }
+        ArithOp::Mod => {
+            if y == 0 {
+                return Value::Null;
+            }
+            x.checked_rem(y).map(|r| {
+                if r != 0 && ((r < 0) != (y < 0)) {
+                    r + y
+                } else {
+                    r
+                }
+            })
+        }
+    };
+    match exact {
+        Some(v) => Value::Int(v),
+        None => float_arith(op, x as f64, y as f64),
+    }
+}
+
+fn float_arith(op: ArithOp, x: f64, y: f64) -> Value {
+    Value::Float(match op {
+        ArithOp::Add => x + y,
+        ArithOp::Sub => x - y,
+        ArithOp::Mul => x * y,
+        ArithOp::Div => {
+            if y == 0.0 {
+                return Value::Null;
+            }
+            x / y
+        }
+        ArithOp::Mod => {
+            if y == 0.0 {
+                return Value::Null;
+            }
+            let m = x % y;
+            if m != 0.0 {
+                if (y < 0.0) != (m < 0.0) {
+                    m + y
+                } else {
+                    m
+                }
+            } else {
+                0.0f64.copysign(y)
+            }
+        }
+    })
+}
+
+/// Python's `repr(float)`: the shortest text that reads back the same.
+pub fn float_repr(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
+    }
+    let sci = format!("{:e}", f); // shortest round-trip digits: "-1.2345e-7"
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mantissa) = mantissa
+        .strip_prefix('-')
+        .map_or(("", mantissa), |m| ("-", m));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let mut out = String::from(sign);
+    if !(-4..16).contains(&exp) {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    } else if exp < 0 {
+        out.push_str("0.");
+        out.push_str(&"0".repeat((-exp - 1) as usize));
+        out.push_str(&digits);
+    } else {
+        let point = exp as usize + 1;
+        if digits.len() <= point {
+            out.push_str(&digits);
+            out.push_str(&"0".repeat(point - digits.len()));
+            out.push_str(".0");
+        } else {
+            out.push_str(&digits[..point]);
+            out.push('.');
+            out.push_str(&digits[point..]);
+        }
+    }
+    out
+}
+
+/// Python's `str(x)` (keys and distinct values). Objects and arrays of data are compact
+/// JSON here and Python's repr in the reference engine: a documented difference.
+pub fn py_str(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => float_repr(*f),
+        Value::Str(s) => s.to_string(),
+        Value::Set(s) => {
+            let mut items: Vec<String> = s
+                .members
+                .iter()
+                .map(|m| match m {
+                    Member::Str(x) => format!("'{x}'"),
+                    Member::Int(i) => i.to_string(),
+                    Member::Float(b) => float_repr(f64::from_bits(*b)),
+                })
+                .collect();
+            items.sort();
+            format!("frozenset({{{}}})", items.join(", "))
+        }
+        Value::Json(j) => j.to_string(),
+        Value::Stats(n, mean, std) => {
+            format!(
+                "{{'count': {n}, 'mean': {}, 'std': {}}}",
+                float_repr(*mean),
+                float_repr(*std)
+            )
+        }
+    }
+}
+
+/// A value in a template (`_fmt`): floats with at most two decimals, integral ones whole.
+pub fn template_text(v: &Value) -> R<String> {
+    match v {
+        Value::Float(f) => {
+            if f.is_nan() {
+                return Err(Fault::Value("cannot convert float NaN to integer".into()));
+            }
+            if f.is_infinite() {
+                return Err(Fault::Overflow(
+                    "cannot convert float infinity to integer".into(),
+                ));
+            }
+            if f.fract() != 0.0 {
+                let s = format!("{:.2}", f);
+                Ok(s.trim_end_matches('0').trim_end_matches('.').to_string())
+            } else if *f == 0.0 {
+                Ok("0".into())
+            } else {
+                Ok(format!("{:.0}", f))
+            }
+        }
+        other => Ok(py_str(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_repr_is_pythons() {
+        for (f, s) in [
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (100.0, "100.0"),
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (9999999999999998.0, "9999999999999998.0"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (-2.5e-7, "-2.5e-07"),
+            (1e100, "1e+100"),
+            (123456.789, "123456.789"),
+        ] {
+            assert_eq!(float_repr(f), s);
+        }
+    }
+
+    #[test]
+    fn templates_round_to_two_decimals() {
+        assert_eq!(template_text(&Value::Float(12.5)).unwrap(), "12.5");
+        assert_eq!(template_text(&Value::Float(12.0)).unwrap(), "12");
+        assert_eq!(template_text(&Value::Float(-0.001)).unwrap(), "-0");
+        assert_eq!(
+            template_text(&Value::Float(1e20)).unwrap(),
+            "100000000000000000000"
+        );
+        assert!(template_text(&Value::Float(f64::INFINITY)).is_err());
+    }
+
+    #[test]
+    fn numbers_compare_across_kinds() {
+        assert!(py_eq(&Value::Int(1), &Value::Float(1.0)));
+        assert!(py_eq(&Value::Bool(true), &Value::Int(1)));
+        assert!(compare(CmpOp::Ge, &Value::Bool(true), &Value::Int(1)));
+        assert!(!compare(CmpOp::Lt, &Value::str("a"), &Value::Int(1)));
+        assert!(compare(
+            CmpOp::Lt,
+            &Value::Int(i64::MAX as Int),
+            &Value::Float(1e19)
+        ));
+    }
+
+    #[test]
+    fn floor_modulo() {
+        assert!(py_eq(
+            &arith(ArithOp::Mod, &Value::Int(-7), &Value::Int(3)),
+            &Value::Int(2)
+        ));
+        assert!(py_eq(
+            &arith(ArithOp::Mod, &Value::Float(-7.0), &Value::Float(3.0)),
+            &Value::Float(2.0)
+        ));
+        assert!(arith(ArithOp::Div, &Value::Int(1), &Value::Int(0)).is_null());
+        assert!(arith(ArithOp::Add, &Value::Bool(true), &Value::Int(1)).is_null());
+    }
+}

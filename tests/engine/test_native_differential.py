@@ -1,0 +1,275 @@
+"""The compiled core against the reference engine on the simulator's traffic: issue 17's
+differential test in its short CI mode (``ringfence bench`` runs it at full size, see
+benchmarks/differential.md). And the harness's own test: a difference injected into a copy of
+the reference engine is caught, at the step it shows in."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+import pytest
+
+from ringfence.bench.differential import (
+    COVERAGE_PACK,
+    default_packs,
+    differences,
+    reload_variant,
+    run_simulated,
+    signals_of,
+    simulated,
+)
+from ringfence.clock import iso
+from ringfence.engine.engine import Engine
+from ringfence.engine.pack import RulePack, load_pack
+from ringfence.engine.rules import AlertSignal
+from ringfence.events.decode import validate_event
+from ringfence.events.model import Event, decode_event
+from ringfence.simulate import SCENARIOS
+from tests.helpers.differential import first_mismatch, native_candidate
+from tests.helpers.staged import StagedPipeline
+
+PACKS = dict(default_packs())
+
+# (pack, seed, events, everyday events/s, every detection fires): 44k events in all. At 1/s
+# the traffic spans over an hour, long enough for the default pack's hour-long detections.
+RUNS = [
+    ("default", 1, 24_000, 1.0, True),
+    ("coverage", 2, 8_000, 5.0, True),
+    ("default", 3, 6_000, 5.0, False),
+    ("coverage", 4, 6_000, 5.0, True),
+]
+
+
+@pytest.mark.parametrize(("pack", "seed", "events", "rate", "every_detection"), RUNS)
+def test_the_core_matches_the_reference_on_simulated_traffic(
+    pack: str, seed: int, events: int, rate: float, every_detection: bool
+) -> None:
+    candidate = native_candidate()
+    result = run_simulated(pack, PACKS[pack], seed, events, candidate=candidate, rate_per_s=rate)
+    assert result.mismatch is None, str(result.mismatch)
+    counts = result.counts
+    assert counts.events == events
+    assert set(result.scenarios) == set(SCENARIOS)
+    fired = set(result.detections)  # each compared in full: evidence, templates, related events
+    assert fired == set(PACKS[pack].detection_ids) if every_detection else len(fired) >= 15
+    assert counts.late > 0
+    assert counts.timer_signals > 0
+    assert counts.expired > 0
+    assert (counts.reloads, counts.restores) == (1, 1)
+    assert counts.list_edits == 1
+    assert counts.events / 3 < counts.raw < 2 * counts.events / 3
+
+
+@pytest.mark.parametrize("pack", sorted(PACKS))
+def test_the_cores_keyed_stages_match_the_references(pack: str) -> None:
+    """The kafka runtime runs one engine per keyed stage and joins their values for the rules
+    (``process_stage``): the core's stages must raise what the reference's raise."""
+    candidate = native_candidate()
+    reference, staged = StagedPipeline(PACKS[pack]), StagedPipeline(PACKS[pack])
+    staged.engines = {name: candidate(engine.pack, 5.0) for name, engine in reference.engines.items()}
+    events, _ = simulated(6, 6_000, 300, 5.0)
+    fired: set[str] = set()
+    for offset, event in enumerate(events, 1):
+        expected = signals_of(reference.process(event, offset, 0, event.occurred_at + 0.5))
+        got = signals_of(staged.process(event, offset, 0, event.occurred_at + 0.5))
+        assert differences(expected, got) == [], f"event #{offset}: {event}"
+        fired |= {s["rule_id"] for s in expected}
+    assert differences(signals_of(reference.advance(1e12)), signals_of(staged.advance(1e12))) == []
+    assert len(fired) >= 12
+
+
+# -- what the differential tests found, kept as regressions ---------------------------------------
+
+
+def _ping(i: int, t: float, **data: Any) -> tuple[Event, int, float, bool]:
+    raw = {"event_id": f"e{i}", "type": "acme.ping", "occurred_at": iso(t), "source": "web", "customer_id": "c1"}
+    event = validate_event(msgspec.json.encode({**raw, "data": data}), now=t, custom_types=["acme.ping"])
+    return event, 0, t, i % 2 == 1
+
+
+PING_PACK = """
+version: "1"
+types: [acme.ping]
+features:
+  - {name: n_last, on: [acme.ping], agg: last, of: data.n * 1000000007}
+  - {name: n_stats, on: [acme.ping], agg: stats, of: data.n, window: 1h}
+rules:
+  - id: r
+    on: [acme.ping]
+    when: "true"
+    severity: info
+    audience: ops
+    title: "{n_last} {n_stats.mean} {n_stats.count}"
+"""
+T0 = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("finding", "events", "reload"),
+    [
+        ("a reload kept no watermarks", [_ping(0, T0, n=1), _ping(1, T0 + 1, n=2)], True),
+        ("a stats field in a template rendered its name", [_ping(0, T0, n=1), _ping(1, T0 + 1, n=2)], False),
+        ("integers past 64 bits became floats", [_ping(0, T0, n=9_300_000_000), _ping(1, T0 + 1, n=1)], False),
+    ],
+)
+def test_what_the_differential_tests_found(
+    finding: str, events: list[tuple[Event, int, float, bool]], reload: bool
+) -> None:
+    pack = load_pack(PING_PACK)
+    variant = load_pack(PING_PACK.replace('version: "1"', 'version: "2"')) if reload else None
+    mismatch = first_mismatch(pack, events, native_candidate(), marks=[T0 + 10], reload=variant, restore_at=1)
+    assert mismatch is None, f"{finding}:\n{mismatch}"
+
+
+# -- the harness can fail ---------------------------------------------------------------------------
+
+
+def _replace_features(signals: Iterable[AlertSignal], change: Any) -> list[AlertSignal]:
+    return [msgspec.structs.replace(s, features={k: change(v) for k, v in s.features.items()}) for s in signals]
+
+
+class Defective(Engine):
+    """A copy of the reference engine with a defect a subclass adds; it stays itself over a reload
+    (the reference's ``reloaded`` builds a plain Engine)."""
+
+    def reloaded(self, pack: RulePack) -> Engine:
+        fresh = super().reloaded(pack)
+        fresh.__class__ = type(self)
+        return fresh
+
+
+class NudgesFloats(Defective):
+    """Evidence floats one ulp up."""
+
+    def process(self, event: Event, offset: int, partition: int, ingested_at: float) -> list[AlertSignal]:
+        nudged = _replace_features(super().process(event, offset, partition, ingested_at), _nudge)
+        return nudged
+
+
+def _nudge(value: Any) -> Any:
+    return math.nextafter(value, math.inf) if isinstance(value, float) else value
+
+
+class CountsAsFloats(Defective):
+    """Whole numbers in evidence as floats: 3.0 for 3."""
+
+    def process(self, event: Event, offset: int, partition: int, ingested_at: float) -> list[AlertSignal]:
+        signals = super().process(event, offset, partition, ingested_at)
+        return _replace_features(signals, lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+
+
+class LosesARow(Defective):
+    def take_changes(self) -> list[tuple[str, str, bytes | None]]:
+        return super().take_changes()[1:]
+
+
+class EncodesALaterSeen(Defective):
+    """A feature state encoded with its newest event time a millisecond later."""
+
+    def take_changes(self) -> list[tuple[str, str, bytes | None]]:
+        rows = super().take_changes()
+        for i, (name, key, raw) in enumerate(rows):
+            if raw is not None and ":" not in name:
+                state = msgspec.msgpack.decode(raw)
+                state[0] += 0.001
+                rows[i] = (name, key, msgspec.msgpack.encode(state))
+                break
+        return rows
+
+
+class CountsNoLateEvents(Defective):
+    def process(self, event: Event, offset: int, partition: int, ingested_at: float) -> list[AlertSignal]:
+        signals = super().process(event, offset, partition, ingested_at)
+        self.late_events = 0
+        return signals
+
+
+class HidesAFeature(Defective):
+    def features_of(self, key_fields: dict[str, Any], at: float) -> dict[str, Any]:
+        values = super().features_of(key_fields, at)
+        values.pop(next(iter(sorted(values)), ""), None)
+        return values
+
+
+class FiresTimersLate(Defective):
+    def advance(self, watermark: float | None = None) -> list[AlertSignal]:
+        return super().advance((self.watermark() if watermark is None else watermark) - 1.0)
+
+
+class RestoresNoScores(Defective):
+    def restore(self, rows: Iterable[tuple[str, str, bytes]], max_event_time: dict[int, float]) -> None:
+        super().restore([r for r in rows if not r[0].startswith("anomaly:")], max_event_time)
+
+
+class ReloadsAfresh(Defective):
+    def reloaded(self, pack: RulePack) -> Engine:
+        fresh = type(self)(pack, self.allowed_lateness_s)
+        fresh.max_event_time, fresh.hits = dict(self.max_event_time), self.hits
+        return fresh
+
+
+class NeverLate(Defective):
+    """A fast path that never reports the watermark a late event was behind."""
+
+    def process_raw(
+        self, body: bytes, offset: int, partition: int, ingested_at: float
+    ) -> tuple[list[AlertSignal], float | None]:
+        return self.process(decode_event(body), offset, partition, ingested_at), None
+
+
+@pytest.mark.parametrize(
+    ("defect", "steps"),
+    [
+        (NudgesFloats, ("process",)),
+        (CountsAsFloats, ("process",)),
+        (LosesARow, ("take_changes",)),
+        (EncodesALaterSeen, ("take_changes",)),
+        (CountsNoLateEvents, ("counters",)),
+        (HidesAFeature, ("features_of",)),
+        (FiresTimersLate, ("process", "advance")),
+        (RestoresNoScores, ("state_size after restore",)),
+        (ReloadsAfresh, ("counters",)),
+        (NeverLate, ("process_raw",)),
+    ],
+)
+def test_the_harness_catches_a_difference(defect: type[Defective], steps: tuple[str, ...]) -> None:
+    result = run_simulated("coverage", PACKS["coverage"], 11, 3_000, candidate=defect)
+    assert result.mismatch is not None, f"{defect.__name__} went unnoticed"
+    assert result.mismatch.step.startswith(steps), str(result.mismatch)
+    assert result.mismatch.diffs
+    assert result.mismatch.event is not None
+    assert result.mismatch.event["event_id"] in str(result.mismatch)
+    assert "features (reference)" in str(result.mismatch)
+
+
+def test_the_reference_against_itself_matches() -> None:
+    result = run_simulated("coverage", PACKS["coverage"], 11, 3_000, candidate=Engine)
+    assert result.mismatch is None, str(result.mismatch)
+
+
+@pytest.mark.parametrize(
+    ("expected", "got", "found"),
+    [
+        ({"a": 1}, {"a": 1.0}, ["$.a: expected 1 (int), got 1.0 (float)"]),
+        ([True], [1], ["$[0]: expected True (bool), got 1 (int)"]),
+        (0.0, -0.0, ["$: expected 0.0, got -0.0"]),
+        (0.1 + 0.2, 0.3, ["$: expected 0.30000000000000004, got 0.3"]),
+        ({"a": 1}, {"b": 1}, ["$.a: missing from the candidate (expected 1)", "$.b: only in the candidate (1)"]),
+        ([1, 2], [1], ["$: expected 2 items, got 1"]),
+        ({"x": [math.nan, "s", None]}, {"x": [math.nan, "s", None]}, []),
+    ],
+)
+def test_values_are_compared_exactly(expected: Any, got: Any, found: list[str]) -> None:
+    assert differences(expected, got) == found
+
+
+def test_a_reload_changes_one_definition_and_keeps_the_others() -> None:
+    pack = load_pack(COVERAGE_PACK)
+    variant = reload_variant(pack)
+    assert variant.version == f"{pack.version}-reloaded"
+    kept = {f.signature for f in variant.features} & {f.signature for f in pack.features}
+    assert len(kept) == len(pack.features) - 1
+    assert Engine(pack).dropped_state_names(variant) == ["spend_sum_10m"]

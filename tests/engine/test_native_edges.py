@@ -1,0 +1,140 @@
+"""Edges of the compiled core a review found: input that must not stall it, literals JSON
+cannot carry, and a corrupt checkpoint row, each against the reference engine."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import pytest
+
+from ringfence.engine.engine import Engine
+from ringfence.engine.native import NativeEngine, make_engine
+from ringfence.engine.pack import load_pack
+from ringfence.errors import RulePackError
+from ringfence.events.model import Event, encode_event
+from tests.helpers.differential import native_candidate
+
+PACK = """
+version: "edges"
+types: [acme.bag]
+rules:
+  - id: inside
+    on: [acme.bag]
+    when: data.a in data.b
+    severity: low
+    audience: ops
+    title: inside
+  - id: below_infinity
+    on: [acme.bag]
+    when: data.n < 1e999 and data.n > -1e999
+    severity: low
+    audience: ops
+    title: "{data.n}"
+patterns:
+  - id: twice
+    kind: sequence
+    by: customer_id
+    within: 1h
+    steps:
+      - {name: first, on: [acme.bag]}
+      - {name: second, on: [acme.bag]}
+    severity: low
+    audience: ops
+    title: twice
+"""
+
+
+def bag(event_id: str, **data: object) -> Event:
+    return Event(event_id, "acme.bag", 1_800_000_000.0, "acme", dict(data), "cus_1")
+
+
+def fired(engine: Engine, event: Event) -> list[str]:
+    return sorted(s.rule_id for s in engine.process(event, 1, 0, 0.0))
+
+
+def test_membership_of_a_big_array_in_another_is_linear_and_agrees() -> None:
+    pack = load_pack(PACK)
+    core, reference = native_candidate()(pack, 5.0), Engine(pack)
+    event = bag("e1", a=[0] * 15_000, b=[1] * 15_000 + [[0] * 15_000], n=1)
+    started = time.perf_counter()
+    got = fired(core, event)
+    assert time.perf_counter() - started < 1.0  # was 15 s: the item rebuilt per element
+    assert got == fired(reference, event) == ["below_infinity", "inside"]
+
+
+@pytest.mark.parametrize(("a", "b"), [([1, 2], [None]), (None, [None]), (1.5, [None, 1.5])])
+def test_membership_agrees_with_nulls_in_the_array(a: object, b: list[object]) -> None:
+    pack = load_pack(PACK)
+    core, reference = native_candidate()(pack, 5.0), Engine(pack)
+    event = bag("e1", a=a, b=b, n=1)
+    assert fired(core, event) == fired(reference, event)
+
+
+def test_a_literal_json_cannot_hold_is_still_infinite() -> None:
+    pack = load_pack(PACK)
+    core, reference = native_candidate()(pack, 5.0), Engine(pack)
+    event = bag("e1", a=1, b=[], n=10**15)
+    assert fired(core, event) == fired(reference, event) == ["below_infinity"]
+
+
+def test_a_pattern_row_naming_a_step_past_the_pattern_fails_its_event_not_the_process() -> None:
+    pack = load_pack(PACK)
+    core = native_candidate()(pack, 5.0)
+    core.process(bag("e1", a=1, b=[], n=1), 1, 0, 0.0)
+    rows = core.take_changes()
+    (name, key, raw) = next(r for r in rows if r[0].startswith("pattern:"))
+    state = msgspec.msgpack.decode(raw)
+    state[1][0][1] = 5  # the partial's step: the pattern has two
+    broken = native_candidate()(pack, 5.0)
+    broken.restore([(name, key, msgspec.msgpack.encode(state))], {})
+    with pytest.raises(Exception, match="step the pattern does not have"):
+        broken.process_raw(encode_event(bag("e2", a=1, b=[], n=1)), 2, 0, 0.0)
+
+
+HST = """
+anomaly:
+  - name: odd
+    kind: half_space_trees
+    by: global
+    on: [acme.bag]
+    of: [data.n]
+"""
+
+
+def test_under_auto_a_reload_into_a_pack_the_core_cannot_run_hands_its_state_to_python() -> None:
+    native_candidate()  # the core is needed (CI has it)
+    pack, bigger = load_pack(FEATURED), load_pack(FEATURED.replace('"featured"', '"featured-2"') + HST)
+    core, reference = make_engine(pack, 5.0, engine="auto"), Engine(pack)
+    assert isinstance(core, NativeEngine)
+    for i in range(5):
+        event = bag(f"e{i}", a=1, b=[], n=i)
+        core.process(event, i, 0, 0.0)
+        reference.process(event, i, 0, 0.0)
+    handed, expected = core.reloaded(bigger), reference.reloaded(bigger)
+    assert type(handed) is Engine
+    assert type(core.fresh().reloaded(bigger)) is Engine  # a restart's engine hands over too
+    assert handed.features_of({"customer_id": "cus_1"}, 1_800_000_000.0) == {"bags": 5}
+    assert handed.features_of({"customer_id": "cus_1"}, 1_800_000_000.0) == expected.features_of(
+        {"customer_id": "cus_1"}, 1_800_000_000.0
+    )
+    with pytest.raises(RulePackError, match="half_space_trees"):
+        make_engine(pack, 5.0, engine="native").reloaded(bigger)
+
+
+FEATURED = """
+version: "featured"
+types: [acme.bag]
+features:
+  - name: bags
+    on: [acme.bag]
+    by: customer_id
+    agg: count
+rules:
+  - id: many
+    on: [acme.bag]
+    when: bags > 100
+    severity: low
+    audience: ops
+    title: many
+"""

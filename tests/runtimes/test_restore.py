@@ -1,0 +1,175 @@
+"""Restoring the processor's state after a restart: the platform takes events while a large
+state is read back, readiness waits for it, and a restore that fails part-way is never run
+on (its partial state would miscount every key it missed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ringfence.config import Settings
+from ringfence.engine import Engine, load_pack
+from ringfence.errors import RequestError, StoreError
+from ringfence.metrics import Metrics
+from ringfence.runtimes.embedded import platform as embedded
+from ringfence.runtimes.embedded import processor as processor_module
+from ringfence.runtimes.embedded.journal import SqliteLog
+from ringfence.runtimes.embedded.processor import Processor
+from ringfence.store import SqliteStore
+from ringfence.store.state_log import SnapshotSource
+from ringfence.testing import FixedClock, event
+from tests.helpers.factories import T0, ev
+
+PACK = load_pack("""
+version: t1
+features:
+  - name: auths_10m
+    on: [card.authorization]
+    by: data.card_id
+    agg: count
+    window: 10m
+""")
+CARDS = [f"card-{i}" for i in range(50)]
+
+
+def count_of(p: Processor, card: str) -> float:
+    value: float = p.engine.features_of({"data": {"card_id": card}}, T0 + 60)["auths_10m"]
+    return value
+
+
+def test_a_restore_that_fails_part_way_is_retried_before_any_event_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FixedClock(T0 + 60)
+    log, store = SqliteLog(tmp_path / "j.db", 1), SqliteStore(tmp_path / "s.db")
+    first = Processor(log, store, Engine(PACK), Metrics(), clock)
+    first.recover()
+    log.append([ev(at=T0 + i % 10, card_id=card) for i, card in enumerate(CARDS * 2)], ingested_at=T0)
+    assert first.run_once() == 100
+    assert count_of(first, CARDS[-1]) == 2
+
+    # the restart: the store fails after a few rows of the state
+    restarted = Processor(log, store, Engine(PACK), Metrics(), clock)
+    whole = store.restore_state
+
+    def failing(engine: SnapshotSource) -> int:
+        whole(engine)  # read, into the engine, before the store failed
+        raise StoreError("disk I/O error")
+
+    monkeypatch.setattr(store, "restore_state", failing)
+    with pytest.raises(StoreError):
+        restarted.run_once()
+    assert not restarted.recovered.is_set()
+    with pytest.raises(StoreError):
+        restarted.reset()  # a failed commit's reset, with the store still failing
+    assert not restarted.recovered.is_set()
+
+    monkeypatch.setattr(store, "restore_state", whole)
+    log.append([ev(at=T0 + 20, card_id=card) for card in CARDS], ingested_at=T0 + 20)
+    assert restarted.run_once() == 50
+    assert restarted.recovered.is_set()
+    assert [count_of(restarted, card) for card in CARDS] == [3] * len(CARDS)
+
+
+def test_a_restarted_platform_takes_events_while_its_state_is_restored_and_is_ready_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path, ingest_process=False)
+    platform = embedded.Platform(settings)
+    platform.start()
+    assert platform.processor.started.wait(10)
+    assert platform.ready
+    platform.stop()
+
+    release = threading.Event()
+    whole = SqliteStore.restore_state
+
+    def slow(self: SqliteStore, engine: SnapshotSource) -> int:
+        release.wait(30)  # a state of a million customers takes seconds
+        return whole(self, engine)
+
+    monkeypatch.setattr(SqliteStore, "restore_state", slow)
+    monkeypatch.setattr(embedded, "RESTORE_WAIT_S", 0.2)
+    platform = embedded.Platform(settings)
+    try:
+        platform.start()
+        assert platform.accepting
+        assert not platform.ready
+        with pytest.raises(RequestError) as refused:
+            platform.customer_features("cus_1")
+        assert refused.value.status == 503
+        assert platform.ingest is not None
+        body = json.dumps([event("card.authorization", at=T0, event_id=f"e{i}") for i in range(3)]).encode()
+        result = asyncio.run(platform.ingest.ingest(body, ndjson=False, sources=None))
+        assert result.accepted == 3
+        assert platform.processed_offset() == 0
+        assert platform.lag() == 3
+
+        release.set()
+        assert platform.processor.recovered.wait(10)
+        for _ in range(200):
+            if platform.lag() == 0:
+                break
+            time.sleep(0.05)
+        assert platform.ready
+        assert platform.lag() == 0
+        assert platform.customer_features("cus_1")[1]
+    finally:
+        release.set()
+        platform.stop()
+
+
+def test_a_checkpoint_that_cannot_be_read_stops_processing_and_refuses_events(tmp_path: Path) -> None:
+    """A corrupt state row is no store outage: retrying cannot help, so the processor stops
+    (not once a second for ever) and the platform refuses events it could never process."""
+    settings = Settings(data_dir=tmp_path, ingest_process=False)
+    platform = embedded.Platform(settings)
+    name = next(iter(platform.engine.persisted_names.values()))
+    with platform.store.transaction() as conn:
+        conn.execute("INSERT INTO feature_state VALUES (?, ?, ?)", (name, "k", b"\xc1 not msgpack"))
+    try:
+        platform.start()
+        for _ in range(100):
+            if platform.processor.failure is not None:
+                break
+            time.sleep(0.05)
+        assert platform.processor.failure is not None
+        assert not platform.accepting
+        assert not platform.ready
+        assert platform._thread is not None
+        platform._thread.join(5)
+        assert not platform._thread.is_alive()
+    finally:
+        platform.stop()
+
+
+def test_a_store_outage_while_restoring_is_retried_until_it_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path, ingest_process=False)
+    outage = {"left": 3}
+    whole = SqliteStore.restore_state
+
+    def flaky(self: SqliteStore, engine: SnapshotSource) -> int:
+        if outage["left"]:
+            outage["left"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return whole(self, engine)
+
+    monkeypatch.setattr(SqliteStore, "restore_state", flaky)
+    monkeypatch.setattr(processor_module, "STORE_RETRY_S", 0.05)
+    platform = embedded.Platform(settings)
+    try:
+        platform.start()
+        assert platform.processor.started.wait(10)
+        assert outage["left"] == 0
+        assert platform.ready
+        assert platform.processor.failure is None
+    finally:
+        platform.stop()
