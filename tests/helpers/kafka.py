@@ -103,6 +103,31 @@ class KafkaStack:
         self.start("dispatch", "dispatch")
         return key, ingest, api
 
+    def unprocessed(self) -> int:
+        """Records the process group has not committed past, over all its input topics: the
+        events, the stages' and the join's. A dead worker's open transaction holds records there
+        that no ``read_committed`` reader gets until the broker aborts it, so the alerts can stop
+        changing for seconds while the events topic shows no lag."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from ringfence.config import load_settings
+        from ringfence.engine.pack import load_pack_file
+        from ringfence.engine.stages import plan_stages
+        from ringfence.runtimes.kafka.topics import client_config, topics_of
+
+        settings = load_settings(environ=self.env)
+        topics = topics_of(settings)
+        inputs = {topics.stage_input(name) for name in plan_stages(load_pack_file(None)).names} | {topics.join}
+        partitions = [TopicPartition(topic, p) for topic in sorted(inputs) for p in range(PARTITIONS)]
+        consumer = Consumer(client_config(settings, **{"group.id": topics.group("process")}))
+        try:
+            committed = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in consumer.committed(partitions, 10)}
+            return sum(
+                consumer.get_watermark_offsets(tp, 10)[1] - committed[(tp.topic, tp.partition)] for tp in partitions
+            )
+        finally:
+            consumer.close()
+
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         import psycopg
 

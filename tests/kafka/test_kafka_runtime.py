@@ -47,9 +47,13 @@ def post(ingest: Service, key: str, batch: list[dict[str, Any]]) -> None:
     post_batch(ingest, key, batch)
 
 
-def settled(api: Service, key: str, quiet_s: float = 4.0, timeout_s: float = 120.0) -> dict[str, tuple[str, int]]:
-    """The alerts once the events topic is consumed and the alerts stopped changing for ``quiet_s``
-    (records still cross the stage topics and the alerts topic after the events topic's lag is 0)."""
+def settled(
+    stack: KafkaStack, api: Service, key: str, quiet_s: float = 4.0, timeout_s: float = 120.0
+) -> dict[str, tuple[str, int]]:
+    """The alerts once every input topic of the workers is consumed (the events', the stages',
+    the join's: a killed worker's open transaction holds the last two back until the broker
+    aborts it) and the alerts stopped changing for ``quiet_s`` (they still cross the alerts
+    topic after that)."""
     deadline = time.monotonic() + timeout_s
     last: dict[str, tuple[str, int]] | None = None
     stable_since = time.monotonic()
@@ -57,7 +61,7 @@ def settled(api: Service, key: str, quiet_s: float = 4.0, timeout_s: float = 120
         with api.client(key) as c:
             lag = c.get("/readyz").json()["lag_events"]
         alerts = all_alerts(api, key)
-        if alerts != last or lag:
+        if alerts != last or lag or stack.unprocessed():
             last, stable_since = alerts, time.monotonic()
         elif time.monotonic() - stable_since >= quiet_s:
             return alerts
@@ -99,7 +103,7 @@ def test_services_raise_the_alerts_of_the_embedded_runtime(
     for start in range(0, len(events), 100):
         post(ingest, key, events[start : start + 100])
 
-    assert settled(api, key) == expected
+    assert settled(kafka_stack, api, key) == expected
     assert lifetime_card_auths(kafka_stack) == card_auths_in(events)
     # the api service serves what lives in PostgreSQL, and says what it cannot
     with api.client(key) as c:
@@ -143,7 +147,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
     assert failures == []
     assert killed_at < len(events)  # mid-stream
 
-    assert settled(api, key) == expected
+    assert settled(kafka_stack, api, key) == expected
     assert lifetime_card_auths(kafka_stack) == card_auths_in(events)
     # the survivor took the victim's partitions over, restoring their state, and said how long it took
     takeovers = restores(survivor)[before_kill:]
@@ -164,7 +168,7 @@ def test_adding_a_worker_rebalances_without_losing_or_duplicating_alerts(
     for start in range(half, len(events), 50):
         post(ingest, key, events[start : start + 50])
 
-    assert settled(api, key) == expected
+    assert settled(kafka_stack, api, key) == expected
     assert lifetime_card_auths(kafka_stack) == card_auths_in(events)
     assert restores(second), second.log()[-3000:]
     assert len(restores(first)) >= 2  # its assignment changed: it gave partitions up and restored its share

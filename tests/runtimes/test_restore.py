@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ from ringfence.runtimes.embedded import platform as embedded
 from ringfence.runtimes.embedded import processor as processor_module
 from ringfence.runtimes.embedded.journal import SqliteLog
 from ringfence.runtimes.embedded.processor import Processor
-from ringfence.store import SqliteStore
+from ringfence.store import SqliteStore, state_log
 from ringfence.store.state_log import SnapshotSource
 from ringfence.testing import FixedClock, event
 from tests.helpers.factories import T0, ev
@@ -173,3 +174,51 @@ def test_a_store_outage_while_restoring_is_retried_until_it_is_over(
         assert platform.processor.failure is None
     finally:
         platform.stop()
+
+
+def test_a_snapshot_part_the_store_refuses_while_idle_costs_no_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_log, "MIN_LOG_ROWS", 1)  # a snapshot is due once anything is logged
+    monkeypatch.setattr(processor_module, "STORE_RETRY_S", 0.05)
+    clock = FixedClock(T0 + 60)
+    log, store = SqliteLog(tmp_path / "j.db", 1), SqliteStore(tmp_path / "s.db")
+    p = Processor(log, store, Engine(PACK), Metrics(), clock)
+    p.recover()
+    log.append([ev(at=T0 + i % 10, card_id=card) for i, card in enumerate(CARDS)], ingested_at=T0)
+    restores, refused = 0, 0
+    recover, write = p.recover, store.states.write
+
+    def counted_recover() -> None:
+        nonlocal restores
+        restores += 1
+        recover()
+
+    def refusing_idle_parts(conn: Any, changes: list[bytes], part: state_log.SnapshotPart | None) -> int:
+        nonlocal refused
+        if part is not None and not changes and refused < 2:  # an idle step's part
+            refused += 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return write(conn, changes, part)
+
+    monkeypatch.setattr(p, "recover", counted_recover)
+    monkeypatch.setattr(store.states, "write", refusing_idle_parts)
+    stop = threading.Event()
+    runner = threading.Thread(target=p.run, args=(stop, 0.01), daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not store.conn().execute("SELECT 1 FROM snapshots WHERE complete = 1").fetchone():
+            assert time.monotonic() < deadline, "no snapshot completed after the store came back"
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        p.wakeup.set()
+        runner.join(10)
+
+    assert refused == 2
+    assert restores == 0  # the engine kept its state: nothing to read back
+    # the snapshot written after the failures holds the whole state
+    again = Processor(log, store, Engine(PACK), Metrics(), clock)
+    again.recover()
+    assert [count_of(again, card) for card in CARDS] == [1.0] * len(CARDS)

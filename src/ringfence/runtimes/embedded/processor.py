@@ -71,6 +71,7 @@ class Processor:
         self.event_time = EventClock(clock.time(), clock.time())
         self.driver: Driver[Record] = Driver(self)
         self._last_retention = 0.0
+        self._snapshot_after = 0.0  # monotonic: no idle snapshot step before (the store failed one)
         self._changes: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.on_alerts: Callable[[], None] = lambda: None  # told after a batch committed live signals
         self.quarantine = QuarantineRepository(store)
@@ -273,7 +274,17 @@ class Processor:
     def _housekeeping(self) -> None:
         """Caught up: write a part of the state snapshot if one is due, and apply retention."""
         now = self.clock.time()
-        self.store.snapshot_step(self.engine)
+        if time.monotonic() >= self._snapshot_after:
+            try:
+                self.store.snapshot_step(self.engine)
+            except Exception as error:
+                if not is_store_failure(error):
+                    raise
+                # a snapshot only reads the engine, whose state stays right: no restore, the
+                # walk begins again once the store is back
+                self.store.states.abandon()
+                self._snapshot_after = time.monotonic() + STORE_RETRY_S
+                log.warning("a state snapshot part could not be written (%s): retrying later", type(error).__name__)
         if self.retention_s is not None and now - self._last_retention >= RETENTION_EVERY_S:
             self._last_retention = now
             deleted = self.log.delete_older_than(now - self.retention_s, self.offset)

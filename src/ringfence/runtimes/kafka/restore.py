@@ -21,12 +21,20 @@ Rows = dict[tuple[str, str], bytes]  # a changelog partition's newest value by k
 def read_changelogs(
     settings: Settings, topics: Topics, partitions: list[tuple[str, int]], timeout_s: float = 300.0
 ) -> dict[tuple[str, int], Rows]:
-    """The committed rows of changelog ``partitions``, newest value per key (tombstones drop it)."""
+    """The committed rows of changelog ``partitions``, newest value per key (tombstones drop it).
+
+    Read to the end of every transaction written before the call: a ``read_committed`` reader
+    stops at the first transaction still open, and a commit the previous owner saw succeed is
+    open there until the broker writes its markers. Stopping then would restore a state
+    without that batch, while its input offsets are committed. So each partition is read until
+    its end passes the high watermark seen at the start: at once for a finished transaction,
+    within the transaction timeout for one a dead worker left open (the broker aborts it)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     rows: dict[tuple[str, int], Rows] = {tp: {} for tp in partitions}
     if not partitions:
         return rows
+    written = _high_watermarks(settings, topics, partitions)
     consumer = Consumer(
         client_config(
             settings,
@@ -50,19 +58,42 @@ def read_changelogs(
                 tp = (str(message.topic()), int(message.partition() or 0))
                 error = message.error()
                 if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(f"reading changelog {tp}: {error.str()}")
+                    if int(message.offset() or 0) >= written[tp]:
                         remaining.discard(tp)
-                        continue
-                    raise RuntimeError(f"reading changelog {tp}: {error.str()}")
+                    continue
                 key = records.decode_state_key(message.key() or b"")
                 value = message.value()
                 if value is None:
                     rows[tp].pop(key, None)
                 else:
                     rows[tp][key] = value
+            for tp in list(remaining):  # its end short of it: a transaction not finished yet
+                position = consumer.position([TopicPartition(*tp)])[0].offset
+                if position >= written[tp]:
+                    remaining.discard(tp)
     finally:
         consumer.close()
     return rows
+
+
+def _high_watermarks(
+    settings: Settings, topics: Topics, partitions: list[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """Each partition's high watermark, open transactions included (a ``read_uncommitted`` query)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        client_config(
+            settings,
+            **{"group.id": topics.group("restore"), "isolation.level": "read_uncommitted", "enable.auto.commit": False},
+        )
+    )
+    try:
+        return {tp: int(consumer.get_watermark_offsets(TopicPartition(*tp), 10)[1]) for tp in partitions}
+    finally:
+        consumer.close()
 
 
 def restore_tasks(

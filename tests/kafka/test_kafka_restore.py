@@ -1,0 +1,80 @@
+"""Restoring a task reads its changelog partition against a real broker: every transaction
+written before the restore began counts once it is committed, and one a dead worker left open
+never counts (the broker aborts it after the transaction timeout)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from ringfence.config import Settings, load_settings
+from ringfence.runtimes.kafka import records
+from ringfence.runtimes.kafka.restore import Rows, read_changelogs
+from ringfence.runtimes.kafka.topics import Topics, client_config, topics_of
+from tests.helpers.kafka import KafkaStack
+
+pytestmark = pytest.mark.integration
+
+
+def transactional(settings: Settings, topics: Topics, name: str, timeout_ms: int = 10_000) -> Any:
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        client_config(settings, **{"transactional.id": f"{topics.prefix}-{name}", "transaction.timeout.ms": timeout_ms})
+    )
+    producer.init_transactions(30)
+    return producer
+
+
+def write(producer: Any, topic: str, rows: dict[str, bytes], commit: bool = True) -> None:
+    producer.begin_transaction()
+    for key, value in rows.items():
+        producer.produce(topic, value, records.state_key("count#1", key), partition=0)
+    producer.flush(30)
+    if commit:
+        producer.commit_transaction(30)
+
+
+def read_in_background(settings: Settings, topics: Topics, changelog: str) -> tuple[threading.Thread, list[Rows]]:
+    out: list[Rows] = []
+    reader = threading.Thread(
+        target=lambda: out.append(read_changelogs(settings, topics, [(changelog, 0)])[(changelog, 0)])
+    )
+    reader.start()
+    return reader, out
+
+
+def test_a_transaction_open_when_the_restore_starts_counts_once_committed(kafka_stack: KafkaStack) -> None:
+    settings = load_settings(environ=kafka_stack.env)
+    topics = topics_of(settings)
+    changelog = topics.changelog("customer")
+    owner = transactional(settings, topics, "owner")
+    write(owner, changelog, {"a": b"1"})
+    write(owner, changelog, {"b": b"2"}, commit=False)  # the last batch: committing as the restore starts
+
+    reader, out = read_in_background(settings, topics, changelog)
+    time.sleep(1.5)
+    assert reader.is_alive()  # it waits for the transaction rather than stop short of it
+    owner.commit_transaction(30)
+    reader.join(30)
+
+    assert out == [{("count#1", "a"): b"1", ("count#1", "b"): b"2"}]
+
+
+def test_a_transaction_a_dead_worker_left_open_never_counts(kafka_stack: KafkaStack) -> None:
+    settings = load_settings(environ=kafka_stack.env)
+    topics = topics_of(settings)
+    changelog = topics.changelog("customer")
+    write(transactional(settings, topics, "first"), changelog, {"a": b"1"})
+    dead = transactional(settings, topics, "dead", timeout_ms=2_000)
+    write(dead, changelog, {"a": b"9", "b": b"9"}, commit=False)  # then it is never heard of again
+
+    started = time.monotonic()
+    reader, out = read_in_background(settings, topics, changelog)
+    reader.join(60)
+
+    assert out == [{("count#1", "a"): b"1"}]
+    assert time.monotonic() - started < 30  # the broker aborted it after its timeout
