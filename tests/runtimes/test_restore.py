@@ -222,3 +222,47 @@ def test_a_snapshot_part_the_store_refuses_while_idle_costs_no_restore(
     again = Processor(log, store, Engine(PACK), Metrics(), clock)
     again.recover()
     assert [count_of(again, card) for card in CARDS] == [1.0] * len(CARDS)
+
+
+def test_a_commit_the_store_refuses_mid_snapshot_leaves_no_part_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_log, "MIN_LOG_ROWS", 10**9)  # no snapshot while the first cards come
+    monkeypatch.setattr(state_log, "MIN_PART_ROWS", 3)  # then parts of a few rows: many parts a snapshot
+    monkeypatch.setattr(state_log, "PART_ROWS_PER_CHANGE", 0)
+    monkeypatch.setattr(state_log, "IDLE_PART_ROWS", 3)
+    monkeypatch.setattr(processor_module, "BATCH_SIZE", 5)
+    clock = FixedClock(T0 + 60)
+    log, store = SqliteLog(tmp_path / "j.db", 1), SqliteStore(tmp_path / "s.db")
+    p = Processor(log, store, Engine(PACK), Metrics(), clock)
+    p.recover()
+    log.append([ev(at=T0 + i % 10, card_id=card) for i, card in enumerate(CARDS)], ingested_at=T0)
+    while p.offset < log.head():
+        p.run_once()
+
+    # a snapshot of the first cards is written a part at a time with the batches of others
+    monkeypatch.setattr(state_log, "MIN_LOG_ROWS", 1)
+    others = [f"other-{i}" for i in range(50)]
+    log.append([ev(at=T0 + 20 + i % 10, card_id=card) for i, card in enumerate(others)], ingested_at=T0)
+    commit, refused = store.commit_batch, []
+
+    def refusing_once(signals: Any, checkpoint: Any, now: float) -> Any:
+        part = checkpoint.snapshot
+        if part is not None and part.index > 0 and not refused:  # a part in the middle of a walk
+            refused.append(part.index)
+            raise ValueError("an alert the store refuses")  # not the store's failure: the batch is isolated
+        return commit(signals, checkpoint, now)
+
+    monkeypatch.setattr(store, "commit_batch", refusing_once)
+    while p.offset < log.head():
+        p.run_once()
+    for _ in range(100):  # idle steps, until the snapshot is complete
+        p.run_once()
+    assert refused
+    assert store.conn().execute("SELECT COUNT(*) FROM snapshots WHERE complete = 1").fetchone()[0] == 1
+
+    # the restored state is the live one: the snapshot has no part missing
+    again = Processor(log, store, Engine(PACK), Metrics(), clock)
+    again.recover()
+    cards = CARDS + others
+    assert [count_of(again, card) for card in cards] == [count_of(p, card) for card in cards] == [1.0] * len(cards)
