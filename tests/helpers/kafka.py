@@ -120,7 +120,11 @@ class KafkaStack:
         inputs = {topics.stage_input(name) for name in plan_stages(load_pack_file(None)).names} | {topics.join}
         partitions = [TopicPartition(topic, p) for topic in sorted(inputs) for p in range(PARTITIONS)]
         # read_uncommitted: the high watermark past open transactions, not the last stable offset
-        config = {"group.id": topics.group("process"), "isolation.level": "read_uncommitted"}
+        config = {
+            "group.id": topics.group("process"),
+            "isolation.level": "read_uncommitted",
+            "enable.auto.commit": False,
+        }
         consumer = Consumer(client_config(settings, **config))
         try:
             committed = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in consumer.committed(partitions, 10)}

@@ -12,7 +12,7 @@ import pytest
 
 from ringfence.config import Settings, load_settings
 from ringfence.runtimes.kafka import records
-from ringfence.runtimes.kafka.restore import Rows, read_changelogs
+from ringfence.runtimes.kafka.restore import read_changelogs
 from ringfence.runtimes.kafka.topics import Topics, client_config, topics_of
 from tests.helpers.kafka import KafkaStack
 
@@ -38,11 +38,17 @@ def write(producer: Any, topic: str, rows: dict[str, bytes], commit: bool = True
         producer.commit_transaction(30)
 
 
-def read_in_background(settings: Settings, topics: Topics, changelog: str) -> tuple[threading.Thread, list[Rows]]:
-    out: list[Rows] = []
-    reader = threading.Thread(
-        target=lambda: out.append(read_changelogs(settings, topics, [(changelog, 0)])[(changelog, 0)])
-    )
+def read_in_background(settings: Settings, topics: Topics, changelog: str) -> tuple[threading.Thread, list[Any]]:
+    """The restore's read on its own thread; what it returned, or raised, lands in the list."""
+    out: list[Any] = []
+
+    def read() -> None:
+        try:
+            out.append(read_changelogs(settings, topics, [(changelog, 0)])[(changelog, 0)])
+        except Exception as error:
+            out.append(error)
+
+    reader = threading.Thread(target=read)
     reader.start()
     return reader, out
 

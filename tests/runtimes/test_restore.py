@@ -176,18 +176,18 @@ def test_a_store_outage_while_restoring_is_retried_until_it_is_over(
         platform.stop()
 
 
-def test_a_snapshot_part_the_store_refuses_while_idle_costs_no_restore(
+def test_housekeeping_the_store_refuses_while_idle_costs_no_restore_and_is_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(state_log, "MIN_LOG_ROWS", 1)  # a snapshot is due once anything is logged
     monkeypatch.setattr(processor_module, "STORE_RETRY_S", 0.05)
     clock = FixedClock(T0 + 60)
     log, store = SqliteLog(tmp_path / "j.db", 1), SqliteStore(tmp_path / "s.db")
-    p = Processor(log, store, Engine(PACK), Metrics(), clock)
+    p = Processor(log, store, Engine(PACK), Metrics(), clock, retention_s=3600)
     p.recover()
     log.append([ev(at=T0 + i % 10, card_id=card) for i, card in enumerate(CARDS)], ingested_at=T0)
-    restores, refused = 0, 0
-    recover, write = p.recover, store.states.write
+    restores, refused, retained = 0, 0, []
+    recover, write, delete = p.recover, store.states.write, log.delete_older_than
 
     def counted_recover() -> None:
         nonlocal restores
@@ -201,14 +201,24 @@ def test_a_snapshot_part_the_store_refuses_while_idle_costs_no_restore(
             raise sqlite3.OperationalError("disk I/O error")
         return write(conn, changes, part)
 
+    def refusing_retention_once(before: float, processed: int) -> int:
+        if not retained:
+            retained.append("refused")
+            raise sqlite3.OperationalError("database is locked")
+        retained.append("done")
+        return delete(before, processed)
+
     monkeypatch.setattr(p, "recover", counted_recover)
+    monkeypatch.setattr(log, "delete_older_than", refusing_retention_once)
     monkeypatch.setattr(store.states, "write", refusing_idle_parts)
     stop = threading.Event()
     runner = threading.Thread(target=p.run, args=(stop, 0.01), daemon=True)
     runner.start()
     try:
         deadline = time.monotonic() + 15
-        while not store.conn().execute("SELECT 1 FROM snapshots WHERE complete = 1").fetchone():
+        while not (
+            store.conn().execute("SELECT 1 FROM snapshots WHERE complete = 1").fetchone() and "done" in retained
+        ):
             assert time.monotonic() < deadline, "no snapshot completed after the store came back"
             time.sleep(0.02)
     finally:
@@ -217,6 +227,7 @@ def test_a_snapshot_part_the_store_refuses_while_idle_costs_no_restore(
         runner.join(10)
 
     assert refused == 2
+    assert retained == ["refused", "done"]  # retried, once, after the failure
     assert restores == 0  # the engine kept its state: nothing to read back
     # the snapshot written after the failures holds the whole state
     again = Processor(log, store, Engine(PACK), Metrics(), clock)

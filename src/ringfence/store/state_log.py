@@ -103,7 +103,10 @@ class StateLog:
         return SnapshotPart(w.gen, w.since, w.parts, packed, count, last)
 
     def abandon(self) -> None:
-        """Give up the generation being written (its parts go when the next one begins)."""
+        """Give up the generation being written (its parts go when the next one begins). The
+        next one takes a new number: a commit that raised may still have stored this one."""
+        if self._writing is not None:
+            self._gen = max(self._gen, self._writing.gen)
         self._writing = None
 
     def write(self, conn: Connection, changes: list[bytes], part: SnapshotPart | None) -> int:

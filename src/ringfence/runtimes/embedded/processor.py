@@ -71,7 +71,7 @@ class Processor:
         self.event_time = EventClock(clock.time(), clock.time())
         self.driver: Driver[Record] = Driver(self)
         self._last_retention = 0.0
-        self._snapshot_after = 0.0  # monotonic: no idle snapshot step before (the store failed one)
+        self._housekeeping_after = 0.0  # monotonic: none before (the store failed the last one)
         self._changes: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.on_alerts: Callable[[], None] = lambda: None  # told after a batch committed live signals
         self.quarantine = QuarantineRepository(store)
@@ -272,25 +272,30 @@ class Processor:
             log.error("re-driven event %s/%s failed again (%s)", e.source, e.event_id, type(error).__name__)
 
     def _housekeeping(self) -> None:
-        """Caught up: write a part of the state snapshot if one is due, and apply retention."""
+        """Caught up: write a part of the state snapshot if one is due, and apply retention.
+        Neither changes the engine, so a store failure here needs no restore: the snapshot walk
+        is given up (begun again later) and both are retried once the store is back."""
+        if time.monotonic() < self._housekeeping_after:
+            return
+        try:
+            self.store.snapshot_step(self.engine)
+            self._retention()
+        except Exception as error:
+            if not is_store_failure(error):
+                raise
+            self.store.states.abandon()
+            self._housekeeping_after = time.monotonic() + STORE_RETRY_S
+            log.warning("housekeeping failed (%s): retried in %.0f s", type(error).__name__, STORE_RETRY_S)
+
+    def _retention(self) -> None:
         now = self.clock.time()
-        if time.monotonic() >= self._snapshot_after:
-            try:
-                self.store.snapshot_step(self.engine)
-            except Exception as error:
-                if not is_store_failure(error):
-                    raise
-                # a snapshot only reads the engine, whose state stays right: no restore, the
-                # walk begins again once the store is back
-                self.store.states.abandon()
-                self._snapshot_after = time.monotonic() + STORE_RETRY_S
-                log.warning("a state snapshot part could not be written (%s): retrying later", type(error).__name__)
-        if self.retention_s is not None and now - self._last_retention >= RETENTION_EVERY_S:
-            self._last_retention = now
-            deleted = self.log.delete_older_than(now - self.retention_s, self.offset)
-            self.store.conn().execute("DELETE FROM late_events WHERE ingested_at < ?", (now - self.retention_s,))
-            if deleted:
-                log.info("retention deleted %d processed events from the log", deleted)
+        if self.retention_s is None or now - self._last_retention < RETENTION_EVERY_S:
+            return
+        deleted = self.log.delete_older_than(now - self.retention_s, self.offset)
+        self.store.conn().execute("DELETE FROM late_events WHERE ingested_at < ?", (now - self.retention_s,))
+        self._last_retention = now  # once done: a round the store failed is retried
+        if deleted:
+            log.info("retention deleted %d processed events from the log", deleted)
 
     def run(self, stop: threading.Event, idle_wait_s: float = 0.05) -> None:
         """Process until ``stop`` is set, sleeping on :attr:`wakeup` when caught up."""

@@ -34,6 +34,7 @@ def read_changelogs(
     rows: dict[tuple[str, int], Rows] = {tp: {} for tp in partitions}
     if not partitions:
         return rows
+    deadline = time.monotonic() + timeout_s
     written = _high_watermarks(settings, topics, partitions)
     consumer = Consumer(
         client_config(
@@ -50,7 +51,6 @@ def read_changelogs(
     try:
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in partitions])
         remaining = set(partitions)
-        deadline = time.monotonic() + timeout_s
         while remaining:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"restoring {sorted(remaining)} took over {timeout_s:.0f} s")
@@ -69,10 +69,10 @@ def read_changelogs(
                     rows[tp].pop(key, None)
                 else:
                     rows[tp][key] = value
-            for tp in list(remaining):  # its end short of it: a transaction not finished yet
-                position = consumer.position([TopicPartition(*tp)])[0].offset
-                if position >= written[tp]:
-                    remaining.discard(tp)
+            # a partition whose end is short of it waits for a transaction to finish
+            for at in consumer.position([TopicPartition(*tp) for tp in remaining]) if remaining else []:
+                if at.offset >= written[(at.topic, at.partition)]:
+                    remaining.discard((at.topic, at.partition))
     finally:
         consumer.close()
     return rows
