@@ -16,6 +16,7 @@ import httpx
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ringfence.bench.servers import post_events
 from ringfence.cli.common import fail
 from ringfence.engine.pack import load_pack_file
 from ringfence.errors import RulePackError
@@ -124,12 +125,7 @@ def _tee(
 
 
 def _post(client: httpx.Client, lines: list[str]) -> None:
-    body = "\n".join(lines).encode()
-    while True:
-        response = client.post("/v1/events", content=body, headers={"Content-Type": "application/x-ndjson"})
-        if response.status_code in (429, 503):
-            time.sleep(float(response.headers.get("retry-after", "1")))
-            continue
-        if response.status_code != 202:
-            fail(f"server answered {response.status_code}: {response.text[:300]}")
-        return
+    try:
+        post_events(client, "\n".join(lines).encode())
+    except RuntimeError as exc:  # an answer other than 202, 429 or 503
+        fail(str(exc))
