@@ -80,8 +80,45 @@ def test_a_finished_snapshot_retires_the_changelog_before_it_and_the_older_snaps
     while count(store, "snapshots WHERE complete = 1 AND gen = 2") == 0:
         assert store.snapshot_step(engine)
     assert list(store.conn().execute("SELECT gen FROM snapshots")) == [(2,)]
+    assert reopened(tmp_path / "s.db") == engine.rows  # generation 1's parts are not read
+    while store.snapshot_step(engine):  # idle steps delete what is retired, then stop
+        assert reopened(tmp_path / "s.db") == engine.rows
     assert {g for (g,) in store.conn().execute("SELECT gen FROM snapshot_parts")} == {2}
-    assert reopened(tmp_path / "s.db") == engine.rows
+    (since,) = store.conn().execute("SELECT since FROM snapshots").fetchone()
+    assert count(store, f"state_log WHERE seq <= {since}") == 0
+    assert not store.states.sweeping
+
+
+def test_retired_rows_are_deleted_a_bounded_slice_per_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generation's parts and the changelog it retires go a few per commit, never all in the
+    commit that completes the next one (that stalled the processor for a second)."""
+    monkeypatch.setattr(state_log_module, "SWEEP_PARTS", 1)
+    monkeypatch.setattr(state_log_module, "SWEEP_LOG_ENTRIES", 1)
+    store, engine = SqliteStore(tmp_path / "s.db"), DictState()
+    offset = 0
+    while count(store, "snapshots WHERE complete = 1") == 0 or count(store, "snapshot_parts") < 6:
+        offset += 1
+        commit(store, engine, offset, [("f", f"k{offset % 20}", str(offset).encode())])
+    first, completions = offset, 0
+    (newest,) = store.conn().execute("SELECT gen FROM snapshots WHERE complete = 1").fetchone()
+    left = count(store, f"snapshot_parts WHERE gen < {newest}")
+    for offset in range(first + 1, first + 120):  # the next generations complete meanwhile
+        commit(store, engine, offset, [("f", f"k{offset % 20}", str(offset).encode())])
+        (gen,) = store.conn().execute("SELECT max(gen) FROM snapshots WHERE complete = 1").fetchone()
+        retired_parts = count(store, f"snapshot_parts WHERE gen < {gen}")
+        if gen == newest:
+            assert retired_parts >= left - 1  # one part at most went with this commit
+        else:
+            completions += 1
+            assert retired_parts > 0  # not deleted in the commit that retired them
+        newest, left = gen, retired_parts
+        assert reopened(tmp_path / "s.db") == engine.rows
+    assert completions >= 2
+    while store.snapshot_step(engine):
+        pass
+    assert count(store, f"snapshot_parts WHERE gen < {newest}") == 0
 
 
 def test_an_unfinished_generation_is_ignored_and_cleared_by_the_next(tmp_path: Path) -> None:

@@ -91,9 +91,10 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         self.states.committed(0, 0, part)
 
     def snapshot_step(self, engine: SnapshotSource) -> bool:
-        """Write a part of the state snapshot when one is due (the processor is idle); True if any."""
+        """The processor is idle: write a part of the state snapshot if one is due, and delete
+        some retired rows if any are left; True if it did either."""
         part = self.states.next_part(engine, 0, idle=True)
-        if part is None:
+        if part is None and not self.states.sweeping:
             return False
         with self.transaction() as conn:
             self.states.write(conn, [], part)

@@ -8,7 +8,10 @@ Behind it, a snapshot of the whole state is written a part at a time, each part 
 transaction of a batch (``snapshot_parts``). A generation begins at changelog seq ``since``:
 every change up to it is in memory, so in the parts. The engine runs on meanwhile; a state that
 changes after its part was written is in the changelog after ``since``. Once the last part is
-in, the generation is complete: the older one goes, and the changelog up to ``since``.
+in, the generation is complete: the older one, and the changelog up to ``since``, are retired.
+Their rows are deleted a few at a time, with each later transaction (deleting a generation's
+blobs at once stalled the processor for about a second at 100,000 customers); recovery never
+reads them.
 
 Recovery applies the newest complete generation's parts, then the changelog after its
 ``since``, in order; each row replaces its (name, key), a row without state drops it. That is
@@ -37,7 +40,9 @@ MIN_LOG_ROWS = 100_000  # a snapshot begins once the changelog holds this many r
 LOG_PER_STATE = 0.5  # ...and this many per state held: recovery reads at most about twice the state
 PART_ROWS_PER_CHANGE = 2  # snapshot rows written with a batch per row it changed: done in half the log
 MIN_PART_ROWS = 2_000  # ...and at least this many
-IDLE_PART_ROWS = 20_000  # rows of a part written when the processor has nothing else to do (~10 ms)
+IDLE_PART_ROWS = 5_000  # rows of a part written when the processor has nothing else to do (a few ms)
+SWEEP_PARTS = 2  # retired snapshot parts deleted per transaction: faster than parts are written...
+SWEEP_LOG_ENTRIES = 2  # ...and retired changelog entries (one is written per batch)
 
 
 class SnapshotSource(Protocol):
@@ -86,6 +91,9 @@ class StateLog:
         self._logged = 0  # changelog rows after the complete snapshot's start
         self._legacy = False  # feature_state still holds rows of a store from before snapshots
         self._writing: _Writing | None = None
+        self._retired = 0  # the changelog through this seq is retired (a complete snapshot holds it)
+        self._sweeping = True  # retired rows may be left to delete
+        self._swept: bool | None = None  # what the sweep of the open transaction found: none left
 
     # -- writing, with each batch ----------------------------------------------------------------
 
@@ -115,28 +123,50 @@ class StateLog:
         seq = 0
         for packed in changes:
             seq = int(conn.execute("INSERT INTO state_log (changes) VALUES (?) RETURNING seq", (packed,)).fetchone()[0])
-        if part is None:
-            return seq
-        if part.index == 0:  # a generation left unfinished (a crash, a failed commit) goes first
-            conn.execute("DELETE FROM snapshot_parts WHERE gen IN (SELECT gen FROM snapshots WHERE complete = 0)")
-            conn.execute("DELETE FROM snapshots WHERE complete = 0")
-            conn.execute("INSERT INTO snapshots (gen, since, complete) VALUES (?, ?, 0)", (part.gen, part.since))
-        conn.execute(
-            "INSERT INTO snapshot_parts (gen, part, packed) VALUES (?, ?, ?)", (part.gen, part.index, part.packed)
-        )
-        if part.last:
-            conn.execute("UPDATE snapshots SET complete = 1 WHERE gen = ?", (part.gen,))
-            conn.execute("DELETE FROM snapshot_parts WHERE gen < ?", (part.gen,))
-            conn.execute("DELETE FROM snapshots WHERE gen < ?", (part.gen,))
-            conn.execute("DELETE FROM state_log WHERE seq <= ?", (part.since,))
-            if self._legacy:
-                conn.execute("DELETE FROM feature_state")
+        retires = part is not None and (part.index == 0 or part.last)
+        if part is not None:
+            if part.index == 0:  # a generation left unfinished (a crash, a failed commit) is retired
+                conn.execute("DELETE FROM snapshots WHERE complete = 0")
+                conn.execute("INSERT INTO snapshots (gen, since, complete) VALUES (?, ?, 0)", (part.gen, part.since))
+            conn.execute(
+                "INSERT INTO snapshot_parts (gen, part, packed) VALUES (?, ?, ?)", (part.gen, part.index, part.packed)
+            )
+            if part.last:
+                conn.execute("UPDATE snapshots SET complete = 1 WHERE gen = ?", (part.gen,))
+                conn.execute("DELETE FROM snapshots WHERE gen < ?", (part.gen,))
+                if self._legacy:
+                    conn.execute("DELETE FROM feature_state")
+        self._swept = None
+        if self._sweeping or retires:
+            self._swept = self._sweep(conn, part.since if part is not None and part.last else self._retired)
         return seq
+
+    @staticmethod
+    def _sweep(conn: Connection, retired: int) -> bool:
+        """Delete a bounded slice of the retired rows: parts of generations no longer listed, and
+        the changelog through ``retired``. True if none is left."""
+        parts = conn.execute(
+            "DELETE FROM snapshot_parts WHERE (gen, part) IN (SELECT gen, part FROM snapshot_parts "
+            "WHERE gen NOT IN (SELECT gen FROM snapshots) ORDER BY gen, part LIMIT ?)",
+            (SWEEP_PARTS,),
+        ).rowcount
+        entries = conn.execute(
+            "DELETE FROM state_log WHERE seq IN (SELECT seq FROM state_log WHERE seq <= ? ORDER BY seq LIMIT ?)",
+            (retired, SWEEP_LOG_ENTRIES),
+        ).rowcount
+        return bool(parts < SWEEP_PARTS and entries < SWEEP_LOG_ENTRIES)
+
+    @property
+    def sweeping(self) -> bool:
+        """Retired rows may be left to delete (an idle step deletes some)."""
+        return self._sweeping
 
     def committed(self, changed_rows: int, seq: int, part: SnapshotPart | None) -> None:
         """After the transaction committed."""
         if seq:
             self._head = seq
+        if self._swept is not None:
+            self._sweeping, self._swept = not self._swept, None
         self._logged += changed_rows
         w = self._writing
         if w is not None:
@@ -147,6 +177,7 @@ class StateLog:
         self._gen = w.gen
         if part.last:
             self._logged, self._legacy, self._writing = w.logged, False, None
+            self._retired = part.since
             log.info(
                 "state snapshot %d written: %d rows in %d parts over %.1fs; the changelog through seq %d retired",
                 w.gen,
@@ -183,6 +214,7 @@ class StateLog:
         applied = 0
         if found is not None:
             gen, since = int(found[0]), int(found[1])
+            self._retired = since
             for (packed,) in conn.execute("SELECT packed FROM snapshot_parts WHERE gen = ? ORDER BY part", (gen,)):
                 applied += engine.restore_packed(bytes(packed))
         else:
