@@ -9,6 +9,7 @@ mod features;
 mod jv;
 mod packed;
 mod patterns;
+mod plain;
 mod store;
 mod value;
 
@@ -669,5 +670,6 @@ impl NativeCore {
 fn ringfence_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<NativeCore>()?;
+    m.add_class::<plain::PlainCheck>()?;
     Ok(())
 }

@@ -8,12 +8,14 @@ masked before anything is stored. Called by :mod:`ringfence.events.decode` for e
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, Protocol
 
 from ringfence.errors import FieldError
+from ringfence.events import pan
 from ringfence.events.controls import data_fault
-from ringfence.events.iban import mask_account, mask_ibans
+from ringfence.events.iban import IBAN_LENGTHS, mask_account, mask_ibans
 from ringfence.events.pan import MIN_PAN_DIGITS, looks_like_pan, luhn_valid, number_is_pan
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "mask_account",
     "mask_ibans",
     "mask_strings",
+    "plain",
     "redact",
     "scan",
 ]
@@ -95,6 +98,30 @@ def scan(value: Any, path: str, errors: list[FieldError], depth: int = 0, *, key
     if isinstance(value, list):
         return [scan(item, f"{path}[{i}]", errors, depth + 1, keys=keys) for i, item in enumerate(value)]
     return value
+
+
+class _PlainCheck(Protocol):
+    def value(self, value: Any) -> bool: ...
+
+
+@functools.cache
+def _plain_check() -> _PlainCheck | None:
+    try:
+        from ringfence_native import PlainCheck
+    except ImportError:
+        return None
+    groupings = [list(g) for g in sorted(pan.CARD_GROUPINGS)]
+    digits = (pan.MIN_PAN_DIGITS, pan.MAX_PAN_DIGITS)
+    return PlainCheck(groupings, digits, pan.MAX_SEPARATOR_RUN, IBAN_LENGTHS, MAX_DATA_DEPTH)
+
+
+def plain(value: Any) -> bool:
+    """True when :func:`scan` provably finds nothing in ``value`` and leaves it as it is, so
+    it need not run: the compiled core's quick look (printable ASCII strings with no digit
+    chain a card number fits in and no IBAN's start, numbers under 10**12, shallow nesting).
+    False whenever it cannot tell, and always without the compiled core."""
+    check = _plain_check()
+    return check is not None and check.value(value)
 
 
 def find_pan(value: Any, path: str = "") -> str | None:
