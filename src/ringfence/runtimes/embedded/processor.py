@@ -72,7 +72,6 @@ class Processor:
         self.driver: Driver[Record] = Driver(self)
         self._last_retention = 0.0
         self._housekeeping_after = 0.0  # monotonic: none before (the store failed the last one)
-        self._housekeeping_left = False  # the last idle step did work: the next one may be due
         self._changes: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.on_alerts: Callable[[], None] = lambda: None  # told after a batch committed live signals
         self.quarantine = QuarantineRepository(store)
@@ -158,7 +157,8 @@ class Processor:
         self._redrive()
         records = self.log.read(self.offset, BATCH_SIZE)
         self.driver.cycle(records, [self], self.clock.time())
-        self._housekeeping_left = not records and self._housekeeping()
+        if not records:
+            self._housekeeping()
         return len(records)
 
     # -- the driver's runner -----------------------------------------------------------------
@@ -271,16 +271,17 @@ class Processor:
             self.commit(Batch(quarantined=[self.poisoned(record, error)]))
             log.error("re-driven event %s/%s failed again (%s)", e.source, e.event_id, type(error).__name__)
 
-    def _housekeeping(self) -> bool:
+    def _housekeeping(self) -> None:
         """Caught up: write a part of the state snapshot if one is due, delete some retired
-        rows, and apply retention; True if a step was done (another may be due at once). Each
-        step is small, so an event arriving meanwhile waits a few milliseconds at most.
-        None changes the engine, so a store failure here needs no restore: the snapshot walk
-        is given up (begun again later) and all are retried once the store is back."""
+        rows, and apply retention. Each step is small, so an event arriving meanwhile waits a
+        few milliseconds at most, and steps are paced by the idle wait, so that the journal's
+        commits keep most of the disk. None changes the engine, so a store failure here needs
+        no restore: the snapshot walk is given up (begun again later) and all are retried once
+        the store is back."""
         if time.monotonic() < self._housekeeping_after:
-            return False
+            return
         try:
-            stepped = self.store.snapshot_step(self.engine)
+            self.store.snapshot_step(self.engine)
             self._retention()
         except Exception as error:
             if not is_store_failure(error):
@@ -288,8 +289,6 @@ class Processor:
             self.store.states.abandon()
             self._housekeeping_after = time.monotonic() + STORE_RETRY_S
             log.warning("housekeeping failed (%s): retried in %.0f s", type(error).__name__, STORE_RETRY_S)
-            return False
-        return stepped
 
     def _retention(self) -> None:
         now = self.clock.time()
@@ -326,6 +325,6 @@ class Processor:
                 self.recovered.clear()
                 stop.wait(STORE_RETRY_S)
                 continue
-            if processed == 0 and not self._housekeeping_left:
+            if processed == 0:
                 self.wakeup.wait(idle_wait_s)
                 self.wakeup.clear()
