@@ -48,6 +48,7 @@ class PlainCheck:
         self,
         card_groupings: list[list[int]],
         pan_digits: tuple[int, int],
+        pan_number_floor: int,
         max_separator_run: int,
         iban_lengths: dict[str, int],
         max_depth: int,

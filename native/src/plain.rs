@@ -28,10 +28,9 @@ pub struct Rules {
     iban_lengths: FxHashMap<[u8; 2], usize>,
     min_iban: usize,
     max_depth: usize,
+    /// The magnitude from which a JSON number may be a card number.
+    pan_number_floor: u64,
 }
-
-/// Magnitude from which a JSON number may be a card number.
-const PAN_NUMBER_FLOOR: u64 = 1_000_000_000_000;
 
 impl Rules {
     /// True if no card number and no IBAN can be in `text`, and it holds no character the scan
@@ -40,7 +39,7 @@ impl Rules {
         if !text.iter().all(|c| (0x20..0x7f).contains(c)) {
             return false;
         }
-        text.len() < self.min_pan_digits || (!self.may_hold_pan(text) && !self.may_hold_iban(text))
+        (text.len() < self.min_pan_digits || !self.may_hold_pan(text)) && !self.may_hold_iban(text)
     }
 
     /// Digit chains as the scan cuts them: digit groups joined by runs of at most
@@ -136,11 +135,11 @@ impl Rules {
         if value.is_instance_of::<PyInt>() {
             return value
                 .extract::<i64>()
-                .is_ok_and(|i| i.unsigned_abs() < PAN_NUMBER_FLOOR);
+                .is_ok_and(|i| i.unsigned_abs() < self.pan_number_floor);
         }
         if let Ok(f) = value.downcast::<PyFloat>() {
             let v = f.value();
-            return v.is_finite() && v.abs() < PAN_NUMBER_FLOOR as f64;
+            return v.is_finite() && v.abs() < self.pan_number_floor as f64;
         }
         let nested = depth + 1;
         if let Ok(d) = value.downcast::<PyDict>() {
@@ -173,6 +172,7 @@ impl PlainCheck {
     fn new(
         card_groupings: Vec<Vec<usize>>,
         pan_digits: (usize, usize),
+        pan_number_floor: u64,
         max_separator_run: usize,
         iban_lengths: FxHashMap<String, usize>,
         max_depth: usize,
@@ -199,6 +199,7 @@ impl PlainCheck {
                 min_iban: lengths.values().copied().min().unwrap_or(0),
                 iban_lengths: lengths,
                 max_depth,
+                pan_number_floor,
             },
         })
     }
@@ -231,6 +232,7 @@ mod tests {
             iban_lengths,
             min_iban: 15,
             max_depth: 32,
+            pan_number_floor: 1_000_000_000_000,
         }
     }
 

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from ringfence.events.reading import ReadingTable
 
 MIN_PAN_DIGITS, MAX_PAN_DIGITS = 13, 19
+PAN_NUMBERS = (10 ** (MIN_PAN_DIGITS - 1), 10**MAX_PAN_DIGITS)  # the JSON numbers a PAN may be sent as
 MAX_PHONE_DIGITS = 15  # E.164
 MAX_SEPARATOR_RUN = 5
 
@@ -264,8 +265,8 @@ def looks_like_pan(text: str) -> bool:
 def number_is_pan(value: int | float) -> bool:
     """True if a JSON number (``4111111111111111``, ``4111111111111111.5``) is a card number."""
     if isinstance(value, float):
-        if not 10.0**12 <= abs(value) < 10.0**19:  # also False for NaN
+        if not PAN_NUMBERS[0] <= abs(value) < PAN_NUMBERS[1]:  # also False for NaN
             return False
         value = int(value)
     value = abs(value)
-    return 10**12 <= value < 10**19 and is_card_number(str(value))
+    return PAN_NUMBERS[0] <= value < PAN_NUMBERS[1] and is_card_number(str(value))

@@ -55,6 +55,8 @@ def scan(value: Any, path: str, errors: list[FieldError], depth: int = 0, *, key
     lone surrogate in a string or key, and key that masks to the same text as another.
 
     ``keys=False`` skips object keys: a built-in type's struct already allowed only its own.
+    Validation skips this for values :func:`plain` finds plain: a check added here must be
+    reflected there (``native/src/plain.rs``) and in its differential test.
     """
     if isinstance(value, str):
         fault = data_fault(value)
@@ -112,7 +114,7 @@ def _plain_check() -> _PlainCheck | None:
         return None
     groupings = [list(g) for g in sorted(pan.CARD_GROUPINGS)]
     digits = (pan.MIN_PAN_DIGITS, pan.MAX_PAN_DIGITS)
-    return PlainCheck(groupings, digits, pan.MAX_SEPARATOR_RUN, IBAN_LENGTHS, MAX_DATA_DEPTH)
+    return PlainCheck(groupings, digits, pan.PAN_NUMBERS[0], pan.MAX_SEPARATOR_RUN, IBAN_LENGTHS, MAX_DATA_DEPTH)
 
 
 def plain(value: Any) -> bool:

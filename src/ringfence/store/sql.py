@@ -11,9 +11,10 @@ Subclasses bring the connection, the transaction and the migrations of their eng
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -112,12 +113,14 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         """Apply ``signals`` and ``checkpoint`` atomically; return the alerts created (id, signal)."""
         created: list[tuple[str, AlertSignal]] = []
         with self.transaction() as conn:
+            hit = _BatchHits(now)
             for signal in signals:
-                decision, aid = self._apply_signal(conn, signal, now)
+                decision, aid = self._apply_signal(conn, signal, hit)
                 if decision is Decision.CREATED:
                     created.append((aid, signal))
                 if decision is not Decision.SHADOW:  # the dispatcher's outbox, committed with the alert
                     announce(conn, aid, AlertChange.FIRING, now)
+            self._write_hits(conn, hit, now)
             state_seq = self.states.write(conn, checkpoint.state_changes, checkpoint.snapshot)
             conn.executemany("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", list(checkpoint.watermarks.items()))
             conn.executemany(
@@ -132,34 +135,28 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         self.states.committed(checkpoint.state_rows, state_seq, checkpoint.snapshot)
         return created
 
-    def _apply_signal(self, conn: Connection, s: AlertSignal, now: float) -> tuple[Decision, str]:
+    def _apply_signal(self, conn: Connection, s: AlertSignal, hit: _BatchHits) -> tuple[Decision, str]:
+        """Deduplicate ``s`` into its active alert, or create one. The active alerts a batch
+        hits are kept in ``hit`` and written once each by :meth:`_write_hits` (a rule firing
+        on every event of a burst hit one alert hundreds of times a batch)."""
+        hit.rules[(s.rule_id, s.mode)] += 1
         if s.mode == "shadow":
-            self._count_hit(conn, s.rule_id, "shadow", now)
             return Decision.SHADOW, ""
-        self._count_hit(conn, s.rule_id, "live", now)
-        row = conn.execute(
-            "SELECT id, evidence, first_seen, last_seen FROM alerts "  # nosec # noqa: S608
-            f"WHERE rule_id=? AND dedup_key=? AND status IN ({', '.join('?' * len(ACTIVE))}) "
-            "ORDER BY seq DESC LIMIT 1",  # placeholders only
-            (s.rule_id, s.dedup_key, *ACTIVE),
-        ).fetchone()
-        if row is not None:
-            aid, evidence, first_seen, last_seen = row
-            hit = lifecycle.another_hit(first_seen, last_seen, s)
-            conn.execute(
-                "UPDATE alerts SET count=count+1, first_seen=?, last_seen=?, evidence=?, updated_at=?, "
-                "title=?, summary=? WHERE id=?",
-                (
-                    hit.first_seen,
-                    hit.last_seen,
-                    _json.encode(lifecycle.merge_evidence(msgspec.json.decode(evidence), s)).decode(),
-                    now,
-                    hit.title,
-                    hit.summary,
-                    aid,
-                ),
-            )
-            return Decision.DEDUPLICATED, aid
+        key = (s.rule_id, s.dedup_key)
+        active = hit.alerts.get(key)
+        if active is None:
+            row = conn.execute(
+                "SELECT id, evidence, first_seen, last_seen FROM alerts "  # nosec B608 # noqa: S608
+                f"WHERE rule_id=? AND dedup_key=? AND status IN ({', '.join('?' * len(ACTIVE))}) "
+                "ORDER BY seq DESC LIMIT 1",  # placeholders only
+                (s.rule_id, s.dedup_key, *ACTIVE),
+            ).fetchone()
+            if row is not None:
+                aid, evidence, first_seen, last_seen = row
+                active = hit.alerts[key] = _Active(aid, msgspec.json.decode(evidence), first_seen, last_seen)
+        if active is not None:
+            active.another(s)
+            return Decision.DEDUPLICATED, active.id
         occurrence = (
             1
             + conn.execute(
@@ -167,6 +164,7 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
             ).fetchone()[0]
         )
         aid = alert_id(s.rule_id, s.dedup_key, occurrence)
+        evidence = _json.encode(lifecycle.new_evidence(s))
         conn.execute(
             "INSERT INTO alerts (id, rule_id, rule_version, severity, audience, status, customer_id, "
             "dedup_key, occurrence, labels, title, summary, evidence, first_seen, last_seen, created_at, "
@@ -184,30 +182,41 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
                 _json.encode(s.labels).decode(),
                 s.title,
                 s.summary,
-                _json.encode(lifecycle.new_evidence(s)).decode(),
+                evidence.decode(),
                 s.occurred_at,
                 s.occurred_at,
-                now,
-                now,
+                hit.now,
+                hit.now,
             ),
         )
+        hit.alerts[key] = _Active(aid, msgspec.json.decode(evidence), s.occurred_at, s.occurred_at)
         reason = f"rule {s.rule_id} matched event {s.event_id}"
-        add_history(conn, aid, now, SYSTEM_ACTOR, Decision.CREATED, reason, None, AlertStatus.OPEN)
+        add_history(conn, aid, hit.now, SYSTEM_ACTOR, Decision.CREATED, reason, None, AlertStatus.OPEN)
         return Decision.CREATED, aid
 
-    def _count_hit(self, conn: Connection, rule_id: str, mode: str, now: float) -> None:
-        conn.execute(
-            "INSERT INTO rule_hits VALUES (?, ?, 1) "
-            "ON CONFLICT (rule_id, mode) DO UPDATE SET hits = rule_hits.hits + 1",
-            (rule_id, mode),
+    def _write_hits(self, conn: Connection, hit: _BatchHits, now: float) -> None:
+        """The batch's hits: each active alert hit again, and the rules' hit counts."""
+        conn.executemany(
+            "UPDATE alerts SET count=count+?, first_seen=?, last_seen=?, evidence=?, updated_at=?, "
+            "title=?, summary=? WHERE id=?",
+            [
+                (a.hits, a.first_seen, a.last_seen, _json.encode(a.evidence).decode(), now, a.title, a.summary, a.id)
+                for a in hit.alerts.values()
+                if a.hits
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO rule_hits VALUES (?, ?, ?) "
+            "ON CONFLICT (rule_id, mode) DO UPDATE SET hits = rule_hits.hits + excluded.hits",
+            [(rule_id, mode, n) for (rule_id, mode), n in hit.rules.items()],
         )
         minute = int(now // 60)
-        conn.execute(
-            "INSERT INTO rule_hits_by_minute VALUES (?, ?, ?, 1) "
-            "ON CONFLICT (rule_id, mode, minute) DO UPDATE SET hits = rule_hits_by_minute.hits + 1",
-            (rule_id, mode, minute),
+        conn.executemany(
+            "INSERT INTO rule_hits_by_minute VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (rule_id, mode, minute) DO UPDATE SET hits = rule_hits_by_minute.hits + excluded.hits",
+            [(rule_id, mode, minute, n) for (rule_id, mode), n in hit.rules.items()],
         )
-        if minute != self._pruned_minute:  # once a minute keeps the table bounded
+        if hit.rules and minute != self._pruned_minute:  # once a minute keeps the table bounded
             self._pruned_minute = minute
             conn.execute("DELETE FROM rule_hits_by_minute WHERE minute < ?", (minute - RULE_HITS_KEPT_MINUTES,))
 
@@ -421,3 +430,37 @@ def _alert_filters(query: AlertQuery) -> tuple[list[str], list[Any]]:
         where.append("seq < ?")
         args.append(below)
     return where, args
+
+
+@dataclass
+class _Active:
+    """An active alert a batch hit: its row as the batch leaves it, and the hits it took."""
+
+    id: str
+    evidence: dict[str, Any]
+    first_seen: float
+    last_seen: float
+    title: str = ""
+    summary: str = ""
+    hits: int = 0
+
+    def another(self, signal: AlertSignal) -> None:
+        hit = lifecycle.another_hit(self.first_seen, self.last_seen, signal)
+        self.first_seen, self.last_seen, self.title, self.summary = (
+            hit.first_seen,
+            hit.last_seen,
+            hit.title,
+            hit.summary,
+        )
+        self.evidence = lifecycle.merge_evidence(self.evidence, signal)
+        self.hits += 1
+
+
+@dataclass
+class _BatchHits:
+    """What a batch's signals did, written at its end: active alerts by (rule, dedup key),
+    and hits by (rule, mode)."""
+
+    now: float = 0.0
+    alerts: dict[tuple[str, str], _Active] = field(default_factory=dict)
+    rules: Counter[tuple[str, str]] = field(default_factory=Counter)

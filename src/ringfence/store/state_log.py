@@ -40,7 +40,7 @@ LOAD_ROWS = 10_000  # legacy feature_state rows read, packed and applied at a ti
 # of restore: a small state is not rewritten every few seconds, which took the disk from the
 # journal's commits)...
 MIN_LOG_ROWS = 2_000_000
-LOG_PER_STATE = 0.5  # ...and this many per state held: recovery reads at most about twice the state
+LOG_PER_STATE = 0.5  # ...and this many per state held: at scale, recovery reads about twice the state
 PART_ROWS_PER_CHANGE = 2  # snapshot rows written with a batch per row it changed: done in half the log
 MIN_PART_ROWS = 2_000  # ...and at least this many
 IDLE_PART_ROWS = 5_000  # rows of a part written when the processor has nothing else to do (a few ms)
