@@ -41,6 +41,29 @@ def test_repeated_hits_while_open_update_one_alert(store: SqlStore) -> None:
     assert alert.history[0].action == "created"
 
 
+def test_hits_in_one_batch_leave_the_alerts_as_one_batch_each_would(tmp_path: Path, store: SqlStore) -> None:
+    """A batch merges its hits on one alert in memory and writes them once: the same alerts,
+    counts, evidence, first/last seen, titles and rule hits as committing them one by one."""
+    hits = [signal(i, key=f"tok_{i % 3}", t=100.0 - 5 * (i % 4)) for i in range(1, 40)]
+    hits += [signal(90, mode="shadow"), signal(91, rule="other", key="tok_1")]
+    one_by_one = SqliteStore(tmp_path / "one.db")
+    for offset, s in enumerate(hits):
+        one_by_one.commit_batch([s], Checkpoint("p", offset), now=1000.0)
+    created = commit(store, *hits)
+    assert sorted(created) == sorted(a.id for a in one_by_one.list_alerts(AlertQuery(limit=100))[0])
+    for aid in created:
+        batched, single = store.get_alert(aid), one_by_one.get_alert(aid)
+        assert (batched.count, batched.first_seen, batched.last_seen, batched.title, batched.evidence) == (
+            single.count,
+            single.first_seen,
+            single.last_seen,
+            single.title,
+            single.evidence,
+        )
+    assert store.rule_hits() == one_by_one.rule_hits() == {"velocity": {"live": 39, "shadow": 1}, "other": {"live": 1}}
+    one_by_one.close()
+
+
 def test_a_new_alert_after_resolution_gets_the_next_occurrence_id(store: SqlStore) -> None:
     (first,) = commit(store, signal(1))
     store.transition(first, Action.RESOLVE, "key:analyst", "handled", now=1001.0)
