@@ -146,7 +146,7 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         active = hit.alerts.get(key)
         if active is None:
             row = conn.execute(
-                "SELECT id, evidence, first_seen, last_seen FROM alerts "  # nosec B608 # noqa: S608
+                "SELECT id, evidence, first_seen, last_seen FROM alerts "  # nosec # noqa: S608
                 f"WHERE rule_id=? AND dedup_key=? AND status IN ({', '.join('?' * len(ACTIVE))}) "
                 "ORDER BY seq DESC LIMIT 1",  # placeholders only
                 (s.rule_id, s.dedup_key, *ACTIVE),
