@@ -120,7 +120,7 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
                     created.append((aid, signal))
                 if decision is not Decision.SHADOW:  # the dispatcher's outbox, committed with the alert
                     announce(conn, aid, AlertChange.FIRING, now)
-            self._write_hits(conn, hit, now)
+            self._write_hits(conn, hit)
             state_seq = self.states.write(conn, checkpoint.state_changes, checkpoint.snapshot)
             conn.executemany("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", list(checkpoint.watermarks.items()))
             conn.executemany(
@@ -137,8 +137,8 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
 
     def _apply_signal(self, conn: Connection, s: AlertSignal, hit: _BatchHits) -> tuple[Decision, str]:
         """Deduplicate ``s`` into its active alert, or create one. The active alerts a batch
-        hits are kept in ``hit`` and written once each by :meth:`_write_hits` (a rule firing
-        on every event of a burst hit one alert hundreds of times a batch)."""
+        hits are kept in ``hit`` and written once each by :meth:`_write_hits`, however many
+        times the batch hit them."""
         hit.rules[(s.rule_id, s.mode)] += 1
         if s.mode == "shadow":
             return Decision.SHADOW, ""
@@ -194,23 +194,19 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         add_history(conn, aid, hit.now, SYSTEM_ACTOR, Decision.CREATED, reason, None, AlertStatus.OPEN)
         return Decision.CREATED, aid
 
-    def _write_hits(self, conn: Connection, hit: _BatchHits, now: float) -> None:
+    def _write_hits(self, conn: Connection, hit: _BatchHits) -> None:
         """The batch's hits: each active alert hit again, and the rules' hit counts."""
         conn.executemany(
             "UPDATE alerts SET count=count+?, first_seen=?, last_seen=?, evidence=?, updated_at=?, "
             "title=?, summary=? WHERE id=?",
-            [
-                (a.hits, a.first_seen, a.last_seen, _json.encode(a.evidence).decode(), now, a.title, a.summary, a.id)
-                for a in hit.alerts.values()
-                if a.hits
-            ],
+            [active.update(hit.now) for active in hit.alerts.values() if active.hits],
         )
         conn.executemany(
             "INSERT INTO rule_hits VALUES (?, ?, ?) "
             "ON CONFLICT (rule_id, mode) DO UPDATE SET hits = rule_hits.hits + excluded.hits",
             [(rule_id, mode, n) for (rule_id, mode), n in hit.rules.items()],
         )
-        minute = int(now // 60)
+        minute = int(hit.now // 60)
         conn.executemany(
             "INSERT INTO rule_hits_by_minute VALUES (?, ?, ?, ?) "
             "ON CONFLICT (rule_id, mode, minute) DO UPDATE SET hits = rule_hits_by_minute.hits + excluded.hits",
@@ -455,12 +451,17 @@ class _Active:
         self.evidence = lifecycle.merge_evidence(self.evidence, signal)
         self.hits += 1
 
+    def update(self, now: float) -> tuple[Any, ...]:
+        """The parameters of the ``UPDATE`` that writes the hits."""
+        evidence = _json.encode(self.evidence).decode()
+        return (self.hits, self.first_seen, self.last_seen, evidence, now, self.title, self.summary, self.id)
+
 
 @dataclass
 class _BatchHits:
     """What a batch's signals did, written at its end: active alerts by (rule, dedup key),
     and hits by (rule, mode)."""
 
-    now: float = 0.0
+    now: float
     alerts: dict[tuple[str, str], _Active] = field(default_factory=dict)
     rules: Counter[tuple[str, str]] = field(default_factory=Counter)
