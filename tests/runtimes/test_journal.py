@@ -58,7 +58,7 @@ def test_retention_deletes_only_old_processed_events_and_offsets_are_never_reuse
     log = SqliteLog(tmp_path / "j.db", partitions=2)
     log.append([ev(), ev()], ingested_at=100.0)
     log.append([ev()], ingested_at=200.0)
-    assert log.delete_older_than(ingested_before=150.0, processed_up_to=1) == 1  # offset 2 not processed
+    assert log.delete_older_than(ingested_before=150.0, processed_up_to=1, max_rows=10) == 1  # 2 not processed
     assert [r.offset for r in log.read(0, 10)] == [2, 3]
-    assert log.delete_older_than(ingested_before=1000.0, processed_up_to=3) == 2
+    assert log.delete_older_than(ingested_before=1000.0, processed_up_to=3, max_rows=10) == 2
     assert log.append([ev()], 300.0) == [4]

@@ -201,12 +201,12 @@ def test_housekeeping_the_store_refuses_while_idle_costs_no_restore_and_is_retri
             raise sqlite3.OperationalError("disk I/O error")
         return write(conn, changes, part)
 
-    def refusing_retention_once(before: float, processed: int) -> int:
+    def refusing_retention_once(before: float, processed: int, max_rows: int) -> int:
         if not retained:
             retained.append("refused")
             raise sqlite3.OperationalError("database is locked")
         retained.append("done")
-        return delete(before, processed)
+        return delete(before, processed, max_rows)
 
     monkeypatch.setattr(p, "recover", counted_recover)
     monkeypatch.setattr(log, "delete_older_than", refusing_retention_once)

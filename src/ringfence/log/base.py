@@ -46,8 +46,9 @@ class EventLog(Protocol):
         """The highest offset written so far (0 when empty)."""
         ...
 
-    def delete_older_than(self, ingested_before: float, processed_up_to: int) -> int:
-        """Retention: drop processed records ingested before the cut-off; return how many."""
+    def delete_older_than(self, ingested_before: float, processed_up_to: int, max_rows: int) -> int:
+        """Retention: drop up to ``max_rows`` of the oldest processed records ingested before the
+        cut-off; return how many (fewer than ``max_rows``: none are left to drop)."""
         ...
 
     def close(self) -> None: ...

@@ -18,6 +18,7 @@ from ringfence.errors import StoreError
 from ringfence.events.model import Event, encode_event
 from ringfence.log.base import Record, partition_for, partition_of_key
 from ringfence.store.connection import connect
+from ringfence.store.retention import delete_oldest
 
 SCHEMA_VERSION = "1"
 _SCHEMA = """
@@ -141,13 +142,9 @@ class SqliteLog:
         )
         return [Record(*row) for row in rows], lowest
 
-    def delete_older_than(self, ingested_before: float, processed_up_to: int) -> int:
-        """Retention: drop processed records ingested before the cut-off; return how many."""
-        cur = self._conn().execute(
-            "DELETE FROM journal WHERE ingested_at < ? AND offset <= ?",
-            (ingested_before, processed_up_to),
-        )
-        return cur.rowcount
+    def delete_older_than(self, ingested_before: float, processed_up_to: int, max_rows: int) -> int:
+        """Retention, a slice at a time: see :func:`ringfence.store.retention.delete_oldest`."""
+        return delete_oldest(self._conn(), "journal", ingested_before, processed_up_to, max_rows)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

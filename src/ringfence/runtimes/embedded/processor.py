@@ -26,6 +26,7 @@ from ringfence.log.base import EventLog, Record
 from ringfence.metrics import Metrics
 from ringfence.runtimes.processing import Batch, Driver, EventClock
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineEntry, QuarantineRepository, is_store_failure
+from ringfence.store.retention import delete_oldest
 from ringfence.store.sqlite import SqliteStore
 from ringfence.store.state_log import SnapshotPart
 
@@ -33,6 +34,7 @@ log = logging.getLogger("ringfence.processor")
 
 BATCH_SIZE = 2_000
 RETENTION_EVERY_S = 60.0
+RETENTION_ROWS = 1_000  # journal records deleted per idle step (about 5 ms)
 WRITER_CACHE_MIB = 64
 STORE_RETRY_S = 1.0
 REDRIVE_CHECK_S = 5.0  # re-drives asked for elsewhere (the CLI) are looked for this often
@@ -71,6 +73,8 @@ class Processor:
         self.event_time = EventClock(clock.time(), clock.time())
         self.driver: Driver[Record] = Driver(self)
         self._last_retention = 0.0
+        self._retaining = False  # a round of retention has more to delete
+        self._retention_deleted = 0
         self._housekeeping_after = 0.0  # monotonic: none before (the store failed the last one)
         self._changes: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.on_alerts: Callable[[], None] = lambda: None  # told after a batch committed live signals
@@ -291,14 +295,22 @@ class Processor:
             log.warning("housekeeping failed (%s): retried in %.0f s", type(error).__name__, STORE_RETRY_S)
 
     def _retention(self) -> None:
+        """A slice of the due retention: one every idle step until a round is done, a round
+        every :data:`RETENTION_EVERY_S` (a round at once deleted a minute of journal at the
+        reference load, holding the journal's write lock from ingest meanwhile)."""
         now = self.clock.time()
-        if self.retention_s is None or now - self._last_retention < RETENTION_EVERY_S:
+        if self.retention_s is None or (not self._retaining and now - self._last_retention < RETENTION_EVERY_S):
             return
-        deleted = self.log.delete_older_than(now - self.retention_s, self.offset)
-        self.store.conn().execute("DELETE FROM late_events WHERE ingested_at < ?", (now - self.retention_s,))
-        self._last_retention = now  # once done: a round the store failed is retried
-        if deleted:
-            log.info("retention deleted %d processed events from the log", deleted)
+        before = now - self.retention_s
+        deleted = self.log.delete_older_than(before, self.offset, RETENTION_ROWS)
+        late = delete_oldest(self.store.conn(), "late_events", before, self.offset, RETENTION_ROWS)
+        self._retention_deleted += deleted
+        self._retaining = RETENTION_ROWS in (deleted, late)
+        if not self._retaining:
+            self._last_retention = now  # once done: a round the store failed is retried
+            if self._retention_deleted:
+                log.info("retention deleted %d processed events from the log", self._retention_deleted)
+            self._retention_deleted = 0
 
     def run(self, stop: threading.Event, idle_wait_s: float = 0.05) -> None:
         """Process until ``stop`` is set, sleeping on :attr:`wakeup` when caught up."""

@@ -1,0 +1,63 @@
+"""The processor's retention: a round every minute, deleted a slice per idle step until it is
+done, so no step holds the journal (and ingest) for long; late events go with their records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ringfence.engine import Engine, load_pack
+from ringfence.metrics import Metrics
+from ringfence.runtimes.embedded import processor as processor_module
+from ringfence.runtimes.embedded.journal import SqliteLog
+from ringfence.runtimes.embedded.processor import RETENTION_EVERY_S, Processor
+from ringfence.store import SqliteStore
+from ringfence.testing import FixedClock
+from tests.helpers.factories import T0, ev
+
+PACK = load_pack("""
+version: t1
+features:
+  - name: auths_10m
+    on: [card.authorization]
+    by: data.card_id
+    agg: count
+    window: 10m
+""")
+DAY = 86400.0
+
+
+def test_a_round_deletes_a_slice_per_idle_step_until_every_old_record_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(processor_module, "RETENTION_ROWS", 4)
+    clock = FixedClock(T0)
+    log, store = SqliteLog(tmp_path / "j.db", 2), SqliteStore(tmp_path / "s.db")
+    p = Processor(log, store, Engine(PACK), Metrics(), clock, retention_s=DAY)
+    p.recover()
+    log.append([ev(at=T0, card_id=f"c{i}") for i in range(10)], ingested_at=T0)  # offsets 1-10: old
+    log.append([ev(at=T0, card_id=f"d{i}") for i in range(3)], ingested_at=T0 + 20)  # 11-13: 20 s younger
+    with store.transaction() as conn:  # late events of records 2, 9 (old) and 12 (young)
+        for offset, at in ((2, T0), (9, T0), (12, T0 + 20)):
+            conn.execute("INSERT INTO late_events VALUES (?, 'e', 'web', 'login', NULL, 0, 0, ?)", (offset, at))
+    clock.advance(DAY + 10)
+    assert p.run_once() == 13
+    assert p.run_once() == 0  # idle: the first slice
+    assert log.count() == 13 - 4
+    counts = []
+    while p.run_once() == 0 and len(counts) < 10:  # idle steps go on with the round
+        counts.append(log.count())
+        if counts[-1] == 3:
+            break
+    assert counts == [5, 3]  # four, then the last two; the young three stay
+    assert [r.offset for r in log.read(0, 100)] == [11, 12, 13]
+    assert [e.offset for e in store.list_late_events()[0]] == [12]
+    # the round is over: the next is not due for a minute, though 11-13 are old 30 s later
+    clock.advance(30)
+    assert p.run_once() == 0
+    assert log.count() == 3
+    clock.advance(RETENTION_EVERY_S - 30)
+    assert p.run_once() == 0
+    assert log.count() == 0
+    assert store.list_late_events()[0] == []
