@@ -17,7 +17,7 @@ from ringfence.errors import Conflict, NotFound, RequestError
 from ringfence.store import Checkpoint, SqliteStore
 from ringfence.store.notifications import SqlNotificationLog
 from ringfence.store.silences import SqlSilenceStore
-from ringfence.store.sql import SqlStore
+from ringfence.store.sql import LOOKUP_KEYS, SqlStore
 from tests.helpers.store import DictState, signal
 
 
@@ -62,6 +62,24 @@ def test_hits_in_one_batch_leave_the_alerts_as_one_batch_each_would(tmp_path: Pa
         )
     assert store.rule_hits() == one_by_one.rule_hits() == {"velocity": {"live": 39, "shadow": 1}, "other": {"live": 1}}
     one_by_one.close()
+
+
+def test_a_batch_over_many_keys_finds_each_ones_active_alert_or_next_occurrence(store: SqlStore) -> None:
+    """Keys are looked up a chunk at a time (more than one chunk here, the last one short): a
+    key with an active alert is deduplicated into it, one whose alerts were resolved gets the
+    next occurrence, a new one its first; keys of other rules never mix."""
+    keys = [f"tok_{i}" for i in range(2 * LOOKUP_KEYS + 22)]
+    active, resolved = keys[:50], keys[50:100]
+    commit(store, *(signal(i, key=k) for i, k in enumerate(active + resolved)))
+    for k in resolved:
+        store.transition(alert_id("velocity", k, 1), Action.RESOLVE, "key:analyst", "handled", now=1001.0)
+    commit(store, signal(500, rule="other", key=keys[-1]))  # another rule's alert under a new key
+    created = commit(store, *(signal(1000 + i, key=k) for i, k in enumerate(keys)), offset=1)
+    assert sorted(created) == sorted(
+        [alert_id("velocity", k, 2) for k in resolved] + [alert_id("velocity", k, 1) for k in keys[100:]]
+    )
+    assert {store.get_alert(alert_id("velocity", k, 1)).count for k in active} == {2}
+    assert store.get_alert(alert_id("other", keys[-1], 1)).count == 1
 
 
 def test_a_new_alert_after_resolution_gets_the_next_occurrence_id(store: SqlStore) -> None:
