@@ -25,17 +25,9 @@ from ringfence.runtimes.embedded.processor import Processor
 from ringfence.store import SqliteStore, state_log
 from ringfence.store.state_log import SnapshotSource
 from ringfence.testing import FixedClock, event
-from tests.helpers.factories import T0, ev
+from tests.helpers.factories import AUTHS_10M_PACK, T0, ev
 
-PACK = load_pack("""
-version: t1
-features:
-  - name: auths_10m
-    on: [card.authorization]
-    by: data.card_id
-    agg: count
-    window: 10m
-""")
+PACK = load_pack(AUTHS_10M_PACK)
 CARDS = [f"card-{i}" for i in range(50)]
 
 

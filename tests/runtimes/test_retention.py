@@ -14,17 +14,9 @@ from ringfence.runtimes.embedded.journal import SqliteLog
 from ringfence.runtimes.embedded.processor import RETENTION_EVERY_S, Processor
 from ringfence.store import SqliteStore
 from ringfence.testing import FixedClock
-from tests.helpers.factories import T0, ev
+from tests.helpers.factories import AUTHS_10M_PACK, T0, ev
 
-PACK = load_pack("""
-version: t1
-features:
-  - name: auths_10m
-    on: [card.authorization]
-    by: data.card_id
-    agg: count
-    window: 10m
-""")
+PACK = load_pack(AUTHS_10M_PACK)
 DAY = 86400.0
 
 
