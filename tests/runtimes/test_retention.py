@@ -53,3 +53,32 @@ def test_a_round_deletes_a_slice_per_idle_step_until_every_old_record_is_gone(
     assert p.run_once() == 0
     assert log.count() == 0
     assert store.list_late_events()[0] == []
+
+
+def test_a_round_that_lasts_past_a_minute_is_reported_once_a_minute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(processor_module, "RETENTION_ROWS", 1)
+    clock = FixedClock(T0)
+    log, store = SqliteLog(tmp_path / "j.db", 2), SqliteStore(tmp_path / "s.db")
+    p = Processor(log, store, Engine(PACK), Metrics(), clock, retention_s=DAY)
+    p.recover()
+    log.append([ev(at=T0, card_id=f"c{i}") for i in range(6)], ingested_at=T0)
+    clock.advance(DAY + 10)
+    assert p.run_once() == 6
+    with caplog.at_level("WARNING", logger="ringfence.processor"):
+        for step in range(5):  # a processor with an idle step a minute only (none after the last slice)
+            assert p.run_once() == 0
+            clock.advance(RETENTION_EVERY_S if step < 4 else 1)
+    behind = [r.getMessage() for r in caplog.records if "retention is behind" in r.getMessage()]
+    assert behind == [
+        "retention is behind: a round begun 60 s ago has deleted 1 processed events from the log so far; "
+        "the processor has few idle moments",
+        "retention is behind: a round begun 120 s ago has deleted 2 processed events from the log so far; "
+        "the processor has few idle moments",
+        "retention is behind: a round begun 180 s ago has deleted 3 processed events from the log so far; "
+        "the processor has few idle moments",
+        "retention is behind: a round begun 240 s ago has deleted 4 processed events from the log so far; "
+        "the processor has few idle moments",
+    ]
+    assert log.count() == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,6 +55,14 @@ def test_a_row_stamped_out_of_order_is_never_dropped_before_its_time(tmp_path: P
     assert left(conn) == [3, 6]
     assert delete_oldest(conn, "late_events", 91.0, 6, 10) == 1
     assert left(conn) == [6]
+
+
+@pytest.mark.parametrize(("name", "max_rows"), [("alerts", 5), ("late_events", 0), ("late_events", -1)])
+def test_another_table_or_no_bound_is_refused(tmp_path: Path, name: str, max_rows: int) -> None:
+    conn = table(tmp_path / "t.db", {1: 1.0})
+    with pytest.raises(ValueError, match="retention of"):
+        delete_oldest(conn, name, 10.0, 1, max_rows)  # type: ignore[arg-type]
+    assert left(conn) == [1]
 
 
 def test_rows_that_are_kept_are_not_scanned(tmp_path: Path) -> None:

@@ -74,11 +74,21 @@ def test_a_batch_over_many_keys_finds_each_ones_active_alert_or_next_occurrence(
     for k in resolved:
         store.transition(alert_id("velocity", k, 1), Action.RESOLVE, "key:analyst", "handled", now=1001.0)
     commit(store, signal(500, rule="other", key=keys[-1]))  # another rule's alert under a new key
+    with store.transaction() as conn:  # two active alerts of one key (the store never makes them): the newest wins
+        conn.execute(
+            "INSERT INTO alerts (id, rule_id, rule_version, severity, audience, status, customer_id, dedup_key, "
+            "occurrence, labels, title, summary, evidence, first_seen, last_seen, created_at, updated_at, count) "
+            "SELECT 'al_newest', rule_id, rule_version, severity, audience, status, customer_id, dedup_key, 9, "
+            "labels, title, summary, evidence, first_seen, last_seen, created_at, updated_at, count FROM alerts "
+            "WHERE id = ?",
+            (alert_id("velocity", active[0], 1),),
+        )
     created = commit(store, *(signal(1000 + i, key=k) for i, k in enumerate(keys)), offset=1)
     assert sorted(created) == sorted(
         [alert_id("velocity", k, 2) for k in resolved] + [alert_id("velocity", k, 1) for k in keys[100:]]
     )
-    assert {store.get_alert(alert_id("velocity", k, 1)).count for k in active} == {2}
+    assert {store.get_alert(alert_id("velocity", k, 1)).count for k in active[1:]} == {2}
+    assert (store.get_alert("al_newest").count, store.get_alert(alert_id("velocity", active[0], 1)).count) == (2, 1)
     assert store.get_alert(alert_id("other", keys[-1], 1)).count == 1
 
 

@@ -6,7 +6,8 @@ Neither has an index on ``ingested_at``: the journal's would slow every append. 
 the table held. Here the last old-enough offset is found by a binary search on the primary key,
 and a bounded slice is deleted from the start of the key up to it. A row stamped out of order
 (the wall clock stepped back) is still never dropped before its time: the cut-off is tested on
-every row deleted.
+every row deleted; such a row, or rows stamped ahead of the clock, can keep the rows after
+them a while past the cut-off (the search stops before them), never delete them early.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from typing import Literal
 from ringfence.store.connection import Connection
 
 Table = Literal["journal", "late_events"]
+TABLES = ("journal", "late_events")
 
 
 def delete_oldest(conn: Connection, table: Table, ingested_before: float, up_to: int, max_rows: int) -> int:
     """Delete up to ``max_rows`` of the oldest rows of ``table`` with an offset up to ``up_to``
     ingested before the cut-off; return how many (fewer than ``max_rows``: none are left)."""
+    if table not in TABLES or max_rows < 1:  # the name goes into the SQL; LIMIT -1 is no limit
+        raise ValueError(f"retention of {table!r}, {max_rows} rows at a time")
     first = conn.execute(f"SELECT min(offset) FROM {table}").fetchone()[0]  # nosec # noqa: S608 - a fixed name
     if first is None:
         return 0

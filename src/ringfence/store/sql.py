@@ -168,7 +168,8 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
                 hit.alerts[(rule_id, dedup_key)] = _Active(aid, msgspec.json.decode(evidence), first_seen, last_seen)
             missing = [key for key in chunk if key not in hit.alerts]
             if missing:
-                hit.alerts_of.update(((r, d), n) for r, d, n in conn.execute(_ALERTS_OF_KEYS, _padded(missing)))
+                counts = conn.execute(_ALERTS_OF_KEYS, _padded(missing))
+                hit.alerts_of.update(((r, d), n) for r, d, n in counts if r is not None)
 
     def _apply_signal(self, conn: Connection, s: AlertSignal, hit: _BatchHits) -> tuple[Decision, str]:
         """Deduplicate ``s`` into its active alert, or create one. The active alerts a batch
@@ -448,11 +449,11 @@ def _alert_filters(query: AlertQuery) -> tuple[list[str], list[Any]]:
     return where, args
 
 
-def _padded(keys: list[tuple[str, str]]) -> list[str]:
-    """The parameters of :data:`LOOKUP_KEYS` keys: ``keys``, the last repeated (one statement
-    text whatever the count, so PostgreSQL's translation cache keeps one)."""
-    padded = keys + [keys[-1]] * (LOOKUP_KEYS - len(keys))
-    return [value for key in padded for value in key]
+def _padded(keys: list[tuple[str, str]]) -> list[str | None]:
+    """The parameters of :data:`LOOKUP_KEYS` keys: ``keys``, then NULLs, which match no alert
+    (one statement text whatever the count, so PostgreSQL's translation cache keeps one)."""
+    padded: list[str | None] = [value for key in keys for value in key]
+    return padded + [None] * (2 * (LOOKUP_KEYS - len(keys)))
 
 
 @dataclass
