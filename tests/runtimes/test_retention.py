@@ -20,14 +20,20 @@ PACK = load_pack(AUTHS_10M_PACK)
 DAY = 86400.0
 
 
-def test_a_round_deletes_a_slice_per_idle_step_until_every_old_record_is_gone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(processor_module, "RETENTION_ROWS", 4)
+def retaining(tmp_path: Path) -> tuple[FixedClock, SqliteLog, SqliteStore, Processor]:
+    """A processor keeping a day of journal, recovered, at T0."""
     clock = FixedClock(T0)
     log, store = SqliteLog(tmp_path / "j.db", 2), SqliteStore(tmp_path / "s.db")
     p = Processor(log, store, Engine(PACK), Metrics(), clock, retention_s=DAY)
     p.recover()
+    return clock, log, store, p
+
+
+def test_a_round_deletes_a_slice_per_idle_step_until_every_old_record_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(processor_module, "RETENTION_ROWS", 4)
+    clock, log, store, p = retaining(tmp_path)
     log.append([ev(at=T0, card_id=f"c{i}") for i in range(10)], ingested_at=T0)  # offsets 1-10: old
     log.append([ev(at=T0, card_id=f"d{i}") for i in range(3)], ingested_at=T0 + 20)  # 11-13: 20 s younger
     with store.transaction() as conn:  # late events of records 2, 9 (old) and 12 (young)
@@ -59,10 +65,7 @@ def test_a_round_that_lasts_past_a_minute_is_reported_once_a_minute(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(processor_module, "RETENTION_ROWS", 1)
-    clock = FixedClock(T0)
-    log, store = SqliteLog(tmp_path / "j.db", 2), SqliteStore(tmp_path / "s.db")
-    p = Processor(log, store, Engine(PACK), Metrics(), clock, retention_s=DAY)
-    p.recover()
+    clock, log, _, p = retaining(tmp_path)
     log.append([ev(at=T0, card_id=f"c{i}") for i in range(6)], ingested_at=T0)
     clock.advance(DAY + 10)
     assert p.run_once() == 6

@@ -12,12 +12,12 @@ them a while past the cut-off (the search stops before them), never delete them 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from ringfence.store.connection import Connection
 
 Table = Literal["journal", "late_events"]
-TABLES = ("journal", "late_events")
+TABLES = get_args(Table)
 
 
 def delete_oldest(conn: Connection, table: Table, ingested_before: float, up_to: int, max_rows: int) -> int:
