@@ -52,10 +52,16 @@ export async function render(main) {
   let nextCursor = null;
   let rows = [];
 
+  let latest = 0;
   async function load(append = false) {
     const params = query(form, append ? nextCursor : null);
+    const mine = ++latest;
     try {
-      const page = await api(`/v1/alerts?${params}&limit=50`);
+      const countParams = new URLSearchParams(params);
+      countParams.delete("cursor");
+      // the list and its counts are fetched together and shown together, so they never disagree on screen
+      const [page, total] = await Promise.all([api(`/v1/alerts?${params}&limit=50`), api(`/v1/alerts/counts?${countParams}`)]);
+      if (mine !== latest) return; // a newer load is on its way; an older answer must not overwrite it
       const fresh = page.items.filter((a) => seen.size && !seen.has(a.id));
       page.items.forEach((a) => seen.add(a.id));
       const freshIds = new Set(fresh.map((a) => a.id));
@@ -63,8 +69,6 @@ export async function render(main) {
       nextCursor = page.next_cursor;
       more.hidden = !nextCursor;
       list.replaceChildren(table("Alerts", ["Last seen", "Severity", "Title", "Rule", "Customer", "Status", "Count"], rows, "No alerts match these filters."));
-      params.delete("cursor");
-      const total = await api(`/v1/alerts/counts?${params}`);
       counts.replaceChildren(
         h("li", {}, "Total ", h("strong", {}, number(total.total))),
         ...SEVERITIES.map((s) => h("li", { class: `severity-${s}` }, `${s} `, h("strong", { "data-severity": s }, number(total.by_severity[s] || 0)))));
