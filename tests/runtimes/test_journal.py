@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ringfence.errors import StoreError
 from ringfence.events import decode_event
@@ -31,6 +33,37 @@ def test_a_retried_event_is_reported_as_duplicate_and_not_stored_again(tmp_path:
     assert log.append([ev(event_id="e-1"), ev(event_id="e-2")], 2.0) == [None, 2]  # no gap
     assert log.count() == 2
     assert log.head() == 2
+
+
+def test_an_event_sent_twice_in_one_batch_is_stored_once(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path / "j.db", partitions=4)
+    assert log.append([ev(event_id="e-1"), ev(event_id="e-2"), ev(event_id="e-1")], 1.0) == [1, 2, None]
+    assert log.append([ev(event_id="e-3")], 1.0) == [3]
+    assert [decode_event(r.body).event_id for r in log.read(0, 10)] == ["e-1", "e-2", "e-3"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.tuples(st.sampled_from(["web", "core"]), st.integers(0, 12)), max_size=8), max_size=6))
+def test_offsets_stay_dense_and_each_event_is_stored_once_whatever_the_duplicates(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[list[tuple[str, int]]]
+) -> None:
+    """Batches with no duplicate take one statement, others one per event: the journal
+    must be the same either way, as a model of it says."""
+    log = SqliteLog(tmp_path_factory.mktemp("j") / "j.db", partitions=4)
+    stored: list[tuple[str, str]] = []
+    for batch in batches:
+        events = [ev(source=source, event_id=f"e-{n}") for source, n in batch]
+        expected: list[int | None] = []
+        for event in events:
+            key = (event.source, event.event_id)
+            expected.append(None if key in stored else len(stored) + 1)
+            if key not in stored:
+                stored.append(key)
+        assert log.append(events, 1.0) == expected
+    assert log.head() == len(stored)
+    assert [(r.offset, decode_event(r.body).source, decode_event(r.body).event_id) for r in log.read(0, 100)] == [
+        (i + 1, *key) for i, key in enumerate(stored)
+    ]
 
 
 def test_the_same_event_id_from_another_producer_is_not_a_duplicate(tmp_path: Path) -> None:

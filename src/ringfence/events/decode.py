@@ -147,7 +147,7 @@ def _envelope(raw: bytes | msgspec.Raw) -> tuple[dict[str, Any], list[FieldError
         return decode_fields(Envelope, raw, "")
     except RecursionError:
         return {}, [FieldError("$", TOO_DEEP)]
-    return {name: getattr(env, name) for name in env.__struct_fields__}, []
+    return msgspec.structs.asdict(env), []
 
 
 def _data(type_: str, raw: msgspec.Raw, custom: Collection[str]) -> tuple[dict[str, Any], list[FieldError]]:

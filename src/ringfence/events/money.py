@@ -186,6 +186,16 @@ MAX_AMOUNT_CHARS = 64  # longer strings are no amount (and Decimal would parse t
 _DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
+def _canonical(exponent: int) -> re.Pattern[str]:
+    decimals = rf"\.[0-9]{{{exponent}}}" if exponent else ""
+    return re.compile(rf"(?:0|[1-9][0-9]{{0,{MAX_MAJOR_DIGITS - 1}}}){decimals}")
+
+
+# an amount already canonical: digits with no leading zero (or a lone 0), then exactly the
+# currency's decimals; most producers send this, and it is read without Decimal
+_CANONICAL = {exponent: _canonical(exponent) for exponent in set(CURRENCY_EXPONENTS.values())}
+
+
 class MoneyError(ValueError):
     """An amount or currency is not valid; the message says why (without echoing the value),
     ``field`` which of the two is at fault."""
@@ -228,3 +238,14 @@ def to_decimal(value: int | float | str, currency: str, *, signed: bool = False)
         return amount.quantize(unit)
     except DecimalException:
         raise MoneyError("not a decimal number") from None
+
+
+def canonical_amount(value: int | float | str, currency: str, *, signed: bool = False) -> str:
+    """:func:`to_decimal`'s amount as text (raising as it does), read without Decimal when
+    it is already canonical."""
+    exponent = CURRENCY_EXPONENTS.get(currency)
+    if isinstance(value, str) and exponent is not None:
+        pattern = _CANONICAL.get(exponent)
+        if pattern is not None and pattern.fullmatch(value) is not None:
+            return value
+    return str(to_decimal(value, currency, signed=signed))

@@ -8,15 +8,19 @@ so no producer value raises here. Called by :func:`ringfence.events.decode.valid
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Container
 from typing import Any
 
 from ringfence.errors import FieldError
-from ringfence.events.money import MoneyError, to_decimal
+from ringfence.events.money import MoneyError, canonical_amount
 from ringfence.events.sensitive import mask_account
 from ringfence.events.types import MASKED_FIELDS, MONEY_FIELDS
 
 MAX_IP_CHARS = 45
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# the dotted quad most addresses are, checked without building an address object
+_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 
 
 def normalise_data(data: dict[str, Any], failed: Container[str] = ()) -> list[FieldError]:
@@ -49,7 +53,7 @@ def _money(data: dict[str, Any], name: str, failed: Container[str], errors: list
             errors.append(FieldError("data.currency", message))
         return
     try:
-        data[name] = str(to_decimal(data[name], currency, signed=name == "balance"))
+        data[name] = canonical_amount(data[name], currency, signed=name == "balance")
     except MoneyError as exc:
         path = f"data.{exc.field}" if exc.field == "currency" else f"data.{name}"
         if path not in failed and FieldError(path, str(exc)) not in errors:
@@ -61,6 +65,8 @@ def _ip_error(value: object) -> str | None:
         return "expected an IP address (a string)"
     if len(value) > MAX_IP_CHARS:
         return "not an IP address"
+    if _IPV4.fullmatch(value) is not None:
+        return None
     try:
         ipaddress.ip_address(value)
     except ValueError:

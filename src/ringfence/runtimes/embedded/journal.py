@@ -64,30 +64,74 @@ class SqliteLog:
 
     def append(self, events: list[Event], ingested_at: float) -> list[int | None]:
         conn = self._conn()
-        offsets: list[int | None] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for event in events:
-                # NOT EXISTS rather than OR IGNORE: a refused insert must not consume an offset
-                cur = conn.execute(
-                    "INSERT INTO journal (partition, source, event_id, ingested_at, body) "
-                    "SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS "
-                    "(SELECT 1 FROM journal WHERE source = ? AND event_id = ?)",
-                    (
-                        partition_for(event, self.partitions),
-                        event.source,
-                        event.event_id,
-                        ingested_at,
-                        encode_event(event),
-                        event.source,
-                        event.event_id,
-                    ),
-                )
-                offsets.append(cur.lastrowid if cur.rowcount == 1 else None)
+            offsets = self._append_all_new(conn, events, ingested_at)
+            if offsets is None:  # a duplicate among them: start over, one event at a time
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                offsets = self._append_each(conn, events, ingested_at)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
+        return offsets
+
+    def _append_all_new(
+        self, conn: sqlite3.Connection, events: list[Event], ingested_at: float
+    ) -> list[int | None] | None:
+        """Nearly every batch holds no duplicate: its rows go in with one statement at the
+        offsets after the head, which is half the CPU of a statement per event. None if an
+        event was a duplicate (of another in the batch, or skipped by the unique index): the
+        caller rolls back, so no offset is skipped."""
+        first = self.head() + 1
+        rows: list[tuple[int, int, str, str, float, bytes]] = []
+        keys: set[tuple[str, str]] = set()
+        for event in events:
+            key = (event.source, event.event_id)
+            if key in keys:
+                return None
+            keys.add(key)
+            rows.append(
+                (
+                    first + len(rows),
+                    partition_for(event, self.partitions),
+                    event.source,
+                    event.event_id,
+                    ingested_at,
+                    encode_event(event),
+                )
+            )
+        before = conn.total_changes
+        conn.executemany(
+            "INSERT OR IGNORE INTO journal (offset, partition, source, event_id, ingested_at, body) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        if conn.total_changes - before != len(rows):
+            return None
+        return [*range(first, first + len(rows))]
+
+    def _append_each(self, conn: sqlite3.Connection, events: list[Event], ingested_at: float) -> list[int | None]:
+        offsets: list[int | None] = []
+        for event in events:
+            # NOT EXISTS rather than OR IGNORE: a refused insert must not consume an offset
+            cur = conn.execute(
+                "INSERT INTO journal (partition, source, event_id, ingested_at, body) "
+                "SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM journal WHERE source = ? AND event_id = ?)",
+                (
+                    partition_for(event, self.partitions),
+                    event.source,
+                    event.event_id,
+                    ingested_at,
+                    encode_event(event),
+                    event.source,
+                    event.event_id,
+                ),
+            )
+            offsets.append(cur.lastrowid if cur.rowcount == 1 else None)
         return offsets
 
     def read(self, after: int, limit: int) -> list[Record]:
