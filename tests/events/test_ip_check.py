@@ -26,7 +26,7 @@ addresses = st.one_of(
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(addresses)
 def test_an_address_is_accepted_exactly_when_ipaddress_accepts_it(value: str) -> None:
     errors = normalise_data({"ip": value})

@@ -32,12 +32,13 @@ amount_texts = st.one_of(
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(amount_texts, st.sampled_from(CURRENCIES), st.booleans())
 def test_a_text_amount_reads_as_the_exact_reading_does(value: str, currency: str, signed: bool) -> None:
     assert fast(value, currency, signed) == exact(value, currency, signed)
 
 
+@settings(deadline=None)
 @given(st.one_of(st.integers(), st.floats(), st.booleans(), st.none()), st.sampled_from(CURRENCIES), st.booleans())
 def test_a_number_amount_reads_as_the_exact_reading_does(value: object, currency: str, signed: bool) -> None:
     assert fast(value, currency, signed) == exact(value, currency, signed)

@@ -56,6 +56,7 @@ export async function render(main) {
   async function load(append = false) {
     const params = query(form, append ? nextCursor : null);
     const mine = ++latest;
+    more.disabled = true; // a page added to a list being reloaded would be added to the wrong list
     try {
       const countParams = new URLSearchParams(params);
       countParams.delete("cursor");
@@ -73,7 +74,9 @@ export async function render(main) {
         h("li", {}, "Total ", h("strong", {}, number(total.total))),
         ...SEVERITIES.map((s) => h("li", { class: `severity-${s}` }, `${s} `, h("strong", { "data-severity": s }, number(total.by_severity[s] || 0)))));
     } catch (error) {
-      list.replaceChildren(errorBox(error));
+      if (mine === latest) list.replaceChildren(errorBox(error));
+    } finally {
+      if (mine === latest) more.disabled = false;
     }
   }
 
