@@ -72,8 +72,6 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         journal_sync: SQLite ``synchronous`` for the journal: ``full`` survives power loss.
         ingest_process: decode and append producers' events in a worker process (uses a
             second core); off, ingest shares the API process with the processor thread.
-        dispatch_process: run the alert pipeline (grouping, notifications) in a worker process;
-            off, it is a thread of the API process.
         rule_pack: a rule pack file to load instead of the packaged default.
         alerting: the alerting config (receivers, routes, inhibition); default: dashboard only.
         tls_cert, tls_key: serve HTTPS (and send HSTS) with this PEM certificate and key.
@@ -122,7 +120,6 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     log_retention_s: float = DEFAULT_LOG_RETENTION_S
     journal_sync: str = "full"
     ingest_process: bool = True
-    dispatch_process: bool = True
     rule_pack: Path | None = None
     alerting: Path | None = None
     tls_cert: Path | None = None

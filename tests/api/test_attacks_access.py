@@ -26,8 +26,8 @@ from ringfence.bench.servers import EmbeddedServer, create_key, ringfence_cli, s
 from ringfence.config import DEFAULT_PARTITIONS
 from ringfence.events.model import Event
 from ringfence.log.base import partition_of_key
-from ringfence.runtimes.embedded.data_dir import STORE_FILE
 from ringfence.runtimes.embedded.journal import SqliteLog
+from ringfence.runtimes.embedded.platform import STORE_FILE
 from ringfence.testing import event
 from tests.helpers.http import post, risky_transfer, uid
 

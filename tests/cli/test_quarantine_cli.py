@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ringfence.bench.servers import ringfence_cli
-from ringfence.runtimes.embedded.data_dir import open_store
+from ringfence.runtimes.embedded.platform import open_store
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineRepository, write
 from tests.helpers.factories import T0
 

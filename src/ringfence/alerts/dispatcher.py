@@ -89,11 +89,7 @@ class Dispatcher:
             Every(HOUSEKEEPING_EVERY_S, self.retention),
         )
 
-    def run(
-        self, stop: threading.Event, idle_wait_s: float = 0.2, after_step: Callable[[], None] = lambda: None
-    ) -> None:
-        """Step until ``stop``; ``after_step`` runs after each pass (the embedded runtime's
-        dispatcher process reports its counts there)."""
+    def run(self, stop: threading.Event, idle_wait_s: float = 0.2) -> None:
         while not stop.is_set():
             try:
                 busy = self.step()
@@ -101,7 +97,6 @@ class Dispatcher:
                 log.exception("dispatcher step failed; retrying")
                 stop.wait(1.0)
                 continue
-            after_step()
             if not busy:
                 self.wakeup.wait(idle_wait_s)
                 self.wakeup.clear()

@@ -44,7 +44,7 @@ def open_configured_store(settings: Settings) -> SqlStore:
             from ringfence.runtimes.kafka.platform import open_postgres
 
             return open_postgres(settings)
-        from ringfence.runtimes.embedded.data_dir import open_store
+        from ringfence.runtimes.embedded.platform import open_store
 
         return open_store(settings.data_dir)
     except RingfenceError as exc:

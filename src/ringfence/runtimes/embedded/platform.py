@@ -7,25 +7,27 @@ ASGI app with uvicorn, and :func:`ringfence.bench.servers.run_embedded` runs it 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 from ringfence.alerts.config import load_alerting
 from ringfence.alerts.dispatcher import Dispatcher
 from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, SystemClock
-from ringfence.config import Settings
+from ringfence.config import Settings, audit_key
 from ringfence.engine.engine import Engine
 from ringfence.engine.native import make_engine
 from ringfence.engine.pack import RulePack
-from ringfence.errors import RequestError
+from ringfence.errors import RequestError, StoreError
 from ringfence.metrics import Metrics
+from ringfence.private_files import open_private, private_dir
 from ringfence.runtimes.backtest import BacktestChild, BacktestJob, start_child
-from ringfence.runtimes.embedded.data_dir import JOURNAL_FILE, lock_data_dir, open_store
-from ringfence.runtimes.embedded.dispatch_worker import DispatchWorker
 from ringfence.runtimes.embedded.group_commit import GroupCommitter
 from ringfence.runtimes.embedded.ingest_worker import IngestWorker
 from ringfence.runtimes.embedded.journal import SqliteLog
@@ -36,11 +38,43 @@ from ringfence.store.notifications import SqlNotificationLog
 from ringfence.store.packs import ListValues, PackRepository, PackVersion
 from ringfence.store.quarantine import QuarantineEntry, QuarantineRepository
 from ringfence.store.silences import SqlSilenceStore
+from ringfence.store.sqlite import SqliteStore
 
 log = logging.getLogger("ringfence.embedded")
 
+JOURNAL_FILE = "journal.sqlite3"
+STORE_FILE = "store.sqlite3"
+LOCK_FILE = "processor.lock"
 FEATURE_READS = 5  # tries at reading a customer's features while the processor thread resizes a state
 RESTORE_WAIT_S = 2.0  # start() waits this long for the checkpoint's state before serving without it
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Take the data dir's processor lock: two processors on one log would double alerts.
+
+    Raises StoreError if another process holds it. The lock dies with the process, so a
+    kill -9 never leaves it stale.
+    """
+    private_dir(data_dir)
+    handle = open_private(data_dir / LOCK_FILE)  # held for the platform's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StoreError(
+            f"another Ringfence process is running on {data_dir}; stop it, or send to it with --url"
+        ) from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def open_store(data_dir: Path) -> SqliteStore:
+    """The store of a data dir, created if needed (used by the CLI too, so both chain the audit
+    trail with one key: the configured secret, else the data dir's ``audit.key``)."""
+    private_dir(data_dir)
+    return SqliteStore(data_dir / STORE_FILE, audit_key())
 
 
 class Platform:
@@ -76,14 +110,15 @@ class Platform:
             retention_s=settings.log_retention_s,
         )
         self.stream = AlertStream()
-        alerting = load_alerting(settings.alerting)  # a bad config stops the start here, in either mode
-        self.dispatcher: Dispatcher | None = None
-        if not settings.dispatch_process:
-            self.dispatcher = Dispatcher(
-                self.store, alerting, self.clock, self.metrics, self.stream, auto_resolve=lambda: self.pack.auto_resolve
-            )
-        self.dispatch_worker: DispatchWorker | None = None
-        self.processor.on_alerts = self._wake_dispatcher
+        self.dispatcher = Dispatcher(
+            self.store,
+            load_alerting(settings.alerting),
+            self.clock,
+            self.metrics,
+            self.stream,
+            auto_resolve=lambda: self.pack.auto_resolve,
+        )
+        self.processor.on_alerts = self.dispatcher.wakeup.set
         self._head = 0
         self._head_lock = threading.Lock()
         self.committer: GroupCommitter | None = None
@@ -128,14 +163,7 @@ class Platform:
         return entry
 
     def notification_redriven(self) -> None:
-        self._wake_dispatcher()
-
-    def _wake_dispatcher(self) -> None:
-        """A batch committed alert changes, or a notification was re-driven: look now."""
-        if self.dispatch_worker is not None:
-            self.dispatch_worker.wake()
-        elif self.dispatcher is not None:
-            self.dispatcher.wakeup.set()
+        self.dispatcher.wakeup.set()
 
     def processed_offset(self) -> int:
         return self.processor.offset
@@ -167,8 +195,6 @@ class Platform:
     def activate_pack(self, pack: RulePack, actor: str, now: float) -> PackVersion:
         version = self.packs.activate(pack, actor, now)
         self.processor.request_reload(pack)
-        if self.dispatch_worker is not None:
-            self.dispatch_worker.set_auto_resolve(pack.auto_resolve)
         return version
 
     def list_values(self, name: str) -> frozenset[str]:
@@ -225,13 +251,10 @@ class Platform:
             target=self.processor.run, args=(self._stop,), name="ringfence-processor", daemon=True
         )
         self._thread.start()
-        if self.dispatcher is not None:
-            self._dispatch_thread = threading.Thread(
-                target=self.dispatcher.run, args=(self._stop,), name="ringfence-dispatcher", daemon=True
-            )
-            self._dispatch_thread.start()
-        else:
-            self.dispatch_worker = DispatchWorker(self.settings, self.pack.auto_resolve, self.stream, self.metrics)
+        self._dispatch_thread = threading.Thread(
+            target=self.dispatcher.run, args=(self._stop,), name="ringfence-dispatcher", daemon=True
+        )
+        self._dispatch_thread.start()
         self._accepting = True
         restored = self.processor.started.wait(RESTORE_WAIT_S)
         log.info(
@@ -252,16 +275,11 @@ class Platform:
             self.committer.close()
         self._stop.set()
         self.processor.wakeup.set()
-        if self.dispatcher is not None:
-            self.dispatcher.wakeup.set()
-        if self.dispatch_worker is not None:
-            self.dispatch_worker.close()
-            self.dispatch_worker = None
+        self.dispatcher.wakeup.set()
         for thread in (self._thread, self._dispatch_thread):
             if thread is not None:
                 thread.join(timeout=30)
-        if self.dispatcher is not None:
-            self.dispatcher.close()
+        self.dispatcher.close()
         self.log.close()
         self.store.close()
         if self._lock is not None:
