@@ -93,16 +93,7 @@ class SqliteLog:
             if key in keys:
                 return None
             keys.add(key)
-            rows.append(
-                (
-                    first + len(rows),
-                    partition_for(event, self.partitions),
-                    event.source,
-                    event.event_id,
-                    ingested_at,
-                    encode_event(event),
-                )
-            )
+            rows.append((first + len(rows), *self._row(event, ingested_at)))
         before = conn.total_changes
         conn.executemany(
             "INSERT OR IGNORE INTO journal (offset, partition, source, event_id, ingested_at, body) "
@@ -121,18 +112,14 @@ class SqliteLog:
                 "INSERT INTO journal (partition, source, event_id, ingested_at, body) "
                 "SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS "
                 "(SELECT 1 FROM journal WHERE source = ? AND event_id = ?)",
-                (
-                    partition_for(event, self.partitions),
-                    event.source,
-                    event.event_id,
-                    ingested_at,
-                    encode_event(event),
-                    event.source,
-                    event.event_id,
-                ),
+                (*self._row(event, ingested_at), event.source, event.event_id),
             )
             offsets.append(cur.lastrowid if cur.rowcount == 1 else None)
         return offsets
+
+    def _row(self, event: Event, ingested_at: float) -> tuple[int, str, str, float, bytes]:
+        """An event's columns after its offset: partition, source, event id, ingested_at, body."""
+        return partition_for(event, self.partitions), event.source, event.event_id, ingested_at, encode_event(event)
 
     def read(self, after: int, limit: int) -> list[Record]:
         rows = self._conn().execute(
