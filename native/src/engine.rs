@@ -1,18 +1,18 @@
 //! The engine of `ringfence.engine.engine`, run over a compiled plan: features, scores,
 //! rules and patterns per event, absence timers on the watermark, and the state rows changed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value as J;
 
 use crate::anomaly::{self, ZState};
-use crate::expr::{money, Ctx, Env, Expr, Names, Path, Template};
+use crate::expr::{is_money, money, Ctx, Env, Expr, Names, Path, Template};
 use crate::features::{Agg, FeatureSpec, BUCKETS};
-use crate::jv::Jv;
+use crate::jv::{shared_text, shared_text_or_null, Jv};
 use crate::patterns::{Captured, Kind, PState, Partial, Snap, Step, Timers, MAX_PARTIALS};
 use crate::store::State;
 use crate::value::{from_json, py_str, Fault, Set, Value, R};
@@ -20,16 +20,18 @@ use crate::value::{from_json, py_str, Fault, Set, Value, R};
 /// A validated event, as the runtimes store it (``encode_event``).
 #[derive(Deserialize)]
 struct RawEvent {
-    event_id: String,
-    #[serde(rename = "type")]
-    etype: String,
+    #[serde(deserialize_with = "shared_text")]
+    event_id: Arc<str>,
+    #[serde(rename = "type", deserialize_with = "shared_text")]
+    etype: Arc<str>,
     occurred_at: f64,
-    source: String,
+    #[serde(deserialize_with = "shared_text")]
+    source: Arc<str>,
     data: Jv,
-    #[serde(default)]
-    customer_id: Option<String>,
-    #[serde(default)]
-    account_id: Option<String>,
+    #[serde(default, deserialize_with = "shared_text_or_null")]
+    customer_id: Option<Arc<str>>,
+    #[serde(default, deserialize_with = "shared_text_or_null")]
+    account_id: Option<Arc<str>>,
 }
 
 pub struct Event {
@@ -44,15 +46,18 @@ pub struct Event {
 
 impl Event {
     pub fn parse(body: &[u8]) -> R<Event> {
-        let raw: RawEvent = serde_json::from_slice(body)
+        // checked as UTF-8 once here, not string by string in the parser
+        let text = std::str::from_utf8(body)
+            .map_err(|e| Fault::Value(format!("undecodable event: {e}")))?;
+        let raw: RawEvent = serde_json::from_str(text)
             .map_err(|e| Fault::Value(format!("undecodable event: {e}")))?;
         Ok(Event {
-            event_id: Arc::from(raw.event_id),
-            etype: Arc::from(raw.etype),
+            event_id: raw.event_id,
+            etype: raw.etype,
             occurred_at: raw.occurred_at,
-            source: Arc::from(raw.source),
-            customer_id: raw.customer_id.map(Arc::from),
-            account_id: raw.account_id.map(Arc::from),
+            source: raw.source,
+            customer_id: raw.customer_id,
+            account_id: raw.account_id,
             data: Arc::new(raw.data),
         })
     }
@@ -83,8 +88,6 @@ impl Event {
     }
 }
 
-const MONEY_FIELDS: [&str; 2] = ["amount", "balance"];
-
 fn walk_json<'a>(mut j: &'a J, path: &[Arc<str>]) -> Option<&'a J> {
     for part in path {
         j = j.as_object()?.get(part.as_ref())?;
@@ -108,9 +111,9 @@ fn field_of(event: &Event, path: &Path) -> R<Value> {
             Env::AccountId => opt_str(&event.account_id),
             Env::Unknown => Value::Null,
         },
-        Path::Data(parts) => {
+        Path::Data { parts, money: m } => {
             let found = event.data.walk(parts).map_or(Value::Null, Jv::to_value);
-            if parts.len() == 1 && MONEY_FIELDS.contains(&parts[0].as_ref()) {
+            if *m {
                 money(found)?
             } else {
                 found
@@ -202,7 +205,7 @@ pub struct Anomaly {
     pub by: usize,
     pub inputs: Vec<Expr>,
     pub when: Option<Expr>,
-    pub on: Option<HashSet<String>>,
+    pub on: Option<FxHashSet<String>>,
     pub min_samples: usize,
     pub samples: usize,
     pub window: Option<f64>,
@@ -216,7 +219,7 @@ pub struct Output {
 }
 
 pub struct Rule {
-    pub on: HashSet<String>,
+    pub on: FxHashSet<String>,
     pub when: Expr,
     pub output: Output,
     pub evidence: Vec<usize>,
@@ -263,11 +266,14 @@ pub struct Plan {
     /// Feature names then score names: the slots of named values.
     pub value_names: Vec<String>,
     pub list_names: Vec<String>,
+    /// The distinct event fields expressions read: an event's are read once each.
+    pub field_paths: Vec<Vec<String>>,
 }
 
 struct Resolver<'a> {
     values: &'a HashMap<String, usize>,
     lists: &'a mut Vec<String>,
+    fields: &'a mut Vec<Vec<String>>,
 }
 
 impl Names for Resolver<'_> {
@@ -284,9 +290,19 @@ impl Names for Resolver<'_> {
             }
         }
     }
+
+    fn field_slot(&mut self, path: &[String]) -> usize {
+        match self.fields.iter().position(|p| p == path) {
+            Some(i) => i,
+            None => {
+                self.fields.push(path.to_vec());
+                self.fields.len() - 1
+            }
+        }
+    }
 }
 
-fn types(on: Option<Vec<String>>) -> Option<HashSet<String>> {
+fn types(on: Option<Vec<String>>) -> Option<FxHashSet<String>> {
     on.map(|v| v.into_iter().collect())
 }
 
@@ -306,6 +322,7 @@ impl Plan {
             .map(|(i, n)| (n.clone(), i))
             .collect();
         let mut list_names = doc.lists.clone();
+        let mut field_paths = Vec::new();
         let mut by_keys: Vec<Vec<Vec<String>>> = Vec::new();
         let mut by_index = |by: &Vec<Vec<String>>| match by_keys.iter().position(|b| b == by) {
             Some(i) => i,
@@ -317,6 +334,7 @@ impl Plan {
         let mut names = Resolver {
             values: &slots,
             lists: &mut list_names,
+            fields: &mut field_paths,
         };
         let opt = |j: &Option<J>, names: &mut Resolver| -> Result<Option<Expr>, String> {
             j.as_ref().map(|j| Expr::compile(j, names)).transpose()
@@ -431,12 +449,13 @@ impl Plan {
             bys,
             value_names,
             list_names,
+            field_paths,
         })
     }
 
     fn for_type(&self, etype: &str) -> TypePlan {
         let applies =
-            |on: &Option<HashSet<String>>| on.as_ref().is_none_or(|on| on.contains(etype));
+            |on: &Option<FxHashSet<String>>| on.as_ref().is_none_or(|on| on.contains(etype));
         TypePlan {
             features: (0..self.features.len())
                 .filter(|i| applies(&self.features[*i].on))
@@ -460,18 +479,22 @@ impl Plan {
 pub struct Scratch {
     values: Vec<Option<Value>>,
     keys: Vec<Option<Option<Arc<str>>>>,
+    /// The event's fields read so far, by :attr:`Plan.field_paths` slot.
+    fields: Vec<Option<Value>>,
 }
 
 impl Scratch {
     fn clear(&mut self) {
         self.values.iter_mut().for_each(|v| *v = None);
         self.keys.iter_mut().for_each(|k| *k = None);
+        self.fields.iter_mut().for_each(|f| *f = None);
     }
 
     fn new(plan: &Plan) -> Scratch {
         Scratch {
             values: vec![None; plan.value_names.len()],
             keys: vec![None; plan.bys.len()],
+            fields: vec![None; plan.field_paths.len()],
         }
     }
 }
@@ -490,7 +513,15 @@ fn key_with(by: &[Path], mut field: impl FnMut(&Path) -> R<Value>) -> R<Option<A
     if by.is_empty() {
         return Ok(Some(Arc::from("global")));
     }
-    let mut key = String::new();
+    if let [path] = by {
+        // one text field, the usual key: the event's own text, shared (no new text)
+        return Ok(match field(path)? {
+            Value::Null => None,
+            Value::Str(s) => Some(s),
+            other => Some(Arc::from(py_str(&other))),
+        });
+    }
+    let mut key = String::with_capacity(32); // most keys fit: one allocation
     for (i, path) in by.iter().enumerate() {
         let v = field(path)?;
         if v.is_null() {
@@ -535,8 +566,14 @@ impl EvalCtx<'_> {
 }
 
 impl Ctx for EvalCtx<'_> {
-    fn field(&mut self, path: &Path) -> R<Value> {
-        field_of(self.event, path)
+    fn field(&mut self, path: &Path, slot: usize) -> R<Value> {
+        // a scratch serves one event, so a field read once holds for the rest of it
+        if let Some(v) = &self.scratch.fields[slot] {
+            return Ok(v.clone());
+        }
+        let v = field_of(self.event, path)?;
+        self.scratch.fields[slot] = Some(v.clone());
+        Ok(v)
     }
 
     fn feature(&mut self, slot: usize) -> R<Value> {
@@ -580,11 +617,7 @@ impl Ctx for EvalCtx<'_> {
             "ingested_at" => Value::Float(snap.ingested_at),
             "data" => {
                 let v = snap.data.walk(rest).map_or(Value::Null, Jv::to_value);
-                return if rest.len() == 1 && MONEY_FIELDS.contains(&rest[0].as_ref()) {
-                    money(v)
-                } else {
-                    Ok(v)
-                };
+                return if is_money(rest) { money(v) } else { Ok(v) };
             }
             _ => Value::Null,
         };
@@ -624,7 +657,7 @@ pub struct Engine {
     pub lists: Vec<Value>,
     pub lateness: f64,
     pub timers: Timers,
-    pub max_event_time: HashMap<i64, f64>,
+    pub max_event_time: FxHashMap<i64, f64>,
     pub late_events: u64,
     by_type: FxHashMap<Arc<str>, Arc<TypePlan>>,
     scratch: Option<Scratch>,
@@ -650,7 +683,7 @@ impl Engine {
             state,
             lateness,
             timers: Timers::default(),
-            max_event_time: HashMap::new(),
+            max_event_time: FxHashMap::default(),
             late_events: 0,
             by_type: FxHashMap::default(),
             scratch: None,
@@ -1055,11 +1088,13 @@ impl Engine {
             }
             let key = key_with(by, |p| {
                 let v = match p {
-                    Path::Data(parts) => fields.get("data").and_then(|d| walk_json(d, parts)),
+                    Path::Data { parts, .. } => {
+                        fields.get("data").and_then(|d| walk_json(d, parts))
+                    }
                     Path::Env(_) => None,
                 };
                 Ok(match (p, v) {
-                    (Path::Data(_), v) => v.map_or(Value::Null, from_json),
+                    (Path::Data { .. }, v) => v.map_or(Value::Null, from_json),
                     (Path::Env(env), _) => {
                         fields.get(env_name(*env)).map_or(Value::Null, from_json)
                     }

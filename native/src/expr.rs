@@ -21,18 +21,29 @@ pub enum Env {
     Unknown,
 }
 
-/// A field path: an envelope field, or a path inside ``data``.
+/// A field path: an envelope field, or a path inside ``data`` (``money``: a top-level money
+/// field, which expressions read as a number; known when compiled, not looked up per read).
 #[derive(Clone, Debug)]
 pub enum Path {
     Env(Env),
-    Data(Vec<Arc<str>>),
+    Data { parts: Vec<Arc<str>>, money: bool },
+}
+
+/// The money fields of ``data``: decimal texts that expressions read as numbers.
+pub const MONEY_FIELDS: [&str; 2] = ["amount", "balance"];
+
+/// Whether ``path`` inside ``data`` is a money field.
+pub fn is_money(path: &[Arc<str>]) -> bool {
+    path.len() == 1 && MONEY_FIELDS.contains(&path[0].as_ref())
 }
 
 impl Path {
     pub fn parse(parts: &[String]) -> Path {
         match parts.split_first() {
             Some((head, rest)) if head == "data" => {
-                Path::Data(rest.iter().map(|p| Arc::from(p.as_str())).collect())
+                let parts: Vec<Arc<str>> = rest.iter().map(|p| Arc::from(p.as_str())).collect();
+                let money = is_money(&parts);
+                Path::Data { parts, money }
             }
             Some((head, _)) => Path::Env(match head.as_str() {
                 "event_id" => Env::EventId,
@@ -76,7 +87,8 @@ pub enum Expr {
     If(Box<Expr>, Box<Expr>, Box<Expr>),
     Call(Func, Vec<Expr>),
     List(usize),
-    Field(Path),
+    /// A field of the event, with its slot among the plan's distinct fields (read once an event).
+    Field(Path, usize),
     Feature(usize),
     FeatureField(usize, Arc<str>),
     Step(Arc<str>, Vec<Arc<str>>),
@@ -84,7 +96,8 @@ pub enum Expr {
 
 /// What an expression reads: the event, named values (features, scores), lists, pattern steps.
 pub trait Ctx {
-    fn field(&mut self, path: &Path) -> R<Value>;
+    /// The field at ``path``; ``slot`` numbers the plan's distinct fields, for caching.
+    fn field(&mut self, path: &Path, slot: usize) -> R<Value>;
     fn feature(&mut self, slot: usize) -> R<Value>;
     fn list(&self, slot: usize) -> Value;
     fn step(&self, name: &str, path: &[Arc<str>]) -> R<Value>;
@@ -94,6 +107,7 @@ pub trait Ctx {
 pub trait Names {
     fn value_slot(&self, name: &str) -> Option<usize>;
     fn list_slot(&mut self, name: &str) -> usize;
+    fn field_slot(&mut self, path: &[String]) -> usize;
 }
 
 fn bad(what: &str) -> String {
@@ -195,7 +209,10 @@ impl Expr {
                 Expr::Call(f, many("a", names)?)
             }
             "list" => Expr::List(names.list_slot(&text("n")?)),
-            "field" => Expr::Field(Path::parse(&strings(j.get("p").unwrap_or(&J::Null)))),
+            "field" => {
+                let parts = strings(j.get("p").unwrap_or(&J::Null));
+                Expr::Field(Path::parse(&parts), names.field_slot(&parts))
+            }
             "feat" => {
                 let name = text("n")?;
                 let slot = names
@@ -277,7 +294,7 @@ impl Expr {
                 call(*f, &values).unwrap_or(Value::Null)
             }
             Expr::List(slot) => ctx.list(*slot),
-            Expr::Field(path) => ctx.field(path)?,
+            Expr::Field(path, slot) => ctx.field(path, *slot)?,
             Expr::Feature(slot) => ctx.feature(*slot)?,
             Expr::FeatureField(slot, sub) => match ctx.feature(*slot)? {
                 Value::Stats(n, mean, std) => match sub.as_ref() {

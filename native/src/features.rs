@@ -2,9 +2,8 @@
 //! bucketing, pruning and summation order (floats are added in the order the reference
 //! engine adds them, so values agree to the last bit).
 
-use std::collections::HashSet;
-
 use indexmap::IndexMap;
+use rustc_hash::FxHashSet;
 
 use crate::expr::Expr;
 use crate::value::{py_str, Value, R};
@@ -150,7 +149,7 @@ pub struct FeatureSpec {
     pub agg: Agg,
     pub of: Option<Expr>,
     pub when: Option<Expr>,
-    pub on: Option<HashSet<String>>,
+    pub on: Option<FxHashSet<String>>,
     pub window: Option<f64>,
     pub alpha: f64,
     pub q: f64,

@@ -97,6 +97,53 @@ impl<'de> Deserialize<'de> for Jv {
     }
 }
 
+/// A JSON text read straight into a shared text: one allocation (a ``String`` turned into an
+/// ``Arc<str>`` would take two).
+pub fn shared_text<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+    d.deserialize_str(TextVisitor)
+}
+
+/// :func:`shared_text` of a field that may be null or absent (with ``#[serde(default)]``).
+pub fn shared_text_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+    d.deserialize_option(OptionalText)
+}
+
+struct TextVisitor;
+
+impl Visitor<'_> for TextVisitor {
+    type Value = Arc<str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Arc<str>, E> {
+        Ok(Arc::from(s))
+    }
+}
+
+struct OptionalText;
+
+impl<'de> Visitor<'de> for OptionalText {
+    type Value = Option<Arc<str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or null")
+    }
+
+    fn visit_none<E>(self) -> Result<Option<Arc<str>>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Option<Arc<str>>, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<Arc<str>>, D::Error> {
+        shared_text(d).map(Some)
+    }
+}
+
 struct JvVisitor;
 
 impl<'de> Visitor<'de> for JvVisitor {

@@ -360,11 +360,15 @@ impl NativeCore {
     }
 
     fn max_event_time(&self) -> HashMap<i64, f64> {
-        self.engine.max_event_time.clone()
+        self.engine
+            .max_event_time
+            .iter()
+            .map(|(&p, &t)| (p, t))
+            .collect()
     }
 
     fn set_max_event_time(&mut self, marks: HashMap<i64, f64>) {
-        self.engine.max_event_time = marks;
+        self.engine.max_event_time = marks.into_iter().collect();
     }
 
     #[getter]

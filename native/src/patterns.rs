@@ -2,8 +2,10 @@
 //! and the timers that fire them.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashSet;
 
 use crate::expr::Expr;
 
@@ -41,7 +43,8 @@ pub struct PState {
 
 pub struct Step {
     pub name: Arc<str>,
-    pub on: HashSet<String>,
+    /// The event types a step takes (looked up for every event a pattern sees).
+    pub on: FxHashSet<String>,
     pub when: Option<Expr>,
 }
 

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use hashbrown::hash_map::EntryRef;
+use rustc_hash::FxBuildHasher;
 
 use crate::anomaly::ZState;
 use crate::features::{push_tight, FState};
@@ -113,9 +114,13 @@ fn find_or_add<'a, S: Kinded>(
     S::of_mut(&mut members[at], pos).expect("found or added above")
 }
 
+/// Records by key text (hashbrown's map for its ``entry_ref``: an existing record is found
+/// without cloning the key).
+type Records = hashbrown::HashMap<Arc<str>, Record, FxBuildHasher>;
+
 #[derive(Default)]
 struct Group {
-    records: FxHashMap<Arc<str>, Record>,
+    records: Records,
     features: usize,
     scores: usize,
 }
@@ -210,7 +215,11 @@ impl State {
     fn touch(&mut self, kind: Kind, i: usize, key: &Arc<str>) -> (&mut Record, u16, &mut usize) {
         let (g, pos) = self.slots[kind as usize][i];
         let bit = self.bit(kind, g, pos);
-        let record = self.groups[g].records.entry(key.clone()).or_default();
+        // the key is cloned only for a new record
+        let record = match self.groups[g].records.entry_ref(&**key) {
+            EntryRef::Occupied(found) => found.into_mut(),
+            EntryRef::Vacant(new) => new.insert_with_key(key.clone(), Record::default()),
+        };
         if record.dirty == 0 {
             self.changed.push((g, key.clone()));
         }

@@ -4,10 +4,10 @@
 //! of floats, floor modulo, and `in` on lists, texts and objects.
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
 use std::fmt::Write;
 use std::sync::Arc;
 
+use rustc_hash::FxHashSet;
 use serde_json::Value as J;
 
 /// A failure that the reference engine raises out of an event (the event is then quarantined).
@@ -34,7 +34,7 @@ pub enum Member {
 /// A list literal or a pack list (a Python frozenset of texts and numbers).
 #[derive(Debug, Default)]
 pub struct Set {
-    pub members: HashSet<Member>,
+    pub members: FxHashSet<Member>,
 }
 
 impl Set {
