@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ringfence.alerts import Action, alert_id
+from ringfence.alerts import Action, alert_id, stages
+from ringfence.alerts.delivery import NextStep
 from ringfence.alerts.lifecycle import MAX_EVIDENCE_EVENTS
-from ringfence.alerts.model import AlertQuery
+from ringfence.alerts.model import AlertQuery, NotificationStatus
 from ringfence.alerts.silences import SilenceError
 from ringfence.engine.packed import pack_rows
 from ringfence.engine.rules import AlertSignal
@@ -188,6 +189,51 @@ def test_the_notification_log_pages_without_skipping_notifications_made_at_one_i
     assert seen == ["n_4", "n_3", "n_2", "n_1", "n_0"]  # newest first, each once
     assert log.notifications("sent", 10, None) == ([], None)
     assert log.count_by_status() == {"pending": 5}
+
+
+def test_retention_forgets_sent_notifications_past_it_a_slice_a_transaction_and_keeps_the_rest(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stages, "RETENTION_SLICE", 3)
+    monkeypatch.setattr(stages, "RETENTION_SLICES", 2)
+    now = 100 * 86400.0
+    old, recent = now - stages.SENT_RETENTION_S - 60, now - 60
+    sent = NextStep(NotificationStatus.SENT, 1, 0.0, "")
+    dead = NextStep(NotificationStatus.DEAD, 5, 0.0, "HTTP 500")
+    with store.pipeline() as pipeline:
+        for i in range(8):
+            pipeline.add_notification(f"old_{i}", "g", "hook", {"alerts": []}, old)
+            pipeline.record_attempt(f"old_{i}", sent, old)
+        pipeline.add_notification("recent", "g", "hook", {"alerts": []}, recent)
+        pipeline.record_attempt("recent", sent, recent)
+        pipeline.add_notification("dead", "g", "hook", {"alerts": []}, old)
+        pipeline.record_attempt("dead", dead, old)
+        pipeline.add_notification("pending", "g", "hook", {"alerts": []}, old)
+    retention = stages.Retention(store)
+    assert retention(now) == 6  # two slices of 3: the call's most
+    assert retention(now) == 2
+    assert retention(now) == 0
+    log = SqlNotificationLog(store)
+    assert log.count_by_status() == {"sent": 1, "dead": 1, "pending": 1}
+    assert [n.id for n in log.notifications("sent", 10, None)[0]] == ["recent"]
+
+
+def test_housekeeping_finds_quiet_alerts_and_old_sends_by_an_index_not_a_scan(tmp_path: Path) -> None:
+    """Auto-resolve and retention run every 10 s in a write transaction the processor's commits
+    wait for: each of their reads must search an index, whatever the tables hold."""
+    store = SqliteStore(tmp_path / "store.db")
+    conn = store.conn()
+    ran: list[str] = []
+    conn.set_trace_callback(ran.append)
+    stages.AutoResolve(store, lambda: {"card_velocity": 3600.0})(10_000.0)
+    stages.Retention(store)(100 * 86400.0)
+    conn.set_trace_callback(None)
+    reads = [sql for sql in ran if "FROM alerts" in sql or "FROM notifications" in sql]
+    assert len(reads) == 2, ran
+    plans = [row[-1] for sql in reads for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    assert all(step.startswith(("SEARCH", "LIST SUBQUERY")) for step in plans), plans  # no SCAN
+    assert "SEARCH alerts USING INDEX alerts_quiet (rule_id=? AND status=? AND updated_at<?)" in plans
+    assert "SEARCH notifications USING INDEX notifications_sent (status=? AND sent_at<?)" in plans
 
 
 def test_a_silence_is_checked_before_it_is_stored(store: SqlStore) -> None:

@@ -144,8 +144,9 @@ class PipelineBatch(Protocol):
         """Keep what an attempt at ``now`` decided (sent, pending again, or dead)."""
         ...
 
-    def forget_sent(self, before: float) -> int:
-        """Delete notifications sent before ``before`` (dead letters stay until re-driven)."""
+    def forget_sent(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` notifications sent before ``before`` (dead letters stay until
+        re-driven); how many."""
         ...
 
 

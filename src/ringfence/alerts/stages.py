@@ -48,6 +48,8 @@ CLAIM_LEASE_S = 120.0  # longer than one send with its timeout
 SEND_MARGIN_S = 5.0  # beyond a receiver's timeout: what an attempt takes around its request
 HOUSEKEEPING_EVERY_S = 10.0
 SENT_RETENTION_S = 30 * 86400.0  # sent notifications are kept this long; dead letters until re-driven
+RETENTION_SLICE = 2_000  # sent notifications forgotten a transaction
+RETENTION_SLICES = 25  # a call's most: 50,000 every HOUSEKEEPING_EVERY_S, past any send rate
 NOT_MUTED = "no silence or inhibition matches any more"
 
 
@@ -331,14 +333,22 @@ class AutoResolve:
 
 
 class Retention:
-    """Forgets sent notifications after :data:`SENT_RETENTION_S`."""
+    """Forgets sent notifications after :data:`SENT_RETENTION_S`, a slice of
+    :data:`RETENTION_SLICE` a transaction (the store's writer is shared with the processor's
+    commits), up to :data:`RETENTION_SLICES` slices a call."""
 
     def __init__(self, store: PipelineStore) -> None:
         self.store = store
 
     def __call__(self, now: float) -> int:
-        with self.store.pipeline() as batch:
-            return batch.forget_sent(now - SENT_RETENTION_S)
+        forgotten = 0
+        for _ in range(RETENTION_SLICES):
+            with self.store.pipeline() as batch:
+                deleted = batch.forget_sent(now - SENT_RETENTION_S, RETENTION_SLICE)
+            forgotten += deleted
+            if deleted < RETENTION_SLICE:
+                break
+        return forgotten
 
 
 class Every:

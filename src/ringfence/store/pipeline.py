@@ -197,8 +197,11 @@ class SqlPipeline(PipelineBatch):
             (step.status, step.attempts, step.next_attempt_at, step.detail, sent_at, notification_id),
         )
 
-    def forget_sent(self, before: float) -> int:
+    def forget_sent(self, before: float, limit: int) -> int:
+        # a slice at a time, found by the (status, sent_at) index: the writer is held briefly
         cur = self.conn.execute(
-            "DELETE FROM notifications WHERE status = ? AND sent_at < ?", (NotificationStatus.SENT, before)
+            "DELETE FROM notifications WHERE id IN "
+            "(SELECT id FROM notifications WHERE status = ? AND sent_at < ? LIMIT ?)",
+            (NotificationStatus.SENT, before, limit),
         )
         return int(cur.rowcount)

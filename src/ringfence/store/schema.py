@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -211,5 +211,11 @@ CREATE TABLE snapshot_parts (
     packed BLOB NOT NULL,
     PRIMARY KEY (gen, part)
 );
+""",
+    # the dispatcher's housekeeping, in a write transaction every 10 s: found by an index
+    # each (auto-resolve's quiet alerts, retention's sent notifications), not by a scan
+    12: """
+CREATE INDEX alerts_quiet ON alerts (rule_id, status, updated_at);
+CREATE INDEX notifications_sent ON notifications (status, sent_at);
 """,
 }

@@ -210,7 +210,7 @@ class DynamoBatch:
     def record_attempt(self, notification_id: str, step: NextStep, now: float) -> None:
         self._writes.append((None, self.table.attempt_update(notification_id, step, now)))
 
-    def forget_sent(self, before: float) -> int:
+    def forget_sent(self, before: float, limit: int) -> int:
         return 0  # DynamoDB's TTL deletes sent notifications (notification_log.SENT_TTL_S)
 
     # -- the end of the unit -------------------------------------------------------------------
