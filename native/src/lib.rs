@@ -236,6 +236,9 @@ fn signals_to_py(py: Python<'_>, signals: &[Signal]) -> PyResult<Py<PyList>> {
     Ok(out.unbind())
 }
 
+/// A run of events' signals, and the (index, watermark) of those behind their partition's.
+type RunOutcome = (Py<PyList>, Vec<(usize, f64)>);
+
 /// A changed state row: (kind, index, key, encoded state or None).
 type ChangedRow = (u8, usize, Arc<str>, Result<Option<Vec<u8>>, Fault>);
 
@@ -345,6 +348,47 @@ impl NativeCore {
         self.engine.give_back(scratch);
         let late = (event.occurred_at < mark).then_some(mark);
         Ok((signals_to_py(py, &signals)?, late, reported.unbind()))
+    }
+
+    /// Run stored events in order, each as :meth:`process` with nothing carried and nothing
+    /// reported, in one call (a processor's batch): (all their signals, the (index, watermark)
+    /// of each event that was behind its partition's watermark). The first event that fails
+    /// raises; the ones before it were run.
+    fn process_many(
+        &mut self,
+        py: Python<'_>,
+        bodies: &Bound<'_, PyList>,
+        offsets: Vec<i64>,
+        partitions: Vec<i64>,
+        ingested_ats: Vec<f64>,
+    ) -> PyResult<RunOutcome> {
+        let n = bodies.len();
+        if offsets.len() != n || partitions.len() != n || ingested_ats.len() != n {
+            return Err(PyValueError::new_err(
+                "process_many: bodies, offsets, partitions and ingested_ats differ in length",
+            ));
+        }
+        let out = PyList::empty(py);
+        let mut late = Vec::new();
+        for (i, body) in bodies.iter().enumerate() {
+            let (offset, partition) = (offsets[i], partitions[i]);
+            let event = Event::parse(body.downcast::<PyBytes>()?.as_bytes()).map_err(fault)?;
+            let mark = self.engine.watermark(Some(partition));
+            let engine = &mut self.engine;
+            let (signals, scratch) = guarded(|| {
+                engine
+                    .process(&event, offset, partition, ingested_ats[i], &[], true)
+                    .map_err(fault)
+            })?;
+            engine.give_back(scratch);
+            for s in &signals {
+                out.append(signal_to_py(py, s)?)?;
+            }
+            if event.occurred_at < mark {
+                late.push((i, mark));
+            }
+        }
+        Ok((out.unbind(), late))
     }
 
     #[pyo3(signature = (watermark=None))]

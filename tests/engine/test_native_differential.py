@@ -6,7 +6,7 @@ the reference engine is caught, at the step it shows in."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -60,7 +60,9 @@ def test_the_core_matches_the_reference_on_simulated_traffic(
     assert counts.expired > 0
     assert (counts.reloads, counts.restores) == (1, 1)
     assert counts.list_edits == 1
-    assert counts.events / 3 < counts.raw < 2 * counts.events / 3
+    # a third each through process, process_raw, and runs through process_raw_many
+    assert counts.events / 2 < counts.raw < 4 * counts.events / 5
+    assert counts.events / 5 < counts.batched < counts.events / 2
 
 
 @pytest.mark.parametrize("pack", sorted(PACKS))
@@ -220,6 +222,20 @@ class NeverLate(Defective):
         return self.process(decode_event(body), offset, partition, ingested_at), None
 
 
+class RunsLoseTheirLastSignal(Defective):
+    """A run of events (a processor's batch) that drops the last signal it raised."""
+
+    def process_raw_many(
+        self,
+        bodies: Sequence[bytes],
+        offsets: Sequence[int],
+        partitions: Sequence[int],
+        ingested_ats: Sequence[float],
+    ) -> tuple[list[AlertSignal], list[tuple[int, float]]]:
+        signals, late = super().process_raw_many(bodies, offsets, partitions, ingested_ats)
+        return signals[:-1], late
+
+
 @pytest.mark.parametrize(
     ("defect", "steps"),
     [
@@ -233,6 +249,7 @@ class NeverLate(Defective):
         (RestoresNoScores, ("state_size after restore",)),
         (ReloadsAfresh, ("counters",)),
         (NeverLate, ("process_raw",)),
+        (RunsLoseTheirLastSignal, ("process_raw_many",)),
     ],
 )
 def test_the_harness_catches_a_difference(defect: type[Defective], steps: tuple[str, ...]) -> None:

@@ -8,8 +8,9 @@ decoders), feature values of the keys seen, counters, watermarks and timers. The
 through what a deployment goes through: out-of-order and late events, several partitions,
 absence timers fired by watermarks, expiry, list edits, a hot reload that changes one
 definition and keeps the others, and a restore of each engine from the *other* engine's
-checkpoint. Half of the events reach the candidate through ``process_raw`` (the stored
-JSON: the core's fast path).
+checkpoint. A third of the events reach the candidate through ``process``, a third through
+``process_raw`` (the stored JSON: the core's fast path), and a third in runs through
+``process_raw_many`` (what a processor's batch calls), their signals compared when the run ends.
 
 ``run_differential`` runs the simulator's traffic (every scenario) through the default pack
 and :data:`COVERAGE_PACK`; ``ringfence bench`` calls it for the full-size run, and
@@ -60,6 +61,7 @@ LATE_FRACTION = 0.01  # ... and this fraction much later: behind their partition
 LATE_DELAY = (150, 800)  # positions a late event is held back: tens of seconds, past the lateness
 CHECK_EVERY = 400  # events between state comparisons
 ADVANCE_EVERY = 97
+MAX_RUN = 24  # the most events in one run through the candidate's process_raw_many
 IDLE_S = 30.0  # the most an explicit advance moves past the events' watermark
 EXPIRE_EVERY = 1_500
 RECENT = 48  # events whose keys' feature values each check compares
@@ -184,11 +186,24 @@ class Diverged(Exception):
 
 
 @dataclass
+class Queued:
+    """An event the reference ran that the candidate runs later, in a run of them."""
+
+    body: bytes
+    offset: int
+    partition: int
+    ingested_at: float
+    expected: list[AlertSignal]  # the reference's signals
+    behind: float | None  # the watermark it was behind on the reference
+
+
+@dataclass
 class Counts:
     """What a run exercised."""
 
     events: int = 0
     raw: int = 0  # of them through the candidate's process_raw
+    batched: int = 0  # of those, in runs through its process_raw_many
     late: int = 0
     signals: int = 0
     timer_signals: int = 0  # fired by advance()
@@ -223,20 +238,33 @@ class Pair:
         self.index: int | None = None
         self.last: Event | None = None
         self.position: dict[str, Any] = {}
+        self._run: list[Queued] = []  # events the candidate has yet to run in one process_raw_many
 
     # -- driving ---------------------------------------------------------------------------------
 
     def process(
-        self, event: Event, offset: int, partition: int, ingested_at: float, *, raw: bool = False
+        self, event: Event, offset: int, partition: int, ingested_at: float, *, raw: bool = False, batched: bool = False
     ) -> list[AlertSignal]:
         """One event through both engines (the candidate's ``process_raw`` with ``raw``, which
-        also answers the watermark a late event was behind); the reference's signals."""
+        also answers the watermark a late event was behind; with ``batched`` too, in a run of
+        events through ``process_raw_many``, which runs before anything else touches the
+        candidate); the reference's signals."""
+        if not batched:
+            self._flush()
         self.index = self.counts.events
         self.last, self.position = event, {"offset": offset, "partition": partition, "ingested_at": ingested_at}
         self.counts.events += 1
         mark = self.ref.watermark(partition)
         behind = mark if event.occurred_at < mark else None
         expected = self.ref.process(event, offset, partition, ingested_at)
+        self.counts.late += behind is not None
+        self.counts.signals += len(expected)
+        self.detections.update(s.rule_id for s in expected)
+        if raw and batched:
+            self._run.append(Queued(encode_event(event), offset, partition, ingested_at, expected, behind))
+            if len(self._run) >= MAX_RUN:
+                self._flush()
+            return expected
         step = "process_raw" if raw else "process"
         try:
             if raw:
@@ -247,13 +275,29 @@ class Pair:
         except Exception as exc:  # the candidate failing where the reference did not is a difference
             raise self._diverged(step, ["the candidate raised"], signals_of(expected), repr(exc)) from exc
         self._same(step, [signals_of(expected), behind], [signals_of(got), got_behind])
-        self.counts.late += behind is not None
-        self.counts.signals += len(expected)
-        self.detections.update(s.rule_id for s in expected)
         return expected
+
+    def _flush(self) -> None:
+        """Run the queued events through the candidate's ``process_raw_many``: the same signals
+        in the same order, and the same events behind the same watermarks."""
+        run, self._run = self._run, []
+        if not run:
+            return
+        expected = [s for q in run for s in q.expected]
+        late = [[i, q.behind] for i, q in enumerate(run) if q.behind is not None]
+        bodies, offsets = [q.body for q in run], [q.offset for q in run]
+        partitions, ingested_ats = [q.partition for q in run], [q.ingested_at for q in run]
+        try:
+            got, got_late = self.cand.process_raw_many(bodies, offsets, partitions, ingested_ats)
+        except Exception as exc:
+            raise self._diverged("process_raw_many", ["the candidate raised"], signals_of(expected), repr(exc)) from exc
+        self._same("process_raw_many", [signals_of(expected), late], [signals_of(got), [list(x) for x in got_late]])
+        self.counts.raw += len(run)
+        self.counts.batched += len(run)
 
     def advance(self, mark: float | None = None) -> list[AlertSignal]:
         """Fire the absence timers due before ``mark`` (default: the events' watermark)."""
+        self._flush()
         expected, got = self.ref.advance(mark), self.cand.advance(mark)
         self._same(f"advance({mark!r})", signals_of(expected), signals_of(got))
         self.counts.timer_signals += len(expected)
@@ -261,12 +305,14 @@ class Pair:
         return expected
 
     def expire(self, mark: float) -> None:
+        self._flush()
         expected, got = self.ref.expire(mark), self.cand.expire(mark)
         self._same(f"expire({mark!r})", expected, got)
         self.counts.expired += expected
 
     def set_list(self, name: str, values: Iterable[str]) -> None:
         """Edit a list at run time, as ``PUT /v1/lists/{name}`` does."""
+        self._flush()
         frozen = frozenset(values)
         self.lists[name] = frozen
         for engine in (self.ref, self.cand):
@@ -276,6 +322,7 @@ class Pair:
     def check(self, seen: Sequence[Fields] = (), at: float | None = None) -> None:
         """Compare the state rows changed since the last check, counters, watermarks, timers,
         and the feature values of the keys of ``seen`` events at ``at`` (default: the newest time)."""
+        self._flush()
         self.counts.checks += 1
         ref_rows, cand_rows = self.ref.take_changes(), self.cand.take_changes()
         self._same("take_changes", decoded_rows(ref_rows), decoded_rows(cand_rows))
@@ -466,7 +513,8 @@ def run_simulated(
                 pair.cross_restore()
             partition = zlib.crc32((event.customer_id or event.source).encode()) % PARTITIONS
             ingested_at = event.occurred_at + rng.uniform(0.001, 3.0)
-            pair.process(event, i + 1, partition, ingested_at, raw=rng.random() < 0.5)
+            route = rng.random()  # the candidate's process, process_raw, or process_raw_many
+            pair.process(event, i + 1, partition, ingested_at, raw=route >= 0.34, batched=route >= 0.67)
             recent.append(fields_of(event))
             if i % ADVANCE_EVERY == 0:
                 # runtimes also move event time on with the wall clock while sources are quiet
@@ -553,7 +601,7 @@ class DifferentialReport:
             c = r.counts
             verdict = "ok" if r.mismatch is None else f"MISMATCH at event #{r.mismatch.index} ({r.mismatch.step})"
             lines.append(
-                f"{r.pack:>10} seed {r.seed:<4} {c.events:>9} events ({c.raw} raw, {c.late} late) "
+                f"{r.pack:>10} seed {r.seed:<4} {c.events:>9} events ({c.raw} raw, {c.batched} in runs, {c.late} late) "
                 f"{c.signals + c.timer_signals:>7} signals {c.rows:>8} rows {c.checks:>4} checks "
                 f"{r.seconds:6.1f} s  {verdict}"
             )

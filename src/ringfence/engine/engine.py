@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -200,6 +200,27 @@ class Engine:
         event = decode_event(body)
         mark = self.watermark(partition)
         return self.process(event, offset, partition, ingested_at), mark if event.occurred_at < mark else None
+
+    def process_raw_many(
+        self,
+        bodies: Sequence[bytes],
+        offsets: Sequence[int],
+        partitions: Sequence[int],
+        ingested_ats: Sequence[float],
+    ) -> tuple[list[AlertSignal], list[tuple[int, float]]]:
+        """:meth:`process_raw` of stored events in order (a processor's batch): all their
+        signals, and the (index, watermark) of each event that was behind its partition's
+        watermark. The first that fails raises; those before it were run. The compiled core
+        overrides it with one call for the lot."""
+        signals: list[AlertSignal] = []
+        late: list[tuple[int, float]] = []
+        run = zip(bodies, offsets, partitions, ingested_ats, strict=True)
+        for i, (body, offset, partition, ingested_at) in enumerate(run):
+            got, behind = self.process_raw(body, offset, partition, ingested_at)
+            signals += got
+            if behind is not None:
+                late.append((i, behind))
+        return signals, late
 
     def fresh(self) -> Engine:
         """An engine of the same kind for the same pack, with no state (lists and hit counts

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ringfence.config import ENGINES
@@ -202,6 +202,17 @@ class NativeEngine(Engine):
         Python: the signals, and the partition's watermark if the event was behind it."""
         with self._lock:
             raw, late, _ = self._core.process(body, offset, partition, ingested_at)
+        return [self._signal_of(s) for s in raw], late
+
+    def process_raw_many(
+        self,
+        bodies: Sequence[bytes],
+        offsets: Sequence[int],
+        partitions: Sequence[int],
+        ingested_ats: Sequence[float],
+    ) -> tuple[list[AlertSignal], list[tuple[int, float]]]:
+        with self._lock:
+            raw, late = self._core.process_many(list(bodies), list(offsets), list(partitions), list(ingested_ats))
         return [self._signal_of(s) for s in raw], late
 
     def process(self, event: Event, offset: int, partition: int, ingested_at: float) -> list[AlertSignal]:

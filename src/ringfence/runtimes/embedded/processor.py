@@ -170,9 +170,10 @@ class Processor:
 
     def fold(self, records: Sequence[Record], batch: Batch[Record]) -> None:
         try:
-            for record in records:
-                batch.fold_stored(self.engine, record.body, record.offset, record.partition, record.ingested_at)
-                batch.records.append(record)
+            bodies, offsets = [r.body for r in records], [r.offset for r in records]
+            partitions, ingested_ats = [r.partition for r in records], [r.ingested_at for r in records]
+            batch.fold_stored(self.engine, bodies, offsets, partitions, ingested_ats)
+            batch.records += records
             batch.mark(self.engine, {r.partition for r in records})
             if records:
                 self.event_time.took(self.clock.time(), records[-1].ingested_at)

@@ -9,7 +9,7 @@ exactly what was lost, alert ids included.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -57,15 +57,22 @@ class Batch(Generic[R]):
         self.processed += 1
         return signals
 
-    def fold_stored(self, engine: Engine, body: bytes, offset: int, partition: int, ingested_at: float) -> None:
-        """:meth:`fold` of a stored event (the log's JSON), which the engine reads itself. The
-        caller takes the partitions' newest event times once the run is folded (:meth:`mark`):
-        the compiled core hands them over as a copy, too dear per event."""
-        signals, behind = engine.process_raw(body, offset, partition, ingested_at)
+    def fold_stored(
+        self,
+        engine: Engine,
+        bodies: Sequence[bytes],
+        offsets: Sequence[int],
+        partitions: Sequence[int],
+        ingested_ats: Sequence[float],
+    ) -> None:
+        """:meth:`fold` of stored events (the log's JSON), in order, which the engine reads
+        itself in one call. The caller takes the partitions' newest event times once the run is
+        folded (:meth:`mark`): the compiled core hands them over as a copy, too dear per event."""
+        signals, late = engine.process_raw_many(bodies, offsets, partitions, ingested_ats)
         self.signals += signals
-        if behind is not None:
-            self.late.append(LateEvent.of(decode_event(body), offset, behind, ingested_at))
-        self.processed += 1
+        for i, behind in late:
+            self.late.append(LateEvent.of(decode_event(bodies[i]), offsets[i], behind, ingested_ats[i]))
+        self.processed += len(bodies)
 
     def mark(self, engine: Engine, partitions: Iterable[int]) -> None:
         """Note the newest event time of ``partitions`` after the events folded into them."""
