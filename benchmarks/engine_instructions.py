@@ -1,15 +1,21 @@
 """The compiled core's instructions an event, counted by valgrind's callgrind: a figure that,
-unlike time on a shared machine, is the same run after run, so two builds of the core compare
-by a few per cent. Counted: the core's ``process`` calls (the stored event's parse and the
-engine), over the first ``--events`` events of the engine-only workload (the default pack,
-simulator traffic with seed 42, 100,000 customers, cold keys). Not counted: the Python loop
-around them. Instructions are not time (cache misses cost most at a bank's scale of keys),
-so ``ringfence bench --engine-only`` stays the figure of record.
+unlike time on a shared machine, is the same run after run, so two builds compare by a few
+per cent. The workload: the first ``--events`` events of the engine-only run (the default
+pack, simulator traffic with seed 42, 100,000 customers, cold keys), through a fresh native
+engine's ``process_raw`` one at a time, or with ``--batch N`` through ``process_raw_many`` N
+at a time (what the processor calls).
 
-Each ``--core`` is a folder holding a ``ringfence_native`` package (for example a copy of the
-installed one, or a wheel unpacked); without one, the installed core is counted.
+Counted: the core's calls (``process`` or ``process_many``, from the PyO3 entry: argument
+conversion, the parse, the engine and the signals handed back). With ``--with-python``, every
+instruction of the loop instead, the Python around the calls included: the whole run less a
+run of no events. Instructions are not time (cache misses cost most at a bank's scale of
+keys), so ``ringfence bench --engine-only`` stays the figure of record.
+
+Each ``--core`` is a folder holding a ``ringfence_native`` package (a copy of the installed
+one, or a wheel unpacked); without one, the installed core is counted.
 
     .venv/bin/python benchmarks/engine_instructions.py --events 30000 --core /tmp/old --core /tmp/new
+    .venv/bin/python benchmarks/engine_instructions.py --events 20000 --batch 5000 --with-python
 """
 
 from __future__ import annotations
@@ -26,46 +32,50 @@ from pathlib import Path
 
 import msgspec
 
-TOGGLE = "*NativeCore*__pymethod_process__*"  # the PyO3 entry of NativeCore.process
+ENTRIES = ("*NativeCore*__pymethod_process__*", "*NativeCore*__pymethod_process_many__*")  # PyO3's
 
 
-def inner(work: Path) -> None:
-    """Run under callgrind: the events of ``work`` through a fresh native engine."""
+def inner(work: Path, events: int, batch: int) -> None:
+    """Run under callgrind: the first ``events`` of ``work`` through a fresh native engine."""
     from ringfence.bench.engine_only import LATENESS_S
     from ringfence.engine.native import NativeEngine, make_engine
     from ringfence.engine.pack import load_pack_file
 
     bodies, now = msgspec.msgpack.decode(work.read_bytes(), type=tuple[list[bytes], float])
+    bodies = bodies[:events]
     engine = make_engine(load_pack_file(None), LATENESS_S, engine="native")
     assert isinstance(engine, NativeEngine)
+    if batch:
+        for lo in range(0, len(bodies), batch):
+            run = bodies[lo : lo + batch]
+            engine.process_raw_many(run, range(lo + 1, lo + 1 + len(run)), [0] * len(run), [now] * len(run))
+        return
     for offset, body in enumerate(bodies, 1):
         engine.process_raw(body, offset, 0, now)
 
 
-def count(work: Path, core: str | None) -> int:
-    """Instructions the core's ``process`` took over ``work``."""
+def count(work: Path, events: int, batch: int, core: str | None, whole: bool) -> int:
+    """Instructions callgrind collected over ``events`` events of ``work``."""
     env = dict(os.environ)
     if core:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [core, env.get("PYTHONPATH")]))
+    collect = [] if whole else ["--collect-atstart=no", *(f"--toggle-collect={e}" for e in ENTRIES)]
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        done = subprocess.run(
-            [
-                shutil.which("valgrind") or "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                "--collect-atstart=no",
-                f"--toggle-collect={TOGGLE}",
-                sys.executable,
-                __file__,
-                "--inner",
-                str(work),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        argv = [
+            shutil.which("valgrind") or "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={Path(tmp) / 'callgrind.out'}",
+            *collect,
+            sys.executable,
+            __file__,
+            "--inner",
+            str(work),
+            "--events",
+            str(events),
+            "--batch",
+            str(batch),
+        ]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
         raise RuntimeError(f"callgrind reported no count:\n{done.stderr[-2000:]}")
@@ -75,12 +85,14 @@ def count(work: Path, core: str | None) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--batch", type=int, default=0, help="events a process_raw_many call (0: process_raw)")
+    parser.add_argument("--with-python", action="store_true", help="count the whole loop, not the core's calls")
     parser.add_argument("--core", action="append", help="a folder holding a ringfence_native package")
-    parser.add_argument("--out", type=Path, help="write the figures here as JSON")
+    parser.add_argument("--out", type=Path, help="a folder: engine-instructions.json is written there")
     parser.add_argument("--inner", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
-        inner(args.inner)
+        inner(args.inner, args.events, args.batch)
         return
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
@@ -92,14 +104,16 @@ def main() -> None:
         path = Path(tmp) / "work.msgpack"
         path.write_bytes(msgspec.msgpack.encode((work.bodies[: args.events], work.now)))
         for core in args.core or [None]:
-            total = count(path, core)
+            total = count(path, args.events, args.batch, core, args.with_python)
+            if args.with_python:
+                total -= count(path, 0, args.batch, core, whole=True)  # the run's setup
             name = core or "installed"
             figures[name] = {"instructions": total, "per_event": round(total / args.events)}
             print(f"{name}: {total:,} instructions, {total / args.events:,.0f} an event", flush=True)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        result = {"events": args.events, "cores": figures}
-        (args.out / "engine-instructions.json").write_text(json.dumps(result, indent=2))
+        options = {"events": args.events, "batch": args.batch, "with_python": args.with_python}
+        (args.out / "engine-instructions.json").write_text(json.dumps({**options, "cores": figures}, indent=2))
 
 
 if __name__ == "__main__":

@@ -266,8 +266,8 @@ pub struct Plan {
     /// Feature names then score names: the slots of named values.
     pub value_names: Vec<String>,
     pub list_names: Vec<String>,
-    /// The distinct event fields expressions read: an event's are read once each.
-    pub field_paths: Vec<Vec<String>>,
+    /// How many distinct event fields expressions read (an event reads each once).
+    pub fields: usize,
 }
 
 struct Resolver<'a> {
@@ -449,7 +449,7 @@ impl Plan {
             bys,
             value_names,
             list_names,
-            field_paths,
+            fields: field_paths.len(),
         })
     }
 
@@ -479,7 +479,7 @@ impl Plan {
 pub struct Scratch {
     values: Vec<Option<Value>>,
     keys: Vec<Option<Option<Arc<str>>>>,
-    /// The event's fields read so far, by :attr:`Plan.field_paths` slot.
+    /// The event's fields read so far, by slot (``Expr::Field``'s).
     fields: Vec<Option<Value>>,
 }
 
@@ -494,7 +494,7 @@ impl Scratch {
         Scratch {
             values: vec![None; plan.value_names.len()],
             keys: vec![None; plan.bys.len()],
-            fields: vec![None; plan.field_paths.len()],
+            fields: vec![None; plan.fields],
         }
     }
 }
@@ -514,14 +514,14 @@ fn key_with(by: &[Path], mut field: impl FnMut(&Path) -> R<Value>) -> R<Option<A
         return Ok(Some(Arc::from("global")));
     }
     if let [path] = by {
-        // one text field, the usual key: the event's own text, shared (no new text)
+        // one field, the usual key: a text is the event's own, shared (no new text)
         return Ok(match field(path)? {
             Value::Null => None,
             Value::Str(s) => Some(s),
             other => Some(Arc::from(py_str(&other))),
         });
     }
-    let mut key = String::with_capacity(32); // most keys fit: one allocation
+    let mut key = String::with_capacity(32); // most keys fit without growing
     for (i, path) in by.iter().enumerate() {
         let v = field(path)?;
         if v.is_null() {

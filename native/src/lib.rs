@@ -351,9 +351,9 @@ impl NativeCore {
     }
 
     /// Run stored events in order, each as :meth:`process` with nothing carried and nothing
-    /// reported, in one call (a processor's batch): (all their signals, the (index, watermark)
-    /// of each event that was behind its partition's watermark). The first event that fails
-    /// raises; the ones before it were run.
+    /// reported, in one call (a processor's batch) and without the interpreter lock: (all
+    /// their signals, the (index, watermark) of each event that was behind its partition's
+    /// watermark). The first event that fails raises; the ones before it were run.
     fn process_many(
         &mut self,
         py: Python<'_>,
@@ -368,27 +368,34 @@ impl NativeCore {
                 "process_many: bodies, offsets, partitions and ingested_ats differ in length",
             ));
         }
-        let out = PyList::empty(py);
-        let mut late = Vec::new();
-        for (i, body) in bodies.iter().enumerate() {
-            let (offset, partition) = (offsets[i], partitions[i]);
-            let event = Event::parse(body.downcast::<PyBytes>()?.as_bytes()).map_err(fault)?;
-            let mark = self.engine.watermark(Some(partition));
-            let engine = &mut self.engine;
-            let (signals, scratch) = guarded(|| {
-                engine
-                    .process(&event, offset, partition, ingested_ats[i], &[], true)
-                    .map_err(fault)
-            })?;
-            engine.give_back(scratch);
-            for s in &signals {
-                out.append(signal_to_py(py, s)?)?;
+        let held = bodies
+            .iter()
+            .map(|b| Ok(b.downcast_into::<PyBytes>()?))
+            .collect::<PyResult<Vec<_>>>()?;
+        let texts: Vec<&[u8]> = held.iter().map(|b| b.as_bytes()).collect();
+        let engine = &mut self.engine;
+        // the API's threads go on while the batch runs (the texts are immutable bytes, held)
+        let (signals, late) = py.allow_threads(|| {
+            let mut signals = Vec::new();
+            let mut late = Vec::new();
+            for (i, body) in texts.iter().enumerate() {
+                let (offset, partition) = (offsets[i], partitions[i]);
+                let event = Event::parse(body).map_err(fault)?;
+                let mark = engine.watermark(Some(partition));
+                let (mut raised, scratch) = guarded(|| {
+                    engine
+                        .process(&event, offset, partition, ingested_ats[i], &[], true)
+                        .map_err(fault)
+                })?;
+                engine.give_back(scratch);
+                signals.append(&mut raised);
+                if event.occurred_at < mark {
+                    late.push((i, mark));
+                }
             }
-            if event.occurred_at < mark {
-                late.push((i, mark));
-            }
-        }
-        Ok((out.unbind(), late))
+            PyResult::Ok((signals, late))
+        })?;
+        Ok((signals_to_py(py, &signals)?, late))
     }
 
     #[pyo3(signature = (watermark=None))]

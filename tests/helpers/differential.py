@@ -29,10 +29,10 @@ def first_mismatch(
     restore_at: int | None = None,
 ) -> Mismatch | None:
     """``events`` (each with its partition, ingested-at time and whether the candidate reads its
-    raw JSON) through ``pack`` on the reference engine and ``candidate``: state compared after
-    each event, then timers fired and state expired at each of ``marks``; ``reload`` swaps the
-    pack half-way and
-    ``restore_at`` restores each engine from the other's checkpoint before that event."""
+    raw JSON, every other such one through ``process_raw_many``) through ``pack`` on the
+    reference engine and ``candidate``: state compared after each event, then timers fired and
+    state expired at each of ``marks``; ``reload`` swaps the pack half-way and ``restore_at``
+    restores each engine from the other's checkpoint before that event."""
     pair = Pair(pack, candidate)
     seen = []
     try:
@@ -41,7 +41,8 @@ def first_mismatch(
                 pair.reload(reload)
             if i == restore_at:
                 pair.cross_restore()
-            pair.process(event, i + 1, partition, ingested_at, raw=raw)
+            # every other raw event through process_raw_many (a run of one: a check follows)
+            pair.process(event, i + 1, partition, ingested_at, raw=raw, batched=i % 2 == 1)
             seen.append(fields_of(event))
             pair.check(seen[-4:])
         for mark in marks:

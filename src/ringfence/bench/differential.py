@@ -195,6 +195,9 @@ class Queued:
     ingested_at: float
     expected: list[AlertSignal]  # the reference's signals
     behind: float | None  # the watermark it was behind on the reference
+    index: int  # its place in the run, and the rest of what a mismatch reports of it
+    event: Event
+    position: dict[str, Any]
 
 
 @dataclass
@@ -249,9 +252,9 @@ class Pair:
         also answers the watermark a late event was behind; with ``batched`` too, in a run of
         events through ``process_raw_many``, which runs before anything else touches the
         candidate); the reference's signals."""
-        if not batched:
-            self._flush()
-        self.index = self.counts.events
+        if not (raw and batched):
+            self.flush()
+        self.index = index = self.counts.events
         self.last, self.position = event, {"offset": offset, "partition": partition, "ingested_at": ingested_at}
         self.counts.events += 1
         mark = self.ref.watermark(partition)
@@ -261,9 +264,11 @@ class Pair:
         self.counts.signals += len(expected)
         self.detections.update(s.rule_id for s in expected)
         if raw and batched:
-            self._run.append(Queued(encode_event(event), offset, partition, ingested_at, expected, behind))
+            body = encode_event(event)
+            queued = Queued(body, offset, partition, ingested_at, expected, behind, index, event, self.position)
+            self._run.append(queued)
             if len(self._run) >= MAX_RUN:
-                self._flush()
+                self.flush()
             return expected
         step = "process_raw" if raw else "process"
         try:
@@ -277,27 +282,31 @@ class Pair:
         self._same(step, [signals_of(expected), behind], [signals_of(got), got_behind])
         return expected
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         """Run the queued events through the candidate's ``process_raw_many``: the same signals
-        in the same order, and the same events behind the same watermarks."""
+        in the same order, and the same events behind the same watermarks. Every other method
+        flushes first; call it last if nothing else comes after the last event."""
         run, self._run = self._run, []
         if not run:
             return
+        first = run[0]  # a mismatch is reported at the run's first event, its range in the step
+        self.index, self.last, self.position = first.index, first.event, first.position
         expected = [s for q in run for s in q.expected]
         late = [[i, q.behind] for i, q in enumerate(run) if q.behind is not None]
+        step = f"process_raw_many of events #{first.index} to #{run[-1].index}"
         bodies, offsets = [q.body for q in run], [q.offset for q in run]
         partitions, ingested_ats = [q.partition for q in run], [q.ingested_at for q in run]
         try:
             got, got_late = self.cand.process_raw_many(bodies, offsets, partitions, ingested_ats)
         except Exception as exc:
-            raise self._diverged("process_raw_many", ["the candidate raised"], signals_of(expected), repr(exc)) from exc
-        self._same("process_raw_many", [signals_of(expected), late], [signals_of(got), [list(x) for x in got_late]])
+            raise self._diverged(step, ["the candidate raised"], signals_of(expected), repr(exc)) from exc
+        self._same(step, [signals_of(expected), late], [signals_of(got), [list(x) for x in got_late]])
         self.counts.raw += len(run)
         self.counts.batched += len(run)
 
     def advance(self, mark: float | None = None) -> list[AlertSignal]:
         """Fire the absence timers due before ``mark`` (default: the events' watermark)."""
-        self._flush()
+        self.flush()
         expected, got = self.ref.advance(mark), self.cand.advance(mark)
         self._same(f"advance({mark!r})", signals_of(expected), signals_of(got))
         self.counts.timer_signals += len(expected)
@@ -305,14 +314,14 @@ class Pair:
         return expected
 
     def expire(self, mark: float) -> None:
-        self._flush()
+        self.flush()
         expected, got = self.ref.expire(mark), self.cand.expire(mark)
         self._same(f"expire({mark!r})", expected, got)
         self.counts.expired += expected
 
     def set_list(self, name: str, values: Iterable[str]) -> None:
         """Edit a list at run time, as ``PUT /v1/lists/{name}`` does."""
-        self._flush()
+        self.flush()
         frozen = frozenset(values)
         self.lists[name] = frozen
         for engine in (self.ref, self.cand):
@@ -322,7 +331,7 @@ class Pair:
     def check(self, seen: Sequence[Fields] = (), at: float | None = None) -> None:
         """Compare the state rows changed since the last check, counters, watermarks, timers,
         and the feature values of the keys of ``seen`` events at ``at`` (default: the newest time)."""
-        self._flush()
+        self.flush()
         self.counts.checks += 1
         ref_rows, cand_rows = self.ref.take_changes(), self.cand.take_changes()
         self._same("take_changes", decoded_rows(ref_rows), decoded_rows(cand_rows))

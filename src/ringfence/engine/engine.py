@@ -212,6 +212,8 @@ class Engine:
         signals, and the (index, watermark) of each event that was behind its partition's
         watermark. The first that fails raises; those before it were run. The compiled core
         overrides it with one call for the lot."""
+        if not len(bodies) == len(offsets) == len(partitions) == len(ingested_ats):
+            raise ValueError("process_raw_many: bodies, offsets, partitions and ingested_ats differ in length")
         signals: list[AlertSignal] = []
         late: list[tuple[int, float]] = []
         run = zip(bodies, offsets, partitions, ingested_ats, strict=True)

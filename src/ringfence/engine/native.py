@@ -29,6 +29,7 @@ from ringfence.events.model import Event, encode_event
 
 log = logging.getLogger("ringfence.engine")
 RESTORE_SLICE = 10_000  # checkpoint rows handed to the core in one call
+RUN_CHUNK = 500  # a batch's events a call to the core: the engine's readers (the API) wait one call at most
 
 _FEATURE, _SCORE, _PATTERN = 0, 1, 2
 _said: set[str] = set()
@@ -211,9 +212,19 @@ class NativeEngine(Engine):
         partitions: Sequence[int],
         ingested_ats: Sequence[float],
     ) -> tuple[list[AlertSignal], list[tuple[int, float]]]:
-        with self._lock:
-            raw, late = self._core.process_many(list(bodies), list(offsets), list(partitions), list(ingested_ats))
-        return [self._signal_of(s) for s in raw], late
+        if not len(bodies) == len(offsets) == len(partitions) == len(ingested_ats):
+            raise ValueError("process_raw_many: bodies, offsets, partitions and ingested_ats differ in length")
+        signals: list[AlertSignal] = []
+        late: list[tuple[int, float]] = []
+        for lo in range(0, len(bodies), RUN_CHUNK):  # the lock is held a chunk at a time
+            hi = lo + RUN_CHUNK
+            with self._lock:
+                raw, behind = self._core.process_many(
+                    list(bodies[lo:hi]), list(offsets[lo:hi]), list(partitions[lo:hi]), list(ingested_ats[lo:hi])
+                )
+            signals += [self._signal_of(s) for s in raw]
+            late += [(lo + i, mark) for i, mark in behind]
+        return signals, late
 
     def process(self, event: Event, offset: int, partition: int, ingested_at: float) -> list[AlertSignal]:
         return self.process_raw(encode_event(event), offset, partition, ingested_at)[0]
