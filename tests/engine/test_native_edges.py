@@ -3,6 +3,7 @@ cannot carry, and a corrupt checkpoint row, each against the reference engine.""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import msgspec
@@ -138,3 +139,42 @@ rules:
     audience: ops
     title: many
 """
+
+
+def test_readers_on_other_threads_meet_no_batch_the_core_runs_without_the_interpreter_lock() -> None:
+    """A batch runs in the core with the interpreter lock released, so the API's threads run
+    meanwhile: every read they make of the engine waits for the engine's lock instead of
+    meeting the core mid-batch (PyO3 would refuse the second borrow with an error)."""
+    engine = NativeEngine(load_pack(PACK))
+    bodies = [encode_event(bag(f"e{i}", a=i, b=[i, i + 1], n=i)) for i in range(4_000)]
+    errors: list[Exception] = []
+    reads = 0
+    running = threading.Event()
+    done = threading.Event()
+
+    def read() -> None:
+        nonlocal reads
+        running.set()
+        while not done.is_set():
+            try:
+                len(engine.timers)
+                engine.watermark(0)
+                engine.state_size()
+                engine.features_of({"customer_id": "cus_1"}, 1_800_000_000.0)
+                reads += 1
+            except Exception as error:  # any of them is the failure
+                errors.append(error)
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    running.wait(5)
+    try:
+        for _ in range(5):
+            signals, _late = engine.process_raw_many(bodies, range(1, 4_001), [0] * 4_000, [0.0] * 4_000)
+            assert signals
+    finally:
+        done.set()
+        reader.join(5)
+    assert errors == []
+    assert reads > 0

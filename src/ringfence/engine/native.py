@@ -91,11 +91,13 @@ def _plan(pack: RulePack) -> bytes:
 class _TimerCount:
     """``len(engine.timers)``, as the runtimes ask it, of the core's timers."""
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Any, lock: threading.Lock) -> None:
         self._core = core
+        self._lock = lock
 
     def __len__(self) -> int:
-        return int(self._core.timers())
+        with self._lock:
+            return int(self._core.timers())
 
 
 class NativeEngine(Engine):
@@ -109,8 +111,8 @@ class NativeEngine(Engine):
         if (reason := unsupported(pack)) is not None:
             raise RulePackError(f"the native engine cannot run this pack: {reason}")
         # one call at a time: the API's threads read what the processor's thread updates, and a
-        # core call that builds Python objects may let another thread in (PyO3 then refuses
-        # the second borrow of the core with an error)
+        # core call that builds Python objects, or runs a batch without the interpreter lock,
+        # lets another thread in (PyO3 then refuses the second borrow of the core with an error)
         self._lock = threading.Lock()
         self._fallback = fallback  # reloaded into a pack the core cannot run: hand over to python
         self._core = core if core is not None else NativeCore(_plan(pack), allowed_lateness_s)
@@ -133,7 +135,7 @@ class NativeEngine(Engine):
             "rule": [(r.id, r.output) for r in pack.rules],
             "pattern": [(p.id, p.output) for p in pack.patterns],
         }
-        self.timers = _TimerCount(self._core)  # type: ignore[assignment]
+        self.timers = _TimerCount(self._core, self._lock)  # type: ignore[assignment]
         for name, values in self.lists.items():
             self._core.set_list(name, values)
 
