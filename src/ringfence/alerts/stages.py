@@ -49,7 +49,7 @@ SEND_MARGIN_S = 5.0  # beyond a receiver's timeout: what an attempt takes around
 HOUSEKEEPING_EVERY_S = 10.0
 SENT_RETENTION_S = 30 * 86400.0  # sent notifications are kept this long; dead letters until re-driven
 RETENTION_SLICE = 2_000  # sent notifications forgotten a transaction
-RETENTION_SLICES = 25  # a call's most: 50,000 every HOUSEKEEPING_EVERY_S, past any send rate
+RETENTION_SLICES = 25  # a call's most: 50,000 every HOUSEKEEPING_EVERY_S, 5,000 a second kept up with
 NOT_MUTED = "no silence or inhibition matches any more"
 
 
