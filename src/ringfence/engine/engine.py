@@ -124,6 +124,12 @@ def persisted_names(pack: RulePack) -> dict[str, str]:
     }
 
 
+def check_run(bodies: Sequence[bytes], *columns: Sequence[int] | Sequence[float]) -> None:
+    """A run of stored events comes as columns of one length: refused before any event runs."""
+    if any(len(column) != len(bodies) for column in columns):
+        raise ValueError("process_raw_many: bodies, offsets, partitions and ingested_ats differ in length")
+
+
 class Engine:
     """Runs a rule pack over events. Single-threaded; one instance per set of partitions."""
 
@@ -212,8 +218,7 @@ class Engine:
         signals, and the (index, watermark) of each event that was behind its partition's
         watermark. The first that fails raises; those before it were run. The compiled core
         overrides it with one call for the lot."""
-        if not len(bodies) == len(offsets) == len(partitions) == len(ingested_ats):
-            raise ValueError("process_raw_many: bodies, offsets, partitions and ingested_ats differ in length")
+        check_run(bodies, offsets, partitions, ingested_ats)
         signals: list[AlertSignal] = []
         late: list[tuple[int, float]] = []
         run = zip(bodies, offsets, partitions, ingested_ats, strict=True)

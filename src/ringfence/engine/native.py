@@ -20,7 +20,7 @@ from typing import Any
 
 from ringfence.config import ENGINES
 from ringfence.engine.anomaly import AnomalyKind
-from ringfence.engine.engine import Engine
+from ringfence.engine.engine import Engine, check_run
 from ringfence.engine.pack import RulePack
 from ringfence.engine.plan import plan_of, unsupported, value_names
 from ringfence.engine.rules import AlertSignal, Output
@@ -214,8 +214,7 @@ class NativeEngine(Engine):
         partitions: Sequence[int],
         ingested_ats: Sequence[float],
     ) -> tuple[list[AlertSignal], list[tuple[int, float]]]:
-        if not len(bodies) == len(offsets) == len(partitions) == len(ingested_ats):
-            raise ValueError("process_raw_many: bodies, offsets, partitions and ingested_ats differ in length")
+        check_run(bodies, offsets, partitions, ingested_ats)
         signals: list[AlertSignal] = []
         late: list[tuple[int, float]] = []
         for lo in range(0, len(bodies), RUN_CHUNK):  # the lock is held a chunk at a time
