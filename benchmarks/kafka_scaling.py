@@ -9,6 +9,11 @@ serve process`` workers and times them from the moment every worker has its part
 and the ratio of the medians is the scaling. The broker shares the machine's two cores with the
 workers, so the ratio is a floor for machines where it does not.
 
+Each run also reports the records per event (issue 18's headline figure for this runtime), from
+the workers' own counts (``ringfence_kafka_records``, scraped from ``--metrics-port``): read and
+written by the workers, by topic kind; ingest's writes are the events and stage records the
+workers read (in a run without failures, each exactly once).
+
     .venv/bin/python benchmarks/kafka_scaling.py --events 20000 --runs 3 --out benchmarks/results
 """
 
@@ -19,6 +24,7 @@ import asyncio
 import json
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -99,22 +105,28 @@ def group_lag(env: dict[str, str]) -> int:
 
 
 def one_run(
-    base_env: dict[str, str], dsn: str, events: list[dict[str, Any]], workers: int, work: Path, broker_pid: int
+    base_env: dict[str, str],
+    dsn: str,
+    events: list[dict[str, Any]],
+    workers: int,
+    work: Path,
+    broker_pid: int,
+    key: str,
 ) -> dict[str, Any]:
+    from ringfence.bench.servers import free_port
+
     prefix = f"b{uuid.uuid4().hex[:8]}"
     env = {**base_env, "RINGFENCE_KAFKA_TOPIC_PREFIX": prefix, "RINGFENCE_POSTGRES_DSN": dsn}
     cli = [sys.executable, "-m", "ringfence"]
     subprocess.run([*cli, "kafka", "init"], env=env, check=True, capture_output=True)
     produce_s = produce(env, events)
     logs = [work / f"{prefix}-w{i}.log" for i in range(workers)]
+    ports = [free_port() for _ in logs]
     procs = []
     for i, path in enumerate(logs):
         with path.open("wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [*cli, "serve", "process", "--worker-id", f"{prefix}-w{i}"], env=env, stdout=out, stderr=out
-                )
-            )
+            command = [*cli, "serve", "process", "--worker-id", f"{prefix}-w{i}", "--metrics-port", str(ports[i])]
+            procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=out))
     try:
         while not all("restored" in p.read_text(errors="replace") for p in logs):
             time.sleep(0.05)
@@ -127,6 +139,7 @@ def one_run(
             time.sleep(0.25)
         seconds = time.monotonic() - started
         cpu = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
+        counted = [kafka_records(port, key) for port in ports]
     finally:
         for proc in procs:
             proc.terminate()
@@ -140,6 +153,42 @@ def one_run(
         # what scales: a worker's CPU per event (the broker's is the cluster's to size)
         "worker_cpu_us_per_event": round(sum(cpu[:-1]) / len(events) * 1e6),
         "broker_cpu_us_per_event": round(cpu[-1] / len(events) * 1e6),
+        **records_per_event(counted, len(events)),
+    }
+
+
+def kafka_records(port: int, key: str) -> dict[tuple[str, str], float]:
+    """A worker's ``ringfence_kafka_records`` by (direction, topic kind)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"authorization": f"Bearer {key}"}).text
+    return {
+        (sample.labels["direction"], sample.labels["topic"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "ringfence_kafka_records"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def records_per_event(counted: list[dict[tuple[str, str], float]], events: int) -> dict[str, Any]:
+    """Records per event: the workers' reads and writes by topic kind, and ingest's writes."""
+    total: dict[tuple[str, str], float] = {}
+    for worker in counted:
+        for label, n in worker.items():
+            total[label] = total.get(label, 0.0) + n
+
+    def per_event(direction: str) -> dict[str, float]:
+        return {kind: round(n / events, 3) for (d, kind), n in sorted(total.items()) if d == direction}
+
+    read, written = per_event("read"), per_event("written")
+    return {
+        "worker_records_read_per_event": round(sum(read.values()), 3),
+        "worker_records_written_per_event": round(sum(written.values()), 3),
+        "ingest_records_written_per_event": round(read.get("events", 0.0) + read.get("stage", 0.0), 3),
+        "records_read_by_kind": read,
+        "records_written_by_kind": written,
     }
 
 
@@ -166,10 +215,19 @@ def main() -> None:
             "RINGFENCE_KAFKA_PARTITIONS": str(PARTITIONS),
             "RINGFENCE_POSTGRES_DSN": dsn,
             "RINGFENCE_LOG_LEVEL": "info",  # the workers log when they have their partitions
+            "RINGFENCE_SECRET_AUDIT_KEY": secrets.token_hex(32),  # the same for every service
         }
-        subprocess.run(
-            [sys.executable, "-m", "ringfence", "db", "migrate"], env=base_env, check=True, capture_output=True
+        ringfence = [sys.executable, "-m", "ringfence"]
+        subprocess.run([*ringfence, "db", "migrate"], env=base_env, check=True, capture_output=True)
+        created = subprocess.run(
+            [*ringfence, "keys", "create", "--name", "bench", "--scope", "alerts:read"],
+            env=base_env,
+            capture_output=True,
+            text=True,
         )
+        if created.returncode:
+            raise SystemExit(f"cannot create a key: {created.stderr}")
+        key = created.stdout.strip().splitlines()[-1]  # reads the workers' metrics
         start = time.time() - 2 * 3600
         events = list(
             Traffic(seed=11, customers=5_000, fraud_rate=0.01).stream(start=start, rate_per_s=200.0, count=args.events)
@@ -178,7 +236,7 @@ def main() -> None:
         for i in range(args.runs):
             for workers in (1, 2):
                 assert broker.proc is not None
-                run = one_run(base_env, dsn, events, workers, work, broker.proc.pid)
+                run = one_run(base_env, dsn, events, workers, work, broker.proc.pid, key)
                 runs.append(run)
                 print(f"run {i + 1}: {json.dumps(run)}")
     finally:
@@ -194,6 +252,14 @@ def main() -> None:
         "median_ingest_events_per_s": statistics.median(r["ingest_events_per_s"] for r in runs),
         "median_worker_cpu_us_per_event": statistics.median(r["worker_cpu_us_per_event"] for r in runs),
         "median_broker_cpu_us_per_event": statistics.median(r["broker_cpu_us_per_event"] for r in runs),
+        **{
+            f"median_{name}": statistics.median(r[name] for r in runs)
+            for name in (
+                "worker_records_read_per_event",
+                "worker_records_written_per_event",
+                "ingest_records_written_per_event",
+            )
+        },
         "runs": runs,
     }
     print(json.dumps(result, indent=2))

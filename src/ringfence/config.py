@@ -101,6 +101,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             ``RINGFENCE_SECRET_KAFKA_SASL_PASSWORD``).
         kafka_dedup_window_s: how long (event time) a process worker remembers event ids to
             drop producers' retried events.
+        kafka_snapshot_rows: state rows a process task's changelog gathers before it writes a
+            snapshot behind them (or half the rows it holds, if more): the restore of a moved
+            partition reads at most about that, and one snapshot, past which the log is deleted.
         postgres_dsn: the kafka runtime's store, a libpq URI without password (libpq reads
             ``PGPASSWORD`` or ``~/.pgpass``).
         postgres_pool_size: connections each service may hold.
@@ -144,6 +147,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     kafka_sasl_mechanism: str = ""
     kafka_sasl_username: str = ""
     kafka_dedup_window_s: float = 600.0
+    kafka_snapshot_rows: int = 100_000
     postgres_dsn: str = ""
     postgres_pool_size: int = 8
     engine: str = "auto"
@@ -178,6 +182,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         for name in (
             "kafka_partitions",
             "kafka_replication",
+            "kafka_snapshot_rows",
             "postgres_pool_size",
             "max_body_bytes",
             "max_batch_events",

@@ -41,6 +41,12 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
             registry=r,
         )
+        self.kafka_records = Counter(
+            "ringfence_kafka_records",
+            "Records a kafka process worker consumed (read) or committed (written), by topic kind",
+            ["direction", "topic"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "ringfence_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
         )

@@ -54,6 +54,7 @@ class KafkaStack:
     workdir: Path
     env: dict[str, str]
     running: list[Service] = field(default_factory=list)
+    workers: list[Service] = field(default_factory=list)  # the process workers among them
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -91,7 +92,31 @@ class KafkaStack:
         return service
 
     def worker(self, worker_id: str) -> Service:
-        return self.start(worker_id, "process", "--worker-id", worker_id)
+        """A process worker, its ``/metrics`` at its ``url``."""
+        port = free_port()
+        service = self.start(worker_id, "process", "--worker-id", worker_id, "--metrics-port", str(port))
+        service.url = f"http://127.0.0.1:{port}"
+        self.workers.append(service)
+        return service
+
+    def records_per_event(self, key: str) -> tuple[float, float]:
+        """Records the running workers read and wrote per event they consumed from the events
+        topic (``ringfence_kafka_records``; a key with ``alerts:read``)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        counted: dict[tuple[str, str], float] = {}
+        for worker in self.workers:
+            with worker.client(key) as c:
+                text = c.get("/metrics").text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "ringfence_kafka_records_total":
+                        label = (sample.labels["direction"], sample.labels["topic"])
+                        counted[label] = counted.get(label, 0.0) + sample.value
+        events = counted[("read", "events")]
+        read = sum(n for (direction, _), n in counted.items() if direction == "read")
+        written = sum(n for (direction, _), n in counted.items() if direction == "written")
+        return read / events, written / events
 
     def services(self, *workers: str) -> tuple[str, Service, Service]:
         """A producer key with read access, ingest, api, the given workers and a dispatcher."""

@@ -25,6 +25,7 @@ def kafka_stack(kafka_broker: KafkaBroker, postgres: PostgresCluster, tmp_path: 
         "RINGFENCE_POSTGRES_DSN": postgres.new_database(),
         "RINGFENCE_SECRET_AUDIT_KEY": f"kafka-test-audit-key-{uuid.uuid4().hex}",  # the same for every service
         "RINGFENCE_LOG_LEVEL": "info",
+        "RINGFENCE_KAFKA_SNAPSHOT_ROWS": "200",  # so the tests' small state is snapshotted and trimmed, often
     }
     stack = KafkaStack(tmp_path, env)
     stack.cli("db", "migrate")

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from ringfence.config import Settings, load_settings
-from ringfence.runtimes.kafka import records
+from ringfence.engine.packed import pack_rows
+from ringfence.runtimes.kafka.changelog import Entry, encode_entry, replay
 from ringfence.runtimes.kafka.restore import read_changelogs
 from ringfence.runtimes.kafka.topics import Topics, client_config, topics_of
 from tests.helpers.kafka import KafkaStack
@@ -29,10 +30,11 @@ def transactional(settings: Settings, topics: Topics, name: str, timeout_ms: int
     return producer
 
 
-def write(producer: Any, topic: str, rows: dict[str, bytes], commit: bool = True) -> None:
+def write(producer: Any, topic: str, seq: int, rows: dict[str, bytes], commit: bool = True) -> None:
+    """A batch's changelog entry, in a transaction."""
     producer.begin_transaction()
-    for key, value in rows.items():
-        producer.produce(topic, value, records.state_key("count#1", key), partition=0)
+    packed = pack_rows([("count#1", key, value) for key, value in rows.items()])
+    producer.produce(topic, encode_entry(Entry(seq, [packed], len(rows))), partition=0)
     producer.flush(30)
     if commit:
         producer.commit_transaction(30)
@@ -44,7 +46,7 @@ def read_in_background(settings: Settings, topics: Topics, changelog: str) -> tu
 
     def read() -> None:
         try:
-            out.append(read_changelogs(settings, topics, [(changelog, 0)])[(changelog, 0)])
+            out.append(replay(read_changelogs(settings, topics, [(changelog, 0)])[(changelog, 0)]).state_rows())
         except Exception as error:
             out.append(error)
 
@@ -58,8 +60,8 @@ def test_a_transaction_open_when_the_restore_starts_counts_once_committed(kafka_
     topics = topics_of(settings)
     changelog = topics.changelog("customer")
     owner = transactional(settings, topics, "owner")
-    write(owner, changelog, {"a": b"1"})
-    write(owner, changelog, {"b": b"2"}, commit=False)  # the last batch: committing as the restore starts
+    write(owner, changelog, 1, {"a": b"1"})
+    write(owner, changelog, 2, {"b": b"2"}, commit=False)  # the last batch: committing as the restore starts
 
     reader, out = read_in_background(settings, topics, changelog)
     time.sleep(1.5)
@@ -74,9 +76,9 @@ def test_a_transaction_a_dead_worker_left_open_never_counts(kafka_stack: KafkaSt
     settings = load_settings(environ=kafka_stack.env)
     topics = topics_of(settings)
     changelog = topics.changelog("customer")
-    write(transactional(settings, topics, "first"), changelog, {"a": b"1"})
+    write(transactional(settings, topics, "first"), changelog, 1, {"a": b"1"})
     dead = transactional(settings, topics, "dead", timeout_ms=2_000)
-    write(dead, changelog, {"a": b"9", "b": b"9"}, commit=False)  # then it is never heard of again
+    write(dead, changelog, 2, {"a": b"9", "b": b"9"}, commit=False)  # then it is never heard of again
 
     started = time.monotonic()
     reader, out = read_in_background(settings, topics, changelog)

@@ -15,8 +15,9 @@ import pytest
 from ringfence.config import load_settings
 from ringfence.engine.features import decode_state
 from ringfence.engine.pack import load_pack_file
+from ringfence.runtimes.kafka.changelog import replay
 from ringfence.runtimes.kafka.restore import read_changelogs
-from ringfence.runtimes.kafka.topics import topics_of
+from ringfence.runtimes.kafka.topics import client_config, topics_of
 from tests.helpers import parity
 from tests.helpers.http import all_alerts, post_batch
 from tests.helpers.kafka import PARTITIONS, KafkaStack, Service
@@ -76,13 +77,28 @@ def lifetime_card_auths(stack: KafkaStack) -> dict[str, int]:
     topics = topics_of(settings)
     spec = next(f for f in load_pack_file(None).features if f.name == "card_auths_lifetime")
     changelog = topics.changelog("customer")
-    rows = read_changelogs(settings, topics, [(changelog, p) for p in range(PARTITIONS)])
+    entries = read_changelogs(settings, topics, [(changelog, p) for p in range(PARTITIONS)])
     out = {}
-    for partition_rows in rows.values():
-        for (name, key), raw in partition_rows.items():
+    for partition_entries in entries.values():
+        for (name, key), raw in replay(partition_entries).state_rows().items():
             if name.startswith("card_auths_lifetime#"):
                 out[key] = spec.value(decode_state(raw), 4e9)
     return out
+
+
+def trimmed_changelogs(stack: KafkaStack) -> int:
+    """Changelog partitions whose first records a complete snapshot made redundant, and were deleted."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    settings = load_settings(environ=stack.env)
+    topics = topics_of(settings)
+    names = [topics.changelog(n) for n in ("customer", "join", "card_id", "ip")]
+    consumer = Consumer(client_config(settings, **{"group.id": topics.group("test")}))
+    try:
+        starts = [consumer.get_watermark_offsets(TopicPartition(t, p), 10)[0] for t in names for p in range(PARTITIONS)]
+    finally:
+        consumer.close()
+    return sum(1 for start in starts if start > 0)
 
 
 def card_auths_in(events: list[dict[str, Any]]) -> dict[str, int]:
@@ -105,6 +121,11 @@ def test_services_raise_the_alerts_of_the_embedded_runtime(
 
     assert settled(kafka_stack, api, key) == expected
     assert lifetime_card_auths(kafka_stack) == card_auths_in(events)
+    # what an event costs the broker (issue 18): the workers write one changelog entry a task
+    # and one join record a partition per batch, not a record per state and per contribution
+    read, written = kafka_stack.records_per_event(key)
+    assert written <= 2.0, written
+    assert read <= 3.0, read  # the events topic and the stages' copies (a record each, for now), the join's
     # the api service serves what lives in PostgreSQL, and says what it cannot
     with api.client(key) as c:
         assert c.post("/v1/events", json=events[0]).status_code == 404
@@ -149,6 +170,9 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
 
     assert settled(kafka_stack, api, key) == expected
     assert lifetime_card_auths(kafka_stack) == card_auths_in(events)
+    # snapshots were written behind the changelogs and what they made redundant deleted: the
+    # state above was restored from them
+    assert trimmed_changelogs(kafka_stack) > 0
     # the survivor took the victim's partitions over, restoring their state, and said how long it took
     takeovers = restores(survivor)[before_kill:]
     assert takeovers, survivor.log()[-3000:]

@@ -6,13 +6,22 @@ mid-batch leaves nothing visible to ``read_committed`` readers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 from ringfence.runtimes.kafka.task import TaskId
 
-Output = tuple[str, bytes | None, bytes | None, int | None]  # topic, key, value, partition (None: by key)
 TIMEOUT_S = 30
+
+
+class Output(NamedTuple):
+    """A record a batch sends."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None  # None: by key
+    delivered: Callable[[int], None] | None = None  # called with its offset once written
 
 
 class Transactions:
@@ -27,8 +36,8 @@ class Transactions:
         failure, abort it (if it can be) and raise."""
         self.producer.begin_transaction()
         try:
-            for topic, key, value, partition in outputs:
-                self.produce(topic, key, value, partition)
+            for output in outputs:
+                self.produce(*output)
             if offsets:
                 metadata = self.consumer.consumer_group_metadata()
                 self.producer.send_offsets_to_transaction(offsets, metadata, TIMEOUT_S)
@@ -38,13 +47,20 @@ class Transactions:
                 self.producer.abort_transaction(TIMEOUT_S)
             raise
 
-    def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        delivered: Callable[[int], None] | None = None,
+    ) -> None:
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+        if delivered is not None:
+            extra["on_delivery"] = lambda err, msg: delivered(int(msg.offset())) if err is None else None
         while True:
             try:
-                if partition is None:
-                    self.producer.produce(topic, value, key)
-                else:
-                    self.producer.produce(topic, value, key, partition)
+                self.producer.produce(topic, value, key, **extra)
                 return
             except BufferError:  # the producer's queue is full: let it drain
                 self.producer.poll(0.1)

@@ -65,6 +65,10 @@ class PendingJoins:
         self.changed = {}
         return out
 
+    def rows(self) -> list[tuple[str, bytes]]:
+        """Every record the changelog holds (once :meth:`changelog` took the changes)."""
+        return [(key, _encode(list(parts.values()))) for key, parts in self.pending.items()]
+
     @classmethod
     def restore(cls, records: Mapping[str, bytes]) -> PendingJoins:
         """From the changelog's records (by event key)."""

@@ -40,10 +40,11 @@ def reproduce(settings: Settings, entry: QuarantineEntry, timeout_s: float = 30.
 
 
 def named_by_contribution(entry: QuarantinedEvent) -> QuarantinedEvent:
-    """A quarantined join record names the event its contribution is for (source, event id)."""
+    """A quarantined join record (or one event's contributions, :mod:`.worker`) names the
+    event its first contribution is for (source, event id)."""
     try:
-        part = records.decode_contribution(entry.body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        part = records.decode_contributions(entry.body)[0]
+    except (msgspec.DecodeError, msgspec.ValidationError, IndexError):
         return entry
     source, _, event_id = part.event_key.partition("\x1f")
     return dataclasses.replace(entry, source=source, event_id=event_id, type=f"contribution:{part.stage}")

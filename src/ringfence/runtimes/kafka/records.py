@@ -4,10 +4,11 @@
   JSON, timestamp = when ingest accepted it, header ``rf-join`` = the stages that send their
   values to the join for this event (comma-separated; absent: the customer stage evaluates
   the rules). Ingest writes an event to all its topics in one transaction.
-- join topic: key = the customer stage's key, value = :class:`Contribution` (msgpack).
-- a changelog: key = (state name, state key) (msgpack), value = the engine's encoded state,
-  or a tombstone; names starting with ``@`` are the task's own (watermark, seen event ids,
-  pending joins).
+- join topic: no key, the partition of the customer stage's key (:func:`partition_for`), value
+  = the :class:`Contribution` s a batch sends to that partition, in order (msgpack array).
+- a changelog: no key (the partition is the task's), value = one batch's
+  :class:`~.changelog.Entry` (msgpack): the state rows it changed, packed, and a snapshot
+  part; names starting with ``@`` are the task's own (watermark, seen event ids, pending joins).
 - alerts topic: key = rule and dedup key (one alert's signals stay in order), value =
   :class:`AlertRecord` (msgpack): an alert signal, or a late event to record.
 """
@@ -22,6 +23,36 @@ from ringfence.engine.rules import AlertSignal
 from ringfence.store.base import LateEvent
 
 OFFSET_BITS = 40  # a Kafka offset fits; the partition goes above it
+ITEM_BITS = 16  # a record of several items (join contributions) names one as offset << 16 | index
+MAX_ITEMS = 1 << ITEM_BITS
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (the Java clients' ``Utils.murmur2``), unsigned."""
+    length = len(data)
+    h = (0x9747B28C ^ length) & _MASK
+    end = length & ~3
+    for i in range(0, end, 4):
+        k = (int.from_bytes(data[i : i + 4], "little") * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    tail = length & 3
+    if tail == 3:
+        h ^= data[end + 2] << 16
+    if tail >= 2:
+        h ^= data[end + 1] << 8
+    if tail >= 1:
+        h = ((h ^ data[end]) * _M) & _MASK
+    h = ((h ^ (h >> 13)) * _M) & _MASK
+    return h ^ (h >> 15)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition the Java clients' partitioner (librdkafka's ``murmur2_random``, which
+    every Ringfence producer uses) gives a record keyed ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def global_offset(partition: int, offset: int) -> int:
@@ -57,9 +88,8 @@ class AlertRecord(msgspec.Struct, frozen=True, array_like=True, omit_defaults=Tr
     late: LateEvent | None = None
 
 
-_contribution = msgspec.msgpack.Decoder(Contribution)
+_contributions = msgspec.msgpack.Decoder(list[Contribution])
 _alert = msgspec.msgpack.Decoder(AlertRecord)
-_state_key = msgspec.msgpack.Decoder(tuple[str, str])
 _encoder = msgspec.msgpack.Encoder()
 
 
@@ -67,17 +97,9 @@ def encode(value: Any) -> bytes:
     return _encoder.encode(value)
 
 
-def decode_contribution(raw: bytes) -> Contribution:
-    return _contribution.decode(raw)
+def decode_contributions(raw: bytes) -> list[Contribution]:
+    return _contributions.decode(raw)
 
 
 def decode_alert(raw: bytes) -> AlertRecord:
     return _alert.decode(raw)
-
-
-def state_key(name: str, key: str) -> bytes:
-    return _encoder.encode((name, key))
-
-
-def decode_state_key(raw: bytes) -> tuple[str, str]:
-    return _state_key.decode(raw)

@@ -1,6 +1,7 @@
 """Restoring tasks: a worker assigned a partition rebuilds its task from the changelog
 partition, read ``read_committed`` to its end (exactly the state of the last committed
-batch) before it processes any of the partition's records; a worker that had to drop a
+batch) and replayed (:func:`.changelog.replay`: the newest snapshot, then the entries after
+its start) before it processes any of the partition's records; a worker that had to drop a
 task's state (a batch that failed) rebuilds it the same way.
 """
 
@@ -9,19 +10,21 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 
+import msgspec
+
 from ringfence.config import Settings
 from ringfence.engine.stages import JOIN, Stage, StagePlan
-from ringfence.runtimes.kafka import records
+from ringfence.runtimes.kafka.changelog import Entry, decode_entry, replay
 from ringfence.runtimes.kafka.task import Task, TaskId
 from ringfence.runtimes.kafka.topics import Topics, client_config
 
-Rows = dict[tuple[str, str], bytes]  # a changelog partition's newest value by key
+Entries = list[tuple[int, Entry]]  # a changelog partition's committed entries and their offsets, in order
 
 
 def read_changelogs(
     settings: Settings, topics: Topics, partitions: list[tuple[str, int]], timeout_s: float = 300.0
-) -> dict[tuple[str, int], Rows]:
-    """The committed rows of changelog ``partitions``, newest value per key (tombstones drop it).
+) -> dict[tuple[str, int], Entries]:
+    """The committed entries of changelog ``partitions``, in order.
 
     Read to the end of every transaction written before the call: a ``read_committed`` reader
     stops at the first transaction still open, and a commit the previous owner saw succeed is
@@ -31,9 +34,9 @@ def read_changelogs(
     within the transaction timeout for one a dead worker left open (the broker aborts it)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-    rows: dict[tuple[str, int], Rows] = {tp: {} for tp in partitions}
+    entries: dict[tuple[str, int], Entries] = {tp: [] for tp in partitions}
     if not partitions:
-        return rows
+        return entries
     deadline = time.monotonic() + timeout_s
     written = _high_watermarks(settings, topics, partitions)
     consumer = Consumer(
@@ -63,19 +66,18 @@ def read_changelogs(
                     if int(message.offset() or 0) >= written[tp]:
                         remaining.discard(tp)
                     continue
-                key = records.decode_state_key(message.key() or b"")
-                value = message.value()
-                if value is None:
-                    rows[tp].pop(key, None)
-                else:
-                    rows[tp][key] = value
+                offset = int(message.offset() or 0)
+                try:
+                    entries[tp].append((offset, decode_entry(message.value() or b"")))
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # only workers write here
+                    raise RuntimeError(f"changelog {tp[0]}[{tp[1]}]@{offset} is no changelog entry: {exc}") from exc
             # a partition whose end is short of it waits for a transaction to finish
             for at in consumer.position([TopicPartition(*tp) for tp in remaining]) if remaining else []:
                 if at.offset >= written[(at.topic, at.partition)]:
                     remaining.discard((at.topic, at.partition))
     finally:
         consumer.close()
-    return rows
+    return entries
 
 
 def _high_watermarks(
@@ -103,27 +105,33 @@ def restore_tasks(
     ids: Iterable[TaskId],
     lists: Mapping[str, frozenset[str]],
     now: float,
-) -> tuple[dict[TaskId, Task], int]:
-    """The tasks of input partitions ``ids``, from their changelogs; and how many rows those held."""
+) -> tuple[dict[TaskId, Task], int, dict[tuple[str, int], int]]:
+    """The tasks of input partitions ``ids``, from their changelogs; how many rows those held;
+    and, by changelog partition, the offset before which its records are no longer needed."""
     wanted: dict[tuple[str, int], tuple[Stage, TaskId]] = {}
     for topic, partition in sorted(ids):
         name = topics.stage_of_topic(topic, plan)
         stage = plan.rules if name == JOIN else plan.stage(name)
         wanted[(topics.changelog(stage.name), partition)] = (stage, (topic, partition))
-    rows = read_changelogs(settings, topics, list(wanted))
-    tasks = {}
+    entries = read_changelogs(settings, topics, list(wanted))
+    tasks, rows, trims = {}, 0, {}
     for changelog, (stage, task_id) in wanted.items():
-        task = Task.restore(
+        replayed = replay(entries[changelog])
+        if replayed.trim_before is not None and entries[changelog][0][0] < replayed.trim_before:
+            trims[changelog] = replayed.trim_before  # the previous owner did not get to trim it
+        task, applied = Task.restore(
             stage,
             task_id[1],
-            rows[changelog],
+            replayed,
             settings.allowed_lateness_s,
             settings.kafka_dedup_window_s,
             now,
             engine_kind=settings.engine,
+            min_log_rows=settings.kafka_snapshot_rows,
         )
         for name, values in lists.items():  # through set_list: the compiled core holds its own copy
             if name in stage.pack.lists:
                 task.engine.set_list(name, values)
         tasks[task_id] = task
-    return tasks, sum(len(r) for r in rows.values())
+        rows += applied
+    return tasks, rows, trims

@@ -58,6 +58,10 @@ class SeenIds:
             self.new = []
         return out
 
+    def rows(self) -> list[tuple[str, bytes]]:
+        """Every record the changelog holds (once :meth:`changelog` took the new ids)."""
+        return [(name, _encode([(k, self.ids[k]) for k in keys])) for name, (_, keys) in self.batches.items()]
+
     @classmethod
     def restore(cls, records: Mapping[str, bytes]) -> SeenIds:
         """From the changelog's records (by name)."""

@@ -1,14 +1,14 @@
 """A task: one partition of a stage's input topic (or of the join topic), as a worker holds
 it: the stage's engine over that partition's keys, its event time, the ids of the events it
 folded and (join) the events waiting for their stages. Everything it holds is in its
-changelog partition (same number, see :mod:`.topics`): records by (name, key), the engine's
-state under its own names and the task's own under names starting with ``@``.
+changelog partition (same number, see :mod:`.topics`; one entry per batch, :mod:`.changelog`):
+state rows by (name, key), the engine's under its own names and the task's own under names
+starting with ``@``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +16,11 @@ import msgspec
 
 from ringfence.engine.engine import Engine, EventContext
 from ringfence.engine.native import make_engine
+from ringfence.engine.packed import StateRow
 from ringfence.engine.stages import CUSTOMER, JOIN, Stage, StagePlan, run_stage
 from ringfence.events.model import Event
 from ringfence.runtimes.kafka import join, records
+from ringfence.runtimes.kafka.changelog import Entry, Replayed, TaskLog
 from ringfence.runtimes.kafka.seen import SeenIds, event_key
 from ringfence.runtimes.processing import Batch, EventClock, late_event
 
@@ -33,6 +35,15 @@ _event_time = msgspec.msgpack.Decoder(tuple[float, float])
 _encode = msgspec.msgpack.Encoder().encode
 
 
+class JoinFailed(Exception):
+    """An event's rules failed in the join: its contributions, and why."""
+
+    def __init__(self, parts: list[records.Contribution], error: Exception) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.parts = parts
+        self.error = error
+
+
 @dataclass
 class Task:
     """One partition of one stage; see the module docstring."""
@@ -44,6 +55,7 @@ class Task:
     seen: SeenIds
     joins: join.PendingJoins
     dedup_window_s: float
+    log: TaskLog
     last_offset: int = -1  # of the last event folded: names the changelog record of the batch's seen ids
     time_written: tuple[float | None, float] = (None, 0.0)  # the event time the changelog holds
 
@@ -85,53 +97,75 @@ class Task:
         return (plan.stages[0].key(event, EventContext(event, self.engine)) or "").encode(), part
 
     def join(self, plan: StagePlan, part: records.Contribution, batch: Batch[Any]) -> None:
-        """Collect a contribution; once its event's last came, evaluate the event's rules."""
+        """Collect a contribution; once its event's last came, evaluate the event's rules.
+        Rules that fail raise :class:`JoinFailed` with the event's contributions: the join's
+        engine holds no state (the rules alone), so the failure changed nothing but the
+        waiting joins, which no longer hold the event."""
         parts = self.joins.add(part)
         if parts is not None:
-            batch.signals += join.evaluate(plan, self.stage, self.engine, self.partition, parts)
+            try:
+                batch.signals += join.evaluate(plan, self.stage, self.engine, self.partition, parts)
+            except Exception as error:
+                raise JoinFailed(list(parts.values()), error) from error
 
     def expired(self, watermark: float) -> None:
         self.seen.expire(watermark, self.dedup_window_s)
         for key in self.joins.expire(watermark):
             log.warning("join gave up on event %s: a stage never sent its values", key)
 
-    def changes(self) -> list[tuple[bytes, bytes | None]]:
-        """The changelog records (key, value or tombstone) of what changed since the last call
-        (the state codec runs here)."""
-        out = [(records.state_key(name, key), state) for name, key, state in self.engine.take_changes()]
-        out += [(records.state_key(SEEN, name), value) for name, value in self.seen.changelog(str(self.last_offset))]
-        out += [(records.state_key(PENDING, key), value) for key, value in self.joins.changelog()]
-        written = (self.engine.max_event_time.get(self.partition), self.event_time.arrived_at)
+    def take_changes(self) -> None:
+        """Note what the records folded since the last call changed, for the batch's changelog
+        entry (the state codec runs here)."""
+        own: list[StateRow] = [(SEEN, name, value) for name, value in self.seen.changelog(str(self.last_offset))]
+        own += [(PENDING, key, value) for key, value in self.joins.changelog()]
+        written = self._event_time()
         if written[0] is not None and written != self.time_written:
-            out.append((records.state_key(EVENT_TIME, ""), _encode(written)))
+            own.append((EVENT_TIME, "", _encode(written)))
             self.time_written = written
-        return out
+        self.log.take(self.engine, own)
+
+    def entry(self) -> Entry | None:
+        """The changelog entry of the batch in hand (None: nothing changed, no snapshot due)."""
+        return self.log.entry(self.engine, self._own_rows())
+
+    def _event_time(self) -> tuple[float | None, float]:
+        return (self.engine.max_event_time.get(self.partition), self.event_time.arrived_at)
+
+    def _own_rows(self) -> list[StateRow]:
+        """Every row of the task's own as the changelog holds it (a snapshot's first part carries them)."""
+        rows: list[StateRow] = [(SEEN, name, value) for name, value in self.seen.rows()]
+        rows += [(PENDING, key, value) for key, value in self.joins.rows()]
+        if self.time_written[0] is not None:
+            rows.append((EVENT_TIME, "", _encode(self.time_written)))
+        return rows
 
     @classmethod
     def restore(
         cls,
         stage: Stage,
         partition: int,
-        rows: Mapping[tuple[str, str], bytes],
+        replayed: Replayed,
         lateness_s: float,
         dedup_window_s: float,
         now: float,
         *,
         engine_kind: str = "auto",
-    ) -> Task:
-        """The task its changelog partition's ``rows`` (newest value by key) describe, run by the
-        engine the ``engine`` setting (``engine_kind``) names."""
+        min_log_rows: int,
+    ) -> tuple[Task, int]:
+        """The task its changelog partition (``replayed``) describes, run by the engine the
+        ``engine`` setting (``engine_kind``) names; and how many rows it applied."""
         engine = make_engine(stage.pack, lateness_s, engine=engine_kind)
         own: dict[str, dict[str, bytes]] = {EVENT_TIME: {}, SEEN: {}, PENDING: {}}
-        for (name, key), value in rows.items():
+        for (name, key), value in replayed.own.items():
             if name in own:
                 own[name][key] = value
         marks, arrived_at = {}, 0.0
         if "" in own[EVENT_TIME]:
             marks[partition], arrived_at = _event_time.decode(own[EVENT_TIME][""])
-        engine.restore(((n, k, v) for (n, k), v in rows.items() if not n.startswith("@")), marks)
+        rows = sum(engine.restore_packed(packed) for packed in replayed.engine)
+        engine.restore((), marks)
         engine.take_changes()
-        return cls(
+        task = cls(
             stage,
             partition,
             engine,
@@ -139,8 +173,10 @@ class Task:
             SeenIds.restore(own[SEEN]),
             join.PendingJoins.restore(own[PENDING]),
             dedup_window_s,
+            TaskLog.resumed(replayed, min_log_rows),
             time_written=(marks.get(partition), arrived_at),
         )
+        return task, rows + len(replayed.own)
 
 
 def _header(message: Any, name: str) -> list[str]:

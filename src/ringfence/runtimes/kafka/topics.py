@@ -35,14 +35,22 @@ class Topics:
 
     @property
     def join(self) -> str:
-        return f"{self.prefix}.join.v1"
+        """The join's input: a record per batch and partition (v1 held one contribution a record)."""
+        return f"{self.prefix}.join.v2"
 
     def stage_input(self, stage: str) -> str:
         """The topic a stage consumes: the events topic for the customer stage."""
         return self.events if stage == CUSTOMER else f"{self.prefix}.stage.{stage}.v1"
 
     def changelog(self, stage: str) -> str:
-        return f"{self.prefix}.changelog.{stage}.v1"
+        """A stage's changelog: an entry per batch (v1 held a record per state, compacted)."""
+        return f"{self.prefix}.changelog.{stage}.v2"
+
+    def kind(self, topic: str) -> str:
+        """``events``, ``stage``, ``join``, ``changelog`` or ``alerts`` (counted by kind in the metrics)."""
+        if topic in (self.events, self.join, self.alerts):
+            return topic.split(".")[-2]
+        return topic[len(self.prefix) + 1 :].split(".", 1)[0]
 
     def group(self, service: str) -> str:
         return f"{self.prefix}-{service}"
@@ -60,11 +68,12 @@ class Topics:
         """Every topic the pack's stages need, with its config."""
         retention = {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)}
         short = {**retention, "retention.ms": "86400000"}
-        out = {self.events: retention, self.alerts: retention, self.join: short}
-        out[self.changelog(JOIN)] = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+        # a changelog is kept until its worker deletes what a complete snapshot made redundant
+        kept = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+        out = {self.events: retention, self.alerts: retention, self.join: short, self.changelog(JOIN): kept}
         for name in plan.names:
             out[self.stage_input(name)] = out.get(self.stage_input(name), short)
-            out[self.changelog(name)] = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+            out[self.changelog(name)] = kept
         return out
 
 

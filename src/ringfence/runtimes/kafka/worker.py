@@ -30,7 +30,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -43,12 +44,13 @@ from ringfence.errors import RingfenceError
 from ringfence.events.model import decode_event
 from ringfence.metrics import Metrics
 from ringfence.runtimes.kafka import records
+from ringfence.runtimes.kafka.changelog import Entry, encode_entry
 from ringfence.runtimes.kafka.checkpoint import Output, Transactions, abortable, is_kafka
 from ringfence.runtimes.kafka.quarantine import named_by_contribution
 from ringfence.runtimes.kafka.records import AlertRecord
 from ringfence.runtimes.kafka.restore import restore_tasks
 from ringfence.runtimes.kafka.seen import event_key
-from ringfence.runtimes.kafka.task import Task, TaskId
+from ringfence.runtimes.kafka.task import JoinFailed, Task, TaskId
 from ringfence.runtimes.kafka.topics import Topics, client_config, topics_of
 from ringfence.runtimes.processing import Batch, Driver
 from ringfence.store.packs import PackRepository
@@ -122,7 +124,8 @@ class ProcessWorker:
         self.driver: Driver[Any] = Driver(self, commit_each=True)
         self._committed: dict[TaskId, int] = {}  # offsets this worker committed, per task
         self._in_hand: dict[TaskId, int] = {}  # the offset after the last record consumed, per task
-        self._outputs: list[Output] = []  # the changelog records and join contributions to commit
+        self._joins: dict[int, list[records.Contribution]] = {}  # to commit, by join partition
+        self._admin: Any = None  # deletes what snapshots made redundant in the changelogs (made when first needed)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -159,6 +162,7 @@ class ProcessWorker:
             elif (message.topic(), message.partition()) in self.tasks:  # else revoked in this poll
                 held.append(message)
         self._in_hand = {(m.topic(), m.partition()): m.offset() + 1 for m in held}
+        self._count("read", (m.topic() for m in held))
         try:
             self.driver.cycle(held, list(self.tasks.values()), self.clock.time())
         except Exception as error:
@@ -173,12 +177,12 @@ class ProcessWorker:
 
     def fold(self, messages: Sequence[Any], batch: Batch[Any]) -> None:
         now = self.clock.time()
-        outputs: list[Output] = []
+        joins: dict[int, list[records.Contribution]] = {}  # what the batch sends to each join partition
         for message in messages:
             task = self.tasks[self._id(message)]
             task.event_time.took(now)
             try:
-                self._fold_one(task, message, batch, outputs)
+                self._fold_one(task, message, batch, joins)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 # not written by Ringfence's ingest or workers: no retry can make it valid
                 self.metrics.events_rejected.inc()
@@ -186,13 +190,19 @@ class ProcessWorker:
             batch.records.append(message)
             batch.processed += 1
         for task in self.tasks.values():
-            topic = self.topics.changelog(task.stage.name)
-            outputs += [(topic, key, value, task.partition) for key, value in task.changes()]
-        self._outputs += outputs  # a fold that failed sends nothing
+            task.take_changes()
+        for partition, parts in joins.items():  # a fold that failed sends nothing
+            self._joins.setdefault(partition, []).extend(parts)
 
-    def _fold_one(self, task: Task, message: Any, batch: Batch[Any], outputs: list[Output]) -> None:
+    def _fold_one(
+        self, task: Task, message: Any, batch: Batch[Any], joins: dict[int, list[records.Contribution]]
+    ) -> None:
         if task.is_join:
-            task.join(self.plan, records.decode_contribution(message.value()), batch)
+            for index, part in enumerate(records.decode_contributions(message.value())):
+                try:
+                    task.join(self.plan, part, batch)
+                except JoinFailed as failed:  # that event alone: the record holds others' too
+                    batch.quarantined.append(self._poisoned_join(message, index, failed))
             return
         event = decode_event(message.value())
         if not task.seen.add(event_key(event.source, event.event_id), event.occurred_at):
@@ -202,32 +212,100 @@ class ProcessWorker:
         sent = task.fold(self.plan, event, message, batch)
         if sent is not None:
             key, part = sent
-            outputs.append((self.topics.join, key, records.encode(part), None))
+            joins.setdefault(records.partition_for(key, self.topics.partitions), []).append(part)
+
+    def _poisoned_join(self, message: Any, index: int, failed: JoinFailed) -> QuarantinedEvent:
+        """The quarantine entry of an event whose rules failed in the join: its contributions, as
+        a join record of their own (a re-drive writes them back), named by the record's offset
+        and the failing contribution's place in it (``offset << 16 | index``)."""
+        entry = QuarantinedEvent.of(
+            records.encode(failed.parts),
+            message.offset() << records.ITEM_BITS | index,
+            message.partition(),
+            message.timestamp()[1] / 1000.0,
+            failed.error,
+            self.plan.pack.version,
+            origin=message.topic(),
+            stage=JOIN,
+        )
+        entry = named_by_contribution(entry)
+        log.error(
+            "quarantined %s[%d]@%d (event %s/%s, stage join): %s",
+            entry.origin,
+            entry.partition,
+            entry.offset,
+            entry.source,
+            entry.event_id,
+            entry.reason.partition(":")[0],
+        )
+        return entry
 
     def commit(self, batch: Batch[Any]) -> None:
-        outputs, self._outputs = self._outputs, []
+        joins, self._joins = self._joins, {}
+        outputs = [
+            Output(self.topics.join, None, records.encode(parts[i : i + records.MAX_ITEMS]), partition)
+            for partition, parts in joins.items()
+            for i in range(0, len(parts), records.MAX_ITEMS)
+        ]
         if batch.quarantined and self.quarantine is not None:
             self.quarantine.record(batch.quarantined, self.clock.time())  # before the offset moves past it
         alerts = self.topics.alerts
-        sent: list[Output] = [
-            (alerts, f"{s.rule_id}\x1f{s.dedup_key}".encode(), records.encode(AlertRecord(signal=s)), None)
+        sent = [
+            Output(alerts, f"{s.rule_id}\x1f{s.dedup_key}".encode(), records.encode(AlertRecord(signal=s)))
             for s in batch.signals
         ]
         sent += [
-            (alerts, f"late\x1f{records.partition_of(e.offset)}".encode(), records.encode(AlertRecord(late=e)), None)
+            Output(alerts, f"late\x1f{records.partition_of(e.offset)}".encode(), records.encode(AlertRecord(late=e)))
             for e in batch.late
         ]
+        entries = self._changelog_entries()
+        for task, entry in entries:
+            topic = self.topics.changelog(task.stage.name)
+            sent.append(Output(topic, None, encode_entry(entry), task.partition, task.log.delivered))
         done = {self._id(m): m.offset() + 1 for m in batch.records}
         offsets = self.transactions.offsets_past(self.tasks, done, self._in_hand, self._committed)
-        self.transactions.commit([*sent, *outputs], offsets)
+        try:
+            self.transactions.commit([*sent, *outputs], offsets)
+        except Exception:
+            for task in self.tasks.values():  # what the batch changed goes with it; so does a snapshot under way
+                task.log.abandon()
+            raise
+        self._count("written", (o.topic for o in [*sent, *outputs]))
+        trims = {}
+        for task, entry in entries:
+            if (before := task.log.committed(entry)) is not None:
+                trims[(self.topics.changelog(task.stage.name), task.partition)] = before
+        self._trim(trims)
         self._committed.update({(tp.topic, tp.partition): tp.offset for tp in offsets})
         self.metrics.events_processed.inc(batch.processed)
         self.metrics.events_late.inc(len(batch.late))
         self.metrics.events_quarantined.inc(len(batch.quarantined))
 
+    def _count(self, direction: str, topics: Iterable[str]) -> None:
+        for kind, n in Counter(self.topics.kind(t) for t in topics).items():
+            self.metrics.kafka_records.labels(direction, kind).inc(n)
+
+    def _changelog_entries(self) -> list[tuple[Task, Entry]]:
+        """Each task's changelog entry for the batch in hand (see :mod:`.changelog`)."""
+        return [(task, entry) for task in self.tasks.values() if (entry := task.entry()) is not None]
+
+    def _trim(self, before: Mapping[tuple[str, int], int]) -> None:
+        """Delete the changelog records a complete snapshot made redundant. Not waited for: if
+        it fails, the next snapshot deletes them, or the next restore of the partition."""
+        if not before:
+            return
+        from confluent_kafka import TopicPartition
+        from confluent_kafka.admin import AdminClient
+
+        if self._admin is None:
+            self._admin = AdminClient(client_config(self.settings))
+        futures = self._admin.delete_records([TopicPartition(t, p, offset) for (t, p), offset in before.items()])
+        for tp, future in futures.items():
+            future.add_done_callback(lambda f, tp=tp: _trimmed(tp, f))
+
     def reset(self, messages: Sequence[Any] | None) -> None:
         """Rebuild the tasks of ``messages`` (all: None) from their changelogs."""
-        self._outputs = []
+        self._joins = {}
         self._restore(set(self.tasks) if messages is None else {self._id(m) for m in messages})
 
     def uncommitted(self, messages: Sequence[Any]) -> list[Any]:
@@ -266,8 +344,9 @@ class ProcessWorker:
         ids = set(ids)
         for task_id in ids:
             self.tasks.pop(task_id, None)
-        tasks, rows = restore_tasks(self.settings, self.topics, self.plan, ids, self._lists, self.clock.time())
+        tasks, rows, trims = restore_tasks(self.settings, self.topics, self.plan, ids, self._lists, self.clock.time())
         self.tasks.update(tasks)
+        self._trim(trims)
         self.pending -= ids
         seconds = time.monotonic() - started
         self.metrics.state_restore.observe(seconds)
@@ -280,7 +359,7 @@ class ProcessWorker:
         and consume again from the committed offsets."""
         ids = set(self.tasks) | self.pending
         self._committed.clear()
-        self._outputs = []
+        self._joins = {}
         self.transactions.seek_committed(ids)
         self._restore(ids)
 
@@ -325,4 +404,18 @@ class ProcessWorker:
         for task in self.tasks.values():
             task.stage = plan.rules if task.stage.name == JOIN else plan.stage(task.stage.name)
             task.engine = task.engine.reloaded(task.stage.pack)
+            # a snapshot under way walked the old engine: the next one walks the new one (rows of
+            # changed definitions are no longer read, and the next complete snapshot drops them)
+            task.log.abandon()
         return True
+
+
+def _trimmed(tp: Any, future: Any) -> None:
+    if (error := future.exception()) is not None:
+        log.warning(
+            "could not delete %s[%d] before %d (the next snapshot tries again): %s",
+            tp.topic,
+            tp.partition,
+            tp.offset,
+            error,
+        )

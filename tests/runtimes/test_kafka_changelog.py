@@ -1,0 +1,119 @@
+"""A kafka task's changelog (one entry per batch, snapshots written behind, the log trimmed
+before a complete one) restores exactly the state of the engine that wrote it: through
+several snapshots, a commit that failed mid-snapshot, and the records a trim deleted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from ringfence.bench.differential import default_packs, simulated
+from ringfence.engine.engine import Engine
+from ringfence.engine.pack import RulePack
+from ringfence.engine.packed import StateRow, pack_rows, unpack_rows
+from ringfence.runtimes.kafka.changelog import Entry, Part, Replayed, TaskLog, replay
+from ringfence.store.state_log import StateLog
+from tests.helpers.differential import native_candidate
+
+PACK = dict(default_packs())["default"]
+BATCH = 40
+
+
+def factory(kind: str) -> Callable[[RulePack], Engine]:
+    make = Engine if kind == "python" else native_candidate()
+    return lambda pack: make(pack, 5.0)
+
+
+def everything(engine: Engine) -> dict[tuple[str, str], bytes | None]:
+    engine.snapshot_begin()
+    packed, _, last = engine.snapshot_next(10**9)
+    assert last
+    return {(name, key): state for name, key, state in unpack_rows(packed)}
+
+
+def restored(kind: str, replayed: Replayed, marks: dict[int, float]) -> Engine:
+    engine = factory(kind)(PACK)
+    for packed in replayed.engine:
+        engine.restore_packed(packed)
+    engine.restore((), marks)
+    engine.take_changes()
+    return engine
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_the_changelog_restores_the_engine_through_snapshots_a_failed_commit_and_trims(kind: str) -> None:
+    events = list(simulated(5, 8_000, 1_500, 5.0)[0])
+    live = factory(kind)(PACK)
+    log = TaskLog(StateLog(min_log_rows=2_000))
+    kept: list[tuple[int, Entry]] = []  # the changelog partition: what trims left of it
+    written = 0  # the next offset
+    own: dict[tuple[str, str], bytes] = {}  # the task's own rows, as the changelog must hold them
+    trims, failures_mid_snapshot, reloaded_mid_snapshot = 0, 0, False
+    for number, start in enumerate(range(0, len(events), BATCH)):
+        batch = events[start : start + BATCH]
+        for offset, event in enumerate(batch, start):
+            live.process(event, offset, 0, event.occurred_at)
+        changed: list[StateRow] = [("@seen", f"b{number}", f"ids {number}".encode())]
+        if number >= 5:
+            changed.append(("@seen", f"b{number - 5}", None))  # forgotten
+        log.take(live, changed)
+        entry = log.entry(live, [(n, k, v) for (n, k), v in own.items()] + [r for r in changed if r[2] is not None])
+        if number % 13 == 12:  # the transaction fails: the worker restores the task and runs the batch again
+            failures_mid_snapshot += entry is not None and entry.part is not None and not entry.part.last
+            log.abandon()
+            replayed = replay(kept)
+            live = restored(kind, replayed, live.max_event_time)
+            log = TaskLog.resumed(replayed, 2_000)
+            for offset, event in enumerate(batch, start):
+                live.process(event, offset, 0, event.occurred_at)
+            log.take(live, changed)
+            entry = log.entry(live, [(n, k, v) for (n, k), v in own.items()] + [r for r in changed if r[2] is not None])
+        for name, key, value in changed:
+            if value is None:
+                own.pop((name, key), None)
+            else:
+                own[(name, key)] = value
+        if entry is not None:
+            kept.append((written, entry))
+            log.delivered(written)
+            written += 1
+        if (before := log.committed(entry)) is not None:
+            kept = [(o, e) for o, e in kept if o >= before]
+            trims += 1
+        if number % 25 == 24:
+            live.expire(batch[-1].occurred_at - 600)  # states drop, snapshots or not
+        if not reloaded_mid_snapshot and number > 60 and entry is not None and entry.part and not entry.part.last:
+            live = live.reloaded(PACK)  # a pack activated between batches: the worker's reload
+            log.abandon()
+            reloaded_mid_snapshot = True
+
+    assert trims >= 3
+    assert failures_mid_snapshot >= 1
+    assert reloaded_mid_snapshot
+    assert len(kept) < written / 2  # a restore reads what the last snapshot left, not the history
+    replayed = replay(kept)
+    assert everything(restored(kind, replayed, live.max_event_time)) == everything(live)
+    assert replayed.own == own
+
+
+def test_replay_takes_the_newest_complete_snapshot_and_every_entry_after_its_start() -> None:
+    def rows(**states: int | None) -> bytes:
+        return pack_rows([("count#1", k, None if v is None else str(v).encode()) for k, v in states.items()])
+
+    entries = [
+        Entry(1, [rows(a=1, z=1)], 2),
+        Entry(2, [rows(b=1)], 1, part=Part(1, 1, 0, True, rows(a=1, b=1, z=1), 3, pack_rows([("@seen", "x", b"1")]))),
+        Entry(3, [rows(a=2, z=None)], 2, own=pack_rows([("@seen", "y", b"2")])),
+        Entry(4, [rows(c=1)], 1, part=Part(2, 3, 0, False, rows(a=2, b=1), 2)),  # its owner died before the end
+        Entry(5, [rows(b=3)], 1, part=Part(3, 4, 0, False, rows(a=2, b=1), 2)),
+        Entry(6, [], 0, part=Part(3, 4, 1, False, rows(c=1), 1)),  # not last: incomplete too
+    ]
+    replayed = replay(list(enumerate(entries, 100)))
+    assert replayed.state_rows() == {("count#1", k): v for k, v in {"a": b"2", "b": b"3", "c": b"1"}.items()}
+    assert replayed.own == {("@seen", "x"): b"1", ("@seen", "y"): b"2"}
+    assert (replayed.head, replayed.gen, replayed.since, replayed.trim_before) == (6, 3, 1, 101)
+    assert replayed.logged == 5  # rows of the entries after the snapshot's start: the next one is due by them
+    # no complete snapshot: everything from the first entry
+    assert replay(list(enumerate(entries[2:], 102))).state_rows()[("count#1", "a")] == b"2"
+    assert replay(list(enumerate(entries[2:], 102))).trim_before is None

@@ -1,0 +1,124 @@
+"""The kafka runtime's join records carry many events' contributions: an event whose rules
+fail in the join is quarantined alone (a re-drive of its entry evaluates it), the others in
+the record still alert; and contributions go to the partition the Java clients' partitioner
+gives their customer, as every producer of the runtime computes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pytest
+
+from ringfence.config import Settings
+from ringfence.engine.pack import load_pack_file
+from ringfence.engine.stages import CUSTOMER, plan_stages
+from ringfence.events.decode import validate_event
+from ringfence.events.model import encode_event
+from ringfence.runtimes.kafka import join, records
+from ringfence.runtimes.kafka.changelog import Replayed
+from ringfence.runtimes.kafka.seen import event_key
+from ringfence.runtimes.kafka.task import Task
+from ringfence.runtimes.kafka.worker import ProcessWorker
+from ringfence.runtimes.processing import Batch
+from ringfence.testing import event
+
+
+@dataclass
+class Message:
+    """A consumed record, as confluent_kafka hands it over."""
+
+    topic_: str
+    partition_: int
+    offset_: int
+    value_: bytes
+
+    def topic(self) -> str:
+        return self.topic_
+
+    def partition(self) -> int:
+        return self.partition_
+
+    def offset(self) -> int:
+        return self.offset_
+
+    def value(self) -> bytes:
+        return self.value_
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)
+
+    def headers(self) -> None:
+        return None
+
+    def error(self) -> None:
+        return None
+
+
+def contributions(event_id: str, customer: str) -> list[records.Contribution]:
+    """What the customer and card stages send the join for a card authorization of 9,000."""
+    e = event("card.authorization", at=1_700_000_000.0, customer_id=customer, event_id=event_id, source="cards")
+    e["data"] |= {"amount": "9000.00", "currency": "EUR", "card_id": f"card-{customer}", "approved": True}
+    validated = validate_event(msgspec.json.encode(e), 1_700_000_100.0)
+    key = event_key("cards", event_id)
+    stages = [CUSTOMER, "card_id"]
+    return [
+        records.Contribution(key, CUSTOMER, stages, {}, validated.occurred_at, encode_event(validated), 7, 1.0),
+        records.Contribution(key, "card_id", stages, {}, validated.occurred_at),
+    ]
+
+
+def test_an_event_whose_rules_fail_in_the_join_is_quarantined_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    pack = load_pack_file(None)
+    plan = plan_stages(pack)
+    real = join.evaluate
+
+    def faulty(plan: Any, stage: Any, engine: Any, partition: int, parts: Any) -> Any:
+        if any("poison" in p.event_key for p in parts.values()):
+            raise RuntimeError("injected join fault")
+        return real(plan, stage, engine, partition, parts)
+
+    monkeypatch.setattr(join, "evaluate", faulty)
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", kafka_partitions=4, engine="python")
+    worker = ProcessWorker(settings, pack, worker_id="unit")  # nothing here reaches the (absent) broker
+    try:
+        check_join_isolation(worker, plan, real, monkeypatch)
+    finally:
+        worker.consumer.close()
+
+
+def check_join_isolation(worker: ProcessWorker, plan: Any, real: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    topic = worker.topics.join
+    task, _ = Task.restore(plan.rules, 2, Replayed(), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1000)
+    worker.tasks = {(topic, 2): task}
+    parts = [*contributions("ok-1", "c1"), *contributions("poison", "c2"), *contributions("ok-2", "c3")]
+    batch: Batch[Any] = Batch()
+
+    worker.fold([Message(topic, 2, 41, records.encode(parts))], batch)
+
+    assert {s.event_id for s in batch.signals} >= {"ok-1", "ok-2"}
+    assert "poison" not in {s.event_id for s in batch.signals}
+    (entry,) = batch.quarantined
+    assert (entry.origin, entry.partition, entry.offset) == (topic, 2, 41 << 16 | 3)  # its last contribution
+    assert (entry.source, entry.event_id, entry.stage) == ("cards", "poison", "join")
+    assert entry.reason == "RuntimeError: injected join fault"
+    # its entry is a join record of the event's contributions: re-driven, it is evaluated again
+    assert [p.stage for p in records.decode_contributions(entry.body)] == [CUSTOMER, "card_id"]
+    assert task.joins.pending == {}
+    monkeypatch.setattr(join, "evaluate", real)
+    again: Batch[Any] = Batch()
+    worker.fold([Message(topic, 2, 42, entry.body)], again)
+    assert {s.event_id for s in again.signals} == {"poison"}
+
+
+def test_partitions_are_the_java_clients() -> None:
+    # Kafka's own test vectors of Utils.murmur2 (signed there)
+    vectors = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536}
+    vectors |= {
+        b"a-little-bit-longer-string": -1486304829,
+        b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    }
+    for data, signed in vectors.items():
+        assert records.murmur2(data) == signed & 0xFFFFFFFF
+    assert records.partition_for(b"21", 12) == (-973932308 & 0x7FFFFFFF) % 12
