@@ -100,8 +100,10 @@ class KafkaStack:
         return service
 
     def records_per_event(self, key: str) -> tuple[float, float]:
-        """Records the running workers read and wrote per event they consumed from the events
-        topic (``ringfence_kafka_records``; a key with ``alerts:read``)."""
+        """Records the broker served and took per event: what the running workers read, and
+        what they and ingest wrote (``ringfence_kafka_records``; a key with ``alerts:read``).
+        Ingest's records are the events and stage records the workers read: in a run without
+        failures, each is read once."""
         from prometheus_client.parser import text_string_to_metric_families
 
         counted: dict[tuple[str, str], float] = {}
@@ -116,7 +118,8 @@ class KafkaStack:
         events = counted[("read", "events")]
         read = sum(n for (direction, _), n in counted.items() if direction == "read")
         written = sum(n for (direction, _), n in counted.items() if direction == "written")
-        return read / events, written / events
+        ingested = events + counted.get(("read", "stage"), 0.0)
+        return read / events, (written + ingested) / events
 
     def services(self, *workers: str) -> tuple[str, Service, Service]:
         """A producer key with read access, ingest, api, the given workers and a dispatcher."""

@@ -1,5 +1,8 @@
 """``ringfence serve ingest``'s way into the log: each accepted event goes to the events topic
-and to the topic of every keyed stage its type needs, all in one Kafka transaction.
+and to the topic of every keyed stage its type needs, all in one Kafka transaction. The
+events topic holds a record per event (evidence points at it); a stage's topic gets one
+record per partition per transaction, holding that partition's events in order
+(:class:`~.records.StageItem`), so an event costs the broker one record, not one per stage.
 
 So every stage sees the events of each of its keys in the order ingest accepted them (as
 the embedded runtime's journal orders them), and an event is in all its topics or in none.
@@ -25,7 +28,7 @@ from ringfence.engine.engine import Engine, EventContext
 from ringfence.engine.stages import StagePlan
 from ringfence.errors import OverloadedError
 from ringfence.events.model import Event, encode_event
-from ringfence.runtimes.kafka.records import JOIN_HEADER
+from ringfence.runtimes.kafka.records import ITEMS_HEADER, JOIN_HEADER, MAX_ITEMS, StageItem, encode, partition_for
 from ringfence.runtimes.kafka.topics import client_config, topics_of
 
 log = logging.getLogger("ringfence.kafka.ingest")
@@ -110,12 +113,18 @@ class KafkaAppender:
         from confluent_kafka import KafkaException
 
         offsets: list[list[int | None]] = [[None] * len(events) for events, _, _ in batch]
+        at = int(time.time() * 1000)  # the records' time: when ingest accepted the events
         try:
             self._producer.begin_transaction()
             plan, keys = self._plan_and_keys()
+            copies: dict[tuple[str, int], list[StageItem]] = {}  # each stage partition's events, in order
             for i, (events, _, _) in enumerate(batch):
                 for j, event in enumerate(events):
-                    self._produce(plan, keys, event, offsets[i], j)
+                    self._produce(plan, keys, event, at, offsets[i], j, copies)
+            for (topic, partition), items in copies.items():
+                for start in range(0, len(items), MAX_ITEMS):
+                    value = encode(items[start : start + MAX_ITEMS])
+                    self._send(topic, value, None, [(ITEMS_HEADER, b"1")], at, None, partition)
             self._producer.commit_transaction(COMMIT_TIMEOUT_S)
         except KafkaException as exc:
             error = exc.args[0]
@@ -141,12 +150,21 @@ class KafkaAppender:
             self._keys = (plan, Engine(plan.stages[0].pack))
         return self._keys
 
-    def _produce(self, plan: StagePlan, keys: Engine, event: Event, offsets: list[int | None], index: int) -> None:
+    def _produce(
+        self,
+        plan: StagePlan,
+        keys: Engine,
+        event: Event,
+        at: int,
+        offsets: list[int | None],
+        index: int,
+        copies: dict[tuple[str, int], list[StageItem]],
+    ) -> None:
+        """Send ``event`` to the events topic; add it to ``copies`` of the stages it needs."""
         ctx = EventContext(event, keys)
         route, joined = plan.route(event, ctx)
         headers = [(JOIN_HEADER, ",".join(joined).encode())] if joined else None
         body = encode_event(event)
-        at = int(time.time() * 1000)  # the records' time: when ingest accepted the event
 
         def delivered(err: Any, msg: Any) -> None:
             if err is None:
@@ -155,12 +173,18 @@ class KafkaAppender:
         customer_key = (plan.stages[0].key(event, ctx) or "").encode()
         self._send(self.topics.events, body, customer_key, headers, at, delivered)
         for stage, key in route:
-            self._send(self.topics.stage_input(stage.name), body, key.encode(), headers, at, None)
+            where = (self.topics.stage_input(stage.name), partition_for(key.encode(), self.topics.partitions))
+            copies.setdefault(where, []).append(StageItem(body, joined))
 
-    def _send(self, topic: str, body: bytes, key: bytes, headers: Any, at: int, on_delivery: Any) -> None:
+    def _send(
+        self, topic: str, body: bytes, key: bytes | None, headers: Any, at: int, on_delivery: Any, partition: int = -1
+    ) -> None:
+        where = {} if partition < 0 else {"partition": partition}
         while True:
             try:
-                self._producer.produce(topic, body, key, headers=headers, timestamp=at, on_delivery=on_delivery)
+                self._producer.produce(
+                    topic, body, key, headers=headers, timestamp=at, on_delivery=on_delivery, **where
+                )
                 return
             except BufferError:  # the producer's queue is full: let it drain
                 self._producer.poll(0.05)

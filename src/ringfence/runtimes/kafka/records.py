@@ -1,9 +1,12 @@
 """The records the kafka runtime's services exchange (versioned with their topics' names).
 
-- events topic and every stage's topic: key = the stage's key, value = the event's stored
-  JSON, timestamp = when ingest accepted it, header ``rf-join`` = the stages that send their
-  values to the join for this event (comma-separated; absent: the customer stage evaluates
-  the rules). Ingest writes an event to all its topics in one transaction.
+- events topic: key = the customer id, value = the event's stored JSON, timestamp = when
+  ingest accepted it, header ``rf-join`` = the stages that send their values to the join for
+  this event (comma-separated; absent: the customer stage evaluates the rules).
+- every other stage's topic: no key, the partition of the stage's key (:func:`partition_for`),
+  header ``rf-items``, value = the :class:`StageItem` s of one ingest transaction for that
+  partition, in order (msgpack array). A record without ``rf-items`` is one event as in the
+  events topic (a re-driven one). Ingest writes an event to all its topics in one transaction.
 - join topic: no key, the partition of the customer stage's key (:func:`partition_for`), value
   = the :class:`Contribution` s a batch sends to that partition, in order (msgpack array).
 - a changelog: no key (the partition is the task's), value = one batch's
@@ -66,6 +69,14 @@ def partition_of(offset: int) -> int:
 
 
 JOIN_HEADER = "rf-join"
+ITEMS_HEADER = "rf-items"
+
+
+class StageItem(msgspec.Struct, frozen=True, array_like=True):
+    """One event in a stage's record: its stored JSON, and the stages that send the join values."""
+
+    body: bytes
+    joined: list[str]
 
 
 class Contribution(msgspec.Struct, frozen=True, array_like=True):
@@ -89,6 +100,7 @@ class AlertRecord(msgspec.Struct, frozen=True, array_like=True, omit_defaults=Tr
 
 
 _contributions = msgspec.msgpack.Decoder(list[Contribution])
+_items = msgspec.msgpack.Decoder(list[StageItem])
 _alert = msgspec.msgpack.Decoder(AlertRecord)
 _encoder = msgspec.msgpack.Encoder()
 
@@ -99,6 +111,10 @@ def encode(value: Any) -> bytes:
 
 def decode_contributions(raw: bytes) -> list[Contribution]:
     return _contributions.decode(raw)
+
+
+def decode_items(raw: bytes) -> list[StageItem]:
+    return _items.decode(raw)
 
 
 def decode_alert(raw: bytes) -> AlertRecord:

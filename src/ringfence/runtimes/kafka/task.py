@@ -64,18 +64,17 @@ class Task:
         return self.stage.name == JOIN
 
     def fold(
-        self, plan: StagePlan, event: Event, message: Any, batch: Batch[Any]
+        self, plan: StagePlan, event: Event, body: bytes, joined: list[str], at: tuple[int, float], batch: Batch[Any]
     ) -> tuple[bytes, records.Contribution] | None:
-        """Fold a stage's event (``message``, not seen before) into the engine, adding its
-        signals and, in the customer stage, whether it came late to ``batch``; return what it
-        sends to the join, if anything: the values, and their key (the customer stage's)."""
-        self.last_offset = message.offset()
-        ingested_at = message.timestamp()[1] / 1000.0
+        """Fold a stage's event (stored as ``body``, not seen before; ``joined``: the stages
+        that send the join values; ``at``: its record's offset and ingest time) into the engine,
+        adding its signals and, in the customer stage, whether it came late to ``batch``; return
+        what it sends to the join, if anything: the values, and their key (the customer stage's)."""
+        self.last_offset, ingested_at = at
         self.event_time.arrived_at = ingested_at
-        joined = _header(message, records.JOIN_HEADER)
         customer = self.stage.name == CUSTOMER
         # evidence points into the events topic; other stages' topics hold copies
-        offset = records.global_offset(self.partition, message.offset()) if customer else -1
+        offset = records.global_offset(self.partition, self.last_offset) if customer else -1
         late = late_event(self.engine, event, offset, self.partition, ingested_at) if customer else None
         if late is not None:
             batch.late.append(late)
@@ -92,7 +91,7 @@ class Task:
         )
         if customer:
             part = msgspec.structs.replace(
-                part, body=message.value(), offset=offset, ingested_at=ingested_at, late=late is not None
+                part, body=body, offset=offset, ingested_at=ingested_at, late=late is not None
             )
         return (plan.stages[0].key(event, EventContext(event, self.engine)) or "").encode(), part
 
@@ -177,6 +176,14 @@ class Task:
             time_written=(marks.get(partition), arrived_at),
         )
         return task, rows + len(replayed.own)
+
+
+def stage_items(message: Any) -> list[tuple[int | None, records.StageItem]]:
+    """The events of a stage's record, each with its place in it (None: a record of one event,
+    the events topic's or a re-driven one)."""
+    if _header(message, records.ITEMS_HEADER):
+        return list(enumerate(records.decode_items(message.value())))
+    return [(None, records.StageItem(message.value(), _header(message, records.JOIN_HEADER)))]
 
 
 def _header(message: Any, name: str) -> list[str]:

@@ -40,7 +40,8 @@ class Topics:
 
     def stage_input(self, stage: str) -> str:
         """The topic a stage consumes: the events topic for the customer stage."""
-        return self.events if stage == CUSTOMER else f"{self.prefix}.stage.{stage}.v1"
+        # v2: a record per ingest transaction and partition (v1 held one event a record)
+        return self.events if stage == CUSTOMER else f"{self.prefix}.stage.{stage}.v2"
 
     def changelog(self, stage: str) -> str:
         """A stage's changelog: an entry per batch (v1 held a record per state, compacted)."""

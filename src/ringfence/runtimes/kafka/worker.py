@@ -50,9 +50,9 @@ from ringfence.runtimes.kafka.quarantine import named_by_contribution
 from ringfence.runtimes.kafka.records import AlertRecord
 from ringfence.runtimes.kafka.restore import restore_tasks
 from ringfence.runtimes.kafka.seen import event_key
-from ringfence.runtimes.kafka.task import JoinFailed, Task, TaskId
+from ringfence.runtimes.kafka.task import JoinFailed, Task, TaskId, stage_items
 from ringfence.runtimes.kafka.topics import Topics, client_config, topics_of
-from ringfence.runtimes.processing import Batch, Driver
+from ringfence.runtimes.processing import Batch, Driver, PartSetAside
 from ringfence.store.packs import PackRepository
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineRepository, is_store_failure
 
@@ -125,6 +125,9 @@ class ProcessWorker:
         self._committed: dict[TaskId, int] = {}  # offsets this worker committed, per task
         self._in_hand: dict[TaskId, int] = {}  # the offset after the last record consumed, per task
         self._joins: dict[int, list[records.Contribution]] = {}  # to commit, by join partition
+        # events of stage records that failed, quarantined when their record runs again (by
+        # topic, partition, offset, place in the record)
+        self._set_aside: dict[tuple[str, int, int, int | None], QuarantinedEvent] = {}
         self._admin: Any = None  # deletes what snapshots made redundant in the changelogs (made when first needed)
 
     # -- the loop -----------------------------------------------------------------------------
@@ -198,21 +201,66 @@ class ProcessWorker:
         self, task: Task, message: Any, batch: Batch[Any], joins: dict[int, list[records.Contribution]]
     ) -> None:
         if task.is_join:
-            for index, part in enumerate(records.decode_contributions(message.value())):
+            for place, part in enumerate(records.decode_contributions(message.value())):
                 try:
                     task.join(self.plan, part, batch)
                 except JoinFailed as failed:  # that event alone: the record holds others' too
-                    batch.quarantined.append(self._poisoned_join(message, index, failed))
+                    batch.quarantined.append(self._poisoned_join(message, place, failed))
             return
-        event = decode_event(message.value())
+        at = (message.offset(), message.timestamp()[1] / 1000.0)
+        for index, item in stage_items(message):
+            where = (message.topic(), message.partition(), message.offset(), index)
+            if (aside := self._set_aside.get(where)) is not None:
+                batch.quarantined.append(aside)  # it failed before: quarantined, not run again
+                continue
+            try:
+                self._fold_event(task, item, at, batch, joins)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                if index is None:
+                    raise  # the record is skipped
+                self.metrics.events_rejected.inc()
+                log.error("skipped undecodable event %d of record %s[%d]@%d: %s", index, *where[:3], exc)
+            except Exception as error:
+                if index is None or self.transient(error):
+                    raise  # the driver quarantines a record of one event, and retries the store or log
+                self._set_aside[where] = self._quarantined(self._poisoned_item(task, message, index, item, error))
+                raise PartSetAside(f"event {index} of {where[0]}[{where[1]}]@{where[2]} failed") from error
+
+    def _fold_event(
+        self,
+        task: Task,
+        item: records.StageItem,
+        at: tuple[int, float],
+        batch: Batch[Any],
+        joins: dict[int, list[records.Contribution]],
+    ) -> None:
+        event = decode_event(item.body)
         if not task.seen.add(event_key(event.source, event.event_id), event.occurred_at):
             if task.stage.name == CUSTOMER:  # a producer's retry: already in this stage's state
                 self.metrics.events_duplicate.inc()
             return
-        sent = task.fold(self.plan, event, message, batch)
+        sent = task.fold(self.plan, event, item.body, item.joined, at, batch)
         if sent is not None:
             key, part = sent
             joins.setdefault(records.partition_for(key, self.topics.partitions), []).append(part)
+
+    def _poisoned_item(
+        self, task: Task, message: Any, index: int, item: records.StageItem, error: Exception
+    ) -> QuarantinedEvent:
+        """The quarantine entry of one event of a stage's record: the event as a record of its
+        own (a re-drive writes it back), named by the record's offset and its place in it."""
+        headers = [(records.JOIN_HEADER, ",".join(item.joined).encode())] if item.joined else None
+        return QuarantinedEvent.of(
+            item.body,
+            message.offset() << records.ITEM_BITS | index,
+            message.partition(),
+            message.timestamp()[1] / 1000.0,
+            error,
+            self.plan.pack.version,
+            origin=message.topic(),
+            stage=task.stage.name,
+            record_headers=msgspec.msgpack.encode(headers) if headers else None,
+        )
 
     def _poisoned_join(self, message: Any, index: int, failed: JoinFailed) -> QuarantinedEvent:
         """The quarantine entry of an event whose rules failed in the join: its contributions, as
@@ -228,14 +276,20 @@ class ProcessWorker:
             origin=message.topic(),
             stage=JOIN,
         )
-        entry = named_by_contribution(entry)
+        return self._quarantined(named_by_contribution(entry))
+
+    @staticmethod
+    def _quarantined(entry: QuarantinedEvent) -> QuarantinedEvent:
+        """Say that ``entry``, one event of a record holding several, is quarantined."""
+        # the log names the exception only: its message may quote the event's data
         log.error(
-            "quarantined %s[%d]@%d (event %s/%s, stage join): %s",
+            "quarantined %s[%d]@%d (event %s/%s, stage %s): %s",
             entry.origin,
             entry.partition,
             entry.offset,
             entry.source,
             entry.event_id,
+            entry.stage,
             entry.reason.partition(":")[0],
         )
         return entry
@@ -277,6 +331,8 @@ class ProcessWorker:
                 trims[(self.topics.changelog(task.stage.name), task.partition)] = before
         self._trim(trims)
         self._committed.update({(tp.topic, tp.partition): tp.offset for tp in offsets})
+        if self._set_aside:  # those committed are done with
+            self._set_aside = {k: v for k, v in self._set_aside.items() if k[2] >= self._committed.get(k[:2], -1)}
         self.metrics.events_processed.inc(batch.processed)
         self.metrics.events_late.inc(len(batch.late))
         self.metrics.events_quarantined.inc(len(batch.quarantined))

@@ -14,7 +14,8 @@ processing semantics), so that each runtime brings only plumbing:
   expires on a cadence, never past the wall clock;
 - **poison** (:mod:`.driver`): a batch that fails for anything but the store or the log is run
   again record by record from the last commit; a record the decoder, the engine or the state
-  codec cannot handle is quarantined with its reason and the others are committed.
+  codec cannot handle is quarantined with its reason and the others are committed (of a
+  record holding several events, that event alone: :class:`~.driver.PartSetAside`).
 
 A runtime supplies a :class:`~.driver.Runner`: it folds its source's records into its
 engine(s) (the embedded journal; a Kafka consumer's stage tasks; a Kinesis shard's batch
@@ -25,7 +26,7 @@ topics; DynamoDB: a ``TransactWriteItems`` with event markers).
 """
 
 from ringfence.runtimes.processing.batch import Batch, late_event
-from ringfence.runtimes.processing.driver import Driver, Partition, Runner
+from ringfence.runtimes.processing.driver import Driver, Partition, PartSetAside, Runner
 from ringfence.runtimes.processing.eventtime import Cadence, EventClock, expire, expiry_watermark
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Cadence",
     "Driver",
     "EventClock",
+    "PartSetAside",
     "Partition",
     "Runner",
     "expire",

@@ -14,6 +14,14 @@ from ringfence.store.quarantine import QuarantinedEvent
 log = logging.getLogger("ringfence.processing")
 
 
+class PartSetAside(Exception):
+    """Raised by a runner's fold when one event of a record holding several failed: the runner
+    noted it, and quarantines it, instead of folding it, when the record runs again. The driver
+    runs the record again at once (from the last commit), rather than quarantine the others
+    with it. Each raise sets aside one more event, so a record runs at most once per event.
+    Only a runner that commits each record on its own (``commit_each``) raises it."""
+
+
 class Partition(Protocol):
     """An engine and the event time of the log partitions it owns."""
 
@@ -117,34 +125,39 @@ class Driver(Generic[R]):
     def _one_by_one(self, records: Sequence[R], commit_each: bool) -> None:
         batch: Batch[R] = Batch()
         for record in self.runner.uncommitted(records):
-            one: Batch[R] = Batch()
-            try:
-                self.runner.fold([record], one)
-                if commit_each:
-                    self.runner.commit(one)
-                else:
-                    batch.merge(one)
-            except Exception as error:
-                if self.runner.transient(error):
-                    raise
-                entry = self.runner.poisoned(record, error)
-                # the log names the exception only: its message may quote the event's data
-                log.error(
-                    "quarantined %s[%d]@%d (event %s/%s, %s%s): %s",
-                    entry.origin,
-                    entry.partition,
-                    entry.offset,
-                    entry.source,
-                    entry.event_id,
-                    entry.type,
-                    f", stage {entry.stage}" if entry.stage else "",
-                    entry.reason.partition(":")[0],
-                )
-                batch.quarantine(record, entry)
-                self.runner.commit(batch)  # the good records before it, and the offset past it
-                batch = Batch()
-                # what it did to the in-memory state goes with it: back to the last commit,
-                # which holds every record before it
-                self.runner.reset([record])
+            while True:
+                one: Batch[R] = Batch()
+                try:
+                    self.runner.fold([record], one)
+                    if commit_each:
+                        self.runner.commit(one)
+                    else:
+                        batch.merge(one)
+                except PartSetAside:
+                    self.runner.reset([record])  # what the run did goes; the event that failed is set aside
+                    continue
+                except Exception as error:
+                    if self.runner.transient(error):
+                        raise
+                    entry = self.runner.poisoned(record, error)
+                    # the log names the exception only: its message may quote the event's data
+                    log.error(
+                        "quarantined %s[%d]@%d (event %s/%s, %s%s): %s",
+                        entry.origin,
+                        entry.partition,
+                        entry.offset,
+                        entry.source,
+                        entry.event_id,
+                        entry.type,
+                        f", stage {entry.stage}" if entry.stage else "",
+                        entry.reason.partition(":")[0],
+                    )
+                    batch.quarantine(record, entry)
+                    self.runner.commit(batch)  # the good records before it, and the offset past it
+                    batch = Batch()
+                    # what it did to the in-memory state goes with it: back to the last commit,
+                    # which holds every record before it
+                    self.runner.reset([record])
+                break
         if batch.records:
             self.runner.commit(batch)

@@ -1,7 +1,7 @@
-"""The kafka runtime's join records carry many events' contributions: an event whose rules
-fail in the join is quarantined alone (a re-drive of its entry evaluates it), the others in
-the record still alert; and contributions go to the partition the Java clients' partitioner
-gives their customer, as every producer of the runtime computes it."""
+"""The kafka runtime's stage and join records carry many events: an event that fails is
+quarantined alone (a re-drive of its entry runs it again), the others in the record still
+count and alert; and records go to the partition the Java clients' partitioner gives their
+key, as every producer of the runtime computes it."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class Message:
     partition_: int
     offset_: int
     value_: bytes
+    headers_: list[tuple[str, bytes]] | None = None
 
     def topic(self) -> str:
         return self.topic_
@@ -49,8 +50,8 @@ class Message:
     def timestamp(self) -> tuple[int, int]:
         return (1, 1_700_000_000_000)
 
-    def headers(self) -> None:
-        return None
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self.headers_
 
     def error(self) -> None:
         return None
@@ -122,3 +123,68 @@ def test_partitions_are_the_java_clients() -> None:
     for data, signed in vectors.items():
         assert records.murmur2(data) == signed & 0xFFFFFFFF
     assert records.partition_for(b"21", 12) == (-973932308 & 0x7FFFFFFF) % 12
+
+
+def card_authorization(event_id: str) -> Any:
+    e = event("card.authorization", at=1_700_000_000.0, customer_id="c9", event_id=event_id, source="cards")
+    e["data"] |= {"amount": "90.00", "currency": "EUR", "card_id": "card-9", "approved": True}
+    return validate_event(msgspec.json.encode(e), 1_700_000_100.0)
+
+
+def test_events_that_fail_in_a_stage_record_are_quarantined_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ringfence.engine.engine import Engine, EventContext
+    from ringfence.runtimes.kafka import task as task_module
+    from ringfence.runtimes.processing import Driver
+
+    pack = load_pack_file(None)
+    plan = plan_stages(pack)
+    real = task_module.run_stage
+
+    def faulty(plan: Any, stage: Any, engine: Any, event: Any, *args: Any) -> Any:
+        if event.event_id.startswith("poison"):
+            raise RuntimeError("injected stage fault")
+        return real(plan, stage, engine, event, *args)
+
+    monkeypatch.setattr(task_module, "run_stage", faulty)
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", kafka_partitions=4, engine="python")
+    worker = ProcessWorker(settings, pack, worker_id="unit")  # nothing here reaches the (absent) broker
+    try:
+        topic = worker.topics.stage_input("card_id")
+        stage = plan.stage("card_id")
+
+        def fresh(_records: Any = None) -> None:  # the state of the last commit: none yet
+            task, _ = Task.restore(stage, 1, Replayed(), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1000)
+            worker.tasks = {(topic, 1): task}
+
+        commits: list[tuple[Batch[Any], dict[int, list[records.Contribution]]]] = []
+
+        def commit(batch: Batch[Any]) -> None:
+            commits.append((batch, worker._joins))
+            worker._joins = {}
+
+        fresh()
+        monkeypatch.setattr(worker, "reset", fresh)
+        monkeypatch.setattr(worker, "commit", commit)
+        events = [card_authorization(i) for i in ("ok-0", "poison-1", "ok-2", "poison-3")]
+        joined = plan.route(events[0], EventContext(events[0], Engine(pack)))[1]
+        assert "card_id" in joined  # the card stage sends the join its values
+        items = [records.StageItem(encode_event(e), joined) for e in events]
+        message = Message(topic, 1, 41, records.encode(items), [(records.ITEMS_HEADER, b"1")])
+
+        Driver(worker, commit_each=True).run([message])
+
+        (batch, joins), *_ = [c for c in commits if c[0].records]
+        assert sorted((q.event_id, q.offset, q.stage) for q in batch.quarantined) == [
+            ("poison-1", 41 << 16 | 1, "card_id"),
+            ("poison-3", 41 << 16 | 3, "card_id"),
+        ]
+        assert all(q.reason == "RuntimeError: injected stage fault" for q in batch.quarantined)
+        # each as a record of its own, with its join header: a re-drive runs it again
+        assert msgspec.msgpack.decode(batch.quarantined[0].record_headers or b"") == [
+            [records.JOIN_HEADER, ",".join(joined).encode()]
+        ]
+        assert batch.quarantined[0].body == items[1].body
+        sent = [p.event_key.split("\x1f")[1] for parts in joins.values() for p in parts]
+        assert sent == ["ok-0", "ok-2"]
+    finally:
+        worker.consumer.close()
