@@ -113,6 +113,8 @@ def one_run(
     broker_pid: int,
     key: str,
 ) -> dict[str, Any]:
+    from tests.helpers.kafka import kafka_records
+
     from ringfence.bench.servers import free_port
 
     prefix = f"b{uuid.uuid4().hex[:8]}"
@@ -139,7 +141,7 @@ def one_run(
             time.sleep(0.25)
         seconds = time.monotonic() - started
         cpu = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
-        counted = [kafka_records(port, key) for port in ports]
+        counted = [kafka_records(f"http://127.0.0.1:{port}", key) for port in ports]
     finally:
         for proc in procs:
             proc.terminate()
@@ -154,21 +156,6 @@ def one_run(
         "worker_cpu_us_per_event": round(sum(cpu[:-1]) / len(events) * 1e6),
         "broker_cpu_us_per_event": round(cpu[-1] / len(events) * 1e6),
         **records_per_event(counted, len(events)),
-    }
-
-
-def kafka_records(port: int, key: str) -> dict[tuple[str, str], float]:
-    """A worker's ``ringfence_kafka_records`` by (direction, topic kind)."""
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"authorization": f"Bearer {key}"}).text
-    return {
-        (sample.labels["direction"], sample.labels["topic"]): sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "ringfence_kafka_records"
-        for sample in family.samples
-        if sample.name.endswith("_total")
     }
 
 

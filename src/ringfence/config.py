@@ -101,9 +101,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             ``RINGFENCE_SECRET_KAFKA_SASL_PASSWORD``).
         kafka_dedup_window_s: how long (event time) a process worker remembers event ids to
             drop producers' retried events.
-        kafka_snapshot_rows: state rows a process task's changelog gathers before it writes a
-            snapshot behind them (or half the rows it holds, if more): the restore of a moved
-            partition reads at most about that, and one snapshot, past which the log is deleted.
+        kafka_snapshot_rows: rows (the engine's and the task's own) a process task's changelog
+            entries gather before it writes a snapshot behind them (or half the rows it holds, if
+            more); once a snapshot is complete the log before it is deleted, so the restore of a
+            moved partition reads one or two snapshots and the entries since.
         postgres_dsn: the kafka runtime's store, a libpq URI without password (libpq reads
             ``PGPASSWORD`` or ``~/.pgpass``).
         postgres_pool_size: connections each service may hold.

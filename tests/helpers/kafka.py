@@ -16,6 +16,20 @@ from ringfence.bench.servers import free_port, wait_until_healthy
 PARTITIONS = 4  # of each topic
 
 
+def kafka_records(url: str, key: str) -> dict[tuple[str, str], float]:
+    """A process worker's ``ringfence_kafka_records`` (its ``/metrics`` at ``url``), by
+    (direction, topic kind)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=30).text
+    return {
+        (sample.labels["direction"], sample.labels["topic"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "ringfence_kafka_records_total"
+    }
+
+
 @dataclass
 class Service:
     """One running ``ringfence serve`` process."""
@@ -101,20 +115,12 @@ class KafkaStack:
 
     def records_per_event(self, key: str) -> tuple[float, float]:
         """Records the broker served and took per event: what the running workers read, and
-        what they and ingest wrote (``ringfence_kafka_records``; a key with ``alerts:read``).
-        Ingest's records are the events and stage records the workers read: in a run without
-        failures, each is read once."""
-        from prometheus_client.parser import text_string_to_metric_families
-
+        what they and ingest wrote (a key with ``alerts:read``). Ingest's records are the events
+        and stage records the workers read: in a run without failures, each is read once."""
         counted: dict[tuple[str, str], float] = {}
         for worker in self.workers:
-            with worker.client(key) as c:
-                text = c.get("/metrics").text
-            for family in text_string_to_metric_families(text):
-                for sample in family.samples:
-                    if sample.name == "ringfence_kafka_records_total":
-                        label = (sample.labels["direction"], sample.labels["topic"])
-                        counted[label] = counted.get(label, 0.0) + sample.value
+            for label, n in kafka_records(worker.url, key).items():
+                counted[label] = counted.get(label, 0.0) + n
         events = counted[("read", "events")]
         read = sum(n for (direction, _), n in counted.items() if direction == "read")
         written = sum(n for (direction, _), n in counted.items() if direction == "written")

@@ -13,7 +13,6 @@ from ringfence.engine.engine import Engine
 from ringfence.engine.pack import RulePack
 from ringfence.engine.packed import StateRow, pack_rows, unpack_rows
 from ringfence.runtimes.kafka.changelog import Entry, Part, Replayed, TaskLog, replay
-from ringfence.store.state_log import StateLog
 from tests.helpers.differential import native_candidate
 
 PACK = dict(default_packs())["default"]
@@ -41,11 +40,22 @@ def restored(kind: str, replayed: Replayed, marks: dict[int, float]) -> Engine:
     return engine
 
 
+def own_rows(own: dict[tuple[str, str], bytes], changed: list[StateRow]) -> list[StateRow]:
+    """Every row of the task's own after ``changed`` (not applied to ``own`` yet)."""
+    rows = dict(own)
+    for name, key, value in changed:
+        if value is None:
+            rows.pop((name, key), None)
+        else:
+            rows[(name, key)] = value
+    return [(n, k, v) for (n, k), v in rows.items()]
+
+
 @pytest.mark.parametrize("kind", ["python", "native"])
 def test_the_changelog_restores_the_engine_through_snapshots_a_failed_commit_and_trims(kind: str) -> None:
     events = list(simulated(5, 8_000, 1_500, 5.0)[0])
     live = factory(kind)(PACK)
-    log = TaskLog(StateLog(min_log_rows=2_000))
+    log = TaskLog(min_log_rows=2_000)
     kept: list[tuple[int, Entry]] = []  # the changelog partition: what trims left of it
     written = 0  # the next offset
     own: dict[tuple[str, str], bytes] = {}  # the task's own rows, as the changelog must hold them
@@ -58,9 +68,11 @@ def test_the_changelog_restores_the_engine_through_snapshots_a_failed_commit_and
         if number >= 5:
             changed.append(("@seen", f"b{number - 5}", None))  # forgotten
         log.take(live, changed)
-        entry = log.entry(live, [(n, k, v) for (n, k), v in own.items()] + [r for r in changed if r[2] is not None])
-        if number % 13 == 12:  # the transaction fails: the worker restores the task and runs the batch again
-            failures_mid_snapshot += entry is not None and entry.part is not None and not entry.part.last
+        entry = log.entry(live, lambda changed=changed: own_rows(own, changed), len(own), tainted=False)
+        mid_snapshot = entry is not None and entry.part is not None and not entry.part.last
+        if number % 13 == 12 or (mid_snapshot and not failures_mid_snapshot):
+            # the transaction fails: the worker restores the task and runs the batch again
+            failures_mid_snapshot += mid_snapshot
             log.abandon()
             replayed = replay(kept)
             live = restored(kind, replayed, live.max_event_time)
@@ -68,7 +80,7 @@ def test_the_changelog_restores_the_engine_through_snapshots_a_failed_commit_and
             for offset, event in enumerate(batch, start):
                 live.process(event, offset, 0, event.occurred_at)
             log.take(live, changed)
-            entry = log.entry(live, [(n, k, v) for (n, k), v in own.items()] + [r for r in changed if r[2] is not None])
+            entry = log.entry(live, lambda changed=changed: own_rows(own, changed), len(own), tainted=False)
         for name, key, value in changed:
             if value is None:
                 own.pop((name, key), None)
@@ -114,6 +126,58 @@ def test_replay_takes_the_newest_complete_snapshot_and_every_entry_after_its_sta
     assert replayed.own == {("@seen", "x"): b"1", ("@seen", "y"): b"2"}
     assert (replayed.head, replayed.gen, replayed.since, replayed.trim_before) == (6, 3, 1, 101)
     assert replayed.logged == 5  # rows of the entries after the snapshot's start: the next one is due by them
+    # read again from the start of a log trimmed meanwhile (its reader restarted there): the same
+    assert replay([*enumerate(entries, 100), *enumerate(entries[1:], 101)]) == replayed
     # no complete snapshot: everything from the first entry
-    assert replay(list(enumerate(entries[2:], 102))).state_rows()[("count#1", "a")] == b"2"
-    assert replay(list(enumerate(entries[2:], 102))).trim_before is None
+    assert replay(list(enumerate(entries[:1], 100))).state_rows() == {("count#1", "a"): b"1", ("count#1", "z"): b"1"}
+    assert replay(list(enumerate(entries[:1], 100))).trim_before is None
+    # a log that lacks entries it needs is not restored from
+    with pytest.raises(RuntimeError, match="lacks entries after 0"):
+        replay(list(enumerate(entries[2:], 102)))
+    with pytest.raises(RuntimeError, match="lacks entries after 1"):
+        replay([(100 + i, e) for i, e in enumerate(entries) if e.seq != 4])
+
+
+def test_a_snapshot_carries_the_tasks_own_rows_in_slices_and_ends_with_the_last() -> None:
+    engine = Engine(PACK, 5.0)
+    own: list[StateRow] = [("@seen", f"batch-{i}", bytes(40_000)) for i in range(40)]  # 1.6 MB: three slices
+
+    def logged(log: TaskLog) -> Entry:
+        """The first batch: it wrote the task's own rows, so a snapshot is due after it."""
+        log.take(engine, own)
+        first = log.entry(engine, lambda: own, len(own), tainted=False)
+        assert first is not None
+        assert first.part is None
+        log.committed(first)
+        return first
+
+    log = TaskLog(min_log_rows=1)
+    entries = [(0, logged(log))]
+    parts = []
+    while not parts or not parts[-1].last:
+        entry = log.entry(engine, lambda: own, len(own), tainted=False)
+        assert entry is not None
+        assert entry.part is not None
+        log.delivered(entry.seq * 10)
+        trim = log.committed(entry)
+        entries.append((entry.seq * 10, entry))
+        parts.append(entry.part)
+    assert trim == 20  # the first part's entry
+    assert [p.index for p in parts] == [0, 1, 2]  # slices of about 512 KiB
+    assert max(len(p.own) for p in parts) < 700_000
+    assert replay(entries).own == {(n, k): v for n, k, v in own}
+    assert replay([e for e in entries if e[0] >= trim]).own == replay(entries).own
+
+    # a task whose fold failed writes no part, and the generation under way is given up
+    log = TaskLog(min_log_rows=1)
+    logged(log)
+    begun = log.entry(engine, lambda: own, len(own), tainted=False)
+    assert begun is not None
+    assert begun.part is not None
+    assert (begun.part.gen, begun.part.index) == (1, 0)
+    log.committed(begun)
+    assert log.entry(engine, lambda: own, len(own), tainted=True) is None
+    again = log.entry(engine, lambda: own, len(own), tainted=False)
+    assert again is not None
+    assert again.part is not None
+    assert (again.part.gen, again.part.index) == (2, 0)

@@ -83,15 +83,9 @@ class _Writing:
 
 
 class StateLog:
-    """The store's side of engine-state persistence. Used by the processor's thread only.
+    """The store's side of engine-state persistence. Used by the processor's thread only."""
 
-    When a snapshot is due and how big its parts are (:meth:`next_part`, :meth:`committed`)
-    does not depend on where they are written: the kafka runtime's tasks write theirs to their
-    changelog partitions (:mod:`ringfence.runtimes.kafka.changelog`) with a smaller
-    ``min_log_rows`` (a task holds one partition of the state)."""
-
-    def __init__(self, min_log_rows: int | None = None) -> None:
-        self.min_log_rows = min_log_rows  # None: MIN_LOG_ROWS
+    def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
@@ -111,10 +105,7 @@ class StateLog:
         ``idle``: a step on its own), beginning a generation when one is due; None if none."""
         w = self._writing
         if w is None:
-            if not (
-                self._legacy
-                or self._logged >= max(self.min_log_rows or MIN_LOG_ROWS, LOG_PER_STATE * engine.state_size())
-            ):
+            if not (self._legacy or self._logged >= max(MIN_LOG_ROWS, LOG_PER_STATE * engine.state_size())):
                 return None
             engine.snapshot_begin()
             w = self._writing = _Writing(self._gen + 1, self._head)
@@ -169,11 +160,6 @@ class StateLog:
         return bool(parts < SWEEP_PARTS and entries < SWEEP_LOG_ENTRIES)
 
     @property
-    def head(self) -> int:
-        """The newest changelog seq committed."""
-        return self._head
-
-    @property
     def sweeping(self) -> bool:
         """Retired rows may be left to delete (an idle step deletes some)."""
         return self._sweeping
@@ -220,13 +206,6 @@ class StateLog:
             w.parts, w.rows = w.parts + 1, w.rows + count
 
     # -- recovery --------------------------------------------------------------------------------
-
-    def resume(self, head: int, gen: int, logged: int, retired: int) -> None:
-        """Go on from a log read back elsewhere: its newest entry ``head``, the newest
-        generation number used, the changelog rows after the complete snapshot's start, and
-        that start (``retired``)."""
-        self._reset()
-        self._head, self._gen, self._logged, self._retired = head, gen, logged, retired
 
     def load(self, conn: Connection, engine: SnapshotSource) -> int:
         """Restore ``engine`` from the newest complete snapshot and the changelog after it (or,

@@ -6,28 +6,36 @@ transaction: every state row the batch changed, packed as the compiled core pack
 joins, event time), and, when one is being written, a part of a snapshot. So the records a
 batch writes do not grow with the keys it touched, as one record per (state, key) did.
 
-Snapshots follow the embedded runtime's schedule (:class:`ringfence.store.state_log.StateLog`):
-a generation begins once the log since the last one holds enough rows, and is written a part
-at a time with the batches that follow. Once its last part is committed, the records before
-its first part are deleted (``DeleteRecords``): a restore reads one snapshot and the entries
-after it, not the history of the partition.
+Snapshots follow the embedded runtime's policy (:mod:`ringfence.store.state_log`): a
+generation begins once the entries since the last one hold enough rows (the engine's and the
+task's own: a join has no engine state, only waiting events), and is written a part at a time
+with the batches that follow, each part bounded (rows of the engine's, a slice of the task's
+own rows as they were when it began) so no record outgrows what the brokers take. Once its
+last part is committed, the records before its first part are deleted (``DeleteRecords``): a
+restore reads one snapshot and the entries after it, not the history of the partition.
 
-Replay (:func:`replay`) applies the newest complete generation's parts, then every entry from
-the one its first part came with, in order: a state that changed after its part was written is
-in an entry after that part. A generation left unfinished (a worker died, a batch failed) is
-ignored; the next owner begins a new one with a higher number.
+Replay (:func:`replay`) applies the newest complete generation's parts, then every entry
+after the one it began after, in order: a state that changed after its part was written is
+in a later entry. A generation left unfinished (a worker died, a commit failed, a pack was
+reloaded) is ignored; the next one takes a higher number.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from ringfence.engine.packed import StateRow, pack_rows, unpack_rows
-from ringfence.store.state_log import SnapshotPart, SnapshotSource, StateLog
+from ringfence.store.state_log import LOG_PER_STATE, MIN_PART_ROWS, PART_ROWS_PER_CHANGE, SnapshotSource
+
+log = logging.getLogger("ringfence.kafka.process")
+
+MAX_PART_ROWS = 5_000  # engine rows of one part, at most: a record of a few MB at the largest states
+PART_BYTES = 512 * 1024  # the task's own rows in one part, about
 
 
 class Part(msgspec.Struct, frozen=True, array_like=True):
@@ -39,7 +47,7 @@ class Part(msgspec.Struct, frozen=True, array_like=True):
     last: bool
     packed: bytes  # the engine's state rows
     count: int
-    own: bytes = b""  # the first part: every row of the task's own
+    own: bytes = b""  # a slice of the task's own rows, as they were when the generation began
 
 
 class Entry(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
@@ -49,6 +57,7 @@ class Entry(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     changes: list[bytes] = msgspec.field(default_factory=list)  # packed engine rows, in order
     rows: int = 0  # state rows in ``changes``
     own: bytes = b""  # packed rows of the task's own that changed
+    own_rows: int = 0  # how many
     part: Part | None = None
 
 
@@ -70,7 +79,7 @@ class Replayed:
     head: int = 0  # the newest entry
     gen: int = 0  # the newest generation number used
     since: int = 0  # the complete snapshot began after this entry (0: none)
-    logged: int = 0  # engine rows in the entries after ``since``
+    logged: int = 0  # rows (the engine's and the task's own) in the entries after ``since``
     trim_before: int | None = None  # the offset of the complete snapshot's first part
 
     def state_rows(self) -> dict[tuple[str, str], bytes]:
@@ -83,30 +92,37 @@ class Replayed:
 
 def replay(entries: Iterable[tuple[int, Entry]]) -> Replayed:
     """The state a changelog partition's committed ``entries`` (offset, entry), in log order,
-    describe: the newest complete snapshot and the entries from its start on."""
-    entries = list(entries)
+    describe: the newest complete snapshot and the entries after its start. An entry read
+    twice (the reader restarted from the start of a trimmed log) counts once; a gap in the
+    entries after the snapshot's start raises ``RuntimeError`` (a restore must not go on
+    from a state it does not have)."""
     parts: dict[int, dict[int, tuple[int, Part]]] = {}
-    complete: list[int] = []
+    numbered: dict[int, Entry] = {}
     for offset, entry in entries:
+        numbered.setdefault(entry.seq, entry)
         if entry.part is not None:
-            found = parts.setdefault(entry.part.gen, {})
-            found[entry.part.index] = (offset, entry.part)
-            if entry.part.last and len(found) == entry.part.index + 1:
-                complete.append(entry.part.gen)
-    out = Replayed(head=max((e.seq for _, e in entries), default=0), gen=max(parts, default=0))
+            parts.setdefault(entry.part.gen, {}).setdefault(entry.part.index, (offset, entry.part))
+    complete = [
+        gen for gen, found in parts.items() if any(p.last and len(found) == p.index + 1 for _, p in found.values())
+    ]
+    out = Replayed(head=max(numbered, default=0), gen=max(parts, default=0))
     if complete:
         gen = max(complete)
         ordered = [parts[gen][i] for i in range(len(parts[gen]))]
-        out.trim_before, first = ordered[0]
-        out.since = first.since
-        out.engine = [p.packed for _, p in ordered]
-        _apply(out.own, unpack_rows(first.own) if first.own else [])
-    for _, entry in entries:
-        if entry.seq > out.since:
-            out.engine += entry.changes
-            out.logged += entry.rows
-            if entry.own:
-                _apply(out.own, unpack_rows(entry.own))
+        out.trim_before, out.since = ordered[0][0], ordered[0][1].since
+        out.engine = [p.packed for _, p in ordered if p.count]
+        for _, p in ordered:
+            if p.own:
+                _apply(out.own, unpack_rows(p.own))
+    after = sorted(seq for seq in numbered if seq > out.since)
+    if after and after != list(range(out.since + 1, after[-1] + 1)):
+        raise RuntimeError(f"the changelog lacks entries after {out.since}: it holds {after[:3]}...{after[-3:]}")
+    for seq in after:
+        entry = numbered[seq]
+        out.engine += entry.changes
+        out.logged += entry.rows + entry.own_rows
+        if entry.own:
+            _apply(out.own, unpack_rows(entry.own))
     return out
 
 
@@ -119,24 +135,38 @@ def _apply(rows: dict[tuple[str, str], bytes], changes: list[StateRow]) -> None:
 
 
 @dataclass
+class _Writing:
+    """A generation being written."""
+
+    gen: int
+    since: int  # the last entry before it began
+    own: list[bytes]  # slices of the task's own rows still to write
+    parts: int = 0  # committed so far
+    walked: bool = False  # the engine's rows are all written
+    logged: int = 0  # rows logged since it began
+
+
+@dataclass
 class TaskLog:
     """A task's side of its changelog: the changes of the batch in hand, the entry they make,
     and the snapshot being written behind (see the module docstring)."""
 
-    schedule: StateLog
+    min_log_rows: int
+    head: int = 0  # the newest entry committed
+    gen: int = 0  # the newest generation number used
+    logged: int = 0  # rows in the entries since the complete snapshot's start
     changes: list[bytes] = field(default_factory=list)
     rows: int = 0
     own: list[StateRow] = field(default_factory=list)
-    _snapshot: SnapshotPart | None = None  # the part in the entry being committed
-    _first_offset: int | None = None  # of the entry with the first part of the generation being written
+    _writing: _Writing | None = None
+    _part: Part | None = None  # in the entry being committed
+    _first_offset: int | None = None  # of the entry with the generation's first part
 
     @classmethod
     def resumed(cls, replayed: Replayed, min_log_rows: int) -> TaskLog:
         """Going on from ``replayed``, with a snapshot due once ``min_log_rows`` (or half the
-        state held) were logged since the last one."""
-        log = cls(StateLog(min_log_rows))
-        log.schedule.resume(replayed.head, replayed.gen, replayed.logged, replayed.since)
-        return log
+        rows held) were logged since the last one."""
+        return cls(min_log_rows, replayed.head, replayed.gen, replayed.logged)
 
     def take(self, engine: Any, own: list[StateRow]) -> None:
         """Note what a fold changed: the engine's rows (the state codec runs here) and the task's own."""
@@ -145,39 +175,91 @@ class TaskLog:
             self.rows += packed[1]
         self.own += own
 
-    def entry(self, engine: SnapshotSource, own_rows: list[StateRow]) -> Entry | None:
-        """The entry the batch in hand commits, with a snapshot part when one is due (then
-        ``own_rows``, every row of the task's own, goes with a first part); None if nothing."""
-        self._snapshot = s = self.schedule.next_part(engine, self.rows)
-        part = None
-        if s is not None:
-            own_all = pack_rows(own_rows) if s.index == 0 else b""
-            part = Part(s.gen, s.since, s.index, s.last, s.packed, s.count, own_all)
-        if not (self.changes or self.own or part):
+    def entry(
+        self, engine: SnapshotSource, own_rows: Callable[[], list[StateRow]], own_held: int, *, tainted: bool
+    ) -> Entry | None:
+        """The entry the batch in hand commits, with a snapshot part when one is due
+        (``own_rows``: every row of the task's own, taken when a generation begins; there are
+        ``own_held``); None if nothing. A ``tainted`` task (a fold of it failed: its engine
+        holds what the failure left) writes no part, and gives up the generation under way."""
+        self._part = None
+        if tainted:
+            self._give_up()
+        else:
+            held = engine.state_size() + own_held
+            if self._writing is None and self.logged >= max(self.min_log_rows, LOG_PER_STATE * held):
+                engine.snapshot_begin()
+                self._writing = _Writing(self.gen + 1, self.head, _slices(own_rows()))
+            if self._writing is not None:
+                try:
+                    self._part = self._next_part(engine)
+                except Exception:  # a state the codec cannot take: no snapshot until it is gone
+                    log.exception("a snapshot part of a changelog failed; giving the snapshot up")
+                    self._give_up()
+        if not (self.changes or self.own or self._part):
             return None
         own = pack_rows(self.own) if self.own else b""
-        return Entry(self.schedule.head + 1, self.changes, self.rows, own, part)
+        return Entry(self.head + 1, self.changes, self.rows, own, len(self.own), self._part)
+
+    def _next_part(self, engine: SnapshotSource) -> Part:
+        w = self._writing
+        assert w is not None  # nosec B101 - entry() checked
+        packed, count = b"", 0
+        if not w.walked:
+            rows = min(MAX_PART_ROWS, max(MIN_PART_ROWS, PART_ROWS_PER_CHANGE * self.rows))
+            packed, count, w.walked = engine.snapshot_next(rows)
+        own = w.own.pop(0) if w.own else b""
+        return Part(w.gen, w.since, w.parts, w.walked and not w.own, packed, count, own)
 
     def delivered(self, offset: int) -> None:
         """The entry of the batch in hand was written at ``offset`` (its delivery report)."""
-        if self._snapshot is not None and self._snapshot.index == 0:
+        if self._part is not None and self._part.index == 0:
             self._first_offset = offset
 
     def abandon(self) -> None:
         """The batch in hand is not committed: forget its changes, and the snapshot under way
         (its parts so far may be committed: the next one takes a new generation number)."""
         self.changes, self.rows, self.own = [], 0, []
-        self.schedule.abandon()
-        self._snapshot = self._first_offset = None
+        self._give_up()
+        self._part = None
+
+    def _give_up(self) -> None:
+        """Drop the generation under way; its parts so far may be committed: the next takes a new number."""
+        if self._writing is not None:
+            self.gen = max(self.gen, self._writing.gen)
+        self._writing = self._first_offset = None
 
     def committed(self, entry: Entry | None) -> int | None:
         """After the batch's transaction committed ``entry``; once a snapshot is complete, the
         offset the changelog partition may be trimmed before."""
-        snapshot, self._snapshot = self._snapshot, None
-        if entry is not None:
-            self.schedule.committed(entry.rows, entry.seq, snapshot)
+        part, self._part = self._part, None
         self.changes, self.rows, self.own = [], 0, []
-        return self._first_offset if snapshot is not None and snapshot.last else None
+        if entry is None:
+            return None
+        logged = entry.rows + entry.own_rows
+        self.head, self.logged = entry.seq, self.logged + logged
+        w = self._writing
+        if w is None or part is None:
+            return None
+        w.parts, w.logged, self.gen = w.parts + 1, w.logged + logged, w.gen
+        if not part.last:
+            return None
+        self.logged, self._writing = w.logged, None
+        return self._first_offset
+
+
+def _slices(rows: list[StateRow]) -> list[bytes]:
+    """``rows`` packed in slices of about ``PART_BYTES``."""
+    out: list[bytes] = []
+    start, size = 0, 0
+    for i, (name, key, value) in enumerate(rows):
+        size += len(name) + len(key) + len(value or b"") + 8
+        if size >= PART_BYTES:
+            out.append(pack_rows(rows[start : i + 1]))
+            start, size = i + 1, 0
+    if start < len(rows):
+        out.append(pack_rows(rows[start:]))
+    return out
 
 
 def encode_entry(entry: Entry) -> bytes:

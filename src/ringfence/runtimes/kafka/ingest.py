@@ -28,7 +28,7 @@ from ringfence.engine.engine import Engine, EventContext
 from ringfence.engine.stages import StagePlan
 from ringfence.errors import OverloadedError
 from ringfence.events.model import Event, encode_event
-from ringfence.runtimes.kafka.records import ITEMS_HEADER, JOIN_HEADER, MAX_ITEMS, StageItem, encode, partition_for
+from ringfence.runtimes.kafka.records import ITEMS_HEADER, JOIN_HEADER, StageItem, encode_in_records, partition_for
 from ringfence.runtimes.kafka.topics import client_config, topics_of
 
 log = logging.getLogger("ringfence.kafka.ingest")
@@ -122,8 +122,7 @@ class KafkaAppender:
                 for j, event in enumerate(events):
                     self._produce(plan, keys, event, at, offsets[i], j, copies)
             for (topic, partition), items in copies.items():
-                for start in range(0, len(items), MAX_ITEMS):
-                    value = encode(items[start : start + MAX_ITEMS])
+                for value in encode_in_records(items, lambda item: len(item.body) + 16):
                     self._send(topic, value, None, [(ITEMS_HEADER, b"1")], at, None, partition)
             self._producer.commit_transaction(COMMIT_TIMEOUT_S)
         except KafkaException as exc:

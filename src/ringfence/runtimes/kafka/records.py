@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -26,8 +27,9 @@ from ringfence.engine.rules import AlertSignal
 from ringfence.store.base import LateEvent
 
 OFFSET_BITS = 40  # a Kafka offset fits; the partition goes above it
-ITEM_BITS = 16  # a record of several items (join contributions) names one as offset << 16 | index
+ITEM_BITS = 16  # an event of a stage or join record is named offset << 16 | its place in it
 MAX_ITEMS = 1 << ITEM_BITS
+RECORD_BYTES = 900_000  # a stage or join record's items, at most (the brokers' default limit is 1 MB)
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 
@@ -107,6 +109,21 @@ _encoder = msgspec.msgpack.Encoder()
 
 def encode(value: Any) -> bytes:
     return _encoder.encode(value)
+
+
+def encode_in_records(items: list[Any], size: Callable[[Any], int]) -> list[bytes]:
+    """``items`` as the values of records of at most ``MAX_ITEMS`` items and about
+    ``RECORD_BYTES`` (by ``size``; an item bigger than that alone), in order."""
+    out: list[bytes] = []
+    start, total = 0, 0
+    for i, item in enumerate(items):
+        total += size(item)
+        if i > start and (total > RECORD_BYTES or i - start >= MAX_ITEMS):
+            out.append(_encoder.encode(items[start:i]))
+            start, total = i, size(item)
+    if start < len(items):
+        out.append(_encoder.encode(items[start:]))
+    return out
 
 
 def decode_contributions(raw: bytes) -> list[Contribution]:

@@ -47,6 +47,10 @@ def read_changelogs(
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
+                # a trim landing while it reads moves the log's start past its position: go on
+                # from the new start (a complete snapshot), not from the end (replay drops what
+                # it reads twice)
+                "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 10,  # the end is what it waits for: do not let the broker hold fetches
             },
         )

@@ -56,8 +56,11 @@ class Task:
     joins: join.PendingJoins
     dedup_window_s: float
     log: TaskLog
-    last_offset: int = -1  # of the last event folded: names the changelog record of the batch's seen ids
+    last_offset: int = -1  # of the last record folded: names the row of the batch's seen ids
     time_written: tuple[float | None, float] = (None, 0.0)  # the event time the changelog holds
+    tainted: bool = False  # a fold failed: the engine holds what it left until the task is restored
+    _taken_at: int = -1  # the record of the last take_changes
+    _takes: int = 0  # takes of it before
 
     @property
     def is_join(self) -> bool:
@@ -115,7 +118,12 @@ class Task:
     def take_changes(self) -> None:
         """Note what the records folded since the last call changed, for the batch's changelog
         entry (the state codec runs here)."""
-        own: list[StateRow] = [(SEEN, name, value) for name, value in self.seen.changelog(str(self.last_offset))]
+        # the row of the ids folded since the last call: named by the last record's offset and, as
+        # a record of several events may be taken event by event, the how-manieth take of it
+        self._takes = self._takes + 1 if self.last_offset == self._taken_at else 0
+        self._taken_at = self.last_offset
+        name = f"{self.last_offset}" if not self._takes else f"{self.last_offset}.{self._takes}"
+        own: list[StateRow] = [(SEEN, row, value) for row, value in self.seen.changelog(name)]
         own += [(PENDING, key, value) for key, value in self.joins.changelog()]
         written = self._event_time()
         if written[0] is not None and written != self.time_written:
@@ -125,7 +133,8 @@ class Task:
 
     def entry(self) -> Entry | None:
         """The changelog entry of the batch in hand (None: nothing changed, no snapshot due)."""
-        return self.log.entry(self.engine, self._own_rows())
+        own_held = len(self.seen.batches) + len(self.joins.pending) + 1
+        return self.log.entry(self.engine, self._own_rows, own_held, tainted=self.tainted)
 
     def _event_time(self) -> tuple[float | None, float]:
         return (self.engine.max_event_time.get(self.partition), self.event_time.arrived_at)

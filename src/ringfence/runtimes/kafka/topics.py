@@ -14,6 +14,7 @@ from ringfence.config import Settings, secret
 from ringfence.engine.stages import CUSTOMER, JOIN, StagePlan
 from ringfence.errors import ConfigError
 
+MAX_RECORD_BYTES = 32 << 20  # a changelog entry's, at most (the workers' producers take as much)
 SASL_PASSWORD_ENV = "RINGFENCE_SECRET_KAFKA_SASL_PASSWORD"  # nosec B105 # noqa: S105 - a variable's name
 
 
@@ -68,9 +69,16 @@ class Topics:
     def specs(self, plan: StagePlan) -> dict[str, dict[str, str]]:
         """Every topic the pack's stages need, with its config."""
         retention = {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)}
-        short = {**retention, "retention.ms": "86400000"}
-        # a changelog is kept until its worker deletes what a complete snapshot made redundant
-        kept = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+        # a stage's or the join's record holds many events (about 1 MB): room for estimates' errors
+        short = {**retention, "retention.ms": "86400000", "max.message.bytes": str(MAX_RECORD_BYTES // 4)}
+        # a changelog is kept until its worker deletes what a complete snapshot made redundant;
+        # an entry holds a batch's changed states, a part of a snapshot
+        kept = {
+            "cleanup.policy": "delete",
+            "retention.ms": "-1",
+            "retention.bytes": "-1",
+            "max.message.bytes": str(MAX_RECORD_BYTES),
+        }
         out = {self.events: retention, self.alerts: retention, self.join: short, self.changelog(JOIN): kept}
         for name in plan.names:
             out[self.stage_input(name)] = out.get(self.stage_input(name), short)

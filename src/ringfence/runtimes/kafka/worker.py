@@ -17,9 +17,14 @@ state codec raised) is run again one record per transaction. A record that fails
 quarantined: its row is written to PostgreSQL (:mod:`ringfence.store.quarantine`), keyed by
 (topic, partition, offset) so writing it twice keeps one row, and only then does a
 transaction of its own move the committed offset past it; its task's state is restored from
-its changelog, which never saw the record. A worker killed between the two replays the
-record, quarantines it again into the same row, and moves on: nothing is lost or counted
-twice in the table. (A quarantine topic read by the dispatcher would put the row inside the
+its changelog, which never saw the record (a task whose fold failed is *tainted*: it writes
+no snapshot part until it is restored). A worker killed between the two replays the record,
+quarantines it again into the same row, and moves on: nothing is lost or counted twice in
+the table. A stage's record holds many events (:mod:`.ingest`): run alone, it is taken event
+by event, and the event that fails is set aside and the record run again without it
+(:class:`~ringfence.runtimes.processing.PartSetAside`), so that event alone is quarantined,
+named ``offset << 16 | its place``; so is an event whose rules fail in the join, with its
+contributions. (A quarantine topic read by the dispatcher would put the row inside the
 Kafka transaction; the idempotent key gives the same result without a new topic and
 consumer.) A record no Ringfence service wrote (it does not decode) is skipped and counted
 as rejected: no retry can make it valid.
@@ -51,14 +56,15 @@ from ringfence.runtimes.kafka.records import AlertRecord
 from ringfence.runtimes.kafka.restore import restore_tasks
 from ringfence.runtimes.kafka.seen import event_key
 from ringfence.runtimes.kafka.task import JoinFailed, Task, TaskId, stage_items
-from ringfence.runtimes.kafka.topics import Topics, client_config, topics_of
-from ringfence.runtimes.processing import Batch, Driver, PartSetAside
+from ringfence.runtimes.kafka.topics import MAX_RECORD_BYTES, Topics, client_config, topics_of
+from ringfence.runtimes.processing import Batch, Driver, PartSetAside, log_quarantined
 from ringfence.store.packs import PackRepository
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineRepository, is_store_failure
 
 log = logging.getLogger("ringfence.kafka.process")
 
 BATCH = 2000
+SLICE_BYTES = 1 << 20  # records committed together, about (a stage record holds many events)
 POLL_S = 0.1
 PACK_EVERY_S = 5.0
 TRANSACTION_TIMEOUT_MS = 10_000  # a dead worker's open transaction blocks its partitions this long
@@ -112,6 +118,7 @@ class ProcessWorker:
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 5,
+                    "message.max.bytes": MAX_RECORD_BYTES + 65_536,  # a changelog entry, and its batch's framing
                     "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
                     "partitioner": "murmur2_random",  # the Java clients' partitioner, so any producer agrees
                 },
@@ -156,6 +163,8 @@ class ProcessWorker:
             self.tasks.pop((tp.topic, tp.partition), None)
             self.pending.discard((tp.topic, tp.partition))
             self._committed.pop((tp.topic, tp.partition), None)
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._set_aside = {k: v for k, v in self._set_aside.items() if k[:2] not in gone}
 
     def _cycle(self, messages: list[Any]) -> None:
         held = []
@@ -166,14 +175,15 @@ class ProcessWorker:
                 held.append(message)
         self._in_hand = {(m.topic(), m.partition()): m.offset() + 1 for m in held}
         self._count("read", (m.topic() for m in held))
-        try:
-            self.driver.cycle(held, list(self.tasks.values()), self.clock.time())
-        except Exception as error:
-            if not abortable(error) or is_store_failure(error):
-                raise
-            log.warning("batch failed (%s): rewinding to the last committed batch", type(error).__name__)
-            self._rewind()
-            return
+        for records_slice in _slices(held):  # a commit's records, and its changelog entries, stay small
+            try:
+                self.driver.cycle(records_slice, list(self.tasks.values()), self.clock.time())
+            except Exception as error:
+                if not abortable(error) or is_store_failure(error):
+                    raise
+                log.warning("batch failed (%s): rewinding to the last committed batch", type(error).__name__)
+                self._rewind()
+                return
         self.metrics.engine_state_keys.set(sum(t.engine.state_size() for t in self.tasks.values()))
 
     # -- the driver's runner ----------------------------------------------------------------------
@@ -185,20 +195,34 @@ class ProcessWorker:
             task = self.tasks[self._id(message)]
             task.event_time.took(now)
             try:
-                self._fold_one(task, message, batch, joins)
+                # a record run alone (to find what failed) is taken event by event: the state codec too
+                self._fold_one(task, message, batch, joins, event_by_event=len(messages) == 1)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 # not written by Ringfence's ingest or workers: no retry can make it valid
                 self.metrics.events_rejected.inc()
                 log.error("skipped undecodable record %s[%d]@%d: %s", *self._id(message), message.offset(), exc)
+            except Exception:
+                task.tainted = True  # its engine holds what the failure left, until it is restored
+                raise
             batch.records.append(message)
             batch.processed += 1
         for task in self.tasks.values():
-            task.take_changes()
+            try:
+                task.take_changes()
+            except Exception:
+                task.tainted = True
+                raise
         for partition, parts in joins.items():  # a fold that failed sends nothing
             self._joins.setdefault(partition, []).extend(parts)
 
     def _fold_one(
-        self, task: Task, message: Any, batch: Batch[Any], joins: dict[int, list[records.Contribution]]
+        self,
+        task: Task,
+        message: Any,
+        batch: Batch[Any],
+        joins: dict[int, list[records.Contribution]],
+        *,
+        event_by_event: bool,
     ) -> None:
         if task.is_join:
             for place, part in enumerate(records.decode_contributions(message.value())):
@@ -215,6 +239,8 @@ class ProcessWorker:
                 continue
             try:
                 self._fold_event(task, item, at, batch, joins)
+                if event_by_event and index is not None:
+                    task.take_changes()
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 if index is None:
                     raise  # the record is skipped
@@ -223,7 +249,7 @@ class ProcessWorker:
             except Exception as error:
                 if index is None or self.transient(error):
                     raise  # the driver quarantines a record of one event, and retries the store or log
-                self._set_aside[where] = self._quarantined(self._poisoned_item(task, message, index, item, error))
+                self._set_aside[where] = log_quarantined(self._poisoned_item(task, message, index, item, error))
                 raise PartSetAside(f"event {index} of {where[0]}[{where[1]}]@{where[2]} failed") from error
 
     def _fold_event(
@@ -276,30 +302,14 @@ class ProcessWorker:
             origin=message.topic(),
             stage=JOIN,
         )
-        return self._quarantined(named_by_contribution(entry))
-
-    @staticmethod
-    def _quarantined(entry: QuarantinedEvent) -> QuarantinedEvent:
-        """Say that ``entry``, one event of a record holding several, is quarantined."""
-        # the log names the exception only: its message may quote the event's data
-        log.error(
-            "quarantined %s[%d]@%d (event %s/%s, stage %s): %s",
-            entry.origin,
-            entry.partition,
-            entry.offset,
-            entry.source,
-            entry.event_id,
-            entry.stage,
-            entry.reason.partition(":")[0],
-        )
-        return entry
+        return log_quarantined(named_by_contribution(entry))
 
     def commit(self, batch: Batch[Any]) -> None:
         joins, self._joins = self._joins, {}
         outputs = [
-            Output(self.topics.join, None, records.encode(parts[i : i + records.MAX_ITEMS]), partition)
+            Output(self.topics.join, None, value, partition)
             for partition, parts in joins.items()
-            for i in range(0, len(parts), records.MAX_ITEMS)
+            for value in records.encode_in_records(parts, _contribution_size)
         ]
         if batch.quarantined and self.quarantine is not None:
             self.quarantine.record(batch.quarantined, self.clock.time())  # before the offset moves past it
@@ -312,25 +322,27 @@ class ProcessWorker:
             Output(alerts, f"late\x1f{records.partition_of(e.offset)}".encode(), records.encode(AlertRecord(late=e)))
             for e in batch.late
         ]
-        entries = self._changelog_entries()
-        for task, entry in entries:
-            topic = self.topics.changelog(task.stage.name)
-            sent.append(Output(topic, None, encode_entry(entry), task.partition, task.log.delivered))
         done = {self._id(m): m.offset() + 1 for m in batch.records}
-        offsets = self.transactions.offsets_past(self.tasks, done, self._in_hand, self._committed)
+        entries: list[tuple[TaskId, Task, Entry]] = []
         try:
-            self.transactions.commit([*sent, *outputs], offsets)
+            for task_id, task in self.tasks.items():
+                if (entry := task.entry()) is not None:
+                    entries.append((task_id, task, entry))
+                    topic = self.topics.changelog(task.stage.name)
+                    sent.append(Output(topic, None, encode_entry(entry), task.partition, task.log.delivered))
+            offsets = self.transactions.offsets_past(self.tasks, done, self._in_hand, self._committed)
+            self.transactions.commit([*sent, *outputs], offsets or self._fencing(entries))
         except Exception:
             for task in self.tasks.values():  # what the batch changed goes with it; so does a snapshot under way
                 task.log.abandon()
             raise
+        self._committed.update({(tp.topic, tp.partition): tp.offset for tp in offsets})
         self._count("written", (o.topic for o in [*sent, *outputs]))
         trims = {}
-        for task, entry in entries:
+        for _, task, entry in entries:
             if (before := task.log.committed(entry)) is not None:
                 trims[(self.topics.changelog(task.stage.name), task.partition)] = before
         self._trim(trims)
-        self._committed.update({(tp.topic, tp.partition): tp.offset for tp in offsets})
         if self._set_aside:  # those committed are done with
             self._set_aside = {k: v for k, v in self._set_aside.items() if k[2] >= self._committed.get(k[:2], -1)}
         self.metrics.events_processed.inc(batch.processed)
@@ -341,9 +353,17 @@ class ProcessWorker:
         for kind, n in Counter(self.topics.kind(t) for t in topics).items():
             self.metrics.kafka_records.labels(direction, kind).inc(n)
 
-    def _changelog_entries(self) -> list[tuple[Task, Entry]]:
-        """Each task's changelog entry for the batch in hand (see :mod:`.changelog`)."""
-        return [(task, entry) for task in self.tasks.values() if (entry := task.entry()) is not None]
+    def _fencing(self, entries: list[tuple[TaskId, Task, Entry]]) -> list[Any]:
+        """For a commit that moves no offset (timers fired, a snapshot part): the committed
+        offsets of the tasks it writes changelog entries of, committed again, so that the group
+        fences a worker that lost those partitions in a rebalance, as it fences their records."""
+        from confluent_kafka import TopicPartition
+
+        return [
+            TopicPartition(*task_id, self._committed[task_id])
+            for task_id, _, _ in entries
+            if task_id in self._committed
+        ]
 
     def _trim(self, before: Mapping[tuple[str, int], int]) -> None:
         """Delete the changelog records a complete snapshot made redundant. Not waited for: if
@@ -353,9 +373,13 @@ class ProcessWorker:
         from confluent_kafka import TopicPartition
         from confluent_kafka.admin import AdminClient
 
-        if self._admin is None:
-            self._admin = AdminClient(client_config(self.settings))
-        futures = self._admin.delete_records([TopicPartition(t, p, offset) for (t, p), offset in before.items()])
+        try:
+            if self._admin is None:
+                self._admin = AdminClient(client_config(self.settings))
+            futures = self._admin.delete_records([TopicPartition(t, p, offset) for (t, p), offset in before.items()])
+        except Exception:  # after the commit: nothing of it is to undo
+            log.warning("could not delete changelog records before %s (the next snapshot tries again)", before)
+            return
         for tp, future in futures.items():
             future.add_done_callback(lambda f, tp=tp: _trimmed(tp, f))
 
@@ -370,9 +394,11 @@ class ProcessWorker:
     def poisoned(self, message: Any, error: Exception) -> QuarantinedEvent:
         headers = message.headers()
         stage = self.tasks[self._id(message)].stage.name
+        # on a topic whose records may hold several events, offsets are named as their events'
+        many = self.topics.kind(message.topic()) in ("stage", "join")
         entry = QuarantinedEvent.of(
             message.value() or b"",
-            message.offset(),
+            message.offset() << records.ITEM_BITS if many else message.offset(),
             message.partition(),
             message.timestamp()[1] / 1000.0,
             error,
@@ -457,6 +483,7 @@ class ProcessWorker:
             )
             return False
         self.plan = plan
+        self._set_aside = {}  # the new pack may run them
         for task in self.tasks.values():
             task.stage = plan.rules if task.stage.name == JOIN else plan.stage(task.stage.name)
             task.engine = task.engine.reloaded(task.stage.pack)
@@ -475,3 +502,21 @@ def _trimmed(tp: Any, future: Any) -> None:
             tp.offset,
             error,
         )
+
+
+def _contribution_size(part: records.Contribution) -> int:
+    return len(part.body) + len(part.event_key) + 48 * (len(part.values) + len(part.expected)) + 32
+
+
+def _slices(messages: list[Any]) -> list[list[Any]]:
+    """``messages`` in runs of about ``SLICE_BYTES`` (one run, maybe empty, if they are fewer)."""
+    out: list[list[Any]] = [[]]
+    size = 0
+    for message in messages:
+        value = len(message.value() or b"")
+        if out[-1] and size + value > SLICE_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(message)
+        size += value
+    return out

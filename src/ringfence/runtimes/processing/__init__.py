@@ -26,7 +26,7 @@ topics; DynamoDB: a ``TransactWriteItems`` with event markers).
 """
 
 from ringfence.runtimes.processing.batch import Batch, late_event
-from ringfence.runtimes.processing.driver import Driver, Partition, PartSetAside, Runner
+from ringfence.runtimes.processing.driver import Driver, Partition, PartSetAside, Runner, log_quarantined
 from ringfence.runtimes.processing.eventtime import Cadence, EventClock, expire, expiry_watermark
 
 __all__ = [
@@ -40,4 +40,5 @@ __all__ = [
     "expire",
     "expiry_watermark",
     "late_event",
+    "log_quarantined",
 ]

@@ -14,6 +14,23 @@ from ringfence.store.quarantine import QuarantinedEvent
 log = logging.getLogger("ringfence.processing")
 
 
+def log_quarantined(entry: QuarantinedEvent) -> QuarantinedEvent:
+    """Say that ``entry`` is quarantined (the exception's name only: its message may quote the
+    event's data); return it."""
+    log.error(
+        "quarantined %s[%d]@%d (event %s/%s, %s%s): %s",
+        entry.origin,
+        entry.partition,
+        entry.offset,
+        entry.source,
+        entry.event_id,
+        entry.type,
+        f", stage {entry.stage}" if entry.stage else "",
+        entry.reason.partition(":")[0],
+    )
+    return entry
+
+
 class PartSetAside(Exception):
     """Raised by a runner's fold when one event of a record holding several failed: the runner
     noted it, and quarantines it, instead of folding it, when the record runs again. The driver
@@ -139,19 +156,7 @@ class Driver(Generic[R]):
                 except Exception as error:
                     if self.runner.transient(error):
                         raise
-                    entry = self.runner.poisoned(record, error)
-                    # the log names the exception only: its message may quote the event's data
-                    log.error(
-                        "quarantined %s[%d]@%d (event %s/%s, %s%s): %s",
-                        entry.origin,
-                        entry.partition,
-                        entry.offset,
-                        entry.source,
-                        entry.event_id,
-                        entry.type,
-                        f", stage {entry.stage}" if entry.stage else "",
-                        entry.reason.partition(":")[0],
-                    )
+                    entry = log_quarantined(self.runner.poisoned(record, error))
                     batch.quarantine(record, entry)
                     self.runner.commit(batch)  # the good records before it, and the offset past it
                     batch = Batch()

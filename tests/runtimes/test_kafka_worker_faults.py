@@ -1,7 +1,8 @@
-"""The kafka runtime's stage and join records carry many events: an event that fails is
-quarantined alone (a re-drive of its entry runs it again), the others in the record still
-count and alert; and records go to the partition the Java clients' partitioner gives their
-key, as every producer of the runtime computes it."""
+"""A kafka process worker meeting events that fail, with its broker in memory: of a stage or
+join record holding many events, the one that fails is quarantined alone (a re-drive of its
+entry runs it again) and the others still count and alert; nothing a failed event did reaches
+the changelog, snapshots included; and records go to the partition the Java clients'
+partitioner gives their key, as every producer of the runtime computes it."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ class Message:
 
     def value(self) -> bytes:
         return self.value_
+
+    def key(self) -> bytes | None:
+        return None
 
     def timestamp(self) -> tuple[int, int]:
         return (1, 1_700_000_000_000)
@@ -146,6 +150,14 @@ def test_events_that_fail_in_a_stage_record_are_quarantined_alone(monkeypatch: p
         return real(plan, stage, engine, event, *args)
 
     monkeypatch.setattr(task_module, "run_stage", faulty)
+    taking = Task.take_changes
+
+    def codec_fails(task: Task) -> None:  # as the state codec does on a value it cannot encode
+        if any(key.endswith("codec-4") for key, _ in task.seen.new):
+            raise OverflowError("injected codec fault")
+        taking(task)
+
+    monkeypatch.setattr(Task, "take_changes", codec_fails)
     settings = Settings(kafka_bootstrap="127.0.0.1:9", kafka_partitions=4, engine="python")
     worker = ProcessWorker(settings, pack, worker_id="unit")  # nothing here reaches the (absent) broker
     try:
@@ -165,7 +177,7 @@ def test_events_that_fail_in_a_stage_record_are_quarantined_alone(monkeypatch: p
         fresh()
         monkeypatch.setattr(worker, "reset", fresh)
         monkeypatch.setattr(worker, "commit", commit)
-        events = [card_authorization(i) for i in ("ok-0", "poison-1", "ok-2", "poison-3")]
+        events = [card_authorization(i) for i in ("ok-0", "poison-1", "ok-2", "poison-3", "codec-4", "ok-5")]
         joined = plan.route(events[0], EventContext(events[0], Engine(pack)))[1]
         assert "card_id" in joined  # the card stage sends the join its values
         items = [records.StageItem(encode_event(e), joined) for e in events]
@@ -175,16 +187,99 @@ def test_events_that_fail_in_a_stage_record_are_quarantined_alone(monkeypatch: p
 
         (batch, joins), *_ = [c for c in commits if c[0].records]
         assert sorted((q.event_id, q.offset, q.stage) for q in batch.quarantined) == [
+            ("codec-4", 41 << 16 | 4, "card_id"),
             ("poison-1", 41 << 16 | 1, "card_id"),
             ("poison-3", 41 << 16 | 3, "card_id"),
         ]
-        assert all(q.reason == "RuntimeError: injected stage fault" for q in batch.quarantined)
+        assert {q.reason for q in batch.quarantined} == {
+            "RuntimeError: injected stage fault",
+            "OverflowError: injected codec fault",
+        }
         # each as a record of its own, with its join header: a re-drive runs it again
         assert msgspec.msgpack.decode(batch.quarantined[0].record_headers or b"") == [
             [records.JOIN_HEADER, ",".join(joined).encode()]
         ]
         assert batch.quarantined[0].body == items[1].body
+        assert [q.event_id for q in batch.quarantined] == ["poison-1", "poison-3", "codec-4"]
         sent = [p.event_key.split("\x1f")[1] for parts in joins.values() for p in parts]
-        assert sent == ["ok-0", "ok-2"]
+        assert sent == ["ok-0", "ok-2", "ok-5"]
     finally:
         worker.consumer.close()
+
+
+def test_a_snapshot_written_with_a_poison_events_quarantine_holds_nothing_of_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ringfence.engine.features import decode_state
+    from ringfence.runtimes.kafka import task as task_module
+    from ringfence.runtimes.kafka.changelog import decode_entry, replay
+    from ringfence.runtimes.processing import Driver
+
+    pack = load_pack_file(None)
+    plan = plan_stages(pack)
+    real = task_module.run_stage
+
+    def faulty(plan: Any, stage: Any, engine: Any, event: Any, *args: Any) -> Any:
+        out = real(plan, stage, engine, event, *args)  # the engine's state changed...
+        if event.event_id.startswith("poison"):
+            raise RuntimeError("injected fault after the state changed")
+        return out
+
+    monkeypatch.setattr(task_module, "run_stage", faulty)
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", kafka_partitions=4, engine="python", kafka_snapshot_rows=1)
+    worker = ProcessWorker(settings, pack, worker_id="unit")  # nothing here reaches the (absent) broker
+    try:
+        topic, changelog = worker.topics.events, worker.topics.changelog(CUSTOMER)
+        log: list[bytes] = []  # the customer stage's changelog partition
+
+        def restore(_records: Any = None) -> None:
+            entries = [(i, decode_entry(v)) for i, v in enumerate(log)]
+            task, _ = Task.restore(
+                plan.stages[0], 0, replay(entries), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1
+            )
+            worker.tasks = {(topic, 0): task}
+
+        def commit(outputs: list[Any], offsets: list[Any]) -> None:
+            for output in outputs:
+                if output.topic == changelog:
+                    log.append(output.value)
+                    if output.delivered is not None:
+                        output.delivered(len(log) - 1)
+
+        monkeypatch.setattr(worker, "reset", restore)
+        monkeypatch.setattr(worker.transactions, "offsets_past", lambda *args: [])
+        monkeypatch.setattr(worker.transactions, "commit", commit)
+        restore()
+        driver = Driver(worker, commit_each=True)
+        for offset, event_id in enumerate(["ok-0", "poison-1", "ok-2"]):
+            driver.run([Message(topic, 0, offset, encode_event(card_authorization(event_id)))])
+
+        entries = [(i, decode_entry(v)) for i, v in enumerate(log)]
+        replayed = replay(entries)
+        assert replayed.since > 0  # restored from a snapshot (one is due at every commit)
+        spec = next(f for f in pack.features if f.name == "card_auths_lifetime")
+        lifetime = {
+            k: spec.value(decode_state(v), 4e9)
+            for (n, k), v in replayed.state_rows().items()
+            if n.startswith(f"{spec.name}#")
+        }
+        assert lifetime == {"c9": 2}  # ok-0 and ok-2
+        restore()
+        assert not any("poison-1" in key for key in worker.tasks[(topic, 0)].seen.ids)
+    finally:
+        worker.consumer.close()
+
+
+def test_records_of_many_events_stay_under_the_brokers_limit() -> None:
+    items = [records.StageItem(bytes(1_000), ["customer"]) for _ in range(2_500)]  # 2.5 MB of events
+    values = records.encode_in_records(items, lambda item: len(item.body) + 16)
+    assert len(values) == 3
+    assert all(len(v) < 1_000_000 for v in values)
+    assert [i for v in values for i in records.decode_items(v)] == items  # all of them, in order
+    assert records.encode_in_records([], len) == []
+    # a worker commits about a megabyte of them at a time, and runs its timers when none came
+    from ringfence.runtimes.kafka.worker import _slices
+
+    messages = [Message("t", 0, i, v) for i, v in enumerate(values * 2)]
+    assert [[m.offset() for m in s] for s in _slices(messages)] == [[0], [1], [2], [3], [4], [5]]
+    assert _slices([]) == [[]]
