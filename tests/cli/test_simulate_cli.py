@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -42,3 +43,20 @@ def test_the_same_seed_gives_the_same_traffic_as_before(tmp_path: Path) -> None:
     subprocess.run(command, capture_output=True, check=True, timeout=300)
     digest = hashlib.sha256(events.read_bytes() + labels.read_bytes()).hexdigest()
     assert digest == "cfac197af7b8514642b49c3af1d19cc72d8a6b64c889565c6551c7d45c1d9495"
+
+
+def test_simulating_into_kafka_without_the_runtime_configured_is_one_clear_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RINGFENCE_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "ringfence", "simulate", "--kafka", "--events", "10"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        == "error: the kafka runtime needs postgres_dsn (RINGFENCE_POSTGRES_DSN=postgresql://user@host/db)"
+    )

@@ -1,14 +1,17 @@
 """``ringfence simulate``: realistic bank traffic with injected, labelled scenarios.
 
-Writes events to a file or posts them to a running server, labels to a separate file,
-and with ``--report`` scores a rule pack's detections on the same traffic.
+Writes events to a file, posts them to a running server or writes them into the kafka
+runtime's topics (the path ``serve ingest`` takes), labels to a separate file, and with
+``--report`` scores a rule pack's detections on the same traffic.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +20,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ringfence.bench.servers import post_events
-from ringfence.cli.common import fail
+from ringfence.cli.common import ConfigOption, fail, settings_from
+from ringfence.config import Settings
 from ringfence.engine.pack import load_pack_file
 from ringfence.errors import RulePackError
 from ringfence.simulate.report import evaluate
@@ -41,6 +45,15 @@ def simulate(
     labels: Annotated[Path | None, typer.Option(help="Write the scenario labels here (JSON)")] = None,
     url: Annotated[str | None, typer.Option(help="Post the events to this running server")] = None,
     key: Annotated[str | None, typer.Option(help="API key for --url", envvar="RINGFENCE_API_KEY")] = None,
+    kafka: Annotated[
+        bool,
+        typer.Option(
+            "--kafka",
+            help="Write the events into the kafka runtime's topics, as `serve ingest` does "
+            "(settings: kafka_bootstrap, postgres_dsn)",
+        ),
+    ] = False,
+    config: ConfigOption = None,
     report: Annotated[bool, typer.Option("--report", help="Score the rule pack's detections on this traffic")] = False,
     rules: Annotated[Path | None, typer.Option(help="Rule pack for --report [default: the packaged one]")] = None,
     report_out: Annotated[Path | None, typer.Option(help="Write the report here (.md or .json)")] = None,
@@ -49,8 +62,8 @@ def simulate(
     unknown = sorted(set(scenario or ()) - set(SCENARIOS))
     if unknown:
         fail(f"unknown scenario(s) {unknown}; choose from {', '.join(sorted(SCENARIOS))}")
-    if not (out or url or report):
-        fail("say where the traffic goes: --out FILE, --url URL, or --report")
+    if not (out or url or kafka or report):
+        fail("say where the traffic goes: --out FILE, --url URL, --kafka, or --report")
     if url and not key:
         fail("--url needs an API key with events:write (--key or RINGFENCE_API_KEY)")
     begin = time.time() - events / rate
@@ -65,21 +78,24 @@ def simulate(
         scenarios=tuple(scenario) if scenario else None,
         dormant=max(3, int(events * fraud_rate / 10)),
     )
-    stream = _tee(traffic.stream(begin, rate, events), out, url, key)
-    progress = Progress(TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with progress:
-        task = progress.add_task("simulate", total=events)
-        counted = _counting(stream, lambda: progress.advance(task))
-        if report:
-            try:
-                pack = load_pack_file(rules)
-            except RulePackError as exc:
-                fail(str(exc))
-            result = evaluate(counted, traffic.labels, pack, normal_events=0)
-            result.normal_events = traffic.normal_count
-        else:
-            for _ in counted:
-                pass
+    with _sinks(url, key, settings_from(config) if kafka else None) as (sinks, topics):
+        stream = _tee(traffic.stream(begin, rate, events), out, sinks)
+        progress = Progress(TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with progress:
+            task = progress.add_task("simulate", total=events)
+            counted = _counting(stream, lambda: progress.advance(task))
+            if report:
+                try:
+                    pack = load_pack_file(rules)
+                except RulePackError as exc:
+                    fail(str(exc))
+                result = evaluate(counted, traffic.labels, pack, normal_events=0)
+                result.normal_events = traffic.normal_count
+            else:
+                for _ in counted:
+                    pass
+    if topics is not None and topics.rejected:
+        fail(f"the kafka runtime's ingest rejected {topics.rejected} of the events (see its log)")
     if labels is not None:
         labels.write_text(json.dumps([label.to_dict() for label in traffic.labels], indent=1) + "\n")
     typer.echo(f"{events:,} events, {traffic.normal_count:,} everyday, {len(traffic.labels)} injected scenarios")
@@ -91,6 +107,28 @@ def simulate(
             report_out.write_text(body + "\n")
 
 
+@contextmanager
+def _sinks(
+    url: str | None, key: str | None, kafka: Settings | None
+) -> Iterator[tuple[list[Callable[[list[str]], None]], _KafkaSink | None]]:
+    """Where batches of events go: ``url`` (with ``key``), and the topics of the kafka runtime
+    that ``kafka`` names."""
+    client = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) if url else None
+    topics = _KafkaSink(kafka) if kafka is not None else None
+    sinks: list[Callable[[list[str]], None]] = []
+    if client is not None:
+        sinks.append(lambda lines: _post(client, lines))
+    if topics is not None:
+        sinks.append(topics.send)
+    try:
+        yield sinks, topics
+    finally:
+        if client is not None:
+            client.close()
+        if topics is not None:
+            topics.close()
+
+
 def _counting(stream: Iterator[dict[str, Any]], tick: Any) -> Iterator[dict[str, Any]]:
     for event in stream:
         tick()
@@ -98,30 +136,30 @@ def _counting(stream: Iterator[dict[str, Any]], tick: Any) -> Iterator[dict[str,
 
 
 def _tee(
-    stream: Iterator[dict[str, Any]], out: Path | None, url: str | None, key: str | None
+    stream: Iterator[dict[str, Any]], out: Path | None, sinks: list[Callable[[list[str]], None]]
 ) -> Iterator[dict[str, Any]]:
-    """Pass events through, writing them to ``out`` and posting them to ``url`` on the way."""
+    """Pass events through, writing them to ``out`` and sending them to ``sinks`` (a batch of
+    NDJSON lines at a time) on the way."""
     handle = out.open("w") if out is not None else None
-    client = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) if url else None
     batch: list[str] = []
     try:
         for event in stream:
             line = json.dumps(event, separators=(",", ":"))
             if handle is not None:
                 handle.write(line + "\n")
-            if client is not None:
+            if sinks:
                 batch.append(line)
                 if len(batch) >= BATCH:
-                    _post(client, batch)
+                    for send in sinks:
+                        send(batch)
                     batch = []
             yield event
-        if client is not None and batch:
-            _post(client, batch)
+        if batch:
+            for send in sinks:
+                send(batch)
     finally:
         if handle is not None:
             handle.close()
-        if client is not None:
-            client.close()
 
 
 def _post(client: httpx.Client, lines: list[str]) -> None:
@@ -129,3 +167,41 @@ def _post(client: httpx.Client, lines: list[str]) -> None:
         post_events(client, "\n".join(lines).encode())
     except RuntimeError as exc:  # an answer other than 202, 429 or 503
         fail(str(exc))
+
+
+class _KafkaSink:
+    """The kafka runtime's ingest in this process: each batch validated, then written to the
+    events topic and its stages' topics in one transaction, once the process group is not too
+    far behind (``max_lag_events``), as ``serve ingest`` does for a ``POST /v1/events``."""
+
+    ATTEMPTS = 60  # of a batch the brokers or the backpressure refuse, a second or more apart
+
+    def __init__(self, settings: Settings) -> None:
+        from ringfence.errors import RingfenceError
+        from ringfence.runtimes.kafka.platform import KafkaPlatform
+
+        try:
+            self.platform = KafkaPlatform(settings, ingest=True)
+        except RingfenceError as exc:  # no brokers or store configured, the store unreachable or behind
+            fail(str(exc))
+        except ImportError:
+            fail("--kafka needs the kafka and postgres extras: pip install 'ringfence[kafka,postgres]'")
+        self.rejected = 0
+
+    def send(self, lines: list[str]) -> None:
+        from ringfence.errors import OverloadedError
+
+        assert self.platform.ingest is not None  # nosec B101 - made with ingest=True
+        body = "\n".join(lines).encode()
+        for _ in range(self.ATTEMPTS):
+            try:
+                result = asyncio.run(self.platform.ingest.ingest(body, ndjson=True))
+            except OverloadedError as exc:
+                time.sleep(max(1, exc.retry_after))
+                continue
+            self.rejected += len(result.rejected)
+            return
+        fail(f"the kafka runtime did not take a batch in {self.ATTEMPTS} attempts (is the process group running?)")
+
+    def close(self) -> None:
+        self.platform.stop()
