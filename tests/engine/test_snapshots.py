@@ -4,37 +4,20 @@ engines, and across them (either restores the other's)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from ringfence.bench.differential import default_packs, simulated
-from ringfence.engine.engine import Engine
-from ringfence.engine.pack import RulePack
 from ringfence.engine.packed import unpack_rows
-from tests.helpers.differential import native_candidate
+from tests.helpers.differential import engine_factory, every_state_row
 
 PACKS = dict(default_packs())
-
-
-def factory(kind: str) -> Callable[[RulePack], Engine]:
-    make = Engine if kind == "python" else native_candidate()
-    return lambda pack: make(pack, 5.0)
-
-
-def everything(engine: Engine) -> dict[tuple[str, str], bytes | None]:
-    """Every state row ``engine`` holds, by (persisted name, key)."""
-    engine.snapshot_begin()
-    packed, _, last = engine.snapshot_next(10**9)
-    assert last
-    return {(name, key): state for name, key, state in unpack_rows(packed)}
 
 
 @pytest.mark.parametrize("reader", ["python", "native"])
 @pytest.mark.parametrize("writer", ["python", "native"])
 @pytest.mark.parametrize("pack", ["default", "coverage"])
 def test_a_snapshot_taken_while_events_run_restores_the_engine(pack: str, writer: str, reader: str) -> None:
-    live = factory(writer)(PACKS[pack])
+    live = engine_factory(writer)(PACKS[pack])
     changelog: list[bytes] = []
     parts: list[bytes] = []
     since, walking, events_during_walk = -1, False, 0
@@ -61,11 +44,11 @@ def test_a_snapshot_taken_while_events_run_restores_the_engine(pack: str, writer
     assert len(parts) > 5
     assert events_during_walk > 1_000  # many batches ran, and expiries, while it was written
 
-    restored = factory(reader)(PACKS[pack])
+    restored = engine_factory(reader)(PACKS[pack])
     for packed in [*parts, *changelog[since:]]:
         restored.restore_packed(packed)
     restored.max_event_time = live.max_event_time
-    assert everything(restored) == everything(live)
+    assert every_state_row(restored) == every_state_row(live)
     # the absence timers came back armed: the same alerts fire once the time comes
     later = max(live.max_event_time.values()) + 86_400
     assert sorted(s.dedup_key for s in restored.advance(later)) == sorted(s.dedup_key for s in live.advance(later))
@@ -73,26 +56,26 @@ def test_a_snapshot_taken_while_events_run_restores_the_engine(pack: str, writer
 
 @pytest.mark.parametrize("kind", ["python", "native"])
 def test_packed_rows_without_state_drop_what_they_name(kind: str) -> None:
-    engine = factory(kind)(PACKS["default"])
+    engine = engine_factory(kind)(PACKS["default"])
     events, _ = simulated(6, 300, 20, 5.0)
     for offset, event in enumerate(events, 1):
         engine.process(event, offset, 0, event.occurred_at)
-    held = everything(engine)
+    held = every_state_row(engine)
     changes = engine.take_changes_packed()
     assert changes is not None
     far = max(engine.max_event_time.values()) + 10**7
     engine.advance(far)  # absences fire (an armed one is kept)...
     engine.expire(far)  # ...and then every state with a horizon goes
-    kept = everything(engine)
+    kept = every_state_row(engine)
     dropped = engine.take_changes_packed()
     assert dropped is not None
     gone = {(name, key) for name, key, state in unpack_rows(dropped[0]) if state is None}
     assert len(gone) > 50
     assert gone.isdisjoint(kept)
 
-    fresh = factory(kind)(PACKS["default"])
+    fresh = engine_factory(kind)(PACKS["default"])
     fresh.restore_packed(changes[0])
-    assert everything(fresh) == held
+    assert every_state_row(fresh) == held
     fresh.restore_packed(dropped[0])
-    assert everything(fresh) == kept
+    assert every_state_row(fresh) == kept
     assert fresh.state_size() == engine.state_size()

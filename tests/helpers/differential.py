@@ -3,11 +3,13 @@ core: a laptop without it skips, CI fails) and a driver for one short scripted r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ringfence.bench.differential import Diverged, Factory, Mismatch, Pair, fields_of, native_factory
 from ringfence.engine import native
+from ringfence.engine.engine import Engine
 from ringfence.engine.pack import RulePack
+from ringfence.engine.packed import unpack_rows
 from ringfence.events.model import Event
 from tests.helpers.servers import unavailable
 
@@ -17,6 +19,20 @@ def native_candidate() -> Factory:
     if not native.available():
         unavailable("the compiled core ringfence_native is not installed (maturin develop --release in native/)")
     return native_factory
+
+
+def engine_factory(kind: str) -> Callable[[RulePack], Engine]:
+    """Engines of ``kind`` (``python``, or ``native``: the compiled core, which CI requires)."""
+    make = Engine if kind == "python" else native_candidate()
+    return lambda pack: make(pack, 5.0)
+
+
+def every_state_row(engine: Engine) -> dict[tuple[str, str], bytes | None]:
+    """Every state row ``engine`` holds, by (persisted name, key)."""
+    engine.snapshot_begin()
+    packed, _, last = engine.snapshot_next(10**9)
+    assert last
+    return {(name, key): state for name, key, state in unpack_rows(packed)}
 
 
 def first_mismatch(

@@ -4,35 +4,20 @@ several snapshots, a commit that failed mid-snapshot, and the records a trim del
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from ringfence.bench.differential import default_packs, simulated
 from ringfence.engine.engine import Engine
-from ringfence.engine.pack import RulePack
-from ringfence.engine.packed import StateRow, pack_rows, unpack_rows
+from ringfence.engine.packed import StateRow, pack_rows
 from ringfence.runtimes.kafka.changelog import Entry, Part, Replayed, TaskLog, replay
-from tests.helpers.differential import native_candidate
+from tests.helpers.differential import engine_factory, every_state_row
 
 PACK = dict(default_packs())["default"]
 BATCH = 40
 
 
-def factory(kind: str) -> Callable[[RulePack], Engine]:
-    make = Engine if kind == "python" else native_candidate()
-    return lambda pack: make(pack, 5.0)
-
-
-def everything(engine: Engine) -> dict[tuple[str, str], bytes | None]:
-    engine.snapshot_begin()
-    packed, _, last = engine.snapshot_next(10**9)
-    assert last
-    return {(name, key): state for name, key, state in unpack_rows(packed)}
-
-
 def restored(kind: str, replayed: Replayed, marks: dict[int, float]) -> Engine:
-    engine = factory(kind)(PACK)
+    engine = engine_factory(kind)(PACK)
     for packed in replayed.engine:
         engine.restore_packed(packed)
     engine.restore((), marks)
@@ -54,7 +39,7 @@ def own_rows(own: dict[tuple[str, str], bytes], changed: list[StateRow]) -> list
 @pytest.mark.parametrize("kind", ["python", "native"])
 def test_the_changelog_restores_the_engine_through_snapshots_a_failed_commit_and_trims(kind: str) -> None:
     events = list(simulated(5, 8_000, 1_500, 5.0)[0])
-    live = factory(kind)(PACK)
+    live = engine_factory(kind)(PACK)
     log = TaskLog(min_log_rows=2_000)
     kept: list[tuple[int, Entry]] = []  # the changelog partition: what trims left of it
     written = 0  # the next offset
@@ -105,7 +90,7 @@ def test_the_changelog_restores_the_engine_through_snapshots_a_failed_commit_and
     assert reloaded_mid_snapshot
     assert len(kept) < written / 2  # a restore reads what the last snapshot left, not the history
     replayed = replay(kept)
-    assert everything(restored(kind, replayed, live.max_event_time)) == everything(live)
+    assert every_state_row(restored(kind, replayed, live.max_event_time)) == every_state_row(live)
     assert replayed.own == own
 
 
