@@ -164,7 +164,7 @@ def test_events_that_fail_in_a_stage_record_are_quarantined_alone(monkeypatch: p
         topic = worker.topics.stage_input("card_id")
         stage = plan.stage("card_id")
 
-        def fresh(_records: Any = None) -> None:  # the state of the last commit: none yet
+        def fresh(_ids: Any = None) -> None:  # the state of the last commit: none yet
             task, _ = Task.restore(stage, 1, Replayed(), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1000)
             worker.tasks = {(topic, 1): task}
 
@@ -175,7 +175,7 @@ def test_events_that_fail_in_a_stage_record_are_quarantined_alone(monkeypatch: p
             worker._joins = {}
 
         fresh()
-        monkeypatch.setattr(worker, "reset", fresh)
+        monkeypatch.setattr(worker, "_restore", fresh)  # the broker's part of a reset
         monkeypatch.setattr(worker, "commit", commit)
         events = [card_authorization(i) for i in ("ok-0", "poison-1", "ok-2", "poison-3", "codec-4", "ok-5")]
         joined = plan.route(events[0], EventContext(events[0], Engine(pack)))[1]
@@ -207,9 +207,13 @@ def test_events_that_fail_in_a_stage_record_are_quarantined_alone(monkeypatch: p
         worker.consumer.close()
 
 
+@pytest.mark.parametrize("fails_in", ["fold", "commit"])
 def test_a_snapshot_written_with_a_poison_events_quarantine_holds_nothing_of_it(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, fails_in: str
 ) -> None:
+    """The event fails as it is folded (the engine raised after changing the state), or its
+    commit fails (a value the records' encoder refuses): either way its quarantine is committed
+    with a snapshot part due, before the task is restored."""
     from ringfence.engine.features import decode_state
     from ringfence.runtimes.kafka import task as task_module
     from ringfence.runtimes.kafka.changelog import decode_entry, replay
@@ -219,10 +223,14 @@ def test_a_snapshot_written_with_a_poison_events_quarantine_holds_nothing_of_it(
     plan = plan_stages(pack)
     real = task_module.run_stage
 
+    failing_commits: list[int] = []
+
     def faulty(plan: Any, stage: Any, engine: Any, event: Any, *args: Any) -> Any:
         out = real(plan, stage, engine, event, *args)  # the engine's state changed...
         if event.event_id.startswith("poison"):
-            raise RuntimeError("injected fault after the state changed")
+            if fails_in == "fold":
+                raise RuntimeError("injected fault after the state changed")
+            failing_commits.append(1)  # ...and the commit that follows will fail
         return out
 
     monkeypatch.setattr(task_module, "run_stage", faulty)
@@ -232,7 +240,7 @@ def test_a_snapshot_written_with_a_poison_events_quarantine_holds_nothing_of_it(
         topic, changelog = worker.topics.events, worker.topics.changelog(CUSTOMER)
         log: list[bytes] = []  # the customer stage's changelog partition
 
-        def restore(_records: Any = None) -> None:
+        def restore(_ids: Any = None) -> None:
             entries = [(i, decode_entry(v)) for i, v in enumerate(log)]
             task, _ = Task.restore(
                 plan.stages[0], 0, replay(entries), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1
@@ -240,14 +248,18 @@ def test_a_snapshot_written_with_a_poison_events_quarantine_holds_nothing_of_it(
             worker.tasks = {(topic, 0): task}
 
         def commit(outputs: list[Any], offsets: list[Any]) -> None:
+            if failing_commits:
+                failing_commits.pop()
+                raise OverflowError("injected commit fault")
             for output in outputs:
                 if output.topic == changelog:
                     log.append(output.value)
                     if output.delivered is not None:
                         output.delivered(len(log) - 1)
 
-        monkeypatch.setattr(worker, "reset", restore)
+        monkeypatch.setattr(worker, "_restore", restore)  # the broker's part of a reset
         monkeypatch.setattr(worker.transactions, "offsets_past", lambda *args: [])
+        monkeypatch.setattr(worker, "_fencing", lambda entries: [])
         monkeypatch.setattr(worker.transactions, "commit", commit)
         restore()
         driver = Driver(worker, commit_each=True)

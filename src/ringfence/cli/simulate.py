@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
+import msgspec
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -94,8 +97,6 @@ def simulate(
             else:
                 for _ in counted:
                     pass
-    if topics is not None and topics.rejected:
-        fail(f"the kafka runtime's ingest rejected {topics.rejected} of the events (see its log)")
     if labels is not None:
         labels.write_text(json.dumps([label.to_dict() for label in traffic.labels], indent=1) + "\n")
     typer.echo(f"{events:,} events, {traffic.normal_count:,} everyday, {len(traffic.labels)} injected scenarios")
@@ -105,6 +106,8 @@ def simulate(
         if report_out is not None:
             body = json.dumps(result.to_dict(), indent=2) if report_out.suffix == ".json" else text
             report_out.write_text(body + "\n")
+    if topics is not None and topics.rejected:
+        fail(f"the kafka runtime's ingest rejected {topics.rejected} of the events (see its log)")
 
 
 @contextmanager
@@ -113,8 +116,8 @@ def _sinks(
 ) -> Iterator[tuple[list[Callable[[list[str]], None]], _KafkaSink | None]]:
     """Where batches of events go: ``url`` (with ``key``), and the topics of the kafka runtime
     that ``kafka`` names."""
-    client = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) if url else None
     topics = _KafkaSink(kafka) if kafka is not None else None
+    client = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) if url else None
     sinks: list[Callable[[list[str]], None]] = []
     if client is not None:
         sinks.append(lambda lines: _post(client, lines))
@@ -172,20 +175,29 @@ def _post(client: httpx.Client, lines: list[str]) -> None:
 class _KafkaSink:
     """The kafka runtime's ingest in this process: each batch validated, then written to the
     events topic and its stages' topics in one transaction, once the process group is not too
-    far behind (``max_lag_events``), as ``serve ingest`` does for a ``POST /v1/events``."""
+    far behind (``max_lag_events``), as ``serve ingest`` does for a ``POST /v1/events``. It
+    routes events by the active rule pack (never activates one: ``rule_pack`` is ignored) and
+    has a transactional id of its own, so it never fences a running ingest service."""
 
-    ATTEMPTS = 60  # of a batch the brokers or the backpressure refuse, a second or more apart
+    GIVE_UP_S = 300.0  # a batch the brokers or the backpressure refuse this long ends the run
 
     def __init__(self, settings: Settings) -> None:
         from ringfence.errors import RingfenceError
         from ringfence.runtimes.kafka.platform import KafkaPlatform
 
         try:
-            self.platform = KafkaPlatform(settings, ingest=True)
+            self.platform = KafkaPlatform(
+                msgspec.structs.replace(settings, rule_pack=None),  # (Settings.replace skips None)
+                ingest=True,
+                instance=f"simulate-{socket.gethostname()}-{os.getpid()}",
+            )
         except RingfenceError as exc:  # no brokers or store configured, the store unreachable or behind
             fail(str(exc))
         except ImportError:
             fail("--kafka needs the kafka and postgres extras: pip install 'ringfence[kafka,postgres]'")
+        except Exception as exc:  # the brokers unreachable (librdkafka's KafkaException)
+            fail(f"cannot write to the kafka runtime's brokers: {exc}")
+        self.platform.start()  # follows rule packs activated meanwhile
         self.rejected = 0
 
     def send(self, lines: list[str]) -> None:
@@ -193,15 +205,17 @@ class _KafkaSink:
 
         assert self.platform.ingest is not None  # nosec B101 - made with ingest=True
         body = "\n".join(lines).encode()
-        for _ in range(self.ATTEMPTS):
+        deadline = time.monotonic() + self.GIVE_UP_S
+        while True:
             try:
                 result = asyncio.run(self.platform.ingest.ingest(body, ndjson=True))
             except OverloadedError as exc:
+                if time.monotonic() > deadline:
+                    fail(f"the kafka runtime did not take a batch in {self.GIVE_UP_S:.0f} s: {exc}")
                 time.sleep(max(1, exc.retry_after))
                 continue
             self.rejected += len(result.rejected)
             return
-        fail(f"the kafka runtime did not take a batch in {self.ATTEMPTS} attempts (is the process group running?)")
 
     def close(self) -> None:
         self.platform.stop()

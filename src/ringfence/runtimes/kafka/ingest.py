@@ -29,7 +29,7 @@ from ringfence.engine.stages import StagePlan
 from ringfence.errors import OverloadedError
 from ringfence.events.model import Event, encode_event
 from ringfence.runtimes.kafka.records import ITEMS_HEADER, JOIN_HEADER, StageItem, encode_in_records, partition_for
-from ringfence.runtimes.kafka.topics import client_config, topics_of
+from ringfence.runtimes.kafka.topics import MAX_RECORD_BYTES, client_config, topics_of
 
 log = logging.getLogger("ringfence.kafka.ingest")
 
@@ -65,6 +65,7 @@ class KafkaAppender:
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 2,
+                    "message.max.bytes": MAX_RECORD_BYTES // 4,  # as the stage topics take: room over ~1 MB
                     "compression.type": "lz4",
                     "transaction.timeout.ms": 10_000,  # a killed ingest's open transaction ends this soon
                     "partitioner": "murmur2_random",  # the Java clients' partitioner: every producer agrees
@@ -122,7 +123,7 @@ class KafkaAppender:
                 for j, event in enumerate(events):
                     self._produce(plan, keys, event, at, offsets[i], j, copies)
             for (topic, partition), items in copies.items():
-                for value in encode_in_records(items, lambda item: len(item.body) + 16):
+                for value in encode_in_records(items, _item_size):
                     self._send(topic, value, None, [(ITEMS_HEADER, b"1")], at, None, partition)
             self._producer.commit_transaction(COMMIT_TIMEOUT_S)
         except KafkaException as exc:
@@ -202,3 +203,7 @@ def _succeed(future: asyncio.Future[list[int | None]], offsets: list[int | None]
 def _fail(future: asyncio.Future[list[int | None]], error: Exception) -> None:
     if not future.done():
         future.set_exception(error)
+
+
+def _item_size(item: StageItem) -> int:
+    return len(item.body) + 16 + sum(len(stage) + 2 for stage in item.joined)

@@ -138,7 +138,9 @@ class KafkaPlatform:
 
     runtime = "kafka"
 
-    def __init__(self, settings: Settings, *, ingest: bool, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, ingest: bool, clock: Clock | None = None, instance: str | None = None
+    ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
@@ -157,7 +159,8 @@ class KafkaPlatform:
         self.log = KafkaLog(settings)
         self.stream = AlertStream()
         self.plan = plan_stages(pack)
-        instance = f"{socket.gethostname()}-{settings.port}"
+        # its transactional id: stable for a server (a restarted one fences its previous self)
+        instance = instance or f"{socket.gethostname()}-{settings.port}"
         self.appender = KafkaAppender(settings, lambda: self.plan, instance) if ingest else None
         self.ingest: IngestService | None = None
         if self.appender is not None:

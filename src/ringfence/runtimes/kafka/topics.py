@@ -77,7 +77,7 @@ class Topics:
             "cleanup.policy": "delete",
             "retention.ms": "-1",
             "retention.bytes": "-1",
-            "max.message.bytes": str(MAX_RECORD_BYTES),
+            "max.message.bytes": str(MAX_RECORD_BYTES + (1 << 20)),  # an entry, and its batch's framing
         }
         out = {self.events: retention, self.alerts: retention, self.join: short, self.changelog(JOIN): kept}
         for name in plan.names:

@@ -118,7 +118,7 @@ class ProcessWorker:
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 5,
-                    "message.max.bytes": MAX_RECORD_BYTES + 65_536,  # a changelog entry, and its batch's framing
+                    "message.max.bytes": MAX_RECORD_BYTES,  # a changelog entry (the topics take a batch's framing too)
                     "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
                     "partitioner": "murmur2_random",  # the Java clients' partitioner, so any producer agrees
                 },
@@ -132,6 +132,7 @@ class ProcessWorker:
         self._committed: dict[TaskId, int] = {}  # offsets this worker committed, per task
         self._in_hand: dict[TaskId, int] = {}  # the offset after the last record consumed, per task
         self._joins: dict[int, list[records.Contribution]] = {}  # to commit, by join partition
+        self._isolating = False  # a failed batch is being run record by record (see reset)
         # events of stage records that failed, quarantined when their record runs again (by
         # topic, partition, offset, place in the record)
         self._set_aside: dict[tuple[str, int, int, int | None], QuarantinedEvent] = {}
@@ -175,7 +176,11 @@ class ProcessWorker:
                 held.append(message)
         self._in_hand = {(m.topic(), m.partition()): m.offset() + 1 for m in held}
         self._count("read", (m.topic() for m in held))
+        now = self.clock.time()
+        for task_id in self._in_hand:  # records in hand: not quiet, whichever slice they are in
+            self.tasks[task_id].event_time.took(now)
         for records_slice in _slices(held):  # a commit's records, and its changelog entries, stay small
+            self._isolating = False
             try:
                 self.driver.cycle(records_slice, list(self.tasks.values()), self.clock.time())
             except Exception as error:
@@ -195,8 +200,8 @@ class ProcessWorker:
             task = self.tasks[self._id(message)]
             task.event_time.took(now)
             try:
-                # a record run alone (to find what failed) is taken event by event: the state codec too
-                self._fold_one(task, message, batch, joins, event_by_event=len(messages) == 1)
+                # a record run alone to find what failed is taken event by event: the state codec too
+                self._fold_one(task, message, batch, joins, event_by_event=self._isolating)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 # not written by Ringfence's ingest or workers: no retry can make it valid
                 self.metrics.events_rejected.inc()
@@ -306,38 +311,33 @@ class ProcessWorker:
 
     def commit(self, batch: Batch[Any]) -> None:
         joins, self._joins = self._joins, {}
-        outputs = [
-            Output(self.topics.join, None, value, partition)
-            for partition, parts in joins.items()
-            for value in records.encode_in_records(parts, _contribution_size)
-        ]
-        if batch.quarantined and self.quarantine is not None:
-            self.quarantine.record(batch.quarantined, self.clock.time())  # before the offset moves past it
-        alerts = self.topics.alerts
-        sent = [
-            Output(alerts, f"{s.rule_id}\x1f{s.dedup_key}".encode(), records.encode(AlertRecord(signal=s)))
-            for s in batch.signals
-        ]
-        sent += [
-            Output(alerts, f"late\x1f{records.partition_of(e.offset)}".encode(), records.encode(AlertRecord(late=e)))
-            for e in batch.late
-        ]
-        done = {self._id(m): m.offset() + 1 for m in batch.records}
         entries: list[tuple[TaskId, Task, Entry]] = []
         try:
+            outputs = [
+                Output(self.topics.join, None, value, partition)
+                for partition, parts in joins.items()
+                for value in records.encode_in_records(parts, _contribution_size)
+            ]
+            if batch.quarantined and self.quarantine is not None:
+                self.quarantine.record(batch.quarantined, self.clock.time())  # before the offset moves past it
+            outputs += self._alert_records(batch)
             for task_id, task in self.tasks.items():
                 if (entry := task.entry()) is not None:
                     entries.append((task_id, task, entry))
                     topic = self.topics.changelog(task.stage.name)
-                    sent.append(Output(topic, None, encode_entry(entry), task.partition, task.log.delivered))
+                    outputs.append(Output(topic, None, encode_entry(entry), task.partition, task.log.delivered))
+            done = {self._id(m): m.offset() + 1 for m in batch.records}
             offsets = self.transactions.offsets_past(self.tasks, done, self._in_hand, self._committed)
-            self.transactions.commit([*sent, *outputs], offsets or self._fencing(entries))
+            self.transactions.commit(outputs, offsets or self._fencing(entries))
         except Exception:
             for task in self.tasks.values():  # what the batch changed goes with it; so does a snapshot under way
                 task.log.abandon()
+            for message in batch.records:  # their engines hold what is not committed, until restored
+                if (held := self.tasks.get(self._id(message))) is not None:
+                    held.tainted = True
             raise
         self._committed.update({(tp.topic, tp.partition): tp.offset for tp in offsets})
-        self._count("written", (o.topic for o in [*sent, *outputs]))
+        self._count("written", (o.topic for o in outputs))
         trims = {}
         for _, task, entry in entries:
             if (before := task.log.committed(entry)) is not None:
@@ -349,21 +349,43 @@ class ProcessWorker:
         self.metrics.events_late.inc(len(batch.late))
         self.metrics.events_quarantined.inc(len(batch.quarantined))
 
+    def _alert_records(self, batch: Batch[Any]) -> list[Output]:
+        """The batch's alert signals and late events, for the dispatch service."""
+        alerts = self.topics.alerts
+        out = [
+            Output(alerts, f"{s.rule_id}\x1f{s.dedup_key}".encode(), records.encode(AlertRecord(signal=s)))
+            for s in batch.signals
+        ]
+        out += [
+            Output(alerts, f"late\x1f{records.partition_of(e.offset)}".encode(), records.encode(AlertRecord(late=e)))
+            for e in batch.late
+        ]
+        return out
+
     def _count(self, direction: str, topics: Iterable[str]) -> None:
         for kind, n in Counter(self.topics.kind(t) for t in topics).items():
             self.metrics.kafka_records.labels(direction, kind).inc(n)
 
     def _fencing(self, entries: list[tuple[TaskId, Task, Entry]]) -> list[Any]:
-        """For a commit that moves no offset (timers fired, a snapshot part): the committed
-        offsets of the tasks it writes changelog entries of, committed again, so that the group
-        fences a worker that lost those partitions in a rebalance, as it fences their records."""
+        """For a commit that moves no offset (timers fired, a snapshot part) but writes changelog
+        ``entries``: a committed offset, committed again, so that the group fences it if this
+        worker lost its partitions in a rebalance (one offset fences the whole transaction)."""
         from confluent_kafka import TopicPartition
 
-        return [
-            TopicPartition(*task_id, self._committed[task_id])
-            for task_id, _, _ in entries
-            if task_id in self._committed
-        ]
+        if not entries:
+            return []
+        ids = [task_id for task_id, _, _ in entries]
+        known = [(task_id, self._committed[task_id]) for task_id in ids if task_id in self._committed]
+        known = known or list(self._committed.items())[:1]
+        if known:
+            return [TopicPartition(*known[0][0], known[0][1])]
+        # nothing committed by this worker yet: the group's own committed offsets
+        try:
+            committed = self.consumer.committed([TopicPartition(*task_id) for task_id in ids], 10)
+        except Exception:  # the coordinator busy: this one commit goes unfenced, as before the group knew it
+            log.warning("could not read the group's committed offsets to fence a commit", exc_info=True)
+            return []
+        return [tp for tp in committed if tp.offset >= 0][:1]
 
     def _trim(self, before: Mapping[tuple[str, int], int]) -> None:
         """Delete the changelog records a complete snapshot made redundant. Not waited for: if
@@ -384,7 +406,10 @@ class ProcessWorker:
             future.add_done_callback(lambda f, tp=tp: _trimmed(tp, f))
 
     def reset(self, messages: Sequence[Any] | None) -> None:
-        """Rebuild the tasks of ``messages`` (all: None) from their changelogs."""
+        """Rebuild the tasks of ``messages`` (all: None) from their changelogs. The driver resets
+        before it runs a failed batch record by record: until the next cycle, records are taken
+        event by event (:meth:`fold`)."""
+        self._isolating = True
         self._joins = {}
         self._restore(set(self.tasks) if messages is None else {self._id(m) for m in messages})
 
@@ -426,7 +451,13 @@ class ProcessWorker:
         ids = set(ids)
         for task_id in ids:
             self.tasks.pop(task_id, None)
-        tasks, rows, trims = restore_tasks(self.settings, self.topics, self.plan, ids, self._lists, self.clock.time())
+        try:
+            tasks, rows, trims = restore_tasks(
+                self.settings, self.topics, self.plan, ids, self._lists, self.clock.time()
+            )
+        except Exception:
+            self.pending |= ids  # not lost: restored before any of their records is taken
+            raise
         self.tasks.update(tasks)
         self._trim(trims)
         self.pending -= ids
