@@ -15,6 +15,7 @@ from ringfence.engine.pack import load_pack, load_pack_file
 from ringfence.engine.stages import plan_stages
 from ringfence.errors import ConfigError, RulePackError
 from ringfence.runtimes.embedded.platform import Platform
+from ringfence.runtimes.kafka.changelog import Replayed
 from ringfence.runtimes.kafka.task import Task
 
 HST_PACK = """
@@ -96,5 +97,5 @@ def test_the_runtimes_build_the_engine_the_setting_names(kind: str, tmp_path: Pa
     finally:
         platform.stop()
     stage = plan_stages(load_pack_file(None)).stages[0]
-    task = Task.restore(stage, 0, {}, 5.0, 600.0, 0.0, engine_kind=kind)
+    task, _ = Task.restore(stage, 0, Replayed(), 5.0, 600.0, 0.0, engine_kind=kind, min_log_rows=1000)
     assert type(task.engine) is expected

@@ -203,12 +203,14 @@ class _KafkaSink:
     def send(self, lines: list[str]) -> None:
         from ringfence.errors import OverloadedError
 
-        assert self.platform.ingest is not None  # nosec B101 - made with ingest=True
+        ingest = self.platform.ingest
+        if ingest is None:  # made with ingest=True: never
+            raise RuntimeError("the kafka platform was made without its ingest")
         body = "\n".join(lines).encode()
         deadline = time.monotonic() + self.GIVE_UP_S
         while True:
             try:
-                result = asyncio.run(self.platform.ingest.ingest(body, ndjson=True))
+                result = asyncio.run(ingest.ingest(body, ndjson=True))
             except OverloadedError as exc:
                 if time.monotonic() > deadline:
                     fail(f"the kafka runtime did not take a batch in {self.GIVE_UP_S:.0f} s: {exc}")

@@ -192,7 +192,7 @@ class TaskLog:
                 self._writing = _Writing(self.gen + 1, self.head, _slices(own_rows()))
             if self._writing is not None:
                 try:
-                    self._part = self._next_part(engine)
+                    self._part = self._next_part(engine, self._writing)
                 except Exception:  # a state the codec cannot take: no snapshot until it is gone
                     log.exception("a snapshot part of a changelog failed; giving the snapshot up")
                     self._give_up()
@@ -201,9 +201,7 @@ class TaskLog:
         own = pack_rows(self.own) if self.own else b""
         return Entry(self.head + 1, self.changes, self.rows, own, len(self.own), self._part)
 
-    def _next_part(self, engine: SnapshotSource) -> Part:
-        w = self._writing
-        assert w is not None  # nosec B101 - entry() checked
+    def _next_part(self, engine: SnapshotSource, w: _Writing) -> Part:
         packed, count = b"", 0
         if not w.walked:
             rows = min(MAX_PART_ROWS, max(MIN_PART_ROWS, PART_ROWS_PER_CHANGE * self.rows))
