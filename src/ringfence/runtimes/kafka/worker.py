@@ -279,35 +279,44 @@ class ProcessWorker:
         self, task: Task, message: Any, index: int, item: records.StageItem, error: Exception
     ) -> QuarantinedEvent:
         """The quarantine entry of one event of a stage's record: the event as a record of its
-        own (a re-drive writes it back), named by the record's offset and its place in it."""
+        own (a re-drive writes it back)."""
         headers = [(records.JOIN_HEADER, ",".join(item.joined).encode())] if item.joined else None
+        return self._entry(message, item.body, index, error, task.stage.name, headers=headers)
+
+    def _poisoned_join(self, message: Any, index: int, failed: JoinFailed) -> QuarantinedEvent:
+        """The quarantine entry of an event whose rules failed in the join: its contributions, as
+        a join record of their own (a re-drive writes them back)."""
+        entry = self._entry(message, records.encode(failed.parts), index, failed.error, JOIN)
+        return log_quarantined(named_by_contribution(entry))
+
+    def _entry(
+        self,
+        message: Any,
+        body: bytes,
+        place: int | None,
+        error: Exception,
+        stage: str,
+        *,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> QuarantinedEvent:
+        """A quarantine entry of ``message`` (``place``: of its event in it, None: all of it).
+        On a topic whose records may hold several events, an entry is named ``offset << 16 |
+        place``, so two events of one record never share a row (and a whole record is place 0)."""
+        many = self.topics.kind(message.topic()) in ("stage", "join")
+        offset = message.offset() << records.ITEM_BITS | (place or 0) if many else message.offset()
         return QuarantinedEvent.of(
-            item.body,
-            message.offset() << records.ITEM_BITS | index,
+            body,
+            offset,
             message.partition(),
             message.timestamp()[1] / 1000.0,
             error,
             self.plan.pack.version,
             origin=message.topic(),
-            stage=task.stage.name,
+            stage=stage,
+            record_key=key,
             record_headers=msgspec.msgpack.encode(headers) if headers else None,
         )
-
-    def _poisoned_join(self, message: Any, index: int, failed: JoinFailed) -> QuarantinedEvent:
-        """The quarantine entry of an event whose rules failed in the join: its contributions, as
-        a join record of their own (a re-drive writes them back), named by the record's offset
-        and the failing contribution's place in it (``offset << 16 | index``)."""
-        entry = QuarantinedEvent.of(
-            records.encode(failed.parts),
-            message.offset() << records.ITEM_BITS | index,
-            message.partition(),
-            message.timestamp()[1] / 1000.0,
-            failed.error,
-            self.plan.pack.version,
-            origin=message.topic(),
-            stage=JOIN,
-        )
-        return log_quarantined(named_by_contribution(entry))
 
     def commit(self, batch: Batch[Any]) -> None:
         joins, self._joins = self._joins, {}
@@ -417,22 +426,9 @@ class ProcessWorker:
         return [m for m in messages if m.offset() >= self._committed.get(self._id(m), -1)]
 
     def poisoned(self, message: Any, error: Exception) -> QuarantinedEvent:
-        headers = message.headers()
         stage = self.tasks[self._id(message)].stage.name
-        # on a topic whose records may hold several events, offsets are named as their events'
-        many = self.topics.kind(message.topic()) in ("stage", "join")
-        entry = QuarantinedEvent.of(
-            message.value() or b"",
-            message.offset() << records.ITEM_BITS if many else message.offset(),
-            message.partition(),
-            message.timestamp()[1] / 1000.0,
-            error,
-            self.plan.pack.version,
-            origin=message.topic(),
-            stage=stage,
-            record_key=message.key(),
-            record_headers=msgspec.msgpack.encode([(k, v) for k, v in headers]) if headers else None,
-        )
+        headers = [(k, v) for k, v in message.headers() or ()]
+        entry = self._entry(message, message.value() or b"", None, error, stage, key=message.key(), headers=headers)
         # a stage's contribution, not an event: name the event it is for
         return named_by_contribution(entry) if stage == JOIN else entry
 
