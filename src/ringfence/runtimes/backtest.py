@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import math
 import os
 import sqlite3
@@ -37,14 +39,28 @@ GRACE_S = 5.0
 MEMORY_BYTES = 2 << 30  # address space of the child: a back-test's engines hold per-key state
 NICENESS = 10  # the processor and the API win the CPU when they need it
 READ_CHUNK = 1_000
+KAFKA_IDLE_S = 2.0  # a partition's reader that gets nothing this long is at the end it can read
+KAFKA_QUEUE_KB = 4096  # what each partition's reader fetches ahead (librdkafka's default: 64 MiB)
 MAX_LINE = 64 << 20  # the result line names every detection of both packs
 # what the interpreter needs, and nothing else: receivers' secrets live in variables of any name
 _CHILD_ENV = frozenset({"PATH", "VIRTUAL_ENV", "LANG", "TMPDIR", "HOME", "SYSTEMROOT"})
 _CHILD_CWD = os.path.abspath(os.sep)  # the child needs no working directory: "/"
 
 
+class KafkaSource(msgspec.Struct, forbid_unknown_fields=True):
+    """The events a back-test reads from a Kafka topic: per partition, offsets [start, end).
+    The client's settings (credentials included) travel on the child's stdin, never its
+    arguments or environment."""
+
+    config: dict[str, str]
+    topic: str
+    ranges: list[tuple[int, int, int]]  # (partition, start, end)
+    offset_bits: int  # an event is cited as partition << offset_bits | offset
+
+
 class BacktestJob(msgspec.Struct, forbid_unknown_fields=True):
-    """What the API process sends the child: where the events are and both packs' texts."""
+    """What the API process sends the child: where the events are (the embedded journal, or
+    ``kafka``) and both packs' texts."""
 
     journal: str
     after: int
@@ -54,6 +70,7 @@ class BacktestJob(msgspec.Struct, forbid_unknown_fields=True):
     lists: dict[str, list[str]]
     budget_s: float
     progress_every_s: float = 0.5
+    kafka: KafkaSource | None = None
 
 
 def _records(journal: str, after: int, limit: int) -> Iterator[tuple[int, int, float, bytes]]:
@@ -82,6 +99,41 @@ def _count(journal: str, after: int, limit: int) -> int:
     return min(int(found), limit)
 
 
+def _kafka_records(source: KafkaSource) -> Iterator[tuple[int, int, float, bytes]]:
+    """The records of ``source``'s ranges, the partitions merged in the order ingest wrote them
+    (record time), each partition in its own order: one reader a partition."""
+    readers = [_partition_records(source, *where) for where in source.ranges if where[2] > where[1]]
+    merged = heapq.merge(*readers, key=lambda row: (row[2], row[1], row[0]))
+    yield from merged
+
+
+def _partition_records(
+    source: KafkaSource, partition: int, start: int, end: int
+) -> Iterator[tuple[int, int, float, bytes]]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    config = source.config | {"enable.auto.commit": "false", "isolation.level": "read_committed"}
+    consumer = Consumer(config | {"queued.max.messages.kbytes": str(KAFKA_QUEUE_KB)})
+    try:
+        consumer.assign([TopicPartition(source.topic, partition, start)])
+        while True:
+            messages = consumer.consume(READ_CHUNK, KAFKA_IDLE_S)
+            if not messages:
+                return  # the end of what can be read (retention, an open transaction)
+            for message in messages:
+                offset = int(message.offset() or 0)
+                if message.error() is not None:
+                    continue
+                if offset >= end:
+                    return
+                at = message.timestamp()[1] / 1000.0
+                yield partition << source.offset_bits | offset, partition, at, message.value() or b""
+            if offset >= end - 1:
+                return
+    finally:
+        consumer.close()
+
+
 def run_job(job: BacktestJob, emit: Callable[[dict[str, Any]], None], clock: Callable[[], float]) -> dict[str, Any]:
     """Run ``job``, calling ``emit`` with progress lines; return the result.
 
@@ -91,11 +143,16 @@ def run_job(job: BacktestJob, emit: Callable[[dict[str, Any]], None], clock: Cal
     deadline = started + job.budget_s
     live, candidate = load_pack(job.live), load_pack(job.candidate)
     run = Backtest(live, candidate, {name: frozenset(values) for name, values in job.lists.items()})
-    total = _count(job.journal, job.after, job.limit)
+    if job.kafka is not None:
+        total = min(job.limit, sum(end - start for _, start, end in job.kafka.ranges))
+        records = _kafka_records(job.kafka)
+    else:
+        total = _count(job.journal, job.after, job.limit)
+        records = _records(job.journal, job.after, job.limit)
     emit({"progress": {"events": 0, "of": total, "elapsed_s": round(clock() - started, 3)}})
     next_progress = clock() + job.progress_every_s
     truncated = False
-    for offset, partition, ingested_at, body in _records(job.journal, job.after, job.limit):
+    for offset, partition, ingested_at, body in itertools.islice(records, job.limit):
         now = clock()
         if now >= deadline:
             truncated = True
@@ -238,7 +295,8 @@ async def start_child(job: BacktestJob, on_exit: Callable[[], None] = lambda: No
     # -I: no script directory or cwd on sys.path (a ``ringfence/`` in the server's cwd would
     # shadow the package), no PYTHON* variables, no user site; the venv's site-packages stay.
     # A neutral cwd as well, so nothing is read relative to wherever the server was started.
-    job = msgspec.structs.replace(job, journal=str(Path(job.journal).resolve()))
+    if job.kafka is None:
+        job = msgspec.structs.replace(job, journal=str(Path(job.journal).resolve()))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-I",

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from ringfence.alerts.dispatcher import Dispatcher
 from ringfence.config import Settings
 from ringfence.engine.rules import AlertSignal
 from ringfence.runtimes.kafka import records
-from ringfence.runtimes.kafka.topics import Topics, client_config, topics_of
+from ringfence.runtimes.kafka.topics import Topics, client_config, take, topics_of
 from ringfence.store.base import Checkpoint, LateEvent
 from ringfence.store.sql import SqlStore
 
@@ -60,12 +61,15 @@ class DispatchService:
 
     def run(self, stop: threading.Event) -> None:
         self.consumer.subscribe([self.topics.alerts], on_assign=self._assigned)
+        stepped = 0.0
         try:
             while not stop.is_set():
-                messages = self.consumer.consume(BATCH, POLL_S)
+                messages = take(self.consumer, BATCH, POLL_S)
                 if messages:
                     self.apply(messages)
-                self.dispatcher.step()
+                if time.monotonic() - stepped >= POLL_S:  # its queries are the store's, not the batch's
+                    self.dispatcher.step()
+                    stepped = time.monotonic()
         finally:
             self.consumer.close()
 

@@ -2,21 +2,24 @@
 :class:`~ringfence.api.platform.Platform`.
 
 The same routes as the embedded runtime's, over PostgreSQL (alerts, keys, rules, silences,
-audit) and Kafka (the events topic's offsets; one event read back for an alert's
-evidence). What lives only in the process workers' memory (a customer's current feature
-values) or needs a scan of the log (a customer's recent events, rule back-tests) is
-NotSupported here (501). The process and dispatch services run elsewhere and follow the store:
+audit) and Kafka (the events topic: its offsets, an alert's evidence events by offset, a
+customer's recent events searched in their partition, back-tests replaying its newest
+records in a child process). What lives only in the process workers' memory (a customer's
+current feature values) is NotSupported here (501). The process and dispatch services run elsewhere and follow the store:
 a new pack, a list or a re-driven notification reaches them there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import NoReturn
+
+import msgspec
 
 from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, SystemClock
@@ -27,9 +30,10 @@ from ringfence.engine.stages import plan_stages
 from ringfence.errors import NotSupported
 from ringfence.log.base import Record
 from ringfence.metrics import Metrics
+from ringfence.runtimes.backtest import BacktestChild, BacktestJob, KafkaSource, start_child
 from ringfence.runtimes.ingest import IngestService
 from ringfence.runtimes.kafka.ingest import KafkaAppender
-from ringfence.runtimes.kafka.records import OFFSET_BITS
+from ringfence.runtimes.kafka.records import OFFSET_BITS, global_offset, partition_for
 from ringfence.runtimes.kafka.topics import client_config, topics_of
 from ringfence.store.keys import ApiKeys
 from ringfence.store.notifications import SqlNotificationLog
@@ -41,7 +45,26 @@ from ringfence.store.silences import SqlSilenceStore
 log = logging.getLogger("ringfence.kafka.api")
 
 LAG_CACHE_S = 1.0
+SCAN_RECORDS = 200_000  # of a partition, at most, searched for a customer's recent events
+SCAN_CHUNK = 5_000  # read at a time, newest first
+SCAN_IDLE_S = 0.5  # nothing more within this: the end of what can be read
+SCAN_TIMEOUT_S = 10.0  # one chunk's read, at most
 PACK_EVERY_S = 5.0
+
+
+class _Customer(msgspec.Struct):
+    customer_id: str | None = None
+
+
+_customer = msgspec.json.Decoder(_Customer)
+
+
+def _customer_of(body: bytes) -> str | None:
+    """The envelope's customer (a record keyed by a service could name it too)."""
+    try:
+        return _customer.decode(body).customer_id
+    except msgspec.DecodeError:
+        return None
 
 
 def not_available(what: str) -> NoReturn:
@@ -80,6 +103,11 @@ class KafkaLog:
             )
         )
         self._lock = threading.Lock()
+        # a second reader, so a scan for a customer's events never holds evidence reads up
+        self._scanner = Consumer(
+            client_config(settings, **{"group.id": self.topics.group("process"), "enable.auto.commit": False})
+        )
+        self._scan_lock = threading.Lock()
         self._cached: tuple[float, dict[int, tuple[int, int]]] = (0.0, {})
 
     def _offsets(self) -> dict[int, tuple[int, int]]:
@@ -126,11 +154,86 @@ class KafkaLog:
             return None
         return Record(offset, partition, message.timestamp()[1] / 1000.0, message.value() or b"")
 
-    def recent_of_customer(self, customer_id: str, limit: int, scan: int) -> NoReturn:
-        not_available("a customer's recent events")
+    def latest(self, limit: int) -> list[tuple[int, int, int]]:
+        """(partition, start, end) of the newest ``limit`` records of the events topic, at most:
+        those ingest wrote after the time found by bisection on the records' time."""
+        from confluent_kafka import TopicPartition
+
+        partitions = range(self.topics.partitions)
+        with self._scan_lock:
+            marks = [self._scanner.get_watermark_offsets(TopicPartition(self.topics.events, p), 10) for p in partitions]
+
+            def starts(at_ms: int) -> list[int]:
+                asked = [TopicPartition(self.topics.events, p, at_ms) for p in partitions]
+                found = self._scanner.offsets_for_times(asked, 10)
+                return [
+                    high if tp.offset < 0 else max(low, tp.offset) for tp, (low, high) in zip(found, marks, strict=True)
+                ]
+
+            if sum(high - low for low, high in marks) <= limit:
+                first = [low for low, _ in marks]
+            else:
+                early, late = 0, int(time.time() * 1000) + 1
+                while early < late:  # the earliest time after which at most ``limit`` records were written
+                    middle = (early + late) // 2
+                    if sum(high for _, high in marks) - sum(starts(middle)) > limit:
+                        early = middle + 1
+                    else:
+                        late = middle
+                first = starts(late)
+        return [(p, start, high) for p, start, (_, high) in zip(partitions, first, marks, strict=True)]
+
+    def recent_of_customer(self, customer_id: str, limit: int, scan: int) -> tuple[list[Record], int]:
+        """The customer's newest ``limit`` events among the latest records of their partition
+        (at most ``scan``, and :data:`SCAN_RECORDS`), newest first, and the lowest global offset
+        searched. Read backwards a chunk at a time: an active customer's are in the first."""
+        from confluent_kafka import TopicPartition
+
+        partition = partition_for(customer_id.encode(), self.topics.partitions)
+        key = customer_id.encode()
+        found: list[Record] = []
+        with self._scan_lock:
+            low, high = self._scanner.get_watermark_offsets(TopicPartition(self.topics.events, partition), 10)
+            floor = max(low, high - min(scan, SCAN_RECORDS))
+            end = high
+            while end > floor and len(found) < limit:
+                start = max(floor, end - SCAN_CHUNK)
+                chunk = [record for k, record in self._read(partition, start, end) if k == key]
+                found.extend(r for r in reversed(chunk) if _customer_of(r.body) == customer_id)
+                end = start
+        return found[:limit], global_offset(partition, end)
+
+    def _read(self, partition: int, start: int, end: int) -> list[tuple[bytes | None, Record]]:
+        """The committed records of ``partition`` in [start, end) (key, record), as far as can be
+        read now: an open transaction at the end stops the read there."""
+        from confluent_kafka import TopicPartition
+
+        self._scanner.assign([TopicPartition(self.topics.events, partition, start)])
+        out: list[tuple[bytes | None, Record]] = []
+        try:
+            deadline = time.monotonic() + SCAN_TIMEOUT_S
+            while time.monotonic() < deadline:
+                messages = self._scanner.consume(1000, SCAN_IDLE_S)
+                if not messages:
+                    break  # at the end, or at a transaction still open
+                last = start
+                for message in messages:
+                    if message.error() is not None:
+                        continue
+                    last = int(message.offset() or 0)
+                    if last < end:
+                        at = message.timestamp()[1] / 1000.0
+                        record = Record(global_offset(partition, last), partition, at, message.value() or b"")
+                        out.append((message.key(), record))
+                if last >= end - 1:
+                    break
+        finally:
+            self._scanner.unassign()
+        return out
 
     def close(self) -> None:
         self._consumer.close()
+        self._scanner.close()
 
 
 class KafkaPlatform:
@@ -207,8 +310,24 @@ class KafkaPlatform:
     def customer_features(self, customer_id: str) -> NoReturn:
         not_available("feature values (they live in the process workers)")
 
-    async def backtest(self, candidate: RulePack, limit: int, on_exit: Callable[[], None]) -> NoReturn:
-        not_available("a rule back-test")
+    async def backtest(self, candidate: RulePack, limit: int, on_exit: Callable[[], None]) -> BacktestChild:
+        """In a child process (:mod:`ringfence.runtimes.backtest`) reading the newest ``limit``
+        events from the events topic, the partitions merged in the order ingest wrote them."""
+        ranges = await asyncio.to_thread(self.log.latest, limit)
+        config = {name: str(value) for name, value in client_config(self.settings).items()}
+        job = BacktestJob(
+            journal="",
+            after=0,
+            limit=limit,
+            live=self.pack.text,
+            candidate=candidate.text,
+            lists={name: sorted(values) for name, values in self.engine.lists.items()},
+            budget_s=self.settings.backtest_time_budget_s,
+            kafka=KafkaSource(
+                config | {"group.id": self.log.topics.group("backtest")}, self.log.topics.events, ranges, OFFSET_BITS
+            ),
+        )
+        return await start_child(job, on_exit=on_exit)
 
     def active_pack(self) -> PackVersion | None:
         return self.packs.active()

@@ -108,6 +108,19 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     return config | extra
 
 
+def take(consumer: Any, limit: int, wait_s: float) -> list[Any]:
+    """Up to ``limit`` records: those the consumer has fetched already or, if none, the first
+    to arrive within ``wait_s`` with those fetched beside it. (librdkafka's ``consume(n, t)``
+    waits until it has n records or t has passed: at a paced load, every batch would wait t.)"""
+    taken: list[Any] = consumer.consume(limit, 0)
+    if taken:
+        return taken
+    first = consumer.poll(wait_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, 0)]
+
+
 def create_topics(settings: Settings, plan: StagePlan, timeout_s: float = 60.0) -> list[str]:
     """Create the topics the pack's stages need that do not exist yet; return those created."""
     from confluent_kafka import KafkaError, KafkaException

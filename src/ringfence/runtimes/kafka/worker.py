@@ -56,7 +56,7 @@ from ringfence.runtimes.kafka.records import AlertRecord
 from ringfence.runtimes.kafka.restore import restore_tasks
 from ringfence.runtimes.kafka.seen import event_key
 from ringfence.runtimes.kafka.task import JoinFailed, Task, TaskId, stage_items
-from ringfence.runtimes.kafka.topics import MAX_RECORD_BYTES, Topics, client_config, topics_of
+from ringfence.runtimes.kafka.topics import MAX_RECORD_BYTES, Topics, client_config, take, topics_of
 from ringfence.runtimes.processing import Batch, Driver, PartSetAside, log_quarantined
 from ringfence.store.packs import PackRepository
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineRepository, is_store_failure
@@ -148,7 +148,7 @@ class ProcessWorker:
         log.info("worker %s consuming %s", self.worker_id, ", ".join(inputs))
         try:
             while not stop.is_set():
-                messages = self.consumer.consume(BATCH, POLL_S)
+                messages = take(self.consumer, BATCH, POLL_S)
                 self._follow_store()
                 if self.pending:
                     self._restore(self.pending)
