@@ -13,8 +13,10 @@ from typing import Any
 import msgspec
 import pytest
 
+from ringfence.clock import iso
 from ringfence.config import load_settings
 from ringfence.engine.backtest import backtest
+from ringfence.engine.engine import Engine
 from ringfence.engine.features import decode_state
 from ringfence.engine.pack import default_pack_text, load_pack, load_pack_file
 from ringfence.events.decode import validate_event
@@ -121,6 +123,27 @@ def in_memory_backtest(events: list[dict[str, Any]], candidate: str) -> dict[str
     return backtest(rows, load_pack_file(None), load_pack(candidate), {})
 
 
+def in_memory_features(events: list[dict[str, Any]], customer: str) -> tuple[float, dict[str, Any]]:
+    """A customer's features after one engine processed ``events`` (a retried one once)."""
+    engine = Engine(load_pack_file(None))
+    seen = set()
+    for i, event in enumerate(validate_event(msgspec.json.encode(e), time.time() + 86400) for e in events):
+        if (event.source, event.event_id) not in seen:
+            seen.add((event.source, event.event_id))
+            key = str(event.customer_id or event.data.get("service") or "").encode()
+            engine.process(event, i, partition_for(key, PARTITIONS), 0.0)
+    at = engine.max_event_time[partition_for(customer.encode(), PARTITIONS)]
+    return at, msgspec.json.decode(msgspec.json.encode(engine.features_of({"customer_id": customer}, at)))
+
+
+def produce_raw(stack: KafkaStack, topic: str, value: bytes, partition: int) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer(client_config(load_settings(environ=stack.env)))
+    producer.produce(topic, value, partition=partition)
+    assert producer.flush(30) == 0
+
+
 def restores(worker: Service) -> list[tuple[int, int, float]]:
     found = re.findall(r"restored (\d+) partitions \((\d+) changelog rows\) in ([\d.]+) s", worker.log())
     return [(int(a), int(b), float(c)) for a, b, c in found]
@@ -145,7 +168,6 @@ def test_services_raise_the_alerts_of_the_embedded_runtime(
     # the api service serves what lives in PostgreSQL, and says what it cannot
     with api.client(key) as c:
         assert c.post("/v1/events", json=events[0]).status_code == 404
-        assert c.get("/v1/customers/c1/features").status_code == 501
         # an alert's evidence events are read back from the events topic
         alert_id = next(a for a, (rule, _) in expected.items() if rule == "card_velocity")
         evidence = c.get(f"/v1/alerts/{alert_id}/events").json()["items"]
@@ -158,6 +180,17 @@ def test_services_raise_the_alerts_of_the_embedded_runtime(
         assert [item["event"]["event_id"] for item in answer["items"]] == theirs[::-1][:5]
         assert all(item["event"]["customer_id"] == busiest for item in answer["items"])
         assert c.get("/v1/customers/nobody-at-all/events").json()["items"] == []
+        # a customer's current features, asked of the worker holding them: what an engine that
+        # processed the same events (each once) holds, at the newest event time of their partition;
+        # a query that is none is skipped, not answered and not fatal
+        queries = topics_of(load_settings(environ=kafka_stack.env)).queries
+        produce_raw(kafka_stack, queries, b"\xc1 not a query", partition_for(busiest.encode(), PARTITIONS))
+        answer = c.get(f"/v1/customers/{busiest}/features")
+        assert answer.status_code == 200, answer.text
+        at, features = in_memory_features(events, busiest)
+        assert answer.json()["features"] == features
+        assert answer.json()["at"] == iso(at)
+        assert c.get("/v1/customers/nobody-at-all/features").json()["features"]["card_auths_lifetime"] == 0
     # a back-test replays the events topic (every record, retries included) in a child of the api
     # service: per customer in the order ingest wrote them, so customer and card detections hit
     # as often as in a back-test over the same events in memory
@@ -181,6 +214,12 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
     kafka_stack: KafkaStack, events: list[dict[str, Any]], expected: dict[str, tuple[str, int]]
 ) -> None:
     key, ingest, api = kafka_stack.services()
+    with api.client(key) as c:  # no worker holds the customer yet: nobody answers, say so and when to ask again
+        started = time.monotonic()
+        unanswered = c.get("/v1/customers/c1/features")
+        assert unanswered.status_code == 503, unanswered.text
+        assert unanswered.headers["retry-after"] == "1"
+        assert time.monotonic() - started < 15
     survivor, victim = kafka_stack.worker("w1"), kafka_stack.worker("w2")
     posted = 0
     failures: list[BaseException] = []

@@ -1,5 +1,5 @@
 """``POST /v1/rules/backtest``: replay the latest stored events through the live pack and a
-candidate, as the platform runs it (the embedded runtime: in a child process; others: 501).
+candidate, as the platform runs it (the embedded and kafka runtimes: in a child process; aws: 501).
 
 Bounded like any other work a key can start: one running back-test per key and
 :data:`MAX_RUNNING` in all (429 with Retry-After otherwise), a time budget

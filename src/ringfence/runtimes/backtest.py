@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import math
 import os
 import sqlite3
@@ -39,11 +37,10 @@ GRACE_S = 5.0
 MEMORY_BYTES = 2 << 30  # address space of the child: a back-test's engines hold per-key state
 NICENESS = 10  # the processor and the API win the CPU when they need it
 READ_CHUNK = 1_000
-KAFKA_IDLE_S = 2.0  # a partition's reader that gets nothing this long is at the end it can read
-KAFKA_QUEUE_KB = 4096  # what each partition's reader fetches ahead (librdkafka's default: 64 MiB)
 MAX_LINE = 64 << 20  # the result line names every detection of both packs
 # what the interpreter needs, and nothing else: receivers' secrets live in variables of any name
-_CHILD_ENV = frozenset({"PATH", "VIRTUAL_ENV", "LANG", "TMPDIR", "HOME", "SYSTEMROOT"})
+# (and where TLS clients find the CA certificates, for the kafka runtime's child)
+_CHILD_ENV = frozenset({"PATH", "VIRTUAL_ENV", "LANG", "TMPDIR", "HOME", "SYSTEMROOT", "SSL_CERT_FILE", "SSL_CERT_DIR"})
 _CHILD_CWD = os.path.abspath(os.sep)  # the child needs no working directory: "/"
 
 
@@ -56,6 +53,7 @@ class KafkaSource(msgspec.Struct, forbid_unknown_fields=True):
     topic: str
     ranges: list[tuple[int, int, int]]  # (partition, start, end)
     offset_bits: int  # an event is cited as partition << offset_bits | offset
+    skip: int = 0  # the oldest records of the ranges left out (so about ``limit`` are run)
 
 
 class BacktestJob(msgspec.Struct, forbid_unknown_fields=True):
@@ -99,43 +97,20 @@ def _count(journal: str, after: int, limit: int) -> int:
     return min(int(found), limit)
 
 
-def _kafka_records(source: KafkaSource) -> Iterator[tuple[int, int, float, bytes]]:
-    """The records of ``source``'s ranges, the partitions merged in the order ingest wrote them
-    (record time), each partition in its own order: one reader a partition."""
-    readers = [_partition_records(source, *where) for where in source.ranges if where[2] > where[1]]
-    merged = heapq.merge(*readers, key=lambda row: (row[2], row[1], row[0]))
-    yield from merged
+Rows = Iterator[tuple[int, int, float, bytes]]  # (offset, partition, ingested_at, stored body)
+Reader = Callable[[BacktestJob], tuple[int, Rows]]  # a job's events: about how many, and the rows
 
 
-def _partition_records(
-    source: KafkaSource, partition: int, start: int, end: int
-) -> Iterator[tuple[int, int, float, bytes]]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    config = source.config | {"enable.auto.commit": "false", "isolation.level": "read_committed"}
-    consumer = Consumer(config | {"queued.max.messages.kbytes": str(KAFKA_QUEUE_KB)})
-    try:
-        consumer.assign([TopicPartition(source.topic, partition, start)])
-        while True:
-            messages = consumer.consume(READ_CHUNK, KAFKA_IDLE_S)
-            if not messages:
-                return  # the end of what can be read (retention, an open transaction)
-            for message in messages:
-                offset = int(message.offset() or 0)
-                if message.error() is not None:
-                    continue
-                if offset >= end:
-                    return
-                at = message.timestamp()[1] / 1000.0
-                yield partition << source.offset_bits | offset, partition, at, message.value() or b""
-            if offset >= end - 1:
-                return
-    finally:
-        consumer.close()
+def journal_rows(job: BacktestJob) -> tuple[int, Rows]:
+    """The embedded runtime's journal: up to ``limit`` rows after ``after``."""
+    return _count(job.journal, job.after, job.limit), _records(job.journal, job.after, job.limit)
 
 
-def run_job(job: BacktestJob, emit: Callable[[dict[str, Any]], None], clock: Callable[[], float]) -> dict[str, Any]:
-    """Run ``job``, calling ``emit`` with progress lines; return the result.
+def run_job(
+    job: BacktestJob, emit: Callable[[dict[str, Any]], None], clock: Callable[[], float], read: Reader = journal_rows
+) -> dict[str, Any]:
+    """Run ``job`` over the events ``read`` gives, calling ``emit`` with progress lines; return
+    the result.
 
     ``clock`` is monotonic seconds; the budget counts from the call.
     """
@@ -143,16 +118,11 @@ def run_job(job: BacktestJob, emit: Callable[[dict[str, Any]], None], clock: Cal
     deadline = started + job.budget_s
     live, candidate = load_pack(job.live), load_pack(job.candidate)
     run = Backtest(live, candidate, {name: frozenset(values) for name, values in job.lists.items()})
-    if job.kafka is not None:
-        total = min(job.limit, sum(end - start for _, start, end in job.kafka.ranges))
-        records = _kafka_records(job.kafka)
-    else:
-        total = _count(job.journal, job.after, job.limit)
-        records = _records(job.journal, job.after, job.limit)
+    total, records = read(job)
     emit({"progress": {"events": 0, "of": total, "elapsed_s": round(clock() - started, 3)}})
     next_progress = clock() + job.progress_every_s
     truncated = False
-    for offset, partition, ingested_at, body in itertools.islice(records, job.limit):
+    for offset, partition, ingested_at, body in records:
         now = clock()
         if now >= deadline:
             truncated = True
@@ -195,8 +165,8 @@ def _bound_self(budget_s: float) -> None:
             resource.setrlimit(limit, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
 
 
-def main() -> int:
-    """The child: a job on stdin, NDJSON on stdout."""
+def main(read: Reader = journal_rows) -> int:
+    """The child: a job on stdin, NDJSON on stdout; its events from ``read``."""
     job = msgspec.json.decode(sys.stdin.buffer.read(), type=BacktestJob)
     _bound_self(job.budget_s)
     out = sys.stdout.buffer
@@ -206,7 +176,7 @@ def main() -> int:
         out.flush()  # a closed pipe (the API process gone) raises here and ends the child
 
     try:
-        emit({"result": run_job(job, emit, time.monotonic)})
+        emit({"result": run_job(job, emit, time.monotonic, read)})
     except MemoryError:
         emit({"error": {"code": "backtest_too_large", "message": "the back-test needs more memory than allowed"}})
         return 1
@@ -285,7 +255,9 @@ def _child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in _CHILD_ENV or k.startswith(("LC_", "COVERAGE_"))}
 
 
-async def start_child(job: BacktestJob, on_exit: Callable[[], None] = lambda: None) -> BacktestChild:
+async def start_child(
+    job: BacktestJob, on_exit: Callable[[], None] = lambda: None, module: str = "ringfence.runtimes.backtest"
+) -> BacktestChild:
     """Start the child on ``job``; ``on_exit`` runs once it has exited and been reaped.
 
     If this raises, no child is left running, and ``on_exit`` has run already if a child had
@@ -301,7 +273,7 @@ async def start_child(job: BacktestJob, on_exit: Callable[[], None] = lambda: No
         sys.executable,
         "-I",
         "-m",
-        "ringfence.runtimes.backtest",
+        module,  # this one's main, or a runtime's that reads its own log
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env=_child_env(),

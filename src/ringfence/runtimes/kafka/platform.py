@@ -4,20 +4,22 @@
 The same routes as the embedded runtime's, over PostgreSQL (alerts, keys, rules, silences,
 audit) and Kafka (the events topic: its offsets, an alert's evidence events by offset, a
 customer's recent events searched in their partition, back-tests replaying its newest
-records in a child process). What lives only in the process workers' memory (a customer's
-current feature values) is NotSupported here (501). The process and dispatch services run elsewhere and follow the store:
-a new pack, a list or a re-driven notification reaches them there.
+records in a child process). A customer's current feature values, which live in the memory
+of the process worker holding them, are asked of it (:mod:`.queries`). The process and
+dispatch services run elsewhere and follow the store: a new pack, a list or a re-driven
+notification reaches them there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import msgspec
 
@@ -27,12 +29,15 @@ from ringfence.config import Settings, audit_key
 from ringfence.engine.engine import Engine
 from ringfence.engine.pack import RulePack, load_pack
 from ringfence.engine.stages import plan_stages
-from ringfence.errors import NotSupported
+from ringfence.errors import RequestError
 from ringfence.log.base import Record
 from ringfence.metrics import Metrics
 from ringfence.runtimes.backtest import BacktestChild, BacktestJob, KafkaSource, start_child
 from ringfence.runtimes.ingest import IngestService
+from ringfence.runtimes.kafka.backtest import newest
 from ringfence.runtimes.kafka.ingest import KafkaAppender
+from ringfence.runtimes.kafka.queries import FeatureClient
+from ringfence.runtimes.kafka.ranges import READER_CONFIG, Range, read_merged
 from ringfence.runtimes.kafka.records import OFFSET_BITS, global_offset, partition_for
 from ringfence.runtimes.kafka.topics import client_config, topics_of
 from ringfence.store.keys import ApiKeys
@@ -45,10 +50,9 @@ from ringfence.store.silences import SqlSilenceStore
 log = logging.getLogger("ringfence.kafka.api")
 
 LAG_CACHE_S = 1.0
-SCAN_RECORDS = 200_000  # of a partition, at most, searched for a customer's recent events
+SCAN_RECORDS = 200_000  # offsets of a partition, at most, searched for a customer's recent events
 SCAN_CHUNK = 5_000  # read at a time, newest first
-SCAN_IDLE_S = 0.5  # nothing more within this: the end of what can be read
-SCAN_TIMEOUT_S = 10.0  # one chunk's read, at most
+SCAN_S = 5.0  # a search's time, at most (and the longest one waits for another's to end)
 PACK_EVERY_S = 5.0
 
 
@@ -59,16 +63,17 @@ class _Customer(msgspec.Struct):
 _customer = msgspec.json.Decoder(_Customer)
 
 
+def _record(partition: int, message: Any) -> Record:
+    offset = global_offset(partition, int(message.offset() or 0))
+    return Record(offset, partition, message.timestamp()[1] / 1000.0, message.value() or b"")
+
+
 def _customer_of(body: bytes) -> str | None:
     """The envelope's customer (a record keyed by a service could name it too)."""
     try:
         return _customer.decode(body).customer_id
     except msgspec.DecodeError:
         return None
-
-
-def not_available(what: str) -> NoReturn:
-    raise NotSupported(f"{what} is not available in the kafka runtime")
 
 
 def open_postgres(settings: Settings) -> PostgresStore:
@@ -88,7 +93,8 @@ def open_postgres(settings: Settings) -> PostgresStore:
 
 
 class KafkaLog:
-    """The events topic as the API reads it: offsets and lag, and one record by position."""
+    """The events topic as the API reads it: offsets and lag, one record by position, a
+    customer's newest, the ranges a back-test replays."""
 
     def __init__(self, settings: Settings) -> None:
         from confluent_kafka import Consumer
@@ -104,9 +110,7 @@ class KafkaLog:
         )
         self._lock = threading.Lock()
         # a second reader, so a scan for a customer's events never holds evidence reads up
-        self._scanner = Consumer(
-            client_config(settings, **{"group.id": self.topics.group("process"), "enable.auto.commit": False})
-        )
+        self._scanner = Consumer(client_config(settings, **{"group.id": self.topics.group("process")}, **READER_CONFIG))
         self._scan_lock = threading.Lock()
         self._cached: tuple[float, dict[int, tuple[int, int]]] = (0.0, {})
 
@@ -154,86 +158,49 @@ class KafkaLog:
             return None
         return Record(offset, partition, message.timestamp()[1] / 1000.0, message.value() or b"")
 
-    def latest(self, limit: int) -> list[tuple[int, int, int]]:
-        """(partition, start, end) of the newest ``limit`` records of the events topic, at most:
-        those ingest wrote after the time found by bisection on the records' time."""
-        from confluent_kafka import TopicPartition
-
-        partitions = range(self.topics.partitions)
-        with self._scan_lock:
-            marks = [self._scanner.get_watermark_offsets(TopicPartition(self.topics.events, p), 10) for p in partitions]
-
-            def starts(at_ms: int) -> list[int]:
-                asked = [TopicPartition(self.topics.events, p, at_ms) for p in partitions]
-                found = self._scanner.offsets_for_times(asked, 10)
-                return [
-                    high if tp.offset < 0 else max(low, tp.offset) for tp, (low, high) in zip(found, marks, strict=True)
-                ]
-
-            if sum(high - low for low, high in marks) <= limit:
-                first = [low for low, _ in marks]
-            else:
-                early, late = 0, int(time.time() * 1000) + 1
-                while early < late:  # the earliest time after which at most ``limit`` records were written
-                    middle = (early + late) // 2
-                    if sum(high for _, high in marks) - sum(starts(middle)) > limit:
-                        early = middle + 1
-                    else:
-                        late = middle
-                first = starts(late)
-        return [(p, start, high) for p, start, (_, high) in zip(partitions, first, marks, strict=True)]
+    def newest(self, limit: int) -> tuple[list[Range], int]:
+        """The ranges of the newest ``limit`` offsets of the events topic, and how many of their
+        oldest records to skip (:func:`.backtest.newest`)."""
+        with self._scanning():
+            return newest(self._scanner, self.topics.events, self.topics.partitions, limit)
 
     def recent_of_customer(self, customer_id: str, limit: int, scan: int) -> tuple[list[Record], int]:
-        """The customer's newest ``limit`` events among the latest records of their partition
-        (at most ``scan``, and :data:`SCAN_RECORDS`), newest first, and the lowest global offset
-        searched. Read backwards a chunk at a time: an active customer's are in the first."""
+        """The customer's newest ``limit`` events among the latest offsets of their partition (at
+        most ``scan`` and :data:`SCAN_RECORDS`), newest first, and the lowest global offset
+        searched. Read backwards, a chunk at a time (an active customer's are in the first),
+        for :data:`SCAN_S` at most: then the answer says how far back it got."""
         from confluent_kafka import TopicPartition
 
         partition = partition_for(customer_id.encode(), self.topics.partitions)
         key = customer_id.encode()
         found: list[Record] = []
-        with self._scan_lock:
+        with self._scanning():
+            deadline = time.monotonic() + SCAN_S
             low, high = self._scanner.get_watermark_offsets(TopicPartition(self.topics.events, partition), 10)
             floor = max(low, high - min(scan, SCAN_RECORDS))
             end = high
-            while end > floor and len(found) < limit:
+            while end > floor and len(found) < limit and time.monotonic() < deadline:
                 start = max(floor, end - SCAN_CHUNK)
-                chunk = [record for k, record in self._read(partition, start, end) if k == key]
-                found.extend(r for r in reversed(chunk) if _customer_of(r.body) == customer_id)
+                chunk = read_merged(self._scanner, self.topics.events, [(partition, start, end)])
+                theirs = [_record(partition, m) for m in chunk if m.key() == key]
+                found.extend(r for r in reversed(theirs) if _customer_of(r.body) == customer_id)
                 end = start
         return found[:limit], global_offset(partition, end)
 
-    def _read(self, partition: int, start: int, end: int) -> list[tuple[bytes | None, Record]]:
-        """The committed records of ``partition`` in [start, end) (key, record), as far as can be
-        read now: an open transaction at the end stops the read there."""
-        from confluent_kafka import TopicPartition
-
-        self._scanner.assign([TopicPartition(self.topics.events, partition, start)])
-        out: list[tuple[bytes | None, Record]] = []
+    @contextlib.contextmanager
+    def _scanning(self) -> Iterator[None]:
+        """The scanner, one request at a time; 503 to one that cannot have it soon."""
+        if not self._scan_lock.acquire(timeout=SCAN_S):
+            raise RequestError(503, "unavailable", "the events topic is being searched for others; try again")
         try:
-            deadline = time.monotonic() + SCAN_TIMEOUT_S
-            while time.monotonic() < deadline:
-                messages = self._scanner.consume(1000, SCAN_IDLE_S)
-                if not messages:
-                    break  # at the end, or at a transaction still open
-                last = start
-                for message in messages:
-                    if message.error() is not None:
-                        continue
-                    last = int(message.offset() or 0)
-                    if last < end:
-                        at = message.timestamp()[1] / 1000.0
-                        record = Record(global_offset(partition, last), partition, at, message.value() or b"")
-                        out.append((message.key(), record))
-                if last >= end - 1:
-                    break
+            yield
         finally:
-            self._scanner.unassign()
-        return out
+            self._scan_lock.release()
 
     def close(self) -> None:
         self._consumer.close()
-        self._scanner.close()
+        with self._scan_lock:  # not under a search still running on a request's thread
+            self._scanner.close()
 
 
 class KafkaPlatform:
@@ -276,6 +243,8 @@ class KafkaPlatform:
                 lag=self.lag,
                 custom_types=lambda: self.engine.pack.custom_types,
             )
+        self._features: FeatureClient | None = None  # made when first asked
+        self._features_lock = threading.Lock()
         self.ready = False
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -307,14 +276,21 @@ class KafkaPlatform:
     def processed_offset(self) -> int:
         return self.log.processed()
 
-    def customer_features(self, customer_id: str) -> NoReturn:
-        not_available("feature values (they live in the process workers)")
+    def customer_features(self, customer_id: str) -> tuple[float, dict[str, Any]]:
+        """Asked of the process worker holding the customer (:mod:`.queries`), within seconds."""
+        with self._features_lock:
+            if self._features is None:
+                self._features = FeatureClient(self.settings)
+            client = self._features
+        return client.ask(customer_id)
 
     async def backtest(self, candidate: RulePack, limit: int, on_exit: Callable[[], None]) -> BacktestChild:
-        """In a child process (:mod:`ringfence.runtimes.backtest`) reading the newest ``limit``
-        events from the events topic, the partitions merged in the order ingest wrote them."""
-        ranges = await asyncio.to_thread(self.log.latest, limit)
+        """In a child process reading the newest ``limit`` records of the events topic
+        (:mod:`.backtest`), bounded as the embedded runtime's (:mod:`ringfence.runtimes.backtest`)."""
+        ranges, skip = await asyncio.to_thread(self.log.newest, limit)
         config = {name: str(value) for name, value in client_config(self.settings).items()}
+        topics = self.log.topics
+        source = KafkaSource(config | {"group.id": topics.group("backtest")}, topics.events, ranges, OFFSET_BITS, skip)
         job = BacktestJob(
             journal="",
             after=0,
@@ -323,11 +299,9 @@ class KafkaPlatform:
             candidate=candidate.text,
             lists={name: sorted(values) for name, values in self.engine.lists.items()},
             budget_s=self.settings.backtest_time_budget_s,
-            kafka=KafkaSource(
-                config | {"group.id": self.log.topics.group("backtest")}, self.log.topics.events, ranges, OFFSET_BITS
-            ),
+            kafka=source,
         )
-        return await start_child(job, on_exit=on_exit)
+        return await start_child(job, on_exit=on_exit, module="ringfence.runtimes.kafka.backtest")
 
     def active_pack(self) -> PackVersion | None:
         return self.packs.active()
@@ -383,4 +357,6 @@ class KafkaPlatform:
         if self.appender is not None:
             self.appender.close()
         self.log.close()
+        if self._features is not None:
+            self._features.close()
         self.store.close()

@@ -39,6 +39,15 @@ class Topics:
         """The join's input: a record per batch and partition (v1 held one contribution a record)."""
         return f"{self.prefix}.join.v2"
 
+    @property
+    def queries(self) -> str:
+        """Asks for a customer's feature values, in the customer's partition (:mod:`.queries`)."""
+        return f"{self.prefix}.queries.v1"
+
+    @property
+    def answers(self) -> str:
+        return f"{self.prefix}.answers.v1"
+
     def stage_input(self, stage: str) -> str:
         """The topic a stage consumes: the events topic for the customer stage."""
         # v2: a record per ingest transaction and partition (v1 held one event a record)
@@ -49,8 +58,9 @@ class Topics:
         return f"{self.prefix}.changelog.{stage}.v2"
 
     def kind(self, topic: str) -> str:
-        """``events``, ``stage``, ``join``, ``changelog`` or ``alerts`` (counted by kind in the metrics)."""
-        if topic in (self.events, self.join, self.alerts):
+        """``events``, ``stage``, ``join``, ``changelog``, ``alerts``, ``queries`` or ``answers``
+        (records are counted by kind in the metrics)."""
+        if topic in (self.events, self.join, self.alerts, self.queries, self.answers):
             return topic.split(".")[-2]
         return topic[len(self.prefix) + 1 :].split(".", 1)[0]
 
@@ -79,7 +89,9 @@ class Topics:
             "retention.bytes": "-1",
             "max.message.bytes": str(MAX_RECORD_BYTES + (1 << 20)),  # an entry, and its batch's framing
         }
+        asked = {"cleanup.policy": "delete", "retention.ms": "3600000"}  # answered within seconds, or never
         out = {self.events: retention, self.alerts: retention, self.join: short, self.changelog(JOIN): kept}
+        out |= {self.queries: asked, self.answers: asked}
         for name in plan.names:
             out[self.stage_input(name)] = out.get(self.stage_input(name), short)
             out[self.changelog(name)] = kept

@@ -32,7 +32,9 @@ as rejected: no retry can make it valid.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -52,6 +54,7 @@ from ringfence.runtimes.kafka import records
 from ringfence.runtimes.kafka.changelog import Entry, encode_entry
 from ringfence.runtimes.kafka.checkpoint import Output, Transactions, abortable, is_kafka
 from ringfence.runtimes.kafka.quarantine import named_by_contribution
+from ringfence.runtimes.kafka.queries import QueryServer
 from ringfence.runtimes.kafka.records import AlertRecord
 from ringfence.runtimes.kafka.restore import restore_tasks
 from ringfence.runtimes.kafka.seen import event_key
@@ -146,15 +149,33 @@ class ProcessWorker:
         inputs = sorted({self.topics.stage_input(name) for name in self.plan.names} | {self.topics.join})
         self.consumer.subscribe(inputs, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked)
         log.info("worker %s consuming %s", self.worker_id, ", ".join(inputs))
-        try:
+        with contextlib.ExitStack() as closing:
+            closing.callback(self.consumer.close)
+            queries = QueryServer(self.settings, self.worker_id)
+            closing.callback(queries.close)
             while not stop.is_set():
                 messages = take(self.consumer, BATCH, POLL_S)
                 self._follow_store()
                 if self.pending:
                     self._restore(self.pending)
                 self._cycle(messages)
-        finally:
-            self.consumer.close()
+                self._answer(queries)
+
+    def _answer(self, queries: QueryServer) -> None:
+        """Answer the api service's queries for the features of customers this worker holds."""
+        try:
+            queries.follow(frozenset(p for topic, p in self.tasks if topic == self.topics.events))
+            queries.answer(self._features)
+        except Exception:  # a query must never stop processing
+            log.warning("could not answer feature queries", exc_info=True)
+
+    def _features(self, partition: int, customer_id: str) -> tuple[float, dict[str, Any]] | None:
+        task = self.tasks.get((self.topics.events, partition))
+        if task is None or task.tainted:
+            return None  # moving, or to be restored: the asker tries again
+        latest = max(task.engine.max_event_time.values(), default=-math.inf)
+        at = latest if math.isfinite(latest) else self.clock.time()
+        return at, task.engine.features_of({"customer_id": customer_id}, at)
 
     def _assigned(self, _consumer: Any, partitions: list[Any]) -> None:
         self.pending |= {(tp.topic, tp.partition) for tp in partitions}

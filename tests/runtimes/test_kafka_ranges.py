@@ -1,0 +1,174 @@
+"""Reading partitions' committed records between offsets (the kafka runtime's back-tests and
+its search for a customer's events), against a consumer that behaves as librdkafka's does:
+transaction markers take offsets and are never delivered, the end of what can be read comes
+as a partition-EOF event, errors come as messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError
+
+from ringfence.runtimes.kafka import ranges
+from ringfence.runtimes.kafka.backtest import newest
+from ringfence.runtimes.kafka.ranges import ReadFailed, read_merged
+
+
+class Message:
+    def __init__(self, partition: int, offset: int, at_ms: int = 0, error: Any = None) -> None:
+        self._partition, self._offset, self._at, self._error = partition, offset, at_ms, error
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._at)
+
+    def error(self) -> Any:
+        return self._error
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return f"{self._partition}@{self._offset}".encode()
+
+
+class Eof:
+    def code(self) -> int:
+        return KafkaError._PARTITION_EOF
+
+    def str(self) -> str:
+        return "end"
+
+
+class Denied:
+    def code(self) -> int:
+        return KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+    def str(self) -> str:
+        return "not authorised"
+
+
+class Consumer:
+    """Partitions of (offset, time) records; offsets absent from a partition are markers."""
+
+    def __init__(self, partitions: dict[int, list[tuple[int, int]]], fail: int | None = None) -> None:
+        self.partitions = partitions
+        self.fail = fail
+        self.queue: list[Message] = []
+        self.paused: set[int] = set()
+        self.pauses = 0
+        self.positions: dict[int, int] = {}
+
+    def assign(self, tps: list[Any]) -> None:
+        self.positions = {tp.partition: tp.offset for tp in tps}
+
+    def unassign(self) -> None:
+        self.positions = {}
+
+    def pause(self, tps: list[Any]) -> None:
+        self.paused |= {tp.partition for tp in tps}
+        self.pauses += 1
+
+    def resume(self, tps: list[Any]) -> None:
+        self.paused -= {tp.partition for tp in tps}
+
+    def _fetch(self) -> None:
+        for p, at in list(self.positions.items()):
+            if p in self.paused or at is None:
+                continue
+            if p == self.fail:
+                self.queue.append(Message(p, at, error=Denied()))
+                self.positions[p] = None  # type: ignore[assignment]
+                continue
+            batch = [(o, t) for o, t in self.partitions[p] if o >= at][:3]  # a few a fetch
+            self.queue += [Message(p, o, t) for o, t in batch]
+            if batch:
+                self.positions[p] = batch[-1][0] + 1
+            else:
+                self.queue.append(Message(p, max((o for o, _ in self.partitions[p]), default=-1) + 2, error=Eof()))
+                self.positions[p] = None  # type: ignore[assignment]
+
+    def consume(self, limit: int, timeout: float) -> list[Message]:
+        if not self.queue:
+            self._fetch()
+        taken, self.queue = self.queue[:limit], self.queue[limit:]
+        return taken
+
+    def poll(self, timeout: float) -> Message | None:
+        taken = self.consume(1, timeout)
+        return taken[0] if taken else None
+
+    def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
+        records = self.partitions[tp.partition]
+        return (records[0][0], records[-1][0] + 2) if records else (0, 0)  # a marker after the last
+
+    def offsets_for_times(self, tps: list[Any], timeout: float) -> list[Any]:
+        for tp in tps:
+            tp.offset = next((o for o, t in self.partitions[tp.partition] if t >= tp.offset), -1)
+        return tps
+
+
+def offsets(messages: list[Message]) -> list[tuple[int, int]]:
+    return [(m.partition(), m.offset()) for m in messages]
+
+
+def test_partitions_are_merged_by_record_time_each_in_its_order_past_markers() -> None:
+    # ingest's transactions: records of one share their time; a marker after each
+    consumer = Consumer({0: [(0, 10), (1, 10), (3, 30)], 1: [(0, 20), (2, 20), (3, 40)]})
+    read = list(read_merged(consumer, "events", [(0, 0, 5), (1, 0, 5)]))
+    assert offsets(read) == [(0, 0), (0, 1), (1, 0), (1, 2), (0, 3), (1, 3)]
+
+
+def test_a_range_ends_at_its_end_offset_or_at_what_can_be_read_now() -> None:
+    consumer = Consumer({0: [(0, 1), (1, 2), (2, 3), (3, 4)], 1: [(5, 1)]})
+    read = list(read_merged(consumer, "events", [(0, 1, 3), (1, 5, 50), (2, 7, 7)]))
+    assert offsets(read) == [(1, 5), (0, 1), (0, 2)]
+    assert consumer.positions == {}  # unassigned
+
+
+def test_an_error_of_the_brokers_is_raised_not_taken_for_the_end() -> None:
+    consumer = Consumer({0: [(0, 1)], 1: [(0, 2)]}, fail=1)
+    with pytest.raises(ReadFailed, match="not authorised"):
+        list(read_merged(consumer, "events", [(0, 0, 1), (1, 0, 1)]))
+
+
+def test_silent_brokers_are_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Silent(Consumer):
+        def consume(self, limit: int, timeout: float) -> list[Message]:
+            return []
+
+    monkeypatch.setattr(ranges, "IDLE_S", 0.0)
+    with pytest.raises(ReadFailed, match="sent nothing"):
+        list(read_merged(Silent({0: [(0, 1)]}), "events", [(0, 0, 1)]))
+
+
+def test_a_partition_far_ahead_is_paused_while_the_others_catch_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ranges, "BUFFERED", 4)
+    early = [(o, 100 + o) for o in range(40)]  # partition 0's records are all newer than partition 1's
+    consumer = Consumer({0: early, 1: [(o, o) for o in range(30)]})
+    read = list(read_merged(consumer, "events", [(0, 0, 100), (1, 0, 100)]))
+    assert [m.timestamp()[1] for m in read] == sorted(m.timestamp()[1] for m in read)
+    assert len(read) == 70
+    assert consumer.pauses > 0
+
+
+def test_the_newest_records_are_found_by_their_time_and_a_cut_transaction_is_skipped_into() -> None:
+    # partition 0: transactions at t=10 (offsets 0-3) and t=30 (5-8); partition 1: t=20 (0-5)
+    consumer = Consumer(
+        {0: [(o, 10) for o in range(4)] + [(o, 30) for o in range(5, 9)], 1: [(o, 20) for o in range(6)]}
+    )
+    ranges_, skip = newest(consumer, "events", 2, 5)
+    # the newest 5 offsets: the t=30 transaction (4 records and its marker) ...
+    assert (ranges_, skip) == ([(0, 5, 10), (1, 7, 7)], 0)
+    ranges_, skip = newest(consumer, "events", 2, 9)
+    # ... and with 9, the t=20 transaction too, of which the oldest 3 of its 7 offsets are skipped
+    assert ranges_ == [(0, 5, 10), (1, 0, 7)]
+    assert skip == 3
+    everything, skip = newest(consumer, "events", 2, 1000)
+    assert (everything, skip) == ([(0, 0, 10), (1, 0, 7)], 0)
