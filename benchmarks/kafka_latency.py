@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -212,7 +211,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write kafka-latency.json here")
     args = parser.parse_args()
 
-    from tests.helpers.kafka import PARTITIONS, KafkaStack
+    from tests.helpers.kafka import PARTITIONS, KafkaStack, service_env
     from tests.helpers.servers import KafkaBroker, PostgresCluster
 
     from ringfence.bench import e2e
@@ -227,14 +226,7 @@ def main() -> None:
         runs = []
         for i in range(args.runs):
             dsn = cluster.new_database()
-            base_env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("RINGFENCE_")},
-                "RINGFENCE_KAFKA_BOOTSTRAP": broker.bootstrap,
-                "RINGFENCE_KAFKA_PARTITIONS": str(PARTITIONS),
-                "RINGFENCE_POSTGRES_DSN": dsn,
-                "RINGFENCE_LOG_LEVEL": "info",  # the workers log when they have their partitions
-                "RINGFENCE_SECRET_AUDIT_KEY": secrets.token_hex(32),  # the same for every service
-            }
+            base_env = service_env(broker.bootstrap, dsn)
             KafkaStack(work, base_env).cli("db", "migrate")
             assert broker.proc is not None
             run = one_run(base_env, dsn, traffic, args, work, broker.proc.pid)

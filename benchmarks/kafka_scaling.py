@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import platform
-import secrets
 import statistics
 import subprocess
 import sys
@@ -192,6 +191,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write kafka-scaling.json here")
     args = parser.parse_args()
 
+    from tests.helpers.kafka import service_env
     from tests.helpers.servers import KafkaBroker, PostgresCluster
 
     from ringfence.simulate import Traffic
@@ -202,14 +202,7 @@ def main() -> None:
     cluster.start()
     try:
         dsn = cluster.new_database()
-        base_env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("RINGFENCE_")},
-            "RINGFENCE_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "RINGFENCE_KAFKA_PARTITIONS": str(PARTITIONS),
-            "RINGFENCE_POSTGRES_DSN": dsn,
-            "RINGFENCE_LOG_LEVEL": "info",  # the workers log when they have their partitions
-            "RINGFENCE_SECRET_AUDIT_KEY": secrets.token_hex(32),  # the same for every service
-        }
+        base_env = service_env(broker.bootstrap, dsn, PARTITIONS)
         ringfence = [sys.executable, "-m", "ringfence"]
         subprocess.run([*ringfence, "db", "migrate"], env=base_env, check=True, capture_output=True)
         created = subprocess.run(

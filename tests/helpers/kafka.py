@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -14,6 +16,20 @@ import httpx
 from ringfence.bench.servers import free_port, wait_until_healthy
 
 PARTITIONS = 4  # of each topic
+
+
+def service_env(bootstrap: str, dsn: str, partitions: int = PARTITIONS, **settings: str) -> dict[str, str]:
+    """The environment of the ``ringfence`` services of one deployment: this process's, without
+    its ``RINGFENCE_*`` settings, plus the broker, database, partitions and a shared audit key."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RINGFENCE_")},
+        "RINGFENCE_KAFKA_BOOTSTRAP": bootstrap,
+        "RINGFENCE_KAFKA_PARTITIONS": str(partitions),
+        "RINGFENCE_POSTGRES_DSN": dsn,
+        "RINGFENCE_LOG_LEVEL": "info",  # the workers log when they have their partitions
+        "RINGFENCE_SECRET_AUDIT_KEY": secrets.token_hex(32),  # the same for every service
+        **{f"RINGFENCE_{name.upper()}": value for name, value in settings.items()},
+    }
 
 
 def kafka_records(url: str, key: str) -> dict[tuple[str, str], float]:

@@ -5,6 +5,7 @@ as a partition-EOF event, errors come as messages."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -50,12 +51,20 @@ class Denied:
     def code(self) -> int:
         return KafkaError.TOPIC_AUTHORIZATION_FAILED
 
+    def fatal(self) -> bool:
+        return False
+
+    def retriable(self) -> bool:
+        return False
+
     def str(self) -> str:
         return "not authorised"
 
 
 class Consumer:
-    """Partitions of (offset, time) records; offsets absent from a partition are markers."""
+    """Partitions of (offset, time) records; offsets absent from a partition are markers. As
+    librdkafka's: pausing a partition drops what it had fetched and not handed out (resuming
+    fetches again from the last record handed out), and a pause outlives unassign."""
 
     def __init__(self, partitions: dict[int, list[tuple[int, int]]], fail: int | None = None) -> None:
         self.partitions = partitions
@@ -63,16 +72,22 @@ class Consumer:
         self.queue: list[Message] = []
         self.paused: set[int] = set()
         self.pauses = 0
-        self.positions: dict[int, int] = {}
+        self.positions: dict[int, int | None] = {}  # the next offset to fetch; None: at its end
+        self.handed: dict[int, int] = {}  # the next offset after the last record handed out
 
     def assign(self, tps: list[Any]) -> None:
         self.positions = {tp.partition: tp.offset for tp in tps}
+        self.handed = {tp.partition: tp.offset for tp in tps}
 
     def unassign(self) -> None:
-        self.positions = {}
+        self.positions, self.queue = {}, []
 
     def pause(self, tps: list[Any]) -> None:
-        self.paused |= {tp.partition for tp in tps}
+        for tp in tps:
+            self.paused.add(tp.partition)
+            self.queue = [m for m in self.queue if m.partition() != tp.partition]
+            if tp.partition in self.positions:
+                self.positions[tp.partition] = self.handed[tp.partition]
         self.pauses += 1
 
     def resume(self, tps: list[Any]) -> None:
@@ -84,7 +99,7 @@ class Consumer:
                 continue
             if p == self.fail:
                 self.queue.append(Message(p, at, error=Denied()))
-                self.positions[p] = None  # type: ignore[assignment]
+                self.positions[p] = None
                 continue
             batch = [(o, t) for o, t in self.partitions[p] if o >= at][:3]  # a few a fetch
             self.queue += [Message(p, o, t) for o, t in batch]
@@ -92,12 +107,15 @@ class Consumer:
                 self.positions[p] = batch[-1][0] + 1
             else:
                 self.queue.append(Message(p, max((o for o, _ in self.partitions[p]), default=-1) + 2, error=Eof()))
-                self.positions[p] = None  # type: ignore[assignment]
+                self.positions[p] = None
 
     def consume(self, limit: int, timeout: float) -> list[Message]:
         if not self.queue:
             self._fetch()
         taken, self.queue = self.queue[:limit], self.queue[limit:]
+        for m in taken:
+            if m.error() is None:
+                self.handed[m.partition()] = m.offset() + 1
         return taken
 
     def poll(self, timeout: float) -> Message | None:
@@ -172,3 +190,46 @@ def test_the_newest_records_are_found_by_their_time_and_a_cut_transaction_is_ski
     assert skip == 3
     everything, skip = newest(consumer, "events", 2, 1000)
     assert (everything, skip) == ([(0, 0, 10), (1, 0, 7)], 0)
+
+
+def test_a_read_left_early_leaves_the_consumer_fit_for_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ranges, "BUFFERED", 4)
+    consumer = Consumer({0: [(o, 100 + o) for o in range(40)], 1: [(o, o) for o in range(30)]})
+    reader = read_merged(consumer, "events", [(0, 0, 100), (1, 0, 100)])
+    assert [next(reader).offset() for _ in range(3)] == [0, 1, 2]
+    reader.close()  # partition 0 was paused, its buffer full
+    assert consumer.paused == set()
+    assert len(list(read_merged(consumer, "events", [(0, 0, 100)]))) == 40
+
+
+def test_records_past_a_range_do_not_hide_a_partition_the_brokers_stopped_sending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Stalled(Consumer):  # partition 0 written to all the time; partition 1's leader gone
+        def _fetch(self) -> None:
+            at = self.positions.get(0)
+            if 0 not in self.paused and at is not None:
+                self.queue += [Message(0, o, o) for o in range(at, at + 3)]
+                self.positions[0] = at + 3
+
+    monkeypatch.setattr(ranges, "IDLE_S", 0.2)
+    started = time.monotonic()
+    with pytest.raises(ReadFailed, match="sent nothing"):
+        list(read_merged(Stalled({0: [], 1: []}), "events", [(0, 0, 3), (1, 0, 1)]))
+    assert time.monotonic() - started < 5
+
+
+def test_an_error_of_the_consumer_itself_is_raised() -> None:
+    class Unauthorised(Consumer):
+        def consume(self, limit: int, timeout: float) -> list[Message]:
+            error = Message(0, 0, error=Denied())
+            error.partition = lambda: None  # type: ignore[method-assign]
+            return [error]
+
+    with pytest.raises(ReadFailed, match="not authorised"):
+        list(read_merged(Unauthorised({0: [(0, 1)]}), "events", [(0, 0, 1)]))
+
+
+def test_the_deadline_ends_a_read_quietly() -> None:
+    consumer = Consumer({0: [(o, o) for o in range(100)]})
+    assert list(read_merged(consumer, "events", [(0, 0, 100)], deadline=0.0)) == []

@@ -136,6 +136,7 @@ def run_job(
             run.events, run.failed = run.events + 1, run.failed + 1
             continue
         run.feed(offset, partition, ingested_at, event)
+    truncated = truncated or clock() >= deadline  # a reader that stopped at the budget
     if not truncated:
         run.finish()  # pending timers fire only when every asked-for event was seen
     return {

@@ -12,6 +12,7 @@ processed them.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from ringfence.runtimes.backtest import BacktestJob, KafkaSource, Rows, main
@@ -63,15 +64,16 @@ def kafka_rows(job: BacktestJob) -> tuple[int, Rows]:
         raise ValueError("a kafka back-test needs its source")
     source = job.kafka
     total = sum(end - start for _, start, end in source.ranges) - source.skip
-    return min(job.limit, max(0, total)), _rows(source)
+    # a read the brokers hold up ends with the budget: the run then says it was truncated
+    return min(job.limit, max(0, total)), _rows(source, time.monotonic() + job.budget_s)
 
 
-def _rows(source: KafkaSource) -> Rows:
+def _rows(source: KafkaSource, deadline: float) -> Rows:
     from confluent_kafka import Consumer
 
     consumer = Consumer({**source.config, **READER_CONFIG})
     try:
-        for index, message in enumerate(read_merged(consumer, source.topic, source.ranges)):
+        for index, message in enumerate(read_merged(consumer, source.topic, source.ranges, deadline)):
             if index >= source.skip:
                 partition, offset = int(message.partition() or 0), int(message.offset() or 0)
                 at = message.timestamp()[1] / 1000.0

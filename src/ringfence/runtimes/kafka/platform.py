@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import threading
 import time
@@ -36,8 +37,9 @@ from ringfence.runtimes.backtest import BacktestChild, BacktestJob, KafkaSource,
 from ringfence.runtimes.ingest import IngestService
 from ringfence.runtimes.kafka.backtest import newest
 from ringfence.runtimes.kafka.ingest import KafkaAppender
+from ringfence.runtimes.kafka.queries import TIMEOUT_S as FEATURE_TIMEOUT_S
 from ringfence.runtimes.kafka.queries import FeatureClient
-from ringfence.runtimes.kafka.ranges import READER_CONFIG, Range, read_merged
+from ringfence.runtimes.kafka.ranges import READER_CONFIG, Range, ReadFailed, read_merged
 from ringfence.runtimes.kafka.records import OFFSET_BITS, global_offset, partition_for
 from ringfence.runtimes.kafka.topics import client_config, topics_of
 from ringfence.store.keys import ApiKeys
@@ -53,6 +55,7 @@ LAG_CACHE_S = 1.0
 SCAN_RECORDS = 200_000  # offsets of a partition, at most, searched for a customer's recent events
 SCAN_CHUNK = 5_000  # read at a time, newest first
 SCAN_S = 5.0  # a search's time, at most (and the longest one waits for another's to end)
+RETRY = {"retry_after": 1}
 PACK_EVERY_S = 5.0
 
 
@@ -176,12 +179,15 @@ class KafkaLog:
         found: list[Record] = []
         with self._scanning():
             deadline = time.monotonic() + SCAN_S
-            low, high = self._scanner.get_watermark_offsets(TopicPartition(self.topics.events, partition), 10)
+            tp = TopicPartition(self.topics.events, partition)
+            low, high = self._scanner.get_watermark_offsets(tp, SCAN_S)
             floor = max(low, high - min(scan, SCAN_RECORDS))
             end = high
-            while end > floor and len(found) < limit and time.monotonic() < deadline:
+            while end > floor and len(found) < limit:
                 start = max(floor, end - SCAN_CHUNK)
-                chunk = read_merged(self._scanner, self.topics.events, [(partition, start, end)])
+                chunk = list(read_merged(self._scanner, self.topics.events, [(partition, start, end)], deadline))
+                if time.monotonic() >= deadline:
+                    break  # that chunk may be cut short: not searched
                 theirs = [_record(partition, m) for m in chunk if m.key() == key]
                 found.extend(r for r in reversed(theirs) if _customer_of(r.body) == customer_id)
                 end = start
@@ -189,11 +195,17 @@ class KafkaLog:
 
     @contextlib.contextmanager
     def _scanning(self) -> Iterator[None]:
-        """The scanner, one request at a time; 503 to one that cannot have it soon."""
+        """The scanner, one request at a time (503 to one that cannot have it soon, and when
+        the brokers fail it)."""
+        from confluent_kafka import KafkaException
+
         if not self._scan_lock.acquire(timeout=SCAN_S):
-            raise RequestError(503, "unavailable", "the events topic is being searched for others; try again")
+            raise RequestError(503, "unavailable", "the events topic is being searched for others; try again", RETRY)
         try:
             yield
+        except (KafkaException, ReadFailed) as exc:
+            log.warning("cannot read the events topic: %s", exc)
+            raise RequestError(503, "unavailable", "the events topic cannot be read now; try again", RETRY) from exc
         finally:
             self._scan_lock.release()
 
@@ -245,6 +257,7 @@ class KafkaPlatform:
             )
         self._features: FeatureClient | None = None  # made when first asked
         self._features_lock = threading.Lock()
+        self._features_failed_at = -math.inf
         self.ready = False
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -278,11 +291,25 @@ class KafkaPlatform:
 
     def customer_features(self, customer_id: str) -> tuple[float, dict[str, Any]]:
         """Asked of the process worker holding the customer (:mod:`.queries`), within seconds."""
-        with self._features_lock:
+        return self._feature_client().ask(customer_id)
+
+    def _feature_client(self) -> FeatureClient:
+        """The client that asks the workers, made when first needed; after a failure to make
+        it, 503 for a second before the next attempt (not a new client per request)."""
+        if not self._features_lock.acquire(timeout=FEATURE_TIMEOUT_S):
+            raise RequestError(503, "unavailable", "the api service is connecting to the workers; try again", RETRY)
+        try:
             if self._features is None:
-                self._features = FeatureClient(self.settings)
-            client = self._features
-        return client.ask(customer_id)
+                if time.monotonic() - self._features_failed_at < 1.0:
+                    raise RequestError(503, "unavailable", "cannot ask the workers now; try again", RETRY)
+                try:
+                    self._features = FeatureClient(self.settings)
+                except RequestError:
+                    self._features_failed_at = time.monotonic()
+                    raise
+            return self._features
+        finally:
+            self._features_lock.release()
 
     async def backtest(self, candidate: RulePack, limit: int, on_exit: Callable[[], None]) -> BacktestChild:
         """In a child process reading the newest ``limit`` records of the events topic
@@ -357,6 +384,7 @@ class KafkaPlatform:
         if self.appender is not None:
             self.appender.close()
         self.log.close()
-        if self._features is not None:
-            self._features.close()
+        with self._features_lock:
+            if self._features is not None:
+                self._features.close()
         self.store.close()

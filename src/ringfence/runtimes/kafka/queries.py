@@ -75,9 +75,10 @@ class QueryServer:
         gone, new = self._following - partitions, partitions - self._following
         if gone:  # only the partitions that changed: the others' waiting queries stay in hand
             self.consumer.incremental_unassign([TopicPartition(self.topics.queries, p) for p in sorted(gone)])
+            self._following -= gone
         if new:
             self.consumer.incremental_assign([TopicPartition(self.topics.queries, p, OFFSET_END) for p in sorted(new)])
-        self._following = partitions
+            self._following |= new
 
     def answer(self, lookup: Callable[[int, str], Features | None]) -> int:
         """Answer the queries that arrived, without waiting; ``lookup`` gives a customer's
@@ -106,6 +107,10 @@ class QueryServer:
         self.producer.poll(0)
         return answered
 
+    def failed(self, what: str) -> None:
+        """A turn that could not answer: logged once a minute at most, as :meth:`_skipped`."""
+        self._skipped(what)
+
     def _skipped(self, what: str) -> None:
         """Log what was skipped, once a minute at most (whoever writes the topic could flood the log)."""
         now = time.monotonic()
@@ -126,7 +131,8 @@ class FeatureClient:
 
         self.topics: Topics = topics_of(settings)
         config = client_config(settings, **{"client.id": "ringfence-api-queries"})
-        self.producer = Producer(config | {"linger.ms": 0})
+        # a query not delivered within the wait is given up, not answered minutes later
+        self.producer = Producer(config | {"linger.ms": 0, "message.timeout.ms": int(TIMEOUT_S * 1000)})
         self.consumer = Consumer(config | {"group.id": self.topics.group("api-answers"), "enable.auto.commit": False})
         try:
             found = self.consumer.list_topics(self.topics.answers, timeout=TIMEOUT_S).topics.get(self.topics.answers)
@@ -150,6 +156,8 @@ class FeatureClient:
     def ask(self, customer_id: str, timeout_s: float = TIMEOUT_S) -> Features:
         """The customer's feature values, from the worker holding them, within ``timeout_s``
         (RequestError 503 otherwise)."""
+        from confluent_kafka import KafkaException
+
         deadline = time.monotonic() + timeout_s
         query = FeatureQuery(uuid.uuid4().hex, customer_id)
         arrived, slot = threading.Event(), list[Features | Exception]()
@@ -165,8 +173,13 @@ class FeatureClient:
         try:
             key = customer_id.encode()
             partition = partition_for(key, self.topics.partitions)
-            self.producer.produce(self.topics.queries, _encode(query), key, partition=partition, on_delivery=delivered)
-            self.producer.flush(max(0.0, deadline - time.monotonic()))
+            try:
+                self.producer.produce(
+                    self.topics.queries, _encode(query), key, partition=partition, on_delivery=delivered
+                )
+                self.producer.flush(max(0.0, deadline - time.monotonic()))
+            except (BufferError, KafkaException) as exc:
+                raise _unavailable(f"the query was not sent: {exc}") from exc
             if not arrived.wait(max(0.0, deadline - time.monotonic())):
                 raise _unavailable("the process worker holding this customer did not answer (its partition moving?)")
             if isinstance(slot[0], Exception):

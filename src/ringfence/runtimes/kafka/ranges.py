@@ -10,6 +10,7 @@ an empty answer always means there was nothing to read.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -36,10 +37,12 @@ class ReadFailed(RuntimeError):
     """A range could not be read: the brokers' error, or their silence."""
 
 
-def read_merged(consumer: Any, topic: str, ranges: list[Range]) -> Iterator[Any]:
+def read_merged(consumer: Any, topic: str, ranges: list[Range], deadline: float = math.inf) -> Iterator[Any]:
     """The committed records of ``ranges`` of ``topic``, each partition in its order, the
     partitions merged by record time (ties: partition, then offset). One consumer for all of
-    them; a partition whose buffer is full is paused until the merge drains it."""
+    them; a partition whose buffer is full is paused until the merge drains it, one that is
+    done is paused for good. Stops quietly at ``deadline`` (monotonic): the caller, who set
+    it, says what was left unread."""
     from confluent_kafka import KafkaError, TopicPartition
 
     ends = {p: end for p, start, end in ranges if end > start}
@@ -48,20 +51,31 @@ def read_merged(consumer: Any, topic: str, ranges: list[Range]) -> Iterator[Any]
     consumer.assign([TopicPartition(topic, p, start) for p, start, end in ranges if p in ends])
     buffers: dict[int, deque[Any]] = {p: deque() for p in ends}
     reading, paused = set(ends), set[int]()
+
+    def pause(partitions: set[int]) -> None:
+        if partitions - paused:
+            consumer.pause([TopicPartition(topic, p) for p in sorted(partitions - paused)])
+            paused.update(partitions)
+
     heard = time.monotonic()
     try:
         while reading or any(buffers.values()):
             while any(p in reading and not buffers[p] for p in ends):  # every partition's next record is known
-                messages = take(consumer, 1000, 0.1)
-                if messages:
-                    heard = time.monotonic()
-                elif time.monotonic() - heard > IDLE_S:
+                now = time.monotonic()
+                if now >= deadline:
+                    return
+                if now - heard > IDLE_S:
                     raise ReadFailed(f"the brokers sent nothing of {topic} for {IDLE_S:.0f} s")
-                for message in messages:
-                    p = int(message.partition() or 0)
-                    if p not in reading:
-                        continue
+                for message in take(consumer, 1000, min(0.1, deadline - now)):
                     error = message.error()
+                    if message.partition() is None:  # the consumer's, not a partition's (the group's rights, say)
+                        if error is not None and (error.fatal() or not error.retriable()):
+                            raise ReadFailed(f"reading {topic}: {error.str()}")
+                        continue
+                    p = int(message.partition())
+                    if p not in reading:
+                        continue  # done with: what arrives past its end is not wanted
+                    heard = time.monotonic()
                     if error is not None:
                         if error.code() != KafkaError._PARTITION_EOF:
                             raise ReadFailed(f"reading {topic}[{p}]: {error.str()}")
@@ -70,17 +84,16 @@ def read_merged(consumer: Any, topic: str, ranges: list[Range]) -> Iterator[Any]
                         reading.discard(p)
                     else:
                         buffers[p].append(message)
-                full = {p for p in reading if len(buffers[p]) >= BUFFERED} - paused
-                if full:
-                    consumer.pause([TopicPartition(topic, p) for p in full])
-                    paused |= full
+                pause({p for p in ends if p not in reading or len(buffers[p]) >= BUFFERED})
             ready = [p for p in ends if buffers[p]]
             if not ready:
                 continue
             p = min(ready, key=lambda q: (buffers[q][0].timestamp()[1], q, buffers[q][0].offset()))
             yield buffers[p].popleft()
-            if p in paused and len(buffers[p]) < BUFFERED // 2:
+            if p in paused and p in reading and len(buffers[p]) < BUFFERED // 2:
                 consumer.resume([TopicPartition(topic, p)])
                 paused.discard(p)
     finally:
+        if paused:  # librdkafka keeps a pause through unassign: the consumer's next read would stall
+            consumer.resume([TopicPartition(topic, p) for p in sorted(paused)])
         consumer.unassign()

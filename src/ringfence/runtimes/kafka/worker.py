@@ -166,8 +166,8 @@ class ProcessWorker:
         try:
             queries.follow(frozenset(p for topic, p in self.tasks if topic == self.topics.events))
             queries.answer(self._features)
-        except Exception:  # a query must never stop processing
-            log.warning("could not answer feature queries", exc_info=True)
+        except Exception as exc:  # a query must never stop processing
+            queries.failed(f"answering feature queries: {type(exc).__name__}: {exc}")
 
     def _features(self, partition: int, customer_id: str) -> tuple[float, dict[str, Any]] | None:
         task = self.tasks.get((self.topics.events, partition))
