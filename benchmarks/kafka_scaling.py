@@ -150,6 +150,8 @@ def one_run(
             proc.terminate()
             proc.wait(timeout=60)
     timed = len(events) - int(done_before)
+    if timed < len(events) // 2:
+        raise SystemExit(f"the workers took {int(done_before)} events before the clock started: use more (--events)")
     return {
         "workers": workers,
         "events": len(events),
