@@ -212,18 +212,15 @@ def main() -> None:
     args = parser.parse_args()
 
     from tests.helpers.kafka import PARTITIONS, KafkaStack, service_env
-    from tests.helpers.servers import KafkaBroker, PostgresCluster
+    from tests.helpers.servers import kafka_and_postgres
 
     from ringfence.bench import e2e
 
     work = Path(tempfile.mkdtemp(prefix="rf-kafka-latency-"))
-    broker, cluster = KafkaBroker(work / "kafka"), PostgresCluster(work / "postgres")
-    broker.start()
-    cluster.start()
     options = e2e.Options(events=args.rate * args.seconds, customers=CUSTOMERS, event_rate=float(args.rate))
     traffic = e2e.traffic_file(options, work)
-    try:
-        runs = []
+    runs = []
+    with kafka_and_postgres(work) as (broker, cluster):
         for i in range(args.runs):
             dsn = cluster.new_database()
             base_env = service_env(broker.bootstrap, dsn)
@@ -232,9 +229,6 @@ def main() -> None:
             run = one_run(base_env, dsn, traffic, args, work, broker.proc.pid)
             runs.append(run)
             print(f"run {i + 1}: {json.dumps(run)}", flush=True)
-    finally:
-        broker.stop()
-        cluster.stop()
 
     def spread(pick: Any) -> dict[str, float]:
         values = [pick(r) for r in runs]

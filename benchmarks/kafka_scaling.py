@@ -194,15 +194,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from tests.helpers.kafka import service_env
-    from tests.helpers.servers import KafkaBroker, PostgresCluster
+    from tests.helpers.servers import kafka_and_postgres
 
     from ringfence.simulate import Traffic
 
     work = Path(tempfile.mkdtemp(prefix="rf-kafka-bench-"))
-    broker, cluster = KafkaBroker(work / "kafka"), PostgresCluster(work / "postgres")
-    broker.start()
-    cluster.start()
-    try:
+    with kafka_and_postgres(work) as (broker, cluster):
         dsn = cluster.new_database()
         base_env = service_env(broker.bootstrap, dsn, PARTITIONS)
         ringfence = [sys.executable, "-m", "ringfence"]
@@ -227,9 +224,6 @@ def main() -> None:
                 run = one_run(base_env, dsn, events, workers, work, broker.proc.pid, key)
                 runs.append(run)
                 print(f"run {i + 1}: {json.dumps(run)}")
-    finally:
-        broker.stop()
-        cluster.stop()
     median = {w: statistics.median(r["events_per_s"] for r in runs if r["workers"] == w) for w in (1, 2)}
     result = {
         "command": f"benchmarks/kafka_scaling.py --events {args.events} --runs {args.runs}",

@@ -9,6 +9,7 @@ PostgreSQL server binaries), so a fixture can skip on a laptop and fail under ``
 from __future__ import annotations
 
 import base64
+import contextlib
 import glob
 import os
 import shutil
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -243,6 +245,21 @@ class PostgresCluster:
                 self.proc.wait(timeout=10)
         if self._remove:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def kafka_and_postgres(workdir: Path) -> Iterator[tuple[KafkaBroker, PostgresCluster]]:
+    """A broker and a PostgreSQL server under ``workdir``, stopped however the block ends (the benchmarks')."""
+    broker, cluster = KafkaBroker(workdir / "kafka"), PostgresCluster(workdir / "postgres")
+    broker.start()
+    try:
+        cluster.start()
+        try:
+            yield broker, cluster
+        finally:
+            cluster.stop()
+    finally:
+        broker.stop()
 
 
 class MotoServer:
