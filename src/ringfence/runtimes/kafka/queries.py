@@ -7,8 +7,9 @@ events topic reads (every topic has the same partitions); the worker answers on 
 which the api service reads from where it stood when it started. Nothing is committed: a
 worker reads its partitions' queries from where they stood when it got them, and a query
 nobody answers in time (its partition moving, its worker restoring) is answered 503, try
-again. Anyone who may write the queries topic may ask for any customer's features: grant it,
-and reading the answers topic, only to the api service, as the events topic is granted.
+again. Anyone who may write the queries topic may ask for any customer's features, and anyone
+who may write the answers topic may answer: grant writing queries and reading answers to the
+api service, reading queries and writing answers to the workers, as the events topic is granted.
 """
 
 from __future__ import annotations
