@@ -6,130 +6,13 @@ as a partition-EOF event, errors come as messages."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError
 
 from ringfence.runtimes.kafka import ranges
 from ringfence.runtimes.kafka.backtest import newest
 from ringfence.runtimes.kafka.ranges import ReadFailed, read_merged
-
-
-class Message:
-    def __init__(self, partition: int, offset: int, at_ms: int = 0, error: Any = None) -> None:
-        self._partition, self._offset, self._at, self._error = partition, offset, at_ms, error
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._at)
-
-    def error(self) -> Any:
-        return self._error
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes:
-        return f"{self._partition}@{self._offset}".encode()
-
-
-class Eof:
-    def code(self) -> int:
-        return KafkaError._PARTITION_EOF
-
-    def str(self) -> str:
-        return "end"
-
-
-class Denied:
-    def code(self) -> int:
-        return KafkaError.TOPIC_AUTHORIZATION_FAILED
-
-    def fatal(self) -> bool:
-        return False
-
-    def retriable(self) -> bool:
-        return False
-
-    def str(self) -> str:
-        return "not authorised"
-
-
-class Consumer:
-    """Partitions of (offset, time) records; offsets absent from a partition are markers. As
-    librdkafka's: pausing a partition drops what it had fetched and not handed out (resuming
-    fetches again from the last record handed out), and a pause outlives unassign."""
-
-    def __init__(self, partitions: dict[int, list[tuple[int, int]]], fail: int | None = None) -> None:
-        self.partitions = partitions
-        self.fail = fail
-        self.queue: list[Message] = []
-        self.paused: set[int] = set()
-        self.pauses = 0
-        self.positions: dict[int, int | None] = {}  # the next offset to fetch; None: at its end
-        self.handed: dict[int, int] = {}  # the next offset after the last record handed out
-
-    def assign(self, tps: list[Any]) -> None:
-        self.positions = {tp.partition: tp.offset for tp in tps}
-        self.handed = {tp.partition: tp.offset for tp in tps}
-
-    def unassign(self) -> None:
-        self.positions, self.queue = {}, []
-
-    def pause(self, tps: list[Any]) -> None:
-        for tp in tps:
-            self.paused.add(tp.partition)
-            self.queue = [m for m in self.queue if m.partition() != tp.partition]
-            if tp.partition in self.positions:
-                self.positions[tp.partition] = self.handed[tp.partition]
-        self.pauses += 1
-
-    def resume(self, tps: list[Any]) -> None:
-        self.paused -= {tp.partition for tp in tps}
-
-    def _fetch(self) -> None:
-        for p, at in list(self.positions.items()):
-            if p in self.paused or at is None:
-                continue
-            if p == self.fail:
-                self.queue.append(Message(p, at, error=Denied()))
-                self.positions[p] = None
-                continue
-            batch = [(o, t) for o, t in self.partitions[p] if o >= at][:3]  # a few a fetch
-            self.queue += [Message(p, o, t) for o, t in batch]
-            if batch:
-                self.positions[p] = batch[-1][0] + 1
-            else:
-                self.queue.append(Message(p, max((o for o, _ in self.partitions[p]), default=-1) + 2, error=Eof()))
-                self.positions[p] = None
-
-    def consume(self, limit: int, timeout: float) -> list[Message]:
-        if not self.queue:
-            self._fetch()
-        taken, self.queue = self.queue[:limit], self.queue[limit:]
-        for m in taken:
-            if m.error() is None:
-                self.handed[m.partition()] = m.offset() + 1
-        return taken
-
-    def poll(self, timeout: float) -> Message | None:
-        taken = self.consume(1, timeout)
-        return taken[0] if taken else None
-
-    def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
-        records = self.partitions[tp.partition]
-        return (records[0][0], records[-1][0] + 2) if records else (0, 0)  # a marker after the last
-
-    def offsets_for_times(self, tps: list[Any], timeout: float) -> list[Any]:
-        for tp in tps:
-            tp.offset = next((o for o, t in self.partitions[tp.partition] if t >= tp.offset), -1)
-        return tps
+from tests.helpers.fake_kafka import Consumer, Denied, Message
 
 
 def offsets(messages: list[Message]) -> list[tuple[int, int]]:
