@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -37,17 +36,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.helpers: the broker, PostgreSQL and services the tests use
 
-TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 CUSTOMERS = 100_000  # as the end-to-end benchmark: a realistic rate of events per customer
 BATCH = 100  # events per request: producers post small batches when they are paced
 CONCURRENCY = 4
 DRAIN_TIMEOUT_S = 600.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
 def all_alerts(url: str, key: str) -> list[dict[str, Any]]:
@@ -141,7 +133,7 @@ def one_run(
 ) -> dict[str, Any]:
     from tests.helpers.kafka import KafkaStack
 
-    from ringfence.bench import e2e
+    from ringfence.bench import e2e, procstat
 
     prefix = f"l{uuid.uuid4().hex[:8]}"
     env = {**base_env, "RINGFENCE_KAFKA_TOPIC_PREFIX": prefix, "RINGFENCE_POSTGRES_DSN": dsn}
@@ -162,10 +154,10 @@ def one_run(
 
         def measure_cpu() -> None:  # over the load after the warm-up: the broker compiles its code first
             time.sleep(args.warmup)
-            before = {name: sum(cpu_seconds(p) for p in group) for name, group in pids.items()}
+            before = {name: procstat.cpu_seconds(group) for name, group in pids.items()}
             accepted = load.accepted
             load.enough.wait()
-            cpu.update({name: sum(cpu_seconds(p) for p in group) - before[name] for name, group in pids.items()})
+            cpu.update({name: procstat.cpu_seconds(group) - before[name] for name, group in pids.items()})
             cpu["events"] = load.accepted - accepted
 
         meter = threading.Thread(target=measure_cpu, daemon=True)

@@ -38,13 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.helpers.servers: the broker and PostgreSQL the tests use
 
 PARTITIONS = 8
-TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
 def produce(env: dict[str, str], events: list[dict[str, Any]]) -> float:
@@ -115,6 +108,7 @@ def one_run(
 ) -> dict[str, Any]:
     from tests.helpers.kafka import kafka_records
 
+    from ringfence.bench import procstat
     from ringfence.bench.servers import free_port
 
     prefix = f"b{uuid.uuid4().hex[:8]}"
@@ -134,7 +128,7 @@ def one_run(
             time.sleep(0.05)
         started = time.monotonic()
         pids = [p.pid for p in procs] + [broker_pid]
-        cpu_before = [cpu_seconds(pid) for pid in pids]
+        cpu_before = [procstat.cpu_seconds([pid]) for pid in pids]
         # a worker that got its partitions first may have begun: time only what is left
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         done_before = sum(kafka_records(url, key).get(("read", "events"), 0.0) for url in urls)
@@ -143,7 +137,7 @@ def one_run(
                 raise TimeoutError(f"{lag} records left")
             time.sleep(0.25)
         seconds = time.monotonic() - started
-        cpu = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
+        cpu = [procstat.cpu_seconds([pid]) - before for pid, before in zip(pids, cpu_before, strict=True)]
         counted = [kafka_records(url, key) for url in urls]
     finally:
         for proc in procs:

@@ -94,10 +94,10 @@ class QueryServer:
             try:
                 query = _query.decode(message.value() or b"")
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self._skipped(f"a record that is no query: {exc}")
+                self.warn(f"skipped a record that is no query: {exc}")
                 continue
             if partition_for(query.customer_id.encode(), self.topics.partitions) != partition:
-                self._skipped(f"a query in partition {partition}, not its customer's")
+                self.warn(f"skipped a query in partition {partition}, not its customer's")
                 continue  # this partition's task does not hold the customer: no answer is better than a wrong one
             found = lookup(partition, query.customer_id)
             if found is None:
@@ -108,15 +108,11 @@ class QueryServer:
         self.producer.poll(0)
         return answered
 
-    def failed(self, what: str) -> None:
-        """A turn that could not answer: logged once a minute at most, as :meth:`_skipped`."""
-        self._skipped(what)
-
-    def _skipped(self, what: str) -> None:
-        """Log what was skipped, once a minute at most (whoever writes the topic could flood the log)."""
+    def warn(self, what: str) -> None:
+        """Log ``what``, once a minute at most (whoever writes the topic could flood the log)."""
         now = time.monotonic()
         if now - self._warned >= 60.0:
-            log.warning("skipped %s", what)
+            log.warning("feature queries: %s", what)
             self._warned = now
 
     def close(self) -> None:

@@ -167,7 +167,7 @@ class ProcessWorker:
             queries.follow(frozenset(p for topic, p in self.tasks if topic == self.topics.events))
             queries.answer(self._features)
         except Exception as exc:  # a query must never stop processing
-            queries.failed(f"answering feature queries: {type(exc).__name__}: {exc}")
+            queries.warn(f"could not answer: {type(exc).__name__}: {exc}")
 
     def _features(self, partition: int, customer_id: str) -> tuple[float, dict[str, Any]] | None:
         task = self.tasks.get((self.topics.events, partition))
