@@ -12,7 +12,8 @@ use crate::anomaly::ZState;
 use crate::features::{Agg, Buckets, Data, FState, Quantile};
 use crate::jv::Jv;
 use crate::patterns::{PState, Partial, Snap};
-use crate::value::{from_json, Fault, Int, Member, Value};
+use crate::store::Key;
+use crate::value::{from_json, Fault, Held, Int, Member, Value};
 
 type Out = Vec<u8>;
 
@@ -211,7 +212,7 @@ pub fn encode_feature(s: &FState) -> Result<Out, Fault> {
             f64s(&mut o, &q.values);
             f64s(&mut o, &q.ordered);
         }
-        Data::Any(v) => value(&mut o, v)?,
+        Data::Any(v) => value(&mut o, &Value::from(v))?,
         _ => nil(&mut o),
     }
     opt_f64(&mut o, s.at());
@@ -394,12 +395,12 @@ pub fn decode_feature(raw: &[u8], agg: Agg, windowed: bool) -> Decoded<FState> {
                 if entries.len() <= 16 {
                     Data::FewDistinct(seen.collect())
                 } else {
-                    Data::Distinct(Box::new(seen.collect::<IndexMap<Box<str>, f64>>()))
+                    Data::Distinct(Box::new(seen.collect::<IndexMap<Key, f64>>()))
                 }
             }
             _ => Data::Empty,
         },
-        Agg::Last | Agg::First if at.is_some() => Data::Any(value_of(v)),
+        Agg::Last | Agg::First if at.is_some() => Data::Any(Held::from(value_of(v))),
         Agg::Avg => match v {
             M::Array(a) if a.len() == 2 => Data::Pair(num(&a[0]).unwrap_or(0.0), int_of(&a[1])),
             _ => Data::Empty,

@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value as J;
+use smol_str::SmolStrBuilder;
 
 use crate::anomaly::{self, ZState};
 use crate::expr::{is_money, money, Ctx, Env, Expr, Names, Path, Template};
 use crate::features::{Agg, FeatureSpec, BUCKETS};
 use crate::jv::{shared_text, shared_text_or_null, Jv};
 use crate::patterns::{Captured, Kind, PState, Partial, Snap, Step, Timers, MAX_PARTIALS};
-use crate::store::State;
+use crate::store::{Key, State};
 use crate::value::{from_json, py_str, Fault, Set, Value, R};
 
 /// A validated event, as the runtimes store it (``encode_event``).
@@ -478,7 +479,7 @@ impl Plan {
 /// Per-event memory: named values as first read (or computed), and state keys.
 pub struct Scratch {
     values: Vec<Option<Value>>,
-    keys: Vec<Option<Option<Arc<str>>>>,
+    keys: Vec<Option<Option<Key>>>,
     /// The event's fields read so far, by slot (``Expr::Field``'s).
     fields: Vec<Option<Value>>,
 }
@@ -509,19 +510,19 @@ struct EvalCtx<'a> {
 }
 
 /// The state key of ``event`` for key fields ``by``: None if one is missing; "global" for none.
-fn key_with(by: &[Path], mut field: impl FnMut(&Path) -> R<Value>) -> R<Option<Arc<str>>> {
+fn key_with(by: &[Path], mut field: impl FnMut(&Path) -> R<Value>) -> R<Option<Key>> {
     if by.is_empty() {
-        return Ok(Some(Arc::from("global")));
+        return Ok(Some(Key::new_inline("global")));
     }
     if let [path] = by {
-        // one field, the usual key: a text is the event's own, shared (no new text)
+        // one field, the usual key: a long text is the event's own, shared (no new text)
         return Ok(match field(path)? {
             Value::Null => None,
-            Value::Str(s) => Some(s),
-            other => Some(Arc::from(py_str(&other))),
+            Value::Str(s) => Some(Key::from(s)),
+            other => Some(Key::from(py_str(&other))),
         });
     }
-    let mut key = String::with_capacity(32); // most keys fit without growing
+    let mut key = SmolStrBuilder::new(); // inline while it fits, as most keys do
     for (i, path) in by.iter().enumerate() {
         let v = field(path)?;
         if v.is_null() {
@@ -535,11 +536,11 @@ fn key_with(by: &[Path], mut field: impl FnMut(&Path) -> R<Value>) -> R<Option<A
             other => key.push_str(&py_str(other)),
         }
     }
-    Ok(Some(Arc::from(key)))
+    Ok(Some(key.finish()))
 }
 
 impl EvalCtx<'_> {
-    fn key(&mut self, by: usize) -> R<Option<Arc<str>>> {
+    fn key(&mut self, by: usize) -> R<Option<Key>> {
         if let Some(k) = &self.scratch.keys[by] {
             return Ok(k.clone());
         }
@@ -1132,7 +1133,7 @@ impl Engine {
     }
 
     /// Arm the timer of a restored pattern state that has a deadline.
-    pub fn rearm(&mut self, pi: usize, key: &Arc<str>) {
+    pub fn rearm(&mut self, pi: usize, key: &Key) {
         if let Some(deadline) = self.state.pattern(pi, key).and_then(|s| s.deadline) {
             self.timers
                 .add(deadline, self.plan.patterns[pi].id.clone(), key.clone());

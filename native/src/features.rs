@@ -6,7 +6,8 @@ use indexmap::IndexMap;
 use rustc_hash::FxHashSet;
 
 use crate::expr::Expr;
-use crate::value::{py_str, Value, R};
+use crate::store::Key;
+use crate::value::{py_str, Held, Value, R};
 
 pub const BUCKETS: i64 = 60;
 pub const MAX_DISTINCT: usize = 1_000;
@@ -102,13 +103,13 @@ pub enum Data {
     Stats(Box<(Buckets, Buckets, Buckets)>),
     /// Distinct values with when each was last seen, in first-seen order: a list while few
     /// (most keys see one or two), indexed past ``FEW_DISTINCT``.
-    FewDistinct(Vec<(Box<str>, f64)>),
-    Distinct(Box<IndexMap<Box<str>, f64>>),
+    FewDistinct(Vec<(Key, f64)>),
+    Distinct(Box<IndexMap<Key, f64>>),
     Quantile(Box<Quantile>),
     Float(f64),
     Pair(f64, i64),
     Triple(i64, f64, f64),
-    Any(Value),
+    Any(Held),
 }
 
 #[derive(Debug, Clone)]
@@ -226,22 +227,20 @@ impl FeatureSpec {
                     Data::FewDistinct(few) => match few.iter().position(|(k, _)| k.as_ref() == key)
                     {
                         Some(at) => few[at].1 = max_of(t, few[at].1),
-                        None if few.len() < FEW_DISTINCT => {
-                            push_tight(few, (key.into_boxed_str(), t))
-                        }
+                        None if few.len() < FEW_DISTINCT => push_tight(few, (Key::from(key), t)),
                         None => {
-                            let mut many: IndexMap<Box<str>, f64> = few.drain(..).collect();
-                            many.insert(key.into_boxed_str(), t);
+                            let mut many: IndexMap<Key, f64> = few.drain(..).collect();
+                            many.insert(Key::from(key), t);
                             promoted = Some(many);
                         }
                     },
                     Data::Distinct(map) => match map.get_mut(key.as_str()) {
                         Some(seen) => *seen = max_of(t, *seen),
                         None => {
-                            map.insert(key.into_boxed_str(), t);
+                            map.insert(Key::from(key), t);
                         }
                     },
-                    other => *other = Data::FewDistinct(vec![(key.into_boxed_str(), t)]),
+                    other => *other = Data::FewDistinct(vec![(Key::from(key), t)]),
                 }
                 if let Some(many) = promoted {
                     s.data = Data::Distinct(Box::new(many));
@@ -249,13 +248,13 @@ impl FeatureSpec {
             }
             Agg::Last => {
                 if s.at().is_none_or(|at| t >= at) {
-                    s.data = Data::Any(x);
+                    s.data = Data::Any(Held::from(x));
                     s.at = t;
                 }
             }
             Agg::First => {
                 if s.at().is_none_or(|at| t < at) {
-                    s.data = Data::Any(x);
+                    s.data = Data::Any(Held::from(x));
                     s.at = t;
                 }
             }
@@ -463,7 +462,7 @@ impl FeatureSpec {
                 }
             }
             Agg::Last | Agg::First => match &s.data {
-                Data::Any(v) if self.in_window(s.at(), t) => v.clone(),
+                Data::Any(v) if self.in_window(s.at(), t) => Value::from(v),
                 _ => Value::Null,
             },
             Agg::TimeSince => match s.at() {

@@ -10,6 +10,7 @@ mod jv;
 mod packed;
 mod patterns;
 mod plain;
+mod records;
 mod store;
 mod value;
 
@@ -27,7 +28,7 @@ use serde_json::Value as J;
 use crate::engine::{Detection, Engine, Event, Plan, Signal};
 use crate::packed::Packer;
 use crate::patterns::Snap;
-use crate::store::{Change, Kind};
+use crate::store::{Change, Key, Kind};
 use crate::value::{from_json, Fault, Member, Value};
 
 pub const EARTH_RADIUS_KM: f64 = 6371.0088;
@@ -240,7 +241,7 @@ fn signals_to_py(py: Python<'_>, signals: &[Signal]) -> PyResult<Py<PyList>> {
 type RunOutcome = (Py<PyList>, Vec<(usize, f64)>);
 
 /// A changed state row: (kind, index, key, encoded state or None).
-type ChangedRow = (u8, usize, Arc<str>, Result<Option<Vec<u8>>, Fault>);
+type ChangedRow = (u8, usize, Key, Result<Option<Vec<u8>>, Fault>);
 
 /// The engine over a compiled plan (``ringfence.engine.plan.plan_of``).
 #[pyclass(module = "ringfence_native")]
@@ -260,7 +261,7 @@ struct NativeCore {
 /// after its slice was written is in the changelog from the snapshot's start on, which
 /// restore applies over the snapshot: so the walk need not stop the engine.
 struct Walk {
-    keys: Vec<(usize, Arc<str>)>,
+    keys: Vec<(usize, Key)>,
     at: usize,
     index: Vec<[Vec<usize>; 3]>,
 }
@@ -509,7 +510,7 @@ impl NativeCore {
         rows: Vec<(Bound<'_, PyString>, Bound<'_, PyString>, Bound<'_, PyBytes>)>,
     ) -> PyResult<()> {
         for (name, key, raw) in rows {
-            let key: Arc<str> = Arc::from(key.to_str()?);
+            let key = Key::from(key.to_str()?);
             self.restore_row(name.to_str()?, &key, Some(raw.as_bytes()))
                 .map_err(PyValueError::new_err)?;
         }
@@ -521,10 +522,10 @@ impl NativeCore {
     fn restore_packed(&mut self, rows: &[u8]) -> PyResult<usize> {
         guarded(|| {
             // a record's rows come together: its key is allocated once
-            let mut last: Arc<str> = Arc::from("");
+            let mut last = Key::default();
             packed::unpack(rows, |name, key, raw| {
-                if *last != *key {
-                    last = Arc::from(key);
+                if last != key {
+                    last = Key::from(key);
                 }
                 self.restore_row(name, &last, raw)
             })
@@ -666,12 +667,7 @@ impl NativeCore {
 }
 
 impl NativeCore {
-    fn restore_row(
-        &mut self,
-        name: &str,
-        key: &Arc<str>,
-        raw: Option<&[u8]>,
-    ) -> Result<(), String> {
+    fn restore_row(&mut self, name: &str, key: &Key, raw: Option<&[u8]>) -> Result<(), String> {
         let Some(&(kind, i)) = self.row_of.get(name) else {
             return Ok(());
         };

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashSet;
 
 use crate::expr::Expr;
+use crate::store::Key;
 
 pub const MAX_PARTIALS: usize = 8;
 
@@ -56,7 +57,7 @@ pub enum Kind {
 
 /// A deadline of an absence: (deadline, pattern id, key), earliest first, ties by id then key.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Timer(pub f64, pub Arc<str>, pub Arc<str>);
+pub struct Timer(pub f64, pub Arc<str>, pub Key);
 
 impl Eq for Timer {}
 
@@ -81,7 +82,7 @@ pub struct Timers {
 }
 
 impl Timers {
-    pub fn add(&mut self, deadline: f64, pattern: Arc<str>, key: Arc<str>) {
+    pub fn add(&mut self, deadline: f64, pattern: Arc<str>, key: Key) {
         self.heap.push(Reverse(Timer(deadline, pattern, key)));
     }
 

@@ -3,14 +3,16 @@
 //! text is held once, and a record carries its own marks of what changed since the last
 //! checkpoint (no set of changed rows to hash into per update).
 
-use std::sync::Arc;
-
-use hashbrown::hash_map::EntryRef;
-use rustc_hash::FxBuildHasher;
+use smol_str::SmolStr;
 
 use crate::anomaly::ZState;
-use crate::features::{push_tight, FState};
+use crate::features::FState;
 use crate::patterns::PState;
+use crate::records::Records;
+
+/// A state's key text: held inline up to 23 bytes (most keys: an id, or a customer's id and a
+/// country), so a record's key costs no allocation of its own, and copying it none.
+pub type Key = SmolStr;
 
 /// Which member kinds a record holds: features, scores, patterns.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -20,11 +22,12 @@ pub enum Kind {
     Pattern = 2,
 }
 
-/// One state of a record, with its position among the group's features, scores or patterns.
+/// One state of a record, with its position among the group's features, scores or patterns
+/// (a pattern's state boxed: few keys have one, and it is the largest).
 pub enum Member {
     Feature(u16, FState),
     Score(u16, ZState),
-    Pattern(u16, PState),
+    Pattern(u16, Box<PState>),
 }
 
 /// A kind of state a record holds, as a member.
@@ -35,11 +38,12 @@ pub trait Kinded: Sized {
     fn unwrap(m: Member) -> Option<Self>;
 }
 
+/// ``box_``/``unbox``: how the variant holds the state (a pattern's is boxed).
 macro_rules! kinded {
-    ($state:ty, $variant:ident) => {
+    ($state:ty, $variant:ident, $box_:expr, $unbox:expr) => {
         impl Kinded for $state {
             fn wrap(pos: u16, state: Self) -> Member {
-                Member::$variant(pos, state)
+                Member::$variant(pos, $box_(state))
             }
             fn of(m: &Member, pos: u16) -> Option<&Self> {
                 match m {
@@ -55,7 +59,7 @@ macro_rules! kinded {
             }
             fn unwrap(m: Member) -> Option<Self> {
                 match m {
-                    Member::$variant(_, s) => Some(s),
+                    Member::$variant(_, s) => Some($unbox(s)),
                     _ => None,
                 }
             }
@@ -63,18 +67,53 @@ macro_rules! kinded {
     };
 }
 
-kinded!(FState, Feature);
-kinded!(ZState, Score);
-kinded!(PState, Pattern);
+kinded!(FState, Feature, |s| s, |s| s);
+kinded!(ZState, Score, |s| s, |s| s);
+kinded!(PState, Pattern, Box::new, |s: Box<PState>| *s);
+
+/// A record's states, in a slice resized one state at a time: a record's number of states
+/// settles once its key is active, and a boxed slice is 8 bytes smaller than a Vec in each of
+/// millions of records.
+#[derive(Default)]
+pub struct Members(Box<[Member]>);
+
+impl Members {
+    fn edit<T>(&mut self, f: impl FnOnce(&mut Vec<Member>) -> T) -> T {
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        let out = f(&mut v);
+        self.0 = v.into_boxed_slice();
+        out
+    }
+
+    fn push(&mut self, m: Member) {
+        self.edit(|v| {
+            v.reserve_exact(1);
+            v.push(m)
+        })
+    }
+}
+
+impl std::ops::Deref for Members {
+    type Target = [Member];
+    fn deref(&self) -> &[Member] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Members {
+    fn deref_mut(&mut self) -> &mut [Member] {
+        &mut self.0
+    }
+}
 
 /// One key value's states of one group (present ones only, in one list: most records hold
 /// one or two, and a list per kind would cost its header even empty).
 #[derive(Default)]
 pub struct Record {
-    members: Vec<Member>,
+    members: Members,
     /// Members changed since the last checkpoint: bit = the member's index in the group
     /// (features, then scores, then patterns); bit 63 stands for every member from 63 on.
-    dirty: u64,
+    pub dirty: u64,
 }
 
 impl Record {
@@ -91,14 +130,14 @@ fn find_mut<S: Kinded>(members: &mut [Member], pos: u16) -> Option<&mut S> {
     members.iter_mut().find_map(|m| S::of_mut(m, pos))
 }
 
-fn take<S: Kinded>(members: &mut Vec<Member>, pos: u16) -> Option<S> {
+fn take<S: Kinded>(members: &mut Members, pos: u16) -> Option<S> {
     let at = members.iter().position(|m| S::of(m, pos).is_some())?;
-    S::unwrap(members.swap_remove(at))
+    S::unwrap(members.edit(|v| v.swap_remove(at)))
 }
 
 /// The member ``pos`` of kind ``S``, added by ``new`` if missing (``added`` counts it).
 fn find_or_add<'a, S: Kinded>(
-    members: &'a mut Vec<Member>,
+    members: &'a mut Members,
     pos: u16,
     added: &mut usize,
     new: impl FnOnce() -> S,
@@ -107,16 +146,12 @@ fn find_or_add<'a, S: Kinded>(
         Some(at) => at,
         None => {
             *added += 1;
-            push_tight(members, S::wrap(pos, new()));
+            members.push(S::wrap(pos, new()));
             members.len() - 1
         }
     };
     S::of_mut(&mut members[at], pos).expect("found or added above")
 }
-
-/// Records by key text (hashbrown's map for its ``entry_ref``: an existing record is found
-/// without cloning the key).
-type Records = hashbrown::HashMap<Arc<str>, Record, FxBuildHasher>;
 
 #[derive(Default)]
 struct Group {
@@ -127,9 +162,9 @@ struct Group {
 
 /// A changed state row: (kind, index of the definition, key, its state or None if gone).
 pub enum Change<'a> {
-    Feature(usize, &'a Arc<str>, Option<&'a FState>),
-    Score(usize, &'a Arc<str>, Option<&'a ZState>),
-    Pattern(usize, &'a Arc<str>, Option<&'a PState>),
+    Feature(usize, &'a Key, Option<&'a FState>),
+    Score(usize, &'a Key, Option<&'a ZState>),
+    Pattern(usize, &'a Key, Option<&'a PState>),
 }
 
 pub struct State {
@@ -137,7 +172,7 @@ pub struct State {
     /// (group, position) of each feature, score and pattern by its index in the pack.
     slots: [Vec<(usize, u16)>; 3],
     /// Records with changes since the last checkpoint, each once.
-    changed: Vec<(usize, Arc<str>)>,
+    changed: Vec<(usize, Key)>,
     /// How many member states are held.
     size: usize,
 }
@@ -185,7 +220,7 @@ impl State {
         1u64 << index.min(63)
     }
 
-    fn mark(&mut self, kind: Kind, g: usize, pos: u16, key: &Arc<str>) {
+    fn mark(&mut self, kind: Kind, g: usize, pos: u16, key: &Key) {
         let bit = self.bit(kind, g, pos);
         if let Some(r) = self.groups[g].records.get_mut(key) {
             if r.dirty == 0 {
@@ -212,14 +247,11 @@ impl State {
 
     /// The record of ``key`` for member ``(kind, i)``, created if missing, marked changed;
     /// with the count of states, for a member the caller adds.
-    fn touch(&mut self, kind: Kind, i: usize, key: &Arc<str>) -> (&mut Record, u16, &mut usize) {
+    fn touch(&mut self, kind: Kind, i: usize, key: &Key) -> (&mut Record, u16, &mut usize) {
         let (g, pos) = self.slots[kind as usize][i];
         let bit = self.bit(kind, g, pos);
         // the key is cloned only for a new record
-        let record = match self.groups[g].records.entry_ref(&**key) {
-            EntryRef::Occupied(found) => found.into_mut(),
-            EntryRef::Vacant(new) => new.insert_with_key(key.clone(), Record::default()),
-        };
+        let record = self.groups[g].records.get_or_insert(key);
         if record.dirty == 0 {
             self.changed.push((g, key.clone()));
         }
@@ -228,18 +260,13 @@ impl State {
     }
 
     /// Feature ``i``'s state of ``key`` to update (created empty), marked changed.
-    pub fn feature_mut(&mut self, i: usize, key: &Arc<str>) -> &mut FState {
+    pub fn feature_mut(&mut self, i: usize, key: &Key) -> &mut FState {
         let (r, pos, size) = self.touch(Kind::Feature, i, key);
         find_or_add(&mut r.members, pos, size, FState::default)
     }
 
     /// Score ``i``'s state of ``key`` to update (created by ``new``), marked changed.
-    pub fn score_mut(
-        &mut self,
-        i: usize,
-        key: &Arc<str>,
-        new: impl FnOnce() -> ZState,
-    ) -> &mut ZState {
+    pub fn score_mut(&mut self, i: usize, key: &Key, new: impl FnOnce() -> ZState) -> &mut ZState {
         let (r, pos, size) = self.touch(Kind::Score, i, key);
         find_or_add(&mut r.members, pos, size, new)
     }
@@ -255,19 +282,19 @@ impl State {
         taken
     }
 
-    pub fn put_pattern(&mut self, i: usize, key: &Arc<str>, state: PState) {
+    pub fn put_pattern(&mut self, i: usize, key: &Key, state: PState) {
         let (r, pos, size) = self.touch(Kind::Pattern, i, key);
         *size += 1;
-        push_tight(&mut r.members, Member::Pattern(pos, state));
+        r.members.push(PState::wrap(pos, state));
     }
 
     /// Note that pattern ``i``'s state of ``key`` was dropped (taken and not put back).
-    pub fn dropped_pattern(&mut self, i: usize, key: &Arc<str>) {
+    pub fn dropped_pattern(&mut self, i: usize, key: &Key) {
         let (g, pos) = self.slots[Kind::Pattern as usize][i];
         self.mark(Kind::Pattern, g, pos, key);
     }
 
-    pub fn pattern_mut(&mut self, i: usize, key: &Arc<str>) -> Option<&mut PState> {
+    pub fn pattern_mut(&mut self, i: usize, key: &Key) -> Option<&mut PState> {
         let (g, pos) = self.slots[Kind::Pattern as usize][i];
         self.mark(Kind::Pattern, g, pos, key);
         self.groups[g]
@@ -277,31 +304,31 @@ impl State {
     }
 
     /// Restore a checkpointed row.
-    pub fn put_feature(&mut self, i: usize, key: &Arc<str>, state: FState) {
+    pub fn put_feature(&mut self, i: usize, key: &Key, state: FState) {
         let (g, pos) = self.slots[Kind::Feature as usize][i];
-        let r = self.groups[g].records.entry(key.clone()).or_default();
+        let r = self.groups[g].records.get_or_insert(key);
         if take::<FState>(&mut r.members, pos).is_none() {
             self.size += 1;
         }
-        push_tight(&mut r.members, FState::wrap(pos, state));
+        r.members.push(FState::wrap(pos, state));
     }
 
-    pub fn put_score(&mut self, i: usize, key: &Arc<str>, state: ZState) {
+    pub fn put_score(&mut self, i: usize, key: &Key, state: ZState) {
         let (g, pos) = self.slots[Kind::Score as usize][i];
-        let r = self.groups[g].records.entry(key.clone()).or_default();
+        let r = self.groups[g].records.get_or_insert(key);
         if take::<ZState>(&mut r.members, pos).is_none() {
             self.size += 1;
         }
-        push_tight(&mut r.members, ZState::wrap(pos, state));
+        r.members.push(ZState::wrap(pos, state));
     }
 
-    pub fn restore_pattern(&mut self, i: usize, key: &Arc<str>, state: PState) {
+    pub fn restore_pattern(&mut self, i: usize, key: &Key, state: PState) {
         let (g, pos) = self.slots[Kind::Pattern as usize][i];
-        let r = self.groups[g].records.entry(key.clone()).or_default();
+        let r = self.groups[g].records.get_or_insert(key);
         if take::<PState>(&mut r.members, pos).is_none() {
             self.size += 1;
         }
-        push_tight(&mut r.members, PState::wrap(pos, state));
+        r.members.push(PState::wrap(pos, state));
     }
 
     /// Drop the states ``expired`` says are past their horizon; return how many.
@@ -318,22 +345,24 @@ impl State {
             for (key, r) in group.records.iter_mut() {
                 let mut bits = 0u64;
                 let before = r.members.len();
-                r.members.retain(|m| {
-                    let (expired, bit) = match m {
-                        Member::Feature(p, s) => {
-                            (feature(index[g][0][*p as usize], s), *p as usize)
+                r.members.edit(|v| {
+                    v.retain(|m| {
+                        let (expired, bit) = match m {
+                            Member::Feature(p, s) => {
+                                (feature(index[g][0][*p as usize], s), *p as usize)
+                            }
+                            Member::Score(p, s) => {
+                                (score(index[g][1][*p as usize], s), nf + *p as usize)
+                            }
+                            Member::Pattern(p, s) => {
+                                (pattern(index[g][2][*p as usize], s), nf + ns + *p as usize)
+                            }
+                        };
+                        if expired {
+                            bits |= 1u64 << bit.min(63);
                         }
-                        Member::Score(p, s) => {
-                            (score(index[g][1][*p as usize], s), nf + *p as usize)
-                        }
-                        Member::Pattern(p, s) => {
-                            (pattern(index[g][2][*p as usize], s), nf + ns + *p as usize)
-                        }
-                    };
-                    if expired {
-                        bits |= 1u64 << bit.min(63);
-                    }
-                    !expired
+                        !expired
+                    })
                 });
                 let gone = before - r.members.len();
                 dropped += gone;
@@ -370,14 +399,14 @@ impl State {
     pub fn all_rows(&self, mut emit: impl FnMut(Change<'_>)) {
         let index = self.member_index();
         for (g, group) in self.groups.iter().enumerate() {
-            for (key, r) in &group.records {
+            for (key, r) in group.records.iter() {
                 record_rows(&index[g], key, r, &mut emit);
             }
         }
     }
 
     /// The (group, key) of every record: what a snapshot walks, a slice at a time.
-    pub fn record_keys(&self) -> Vec<(usize, Arc<str>)> {
+    pub fn record_keys(&self) -> Vec<(usize, Key)> {
         let mut keys = Vec::with_capacity(self.groups.iter().map(|g| g.records.len()).sum());
         for (g, group) in self.groups.iter().enumerate() {
             keys.extend(group.records.keys().map(|k| (g, k.clone())));
@@ -391,7 +420,7 @@ impl State {
         &self,
         index: &[[Vec<usize>; 3]],
         g: usize,
-        key: &Arc<str>,
+        key: &Key,
         mut emit: impl FnMut(Change<'_>),
     ) -> usize {
         match self.groups[g].records.get_key_value(key) {
@@ -459,7 +488,7 @@ impl State {
     pub fn move_into(&mut self, into: &mut State, kept: &[(Kind, usize, usize)]) {
         for &(kind, from, to) in kept {
             let (g, pos) = self.slots[kind as usize][from];
-            let keys: Vec<Arc<str>> = self.groups[g].records.keys().cloned().collect();
+            let keys: Vec<Key> = self.groups[g].records.keys().cloned().collect();
             for key in keys {
                 let Some(r) = self.groups[g].records.get_mut(&key) else {
                     continue;
@@ -489,7 +518,7 @@ impl State {
     }
 
     /// The keys of pattern ``i``'s states with an armed deadline, and the deadline.
-    pub fn deadlines(&self, i: usize) -> Vec<(Arc<str>, f64)> {
+    pub fn deadlines(&self, i: usize) -> Vec<(Key, f64)> {
         let (g, pos) = self.slots[Kind::Pattern as usize][i];
         self.groups[g]
             .records
@@ -505,11 +534,11 @@ impl State {
 
 fn record_rows(
     index: &[Vec<usize>; 3],
-    key: &Arc<str>,
+    key: &Key,
     r: &Record,
     emit: &mut impl FnMut(Change<'_>),
 ) -> usize {
-    for m in &r.members {
+    for m in r.members.iter() {
         emit(match m {
             Member::Feature(p, s) => Change::Feature(index[0][*p as usize], key, Some(s)),
             Member::Score(p, s) => Change::Score(index[1][*p as usize], key, Some(s)),
@@ -517,4 +546,17 @@ fn record_rows(
         });
     }
     r.members.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_and_a_record_stay_small() {
+        // millions of each are held: a byte here is megabytes of a deployment's memory
+        assert_eq!(std::mem::size_of::<Key>(), 24);
+        assert_eq!(std::mem::size_of::<Member>(), 56);
+        assert_eq!(std::mem::size_of::<Record>(), 24);
+    }
 }
