@@ -271,7 +271,7 @@ pub fn encode_pattern(s: &PState) -> Out {
             snap(&mut o, c);
         }
     }
-    opt_f64(&mut o, s.deadline);
+    opt_f64(&mut o, s.deadline());
     match &s.anchor {
         Some(a) => snap(&mut o, a),
         None => nil(&mut o),
@@ -483,14 +483,14 @@ pub fn decode_pattern(raw: &[u8]) -> Decoded<PState> {
             });
         }
     }
-    Ok(PState {
-        seen: num(&f[0]).unwrap_or(f64::NEG_INFINITY),
+    Ok(PState::new(
+        num(&f[0]).unwrap_or(f64::NEG_INFINITY),
         partials,
-        deadline: num(&f[2]),
-        anchor: if f[3].is_nil() {
+        num(&f[2]),
+        if f[3].is_nil() {
             None
         } else {
             Some(snap_of(&f[3])?)
         },
-    })
+    ))
 }

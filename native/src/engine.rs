@@ -871,12 +871,7 @@ impl Engine {
         // taken out while the event moves it on, put back below if it still matters
         let existing = self.state.take_pattern(pi, &key);
         let existed = existing.is_some();
-        let mut state = existing.unwrap_or(PState {
-            seen: t,
-            partials: Vec::new(),
-            deadline: None,
-            anchor: None,
-        });
+        let mut state = existing.unwrap_or_else(|| PState::new(t, Vec::new(), None, None));
         if t > state.seen {
             state.seen = t;
         }
@@ -901,15 +896,15 @@ impl Engine {
                 )?);
             }
         } else {
-            let armed = state.deadline;
+            let armed = state.deadline();
             if self.advance_absence(spec, &mut state, event, snap, scratch)? {
-                let deadline = state.deadline.expect("armed above");
+                let deadline = state.deadline().expect("armed above");
                 if armed.is_none_or(|a| deadline < a) {
                     self.timers.add(deadline, spec.id.clone(), key.clone());
                 }
             }
         }
-        if !state.partials.is_empty() || state.deadline.is_some() || spec.kind == Kind::Absence {
+        if !state.partials.is_empty() || state.deadline().is_some() || spec.kind == Kind::Absence {
             self.state.put_pattern(pi, &key, state);
         } else if existed {
             self.state.dropped_pattern(pi, &key);
@@ -998,12 +993,12 @@ impl Engine {
             let newest = state.anchor.as_ref().is_none_or(|a| t >= a.occurred_at);
             if newest && self.ctx(event, None, scratch).step_matches(expect)? {
                 state.anchor = Some(snap.clone());
-                state.deadline = Some(t + spec.within);
+                state.set_deadline(Some(t + spec.within));
                 return Ok(true);
             }
             return Ok(false);
         };
-        if let (Some(deadline), Some(anchor)) = (state.deadline, state.anchor.clone()) {
+        if let (Some(deadline), Some(anchor)) = (state.deadline(), state.anchor.clone()) {
             let steps: Captured = vec![(after.name.clone(), anchor)];
             if t <= deadline
                 && self
@@ -1011,12 +1006,12 @@ impl Engine {
                     .step_matches(expect)?
             {
                 state.anchor = None;
-                state.deadline = None;
+                state.set_deadline(None);
             }
         }
-        if state.deadline.is_none() && self.ctx(event, None, scratch).step_matches(after)? {
+        if state.deadline().is_none() && self.ctx(event, None, scratch).step_matches(after)? {
             state.anchor = Some(snap.clone());
-            state.deadline = Some(t + spec.within);
+            state.set_deadline(Some(t + spec.within));
             return Ok(true);
         }
         Ok(false)
@@ -1034,7 +1029,7 @@ impl Engine {
             let Some(state) = self.state.pattern(pi, &key) else {
                 continue;
             };
-            let (Some(due), Some(anchor)) = (state.deadline, state.anchor.clone()) else {
+            let (Some(due), Some(anchor)) = (state.deadline(), state.anchor.clone()) else {
                 continue; // cancelled since
             };
             if due > deadline {
@@ -1070,7 +1065,7 @@ impl Engine {
             signals.push(signal);
             let has_after = spec.after.is_some();
             if let Some(state) = self.state.pattern_mut(pi, &key) {
-                state.deadline = None;
+                state.set_deadline(None);
                 if has_after {
                     state.anchor = None;
                 }
@@ -1114,7 +1109,7 @@ impl Engine {
         self.state.expire(
             |i, s| plan.features[i].expired(s, watermark),
             |i, s| s.seen < watermark - plan.anomalies[i].window.unwrap_or(f64::INFINITY),
-            |i, s| s.seen < watermark - plan.patterns[i].within && s.deadline.is_none(),
+            |i, s| s.seen < watermark - plan.patterns[i].within && s.deadline().is_none(),
         )
     }
 
@@ -1134,7 +1129,7 @@ impl Engine {
 
     /// Arm the timer of a restored pattern state that has a deadline.
     pub fn rearm(&mut self, pi: usize, key: &Key) {
-        if let Some(deadline) = self.state.pattern(pi, key).and_then(|s| s.deadline) {
+        if let Some(deadline) = self.state.pattern(pi, key).and_then(|s| s.deadline()) {
             self.timers
                 .add(deadline, self.plan.patterns[pi].id.clone(), key.clone());
         }

@@ -628,7 +628,7 @@ impl NativeCore {
     }
 
     fn timer_of(&self, pattern: usize, key: &str) -> Option<f64> {
-        self.engine.state.pattern(pattern, key)?.deadline
+        self.engine.state.pattern(pattern, key)?.deadline()
     }
 
     /// A core for ``plan`` holding this one's state of the definitions in ``kept``

@@ -22,12 +22,11 @@ pub enum Kind {
     Pattern = 2,
 }
 
-/// One state of a record, with its position among the group's features, scores or patterns
-/// (a pattern's state boxed: few keys have one, and it is the largest).
+/// One state of a record, with its position among the group's features, scores or patterns.
 pub enum Member {
     Feature(u16, FState),
     Score(u16, ZState),
-    Pattern(u16, Box<PState>),
+    Pattern(u16, PState),
 }
 
 /// A kind of state a record holds, as a member.
@@ -38,12 +37,11 @@ pub trait Kinded: Sized {
     fn unwrap(m: Member) -> Option<Self>;
 }
 
-/// ``box_``/``unbox``: how the variant holds the state (a pattern's is boxed).
 macro_rules! kinded {
-    ($state:ty, $variant:ident, $box_:expr, $unbox:expr) => {
+    ($state:ty, $variant:ident) => {
         impl Kinded for $state {
             fn wrap(pos: u16, state: Self) -> Member {
-                Member::$variant(pos, $box_(state))
+                Member::$variant(pos, state)
             }
             fn of(m: &Member, pos: u16) -> Option<&Self> {
                 match m {
@@ -59,7 +57,7 @@ macro_rules! kinded {
             }
             fn unwrap(m: Member) -> Option<Self> {
                 match m {
-                    Member::$variant(_, s) => Some($unbox(s)),
+                    Member::$variant(_, s) => Some(s),
                     _ => None,
                 }
             }
@@ -67,9 +65,9 @@ macro_rules! kinded {
     };
 }
 
-kinded!(FState, Feature, |s| s, |s| s);
-kinded!(ZState, Score, |s| s, |s| s);
-kinded!(PState, Pattern, Box::new, |s: Box<PState>| *s);
+kinded!(FState, Feature);
+kinded!(ZState, Score);
+kinded!(PState, Pattern);
 
 /// A record's states, in a slice resized one state at a time: a record's number of states
 /// settles once its key is active, and a boxed slice is 8 bytes smaller than a Vec in each of
@@ -79,10 +77,17 @@ pub struct Members(Box<[Member]>);
 
 impl Members {
     fn edit<T>(&mut self, f: impl FnOnce(&mut Vec<Member>) -> T) -> T {
-        let mut v = std::mem::take(&mut self.0).into_vec();
-        let out = f(&mut v);
-        self.0 = v.into_boxed_slice();
-        out
+        /// Puts the states back even if ``f`` panics (``expire``'s predicates are the
+        /// engine's), so a record never silently loses the states ``f`` kept.
+        struct Editing<'a>(&'a mut Box<[Member]>, Vec<Member>);
+        impl Drop for Editing<'_> {
+            fn drop(&mut self) {
+                *self.0 = std::mem::take(&mut self.1).into_boxed_slice();
+            }
+        }
+        let states = std::mem::take(&mut self.0).into_vec();
+        let mut editing = Editing(&mut self.0, states);
+        f(&mut editing.1)
     }
 
     fn push(&mut self, m: Member) {
@@ -113,7 +118,7 @@ pub struct Record {
     members: Members,
     /// Members changed since the last checkpoint: bit = the member's index in the group
     /// (features, then scores, then patterns); bit 63 stands for every member from 63 on.
-    pub dirty: u64,
+    dirty: u64,
 }
 
 impl Record {
@@ -303,32 +308,29 @@ impl State {
             .and_then(|r| find_mut::<PState>(&mut r.members, pos))
     }
 
-    /// Restore a checkpointed row.
-    pub fn put_feature(&mut self, i: usize, key: &Key, state: FState) {
-        let (g, pos) = self.slots[Kind::Feature as usize][i];
+    /// Restore a checkpointed row: ``state`` replaces the member's state, or is added.
+    fn put<S: Kinded>(&mut self, kind: Kind, i: usize, key: &Key, state: S) {
+        let (g, pos) = self.slots[kind as usize][i];
         let r = self.groups[g].records.get_or_insert(key);
-        if take::<FState>(&mut r.members, pos).is_none() {
-            self.size += 1;
+        match find_mut::<S>(&mut r.members, pos) {
+            Some(held) => *held = state,
+            None => {
+                self.size += 1;
+                r.members.push(S::wrap(pos, state));
+            }
         }
-        r.members.push(FState::wrap(pos, state));
+    }
+
+    pub fn put_feature(&mut self, i: usize, key: &Key, state: FState) {
+        self.put(Kind::Feature, i, key, state);
     }
 
     pub fn put_score(&mut self, i: usize, key: &Key, state: ZState) {
-        let (g, pos) = self.slots[Kind::Score as usize][i];
-        let r = self.groups[g].records.get_or_insert(key);
-        if take::<ZState>(&mut r.members, pos).is_none() {
-            self.size += 1;
-        }
-        r.members.push(ZState::wrap(pos, state));
+        self.put(Kind::Score, i, key, state);
     }
 
     pub fn restore_pattern(&mut self, i: usize, key: &Key, state: PState) {
-        let (g, pos) = self.slots[Kind::Pattern as usize][i];
-        let r = self.groups[g].records.get_or_insert(key);
-        if take::<PState>(&mut r.members, pos).is_none() {
-            self.size += 1;
-        }
-        r.members.push(PState::wrap(pos, state));
+        self.put(Kind::Pattern, i, key, state);
     }
 
     /// Drop the states ``expired`` says are past their horizon; return how many.
@@ -525,7 +527,7 @@ impl State {
             .iter()
             .filter_map(|(k, r)| {
                 find::<PState>(&r.members, pos)
-                    .and_then(|s| s.deadline)
+                    .and_then(|s| s.deadline())
                     .map(|d| (k.clone(), d))
             })
             .collect()
@@ -558,5 +560,21 @@ mod tests {
         assert_eq!(std::mem::size_of::<Key>(), 24);
         assert_eq!(std::mem::size_of::<Member>(), 56);
         assert_eq!(std::mem::size_of::<Record>(), 24);
+    }
+
+    #[test]
+    fn a_record_keeps_its_states_when_an_edit_panics() {
+        let mut members = Members::default();
+        for pos in 0..3 {
+            members.push(Member::Feature(pos, FState::default()));
+        }
+        let edited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            members.edit(|states| {
+                states
+                    .retain(|m| !matches!(m, Member::Feature(2, _)) || panic!("a predicate failed"))
+            })
+        }));
+        assert!(edited.is_err());
+        assert_eq!(members.len(), 3);
     }
 }

@@ -8,8 +8,8 @@ the interpreter and the API):
   compiled core's memory, which Rust allocates outside Python's allocator.
 - ``rss``: how much the resident memory of a fresh process grows. Sees both engines, and
   what the allocator really costs (headers, fragmentation, pages it keeps); memory freed to
-  glibc's malloc is trimmed back to the system before each reading (the compiled core's own
-  allocator, mimalloc, returns freed pages on its own schedule).
+  glibc's malloc (the compiled core's allocator) is trimmed back to the system before each
+  reading.
 """
 
 from __future__ import annotations
