@@ -663,6 +663,8 @@ pub struct Engine {
     by_type: FxHashMap<Arc<str>, Arc<TypePlan>>,
     scratch: Option<Scratch>,
     pattern_index: HashMap<Arc<str>, usize>,
+    /// The pattern state taken out while an event moves it on (see ``settle_taken``).
+    taken: Option<(usize, Key)>,
 }
 
 impl Engine {
@@ -688,6 +690,7 @@ impl Engine {
             late_events: 0,
             by_type: FxHashMap::default(),
             scratch: None,
+            taken: None,
         }
     }
 
@@ -734,6 +737,7 @@ impl Engine {
         carried: &[(usize, Value)],
         evaluate_rules: bool,
     ) -> R<(Vec<Signal>, Scratch)> {
+        self.settle_taken();
         let late = event.occurred_at < self.watermark(Some(partition));
         if late {
             self.late_events += 1;
@@ -875,11 +879,48 @@ impl Engine {
         if t > state.seen {
             state.seen = t;
         }
+        if existed {
+            self.taken = Some((pi, key.clone())); // the place is given up should the step panic
+        }
+        let moved = self.move_pattern(pi, &key, &mut state, event, snap, scratch, late);
+        self.taken = None;
+        let kept = !state.partials.is_empty()
+            || state.deadline().is_some()
+            || self.plan.patterns[pi].kind == Kind::Absence;
+        if moved.is_ok() && kept {
+            self.state.put_pattern(pi, &key, state);
+        } else if existed {
+            // ended by the event: a changed row; dropped by a failed one: unmarked (the
+            // runtime goes back to its checkpoint)
+            self.state.remove_pattern(pi, &key, moved.is_ok());
+        }
+        moved
+    }
+
+    /// Give up a pattern state's place left by a step that panicked (``advance_pattern``):
+    /// called before the engine runs or its changes are read.
+    pub fn settle_taken(&mut self) {
+        if let Some((pi, key)) = self.taken.take() {
+            self.state.remove_pattern(pi, &key, false);
+        }
+    }
+
+    /// :meth:`advance_pattern`'s step: the event moves ``state`` (taken out) on.
+    #[allow(clippy::too_many_arguments)]
+    fn move_pattern(
+        &mut self,
+        pi: usize,
+        key: &Key,
+        state: &mut PState,
+        event: &Event,
+        snap: &Arc<Snap>,
+        scratch: &mut Scratch,
+        late: bool,
+    ) -> R<Option<Signal>> {
+        let spec = &self.plan.patterns[pi];
         let mut signal = None;
         if spec.kind == Kind::Sequence {
-            if let Some(completed) =
-                self.advance_sequence(spec, &mut state, event, snap, scratch)?
-            {
+            if let Some(completed) = self.advance_sequence(spec, state, event, snap, scratch)? {
                 let related = completed[..completed.len() - 1]
                     .iter()
                     .map(|(_, s)| s.clone())
@@ -897,17 +938,12 @@ impl Engine {
             }
         } else {
             let armed = state.deadline();
-            if self.advance_absence(spec, &mut state, event, snap, scratch)? {
+            if self.advance_absence(spec, state, event, snap, scratch)? {
                 let deadline = state.deadline().expect("armed above");
                 if armed.is_none_or(|a| deadline < a) {
                     self.timers.add(deadline, spec.id.clone(), key.clone());
                 }
             }
-        }
-        if !state.partials.is_empty() || state.deadline().is_some() || spec.kind == Kind::Absence {
-            self.state.put_pattern(pi, &key, state);
-        } else if existed {
-            self.state.dropped_pattern(pi, &key);
         }
         Ok(signal)
     }
@@ -1019,6 +1055,7 @@ impl Engine {
 
     /// Fire the absence timers whose deadline is before ``watermark`` (default: the events').
     pub fn advance(&mut self, watermark: Option<f64>) -> R<Vec<Signal>> {
+        self.settle_taken();
         let mark = watermark.unwrap_or_else(|| self.watermark(None));
         let mut signals = Vec::new();
         while let Some(timer) = self.timers.pop_due(mark) {

@@ -1,12 +1,15 @@
 //! An event's data as the core reads it: texts shared (reading a field clones a pointer,
 //! not the text) and objects as small lists of fields in their order (events hold a few
-//! fields each, so a scan beats hashing).
+//! fields each, so a scan beats hashing). A field's name is held inline (names are short),
+//! and an object's list is allocated once, at its size.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as J;
+use smol_str::SmolStr;
 
 use crate::value::Value;
 
@@ -21,7 +24,7 @@ pub enum Jv {
     Str(Arc<str>),
     Arr(Vec<Jv>),
     /// Fields in their order; stored events are Python dicts, so names are unique.
-    Obj(Vec<(Box<str>, Jv)>),
+    Obj(Vec<(SmolStr, Jv)>),
 }
 
 impl Jv {
@@ -29,7 +32,7 @@ impl Jv {
         match self {
             Jv::Obj(fields) => fields
                 .iter()
-                .find(|(k, _)| k.as_ref() == name)
+                .find(|(k, _)| k.as_str() == name)
                 .map(|(_, v)| v),
             _ => None,
         }
@@ -84,7 +87,7 @@ impl Jv {
             J::Array(a) => Jv::Arr(a.iter().map(Jv::from_json).collect()),
             J::Object(m) => Jv::Obj(
                 m.iter()
-                    .map(|(k, v)| (k.as_str().into(), Jv::from_json(v)))
+                    .map(|(k, v)| (SmolStr::new(k), Jv::from_json(v)))
                     .collect(),
             ),
         }
@@ -194,10 +197,113 @@ impl<'de> Visitor<'de> for JvVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Jv, A::Error> {
-        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0));
-        while let Some((k, v)) = map.next_entry::<String, Jv>()? {
-            fields.push((k.into_boxed_str(), v));
+        // Fields go on a stack shared by nested objects (each takes its own off before its
+        // parent reads on), then into a list of their number: the parser gives no size.
+        let mine = Taken(FIELDS.with_borrow(Vec::len));
+        while let Some(name) = map.next_key_seed(Name)? {
+            let value: Jv = map.next_value()?;
+            FIELDS.with_borrow_mut(|f| f.push((name, value)));
         }
-        Ok(Jv::Obj(fields))
+        Ok(Jv::Obj(
+            FIELDS.with_borrow_mut(|f| f.drain(mine.0..).collect()),
+        ))
+    }
+}
+
+thread_local! {
+    /// The fields of the objects being read on this thread (see ``visit_map``).
+    static FIELDS: RefCell<Vec<(SmolStr, Jv)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An object's place on ``FIELDS``: what is left above it goes when it ends, read or not
+/// (an error, a panic), and the outermost gives back the room a huge document took.
+struct Taken(usize);
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        let _ = FIELDS.try_with(|f| {
+            if let Ok(mut f) = f.try_borrow_mut() {
+                f.truncate(self.0);
+                if self.0 == 0 {
+                    f.shrink_to(KEPT_FIELDS);
+                }
+            }
+        });
+    }
+}
+
+/// Fields' room ``FIELDS`` keeps between documents (more only while one needs it).
+const KEPT_FIELDS: usize = 256;
+
+/// A field's name, read inline when short (no allocation for most).
+struct Name;
+
+impl<'de> DeserializeSeed<'de> for Name {
+    type Value = SmolStr;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<SmolStr, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Name {
+    type Value = SmolStr;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<SmolStr, E> {
+        Ok(SmolStr::new(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> serde_json::Result<Jv> {
+        serde_json::from_str(text)
+    }
+
+    fn names(j: &Jv) -> Vec<&str> {
+        match j {
+            Jv::Obj(fields) => fields.iter().map(|(k, _)| k.as_str()).collect(),
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn nested_objects_keep_their_own_fields_in_order() {
+        let long = "a_field_name_longer_than_twenty_three_bytes";
+        let j = parse(&format!(
+            r#"{{"z":1,"inner":{{"y":"x","deeper":[{{"q":2}},{{}}]}},"{long}":null,"a":true}}"#
+        ))
+        .unwrap();
+        assert_eq!(names(&j), ["z", "inner", long, "a"]);
+        let inner = j.get("inner").unwrap();
+        assert_eq!(names(inner), ["y", "deeper"]);
+        let Some(Jv::Arr(items)) = inner.get("deeper") else {
+            panic!("an array")
+        };
+        assert_eq!(names(&items[0]), ["q"]);
+        assert!(names(&items[1]).is_empty());
+        assert!(matches!(j.get(long), Some(Jv::Null)));
+    }
+
+    #[test]
+    fn a_failed_parse_leaves_no_fields_behind() {
+        assert!(parse(r#"{"a":{"b":1,"c":{"d":"#).is_err());
+        assert!(parse(r#"{"a":{"b":1},"a2":[1,}"#).is_err());
+        assert_eq!(FIELDS.with_borrow(Vec::len), 0);
+        let huge = (0..5000)
+            .map(|i| format!(r#""f{i}":{i}"#))
+            .collect::<Vec<_>>();
+        let j = parse(&format!("{{{}}}", huge.join(","))).unwrap();
+        assert_eq!(names(&j).len(), 5000);
+        assert!(FIELDS.with_borrow(Vec::capacity) <= KEPT_FIELDS);
+        let j = parse(r#"{"k":{"v":1}}"#).unwrap();
+        assert_eq!(names(&j), ["k"]);
+        assert_eq!(names(j.get("k").unwrap()), ["v"]);
     }
 }

@@ -441,6 +441,7 @@ impl NativeCore {
     /// key, encoded state or None for a dropped one).
     fn take_changes(&mut self, py: Python<'_>) -> PyResult<Py<PyList>> {
         let mut rows: Vec<ChangedRow> = Vec::new();
+        self.engine.settle_taken();
         let state = &mut self.engine.state;
         guarded(|| {
             state.take_changes(|c| {
@@ -538,6 +539,7 @@ impl NativeCore {
         let mut p = Packer::new();
         let mut failed = None;
         let texts = &self.texts;
+        self.engine.settle_taken();
         let state = &mut self.engine.state;
         guarded(|| {
             state.take_changes(|c| {

@@ -59,6 +59,11 @@ impl PState {
         }
     }
 
+    /// A state holding nothing: a taken state's place (``State::take_pattern``).
+    pub fn empty() -> PState {
+        PState::new(0.0, Vec::new(), None, None)
+    }
+
     pub fn deadline(&self) -> Option<f64> {
         (!self.deadline.is_nan()).then_some(self.deadline)
     }

@@ -71,8 +71,7 @@ kinded!(PState, Pattern);
 
 /// A record's states, in a slice resized one state at a time: a record's number of states
 /// settles once its key is active, and a boxed slice is 8 bytes smaller than a Vec in each of
-/// millions of records. (A pattern's state is taken out and put back by each event it sees,
-/// a resize each way: few keys hold one.)
+/// millions of records.
 #[derive(Default)]
 pub struct Members(Box<[Member]>);
 
@@ -139,6 +138,17 @@ fn find_mut<S: Kinded>(members: &mut [Member], pos: u16) -> Option<&mut S> {
 fn take<S: Kinded>(members: &mut Members, pos: u16) -> Option<S> {
     let at = members.iter().position(|m| S::of(m, pos).is_some())?;
     S::unwrap(members.edit(|v| v.swap_remove(at)))
+}
+
+/// ``state`` as the member ``pos`` of kind ``S``: replacing it, or added (``size`` counts it).
+fn place<S: Kinded>(record: &mut Record, pos: u16, size: &mut usize, state: S) {
+    match find_mut::<S>(&mut record.members, pos) {
+        Some(held) => *held = state,
+        None => {
+            *size += 1;
+            record.members.push(S::wrap(pos, state));
+        }
+    }
 }
 
 /// The member ``pos`` of kind ``S``, added by ``new`` if missing (``added`` counts it).
@@ -277,27 +287,32 @@ impl State {
         find_or_add(&mut r.members, pos, size, new)
     }
 
-    /// Pattern ``i``'s state of ``key``, taken out (put it back with :meth:`put_pattern`).
+    /// Pattern ``i``'s state of ``key``, taken out while an event moves it on: an empty
+    /// state holds its place until :meth:`put_pattern` (most events) or
+    /// :meth:`remove_pattern`, so the record's list is not resized twice an event.
     pub fn take_pattern(&mut self, i: usize, key: &str) -> Option<PState> {
         let (g, pos) = self.slots[Kind::Pattern as usize][i];
-        let taken = self.groups[g]
+        self.groups[g]
             .records
             .get_mut(key)
-            .and_then(|r| take::<PState>(&mut r.members, pos));
-        self.size -= taken.is_some() as usize;
-        taken
+            .and_then(|r| find_mut::<PState>(&mut r.members, pos))
+            .map(|held| std::mem::replace(held, PState::empty()))
     }
 
+    /// Put back (or add) pattern ``i``'s state of ``key``, marked changed.
     pub fn put_pattern(&mut self, i: usize, key: &Key, state: PState) {
         let (r, pos, size) = self.touch(Kind::Pattern, i, key);
-        *size += 1;
-        r.members.push(PState::wrap(pos, state));
+        place(r, pos, size, state);
     }
 
-    /// Note that pattern ``i``'s state of ``key`` was dropped (taken and not put back).
-    pub fn dropped_pattern(&mut self, i: usize, key: &Key) {
-        let (g, pos) = self.slots[Kind::Pattern as usize][i];
-        self.mark(Kind::Pattern, g, pos, key);
+    /// Remove pattern ``i``'s state of ``key`` (the place a take left): marked changed when
+    /// ``changed`` (the event ended it), not when the event failed.
+    pub fn remove_pattern(&mut self, i: usize, key: &Key, changed: bool) {
+        if changed {
+            let (g, pos) = self.slots[Kind::Pattern as usize][i];
+            self.mark(Kind::Pattern, g, pos, key);
+        }
+        self.remove(Kind::Pattern, i, key);
     }
 
     pub fn pattern_mut(&mut self, i: usize, key: &Key) -> Option<&mut PState> {
@@ -313,13 +328,7 @@ impl State {
     fn put<S: Kinded>(&mut self, kind: Kind, i: usize, key: &Key, state: S) {
         let (g, pos) = self.slots[kind as usize][i];
         let r = self.groups[g].records.get_or_insert(key);
-        match find_mut::<S>(&mut r.members, pos) {
-            Some(held) => *held = state,
-            None => {
-                self.size += 1;
-                r.members.push(S::wrap(pos, state));
-            }
-        }
+        place(r, pos, &mut self.size, state);
     }
 
     pub fn put_feature(&mut self, i: usize, key: &Key, state: FState) {
