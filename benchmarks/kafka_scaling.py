@@ -240,6 +240,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2))
     if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "kafka-scaling.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
