@@ -737,7 +737,6 @@ impl Engine {
         carried: &[(usize, Value)],
         evaluate_rules: bool,
     ) -> R<(Vec<Signal>, Scratch)> {
-        self.settle_taken();
         let late = event.occurred_at < self.watermark(Some(partition));
         if late {
             self.late_events += 1;
@@ -897,8 +896,8 @@ impl Engine {
         moved
     }
 
-    /// Give up a pattern state's place left by a step that panicked (``advance_pattern``):
-    /// called before the engine runs or its changes are read.
+    /// Give up a pattern state's place a step that panicked left taken (``advance_pattern``);
+    /// the extension calls it after every call that runs events.
     pub fn settle_taken(&mut self) {
         if let Some((pi, key)) = self.taken.take() {
             self.state.remove_pattern(pi, &key, false);
@@ -1055,7 +1054,6 @@ impl Engine {
 
     /// Fire the absence timers whose deadline is before ``watermark`` (default: the events').
     pub fn advance(&mut self, watermark: Option<f64>) -> R<Vec<Signal>> {
-        self.settle_taken();
         let mark = watermark.unwrap_or_else(|| self.watermark(None));
         let mut signals = Vec::new();
         while let Some(timer) = self.timers.pop_due(mark) {

@@ -43,6 +43,14 @@ fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     })
 }
 
+/// :func:`guarded` for a call that runs events: a step that panicked may have left a pattern
+/// state's place taken (see ``Engine::settle_taken``), given up before anything reads it.
+fn guarded_run<T>(engine: &mut Engine, f: impl FnOnce(&mut Engine) -> PyResult<T>) -> PyResult<T> {
+    let outcome = guarded(|| f(engine));
+    engine.settle_taken();
+    outcome
+}
+
 fn fault(f: Fault) -> PyErr {
     match f {
         Fault::Value(m) => PyValueError::new_err(m),
@@ -325,8 +333,7 @@ impl NativeCore {
             .iter()
             .map(|(slot, v)| Ok((*slot, from_py(v)?)))
             .collect::<PyResult<Vec<_>>>()?;
-        let engine = &mut self.engine;
-        let (signals, mut scratch) = guarded(|| {
+        let (signals, mut scratch) = guarded_run(&mut self.engine, |engine| {
             engine
                 .process(
                     &event,
@@ -383,7 +390,7 @@ impl NativeCore {
                 let (offset, partition) = (offsets[i], partitions[i]);
                 let event = Event::parse(body).map_err(fault)?;
                 let mark = engine.watermark(Some(partition));
-                let (mut raised, scratch) = guarded(|| {
+                let (mut raised, scratch) = guarded_run(engine, |engine| {
                     engine
                         .process(&event, offset, partition, ingested_ats[i], &[], true)
                         .map_err(fault)
@@ -441,7 +448,6 @@ impl NativeCore {
     /// key, encoded state or None for a dropped one).
     fn take_changes(&mut self, py: Python<'_>) -> PyResult<Py<PyList>> {
         let mut rows: Vec<ChangedRow> = Vec::new();
-        self.engine.settle_taken();
         let state = &mut self.engine.state;
         guarded(|| {
             state.take_changes(|c| {
@@ -539,7 +545,6 @@ impl NativeCore {
         let mut p = Packer::new();
         let mut failed = None;
         let texts = &self.texts;
-        self.engine.settle_taken();
         let state = &mut self.engine.state;
         guarded(|| {
             state.take_changes(|c| {
