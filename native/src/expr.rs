@@ -29,8 +29,9 @@ pub enum Path {
     Data { parts: Vec<Arc<str>>, money: bool },
 }
 
-/// The money fields of ``data``: decimal texts that expressions read as numbers.
-pub const MONEY_FIELDS: [&str; 2] = ["amount", "balance"];
+/// The money fields of ``data``: decimal texts that expressions read as numbers (each also
+/// in the reference currency, as ingest stamped it: ``ringfence.events.fx``).
+pub const MONEY_FIELDS: [&str; 4] = ["amount", "balance", "amount_ref", "balance_ref"];
 
 /// Whether ``path`` inside ``data`` is a money field.
 pub fn is_money(path: &[Arc<str>]) -> bool {

@@ -23,6 +23,8 @@ import msgspec
 from ringfence.errors import ConfigError
 
 DEFAULT_DATA_DIR = Path("ringfence-data")
+DEFAULT_REFERENCE_CURRENCY = "EUR"
+DEFAULT_FX_MAX_AGE_DAYS = 4  # a Friday's rates still serve the Monday after a holiday weekend
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_PARTITIONS = 8
@@ -108,6 +110,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         postgres_dsn: the kafka runtime's store, a libpq URI without password (libpq reads
             ``PGPASSWORD`` or ``~/.pgpass``).
         postgres_pool_size: connections each service may hold.
+        reference_currency: the ISO 4217 currency every amount is compared in (rules and features
+            read ``data.amount_ref``); a rates table loaded for another reference is not used.
+        fx_rates: a rates file (CSV: currency, rate, as_of) loaded at start when it changed since
+            it was last loaded; the AWS runtime's only table (it ships with the deployment).
+        fx_max_age_days: a rate older than this many days is stale: still used, but flagged on
+            the events it converts and counted in the operations view.
         engine: which engine runs the rule pack in every runtime: ``auto`` (the compiled core where
             it is installed and can run the pack, else the Python engine, and the log says why),
             ``native`` (the compiled core, or refuse to start) or ``python`` (the reference engine).
@@ -152,12 +160,17 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     postgres_dsn: str = ""
     postgres_pool_size: int = 8
     engine: str = "auto"
+    reference_currency: str = DEFAULT_REFERENCE_CURRENCY
+    fx_rates: Path | None = None
+    fx_max_age_days: int = DEFAULT_FX_MAX_AGE_DAYS
 
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= 1024:
             raise ConfigError(f"partitions must be 1..1024, got {self.partitions}")
         if self.journal_sync not in ("normal", "full"):
             raise ConfigError(f"journal_sync must be 'normal' or 'full', got {self.journal_sync!r}")
+        if not re.fullmatch(r"[A-Z]{3}", self.reference_currency):
+            raise ConfigError(f"reference_currency must be an ISO 4217 code, got {self.reference_currency!r}")
         if self.engine not in ENGINES:
             raise ConfigError(f"engine must be {'|'.join(ENGINES)}, got {self.engine!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -199,6 +212,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "max_streams_per_key",
             "signin_attempts_per_min",
             "backtest_time_budget_s",
+            "fx_max_age_days",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")

@@ -34,6 +34,15 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.fx_missing = Counter(
+            "ringfence_fx_missing_rate_events",
+            "Events validated with an amount in a currency the FX table has no rate for",
+            ["currency"],
+            registry=r,
+        )
+        self.fx_rates_stale = Gauge(
+            "ringfence_fx_rates_stale", "Rates in the FX table older than fx_max_age_days", registry=r
+        )
         self.engine_state_keys = Gauge("ringfence_engine_state_keys", "Feature states held", registry=r)
         self.state_restore = Histogram(
             "ringfence_state_restore_seconds",

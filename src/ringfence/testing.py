@@ -17,7 +17,8 @@ import msgspec
 
 from ringfence.clock import iso
 from ringfence.engine import AlertSignal, Engine, RulePack, load_pack
-from ringfence.events.decode import validate_event
+from ringfence.events.decode import REFERENCE_ONLY, validate_event
+from ringfence.events.fx import FxTable
 
 _ids = itertools.count(1)
 
@@ -80,6 +81,7 @@ def run_pack(
     *,
     until: float | None = None,
     now: float | None = None,
+    fx: FxTable = REFERENCE_ONLY,
 ) -> list[AlertSignal]:
     """Run ``events`` in order through ``pack`` (a loaded pack or its YAML) as the server's engine
     would, and return the alert signals of every detection that fired, shadow ones included
@@ -90,7 +92,9 @@ def run_pack(
     :class:`~ringfence.errors.EventError` naming the fields at fault. Absence timers fire as the
     events' own times pass their deadlines; ``until`` moves event time on to that instant at
     the end, to see what fires by then. ``now``: refuse events dated more than 5 minutes after
-    it, like the server (default: no such check, so fixed test dates never go stale).
+    it, like the server (default: no such check, so fixed test dates never go stale). ``fx``:
+    the rates amounts are converted into the reference currency at (default: none, so only
+    amounts in the reference currency get ``data.amount_ref``).
 
     >>> from ringfence.testing import event, run_pack
     >>> pack = '''
@@ -113,7 +117,7 @@ def run_pack(
     for offset, body in enumerate(events):
         if isinstance(body, Mapping):
             body = msgspec.json.encode(body)
-        valid = validate_event(body.encode() if isinstance(body, str) else body, clock, loaded.custom_types)
+        valid = validate_event(body.encode() if isinstance(body, str) else body, clock, loaded.custom_types, fx=fx)
         signals += engine.process(valid, offset, 0, valid.occurred_at)
     signals += engine.advance(until)
     return signals

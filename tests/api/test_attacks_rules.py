@@ -348,7 +348,7 @@ def test_the_json_answer_keeps_its_shape_for_old_clients(srv: EmbeddedServer, ke
     customer = uid("cus")
     post(srv, keys.producer, [event("balance.updated", customer_id=customer, balance="70.00")])
     srv.wait_processed(keys.admin)
-    candidate = default_pack_text().replace("when: data.balance < 50", "when: data.balance < 100")
+    candidate = default_pack_text().replace("when: data.balance_ref < 50", "when: data.balance_ref < 100")
     with srv.client(keys.admin) as c:
         response = c.post("/v1/rules/backtest", params={"limit": 50}, content=candidate, headers=YAML)
     assert response.status_code == 200

@@ -61,6 +61,8 @@ TABLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/rules/backtest"):                             "A    Y    Y    N    Y    Y    N",
     ("GET", "/v1/lists/{name}"):                                "A    Y    Y    N    Y    Y    Y",
     ("PUT", "/v1/lists/{name}"):                                "A    N    N    N    Y    Y    N",
+    ("GET", "/v1/fx/rates"):                                    "A    Y    Y    N    Y    Y    Y",
+    ("PUT", "/v1/fx/rates"):                                    "A    N    N    N    Y    Y    N",
     ("GET", "/v1/customers/{customer_id}/features"):            "A    Y    Y    N    N    Y    N",
     ("GET", "/v1/customers/{customer_id}/events"):              "A    Y    Y    N    N    Y    N",
     ("GET", "/v1/stats"):                                       "A    Y    Y    N    N    Y    N",
@@ -107,6 +109,7 @@ PLACEHOLDERS: dict[str, Callable[[Fixture], str]] = {
     "entry_id": lambda f: "999999999",
 }
 FUTURE = datetime.fromtimestamp(time.time() + 86_400, UTC).isoformat()  # silences last a year at most
+TODAY = datetime.now(UTC).date().isoformat()
 BODIES: dict[tuple[str, str], Callable[[Fixture, str], dict[str, Any]]] = {
     ("POST", "/v1/events"): lambda f, role: {"json": [event("login.succeeded", customer_id=uid("cus"))]},
     ("POST", "/v1/alerts/{alert_id}/assign"): lambda f, role: {"json": {"assignee": "someone"}},
@@ -116,6 +119,7 @@ BODIES: dict[tuple[str, str], Callable[[Fixture, str], dict[str, Any]]] = {
     ("POST", "/v1/rules/validate"): lambda f, role: yaml(f.pack),
     ("POST", "/v1/rules/backtest"): lambda f, role: {**yaml(f.pack), "params": {"limit": 10}},
     ("PUT", "/v1/lists/{name}"): lambda f, role: {"json": {"values": ["mer_bad"]}},
+    ("PUT", "/v1/fx/rates"): lambda f, role: {"json": {"rates": [{"currency": "USD", "rate": "0.92", "as_of": TODAY}]}},
     ("POST", "/v1/session"): lambda f, role: {"json": {"key": f.keys[role] or "rf_000000000000_" + "A" * 43}},
 }
 

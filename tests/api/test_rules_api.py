@@ -139,7 +139,7 @@ def test_backtest_compares_a_candidate_with_the_live_pack(server: EmbeddedServer
     customer = uid("cus")
     post(server, keys.producer, [event("balance.updated", customer_id=customer, balance="70.00")])
     server.wait_processed(keys.admin)
-    candidate = default_pack_text().replace("when: data.balance < 50", "when: data.balance < 100")
+    candidate = default_pack_text().replace("when: data.balance_ref < 50", "when: data.balance_ref < 100")
     with server.client(keys.admin) as c:
         body = c.post("/v1/rules/backtest", content=candidate, headers=YAML).json()
     assert body["events"] >= 1

@@ -26,12 +26,16 @@ def deploy(aws_endpoint: str) -> Iterator[DeploymentFactory]:
     made: list[Deployment] = []
 
     def make(
-        shards: int = 2, batch_size: int = 100, alerting: Path | None = None, rule_pack: Path | None = None
+        shards: int = 2,
+        batch_size: int = 100,
+        alerting: Path | None = None,
+        rule_pack: Path | None = None,
+        fx_rates: Path | None = None,
     ) -> Deployment:
         clients = AwsClients(REGION)
         prefix = f"rf{uuid.uuid4().hex[:10]}"
         names = provision(clients, prefix, shards)
-        settings = load_settings(environ={}, alerting=alerting, rule_pack=rule_pack)
+        settings = load_settings(environ={}, alerting=alerting, rule_pack=rule_pack, fx_rates=fx_rates)
         runtime = AwsRuntime.create(names, settings, clients, AUDIT_KEY)
         failures: list[dict[str, Any]] = []
         stream = KinesisSource(

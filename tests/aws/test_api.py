@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from ringfence.alerts.model import alert_id
+from ringfence.alerts.model import AlertQuery, alert_id
 from ringfence.api.app import HSTS, SECURITY_HEADERS
 from ringfence.bench.servers import EmbeddedServer
 from ringfence.config import load_settings
@@ -362,10 +364,33 @@ NOT_SERVED: list[tuple[str, Any, dict[str, str]]] = [
     ("POST /v1/alerts/{alert_id}/assign", {"assignee": "ana"}, {"alert_id": "al_x"}),
     ("GET /v1/rules", None, {}),
     ("GET /v1/lists/{name}", None, {"name": "high_risk_countries"}),
+    ("PUT /v1/fx/rates", {"rates": []}, {}),
     ("GET /v1/customers/{customer_id}/features", None, {"customer_id": "cus_a"}),
     ("GET /v1/customers/{customer_id}/events", None, {"customer_id": "cus_a"}),
     ("POST /v1/session", {"key": "rf_0123456789ab_x"}, {}),
 ]
+
+
+def test_the_fx_rates_ship_with_the_deployment_and_ingest_converts_with_them(
+    deploy: DeploymentFactory, tmp_path: Path
+) -> None:
+    today = datetime.now(UTC).date().isoformat()
+    rates = tmp_path / "rates.csv"
+    rates.write_text(f"currency,rate,as_of\nHUF,0.0025,{today}\n")
+    d = deploy(fx_rates=rates)
+    table = body(d.call(http_event("GET /v1/fx/rates", ADMIN)))
+    assert (table["reference"], [(r["currency"], r["rate"]) for r in table["rates"]]) == ("EUR", [("HUF", "0.0025")])
+    small, large = (
+        event("transfer.initiated", customer_id="cus_s", amount="2000.00", currency="HUF"),
+        event("transfer.initiated", customer_id="cus_l", amount="1000000.00", currency="HUF"),
+    )
+    d.send([small, large])
+    d.stream.drain()
+    large_payments = [
+        a for a in d.runtime.alerts.list_alerts(AlertQuery(limit=50))[0] if a.rule_id == "notify_large_transaction"
+    ]
+    assert [a.customer_id for a in large_payments] == ["cus_l"]  # 2,000 HUF is about EUR 5
+    assert large_payments[0].evidence["events"][-1]["fx"] == {"reference": "EUR", "rate": "0.0025", "as_of": today}
 
 
 @pytest.mark.parametrize(("route", "sent", "path"), NOT_SERVED)

@@ -22,7 +22,7 @@ def test_rules_check_accepts_the_default_pack(tmp_path: Path) -> None:
     pack.write_text(default_pack_text())
     out = cli("rules", "check", str(pack)).stdout
     assert out.startswith("OK: pack ")
-    assert "22 rules, 4 patterns" in out
+    assert "23 rules, 4 patterns" in out
 
 
 def test_rules_check_names_the_rule_and_column_of_an_error(tmp_path: Path) -> None:
@@ -49,6 +49,27 @@ def test_rules_test_shows_which_detection_fired_on_which_event_and_why(tmp_path:
     assert hit["features"] == {"failed_logins_10m": 5}
     assert hit["line"] == 5
     assert "line 6: invalid event" in result.stderr
+
+
+def test_rules_test_converts_amounts_at_the_rates_given(tmp_path: Path) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(default_pack_text())
+    forints = [
+        event("transfer.initiated", amount=a, currency="HUF", at=1_795_000_000) for a in ("2000.00", "1000000.00")
+    ]
+    file = tmp_path / "events.ndjson"
+    file.write_text("\n".join(json.dumps(e) for e in forints) + "\n")
+    rates = tmp_path / "rates.csv"
+    rates.write_text("currency,rate,as_of\nHUF,0.0025,2026-11-30\n")
+    args = ("rules", "test", str(pack), "--events", str(file), "--json")
+    converted = [json.loads(line) for line in cli(*args, "--fx-rates", str(rates)).stdout.splitlines()]
+    assert [(h["line"], h["rule_id"]) for h in converted] == [(2, "notify_large_transaction")]
+    unrated = [json.loads(line)["rule_id"] for line in cli(*args).stdout.splitlines()]
+    assert unrated == ["ops_fx_rate_missing", "ops_fx_rate_missing"]  # no rate: no amount compared raw
+    rates.write_text("currency,rate,as_of\nHUF,-1,2026-11-30\n")
+    refused = cli(*args, "--fx-rates", str(rates), check=False)
+    assert refused.returncode == 2
+    assert "rates[0].rate" in refused.stderr
 
 
 def test_simulate_writes_events_and_separate_labels_and_reports_recall(tmp_path: Path) -> None:

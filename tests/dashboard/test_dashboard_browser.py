@@ -166,7 +166,12 @@ def test_customer_operations_and_rules_views(
     post(
         server,
         keys["producer"],
-        [event("login.succeeded", customer_id=customer), risky_transfer(customer), {"type": "not.an.event"}],
+        [
+            event("login.succeeded", customer_id=customer),
+            risky_transfer(customer),
+            {"type": "not.an.event"},
+            event("transfer.initiated", customer_id=customer, amount="25.00", currency="CHF"),  # no FX rate
+        ],
     )
     server.wait_processed(keys["analyst"])
     page = analyst.page
@@ -186,6 +191,10 @@ def test_customer_operations_and_rules_views(
     assert page.get_by_role("img", name=re.compile("^Dead letters")).is_visible()
     assert page.get_by_role("img", name=re.compile("^Rejected and late events per second")).is_visible()
     assert int(page.locator("#t-rejected").inner_text().replace(",", "")) >= 1
+    money = page.get_by_role("region", name="Money")  # the FX rates: an amount with none is counted
+    assert "Reference currency" in money.inner_text()
+    assert "EUR" in money.inner_text()
+    assert int(page.locator("#fx-missing").inner_text().replace(",", "")) >= 1
     points = "() => (document.querySelector('svg.chart polyline')?.getAttribute('points') || '').split(' ').length"
     before = page.evaluate(points)
     page.wait_for_function(f"() => ({points})() > {before}", timeout=LIVE_TIMEOUT_MS)  # redrawn with a new sample
@@ -199,7 +208,7 @@ def test_customer_operations_and_rules_views(
     row.wait_for()
     live_last_hour = int(row.locator("td").nth(4).inner_text())
     assert live_last_hour >= 1
-    assert page.locator("#pack-version").inner_text() == "2026.11.2"
+    assert page.locator("#pack-version").inner_text() == "2026.12.1"
     page.get_by_label("Candidate rule pack (YAML)").fill("version: x\nrules:\n  - id: broken\n    when: amount >\n")
     page.get_by_role("button", name="Validate").click()
     error = page.locator("#validation").get_by_role("alert")

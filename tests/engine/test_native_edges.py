@@ -3,8 +3,10 @@ cannot carry, and a corrupt checkpoint row, each against the reference engine.""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
+from decimal import Decimal
 
 import msgspec
 import pytest
@@ -13,7 +15,10 @@ from ringfence.engine.engine import Engine
 from ringfence.engine.native import NativeEngine, make_engine
 from ringfence.engine.pack import load_pack
 from ringfence.errors import RulePackError
+from ringfence.events.decode import validate_event
+from ringfence.events.fx import FxRate, FxTable
 from ringfence.events.model import Event, encode_event
+from ringfence.testing import event
 from tests.helpers.differential import native_candidate
 
 PACK = """
@@ -178,3 +183,42 @@ def test_readers_on_other_threads_meet_no_batch_the_core_runs_without_the_interp
         reader.join(5)
     assert errors == []
     assert reads > 0
+
+
+FX_PACK = """
+version: "fx"
+rules:
+  - id: big
+    on: [transfer.initiated]
+    when: data.amount_ref >= 100
+    severity: low
+    audience: ops
+    title: "{data.amount} {data.currency} = {data.amount_ref}"
+patterns:
+  - id: quiet
+    kind: absence
+    by: customer_id
+    within: 1m
+    expect: {on: [transfer.initiated]}
+    severity: low
+    audience: ops
+    title: quiet
+"""
+
+
+def test_the_rate_in_evidence_is_the_triggering_events_in_both_engines_never_a_timers() -> None:
+    """The absence fires, in the same run, for an earlier converted event: its signal takes no
+    rate, as the reference engine gives none to a timer's signal."""
+    table = FxTable("EUR", {"HUF": FxRate("HUF", Decimal("0.0025"), dt.date(2026, 12, 1))})
+    t = 1_795_000_000.0
+    raws = [
+        event("transfer.initiated", at=t, customer_id="cus_a", amount="100000.00", currency="HUF"),
+        event("transfer.initiated", at=t + 120, customer_id="cus_b", amount="1.00", currency="HUF"),
+    ]
+    bodies = [encode_event(validate_event(msgspec.json.encode(r), t + 200, fx=table)) for r in raws]
+    pack = load_pack(FX_PACK)
+    core, reference = native_candidate()(pack, 5.0), Engine(pack)
+    run = ([0, 1], [0, 0], [t, t + 120])
+    got, expected = core.process_raw_many(bodies, *run)[0], reference.process_raw_many(bodies, *run)[0]
+    assert got == expected
+    assert [(s.rule_id, s.fx is not None) for s in got] == [("big", True), ("quiet", False)]

@@ -20,7 +20,7 @@ from ringfence.testing import event
 
 T = TypeVar("T")
 # The candidate pack of :func:`job`: the default pack with a looser low-balance rule.
-LOW_BALANCE_100 = default_pack_text().replace("when: data.balance < 50", "when: data.balance < 100")
+LOW_BALANCE_100 = default_pack_text().replace("when: data.balance_ref < 50", "when: data.balance_ref < 100")
 
 
 def journal(tmp_path: Path, count: int) -> Path:

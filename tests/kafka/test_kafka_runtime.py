@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from ringfence import testing
 from ringfence.clock import iso
 from ringfence.config import load_settings
 from ringfence.engine.backtest import backtest
@@ -321,3 +322,39 @@ def test_a_dispatcher_killed_before_notifying_sends_the_notification_once_after_
     assert kafka_stack.sql("SELECT count(*) FROM alerts") == [(1,)]
     assert kafka_stack.sql("SELECT status FROM notifications") == [("sent",)]
     assert "skipped undecodable record" in worker.log()
+
+
+def test_rates_loaded_with_the_cli_reach_ingest_and_amounts_are_compared_converted(kafka_stack: KafkaStack) -> None:
+    key, ingest, api = kafka_stack.services("w1")
+    admin = kafka_stack.key("fx-admin", "admin")
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    rates = kafka_stack.workdir / "rates.csv"
+    rates.write_text(f"currency,rate,as_of\nHUF,0.0025,{today}\n")
+    version = int(kafka_stack.cli("fx", "load", str(rates)).stdout.split()[3].rstrip(":"))
+    deadline = time.monotonic() + 30
+    with ingest.client(admin) as c:  # the ingest service follows the store (every 5 s)
+        while c.get("/v1/fx/rates").json()["version"] != version:
+            assert time.monotonic() < deadline, "the ingest service did not follow the load"
+            time.sleep(0.5)
+    small = event_of("transfer.initiated", "cus_fx", amount="2000.00", currency="HUF", payee_id="pay_1")
+    large = event_of("transfer.initiated", "cus_fx", amount="1000000.00", currency="HUF", payee_id="pay_1")
+    post(ingest, key, [small, large])  # one customer: one partition, in this order
+    deadline = time.monotonic() + 60
+    while not (found := [a for a in customer_alerts(api, key, "cus_fx") if a["rule_id"] == "notify_large_transaction"]):
+        assert time.monotonic() < deadline, "no large-payment alert"
+        time.sleep(0.5)
+    (alert,) = found  # 2,000 HUF (about EUR 5) raised none
+    with api.client(key) as c:
+        evidence = c.get(f"/v1/alerts/{alert['id']}").json()["evidence"]["events"]
+    assert [e["event_id"] for e in evidence] == [large["event_id"]]
+    assert evidence[-1]["fx"] == {"reference": "EUR", "rate": "0.0025", "as_of": today}
+
+
+def event_of(type_: str, customer: str, **data: Any) -> dict[str, Any]:
+    return testing.event(type_, customer_id=customer, event_id=f"fx-{time.time_ns()}", **data)
+
+
+def customer_alerts(api: Service, key: str, customer: str) -> list[dict[str, Any]]:
+    with api.client(key) as c:
+        items: list[dict[str, Any]] = c.get("/v1/alerts", params={"customer_id": customer}).json()["items"]
+    return items

@@ -57,18 +57,18 @@ def evidence_events(signal: AlertSignal) -> list[dict[str, Any]]:
     related = [
         {**e, "occurred_at": iso(e["occurred_at"]), "ingested_at": iso(e["ingested_at"])} for e in signal.related_events
     ]
-    return [
-        *related,
-        {
-            "event_id": signal.event_id,
-            "type": signal.event_type,
-            "offset": signal.offset,
-            "occurred_at": iso(signal.occurred_at),
-            "ingested_at": iso(signal.ingested_at),
-            "late": signal.late,
-            "features": signal.features,
-        },
-    ]
+    event: dict[str, Any] = {
+        "event_id": signal.event_id,
+        "type": signal.event_type,
+        "offset": signal.offset,
+        "occurred_at": iso(signal.occurred_at),
+        "ingested_at": iso(signal.ingested_at),
+        "late": signal.late,
+        "features": signal.features,
+    }
+    if signal.fx is not None:  # the rate its money was compared at (its amounts in the reference currency)
+        event["fx"] = signal.fx
+    return [*related, event]
 
 
 def new_evidence(signal: AlertSignal) -> dict[str, Any]:

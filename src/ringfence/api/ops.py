@@ -39,6 +39,7 @@ class Totals:
     notification_failures: float
     lag: int
     notifications: dict[str, int]  # by status: pending, sent, dead
+    fx_missing: float  # events whose currency had no FX rate
 
     @property
     def dead_letters(self) -> int:
@@ -68,6 +69,7 @@ class Totals:
             + total("ringfence_notifications", outcome="failed"),
             lag=platform.lag(),
             notifications={status: by_status.get(status, 0) for status in ("pending", "sent", "dead")},
+            fx_missing=total("ringfence_fx_missing_rate_events"),
         )
 
 
@@ -131,8 +133,23 @@ def _snapshot(platform: Platform, history: OpsHistory) -> dict[str, Any]:
         "quarantine": quarantine.counts(),  # stored, by status: entries need admin
         "notifications": totals.notifications,
         "late_events_stored": records.count_late_events(),
+        "fx": _fx(platform, int(totals.fx_missing)),
         "sample_every_s": SAMPLE_EVERY_S,
         "series": history.series(),
+    }
+
+
+def _fx(platform: Platform, missing: int) -> dict[str, Any]:
+    """The rates in force: how many, how many stale, and the events that had no rate."""
+    table = platform.fx_table()
+    now = platform.clock.time()
+    return {
+        "reference": table.reference,
+        "version": table.version,
+        "rates": len(table.rates),
+        "stale": len(table.stale(now)),
+        "max_age_days": table.max_age_days,
+        "missing_rate_events": missing,
     }
 
 

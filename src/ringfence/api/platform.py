@@ -18,6 +18,7 @@ from ringfence.clock import Clock
 from ringfence.config import Settings
 from ringfence.engine.pack import RulePack
 from ringfence.errors import NotSupported
+from ringfence.events.fx import FxRate, FxTable
 from ringfence.log.base import Record
 from ringfence.metrics import Metrics
 from ringfence.store.base import LateEvent
@@ -217,6 +218,16 @@ class Platform(Protocol):
 
     def put_list(self, name: str, values: list[str], actor: str, now: float) -> ListValues:
         """Replace list ``name``'s values (audited) and hand them to the rules."""
+        ...
+
+    # -- money --
+
+    def fx_table(self) -> FxTable:
+        """The rates ingest converts amounts into the reference currency with now."""
+        ...
+
+    def load_fx(self, rates: list[FxRate], actor: str, now: float) -> FxTable:
+        """Store ``rates`` as the new table (audited); ingest converts with it from then on."""
         ...
 
     async def backtest(self, candidate: RulePack, limit: int, on_exit: Callable[[], None]) -> BacktestRun:

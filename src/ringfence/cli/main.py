@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ringfence.cli import audit, bench, infra, keys, quarantine, replay, rules, serve, simulate, up
+from ringfence.cli import audit, bench, fx, infra, keys, quarantine, replay, rules, serve, simulate, up
 
 app = typer.Typer(
     name="ringfence",
@@ -23,6 +23,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(rules.app, name="rules")
 app.add_typer(audit.app, name="audit")
 app.add_typer(quarantine.app, name="quarantine")
+app.add_typer(fx.app, name="fx")
 app.add_typer(serve.app, name="serve")
 app.add_typer(infra.kafka_app, name="kafka")
 app.add_typer(infra.db_app, name="db")

@@ -10,11 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ringfence.cli.common import ConfigOption, settings_from
 from ringfence.clock import SystemClock, iso
 from ringfence.engine.engine import Engine
 from ringfence.engine.pack import RulePack, load_pack_file
-from ringfence.errors import EventError, RulePackError
+from ringfence.errors import ConfigError, EventError, RulePackError
 from ringfence.events.decode import validate_event
+from ringfence.events.fx import shipped_table
 
 app = typer.Typer(help="Check and test rule packs.", no_args_is_help=True)
 PackFile = Annotated[Path, typer.Argument(help="Rule pack YAML", exists=True, dir_okay=False)]
@@ -44,11 +46,22 @@ def test(
     events: Annotated[Path, typer.Option("--events", help="NDJSON events", exists=True, dir_okay=False)],
     flush: Annotated[bool, typer.Option(help="At the end, fire every pending absence timer")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per hit")] = False,
+    fx_rates: Annotated[
+        Path | None,
+        typer.Option(help="FX rates CSV (currency,rate,as_of) to convert amounts with (default: none)", dir_okay=False),
+    ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Run EVENTS through FILE's pack and show which detections fire on which events, and why."""
     pack = _load(file)
     engine = Engine(pack)
     now = SystemClock().time()
+    settings = settings_from(config)  # the reference currency and the age a rate goes stale
+    try:
+        fx = shipped_table(fx_rates, settings.reference_currency, settings.fx_max_age_days, now)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     hits: list[dict[str, Any]] = []
     invalid = 0
     with events.open("rb") as f:
@@ -56,7 +69,7 @@ def test(
             if not line.strip():
                 continue
             try:
-                event = validate_event(line, now, pack.custom_types)
+                event = validate_event(line, now, pack.custom_types, fx=fx)
             except EventError as exc:
                 invalid += 1
                 typer.echo(f"line {line_no}: invalid event: {exc}", err=True)

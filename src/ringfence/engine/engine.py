@@ -41,9 +41,9 @@ from ringfence.engine.patterns import (
     encode_pattern_state,
     snapshot,
 )
-from ringfence.engine.rules import AlertSignal, Output
+from ringfence.engine.rules import AlertSignal, Output, with_fx
 from ringfence.events.model import Event, decode_event
-from ringfence.events.types import MONEY_FIELDS
+from ringfence.events.types import NUMERIC_MONEY_FIELDS
 
 StateKey = tuple[str, str]  # (state name, key)
 
@@ -71,7 +71,7 @@ class EventContext:
             return getattr(self.event, path[0], None)
         if len(path) == 2:  # the common case, kept short: it runs for most expression leaves
             value = self.event.data.get(path[1])
-            return float(value) if path[1] in MONEY_FIELDS and value.__class__ is str else value
+            return float(value) if path[1] in NUMERIC_MONEY_FIELDS and value.__class__ is str else value
         return walk(self.event.data, path[1:])
 
     def feature(self, name: str) -> Any:
@@ -84,7 +84,7 @@ class EventContext:
 
     def step(self, name: str, path: tuple[str, ...]) -> Any:
         value = walk(self.steps.get(name), path)
-        if len(path) == 2 and path[0] == "data" and path[1] in MONEY_FIELDS and isinstance(value, str):
+        if len(path) == 2 and path[0] == "data" and path[1] in NUMERIC_MONEY_FIELDS and isinstance(value, str):
             return float(value)
         return value
 
@@ -304,7 +304,7 @@ class Engine:
                     signals.append(signal)
         for s in signals[fired:]:
             self.hits[(s.rule_id, s.mode)] += 1
-        return signals
+        return signals[:fired] + [with_fx(s, event.data) for s in signals[fired:]] if len(signals) > fired else signals
 
     def _score(self, spec: AnomalySpec, ctx: EventContext, t: float) -> float | None:
         if not spec.applies(ctx.event.type, ctx):

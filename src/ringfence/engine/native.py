@@ -18,12 +18,15 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from ringfence.config import ENGINES
 from ringfence.engine.anomaly import AnomalyKind
 from ringfence.engine.engine import Engine, check_run
 from ringfence.engine.pack import RulePack
+from ringfence.engine.patterns import PatternKind
 from ringfence.engine.plan import plan_of, unsupported, value_names
-from ringfence.engine.rules import AlertSignal, Output
+from ringfence.engine.rules import AlertSignal, Output, with_fx
 from ringfence.errors import RulePackError
 from ringfence.events.model import Event, encode_event
 
@@ -131,6 +134,8 @@ class NativeEngine(Engine):
         self._row_of = {
             persisted: (kind, i) for kind, table in enumerate(self._persisted) for i, persisted in enumerate(table)
         }
+        # an absence fires on a timer, for an earlier event: its signal never takes this event's rate
+        self._timed = frozenset(p.id for p in pack.patterns if p.kind == PatternKind.ABSENCE)
         self._outputs: dict[str, list[tuple[str, Output]]] = {
             "rule": [(r.id, r.output) for r in pack.rules],
             "pattern": [(p.id, p.output) for p in pack.patterns],
@@ -205,7 +210,7 @@ class NativeEngine(Engine):
         Python: the signals, and the partition's watermark if the event was behind it."""
         with self._lock:
             raw, late, _ = self._core.process(body, offset, partition, ingested_at)
-        return [self._signal_of(s) for s in raw], late
+        return _with_fx([self._signal_of(s) for s in raw], [body], [offset], self._timed), late
 
     def process_raw_many(
         self,
@@ -223,7 +228,7 @@ class NativeEngine(Engine):
                 raw, behind = self._core.process_many(
                     list(bodies[lo:hi]), list(offsets[lo:hi]), list(partitions[lo:hi]), list(ingested_ats[lo:hi])
                 )
-            signals += [self._signal_of(s) for s in raw]
+            signals += _with_fx([self._signal_of(s) for s in raw], bodies[lo:hi], offsets[lo:hi], self._timed)
             late += [(lo + i, mark) for i, mark in behind]
         return signals, late
 
@@ -246,7 +251,8 @@ class NativeEngine(Engine):
         body = encode_event(event)
         with self._lock:
             raw, _, values = self._core.process(body, offset, partition, ingested_at, given, final, wanted)
-        return [self._signal_of(s) for s in raw], dict(zip(names, values, strict=True))
+        signals = [self._signal_of(s) for s in raw]
+        return _with_fx(signals, [body], [offset], self._timed), dict(zip(names, values, strict=True))
 
     def advance(self, watermark: float | None = None) -> list[AlertSignal]:
         with self._lock:
@@ -355,3 +361,35 @@ class NativeEngine(Engine):
                 self._core.restore(batch)
         with self._lock:
             self._core.set_max_event_time(dict(max_event_time))
+
+
+class _Stamped(msgspec.Struct):
+    """What evidence needs of a stored event: its id and the rate its money was converted at."""
+
+    event_id: str
+    data: dict[str, Any] = {}
+
+
+_stamped = msgspec.json.Decoder(_Stamped)
+
+
+def _with_fx(
+    signals: list[AlertSignal], bodies: Sequence[bytes], offsets: Sequence[int], timed: frozenset[str]
+) -> list[AlertSignal]:
+    """The rate each signal's event was converted at, as :meth:`Engine._process` gives it: on the
+    signals of the events run (matched by offset and id), not on a timer's (``timed``: the
+    absences, which fire for an earlier event, even one of this run)."""
+    if not signals:
+        return signals
+    at: dict[int, list[int]] = {}  # offsets count per partition: two events of a run may share one
+    for i, offset in enumerate(offsets):
+        at.setdefault(offset, []).append(i)
+    out = []
+    for signal in signals:
+        for i in () if signal.rule_id in timed else at.get(signal.offset, ()):
+            event = _stamped.decode(bodies[i])
+            if event.event_id == signal.event_id:
+                signal = with_fx(signal, event.data)
+                break
+        out.append(signal)
+    return out

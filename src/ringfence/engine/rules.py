@@ -126,7 +126,9 @@ class AlertSignal(msgspec.Struct, frozen=True, omit_defaults=True):
 
     ``offset`` is the log offset of the triggering event; ``features`` the values that
     made the rule fire; ``late`` marks an event behind its partition's watermark;
-    ``related_events`` are the earlier events of a pattern (its steps, or what was awaited).
+    ``related_events`` are the earlier events of a pattern (its steps, or what was awaited);
+    ``fx`` the rate the triggering event was converted at, on the signals of the event being
+    processed (not on a timer's, whose event came earlier).
     """
 
     rule_id: str
@@ -147,3 +149,11 @@ class AlertSignal(msgspec.Struct, frozen=True, omit_defaults=True):
     customer_id: str | None = None
     late: bool = False
     related_events: list[dict[str, Any]] = []
+    fx: dict[str, Any] | None = None  # the rate the event's money was converted at (its data.fx)
+
+
+def with_fx(signal: AlertSignal, data: Any) -> AlertSignal:
+    """``signal`` of the event whose ``data`` it is, with the rate ingest converted that
+    event's money at (:mod:`ringfence.events.fx`) as evidence."""
+    fx = data.get("fx") if isinstance(data, dict) else None
+    return msgspec.structs.replace(signal, fx=fx) if isinstance(fx, dict) else signal

@@ -11,7 +11,7 @@ from typing import Any, TypeAlias
 
 import msgspec
 
-from ringfence.events.types import BUILTIN_TYPES, MONEY_FIELDS
+from ringfence.events.types import BUILTIN_TYPES, MONEY_FIELDS, REFERENCE_MONEY_FIELDS
 
 NUMBER, STRING, BOOL, ANY, LIST = "number", "string", "bool", "any", "list"
 FieldType: TypeAlias = str | Mapping[str, "FieldType"]
@@ -24,6 +24,10 @@ ENVELOPE_TYPES: dict[str, FieldType] = {
     "customer_id": STRING,
     "account_id": STRING,
 }
+
+
+# the rate ingest converted an event's money at (:mod:`ringfence.events.fx`)
+FX_STAMP: dict[str, FieldType] = {"reference": STRING, "rate": STRING, "as_of": STRING, "stale": BOOL, "missing": BOOL}
 
 
 def _from_info(info: Any) -> FieldType:
@@ -58,9 +62,10 @@ def _type_schema(name: str) -> dict[str, FieldType]:
     info = msgspec.inspect.type_info(BUILTIN_TYPES[name])
     assert isinstance(info, msgspec.inspect.StructType)
     fields = {f.name: _from_info(f.type) for f in info.fields}
-    for money in MONEY_FIELDS:  # held as decimal strings, read as numbers
+    for money, ref in zip(MONEY_FIELDS, REFERENCE_MONEY_FIELDS, strict=True):  # decimal texts, read as numbers
         if money in fields:
-            fields[money] = NUMBER
+            fields[money] = fields[ref] = NUMBER  # ref: the same in the reference currency (ingest's stamp)
+            fields["fx"] = FX_STAMP
     return fields
 
 

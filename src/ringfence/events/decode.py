@@ -22,6 +22,7 @@ import msgspec
 from ringfence.errors import EventError, FieldError
 from ringfence.events.controls import envelope_fault, printable
 from ringfence.events.fields import DECODE_ERRORS, TOO_DEEP, decode_fields, field_errors
+from ringfence.events.fx import STAMPED, FxTable
 from ringfence.events.model import Event
 from ringfence.events.normalise import normalise_data
 from ringfence.events.sensitive import PAN_MESSAGE, clean, echo, mask_ibans, plain, redact, scan
@@ -44,6 +45,7 @@ MAX_FUTURE_SKEW_S = 300.0  # producers' clocks run a little ahead; more would mo
 MAX_EVENT_BYTES = 64 * 1024
 ENVELOPE_TEXTS = ("event_id", "customer_id", "account_id", "source", "type")
 INTERNAL = "this event could not be validated (an internal error, logged); it was not kept"
+RESERVED = "is set by Ringfence (the amount in the reference currency, and the rate): a reserved name"
 
 _envelope_decoder = msgspec.json.Decoder(Envelope)
 _data_decoders = {name: msgspec.json.Decoder(cls) for name, cls in BUILTIN_TYPES.items()}
@@ -51,6 +53,7 @@ _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _raw_decoder = msgspec.json.Decoder(msgspec.Raw)
 _object_decoder = msgspec.json.Decoder(dict[str, Any])
 _clean_name = functools.lru_cache(maxsize=4096)(clean)  # sources and types: few, and in every event
+REFERENCE_ONLY = FxTable()  # no rates loaded: amounts in the reference currency convert, others are flagged
 
 
 class MalformedBody(EventError):
@@ -89,6 +92,7 @@ class DecodedBatch:
     events: list[Event] = field(default_factory=list)
     indexes: list[int] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    fx_missing: dict[str, int] = field(default_factory=dict)  # events accepted with no rate, by currency
 
     @property
     def size(self) -> int:
@@ -215,8 +219,10 @@ def validate_event(
     now: float,
     custom_types: Collection[str] = (),
     sources: Collection[str] | None = None,
+    fx: FxTable = REFERENCE_ONLY,
 ) -> Event:
-    """Validate one event's JSON and return it normalised, masked and PAN-free.
+    """Validate one event's JSON and return it normalised, masked and PAN-free, its money
+    also in the reference currency at ``fx``'s rate (:meth:`FxTable.stamp`).
 
     ``sources``: the sources the producer's key may write (None: any). Raises EventError
     listing every field at fault; its ``event_id`` is None if that id failed validation or
@@ -237,12 +243,16 @@ def validate_event(
         errors += normalise_data(data, {e.field for e in errors})
         if data_errors and known_keys:  # scan what was sent, not only what decoded
             data, known_keys = _as_sent(data_raw), False
+        if isinstance(data, dict) and not known_keys:  # a built-in type's struct refuses them already
+            errors += [FieldError(f"data.{name}", RESERVED) for name in STAMPED if name in data]
     if errors or not plain(data):
         data = scan(data, "data", errors, keys=not known_keys)
     if errors:
         event_id = _echoed_event_id(values, {e.field for e in errors})
         unique = dict.fromkeys(FieldError(printable(redact(e.field)), printable(redact(e.message))) for e in errors)
         raise EventError(list(unique), event_id)
+    if isinstance(data, dict):  # after the scans: a converted amount is no producer's text
+        fx.stamp(data, now)
     account = values.get("account_id")
     customer = values.get("customer_id")
     mask = _as_is if texts_plain else mask_ibans
@@ -269,8 +279,9 @@ def decode_batch(
     max_events: int,
     custom_types: Iterable[str] = (),
     sources: Collection[str] | None = None,
+    fx: FxTable = REFERENCE_ONLY,
 ) -> DecodedBatch:
-    """Decode and validate every event of a request body.
+    """Decode and validate every event of a request body (money converted at ``fx``).
 
     ``sources``: the sources the producer's key may write (None: any). Raises MalformedBody
     if the body cannot be read at all, TooManyEvents if it holds more than ``max_events``.
@@ -286,8 +297,13 @@ def decode_batch(
             batch.rejected.append(Rejection(index, None, [item]))
             continue
         try:
-            batch.events.append(validate_event(item, now, custom, allowed))
+            event = validate_event(item, now, custom, allowed, fx)
+            batch.events.append(event)
             batch.indexes.append(index)
+            stamp = event.data.get("fx") if isinstance(event.data, dict) else None
+            if isinstance(stamp, dict) and stamp.get("missing"):  # set by the stamp only (reserved)
+                currency = event.data["currency"]  # a known ISO 4217 code: money is checked before
+                batch.fx_missing[currency] = batch.fx_missing.get(currency, 0) + 1
         except EventError as exc:
             batch.rejected.append(Rejection(index, exc.event_id, exc.errors))
         except Exception as exc:  # a bug must cost this event only, never the batch or the worker

@@ -120,6 +120,9 @@ BUILTIN_TYPES: dict[str, type[_Data]] = {
 
 # Fields of ``data`` that hold money, with the field naming their currency.
 MONEY_FIELDS = ("amount", "balance")
+# each in the reference currency, set by ingest (:mod:`ringfence.events.fx`); read as numbers too
+REFERENCE_MONEY_FIELDS = ("amount_ref", "balance_ref")
+NUMERIC_MONEY_FIELDS = frozenset(MONEY_FIELDS + REFERENCE_MONEY_FIELDS)
 # Fields masked before storage (account numbers).
 MASKED_FIELDS = ("payee_account",)
 

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 from ringfence.clock import Clock
 from ringfence.errors import FieldError, OverloadedError, RequestError
-from ringfence.events.decode import MalformedBody, Rejection, TooManyEvents, decode_batch
+from ringfence.events.decode import REFERENCE_ONLY, MalformedBody, Rejection, TooManyEvents, decode_batch
+from ringfence.events.fx import FxTable
 from ringfence.events.model import Event
 from ringfence.metrics import Metrics
 
@@ -49,6 +50,7 @@ class IngestReply:
     failure: str | None = None  # the journal append failed (retry)
     too_many: tuple[int, int] | None = None  # (events, limit): the body holds too many events
     error: str | None = None  # this request could not be handled (a bug, logged); nothing kept
+    fx_missing: dict[str, int] = field(default_factory=dict)  # events accepted with no rate, by currency
 
 
 class BodyWorker(Protocol):
@@ -64,6 +66,7 @@ class BodyWorker(Protocol):
         max_events: int,
         custom_types: frozenset[str],
         sources: frozenset[str] | None = None,
+        fx: FxTable = REFERENCE_ONLY,
     ) -> IngestReply: ...
 
 
@@ -89,6 +92,7 @@ class IngestService:
         lag: Callable[[], int],
         custom_types: Callable[[], frozenset[str]] = frozenset,
         worker: BodyWorker | None = None,
+        fx: Callable[[], FxTable] = lambda: REFERENCE_ONLY,
     ) -> None:
         self._committer = committer
         self._worker = worker
@@ -98,6 +102,7 @@ class IngestService:
         self._max_lag = max_lag_events
         self._lag = lag
         self._custom_types = custom_types
+        self._fx = fx
 
     def check_capacity(self) -> None:
         """Raise OverloadedError when the processor is too far behind (backpressure)."""
@@ -119,9 +124,11 @@ class IngestService:
             max_events=self._max_batch,
             custom_types=self._custom_types(),
             sources=sources,
+            fx=self._fx(),
         )
         result = IngestResult(rejected=batch.rejected)
         self._metrics.events_rejected.inc(len(batch.rejected))
+        self._count_fx_missing(batch.fx_missing)
         if batch.events:
             await self.append(batch.events, result)
         return result
@@ -136,6 +143,7 @@ class IngestService:
             max_events=self._max_batch,
             custom_types=self._custom_types(),
             sources=sources,
+            fx=self._fx(),
         )
         if reply.too_many is not None:
             raise TooManyEvents(*reply.too_many)
@@ -153,7 +161,12 @@ class IngestService:
             else:
                 result.accepted += 1
         self._count(result)
+        self._count_fx_missing(reply.fx_missing)
         return result
+
+    def _count_fx_missing(self, missing: dict[str, int]) -> None:
+        for currency, count in missing.items():
+            self._metrics.fx_missing.labels(currency).inc(count)
 
     def _count(self, result: IngestResult) -> None:
         self._metrics.events_rejected.inc(len(result.rejected))

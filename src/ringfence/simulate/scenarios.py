@@ -169,6 +169,17 @@ def notify_salary_received(people: Population, c: Customer, t: float) -> tuple[E
     ], ()
 
 
+# currencies a bank's rate table seldom carries: a payment in one has no reference amount
+UNRATED = ("MNT", "LAK", "TJS", "SZL", "MZN", "BTN")
+
+
+def ops_fx_rate_missing(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    payment = people.card(c, t, people.rng.uniform(20, 90), channel="ecom")
+    payment["data"]["currency"] = people.rng.choice(UNRATED)
+    payment["data"]["amount"] = f"{people.rng.uniform(5_000, 90_000):.2f}"
+    return [payment], ()
+
+
 def ops_api_error_rate(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
     endpoint = f"/partners/{people.rng.getrandbits(24):06x}/sync"
     return [
@@ -208,6 +219,7 @@ SCENARIOS: dict[str, Builder] = {
         notify_low_balance,
         notify_card_abroad,
         notify_salary_received,
+        ops_fx_rate_missing,
         ops_api_error_rate,
         ops_api_latency,
     )

@@ -6,7 +6,7 @@ missing ones. Add a step to change it; never edit a released one.
 
 from __future__ import annotations
 
-PG_SCHEMA_VERSION = 6
+PG_SCHEMA_VERSION = 7
 
 PG_MIGRATIONS: dict[int, str] = {
     1: """
@@ -199,6 +199,18 @@ CREATE TABLE snapshot_parts (gen BIGINT NOT NULL, part BIGINT NOT NULL, packed B
     6: """
 CREATE INDEX alerts_quiet ON alerts (rule_id, status);
 CREATE INDEX notifications_sent ON notifications (status, sent_at);
+""",
+    # FX rate tables, every version kept; the newest is the one ingest converts with.
+    # file_digest: the settings' rates file a table was loaded from ('' for the API's and CLI's)
+    7: """
+CREATE TABLE fx_tables (
+    version BIGSERIAL PRIMARY KEY,
+    reference TEXT NOT NULL,
+    rates TEXT NOT NULL,
+    loaded_at DOUBLE PRECISION NOT NULL,
+    loaded_by TEXT NOT NULL,
+    file_digest TEXT NOT NULL DEFAULT ''
+);
 """,
 }
 

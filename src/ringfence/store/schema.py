@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -218,5 +218,17 @@ CREATE TABLE snapshot_parts (
     12: """
 CREATE INDEX alerts_quiet ON alerts (rule_id, status);
 CREATE INDEX notifications_sent ON notifications (status, sent_at);
+""",
+    # FX rate tables, every version kept; the newest is the one ingest converts with.
+    # file_digest: the settings' rates file a table was loaded from ('' for the API's and CLI's)
+    13: """
+CREATE TABLE fx_tables (
+    version INTEGER PRIMARY KEY AUTOINCREMENT,
+    reference TEXT NOT NULL,
+    rates TEXT NOT NULL,
+    loaded_at REAL NOT NULL,
+    loaded_by TEXT NOT NULL,
+    file_digest TEXT NOT NULL DEFAULT ''
+);
 """,
 }

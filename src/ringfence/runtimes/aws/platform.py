@@ -21,6 +21,7 @@ from ringfence.config import Settings
 from ringfence.engine.pack import RulePack
 from ringfence.errors import FieldError, NotSupported, OverloadedError
 from ringfence.events.decode import Rejection, decode_batch
+from ringfence.events.fx import FxRate, FxTable, shipped_table
 from ringfence.events.model import Event, encode_event
 from ringfence.runtimes.aws.alerts import AlertTable
 from ringfence.runtimes.aws.announcements import OwedAnnouncements, Publish, announcement
@@ -56,8 +57,10 @@ class KinesisIngest:
         settings: Settings,
         clock: Clock,
         custom_types: Callable[[], frozenset[str]],
+        fx: FxTable,
     ) -> None:
         self._kinesis = kinesis
+        self._fx = fx
         self._stream = stream
         self._state = state
         self._settings = settings
@@ -75,6 +78,7 @@ class KinesisIngest:
             max_events=self._settings.max_batch_events,
             custom_types=self._custom_types(),
             sources=sources,
+            fx=self._fx,
         )
         result = IngestResult(rejected=list(batch.rejected))
         if batch.events:
@@ -203,8 +207,10 @@ class AwsPlatform:
         self.alerts = AnnouncedAlerts(rt.alerts, rt.announce)
         self.silences = self.notifications = rt.alerts
         self.records = AwsRecords(rt.alerts.audit)
+        s = rt.settings
+        self.fx = shipped_table(s.fx_rates, s.reference_currency, s.fx_max_age_days, self.clock.time())
         self.ingest = KinesisIngest(
-            rt.clients.kinesis, rt.names.stream, rt.state, rt.settings, self.clock, lambda: self.pack.custom_types
+            rt.clients.kinesis, rt.names.stream, rt.state, s, self.clock, lambda: self.pack.custom_types, self.fx
         )
 
     def notification_redriven(self) -> None:
@@ -219,6 +225,12 @@ class AwsPlatform:
 
     def customer_features(self, customer_id: str) -> NoReturn:
         not_available("feature values")
+
+    def fx_table(self) -> FxTable:
+        return self.fx
+
+    def load_fx(self, rates: list[FxRate], actor: str, now: float) -> NoReturn:
+        not_available("loading FX rates (they ship with the deployment: the fx_rates setting)")
 
     def active_pack(self) -> NoReturn:
         not_available("the rule pack (it ships with the deployment)")

@@ -26,7 +26,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from ringfence.errors import OverloadedError
-from ringfence.events.decode import DecodedBatch, MalformedBody, TooManyEvents, decode_batch
+from ringfence.events.decode import REFERENCE_ONLY, DecodedBatch, MalformedBody, TooManyEvents, decode_batch
+from ringfence.events.fx import FxTable
 from ringfence.events.sensitive import redact
 from ringfence.runtimes.embedded.group_commit import MAX_GROUP_EVENTS
 from ringfence.runtimes.embedded.journal import SqliteLog
@@ -47,6 +48,7 @@ class IngestRequest:
     max_events: int
     custom_types: frozenset[str]
     sources: frozenset[str] | None = None  # those the producer's key may write; None: any
+    fx: FxTable | None = None  # the rates to convert with from this request on; None: the last ones sent
 
 
 Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[IngestReply]"]
@@ -65,6 +67,7 @@ class _Process:
         self.process.start()
         child.close()
         self.pending: dict[int, Waiter] = {}
+        self.fx_sent: FxTable | None = None  # sent once a table, not with every request
         self._on_reply = on_reply
         self.reader = threading.Thread(target=self._read, name="ringfence-ingest-replies", daemon=True)
         self.reader.start()
@@ -107,6 +110,7 @@ class IngestWorker:
         max_events: int,
         custom_types: frozenset[str],
         sources: frozenset[str] | None = None,
+        fx: FxTable = REFERENCE_ONLY,
     ) -> IngestReply:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IngestReply] = loop.create_future()
@@ -116,8 +120,10 @@ class IngestWorker:
             worker = self._worker
             request_id = next(self._ids)
             worker.pending[request_id] = (loop, future)
+            table = fx if fx is not worker.fx_sent else None
             try:
-                worker.conn.send(IngestRequest(request_id, body, ndjson, now, max_events, custom_types, sources))
+                worker.conn.send(IngestRequest(request_id, body, ndjson, now, max_events, custom_types, sources, table))
+                worker.fx_sent = fx
             except OSError:
                 del worker.pending[request_id]
                 raise _stopped() from None
@@ -185,11 +191,12 @@ def serve(conn: Connection, journal: str, partitions: int, synchronous: str) -> 
     """The worker's loop: take every request waiting, decode each, append them all in one
     transaction, answer each. Returns when told to stop or when the API process is gone."""
     journal_log = SqliteLog(Path(journal), partitions, synchronous, cache_mib=WRITER_CACHE_MIB)
+    fx = [REFERENCE_ONLY]  # the rates in force, as the API process last sent them
     try:
         stop = False
         while not stop:
             group, stop = _take_group(conn)
-            for reply in _handle_safely(journal_log, group) if group else []:
+            for reply in _handle_safely(journal_log, group, fx) if group else []:
                 conn.send(reply)
     except (EOFError, BrokenPipeError):
         return
@@ -212,21 +219,24 @@ def _take_group(conn: Connection) -> tuple[list[IngestRequest], bool]:
     return group, False
 
 
-def _handle_safely(journal_log: SqliteLog, group: list[IngestRequest]) -> list[IngestReply]:
+def _handle_safely(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable]) -> list[IngestReply]:
     """Like :func:`_handle`, but whatever goes wrong, every request gets an answer and the
     worker lives on for the next ones."""
     try:
-        return _handle(journal_log, group)
+        return _handle(journal_log, group, fx)
     except Exception as exc:
         log.error("an ingest group failed:\n%s", redact(_trace(exc)))
         return [IngestReply(r.request_id, [], [], 0, error=INTERNAL) for r in group]
 
 
-def _handle(journal_log: SqliteLog, group: list[IngestRequest]) -> list[IngestReply]:
+def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable]) -> list[IngestReply]:
+    """``fx``: the table in force (one item), replaced by a request that brings a new one."""
     decoded: list[tuple[IngestRequest, DecodedBatch | MalformedBody | str]] = []
     for request in group:
+        if request.fx is not None:
+            fx[0] = request.fx
         try:
-            decoded.append((request, _decode(request)))
+            decoded.append((request, _decode(request, fx[0])))
         except MalformedBody as exc:
             decoded.append((request, exc))
         except Exception as exc:  # one request's bug costs that request only
@@ -253,11 +263,11 @@ def _handle(journal_log: SqliteLog, group: list[IngestRequest]) -> list[IngestRe
         part = offsets[start : start + len(batch.events)]
         start += len(batch.events)
         appended = [(e.event_id, o) for e, o in zip(batch.events, part, strict=True)]
-        replies.append(IngestReply(request.request_id, batch.rejected, appended, head))
+        replies.append(IngestReply(request.request_id, batch.rejected, appended, head, fx_missing=batch.fx_missing))
     return replies
 
 
-def _decode(request: IngestRequest) -> DecodedBatch:
+def _decode(request: IngestRequest, fx: FxTable) -> DecodedBatch:
     return decode_batch(
         request.body,
         ndjson=request.ndjson,
@@ -265,6 +275,7 @@ def _decode(request: IngestRequest) -> DecodedBatch:
         max_events=request.max_events,
         custom_types=request.custom_types,
         sources=request.sources,
+        fx=fx,
     )
 
 

@@ -25,6 +25,7 @@ from ringfence.engine.engine import Engine
 from ringfence.engine.native import make_engine
 from ringfence.engine.pack import RulePack
 from ringfence.errors import RequestError, StoreError
+from ringfence.events.fx import FxRate, FxTable
 from ringfence.metrics import Metrics
 from ringfence.private_files import open_private, private_dir
 from ringfence.runtimes.backtest import BacktestChild, BacktestJob, start_child
@@ -33,6 +34,7 @@ from ringfence.runtimes.embedded.ingest_worker import IngestWorker
 from ringfence.runtimes.embedded.journal import SqliteLog
 from ringfence.runtimes.embedded.processor import Processor
 from ringfence.runtimes.ingest import IngestService
+from ringfence.store.fx import followed_rates
 from ringfence.store.keys import ApiKeys
 from ringfence.store.notifications import SqlNotificationLog
 from ringfence.store.packs import ListValues, PackRepository, PackVersion
@@ -96,6 +98,8 @@ class Platform:
         self.quarantine = QuarantineRepository(self.store)
         self.log = SqliteLog(settings.data_dir / JOURNAL_FILE, settings.partitions, settings.journal_sync)
         self.packs = PackRepository(self.store)
+        self.fx = followed_rates(self.store, settings, self.clock.time())
+        self.fx.expose(self.metrics, self.clock.time)
         pack = pack or self.packs.startup_pack(settings.rule_pack, self.clock.time())
         engine = make_engine(pack, settings.allowed_lateness_s, engine=settings.engine)
         for name, values in self.packs.lists().items():  # through set_list: the compiled core holds its own copy
@@ -205,6 +209,12 @@ class Platform:
         self.processor.request_list(name, frozenset(saved.values))
         return saved
 
+    def fx_table(self) -> FxTable:
+        return self.fx.table
+
+    def load_fx(self, rates: list[FxRate], actor: str, now: float) -> FxTable:
+        return self.fx.load(rates, actor, now)
+
     async def backtest(self, candidate: RulePack, limit: int, on_exit: Callable[[], None]) -> BacktestChild:
         """In a child process over the journal (:mod:`ringfence.runtimes.backtest`)."""
         job = BacktestJob(
@@ -245,7 +255,9 @@ class Platform:
             lag=self.lag,
             custom_types=lambda: self.pack.custom_types,
             worker=self.ingest_worker,
+            fx=lambda: self.fx.table,
         )
+        self.fx.start()
         self._stop.clear()
         self._thread = threading.Thread(
             target=self.processor.run, args=(self._stop,), name="ringfence-processor", daemon=True
@@ -268,6 +280,7 @@ class Platform:
     def stop(self) -> None:
         """Stop accepting, drain the writer, let the processor finish its batch, close files."""
         self._accepting = False
+        self.fx.stop()
         if self.ingest_worker is not None:
             self.ingest_worker.close()
             self.ingest_worker = None

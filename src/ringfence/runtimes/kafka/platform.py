@@ -31,6 +31,7 @@ from ringfence.engine.engine import Engine
 from ringfence.engine.pack import RulePack, load_pack
 from ringfence.engine.stages import plan_stages
 from ringfence.errors import RequestError
+from ringfence.events.fx import FxRate, FxTable
 from ringfence.log.base import Record
 from ringfence.metrics import Metrics
 from ringfence.runtimes.backtest import BacktestChild, BacktestJob, KafkaSource, start_child
@@ -42,6 +43,7 @@ from ringfence.runtimes.kafka.queries import FeatureClient
 from ringfence.runtimes.kafka.ranges import READER_CONFIG, Range, ReadFailed, read_merged
 from ringfence.runtimes.kafka.records import OFFSET_BITS, global_offset, partition_for
 from ringfence.runtimes.kafka.topics import client_config, topics_of
+from ringfence.store.fx import followed_rates
 from ringfence.store.keys import ApiKeys
 from ringfence.store.notifications import SqlNotificationLog
 from ringfence.store.packs import ListValues, PackRepository, PackVersion
@@ -233,6 +235,8 @@ class KafkaPlatform:
         self.notifications = SqlNotificationLog(self.store)
         self.quarantine = QuarantineRepository(self.store)
         self.packs = PackRepository(self.store)
+        self.fx = followed_rates(self.store, settings, self.clock.time())  # followed by _refresh
+        self.fx.expose(self.metrics, self.clock.time)
         pack = self.packs.startup_pack(settings.rule_pack, self.clock.time())
         self.engine = Engine(pack, settings.allowed_lateness_s)  # holds no state: the pack and lists
         for name, values in self.packs.lists().items():
@@ -254,6 +258,7 @@ class KafkaPlatform:
                 max_lag_events=settings.max_lag_events,
                 lag=self.lag,
                 custom_types=lambda: self.engine.pack.custom_types,
+                fx=lambda: self.fx.table,
             )
         self._features: FeatureClient | None = None  # made when first asked
         self._features_lock = threading.Lock()
@@ -351,6 +356,12 @@ class KafkaPlatform:
         self.engine.set_list(name, frozenset(saved.values))
         return saved
 
+    def fx_table(self) -> FxTable:
+        return self.fx.table
+
+    def load_fx(self, rates: list[FxRate], actor: str, now: float) -> FxTable:
+        return self.fx.load(rates, actor, now)
+
     def lag(self) -> int:
         try:
             return sum(self.log.lag_by_partition().values())
@@ -364,7 +375,7 @@ class KafkaPlatform:
         self._refresher.start()
 
     def _refresh(self) -> None:
-        """Follow packs and lists activated through another API instance."""
+        """Follow packs, lists and FX rates changed through another API instance or the CLI."""
         while not self._stop.wait(PACK_EVERY_S):
             try:
                 active = self.packs.active()
@@ -377,6 +388,10 @@ class KafkaPlatform:
                         self.engine.set_list(name, values)
             except Exception:
                 log.warning("cannot refresh the rule pack from the store", exc_info=True)
+            try:  # on its own: a pack that cannot load must not hold the rates back
+                self.fx.refresh()
+            except Exception:
+                log.warning("cannot read the FX rates from the store", exc_info=True)
 
     def stop(self) -> None:
         self.ready = False

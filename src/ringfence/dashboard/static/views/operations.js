@@ -8,6 +8,17 @@ function tile(label, value, id) {
   return h("div", { class: "tile" }, h("span", { class: "tile-label" }, label), h("strong", { id }, value));
 }
 
+// the FX rates ingest converts amounts with: a stale rate or a currency with none is an
+// operations problem (amounts compared at an old rate, or not compared at all)
+function fxSection(fx) {
+  return section("Money", h("dl", { class: "facts", id: "fx-facts" },
+    h("dt", {}, "Reference currency"), h("dd", {}, fx.reference),
+    h("dt", {}, "Rate table version"), h("dd", {}, fx.version ? number(fx.version) : "none loaded"),
+    h("dt", {}, "Rates"), h("dd", {}, number(fx.rates)),
+    h("dt", {}, `Stale (older than ${fx.max_age_days} days)`), h("dd", { id: "fx-stale" }, number(fx.stale)),
+    h("dt", {}, "Events with no rate, since start"), h("dd", { id: "fx-missing" }, number(fx.missing_rate_events))));
+}
+
 function quarantineSection(stats, entries, onRedrive) {
   const q = stats.quarantine || {};
   const facts = h("p", { id: "quarantine-counts" },
@@ -68,6 +79,7 @@ function view(stats, entries, onRedrive) {
         h("dt", {}, "Late events stored"), h("dd", {}, number(stats.late_events_stored)),
         h("dt", {}, "Notifications sent / pending / dead"),
         h("dd", {}, `${number(stats.notifications.sent)} / ${number(stats.notifications.pending)} / ${number(stats.notifications.dead)}`)))),
+    fxSection(stats.fx),
     quarantineSection(stats, entries, onRedrive),
   ];
 }
