@@ -170,7 +170,7 @@ def test_customer_operations_and_rules_views(
             event("login.succeeded", customer_id=customer),
             risky_transfer(customer),
             {"type": "not.an.event"},
-            event("transfer.initiated", customer_id=customer, amount="25.00", currency="CHF"),  # no FX rate
+            event("transfer.initiated", customer_id=uid("cus"), amount="25.00", currency="CHF"),  # no FX rate
         ],
     )
     server.wait_processed(keys["analyst"])
