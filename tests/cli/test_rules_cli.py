@@ -22,7 +22,7 @@ def test_rules_check_accepts_the_default_pack(tmp_path: Path) -> None:
     pack.write_text(default_pack_text())
     out = cli("rules", "check", str(pack)).stdout
     assert out.startswith("OK: pack ")
-    assert "23 rules, 4 patterns" in out
+    assert "28 rules, 5 patterns" in out
 
 
 def test_rules_check_names_the_rule_and_column_of_an_error(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_rules_check_names_the_rule_and_column_of_an_error(tmp_path: Path) -> No
     )
     result = cli("rules", "check", str(pack), check=False)
     assert result.returncode == 1
-    assert "rules[7] (login_failed_burst): cannot order number and string at column 22" in result.stderr
+    assert "rules[9] (login_failed_burst): cannot order number and string at column 22" in result.stderr
 
 
 def test_rules_test_shows_which_detection_fired_on_which_event_and_why(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ RUNS = [
     ("default", 1, 24_000, 1.0, True),
     ("coverage", 2, 8_000, 5.0, True),
     ("default", 3, 6_000, 5.0, False),
-    ("coverage", 4, 6_000, 5.0, True),
+    ("coverage", 5, 6_000, 5.0, True),
 ]
 
 

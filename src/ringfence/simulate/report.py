@@ -1,5 +1,6 @@
 """Detection quality of a rule pack on simulated traffic: recall, precision, false alerts
-per 10,000 everyday events, and time to detect, per scenario.
+per 10,000 everyday events, and time to detect, per scenario; false alerts per detection, and
+the share of customers alerted a day.
 
 Alerts are counted as the alert pipeline would open them: hits of one detection with one
 dedup key form one alert until that key has been quiet for ``INCIDENT_GAP_S``.
@@ -20,7 +21,7 @@ from ringfence.engine.engine import Engine
 from ringfence.engine.pack import RulePack
 from ringfence.engine.rules import AlertSignal
 from ringfence.events.decode import validate_event
-from ringfence.simulate.population import Label
+from ringfence.simulate.population import HISTORY_SOURCE, Label
 
 INCIDENT_GAP_S = 3600.0
 MAX_EXAMPLES = 5  # event ids of false alerts kept per detection, to look at
@@ -38,6 +39,10 @@ class ScenarioResult:
         return self.detected / self.injected if self.injected else float("nan")
 
 
+def _daily_share(by_day: dict[int, int], customers: int) -> float:
+    return statistics.mean(by_day.values()) / customers if by_day and customers else 0.0
+
+
 @dataclass
 class Report:
     events: int
@@ -50,10 +55,32 @@ class Report:
     false_examples: dict[str, list[str]] = field(default_factory=dict)
     # scenarios injected but not scored: some of their events fell past the end of the stream
     unscored: dict[str, int] = field(default_factory=dict)
+    customers_seen: int = 0  # in the run's own events (a dormant customer's old history aside)
+    # customers an alert for a desk (fraud, aml, security, ops) names, each calendar day of event
+    # time (the customer of the alert's first hit); and those a false alert names
+    alerted_by_day: dict[int, int] = field(default_factory=dict)
+    falsely_alerted_by_day: dict[int, int] = field(default_factory=dict)
 
     @property
     def false_per_10k(self) -> float:
         return self.false_alerts / self.normal_events * 10_000 if self.normal_events else 0.0
+
+    def false_per_10k_of(self, detection: str) -> float:
+        """False alerts of ``detection`` per 10,000 everyday events."""
+        false = self.alerts.get(detection, 0) - self.true_alerts.get(detection, 0)
+        return false / self.normal_events * 10_000 if self.normal_events else 0.0
+
+    @property
+    def customers_alerted_per_day(self) -> float:
+        """The share of customers an alert for a desk names, a calendar day (the mean over the
+        run's days; a run within one day is that day)."""
+        return _daily_share(self.alerted_by_day, self.customers_seen)
+
+    @property
+    def customers_falsely_alerted_per_day(self) -> float:
+        """As :attr:`customers_alerted_per_day`, for false alerts: the innocent customers a
+        desk would look at."""
+        return _daily_share(self.falsely_alerted_by_day, self.customers_seen)
 
     def precision(self, detection: str) -> float:
         total = self.alerts.get(detection, 0)
@@ -68,6 +95,16 @@ class Report:
             "false_alerts_per_10k_normal": round(self.false_per_10k, 3),
             "false_examples": self.false_examples,
             "unscored": dict(sorted(self.unscored.items())),
+            "customers_alerted_per_day": round(self.customers_alerted_per_day, 5),
+            "customers_falsely_alerted_per_day": round(self.customers_falsely_alerted_per_day, 5),
+            "detections": {
+                name: {
+                    "alerts": total,
+                    "false": total - self.true_alerts.get(name, 0),
+                    "false_per_10k_normal": round(self.false_per_10k_of(name), 3),
+                }
+                for name, total in sorted(self.alerts.items())
+            },
             "scenarios": {
                 name: {
                     "injected": r.injected,
@@ -97,7 +134,16 @@ class Report:
             f"{self.false_alerts} false: {self.false_per_10k:.2f} false alerts per 10,000 everyday events. "
             f"Evaluated in {self.seconds:.0f} s."
         )
+        lines.append(
+            f"Customers an alert for a desk names: {self.customers_alerted_per_day:.3%} of the "
+            f"{self.customers_seen:,} a day; by a false alert: {self.customers_falsely_alerted_per_day:.3%} a day."
+        )
+        lines += ["", "| detection | alerts | false | false per 10,000 everyday events |", "|---|---:|---:|---:|"]
+        for name, total in sorted(self.alerts.items()):
+            false = total - self.true_alerts.get(name, 0)
+            lines.append(f"| {name} | {total} | {false} | {self.false_per_10k_of(name):.2f} |")
         if self.unscored:
+            lines.append("")
             by_scenario = ", ".join(f"{name} {count}" for name, count in sorted(self.unscored.items()))
             lines.append(
                 f"{sum(self.unscored.values())} more injected scenarios were not scored: their events fell "
@@ -123,6 +169,8 @@ def evaluate(events: Iterable[dict[str, Any]], labels: list[Label], pack: RulePa
     incident_true: dict[tuple[str, str, float], bool] = {}
     first_event: dict[tuple[str, str, float], str] = {}
     open_incident: dict[tuple[str, str], float] = {}
+    customers: set[str] = set()
+    suspected: dict[tuple[str, str, float], str] = {}  # an alert for a desk: the customer it names
     count = 0
 
     def score(signal: AlertSignal) -> None:
@@ -132,6 +180,8 @@ def evaluate(events: Iterable[dict[str, Any]], labels: list[Label], pack: RulePa
             open_incident[key] = t
             incident_true[(*key, t)] = False
             first_event[(*key, t)] = signal.event_id
+            if signal.customer_id is not None and signal.mode == "live" and signal.audience != "customer":
+                suspected[(*key, t)] = signal.customer_id
         last_hit[key] = max(t, last_hit.get(key, t))
         ids = [signal.event_id, *(e["event_id"] for e in signal.related_events)]
         for event_id in ids:
@@ -152,6 +202,8 @@ def evaluate(events: Iterable[dict[str, Any]], labels: list[Label], pack: RulePa
             indexed += 1
         event = validate_event(encoder.encode(raw), now=float("inf"), custom_types=pack.custom_types)
         last_time = max(last_time, event.occurred_at)
+        if event.customer_id is not None and event.source != HISTORY_SOURCE:  # not a dormant one's history
+            customers.add(event.customer_id)
         for signal in engine.process(event, count, 0, event.occurred_at):
             score(signal)
     # a scenario still unfolding when the stream ended is not scored
@@ -184,4 +236,15 @@ def evaluate(events: Iterable[dict[str, Any]], labels: list[Label], pack: RulePa
         false,
         dict(examples),
         dict(unscored),
+        len(customers),
+        _by_day(suspected),
+        _by_day({incident: c for incident, c in suspected.items() if not incident_true[incident]}),
     )
+
+
+def _by_day(named: dict[tuple[str, str, float], str]) -> dict[int, int]:
+    """Distinct customers named, by calendar day (UTC) of the alert's first hit."""
+    days: dict[int, set[str]] = defaultdict(set)
+    for (_, _, t), customer in named.items():
+        days[int(t // 86_400)].add(customer)
+    return {day: len(names) for day, names in days.items()}

@@ -3,6 +3,7 @@ detections must fire (``expected``) and which may also fire on them (``also``)."
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -66,6 +67,29 @@ def card_multiple_countries(people: Population, c: Customer, t: float) -> tuple[
     )
 
 
+def card_atm_cashout(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """Cards of several customers (cloned) emptied at one ATM in their home country."""
+    atm = f"atm_{people.rng.getrandbits(32):08x}"
+    locals_ = [p for p in people.active if p.country == c.country] or [c]
+    crew = people.rng.sample(locals_, min(6, len(locals_)))
+    withdrawals = []
+    for i, victim in enumerate(crew):
+        cash = people.card(victim, t + i * 80, people.rng.choice([500.0, 600.0, 800.0, 1000.0]), channel="atm")
+        cash["data"]["merchant"] = {"id": atm, "mcc": "6011", "country": c.country}
+        withdrawals.append(cash)
+    return withdrawals, ()
+
+
+def transfer_amount_anomaly(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """A customer's everyday transfers, then a new payee sent many times more."""
+    usual = people.rng.uniform(40, 250)
+    history = [people.transfer(c, t + i * 240, usual * people.rng.uniform(0.8, 1.25)) for i in range(9)]
+    payee = f"pay_s{people.rng.getrandbits(32):08x}"
+    added = people.event("payee.added", t + 2400, c, "web", {"payee_id": payee, "payee_country": c.country})
+    spike = people.transfer(c, t + 3000, max(1200.0, usual * 40) + 0.37, payee=payee)
+    return [*history, added, spike], ("notify_large_transaction",)
+
+
 def login_failed_burst(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
     ip = f"203.0.113.{people.rng.randrange(1, 255)}"
     return [people.login(c, t + i * 10, ok=False, ip=ip) for i in range(6)], ()
@@ -111,7 +135,8 @@ def aml_rapid_in_out(people: Population, c: Customer, t: float) -> tuple[Events,
     deposit = people.event(
         "deposit.received", t, c, "core-banking", {"amount": "8000.00", "currency": c.currency, "method": "transfer"}
     )
-    return [deposit, people.transfer(c, t + 3600, 7600.0)], ("notify_large_transaction",)
+    onward = people.transfer(c, t + people.rng.uniform(900, 3000), 7600.0)  # within the hour, or near it
+    return [deposit, onward], ("notify_large_transaction",)
 
 
 def aml_dormant_reactivated(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
@@ -122,6 +147,60 @@ def aml_round_amount_new_payee(people: Population, c: Customer, t: float) -> tup
     payee = f"pay_n{people.rng.getrandbits(32):08x}"
     added = people.event("payee.added", t, c, "web", {"payee_id": payee, "payee_country": c.country})
     return [added, people.transfer(c, t + 1800, 10000.0, payee=payee)], ("notify_large_transaction",)
+
+
+def aml_mule_fan_in(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """Six customers (victims, or recruited) each add one collector account and pay it."""
+    collector = f"pay_m{people.rng.getrandbits(32):08x}"
+    events = []
+    for i, sender in enumerate(people.rng.sample(people.active, min(6, len(people.active)))):
+        at = t + i * 500
+        details = {"payee_id": collector, "payee_country": sender.country}
+        events.append(people.event("payee.added", at, sender, "web", details))
+        events.append(people.transfer(sender, at + 300, people.rng.uniform(150, 900), payee=collector))
+    return events, ()
+
+
+def aml_mule_fan_out(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """A customer adds four payees and spreads money over them within the hour."""
+    events = []
+    for i in range(4):
+        payee = f"pay_o{people.rng.getrandbits(32):08x}"
+        at = t + i * 700
+        events.append(people.event("payee.added", at, c, "web", {"payee_id": payee, "payee_country": c.country}))
+        events.append(people.transfer(c, at + 300, people.rng.uniform(600, 1200), payee=payee))
+    return events, ("transfer_amount_anomaly",)
+
+
+def aml_pass_through(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """Two incoming payments (not salary), then most of them sent on to a payee added today."""
+    amounts = [people.rng.uniform(1600, 2400) for _ in range(2)]
+    deposits = [
+        people.event(
+            "deposit.received",
+            t + i * 600,
+            c,
+            "core-banking",
+            {"amount": f"{a:.2f}", "currency": c.currency, "method": "transfer"},
+        )
+        for i, a in enumerate(amounts)
+    ]
+    payee = f"pay_p{people.rng.getrandbits(32):08x}"
+    added = people.event("payee.added", t + 1200, c, "web", {"payee_id": payee, "payee_country": c.country})
+    onward = people.transfer(c, t + 1800, sum(amounts) * people.rng.uniform(0.92, 0.98), payee=payee)
+    return [*deposits, added, onward], ("notify_large_transaction", "transfer_amount_anomaly")
+
+
+def app_scam_escalation(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """A new payee (a fake investment, a romance) paid more each time."""
+    payee = f"pay_e{people.rng.getrandbits(32):08x}"
+    added = people.event("payee.added", t, c, "web", {"payee_id": payee, "payee_country": c.country})
+    first = people.rng.uniform(150, 400)
+    amounts = [first, first * people.rng.uniform(2, 3), max(1000.0, first * people.rng.uniform(4, 6))]
+    # days apart in real life (the detection allows 14); minutes here, to fit a simulated hour
+    at = itertools.accumulate(people.rng.uniform(400, 900) for _ in amounts)
+    payments = [people.transfer(c, t + gap, a, payee=payee) for gap, a in zip(at, amounts, strict=True)]
+    return [added, *payments], ("transfer_amount_anomaly",)
 
 
 def transfer_high_risk_country(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
@@ -203,6 +282,8 @@ SCENARIOS: dict[str, Builder] = {
         card_high_risk_country,
         card_new_gambling,
         card_multiple_countries,
+        card_atm_cashout,
+        transfer_amount_anomaly,
         login_failed_burst,
         ato_burst_then_new_device,
         impossible_travel,
@@ -212,6 +293,10 @@ SCENARIOS: dict[str, Builder] = {
         aml_rapid_in_out,
         aml_dormant_reactivated,
         aml_round_amount_new_payee,
+        aml_mule_fan_in,
+        aml_mule_fan_out,
+        aml_pass_through,
+        app_scam_escalation,
         transfer_high_risk_country,
         ato_reset_payee_transfer,
         ato_contact_change_transfer,
@@ -226,7 +311,15 @@ SCENARIOS: dict[str, Builder] = {
 }
 SCENARIOS["ops_source_silent"] = lambda people, c, t: ([], ())  # built in build(): it pauses a feed
 CUSTOMERLESS = frozenset(
-    {"credential_stuffing_ip", "shared_device", "ops_api_error_rate", "ops_api_latency", "ops_source_silent"}
+    {
+        "credential_stuffing_ip",
+        "shared_device",
+        "ops_api_error_rate",
+        "ops_api_latency",
+        "ops_source_silent",
+        "card_atm_cashout",
+        "aml_mule_fan_in",
+    }
 )
 
 

@@ -33,6 +33,14 @@ class _Pending:
     event: dict[str, Any] = field(compare=False)
 
 
+# innocent look-alikes of cash-outs and mule collectors in everyday traffic
+ATM_SHARE = 0.04  # of card events: cash at an ATM
+ATMS = 20  # busy ATMs a country
+ATM_AMOUNTS = (50.0, 100.0, 100.0, 200.0, 200.0, 300.0, 400.0, 500.0)  # now and then someone's limit
+SHARED_PAYEE_SHARE = 0.2  # of transfers: to a payee many customers pay
+SHARED_PAYEES = 150  # a country's landlords, schools, clubs
+
+
 class Traffic:
     """A deterministic (seeded) stream of everyday events with injected scenarios."""
 
@@ -62,6 +70,14 @@ class Traffic:
         c = r.choice(p.active)
         roll = r.random()
         if roll < 0.50:
+            if r.random() < ATM_SHARE:  # a cash withdrawal at one of the town's busy ATMs
+                cash = p.card(c, t, r.choice(ATM_AMOUNTS), approved=r.random() > 0.02, channel="atm")
+                cash["data"]["merchant"] = {
+                    "id": f"atm_{c.country}_{r.randrange(ATMS)}",
+                    "mcc": "6011",
+                    "country": c.country,
+                }
+                return cash
             amount = min(1500.0, max(1.0, r.lognormvariate(0, 0.5) * c.typical_amount))
             return p.card(c, t, amount, approved=r.random() > 0.02)
         if roll < 0.69:
@@ -81,6 +97,9 @@ class Traffic:
                 t, "payments", r.choice(ENDPOINTS), 200 if r.random() > 0.005 else 503, r.lognormvariate(3, 0.4)
             )
         if roll < 0.94:
+            if r.random() < SHARED_PAYEE_SHARE:  # rent to a landlord, fees to a school: payees many pay
+                shared = f"pay_{c.country}_shared_{r.randrange(SHARED_PAYEES)}"
+                return p.transfer(c, t, r.uniform(300, 1200), payee=shared)
             return p.transfer(c, t, r.uniform(5, 400))
         if roll < 0.97:
             return p.event(
