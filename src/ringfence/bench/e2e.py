@@ -62,16 +62,20 @@ class Options:
     duration_s: float = 0.0  # > 0: a sustained run, its window at least this long...
     min_events: int = 0  # ...and holding at least this many processed events
     traffic_dir: Path | None = None  # keep the generated traffic here for later invocations
+    fraud_rate: float = FRAUD_RATE  # scenarios started an everyday event
 
 
 def traffic_file(options: Options, directory: Path) -> Path:
     """The traffic as NDJSON, one event a line, generated once: the file is named by what
     shapes it, so an invocation with the same traffic reuses it."""
-    name = f"traffic-seed{SEED}-{options.customers}c-{options.event_rate:g}eps-{options.events}.ndjson"
+    fraud = "" if options.fraud_rate == FRAUD_RATE else f"-fraud{options.fraud_rate:g}"
+    name = f"traffic-seed{SEED}-{options.customers}c-{options.event_rate:g}eps-{options.events}{fraud}.ndjson"
     path = directory / name
     if path.exists():
         return path
-    source = Traffic(seed=SEED, customers=options.customers, fraud_rate=FRAUD_RATE, source_prefix=f"bench{SEED}")
+    source = Traffic(
+        seed=SEED, customers=options.customers, fraud_rate=options.fraud_rate, source_prefix=f"bench{SEED}"
+    )
     start = traffic_start(options.events / options.event_rate)
     partial = path.with_suffix(".partial")
     with partial.open("wb") as out:

@@ -209,8 +209,8 @@ def _e2e(
             env=env,
             traffic_dir=traffic_dir,
         )
-        if quick:
-            options.events, options.customers, options.runs = 3_000, 1_000, 1
+        if quick:  # a second and a half of event time: scenarios often enough that some alert at once
+            options.events, options.customers, options.runs, options.fraud_rate = 3_000, 1_000, 1, 0.05
         name = "e2e"
     name += (f"-{int(rate)}" if rate else "") + _setting_suffix(setting)
     shape = f"paced at {options.rate:g}/s" if options.rate else "flat out"

@@ -92,7 +92,7 @@ class DecodedBatch:
     events: list[Event] = field(default_factory=list)
     indexes: list[int] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
-    fx_missing: dict[str, int] = field(default_factory=dict)  # events accepted with no rate, by currency
+    fx_missing: dict[str, int] = field(default_factory=dict)  # events validated with no rate, by currency
 
     @property
     def size(self) -> int:

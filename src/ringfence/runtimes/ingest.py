@@ -50,7 +50,7 @@ class IngestReply:
     failure: str | None = None  # the journal append failed (retry)
     too_many: tuple[int, int] | None = None  # (events, limit): the body holds too many events
     error: str | None = None  # this request could not be handled (a bug, logged); nothing kept
-    fx_missing: dict[str, int] = field(default_factory=dict)  # events accepted with no rate, by currency
+    fx_missing: dict[str, int] = field(default_factory=dict)  # events validated with no rate, by currency
 
 
 class BodyWorker(Protocol):
