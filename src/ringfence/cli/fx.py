@@ -42,7 +42,7 @@ def load(
     repo = _repo(config, data_dir)
     now = SystemClock().time()
     try:
-        table = repo.load(read_file(file, repo.reference, now), f"cli:{getpass.getuser()}", now)
+        table = repo.load(read_file(file, repo.reference, now)[0], f"cli:{getpass.getuser()}", now)
     except RingfenceError as exc:
         fail(str(exc))
     stale = len(table.stale(now))

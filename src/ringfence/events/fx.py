@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import functools
+import hashlib
 import io
 import math
 import re
@@ -98,23 +99,23 @@ class FxTable:
     def _unit(self) -> Decimal:
         return Decimal(1).scaleb(-CURRENCY_EXPONENTS[self.reference])
 
-    def stamp(self, data: dict[str, Any], now: float) -> str | None:
+    def stamp(self, data: dict[str, Any], now: float) -> None:
         """Put the reference values and the rate used into ``data`` (its money fields are
-        canonical already); return the currency that had no rate, if one had none."""
+        canonical already)."""
         currency = data.get("currency")
         present = [name for name in MONEY_FIELDS if data.get(name).__class__ is str]
         if not present or currency.__class__ is not str:
-            return None
+            return
         if currency == self.reference:  # most of a bank's events: no rate to record
             for name in present:
                 data[REFERENCE_FIELDS[name]] = data[name]
-            return None
+            return
         found = self._prepared.get(currency)
         if found is None:
             for name in present:
                 data[REFERENCE_FIELDS[name]] = None
             data["fx"] = {"reference": self.reference, "missing": True}
-            return str(currency)
+            return
         rate, recorded, stale_after = found
         for name in present:
             value = _EXACT.multiply(Decimal(data[name]), rate)
@@ -123,7 +124,6 @@ class FxTable:
         if now > stale_after and math.isfinite(now):  # never at now = inf (tests' "no clock")
             fx["stale"] = True
         data["fx"] = fx
-        return None
 
     def to_dict(self, now: float) -> dict[str, Any]:
         stale = {r.currency for r in self.stale(now)}
@@ -227,11 +227,13 @@ def read_csv(text: str) -> list[dict[str, str]]:
         raise invalid([FieldError("file", f"not a CSV file: {printable(redact(str(exc)))[:200]}")]) from None
 
 
-def read_file(path: Path, reference: str, now: float) -> list[FxRate]:
-    """The rates of a CSV file (:func:`read_csv`, :func:`parse_rates`); ConfigError naming the
-    file and what is wrong with it."""
+def read_file(path: Path, reference: str, now: float) -> tuple[list[FxRate], str]:
+    """The rates of a CSV file (:func:`read_csv`, :func:`parse_rates`) and the SHA-256 of the
+    bytes they were read from (one read: the digest is of what was loaded); ConfigError naming
+    the file and what is wrong with it."""
     try:
-        return parse_rates(read_csv(path.read_text(encoding="utf-8-sig")), reference, now)
+        raw = path.read_bytes()
+        return parse_rates(read_csv(raw.decode("utf-8-sig")), reference, now), hashlib.sha256(raw).hexdigest()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read fx_rates file {path}: {exc}") from exc
     except RequestError as exc:
@@ -241,7 +243,7 @@ def read_file(path: Path, reference: str, now: float) -> list[FxRate]:
 def shipped_table(path: Path | None, reference: str, max_age_days: int, now: float) -> FxTable:
     """The table of a deployment whose rates ship with it (the aws runtime): ``path``'s rates,
     or none."""
-    rates = read_file(path, check_reference(reference), now) if path is not None else []
+    rates = read_file(path, check_reference(reference), now)[0] if path is not None else []
     version = 1 if path is not None else 0  # one table, never replaced while the deployment runs
     return FxTable(reference, {r.currency: r for r in rates}, version, max_age_days)
 

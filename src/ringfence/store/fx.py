@@ -7,7 +7,6 @@ rate from then on (its events are flagged, not converted at a forgotten rate).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -96,8 +95,7 @@ class FxRepository:
         in force: a later load through the API or the CLI survives a restart."""
         if file is None:
             return self.current()
-        rates = read_file(file, self.reference, now)
-        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        rates, digest = read_file(file, self.reference, now)
         with self._store.transaction() as conn:
             if _last_file(conn) == digest:
                 return self.current()
