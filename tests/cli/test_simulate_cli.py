@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 # short enough that the stream ends while some scenarios still unfold
 SMALL_STREAM = ("--events", "3000", "--customers", "200", "--fraud-rate", "0.01")
 
@@ -43,7 +45,7 @@ def test_the_same_seed_gives_the_same_traffic_as_before(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "ringfence", "simulate", *seeded, *out]
     subprocess.run(command, capture_output=True, check=True, timeout=300)
     digest = hashlib.sha256(events.read_bytes() + labels.read_bytes()).hexdigest()
-    assert digest == "484a216a4d39af3d3a0f6864515b7b0fa50eaa5a793b0fa861ded03169bc5f90"
+    assert digest == "6a69e058ac8b3d92b27293029c2ffbca2728e876243c1b2c5f85752fc66d1078"
 
 
 def test_simulating_into_kafka_without_the_runtime_configured_is_one_clear_line(tmp_path: Path) -> None:
@@ -61,3 +63,44 @@ def test_simulating_into_kafka_without_the_runtime_configured_is_one_clear_line(
         done.stderr.strip()
         == "error: the kafka runtime needs postgres_dsn (RINGFENCE_POSTGRES_DSN=postgresql://user@host/db)"
     )
+
+
+def test_several_seeds_report_each_typologys_mean_and_worst_seed(tmp_path: Path) -> None:
+    report = tmp_path / "seeds.json"
+    small = ("--events", "4000", "--customers", "300", "--fraud-rate", "0.05", "--seed", "1000", "--seeds", "3")
+    command = [sys.executable, "-m", "ringfence", "simulate", *small, "--report", "--report-out", str(report)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300).stdout
+    assert "Seeds 1000, 1001, 1002 (held-out; seeds from 1000 on are held out)." in out
+    saved = json.loads(report.read_text())
+    assert saved["seeds"] == [1000, 1001, 1002]
+    assert saved["split"] == "held-out"
+    runs = saved["runs"]
+    assert (
+        len({json.dumps(run["scenarios"], sort_keys=True) for run in runs.values()}) == 3
+    )  # each seed its own traffic
+    for typology, summary in saved["typologies"].items():
+        recalls = {
+            seed: run["typologies"][typology]["recall"] for seed, run in runs.items() if typology in run["typologies"]
+        }
+        assert summary["recall_worst"] == min(recalls.values())
+        assert summary["recall_mean"] == pytest.approx(sum(recalls.values()) / len(recalls), abs=1e-4)
+        assert recalls[str(summary["worst_seed"])] == summary["recall_worst"]
+    false = [run["false_alerts_per_10k_normal"] for run in runs.values()]
+    assert saved["false_alerts_per_10k_normal"]["worst"] == pytest.approx(max(false), abs=1e-3)
+
+
+@pytest.mark.parametrize("where", [("--out", "events.ndjson"), ()])
+def test_several_seeds_are_for_the_report_only(tmp_path: Path, where: tuple[str, ...]) -> None:
+    command = [sys.executable, "-m", "ringfence", "simulate", "--seeds", "2", *where]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--seeds scores several seeds' traffic: use it with --report only" in done.stderr
+
+
+@pytest.mark.parametrize("start", ["2026-11-20", "2026-11-20T00:00:00", "yesterday"])
+def test_a_start_time_needs_its_offset(start: str) -> None:
+    """Without one, the time would be the machine's local time: the same seed, other traffic."""
+    command = [sys.executable, "-m", "ringfence", "simulate", "--report", "--events", "10", "--start", start]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"--start {start!r} is not an RFC 3339 time with its offset" in done.stderr

@@ -25,9 +25,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ringfence.bench.servers import post_events
 from ringfence.cli.common import ConfigOption, fail, settings_from
 from ringfence.config import Settings
-from ringfence.engine.pack import load_pack_file
+from ringfence.engine.pack import RulePack, load_pack_file
 from ringfence.errors import RulePackError
-from ringfence.simulate.report import evaluate
+from ringfence.simulate.report import HELD_OUT_FROM, SeedsReport, evaluate
 from ringfence.simulate.scenarios import SCENARIOS
 from ringfence.simulate.traffic import Traffic
 
@@ -36,10 +36,19 @@ BATCH = 1_000
 
 def simulate(
     events: Annotated[int, typer.Option(help="How many events", min=1)] = 100_000,
-    customers: Annotated[int, typer.Option(help="Distinct customers", min=20)] = 100_000,
+    customers: Annotated[int, typer.Option(help="Distinct customers", min=100)] = 100_000,
     rate: Annotated[float, typer.Option(help="Events per second of simulated time", min=0.1)] = 50.0,
     fraud_rate: Annotated[float, typer.Option(help="Chance per event that a scenario starts", min=0, max=1)] = 0.001,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same traffic)")] = 7,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed and --start, same traffic)")] = 7,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            help="With --report: score the traffic of this many seeds, from --seed on, and report the mean "
+            f"and the worst seed (seeds from {HELD_OUT_FROM} on are held out from the default pack's tuning)",
+            min=1,
+            max=100,
+        ),
+    ] = 1,
     start: Annotated[
         str | None, typer.Option(help="Event time of the first event (RFC 3339) [default: now - duration]")
     ] = None,
@@ -65,22 +74,30 @@ def simulate(
     unknown = sorted(set(scenario or ()) - set(SCENARIOS))
     if unknown:
         fail(f"unknown scenario(s) {unknown}; choose from {', '.join(sorted(SCENARIOS))}")
+    if seeds > 1 and (out or url or kafka or labels or not report):
+        fail("--seeds scores several seeds' traffic: use it with --report only (not --out, --url, --kafka, --labels)")
     if not (out or url or kafka or report):
         fail("say where the traffic goes: --out FILE, --url URL, --kafka, or --report")
     if url and not key:
         fail("--url needs an API key with events:write (--key or RINGFENCE_API_KEY)")
     begin = time.time() - events / rate
     if start is not None:
-        from datetime import datetime
-
-        begin = datetime.fromisoformat(start).timestamp()
-    traffic = Traffic(
-        seed=seed,
-        customers=customers,
-        fraud_rate=fraud_rate,
-        scenarios=tuple(scenario) if scenario else None,
-        dormant=max(3, int(events * fraud_rate / 10)),
-    )
+        begin = _rfc3339(start)
+    only = tuple(scenario) if scenario else None
+    if seeds > 1:
+        pack = _pack(rules)
+        scored = {}
+        for each in range(seed, seed + seeds):
+            traffic = _traffic(each, customers, fraud_rate, only, events)
+            typer.echo(f"seed {each}: {events:,} events ...")
+            scored[each] = evaluate(traffic.stream(begin, rate, events), traffic.labels, pack)
+        summary = SeedsReport(scored)
+        typer.echo(summary.markdown())
+        if report_out is not None:
+            body = json.dumps(summary.to_dict(), indent=2) if report_out.suffix == ".json" else summary.markdown()
+            report_out.write_text(body + "\n")
+        return
+    traffic = _traffic(seed, customers, fraud_rate, only, events)
     with _sinks(url, key, settings_from(config) if kafka else None) as (sinks, topics):
         stream = _tee(traffic.stream(begin, rate, events), out, sinks)
         progress = Progress(TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -88,18 +105,13 @@ def simulate(
             task = progress.add_task("simulate", total=events)
             counted = _counting(stream, lambda: progress.advance(task))
             if report:
-                try:
-                    pack = load_pack_file(rules)
-                except RulePackError as exc:
-                    fail(str(exc))
-                result = evaluate(counted, traffic.labels, pack, normal_events=0)
-                result.normal_events = traffic.normal_count
+                result = evaluate(counted, traffic.labels, _pack(rules))
             else:
                 for _ in counted:
                     pass
     if labels is not None:
         labels.write_text(json.dumps([label.to_dict() for label in traffic.labels], indent=1) + "\n")
-    typer.echo(f"{events:,} events, {traffic.normal_count:,} everyday, {len(traffic.labels)} injected scenarios")
+    typer.echo(f"{events:,} events, {len(traffic.labels)} injected scenarios")
     if report:
         text = result.markdown()
         typer.echo(text)
@@ -108,6 +120,35 @@ def simulate(
             report_out.write_text(body + "\n")
     if topics is not None and topics.rejected:
         fail(f"the kafka runtime's ingest rejected {topics.rejected} of the events (see its log)")
+
+
+def _rfc3339(text: str) -> float:
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        fail(f"--start {text!r} is not an RFC 3339 time with its offset, such as 2026-11-20T00:00:00Z")
+    return moment.timestamp()
+
+
+def _traffic(seed: int, customers: int, fraud_rate: float, only: tuple[str, ...] | None, events: int) -> Traffic:
+    return Traffic(
+        seed=seed,
+        customers=customers,
+        fraud_rate=fraud_rate,
+        scenarios=only,
+        dormant=max(3, int(events * fraud_rate / 10)),
+    )
+
+
+def _pack(rules: Path | None) -> RulePack:
+    try:
+        return load_pack_file(rules)
+    except RulePackError as exc:
+        fail(str(exc))
 
 
 @contextmanager

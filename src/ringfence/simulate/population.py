@@ -7,8 +7,9 @@ are both made of. Deterministic for a seeded random generator.
 from __future__ import annotations
 
 import itertools
+import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ringfence.clock import iso
@@ -32,13 +33,23 @@ FAR = {
     "JP": (35.68, 139.69),
     "AU": (-33.87, 151.21),
 }
-HIGH_RISK = ["KP", "IR", "SY", "MM"]
+HIGH_RISK = ["KP", "IR", "SY", "MM", "CU", "BY", "VE", "AF", "YE", "RU"]  # sanctioned, FATF-listed
 EVERYDAY_MCCS = ["5411", "5812", "5999", "4111", "5541", "5732", "5912", "7011"]
-GAMBLING_MCC = "7995"
+GAMBLING_MCCS = ("7995", "7800", "7801", "7802")  # betting, lotteries, casinos
 ENDPOINTS = ["/transfers", "/cards", "/login", "/accounts", "/payees"]
 PARTNER_FEEDS = [f"partner-{i:02d}" for i in range(1, 9)]
 PARTNER_INTERVAL_S = 2.0
 HISTORY_SOURCE = "history-import"
+# sources that are neither customers' nor the bank's everyday activity: imported history, and
+# the partner feeds' heartbeats (4 a second whatever the rate); reports do not count them
+BACKGROUND_SOURCES = frozenset({HISTORY_SOURCE, *PARTNER_FEEDS})
+
+
+def km(a: str, b: str) -> float:
+    """Great-circle distance between two countries' cities (``HOME``, ``FAR``)."""
+    lat1, lon1, lat2, lon2 = map(math.radians, (*(HOME | FAR)[a], *(HOME | FAR)[b]))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6371.0 * math.asin(math.sqrt(h))
 
 
 @dataclass
@@ -53,6 +64,18 @@ class Customer:
     currency: str = "EUR"
 
 
+@dataclass(frozen=True)
+class Trip:
+    """A customer abroad: they fly out at ``departs``, are in ``country`` from ``arrives`` to
+    ``leaves``, and home again at ``back``."""
+
+    departs: float
+    arrives: float
+    leaves: float
+    back: float
+    country: str
+
+
 @dataclass
 class Label:
     """Ground truth of one injected scenario: which detections must fire, for which events."""
@@ -64,6 +87,9 @@ class Label:
     event_ids: list[str]
     started_at: float
     ends_at: float
+    # the customer's everyday events amid the scenario's: an alert its detections raise on one
+    # (an approval of the customer's own amid card testing) is no false alert, nor a detection
+    around: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +98,7 @@ class Label:
             "also": list(self.also),
             "customer_id": self.customer_id,
             "event_ids": self.event_ids,
+            "around": self.around,
             "started_at": iso(self.started_at),
         }
 
@@ -87,8 +114,35 @@ class Population:
         self.customers = [self._customer(i) for i in range(customers)]
         self.dormant = self.customers[:dormant]
         self.active = self.customers[dormant:] or self.customers
+        self.neighbours: dict[str, list[Customer]] = {}  # country -> its active customers
+        for customer in self.active:
+            self.neighbours.setdefault(customer.country, []).append(customer)
         self.paused: dict[str, float] = {}  # partner feed -> event time it resumes at
         self.last_feed_event: dict[str, str] = {}  # partner feed -> id of its latest event
+        self.away: dict[str, Trip] = {}  # customer id -> their trip (holiday look-alikes)
+
+    PICKS = 8  # draws to find a customer as wanted before taking any
+
+    def where(self, c: Customer, t: float) -> str | None:
+        """The country ``c`` is in at ``t``: their own, the one they travelled to, or None in
+        the air. A trip over is forgotten."""
+        trip = self.away.get(c.id)
+        if trip is None or t < trip.departs:
+            return c.country
+        if t >= trip.back:
+            del self.away[c.id]
+            return c.country
+        return trip.country if trip.arrives <= t < trip.leaves else None
+
+    def at_home(self, t: float) -> Customer:
+        """An active customer at home at ``t`` (no trip under way), for a scenario or a story.
+        After ``PICKS`` draws of travellers, any customer, their trip cut short."""
+        for _ in range(self.PICKS):
+            c = self.rng.choice(self.active)
+            if self.where(c, t) == c.country and c.id not in self.away:
+                return c
+        self.away.pop(c.id, None)
+        return c
 
     def _customer(self, i: int) -> Customer:
         r = self.rng
@@ -157,6 +211,13 @@ class Population:
         if not approved:
             data["decline_reason"] = "insufficient_funds"
         return self.event("card.authorization", t, c, "card-processor", data)
+
+    def everyday(self, c: Customer, t: float) -> dict[str, Any]:
+        """One of the customer's ordinary events at ``t``: a payment near their usual, or a login."""
+        r = self.rng
+        if r.random() < 0.6:
+            return self.card(c, t, min(1500.0, max(1.0, r.lognormvariate(0, 0.5) * c.typical_amount)))
+        return self.login(c, t)
 
     def login(
         self,

@@ -1,22 +1,29 @@
 """Injected scenarios, one per default detection: the events, and the label saying which
-detections must fire (``expected``) and which may also fire on them (``also``)."""
+detections must fire (``expected``) and which may also fire on them (``also``).
+
+Each scenario draws its parameters (amounts, counts, gaps, countries, participants) from
+ranges written next to it, and the customer's own everyday activity goes on around it
+(:func:`build`). The ranges describe the typology (``docs/typologies.md``), not the
+detection: where a range reaches past what a detection catches, the report counts the miss.
+``TYPOLOGY`` names the typology each scenario belongs to, for the report.
+"""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from ringfence.simulate.population import (
     FAR,
-    GAMBLING_MCC,
+    GAMBLING_MCCS,
     HIGH_RISK,
     HOME,
     PARTNER_FEEDS,
     Customer,
     Label,
     Population,
+    km,
 )
 
 Events = list[dict[str, Any]]
@@ -28,224 +35,355 @@ def _foreign(people: Population, c: Customer, n: int = 1) -> list[str]:
     return people.rng.sample([k for k in HOME if k != c.country], n)
 
 
+def _times(people: Population, t: float, n: int, gap: tuple[float, float]) -> list[float]:
+    """``n`` moments from ``t``, each a gap drawn from ``gap`` (seconds) after the one before."""
+    times = [t]
+    for _ in range(n - 1):
+        times.append(times[-1] + people.rng.uniform(*gap))
+    return times
+
+
+def _at(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["occurred_at"]).timestamp()
+
+
+def _payee(people: Population, tag: str) -> str:
+    return f"pay_{tag}{people.rng.getrandbits(32):08x}"
+
+
+def _added(people: Population, c: Customer, t: float, payee: str) -> dict[str, Any]:
+    return people.event(
+        "payee.added", t, c, people.rng.choice(["web", "mobile-app"]), {"payee_id": payee, "payee_country": c.country}
+    )
+
+
+def _deposit(people: Population, c: Customer, t: float, amount: float, method: str) -> dict[str, Any]:
+    data = {"amount": f"{amount:.2f}", "currency": c.currency, "method": method}
+    return people.event("deposit.received", t, c, "core-banking", data)
+
+
+# --- card fraud ------------------------------------------------------------------------------
+
+
 def card_velocity(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [people.card(c, t + i * 20, people.rng.uniform(5, 60)) for i in range(9)], ()
+    """A stolen card run through many purchases: 6-20 authorisations, 8-70 s apart."""
+    r = people.rng
+    at = _times(people, t, r.randint(6, 20), (8, 70))
+    return [people.card(c, moment, r.uniform(5, 150)) for moment in at], ()
 
 
 def card_testing(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    events = [people.card(c, t + i * 8, people.rng.uniform(0.5, 2.0), approved=False, channel="ecom") for i in range(4)]
-    return [*events, people.card(c, t + 40, 1.0, channel="ecom")], ()
+    """A card number tried with tiny online payments, most declined, until one goes through."""
+    r = people.rng
+    at = _times(people, t, r.randint(3, 12), (2, 45))
+    declines = [people.card(c, moment, r.uniform(0.3, 5.0), approved=False, channel="ecom") for moment in at]
+    works = people.card(c, at[-1] + r.uniform(5, 120), r.uniform(0.5, 250.0), channel="ecom")
+    return [*declines, works], ("card_velocity",)
 
 
 def card_amount_anomaly(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    history = [
-        people.card(c, t + i * 300, c.typical_amount * people.rng.uniform(0.8, 1.25), channel="ecom") for i in range(10)
-    ]
-    spike = min(1900.0, max(320.0, c.typical_amount * 30))
-    return [*history, people.card(c, t + 3100, spike, channel="ecom")], ()
+    """The customer's own payments, then one far above them (a stolen card's big purchase)."""
+    r = people.rng
+    at = _times(people, t, r.randint(8, 16), (120, 600))
+    history = [people.card(c, moment, c.typical_amount * r.uniform(0.7, 1.4), channel="ecom") for moment in at]
+    spike = max(r.uniform(300, 3000), c.typical_amount * r.uniform(12, 40))
+    return [*history, people.card(c, at[-1] + r.uniform(60, 900), spike, channel="ecom")], (
+        "notify_large_transaction",
+        "card_velocity",
+    )
+
+
+def _too_far(people: Population, c: Customer) -> tuple[str, float]:
+    """A country 800 km or more from the customer's, and a time (s) too short to travel there:
+    a tenth to four fifths of what an airliner takes."""
+    r = people.rng
+    far = r.choice([k for k in (*HOME, *FAR) if km(c.country, k) >= 800])
+    return far, max(120.0, km(c.country, far) / 900 * r.uniform(0.1, 0.8) * 3600)
 
 
 def card_impossible_travel(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    far = people.rng.choice(list(FAR))
-    return [people.card(c, t, 30.0, channel="pos"), people.card(c, t + 900, 45.0, channel="pos", country=far)], (
-        "notify_card_abroad",
-    )
+    """A card present at home, then (cloned) present far away too soon after."""
+    r = people.rng
+    far, gap = _too_far(people, c)
+    home = people.card(c, t, r.uniform(10, 120), channel=r.choice(["pos", "contactless"]))
+    cloned = people.card(c, t + gap, r.uniform(20, 900), channel="pos", country=far)
+    return [home, cloned], ("notify_card_abroad", "card_amount_anomaly", "notify_large_transaction")
 
 
 def card_high_risk_country(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [people.card(c, t, 120.0, channel="ecom", country=people.rng.choice(HIGH_RISK))], ("notify_card_abroad",)
-
-
-def card_new_gambling(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [people.card(c, t, 500.0, channel="ecom", mcc=GAMBLING_MCC)], ()
-
-
-def card_multiple_countries(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    countries = _foreign(people, c, 3)
-    return [people.card(c, t + i * 600, 40.0, channel="ecom", country=k) for i, k in enumerate(countries)], (
+    r = people.rng
+    country = r.choice(HIGH_RISK)
+    return [people.card(c, t, r.uniform(20, 2500), channel="ecom", country=country)], (
         "notify_card_abroad",
+        "card_amount_anomaly",
+        "notify_large_transaction",
     )
 
 
+def card_new_gambling(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """A first gambling payment for a significant sum (a takeover's cash-out, or a problem)."""
+    r = people.rng
+    mcc = r.choice(GAMBLING_MCCS)
+    return [people.card(c, t, r.uniform(200, 2500), channel="ecom", mcc=mcc)], (
+        "card_amount_anomaly",
+        "notify_large_transaction",
+    )
+
+
+def card_multiple_countries(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """A card's details used at merchants of three to five countries within the hour."""
+    r = people.rng
+    countries = _foreign(people, c, r.randint(3, 5))
+    at = _times(people, t, len(countries), (60, 800))
+    return [
+        people.card(c, moment, r.uniform(15, 400), channel="ecom", country=k)
+        for moment, k in zip(at, countries, strict=True)
+    ], ("notify_card_abroad", "card_amount_anomaly")
+
+
 def card_atm_cashout(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    """Cards of several customers (cloned) emptied at one ATM in their home country."""
-    atm = f"atm_{people.rng.getrandbits(32):08x}"
-    locals_ = [p for p in people.active if p.country == c.country] or [c]
-    crew = people.rng.sample(locals_, min(6, len(locals_)))
+    """Cards of several customers (cloned) emptied at one ATM in their home country, each to a
+    daily limit."""
+    r = people.rng
+    atm = f"atm_{r.getrandbits(32):08x}"
+    locals_ = people.neighbours.get(c.country) or [c]
+    crew = r.sample(locals_, min(r.randint(4, 12), len(locals_)))
     withdrawals = []
-    for i, victim in enumerate(crew):
-        cash = people.card(victim, t + i * 80, people.rng.choice([500.0, 600.0, 800.0, 1000.0]), channel="atm")
+    for moment, victim in zip(_times(people, t, len(crew), (20, 110)), crew, strict=False):
+        cash = people.card(victim, moment, r.choice(ATM_LIMITS), channel="atm")
         cash["data"]["merchant"] = {"id": atm, "mcc": "6011", "country": c.country}
         withdrawals.append(cash)
     return withdrawals, ()
 
 
+ATM_LIMITS = (500.0, 600.0, 700.0, 800.0, 1000.0)  # what banks let a card take out a day
+
+
+# --- payment fraud and scams -----------------------------------------------------------------
+
+
 def transfer_amount_anomaly(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    """A customer's everyday transfers, then a new payee sent many times more."""
-    usual = people.rng.uniform(40, 250)
-    history = [people.transfer(c, t + i * 240, usual * people.rng.uniform(0.8, 1.25)) for i in range(9)]
-    payee = f"pay_s{people.rng.getrandbits(32):08x}"
-    added = people.event("payee.added", t + 2400, c, "web", {"payee_id": payee, "payee_country": c.country})
-    spike = people.transfer(c, t + 3000, max(1200.0, usual * 40) + 0.37, payee=payee)
-    return [*history, added, spike], ("notify_large_transaction",)
-
-
-def login_failed_burst(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    ip = f"203.0.113.{people.rng.randrange(1, 255)}"
-    return [people.login(c, t + i * 10, ok=False, ip=ip) for i in range(6)], ()
-
-
-def ato_burst_then_new_device(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    ip, device = f"203.0.113.{people.rng.randrange(1, 255)}", f"dev_x{people.rng.getrandbits(40):010x}"
-    failed = [people.login(c, t + i * 10, ok=False, ip=ip, device=device) for i in range(6)]
-    return [*failed, people.login(c, t + 70, ip=ip, device=device)], ("login_failed_burst",)
-
-
-def impossible_travel(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    far = people.rng.choice(list(FAR))
-    return [people.login(c, t), people.login(c, t + 1800, country=far)], ()
-
-
-def credential_stuffing_ip(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    ip = f"198.51.100.{people.rng.randrange(1, 255)}"
-    victims = people.rng.sample(people.active, 12)
-    return [people.login(v, t + i * 3, ok=False, ip=ip) for i, v in enumerate(victims)], ()
-
-
-def shared_device(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    device = f"dev_s{people.rng.getrandbits(40):010x}"
-    victims = people.rng.sample(people.active, 6)
-    return [people.login(v, t + i * 200, device=device) for i, v in enumerate(victims)], ()
-
-
-def aml_structuring_cash(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [
-        people.event(
-            "deposit.received",
-            t + i * 1200,
-            c,
-            "core-banking",
-            {"amount": f"{people.rng.uniform(9500, 9990):.2f}", "currency": c.currency, "method": "cash"},
-        )
-        for i in range(3)
-    ], ()
-
-
-def aml_rapid_in_out(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    deposit = people.event(
-        "deposit.received", t, c, "core-banking", {"amount": "8000.00", "currency": c.currency, "method": "transfer"}
-    )
-    onward = people.transfer(c, t + people.rng.uniform(900, 3000), 7600.0)  # within the hour, or near it
-    return [deposit, onward], ("notify_large_transaction",)
-
-
-def aml_dormant_reactivated(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [people.transfer(c, t, 5000.0)], ("notify_large_transaction",)
-
-
-def aml_round_amount_new_payee(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    payee = f"pay_n{people.rng.getrandbits(32):08x}"
-    added = people.event("payee.added", t, c, "web", {"payee_id": payee, "payee_country": c.country})
-    return [added, people.transfer(c, t + 1800, 10000.0, payee=payee)], ("notify_large_transaction",)
-
-
-def aml_mule_fan_in(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    """Six customers (victims, or recruited) each add one collector account and pay it."""
-    collector = f"pay_m{people.rng.getrandbits(32):08x}"
-    events = []
-    for i, sender in enumerate(people.rng.sample(people.active, min(6, len(people.active)))):
-        at = t + i * 500
-        details = {"payee_id": collector, "payee_country": sender.country}
-        events.append(people.event("payee.added", at, sender, "web", details))
-        events.append(people.transfer(sender, at + 300, people.rng.uniform(150, 900), payee=collector))
-    return events, ()
-
-
-def aml_mule_fan_out(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    """A customer adds four payees and spreads money over them within the hour."""
-    events = []
-    for i in range(4):
-        payee = f"pay_o{people.rng.getrandbits(32):08x}"
-        at = t + i * 700
-        events.append(people.event("payee.added", at, c, "web", {"payee_id": payee, "payee_country": c.country}))
-        events.append(people.transfer(c, at + 300, people.rng.uniform(600, 1200), payee=payee))
-    return events, ("transfer_amount_anomaly",)
-
-
-def aml_pass_through(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    """Two incoming payments (not salary), then most of them sent on to a payee added today."""
-    amounts = [people.rng.uniform(1600, 2400) for _ in range(2)]
-    deposits = [
-        people.event(
-            "deposit.received",
-            t + i * 600,
-            c,
-            "core-banking",
-            {"amount": f"{a:.2f}", "currency": c.currency, "method": "transfer"},
-        )
-        for i, a in enumerate(amounts)
-    ]
-    payee = f"pay_p{people.rng.getrandbits(32):08x}"
-    added = people.event("payee.added", t + 1200, c, "web", {"payee_id": payee, "payee_country": c.country})
-    onward = people.transfer(c, t + 1800, sum(amounts) * people.rng.uniform(0.92, 0.98), payee=payee)
-    return [*deposits, added, onward], ("notify_large_transaction", "transfer_amount_anomaly")
+    """A customer's everyday transfers, then a new payee sent many times more (a scam's one
+    large payment, an impersonation's "safe account")."""
+    r = people.rng
+    usual = r.uniform(30, 300)
+    at = _times(people, t, r.randint(8, 15), (120, 400))
+    history = [people.transfer(c, moment, usual * r.uniform(0.7, 1.4)) for moment in at]
+    payee = _payee(people, "s")
+    added = _added(people, c, at[-1] + r.uniform(60, 600), payee)
+    spike = max(r.uniform(1000, 9000), usual * r.uniform(10, 40)) + 0.37
+    sent = people.transfer(c, _at(added) + r.uniform(60, 1800), spike, payee=payee)
+    return [*history, added, sent], ("notify_large_transaction", "aml_round_amount_new_payee", "aml_pass_through")
 
 
 def app_scam_escalation(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    """A new payee (a fake investment, a romance) paid more each time."""
-    payee = f"pay_e{people.rng.getrandbits(32):08x}"
-    added = people.event("payee.added", t, c, "web", {"payee_id": payee, "payee_country": c.country})
-    first = people.rng.uniform(150, 400)
-    amounts = [first, first * people.rng.uniform(2, 3), max(1000.0, first * people.rng.uniform(4, 6))]
+    """A new payee (a fake investment, a romance) paid three to five times, more each time."""
+    r = people.rng
+    payee = _payee(people, "e")
+    added = _added(people, c, t, payee)
+    count = r.randint(3, 5)
+    first, last = r.uniform(100, 500), r.uniform(1000, 8000)
+    step = (last / first) ** (1 / (count - 1))
+    amounts = [first * step**i * r.uniform(0.97, 1.03) for i in range(count - 1)] + [last]
     # days apart in real life (the detection allows 14); minutes here, to fit a simulated hour
-    at = itertools.accumulate(people.rng.uniform(400, 900) for _ in amounts)
-    payments = [people.transfer(c, t + gap, a, payee=payee) for gap, a in zip(at, amounts, strict=True)]
-    return [added, *payments], ("transfer_amount_anomaly",)
+    at = _times(people, t + r.uniform(120, 900), count, (300, 900))
+    payments = [people.transfer(c, moment, a, payee=payee) for moment, a in zip(at, amounts, strict=True)]
+    return [added, *payments], ("transfer_amount_anomaly", "notify_large_transaction", "aml_round_amount_new_payee")
 
 
-def transfer_high_risk_country(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [
-        people.transfer(
-            c, t, 1500.0, payee=f"pay_r{people.rng.getrandbits(32):08x}", country=people.rng.choice(HIGH_RISK)
-        )
-    ], ()
+# --- account takeover and credential stuffing ------------------------------------------------
+
+
+def login_failed_burst(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """Someone guessing the customer's password: 5-15 failures, seconds to a minute apart."""
+    r = people.rng
+    ip = f"203.0.113.{r.randrange(1, 255)}"
+    return [people.login(c, moment, ok=False, ip=ip) for moment in _times(people, t, r.randint(5, 15), (3, 60))], ()
+
+
+def ato_burst_then_new_device(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    r = people.rng
+    ip, device = f"203.0.113.{r.randrange(1, 255)}", f"dev_x{r.getrandbits(40):010x}"
+    at = _times(people, t, r.randint(5, 12), (3, 30))
+    failed = [people.login(c, moment, ok=False, ip=ip, device=device) for moment in at]
+    return [*failed, people.login(c, at[-1] + r.uniform(5, 120), ip=ip, device=device)], ("login_failed_burst",)
+
+
+def impossible_travel(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """A login at home, then one from far away (stolen credentials used abroad) too soon."""
+    far, gap = _too_far(people, c)
+    return [people.login(c, t), people.login(c, t + gap, country=far)], ()
+
+
+def credential_stuffing_ip(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """Leaked credentials tried against many customers from one address."""
+    r = people.rng
+    ip = f"198.51.100.{r.randrange(1, 255)}"
+    victims = r.sample(people.active, min(r.randint(10, 40), len(people.active)))
+    at = _times(people, t, len(victims), (0.5, 12))
+    return [people.login(v, moment, ok=False, ip=ip) for moment, v in zip(at, victims, strict=True)], (
+        "login_failed_burst",
+    )
+
+
+def shared_device(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """One device (a fraudster's, or a mule herder's) signed in to many customers' accounts."""
+    r = people.rng
+    device = f"dev_s{r.getrandbits(40):010x}"
+    victims = r.sample(people.active, min(r.randint(5, 10), len(people.active)))
+    at = _times(people, t, len(victims), (60, 1200))
+    return [people.login(v, moment, device=device) for moment, v in zip(at, victims, strict=True)], (
+        "impossible_travel",
+    )
 
 
 def ato_reset_payee_transfer(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    payee = f"pay_a{people.rng.getrandbits(32):08x}"
+    """Password or second factor reset (a SIM swap's), a new payee, the money sent to it."""
+    r = people.rng
+    payee = _payee(people, "a")
+    reset = r.choice(["password.reset", "mfa.changed"])
+    added = _added(people, c, t + r.uniform(60, 600), payee)
     return [
-        people.event("password.reset", t, c, "mobile-app", {"channel": "sms"}),
-        people.event("payee.added", t + 300, c, "web", {"payee_id": payee, "payee_country": c.country}),
-        people.transfer(c, t + 900, 2500.55, payee=payee),
-    ], ("notify_large_transaction",)
+        people.event(reset, t, c, "mobile-app", {"channel": r.choice(["sms", "app", "email"])}),
+        added,
+        people.transfer(c, _at(added) + r.uniform(60, 900), r.uniform(250, 6000), payee=payee),
+    ], ("notify_large_transaction", "transfer_amount_anomaly", "aml_round_amount_new_payee")
+
+
+def ato_new_device_payee_transfer(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """Credentials and a one-time code phished: the fraudster signs in on their own device (no
+    failed logins, no reset), through a proxy in the customer's country, adds a payee and
+    sends it money."""
+    r = people.rng
+    device, ip = f"dev_p{r.getrandbits(40):010x}", f"198.18.{r.randrange(256)}.{r.randrange(1, 255)}"
+    at = t + r.uniform(300, 3600)
+    events = [people.login(c, t), people.login(c, at, device=device, ip=ip)]  # the customer's own, earlier
+    if r.random() < 0.5:  # the app binds the new device
+        bound = {"device_id": device, "platform": "android"}
+        events.append(people.event("device.registered", at + 20, c, "mobile-app", bound))
+    payee = _payee(people, "t")
+    added = _added(people, c, at + r.uniform(60, 900), payee)
+    sent = people.transfer(c, _at(added) + r.uniform(30, 900), r.uniform(250, 5000), payee=payee)
+    return [*events, added, sent], ("notify_large_transaction", "transfer_amount_anomaly", "aml_round_amount_new_payee")
 
 
 def ato_contact_change_transfer(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    change = people.event("contact.changed", t, c, "mobile-app", {"channel": "app"})
-    return [change, people.transfer(c, t + 600, 1500.0)], ()
+    r = people.rng
+    change = people.event("contact.changed", t, c, "mobile-app", {"channel": r.choice(["app", "web"])})
+    return [change, people.transfer(c, t + r.uniform(120, 3000), r.uniform(1000, 6000))], ("notify_large_transaction",)
+
+
+# --- money laundering and mules --------------------------------------------------------------
+
+
+def aml_structuring_cash(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """Cash paid in under the 10,000 reporting threshold, three to six times a day."""
+    r = people.rng
+    at = _times(people, t, r.randint(3, 6), (600, 5400))  # over a working day
+    return [_deposit(people, c, moment, r.uniform(8000, 9990), "cash") for moment in at], ()
+
+
+def aml_rapid_in_out(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """A large deposit nearly all sent on within hours."""
+    r = people.rng
+    amount = r.uniform(5000, 40000)
+    deposit = _deposit(people, c, t, amount, "transfer")
+    onward = people.transfer(c, t + r.uniform(300, 4 * 3600), amount * r.uniform(0.9, 1.0))
+    return [deposit, onward], ("notify_large_transaction", "transfer_amount_anomaly")
+
+
+def aml_dormant_reactivated(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    return [people.transfer(c, t, people.rng.uniform(2000, 20000))], ("notify_large_transaction",)
+
+
+def aml_round_amount_new_payee(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """A new payee sent a large round sum (layering)."""
+    r = people.rng
+    payee = _payee(people, "n")
+    added = _added(people, c, t, payee)
+    amount = 1000.0 * r.randint(5, 30)
+    return [added, people.transfer(c, t + r.uniform(300, 3 * 3600), amount, payee=payee)], (
+        "notify_large_transaction",
+        "transfer_amount_anomaly",
+    )
+
+
+def aml_mule_fan_in(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """Four to twelve customers (victims, or recruited) each add one collector account and pay it."""
+    r = people.rng
+    collector = _payee(people, "m")
+    events = []
+    senders = r.sample(people.active, min(r.randint(4, 12), len(people.active)))
+    for at, sender in zip(_times(people, t, len(senders), (120, 1200)), senders, strict=True):
+        events.append(_added(people, sender, at, collector))
+        events.append(people.transfer(sender, at + r.uniform(30, 900), r.uniform(100, 2000), payee=collector))
+    return events, ("app_scam_escalation", "notify_large_transaction")
+
+
+def aml_mule_fan_out(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """A customer adds three to seven payees and spreads money over them within hours."""
+    r = people.rng
+    events = []
+    for at in _times(people, t, r.randint(3, 7), (300, 1800)):
+        payee = _payee(people, "o")
+        events.append(_added(people, c, at, payee))
+        events.append(people.transfer(c, at + r.uniform(60, 900), r.uniform(600, 2500), payee=payee))
+    return events, ("transfer_amount_anomaly", "notify_large_transaction", "aml_pass_through")
+
+
+def aml_pass_through(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    """Incoming payments (not salary), then most of them sent on to a payee added today."""
+    r = people.rng
+    total = r.uniform(3000, 20000)
+    parts = [r.uniform(1, 3) for _ in range(r.randint(1, 4))]
+    amounts = [total * p / sum(parts) for p in parts]
+    at = _times(people, t, len(amounts), (300, 2 * 3600))
+    deposits = [_deposit(people, c, moment, a, "transfer") for moment, a in zip(at, amounts, strict=True)]
+    payee = _payee(people, "p")
+    added = _added(people, c, at[-1] + r.uniform(60, 1800), payee)
+    onward = people.transfer(c, _at(added) + r.uniform(60, 1800), total * r.uniform(0.82, 0.98), payee=payee)
+    return [*deposits, added, onward], (
+        "notify_large_transaction",
+        "transfer_amount_anomaly",
+        "aml_rapid_in_out",
+        "aml_round_amount_new_payee",
+    )
+
+
+def transfer_high_risk_country(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    r = people.rng
+    payee = _payee(people, "r")
+    return [people.transfer(c, t, r.uniform(100, 10000), payee=payee, country=r.choice(HIGH_RISK))], (
+        "notify_large_transaction",
+    )
+
+
+# --- customer notifications ------------------------------------------------------------------
 
 
 def notify_large_transaction(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [people.card(c, t, 2500.0, channel="ecom")], ()
+    r = people.rng
+    amount = r.uniform(2000, 8000)
+    if r.random() < 0.5:
+        return [people.card(c, t, amount, channel="ecom")], ("card_amount_anomaly",)
+    return [people.transfer(c, t, amount)], ("transfer_amount_anomaly",)
 
 
 def notify_low_balance(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [people.event("balance.updated", t, c, "core-banking", {"balance": "20.00", "currency": c.currency})], ()
+    balance = {"balance": f"{people.rng.uniform(0, 49.99):.2f}", "currency": c.currency}
+    return [people.event("balance.updated", t, c, "core-banking", balance)], ()
 
 
 def notify_card_abroad(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
+    r = people.rng
     return [
-        people.card(c, t, 25.0, channel="ecom"),
-        people.card(c, t + 600, 60.0, channel="ecom", country=_foreign(people, c)[0]),
+        people.card(c, t, r.uniform(5, 120), channel="ecom"),
+        people.card(c, t + r.uniform(60, 3600), r.uniform(10, 300), channel="ecom", country=_foreign(people, c)[0]),
     ], ()
 
 
 def notify_salary_received(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [
-        people.event(
-            "deposit.received", t, c, "core-banking", {"amount": "3200.00", "currency": c.currency, "method": "salary"}
-        )
-    ], ()
+    return [_deposit(people, c, t, people.rng.lognormvariate(8.0, 0.4), "salary")], ()
 
 
 # currencies a bank's rate table seldom carries: a payment in one has no reference amount
@@ -259,17 +397,26 @@ def ops_fx_rate_missing(people: Population, c: Customer, t: float) -> tuple[Even
     return [payment], ()
 
 
+# --- operations ------------------------------------------------------------------------------
+
+
 def ops_api_error_rate(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    endpoint = f"/partners/{people.rng.getrandbits(24):06x}/sync"
+    """An endpoint failing a third to most of its requests."""
+    r = people.rng
+    endpoint = f"/partners/{r.getrandbits(24):06x}/sync"
+    failing = r.uniform(0.3, 0.8)
+    at = _times(people, t, r.randint(25, 60), (1, 6))
     return [
-        people.api(t + i * 3, "partners", endpoint, 503 if i % 2 else 200, people.rng.lognormvariate(3, 0.4))
-        for i in range(40)
+        people.api(moment, "partners", endpoint, 503 if r.random() < failing else 200, r.lognormvariate(3, 0.4))
+        for moment in at
     ], ()
 
 
 def ops_api_latency(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    endpoint = f"/reports/{people.rng.getrandbits(24):06x}"
-    return [people.api(t + i * 3, "reports", endpoint, 200, people.rng.uniform(1500, 3000)) for i in range(40)], ()
+    r = people.rng
+    endpoint = f"/reports/{r.getrandbits(24):06x}"
+    at = _times(people, t, r.randint(25, 60), (1, 6))
+    return [people.api(moment, "reports", endpoint, 200, r.uniform(1200, 4000)) for moment in at], ()
 
 
 SCENARIOS: dict[str, Builder] = {
@@ -299,6 +446,7 @@ SCENARIOS: dict[str, Builder] = {
         app_scam_escalation,
         transfer_high_risk_country,
         ato_reset_payee_transfer,
+        ato_new_device_payee_transfer,
         ato_contact_change_transfer,
         notify_large_transaction,
         notify_low_balance,
@@ -323,8 +471,48 @@ CUSTOMERLESS = frozenset(
 )
 
 
+# the scenarios of each typology (the rows of docs/typologies.md), for the report's recall by typology
+TYPOLOGIES = {
+    "account takeover": (
+        "ato_burst_then_new_device",
+        "ato_contact_change_transfer",
+        "ato_new_device_payee_transfer",
+        "impossible_travel",
+        "login_failed_burst",
+    ),
+    "SIM swap or second-factor reset": ("ato_reset_payee_transfer",),
+    "credential stuffing": ("credential_stuffing_ip", "shared_device"),
+    "APP scam": ("app_scam_escalation", "transfer_amount_anomaly"),
+    "money mule: fan-in, collector": ("aml_mule_fan_in",),
+    "money mule: fan-out": ("aml_mule_fan_out",),
+    "money mule: pass-through": ("aml_pass_through", "aml_rapid_in_out"),
+    "layering to a new payee": ("aml_round_amount_new_payee",),
+    "structuring": ("aml_structuring_cash",),
+    "dormant account reactivated": ("aml_dormant_reactivated",),
+    "high-risk country flows": ("card_high_risk_country", "transfer_high_risk_country"),
+    "card testing": ("card_testing",),
+    "card: stolen card used": ("card_velocity", "card_amount_anomaly", "card_new_gambling"),
+    "card: cloned or cross-border": ("card_impossible_travel", "card_multiple_countries"),
+    "ATM cash-out": ("card_atm_cashout",),
+    "customer notification": (
+        "notify_large_transaction",
+        "notify_low_balance",
+        "notify_card_abroad",
+        "notify_salary_received",
+    ),
+    "operations": ("ops_fx_rate_missing", "ops_api_error_rate", "ops_api_latency", "ops_source_silent"),
+}
+TYPOLOGY = {scenario: typology for typology, scenarios in TYPOLOGIES.items() for scenario in scenarios}
+EVERYDAY_AROUND = 3  # at most this many of the customer's own everyday events amid a scenario's
+
+
 def build(people: Population, name: str, t: float) -> tuple[Label | None, Events]:
-    """The events and label of scenario ``name`` starting at ``t`` (None: cannot run now)."""
+    """The events and label of scenario ``name`` starting at ``t`` (None: cannot run now).
+
+    The customer's own everyday payments and logins (none to ``EVERYDAY_AROUND``) are mixed
+    into a scenario that lasts a while. They are not the scenario's: the label names them apart
+    (``around``), as everyday events on which its detections may fire while it unfolds.
+    """
     if name == "ops_source_silent":
         idle = [f for f in PARTNER_FEEDS if people.paused.get(f, -1.0) < t and f in people.last_feed_event]
         if not idle:
@@ -338,8 +526,16 @@ def build(people: Population, name: str, t: float) -> tuple[Label | None, Events
             return None, []
         customer = people.dormant.pop()
     else:
-        customer = people.rng.choice(people.active)
+        customer = people.at_home(t)
     events, also = SCENARIOS[name](people, customer, t)
     ids = [e["event_id"] for e in events]
-    ends = max(datetime.fromisoformat(e["occurred_at"]).timestamp() for e in events)
-    return Label(name, (name,), also, None if name in CUSTOMERLESS else customer.id, ids, t, ends), events
+    ends = max(_at(e) for e in events)
+    around = []
+    if name not in CUSTOMERLESS and name != "aml_dormant_reactivated" and ends > t:
+        around = [
+            people.everyday(customer, people.rng.uniform(t, ends))
+            for _ in range(people.rng.randint(0, EVERYDAY_AROUND))
+        ]
+    customer_id = None if name in CUSTOMERLESS else customer.id
+    label = Label(name, (name,), also, customer_id, ids, t, ends, [e["event_id"] for e in around])
+    return label, [*events, *around]

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ringfence.simulate.lookalikes import STORIES
 from ringfence.simulate.population import (
     ENDPOINTS,
     HISTORY_SOURCE,
     PARTNER_FEEDS,
     PARTNER_INTERVAL_S,
+    Customer,
     Label,
     Population,
 )
@@ -33,12 +35,22 @@ class _Pending:
     event: dict[str, Any] = field(compare=False)
 
 
-# innocent look-alikes of cash-outs and mule collectors in everyday traffic
-ATM_SHARE = 0.04  # of card events: cash at an ATM
 ATMS = 20  # busy ATMs a country
 ATM_AMOUNTS = (50.0, 100.0, 100.0, 200.0, 200.0, 300.0, 400.0, 500.0)  # now and then someone's limit
-SHARED_PAYEE_SHARE = 0.2  # of transfers: to a payee many customers pay
 SHARED_PAYEES = 150  # a country's landlords, schools, clubs
+
+
+@dataclass(frozen=True)
+class Background:
+    """How much of everyday traffic looks like a typology: drawn per seed, from ranges."""
+
+    atm_share: float  # of card events: cash at one of a country's busy ATMs
+    shared_payee_share: float  # of transfers: to a payee many customers pay (rent, school fees)
+    story_rate: float  # chance an everyday event also starts a look-alike story (lookalikes.py)
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> Background:
+        return cls(rng.uniform(0.02, 0.06), rng.uniform(0.1, 0.3), rng.uniform(0.001, 0.004))
 
 
 class Traffic:
@@ -59,31 +71,27 @@ class Traffic:
         self._seq = itertools.count()
         self.labels: list[Label] = []
         self.people = Population(self.rng, customers, dormant, source_prefix)
-        self.normal_count = 0
+        self.background = Background.draw(self.rng)
 
     # -- everyday traffic ------------------------------------------------------------------
 
     def normal(self, t: float) -> dict[str, Any]:
         """One everyday event at time ``t``."""
-        self.normal_count += 1
         r, p = self.rng, self.people
-        c = r.choice(p.active)
+        c, abroad = self._someone(t)
         roll = r.random()
         if roll < 0.50:
-            if r.random() < ATM_SHARE:  # a cash withdrawal at one of the town's busy ATMs
-                cash = p.card(c, t, r.choice(ATM_AMOUNTS), approved=r.random() > 0.02, channel="atm")
-                cash["data"]["merchant"] = {
-                    "id": f"atm_{c.country}_{r.randrange(ATMS)}",
-                    "mcc": "6011",
-                    "country": c.country,
-                }
+            if r.random() < self.background.atm_share:  # a cash withdrawal at one of the town's busy ATMs
+                town = abroad or c.country
+                cash = p.card(c, t, r.choice(ATM_AMOUNTS), approved=r.random() > 0.02, channel="atm", country=town)
+                cash["data"]["merchant"] = {"id": f"atm_{town}_{r.randrange(ATMS)}", "mcc": "6011", "country": town}
                 return cash
             amount = min(1500.0, max(1.0, r.lognormvariate(0, 0.5) * c.typical_amount))
-            return p.card(c, t, amount, approved=r.random() > 0.02)
+            return p.card(c, t, amount, approved=r.random() > 0.02, country=abroad)
         if roll < 0.69:
-            return p.login(c, t)
+            return p.login(c, t, country=abroad)
         if roll < 0.70:
-            return p.login(c, t, ok=False)
+            return p.login(c, t, ok=False, country=abroad)
         if roll < 0.79:
             return p.event(
                 "balance.updated",
@@ -97,7 +105,7 @@ class Traffic:
                 t, "payments", r.choice(ENDPOINTS), 200 if r.random() > 0.005 else 503, r.lognormvariate(3, 0.4)
             )
         if roll < 0.94:
-            if r.random() < SHARED_PAYEE_SHARE:  # rent to a landlord, fees to a school: payees many pay
+            if r.random() < self.background.shared_payee_share:  # rent to a landlord, fees to a school: payees many pay
                 shared = f"pay_{c.country}_shared_{r.randrange(SHARED_PAYEES)}"
                 return p.transfer(c, t, r.uniform(300, 1200), payee=shared)
             return p.transfer(c, t, r.uniform(5, 400))
@@ -117,6 +125,18 @@ class Traffic:
             return p.event("device.registered", t, c, "mobile-app", {"device_id": c.device, "platform": "ios"})
         kind = r.choice(["password.reset", "contact.changed", "mfa.changed"])
         return p.event(kind, t, c, "mobile-app", {"device_id": c.device, "channel": "app"})
+
+    def _someone(self, t: float) -> tuple[Customer, str | None]:
+        """A customer for an everyday event at ``t``, and the country they are in when abroad.
+        Never one in the air: after ``Population.PICKS`` such draws, one whose trip is cut short."""
+        people = self.people
+        for _ in range(people.PICKS):
+            c = self.rng.choice(people.active)
+            country = people.where(c, t)
+            if country is not None:
+                return c, None if country == c.country else country
+        people.away.pop(c.id, None)
+        return c, None
 
     def preamble(self, start: float) -> list[dict[str, Any]]:
         """History for dormant customers: their last activity, long before ``start``."""
@@ -160,6 +180,10 @@ class Traffic:
                         feed_event = people.api(due, "partner", "/feed", 200, 30.0, feed)
                         people.last_feed_event[feed] = feed_event["event_id"]
                         heapq.heappush(pending, _Pending(due, next(self._seq), feed_event))
+            if self.rng.random() < self.background.story_rate:
+                story = self.rng.choice(list(STORIES.values()))
+                for e in story(people, people.at_home(t), t):
+                    heapq.heappush(pending, _Pending(_time(e), next(self._seq), e))
             heapq.heappush(pending, _Pending(t, next(self._seq), self.normal(t)))
             while pending and pending[0].t <= t and emitted < count:
                 emitted += 1
