@@ -42,8 +42,7 @@ def payday(people: Population, c: Customer, t: float) -> Events:
     for _ in range(r.randint(2, 4)):
         events.append(people.transfer(c, t + r.uniform(600, 4 * 3600), r.uniform(50, 1200)))
     for _ in range(r.randint(3, 8)):
-        amount = min(1500.0, r.lognormvariate(0, 0.5) * c.typical_amount)
-        events.append(people.card(c, t + r.uniform(0, 6 * 3600), amount))
+        events.append(people.card(c, t + r.uniform(0, 6 * 3600), people.usual_amount(c)))
     return events
 
 

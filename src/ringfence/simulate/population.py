@@ -107,6 +107,8 @@ class Population:
     """The customers (``dormant`` ones appear only in their history and their own scenario),
     the partner feeds' state, and builders of the events they send, each with a new id."""
 
+    PICKS = 8  # draws to find a customer as wanted before taking any
+
     def __init__(self, rng: random.Random, customers: int, dormant: int, source_prefix: str) -> None:
         self.rng = rng
         self.prefix = source_prefix
@@ -120,8 +122,6 @@ class Population:
         self.paused: dict[str, float] = {}  # partner feed -> event time it resumes at
         self.last_feed_event: dict[str, str] = {}  # partner feed -> id of its latest event
         self.away: dict[str, Trip] = {}  # customer id -> their trip (holiday look-alikes)
-
-    PICKS = 8  # draws to find a customer as wanted before taking any
 
     def where(self, c: Customer, t: float) -> str | None:
         """The country ``c`` is in at ``t``: their own, the one they travelled to, or None in
@@ -212,11 +212,14 @@ class Population:
             data["decline_reason"] = "insufficient_funds"
         return self.event("card.authorization", t, c, "card-processor", data)
 
+    def usual_amount(self, c: Customer) -> float:
+        """A card payment of the kind ``c`` makes every day: near their typical amount."""
+        return min(1500.0, max(1.0, self.rng.lognormvariate(0, 0.5) * c.typical_amount))
+
     def everyday(self, c: Customer, t: float) -> dict[str, Any]:
         """One of the customer's ordinary events at ``t``: a payment near their usual, or a login."""
-        r = self.rng
-        if r.random() < 0.6:
-            return self.card(c, t, min(1500.0, max(1.0, r.lognormvariate(0, 0.5) * c.typical_amount)))
+        if self.rng.random() < 0.6:
+            return self.card(c, t, self.usual_amount(c))
         return self.login(c, t)
 
     def login(

@@ -141,6 +141,9 @@ def card_multiple_countries(people: Population, c: Customer, t: float) -> tuple[
     ], ("notify_card_abroad", "card_amount_anomaly")
 
 
+ATM_LIMITS = (500.0, 600.0, 700.0, 800.0, 1000.0)  # what banks let a card take out a day
+
+
 def card_atm_cashout(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
     """Cards of several customers (cloned) emptied at one ATM in their home country, each to a
     daily limit."""
@@ -154,9 +157,6 @@ def card_atm_cashout(people: Population, c: Customer, t: float) -> tuple[Events,
         cash["data"]["merchant"] = {"id": atm, "mcc": "6011", "country": c.country}
         withdrawals.append(cash)
     return withdrawals, ()
-
-
-ATM_LIMITS = (500.0, 600.0, 700.0, 800.0, 1000.0)  # what banks let a card take out a day
 
 
 # --- payment fraud and scams -----------------------------------------------------------------

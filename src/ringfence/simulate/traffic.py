@@ -86,8 +86,7 @@ class Traffic:
                 cash = p.card(c, t, r.choice(ATM_AMOUNTS), approved=r.random() > 0.02, channel="atm", country=town)
                 cash["data"]["merchant"] = {"id": f"atm_{town}_{r.randrange(ATMS)}", "mcc": "6011", "country": town}
                 return cash
-            amount = min(1500.0, max(1.0, r.lognormvariate(0, 0.5) * c.typical_amount))
-            return p.card(c, t, amount, approved=r.random() > 0.02, country=abroad)
+            return p.card(c, t, p.usual_amount(c), approved=r.random() > 0.02, country=abroad)
         if roll < 0.69:
             return p.login(c, t, country=abroad)
         if roll < 0.70:
