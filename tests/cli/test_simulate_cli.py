@@ -16,24 +16,42 @@ import pytest
 SMALL_STREAM = ("--events", "3000", "--customers", "200", "--fraud-rate", "0.01")
 
 
-def test_report_accounts_for_every_injected_scenario(tmp_path: Path) -> None:
-    report = tmp_path / "report.json"
-    out = subprocess.run(
-        [sys.executable, "-m", "ringfence", "simulate", *SMALL_STREAM, "--report", "--report-out", str(report)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    ).stdout
+def scored_and_unscored(out: str) -> tuple[int, int, int]:
+    """The injected scenarios a report's output names, those its first table scores, and those
+    it says were not scored."""
     injected = int(re.search(r"(\d+) injected scenarios", out).group(1))  # type: ignore[union-attr]
-    scenarios = out[out.index("| scenario |") :].split("\n\n")[0]  # the first table; the second is by detection
+    scenarios = out[out.index("| scenario |") :].split("\n\n")[0]  # the first table; the next is by typology
     scored = sum(int(row.split("|")[2]) for row in scenarios.splitlines() if re.match(r"\| [a-z_]+ \| \d+ \|", row))
     unscored = re.search(r"(\d+) more injected scenarios were not scored: their events fell past the end", out)
-    assert unscored is not None, out
-    assert scored + int(unscored.group(1)) == injected
+    return injected, scored, int(unscored.group(1)) if unscored else 0
+
+
+def test_report_accounts_for_every_injected_scenario(tmp_path: Path) -> None:
+    """Events written out stop at --events, cutting the scenarios under way: the report names them."""
+    report, events = tmp_path / "report.json", tmp_path / "events.ndjson"
+    command = [sys.executable, "-m", "ringfence", "simulate", *SMALL_STREAM, "--out", str(events)]
+    out = subprocess.run(
+        [*command, "--report", "--report-out", str(report)], capture_output=True, text=True, check=True, timeout=300
+    ).stdout
+    injected, scored, unscored = scored_and_unscored(out)
+    assert unscored > 0, out
+    assert scored + unscored == injected
     saved = json.loads(report.read_text())
-    assert sum(saved["unscored"].values()) == int(unscored.group(1))
+    assert sum(saved["unscored"].values()) == unscored
     assert sum(s["injected"] for s in saved["scenarios"].values()) == scored
+    assert len(events.read_text().splitlines()) == 3000
+
+
+def test_a_report_alone_lets_every_scenario_finish() -> None:
+    """With nowhere else to send them, the stream goes on past --events until every scenario
+    under way has ended, so the long ones are scored as often as the short."""
+    command = [sys.executable, "-m", "ringfence", "simulate", *SMALL_STREAM, "--report"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300).stdout
+    injected, scored, unscored = scored_and_unscored(out)
+    assert (scored, unscored) == (injected, 0), out
+    finished = re.search(r"([\d,]+) events \(the last ([\d,]+) to finish the scenarios under way\)", out)
+    assert finished is not None, out
+    assert int(finished.group(1).replace(",", "")) - int(finished.group(2).replace(",", "")) == 3000
 
 
 def test_the_same_seed_gives_the_same_traffic_as_before(tmp_path: Path) -> None:
@@ -68,6 +86,15 @@ def test_simulating_into_kafka_without_the_runtime_configured_is_one_clear_line(
 def test_several_seeds_report_each_typologys_mean_and_worst_seed(tmp_path: Path) -> None:
     report = tmp_path / "seeds.json"
     small = ("--events", "4000", "--customers", "300", "--fraud-rate", "0.05", "--seed", "1000", "--seeds", "3")
+    # scenarios of minutes, of four typologies: the stream finishes them soon after its 4,000 events
+    short = (
+        "card_testing",
+        "login_failed_burst",
+        "credential_stuffing_ip",
+        "ato_reset_payee_transfer",
+        "notify_low_balance",
+    )
+    small += tuple(option for name in short for option in ("--scenario", name))
     command = [sys.executable, "-m", "ringfence", "simulate", *small, "--report", "--report-out", str(report)]
     out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300).stdout
     assert "Seeds 1000, 1001, 1002 (held-out; seeds from 1000 on are held out)." in out

@@ -35,7 +35,14 @@ BATCH = 1_000
 
 
 def simulate(
-    events: Annotated[int, typer.Option(help="How many events", min=1)] = 100_000,
+    events: Annotated[
+        int,
+        typer.Option(
+            help="How many events (with --report and nowhere else to send them, then as many as the "
+            "scenarios under way need to finish)",
+            min=1,
+        ),
+    ] = 100_000,
     customers: Annotated[int, typer.Option(help="Distinct customers", min=100)] = 100_000,
     rate: Annotated[float, typer.Option(help="Events per second of simulated time", min=0.1)] = 50.0,
     fraud_rate: Annotated[float, typer.Option(help="Chance per event that a scenario starts", min=0, max=1)] = 0.001,
@@ -90,7 +97,8 @@ def simulate(
         for each in range(seed, seed + seeds):
             traffic = _traffic(each, customers, fraud_rate, only, events)
             typer.echo(f"seed {each}: {events:,} events ...")
-            scored[each] = evaluate(traffic.stream(begin, rate, events), traffic.labels, pack)
+            stream = traffic.stream(begin, rate, events, finish_scenarios=True)
+            scored[each] = evaluate(stream, traffic.labels, pack)
         summary = SeedsReport(scored)
         typer.echo(summary.markdown())
         if report_out is not None:
@@ -98,8 +106,9 @@ def simulate(
             report_out.write_text(body + "\n")
         return
     traffic = _traffic(seed, customers, fraud_rate, only, events)
+    finish = report and not (out or url or kafka)  # traffic that goes nowhere else: as many events as scoring needs
     with _sinks(url, key, settings_from(config) if kafka else None) as (sinks, topics):
-        stream = _tee(traffic.stream(begin, rate, events), out, sinks)
+        stream = _tee(traffic.stream(begin, rate, events, finish_scenarios=finish), out, sinks)
         progress = Progress(TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with progress:
             task = progress.add_task("simulate", total=events)
@@ -111,7 +120,9 @@ def simulate(
                     pass
     if labels is not None:
         labels.write_text(json.dumps([label.to_dict() for label in traffic.labels], indent=1) + "\n")
-    typer.echo(f"{events:,} events, {len(traffic.labels)} injected scenarios")
+    total = result.events if report else events
+    extra = f" (the last {total - events:,} to finish the scenarios under way)" if total > events else ""
+    typer.echo(f"{total:,} events{extra}, {len(traffic.labels)} injected scenarios")
     if report:
         text = result.markdown()
         typer.echo(text)

@@ -38,6 +38,7 @@ class _Pending:
 ATMS = 20  # busy ATMs a country
 ATM_AMOUNTS = (50.0, 100.0, 100.0, 200.0, 200.0, 300.0, 400.0, 500.0)  # now and then someone's limit
 SHARED_PAYEES = 150  # a country's landlords, schools, clubs
+FINISHING_PACE = 0.05  # of the rate, while the scenarios under way finish (at least 1 event/s)
 
 
 @dataclass(frozen=True)
@@ -150,26 +151,37 @@ class Traffic:
             for c in self.people.dormant
         ]
 
-    def stream(self, start: float, rate_per_s: float, count: int) -> Iterator[dict[str, Any]]:
+    def stream(
+        self, start: float, rate_per_s: float, count: int, *, finish_scenarios: bool = False
+    ) -> Iterator[dict[str, Any]]:
         """``count`` events in time order from ``start`` at about ``rate_per_s``, with
-        injected scenarios and partner feeds; a diurnal rhythm varies the rate +-30 %."""
+        injected scenarios and partner feeds; a diurnal rhythm varies the rate +-30 %.
+
+        ``finish_scenarios``: after ``count`` events no scenario starts, and everyday traffic
+        goes on, thinned to ``FINISHING_PACE`` (enough to keep every source alive), until every
+        scenario under way has ended, so that a report scores them all (a stream cut at
+        ``count`` cuts the longest scenarios most).
+        """
         people = self.people
         pending: list[_Pending] = []
         emitted = 0
+        horizon = -math.inf  # when the last scenario under way ends
         for event in self.preamble(start):
             if emitted < count:
                 emitted += 1
                 yield event
         t = start
         next_feed = {feed: start + i * PARTNER_INTERVAL_S / len(PARTNER_FEEDS) for i, feed in enumerate(PARTNER_FEEDS)}
-        while emitted < count:
+        while emitted < count or (finish_scenarios and t <= horizon):
             diurnal = 1.0 + 0.3 * math.sin(2 * math.pi * ((t / 86400.0) % 1.0))
-            t += self.rng.expovariate(rate_per_s * diurnal)
-            if self.rng.random() < self.fraud_rate and self.scenarios:
+            pace = rate_per_s if emitted < count else max(1.0, rate_per_s * FINISHING_PACE)
+            t += self.rng.expovariate(pace * diurnal)
+            if emitted < count and self.rng.random() < self.fraud_rate and self.scenarios:
                 name = self.rng.choice(self.scenarios)
                 label, events = build(people, name, t)
                 if label is not None:
                     self.labels.append(label)
+                    horizon = max(horizon, label.ends_at)
                     for e in events:
                         heapq.heappush(pending, _Pending(_time(e), next(self._seq), e))
             for feed, due in next_feed.items():
@@ -184,7 +196,7 @@ class Traffic:
                 for e in story(people, people.at_home(t), t):
                     heapq.heappush(pending, _Pending(_time(e), next(self._seq), e))
             heapq.heappush(pending, _Pending(t, next(self._seq), self.normal(t)))
-            while pending and pending[0].t <= t and emitted < count:
+            while pending and pending[0].t <= t and (emitted < count or finish_scenarios):
                 emitted += 1
                 yield heapq.heappop(pending).event
 
