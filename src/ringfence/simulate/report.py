@@ -18,8 +18,9 @@ import math
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -335,13 +336,14 @@ class SeedsReport:
     def typologies(self) -> dict[str, dict[str, Any]]:
         return self._recall({seed: report.typologies() for seed, report in self.reports.items()})
 
-    def _spread(self, figure: Any, worst: Any = max) -> dict[str, float]:
+    def _spread(self, figure: Callable[[Report], float]) -> dict[str, float]:
+        """``figure`` of each seed's report: its mean, and its worst (highest) seed's."""
         values = [figure(report) for report in self.reports.values()]
-        return {"mean": round(statistics.mean(values), 5), "worst": round(worst(values), 5)}
+        return {"mean": round(statistics.mean(values), 5), "worst": round(max(values), 5)}
 
     def detections(self) -> dict[str, dict[str, float]]:
         names = sorted({name for report in self.reports.values() for name in report.alerts})
-        return {name: self._spread(lambda report, n=name: report.false_per_10k_of(n)) for name in names}
+        return {name: self._spread(partial(Report.false_per_10k_of, detection=name)) for name in names}
 
     def to_dict(self) -> dict[str, Any]:
         return {
