@@ -27,9 +27,7 @@ def household_rent(people: Population, c: Customer, t: float) -> Events:
     others = [p for p in r.sample(town, min(flatmates + 1, len(town))) if p is not c]
     for tenant in [c, *others[:flatmates]]:
         at = t + r.uniform(0, 8 * 3600)
-        events.append(
-            people.event("payee.added", at, tenant, "web", {"payee_id": landlord, "payee_country": c.country})
-        )
+        events.append(people.payee_added(tenant, at, landlord, "web"))
         events.append(people.transfer(tenant, at + r.uniform(60, 3600), r.uniform(300, 1200), payee=landlord))
     return events
 
@@ -38,7 +36,7 @@ def payday(people: Population, c: Customer, t: float) -> Events:
     """Salary in, then the month's bills to the customer's usual payees and a run of card payments."""
     r = people.rng
     salary = r.lognormvariate(8.0, 0.35)
-    events = [_salary(people, c, t, salary)]
+    events = [people.deposit(c, t, salary, "salary")]
     for _ in range(r.randint(2, 4)):
         events.append(people.transfer(c, t + r.uniform(600, 4 * 3600), r.uniform(50, 1200)))
     for _ in range(r.randint(3, 8)):
@@ -53,7 +51,7 @@ def salary_to_savings(people: Population, c: Customer, t: float) -> Events:
     salary = r.lognormvariate(8.0, 0.5)
     savings = c.payees[0]
     return [
-        _salary(people, c, t, salary),
+        people.deposit(c, t, salary, "salary"),
         people.transfer(c, t + r.uniform(600, 6 * 3600), salary * r.uniform(0.5, 0.95), payee=savings),
     ]
 
@@ -89,9 +87,7 @@ def new_phone(people: Population, c: Customer, t: float) -> Events:
     if r.random() < 0.2:
         friend = f"pay_f{r.getrandbits(32):08x}"
         added_at = t + r.uniform(120, 1200)
-        events.append(
-            people.event("payee.added", added_at, c, "mobile-app", {"payee_id": friend, "payee_country": c.country})
-        )
+        events.append(people.payee_added(c, added_at, friend, "mobile-app"))
         events.append(people.transfer(c, added_at + r.uniform(30, 600), r.uniform(10, 400), payee=friend))
     return events
 
@@ -99,8 +95,3 @@ def new_phone(people: Population, c: Customer, t: float) -> Events:
 STORIES: dict[str, Story] = {
     f.__name__: f for f in (household_rent, payday, salary_to_savings, holiday_abroad, new_phone)
 }
-
-
-def _salary(people: Population, c: Customer, t: float, amount: float) -> dict[str, Any]:
-    data = {"amount": f"{amount:.2f}", "currency": c.currency, "method": "salary"}
-    return people.event("deposit.received", t, c, "core-banking", data)

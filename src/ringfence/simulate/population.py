@@ -134,15 +134,21 @@ class Population:
             return c.country
         return trip.country if trip.arrives <= t < trip.leaves else None
 
-    def at_home(self, t: float) -> Customer:
-        """An active customer at home at ``t`` (no trip under way), for a scenario or a story.
-        After ``PICKS`` draws of travellers, any customer, their trip cut short."""
+    def pick(self, t: float, *, abroad: bool) -> tuple[Customer, str]:
+        """An active customer at ``t`` and the country they are in: at home with no trip under
+        way, or (``abroad``) also in the country they travelled to; never in the air. After
+        ``PICKS`` draws that fail, any customer, their trip cut short, at home."""
         for _ in range(self.PICKS):
             c = self.rng.choice(self.active)
-            if self.where(c, t) == c.country and c.id not in self.away:
-                return c
+            country = self.where(c, t)
+            if (country == c.country and c.id not in self.away) or (abroad and country is not None):
+                return c, country
         self.away.pop(c.id, None)
-        return c
+        return c, c.country
+
+    def at_home(self, t: float) -> Customer:
+        """A customer at home at ``t``, no trip under way: for a scenario or a story."""
+        return self.pick(t, abroad=False)[0]
 
     def _customer(self, i: int) -> Customer:
         r = self.rng
@@ -215,6 +221,13 @@ class Population:
     def usual_amount(self, c: Customer) -> float:
         """A card payment of the kind ``c`` makes every day: near their typical amount."""
         return min(1500.0, max(1.0, self.rng.lognormvariate(0, 0.5) * c.typical_amount))
+
+    def payee_added(self, c: Customer, t: float, payee: str, source: str) -> dict[str, Any]:
+        return self.event("payee.added", t, c, source, {"payee_id": payee, "payee_country": c.country})
+
+    def deposit(self, c: Customer, t: float, amount: float, method: str) -> dict[str, Any]:
+        data = {"amount": f"{amount:.2f}", "currency": c.currency, "method": method}
+        return self.event("deposit.received", t, c, "core-banking", data)
 
     def everyday(self, c: Customer, t: float) -> dict[str, Any]:
         """One of the customer's ordinary events at ``t``: a payment near their usual, or a login."""

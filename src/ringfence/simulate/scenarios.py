@@ -52,14 +52,7 @@ def _payee(people: Population, tag: str) -> str:
 
 
 def _added(people: Population, c: Customer, t: float, payee: str) -> dict[str, Any]:
-    return people.event(
-        "payee.added", t, c, people.rng.choice(["web", "mobile-app"]), {"payee_id": payee, "payee_country": c.country}
-    )
-
-
-def _deposit(people: Population, c: Customer, t: float, amount: float, method: str) -> dict[str, Any]:
-    data = {"amount": f"{amount:.2f}", "currency": c.currency, "method": method}
-    return people.event("deposit.received", t, c, "core-banking", data)
+    return people.payee_added(c, t, payee, people.rng.choice(["web", "mobile-app"]))
 
 
 # --- card fraud ------------------------------------------------------------------------------
@@ -280,14 +273,14 @@ def aml_structuring_cash(people: Population, c: Customer, t: float) -> tuple[Eve
     """Cash paid in under the 10,000 reporting threshold, three to six times a day."""
     r = people.rng
     at = _times(people, t, r.randint(3, 6), (600, 5400))  # over a working day
-    return [_deposit(people, c, moment, r.uniform(8000, 9990), "cash") for moment in at], ()
+    return [people.deposit(c, moment, r.uniform(8000, 9990), "cash") for moment in at], ()
 
 
 def aml_rapid_in_out(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
     """A large deposit nearly all sent on within hours."""
     r = people.rng
     amount = r.uniform(5000, 40000)
-    deposit = _deposit(people, c, t, amount, "transfer")
+    deposit = people.deposit(c, t, amount, "transfer")
     onward = people.transfer(c, t + r.uniform(300, 4 * 3600), amount * r.uniform(0.9, 1.0))
     return [deposit, onward], ("notify_large_transaction", "transfer_amount_anomaly")
 
@@ -338,7 +331,7 @@ def aml_pass_through(people: Population, c: Customer, t: float) -> tuple[Events,
     parts = [r.uniform(1, 3) for _ in range(r.randint(1, 4))]
     amounts = [total * p / sum(parts) for p in parts]
     at = _times(people, t, len(amounts), (300, 2 * 3600))
-    deposits = [_deposit(people, c, moment, a, "transfer") for moment, a in zip(at, amounts, strict=True)]
+    deposits = [people.deposit(c, moment, a, "transfer") for moment, a in zip(at, amounts, strict=True)]
     payee = _payee(people, "p")
     added = _added(people, c, at[-1] + r.uniform(60, 1800), payee)
     onward = people.transfer(c, _at(added) + r.uniform(60, 1800), total * r.uniform(0.82, 0.98), payee=payee)
@@ -383,7 +376,7 @@ def notify_card_abroad(people: Population, c: Customer, t: float) -> tuple[Event
 
 
 def notify_salary_received(people: Population, c: Customer, t: float) -> tuple[Events, tuple[str, ...]]:
-    return [_deposit(people, c, t, people.rng.lognormvariate(8.0, 0.4), "salary")], ()
+    return [people.deposit(c, t, people.rng.lognormvariate(8.0, 0.4), "salary")], ()
 
 
 # currencies a bank's rate table seldom carries: a payment in one has no reference amount

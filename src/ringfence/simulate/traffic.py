@@ -127,16 +127,9 @@ class Traffic:
         return p.event(kind, t, c, "mobile-app", {"device_id": c.device, "channel": "app"})
 
     def _someone(self, t: float) -> tuple[Customer, str | None]:
-        """A customer for an everyday event at ``t``, and the country they are in when abroad.
-        Never one in the air: after ``Population.PICKS`` such draws, one whose trip is cut short."""
-        people = self.people
-        for _ in range(people.PICKS):
-            c = self.rng.choice(people.active)
-            country = people.where(c, t)
-            if country is not None:
-                return c, None if country == c.country else country
-        people.away.pop(c.id, None)
-        return c, None
+        """A customer for an everyday event at ``t``, and the country they are in when abroad."""
+        c, country = self.people.pick(t, abroad=True)
+        return c, None if country == c.country else country
 
     def preamble(self, start: float) -> list[dict[str, Any]]:
         """History for dormant customers: their last activity, long before ``start``."""
