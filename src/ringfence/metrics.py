@@ -30,7 +30,7 @@ class Metrics:
         )
         self.ingest_to_alert = Histogram(
             "ringfence_ingest_to_alert_seconds",
-            "From an event's durable arrival to its alert being queryable",
+            "From an event's durable arrival to its alert being queryable (an arriving event's hits; not a timer's)",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ringfence.bench.compare import RUNTIMES, workload
-from ringfence.bench.e2e import trigger_ingested_at
+from ringfence.bench.e2e import queryable_buckets, queryable_within, trigger_ingested_at
+from ringfence.metrics import Metrics
 
 
 def run_bench(out: Path, *args: str) -> None:
@@ -40,6 +41,7 @@ E2E_FIGURES = (
     "p50_ingest_to_alert_s",
     "p99_ingest_to_alert_s",
     "p99.9_ingest_to_alert_s",
+    "queryable_within_50ms_share",
     "cpu_us_per_event",
     "max_lag_events",
     "rss_max_mib",
@@ -56,8 +58,13 @@ def test_the_quick_end_to_end_benchmark_reports_every_figure(tmp_path: Path) -> 
     assert run["processed_events_per_s"] > 0
     assert run["alerts_timed"] > 0  # simulated fraud is detected, so latency is measured on real alerts
     assert run["ingest_to_alert_s"]["p99"] >= run["ingest_to_alert_s"]["p50"] > 0
+    queryable = run["queryable_within_s"]
+    assert queryable["hits"] > 0
+    assert queryable["0.01"] <= queryable["0.05"] <= queryable["0.25"] <= queryable["+Inf"] == 1.0
     assert run["cpu_us_per_event"] > 0
     assert len(run["samples"]) >= 2
+    assert result["traffic"]["file"].startswith("traffic-seed")
+    assert len(result["traffic"]["sha256"]) == 64
     assert result["engine_state"]["bytes_per_customer"] > 0
     assert result["machine"]["cpus"] >= 1
     assert (out / "e2e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -76,7 +83,9 @@ def test_a_sustained_run_measures_a_window_after_its_warm_up_and_stops_sending_t
     assert run["events"] < 40_000  # it stopped sending once the window was complete
     assert run["window_s"][0] == steady["warmup_s"]
     for figure in E2E_FIGURES:
-        assert result["summary"][figure]["median"] > 0 or figure == "max_lag_events", figure
+        # none of a window's hits may be queryable within 50 ms: a sustained run's queue is long
+        zero_allowed = figure in ("max_lag_events", "queryable_within_50ms_share")
+        assert result["summary"][figure]["median"] > 0 or zero_allowed, figure
     latency = run["ingest_to_alert_s"]
     assert latency["p99.9"] >= latency["p99"] >= latency["p50"] > 0
     assert (tmp_path / "sustained-journal_sync-full.json").exists()
@@ -166,3 +175,23 @@ def test_ingest_to_alert_is_timed_from_the_event_whose_arrival_raised_the_alert(
     # hits beyond the capped evidence: the first hit's event is gone
     capped = {"count": 60, "first_seen": first, "evidence": {"events": [_event(first, arrived, own=True)] * 50}}
     assert trigger_ingested_at(capped) is None
+
+
+def test_the_share_of_hits_queryable_within_each_bound_is_read_from_the_servers_histogram() -> None:
+    metrics = Metrics()
+    before = queryable_buckets(metrics.render().decode())
+    for seconds in (0.004, 0.03, 0.04, 0.2, 3.0):
+        metrics.ingest_to_alert.observe(seconds)
+    after = queryable_buckets(metrics.render().decode())
+    bounds = ("0.01", "0.025", "0.05", "0.1", "0.25", "+Inf")
+    assert before == {f"queryable_le_{bound}": 0.0 for bound in bounds}
+    assert [after[f"queryable_le_{bound}"] for bound in bounds] == [1.0, 1.0, 3.0, 3.0, 4.0, 5.0]
+    assert queryable_within(before, after) == {
+        "0.01": 0.2,
+        "0.025": 0.2,
+        "0.05": 0.6,
+        "0.1": 0.6,
+        "0.25": 0.8,
+        "+Inf": 1.0,
+        "hits": 5.0,
+    }

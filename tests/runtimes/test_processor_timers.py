@@ -4,6 +4,9 @@ reported silent, but a replay of old events is not closed early by today's clock
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from ringfence.alerts.model import AlertQuery
 from ringfence.engine import Engine, load_pack
@@ -61,3 +64,56 @@ def test_old_events_replayed_now_are_not_closed_by_todays_clock(tmp_path: Path) 
     clock.advance(60)
     p.run_once()
     assert store.count_alerts() == 0  # only 60 s of (extrapolated) event time have passed
+
+
+def test_an_events_hits_are_timed_to_the_end_of_their_commit_and_a_timers_are_not_timed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ringfence_ingest_to_alert_seconds`` runs to the commit that makes the alert queryable;
+    a silence's hit comes minutes after its event by design, so it is not the path's latency."""
+    pack = load_pack("""
+version: t1
+rules:
+  - id: failed
+    on: [api.request]
+    when: data.status >= 500
+    severity: high
+    audience: ops
+    title: "{source} failed"
+    dedup: "{event_id}"
+patterns:
+  - id: silent
+    kind: absence
+    by: source
+    within: 5m
+    expect: {on: [api.request]}
+    severity: high
+    audience: ops
+    title: "{source} silent"
+    dedup: "{source}"
+""")
+    clock = FixedClock(T0)
+    log, store, metrics = SqliteLog(tmp_path / "j.db", 2), SqliteStore(tmp_path / "s.db"), Metrics()
+    p = Processor(log, store, Engine(pack), metrics, clock)
+    p.recover()
+    commit = store.commit_batch
+
+    def taking_40ms(*args: Any) -> Any:
+        created = commit(*args)
+        clock.advance(0.04)
+        return created
+
+    monkeypatch.setattr(store, "commit_batch", taking_40ms)
+    log.append([ev("api.request", at=T0, customer_id=None, source="gw", status=503)], ingested_at=T0)
+    assert p.run_once() == 1
+    clock.advance(310)  # the silence fires in a batch of an event that raises nothing
+    log.append([ev("api.request", at=T0 + 310, customer_id=None, source="other")], ingested_at=T0 + 310)
+    assert p.run_once() == 1
+    assert sorted(a.rule_id for a in store.list_alerts(AlertQuery())[0]) == ["failed", "silent"]
+
+    def sample(suffix: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(f"ringfence_ingest_to_alert_seconds{suffix}", labels)
+
+    assert sample("_count") == 1
+    assert sample("_sum") == pytest.approx(0.04)
+    assert (sample("_bucket", le="0.025"), sample("_bucket", le="0.05")) == (0.0, 1.0)

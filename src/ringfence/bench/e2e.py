@@ -2,9 +2,11 @@
 simulated bank traffic (default rule pack, full durability), sampled while it runs.
 
 Reports events/s accepted and fully processed, ingest-to-alert latency percentiles (an
-event's durable arrival to the alert it raised being committed, i.e. queryable), processor
-lag, CPU per event, the server's memory, engine state per tracked key, and how overload was
-met (503 + Retry-After, not memory growth).
+event's arrival to the ``created_at`` of the alert it raised, a time the processor takes just
+before its batch's snapshot part and commit), the share of rule hits queryable within
+10-250 ms (to the end of that commit, from the server's histogram), processor lag, CPU per
+event, the server's memory, engine state per tracked key, and how overload was met (503 +
+Retry-After, not memory growth).
 
 Two shapes of run. The short one sends its events and times the whole run, drain included.
 A sustained one (``duration_s`` > 0) keeps the load on past a warm-up until its measured
@@ -16,6 +18,7 @@ write-behind and the final drain do not flatter or spoil it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import math
 import os
@@ -40,6 +43,10 @@ from ringfence.bench.servers import EmbeddedServer, create_key, start_server
 from ringfence.simulate import Traffic
 
 SAMPLE_EVERY_S = 0.5
+# the server's ingest-to-alert histogram (to the commit that makes an alert queryable): these
+# bounds are sampled, so the window's share of hits within each is known
+QUERYABLE_BOUNDS = ("0.01", "0.025", "0.05", "0.1", "0.25", "+Inf")
+QUERYABLE_BUCKET = "ringfence_ingest_to_alert_seconds_bucket"
 RETRY_S = 0.5  # before sending again a request whose connection was dropped
 MAX_DROPPED = 100  # dropped connections a run tolerates (each one counted in its figures)
 SEED = 1  # every run replays the same traffic, so runs differ by the machine, not the events
@@ -156,8 +163,9 @@ async def drive(server: EmbeddedServer, key: str, batches: Iterator[bytes], opti
 
 
 class Sampler(threading.Thread):
-    """Every half second: time, accepted (client side), processed offset, lag, RSS, CPU, and
-    how long ``/readyz`` took to answer (a stalled server shows there); in a sustained run, it
+    """Every half second: time, accepted (client side), processed offset, lag, RSS, CPU, the
+    hits queryable so far within each of :data:`QUERYABLE_BOUNDS`, and how long ``/readyz``
+    took to answer (a stalled server shows there); in a sustained run, it
     also says when the window is complete. A probe the server drops is counted and skipped."""
 
     def __init__(self, server: EmbeddedServer, key: str, load: Load, options: Options, started: float) -> None:
@@ -180,12 +188,15 @@ class Sampler(threading.Thread):
         asked = time.perf_counter()
         try:
             ready = client.get("/readyz").json()
+            answered = time.perf_counter()
+            exposition = client.get("/metrics")
+            exposition.raise_for_status()
+            queryable = queryable_buckets(exposition.text)
         except httpx.TransportError:
             if self.server.process.poll() is not None or self.dropped >= MAX_DROPPED:
                 raise
             self.dropped += 1
             return
-        answered = time.perf_counter()
         pids = procstat.tree(self.server.process.pid)
         self.samples.append(
             {
@@ -196,6 +207,7 @@ class Sampler(threading.Thread):
                 "lag": ready["lag_events"],
                 "rss_mib": round(procstat.rss_mib(pids), 1),
                 "cpu_s": round(procstat.cpu_seconds(pids), 2),
+                **queryable,
             }
         )
 
@@ -304,6 +316,9 @@ def one_run(options: Options, path: Path) -> dict[str, Any]:
         "alerts": len(alerts),
         "alerts_timed": len(lat),
         "ingest_to_alert_s": {name: round(percentile(lat, q), 4) for name, q in QUANTILES},
+        # created_at is taken before the batch's snapshot part and commit; the server's
+        # histogram runs to the commit's end: the share of hits queryable within each bound
+        "queryable_within_s": queryable_within(start, end),
         "max_lag_events": max(s["lag"] for s in window),
         "overload_503s": load.overloaded,
         "dropped_connections": {"requests": load.dropped, "probes": sampler.dropped},
@@ -333,6 +348,35 @@ def one_run(options: Options, path: Path) -> dict[str, Any]:
     return run
 
 
+def queryable_buckets(text: str) -> dict[str, float]:
+    """The server's hits so far whose alert was queryable within each of :data:`QUERYABLE_BOUNDS`,
+    as a sample's figures (``queryable_le_<bound>``)."""
+    wanted = {f'{QUERYABLE_BUCKET}{{le="{bound}"}}': f"queryable_le_{bound}" for bound in QUERYABLE_BOUNDS}
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in wanted:
+            found[wanted[name]] = float(value)
+    if len(found) < len(wanted):
+        missing = sorted(set(QUERYABLE_BOUNDS) - {name.removeprefix("queryable_le_") for name in found})
+        raise RuntimeError(f"the server's /metrics has no {QUERYABLE_BUCKET} for le={missing}")
+    return found
+
+
+def queryable_within(start: dict[str, float], end: dict[str, float]) -> dict[str, float | None]:
+    """The share of a window's hits (between samples ``start`` and ``end``, by when they were
+    committed) queryable within each bound (None: no hits), and how many hits there were."""
+
+    def hits_within(bound: str) -> float:
+        return end[f"queryable_le_{bound}"] - start[f"queryable_le_{bound}"]
+
+    hits = hits_within("+Inf")
+    shares: dict[str, float | None] = {
+        bound: round(hits_within(bound) / hits, 4) if hits else None for bound in QUERYABLE_BOUNDS
+    }
+    return shares | {"hits": hits}
+
+
 def metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " "):
@@ -343,14 +387,17 @@ def metric(text: str, name: str) -> float:
 def run(options: Options) -> dict[str, Any]:
     """Every run, their medians and spread, and the engine's state size."""
     with traffic(options) as path:
+        used = {"file": path.name, "sha256": file_digest(path)}
         runs = [one_run(options, path) for _ in range(options.runs)]
         state = None
         if options.measure_state:
             with path.open("rb") as lines:
                 state = state_size.measure(lines, time.time())
 
-    def spread(pick: Any) -> dict[str, float]:
-        values = [pick(r) for r in runs]
+    def spread(pick: Any) -> dict[str, float | None]:
+        values = [v for v in (pick(r) for r in runs) if v is not None]  # None: a run had nothing to measure
+        if not values:
+            return dict.fromkeys(("median", "min", "max"))
         return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
     summary: dict[str, Any] = {
@@ -360,6 +407,7 @@ def run(options: Options) -> dict[str, Any]:
             f"{name}_ingest_to_alert_s": spread(lambda r, name=name: r["ingest_to_alert_s"][name])
             for name in ("p50", "p99", "p99.9")
         },
+        "queryable_within_50ms_share": spread(lambda r: r["queryable_within_s"]["0.05"]),
         "cpu_us_per_event": spread(lambda r: r["cpu_us_per_event"]),
         "max_lag_events": spread(lambda r: r["max_lag_events"]),
         "rss_max_mib": spread(lambda r: r["rss_mib"]["max"]),
@@ -370,10 +418,18 @@ def run(options: Options) -> dict[str, Any]:
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items() if k != "env"}
         | {"server_settings": options.env},
         "machine": machine(),
+        "traffic": used,
         "summary": summary,
         "engine_state": state,
         "runs": runs,
     }
+
+
+def file_digest(path: Path) -> str:
+    """A traffic file's SHA-256: a file kept in ``--traffic-dir`` is named by its options, not by
+    the simulator that wrote it, so two results compare only if their digests are equal."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def machine() -> dict[str, Any]:

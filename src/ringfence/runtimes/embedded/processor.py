@@ -198,6 +198,7 @@ class Processor:
             self.store.states.abandon()
             raise
         self.offset = offset
+        committed = self.clock.time()  # the batch's alerts are queryable from now
         if batch.signals:
             self.on_alerts()
         m = self.metrics
@@ -206,10 +207,12 @@ class Processor:
         m.events_quarantined.inc(len(batch.quarantined))
         m.processor_lag.set(max(0, self.log.head() - offset))
         m.engine_state_keys.set(self.engine.state_size())
+        # a timer's signal is for an event of an earlier batch: its wait is the timer's, not the path's
+        first = batch.records[0].offset if batch.records else offset + 1
         for s in batch.signals:
             m.rule_hits.labels(s.rule_id, s.mode).inc()
-            if s.mode == "live":
-                m.ingest_to_alert.observe(max(0.0, now - s.ingested_at))
+            if s.mode == "live" and first <= s.offset <= offset:
+                m.ingest_to_alert.observe(max(0.0, committed - s.ingested_at))
         for _, signal in created:
             m.alerts.labels(signal.severity, signal.audience).inc()
 
