@@ -17,7 +17,7 @@ from ringfence.store import SqliteStore
 from ringfence.testing import FixedClock
 from tests.helpers.factories import T0, ev
 
-PACK = load_pack("""
+SILENT = """
 version: t1
 patterns:
   - id: silent
@@ -29,7 +29,8 @@ patterns:
     audience: ops
     title: "{source} silent"
     dedup: "{source}"
-""")
+"""
+PACK = load_pack(SILENT)
 
 
 def processor(tmp_path: Path, clock: FixedClock) -> tuple[Processor, SqliteLog, SqliteStore]:
@@ -71,27 +72,14 @@ def test_an_events_hits_are_timed_to_the_end_of_their_commit_and_a_timers_are_no
 ) -> None:
     """``ringfence_ingest_to_alert_seconds`` runs to the commit that makes the alert queryable;
     a silence's hit comes minutes after its event by design, so it is not the path's latency."""
-    pack = load_pack("""
-version: t1
+    pack = load_pack(
+        SILENT
+        + """
 rules:
-  - id: failed
-    on: [api.request]
-    when: data.status >= 500
-    severity: high
-    audience: ops
-    title: "{source} failed"
-    dedup: "{event_id}"
-patterns:
-  - id: silent
-    kind: absence
-    by: source
-    within: 5m
-    expect: {on: [api.request]}
-    severity: high
-    audience: ops
-    title: "{source} silent"
-    dedup: "{source}"
-""")
+  - {id: failed, on: [api.request], when: data.status >= 500, severity: high, audience: ops,
+     title: "{source} failed", dedup: "{event_id}"}
+"""
+    )
     clock = FixedClock(T0)
     log, store, metrics = SqliteLog(tmp_path / "j.db", 2), SqliteStore(tmp_path / "s.db"), Metrics()
     p = Processor(log, store, Engine(pack), metrics, clock)
