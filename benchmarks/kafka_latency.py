@@ -8,11 +8,12 @@ benchmark's, with its injected fraud) to ingest over HTTP, paced at ``--rate`` e
 ``--seconds``, waits until every alert is in PostgreSQL, and reads them back through the api.
 
 An alert's latency is the time from its event's arrival (the record's timestamp, taken when
-ingest made it durable) to the alert being committed in PostgreSQL by dispatch (its
-``created_at``): the path events topic -> stage topics -> process workers -> join ->
-alerts topic -> dispatch -> store. Alerts raised by timers (absences) and alerts whose event
-arrived during the warm-up are left out. CPU per event is reported per service, the broker's
-too (it shares the machine's two cores with everything else, the load generator included).
+ingest made it durable) to the alert's ``created_at``, the time dispatch takes as it begins
+the alert's commit in PostgreSQL (the commit's own time is not in it): the path events
+topic -> stage topics -> process workers -> join -> alerts topic -> dispatch -> store.
+Alerts raised by timers (absences) and alerts whose event arrived during the warm-up are
+left out. CPU per event is reported per service, the broker's too (it shares the machine's
+two cores with everything else, the load generator included).
 
     .venv/bin/python benchmarks/kafka_latency.py --rate 2000 --seconds 120 --runs 3 --out benchmarks/results
 """
@@ -112,7 +113,7 @@ def signals_written(env: dict[str, str]) -> dict[tuple[str, str], float]:
 
 def hops(alerts: list[dict[str, Any]], written: dict[tuple[str, str], float]) -> dict[str, list[float]]:
     """Each timed alert's latency split at the alerts topic: ingest to the workers' commit of
-    its signal, and that to dispatch's commit of the alert."""
+    its signal, and that to the alert's ``created_at`` in dispatch."""
     from ringfence.bench import e2e
 
     split: dict[str, list[float]] = {"ingest_to_alerts_topic": [], "alerts_topic_to_store": []}

@@ -165,8 +165,8 @@ async def drive(server: EmbeddedServer, key: str, batches: Iterator[bytes], opti
 class Sampler(threading.Thread):
     """Every half second: time, accepted (client side), processed offset, lag, RSS, CPU, the
     hits queryable so far within each of :data:`QUERYABLE_BOUNDS`, and how long ``/readyz``
-    took to answer (a stalled server shows there); in a sustained run, it
-    also says when the window is complete. A probe the server drops is counted and skipped."""
+    took to answer (a stalled server shows there); in a sustained run, it also says when the
+    window is complete. A probe the server drops is counted and skipped."""
 
     def __init__(self, server: EmbeddedServer, key: str, load: Load, options: Options, started: float) -> None:
         super().__init__(daemon=True)
