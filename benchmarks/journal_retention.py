@@ -1,8 +1,18 @@
-"""The embedded journal's retention: one round's cost with a journal of N records, and a
-minute of the reference load's records (582,000) deleted, as the processor does it now (slices
-of ``RETENTION_ROWS`` found by a binary search on the offset) and as it did before (one
-``DELETE ... WHERE ingested_at < ?``, which scans the table and, once records are old, deletes
-a minute of them in one statement holding the journal's write lock from ingest).
+"""The embedded journal's retention: what deleting a minute of the reference load's records
+(582,000 at 9,700 a second) costs, three ways, and what a round with nothing to delete costs:
+
+- ``statement``: one ``DELETE ... WHERE ingested_at < ?`` (before item 10 of
+  docs/performance.md): it scans the table, and deletes a minute in one statement holding the
+  journal's write lock from ingest;
+- ``slices``: slices of ``RETENTION_ROWS`` up to an offset found by a binary search (item 10;
+  still how a journal written before segments is drained): each row also leaves the random-key
+  duplicate index, a page written and fsync'd for almost every record;
+- ``segments``: the journal now, in segment files each spanning ``--segment-s`` of ingest
+  (the default span is an hour; a minute here, so a minute of records is one segment): a
+  round unlists the old segment, and its file is deleted on a thread of its own (the time
+  that takes is reported apart: the file system's, not the processor's).
+
+Both journals hold ``--records`` records with random event ids (as producers send: UUIDs).
 
     .venv/bin/python benchmarks/journal_retention.py --records 2000000 --runs 3 --out benchmarks/results
 """
@@ -11,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import shutil
@@ -20,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ringfence.events.model import Event
 from ringfence.runtimes.embedded.journal import SqliteLog
 from ringfence.runtimes.embedded.processor import RETENTION_ROWS
 from ringfence.store.connection import connect
@@ -27,23 +39,51 @@ from ringfence.store.connection import connect
 RATE = 9_700.0  # records a second, the reference load: ingested_at advances 1/RATE a record
 START = 1_000.0
 MINUTE = 60.0
+BATCH = 2_000  # events an append, as the ingest worker's group commits take them
+PARTITIONS = 8
 
 
-def build(path: Path, records: int) -> None:
-    SqliteLog(path, partitions=8).close()  # the journal's own schema
+def events(records: int) -> list[Event]:
+    """About a simulator event's stored size (400 bytes), with random event ids."""
+    ids = random.Random(7)
+    pad = "x" * 300
+    return [
+        Event(f"{ids.getrandbits(128):032x}", "balance.updated", START, "bench", {"pad": pad}, f"cus_{i % 100_000}")
+        for i in range(records)
+    ]
+
+
+def build_rows(path: Path, records: list[Event]) -> None:
+    """A journal as written before segments: every record a row of the main file."""
+    SqliteLog(path, PARTITIONS).close()  # the main file's schema, which holds that table
     conn = connect(path)
-    body = b"x" * 400  # about a simulator event's stored size
-    ids = random.Random(7)  # producers' event ids are random (UUIDs): so is the unique index's order
     conn.execute("BEGIN")
     conn.executemany(
         "INSERT INTO journal (partition, source, event_id, ingested_at, body) VALUES (?, ?, ?, ?, ?)",
-        ((i % 8, "bench", f"{ids.getrandbits(128):032x}", START + i / RATE, body) for i in range(records)),
+        ((i % PARTITIONS, e.source, e.event_id, START + i / RATE, b"x" * 400) for i, e in enumerate(records)),
     )
     conn.execute("COMMIT")
     conn.close()
 
 
-def old_round(path: Path, before: float, records: int) -> tuple[float, int]:
+def build_segments(path: Path, records: list[Event], segment_s: float) -> int:
+    """The journal now, appended in batches as ingest does; returns its segment count."""
+    log = SqliteLog(path, PARTITIONS, segment_s=segment_s)
+    for start in range(0, len(records), BATCH):
+        log.append(records[start : start + BATCH], START + start / RATE)
+    count = len(log.segments())
+    log.close()
+    return count
+
+
+def copy(source: Path, target: Path) -> None:
+    """A fresh copy to run a round on, on disk before the clock starts (its dirty pages would
+    otherwise be written out by the round's first fsync)."""
+    shutil.copytree(source, target)
+    os.sync()
+
+
+def statement_round(path: Path, before: float, records: int) -> tuple[float, int]:
     conn = connect(path)
     started = time.perf_counter()
     deleted = conn.execute("DELETE FROM journal WHERE ingested_at < ? AND offset <= ?", (before, records)).rowcount
@@ -51,52 +91,75 @@ def old_round(path: Path, before: float, records: int) -> tuple[float, int]:
     return time.perf_counter() - started, deleted
 
 
-def new_round(path: Path, before: float, records: int) -> tuple[float, list[float]]:
-    """The whole round's time, and each slice's."""
-    log = SqliteLog(path, partitions=8)
-    started, slices = time.perf_counter(), []
+def sliced_round(path: Path, before: float, records: int, segment_s: float) -> tuple[float, list[float], int, float]:
+    """The whole round's time on the caller's thread, each call's, the records deleted (the
+    processor's loop), and the time a dropped segment's files then took to go (its own thread)."""
+    log = SqliteLog(path, PARTITIONS, segment_s=segment_s)
+    started, calls, deleted = time.perf_counter(), [], 0
     while True:
         t = time.perf_counter()
         n = log.delete_older_than(before, records, RETENTION_ROWS)
-        slices.append(time.perf_counter() - t)
+        calls.append(time.perf_counter() - t)
+        deleted += n
         if n < RETENTION_ROWS:
             break
+    took = time.perf_counter() - started
+    log.settle()
+    files = time.perf_counter() - started - took
     log.close()
-    return time.perf_counter() - started, slices
+    return took, calls, deleted, files
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=2_000_000)
+    parser.add_argument("--segment-s", type=float, default=MINUTE)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args()
     figures: dict[str, list[float]] = {}
+    deleted: dict[str, int] = {}
 
-    def add(name: str, value: float) -> None:
-        figures.setdefault(name, []).append(round(value * 1e3, 2))
+    def add(name: str, seconds: float) -> None:
+        figures.setdefault(name, []).append(round(seconds * 1e3, 2))
 
+    records = events(args.records)
     with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "base.sqlite3"
-        build(base, args.records)
+        rows, segmented = Path(tmp) / "rows" / "journal.sqlite3", Path(tmp) / "segments" / "journal.sqlite3"
+        rows.parent.mkdir()
+        segmented.parent.mkdir()
+        build_rows(rows, records)
+        segments = build_segments(segmented, records, args.segment_s)
+        cut = START + MINUTE
         for _ in range(args.runs):
-            for how in ("old", "new"):
-                path = Path(tmp) / f"{how}.sqlite3"
-                shutil.copy(base, path)
-                if how == "old":  # nothing old yet, then a minute of records old
-                    add("old: a round with nothing to delete, ms", old_round(path, START, args.records)[0])
-                    add("old: a minute of records, one statement, ms", old_round(path, START + MINUTE, args.records)[0])
-                else:
-                    add("new: a round with nothing to delete, ms", new_round(path, START, args.records)[0])
-                    took, slices = new_round(path, START + MINUTE, args.records)
-                    add("new: a minute of records, all slices, ms", took)
-                    add("new: a minute of records, the median slice, ms", statistics.median(slices))
-                    add("new: a minute of records, the longest slice (the first), ms", max(slices))
-                path.unlink()
+            work = Path(tmp) / "work"
+            copy(rows.parent, work)
+            add(
+                "statement: a round with nothing to delete, ms",
+                statement_round(work / rows.name, START, args.records)[0],
+            )
+            took, deleted["statement"] = statement_round(work / rows.name, cut, args.records)
+            add("statement: a minute of records, ms", took)
+            shutil.rmtree(work)
+            for how, source in (("slices", rows), ("segments", segmented)):
+                copy(source.parent, work)
+                add(
+                    f"{how}: a round with nothing to delete, ms",
+                    sliced_round(work / source.name, START, args.records, args.segment_s)[0],
+                )
+                took, calls, deleted[how], files = sliced_round(work / source.name, cut, args.records, args.segment_s)
+                add(f"{how}: a minute of records, the whole round, ms", took)
+                add(f"{how}: a minute of records, the longest call, ms", max(calls))
+                if how == "segments":
+                    add(f"{how}: a minute of records, its files deleted after the round (another thread), ms", files)
+                shutil.rmtree(work)
     result: dict[str, Any] = {
         "records": args.records,
         "minute_of_records": int(MINUTE * RATE),
         "slice_rows": RETENTION_ROWS,
+        "segment_s": args.segment_s,
+        "segments": segments,
+        "records_deleted": deleted,
         "runs": args.runs,
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "figures": {
@@ -109,6 +172,7 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=1))
     for name, f in result["figures"].items():
         print(f"{name}: {f['median']} ({f['min']}-{f['max']})")
+    print(f"records deleted by a round: {deleted}; {segments} segments")
     print(f"wrote {out}")
 
 

@@ -25,6 +25,13 @@ def test_precedence_is_defaults_file_env_overrides(tmp_path: Path) -> None:
         ({"RINGFENCE_PORT": "eighty"}, "port"),
         ({"RINGFENCE_PARTITIONS": "0"}, "partitions must be 1..1024"),
         ({"RINGFENCE_JOURNAL_SYNC": "off"}, "journal_sync"),
+        ({"RINGFENCE_JOURNAL_SEGMENT_S": "0.5"}, "journal_segment_s must be between 1 and 86400 s"),
+        ({"RINGFENCE_JOURNAL_SEGMENT_S": "nan"}, "journal_segment_s must be between"),
+        (
+            {"RINGFENCE_JOURNAL_SEGMENT_S": "7200", "RINGFENCE_LOG_RETENTION_S": "3600"},
+            "journal_segment_s must not exceed log_retention_s",
+        ),
+        ({"RINGFENCE_JOURNAL_SEGMENT_S": "60"}, r"at least log_retention_s / 1,000 \(604.8 s\)"),
     ],
 )
 def test_bad_settings_are_named(environ: dict[str, str], message: str) -> None:

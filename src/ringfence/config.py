@@ -33,6 +33,9 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BATCH_EVENTS = 10_000
 DEFAULT_MAX_LAG_EVENTS = 500_000
 DEFAULT_LOG_RETENTION_S = 7 * 24 * 3600.0
+DEFAULT_JOURNAL_SEGMENT_S = 3600.0
+MIN_JOURNAL_SEGMENT_S, MAX_JOURNAL_SEGMENT_S = 1.0, 86400.0  # a file a second at most; a day's index at most
+MAX_JOURNAL_SEGMENTS = 1_000  # segment files over the retention (168 by default)
 DEFAULT_RATE_LIMIT_PER_S = 500.0
 DEFAULT_RATE_LIMIT_BURST = 1_000.0
 DEFAULT_AUTH_FAILURES_PER_MIN = 30.0
@@ -70,8 +73,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         max_body_bytes: largest request body accepted by ``POST /v1/events``.
         max_batch_events: most events accepted in one request.
         max_lag_events: ingest answers 503 once the processor is this far behind.
-        log_retention_s: processed journal entries older than this are deleted.
+        log_retention_s: processed journal records older than this are deleted, a segment (an hour
+            of ingest) at a time once all its records are; the newest stays until ingest opens another.
         journal_sync: SQLite ``synchronous`` for the journal: ``full`` survives power loss.
+        journal_segment_s: ingest time a journal segment file spans (at most
+            ``log_retention_s``, and at least a thousandth of it). Retention drops segments
+            whole, never the newest; a retried event is always found a duplicate within this
+            time of its first.
         ingest_process: decode and append producers' events in a worker process (uses a
             second core); off, ingest shares the API process with the processor thread.
         rule_pack: a rule pack file to load instead of the packaged default.
@@ -131,6 +139,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_lag_events: int = DEFAULT_MAX_LAG_EVENTS
     log_retention_s: float = DEFAULT_LOG_RETENTION_S
     journal_sync: str = "full"
+    journal_segment_s: float = DEFAULT_JOURNAL_SEGMENT_S
     ingest_process: bool = True
     rule_pack: Path | None = None
     alerting: Path | None = None
@@ -167,6 +176,21 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= 1024:
             raise ConfigError(f"partitions must be 1..1024, got {self.partitions}")
+        if not MIN_JOURNAL_SEGMENT_S <= self.journal_segment_s <= MAX_JOURNAL_SEGMENT_S:
+            raise ConfigError(
+                f"journal_segment_s must be between {MIN_JOURNAL_SEGMENT_S:g} and {MAX_JOURNAL_SEGMENT_S:g} s, "
+                f"got {self.journal_segment_s!r}"
+            )
+        if self.journal_segment_s > self.log_retention_s:
+            raise ConfigError(
+                "journal_segment_s must not exceed log_retention_s: retention could drop the segment "
+                "a retry is looked for in"
+            )
+        if self.log_retention_s / self.journal_segment_s > MAX_JOURNAL_SEGMENTS:
+            raise ConfigError(
+                f"journal_segment_s must be at least log_retention_s / {MAX_JOURNAL_SEGMENTS:,} "
+                f"({self.log_retention_s / MAX_JOURNAL_SEGMENTS:g} s): more segments would be files to list and drop"
+            )
         if self.journal_sync not in ("normal", "full"):
             raise ConfigError(f"journal_sync must be 'normal' or 'full', got {self.journal_sync!r}")
         if not re.fullmatch(r"[A-Z]{3}", self.reference_currency):

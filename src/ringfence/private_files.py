@@ -1,8 +1,9 @@
 """The data dir and every file in it are private to the user running Ringfence: the dir
 0700, files 0600, whatever the umask, and whatever mode an existing dir or file had.
 
-The journal, the store, their SQLite ``-wal``/``-shm`` files, the processor lock, the audit
-key and the audit anchor all go through here. A dir or file that others could read is
+The journal (its main file, segment files and writer's lock), the store, their SQLite
+``-wal``/``-shm`` files, the processor lock, the audit key and the audit anchor all go through
+here. A dir or file that others could read is
 fixed and logged as a warning (it may have leaked before).
 """
 
@@ -54,12 +55,16 @@ def private_file(path: Path) -> Path:
     return path
 
 
-def private_sqlite(path: Path) -> None:
+def private_sqlite(path: Path, *, create: bool = True) -> None:
     """Make a SQLite database file 0600 before SQLite opens it. SQLite creates its ``-wal`` and
-    ``-shm`` files with the database file's mode; ones left by an older version are fixed."""
+    ``-shm`` files with the database file's mode; ones left by an older version are fixed.
+    ``create=False``: a missing file is left missing (FileNotFoundError)."""
     if str(path) == ":memory:":
         return
-    private_file(path)
+    if create:
+        private_file(path)
+    else:
+        _restrict(path, FILE_MODE, "file")
     for suffix in SQLITE_SIDECARS:
         sidecar = path.with_name(path.name + suffix)
         if sidecar.exists():

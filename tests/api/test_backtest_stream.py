@@ -13,6 +13,7 @@ from starlette.types import Message
 
 from ringfence.api import backtests
 from ringfence.runtimes.backtest import start_child
+from ringfence.runtimes.embedded.backtest import CHILD_MODULE
 from tests.helpers.backtest import backtest_children, job, journal, run
 
 
@@ -24,7 +25,9 @@ def test_a_client_that_stops_reading_gets_its_response_abandoned_and_its_child_k
     exited: list[bool] = []
 
     async def stalled_client() -> tuple[float, list[Message]]:
-        child = await start_child(job(path, limit=5_000, budget_s=60.0), on_exit=lambda: exited.append(True))
+        child = await start_child(
+            job(path, limit=5_000, budget_s=60.0), CHILD_MODULE, on_exit=lambda: exited.append(True)
+        )
         sent: list[Message] = []
 
         async def send(message: Message) -> None:

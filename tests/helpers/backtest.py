@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import re
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -62,7 +63,8 @@ def backtest_children(parent: int | None = None) -> list[int]:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == parent and fields[0] != "Z" and b"ringfence.runtimes.backtest" in cmdline:
+        child = re.search(rb"ringfence\.runtimes\.(\w+\.)?backtest", cmdline)
+        if int(fields[1]) == parent and fields[0] != "Z" and child:
             pids.append(int(stat.parent.name))
     return pids
 

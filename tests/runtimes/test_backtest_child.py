@@ -12,11 +12,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from ringfence.events.decode import validate_event
 from ringfence.runtimes import backtest
 from ringfence.runtimes.backtest import BacktestFailed, run_in_child, run_job, start_child
+from ringfence.runtimes.embedded import backtest as embedded_backtest
+from ringfence.runtimes.embedded.backtest import CHILD_MODULE, journal_rows
+from ringfence.runtimes.embedded.journal import SqliteLog
+from ringfence.testing import event
 from tests.helpers.backtest import backtest_children, job, journal, run
+from tests.helpers.journal import write_legacy_journal
 
 
 class SteppingClock:
@@ -32,7 +39,7 @@ class SteppingClock:
 
 def test_a_backtest_reports_progress_then_hits_of_both_packs(tmp_path: Path) -> None:
     lines: list[dict[str, Any]] = []
-    result = run_job(job(journal(tmp_path, 30), progress_every_s=0.0), lines.append, time.monotonic)
+    result = run_job(job(journal(tmp_path, 30), progress_every_s=0.0), lines.append, time.monotonic, journal_rows)
     assert lines[0] == {"progress": {"events": 0, "of": 30, "elapsed_s": lines[0]["progress"]["elapsed_s"]}}
     assert len(lines) > 1
     assert all("progress" in line for line in lines)
@@ -41,27 +48,53 @@ def test_a_backtest_reports_progress_then_hits_of_both_packs(tmp_path: Path) -> 
 
 
 def test_a_spent_time_budget_answers_with_what_was_done(tmp_path: Path) -> None:
-    result = run_job(job(journal(tmp_path, 50), budget_s=20.0), lambda _: None, SteppingClock(1.0))
+    result = run_job(job(journal(tmp_path, 50), budget_s=20.0), lambda _: None, SteppingClock(1.0), journal_rows)
     assert result["truncated"] is True
     assert result["reason"] == "time_budget"
     assert 0 < result["events"] < result["of"] == 50
     assert result["hits"]["notify_low_balance"]["candidate"] == result["events"]
 
 
+def test_a_backtest_reads_a_journal_across_its_segments_and_an_old_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records in a journal written before segments, then in three segment files, read in
+    chunks smaller than a segment: each once, in order, however the chunks fall."""
+    monkeypatch.setattr(embedded_backtest, "READ_CHUNK", 7)
+    path = tmp_path / "journal.db"
+    now = time.time()
+    updates = [
+        validate_event(msgspec.json.encode(event("balance.updated", customer_id=f"cus_{i}", balance="70.00")), now)
+        for i in range(40)
+    ]
+    write_legacy_journal(path, 4, [(e, now) for e in updates[:10]])
+    log = SqliteLog(path, 4, segment_s=1.0)
+    for n, start in enumerate(range(10, 40, 10)):
+        log.append(updates[start : start + 10], now + 2 * n)  # a segment each
+    assert len(log.segments()) == 4
+    total, rows = journal_rows(job(path, after=3, limit=30))
+    offsets = [offset for offset, *_ in rows]
+    assert (total, offsets) == (30, list(range(4, 34)))
+    result = run_job(job(path), lambda _: None, time.monotonic, journal_rows)
+    assert result["hits"]["notify_low_balance"] == {"live": 0, "candidate": 40}
+
+
 def test_a_stored_event_that_does_not_decode_is_counted_not_fatal(tmp_path: Path) -> None:
     path = journal(tmp_path, 3)
-    with sqlite3.connect(path) as conn:
+    segment = SqliteLog(path, 4).segment_path(1)  # the journal's one segment, offsets 1-3
+    with sqlite3.connect(segment) as conn:
         conn.execute(
-            "INSERT INTO journal (partition, source, event_id, ingested_at, body) VALUES (0, 's', 'e', 0, x'00')"
+            "INSERT INTO journal (offset, partition, source, event_id, ingested_at, body) "
+            "VALUES (4, 0, 's', 'e', 0, x'00')"
         )
-    result = run_job(job(path), lambda _: None, time.monotonic)
+    result = run_job(job(path), lambda _: None, time.monotonic, journal_rows)
     assert (result["events"], result["failed_events"]) == (4, 1)
     assert result["hits"]["notify_low_balance"]["candidate"] == 3
 
 
 def test_the_child_process_streams_progress_then_the_result(tmp_path: Path) -> None:
     async def collect() -> list[dict[str, Any]]:
-        return [line async for line in run_in_child(job(journal(tmp_path, 20)))]
+        return [line async for line in run_in_child(job(journal(tmp_path, 20)), CHILD_MODULE)]
 
     lines = run(collect())
     assert "progress" in lines[0]
@@ -72,7 +105,7 @@ def test_closing_the_stream_stops_the_child_at_once(tmp_path: Path) -> None:
     path = journal(tmp_path, 5_000)
 
     async def first_line_then_close() -> float:
-        lines = run_in_child(job(path, limit=5_000))
+        lines = run_in_child(job(path, limit=5_000), CHILD_MODULE)
         first = await anext(lines)
         assert "progress" in first
         assert len(backtest_children()) == 1
@@ -90,7 +123,7 @@ def test_the_child_gets_no_secret_from_the_environment(tmp_path: Path, monkeypat
     path = journal(tmp_path, 1)
 
     async def child_environment() -> bytes:
-        lines = run_in_child(job(path))
+        lines = run_in_child(job(path), CHILD_MODULE)
         await anext(lines)
         (pid,) = backtest_children()
         environ = Path(f"/proc/{pid}/environ").read_bytes()
@@ -118,6 +151,7 @@ def test_a_wedged_child_whose_reader_stalls_is_killed_at_its_deadline_and_reaped
         started = time.monotonic()
         child = await start_child(
             job(path, limit=5_000, budget_s=budget),
+            CHILD_MODULE,
             on_exit=lambda: still_in_process_table.append(Path(f"/proc/{child.process.pid}").exists()),
         )
         lines = child.lines()
@@ -143,15 +177,21 @@ def test_a_ringfence_package_in_the_working_directory_is_never_imported(
     path = journal(tmp_path, 3)
     marker = tmp_path / "fake-ringfence-imported"
     fake = tmp_path / "cwd" / "ringfence"
-    (fake / "runtimes").mkdir(parents=True)
-    for module in (fake / "__init__.py", fake / "runtimes" / "__init__.py", fake / "runtimes" / "backtest.py"):
+    (fake / "runtimes" / "embedded").mkdir(parents=True)
+    for module in (
+        fake / "__init__.py",
+        fake / "runtimes" / "__init__.py",
+        fake / "runtimes" / "backtest.py",
+        fake / "runtimes" / "embedded" / "__init__.py",
+        fake / "runtimes" / "embedded" / "backtest.py",
+    ):
         module.write_text(f"open({str(marker)!r}, 'w').close()\n")
     monkeypatch.chdir(fake.parent)
     monkeypatch.setenv("PYTHONPATH", str(fake.parent))  # and nothing from PYTHON* variables either
     relative = os.path.relpath(path)  # a relative journal path still names the same file
 
     async def collect() -> list[dict[str, Any]]:
-        return [line async for line in run_in_child(job(Path(relative)))]
+        return [line async for line in run_in_child(job(Path(relative)), CHILD_MODULE)]
 
     lines = run(collect())
     assert lines[-1]["result"]["hits"]["notify_low_balance"] == {"live": 0, "candidate": 3}
@@ -162,7 +202,7 @@ def test_the_child_runs_isolated_in_the_root_directory(tmp_path: Path) -> None:
     path = journal(tmp_path, 20_000)  # enough work that the child is still running when looked at
 
     async def inspect() -> tuple[list[bytes], str]:
-        lines = run_in_child(job(path))
+        lines = run_in_child(job(path), CHILD_MODULE)
         await anext(lines)
         (pid,) = backtest_children()
         seen = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"), os.readlink(f"/proc/{pid}/cwd")
@@ -170,5 +210,5 @@ def test_the_child_runs_isolated_in_the_root_directory(tmp_path: Path) -> None:
         return seen
 
     cmdline, cwd = run(inspect())
-    assert cmdline[1:4] == [b"-I", b"-m", b"ringfence.runtimes.backtest"]
+    assert cmdline[1:4] == [b"-I", b"-m", CHILD_MODULE.encode()]
     assert cwd == "/"

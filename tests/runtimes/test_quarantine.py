@@ -301,9 +301,10 @@ def test_an_alert_the_store_cannot_take_quarantines_its_event(tmp_path: Path, mo
 def test_a_record_that_is_not_an_event_is_quarantined(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.append(score(1, 50))
-    with sqlite3.connect(tmp_path / "journal.db") as raw:
+    with sqlite3.connect(h.log.segment_path(1)) as raw:  # the journal's segment, offset 1 so far
         raw.execute(
-            "INSERT INTO journal (partition, source, event_id, ingested_at, body) VALUES (0, 'x', 'y', ?, ?)",
+            "INSERT INTO journal (offset, partition, source, event_id, ingested_at, body) "
+            "VALUES (2, 0, 'x', 'y', ?, ?)",
             (T0, b"\xff not json"),
         )
     h.append(score(3, 60))

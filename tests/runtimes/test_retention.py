@@ -1,5 +1,7 @@
-"""The processor's retention: a round every minute, deleted a slice per idle step until it is
-done, so no step holds the journal (and ingest) for long; late events go with their records."""
+"""The processor's retention: a round every minute, on idle steps. The journal's segments go
+whole; rows (late events, a journal written before segments) go a slice per idle step until
+the round is done, so no step holds the journal (and ingest) for long; late events go with
+their records."""
 
 from __future__ import annotations
 
@@ -15,58 +17,61 @@ from ringfence.runtimes.embedded.processor import RETENTION_EVERY_S, Processor
 from ringfence.store import SqliteStore
 from ringfence.testing import FixedClock
 from tests.helpers.factories import AUTHS_10M_PACK, T0, ev
+from tests.helpers.journal import write_legacy_journal
 
 PACK = load_pack(AUTHS_10M_PACK)
 DAY = 86400.0
 
 
-def retaining(tmp_path: Path) -> tuple[FixedClock, SqliteLog, SqliteStore, Processor]:
-    """A processor keeping a day of journal, recovered, at T0."""
+def retaining(tmp_path: Path, log: SqliteLog | None = None) -> tuple[FixedClock, SqliteLog, SqliteStore, Processor]:
+    """A processor keeping a day of journal (segments of 10 s), recovered, at T0."""
     clock = FixedClock(T0)
-    log, store = SqliteLog(tmp_path / "j.db", 2), SqliteStore(tmp_path / "s.db")
+    log = log or SqliteLog(tmp_path / "j.db", 2, segment_s=10.0)
+    store = SqliteStore(tmp_path / "s.db")
     p = Processor(log, store, Engine(PACK), Metrics(), clock, retention_s=DAY)
     p.recover()
     return clock, log, store, p
 
 
-def test_a_round_deletes_a_slice_per_idle_step_until_every_old_record_is_gone(
+def test_a_round_drops_old_segments_and_late_events_a_slice_per_idle_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(processor_module, "RETENTION_ROWS", 4)
+    monkeypatch.setattr(processor_module, "RETENTION_ROWS", 2)
     clock, log, store, p = retaining(tmp_path)
-    log.append([ev(at=T0, card_id=f"c{i}") for i in range(10)], ingested_at=T0)  # offsets 1-10: old
-    log.append([ev(at=T0, card_id=f"d{i}") for i in range(3)], ingested_at=T0 + 20)  # 11-13: 20 s younger
-    with store.transaction() as conn:  # late events of records 2, 9 (old) and 12 (young)
-        for offset, at in ((2, T0), (9, T0), (12, T0 + 20)):
+    log.append([ev(at=T0, card_id=f"c{i}") for i in range(6)], ingested_at=T0)  # offsets 1-6: a segment
+    log.append([ev(at=T0, card_id=f"d{i}") for i in range(4)], ingested_at=T0 + 15)  # 7-10: the next
+    log.append([ev(at=T0, card_id=f"e{i}") for i in range(3)], ingested_at=T0 + 30)  # 11-13: the newest
+    with store.transaction() as conn:  # late events of records 2, 3, 5 (old), 9 (old) and 12 (young)
+        for offset, at in ((2, T0), (3, T0), (5, T0), (9, T0 + 15), (12, T0 + 30)):
             conn.execute("INSERT INTO late_events VALUES (?, 'e', 'web', 'login', NULL, 0, 0, ?)", (offset, at))
-    clock.advance(DAY + 10)
+    clock.advance(DAY + 20)  # records 1-10 are old, 11-13 not
     assert p.run_once() == 13
-    assert p.run_once() == 0  # idle: the first slice
-    assert log.count() == 13 - 4
-    counts = []
-    while p.run_once() == 0 and len(counts) < 10:  # idle steps go on with the round
-        counts.append(log.count())
-        if counts[-1] == 3:
-            break
-    assert counts == [5, 3]  # four, then the last two; the young three stay
+    assert p.run_once() == 0  # idle: the oldest segment goes whole (6 records: over a slice), two late events
+    assert [r.offset for r in log.read(0, 100)] == [7, 8, 9, 10, 11, 12, 13]
+    assert sorted(e.offset for e in store.list_late_events()[0]) == [5, 9, 12]
+    assert p.run_once() == 0  # the round goes on: the next segment, two more late events
     assert [r.offset for r in log.read(0, 100)] == [11, 12, 13]
-    assert [e.offset for e in store.list_late_events()[0]] == [12]
-    # the round is over: the next is not due for a minute, though 11-13 are old 30 s later
-    clock.advance(30)
+    assert [s.first for s in log.segments()] == [11]
+    assert sorted(e.offset for e in store.list_late_events()[0]) == [12]
+    assert p.run_once() == 0  # nothing was left: the round is over
+    # the newest segment is never dropped (ingest appends to it), however old its records
+    clock.advance(RETENTION_EVERY_S + 60)
     assert p.run_once() == 0
     assert log.count() == 3
-    clock.advance(RETENTION_EVERY_S - 30)
+    log.append([ev(at=T0, card_id="f")], ingested_at=T0 + DAY + 100)  # a new segment: 11-13's closes
+    assert p.run_once() == 1
+    clock.advance(RETENTION_EVERY_S)
     assert p.run_once() == 0
-    assert log.count() == 0
+    assert [r.offset for r in log.read(0, 100)] == [14]
     assert store.list_late_events()[0] == []
 
 
-def test_a_round_that_lasts_past_a_minute_is_reported_once_a_minute(
+def test_a_round_over_a_journal_written_before_segments_that_lasts_past_a_minute_is_reported_once_a_minute(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(processor_module, "RETENTION_ROWS", 1)
-    clock, log, _, p = retaining(tmp_path)
-    log.append([ev(at=T0, card_id=f"c{i}") for i in range(6)], ingested_at=T0)
+    write_legacy_journal(tmp_path / "j.db", 2, [(ev(at=T0, card_id=f"c{i}"), T0) for i in range(6)])
+    clock, log, _, p = retaining(tmp_path, SqliteLog(tmp_path / "j.db", 2, segment_s=10.0))
     clock.advance(DAY + 10)
     assert p.run_once() == 6
     with caplog.at_level("WARNING", logger="ringfence.processor"):

@@ -47,8 +47,9 @@ class EventLog(Protocol):
         ...
 
     def delete_older_than(self, ingested_before: float, processed_up_to: int, max_rows: int) -> int:
-        """Retention: drop up to ``max_rows`` of the oldest processed records ingested before the
-        cut-off; return how many (fewer than ``max_rows``: none are left to drop)."""
+        """Retention: drop the oldest processed records ingested before the cut-off, up to
+        ``max_rows`` of those deleted one by one (a whole segment may go at once); return how
+        many (fewer than ``max_rows``: none are left to drop)."""
         ...
 
     def close(self) -> None: ...

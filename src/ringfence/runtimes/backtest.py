@@ -2,15 +2,16 @@
 
 A back-test replays up to a million stored events through two fresh engines: seconds to
 minutes of CPU-bound Python. In the API process it would hold the GIL against the processor
-thread and the event loop, so it runs in a child (``python -m ringfence.runtimes.backtest``)
-at a lower CPU priority, with its time budget, CPU time and memory bounded. It reads the
-embedded journal read-only, gets its job on stdin and answers NDJSON on stdout: progress
+thread and the event loop, so it runs in a child (``python -m`` a runtime's module that reads
+its own log: ``ringfence.runtimes.embedded.backtest`` reads the journal read-only) at a lower
+CPU priority, with its time budget, CPU time and memory bounded. It gets its job on stdin and
+answers NDJSON on stdout: progress
 lines, then one ``result`` (or ``error``) line. When the budget is spent it stops and answers
 with the hits so far, ``truncated: true`` and ``reason: "time_budget"``; the parent kills a
 child that overruns its budget by :data:`GRACE_S` on a timer of its own, whether or not
 anyone still reads the child's lines (:class:`BacktestChild`). The child runs isolated
 (``python -I``, cwd ``/``): nothing in the server's working directory can shadow the package.
-Used by the embedded platform for ``POST /v1/rules/backtest``.
+Used by the embedded and kafka platforms for ``POST /v1/rules/backtest``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import asyncio
 import contextlib
 import math
 import os
-import sqlite3
 import sys
 import time
 import traceback
@@ -36,7 +36,6 @@ from ringfence.events.model import decode_event
 GRACE_S = 5.0
 MEMORY_BYTES = 2 << 30  # address space of the child: a back-test's engines hold per-key state
 NICENESS = 10  # the processor and the API win the CPU when they need it
-READ_CHUNK = 1_000
 MAX_LINE = 64 << 20  # the result line names every detection of both packs
 # what the interpreter needs, and nothing else: receivers' secrets live in variables of any name
 # (and where TLS clients find the CA certificates, for the kafka runtime's child)
@@ -71,43 +70,12 @@ class BacktestJob(msgspec.Struct, forbid_unknown_fields=True):
     kafka: KafkaSource | None = None
 
 
-def _records(journal: str, after: int, limit: int) -> Iterator[tuple[int, int, float, bytes]]:
-    """Up to ``limit`` journal rows after offset ``after``, read-only, a chunk at a time."""
-    conn = sqlite3.connect(f"{Path(journal).as_uri()}?mode=ro", uri=True, timeout=30.0)
-    try:
-        while limit > 0:
-            rows = conn.execute(
-                "SELECT offset, partition, ingested_at, body FROM journal WHERE offset > ? ORDER BY offset LIMIT ?",
-                (after, min(READ_CHUNK, limit)),
-            ).fetchall()
-            if not rows:
-                return
-            yield from rows
-            after, limit = rows[-1][0], limit - len(rows)
-    finally:
-        conn.close()
-
-
-def _count(journal: str, after: int, limit: int) -> int:
-    conn = sqlite3.connect(f"{Path(journal).as_uri()}?mode=ro", uri=True, timeout=30.0)
-    try:
-        found = conn.execute("SELECT count(*) FROM journal WHERE offset > ?", (after,)).fetchone()[0]
-    finally:
-        conn.close()
-    return min(int(found), limit)
-
-
 Rows = Iterator[tuple[int, int, float, bytes]]  # (offset, partition, ingested_at, stored body)
 Reader = Callable[[BacktestJob], tuple[int, Rows]]  # a job's events: about how many, and the rows
 
 
-def journal_rows(job: BacktestJob) -> tuple[int, Rows]:
-    """The embedded runtime's journal: up to ``limit`` rows after ``after``."""
-    return _count(job.journal, job.after, job.limit), _records(job.journal, job.after, job.limit)
-
-
 def run_job(
-    job: BacktestJob, emit: Callable[[dict[str, Any]], None], clock: Callable[[], float], read: Reader = journal_rows
+    job: BacktestJob, emit: Callable[[dict[str, Any]], None], clock: Callable[[], float], read: Reader
 ) -> dict[str, Any]:
     """Run ``job`` over the events ``read`` gives, calling ``emit`` with progress lines; return
     the result.
@@ -166,7 +134,7 @@ def _bound_self(budget_s: float) -> None:
             resource.setrlimit(limit, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
 
 
-def main(read: Reader = journal_rows) -> int:
+def main(read: Reader) -> int:
     """The child: a job on stdin, NDJSON on stdout; its events from ``read``."""
     job = msgspec.json.decode(sys.stdin.buffer.read(), type=BacktestJob)
     _bound_self(job.budget_s)
@@ -256,10 +224,9 @@ def _child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in _CHILD_ENV or k.startswith(("LC_", "COVERAGE_"))}
 
 
-async def start_child(
-    job: BacktestJob, on_exit: Callable[[], None] = lambda: None, module: str = "ringfence.runtimes.backtest"
-) -> BacktestChild:
-    """Start the child on ``job``; ``on_exit`` runs once it has exited and been reaped.
+async def start_child(job: BacktestJob, module: str, on_exit: Callable[[], None] = lambda: None) -> BacktestChild:
+    """Start the child on ``job``: ``python -m module``, a runtime's module whose ``main``
+    reads its log (:func:`main`); ``on_exit`` runs once it has exited and been reaped.
 
     If this raises, no child is left running, and ``on_exit`` has run already if a child had
     been started: the caller's own clean-up may call it again, so it must be idempotent.
@@ -274,7 +241,7 @@ async def start_child(
         sys.executable,
         "-I",
         "-m",
-        module,  # this one's main, or a runtime's that reads its own log
+        module,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env=_child_env(),
@@ -310,18 +277,15 @@ async def start_child(
 _RUNNING: set[asyncio.Future[int]] = set()
 
 
-async def run_in_child(job: BacktestJob) -> AsyncGenerator[dict[str, Any], None]:
-    """Run ``job`` in a child and yield its lines; closing the iterator kills and reaps the child.
+async def run_in_child(job: BacktestJob, module: str) -> AsyncGenerator[dict[str, Any], None]:
+    """Run ``job`` in a child (:func:`start_child`) and yield its lines; closing the iterator
+    kills and reaps the child.
 
     Raises BacktestFailed.
     """
-    child = await start_child(job)
+    child = await start_child(job, module)
     try:
         async for message in child.lines():
             yield message
     finally:
         await child.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -33,17 +33,26 @@ class Connection(Protocol):
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any: ...
 
 
-def connect(path: Path, synchronous: str = "full", cache_mib: int = 2) -> sqlite3.Connection:
+def connect(path: Path, synchronous: str = "full", cache_mib: int = 2, *, create: bool = True) -> sqlite3.Connection:
     """A connection with the pragmas every Ringfence SQLite file uses.
 
     ``cache_mib``: its page cache. The busiest writers (the processor's store connection, the
     ingest worker's journal connection) take a large one: they update B-trees at random
     places (engine state, the duplicate index), which otherwise re-read pages from disk.
+    ``create=False``: the file must exist (sqlite3.OperationalError if not), and is not made.
     """
-    private_sqlite(path)  # 0600 before SQLite writes a byte (its -wal/-shm files follow)
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-    conn.execute("PRAGMA busy_timeout=30000")
-    conn.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
+    try:
+        private_sqlite(path, create=create)  # 0600 before SQLite writes a byte (its -wal/-shm follow)
+    except FileNotFoundError as missing:
+        raise sqlite3.OperationalError(f"unable to open database file {path}") from missing
+    target = str(path) if create else f"{path.resolve().as_uri()}?mode=rw"
+    conn = sqlite3.connect(target, timeout=30.0, isolation_level=None, check_same_thread=False, uri=not create)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
+    except BaseException:
+        conn.close()
+        raise
     return conn

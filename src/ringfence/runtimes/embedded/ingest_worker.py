@@ -30,7 +30,7 @@ from ringfence.events.decode import REFERENCE_ONLY, DecodedBatch, MalformedBody,
 from ringfence.events.fx import FxTable
 from ringfence.events.sensitive import redact
 from ringfence.runtimes.embedded.group_commit import MAX_GROUP_EVENTS
-from ringfence.runtimes.embedded.journal import SqliteLog
+from ringfence.runtimes.embedded.journal import SEGMENT_S, SqliteLog
 from ringfence.runtimes.ingest import IngestReply
 
 log = logging.getLogger("ringfence.ingest")
@@ -57,7 +57,9 @@ Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[IngestReply]"]
 class _Process:
     """One worker process, its pipe, and the requests it has not answered yet."""
 
-    def __init__(self, target: tuple[str, int, str], on_reply: Callable[[_Process, IngestReply | None], None]) -> None:
+    def __init__(
+        self, target: tuple[str, int, str, float], on_reply: Callable[[_Process, IngestReply | None], None]
+    ) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
         self.conn, child = context.Pipe(duplex=True)
         self.process = context.Process(target=serve, args=(child, *target), name="ringfence-ingest", daemon=True)
@@ -90,8 +92,10 @@ class IngestWorker:
     are recognised).
     """
 
-    def __init__(self, journal: Path, partitions: int, synchronous: str, on_commit: Callable[[int], None]) -> None:
-        self._target = (str(journal), partitions, synchronous)
+    def __init__(
+        self, journal: Path, partitions: int, synchronous: str, segment_s: float, on_commit: Callable[[int], None]
+    ) -> None:
+        self._target = (str(journal), partitions, synchronous, segment_s)
         self._on_commit = on_commit
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -187,10 +191,10 @@ def _fail(future: asyncio.Future[IngestReply], exc: Exception) -> None:
 # -- in the worker process ------------------------------------------------------------------
 
 
-def serve(conn: Connection, journal: str, partitions: int, synchronous: str) -> None:
+def serve(conn: Connection, journal: str, partitions: int, synchronous: str, segment_s: float = SEGMENT_S) -> None:
     """The worker's loop: take every request waiting, decode each, append them all in one
     transaction, answer each. Returns when told to stop or when the API process is gone."""
-    journal_log = SqliteLog(Path(journal), partitions, synchronous, cache_mib=WRITER_CACHE_MIB)
+    journal_log = SqliteLog(Path(journal), partitions, synchronous, cache_mib=WRITER_CACHE_MIB, segment_s=segment_s)
     fx = [REFERENCE_ONLY]  # the rates in force, as the API process last sent them
     try:
         stop = False

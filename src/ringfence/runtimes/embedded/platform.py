@@ -29,6 +29,7 @@ from ringfence.events.fx import FxRate, FxTable
 from ringfence.metrics import Metrics
 from ringfence.private_files import open_private, private_dir
 from ringfence.runtimes.backtest import BacktestChild, BacktestJob, start_child
+from ringfence.runtimes.embedded.backtest import CHILD_MODULE
 from ringfence.runtimes.embedded.group_commit import GroupCommitter
 from ringfence.runtimes.embedded.ingest_worker import IngestWorker
 from ringfence.runtimes.embedded.journal import SqliteLog
@@ -96,7 +97,12 @@ class Platform:
         self.silences = SqlSilenceStore(self.store)
         self.notifications = SqlNotificationLog(self.store)
         self.quarantine = QuarantineRepository(self.store)
-        self.log = SqliteLog(settings.data_dir / JOURNAL_FILE, settings.partitions, settings.journal_sync)
+        self.log = SqliteLog(
+            settings.data_dir / JOURNAL_FILE,
+            settings.partitions,
+            settings.journal_sync,
+            segment_s=settings.journal_segment_s,
+        )
         self.packs = PackRepository(self.store)
         self.fx = followed_rates(self.store, settings, self.clock.time())
         self.fx.expose(self.metrics, self.clock.time)
@@ -226,7 +232,7 @@ class Platform:
             lists={name: sorted(values) for name, values in self.engine.lists.items()},
             budget_s=self.settings.backtest_time_budget_s,
         )
-        return await start_child(job, on_exit=on_exit)
+        return await start_child(job, CHILD_MODULE, on_exit=on_exit)
 
     def start(self) -> None:
         """Start the writer and the processor, which first restores the last checkpoint.
@@ -244,6 +250,7 @@ class Platform:
                 self.settings.data_dir / JOURNAL_FILE,
                 self.settings.partitions,
                 self.settings.journal_sync,
+                self.settings.journal_segment_s,
                 self._on_commit,
             )
         self.ingest = IngestService(

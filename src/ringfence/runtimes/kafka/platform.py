@@ -333,7 +333,7 @@ class KafkaPlatform:
             budget_s=self.settings.backtest_time_budget_s,
             kafka=source,
         )
-        return await start_child(job, on_exit=on_exit, module="ringfence.runtimes.kafka.backtest")
+        return await start_child(job, "ringfence.runtimes.kafka.backtest", on_exit=on_exit)
 
     def active_pack(self) -> PackVersion | None:
         return self.packs.active()
