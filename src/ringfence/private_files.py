@@ -3,8 +3,8 @@
 
 The journal (its main file, segment files and writer's lock), the store, their SQLite
 ``-wal``/``-shm`` files, the processor lock, the audit key and the audit anchor all go through
-here. A dir or file that others could read is
-fixed and logged as a warning (it may have leaked before).
+here. A dir or file that others could read is fixed and logged as a warning (it may have
+leaked before).
 """
 
 from __future__ import annotations

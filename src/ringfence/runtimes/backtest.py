@@ -5,11 +5,10 @@ minutes of CPU-bound Python. In the API process it would hold the GIL against th
 thread and the event loop, so it runs in a child (``python -m`` a runtime's module that reads
 its own log: ``ringfence.runtimes.embedded.backtest`` reads the journal read-only) at a lower
 CPU priority, with its time budget, CPU time and memory bounded. It gets its job on stdin and
-answers NDJSON on stdout: progress
-lines, then one ``result`` (or ``error``) line. When the budget is spent it stops and answers
-with the hits so far, ``truncated: true`` and ``reason: "time_budget"``; the parent kills a
-child that overruns its budget by :data:`GRACE_S` on a timer of its own, whether or not
-anyone still reads the child's lines (:class:`BacktestChild`). The child runs isolated
+answers NDJSON on stdout: progress lines, then one ``result`` (or ``error``) line. When the
+budget is spent it stops and answers with the hits so far, ``truncated: true`` and ``reason:
+"time_budget"``; the parent kills a child that overruns its budget by :data:`GRACE_S` on a
+timer of its own, whether or not anyone still reads the child's lines (:class:`BacktestChild`). The child runs isolated
 (``python -I``, cwd ``/``): nothing in the server's working directory can shadow the package.
 Used by the embedded and kafka platforms for ``POST /v1/rules/backtest``.
 """

@@ -359,7 +359,7 @@ class SqliteLog:
             rows.append((first + len(rows), *self._row(event, ingested_at)))
         conn.execute("SAVEPOINT batch")
         before = conn.total_changes
-        conn.executemany(f"INSERT OR IGNORE INTO journal ({_ROW}) VALUES (?, ?, ?, ?, ?, ?)", rows)  # nosec # noqa: S608 - fixed columns
+        conn.executemany(f"INSERT OR IGNORE INTO journal ({_ROW}) VALUES (?, ?, ?, ?, ?, ?)", rows)  # noqa: S608 - fixed columns
         if conn.total_changes - before == len(rows):
             conn.execute("RELEASE batch")
             return offsets
