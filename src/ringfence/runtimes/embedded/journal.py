@@ -7,8 +7,8 @@ acknowledged event is reported, not stored, and consumes no offset, so ``head - 
 is the exact lag.
 
 Why segments: retention drops a whole segment file once every record in it is processed and
-old enough, instead of deleting rows (a single journal spent 15-50 µs a record deleting from
-its random-key duplicate index: 9-30 s of every minute at the reference load). The newest
+old enough, instead of deleting rows (a single journal spent 15-65 µs a record deleting from
+its random-key duplicate index: 9-38 s of every minute at the reference load). The newest
 segment is never dropped (ingest appends to it), so records are kept at least the retention,
 at most a span longer, or until ingest opens another. A dropped file is deleted on a thread of
 its own, its blocks freed a step at a time (every fsync on the disk waits while a file's blocks
