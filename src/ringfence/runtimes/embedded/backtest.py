@@ -19,13 +19,14 @@ def journal_rows(job: BacktestJob) -> tuple[int, Rows]:
     log = SqliteLog.open_read_only(Path(job.journal))
     try:
         total = min(log.count_after(job.after), job.limit)
-    finally:
+    except BaseException:
         log.close()
-    return total, _records(Path(job.journal), job.after, job.limit)
+        raise
+    return total, _records(log, job.after, job.limit)
 
 
-def _records(journal: Path, after: int, limit: int) -> Rows:
-    log = SqliteLog.open_read_only(journal)
+def _records(log: SqliteLog, after: int, limit: int) -> Rows:
+    """The records, a chunk at a time; the journal is closed when they end."""
     try:
         while limit > 0:
             records = log.read(after, min(READ_CHUNK, limit))

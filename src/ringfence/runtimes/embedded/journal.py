@@ -275,7 +275,7 @@ class SqliteLog:
 
     def _append(self, events: list[Event], ingested_at: float) -> list[int | None]:
         segments = self.segments()
-        writable = self._writable(segments, ingested_at)
+        writable, head = self._writable(segments, ingested_at)
         before = [s for s in segments if s.first < writable.first][-1:]
         conn = self._conn(writable)
         if conn is None:
@@ -283,7 +283,7 @@ class SqliteLog:
         conn.execute("BEGIN IMMEDIATE")
         try:
             seen_before = self._found(before[0], events) if before else set()
-            offsets = self._append_new(conn, writable.first, events, ingested_at, seen_before)
+            offsets = self._append_new(conn, head + 1, events, ingested_at, seen_before)
             conn.execute(
                 "INSERT INTO newest VALUES (1, ?) ON CONFLICT (one) DO UPDATE SET ingested_at = "
                 "max(ingested_at, excluded.ingested_at)",
@@ -296,16 +296,17 @@ class SqliteLog:
             raise
         return offsets
 
-    def _writable(self, segments: list[Segment], ingested_at: float) -> Segment:
-        """The segment appends go to: the newest file, or a new one once it has held records for
-        ``segment_s`` (or when there is none yet). A new file is made before it is listed, so a
-        crash between the two leaves a file no reader knows of, used again by the next try."""
+    def _writable(self, segments: list[Segment], ingested_at: float) -> tuple[Segment, int]:
+        """The segment appends go to, and the journal's head (steady: the caller is the one
+        appender): the newest file, or a new one once it has held records for ``segment_s`` (or
+        when there is none yet). A new file is made before it is listed, so a crash between the
+        two leaves a file no reader knows of, used again by the next try."""
         files = [s for s in segments if s.path is not None]
         head = self._head(segments)
         if files:
             newest = files[-1]
             if head < newest.first or ingested_at - newest.opened_at < self.segment_s:
-                return newest
+                return newest, head
         path = self.segment_path(head + 1)
         segment = Segment(head + 1, ingested_at, path)
         made = self._connect(path)  # 0600, before SQLite writes a byte
@@ -313,7 +314,7 @@ class SqliteLog:
         made.close()
         self._main().execute("INSERT OR IGNORE INTO segments VALUES (?, ?)", (segment.first, segment.opened_at))
         self._changed()
-        return segment
+        return segment, head
 
     def _found(self, segment: Segment, events: list[Event]) -> set[tuple[str, str]]:
         """Which of ``events`` ``segment`` holds, by (source, event_id)."""
@@ -336,7 +337,7 @@ class SqliteLog:
     def _append_new(
         self,
         conn: sqlite3.Connection,
-        segment_first: int,
+        first: int,
         events: list[Event],
         ingested_at: float,
         seen_before: set[tuple[str, str]],
@@ -344,8 +345,7 @@ class SqliteLog:
         """Nearly every batch holds no duplicate: its rows go in with one statement at the offsets
         after the head, which is half the CPU of a statement per event. Should the unique index
         skip one (a duplicate in this segment), the statement is undone and the events are
-        looked up one at a time, so no offset is skipped."""
-        first = max(self._segment_head(conn), segment_first - 1) + 1
+        looked up one at a time, so no offset is skipped. ``first``: the head's next offset."""
         offsets: list[int | None] = []
         rows: list[tuple[int, int, str, str, float, bytes]] = []
         keys = set(seen_before)
