@@ -58,3 +58,25 @@ class PlainCheck:
     ) -> None: ...
     def value(self, value: Any) -> bool: ...
     def text(self, text: str) -> bool: ...
+
+class EventCheck:
+    """Ingest's fast path: an event's fields when it is certainly valid, else None."""
+
+    def __init__(
+        self,
+        plain: PlainCheck,
+        envelope: dict[str, tuple[Any, ...]],
+        types: dict[str, tuple[Any, ...]],
+        *,
+        customerless: list[str],
+        money: list[str],
+        currency: str,
+        exponents: dict[str, int],
+        max_major_digits: int,
+        masked: list[str],
+        ip: str,
+        max_bytes: int,
+        min_time: float,
+        max_skew: float,
+    ) -> None: ...
+    def event(self, raw: bytes | Any, now: float) -> tuple[Any, ...] | None: ...

@@ -6,6 +6,7 @@ mod codec;
 mod engine;
 mod expr;
 mod features;
+mod ingest;
 mod jv;
 mod packed;
 mod patterns;
@@ -729,5 +730,6 @@ fn ringfence_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<NativeCore>()?;
     m.add_class::<plain::PlainCheck>()?;
+    m.add_class::<ingest::EventCheck>()?;
     Ok(())
 }

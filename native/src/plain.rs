@@ -19,6 +19,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
 /// The thresholds of the scan, handed over from Python so they are written once.
+#[derive(Clone)]
 pub struct Rules {
     card_groupings: Vec<Vec<usize>>,
     max_groups: usize,
@@ -123,6 +124,16 @@ impl Rules {
         })
     }
 
+    /// True if the scan finds no card number in a JSON number: it is finite and too small.
+    pub fn plain_number(&self, value: f64) -> bool {
+        value.is_finite() && value.abs() < self.pan_number_floor as f64
+    }
+
+    /// :meth:`plain_number` of an integer.
+    pub fn plain_int(&self, value: i64) -> bool {
+        value.unsigned_abs() < self.pan_number_floor
+    }
+
     /// True if every string (and key) in `value` is plain text, every number is small and
     /// finite, no container is nested `max_depth` deep, and nothing else is in it.
     pub fn plain_value(&self, value: &Bound<'_, PyAny>, depth: usize) -> bool {
@@ -133,13 +144,10 @@ impl Rules {
             return s.to_str().is_ok_and(|t| self.plain_text(t.as_bytes()));
         }
         if value.is_instance_of::<PyInt>() {
-            return value
-                .extract::<i64>()
-                .is_ok_and(|i| i.unsigned_abs() < self.pan_number_floor);
+            return value.extract::<i64>().is_ok_and(|i| self.plain_int(i));
         }
         if let Ok(f) = value.downcast::<PyFloat>() {
-            let v = f.value();
-            return v.is_finite() && v.abs() < self.pan_number_floor as f64;
+            return self.plain_number(f.value());
         }
         let nested = depth + 1;
         if let Ok(d) = value.downcast::<PyDict>() {
@@ -164,6 +172,12 @@ impl Rules {
 #[pyclass(module = "ringfence_native", frozen)]
 pub struct PlainCheck {
     rules: Rules,
+}
+
+impl PlainCheck {
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
 }
 
 #[pymethods]

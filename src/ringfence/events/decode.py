@@ -21,12 +21,20 @@ import msgspec
 
 from ringfence.errors import EventError, FieldError
 from ringfence.events.controls import envelope_fault, printable
+from ringfence.events.fastpath import fast_event
 from ringfence.events.fields import DECODE_ERRORS, TOO_DEEP, decode_fields, field_errors
 from ringfence.events.fx import STAMPED, FxTable
 from ringfence.events.model import Event
 from ringfence.events.normalise import normalise_data
 from ringfence.events.sensitive import PAN_MESSAGE, clean, echo, mask_ibans, plain, redact, scan
-from ringfence.events.types import BUILTIN_TYPES, Envelope
+from ringfence.events.types import (
+    BUILTIN_TYPES,
+    CUSTOMERLESS_TYPES,
+    MAX_EVENT_BYTES,
+    MAX_FUTURE_SKEW_S,
+    MIN_OCCURRED_AT,
+    Envelope,
+)
 
 __all__ = [
     "TOO_DEEP",
@@ -37,12 +45,10 @@ __all__ = [
     "decode_batch",
     "split_body",
     "validate_event",
+    "validate_in_full",
 ]
 
 log = logging.getLogger("ringfence.ingest")
-MIN_OCCURRED_AT = 946_684_800.0  # 2000-01-01T00:00:00Z
-MAX_FUTURE_SKEW_S = 300.0  # producers' clocks run a little ahead; more would move every watermark ahead
-MAX_EVENT_BYTES = 64 * 1024
 ENVELOPE_TEXTS = ("event_id", "customer_id", "account_id", "source", "type")
 INTERNAL = "this event could not be validated (an internal error, logged); it was not kept"
 RESERVED = "is set by Ringfence (the amount in the reference currency, and the rate): a reserved name"
@@ -196,7 +202,8 @@ def _envelope_errors(
         elif at > now + MAX_FUTURE_SKEW_S:
             errors.append(FieldError("occurred_at", f"is more than {MAX_FUTURE_SKEW_S / 60:g} minutes in the future"))
     type_ = values.get("type")
-    if values.get("customer_id") is None and "customer_id" not in failed and type_ not in (None, "api.request"):
+    needs_customer = type_ is not None and type_ not in CUSTOMERLESS_TYPES
+    if values.get("customer_id") is None and "customer_id" not in failed and needs_customer:
         errors.append(FieldError("customer_id", "is required for this event type"))
     source = values.get("source")
     if sources is not None and source is not None and source not in sources:
@@ -228,6 +235,21 @@ def validate_event(
     listing every field at fault; its ``event_id`` is None if that id failed validation or
     holds a card number.
     """
+    event = fast_event(raw, now, sources, fx)
+    if event is not None:  # nearly every event: the compiled core found it certainly valid
+        return event
+    return validate_in_full(raw, now, custom_types, sources, fx)
+
+
+def validate_in_full(
+    raw: bytes | msgspec.Raw,
+    now: float,
+    custom_types: Collection[str] = (),
+    sources: Collection[str] | None = None,
+    fx: FxTable = REFERENCE_ONLY,
+) -> Event:
+    """:func:`validate_event` without the compiled core's fast path: its specification, and
+    what decides every event the fast path is not certain of."""
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError([FieldError("$", f"event is larger than {MAX_EVENT_BYTES} bytes")])
     values, errors = _envelope(raw)

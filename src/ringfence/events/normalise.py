@@ -15,7 +15,7 @@ from typing import Any
 from ringfence.errors import FieldError
 from ringfence.events.money import MoneyError, canonical_amount
 from ringfence.events.sensitive import mask_account
-from ringfence.events.types import MASKED_FIELDS, MONEY_FIELDS
+from ringfence.events.types import CURRENCY_FIELD, IP_FIELD, MASKED_FIELDS, MONEY_FIELDS
 
 MAX_IP_CHARS = 45
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -38,19 +38,19 @@ def normalise_data(data: dict[str, Any], failed: Container[str] = ()) -> list[Fi
                 data[name] = mask_account(data[name])
             else:
                 errors.append(FieldError(f"data.{name}", "expected an account number (a string)"))
-    if "ip" in data and data["ip"] is not None and "data.ip" not in failed:
-        error = _ip_error(data["ip"])
+    if data.get(IP_FIELD) is not None and f"data.{IP_FIELD}" not in failed:
+        error = _ip_error(data[IP_FIELD])
         if error is not None:
-            errors.append(FieldError("data.ip", error))
+            errors.append(FieldError(f"data.{IP_FIELD}", error))
     return errors
 
 
 def _money(data: dict[str, Any], name: str, failed: Container[str], errors: list[FieldError]) -> None:
-    currency = data.get("currency")
+    currency = data.get(CURRENCY_FIELD)
     if not isinstance(currency, str):
-        if "data.currency" not in failed:
+        if f"data.{CURRENCY_FIELD}" not in failed:
             message = f"is required with data.{name}" if currency is None else "expected an ISO 4217 code (a string)"
-            errors.append(FieldError("data.currency", message))
+            errors.append(FieldError(f"data.{CURRENCY_FIELD}", message))
         return
     try:
         data[name] = canonical_amount(data[name], currency, signed=name == "balance")

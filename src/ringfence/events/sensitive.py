@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ringfence.errors import FieldError
 from ringfence.events import pan
 from ringfence.events.controls import data_fault
 from ringfence.events.iban import IBAN_LENGTHS, mask_account, mask_ibans
 from ringfence.events.pan import MIN_PAN_DIGITS, looks_like_pan, luhn_valid, number_is_pan
+
+if TYPE_CHECKING:
+    from ringfence_native import PlainCheck
 
 __all__ = [
     "MAX_DATA_DEPTH",
@@ -30,6 +33,7 @@ __all__ = [
     "mask_ibans",
     "mask_strings",
     "plain",
+    "plain_check",
     "redact",
     "scan",
 ]
@@ -102,12 +106,9 @@ def scan(value: Any, path: str, errors: list[FieldError], depth: int = 0, *, key
     return value
 
 
-class _PlainCheck(Protocol):
-    def value(self, value: Any) -> bool: ...
-
-
 @functools.cache
-def _plain_check() -> _PlainCheck | None:
+def plain_check() -> PlainCheck | None:
+    """The compiled core's quick look, built once; None without the compiled core."""
     try:
         from ringfence_native import PlainCheck
     except ImportError:
@@ -122,7 +123,7 @@ def plain(value: Any) -> bool:
     it need not run: the compiled core's quick look (printable ASCII strings with no digit
     chain a card number fits in and no IBAN's start, numbers under 10**12, shallow nesting).
     False whenever it cannot tell, and always without the compiled core."""
-    check = _plain_check()
+    check = plain_check()
     return check is not None and check.value(value)
 
 

@@ -11,6 +11,11 @@ from typing import Annotated, Literal
 
 import msgspec
 
+MIN_OCCURRED_AT = 946_684_800.0  # 2000-01-01T00:00:00Z
+MAX_FUTURE_SKEW_S = 300.0  # producers' clocks run a little ahead; more would move every watermark ahead
+MAX_EVENT_BYTES = 64 * 1024
+CUSTOMERLESS_TYPES = ("api.request",)  # the types whose events need no customer_id
+
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Text = Annotated[str, msgspec.Meta(max_length=256)]
 Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
@@ -118,13 +123,16 @@ BUILTIN_TYPES: dict[str, type[_Data]] = {
     "api.request": ApiRequestData,
 }
 
-# Fields of ``data`` that hold money, with the field naming their currency.
+# Fields of ``data`` that hold money, and the field naming their currency.
 MONEY_FIELDS = ("amount", "balance")
+CURRENCY_FIELD = "currency"
 # each in the reference currency, set by ingest (:mod:`ringfence.events.fx`); read as numbers too
 REFERENCE_MONEY_FIELDS = ("amount_ref", "balance_ref")
 NUMERIC_MONEY_FIELDS = frozenset(MONEY_FIELDS + REFERENCE_MONEY_FIELDS)
 # Fields masked before storage (account numbers).
 MASKED_FIELDS = ("payee_account",)
+# The field holding an IP address, checked as one.
+IP_FIELD = "ip"
 
 
 class Envelope(msgspec.Struct, forbid_unknown_fields=True):
