@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from typing import Protocol
+
+import msgspec
 
 from ringfence.events.model import Event
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One event in the log: its offset (unique, increasing), partition and stored body."""
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """One event in the log: its offset (unique, increasing), partition and stored body.
+
+    A struct, not a dataclass: the processor makes one per event read, and a frozen
+    dataclass's constructor cost several times more."""
 
     offset: int
     partition: int
