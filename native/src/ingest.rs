@@ -65,14 +65,10 @@ fn spec_of(o: &Bound<'_, PyAny>) -> PyResult<Spec> {
         "text" => {
             let (_, min, max, pattern): (String, usize, Option<usize>, Option<String>) =
                 o.extract()?;
-            let pattern = match pattern {
-                Some(p) => Some(
-                    Regex::new(&p)
-                        .map_err(|e| PyValueError::new_err(format!("pattern {p:?}: {e}")))?,
-                ),
-                None => None,
-            };
-            Spec::Text { min, max, pattern }
+            match pattern.map(|p| Regex::new(&p)).transpose() {
+                Ok(pattern) => Spec::Text { min, max, pattern },
+                Err(_) => Spec::Never, // a pattern this crate reads otherwise: Python decides
+            }
         }
         "int" => {
             let (_, ge, le): (String, Option<i64>, Option<i64>) = o.extract()?;
@@ -209,7 +205,11 @@ impl EventCheck {
         let bytes: &[u8] = match raw.downcast::<PyBytes>() {
             Ok(b) => b.as_bytes(),
             Err(_) => {
-                buffer = PyBuffer::<u8>::get(raw)?;
+                // not bytes nor a buffer of them (a str, say): the full validation says what
+                let Ok(exported) = PyBuffer::<u8>::get(raw) else {
+                    return Ok(None);
+                };
+                buffer = exported;
                 if !buffer.is_c_contiguous() {
                     return Ok(None);
                 }
@@ -248,7 +248,7 @@ impl EventCheck {
             py,
             rules: &self.rules,
         };
-        let text = |at: usize| -> Option<Bound<'py, PyAny>> {
+        let field = |at: usize| -> Option<Bound<'py, PyAny>> {
             match slots[at] {
                 Some(value) => build.value(&self.envelope[at], value),
                 None if matches!(self.envelope[at], Spec::Optional(_)) => {
@@ -257,11 +257,11 @@ impl EventCheck {
                 None => None,
             }
         };
-        let event_id = text(EVENT_ID)?;
-        let source = text(SOURCE)?;
-        let customer_id = text(CUSTOMER_ID)?;
-        let account_id = text(ACCOUNT_ID)?;
-        let type_ = text(TYPE)?;
+        let event_id = field(EVENT_ID)?;
+        let source = field(SOURCE)?;
+        let customer_id = field(CUSTOMER_ID)?;
+        let account_id = field(ACCOUNT_ID)?;
+        let type_ = field(TYPE)?;
         let type_name: &str = slots[TYPE].and_then(|t| match t {
             Jv::Str(s) => Some(&**s),
             _ => None,

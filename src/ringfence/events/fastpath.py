@@ -12,6 +12,8 @@ written once; a type it cannot express becomes "never fast", not a guess.
 from __future__ import annotations
 
 import functools
+import logging
+import string
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
@@ -38,24 +40,98 @@ from ringfence.events.types import (
 __all__ = ["fast_event", "spec"]
 
 if TYPE_CHECKING:
-    from ringfence_native import EventCheck
+    from ringfence_native import EventCheck, PlainCheck
 
 Spec = tuple[Any, ...]
+NEVER: Spec = ("never",)
+
+log = logging.getLogger("ringfence.ingest")
+_LITERALS = frozenset(string.ascii_letters + string.digits + "_:@/,' ")
+_ESCAPABLE = frozenset(".-+*?()[]{}|^$\\/")
+
+
+def portable(pattern: str) -> bool:
+    """True when Python's ``re`` and the core's ``regex`` crate read ``pattern`` alike, or the
+    crate more strictly (its ``$`` is the end only, not also before a final newline): literals,
+    escaped punctuation, ``.``, classes of literals and ranges, ``(?:`` and plain groups,
+    alternation, ``^``, ``$``, and one quantifier (``*+?``, ``{m}``, ``{m,}``, ``{m,n}``,
+    each maybe lazy) after each atom. Anything else (flags, ``\\d``, POSIX classes and class
+    sets, possessive quantifiers, which the crate reads otherwise or not at all) is left to
+    Python."""
+    i, n = 0, len(pattern)
+    repeatable = False  # the last token an atom, which a quantifier may follow
+    while i < n:
+        c = pattern[i]
+        atom = True
+        if c == "\\":
+            if pattern[i + 1 : i + 2] not in _ESCAPABLE:
+                return False
+            i += 2
+        elif c == "[":
+            i = _class_end(pattern, i + 1)
+            if i < 0:
+                return False
+        elif c in _LITERALS or c in ".)":
+            i += 1
+        elif c in "*+?{":
+            if not repeatable:
+                return False
+            i = i + 1 if c != "{" else _count_end(pattern, i + 1)
+            if i < 0:
+                return False
+            i += pattern.startswith("?", i)  # lazy
+            atom = False
+        elif c in "(|^$":
+            i += 3 if pattern.startswith("(?:", i) else 1
+            atom = False
+        else:
+            return False
+        repeatable = atom
+    return True
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdecimal()
+
+
+def _count_end(pattern: str, i: int) -> int:
+    """Where a ``{m}``, ``{m,}`` or ``{m,n}`` opened before ``i`` ends (past its ``}``), or -1."""
+    end = pattern.find("}", i)
+    low, _, high = pattern[i:end].partition(",")
+    return end + 1 if end >= 0 and _digits(low) and (high == "" or _digits(high)) else -1
+
+
+def _class_end(pattern: str, i: int) -> int:
+    """Where a portable class opened before ``i`` ends (past its ``]``), or -1: literals and
+    ranges of them, escaped punctuation, a last ``-``."""
+    i += pattern.startswith("^", i)
+    start = i
+    while i < len(pattern) and pattern[i] != "]":
+        c, after = pattern[i], pattern[i + 1 : i + 2]
+        if c == "\\":
+            if after not in _ESCAPABLE:
+                return -1
+            i += 2
+        elif c in _LITERALS and after == "-" and pattern[i + 2 : i + 3] in _LITERALS:
+            i += 3  # a range of literals
+        elif c in _LITERALS or c == "." or (c == "-" and after == "]" and start < i):
+            i += 1
+        else:
+            return -1
+    return i + 1 if start < i < len(pattern) else -1
 
 
 def spec(info: mi.Type) -> Spec:
     """What the compiled core checks of a value of this type (``never``: leave it to Python)."""
     if isinstance(info, mi.StrType):
+        if info.pattern is not None and not portable(info.pattern):
+            return NEVER
         return ("text", info.min_length or 0, info.max_length, info.pattern)
     if isinstance(info, mi.IntType):
-        if info.multiple_of is not None:
-            return ("never",)
-        ge = info.ge if info.gt is None else max(info.gt + 1, info.ge if info.ge is not None else info.gt + 1)
-        le = info.le if info.lt is None else min(info.lt - 1, info.le if info.le is not None else info.lt - 1)
-        return ("int", ge, le)
+        return NEVER if info.multiple_of is not None else _int(info)
     if isinstance(info, mi.FloatType):
         if info.multiple_of is not None:
-            return ("never",)
+            return NEVER
         return ("float", *(None if b is None else float(b) for b in (info.gt, info.ge, info.lt, info.le)))
     if isinstance(info, mi.BoolType):
         return ("bool",)
@@ -65,31 +141,50 @@ def spec(info: mi.Type) -> Spec:
         members = [t for t in info.types if not isinstance(t, mi.NoneType)]
         # money is int | float | str: the fast path takes the text only (the canonical form)
         texts = [t for t in members if isinstance(t, mi.StrType)]
-        inner = spec(members[0]) if len(members) == 1 else spec(texts[0]) if len(texts) == 1 else ("never",)
+        inner = spec(members[0]) if len(members) == 1 else spec(texts[0]) if len(texts) == 1 else NEVER
         return ("optional", inner) if len(members) < len(info.types) else inner
     if isinstance(info, mi.StructType):
-        if not info.forbid_unknown_fields or info.array_like or info.tag_field is not None:
-            return ("never",)
+        config = info.cls.__struct_config__
+        if not info.forbid_unknown_fields or info.array_like or info.tag_field is not None or not config.omit_defaults:
+            return NEVER
         fields = []
         for f in info.fields:
             # an optional field's default must be None: the core leaves it out when null
             defaults_none = f.default is None and f.default_factory is msgspec.NODEFAULT
             if f.name != f.encode_name or not (f.required or defaults_none):
-                return ("never",)
+                return NEVER
             fields.append((f.name, f.required, spec(f.type)))
         return ("object", fields)
     if isinstance(info, mi.DateTimeType) and info.tz:
         return ("time",)
     if isinstance(info, mi.RawType):
         return ("raw",)
-    return ("never",)
+    return NEVER
+
+
+def _int(info: mi.IntType) -> Spec:
+    """An int's bounds as inclusive ones (msgspec takes one of gt and ge, of lt and le, and
+    only bounds within 64 bits, as the core's ints are)."""
+    ge = info.ge if info.gt is None else info.gt + 1
+    le = info.le if info.lt is None else info.lt - 1
+    return ("int", ge, le)
 
 
 @functools.cache
 def _check() -> EventCheck | None:
+    """The compiled core's check, or None (no core, or types it cannot take: logged, and
+    every event then validated in full, never refused for it)."""
     plain = plain_check()
     if plain is None:
         return None
+    try:
+        return _event_check(plain)
+    except Exception:
+        log.exception("ingest's fast path is off: the compiled core could not take the event types")
+        return None
+
+
+def _event_check(plain: PlainCheck) -> EventCheck:
     from ringfence_native import EventCheck
 
     envelope = mi.type_info(Envelope)

@@ -187,7 +187,9 @@ class WalCheckpointer:
     time on copies no reader waits for. Passive checkpoints here, every ``every_s``, block no
     writer and no reader; the commits' own fsync of the log is what makes them durable, as
     before. A store opened with ``background_checkpoints`` still checkpoints in its commits past
-    ``WAL_BACKSTOP_PAGES``, should this thread fall that far behind.
+    ``WAL_BACKSTOP_PAGES``: SQLite starts the log over only when a write finds it wholly
+    copied, which under writes without a pause may not happen between rounds, so the log can
+    grow to that size (and its file stays that large) before a commit copies and restarts it.
     """
 
     def __init__(self, path: Path, every_s: float = CHECKPOINT_EVERY_S) -> None:
@@ -204,8 +206,16 @@ class WalCheckpointer:
         if self._thread.is_alive():
             self._thread.join(timeout=30)
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def _run(self) -> None:
-        conn = connect(self.path, "full")
+        try:
+            conn = connect(self.path, "full")
+        except sqlite3.Error as error:  # the commits' backstop copies the log meanwhile
+            log.error("no background checkpoints of %s: %s", self.path.name, error)
+            return
         try:
             while not self._stop.wait(self.every_s):
                 try:
