@@ -7,7 +7,7 @@
 //! but for the steps it shares with it (the built-in types' structs, turned into the same
 //! plain values): a built-in type, every field of the envelope and of `data` within its
 //! type's constraints (handed over from the Python structs, so they are written once), no
-//! duplicate or unknown field, an RFC 3339 time (`T`, up to 6 decimals, `Z` or `±HH:MM`) that
+//! duplicate or unknown field, no run of over 32 digits, an RFC 3339 time (`T`, up to 6 decimals, `Z` or `±HH:MM`) that
 //! validation would not refuse, money already canonical for its currency, a dotted-quad IP
 //! address, no account number to mask, and every text and number plain (see `plain`). The
 //! rate stamp, a producer key's sources and the `Event` itself stay in Python.
@@ -220,7 +220,7 @@ impl EventCheck {
                 }
             }
         };
-        if bytes.len() > self.max_bytes {
+        if bytes.len() > self.max_bytes || long_digit_run(bytes) {
             return Ok(None);
         }
         let Ok(Jv::Obj(fields)) = serde_json::from_slice::<Jv>(bytes) else {
@@ -431,6 +431,16 @@ fn canonical(amount: &str, exponent: usize, max_major: usize) -> bool {
         && digits(minor)
 }
 
+/// More than 32 digits in a row: a number msgspec may read otherwise (it reads an exponent's
+/// digits only up to 10000, so a long mantissa can offset a larger one differently).
+fn long_digit_run(bytes: &[u8]) -> bool {
+    let mut run = 0;
+    bytes.iter().any(|c| {
+        run = if c.is_ascii_digit() { run + 1 } else { 0 };
+        run > 32
+    })
+}
+
 /// Four decimal octets 0-255 without leading zeros (the addresses most events carry).
 fn dotted_quad(text: &str) -> bool {
     let parts: Vec<&str> = text.split('.').collect();
@@ -576,6 +586,15 @@ mod tests {
         }
         assert!(!canonical("12.00", 0, 15));
         assert!(!canonical("1000000000000000.00", 2, 15));
+    }
+
+    #[test]
+    fn long_digit_runs_are_found() {
+        assert!(!long_digit_run(b"{\"a\":12345678901234567890123456789012}"));
+        assert!(long_digit_run(b"{\"a\":123456789012345678901234567890123}"));
+        assert!(!long_digit_run(
+            b"1234 5678 9012 3456 7890 1234 5678 9012 3456"
+        ));
     }
 
     #[test]

@@ -128,6 +128,10 @@ UNSURE = {
     "a digit chain": login(customer_id="cus 4111 1111 1111 1111"),
     "a non-ASCII text": login(data={"device_id": "dév"}),
     "a time from the future": login(occurred_at="2199-01-01T00:00:00Z"),
+    "an account number to mask": {
+        **login(type="payee.added"),
+        "data": {"payee_id": "p1", "payee_country": "GB", "payee_account": "acct-5678"},
+    },
     "an event without its customer": {k: v for k, v in login().items() if k != "customer_id"},
 }
 
@@ -160,7 +164,25 @@ def test_other_spellings_of_json_give_the_same_event_either_way(case: str) -> No
     raw = SPELLINGS[case]
     assert isinstance(full(raw), bytes), full(raw)
     outcome = fast(raw)
-    assert outcome is None or outcome == full(raw)
+    if case == "minus zero":  # -0 may be read as 0 or -0.0: left to the full validation
+        assert outcome is None
+    else:
+        assert outcome == full(raw)
+
+
+def long_number(mantissa: str, exponent: int) -> bytes:
+    event = msgspec.json.encode(login(data={"geo": {"lat": 1.0, "lon": 2.0}}))
+    return event.replace(b'"lat":1.0', f'"lat":{mantissa}e{exponent}'.encode())
+
+
+@pytest.mark.parametrize(
+    ("mantissa", "exponent"),
+    [("1" + "0" * 20009, -20009), ("0." + "0" * 20000 + "1", 20001), ("1" + "0" * 33, -33)],
+)
+def test_numbers_msgspec_may_read_otherwise_are_left_to_the_full_validation(mantissa: str, exponent: int) -> None:
+    raw = long_number(mantissa, exponent)
+    assert fast(raw) is None
+    assert fast(long_number("1" + "0" * 31, -31)) is not None
 
 
 def test_a_repeated_field_of_data_or_a_struct_in_it_is_left_to_the_full_validation() -> None:
@@ -195,7 +217,6 @@ def test_a_repeated_field_is_left_to_the_full_validation() -> None:
     for repeated in (b'{"event_id":"other",', b'{"data":{},'):
         twice = repeated + raw[1:]
         assert fast(twice) is None
-        assert validate_event(twice, NOW, fx=FX) == validate_in_full(twice, NOW, fx=FX)
 
 
 def test_a_source_the_key_may_not_write_is_left_to_the_full_validation() -> None:

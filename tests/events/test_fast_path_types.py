@@ -40,6 +40,14 @@ PORTABLE = [
     "^$",
     "(a|b)?c",
     "^[a-z_:-]+$",
+    "[a-]",
+    "^[ -/]+$",
+    "^[,-/]+$",
+    "a??b",
+    "x{1,2}?y",
+    "a|",
+    "^(|a)b$",
+    "^[@',]+$",
 ]
 NOT_PORTABLE = [
     "[[:alpha:]]",
@@ -139,7 +147,7 @@ def event_with(value: str, type_: str = "x.pattern", field: str = "f") -> bytes:
     )
 
 
-ASCII = st.text(st.sampled_from("aAbBcCxzZ09_-.:/ "), max_size=10)
+ASCII = st.text(st.sampled_from("aAbBcCxyzZ09_-.:/ ,@'+"), max_size=10)
 
 
 @pytest.mark.usefixtures("core")

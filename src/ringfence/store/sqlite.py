@@ -23,7 +23,7 @@ from ringfence.store.connection import connect
 from ringfence.store.schema import MIGRATIONS, SCHEMA_VERSION
 from ringfence.store.sql import SqlStore
 
-__all__ = ["SqliteStore", "WalCheckpointer"]
+__all__ = ["SqliteStore"]
 
 log = logging.getLogger("ringfence.store")
 
@@ -32,10 +32,6 @@ ANCHOR_SUFFIX = "-audit-anchor"
 
 
 ANCHOR_RESTART = "audit.anchor.restart"
-# With checkpoints in the background, a committing connection copies the write-ahead log into
-# the file itself only past this many pages (64 MiB): the background thread fell behind.
-WAL_BACKSTOP_PAGES = 16_384
-CHECKPOINT_EVERY_S = 0.2
 
 
 class SqliteStore(SqlStore):
@@ -43,11 +39,9 @@ class SqliteStore(SqlStore):
 
     ``audit_key``: the configured secret; without one, the key kept beside the file (made on
     first start). Raises StoreError if the audit trail was made with another key.
-    ``background_checkpoints``: a :class:`WalCheckpointer` runs for this file, so a commit
-    leaves the write-ahead log's copying into the file to it (up to ``WAL_BACKSTOP_PAGES``).
     """
 
-    def __init__(self, path: Path, audit_key: bytes | None = None, *, background_checkpoints: bool = False) -> None:
+    def __init__(self, path: Path, audit_key: bytes | None = None) -> None:
         made = False
         key_file = path.with_name(AUDIT_KEY_FILE)
         if audit_key is None:
@@ -57,7 +51,6 @@ class SqliteStore(SqlStore):
         self.path = path
         self.anchor = audit_chain.Anchor(path.with_name(path.name + ANCHOR_SUFFIX))
         self._local = threading.local()
-        self._autocheckpoint = WAL_BACKSTOP_PAGES if background_checkpoints else None
         try:
             self._migrate()
             self._adopt_audit_trail(key_made=made)
@@ -71,8 +64,6 @@ class SqliteStore(SqlStore):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = connect(self.path, "full")
-            if self._autocheckpoint is not None:
-                conn.execute(f"PRAGMA wal_autocheckpoint={self._autocheckpoint}")
             self._local.conn = conn
         return conn
 
@@ -176,51 +167,3 @@ class SqliteStore(SqlStore):
         if conn is not None:
             conn.close()
             self._local.conn = None
-
-
-class WalCheckpointer:
-    """Copies a SQLite file's write-ahead log into the file on a thread of its own.
-
-    SQLite does that copy (a checkpoint: the log's new pages written into the file, then an
-    fsync) inside the commit that finds the log past 1,000 pages. At a sustained load the
-    processor's commits write that much every time or two, so its thread spent a share of its
-    time on copies no reader waits for. Passive checkpoints here, every ``every_s``, block no
-    writer and no reader; the commits' own fsync of the log is what makes them durable, as
-    before. A store opened with ``background_checkpoints`` still checkpoints in its commits past
-    ``WAL_BACKSTOP_PAGES``: SQLite starts the log over only when a write finds it wholly
-    copied, which under writes without a pause may not happen between rounds, so the log can
-    grow to that size (and its file stays that large) before a commit copies and restarts it.
-    """
-
-    def __init__(self, path: Path, every_s: float = CHECKPOINT_EVERY_S) -> None:
-        self.path = path
-        self.every_s = every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ringfence-wal-checkpoints", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        try:
-            conn = connect(self.path, "full")
-        except sqlite3.Error as error:  # the commits' backstop copies the log meanwhile
-            log.error("no background checkpoints of %s: %s", self.path.name, error)
-            return
-        try:
-            while not self._stop.wait(self.every_s):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as error:  # the next round tries again; the backstop holds meanwhile
-                    log.warning("a checkpoint of %s failed: %s", self.path.name, error)
-        finally:
-            conn.close()

@@ -41,7 +41,7 @@ from ringfence.store.notifications import SqlNotificationLog
 from ringfence.store.packs import ListValues, PackRepository, PackVersion
 from ringfence.store.quarantine import QuarantineEntry, QuarantineRepository
 from ringfence.store.silences import SqlSilenceStore
-from ringfence.store.sqlite import SqliteStore, WalCheckpointer
+from ringfence.store.sqlite import SqliteStore
 
 log = logging.getLogger("ringfence.embedded")
 
@@ -73,11 +73,11 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
     return handle
 
 
-def open_store(data_dir: Path, *, background_checkpoints: bool = False) -> SqliteStore:
+def open_store(data_dir: Path) -> SqliteStore:
     """The store of a data dir, created if needed (used by the CLI too, so both chain the audit
     trail with one key: the configured secret, else the data dir's ``audit.key``)."""
     private_dir(data_dir)
-    return SqliteStore(data_dir / STORE_FILE, audit_key(), background_checkpoints=background_checkpoints)
+    return SqliteStore(data_dir / STORE_FILE, audit_key())
 
 
 class Platform:
@@ -91,8 +91,7 @@ class Platform:
         self._lock: IO[str] | None = lock_data_dir(settings.data_dir)
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
-        self.store = open_store(settings.data_dir, background_checkpoints=True)
-        self.checkpoints: WalCheckpointer | None = None
+        self.store = open_store(settings.data_dir)
         self.keys = ApiKeys(self.store)
         self.alerts = self.triage = self.records = self.store
         self.silences = SqlSilenceStore(self.store)
@@ -266,8 +265,6 @@ class Platform:
             fx=lambda: self.fx.table,
         )
         self.fx.start()
-        self.checkpoints = WalCheckpointer(self.store.path)
-        self.checkpoints.start()
         self._stop.clear()
         self._thread = threading.Thread(
             target=self.processor.run, args=(self._stop,), name="ringfence-processor", daemon=True
@@ -303,9 +300,6 @@ class Platform:
             if thread is not None:
                 thread.join(timeout=30)
         self.dispatcher.close()
-        if self.checkpoints is not None:
-            self.checkpoints.stop()
-            self.checkpoints = None
         self.log.close()
         self.store.close()
         if self._lock is not None:
