@@ -9,8 +9,10 @@ compare as a ratio on a noisy machine. Also how many events the fast path took.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -80,6 +82,8 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "date": dt.date.today().isoformat(),
+                "command": " ".join(["benchmarks/ingest_validate.py", *sys.argv[1:]]),
                 "events": sum(body.count(b"\n") + 1 for body in work),
                 "request": REQUEST,
                 "rounds": args.rounds,

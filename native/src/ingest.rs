@@ -1,7 +1,7 @@
 //! Ingest's fast path: a producer's event read, checked and normalised without the
 //! interpreter when it is certainly valid, which nearly every event is.
 //!
-//! `ringfence.events.decode.validate_event` stays the specification and runs whenever this
+//! `ringfence.events.decode.validate_in_full` stays the specification and runs whenever this
 //! answers `None`: the check is conservative, never a rejection, only "not certainly valid as
 //! it stands". It accepts an event only when the full validation would accept it unchanged
 //! but for the steps it shares with it (the built-in types' structs, turned into the same
@@ -210,11 +210,14 @@ impl EventCheck {
                     return Ok(None);
                 };
                 buffer = exported;
-                if !buffer.is_c_contiguous() {
+                // a writable buffer could be written meanwhile by code not holding the GIL
+                // (a read into a bytearray, a shared mmap): only read-only ones are read here
+                if !buffer.readonly() || !buffer.is_c_contiguous() || buffer.len_bytes() == 0 {
                     return Ok(None);
                 }
-                // SAFETY: `buffer` holds the exporter's C-contiguous bytes, kept alive and
-                // unchanged while the slice is read: this call holds the GIL throughout.
+                // SAFETY: `buffer` holds the exporter's read-only, C-contiguous, non-empty bytes,
+                // kept alive until it drops at the end of this call; the slice is read only by
+                // Rust code before `envelope_of`, which calls Python on owned copies alone.
                 unsafe {
                     std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes())
                 }

@@ -142,6 +142,13 @@ def test_the_plain_login_the_unsure_cases_vary_takes_the_fast_path() -> None:
     assert fast(raw) == full(raw)
 
 
+def test_a_payee_without_an_account_number_takes_the_fast_path() -> None:
+    event = UNSURE["an account number to mask"]
+    raw = msgspec.json.encode({**event, "data": {k: v for k, v in event["data"].items() if k != "payee_account"}})
+    assert fast(raw) is not None
+    assert fast(raw) == full(raw)
+
+
 @pytest.mark.parametrize("case", sorted(UNSURE))
 def test_what_the_fast_path_is_unsure_of_it_leaves_to_the_full_validation(case: str) -> None:
     assert fast(msgspec.json.encode(UNSURE[case])) is None
@@ -208,6 +215,8 @@ def test_text_is_not_bytes_and_is_left_to_the_full_validation() -> None:
     assert check is not None
     assert check.event(raw.decode(), NOW) is None
     assert check.event(memoryview(raw), NOW) is not None
+    assert check.event(bytearray(raw), NOW) is None  # writable: it could change while read
+    assert check.event(b"", NOW) is None
     assert check.event(12, NOW) is None
     assert encode_event(validate_event(raw.decode(), NOW, fx=FX)) == full(raw)
 

@@ -175,3 +175,20 @@ def test_types_the_core_cannot_take_turn_the_fast_path_off_and_ingest_goes_on(
     raw = event_with("d1", "login.succeeded", "device_id").replace(b'"d1"', b'"d1","ip":"10.0.0.1"')
     event = validate_event(raw, NOW)
     assert event.type == "login.succeeded"
+
+
+class RenamedEnvelope(msgspec.Struct, forbid_unknown_fields=True):
+    event_id: str
+    type: str
+    occurred_at: str
+    source: str
+    data: msgspec.Raw
+    customer_id: str  # required here: the core would take its absence for None
+    account_id: str | None = None
+
+
+def test_an_envelope_the_core_would_read_otherwise_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fastpath._envelope()["data"] == ("raw",)
+    monkeypatch.setattr(fastpath, "Envelope", RenamedEnvelope)
+    with pytest.raises(ValueError, match="not what the fast path reads"):
+        fastpath._envelope()

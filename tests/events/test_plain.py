@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ringfence.engine import native
 from ringfence.errors import EventError, FieldError
-from ringfence.events import decode, sensitive
+from ringfence.events import decode, fastpath, sensitive
 from ringfence.events.controls import data_fault, envelope_fault
 from ringfence.events.decode import validate_event
 from ringfence.events.iban import IBAN_LENGTHS, iban_valid, mask_ibans
@@ -217,6 +217,7 @@ def test_validation_is_the_same_with_the_quick_look_and_without(seed: int, monke
 
 def test_without_the_core_nothing_is_plain_and_validation_still_scans(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sensitive, "plain_check", lambda: None)
+    monkeypatch.setattr(fastpath, "_check", lambda: None)  # without the core, no fast path either
     assert not plain("cus_1")
     raw = msgspec.json.encode(
         {
