@@ -2,9 +2,10 @@
 
 Validation in Python costs about 14 µs an event, most of ingest's work. The compiled core's
 ``EventCheck`` accepts an event only when :func:`~ringfence.events.decode.validate_in_full`
-(the specification) would accept it as it stands: a built-in type, fields within their structs' constraints, an
-RFC 3339 time, canonical money, plain texts (``native/src/ingest.rs`` lists the conditions).
-For anything else it answers None and the full validation runs, which alone writes errors.
+(the specification) would accept it as it stands: a built-in type, fields within their
+structs' constraints, an RFC 3339 time, canonical money, plain texts (``native/src/ingest.rs``
+lists the conditions). For anything else it answers None and the full validation runs,
+which alone writes errors.
 The structs' constraints are handed to it from :mod:`ringfence.events.types`, so they are
 written once; a type it cannot express becomes "never fast", not a guess.
 """
@@ -37,7 +38,7 @@ from ringfence.events.types import (
     Envelope,
 )
 
-__all__ = ["fast_event", "spec"]
+__all__ = ["fast_event", "portable", "spec"]
 
 if TYPE_CHECKING:
     from ringfence_native import EventCheck, PlainCheck
