@@ -7,8 +7,8 @@
 //! but for the steps it shares with it (the built-in types' structs, turned into the same
 //! plain values): a built-in type, every field of the envelope and of `data` within its
 //! type's constraints (handed over from the Python structs, so they are written once), no
-//! duplicate or unknown field, no run of over 32 digits, an RFC 3339 time (`T`, up to 6 decimals, `Z` or `±HH:MM`) that
-//! validation would not refuse, money already canonical for its currency, a dotted-quad IP
+//! duplicate or unknown field, no run of over 32 digits, an RFC 3339 time (`T`, up to 6
+//! decimals, `Z` or `±HH:MM`) that validation would not refuse, money already canonical for its currency, a dotted-quad IP
 //! address, no account number to mask, and every text and number plain (see `plain`). The
 //! rate stamp, a producer key's sources and the `Event` itself stay in Python.
 //! `tests/events/test_fast_path.py` holds this to the full validation.
@@ -161,18 +161,17 @@ impl EventCheck {
         min_time: f64,
         max_skew: f64,
     ) -> PyResult<Self> {
-        let mut fields = Vec::new();
-        for name in ENVELOPE {
-            let spec = envelope
-                .get_item(name)?
-                .ok_or_else(|| PyValueError::new_err(format!("the envelope has no {name}")))?;
-            fields.push(spec_of(&spec)?);
+        let names: Vec<String> = envelope.keys().extract()?;
+        if names != ENVELOPE {
+            return Err(PyValueError::new_err(format!(
+                "the envelope's fields {names:?} are not the fast path's, in Event's order"
+            )));
         }
-        if envelope.len() != ENVELOPE.len() {
-            return Err(PyValueError::new_err(
-                "the envelope has fields the fast path does not know",
-            ));
-        }
+        let fields = envelope
+            .values()
+            .iter()
+            .map(|spec| spec_of(&spec))
+            .collect::<PyResult<Vec<_>>>()?;
         let mut by_type = HashMap::new();
         for (name, spec) in types.iter() {
             by_type.insert(name.extract::<String>()?, spec_of(&spec)?);

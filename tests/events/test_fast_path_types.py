@@ -6,6 +6,7 @@ fast path off, logged, and never stops ingest."""
 from __future__ import annotations
 
 import time
+import typing
 import warnings
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -19,7 +20,9 @@ from hypothesis import strategies as st
 from ringfence.engine import native
 from ringfence.events import fastpath
 from ringfence.events.decode import validate_event
+from ringfence.events.model import Event
 from ringfence.events.sensitive import plain_check
+from ringfence.events.types import Envelope
 from tests.helpers.servers import unavailable
 
 NOW = time.time()
@@ -177,18 +180,30 @@ def test_types_the_core_cannot_take_turn_the_fast_path_off_and_ingest_goes_on(
     assert event.type == "login.succeeded"
 
 
-class RenamedEnvelope(msgspec.Struct, forbid_unknown_fields=True):
-    event_id: str
-    type: str
-    occurred_at: str
-    source: str
-    data: msgspec.Raw
-    customer_id: str  # required here: the core would take its absence for None
-    account_id: str | None = None
+def required_customer_envelope() -> type[msgspec.Struct]:
+    """The envelope, but its customer_id required though it may be null: the core would take
+    its absence for None, which msgspec refuses."""
+    hints = typing.get_type_hints(Envelope, include_extras=True)
+    others = [(name, hint) for name, hint in hints.items() if name not in ("customer_id", "account_id")]
+    return msgspec.defstruct(
+        "RequiredCustomer",
+        [*others, ("customer_id", hints["customer_id"]), ("account_id", hints["account_id"], None)],
+        forbid_unknown_fields=True,
+    )
 
 
 def test_an_envelope_the_core_would_read_otherwise_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert fastpath._envelope()["data"] == ("raw",)
-    monkeypatch.setattr(fastpath, "Envelope", RenamedEnvelope)
-    with pytest.raises(ValueError, match="not what the fast path reads"):
+    assert list(fastpath._envelope()) == list(Event.__struct_fields__)
+    monkeypatch.setattr(fastpath, "Envelope", required_customer_envelope())
+    with pytest.raises(ValueError, match="the envelope's customer_id is not what the fast path reads"):
         fastpath._envelope()
+
+
+@pytest.mark.usefixtures("core", "fresh_check")
+def test_the_core_refuses_an_envelope_in_another_order_than_the_event(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    specs = fastpath._envelope()
+    monkeypatch.setattr(fastpath, "_envelope", lambda: dict(reversed(specs.items())))
+    assert fastpath._check() is None
+    assert "not the fast path's, in Event's order" in caplog.text

@@ -45,10 +45,8 @@ if TYPE_CHECKING:
 
 Spec = tuple[Any, ...]
 NEVER: Spec = ("never",)
-# the envelope's fields in Event's order, which the core answers them in
-ENVELOPE = ("event_id", "type", "occurred_at", "source", "data", "customer_id", "account_id")
-OPTIONAL = frozenset({"customer_id", "account_id"})  # None by default; the others required
-SOURCE_AT, DATA_AT = ENVELOPE.index("source"), ENVELOPE.index("data")
+# the core answers an event's fields in Event's order (and checks that it knows that order)
+SOURCE_AT, DATA_AT = Event.__struct_fields__.index("source"), Event.__struct_fields__.index("data")
 
 log = logging.getLogger("ringfence.ingest")
 _LITERALS = frozenset(string.ascii_letters + string.digits + "_:@/,' ")
@@ -190,21 +188,20 @@ def _check() -> EventCheck | None:
 
 
 def _envelope() -> dict[str, Spec]:
-    """The envelope's specs, once it is checked to be what the core reads (its fields, which
-    are required, Event's order of them); else ValueError, and the fast path is off."""
+    """The envelope's specs in Event's order of its fields, once the envelope is checked to be
+    what the core reads (Event's fields; an absent field None only where it is optional and
+    None by default); else ValueError, and the fast path is off."""
     envelope = mi.type_info(Envelope)
-    if not isinstance(envelope, mi.StructType) or Event.__struct_fields__ != ENVELOPE:
-        raise ValueError("the envelope or the event is not what the fast path reads")
+    if not isinstance(envelope, mi.StructType) or {f.name for f in envelope.fields} != set(Event.__struct_fields__):
+        raise ValueError("the envelope's fields are not the event's")
     specs = {f.name: spec(f.type) for f in envelope.fields}
     for f in envelope.fields:
-        optional = f.name in OPTIONAL
-        if f.name not in ENVELOPE or f.encode_name != f.name or f.required == optional:
+        optional = specs[f.name][0] == "optional"
+        if f.encode_name != f.name or f.required == optional or not (f.required or f.default is None):
             raise ValueError(f"the envelope's {f.name} is not what the fast path reads")
-        if optional and (f.default is not None or specs[f.name][0] != "optional"):
-            raise ValueError(f"the envelope's {f.name} is not None by default")
     if specs["occurred_at"] != ("time",) or specs["data"] != ("raw",):
         raise ValueError("the envelope's time or data is not what the fast path reads")
-    return specs
+    return {name: specs[name] for name in Event.__struct_fields__}
 
 
 def _event_check(plain: PlainCheck) -> EventCheck:
