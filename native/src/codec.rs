@@ -166,70 +166,81 @@ fn value(o: &mut Out, v: &Value) -> Result<(), Fault> {
 /// ``FeatureState``: [seen, buckets, counts, value, at, squares].
 pub fn encode_feature(s: &FState) -> Result<Out, Fault> {
     let mut o = Vec::with_capacity(64);
-    let _ = enc::write_array_len(&mut o, 6);
-    f64_(&mut o, s.seen);
+    write_feature(&mut o, s)?;
+    Ok(o)
+}
+
+/// :func:`encode_feature` onto the end of ``o`` (a packer's buffer: no copy).
+pub fn write_feature(o: &mut Out, s: &FState) -> Result<(), Fault> {
+    let _ = enc::write_array_len(o, 6);
+    f64_(o, s.seen);
     match &s.data {
-        Data::Buckets(b) => bucket_map(&mut o, b),
-        Data::Avg(p) => bucket_map(&mut o, &p.0),
-        Data::Stats(p) => bucket_map(&mut o, &p.0),
+        Data::Buckets(b) => bucket_map(o, b),
+        Data::Avg(p) => bucket_map(o, &p.0),
+        Data::Stats(p) => bucket_map(o, &p.0),
         Data::Distinct(m) => {
-            let _ = enc::write_map_len(&mut o, m.len() as u32);
+            let _ = enc::write_map_len(o, m.len() as u32);
             for (k, v) in m.iter() {
-                text(&mut o, k);
-                f64_(&mut o, *v);
+                text(o, k);
+                f64_(o, *v);
             }
         }
         Data::FewDistinct(few) => {
-            let _ = enc::write_map_len(&mut o, few.len() as u32);
+            let _ = enc::write_map_len(o, few.len() as u32);
             for (k, v) in few {
-                text(&mut o, k);
-                f64_(&mut o, *v);
+                text(o, k);
+                f64_(o, *v);
             }
         }
-        _ => nil(&mut o),
+        _ => nil(o),
     }
     match &s.data {
-        Data::Avg(p) => bucket_map(&mut o, &p.1),
-        Data::Stats(p) => bucket_map(&mut o, &p.1),
-        _ => nil(&mut o),
+        Data::Avg(p) => bucket_map(o, &p.1),
+        Data::Stats(p) => bucket_map(o, &p.1),
+        _ => nil(o),
     }
     match &s.data {
-        Data::Float(f) => f64_(&mut o, *f),
+        Data::Float(f) => f64_(o, *f),
         Data::Pair(total, n) => {
-            let _ = enc::write_array_len(&mut o, 2);
-            f64_(&mut o, *total);
-            int(&mut o, *n);
+            let _ = enc::write_array_len(o, 2);
+            f64_(o, *total);
+            int(o, *n);
         }
         Data::Triple(n, mean, m2) => {
-            let _ = enc::write_array_len(&mut o, 3);
-            int(&mut o, *n);
-            f64_(&mut o, *mean);
-            f64_(&mut o, *m2);
+            let _ = enc::write_array_len(o, 3);
+            int(o, *n);
+            f64_(o, *mean);
+            f64_(o, *m2);
         }
         Data::Quantile(q) => {
-            let _ = enc::write_array_len(&mut o, 3);
-            f64s(&mut o, &q.times);
-            f64s(&mut o, &q.values);
-            f64s(&mut o, &q.ordered);
+            let _ = enc::write_array_len(o, 3);
+            f64s(o, &q.times);
+            f64s(o, &q.values);
+            f64s(o, &q.ordered);
         }
-        Data::Any(v) => value(&mut o, &Value::from(v))?,
-        _ => nil(&mut o),
+        Data::Any(v) => value(o, &Value::from(v))?,
+        _ => nil(o),
     }
-    opt_f64(&mut o, s.at());
+    opt_f64(o, s.at());
     match &s.data {
-        Data::Stats(p) => bucket_map(&mut o, &p.2),
-        _ => nil(&mut o),
+        Data::Stats(p) => bucket_map(o, &p.2),
+        _ => nil(o),
     }
-    Ok(o)
+    Ok(())
 }
 
 /// ``ZState``: [seen, values].
 pub fn encode_z(s: &ZState) -> Out {
     let mut o = Vec::with_capacity(16 + 9 * s.values.len());
-    let _ = enc::write_array_len(&mut o, 2);
-    f64_(&mut o, s.seen);
-    f64s(&mut o, &s.values);
+    write_z(&mut o, s);
     o
+}
+
+/// :func:`encode_z` onto the end of ``o``.
+pub fn write_z(o: &mut Out, s: &ZState) {
+    let _ = enc::write_array_len(o, 2);
+    f64_(o, s.seen);
+    f64s(o, &s.values);
 }
 
 fn snap(o: &mut Out, s: &Snap) {
@@ -258,25 +269,30 @@ fn snap(o: &mut Out, s: &Snap) {
 /// ``PatternState``: [seen, partials, deadline, anchor]; a partial is [started, step, captured].
 pub fn encode_pattern(s: &PState) -> Out {
     let mut o = Vec::with_capacity(256);
-    let _ = enc::write_array_len(&mut o, 4);
-    f64_(&mut o, s.seen);
-    let _ = enc::write_array_len(&mut o, s.partials.len() as u32);
+    write_pattern(&mut o, s);
+    o
+}
+
+/// :func:`encode_pattern` onto the end of ``o``.
+pub fn write_pattern(o: &mut Out, s: &PState) {
+    let _ = enc::write_array_len(o, 4);
+    f64_(o, s.seen);
+    let _ = enc::write_array_len(o, s.partials.len() as u32);
     for p in &s.partials {
-        let _ = enc::write_array_len(&mut o, 3);
-        f64_(&mut o, p.started);
-        int(&mut o, p.step);
-        let _ = enc::write_map_len(&mut o, p.captured.len() as u32);
+        let _ = enc::write_array_len(o, 3);
+        f64_(o, p.started);
+        int(o, p.step);
+        let _ = enc::write_map_len(o, p.captured.len() as u32);
         for (name, c) in &p.captured {
-            text(&mut o, name);
-            snap(&mut o, c);
+            text(o, name);
+            snap(o, c);
         }
     }
-    opt_f64(&mut o, s.deadline());
+    opt_f64(o, s.deadline());
     match &s.anchor {
-        Some(a) => snap(&mut o, a),
-        None => nil(&mut o),
+        Some(a) => snap(o, a),
+        None => nil(o),
     }
-    o
 }
 
 // -- decoding --------------------------------------------------------------------------------

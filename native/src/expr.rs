@@ -434,9 +434,13 @@ fn call(f: Func, args: &[Value]) -> R<Value> {
             }
             .to_radians();
             let dp = lat2 - lat1;
-            let s1 = (dp / 2.0).sin();
-            let s2 = (dl / 2.0).sin();
-            let h = s1 * s1 + lat1.cos() * lat2.cos() * (s2 * s2);
+            // squared by libm's pow, as the reference's ``** 2`` is: pow and a product differ
+            // in the last bit for some inputs, and the compiler turns pow(x, 2) into a
+            // product unless it cannot see the 2
+            let two = std::hint::black_box(2.0);
+            let s1 = (dp / 2.0).sin().powf(two);
+            let s2 = (dl / 2.0).sin().powf(two);
+            let h = s1 + lat1.cos() * lat2.cos() * s2;
             Value::Float(2.0 * crate::EARTH_RADIUS_KM * h.sqrt().min(1.0).asin())
         }
         Func::HoursBetween if any_null => Value::Null,

@@ -277,16 +277,36 @@ struct Walk {
 
 /// Encode ``c`` into ``p`` under its persisted name.
 fn pack_change(p: &mut Packer, texts: &[Vec<String>; 3], c: Change<'_>) -> Result<(), Fault> {
-    let (kind, i, key, raw) = match c {
-        Change::Feature(i, key, s) => (0, i, key, s.map(codec::encode_feature).transpose()?),
-        Change::Score(i, key, s) => (1, i, key, s.map(codec::encode_z)),
-        Change::Pattern(i, key, s) => (2, i, key, s.map(codec::encode_pattern)),
+    let (kind, i, key) = match c {
+        Change::Feature(i, key, _) => (0, i, key),
+        Change::Score(i, key, _) => (1, i, key),
+        Change::Pattern(i, key, _) => (2, i, key),
     };
-    let name = texts[kind]
-        .get(i)
-        .ok_or_else(|| Fault::Value("set_names first".into()))?;
-    p.row(name, key, raw.as_deref());
-    Ok(())
+    if i >= texts[kind].len() {
+        return Err(Fault::Value("set_names first".into()));
+    }
+    // a row names its state by its place among all the names, as `packer` lists them
+    let name = (texts[..kind].iter().map(Vec::len).sum::<usize>() + i) as u32;
+    match c {
+        Change::Feature(_, _, Some(s)) => p.state(name, key, |o| codec::write_feature(o, s)),
+        Change::Score(_, _, Some(s)) => p.state(name, key, |o| {
+            codec::write_z(o, s);
+            Ok(())
+        }),
+        Change::Pattern(_, _, Some(s)) => p.state(name, key, |o| {
+            codec::write_pattern(o, s);
+            Ok(())
+        }),
+        _ => {
+            p.gone(name, key);
+            Ok(())
+        }
+    }
+}
+
+/// A packer of rows named by their state's place in ``texts`` (features, scores, patterns).
+fn packer(texts: &[Vec<String>; 3]) -> Packer<'_> {
+    Packer::new(texts.iter().flatten().map(String::as_str).collect())
 }
 
 #[pymethods]
@@ -543,9 +563,9 @@ impl NativeCore {
 
     /// State rows changed since the last call, packed: (bytes, how many), None if none.
     fn take_changes_packed(&mut self, py: Python<'_>) -> PyResult<Option<(Py<PyBytes>, u32)>> {
-        let mut p = Packer::new();
-        let mut failed = None;
         let texts = &self.texts;
+        let mut p = packer(texts);
+        let mut failed = None;
         let state = &mut self.engine.state;
         guarded(|| {
             state.take_changes(|c| {
@@ -585,9 +605,9 @@ impl NativeCore {
         let Some(walk) = self.walk.as_mut() else {
             return Err(PyRuntimeError::new_err("no snapshot begun"));
         };
-        let mut p = Packer::new();
-        let mut failed = None;
         let texts = &self.texts;
+        let mut p = packer(texts);
+        let mut failed = None;
         let state = &self.engine.state;
         guarded(|| {
             while walk.at < walk.keys.len() && p.rows() < max_rows && failed.is_none() {

@@ -77,6 +77,33 @@ def test_membership_agrees_with_nulls_in_the_array(a: object, b: list[object]) -
     assert fired(core, event) == fired(reference, event)
 
 
+@pytest.mark.parametrize(
+    "coordinates",
+    [
+        (-1_800_000_201.25, 1_800_000_201.25, 0.1),  # found by the Hypothesis differential
+        (48.8566, 2.3522, 51.5074),
+        (-33.8688, 151.2093, 40.7128),
+        (89.9, 0.0, -89.9),
+    ],
+)
+def test_a_distance_is_the_references_to_the_last_bit(coordinates: tuple[float, ...]) -> None:
+    pack = load_pack(
+        PACK.replace(
+            "patterns:",
+            "features:\n  - name: far\n    agg: last\n    on: [acme.bag]\n    by: customer_id\n"
+            "    of: distance_km(data.a, data.b, data.n, 0.125)\npatterns:",
+        )
+    )
+    core, reference = native_candidate()(pack, 5.0), Engine(pack)
+    lat1, lon1, lat2 = coordinates
+    e = bag("e1", a=lat1, b=lon1, n=lat2)
+    for engine in (core, reference):
+        engine.process(e, 1, 0, 0.0)
+    values = [engine.features_of({"customer_id": "cus_1"}, e.occurred_at)["far"] for engine in (core, reference)]
+    assert isinstance(values[0], float)
+    assert values[0] == values[1]
+
+
 def test_a_literal_json_cannot_hold_is_still_infinite() -> None:
     pack = load_pack(PACK)
     core, reference = native_candidate()(pack, 5.0), Engine(pack)
