@@ -10,6 +10,7 @@ use serde_json::Value as J;
 
 use crate::anomaly::ZState;
 use crate::features::{Agg, Buckets, Data, FState, Quantile};
+use crate::inplace;
 use crate::jv::Jv;
 use crate::patterns::{PState, Partial, Snap};
 use crate::store::Key;
@@ -330,19 +331,21 @@ fn int_of(m: &M) -> i64 {
     }
 }
 
-fn buckets_of(m: &M) -> Buckets {
-    match m {
-        M::Map(entries) => entries
-            .iter()
-            .filter_map(|(k, v)| Some((int_of(k), num(v)?)))
-            .collect(),
-        _ => Vec::new(),
-    }
+fn buckets_of(raw: &[u8]) -> Buckets {
+    let mut buckets = Vec::new();
+    inplace::entries(raw, |k, v| {
+        if let Some(v) = inplace::num(v) {
+            buckets.push((inplace::int(k), v));
+        }
+    });
+    buckets
 }
 
-fn f64s_of(m: &M) -> Vec<f64> {
-    match m {
-        M::Array(a) => a.iter().filter_map(num).collect(),
+fn f64s_of(raw: &[u8]) -> Vec<f64> {
+    match inplace::item(raw) {
+        Some(inplace::Item::Array(_)) => inplace::elements(raw).map_or_else(Vec::new, |a| {
+            a.into_iter().filter_map(inplace::num).collect()
+        }),
         _ => Vec::new(),
     }
 }
@@ -376,22 +379,48 @@ pub fn to_json(m: &M) -> J {
     }
 }
 
-fn value_of(m: &M) -> Value {
-    match m {
-        M::F64(f) => Value::Float(*f),
-        M::F32(f) => Value::Float(*f as f64),
-        other => from_json(&to_json(other)),
+fn value_of(raw: &[u8]) -> Decoded<Value> {
+    Ok(match inplace::item(raw) {
+        Some(inplace::Item::F64(f)) => Value::Float(f),
+        Some(inplace::Item::F32(f)) => Value::Float(f as f64),
+        _ => from_json(&to_json(&read(raw)?)),
+    })
+}
+
+/// The first ``N`` elements of the array ``raw`` (it may hold more), each read whole.
+fn fields_in_place<const N: usize>(raw: &[u8]) -> Decoded<[&[u8]; N]> {
+    let undecodable = || "undecodable state: truncated or malformed msgpack".to_string();
+    let rd = &mut &raw[..];
+    let n = match inplace::next(rd).ok_or_else(undecodable)? {
+        inplace::Item::Array(n) if n >= N => n,
+        _ => return Err("state is not the expected array".into()),
+    };
+    let mut fields = [&raw[..0]; N];
+    for f in fields.iter_mut() {
+        *f = inplace::value(rd).ok_or_else(undecodable)?;
+    }
+    for _ in N..n {
+        inplace::value(rd).ok_or_else(undecodable)?;
+    }
+    Ok(fields)
+}
+
+/// The elements of an array of exactly ``N``, else None.
+fn tuple<const N: usize>(raw: &[u8]) -> Option<[&[u8]; N]> {
+    match inplace::item(raw)? {
+        inplace::Item::Array(n) if n == N => fields_in_place::<N>(raw).ok(),
+        _ => None,
     }
 }
 
 pub fn decode_feature(raw: &[u8], agg: Agg, windowed: bool) -> Decoded<FState> {
-    let m = read(raw)?;
-    let f = fields(&m, 6)?;
-    let seen = num(&f[0]).unwrap_or(f64::NEG_INFINITY);
-    let at = num(&f[4]);
-    let (buckets, counts, v, squares) = (&f[1], &f[2], &f[3], &f[5]);
+    let [seen, buckets, counts, v, at, squares] = fields_in_place::<6>(raw)?;
+    let seen = inplace::num(seen).unwrap_or(f64::NEG_INFINITY);
+    let at = inplace::num(at);
+    let nil = |raw: &[u8]| raw == [0xc0];
+    let num_or_0 = |raw: &[u8]| inplace::num(raw).unwrap_or(0.0);
     let data = match agg {
-        _ if windowed && buckets.is_nil() && agg != Agg::Quantile && !agg.read_before_update() => {
+        _ if windowed && nil(buckets) && agg != Agg::Quantile && !agg.read_before_update() => {
             Data::Empty
         }
         Agg::Count | Agg::Sum | Agg::Min | Agg::Max if windowed => {
@@ -403,51 +432,49 @@ pub fn decode_feature(raw: &[u8], agg: Agg, windowed: bool) -> Decoded<FState> {
             buckets_of(counts),
             buckets_of(squares),
         ))),
-        Agg::Distinct => match buckets {
-            M::Map(entries) => {
-                let seen = entries
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.as_str()?.into(), num(v)?)));
-                if entries.len() <= 16 {
-                    Data::FewDistinct(seen.collect())
+        Agg::Distinct => match inplace::item(buckets) {
+            Some(inplace::Item::Map(n)) => {
+                let mut seen: Vec<(Key, f64)> = Vec::new();
+                inplace::entries(buckets, |k, v| {
+                    if let (Some(k), Some(v)) = (inplace::text(k), inplace::num(v)) {
+                        seen.push((k.into(), v));
+                    }
+                });
+                if n <= 16 {
+                    Data::FewDistinct(seen)
                 } else {
-                    Data::Distinct(Box::new(seen.collect::<IndexMap<Key, f64>>()))
+                    Data::Distinct(Box::new(seen.into_iter().collect::<IndexMap<Key, f64>>()))
                 }
             }
             _ => Data::Empty,
         },
-        Agg::Last | Agg::First if at.is_some() => Data::Any(Held::from(value_of(v))),
-        Agg::Avg => match v {
-            M::Array(a) if a.len() == 2 => Data::Pair(num(&a[0]).unwrap_or(0.0), int_of(&a[1])),
-            _ => Data::Empty,
+        Agg::Last | Agg::First if at.is_some() => Data::Any(Held::from(value_of(v)?)),
+        Agg::Avg => match tuple::<2>(v) {
+            Some([total, n]) => Data::Pair(num_or_0(total), inplace::int(n)),
+            None => Data::Empty,
         },
-        Agg::Stats => match v {
-            M::Array(a) if a.len() == 3 => Data::Triple(
-                int_of(&a[0]),
-                num(&a[1]).unwrap_or(0.0),
-                num(&a[2]).unwrap_or(0.0),
-            ),
-            _ => Data::Empty,
+        Agg::Stats => match tuple::<3>(v) {
+            Some([n, mean, m2]) => Data::Triple(inplace::int(n), num_or_0(mean), num_or_0(m2)),
+            None => Data::Empty,
         },
-        Agg::Quantile => match v {
-            M::Array(a) if a.len() == 3 => Data::Quantile(Box::new(Quantile {
-                times: f64s_of(&a[0]),
-                values: f64s_of(&a[1]),
-                ordered: f64s_of(&a[2]),
+        Agg::Quantile => match tuple::<3>(v) {
+            Some([times, values, ordered]) => Data::Quantile(Box::new(Quantile {
+                times: f64s_of(times),
+                values: f64s_of(values),
+                ordered: f64s_of(ordered),
             })),
-            _ => Data::Empty,
+            None => Data::Empty,
         },
-        _ => num(v).map_or(Data::Empty, Data::Float),
+        _ => inplace::num(v).map_or(Data::Empty, Data::Float),
     };
     Ok(FState::new(seen, at, data))
 }
 
 pub fn decode_z(raw: &[u8]) -> Decoded<ZState> {
-    let m = read(raw)?;
-    let f = fields(&m, 2)?;
+    let [seen, values] = fields_in_place::<2>(raw)?;
     Ok(ZState {
-        seen: num(&f[0]).unwrap_or(f64::NEG_INFINITY),
-        values: f64s_of(&f[1]),
+        seen: inplace::num(seen).unwrap_or(f64::NEG_INFINITY),
+        values: f64s_of(values),
     })
 }
 
@@ -509,4 +536,86 @@ pub fn decode_pattern(raw: &[u8]) -> Decoded<PState> {
             Some(snap_of(&f[3])?)
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ``[seen, buckets, counts, value, at, squares]`` with ``buckets`` as given.
+    fn feature_with(buckets: impl FnOnce(&mut Out), value: impl FnOnce(&mut Out)) -> Out {
+        let mut o = Vec::new();
+        let _ = enc::write_array_len(&mut o, 7); // an element past the six is ignored
+        f64_(&mut o, 10.0);
+        buckets(&mut o);
+        nil(&mut o);
+        value(&mut o);
+        f64_(&mut o, 9.0);
+        nil(&mut o);
+        text(&mut o, "extra");
+        o
+    }
+
+    #[test]
+    fn odd_values_read_as_the_reference_engine_reads_them() {
+        let raw = feature_with(
+            |o| {
+                let _ = enc::write_map_len(o, 4);
+                int(o, 1);
+                f64_(o, 2.0);
+                int(o, 2);
+                text(o, "not a number"); // dropped
+                let _ = enc::write_uint(o, u64::MAX); // past i64: i64::MAX
+                int(o, 3);
+                f64_(o, -4.9); // a float key: truncated
+                let _ = enc::write_f32(o, 0.5);
+            },
+            nil,
+        );
+        let s = decode_feature(&raw, Agg::Count, true).unwrap();
+        assert_eq!(s.seen, 10.0);
+        let Data::Buckets(b) = &s.data else {
+            panic!("buckets expected: {:?}", s.data)
+        };
+        assert_eq!(b, &vec![(1, 2.0), (i64::MAX, 3.0), (-4, 0.5)]);
+
+        let distinct = feature_with(
+            |o| {
+                let _ = enc::write_map_len(o, 2);
+                text(o, "GB");
+                f64_(o, 1.0);
+                int(o, 7); // a key that is not text: dropped
+                f64_(o, 2.0);
+            },
+            nil,
+        );
+        let s = decode_feature(&distinct, Agg::Distinct, true).unwrap();
+        assert!(matches!(&s.data, Data::FewDistinct(v) if v == &vec![(Key::from("GB"), 1.0)]));
+
+        let last = feature_with(nil, |o| text(o, "kept"));
+        let s = decode_feature(&last, Agg::Last, false).unwrap();
+        assert_eq!(
+            format!("{:?}", s.data),
+            format!("{:?}", Data::Any(Held::from(Value::Str("kept".into()))))
+        );
+    }
+
+    #[test]
+    fn a_malformed_state_is_refused_saying_how() {
+        let raw = encode_feature(&FState::new(1.0, Some(2.0), Data::Float(3.0))).unwrap();
+        for cut in 1..raw.len() {
+            let e = decode_feature(&raw[..cut], Agg::Sum, false).unwrap_err();
+            assert!(e.starts_with("undecodable state"), "{e}");
+        }
+        let mut short = Vec::new();
+        let _ = enc::write_array_len(&mut short, 1);
+        f64_(&mut short, 1.0);
+        assert_eq!(
+            decode_z(&short).unwrap_err(),
+            "state is not the expected array"
+        );
+        assert!(decode_feature(&[0xc1], Agg::Sum, false).is_err());
+        let back = decode_feature(&raw, Agg::Sum, false).unwrap();
+        assert_eq!(encode_feature(&back).unwrap(), raw);
+    }
 }

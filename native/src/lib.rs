@@ -7,6 +7,7 @@ mod engine;
 mod expr;
 mod features;
 mod ingest;
+mod inplace;
 mod jv;
 mod packed;
 mod patterns;
@@ -262,17 +263,6 @@ struct NativeCore {
     row_of: FxHashMap<String, (u8, usize)>,
     /// The same as Rust text, for packed rows.
     texts: [Vec<String>; 3],
-    /// A snapshot being written a slice at a time (:meth:`snapshot_begin`).
-    walk: Option<Walk>,
-}
-
-/// The records a snapshot is to write, and how far it got. A record changed or dropped
-/// after its slice was written is in the changelog from the snapshot's start on, which
-/// restore applies over the snapshot: so the walk need not stop the engine.
-struct Walk {
-    keys: Vec<(usize, Key)>,
-    at: usize,
-    index: Vec<[Vec<usize>; 3]>,
 }
 
 /// Encode ``c`` into ``p`` under its persisted name.
@@ -319,7 +309,6 @@ impl NativeCore {
             names: Default::default(),
             row_of: FxHashMap::default(),
             texts: Default::default(),
-            walk: None,
         })
     }
 
@@ -538,8 +527,11 @@ impl NativeCore {
         rows: Vec<(Bound<'_, PyString>, Bound<'_, PyString>, Bound<'_, PyBytes>)>,
     ) -> PyResult<()> {
         for (name, key, raw) in rows {
+            let Some(&row) = self.row_of.get(name.to_str()?) else {
+                continue;
+            };
             let key = Key::from(key.to_str()?);
-            self.restore_row(name.to_str()?, &key, Some(raw.as_bytes()))
+            restore_row(&mut self.engine, row, &key, Some(raw.as_bytes()))
                 .map_err(PyValueError::new_err)?;
         }
         Ok(())
@@ -551,12 +543,20 @@ impl NativeCore {
         guarded(|| {
             // a record's rows come together: its key is allocated once
             let mut last = Key::default();
-            packed::unpack(rows, |name, key, raw| {
-                if last != key {
-                    last = Key::from(key);
-                }
-                self.restore_row(name, &last, raw)
-            })
+            let (row_of, engine) = (&self.row_of, &mut self.engine);
+            packed::unpack_resolved(
+                rows,
+                |name| row_of.get(name).copied(),
+                |row, key, raw| {
+                    if last != key {
+                        last = Key::from(key);
+                    }
+                    match row {
+                        Some(row) => restore_row(engine, row, &last, raw),
+                        None => Ok(()), // a definition the pack no longer has
+                    }
+                },
+            )
             .map_err(PyValueError::new_err)
         })
     }
@@ -585,14 +585,9 @@ impl NativeCore {
         Ok(Some((PyBytes::new(py, &buf).unbind(), n)))
     }
 
-    /// Start a snapshot: note every record held now (see ``Walk``).
+    /// Start a snapshot of every record held now (``State::walk_begin``).
     fn snapshot_begin(&mut self) {
-        let state = &self.engine.state;
-        self.walk = Some(Walk {
-            keys: state.record_keys(),
-            at: 0,
-            index: state.member_index(),
-        });
+        self.engine.state.walk_begin();
     }
 
     /// The next part of the snapshot begun last, packed: at least ``max_rows`` rows unless it
@@ -602,32 +597,33 @@ impl NativeCore {
         py: Python<'_>,
         max_rows: u32,
     ) -> PyResult<(Py<PyBytes>, u32, bool)> {
-        let Some(walk) = self.walk.as_mut() else {
+        let state = &mut self.engine.state;
+        if !state.walking() {
             return Err(PyRuntimeError::new_err("no snapshot begun"));
-        };
+        }
         let texts = &self.texts;
         let mut p = packer(texts);
         let mut failed = None;
-        let state = &self.engine.state;
-        guarded(|| {
-            while walk.at < walk.keys.len() && p.rows() < max_rows && failed.is_none() {
-                let (g, key) = &walk.keys[walk.at];
-                state.rows_of(&walk.index, *g, key, |c| {
+        let walked = guarded(|| {
+            while p.rows() < max_rows && failed.is_none() {
+                let more = state.walk_step(|c| {
                     if failed.is_none() {
                         failed = pack_change(&mut p, texts, c).err();
                     }
                 });
-                walk.at += 1;
+                if !more {
+                    break;
+                }
             }
             Ok(())
-        })?;
-        if let Some(f) = failed {
-            self.walk = None;
-            return Err(fault(f));
+        });
+        let last = state.walked_all();
+        if walked.is_err() || failed.is_some() || last {
+            state.walk_end(); // a snapshot that failed is begun again
         }
-        let last = walk.at >= walk.keys.len();
-        if last {
-            self.walk = None;
+        walked?;
+        if let Some(f) = failed {
+            return Err(fault(f));
         }
         let (buf, n) = p.finish();
         Ok((PyBytes::new(py, &buf).unbind(), n, last))
@@ -689,46 +685,11 @@ impl NativeCore {
             names: Default::default(),
             row_of: FxHashMap::default(),
             texts: Default::default(),
-            walk: None,
         })
     }
 }
 
 impl NativeCore {
-    fn restore_row(&mut self, name: &str, key: &Key, raw: Option<&[u8]>) -> Result<(), String> {
-        let Some(&(kind, i)) = self.row_of.get(name) else {
-            return Ok(());
-        };
-        let plan = &self.engine.plan;
-        let state = &mut self.engine.state;
-        let Some(raw) = raw else {
-            let kind = [Kind::Feature, Kind::Score, Kind::Pattern][kind as usize];
-            let known = match kind {
-                Kind::Feature => plan.features.len(),
-                Kind::Score => plan.anomalies.len(),
-                Kind::Pattern => plan.patterns.len(),
-            };
-            if i < known {
-                state.remove(kind, i, key); // a stale timer of a pattern state finds none
-            }
-            return Ok(());
-        };
-        match kind {
-            0 if i < plan.features.len() => {
-                let spec = &plan.features[i];
-                let s = codec::decode_feature(raw, spec.agg, spec.window.is_some())?;
-                state.put_feature(i, key, s);
-            }
-            1 if i < plan.anomalies.len() => state.put_score(i, key, codec::decode_z(raw)?),
-            2 if i < plan.patterns.len() => {
-                state.restore_pattern(i, key, codec::decode_pattern(raw)?);
-                self.engine.rearm(i, key);
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
     fn rows_to_py(&self, py: Python<'_>, rows: Vec<ChangedRow>) -> PyResult<Py<PyList>> {
         let out = PyList::empty(py);
         for (kind, i, key, raw) in rows {
@@ -743,6 +704,43 @@ impl NativeCore {
         }
         Ok(out.unbind())
     }
+}
+
+/// Restore into ``engine`` a row of definition ``(kind, i)`` (``NativeCore.row_of`` of its name).
+fn restore_row(
+    engine: &mut Engine,
+    (kind, i): (u8, usize),
+    key: &Key,
+    raw: Option<&[u8]>,
+) -> Result<(), String> {
+    let plan = &engine.plan;
+    let state = &mut engine.state;
+    let Some(raw) = raw else {
+        let kind = [Kind::Feature, Kind::Score, Kind::Pattern][kind as usize];
+        let known = match kind {
+            Kind::Feature => plan.features.len(),
+            Kind::Score => plan.anomalies.len(),
+            Kind::Pattern => plan.patterns.len(),
+        };
+        if i < known {
+            state.remove(kind, i, key); // a stale timer of a pattern state finds none
+        }
+        return Ok(());
+    };
+    match kind {
+        0 if i < plan.features.len() => {
+            let spec = &plan.features[i];
+            let s = codec::decode_feature(raw, spec.agg, spec.window.is_some())?;
+            state.put_feature(i, key, s);
+        }
+        1 if i < plan.anomalies.len() => state.put_score(i, key, codec::decode_z(raw)?),
+        2 if i < plan.patterns.len() => {
+            state.restore_pattern(i, key, codec::decode_pattern(raw)?);
+            engine.rearm(i, key);
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 #[pymodule]

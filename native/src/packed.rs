@@ -161,15 +161,26 @@ fn state<'a>(rd: &mut &'a [u8]) -> Result<Option<&'a [u8]>, String> {
 }
 
 /// Call ``each`` with every row of ``buf`` (either version) in order; return how many there were.
-pub fn unpack(
-    mut buf: &[u8],
-    mut each: impl FnMut(&str, &str, Option<&[u8]>) -> Result<(), String>,
+#[cfg(test)]
+pub fn unpack<'a>(
+    buf: &'a [u8],
+    each: impl FnMut(&'a str, &'a str, Option<&'a [u8]>) -> Result<(), String>,
+) -> Result<usize, String> {
+    unpack_resolved(buf, |name| name, each)
+}
+
+/// :func:`unpack`, each row's name given as ``resolve`` maps it: once a name in version 2
+/// (where a blob lists its names once), once a row in version 1.
+pub fn unpack_resolved<'a, T: Copy>(
+    mut buf: &'a [u8],
+    mut resolve: impl FnMut(&'a str) -> T,
+    mut each: impl FnMut(T, &'a str, Option<&'a [u8]>) -> Result<(), String>,
 ) -> Result<usize, String> {
     let rd = &mut buf;
     let n = dec::read_array_len(rd).map_err(|_| bad("not an array"))? as usize;
     let rows = if n >= 2 && rd.first() == Some(&VERSION) {
         *rd = &rd[1..];
-        unpack_records(rd, n - 2, &mut each)?
+        unpack_records(rd, n - 2, &mut resolve, &mut each)?
     } else {
         for _ in 0..n {
             if dec::read_array_len(rd).map_err(|_| bad("a row is not an array"))? != 3 {
@@ -177,7 +188,7 @@ pub fn unpack(
             }
             let name = text(rd)?;
             let key = text(rd)?;
-            each(name, key, state(rd)?)?;
+            each(resolve(name), key, state(rd)?)?;
         }
         n
     };
@@ -187,14 +198,15 @@ pub fn unpack(
     Ok(rows)
 }
 
-fn unpack_records(
-    rd: &mut &[u8],
+fn unpack_records<'a, T: Copy>(
+    rd: &mut &'a [u8],
     records: usize,
-    each: &mut impl FnMut(&str, &str, Option<&[u8]>) -> Result<(), String>,
+    resolve: &mut impl FnMut(&'a str) -> T,
+    each: &mut impl FnMut(T, &'a str, Option<&'a [u8]>) -> Result<(), String>,
 ) -> Result<usize, String> {
     let count = dec::read_array_len(rd).map_err(|_| bad("no list of names"))? as usize;
     let names = (0..count.min(rd.len()))
-        .map(|_| text(rd))
+        .map(|_| text(rd).map(&mut *resolve))
         .collect::<Result<Vec<_>, _>>()?;
     if names.len() != count {
         return Err(bad("truncated"));
@@ -212,7 +224,7 @@ fn unpack_records(
                 .ok()
                 .and_then(|i| names.get(i))
                 .ok_or_else(|| bad("a name's index is past the names"))?;
-            each(name, key, state(rd)?)?;
+            each(*name, key, state(rd)?)?;
             rows += 1;
         }
     }

@@ -8,6 +8,7 @@
 //! group) that is about 85 bytes of memory per active customer.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
@@ -24,13 +25,31 @@ pub struct Records {
     /// Positions in ``entries``, hashed by their key.
     index: HashTable<u32>,
     entries: Vec<(Key, Record)>,
+    /// The position last found: an event reads and updates several states of its key in a
+    /// group, and a restore's rows come a record at a time, so most lookups are the last one
+    /// again (checked by its key, so a stale hint costs one comparison). Atomic only so the
+    /// core stays ``Sync``; one thread uses it.
+    hint: AtomicU32,
 }
 
 impl Records {
+    fn hinted(&self, key: &str) -> Option<usize> {
+        let hinted = self.hint.load(Relaxed) as usize;
+        self.entries
+            .get(hinted)
+            .is_some_and(|(k, _)| k == key)
+            .then_some(hinted)
+    }
+
     fn position(&self, key: &str) -> Option<usize> {
-        self.index
-            .find(hash(key), |&i| self.entries[i as usize].0 == key)
-            .map(|&i| i as usize)
+        if let Some(at) = self.hinted(key) {
+            return Some(at);
+        }
+        let at = *self
+            .index
+            .find(hash(key), |&i| self.entries[i as usize].0 == key)?;
+        self.hint.store(at, Relaxed);
+        Some(at as usize)
     }
 
     pub fn get(&self, key: &str) -> Option<&Record> {
@@ -41,15 +60,11 @@ impl Records {
         self.position(key).map(|i| &mut self.entries[i].1)
     }
 
-    pub fn get_key_value(&self, key: &str) -> Option<(&Key, &Record)> {
-        self.position(key).map(|i| {
-            let (k, r) = &self.entries[i];
-            (k, r)
-        })
-    }
-
     /// The record of ``key``, created empty if missing (the key is cloned only then).
     pub fn get_or_insert(&mut self, key: &Key) -> &mut Record {
+        if let Some(at) = self.hinted(key) {
+            return &mut self.entries[at].1;
+        }
         let entries = &self.entries;
         let at = match self.index.entry(
             hash(key),
@@ -65,6 +80,7 @@ impl Records {
                 at
             }
         };
+        self.hint.store(at as u32, Relaxed);
         &mut self.entries[at].1
     }
 
@@ -88,6 +104,11 @@ impl Records {
                 .expect("every record's position is indexed");
             *i = at as u32;
         }
+    }
+
+    /// The record at place ``at`` of the list, if there is one.
+    pub fn at(&self, at: usize) -> Option<(&Key, &Record)> {
+        self.entries.get(at).map(|(k, r)| (k, r))
     }
 
     pub fn len(&self) -> usize {
@@ -126,11 +147,13 @@ mod tests {
         records.remove("never there");
         assert_eq!(records.len(), 1000 - 334);
         for (i, k) in keys.iter().enumerate() {
-            match records.get_key_value(k) {
-                Some((found, _)) => assert_eq!((i % 3 != 0, found), (true, k)),
-                None => assert_eq!(i % 3, 0, "{k} lost"),
-            }
+            assert_eq!(records.get(k).is_some(), i % 3 != 0, "{k}");
         }
+        for at in 0..records.len() {
+            let (k, _) = records.at(at).expect("a record at each place below len");
+            assert!(records.get(k).is_some(), "{k} found by its key");
+        }
+        assert!(records.at(records.len()).is_none());
         let mut listed: Vec<&Key> = records.keys().collect();
         listed.sort();
         let mut kept: Vec<&Key> = keys

@@ -183,6 +183,19 @@ pub enum Change<'a> {
     Pattern(usize, &'a Key, Option<&'a PState>),
 }
 
+/// A snapshot's walk over the records held when it began, by their place in each group's
+/// list. A record changed or dropped after its place was walked is in the changelog from the
+/// snapshot's start on, which restore applies over the snapshot: so the walk need not stop the
+/// engine. While it runs no record is removed (one would move the last record into its place,
+/// perhaps one already walked): those emptied wait in ``State::emptied``.
+struct Walk {
+    group: usize,
+    at: usize,
+    /// How many records each group held when the walk began.
+    ends: Vec<usize>,
+    index: Vec<[Vec<usize>; 3]>,
+}
+
 pub struct State {
     groups: Vec<Group>,
     /// (group, position) of each feature, score and pattern by its index in the pack.
@@ -191,6 +204,9 @@ pub struct State {
     changed: Vec<(usize, Key)>,
     /// How many member states are held.
     size: usize,
+    walk: Option<Walk>,
+    /// Records left empty while a walk ran, removed when it ends.
+    emptied: Vec<(usize, Key)>,
 }
 
 impl State {
@@ -223,6 +239,8 @@ impl State {
             slots,
             changed: Vec::new(),
             size: 0,
+            walk: None,
+            emptied: Vec::new(),
         }
     }
 
@@ -417,27 +435,71 @@ impl State {
         }
     }
 
-    /// The (group, key) of every record: what a snapshot walks, a slice at a time.
-    pub fn record_keys(&self) -> Vec<(usize, Key)> {
-        let mut keys = Vec::with_capacity(self.groups.iter().map(|g| g.records.len()).sum());
-        for (g, group) in self.groups.iter().enumerate() {
-            keys.extend(group.records.keys().map(|k| (g, k.clone())));
-        }
-        keys
+    /// Start a snapshot's walk over every record held now (ending one still running).
+    pub fn walk_begin(&mut self) {
+        self.walk_end();
+        let mut walk = Walk {
+            group: 0,
+            at: 0,
+            ends: self.groups.iter().map(|g| g.records.len()).collect(),
+            index: self.member_index(),
+        };
+        skip_walked(&mut walk);
+        self.walk = Some(walk);
     }
 
-    /// Call ``emit`` with every state of ``key``'s record in group ``g`` (none once it is
-    /// gone); return how many. ``index``: :meth:`member_index`.
-    pub fn rows_of(
-        &self,
-        index: &[[Vec<usize>; 3]],
-        g: usize,
-        key: &Key,
-        mut emit: impl FnMut(Change<'_>),
-    ) -> usize {
-        match self.groups[g].records.get_key_value(key) {
-            Some((key, r)) => record_rows(&index[g], key, r, &mut emit),
-            None => 0,
+    /// Call ``emit`` with every state of the walk's next record (none if it was emptied
+    /// since); false if there was none left, or no walk.
+    pub fn walk_step(&mut self, mut emit: impl FnMut(Change<'_>)) -> bool {
+        let Some(walk) = self.walk.as_mut() else {
+            return false;
+        };
+        let Some(group) = self.groups.get(walk.group) else {
+            return false;
+        };
+        match group.records.at(walk.at) {
+            Some((key, r)) => {
+                record_rows(&walk.index[walk.group], key, r, &mut emit);
+                walk.at += 1;
+            }
+            None => walk.at = usize::MAX, // not reached: no record is removed during a walk
+        }
+        skip_walked(walk);
+        true
+    }
+
+    /// Whether a walk was begun and has not ended.
+    pub fn walking(&self) -> bool {
+        self.walk.is_some()
+    }
+
+    /// Whether the walk has no records left to walk (or there is none).
+    pub fn walked_all(&self) -> bool {
+        self.walk
+            .as_ref()
+            .is_none_or(|w| w.group >= self.groups.len())
+    }
+
+    /// End the walk (done or given up): the records it kept from removal go now.
+    pub fn walk_end(&mut self) {
+        self.walk = None;
+        for (g, key) in std::mem::take(&mut self.emptied) {
+            let records = &mut self.groups[g].records;
+            if records
+                .get(&key)
+                .is_some_and(|r| r.is_empty() && r.dirty == 0)
+            {
+                records.remove(&key);
+            }
+        }
+    }
+
+    /// Drop ``key``'s record, now empty, from group ``g``, or keep it until a running walk ends.
+    fn drop_emptied(&mut self, g: usize, key: &str) {
+        if self.walk.is_some() {
+            self.emptied.push((g, Key::from(key)));
+        } else {
+            self.groups[g].records.remove(key);
         }
     }
 
@@ -455,27 +517,32 @@ impl State {
         };
         self.size -= gone as usize;
         if r.is_empty() && r.dirty == 0 {
-            records.remove(key);
+            self.drop_emptied(g, key);
         }
     }
 
     /// Call ``emit`` with each state row changed since the last call, then forget the marks
     /// (and the records left empty).
     pub fn take_changes(&mut self, mut emit: impl FnMut(Change<'_>)) {
-        let mut members: Vec<Vec<(Kind, usize, u16)>> = vec![Vec::new(); self.groups.len()];
+        // each group's members, in the order of the pack, with their bits
+        let mut members: Vec<Vec<(Kind, usize, u16, u64)>> = vec![Vec::new(); self.groups.len()];
         for (kind, slots) in self.slots.iter().enumerate() {
             let kind = [Kind::Feature, Kind::Score, Kind::Pattern][kind];
             for (i, (g, pos)) in slots.iter().enumerate() {
-                members[*g].push((kind, i, *pos));
+                members[*g].push((kind, i, *pos, self.bit(kind, *g, *pos)));
             }
         }
         let changed = std::mem::take(&mut self.changed);
+        let mut emptied = Vec::new();
         for (g, key) in &changed {
-            let Some(r) = self.groups[*g].records.get(key) else {
+            // one lookup a record: its rows, then its marks cleared
+            let Some(r) = self.groups[*g].records.get_mut(key) else {
                 continue;
             };
-            for &(kind, i, pos) in &members[*g] {
-                if r.dirty & self.bit(kind, *g, pos) == 0 {
+            let dirty = std::mem::take(&mut r.dirty);
+            let r = &*r;
+            for &(kind, i, pos, bit) in &members[*g] {
+                if dirty & bit == 0 {
                     continue;
                 }
                 emit(match kind {
@@ -484,15 +551,12 @@ impl State {
                     Kind::Pattern => Change::Pattern(i, key, find(&r.members, pos)),
                 });
             }
-        }
-        for (g, key) in changed {
-            let records = &mut self.groups[g].records;
-            if let Some(r) = records.get_mut(&key) {
-                r.dirty = 0;
-                if r.is_empty() {
-                    records.remove(&key);
-                }
+            if r.is_empty() {
+                emptied.push((*g, key));
             }
+        }
+        for (g, key) in emptied {
+            self.drop_emptied(g, key);
         }
     }
 
@@ -544,6 +608,14 @@ impl State {
     }
 }
 
+/// Move ``walk`` past the end of each group it has walked.
+fn skip_walked(walk: &mut Walk) {
+    while walk.ends.get(walk.group).is_some_and(|&end| walk.at >= end) {
+        walk.group += 1;
+        walk.at = 0;
+    }
+}
+
 fn record_rows(
     index: &[Vec<usize>; 3],
     key: &Key,
@@ -570,6 +642,57 @@ mod tests {
         assert_eq!(std::mem::size_of::<Key>(), 24);
         assert_eq!(std::mem::size_of::<Member>(), 56);
         assert_eq!(std::mem::size_of::<Record>(), 24);
+    }
+
+    fn walked(state: &mut State, steps: usize) -> Vec<String> {
+        let mut keys = Vec::new();
+        for _ in 0..steps {
+            state.walk_step(|c| {
+                if let Change::Feature(_, key, Some(_)) = c {
+                    keys.push(key.to_string());
+                }
+            });
+        }
+        keys
+    }
+
+    #[test]
+    fn a_walk_sees_each_record_once_while_others_are_dropped() {
+        // one group of one feature: records k0..k9, in that order in the group's list
+        let mut state = State::new(&[0], &[], &[], 1);
+        let keys: Vec<Key> = (0..10).map(|i| Key::from(format!("k{i}"))).collect();
+        for k in &keys {
+            state.feature_mut(0, k);
+        }
+        state.take_changes(|_| {});
+        state.walk_begin();
+        let mut seen = walked(&mut state, 3);
+        // dropping k1 (walked) and k5 (not yet) would move k9 and then k8 into their places,
+        // k9 among the walked: the walk keeps them until it ends
+        state.remove(Kind::Feature, 0, "k1");
+        state.remove(Kind::Feature, 0, "k5");
+        state.feature_mut(0, &Key::from("k10")); // a record added during the walk
+        seen.extend(walked(&mut state, 20));
+        assert!(state.walked_all() && state.walking());
+        // k1 was walked before it went, k5 went before its turn, k10 came after the walk began
+        let expected: Vec<String> = (0..10)
+            .filter(|&i| i != 5)
+            .map(|i| format!("k{i}"))
+            .collect();
+        let mut sorted = seen.clone();
+        sorted.sort_by_key(|k| k[1..].parse::<u32>().unwrap());
+        assert_eq!(sorted, expected, "each record held once: {seen:?}");
+        assert_eq!(
+            state.groups[0].records.len(),
+            11,
+            "kept until the walk ends"
+        );
+        state.walk_end();
+        assert_eq!(state.groups[0].records.len(), 9);
+        assert!(state.feature(0, "k1").is_none() && state.feature(0, "k9").is_some());
+        // with no walk, an emptied record goes at once
+        state.remove(Kind::Feature, 0, "k2");
+        assert_eq!(state.groups[0].records.len(), 8);
     }
 
     #[test]
