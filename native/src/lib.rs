@@ -527,10 +527,10 @@ impl NativeCore {
         rows: Vec<(Bound<'_, PyString>, Bound<'_, PyString>, Bound<'_, PyBytes>)>,
     ) -> PyResult<()> {
         for (name, key, raw) in rows {
+            let key = Key::from(key.to_str()?);
             let Some(&row) = self.row_of.get(name.to_str()?) else {
                 continue;
             };
-            let key = Key::from(key.to_str()?);
             restore_row(&mut self.engine, row, &key, Some(raw.as_bytes()))
                 .map_err(PyValueError::new_err)?;
         }

@@ -3,6 +3,7 @@
 //! text is held once, and a record carries its own marks of what changed since the last
 //! checkpoint (no set of changed rows to hash into per update).
 
+use rustc_hash::FxHashSet;
 use smol_str::SmolStr;
 
 use crate::anomaly::ZState;
@@ -205,8 +206,9 @@ pub struct State {
     /// How many member states are held.
     size: usize,
     walk: Option<Walk>,
-    /// Records left empty while a walk ran, removed when it ends.
-    emptied: Vec<(usize, Key)>,
+    /// Records left empty while a walk ran, removed when it ends (each once, however often
+    /// it was emptied: at most every record held).
+    emptied: FxHashSet<(usize, Key)>,
 }
 
 impl State {
@@ -240,7 +242,7 @@ impl State {
             changed: Vec::new(),
             size: 0,
             walk: None,
-            emptied: Vec::new(),
+            emptied: FxHashSet::default(),
         }
     }
 
@@ -497,7 +499,7 @@ impl State {
     /// Drop ``key``'s record, now empty, from group ``g``, or keep it until a running walk ends.
     fn drop_emptied(&mut self, g: usize, key: &str) {
         if self.walk.is_some() {
-            self.emptied.push((g, Key::from(key)));
+            self.emptied.insert((g, Key::from(key)));
         } else {
             self.groups[g].records.remove(key);
         }
