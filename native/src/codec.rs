@@ -305,32 +305,6 @@ fn read(raw: &[u8]) -> Decoded<M> {
     rmpv::decode::read_value(&mut cursor).map_err(|e| format!("undecodable state: {e}"))
 }
 
-fn fields(m: &M, n: usize) -> Decoded<&[M]> {
-    match m {
-        M::Array(a) if a.len() >= n => Ok(a),
-        _ => Err("state is not the expected array".into()),
-    }
-}
-
-fn num(m: &M) -> Option<f64> {
-    match m {
-        M::F64(f) => Some(*f),
-        M::F32(f) => Some(*f as f64),
-        M::Integer(i) => i
-            .as_i64()
-            .map(|v| v as f64)
-            .or_else(|| i.as_u64().map(|v| v as f64)),
-        _ => None,
-    }
-}
-
-fn int_of(m: &M) -> i64 {
-    match m {
-        M::Integer(i) => i.as_i64().unwrap_or(i64::MAX),
-        other => num(other).map_or(0, |f| f as i64),
-    }
-}
-
 fn buckets_of(raw: &[u8]) -> Buckets {
     let mut buckets = Vec::new();
     inplace::entries(raw, |k, v| {
@@ -342,12 +316,9 @@ fn buckets_of(raw: &[u8]) -> Buckets {
 }
 
 fn f64s_of(raw: &[u8]) -> Vec<f64> {
-    match inplace::item(raw) {
-        Some(inplace::Item::Array(_)) => inplace::elements(raw).map_or_else(Vec::new, |a| {
-            a.into_iter().filter_map(inplace::num).collect()
-        }),
-        _ => Vec::new(),
-    }
+    inplace::elements(raw).map_or_else(Vec::new, |a| {
+        a.into_iter().filter_map(inplace::num).collect()
+    })
 }
 
 /// A msgpack value as JSON (maps with text keys, as the reference engine writes them).
@@ -417,10 +388,13 @@ pub fn decode_feature(raw: &[u8], agg: Agg, windowed: bool) -> Decoded<FState> {
     let [seen, buckets, counts, v, at, squares] = fields_in_place::<6>(raw)?;
     let seen = inplace::num(seen).unwrap_or(f64::NEG_INFINITY);
     let at = inplace::num(at);
-    let nil = |raw: &[u8]| raw == [0xc0];
     let num_or_0 = |raw: &[u8]| inplace::num(raw).unwrap_or(0.0);
     let data = match agg {
-        _ if windowed && nil(buckets) && agg != Agg::Quantile && !agg.read_before_update() => {
+        _ if windowed
+            && inplace::is_nil(buckets)
+            && agg != Agg::Quantile
+            && !agg.read_before_update() =>
+        {
             Data::Empty
         }
         Agg::Count | Agg::Sum | Agg::Min | Agg::Max if windowed => {
@@ -478,62 +452,70 @@ pub fn decode_z(raw: &[u8]) -> Decoded<ZState> {
     })
 }
 
-fn text_of(m: &M) -> Arc<str> {
-    Arc::from(m.as_str().unwrap_or_default())
+/// A text value as shared text ("" if it is not UTF-8 text).
+fn shared_text(raw: &[u8]) -> Arc<str> {
+    Arc::from(inplace::text(raw).unwrap_or_default())
 }
 
-fn snap_of(m: &M) -> Decoded<Arc<Snap>> {
-    let M::Map(entries) = m else {
+fn snap_of(raw: &[u8]) -> Decoded<Arc<Snap>> {
+    let mut entries = Vec::new();
+    if !inplace::entries(raw, |k, v| entries.push((k, v))) {
         return Err("a pattern's event is not a map".into());
-    };
+    }
     let get = |name: &str| {
         entries
             .iter()
-            .find(|(k, _)| k.as_str() == Some(name))
-            .map(|(_, v)| v)
+            .find(|(k, _)| inplace::text(k) == Some(name))
+            .map(|(_, v)| *v)
+    };
+    let data = match get("data") {
+        Some(d) => Jv::from_json(&to_json(&read(d)?)),
+        None => Jv::Obj(Vec::new()),
     };
     Ok(Arc::new(Snap {
         event_id: get("event_id")
-            .map(text_of)
+            .map(shared_text)
             .unwrap_or_else(|| Arc::from("")),
-        etype: get("type").map(text_of).unwrap_or_else(|| Arc::from("")),
-        occurred_at: get("occurred_at").and_then(num).unwrap_or(0.0),
-        source: get("source").map(text_of).unwrap_or_else(|| Arc::from("")),
-        customer_id: get("customer_id").filter(|v| !v.is_nil()).map(text_of),
-        data: Arc::new(get("data").map_or(Jv::Obj(Vec::new()), |d| Jv::from_json(&to_json(d)))),
-        offset: get("offset").map(int_of).unwrap_or(0),
-        ingested_at: get("ingested_at").and_then(num).unwrap_or(0.0),
+        etype: get("type")
+            .map(shared_text)
+            .unwrap_or_else(|| Arc::from("")),
+        occurred_at: get("occurred_at").and_then(inplace::num).unwrap_or(0.0),
+        source: get("source")
+            .map(shared_text)
+            .unwrap_or_else(|| Arc::from("")),
+        customer_id: get("customer_id")
+            .filter(|v| !inplace::is_nil(v))
+            .map(shared_text),
+        data: Arc::new(data),
+        offset: get("offset").map(inplace::int).unwrap_or(0),
+        ingested_at: get("ingested_at").and_then(inplace::num).unwrap_or(0.0),
     }))
 }
 
 pub fn decode_pattern(raw: &[u8]) -> Decoded<PState> {
-    let m = read(raw)?;
-    let f = fields(&m, 4)?;
-    let mut partials = Vec::new();
-    if let M::Array(items) = &f[1] {
-        for p in items {
-            let pf = fields(p, 3)?;
-            let mut captured = Vec::new();
-            if let M::Map(entries) = &pf[2] {
-                for (k, v) in entries {
-                    captured.push((text_of(k), snap_of(v)?));
-                }
-            }
-            partials.push(Partial {
-                started: num(&pf[0]).unwrap_or(0.0),
-                step: int_of(&pf[1]),
-                captured,
-            });
-        }
+    let [seen, partials, deadline, anchor] = fields_in_place::<4>(raw)?;
+    let mut moved_on = Vec::new();
+    for p in inplace::elements(partials).unwrap_or_default() {
+        let [started, step, captured] = fields_in_place::<3>(p)?;
+        let mut named = Vec::new();
+        inplace::entries(captured, |k, v| named.push((k, v)));
+        moved_on.push(Partial {
+            started: inplace::num(started).unwrap_or(0.0),
+            step: inplace::int(step),
+            captured: named
+                .into_iter()
+                .map(|(k, v)| Ok((shared_text(k), snap_of(v)?)))
+                .collect::<Decoded<_>>()?,
+        });
     }
     Ok(PState::new(
-        num(&f[0]).unwrap_or(f64::NEG_INFINITY),
-        partials,
-        num(&f[2]),
-        if f[3].is_nil() {
+        inplace::num(seen).unwrap_or(f64::NEG_INFINITY),
+        moved_on,
+        inplace::num(deadline),
+        if inplace::is_nil(anchor) {
             None
         } else {
-            Some(snap_of(&f[3])?)
+            Some(snap_of(anchor)?)
         },
     ))
 }

@@ -1,6 +1,6 @@
 //! msgpack read in place: each value's bytes found by its header, numbers and text read
-//! straight from them. Restoring millions of feature states through a generic value tree cost
-//! an allocation per map, array and string, and about 40 % of a restore (by `perf`).
+//! straight from them. Restoring millions of states through a generic value tree cost an
+//! allocation per map, array and string, and about 40 % of a restore (by `perf`).
 
 /// One msgpack header: a scalar's value, or how many elements a container holds.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -107,6 +107,11 @@ pub fn item(raw: &[u8]) -> Option<Item<'_>> {
     next(&mut &raw[..])
 }
 
+/// Whether a value is nil.
+pub fn is_nil(raw: &[u8]) -> bool {
+    raw == [0xc0]
+}
+
 /// A value as a number, None if it is not one.
 pub fn num(raw: &[u8]) -> Option<f64> {
     match item(raw)? {
@@ -136,13 +141,11 @@ pub fn text(raw: &[u8]) -> Option<&str> {
     }
 }
 
-/// The elements of an array value (None if it is not one), or of a map as key, value, key...
+/// The elements of an array value, each read whole; None if it is not an array.
 pub fn elements(raw: &[u8]) -> Option<Vec<&[u8]>> {
     let rd = &mut &raw[..];
-    let n = match next(rd)? {
-        Item::Array(n) => n,
-        Item::Map(n) => n.checked_mul(2)?,
-        _ => return None,
+    let Item::Array(n) = next(rd)? else {
+        return None;
     };
     // a length claims at most the bytes there are: one each, at least
     let mut out = Vec::with_capacity(n.min(rd.len()));
