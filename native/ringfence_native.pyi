@@ -70,13 +70,18 @@ class EventCheck:
         *,
         customerless: list[str],
         money: list[str],
+        reference_money: list[str],
         currency: str,
         exponents: dict[str, int],
         max_major_digits: int,
         masked: list[str],
         ip: str,
+        partition_field: str,
         max_bytes: int,
         min_time: float,
         max_skew: float,
     ) -> None: ...
     def event(self, raw: object, now: float) -> tuple[Any, ...] | None: ...
+    def stored(
+        self, items: list[object], now: float, reference: str, partitions: int, sources: set[str] | None = None
+    ) -> list[tuple[str, str, int, bytes] | None]: ...

@@ -10,19 +10,23 @@
 //! duplicate or unknown field, no run of over 32 digits, an RFC 3339 time (`T`, up to 6
 //! decimals, `Z` or `±HH:MM`) that validation would not refuse, money already canonical for its currency, a dotted-quad IP
 //! address, no account number to mask, and every text and number plain (see `plain`). The
-//! rate stamp, a producer key's sources and the `Event` itself stay in Python.
+//! event's fields come back as Python values (`event`), the rate stamp and the `Event` made in
+//! Python; or, for the embedded ingest worker, as the JSON the journal stores (`stored`, with
+//! `crate::stored`), where that needs no rate.
 //! `tests/events/test_fast_path.py` holds this to the full validation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 use regex::Regex;
 
 use crate::jv::Jv;
 use crate::plain::{PlainCheck, Rules};
+use crate::stored;
 
 /// What a value must be, from the Python struct's type (`ringfence.events.fastpath`).
 enum Spec {
@@ -52,8 +56,8 @@ enum Spec {
     Never,
 }
 
-struct FieldSpec {
-    name: String,
+pub(crate) struct FieldSpec {
+    pub name: String,
     key: Py<PyString>,
     required: bool,
     spec: Spec,
@@ -105,7 +109,7 @@ fn spec_of(o: &Bound<'_, PyAny>) -> PyResult<Spec> {
 }
 
 /// The envelope's fields, in `Event`'s order of them.
-const ENVELOPE: [&str; 7] = [
+pub(crate) const ENVELOPE: [&str; 7] = [
     "event_id",
     "type",
     "occurred_at",
@@ -114,13 +118,13 @@ const ENVELOPE: [&str; 7] = [
     "customer_id",
     "account_id",
 ];
-const EVENT_ID: usize = 0;
-const TYPE: usize = 1;
-const OCCURRED_AT: usize = 2;
-const SOURCE: usize = 3;
-const DATA: usize = 4;
-const CUSTOMER_ID: usize = 5;
-const ACCOUNT_ID: usize = 6;
+pub(crate) const EVENT_ID: usize = 0;
+pub(crate) const TYPE: usize = 1;
+pub(crate) const OCCURRED_AT: usize = 2;
+pub(crate) const SOURCE: usize = 3;
+pub(crate) const DATA: usize = 4;
+pub(crate) const CUSTOMER_ID: usize = 5;
+pub(crate) const ACCOUNT_ID: usize = 6;
 
 /// The fast path, built once from the Python side's types and limits.
 #[pyclass(module = "ringfence_native", frozen)]
@@ -129,12 +133,16 @@ pub struct EventCheck {
     envelope: Vec<Spec>,
     types: HashMap<String, Spec>,
     customerless: Vec<String>,
-    money: Vec<String>,
-    currency: String,
+    pub(crate) money: Vec<String>,
+    /// Each money field's value in the reference currency, in `money`'s order.
+    pub(crate) reference_money: Vec<String>,
+    pub(crate) currency: String,
     exponents: HashMap<String, usize>,
     max_major_digits: usize,
     masked: Vec<String>,
     ip: String,
+    /// The field of `data` that places a customerless event in a partition.
+    pub(crate) partition_field: String,
     max_bytes: usize,
     min_time: f64,
     max_skew: f64,
@@ -144,19 +152,22 @@ pub struct EventCheck {
 impl EventCheck {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (plain, envelope, types, *, customerless, money, currency, exponents,
-        max_major_digits, masked, ip, max_bytes, min_time, max_skew))]
+    #[pyo3(signature = (plain, envelope, types, *, customerless, money, reference_money,
+        currency, exponents, max_major_digits, masked, ip, partition_field, max_bytes, min_time,
+        max_skew))]
     fn new(
         plain: PyRef<'_, PlainCheck>,
         envelope: &Bound<'_, PyDict>,
         types: &Bound<'_, PyDict>,
         customerless: Vec<String>,
         money: Vec<String>,
+        reference_money: Vec<String>,
         currency: String,
         exponents: HashMap<String, usize>,
         max_major_digits: usize,
         masked: Vec<String>,
         ip: String,
+        partition_field: String,
         max_bytes: usize,
         min_time: f64,
         max_skew: f64,
@@ -166,6 +177,11 @@ impl EventCheck {
             return Err(PyValueError::new_err(format!(
                 "the envelope's fields {names:?} are not the fast path's, in Event's order"
             )));
+        }
+        if reference_money.len() != money.len() {
+            return Err(PyValueError::new_err(
+                "reference_money must name one field for each money field",
+            ));
         }
         let fields = envelope
             .values()
@@ -182,11 +198,13 @@ impl EventCheck {
             types: by_type,
             customerless,
             money,
+            reference_money,
             currency,
             exponents,
             max_major_digits,
             masked,
             ip,
+            partition_field,
             max_bytes,
             min_time,
             max_skew,
@@ -200,45 +218,124 @@ impl EventCheck {
         raw: &Bound<'py, PyAny>,
         now: f64,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let buffer;
-        let bytes: &[u8] = match raw.downcast::<PyBytes>() {
-            Ok(b) => b.as_bytes(),
-            Err(_) => {
-                // not bytes nor a buffer of them (a str, say): the full validation says what
-                let Ok(exported) = PyBuffer::<u8>::get(raw) else {
-                    return Ok(None);
-                };
-                buffer = exported;
-                // a writable buffer could be written meanwhile by code not holding the GIL
-                // (a read into a bytearray, a shared mmap): only read-only ones are read here
-                if !buffer.readonly() || !buffer.is_c_contiguous() || buffer.len_bytes() == 0 {
-                    return Ok(None);
-                }
-                // SAFETY: `buffer` holds the exporter's read-only, C-contiguous, non-empty bytes,
-                // kept alive until it drops at the end of this call; the slice is read only by
-                // Rust code before `envelope_of`, which calls Python on owned copies alone.
-                unsafe {
-                    std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes())
-                }
-            }
-        };
-        if bytes.len() > self.max_bytes || long_digit_run(bytes) {
-            return Ok(None);
+        let py = raw.py();
+        let sink = Objects { py };
+        let built = read(raw, |bytes| {
+            let fields = self.fields_of(bytes)?;
+            let e = self.envelope_of(&sink, &fields, now)?;
+            PyTuple::new(
+                py,
+                [
+                    e.event_id,
+                    e.type_,
+                    PyFloat::new(py, e.at).into_any(),
+                    e.source,
+                    e.data,
+                    e.customer_id,
+                    e.account_id,
+                ],
+            )
+            .ok()
+        });
+        Ok(built)
+    }
+
+    /// Each of ``items`` (a request's events, as ingest cut them out) as the journal stores
+    /// it, when it is certainly valid as it stands, its source one of ``sources`` (None: any)
+    /// and its money stamped without a rate (none, or in the ``reference`` currency):
+    /// (event_id, source, partition of ``partitions``, the event's JSON). None for any other,
+    /// which the full path decides (`crate::stored` writes what it would store).
+    #[pyo3(signature = (items, now, reference, partitions, sources=None))]
+    fn stored<'py>(
+        &self,
+        items: &Bound<'py, PyList>,
+        now: f64,
+        reference: &str,
+        partitions: u32,
+        sources: Option<HashSet<String>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let py = items.py();
+        if partitions == 0 {
+            return Err(PyValueError::new_err("partitions must be at least 1"));
         }
-        let Ok(Jv::Obj(fields)) = serde_json::from_slice::<Jv>(bytes) else {
-            return Ok(None);
-        };
-        Ok(self.envelope_of(raw.py(), &fields, now))
+        let answers = items.iter().map(|item| {
+            // a panic (a bug) on one event leaves that event to Python, never costs the others
+            let answer = catch_unwind(AssertUnwindSafe(|| {
+                read(&item, |bytes| {
+                    let fields = self.fields_of(bytes)?;
+                    let e = self.envelope_of(&stored::Json, &fields, now)?;
+                    if sources.as_ref().is_some_and(|s| !s.contains(e.source_text)) {
+                        return None;
+                    }
+                    stored::event(e, self, reference, partitions)
+                })
+            }))
+            .unwrap_or(None);
+            match answer {
+                Some(s) => (s.event_id, s.source, s.partition, PyBytes::new(py, &s.json))
+                    .into_pyobject(py)
+                    .map(Bound::into_any),
+                None => Ok(py.None().into_bound(py)),
+            }
+        });
+        PyList::new(py, answers.collect::<PyResult<Vec<_>>>()?)
     }
 }
 
+/// Run `f` over `raw`'s bytes: a bytes object, or a read-only, contiguous buffer of them (a
+/// `msgspec.Raw`); None for anything else, which the full validation names.
+fn read<R>(raw: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> Option<R>) -> Option<R> {
+    if let Ok(b) = raw.downcast::<PyBytes>() {
+        return f(b.as_bytes());
+    }
+    let buffer = PyBuffer::<u8>::get(raw).ok()?;
+    // a writable buffer could be written meanwhile by code not holding the GIL (a read into a
+    // bytearray, a shared mmap): only read-only ones are read here
+    if !buffer.readonly() || !buffer.is_c_contiguous() || buffer.len_bytes() == 0 {
+        return None;
+    }
+    // SAFETY: `buffer` holds the exporter's read-only, C-contiguous, non-empty bytes, kept
+    // alive until it drops at the end of this call; `f` reads them and never calls Python
+    // with them (the sinks build Python objects from owned copies only).
+    let bytes =
+        unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) };
+    f(bytes)
+}
+
+/// An event's checked fields, as a sink built them; the texts and data as sent beside them.
+pub(crate) struct Envelope<'j, V> {
+    pub event_id: V,
+    pub type_: V,
+    pub at: f64,
+    pub source: V,
+    pub data: V,
+    pub customer_id: V,
+    pub account_id: V,
+    pub source_text: &'j str,
+    pub event_id_text: &'j str,
+    pub customer_text: Option<&'j str>,
+    pub data_sent: &'j Jv,
+}
+
 impl EventCheck {
-    fn envelope_of<'py>(
+    /// The top-level fields of an event's JSON, unless it is too large, holds a digit run
+    /// msgspec may read otherwise, or is not an object.
+    fn fields_of(&self, bytes: &[u8]) -> Option<Vec<(smol_str::SmolStr, Jv)>> {
+        if bytes.len() > self.max_bytes || long_digit_run(bytes) {
+            return None;
+        }
+        match serde_json::from_slice::<Jv>(bytes) {
+            Ok(Jv::Obj(fields)) => Some(fields),
+            _ => None,
+        }
+    }
+
+    fn envelope_of<'j, S: Sink>(
         &self,
-        py: Python<'py>,
-        fields: &[(smol_str::SmolStr, Jv)],
+        sink: &S,
+        fields: &'j [(smol_str::SmolStr, Jv)],
         now: f64,
-    ) -> Option<Bound<'py, PyTuple>> {
+    ) -> Option<Envelope<'j, S::V>> {
         let mut slots: [Option<&Jv>; 7] = [None; 7];
         for (name, value) in fields {
             let at = ENVELOPE.iter().position(|n| *n == name.as_str())?;
@@ -246,29 +343,28 @@ impl EventCheck {
                 return None; // a duplicate: the full validation says which copy counts
             }
         }
-        let build = Build {
-            py,
+        let check = Check {
+            sink,
             rules: &self.rules,
         };
-        let field = |at: usize| -> Option<Bound<'py, PyAny>> {
+        let field = |at: usize| -> Option<S::V> {
             match slots[at] {
-                Some(value) => build.value(&self.envelope[at], value),
-                None if matches!(self.envelope[at], Spec::Optional(_)) => {
-                    Some(py.None().into_bound(py))
-                }
+                Some(value) => check.value(&self.envelope[at], value),
+                None if matches!(self.envelope[at], Spec::Optional(_)) => Some(sink.null()),
                 None => None,
             }
+        };
+        let text = |at: usize| match slots[at] {
+            Some(Jv::Str(s)) => Some(&**s),
+            _ => None,
         };
         let event_id = field(EVENT_ID)?;
         let source = field(SOURCE)?;
         let customer_id = field(CUSTOMER_ID)?;
         let account_id = field(ACCOUNT_ID)?;
         let type_ = field(TYPE)?;
-        let type_name: &str = slots[TYPE].and_then(|t| match t {
-            Jv::Str(s) => Some(&**s),
-            _ => None,
-        })?;
-        if customer_id.is_none() && !self.customerless.iter().any(|t| t == type_name) {
+        let type_name = text(TYPE)?;
+        if S::is_null(&customer_id) && !self.customerless.iter().any(|t| t == type_name) {
             return None;
         }
         let Jv::Str(time) = slots[OCCURRED_AT]? else {
@@ -282,27 +378,27 @@ impl EventCheck {
             return None;
         }
         let spec = self.types.get(type_name)?;
-        let data = slots[DATA]?;
-        if !matches!(self.envelope[DATA], Spec::Raw) || !self.normal(data) {
+        let data_sent = slots[DATA]?;
+        if !matches!(self.envelope[DATA], Spec::Raw) || !self.normal(data_sent) {
             return None;
         }
-        let data = build.value(spec, data)?;
-        if !data.is_instance_of::<PyDict>() {
+        let data = check.value(spec, data_sent)?;
+        if !S::is_object(&data) {
             return None;
         }
-        PyTuple::new(
-            py,
-            [
-                event_id,
-                type_,
-                PyFloat::new(py, at).into_any(),
-                source,
-                data,
-                customer_id,
-                account_id,
-            ],
-        )
-        .ok()
+        Some(Envelope {
+            event_id,
+            type_,
+            at,
+            source,
+            data,
+            customer_id,
+            account_id,
+            source_text: text(SOURCE)?,
+            event_id_text: text(EVENT_ID)?,
+            customer_text: text(CUSTOMER_ID),
+            data_sent,
+        })
     }
 
     /// True when `data`'s normalisation would change nothing and find nothing: money canonical
@@ -339,43 +435,95 @@ impl EventCheck {
     }
 }
 
-/// Values built as the Python side's structs would give them (`msgspec.to_builtins`).
-struct Build<'a, 'py> {
+/// Where checked values go: Python objects ([`EventCheck::event`]) or the JSON the journal
+/// stores ([`EventCheck::stored`]). The checks are the same for both.
+pub(crate) trait Sink {
+    type V;
+    fn null(&self) -> Self::V;
+    fn is_null(v: &Self::V) -> bool;
+    fn is_object(v: &Self::V) -> bool;
+    fn text(&self, s: &str) -> Self::V;
+    fn int(&self, i: i64) -> Option<Self::V>;
+    fn float(&self, f: f64) -> Self::V;
+    fn boolean(&self, b: bool) -> Self::V;
+    /// A struct's fields that are kept, in the struct's order.
+    fn object(&self, fields: Vec<(&FieldSpec, Self::V)>) -> Option<Self::V>;
+}
+
+/// Values as the Python side's structs would give them (`msgspec.to_builtins`).
+struct Objects<'py> {
     py: Python<'py>,
+}
+
+impl<'py> Sink for Objects<'py> {
+    type V = Bound<'py, PyAny>;
+
+    fn null(&self) -> Self::V {
+        self.py.None().into_bound(self.py)
+    }
+    fn is_null(v: &Self::V) -> bool {
+        v.is_none()
+    }
+    fn is_object(v: &Self::V) -> bool {
+        v.is_instance_of::<PyDict>()
+    }
+    fn text(&self, s: &str) -> Self::V {
+        PyString::new(self.py, s).into_any()
+    }
+    fn int(&self, i: i64) -> Option<Self::V> {
+        i.into_pyobject(self.py).ok().map(Bound::into_any)
+    }
+    fn float(&self, f: f64) -> Self::V {
+        PyFloat::new(self.py, f).into_any()
+    }
+    fn boolean(&self, b: bool) -> Self::V {
+        PyBool::new(self.py, b).to_owned().into_any()
+    }
+    fn object(&self, fields: Vec<(&FieldSpec, Self::V)>) -> Option<Self::V> {
+        let dict = PyDict::new(self.py);
+        for (spec, v) in fields {
+            dict.set_item(spec.key.bind(self.py), v).ok()?;
+        }
+        Some(dict.into_any())
+    }
+}
+
+/// The checks of a value against its spec, building it into a sink when it passes.
+struct Check<'a, S> {
+    sink: &'a S,
     rules: &'a Rules,
 }
 
-impl<'py> Build<'_, 'py> {
-    fn value(&self, spec: &Spec, value: &Jv) -> Option<Bound<'py, PyAny>> {
-        let py = self.py;
+impl<S: Sink> Check<'_, S> {
+    fn value(&self, spec: &Spec, value: &Jv) -> Option<S::V> {
+        let sink = self.sink;
         match (spec, value) {
-            (Spec::Optional(_), Jv::Null) => Some(py.None().into_bound(py)),
+            (Spec::Optional(_), Jv::Null) => Some(sink.null()),
             (Spec::Optional(inner), _) => self.value(inner, value),
             (Spec::Text { min, max, pattern }, Jv::Str(s)) => {
                 let chars = s.chars().count();
                 let fits = chars >= *min
                     && max.is_none_or(|m| chars <= m)
                     && pattern.as_ref().is_none_or(|p| p.is_match(s));
-                (fits && self.rules.plain_text(s.as_bytes()))
-                    .then(|| PyString::new(py, s).into_any())
+                (fits && self.rules.plain_text(s.as_bytes())).then(|| sink.text(s))
             }
             (Spec::Choice(choices), Jv::Str(s)) => (choices.iter().any(|c| **c == **s)
                 && self.rules.plain_text(s.as_bytes()))
-            .then(|| PyString::new(py, s).into_any()),
+            .then(|| sink.text(s)),
             (Spec::Int { ge, le }, Jv::Int(i)) => (ge.is_none_or(|g| *i >= g)
                 && le.is_none_or(|l| *i <= l)
                 && self.rules.plain_int(*i))
-            .then(|| i.into_pyobject(py).ok().map(Bound::into_any))
+            .then(|| sink.int(*i))
             .flatten(),
             (Spec::Float { .. }, Jv::Int(i)) => self.float(spec, *i as f64),
             (Spec::Float { .. }, Jv::Float(f)) => self.float(spec, *f),
-            (Spec::Bool, Jv::Bool(b)) => Some(PyBool::new(py, *b).to_owned().into_any()),
+            (Spec::Bool, Jv::Bool(b)) => Some(sink.boolean(*b)),
             (Spec::Object(specs), Jv::Obj(fields)) => self.object(specs, fields),
             _ => None,
         }
     }
 
-    fn float(&self, spec: &Spec, f: f64) -> Option<Bound<'py, PyAny>> {
+    fn float(&self, spec: &Spec, f: f64) -> Option<S::V> {
         let Spec::Float { gt, ge, lt, le } = spec else {
             return None;
         };
@@ -385,17 +533,13 @@ impl<'py> Build<'_, 'py> {
             && ge.is_none_or(|b| f >= b)
             && lt.is_none_or(|b| f < b)
             && le.is_none_or(|b| f <= b);
-        (fits && self.rules.plain_number(f)).then(|| PyFloat::new(self.py, f).into_any())
+        (fits && self.rules.plain_number(f)).then(|| self.sink.float(f))
     }
 
-    /// A struct as a dict: fields in the struct's order, an optional one left out when null
-    /// (its default), an unknown or repeated one not certainly valid.
-    fn object(
-        &self,
-        specs: &[FieldSpec],
-        fields: &[(smol_str::SmolStr, Jv)],
-    ) -> Option<Bound<'py, PyAny>> {
-        let mut slots: Vec<Option<Bound<'py, PyAny>>> = vec![None; specs.len()];
+    /// A struct: fields in the struct's order, an optional one left out when null (its
+    /// default), an unknown or repeated one not certainly valid.
+    fn object(&self, specs: &[FieldSpec], fields: &[(smol_str::SmolStr, Jv)]) -> Option<S::V> {
+        let mut slots: Vec<Option<S::V>> = specs.iter().map(|_| None).collect();
         for (name, value) in fields {
             let at = specs.iter().position(|s| s.name == name.as_str())?;
             let built = self.value(&specs[at].spec, value)?;
@@ -403,16 +547,16 @@ impl<'py> Build<'_, 'py> {
                 return None;
             }
         }
-        let dict = PyDict::new(self.py);
+        let mut kept = Vec::with_capacity(specs.len());
         for (spec, slot) in specs.iter().zip(slots) {
             match slot {
                 None if spec.required => return None,
                 None => {}
-                Some(v) if v.is_none() && !spec.required => {}
-                Some(v) => dict.set_item(spec.key.bind(self.py), v).ok()?,
+                Some(v) if S::is_null(&v) && !spec.required => {}
+                Some(v) => kept.push((spec, v)),
             }
         }
-        Some(dict.into_any())
+        self.sink.object(kept)
     }
 }
 

@@ -14,6 +14,7 @@ mod patterns;
 mod plain;
 mod records;
 mod store;
+mod stored;
 mod value;
 
 use std::collections::HashMap;
@@ -564,25 +565,26 @@ impl NativeCore {
     /// State rows changed since the last call, packed: (bytes, how many), None if none.
     fn take_changes_packed(&mut self, py: Python<'_>) -> PyResult<Option<(Py<PyBytes>, u32)>> {
         let texts = &self.texts;
-        let mut p = packer(texts);
-        let mut failed = None;
         let state = &mut self.engine.state;
-        guarded(|| {
-            state.take_changes(|c| {
-                if failed.is_none() {
-                    failed = pack_change(&mut p, texts, c).err();
-                }
-            });
-            Ok(())
+        // without the interpreter lock, as a batch runs: the API's threads go on meanwhile
+        let packed = py.allow_threads(|| {
+            let mut p = packer(texts);
+            let mut failed = None;
+            guarded(|| {
+                state.take_changes(|c| {
+                    if failed.is_none() {
+                        failed = pack_change(&mut p, texts, c).err();
+                    }
+                });
+                Ok(())
+            })?;
+            match failed {
+                Some(f) => Err(fault(f)),
+                None if p.rows() == 0 => Ok(None),
+                None => Ok(Some(p.finish())),
+            }
         })?;
-        if let Some(f) = failed {
-            return Err(fault(f));
-        }
-        if p.rows() == 0 {
-            return Ok(None);
-        }
-        let (buf, n) = p.finish();
-        Ok(Some((PyBytes::new(py, &buf).unbind(), n)))
+        Ok(packed.map(|(buf, n)| (PyBytes::new(py, &buf).unbind(), n)))
     }
 
     /// Start a snapshot of every record held now (``State::walk_begin``).
@@ -602,30 +604,34 @@ impl NativeCore {
             return Err(PyRuntimeError::new_err("no snapshot begun"));
         }
         let texts = &self.texts;
-        let mut p = packer(texts);
-        let mut failed = None;
-        let walked = guarded(|| {
-            while p.rows() < max_rows && failed.is_none() {
-                let more = state.walk_step(|c| {
-                    if failed.is_none() {
-                        failed = pack_change(&mut p, texts, c).err();
+        // without the interpreter lock, as take_changes_packed
+        let (buf, n, last) = py.allow_threads(|| {
+            let mut p = packer(texts);
+            let mut failed = None;
+            let walked = guarded(|| {
+                while p.rows() < max_rows && failed.is_none() {
+                    let more = state.walk_step(|c| {
+                        if failed.is_none() {
+                            failed = pack_change(&mut p, texts, c).err();
+                        }
+                    });
+                    if !more {
+                        break;
                     }
-                });
-                if !more {
-                    break;
                 }
+                Ok(())
+            });
+            let last = state.walked_all();
+            if walked.is_err() || failed.is_some() || last {
+                state.walk_end(); // a snapshot that failed is begun again
             }
-            Ok(())
-        });
-        let last = state.walked_all();
-        if walked.is_err() || failed.is_some() || last {
-            state.walk_end(); // a snapshot that failed is begun again
-        }
-        walked?;
-        if let Some(f) = failed {
-            return Err(fault(f));
-        }
-        let (buf, n) = p.finish();
+            walked?;
+            if let Some(f) = failed {
+                return Err(fault(f));
+            }
+            let (buf, n) = p.finish();
+            Ok((buf, n, last))
+        })?;
         Ok((PyBytes::new(py, &buf).unbind(), n, last))
     }
 

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import random
 import time
+import zlib
 from decimal import Decimal
 from typing import Any
 
@@ -25,11 +26,13 @@ from ringfence.events.decode import split_body, validate_event, validate_in_full
 from ringfence.events.fx import FxRate, FxTable
 from ringfence.events.model import encode_event
 from ringfence.events.types import BUILTIN_TYPES, MAX_EVENT_BYTES
+from ringfence.log.base import stored_event
 from ringfence.simulate.traffic import Traffic
 from tests.helpers.servers import unavailable
 
 NOW = time.time() + 3600
 TODAY = dt.datetime.fromtimestamp(NOW, dt.UTC).date()
+PARTITIONS = 16
 FX = FxTable(
     "EUR",
     {c: FxRate(c, Decimal(r), TODAY) for c, r in [("USD", "0.92"), ("GBP", "1.17"), ("JPY", "0.0061")]},
@@ -52,7 +55,13 @@ def full(raw: bytes | msgspec.Raw, sources: frozenset[str] | None = None) -> byt
 
 
 def fast(raw: bytes | msgspec.Raw, sources: frozenset[str] | None = None) -> bytes | None:
+    """The fast path's event as stored, having checked that the stored form the core makes
+    alone (ingest's) is that event's, or declined."""
     event = fastpath.fast_event(raw, NOW, sources, FX)
+    stored = fastpath.fast_stored([raw], NOW, sources, FX, PARTITIONS)[0]
+    if stored is not None:
+        assert event is not None
+        assert stored == stored_event(event, PARTITIONS)
     return None if event is None else encode_event(event)
 
 
@@ -72,6 +81,75 @@ def test_simulated_traffic_takes_the_fast_path_to_the_same_events(seed: int) -> 
             taken += 1
             assert event == full(item)
     assert taken >= 0.95 * len(events)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_simulated_traffic_is_stored_by_the_core_alone_as_python_stores_it(seed: int) -> None:
+    events = traffic(seed)
+    body = b"\n".join(msgspec.json.encode(e) for e in events)
+    items = split_body(body, ndjson=True)
+    stored = fastpath.fast_stored(items, NOW, None, FX, PARTITIONS)
+    taken = [(item, s) for item, s in zip(items, stored, strict=True) if s is not None]
+    for item, s in taken:
+        assert s == stored_event(validate_in_full(item, NOW, (), None, FX), PARTITIONS)
+    # all but money in another currency, whose rate Python stamps
+    foreign = sum(1 for e in events if e["data"].get("currency") not in (None, "EUR"))
+    assert len(taken) >= 0.95 * (len(events) - foreign)
+    batch = decode.decode_stored_batch(
+        body, ndjson=True, now=NOW, max_events=len(events), partitions=PARTITIONS, stored_form=stored_event, fx=FX
+    )
+    assert batch.events == [
+        stored_event(e, PARTITIONS)
+        for e in decode.decode_batch(body, ndjson=True, now=NOW, max_events=len(events), fx=FX).events
+    ]
+
+
+def test_money_in_another_currency_is_left_to_python_to_store() -> None:
+    base = next(e for e in traffic(5) if e["type"] == "card.authorization")
+    for currency, taken in [("EUR", True), ("USD", False), ("CHF", False)]:
+        raw = msgspec.json.encode({**base, "data": {**base["data"], "currency": currency, "amount": "10.05"}})
+        assert fastpath.fast_event(raw, NOW, None, FX) is not None
+        assert (fastpath.fast_stored([raw], NOW, None, FX, PARTITIONS)[0] is not None) is taken
+        assert fast(raw) == full(raw)
+
+
+def floats_events(lat: float, latency: float) -> list[bytes]:
+    api = {
+        "event_id": "a-1",
+        "type": "api.request",
+        "occurred_at": "2026-01-02T03:04:05.678901+05:30",
+        "source": "gateway",
+        "data": {"service": "payments", "endpoint": "/x", "status": 200, "latency_ms": latency},
+    }
+    geo = login(data={"geo": {"lat": lat, "lon": 0.5, "country": "GB"}})
+    return [msgspec.json.encode(geo), msgspec.json.encode(api)]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.floats(min_value=-90, max_value=90), st.floats(min_value=0, max_value=86_400_000))
+def test_floats_are_stored_as_msgspec_writes_them(lat: float, latency: float) -> None:
+    for raw in floats_events(lat, latency):
+        event = fast(raw)  # declined: -0.0, a float whose digits could be a card number
+        if event is not None:
+            assert event == full(raw)
+
+
+@pytest.mark.parametrize(
+    ("lat", "latency"), [(1e-300, 123456.789), (2.5e-5, 0.000123), (1e-4, 1e7), (-1e-7, 30.0), (51.5, 86_400_000.0)]
+)
+def test_floats_in_every_form_msgspec_writes_are_stored_by_the_core(lat: float, latency: float) -> None:
+    for raw in floats_events(lat, latency):
+        assert fastpath.fast_stored([raw], NOW, None, FX, PARTITIONS)[0] is not None
+        assert fast(raw) == full(raw)
+
+
+def test_an_event_without_a_customer_is_stored_in_its_services_partition() -> None:
+    api = next(e for e in traffic(4, 6000) if e["type"] == "api.request")
+    for service in ("payments", "cards", "x" * 100):
+        raw = msgspec.json.encode({**api, "data": {**api["data"], "service": service}})
+        stored = fastpath.fast_stored([raw], NOW, None, FX, PARTITIONS)[0]
+        assert stored is not None
+        assert stored[2] == zlib.crc32(service.encode()) % PARTITIONS
 
 
 def test_each_built_in_type_takes_the_fast_path() -> None:

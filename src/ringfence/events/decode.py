@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import traceback
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +21,10 @@ import msgspec
 
 from ringfence.errors import EventError, FieldError
 from ringfence.events.controls import envelope_fault, printable
-from ringfence.events.fastpath import fast_event
+from ringfence.events.fastpath import fast_event, fast_stored
 from ringfence.events.fields import DECODE_ERRORS, TOO_DEEP, decode_fields, field_errors
 from ringfence.events.fx import STAMPED, FxTable
-from ringfence.events.model import Event
+from ringfence.events.model import Event, StoredEvent
 from ringfence.events.normalise import normalise_data
 from ringfence.events.sensitive import PAN_MESSAGE, clean, echo, mask_ibans, plain, redact, scan
 from ringfence.events.types import (
@@ -41,8 +41,10 @@ __all__ = [
     "DecodedBatch",
     "MalformedBody",
     "Rejection",
+    "StoredBatch",
     "TooManyEvents",
     "decode_batch",
+    "decode_stored_batch",
     "split_body",
     "validate_event",
     "validate_in_full",
@@ -92,17 +94,59 @@ class Rejection:
 
 
 @dataclass
-class DecodedBatch:
-    """What a body decoded to: valid events (with their index in the body) and rejections."""
+class _Outcome:
+    """What a body decoded to besides its events: their index in the body, the rejections."""
 
-    events: list[Event] = field(default_factory=list)
     indexes: list[int] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     fx_missing: dict[str, int] = field(default_factory=dict)  # events validated with no rate, by currency
 
     @property
     def size(self) -> int:
-        return len(self.events) + len(self.rejected)
+        return len(self.indexes) + len(self.rejected)
+
+    def validated(
+        self,
+        index: int,
+        item: msgspec.Raw | FieldError,
+        now: float,
+        custom: frozenset[str],
+        allowed: frozenset[str] | None,
+        fx: FxTable,
+    ) -> Event | None:
+        """``item``'s event, counted, or None (its rejection noted)."""
+        if isinstance(item, FieldError):
+            self.rejected.append(Rejection(index, None, [item]))
+            return None
+        try:
+            event = validate_event(item, now, custom, allowed, fx)
+        except EventError as exc:
+            self.rejected.append(Rejection(index, exc.event_id, exc.errors))
+            return None
+        except Exception as exc:  # a bug must cost this event only, never the batch or the worker
+            log.error("event %d of a batch could not be validated:\n%s", index, redact(_trace(exc)))
+            self.rejected.append(Rejection(index, None, [FieldError("$", INTERNAL)]))
+            return None
+        self.indexes.append(index)
+        stamp = event.data.get("fx") if isinstance(event.data, dict) else None
+        if isinstance(stamp, dict) and stamp.get("missing"):  # set by the stamp only (reserved)
+            currency = event.data["currency"]  # a known ISO 4217 code: money is checked before
+            self.fx_missing[currency] = self.fx_missing.get(currency, 0) + 1
+        return event
+
+
+@dataclass
+class DecodedBatch(_Outcome):
+    """What a body decoded to: valid events (with their index in the body) and rejections."""
+
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class StoredBatch(_Outcome):
+    """:class:`DecodedBatch` with each valid event as a log stores it (:data:`StoredEvent`)."""
+
+    events: list[StoredEvent] = field(default_factory=list)
 
 
 def split_body(body: bytes, ndjson: bool, max_events: int | None = None) -> list[msgspec.Raw | FieldError]:
@@ -308,30 +352,52 @@ def decode_batch(
     ``sources``: the sources the producer's key may write (None: any). Raises MalformedBody
     if the body cannot be read at all, TooManyEvents if it holds more than ``max_events``.
     """
+    items = _items(body, ndjson, max_events)
+    custom, allowed = frozenset(custom_types), _allowed(sources)
+    batch = DecodedBatch()
+    for index, item in enumerate(items):
+        if (event := batch.validated(index, item, now, custom, allowed, fx)) is not None:
+            batch.events.append(event)
+    return batch
+
+
+def decode_stored_batch(
+    body: bytes,
+    *,
+    ndjson: bool,
+    now: float,
+    max_events: int,
+    partitions: int,
+    stored_form: Callable[[Event, int], StoredEvent],
+    custom_types: Iterable[str] = (),
+    sources: Collection[str] | None = None,
+    fx: FxTable = REFERENCE_ONLY,
+) -> StoredBatch:
+    """:func:`decode_batch`, each event as a log of ``partitions`` stores it: what the compiled
+    core can make of nearly every event in one call (:func:`fast_stored`), the others as
+    :func:`validate_event` and the log's ``stored_form`` (``ringfence.log.base.stored_event``,
+    which the core's form equals) make them."""
+    items = _items(body, ndjson, max_events)
+    custom, allowed = frozenset(custom_types), _allowed(sources)
+    batch = StoredBatch()
+    for index, (item, stored) in enumerate(zip(items, fast_stored(items, now, allowed, fx, partitions), strict=True)):
+        if stored is not None:
+            batch.indexes.append(index)
+            batch.events.append(stored)
+        elif (event := batch.validated(index, item, now, custom, allowed, fx)) is not None:
+            batch.events.append(stored_form(event, partitions))
+    return batch
+
+
+def _items(body: bytes, ndjson: bool, max_events: int) -> list[msgspec.Raw | FieldError]:
     items = split_body(body, ndjson, max_events)
     if not items:
         raise MalformedBody([FieldError("$", "no events in body")])
-    custom = frozenset(custom_types)
-    allowed = frozenset(sources) if sources is not None else None
-    batch = DecodedBatch()
-    for index, item in enumerate(items):
-        if isinstance(item, FieldError):
-            batch.rejected.append(Rejection(index, None, [item]))
-            continue
-        try:
-            event = validate_event(item, now, custom, allowed, fx)
-            batch.events.append(event)
-            batch.indexes.append(index)
-            stamp = event.data.get("fx") if isinstance(event.data, dict) else None
-            if isinstance(stamp, dict) and stamp.get("missing"):  # set by the stamp only (reserved)
-                currency = event.data["currency"]  # a known ISO 4217 code: money is checked before
-                batch.fx_missing[currency] = batch.fx_missing.get(currency, 0) + 1
-        except EventError as exc:
-            batch.rejected.append(Rejection(index, exc.event_id, exc.errors))
-        except Exception as exc:  # a bug must cost this event only, never the batch or the worker
-            log.error("event %d of a batch could not be validated:\n%s", index, redact(_trace(exc)))
-            batch.rejected.append(Rejection(index, None, [FieldError("$", INTERNAL)]))
-    return batch
+    return items
+
+
+def _allowed(sources: Collection[str] | None) -> frozenset[str] | None:
+    return frozenset(sources) if sources is not None else None
 
 
 def _trace(exc: BaseException) -> str:

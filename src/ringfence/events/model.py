@@ -23,6 +23,13 @@ class Event(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     account_id: str | None = None
 
 
+# the data field that orders an event without a customer (the service it is about), as the
+# customer orders the others: what a log partitions events by
+PARTITION_FIELD = "service"
+
+# an event as a log stores it: its event_id, source, partition and JSON (encode_event's)
+StoredEvent = tuple[str, str, int, bytes]
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)
 

@@ -26,9 +26,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from ringfence.errors import OverloadedError
-from ringfence.events.decode import REFERENCE_ONLY, DecodedBatch, MalformedBody, TooManyEvents, decode_batch
+from ringfence.events.decode import REFERENCE_ONLY, MalformedBody, StoredBatch, TooManyEvents, decode_stored_batch
 from ringfence.events.fx import FxTable
 from ringfence.events.sensitive import redact
+from ringfence.log.base import stored_event
 from ringfence.runtimes.embedded.group_commit import MAX_GROUP_EVENTS
 from ringfence.runtimes.embedded.journal import SEGMENT_S, SqliteLog
 from ringfence.runtimes.ingest import IngestReply
@@ -235,20 +236,20 @@ def _handle_safely(journal_log: SqliteLog, group: list[IngestRequest], fx: list[
 
 def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable]) -> list[IngestReply]:
     """``fx``: the table in force (one item), replaced by a request that brings a new one."""
-    decoded: list[tuple[IngestRequest, DecodedBatch | MalformedBody | str]] = []
+    decoded: list[tuple[IngestRequest, StoredBatch | MalformedBody | str]] = []
     for request in group:
         if request.fx is not None:
             fx[0] = request.fx
         try:
-            decoded.append((request, _decode(request, fx[0])))
+            decoded.append((request, _decode(request, fx[0], journal_log.partitions)))
         except MalformedBody as exc:
             decoded.append((request, exc))
         except Exception as exc:  # one request's bug costs that request only
             log.error("an ingest request could not be decoded:\n%s", redact(_trace(exc)))
             decoded.append((request, INTERNAL))
-    events = [e for _, batch in decoded if isinstance(batch, DecodedBatch) for e in batch.events]
+    events = [e for _, batch in decoded if isinstance(batch, StoredBatch) for e in batch.events]
     try:
-        offsets = journal_log.append(events, max(r.now for r in group)) if events else []
+        offsets = journal_log.append_stored(events, max(r.now for r in group)) if events else []
         head = journal_log.head()
     except Exception as exc:  # every waiter gets the error; the worker lives on
         log.exception("journal append failed")
@@ -266,17 +267,19 @@ def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable
             continue
         part = offsets[start : start + len(batch.events)]
         start += len(batch.events)
-        appended = [(e.event_id, o) for e, o in zip(batch.events, part, strict=True)]
+        appended = [(e[0], o) for e, o in zip(batch.events, part, strict=True)]  # (event_id, offset)
         replies.append(IngestReply(request.request_id, batch.rejected, appended, head, fx_missing=batch.fx_missing))
     return replies
 
 
-def _decode(request: IngestRequest, fx: FxTable) -> DecodedBatch:
-    return decode_batch(
+def _decode(request: IngestRequest, fx: FxTable, partitions: int) -> StoredBatch:
+    return decode_stored_batch(
         request.body,
         ndjson=request.ndjson,
         now=request.now,
         max_events=request.max_events,
+        partitions=partitions,
+        stored_form=stored_event,
         custom_types=request.custom_types,
         sources=request.sources,
         fx=fx,

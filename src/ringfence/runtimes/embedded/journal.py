@@ -47,8 +47,8 @@ from typing import Any
 import msgspec
 
 from ringfence.errors import StoreError
-from ringfence.events.model import Event, encode_event
-from ringfence.log.base import Record, partition_for, partition_of_key
+from ringfence.events.model import Event, StoredEvent
+from ringfence.log.base import Record, partition_of_key, stored_event
 from ringfence.private_files import SQLITE_SIDECARS, private_file
 from ringfence.store.connection import connect
 from ringfence.store.retention import delete_oldest
@@ -256,6 +256,10 @@ class SqliteLog:
     # -- appending --------------------------------------------------------------------------------
 
     def append(self, events: list[Event], ingested_at: float) -> list[int | None]:
+        return self.append_stored([stored_event(e, self.partitions) for e in events], ingested_at)
+
+    def append_stored(self, events: list[StoredEvent], ingested_at: float) -> list[int | None]:
+        """:meth:`append` of events already in their stored form (ingest's)."""
         if self.read_only:
             raise StoreError("a read-only journal appends nothing")
         with self._writing:
@@ -273,7 +277,7 @@ class SqliteLog:
             self._writer_lock = os.open(private_file(lock), os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
         return self._writer_lock
 
-    def _append(self, events: list[Event], ingested_at: float) -> list[int | None]:
+    def _append(self, events: list[StoredEvent], ingested_at: float) -> list[int | None]:
         segments = self.segments()
         writable, head = self._writable(segments, ingested_at)
         before = [s for s in segments if s.first < writable.first][-1:]
@@ -316,9 +320,9 @@ class SqliteLog:
         self._changed()
         return segment, head
 
-    def _found(self, segment: Segment, events: list[Event]) -> set[tuple[str, str]]:
+    def _found(self, segment: Segment, events: list[StoredEvent]) -> set[tuple[str, str]]:
         """Which of ``events`` ``segment`` holds, by (source, event_id)."""
-        keys = list(dict.fromkeys((e.source, e.event_id) for e in events))
+        keys = list(dict.fromkeys((source, event_id) for event_id, source, _, _ in events))
         found: set[tuple[str, str]] = set()
         for start in range(0, len(keys), PROBE_CHUNK):
             chunk = keys[start : start + PROBE_CHUNK]
@@ -338,7 +342,7 @@ class SqliteLog:
         self,
         conn: sqlite3.Connection,
         first: int,
-        events: list[Event],
+        events: list[StoredEvent],
         ingested_at: float,
         seen_before: set[tuple[str, str]],
     ) -> list[int | None]:
@@ -349,14 +353,14 @@ class SqliteLog:
         offsets: list[int | None] = []
         rows: list[tuple[int, int, str, str, float, bytes]] = []
         keys = set(seen_before)
-        for event in events:
-            key = (event.source, event.event_id)
+        for event_id, source, partition, body in events:
+            key = (source, event_id)
             if key in keys:
                 offsets.append(None)
                 continue
             keys.add(key)
             offsets.append(first + len(rows))
-            rows.append((first + len(rows), *self._row(event, ingested_at)))
+            rows.append((first + len(rows), partition, source, event_id, ingested_at, body))
         conn.execute("SAVEPOINT batch")
         before = conn.total_changes
         conn.executemany(f"INSERT OR IGNORE INTO journal ({_ROW}) VALUES (?, ?, ?, ?, ?, ?)", rows)  # noqa: S608 - fixed columns
@@ -370,15 +374,15 @@ class SqliteLog:
     def _append_each(
         self,
         conn: sqlite3.Connection,
-        events: list[Event],
+        events: list[StoredEvent],
         ingested_at: float,
         seen_before: set[tuple[str, str]],
         first: int,
     ) -> list[int | None]:
         offsets: list[int | None] = []
         next_offset = first
-        for event in events:
-            key = (event.source, event.event_id)
+        for event_id, source, partition, body in events:
+            key = (source, event_id)
             if key in seen_before:
                 offsets.append(None)
                 continue
@@ -386,7 +390,7 @@ class SqliteLog:
             cur = conn.execute(
                 f"INSERT INTO journal ({_ROW}) SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "  # nosec # noqa: S608 - fixed columns
                 "(SELECT 1 FROM journal WHERE source = ? AND event_id = ?)",
-                (next_offset, *self._row(event, ingested_at), *key),
+                (next_offset, partition, source, event_id, ingested_at, body, *key),
             )
             if cur.rowcount == 1:
                 offsets.append(next_offset)
@@ -394,10 +398,6 @@ class SqliteLog:
             else:
                 offsets.append(None)
         return offsets
-
-    def _row(self, event: Event, ingested_at: float) -> tuple[int, str, str, float, bytes]:
-        """An event's columns after its offset: partition, source, event id, ingested_at, body."""
-        return partition_for(event, self.partitions), event.source, event.event_id, ingested_at, encode_event(event)
 
     # -- reading ----------------------------------------------------------------------------------
 
