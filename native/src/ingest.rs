@@ -49,7 +49,7 @@ enum Spec {
     Choice(Vec<String>),
     Optional(Box<Spec>),
     Object(Vec<FieldSpec>),
-    /// The envelope's time and `data`, read by [`EventCheck::event`] itself.
+    /// The envelope's time and `data`, read by `EventCheck::envelope_of` itself.
     Time,
     Raw,
     /// A type the fast path leaves to the full validation.
@@ -220,24 +220,27 @@ impl EventCheck {
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
         let py = raw.py();
         let sink = Objects { py };
-        let built = read(raw, |bytes| {
-            let fields = self.fields_of(bytes)?;
-            let e = self.envelope_of(&sink, &fields, now)?;
-            PyTuple::new(
-                py,
-                [
-                    e.event_id,
-                    e.type_,
-                    PyFloat::new(py, e.at).into_any(),
-                    e.source,
-                    e.data,
-                    e.customer_id,
-                    e.account_id,
-                ],
-            )
-            .ok()
-        });
-        Ok(built)
+        // a panic (a bug) is "not certain": the full validation, in Python alone, decides
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            read(raw, |bytes| {
+                let fields = self.fields_of(bytes)?;
+                let e = self.envelope_of(&sink, &fields, now)?;
+                PyTuple::new(
+                    py,
+                    [
+                        e.event_id,
+                        e.type_,
+                        PyFloat::new(py, e.at).into_any(),
+                        e.source,
+                        e.data,
+                        e.customer_id,
+                        e.account_id,
+                    ],
+                )
+                .ok()
+            })
+        }));
+        Ok(built.unwrap_or(None))
     }
 
     /// Each of ``items`` (a request's events, as ingest cut them out) as the journal stores
@@ -259,7 +262,8 @@ impl EventCheck {
             return Err(PyValueError::new_err("partitions must be at least 1"));
         }
         let answers = items.iter().map(|item| {
-            // a panic (a bug) on one event leaves that event to Python, never costs the others
+            // a panic (a bug) on one event leaves it to Python (whose `event` call declines it
+            // too), never costs the others
             let answer = catch_unwind(AssertUnwindSafe(|| {
                 read(&item, |bytes| {
                     let fields = self.fields_of(bytes)?;

@@ -143,6 +143,20 @@ def test_floats_in_every_form_msgspec_writes_are_stored_by_the_core(lat: float, 
         assert fast(raw) == full(raw)
 
 
+def test_the_reference_currency_and_the_keys_sources_are_the_tables_and_the_requests() -> None:
+    base = next(e for e in traffic(5) if e["type"] == "card.authorization")
+    usd = FxTable("USD", {"EUR": FxRate("EUR", Decimal("1.08"), TODAY)}, version=2)
+    for currency, taken in [("USD", True), ("EUR", False)]:
+        raw = msgspec.json.encode({**base, "data": {**base["data"], "currency": currency, "amount": "10.05"}})
+        stored = fastpath.fast_stored([raw], NOW, None, usd, PARTITIONS)[0]
+        assert (stored is not None) is taken
+        if stored is not None:
+            assert stored == stored_event(validate_in_full(raw, NOW, (), None, usd), PARTITIONS)
+    raw = msgspec.json.encode(base)
+    for sources, taken in [(None, True), (frozenset({base["source"]}), True), (frozenset({"other"}), False)]:
+        assert (fastpath.fast_stored([raw], NOW, sources, FX, PARTITIONS)[0] is not None) is taken
+
+
 def test_an_event_without_a_customer_is_stored_in_its_services_partition() -> None:
     api = next(e for e in traffic(4, 6000) if e["type"] == "api.request")
     for service in ("payments", "cards", "x" * 100):

@@ -375,8 +375,9 @@ def decode_stored_batch(
 ) -> StoredBatch:
     """:func:`decode_batch`, each event as a log of ``partitions`` stores it: what the compiled
     core can make of nearly every event in one call (:func:`fast_stored`), the others as
-    :func:`validate_event` and the log's ``stored_form`` (``ringfence.log.base.stored_event``,
-    which the core's form equals) make them."""
+    :func:`validate_event` and ``stored_form`` make them. ``stored_form`` is the log's
+    ``ringfence.log.base.stored_event`` (handed in: events sit below the log), whose partition
+    the core computes alike."""
     items = _items(body, ndjson, max_events)
     custom, allowed = frozenset(custom_types), _allowed(sources)
     batch = StoredBatch()
