@@ -4,6 +4,9 @@ time advances at the reference load (9,700 events a second). Reports µs of CPU 
 time an appended event, the commits' fsyncs included, and how many segments the journal ended
 with. ``--segment-s`` sets the span (its default is the journal's); ``--records`` is the
 journal's size at the end: past a span, appends also look the batch up in the segment before.
+``--event-ids uuid`` (the default) names the events as producers following the event contract
+do, with random UUIDs; ``sequential`` keeps the simulator's ids, which count up, so the
+duplicate index on (source, event_id) is only ever appended to.
 
 Compare two versions of the code by running this file with each on ``PYTHONPATH``:
 
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import msgspec
 
+from ringfence.bench.e2e import EVENT_IDS, uuid_of
 from ringfence.events.decode import validate_event
 from ringfence.runtimes.embedded import journal
 from ringfence.runtimes.embedded.journal import SqliteLog
@@ -37,6 +41,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=400_000)
     parser.add_argument("--segment-s", type=float, default=getattr(journal, "SEGMENT_S", 3600.0))
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--event-ids", choices=EVENT_IDS, default="uuid")
     args = parser.parse_args()
     traffic = Traffic(seed=1, customers=100_000, source_prefix="append")
     now = START + args.records / RATE
@@ -44,6 +49,8 @@ def main() -> None:
         validate_event(msgspec.json.encode(e), now)
         for e in traffic.stream(start=START, rate_per_s=RATE, count=args.records)
     ]
+    if args.event_ids == "uuid":
+        events = [msgspec.structs.replace(e, event_id=uuid_of(e.event_id)) for e in events]
     options = {"segment_s": args.segment_s} if hasattr(journal, "SEGMENT_S") else {}  # older code: one table
     runs = []
     for _ in range(args.runs):
@@ -60,6 +67,7 @@ def main() -> None:
         "code": journal.__file__,
         "records": args.records,
         "segment_s": args.segment_s,
+        "event_ids": args.event_ids,
         "cpu_us_per_record": statistics.median(r["cpu_us"] for r in runs),
         "wall_us_per_record": statistics.median(r["wall_us"] for r in runs),
         "runs": runs,

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ringfence.bench.compare import RUNTIMES, workload
-from ringfence.bench.e2e import queryable_buckets, queryable_within, trigger_ingested_at
+from ringfence.bench.e2e import Options, queryable_buckets, queryable_within, traffic_file, trigger_ingested_at
 from ringfence.metrics import Metrics
 
 
@@ -64,10 +67,30 @@ def test_the_quick_end_to_end_benchmark_reports_every_figure(tmp_path: Path) -> 
     assert run["cpu_us_per_event"] > 0
     assert len(run["samples"]) >= 2
     assert result["traffic"]["file"].startswith("traffic-seed")
+    assert result["traffic"]["file"].endswith("-uuid.ndjson")  # by default, event ids as producers make them
+    assert result["options"]["event_ids"] == "uuid"
     assert len(result["traffic"]["sha256"]) == 64
     assert result["engine_state"]["bytes_per_customer"] > 0
     assert result["machine"]["cpus"] >= 1
     assert (out / "e2e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_uuid_traffic_is_the_simulators_with_each_event_id_replaced_by_a_uuid_of_its_own(tmp_path: Path) -> None:
+    def events(ids: str) -> list[dict[str, Any]]:
+        path = traffic_file(Options(events=3_000, customers=200, event_ids=ids), tmp_path)
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    sequential, uuids = events("sequential"), events("uuid")
+    assert len(sequential) == len(uuids) == 3_000
+    mapping: dict[str, str] = {}
+    for plain, renamed in zip(sequential, uuids, strict=True):
+        assert {**renamed, "event_id": plain["event_id"]} == plain  # nothing else differs
+        assert uuid.UUID(renamed["event_id"]).version == 4
+        assert mapping.setdefault(plain["event_id"], renamed["event_id"]) == renamed["event_id"]
+    assert len(set(mapping.values())) == len(mapping)  # distinct ids stay distinct
+    assert sorted(mapping.values()) != [mapping[k] for k in sorted(mapping)]  # and lose their order
+    with pytest.raises(ValueError, match="event ids 'ulid'"):
+        traffic_file(Options(events=10, customers=20, event_ids="ulid"), tmp_path)
 
 
 def test_a_sustained_run_measures_a_window_after_its_warm_up_and_stops_sending_there(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ import subprocess  # nosec B404
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -70,13 +71,23 @@ class Options:
     min_events: int = 0  # ...and holding at least this many processed events
     traffic_dir: Path | None = None  # keep the generated traffic here for later invocations
     fraud_rate: float = FRAUD_RATE  # scenarios started an everyday event
+    event_ids: str = "sequential"  # or "uuid": see EVENT_IDS
+
+
+# How the traffic's events are named: the simulator's ids count up (``bench1-000000000001``), so
+# the journal's index of (source, event_id) only ever appends; producers following the event
+# contract's advice send random UUIDs, which land all over that index.
+EVENT_IDS = ("sequential", "uuid")
 
 
 def traffic_file(options: Options, directory: Path) -> Path:
     """The traffic as NDJSON, one event a line, generated once: the file is named by what
     shapes it, so an invocation with the same traffic reuses it."""
+    if options.event_ids not in EVENT_IDS:
+        raise ValueError(f"event ids {options.event_ids!r}: one of {', '.join(EVENT_IDS)}")
     fraud = "" if options.fraud_rate == FRAUD_RATE else f"-fraud{options.fraud_rate:g}"
-    name = f"traffic-seed{SEED}-{options.customers}c-{options.event_rate:g}eps-{options.events}{fraud}.ndjson"
+    ids = "" if options.event_ids == "sequential" else f"-{options.event_ids}"
+    name = f"traffic-seed{SEED}-{options.customers}c-{options.event_rate:g}eps-{options.events}{fraud}{ids}.ndjson"
     path = directory / name
     if path.exists():
         return path
@@ -87,9 +98,18 @@ def traffic_file(options: Options, directory: Path) -> Path:
     partial = path.with_suffix(".partial")
     with partial.open("wb") as out:
         for event in source.stream(start=start, rate_per_s=options.event_rate, count=options.events):
+            if options.event_ids == "uuid":
+                event["event_id"] = uuid_of(event["event_id"])
             out.write(msgspec.json.encode(event) + b"\n")
     partial.replace(path)
     return path
+
+
+def uuid_of(event_id: str) -> str:
+    """A random-looking UUID (version 4's form) standing for ``event_id``: the same id gives the
+    same UUID, so a retried event is still a duplicate, and the simulator's draws are untouched."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
+    return str(uuid.UUID(bytes=digest, version=4))
 
 
 def traffic_start(span_s: float) -> float:

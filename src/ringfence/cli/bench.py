@@ -52,6 +52,13 @@ def bench(
     traffic_dir: Annotated[
         Path | None, typer.Option(help="Keep the generated traffic here and reuse it [default: a temporary folder]")
     ] = None,
+    event_ids: Annotated[
+        str,
+        typer.Option(
+            help="End to end: the traffic's event ids, uuid (random, as the event contract advises producers) "
+            "or sequential (the simulator's, which the journal's duplicate index only appends to)"
+        ),
+    ] = "uuid",
     compare: Annotated[
         bool,
         typer.Option(
@@ -92,6 +99,8 @@ def bench(
         raise typer.BadParameter(f"{engine!r}: native, python or both", param_hint="--engine")
     if engine != "both" and not (compare or engine_only_mode or state_size_mode):
         raise typer.BadParameter("only for --compare, --engine-only, --state-size; a server's: --setting engine=...")
+    if event_ids not in e2e.EVENT_IDS:
+        raise typer.BadParameter(f"{event_ids!r}: {' or '.join(e2e.EVENT_IDS)}", param_hint="--event-ids")
     engines = ("native", "python") if engine == "both" else (engine,)
     suffix = "" if engine == "both" else f"-{engine}"
     env = _settings(setting or [])
@@ -151,6 +160,7 @@ def bench(
             duration,
             warmup,
             traffic_dir,
+            event_ids,
             env,
             setting,
             out,
@@ -169,6 +179,7 @@ def _e2e(
     duration: float,
     warmup: float,
     traffic_dir: Path | None,
+    event_ids: str,
     env: dict[str, str],
     setting: list[str] | None,
     out: Path,
@@ -187,6 +198,7 @@ def _e2e(
             duration_s=duration,
             min_events=SUSTAINED_MIN_EVENTS,
             traffic_dir=traffic_dir,
+            event_ids=event_ids,
         )
         if quick:
             options.customers, options.batch, options.concurrency, options.runs = 2_000, 500, 2, 1
@@ -208,11 +220,13 @@ def _e2e(
             runs=runs,
             env=env,
             traffic_dir=traffic_dir,
+            event_ids=event_ids,
         )
         if quick:  # a second and a half of event time: scenarios often enough that some alert at once
             options.events, options.customers, options.runs, options.fraud_rate = 3_000, 1_000, 1, 0.05
         name = "e2e"
     name += (f"-{int(rate)}" if rate else "") + _setting_suffix(setting)
+    name += "-sequential-ids" if event_ids == "sequential" else ""
     shape = f"paced at {options.rate:g}/s" if options.rate else "flat out"
     typer.echo(
         f"{options.runs} run(s): {options.events} events from {options.customers} customers, {shape}...", err=True
