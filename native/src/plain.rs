@@ -4,7 +4,8 @@
 //! Python, cost more than any other step of ingest.
 //!
 //! The look is conservative: it never decides that a value is a card number or an IBAN, only
-//! that none can be in it. Strings must be printable ASCII (so no control character, lone
+//! that none can be in it. A string that is one identifier by shape (a canonical UUID, a hex
+//! hash of a standard length) is plain: both scans skip identifiers. Strings must be printable ASCII (so no control character, lone
 //! surrogate or look-alike character needs reading), and no digit chain in them may be long
 //! enough, or grouped like a card, to hold a PAN: the Luhn check, the networks' prefixes and
 //! the exceptions for identifiers and phone numbers are left to the scan, which runs whenever
@@ -31,6 +32,8 @@ pub struct Rules {
     max_depth: usize,
     /// The magnitude from which a JSON number may be a card number.
     pan_number_floor: u64,
+    /// The lengths of the hex hashes both scans take out as identifiers.
+    hash_lengths: Vec<usize>,
 }
 
 impl Rules {
@@ -40,7 +43,31 @@ impl Rules {
         if !text.iter().all(|c| (0x20..0x7f).contains(c)) {
             return false;
         }
+        if self.is_identifier(text) {
+            return true; // both scans take an identifier out whole: a UUID event id is plain
+        }
         (text.len() < self.min_pan_digits || !self.may_hold_pan(text)) && !self.may_hold_iban(text)
+    }
+
+    /// True if the whole of `text` is one identifier by shape as `ringfence.events.identifiers`
+    /// reads them: a canonical UUID, or a hex hash of a standard length after an optional `0x`.
+    /// Braces, `urn:uuid:` and other text around one are left to the look below.
+    fn is_identifier(&self, text: &[u8]) -> bool {
+        const UUID_HYPHENS: [usize; 4] = [8, 13, 18, 23];
+        if text.len() == 36 {
+            return text.iter().enumerate().all(|(i, c)| {
+                if UUID_HYPHENS.contains(&i) {
+                    *c == b'-'
+                } else {
+                    c.is_ascii_hexdigit()
+                }
+            });
+        }
+        let hex = match text {
+            [b'0', b'x' | b'X', rest @ ..] => rest,
+            _ => text,
+        };
+        self.hash_lengths.contains(&hex.len()) && hex.iter().all(u8::is_ascii_hexdigit)
     }
 
     /// Digit chains as the scan cuts them: digit groups joined by runs of at most
@@ -190,6 +217,7 @@ impl PlainCheck {
         max_separator_run: usize,
         iban_lengths: FxHashMap<String, usize>,
         max_depth: usize,
+        hash_lengths: Vec<usize>,
     ) -> PyResult<Self> {
         let mut lengths = FxHashMap::default();
         for (country, length) in iban_lengths {
@@ -214,6 +242,7 @@ impl PlainCheck {
                 iban_lengths: lengths,
                 max_depth,
                 pan_number_floor,
+                hash_lengths,
             },
         })
     }
@@ -247,6 +276,26 @@ mod tests {
             min_iban: 15,
             max_depth: 32,
             pan_number_floor: 1_000_000_000_000,
+            hash_lengths: vec![32, 40, 56, 64, 96, 128],
+        }
+    }
+
+    #[test]
+    fn a_text_that_is_one_identifier_is_plain_whatever_its_digits_spell() {
+        let mut r = rules();
+        r.iban_lengths.insert(*b"DE", 22);
+        let de = "de893704-0044-0532-0130-00aabbccddee"; // DE89 3704 0044 0532 0130 00, an IBAN
+        assert!(r.plain_text(de.as_bytes()));
+        assert!(r.plain_text(de.to_ascii_uppercase().as_bytes()));
+        let hash = format!("0x{}{}", "de89370400440532013000", "ab".repeat(21));
+        assert!(r.plain_text(hash.as_bytes()));
+        for text in [
+            format!("{de}0"),
+            format!("x{de}"),
+            de.replace('-', "_"),
+            format!("{}{}", "de89370400440532013000", "f".repeat(11)), // 33 hex: no standard length
+        ] {
+            assert!(!r.plain_text(text.as_bytes()), "{text}");
         }
     }
 

@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from ringfence.bench.compare import RUNTIMES, workload
-from ringfence.bench.e2e import Options, queryable_buckets, queryable_within, traffic_file, trigger_ingested_at
+from ringfence.bench.e2e import (
+    Options,
+    queryable_buckets,
+    queryable_within,
+    traffic_file,
+    trigger_ingested_at,
+    uuid_of,
+)
 from ringfence.metrics import Metrics
 
 
@@ -87,10 +94,28 @@ def test_uuid_traffic_is_the_simulators_with_each_event_id_replaced_by_a_uuid_of
         assert {**renamed, "event_id": plain["event_id"]} == plain  # nothing else differs
         assert uuid.UUID(renamed["event_id"]).version == 4
         assert mapping.setdefault(plain["event_id"], renamed["event_id"]) == renamed["event_id"]
+    assert uuid_of("bench1-000000000001") == uuid_of("bench1-000000000001") != uuid_of("bench1-000000000002")
     assert len(set(mapping.values())) == len(mapping)  # distinct ids stay distinct
     assert sorted(mapping.values()) != [mapping[k] for k in sorted(mapping)]  # and lose their order
     with pytest.raises(ValueError, match="event ids 'ulid'"):
         traffic_file(Options(events=10, customers=20, event_ids="ulid"), tmp_path)
+
+
+def test_event_ids_are_refused_outside_end_to_end_runs_and_when_unknown(tmp_path: Path) -> None:
+    cases = (
+        (["--engine-only", "--event-ids", "uuid"], "only for end-to-end runs"),
+        (["--event-ids", "ulid"], "'ulid'"),
+    )
+    for args, problem in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "ringfence", "bench", *args, "--quick", "--out", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert problem in done.stderr
+    assert not list(tmp_path.glob("*.json"))
 
 
 def test_a_sustained_run_measures_a_window_after_its_warm_up_and_stops_sending_there(tmp_path: Path) -> None:

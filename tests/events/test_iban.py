@@ -97,3 +97,37 @@ def test_a_spaced_iban_is_masked_not_rejected_as_a_card_number() -> None:
     assert looks_like_pan(spaced.split(" ", 1)[1])
     ev = validate_event(json.dumps(event("transfer.initiated", channel=spaced)).encode(), time.time())
     assert ev.data["channel"] == mask_ibans(iban("DE", bban))
+
+
+# A real IBAN (DE89 3704 0044 0532 0130 00) spelt by an identifier's hex digits, and random
+# UUIDs whose digits happen to pass an IBAN's check (about one in 760 does)
+DE = "DE89370400440532013000"
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    [
+        "de893704-0044-0532-0130-00aabbccddee",
+        "2be893f4-56b3-4574-9617-2adf654d479a",
+        "721AC1AD-09E7-4660-A888-44B63605C5CD",
+        "{65e92f10-6de6-4910-ac83-870407bbf495}",
+        "urn:uuid:65e92f10-6de6-4910-ac83-870407bbf495",
+        "ab" + DE + "0" * 40,  # a SHA-256 in hex
+        "0x" + DE + "f" * 10,  # an MD5, 0x and all
+    ],
+)
+def test_an_identifier_by_shape_is_no_iban_and_an_event_keeps_it_as_sent(identifier: str) -> None:
+    assert mask_ibans(identifier) == identifier
+    assert mask_strings({"ref": identifier}) == {"ref": identifier}
+    stored = validate_event(json.dumps(event(event_id=identifier)).encode(), time.time())
+    assert stored.event_id == identifier
+
+
+def test_an_iban_beside_an_identifier_or_in_text_shaped_almost_like_one_is_still_masked() -> None:
+    uuid = "2be893f4-56b3-4574-9617-2adf654d479a"
+    assert mask_ibans(f"{uuid} {GB}") == f"{uuid} {MASKED_GB}"
+    assert mask_ibans(f"{GB}/{uuid}") == f"{MASKED_GB}/{uuid}"
+    # glued to a letter, or a hex run of no standard length, it is text, and scanned as text
+    assert mask_ibans("x" + uuid) == "x2be**********5749617-2adf654d479a"
+    assert mask_ibans("ab" + DE + "0" * 39) != "ab" + DE + "0" * 39
+    assert mask_ibans("de893704-0044-0532-0130-00aabbccdde") != "de893704-0044-0532-0130-00aabbccdde"

@@ -70,6 +70,12 @@ PIECES = (
     + [i.lower() for i in IBANS]
     + [c[:k] for c in CARDS for k in (6, 12)]
     + ["0" * 13, "9" * 12, "+44 7700 900123", "004915123456789", "d5523376-e683-40b0-b630-172501440767"]
+    # identifiers by shape whose hex digits pass an IBAN's check, or spell one
+    + [
+        "2be893f4-56b3-4574-9617-2adf654d479a",
+        "de893704-0044-0532-0130-00aabbccddee",
+        "0xab" + "DE89370400440532013000" + "0" * 40,
+    ]
     + ["GB", "DE", "gb82", "WEST", "tok_", "cus_", "card", "x", "\u200b", "\u00a0", "\uff14", "\u0664", "\t", "\x7f"]
 )
 hostile_text = st.lists(
@@ -231,3 +237,22 @@ def test_without_the_core_nothing_is_plain_and_validation_still_scans(monkeypatc
     )
     with pytest.raises(EventError, match="card number"):
         validate_event(raw, NOW)
+
+
+def test_an_identifier_by_shape_is_plain_whole_so_uuid_event_ids_stay_on_the_fast_path() -> None:
+    """The scan takes UUIDs and standard hex hashes out (``events.identifiers``); a text that is
+    one, whatever its hex digits spell, is plain. One with anything around it gets the usual look."""
+    for identifier in (
+        "2be893f4-56b3-4574-9617-2adf654d479a",
+        "DE893704-0044-0532-0130-00AABBCCDDEE",
+        "0X" + "ab" + "DE89370400440532013000" + "0" * 40,
+        "de89370400440532013000" + "f" * 10,
+    ):
+        assert plain(identifier), identifier
+        assert scan(identifier, "x", []) == identifier
+    for text in (
+        "de893704-0044-0532-0130-00aabbccddee0",
+        "de89370400440532013000" + "f" * 11,
+        "de89 3704 0044 0532 0130 00",
+    ):
+        assert not plain(text), text

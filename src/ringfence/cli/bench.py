@@ -53,12 +53,12 @@ def bench(
         Path | None, typer.Option(help="Keep the generated traffic here and reuse it [default: a temporary folder]")
     ] = None,
     event_ids: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="End to end: the traffic's event ids, uuid (random, as the event contract advises producers) "
-            "or sequential (the simulator's, which the journal's duplicate index only appends to)"
+            "or sequential (the simulator's, which the journal's duplicate index only appends to) [default: uuid]"
         ),
-    ] = "uuid",
+    ] = None,
     compare: Annotated[
         bool,
         typer.Option(
@@ -99,8 +99,9 @@ def bench(
         raise typer.BadParameter(f"{engine!r}: native, python or both", param_hint="--engine")
     if engine != "both" and not (compare or engine_only_mode or state_size_mode):
         raise typer.BadParameter("only for --compare, --engine-only, --state-size; a server's: --setting engine=...")
-    if event_ids not in e2e.EVENT_IDS:
-        raise typer.BadParameter(f"{event_ids!r}: {' or '.join(e2e.EVENT_IDS)}", param_hint="--event-ids")
+    if event_ids is not None and (chosen or event_ids not in e2e.EVENT_IDS):
+        problem = "only for end-to-end runs" if chosen else f"{event_ids!r}: {' or '.join(e2e.EVENT_IDS)}"
+        raise typer.BadParameter(problem, param_hint="--event-ids")
     engines = ("native", "python") if engine == "both" else (engine,)
     suffix = "" if engine == "both" else f"-{engine}"
     env = _settings(setting or [])
@@ -160,7 +161,7 @@ def bench(
             duration,
             warmup,
             traffic_dir,
-            event_ids,
+            event_ids or "uuid",
             env,
             setting,
             out,

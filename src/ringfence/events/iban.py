@@ -1,7 +1,8 @@
 """IBANs in text (ISO 13616): found in any case, with runs of separators (any punctuation,
 symbol, space or invisible character), in full-width or other compatibility forms, with
 Cyrillic or Greek letters that look like Latin ones, even glued to other characters, and told
-from look-alikes by the country's length and the mod-97 check digits.
+from look-alikes by the country's length and the mod-97 check digits. Nothing that overlaps
+an identifier by shape (a UUID, a hex hash: ``events.identifiers``) is an IBAN.
 
 Each character is read as one character (:func:`_reading`, cached per code point), so the
 text is searched in one linear pass and an IBAN is masked in place, the rest left as sent.
@@ -13,6 +14,7 @@ import re
 import string
 import unicodedata
 
+from ringfence.events.identifiers import identifier_spans
 from ringfence.events.reading import ReadingTable
 
 # IBAN length per country: SWIFT's IBAN registry, plus the countries that issue IBANs outside it.
@@ -97,6 +99,7 @@ def iban_spans(text: str) -> list[tuple[int, int, str]]:
     reading = text if text.isascii() and text.isalnum() else text.translate(_READER)
     found: list[tuple[int, int, str]] = []
     end = 0
+    identifiers: list[tuple[int, int]] | None = None  # found once a candidate needs them
     for match in _START.finditer(reading):
         if match.start() < end:
             continue
@@ -106,6 +109,10 @@ def iban_spans(text: str) -> list[tuple[int, int, str]]:
         shaped = _SHAPES[length].match(reading, match.start())
         if shaped is None:
             continue
+        if identifiers is None:
+            identifiers = identifier_spans(text)  # the reading has a character for each of text's
+        if any(start < shaped.end() and shaped.start() < stop for start, stop in identifiers):
+            continue  # an id's hex digits (events.identifiers), not an account number
         compact = _NOT_ALNUM.sub("", shaped.group())
         if iban_valid(compact):
             found.append((match.start(), shaped.end(), compact))

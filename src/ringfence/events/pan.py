@@ -30,6 +30,7 @@ import sys
 import unicodedata
 from collections.abc import Iterator
 
+from ringfence.events.identifiers import IDENTIFIER, is_identifier
 from ringfence.events.reading import ReadingTable
 
 MIN_PAN_DIGITS, MAX_PAN_DIGITS = 13, 19
@@ -92,17 +93,7 @@ _INVISIBLE_RUN = re.compile(f"{_INVISIBLE}+")
 _CHAIN = re.compile(rf"(?<![0-9])[0-9](?:[0-9]|{_SEP}{{1,{MAX_SEPARATOR_RUN}}}+(?=[0-9])){{12,}}+")
 _SEPARATOR_RUN = re.compile(f"{_SEP}+")
 
-# Identifiers by shape, taken out of the text before the scan: canonical UUIDs (any case, in
-# braces or after ``urn:uuid:`` too, since those are separators) and hex hashes of the standard
-# lengths (MD5 to SHA-512), bounded by characters that are no letter nor digit.
-_HASH_LENGTHS = frozenset({32, 40, 56, 64, 96, 128})
-_IDENTIFIER = re.compile(
-    r"(?<![0-9A-Za-z])(?:"
-    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-    r"|(?:0[xX])?(?P<hex>[0-9A-Fa-f]{32,128}+)"
-    r")(?![0-9A-Za-z])"
-)
-_NEUTRAL = "x"  # what an identifier is read as: neither a digit nor a separator
+_NEUTRAL = "x"  # what an identifier (events.identifiers) is read as: neither a digit nor a separator
 
 
 def luhn_valid(digits: str) -> bool:
@@ -203,10 +194,9 @@ def _without_identifiers(text: str) -> str:
     """``text`` with its UUIDs and standard-length hex hashes each read as one neutral letter."""
 
     def neutral(match: re.Match[str]) -> str:
-        hex_digits = match.group("hex")
-        return match.group() if hex_digits is not None and len(hex_digits) not in _HASH_LENGTHS else _NEUTRAL
+        return _NEUTRAL if is_identifier(match) else match.group()
 
-    return _IDENTIFIER.sub(neutral, text)
+    return IDENTIFIER.sub(neutral, text)
 
 
 def _digit_groups(text: str) -> Iterator[list[str]]:

@@ -16,6 +16,7 @@ from ringfence.errors import FieldError
 from ringfence.events import pan
 from ringfence.events.controls import data_fault
 from ringfence.events.iban import IBAN_LENGTHS, mask_account, mask_ibans
+from ringfence.events.identifiers import HASH_LENGTHS
 from ringfence.events.pan import MIN_PAN_DIGITS, looks_like_pan, luhn_valid, number_is_pan
 
 if TYPE_CHECKING:
@@ -115,7 +116,10 @@ def plain_check() -> PlainCheck | None:
         return None
     groupings = [list(g) for g in sorted(pan.CARD_GROUPINGS)]
     digits = (pan.MIN_PAN_DIGITS, pan.MAX_PAN_DIGITS)
-    return PlainCheck(groupings, digits, pan.PAN_NUMBERS[0], pan.MAX_SEPARATOR_RUN, IBAN_LENGTHS, MAX_DATA_DEPTH)
+    hashes = sorted(HASH_LENGTHS)
+    return PlainCheck(
+        groupings, digits, pan.PAN_NUMBERS[0], pan.MAX_SEPARATOR_RUN, IBAN_LENGTHS, MAX_DATA_DEPTH, hashes
+    )
 
 
 def plain(value: Any) -> bool:
