@@ -5,8 +5,9 @@
 //!
 //! The look is conservative: it never decides that a value is a card number or an IBAN, only
 //! that none can be in it. A string that is one identifier by shape (a canonical UUID, a hex
-//! hash of a standard length) is plain: both scans skip identifiers. Strings must be printable ASCII (so no control character, lone
-//! surrogate or look-alike character needs reading), and no digit chain in them may be long
+//! hash of a standard length) is plain: both scans skip identifiers. Other strings must be
+//! printable ASCII (so no control character, lone surrogate or look-alike character needs
+//! reading), and no digit chain in them may be long
 //! enough, or grouped like a card, to hold a PAN: the Luhn check, the networks' prefixes and
 //! the exceptions for identifiers and phone numbers are left to the scan, which runs whenever
 //! this says no. No run of letters and digits may start like an IBAN of a known country and be

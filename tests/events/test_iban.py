@@ -131,3 +131,20 @@ def test_an_iban_beside_an_identifier_or_in_text_shaped_almost_like_one_is_still
     assert mask_ibans("x" + uuid) == "x2be**********5749617-2adf654d479a"
     assert mask_ibans("ab" + DE + "0" * 39) != "ab" + DE + "0" * 39
     assert mask_ibans("de893704-0044-0532-0130-00aabbccdde") != "de893704-0044-0532-0130-00aabbccdde"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\uff33\uff25" + "4550000000058398257466" + "0" * 10,  # full-width SE glued to 32 digits
+        "\u0405\u0415" + "4550000000058398257466" + "0" * 10,  # Cyrillic look-alikes of SE
+        "\uff32\uff35" + "0204452560040702810412345678901a",  # full-width RU
+        "SE4550000000058398257466" + "0" * 10,
+    ],
+)
+def test_a_run_glued_to_a_letter_as_the_search_reads_it_is_no_identifier(text: str) -> None:
+    """An identifier must stand apart in the reading too, not only in the text as sent: a
+    look-alike or full-width letter before a run of hex digits makes it text, and its IBAN is masked."""
+    masked = mask_ibans(text)
+    assert masked != text
+    assert "*" * 10 in masked

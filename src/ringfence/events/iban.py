@@ -110,7 +110,7 @@ def iban_spans(text: str) -> list[tuple[int, int, str]]:
         if shaped is None:
             continue
         if identifiers is None:
-            identifiers = identifier_spans(text)  # the reading has a character for each of text's
+            identifiers = _standing_apart(identifier_spans(text), reading)
         if any(start < shaped.end() and shaped.start() < stop for start, stop in identifiers):
             continue  # an id's hex digits (events.identifiers), not an account number
         compact = _NOT_ALNUM.sub("", shaped.group())
@@ -118,6 +118,17 @@ def iban_spans(text: str) -> list[tuple[int, int, str]]:
             found.append((match.start(), shaped.end(), compact))
             end = shaped.end()
     return found
+
+
+def _standing_apart(spans: list[tuple[int, int]], reading: str) -> list[tuple[int, int]]:
+    """The identifiers found in the text as sent that stand apart as the search reads it too (the
+    reading has a character for each of the text's): a full-width or look-alike letter glued
+    to one is a letter here, so the run is text, searched like any other."""
+
+    def letter_or_digit(at: int) -> bool:
+        return 0 <= at < len(reading) and reading[at].isascii() and reading[at].isalnum()
+
+    return [(start, stop) for start, stop in spans if not letter_or_digit(start - 1) and not letter_or_digit(stop)]
 
 
 def mask_account(value: str) -> str:
