@@ -97,11 +97,15 @@ def test_the_data_dir_is_0700_and_every_file_0600_whatever_the_umask_or_an_exist
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
-    modes = {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in data_dir.iterdir()}
+    modes = {str(p.relative_to(data_dir)): oct(stat.S_IMODE(p.stat().st_mode)) for p in data_dir.rglob("*")}
     assert {"journal.sqlite3", "store.sqlite3", "processor.lock", "audit.key", "store.sqlite3-audit-anchor"} <= set(
         modes
     )
-    assert set(modes.values()) == {"0o600"}, modes
+    indexes = [p for p in data_dir.glob("journal-*.dedup") if p.is_dir()]  # RocksDB's, made in the umask's mode
+    assert indexes
+    assert all(any(p.iterdir()) for p in indexes)
+    assert {m for name, m in modes.items() if (data_dir / name).is_dir()} == {"0o700"}, modes
+    assert {m for name, m in modes.items() if not (data_dir / name).is_dir()} == {"0o600"}, modes
     assert "was open to group or others (mode 755); made it 700" in made.stderr
 
 

@@ -40,15 +40,22 @@ def write_legacy_journal(path: Path, partitions: int, events: list[tuple[Event, 
 def append_batches(path: str, first: int, last: int, prefix: str, acked: str, segment_s: float) -> None:
     """In a child process: append batches ``first``..``last`` (10 events each, ids
     ``<prefix>-<batch>-<n>``) one at a time, each with the wall clock's ingest time, and write
-    each batch's number to ``acked`` once its append returned (the producer's acknowledgement)."""
+    each batch's number to ``acked`` once its append returned (the producer's acknowledgement);
+    a batch refused while another writer has the duplicate index open is sent again."""
     import time
 
+    from ringfence.runtimes.embedded.dedup_index import IndexHeld
     from ringfence.runtimes.embedded.journal import SqliteLog
     from tests.helpers.factories import ev
 
     log = SqliteLog(Path(path), 2, segment_s=segment_s)
     with open(acked, "a", encoding="utf-8") as out:
         for batch in range(first, last + 1):
-            log.append([ev(event_id=f"{prefix}-{batch}-{n}") for n in range(10)], time.time())
+            while True:
+                try:
+                    log.append([ev(event_id=f"{prefix}-{batch}-{n}") for n in range(10)], time.time())
+                    break
+                except IndexHeld:  # another writer has the duplicate index open: a 503, sent again
+                    time.sleep(0.05)
             out.write(f"{batch}\n")
             out.flush()

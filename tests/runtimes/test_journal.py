@@ -102,6 +102,11 @@ def files(tmp_path: Path) -> list[str]:
     return sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("j-") and p.suffix == ".db")
 
 
+def indexes(tmp_path: Path) -> list[str]:
+    """The segments' duplicate indexes (directories)."""
+    return sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("j-") and p.suffix == ".dedup")
+
+
 def sidecars(tmp_path: Path) -> set[str]:
     return {p.name for p in tmp_path.iterdir() if p.name.startswith("j-") and p.suffix != ".db"}
 
@@ -385,8 +390,10 @@ def test_a_sweep_leaves_a_segment_being_freed_to_its_thread_and_a_failed_one_is_
         release.set()
         log.settle()
     assert "deleting dropped journal segment j-000000000001.db failed" in caplog.text
-    assert calls == ["j-000000000001.db", "j-000000000002.db"]  # each once, on the freeing thread
+    # each once, on the freeing thread: a segment's file, then its duplicate index
+    assert calls == ["j-000000000001.db", "j-000000000001.dedup", "j-000000000002.db", "j-000000000002.dedup"]
     assert files(tmp_path) == ["j-000000000001.db", "j-000000000003.db"]
+    assert indexes(tmp_path) == ["j-000000000003.dedup"]
     log.delete_older_than(ingested_before=9999.0, processed_up_to=3, max_rows=1)  # its sweep tries again
     log.settle()
     assert files(tmp_path) == ["j-000000000003.db"]

@@ -63,8 +63,10 @@ def test_kill_9_at_any_moment_keeps_every_acknowledged_event_once(tmp_path: Path
     check_journal(path, {f"e-{b}-{n}" for b in range(BATCHES) for n in range(10)})
 
 
-def test_two_writers_at_once_never_share_an_offset(tmp_path: Path) -> None:
-    """A worker left over from a killed server may append while its successor does."""
+def test_two_writers_at_once_never_share_an_offset_and_each_gets_its_turn(tmp_path: Path) -> None:
+    """A worker left over from a killed server may append while its successor starts: the one
+    without the duplicate index is refused until the other lets go of it (exits), and sends
+    again; every event of both lands once."""
     path = tmp_path / "journal.sqlite3"
     SqliteLog(path, 2).close()
     spawn = multiprocessing.get_context("spawn")

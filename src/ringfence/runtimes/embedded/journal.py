@@ -15,18 +15,25 @@ its own, its blocks freed a step at a time (every fsync on the disk waits while 
 are freed). Each segment's duplicate index spans its own records only: a span's, not the whole
 retention's.
 
-Duplicates: a unique index on (source, event_id) in each segment, and each append also looks
-its events up in the segment before the one it writes. An event is therefore found to be a
-duplicate whenever it comes again within ``segment_s`` of its first ingest (its first copy is
-in the same segment or the one before); later than that, only while its first copy is still in
-one of those two.
+Duplicates: each segment has a duplicate index of (source, event_id), a RocksDB database beside
+its file (:mod:`ringfence.runtimes.embedded.dedup_index`, written after the journal's commit and
+caught up from it when opened), and each append looks its events up in the index of the segment
+it writes and of the one before. An event is therefore found to be a duplicate whenever it comes
+again within ``segment_s`` of its first ingest (its first copy is in the same segment or the one
+before); later than that, only while its first copy is still in one of those two.
+
+A segment written before those indexes carries SQLite's unique index on (source, event_id)
+instead: appends never go to one again (the first append opens a new segment, or drops the
+index of an empty one), and it is searched through that index while it is the one before.
 
 A journal written before segments (its records in the main file's ``journal`` table) is read
 as the oldest segment: new records go to segment files, and retention deletes the old table's
 rows a slice at a time until it is empty.
 
 One writer at a time: appends hold a lock file, so a worker left over from a killed server
-cannot interleave its appends with its successor's.
+cannot interleave its appends with its successor's. A process keeps the duplicate indexes it
+appends with open, and RocksDB lets one process open each: an appender of another process
+retries for ``dedup_index.OPEN_WAIT_S`` (the lock file let go meanwhile), then fails.
 """
 
 from __future__ import annotations
@@ -36,9 +43,11 @@ import fcntl
 import logging
 import os
 import queue
+import random
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,14 +59,17 @@ from ringfence.errors import StoreError
 from ringfence.events.model import Event, StoredEvent
 from ringfence.log.base import Record, partition_of_key, stored_event
 from ringfence.private_files import SQLITE_SIDECARS, private_file
+from ringfence.runtimes.embedded import dedup_index
+from ringfence.runtimes.embedded.dedup_index import SegmentIndex, index_path
 from ringfence.store.connection import connect
 from ringfence.store.retention import delete_oldest
 
 log = logging.getLogger("ringfence.journal")
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 3: segments without SQLite's duplicate index (older code must not append)
 SEGMENT_S = 3600.0  # ingest time a segment spans: the duplicate window, and retention's granularity
 PROBE_CHUNK = 400  # (source, event_id) pairs an IN list holds: 800 bound values
+HELD_RETRY_S = 0.05  # an append waiting for another process to let go of a duplicate index
 OPEN_SEGMENTS = 3  # segment files a thread keeps open (the newest, the one before, one read)
 DROPS_PER_CALL = 4  # segments a retention call unlists at most (each an fsync'd delete in the main file)
 # A dropped segment's blocks are freed a step at a time: ext4 frees a file's blocks in its
@@ -65,7 +77,7 @@ DROPS_PER_CALL = 4  # segments a retention call unlists at most (each an fsync'd
 # 8 MiB steps 50 ms apart kept their p99 under 3 ms).
 FREE_STEP_BYTES = 8 << 20
 FREE_PAUSE_S = 0.05
-_ROW = "offset, partition, source, event_id, ingested_at, body"
+_INSERT = "INSERT INTO journal (offset, partition, source, event_id, ingested_at, body) VALUES (?, ?, ?, ?, ?, ?)"
 _RECORD = """
     partition INTEGER NOT NULL,
     source TEXT NOT NULL,
@@ -73,7 +85,9 @@ _RECORD = """
     ingested_at REAL NOT NULL,
     body BLOB NOT NULL
 """
-_UNIQUE = "CREATE UNIQUE INDEX IF NOT EXISTS journal_event_id ON journal (source, event_id);"
+# SQLite's duplicate index: the old table's, and that of segments written before dedup_index
+_UNIQUE_NAME = "journal_event_id"
+_UNIQUE = f"CREATE UNIQUE INDEX IF NOT EXISTS {_UNIQUE_NAME} ON journal (source, event_id);"
 # the main file: the segments' list, and the records of a journal written before segments
 _MAIN_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS journal (offset INTEGER PRIMARY KEY AUTOINCREMENT, {_RECORD});
@@ -84,7 +98,6 @@ CREATE TABLE IF NOT EXISTS segments (first_offset INTEGER PRIMARY KEY, opened_at
 # a segment: offsets given by the appender; the newest ingest time held, for retention
 _SEGMENT_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS journal (offset INTEGER PRIMARY KEY, {_RECORD});
-{_UNIQUE}
 CREATE TABLE IF NOT EXISTS newest (one INTEGER PRIMARY KEY CHECK (one = 1), ingested_at REAL NOT NULL);
 """
 
@@ -123,6 +136,12 @@ class SqliteLog:
         self._segment_name = re.compile(
             rf"{re.escape(path.stem)}-(\d{{12}}){re.escape(path.suffix)}({'|'.join(SQLITE_SIDECARS)})?", re.ASCII
         )
+        self._index_name = re.compile(
+            rf"{re.escape(path.stem)}-(\d{{12}}){re.escape(dedup_index.SUFFIX)}({re.escape(dedup_index.STALE)}-\d+)?",
+            re.ASCII,
+        )
+        self._indexes: dict[int, SegmentIndex] = {}  # the appender's, by segment: the newest two
+        self._unique: dict[Path, bool] = {}  # whether a segment file carries SQLite's index
         self._writing = threading.Lock()
         self._writer_lock: int | None = None  # the lock file's descriptor, opened by the first append
         conn = self._main()
@@ -262,13 +281,22 @@ class SqliteLog:
         """:meth:`append` of events already in their stored form (ingest's)."""
         if self.read_only:
             raise StoreError("a read-only journal appends nothing")
-        with self._writing:
-            lock = self._writer_fd()
-            fcntl.flock(lock, fcntl.LOCK_EX)  # waits for an appender in another process
-            try:
-                return self._append(events, ingested_at)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        deadline = time.monotonic() + dedup_index.OPEN_WAIT_S
+        while True:
+            with self._writing:
+                lock = self._writer_fd()
+                fcntl.flock(lock, fcntl.LOCK_EX)  # waits for an appender in another process
+                try:
+                    return self._append(events, ingested_at)
+                except dedup_index.IndexHeld:
+                    # let go of those this journal holds, so two appenders holding one each
+                    # cannot wait on each other
+                    self._release_indexes(set())
+                    if time.monotonic() > deadline:
+                        raise
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+            time.sleep(HELD_RETRY_S * (1 + random.random()))  # nosec # noqa: S311 - jitter; without the lock
 
     def _writer_fd(self) -> int:
         """The lock file appenders hold (a descriptor each: the lock is the process's)."""
@@ -281,35 +309,164 @@ class SqliteLog:
         segments = self.segments()
         writable, head = self._writable(segments, ingested_at)
         before = [s for s in segments if s.first < writable.first][-1:]
+        self._release_indexes({writable.first, *(s.first for s in before)})
         conn = self._conn(writable)
         if conn is None:
             raise StoreError(f"journal segment {writable.path} is missing")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            seen_before = self._found(before[0], events) if before else set()
-            offsets = self._append_new(conn, head + 1, events, ingested_at, seen_before)
-            conn.execute(
-                "INSERT INTO newest VALUES (1, ?) ON CONFLICT (one) DO UPDATE SET ingested_at = "
-                "max(ingested_at, excluded.ingested_at)",
-                (ingested_at,),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        keys = [dedup_index.key(source, event_id) for event_id, source, _, _ in events]
+        index = self._index(writable)
+        seen = self._holding(writable, index, keys)
+        if before:
+            seen |= self._held_before(before[0], events, keys)
+        offsets, rows, added = self._new_rows(head + 1, events, keys, ingested_at, seen)
+        if rows:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_INSERT, rows)
+                conn.execute(
+                    "INSERT INTO newest VALUES (1, ?) ON CONFLICT (one) DO UPDATE SET ingested_at = "
+                    "max(ingested_at, excluded.ingested_at)",
+                    (ingested_at,),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self._index_appended(index, added, rows[-1][0])
         return offsets
+
+    @staticmethod
+    def _new_rows(
+        first: int, events: list[StoredEvent], keys: list[bytes], ingested_at: float, seen: set[bytes]
+    ) -> tuple[list[int | None], list[tuple[int, int, str, str, float, bytes]], list[bytes]]:
+        """Each event's offset (None: a duplicate, of a stored record or of one before it in
+        ``events``), the rows to insert from offset ``first``, and their index keys."""
+        offsets: list[int | None] = []
+        rows: list[tuple[int, int, str, str, float, bytes]] = []
+        added: list[bytes] = []
+        taken = set(seen)
+        for (event_id, source, partition, body), k in zip(events, keys, strict=True):
+            if k in taken:
+                offsets.append(None)
+                continue
+            taken.add(k)
+            offsets.append(first + len(rows))
+            rows.append((first + len(rows), partition, source, event_id, ingested_at, body))
+            added.append(k)
+        return offsets, rows, added
+
+    def _index_appended(self, index: SegmentIndex, keys: list[bytes], last: int) -> None:
+        """Index the records just committed. Should that fail, they are still stored: the index
+        is closed, and the next append opens it again and indexes them from the journal."""
+        try:
+            index.add(keys, last)
+        except Exception as error:  # rocksdict raises Exception for RocksDB's errors
+            log.error("indexing appended records failed (%s); the next append indexes them again", error)
+            dedup_index.discard(index)
+
+    def _index(self, segment: Segment) -> SegmentIndex:
+        """The duplicate index of ``segment`` (a file without SQLite's index): opened by this
+        appender and caught up with the segment's records; made again from them if it is ahead
+        of them (records a power cut took from the journal, without full sync) or damaged."""
+        index = self._indexes.get(segment.first)
+        if index is not None and not index.closed:
+            return index
+        conn = self._conn(segment)
+        if segment.path is None or conn is None:
+            raise StoreError(f"journal segment {segment.path} is missing")
+        path = index_path(segment.path)
+        try:
+            index = dedup_index.open_index(path)
+        except dedup_index.IndexHeld:
+            raise
+        except StoreError as error:
+            log.warning("%s; made again from its segment", error)
+            with contextlib.suppress(FileNotFoundError):
+                dedup_index.move_aside(path)
+            index = dedup_index.open_index(path)
+        try:
+            last = max(self._segment_head(conn), segment.first - 1)
+            if index.covered() > last:
+                log.warning("the duplicate index of %s is ahead of its segment; made again", segment.path.name)
+                index = dedup_index.rebuild(index)
+            covered = index.covered()
+            if covered < last:
+                records = conn.execute(
+                    "SELECT offset, source, event_id FROM journal WHERE offset > ? ORDER BY offset", (covered,)
+                )
+                caught = index.catch_up(records, last)
+                if caught:  # an append cut short between the two writes, or the index's tail lost
+                    log.info("indexed %d records of %s its duplicate index lacked", caught, segment.path.name)
+        except BaseException:
+            dedup_index.release(index)
+            raise
+        self._indexes[segment.first] = index
+        return index
+
+    def _holding(self, segment: Segment, index: SegmentIndex, keys: list[bytes]) -> set[bytes]:
+        """Which of ``keys`` ``segment``'s index holds. Should RocksDB fail to read it, the
+        index is moved aside and this append fails: the next one makes it again from the
+        segment, rather than every append failing on a damaged index."""
+        try:
+            return index.holding(keys)
+        except StoreError:
+            raise
+        except Exception as error:  # rocksdict raises Exception for RocksDB's errors
+            self._indexes.pop(segment.first, None)
+            dedup_index.discard(index)
+            self._changed()
+            if segment.path is not None and segment in self.segments():
+                log.error("reading the duplicate index of %s failed (%s); made again", segment.path.name, error)
+                with contextlib.suppress(FileNotFoundError):
+                    dedup_index.move_aside(index.path)
+            raise StoreError(f"the journal's duplicate index {index.path.name} could not be read: {error}") from error
+
+    def _release_indexes(self, keep: set[int]) -> None:
+        """Let go of the indexes of segments appends no longer look in."""
+        for first in [f for f in self._indexes if f not in keep]:
+            dedup_index.release(self._indexes.pop(first))
+
+    def _held_before(self, segment: Segment, events: list[StoredEvent], keys: list[bytes]) -> set[bytes]:
+        """Which of ``keys`` the segment before the written one holds: none once retention
+        dropped it (which it does only with a retention shorter than a span or two)."""
+        try:
+            if self._has_unique(segment):
+                found = self._found(segment, events)
+                return {
+                    k for (event_id, source, _, _), k in zip(events, keys, strict=True) if (source, event_id) in found
+                }
+            return self._holding(segment, self._index(segment), keys)
+        except StoreError:
+            self._changed()
+            if segment in self.segments():
+                raise
+            return set()
+
+    def _has_unique(self, segment: Segment) -> bool:
+        """Whether ``segment`` carries SQLite's duplicate index (written before dedup_index)."""
+        if segment.path is None:
+            return True
+        known = self._unique.get(segment.path)
+        if known is None:
+            rows = self._rows(segment, "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (_UNIQUE_NAME,))
+            known = self._unique[segment.path] = bool(rows)
+        return known
 
     def _writable(self, segments: list[Segment], ingested_at: float) -> tuple[Segment, int]:
         """The segment appends go to, and the journal's head (steady: the caller is the one
-        appender): the newest file, or a new one once it has held records for ``segment_s`` (or
-        when there is none yet). A new file is made before it is listed, so a crash between the
-        two leaves a file no reader knows of, used again by the next try."""
+        appender): the newest file, or a new one once it has held records for ``segment_s``, or
+        holds records and carries SQLite's duplicate index (or when there is none yet; an empty
+        one with SQLite's index loses it). A new file is made before it is listed, so a crash
+        between the two leaves a file no reader knows of, used again by the next try."""
         files = [s for s in segments if s.path is not None]
         head = self._head(segments)
         if files:
             newest = files[-1]
-            if head < newest.first or ingested_at - newest.opened_at < self.segment_s:
+            empty = head < newest.first
+            if empty and self._has_unique(newest):
+                self._drop_unique(newest)
+            if empty or (ingested_at - newest.opened_at < self.segment_s and not self._has_unique(newest)):
                 return newest, head
         path = self.segment_path(head + 1)
         segment = Segment(head + 1, ingested_at, path)
@@ -320,8 +477,16 @@ class SqliteLog:
         self._changed()
         return segment, head
 
+    def _drop_unique(self, segment: Segment) -> None:
+        """An empty segment written before dedup_index: its SQLite index goes, appends fill it."""
+        conn = self._conn(segment)
+        if conn is not None:
+            conn.execute(f"DROP INDEX IF EXISTS {_UNIQUE_NAME}")
+        if segment.path is not None:
+            self._unique[segment.path] = False
+
     def _found(self, segment: Segment, events: list[StoredEvent]) -> set[tuple[str, str]]:
-        """Which of ``events`` ``segment`` holds, by (source, event_id)."""
+        """Which of ``events`` ``segment`` holds, by (source, event_id), through SQLite's index."""
         keys = list(dict.fromkeys((source, event_id) for event_id, source, _, _ in events))
         found: set[tuple[str, str]] = set()
         for start in range(0, len(keys), PROBE_CHUNK):
@@ -337,67 +502,6 @@ class SqliteLog:
             )
             found.update((str(s), str(e)) for s, e in rows)
         return found
-
-    def _append_new(
-        self,
-        conn: sqlite3.Connection,
-        first: int,
-        events: list[StoredEvent],
-        ingested_at: float,
-        seen_before: set[tuple[str, str]],
-    ) -> list[int | None]:
-        """Nearly every batch holds no duplicate: its rows go in with one statement at the offsets
-        after the head, which is half the CPU of a statement per event. Should the unique index
-        skip one (a duplicate in this segment), the statement is undone and the events are
-        looked up one at a time, so no offset is skipped. ``first``: the head's next offset."""
-        offsets: list[int | None] = []
-        rows: list[tuple[int, int, str, str, float, bytes]] = []
-        keys = set(seen_before)
-        for event_id, source, partition, body in events:
-            key = (source, event_id)
-            if key in keys:
-                offsets.append(None)
-                continue
-            keys.add(key)
-            offsets.append(first + len(rows))
-            rows.append((first + len(rows), partition, source, event_id, ingested_at, body))
-        conn.execute("SAVEPOINT batch")
-        before = conn.total_changes
-        conn.executemany(f"INSERT OR IGNORE INTO journal ({_ROW}) VALUES (?, ?, ?, ?, ?, ?)", rows)  # noqa: S608 - fixed columns
-        if conn.total_changes - before == len(rows):
-            conn.execute("RELEASE batch")
-            return offsets
-        conn.execute("ROLLBACK TO batch")
-        conn.execute("RELEASE batch")
-        return self._append_each(conn, events, ingested_at, seen_before, first)
-
-    def _append_each(
-        self,
-        conn: sqlite3.Connection,
-        events: list[StoredEvent],
-        ingested_at: float,
-        seen_before: set[tuple[str, str]],
-        first: int,
-    ) -> list[int | None]:
-        offsets: list[int | None] = []
-        next_offset = first
-        for event_id, source, partition, body in events:
-            key = (source, event_id)
-            if key in seen_before:
-                offsets.append(None)
-                continue
-            # NOT EXISTS rather than OR IGNORE: a refused insert must not consume an offset
-            cur = conn.execute(
-                f"INSERT INTO journal ({_ROW}) SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "  # nosec # noqa: S608 - fixed columns
-                "(SELECT 1 FROM journal WHERE source = ? AND event_id = ?)",
-                (next_offset, partition, source, event_id, ingested_at, body, *key),
-            )
-            if cur.rowcount == 1:
-                offsets.append(next_offset)
-                next_offset += 1
-            else:
-                offsets.append(None)
-        return offsets
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -539,19 +643,31 @@ class SqliteLog:
         conn = self._conns().pop(path, None)
         if conn is not None:
             conn.close()
+        index = index_path(path)
+        # an appender of this process lets go; one in another process finds its reads failing
+        # and, the segment unlisted, takes it for holding nothing (_held_before)
+        dedup_index.close_path(index)
         self._freer.delete(path)
+        self._freer.delete(index)
 
     def settle(self) -> None:
         """Wait until the files of dropped segments are deleted."""
         self._freer.settle()
 
     def _sweep(self, segments: list[Segment]) -> None:
-        """Delete segment files older than every listed one (a drop a crash cut short). A file
-        newer than the oldest listed may be one an append is making, so it is left alone."""
+        """Delete segment files and indexes older than every listed one (a drop a crash cut
+        short). A file newer than the oldest listed may be one an append is making, so it is left
+        alone."""
         files = [s for s in segments if s.path is not None]
         if not files:
             return
         for found in self.path.parent.glob(f"{self.path.stem}-*"):
+            index = self._index_name.fullmatch(found.name)
+            if index is not None:
+                if index[2] is not None or int(index[1]) < files[0].first:  # moved aside, or dropped
+                    dedup_index.close_path(found)
+                    self._freer.delete(found)
+                continue
             named = self._segment_name.fullmatch(found.name)
             if named is None or int(named[1]) >= files[0].first:
                 continue
@@ -562,13 +678,15 @@ class SqliteLog:
                     found.unlink()
 
     def close(self) -> None:
-        """Close this thread's files, and the writer's lock; deletions under way finish at once."""
+        """Close this thread's files, the writer's lock and the duplicate indexes it holds;
+        deletions under way finish at once."""
         conns = self._conns()
         for conn in conns.values():
             conn.close()
         conns.clear()
         self._changed()
         with self._writing:
+            self._release_indexes(set())
             if self._writer_lock is not None:
                 os.close(self._writer_lock)
                 self._writer_lock = None
@@ -576,8 +694,8 @@ class SqliteLog:
 
 
 class _Freer:
-    """Deletes dropped segments' files on a daemon thread of its own (:func:`_delete`), each
-    once, in order; a failure is logged, and the file's next sweep tries again."""
+    """Deletes dropped segments' files and duplicate indexes on a daemon thread of its own
+    (:func:`_delete`), each once, in order; a failure is logged, and the next sweep tries again."""
 
     def __init__(self) -> None:
         self.hurry = threading.Event()  # set: free what is left at once (closing)
@@ -621,11 +739,23 @@ def _unlink(path: Path) -> None:
 
 
 def _delete(path: Path, closing: threading.Event) -> None:
-    """Delete a dropped segment's files, its blocks freed a step at a time (see
-    :data:`FREE_STEP_BYTES`). The name goes first, so no connection can open it again; a
-    connection still open reads what it has cached, or errors, which :meth:`SqliteLog._rows`
-    takes for no rows. A crash part-way leaves an unlinked file the kernel frees, or -wal and
-    -shm files the sweep deletes."""
+    """Delete a dropped segment's file or duplicate index (a directory: each file, then the
+    directory), blocks freed a step at a time (see :func:`_delete_file`)."""
+    if not path.is_dir():
+        _delete_file(path, closing)
+        return
+    for found in sorted(path.iterdir()):
+        _delete_file(found, closing)
+    with contextlib.suppress(FileNotFoundError):
+        path.rmdir()  # not empty (a file made meanwhile): an OSError, and the next sweep tries again
+
+
+def _delete_file(path: Path, closing: threading.Event) -> None:
+    """Delete a dropped segment's file (or one of its index's), its blocks freed a step at a
+    time (see :data:`FREE_STEP_BYTES`). The name goes first, so no connection can open it again;
+    a connection still open reads what it has cached, or errors, which :meth:`SqliteLog._rows`
+    (and ``_held_before``, for an index) takes for no rows. A crash part-way leaves an unlinked
+    file the kernel frees, or -wal and -shm files (or an index's other files) the sweep deletes."""
     try:
         fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
