@@ -9,7 +9,9 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +92,7 @@ def test_an_index_ahead_of_the_journal_is_indexed_anew(tmp_path: Path, caplog: p
     log.append(batch("a") + batch("b"), 1.0)
     log.close()
     segment = next(tmp_path.glob("j-*.db"))
-    with sqlite3.connect(segment) as conn:  # the cut: the journal's tail gone, the index's kept
+    with closing(sqlite3.connect(segment)) as conn, conn:  # the cut: the journal's tail gone, the index's kept
         conn.execute("DELETE FROM journal WHERE offset > 5")
     log = SqliteLog(path, 2, synchronous="normal")
     with caplog.at_level("WARNING", logger="ringfence.journal"):
@@ -107,9 +109,8 @@ def test_a_segment_written_with_sqlites_index_is_searched_and_never_appended_to_
     log.append(batch("a"), 1.0)
     log.close()
     old = next(tmp_path.glob("j-*.db"))
-    with sqlite3.connect(old) as conn:  # as the code before wrote it: SQLite's index, no RocksDB's
+    with closing(sqlite3.connect(old)) as conn, conn:  # as the code before wrote it: SQLite's index, no RocksDB's
         conn.execute("CREATE UNIQUE INDEX journal_event_id ON journal (source, event_id)")
-    dedup_index.close_path(dedup_index.index_path(old))
     for index in tmp_path.glob("j-*.dedup"):
         for f in index.iterdir():
             f.unlink()
@@ -126,17 +127,43 @@ def test_a_segment_written_with_sqlites_index_is_searched_and_never_appended_to_
     made._writable(made.segments(), 1.0)  # a segment file, listed and empty
     made.close()
     segment = next(tmp_path.glob("e-*.db"))
-    with sqlite3.connect(segment) as conn:
+    with closing(sqlite3.connect(segment)) as conn, conn:
         conn.execute("CREATE UNIQUE INDEX journal_event_id ON journal (source, event_id)")
     log = SqliteLog(empty, 2)
     assert log.append(batch("a"), 2.0) == [1, 2, 3, 4, 5]
     assert [s.first for s in log.segments()] == [1]
-    with sqlite3.connect(segment) as conn:
+    with closing(sqlite3.connect(segment)) as conn, conn:
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'index'").fetchone() == (0,)
 
 
+def _hold_and_see(path: Path, monkeypatch: pytest.MonkeyPatch, wait_s: float, held_s: float) -> tuple[Any, float]:
+    """An append while a child process holds the index for ``held_s``; the append's result (or
+    error) and how long it took. The journal's lock is let go while it waits: the child appends
+    once more, under it, before it exits."""
+    spawn = multiprocessing.get_context("spawn")
+    ready, go = spawn.Event(), spawn.Event()
+    child = spawn.Process(target=_hold_the_index, args=(str(path), ready, go))
+    child.start()
+    try:
+        assert ready.wait(60)
+        monkeypatch.setattr(dedup_index, "OPEN_WAIT_S", wait_s)
+        threading.Timer(held_s, go.set).start()
+        log = SqliteLog(path, 2)
+        started = time.monotonic()
+        try:
+            result: Any = log.append([ev(event_id="held-0"), ev(event_id="new-0")], 2.0)
+        except StoreError as error:
+            result = error
+        return result, time.monotonic() - started
+    finally:
+        go.set()
+        child.join(60)
+        assert child.exitcode == 0
+
+
 def _hold_the_index(path: str, ready: Any, go: Any) -> None:
-    """In a child: append, keep the journal (and so its duplicate index) open until told."""
+    """In a child: append, keep the journal (and so its duplicate index) open until told, then
+    append once more and exit."""
     from ringfence.runtimes.embedded.journal import SqliteLog
     from tests.helpers.factories import ev
 
@@ -144,29 +171,27 @@ def _hold_the_index(path: str, ready: Any, go: Any) -> None:
     log.append([ev(event_id="held-0")], 1.0)
     ready.set()
     go.wait(60)
+    log.append([ev(event_id="held-1")], 1.5)
 
 
-def test_an_append_waits_for_another_process_to_let_go_of_the_index_then_goes_on(
+def test_an_append_waits_while_another_process_holds_the_index_and_goes_on_once_it_lets_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offsets, took = _hold_and_see(tmp_path / "j.db", monkeypatch, wait_s=30.0, held_s=0.5)
+    assert took >= 0.5
+    assert offsets == [None, 3]  # after the holder's second append: it had the journal's lock meanwhile
+
+
+def test_an_append_refused_for_longer_than_the_wait_fails_and_keeps_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "j.db"
-    spawn = multiprocessing.get_context("spawn")
-    ready, go = spawn.Event(), spawn.Event()
-    child = spawn.Process(target=_hold_the_index, args=(str(path), ready, go))
-    child.start()
-    try:
-        assert ready.wait(60)
-        monkeypatch.setattr(dedup_index, "OPEN_WAIT_S", 0.3)
-        log = SqliteLog(path, 2)
-        started = time.monotonic()
-        with pytest.raises(StoreError, match="held by another process"):
-            log.append([ev(event_id="held-0")], 2.0)
-        assert time.monotonic() - started >= 0.3  # it waited, its lock on the journal let go meanwhile
-        assert log.head() == 1
-    finally:
-        go.set()
-        child.join(60)
-    assert log.append([ev(event_id="held-0"), ev(event_id="new-0")], 3.0) == [None, 2]
+    error, took = _hold_and_see(path, monkeypatch, wait_s=0.3, held_s=5.0)
+    assert isinstance(error, dedup_index.IndexHeld)
+    assert "held by another process" in str(error)
+    assert 0.3 <= took < 5.0
+    log = SqliteLog(path, 2)
+    assert log.append([ev(event_id="held-0"), ev(event_id="new-0")], 3.0) == [None, 3]  # 2: held-1
 
 
 def test_a_journal_lets_go_of_the_indexes_of_segments_it_no_longer_searches(tmp_path: Path) -> None:
@@ -186,10 +211,14 @@ def test_two_journals_of_one_process_share_the_index(tmp_path: Path) -> None:
     assert first.append(batch("a"), 1.0) == [1, 2, 3, 4, 5]
     assert second.append([*batch("a"), ev(event_id="b-0")], 1.0) == [None] * 5 + [6]
     first.close()
-    assert first.append([ev(event_id="b-0")], 1.0) == [None]  # opened again: all there
+    assert first.append([ev(event_id="b-0")], 1.0) == [None]  # the one second holds
     assert second.append([ev(event_id="b-1")], 1.0) == [7]
     first.close()
     second.close()
+    assert not [p for p in dedup_index._opened if p.parent == tmp_path]
+    third = SqliteLog(tmp_path / "j.db", 2)
+    assert third.append([ev(event_id="b-1"), ev(event_id="a-0"), ev(event_id="c-0")], 1.0) == [None, None, 8]
+    third.close()
     assert not [p for p in dedup_index._opened if p.parent == tmp_path]
 
 
@@ -221,7 +250,7 @@ def test_a_damaged_index_is_made_again_from_its_segment(tmp_path: Path, caplog: 
     log = SqliteLog(path, 2)
     with caplog.at_level("WARNING", logger="ringfence.journal"):
         assert log.append([*batch("a"), ev(event_id="b-0")], 2.0) == [None] * 5 + [6]
-    assert "cannot be opened" in caplog.text
+    assert "is damaged" in caplog.text
     stale = [p.name for p in tmp_path.glob("j-*.dedup.stale-*")]
     assert len(stale) == 1  # moved aside whole, by one rename
     log.delete_older_than(ingested_before=0.0, processed_up_to=0, max_rows=10)  # a round's sweep
@@ -239,7 +268,7 @@ def test_an_index_ahead_of_a_segment_before_the_newest_is_made_again(tmp_path: P
     log.append([ev(event_id="b-0")], 1020.0)  # a new segment from offset 6
     log.close()
     first = tmp_path / "j-000000000001.db"
-    with sqlite3.connect(first) as conn:
+    with closing(sqlite3.connect(first)) as conn, conn:
         conn.execute("DELETE FROM journal WHERE offset > 3")  # a-3, a-4 lost
     log = SqliteLog(path, 2, segment_s=10.0, synchronous="normal")
     assert log.append(batch("a"), 1021.0) == [None, None, None, 7, 8]
@@ -299,3 +328,51 @@ def test_retention_in_another_process_drops_the_segment_the_appender_searches_an
     finally:
         child.join(60)
     assert child.exitcode == 0
+
+
+def test_a_segment_dropped_between_the_list_and_its_search_is_taken_for_holding_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention may drop the segment before the newest (a retention shorter than a span) while
+    an append, having read the list, searches it: that append goes on as if it were gone."""
+    path = tmp_path / "j.db"
+    log = SqliteLog(path, 2, segment_s=10.0)
+    log.append([ev(event_id="e-0")], 1000.0)
+    log.append([ev(event_id="e-1")], 1020.0)  # segment 2; segment 1's index is the one before
+    retention = SqliteLog(path, 2, segment_s=10.0)
+    real_holding = dedup_index.SegmentIndex.holding
+    dropped: list[Path] = []
+
+    def drop_first(self: dedup_index.SegmentIndex, keys: list[bytes]) -> set[bytes]:
+        if self.path.name == "j-000000000001.dedup" and not dropped:
+            retention.delete_older_than(ingested_before=9999.0, processed_up_to=2, max_rows=10)
+            retention.settle()
+            dropped.append(self.path)
+        return real_holding(self, keys)
+
+    monkeypatch.setattr(dedup_index.SegmentIndex, "holding", drop_first)
+    assert log.append([ev(event_id="e-0"), ev(event_id="e-2")], 1021.0) == [3, 4]  # e-0's first copy went
+    assert dropped
+    assert not (tmp_path / "j-000000000001.dedup").exists()
+    assert log.append([ev(event_id="e-0")], 1022.0) == [None]
+
+
+def test_an_index_that_cannot_be_opened_for_want_of_space_is_not_taken_for_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rocksdict
+
+    path = tmp_path / "j.db"
+    log = SqliteLog(path, 2)
+    log.append(batch("a"), 1.0)
+    log.close()
+
+    def full(*_: object) -> None:
+        raise Exception("IO error: No space left on device: While appending to file")  # as rocksdict raises
+
+    with monkeypatch.context() as patched:
+        patched.setattr(rocksdict, "Rdict", full)
+        with pytest.raises(StoreError, match="cannot be opened: IO error: No space left"):
+            SqliteLog(path, 2).append([ev(event_id="b-0")], 2.0)
+    assert not list(tmp_path.glob("j-*.dedup.stale-*"))  # kept: nothing to make again
+    assert SqliteLog(path, 2).append([ev(event_id="b-0"), *batch("a", 1)], 2.0) == [6, None]

@@ -389,7 +389,7 @@ def test_a_sweep_leaves_a_segment_being_freed_to_its_thread_and_a_failed_one_is_
     with caplog.at_level("WARNING", logger="ringfence.journal"):
         release.set()
         log.settle()
-    assert "deleting dropped journal segment j-000000000001.db failed" in caplog.text
+    assert "deleting dropped journal file j-000000000001.db failed" in caplog.text
     # each once, on the freeing thread: a segment's file, then its duplicate index
     assert calls == ["j-000000000001.db", "j-000000000001.dedup", "j-000000000002.db", "j-000000000002.dedup"]
     assert files(tmp_path) == ["j-000000000001.db", "j-000000000003.db"]

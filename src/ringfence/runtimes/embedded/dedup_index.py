@@ -21,9 +21,9 @@ process (:func:`open_index`), and while another process has one open an append r
 from a killed server finishes the append under way and exits, letting go).
 
 Memory: each open index has up to two memtables of :data:`WRITE_BUFFER_BYTES`, RocksDB's block
-cache for data blocks, and its files' filters and index blocks, about 2 bytes a key, held outside
-that cache: reading them through the cache cost 5-8 µs of CPU an event flat out (0.83x the
-events/s; docs/performance.md, item 31).
+cache for data blocks, and its files' filters and index blocks, held outside that cache (about
+1.6 bytes a key): reading them through the cache cost 5-8 µs of CPU an event flat out (0.85x
+the events/s; docs/performance.md, item 31).
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ OPEN_WAIT_S = 10.0  # how long an append retries while another process has an in
 WRITE_BUFFER_BYTES = 32 << 20  # a memtable (RocksDB's default: 64 MiB)
 CATCH_UP_CHUNK = 10_000
 PRIVATE_UMASK = 0o077
-# RocksDB's words for a LOCK file another process (or this one, elsewhere) holds
+# RocksDB's words for a LOCK file another process (or this one, elsewhere) holds, and for a
+# database damaged or missing a file (a full disk, say, is neither: it is raised as it is)
 _HELD = ("While lock file", "lock hold by current process")
+_DAMAGED = ("Corruption", "No such file or directory")
 _EMPTY = b""
 
 
@@ -64,6 +66,15 @@ class IndexHeld(StoreError):
     """Another process has the index open (RocksDB's lock): it appends, or has not exited yet."""
 
 
+class IndexDamaged(StoreError):
+    """RocksDB finds the index damaged, or a file of it missing: made again from its segment."""
+
+
+def damaged(error: BaseException) -> bool:
+    """Whether RocksDB's ``error`` says the index is damaged (rather than, say, the disk full)."""
+    return any(words in str(error) for words in _DAMAGED)
+
+
 class SegmentIndex:
     """One segment's duplicate index. Thread-safe (RocksDB's handle is)."""
 
@@ -74,7 +85,8 @@ class SegmentIndex:
 
     @property
     def closed(self) -> bool:
-        """Closed by :func:`discard` or :func:`close_path`: a journal holding it opens it again."""
+        """Closed by :func:`release`, :func:`discard` or :func:`close_path`: a journal holding it
+        opens it again."""
         return self._db is None
 
     def _handle(self) -> rocksdict.Rdict:
@@ -132,10 +144,10 @@ def index_path(segment_file: Path) -> Path:
 
 
 def open_index(path: Path) -> SegmentIndex:
-    """The index at ``path`` (created if missing, made again if damaged), shared in this process:
-    call :func:`release` once done. Raises :class:`IndexHeld` if another process has it open.
-    One no journal refers to any more (dropped without :func:`release`) closes as it is
-    collected."""
+    """The index at ``path`` (created if missing), shared in this process: call :func:`release`
+    once done. Raises :class:`IndexHeld` if another process has it open, :class:`IndexDamaged`
+    if RocksDB finds it damaged. One no journal refers to any more (dropped without
+    :func:`release`) closes as it is collected."""
     path = path.resolve()
     with _opening:
         index = _opened.get(path)
@@ -157,7 +169,9 @@ def release(index: SegmentIndex) -> None:
 def discard(index: SegmentIndex) -> None:
     """Close ``index`` now, for every journal of this process (a write to it failed): the next
     :func:`open_index` opens it again, and the journal catches it up."""
-    close_path(index.path)
+    with _opening:
+        if _opened.get(index.path) is index:
+            del _opened[index.path]
     index._close()
 
 
@@ -199,6 +213,8 @@ def _open_db(path: Path) -> rocksdict.Rdict:
     except Exception as error:  # rocksdict raises Exception for RocksDB's errors
         if any(words in str(error) for words in _HELD):
             raise IndexHeld(f"the journal's duplicate index {path.name} is held by another process") from error
+        if damaged(error):
+            raise IndexDamaged(f"the journal's duplicate index {path.name} is damaged: {error}") from error
         raise StoreError(f"the journal's duplicate index {path.name} cannot be opened: {error}") from error
 
 

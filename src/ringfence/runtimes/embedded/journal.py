@@ -361,9 +361,11 @@ class SqliteLog:
         is closed, and the next append opens it again and indexes them from the journal."""
         try:
             index.add(keys, last)
-        except Exception as error:  # rocksdict raises Exception for RocksDB's errors
-            log.error("indexing appended records failed (%s); the next append indexes them again", error)
+        except BaseException as error:  # rocksdict raises Exception for RocksDB's errors
             dedup_index.discard(index)
+            if not isinstance(error, Exception):
+                raise
+            log.error("indexing appended records failed (%s); the next append indexes them again", error)
 
     def _index(self, segment: Segment) -> SegmentIndex:
         """The duplicate index of ``segment`` (a file without SQLite's index): opened by this
@@ -373,14 +375,12 @@ class SqliteLog:
         if index is not None and not index.closed:
             return index
         conn = self._conn(segment)
-        if segment.path is None or conn is None:
-            raise StoreError(f"journal segment {segment.path} is missing")
+        if segment.path is None or conn is None:  # the old table has SQLite's index (_has_unique)
+            raise StoreError(f"journal segment {segment.first} is missing")
         path = index_path(segment.path)
         try:
             index = dedup_index.open_index(path)
-        except dedup_index.IndexHeld:
-            raise
-        except StoreError as error:
+        except dedup_index.IndexDamaged as error:
             log.warning("%s; made again from its segment", error)
             with contextlib.suppress(FileNotFoundError):
                 dedup_index.move_aside(path)
@@ -405,9 +405,9 @@ class SqliteLog:
         return index
 
     def _holding(self, segment: Segment, index: SegmentIndex, keys: list[bytes]) -> set[bytes]:
-        """Which of ``keys`` ``segment``'s index holds. Should RocksDB fail to read it, the
-        index is moved aside and this append fails: the next one makes it again from the
-        segment, rather than every append failing on a damaged index."""
+        """Which of ``keys`` ``segment``'s index holds. Should RocksDB fail to read it, this
+        append fails and the index is closed; one RocksDB finds damaged is moved aside too, so
+        the next append makes it again from the segment rather than every append failing."""
         try:
             return index.holding(keys)
         except StoreError:
@@ -416,8 +416,8 @@ class SqliteLog:
             self._indexes.pop(segment.first, None)
             dedup_index.discard(index)
             self._changed()
-            if segment.path is not None and segment in self.segments():
-                log.error("reading the duplicate index of %s failed (%s); made again", segment.path.name, error)
+            if dedup_index.damaged(error) and segment in self.segments():
+                log.error("the duplicate index %s is damaged (%s); made again", index.path.name, error)
                 with contextlib.suppress(FileNotFoundError):
                     dedup_index.move_aside(index.path)
             raise StoreError(f"the journal's duplicate index {index.path.name} could not be read: {error}") from error
@@ -430,6 +430,10 @@ class SqliteLog:
     def _held_before(self, segment: Segment, events: list[StoredEvent], keys: list[bytes]) -> set[bytes]:
         """Which of ``keys`` the segment before the written one holds: none once retention
         dropped it (which it does only with a retention shorter than a span or two)."""
+        if segment.first not in self._indexes:  # about to open it: not if retention dropped it
+            self._changed()
+            if segment not in self.segments():
+                return set()
         try:
             if self._has_unique(segment):
                 found = self._found(segment, events)
@@ -437,7 +441,7 @@ class SqliteLog:
                     k for (event_id, source, _, _), k in zip(events, keys, strict=True) if (source, event_id) in found
                 }
             return self._holding(segment, self._index(segment), keys)
-        except StoreError:
+        except (StoreError, sqlite3.DatabaseError):  # dropped meanwhile, its file being freed
             self._changed()
             if segment in self.segments():
                 raise
@@ -644,8 +648,9 @@ class SqliteLog:
         if conn is not None:
             conn.close()
         index = index_path(path)
-        # an appender of this process lets go; one in another process finds its reads failing
-        # and, the segment unlisted, takes it for holding nothing (_held_before)
+        # an appender of this process lets go; one in another process no longer searches it
+        # once it reads the list again (its reads until then may fail as the files are freed,
+        # and are taken for nothing held: _held_before)
         dedup_index.close_path(index)
         self._freer.delete(path)
         self._freer.delete(index)
@@ -724,7 +729,7 @@ class _Freer:
             try:
                 _delete(path, self.hurry)
             except OSError as error:
-                log.warning("deleting dropped journal segment %s failed (%s); retention tries again", path.name, error)
+                log.warning("deleting dropped journal file %s failed (%s); retention tries again", path.name, error)
             finally:
                 with self._lock:
                     self._pending.discard(path)
