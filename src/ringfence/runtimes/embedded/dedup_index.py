@@ -28,6 +28,7 @@ the events/s; docs/performance.md, item 31).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -183,11 +184,13 @@ def close_path(path: Path) -> None:
         index._close()
 
 
-def rebuild(index: SegmentIndex) -> SegmentIndex:
-    """``index`` moved aside and opened again, empty (it was ahead of its segment)."""
-    discard(index)
-    move_aside(index.path)
-    return open_index(index.path)
+def rebuild(path: Path) -> SegmentIndex:
+    """The index at ``path`` closed in this process, moved aside and opened again, empty (it was
+    damaged, or ahead of its segment): call :func:`release` once done."""
+    close_path(path)
+    with contextlib.suppress(FileNotFoundError):
+        move_aside(path.resolve())
+    return open_index(path)
 
 
 def move_aside(path: Path) -> Path:

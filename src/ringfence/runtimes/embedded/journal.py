@@ -382,14 +382,12 @@ class SqliteLog:
             index = dedup_index.open_index(path)
         except dedup_index.IndexDamaged as error:
             log.warning("%s; made again from its segment", error)
-            with contextlib.suppress(FileNotFoundError):
-                dedup_index.move_aside(path)
-            index = dedup_index.open_index(path)
+            index = dedup_index.rebuild(path)
         try:
             last = max(self._segment_head(conn), segment.first - 1)
             if index.covered() > last:
                 log.warning("the duplicate index of %s is ahead of its segment; made again", segment.path.name)
-                index = dedup_index.rebuild(index)
+                index = dedup_index.rebuild(index.path)
             covered = index.covered()
             if covered < last:
                 records = conn.execute(
@@ -415,8 +413,7 @@ class SqliteLog:
         except Exception as error:  # rocksdict raises Exception for RocksDB's errors
             self._indexes.pop(segment.first, None)
             dedup_index.discard(index)
-            self._changed()
-            if dedup_index.damaged(error) and segment in self.segments():
+            if dedup_index.damaged(error) and self._still_listed(segment):
                 log.error("the duplicate index %s is damaged (%s); made again", index.path.name, error)
                 with contextlib.suppress(FileNotFoundError):
                     dedup_index.move_aside(index.path)
@@ -430,22 +427,24 @@ class SqliteLog:
     def _held_before(self, segment: Segment, events: list[StoredEvent], keys: list[bytes]) -> set[bytes]:
         """Which of ``keys`` the segment before the written one holds: none once retention
         dropped it (which it does only with a retention shorter than a span or two)."""
-        if segment.first not in self._indexes:  # about to open it: not if retention dropped it
-            self._changed()
-            if segment not in self.segments():
-                return set()
         try:
             if self._has_unique(segment):
                 found = self._found(segment, events)
                 return {
                     k for (event_id, source, _, _), k in zip(events, keys, strict=True) if (source, event_id) in found
                 }
+            if segment.first not in self._indexes and not self._still_listed(segment):
+                return set()  # about to open its index: not if retention dropped it
             return self._holding(segment, self._index(segment), keys)
         except (StoreError, sqlite3.DatabaseError):  # dropped meanwhile, its file being freed
-            self._changed()
-            if segment in self.segments():
+            if self._still_listed(segment):
                 raise
             return set()
+
+    def _still_listed(self, segment: Segment) -> bool:
+        """Whether ``segment`` is listed now (the list read again: retention may have dropped it)."""
+        self._changed()
+        return segment in self.segments()
 
     def _has_unique(self, segment: Segment) -> bool:
         """Whether ``segment`` carries SQLite's duplicate index (written before dedup_index)."""
