@@ -26,50 +26,34 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.helpers.servers: moto, with one backup per transaction
 
 
-class Meter:
-    """Counts a client's calls and what they carry, through botocore's event hooks."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-        self.items_written = 0
-        self.bytes_written = 0
-        self.keys_read = 0
-
-    def attach(self, client: Any) -> None:
-        client.meta.events.register("provide-client-params.*.*", self._count)
-
-    def _count(self, params: dict[str, Any], model: Any, **_: Any) -> None:
-        self.calls[model.name] += 1
-        if model.name == "TransactWriteItems":
-            for item in params["TransactItems"]:
-                (op,) = item.values()
-                self.items_written += 1
-                self.bytes_written += len(json.dumps(op.get("Item") or op.get("Key"), default=str))
-        elif model.name == "BatchGetItem":
-            self.keys_read += sum(len(t["Keys"]) for t in params["RequestItems"].values())
-
-
 def one_run(events: list[dict[str, Any]], shards: int, batch: int) -> dict[str, Any]:
+    from tests.helpers.aws import AUDIT_KEY, PRODUCER, http_event
+
+    from ringfence.aws_lambda import http_handler
     from ringfence.config import load_settings
-    from ringfence.runtimes.aws.handlers import AwsRuntime, ingest_event, process_event
+    from ringfence.runtimes.aws.capacity import UnitMeter
+    from ringfence.runtimes.aws.handlers import AwsRuntime, process_event
     from ringfence.runtimes.aws.local import KinesisSource, provision
     from ringfence.runtimes.aws.resources import AwsClients
 
     clients = AwsClients("us-east-1")
     names = provision(clients, f"bench{uuid.uuid4().hex[:8]}", shards)
-    runtime = AwsRuntime.create(names, load_settings(environ={}), clients)
-    caller = {"requestContext": {"authorizer": {"jwt": {"claims": {"sub": "bench", "scope": "events:write"}}}}}
+    runtime = AwsRuntime.create(names, load_settings(environ={}), clients, AUDIT_KEY)
+    ingest_meter = UnitMeter()
+    ingest_meter.attach(clients.dynamodb)
+    api = http_handler(runtime)
 
     started, cpu = time.perf_counter(), time.process_time()
     for start in range(0, len(events), 500):
-        body = json.dumps(events[start : start + 500])
-        reply = ingest_event(runtime, {**caller, "headers": {"content-type": "application/json"}, "body": body})
+        reply = api(http_event("POST /v1/events", PRODUCER, events[start : start + 500]), None)
         assert reply["statusCode"] == 202, reply
     ingest_s, ingest_cpu = time.perf_counter() - started, time.process_time() - cpu
 
-    meter = Meter()
+    ingest_meter.detach(clients.dynamodb)
+    meter = UnitMeter()
     meter.attach(clients.dynamodb)
-    meter.attach(clients.sns)
+    published = Counter[str]()
+    clients.sns.meta.events.register("provide-client-params.sns.Publish", lambda **_: published.update(["Publish"]))
     source = KinesisSource(clients.kinesis, names.stream, lambda e: process_event(runtime, e), batch)
     started, cpu = time.perf_counter(), time.process_time()
     source.drain(timeout_s=3600)
@@ -82,12 +66,15 @@ def one_run(events: list[dict[str, Any]], shards: int, batch: int) -> dict[str, 
         "process_events_per_s": n / process_s,
         "process_cpu_ms_per_event": 1000 * process_cpu / n,
         "invocations": source.invocations,
-        "dynamodb_calls_per_event": {k: v / n for k, v in sorted(meter.calls.items()) if k != "Publish"},
+        "dynamodb_calls_per_event": {k: v / n for k, v in sorted(meter.calls.items())},
         "transactions_per_event": meter.calls["TransactWriteItems"] / n,
         "items_written_per_event": meter.items_written / n,
         "bytes_written_per_event": meter.bytes_written / n,
         "keys_read_per_event": meter.keys_read / n,
-        "alerts_announced": meter.calls["Publish"],
+        "write_units_per_event": meter.write_units / n,
+        "read_units_per_event": meter.read_units / n,
+        "ingest_read_units_per_event": ingest_meter.read_units / n,
+        "alerts_announced": published["Publish"],
     }
 
 

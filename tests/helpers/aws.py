@@ -128,7 +128,7 @@ class Deployment:
                 return found
 
     def state_rows(self) -> dict[str, Any]:
-        """Every engine state row, by item key, decoded: equal dicts mean equal state. Only the
+        """Every engine state, by item key (and name, in a key's item), decoded: equal dicts mean equal state. Only the
         arrival times (and offsets, which are arrival times on aws) in pattern snapshots are left
         out: they differ from run to run."""
         db = self.runtime.clients.dynamodb
@@ -137,8 +137,12 @@ class Deployment:
         while True:
             reply = db.scan(**kwargs)
             for item in reply["Items"]:
-                if item["pk"]["S"].startswith("s|"):
-                    rows[item["pk"]["S"]] = _without_arrival(msgspec.msgpack.decode(bytes(item["st"]["B"])))
+                pk = item["pk"]["S"]
+                if pk.startswith("s|"):  # a heartbeat's row
+                    rows[pk] = _without_arrival(msgspec.msgpack.decode(bytes(item["st"]["B"])))
+                elif pk.startswith("k|"):  # a key's item: each state with its deadline (expiries are clock times)
+                    for name, (state, deadline, _) in msgspec.msgpack.decode(bytes(item["st"]["B"])).items():
+                        rows[f"{pk}|{name}"] = (_without_arrival(msgspec.msgpack.decode(state)), deadline)
             if "LastEvaluatedKey" not in reply:
                 return rows
             kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]

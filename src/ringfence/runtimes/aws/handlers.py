@@ -25,7 +25,7 @@ from ringfence.runtimes.aws.announcements import Announcer, OwedAnnouncements
 from ringfence.runtimes.aws.dispatch import AlertDispatcher
 from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
 from ringfence.runtimes.aws.resources import AwsClients, AwsNames
-from ringfence.runtimes.aws.state import StateTable
+from ringfence.runtimes.aws.state import StateTable, heartbeat_names
 
 log = logging.getLogger("ringfence.aws")
 
@@ -80,7 +80,7 @@ class AwsRuntime:
             )
         clients = clients or AwsClients()
         pack = load_pack_file(settings.rule_pack)
-        state = StateTable(clients.dynamodb, names.state_table)
+        state = StateTable(clients.dynamodb, names.state_table, heartbeat_names(pack))
         alerts = AlertTable(clients.dynamodb, names.alerts_table, audit_key)
 
         announce = Announcer(clients.sns, names.alerts_topic_arn)

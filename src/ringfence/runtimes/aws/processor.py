@@ -39,6 +39,7 @@ from ringfence.runtimes.aws.state import (
     MAX_TRANSACTION_ITEMS,
     Commit,
     DeadlinePush,
+    ItemWrite,
     LoadedRow,
     Outbox,
     RowWrite,
@@ -157,15 +158,18 @@ class _Chunk:
         self.timers = timers
         self.run = run
         self.outcome = outcome
-        self._prepared: tuple[list[RowWrite], list[DeadlinePush], list[tuple[str, AlertSignal]]] | None = None
+        self._prepared: (
+            tuple[list[ItemWrite], list[RowWrite], list[DeadlinePush], list[tuple[str, AlertSignal]]] | None
+        ) = None
         self._told: set[str] = set()  # event keys counted as committed (by this chunk, or skipped)
+        self.consistent = False  # strongly consistent reads: after a lost race, never stale twice
 
     def fold(self, items: Sequence[_Item], batch: Batch[_Item]) -> None:
         self._prepared = None
         reads: set[StateKey] = set(self.timers)
         for item in items:
             reads |= item.reads
-        loaded = self.run.with_pending_pushes(self.p.state.load(reads), reads)
+        loaded = self.run.with_pending_pushes(self.p.state.load(reads, consistent=self.consistent), reads)
         engine = make_engine(self.p.pack, self.p.lateness, engine=self.p.engine_kind)
         engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), self.run.marks)
         outbox: list[tuple[str, AlertSignal]] = []
@@ -176,14 +180,14 @@ class _Chunk:
                 hits = batch.fold(engine, item.event, int(at * 1e6), self.partition, at)
                 batch.records.append(item)
                 outbox += [(ordinal(item.record.sequence, j), s) for j, s in enumerate(hits) if s.mode == "live"]
-            rows, pushes = writes_of(engine, loaded, self.p.clock())
+            keys, rows, pushes = writes_of(engine, loaded, self.p.clock())
         except Exception as exc:
             raise _EngineFailed(type(exc).__name__) from exc
-        self._prepared = (rows, pushes, outbox)
+        self._prepared = (keys, rows, pushes, outbox)
 
     def commit(self, batch: Batch[_Item]) -> None:
         prepared, self._prepared = self._prepared, None
-        rows, pushes, outbox = prepared if prepared is not None else ([], [], [])
+        keys, rows, pushes, outbox = prepared if prepared is not None else ([], [], [], [])
         items = batch.records
         by_sequence = {int(i.record.sequence): i.record for i in items}
         for entry in batch.quarantined:  # first: its marker must not land unless it was parked
@@ -199,6 +203,7 @@ class _Chunk:
             pushes,
             {event_key(late) for late in batch.late},
             batch.marks.get(self.partition),
+            keys,
         )
         self.p.before_commit(commit)
         self.p.state.commit(commit, self.p.clock())
@@ -213,7 +218,7 @@ class _Chunk:
         """Nothing is held between a fold and its commit: each fold loads what it needs."""
 
     def uncommitted(self, items: Sequence[_Item]) -> list[_Item]:
-        done = self.p.state.processed([event_key(i.event) for i in items])
+        done = self.p.state.processed([event_key(i.event) for i in items], consistent=True)
         self.outcome.skipped += len(done - self._told)  # an earlier or racing invocation's
         self._told |= done
         return [i for i in items if event_key(i.event) not in done]
@@ -287,7 +292,7 @@ class ShardProcessor:
         pending = [i for i in items if event_key(i.event) not in done]
         for item in pending:
             item.reads, item.writes = self._planner.state_rows_of(item.event)
-        chunks = plan_chunks(pending)
+        chunks = plan_chunks(pending, self.state.heartbeats)
         # read once per invocation: every shard's event time, and the timers that may come due
         checkpoints = self.state.checkpoints()
         marks = {
@@ -329,6 +334,7 @@ class ShardProcessor:
                 driver.run(chunk)
                 return
             except StateConflict as conflict:
+                runner.consistent = True
                 runner.outcome.conflicts += 1
                 log.info("shard %s: commit conflict (%s); reloading", runner.shard, conflict.codes)
                 time.sleep(self._rng.uniform(0.01, 0.05))
@@ -380,7 +386,7 @@ class ShardProcessor:
         outcome = BatchOutcome()
         for source in [TICK_SOURCE, *self.state.checkpoints()]:
             self.drain_outbox(source, outcome)
-        for _ in range(CONFLICT_ATTEMPTS):
+        for attempt in range(CONFLICT_ATTEMPTS):
             checkpoints = self.state.checkpoints()
             shards = [c for s, c in checkpoints.items() if s != TICK_SOURCE and c.max_event_time is not None]
             marks = {partition_of_shard(c.shard): c.max_event_time for c in shards if c.max_event_time is not None}
@@ -392,18 +398,14 @@ class ShardProcessor:
             due = [row for _, row in self.state.due_timers(mark, MAX_TRANSACTION_ITEMS - 1)] if mark is not None else []
             if mark is None or not due:
                 return outcome
-            loaded = self.state.load(due)
+            loaded = self.state.load(due, consistent=attempt > 0)
             engine = make_engine(self.pack, self.lateness, engine=self.engine_kind)
             engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), marks)
             stamp = str(int(now * 1e6))
             signals = [(ordinal(stamp, j), s) for j, s in enumerate(engine.advance(mark)) if s.mode == "live"]
-            rows = [
-                RowWrite(n, k, st, loaded[(n, k)].version, engine.timer_of(n, k), high=loaded[(n, k)].high)
-                for n, k, st in engine.take_changes()
-                if (n, k) in loaded  # firing only changes the rows it loaded
-            ]
+            keys, rows, _ = writes_of(engine, loaded, now)  # firing only changes the states it loaded
             try:
-                self.state.commit(Commit(TICK_SOURCE, ordinal(stamp, 0), rows, [], signals), now)
+                self.state.commit(Commit(TICK_SOURCE, ordinal(stamp, 0), rows, [], signals, keys=keys), now)
             except StateConflict:
                 outcome.conflicts += 1
                 continue
@@ -414,18 +416,20 @@ class ShardProcessor:
         raise StoreError(f"the timer tick lost {CONFLICT_ATTEMPTS} races in a row")
 
 
-def plan_chunks(items: list[_Item]) -> list[list[_Item]]:
+def plan_chunks(items: list[_Item], heartbeats: frozenset[str]) -> list[list[_Item]]:
     """Cut a batch into runs whose commits fit one DynamoDB transaction: the outbox, a marker
-    per event, every row the events may write, and room for the timers that come due."""
+    per event, every key's item and heartbeat row the events may write, and room for the
+    timers that come due."""
     budget = MAX_TRANSACTION_ITEMS - 1 - TIMER_ROWS
     chunks: list[list[_Item]] = []
     current: list[_Item] = []
-    writes: set[StateKey] = set()
+    writes: set[StateKey | str] = set()
     for item in items:
-        merged = writes | item.writes
+        own = {row if row[0] in heartbeats else row[1] for row in item.writes}  # a heartbeat's row, or a key's item
+        merged = writes | own
         if current and len(merged) + len(current) + 1 > budget:
             chunks.append(current)
-            current, merged = [], set(item.writes)
+            current, merged = [], own
         current.append(item)
         writes = merged
     if current:

@@ -1,35 +1,49 @@
-"""Engine state in DynamoDB: one item per (state name, key), versioned.
+"""Engine state in DynamoDB: one item per key, holding every state of that key, versioned.
 
-A processor invocation loads the rows its events may touch, runs the engine, and commits
-in one ``TransactWriteItems``: every changed row (conditional on the version it loaded), a
+A processor invocation loads the items its events may touch, runs the engine, and commits
+in one ``TransactWriteItems``: every changed item (conditional on the version it loaded), a
 marker per event (conditional on not existing) and an outbox item with the batch's alert
 signals. Either all of it lands or none does, so:
 
 - a retried batch finds its events' markers and skips them: nothing is counted twice;
-- of two invocations racing on the same rows, the second's conditions fail: it reloads and
+- of two invocations racing on the same items, the second's conditions fail: it reloads and
   redoes its work on the winner's state, so the result equals one run in order.
 
-Nothing shard-wide is in the transaction, so concurrent batches of one shard
-(``ParallelizationFactor`` > 1) conflict only where they share rows. The shard's checkpoint
-(its newest event time, the watermark's input) is advanced after a commit, never back.
+Reads are eventually consistent first (half the price of a strongly consistent one): a
+stale read can only make the commit's conditions fail, and the chunk is then run again on
+strongly consistent reads. Nothing shard-wide is in the transaction, so concurrent batches
+of one shard (``ParallelizationFactor`` > 1) conflict only where they share keys. The
+shard's checkpoint (its newest event time, the watermark's input) is advanced after a
+commit, never back.
+
+Why an item a key: an event reads the states of 20-odd definitions but of only three or four
+keys (its customer, card, device, address), and changes several states of one key at once;
+a row a state made each of those a read and a transactional write of its own.
 
 Item layout (table key ``pk`` + ``sk``):
 
 | item | pk | sk | attributes |
 |---|---|---|---|
-| state row | ``s|<name>|<key>`` | ``-`` | ``st`` state, ``v`` version, ``tp``/``d`` armed timer, ``ttl`` |
+| a key's states | ``k|<key>`` | ``-`` | ``st`` its states (1), ``v`` version, ``tp``/``d``/``dn`` timer (2), ``ttl`` |
+| heartbeat row | ``s|<name>|<key>`` | ``-`` | ``st`` state, ``v`` version, ``tp``/``d`` timer, ``hi`` latest deadline |
 | event marker | ``e|<source>|<event id>`` | ``-`` | ``ttl``, ``late`` if it was behind the watermark |
 | checkpoint | ``checkpoint`` | shard id | ``met`` max event time, ``at`` wall clock of that commit |
 | outbox | ``outbox|<shard>`` | first ordinal | ``sig`` signals (msgpack) |
 
-Timers live in the sparse index ``timers`` (``tp`` + ``d``), so due ones are one query.
+(1) ``{name: (state, armed deadline, expiry)}``, msgpack. (2) its earliest, ``dn`` the state it is of.
+
+Timers live in the sparse index ``timers`` (``tp`` + ``d``), so due ones are one query. A
+state past its expiry (its window, ttl or pattern span since it last changed) is left out
+when its item is written again, as is the state of a definition no longer in the pack; an
+item whose states all expired is deleted by DynamoDB's TTL.
 
 A heartbeat (an absence with no ``after``: "no event from this source for 5 minutes") is one
 row that every event of a busy source moves: written like the others, it would make every
 concurrent commit conflict. Its state is a register whose newest deadline wins, so it is not
-versioned: the commit puts the new deadline in the outbox, and applying the outbox writes it
-only if it is later than the highest deadline the row ever had (``hi``); repeating that is
-harmless. Only firing a heartbeat (which clears the deadline) is a versioned write.
+versioned and has a row of its own: the commit puts the new deadline in the outbox, and
+applying the outbox writes it only if it is later than the highest deadline the row ever had
+(``hi``); repeating that is harmless. Only firing a heartbeat (which clears the deadline) is a
+versioned write.
 """
 
 from __future__ import annotations
@@ -41,13 +55,15 @@ from typing import Any
 
 import msgspec
 
-from ringfence.engine.engine import Engine
+from ringfence.engine.engine import Engine, persisted_names
+from ringfence.engine.pack import RulePack
 from ringfence.engine.rules import AlertSignal
 from ringfence.events.model import Event
 from ringfence.runtimes.aws.resources import cancellation_codes, error_code
 from ringfence.store.base import LateEvent
 
 StateKey = tuple[str, str]
+StoredState = tuple[bytes, float | None, float | None]  # a state in its key's item: state, armed deadline, expiry
 MARKER_TTL_S = 8 * 86400.0  # longer than Kinesis keeps a record (7 days at most)
 STATE_TTL_MARGIN_S = 86400.0  # a quiet row lives this long past its horizon
 TIMERS_INDEX = "timers"
@@ -57,6 +73,14 @@ MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit for one TransactWriteItems
 _outbox_encoder = msgspec.msgpack.Encoder()
 _signals_decoder = msgspec.msgpack.Decoder(list[tuple[str, AlertSignal]])
 _pushes_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, bytes, float]])
+_states_encoder = msgspec.msgpack.Encoder()
+_states_decoder = msgspec.msgpack.Decoder(dict[str, tuple[bytes, float | None, float | None]])
+
+
+def heartbeat_names(pack: RulePack) -> frozenset[str]:
+    """The state names of ``pack``'s heartbeats, which keep a row each (see the module's doc)."""
+    names = persisted_names(pack)
+    return frozenset(names[p.state_name] for p in pack.patterns if p.is_heartbeat)
 
 
 class StateConflict(Exception):
@@ -78,17 +102,19 @@ class ShardCheckpoint:
 
 @dataclass(frozen=True)
 class LoadedRow:
-    """A state row as read: its state, version, armed deadline and highest deadline ever."""
+    """A state as read: its state, version (its key's item's, or its heartbeat row's), armed
+    deadline, highest deadline ever (a heartbeat's) and expiry (a state in a key's item)."""
 
     state: bytes
     version: int
     deadline: float | None = None
     high: float | None = None
+    expires_at: float | None = None
 
 
 @dataclass
 class RowWrite:
-    """A state row to write (``state`` None: delete), conditional on ``loaded_version``."""
+    """A heartbeat's row to write (``state`` None: delete), conditional on ``loaded_version``."""
 
     name: str
     key: str
@@ -97,6 +123,16 @@ class RowWrite:
     deadline: float | None = None
     expires_at: float | None = None
     high: float | None = None  # a heartbeat's highest deadline, kept through a versioned write
+
+
+@dataclass
+class ItemWrite:
+    """A key's item to write with all its states (none: delete it), conditional on
+    ``loaded_version`` (None: the item did not exist)."""
+
+    key: str
+    states: dict[str, StoredState]
+    loaded_version: int | None
 
 
 @dataclass(frozen=True)
@@ -121,14 +157,16 @@ class Commit:
     pushes: list[DeadlinePush] = field(default_factory=list)
     late: set[str] = field(default_factory=set)  # event keys of events behind the watermark
     max_event_time: float | None = None  # the newest event time of the source's events in it
+    keys: list[ItemWrite] = field(default_factory=list)  # the keys' items it writes
 
     @property
     def has_outbox(self) -> bool:
         return bool(self.outbox or self.pushes)
 
     @property
-    def items(self) -> int:
-        return len(self.rows) + len(self.events) + (1 if self.has_outbox else 0)
+    def size(self) -> int:
+        """Items in its transaction."""
+        return len(self.keys) + len(self.rows) + len(self.events) + (1 if self.has_outbox else 0)
 
 
 @dataclass
@@ -142,23 +180,27 @@ class Outbox:
 
 def writes_of(
     engine: Engine, loaded: dict[StateKey, LoadedRow], now: float
-) -> tuple[list[RowWrite], list[DeadlinePush]]:
-    """The engine's changes since it was restored from ``loaded``: versioned row writes, and
-    the heartbeat deadlines to push through the outbox."""
+) -> tuple[list[ItemWrite], list[RowWrite], list[DeadlinePush]]:
+    """The engine's changes since it was restored from ``loaded``: the keys' items to write
+    (versioned), the heartbeat rows to write (versioned), and the heartbeat deadlines to push
+    through the outbox."""
     rows: list[RowWrite] = []
     pushes: list[DeadlinePush] = []
+    changed: dict[str, dict[str, bytes | None]] = {}
     watermark = engine.watermark()
     for name, key, encoded in engine.take_changes():
+        if not engine.is_heartbeat(name):
+            changed.setdefault(key, {})[name] = encoded
+            continue
         row = loaded.get((name, key))
-        if engine.is_heartbeat(name):
-            deadline = engine.timer_of(name, key)
-            old = row.deadline if row is not None else None
-            fired = old is not None and old < watermark  # came due since it was loaded: the engine fired it
-            if deadline == old and not fired:
-                continue  # only the time last seen moved: nothing worth a write
-            if deadline is not None and encoded is not None and not fired:
-                pushes.append(DeadlinePush(name, key, encoded, deadline))  # newest wins, no version
-                continue
+        deadline = engine.timer_of(name, key)
+        old = row.deadline if row is not None else None
+        fired = old is not None and old < watermark  # came due since it was loaded: the engine fired it
+        if deadline == old and not fired:
+            continue  # only the time last seen moved: nothing worth a write
+        if deadline is not None and encoded is not None and not fired:
+            pushes.append(DeadlinePush(name, key, encoded, deadline))  # newest wins, no version
+            continue
         if encoded is None and (row is None or not row.version):
             continue
         horizon = engine.horizon_of(name)
@@ -168,12 +210,39 @@ def writes_of(
                 key,
                 encoded,
                 row.version if row is not None and row.version else None,
-                deadline=engine.timer_of(name, key),
+                deadline=deadline,
                 expires_at=now + horizon + STATE_TTL_MARGIN_S if horizon is not None else None,
                 high=row.high if row is not None else None,
             )
         )
-    return rows, pushes
+    held: dict[str, dict[str, LoadedRow]] = {}
+    for (name, key), row in loaded.items():
+        if key in changed and not engine.is_heartbeat(name):
+            held.setdefault(key, {})[name] = row
+    items = [_item_write(engine, key, changes, held.get(key, {}), now) for key, changes in changed.items()]
+    return [i for i in items if i is not None], rows, pushes
+
+
+def _item_write(
+    engine: Engine, key: str, changes: dict[str, bytes | None], held: dict[str, LoadedRow], now: float
+) -> ItemWrite | None:
+    """``key``'s item with ``changes`` made to the states it ``held``: those past their expiry
+    or of a definition no longer in the pack are left out."""
+    known = engine.persisted_names.values()
+    states: dict[str, StoredState] = {
+        name: (row.state, row.deadline, row.expires_at)
+        for name, row in held.items()
+        if name not in changes and name in known and (row.expires_at is None or row.expires_at >= now)
+    }
+    for name, encoded in changes.items():
+        if encoded is not None:
+            horizon = engine.horizon_of(name)
+            expires_at = now + horizon + STATE_TTL_MARGIN_S if horizon is not None else None
+            states[name] = (encoded, engine.timer_of(name, key), expires_at)
+    version = next(iter(held.values())).version if held else None
+    if not states and version is None:
+        return None  # made and dropped within the chunk: nothing was ever stored
+    return ItemWrite(key, states, version)
 
 
 def _s(value: str) -> dict[str, str]:
@@ -186,6 +255,10 @@ def _n(value: float) -> dict[str, str]:
 
 def _row_pk(name: str, key: str) -> str:
     return f"s|{name}|{key}"
+
+
+def _item_pk(key: str) -> str:
+    return f"k|{key}"
 
 
 def event_key(event: Event | LateEvent) -> str:
@@ -201,18 +274,19 @@ def _marker_pk(event: str) -> str:
 class StateTable:
     """The processor's view of the state table."""
 
-    def __init__(self, dynamodb: Any, table: str) -> None:
+    def __init__(self, dynamodb: Any, table: str, heartbeats: frozenset[str] = frozenset()) -> None:
         self.db = dynamodb
         self.table = table
+        self.heartbeats = heartbeats  # state names kept in a row each (:func:`heartbeat_names`)
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _batch_get(self, pks: list[str], attributes: str) -> dict[str, dict[str, Any]]:
+    def _batch_get(self, pks: list[str], attributes: str, consistent: bool) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(pks), 100):
             keys: list[dict[str, Any]] = [{"pk": _s(pk), "sk": _s("-")} for pk in pks[start : start + 100]]
             request: dict[str, Any] = {
-                self.table: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": attributes}
+                self.table: {"Keys": keys, "ConsistentRead": consistent, "ProjectionExpression": attributes}
             }
             delay = 0.05
             while request:
@@ -225,27 +299,40 @@ class StateTable:
                     delay = min(delay * 2, 1.0)
         return found
 
-    def load(self, rows: Iterable[StateKey]) -> dict[StateKey, LoadedRow]:
-        """Each of ``rows`` that exists, as stored. A row read while another writer's transaction
-        was half applied (a local endpoint's transactions are not isolated from reads) counts as
-        absent: the versioned commit then conflicts, and the chunk is run again on a fresh read."""
-        wanted = {_row_pk(name, key): (name, key) for name, key in rows}
-        items = self._batch_get(list(wanted), "pk, st, v, d, hi")
-        return {
-            wanted[pk]: LoadedRow(
-                bytes(item["st"]["B"]),
-                int(item["v"]["N"]),
-                float(item["d"]["N"]) if "d" in item else None,
-                float(item["hi"]["N"]) if "hi" in item else None,
-            )
-            for pk, item in items.items()
-            if "st" in item and "v" in item
-        }
+    def load(self, rows: Iterable[StateKey], *, consistent: bool = False) -> dict[StateKey, LoadedRow]:
+        """Each of ``rows`` that exists, as stored, and every other state of their keys' items.
 
-    def processed(self, events: Iterable[str]) -> set[str]:
-        """Which of ``events`` (event keys) a committed batch already processed."""
+        ``consistent``: strongly consistent reads; without, a read may miss the latest commits,
+        which only makes the next commit's conditions fail (see the module's doc). An item
+        read while another writer's transaction was half applied (a local endpoint's
+        transactions are not isolated from reads) counts as absent, with the same effect."""
+        wanted: dict[str, StateKey | str] = {}
+        for name, key in rows:
+            if name in self.heartbeats:
+                wanted[_row_pk(name, key)] = (name, key)
+            else:
+                wanted[_item_pk(key)] = key
+        items = self._batch_get(list(wanted), "pk, st, v, d, hi", consistent)
+        loaded: dict[StateKey, LoadedRow] = {}
+        for pk, item in items.items():
+            if "st" not in item or "v" not in item:
+                continue
+            version, row = int(item["v"]["N"]), wanted[pk]
+            if isinstance(row, tuple):  # a heartbeat's row
+                deadline = float(item["d"]["N"]) if "d" in item else None
+                high = float(item["hi"]["N"]) if "hi" in item else None
+                loaded[row] = LoadedRow(bytes(item["st"]["B"]), version, deadline, high)
+                continue
+            for name, (state, deadline, expires_at) in _states_decoder.decode(bytes(item["st"]["B"])).items():
+                loaded[(name, row)] = LoadedRow(state, version, deadline, expires_at=expires_at)
+        return loaded
+
+    def processed(self, events: Iterable[str], *, consistent: bool = False) -> set[str]:
+        """Which of ``events`` (event keys) a committed batch already processed. Without
+        ``consistent``, one processed a moment ago may be missed: its marker's condition then
+        fails the commit that would process it again."""
         ids = {_marker_pk(e): e for e in events}
-        return {ids[pk] for pk in self._batch_get(list(ids), "pk")}
+        return {ids[pk] for pk in self._batch_get(list(ids), "pk", consistent)}
 
     def checkpoints(self) -> dict[str, ShardCheckpoint]:
         """Every shard's checkpoint (their max event times make the global watermark)."""
@@ -271,7 +358,9 @@ class StateTable:
         }
         reply = self.db.query(**kwargs)
         for item in reply.get("Items", []):
-            _, name, key = item["pk"]["S"].split("|", 2)
+            kind, rest = item["pk"]["S"].split("|", 1)
+            # a key's item names its earliest timer's state (``dn``, projected into the index)
+            name, key = (item["dn"]["S"], rest) if kind == "k" else rest.split("|", 1)
             rows.append((float(item["d"]["N"]), (name, key)))
         return rows[:limit]
 
@@ -334,9 +423,10 @@ class StateTable:
 
     def commit(self, commit: Commit, now: float) -> None:
         """Write ``commit`` atomically, or raise StateConflict and write nothing."""
-        if commit.items > MAX_TRANSACTION_ITEMS:
-            raise ValueError(f"a commit of {commit.items} items is over DynamoDB's {MAX_TRANSACTION_ITEMS}")
-        items = [self._row_write(row) for row in commit.rows if row.state is not None or row.loaded_version]
+        if commit.size > MAX_TRANSACTION_ITEMS:
+            raise ValueError(f"a commit of {commit.size} items is over DynamoDB's {MAX_TRANSACTION_ITEMS}")
+        items = [self._item_write(write) for write in commit.keys]
+        items += [self._row_write(row) for row in commit.rows if row.state is not None or row.loaded_version]
         for e in commit.events:
             marker: dict[str, Any] = {"pk": _s(_marker_pk(e)), "sk": _s("-"), "ttl": _n(int(now + MARKER_TTL_S))}
             if e in commit.late:
@@ -368,6 +458,41 @@ class StateTable:
                 raise StateConflict(cancellation_codes(exc)) from exc
             raise
 
+    # -- upgrading ---------------------------------------------------------------------------------
+
+    def migrate_rows(self, now: float) -> int:
+        """Move the state rows of the layout before 2026-12-03 (a row a state, ``s|<name>|<key>``)
+        into their keys' items, and delete them; heartbeat rows stay as they are. Run it with the
+        processor stopped (its event source mapping disabled): where a state is in both, the
+        item's is kept. Returns how many rows moved; safe to run again."""
+        moved: dict[str, dict[str, StoredState]] = {}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "begins_with(pk, :rows)",
+            "ExpressionAttributeValues": {":rows": _s("s|")},
+            "ConsistentRead": True,
+        }
+        while True:
+            reply = self.db.scan(**kwargs)
+            for item in reply.get("Items", []):
+                _, name, key = item["pk"]["S"].split("|", 2)
+                if name not in self.heartbeats and "st" in item:
+                    deadline = float(item["d"]["N"]) if "d" in item else None
+                    expires_at = float(item["ttl"]["N"]) if "ttl" in item else None
+                    moved.setdefault(key, {})[name] = (bytes(item["st"]["B"]), deadline, expires_at)
+            if "LastEvaluatedKey" not in reply:
+                break
+            kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+        for key, states in moved.items():
+            rows = list(states)
+            held = self.load([(name, key) for name in rows], consistent=True)
+            version = next(iter(held.values())).version if held else None
+            states.update({name: (row.state, row.deadline, row.expires_at) for (name, _), row in held.items()})
+            self.commit(Commit("upgrade", "-", keys=[ItemWrite(key, states, version)]), now)
+            for name in rows:
+                self.db.delete_item(TableName=self.table, Key={"pk": _s(_row_pk(name, key)), "sk": _s("-")})
+        return sum(len(states) for states in moved.values())
+
     def advance_checkpoint(self, shard: str, max_event_time: float, now: float) -> None:
         """After a commit: move the shard's newest event time forward (never back)."""
         try:
@@ -383,13 +508,28 @@ class StateTable:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
 
+    def _item_write(self, write: ItemWrite) -> dict[str, Any]:
+        key = {"pk": _s(_item_pk(write.key)), "sk": _s("-")}
+        condition = _versioned(write.loaded_version)
+        if not write.states:
+            return {"Delete": {"TableName": self.table, "Key": key, **condition}}
+        item: dict[str, Any] = {
+            **key,
+            "st": {"B": _states_encoder.encode(write.states)},
+            "v": _n((write.loaded_version or 0) + 1),
+        }
+        armed = [(deadline, name) for name, (_, deadline, _) in write.states.items() if deadline is not None]
+        if armed:
+            deadline, name = min(armed)
+            item.update(tp=_s(TIMER_PARTITION), d=_n(deadline), dn=_s(name))
+        expiries = [expires_at for _, _, expires_at in write.states.values()]
+        if None not in expiries:
+            item["ttl"] = _n(int(max(e for e in expiries if e is not None)))
+        return {"Put": {"TableName": self.table, "Item": item, **condition}}
+
     def _row_write(self, row: RowWrite) -> dict[str, Any]:
         key = {"pk": _s(_row_pk(row.name, row.key)), "sk": _s("-")}
-        condition: dict[str, Any] = (
-            {"ConditionExpression": "v = :v", "ExpressionAttributeValues": {":v": _n(row.loaded_version)}}
-            if row.loaded_version
-            else {"ConditionExpression": "attribute_not_exists(pk)"}
-        )
+        condition = _versioned(row.loaded_version)
         if row.state is None:
             return {"Delete": {"TableName": self.table, "Key": key, **condition}}
         item: dict[str, Any] = {**key, "st": {"B": row.state}, "v": _n((row.loaded_version or 0) + 1)}
@@ -401,3 +541,10 @@ class StateTable:
         if row.high is not None:
             item["hi"] = _n(row.high)
         return {"Put": {"TableName": self.table, "Item": item, **condition}}
+
+
+def _versioned(loaded_version: int | None) -> dict[str, Any]:
+    """The condition of a versioned write: the version loaded is still there (None: nothing was)."""
+    if loaded_version:
+        return {"ConditionExpression": "v = :v", "ExpressionAttributeValues": {":v": _n(loaded_version)}}
+    return {"ConditionExpression": "attribute_not_exists(pk)"}
