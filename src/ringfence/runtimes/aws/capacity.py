@@ -4,10 +4,13 @@ strongly consistently (half of one eventually consistently), an absent item read
 price of the smallest. Counted through botocore's event hooks, so the benchmark can turn
 the units into a cost per event and a test can keep them under their budget.
 
-The count is of the requests and replies the client sees, which makes three estimates:
-an update or a delete is charged on what it sends (AWS charges the larger of the item
-before and after), a read on what it returns (AWS charges the whole item, not a projection),
-and a write of an item in the ``timers`` index is charged one index write more.
+The count is of the requests and replies the client sees, which makes four estimates: an
+update or a delete is charged on what it sends (AWS charges the larger of the item before
+and after); a read on what it returns (AWS charges the whole item, not a projection); a
+query or scan on the items it returns (AWS charges what it reads before a filter); and a
+write that arms a timer (sets ``tp``) is charged two index writes, as if its timer moved
+(an index entry deleted and put; AWS charges none when it stays, and one for an entry
+dropped, which this count misses).
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ class UnitMeter:
         elif name == "PutItem":
             self._written(body["Item"], transactional=False)
         elif name in ("UpdateItem", "DeleteItem"):
-            sent = {**body["Key"], **body.get("ExpressionAttributeValues", {})}
+            values = body.get("ExpressionAttributeValues", {})
+            sent = {**body["Key"], **{k.lstrip(":"): v for k, v in values.items()}}
             self._written(sent, transactional=False)
         elif name == "BatchWriteItem":
             for requests in body["RequestItems"].values():
@@ -94,7 +98,7 @@ class UnitMeter:
         self.bytes_written += size
         self.write_units += _units(size, WRITE_UNIT_BYTES) * (2 if transactional else 1)
         if INDEXED in item:
-            self.write_units += 1
+            self.write_units += 2
 
     def _answered(self, parsed: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
         body: Mapping[str, Any] = context.get("ringfence_params", {})

@@ -8,9 +8,9 @@ its own, so a failure part-way leaves the committed chunks committed and Lambda 
 the first record not committed (``ReportBatchItemFailures``). A chunk that lost a race is
 run again on the winner's state. A record that is no event goes to the poison queue with the
 reason; it has no identity to mark, so a retried batch parks it again. A chunk the engine or
-the state codec fails on is run event by event, each in a transaction of its own, and an
-event that fails is a poison record too: sent to the poison queue, then marked processed in
-a transaction of its own, while the events behind it carry on.
+the state codec fails on, or whose states outgrow an item, is run event by event, each in a
+transaction of its own, and an event that fails is a poison record too: sent to the poison
+queue, then marked processed in a transaction of its own, while the events behind it carry on.
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ from ringfence.events.model import Event, decode_event
 from ringfence.runtimes.aws.alerts import AlertTable
 from ringfence.runtimes.aws.announcements import announcement
 from ringfence.runtimes.aws.state import (
+    ANY_STATE,
     MAX_TRANSACTION_ITEMS,
     Commit,
     DeadlinePush,
+    ItemTooLarge,
     ItemWrite,
     LoadedRow,
     Outbox,
@@ -96,8 +98,9 @@ class _Item:
 
 
 class _EngineFailed(Exception):
-    """The engine or the state codec raised on a chunk's events (the cause says what): the
-    one failure that is an event's fault. Anything else here is DynamoDB's, for Lambda to retry."""
+    """The engine or the state codec raised on a chunk's events (the cause says what): with a
+    key's states grown past an item (ItemTooLarge), the failures that are an event's fault.
+    Anything else here is DynamoDB's, for Lambda to retry."""
 
 
 class _Invocation:
@@ -162,14 +165,13 @@ class _Chunk:
             tuple[list[ItemWrite], list[RowWrite], list[DeadlinePush], list[tuple[str, AlertSignal]]] | None
         ) = None
         self._told: set[str] = set()  # event keys counted as committed (by this chunk, or skipped)
-        self.consistent = False  # strongly consistent reads: after a lost race, never stale twice
 
     def fold(self, items: Sequence[_Item], batch: Batch[_Item]) -> None:
         self._prepared = None
         reads: set[StateKey] = set(self.timers)
         for item in items:
             reads |= item.reads
-        loaded = self.run.with_pending_pushes(self.p.state.load(reads, consistent=self.consistent), reads)
+        loaded = self.run.with_pending_pushes(self.p.state.load(reads), reads)
         engine = make_engine(self.p.pack, self.p.lateness, engine=self.p.engine_kind)
         engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), self.run.marks)
         outbox: list[tuple[str, AlertSignal]] = []
@@ -180,7 +182,8 @@ class _Chunk:
                 hits = batch.fold(engine, item.event, int(at * 1e6), self.partition, at)
                 batch.records.append(item)
                 outbox += [(ordinal(item.record.sequence, j), s) for j, s in enumerate(hits) if s.mode == "live"]
-            keys, rows, pushes = writes_of(engine, loaded, self.p.clock())
+            due = {key for name, key in self.timers if name == ANY_STATE}  # written again, fired or not
+            keys, rows, pushes = writes_of(engine, loaded, self.p.clock(), due)
         except Exception as exc:
             raise _EngineFailed(type(exc).__name__) from exc
         self._prepared = (keys, rows, pushes, outbox)
@@ -237,7 +240,7 @@ class _Chunk:
         )
 
     def transient(self, error: Exception) -> bool:
-        return not isinstance(error, _EngineFailed)
+        return not isinstance(error, _EngineFailed | ItemTooLarge)
 
 
 class ShardProcessor:
@@ -334,7 +337,6 @@ class ShardProcessor:
                 driver.run(chunk)
                 return
             except StateConflict as conflict:
-                runner.consistent = True
                 runner.outcome.conflicts += 1
                 log.info("shard %s: commit conflict (%s); reloading", runner.shard, conflict.codes)
                 time.sleep(self._rng.uniform(0.01, 0.05))
@@ -386,7 +388,7 @@ class ShardProcessor:
         outcome = BatchOutcome()
         for source in [TICK_SOURCE, *self.state.checkpoints()]:
             self.drain_outbox(source, outcome)
-        for attempt in range(CONFLICT_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             checkpoints = self.state.checkpoints()
             shards = [c for s, c in checkpoints.items() if s != TICK_SOURCE and c.max_event_time is not None]
             marks = {partition_of_shard(c.shard): c.max_event_time for c in shards if c.max_event_time is not None}
@@ -398,12 +400,13 @@ class ShardProcessor:
             due = [row for _, row in self.state.due_timers(mark, MAX_TRANSACTION_ITEMS - 1)] if mark is not None else []
             if mark is None or not due:
                 return outcome
-            loaded = self.state.load(due, consistent=attempt > 0)
+            loaded = self.state.load(due)
             engine = make_engine(self.pack, self.lateness, engine=self.engine_kind)
             engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), marks)
             stamp = str(int(now * 1e6))
             signals = [(ordinal(stamp, j), s) for j, s in enumerate(engine.advance(mark)) if s.mode == "live"]
-            keys, rows, _ = writes_of(engine, loaded, now)  # firing only changes the states it loaded
+            # firing only changes the states it loaded; each due item is written again
+            keys, rows, _ = writes_of(engine, loaded, now, {k for n, k in due if n == ANY_STATE})
             try:
                 self.state.commit(Commit(TICK_SOURCE, ordinal(stamp, 0), rows, [], signals, keys=keys), now)
             except StateConflict:

@@ -9,12 +9,13 @@ signals. Either all of it lands or none does, so:
 - of two invocations racing on the same items, the second's conditions fail: it reloads and
   redoes its work on the winner's state, so the result equals one run in order.
 
-Reads are eventually consistent first (half the price of a strongly consistent one): a
-stale read can only make the commit's conditions fail, and the chunk is then run again on
-strongly consistent reads. Nothing shard-wide is in the transaction, so concurrent batches
-of one shard (``ParallelizationFactor`` > 1) conflict only where they share keys. The
-shard's checkpoint (its newest event time, the watermark's input) is advanced after a
-commit, never back.
+State is read strongly consistently: a chunk reads items it does not write (a payee's, an
+address's), and no condition would catch a stale one. The markers are read eventually
+consistently first (half the price): their own conditions catch a stale answer, and the
+chunk is then run again on strongly consistent reads. Nothing shard-wide is in the
+transaction, so concurrent batches of one shard (``ParallelizationFactor`` > 1) conflict
+only where they share keys. The shard's checkpoint (its newest event time, the watermark's
+input) is advanced after a commit, never back.
 
 Why an item a key: an event reads the states of 20-odd definitions but of only three or four
 keys (its customer, card, device, address), and changes several states of one key at once;
@@ -24,18 +25,21 @@ Item layout (table key ``pk`` + ``sk``):
 
 | item | pk | sk | attributes |
 |---|---|---|---|
-| a key's states | ``k|<key>`` | ``-`` | ``st`` its states (1), ``v`` version, ``tp``/``d``/``dn`` timer (2), ``ttl`` |
+| a key's states | ``k|<key>`` | ``-`` | ``st`` its states (1), ``v`` version, ``tp``/``d`` earliest timer, ``ttl`` |
 | heartbeat row | ``s|<name>|<key>`` | ``-`` | ``st`` state, ``v`` version, ``tp``/``d`` timer, ``hi`` latest deadline |
 | event marker | ``e|<source>|<event id>`` | ``-`` | ``ttl``, ``late`` if it was behind the watermark |
 | checkpoint | ``checkpoint`` | shard id | ``met`` max event time, ``at`` wall clock of that commit |
 | outbox | ``outbox|<shard>`` | first ordinal | ``sig`` signals (msgpack) |
 
-(1) ``{name: (state, armed deadline, expiry)}``, msgpack. (2) its earliest, ``dn`` the state it is of.
+(1) ``{name: (state, armed deadline, expiry)}``, msgpack.
 
-Timers live in the sparse index ``timers`` (``tp`` + ``d``), so due ones are one query. A
-state past its expiry (its window, ttl or pattern span since it last changed) is left out
-when its item is written again, as is the state of a definition no longer in the pack; an
-item whose states all expired is deleted by DynamoDB's TTL.
+Timers live in the sparse index ``timers`` (``tp`` + ``d``), so due ones are one query; a
+key's item is indexed by the earliest timer of the pack's definitions, and is written again
+when it comes due, so a timer of a definition no longer in the pack never stays due. A state
+past its expiry (its window, ttl or pattern span since it last changed, plus a day) is left
+out when its item is written again; one of a definition this code does not know is kept
+until then (a newer release may be running beside it). An item whose states all expired is
+deleted by DynamoDB's TTL.
 
 A heartbeat (an absence with no ``after``: "no event from this source for 5 minutes") is one
 row that every event of a busy source moves: written like the others, it would make every
@@ -68,7 +72,9 @@ MARKER_TTL_S = 8 * 86400.0  # longer than Kinesis keeps a record (7 days at most
 STATE_TTL_MARGIN_S = 86400.0  # a quiet row lives this long past its horizon
 TIMERS_INDEX = "timers"
 TIMER_PARTITION = "timer"
+ANY_STATE = "*"  # the name a due timer of a key's item goes by: the item is read whole
 MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit for one TransactWriteItems
+MAX_STATES_BYTES = 390_000  # a key's states in one item: DynamoDB's limit is 400 KB an item, all told
 
 _outbox_encoder = msgspec.msgpack.Encoder()
 _signals_decoder = msgspec.msgpack.Decoder(list[tuple[str, AlertSignal]])
@@ -89,6 +95,14 @@ class StateConflict(Exception):
     def __init__(self, codes: list[str]) -> None:
         super().__init__(f"transaction cancelled: {codes}")
         self.codes = codes
+
+
+class ItemTooLarge(ValueError):
+    """A key's states would not fit one DynamoDB item: the events that grew them are to blame,
+    not DynamoDB, so the processor sets them aside rather than retrying its batch for ever."""
+
+    def __init__(self, key: str, size: int) -> None:
+        super().__init__(f"the states of key {key!r} would take {size:,} bytes, over {MAX_STATES_BYTES:,}")
 
 
 @dataclass
@@ -128,11 +142,13 @@ class RowWrite:
 @dataclass
 class ItemWrite:
     """A key's item to write with all its states (none: delete it), conditional on
-    ``loaded_version`` (None: the item did not exist)."""
+    ``loaded_version`` (None: the item did not exist); ``deadline``: the earliest timer it is
+    indexed by."""
 
     key: str
     states: dict[str, StoredState]
     loaded_version: int | None
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -179,11 +195,12 @@ class Outbox:
 
 
 def writes_of(
-    engine: Engine, loaded: dict[StateKey, LoadedRow], now: float
+    engine: Engine, loaded: dict[StateKey, LoadedRow], now: float, due: Iterable[str] = ()
 ) -> tuple[list[ItemWrite], list[RowWrite], list[DeadlinePush]]:
     """The engine's changes since it was restored from ``loaded``: the keys' items to write
     (versioned), the heartbeat rows to write (versioned), and the heartbeat deadlines to push
-    through the outbox."""
+    through the outbox. The items of ``due`` keys (their timers came due) are written even
+    unchanged, so a timer the engine did not fire leaves the index."""
     rows: list[RowWrite] = []
     pushes: list[DeadlinePush] = []
     changed: dict[str, dict[str, bytes | None]] = {}
@@ -215,6 +232,8 @@ def writes_of(
                 high=row.high if row is not None else None,
             )
         )
+    for key in due:
+        changed.setdefault(key, {})
     held: dict[str, dict[str, LoadedRow]] = {}
     for (name, key), row in loaded.items():
         if key in changed and not engine.is_heartbeat(name):
@@ -226,13 +245,12 @@ def writes_of(
 def _item_write(
     engine: Engine, key: str, changes: dict[str, bytes | None], held: dict[str, LoadedRow], now: float
 ) -> ItemWrite | None:
-    """``key``'s item with ``changes`` made to the states it ``held``: those past their expiry
-    or of a definition no longer in the pack are left out."""
-    known = engine.persisted_names.values()
+    """``key``'s item with ``changes`` made to the states it ``held``; those past their expiry
+    are left out."""
     states: dict[str, StoredState] = {
         name: (row.state, row.deadline, row.expires_at)
         for name, row in held.items()
-        if name not in changes and name in known and (row.expires_at is None or row.expires_at >= now)
+        if name not in changes and (row.expires_at is None or row.expires_at >= now)
     }
     for name, encoded in changes.items():
         if encoded is not None:
@@ -242,7 +260,9 @@ def _item_write(
     version = next(iter(held.values())).version if held else None
     if not states and version is None:
         return None  # made and dropped within the chunk: nothing was ever stored
-    return ItemWrite(key, states, version)
+    known = engine.persisted_names.values()
+    armed = [deadline for name, (_, deadline, _) in states.items() if deadline is not None and name in known]
+    return ItemWrite(key, states, version, min(armed, default=None))
 
 
 def _s(value: str) -> dict[str, str]:
@@ -299,20 +319,19 @@ class StateTable:
                     delay = min(delay * 2, 1.0)
         return found
 
-    def load(self, rows: Iterable[StateKey], *, consistent: bool = False) -> dict[StateKey, LoadedRow]:
-        """Each of ``rows`` that exists, as stored, and every other state of their keys' items.
-
-        ``consistent``: strongly consistent reads; without, a read may miss the latest commits,
-        which only makes the next commit's conditions fail (see the module's doc). An item
-        read while another writer's transaction was half applied (a local endpoint's
-        transactions are not isolated from reads) counts as absent, with the same effect."""
+    def load(self, rows: Iterable[StateKey]) -> dict[StateKey, LoadedRow]:
+        """Each of ``rows`` that exists, as stored, and every other state of their keys' items
+        (a row named :data:`ANY_STATE` stands for its key's item). An item read while another
+        writer's transaction was half applied (a local endpoint's transactions are not
+        isolated from reads) counts as absent: the versioned commit then conflicts, and the
+        chunk is run again on a fresh read."""
         wanted: dict[str, StateKey | str] = {}
         for name, key in rows:
             if name in self.heartbeats:
                 wanted[_row_pk(name, key)] = (name, key)
             else:
                 wanted[_item_pk(key)] = key
-        items = self._batch_get(list(wanted), "pk, st, v, d, hi", consistent)
+        items = self._batch_get(list(wanted), "pk, st, v, d, hi", consistent=True)
         loaded: dict[StateKey, LoadedRow] = {}
         for pk, item in items.items():
             if "st" not in item or "v" not in item:
@@ -359,8 +378,7 @@ class StateTable:
         reply = self.db.query(**kwargs)
         for item in reply.get("Items", []):
             kind, rest = item["pk"]["S"].split("|", 1)
-            # a key's item names its earliest timer's state (``dn``, projected into the index)
-            name, key = (item["dn"]["S"], rest) if kind == "k" else rest.split("|", 1)
+            name, key = (ANY_STATE, rest) if kind == "k" else rest.split("|", 1)
             rows.append((float(item["d"]["N"]), (name, key)))
         return rows[:limit]
 
@@ -462,21 +480,24 @@ class StateTable:
 
     def migrate_rows(self, now: float) -> int:
         """Move the state rows of the layout before 2026-12-03 (a row a state, ``s|<name>|<key>``)
-        into their keys' items, and delete them; heartbeat rows stay as they are. Run it with the
-        processor stopped (its event source mapping disabled): where a state is in both, the
-        item's is kept. Returns how many rows moved; safe to run again."""
+        into their keys' items, and delete them; heartbeat rows (this table's ``heartbeats``, or
+        any row that ever had a pushed deadline) stay as they are. Run it with the processor
+        and the tick stopped: where a state is in both, the item's is kept. Returns how many
+        rows moved; safe to run again. It scans the whole table once, markers included."""
         moved: dict[str, dict[str, StoredState]] = {}
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "FilterExpression": "begins_with(pk, :rows)",
             "ExpressionAttributeValues": {":rows": _s("s|")},
+            "ProjectionExpression": "pk, st, d, #ttl, hi",
+            "ExpressionAttributeNames": {"#ttl": "ttl"},
             "ConsistentRead": True,
         }
         while True:
             reply = self.db.scan(**kwargs)
             for item in reply.get("Items", []):
                 _, name, key = item["pk"]["S"].split("|", 2)
-                if name not in self.heartbeats and "st" in item:
+                if name not in self.heartbeats and "hi" not in item and "st" in item:
                     deadline = float(item["d"]["N"]) if "d" in item else None
                     expires_at = float(item["ttl"]["N"]) if "ttl" in item else None
                     moved.setdefault(key, {})[name] = (bytes(item["st"]["B"]), deadline, expires_at)
@@ -485,10 +506,11 @@ class StateTable:
             kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
         for key, states in moved.items():
             rows = list(states)
-            held = self.load([(name, key) for name in rows], consistent=True)
+            held = self.load([(name, key) for name in rows])
             version = next(iter(held.values())).version if held else None
             states.update({name: (row.state, row.deadline, row.expires_at) for (name, _), row in held.items()})
-            self.commit(Commit("upgrade", "-", keys=[ItemWrite(key, states, version)]), now)
+            deadline = min((d for _, d, _ in states.values() if d is not None), default=None)
+            self.commit(Commit("upgrade", "-", keys=[ItemWrite(key, states, version, deadline)]), now)
             for name in rows:
                 self.db.delete_item(TableName=self.table, Key={"pk": _s(_row_pk(name, key)), "sk": _s("-")})
         return sum(len(states) for states in moved.values())
@@ -513,15 +535,12 @@ class StateTable:
         condition = _versioned(write.loaded_version)
         if not write.states:
             return {"Delete": {"TableName": self.table, "Key": key, **condition}}
-        item: dict[str, Any] = {
-            **key,
-            "st": {"B": _states_encoder.encode(write.states)},
-            "v": _n((write.loaded_version or 0) + 1),
-        }
-        armed = [(deadline, name) for name, (_, deadline, _) in write.states.items() if deadline is not None]
-        if armed:
-            deadline, name = min(armed)
-            item.update(tp=_s(TIMER_PARTITION), d=_n(deadline), dn=_s(name))
+        states = _states_encoder.encode(write.states)
+        if len(states) > MAX_STATES_BYTES:
+            raise ItemTooLarge(write.key, len(states))
+        item: dict[str, Any] = {**key, "st": {"B": states}, "v": _n((write.loaded_version or 0) + 1)}
+        if write.deadline is not None:
+            item.update(tp=_s(TIMER_PARTITION), d=_n(write.deadline))
         expiries = [expires_at for _, _, expires_at in write.states.values()]
         if None not in expiries:
             item["ttl"] = _n(int(max(e for e in expiries if e is not None)))
