@@ -141,7 +141,7 @@ class Deployment:
                 if pk.startswith("s|"):  # a heartbeat's row
                     rows[pk] = _without_arrival(msgspec.msgpack.decode(bytes(item["st"]["B"])))
                 elif pk.startswith("k|"):  # a key's item: each state with its deadline (expiries are clock times)
-                    for name, (state, deadline, _) in msgspec.msgpack.decode(bytes(item["st"]["B"])).items():
+                    for name, (state, deadline, *_) in msgspec.msgpack.decode(bytes(item["st"]["B"])).items():
                         rows[f"{pk}|{name}"] = (_without_arrival(msgspec.msgpack.decode(state)), deadline)
             if "LastEvaluatedKey" not in reply:
                 return rows

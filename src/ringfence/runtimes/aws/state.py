@@ -33,13 +33,14 @@ Item layout (table key ``pk`` + ``sk``):
 
 (1) ``{name: (state, armed deadline, expiry)}``, msgpack.
 
-Timers live in the sparse index ``timers`` (``tp`` + ``d``), so due ones are one query; a
-key's item is indexed by the earliest timer of the pack's definitions, and is written again
-when it comes due, so a timer of a definition no longer in the pack never stays due. A state
-past its expiry (its window, ttl or pattern span since it last changed, plus a day) is left
-out when its item is written again; one of a definition this code does not know is kept
-until then (a newer release may be running beside it). An item whose states all expired is
-deleted by DynamoDB's TTL.
+Timers live in the sparse index ``timers`` (``tp`` + ``d``), so due ones are one query. A
+key's item is indexed by its earliest timer, and is written again when it comes due: then a
+timer of a definition this code does not know leaves the index (no engine here fires it),
+and a heartbeat's row of such a definition is taken out of it. A state past its expiry (its
+window, ttl or pattern span since it last changed, plus a day) is left out when its item is
+written again, as is one of a definition this code does not know written more than a day
+before (until then another release may be running beside this one). An item whose states all
+expired is deleted by DynamoDB's TTL.
 
 A heartbeat (an absence with no ``after``: "no event from this source for 5 minutes") is one
 row that every event of a busy source moves: written like the others, it would make every
@@ -67,9 +68,11 @@ from ringfence.runtimes.aws.resources import cancellation_codes, error_code
 from ringfence.store.base import LateEvent
 
 StateKey = tuple[str, str]
-StoredState = tuple[bytes, float | None, float | None]  # a state in its key's item: state, armed deadline, expiry
+# a state in its key's item: state, armed deadline, expiry, when it was written
+StoredState = tuple[bytes, float | None, float | None, float]
 MARKER_TTL_S = 8 * 86400.0  # longer than Kinesis keeps a record (7 days at most)
 STATE_TTL_MARGIN_S = 86400.0  # a quiet row lives this long past its horizon
+OTHER_RELEASE_S = 86400.0  # a state of a definition this code does not know is kept this long
 TIMERS_INDEX = "timers"
 TIMER_PARTITION = "timer"
 ANY_STATE = "*"  # the name a due timer of a key's item goes by: the item is read whole
@@ -80,7 +83,7 @@ _outbox_encoder = msgspec.msgpack.Encoder()
 _signals_decoder = msgspec.msgpack.Decoder(list[tuple[str, AlertSignal]])
 _pushes_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, bytes, float]])
 _states_encoder = msgspec.msgpack.Encoder()
-_states_decoder = msgspec.msgpack.Decoder(dict[str, tuple[bytes, float | None, float | None]])
+_states_decoder = msgspec.msgpack.Decoder(dict[str, tuple[bytes, float | None, float | None, float]])
 
 
 def heartbeat_names(pack: RulePack) -> frozenset[str]:
@@ -124,6 +127,7 @@ class LoadedRow:
     deadline: float | None = None
     high: float | None = None
     expires_at: float | None = None
+    written_at: float = 0.0
 
 
 @dataclass
@@ -245,23 +249,32 @@ def writes_of(
 def _item_write(
     engine: Engine, key: str, changes: dict[str, bytes | None], held: dict[str, LoadedRow], now: float
 ) -> ItemWrite | None:
-    """``key``'s item with ``changes`` made to the states it ``held``; those past their expiry
-    are left out."""
+    """``key``'s item with ``changes`` made to the states it ``held``. Left out: states past
+    their expiry, and those of a definition this code does not know written more than
+    :data:`OTHER_RELEASE_S` ago (kept until then: another release may be running beside
+    this one). Indexed by the earliest timer it could fire, or another release's not yet due."""
+    known = set(engine.persisted_names.values())
     states: dict[str, StoredState] = {
-        name: (row.state, row.deadline, row.expires_at)
+        name: (row.state, row.deadline, row.expires_at, row.written_at)
         for name, row in held.items()
-        if name not in changes and (row.expires_at is None or row.expires_at >= now)
+        if name not in changes
+        and (row.expires_at is None or row.expires_at >= now)
+        and (name in known or row.written_at >= now - OTHER_RELEASE_S)
     }
     for name, encoded in changes.items():
         if encoded is not None:
             horizon = engine.horizon_of(name)
             expires_at = now + horizon + STATE_TTL_MARGIN_S if horizon is not None else None
-            states[name] = (encoded, engine.timer_of(name, key), expires_at)
+            states[name] = (encoded, engine.timer_of(name, key), expires_at, now)
     version = next(iter(held.values())).version if held else None
     if not states and version is None:
         return None  # made and dropped within the chunk: nothing was ever stored
-    known = engine.persisted_names.values()
-    armed = [deadline for name, (_, deadline, _) in states.items() if deadline is not None and name in known]
+    watermark = engine.watermark()
+    armed = [
+        deadline
+        for name, (_, deadline, _, _) in states.items()
+        if deadline is not None and (name in known or deadline > watermark)
+    ]
     return ItemWrite(key, states, version, min(armed, default=None))
 
 
@@ -294,7 +307,7 @@ def _marker_pk(event: str) -> str:
 class StateTable:
     """The processor's view of the state table."""
 
-    def __init__(self, dynamodb: Any, table: str, heartbeats: frozenset[str] = frozenset()) -> None:
+    def __init__(self, dynamodb: Any, table: str, heartbeats: frozenset[str]) -> None:
         self.db = dynamodb
         self.table = table
         self.heartbeats = heartbeats  # state names kept in a row each (:func:`heartbeat_names`)
@@ -342,8 +355,8 @@ class StateTable:
                 high = float(item["hi"]["N"]) if "hi" in item else None
                 loaded[row] = LoadedRow(bytes(item["st"]["B"]), version, deadline, high)
                 continue
-            for name, (state, deadline, expires_at) in _states_decoder.decode(bytes(item["st"]["B"])).items():
-                loaded[(name, row)] = LoadedRow(state, version, deadline, expires_at=expires_at)
+            for name, (state, deadline, expires_at, at) in _states_decoder.decode(bytes(item["st"]["B"])).items():
+                loaded[(name, row)] = LoadedRow(state, version, deadline, expires_at=expires_at, written_at=at)
         return loaded
 
     def processed(self, events: Iterable[str], *, consistent: bool = False) -> set[str]:
@@ -379,8 +392,22 @@ class StateTable:
         for item in reply.get("Items", []):
             kind, rest = item["pk"]["S"].split("|", 1)
             name, key = (ANY_STATE, rest) if kind == "k" else rest.split("|", 1)
+            if kind == "s" and name not in self.heartbeats:
+                self._retire(name, key)  # a heartbeat no longer in the pack: no engine fires it
+                continue
             rows.append((float(item["d"]["N"]), (name, key)))
         return rows[:limit]
+
+    def _retire(self, name: str, key: str) -> None:
+        """Take a heartbeat row of a definition no longer in the pack out of the timers index,
+        and let it expire (a release that still has it may arm it again meanwhile)."""
+        self.db.update_item(
+            TableName=self.table,
+            Key={"pk": _s(_row_pk(name, key)), "sk": _s("-")},
+            UpdateExpression="REMOVE tp, d SET #ttl = :ttl",
+            ExpressionAttributeNames={"#ttl": "ttl"},
+            ExpressionAttributeValues={":ttl": _n(int(time.time() + OTHER_RELEASE_S))},
+        )
 
     def _query(self, equals: dict[str, str]) -> Iterable[dict[str, Any]]:
         ((attr, value),) = equals.items()
@@ -500,7 +527,7 @@ class StateTable:
                 if name not in self.heartbeats and "hi" not in item and "st" in item:
                     deadline = float(item["d"]["N"]) if "d" in item else None
                     expires_at = float(item["ttl"]["N"]) if "ttl" in item else None
-                    moved.setdefault(key, {})[name] = (bytes(item["st"]["B"]), deadline, expires_at)
+                    moved.setdefault(key, {})[name] = (bytes(item["st"]["B"]), deadline, expires_at, now)
             if "LastEvaluatedKey" not in reply:
                 break
             kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
@@ -508,8 +535,10 @@ class StateTable:
             rows = list(states)
             held = self.load([(name, key) for name in rows])
             version = next(iter(held.values())).version if held else None
-            states.update({name: (row.state, row.deadline, row.expires_at) for (name, _), row in held.items()})
-            deadline = min((d for _, d, _ in states.values() if d is not None), default=None)
+            states.update(
+                {name: (row.state, row.deadline, row.expires_at, row.written_at) for (name, _), row in held.items()}
+            )
+            deadline = min((d for _, d, _, _ in states.values() if d is not None), default=None)
             self.commit(Commit("upgrade", "-", keys=[ItemWrite(key, states, version, deadline)]), now)
             for name in rows:
                 self.db.delete_item(TableName=self.table, Key={"pk": _s(_row_pk(name, key)), "sk": _s("-")})
@@ -541,7 +570,7 @@ class StateTable:
         item: dict[str, Any] = {**key, "st": {"B": states}, "v": _n((write.loaded_version or 0) + 1)}
         if write.deadline is not None:
             item.update(tp=_s(TIMER_PARTITION), d=_n(write.deadline))
-        expiries = [expires_at for _, _, expires_at in write.states.values()]
+        expiries = [expires_at for _, _, expires_at, _ in write.states.values()]
         if None not in expiries:
             item["ttl"] = _n(int(max(e for e in expiries if e is not None)))
         return {"Put": {"TableName": self.table, "Item": item, **condition}}
