@@ -37,11 +37,11 @@ def item_sizes(customers: int, events: int) -> dict[str, float]:
     decoded = decode_batch(msgspec.json.encode(raw), ndjson=False, now=time.time(), max_events=events)
     for i, e in enumerate(decoded.events):
         engine.process(e, i, 0, e.occurred_at)
-    items: dict[str, dict[str, tuple[bytes, None, float]]] = defaultdict(dict)
+    items: dict[str, dict[str, tuple[bytes, None, int, int]]] = defaultdict(dict)
     for name, key, state in engine.take_changes():
         own = key.startswith("cus_") and "\x1f" not in key  # a customer's key, not one with a payee's, say
         if state is not None and not engine.is_heartbeat(name) and own:
-            items[key][name] = (state, None, 1.8e9)
+            items[key][name] = (state, None, 1_800_000_000, 1_800_000_000)  # as stored: with its times
     named = [len(msgspec.msgpack.encode(states)) for states in items.values()]
     short = [
         len(msgspec.msgpack.encode({hashlib.sha256(n.encode()).digest()[:8]: s for n, s in states.items()}))

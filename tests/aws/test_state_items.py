@@ -34,7 +34,7 @@ def _items(d: Deployment) -> Iterator[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
 
 
-Stored = tuple[bytes, float | None, float | None, float]  # state, deadline, expiry, written at
+Stored = tuple[bytes, float | None, int | None, int]  # state, deadline, expiry, written at
 
 
 def _states(item: dict[str, Any]) -> dict[str, Stored]:
@@ -147,7 +147,7 @@ def test_an_item_written_again_leaves_out_expired_states_and_keeps_another_relea
             engine.process(e, i, 0, e.occurred_at)
         return engine
 
-    now = last.occurred_at + 60  # the watermark is about 65 s behind
+    now = float(int(last.occurred_at) + 60)  # the watermark is about 65 s behind; whole seconds, as stored
     held = {
         (n, k): LoadedRow(st, 3, expires_at=now + 10, written_at=now - 30)
         for n, k, st in ran(*earlier).take_changes()
@@ -306,8 +306,8 @@ def test_absence_timers_in_a_keys_item_fire_earliest_first_and_one_of_no_definit
     # a timer of a definition the pack no longer has, due long ago: no engine will fire it
     # a timer of a definition this code does not know (another release's, written just now), due
     # long ago: no engine here fires it; and one of a definition gone for two days
-    gone = {"pattern:gone#0123456789ab": (b"\x90", t0 - 3600, None, time.time())}
-    ancient = {"pattern:ancient#0123456789ab": (b"\x91", None, None, time.time() - 2 * 86400)}
+    gone = {"pattern:gone#0123456789ab": (b"\x90", t0 - 3600, None, int(time.time()))}
+    ancient = {"pattern:ancient#0123456789ab": (b"\x91", None, None, int(time.time()) - 2 * 86400)}
     stuck = {"st": {"B": msgspec.msgpack.encode(gone | ancient)}, "tp": {"S": "timer"}, "d": {"N": repr(t0 - 3600)}}
     db.put_item(TableName=table, Item={"pk": {"S": "k|cus_z"}, "sk": {"S": "-"}, "v": {"N": "1"}, **stuck})
     d.send([

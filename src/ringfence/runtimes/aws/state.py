@@ -69,7 +69,8 @@ from ringfence.store.base import LateEvent
 
 StateKey = tuple[str, str]
 # a state in its key's item: state, armed deadline, expiry, when it was written
-StoredState = tuple[bytes, float | None, float | None, float]
+# (whole seconds for the two times: 5 bytes each in msgpack, not 9, in every write of the item)
+StoredState = tuple[bytes, float | None, int | None, int]
 MARKER_TTL_S = 8 * 86400.0  # longer than Kinesis keeps a record (7 days at most)
 STATE_TTL_MARGIN_S = 86400.0  # a quiet row lives this long past its horizon
 OTHER_RELEASE_S = 86400.0  # a state of a definition this code does not know is kept this long
@@ -83,7 +84,7 @@ _outbox_encoder = msgspec.msgpack.Encoder()
 _signals_decoder = msgspec.msgpack.Decoder(list[tuple[str, AlertSignal]])
 _pushes_decoder = msgspec.msgpack.Decoder(list[tuple[str, str, bytes, float]])
 _states_encoder = msgspec.msgpack.Encoder()
-_states_decoder = msgspec.msgpack.Decoder(dict[str, tuple[bytes, float | None, float | None, float]])
+_states_decoder = msgspec.msgpack.Decoder(dict[str, tuple[bytes, float | None, int | None, int]])
 
 
 def heartbeat_names(pack: RulePack) -> frozenset[str]:
@@ -255,7 +256,7 @@ def _item_write(
     this one). Indexed by the earliest timer it could fire, or another release's not yet due."""
     known = set(engine.persisted_names.values())
     states: dict[str, StoredState] = {
-        name: (row.state, row.deadline, row.expires_at, row.written_at)
+        name: (row.state, row.deadline, _seconds(row.expires_at), int(row.written_at))
         for name, row in held.items()
         if name not in changes
         and (row.expires_at is None or row.expires_at >= now)
@@ -265,7 +266,7 @@ def _item_write(
         if encoded is not None:
             horizon = engine.horizon_of(name)
             expires_at = now + horizon + STATE_TTL_MARGIN_S if horizon is not None else None
-            states[name] = (encoded, engine.timer_of(name, key), expires_at, now)
+            states[name] = (encoded, engine.timer_of(name, key), _seconds(expires_at), int(now))
     version = next(iter(held.values())).version if held else None
     if not states and version is None:
         return None  # made and dropped within the chunk: nothing was ever stored
@@ -276,6 +277,10 @@ def _item_write(
         if deadline is not None and (name in known or deadline > watermark)
     ]
     return ItemWrite(key, states, version, min(armed, default=None))
+
+
+def _seconds(at: float | None) -> int | None:
+    return None if at is None else int(at)
 
 
 def _s(value: str) -> dict[str, str]:
@@ -527,7 +532,7 @@ class StateTable:
                 if name not in self.heartbeats and "hi" not in item and "st" in item:
                     deadline = float(item["d"]["N"]) if "d" in item else None
                     expires_at = float(item["ttl"]["N"]) if "ttl" in item else None
-                    moved.setdefault(key, {})[name] = (bytes(item["st"]["B"]), deadline, expires_at, now)
+                    moved.setdefault(key, {})[name] = (bytes(item["st"]["B"]), deadline, _seconds(expires_at), int(now))
             if "LastEvaluatedKey" not in reply:
                 break
             kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
@@ -536,7 +541,10 @@ class StateTable:
             held = self.load([(name, key) for name in rows])
             version = next(iter(held.values())).version if held else None
             states.update(
-                {name: (row.state, row.deadline, row.expires_at, row.written_at) for (name, _), row in held.items()}
+                {
+                    name: (row.state, row.deadline, _seconds(row.expires_at), int(row.written_at))
+                    for (name, _), row in held.items()
+                }
             )
             deadline = min((d for _, d, _, _ in states.values() if d is not None), default=None)
             self.commit(Commit("upgrade", "-", keys=[ItemWrite(key, states, version, deadline)]), now)
