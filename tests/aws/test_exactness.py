@@ -15,27 +15,12 @@ from ringfence.engine.native import make_engine
 from ringfence.runtimes.aws.handlers import process_event
 from ringfence.runtimes.aws.processor import ShardProcessor
 from ringfence.runtimes.aws.state import Commit
-from ringfence.simulate import Traffic
-from tests.helpers.aws import Deployment, DeploymentFactory, first_commits_together, stream_record
-from tests.helpers.parity import yesterday_at
-
-
-def workload(count: int = 700) -> list[dict[str, Any]]:
-    traffic = Traffic(seed=5, customers=60, fraud_rate=0.2, source_prefix="exact")
-    return list(traffic.stream(start=yesterday_at(21), rate_per_s=20.0, count=count))
+from tests.helpers.aws import DeploymentFactory, clean_run, first_commits_together, stream_record, workload
 
 
 @pytest.fixture(scope="module")
 def events() -> list[dict[str, Any]]:
     return workload()
-
-
-def clean_run(deploy: DeploymentFactory, events: list[dict[str, Any]]) -> Deployment:
-    clean = deploy(batch_size=50)
-    clean.send(events)
-    clean.stream.drain()
-    assert len(clean.alerts()) >= 20
-    return clean
 
 
 class Crash(Exception):

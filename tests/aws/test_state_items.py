@@ -19,8 +19,7 @@ from ringfence.events.model import Event
 from ringfence.runtimes.aws.capacity import UnitMeter
 from ringfence.runtimes.aws.state import ANY_STATE, STATE_TTL_MARGIN_S, ItemWrite, LoadedRow, writes_of
 from ringfence.simulate import Traffic
-from tests.aws.test_exactness import clean_run, workload
-from tests.helpers.aws import Deployment, DeploymentFactory, stream_record
+from tests.helpers.aws import Deployment, DeploymentFactory, clean_run, stream_record, workload
 from tests.helpers.parity import yesterday_at
 
 

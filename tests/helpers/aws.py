@@ -17,6 +17,8 @@ from urllib.parse import quote
 import msgspec
 
 from ringfence.runtimes.aws.processor import StreamRecord
+from ringfence.simulate import Traffic
+from tests.helpers.parity import yesterday_at
 
 if TYPE_CHECKING:
     from ringfence.aws_lambda import LambdaHandler
@@ -188,3 +190,19 @@ def stream_record(r: dict[str, Any]) -> StreamRecord:
     return StreamRecord(
         k["sequenceNumber"], k["partitionKey"], base64.b64decode(k["data"]), k["approximateArrivalTimestamp"]
     )
+
+
+def workload(count: int = 700) -> list[dict[str, Any]]:
+    """Events of 60 customers, a fifth of them fraudulent: enough alerts to tell a lost or doubled
+    one."""
+    traffic = Traffic(seed=5, customers=60, fraud_rate=0.2, source_prefix="exact")
+    return list(traffic.stream(start=yesterday_at(21), rate_per_s=20.0, count=count))
+
+
+def clean_run(deploy: DeploymentFactory, events: list[dict[str, Any]]) -> Deployment:
+    """A deployment that took ``events`` with nothing going wrong: what a troubled run must match."""
+    clean = deploy(batch_size=50)
+    clean.send(events)
+    clean.stream.drain()
+    assert len(clean.alerts()) >= 20
+    return clean
