@@ -34,7 +34,7 @@ def table(deploy: DeploymentFactory) -> AlertTable:
 
 def raise_alert(table: AlertTable, n: int, **kw: Any) -> str:
     """A new alert of its own rule and dedup key; returns its id."""
-    applied = table.apply(signal(n, key=f"k{n}", **kw), "test", f"{n:08d}", NOW)
+    applied = table.apply([(f"{n:08d}", signal(n, key=f"k{n}", **kw))], "test", NOW)
     assert applied is not None
     assert applied.created
     return applied.alert_id

@@ -33,7 +33,7 @@ def raise_alerts(d: Deployment, count: int, critical: frozenset[int] = frozenset
     """``count`` alerts, one a second, of severity high but those numbered in ``critical``."""
     for i in range(count):
         hit = signal(i, key=f"k{i}", severity="critical" if i in critical else "high", **kw)
-        assert d.runtime.alerts.apply(hit, "test", f"{i:08d}", NOW + i) is not None
+        assert d.runtime.alerts.apply([(f"{i:08d}", hit)], "test", NOW + i) is not None
 
 
 def owe_notifications(d: Deployment, count: int) -> None:

@@ -129,6 +129,7 @@ def test_the_stream_mapping_retries_bisects_and_parks_what_it_gives_up_on(resour
     assert mapping["MaximumRetryAttempts"] == KinesisSource.max_retries  # what the local source plays
     assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {"!GetAtt": "ProcessorFailures.Arn"}
     assert mapping["BatchSize"] == {"!Ref": "BatchSize"}
+    assert mapping["ParallelizationFactor"] == 1  # the alerts' dedup pointers apply a shard's hits in order
     (stream,) = of_type(resources, "AWS::Kinesis::Stream").values()
     assert stream["ShardCount"] == {"!Ref": "ShardCount"}
     dispatcher = of_type(resources, "AWS::Serverless::Function")["DispatcherFunction"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
 import threading
 import time
@@ -116,6 +117,29 @@ class Deployment:
             assert reply["statusCode"] == 202, reply
             assert json.loads(reply["body"])["rejected"] == []
 
+    def drain_shards_at_once(self) -> int:
+        """Process the stream as Lambda does with several shards: each shard on a thread and in
+        a container (runtime) of its own, all at once. Returns the invocations made."""
+        from ringfence.runtimes.aws.handlers import AwsRuntime, process_event
+        from ringfence.runtimes.aws.local import KinesisSource, drain_at_once
+        from ringfence.runtimes.aws.resources import AwsClients
+
+        sources = []
+        for shard in self.stream.shard_ids():
+            container = AwsRuntime.create(self.runtime.names, self.runtime.settings, AwsClients(REGION), AUDIT_KEY)
+            sources.append(
+                KinesisSource(
+                    container.clients.kinesis,
+                    self.runtime.names.stream,
+                    lambda e, rt=container: process_event(rt, e),
+                    self.stream.batch_size,
+                    on_failure=self.failures.append,
+                    shards=(shard,),
+                )
+            )
+        drain_at_once(sources)
+        return sum(source.invocations for source in sources)
+
     def alerts(self) -> dict[str, tuple[str, int]]:
         from ringfence.alerts.model import AlertQuery
 
@@ -206,3 +230,26 @@ def clean_run(deploy: DeploymentFactory, events: list[dict[str, Any]]) -> Deploy
     clean.stream.drain()
     assert len(clean.alerts()) >= 20
     return clean
+
+
+HOT_IP = "203.0.113.66"  # TEST-NET-3: an address credential stuffing shares across customers
+
+
+def with_hot_address(events: list[dict[str, Any]], fraction: float, seed: int) -> list[dict[str, Any]]:
+    """``events`` with about ``fraction`` of them replaced by failed logins from HOT_IP, each of
+    a customer of the traffic (so spread over every shard), at the replaced event's time."""
+    rng = random.Random(seed)
+    customers = sorted({e["customer_id"] for e in events if e.get("customer_id")})
+    out = []
+    for i, event in enumerate(events):
+        if event.get("customer_id") and rng.random() < fraction:
+            event = {
+                "event_id": f"hot-{seed}-{i:08d}",
+                "type": "login.failed",
+                "occurred_at": event["occurred_at"],
+                "source": "mobile-app",
+                "customer_id": rng.choice(customers),
+                "data": {"device_id": f"dev_{rng.randrange(16**10):010x}", "ip": HOT_IP},
+            }
+        out.append(event)
+    return out

@@ -217,7 +217,7 @@ class DynamoHarness(Harness):
         """As :meth:`~ringfence.runtimes.aws.processor.ShardProcessor._apply_signals` does."""
         self._ordinal += 1
         ordinal = f"{self._ordinal:012d}"
-        applied = self.table.apply(signal, "conformance", ordinal, self.clock.time())
+        applied = self.table.apply([(ordinal, signal)], "conformance", self.clock.time())
         if applied is not None and applied.owes_announcement:
             self._announce({"change": AlertChange.FIRING.value, "alert_id": applied.alert_id})
             self.table.mark_announced(applied.alert_id, ordinal)

@@ -12,8 +12,10 @@ ordinal of the last signal it applied, and every change is one transaction with 
 from __future__ import annotations
 
 import itertools
+import random
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,7 @@ from ringfence.runtimes.aws.items import (
     sort_time,
 )
 from ringfence.runtimes.aws.notification_log import NotificationItems
+from ringfence.runtimes.aws.resources import contention_pause_s
 from ringfence.runtimes.aws.silences import SilenceItems
 
 APPLY_ATTEMPTS = 8
@@ -58,6 +61,11 @@ INHIBITION_PAGES = 4  # pages of INHIBITION_SOURCES of the newest alerts read at
 _entries = itertools.count()  # orders a container's entries of one instant as written (the rest: random)
 _ATTRIBUTE_LABELS = ("rule_id", "severity", "audience")  # labels alerts keep as attributes (and customer_id)
 _LABEL_SET_ATTRIBUTES = ("id", "rule_id", "severity", "audience", "customer_id", "labels")  # what label_set reads
+
+
+class AlertContention(StoreError):
+    """Every attempt to apply an alert's hits lost a race (a hot alert that many shards hit at
+    once): the hits wait in their outbox for the next invocation of the shard or the tick."""
 
 
 @dataclass(frozen=True)
@@ -85,46 +93,62 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
     def __init__(self, dynamodb: Any, table: str, audit_key: bytes | None = None) -> None:
         super().__init__(dynamodb, table)
         self.audit = AuditTrail(dynamodb, table, audit_key)
+        self._rng = random.Random()  # nosec B311 # noqa: S311 - backoff jitter, not security
 
     # -- the processor's side ----------------------------------------------------------------------
 
-    def apply(self, signal: AlertSignal, source: str, ordinal: str, now: float) -> Applied | None:
-        """Create the alert of a live ``signal`` or count it into the active one, once.
+    def apply(self, hits: Sequence[tuple[str, AlertSignal]], source: str, now: float) -> Applied | None:
+        """Create the alert of live ``hits`` of one alert (one rule and dedup key; ``(ordinal,
+        signal)`` in ordinal order) or count them into the active one, once, in one transaction.
 
-        ``ordinal`` orders the signals of ``source`` (zero-padded, so strings compare); a signal
-        at or before the pointer's mark for its source was applied already. Returns None then,
-        unless the alert it created is still owed its announcement.
+        An ordinal orders the signals of ``source`` (zero-padded, so strings compare); a hit at or
+        before the pointer's mark for its source was applied already. Returns None when every hit
+        was, unless the alert is still owed the announcement of the last. A hot alert (one
+        address stuffing credentials, seen by every shard) takes one write for all of a batch's
+        hits, not one each; a lost race is tried again after a pause that grows, with jitter,
+        and :class:`AlertContention` says every attempt lost.
         """
-        ptr_pk = f"d|{signal.rule_id}|{signal.dedup_key}"
-        for _ in range(APPLY_ATTEMPTS):
+        rule_id, dedup_key = hits[0][1].rule_id, hits[0][1].dedup_key
+        ptr_pk = f"d|{rule_id}|{dedup_key}"
+        for attempt in range(APPLY_ATTEMPTS):
+            if attempt:
+                time.sleep(contention_pause_s(attempt, self._rng))
             ptr = self.get(ptr_pk, "ptr")
             version = int(ptr["v"]["N"]) if ptr else 0
             latest = ptr["active"]["S"] if ptr and "active" in ptr else None
             occurrence = int(ptr["occ"]["N"]) if ptr else 0
             mark = ptr.get("marks", {}).get("M", {}).get(source, {}).get("S", "") if ptr else ""
             alert = self.get(f"a|{latest}", "alert") if latest else None
-            if mark >= ordinal:
-                owed = alert is not None and alert.get("by", {}).get("S") == ordinal and "announced" not in alert
-                first = alert is not None and int(alert["count"]["N"]) == 1
-                return Applied(latest, first, True) if owed and latest else None
-            ptr_update = self._pointer_update(ptr_pk, version, source, ordinal)
+            todo = [(ordinal, signal) for ordinal, signal in hits if ordinal > mark]
+            if not todo:
+                last = hits[-1][0]
+                owed = alert is not None and alert.get("by", {}).get("S") == last and "announced" not in alert
+                created = alert is not None and int(alert["count"]["N"]) <= len(hits)  # these hits made it
+                return Applied(latest, created, True) if owed and latest else None
+            ptr_update = self._pointer_update(ptr_pk, version, source, todo[-1][0])
             if latest is not None and alert is not None and alert["status"]["S"] in ACTIVE:
-                items = [self._another_hit(latest, alert, signal, ordinal, now), ptr_update]
+                items = [self._more_hits(latest, alert, todo, now), ptr_update]
                 created, aid = False, latest
             else:
                 occurrence += 1
-                aid = alert_id(signal.rule_id, signal.dedup_key, occurrence)
+                aid = alert_id(rule_id, dedup_key, occurrence)
                 ptr_update["Update"]["UpdateExpression"] += ", active = :aid, occ = :occ"
                 ptr_update["Update"]["ExpressionAttributeValues"].update({":aid": s(aid), ":occ": n(occurrence)})
-                new = self._new_alert_item(aid, signal, occurrence, ordinal, now)
+                first = todo[0][1]
                 items = [
-                    {"Put": {"TableName": self.table, "Item": new, "ConditionExpression": "attribute_not_exists(pk)"}},
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": self._new_alert_item(aid, todo, occurrence, now),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
                     self._history_put(
                         aid,
                         now,
                         SYSTEM_ACTOR,
                         Decision.CREATED,
-                        f"rule {signal.rule_id} matched event {signal.event_id}",
+                        f"rule {rule_id} matched event {first.event_id}",
                         None,
                         AlertStatus.OPEN,
                     ),
@@ -134,32 +158,36 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
             if self.transact(items):
                 return Applied(aid, created, True)
             # a racing writer or a status change: read again
-        raise StoreError(f"could not apply a signal of {signal.rule_id} after {APPLY_ATTEMPTS} attempts")
+        raise AlertContention(f"could not apply {len(hits)} hit(s) of {rule_id} after {APPLY_ATTEMPTS} attempts")
 
-    def _another_hit(
-        self, aid: str, alert: dict[str, Any], signal: AlertSignal, ordinal: str, now: float
+    def _more_hits(
+        self, aid: str, alert: dict[str, Any], hits: Sequence[tuple[str, AlertSignal]], now: float
     ) -> dict[str, Any]:
-        hit = lifecycle.another_hit(float(alert["first_seen"]["N"]), float(alert["last_seen"]["N"]), signal)
-        evidence = lifecycle.merge_evidence(msgspec.json.decode(alert["evidence"]["S"]), signal)
+        first_seen, last_seen = float(alert["first_seen"]["N"]), float(alert["last_seen"]["N"])
+        evidence = msgspec.json.decode(alert["evidence"]["S"])
+        for _, signal in hits:
+            hit = lifecycle.another_hit(first_seen, last_seen, signal)
+            first_seen, last_seen = hit.first_seen, hit.last_seen
+            evidence = lifecycle.merge_evidence(evidence, signal)
         return {
             "Update": {
                 "TableName": self.table,
                 "Key": _key(aid),
                 # ``by``: the hit now owed its announcement (a replayed outbox sends it if still owed)
-                "UpdateExpression": "SET #c = #c + :one, first_seen = :first, last_seen = :last, "
+                "UpdateExpression": "SET #c = #c + :hits, first_seen = :first, last_seen = :last, "
                 "evidence = :ev, updated_at = :now, title = :title, summary = :summary, #by = :ord "
                 "REMOVE announced",
                 "ConditionExpression": f"#st IN ({', '.join(f':a{i}' for i in range(len(ACTIVE)))})",
                 "ExpressionAttributeNames": {"#c": "count", "#st": "status", "#by": "by"},
                 "ExpressionAttributeValues": {
-                    ":one": n(1),
-                    ":ord": s(ordinal),
-                    ":first": n(hit.first_seen),
-                    ":last": n(hit.last_seen),
+                    ":hits": n(len(hits)),
+                    ":ord": s(hits[-1][0]),
+                    ":first": n(first_seen),
+                    ":last": n(last_seen),
                     ":ev": json_s(evidence),
                     ":now": n(now),
-                    ":title": s(hit.title),
-                    ":summary": s(hit.summary),
+                    ":title": s(hits[-1][1].title),
+                    ":summary": s(hits[-1][1].summary),
                     **{f":a{i}": s(status) for i, status in enumerate(ACTIVE)},
                 },
             }
@@ -184,8 +212,10 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
         return {"Update": update}
 
     def _new_alert_item(
-        self, aid: str, signal: AlertSignal, occurrence: int, ordinal: str, now: float
+        self, aid: str, hits: Sequence[tuple[str, AlertSignal]], occurrence: int, now: float
     ) -> dict[str, Any]:
+        """The item of an alert the first of ``hits`` creates, the others counted into it."""
+        signal = hits[0][1]
         item: dict[str, Any] = {
             **_key(aid),
             "id": s(aid),
@@ -197,18 +227,27 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
             "dedup_key": s(signal.dedup_key),
             "occurrence": n(occurrence),
             "labels": json_s(signal.labels),
-            "title": s(signal.title),
-            "summary": s(signal.summary),
-            "evidence": json_s(lifecycle.new_evidence(signal)),
-            "first_seen": n(signal.occurred_at),
-            "last_seen": n(signal.occurred_at),
             "created_at": n(now),
             "updated_at": n(now),
-            "count": n(1),
-            "by": s(ordinal),
+            "count": n(len(hits)),
+            "by": s(hits[-1][0]),
             "act": s(signal.rule_id),  # in ``by_active`` until resolved
             "gp": s("alerts"),
             "gs": s(f"{sort_time(now)}|{aid}"),
+        }
+        first_seen = last_seen = signal.occurred_at
+        evidence = lifecycle.new_evidence(signal)
+        title, summary = signal.title, signal.summary
+        for _, more in hits[1:]:
+            hit = lifecycle.another_hit(first_seen, last_seen, more)
+            first_seen, last_seen, title, summary = hit.first_seen, hit.last_seen, hit.title, hit.summary
+            evidence = lifecycle.merge_evidence(evidence, more)
+        item |= {
+            "title": s(title),
+            "summary": s(summary),
+            "evidence": json_s(evidence),
+            "first_seen": n(first_seen),
+            "last_seen": n(last_seen),
         }
         if signal.customer_id is not None:
             item["customer_id"] = s(signal.customer_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,7 +115,9 @@ class KinesisSource:
 
     ``max_retries`` and ``bisect`` are the mapping's ``MaximumRetryAttempts`` and
     ``BisectBatchOnFunctionError``; ``on_failure`` receives what Lambda sends to the
-    on-failure destination (the shard and sequence range, not the records).
+    on-failure destination (the shard and sequence range, not the records). ``shards``, if
+    given, are the only shards it reads: a source a shard, each drained on a thread of its own
+    (:func:`drain_at_once`), runs shards at once as Lambda does.
     """
 
     kinesis: Any
@@ -125,10 +128,13 @@ class KinesisSource:
     bisect: bool = True
     on_failure: Callable[[dict[str, Any]], None] = lambda info: None
     region: str = "us-east-1"
+    shards: tuple[str, ...] = ()
     _shards: dict[str, _Shard] = field(default_factory=dict)
     invocations: int = 0
 
     def shard_ids(self) -> list[str]:
+        if self.shards:
+            return list(self.shards)
         reply = self.kinesis.list_shards(StreamName=self.stream)
         return sorted(s["ShardId"] for s in reply["Shards"])
 
@@ -229,6 +235,25 @@ class KinesisSource:
                 shard.after = pending[0][-1]["SequenceNumber"]
                 pending.pop(0)
                 retries = 0
+
+
+def drain_at_once(sources: list[KinesisSource], timeout_s: float = 120.0) -> None:
+    """Drain each source on a thread of its own; the first error any raised, raised here."""
+    errors: list[BaseException] = []
+
+    def drain(source: KinesisSource) -> None:
+        try:
+            source.drain(timeout_s)
+        except BaseException as exc:  # handed to the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=drain, args=(source,), name=f"shards-{source.shards}") for source in sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 @dataclass

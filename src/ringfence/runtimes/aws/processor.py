@@ -33,8 +33,9 @@ from ringfence.engine.pack import RulePack
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import StoreError
 from ringfence.events.model import Event, decode_event
-from ringfence.runtimes.aws.alerts import AlertTable
+from ringfence.runtimes.aws.alerts import AlertContention, AlertTable
 from ringfence.runtimes.aws.announcements import announcement
+from ringfence.runtimes.aws.resources import contention_pause_s
 from ringfence.runtimes.aws.state import (
     ANY_STATE,
     MAX_TRANSACTION_ITEMS,
@@ -82,6 +83,7 @@ class BatchOutcome:
     late: int = 0  # behind the watermark: processed, and marked late on their markers
     commits: int = 0
     alerts_created: int = 0
+    outboxes_waiting: int = 0  # left for later: an alert's hits lost every race for it
     failed_sequence: str | None = None
 
 
@@ -275,7 +277,7 @@ class ShardProcessor:
 
     def process(self, shard: str, records: list[StreamRecord]) -> BatchOutcome:
         outcome = BatchOutcome()
-        self.drain_outbox(shard, outcome)
+        drained = self.drain_outbox(shard, outcome)
         items: list[_Item] = []
         seen: set[str] = set()
         for record in records:
@@ -322,7 +324,10 @@ class ShardProcessor:
         if mark is not None and (committed is None or mark > committed):
             self.state.advance_checkpoint(shard, mark, self.clock())  # first: the tick finds the shard by it
         # once per invocation: a busy source's heartbeat row is written once, not once a chunk
-        self._apply(shard, run.outboxes, outcome)
+        if drained:
+            self._apply(shard, run.outboxes, outcome)
+        else:  # the signals wait behind the earlier outbox, in order; the deadlines do not
+            self._apply_pushes(run.outboxes)
         return outcome
 
     def _run_chunk(self, runner: _Chunk, chunk: list[_Item]) -> None:
@@ -339,42 +344,62 @@ class ShardProcessor:
             except StateConflict as conflict:
                 runner.outcome.conflicts += 1
                 log.info("shard %s: commit conflict (%s); reloading", runner.shard, conflict.codes)
-                time.sleep(self._rng.uniform(0.01, 0.05))
+                time.sleep(contention_pause_s(attempt + 1, self._rng))
         raise StoreError(f"shard {runner.shard}: {CONFLICT_ATTEMPTS} commits in a row lost a race")
 
     # -- alerts ----------------------------------------------------------------------------------------
 
-    def _apply(self, source: str, outboxes: list[Outbox], outcome: BatchOutcome) -> None:
+    def _apply(self, source: str, outboxes: list[Outbox], outcome: BatchOutcome) -> bool:
         """Apply what commits left: the newest deadline of each heartbeat, then the signals to
         the alerts table (each once), announcing the new alerts; then drop the outbox items.
-        Safe to repeat after a crash anywhere in it."""
+        Safe to repeat after a crash anywhere in it. False if an alert's hits lost every race
+        for it: that outbox and the ones after it wait, in order, for the next invocation of
+        ``source`` or the tick, and the events go on being processed meanwhile."""
+        self._apply_pushes(outboxes)
+        for outbox in outboxes:
+            try:
+                self._apply_signals(source, outbox, outcome)
+            except AlertContention as exc:
+                log.warning("%s: %s; its outbox waits for the next invocation or the tick", source, exc)
+                outcome.outboxes_waiting += 1
+                return False
+            self.state.drop_outbox(source, outbox.key)
+        return True
+
+    def _apply_pushes(self, outboxes: list[Outbox]) -> None:
+        """The newest deadline each heartbeat was pushed to; never held back with the signals
+        (a deadline left unwritten could let the heartbeat fire though its source is busy)."""
         newest: dict[StateKey, DeadlinePush] = {}
         for push in (p for o in outboxes for p in o.pushes):
             if (push.name, push.key) not in newest or push.deadline > newest[(push.name, push.key)].deadline:
                 newest[(push.name, push.key)] = push
         for push in newest.values():
             self.state.apply_push(push)
-        for outbox in outboxes:
-            self._apply_signals(source, outbox, outcome)
-            self.state.drop_outbox(source, outbox.key)
 
     def _apply_signals(self, source: str, outbox: Outbox, outcome: BatchOutcome) -> None:
+        """Each alert's hits in the outbox in one write (a hot alert hit by every event of a
+        batch takes one), announcing the alert if that is owed."""
         now = self.clock()
+        by_alert: dict[tuple[str, str], list[tuple[str, AlertSignal]]] = {}
         for position, signal in outbox.signals:
-            applied = self.alerts.apply(signal, source, position, now)
+            by_alert.setdefault((signal.rule_id, signal.dedup_key), []).append((position, signal))
+        for hits in by_alert.values():
+            applied = self.alerts.apply(hits, source, now)
             if applied is None:
                 continue
             if applied.created:
                 outcome.alerts_created += 1
             if applied.owes_announcement:
+                signal = hits[-1][1]
                 self.announce(
                     announcement(AlertChange.FIRING, applied.alert_id, signal.rule_id, signal.severity, signal.audience)
                 )
-                self.alerts.mark_announced(applied.alert_id, position)
+                self.alerts.mark_announced(applied.alert_id, hits[-1][0])
 
-    def drain_outbox(self, source: str, outcome: BatchOutcome) -> None:
-        """Apply what an earlier invocation committed but did not get to apply."""
-        self._apply(source, self.state.outbox(source), outcome)
+    def drain_outbox(self, source: str, outcome: BatchOutcome) -> bool:
+        """Apply what an earlier invocation committed but did not get to apply; False if some
+        of it still waits (see :meth:`_apply`)."""
+        return self._apply(source, self.state.outbox(source), outcome)
 
     # -- quiet keys ------------------------------------------------------------------------------------
 
@@ -386,7 +411,8 @@ class ShardProcessor:
         up on, with no traffic since to retry it), so no committed alert waits for the next event.
         """
         outcome = BatchOutcome()
-        for source in [TICK_SOURCE, *self.state.checkpoints()]:
+        drained = self.drain_outbox(TICK_SOURCE, outcome)
+        for source in self.state.checkpoints():
             self.drain_outbox(source, outcome)
         for _ in range(CONFLICT_ATTEMPTS):
             checkpoints = self.state.checkpoints()
@@ -413,7 +439,7 @@ class ShardProcessor:
                 outcome.conflicts += 1
                 continue
             outcome.commits += 1
-            if signals:
+            if signals and drained:  # else they wait behind the tick's earlier outbox, in order
                 self._apply(TICK_SOURCE, [Outbox(ordinal(stamp, 0), signals, [])], outcome)
             return outcome
         raise StoreError(f"the timer tick lost {CONFLICT_ATTEMPTS} races in a row")

@@ -4,6 +4,7 @@ sets them), and boto3 clients made on first use and kept for the life of the con
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -87,3 +88,10 @@ def cancellation_codes(exc: BaseException) -> list[str]:
     if not isinstance(response, dict):
         return []
     return [str(r.get("Code", "None")) for r in response.get("CancellationReasons", [])]
+
+
+def contention_pause_s(attempt: int, rng: random.Random, base_s: float = 0.025, cap_s: float = 1.0) -> float:
+    """How long to wait before try ``attempt`` (1, 2…) of a write that lost a race for an item:
+    up to ``base_s * 2**attempt``, capped, drawn at random (AWS's "full jitter"). Writers racing
+    for one hot item (an address every shard sees) spread out instead of retrying in step."""
+    return rng.uniform(0.0, min(cap_s, base_s * 2**attempt))

@@ -13,8 +13,8 @@ State is read strongly consistently: a chunk reads items it does not write (a pa
 address's), and no condition would catch a stale one. The markers are read eventually
 consistently first (half the price): their own conditions catch a stale answer, and the
 chunk is then run again on strongly consistent reads. Nothing shard-wide is in the
-transaction, so concurrent batches of one shard (``ParallelizationFactor`` > 1) conflict
-only where they share keys. The shard's checkpoint (its newest event time, the watermark's
+transaction, so invocations of different shards conflict only where they share keys (an
+address, a device). The shard's checkpoint (its newest event time, the watermark's
 input) is advanced after a commit, never back.
 
 Why an item a key: an event reads the states of 20-odd definitions but of only three or four
