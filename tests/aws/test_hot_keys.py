@@ -5,6 +5,8 @@ one write; hits that lose every race wait in their outbox, in order, while the s
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from ringfence.alerts.model import AlertQuery
 from ringfence.runtimes.aws import alerts as alerts_module
 from ringfence.runtimes.aws.alerts import AlertContention, AlertTable
+from ringfence.runtimes.aws.state import Commit
 from tests.helpers.aws import HOT_IP, DeploymentFactory, clean_run, with_hot_address, workload
 from tests.helpers.store import signal
 
@@ -29,30 +32,28 @@ def processed_all(d: Any, events: list[dict[str, Any]]) -> bool:
     return bool(d.runtime.state.processed(keys, consistent=True) == keys)
 
 
-def test_shards_at_once_on_a_hot_address_lose_no_event_and_raise_the_same_alerts(
+def test_shards_at_once_on_a_hot_address_lose_no_event_and_count_every_hit_once(
     deploy: DeploymentFactory, hot_events: list[dict[str, Any]]
 ) -> None:
-    one_at_a_time = deploy(shards=4, batch_size=50)
-    one_at_a_time.send(hot_events)
-    one_at_a_time.stream.drain()
-    at_once = deploy(shards=4, batch_size=50)
-    at_once.send(hot_events)
+    d = deploy(shards=4, batch_size=50)
+    d.send(hot_events)
+    committed: Counter[tuple[str, str]] = Counter()  # live hits of the commits that landed, by alert
+    lock = threading.Lock()
 
-    at_once.drain_shards_at_once()
-    at_once.runtime.processor.tick()  # as every minute: finishes any hits that lost every race
+    def landed(commit: Commit) -> None:
+        with lock:
+            committed.update((s.rule_id, s.dedup_key) for _, s in commit.outbox)
 
-    assert at_once.failures == []  # no batch given up on
-    assert processed_all(at_once, hot_events)
-    mine, theirs = at_once.alerts(), one_at_a_time.alerts()
-    assert mine.keys() == theirs.keys()
-    assert ADDRESS_RULE in {rule for rule, _ in mine.values()}
-    assert {a: c for a, c in mine.items() if c[0] != ADDRESS_RULE} == {
-        a: c for a, c in theirs.items() if c[0] != ADDRESS_RULE
-    }
-    hot = sum(1 for e in hot_events if e.get("data", {}).get("ip") == HOT_IP)
-    assert sum(count for rule, count in mine.values() if rule == ADDRESS_RULE) <= hot  # no hit counted twice
-    for shard in at_once.stream.shard_ids():
-        assert at_once.runtime.state.outbox(shard) == []
+    d.drain_shards_at_once(landed)
+    d.runtime.processor.tick()  # as every minute: finishes any hits that lost every race
+
+    assert d.failures == []  # no batch given up on
+    assert processed_all(d, hot_events)
+    counted = {(a.rule_id, a.dedup_key): a.count for a in d.runtime.alerts.list_alerts(AlertQuery(limit=500))[0]}
+    assert counted == dict(committed)  # every hit committed is in its alert, once
+    assert counted[(ADDRESS_RULE, HOT_IP)] >= 10
+    for shard in d.stream.shard_ids():
+        assert d.runtime.state.outbox(shard) == []
 
 
 def test_hits_that_lose_every_race_wait_in_their_outbox_and_the_shard_goes_on(
@@ -64,7 +65,7 @@ def test_hits_that_lose_every_race_wait_in_their_outbox_and_the_shard_goes_on(
     clean = clean_run(deploy, hot_events)
     d = deploy(batch_size=50)  # as the clean run: the shards' batches interleave the same way
     rt = d.runtime
-    monkeypatch.setattr(alerts_module, "contention_pause_s", lambda attempt, rng: 0.0)
+    monkeypatch.setattr(alerts_module, "contention_pause_s", lambda retry, rng: 0.0)
     real_transact = rt.alerts.transact
     rt.alerts.transact = lambda items: False  # type: ignore[method-assign] # a racer always wins
     first, rest = hot_events[:400], hot_events[400:]
@@ -89,7 +90,7 @@ def test_hits_that_lose_every_race_wait_in_their_outbox_and_the_shard_goes_on(
     assert announced == set(clean.alerts())
 
 
-def test_a_shard_with_hits_waiting_applies_none_of_its_own_before_them(
+def test_an_alerts_hits_wait_together_and_the_others_are_applied(
     deploy: DeploymentFactory, hot_events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clean = deploy(shards=1, batch_size=100)
@@ -97,34 +98,41 @@ def test_a_shard_with_hits_waiting_applies_none_of_its_own_before_them(
     clean.stream.drain()
     d = deploy(shards=1, batch_size=100)
     rt, shard = d.runtime, "shardId-000000000000"
-    monkeypatch.setattr(alerts_module, "contention_pause_s", lambda attempt, rng: 0.0)
-    real_transact, real_apply = rt.alerts.transact, rt.alerts.apply
-    rt.alerts.transact = lambda items: False  # type: ignore[method-assign]
-    d.send(hot_events[:100])
-    d.stream.drain()
-    waiting = len(rt.state.outbox(shard))
-    assert waiting > 0
-    rt.alerts.transact = real_transact  # type: ignore[method-assign]
-    calls = 0
+    monkeypatch.setattr(alerts_module, "contention_pause_s", lambda retry, rng: 0.0)
+    real_apply = rt.alerts.apply
+    hot_alert_applied: list[list[str]] = []
 
-    def loses_the_first_race(*args: Any) -> Any:  # the next invocation's drain still loses
-        nonlocal calls
-        calls += 1
-        if calls == 1:
+    def the_address_loses(hits: Any, source: str, now: float) -> Any:  # a racer always wins its alert
+        if hits[0][1].rule_id == ADDRESS_RULE:
             raise AlertContention("a racer won every attempt")
-        return real_apply(*args)
+        return real_apply(hits, source, now)
 
-    rt.alerts.apply = loses_the_first_race  # type: ignore[method-assign]
-    d.send(hot_events[100:200])
+    def records(hits: Any, source: str, now: float) -> Any:
+        if hits[0][1].rule_id == ADDRESS_RULE:
+            hot_alert_applied.append([ordinal for ordinal, _ in hits])
+        return real_apply(hits, source, now)
+
+    rt.alerts.apply = the_address_loses  # type: ignore[method-assign]
+    d.send(hot_events[:400])
     d.stream.drain()
 
-    assert calls == 1  # its own hits were not applied ahead of the ones waiting
-    assert len(rt.state.outbox(shard)) > waiting
-    assert d.alerts() == {}
-    d.send(hot_events[200:])
-    d.stream.drain()
+    alerts = {rule for rule, _ in d.alerts().values()}
+    assert alerts  # the other alerts were applied
+    assert ADDRESS_RULE not in alerts  # the address's hits wait, in their outboxes
+    waiting = rt.state.outbox(shard)
+    assert all(any(s.rule_id == ADDRESS_RULE for _, s in o.signals) for o in waiting)  # only theirs
+    waiting_hits = {ordinal for o in waiting for ordinal, s in o.signals if s.rule_id == ADDRESS_RULE}
+    assert waiting_hits
+
+    rt.alerts.apply = records  # type: ignore[method-assign]
+    d.send(hot_events[400:])
+    d.stream.drain()  # the next invocation applies them with its own, in one write
+
     assert rt.state.outbox(shard) == []
     assert d.alerts() == clean.alerts()
+    first = hot_alert_applied[0]  # the waiting hits, with the invocation's own, in order
+    assert set(first) > waiting_hits
+    assert first == sorted(first)
 
 
 def test_an_alerts_hits_in_one_write_equal_them_one_at_a_time(deploy: DeploymentFactory) -> None:

@@ -117,9 +117,10 @@ class Deployment:
             assert reply["statusCode"] == 202, reply
             assert json.loads(reply["body"])["rejected"] == []
 
-    def drain_shards_at_once(self) -> int:
+    def drain_shards_at_once(self, on_commit: Callable[[Commit], None] | None = None) -> int:
         """Process the stream as Lambda does with several shards: each shard on a thread and in
-        a container (runtime) of its own, all at once. Returns the invocations made."""
+        a container (runtime) of its own, all at once. ``on_commit`` is told of each commit that
+        landed. Returns the invocations made."""
         from ringfence.runtimes.aws.handlers import AwsRuntime, process_event
         from ringfence.runtimes.aws.local import KinesisSource, drain_at_once
         from ringfence.runtimes.aws.resources import AwsClients
@@ -127,6 +128,8 @@ class Deployment:
         sources = []
         for shard in self.stream.shard_ids():
             container = AwsRuntime.create(self.runtime.names, self.runtime.settings, AwsClients(REGION), AUDIT_KEY)
+            if on_commit is not None:
+                container.state.commit = _telling(container.state.commit, on_commit)  # type: ignore[method-assign]
             sources.append(
                 KinesisSource(
                     container.clients.kinesis,
@@ -181,6 +184,16 @@ class Deployment:
             if not reply.get("Messages"):
                 return out
             out += [json.loads(m["Body"]) for m in reply["Messages"]]
+
+
+def _telling(
+    commit: Callable[[Commit, float], None], told: Callable[[Commit], None]
+) -> Callable[[Commit, float], None]:
+    def landed(c: Commit, now: float) -> None:
+        commit(c, now)
+        told(c)
+
+    return landed
 
 
 def first_commits_together(parties: int = 2) -> Callable[[Commit], None]:

@@ -6,7 +6,10 @@ evidence, transitions and statuses are :mod:`ringfence.alerts.lifecycle`'s. The 
 is in :mod:`.items`.
 
 A signal is applied at most once: the dedup pointer keeps, per source (a shard), the
-ordinal of the last signal it applied, and every change is one transaction with it.
+ordinal of the last signal it applied, and every change is one transaction with it. That
+holds only if each source's hits of an alert are applied in order (a later hit applied first
+would hide an earlier one): the processor applies a shard's hits of an alert all together,
+and one batch of a shard runs at a time (``ParallelizationFactor`` 1).
 """
 
 from __future__ import annotations
@@ -70,9 +73,10 @@ class AlertContention(StoreError):
 
 @dataclass(frozen=True)
 class Applied:
-    """What applying one signal did: the alert it went to, whether that is new, and whether
-    its SNS message is still owed. Every live hit is announced, new or not, as the SQL stores
-    put every hit in their outbox: the pipeline mutes or un-mutes an alert at its hits."""
+    """What applying an alert's hits did: the alert they went to, whether that is new, and
+    whether its SNS message is still owed. Every write of live hits is announced, new alert or
+    not (the SQL stores put every hit in their outbox): the pipeline mutes or un-mutes an alert
+    at its hits; hits written together are announced once."""
 
     alert_id: str
     created: bool
@@ -104,9 +108,9 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
         An ordinal orders the signals of ``source`` (zero-padded, so strings compare); a hit at or
         before the pointer's mark for its source was applied already. Returns None when every hit
         was, unless the alert is still owed the announcement of the last. A hot alert (one
-        address stuffing credentials, seen by every shard) takes one write for all of a batch's
-        hits, not one each; a lost race is tried again after a pause that grows, with jitter,
-        and :class:`AlertContention` says every attempt lost.
+        address stuffing credentials, seen by every shard) takes one write for all of an
+        invocation's hits, not one each; a lost race is tried again after a pause that grows,
+        with jitter, and :class:`AlertContention` says every attempt lost.
         """
         rule_id, dedup_key = hits[0][1].rule_id, hits[0][1].dedup_key
         ptr_pk = f"d|{rule_id}|{dedup_key}"

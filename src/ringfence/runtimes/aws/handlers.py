@@ -130,7 +130,7 @@ def process_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
     ]
     outcome = rt.processor.process(shard, batch)
     log.info(
-        "shard %s: %d processed, %d late, %d skipped, %d poison, %d conflicts, %d alerts, %d outboxes waiting",
+        "shard %s: %d processed, %d late, %d skipped, %d poison, %d conflicts, %d alerts, %d alerts' hits waiting",
         shard,
         outcome.processed,
         outcome.late,
@@ -138,7 +138,7 @@ def process_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
         outcome.poison,
         outcome.conflicts,
         outcome.alerts_created,
-        outcome.outboxes_waiting,
+        outcome.alerts_waiting,
     )
     failures = [{"itemIdentifier": outcome.failed_sequence}] if outcome.failed_sequence else []
     return {"batchItemFailures": failures}

@@ -32,8 +32,8 @@ from typing import Any
 
 import msgspec
 
-from ringfence.errors import InvalidCursor
-from ringfence.runtimes.aws.resources import error_code
+from ringfence.errors import InvalidCursor, StoreError
+from ringfence.runtimes.aws.resources import RACE_CODES, cancellation_codes, error_code
 
 CREATED_INDEX = "by_created"
 CUSTOMER_INDEX = "by_customer"
@@ -145,13 +145,18 @@ class TableItems:
         return found[:limit], encode_cursor(resume) if resume else None
 
     def transact(self, items: list[dict[str, Any]]) -> bool:
-        """Write ``items`` together; False if a condition failed (a racing writer: read again)."""
+        """Write ``items`` together; False if a condition failed or another transaction had an
+        item (a racing writer: read again). A cancellation for any other reason (an item over
+        its size, throttling) is no race: reading again would not help, so it is raised."""
         try:
             self.db.transact_write_items(TransactItems=items)
         except Exception as exc:
-            if error_code(exc) == "TransactionCanceledException":
-                return False
-            raise
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            refused = set(cancellation_codes(exc)) - RACE_CODES
+            if refused:
+                raise StoreError(f"DynamoDB cancelled the transaction: {sorted(refused)}") from exc
+            return False
         return True
 
     def update_if(self, key: dict[str, Any], **request: Any) -> bool:

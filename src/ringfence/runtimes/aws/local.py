@@ -247,11 +247,16 @@ def drain_at_once(sources: list[KinesisSource], timeout_s: float = 120.0) -> Non
         except BaseException as exc:  # handed to the caller's thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=drain, args=(source,), name=f"shards-{source.shards}") for source in sources]
+    threads = [
+        threading.Thread(target=drain, args=(source,), name=f"shards-{source.shards}", daemon=True)
+        for source in sources
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout_s + 60.0)  # past its own drain's timeout: a handler hung
+        if thread.is_alive():
+            raise TimeoutError(f"{thread.name} did not finish")
     if errors:
         raise errors[0]
 

@@ -60,6 +60,7 @@ log = logging.getLogger("ringfence.aws.processor")
 TIMER_ROWS = 8  # rows of each commit kept for absence timers that come due in its chunk
 CONFLICT_ATTEMPTS = 10
 TICK_SOURCE = "tick"  # the source name of timers fired by the wall clock
+TICK_APPLY_S = 30.0  # of the tick's 60 s, the most it spends on hits left behind (a hot alert's take seconds)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class BatchOutcome:
     late: int = 0  # behind the watermark: processed, and marked late on their markers
     commits: int = 0
     alerts_created: int = 0
-    outboxes_waiting: int = 0  # left for later: an alert's hits lost every race for it
+    alerts_waiting: int = 0  # alerts whose hits lost every race for them: applied later
     failed_sequence: str | None = None
 
 
@@ -277,7 +278,11 @@ class ShardProcessor:
 
     def process(self, shard: str, records: list[StreamRecord]) -> BatchOutcome:
         outcome = BatchOutcome()
-        drained = self.drain_outbox(shard, outcome)
+        # what earlier invocations committed and did not get to apply (a crash, hits that lost
+        # every race): their heartbeat deadlines first (a chunk must not fire a heartbeat they
+        # moved), their alerts' hits at the end with this invocation's own
+        earlier = self.state.outbox(shard)
+        self._apply_pushes(earlier)
         items: list[_Item] = []
         seen: set[str] = set()
         for record in records:
@@ -324,10 +329,8 @@ class ShardProcessor:
         if mark is not None and (committed is None or mark > committed):
             self.state.advance_checkpoint(shard, mark, self.clock())  # first: the tick finds the shard by it
         # once per invocation: a busy source's heartbeat row is written once, not once a chunk
-        if drained:
-            self._apply(shard, run.outboxes, outcome)
-        else:  # the signals wait behind the earlier outbox, in order; the deadlines do not
-            self._apply_pushes(run.outboxes)
+        self._apply_pushes(run.outboxes)
+        self._apply_signals(shard, [*earlier, *run.outboxes], outcome)
         return outcome
 
     def _run_chunk(self, runner: _Chunk, chunk: list[_Item]) -> None:
@@ -344,31 +347,15 @@ class ShardProcessor:
             except StateConflict as conflict:
                 runner.outcome.conflicts += 1
                 log.info("shard %s: commit conflict (%s); reloading", runner.shard, conflict.codes)
-                time.sleep(contention_pause_s(attempt + 1, self._rng))
+                if attempt + 1 < CONFLICT_ATTEMPTS:
+                    time.sleep(contention_pause_s(attempt + 1, self._rng))
         raise StoreError(f"shard {runner.shard}: {CONFLICT_ATTEMPTS} commits in a row lost a race")
 
     # -- alerts ----------------------------------------------------------------------------------------
 
-    def _apply(self, source: str, outboxes: list[Outbox], outcome: BatchOutcome) -> bool:
-        """Apply what commits left: the newest deadline of each heartbeat, then the signals to
-        the alerts table (each once), announcing the new alerts; then drop the outbox items.
-        Safe to repeat after a crash anywhere in it. False if an alert's hits lost every race
-        for it: that outbox and the ones after it wait, in order, for the next invocation of
-        ``source`` or the tick, and the events go on being processed meanwhile."""
-        self._apply_pushes(outboxes)
-        for outbox in outboxes:
-            try:
-                self._apply_signals(source, outbox, outcome)
-            except AlertContention as exc:
-                log.warning("%s: %s; its outbox waits for the next invocation or the tick", source, exc)
-                outcome.outboxes_waiting += 1
-                return False
-            self.state.drop_outbox(source, outbox.key)
-        return True
-
     def _apply_pushes(self, outboxes: list[Outbox]) -> None:
-        """The newest deadline each heartbeat was pushed to; never held back with the signals
-        (a deadline left unwritten could let the heartbeat fire though its source is busy)."""
+        """Write the newest deadline each heartbeat was pushed to by ``outboxes``' commits (only
+        if newer than any the row has had: safe to repeat)."""
         newest: dict[StateKey, DeadlinePush] = {}
         for push in (p for o in outboxes for p in o.pushes):
             if (push.name, push.key) not in newest or push.deadline > newest[(push.name, push.key)].deadline:
@@ -376,30 +363,47 @@ class ShardProcessor:
         for push in newest.values():
             self.state.apply_push(push)
 
-    def _apply_signals(self, source: str, outbox: Outbox, outcome: BatchOutcome) -> None:
-        """Each alert's hits in the outbox in one write (a hot alert hit by every event of a
-        batch takes one), announcing the alert if that is owed."""
+    def _apply_signals(self, source: str, outboxes: list[Outbox], outcome: BatchOutcome) -> None:
+        """Apply the alert signals ``source``'s commits left in ``outboxes``, each once: all the
+        hits of one alert in one write (a hot alert hit by every chunk takes one an
+        invocation), announcing the alert if that is owed; then drop the outboxes. Safe to
+        repeat after a crash anywhere in it.
+
+        Hits that lose every race for their alert (:class:`AlertContention`) stay in their
+        outboxes, and the next invocation of ``source`` or the tick applies them with its own:
+        an alert's hits of one source are applied in order, as its dedup pointer's place for
+        the source requires. The events go on being processed meanwhile."""
         now = self.clock()
         by_alert: dict[tuple[str, str], list[tuple[str, AlertSignal]]] = {}
-        for position, signal in outbox.signals:
-            by_alert.setdefault((signal.rule_id, signal.dedup_key), []).append((position, signal))
-        for hits in by_alert.values():
-            applied = self.alerts.apply(hits, source, now)
+        held_by: dict[tuple[str, str], set[str]] = {}
+        for outbox in outboxes:
+            for position, signal in outbox.signals:
+                alert = (signal.rule_id, signal.dedup_key)
+                by_alert.setdefault(alert, []).append((position, signal))
+                held_by.setdefault(alert, set()).add(outbox.key)
+        kept: set[str] = set()
+        for alert, hits in by_alert.items():
+            hits.sort(key=lambda hit: hit[0])
+            try:
+                applied = self.alerts.apply(hits, source, now)
+            except AlertContention as exc:
+                log.warning("%s: %s; they wait for the next invocation or the tick", source, exc)
+                outcome.alerts_waiting += 1
+                kept |= held_by[alert]
+                continue
             if applied is None:
                 continue
             if applied.created:
                 outcome.alerts_created += 1
             if applied.owes_announcement:
-                signal = hits[-1][1]
+                last = hits[-1][1]
                 self.announce(
-                    announcement(AlertChange.FIRING, applied.alert_id, signal.rule_id, signal.severity, signal.audience)
+                    announcement(AlertChange.FIRING, applied.alert_id, last.rule_id, last.severity, last.audience)
                 )
                 self.alerts.mark_announced(applied.alert_id, hits[-1][0])
-
-    def drain_outbox(self, source: str, outcome: BatchOutcome) -> bool:
-        """Apply what an earlier invocation committed but did not get to apply; False if some
-        of it still waits (see :meth:`_apply`)."""
-        return self._apply(source, self.state.outbox(source), outcome)
+        for outbox in outboxes:
+            if outbox.key not in kept:
+                self.state.drop_outbox(source, outbox.key)
 
     # -- quiet keys ------------------------------------------------------------------------------------
 
@@ -407,25 +411,38 @@ class ShardProcessor:
         """Fire the absence timers that wall-clock time has made due (scheduled every minute),
         by the runtimes' one idle rule (:class:`~ringfence.runtimes.processing.EventClock`):
         event time runs on from the newest event by the wall-clock time since that shard
-        last committed. It also finishes any shard's outbox left behind (a batch Lambda gave
-        up on, with no traffic since to retry it), so no committed alert waits for the next event.
+        last committed. It also finishes every shard's outboxes left behind (a batch Lambda gave
+        up on with no traffic since to retry it, hits that lost every race for a hot alert),
+        so no committed alert waits for the next event: their heartbeat deadlines before the
+        timers fire, their alerts' hits after, for at most ``TICK_APPLY_S`` (the schedule's
+        pipeline step comes after it in the same invocation).
         """
         outcome = BatchOutcome()
-        drained = self.drain_outbox(TICK_SOURCE, outcome)
-        for source in self.state.checkpoints():
-            self.drain_outbox(source, outcome)
-        for _ in range(CONFLICT_ATTEMPTS):
+        started = time.monotonic()
+        left = {source: self.state.outbox(source) for source in [TICK_SOURCE, *self.state.checkpoints()]}
+        self._apply_pushes([o for outboxes in left.values() for o in outboxes])
+        left[TICK_SOURCE] += self._fire_due_timers(outcome)
+        for source, outboxes in left.items():
+            if outboxes and time.monotonic() - started < TICK_APPLY_S:
+                self._apply_signals(source, outboxes, outcome)
+        return outcome
+
+    def _fire_due_timers(self, outcome: BatchOutcome) -> list[Outbox]:
+        """Commit the timers due by the idle watermark, once; the outbox of what they signal."""
+        for attempt in range(CONFLICT_ATTEMPTS):
+            if attempt:
+                time.sleep(contention_pause_s(attempt, self._rng))
             checkpoints = self.state.checkpoints()
             shards = [c for s, c in checkpoints.items() if s != TICK_SOURCE and c.max_event_time is not None]
             marks = {partition_of_shard(c.shard): c.max_event_time for c in shards if c.max_event_time is not None}
             if not marks:
-                return outcome
+                return []
             newest = max(shards, key=lambda c: c.max_event_time or 0.0)
             now = self.clock()
             mark = EventClock(newest.at, newest.at).idle_watermark(marks, now, self.lateness)
             due = [row for _, row in self.state.due_timers(mark, MAX_TRANSACTION_ITEMS - 1)] if mark is not None else []
             if mark is None or not due:
-                return outcome
+                return []
             loaded = self.state.load(due)
             engine = make_engine(self.pack, self.lateness, engine=self.engine_kind)
             engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), marks)
@@ -439,9 +456,7 @@ class ShardProcessor:
                 outcome.conflicts += 1
                 continue
             outcome.commits += 1
-            if signals and drained:  # else they wait behind the tick's earlier outbox, in order
-                self._apply(TICK_SOURCE, [Outbox(ordinal(stamp, 0), signals, [])], outcome)
-            return outcome
+            return [Outbox(ordinal(stamp, 0), signals, [])] if signals else []
         raise StoreError(f"the timer tick lost {CONFLICT_ATTEMPTS} races in a row")
 
 

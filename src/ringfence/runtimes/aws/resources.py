@@ -82,6 +82,10 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+# a cancelled transaction's per-item reasons that mean a racing writer: read again and redo
+RACE_CODES = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
+
+
 def cancellation_codes(exc: BaseException) -> list[str]:
     """Per-item reasons of a cancelled DynamoDB transaction ('None' for items that were fine)."""
     response = getattr(exc, "response", None)
@@ -90,8 +94,9 @@ def cancellation_codes(exc: BaseException) -> list[str]:
     return [str(r.get("Code", "None")) for r in response.get("CancellationReasons", [])]
 
 
-def contention_pause_s(attempt: int, rng: random.Random, base_s: float = 0.025, cap_s: float = 1.0) -> float:
-    """How long to wait before try ``attempt`` (1, 2…) of a write that lost a race for an item:
-    up to ``base_s * 2**attempt``, capped, drawn at random (AWS's "full jitter"). Writers racing
-    for one hot item (an address every shard sees) spread out instead of retrying in step."""
-    return rng.uniform(0.0, min(cap_s, base_s * 2**attempt))
+def contention_pause_s(retry: int, rng: random.Random, base_s: float = 0.025, cap_s: float = 1.0) -> float:
+    """How long to wait before ``retry`` (1, 2…) of a write that lost a race for an item: up to
+    ``base_s`` for the first, doubling each time to at most ``cap_s``, drawn at random (AWS's
+    "full jitter"). Writers racing for one hot item (an address every shard sees) spread out
+    instead of retrying in step."""
+    return rng.uniform(0.0, min(cap_s, base_s * 2 ** (retry - 1)))

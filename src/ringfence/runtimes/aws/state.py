@@ -63,8 +63,9 @@ import msgspec
 from ringfence.engine.engine import Engine, persisted_names
 from ringfence.engine.pack import RulePack
 from ringfence.engine.rules import AlertSignal
+from ringfence.errors import StoreError
 from ringfence.events.model import Event
-from ringfence.runtimes.aws.resources import cancellation_codes, error_code
+from ringfence.runtimes.aws.resources import RACE_CODES, cancellation_codes, error_code
 from ringfence.store.base import LateEvent
 
 StateKey = tuple[str, str]
@@ -504,9 +505,12 @@ class StateTable:
         try:
             self.db.transact_write_items(TransactItems=items)
         except Exception as exc:
-            if error_code(exc) == "TransactionCanceledException":
-                raise StateConflict(cancellation_codes(exc)) from exc
-            raise
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            codes = cancellation_codes(exc)
+            if set(codes) - RACE_CODES:  # no race: redoing the chunk would not help
+                raise StoreError(f"DynamoDB cancelled the commit: {codes}") from exc
+            raise StateConflict(codes) from exc
 
     # -- upgrading ---------------------------------------------------------------------------------
 
