@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import sys
 import tempfile
@@ -58,10 +57,9 @@ class _Counts(logging.Handler):
 
 
 def one_run(events: list[dict[str, Any]], shards: int, batch: int, at_once: bool) -> dict[str, Any]:
-    from tests.helpers.aws import AUDIT_KEY, HOT_IP, PRODUCER, http_event
+    from tests.helpers.aws import AUDIT_KEY, HOT_IP, ingest
 
     from ringfence.alerts.model import AlertQuery
-    from ringfence.aws_lambda import http_handler
     from ringfence.config import load_settings
     from ringfence.runtimes.aws.capacity import UnitMeter
     from ringfence.runtimes.aws.handlers import AwsRuntime, process_event
@@ -72,10 +70,7 @@ def one_run(events: list[dict[str, Any]], shards: int, batch: int, at_once: bool
     names = provision(clients, f"hot{uuid.uuid4().hex[:8]}", shards)
     settings = load_settings(environ={})
     runtime = AwsRuntime.create(names, settings, clients, AUDIT_KEY)
-    ingest = http_handler(runtime)
-    for start in range(0, len(events), 500):
-        reply = ingest(http_event("POST /v1/events", PRODUCER, events[start : start + 500]), None)
-        assert reply["statusCode"] == 202, reply
+    ingest(runtime, events)
 
     counts = _Counts()
     logger = logging.getLogger("ringfence.aws.processor")
@@ -142,17 +137,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from tests.helpers.aws import with_hot_address
-    from tests.helpers.servers import MotoServer
+    from tests.helpers.servers import local_aws
 
     from ringfence.simulate import Traffic
 
-    moto = MotoServer(Path(tempfile.mkdtemp(prefix="ringfence-moto-")))
-    url = moto.start()
-    os.environ.update(
-        AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1"
-    )
     runs = []
-    try:
+    with local_aws(Path(tempfile.mkdtemp(prefix="ringfence-moto-"))):
         for i in range(args.runs):
             traffic = Traffic(seed=200 + i, customers=args.customers, fraud_rate=0.01, source_prefix=f"hot{i}")
             base = list(traffic.stream(start=time.time() - 3600, rate_per_s=50.0, count=args.events))
@@ -171,8 +161,6 @@ def main() -> None:
                 }
             )
             print(json.dumps(runs[-1]), flush=True)
-    finally:
-        moto.stop()
     numeric = [k for k, v in runs[0]["together"].items() if isinstance(v, int | float) and not isinstance(v, bool)]
     result = {
         "command": "benchmarks/aws_hot_key.py " + " ".join(sys.argv[1:]),

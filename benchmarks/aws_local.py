@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -27,9 +26,8 @@ sys.path.insert(0, str(ROOT))  # tests.helpers.servers: moto, with one backup pe
 
 
 def one_run(events: list[dict[str, Any]], shards: int, batch: int) -> dict[str, Any]:
-    from tests.helpers.aws import AUDIT_KEY, PRODUCER, http_event
+    from tests.helpers.aws import AUDIT_KEY, ingest
 
-    from ringfence.aws_lambda import http_handler
     from ringfence.config import load_settings
     from ringfence.runtimes.aws.capacity import UnitMeter
     from ringfence.runtimes.aws.handlers import AwsRuntime, process_event
@@ -41,12 +39,9 @@ def one_run(events: list[dict[str, Any]], shards: int, batch: int) -> dict[str, 
     runtime = AwsRuntime.create(names, load_settings(environ={}), clients, AUDIT_KEY)
     ingest_meter = UnitMeter()
     ingest_meter.attach(clients.dynamodb)
-    api = http_handler(runtime)
 
     started, cpu = time.perf_counter(), time.process_time()
-    for start in range(0, len(events), 500):
-        reply = api(http_event("POST /v1/events", PRODUCER, events[start : start + 500]), None)
-        assert reply["statusCode"] == 202, reply
+    ingest(runtime, events)
     ingest_s, ingest_cpu = time.perf_counter() - started, time.process_time() - cpu
 
     ingest_meter.detach(clients.dynamodb)
@@ -88,24 +83,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    from tests.helpers.servers import MotoServer
+    from tests.helpers.servers import local_aws
 
     from ringfence.simulate import Traffic
 
-    moto = MotoServer(Path(tempfile.mkdtemp(prefix="ringfence-moto-")))
-    url = moto.start()
-    os.environ.update(
-        AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1"
-    )
-    try:
-        runs = []
+    runs = []
+    with local_aws(Path(tempfile.mkdtemp(prefix="ringfence-moto-"))):
         for i in range(args.runs):
             traffic = Traffic(seed=100 + i, customers=args.customers, fraud_rate=0.01, source_prefix="bench")
             events = list(traffic.stream(start=time.time() - 3600, rate_per_s=50.0, count=args.events))
             runs.append(one_run(events, args.shards, args.batch))
             print(json.dumps(runs[-1]), flush=True)
-    finally:
-        moto.stop()
     numeric = [k for k, v in runs[0].items() if isinstance(v, float)]
     result = {
         "command": "benchmarks/aws_local.py " + " ".join(sys.argv[1:]),

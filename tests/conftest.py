@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from ringfence.store.sql import SqlStore
 from tests.helpers.aws import REGION
 from tests.helpers.keys import Keys
 from tests.helpers.receivers import RecordingReceiver
-from tests.helpers.servers import KafkaBroker, MotoServer, PostgresCluster, Unavailable, unavailable
+from tests.helpers.servers import KafkaBroker, PostgresCluster, Unavailable, local_aws, unavailable
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -117,24 +116,5 @@ def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto in server mode on 127.0.0.1, one per session; skips without moto, fails under CI=true."""
     if importlib.util.find_spec("moto") is None or importlib.util.find_spec("boto3") is None:
         unavailable("moto[server] and boto3 are not installed")
-    server = MotoServer(tmp_path_factory.mktemp("moto"))
-    url = server.start()
-    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",  # moto's fixed test credentials
-            "AWS_REGION": REGION,
-        }
-    )
-    try:
+    with local_aws(tmp_path_factory.mktemp("moto"), REGION) as url:
         yield url
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()

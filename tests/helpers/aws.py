@@ -245,6 +245,16 @@ def clean_run(deploy: DeploymentFactory, events: list[dict[str, Any]]) -> Deploy
     return clean
 
 
+def ingest(runtime: AwsRuntime, events: list[dict[str, Any]], per_request: int = 500) -> None:
+    """``events`` through the HTTP API's Lambda handler, as a producer posts them."""
+    from ringfence.aws_lambda import http_handler
+
+    api = http_handler(runtime)
+    for start in range(0, len(events), per_request):
+        reply = api(http_event("POST /v1/events", PRODUCER, events[start : start + per_request]), None)
+        assert reply["statusCode"] == 202, reply
+
+
 HOT_IP = "203.0.113.66"  # TEST-NET-3: an address credential stuffing shares across customers
 
 

@@ -286,3 +286,28 @@ class MotoServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()  # an emulator with nothing to save (asked nicely, it waits on idle connections)
             self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def local_aws(workdir: Path, region: str = "us-east-1") -> Iterator[str]:
+    """moto on 127.0.0.1 with boto3 pointed at it (``AWS_*`` variables, as they were after);
+    yields its URL."""
+    server = MotoServer(workdir)
+    url = server.start()
+    settings = {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",  # moto's fixed test credentials
+        "AWS_REGION": region,
+    }
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        yield url
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
