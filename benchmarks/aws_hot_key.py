@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--code", default="", help="what code ran (a commit), kept in the results")
     args = parser.parse_args()
 
     from tests.helpers.aws import with_hot_address
@@ -164,7 +165,9 @@ def main() -> None:
     numeric = [k for k, v in runs[0]["together"].items() if isinstance(v, int | float) and not isinstance(v, bool)]
     result = {
         "command": "benchmarks/aws_hot_key.py " + " ".join(sys.argv[1:]),
+        "code": args.code,
         "median_together": {k: statistics.median(r["together"][k] for r in runs) for k in numeric},
+        "median_a_shard_at_a_time": {k: statistics.median(r["a_shard_at_a_time"][k] for r in runs) for k in numeric},
         "runs": runs,
     }
     print(json.dumps(result["median_together"], indent=2))

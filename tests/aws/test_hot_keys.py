@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ringfence.alerts.model import AlertQuery
+from ringfence.errors import StoreError
 from ringfence.runtimes.aws import alerts as alerts_module
 from ringfence.runtimes.aws.alerts import AlertContention, AlertTable
 from ringfence.runtimes.aws.state import Commit
@@ -130,9 +131,56 @@ def test_an_alerts_hits_wait_together_and_the_others_are_applied(
 
     assert rt.state.outbox(shard) == []
     assert d.alerts() == clean.alerts()
-    first = hot_alert_applied[0]  # the waiting hits, with the invocation's own, in order
+    first = hot_alert_applied[0]  # the waiting hits, with the invocation's own, in one write
     assert set(first) > waiting_hits
-    assert first == sorted(first)
+
+
+def test_the_tick_applies_the_hits_left_waiting(
+    deploy: DeploymentFactory, hot_events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean = clean_run(deploy, hot_events)
+    d = deploy(batch_size=50)
+    rt = d.runtime
+    monkeypatch.setattr(alerts_module, "contention_pause_s", lambda retry, rng: 0.0)
+    real_transact = rt.alerts.transact
+    rt.alerts.transact = lambda items: False  # type: ignore[method-assign]
+    d.send(hot_events)
+    d.stream.drain()
+    assert d.alerts() == {}
+    rt.alerts.transact = real_transact  # type: ignore[method-assign] # and no event comes after
+
+    rt.processor.tick()
+
+    assert d.alerts() == clean.alerts()
+    assert all(rt.state.outbox(shard) == [] for shard in d.stream.shard_ids())
+
+
+class _Cancelling:
+    """A DynamoDB client whose transactions are all cancelled with ``reasons``."""
+
+    def __init__(self, *reasons: str) -> None:
+        self.reasons = reasons
+
+    def transact_write_items(self, **_: Any) -> None:
+        from botocore.exceptions import ClientError
+
+        raise ClientError(
+            {
+                "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+                "CancellationReasons": [{"Code": reason} for reason in self.reasons],
+            },
+            "TransactWriteItems",
+        )
+
+
+@pytest.mark.parametrize("reason", ["ConditionalCheckFailed", "TransactionConflict", "ThrottlingError"])
+def test_a_transaction_lost_to_a_race_or_throttled_is_tried_again(reason: str) -> None:
+    assert AlertTable(_Cancelling("None", reason), "alerts").transact([{}, {}]) is False
+
+
+def test_a_transaction_cancelled_for_another_reason_is_raised() -> None:
+    with pytest.raises(StoreError, match="ValidationError"):
+        AlertTable(_Cancelling("None", "ValidationError"), "alerts").transact([{}, {}])
 
 
 def test_an_alerts_hits_in_one_write_equal_them_one_at_a_time(deploy: DeploymentFactory) -> None:

@@ -54,7 +54,7 @@ from ringfence.runtimes.aws.items import (
     sort_time,
 )
 from ringfence.runtimes.aws.notification_log import NotificationItems
-from ringfence.runtimes.aws.resources import contention_pause_s
+from ringfence.runtimes.aws.resources import contention_pause_s, error_code
 from ringfence.runtimes.aws.silences import SilenceItems
 
 APPLY_ATTEMPTS = 8
@@ -276,14 +276,20 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
 
     def mark_announced(self, aid: str, ordinal: str) -> None:
         """The SNS message of the alert's hit ``ordinal`` went out: a re-applied outbox will not
-        send it again. A later hit's message stays owed (the condition)."""
-        self.update_if(
-            _key(aid),
-            UpdateExpression="SET announced = :t",
-            ConditionExpression="#by = :ord",
-            ExpressionAttributeNames={"#by": "by"},
-            ExpressionAttributeValues={":t": {"BOOL": True}, ":ord": s(ordinal)},
-        )
+        send it again. A later hit's message stays owed (the condition). A hot alert's item may
+        be in another shard's transaction: then it stays owed, and a re-applied outbox sends
+        it again, which the dispatcher's notification log absorbs."""
+        try:
+            self.update_if(
+                _key(aid),
+                UpdateExpression="SET announced = :t",
+                ConditionExpression="#by = :ord",
+                ExpressionAttributeNames={"#by": "by"},
+                ExpressionAttributeValues={":t": {"BOOL": True}, ":ord": s(ordinal)},
+            )
+        except Exception as exc:
+            if error_code(exc) != "TransactionConflictException":
+                raise
 
     def quiet_active(self, rule_id: str, updated_before: float, limit: int = 100) -> list[str]:
         """Ids of the rule's unresolved alerts not updated since ``updated_before`` (auto-resolve)."""

@@ -19,7 +19,7 @@ import msgspec
 from ringfence.alerts.config import load_alerting
 from ringfence.config import Settings, audit_key, load_settings
 from ringfence.engine.pack import RulePack, load_pack_file
-from ringfence.errors import ConfigError
+from ringfence.errors import ConfigError, StoreError
 from ringfence.runtimes.aws.alerts import AlertTable
 from ringfence.runtimes.aws.announcements import Announcer, OwedAnnouncements
 from ringfence.runtimes.aws.dispatch import AlertDispatcher
@@ -163,10 +163,18 @@ def tick_event(rt: AwsRuntime, event: Mapping[str, Any], context: Any = None) ->
     pipeline (what no delayed wake-up covers: repeat intervals beyond SQS's 15-minute delay,
     a wake-up lost with a crashed invocation; and auto-resolve), then publish the alert
     changes still owed their announcement."""
-    outcome = rt.processor.tick()
+    try:
+        outcome = rt.processor.tick()
+    except Exception:  # the pipeline's step and what is owed go on; the invocation fails after
+        log.exception("the tick's timers failed")
+        failed = True
+    else:
+        failed = False
     try:
         rt.dispatcher.step(deadline_of(context))
     except Exception:  # the timers are committed; the next tick or wake-up steps again
         log.exception("the tick's step of the alert pipeline failed")
     owed = rt.owed.publish_owed(rt.dispatcher.stages.clock.time())
+    if failed:
+        raise StoreError("the tick's timers failed (logged above); the next tick tries again")
     return {"commits": outcome.commits, "alerts_created": outcome.alerts_created, "announced": owed}

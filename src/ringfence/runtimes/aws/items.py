@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 
 from ringfence.errors import InvalidCursor, StoreError
-from ringfence.runtimes.aws.resources import RACE_CODES, cancellation_codes, error_code
+from ringfence.runtimes.aws.resources import RETRY_CODES, cancellation_codes, error_code
 
 CREATED_INDEX = "by_created"
 CUSTOMER_INDEX = "by_customer"
@@ -145,16 +145,16 @@ class TableItems:
         return found[:limit], encode_cursor(resume) if resume else None
 
     def transact(self, items: list[dict[str, Any]]) -> bool:
-        """Write ``items`` together; False if a condition failed or another transaction had an
-        item (a racing writer: read again). A cancellation for any other reason (an item over
-        its size, throttling) is no race: reading again would not help, so it is raised."""
+        """Write ``items`` together; False if a condition failed, another transaction had an
+        item (a racing writer: read again) or the partition was throttled. A cancellation for
+        any other reason (an item over its size) would fail again: it is raised."""
         try:
             self.db.transact_write_items(TransactItems=items)
         except Exception as exc:
             if error_code(exc) != "TransactionCanceledException":
                 raise
-            refused = set(cancellation_codes(exc)) - RACE_CODES
-            if refused:
+            refused = set(cancellation_codes(exc)) - RETRY_CODES
+            if refused:  # not worth another try
                 raise StoreError(f"DynamoDB cancelled the transaction: {sorted(refused)}") from exc
             return False
         return True

@@ -363,7 +363,9 @@ class ShardProcessor:
         for push in newest.values():
             self.state.apply_push(push)
 
-    def _apply_signals(self, source: str, outboxes: list[Outbox], outcome: BatchOutcome) -> None:
+    def _apply_signals(
+        self, source: str, outboxes: list[Outbox], outcome: BatchOutcome, deadline: float | None = None
+    ) -> None:
         """Apply the alert signals ``source``'s commits left in ``outboxes``, each once: all the
         hits of one alert in one write (a hot alert hit by every chunk takes one an
         invocation), announcing the alert if that is owed; then drop the outboxes. Safe to
@@ -372,7 +374,8 @@ class ShardProcessor:
         Hits that lose every race for their alert (:class:`AlertContention`) stay in their
         outboxes, and the next invocation of ``source`` or the tick applies them with its own:
         an alert's hits of one source are applied in order, as its dedup pointer's place for
-        the source requires. The events go on being processed meanwhile."""
+        the source requires. The events go on being processed meanwhile. So do the hits of the
+        alerts not tried before ``deadline`` (:func:`time.monotonic`), if one is given."""
         now = self.clock()
         by_alert: dict[tuple[str, str], list[tuple[str, AlertSignal]]] = {}
         held_by: dict[tuple[str, str], set[str]] = {}
@@ -383,6 +386,9 @@ class ShardProcessor:
                 held_by.setdefault(alert, set()).add(outbox.key)
         kept: set[str] = set()
         for alert, hits in by_alert.items():
+            if deadline is not None and time.monotonic() > deadline:
+                kept |= held_by[alert]
+                continue
             hits.sort(key=lambda hit: hit[0])
             try:
                 applied = self.alerts.apply(hits, source, now)
@@ -414,17 +420,22 @@ class ShardProcessor:
         last committed. It also finishes every shard's outboxes left behind (a batch Lambda gave
         up on with no traffic since to retry it, hits that lost every race for a hot alert),
         so no committed alert waits for the next event: their heartbeat deadlines before the
-        timers fire, their alerts' hits after, for at most ``TICK_APPLY_S`` (the schedule's
-        pipeline step comes after it in the same invocation).
+        timers fire, their alerts' hits after (also when the timers could not be fired), those
+        of the alerts tried within ``TICK_APPLY_S`` (the schedule's pipeline step comes after
+        it in the same invocation).
         """
         outcome = BatchOutcome()
-        started = time.monotonic()
-        left = {source: self.state.outbox(source) for source in [TICK_SOURCE, *self.state.checkpoints()]}
+        deadline = time.monotonic() + TICK_APPLY_S
+        shards = [source for source in self.state.checkpoints() if source != TICK_SOURCE]
+        self._rng.shuffle(shards)  # when time runs out, not the same shards' hits each minute
+        left = {source: self.state.outbox(source) for source in [TICK_SOURCE, *shards]}
         self._apply_pushes([o for outboxes in left.values() for o in outboxes])
-        left[TICK_SOURCE] += self._fire_due_timers(outcome)
-        for source, outboxes in left.items():
-            if outboxes and time.monotonic() - started < TICK_APPLY_S:
-                self._apply_signals(source, outboxes, outcome)
+        try:
+            left[TICK_SOURCE] += self._fire_due_timers(outcome)
+        finally:  # the hits left behind are applied even if the timers could not be fired
+            for source, outboxes in left.items():
+                if outboxes:
+                    self._apply_signals(source, outboxes, outcome, deadline)
         return outcome
 
     def _fire_due_timers(self, outcome: BatchOutcome) -> list[Outbox]:

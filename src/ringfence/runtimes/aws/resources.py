@@ -82,8 +82,12 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
-# a cancelled transaction's per-item reasons that mean a racing writer: read again and redo
-RACE_CODES = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
+# a cancelled transaction's per-item reasons worth another try after a pause: a racing writer
+# (read again and redo) or a hot partition throttled; any other (an item over its size, a
+# malformed request) would fail again
+RETRY_CODES = frozenset(
+    {"None", "ConditionalCheckFailed", "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
 
 
 def cancellation_codes(exc: BaseException) -> list[str]:

@@ -65,7 +65,7 @@ from ringfence.engine.pack import RulePack
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import StoreError
 from ringfence.events.model import Event
-from ringfence.runtimes.aws.resources import RACE_CODES, cancellation_codes, error_code
+from ringfence.runtimes.aws.resources import RETRY_CODES, cancellation_codes, error_code
 from ringfence.store.base import LateEvent
 
 StateKey = tuple[str, str]
@@ -508,7 +508,7 @@ class StateTable:
             if error_code(exc) != "TransactionCanceledException":
                 raise
             codes = cancellation_codes(exc)
-            if set(codes) - RACE_CODES:  # no race: redoing the chunk would not help
+            if set(codes) - RETRY_CODES:  # neither a race nor throttling: redoing the chunk would fail again
                 raise StoreError(f"DynamoDB cancelled the commit: {codes}") from exc
             raise StateConflict(codes) from exc
 
