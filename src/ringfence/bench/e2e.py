@@ -293,6 +293,8 @@ def one_run(options: Options, path: Path) -> dict[str, Any]:
             load = Load()
             started_wall, started = time.time(), time.perf_counter()
             sampler = Sampler(server, key, load, options, started)
+            with server.client(key) as client:  # the start, before any load: a quick run's window
+                sampler.sample(client)  # holds all of it even when the sampler's thread starts late
             sampler.start()
             asyncio.run(drive(server, key, read_batches(path, options.batch), options, load))
             sent_s = time.perf_counter() - started
