@@ -12,10 +12,19 @@ import pytest
 
 from ringfence.engine.engine import Engine
 from ringfence.engine.native import make_engine
+from ringfence.runtimes.aws import processor as processor_module
 from ringfence.runtimes.aws.handlers import process_event
 from ringfence.runtimes.aws.processor import ShardProcessor
 from ringfence.runtimes.aws.state import Commit
-from tests.helpers.aws import DeploymentFactory, clean_run, first_commits_together, stream_record, workload
+from tests.helpers.aws import (
+    HOT_IP,
+    DeploymentFactory,
+    clean_run,
+    first_commits_together,
+    stream_record,
+    with_hot_address,
+    workload,
+)
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +185,52 @@ def test_the_tick_finishes_an_outbox_no_retry_will_come_back_for(
     assert rt.processor.tick().alerts_created > 0
     assert d.alerts()
     assert rt.state.outbox("shardId-000000000000") == []
+
+
+def test_a_zombie_applying_its_outboxes_late_loses_no_hit_of_an_alert_the_retry_applied(
+    deploy: DeploymentFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zombie commits the first chunks, with hits of an alert, and stalls before applying
+    them; the retry, started before those commits, skips the chunks and applies its own later
+    hits of that alert. The retry's apply must take the zombie's outboxes in too: the alert's
+    pointer for the shard, past the later hits, would make the zombie's earlier ones look applied."""
+    monkeypatch.setattr(processor_module, "MAX_TRANSACTION_ITEMS", 30)  # chunks of a few events
+    hot = with_hot_address(workload(), 0.2, seed=7)
+    clean = clean_run(deploy, hot)
+    raced = deploy(shards=1, batch_size=200)
+    raced.send(hot)
+    rt = raced.runtime
+    (shard,) = raced.stream.shard_ids()
+    batch = [stream_record(r) for r in raced.stream.event_for(shard, raced.stream.read(shard))["Records"]]
+    zombie = ShardProcessor(rt.pack, rt.state, rt.alerts, rt.processor.announce, rt.processor.poison)
+    hits_committed, stalled, resume = [0], threading.Event(), threading.Event()
+
+    def zombie_commits(commit: Commit) -> None:
+        if hits_committed[0] >= 2:  # it committed chunks with hits of the hot address's alert
+            stalled.set()
+            resume.wait(timeout=120)
+        hits_committed[0] += sum(s.dedup_key == HOT_IP for _, s in commit.outbox)
+
+    zombie.before_commit = zombie_commits
+    outcomes: dict[str, Any] = {}
+    late = threading.Thread(target=lambda: outcomes.update(zombie=zombie.process(shard, batch)))
+
+    def retry_commits(commit: Commit) -> None:
+        if not late.is_alive() and "zombie" not in outcomes:  # the retry has read the outboxes left
+            late.start()
+            assert stalled.wait(timeout=120)
+
+    rt.processor.before_commit = retry_commits
+    retry = rt.processor.process(shard, batch)
+    rt.processor.before_commit = lambda commit: None
+    resume.set()
+    late.join(timeout=120)
+
+    assert retry.conflicts > 0  # it lost the first chunks' commits to the zombie...
+    assert retry.skipped > 0  # ...and skipped their events
+    assert outcomes["zombie"].skipped > 0  # and the zombie found the retry's chunks committed
+    assert retry.failed_sequence is None
+    assert outcomes["zombie"].failed_sequence is None
+    assert rt.state.outbox(shard) == []
+    raced.stream.drain()  # the rest of the stream, and this batch again: skipped
+    assert raced.alerts() == clean.alerts()  # every hit counted once

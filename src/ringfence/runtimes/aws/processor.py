@@ -107,21 +107,17 @@ class _EngineFailed(Exception):
 
 
 class _Invocation:
-    """What one invocation carries from chunk to chunk: event-time marks, and the outboxes it
-    committed but applies only at its end (so the heartbeat deadlines they push are still
-    pending: a later chunk must see them, or it could fire a heartbeat its own earlier events
-    ended)."""
+    """What one invocation carries from chunk to chunk: event-time marks, and the heartbeat
+    deadlines its commits pushed, which it applies only at its end (still pending: a later
+    chunk must see them, or it could fire a heartbeat its own earlier events ended)."""
 
     def __init__(self, marks: dict[int, float]) -> None:
         self.marks = marks
-        self.outboxes: list[Outbox] = []
         self.pushes: dict[StateKey, DeadlinePush] = {}
 
     def committed(self, commit: Commit, partition: int) -> None:
         if commit.max_event_time is not None:
             self.marks[partition] = max(self.marks.get(partition, commit.max_event_time), commit.max_event_time)
-        if commit.has_outbox:
-            self.outboxes.append(Outbox(commit.outbox_key, commit.outbox, commit.pushes))
         for push in commit.pushes:
             held = self.pushes.get((push.name, push.key))
             if held is None or push.deadline > held.deadline:
@@ -280,7 +276,7 @@ class ShardProcessor:
         outcome = BatchOutcome()
         # what earlier invocations committed and did not get to apply (a crash, hits that lost
         # every race): their heartbeat deadlines first (a chunk must not fire a heartbeat they
-        # moved), their alerts' hits at the end with this invocation's own
+        # moved); their alerts' hits at the end, with this invocation's own
         earlier = self.state.outbox(shard)
         self._apply_pushes(earlier)
         items: list[_Item] = []
@@ -328,9 +324,13 @@ class ShardProcessor:
         mark = marks.get(partition_of_shard(shard))
         if mark is not None and (committed is None or mark > committed):
             self.state.advance_checkpoint(shard, mark, self.clock())  # first: the tick finds the shard by it
-        # once per invocation: a busy source's heartbeat row is written once, not once a chunk
-        self._apply_pushes(run.outboxes)
-        self._apply_signals(shard, [*earlier, *run.outboxes], outcome)
+        # every outbox of the shard not yet applied, read again now, not only the ones read at
+        # the start and its own: a zombie invocation of the shard may have committed chunks
+        # since, and their hits come before this one's (an alert's pointer for the shard, once
+        # past this invocation's hits, would take theirs for applied)
+        left = self.state.outbox(shard)
+        self._apply_pushes(left)  # once per invocation: a busy source's heartbeat row once, not once a chunk
+        self._apply_signals(shard, left, outcome)
         return outcome
 
     def _run_chunk(self, runner: _Chunk, chunk: list[_Item]) -> None:
