@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from ringfence.api.app import ROUTES
+from ringfence.runtimes.aws import metrics
 from ringfence.runtimes.aws.local import TEMPLATE, KinesisSource, load_template
 
 SCOPES = {"events:write", "alerts:read", "alerts:write"}
@@ -143,6 +144,18 @@ def test_alarms_watch_the_iterator_age_and_every_parking_queue(resources: dict[s
     assert watched == {
         str({"!GetAtt": f"{q}.QueueName"}) for q in ("AlertsDeadLetters", "PoisonQueue", "ProcessorFailures")
     }
+
+
+def test_the_template_alarms_on_the_ticks_alerts_left_waiting(resources: dict[str, Any]) -> None:
+    alarm = of_type(resources, "AWS::CloudWatch::Alarm")["AlertsWaitingAlarm"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == (metrics.NAMESPACE, "AlertsWaiting")
+    assert [d["Name"] for d in alarm["Dimensions"]] == list(metrics.DIMENSIONS)
+    assert alarm["Dimensions"] == [
+        {"Name": "Stream", "Value": {"!Ref": "EventsStream"}},
+        {"Name": "Function", "Value": "tick"},
+    ]
+    assert alarm["EvaluationPeriods"] * alarm["Period"] >= 180  # waiting minutes in a row, not one lost race
+    assert alarm["AlarmActions"] == [{"!Ref": "OpsAlarmTopic"}]
 
 
 def test_the_handlers_the_template_names_exist(resources: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from ringfence.errors import ConfigError, StoreError
 from ringfence.runtimes.aws.alerts import AlertTable
 from ringfence.runtimes.aws.announcements import Announcer, OwedAnnouncements
 from ringfence.runtimes.aws.dispatch import AlertDispatcher
+from ringfence.runtimes.aws.metrics import emit
 from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
 from ringfence.runtimes.aws.resources import AwsClients, AwsNames
 from ringfence.runtimes.aws.state import StateTable, heartbeat_names
@@ -140,6 +141,17 @@ def process_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
         outcome.alerts_created,
         outcome.alerts_waiting,
     )
+    emit(
+        rt.names.stream,
+        "process",
+        {
+            "EventsProcessed": outcome.processed,
+            "Conflicts": outcome.conflicts,
+            "AlertsCreated": outcome.alerts_created,
+            "AlertsWaiting": outcome.alerts_waiting,
+        },
+        time.time(),
+    )
     failures = [{"itemIdentifier": outcome.failed_sequence}] if outcome.failed_sequence else []
     return {"batchItemFailures": failures}
 
@@ -170,6 +182,12 @@ def tick_event(rt: AwsRuntime, event: Mapping[str, Any], context: Any = None) ->
         failed = True
     else:
         failed = False
+        emit(
+            rt.names.stream,
+            "tick",
+            {"AlertsCreated": outcome.alerts_created, "AlertsWaiting": outcome.alerts_waiting},
+            time.time(),
+        )
     try:
         rt.dispatcher.step(deadline_of(context))
     except Exception:  # the timers are committed; the next tick or wake-up steps again

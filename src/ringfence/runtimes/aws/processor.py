@@ -84,7 +84,7 @@ class BatchOutcome:
     late: int = 0  # behind the watermark: processed, and marked late on their markers
     commits: int = 0
     alerts_created: int = 0
-    alerts_waiting: int = 0  # alerts whose hits lost every race for them: applied later
+    alerts_waiting: int = 0  # alerts whose hits it left waiting (every race lost, no time left): applied later
     failed_sequence: str | None = None
 
 
@@ -387,6 +387,7 @@ class ShardProcessor:
         kept: set[str] = set()
         for alert, hits in by_alert.items():
             if deadline is not None and time.monotonic() > deadline:
+                outcome.alerts_waiting += 1
                 kept |= held_by[alert]
                 continue
             hits.sort(key=lambda hit: hit[0])

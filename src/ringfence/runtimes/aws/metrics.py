@@ -1,0 +1,52 @@
+"""CloudWatch metrics of the processor and the tick, in CloudWatch's embedded metric format: a
+JSON line on the function's standard output, which CloudWatch Logs turns into metric points.
+No API call and no permission beyond writing the function's log, which every function has.
+
+The metrics are per invocation, in the namespace ``Ringfence``, by ``Stream`` (one
+deployment's) and ``Function`` (``process`` or ``tick``). ``AlertsWaiting`` counts the alerts
+whose hits an invocation left in their outboxes (they lost every race for the alert, or the
+tick ran out of time): the next invocation or the tick applies them, so a tick that still
+leaves some minute after minute means an alert is held up (``deploy/aws/template.yaml``
+alarms on it)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+import msgspec
+
+NAMESPACE = "Ringfence"
+DIMENSIONS = ("Stream", "Function")
+
+_json = msgspec.json.Encoder()
+
+
+def metric_line(stream: str, function: str, counts: Mapping[str, int], now: float) -> bytes:
+    """One embedded-metric-format record of ``counts`` (name: a count)."""
+    return _json.encode(
+        {
+            "_aws": {
+                "Timestamp": int(now * 1000),
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": NAMESPACE,
+                        "Dimensions": [list(DIMENSIONS)],
+                        "Metrics": [{"Name": name, "Unit": "Count"} for name in counts],
+                    }
+                ],
+            },
+            "Stream": stream,
+            "Function": function,
+            **counts,
+        }
+    )
+
+
+def emit(stream: str, function: str, counts: Mapping[str, int], now: float) -> None:
+    """Write ``counts`` as metrics, on Lambda only (``AWS_LAMBDA_FUNCTION_NAME`` set): off it,
+    the local runs and benchmarks have no CloudWatch to read them, and their output stays theirs."""
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        sys.stdout.buffer.write(metric_line(stream, function, counts, now) + b"\n")
+        sys.stdout.flush()
