@@ -202,7 +202,8 @@ def test_the_same_event_id_from_two_sources_is_two_events(d: Deployment) -> None
     reply = body(d.call(http_event("POST /v1/events", PRODUCER, [web, app])))
     assert (reply["accepted"], reply["duplicates"]) == (1, 1)  # web's was processed already; the app's is new
     d.stream.drain()
-    assert d.runtime.state.processed(["web|evt-shared", "mobile-app|evt-shared"]) == {
+    customer = web["customer_id"]
+    assert d.runtime.state.seen([(customer, "web|evt-shared"), (customer, "mobile-app|evt-shared")]) == {
         "web|evt-shared",
         "mobile-app|evt-shared",
     }

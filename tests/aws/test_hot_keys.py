@@ -28,11 +28,6 @@ def hot_events() -> list[dict[str, Any]]:
     return with_hot_address(workload(700), 0.2, seed=7)
 
 
-def processed_all(d: Any, events: list[dict[str, Any]]) -> bool:
-    keys = {f"{e['source']}|{e['event_id']}" for e in events}
-    return bool(d.runtime.state.processed(keys, consistent=True) == keys)
-
-
 def test_shards_at_once_on_a_hot_address_lose_no_event_and_count_every_hit_once(
     deploy: DeploymentFactory, hot_events: list[dict[str, Any]]
 ) -> None:
@@ -49,7 +44,7 @@ def test_shards_at_once_on_a_hot_address_lose_no_event_and_count_every_hit_once(
     d.runtime.processor.tick()  # as every minute: finishes any hits that lost every race
 
     assert d.failures == []  # no batch given up on
-    assert processed_all(d, hot_events)
+    assert d.committed_all()
     counted = {(a.rule_id, a.dedup_key): a.count for a in d.runtime.alerts.list_alerts(AlertQuery(limit=500))[0]}
     assert counted == dict(committed)  # every hit committed is in its alert, once
     assert counted[(ADDRESS_RULE, HOT_IP)] >= 10
@@ -75,7 +70,7 @@ def test_hits_that_lose_every_race_wait_in_their_outbox_and_the_shard_goes_on(
 
     assert not [r for r in caplog.records if "function error" in r.getMessage()]  # no batch failed
     assert d.failures == []
-    assert processed_all(d, first)  # the events went on being processed
+    assert d.committed_all()  # the events went on being processed
     assert d.alerts() == {}
     waiting = {shard: rt.state.outbox(shard) for shard in d.stream.shard_ids()}
     assert all(waiting.values())  # each shard's signals, in order

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ringfence.alerts.model import AlertQuery
+from ringfence.errors import StoreError
 from ringfence.runtimes.aws import alerts as alerts_module
 from ringfence.runtimes.aws import metrics
 from ringfence.runtimes.aws.alerts import AlertContention
@@ -70,6 +71,17 @@ def test_the_processor_and_the_tick_count_the_alerts_left_waiting(
     tick_event(rt, {})
     (ticked,) = metric_records(capsys.readouterr().out)
     assert (ticked["Function"], ticked["AlertsWaiting"]) == ("tick", 1)  # still losing: what the alarm watches
+
+    def timers_fail(outcome: Any) -> Any:
+        raise StoreError("the timers' commit failed")
+
+    monkeypatch.setattr(rt.processor, "_fire_due_timers", timers_fail)
+    with pytest.raises(StoreError):
+        tick_event(rt, {})
+    (ticked,) = metric_records(capsys.readouterr().out)
+    assert ticked["AlertsWaiting"] == 1  # counted all the same
+    monkeypatch.undo()
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "ringfence-tick")
 
     rt.alerts.apply = real_apply  # type: ignore[method-assign]
     tick_event(rt, {})

@@ -75,7 +75,7 @@ def test_shards_moving_one_silence_at_once_do_not_conflict(deploy: DeploymentFac
     ((deadline, row_key),) = rt.state.due_timers(t0 + 10_000, 10)
     assert row_key[1] == "partner-bank"
     assert deadline == datetime.fromisoformat(events[-1]["occurred_at"]).timestamp() + 300
-    assert rt.state.load([row_key])[row_key].high == deadline
+    assert rt.state.load([row_key]).rows[row_key].high == deadline
 
 
 def test_a_quiet_source_is_declared_silent_by_the_wall_clock_tick(deploy: DeploymentFactory) -> None:

@@ -155,6 +155,10 @@ def test_the_template_alarms_on_the_ticks_alerts_left_waiting(resources: dict[st
         {"Name": "Function", "Value": "tick"},
     ]
     assert alarm["EvaluationPeriods"] * alarm["Period"] >= 180  # waiting minutes in a row, not one lost race
+    assert alarm["Statistic"] == "Minimum"  # every tick of the span left some
+    errors = of_type(resources, "AWS::CloudWatch::Alarm")["TickErrorsAlarm"]  # a failing tick writes no count
+    assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"!Ref": "TickFunction"}}]
     assert alarm["AlarmActions"] == [{"!Ref": "OpsAlarmTopic"}]
 
 

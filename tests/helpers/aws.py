@@ -117,6 +117,20 @@ class Deployment:
             assert reply["statusCode"] == 202, reply
             assert json.loads(reply["body"])["rejected"] == []
 
+    def committed_all(self) -> bool:
+        """Whether every shard's progress has reached its last record: each event processed,
+        skipped as a retry, or set aside as poison."""
+        from ringfence.runtimes.aws.state import sequence_key
+
+        for shard in self.stream.shard_ids():
+            last, records = None, self.stream.read(shard)
+            while records:
+                last = records[-1]["SequenceNumber"]
+                records = self.stream.read(shard, after=last)
+            if last is not None and self.runtime.state.progress(shard) != sequence_key(last):
+                return False
+        return True
+
     def drain_shards_at_once(self, on_commit: Callable[[Commit], None] | None = None) -> int:
         """Process the stream as Lambda does with several shards: each shard on a thread and in
         a container (runtime) of its own, all at once. ``on_commit`` is told of each commit that

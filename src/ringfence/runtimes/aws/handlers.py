@@ -24,7 +24,7 @@ from ringfence.runtimes.aws.alerts import AlertTable
 from ringfence.runtimes.aws.announcements import Announcer, OwedAnnouncements
 from ringfence.runtimes.aws.dispatch import AlertDispatcher
 from ringfence.runtimes.aws.metrics import emit
-from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
+from ringfence.runtimes.aws.processor import BatchOutcome, ShardProcessor, StreamRecord
 from ringfence.runtimes.aws.resources import AwsClients, AwsNames
 from ringfence.runtimes.aws.state import StateTable, heartbeat_names
 
@@ -141,19 +141,23 @@ def process_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
         outcome.alerts_created,
         outcome.alerts_waiting,
     )
-    emit(
-        rt.names.stream,
-        "process",
-        {
-            "EventsProcessed": outcome.processed,
-            "Conflicts": outcome.conflicts,
-            "AlertsCreated": outcome.alerts_created,
-            "AlertsWaiting": outcome.alerts_waiting,
-        },
-        time.time(),
-    )
+    counts = {
+        "EventsProcessed": outcome.processed,
+        "Conflicts": outcome.conflicts,
+        "AlertsCreated": outcome.alerts_created,
+        "AlertsWaiting": outcome.alerts_waiting,
+    }
+    _emit(rt, "process", counts, time.time())
     failures = [{"itemIdentifier": outcome.failed_sequence}] if outcome.failed_sequence else []
     return {"batchItemFailures": failures}
+
+
+def _emit(rt: AwsRuntime, function: str, counts: dict[str, int], at: float) -> None:
+    """The invocation's metrics; a failure to write them is logged, never the invocation's."""
+    try:
+        emit(rt.names.stream, function, counts, at)
+    except Exception:
+        log.exception("%s: the metrics could not be written", function)
 
 
 def deadline_of(context: Any) -> float | None:
@@ -175,19 +179,17 @@ def tick_event(rt: AwsRuntime, event: Mapping[str, Any], context: Any = None) ->
     pipeline (what no delayed wake-up covers: repeat intervals beyond SQS's 15-minute delay,
     a wake-up lost with a crashed invocation; and auto-resolve), then publish the alert
     changes still owed their announcement."""
+    started, outcome = time.time(), BatchOutcome()
     try:
-        outcome = rt.processor.tick()
+        rt.processor.tick(outcome)
     except Exception:  # the pipeline's step and what is owed go on; the invocation fails after
         log.exception("the tick's timers failed")
         failed = True
     else:
         failed = False
-        emit(
-            rt.names.stream,
-            "tick",
-            {"AlertsCreated": outcome.alerts_created, "AlertsWaiting": outcome.alerts_waiting},
-            time.time(),
-        )
+    # what it applied of the hits left waiting counts even when its timers failed; stamped
+    # with its start, so each minute's tick lands in its own minute
+    _emit(rt, "tick", {"AlertsCreated": outcome.alerts_created, "AlertsWaiting": outcome.alerts_waiting}, started)
     try:
         rt.dispatcher.step(deadline_of(context))
     except Exception:  # the timers are committed; the next tick or wake-up steps again

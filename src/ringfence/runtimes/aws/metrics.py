@@ -5,9 +5,9 @@ No API call and no permission beyond writing the function's log, which every fun
 The metrics are per invocation, in the namespace ``Ringfence``, by ``Stream`` (one
 deployment's) and ``Function`` (``process`` or ``tick``). ``AlertsWaiting`` counts the alerts
 whose hits an invocation left in their outboxes (they lost every race for the alert, or the
-tick ran out of time): the next invocation or the tick applies them, so a tick that still
-leaves some minute after minute means an alert is held up (``deploy/aws/template.yaml``
-alarms on it)."""
+tick ran out of time), once per shard whose hits wait: the next invocation or the tick
+applies them, so ticks that still leave some for minutes mean an alert is held up
+(``deploy/aws/template.yaml`` alarms on it)."""
 
 from __future__ import annotations
 

@@ -45,7 +45,9 @@ def not_available(what: str) -> NoReturn:
 
 class KinesisIngest:
     """``POST /v1/events``: checked as on every runtime (:func:`~ringfence.events.decode.decode_batch`),
-    events already processed reported as duplicates (the state table's markers), the others
+    events already processed reported as duplicates (their partition keys' recent event ids,
+    :mod:`.dedup`: eventually consistent, so one processed a moment ago may pass, for the
+    processor to skip), the others
     written with PutRecords. Accepted means Kinesis took it: one it still refused after
     retries is rejected with the reason, so the producer resends just that one."""
 
@@ -87,7 +89,7 @@ class KinesisIngest:
         return result
 
     def _write(self, events: list[tuple[int, Event]], result: IngestResult) -> None:
-        done = self._state.processed([event_key(e) for _, e in events])
+        done = self._state.seen([(partition_key(e), event_key(e)) for _, e in events])
         fresh = [(i, e) for i, e in events if event_key(e) not in done]
         result.duplicate_ids = sorted(e.event_id for _, e in events if event_key(e) in done)
         result.duplicates = len(result.duplicate_ids)
@@ -179,10 +181,10 @@ class AwsRecords:
         return self._audit.list_audit(limit, cursor)
 
     def list_late_events(self, limit: int, cursor: int | None) -> NoReturn:
-        not_available("the late events (they are marked on the state table's event markers)")
+        not_available("the late events (counted in the processor's log, not listed)")
 
     def count_late_events(self) -> NoReturn:
-        not_available("the late events (they are marked on the state table's event markers)")
+        not_available("the late events (counted in the processor's log, not listed)")
 
     def rule_hits(self, since: float | None = None) -> NoReturn:
         not_available("the rule pack's hit counts")

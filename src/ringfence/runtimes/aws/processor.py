@@ -7,10 +7,12 @@ A batch is cut into chunks whose writes fit one DynamoDB transaction; each chunk
 its own, so a failure part-way leaves the committed chunks committed and Lambda retries from
 the first record not committed (``ReportBatchItemFailures``). A chunk that lost a race is
 run again on the winner's state. A record that is no event goes to the poison queue with the
-reason; it has no identity to mark, so a retried batch parks it again. A chunk the engine or
-the state codec fails on, or whose states outgrow an item, is run event by event, each in a
+reason; a batch retried from a record before it parks it again. A chunk the engine or the
+state codec fails on, or whose states outgrow an item, is run event by event, each in a
 transaction of its own, and an event that fails is a poison record too: sent to the poison
-queue, then marked processed in a transaction of its own, while the events behind it carry on.
+queue, then passed by the shard's progress in a transaction of its own, while the events
+behind it carry on. An event a producer sent again (the same ``source`` and ``event_id``) is
+found among its partition key's recent event ids and skipped (:mod:`.dedup`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ringfence.engine.pack import RulePack
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import StoreError
 from ringfence.events.model import Event, decode_event
+from ringfence.runtimes.aws import dedup
 from ringfence.runtimes.aws.alerts import AlertContention, AlertTable
 from ringfence.runtimes.aws.announcements import announcement
 from ringfence.runtimes.aws.resources import contention_pause_s
@@ -43,13 +46,17 @@ from ringfence.runtimes.aws.state import (
     DeadlinePush,
     ItemTooLarge,
     ItemWrite,
+    KeyItem,
+    Loaded,
     LoadedRow,
     Outbox,
+    Progress,
     RowWrite,
     StateConflict,
     StateKey,
     StateTable,
     event_key,
+    sequence_key,
     writes_of,
 )
 from ringfence.runtimes.processing import Batch, Driver, EventClock
@@ -78,10 +85,10 @@ class BatchOutcome:
     """What one invocation did; ``failed_sequence`` is reported back to Lambda."""
 
     processed: int = 0
-    skipped: int = 0  # processed by an earlier (retried or racing) invocation
+    skipped: int = 0  # processed by an earlier (retried or racing) invocation, or a producer's retry
     poison: int = 0
     conflicts: int = 0
-    late: int = 0  # behind the watermark: processed, and marked late on their markers
+    late: int = 0  # behind the watermark: processed all the same
     commits: int = 0
     alerts_created: int = 0
     alerts_waiting: int = 0  # alerts whose hits it left waiting (every race lost, no time left): applied later
@@ -111,11 +118,14 @@ class _Invocation:
     deadlines its commits pushed, which it applies only at its end (still pending: a later
     chunk must see them, or it could fire a heartbeat its own earlier events ended)."""
 
-    def __init__(self, marks: dict[int, float]) -> None:
+    def __init__(self, marks: dict[int, float], progress: str | None) -> None:
         self.marks = marks
+        self.progress = progress  # the shard's last record committed, as this invocation knows it
         self.pushes: dict[StateKey, DeadlinePush] = {}
 
     def committed(self, commit: Commit, partition: int) -> None:
+        if commit.progress is not None:
+            self.progress = commit.progress.last
         if commit.max_event_time is not None:
             self.marks[partition] = max(self.marks.get(partition, commit.max_event_time), commit.max_event_time)
         for push in commit.pushes:
@@ -163,67 +173,84 @@ class _Chunk:
         self._prepared: (
             tuple[list[ItemWrite], list[RowWrite], list[DeadlinePush], list[tuple[str, AlertSignal]]] | None
         ) = None
-        self._told: set[str] = set()  # event keys counted as committed (by this chunk, or skipped)
+        self._span: tuple[str, str] | None = None  # the first and last record of the fold
+        self.duplicates: set[str] = set()  # event keys of producers' retries found (not processed)
 
     def fold(self, items: Sequence[_Item], batch: Batch[_Item]) -> None:
         self._prepared = None
+        self._span = (items[0].record.sequence, items[-1].record.sequence) if items else None
         reads: set[StateKey] = set(self.timers)
         for item in items:
-            reads |= item.reads
-        loaded = self.run.with_pending_pushes(self.p.state.load(reads), reads)
+            reads |= item.reads | {(ANY_STATE, item.record.partition_key)}  # its recent event ids
+        loaded = self.p.state.load(reads)
+        rows = self.run.with_pending_pushes(loaded.rows, reads)
         engine = make_engine(self.p.pack, self.p.lateness, engine=self.p.engine_kind)
-        engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), self.run.marks)
+        engine.restore(((n, k, row.state) for (n, k), row in rows.items()), self.run.marks)
         outbox: list[tuple[str, AlertSignal]] = []
+        kept: dict[str, dict[bytes, int]] = {}
+        new_ids: dict[str, list[tuple[bytes, int]]] = {}
         try:
             for item in items:
+                key, known = item.record.partition_key, event_key(item.event)
+                if key not in kept:
+                    kept[key] = dedup.ids_of(loaded.keys.get(key, KeyItem(0)).ids)
+                if dedup.digest(known) in kept[key]:  # a producer's retry of an event processed
+                    self.duplicates.add(known)
+                    continue
+                new_ids.setdefault(key, []).append((dedup.digest(known), int(item.event.occurred_at)))
                 # Kinesis sequence numbers outgrow 64 bits: an event's offset here is its arrival in µs
                 at = item.record.arrived_at
                 hits = batch.fold(engine, item.event, int(at * 1e6), self.partition, at)
                 batch.records.append(item)
                 outbox += [(ordinal(item.record.sequence, j), s) for j, s in enumerate(hits) if s.mode == "live"]
             due = {key for name, key in self.timers if name == ANY_STATE}  # written again, fired or not
-            keys, rows, pushes = writes_of(engine, loaded, self.p.clock(), due)
+            ids = {key: dedup.with_ids(loaded.keys.get(key, KeyItem(0)).ids, new) for key, new in new_ids.items()}
+            keys, rows_written, pushes = writes_of(engine, Loaded(rows, loaded.keys), self.p.clock(), due, ids)
         except Exception as exc:
             raise _EngineFailed(type(exc).__name__) from exc
-        self._prepared = (keys, rows, pushes, outbox)
+        self._prepared = (keys, rows_written, pushes, outbox)
 
     def commit(self, batch: Batch[_Item]) -> None:
         prepared, self._prepared = self._prepared, None
         keys, rows, pushes, outbox = prepared if prepared is not None else ([], [], [], [])
-        items = batch.records
-        by_sequence = {int(i.record.sequence): i.record for i in items}
-        for entry in batch.quarantined:  # first: its marker must not land unless it was parked
+        if self._span is None:
+            return
+        first, last = self._span
+        by_sequence = {int(i.record.sequence): i.record for i in batch.records}
+        for entry in batch.quarantined:  # first: the shard's progress must not pass it unless it was parked
             self.p.poison.send(
                 self.shard, by_sequence[entry.offset], f"the engine failed on this event: {entry.reason}"
             )
         commit = Commit(
             self.shard,
-            ordinal(items[0].record.sequence, 0),
+            ordinal(first, 0),
             rows,
-            [event_key(i.event) for i in items],
-            outbox,
-            pushes,
-            {event_key(late) for late in batch.late},
-            batch.marks.get(self.partition),
-            keys,
+            progress=Progress(self.shard, self.run.progress, sequence_key(last)),
+            outbox=outbox,
+            pushes=pushes,
+            max_event_time=batch.marks.get(self.partition),
+            keys=keys,
         )
         self.p.before_commit(commit)
         self.p.state.commit(commit, self.p.clock())
-        self._told.update(commit.events)
         self.outcome.commits += 1
         self.outcome.processed += batch.processed
         self.outcome.poison += len(batch.quarantined)
-        self.outcome.late += len(commit.late)
+        self.outcome.late += len(batch.late)
         self.run.committed(commit, self.partition)
 
     def reset(self, records: Sequence[_Item] | None) -> None:
         """Nothing is held between a fold and its commit: each fold loads what it needs."""
 
     def uncommitted(self, items: Sequence[_Item]) -> list[_Item]:
-        done = self.p.state.processed([event_key(i.event) for i in items], consistent=True)
-        self.outcome.skipped += len(done - self._told)  # an earlier or racing invocation's
-        self._told |= done
-        return [i for i in items if event_key(i.event) not in done]
+        """``items`` past the shard's progress, read again: a racing invocation may have
+        committed some (counted skipped; those this invocation committed are not)."""
+        ours = self.run.progress
+        self.run.progress = self.p.state.progress(self.shard)
+        left = [i for i in items if self.run.progress is None or sequence_key(i.record.sequence) > self.run.progress]
+        theirs = [i for i in items if i not in left and (ours is None or sequence_key(i.record.sequence) > ours)]
+        self.outcome.skipped += len(theirs)
+        return left
 
     def poisoned(self, item: _Item, error: Exception) -> QuarantinedEvent:
         r = item.record
@@ -293,9 +320,12 @@ class ShardProcessor:
                 continue
             seen.add(event_key(event))
             items.append(_Item(record, event))
-        done = self.state.processed([event_key(i.event) for i in items])
-        outcome.skipped += len(done)
-        pending = [i for i in items if event_key(i.event) not in done]
+        progress = self.state.progress(shard)  # the records up to it are committed: a retried batch
+        pending = [i for i in items if progress is None or sequence_key(i.record.sequence) > progress]
+        if progress is None and pending:  # a new shard, or the first batch after the upgrade to progress items
+            marked = self.state.marked_before_progress([event_key(i.event) for i in pending])
+            pending = [i for i in pending if event_key(i.event) not in marked]
+        outcome.skipped += len(items) - len(pending)
         for item in pending:
             item.reads, item.writes = self._planner.state_rows_of(item.event)
         chunks = plan_chunks(pending, self.state.heartbeats)
@@ -309,18 +339,21 @@ class ShardProcessor:
         committed = marks.get(partition_of_shard(shard))
         newest = max([*marks.values(), *(i.event.occurred_at for i in pending)], default=None)
         due = self.state.due_timers(newest - self.lateness, TIMER_ROWS * len(chunks)) if newest is not None else []
-        run = _Invocation(marks)
+        run = _Invocation(marks, progress)
         for chunk in chunks:
             latest = max([*marks.values(), *(i.event.occurred_at for i in chunk)])
             timers = [row for deadline, row in due if deadline < latest - self.lateness][:TIMER_ROWS]
             due = [(d, row) for d, row in due if row not in timers]
+            runner = _Chunk(self, shard, timers, run, outcome)
             try:
-                self._run_chunk(_Chunk(self, shard, timers, run, outcome), chunk)
+                self._run_chunk(runner, chunk)
             except Exception:
                 first = chunk[0].record.sequence
                 log.exception("shard %s: chunk from %s failed; Lambda retries from there", shard, first)
                 outcome.failed_sequence = first
                 break
+            finally:
+                outcome.skipped += len(runner.duplicates)
         mark = marks.get(partition_of_shard(shard))
         if mark is not None and (committed is None or mark > committed):
             self.state.advance_checkpoint(shard, mark, self.clock())  # first: the tick finds the shard by it
@@ -414,7 +447,7 @@ class ShardProcessor:
 
     # -- quiet keys ------------------------------------------------------------------------------------
 
-    def tick(self) -> BatchOutcome:
+    def tick(self, outcome: BatchOutcome | None = None) -> BatchOutcome:
         """Fire the absence timers that wall-clock time has made due (scheduled every minute),
         by the runtimes' one idle rule (:class:`~ringfence.runtimes.processing.EventClock`):
         event time runs on from the newest event by the wall-clock time since that shard
@@ -423,9 +456,9 @@ class ShardProcessor:
         so no committed alert waits for the next event: their heartbeat deadlines before the
         timers fire, their alerts' hits after (also when the timers could not be fired), those
         of the alerts tried within ``TICK_APPLY_S`` (the schedule's pipeline step comes after
-        it in the same invocation).
+        it in the same invocation). ``outcome``, if given, is filled in even when it raises.
         """
-        outcome = BatchOutcome()
+        outcome = outcome if outcome is not None else BatchOutcome()
         deadline = time.monotonic() + TICK_APPLY_S
         shards = [source for source in self.state.checkpoints() if source != TICK_SOURCE]
         self._rng.shuffle(shards)  # when time runs out, not the same shards' hits each minute
@@ -457,13 +490,13 @@ class ShardProcessor:
                 return []
             loaded = self.state.load(due)
             engine = make_engine(self.pack, self.lateness, engine=self.engine_kind)
-            engine.restore(((n, k, row.state) for (n, k), row in loaded.items()), marks)
+            engine.restore(((n, k, row.state) for (n, k), row in loaded.rows.items()), marks)
             stamp = str(int(now * 1e6))
             signals = [(ordinal(stamp, j), s) for j, s in enumerate(engine.advance(mark)) if s.mode == "live"]
             # firing only changes the states it loaded; each due item is written again
             keys, rows, _ = writes_of(engine, loaded, now, {k for n, k in due if n == ANY_STATE})
             try:
-                self.state.commit(Commit(TICK_SOURCE, ordinal(stamp, 0), rows, [], signals, keys=keys), now)
+                self.state.commit(Commit(TICK_SOURCE, ordinal(stamp, 0), rows, outbox=signals, keys=keys), now)
             except StateConflict:
                 outcome.conflicts += 1
                 continue
@@ -473,17 +506,19 @@ class ShardProcessor:
 
 
 def plan_chunks(items: list[_Item], heartbeats: frozenset[str]) -> list[list[_Item]]:
-    """Cut a batch into runs whose commits fit one DynamoDB transaction: the outbox, a marker
-    per event, every key's item and heartbeat row the events may write, and room for the
-    timers that come due."""
-    budget = MAX_TRANSACTION_ITEMS - 1 - TIMER_ROWS
+    """Cut a batch into runs whose commits fit one DynamoDB transaction: the outbox, the
+    shard's progress, every key's item and heartbeat row the events may write (their partition
+    keys' items among them, for their recent event ids), and room for the timers that come due."""
+    budget = MAX_TRANSACTION_ITEMS - 2 - TIMER_ROWS  # the outbox and the shard's progress
     chunks: list[list[_Item]] = []
     current: list[_Item] = []
     writes: set[StateKey | str] = set()
     for item in items:
-        own = {row if row[0] in heartbeats else row[1] for row in item.writes}  # a heartbeat's row, or a key's item
+        # a heartbeat's row, or a key's item; and its partition key's, for its recent event ids
+        own: set[StateKey | str] = {row if row[0] in heartbeats else row[1] for row in item.writes}
+        own.add(item.record.partition_key)
         merged = writes | own
-        if current and len(merged) + len(current) + 1 > budget:
+        if current and len(merged) > budget:
             chunks.append(current)
             current, merged = [], own
         current.append(item)

@@ -1,21 +1,23 @@
 """Engine state in DynamoDB: one item per key, holding every state of that key, versioned.
 
 A processor invocation loads the items its events may touch, runs the engine, and commits
-in one ``TransactWriteItems``: every changed item (conditional on the version it loaded), a
-marker per event (conditional on not existing) and an outbox item with the batch's alert
-signals. Either all of it lands or none does, so:
+in one ``TransactWriteItems``: every changed item (conditional on the version it loaded),
+the shard's progress (the sequence number of the last record committed, conditional on the
+one it loaded) and an outbox item with the batch's alert signals. Either all of it lands or
+none does, so:
 
-- a retried batch finds its events' markers and skips them: nothing is counted twice;
-- of two invocations racing on the same items, the second's conditions fail: it reloads and
-  redoes its work on the winner's state, so the result equals one run in order.
+- a retried batch skips the records up to its shard's progress: nothing is counted twice;
+- of two invocations racing on the same items, or on the same shard's records (a zombie and
+  the retry), the second's conditions fail: it reloads and redoes what is left of its work
+  on the winner's state, so the result equals one run in order.
 
-State is read strongly consistently: a chunk reads items it does not write (a payee's, an
-address's), and no condition would catch a stale one. The markers are read eventually
-consistently first (half the price): their own conditions catch a stale answer, and the
-chunk is then run again on strongly consistent reads. Nothing shard-wide is in the
-transaction, so invocations of different shards conflict only where they share keys (an
-address, a device). The shard's checkpoint (its newest event time, the watermark's
-input) is advanced after a commit, never back.
+A producer's retried event (a new record) is found by the recent event ids its partition
+key's item keeps (:mod:`.dedup`); that item is written with every chunk holding the key's
+events. State is read strongly consistently: a chunk reads items it does not write (a
+payee's, an address's), and no condition would catch a stale one. Nothing shard-wide but
+the shard's own progress is in the transaction, so invocations of different shards
+conflict only where they share keys (an address, a device). The shard's checkpoint (its
+newest event time, the watermark's input) is advanced after a commit, never back.
 
 Why an item a key: an event reads the states of 20-odd definitions but of only three or four
 keys (its customer, card, device, address), and changes several states of one key at once;
@@ -25,13 +27,14 @@ Item layout (table key ``pk`` + ``sk``):
 
 | item | pk | sk | attributes |
 |---|---|---|---|
-| a key's states | ``k|<key>`` | ``-`` | ``st`` its states (1), ``v`` version, ``tp``/``d`` earliest timer, ``ttl`` |
+| a key's states | ``k|<key>`` | ``-`` | ``st`` states (1), ``v`` version, ``tp``/``d`` timer, ``ttl``, ``ids`` (2) |
 | heartbeat row | ``s|<name>|<key>`` | ``-`` | ``st`` state, ``v`` version, ``tp``/``d`` timer, ``hi`` latest deadline |
-| event marker | ``e|<source>|<event id>`` | ``-`` | ``ttl``, ``late`` if it was behind the watermark |
+| progress | ``progress`` | shard id | ``seq`` the last record committed (its sequence number, 128 digits) |
 | checkpoint | ``checkpoint`` | shard id | ``met`` max event time, ``at`` wall clock of that commit |
 | outbox | ``outbox|<shard>`` | first ordinal | ``sig`` signals (msgpack) |
 
-(1) ``{name: (state, armed deadline, expiry)}``, msgpack.
+(1) ``{name: (state, armed deadline, expiry)}``, msgpack. (2) A partition key's recent event
+ids (:mod:`.dedup`).
 
 Timers live in the sparse index ``timers`` (``tp`` + ``d``), so due ones are one query. A
 key's item is indexed by its earliest timer, and is written again when it comes due: then a
@@ -65,6 +68,7 @@ from ringfence.engine.pack import RulePack
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import StoreError
 from ringfence.events.model import Event
+from ringfence.runtimes.aws import dedup
 from ringfence.runtimes.aws.resources import RETRY_CODES, cancellation_codes, error_code
 from ringfence.store.base import LateEvent
 
@@ -72,7 +76,6 @@ StateKey = tuple[str, str]
 # a state in its key's item: state, armed deadline, expiry, when it was written
 # (whole seconds for the two times: 5 bytes each in msgpack, not 9, in every write of the item)
 StoredState = tuple[bytes, float | None, int | None, int]
-MARKER_TTL_S = 8 * 86400.0  # longer than Kinesis keeps a record (7 days at most)
 STATE_TTL_MARGIN_S = 86400.0  # a quiet row lives this long past its horizon
 OTHER_RELEASE_S = 86400.0  # a state of a definition this code does not know is kept this long
 TIMERS_INDEX = "timers"
@@ -145,16 +148,48 @@ class RowWrite:
     high: float | None = None  # a heartbeat's highest deadline, kept through a versioned write
 
 
+@dataclass(frozen=True)
+class KeyItem:
+    """A key's item as read, beside its states: its version and the recent event ids it keeps."""
+
+    version: int
+    ids: bytes = b""
+
+
+@dataclass
+class Loaded:
+    """What a load found: the states (a key's item's, or a heartbeat's row) and the keys' items."""
+
+    rows: dict[StateKey, LoadedRow] = field(default_factory=dict)
+    keys: dict[str, KeyItem] = field(default_factory=dict)
+
+
 @dataclass
 class ItemWrite:
-    """A key's item to write with all its states (none: delete it), conditional on
-    ``loaded_version`` (None: the item did not exist); ``deadline``: the earliest timer it is
-    indexed by."""
+    """A key's item to write with all its states and recent event ids (neither: delete it),
+    conditional on ``loaded_version`` (None: the item did not exist); ``deadline``: the
+    earliest timer it is indexed by."""
 
     key: str
     states: dict[str, StoredState]
     loaded_version: int | None
     deadline: float | None = None
+    ids: bytes = b""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A shard's progress a commit moves: from the last record committed when it loaded
+    (``loaded``, None: none yet) to its own last (``last``), both as :func:`sequence_key`."""
+
+    shard: str
+    loaded: str | None
+    last: str
+
+
+def sequence_key(sequence: str) -> str:
+    """A Kinesis sequence number (up to 128 digits) comparable as a string."""
+    return f"{int(sequence):0128d}"
 
 
 @dataclass(frozen=True)
@@ -174,10 +209,9 @@ class Commit:
     source: str
     outbox_key: str  # unique among the source's commits
     rows: list[RowWrite] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)  # event keys: a marker each
+    progress: Progress | None = None  # a shard's records it commits (None: the tick's, an upgrade's)
     outbox: list[tuple[str, AlertSignal]] = field(default_factory=list)  # (ordinal, signal)
     pushes: list[DeadlinePush] = field(default_factory=list)
-    late: set[str] = field(default_factory=set)  # event keys of events behind the watermark
     max_event_time: float | None = None  # the newest event time of the source's events in it
     keys: list[ItemWrite] = field(default_factory=list)  # the keys' items it writes
 
@@ -188,7 +222,7 @@ class Commit:
     @property
     def size(self) -> int:
         """Items in its transaction."""
-        return len(self.keys) + len(self.rows) + len(self.events) + (1 if self.has_outbox else 0)
+        return len(self.keys) + len(self.rows) + (1 if self.progress else 0) + (1 if self.has_outbox else 0)
 
 
 @dataclass
@@ -201,21 +235,27 @@ class Outbox:
 
 
 def writes_of(
-    engine: Engine, loaded: dict[StateKey, LoadedRow], now: float, due: Iterable[str] = ()
+    engine: Engine,
+    loaded: Loaded,
+    now: float,
+    due: Iterable[str] = (),
+    ids: dict[str, bytes] | None = None,
 ) -> tuple[list[ItemWrite], list[RowWrite], list[DeadlinePush]]:
     """The engine's changes since it was restored from ``loaded``: the keys' items to write
     (versioned), the heartbeat rows to write (versioned), and the heartbeat deadlines to push
     through the outbox. The items of ``due`` keys (their timers came due) are written even
-    unchanged, so a timer the engine did not fire leaves the index."""
+    unchanged, so a timer the engine did not fire leaves the index; so are those ``ids``
+    gives new recent event ids (partition keys). An item keeps the ids it had otherwise."""
     rows: list[RowWrite] = []
     pushes: list[DeadlinePush] = []
     changed: dict[str, dict[str, bytes | None]] = {}
     watermark = engine.watermark()
+    new_ids = ids or {}
     for name, key, encoded in engine.take_changes():
         if not engine.is_heartbeat(name):
             changed.setdefault(key, {})[name] = encoded
             continue
-        row = loaded.get((name, key))
+        row = loaded.rows.get((name, key))
         deadline = engine.timer_of(name, key)
         old = row.deadline if row is not None else None
         fired = old is not None and old < watermark  # came due since it was loaded: the engine fired it
@@ -238,18 +278,27 @@ def writes_of(
                 high=row.high if row is not None else None,
             )
         )
-    for key in due:
+    for key in [*due, *new_ids]:
         changed.setdefault(key, {})
     held: dict[str, dict[str, LoadedRow]] = {}
-    for (name, key), row in loaded.items():
+    for (name, key), row in loaded.rows.items():
         if key in changed and not engine.is_heartbeat(name):
             held.setdefault(key, {})[name] = row
-    items = [_item_write(engine, key, changes, held.get(key, {}), now) for key, changes in changed.items()]
+    items = [
+        _item_write(engine, key, changes, held.get(key, {}), loaded.keys.get(key), new_ids.get(key), now)
+        for key, changes in changed.items()
+    ]
     return [i for i in items if i is not None], rows, pushes
 
 
 def _item_write(
-    engine: Engine, key: str, changes: dict[str, bytes | None], held: dict[str, LoadedRow], now: float
+    engine: Engine,
+    key: str,
+    changes: dict[str, bytes | None],
+    held: dict[str, LoadedRow],
+    item: KeyItem | None,
+    ids: bytes | None,
+    now: float,
 ) -> ItemWrite | None:
     """``key``'s item with ``changes`` made to the states it ``held``. Left out: states past
     their expiry, and those of a definition this code does not know written more than
@@ -268,8 +317,9 @@ def _item_write(
             horizon = engine.horizon_of(name)
             expires_at = now + horizon + STATE_TTL_MARGIN_S if horizon is not None else None
             states[name] = (encoded, engine.timer_of(name, key), _seconds(expires_at), int(now))
-    version = next(iter(held.values())).version if held else None
-    if not states and version is None:
+    version = item.version if item is not None else None
+    kept = ids if ids is not None else (item.ids if item is not None else b"")
+    if not states and not kept and version is None:
         return None  # made and dropped within the chunk: nothing was ever stored
     watermark = engine.watermark()
     armed = [
@@ -277,7 +327,7 @@ def _item_write(
         for name, (_, deadline, _, _) in states.items()
         if deadline is not None and (name in known or deadline > watermark)
     ]
-    return ItemWrite(key, states, version, min(armed, default=None))
+    return ItemWrite(key, states, version, min(armed, default=None), kept)
 
 
 def _seconds(at: float | None) -> int | None:
@@ -304,10 +354,6 @@ def event_key(event: Event | LateEvent) -> str:
     """An event's identity, as the embedded journal's: its ``event_id`` is unique per source
     (a source has no ``|``)."""
     return f"{event.source}|{event.event_id}"
-
-
-def _marker_pk(event: str) -> str:
-    return f"e|{event}"
 
 
 class StateTable:
@@ -338,20 +384,20 @@ class StateTable:
                     delay = min(delay * 2, 1.0)
         return found
 
-    def load(self, rows: Iterable[StateKey]) -> dict[StateKey, LoadedRow]:
+    def load(self, rows: Iterable[StateKey]) -> Loaded:
         """Each of ``rows`` that exists, as stored, and every other state of their keys' items
-        (a row named :data:`ANY_STATE` stands for its key's item). An item read while another
-        writer's transaction was half applied (a local endpoint's transactions are not
-        isolated from reads) counts as absent: the versioned commit then conflicts, and the
-        chunk is run again on a fresh read."""
+        (a row named :data:`ANY_STATE` stands for its key's item), with those items' versions
+        and recent event ids. An item read while another writer's transaction was half
+        applied (a local endpoint's transactions are not isolated from reads) counts as
+        absent: the versioned commit then conflicts, and the chunk is run again on a fresh read."""
         wanted: dict[str, StateKey | str] = {}
         for name, key in rows:
             if name in self.heartbeats:
                 wanted[_row_pk(name, key)] = (name, key)
             else:
                 wanted[_item_pk(key)] = key
-        items = self._batch_get(list(wanted), "pk, st, v, d, hi", consistent=True)
-        loaded: dict[StateKey, LoadedRow] = {}
+        items = self._batch_get(list(wanted), "pk, st, v, d, hi, ids", consistent=True)
+        loaded = Loaded()
         for pk, item in items.items():
             if "st" not in item or "v" not in item:
                 continue
@@ -359,18 +405,34 @@ class StateTable:
             if isinstance(row, tuple):  # a heartbeat's row
                 deadline = float(item["d"]["N"]) if "d" in item else None
                 high = float(item["hi"]["N"]) if "hi" in item else None
-                loaded[row] = LoadedRow(bytes(item["st"]["B"]), version, deadline, high)
+                loaded.rows[row] = LoadedRow(bytes(item["st"]["B"]), version, deadline, high)
                 continue
+            loaded.keys[row] = KeyItem(version, bytes(item["ids"]["B"]) if "ids" in item else b"")
             for name, (state, deadline, expires_at, at) in _states_decoder.decode(bytes(item["st"]["B"])).items():
-                loaded[(name, row)] = LoadedRow(state, version, deadline, expires_at=expires_at, written_at=at)
+                loaded.rows[(name, row)] = LoadedRow(state, version, deadline, expires_at=expires_at, written_at=at)
         return loaded
 
-    def processed(self, events: Iterable[str], *, consistent: bool = False) -> set[str]:
-        """Which of ``events`` (event keys) a committed batch already processed. Without
-        ``consistent``, one processed a moment ago may be missed: its marker's condition then
-        fails the commit that would process it again."""
-        ids = {_marker_pk(e): e for e in events}
-        return {ids[pk] for pk in self._batch_get(list(ids), "pk", consistent)}
+    def seen(self, events: Iterable[tuple[str, str]], *, consistent: bool = False) -> set[str]:
+        """Which of ``events`` ((partition key, event key) pairs) their partition keys' items
+        keep among their recent event ids (:mod:`.dedup`): processed, within its window."""
+        wanted = list(events)
+        items = self._batch_get(sorted({_item_pk(key) for key, _ in wanted}), "pk, ids", consistent)
+        kept = {pk: dedup.ids_of(bytes(item["ids"]["B"])) for pk, item in items.items() if "ids" in item}
+        return {e for key, e in wanted if dedup.digest(e) in kept.get(_item_pk(key), {})}
+
+    def marked_before_progress(self, events: Iterable[str]) -> set[str]:
+        """Which of ``events`` (event keys) the code before the shards' progress items (before
+        2026-12-04) marked processed: an item ``e|<event key>`` each, kept 8 days. A shard's
+        first batch after the upgrade skips them (its progress starts there)."""
+        ids = {f"e|{e}": e for e in events}
+        return {ids[pk] for pk in self._batch_get(list(ids), "pk", consistent=True)}
+
+    def progress(self, shard: str) -> str | None:
+        """The last record of ``shard`` committed (:func:`sequence_key`), None if none yet."""
+        item = self.db.get_item(
+            TableName=self.table, Key={"pk": _s("progress"), "sk": _s(shard)}, ConsistentRead=True
+        ).get("Item")
+        return str(item["seq"]["S"]) if item and "seq" in item else None
 
     def checkpoints(self) -> dict[str, ShardCheckpoint]:
         """Every shard's checkpoint (their max event times make the global watermark)."""
@@ -476,15 +538,10 @@ class StateTable:
         """Write ``commit`` atomically, or raise StateConflict and write nothing."""
         if commit.size > MAX_TRANSACTION_ITEMS:
             raise ValueError(f"a commit of {commit.size} items is over DynamoDB's {MAX_TRANSACTION_ITEMS}")
-        items = [self._item_write(write) for write in commit.keys]
+        items = [self._item_write(write, now) for write in commit.keys]
         items += [self._row_write(row) for row in commit.rows if row.state is not None or row.loaded_version]
-        for e in commit.events:
-            marker: dict[str, Any] = {"pk": _s(_marker_pk(e)), "sk": _s("-"), "ttl": _n(int(now + MARKER_TTL_S))}
-            if e in commit.late:
-                marker["late"] = {"BOOL": True}
-            items.append(
-                {"Put": {"TableName": self.table, "Item": marker, "ConditionExpression": "attribute_not_exists(pk)"}}
-            )
+        if commit.progress is not None:
+            items.append(self._progress_write(commit.progress))
         if commit.has_outbox:
             pushes = [(p.name, p.key, p.state, p.deadline) for p in commit.pushes]
             items.append(
@@ -543,15 +600,16 @@ class StateTable:
         for key, states in moved.items():
             rows = list(states)
             held = self.load([(name, key) for name in rows])
-            version = next(iter(held.values())).version if held else None
+            item = held.keys.get(key)
             states.update(
                 {
                     name: (row.state, row.deadline, _seconds(row.expires_at), int(row.written_at))
-                    for (name, _), row in held.items()
+                    for (name, _), row in held.rows.items()
                 }
             )
             deadline = min((d for _, d, _, _ in states.values() if d is not None), default=None)
-            self.commit(Commit("upgrade", "-", keys=[ItemWrite(key, states, version, deadline)]), now)
+            write = ItemWrite(key, states, item.version if item else None, deadline, item.ids if item else b"")
+            self.commit(Commit("upgrade", "-", keys=[write]), now)
             for name in rows:
                 self.db.delete_item(TableName=self.table, Key={"pk": _s(_row_pk(name, key)), "sk": _s("-")})
         return sum(len(states) for states in moved.values())
@@ -571,10 +629,10 @@ class StateTable:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
 
-    def _item_write(self, write: ItemWrite) -> dict[str, Any]:
+    def _item_write(self, write: ItemWrite, now: float) -> dict[str, Any]:
         key = {"pk": _s(_item_pk(write.key)), "sk": _s("-")}
         condition = _versioned(write.loaded_version)
-        if not write.states:
+        if not write.states and not write.ids:
             return {"Delete": {"TableName": self.table, "Key": key, **condition}}
         states = _states_encoder.encode(write.states)
         if len(states) > MAX_STATES_BYTES:
@@ -583,9 +641,27 @@ class StateTable:
         if write.deadline is not None:
             item.update(tp=_s(TIMER_PARTITION), d=_n(write.deadline))
         expiries = [expires_at for _, _, expires_at, _ in write.states.values()]
+        if write.ids:
+            item["ids"] = {"B": write.ids}
+            # its ids are kept a window of event time: the item outlives its newest by that
+            newest = max(dedup.ids_of(write.ids).values())
+            expiries.append(int(max(newest, now) + dedup.WINDOW_S + STATE_TTL_MARGIN_S))
         if None not in expiries:
             item["ttl"] = _n(int(max(e for e in expiries if e is not None)))
         return {"Put": {"TableName": self.table, "Item": item, **condition}}
+
+    def _progress_write(self, progress: Progress) -> dict[str, Any]:
+        """The shard's progress moved to ``progress.last``, if it still is where it was loaded."""
+        put: dict[str, Any] = {
+            "TableName": self.table,
+            "Item": {"pk": _s("progress"), "sk": _s(progress.shard), "seq": _s(progress.last)},
+        }
+        if progress.loaded is None:
+            put["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            put["ConditionExpression"] = "seq = :seq"
+            put["ExpressionAttributeValues"] = {":seq": _s(progress.loaded)}
+        return {"Put": put}
 
     def _row_write(self, row: RowWrite) -> dict[str, Any]:
         key = {"pk": _s(_row_pk(row.name, row.key)), "sk": _s("-")}
