@@ -1,5 +1,5 @@
 """A partition key's recent event ids (the aws runtime's duplicate window): the window of
-event time, the cap, and the digest."""
+arrival, the cap, and the digest."""
 
 from __future__ import annotations
 
@@ -31,14 +31,22 @@ def test_a_busy_key_keeps_its_newest_ids() -> None:
     assert dedup.digest("svc|20") in kept
 
 
-def test_an_event_late_by_its_own_time_is_kept_while_the_window_holds_it() -> None:
+def test_an_id_that_arrived_within_the_window_of_the_newest_is_kept() -> None:
     t0 = 1_700_000_000
     blob = dedup.with_ids(b"", ids(("web|new", t0)))
-    blob = dedup.with_ids(blob, ids(("web|late", t0 - 60)))  # arrives after, happened before
-    assert dedup.digest("web|late") in dedup.ids_of(blob)
+    blob = dedup.with_ids(blob, ids(("web|earlier", t0 - dedup.WINDOW_S)))  # at the window's edge
+    assert dedup.digest("web|earlier") in dedup.ids_of(blob)
 
 
 def test_the_digest_tells_the_source_and_the_id_apart() -> None:
     assert len(dedup.digest("web|evt-1")) == 8
     assert dedup.digest("web|evt-1") != dedup.digest("mobile-app|evt-1")
     assert dedup.digest("web|evt-1") == dedup.digest("web|evt-1")
+
+
+def test_the_cap_keeps_the_last_to_arrive_within_one_second() -> None:
+    blob = b""
+    for i in range(dedup.KEPT + 5):  # a burst: every id the same second
+        blob = dedup.with_ids(blob, ids((f"svc|{i}", 1_700_000_000)))
+    kept = dedup.ids_of(blob)
+    assert [dedup.digest(f"svc|{i}") for i in range(5, dedup.KEPT + 5)] == list(kept)

@@ -233,3 +233,47 @@ def test_a_zombie_applying_its_outboxes_late_loses_no_hit_of_an_alert_the_retry_
     assert rt.state.outbox(shard) == []
     raced.stream.drain()  # the rest of the stream, and this batch again: skipped
     assert raced.alerts() == clean.alerts()  # every hit counted once
+    assert raced.state_rows() == clean.state_rows()  # and every event
+
+
+def test_a_zombie_that_lost_a_race_runs_none_of_the_retrys_later_chunks_again(
+    deploy: DeploymentFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry commits the whole batch while the zombie is about to commit its first chunk:
+    the zombie loses that race, learns the shard's progress, and must skip every later chunk
+    too (run again, their commits would move the progress back and count events twice where
+    no recent event id catches them)."""
+    monkeypatch.setattr(processor_module, "MAX_TRANSACTION_ITEMS", 30)  # chunks of a few events
+    events = workload()
+    clean = clean_run(deploy, events)
+    d = deploy(shards=1, batch_size=700)
+    d.send(events)
+    rt = d.runtime
+    (shard,) = d.stream.shard_ids()
+    batch = [stream_record(r) for r in d.stream.event_for(shard, d.stream.read(shard))["Records"]]
+    assert len(batch) == len(events)
+    zombie = ShardProcessor(rt.pack, rt.state, rt.alerts, rt.processor.announce, rt.processor.poison)
+    moves: list[tuple[str | None, str]] = []
+    real_commit = rt.state.commit
+
+    def commit(c: Commit, now: float) -> None:
+        real_commit(c, now)
+        if c.progress is not None:
+            moves.append((c.progress.loaded, c.progress.last))
+
+    rt.state.commit = commit  # type: ignore[method-assign]
+    retried: list[Any] = []
+
+    def the_retry_runs_first(c: Commit) -> None:
+        if not retried:
+            retried.append(rt.processor.process(shard, batch))
+
+    zombie.before_commit = the_retry_runs_first
+    outcome = zombie.process(shard, batch)
+
+    assert retried[0].processed == len(events)
+    assert outcome.processed == 0
+    assert outcome.skipped == len(events)
+    assert all(loaded is None or last > loaded for loaded, last in moves)  # the progress never moved back
+    assert d.alerts() == clean.alerts()
+    assert d.state_rows() == clean.state_rows()

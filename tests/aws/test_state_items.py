@@ -21,7 +21,6 @@ from ringfence.events.model import Event
 from ringfence.runtimes.aws import dedup
 from ringfence.runtimes.aws.capacity import UnitMeter
 from ringfence.runtimes.aws.platform import put_records
-from ringfence.runtimes.aws.processor import BatchOutcome, StreamRecord
 from ringfence.runtimes.aws.state import (
     ANY_STATE,
     STATE_TTL_MARGIN_S,
@@ -149,28 +148,22 @@ def test_a_producers_retry_in_a_later_batch_is_skipped_and_ingest_reports_the_pr
     events = workload()
     clean = clean_run(deploy, events)
     d = deploy(batch_size=50)
-    outcomes: list[BatchOutcome] = []
-    process = d.runtime.processor.process
-
-    def counted(shard: str, records: list[StreamRecord]) -> BatchOutcome:
-        outcomes.append(process(shard, records))
-        return outcomes[-1]
-
-    d.runtime.processor.process = counted  # type: ignore[method-assign]
+    outcomes = d.outcomes()
     first, later = events[:400], events[400:]
     d.send(first)
     d.stream.drain()
     outcomes.clear()
-    again = first[-150:]
+    again = [e for e in first[-200:] if e.get("customer_id")]  # a customer's few ids are all kept
     reply = json.loads(d.call(http_event("POST /v1/events", PRODUCER, again))["body"])
     assert (reply["accepted"], reply["duplicates"]) == (0, len(again))
     # sent again straight into the stream, as ingest does when it has not seen them processed
     assert put_records(d.runtime.clients.kinesis, d.runtime.names.stream, decoded(again)) == [None] * len(again)
     d.send(later)
-    assert put_records(d.runtime.clients.kinesis, d.runtime.names.stream, decoded(later[:50])) == [None] * 50
+    before = [e for e in later[:80] if e.get("customer_id")]  # sent again before they are processed
+    assert put_records(d.runtime.clients.kinesis, d.runtime.names.stream, decoded(before)) == [None] * len(before)
     d.stream.drain()
 
-    assert sum(o.skipped for o in outcomes) == len(again) + 50
+    assert sum(o.skipped for o in outcomes) == len(again) + len(before)
     assert sum(o.processed for o in outcomes) == len(later)
     assert d.committed_all()
     assert d.alerts() == clean.alerts()
@@ -422,6 +415,7 @@ def test_an_event_that_would_grow_a_keys_states_past_an_item_is_set_aside_and_th
     d = deploy(shards=1, batch_size=100)
     d.send(events)
     monkeypatch.setattr(state_module, "MAX_STATES_BYTES", 900)  # as if 400 KB were 900 bytes
+    outcomes = d.outcomes()
     d.stream.drain()
 
     poison = d.queue_messages(d.runtime.names.poison_queue_url)
@@ -429,7 +423,8 @@ def test_an_event_that_would_grow_a_keys_states_past_an_item_is_set_aside_and_th
     assert all("over 900" in p["reason"] for p in poison)
     assert d.failures == []  # ...set aside, and every other event processed
     assert all(len(_states_bytes(i)) <= 900 for i in _items(d) if i["pk"]["S"].startswith("k|"))
-    assert d.committed_all()  # each processed, or set aside and passed
+    assert d.committed_all()  # each processed, or set aside and passed...
+    assert sum(o.processed + o.poison for o in outcomes) == len(events)  # ...once
 
 
 def _states_bytes(item: dict[str, Any]) -> bytes:
@@ -462,16 +457,32 @@ def test_the_first_batch_after_the_upgrade_skips_what_the_code_before_marked(dep
     db, table = d.runtime.clients.dynamodb, d.runtime.names.state_table
     for e in events[:40]:  # as the code before left them: its first chunks' markers
         db.put_item(TableName=table, Item={"pk": {"S": f"e|{e['source']}|{e['event_id']}"}, "sk": {"S": "-"}})
-    outcomes: list[BatchOutcome] = []
-    process = d.runtime.processor.process
-
-    def counted(shard: str, records: list[StreamRecord]) -> BatchOutcome:
-        outcomes.append(process(shard, records))
-        return outcomes[-1]
-
-    d.runtime.processor.process = counted  # type: ignore[method-assign]
+    outcomes = d.outcomes()
     d.stream.drain()
 
     assert sum(o.skipped for o in outcomes) == 40
     assert sum(o.processed for o in outcomes) == len(events) - 40
     assert d.committed_all()
+
+
+def test_an_event_sent_again_is_found_however_far_its_time_is_behind_its_keys_newest(
+    deploy: DeploymentFactory,
+) -> None:
+    """The recent ids are kept by arrival: an event that happened hours before its customer's
+    newest (a card authorisation settled late) is still known when its producer sends it again."""
+    d = deploy(shards=1, batch_size=100)
+    now = time.time()
+    newest = {**workload(1)[0], "customer_id": "cus_late", "event_id": "new", "occurred_at": _iso(now - 60)}
+    old = {**newest, "event_id": "old", "occurred_at": _iso(now - 5 * 3600)}
+    d.send([newest])
+    d.stream.drain()
+    d.send([old])
+    d.stream.drain()
+    outcomes = d.outcomes()
+    assert put_records(d.runtime.clients.kinesis, d.runtime.names.stream, decoded([old])) == [None]
+    d.stream.drain()
+    assert [(o.processed, o.skipped) for o in outcomes] == [(0, 1)]
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")

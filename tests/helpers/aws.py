@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from ringfence.runtimes.aws.processor import StreamRecord
+from ringfence.runtimes.aws.processor import BatchOutcome, StreamRecord
 from ringfence.simulate import Traffic
 from tests.helpers.parity import yesterday_at
 
@@ -116,6 +116,18 @@ class Deployment:
             reply = self.call(http_event("POST /v1/events", PRODUCER, events[start : start + batch]))
             assert reply["statusCode"] == 202, reply
             assert json.loads(reply["body"])["rejected"] == []
+
+    def outcomes(self) -> list[BatchOutcome]:
+        """From now on, what each invocation of this runtime's processor did (appended as it returns)."""
+        told: list[BatchOutcome] = []
+        process = self.runtime.processor.process
+
+        def counted(shard: str, records: list[StreamRecord]) -> BatchOutcome:
+            told.append(process(shard, records))
+            return told[-1]
+
+        self.runtime.processor.process = counted  # type: ignore[method-assign]
+        return told
 
     def committed_all(self) -> bool:
         """Whether every shard's progress has reached its last record: each event processed,

@@ -9,9 +9,11 @@ event, before 2026-12-04, cost 2 of an event's 7 write units). Ingest reads the 
 report duplicates in its 202.
 
 An id is 8 bytes of a BLAKE2b digest of the event's key (a false match needs 2^64 tries
-per id kept) and its event time in whole seconds, 12 bytes in all. A key keeps the ids of
-its events within :data:`WINDOW_S` of event time of its newest, at most :data:`KEPT` of
-them: a busy key (a service's telemetry) keeps its last :data:`KEPT` events'.
+per id kept) and when its record reached the stream, in whole seconds: 12 bytes in all. A
+key keeps the ids of the events that arrived within :data:`WINDOW_S` of its newest arrival,
+at most :data:`KEPT` of them, the latest to arrive: a busy key (a service's telemetry) keeps
+its last :data:`KEPT` events'. Arrival, not event time, as the embedded journal's window is
+of ingest: an event that happened long before its key's newest is still found when sent again.
 
 A retried *batch* (a Lambda retry, a zombie invocation) is not this module's: the shard's
 progress item says which records are committed (:mod:`.state`).
@@ -22,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import struct
 
-WINDOW_S = 3600  # of event time, as the embedded journal's default segment span
+WINDOW_S = 3600  # of arrival, as the embedded journal's default segment span
 KEPT = 64  # ids a key keeps at most: 768 bytes
 _ID = struct.Struct(">8sI")
 
@@ -33,17 +35,19 @@ def digest(event_key: str) -> bytes:
 
 
 def ids_of(blob: bytes) -> dict[bytes, int]:
-    """The ids a key's item keeps: digest -> event time (whole seconds)."""
+    """The ids a key's item keeps: digest -> arrival (whole seconds)."""
     return dict(_ID.iter_unpack(blob[: len(blob) - len(blob) % _ID.size]))
 
 
 def with_ids(blob: bytes, new: list[tuple[bytes, int]]) -> bytes:
-    """``blob`` with ``new`` ids added, the window's and the newest :data:`KEPT` kept."""
+    """``blob`` (ids in the order they arrived) with ``new`` ids added after them: those
+    within the window of the newest arrival kept, the last :data:`KEPT` to arrive at most."""
     ids = ids_of(blob)
     for d, t in new:
+        ids.pop(d, None)
         ids[d] = t
     if not ids:
         return b""
     newest = max(ids.values())
-    kept = sorted(((t, d) for d, t in ids.items() if t >= newest - WINDOW_S), reverse=True)[:KEPT]
-    return b"".join(_ID.pack(d, t) for t, d in sorted(kept))
+    kept = [(d, t) for d, t in ids.items() if t >= newest - WINDOW_S][-KEPT:]
+    return b"".join(_ID.pack(d, t) for d, t in kept)

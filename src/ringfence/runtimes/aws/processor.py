@@ -197,7 +197,7 @@ class _Chunk:
                 if dedup.digest(known) in kept[key]:  # a producer's retry of an event processed
                     self.duplicates.add(known)
                     continue
-                new_ids.setdefault(key, []).append((dedup.digest(known), int(item.event.occurred_at)))
+                new_ids.setdefault(key, []).append((dedup.digest(known), int(item.record.arrived_at)))
                 # Kinesis sequence numbers outgrow 64 bits: an event's offset here is its arrival in µs
                 at = item.record.arrived_at
                 hits = batch.fold(engine, item.event, int(at * 1e6), self.partition, at)
@@ -216,6 +216,8 @@ class _Chunk:
         if self._span is None:
             return
         first, last = self._span
+        if self.run.progress is not None and sequence_key(last) <= self.run.progress:
+            raise StateConflict(["the shard's progress is past this chunk"])  # never moved back
         by_sequence = {int(i.record.sequence): i.record for i in batch.records}
         for entry in batch.quarantined:  # first: the shard's progress must not pass it unless it was parked
             self.p.poison.send(
@@ -247,9 +249,18 @@ class _Chunk:
         committed some (counted skipped; those this invocation committed are not)."""
         ours = self.run.progress
         self.run.progress = self.p.state.progress(self.shard)
-        left = [i for i in items if self.run.progress is None or sequence_key(i.record.sequence) > self.run.progress]
+        left = self.past_progress(items, count=False)
         theirs = [i for i in items if i not in left and (ours is None or sequence_key(i.record.sequence) > ours)]
         self.outcome.skipped += len(theirs)
+        self.duplicates -= {event_key(i.event) for i in theirs}  # counted as the racer's
+        return left
+
+    def past_progress(self, items: Sequence[_Item], *, count: bool = True) -> list[_Item]:
+        """``items`` past the shard's progress as this invocation knows it (the others skipped)."""
+        known = self.run.progress
+        left = [i for i in items if known is None or sequence_key(i.record.sequence) > known]
+        if count:
+            self.outcome.skipped += len(items) - len(left)
         return left
 
     def poisoned(self, item: _Item, error: Exception) -> QuarantinedEvent:
@@ -352,8 +363,7 @@ class ShardProcessor:
                 log.exception("shard %s: chunk from %s failed; Lambda retries from there", shard, first)
                 outcome.failed_sequence = first
                 break
-            finally:
-                outcome.skipped += len(runner.duplicates)
+            outcome.skipped += len(runner.duplicates)  # once the chunk is committed (a retry counts them again)
         mark = marks.get(partition_of_shard(shard))
         if mark is not None and (committed is None or mark > committed):
             self.state.advance_checkpoint(shard, mark, self.clock())  # first: the tick finds the shard by it
@@ -369,11 +379,15 @@ class ShardProcessor:
     def _run_chunk(self, runner: _Chunk, chunk: list[_Item]) -> None:
         """Commit one chunk, redoing what is left of it on the winner's state after a lost race."""
         driver = Driver(runner, commit_each=True)
+        # past the shard's progress as this invocation last read it: a zombie that lost a race
+        # to the retry must not run the retry's later chunks again (their commits would move
+        # the progress back)
+        chunk = runner.past_progress(chunk)
         for attempt in range(CONFLICT_ATTEMPTS):
             if attempt:
                 chunk = runner.uncommitted(chunk)
-                if not chunk:
-                    return
+            if not chunk:
+                return
             try:
                 driver.run(chunk)
                 return

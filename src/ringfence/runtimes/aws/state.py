@@ -29,7 +29,7 @@ Item layout (table key ``pk`` + ``sk``):
 |---|---|---|---|
 | a key's states | ``k|<key>`` | ``-`` | ``st`` states (1), ``v`` version, ``tp``/``d`` timer, ``ttl``, ``ids`` (2) |
 | heartbeat row | ``s|<name>|<key>`` | ``-`` | ``st`` state, ``v`` version, ``tp``/``d`` timer, ``hi`` latest deadline |
-| progress | ``progress`` | shard id | ``seq`` the last record committed (its sequence number, 128 digits) |
+| progress | ``progress|<shard>`` | ``-`` | ``seq`` the last record committed (sequence number, 128 digits) |
 | checkpoint | ``checkpoint`` | shard id | ``met`` max event time, ``at`` wall clock of that commit |
 | outbox | ``outbox|<shard>`` | first ordinal | ``sig`` signals (msgpack) |
 
@@ -346,6 +346,11 @@ def _row_pk(name: str, key: str) -> str:
     return f"s|{name}|{key}"
 
 
+def _progress_pk(shard: str) -> str:
+    """A shard's progress: an item of its own (a partition each: every commit writes one)."""
+    return f"progress|{shard}"
+
+
 def _item_pk(key: str) -> str:
     return f"k|{key}"
 
@@ -430,7 +435,7 @@ class StateTable:
     def progress(self, shard: str) -> str | None:
         """The last record of ``shard`` committed (:func:`sequence_key`), None if none yet."""
         item = self.db.get_item(
-            TableName=self.table, Key={"pk": _s("progress"), "sk": _s(shard)}, ConsistentRead=True
+            TableName=self.table, Key={"pk": _s(_progress_pk(shard)), "sk": _s("-")}, ConsistentRead=True
         ).get("Item")
         return str(item["seq"]["S"]) if item and "seq" in item else None
 
@@ -654,7 +659,7 @@ class StateTable:
         """The shard's progress moved to ``progress.last``, if it still is where it was loaded."""
         put: dict[str, Any] = {
             "TableName": self.table,
-            "Item": {"pk": _s("progress"), "sk": _s(progress.shard), "seq": _s(progress.last)},
+            "Item": {"pk": _s(_progress_pk(progress.shard)), "sk": _s("-"), "seq": _s(progress.last)},
         }
         if progress.loaded is None:
             put["ConditionExpression"] = "attribute_not_exists(pk)"
