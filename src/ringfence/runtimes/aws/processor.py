@@ -174,11 +174,12 @@ class _Chunk:
             tuple[list[ItemWrite], list[RowWrite], list[DeadlinePush], list[tuple[str, AlertSignal]]] | None
         ) = None
         self._span: tuple[str, str] | None = None  # the first and last record of the fold
-        self.duplicates: set[str] = set()  # event keys of producers' retries found (not processed)
+        self._duplicates = 0  # producers' retries the fold found (not processed): skipped once committed
 
     def fold(self, items: Sequence[_Item], batch: Batch[_Item]) -> None:
         self._prepared = None
         self._span = (items[0].record.sequence, items[-1].record.sequence) if items else None
+        self._duplicates = 0
         reads: set[StateKey] = set(self.timers)
         for item in items:
             reads |= item.reads | {(ANY_STATE, item.record.partition_key)}  # its recent event ids
@@ -195,7 +196,7 @@ class _Chunk:
                 if key not in kept:
                     kept[key] = dedup.ids_of(loaded.keys.get(key, KeyItem(0)).ids)
                 if dedup.digest(known) in kept[key]:  # a producer's retry of an event processed
-                    self.duplicates.add(known)
+                    self._duplicates += 1
                     continue
                 new_ids.setdefault(key, []).append((dedup.digest(known), int(item.record.arrived_at)))
                 # Kinesis sequence numbers outgrow 64 bits: an event's offset here is its arrival in µs
@@ -236,6 +237,7 @@ class _Chunk:
         self.p.before_commit(commit)
         self.p.state.commit(commit, self.p.clock())
         self.outcome.commits += 1
+        self.outcome.skipped += self._duplicates
         self.outcome.processed += batch.processed
         self.outcome.poison += len(batch.quarantined)
         self.outcome.late += len(batch.late)
@@ -252,7 +254,6 @@ class _Chunk:
         left = self.past_progress(items, count=False)
         theirs = [i for i in items if i not in left and (ours is None or sequence_key(i.record.sequence) > ours)]
         self.outcome.skipped += len(theirs)
-        self.duplicates -= {event_key(i.event) for i in theirs}  # counted as the racer's
         return left
 
     def past_progress(self, items: Sequence[_Item], *, count: bool = True) -> list[_Item]:
@@ -363,7 +364,6 @@ class ShardProcessor:
                 log.exception("shard %s: chunk from %s failed; Lambda retries from there", shard, first)
                 outcome.failed_sequence = first
                 break
-            outcome.skipped += len(runner.duplicates)  # once the chunk is committed (a retry counts them again)
         mark = marks.get(partition_of_shard(shard))
         if mark is not None and (committed is None or mark > committed):
             self.state.advance_checkpoint(shard, mark, self.clock())  # first: the tick finds the shard by it

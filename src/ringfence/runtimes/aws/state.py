@@ -57,6 +57,7 @@ versioned write.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -565,7 +566,9 @@ class StateTable:
         if not items:
             return
         try:
-            self.db.transact_write_items(TransactItems=items)
+            # the token makes the SDK's own retry of a commit whose answer was lost succeed,
+            # rather than fail on the conditions it met the first time
+            self.db.transact_write_items(TransactItems=items, ClientRequestToken=uuid.uuid4().hex)
         except Exception as exc:
             if error_code(exc) != "TransactionCanceledException":
                 raise
@@ -648,7 +651,7 @@ class StateTable:
         expiries = [expires_at for _, _, expires_at, _ in write.states.values()]
         if write.ids:
             item["ids"] = {"B": write.ids}
-            # its ids are kept a window of event time: the item outlives its newest by that
+            # its ids are kept a window of arrival: the item outlives its last write by that
             newest = max(dedup.ids_of(write.ids).values())
             expiries.append(int(max(newest, now) + dedup.WINDOW_S + STATE_TTL_MARGIN_S))
         if None not in expiries:
