@@ -14,10 +14,11 @@ from ringfence.engine.engine import Engine
 from ringfence.engine.native import make_engine
 from ringfence.runtimes.aws import processor as processor_module
 from ringfence.runtimes.aws.handlers import process_event
-from ringfence.runtimes.aws.processor import ShardProcessor
+from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
 from ringfence.runtimes.aws.state import Commit
 from tests.helpers.aws import (
     HOT_IP,
+    Deployment,
     DeploymentFactory,
     clean_run,
     first_commits_together,
@@ -30,6 +31,21 @@ from tests.helpers.aws import (
 @pytest.fixture(scope="module")
 def events() -> list[dict[str, Any]]:
     return workload()
+
+
+def a_batch_and_a_zombie(
+    deploy: DeploymentFactory, events: list[dict[str, Any]], batch_size: int
+) -> tuple[Deployment, Deployment, str, list[StreamRecord], ShardProcessor]:
+    """A clean run of ``events``; a one-shard deployment that took them, its shard, its first
+    batch as Lambda hands it over, and a second container's processor to run it as a zombie."""
+    clean = clean_run(deploy, events)
+    d = deploy(shards=1, batch_size=batch_size)
+    d.send(events)
+    rt = d.runtime
+    (shard,) = d.stream.shard_ids()
+    batch = [stream_record(r) for r in d.stream.event_for(shard, d.stream.read(shard))["Records"]]
+    zombie = ShardProcessor(rt.pack, rt.state, rt.alerts, rt.processor.announce, rt.processor.poison)
+    return clean, d, shard, batch, zombie
 
 
 class Crash(Exception):
@@ -195,13 +211,8 @@ def test_a_zombie_applying_its_outboxes_late_loses_no_hit_of_an_alert_the_retry_
     pointer for the shard, past the later hits, would make the zombie's earlier ones look applied."""
     monkeypatch.setattr(processor_module, "MAX_TRANSACTION_ITEMS", 30)  # chunks of a few events
     hot = with_hot_address(workload(), 0.2, seed=7)
-    clean = clean_run(deploy, hot)
-    raced = deploy(shards=1, batch_size=200)
-    raced.send(hot)
+    clean, raced, shard, batch, zombie = a_batch_and_a_zombie(deploy, hot, 200)
     rt = raced.runtime
-    (shard,) = raced.stream.shard_ids()
-    batch = [stream_record(r) for r in raced.stream.event_for(shard, raced.stream.read(shard))["Records"]]
-    zombie = ShardProcessor(rt.pack, rt.state, rt.alerts, rt.processor.announce, rt.processor.poison)
     hits_committed, stalled, resume = [0], threading.Event(), threading.Event()
 
     def zombie_commits(commit: Commit) -> None:
@@ -245,14 +256,9 @@ def test_a_zombie_that_lost_a_race_runs_none_of_the_retrys_later_chunks_again(
     no recent event id catches them)."""
     monkeypatch.setattr(processor_module, "MAX_TRANSACTION_ITEMS", 30)  # chunks of a few events
     events = workload()
-    clean = clean_run(deploy, events)
-    d = deploy(shards=1, batch_size=700)
-    d.send(events)
-    rt = d.runtime
-    (shard,) = d.stream.shard_ids()
-    batch = [stream_record(r) for r in d.stream.event_for(shard, d.stream.read(shard))["Records"]]
+    clean, d, shard, batch, zombie = a_batch_and_a_zombie(deploy, events, 700)
     assert len(batch) == len(events)
-    zombie = ShardProcessor(rt.pack, rt.state, rt.alerts, rt.processor.announce, rt.processor.poison)
+    rt = d.runtime
     moves: list[tuple[str | None, str]] = []
     real_commit = rt.state.commit
 
