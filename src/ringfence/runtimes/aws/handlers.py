@@ -147,17 +147,9 @@ def process_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
         "AlertsCreated": outcome.alerts_created,
         "AlertsWaiting": outcome.alerts_waiting,
     }
-    _emit(rt, "process", counts, time.time())
+    emit(rt.names.stream, "process", counts, time.time())
     failures = [{"itemIdentifier": outcome.failed_sequence}] if outcome.failed_sequence else []
     return {"batchItemFailures": failures}
-
-
-def _emit(rt: AwsRuntime, function: str, counts: dict[str, int], at: float) -> None:
-    """The invocation's metrics; a failure to write them is logged, never the invocation's."""
-    try:
-        emit(rt.names.stream, function, counts, at)
-    except Exception:
-        log.exception("%s: the metrics could not be written", function)
 
 
 def deadline_of(context: Any) -> float | None:
@@ -189,7 +181,12 @@ def tick_event(rt: AwsRuntime, event: Mapping[str, Any], context: Any = None) ->
         failed = False
     # what it applied of the hits left waiting counts even when its timers failed; stamped
     # with its start, so each minute's tick lands in its own minute
-    _emit(rt, "tick", {"AlertsCreated": outcome.alerts_created, "AlertsWaiting": outcome.alerts_waiting}, started)
+    emit(
+        rt.names.stream,
+        "tick",
+        {"AlertsCreated": outcome.alerts_created, "AlertsWaiting": outcome.alerts_waiting},
+        started,
+    )
     try:
         rt.dispatcher.step(deadline_of(context))
     except Exception:  # the timers are committed; the next tick or wake-up steps again

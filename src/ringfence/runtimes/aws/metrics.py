@@ -11,6 +11,7 @@ applies them, so ticks that still leave some for minutes mean an alert is held u
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ import msgspec
 NAMESPACE = "Ringfence"
 DIMENSIONS = ("Stream", "Function")
 
+log = logging.getLogger("ringfence.aws.metrics")
 _json = msgspec.json.Encoder()
 
 
@@ -46,7 +48,12 @@ def metric_line(stream: str, function: str, counts: Mapping[str, int], now: floa
 
 def emit(stream: str, function: str, counts: Mapping[str, int], now: float) -> None:
     """Write ``counts`` as metrics, on Lambda only (``AWS_LAMBDA_FUNCTION_NAME`` set): off it,
-    the local runs and benchmarks have no CloudWatch to read them, and their output stays theirs."""
-    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    the local runs and benchmarks have no CloudWatch to read them, and their output stays theirs.
+    A failure to write them is logged, never the invocation's."""
+    if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        return
+    try:
         sys.stdout.buffer.write(metric_line(stream, function, counts, now) + b"\n")
         sys.stdout.flush()
+    except Exception:
+        log.exception("%s: the metrics could not be written", function)

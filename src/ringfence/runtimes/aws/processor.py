@@ -192,13 +192,13 @@ class _Chunk:
         new_ids: dict[str, list[tuple[bytes, int]]] = {}
         try:
             for item in items:
-                key, known = item.record.partition_key, event_key(item.event)
+                key, known = item.record.partition_key, dedup.digest(event_key(item.event))
                 if key not in kept:
                     kept[key] = dedup.ids_of(loaded.keys.get(key, KeyItem(0)).ids)
-                if dedup.digest(known) in kept[key]:  # a producer's retry of an event processed
+                if known in kept[key]:  # a producer's retry of an event processed
                     self._duplicates += 1
                     continue
-                new_ids.setdefault(key, []).append((dedup.digest(known), int(item.record.arrived_at)))
+                new_ids.setdefault(key, []).append((known, int(item.record.arrived_at)))
                 # Kinesis sequence numbers outgrow 64 bits: an event's offset here is its arrival in µs
                 at = item.record.arrived_at
                 hits = batch.fold(engine, item.event, int(at * 1e6), self.partition, at)

@@ -348,7 +348,7 @@ def _row_pk(name: str, key: str) -> str:
 
 
 def _progress_pk(shard: str) -> str:
-    """A shard's progress: an item of its own (a partition each: every commit writes one)."""
+    """A shard's progress: an item of its own (a partition key each: every commit of the shard writes it)."""
     return f"progress|{shard}"
 
 
