@@ -14,7 +14,7 @@ use crate::inplace;
 use crate::jv::Jv;
 use crate::patterns::{PState, Partial, Snap};
 use crate::store::Key;
-use crate::value::{from_json, Fault, Held, Int, Member, Value};
+use crate::value::{from_json, Fault, Held, Int, Member, Text, Value};
 
 type Out = Vec<u8>;
 
@@ -452,9 +452,9 @@ pub fn decode_z(raw: &[u8]) -> Decoded<ZState> {
     })
 }
 
-/// A text value as shared text ("" if it is not UTF-8 text).
-fn shared_text(raw: &[u8]) -> Arc<str> {
-    Arc::from(inplace::text(raw).unwrap_or_default())
+/// A text value ("" if it is not UTF-8 text).
+fn text_of(raw: &[u8]) -> Text {
+    Text::new(inplace::text(raw).unwrap_or_default())
 }
 
 fn snap_of(raw: &[u8]) -> Decoded<Arc<Snap>> {
@@ -473,19 +473,13 @@ fn snap_of(raw: &[u8]) -> Decoded<Arc<Snap>> {
         None => Jv::Obj(Vec::new()),
     };
     Ok(Arc::new(Snap {
-        event_id: get("event_id")
-            .map(shared_text)
-            .unwrap_or_else(|| Arc::from("")),
-        etype: get("type")
-            .map(shared_text)
-            .unwrap_or_else(|| Arc::from("")),
+        event_id: get("event_id").map(text_of).unwrap_or_default(),
+        etype: get("type").map(text_of).unwrap_or_default(),
         occurred_at: get("occurred_at").and_then(inplace::num).unwrap_or(0.0),
-        source: get("source")
-            .map(shared_text)
-            .unwrap_or_else(|| Arc::from("")),
+        source: get("source").map(text_of).unwrap_or_default(),
         customer_id: get("customer_id")
             .filter(|v| !inplace::is_nil(v))
-            .map(shared_text),
+            .map(text_of),
         data: Arc::new(data),
         offset: get("offset").map(inplace::int).unwrap_or(0),
         ingested_at: get("ingested_at").and_then(inplace::num).unwrap_or(0.0),
@@ -504,7 +498,7 @@ pub fn decode_pattern(raw: &[u8]) -> Decoded<PState> {
             step: inplace::int(step),
             captured: named
                 .into_iter()
-                .map(|(k, v)| Ok((shared_text(k), snap_of(v)?)))
+                .map(|(k, v)| Ok((Arc::from(inplace::text(k).unwrap_or_default()), snap_of(v)?)))
                 .collect::<Decoded<_>>()?,
         });
     }

@@ -13,35 +13,35 @@ use smol_str::SmolStrBuilder;
 use crate::anomaly::{self, ZState};
 use crate::expr::{is_money, money, Ctx, Env, Expr, Names, Path, Template};
 use crate::features::{Agg, FeatureSpec, BUCKETS};
-use crate::jv::{shared_text, shared_text_or_null, Jv};
+use crate::jv::{text, text_or_null, Jv};
 use crate::patterns::{Captured, Kind, PState, Partial, Snap, Step, Timers, MAX_PARTIALS};
 use crate::store::{Key, State};
-use crate::value::{from_json, py_str, Fault, Set, Value, R};
+use crate::value::{from_json, py_str, Fault, Set, Text, Value, R};
 
 /// A validated event, as the runtimes store it (``encode_event``).
 #[derive(Deserialize)]
 struct RawEvent {
-    #[serde(deserialize_with = "shared_text")]
-    event_id: Arc<str>,
-    #[serde(rename = "type", deserialize_with = "shared_text")]
-    etype: Arc<str>,
+    #[serde(deserialize_with = "text")]
+    event_id: Text,
+    #[serde(rename = "type", deserialize_with = "text")]
+    etype: Text,
     occurred_at: f64,
-    #[serde(deserialize_with = "shared_text")]
-    source: Arc<str>,
+    #[serde(deserialize_with = "text")]
+    source: Text,
     data: Jv,
-    #[serde(default, deserialize_with = "shared_text_or_null")]
-    customer_id: Option<Arc<str>>,
-    #[serde(default, deserialize_with = "shared_text_or_null")]
-    account_id: Option<Arc<str>>,
+    #[serde(default, deserialize_with = "text_or_null")]
+    customer_id: Option<Text>,
+    #[serde(default, deserialize_with = "text_or_null")]
+    account_id: Option<Text>,
 }
 
 pub struct Event {
-    pub event_id: Arc<str>,
-    pub etype: Arc<str>,
+    pub event_id: Text,
+    pub etype: Text,
     pub occurred_at: f64,
-    pub source: Arc<str>,
-    pub customer_id: Option<Arc<str>>,
-    pub account_id: Option<Arc<str>>,
+    pub source: Text,
+    pub customer_id: Option<Text>,
+    pub account_id: Option<Text>,
     pub data: Arc<Jv>,
 }
 
@@ -96,7 +96,7 @@ fn walk_json<'a>(mut j: &'a J, path: &[Arc<str>]) -> Option<&'a J> {
     Some(j)
 }
 
-fn opt_str(s: &Option<Arc<str>>) -> Value {
+fn opt_str(s: &Option<Text>) -> Value {
     s.as_ref().map_or(Value::Null, |s| Value::Str(s.clone()))
 }
 
@@ -562,7 +562,7 @@ impl EvalCtx<'_> {
     }
 
     fn step_matches(&mut self, step: &Step) -> R<bool> {
-        Ok(step.on.contains(self.event.etype.as_ref()) && self.truthy(&step.when)?)
+        Ok(step.on.contains(self.event.etype.as_str()) && self.truthy(&step.when)?)
     }
 }
 
@@ -641,13 +641,13 @@ pub struct Signal {
     pub title: String,
     pub summary: String,
     pub labels: Vec<(String, String)>,
-    pub event_id: Arc<str>,
-    pub event_type: Arc<str>,
+    pub event_id: Text,
+    pub event_type: Text,
     pub offset: i64,
     pub occurred_at: f64,
     pub ingested_at: f64,
     pub features: Vec<(usize, Value)>,
-    pub customer_id: Option<Arc<str>>,
+    pub customer_id: Option<Text>,
     pub late: bool,
     pub related: Vec<Arc<Snap>>,
 }
@@ -660,7 +660,7 @@ pub struct Engine {
     pub timers: Timers,
     pub max_event_time: FxHashMap<i64, f64>,
     pub late_events: u64,
-    by_type: FxHashMap<Arc<str>, Arc<TypePlan>>,
+    by_type: FxHashMap<Text, Arc<TypePlan>>,
     scratch: Option<Scratch>,
     pattern_index: HashMap<Arc<str>, usize>,
     /// The pattern state taken out while an event moves it on (see ``settle_taken``).
@@ -716,7 +716,7 @@ impl Engine {
         latest - self.lateness
     }
 
-    fn type_plan(&mut self, etype: &Arc<str>) -> Arc<TypePlan> {
+    fn type_plan(&mut self, etype: &Text) -> Arc<TypePlan> {
         if let Some(p) = self.by_type.get(etype) {
             return p.clone();
         }

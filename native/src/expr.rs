@@ -405,14 +405,14 @@ fn call(f: Func, args: &[Value]) -> R<Value> {
         }
         Func::Lower | Func::Upper | Func::Len => match &args[0] {
             Value::Str(s) => match f {
-                Func::Lower => Value::Str(Arc::from(s.to_lowercase())),
-                Func::Upper => Value::Str(Arc::from(s.to_uppercase())),
+                Func::Lower => Value::Str(s.to_lowercase().into()),
+                Func::Upper => Value::Str(s.to_uppercase().into()),
                 _ => Value::Int(s.chars().count() as Int),
             },
             _ => Value::Null,
         },
         Func::StartsWith => match (&args[0], &args[1]) {
-            (Value::Str(s), Value::Str(p)) => Value::Bool(s.starts_with(p.as_ref())),
+            (Value::Str(s), Value::Str(p)) => Value::Bool(s.starts_with(p.as_str())),
             _ => Value::Bool(false),
         },
         Func::Coalesce => args

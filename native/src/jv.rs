@@ -1,7 +1,7 @@
-//! An event's data as the core reads it: texts shared (reading a field clones a pointer,
-//! not the text) and objects as small lists of fields in their order (events hold a few
-//! fields each, so a scan beats hashing). A field's name is held inline (names are short),
-//! and an object's list is allocated once, at its size.
+//! An event's data as the core reads it: texts inline when short, else shared (reading a
+//! field copies at most 24 bytes, never a long text), and objects as small lists of fields in
+//! their order (events hold a few fields each, so a scan beats hashing). A field's name is
+//! held inline (names are short), and an object's list is allocated once, at its size.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -11,7 +11,7 @@ use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess
 use serde_json::Value as J;
 use smol_str::SmolStr;
 
-use crate::value::Value;
+use crate::value::{Text, Value};
 
 #[derive(Debug, Clone)]
 pub enum Jv {
@@ -21,7 +21,7 @@ pub enum Jv {
     /// An integer past i64 (JSON allows it; validated events hold none).
     UInt(u64),
     Float(f64),
-    Str(Arc<str>),
+    Str(Text),
     Arr(Vec<Jv>),
     /// Fields in their order; stored events are Python dicts, so names are unique.
     Obj(Vec<(SmolStr, Jv)>),
@@ -83,7 +83,7 @@ impl Jv {
                 (None, Some(u)) => Jv::UInt(u),
                 _ => Jv::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
-            J::String(s) => Jv::Str(Arc::from(s.as_str())),
+            J::String(s) => Jv::Str(Text::new(s)),
             J::Array(a) => Jv::Arr(a.iter().map(Jv::from_json).collect()),
             J::Object(m) => Jv::Obj(
                 m.iter()
@@ -100,50 +100,50 @@ impl<'de> Deserialize<'de> for Jv {
     }
 }
 
-/// A JSON text read straight into a shared text: one allocation (a ``String`` turned into an
-/// ``Arc<str>`` would take two).
-pub fn shared_text<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+/// A JSON text read straight into a [`Text`]: no allocation when short, one otherwise (a
+/// ``String`` turned into a shared text would take two).
+pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
     d.deserialize_str(TextVisitor)
 }
 
-/// :func:`shared_text` of a field that may be null or absent (with ``#[serde(default)]``).
-pub fn shared_text_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+/// :func:`text` of a field that may be null or absent (with ``#[serde(default)]``).
+pub fn text_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Text>, D::Error> {
     d.deserialize_option(OptionalText)
 }
 
 struct TextVisitor;
 
 impl Visitor<'_> for TextVisitor {
-    type Value = Arc<str>;
+    type Value = Text;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string")
     }
 
-    fn visit_str<E>(self, s: &str) -> Result<Arc<str>, E> {
-        Ok(Arc::from(s))
+    fn visit_str<E>(self, s: &str) -> Result<Text, E> {
+        Ok(Text::new(s))
     }
 }
 
 struct OptionalText;
 
 impl<'de> Visitor<'de> for OptionalText {
-    type Value = Option<Arc<str>>;
+    type Value = Option<Text>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string or null")
     }
 
-    fn visit_none<E>(self) -> Result<Option<Arc<str>>, E> {
+    fn visit_none<E>(self) -> Result<Option<Text>, E> {
         Ok(None)
     }
 
-    fn visit_unit<E>(self) -> Result<Option<Arc<str>>, E> {
+    fn visit_unit<E>(self) -> Result<Option<Text>, E> {
         Ok(None)
     }
 
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<Arc<str>>, D::Error> {
-        shared_text(d).map(Some)
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<Text>, D::Error> {
+        text(d).map(Some)
     }
 }
 
@@ -173,11 +173,11 @@ impl<'de> Visitor<'de> for JvVisitor {
     }
 
     fn visit_str<E>(self, s: &str) -> Result<Jv, E> {
-        Ok(Jv::Str(Arc::from(s)))
+        Ok(Jv::Str(Text::new(s)))
     }
 
     fn visit_string<E>(self, s: String) -> Result<Jv, E> {
-        Ok(Jv::Str(Arc::from(s)))
+        Ok(Jv::Str(Text::from(s)))
     }
 
     fn visit_unit<E>(self) -> Result<Jv, E> {

@@ -15,11 +15,11 @@ pub const MAX_PARTIALS: usize = 8;
 /// What a pattern remembers of a matched event (and shows as evidence).
 #[derive(Debug)]
 pub struct Snap {
-    pub event_id: Arc<str>,
-    pub etype: Arc<str>,
+    pub event_id: crate::value::Text,
+    pub etype: crate::value::Text,
     pub occurred_at: f64,
-    pub source: Arc<str>,
-    pub customer_id: Option<Arc<str>>,
+    pub source: crate::value::Text,
+    pub customer_id: Option<crate::value::Text>,
     pub data: Arc<crate::jv::Jv>,
     pub offset: i64,
     pub ingested_at: f64,

@@ -23,10 +23,14 @@ pub type R<T> = Result<T, Fault>;
 /// An integer: Python's have no bound; the core's are exact to 2**127 (past it, a float).
 pub type Int = i128;
 
+/// A text value: held inline up to 23 bytes (most of an event's texts: ids, codes, types),
+/// so reading or copying one allocates nothing; longer ones are shared.
+pub type Text = smol_str::SmolStr;
+
 /// A value of the set `frozenset` a list literal or a pack list holds: texts and numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Member {
-    Str(Arc<str>),
+    Str(Text),
     Int(Int),
     Float(u64),
 }
@@ -68,7 +72,7 @@ pub enum Value {
     Bool(bool),
     Int(Int),
     Float(f64),
-    Str(Arc<str>),
+    Str(Text),
     Set(Arc<Set>),
     /// An object or array of an event's data.
     Json(Arc<J>),
@@ -85,7 +89,7 @@ pub enum Held {
     Bool(bool),
     Int([u64; 2]),
     Float(f64),
-    Str(Arc<str>),
+    Str(Text),
     Set(Arc<Set>),
     Json(Arc<J>),
     Stats(i64, f64, f64),
@@ -123,7 +127,7 @@ impl From<&Held> for Value {
 
 impl Value {
     pub fn str(s: &str) -> Value {
-        Value::Str(Arc::from(s))
+        Value::Str(Text::new(s))
     }
 
     pub fn is_null(&self) -> bool {
@@ -373,7 +377,7 @@ fn order(op: CmpOp, a: &Value, b: &Value) -> bool {
         return holds(num_cmp(x, y), op);
     }
     match (a, b) {
-        (Value::Str(x), Value::Str(y)) => holds(Some(x.as_ref().cmp(y.as_ref())), op),
+        (Value::Str(x), Value::Str(y)) => holds(Some(x.as_str().cmp(y.as_str())), op),
         (Value::Set(x), Value::Set(y)) => {
             let (xm, ym) = (&x.members, &y.members);
             match op {
@@ -406,7 +410,7 @@ pub fn member(item: &Value, container: &Value) -> bool {
     }
     match container {
         Value::Set(s) => member_of(item).is_some_and(|m| s.members.contains(&m)),
-        Value::Str(s) => matches!(item, Value::Str(x) if s.contains(x.as_ref())),
+        Value::Str(s) => matches!(item, Value::Str(x) if s.contains(x.as_str())),
         Value::Json(j) => match &**j {
             J::Array(a) => {
                 // compound items compare as JSON, built once (not per element)
@@ -421,7 +425,7 @@ pub fn member(item: &Value, container: &Value) -> bool {
                     }
                 })
             }
-            J::Object(m) => matches!(item, Value::Str(x) if m.contains_key(x.as_ref())),
+            J::Object(m) => matches!(item, Value::Str(x) if m.contains_key(x.as_str())),
             _ => false,
         },
         Value::Stats(..) => {
@@ -467,7 +471,7 @@ pub fn arith(op: ArithOp, a: &Value, b: &Value) -> Value {
             let mut s = String::with_capacity(x.len() + y.len());
             s.push_str(x);
             s.push_str(y);
-            Value::Str(Arc::from(s))
+            Value::Str(Text::new(s))
         }
         _ => Value::Null,
     }

@@ -148,9 +148,13 @@ def test_the_engine_alone_runs_both_engines_in_every_mode_and_they_raise_the_sam
             for phase in ("cold", "warm"):
                 assert phases[phase]["events_per_s"] > 0, (name, mode, phase)
                 assert phases[phase]["cpu_us_per_event"]["median"] > 0, (name, mode, phase)
+    assert {"process_raw_many", "process_raw_many+packed"} <= set(result["figures"]["native"])
     assert result["signals"] > 0
-    assert result["signals_identical"]
-    assert set(result["native_speedup"]) == set(result["figures"]["native"])
+    assert result["signals_identical"]  # the processor's batched calls raise the same signals too
+    assert set(result["native_speedup"]) == set(result["figures"]["native"]) - {
+        "process_raw_many",
+        "process_raw_many+packed",
+    }
 
 
 def test_state_size_is_measured_for_both_engines_and_rss_agrees_with_the_python_heap(tmp_path: Path) -> None:
