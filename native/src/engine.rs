@@ -16,7 +16,7 @@ use crate::features::{Agg, FeatureSpec, BUCKETS};
 use crate::jv::{text, text_or_null, Jv};
 use crate::patterns::{Captured, Kind, PState, Partial, Snap, Step, Timers, MAX_PARTIALS};
 use crate::store::{Key, State};
-use crate::value::{from_json, py_str, Fault, Set, Text, Value, R};
+use crate::value::{from_json, py_str, py_text, Fault, Set, Text, Value, R};
 
 /// A validated event, as the runtimes store it (``encode_event``).
 #[derive(Deserialize)]
@@ -519,7 +519,7 @@ fn key_with(by: &[Path], mut field: impl FnMut(&Path) -> R<Value>) -> R<Option<K
         return Ok(match field(path)? {
             Value::Null => None,
             Value::Str(s) => Some(Key::from(s)),
-            other => Some(Key::from(py_str(&other))),
+            other => Some(py_text(&other)),
         });
     }
     let mut key = SmolStrBuilder::new(); // inline while it fits, as most keys do
@@ -551,13 +551,13 @@ impl EvalCtx<'_> {
     }
 
     fn eval(&mut self, e: &Expr) -> R<Value> {
-        e.eval(self)
+        e.value(self)
     }
 
     fn truthy(&mut self, e: &Option<Expr>) -> R<bool> {
         match e {
             None => Ok(true),
-            Some(e) => Ok(self.eval(e)?.truthy()),
+            Some(e) => e.truthy(self),
         }
     }
 
@@ -567,34 +567,31 @@ impl EvalCtx<'_> {
 }
 
 impl Ctx for EvalCtx<'_> {
-    fn field(&mut self, path: &Path, slot: usize) -> R<Value> {
+    fn field(&mut self, path: &Path, slot: usize) -> R<&Value> {
         // a scratch serves one event, so a field read once holds for the rest of it
-        if let Some(v) = &self.scratch.fields[slot] {
-            return Ok(v.clone());
+        if self.scratch.fields[slot].is_none() {
+            self.scratch.fields[slot] = Some(field_of(self.event, path)?);
         }
-        let v = field_of(self.event, path)?;
-        self.scratch.fields[slot] = Some(v.clone());
-        Ok(v)
+        Ok(self.scratch.fields[slot].as_ref().expect("read above"))
     }
 
-    fn feature(&mut self, slot: usize) -> R<Value> {
-        if let Some(v) = &self.scratch.values[slot] {
-            return Ok(v.clone());
+    fn feature(&mut self, slot: usize) -> R<&Value> {
+        if self.scratch.values[slot].is_none() {
+            let v = match self.plan.features.get(slot) {
+                Some(spec) => {
+                    let key = self.key(spec.by)?;
+                    let state = key.and_then(|k| self.state.feature(slot, &k));
+                    spec.value(state, self.event.occurred_at)
+                }
+                None => Value::Null, // a score for an event it does not apply to
+            };
+            self.scratch.values[slot] = Some(v);
         }
-        let v = match self.plan.features.get(slot) {
-            Some(spec) => {
-                let key = self.key(spec.by)?;
-                let state = key.and_then(|k| self.state.feature(slot, &k));
-                spec.value(state, self.event.occurred_at)
-            }
-            None => Value::Null, // a score for an event it does not apply to
-        };
-        self.scratch.values[slot] = Some(v.clone());
-        Ok(v)
+        Ok(self.scratch.values[slot].as_ref().expect("read above"))
     }
 
-    fn list(&self, slot: usize) -> Value {
-        self.lists[slot].clone()
+    fn list(&self, slot: usize) -> &Value {
+        &self.lists[slot]
     }
 
     fn step(&self, name: &str, path: &[Arc<str>]) -> R<Value> {
@@ -791,7 +788,7 @@ impl Engine {
             for &ri in &tp.rules {
                 let rule = &self.plan.rules[ri];
                 let mut ctx = self.ctx(event, None, &mut scratch);
-                if ctx.eval(&rule.when)?.truthy() {
+                if rule.when.truthy(&mut ctx)? {
                     let s = ctx.signal(
                         Detection::Rule(ri),
                         &rule.output,
@@ -1154,7 +1151,7 @@ impl Engine {
 
     /// The value of slot ``slot`` as the event of ``scratch`` saw it (computed if unread).
     pub fn value_seen(&self, event: &Event, scratch: &mut Scratch, slot: usize) -> R<Value> {
-        self.ctx(event, None, scratch).feature(slot)
+        self.ctx(event, None, scratch).feature(slot).cloned()
     }
 
     /// Keep an event's scratch memory for the next event.
@@ -1205,7 +1202,7 @@ impl EvalCtx<'_> {
             .collect::<R<Vec<_>>>()?;
         let features = evidence
             .iter()
-            .map(|slot| Ok((*slot, self.feature(*slot)?)))
+            .map(|slot| Ok((*slot, self.feature(*slot)?.clone())))
             .collect::<R<Vec<_>>>()?;
         let event = self.event;
         Ok(Signal {

@@ -98,9 +98,9 @@ pub enum Expr {
 /// What an expression reads: the event, named values (features, scores), lists, pattern steps.
 pub trait Ctx {
     /// The field at ``path``; ``slot`` numbers the plan's distinct fields, for caching.
-    fn field(&mut self, path: &Path, slot: usize) -> R<Value>;
-    fn feature(&mut self, slot: usize) -> R<Value>;
-    fn list(&self, slot: usize) -> Value;
+    fn field(&mut self, path: &Path, slot: usize) -> R<&Value>;
+    fn feature(&mut self, slot: usize) -> R<&Value>;
+    fn list(&self, slot: usize) -> &Value;
     fn step(&self, name: &str, path: &[Arc<str>]) -> R<Value>;
 }
 
@@ -235,12 +235,23 @@ impl Expr {
         })
     }
 
+    /// Python's ``bool()`` of the value.
+    pub fn truthy<C: Ctx>(&self, ctx: &mut C) -> R<bool> {
+        operand(self, ctx, Value::truthy)
+    }
+
+    /// The value, to keep: :meth:`eval` without a call of its own for a literal, a field or a
+    /// named value.
+    pub fn value<C: Ctx>(&self, ctx: &mut C) -> R<Value> {
+        operand(self, ctx, Value::clone)
+    }
+
     pub fn eval<C: Ctx>(&self, ctx: &mut C) -> R<Value> {
         Ok(match self {
             Expr::Lit(v) => v.clone(),
             Expr::And(parts) => {
                 for p in parts {
-                    if !p.eval(ctx)?.truthy() {
+                    if !operand(p, ctx, Value::truthy)? {
                         return Ok(Value::Bool(false));
                     }
                 }
@@ -248,22 +259,29 @@ impl Expr {
             }
             Expr::Or(parts) => {
                 for p in parts {
-                    if p.eval(ctx)?.truthy() {
+                    if operand(p, ctx, Value::truthy)? {
                         return Ok(Value::Bool(true));
                     }
                 }
                 Value::Bool(false)
             }
-            Expr::Not(a) => Value::Bool(!a.eval(ctx)?.truthy()),
+            Expr::Not(a) => Value::Bool(!operand(a, ctx, Value::truthy)?),
             Expr::Neg(a) => arith(ArithOp::Sub, &Value::Int(0), &a.eval(ctx)?),
             Expr::Arith(op, l, r) => {
                 let left = l.eval(ctx)?;
                 arith(*op, &left, &r.eval(ctx)?)
             }
-            Expr::Cmp(op, l, r) => {
-                let left = l.eval(ctx)?;
-                Value::Bool(compare(*op, &left, &r.eval(ctx)?))
-            }
+            Expr::Cmp(op, l, r) => Value::Bool(match &**r {
+                Expr::Lit(right) => operand(l, ctx, |left| compare(*op, left, right))?,
+                Expr::List(slot) => {
+                    let list = ctx.list(*slot).clone(); // a shared set: a pointer copied
+                    operand(l, ctx, |left| compare(*op, left, &list))?
+                }
+                _ => {
+                    let left = l.eval(ctx)?;
+                    operand(r, ctx, |right| compare(*op, &left, right))?
+                }
+            }),
             Expr::Chain(ops, operands) => {
                 let values = operands
                     .iter()
@@ -276,7 +294,7 @@ impl Expr {
                 )
             }
             Expr::If(t, b, e) => {
-                if t.eval(ctx)?.truthy() {
+                if operand(t, ctx, Value::truthy)? {
                     b.eval(ctx)?
                 } else {
                     e.eval(ctx)?
@@ -287,21 +305,21 @@ impl Expr {
                 // evaluating the arguments or calling the function into null
                 let mut values = Vec::with_capacity(args.len());
                 for a in args {
-                    match a.eval(ctx) {
+                    match a.value(ctx) {
                         Ok(v) => values.push(v),
                         Err(_) => return Ok(Value::Null),
                     }
                 }
                 call(*f, &values).unwrap_or(Value::Null)
             }
-            Expr::List(slot) => ctx.list(*slot),
-            Expr::Field(path, slot) => ctx.field(path, *slot)?,
-            Expr::Feature(slot) => ctx.feature(*slot)?,
+            Expr::List(slot) => ctx.list(*slot).clone(),
+            Expr::Field(path, slot) => ctx.field(path, *slot)?.clone(),
+            Expr::Feature(slot) => ctx.feature(*slot)?.clone(),
             Expr::FeatureField(slot, sub) => match ctx.feature(*slot)? {
                 Value::Stats(n, mean, std) => match sub.as_ref() {
-                    "count" => Value::Int(n as Int),
-                    "mean" => Value::Float(mean),
-                    "std" => Value::Float(std),
+                    "count" => Value::Int(*n as Int),
+                    "mean" => Value::Float(*mean),
+                    "std" => Value::Float(*std),
                     _ => Value::Null,
                 },
                 Value::Json(j) => j.get(sub.as_ref()).map(from_json).unwrap_or(Value::Null),
@@ -310,6 +328,19 @@ impl Expr {
             Expr::Step(name, path) => ctx.step(name, path)?,
         })
     }
+}
+
+/// ``with`` the value of ``e``, read in place where it is held already (a literal, a field or a
+/// named value, read once an event): most nodes' operands are one of those, and are compared
+/// or tested for truth, not kept, so neither a call to evaluate them nor a copy is needed.
+#[inline(always)]
+fn operand<C: Ctx, T>(e: &Expr, ctx: &mut C, with: impl FnOnce(&Value) -> T) -> R<T> {
+    Ok(match e {
+        Expr::Lit(v) => with(v),
+        Expr::Field(path, slot) => with(ctx.field(path, *slot)?),
+        Expr::Feature(slot) => with(ctx.feature(*slot)?),
+        other => with(&other.eval(ctx)?),
+    })
 }
 
 fn type_error(what: &str) -> Fault {

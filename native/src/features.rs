@@ -7,7 +7,7 @@ use rustc_hash::FxHashSet;
 
 use crate::expr::Expr;
 use crate::store::Key;
-use crate::value::{py_str, Held, Value, R};
+use crate::value::{py_text, Held, Value, R};
 
 pub const BUCKETS: i64 = 60;
 pub const MAX_DISTINCT: usize = 1_000;
@@ -221,26 +221,25 @@ impl FeatureSpec {
                 }
             }
             Agg::Distinct => {
-                let key = py_str(&x);
+                let key: Key = py_text(&x);
                 let mut promoted = None;
                 match &mut s.data {
-                    Data::FewDistinct(few) => match few.iter().position(|(k, _)| k.as_ref() == key)
-                    {
+                    Data::FewDistinct(few) => match few.iter().position(|(k, _)| *k == key) {
                         Some(at) => few[at].1 = max_of(t, few[at].1),
-                        None if few.len() < FEW_DISTINCT => push_tight(few, (Key::from(key), t)),
+                        None if few.len() < FEW_DISTINCT => push_tight(few, (key, t)),
                         None => {
                             let mut many: IndexMap<Key, f64> = few.drain(..).collect();
-                            many.insert(Key::from(key), t);
+                            many.insert(key, t);
                             promoted = Some(many);
                         }
                     },
                     Data::Distinct(map) => match map.get_mut(key.as_str()) {
                         Some(seen) => *seen = max_of(t, *seen),
                         None => {
-                            map.insert(Key::from(key), t);
+                            map.insert(key, t);
                         }
                     },
-                    other => *other = Data::FewDistinct(vec![(Key::from(key), t)]),
+                    other => *other = Data::FewDistinct(vec![(key, t)]),
                 }
                 if let Some(many) = promoted {
                     s.data = Data::Distinct(Box::new(many));

@@ -468,10 +468,10 @@ pub fn arith(op: ArithOp, a: &Value, b: &Value) -> Value {
             float_arith(op, x, y)
         }
         (Value::Str(x), Value::Str(y)) if op == ArithOp::Add => {
-            let mut s = String::with_capacity(x.len() + y.len());
+            let mut s = smol_str::SmolStrBuilder::new(); // inline while it fits
             s.push_str(x);
             s.push_str(y);
-            Value::Str(Text::new(s))
+            Value::Str(s.finish())
         }
         _ => Value::Null,
     }
@@ -588,6 +588,14 @@ pub fn float_repr(f: f64) -> String {
 
 /// Python's `str(x)` (keys and distinct values). Objects and arrays of data are compact
 /// JSON here and Python's repr in the reference engine: a documented difference.
+/// :func:`py_str` as a [`Text`]: a text itself, not copied.
+pub fn py_text(v: &Value) -> Text {
+    match v {
+        Value::Str(s) => s.clone(),
+        other => Text::from(py_str(other)),
+    }
+}
+
 pub fn py_str(v: &Value) -> String {
     match v {
         Value::Null => "None".into(),

@@ -10,8 +10,9 @@ Each pass is a fresh engine: **cold** times its first ``events`` events (every k
 - ``process_raw`` and ``process_raw+changes``: the compiled core's fast path, which reads the
   stored JSON of the event itself (``encode_event``), skipping Python decoding;
 - ``process_raw_many`` and ``process_raw_many+packed``: the calls the embedded processor makes
-  of the compiled core, a batch of 2,000 stored events at a time, then (``+packed``) the
-  batch's changed state packed for the store (``take_changes_packed``).
+  of the engine, a batch of stored events at a time (its ``BATCH_SIZE``, the most a batch
+  holds when it is behind), then (``+packed``) the batch's changed state packed for the store
+  (``take_changes_packed``).
 
 Runs are interleaved across engines, so both see the same machine; each figure is the median
 of the runs with the range. Wall time is what a caller waits; thread CPU time is what the
@@ -36,6 +37,7 @@ from ringfence.engine.rules import AlertSignal
 from ringfence.errors import RulePackError
 from ringfence.events.decode import validate_event
 from ringfence.events.model import Event, encode_event
+from ringfence.runtimes.embedded.processor import BATCH_SIZE
 from ringfence.simulate import Traffic
 
 CHANGES_EVERY = 2_000
@@ -135,8 +137,8 @@ def _batched_pass(engine: Engine, mode: str, work: Workload, n: int) -> dict[str
     out: dict[str, Any] = {"engine_class": type(engine).__name__}
     for phase, first in (("cold", 0), ("warm", n)):
         wall, cpu = time.perf_counter(), time.thread_time()
-        for lo in range(first, first + n, CHANGES_EVERY):
-            signals += feed(lo, min(lo + CHANGES_EVERY, first + n))
+        for lo in range(first, first + n, BATCH_SIZE):
+            signals += feed(lo, min(lo + BATCH_SIZE, first + n))
         out[phase] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.thread_time() - cpu}
     out["signals"] = signals
     return out
