@@ -5,7 +5,7 @@ pack, simulator traffic with seed 42, 100,000 customers, cold keys), through a f
 engine's ``process_raw`` one at a time, or with ``--batch N`` through ``process_raw_many`` N
 at a time (what the processor calls). With ``--after N``, the ``--events`` events after the
 first N instead (warm keys: the difference of two counts, the first N + ``--events`` events
-less the first N).
+less the first N; take N a multiple of ``--batch``, so both runs cut the same batches).
 
 Counted: the core's calls. One at a time, ``process`` from PyO3's entry (argument conversion,
 the parse, the engine and the signals handed back); batched, the Rust method ``process_many``

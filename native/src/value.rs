@@ -310,6 +310,9 @@ fn json_eq(a: &J, b: &J) -> bool {
         (J::Array(x), J::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(v, w)| json_eq(v, w))
         }
+        // an object and an array (in either order) are never equal; handed to `py_eq` they
+        // would come back here, without end
+        (J::Object(_) | J::Array(_), J::Object(_) | J::Array(_)) => false,
         _ => py_eq(&from_json(a), &from_json(b)),
     }
 }
@@ -586,8 +589,6 @@ pub fn float_repr(f: f64) -> String {
     out
 }
 
-/// Python's `str(x)` (keys and distinct values). Objects and arrays of data are compact
-/// JSON here and Python's repr in the reference engine: a documented difference.
 /// :func:`py_str` as a [`Text`]: a text itself, not copied.
 pub fn py_text(v: &Value) -> Text {
     match v {
@@ -596,6 +597,8 @@ pub fn py_text(v: &Value) -> Text {
     }
 }
 
+/// Python's `str(x)` (keys and distinct values). Objects and arrays of data are compact
+/// JSON here and Python's repr in the reference engine: a documented difference.
 pub fn py_str(v: &Value) -> String {
     match v {
         Value::Null => "None".into(),

@@ -77,6 +77,38 @@ def test_membership_agrees_with_nulls_in_the_array(a: object, b: list[object]) -
     assert fired(core, event) == fired(reference, event)
 
 
+COMPARED = """
+version: "compared"
+types: [acme.bag]
+rules:
+  - {id: equal, on: [acme.bag], when: data.a == data.b, severity: low, audience: ops, title: equal}
+  - {id: unequal, on: [acme.bag], when: data.a != data.b, severity: low, audience: ops, title: unequal}
+  - {id: inside, on: [acme.bag], when: data.a in data.b, severity: low, audience: ops, title: inside}
+  - {id: below, on: [acme.bag], when: data.a < data.b, severity: low, audience: ops, title: below}
+"""
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ([[1]], [{"k": 1}]),  # an array and an object inside arrays
+        ({"k": 1}, [[1, 2]]),  # an object looked for among arrays
+        ({"k": [1]}, {"k": {"j": 1}}),  # inside objects
+        ([1], {"k": 1}),
+        ({"k": 1}, [1]),
+        ([[1], {"k": 1}], [[1], [1]]),
+        ({"k": {"j": [1]}}, {"k": {"j": [1]}}),
+    ],
+)
+def test_objects_and_arrays_compared_with_each_other_agree_and_end(a: object, b: object) -> None:
+    # an object against an array once sent the core's equality round between two functions
+    # until the stack ran out: the process died on one event
+    pack = load_pack(COMPARED)
+    core, reference = native_candidate()(pack, 5.0), Engine(pack)
+    event = bag("e1", a=a, b=b)
+    assert fired(core, event) == fired(reference, event)
+
+
 @pytest.mark.parametrize(
     "coordinates",
     [
