@@ -6,7 +6,8 @@ expressions; robust z-scores; rules over the whole expression language; sequence
 and heartbeats. Events are of built-in types and a custom one, with text, whole and decimal
 numbers, booleans, nulls, missing fields and money as decimal strings, out of order and late,
 on two partitions. A JSON object or array is never a key or a template's value: the core
-renders those as JSON, the reference as Python's repr (a documented difference).
+renders those as JSON, the reference as Python's repr (a documented difference); objects and
+arrays, nested, are compared with each other and looked for in each other.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tests.helpers.differential import first_mismatch, native_candidate
 
 CUSTOM = "acme.ping"
 NUMBER, STRING, BOOL, ANY = "number", "string", "bool", "any"
+COMPOUND = "compound"  # nested objects and arrays: only compared (never a key, a text or a number)
 # the data fields of each type the generated packs use, by kind (a custom type's are free-form)
 TYPES: dict[str, dict[str, list[str]]] = {
     "card.authorization": {
@@ -54,6 +56,7 @@ TYPES: dict[str, dict[str, list[str]]] = {
         STRING: ["data.s", "data.currency"],
         BOOL: ["data.flag"],
         ANY: ["data.v", "data.o.x"],
+        COMPOUND: ["data.c", "data.d"],
     },
 }
 ENVELOPE = {NUMBER: ["occurred_at"], STRING: ["customer_id", "source", "type", "event_id", "account_id"]}
@@ -159,7 +162,7 @@ def expression(draw: Draw, kind: str, scope: Scope, depth: int = 2) -> str:
     if leaf:
         return str(draw(st.sampled_from([*pool.get(BOOL, []), *pool.get(ANY, []), "true", "false"])))
     num, text, cond = (partial(expression, draw, k, scope, depth - 1) for k in (NUMBER, STRING, BOOL))
-    form = draw(st.integers(0, 11))
+    form = draw(st.integers(0, 12))
     cmp = draw(st.sampled_from(["<", "<=", ">", ">=", "==", "!="]))
     if form in (0, 1):
         return f"{num()} {cmp} {num()}"
@@ -182,6 +185,9 @@ def expression(draw: Draw, kind: str, scope: Scope, depth: int = 2) -> str:
         return f"({cond()} {draw(st.sampled_from(['and', 'or']))} {cond()})"
     if form == 9:
         return f"startswith({text()}, {text()})"
+    if form == 11 and pool.get(COMPOUND):  # objects and arrays against each other, at any depth
+        left, right = (draw(st.sampled_from([*pool[COMPOUND], "[1, 'x']"])) for _ in range(2))
+        return f"{left} {draw(st.sampled_from(['==', '!=', '<', '>=', 'in', 'not in']))} {right}"
     if form == 10 and pool.get(ANY):  # free-form values against every kind of literal
         literal = draw(st.sampled_from([*STRING_LITERALS, *NUMBER_LITERALS, "true", "lists.hot", "[1, 'x']"]))
         op = "in" if literal.startswith(("lists", "[")) else cmp
@@ -362,6 +368,13 @@ SCALARS = st.one_of(
     st.text(alphabet="abxFR1 éß😀", max_size=4),
     st.sampled_from(["x", "FR", "1", "1.0", "True", "s1", "0", ""]),
 )
+COMPOUNDS = st.recursive(
+    st.one_of(st.none(), st.sampled_from([0, 1, 1.0, "x", True])),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=2), st.dictionaries(st.sampled_from(["k", "j"]), inner, max_size=2)
+    ),
+    max_leaves=4,
+)
 
 
 def data_of(draw: Draw, type_: str) -> dict[str, Any]:
@@ -416,6 +429,8 @@ def data_of(draw: Draw, type_: str) -> dict[str, Any]:
         ("v", SCALARS),
         ("o", st.fixed_dictionaries({}, optional={"x": SCALARS, "y": st.just({"z": [1, "a", None]})})),
         ("arr", st.lists(SCALARS, max_size=3)),  # carried into evidence (related events), never read
+        ("c", COMPOUNDS),
+        ("d", COMPOUNDS),
     ):
         if maybe():
             data[name] = draw(values)
