@@ -11,7 +11,7 @@ pub struct ZState {
 
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.sort_by(crate::value::float_order);
     let n = v.len();
     if n % 2 == 1 {
         v[n / 2]

@@ -7,7 +7,7 @@ use rustc_hash::FxHashSet;
 
 use crate::expr::Expr;
 use crate::store::Key;
-use crate::value::{py_text, Held, Value, R};
+use crate::value::{float_order, py_text, Held, Value, R};
 
 pub const BUCKETS: i64 = 60;
 pub const MAX_DISTINCT: usize = 1_000;
@@ -329,7 +329,7 @@ impl FeatureSpec {
         match &mut s.data {
             Data::Distinct(map) if map.len() > MAX_DISTINCT => {
                 let mut order: Vec<(usize, f64)> = map.values().copied().enumerate().collect();
-                order.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
+                order.sort_by(|a, b| float_order(&a.1, &b.1));
                 let mut gone: Vec<usize> = order[..map.len() - MAX_DISTINCT]
                     .iter()
                     .map(|(i, _)| *i)
@@ -516,7 +516,7 @@ impl FeatureSpec {
                             .filter(|(ti, _)| t - w < **ti && **ti <= t)
                             .map(|(_, v)| *v)
                             .collect();
-                        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+                        v.sort_by(float_order);
                         v
                     };
                     if inside.is_empty() {

@@ -37,7 +37,9 @@ use crate::value::{from_json, Fault, Member, Value};
 pub const EARTH_RADIUS_KM: f64 = 6371.0088;
 
 /// Run ``f``; a panic (a bug in the core) becomes an ordinary exception, so the driver
-/// quarantines the event at fault and goes on, rather than its thread dying.
+/// quarantines the event at fault and goes on, rather than its thread dying. Every entry
+/// point's work runs through it: unwrapped, a panic reaches Python as PyO3's
+/// ``PanicException``, a ``BaseException`` that the runtimes' ``except Exception`` lets by.
 fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         Err(PyRuntimeError::new_err(
@@ -304,12 +306,14 @@ fn packer(texts: &[Vec<String>; 3]) -> Packer<'_> {
 impl NativeCore {
     #[new]
     fn new(plan: &[u8], allowed_lateness_s: f64) -> PyResult<Self> {
-        let plan = Plan::parse(plan).map_err(PyValueError::new_err)?;
-        Ok(NativeCore {
-            engine: Engine::new(plan, allowed_lateness_s),
-            names: Default::default(),
-            row_of: FxHashMap::default(),
-            texts: Default::default(),
+        guarded(|| {
+            let plan = Plan::parse(plan).map_err(PyValueError::new_err)?;
+            Ok(NativeCore {
+                engine: Engine::new(plan, allowed_lateness_s),
+                names: Default::default(),
+                row_of: FxHashMap::default(),
+                texts: Default::default(),
+            })
         })
     }
 
@@ -318,8 +322,10 @@ impl NativeCore {
             .try_iter()?
             .map(|v| from_py(&v?))
             .collect::<PyResult<Vec<_>>>()?;
-        self.engine.set_list(name, items);
-        Ok(())
+        guarded(|| {
+            self.engine.set_list(name, items);
+            Ok(())
+        })
     }
 
     /// Run one stored event (JSON). Returns (signals, the partition's watermark if the event
@@ -357,14 +363,18 @@ impl NativeCore {
                 .map_err(fault)
         })?;
         let reported = PyList::empty(py);
-        for slot in report.unwrap_or_default() {
-            let v = self
-                .engine
-                .value_seen(&event, &mut scratch, slot)
-                .map_err(fault)?;
+        let engine = &mut self.engine;
+        let values = guarded(|| {
+            report
+                .unwrap_or_default()
+                .into_iter()
+                .map(|slot| engine.value_seen(&event, &mut scratch, slot).map_err(fault))
+                .collect::<PyResult<Vec<_>>>()
+        });
+        self.engine.give_back(scratch);
+        for v in values? {
             reported.append(to_py(py, &v)?)?;
         }
-        self.engine.give_back(scratch);
         let late = (event.occurred_at < mark).then_some(mark);
         Ok((signals_to_py(py, &signals)?, late, reported.unbind()))
     }
@@ -480,15 +490,20 @@ impl NativeCore {
     /// Every state row held, as :meth:`take_changes` gives them (marks of change untouched).
     fn dump(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
         let mut rows: Vec<ChangedRow> = Vec::new();
-        self.engine.state.all_rows(|c| {
-            rows.push(match c {
-                Change::Feature(i, key, s) => {
-                    (0, i, key.clone(), s.map(codec::encode_feature).transpose())
-                }
-                Change::Score(i, key, s) => (1, i, key.clone(), Ok(s.map(codec::encode_z))),
-                Change::Pattern(i, key, s) => (2, i, key.clone(), Ok(s.map(codec::encode_pattern))),
-            })
-        });
+        guarded(|| {
+            self.engine.state.all_rows(|c| {
+                rows.push(match c {
+                    Change::Feature(i, key, s) => {
+                        (0, i, key.clone(), s.map(codec::encode_feature).transpose())
+                    }
+                    Change::Score(i, key, s) => (1, i, key.clone(), Ok(s.map(codec::encode_z))),
+                    Change::Pattern(i, key, s) => {
+                        (2, i, key.clone(), Ok(s.map(codec::encode_pattern)))
+                    }
+                })
+            });
+            Ok(())
+        })?;
         self.rows_to_py(py, rows)
     }
 
@@ -532,8 +547,10 @@ impl NativeCore {
             let Some(&row) = self.row_of.get(name.to_str()?) else {
                 continue;
             };
-            restore_row(&mut self.engine, row, &key, Some(raw.as_bytes()))
-                .map_err(PyValueError::new_err)?;
+            let engine = &mut self.engine;
+            guarded(|| {
+                restore_row(engine, row, &key, Some(raw.as_bytes())).map_err(PyValueError::new_err)
+            })?;
         }
         Ok(())
     }
@@ -588,8 +605,11 @@ impl NativeCore {
     }
 
     /// Start a snapshot of every record held now (``State::walk_begin``).
-    fn snapshot_begin(&mut self) {
-        self.engine.state.walk_begin();
+    fn snapshot_begin(&mut self) -> PyResult<()> {
+        guarded(|| {
+            self.engine.state.walk_begin();
+            Ok(())
+        })
     }
 
     /// The next part of the snapshot begun last, packed: at least ``max_rows`` rows unless it
@@ -635,8 +655,8 @@ impl NativeCore {
         Ok((PyBytes::new(py, &buf).unbind(), n, last))
     }
 
-    fn expire(&mut self, watermark: f64) -> usize {
-        self.engine.expire(watermark)
+    fn expire(&mut self, watermark: f64) -> PyResult<usize> {
+        guarded(|| Ok(self.engine.expire(watermark)))
     }
 
     fn state_size(&self) -> usize {
@@ -650,20 +670,32 @@ impl NativeCore {
         at: f64,
     ) -> PyResult<Vec<(usize, PyObject)>> {
         let fields = py_to_json(fields)?;
-        self.engine
-            .features_of(&fields, at)
+        guarded(|| Ok(self.engine.features_of(&fields, at)))?
             .iter()
             .map(|(i, v)| Ok((*i, to_py(py, v)?)))
             .collect()
     }
 
-    fn timer_of(&self, pattern: usize, key: &str) -> Option<f64> {
-        self.engine.state.pattern(pattern, key)?.deadline()
+    fn timer_of(&self, pattern: usize, key: &str) -> PyResult<Option<f64>> {
+        guarded(|| {
+            Ok(self
+                .engine
+                .state
+                .pattern(pattern, key)
+                .and_then(|p| p.deadline()))
+        })
     }
 
     /// A core for ``plan`` holding this one's state of the definitions in ``kept``
     /// ((kind, old index, new index) of each unchanged one). This core is left empty.
     fn reloaded(&mut self, plan: &[u8], kept: Vec<(u8, usize, usize)>) -> PyResult<NativeCore> {
+        guarded(|| self.reload(plan, kept))
+    }
+}
+
+impl NativeCore {
+    /// :meth:`reloaded`'s work, which :func:`guarded` wraps.
+    fn reload(&mut self, plan: &[u8], kept: Vec<(u8, usize, usize)>) -> PyResult<NativeCore> {
         let plan = Plan::parse(plan).map_err(PyValueError::new_err)?;
         let mut fresh = Engine::new(plan, self.engine.lateness);
         fresh.max_event_time = self.engine.max_event_time.clone();
@@ -693,9 +725,7 @@ impl NativeCore {
             texts: Default::default(),
         })
     }
-}
 
-impl NativeCore {
     fn rows_to_py(&self, py: Python<'_>, rows: Vec<ChangedRow>) -> PyResult<Py<PyList>> {
         let out = PyList::empty(py);
         for (kind, i, key, raw) in rows {

@@ -109,6 +109,49 @@ def test_objects_and_arrays_compared_with_each_other_agree_and_end(a: object, b:
     assert fired(core, event) == fired(reference, event)
 
 
+NOT_A_NUMBER = """
+version: "nan"
+types: [acme.bag]
+features:
+  - {name: p90, agg: quantile, q: 0.9, of: data.v, window: 1h, by: customer_id, on: [acme.bag]}
+anomaly:
+  - name: opened_z
+    kind: robust_zscore
+    of: "hours_between(data.opened, occurred_at)"
+    by: customer_id
+    on: [acme.bag]
+    min_samples: 3
+    samples: 32
+    window: 90d
+rules:
+  - {id: high, on: [acme.bag], when: p90 > 50 or opened_z > 3, severity: low, audience: ops, title: high}
+"""
+
+
+def test_a_text_nan_read_as_a_number_fails_no_event_and_no_read() -> None:
+    # float("nan") of an event's text reached sorts whose comparison was no total order: Rust's
+    # sort panicked, failing every later event of the key, and where a read was not guarded
+    # (a customer's features) the panic left the core as a BaseException no handler took
+    pack = load_pack(NOT_A_NUMBER)
+    core, reference = native_candidate()(pack, 5.0), Engine(pack)
+    events = [
+        Event(
+            f"e{i}",
+            "acme.bag",
+            1_800_000_000.0 + 120.0 * i,  # samples leave the hour's window as the run goes on
+            "acme",
+            {"v": "nan" if i % 7 == 0 else float(i % 60), "opened": "nan" if i % 9 == 0 else 1_800_000_000.0},
+            "cus_1",
+        )
+        for i in range(80)
+    ]
+    for offset, e in enumerate(events, 1):
+        for engine in (core, reference):
+            engine.process(e, offset, 0, 0.0)  # raises on a failure
+        features = core.features_of({"customer_id": "cus_1"}, e.occurred_at)
+        assert set(features) == set(reference.features_of({"customer_id": "cus_1"}, e.occurred_at))
+
+
 @pytest.mark.parametrize(
     "coordinates",
     [
