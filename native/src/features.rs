@@ -445,20 +445,15 @@ impl FeatureSpec {
                 _ => Value::Null,
             },
             Agg::Distinct => {
-                let times: Vec<f64> = match &s.data {
-                    Data::FewDistinct(few) => few.iter().map(|(_, seen)| *seen).collect(),
-                    Data::Distinct(map) => map.values().copied().collect(),
-                    _ => Vec::new(),
+                // counted in place: a read copies nothing, and a lifetime count is the size
+                let inside = |seen: &f64| self.window.is_none_or(|w| t - w < *seen && *seen <= t);
+                let n = match &s.data {
+                    Data::FewDistinct(few) => few.iter().filter(|(_, seen)| inside(seen)).count(),
+                    Data::Distinct(map) if self.window.is_none() => map.len(),
+                    Data::Distinct(map) => map.values().filter(|seen| inside(seen)).count(),
+                    _ => 0,
                 };
-                match self.window {
-                    None => Value::Int(times.len() as i128),
-                    Some(w) => Value::Int(
-                        times
-                            .iter()
-                            .filter(|seen| t - w < **seen && **seen <= t)
-                            .count() as i128,
-                    ),
-                }
+                Value::Int(n as i128)
             }
             Agg::Last | Agg::First => match &s.data {
                 Data::Any(v) if self.in_window(s.at(), t) => Value::from(v),

@@ -391,18 +391,26 @@ fn order(op: CmpOp, a: &Value, b: &Value) -> bool {
                 _ => false,
             }
         }
-        (Value::Json(x), Value::Json(y)) => match (&**x, &**y) {
-            (J::Array(xs), J::Array(ys)) => {
-                for (v, w) in xs.iter().zip(ys) {
-                    if !json_eq(v, w) {
-                        return order(op, &from_json(v), &from_json(w));
-                    }
-                }
-                holds(Some(xs.len().cmp(&ys.len())), op)
-            }
-            _ => false,
-        },
+        (Value::Json(x), Value::Json(y)) => json_order(op, x, y),
         _ => false,
+    }
+}
+
+/// :func:`order` of two JSON values: arrays element by element, as Python compares lists,
+/// read where they are (an element is made a [`Value`] only when it is neither).
+fn json_order(op: CmpOp, a: &J, b: &J) -> bool {
+    match (a, b) {
+        (J::Array(xs), J::Array(ys)) => {
+            for (v, w) in xs.iter().zip(ys) {
+                if !json_eq(v, w) {
+                    return json_order(op, v, w);
+                }
+            }
+            holds(Some(xs.len().cmp(&ys.len())), op)
+        }
+        // Python cannot order an object, nor an array against anything but an array
+        (J::Object(_) | J::Array(_), _) | (_, J::Object(_) | J::Array(_)) => false,
+        _ => order(op, &from_json(a), &from_json(b)),
     }
 }
 

@@ -98,6 +98,9 @@ rules:
         ({"k": 1}, [1]),
         ([[1], {"k": 1}], [[1], [1]]),
         ({"k": {"j": [1]}}, {"k": {"j": [1]}}),
+        ([[1, [2, 3]], 0], [[1, [2, 4]], 0]),  # ordered at depth, element by element
+        ([[1, [2, 3]], 0], [[1, [2, 3]]]),
+        ([[1, [2, "x"]], 0], [[1, [2, 4]], 0]),  # a text against a number deep down: no order
     ],
 )
 def test_objects_and_arrays_compared_with_each_other_agree_and_end(a: object, b: object) -> None:
