@@ -38,8 +38,9 @@ pub const EARTH_RADIUS_KM: f64 = 6371.0088;
 
 /// Run ``f``; a panic (a bug in the core) becomes an ordinary exception, so the driver
 /// quarantines the event at fault and goes on, rather than its thread dying. Every entry
-/// point's work runs through it: unwrapped, a panic reaches Python as PyO3's
-/// ``PanicException``, a ``BaseException`` that the runtimes' ``except Exception`` lets by.
+/// point's work runs through it (only getters and setters of a number do not): unwrapped, a
+/// panic reaches Python as PyO3's ``PanicException``, a ``BaseException`` that the runtimes'
+/// ``except Exception`` lets by.
 fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         Err(PyRuntimeError::new_err(
