@@ -57,6 +57,15 @@ fn guarded_run<T>(engine: &mut Engine, f: impl FnOnce(&mut Engine) -> PyResult<T
     outcome
 }
 
+/// A state row as :meth:`NativeCore.take_changes` and :meth:`NativeCore.dump` give it.
+fn changed_row(c: Change<'_>) -> ChangedRow {
+    match c {
+        Change::Feature(i, key, s) => (0, i, key.clone(), s.map(codec::encode_feature).transpose()),
+        Change::Score(i, key, s) => (1, i, key.clone(), Ok(s.map(codec::encode_z))),
+        Change::Pattern(i, key, s) => (2, i, key.clone(), Ok(s.map(codec::encode_pattern))),
+    }
+}
+
 fn fault(f: Fault) -> PyErr {
     match f {
         Fault::Value(m) => PyValueError::new_err(m),
@@ -472,17 +481,7 @@ impl NativeCore {
         let mut rows: Vec<ChangedRow> = Vec::new();
         let state = &mut self.engine.state;
         guarded(|| {
-            state.take_changes(|c| {
-                rows.push(match c {
-                    Change::Feature(i, key, s) => {
-                        (0, i, key.clone(), s.map(codec::encode_feature).transpose())
-                    }
-                    Change::Score(i, key, s) => (1, i, key.clone(), Ok(s.map(codec::encode_z))),
-                    Change::Pattern(i, key, s) => {
-                        (2, i, key.clone(), Ok(s.map(codec::encode_pattern)))
-                    }
-                })
-            });
+            state.take_changes(|c| rows.push(changed_row(c)));
             Ok(())
         })?;
         self.rows_to_py(py, rows)
@@ -492,17 +491,7 @@ impl NativeCore {
     fn dump(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
         let mut rows: Vec<ChangedRow> = Vec::new();
         guarded(|| {
-            self.engine.state.all_rows(|c| {
-                rows.push(match c {
-                    Change::Feature(i, key, s) => {
-                        (0, i, key.clone(), s.map(codec::encode_feature).transpose())
-                    }
-                    Change::Score(i, key, s) => (1, i, key.clone(), Ok(s.map(codec::encode_z))),
-                    Change::Pattern(i, key, s) => {
-                        (2, i, key.clone(), Ok(s.map(codec::encode_pattern)))
-                    }
-                })
-            });
+            self.engine.state.all_rows(|c| rows.push(changed_row(c)));
             Ok(())
         })?;
         self.rows_to_py(py, rows)

@@ -96,7 +96,10 @@ def feeder(engine: Engine, work: Workload, raw: bool) -> Feed:
     return lambda i: process(events[i], i + 1, 0, now)
 
 
-def batch_feeder(engine: Engine, work: Workload, packed: bool) -> Callable[[int, int], list[AlertSignal]]:
+Run = Callable[[int, int], list[AlertSignal]]  # runs the events from one index to another; their signals
+
+
+def batch_feeder(engine: Engine, work: Workload, packed: bool) -> Run:
     """Runs the events from one index to another as the embedded processor does: one
     ``process_raw_many`` call, then (``packed``) the changed state packed for the store."""
     bodies, now = work.bodies, work.now
@@ -110,35 +113,32 @@ def batch_feeder(engine: Engine, work: Workload, packed: bool) -> Callable[[int,
     return feed_batch
 
 
+def runner(engine: Engine, mode: str, work: Workload, n: int) -> tuple[Run, int]:
+    """How ``mode`` runs a stretch of events, and how many a stretch holds."""
+    if mode.startswith("process_raw_many"):
+        return batch_feeder(engine, work, packed=mode.endswith("+packed")), BATCH_SIZE
+    feed = feeder(engine, work, raw=mode.startswith("process_raw"))
+    changes = mode.endswith("+changes")
+
+    def run(lo: int, hi: int) -> list[AlertSignal]:
+        signals = [s for i in range(lo, hi) for s in feed(i)]
+        if changes:
+            engine.take_changes()
+        return signals
+
+    return run, CHANGES_EVERY if changes else n
+
+
 def one_pass(pack: RulePack, name: str, mode: str, work: Workload, n: int) -> dict[str, Any]:
     """A fresh engine over the first ``n`` events (cold) and the next ``n`` (warm)."""
     engine = make_engine(pack, LATENESS_S, engine=name)
-    if mode.startswith("process_raw_many"):
-        return _batched_pass(engine, mode, work, n)
-    feed = feeder(engine, work, raw=mode.startswith("process_raw"))
-    step = CHANGES_EVERY if mode.endswith("+changes") else n
+    run, step = runner(engine, mode, work, n)
     signals: list[AlertSignal] = []
     out: dict[str, Any] = {"engine_class": type(engine).__name__}
     for phase, first in (("cold", 0), ("warm", n)):
         wall, cpu = time.perf_counter(), time.thread_time()
         for lo in range(first, first + n, step):
-            for i in range(lo, min(lo + step, first + n)):
-                signals += feed(i)
-            if step == CHANGES_EVERY:
-                engine.take_changes()
-        out[phase] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.thread_time() - cpu}
-    out["signals"] = signals
-    return out
-
-
-def _batched_pass(engine: Engine, mode: str, work: Workload, n: int) -> dict[str, Any]:
-    feed = batch_feeder(engine, work, packed=mode.endswith("+packed"))
-    signals: list[AlertSignal] = []
-    out: dict[str, Any] = {"engine_class": type(engine).__name__}
-    for phase, first in (("cold", 0), ("warm", n)):
-        wall, cpu = time.perf_counter(), time.thread_time()
-        for lo in range(first, first + n, BATCH_SIZE):
-            signals += feed(lo, min(lo + BATCH_SIZE, first + n))
+            signals += run(lo, min(lo + step, first + n))
         out[phase] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.thread_time() - cpu}
     out["signals"] = signals
     return out
