@@ -83,7 +83,9 @@ class _Writing:
 
 
 class StateLog:
-    """The store's side of engine-state persistence. Used by the processor's thread only."""
+    """The store's side of engine-state persistence. Used by one thread at a time: the
+    processor's, or its writer's for a commit behind the engine (the processor waits for that
+    commit before any other use: ``runtimes/embedded/commit_behind.py``)."""
 
     def __init__(self) -> None:
         self._reset()

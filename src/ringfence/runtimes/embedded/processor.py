@@ -4,10 +4,12 @@ engine state, late and poison events and the offset they reflect in one SQLite t
 
 Used by the embedded runtime (a thread); one instance owns every partition of its log and
 holds their engine state in memory, checkpointed through the store's state changelog and the
-snapshots written behind it (:mod:`ringfence.store.state_log`). A failed commit leaves the
-memory ahead of the store: the engine is then reloaded from the checkpoint. Quarantined events
-an admin re-drives are run again at a batch boundary; snapshot parts go with the batches (and
-on their own while the processor is caught up, when retention deletes old records too).
+snapshots written behind it (:mod:`ringfence.store.state_log`). On its thread, a batch's commit
+runs behind the engine (:mod:`.commit_behind`): the next batch is read and folded meanwhile.
+A failed commit leaves the memory ahead of the store: the engine is then reloaded from the
+checkpoint. Quarantined events an admin re-drives are run again at a batch boundary; snapshot
+parts go with the batches (and on their own while the processor is caught up, when retention
+deletes old records too).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ringfence.engine.pack import RulePack
 from ringfence.events.model import decode_event
 from ringfence.log.base import EventLog, Record
 from ringfence.metrics import Metrics
+from ringfence.runtimes.embedded.commit_behind import BehindCommitFailed, CommitBehind
 from ringfence.runtimes.processing import Batch, Driver, EventClock
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineEntry, QuarantineRepository, is_store_failure
 from ringfence.store.retention import delete_oldest
@@ -68,7 +71,8 @@ class Processor:
         self.clock = clock
         self.name = name
         self.retention_s = retention_s
-        self.offset = 0
+        self.offset = 0  # committed: what the store's checkpoint reflects
+        self._read_to = 0  # folded: the next batch is read past it (ahead of offset by a commit behind)
         self.wakeup = threading.Event()
         self.event_time = EventClock(clock.time(), clock.time())
         self.driver: Driver[Record] = Driver(self)
@@ -87,6 +91,9 @@ class Processor:
         self.failure: Exception | None = None
         self._stop: threading.Event | None = None
         self._tainted = False  # a failed fold left its effects in memory; cleared by recover()
+        self._behind: CommitBehind | None = None  # the writer thread, while run() runs
+        self._behind_ok = False  # the driver's ordinary cycle: its commit may run behind
+        self._synchronous_through = -1  # batches holding records up to here commit on this thread
 
     def request_reload(self, pack: RulePack) -> None:
         """Swap in ``pack`` at the next batch boundary, keeping unchanged state (hot reload)."""
@@ -118,6 +125,9 @@ class Processor:
         )
 
     def _apply_changes(self) -> None:
+        if self._changes.empty():
+            return
+        self._settle()  # first (a failure here keeps the changes queued): a reload writes a snapshot
         while True:
             try:
                 change = self._changes.get_nowait()
@@ -128,18 +138,20 @@ class Processor:
     def load_offset(self) -> None:
         """The offset of the last checkpoint, without its state: what lag is measured from
         while the state is still being restored."""
-        self.offset = self.store.load_checkpoint(self.name)[0]
+        self.offset = self._read_to = self.store.load_checkpoint(self.name)[0]
 
     def recover(self) -> None:
         """Load the last checkpoint into a fresh engine: its state and the offset it reflects.
         Until it has all been read, :attr:`recovered` stays clear and no batch runs, so a
         failure part-way (the store down) is retried from a fresh engine again, never run on."""
         started = time.monotonic()
+        self._settle_quietly()  # a commit still behind lands (or not) before the checkpoint is read
         self.recovered.clear()
         self._redrive_due = True
         self._tainted = False
         self.engine = self.engine.fresh()  # the old state goes first: never two in memory
         self.offset, marks = self.store.load_checkpoint(self.name)
+        self._read_to = self.offset
         applied = self.store.restore_state(self.engine)
         self.engine.max_event_time = marks
         self.recovered.set()
@@ -153,16 +165,26 @@ class Processor:
         )
 
     def run_once(self) -> int:
-        """Process one batch from the log; return how many events it held."""
+        """Process one batch from the log, committed on return; return how many events it held."""
+        return self._step(behind=False)
+
+    def _step(self, *, behind: bool) -> int:
+        """One batch; with ``behind``, its commit may still be running on the writer thread on
+        return (the next step, or a settle, waits for it)."""
         if not self.recovered.is_set():
             self.recover()
             if self._stop is not None and self._stop.is_set():
                 return 0  # stopped while restoring: no batch once stop() has returned
         self._apply_changes()
         self._redrive()
-        records = self.log.read(self.offset, BATCH_SIZE)
-        self.driver.cycle(records, [self], self.clock.time())
+        records = self.log.read(self._read_to, BATCH_SIZE)
+        self._behind_ok = behind
+        try:
+            self.driver.cycle(records, [self], self.clock.time())
+        finally:
+            self._behind_ok = False
         if not records:
+            self._settle()
             self._housekeeping()
         return len(records)
 
@@ -184,37 +206,75 @@ class Processor:
             raise
 
     def commit(self, batch: Batch[Record]) -> None:
+        """Commit ``batch``: behind the engine in the ordinary cycle of :meth:`run` (the
+        snapshot part is taken here, from the state exactly as the batch left it), else here."""
         if not batch.records and batch.empty:
             return
-        offset = batch.records[-1].offset if batch.records else self.offset
-        now = self.clock.time()
+        self._settle()
+        offset = batch.records[-1].offset if batch.records else self._read_to
         snapshot = self._snapshot_part(batch.changed_rows)
-        try:
-            created = self.store.commit_batch(batch.signals, batch.checkpoint(self.name, offset, snapshot), now)
-        except BaseException:
-            # the walk moved past the part that was not written, and the batch's effects are in
-            # memory uncommitted: no part until the reset (the driver may commit once before it)
-            self._tainted = True
-            self.store.states.abandon()
-            raise
+        first = batch.records[0].offset if batch.records else offset
+        behind = self._behind if self._behind_ok and first > self._synchronous_through else None
+        if behind is None or not behind.submit(lambda: self._write(batch, offset, snapshot)):
+            try:
+                self._write(batch, offset, snapshot)
+            except BaseException:
+                self._failed_commit()
+                raise
+        self._read_to = offset
+        self.metrics.processor_lag.set(max(0, self.log.head() - self.offset))
+        self.metrics.engine_state_keys.set(self.engine.state_size())
+
+    def _write(self, batch: Batch[Record], offset: int, snapshot: SnapshotPart | None) -> None:
+        """The store's commit of ``batch`` (on the writer thread when behind): it touches no
+        engine and no journal, which the processor's thread is using."""
+        signals = batch.signals
+        created = self.store.commit_batch(signals, batch.checkpoint(self.name, offset, snapshot), self.clock.time())
         self.offset = offset
         committed = self.clock.time()  # the batch's alerts are queryable from now
-        if batch.signals:
+        if signals:
             self.on_alerts()
         m = self.metrics
         m.events_processed.inc(batch.processed)
         m.events_late.inc(len(batch.late))
         m.events_quarantined.inc(len(batch.quarantined))
-        m.processor_lag.set(max(0, self.log.head() - offset))
-        m.engine_state_keys.set(self.engine.state_size())
         # a timer's signal is for an event of an earlier batch: its wait is the timer's, not the path's
         first = batch.records[0].offset if batch.records else offset + 1
-        for s in batch.signals:
+        for s in signals:
             m.rule_hits.labels(s.rule_id, s.mode).inc()
             if s.mode == "live" and first <= s.offset <= offset:
                 m.ingest_to_alert.observe(max(0.0, committed - s.ingested_at))
         for _, signal in created:
             m.alerts.labels(signal.severity, signal.audience).inc()
+
+    def _failed_commit(self) -> None:
+        # the walk moved past the part that was not written, and the batch's effects are in
+        # memory uncommitted: no part until the reset (the driver may commit once before it)
+        self._tainted = True
+        self.store.states.abandon()
+
+    def _settle(self) -> None:
+        """Wait for the commit behind, if any. If it failed, the engine is ahead of the store by
+        that batch and the ones folded since: raised as a failure to retry (:meth:`transient`),
+        so the processor restores its checkpoint and runs them again; if the failure was not
+        the store's, the batch at the failed one's place then commits on this thread, where the
+        driver isolates its cause."""
+        if self._behind is None:
+            return
+        try:
+            self._behind.settle()
+        except BehindCommitFailed as error:
+            self._failed_commit()
+            if _isolated_next(error):
+                self._synchronous_through = self._read_to
+            raise
+
+    def _settle_quietly(self) -> None:
+        """:meth:`_settle` for a caller that restores the checkpoint anyway."""
+        try:
+            self._settle()
+        except BehindCommitFailed as error:
+            log.warning("%s: restoring the checkpoint", error)
 
     def _snapshot_part(self, changed_rows: int) -> SnapshotPart | None:
         """The snapshot part that goes with a batch; none while a failed event's effects are in
@@ -232,7 +292,13 @@ class Processor:
             return None
 
     def reset(self, records: Sequence[Record] | None = None) -> None:
-        """After a failed commit the in-memory state is ahead of the store: reload it."""
+        """After a failed commit the in-memory state is ahead of the store: reload it. A failed
+        commit behind is raised instead (a failure to retry): the records the driver would run
+        again do not begin where the store ends, so the whole step is run again. The rest of
+        the cycle (the driver's record-by-record run) commits on this thread: the driver reads
+        each commit's failure."""
+        self._behind_ok = False
+        self._settle()
         self.recover()
 
     def uncommitted(self, records: Sequence[Record]) -> Sequence[Record]:
@@ -244,7 +310,7 @@ class Processor:
         )
 
     def transient(self, error: Exception) -> bool:
-        return is_store_failure(error)
+        return is_store_failure(error) or isinstance(error, BehindCommitFailed)
 
     def expired(self, watermark: float) -> None:
         """The journal keeps nothing per key beside the engine state."""
@@ -257,7 +323,10 @@ class Processor:
         if not self._redrive_due and now - self._redrive_checked < REDRIVE_CHECK_S:
             return
         self._redrive_checked = now
-        for entry in self.quarantine.requested():
+        requested = self.quarantine.requested()
+        if requested:
+            self._settle()  # a commit behind that failed is not the re-driven event's failure
+        for entry in requested:
             self._redrive_one(entry)
         self._redrive_due = False
 
@@ -274,7 +343,7 @@ class Processor:
             self.commit(one)
             log.info("re-drove quarantined event %s/%s (entry %d)", e.source, e.event_id, entry.id)
         except Exception as error:
-            if is_store_failure(error):
+            if self.transient(error):
                 raise
             self.reset()
             self.commit(Batch(quarantined=[self.poisoned(record, error)]))
@@ -331,14 +400,32 @@ class Processor:
             self._retention_deleted = 0
 
     def run(self, stop: threading.Event, idle_wait_s: float = 0.05) -> None:
-        """Process until ``stop`` is set, sleeping on :attr:`wakeup` when caught up."""
+        """Process until ``stop`` is set, sleeping on :attr:`wakeup` when caught up; each
+        batch's commit runs behind the engine, the last one settled before this returns."""
         self._stop = stop
+        self._writer_connection()
+        self._behind = CommitBehind(f"{self.name}-commit", self._writer_connection, self.store.close)
+        try:
+            self._run(stop, idle_wait_s)
+        finally:
+            try:
+                self._settle()
+            except BehindCommitFailed as error:
+                self.recovered.clear()  # a later run restores the checkpoint before a batch
+                log.warning("%s at stop: its events are processed again at the next start", error)
+            finally:
+                behind, self._behind = self._behind, None
+                behind.close()
+
+    def _writer_connection(self) -> None:
         # this thread's store connection updates the alerts' indexes and deletes retired
         # changelog entries and snapshot parts: a page cache larger than the default
         self.store.conn().execute(f"PRAGMA cache_size=-{WRITER_CACHE_MIB * 1024}")
+
+    def _run(self, stop: threading.Event, idle_wait_s: float) -> None:
         while not stop.is_set():
             try:
-                processed = self.run_once()
+                processed = self._step(behind=True)
             except Exception as error:
                 if not self.recovered.is_set() and not is_store_failure(error):
                     # the checkpoint cannot be read (a corrupt row): retrying cannot help
@@ -351,10 +438,19 @@ class Processor:
                     return
                 # the driver isolated what one event can cause: this is the store's, or no event's;
                 # the memory may be ahead of the store, so the checkpoint comes back before a batch
-                log.warning("processor step failed (%s); retrying from offset %d", type(error).__name__, self.offset)
+                # the exception's name only (its message may quote an event); a commit behind's says its cause's
+                reason = str(error) if isinstance(error, BehindCommitFailed) else type(error).__name__
+                log.warning("processor step failed (%s); retrying from offset %d", reason, self.offset)
                 self.recovered.clear()
-                stop.wait(STORE_RETRY_S)
+                if not _isolated_next(error):
+                    stop.wait(STORE_RETRY_S)
                 continue
             if processed == 0:
                 self.wakeup.wait(idle_wait_s)
                 self.wakeup.clear()
+
+
+def _isolated_next(error: Exception) -> bool:
+    """A commit behind failed, not for the store: its batch now runs on the processor's thread,
+    where the driver finds its cause at once. No pause: nothing is waited for."""
+    return isinstance(error, BehindCommitFailed) and not is_store_failure(error.__cause__ or error)
