@@ -57,6 +57,8 @@ def test_the_next_batch_is_folded_while_a_commit_runs_and_offsets_only_move_forw
         gate.set()
         h.caught_up()
     assert [offset for offset, _ in committed] == [2, 4, 6]
+    lag = h.metrics.registry.get_sample_value("ringfence_processor_lag_events")
+    assert lag == 0  # as of the last commit, not as of the last batch handed over
     assert {thread for _, thread in committed} == {"embedded-commit_0"}
     assert h.alerted() == {f"evt-{n}" for n in range(1, 7)}
     restarted = Harness(tmp_path / "a")

@@ -78,6 +78,8 @@ class CommitBehind:
         except BehindCommitFailed as error:
             log.warning("the last batch's commit failed at stop (%s): run again at the next start", error)
         finally:
-            with contextlib.suppress(RuntimeError):  # the thread is gone: no connection to close
-                self._pool.submit(self._on_stop).result()
-            self._pool.shutdown()
+            try:
+                with contextlib.suppress(RuntimeError):  # the thread is gone: no connection to close
+                    self._pool.submit(self._on_stop).result()
+            finally:
+                self._pool.shutdown()

@@ -214,20 +214,21 @@ class Processor:
         offset = batch.records[-1].offset if batch.records else self._read_to
         snapshot = self._snapshot_part(batch.changed_rows)
         first = batch.records[0].offset if batch.records else offset
+        head = self.log.head()  # read here: the writer thread touches no journal
         behind = self._behind if self._behind_ok and first > self._synchronous_through else None
-        if behind is None or not behind.submit(lambda: self._write(batch, offset, snapshot)):
+        if behind is None or not behind.submit(lambda: self._write(batch, offset, snapshot, head)):
             try:
-                self._write(batch, offset, snapshot)
+                self._write(batch, offset, snapshot, head)
             except BaseException:
                 self._failed_commit()
                 raise
         self._read_to = offset
-        self.metrics.processor_lag.set(max(0, self.log.head() - self.offset))
         self.metrics.engine_state_keys.set(self.engine.state_size())
 
-    def _write(self, batch: Batch[Record], offset: int, snapshot: SnapshotPart | None) -> None:
+    def _write(self, batch: Batch[Record], offset: int, snapshot: SnapshotPart | None, head: int) -> None:
         """The store's commit of ``batch`` (on the writer thread when behind): it touches no
-        engine and no journal, which the processor's thread is using."""
+        engine and no journal, which the processor's thread is using. ``head``: the journal's
+        when the batch was handed over, for the lag."""
         signals = batch.signals
         created = self.store.commit_batch(signals, batch.checkpoint(self.name, offset, snapshot), self.clock.time())
         self.offset = offset
@@ -238,6 +239,7 @@ class Processor:
         m.events_processed.inc(batch.processed)
         m.events_late.inc(len(batch.late))
         m.events_quarantined.inc(len(batch.quarantined))
+        m.processor_lag.set(max(0, head - offset))
         # a timer's signal is for an event of an earlier batch: its wait is the timer's, not the path's
         first = batch.records[0].offset if batch.records else offset + 1
         for s in signals:
