@@ -16,7 +16,7 @@ from ringfence.runtimes.embedded import processor as processor_module
 from ringfence.runtimes.embedded.commit_behind import BehindCommitFailed, CommitBehind
 from ringfence.store.quarantine import QuarantineRepository
 from tests.helpers.factories import T0
-from tests.runtimes.test_quarantine import FIXED, HUGE, Harness, quarantined_total, score
+from tests.helpers.processor import FIXED, HUGE, Harness, quarantined_total, score
 
 
 @pytest.fixture(autouse=True)

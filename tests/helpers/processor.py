@@ -1,0 +1,119 @@
+"""A processor over a journal and a store in a folder, run on its own thread, with a pack whose
+poison a huge score makes: for the embedded processor's quarantine and commit tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ringfence.alerts.model import AlertQuery
+from ringfence.engine import Engine, load_pack
+from ringfence.engine.pack import RulePack
+from ringfence.events.model import Event
+from ringfence.metrics import Metrics
+from ringfence.runtimes.embedded.journal import SqliteLog
+from ringfence.runtimes.embedded.processor import Processor
+from ringfence.store import SqliteStore
+from ringfence.store.quarantine import QuarantineRepository
+from ringfence.testing import FixedClock
+from tests.helpers.factories import T0
+
+PACK_TEXT = """
+version: {version}
+types: [custom.score]
+features:
+  - name: scores
+    by: customer_id
+    agg: count
+    on: [custom.score]
+  - name: last_score
+    by: customer_id
+    agg: last
+    of: {of}
+    on: [custom.score]
+rules:
+  - id: high_score
+    on: [custom.score]
+    when: data.score > 10
+    severity: high
+    audience: fraud
+    title: "high score for {{customer_id}}"
+    dedup: "{{event_id}}"
+"""
+PACK = load_pack(PACK_TEXT.format(version="q1", of="data.score"))
+FIXED = load_pack(PACK_TEXT.format(version="q2", of="data.score * 0"))  # the fix: last_score never huge
+HUGE = 2**70  # msgpack (the state codec) cannot hold it
+AUDIT_KEY = b"k" * 32
+
+
+def score(n: int, value: Any, customer: str = "cus_1") -> Event:
+    """A custom event as the journal holds it (straight in: ingest would refuse a huge number).
+
+    A huge score fails when its key's state is encoded: at the end of a batch, unless a later
+    event of the same key replaced it; so poison here is the last event of its customer."""
+    return Event(f"evt-{n}", "custom.score", T0 + n, "bank", {"score": value}, customer)
+
+
+class Harness:
+    """A processor over a journal and a store in ``tmp``, run on its own thread."""
+
+    def __init__(self, tmp: Path, pack: RulePack = PACK) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.log = SqliteLog(tmp / "journal.db", 2)
+        self.store = SqliteStore(tmp / "store.db", AUDIT_KEY)
+        self.metrics = Metrics()
+        self.processor = Processor(self.log, self.store, Engine(pack), self.metrics, FixedClock(T0 + 3600))
+        self.processor.recover()
+
+    @contextmanager
+    def running(self) -> Iterator[Processor]:
+        stop = threading.Event()
+        thread = threading.Thread(target=self.processor.run, args=(stop, 0.01), daemon=True)
+        thread.start()
+        try:
+            yield self.processor
+        finally:
+            stop.set()
+            self.processor.wakeup.set()
+            thread.join(10)
+            assert not thread.is_alive()
+
+    def append(self, *events: Event) -> None:
+        self.log.append(list(events), T0 + 100)
+        self.processor.wakeup.set()
+
+    def caught_up(self, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.processor.offset < self.log.head():
+            assert time.monotonic() < deadline, f"processor stuck at offset {self.processor.offset}"
+            time.sleep(0.02)
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline, "condition not met in time"
+            time.sleep(0.02)
+
+    def alerted(self) -> set[str]:
+        alerts, _ = self.store.list_alerts(AlertQuery(limit=1000))
+        return {a.dedup_key for a in alerts}
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        entries, _ = QuarantineRepository(self.store).entries()
+        return [e.to_dict() for e in entries]
+
+    def states(self) -> dict[tuple[str, str], Any]:
+        engine = self.processor.engine
+        return {(name, key): (s.value, s.seen) for name, table in engine.states.items() for key, s in table.items()}
+
+    def close(self) -> None:
+        self.store.close()
+        self.log.close()
+
+
+def quarantined_total(metrics: Metrics) -> float:
+    return sum(v for name, _, v in metrics.counters() if name == "ringfence_events_quarantined")
