@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ringfence.alerts.model import AlertQuery
 from ringfence.engine import Engine, load_pack
 from ringfence.engine.pack import RulePack
@@ -117,3 +119,16 @@ class Harness:
 
 def quarantined_total(metrics: Metrics) -> float:
     return sum(v for name, _, v in metrics.counters() if name == "ringfence_events_quarantined")
+
+
+def refuse_alert_of(store: SqliteStore, event_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``store`` refuse the alert of event ``event_id`` (not a failure of the store: a value
+    it cannot take), as SQLite refuses an integer past 64 bits."""
+    real = store._apply_signal
+
+    def picky(conn: Any, signal: Any, hit: Any) -> Any:
+        if signal.event_id == event_id:
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return real(conn, signal, hit)
+
+    monkeypatch.setattr(store, "_apply_signal", picky)

@@ -16,7 +16,7 @@ from ringfence.runtimes.embedded import processor as processor_module
 from ringfence.runtimes.embedded.commit_behind import BehindCommitFailed, CommitBehind
 from ringfence.store.quarantine import QuarantineRepository
 from tests.helpers.factories import T0
-from tests.helpers.processor import FIXED, HUGE, Harness, quarantined_total, score
+from tests.helpers.processor import FIXED, HUGE, Harness, quarantined_total, refuse_alert_of, score
 
 
 @pytest.fixture(autouse=True)
@@ -108,14 +108,7 @@ def test_a_failure_behind_that_is_one_events_quarantines_that_event_only(
     commit, run behind while the third batch is folded: the batches run again, committed on
     the processor's thread, and the driver quarantines evt-3 alone."""
     failing, clean = Harness(tmp_path / "a"), Harness(tmp_path / "b")
-    real = failing.store._apply_signal
-
-    def picky(conn: Any, signal: Any, hit: Any) -> Any:
-        if signal.event_id == "evt-3":
-            raise OverflowError("Python int too large to convert to SQLite INTEGER")
-        return real(conn, signal, hit)
-
-    monkeypatch.setattr(failing.store, "_apply_signal", picky)
+    refuse_alert_of(failing.store, "evt-3", monkeypatch)
     failing.append(*(score(n, 50 + n) for n in range(1, 7)))
     clean.append(*(score(n, 50 + n) for n in range(1, 7) if n != 3))
     with clean.running():

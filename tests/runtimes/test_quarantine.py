@@ -19,7 +19,7 @@ from ringfence.engine.rules import AlertSignal
 from ringfence.store import SqliteStore, state_log
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineRepository, is_store_failure, reason_of, write
 from tests.helpers.factories import T0
-from tests.helpers.processor import AUDIT_KEY, FIXED, HUGE, PACK, Harness, quarantined_total, score
+from tests.helpers.processor import AUDIT_KEY, FIXED, HUGE, PACK, Harness, quarantined_total, refuse_alert_of, score
 
 
 def test_a_poison_event_is_quarantined_and_the_events_after_it_still_alert(tmp_path: Path) -> None:
@@ -177,14 +177,7 @@ def test_any_exception_of_the_decoder_engine_or_codec_quarantines_only_its_event
 
 def test_an_alert_the_store_cannot_take_quarantines_its_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(tmp_path)
-    real = h.store._apply_signal
-
-    def picky(conn: Any, signal: Any, now: float) -> Any:
-        if signal.event_id == "evt-2":
-            raise OverflowError("Python int too large to convert to SQLite INTEGER")
-        return real(conn, signal, now)
-
-    monkeypatch.setattr(h.store, "_apply_signal", picky)
+    refuse_alert_of(h.store, "evt-2", monkeypatch)
     h.append(score(1, 50), score(2, 60), score(3, 70))
     with h.running():
         h.caught_up()
