@@ -93,7 +93,7 @@ class Processor:
         self._tainted = False  # a failed fold left its effects in memory; cleared by recover()
         self._behind: CommitBehind | None = None  # the writer thread, while run() runs
         self._behind_ok = False  # the driver's ordinary cycle: its commit may run behind
-        self._synchronous_through = -1  # batches holding records up to here commit on this thread
+        self._synchronous_through = -1  # a batch beginning here or before commits on this thread
 
     def request_reload(self, pack: RulePack) -> None:
         """Swap in ``pack`` at the next batch boundary, keeping unchanged state (hot reload)."""
@@ -405,8 +405,8 @@ class Processor:
         """Process until ``stop`` is set, sleeping on :attr:`wakeup` when caught up; each
         batch's commit runs behind the engine, the last one settled before this returns."""
         self._stop = stop
-        self._writer_connection()
-        self._behind = CommitBehind(f"{self.name}-commit", self._writer_connection, self.store.close)
+        self._tune_connection()
+        self._behind = CommitBehind(f"{self.name}-commit", self._tune_connection, self.store.close)
         try:
             self._run(stop, idle_wait_s)
         finally:
@@ -419,7 +419,7 @@ class Processor:
                 behind, self._behind = self._behind, None
                 behind.close()
 
-    def _writer_connection(self) -> None:
+    def _tune_connection(self) -> None:
         # this thread's store connection updates the alerts' indexes and deletes retired
         # changelog entries and snapshot parts: a page cache larger than the default
         self.store.conn().execute(f"PRAGMA cache_size=-{WRITER_CACHE_MIB * 1024}")
