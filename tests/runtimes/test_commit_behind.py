@@ -245,5 +245,5 @@ def test_the_writer_settles_in_order_and_says_what_failed() -> None:
         behind.settle()
     assert isinstance(failed.value.__cause__, ValueError)
     behind.submit(lambda: names.append("last"))
-    behind.close()  # settles the last commit, then stops on the writer thread
+    behind.close()  # once the last commit has run, stops on the writer thread
     assert names[-2:] == ["last", "w_0"]

@@ -71,15 +71,11 @@ class CommitBehind:
             raise BehindCommitFailed(f"a batch's commit failed behind the engine ({type(error).__name__})") from error
 
     def close(self) -> None:
-        """Settle the last commit (a failure is logged: its batch runs again at the next
-        start), then close the writer's connection and stop its thread."""
+        """Close the writer's connection and stop its thread, once a commit still behind has
+        run (:meth:`settle` it first to learn how it ended)."""
+        self._pending = None
         try:
-            self.settle()
-        except BehindCommitFailed as error:
-            log.warning("the last batch's commit failed at stop (%s): run again at the next start", error)
+            with contextlib.suppress(RuntimeError):  # the thread is gone: no connection to close
+                self._pool.submit(self._on_stop).result()
         finally:
-            try:
-                with contextlib.suppress(RuntimeError):  # the thread is gone: no connection to close
-                    self._pool.submit(self._on_stop).result()
-            finally:
-                self._pool.shutdown()
+            self._pool.shutdown()

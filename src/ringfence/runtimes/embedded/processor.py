@@ -410,13 +410,19 @@ class Processor:
         try:
             self._run(stop, idle_wait_s)
         finally:
-            try:
-                self._settle()
-            except BehindCommitFailed as error:
-                self.recovered.clear()  # a later run restores the checkpoint before a batch
-                log.warning("%s at stop: its events are processed again at the next start", error)
-            finally:
-                behind, self._behind = self._behind, None
+            self._stop_writer()
+
+    def _stop_writer(self) -> None:
+        """Settle the last commit behind, then stop the writer thread. If that commit failed, a
+        later run restores the checkpoint before a batch."""
+        try:
+            self._settle()
+        except BehindCommitFailed as error:
+            self.recovered.clear()
+            log.warning("%s at stop: its events are processed again at the next start", error)
+        finally:
+            behind, self._behind = self._behind, None
+            if behind is not None:
                 behind.close()
 
     def _tune_connection(self) -> None:
