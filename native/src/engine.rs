@@ -15,6 +15,7 @@ use crate::expr::{is_money, money, Ctx, Env, Expr, Names, Path, Template};
 use crate::features::{Agg, FeatureSpec, BUCKETS};
 use crate::jv::{text, text_or_null, Jv};
 use crate::patterns::{Captured, Kind, PState, Partial, Snap, Step, Timers, MAX_PARTIALS};
+use crate::records;
 use crate::store::{Key, State};
 use crate::value::{from_json, py_str, py_text, Fault, Set, Text, Value, R};
 
@@ -255,7 +256,14 @@ pub struct TypePlan {
     anomalies: Vec<usize>,
     rules: Vec<usize>,
     patterns: Vec<usize>,
+    /// The key groups (indices into ``bys``) its features, scores and patterns read, each once.
+    groups: Vec<usize>,
 }
+
+/// A batch's later event, fetched ahead: the group and hash of each key it may read, and the
+/// place its record was found at (once the second step ran).
+#[derive(Default)]
+pub struct Ahead(Vec<(usize, u64, Option<usize>)>);
 
 pub struct Plan {
     pub features: Vec<FeatureSpec>,
@@ -457,19 +465,28 @@ impl Plan {
     fn for_type(&self, etype: &str) -> TypePlan {
         let applies =
             |on: &Option<FxHashSet<String>>| on.as_ref().is_none_or(|on| on.contains(etype));
+        let features: Vec<usize> = (0..self.features.len())
+            .filter(|i| applies(&self.features[*i].on))
+            .collect();
+        let anomalies: Vec<usize> = (0..self.anomalies.len())
+            .filter(|i| applies(&self.anomalies[*i].on))
+            .collect();
+        let patterns: Vec<usize> = (0..self.patterns.len())
+            .filter(|i| self.patterns[*i].on(etype))
+            .collect();
+        let mut groups: Vec<usize> = features.iter().map(|&i| self.features[i].by).collect();
+        groups.extend(anomalies.iter().map(|&i| self.anomalies[i].by));
+        groups.extend(patterns.iter().map(|&i| self.patterns[i].by));
+        groups.sort_unstable();
+        groups.dedup();
         TypePlan {
-            features: (0..self.features.len())
-                .filter(|i| applies(&self.features[*i].on))
-                .collect(),
-            anomalies: (0..self.anomalies.len())
-                .filter(|i| applies(&self.anomalies[*i].on))
-                .collect(),
+            features,
+            anomalies,
             rules: (0..self.rules.len())
                 .filter(|i| self.rules[*i].on.contains(etype))
                 .collect(),
-            patterns: (0..self.patterns.len())
-                .filter(|i| self.patterns[*i].on(etype))
-                .collect(),
+            patterns,
+            groups,
         }
     }
 }
@@ -720,6 +737,52 @@ impl Engine {
         let p = Arc::new(self.plan.for_type(etype));
         self.by_type.insert(etype.clone(), p.clone());
         p
+    }
+
+    // -- fetching ahead: a batch's later events' records, while the earlier ones run --------
+    //
+    // At a bank's scale each record an event reads is a few cache misses one after the other
+    // (its slot, its pair, its states). A batch takes those steps for the events a few places
+    // ahead of the one it runs, a step an event, so they overlap the work (see ``records.rs``).
+
+    /// First step for ``event``: the slots of the keys its groups may read.
+    pub fn look_ahead(&mut self, event: &Event) -> Ahead {
+        let tp = self.type_plan(&event.etype);
+        let mut ahead = Ahead(Vec::with_capacity(tp.groups.len()));
+        for &g in &tp.groups {
+            // a key the event cannot make is simply not fetched; running it says why
+            if let Ok(Some(key)) = key_with(&self.plan.bys[g], |p| field_of(event, p)) {
+                let h = records::hash(&key);
+                self.state.group(g).prefetch_slot(h);
+                ahead.0.push((g, h, None));
+            }
+        }
+        ahead
+    }
+
+    /// Second step: the pairs the slots point to.
+    pub fn fetch_pairs(&self, ahead: &mut Ahead) {
+        for (g, h, at) in &mut ahead.0 {
+            *at = self.state.group(*g).prefetch_pair(*h);
+        }
+    }
+
+    /// Third step: the records' states.
+    pub fn fetch_records(&self, ahead: &Ahead) {
+        for &(g, _, at) in &ahead.0 {
+            if let Some(at) = at {
+                self.state.group(g).prefetch_record(at);
+            }
+        }
+    }
+
+    /// Fourth step: what the states point to.
+    pub fn fetch_states(&self, ahead: &Ahead) {
+        for &(g, _, at) in &ahead.0 {
+            if let Some(at) = at {
+                self.state.group(g).prefetch_states(at);
+            }
+        }
     }
 
     /// Fire the timers the event passes, fold it into features, scores and patterns and

@@ -6,6 +6,7 @@ use indexmap::IndexMap;
 use rustc_hash::FxHashSet;
 
 use crate::expr::Expr;
+use crate::records::prefetch;
 use crate::store::Key;
 use crate::value::{float_order, py_text, Held, Value, R};
 
@@ -122,6 +123,19 @@ pub struct FState {
 }
 
 impl FState {
+    /// Have what it points to fetched (its buckets or values; boxed ones only to the box).
+    pub fn prefetch(&self) {
+        match &self.data {
+            Data::Buckets(b) => prefetch(b.as_ptr()),
+            Data::FewDistinct(v) => prefetch(v.as_ptr()),
+            Data::Avg(b) => prefetch(&**b),
+            Data::Stats(b) => prefetch(&**b),
+            Data::Distinct(b) => prefetch(&**b),
+            Data::Quantile(b) => prefetch(&**b),
+            Data::Empty | Data::Float(_) | Data::Pair(..) | Data::Triple(..) | Data::Any(_) => {}
+        }
+    }
+
     pub fn new(seen: f64, at: Option<f64>, data: Data) -> FState {
         FState {
             seen,

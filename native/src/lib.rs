@@ -28,7 +28,7 @@ use pyo3::types::{
 use rustc_hash::FxHashMap;
 use serde_json::Value as J;
 
-use crate::engine::{Detection, Engine, Event, Plan, Signal};
+use crate::engine::{Ahead, Detection, Engine, Event, Plan, Signal};
 use crate::packed::Packer;
 use crate::patterns::Snap;
 use crate::store::{Change, Key, Kind};
@@ -417,13 +417,33 @@ impl NativeCore {
         let (signals, late) = py.allow_threads(|| {
             let mut signals = Vec::new();
             let mut late = Vec::new();
-            for (i, body) in texts.iter().enumerate() {
+            // parsed up front, a failure raised in its turn (the events before it run)
+            let events: Vec<_> = texts.iter().map(|body| Event::parse(body)).collect();
+            let mut ahead: Vec<Ahead> = Vec::with_capacity(n);
+            for (i, event) in events.iter().enumerate() {
+                // the fetching ahead (Engine::look_ahead): event i + 4's first step, i + 3's
+                // second, i + 2's third and i + 1's fourth, while event i runs
+                while ahead.len() < (i + 5).min(n) {
+                    ahead.push(match &events[ahead.len()] {
+                        Ok(e) => engine.look_ahead(e),
+                        Err(_) => Ahead::default(),
+                    });
+                }
+                if let Some(a) = ahead.get_mut(i + 3) {
+                    engine.fetch_pairs(a);
+                }
+                if let Some(a) = ahead.get(i + 2) {
+                    engine.fetch_records(a);
+                }
+                if let Some(a) = ahead.get(i + 1) {
+                    engine.fetch_states(a);
+                }
                 let (offset, partition) = (offsets[i], partitions[i]);
-                let event = Event::parse(body).map_err(fault)?;
+                let event = event.as_ref().map_err(|e| fault(e.clone()))?;
                 let mark = engine.watermark(Some(partition));
                 let (mut raised, scratch) = guarded_run(engine, |engine| {
                     engine
-                        .process(&event, offset, partition, ingested_ats[i], &[], true)
+                        .process(event, offset, partition, ingested_ats[i], &[], true)
                         .map_err(fault)
                 })?;
                 engine.give_back(scratch);

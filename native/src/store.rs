@@ -9,7 +9,7 @@ use smol_str::SmolStr;
 use crate::anomaly::ZState;
 use crate::features::FState;
 use crate::patterns::PState;
-use crate::records::Records;
+use crate::records::{hash, prefetch, Records};
 
 /// A state's key text: held inline up to 23 bytes (most keys: an id, or a customer's id and a
 /// country), so a record's key costs no allocation of its own, and copying it none.
@@ -125,6 +125,25 @@ pub struct Record {
 impl Record {
     fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// Have its states' list fetched (its first and last cache lines; most hold one or two).
+    pub fn prefetch(&self) {
+        if let (Some(first), Some(last)) = (self.members.first(), self.members.last()) {
+            prefetch(first);
+            prefetch(last);
+        }
+    }
+
+    /// Have what its states point to fetched (their buckets, values, partial matches).
+    pub fn prefetch_states(&self) {
+        for m in self.members.iter() {
+            match m {
+                Member::Feature(_, f) => f.prefetch(),
+                Member::Score(_, z) => prefetch(z.values.as_ptr()),
+                Member::Pattern(_, p) => prefetch(p.partials.as_ptr()),
+            }
+        }
     }
 }
 
@@ -244,6 +263,11 @@ impl State {
             walk: None,
             emptied: FxHashSet::default(),
         }
+    }
+
+    /// Group ``g``'s records (a batch fetches its later events' records ahead through it).
+    pub fn group(&self, g: usize) -> &Records {
+        &self.groups[g].records
     }
 
     fn bit(&self, kind: Kind, g: usize, pos: u16) -> u64 {
@@ -536,7 +560,24 @@ impl State {
         }
         let changed = std::mem::take(&mut self.changed);
         let mut emptied = Vec::new();
-        for (g, key) in &changed {
+        // the records are fetched ahead, as a batch's events' are (Engine::look_ahead): the
+        // slot of the record 6 places on, the pair of the one 4 on, the record of the one 2 on,
+        // what its states point to for the next
+        let hashes: Vec<u64> = changed.iter().map(|(_, key)| hash(key)).collect();
+        let mut found: Vec<Option<usize>> = vec![None; changed.len()];
+        for (j, (g, key)) in changed.iter().enumerate() {
+            if let Some(&(g, _)) = changed.get(j + 6) {
+                self.groups[g].records.prefetch_slot(hashes[j + 6]);
+            }
+            if let Some(&(g, _)) = changed.get(j + 4) {
+                found[j + 4] = self.groups[g].records.prefetch_pair(hashes[j + 4]);
+            }
+            if let (Some(&(g, _)), Some(&Some(at))) = (changed.get(j + 2), found.get(j + 2)) {
+                self.groups[g].records.prefetch_record(at);
+            }
+            if let (Some(&(g, _)), Some(&Some(at))) = (changed.get(j + 1), found.get(j + 1)) {
+                self.groups[g].records.prefetch_states(at);
+            }
             // one lookup a record: its rows, then its marks cleared
             let Some(r) = self.groups[*g].records.get_mut(key) else {
                 continue;

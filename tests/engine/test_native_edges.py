@@ -327,3 +327,42 @@ def test_the_rate_in_evidence_is_the_triggering_events_in_both_engines_never_a_t
     got, expected = core.process_raw_many(bodies, *run)[0], reference.process_raw_many(bodies, *run)[0]
     assert got == expected
     assert [(s.rule_id, s.fx is not None) for s in got] == [("big", True), ("quiet", False)]
+
+
+COUNT_PACK = """
+version: "counts"
+features:
+  - name: logins_1h
+    agg: count
+    by: customer_id
+    window: 1h
+    on: [login.succeeded]
+rules:
+  - id: busy
+    on: [login.succeeded]
+    when: logins_1h >= 2
+    severity: low
+    audience: ops
+    title: busy
+"""
+
+
+def test_a_run_fails_at_an_undecodable_event_in_its_turn_as_the_reference_engine_does() -> None:
+    """The core parses a run's events before running them (it fetches their state ahead); one
+    it cannot decode still fails in its turn: the events before it ran, none after it."""
+    t = 1_795_000_000.0
+    pack = load_pack(COUNT_PACK)
+    customers = [f"cus_{i % 4}" for i in range(12)]
+    bodies = [
+        encode_event(validate_event(msgspec.json.encode(event("login.succeeded", at=t + i, customer_id=c)), t))
+        for i, c in enumerate(customers)
+    ]
+    bodies[7] = b'{"not": "an event"'
+    run = (list(range(1, 13)), [0] * 12, [t] * 12)
+    core, reference = native_candidate()(pack, 5.0), Engine(pack)
+    for engine in (core, reference):
+        with pytest.raises(ValueError):  # each engine's decoder's words
+            engine.process_raw_many(bodies, *run)
+    counts = {c: core.features_of({"customer_id": c}, t + 20)["logins_1h"] for c in sorted(set(customers))}
+    assert counts == {"cus_0": 2, "cus_1": 2, "cus_2": 2, "cus_3": 1}  # the first 7 events only
+    assert counts == {c: reference.features_of({"customer_id": c}, t + 20)["logins_1h"] for c in counts}
