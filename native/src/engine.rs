@@ -256,7 +256,9 @@ pub struct TypePlan {
     anomalies: Vec<usize>,
     rules: Vec<usize>,
     patterns: Vec<usize>,
-    /// The key groups (indices into ``bys``) its features, scores and patterns read, each once.
+    /// The key groups (indices into ``bys``) of its own features, scores and patterns, each
+    /// once: the records a batch fetches ahead for it (a rule reading another type's feature,
+    /// or a timer, may read others).
     groups: Vec<usize>,
 }
 

@@ -17,7 +17,7 @@ mod store;
 mod stored;
 mod value;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
@@ -32,13 +32,14 @@ use crate::engine::{Ahead, Detection, Engine, Event, Plan, Signal};
 use crate::packed::Packer;
 use crate::patterns::Snap;
 use crate::store::{Change, Key, Kind};
-use crate::value::{from_json, Fault, Member, Value};
+use crate::value::{from_json, Fault, Member, Value, R};
 
 pub const EARTH_RADIUS_KM: f64 = 6371.0088;
 
 /// Run ``f``; a panic (a bug in the core) becomes an ordinary exception, so the driver
 /// quarantines the event at fault and goes on, rather than its thread dying. Every entry
-/// point's work runs through it (only getters and setters of a number do not): unwrapped, a
+/// point's work runs through it (only getters and setters of a number do not, and fetching
+/// ahead, see :func:`fetching_ahead`): unwrapped, a
 /// panic reaches Python as PyO3's ``PanicException``, a ``BaseException`` that the runtimes'
 /// ``except Exception`` lets by.
 fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
@@ -47,6 +48,15 @@ fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
             "the compiled core failed (a panic): see the log",
         ))
     })
+}
+
+/// How many events a batch parses ahead of the one it runs, fetching their records.
+const LOOK_AHEAD: usize = 4;
+
+/// Run a step of fetching ahead; a panic in it only leaves that event's records unfetched
+/// (its own turn meets the same fault, guarded and blamed on that event). None if it panicked.
+fn fetching_ahead<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
 }
 
 /// :func:`guarded` for a call that runs events: a step that panicked may have left a pattern
@@ -417,33 +427,38 @@ impl NativeCore {
         let (signals, late) = py.allow_threads(|| {
             let mut signals = Vec::new();
             let mut late = Vec::new();
-            // parsed up front, a failure raised in its turn (the events before it run)
-            let events: Vec<_> = texts.iter().map(|body| Event::parse(body)).collect();
-            let mut ahead: Vec<Ahead> = Vec::with_capacity(n);
-            for (i, event) in events.iter().enumerate() {
-                // the fetching ahead (Engine::look_ahead): event i + 4's first step, i + 3's
-                // second, i + 2's third and i + 1's fourth, while event i runs
-                while ahead.len() < (i + 5).min(n) {
-                    ahead.push(match &events[ahead.len()] {
-                        Ok(e) => engine.look_ahead(e),
+            // events i to i + LOOK_AHEAD parsed, each with its records being fetched ahead
+            // (Engine::look_ahead): while event i runs, event i + 4 takes the first step,
+            // i + 3 the second, i + 2 the third and i + 1 the fourth (from the fifth event on;
+            // the first ones run cold)
+            let mut coming: VecDeque<(R<Event>, Ahead)> = VecDeque::with_capacity(LOOK_AHEAD + 1);
+            for i in 0..n {
+                while coming.len() <= LOOK_AHEAD && i + coming.len() < n {
+                    let event = Event::parse(texts[i + coming.len()]);
+                    let ahead = match &event {
+                        Ok(e) => fetching_ahead(|| engine.look_ahead(e)).unwrap_or_default(),
                         Err(_) => Ahead::default(),
-                    });
+                    };
+                    coming.push_back((event, ahead));
                 }
-                if let Some(a) = ahead.get_mut(i + 3) {
-                    engine.fetch_pairs(a);
-                }
-                if let Some(a) = ahead.get(i + 2) {
-                    engine.fetch_records(a);
-                }
-                if let Some(a) = ahead.get(i + 1) {
-                    engine.fetch_states(a);
-                }
+                fetching_ahead(|| {
+                    if let Some((_, a)) = coming.get_mut(3) {
+                        engine.fetch_pairs(a);
+                    }
+                    if let Some((_, a)) = coming.get(2) {
+                        engine.fetch_records(a);
+                    }
+                    if let Some((_, a)) = coming.get(1) {
+                        engine.fetch_states(a);
+                    }
+                });
+                let (event, _) = coming.pop_front().expect("event i is parsed");
                 let (offset, partition) = (offsets[i], partitions[i]);
-                let event = event.as_ref().map_err(|e| fault(e.clone()))?;
+                let event = event.map_err(fault)?; // in its turn: the events before it ran
                 let mark = engine.watermark(Some(partition));
                 let (mut raised, scratch) = guarded_run(engine, |engine| {
                     engine
-                        .process(event, offset, partition, ingested_ats[i], &[], true)
+                        .process(&event, offset, partition, ingested_ats[i], &[], true)
                         .map_err(fault)
                 })?;
                 engine.give_back(scratch);
