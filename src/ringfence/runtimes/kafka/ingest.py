@@ -29,7 +29,7 @@ from ringfence.engine.stages import StagePlan
 from ringfence.errors import OverloadedError
 from ringfence.events.model import Event, encode_event
 from ringfence.runtimes.kafka.records import ITEMS_HEADER, JOIN_HEADER, StageItem, encode_in_records, partition_for
-from ringfence.runtimes.kafka.topics import MAX_RECORD_BYTES, client_config, topics_of
+from ringfence.runtimes.kafka.topics import MAX_RECORD_BYTES, TRANSACTIONAL_RETRIES, client_config, topics_of
 
 log = logging.getLogger("ringfence.kafka.ingest")
 
@@ -68,6 +68,7 @@ class KafkaAppender:
                     "message.max.bytes": MAX_RECORD_BYTES // 4,  # as the stage topics take: room over ~1 MB
                     "compression.type": "lz4",
                     "transaction.timeout.ms": 10_000,  # a killed ingest's open transaction ends this soon
+                    **TRANSACTIONAL_RETRIES,
                     "partitioner": "murmur2_random",  # the Java clients' partitioner: every producer agrees
                 },
             )

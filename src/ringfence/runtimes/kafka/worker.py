@@ -59,7 +59,14 @@ from ringfence.runtimes.kafka.records import AlertRecord
 from ringfence.runtimes.kafka.restore import restore_tasks
 from ringfence.runtimes.kafka.seen import event_key
 from ringfence.runtimes.kafka.task import JoinFailed, Task, TaskId, stage_items
-from ringfence.runtimes.kafka.topics import MAX_RECORD_BYTES, Topics, client_config, take, topics_of
+from ringfence.runtimes.kafka.topics import (
+    MAX_RECORD_BYTES,
+    TRANSACTIONAL_RETRIES,
+    Topics,
+    client_config,
+    take,
+    topics_of,
+)
 from ringfence.runtimes.processing import Batch, Driver, PartSetAside, log_quarantined
 from ringfence.store.packs import PackRepository
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineRepository, is_store_failure
@@ -123,6 +130,7 @@ class ProcessWorker:
                     "linger.ms": 5,
                     "message.max.bytes": MAX_RECORD_BYTES,  # a changelog entry (the topics take a batch's framing too)
                     "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                    **TRANSACTIONAL_RETRIES,
                     "partitioner": "murmur2_random",  # the Java clients' partitioner, so any producer agrees
                 },
             )
