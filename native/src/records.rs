@@ -184,6 +184,12 @@ impl Records {
         self.position(key).map(|i| &mut self.entries[i].1)
     }
 
+    /// :meth:`get_mut` for a caller that has ``key``'s :func:`hash` already.
+    pub fn get_mut_hashed(&mut self, key: &str, hash: u64) -> Option<&mut Record> {
+        let at = self.hinted(key).or_else(|| self.found(key, hash))?;
+        Some(&mut self.entries[at].1)
+    }
+
     /// The record of ``key``, created empty if missing (the key is cloned only then).
     pub fn get_or_insert(&mut self, key: &Key) -> &mut Record {
         if let Some(at) = self.hinted(key) {

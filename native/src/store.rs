@@ -579,7 +579,7 @@ impl State {
                 self.groups[g].records.prefetch_states(at);
             }
             // one lookup a record: its rows, then its marks cleared
-            let Some(r) = self.groups[*g].records.get_mut(key) else {
+            let Some(r) = self.groups[*g].records.get_mut_hashed(key, hashes[j]) else {
                 continue;
             };
             let dirty = std::mem::take(&mut r.dirty);
