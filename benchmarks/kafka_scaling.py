@@ -15,7 +15,12 @@ the workers' own counts (``ringfence_kafka_records``, scraped from ``--metrics-p
 written by the workers, by topic kind; ingest's writes are the events and stage records the
 workers read (in a run without failures, each exactly once).
 
-    .venv/bin/python benchmarks/kafka_scaling.py --events 60000 --runs 3 --out benchmarks/results
+The broker is started once for all runs, and the first ``--warmup`` runs of each worker count
+are not counted: a young JVM spends as much CPU compiling its own code as serving requests (on
+this machine its compiler threads were still busy a minute into the runs). Each run reports the
+broker's CPU per event, and how much of it its compiler and garbage-collector threads took.
+
+    .venv/bin/python benchmarks/kafka_scaling.py --events 200000 --runs 3 --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -67,34 +72,43 @@ def produce(env: dict[str, str], events: list[dict[str, Any]]) -> float:
     return time.monotonic() - started
 
 
-def group_lag(env: dict[str, str]) -> int:
-    """Records of the process group's input topics not yet consumed (-1: not known yet)."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+class GroupLag:
+    """Records of the process group's input topics not yet consumed, asked through one admin
+    client: two requests a call (the group's offsets, the partitions' ends). A consumer made
+    for each call, and a request for each partition's end, were half the broker's requests in
+    a run, and some of the CPU charged to the workers' events."""
 
-    from ringfence.config import load_settings
-    from ringfence.engine.pack import load_pack_file
-    from ringfence.engine.stages import plan_stages
-    from ringfence.runtimes.kafka.topics import client_config, topics_of
+    def __init__(self, env: dict[str, str]) -> None:
+        from confluent_kafka.admin import AdminClient
 
-    settings = load_settings(environ=env)
-    topics = topics_of(settings)
-    plan = plan_stages(load_pack_file(None))
-    inputs = sorted({topics.stage_input(n) for n in plan.names} | {topics.join})
-    consumer = Consumer(client_config(settings, **{"group.id": topics.group("process")}))
-    try:
-        tps = [TopicPartition(t, p) for t in inputs for p in range(PARTITIONS)]
+        from ringfence.config import load_settings
+        from ringfence.engine.pack import load_pack_file
+        from ringfence.engine.stages import plan_stages
+        from ringfence.runtimes.kafka.topics import client_config, topics_of
+
+        settings = load_settings(environ=env)
+        topics = topics_of(settings)
+        plan = plan_stages(load_pack_file(None))
+        inputs = sorted({topics.stage_input(n) for n in plan.names} | {topics.join})
+        self.group = topics.group("process")
+        self.admin = AdminClient(client_config(settings))
+        self.partitions = [(t, p) for t in inputs for p in range(PARTITIONS)]
+
+    def __call__(self) -> int:
+        """The lag (-1: not known yet, the group coordinator is still loading)."""
+        from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        tps = [TopicPartition(t, p) for t, p in self.partitions]
         try:
-            consumer.committed(tps, 30)
-        except KafkaException:  # the group coordinator is still loading
+            request = [ConsumerGroupTopicPartitions(self.group, tps)]
+            group = self.admin.list_consumer_group_offsets(request)[self.group].result(30)
+            ends = self.admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, request_timeout=30)
+            high = {(tp.topic, tp.partition): future.result(30).offset for tp, future in ends.items()}
+        except KafkaException:
             return -1
-        committed = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in consumer.committed(tps, 30)}
-        lag = 0
-        for t, p in committed:
-            _, high = consumer.get_watermark_offsets(TopicPartition(t, p), 30)
-            lag += max(0, high - committed[(t, p)])
-        return lag
-    finally:
-        consumer.close()
+        committed = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in group.topic_partitions}
+        return sum(max(0, high[tp] - committed.get(tp, 0)) for tp in high)
 
 
 def one_run(
@@ -118,6 +132,7 @@ def one_run(
     produce_s = produce(env, events)
     logs = [work / f"{prefix}-w{i}.log" for i in range(workers)]
     ports = [free_port() for _ in logs]
+    lag_of = GroupLag(env)
     procs = []
     for i, path in enumerate(logs):
         with path.open("wb") as out:
@@ -125,19 +140,24 @@ def one_run(
             procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=out))
     try:
         while not all("restored" in p.read_text(errors="replace") for p in logs):
+            for proc, path in zip(procs, logs, strict=True):
+                if proc.poll() is not None:  # never restored: say why rather than wait for ever
+                    raise SystemExit(f"a worker exited ({proc.returncode}): {path.read_text(errors='replace')[-2000:]}")
             time.sleep(0.05)
         started = time.monotonic()
         pids = [p.pid for p in procs] + [broker_pid]
         cpu_before = [procstat.cpu_seconds([pid]) for pid in pids]
+        jvm_before = procstat.jvm_own_cpu_seconds(broker_pid)
         # a worker that got its partitions first may have begun: time only what is left
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         done_before = sum(kafka_records(url, key).get(("read", "events"), 0.0) for url in urls)
-        while (lag := group_lag(env)) != 0:
+        while (lag := lag_of()) != 0:
             if time.monotonic() - started > 900:
                 raise TimeoutError(f"{lag} records left")
             time.sleep(0.25)
         seconds = time.monotonic() - started
         cpu = [procstat.cpu_seconds([pid]) - before for pid, before in zip(pids, cpu_before, strict=True)]
+        jvm = procstat.jvm_own_cpu_seconds(broker_pid) - jvm_before
         counted = [kafka_records(url, key) for url in urls]
     finally:
         for proc in procs:
@@ -156,6 +176,8 @@ def one_run(
         # what scales: a worker's CPU per event (the broker's is the cluster's to size)
         "worker_cpu_us_per_event": round(sum(cpu[:-1]) / timed * 1e6),
         "broker_cpu_us_per_event": round(cpu[-1] / timed * 1e6),
+        # of which the JVM's compilers and garbage collector (the rest serves requests)
+        "broker_jvm_cpu_us_per_event": round(jvm / timed * 1e6),
         **records_per_event(counted, len(events)),
     }
 
@@ -182,8 +204,11 @@ def records_per_event(counted: list[dict[tuple[str, str], float]], events: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3, help="runs of each worker count (alternating)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="runs of each worker count first, not counted (the broker's JIT)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write kafka-scaling.json here")
     args = parser.parse_args()
 
@@ -211,16 +236,17 @@ def main() -> None:
         events = list(
             Traffic(seed=11, customers=5_000, fraud_rate=0.01).stream(start=start, rate_per_s=200.0, count=args.events)
         )
-        runs = []
-        for i in range(args.runs):
+        runs: list[dict[str, Any]] = []
+        warmup: list[dict[str, Any]] = []
+        for i in range(args.warmup + args.runs):
             for workers in (1, 2):
                 assert broker.proc is not None
                 run = one_run(base_env, dsn, events, workers, work, broker.proc.pid, key)
-                runs.append(run)
-                print(f"run {i + 1}: {json.dumps(run)}")
+                (warmup if i < args.warmup else runs).append(run)
+                print(f"{'warm-up' if i < args.warmup else 'run'} {i + 1}: {json.dumps(run)}")
     median = {w: statistics.median(r["events_per_s"] for r in runs if r["workers"] == w) for w in (1, 2)}
     result = {
-        "command": f"benchmarks/kafka_scaling.py --events {args.events} --runs {args.runs}",
+        "command": f"benchmarks/kafka_scaling.py --events {args.events} --runs {args.runs} --warmup {args.warmup}",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "partitions": PARTITIONS,
         "median_events_per_s": {str(w): median[w] for w in median},
@@ -228,6 +254,7 @@ def main() -> None:
         "median_ingest_events_per_s": statistics.median(r["ingest_events_per_s"] for r in runs),
         "median_worker_cpu_us_per_event": statistics.median(r["worker_cpu_us_per_event"] for r in runs),
         "median_broker_cpu_us_per_event": statistics.median(r["broker_cpu_us_per_event"] for r in runs),
+        "median_broker_jvm_cpu_us_per_event": statistics.median(r["broker_jvm_cpu_us_per_event"] for r in runs),
         **{
             f"median_{name}": statistics.median(r[name] for r in runs)
             for name in (
@@ -237,6 +264,7 @@ def main() -> None:
             )
         },
         "runs": runs,
+        "warmup_runs": warmup,
     }
     print(json.dumps(result, indent=2))
     if args.out is not None:

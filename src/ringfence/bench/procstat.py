@@ -44,3 +44,27 @@ def rss_mib(pids: list[int]) -> float:
         except FileNotFoundError:
             continue
     return total_kib / 1024
+
+
+# HotSpot's own threads, by their names as /proc shows them (cut to 15 characters): the JIT
+# compilers, the garbage collector's, and the VM thread that runs its pauses
+_JVM_THREADS = ("C1 CompilerThre", "C2 CompilerThre", "GC Thread", "G1 ", "VM Thread")
+
+
+def jvm_own_cpu_seconds(pid: int) -> float:
+    """CPU time a JVM's compiler and garbage-collector threads have used so far: what a young
+    JVM spends compiling is not what a long-running one spends per request."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return 0.0
+    for task in tasks:
+        try:
+            name = (task / "comm").read_text().rstrip("\n")
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # the thread ended
+        if name.startswith(_JVM_THREADS):
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
