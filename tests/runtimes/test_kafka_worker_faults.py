@@ -289,9 +289,86 @@ def test_records_of_many_events_stay_under_the_brokers_limit() -> None:
     assert all(len(v) < 1_000_000 for v in values)
     assert [i for v in values for i in records.decode_items(v)] == items  # all of them, in order
     assert records.encode_in_records([], len) == []
-    # a worker commits about a megabyte of them at a time, and runs its timers when none came
-    from ringfence.runtimes.kafka.worker import _slices
+    # a worker commits about 4 MiB of them at a time, and runs its timers when none came
+    from ringfence.runtimes.kafka.worker import SLICE_BYTES, _slices
 
-    messages = [Message("t", 0, i, v) for i, v in enumerate(values * 2)]
-    assert [[m.offset() for m in s] for s in _slices(messages)] == [[0], [1], [2], [3], [4], [5]]
+    messages = [Message("t", 0, i, v) for i, v in enumerate(values * 4)]  # 12 records of 0.5-1 MB
+    slices = [[m.offset() for m in s] for s in _slices(messages)]
+    assert [o for s in slices for o in s] == list(range(12))  # all of them, in order
+    assert len(slices) > 1
+    assert all(sum(len(values[o % 3]) for o in s) <= SLICE_BYTES for s in slices)
+    assert all(sum(len(values[o % 3]) for o in [*s, s[-1] + 1]) > SLICE_BYTES for s in slices[:-1])  # full
     assert _slices([]) == [[]]
+
+
+def test_a_batch_whose_changelog_entry_outgrows_a_record_is_committed_record_by_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch that changed more state than one changelog entry holds is no failure of the
+    log, retried as it is for ever: it is run again a record at a time, each committed with an
+    entry of its own, and every event counts once."""
+    from ringfence.engine.features import decode_state
+    from ringfence.runtimes.kafka import worker as worker_module
+    from ringfence.runtimes.kafka.changelog import decode_entry, replay
+    from ringfence.runtimes.processing import Driver
+
+    pack = load_pack_file(None)
+    plan = plan_stages(pack)
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", kafka_partitions=4, engine="python")
+    worker = ProcessWorker(settings, pack, worker_id="unit")  # nothing here reaches the (absent) broker
+    try:
+        topic, changelog = worker.topics.events, worker.topics.changelog(CUSTOMER)
+        log: list[bytes] = []  # the customer stage's changelog partition
+        committed: list[int] = []  # records a commit moved past
+
+        def restore(_ids: Any = None) -> None:
+            entries = [(i, decode_entry(v)) for i, v in enumerate(log)]
+            task, _ = Task.restore(
+                plan.stages[0], 0, replay(entries), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1000
+            )
+            worker.tasks = {(topic, 0): task}
+
+        def commit(outputs: list[Any], offsets: list[Any]) -> None:
+            for output in outputs:
+                if output.topic == changelog:
+                    log.append(output.value)
+                    if output.delivered is not None:
+                        output.delivered(len(log) - 1)
+
+        monkeypatch.setattr(worker, "_restore", restore)  # the broker's part of a reset
+        monkeypatch.setattr(worker.transactions, "offsets_past", lambda *args: [])
+        monkeypatch.setattr(worker, "_fencing", lambda entries: [])
+        monkeypatch.setattr(worker.transactions, "commit", commit)
+        real_commit = worker.commit
+
+        def counting(batch: Batch[Any]) -> None:
+            real_commit(batch)
+            committed.append(len(batch.records))
+
+        monkeypatch.setattr(worker, "commit", counting)
+        restore()
+        customers = [f"c{i}" for i in range(12)]
+        messages = []
+        for offset, customer in enumerate(customers):
+            e = event("card.authorization", at=1_700_000_000.0, customer_id=customer, event_id=f"e{offset}")
+            e["data"] |= {"amount": "90.00", "currency": "EUR", "card_id": f"card-{customer}", "approved": True}
+            messages.append(Message(topic, 0, offset, encode_event(validate_event(msgspec.json.encode(e), 1.8e9))))
+        one = Driver(worker, commit_each=True)
+        one.run(messages[:1])  # an entry of one event's changes: under the limit set below
+        monkeypatch.setattr(worker_module, "MAX_ENTRY_BYTES", 2 * len(log[-1]))
+
+        Driver(worker, commit_each=True).run(messages[1:])
+
+        assert committed == [1] * len(customers)  # the batch's commit refused, then a record at a time
+        spec = next(f for f in pack.features if f.name == "card_auths_lifetime")
+        lifetime = {
+            k: spec.value(decode_state(v), 4e9)
+            for (n, k), v in replay([(i, decode_entry(v)) for i, v in enumerate(log)]).state_rows().items()
+            if n.startswith(f"{spec.name}#")
+        }
+        assert lifetime == dict.fromkeys(customers, 1)  # each event once
+        samples = worker.metrics.registry
+        assert samples.get_sample_value("ringfence_events_quarantined_total") == 0
+        assert samples.get_sample_value("ringfence_events_processed_total") == len(customers)
+    finally:
+        worker.consumer.close()
