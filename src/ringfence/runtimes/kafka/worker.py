@@ -82,8 +82,9 @@ SLICE_BYTES = 4 << 20
 POLL_S = 0.1
 PACK_EVERY_S = 5.0
 TRANSACTION_TIMEOUT_MS = 10_000  # a dead worker's open transaction blocks its partitions this long
-# a changelog entry, at most: the producer refuses a larger record, and Kafka's refusal would be
-# retried as the log's failure, the same batch for ever (the record's framing fits in the rest)
+# a changelog entry, at most (its record's framing fits in the rest): the producer refuses a
+# larger record, and a refusal from Kafka is the log's failure, never the batch's, so the worker
+# would stop on it, or retry the same batch for ever
 MAX_ENTRY_BYTES = MAX_RECORD_BYTES - (64 << 10)
 
 
