@@ -6,6 +6,7 @@ partitioner gives their key, as every producer of the runtime computes it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,10 +130,65 @@ def test_partitions_are_the_java_clients() -> None:
     assert records.partition_for(b"21", 12) == (-973932308 & 0x7FFFFFFF) % 12
 
 
-def card_authorization(event_id: str) -> Any:
-    e = event("card.authorization", at=1_700_000_000.0, customer_id="c9", event_id=event_id, source="cards")
-    e["data"] |= {"amount": "90.00", "currency": "EUR", "card_id": "card-9", "approved": True}
+def card_authorization(event_id: str, customer: str = "c9") -> Any:
+    e = event("card.authorization", at=1_700_000_000.0, customer_id=customer, event_id=event_id, source="cards")
+    e["data"] |= {"amount": "90.00", "currency": "EUR", "card_id": f"card-{customer}", "approved": True}
     return validate_event(msgspec.json.encode(e), 1_700_000_100.0)
+
+
+class CustomerChangelog:
+    """The customer stage's changelog partition of a worker whose broker is a list: its
+    commits append their entries (``fail`` refuses one, if it says so), and a reset restores
+    the stage's task on partition 0 of the events topic from them."""
+
+    def __init__(
+        self,
+        worker: ProcessWorker,
+        pack: Any,
+        monkeypatch: pytest.MonkeyPatch,
+        min_log_rows: int,
+        fail: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.worker, self.pack, self.min_log_rows, self.fail = worker, pack, min_log_rows, fail
+        self.topic, self.changelog = worker.topics.events, worker.topics.changelog(CUSTOMER)
+        self.log: list[bytes] = []
+        monkeypatch.setattr(worker, "_restore", self.restore)  # the broker's part of a reset
+        monkeypatch.setattr(worker.transactions, "offsets_past", lambda *args: [])
+        monkeypatch.setattr(worker, "_fencing", lambda entries: [])
+        monkeypatch.setattr(worker.transactions, "commit", self.commit)
+        self.restore()
+
+    def replayed(self) -> Any:
+        from ringfence.runtimes.kafka.changelog import decode_entry, replay
+
+        return replay([(i, decode_entry(v)) for i, v in enumerate(self.log)])
+
+    def restore(self, _ids: Any = None) -> None:
+        stage = self.worker.plan.stages[0]
+        task, _ = Task.restore(
+            stage, 0, self.replayed(), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=self.min_log_rows
+        )
+        self.worker.tasks = {(self.topic, 0): task}
+
+    def commit(self, outputs: list[Any], offsets: list[Any]) -> None:
+        if self.fail():
+            raise OverflowError("injected commit fault")
+        for output in outputs:
+            if output.topic == self.changelog:
+                self.log.append(output.value)
+                if output.delivered is not None:
+                    output.delivered(len(self.log) - 1)
+
+    def card_auths_lifetime(self) -> dict[str, float]:
+        """The ``card_auths_lifetime`` feature of each customer, as the changelog holds it."""
+        from ringfence.engine.features import decode_state
+
+        spec = next(f for f in self.pack.features if f.name == "card_auths_lifetime")
+        return {
+            k: spec.value(decode_state(v), 4e9)
+            for (n, k), v in self.replayed().state_rows().items()
+            if n.startswith(f"{spec.name}#")
+        }
 
 
 def test_events_that_fail_in_a_stage_record_are_quarantined_alone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,13 +270,10 @@ def test_a_snapshot_written_with_a_poison_events_quarantine_holds_nothing_of_it(
     """The event fails as it is folded (the engine raised after changing the state), or its
     commit fails (a value the records' encoder refuses): either way its quarantine is committed
     with a snapshot part due, before the task is restored."""
-    from ringfence.engine.features import decode_state
     from ringfence.runtimes.kafka import task as task_module
-    from ringfence.runtimes.kafka.changelog import decode_entry, replay
     from ringfence.runtimes.processing import Driver
 
     pack = load_pack_file(None)
-    plan = plan_stages(pack)
     real = task_module.run_stage
 
     failing_commits: list[int] = []
@@ -237,47 +290,17 @@ def test_a_snapshot_written_with_a_poison_events_quarantine_holds_nothing_of_it(
     settings = Settings(kafka_bootstrap="127.0.0.1:9", kafka_partitions=4, engine="python", kafka_snapshot_rows=1)
     worker = ProcessWorker(settings, pack, worker_id="unit")  # nothing here reaches the (absent) broker
     try:
-        topic, changelog = worker.topics.events, worker.topics.changelog(CUSTOMER)
-        log: list[bytes] = []  # the customer stage's changelog partition
-
-        def restore(_ids: Any = None) -> None:
-            entries = [(i, decode_entry(v)) for i, v in enumerate(log)]
-            task, _ = Task.restore(
-                plan.stages[0], 0, replay(entries), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1
-            )
-            worker.tasks = {(topic, 0): task}
-
-        def commit(outputs: list[Any], offsets: list[Any]) -> None:
-            if failing_commits:
-                failing_commits.pop()
-                raise OverflowError("injected commit fault")
-            for output in outputs:
-                if output.topic == changelog:
-                    log.append(output.value)
-                    if output.delivered is not None:
-                        output.delivered(len(log) - 1)
-
-        monkeypatch.setattr(worker, "_restore", restore)  # the broker's part of a reset
-        monkeypatch.setattr(worker.transactions, "offsets_past", lambda *args: [])
-        monkeypatch.setattr(worker, "_fencing", lambda entries: [])
-        monkeypatch.setattr(worker.transactions, "commit", commit)
-        restore()
+        log = CustomerChangelog(
+            worker, pack, monkeypatch, 1, fail=lambda: bool(failing_commits and failing_commits.pop())
+        )
         driver = Driver(worker, commit_each=True)
         for offset, event_id in enumerate(["ok-0", "poison-1", "ok-2"]):
-            driver.run([Message(topic, 0, offset, encode_event(card_authorization(event_id)))])
+            driver.run([Message(log.topic, 0, offset, encode_event(card_authorization(event_id)))])
 
-        entries = [(i, decode_entry(v)) for i, v in enumerate(log)]
-        replayed = replay(entries)
-        assert replayed.since > 0  # restored from a snapshot (one is due at every commit)
-        spec = next(f for f in pack.features if f.name == "card_auths_lifetime")
-        lifetime = {
-            k: spec.value(decode_state(v), 4e9)
-            for (n, k), v in replayed.state_rows().items()
-            if n.startswith(f"{spec.name}#")
-        }
-        assert lifetime == {"c9": 2}  # ok-0 and ok-2
-        restore()
-        assert not any("poison-1" in key for key in worker.tasks[(topic, 0)].seen.ids)
+        assert log.replayed().since > 0  # restored from a snapshot (one is due at every commit)
+        assert log.card_auths_lifetime() == {"c9": 2}  # ok-0 and ok-2
+        log.restore()
+        assert not any("poison-1" in key for key in worker.tasks[(log.topic, 0)].seen.ids)
     finally:
         worker.consumer.close()
 
@@ -307,38 +330,15 @@ def test_a_batch_whose_changelog_entry_outgrows_a_record_is_committed_record_by_
     """A batch that changed more state than one changelog entry holds is no failure of the
     log, retried as it is for ever: it is run again a record at a time, each committed with an
     entry of its own, and every event counts once."""
-    from ringfence.engine.features import decode_state
     from ringfence.runtimes.kafka import worker as worker_module
-    from ringfence.runtimes.kafka.changelog import decode_entry, replay
     from ringfence.runtimes.processing import Driver
 
-    pack = load_pack_file(None)
-    plan = plan_stages(pack)
     settings = Settings(kafka_bootstrap="127.0.0.1:9", kafka_partitions=4, engine="python")
+    pack = load_pack_file(None)
     worker = ProcessWorker(settings, pack, worker_id="unit")  # nothing here reaches the (absent) broker
     try:
-        topic, changelog = worker.topics.events, worker.topics.changelog(CUSTOMER)
-        log: list[bytes] = []  # the customer stage's changelog partition
-        committed: list[int] = []  # records a commit moved past
-
-        def restore(_ids: Any = None) -> None:
-            entries = [(i, decode_entry(v)) for i, v in enumerate(log)]
-            task, _ = Task.restore(
-                plan.stages[0], 0, replay(entries), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1000
-            )
-            worker.tasks = {(topic, 0): task}
-
-        def commit(outputs: list[Any], offsets: list[Any]) -> None:
-            for output in outputs:
-                if output.topic == changelog:
-                    log.append(output.value)
-                    if output.delivered is not None:
-                        output.delivered(len(log) - 1)
-
-        monkeypatch.setattr(worker, "_restore", restore)  # the broker's part of a reset
-        monkeypatch.setattr(worker.transactions, "offsets_past", lambda *args: [])
-        monkeypatch.setattr(worker, "_fencing", lambda entries: [])
-        monkeypatch.setattr(worker.transactions, "commit", commit)
+        log = CustomerChangelog(worker, pack, monkeypatch, 1000)
+        committed: list[int] = []  # records each commit moved past
         real_commit = worker.commit
 
         def counting(batch: Batch[Any]) -> None:
@@ -346,27 +346,18 @@ def test_a_batch_whose_changelog_entry_outgrows_a_record_is_committed_record_by_
             committed.append(len(batch.records))
 
         monkeypatch.setattr(worker, "commit", counting)
-        restore()
         customers = [f"c{i}" for i in range(12)]
-        messages = []
-        for offset, customer in enumerate(customers):
-            e = event("card.authorization", at=1_700_000_000.0, customer_id=customer, event_id=f"e{offset}")
-            e["data"] |= {"amount": "90.00", "currency": "EUR", "card_id": f"card-{customer}", "approved": True}
-            messages.append(Message(topic, 0, offset, encode_event(validate_event(msgspec.json.encode(e), 1.8e9))))
-        one = Driver(worker, commit_each=True)
-        one.run(messages[:1])  # an entry of one event's changes: under the limit set below
-        monkeypatch.setattr(worker_module, "MAX_ENTRY_BYTES", 2 * len(log[-1]))
+        messages = [
+            Message(log.topic, 0, offset, encode_event(card_authorization(f"e{offset}", customer)))
+            for offset, customer in enumerate(customers)
+        ]
+        Driver(worker, commit_each=True).run(messages[:1])  # an entry of one event's changes, under the limit set next
+        monkeypatch.setattr(worker_module, "MAX_ENTRY_BYTES", 2 * len(log.log[-1]))
 
         Driver(worker, commit_each=True).run(messages[1:])
 
         assert committed == [1] * len(customers)  # the batch's commit refused, then a record at a time
-        spec = next(f for f in pack.features if f.name == "card_auths_lifetime")
-        lifetime = {
-            k: spec.value(decode_state(v), 4e9)
-            for (n, k), v in replay([(i, decode_entry(v)) for i, v in enumerate(log)]).state_rows().items()
-            if n.startswith(f"{spec.name}#")
-        }
-        assert lifetime == dict.fromkeys(customers, 1)  # each event once
+        assert log.card_auths_lifetime() == dict.fromkeys(customers, 1)  # each event once
         samples = worker.metrics.registry
         assert samples.get_sample_value("ringfence_events_quarantined_total") == 0
         assert samples.get_sample_value("ringfence_events_processed_total") == len(customers)

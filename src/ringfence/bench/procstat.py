@@ -22,15 +22,20 @@ def tree(pid: int) -> list[int]:
     return found
 
 
+def _ticks(stat: Path) -> int:
+    """User + system CPU time in a process's or thread's ``stat`` file, in clock ticks."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of ``pids`` so far."""
     total = 0
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += _ticks(Path(f"/proc/{pid}/stat"))
         except FileNotFoundError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / CLOCK_TICKS
 
 
@@ -61,10 +66,8 @@ def jvm_own_cpu_seconds(pid: int) -> float:
         return 0.0
     for task in tasks:
         try:
-            name = (task / "comm").read_text().rstrip("\n")
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            if (task / "comm").read_text().startswith(_JVM_THREADS):
+                total += _ticks(task / "stat")
         except FileNotFoundError:
             continue  # the thread ended
-        if name.startswith(_JVM_THREADS):
-            total += int(fields[11]) + int(fields[12])
     return total / CLOCK_TICKS
