@@ -13,7 +13,8 @@ cores with the workers, so the ratio is a floor for machines where it does not.
 Each run also reports the records per event (issue 18's headline figure for this runtime), from
 the workers' own counts (``ringfence_kafka_records``, scraped from ``--metrics-port``): read and
 written by the workers, by topic kind; ingest's writes are the events and stage records the
-workers read (in a run without failures, each exactly once).
+workers read (in a run without failures, each exactly once); and the bytes per event each kind
+of topic holds in the broker's log segments at the end of the run (``broker_bytes_per_event``).
 
 The broker is started once for all runs, and the first ``--warmup`` runs of each worker count
 are not counted: a young JVM spends as much CPU compiling its own code as serving requests (on
@@ -119,6 +120,7 @@ def one_run(
     work: Path,
     broker_pid: int,
     key: str,
+    data_dir: Path,
 ) -> dict[str, Any]:
     from tests.helpers.kafka import kafka_records
 
@@ -179,7 +181,19 @@ def one_run(
         # of which the JVM's compilers and garbage collector (the rest serves requests)
         "broker_jvm_cpu_us_per_event": round(jvm / timed * 1e6),
         **records_per_event(counted, len(events)),
+        "broker_bytes_per_event": bytes_per_event(data_dir, prefix, len(events)),
     }
+
+
+def bytes_per_event(data_dir: Path, prefix: str, events: int) -> dict[str, int]:
+    """What the run's topics hold in the broker's log segments at its end, per event, by topic
+    kind (events, stage, join, changelog, alerts…): bytes as written, compressed where the
+    producer compressed, before replication. Ingest wrote the events and stage topics."""
+    held: dict[str, int] = {}
+    for partition in data_dir.glob(f"{prefix}.*-*"):
+        kind = partition.name[len(prefix) + 1 :].split(".")[0]
+        held[kind] = held.get(kind, 0) + sum(f.stat().st_size for f in partition.glob("*.log"))
+    return {kind: round(n / events) for kind, n in sorted(held.items()) if n}
 
 
 def records_per_event(counted: list[dict[tuple[str, str], float]], events: int) -> dict[str, Any]:
@@ -241,7 +255,7 @@ def main() -> None:
         for i in range(args.warmup + args.runs):
             for workers in (1, 2):
                 assert broker.proc is not None
-                run = one_run(base_env, dsn, events, workers, work, broker.proc.pid, key)
+                run = one_run(base_env, dsn, events, workers, work, broker.proc.pid, key, broker.workdir / "data")
                 (warmup if i < args.warmup else runs).append(run)
                 print(f"{'warm-up' if i < args.warmup else 'run'} {i + 1}: {json.dumps(run)}")
     median = {w: statistics.median(r["events_per_s"] for r in runs if r["workers"] == w) for w in (1, 2)}
@@ -255,6 +269,10 @@ def main() -> None:
         "median_worker_cpu_us_per_event": statistics.median(r["worker_cpu_us_per_event"] for r in runs),
         "median_broker_cpu_us_per_event": statistics.median(r["broker_cpu_us_per_event"] for r in runs),
         "median_broker_jvm_cpu_us_per_event": statistics.median(r["broker_jvm_cpu_us_per_event"] for r in runs),
+        "median_broker_bytes_per_event": {
+            kind: statistics.median(r["broker_bytes_per_event"].get(kind, 0) for r in runs)
+            for kind in sorted({k for r in runs for k in r["broker_bytes_per_event"]})
+        },
         **{
             f"median_{name}": statistics.median(r[name] for r in runs)
             for name in (

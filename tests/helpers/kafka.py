@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import struct
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,31 @@ import httpx
 from ringfence.bench.servers import free_port, wait_until_healthy
 
 PARTITIONS = 4  # of each topic
+
+
+CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+CONTROL_BATCH = 0x20  # a transaction marker: never compressed
+
+
+def stored_codecs(data_dir: Path, prefix: str, kinds: tuple[str, ...], min_bytes: int = 1024) -> Counter[str]:
+    """The compression of the record batches of ``min_bytes`` or more a broker holds (its log
+    segments, read from disk, as written) for the topics of ``kinds`` (``join``,
+    ``changelog``…) under ``prefix``, by codec; transaction markers left out (librdkafka sends a
+    batch that compression would not shrink as it is). A batch: base offset (8 bytes), length
+    (4), leader epoch (4), magic (1), CRC (4), attributes (2), the codec in their low 3 bits."""
+    found: Counter[str] = Counter()
+    for segment in data_dir.glob(f"{prefix}.*-*/*.log"):
+        if segment.parent.name[len(prefix) + 1 :].split(".")[0] not in kinds:
+            continue
+        data = segment.read_bytes()
+        at = 0
+        while at + 23 <= len(data):
+            (length,) = struct.unpack_from(">i", data, at + 8)
+            (attributes,) = struct.unpack_from(">h", data, at + 21)
+            if not attributes & CONTROL_BATCH and length >= min_bytes:
+                found[CODECS.get(attributes & 0x7, "unknown")] += 1
+            at += 12 + length
+    return found
 
 
 def service_env(bootstrap: str, dsn: str, partitions: int = PARTITIONS, **settings: str) -> dict[str, str]:

@@ -27,8 +27,9 @@ from ringfence.runtimes.kafka.restore import read_changelogs
 from ringfence.runtimes.kafka.topics import client_config, topics_of
 from tests.helpers import parity
 from tests.helpers.http import all_alerts, post_batch
-from tests.helpers.kafka import PARTITIONS, KafkaStack, Service
+from tests.helpers.kafka import PARTITIONS, KafkaStack, Service, stored_codecs
 from tests.helpers.receivers import RecordingReceiver
+from tests.helpers.servers import KafkaBroker
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +152,10 @@ def restores(worker: Service) -> list[tuple[int, int, float]]:
 
 
 def test_services_raise_the_alerts_of_the_embedded_runtime(
-    kafka_stack: KafkaStack, events: list[dict[str, Any]], expected: dict[str, tuple[str, int]]
+    kafka_stack: KafkaStack,
+    kafka_broker: KafkaBroker,
+    events: list[dict[str, Any]],
+    expected: dict[str, tuple[str, int]],
 ) -> None:
     key, ingest, api = kafka_stack.services("w1", "w2")
     for start in range(0, len(events), 100):
@@ -166,6 +170,10 @@ def test_services_raise_the_alerts_of_the_embedded_runtime(
     print(f"records per event: read {read:.3f}, written {written:.3f}")
     assert read <= 2.0, read
     assert written <= 2.0, written
+    # and what the workers write reaches the broker compressed (4x fewer bytes than plain)
+    prefix = kafka_stack.env["RINGFENCE_KAFKA_TOPIC_PREFIX"]
+    codecs = stored_codecs(kafka_broker.workdir / "data", prefix, ("join", "changelog", "alerts"))
+    assert codecs.keys() == {"lz4"}, codecs
     # the api service serves what lives in PostgreSQL, and says what it cannot
     with api.client(key) as c:
         assert c.post("/v1/events", json=events[0]).status_code == 404

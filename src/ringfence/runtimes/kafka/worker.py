@@ -144,6 +144,10 @@ class ProcessWorker:
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 5,
+                    # what workers write (join values, changelog rows, alerts) is repetitive msgpack:
+                    # lz4 takes it from 1,375 bytes an event to 316, for the brokers' disks, network
+                    # and replicas, at no measurable CPU to the worker (docs/deploy.md, Sizing)
+                    "compression.type": "lz4",
                     "message.max.bytes": MAX_RECORD_BYTES,  # a changelog entry (the topics take a batch's framing too)
                     "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
                     **TRANSACTIONAL_RETRIES,
