@@ -74,10 +74,10 @@ from ringfence.store.quarantine import QuarantinedEvent, QuarantineRepository, i
 log = logging.getLogger("ringfence.kafka.process")
 
 BATCH = 2000
-# records committed together, about (a stage record holds many events): the broker's work is
-# per transaction, not per record, so a worker behind commits fewer, larger ones (4 MiB rather
-# than 1: the broker's CPU an event 13.5 us rather than 20.5, docs/deploy.md's Sizing); a
-# batch whose changelog entry would outgrow a record is committed a record at a time
+# records committed together, at most (a stage record holds many events): a take of BATCH stays
+# under it, so a worker behind commits once a take (fewer commits, a take of 8,000, did not lower
+# the broker's CPU: docs/deploy.md's Sizing); a batch whose changelog entry would outgrow a
+# record is committed a record at a time
 SLICE_BYTES = 4 << 20
 POLL_S = 0.1
 PACK_EVERY_S = 5.0
@@ -145,8 +145,8 @@ class ProcessWorker:
                     "acks": "all",
                     "linger.ms": 5,
                     # what workers write (join values, changelog rows, alerts) is repetitive msgpack:
-                    # lz4 takes it from 1,375 bytes an event to 316, for the brokers' disks, network
-                    # and replicas, at no measurable CPU to the worker (docs/deploy.md, Sizing)
+                    # lz4 takes it from about 1,370 bytes an event to 320, for the brokers' disks,
+                    # network and replicas, at no measurable CPU to the worker (docs/deploy.md, Sizing)
                     "compression.type": "lz4",
                     "message.max.bytes": MAX_RECORD_BYTES,  # a changelog entry (the topics take a batch's framing too)
                     "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
