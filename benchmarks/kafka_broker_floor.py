@@ -8,15 +8,19 @@ take every input record once, as a process worker's consumer takes them (one con
 group, ``read_committed``, in batches):
 
 - ``read``: the reader only reads (its offsets are never committed): a fetch's cost;
-- ``read + commit``: the reader also commits its offsets in a transaction every 4 MiB of input,
-  as a worker commits a slice, and writes nothing else: the transactions' cost;
+- ``read + commit``: the reader also commits its offsets in a transaction every ``BATCH``
+  records it takes, as a worker commits a take (``worker.BATCH``), and writes nothing else: the
+  transactions' cost;
 - ``worker``: one real ``ringfence serve process`` worker (``kafka_scaling.one_run``).
 
-Each reader runs in rounds, in turn, after a first round not counted (the broker's JIT), each
-on a consumer group of its own; the broker's CPU is read from ``/proc`` over the time the
-reader took, and divided by the events timed. Medians of the rounds, ranges beside them.
+Each reader runs in rounds, in turn, after ``--warmup`` rounds not counted (the broker's JIT),
+each on a consumer group of its own; the broker's CPU is read from ``/proc`` over the reader's
+pass (its group join and close included, so a reader is charged more, not less) and divided by
+the events. A reader's pass takes a second or two, the worker's run some twenty: what the broker
+spends by the second, clients or not, is measured apart (``idle``, its cores with no client)
+and falls on the worker's figure alone. Medians of the rounds, ranges beside them.
 
-    .venv/bin/python benchmarks/kafka_broker_floor.py --events 200000 --rounds 3 --out benchmarks/results
+    .venv/bin/python benchmarks/kafka_broker_floor.py --events 200000 --rounds 3 --warmup 2 --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import kafka_scaling  # noqa: E402  (the same traffic, ingest path and worker run)
 
-COMMIT_BYTES = 4 << 20  # as a process worker commits a slice (worker.SLICE_BYTES)
 QUIET_S = 3.0  # no record for this long: the reader has taken everything
+IDLE_S = 20.0
 
 
 def read_all(env: dict[str, str], commit: bool, expected: int | None) -> dict[str, Any]:
@@ -53,6 +57,7 @@ def read_all(env: dict[str, str], commit: bool, expected: int | None) -> dict[st
     from ringfence.engine.pack import load_pack_file
     from ringfence.engine.stages import plan_stages
     from ringfence.runtimes.kafka.topics import TRANSACTIONAL_RETRIES, client_config, take, topics_of
+    from ringfence.runtimes.kafka.worker import BATCH
 
     settings = load_settings(environ=env)
     topics = topics_of(settings)
@@ -81,11 +86,11 @@ def read_all(env: dict[str, str], commit: bool, expected: int | None) -> dict[st
         )
         producer.init_transactions(60)
     consumer.subscribe(inputs)
-    taken = commits = pending = 0
+    taken = commits = 0
     first = last = 0.0
     try:
         while True:
-            messages = take(consumer, 1000, 0.2)
+            messages = take(consumer, BATCH, 0.2)
             now = time.monotonic()
             if not messages:
                 if taken and (taken == expected or now - last > QUIET_S):
@@ -95,16 +100,13 @@ def read_all(env: dict[str, str], commit: bool, expected: int | None) -> dict[st
                 first = now
             last = now
             taken += len(messages)
-            if producer is not None:
-                pending += sum(len(m.value() or b"") for m in messages)
-                if pending >= COMMIT_BYTES or taken == expected:
-                    producer.begin_transaction()
-                    producer.send_offsets_to_transaction(
-                        consumer.position(consumer.assignment()), consumer.consumer_group_metadata()
-                    )
-                    producer.commit_transaction(60)
-                    commits += 1
-                    pending = 0
+            if producer is not None:  # a transaction a take, as a worker behind commits
+                producer.begin_transaction()
+                producer.send_offsets_to_transaction(
+                    consumer.position(consumer.assignment()), consumer.consumer_group_metadata()
+                )
+                producer.commit_transaction(60)
+                commits += 1
     finally:
         consumer.close()
     return {"records": taken, "seconds": last - first, "commits": commits}
@@ -128,10 +130,22 @@ def reader_run(env: dict[str, str], broker_pid: int, events: int, commit: bool, 
     }
 
 
+def idle_cores(broker_pid: int) -> float:
+    """The broker's CPU over ``IDLE_S`` with no client: what it spends by the second (timers,
+    its controller, checkpoints), whatever the load."""
+    from ringfence.bench import procstat
+
+    time.sleep(5)  # the last run's clients gone
+    before = procstat.cpu_seconds([broker_pid])
+    time.sleep(IDLE_S)
+    return (procstat.cpu_seconds([broker_pid]) - before) / IDLE_S
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three readers, after one not counted")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three readers counted")
+    parser.add_argument("--warmup", type=int, default=2, help="rounds first, not counted (the broker's JIT)")
     parser.add_argument("--out", type=Path, default=None, help="write kafka-broker-floor.json here")
     args = parser.parse_args()
 
@@ -166,7 +180,7 @@ def main() -> None:
         kafka_scaling.produce(readers_env, events)
         expected = None
         rounds: list[list[dict[str, Any]]] = []
-        for i in range(args.rounds + 1):
+        for i in range(args.warmup + args.rounds):
             this = []
             for commit in (False, True):
                 run = reader_run(readers_env, pid, len(events), commit, expected)
@@ -174,9 +188,10 @@ def main() -> None:
                 this.append(run)
             worker = kafka_scaling.one_run(env, dsn, events, 1, work, pid, key, broker.workdir / "data")
             this.append({"reader": "worker", **worker})
-            print(f"{'warm-up' if i == 0 else 'round'} {i}: {json.dumps(this)}")
+            print(f"{'warm-up' if i < args.warmup else 'round'} {i + 1}: {json.dumps(this)}")
             rounds.append(this)
-    counted = rounds[1:]
+        idle = idle_cores(pid)
+    counted = rounds[args.warmup :]
 
     def summary(reader: str) -> dict[str, Any]:
         runs = [r for this in counted for r in this if r["reader"] == reader]
@@ -185,18 +200,23 @@ def main() -> None:
 
     medians = {reader: summary(reader) for reader in ("read", "read + commit", "worker")}
     worker = medians["worker"]["broker_cpu_us_per_event"]
+    worker_rate = statistics.median(r["events_per_s"] for this in counted for r in this if r["reader"] == "worker")
     result = {
-        "command": f"benchmarks/kafka_broker_floor.py --events {args.events} --rounds {args.rounds}",
+        "command": "benchmarks/kafka_broker_floor.py "
+        f"--events {args.events} --rounds {args.rounds} --warmup {args.warmup}",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "partitions": kafka_scaling.PARTITIONS,
         "input_records": expected,
         "median": medians,
+        # what the broker spends by the second with no client, as µs an event at the worker's pace
+        "idle_broker_cores": round(idle, 3),
+        "idle_us_per_event_at_the_workers_pace": round(idle / worker_rate * 1e6, 1),
         "share_of_the_workers": {
             reader: round(medians[reader]["broker_cpu_us_per_event"] / worker, 2)
             for reader in ("read", "read + commit")
         },
         "rounds": counted,
-        "warmup_round": rounds[0],
+        "warmup_rounds": rounds[: args.warmup],
     }
     print(json.dumps(result, indent=2))
     if args.out is not None:

@@ -38,6 +38,10 @@ def stored_codecs(data_dir: Path, prefix: str, kinds: tuple[str, ...], min_bytes
         at = 0
         while at + 23 <= len(data):
             (length,) = struct.unpack_from(">i", data, at + 8)
+            if data[at + 16] != 2 or length < 49:
+                raise AssertionError(f"{segment}: no record batch of format 2 at byte {at}")
+            if at + 12 + length > len(data):
+                break  # the broker is still writing it
             (attributes,) = struct.unpack_from(">h", data, at + 21)
             if not attributes & CONTROL_BATCH and length >= min_bytes:
                 found[CODECS.get(attributes & 0x7, "unknown")] += 1
