@@ -76,7 +76,7 @@ log = logging.getLogger("ringfence.kafka.process")
 BATCH = 2000
 # records committed together, at most (a stage record holds many events): a take of BATCH
 # records, mostly events, is about 1 MB and commits once; a take of large stage records is cut
-# here (fewer commits, takes of 8,000, did not lower the broker's CPU: docs/deploy.md's Sizing);
+# here (fewer commits, takes of 8,000, did not measurably lower the broker's CPU: docs/deploy.md);
 # a batch whose changelog entry would outgrow a record is committed a record at a time
 SLICE_BYTES = 4 << 20
 POLL_S = 0.1
