@@ -149,31 +149,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write kafka-broker-floor.json here")
     args = parser.parse_args()
 
-    from tests.helpers.kafka import service_env
     from tests.helpers.servers import kafka_and_postgres
-
-    from ringfence.simulate import Traffic
 
     work = Path(tempfile.mkdtemp(prefix="rf-kafka-floor-"))
     with kafka_and_postgres(work) as (broker, cluster):
         assert broker.proc is not None
         pid = broker.proc.pid
-        dsn = cluster.new_database()
-        env = service_env(broker.bootstrap, dsn, kafka_scaling.PARTITIONS)
+        env, dsn, key, events = kafka_scaling.prepare(broker.bootstrap, cluster, args.events)
         ringfence = [sys.executable, "-m", "ringfence"]
-        subprocess.run([*ringfence, "db", "migrate"], env=env, check=True, capture_output=True)
-        created = subprocess.run(
-            [*ringfence, "keys", "create", "--name", "bench", "--scope", "alerts:read"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        key = created.stdout.strip().splitlines()[-1]
-        start = time.time() - 2 * 3600
-        events = list(
-            Traffic(seed=11, customers=5_000, fraud_rate=0.01).stream(start=start, rate_per_s=200.0, count=args.events)
-        )
         # the readers' records: written once, through ingest, under a prefix of their own
         readers_env = {**env, "RINGFENCE_KAFKA_TOPIC_PREFIX": f"f{uuid.uuid4().hex[:8]}"}
         subprocess.run([*ringfence, "kafka", "init"], env=readers_env, check=True, capture_output=True)

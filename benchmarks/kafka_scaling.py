@@ -216,6 +216,31 @@ def records_per_event(counted: list[dict[tuple[str, str], float]], events: int) 
     }
 
 
+def prepare(bootstrap: str, cluster: Any, count: int) -> tuple[dict[str, str], str, str, list[dict[str, Any]]]:
+    """A deployment's environment on a new database, migrated; a key that reads the workers'
+    metrics; and the benchmark's traffic (``count`` events, 5,000 customers, from two hours ago)."""
+    from tests.helpers.kafka import service_env
+
+    from ringfence.simulate import Traffic
+
+    dsn = cluster.new_database()
+    env = service_env(bootstrap, dsn, PARTITIONS)
+    ringfence = [sys.executable, "-m", "ringfence"]
+    subprocess.run([*ringfence, "db", "migrate"], env=env, check=True, capture_output=True)
+    created = subprocess.run(
+        [*ringfence, "keys", "create", "--name", "bench", "--scope", "alerts:read"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if created.returncode:
+        raise SystemExit(f"cannot create a key: {created.stderr}")
+    key = created.stdout.strip().splitlines()[-1]
+    start = time.time() - 2 * 3600
+    events = list(Traffic(seed=11, customers=5_000, fraud_rate=0.01).stream(start=start, rate_per_s=200.0, count=count))
+    return env, dsn, key, events
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
@@ -226,30 +251,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write kafka-scaling.json here")
     args = parser.parse_args()
 
-    from tests.helpers.kafka import service_env
     from tests.helpers.servers import kafka_and_postgres
-
-    from ringfence.simulate import Traffic
 
     work = Path(tempfile.mkdtemp(prefix="rf-kafka-bench-"))
     with kafka_and_postgres(work) as (broker, cluster):
-        dsn = cluster.new_database()
-        base_env = service_env(broker.bootstrap, dsn, PARTITIONS)
-        ringfence = [sys.executable, "-m", "ringfence"]
-        subprocess.run([*ringfence, "db", "migrate"], env=base_env, check=True, capture_output=True)
-        created = subprocess.run(
-            [*ringfence, "keys", "create", "--name", "bench", "--scope", "alerts:read"],
-            env=base_env,
-            capture_output=True,
-            text=True,
-        )
-        if created.returncode:
-            raise SystemExit(f"cannot create a key: {created.stderr}")
-        key = created.stdout.strip().splitlines()[-1]  # reads the workers' metrics
-        start = time.time() - 2 * 3600
-        events = list(
-            Traffic(seed=11, customers=5_000, fraud_rate=0.01).stream(start=start, rate_per_s=200.0, count=args.events)
-        )
+        base_env, dsn, key, events = prepare(broker.bootstrap, cluster, args.events)
         runs: list[dict[str, Any]] = []
         warmup: list[dict[str, Any]] = []
         for i in range(args.warmup + args.runs):
