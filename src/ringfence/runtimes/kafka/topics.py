@@ -7,6 +7,7 @@ Names are versioned (``.v1``): a change of record format gets new topics, never 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,11 +131,14 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 TRANSACTIONAL_RETRIES = {"retry.backoff.ms": 10, "retry.backoff.max.ms": 1000}
 
 
-def take(consumer: Any, limit: int, wait_s: float) -> list[Any]:
-    """Up to ``limit`` records: those the consumer has fetched already or, if none, the first
-    to arrive within ``wait_s`` with those fetched beside it. (librdkafka's ``consume(n, t)``
-    waits until it has n records or t has passed: at a paced load, every batch would wait t.)"""
+def take(consumer: Any, limit: int, wait_s: float, gather_until: float = 0.0) -> list[Any]:
+    """Up to ``limit`` records: those the consumer has fetched already, and those that arrive
+    before ``gather_until`` (``time.monotonic()``) beside them; if none, the first to arrive
+    within ``wait_s`` with those fetched beside it. (librdkafka's ``consume(n, t)`` waits until
+    it has n records or t has passed: at a paced load, every batch would wait t.)"""
     taken: list[Any] = consumer.consume(limit, 0)
+    while len(taken) < limit and (left := gather_until - time.monotonic()) > 0:
+        taken.extend(consumer.consume(limit - len(taken), left))
     if taken:
         return taken
     first = consumer.poll(wait_s)

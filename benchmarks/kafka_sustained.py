@@ -1,0 +1,339 @@
+"""The broker's CPU per event in steady state: one broker for every run, minutes of paced traffic
+(360,000 events a run by default, more with ``--windows``), the ingest path and the process
+workers running together, on one set of topics a run.
+
+``kafka_scaling.py`` times a backlog of 200,000 events on fresh topics: runs of 10-20 s, on
+a broker still compiling its own code and creating partitions, whose CPU per event varies
+±25 % and more with a run's place in the sequence. This is the figure a bank sizes brokers by:
+
+- a real single-node broker (the tests' own) and PostgreSQL are started once for all runs;
+- the simulated bank traffic (``--customers``, the default pack) is written to a file first,
+  then fed through the ingest path (``KafkaAppender``: its group commit, lz4, transactions)
+  at ``--rate`` events a second, in requests of ``--request`` events, by a feeder process of
+  the code under test, while ``--workers`` ``ringfence serve process`` workers consume
+  (``--workers 0``: ingest alone);
+- every ``--window`` seconds the broker's CPU (``/proc``, and how much of it its compiler and
+  collector threads took), the workers' and the feeder's CPU and the events ingest acknowledged
+  are read; the first ``--warmup`` seconds of a run are not counted, and a window counts only
+  when the group keeps up (its lag at the window's end under 2 s of traffic);
+- ``--tree`` runs another checkout of Ringfence (its own ``.venv``, as ``scripts/_venv.sh``
+  makes it), so the code before a change runs on the same broker, traffic and harness; runs
+  of the trees alternate, and the ratio of their medians is the comparison.
+
+The broker's CPU per event here is the whole pipeline's (ingest's writes and the workers'
+reads, writes and commits), divided by the events ingest acknowledged in the window.
+
+    .venv/bin/python benchmarks/kafka_sustained.py --tree /path/to/before --out benchmarks/results/kafka-sustained.json
+    .venv/bin/python benchmarks/kafka_sustained.py --workers 0 --request 500 --out ...  # ingest alone, larger requests
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.helpers: the broker and PostgreSQL the tests use
+
+PARTITIONS = 8
+REQUEST = 50  # events a request: a card processor's or app backend's batch
+IN_FLIGHT = 64  # requests waiting on ingest at most, as concurrent clients would be
+KEEPING_UP_S = 2.0  # a window counts when the group's lag at its end is under this much traffic
+MEASURED = (  # a window's figures
+    "events_per_s",
+    "broker_cpu_us_per_event",
+    "jvm_cpu_us_per_event",
+    "broker_cores",
+    "workers_cpu_us_per_event",
+    "feeder_cpu_us_per_event",
+)
+
+
+# -- the feeder: runs under the code under test's interpreter ---------------------------------
+
+
+def feed(events_file: Path, rate: float, seconds: float, acked_file: Path, request: int) -> None:
+    """Send ``events_file``'s events (a JSON object a line) through the ingest path at ``rate``
+    a second for ``seconds``; keep the count ingest acknowledged in ``acked_file``."""
+    from ringfence.config import load_settings
+    from ringfence.engine.pack import load_pack_file
+    from ringfence.engine.stages import plan_stages
+    from ringfence.events.decode import validate_event
+    from ringfence.runtimes.kafka.ingest import KafkaAppender
+
+    settings = load_settings()
+    plan = plan_stages(load_pack_file(None))
+    appender = KafkaAppender(settings, lambda: plan, "bench")
+    acked = 0
+
+    async def send(batch: list[Any], slots: asyncio.Semaphore) -> None:
+        nonlocal acked
+        try:
+            await appender.append(batch)
+            acked += len(batch)
+        finally:
+            slots.release()
+
+    async def run() -> None:
+        slots = asyncio.Semaphore(IN_FLIGHT)
+        tasks: set[asyncio.Task[None]] = set()
+        now = time.time() + 86400  # the traffic's times are its own: accept them all
+        started = time.monotonic()
+        sent = 0
+        last_written = 0.0
+        with events_file.open("rb") as lines:
+            while (elapsed := time.monotonic() - started) < seconds:
+                due = int(elapsed * rate)
+                while sent + request <= due:
+                    batch = [validate_event(lines.readline(), now) for _ in range(request)]
+                    await slots.acquire()
+                    task = asyncio.create_task(send(batch, slots))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    sent += request
+                if elapsed - last_written >= 0.2:
+                    acked_file.write_text(f"{acked}\n")
+                    last_written = elapsed
+                await asyncio.sleep(0.01)
+        await asyncio.gather(*tasks)
+        acked_file.write_text(f"{acked}\n")
+
+    asyncio.run(run())
+    appender.close()
+
+
+# -- the harness ------------------------------------------------------------------------------
+
+
+class Lag:
+    """Records of the process group's input topics (events, stages, join) not yet committed:
+    by names both trees share (``{prefix}.events.*``, ``.stage.*``, ``.join.*``, group
+    ``{prefix}-process``), through one admin client."""
+
+    def __init__(self, bootstrap: str, prefix: str, partitions: int) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.prefix = prefix
+        self.group = f"{prefix}-process"
+        self.partitions = partitions
+
+    def __call__(self) -> int:
+        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        topics = self.admin.list_topics(timeout=30).topics
+        inputs = [
+            t for t in topics if t.startswith(self.prefix + ".") and t.split(".")[1] in ("events", "stage", "join")
+        ]
+        tps = [TopicPartition(t, p) for t in inputs for p in range(self.partitions)]
+        request = [ConsumerGroupTopicPartitions(self.group, tps)]
+        group = self.admin.list_consumer_group_offsets(request)[self.group].result(30)
+        ends = self.admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, request_timeout=30)
+        high = {(tp.topic, tp.partition): future.result(30).offset for tp, future in ends.items()}
+        committed = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in group.topic_partitions}
+        return sum(max(0, high[tp] - committed.get(tp, 0)) for tp in high)
+
+
+def write_traffic(path: Path, count: int, customers: int, rate: float) -> None:
+    """``count`` simulated bank events, a JSON object a line, from now at about ``rate`` a second."""
+    import msgspec
+
+    from ringfence.simulate import Traffic
+
+    encode = msgspec.json.Encoder().encode
+    traffic = Traffic(seed=11, customers=customers, fraud_rate=0.01)
+    with path.open("wb") as out:
+        for event in traffic.stream(start=time.time(), rate_per_s=rate, count=count):
+            out.write(encode(event) + b"\n")
+
+
+def read_acked(path: Path) -> int:
+    try:
+        return int(path.read_text() or 0)
+    except (FileNotFoundError, ValueError):  # not written yet, or being replaced
+        return 0
+
+
+def one_run(
+    args: argparse.Namespace, tree: Path, bootstrap: str, cluster: Any, broker_pid: int, work: Path
+) -> dict[str, Any]:
+    from tests.helpers.kafka import service_env
+
+    from ringfence.bench import procstat
+
+    python = str(tree / ".venv" / "bin" / "python")
+    prefix = f"s{uuid.uuid4().hex[:8]}"
+    env = {
+        **service_env(bootstrap, cluster.new_database(), args.partitions),
+        "RINGFENCE_KAFKA_TOPIC_PREFIX": prefix,
+        "PYTHONPATH": "",
+    }
+    for step in (["db", "migrate"], ["kafka", "init"]):
+        subprocess.run([python, "-m", "ringfence", *step], env=env, check=True, capture_output=True, cwd=tree)
+    logs = [work / f"{prefix}-w{i}.log" for i in range(args.workers)]
+    procs = []
+    for i, path in enumerate(logs):
+        with path.open("wb") as out:
+            command = [python, "-m", "ringfence", "serve", "process", "--worker-id", f"{prefix}-w{i}"]
+            procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=out, cwd=tree))
+    lag_of = Lag(bootstrap, prefix, args.partitions)
+    acked_file = work / f"{prefix}.acked"
+    feeder = None
+    windows: list[dict[str, Any]] = []
+    try:
+        while not all("restored" in p.read_text(errors="replace") for p in logs):
+            for proc, path in zip(procs, logs, strict=True):
+                if proc.poll() is not None:
+                    raise SystemExit(f"a worker exited ({proc.returncode}): {path.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.1)
+        seconds = args.warmup + args.windows * args.window
+        command = [
+            python,
+            __file__,
+            "feed",
+            str(args.traffic),
+            str(args.rate),
+            str(seconds),
+            str(acked_file),
+            str(args.request),
+        ]
+        feeder = subprocess.Popen(command, env=env, cwd=tree)
+        started = time.monotonic()
+
+        def sample() -> dict[str, float]:
+            return {
+                "at": time.monotonic() - started,
+                "acked": read_acked(acked_file),
+                "broker": procstat.cpu_seconds([broker_pid]),
+                "jvm": procstat.jvm_own_cpu_seconds(broker_pid),
+                "feeder": procstat.cpu_seconds([feeder.pid]),  # type: ignore[union-attr]
+                "workers": procstat.cpu_seconds([p.pid for p in procs]),
+            }
+
+        last = sample()
+        for i in range(int(seconds // args.window)):
+            time.sleep(max(0.0, (i + 1) * args.window - (time.monotonic() - started)))
+            for proc in [feeder, *procs]:
+                if proc.poll() is not None:
+                    raise SystemExit(f"a process of the run exited ({proc.returncode}) {proc.args}")
+            now, lag = sample(), (lag_of() if procs else 0)
+            events = now["acked"] - last["acked"]
+            windows.append(
+                {
+                    "ends_at_s": round(now["at"]),
+                    # a window after the warm-up, when the group keeps up (no worker: ingest alone)
+                    "counted": i * args.window >= args.warmup and (lag < KEEPING_UP_S * args.rate or not procs),
+                    "events": int(events),
+                    "events_per_s": round(events / (now["at"] - last["at"])),
+                    "lag_records": lag,
+                    **{
+                        f"{name}_cpu_us_per_event": round((now[name] - last[name]) / max(events, 1) * 1e6, 1)
+                        for name in ("broker", "jvm", "feeder", "workers")
+                    },
+                    "broker_cores": round((now["broker"] - last["broker"]) / (now["at"] - last["at"]), 3),
+                }
+            )
+            print(f"{prefix} {tree.name}: {json.dumps(windows[-1])}", flush=True)
+            last = now
+        feeder.wait(timeout=120)
+    finally:
+        for proc in [*procs, *([feeder] if feeder else [])]:
+            proc.terminate()
+            proc.wait(timeout=60)
+    counted = [w for w in windows if w["counted"]]
+    if not counted:
+        raise SystemExit(f"{tree}: no window kept up with {args.rate} events/s: {windows}")
+
+    def steady(name: str) -> dict[str, float]:
+        values = [w[name] for w in counted]
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    return {
+        "tree": str(tree),
+        "commit": subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
+        "uncommitted_changes": bool(
+            subprocess.run(
+                ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        ),
+        "events_acked": int(last["acked"]),
+        "windows_counted": len(counted),
+        **{name: steady(name) for name in MEASURED},
+        "windows": windows,
+    }
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["feed"]:
+        feed(Path(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), Path(sys.argv[5]), int(sys.argv[6]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=2_000.0, help="events a second fed through ingest")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--partitions", type=int, default=PARTITIONS, help="of every topic")
+    parser.add_argument("--request", type=int, default=REQUEST, help="events a request to ingest")
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--warmup", type=float, default=60.0, help="seconds of each run not counted")
+    parser.add_argument("--window", type=float, default=30.0, help="seconds a window")
+    parser.add_argument("--windows", type=int, default=4, help="windows counted after the warm-up")
+    parser.add_argument("--runs", type=int, default=2, help="runs of each tree (alternating)")
+    parser.add_argument(
+        "--tree", type=Path, action="append", default=[], help="another checkout to run beside this one"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the result (JSON) to this file")
+    args = parser.parse_args()
+
+    from tests.helpers.servers import kafka_and_postgres
+
+    trees = [*(t.resolve() for t in args.tree), ROOT]
+    work = Path(tempfile.mkdtemp(prefix="rf-kafka-sustained-"))
+    seconds = args.warmup + args.windows * args.window
+    args.traffic = work / "traffic.jsonl"
+    write_traffic(args.traffic, int(seconds * args.rate) + 10 * args.request, args.customers, args.rate)
+    runs: list[dict[str, Any]] = []
+    with kafka_and_postgres(work) as (broker, cluster):
+        assert broker.proc is not None
+        for _ in range(args.runs):
+            for tree in trees:
+                runs.append(one_run(args, tree, broker.bootstrap, cluster, broker.proc.pid, work))
+    by_tree = {
+        str(tree): {
+            name: statistics.median(r[name]["median"] for r in runs if r["tree"] == str(tree)) for name in MEASURED
+        }
+        for tree in trees
+    }
+    result = {
+        "command": "benchmarks/kafka_sustained.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "partitions": args.partitions,
+        "rate": args.rate,
+        "workers": args.workers,
+        "customers": args.customers,
+        "events_a_request": args.request,
+        "median_by_tree": by_tree,
+        "runs": runs,
+    }
+    print(json.dumps(result, indent=2))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
