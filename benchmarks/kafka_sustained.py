@@ -24,7 +24,7 @@ The broker's CPU per event here is the whole pipeline's (ingest's writes and the
 reads, writes and commits), divided by the events ingest acknowledged in the window.
 
     .venv/bin/python benchmarks/kafka_sustained.py --tree /path/to/before --out benchmarks/results/kafka-sustained.json
-    .venv/bin/python benchmarks/kafka_sustained.py --workers 0 --request 500 --out ...  # ingest alone, larger requests
+    .venv/bin/python benchmarks/kafka_sustained.py --workers 0 --request 50 500 --out ...  # ingest alone, two sizes
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def read_acked(path: Path) -> int:
 
 
 def one_run(
-    args: argparse.Namespace, tree: Path, bootstrap: str, cluster: Any, broker_pid: int, work: Path
+    args: argparse.Namespace, tree: Path, request: int, bootstrap: str, cluster: Any, broker_pid: int, work: Path
 ) -> dict[str, Any]:
     from tests.helpers.kafka import service_env
 
@@ -207,7 +207,7 @@ def one_run(
             str(args.rate),
             str(seconds),
             str(acked_file),
-            str(args.request),
+            str(request),
         ]
         feeder = subprocess.Popen(command, env=env, cwd=tree)
         started = time.monotonic()
@@ -262,6 +262,7 @@ def one_run(
 
     return {
         "tree": str(tree),
+        "events_a_request": request,
         "commit": subprocess.run(
             ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
@@ -287,7 +288,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2_000.0, help="events a second fed through ingest")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--partitions", type=int, default=PARTITIONS, help="of every topic")
-    parser.add_argument("--request", type=int, default=REQUEST, help="events a request to ingest")
+    parser.add_argument(
+        "--request", type=int, nargs="+", default=[REQUEST], help="events a request to ingest (several: runs of each)"
+    )
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds of each run not counted")
     parser.add_argument("--window", type=float, default=30.0, help="seconds a window")
@@ -305,18 +308,23 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rf-kafka-sustained-"))
     seconds = args.warmup + args.windows * args.window
     args.traffic = work / "traffic.jsonl"
-    write_traffic(args.traffic, int(seconds * args.rate) + 10 * args.request, args.customers, args.rate)
+    write_traffic(args.traffic, int(seconds * args.rate) + 10 * max(args.request), args.customers, args.rate)
     runs: list[dict[str, Any]] = []
     with kafka_and_postgres(work) as (broker, cluster):
         assert broker.proc is not None
         for _ in range(args.runs):
             for tree in trees:
-                runs.append(one_run(args, tree, broker.bootstrap, cluster, broker.proc.pid, work))
+                for request in args.request:
+                    runs.append(one_run(args, tree, request, broker.bootstrap, cluster, broker.proc.pid, work))
     by_tree = {
-        str(tree): {
-            name: statistics.median(r[name]["median"] for r in runs if r["tree"] == str(tree)) for name in MEASURED
+        f"{tree}, requests of {request}": {
+            name: statistics.median(
+                r[name]["median"] for r in runs if (r["tree"], r["events_a_request"]) == (str(tree), request)
+            )
+            for name in MEASURED
         }
         for tree in trees
+        for request in args.request
     }
     result = {
         "command": "benchmarks/kafka_sustained.py " + " ".join(sys.argv[1:]),
@@ -325,7 +333,6 @@ def main() -> None:
         "rate": args.rate,
         "workers": args.workers,
         "customers": args.customers,
-        "events_a_request": args.request,
         "median_by_tree": by_tree,
         "runs": runs,
     }
