@@ -75,13 +75,19 @@ def feed(events_file: Path, rate: float, seconds: float, acked_file: Path, reque
     settings = load_settings()
     plan = plan_stages(load_pack_file(None))
     appender = KafkaAppender(settings, lambda: plan, "bench")
-    acked = 0
+    acked = refused = 0
+
+    def keep() -> None:  # whole or not at all: the harness reads it at any moment
+        acked_file.with_suffix(".next").write_text(f"{acked}\n")
+        os.replace(acked_file.with_suffix(".next"), acked_file)
 
     async def send(batch: list[Any], slots: asyncio.Semaphore) -> None:
-        nonlocal acked
+        nonlocal acked, refused
         try:
             await appender.append(batch)
             acked += len(batch)
+        except Exception:  # a 503 a client would retry: the run's figures would not hold
+            refused += len(batch)
         finally:
             slots.release()
 
@@ -103,14 +109,16 @@ def feed(events_file: Path, rate: float, seconds: float, acked_file: Path, reque
                     task.add_done_callback(tasks.discard)
                     sent += request
                 if elapsed - last_written >= 0.2:
-                    acked_file.write_text(f"{acked}\n")
+                    keep()
                     last_written = elapsed
                 await asyncio.sleep(0.01)
         await asyncio.gather(*tasks)
-        acked_file.write_text(f"{acked}\n")
+        keep()
 
     asyncio.run(run())
     appender.close()
+    if refused:
+        raise SystemExit(f"ingest refused {refused} events")
 
 
 # -- the harness ------------------------------------------------------------------------------
@@ -247,7 +255,8 @@ def one_run(
             )
             print(f"{prefix} {tree.name}: {json.dumps(windows[-1])}", flush=True)
             last = now
-        feeder.wait(timeout=120)
+        if feeder.wait(timeout=120):
+            raise SystemExit(f"the feeder failed ({feeder.returncode})")
     finally:
         for proc in [*procs, *([feeder] if feeder else [])]:
             proc.terminate()

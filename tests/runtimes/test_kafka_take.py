@@ -1,12 +1,13 @@
 """How the kafka runtime's services take records: at once when some are there, not after the wait;
-a worker's take gathers what arrives until its commit interval has passed, unless it is full."""
+a worker's take gathers what arrives until its commit interval has passed, unless it is full, and
+drops what it held of the partitions a rebalance moved meanwhile."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from ringfence.runtimes.kafka.topics import take
+from ringfence.runtimes.kafka.topics import gather, take
 
 
 class Consumer:
@@ -19,8 +20,7 @@ class Consumer:
     def consume(self, limit: int, timeout: float) -> list[Any]:
         if len(self.fetched) < limit and timeout > 0:  # waits for more, the whole timeout
             self.waited += timeout
-            if not self.arriving:
-                time.sleep(timeout)
+            time.sleep(timeout)
             self.fetched += self.arriving
             self.arriving = []
         taken, self.fetched = self.fetched[:limit], self.fetched[limit:]
@@ -54,21 +54,59 @@ def test_nothing_arriving_waits_once() -> None:
     assert consumer.waited == 0.1
 
 
-def test_a_gathering_take_holds_what_arrives_until_its_time() -> None:
+class Message:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._where = (topic, partition, offset)
+
+    def topic(self) -> str:
+        return self._where[0]
+
+    def partition(self) -> int:
+        return self._where[1]
+
+    def __repr__(self) -> str:
+        topic, partition, offset = self._where
+        return f"{topic}[{partition}]@{offset}"
+
+
+def test_a_gather_holds_what_arrives_until_its_time() -> None:
     consumer = Consumer(["a"], ["b", "c"])
     started = time.monotonic()
-    assert take(consumer, 100, 0.1, gather_until=started + 0.05) == ["a", "b", "c"]
+    assert gather(consumer, take(consumer, 100, 0.1), 100, started + 0.05, set()) == ["a", "b", "c"]
     assert time.monotonic() - started >= 0.05  # not committed sooner than the interval
-    assert consumer.waited > 0.0
+    assert consumer.waited > 0.04  # in consume calls, as librdkafka waits
 
 
-def test_a_full_take_does_not_gather() -> None:
+def test_a_full_take_is_not_held() -> None:
     consumer = Consumer(["a", "b"], ["c"])
-    assert take(consumer, 2, 0.1, gather_until=time.monotonic() + 10) == ["a", "b"]
+    assert gather(consumer, take(consumer, 2, 0.1), 2, time.monotonic() + 10, set()) == ["a", "b"]
     assert consumer.waited == 0.0
 
 
-def test_a_take_after_its_time_has_passed_takes_at_once() -> None:
+def test_after_a_quiet_spell_the_first_records_are_not_held() -> None:
     consumer = Consumer(["a"], ["b"])
-    assert take(consumer, 100, 0.1, gather_until=time.monotonic() - 1) == ["a"]
+    assert gather(consumer, take(consumer, 100, 0.1), 100, time.monotonic() - 1, set()) == ["a"]
     assert consumer.waited == 0.0
+
+
+def test_nothing_taken_is_not_held_either() -> None:
+    consumer = Consumer([], [])
+    assert gather(consumer, take(consumer, 100, 0.1), 100, time.monotonic() + 10, set()) == []
+    assert consumer.waited == 0.1  # take's own wait, not the gather's
+
+
+def test_a_rebalance_during_a_gather_drops_what_was_taken_of_the_partitions_it_moved() -> None:
+    """Those records are fetched again from the committed offset by their next owner (this worker,
+    if it gets them back): kept, they would run twice."""
+    a0, b0, a0_again, b1 = Message("a", 0, 7), Message("b", 0, 3), Message("a", 0, 7), Message("b", 0, 4)
+    moved: set[tuple[str, int]] = set()
+
+    class Rebalancing(Consumer):
+        def consume(self, limit: int, timeout: float) -> list[Any]:
+            if timeout > 0:
+                moved.add(("a", 0))  # the revoke callback, served inside this call
+            return super().consume(limit, timeout)
+
+    consumer = Rebalancing([a0, b0], [a0_again, b1])
+    taken = gather(consumer, take(consumer, 100, 0.1), 100, time.monotonic() + 0.02, moved)
+    assert taken == [b0, a0_again, b1]

@@ -131,20 +131,31 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 TRANSACTIONAL_RETRIES = {"retry.backoff.ms": 10, "retry.backoff.max.ms": 1000}
 
 
-def take(consumer: Any, limit: int, wait_s: float, gather_until: float = 0.0) -> list[Any]:
-    """Up to ``limit`` records: those the consumer has fetched already, and those that arrive
-    before ``gather_until`` (``time.monotonic()``) beside them; if none, the first to arrive
-    within ``wait_s`` with those fetched beside it. (librdkafka's ``consume(n, t)`` waits until
-    it has n records or t has passed: at a paced load, every batch would wait t.)"""
+def take(consumer: Any, limit: int, wait_s: float) -> list[Any]:
+    """Up to ``limit`` records: those the consumer has fetched already or, if none, the first
+    to arrive within ``wait_s`` with those fetched beside it. (librdkafka's ``consume(n, t)``
+    waits until it has n records or t has passed: at a paced load, every batch would wait t.)"""
     taken: list[Any] = consumer.consume(limit, 0)
-    while len(taken) < limit and (left := gather_until - time.monotonic()) > 0:
-        taken.extend(consumer.consume(limit - len(taken), left))
     if taken:
         return taken
     first = consumer.poll(wait_s)
     if first is None:
         return []
     return [first, *consumer.consume(limit - 1, 0)]
+
+
+def gather(consumer: Any, taken: list[Any], limit: int, until: float, moved: set[tuple[str, int]]) -> list[Any]:
+    """``taken`` (if any) and what arrives beside it until ``until`` (``time.monotonic()``), up
+    to ``limit`` records. ``moved`` is the partitions the consumer's rebalance callbacks took
+    away (they add to it): what was taken of those before is dropped, since whoever owns them
+    next, this consumer maybe, fetches it again from the committed offset."""
+    while taken and len(taken) < limit and (left := until - time.monotonic()) > 0.001:
+        moved.clear()
+        more: list[Any] = consumer.consume(limit - len(taken), left)
+        if moved:
+            taken = [m for m in taken if (m.topic(), m.partition()) not in moved]
+        taken += more
+    return taken
 
 
 def create_topics(settings: Settings, plan: StagePlan, timeout_s: float = 60.0) -> list[str]:

@@ -65,6 +65,7 @@ from ringfence.runtimes.kafka.topics import (
     TRANSACTIONAL_RETRIES,
     Topics,
     client_config,
+    gather,
     take,
     topics_of,
 )
@@ -164,6 +165,7 @@ class ProcessWorker:
         self.transactions = Transactions(self.producer, self.consumer)
         self.tasks: dict[TaskId, Task] = {}
         self.pending: set[TaskId] = set()  # assigned, not restored yet
+        self._moved: set[TaskId] = set()  # revoked during a gather (topics.gather)
         self.quarantine = QuarantineRepository(packs.store) if packs is not None else None
         self.driver: Driver[Any] = Driver(self, commit_each=True)
         self._committed: dict[TaskId, int] = {}  # offsets this worker committed, per task
@@ -189,7 +191,8 @@ class ProcessWorker:
             closing.callback(queries.close)
             cycled = time.monotonic()
             while not stop.is_set():
-                messages = take(self.consumer, BATCH, POLL_S, gather_until=cycled + COMMIT_INTERVAL_S)
+                taken = take(self.consumer, BATCH, POLL_S)
+                messages = gather(self.consumer, taken, BATCH, cycled + COMMIT_INTERVAL_S, self._moved)
                 cycled = time.monotonic()
                 self._follow_store()
                 if self.pending:
@@ -217,6 +220,7 @@ class ProcessWorker:
         self.pending |= {(tp.topic, tp.partition) for tp in partitions}
 
     def _revoked(self, _consumer: Any, partitions: list[Any]) -> None:
+        self._moved |= {(tp.topic, tp.partition) for tp in partitions}  # a gather under way drops theirs
         for tp in partitions:
             self.tasks.pop((tp.topic, tp.partition), None)
             self.pending.discard((tp.topic, tp.partition))
