@@ -141,11 +141,7 @@ def one_run(
             command = [*cli, "serve", "process", "--worker-id", f"{prefix}-w{i}", "--metrics-port", str(ports[i])]
             procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=out))
     try:
-        while not all("restored" in p.read_text(errors="replace") for p in logs):
-            for proc, path in zip(procs, logs, strict=True):
-                if proc.poll() is not None:  # never restored: say why rather than wait for ever
-                    raise SystemExit(f"a worker exited ({proc.returncode}): {path.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.05)
+        wait_restored(procs, logs)
         started = time.monotonic()
         pids = [p.pid for p in procs] + [broker_pid]
         cpu_before = [procstat.cpu_seconds([pid]) for pid in pids]
@@ -183,6 +179,15 @@ def one_run(
         **records_per_event(counted, len(events)),
         "broker_bytes_per_event": bytes_per_event(data_dir, prefix, len(events)),
     }
+
+
+def wait_restored(procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+    """Until every worker has logged that it has its partitions (group joined, state restored)."""
+    while not all("restored" in p.read_text(errors="replace") for p in logs):
+        for proc, path in zip(procs, logs, strict=True):
+            if proc.poll() is not None:  # never restored: say why rather than wait for ever
+                raise SystemExit(f"a worker exited ({proc.returncode}): {path.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
 
 
 def bytes_per_event(data_dir: Path, prefix: str, events: int) -> dict[str, int]:

@@ -45,8 +45,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.helpers: the broker and PostgreSQL the tests use
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-PARTITIONS = 8
+import kafka_scaling  # noqa: E402  (its partitions and its wait for the workers)
+
+PARTITIONS = kafka_scaling.PARTITIONS
 REQUEST = 50  # events a request: a card processor's or app backend's batch
 IN_FLIGHT = 64  # requests waiting on ingest at most, as concurrent clients would be
 KEEPING_UP_S = 2.0  # a window counts when the group's lag at its end is under this much traffic
@@ -201,11 +204,7 @@ def one_run(
     feeder = None
     windows: list[dict[str, Any]] = []
     try:
-        while not all("restored" in p.read_text(errors="replace") for p in logs):
-            for proc, path in zip(procs, logs, strict=True):
-                if proc.poll() is not None:
-                    raise SystemExit(f"a worker exited ({proc.returncode}): {path.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.1)
+        kafka_scaling.wait_restored(procs, logs)
         seconds = args.warmup + args.windows * args.window
         command = [
             python,
