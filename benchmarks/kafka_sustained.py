@@ -129,8 +129,8 @@ def feed(events_file: Path, rate: float, seconds: float, acked_file: Path, reque
 
 class Lag:
     """Records of the process group's input topics (events, stages, join) not yet committed:
-    by names both trees share (``{prefix}.events.*``, ``.stage.*``, ``.join.*``, group
-    ``{prefix}-process``), through one admin client."""
+    by names every tree has (``{prefix}.events.*``, ``.join.*``, group ``{prefix}-process``)
+    and the stages' (``.stages.*``, or each stage's ``.stage.*`` before), through one admin client."""
 
     def __init__(self, bootstrap: str, prefix: str, partitions: int) -> None:
         from confluent_kafka.admin import AdminClient
@@ -145,9 +145,8 @@ class Lag:
         from confluent_kafka.admin import OffsetSpec
 
         topics = self.admin.list_topics(timeout=30).topics
-        inputs = [
-            t for t in topics if t.startswith(self.prefix + ".") and t.split(".")[1] in ("events", "stage", "join")
-        ]
+        kinds = ("events", "stage", "stages", "join")
+        inputs = [t for t in topics if t.startswith(self.prefix + ".") and t.split(".")[1] in kinds]
         tps = [TopicPartition(t, p) for t in inputs for p in range(self.partitions)]
         request = [ConsumerGroupTopicPartitions(self.group, tps)]
         group = self.admin.list_consumer_group_offsets(request)[self.group].result(30)

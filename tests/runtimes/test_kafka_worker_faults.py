@@ -15,7 +15,7 @@ import pytest
 
 from ringfence.config import Settings
 from ringfence.engine.pack import load_pack_file
-from ringfence.engine.stages import CUSTOMER, plan_stages
+from ringfence.engine.stages import CUSTOMER, JOIN, plan_stages
 from ringfence.events.decode import validate_event
 from ringfence.events.model import encode_event
 from ringfence.runtimes.kafka import join, records
@@ -97,7 +97,7 @@ def test_an_event_whose_rules_fail_in_the_join_is_quarantined_alone(monkeypatch:
 def check_join_isolation(worker: ProcessWorker, plan: Any, real: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     topic = worker.topics.join
     task, _ = Task.restore(plan.rules, 2, Replayed(), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1000)
-    worker.tasks = {(topic, 2): task}
+    worker.tasks = {(JOIN, 2): task}
     parts = [*contributions("ok-1", "c1"), *contributions("poison", "c2"), *contributions("ok-2", "c3")]
     batch: Batch[Any] = Batch()
 
@@ -168,7 +168,7 @@ class CustomerChangelog:
         task, _ = Task.restore(
             stage, 0, self.replayed(), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=self.min_log_rows
         )
-        self.worker.tasks = {(self.topic, 0): task}
+        self.worker.tasks = {(CUSTOMER, 0): task}
 
     def commit(self, outputs: list[Any], offsets: list[Any]) -> None:
         if self.fail():
@@ -222,7 +222,7 @@ def test_events_that_fail_in_a_stage_record_are_quarantined_alone(monkeypatch: p
 
         def fresh(_ids: Any = None) -> None:  # the state of the last commit: none yet
             task, _ = Task.restore(stage, 1, Replayed(), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1000)
-            worker.tasks = {(topic, 1): task}
+            worker.tasks = {("card_id", 1): task}
 
         commits: list[tuple[Batch[Any], dict[int, list[records.Contribution]]]] = []
 
@@ -237,7 +237,8 @@ def test_events_that_fail_in_a_stage_record_are_quarantined_alone(monkeypatch: p
         joined = plan.route(events[0], EventContext(events[0], Engine(pack)))[1]
         assert "card_id" in joined  # the card stage sends the join its values
         items = [records.StageItem(encode_event(e), joined) for e in events]
-        message = Message(topic, 1, 41, records.encode(items), [(records.ITEMS_HEADER, b"1")])
+        headers = [(records.ITEMS_HEADER, b"1"), (records.STAGE_HEADER, b"card_id")]
+        message = Message(topic, 1, 41, records.encode(items), headers)
 
         Driver(worker, commit_each=True).run([message])
 
@@ -251,9 +252,10 @@ def test_events_that_fail_in_a_stage_record_are_quarantined_alone(monkeypatch: p
             "RuntimeError: injected stage fault",
             "OverflowError: injected codec fault",
         }
-        # each as a record of its own, with its join header: a re-drive runs it again
+        # each as a record of its own, with its join and stage headers: a re-drive runs it again
         assert msgspec.msgpack.decode(batch.quarantined[0].record_headers or b"") == [
-            [records.JOIN_HEADER, ",".join(joined).encode()]
+            [records.JOIN_HEADER, ",".join(joined).encode()],
+            [records.STAGE_HEADER, b"card_id"],
         ]
         assert batch.quarantined[0].body == items[1].body
         assert [q.event_id for q in batch.quarantined] == ["poison-1", "poison-3", "codec-4"]
@@ -300,7 +302,7 @@ def test_a_snapshot_written_with_a_poison_events_quarantine_holds_nothing_of_it(
         assert log.replayed().since > 0  # restored from a snapshot (one is due at every commit)
         assert log.card_auths_lifetime() == {"c9": 2}  # ok-0 and ok-2
         log.restore()
-        assert not any("poison-1" in key for key in worker.tasks[(log.topic, 0)].seen.ids)
+        assert not any("poison-1" in key for key in worker.tasks[(CUSTOMER, 0)].seen.ids)
     finally:
         worker.consumer.close()
 
@@ -363,3 +365,64 @@ def test_a_batch_whose_changelog_entry_outgrows_a_record_is_committed_record_by_
         assert samples.get_sample_value("ringfence_events_processed_total") == len(customers)
     finally:
         worker.consumer.close()
+
+
+def test_every_keyed_stage_but_the_customers_reads_the_stages_topic_and_a_record_names_its_stage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One topic feeds every keyed stage but the customer's (an ingest transaction writes two
+    topics' partitions, not one topic's per stage); a record of it is its header's stage's, and
+    one that names no stage of the pack (or one reading another topic) is skipped as rejected,
+    its offset committed with the others."""
+    pack = load_pack_file(None)
+    plan = plan_stages(pack)
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", kafka_partitions=4, engine="python")
+    worker = ProcessWorker(settings, pack, worker_id="unit")  # nothing here reaches the (absent) broker
+    try:
+        topics = worker.topics
+        keyed = [name for name in plan.names if name != CUSTOMER]
+        assert {topics.stage_input(name) for name in keyed} == {topics.stages}
+        assert topics.stage_input(CUSTOMER) == topics.events
+        assert set(topics.specs(plan)) >= {topics.events, topics.stages, topics.join}
+        assert not any(".stage." in name for name in topics.specs(plan))
+        assert topics.tasks_of(topics.stages, 3, plan) == [(name, 3) for name in keyed]
+        assert topics.tasks_of(topics.events, 3, plan) == [(CUSTOMER, 3)]
+        assert topics.tasks_of(topics.join, 3, plan) == [(JOIN, 3)]
+        assert {topics.source(task) for task in topics.tasks_of(topics.stages, 3, plan)} == {(topics.stages, 3)}
+        assert topics.kind(topics.stages) == "stage"
+
+        worker._assigned(None, [_TopicPartition(topics.stages, 1), _TopicPartition(topics.join, 1)])
+        assert worker.pending == {(name, 1) for name in keyed} | {(JOIN, 1)}
+        for name in keyed:
+            worker.tasks[(name, 1)], _ = Task.restore(
+                plan.stage(name), 1, Replayed(), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1000
+            )
+        worker.pending -= set(worker.tasks)
+
+        items = records.encode([records.StageItem(encode_event(card_authorization("e-1")), [])])
+        named = [
+            Message(topics.stages, 1, offset, items, [(records.ITEMS_HEADER, b"1"), (records.STAGE_HEADER, stage)])
+            for offset, stage in enumerate((b"card_id", b"no-such-stage", CUSTOMER.encode(), b"ip"), 10)
+        ]
+        unnamed = Message(topics.stages, 1, 14, items, [(records.ITEMS_HEADER, b"1")])
+        batch: Batch[Any] = Batch()
+        rejected = worker.metrics.events_rejected._value.get()
+        worker.fold([*named, unnamed], batch)
+
+        assert worker.metrics.events_rejected._value.get() - rejected == 3
+        assert len(batch.records) == 5  # the rejected too: the committed offset moves past them
+        assert [k for k in worker.tasks[("card_id", 1)].seen.ids if "e-1" in k]
+        assert [k for k in worker.tasks[("ip", 1)].seen.ids if "e-1" in k]
+        assert not [k for k in worker.tasks[("device_id", 1)].seen.ids if "e-1" in k]
+
+        worker._revoked(None, [_TopicPartition(topics.stages, 1)])
+        assert not worker.tasks
+        assert worker.pending == {(JOIN, 1)}
+    finally:
+        worker.consumer.close()
+
+
+@dataclass
+class _TopicPartition:
+    topic: str
+    partition: int

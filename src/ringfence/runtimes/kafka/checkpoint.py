@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from ringfence.runtimes.kafka.task import TaskId
+from ringfence.runtimes.kafka.task import Source
 
 TIMEOUT_S = 30
 
@@ -67,33 +67,33 @@ class Transactions:
 
     def offsets_past(
         self,
-        tasks: Iterable[TaskId],
-        done: Mapping[TaskId, int],
-        in_hand: Mapping[TaskId, int],
-        committed: Mapping[TaskId, int],
+        sources: Iterable[Source],
+        done: Mapping[Source, int],
+        in_hand: Mapping[Source, int],
+        committed: Mapping[Source, int],
     ) -> list[Any]:
-        """The offsets (TopicPartitions) to commit for ``tasks``, beyond the ``committed`` ones:
-        past the records ``done``, and, for a task with no record ``in_hand`` left undone, past
-        the transaction markers after them too (the consumer's position skips those), so a
-        caught-up group shows no lag. Each mapping holds a task's next offset."""
+        """The offsets (TopicPartitions) to commit for input partitions ``sources``, beyond the
+        ``committed`` ones: past the records ``done``, and, for one with no record ``in_hand``
+        left undone, past the transaction markers after them too (the consumer's position skips
+        those), so a caught-up group shows no lag. Each mapping holds a partition's next offset."""
         from confluent_kafka import TopicPartition
 
         out = []
-        for tp in self.consumer.position([TopicPartition(t, p) for t, p in tasks]):
-            task_id = (tp.topic, tp.partition)
-            following = done.get(task_id, -1)
-            if following >= in_hand.get(task_id, -1):
+        for tp in self.consumer.position([TopicPartition(t, p) for t, p in sources]):
+            source = (tp.topic, tp.partition)
+            following = done.get(source, -1)
+            if following >= in_hand.get(source, -1):
                 following = max(following, tp.offset)
-            if following >= 0 and following > committed.get(task_id, -1):
+            if following >= 0 and following > committed.get(source, -1):
                 out.append(TopicPartition(tp.topic, tp.partition, following))
         return out
 
-    def seek_committed(self, tasks: Iterable[TaskId]) -> None:
-        """Consume ``tasks`` again from their committed offsets (from the start if none was
-        committed yet: the consumer's position is past what it fetched)."""
+    def seek_committed(self, sources: Iterable[Source]) -> None:
+        """Consume input partitions ``sources`` again from their committed offsets (from the
+        start if none was committed yet: the consumer's position is past what it fetched)."""
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-        for tp in self.consumer.committed([TopicPartition(t, p) for t, p in tasks], TIMEOUT_S):
+        for tp in self.consumer.committed([TopicPartition(t, p) for t, p in sources], TIMEOUT_S):
             self.consumer.seek(tp if tp.offset >= 0 else TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
 
 

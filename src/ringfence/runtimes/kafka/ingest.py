@@ -1,8 +1,9 @@
 """``ringfence serve ingest``'s way into the log: each accepted event goes to the events topic
-and to the topic of every keyed stage its type needs, all in one Kafka transaction. The
-events topic holds a record per event (evidence points at it); a stage's topic gets one
-record per partition per transaction, holding that partition's events in order
-(:class:`~.records.StageItem`), so an event costs the broker one record, not one per stage.
+and, for every other keyed stage its type needs, to the stages topic, all in one Kafka
+transaction. The events topic holds a record per event (evidence points at it); the stages
+topic gets one record per stage and partition per transaction, holding that stage's events
+of the partition in order (:class:`~.records.StageItem`), so an event costs the broker one
+record, not one per stage, and a transaction writes at most two partitions' worth of topics.
 
 So every stage sees the events of each of its keys in the order ingest accepted them (as
 the embedded runtime's journal orders them), and an event is in all its topics or in none.
@@ -28,7 +29,14 @@ from ringfence.engine.engine import Engine, EventContext
 from ringfence.engine.stages import StagePlan
 from ringfence.errors import OverloadedError
 from ringfence.events.model import Event, encode_event
-from ringfence.runtimes.kafka.records import ITEMS_HEADER, JOIN_HEADER, StageItem, encode_in_records, partition_for
+from ringfence.runtimes.kafka.records import (
+    ITEMS_HEADER,
+    JOIN_HEADER,
+    STAGE_HEADER,
+    StageItem,
+    encode_in_records,
+    partition_for,
+)
 from ringfence.runtimes.kafka.topics import MAX_RECORD_BYTES, TRANSACTIONAL_RETRIES, client_config, topics_of
 
 log = logging.getLogger("ringfence.kafka.ingest")
@@ -119,13 +127,14 @@ class KafkaAppender:
         try:
             self._producer.begin_transaction()
             plan, keys = self._plan_and_keys()
-            copies: dict[tuple[str, int], list[StageItem]] = {}  # each stage partition's events, in order
+            copies: dict[tuple[str, int], list[StageItem]] = {}  # each stage's events by partition, in order
             for i, (events, _, _) in enumerate(batch):
                 for j, event in enumerate(events):
                     self._produce(plan, keys, event, at, offsets[i], j, copies)
-            for (topic, partition), items in copies.items():
+            for (stage, partition), items in copies.items():
+                headers = [(ITEMS_HEADER, b"1"), (STAGE_HEADER, stage.encode())]
                 for value in encode_in_records(items, _item_size):
-                    self._send(topic, value, None, [(ITEMS_HEADER, b"1")], at, None, partition)
+                    self._send(self.topics.stages, value, None, headers, at, None, partition)
             self._producer.commit_transaction(COMMIT_TIMEOUT_S)
         except KafkaException as exc:
             error = exc.args[0]
@@ -174,7 +183,7 @@ class KafkaAppender:
         customer_key = (plan.stages[0].key(event, ctx) or "").encode()
         self._send(self.topics.events, body, customer_key, headers, at, delivered)
         for stage, key in route:
-            where = (self.topics.stage_input(stage.name), partition_for(key.encode(), self.topics.partitions))
+            where = (stage.name, partition_for(key.encode(), self.topics.partitions))
             copies.setdefault(where, []).append(StageItem(body, joined))
 
     def _send(

@@ -3,10 +3,11 @@
 - events topic: key = the customer id, value = the event's stored JSON, timestamp = when
   ingest accepted it, header ``rf-join`` = the stages that send their values to the join for
   this event (comma-separated; absent: the customer stage evaluates the rules).
-- every other stage's topic: no key, the partition of the stage's key (:func:`partition_for`),
-  header ``rf-items``, value = the :class:`StageItem` s of one ingest transaction for that
-  partition, in order (msgpack array). A record without ``rf-items`` is one event as in the
-  events topic (a re-driven one). Ingest writes an event to all its topics in one transaction.
+- the stages topic (every other keyed stage's input): no key, the partition of the stage's key
+  (:func:`partition_for`), header ``rf-stage`` = the stage, header ``rf-items``, value = the
+  :class:`StageItem` s of one ingest transaction for that stage and partition, in order
+  (msgpack array). A record without ``rf-items`` is one event as in the events topic (a
+  re-driven one). Ingest writes an event to all its topics in one transaction.
 - join topic: no key, the partition of the customer stage's key (:func:`partition_for`), value
   = the :class:`Contribution` s a batch sends to that partition, in order (msgpack array).
 - a changelog: no key (the partition is the task's), value = one batch's
@@ -72,6 +73,7 @@ def partition_of(offset: int) -> int:
 
 JOIN_HEADER = "rf-join"
 ITEMS_HEADER = "rf-items"
+STAGE_HEADER = "rf-stage"
 
 
 class StageItem(msgspec.Struct, frozen=True, array_like=True):

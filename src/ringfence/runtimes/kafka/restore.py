@@ -110,13 +110,12 @@ def restore_tasks(
     lists: Mapping[str, frozenset[str]],
     now: float,
 ) -> tuple[dict[TaskId, Task], int, dict[tuple[str, int], int]]:
-    """The tasks of input partitions ``ids``, from their changelogs; how many rows those held;
+    """Tasks ``ids`` (stage or join, partition), from their changelogs; how many rows those held;
     and, by changelog partition, the offset before which its records are no longer needed."""
     wanted: dict[tuple[str, int], tuple[Stage, TaskId]] = {}
-    for topic, partition in sorted(ids):
-        name = topics.stage_of_topic(topic, plan)
+    for name, partition in sorted(ids):
         stage = plan.rules if name == JOIN else plan.stage(name)
-        wanted[(topics.changelog(stage.name), partition)] = (stage, (topic, partition))
+        wanted[(topics.changelog(stage.name), partition)] = (stage, (name, partition))
     entries = read_changelogs(settings, topics, list(wanted))
     tasks, rows, trims = {}, 0, {}
     for changelog, (stage, task_id) in wanted.items():

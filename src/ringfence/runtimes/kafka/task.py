@@ -1,5 +1,5 @@
-"""A task: one partition of a stage's input topic (or of the join topic), as a worker holds
-it: the stage's engine over that partition's keys, its event time, the ids of the events it
+"""A task: one stage's (or the join's) share of one partition of its input topic, as a worker
+holds it: the stage's engine over that partition's keys, its event time, the ids of the events it
 folded and (join) the events waiting for their stages. Everything it holds is in its
 changelog partition (same number, see :mod:`.topics`; one entry per batch, :mod:`.changelog`):
 state rows by (name, key), the engine's under its own names and the task's own under names
@@ -26,7 +26,8 @@ from ringfence.runtimes.processing import Batch, EventClock, late_event
 
 log = logging.getLogger("ringfence.kafka.process")
 
-TaskId = tuple[str, int]  # (input topic, partition)
+TaskId = tuple[str, int]  # (stage, or join, and partition)
+Source = tuple[str, int]  # an input partition: (topic, partition); the stages topic's feeds several tasks
 EVENT_TIME = "@watermark"  # the task's newest event time and its arrival (idle timers extrapolate from both)
 SEEN = "@seen"
 PENDING = "@pending"

@@ -2,6 +2,9 @@
 
 Every topic has the same partition count, so partition *p* of a stage's input topic and
 partition *p* of its changelog belong together: the worker that owns one owns the other.
+Every keyed stage but the customer's reads one topic, :attr:`Topics.stages` (a record names
+its stage in a header): the broker's CPU follows the partitions each transaction writes, and
+ingest's would otherwise write a partition of every stage's topic (docs/deploy.md, Sizing).
 Names are versioned (``.v1``): a change of record format gets new topics, never a reinterpretation.
 """
 
@@ -49,10 +52,26 @@ class Topics:
     def answers(self) -> str:
         return f"{self.prefix}.answers.v1"
 
+    @property
+    def stages(self) -> str:
+        """Every keyed stage's input but the customer's: a record per ingest transaction, stage
+        and partition (header ``rf-stage``). Before it, each stage had its own ``.stage.NAME.v2``."""
+        return f"{self.prefix}.stages.v1"
+
     def stage_input(self, stage: str) -> str:
         """The topic a stage consumes: the events topic for the customer stage."""
-        # v2: a record per ingest transaction and partition (v1 held one event a record)
-        return self.events if stage == CUSTOMER else f"{self.prefix}.stage.{stage}.v2"
+        return self.events if stage == CUSTOMER else self.stages
+
+    def source(self, task: tuple[str, int]) -> tuple[str, int]:
+        """The input partition (topic, partition) of task ``task`` (stage or join, partition)."""
+        stage, partition = task
+        return (self.join if stage == JOIN else self.stage_input(stage), partition)
+
+    def tasks_of(self, topic: str, partition: int, plan: StagePlan) -> list[tuple[str, int]]:
+        """The tasks (stage or join, partition) input partition ``topic``[``partition``] feeds."""
+        if topic == self.join:
+            return [(JOIN, partition)]
+        return [(name, partition) for name in plan.names if self.stage_input(name) == topic]
 
     def changelog(self, stage: str) -> str:
         """A stage's changelog: an entry per batch (v1 held a record per state, compacted)."""
@@ -63,19 +82,12 @@ class Topics:
         (records are counted by kind in the metrics)."""
         if topic in (self.events, self.join, self.alerts, self.queries, self.answers):
             return topic.split(".")[-2]
+        if topic == self.stages:
+            return "stage"
         return topic[len(self.prefix) + 1 :].split(".", 1)[0]
 
     def group(self, service: str) -> str:
         return f"{self.prefix}-{service}"
-
-    def stage_of_topic(self, topic: str, plan: StagePlan) -> str:
-        """The stage (or ``join``) consuming ``topic``."""
-        if topic == self.join:
-            return JOIN
-        for name in plan.names:
-            if self.stage_input(name) == topic:
-                return name
-        raise ConfigError(f"topic {topic} is no stage's input in the running rule pack")
 
     def specs(self, plan: StagePlan) -> dict[str, dict[str, str]]:
         """Every topic the pack's stages need, with its config."""

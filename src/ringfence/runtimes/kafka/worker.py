@@ -1,8 +1,9 @@
 """``ringfence serve process``: a worker of the consumer group that runs the engine's stages.
 
-A worker owns *tasks* (:mod:`.task`): one per partition of a stage's input topic the group
-assigned it, each with its own engine holding that partition's keys, rebuilt from its
-changelog before any of its records is processed (:mod:`.restore`). The worker is the
+A worker owns *tasks* (:mod:`.task`): one per stage and partition of the input topics the
+group assigned it (a partition of the stages topic feeds every keyed stage but the
+customer's, the record naming its stage), each with its own engine holding that partition's
+keys, rebuilt from its changelog before any of its records is processed (:mod:`.restore`). The worker is the
 processing driver's runner (:mod:`ringfence.runtimes.processing`) over the records it
 consumes: it folds each into its task (a producer's retry dropped by :mod:`.seen`, the
 contributions of several stages collected by :mod:`.join`), and commits every batch (what
@@ -59,7 +60,7 @@ from ringfence.runtimes.kafka.queries import QueryServer
 from ringfence.runtimes.kafka.records import AlertRecord
 from ringfence.runtimes.kafka.restore import restore_tasks
 from ringfence.runtimes.kafka.seen import event_key
-from ringfence.runtimes.kafka.task import JoinFailed, Task, TaskId, stage_items
+from ringfence.runtimes.kafka.task import JoinFailed, Source, Task, TaskId, stage_items
 from ringfence.runtimes.kafka.topics import (
     MAX_RECORD_BYTES,
     TRANSACTIONAL_RETRIES,
@@ -165,11 +166,11 @@ class ProcessWorker:
         self.transactions = Transactions(self.producer, self.consumer)
         self.tasks: dict[TaskId, Task] = {}
         self.pending: set[TaskId] = set()  # assigned, not restored yet
-        self._moved: set[TaskId] = set()  # revoked during a gather (topics.gather)
+        self._moved: set[Source] = set()  # revoked during a gather (topics.gather)
         self.quarantine = QuarantineRepository(packs.store) if packs is not None else None
         self.driver: Driver[Any] = Driver(self, commit_each=True)
-        self._committed: dict[TaskId, int] = {}  # offsets this worker committed, per task
-        self._in_hand: dict[TaskId, int] = {}  # the offset after the last record consumed, per task
+        self._committed: dict[Source, int] = {}  # offsets this worker committed, per input partition
+        self._in_hand: dict[Source, int] = {}  # the offset after the last record consumed, per input partition
         self._joins: dict[int, list[records.Contribution]] = {}  # to commit, by join partition
         self._isolating = False  # a failed batch is being run record by record (see reset)
         # events of stage records that failed, quarantined when their record runs again (by
@@ -203,13 +204,13 @@ class ProcessWorker:
     def _answer(self, queries: QueryServer) -> None:
         """Answer the api service's queries for the features of customers this worker holds."""
         try:
-            queries.follow(frozenset(p for topic, p in self.tasks if topic == self.topics.events))
+            queries.follow(frozenset(p for stage, p in self.tasks if stage == CUSTOMER))
             queries.answer(self._features)
         except Exception as exc:  # a query must never stop processing
             queries.warn(f"could not answer: {type(exc).__name__}: {exc}")
 
     def _features(self, partition: int, customer_id: str) -> tuple[float, dict[str, Any]] | None:
-        task = self.tasks.get((self.topics.events, partition))
+        task = self.tasks.get((CUSTOMER, partition))
         if task is None or task.tainted:
             return None  # moving, or to be restored: the asker tries again
         latest = max(task.engine.max_event_time.values(), default=-math.inf)
@@ -217,29 +218,33 @@ class ProcessWorker:
         return at, task.engine.features_of({"customer_id": customer_id}, at)
 
     def _assigned(self, _consumer: Any, partitions: list[Any]) -> None:
-        self.pending |= {(tp.topic, tp.partition) for tp in partitions}
+        for tp in partitions:
+            self.pending.update(self.topics.tasks_of(tp.topic, tp.partition, self.plan))
 
     def _revoked(self, _consumer: Any, partitions: list[Any]) -> None:
-        self._moved |= {(tp.topic, tp.partition) for tp in partitions}  # a gather under way drops theirs
-        for tp in partitions:
-            self.tasks.pop((tp.topic, tp.partition), None)
-            self.pending.discard((tp.topic, tp.partition))
-            self._committed.pop((tp.topic, tp.partition), None)
         gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._moved |= gone  # a gather under way drops theirs
+        for topic, partition in gone:
+            for task_id in self.topics.tasks_of(topic, partition, self.plan):
+                self.tasks.pop(task_id, None)
+                self.pending.discard(task_id)
+            self._committed.pop((topic, partition), None)
         self._set_aside = {k: v for k, v in self._set_aside.items() if k[:2] not in gone}
 
     def _cycle(self, messages: list[Any]) -> None:
         held = []
+        owned = self._sources()
         for message in messages:
             if message.error() is not None:
                 log.warning("consumer error: %s", message.error())
-            elif (message.topic(), message.partition()) in self.tasks:  # else revoked in this poll
+            elif _source(message) in owned:  # else revoked in this poll
                 held.append(message)
-        self._in_hand = {(m.topic(), m.partition()): m.offset() + 1 for m in held}
+        self._in_hand = {_source(m): m.offset() + 1 for m in held}
         self._count("read", (m.topic() for m in held))
         now = self.clock.time()
-        for task_id in self._in_hand:  # records in hand: not quiet, whichever slice they are in
-            self.tasks[task_id].event_time.took(now)
+        for task_id in {self._task_of(m) for m in held}:  # records in hand: not quiet, whichever slice they are in
+            if (task := self.tasks.get(task_id)) is not None:
+                task.event_time.took(now)
         for records_slice in _slices(held):  # a commit's records, and its changelog entries, stay small
             self._isolating = False
             try:
@@ -258,7 +263,13 @@ class ProcessWorker:
         now = self.clock.time()
         joins: dict[int, list[records.Contribution]] = {}  # what the batch sends to each join partition
         for message in messages:
-            task = self.tasks[self._id(message)]
+            task = self.tasks.get(self._task_of(message))
+            if task is None:  # a record of the stages topic naming none of the pack's stages
+                self.metrics.events_rejected.inc()
+                where = (*_source(message), message.offset())
+                log.error("skipped record %s[%d]@%d: it names no stage of the pack", *where)
+                batch.records.append(message)
+                continue
             task.event_time.took(now)
             try:
                 # a record run alone to find what failed is taken event by event: the state codec too
@@ -266,7 +277,7 @@ class ProcessWorker:
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 # not written by Ringfence's ingest or workers: no retry can make it valid
                 self.metrics.events_rejected.inc()
-                log.error("skipped undecodable record %s[%d]@%d: %s", *self._id(message), message.offset(), exc)
+                log.error("skipped undecodable record %s[%d]@%d: %s", *_source(message), message.offset(), exc)
             except Exception:
                 task.tainted = True  # its engine holds what the failure left, until it is restored
                 raise
@@ -341,8 +352,10 @@ class ProcessWorker:
     ) -> QuarantinedEvent:
         """The quarantine entry of one event of a stage's record: the event as a record of its
         own (a re-drive writes it back)."""
-        headers = [(records.JOIN_HEADER, ",".join(item.joined).encode())] if item.joined else None
-        return self._entry(message, item.body, index, error, task.stage.name, headers=headers)
+        headers = [(records.JOIN_HEADER, ",".join(item.joined).encode())] if item.joined else []
+        if task.stage.name != CUSTOMER:  # the stages topic: its re-drive names its stage
+            headers.append((records.STAGE_HEADER, task.stage.name.encode()))
+        return self._entry(message, item.body, index, error, task.stage.name, headers=headers or None)
 
     def _poisoned_join(self, message: Any, index: int, failed: JoinFailed) -> QuarantinedEvent:
         """The quarantine entry of an event whose rules failed in the join: its contributions, as
@@ -399,14 +412,14 @@ class ProcessWorker:
                         raise EntryTooLarge(task.stage.name, len(value))
                     topic = self.topics.changelog(task.stage.name)
                     outputs.append(Output(topic, None, value, task.partition, task.log.delivered))
-            done = {self._id(m): m.offset() + 1 for m in batch.records}
-            offsets = self.transactions.offsets_past(self.tasks, done, self._in_hand, self._committed)
+            done = {_source(m): m.offset() + 1 for m in batch.records}
+            offsets = self.transactions.offsets_past(self._sources(), done, self._in_hand, self._committed)
             self.transactions.commit(outputs, offsets or self._fencing(entries))
         except Exception:
             for task in self.tasks.values():  # what the batch changed goes with it; so does a snapshot under way
                 task.log.abandon()
             for message in batch.records:  # their engines hold what is not committed, until restored
-                if (held := self.tasks.get(self._id(message))) is not None:
+                if (held := self.tasks.get(self._task_of(message))) is not None:
                     held.tainted = True
             raise
         self._committed.update({(tp.topic, tp.partition): tp.offset for tp in offsets})
@@ -447,14 +460,14 @@ class ProcessWorker:
 
         if not entries:
             return []
-        ids = [task_id for task_id, _, _ in entries]
-        known = [(task_id, self._committed[task_id]) for task_id in ids if task_id in self._committed]
+        sources = sorted({self.topics.source(task_id) for task_id, _, _ in entries})
+        known = [(source, self._committed[source]) for source in sources if source in self._committed]
         known = known or list(self._committed.items())[:1]
         if known:
             return [TopicPartition(*known[0][0], known[0][1])]
         # nothing committed by this worker yet: the group's own committed offsets
         try:
-            committed = self.consumer.committed([TopicPartition(*task_id) for task_id in ids], 10)
+            committed = self.consumer.committed([TopicPartition(*source) for source in sources], 10)
         except Exception:  # the coordinator busy: this one commit goes unfenced, as before the group knew it
             log.warning("could not read the group's committed offsets to fence a commit", exc_info=True)
             return []
@@ -484,13 +497,14 @@ class ProcessWorker:
         event by event (:meth:`fold`)."""
         self._isolating = True
         self._joins = {}
-        self._restore(set(self.tasks) if messages is None else {self._id(m) for m in messages})
+        known = set(self.tasks) | self.pending
+        self._restore(known if messages is None else {t for m in messages if (t := self._task_of(m)) in known})
 
     def uncommitted(self, messages: Sequence[Any]) -> list[Any]:
-        return [m for m in messages if m.offset() >= self._committed.get(self._id(m), -1)]
+        return [m for m in messages if m.offset() >= self._committed.get(_source(m), -1)]
 
     def poisoned(self, message: Any, error: Exception) -> QuarantinedEvent:
-        stage = self.tasks[self._id(message)].stage.name
+        stage = self._task_of(message)[0]
         headers = [(k, v) for k, v in message.headers() or ()]
         entry = self._entry(message, message.value() or b"", None, error, stage, key=message.key(), headers=headers)
         # a stage's contribution, not an event: name the event it is for
@@ -499,9 +513,23 @@ class ProcessWorker:
     def transient(self, error: Exception) -> bool:
         return is_kafka(error) or is_store_failure(error)
 
-    @staticmethod
-    def _id(message: Any) -> TaskId:
-        return (message.topic(), message.partition())
+    def _task_of(self, message: Any) -> TaskId:
+        """The task ``message`` is for (stage or join, partition); a record of the stages topic
+        names its stage (one naming a stage whose input is another topic names none: ``""``)."""
+        topic, partition = _source(message)
+        if topic == self.topics.join:
+            return (JOIN, partition)
+        if topic == self.topics.events:
+            return (CUSTOMER, partition)
+        for key, value in message.headers() or ():
+            if key == records.STAGE_HEADER and value:
+                stage = bytes(value).decode(errors="replace")
+                return (stage if stage in self.plan.names and stage != CUSTOMER else "", partition)
+        return ("", partition)
+
+    def _sources(self) -> set[Source]:
+        """The input partitions of the tasks this worker holds."""
+        return {self.topics.source(task_id) for task_id in self.tasks}
 
     # -- restoring ----------------------------------------------------------------------------------
 
@@ -533,7 +561,7 @@ class ProcessWorker:
         ids = set(self.tasks) | self.pending
         self._committed.clear()
         self._joins = {}
-        self.transactions.seek_committed(ids)
+        self.transactions.seek_committed({self.topics.source(task_id) for task_id in ids})
         self._restore(ids)
 
     # -- the rule pack ------------------------------------------------------------------------------
@@ -582,6 +610,10 @@ class ProcessWorker:
             # changed definitions are no longer read, and the next complete snapshot drops them)
             task.log.abandon()
         return True
+
+
+def _source(message: Any) -> Source:
+    return (message.topic(), message.partition())
 
 
 def _trimmed(tp: Any, future: Any) -> None:
