@@ -58,7 +58,7 @@ def read_in_background(settings: Settings, topics: Topics, changelog: str) -> tu
 def test_a_transaction_open_when_the_restore_starts_counts_once_committed(kafka_stack: KafkaStack) -> None:
     settings = load_settings(environ=kafka_stack.env)
     topics = topics_of(settings)
-    changelog = topics.changelog("customer")
+    changelog = topics.changelog
     owner = transactional(settings, topics, "owner")
     write(owner, changelog, 1, {"a": b"1"})
     write(owner, changelog, 2, {"b": b"2"}, commit=False)  # the last batch: committing as the restore starts
@@ -75,7 +75,7 @@ def test_a_transaction_open_when_the_restore_starts_counts_once_committed(kafka_
 def test_a_transaction_a_dead_worker_left_open_never_counts(kafka_stack: KafkaStack) -> None:
     settings = load_settings(environ=kafka_stack.env)
     topics = topics_of(settings)
-    changelog = topics.changelog("customer")
+    changelog = topics.changelog
     write(transactional(settings, topics, "first"), changelog, 1, {"a": b"1"})
     dead = transactional(settings, topics, "dead", timeout_ms=2_000)
     write(dead, changelog, 2, {"a": b"9", "b": b"9"}, commit=False)  # then it is never heard of again
@@ -86,3 +86,37 @@ def test_a_transaction_a_dead_worker_left_open_never_counts(kafka_stack: KafkaSt
 
     assert out == [{("count#1", "a"): b"1"}]
     assert time.monotonic() - started < 30  # the broker aborted it after its timeout
+
+
+def test_kafka_init_copies_the_per_stage_changelogs_into_the_one_changelog_once(kafka_stack: KafkaStack) -> None:
+    """A deployment upgraded from one changelog a stage keeps every task's state: ``kafka init``
+    copies each stage's entries, in order and naming their stage, into the empty partitions of
+    the one changelog, and copies nothing the second time."""
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    settings = load_settings(environ=kafka_stack.env)
+    topics = topics_of(settings)
+    old = {stage: topics.changelog_v2(stage) for stage in ("customer", "card_id", "join")}
+    admin = AdminClient(client_config(settings))
+    for future in admin.create_topics([NewTopic(t, topics.partitions, 1) for t in old.values()]).values():
+        future.result(30)
+    owner = transactional(settings, topics, "v2-worker")
+    write(owner, old["customer"], 1, {"c1": b"1"})
+    write(owner, old["card_id"], 1, {"k1": b"5"})
+    write(owner, old["customer"], 2, {"c2": b"2"})
+    write(owner, old["customer"], 3, {"c1": b"3"}, commit=False)  # a dead worker's: never counts
+    owner.abort_transaction(30)
+
+    first = kafka_stack.cli("kafka", "init").stdout
+    again = kafka_stack.cli("kafka", "init").stdout
+
+    assert f"copied 3 entries of the per-stage changelogs (.changelog.STAGE.v2) into {topics.changelog}" in first
+    assert "copied" not in again
+    entries = read_changelogs(settings, topics, [(topics.changelog, 0)])[(topics.changelog, 0)]
+    assert [(e.stage, e.seq) for _, e in entries] == [("customer", 1), ("customer", 2), ("card_id", 1)]
+    by_stage = {s: replay([(o, e) for o, e in entries if e.stage == s]).state_rows() for s in ("customer", "card_id")}
+    assert by_stage == {
+        "customer": {("count#1", "c1"): b"1", ("count#1", "c2"): b"2"},
+        "card_id": {("count#1", "k1"): b"5"},
+    }

@@ -4,6 +4,7 @@ several snapshots, a commit that failed mid-snapshot, and the records a trim del
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from ringfence.bench.differential import default_packs, simulated
@@ -166,3 +167,49 @@ def test_a_snapshot_carries_the_tasks_own_rows_in_slices_and_ends_with_the_last(
     assert again is not None
     assert again.part is not None
     assert (again.part.gen, again.part.index) == (2, 0)
+
+
+def test_tasks_sharing_a_changelog_partition_trim_it_to_what_the_least_advanced_one_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every stage's task *p* writes changelog partition *p*: a task that completed a snapshot
+    may not trim the entries another task of the partition still needs (it has none yet), and
+    a restore replays each task from its own entries and trims what no task needs, entries of
+    a stage the pack no longer has included."""
+    from ringfence.config import Settings
+    from ringfence.engine.stages import CUSTOMER, JOIN, plan_stages
+    from ringfence.runtimes.kafka import restore
+    from ringfence.runtimes.kafka.topics import topics_of
+
+    engine = Engine(PACK, 5.0)
+    own: list[StateRow] = [("@test", "row", b"1")]  # a task's own row (none a task reads back)
+    partition: list[tuple[int, Entry]] = []
+
+    def commit(log: TaskLog, stage: str) -> int | None:
+        log.take(engine, own)
+        entry = log.entry(engine, lambda: own, len(own), tainted=False)
+        assert entry is not None
+        partition.append((len(partition), msgspec.structs.replace(entry, stage=stage)))
+        log.delivered(len(partition) - 1)
+        return log.committed(entry)
+
+    snapshotting, behind = TaskLog(min_log_rows=1), TaskLog(min_log_rows=10**9)
+    assert commit(snapshotting, CUSTOMER) is None  # offset 0
+    assert commit(behind, "card_id") is None  # offset 1: its first, it never snapshots
+    assert commit(snapshotting, CUSTOMER) == 2  # a complete snapshot at 2: the customer needs nothing before
+    assert (snapshotting.keep_from, behind.keep_from) == (2, 1)
+    assert restore.trim_point([snapshotting, behind]) == 1  # the card task's first entry stays
+    assert restore.trim_point([TaskLog(min_log_rows=1)]) is None
+
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", kafka_partitions=4, engine="python")
+    topics = topics_of(settings)
+    plan = plan_stages(PACK)
+    gone = Entry(1, [], 0, own=pack_rows([("@test", "old", b"x")]), own_rows=1, stage="a-stage-no-longer-run")
+    held = [(0, gone), *[(offset + 1, entry) for offset, entry in partition]]
+    monkeypatch.setattr(restore, "read_changelogs", lambda *args: {(topics.changelog, 3): held})
+    ids = [(CUSTOMER, 3), ("card_id", 3), (JOIN, 3)]
+    tasks, _, trims = restore.restore_tasks(settings, topics, plan, ids, {}, 0.0)
+    assert set(tasks) == set(ids)
+    assert trims == {(topics.changelog, 3): 2}  # the gone stage's entry and the customer's before its snapshot
+    assert (tasks[(CUSTOMER, 3)].log.head, tasks[("card_id", 3)].log.head, tasks[(JOIN, 3)].log.head) == (2, 1, 0)
+    assert (tasks[(CUSTOMER, 3)].log.keep_from, tasks[("card_id", 3)].log.keep_from) == (3, 2)

@@ -150,7 +150,7 @@ class CustomerChangelog:
         fail: Callable[[], bool] = lambda: False,
     ) -> None:
         self.worker, self.pack, self.min_log_rows, self.fail = worker, pack, min_log_rows, fail
-        self.topic, self.changelog = worker.topics.events, worker.topics.changelog(CUSTOMER)
+        self.topic, self.changelog = worker.topics.events, worker.topics.changelog
         self.log: list[bytes] = []
         monkeypatch.setattr(worker, "_restore", self.restore)  # the broker's part of a reset
         monkeypatch.setattr(worker.transactions, "offsets_past", lambda *args: [])

@@ -13,21 +13,27 @@ db_app = typer.Typer(help="The kafka runtime's PostgreSQL store.", no_args_is_he
 
 @kafka_app.command("init")
 def kafka_init(config: ConfigOption = None) -> None:
-    """Create the topics the rule pack's stages need (existing ones are kept as they are)."""
+    """Create the topics the rule pack's stages need (existing ones are kept as they are), and
+    copy the per-stage changelogs of an older version into the one changelog (run it with the
+    workers stopped)."""
     from ringfence.engine.pack import load_pack_file
     from ringfence.engine.stages import plan_stages
+    from ringfence.runtimes.kafka.migrate import copy_v2_changelogs
     from ringfence.runtimes.kafka.topics import create_topics, topics_of
 
     settings = settings_from(config)
     try:
         plan = plan_stages(load_pack_file(settings.rule_pack))
         created = create_topics(settings, plan)
+        copied = copy_v2_changelogs(settings, plan)
     except RingfenceError as exc:
         fail(str(exc))
     topics = topics_of(settings)
     for name in sorted(topics.specs(plan)):
         typer.echo(f"{'created' if name in created else 'exists '}  {name}")
     typer.echo(f"{len(created)} created; {topics.partitions} partitions each, replication {topics.replication}")
+    if copied:
+        typer.echo(f"copied {copied} entries of the per-stage changelogs (.changelog.STAGE.v2) into {topics.changelog}")
 
 
 @db_app.command("migrate")

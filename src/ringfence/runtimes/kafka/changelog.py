@@ -1,18 +1,23 @@
 """A task's changelog: one record per committed batch, and snapshots written behind.
 
-Each batch appends one :class:`Entry` to its task's changelog partition, in the batch's
-transaction: every state row the batch changed, packed as the compiled core packs them
-(:mod:`ringfence.engine.packed`), the task's own rows it changed (seen event ids, waiting
-joins, event time), and, when one is being written, a part of a snapshot. So the records a
-batch writes do not grow with the keys it touched, as one record per (state, key) did.
+One changelog topic holds every task's: partition *p* holds the entries of task *p* of every
+stage and of the join, each naming its stage, so a batch's transaction writes one changelog
+partition per input partition it consumed, not one per stage (the broker's CPU follows the
+partitions a transaction writes). Each batch appends one :class:`Entry` to its task's
+changelog partition, in the batch's transaction: every state row the batch changed, packed
+as the compiled core packs them (:mod:`ringfence.engine.packed`), the task's own rows it
+changed (seen event ids, waiting joins, event time), and, when one is being written, a part
+of a snapshot. So the records a batch writes do not grow with the keys it touched, as one
+record per (state, key) did.
 
 Snapshots follow the embedded runtime's policy (:mod:`ringfence.store.state_log`): a
 generation begins once the entries since the last one hold enough rows (the engine's and the
 task's own: a join has no engine state, only waiting events), and is written a part at a time
 with the batches that follow, each part bounded (rows of the engine's, a slice of the task's
 own rows as they were when it began) so no record outgrows what the brokers take. Once its
-last part is committed, the records before its first part are deleted (``DeleteRecords``): a
-restore reads one snapshot and the entries after it, not the history of the partition.
+last part is committed, the records before the first one any task of the partition still
+needs are deleted (``DeleteRecords``, :attr:`TaskLog.keep_from`): a restore reads one snapshot
+of each task and the entries after it, not the history of the partition.
 
 Replay (:func:`replay`) applies the newest complete generation's parts, then every entry
 after the one it began after, in order: a state that changed after its part was written is
@@ -51,7 +56,7 @@ class Part(msgspec.Struct, frozen=True, array_like=True):
 
 
 class Entry(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
-    """What one batch wrote to a task's changelog; entries are numbered from 1 (``seq``)."""
+    """What one batch wrote to a task's changelog; a task's entries are numbered from 1 (``seq``)."""
 
     seq: int
     changes: list[bytes] = msgspec.field(default_factory=list)  # packed engine rows, in order
@@ -59,6 +64,7 @@ class Entry(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     own: bytes = b""  # packed rows of the task's own that changed
     own_rows: int = 0  # how many
     part: Part | None = None
+    stage: str = ""  # the task's stage, or the join (the partition holds every stage's)
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -81,6 +87,12 @@ class Replayed:
     since: int = 0  # the complete snapshot began after this entry (0: none)
     logged: int = 0  # rows (the engine's and the task's own) in the entries after ``since``
     trim_before: int | None = None  # the offset of the complete snapshot's first part
+    first: int | None = None  # the offset of the first entry read
+
+    @property
+    def keep_from(self) -> int | None:
+        """The offset of the first entry a restore of the task needs (None: it has none)."""
+        return self.trim_before if self.trim_before is not None else self.first
 
     def state_rows(self) -> dict[tuple[str, str], bytes]:
         """The engine's state rows, newest value by (name, key): what a restored engine holds."""
@@ -98,14 +110,16 @@ def replay(entries: Iterable[tuple[int, Entry]]) -> Replayed:
     from a state it does not have)."""
     parts: dict[int, dict[int, tuple[int, Part]]] = {}
     numbered: dict[int, Entry] = {}
+    first: int | None = None
     for offset, entry in entries:
+        first = offset if first is None else min(first, offset)
         numbered.setdefault(entry.seq, entry)
         if entry.part is not None:
             parts.setdefault(entry.part.gen, {}).setdefault(entry.part.index, (offset, entry.part))
     complete = [
         gen for gen, found in parts.items() if any(p.last and len(found) == p.index + 1 for _, p in found.values())
     ]
-    out = Replayed(head=max(numbered, default=0), gen=max(parts, default=0))
+    out = Replayed(head=max(numbered, default=0), gen=max(parts, default=0), first=first)
     if complete:
         gen = max(complete)
         ordered = [parts[gen][i] for i in range(len(parts[gen]))]
@@ -161,12 +175,16 @@ class TaskLog:
     _writing: _Writing | None = None
     _part: Part | None = None  # in the entry being committed
     _first_offset: int | None = None  # of the entry with the generation's first part
+    # the offset of the first entry a restore needs: the complete snapshot's first part, or the
+    # first entry if none is complete (None: no entry yet); the partition is trimmed to the
+    # least of its tasks'
+    keep_from: int | None = None
 
     @classmethod
     def resumed(cls, replayed: Replayed, min_log_rows: int) -> TaskLog:
         """Going on from ``replayed``, with a snapshot due once ``min_log_rows`` (or half the
         rows held) were logged since the last one."""
-        return cls(min_log_rows, replayed.head, replayed.gen, replayed.logged)
+        return cls(min_log_rows, replayed.head, replayed.gen, replayed.logged, keep_from=replayed.keep_from)
 
     def take(self, engine: Any, own: list[StateRow]) -> None:
         """Note what a fold changed: the engine's rows (the state codec runs here) and the task's own."""
@@ -211,6 +229,8 @@ class TaskLog:
 
     def delivered(self, offset: int) -> None:
         """The entry of the batch in hand was written at ``offset`` (its delivery report)."""
+        if self.keep_from is None:  # the task's first: needed until a snapshot (if aborted, one after it is)
+            self.keep_from = offset
         if self._part is not None and self._part.index == 0:
             self._first_offset = offset
 
@@ -229,7 +249,7 @@ class TaskLog:
 
     def committed(self, entry: Entry | None) -> int | None:
         """After the batch's transaction committed ``entry``; once a snapshot is complete, the
-        offset the changelog partition may be trimmed before."""
+        offset the task needs its changelog from (:attr:`keep_from`), now later."""
         part, self._part = self._part, None
         self.changes, self.rows, self.own = [], 0, []
         if entry is None:
@@ -243,6 +263,8 @@ class TaskLog:
         if not part.last:
             return None
         self.logged, self._writing = w.logged, None
+        if self._first_offset is not None:
+            self.keep_from = self._first_offset
         return self._first_offset
 
 

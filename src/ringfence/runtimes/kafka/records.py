@@ -10,9 +10,10 @@
   re-driven one). Ingest writes an event to all its topics in one transaction.
 - join topic: no key, the partition of the customer stage's key (:func:`partition_for`), value
   = the :class:`Contribution` s a batch sends to that partition, in order (msgpack array).
-- a changelog: no key (the partition is the task's), value = one batch's
-  :class:`~.changelog.Entry` (msgpack): the state rows it changed, packed, and a snapshot
-  part; names starting with ``@`` are the task's own (watermark, seen event ids, pending joins).
+- the changelog: no key (partition *p* holds task *p* of every stage and the join), value =
+  one batch's :class:`~.changelog.Entry` of one task (msgpack): its stage, the state rows it
+  changed, packed, and a snapshot part; names starting with ``@`` are the task's own
+  (watermark, seen event ids, pending joins).
 - alerts topic: key = rule and dedup key (one alert's signals stay in order), value =
   :class:`AlertRecord` (msgpack): an alert signal, or a late event to record.
 """

@@ -1,8 +1,9 @@
-"""Restoring tasks: a worker assigned a partition rebuilds its task from the changelog
-partition, read ``read_committed`` to its end (exactly the state of the last committed
-batch) and replayed (:func:`.changelog.replay`: the newest snapshot, then the entries after
-its start) before it processes any of the partition's records; a worker that had to drop a
-task's state (a batch that failed) rebuilds it the same way.
+"""Restoring tasks: a worker assigned a partition rebuilds its tasks from the changelog
+partition of the same number (every stage's, each entry naming its own), read
+``read_committed`` to its end (exactly the state of the last committed batch) and replayed
+(:func:`.changelog.replay`: the newest snapshot, then the entries after its start) before it
+processes any of the partition's records; a worker that had to drop a task's state (a batch
+that failed) rebuilds it the same way.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Iterable, Mapping
 import msgspec
 
 from ringfence.config import Settings
-from ringfence.engine.stages import JOIN, Stage, StagePlan
-from ringfence.runtimes.kafka.changelog import Entry, decode_entry, replay
+from ringfence.engine.stages import JOIN, StagePlan
+from ringfence.runtimes.kafka.changelog import Entry, Replayed, TaskLog, decode_entry, replay
 from ringfence.runtimes.kafka.task import Task, TaskId
 from ringfence.runtimes.kafka.topics import Topics, client_config
 
@@ -38,7 +39,7 @@ def read_changelogs(
     if not partitions:
         return entries
     deadline = time.monotonic() + timeout_s
-    written = _high_watermarks(settings, topics, partitions)
+    written = high_watermarks(settings, topics, partitions)
     consumer = Consumer(
         client_config(
             settings,
@@ -84,7 +85,7 @@ def read_changelogs(
     return entries
 
 
-def _high_watermarks(
+def high_watermarks(
     settings: Settings, topics: Topics, partitions: list[tuple[str, int]]
 ) -> dict[tuple[str, int], int]:
     """Each partition's high watermark, open transactions included (a ``read_uncommitted`` query)."""
@@ -110,31 +111,48 @@ def restore_tasks(
     lists: Mapping[str, frozenset[str]],
     now: float,
 ) -> tuple[dict[TaskId, Task], int, dict[tuple[str, int], int]]:
-    """Tasks ``ids`` (stage or join, partition), from their changelogs; how many rows those held;
+    """Tasks ``ids`` (stage or join, partition), from the changelog; how many rows those held;
     and, by changelog partition, the offset before which its records are no longer needed."""
-    wanted: dict[tuple[str, int], tuple[Stage, TaskId]] = {}
-    for name, partition in sorted(ids):
+    wanted = sorted(set(ids))
+    partitions = sorted({partition for _, partition in wanted})
+    entries = read_changelogs(settings, topics, [(topics.changelog, p) for p in partitions])
+    replayed: dict[TaskId, Replayed] = {}
+    trims = {}
+    for partition in partitions:
+        held = entries[(topics.changelog, partition)]
+        by_stage: dict[str, Entries] = {}
+        for offset, entry in held:
+            by_stage.setdefault(entry.stage, []).append((offset, entry))
+        for name in [*plan.names, JOIN]:  # a stage no longer in the pack keeps nothing
+            replayed[(name, partition)] = replay(by_stage.get(name, []))
+        keep = trim_point(replayed[(name, partition)] for name in [*plan.names, JOIN])
+        before = held[-1][0] + 1 if held and keep is None else keep
+        if held and before is not None and before > held[0][0]:  # the previous owner did not get to trim it
+            trims[(topics.changelog, partition)] = before
+    tasks, rows = {}, 0
+    for task_id in wanted:
+        name, partition = task_id
         stage = plan.rules if name == JOIN else plan.stage(name)
-        wanted[(topics.changelog(stage.name), partition)] = (stage, (name, partition))
-    entries = read_changelogs(settings, topics, list(wanted))
-    tasks, rows, trims = {}, 0, {}
-    for changelog, (stage, task_id) in wanted.items():
-        replayed = replay(entries[changelog])
-        if replayed.trim_before is not None and entries[changelog][0][0] < replayed.trim_before:
-            trims[changelog] = replayed.trim_before  # the previous owner did not get to trim it
         task, applied = Task.restore(
             stage,
-            task_id[1],
-            replayed,
+            partition,
+            replayed[task_id],
             settings.allowed_lateness_s,
             settings.kafka_dedup_window_s,
             now,
             engine_kind=settings.engine,
             min_log_rows=settings.kafka_snapshot_rows,
         )
-        for name, values in lists.items():  # through set_list: the compiled core holds its own copy
-            if name in stage.pack.lists:
-                task.engine.set_list(name, values)
+        for list_name, values in lists.items():  # through set_list: the compiled core holds its own copy
+            if list_name in stage.pack.lists:
+                task.engine.set_list(list_name, values)
         tasks[task_id] = task
         rows += applied
     return tasks, rows, trims
+
+
+def trim_point(tasks: Iterable[Replayed | TaskLog]) -> int | None:
+    """The offset before which a changelog partition holds nothing its ``tasks`` (all of its
+    partition's) need: the least of theirs (None: none needs any)."""
+    needed = [t.keep_from for t in tasks if t.keep_from is not None]
+    return min(needed) if needed else None

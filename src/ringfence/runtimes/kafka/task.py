@@ -1,9 +1,9 @@
 """A task: one stage's (or the join's) share of one partition of its input topic, as a worker
 holds it: the stage's engine over that partition's keys, its event time, the ids of the events it
-folded and (join) the events waiting for their stages. Everything it holds is in its
-changelog partition (same number, see :mod:`.topics`; one entry per batch, :mod:`.changelog`):
-state rows by (name, key), the engine's under its own names and the task's own under names
-starting with ``@``.
+folded and (join) the events waiting for their stages. Everything it holds is in the
+changelog's partition of the same number (see :mod:`.topics`), in the entries naming its stage
+(one per batch, :mod:`.changelog`): state rows by (name, key), the engine's under its own
+names and the task's own under names starting with ``@``.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ class Task:
     def entry(self) -> Entry | None:
         """The changelog entry of the batch in hand (None: nothing changed, no snapshot due)."""
         own_held = len(self.seen.batches) + len(self.joins.pending) + 1
-        return self.log.entry(self.engine, self._own_rows, own_held, tainted=self.tainted)
+        entry = self.log.entry(self.engine, self._own_rows, own_held, tainted=self.tainted)
+        return None if entry is None else msgspec.structs.replace(entry, stage=self.stage.name)
 
     def _event_time(self) -> tuple[float | None, float]:
         return (self.engine.max_event_time.get(self.partition), self.event_time.arrived_at)

@@ -1,10 +1,11 @@
 """The kafka runtime's topics, their names, partitioning and configs; ``ringfence kafka init``.
 
 Every topic has the same partition count, so partition *p* of a stage's input topic and
-partition *p* of its changelog belong together: the worker that owns one owns the other.
-Every keyed stage but the customer's reads one topic, :attr:`Topics.stages` (a record names
-its stage in a header): the broker's CPU follows the partitions each transaction writes, and
-ingest's would otherwise write a partition of every stage's topic (docs/deploy.md, Sizing).
+partition *p* of the changelog belong together: the worker that owns one owns the other.
+Every keyed stage but the customer's reads one topic, :attr:`Topics.stages`, and every task
+writes one changelog, :attr:`Topics.changelog` (a record names its stage): the broker's CPU
+follows the partitions each transaction writes, and ingest's and the workers' would
+otherwise write a partition of every stage's topic (docs/deploy.md, Sizing).
 Names are versioned (``.v1``): a change of record format gets new topics, never a reinterpretation.
 """
 
@@ -73,8 +74,14 @@ class Topics:
             return [(JOIN, partition)]
         return [(name, partition) for name in plan.names if self.stage_input(name) == topic]
 
-    def changelog(self, stage: str) -> str:
-        """A stage's changelog: an entry per batch (v1 held a record per state, compacted)."""
+    @property
+    def changelog(self) -> str:
+        """Every task's changelog, partition *p* task *p*'s of every stage and the join: an entry
+        per batch, naming its stage (:mod:`.changelog`)."""
+        return f"{self.prefix}.changelog.v3"
+
+    def changelog_v2(self, stage: str) -> str:
+        """A stage's own changelog before :attr:`changelog` (``ringfence kafka init`` copies it)."""
         return f"{self.prefix}.changelog.{stage}.v2"
 
     def kind(self, topic: str) -> str:
@@ -103,11 +110,10 @@ class Topics:
             "max.message.bytes": str(MAX_RECORD_BYTES + (1 << 20)),  # an entry, and its batch's framing
         }
         asked = {"cleanup.policy": "delete", "retention.ms": "3600000"}  # answered within seconds, or never
-        out = {self.events: retention, self.alerts: retention, self.join: short, self.changelog(JOIN): kept}
+        out = {self.events: retention, self.alerts: retention, self.join: short, self.changelog: kept}
         out |= {self.queries: asked, self.answers: asked}
         for name in plan.names:
             out[self.stage_input(name)] = out.get(self.stage_input(name), short)
-            out[self.changelog(name)] = kept
         return out
 
 

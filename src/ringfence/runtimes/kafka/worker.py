@@ -58,7 +58,7 @@ from ringfence.runtimes.kafka.checkpoint import Output, Transactions, abortable,
 from ringfence.runtimes.kafka.quarantine import named_by_contribution
 from ringfence.runtimes.kafka.queries import QueryServer
 from ringfence.runtimes.kafka.records import AlertRecord
-from ringfence.runtimes.kafka.restore import restore_tasks
+from ringfence.runtimes.kafka.restore import restore_tasks, trim_point
 from ringfence.runtimes.kafka.seen import event_key
 from ringfence.runtimes.kafka.task import JoinFailed, Source, Task, TaskId, stage_items
 from ringfence.runtimes.kafka.topics import (
@@ -410,8 +410,7 @@ class ProcessWorker:
                     value = encode_entry(entry)
                     if len(value) > MAX_ENTRY_BYTES:
                         raise EntryTooLarge(task.stage.name, len(value))
-                    topic = self.topics.changelog(task.stage.name)
-                    outputs.append(Output(topic, None, value, task.partition, task.log.delivered))
+                    outputs.append(Output(self.topics.changelog, None, value, task.partition, task.log.delivered))
             done = {_source(m): m.offset() + 1 for m in batch.records}
             offsets = self.transactions.offsets_past(self._sources(), done, self._in_hand, self._committed)
             self.transactions.commit(outputs, offsets or self._fencing(entries))
@@ -424,11 +423,11 @@ class ProcessWorker:
             raise
         self._committed.update({(tp.topic, tp.partition): tp.offset for tp in offsets})
         self._count("written", (o.topic for o in outputs))
-        trims = {}
+        snapshotted = set()
         for _, task, entry in entries:
-            if (before := task.log.committed(entry)) is not None:
-                trims[(self.topics.changelog(task.stage.name), task.partition)] = before
-        self._trim(trims)
+            if task.log.committed(entry) is not None:  # a snapshot complete: its partition may be trimmed
+                snapshotted.add(task.partition)
+        self._trim({(self.topics.changelog, p): before for p in snapshotted if (before := self._trim_point(p))})
         if self._set_aside:  # those committed are done with
             self._set_aside = {k: v for k, v in self._set_aside.items() if k[2] >= self._committed.get(k[:2], -1)}
         self.metrics.events_processed.inc(batch.processed)
@@ -472,6 +471,12 @@ class ProcessWorker:
             log.warning("could not read the group's committed offsets to fence a commit", exc_info=True)
             return []
         return [tp for tp in committed if tp.offset >= 0][:1]
+
+    def _trim_point(self, partition: int) -> int | None:
+        """The offset before which changelog ``partition`` holds nothing its tasks need, if this
+        worker holds them all (else the next restore of the partition trims it)."""
+        held = [self.tasks.get((name, partition)) for name in [*self.plan.names, JOIN]]
+        return trim_point(task.log for task in held if task is not None) if all(held) else None
 
     def _trim(self, before: Mapping[tuple[str, int], int]) -> None:
         """Delete the changelog records a complete snapshot made redundant. Not waited for: if
