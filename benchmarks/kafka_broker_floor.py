@@ -2,7 +2,7 @@
 ``kafka_scaling.py``'s broker CPU per event.
 
 A real single-node broker (the tests' own) gets the same simulated bank traffic through the
-ingest path as ``kafka_scaling.py`` writes it (the events topic and the stage topics, lz4, in
+ingest path as ``kafka_scaling.py`` writes it (the events topic and the stages topic, lz4, in
 ingest's transactions). Then, on that same broker and those same records, three readers each
 take every input record once, as a process worker's consumer takes them (one consumer in the
 group, ``read_committed``, in batches):

@@ -10,7 +10,7 @@ benchmark's, with its injected fraud) to ingest over HTTP, paced at ``--rate`` e
 An alert's latency is the time from its event's arrival (the record's timestamp, taken when
 ingest began the transaction that wrote it) to the alert's ``created_at``, the time dispatch
 takes as it begins the alert's commit in PostgreSQL (the commit's own time is not in it): the
-path events topic -> stage topics -> process workers -> join -> alerts topic -> dispatch -> store.
+path events topic -> stages topic -> process workers -> join -> alerts topic -> dispatch -> store.
 Alerts raised by timers (absences) and alerts whose event arrived during the warm-up are
 left out. CPU per event is reported per service, the broker's too (it shares the machine's
 two cores with everything else, the load generator included).

@@ -2,10 +2,10 @@
 
 A real single-node broker (Maven Central's jars) and PostgreSQL (Debian's) are started as the
 tests start them. Each run writes the same simulated bank traffic to fresh topics through the
-ingest path (every event to its stages' topics, in transactions), then starts W ``ringfence
+ingest path (every event to the events and stages topics, in transactions), then starts W ``ringfence
 serve process`` workers and times them from the moment every worker has its partitions (group
 joined, state restored) until the group has consumed every input topic to its end (events, the
-stage topics and the join), counting only the events not yet taken when the clock started (a
+stages topic and the join), counting only the events not yet taken when the clock started (a
 worker that got its partitions first may have begun). Runs alternate 1 and 2 workers; medians
 are reported, and the ratio of the medians is the scaling. The broker shares the machine's two
 cores with the workers, so the ratio is a floor for machines where it does not.
@@ -193,7 +193,7 @@ def wait_restored(procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> Non
 def bytes_per_event(data_dir: Path, prefix: str, events: int) -> dict[str, int]:
     """What the run's topics hold in the broker's log segments at its end, per event, by topic
     kind (events, stage, join, changelog, alerts…): bytes as written, compressed where the
-    producer compressed, before replication. Ingest wrote the events and stage topics."""
+    producer compressed, before replication. Ingest wrote the events and stages topics."""
     held: dict[str, int] = {}
     for partition in data_dir.glob(f"{prefix}.*-*"):
         kind = partition.name[len(prefix) + 1 :].split(".")[0]

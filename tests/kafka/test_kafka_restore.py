@@ -108,15 +108,36 @@ def test_kafka_init_copies_the_per_stage_changelogs_into_the_one_changelog_once(
     write(owner, old["customer"], 3, {"c1": b"3"}, commit=False)  # a dead worker's: never counts
     owner.abort_transaction(30)
 
-    first = kafka_stack.cli("kafka", "init").stdout
+    worker = in_the_process_group(settings, topics)
+    refused = kafka_stack.cli("kafka", "init", check=False)
+    worker.close()
+    ran = kafka_stack.cli("kafka", "init", check=False)
     again = kafka_stack.cli("kafka", "init").stdout
 
-    assert f"copied 3 entries of the per-stage changelogs (.changelog.STAGE.v2) into {topics.changelog}" in first
+    assert refused.returncode != 0
+    assert f"workers are in {topics.group('process')}: stop them" in refused.stderr
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert f"copied 3 entries of the per-stage changelogs (.changelog.STAGE.v2) into {topics.changelog}" in ran.stdout
     assert "copied" not in again
     entries = read_changelogs(settings, topics, [(topics.changelog, 0)])[(topics.changelog, 0)]
-    assert [(e.stage, e.seq) for _, e in entries] == [("customer", 1), ("customer", 2), ("card_id", 1)]
+    assert sorted((e.stage, e.seq) for _, e in entries) == [("card_id", 1), ("customer", 1), ("customer", 2)]
+    assert [e.seq for _, e in entries if e.stage == "customer"] == [1, 2]  # in order
     by_stage = {s: replay([(o, e) for o, e in entries if e.stage == s]).state_rows() for s in ("customer", "card_id")}
     assert by_stage == {
         "customer": {("count#1", "c1"): b"1", ("count#1", "c2"): b"2"},
         "card_id": {("count#1", "k1"): b"5"},
     }
+
+
+def in_the_process_group(settings: Settings, topics: Topics) -> Any:
+    """A consumer that joined the workers' group (as a running worker has)."""
+    from confluent_kafka import Consumer
+
+    joined: list[Any] = []
+    consumer = Consumer(client_config(settings, **{"group.id": topics.group("process"), "session.timeout.ms": 6000}))
+    consumer.subscribe([topics.events], on_assign=lambda _c, partitions: joined.append(partitions))
+    deadline = time.monotonic() + 60
+    while not joined:
+        assert time.monotonic() < deadline, "the consumer did not join the group"
+        consumer.poll(0.2)
+    return consumer

@@ -14,17 +14,19 @@ import msgspec
 import pytest
 
 from ringfence.config import Settings
-from ringfence.engine.pack import load_pack_file
+from ringfence.engine.pack import load_pack, load_pack_file
 from ringfence.engine.stages import CUSTOMER, JOIN, plan_stages
+from ringfence.errors import StoreError
 from ringfence.events.decode import validate_event
 from ringfence.events.model import encode_event
 from ringfence.runtimes.kafka import join, records
 from ringfence.runtimes.kafka.changelog import Replayed
 from ringfence.runtimes.kafka.seen import event_key
 from ringfence.runtimes.kafka.task import Task
-from ringfence.runtimes.kafka.worker import ProcessWorker
+from ringfence.runtimes.kafka.worker import ProcessWorker, StagesChanged
 from ringfence.runtimes.processing import Batch
 from ringfence.testing import event
+from tests.helpers.quarantine import PACK
 
 
 @dataclass
@@ -426,3 +428,72 @@ def test_every_keyed_stage_but_the_customers_reads_the_stages_topic_and_a_record
 class _TopicPartition:
     topic: str
     partition: int
+
+
+class StoredPacks:
+    """A worker's view of the store: the pack activated there (``active``), and no lists."""
+
+    def __init__(self, text: str | None) -> None:
+        self.text = text
+
+    def active(self) -> Any:
+        from ringfence.store.packs import PackVersion
+
+        if self.text is None:
+            raise StoreError("the store is down")
+        pack = load_pack(self.text)
+        return PackVersion(2, pack.version, pack.digest, self.text, 1.0, "analyst")
+
+    def lists(self) -> dict[str, frozenset[str]]:
+        return {}
+
+
+def test_a_record_of_a_stage_the_worker_does_not_run_ends_it_if_the_stores_pack_runs_other_stages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ingest follows the store's pack within seconds, so the stages topic may hold a stage a
+    worker does not run yet: the worker looks at the store at once and, if its pack runs other
+    stages, ends (to be started again on it: its tasks differ) rather than commit past the
+    record; else the record is the fold's to reject; a store it cannot read ends it too (it
+    cannot tell). Every few seconds it looks anyway: a pack of the same stages is taken up."""
+    import re
+
+    from ringfence.engine.pack import default_pack_text
+
+    default = default_pack_text()
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", kafka_partitions=4, engine="python")
+    stored = StoredPacks(default)
+    worker = ProcessWorker(settings, load_pack(default), worker_id="unit")  # nothing here reaches the broker
+    worker.packs = stored  # type: ignore[assignment]
+    try:
+        folded: list[list[Any]] = []
+        monkeypatch.setattr(worker.driver, "cycle", lambda messages, *_: folded.append(list(messages)))
+        for name in worker.plan.names[1:]:  # the stages topic's partition 1: every keyed stage's but the customer's
+            worker.tasks[(name, 1)], _ = Task.restore(
+                worker.plan.stage(name), 1, Replayed(), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1000
+            )
+        item = records.encode([records.StageItem(encode_event(card_authorization("e-1")), [])])
+        headers = [(records.ITEMS_HEADER, b"1"), (records.STAGE_HEADER, b"no-such-stage")]
+        unknown = Message(worker.topics.stages, 1, 7, item, headers)
+
+        worker._cycle([unknown])  # the store runs this worker's pack: the fold rejects it
+        assert folded == [[unknown]]
+
+        stored.text = PACK.format(version="acme-1", of="data.a")  # a pack of the customer stage alone
+        with pytest.raises(StagesChanged, match="runs the stages customer and this worker customer, card_id"):
+            worker._cycle([unknown])
+        stored.text = None
+        with pytest.raises(StoreError):
+            worker._cycle([unknown])
+        assert len(folded) == 1  # neither went on to the fold
+
+        stored.text = re.sub(r"^version:.*$", 'version: "same-stages"', default, flags=re.M)
+        worker._last_pack_check = 0.0
+        worker._follow_store()
+        assert worker.plan.pack.version == "same-stages"
+        stored.text = PACK.format(version="acme-2", of="data.a")
+        worker._last_pack_check = 0.0
+        with pytest.raises(StagesChanged):
+            worker._follow_store()
+    finally:
+        worker.consumer.close()

@@ -14,8 +14,8 @@ db_app = typer.Typer(help="The kafka runtime's PostgreSQL store.", no_args_is_he
 @kafka_app.command("init")
 def kafka_init(config: ConfigOption = None) -> None:
     """Create the topics the rule pack's stages need (existing ones are kept as they are), and
-    copy the per-stage changelogs of an older version into the one changelog (run it with the
-    workers stopped)."""
+    copy the per-stage changelogs of an older version into the one changelog (refused while
+    workers run, if there is anything to copy)."""
     from ringfence.engine.pack import load_pack_file
     from ringfence.engine.stages import plan_stages
     from ringfence.runtimes.kafka.migrate import copy_v2_changelogs
@@ -25,7 +25,7 @@ def kafka_init(config: ConfigOption = None) -> None:
     try:
         plan = plan_stages(load_pack_file(settings.rule_pack))
         created = create_topics(settings, plan)
-        copied = copy_v2_changelogs(settings, plan)
+        copied = copy_v2_changelogs(settings)
     except RingfenceError as exc:
         fail(str(exc))
     topics = topics_of(settings)

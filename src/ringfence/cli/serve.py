@@ -93,7 +93,7 @@ def process(
 ) -> None:
     """A process worker: events → keyed stages → alert signals, in Kafka transactions."""
     from ringfence.runtimes.kafka.platform import open_postgres
-    from ringfence.runtimes.kafka.worker import ProcessWorker
+    from ringfence.runtimes.kafka.worker import ProcessWorker, StagesChanged
     from ringfence.store.packs import PackRepository
 
     settings = settings_from(config, host=host)
@@ -108,7 +108,10 @@ def process(
     except RingfenceError as exc:
         fail(str(exc))
     typer.echo(f"Ringfence process worker {name}: stages {', '.join(worker.plan.names)}, pack {pack.version}")
-    worker.run(_stop_on_signals())
+    try:
+        worker.run(_stop_on_signals())
+    except StagesChanged as exc:  # its supervisor starts it again, on the pack activated
+        fail(str(exc))
 
 
 @app.command()

@@ -226,7 +226,7 @@ def _post(client: httpx.Client, lines: list[str]) -> None:
 
 class _KafkaSink:
     """The kafka runtime's ingest in this process: each batch validated, then written to the
-    events topic and its stages' topics in one transaction, once the process group is not too
+    events topic and the stages topic in one transaction, once the process group is not too
     far behind (``max_lag_events``), as ``serve ingest`` does for a ``POST /v1/events``. It
     routes events by the active rule pack (never activates one: ``rule_pack`` is ignored) and
     has a transactional id of its own, so it never fences a running ingest service."""

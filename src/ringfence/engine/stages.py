@@ -4,7 +4,7 @@ Every feature, anomaly score and pattern is kept by the owner of its key. Keys t
 ``customer_id`` live with the customer (the log's own partitioning): the *customer* stage.
 Every other key (a card, a device, an IP, ``global``...) is a stage of its own. An event
 goes to each stage its type needs, at once and in the order it arrived (the kafka runtime's
-ingest writes it to each stage's topic, in the partition of that stage's key, in one
+ingest writes it to the stages topic, in the partition of each stage's key, in one
 transaction), so every key sees its events in the order the one-process engine sees them. Each stage folds
 the event into its own state; the stages owning features the event's rules read send their
 values to a *join* keyed like the customer stage, which evaluates the rules when all have

@@ -3,7 +3,7 @@ and, for every other keyed stage its type needs, to the stages topic, all in one
 transaction. The events topic holds a record per event (evidence points at it); the stages
 topic gets one record per stage and partition per transaction, holding that stage's events
 of the partition in order (:class:`~.records.StageItem`), so an event costs the broker one
-record, not one per stage, and a transaction writes at most two partitions' worth of topics.
+record, not one per stage, and a transaction writes two topics, not one per stage.
 
 So every stage sees the events of each of its keys in the order ingest accepted them (as
 the embedded runtime's journal orders them), and an event is in all its topics or in none.
@@ -73,7 +73,7 @@ class KafkaAppender:
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 2,
-                    "message.max.bytes": MAX_RECORD_BYTES // 4,  # as the stage topics take: room over ~1 MB
+                    "message.max.bytes": MAX_RECORD_BYTES // 4,  # as the stages topic takes: room over ~1 MB
                     "compression.type": "lz4",
                     "transaction.timeout.ms": 10_000,  # a killed ingest's open transaction ends this soon
                     **TRANSACTIONAL_RETRIES,

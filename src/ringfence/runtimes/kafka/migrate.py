@@ -2,53 +2,60 @@
 one changelog every task now writes (:attr:`~.topics.Topics.changelog`), so a deployment
 moved to it keeps every feature's state.
 
-Run with the workers stopped, as the upgrade's order has it (docs/deploy.md, Topics): a
-partition of the new changelog that holds anything already is left as it is, so running
-``kafka init`` again copies nothing twice. A task's entries keep their order and numbers (a
-snapshot part names the entry it began after by number, not by offset), each now naming its
-stage; a partition's are copied in one transaction.
+It copies only while no worker is in the process group (the upgrade's order, docs/deploy.md,
+Topics), and only into partitions of the new changelog that hold no committed entry, so
+running ``kafka init`` again copies nothing twice, and a copy that failed part-way is done
+again, from the start of the partitions it did not finish. Every ``.v2`` changelog found is
+copied, whatever stages the packs run now (a stage no pack runs is dropped by the workers'
+next restore). A task's entries keep their order and numbers (a snapshot part names the entry
+it began after by number, not by offset), each now naming its stage; a partition's are copied
+in one transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import msgspec
 
 from ringfence.config import Settings
-from ringfence.engine.stages import JOIN, StagePlan
 from ringfence.errors import ConfigError
 from ringfence.runtimes.kafka.changelog import encode_entry
-from ringfence.runtimes.kafka.restore import high_watermarks, read_changelogs
-from ringfence.runtimes.kafka.topics import MAX_RECORD_BYTES, client_config, topics_of
+from ringfence.runtimes.kafka.restore import read_changelogs
+from ringfence.runtimes.kafka.topics import MAX_RECORD_BYTES, Topics, client_config, topics_of
 
 TIMEOUT_S = 60
 
 
-def copy_v2_changelogs(settings: Settings, plan: StagePlan, timeout_s: float = 300.0) -> int:
-    """Copy the entries of the pack's stages' ``.v2`` changelogs into the empty partitions of
-    the changelog; return how many were copied. ``ConfigError`` names what failed (a partition
-    copied before it stays copied; running it again copies the rest)."""
+def copy_v2_changelogs(settings: Settings, timeout_s: float = 300.0) -> int:
+    """Copy the entries of every ``.v2`` changelog into the partitions of the changelog that
+    hold none; return how many were copied. ``ConfigError`` names what failed, or that workers
+    are running (a worker could write a partition meanwhile, numbering its entries as the
+    copies are numbered)."""
     from confluent_kafka import KafkaException
 
     try:
-        return _copy(settings, plan, timeout_s)
+        return _copy(settings, timeout_s)
     except (KafkaException, RuntimeError, TimeoutError) as exc:
-        raise ConfigError(f"copying the per-stage changelogs failed: {exc}") from exc
+        raise ConfigError(f"copying the per-stage changelogs failed (run `kafka init` again): {exc}") from exc
 
 
-def _copy(settings: Settings, plan: StagePlan, timeout_s: float) -> int:
-    from confluent_kafka import Producer
+def _copy(settings: Settings, timeout_s: float) -> int:
+    from confluent_kafka import ConsumerGroupState, Producer
     from confluent_kafka.admin import AdminClient
 
     topics = topics_of(settings)
-    existing = set(AdminClient(client_config(settings)).list_topics(timeout=TIMEOUT_S).topics)
-    old = {name: topics.changelog_v2(name) for name in [*plan.names, JOIN] if topics.changelog_v2(name) in existing}
+    admin = AdminClient(client_config(settings))
+    old = _v2_changelogs(topics, admin.list_topics(timeout=TIMEOUT_S).topics)
     if not old:
         return 0
-    ends = high_watermarks(settings, topics, [(topics.changelog, p) for p in range(topics.partitions)])
-    empty = [p for p in range(topics.partitions) if ends[(topics.changelog, p)] == 0]
-    entries = read_changelogs(settings, topics, [(t, p) for t in old.values() for p in empty], timeout_s)
-    if not any(entries.values()):
-        return 0
+    group = topics.group("process")
+    listed = admin.list_consumer_groups(request_timeout=TIMEOUT_S).result(TIMEOUT_S)
+    if listed.errors:  # a broker did not answer: whether workers run cannot be told
+        raise RuntimeError(f"listing the consumer groups: {listed.errors[0]}")
+    idle = (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD)
+    running = any(g.group_id == group and g.state not in idle for g in listed.valid)
     producer = Producer(
         client_config(
             settings,
@@ -58,24 +65,50 @@ def _copy(settings: Settings, plan: StagePlan, timeout_s: float) -> int:
                 "acks": "all",
                 "compression.type": "lz4",
                 "message.max.bytes": MAX_RECORD_BYTES,
+                "transaction.timeout.ms": int(timeout_s * 1000),  # a partition's history in one
             },
         )
     )
-    producer.init_transactions(TIMEOUT_S)
+    producer.init_transactions(TIMEOUT_S)  # aborts a copy left open by one that died
+    held = read_changelogs(settings, topics, [(topics.changelog, p) for p in range(topics.partitions)], timeout_s)
     copied = 0
-    for partition in empty:
-        if not any(entries[(topic, partition)] for topic in old.values()):
+    for partition in [p for p in range(topics.partitions) if not held[(topics.changelog, p)]]:
+        entries = read_changelogs(settings, topics, [(t, partition) for t in old.values()], timeout_s)
+        if not any(entries.values()):
             continue
+        if running:
+            raise ConfigError(
+                f"workers are in {group}: stop them before `kafka init` copies the per-stage "
+                f"changelogs into {topics.changelog}"
+            )
         producer.begin_transaction()
-        for name, topic in old.items():
-            for _, entry in entries[(topic, partition)]:
-                value = encode_entry(msgspec.structs.replace(entry, stage=name))
-                while True:
-                    try:
-                        producer.produce(topics.changelog, value, partition=partition)
-                        break
-                    except BufferError:  # the producer's queue is full: let it drain
-                        producer.poll(0.1)
-                copied += 1
-        producer.commit_transaction(TIMEOUT_S)
+        try:
+            for stage, topic in old.items():
+                for _, entry in entries[(topic, partition)]:
+                    value = encode_entry(msgspec.structs.replace(entry, stage=stage))
+                    _produce(producer, topics.changelog, value, partition)
+                    copied += 1
+            producer.commit_transaction(timeout_s)
+        except Exception:
+            producer.abort_transaction(TIMEOUT_S)
+            raise
     return copied
+
+
+def _v2_changelogs(topics: Topics, existing: Iterable[str]) -> dict[str, str]:
+    """The ``.changelog.STAGE.v2`` topics among ``existing``, by stage."""
+    head, tail = f"{topics.prefix}.changelog.", ".v2"
+    return {
+        name[len(head) : -len(tail)]: name
+        for name in sorted(existing)
+        if name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail)
+    }
+
+
+def _produce(producer: Any, topic: str, value: bytes, partition: int) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, partition=partition)
+            return
+        except BufferError:  # the producer's queue is full: let it drain
+            producer.poll(0.1)

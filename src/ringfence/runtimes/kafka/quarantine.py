@@ -11,14 +11,15 @@ import msgspec
 
 from ringfence.config import Settings
 from ringfence.runtimes.kafka import records
-from ringfence.runtimes.kafka.topics import client_config
+from ringfence.runtimes.kafka.topics import Topics, client_config, topics_of
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineEntry
 
 
 def reproduce(settings: Settings, entry: QuarantineEntry, timeout_s: float = 30.0) -> None:
     """Re-drive: write a quarantined record back to the topic and partition it was read from,
-    with its key and headers (``serve api``/``serve ingest`` call it). Raises RuntimeError if
-    the brokers did not take it."""
+    with its key and headers (``serve api``/``serve ingest`` call it); one read from a stage's
+    own topic of before the stages topic goes to the stages topic, naming its stage. Raises
+    RuntimeError if the brokers did not take it."""
     from confluent_kafka import Producer
 
     e = entry.event
@@ -29,14 +30,25 @@ def reproduce(settings: Settings, entry: QuarantineEntry, timeout_s: float = 30.
         if err is not None:
             failures.append(str(err))
 
-    headers = (
-        msgspec.msgpack.decode(e.record_headers, type=list[tuple[str, str | bytes | None]])
-        if e.record_headers
-        else None
+    # stored as the record had them: values are bytes (msgspec decodes no union of str and bytes)
+    headers: list[tuple[str, str | bytes | None]] = (
+        list(msgspec.msgpack.decode(e.record_headers, type=list[tuple[str, bytes | None]])) if e.record_headers else []
     )
-    producer.produce(e.origin, e.body, e.record_key, e.partition, headers=headers, on_delivery=delivered)
+    topic = e.origin
+    if (stage := _v2_stage(topics_of(settings), topic)) is not None:
+        topic = topics_of(settings).stages
+        headers = [*(h for h in headers if h[0] != records.STAGE_HEADER), (records.STAGE_HEADER, stage.encode())]
+    producer.produce(topic, e.body, e.record_key, e.partition, headers=headers or None, on_delivery=delivered)
     if producer.flush(timeout_s) or failures:
         raise RuntimeError(f"re-driving {e.origin}[{e.partition}]@{e.offset} failed: {failures or 'timed out'}")
+
+
+def _v2_stage(topics: Topics, topic: str) -> str | None:
+    """The stage whose own input ``topic`` was (``PREFIX.stage.STAGE.v2``), if it is one."""
+    head, tail = f"{topics.prefix}.stage.", ".v2"
+    if topic.startswith(head) and topic.endswith(tail) and len(topic) > len(head) + len(tail):
+        return topic[len(head) : -len(tail)]
+    return None
 
 
 def named_by_contribution(entry: QuarantinedEvent) -> QuarantinedEvent:

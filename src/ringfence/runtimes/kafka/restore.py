@@ -113,7 +113,7 @@ def restore_tasks(
 ) -> tuple[dict[TaskId, Task], int, dict[tuple[str, int], int]]:
     """Tasks ``ids`` (stage or join, partition), from the changelog; how many rows those held;
     and, by changelog partition, the offset before which its records are no longer needed."""
-    wanted = sorted(set(ids))
+    wanted = set(ids)
     partitions = sorted({partition for _, partition in wanted})
     entries = read_changelogs(settings, topics, [(topics.changelog, p) for p in partitions])
     replayed: dict[TaskId, Replayed] = {}
@@ -123,14 +123,21 @@ def restore_tasks(
         by_stage: dict[str, Entries] = {}
         for offset, entry in held:
             by_stage.setdefault(entry.stage, []).append((offset, entry))
+        needs: list[int | None] = []
         for name in [*plan.names, JOIN]:  # a stage no longer in the pack keeps nothing
-            replayed[(name, partition)] = replay(by_stage.get(name, []))
-        keep = trim_point(replayed[(name, partition)] for name in [*plan.names, JOIN])
+            try:
+                replayed[(name, partition)] = found = replay(by_stage.get(name, []))
+                needs.append(found.keep_from)
+            except RuntimeError:  # its entries have a gap: a task not asked for keeps them all
+                if (name, partition) in wanted:
+                    raise
+                needs.append(by_stage[name][0][0])
+        keep = min((n for n in needs if n is not None), default=None)
         before = held[-1][0] + 1 if held and keep is None else keep
         if held and before is not None and before > held[0][0]:  # the previous owner did not get to trim it
             trims[(topics.changelog, partition)] = before
     tasks, rows = {}, 0
-    for task_id in wanted:
+    for task_id in sorted(wanted):
         name, partition = task_id
         stage = plan.rules if name == JOIN else plan.stage(name)
         task, applied = Task.restore(

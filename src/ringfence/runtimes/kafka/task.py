@@ -77,7 +77,7 @@ class Task:
         self.last_offset, ingested_at = at
         self.event_time.arrived_at = ingested_at
         customer = self.stage.name == CUSTOMER
-        # evidence points into the events topic; other stages' topics hold copies
+        # evidence points into the events topic; the stages topic holds copies
         offset = records.global_offset(self.partition, self.last_offset) if customer else -1
         late = late_event(self.engine, event, offset, self.partition, ingested_at) if customer else None
         if late is not None:
@@ -124,6 +124,8 @@ class Task:
         self._takes = self._takes + 1 if self.last_offset == self._taken_at else 0
         self._taken_at = self.last_offset
         name = f"{self.last_offset}" if not self._takes else f"{self.last_offset}.{self._takes}"
+        if self.stage.name not in (CUSTOMER, JOIN):  # offsets of the stages topic: never those of a
+            name = f"s{name}"  # stage's own topic of before, whose rows a restored task may still hold
         own: list[StateRow] = [(SEEN, row, value) for row, value in self.seen.changelog(name)]
         own += [(PENDING, key, value) for key, value in self.joins.changelog()]
         written = self._event_time()

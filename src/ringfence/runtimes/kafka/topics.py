@@ -112,6 +112,7 @@ class Topics:
         asked = {"cleanup.policy": "delete", "retention.ms": "3600000"}  # answered within seconds, or never
         out = {self.events: retention, self.alerts: retention, self.join: short, self.changelog: kept}
         out |= {self.queries: asked, self.answers: asked}
+        out[self.stages] = short  # whether this pack has keyed stages or not: a pack activated next may
         for name in plan.names:
             out[self.stage_input(name)] = out.get(self.stage_input(name), short)
         return out

@@ -104,6 +104,11 @@ class EntryTooLarge(ValueError):
         super().__init__(f"the {stage} stage's changelog entry would take {size:,} bytes, over {MAX_ENTRY_BYTES:,}")
 
 
+class StagesChanged(RingfenceError):
+    """The pack activated in the store runs other stages than this worker: it ends, to be
+    started again on that pack (its tasks, and the tasks of the stages topic's records, differ)."""
+
+
 class ProcessWorker:
     """Consumes every stage's input topic in one group; see the module docstring."""
 
@@ -239,6 +244,10 @@ class ProcessWorker:
                 log.warning("consumer error: %s", message.error())
             elif _source(message) in owned:  # else revoked in this poll
                 held.append(message)
+        if any(self._task_of(m)[0] == "" and _header(m, records.STAGE_HEADER) for m in held):
+            # a stage this worker does not run: ingest may have taken up a pack that runs it
+            # before this worker did (it ends then); else the records are rejected in the fold
+            self._follow_store(at_once=True)
         self._in_hand = {_source(m): m.offset() + 1 for m in held}
         self._count("read", (m.topic() for m in held))
         now = self.clock.time()
@@ -526,11 +535,8 @@ class ProcessWorker:
             return (JOIN, partition)
         if topic == self.topics.events:
             return (CUSTOMER, partition)
-        for key, value in message.headers() or ():
-            if key == records.STAGE_HEADER and value:
-                stage = bytes(value).decode(errors="replace")
-                return (stage if stage in self.plan.names and stage != CUSTOMER else "", partition)
-        return ("", partition)
+        stage = (_header(message, records.STAGE_HEADER) or b"").decode(errors="replace")
+        return (stage if stage in self.plan.names and stage != CUSTOMER else "", partition)
 
     def _sources(self) -> set[Source]:
         """The input partitions of the tasks this worker holds."""
@@ -571,41 +577,40 @@ class ProcessWorker:
 
     # -- the rule pack ------------------------------------------------------------------------------
 
-    def _follow_store(self) -> None:
-        """Between batches: take up a pack activated, or a list edited, through the API."""
+    def _follow_store(self, *, at_once: bool = False) -> None:
+        """Between batches: take up a pack activated, or a list edited, through the API; end the
+        worker (:class:`StagesChanged`) if the pack runs other stages. ``at_once``: whenever
+        it last looked, and a store that cannot be read raises (the worker cannot tell)."""
         now = self.clock.time()
-        if self.packs is None or now - self._last_pack_check < PACK_EVERY_S:
+        if self.packs is None or (not at_once and now - self._last_pack_check < PACK_EVERY_S):
             return
         self._last_pack_check = now
         try:
             active = self.packs.active()
             self._lists = self.packs.lists()
         except RingfenceError:
+            if at_once:
+                raise
             log.warning("cannot read the rule pack from the store; keeping the running one", exc_info=True)
             return
-        if (
-            active is not None
-            and active.digest != self.plan.pack.digest
-            and self.reload(load_pack(active.text, stored=True))
-        ):
+        if active is not None and active.digest != self.plan.pack.digest:
+            self.reload(load_pack(active.text, stored=True))
             log.info("worker %s runs rule pack %s", self.worker_id, active.version)
         for task in self.tasks.values():
             for name, values in self._lists.items():  # through set_list: the compiled core holds its own copy
                 if name in task.stage.pack.lists:
                     task.engine.set_list(name, values)
 
-    def reload(self, pack: RulePack) -> bool:
+    def reload(self, pack: RulePack) -> None:
         """Run ``pack`` from the next batch, keeping the state of unchanged definitions. A pack
-        that needs other stages (topics) is refused: it needs ``kafka init`` and a restart."""
+        that runs other stages ends the worker (:class:`StagesChanged`): started again, it runs
+        that pack's tasks (the topics are the same: no ``kafka init``)."""
         plan = plan_stages(pack)
         if plan.names != self.plan.names:
-            log.error(
-                "rule pack %s needs the stages %s (running: %s): run `ringfence kafka init` and restart the workers",
-                pack.version,
-                plan.names,
-                self.plan.names,
+            raise StagesChanged(
+                f"rule pack {pack.version} runs the stages {', '.join(plan.names)} and this worker "
+                f"{', '.join(self.plan.names)}: it ends, to be started again on that pack"
             )
-            return False
         self.plan = plan
         self._set_aside = {}  # the new pack may run them
         for task in self.tasks.values():
@@ -614,11 +619,14 @@ class ProcessWorker:
             # a snapshot under way walked the old engine: the next one walks the new one (rows of
             # changed definitions are no longer read, and the next complete snapshot drops them)
             task.log.abandon()
-        return True
 
 
 def _source(message: Any) -> Source:
     return (message.topic(), message.partition())
+
+
+def _header(message: Any, name: str) -> bytes | None:
+    return next((bytes(v) for k, v in message.headers() or () if k == name and v), None)
 
 
 def _trimmed(tp: Any, future: Any) -> None:
