@@ -208,8 +208,21 @@ def test_tasks_sharing_a_changelog_partition_trim_it_to_what_the_least_advanced_
     held = [(0, gone), *[(offset + 1, entry) for offset, entry in partition]]
     monkeypatch.setattr(restore, "read_changelogs", lambda *args: {(topics.changelog, 3): held})
     ids = [(CUSTOMER, 3), ("card_id", 3), (JOIN, 3)]
-    tasks, _, trims = restore.restore_tasks(settings, topics, plan, ids, {}, 0.0)
+    # the store's pack is this one: a stage it does not run was dropped, and so are its entries
+    tasks, _, trims, pinned = restore.restore_tasks(settings, topics, plan, ids, {}, 0.0, others_kept=False)
     assert set(tasks) == set(ids)
     assert trims == {(topics.changelog, 3): 2}  # the gone stage's entry and the customer's before its snapshot
+    assert pinned == {}
+    # the store's pack is another (or cannot be read): it may run that stage, whose entries stay
+    _, _, trims, pinned = restore.restore_tasks(settings, topics, plan, ids, {}, 0.0, others_kept=True)
+    assert (trims, pinned) == ({}, {3: 0})
+    # a stage not asked for whose entries have a gap keeps them all; one asked for fails the restore
+    gap = Entry(3, [], 0, own=pack_rows([("@test", "x", b"1")]), own_rows=1, stage="ip")
+    with_gap = [(0, gap), *((offset + 1, entry) for offset, entry in held)]  # ip's entry 3, without 1 and 2
+    monkeypatch.setattr(restore, "read_changelogs", lambda *args: {(topics.changelog, 3): with_gap})
+    _, _, trims, _ = restore.restore_tasks(settings, topics, plan, ids, {}, 0.0, others_kept=False)
+    assert trims == {}  # from ip's entry (the first) on, nothing is deleted
+    with pytest.raises(RuntimeError, match="lacks entries"):
+        restore.restore_tasks(settings, topics, plan, [("ip", 3)], {}, 0.0, others_kept=False)
     assert (tasks[(CUSTOMER, 3)].log.head, tasks[("card_id", 3)].log.head, tasks[(JOIN, 3)].log.head) == (2, 1, 0)
     assert (tasks[(CUSTOMER, 3)].log.keep_from, tasks[("card_id", 3)].log.keep_from) == (3, 2)

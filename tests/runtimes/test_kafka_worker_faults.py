@@ -497,3 +497,25 @@ def test_a_record_of_a_stage_the_worker_does_not_run_ends_it_if_the_stores_pack_
             worker._follow_store()
     finally:
         worker.consumer.close()
+
+
+def test_a_worker_trims_a_changelog_partition_only_holding_all_its_tasks_and_never_past_a_pinned_entry() -> None:
+    """A worker trims partition *p* to what its tasks of *p* need, if it holds them all, and
+    never past the first entry of a stage it does not run that its last restore kept (the
+    store's pack was another, which may run that stage)."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", kafka_partitions=4, engine="python")
+    worker = ProcessWorker(settings, load_pack_file(None), worker_id="unit")  # nothing here reaches the broker
+    try:
+        for at, name in enumerate([*worker.plan.names, JOIN]):
+            stage = worker.plan.rules if name == JOIN else worker.plan.stage(name)
+            worker.tasks[(name, 2)], _ = Task.restore(
+                stage, 2, Replayed(), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1000
+            )
+            worker.tasks[(name, 2)].log.keep_from = 10 + at
+        assert worker._trim_point(2) == 10
+        worker._pinned[2] = 4
+        assert worker._trim_point(2) == 4
+        del worker.tasks[(JOIN, 2)]  # another worker holds the join's task: it may need more
+        assert worker._trim_point(2) is None
+    finally:
+        worker.consumer.close()

@@ -111,7 +111,7 @@ def process(
     try:
         worker.run(_stop_on_signals())
     except StagesChanged as exc:  # its supervisor starts it again, on the pack activated
-        fail(str(exc))
+        fail(str(exc))  # (or on the file its rule_pack setting names, which it activates)
 
 
 @app.command()

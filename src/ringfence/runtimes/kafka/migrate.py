@@ -3,9 +3,10 @@ one changelog every task now writes (:attr:`~.topics.Topics.changelog`), so a de
 moved to it keeps every feature's state.
 
 It copies only while no worker is in the process group (the upgrade's order, docs/deploy.md,
-Topics), and only into partitions of the new changelog that hold no committed entry, so
-running ``kafka init`` again copies nothing twice, and a copy that failed part-way is done
-again, from the start of the partitions it did not finish. Every ``.v2`` changelog found is
+Topics; looked at again before each partition), and only into partitions of the new changelog
+that hold no committed entry and never had one deleted, so running ``kafka init`` again copies
+nothing twice, a copy that failed part-way is done again for the partitions it did not
+finish, and a partition workers wrote and trimmed is never given old state back. Every ``.v2`` changelog found is
 copied, whatever stages the packs run now (a stage no pack runs is dropped by the workers'
 next restore). A task's entries keep their order and numbers (a snapshot part names the entry
 it began after by number, not by offset), each now naming its stage; a partition's are copied
@@ -51,11 +52,18 @@ def _copy(settings: Settings, timeout_s: float) -> int:
     if not old:
         return 0
     group = topics.group("process")
-    listed = admin.list_consumer_groups(request_timeout=TIMEOUT_S).result(TIMEOUT_S)
-    if listed.errors:  # a broker did not answer: whether workers run cannot be told
-        raise RuntimeError(f"listing the consumer groups: {listed.errors[0]}")
-    idle = (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD)
-    running = any(g.group_id == group and g.state not in idle for g in listed.valid)
+
+    def refuse_if_workers_run() -> None:
+        listed = admin.list_consumer_groups(request_timeout=TIMEOUT_S).result(TIMEOUT_S)
+        if listed.errors:  # a broker did not answer: whether workers run cannot be told
+            raise RuntimeError(f"listing the consumer groups: {listed.errors[0]}")
+        idle = (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD)
+        if any(g.group_id == group and g.state not in idle for g in listed.valid):
+            raise ConfigError(
+                f"workers are in {group}: stop them before `kafka init` copies the per-stage "
+                f"changelogs into {topics.changelog}"
+            )
+
     producer = Producer(
         client_config(
             settings,
@@ -70,17 +78,17 @@ def _copy(settings: Settings, timeout_s: float) -> int:
         )
     )
     producer.init_transactions(TIMEOUT_S)  # aborts a copy left open by one that died
-    held = read_changelogs(settings, topics, [(topics.changelog, p) for p in range(topics.partitions)], timeout_s)
+    partitions = [(topics.changelog, p) for p in range(topics.partitions)]
+    held = read_changelogs(settings, topics, partitions, timeout_s)
+    trimmed = {tp for tp, start in _log_starts(settings, topics, partitions).items() if start > 0}
     copied = 0
     for partition in [p for p in range(topics.partitions) if not held[(topics.changelog, p)]]:
+        if (topics.changelog, partition) in trimmed:
+            continue  # workers wrote it, and deleted all of it since: the copy would bring old state back
         entries = read_changelogs(settings, topics, [(t, partition) for t in old.values()], timeout_s)
         if not any(entries.values()):
             continue
-        if running:
-            raise ConfigError(
-                f"workers are in {group}: stop them before `kafka init` copies the per-stage "
-                f"changelogs into {topics.changelog}"
-            )
+        refuse_if_workers_run()  # again for each partition: a copy takes a while
         producer.begin_transaction()
         try:
             for stage, topic in old.items():
@@ -93,6 +101,17 @@ def _copy(settings: Settings, timeout_s: float) -> int:
             producer.abort_transaction(TIMEOUT_S)
             raise
     return copied
+
+
+def _log_starts(settings: Settings, topics: Topics, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Each partition's first offset (past zero once records were deleted from it)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(client_config(settings, **{"group.id": topics.group("restore"), "enable.auto.commit": False}))
+    try:
+        return {tp: int(consumer.get_watermark_offsets(TopicPartition(*tp), TIMEOUT_S)[0]) for tp in partitions}
+    finally:
+        consumer.close()
 
 
 def _v2_changelogs(topics: Topics, existing: Iterable[str]) -> dict[str, str]:

@@ -110,21 +110,29 @@ def restore_tasks(
     ids: Iterable[TaskId],
     lists: Mapping[str, frozenset[str]],
     now: float,
-) -> tuple[dict[TaskId, Task], int, dict[tuple[str, int], int]]:
+    *,
+    others_kept: bool = True,
+) -> tuple[dict[TaskId, Task], int, dict[tuple[str, int], int], dict[int, int]]:
     """Tasks ``ids`` (stage or join, partition), from the changelog; how many rows those held;
-    and, by changelog partition, the offset before which its records are no longer needed."""
+    by changelog partition, the offset before which its records are no longer needed; and by
+    partition, the first entry of a stage ``plan`` does not run, kept if ``others_kept`` (the
+    store's pack is another, which may run it; else the stage was dropped, and so are they)."""
     wanted = set(ids)
     partitions = sorted({partition for _, partition in wanted})
     entries = read_changelogs(settings, topics, [(topics.changelog, p) for p in partitions])
     replayed: dict[TaskId, Replayed] = {}
-    trims = {}
+    trims, pinned = {}, {}
     for partition in partitions:
         held = entries[(topics.changelog, partition)]
         by_stage: dict[str, Entries] = {}
         for offset, entry in held:
             by_stage.setdefault(entry.stage, []).append((offset, entry))
-        needs: list[int | None] = []
-        for name in [*plan.names, JOIN]:  # a stage no longer in the pack keeps nothing
+        run = [*plan.names, JOIN]
+        others = [e[0][0] for name, e in by_stage.items() if others_kept and name not in run]
+        if others:
+            pinned[partition] = min(others)
+        needs: list[int | None] = list(others)
+        for name in run:
             try:
                 replayed[(name, partition)] = found = replay(by_stage.get(name, []))
                 needs.append(found.keep_from)
@@ -155,7 +163,7 @@ def restore_tasks(
                 task.engine.set_list(list_name, values)
         tasks[task_id] = task
         rows += applied
-    return tasks, rows, trims
+    return tasks, rows, trims, pinned
 
 
 def trim_point(tasks: Iterable[Replayed | TaskLog]) -> int | None:

@@ -132,6 +132,9 @@ class ProcessWorker:
         self.packs = packs  # where activated packs and edited lists come from (polled)
         self._lists: dict[str, frozenset[str]] = packs.lists() if packs is not None else {}
         self._last_pack_check = self.clock.time()
+        # by changelog partition, the first entry of a stage this worker does not run but the
+        # store's pack may (a restore found it): no trim passes it
+        self._pinned: dict[int, int] = {}
         self.worker_id = worker_id
         self.consumer = Consumer(
             client_config(
@@ -485,7 +488,11 @@ class ProcessWorker:
         """The offset before which changelog ``partition`` holds nothing its tasks need, if this
         worker holds them all (else the next restore of the partition trims it)."""
         held = [self.tasks.get((name, partition)) for name in [*self.plan.names, JOIN]]
-        return trim_point(task.log for task in held if task is not None) if all(held) else None
+        if not all(held):
+            return None
+        keep = trim_point(task.log for task in held if task is not None)
+        pinned = self._pinned.get(partition)
+        return keep if pinned is None or keep is None else min(keep, pinned)
 
     def _trim(self, before: Mapping[tuple[str, int], int]) -> None:
         """Delete the changelog records a complete snapshot made redundant. Not waited for: if
@@ -551,13 +558,24 @@ class ProcessWorker:
         for task_id in ids:
             self.tasks.pop(task_id, None)
         try:
-            tasks, rows, trims = restore_tasks(
-                self.settings, self.topics, self.plan, ids, self._lists, self.clock.time()
+            tasks, rows, trims, pinned = restore_tasks(
+                self.settings,
+                self.topics,
+                self.plan,
+                ids,
+                self._lists,
+                self.clock.time(),
+                others_kept=not self._runs_the_stores_pack(),
             )
         except Exception:
             self.pending |= ids  # not lost: restored before any of their records is taken
             raise
         self.tasks.update(tasks)
+        for partition in {p for _, p in ids}:  # the restore read all of each partition
+            if partition in pinned:
+                self._pinned[partition] = pinned[partition]
+            else:
+                self._pinned.pop(partition, None)
         self._trim(trims)
         self.pending -= ids
         seconds = time.monotonic() - started
@@ -588,8 +606,8 @@ class ProcessWorker:
         try:
             active = self.packs.active()
             self._lists = self.packs.lists()
-        except RingfenceError:
-            if at_once:
+        except Exception as error:
+            if at_once or not (isinstance(error, RingfenceError) or is_store_failure(error)):
                 raise
             log.warning("cannot read the rule pack from the store; keeping the running one", exc_info=True)
             return
@@ -600,6 +618,19 @@ class ProcessWorker:
             for name, values in self._lists.items():  # through set_list: the compiled core holds its own copy
                 if name in task.stage.pack.lists:
                     task.engine.set_list(name, values)
+
+    def _runs_the_stores_pack(self) -> bool:
+        """Whether this worker runs the pack activated in the store (False if it cannot tell). If
+        not, another worker may run stages this one does not: a restore keeps their entries."""
+        if self.packs is None:
+            return True
+        try:
+            active = self.packs.active()
+        except Exception as error:
+            if not (isinstance(error, RingfenceError) or is_store_failure(error)):
+                raise
+            return False
+        return active is None or active.digest == self.plan.pack.digest
 
     def reload(self, pack: RulePack) -> None:
         """Run ``pack`` from the next batch, keeping the state of unchanged definitions. A pack
