@@ -15,7 +15,6 @@ in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -48,7 +47,8 @@ def _copy(settings: Settings, timeout_s: float) -> int:
 
     topics = topics_of(settings)
     admin = AdminClient(client_config(settings))
-    old = _v2_changelogs(topics, admin.list_topics(timeout=TIMEOUT_S).topics)
+    existing = sorted(admin.list_topics(timeout=TIMEOUT_S).topics)
+    old = {stage: name for name in existing if (stage := topics.stage_of_v2(name, "changelog")) is not None}
     if not old:
         return 0
     group = topics.group("process")
@@ -112,16 +112,6 @@ def _log_starts(settings: Settings, topics: Topics, partitions: list[tuple[str, 
         return {tp: int(consumer.get_watermark_offsets(TopicPartition(*tp), TIMEOUT_S)[0]) for tp in partitions}
     finally:
         consumer.close()
-
-
-def _v2_changelogs(topics: Topics, existing: Iterable[str]) -> dict[str, str]:
-    """The ``.changelog.STAGE.v2`` topics among ``existing``, by stage."""
-    head, tail = f"{topics.prefix}.changelog.", ".v2"
-    return {
-        name[len(head) : -len(tail)]: name
-        for name in sorted(existing)
-        if name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail)
-    }
 
 
 def _produce(producer: Any, topic: str, value: bytes, partition: int) -> None:

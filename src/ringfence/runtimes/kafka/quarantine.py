@@ -11,8 +11,12 @@ import msgspec
 
 from ringfence.config import Settings
 from ringfence.runtimes.kafka import records
-from ringfence.runtimes.kafka.topics import Topics, client_config, topics_of
+from ringfence.runtimes.kafka.topics import client_config, topics_of
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineEntry
+
+# a record's headers as stored, values bytes (msgspec decodes no union of str and bytes); built
+# at import, so a type it refuses fails there rather than on every re-drive
+_headers = msgspec.msgpack.Decoder(list[tuple[str, bytes | None]]).decode
 
 
 def reproduce(settings: Settings, entry: QuarantineEntry, timeout_s: float = 30.0) -> None:
@@ -30,25 +34,14 @@ def reproduce(settings: Settings, entry: QuarantineEntry, timeout_s: float = 30.
         if err is not None:
             failures.append(str(err))
 
-    # stored as the record had them: values are bytes (msgspec decodes no union of str and bytes)
-    headers: list[tuple[str, str | bytes | None]] = (
-        list(msgspec.msgpack.decode(e.record_headers, type=list[tuple[str, bytes | None]])) if e.record_headers else []
-    )
+    headers: list[tuple[str, str | bytes | None]] = list(_headers(e.record_headers)) if e.record_headers else []
     topic = e.origin
-    if (stage := _v2_stage(topics_of(settings), topic)) is not None:
+    if (stage := topics_of(settings).stage_of_v2(topic, "stage")) is not None:
         topic = topics_of(settings).stages
         headers = [*(h for h in headers if h[0] != records.STAGE_HEADER), (records.STAGE_HEADER, stage.encode())]
     producer.produce(topic, e.body, e.record_key, e.partition, headers=headers or None, on_delivery=delivered)
     if producer.flush(timeout_s) or failures:
         raise RuntimeError(f"re-driving {e.origin}[{e.partition}]@{e.offset} failed: {failures or 'timed out'}")
-
-
-def _v2_stage(topics: Topics, topic: str) -> str | None:
-    """The stage whose own input ``topic`` was (``PREFIX.stage.STAGE.v2``), if it is one."""
-    head, tail = f"{topics.prefix}.stage.", ".v2"
-    if topic.startswith(head) and topic.endswith(tail) and len(topic) > len(head) + len(tail):
-        return topic[len(head) : -len(tail)]
-    return None
 
 
 def named_by_contribution(entry: QuarantinedEvent) -> QuarantinedEvent:

@@ -77,6 +77,11 @@ ITEMS_HEADER = "rf-items"
 STAGE_HEADER = "rf-stage"
 
 
+def header(message: Any, name: str) -> bytes | None:
+    """A consumed record's header ``name`` (None: absent or empty)."""
+    return next((bytes(v) for k, v in message.headers() or () if k == name and v), None)
+
+
 class StageItem(msgspec.Struct, frozen=True, array_like=True):
     """One event in a stage's record: its stored JSON, and the stages that send the join values."""
 

@@ -122,25 +122,27 @@ def restore_tasks(
     entries = read_changelogs(settings, topics, [(topics.changelog, p) for p in partitions])
     replayed: dict[TaskId, Replayed] = {}
     trims, pinned = {}, {}
+    run = [*plan.names, JOIN]
     for partition in partitions:
         held = entries[(topics.changelog, partition)]
         by_stage: dict[str, Entries] = {}
         for offset, entry in held:
             by_stage.setdefault(entry.stage, []).append((offset, entry))
-        run = [*plan.names, JOIN]
         others = [e[0][0] for name, e in by_stage.items() if others_kept and name not in run]
         if others:
             pinned[partition] = min(others)
-        needs: list[int | None] = list(others)
+        needs = list(others)  # the first offset each task (or stage kept) needs
         for name in run:
             try:
                 replayed[(name, partition)] = found = replay(by_stage.get(name, []))
-                needs.append(found.keep_from)
             except RuntimeError:  # its entries have a gap: a task not asked for keeps them all
                 if (name, partition) in wanted:
                     raise
                 needs.append(by_stage[name][0][0])
-        keep = min((n for n in needs if n is not None), default=None)
+                continue
+            if found.keep_from is not None:
+                needs.append(found.keep_from)
+        keep = min(needs, default=None)
         before = held[-1][0] + 1 if held and keep is None else keep
         if held and before is not None and before > held[0][0]:  # the previous owner did not get to trim it
             trims[(topics.changelog, partition)] = before

@@ -194,13 +194,7 @@ class Task:
 def stage_items(message: Any) -> list[tuple[int | None, records.StageItem]]:
     """The events of a stage's record, each with its place in it (None: a record of one event,
     the events topic's or a re-driven one)."""
-    if _header(message, records.ITEMS_HEADER):
+    if records.header(message, records.ITEMS_HEADER):
         return list(enumerate(records.decode_items(message.value())))
-    return [(None, records.StageItem(message.value(), _header(message, records.JOIN_HEADER)))]
-
-
-def _header(message: Any, name: str) -> list[str]:
-    for key, value in message.headers() or ():
-        if key == name and value:
-            return str(value.decode()).split(",")
-    return []
+    joined = records.header(message, records.JOIN_HEADER)
+    return [(None, records.StageItem(message.value(), joined.decode().split(",") if joined else []))]

@@ -84,6 +84,14 @@ class Topics:
         """A stage's own changelog before :attr:`changelog` (``ringfence kafka init`` copies it)."""
         return f"{self.prefix}.changelog.{stage}.v2"
 
+    def stage_of_v2(self, topic: str, kind: str) -> str | None:
+        """The stage whose own ``kind`` topic (``stage``: its input, ``changelog``) ``topic`` was
+        before :attr:`stages` and :attr:`changelog` (``PREFIX.KIND.STAGE.v2``), if it is one."""
+        head, tail = f"{self.prefix}.{kind}.", ".v2"
+        if topic.startswith(head) and topic.endswith(tail) and len(topic) > len(head) + len(tail):
+            return topic[len(head) : -len(tail)]
+        return None
+
     def kind(self, topic: str) -> str:
         """``events``, ``stage``, ``join``, ``changelog``, ``alerts``, ``queries`` or ``answers``
         (records are counted by kind in the metrics)."""

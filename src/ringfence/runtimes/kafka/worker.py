@@ -247,14 +247,15 @@ class ProcessWorker:
                 log.warning("consumer error: %s", message.error())
             elif _source(message) in owned:  # else revoked in this poll
                 held.append(message)
-        if any(self._task_of(m)[0] == "" and _header(m, records.STAGE_HEADER) for m in held):
+        taken = {self._task_of(m) for m in held}
+        if any(stage == "" for stage, _ in taken):
             # a stage this worker does not run: ingest may have taken up a pack that runs it
             # before this worker did (it ends then); else the records are rejected in the fold
             self._follow_store(at_once=True)
         self._in_hand = {_source(m): m.offset() + 1 for m in held}
         self._count("read", (m.topic() for m in held))
         now = self.clock.time()
-        for task_id in {self._task_of(m) for m in held}:  # records in hand: not quiet, whichever slice they are in
+        for task_id in taken:  # records in hand: not quiet, whichever slice they are in
             if (task := self.tasks.get(task_id)) is not None:
                 task.event_time.took(now)
         for records_slice in _slices(held):  # a commit's records, and its changelog entries, stay small
@@ -542,7 +543,7 @@ class ProcessWorker:
             return (JOIN, partition)
         if topic == self.topics.events:
             return (CUSTOMER, partition)
-        stage = (_header(message, records.STAGE_HEADER) or b"").decode(errors="replace")
+        stage = (records.header(message, records.STAGE_HEADER) or b"").decode(errors="replace")
         return (stage if stage in self.plan.names and stage != CUSTOMER else "", partition)
 
     def _sources(self) -> set[Source]:
@@ -607,7 +608,7 @@ class ProcessWorker:
             active = self.packs.active()
             self._lists = self.packs.lists()
         except Exception as error:
-            if at_once or not (isinstance(error, RingfenceError) or is_store_failure(error)):
+            if at_once or not _store_unreadable(error):
                 raise
             log.warning("cannot read the rule pack from the store; keeping the running one", exc_info=True)
             return
@@ -627,7 +628,7 @@ class ProcessWorker:
         try:
             active = self.packs.active()
         except Exception as error:
-            if not (isinstance(error, RingfenceError) or is_store_failure(error)):
+            if not _store_unreadable(error):
                 raise
             return False
         return active is None or active.digest == self.plan.pack.digest
@@ -652,12 +653,13 @@ class ProcessWorker:
             task.log.abandon()
 
 
+def _store_unreadable(error: Exception) -> bool:
+    """A failure to read the store (its own error, or the database's), not a bug."""
+    return isinstance(error, RingfenceError) or is_store_failure(error)
+
+
 def _source(message: Any) -> Source:
     return (message.topic(), message.partition())
-
-
-def _header(message: Any, name: str) -> bytes | None:
-    return next((bytes(v) for k, v in message.headers() or () if k == name and v), None)
 
 
 def _trimmed(tp: Any, future: Any) -> None:
