@@ -111,6 +111,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             ``RINGFENCE_SECRET_KAFKA_SASL_PASSWORD``).
         kafka_dedup_window_s: how long (event time) a process worker remembers event ids to
             drop producers' retried events.
+        kafka_commit_interval_ms: a transaction of an ingest service or a process worker begins
+            no sooner than this after its previous one began (what arrives meanwhile joins it):
+            every transaction costs the brokers requests and a marker in each partition it writes,
+            whatever it holds, so this bounds their work by the second; an event waits up to this
+            much more at ingest and at each worker it passes.
         kafka_snapshot_rows: rows (the engine's and the task's own) a process task's changelog
             entries gather before it writes a snapshot behind them (or half the rows it holds, if
             more); once a snapshot is complete the log before it is deleted, so the restore of a
@@ -166,6 +171,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     kafka_sasl_username: str = ""
     kafka_dedup_window_s: float = 600.0
     kafka_snapshot_rows: int = 100_000
+    kafka_commit_interval_ms: int = 50
     postgres_dsn: str = ""
     postgres_pool_size: int = 8
     engine: str = "auto"
@@ -221,6 +227,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "kafka_partitions",
             "kafka_replication",
             "kafka_snapshot_rows",
+            "kafka_commit_interval_ms",
             "postgres_pool_size",
             "max_body_bytes",
             "max_batch_events",

@@ -8,16 +8,17 @@ record, not one per stage, and a transaction writes two topics, not one per stag
 So every stage sees the events of each of its keys in the order ingest accepted them (as
 the embedded runtime's journal orders them), and an event is in all its topics or in none.
 Requests are grouped into transactions (one at a time per ingest process, as a group
-commit); a request is answered 202 only once its transaction committed on every in-sync
-replica (``acks=all``). A producer's retried request (same ``event_id``) is not known
-here: every stage drops events it has seen (see :mod:`.worker`), and the customer stage
-counts them in ``ringfence_events_duplicate``.
+commit, at most one every ``kafka_commit_interval_ms``); a request is answered 202 only once
+its transaction committed on every in-sync replica (``acks=all``). A producer's retried
+request (same ``event_id``) is not known here: every stage drops events it has seen (see
+:mod:`.worker`), and the customer stage counts them in ``ringfence_events_duplicate``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import threading
 import time
@@ -93,16 +94,24 @@ class KafkaAppender:
         return await future
 
     def _run(self) -> None:
+        interval = self.settings.kafka_commit_interval_ms / 1000
+        began = -math.inf
         while not self._stop.is_set():
             try:
                 batch = [self._requests.get(timeout=0.1)]
             except queue.Empty:
                 continue
+            # every transaction costs the brokers requests and a marker in each partition it
+            # writes, however few events it holds: the requests of an interval share one
+            until = began + interval
             while len(batch) < MAX_REQUESTS_PER_TRANSACTION:
+                wait = until - time.monotonic()
                 try:
-                    batch.append(self._requests.get_nowait())
+                    batch.append(self._requests.get(timeout=wait) if wait > 0 else self._requests.get_nowait())
                 except queue.Empty:
-                    break
+                    if wait <= 0:
+                        break
+            began = time.monotonic()
             try:
                 self._commit(batch)
             except Exception:  # one batch's bug must not stop ingest for every later request

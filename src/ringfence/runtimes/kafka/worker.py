@@ -7,7 +7,7 @@ keys, rebuilt from its changelog before any of its records is processed (:mod:`.
 processing driver's runner (:mod:`ringfence.runtimes.processing`) over the records it
 consumes: it folds each into its task (a producer's retry dropped by :mod:`.seen`, the
 contributions of several stages collected by :mod:`.join`), and commits every batch (what
-arrived in ``COMMIT_INTERVAL_S``, or ``BATCH`` records) as one
+arrived in ``kafka_commit_interval_ms``, or ``BATCH`` records) as one
 Kafka transaction (:mod:`.checkpoint`): the records it sends on, the state it changed and the
 input offsets it consumed commit together or not at all. Whoever takes the partitions of a
 worker that died mid-batch restores their state (exactly that of the last committed batch)
@@ -83,11 +83,6 @@ BATCH = 2000
 # a batch whose changelog entry would outgrow a record is committed a record at a time
 SLICE_BYTES = 4 << 20
 POLL_S = 0.1
-# a worker commits at most this often (Kafka Streams' commit.interval.ms, 100 under exactly-once):
-# at a paced load a take of whatever had arrived made a transaction of a few records, and the
-# broker's CPU follows its transactions, not its records (docs/deploy.md, "The broker's CPU at a
-# paced load"); the median alert waits some 40 ms more, the p99 no more (0.19 s at 2,000/s)
-COMMIT_INTERVAL_S = 0.05
 PACK_EVERY_S = 5.0
 TRANSACTION_TIMEOUT_MS = 10_000  # a dead worker's open transaction blocks its partitions this long
 # a changelog entry, at most (its record's framing fits in the rest): the producer refuses a
@@ -198,10 +193,14 @@ class ProcessWorker:
             closing.callback(self.consumer.close)
             queries = QueryServer(self.settings, self.worker_id)
             closing.callback(queries.close)
+            # a commit at most this often (as Kafka Streams' commit.interval.ms under exactly-once):
+            # a take of whatever had arrived made a transaction of a few records at a paced load,
+            # and the brokers' CPU follows transactions (docs/deploy.md, "The broker's CPU...")
+            interval = self.settings.kafka_commit_interval_ms / 1000
             cycled = time.monotonic()
             while not stop.is_set():
                 taken = take(self.consumer, BATCH, POLL_S)
-                messages = gather(self.consumer, taken, BATCH, cycled + COMMIT_INTERVAL_S, self._moved)
+                messages = gather(self.consumer, taken, BATCH, cycled + interval, self._moved)
                 cycled = time.monotonic()
                 self._follow_store()
                 if self.pending:
