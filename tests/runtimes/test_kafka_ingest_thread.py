@@ -1,5 +1,7 @@
-"""The kafka runtime's ingest thread outlives a batch that fails unexpectedly (issue 15, item 2):
-that batch's requests are answered 503 and the next requests are served."""
+"""The kafka runtime's ingest thread: it outlives a batch that fails unexpectedly (issue 15,
+item 2): that batch's requests are answered 503 and the next requests are served; and its
+transactions begin no more often than ``kafka_commit_interval_ms`` (issue 18): the requests that
+arrive meanwhile share the next one, and a request after a quiet spell does not wait."""
 
 from __future__ import annotations
 
@@ -7,10 +9,12 @@ import asyncio
 import json
 import queue
 import threading
+import time
 from typing import Any
 
 import pytest
 
+from ringfence.config import Settings
 from ringfence.errors import OverloadedError
 from ringfence.events import validate_event
 from ringfence.runtimes.kafka import ingest as kafka_ingest
@@ -18,9 +22,13 @@ from ringfence.testing import event
 
 
 class FakeAppender(kafka_ingest.KafkaAppender):
-    """The real thread loop over a stand-in producer: the first commit raises, later ones succeed."""
+    """The real thread loop over a stand-in producer: the first commit raises (if ``fail_first``),
+    later ones succeed; each commit's time and request count are kept."""
 
-    def __init__(self) -> None:  # no broker: only what the loop uses
+    def __init__(self, interval_ms: int = 50, fail_first: bool = True) -> None:  # no broker: what the loop uses
+        self.settings = Settings(kafka_commit_interval_ms=interval_ms)
+        self.fail_first = fail_first
+        self.batches: list[tuple[float, int]] = []
         self._requests = queue.Queue()
         self._stop = threading.Event()
         self.producers_made = 0
@@ -35,10 +43,11 @@ class FakeAppender(kafka_ingest.KafkaAppender):
 
     def _commit(self, batch: list[Any]) -> None:
         self.commits += 1
-        if self.commits == 1:
+        self.batches.append((time.monotonic(), len(batch)))
+        if self.commits == 1 and self.fail_first:
             raise TypeError("a bug in routing one event")
-        for events, future, loop in batch:
-            loop.call_soon_threadsafe(kafka_ingest._succeed, future, list(range(len(events))))
+        for request in batch:
+            request.loop.call_soon_threadsafe(kafka_ingest._succeed, request.future, list(range(len(request.events))))
 
     def close(self) -> None:
         self._stop.set()
@@ -57,5 +66,30 @@ def test_an_unexpected_failure_fails_its_batch_and_the_thread_serves_the_next() 
     try:
         assert asyncio.run(scenario()) == [0]
         assert appender.producers_made == 1  # the failed transaction's producer was replaced
+    finally:
+        appender.close()
+
+
+def test_transactions_begin_an_interval_apart_and_the_requests_between_share_one() -> None:
+    appender = FakeAppender(interval_ms=300, fail_first=False)
+    one = [validate_event(json.dumps(event()).encode(), 2e9)]
+
+    async def scenario() -> tuple[float, float]:
+        asked = time.monotonic()
+        await asyncio.wait_for(appender.append(one), 5)  # the first after a quiet spell: at once
+        answered = time.monotonic() - asked
+        later = []
+        for _ in range(4):  # within the interval after the first transaction began
+            later.append(asyncio.ensure_future(appender.append(one)))
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(asyncio.gather(*later), 5)
+        return answered, time.monotonic() - asked
+
+    try:
+        first_wait, all_in = asyncio.run(scenario())
+        assert [size for _, size in appender.batches] == [1, 4]
+        assert appender.batches[1][0] - appender.batches[0][0] >= 0.29
+        assert first_wait < 0.2
+        assert all_in < 1.0
     finally:
         appender.close()

@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ringfence.config import Settings
 from ringfence.engine.engine import Engine, EventContext
@@ -44,7 +44,13 @@ log = logging.getLogger("ringfence.kafka.ingest")
 
 MAX_REQUESTS_PER_TRANSACTION = 500
 COMMIT_TIMEOUT_S = 30.0
-Request = tuple[list[Event], "asyncio.Future[list[int | None]]", asyncio.AbstractEventLoop]
+
+
+class Request(NamedTuple):
+    events: list[Event]
+    future: asyncio.Future[list[int | None]]
+    loop: asyncio.AbstractEventLoop
+    arrived: float  # epoch seconds: its events' record time, as when ingest took them
 
 
 class KafkaAppender:
@@ -90,7 +96,7 @@ class KafkaAppender:
         retry) when the brokers do not take them: then none of the request's events is kept."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[int | None]] = loop.create_future()
-        self._requests.put((events, future, loop))
+        self._requests.put(Request(events, future, loop, time.time()))
         return await future
 
     def _run(self) -> None:
@@ -121,8 +127,8 @@ class KafkaAppender:
     def _abandon(self, batch: list[Request]) -> None:
         """Fail ``batch``'s requests (nothing of them is kept) and start over with a fresh producer."""
         failure = OverloadedError("the event log did not take the events (an internal error, logged); retry", 1)
-        for _, future, loop in batch:
-            loop.call_soon_threadsafe(_fail, future, failure)
+        for request in batch:
+            request.loop.call_soon_threadsafe(_fail, request.future, failure)
         try:
             self._producer = self._new_producer()  # aborts the open transaction
         except Exception:
@@ -131,14 +137,15 @@ class KafkaAppender:
     def _commit(self, batch: list[Request]) -> None:
         from confluent_kafka import KafkaException
 
-        offsets: list[list[int | None]] = [[None] * len(events) for events, _, _ in batch]
-        at = int(time.time() * 1000)  # the records' time: when ingest accepted the events
+        offsets: list[list[int | None]] = [[None] * len(request.events) for request in batch]
+        # the records' time: when ingest took the first of the requests (they waited up to an interval)
+        at = int(batch[0].arrived * 1000)
         try:
             self._producer.begin_transaction()
             plan, keys = self._plan_and_keys()
             copies: dict[tuple[str, int], list[StageItem]] = {}  # each stage's events by partition, in order
-            for i, (events, _, _) in enumerate(batch):
-                for j, event in enumerate(events):
+            for i, request in enumerate(batch):
+                for j, event in enumerate(request.events):
                     self._produce(plan, keys, event, at, offsets[i], j, copies)
             for (stage, partition), items in copies.items():
                 headers = [(ITEMS_HEADER, b"1"), (STAGE_HEADER, stage.encode())]
@@ -156,11 +163,11 @@ class KafkaAppender:
                 except KafkaException:
                     self._producer = self._new_producer()
             failure = OverloadedError(f"the event log did not take the events: {error.str()}", 1)
-            for _, future, loop in batch:
-                loop.call_soon_threadsafe(_fail, future, failure)
+            for request in batch:
+                request.loop.call_soon_threadsafe(_fail, request.future, failure)
             return
-        for (_, future, loop), written in zip(batch, offsets, strict=True):
-            loop.call_soon_threadsafe(_succeed, future, written)
+        for request, written in zip(batch, offsets, strict=True):
+            request.loop.call_soon_threadsafe(_succeed, request.future, written)
 
     def _plan_and_keys(self) -> tuple[StagePlan, Engine]:
         """The current plan, and an engine of it for reading events' key fields (made once per plan)."""
