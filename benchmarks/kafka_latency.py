@@ -16,6 +16,10 @@ left out. CPU per event is reported per service, the broker's too (it shares the
 two cores with everything else, the load generator included).
 
     .venv/bin/python benchmarks/kafka_latency.py --rate 2000 --seconds 120 --runs 3 --out benchmarks/results
+
+``--commit-interval-ms 50 100`` runs each interval in turn in every round (the services'
+``kafka_commit_interval_ms``), and summarises each: the latency it costs beside the broker's CPU
+it saves (``kafka_sustained.py``).
 """
 
 from __future__ import annotations
@@ -175,6 +179,7 @@ def one_run(
     latencies = [latency for at, latency in e2e.alert_latencies(alerts, started_wall) if at >= args.warmup]
     return {
         "workers": args.workers,
+        "commit_interval_ms": int(env["RINGFENCE_KAFKA_COMMIT_INTERVAL_MS"]),
         "events": load.accepted,
         "accepted_events_per_s": round(load.accepted / sent_s),
         "overload_503s": load.overloaded,
@@ -200,7 +205,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=120, help="of load in each run")
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds whose alerts are left out")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="rounds (of each interval)")
+    parser.add_argument(
+        "--commit-interval-ms", type=int, nargs="+", default=[50], help="kafka_commit_interval_ms (several: in turn)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write kafka-latency.json here")
     args = parser.parse_args()
 
@@ -215,31 +223,41 @@ def main() -> None:
     runs = []
     with kafka_and_postgres(work) as (broker, cluster):
         for i in range(args.runs):
-            dsn = cluster.new_database()
-            base_env = service_env(broker.bootstrap, dsn)
-            KafkaStack(work, base_env).cli("db", "migrate")
-            assert broker.proc is not None
-            run = one_run(base_env, dsn, traffic, args, work, broker.proc.pid)
-            runs.append(run)
-            print(f"run {i + 1}: {json.dumps(run)}", flush=True)
+            for interval in args.commit_interval_ms:
+                dsn = cluster.new_database()
+                base_env = service_env(broker.bootstrap, dsn, kafka_commit_interval_ms=str(interval))
+                KafkaStack(work, base_env).cli("db", "migrate")
+                assert broker.proc is not None
+                run = one_run(base_env, dsn, traffic, args, work, broker.proc.pid)
+                runs.append(run)
+                print(f"run {i + 1}, {interval} ms: {json.dumps(run)}", flush=True)
 
-    def spread(pick: Any) -> dict[str, float]:
-        values = [pick(r) for r in runs]
-        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    def summary(interval: int) -> dict[str, Any]:
+        def spread(pick: Any) -> dict[str, float]:
+            values = [pick(r) for r in runs if r["commit_interval_ms"] == interval]
+            return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
-    result = {
-        "command": f"benchmarks/kafka_latency.py --rate {args.rate} --seconds {args.seconds} "
-        f"--workers {args.workers} --runs {args.runs}",
-        "machine": e2e.machine(),
-        "partitions": PARTITIONS,
-        "summary": {
+        return {
             **{
                 f"{name}_ingest_to_alert_s": spread(lambda r, name=name: r["ingest_to_alert_s"][name])
                 for name in ("p50", "p95", "p99", "p99.9")
             },
             "accepted_events_per_s": spread(lambda r: r["accepted_events_per_s"]),
             "alerts_timed": spread(lambda r: r["alerts_timed"]),
-        },
+            **{
+                f"{name}_cpu_us_per_event": spread(lambda r, name=name: r["cpu_us_per_event_after_warmup"][name])
+                for name in ("broker", "workers", "ingest", "dispatch")
+            },
+        }
+
+    result = {
+        "command": f"benchmarks/kafka_latency.py --rate {args.rate} --seconds {args.seconds} "
+        f"--workers {args.workers} --runs {args.runs} "
+        f"--commit-interval-ms {' '.join(map(str, args.commit_interval_ms))}",
+        "machine": e2e.machine(),
+        "partitions": PARTITIONS,
+        "summary": summary(args.commit_interval_ms[0]),
+        "summary_by_commit_interval_ms": {interval: summary(interval) for interval in args.commit_interval_ms},
         "runs": runs,
     }
     print(json.dumps(result, indent=2))

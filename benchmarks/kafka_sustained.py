@@ -18,7 +18,9 @@ a broker still compiling its own code and creating partitions, whose CPU per eve
   when the group keeps up (its lag at the window's end under 2 s of traffic);
 - ``--tree`` runs another checkout of Ringfence (its own ``.venv``, as ``scripts/_venv.sh``
   makes it), so the code before a change runs on the same broker, traffic and harness; runs
-  of the trees alternate, and the ratio of their medians is the comparison.
+  of the trees alternate, and the ratio of their medians is the comparison;
+- ``--commit-interval-ms 50 100`` runs each ``kafka_commit_interval_ms`` in turn (ingest's and
+  the workers' transactions begin at most that often), each tree's default otherwise.
 
 The broker's CPU per event here is the whole pipeline's (ingest's writes and the workers'
 reads, writes and commits), divided by the events ingest acknowledged in the window.
@@ -177,7 +179,14 @@ def read_acked(path: Path) -> int:
 
 
 def one_run(
-    args: argparse.Namespace, tree: Path, request: int, bootstrap: str, cluster: Any, broker_pid: int, work: Path
+    args: argparse.Namespace,
+    tree: Path,
+    request: int,
+    interval: int | None,
+    bootstrap: str,
+    cluster: Any,
+    broker_pid: int,
+    work: Path,
 ) -> dict[str, Any]:
     from tests.helpers.kafka import service_env
 
@@ -189,6 +198,7 @@ def one_run(
         **service_env(bootstrap, cluster.new_database(), args.partitions),
         "RINGFENCE_KAFKA_TOPIC_PREFIX": prefix,
         "PYTHONPATH": "",
+        **({} if interval is None else {"RINGFENCE_KAFKA_COMMIT_INTERVAL_MS": str(interval)}),
     }
     for step in (["db", "migrate"], ["kafka", "init"]):
         subprocess.run([python, "-m", "ringfence", *step], env=env, check=True, capture_output=True, cwd=tree)
@@ -270,6 +280,7 @@ def one_run(
     return {
         "tree": str(tree),
         "events_a_request": request,
+        "commit_interval_ms": interval,  # None: the tree's default
         "commit": subprocess.run(
             ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
@@ -306,6 +317,13 @@ def main() -> None:
     parser.add_argument(
         "--tree", type=Path, action="append", default=[], help="another checkout to run beside this one"
     )
+    parser.add_argument(
+        "--commit-interval-ms",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="kafka_commit_interval_ms of ingest and the workers (several: runs of each; default: the tree's)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the result (JSON) to this file")
     args = parser.parse_args()
 
@@ -322,16 +340,22 @@ def main() -> None:
         for _ in range(args.runs):
             for tree in trees:
                 for request in args.request:
-                    runs.append(one_run(args, tree, request, broker.bootstrap, cluster, broker.proc.pid, work))
+                    for interval in args.commit_interval_ms:
+                        runs.append(
+                            one_run(args, tree, request, interval, broker.bootstrap, cluster, broker.proc.pid, work)
+                        )
     by_tree = {
-        f"{tree}, requests of {request}": {
+        f"{tree}, requests of {request}" + ("" if interval is None else f", commit every {interval} ms"): {
             name: statistics.median(
-                r[name]["median"] for r in runs if (r["tree"], r["events_a_request"]) == (str(tree), request)
+                r[name]["median"]
+                for r in runs
+                if (r["tree"], r["events_a_request"], r["commit_interval_ms"]) == (str(tree), request, interval)
             )
             for name in MEASURED
         }
         for tree in trees
         for request in args.request
+        for interval in args.commit_interval_ms
     }
     result = {
         "command": "benchmarks/kafka_sustained.py " + " ".join(sys.argv[1:]),
