@@ -78,6 +78,8 @@ def test_settings_are_frozen() -> None:
         ({"RINGFENCE_PORT": "xyz"}, {}, "invalid setting port (environment variable RINGFENCE_PORT)"),
         ({"RINGFENCE_MAX_CONNECTIONS": "0"}, {}, "max_connections must be positive (environment variable"),
         ({}, {"port": -1}, "port must be positive (option --port)"),
+        ({"RINGFENCE_KAFKA_COMMIT_INTERVAL_MS": "0"}, {}, "kafka_commit_interval_ms must be positive"),
+        ({"RINGFENCE_KAFKA_COMMIT_INTERVAL_MS": "5000"}, {}, "kafka_commit_interval_ms must be at most 1000"),
         ({"RINGFENCE_FORWARDED_ALLOW_IPS": "10.0.0.1,*"}, {}, "got '*' (environment variable"),
     ],
 )

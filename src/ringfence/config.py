@@ -32,6 +32,7 @@ DEFAULT_ALLOWED_LATENESS_S = 5.0
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BATCH_EVENTS = 10_000
 DEFAULT_MAX_LAG_EVENTS = 500_000
+MAX_COMMIT_INTERVAL_MS = 1_000  # kafka_commit_interval_ms at most: what an event may wait at each hop
 DEFAULT_LOG_RETENTION_S = 7 * 24 * 3600.0
 DEFAULT_JOURNAL_SEGMENT_S = 3600.0
 MIN_JOURNAL_SEGMENT_S, MAX_JOURNAL_SEGMENT_S = 1.0, 86400.0  # a file a second at most; a day's index at most
@@ -111,11 +112,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             ``RINGFENCE_SECRET_KAFKA_SASL_PASSWORD``).
         kafka_dedup_window_s: how long (event time) a process worker remembers event ids to
             drop producers' retried events.
-        kafka_commit_interval_ms: a transaction of an ingest service or a process worker begins
-            no sooner than this after its previous one began (what arrives meanwhile joins it):
-            every transaction costs the brokers requests and a marker in each partition it writes,
-            whatever it holds, so this bounds their work by the second; an event waits up to this
-            much more at ingest and at each worker it passes.
+        kafka_commit_interval_ms: (1 to 1,000) a transaction of an ingest service or a process
+            worker begins no sooner than this after its previous one began (what arrives meanwhile
+            joins it): every transaction costs the brokers requests and a marker in each partition
+            it writes, whatever it holds, so this bounds their work by the second; an event waits
+            up to this much more at ingest and at each worker it passes.
         kafka_snapshot_rows: rows (the engine's and the task's own) a process task's changelog
             entries gather before it writes a snapshot behind them (or half the rows it holds, if
             more); once a snapshot is complete the log before it is deleted, so the restore of a
@@ -213,6 +214,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         if not re.fullmatch(r"[a-zA-Z0-9._-]{1,100}", self.kafka_topic_prefix):
             raise ConfigError(
                 f"kafka_topic_prefix must be letters, digits, '.', '_' or '-', got {self.kafka_topic_prefix!r}"
+            )
+        if self.kafka_commit_interval_ms > MAX_COMMIT_INTERVAL_MS:
+            raise ConfigError(
+                f"kafka_commit_interval_ms must be at most {MAX_COMMIT_INTERVAL_MS}: an event waits up to it "
+                f"at ingest and at each worker, got {self.kafka_commit_interval_ms}"
             )
         for proxy in _proxies(self.forwarded_allow_ips):
             try:
