@@ -7,8 +7,9 @@ on fresh topics and a fresh database. It then posts simulated bank traffic (the 
 benchmark's, with its injected fraud) to ingest over HTTP, paced at ``--rate`` events/s for
 ``--seconds``, waits until every alert is in PostgreSQL, and reads them back through the api.
 
-An alert's latency is the time from its event's arrival (the record's timestamp, taken when
-ingest began the transaction that wrote it) to the alert's ``created_at``, the time dispatch
+An alert's latency is the time from its event's arrival (the record's timestamp: when ingest
+took the first request of the transaction that wrote it, at most an interval before that
+transaction began) to the alert's ``created_at``, the time dispatch
 takes as it begins the alert's commit in PostgreSQL (the commit's own time is not in it): the
 path events topic -> stages topic -> process workers -> join -> alerts topic -> dispatch -> store.
 Alerts raised by timers (absences) and alerts whose event arrived during the warm-up are

@@ -322,7 +322,8 @@ def main() -> None:
         type=int,
         nargs="+",
         default=[None],
-        help="kafka_commit_interval_ms of ingest and the workers (several: runs of each; default: the tree's)",
+        help="kafka_commit_interval_ms of ingest and the workers (several: runs of each; default: the tree's); "
+        "code older than the setting (82163ed) refuses it",
     )
     parser.add_argument("--out", type=Path, default=None, help="write the result (JSON) to this file")
     args = parser.parse_args()

@@ -50,7 +50,7 @@ class Request(NamedTuple):
     events: list[Event]
     future: asyncio.Future[list[int | None]]
     loop: asyncio.AbstractEventLoop
-    arrived: float  # epoch seconds: its events' record time, as when ingest took them
+    arrived: float  # epoch seconds, when ingest took it
 
 
 class KafkaAppender:
@@ -110,7 +110,7 @@ class KafkaAppender:
             # every transaction costs the brokers requests and a marker in each partition it
             # writes, however few events it holds: the requests of an interval share one
             until = began + interval
-            while len(batch) < MAX_REQUESTS_PER_TRANSACTION:
+            while len(batch) < MAX_REQUESTS_PER_TRANSACTION and not self._stop.is_set():
                 wait = until - time.monotonic()
                 try:
                     batch.append(self._requests.get(timeout=wait) if wait > 0 else self._requests.get_nowait())
@@ -138,8 +138,11 @@ class KafkaAppender:
         from confluent_kafka import KafkaException
 
         offsets: list[list[int | None]] = [[None] * len(request.events) for request in batch]
-        # the records' time: when ingest took the first of the requests (they waited up to an interval)
-        at = int(batch[0].arrived * 1000)
+        # the records' time: when ingest took the first of the requests, so their wait counts in
+        # what follows; but never more than an interval back, however long a stalled commit held
+        # them, since the workers' idle watermarks advance from it
+        now = time.time()
+        at = int(max(batch[0].arrived, now - self.settings.kafka_commit_interval_ms / 1000) * 1000)
         try:
             self._producer.begin_transaction()
             plan, keys = self._plan_and_keys()
