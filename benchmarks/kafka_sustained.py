@@ -20,7 +20,11 @@ a broker still compiling its own code and creating partitions, whose CPU per eve
   makes it), so the code before a change runs on the same broker, traffic and harness; runs
   of the trees alternate, and the ratio of their medians is the comparison;
 - ``--commit-interval-ms 50 100`` runs each ``kafka_commit_interval_ms`` in turn (ingest's and
-  the workers' transactions begin at most that often), each tree's default otherwise.
+  the workers' transactions begin at most that often), each tree's default otherwise;
+  ``--partitions 2 8`` each partition count of the topics in turn;
+- each window also counts the requests ingest's and the workers' Kafka clients sent the broker
+  (``ringfence_kafka_requests``, from librdkafka's statistics every 10 s; none from code before
+  the metric), per event and by type: at a paced load the broker's CPU follows them.
 
 The broker's CPU per event here is the whole pipeline's (ingest's writes and the workers'
 reads, writes and commits), divided by the events ingest acknowledged in the window.
@@ -62,6 +66,8 @@ MEASURED = (  # a window's figures
     "broker_cores",
     "workers_cpu_us_per_event",
     "feeder_cpu_us_per_event",
+    "requests_per_event",
+    "produce_requests_per_event",
 )
 
 
@@ -75,15 +81,23 @@ def feed(events_file: Path, rate: float, seconds: float, acked_file: Path, reque
     from ringfence.engine.pack import load_pack_file
     from ringfence.engine.stages import plan_stages
     from ringfence.events.decode import validate_event
+    from ringfence.metrics import Metrics
     from ringfence.runtimes.kafka.ingest import KafkaAppender
 
     settings = load_settings()
     plan = plan_stages(load_pack_file(None))
-    appender = KafkaAppender(settings, lambda: plan, "bench")
+    metrics = Metrics()
+    try:
+        appender = KafkaAppender(settings, lambda: plan, "bench", metrics)
+    except TypeError:  # code before its producer's requests were counted
+        appender = KafkaAppender(settings, lambda: plan, "bench")
     acked = refused = 0
 
     def keep() -> None:  # whole or not at all: the harness reads it at any moment
-        acked_file.with_suffix(".next").write_text(f"{acked}\n")
+        sent = {
+            labels["request"]: value for name, labels, value in metrics.counters() if name == "ringfence_kafka_requests"
+        }
+        acked_file.with_suffix(".next").write_text(json.dumps({"acked": acked, "requests": sent}) + "\n")
         os.replace(acked_file.with_suffix(".next"), acked_file)
 
     async def send(batch: list[Any], slots: asyncio.Semaphore) -> None:
@@ -171,11 +185,24 @@ def write_traffic(path: Path, count: int, customers: int, rate: float) -> None:
             out.write(encode(event) + b"\n")
 
 
-def read_acked(path: Path) -> int:
+def read_fed(path: Path) -> dict[str, Any]:
+    """What the feeder wrote last: the events ingest acknowledged, its producer's requests by type."""
     try:
-        return int(path.read_text() or 0)
-    except (FileNotFoundError, ValueError):  # not written yet, or being replaced
-        return 0
+        fed: dict[str, Any] = json.loads(path.read_text())
+        return fed
+    except (FileNotFoundError, ValueError):  # not written yet
+        return {"acked": 0, "requests": {}}
+
+
+def requests_sent(urls: list[str], key: str) -> dict[str, float]:
+    """The workers' clients' requests to the broker so far, by type (none from older code)."""
+    from tests.helpers.kafka import kafka_requests
+
+    sent: dict[str, float] = {}
+    for url in urls:
+        for (_, request), n in kafka_requests(url, key).items():
+            sent[request] = sent.get(request, 0.0) + n
+    return sent
 
 
 def one_run(
@@ -183,6 +210,7 @@ def one_run(
     tree: Path,
     request: int,
     interval: int | None,
+    partitions: int,
     bootstrap: str,
     cluster: Any,
     broker_pid: int,
@@ -191,24 +219,37 @@ def one_run(
     from tests.helpers.kafka import service_env
 
     from ringfence.bench import procstat
+    from ringfence.bench.servers import free_port
 
     python = str(tree / ".venv" / "bin" / "python")
     prefix = f"s{uuid.uuid4().hex[:8]}"
     env = {
-        **service_env(bootstrap, cluster.new_database(), args.partitions),
+        **service_env(bootstrap, cluster.new_database(), partitions),
         "RINGFENCE_KAFKA_TOPIC_PREFIX": prefix,
         "PYTHONPATH": "",
         **({} if interval is None else {"RINGFENCE_KAFKA_COMMIT_INTERVAL_MS": str(interval)}),
     }
     for step in (["db", "migrate"], ["kafka", "init"]):
         subprocess.run([python, "-m", "ringfence", *step], env=env, check=True, capture_output=True, cwd=tree)
+    created = subprocess.run(
+        [python, "-m", "ringfence", "keys", "create", "--name", "bench", "--scope", "alerts:read"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tree,
+    )
+    key = created.stdout.strip().splitlines()[-1]  # reads the workers' metrics
     logs = [work / f"{prefix}-w{i}.log" for i in range(args.workers)]
+    ports = [free_port() for _ in logs]
     procs = []
     for i, path in enumerate(logs):
         with path.open("wb") as out:
             command = [python, "-m", "ringfence", "serve", "process", "--worker-id", f"{prefix}-w{i}"]
+            command += ["--metrics-port", str(ports[i])]
             procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=out, cwd=tree))
-    lag_of = Lag(bootstrap, prefix, args.partitions)
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    lag_of = Lag(bootstrap, prefix, partitions)
     acked_file = work / f"{prefix}.acked"
     feeder = None
     windows: list[dict[str, Any]] = []
@@ -228,10 +269,15 @@ def one_run(
         feeder = subprocess.Popen(command, env=env, cwd=tree)
         started = time.monotonic()
 
-        def sample() -> dict[str, float]:
+        def sample() -> dict[str, Any]:
+            fed = read_fed(acked_file)
+            sent = requests_sent(urls, key)
+            for request, n in fed["requests"].items():
+                sent[request] = sent.get(request, 0.0) + n
             return {
                 "at": time.monotonic() - started,
-                "acked": read_acked(acked_file),
+                "acked": fed["acked"],
+                "requests": sent,
                 "broker": procstat.cpu_seconds([broker_pid]),
                 "jvm": procstat.jvm_own_cpu_seconds(broker_pid),
                 "feeder": procstat.cpu_seconds([feeder.pid]),  # type: ignore[union-attr]
@@ -246,6 +292,7 @@ def one_run(
                     raise SystemExit(f"a process of the run exited ({proc.returncode}) {proc.args}")
             now, lag = sample(), (lag_of() if procs else 0)
             events = now["acked"] - last["acked"]
+            sent = {r: n - last["requests"].get(r, 0.0) for r, n in now["requests"].items()}
             windows.append(
                 {
                     "ends_at_s": round(now["at"]),
@@ -259,6 +306,12 @@ def one_run(
                         for name in ("broker", "jvm", "feeder", "workers")
                     },
                     "broker_cores": round((now["broker"] - last["broker"]) / (now["at"] - last["at"]), 3),
+                    # librdkafka reports every 10 s: a window's counts are of its span shifted by up to that
+                    "requests_per_event": round(sum(sent.values()) / max(events, 1), 3),
+                    "produce_requests_per_event": round(sent.get("Produce", 0.0) / max(events, 1), 3),
+                    "requests_per_s": {
+                        r: round(n / (now["at"] - last["at"]), 1) for r, n in sorted(sent.items()) if n > 0
+                    },
                 }
             )
             print(f"{prefix} {tree.name}: {json.dumps(windows[-1])}", flush=True)
@@ -281,6 +334,7 @@ def one_run(
         "tree": str(tree),
         "events_a_request": request,
         "commit_interval_ms": interval,  # None: the tree's default
+        "partitions": partitions,
         "commit": subprocess.run(
             ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
@@ -305,7 +359,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=2_000.0, help="events a second fed through ingest")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--partitions", type=int, default=PARTITIONS, help="of every topic")
+    parser.add_argument(
+        "--partitions", type=int, nargs="+", default=[PARTITIONS], help="of every topic (several: runs of each)"
+    )
     parser.add_argument(
         "--request", type=int, nargs="+", default=[REQUEST], help="events a request to ingest (several: runs of each)"
     )
@@ -342,21 +398,36 @@ def main() -> None:
             for tree in trees:
                 for request in args.request:
                     for interval in args.commit_interval_ms:
-                        runs.append(
-                            one_run(args, tree, request, interval, broker.bootstrap, cluster, broker.proc.pid, work)
-                        )
+                        for partitions in args.partitions:
+                            runs.append(
+                                one_run(
+                                    args,
+                                    tree,
+                                    request,
+                                    interval,
+                                    partitions,
+                                    broker.bootstrap,
+                                    cluster,
+                                    broker.proc.pid,
+                                    work,
+                                )
+                            )
     by_tree = {
-        f"{tree}, requests of {request}" + ("" if interval is None else f", commit every {interval} ms"): {
+        f"{tree}, requests of {request}"
+        + ("" if interval is None else f", commit every {interval} ms")
+        + ("" if args.partitions == [PARTITIONS] else f", {partitions} partitions"): {
             name: statistics.median(
                 r[name]["median"]
                 for r in runs
-                if (r["tree"], r["events_a_request"], r["commit_interval_ms"]) == (str(tree), request, interval)
+                if (r["tree"], r["events_a_request"], r["commit_interval_ms"], r["partitions"])
+                == (str(tree), request, interval, partitions)
             )
             for name in MEASURED
         }
         for tree in trees
         for request in args.request
         for interval in args.commit_interval_ms
+        for partitions in args.partitions
     }
     result = {
         "command": "benchmarks/kafka_sustained.py " + " ".join(sys.argv[1:]),

@@ -56,6 +56,13 @@ class Metrics:
             ["direction", "topic"],
             registry=r,
         )
+        self.kafka_requests = Counter(
+            "ringfence_kafka_requests",
+            "Requests a kafka runtime service's clients sent the brokers, by client and request type "
+            "(librdkafka's statistics, every 10 s)",
+            ["client", "request"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "ringfence_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
         )

@@ -66,14 +66,23 @@ def service_env(bootstrap: str, dsn: str, partitions: int = PARTITIONS, **settin
 def kafka_records(url: str, key: str) -> dict[tuple[str, str], float]:
     """A process worker's ``ringfence_kafka_records`` (its ``/metrics`` at ``url``), by
     (direction, topic kind)."""
+    return counter_samples(url, key, "ringfence_kafka_records", ("direction", "topic"))
+
+
+def kafka_requests(url: str, key: str) -> dict[tuple[str, str], float]:
+    """A service's ``ringfence_kafka_requests`` (its ``/metrics`` at ``url``), by (client, request)."""
+    return counter_samples(url, key, "ringfence_kafka_requests", ("client", "request"))
+
+
+def counter_samples(url: str, key: str, name: str, labels: tuple[str, str]) -> dict[tuple[str, str], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=30).text
     return {
-        (sample.labels["direction"], sample.labels["topic"]): sample.value
+        (sample.labels[labels[0]], sample.labels[labels[1]]): sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == "ringfence_kafka_records_total"
+        if sample.name == f"{name}_total"
     }
 
 

@@ -21,6 +21,11 @@ from ringfence.runtimes.kafka import ingest as kafka_ingest
 from ringfence.testing import event
 
 
+class StandInProducer:
+    def poll(self, timeout: float) -> int:  # the loop serves its callbacks when idle
+        return 0
+
+
 class FakeAppender(kafka_ingest.KafkaAppender):
     """The real thread loop over a stand-in producer: the first commit raises (if ``fail_first``),
     later ones succeed; each commit's time and request count are kept."""
@@ -32,14 +37,14 @@ class FakeAppender(kafka_ingest.KafkaAppender):
         self._requests = queue.Queue()
         self._stop = threading.Event()
         self.producers_made = 0
-        self._producer = None
+        self._producer = StandInProducer()
         self.commits = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _new_producer(self) -> Any:
         self.producers_made += 1
-        return object()
+        return StandInProducer()
 
     def _commit(self, batch: list[Any]) -> None:
         self.commits += 1

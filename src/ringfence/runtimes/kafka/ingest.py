@@ -30,6 +30,8 @@ from ringfence.engine.engine import Engine, EventContext
 from ringfence.engine.stages import StagePlan
 from ringfence.errors import OverloadedError
 from ringfence.events.model import Event, encode_event
+from ringfence.metrics import Metrics
+from ringfence.runtimes.kafka.client_stats import counted
 from ringfence.runtimes.kafka.records import (
     ITEMS_HEADER,
     JOIN_HEADER,
@@ -56,8 +58,11 @@ class Request(NamedTuple):
 class KafkaAppender:
     """Appends events to their topics; thread-safe, asyncio-friendly (see the module docstring)."""
 
-    def __init__(self, settings: Settings, plan: Callable[[], StagePlan], instance_id: str) -> None:
+    def __init__(
+        self, settings: Settings, plan: Callable[[], StagePlan], instance_id: str, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics  # counts the producer's requests to the brokers
         self.topics = topics_of(settings)
         self.plan = plan
         self.transactional_id = f"{self.topics.prefix}-ingest-{instance_id}"
@@ -85,6 +90,7 @@ class KafkaAppender:
                     "transaction.timeout.ms": 10_000,  # a killed ingest's open transaction ends this soon
                     **TRANSACTIONAL_RETRIES,
                     "partitioner": "murmur2_random",  # the Java clients' partitioner: every producer agrees
+                    **counted(self.metrics, "ingest.producer"),
                 },
             )
         )
@@ -106,6 +112,7 @@ class KafkaAppender:
             try:
                 batch = [self._requests.get(timeout=0.1)]
             except queue.Empty:
+                self._producer.poll(0)  # serves its statistics when no commit does
                 continue
             # every transaction costs the brokers requests and a marker in each partition it
             # writes, however few events it holds: the requests of an interval share one

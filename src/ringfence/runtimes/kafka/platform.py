@@ -247,7 +247,7 @@ class KafkaPlatform:
         self.plan = plan_stages(pack)
         # its transactional id: stable for a server (a restarted one fences its previous self)
         instance = instance or f"{socket.gethostname()}-{settings.port}"
-        self.appender = KafkaAppender(settings, lambda: self.plan, instance) if ingest else None
+        self.appender = KafkaAppender(settings, lambda: self.plan, instance, self.metrics) if ingest else None
         self.ingest: IngestService | None = None
         if self.appender is not None:
             self.ingest = IngestService(

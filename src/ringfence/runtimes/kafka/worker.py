@@ -55,6 +55,7 @@ from ringfence.metrics import Metrics
 from ringfence.runtimes.kafka import records
 from ringfence.runtimes.kafka.changelog import Entry, encode_entry
 from ringfence.runtimes.kafka.checkpoint import Output, Transactions, abortable, is_kafka
+from ringfence.runtimes.kafka.client_stats import counted
 from ringfence.runtimes.kafka.quarantine import named_by_contribution
 from ringfence.runtimes.kafka.queries import QueryServer
 from ringfence.runtimes.kafka.records import AlertRecord
@@ -143,6 +144,7 @@ class ProcessWorker:
                     "session.timeout.ms": 6000,
                     "heartbeat.interval.ms": 1000,
                     "partition.assignment.strategy": "range",
+                    **counted(self.metrics, "process.consumer"),
                 },
             )
         )
@@ -163,6 +165,7 @@ class ProcessWorker:
                     "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
                     **TRANSACTIONAL_RETRIES,
                     "partitioner": "murmur2_random",  # the Java clients' partitioner, so any producer agrees
+                    **counted(self.metrics, "process.producer"),
                 },
             )
         )
