@@ -21,7 +21,8 @@ a broker still compiling its own code and creating partitions, whose CPU per eve
   of the trees alternate, and the ratio of their medians is the comparison;
 - ``--commit-interval-ms 50 100`` runs each ``kafka_commit_interval_ms`` in turn (ingest's and
   the workers' transactions begin at most that often), each tree's default otherwise;
-  ``--partitions 2 8`` each partition count of the topics in turn;
+  ``--partitions 2 8`` each partition count of the topics in turn, ``--rate 1000 4000`` each
+  rate (its own traffic, event time keeping pace with the wall clock);
 - each window also counts the requests ingest's and the workers' Kafka clients sent the broker
   (``ringfence_kafka_requests``, from librdkafka's statistics every 10 s; none from code before
   the metric), per event and by type: at a paced load the broker's CPU follows them.
@@ -185,6 +186,16 @@ def write_traffic(path: Path, count: int, customers: int, rate: float) -> None:
             out.write(encode(event) + b"\n")
 
 
+def traffic_for(args: argparse.Namespace, rate: float) -> Path:
+    """The run's traffic at ``rate`` (written when first needed): enough for a run, with its
+    event time advancing as fast as the wall clock."""
+    path = args.work / f"traffic-{rate:g}.jsonl"
+    if not path.exists():
+        seconds = args.warmup + args.windows * args.window
+        write_traffic(path, int(seconds * rate) + 10 * max(args.request), args.customers, rate)
+    return path
+
+
 def read_fed(path: Path) -> dict[str, Any]:
     """What the feeder wrote last: the events ingest acknowledged, its producer's requests by type."""
     try:
@@ -211,6 +222,7 @@ def one_run(
     request: int,
     interval: int | None,
     partitions: int,
+    rate: float,
     bootstrap: str,
     cluster: Any,
     broker_pid: int,
@@ -260,8 +272,8 @@ def one_run(
             python,
             __file__,
             "feed",
-            str(args.traffic),
-            str(args.rate),
+            str(traffic_for(args, rate)),
+            str(rate),
             str(seconds),
             str(acked_file),
             str(request),
@@ -297,7 +309,7 @@ def one_run(
                 {
                     "ends_at_s": round(now["at"]),
                     # a window after the warm-up, when the group keeps up (no worker: ingest alone)
-                    "counted": i * args.window >= args.warmup and (lag < KEEPING_UP_S * args.rate or not procs),
+                    "counted": i * args.window >= args.warmup and (lag < KEEPING_UP_S * rate or not procs),
                     "events": int(events),
                     "events_per_s": round(events / (now["at"] - last["at"])),
                     "lag_records": lag,
@@ -324,7 +336,7 @@ def one_run(
             proc.wait(timeout=60)
     counted = [w for w in windows if w["counted"]]
     if not counted:
-        raise SystemExit(f"{tree}: no window kept up with {args.rate} events/s: {windows}")
+        raise SystemExit(f"{tree}: no window kept up with {rate} events/s: {windows}")
 
     def steady(name: str) -> dict[str, float]:
         values = [w[name] for w in counted]
@@ -335,6 +347,7 @@ def one_run(
         "events_a_request": request,
         "commit_interval_ms": interval,  # None: the tree's default
         "partitions": partitions,
+        "rate": rate,
         "commit": subprocess.run(
             ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
@@ -357,7 +370,13 @@ def main() -> None:
         feed(Path(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), Path(sys.argv[5]), int(sys.argv[6]))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=2_000.0, help="events a second fed through ingest")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        nargs="+",
+        default=[2_000.0],
+        help="events a second fed through ingest (several: runs of each)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--partitions", type=int, nargs="+", default=[PARTITIONS], help="of every topic (several: runs of each)"
@@ -388,9 +407,7 @@ def main() -> None:
 
     trees = [*(t.resolve() for t in args.tree), ROOT]
     work = Path(tempfile.mkdtemp(prefix="rf-kafka-sustained-"))
-    seconds = args.warmup + args.windows * args.window
-    args.traffic = work / "traffic.jsonl"
-    write_traffic(args.traffic, int(seconds * args.rate) + 10 * max(args.request), args.customers, args.rate)
+    args.work = work
     runs: list[dict[str, Any]] = []
     with kafka_and_postgres(work) as (broker, cluster):
         assert broker.proc is not None
@@ -399,28 +416,31 @@ def main() -> None:
                 for request in args.request:
                     for interval in args.commit_interval_ms:
                         for partitions in args.partitions:
-                            runs.append(
-                                one_run(
-                                    args,
-                                    tree,
-                                    request,
-                                    interval,
-                                    partitions,
-                                    broker.bootstrap,
-                                    cluster,
-                                    broker.proc.pid,
-                                    work,
+                            for rate in args.rate:
+                                runs.append(
+                                    one_run(
+                                        args,
+                                        tree,
+                                        request,
+                                        interval,
+                                        partitions,
+                                        rate,
+                                        broker.bootstrap,
+                                        cluster,
+                                        broker.proc.pid,
+                                        work,
+                                    )
                                 )
-                            )
     by_tree = {
         f"{tree}, requests of {request}"
         + ("" if interval is None else f", commit every {interval} ms")
-        + ("" if args.partitions == [PARTITIONS] else f", {partitions} partitions"): {
+        + ("" if args.partitions == [PARTITIONS] else f", {partitions} partitions")
+        + ("" if len(args.rate) == 1 else f", {rate:g} events/s"): {
             name: statistics.median(
                 r[name]["median"]
                 for r in runs
-                if (r["tree"], r["events_a_request"], r["commit_interval_ms"], r["partitions"])
-                == (str(tree), request, interval, partitions)
+                if (r["tree"], r["events_a_request"], r["commit_interval_ms"], r["partitions"], r["rate"])
+                == (str(tree), request, interval, partitions, rate)
             )
             for name in MEASURED
         }
@@ -428,6 +448,7 @@ def main() -> None:
         for request in args.request
         for interval in args.commit_interval_ms
         for partitions in args.partitions
+        for rate in args.rate
     }
     result = {
         "command": "benchmarks/kafka_sustained.py " + " ".join(sys.argv[1:]),
