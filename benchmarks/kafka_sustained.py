@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import platform
@@ -88,9 +89,9 @@ def feed(events_file: Path, rate: float, seconds: float, acked_file: Path, reque
     settings = load_settings()
     plan = plan_stages(load_pack_file(None))
     metrics = Metrics()
-    try:
+    if "metrics" in inspect.signature(KafkaAppender).parameters:
         appender = KafkaAppender(settings, lambda: plan, "bench", metrics)
-    except TypeError:  # code before its producer's requests were counted
+    else:  # code from before its producer's requests were counted
         appender = KafkaAppender(settings, lambda: plan, "bench")
     acked = refused = 0
 
@@ -304,7 +305,7 @@ def one_run(
                     raise SystemExit(f"a process of the run exited ({proc.returncode}) {proc.args}")
             now, lag = sample(), (lag_of() if procs else 0)
             events = now["acked"] - last["acked"]
-            sent = {r: n - last["requests"].get(r, 0.0) for r, n in now["requests"].items()}
+            sent = {r: n - last["requests"].get(r, 0.0) for r, n in now["requests"].items() if n}
             windows.append(
                 {
                     "ends_at_s": round(now["at"]),
@@ -319,8 +320,9 @@ def one_run(
                     },
                     "broker_cores": round((now["broker"] - last["broker"]) / (now["at"] - last["at"]), 3),
                     # librdkafka reports every 10 s: a window's counts are of its span shifted by up to that
-                    "requests_per_event": round(sum(sent.values()) / max(events, 1), 3),
-                    "produce_requests_per_event": round(sent.get("Produce", 0.0) / max(events, 1), 3),
+                    # none counted: code from before the metric
+                    "requests_per_event": round(sum(sent.values()) / max(events, 1), 3) if sent else None,
+                    "produce_requests_per_event": round(sent.get("Produce", 0.0) / max(events, 1), 3) if sent else None,
                     "requests_per_s": {
                         r: round(n / (now["at"] - last["at"]), 1) for r, n in sorted(sent.items()) if n > 0
                     },
@@ -335,11 +337,13 @@ def one_run(
             proc.terminate()
             proc.wait(timeout=60)
     counted = [w for w in windows if w["counted"]]
-    if not counted:
-        raise SystemExit(f"{tree}: no window kept up with {rate} events/s: {windows}")
+    if not counted:  # its figures are None: the other runs of the invocation still count
+        print(f"{tree}: no window kept up with {rate:g} events/s", file=sys.stderr, flush=True)
 
-    def steady(name: str) -> dict[str, float]:
-        values = [w[name] for w in counted]
+    def steady(name: str) -> dict[str, float] | None:
+        values = [w[name] for w in counted if w[name] is not None]
+        if not values:
+            return None
         return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
     return {
@@ -363,6 +367,12 @@ def one_run(
         **{name: steady(name) for name in MEASURED},
         "windows": windows,
     }
+
+
+def median_of_runs(figures: list[dict[str, float] | None]) -> float | None:
+    """The median of the runs' medians of a figure (None where no run had it)."""
+    medians = [f["median"] for f in figures if f is not None]
+    return statistics.median(medians) if medians else None
 
 
 def main() -> None:
@@ -408,6 +418,8 @@ def main() -> None:
     trees = [*(t.resolve() for t in args.tree), ROOT]
     work = Path(tempfile.mkdtemp(prefix="rf-kafka-sustained-"))
     args.work = work
+    for rate in args.rate:  # before the broker starts, as every run's are alike
+        traffic_for(args, rate)
     runs: list[dict[str, Any]] = []
     with kafka_and_postgres(work) as (broker, cluster):
         assert broker.proc is not None
@@ -436,11 +448,13 @@ def main() -> None:
         + ("" if interval is None else f", commit every {interval} ms")
         + ("" if args.partitions == [PARTITIONS] else f", {partitions} partitions")
         + ("" if len(args.rate) == 1 else f", {rate:g} events/s"): {
-            name: statistics.median(
-                r[name]["median"]
-                for r in runs
-                if (r["tree"], r["events_a_request"], r["commit_interval_ms"], r["partitions"], r["rate"])
-                == (str(tree), request, interval, partitions, rate)
+            name: median_of_runs(
+                [
+                    r[name]
+                    for r in runs
+                    if (r["tree"], r["events_a_request"], r["commit_interval_ms"], r["partitions"], r["rate"])
+                    == (str(tree), request, interval, partitions, rate)
+                ]
             )
             for name in MEASURED
         }

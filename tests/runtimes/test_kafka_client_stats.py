@@ -1,5 +1,5 @@
 """A Kafka client's requests, from librdkafka's statistics to ``ringfence_kafka_requests``:
-each report adds what was sent since the one before, over all of the client's brokers, and a
+each report adds what was sent since the one before, broker by broker, and a
 report that cannot be read is skipped without raising (librdkafka calls the callback from the
 service's poll)."""
 
@@ -39,6 +39,16 @@ def test_each_report_adds_the_requests_sent_since_the_last_over_every_broker() -
         ("ingest.producer", "EndTxn"): 4.0,
         ("ingest.producer", "Metadata"): 1.0,
     }
+
+
+def test_a_broker_gone_from_the_report_takes_none_of_the_others_new_requests_with_it() -> None:
+    metrics = Metrics()
+    count = RequestCounts(metrics, "process.producer")
+    count(report(a={"Produce": 10}, b={"Produce": 5}))
+    count(report(a={"Produce": 20}))  # b left the client's metadata
+    assert requests(metrics) == {("process.producer", "Produce"): 25.0}
+    count(report(a={"Produce": 3}))  # a's counts started over: all 3 are new
+    assert requests(metrics) == {("process.producer", "Produce"): 28.0}
 
 
 def test_a_report_that_cannot_be_read_is_skipped_and_the_next_counts_from_the_last_read(

@@ -22,7 +22,11 @@ from ringfence.testing import event
 
 
 class StandInProducer:
-    def poll(self, timeout: float) -> int:  # the loop serves its callbacks when idle
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def poll(self, timeout: float) -> int:  # the loop serves its callbacks (statistics) when idle
+        self.polls += 1
         return 0
 
 
@@ -144,3 +148,12 @@ def test_a_records_time_is_when_its_request_arrived_but_never_over_an_interval_b
     assert producer.times
     for at in producer.times:
         assert taken - counted_s - 0.01 <= at / 1000 <= taken - counted_s + 0.5
+
+
+def test_an_idle_thread_still_polls_its_producer_so_its_statistics_are_served() -> None:
+    appender = FakeAppender()
+    try:
+        time.sleep(0.5)
+        assert appender._producer.polls >= 2  # librdkafka holds each report until a poll
+    finally:
+        appender.close()

@@ -139,7 +139,7 @@ def dispatch(metrics_port: MetricsPortOption = None, host: HostOption = None, co
         dispatcher = Dispatcher(
             store, load_alerting(settings.alerting), SystemClock(), metrics, auto_resolve=auto_resolve
         )
-        service = DispatchService(settings, store, dispatcher)
+        service = DispatchService(settings, store, dispatcher, metrics)
         if metrics_port is not None:
             _serve_metrics(metrics, ApiKeys(store), settings.host, metrics_port)
     except RingfenceError as exc:

@@ -3,9 +3,10 @@
 At a paced load the brokers' CPU follows the requests they serve, not the records or bytes
 (docs/deploy.md, *Sizing*), and librdkafka sends a produce request per partition (it does not
 gather a broker's partitions into one, as the Java client does): a transaction that writes
-16 partitions is some 17 produce requests besides its transactional ones. librdkafka reports
+16 partitions makes at least 16 produce requests, besides its transactional ones. librdkafka reports
 its counts by request type in its statistics, every :data:`STATISTICS_INTERVAL_S`; this turns
-them into ``ringfence_kafka_requests{client, request}``.
+them into ``ringfence_kafka_requests{client, request}``: for ingest's producer, a process
+worker's consumer and producer, and dispatch's consumer, the clients that carry the traffic.
 """
 
 from __future__ import annotations
@@ -29,33 +30,41 @@ class RequestCounts:
     def __init__(self, metrics: Metrics, client: str) -> None:
         self.metrics = metrics
         self.client = client
-        self._reported: dict[str, int] = {}  # a client's totals by request type, as last reported
+        # by (broker, request type), as last reported: per broker, so a broker that leaves the
+        # client's metadata (and its report) takes none of the others' new requests with it
+        self._reported: dict[tuple[str, str], int] = {}
 
     def __call__(self, statistics: str) -> None:
         try:
-            totals = requests_by_type(json.loads(statistics))
+            totals = requests_by_broker(json.loads(statistics))
         except (ValueError, TypeError, AttributeError) as exc:
             log.warning("kafka client %s: statistics not read (%s)", self.client, exc)
             return
-        for request, total in totals.items():
-            sent = total - self._reported.get(request, 0)
-            if sent > 0:
-                self.metrics.kafka_requests.labels(self.client, request).inc(sent)
+        sent: dict[str, int] = {}
+        for (broker, request), total in totals.items():
+            before = self._reported.get((broker, request), 0)
+            # a count below the last is a connection's counts started over: all of it is new
+            sent[request] = sent.get(request, 0) + (total - before if total >= before else total)
+        for request, n in sent.items():
+            if n > 0:
+                self.metrics.kafka_requests.labels(self.client, request).inc(n)
         self._reported = totals
 
 
-def requests_by_type(statistics: dict[str, Any]) -> dict[str, int]:
-    """The requests a client sent since it started, by type, over all its brokers."""
-    totals: dict[str, int] = {}
-    for broker in statistics.get("brokers", {}).values():
-        for request, count in (broker.get("req") or {}).items():
+def requests_by_broker(statistics: dict[str, Any]) -> dict[tuple[str, str], int]:
+    """The requests a client sent each broker since it started, by type."""
+    totals: dict[tuple[str, str], int] = {}
+    for broker, stats in statistics.get("brokers", {}).items():
+        for request, count in (stats.get("req") or {}).items():
             if isinstance(count, int) and count > 0:
-                totals[request] = totals.get(request, 0) + count
+                totals[(str(broker), str(request))] = count
     return totals
 
 
 def counted(metrics: Metrics | None, client: str) -> dict[str, Any]:
-    """librdkafka settings that count ``client``'s requests in ``metrics`` (none without)."""
+    """librdkafka settings that count ``client``'s requests in ``metrics`` (none without). Only
+    for a client its service polls all the time: librdkafka holds each report until a poll
+    serves it, so a client polled only when asked would hold them without bound."""
     if metrics is None:
         return {}
     return {"statistics.interval.ms": STATISTICS_INTERVAL_S * 1000, "stats_cb": RequestCounts(metrics, client)}

@@ -20,7 +20,9 @@ from typing import Any
 from ringfence.alerts.dispatcher import Dispatcher
 from ringfence.config import Settings
 from ringfence.engine.rules import AlertSignal
+from ringfence.metrics import Metrics
 from ringfence.runtimes.kafka import records
+from ringfence.runtimes.kafka.client_stats import counted
 from ringfence.runtimes.kafka.topics import Topics, client_config, take, topics_of
 from ringfence.store.base import Checkpoint, LateEvent
 from ringfence.store.sql import SqlStore
@@ -38,7 +40,9 @@ def checkpoint_name(topic: str, partition: int) -> str:
 class DispatchService:
     """Consumes the alerts topic in the dispatch group; see the module docstring."""
 
-    def __init__(self, settings: Settings, store: SqlStore, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, settings: Settings, store: SqlStore, dispatcher: Dispatcher, metrics: Metrics | None = None
+    ) -> None:
         from confluent_kafka import Consumer
 
         self.topics: Topics = topics_of(settings)
@@ -55,6 +59,7 @@ class DispatchService:
                     "auto.offset.reset": "earliest",
                     "session.timeout.ms": 6000,
                     "heartbeat.interval.ms": 1000,
+                    **counted(metrics, "dispatch.consumer"),
                 },
             )
         )
