@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import itertools
 import json
 import os
 import platform
@@ -420,29 +421,19 @@ def main() -> None:
     args.work = work
     for rate in args.rate:  # before the broker starts, as every run's are alike
         traffic_for(args, rate)
+    # each run's settings besides its tree: events a request, commit interval, partitions, rate
+    variants = list(itertools.product(args.request, args.commit_interval_ms, args.partitions, args.rate))
     runs: list[dict[str, Any]] = []
     with kafka_and_postgres(work) as (broker, cluster):
         assert broker.proc is not None
         for _ in range(args.runs):
             for tree in trees:
-                for request in args.request:
-                    for interval in args.commit_interval_ms:
-                        for partitions in args.partitions:
-                            for rate in args.rate:
-                                runs.append(
-                                    one_run(
-                                        args,
-                                        tree,
-                                        request,
-                                        interval,
-                                        partitions,
-                                        rate,
-                                        broker.bootstrap,
-                                        cluster,
-                                        broker.proc.pid,
-                                        work,
-                                    )
-                                )
+                for variant in variants:
+                    runs.append(one_run(args, tree, *variant, broker.bootstrap, cluster, broker.proc.pid, work))
+
+    def variant_of(run: dict[str, Any]) -> tuple[Any, ...]:
+        return (run["events_a_request"], run["commit_interval_ms"], run["partitions"], run["rate"])
+
     by_tree = {
         f"{tree}, requests of {request}"
         + ("" if interval is None else f", commit every {interval} ms")
@@ -452,17 +443,13 @@ def main() -> None:
                 [
                     r[name]
                     for r in runs
-                    if (r["tree"], r["events_a_request"], r["commit_interval_ms"], r["partitions"], r["rate"])
-                    == (str(tree), request, interval, partitions, rate)
+                    if r["tree"] == str(tree) and variant_of(r) == (request, interval, partitions, rate)
                 ]
             )
             for name in MEASURED
         }
         for tree in trees
-        for request in args.request
-        for interval in args.commit_interval_ms
-        for partitions in args.partitions
-        for rate in args.rate
+        for request, interval, partitions, rate in variants
     }
     result = {
         "command": "benchmarks/kafka_sustained.py " + " ".join(sys.argv[1:]),
