@@ -29,14 +29,21 @@ class StandInProducer:
         self.polls += 1
         return 0
 
+    def flush(self, timeout: float) -> int:
+        return 0
+
 
 class FakeAppender(kafka_ingest.KafkaAppender):
     """The real thread loop over a stand-in producer: the first commit raises (if ``fail_first``),
     later ones succeed; each commit's time and request count are kept."""
 
-    def __init__(self, interval_ms: int = 50, fail_first: bool = True) -> None:  # no broker: what the loop uses
+    def __init__(
+        self, interval_ms: int = 50, fail_first: bool = True, hold: threading.Event | None = None
+    ) -> None:  # no broker: what the loop uses
         self.settings = Settings(kafka_commit_interval_ms=interval_ms)
         self.fail_first = fail_first
+        self.hold = hold  # a commit waits for it
+        self.committing = threading.Event()
         self.batches: list[tuple[float, int]] = []
         self._requests = queue.Queue()
         self._stop = threading.Event()
@@ -52,15 +59,14 @@ class FakeAppender(kafka_ingest.KafkaAppender):
 
     def _commit(self, batch: list[Any]) -> None:
         self.commits += 1
+        self.committing.set()
+        if self.hold is not None:
+            assert self.hold.wait(10)
         self.batches.append((time.monotonic(), len(batch)))
         if self.commits == 1 and self.fail_first:
             raise TypeError("a bug in routing one event")
         for request in batch:
             request.loop.call_soon_threadsafe(kafka_ingest._succeed, request.future, list(range(len(request.events))))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def test_an_unexpected_failure_fails_its_batch_and_the_thread_serves_the_next() -> None:
@@ -157,3 +163,30 @@ def test_an_idle_thread_still_polls_its_producer_so_its_statistics_are_served() 
         assert appender._producer.polls >= 2  # librdkafka holds each report until a poll
     finally:
         appender.close()
+
+
+def test_requests_still_queued_when_ingest_closes_are_answered_503_and_later_ones_at_once() -> None:
+    """The transaction under way is answered as it ends; what waited behind it is refused (the
+    client retries elsewhere), never left without an answer."""
+    hold = threading.Event()
+    appender = FakeAppender(interval_ms=1000, fail_first=False, hold=hold)
+    one = [validate_event(json.dumps(event()).encode(), 2e9)]
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(appender.append(one))
+        await asyncio.to_thread(appender.committing.wait, 5)  # its transaction is under way
+        queued = [asyncio.ensure_future(appender.append(one)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        closing = asyncio.ensure_future(asyncio.to_thread(appender.close))
+        await asyncio.sleep(0.05)
+        with pytest.raises(OverloadedError, match="stopping"):
+            await asyncio.wait_for(appender.append(one), 2)
+        hold.set()
+        assert await asyncio.wait_for(first, 5) == [0]
+        for request in queued:
+            with pytest.raises(OverloadedError, match="stopping"):
+                await asyncio.wait_for(request, 5)
+        await asyncio.wait_for(closing, 10)
+
+    asyncio.run(scenario())
+    assert appender.commits == 1

@@ -17,6 +17,7 @@ request (same ``event_id``) is not known here: every stage drops events it has s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import queue
@@ -100,9 +101,13 @@ class KafkaAppender:
     async def append(self, events: list[Event]) -> list[int | None]:
         """Write ``events`` to their topics; return once committed. Raises OverloadedError (503,
         retry) when the brokers do not take them: then none of the request's events is kept."""
+        if self._stop.is_set():
+            raise _stopping()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[int | None]] = loop.create_future()
         self._requests.put(Request(events, future, loop, time.time()))
+        if self._stop.is_set():  # closed meanwhile: the thread may have gone before it came
+            self._refuse_queued()
         return await future
 
     def _run(self) -> None:
@@ -130,12 +135,23 @@ class KafkaAppender:
             except Exception:  # one batch's bug must not stop ingest for every later request
                 log.exception("ingest transaction failed unexpectedly; its requests are answered 503")
                 self._abandon(batch)
+        self._refuse_queued()
+
+    def _refuse_queued(self) -> None:
+        """Answer 503 to every request still queued: ingest is stopping and will not write them
+        (the client retries, on another instance or this one started again)."""
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            _answer(request, _fail, _stopping())
 
     def _abandon(self, batch: list[Request]) -> None:
         """Fail ``batch``'s requests (nothing of them is kept) and start over with a fresh producer."""
         failure = OverloadedError("the event log did not take the events (an internal error, logged); retry", 1)
         for request in batch:
-            request.loop.call_soon_threadsafe(_fail, request.future, failure)
+            _answer(request, _fail, failure)
         try:
             self._producer = self._new_producer()  # aborts the open transaction
         except Exception:
@@ -174,10 +190,10 @@ class KafkaAppender:
                     self._producer = self._new_producer()
             failure = OverloadedError(f"the event log did not take the events: {error.str()}", 1)
             for request in batch:
-                request.loop.call_soon_threadsafe(_fail, request.future, failure)
+                _answer(request, _fail, failure)
             return
         for request, written in zip(batch, offsets, strict=True):
-            request.loop.call_soon_threadsafe(_succeed, request.future, written)
+            _answer(request, _succeed, written)
 
     def _plan_and_keys(self) -> tuple[StagePlan, Engine]:
         """The current plan, and an engine of it for reading events' key fields (made once per plan)."""
@@ -226,9 +242,22 @@ class KafkaAppender:
                 self._producer.poll(0.05)
 
     def close(self) -> None:
+        """Stop taking requests: those in the transaction under way are answered as it ends,
+        those still queued 503."""
         self._stop.set()
         self._thread.join(timeout=COMMIT_TIMEOUT_S)
+        self._refuse_queued()
         self._producer.flush(10)
+
+
+def _stopping() -> OverloadedError:
+    return OverloadedError("ingest is stopping and did not take the events; retry", 1)
+
+
+def _answer(request: Request, how: Callable[[Any, Any], None], what: Any) -> None:
+    """Settle ``request``'s future from this thread, unless its event loop is gone."""
+    with contextlib.suppress(RuntimeError):  # the loop closed: no one awaits it any more
+        request.loop.call_soon_threadsafe(how, request.future, what)
 
 
 def _succeed(future: asyncio.Future[list[int | None]], offsets: list[int | None]) -> None:

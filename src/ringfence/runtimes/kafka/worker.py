@@ -280,7 +280,7 @@ class ProcessWorker:
         for message in messages:
             task = self.tasks.get(self._task_of(message))
             if task is None:  # a record of the stages topic naming none of the pack's stages
-                self.metrics.events_rejected.inc()
+                batch.rejected += 1
                 where = (*_source(message), message.offset())
                 log.error("skipped record %s[%d]@%d: it names no stage of the pack", *where)
                 batch.records.append(message)
@@ -291,8 +291,10 @@ class ProcessWorker:
                 self._fold_one(task, message, batch, joins, event_by_event=self._isolating)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 # not written by Ringfence's ingest or workers: no retry can make it valid
-                self.metrics.events_rejected.inc()
+                batch.rejected += 1
                 log.error("skipped undecodable record %s[%d]@%d: %s", *_source(message), message.offset(), exc)
+                batch.records.append(message)  # moved past, not processed
+                continue
             except Exception:
                 task.tainted = True  # its engine holds what the failure left, until it is restored
                 raise
@@ -336,7 +338,7 @@ class ProcessWorker:
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 if index is None:
                     raise  # the record is skipped
-                self.metrics.events_rejected.inc()
+                batch.rejected += 1
                 log.error("skipped undecodable event %d of record %s[%d]@%d: %s", index, *where[:3], exc)
             except Exception as error:
                 if index is None or self.transient(error):
@@ -446,6 +448,7 @@ class ProcessWorker:
         if self._set_aside:  # those committed are done with
             self._set_aside = {k: v for k, v in self._set_aside.items() if k[2] >= self._committed.get(k[:2], -1)}
         self.metrics.events_processed.inc(batch.processed)
+        self.metrics.events_rejected.inc(batch.rejected)  # once committed: an isolation run folds them again
         self.metrics.events_late.inc(len(batch.late))
         self.metrics.events_quarantined.inc(len(batch.quarantined))
 

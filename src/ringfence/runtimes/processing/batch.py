@@ -44,6 +44,7 @@ class Batch(Generic[R]):
     quarantined: list[QuarantinedEvent] = field(default_factory=list)
     redriven: list[int] = field(default_factory=list)  # quarantine rows it ran again
     processed: int = 0  # events run through the engine
+    rejected: int = 0  # records or events skipped as no valid input (counted when committed)
 
     def fold(self, engine: Engine, event: Event, offset: int, partition: int, ingested_at: float) -> list[AlertSignal]:
         """Run ``event`` through ``engine``, noting its signals, whether it came late and its
@@ -95,6 +96,7 @@ class Batch(Generic[R]):
         self.quarantined += later.quarantined
         self.redriven += later.redriven
         self.processed += later.processed
+        self.rejected += later.rejected
 
     @property
     def empty(self) -> bool:
