@@ -110,8 +110,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         kafka_security_protocol: ``plaintext``, ``ssl``, ``sasl_plaintext`` or ``sasl_ssl``.
         kafka_sasl_mechanism, kafka_sasl_username: SASL login (the password is the secret
             ``RINGFENCE_SECRET_KAFKA_SASL_PASSWORD``).
-        kafka_dedup_window_s: how long (event time) a process worker remembers event ids to
-            drop producers' retried events.
+        kafka_dedup_window_s: how long (of arrival: ingest's clock) a process worker remembers
+            event ids to drop producers' retried events.
         kafka_commit_interval_ms: (1 to 1,000) a transaction of an ingest service or a process
             worker begins no sooner than this after its previous one began (what arrives meanwhile
             joins it): every transaction costs the brokers requests and a marker in each partition

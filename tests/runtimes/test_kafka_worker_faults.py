@@ -38,6 +38,7 @@ class Message:
     offset_: int
     value_: bytes
     headers_: list[tuple[str, bytes]] | None = None
+    arrived_ms: int = 1_700_000_000_000  # the record's timestamp: when ingest took its event
 
     def topic(self) -> str:
         return self.topic_
@@ -55,7 +56,7 @@ class Message:
         return None
 
     def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)
+        return (1, self.arrived_ms)
 
     def headers(self) -> list[tuple[str, bytes]] | None:
         return self.headers_
@@ -132,10 +133,10 @@ def test_partitions_are_the_java_clients() -> None:
     assert records.partition_for(b"21", 12) == (-973932308 & 0x7FFFFFFF) % 12
 
 
-def card_authorization(event_id: str, customer: str = "c9") -> Any:
-    e = event("card.authorization", at=1_700_000_000.0, customer_id=customer, event_id=event_id, source="cards")
+def card_authorization(event_id: str, customer: str = "c9", at: float = 1_700_000_000.0) -> Any:
+    e = event("card.authorization", at=at, customer_id=customer, event_id=event_id, source="cards")
     e["data"] |= {"amount": "90.00", "currency": "EUR", "card_id": f"card-{customer}", "approved": True}
-    return validate_event(msgspec.json.encode(e), 1_700_000_100.0)
+    return validate_event(msgspec.json.encode(e), max(at, 1_700_000_000.0) + 100)
 
 
 class CustomerChangelog:
@@ -521,3 +522,69 @@ def test_a_worker_trims_a_changelog_partition_only_holding_all_its_tasks_and_nev
         assert worker._trim_point(2) is None
     finally:
         worker.consumer.close()
+
+
+def test_a_retry_is_dropped_a_window_of_arrival_after_its_event_however_old_the_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A producer's backlog sends an event that happened an hour ago, then retries it a minute
+    later (no 202 came): the retry is dropped, though the task forgot ids by event time before
+    (the event's batch was an hour behind the watermark at the next expiry, 30 s on). Ids are
+    kept ``kafka_dedup_window_s`` of arrival, and then forgotten: the memory stays bounded."""
+    from ringfence.runtimes.processing import Driver
+
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", kafka_partitions=4, engine="python")
+    pack = load_pack_file(None)
+    worker = ProcessWorker(settings, pack, worker_id="unit")  # nothing here reaches the (absent) broker
+    try:
+        log = CustomerChangelog(worker, pack, monkeypatch, 1000)
+        driver = Driver(worker, commit_each=True)
+        happened, arrived = 1_700_000_000.0, 1_700_000_100.0
+        offsets = iter(range(100))
+
+        def send(event_id: str, at: float, after_s: float) -> None:
+            """The event ``event_id`` of time ``at``, ingested ``after_s`` after the first."""
+            value = encode_event(card_authorization(event_id, at=at))
+            message = Message(log.topic, 0, next(offsets), value, arrived_ms=int((arrived + after_s) * 1000))
+            driver.cycle([message], list(worker.tasks.values()), arrived + after_s)  # expiry: every 30 s
+
+        send("fresh-1", happened, 0)
+        send("backlog-1", happened - 3600, 5)
+        send("fresh-2", happened + 35, 40)  # an expiry passes
+        send("backlog-1", happened - 3600, 45)  # the producer's retry
+        send("fresh-1", happened, 50)  # and one of a recent event
+
+        assert log.card_auths_lifetime() == {"c9": 3}
+        samples = worker.metrics.registry
+        assert samples.get_sample_value("ringfence_events_duplicate_total") == 2
+
+        send("fresh-3", happened + 700, 700)  # 600 s of arrival on: the first ids are forgotten
+        send("backlog-1", happened - 3600, 705)
+        assert log.card_auths_lifetime() == {"c9": 5}
+        assert "cards\x1fbacklog-1" in worker.tasks[(CUSTOMER, 0)].seen.ids  # only as its last arrival
+        assert "cards\x1ffresh-1" not in worker.tasks[(CUSTOMER, 0)].seen.ids
+    finally:
+        worker.consumer.close()
+
+
+def test_a_join_waits_for_an_old_events_stages_by_arrival_not_event_time() -> None:
+    """A backfilled event, hours behind the watermark, whose card stage's values come before an
+    expiry and its customer stage's after: its rules are evaluated, not given up on (the join
+    gave up on events an hour behind in event time). One whose stage never comes is given up
+    an hour of arrival on."""
+    from ringfence.runtimes.kafka.join import HORIZON_S, PendingJoins
+
+    joins = PendingJoins()
+    stages = [CUSTOMER, "card_id"]
+    arrived = 1_700_000_100.0
+    old = 1_700_000_000.0 - 3 * 3600
+    assert joins.add(records.Contribution("cards\x1fb-1", "card_id", stages, {}, old, ingested_at=arrived)) is None
+    assert joins.expire(arrived + 60) == []  # newer events keep arriving: it waits
+    done = joins.add(records.Contribution("cards\x1fb-1", CUSTOMER, stages, {}, old, ingested_at=arrived))
+    assert done is not None
+    assert set(done) == set(stages)
+
+    assert joins.add(records.Contribution("cards\x1fb-2", "card_id", stages, {}, old, ingested_at=arrived)) is None
+    assert joins.expire(arrived + HORIZON_S - 1) == []
+    assert joins.expire(arrived + HORIZON_S + 1) == ["cards\x1fb-2"]
+    assert not joins.pending

@@ -18,7 +18,7 @@ from ringfence.engine.stages import CUSTOMER, Stage, StagePlan, run_stage
 from ringfence.events.model import decode_event
 from ringfence.runtimes.kafka.records import Contribution
 
-HORIZON_S = 3600.0  # event time a join waits for an event's last stage before giving up
+HORIZON_S = 3600.0  # of arrival: how long a join waits for an event's last stage before giving up
 Parts = dict[str, Contribution]  # an event's contributions, by stage
 
 _parts = msgspec.msgpack.Decoder(list[Contribution])
@@ -48,11 +48,11 @@ class PendingJoins:
             self.changed.pop(part.event_key, None)
         return parts
 
-    def expire(self, watermark: float) -> list[str]:
-        """Give up on the events a stage never sent its values for; return their keys."""
-        stale = [
-            k for k, parts in self.pending.items() if min(c.occurred_at for c in parts.values()) < watermark - HORIZON_S
-        ]
+    def expire(self, arrived: float) -> list[str]:
+        """Give up on the events a stage never sent its values for, ingested ``HORIZON_S``
+        before ``arrived`` (the newest contribution's ingest); return their keys. By arrival,
+        not event time: a backfill's events, hours old, are joined as any others."""
+        stale = [k for k, parts in self.pending.items() if _arrival(parts) < arrived - HORIZON_S]
         for key in stale:
             del self.pending[key]
             self.changed[key] = None
@@ -74,6 +74,12 @@ class PendingJoins:
         """From the changelog's records (by event key)."""
         pending = {key: {c.stage: c for c in _parts.decode(value)} for key, value in records.items()}
         return cls(pending, written=set(pending))
+
+
+def _arrival(parts: Parts) -> float:
+    """When an event's contributions were ingested (all alike); their event time for those
+    written before contributions carried it (2026-12-05), which only the customer's did."""
+    return max((c.ingested_at or c.occurred_at) for c in parts.values())
 
 
 def evaluate(plan: StagePlan, stage: Stage, engine: Engine, partition: int, parts: Parts) -> list[AlertSignal]:

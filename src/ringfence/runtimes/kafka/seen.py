@@ -1,10 +1,13 @@
 """Seen event ids: how a stage task folds a producer's retried event (same source and event
 id) once, even when ingest let the retry through (its duplicate check is per ingest service).
 
-A task keeps the id of each event it folded with the event's time. Its changelog holds them
-one record per batch, named by the batch's last input offset, so forgetting a batch's ids
-is one tombstone: they are forgotten once the batch's newest event is ``window`` behind the
-watermark (``kafka_dedup_window_s``).
+A task keeps the id of each event it folded with when its record arrived (ingest's time, the
+record's timestamp). Its changelog holds them one record per batch, named by the batch's last
+input offset, so forgetting a batch's ids is one tombstone: they are forgotten once the batch's
+newest arrival is ``window`` behind the newest the task took (``kafka_dedup_window_s``).
+Arrival, not event time, as the embedded journal's and the aws runtime's windows: a producer
+retries by the clock, so an event sent again is found however long before its key's newest it
+happened (a backfill's, a late one's).
 """
 
 from __future__ import annotations
@@ -25,23 +28,24 @@ def event_key(source: str, event_id: str) -> str:
 
 @dataclass
 class SeenIds:
-    ids: dict[str, float] = field(default_factory=dict)  # event key: event time
-    batches: dict[str, tuple[float, list[str]]] = field(default_factory=dict)  # record: newest time, its ids
+    ids: dict[str, float] = field(default_factory=dict)  # event key: arrival
+    batches: dict[str, tuple[float, list[str]]] = field(default_factory=dict)  # record: newest arrival, its ids
     new: list[tuple[str, float]] = field(default_factory=list)  # not in the changelog yet
     dropped: list[str] = field(default_factory=list)  # records to tombstone
 
     def add(self, key: str, at: float) -> bool:
-        """Note the event ``key`` of time ``at``; False if it was seen already (a retry)."""
+        """Note the event ``key`` that arrived ``at``; False if it was seen already (a retry)."""
         if key in self.ids:
             return False
         self.ids[key] = at
         self.new.append((key, at))
         return True
 
-    def expire(self, watermark: float, window: float) -> None:
-        """Forget the batches whose newest event is ``window`` behind ``watermark``."""
+    def expire(self, arrived: float, window: float) -> None:
+        """Forget the batches whose newest arrival is ``window`` before ``arrived`` (the newest
+        record's the task took)."""
         for name, (newest, keys) in list(self.batches.items()):
-            if newest < watermark - window:
+            if newest < arrived - window:
                 for key in keys:
                     self.ids.pop(key, None)
                 del self.batches[name]

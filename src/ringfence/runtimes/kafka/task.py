@@ -91,12 +91,15 @@ class Task:
         if not contributes:
             return None
         part = records.Contribution(
-            event_key(event.source, event.event_id), self.stage.name, joined, values, event.occurred_at
+            event_key(event.source, event.event_id),
+            self.stage.name,
+            joined,
+            values,
+            event.occurred_at,
+            ingested_at=ingested_at,  # how long the join waits for the others is counted from it
         )
         if customer:
-            part = msgspec.structs.replace(
-                part, body=body, offset=offset, ingested_at=ingested_at, late=late is not None
-            )
+            part = msgspec.structs.replace(part, body=body, offset=offset, late=late is not None)
         return (plan.stages[0].key(event, EventContext(event, self.engine)) or "").encode(), part
 
     def join(self, plan: StagePlan, part: records.Contribution, batch: Batch[Any]) -> None:
@@ -104,6 +107,7 @@ class Task:
         Rules that fail raise :class:`JoinFailed` with the event's contributions: the join's
         engine holds no state (the rules alone), so the failure changed nothing but the
         waiting joins, which no longer hold the event."""
+        self.event_time.arrived_at = max(self.event_time.arrived_at, part.ingested_at)
         parts = self.joins.add(part)
         if parts is not None:
             try:
@@ -112,8 +116,11 @@ class Task:
                 raise JoinFailed(list(parts.values()), error) from error
 
     def expired(self, watermark: float) -> None:
-        self.seen.expire(watermark, self.dedup_window_s)
-        for key in self.joins.expire(watermark):
+        # by arrival, not ``watermark`` (event time): an old event sent now (a backfill's) and
+        # its retry are minutes apart, however long ago it happened
+        arrived = self.event_time.arrived_at
+        self.seen.expire(arrived, self.dedup_window_s)
+        for key in self.joins.expire(arrived):
             log.warning("join gave up on event %s: a stage never sent its values", key)
 
     def take_changes(self) -> None:

@@ -355,9 +355,9 @@ class ProcessWorker:
         joins: dict[int, list[records.Contribution]],
     ) -> None:
         event = decode_event(item.body)
-        if not task.seen.add(event_key(event.source, event.event_id), event.occurred_at):
+        if not task.seen.add(event_key(event.source, event.event_id), at[1]):
             if task.stage.name == CUSTOMER:  # a producer's retry: already in this stage's state
-                self.metrics.events_duplicate.inc()
+                batch.duplicates += 1
             return
         sent = task.fold(self.plan, event, item.body, item.joined, at, batch)
         if sent is not None:
@@ -448,7 +448,9 @@ class ProcessWorker:
         if self._set_aside:  # those committed are done with
             self._set_aside = {k: v for k, v in self._set_aside.items() if k[2] >= self._committed.get(k[:2], -1)}
         self.metrics.events_processed.inc(batch.processed)
-        self.metrics.events_rejected.inc(batch.rejected)  # once committed: an isolation run folds them again
+        # once committed: a batch run again record by record folds them again
+        self.metrics.events_rejected.inc(batch.rejected)
+        self.metrics.events_duplicate.inc(batch.duplicates)
         self.metrics.events_late.inc(len(batch.late))
         self.metrics.events_quarantined.inc(len(batch.quarantined))
 

@@ -45,6 +45,7 @@ class Batch(Generic[R]):
     redriven: list[int] = field(default_factory=list)  # quarantine rows it ran again
     processed: int = 0  # events run through the engine
     rejected: int = 0  # records or events skipped as no valid input (counted when committed)
+    duplicates: int = 0  # a producer's retries skipped (counted when committed)
 
     def fold(self, engine: Engine, event: Event, offset: int, partition: int, ingested_at: float) -> list[AlertSignal]:
         """Run ``event`` through ``engine``, noting its signals, whether it came late and its
@@ -97,6 +98,7 @@ class Batch(Generic[R]):
         self.redriven += later.redriven
         self.processed += later.processed
         self.rejected += later.rejected
+        self.duplicates += later.duplicates
 
     @property
     def empty(self) -> bool:
