@@ -44,6 +44,7 @@ class FakeAppender(kafka_ingest.KafkaAppender):
         self.fail_first = fail_first
         self.hold = hold  # a commit waits for it
         self.committing = threading.Event()
+        self.written: list[list[str]] = []  # each request's event ids, as committed
         self.batches: list[tuple[float, int]] = []
         self._requests = queue.Queue()
         self._stop = threading.Event()
@@ -66,6 +67,7 @@ class FakeAppender(kafka_ingest.KafkaAppender):
         if self.commits == 1 and self.fail_first:
             raise TypeError("a bug in routing one event")
         for request in batch:
+            self.written.append([e.event_id for e in request.events])
             request.loop.call_soon_threadsafe(kafka_ingest._succeed, request.future, list(range(len(request.events))))
 
 
@@ -190,3 +192,21 @@ def test_requests_still_queued_when_ingest_closes_are_answered_503_and_later_one
 
     asyncio.run(scenario())
     assert appender.commits == 1
+
+
+def test_an_event_a_request_holds_twice_is_written_once_and_reported_a_duplicate() -> None:
+    from ringfence.clock import SystemClock
+    from ringfence.metrics import Metrics
+    from ringfence.runtimes.ingest import IngestResult, IngestService
+
+    appender = FakeAppender(fail_first=False)
+    first, other = (validate_event(json.dumps(event(event_id=i)).encode(), 2e9) for i in ("e-1", "e-2"))
+    service = IngestService(appender, Metrics(), SystemClock(), max_batch_events=10, max_lag_events=10, lag=lambda: 0)
+    result = IngestResult()
+    try:
+        asyncio.run(asyncio.wait_for(service.append([first, first, other, first], result), 5))
+    finally:
+        appender.close()
+    assert (result.accepted, result.duplicates, result.duplicate_ids) == (2, 2, ["e-1", "e-1"])
+    assert [size for _, size in appender.batches] == [1]
+    assert appender.written == [["e-1", "e-2"]]

@@ -6,6 +6,8 @@ answered only after its events are durable (group commit), so a 202 is a promise
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +20,7 @@ from ringfence.events.model import Event
 from ringfence.metrics import Metrics
 
 RETRY_AFTER_S = 2
+OFF_LOOP_BYTES = 64 << 10  # a body at least this large is validated off the event loop
 
 
 @dataclass
@@ -117,7 +120,8 @@ class IngestService:
         self.check_capacity()
         if self._worker is not None:
             return await self._ingest_in_worker(self._worker, body, ndjson, sources)
-        batch = decode_batch(
+        decode = functools.partial(
+            decode_batch,
             body,
             ndjson=ndjson,
             now=self._clock.time(),
@@ -126,6 +130,9 @@ class IngestService:
             sources=sources,
             fx=self._fx(),
         )
+        # a large body takes the CPU for up to a second or two (invalid events, digits to scan
+        # for card numbers): on a thread, the event loop still answers everyone else meanwhile
+        batch = await asyncio.to_thread(decode) if len(body) >= OFF_LOOP_BYTES else decode()
         result = IngestResult(rejected=batch.rejected)
         self._metrics.events_rejected.inc(len(batch.rejected))
         self._count_fx_missing(batch.fx_missing)

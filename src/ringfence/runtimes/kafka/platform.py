@@ -54,6 +54,7 @@ from ringfence.store.silences import SqlSilenceStore
 log = logging.getLogger("ringfence.kafka.api")
 
 LAG_CACHE_S = 1.0
+OFFSETS_TIMEOUT_S = 5.0  # a read of the offsets gives up after (the last one stays)
 SCAN_RECORDS = 200_000  # offsets of a partition, at most, searched for a customer's recent events
 SCAN_CHUNK = 5_000  # read at a time, newest first
 SCAN_S = 5.0  # a search's time, at most (and the longest one waits for another's to end)
@@ -117,24 +118,39 @@ class KafkaLog:
         # a second reader, so a scan for a customer's events never holds evidence reads up
         self._scanner = Consumer(client_config(settings, **{"group.id": self.topics.group("process")}, **READER_CONFIG))
         self._scan_lock = threading.Lock()
-        self._cached: tuple[float, dict[int, tuple[int, int]]] = (0.0, {})
+        self._cached: tuple[float, dict[int, tuple[int, int]]] = (-math.inf, {})
+        self._reading = threading.Lock()  # held by the one read of the offsets under way
+        self._offsets()  # the first read begins
 
     def _offsets(self) -> dict[int, tuple[int, int]]:
-        """Per partition of the events topic: (end offset, the process group's committed offset)."""
+        """Per partition of the events topic: (end offset, the process group's committed
+        offset), as last read. Never waits for the brokers: its callers (ingest's backpressure,
+        ``/readyz``) run on the API's event loop, which a stalled broker would freeze for every
+        request. A read older than ``LAG_CACHE_S`` begins another, in a thread of its own;
+        until the first ends there are none (no lag), and while the brokers do not answer the
+        last read stays (ingest's own writes fail then)."""
+        if time.monotonic() - self._cached[0] >= LAG_CACHE_S and self._reading.acquire(blocking=False):
+            threading.Thread(target=self._read_offsets, name="kafka-offsets", daemon=True).start()
+        return self._cached[1]
+
+    def _read_offsets(self) -> None:
         from confluent_kafka import TopicPartition
 
-        with self._lock:
-            at, offsets = self._cached
-            if time.monotonic() - at < LAG_CACHE_S:
-                return offsets
-            tps = [TopicPartition(self.topics.events, p) for p in range(self.topics.partitions)]
-            committed = {tp.partition: max(tp.offset, 0) for tp in self._consumer.committed(tps, 10)}
-            offsets = {}
-            for p in range(self.topics.partitions):
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topics.events, p), 10)
-                offsets[p] = (high, committed.get(p, 0))
+        try:
+            with self._lock:
+                tps = [TopicPartition(self.topics.events, p) for p in range(self.topics.partitions)]
+                committed = {tp.partition: max(tp.offset, 0) for tp in self._consumer.committed(tps, OFFSETS_TIMEOUT_S)}
+                offsets = {}
+                for p in range(self.topics.partitions):
+                    _, high = self._consumer.get_watermark_offsets(
+                        TopicPartition(self.topics.events, p), OFFSETS_TIMEOUT_S
+                    )
+                    offsets[p] = (high, committed.get(p, 0))
             self._cached = (time.monotonic(), offsets)
-            return offsets
+        except Exception as exc:
+            log.warning("cannot read the events topic's offsets (the lag shown is older): %s", exc)
+        finally:
+            self._reading.release()
 
     def head(self) -> int:
         return sum(high for high, _ in self._offsets().values())
@@ -212,7 +228,8 @@ class KafkaLog:
             self._scan_lock.release()
 
     def close(self) -> None:
-        self._consumer.close()
+        with self._lock:  # not under a read of the offsets, or a record, still running
+            self._consumer.close()
         with self._scan_lock:  # not under a search still running on a request's thread
             self._scanner.close()
 
@@ -363,11 +380,7 @@ class KafkaPlatform:
         return self.fx.load(rates, actor, now)
 
     def lag(self) -> int:
-        try:
-            return sum(self.log.lag_by_partition().values())
-        except Exception:  # the broker unreachable: ingest will fail on its own, do not mask it
-            log.warning("cannot read the process group's lag", exc_info=True)
-            return 0
+        return sum(self.log.lag_by_partition().values())
 
     def start(self) -> None:
         self.ready = True
