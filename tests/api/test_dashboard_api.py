@@ -41,6 +41,7 @@ def test_alert_events_are_the_evidence_events_read_back_from_the_log(server: Emb
     assert item["event_id"] == sent["event_id"]
     assert item["event"]["customer_id"] == customer
     assert item["event"]["data"]["payee_country"] == "KP"
+    assert body["complete"] is True
     assert missing.status_code == 404
 
 

@@ -4,6 +4,7 @@ topic: newest first, backwards a chunk at a time, bounded in offsets and time, o
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import msgspec
@@ -85,3 +86,16 @@ def test_brokers_that_fail_the_search_are_a_503_not_an_empty_answer() -> None:
     with pytest.raises(RequestError) as failed:
         log.recent_of_customer("alice", 5, 1_000)
     assert failed.value.status == 503
+
+
+def test_a_search_while_another_runs_is_turned_away_at_once_not_after_holding_a_thread() -> None:
+    """Each waiting search holds one of the API's threads: 60 of them took every thread from
+    every other request for 5 s each."""
+    log = log_over([event("alice", 0)], partition_for(b"alice", PARTITIONS))
+    with log._scan_lock:  # another's search under way
+        began = time.monotonic()
+        with pytest.raises(RequestError, match="searched for others") as refused:
+            log.recent_of_customer("alice", 5, 1_000)
+        waited = time.monotonic() - began
+    assert refused.value.status == 503
+    assert waited < 1.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -14,11 +15,12 @@ from ringfence.api.auth import Caller, authorize, check_visible, platform_of
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, limit_param, path_id, text_param, time_param, token_param
-from ringfence.api.platform import served
+from ringfence.api.platform import EventLog, served
 from ringfence.engine.rules import AUDIENCES, SEVERITIES
 from ringfence.errors import RequestError
 
 MAX_LIMIT = 500
+EVIDENCE_READ_S = 10.0  # reading an alert's evidence back, at most
 MAX_REASON = 1_000
 
 
@@ -71,15 +73,20 @@ async def alert_events(request: Request) -> Response:
     alert = await run_in_threadpool(platform.alerts.get_alert, path_id(request, "alert_id"))
     check_visible(caller, alert.id, alert.audience)
 
-    def load() -> list[dict[str, Any]]:
-        items = []
-        for evidence in alert.evidence.get("events", []):
-            record = log.get(int(evidence["offset"]))
-            event = msgspec.json.decode(record.body) if record is not None else None
-            items.append({"offset": evidence["offset"], "event_id": evidence["event_id"], "event": event})
-        return items
+    items, complete = await run_in_threadpool(read_evidence, log, alert.evidence.get("events", []), EVIDENCE_READ_S)
+    return json_response({"alert_id": alert.id, "items": items, "complete": complete})
 
-    return json_response({"alert_id": alert.id, "items": await run_in_threadpool(load)})
+
+def read_evidence(log: EventLog, evidence: list[dict[str, Any]], within_s: float) -> tuple[list[dict[str, Any]], bool]:
+    """The evidence's events read back from ``log``, and whether every one was read: a log
+    slow to answer has ``within_s`` in all, the rest are listed unread (``event`` null)."""
+    items, complete, deadline = [], True, time.monotonic() + within_s
+    for cited in evidence:
+        complete = complete and time.monotonic() < deadline
+        record = log.get(int(cited["offset"])) if complete else None
+        event = msgspec.json.decode(record.body) if record is not None else None
+        items.append({"offset": cited["offset"], "event_id": cited["event_id"], "event": event})
+    return items, complete
 
 
 async def _visible(request: Request, caller: Caller) -> str:

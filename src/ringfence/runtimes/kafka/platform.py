@@ -57,7 +57,9 @@ LAG_CACHE_S = 1.0
 OFFSETS_TIMEOUT_S = 5.0  # a read of the offsets gives up after (the last one stays)
 SCAN_RECORDS = 200_000  # offsets of a partition, at most, searched for a customer's recent events
 SCAN_CHUNK = 5_000  # read at a time, newest first
-SCAN_S = 5.0  # a search's time, at most (and the longest one waits for another's to end)
+SCAN_S = 5.0  # a search's time, at most
+SCAN_WAIT_S = 0.5  # for another's search to end, at most (then 503)
+RECORD_S = 2.0  # a read of one record (evidence), at most
 RETRY = {"retry_after": 1}
 PACK_EVERY_S = 5.0
 
@@ -107,16 +109,15 @@ class KafkaLog:
 
         self.topics = topics_of(settings)
         self.settings = settings
-        # joins no group: reads the process group's committed offsets, and single records
-        self._consumer = Consumer(
-            client_config(
-                settings,
-                **{"group.id": self.topics.group("process"), "enable.auto.commit": False},
-            )
-        )
+        group = {"group.id": self.topics.group("process")}  # joins no group: reads its committed offsets
+        # three readers, each behind a lock of its own, so none holds the others up: offsets
+        # (the lag, a back-test's ranges), single records (evidence), scans (a customer's events)
+        self._consumer = Consumer(client_config(settings, **group, **{"enable.auto.commit": False}))
         self._lock = threading.Lock()
-        # a second reader, so a scan for a customer's events never holds evidence reads up
-        self._scanner = Consumer(client_config(settings, **{"group.id": self.topics.group("process")}, **READER_CONFIG))
+        # an offset retention removed is an error at once (not a wait for the next record)
+        self._records = Consumer(client_config(settings, **group, **(READER_CONFIG | {"auto.offset.reset": "error"})))
+        self._records_lock = threading.Lock()
+        self._scanner = Consumer(client_config(settings, **group, **READER_CONFIG))
         self._scan_lock = threading.Lock()
         self._cached: tuple[float, dict[int, tuple[int, int]]] = (-math.inf, {})
         self._reading = threading.Lock()  # held by the one read of the offsets under way
@@ -169,21 +170,22 @@ class KafkaLog:
         if offset < 0:
             return None  # detections keyed by other fields than the customer cite events by id only
         partition, position = offset >> OFFSET_BITS, offset & ((1 << OFFSET_BITS) - 1)
-        with self._lock:
-            self._consumer.assign([TopicPartition(self.topics.events, partition, position)])
+        with self._records_lock:
+            self._records.assign([TopicPartition(self.topics.events, partition, position)])
             try:
-                message = self._consumer.poll(5.0)
+                # the record, or at once an error: its offset removed by retention, or past the end
+                message = self._records.poll(RECORD_S)
             finally:
-                self._consumer.unassign()
+                self._records.unassign()
         if message is None or message.error() is not None or message.offset() != position:
-            return None
+            return None  # none, or a transaction's marker there
         return Record(offset, partition, message.timestamp()[1] / 1000.0, message.value() or b"")
 
     def newest(self, limit: int) -> tuple[list[Range], int]:
         """The ranges of the newest ``limit`` offsets of the events topic, and how many of their
         oldest records to skip (:func:`.backtest.newest`)."""
-        with self._scanning():
-            return newest(self._scanner, self.topics.events, self.topics.partitions, limit)
+        with self._lock, _readable():
+            return newest(self._consumer, self.topics.events, self.topics.partitions, limit)
 
     def recent_of_customer(self, customer_id: str, limit: int, scan: int) -> tuple[list[Record], int]:
         """The customer's newest ``limit`` events among the latest offsets of their partition (at
@@ -213,25 +215,35 @@ class KafkaLog:
 
     @contextlib.contextmanager
     def _scanning(self) -> Iterator[None]:
-        """The scanner, one request at a time (503 to one that cannot have it soon, and when
-        the brokers fail it)."""
-        from confluent_kafka import KafkaException
-
-        if not self._scan_lock.acquire(timeout=SCAN_S):
+        """The scanner, one request at a time: 503 at once to another (a request waiting for
+        it would hold one of the API's threads, which every other request needs)."""
+        if not self._scan_lock.acquire(timeout=SCAN_WAIT_S):
             raise RequestError(503, "unavailable", "the events topic is being searched for others; try again", RETRY)
         try:
-            yield
-        except (KafkaException, ReadFailed) as exc:
-            log.warning("cannot read the events topic: %s", exc)
-            raise RequestError(503, "unavailable", "the events topic cannot be read now; try again", RETRY) from exc
+            with _readable():
+                yield
         finally:
             self._scan_lock.release()
 
     def close(self) -> None:
-        with self._lock:  # not under a read of the offsets, or a record, still running
-            self._consumer.close()
-        with self._scan_lock:  # not under a search still running on a request's thread
+        # not under a read still running on a request's thread
+        for consumer, lock in ((self._consumer, self._lock), (self._records, self._records_lock)):
+            with lock:
+                consumer.close()
+        with self._scan_lock:
             self._scanner.close()
+
+
+@contextlib.contextmanager
+def _readable() -> Iterator[None]:
+    """503 when the brokers fail a read of the events topic."""
+    from confluent_kafka import KafkaException
+
+    try:
+        yield
+    except (KafkaException, ReadFailed) as exc:
+        log.warning("cannot read the events topic: %s", exc)
+        raise RequestError(503, "unavailable", "the events topic cannot be read now; try again", RETRY) from exc
 
 
 class KafkaPlatform:

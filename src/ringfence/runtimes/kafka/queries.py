@@ -33,6 +33,7 @@ log = logging.getLogger("ringfence.kafka.queries")
 
 MAX_QUERIES = 100  # answered per turn of a worker's loop
 TIMEOUT_S = 5.0  # an answer's wait, all told
+MAX_ASKING = 8  # queries an API process waits on at once (each holds one of its threads)
 Features = tuple[float, dict[str, Any]]  # the event time they hold at, and the values
 
 
@@ -146,6 +147,7 @@ class FeatureClient:
             raise exc if isinstance(exc, RequestError) else _unavailable(f"the brokers: {exc}") from exc
         self._waiting: dict[str, tuple[threading.Event, list[Features | Exception]]] = {}
         self._lock = threading.Lock()
+        self._asking = threading.BoundedSemaphore(MAX_ASKING)
         self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read, name="feature-answers", daemon=True)
         self._reader.start()
@@ -153,6 +155,16 @@ class FeatureClient:
     def ask(self, customer_id: str, timeout_s: float = TIMEOUT_S) -> Features:
         """The customer's feature values, from the worker holding them, within ``timeout_s``
         (RequestError 503 otherwise)."""
+        # each asker holds one of the API's threads while it waits: a flood of queries no worker
+        # answers (a rebalance, a restore) must not take them all from every other request
+        if not self._asking.acquire(blocking=False):
+            raise _unavailable(f"{MAX_ASKING} feature queries are waiting for the workers already")
+        try:
+            return self._ask(customer_id, timeout_s)
+        finally:
+            self._asking.release()
+
+    def _ask(self, customer_id: str, timeout_s: float) -> Features:
         from confluent_kafka import KafkaException
 
         deadline = time.monotonic() + timeout_s

@@ -1,0 +1,47 @@
+"""What the kafka runtime's API reads from the events topic, against a real broker: an alert's
+evidence whose records retention removed is answered at once as gone (it waited for a record
+that never came, 5 s an event, 50 events an alert, while holding every other read up)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ringfence.config import load_settings
+from ringfence.runtimes.kafka.platform import KafkaLog
+from ringfence.runtimes.kafka.records import global_offset
+from ringfence.runtimes.kafka.topics import client_config, topics_of
+from tests.helpers.kafka import KafkaStack
+
+pytestmark = pytest.mark.integration
+
+
+def test_evidence_retention_removed_is_answered_at_once_and_the_rest_is_read(kafka_stack: KafkaStack) -> None:
+    from confluent_kafka import Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    settings = load_settings(environ=kafka_stack.env)
+    topic = topics_of(settings).events
+    producer = Producer(client_config(settings))
+    for n in range(4):
+        producer.produce(topic, f'{{"event_id": "e{n}"}}'.encode(), b"c1", partition=1)
+    assert producer.flush(30) == 0
+    # retention, as it removes a segment: the partition now begins at offset 2
+    admin = AdminClient(client_config(settings))  # kept: its futures end with it
+    (deleted,) = admin.delete_records([TopicPartition(topic, 1, 2)]).values()
+    deleted.result(30)
+
+    log = KafkaLog(settings)
+    try:
+        began = time.monotonic()
+        assert log.get(global_offset(1, 0)) is None
+        assert log.get(global_offset(1, 1)) is None
+        gone = time.monotonic() - began
+        kept = log.get(global_offset(1, 3))
+        assert kept is not None
+        assert kept.body == b'{"event_id": "e3"}'
+        assert log.get(global_offset(1, 9)) is None  # past the end
+    finally:
+        log.close()
+    assert gone < 2.0, f"two removed records took {gone:.1f} s"
