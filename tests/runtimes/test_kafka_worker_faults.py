@@ -415,6 +415,7 @@ def test_every_keyed_stage_but_the_customers_reads_the_stages_topic_and_a_record
         worker.fold([*named, unnamed], batch)
 
         assert batch.rejected == 3  # counted in ringfence_events_rejected once the batch commits
+        assert batch.processed == 0  # copies: an event counts as processed in the customer stage alone
         assert len(batch.records) == 5  # the rejected too: the committed offset moves past them
         assert [k for k in worker.tasks[("card_id", 1)].seen.ids if "e-1" in k]
         assert [k for k in worker.tasks[("ip", 1)].seen.ids if "e-1" in k]
@@ -557,6 +558,7 @@ def test_a_retry_is_dropped_a_window_of_arrival_after_its_event_however_old_the_
         assert log.card_auths_lifetime() == {"c9": 3}
         samples = worker.metrics.registry
         assert samples.get_sample_value("ringfence_events_duplicate_total") == 2
+        assert samples.get_sample_value("ringfence_events_processed_total") == 3  # the retries not
 
         send("fresh-3", happened + 700, 700)  # 600 s of arrival on: the first ids are forgotten
         send("backlog-1", happened - 3600, 705)

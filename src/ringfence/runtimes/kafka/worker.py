@@ -299,7 +299,6 @@ class ProcessWorker:
                 task.tainted = True  # its engine holds what the failure left, until it is restored
                 raise
             batch.records.append(message)
-            batch.processed += 1
         for task in self.tasks.values():
             try:
                 task.take_changes()
@@ -360,6 +359,8 @@ class ProcessWorker:
                 batch.duplicates += 1
             return
         sent = task.fold(self.plan, event, item.body, item.joined, at, batch)
+        if task.stage.name == CUSTOMER:  # an event counts once: not its stages' copies, nor the join's records
+            batch.processed += 1
         if sent is not None:
             key, part = sent
             joins.setdefault(records.partition_for(key, self.topics.partitions), []).append(part)
