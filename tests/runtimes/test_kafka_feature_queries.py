@@ -33,9 +33,7 @@ def client() -> queries.FeatureClient:
     asker = object.__new__(queries.FeatureClient)  # no broker: what asking uses
     asker.topics = Topics("t", 4)
     asker.producer = SilentProducer()
-    asker._waiting = {}
-    asker._lock = threading.Lock()
-    asker._asking = threading.BoundedSemaphore(queries.MAX_ASKING)
+    asker._for_askers()
     return asker
 
 

@@ -17,6 +17,7 @@ import pytest
 from ringfence.config import Settings
 from ringfence.errors import OverloadedError
 from ringfence.events import validate_event
+from ringfence.runtimes.ingest import settle
 from ringfence.runtimes.kafka import ingest as kafka_ingest
 from ringfence.testing import event
 
@@ -68,7 +69,7 @@ class FakeAppender(kafka_ingest.KafkaAppender):
             raise TypeError("a bug in routing one event")
         for request in batch:
             self.written.append([e.event_id for e in request.events])
-            request.loop.call_soon_threadsafe(kafka_ingest._succeed, request.future, list(range(len(request.events))))
+            settle(request.loop, request.future, list(range(len(request.events))))
 
 
 def test_an_unexpected_failure_fails_its_batch_and_the_thread_serves_the_next() -> None:
@@ -210,3 +211,72 @@ def test_an_event_a_request_holds_twice_is_written_once_and_reported_a_duplicate
     assert (result.accepted, result.duplicates, result.duplicate_ids) == (2, 2, ["e-1", "e-1"])
     assert [size for _, size in appender.batches] == [1]
     assert appender.written == [["e-1", "e-2"]]
+
+
+class FailingCommitProducer(RecordingProducer):
+    """A transaction whose commit the brokers refuse, and whose abort waits for ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def commit_transaction(self, _timeout: float) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "commit timed out"))
+
+    def abort_transaction(self, _timeout: float) -> None:
+        assert self.release.wait(10)
+
+
+def test_a_failed_transactions_requests_are_answered_before_its_abort_waits_on_the_brokers() -> None:
+    from ringfence.engine.pack import load_pack_file
+    from ringfence.engine.stages import plan_stages
+    from ringfence.runtimes.kafka.topics import topics_of
+
+    appender = kafka_ingest.KafkaAppender.__new__(kafka_ingest.KafkaAppender)  # no broker, no thread
+    appender.settings = Settings(kafka_commit_interval_ms=50)
+    appender.topics = topics_of(appender.settings)
+    plan = plan_stages(load_pack_file(None))
+    appender.plan = lambda: plan
+    appender._keys = None
+    appender._producer = producer = FailingCommitProducer()
+    one = [validate_event(json.dumps(event()).encode(), 2e9)]
+
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int | None]] = loop.create_future()
+        committing = threading.Thread(
+            target=appender._commit, args=([kafka_ingest.Request(one, future, loop, time.time())],)
+        )
+        began = time.monotonic()
+        committing.start()
+        with pytest.raises(OverloadedError, match="commit timed out"):
+            await asyncio.wait_for(future, 5)
+        answered = time.monotonic() - began
+        producer.release.set()  # the abort ends only now
+        await asyncio.to_thread(committing.join, 5)
+        return answered
+
+    assert asyncio.run(scenario()) < 2.0
+
+
+def test_a_writer_thread_that_dies_answers_every_request_waiting_and_refuses_the_next() -> None:
+    """A bug outside a transaction (a statistics callback raising from a poll) ends the thread:
+    what waited, and what comes after, is answered 503 instead of waiting for ever."""
+
+    class BrokenPoll(StandInProducer):
+        def poll(self, timeout: float) -> int:
+            raise ZeroDivisionError("a statistics callback's bug")
+
+    appender = FakeAppender(fail_first=False)
+    one = [validate_event(json.dumps(event()).encode(), 2e9)]
+    appender._producer = BrokenPoll()  # the idle loop polls it: the thread dies
+    appender._thread.join(5)
+    assert not appender._thread.is_alive()
+
+    async def scenario() -> None:
+        with pytest.raises(OverloadedError, match="stopping"):
+            await asyncio.wait_for(appender.append(one), 2)
+
+    asyncio.run(scenario())

@@ -590,3 +590,19 @@ def test_a_join_waits_for_an_old_events_stages_by_arrival_not_event_time() -> No
     assert joins.expire(arrived + HORIZON_S - 1) == []
     assert joins.expire(arrived + HORIZON_S + 1) == ["cards\x1fb-2"]
     assert not joins.pending
+
+
+def test_a_join_task_gives_up_by_the_arrival_of_the_contributions_it_takes() -> None:
+    from ringfence.runtimes.kafka.join import HORIZON_S
+
+    plan = plan_stages(load_pack_file(None))
+    task, _ = Task.restore(plan.rules, 1, Replayed(), 5.0, 600.0, 0.0, engine_kind="python", min_log_rows=1000)
+    stages, arrived, old = [CUSTOMER, "card_id"], 1_700_000_100.0, 1_700_000_000.0 - 3 * 3600
+    batch: Batch[Any] = Batch()
+    task.join(plan, records.Contribution("cards\x1fb-1", "card_id", stages, {}, old, ingested_at=arrived), batch)
+    task.expired(1e12)  # event time far on: not what a join waits by
+    assert list(task.joins.pending) == ["cards\x1fb-1"]
+    later = records.Contribution("cards\x1fb-2", "card_id", stages, {}, old, ingested_at=arrived + HORIZON_S + 1)
+    task.join(plan, later, batch)
+    task.expired(0.0)
+    assert list(task.joins.pending) == ["cards\x1fb-2"]

@@ -79,11 +79,17 @@ async def alert_events(request: Request) -> Response:
 
 def read_evidence(log: EventLog, evidence: list[dict[str, Any]], within_s: float) -> tuple[list[dict[str, Any]], bool]:
     """The evidence's events read back from ``log``, and whether every one was read: a log
-    slow to answer has ``within_s`` in all, the rest are listed unread (``event`` null)."""
+    slow to answer has ``within_s`` in all (and a read under way), the rest are listed unread
+    (``event`` null), as is one the log did not answer."""
     items, complete, deadline = [], True, time.monotonic() + within_s
     for cited in evidence:
         complete = complete and time.monotonic() < deadline
-        record = log.get(int(cited["offset"])) if complete else None
+        record = None
+        if complete:
+            try:
+                record = log.get(int(cited["offset"]))
+            except TimeoutError:
+                complete = False
         event = msgspec.json.decode(record.body) if record is not None else None
         items.append({"offset": cited["offset"], "event_id": cited["event_id"], "event": event})
     return items, complete

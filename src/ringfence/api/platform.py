@@ -60,7 +60,8 @@ class EventLog(Protocol):
     def head(self) -> int: ...
 
     def get(self, offset: int) -> Record | None:
-        """The event at ``offset`` (an alert's evidence), None if retention removed it."""
+        """The event at ``offset`` (an alert's evidence), None if retention removed it;
+        TimeoutError if the log did not answer in time."""
         ...
 
     def recent_of_customer(self, customer_id: str, limit: int, scan: int) -> tuple[list[Record], int]:

@@ -7,6 +7,7 @@ answered only after its events are durable (group commit), so a 202 is a promise
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +80,32 @@ class Appender(Protocol):
     async def append(self, events: list[Event]) -> list[int | None]:
         """Make ``events`` durable; each one's offset, or None for a known duplicate."""
         ...
+
+
+def stopping() -> OverloadedError:
+    """What an appender answers a request it will not write, as it stops (503: retry)."""
+    return OverloadedError("ingest is stopping and did not take the events; retry", 1)
+
+
+def settle(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[list[int | None]],
+    result: list[int | None] | None = None,
+    error: Exception | None = None,
+) -> None:
+    """Answer an appender's waiting ``future`` from its writer thread: once, and not at all if
+    its event loop is gone (no one awaits it then)."""
+
+    def now() -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or [])
+
+    with contextlib.suppress(RuntimeError):  # the loop closed
+        loop.call_soon_threadsafe(now)
 
 
 class IngestService:

@@ -8,16 +8,17 @@ One fsync then acknowledges many requests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from ringfence.errors import OverloadedError
 from ringfence.events.model import Event
 from ringfence.log.base import EventLog
+from ringfence.runtimes.ingest import settle, stopping
+
+log = logging.getLogger("ringfence.journal")
 
 MAX_GROUP_EVENTS = 20_000
 
@@ -45,7 +46,7 @@ class GroupCommitter:
         """Append durably; resolve to each event's offset (None = duplicate). Raises
         OverloadedError (503, retry) once the committer is closing."""
         if self._closed:
-            raise _closing()
+            raise stopping()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[int | None]] = loop.create_future()
         self._queue.put(_Pending(events, future, loop))
@@ -54,6 +55,15 @@ class GroupCommitter:
         return await future
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception:
+            log.exception("the journal's writer thread ended on a bug; appends are answered 503 until a restart")
+        finally:  # closed, or a bug: every append still waiting is answered
+            self._closed = True
+            self._refuse_queued()
+
+    def _serve(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -78,17 +88,21 @@ class GroupCommitter:
             offsets = self._log.append(events, self._clock())
         except Exception as exc:  # the waiters get the error, the writer lives on
             for pending in group:
-                _settle(pending, _set_exception, exc)
+                settle(pending.loop, pending.future, error=exc)
             return
-        self._on_commit(self._log.head())
+        try:
+            self._on_commit(self._log.head())
+        except Exception:  # the events are durable: their requests are answered so
+            log.exception("after an append to the journal")
         start = 0
         for pending in group:
             part = offsets[start : start + len(pending.events)]
             start += len(pending.events)
-            _settle(pending, _set_result, part)
+            settle(pending.loop, pending.future, part)
 
     def close(self) -> None:
-        """Finish what is queued, then stop the writer thread; what comes after is refused."""
+        """Finish what is queued, then stop the writer thread; what comes after is refused.
+        (An append racing the close may be refused with those behind it: 503, nothing kept.)"""
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=30)
@@ -105,26 +119,6 @@ class GroupCommitter:
             if pending is None:
                 ended = True
             else:
-                _settle(pending, _set_exception, _closing())
+                settle(pending.loop, pending.future, error=stopping())
         if ended:  # a writer still at work (a slow append) must still find its end
             self._queue.put(None)
-
-
-def _closing() -> OverloadedError:
-    return OverloadedError("ingest is stopping and did not take the events; retry", 1)
-
-
-def _settle(pending: _Pending, how: Callable[[Any, Any], None], what: Any) -> None:
-    """Settle ``pending``'s future from the writer's thread, unless its event loop is gone."""
-    with contextlib.suppress(RuntimeError):  # the loop closed: no one awaits it any more
-        pending.loop.call_soon_threadsafe(how, pending.future, what)
-
-
-def _set_result(future: asyncio.Future[list[int | None]], value: list[int | None]) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _set_exception(future: asyncio.Future[list[int | None]], exc: Exception) -> None:
-    if not future.done():
-        future.set_exception(exc)

@@ -18,7 +18,6 @@ seen (:mod:`.seen`), and the customer stage counts them in ``ringfence_events_du
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import queue
@@ -33,6 +32,7 @@ from ringfence.engine.stages import StagePlan
 from ringfence.errors import OverloadedError
 from ringfence.events.model import Event, encode_event
 from ringfence.metrics import Metrics
+from ringfence.runtimes.ingest import settle, stopping
 from ringfence.runtimes.kafka.client_stats import counted
 from ringfence.runtimes.kafka.records import (
     ITEMS_HEADER,
@@ -104,7 +104,7 @@ class KafkaAppender:
         an event the request holds twice, written once). Raises OverloadedError (503, retry)
         when the brokers do not take them: then none of the request's events is kept."""
         if self._stop.is_set():
-            raise _stopping()
+            raise stopping()
         unique, positions = _first_of_each(events)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[int | None]] = loop.create_future()
@@ -115,6 +115,15 @@ class KafkaAppender:
         return [None if i is None else offsets[i] for i in positions]
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception:
+            log.exception("ingest's writer thread ended on a bug; requests are answered 503 until a restart")
+        finally:  # stopped, or a bug: every request still waiting is answered
+            self._stop.set()
+            self._refuse_queued()
+
+    def _serve(self) -> None:
         interval = self.settings.kafka_commit_interval_ms / 1000
         began = -math.inf
         while not self._stop.is_set():
@@ -139,7 +148,6 @@ class KafkaAppender:
             except Exception:  # one batch's bug must not stop ingest for every later request
                 log.exception("ingest transaction failed unexpectedly; its requests are answered 503")
                 self._abandon(batch)
-        self._refuse_queued()
 
     def _refuse_queued(self) -> None:
         """Answer 503 to every request still queued: ingest is stopping and will not write them
@@ -149,13 +157,13 @@ class KafkaAppender:
                 request = self._requests.get_nowait()
             except queue.Empty:
                 return
-            _answer(request, _fail, _stopping())
+            _fail(request, stopping())
 
     def _abandon(self, batch: list[Request]) -> None:
         """Fail ``batch``'s requests (nothing of them is kept) and start over with a fresh producer."""
         failure = OverloadedError("the event log did not take the events (an internal error, logged); retry", 1)
         for request in batch:
-            _answer(request, _fail, failure)
+            _fail(request, failure)
         try:
             self._producer = self._new_producer()  # aborts the open transaction
         except Exception:
@@ -188,7 +196,7 @@ class KafkaAppender:
             # answered before the abort, which may wait on the brokers as long as the commit did
             failure = OverloadedError(f"the event log did not take the events: {error.str()}", 1)
             for request in batch:
-                _answer(request, _fail, failure)
+                _fail(request, failure)
             if error.fatal():
                 self._producer = self._new_producer()  # fenced or broken: a fresh one aborts the open transaction
             else:
@@ -198,7 +206,7 @@ class KafkaAppender:
                     self._producer = self._new_producer()
             return
         for request, written in zip(batch, offsets, strict=True):
-            _answer(request, _succeed, written)
+            settle(request.loop, request.future, [o if o is not None else 0 for o in written])
 
     def _plan_and_keys(self) -> tuple[StagePlan, Engine]:
         """The current plan, and an engine of it for reading events' key fields (made once per plan)."""
@@ -273,24 +281,8 @@ def _first_of_each(events: list[Event]) -> tuple[list[Event], list[int | None]]:
     return unique, positions
 
 
-def _stopping() -> OverloadedError:
-    return OverloadedError("ingest is stopping and did not take the events; retry", 1)
-
-
-def _answer(request: Request, how: Callable[[Any, Any], None], what: Any) -> None:
-    """Settle ``request``'s future from this thread, unless its event loop is gone."""
-    with contextlib.suppress(RuntimeError):  # the loop closed: no one awaits it any more
-        request.loop.call_soon_threadsafe(how, request.future, what)
-
-
-def _succeed(future: asyncio.Future[list[int | None]], offsets: list[int | None]) -> None:
-    if not future.done():
-        future.set_result([o if o is not None else 0 for o in offsets])
-
-
-def _fail(future: asyncio.Future[list[int | None]], error: Exception) -> None:
-    if not future.done():
-        future.set_exception(error)
+def _fail(request: Request, error: Exception) -> None:
+    settle(request.loop, request.future, error=error)
 
 
 def _item_size(item: StageItem) -> int:

@@ -54,7 +54,7 @@ from ringfence.store.silences import SqlSilenceStore
 log = logging.getLogger("ringfence.kafka.api")
 
 LAG_CACHE_S = 1.0
-OFFSETS_TIMEOUT_S = 5.0  # a read of the offsets gives up after (the last one stays)
+OFFSETS_TIMEOUT_S = 5.0  # a read of the offsets, all its calls, gives up after (the last one stays)
 SCAN_RECORDS = 200_000  # offsets of a partition, at most, searched for a customer's recent events
 SCAN_CHUNK = 5_000  # read at a time, newest first
 SCAN_S = 5.0  # a search's time, at most
@@ -119,35 +119,46 @@ class KafkaLog:
         self._records_lock = threading.Lock()
         self._scanner = Consumer(client_config(settings, **group, **READER_CONFIG))
         self._scan_lock = threading.Lock()
-        self._cached: tuple[float, dict[int, tuple[int, int]]] = (-math.inf, {})
+        self._cached: dict[int, tuple[int, int]] = {}
+        self._attempted = -math.inf  # when the last read of the offsets began
         self._reading = threading.Lock()  # held by the one read of the offsets under way
+        self._closed = False
         self._offsets()  # the first read begins
 
     def _offsets(self) -> dict[int, tuple[int, int]]:
         """Per partition of the events topic: (end offset, the process group's committed
         offset), as last read. Never waits for the brokers: its callers (ingest's backpressure,
         ``/readyz``) run on the API's event loop, which a stalled broker would freeze for every
-        request. A read older than ``LAG_CACHE_S`` begins another, in a thread of its own;
-        until the first ends there are none (no lag), and while the brokers do not answer the
-        last read stays (ingest's own writes fail then)."""
-        if time.monotonic() - self._cached[0] >= LAG_CACHE_S and self._reading.acquire(blocking=False):
-            threading.Thread(target=self._read_offsets, name="kafka-offsets", daemon=True).start()
-        return self._cached[1]
+        request. Once ``LAG_CACHE_S`` passed since the last read began, a call begins another,
+        in a thread of its own; until the first ends there are none (no lag), and while the
+        brokers do not answer the last read stays (ingest's own writes fail then)."""
+        now = time.monotonic()
+        if not self._closed and now - self._attempted >= LAG_CACHE_S and self._reading.acquire(blocking=False):
+            self._attempted = now
+            try:
+                threading.Thread(target=self._read_offsets, name="kafka-offsets", daemon=True).start()
+            except RuntimeError:  # no thread to be had (the interpreter ending): a later call tries again
+                self._reading.release()
+        return self._cached
 
     def _read_offsets(self) -> None:
         from confluent_kafka import TopicPartition
 
+        def left() -> float:
+            return max(0.01, deadline - time.monotonic())
+
         try:
             with self._lock:
+                if self._closed:
+                    return
+                deadline = time.monotonic() + OFFSETS_TIMEOUT_S
                 tps = [TopicPartition(self.topics.events, p) for p in range(self.topics.partitions)]
-                committed = {tp.partition: max(tp.offset, 0) for tp in self._consumer.committed(tps, OFFSETS_TIMEOUT_S)}
+                committed = {tp.partition: max(tp.offset, 0) for tp in self._consumer.committed(tps, left())}
                 offsets = {}
                 for p in range(self.topics.partitions):
-                    _, high = self._consumer.get_watermark_offsets(
-                        TopicPartition(self.topics.events, p), OFFSETS_TIMEOUT_S
-                    )
+                    _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topics.events, p), left())
                     offsets[p] = (high, committed.get(p, 0))
-            self._cached = (time.monotonic(), offsets)
+            self._cached = offsets
         except Exception as exc:
             log.warning("cannot read the events topic's offsets (the lag shown is older): %s", exc)
         finally:
@@ -164,28 +175,41 @@ class KafkaLog:
         return {p: max(0, high - done) for p, (high, done) in self._offsets().items()}
 
     def get(self, offset: int) -> Record | None:
-        """The event at global ``offset`` (see :func:`records.global_offset`), if still kept."""
+        """The event at global ``offset`` (see :func:`records.global_offset`), if still kept;
+        TimeoutError if the brokers do not say within :data:`RECORD_S` or so."""
         from confluent_kafka import TopicPartition
 
         if offset < 0:
             return None  # detections keyed by other fields than the customer cite events by id only
         partition, position = offset >> OFFSET_BITS, offset & ((1 << OFFSET_BITS) - 1)
-        with self._records_lock:
-            self._records.assign([TopicPartition(self.topics.events, partition, position)])
-            try:
-                # the record, or at once an error: its offset removed by retention, or past the end
-                message = self._records.poll(RECORD_S)
-            finally:
-                self._records.unassign()
-        if message is None or message.error() is not None or message.offset() != position:
-            return None  # none, or a transaction's marker there
+        if not self._records_lock.acquire(timeout=RECORD_S):
+            raise TimeoutError("the events topic's reader is held by other reads")
+        try:
+            with _readable():
+                self._records.assign([TopicPartition(self.topics.events, partition, position)])
+                try:
+                    # the record, or at once an error: its offset removed by retention, or past the end
+                    message = self._records.poll(RECORD_S)
+                finally:
+                    self._records.unassign()
+        finally:
+            self._records_lock.release()
+        if message is None:
+            raise TimeoutError(f"the events topic did not answer within {RECORD_S:g} s")
+        if message.error() is not None or message.offset() != position:
+            return None  # gone, or a transaction's marker there
         return Record(offset, partition, message.timestamp()[1] / 1000.0, message.value() or b"")
 
     def newest(self, limit: int) -> tuple[list[Range], int]:
         """The ranges of the newest ``limit`` offsets of the events topic, and how many of their
         oldest records to skip (:func:`.backtest.newest`)."""
-        with self._lock, _readable():
-            return newest(self._consumer, self.topics.events, self.topics.partitions, limit)
+        if not self._lock.acquire(timeout=SCAN_WAIT_S):  # a read of the lag the brokers hold up
+            raise RequestError(503, "unavailable", "the events topic cannot be read now; try again", RETRY)
+        try:
+            with _readable():
+                return newest(self._consumer, self.topics.events, self.topics.partitions, limit)
+        finally:
+            self._lock.release()
 
     def recent_of_customer(self, customer_id: str, limit: int, scan: int) -> tuple[list[Record], int]:
         """The customer's newest ``limit`` events among the latest offsets of their partition (at
@@ -226,10 +250,12 @@ class KafkaLog:
             self._scan_lock.release()
 
     def close(self) -> None:
-        # not under a read still running on a request's thread
-        for consumer, lock in ((self._consumer, self._lock), (self._records, self._records_lock)):
-            with lock:
-                consumer.close()
+        # not under a read still running on a request's thread, or the lag's
+        with self._lock:
+            self._closed = True
+            self._consumer.close()
+        with self._records_lock:
+            self._records.close()
         with self._scan_lock:
             self._scanner.close()
 

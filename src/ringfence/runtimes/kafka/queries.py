@@ -145,12 +145,16 @@ class FeatureClient:
             self.consumer.close()
             self.producer.flush(0)
             raise exc if isinstance(exc, RequestError) else _unavailable(f"the brokers: {exc}") from exc
-        self._waiting: dict[str, tuple[threading.Event, list[Features | Exception]]] = {}
-        self._lock = threading.Lock()
-        self._asking = threading.BoundedSemaphore(MAX_ASKING)
+        self._for_askers()
         self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read, name="feature-answers", daemon=True)
         self._reader.start()
+
+    def _for_askers(self) -> None:
+        """What askers share (no broker in it): the queries waiting, and the places to wait."""
+        self._waiting: dict[str, tuple[threading.Event, list[Features | Exception]]] = {}
+        self._lock = threading.Lock()
+        self._asking = threading.BoundedSemaphore(MAX_ASKING)
 
     def ask(self, customer_id: str, timeout_s: float = TIMEOUT_S) -> Features:
         """The customer's feature values, from the worker holding them, within ``timeout_s``
