@@ -807,8 +807,9 @@ impl Engine {
             .max_event_time
             .entry(partition)
             .or_insert(f64::NEG_INFINITY);
-        if event.occurred_at > *newest {
-            *newest = event.occurred_at;
+        let mark = event_time_mark(event.occurred_at, ingested_at);
+        if mark > *newest {
+            *newest = mark;
         }
         let mut signals = if self.timers.len() > 0 {
             self.advance(None)?
@@ -1230,6 +1231,17 @@ impl Engine {
             self.timers
                 .add(deadline, self.plan.patterns[pi].id.clone(), key.clone());
         }
+    }
+}
+
+/// How far an event moves its partition's event time: to when it happened, but never past
+/// when it arrived, so an event dated minutes ahead does not run every other key's event time
+/// on (the engine's ``event_time_mark``); an arrival of 0 is unknown and bounds nothing.
+fn event_time_mark(occurred_at: f64, ingested_at: f64) -> f64 {
+    if ingested_at > 0.0 {
+        occurred_at.min(ingested_at)
+    } else {
+        occurred_at
     }
 }
 

@@ -212,3 +212,34 @@ def test_pattern_state_and_timers_survive_a_restore() -> None:
 def test_broken_patterns_are_load_errors(change: str, message: str) -> None:
     with pytest.raises(RulePackError, match=r"patterns\[0\] \(reset_payee_transfer\)"):
         load_pack(PACK.text.replace(change, message))
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_an_event_dated_ahead_moves_event_time_no_further_than_its_arrival(kind: str) -> None:
+    """A producer may date events minutes ahead (clock skew; the validator allows 5 minutes):
+    one such, from one source, must not run the partition's event time on for every other key,
+    firing their absence timers early (a false "source silent" for another bank's partner) and
+    judging their events late. Event time moves to when an event arrived, at most."""
+    from tests.helpers.differential import engine_factory
+
+    engine = engine_factory(kind)(PACK)
+    quiet = ev("api.request", at=T0, source="partner-b")
+    ahead = ev("api.request", at=T0 + 299, source="partner-a")  # sent at T0 + 1, dated 5 minutes on
+    assert engine.process(quiet, 1, 0, T0) == []
+    assert engine.process(ahead, 2, 0, T0 + 1) == []
+    assert engine.watermark(0) == T0 + 1 - 5
+    on_time = ev("api.request", at=T0 + 2, source="partner-c")
+    assert not engine.is_late(on_time, 0)
+    assert engine.process(on_time, 3, 0, T0 + 2) == []  # partner-b's 5 minutes are not over
+
+    later = ev("api.request", at=T0 + 306, source="partner-c")  # partner-b really is silent now
+    assert [s.rule_id for s in engine.process(later, 4, 0, T0 + 306)] == ["source_silent"]
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_an_event_of_unknown_arrival_moves_event_time_to_when_it_happened(kind: str) -> None:
+    from tests.helpers.differential import engine_factory
+
+    engine = engine_factory(kind)(PACK)
+    engine.process(ev("api.request", at=T0 + 299, source="partner-a"), 1, 0, 0.0)
+    assert engine.watermark(0) == T0 + 299 - 5

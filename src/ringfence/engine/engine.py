@@ -130,6 +130,15 @@ def check_run(bodies: Sequence[bytes], *columns: Sequence[int] | Sequence[float]
         raise ValueError("process_raw_many: bodies, offsets, partitions and ingested_ats differ in length")
 
 
+def event_time_mark(occurred_at: float, ingested_at: float) -> float:
+    """How far an event moves its partition's event time (the watermark): to when it
+    happened, but never past when it arrived. Events may be dated minutes ahead (producers'
+    clocks; the validator allows ``MAX_FUTURE_SKEW_S``): one such must not run every other
+    key's event time on, firing their absence timers and judging their events late. An
+    arrival of 0 is unknown (a replay without one), and bounds nothing."""
+    return min(occurred_at, ingested_at) if ingested_at > 0 else occurred_at
+
+
 class Engine:
     """Runs a rule pack over events. Single-threaded; one instance per set of partitions."""
 
@@ -268,8 +277,8 @@ class Engine:
         late = self.is_late(event, partition)
         if late:
             self.late_events += 1
-        if event.occurred_at > self.max_event_time.get(partition, -math.inf):
-            self.max_event_time[partition] = event.occurred_at
+        if (mark := event_time_mark(event.occurred_at, ingested_at)) > self.max_event_time.get(partition, -math.inf):
+            self.max_event_time[partition] = mark
         # timers due before this event fire first, so results never depend on batch boundaries
         signals = self.advance() if len(self.timers) else []
         fired = len(signals)
