@@ -129,23 +129,29 @@ class RecordingProducer:
         pass
 
 
+def threadless(producer: Any) -> kafka_ingest.KafkaAppender:
+    """An appender whose transactions go to ``producer``: no broker, no thread (call ``_commit``)."""
+    from ringfence.engine.pack import load_pack_file
+    from ringfence.engine.stages import plan_stages
+    from ringfence.runtimes.kafka.topics import topics_of
+
+    appender = kafka_ingest.KafkaAppender.__new__(kafka_ingest.KafkaAppender)
+    appender.settings = Settings(kafka_commit_interval_ms=50)
+    appender.topics = topics_of(appender.settings)
+    plan = plan_stages(load_pack_file(None))
+    appender.plan = lambda: plan
+    appender._keys = None
+    appender._producer = producer
+    return appender
+
+
 @pytest.mark.parametrize(("waited_s", "counted_s"), [(0.02, 0.02), (120.0, 0.05)])
 def test_a_records_time_is_when_its_request_arrived_but_never_over_an_interval_back(
     waited_s: float, counted_s: float
 ) -> None:
     """The workers' idle watermarks advance from records' times: a request held by a stalled
     commit must not date its events minutes back."""
-    from ringfence.engine.pack import load_pack_file
-    from ringfence.engine.stages import plan_stages
-    from ringfence.runtimes.kafka.topics import topics_of
-
-    appender = kafka_ingest.KafkaAppender.__new__(kafka_ingest.KafkaAppender)  # no broker, no thread
-    appender.settings = Settings(kafka_commit_interval_ms=50)
-    appender.topics = topics_of(appender.settings)
-    plan = plan_stages(load_pack_file(None))
-    appender.plan = lambda: plan
-    appender._keys = None
-    appender._producer = producer = RecordingProducer()
+    appender = threadless(producer := RecordingProducer())
     loop = asyncio.new_event_loop()
     try:
         future = loop.create_future()
@@ -230,17 +236,7 @@ class FailingCommitProducer(RecordingProducer):
 
 
 def test_a_failed_transactions_requests_are_answered_before_its_abort_waits_on_the_brokers() -> None:
-    from ringfence.engine.pack import load_pack_file
-    from ringfence.engine.stages import plan_stages
-    from ringfence.runtimes.kafka.topics import topics_of
-
-    appender = kafka_ingest.KafkaAppender.__new__(kafka_ingest.KafkaAppender)  # no broker, no thread
-    appender.settings = Settings(kafka_commit_interval_ms=50)
-    appender.topics = topics_of(appender.settings)
-    plan = plan_stages(load_pack_file(None))
-    appender.plan = lambda: plan
-    appender._keys = None
-    appender._producer = producer = FailingCommitProducer()
+    appender = threadless(producer := FailingCommitProducer())
     one = [validate_event(json.dumps(event()).encode(), 2e9)]
 
     async def scenario() -> float:
