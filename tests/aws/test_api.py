@@ -97,6 +97,15 @@ def test_a_resent_event_already_processed_is_reported_as_a_duplicate(d: Deployme
     assert sorted(again["duplicate_event_ids"]) == sorted(e["event_id"] for e in events)
 
 
+def test_an_event_a_request_holds_twice_is_written_once_and_the_repeat_reported(d: Deployment) -> None:
+    first, other = event("login.failed"), event("login.failed")
+    reply = body(d.call(http_event("POST /v1/events", PRODUCER, [first, other, first])))
+    assert (reply["accepted"], reply["duplicates"]) == (2, 1)
+    assert reply["duplicate_event_ids"] == [first["event_id"]]
+    written = [json.loads(r["Data"])["event_id"] for s in d.stream.shard_ids() for r in d.stream.read(s)]
+    assert sorted(written) == sorted([first["event_id"], other["event_id"]])
+
+
 def test_records_kinesis_refuses_are_retried_and_those_still_refused_reported(
     d: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ringfence.clock import Clock
 from ringfence.errors import FieldError, OverloadedError, RequestError
@@ -21,6 +21,7 @@ from ringfence.events.model import Event
 from ringfence.metrics import Metrics
 
 RETRY_AFTER_S = 2
+T = TypeVar("T")
 OFF_LOOP_BYTES = 64 << 10  # a body at least this large is validated off the event loop
 
 
@@ -80,6 +81,21 @@ class Appender(Protocol):
     async def append(self, events: list[Event]) -> list[int | None]:
         """Make ``events`` durable; each one's offset, or None for a known duplicate."""
         ...
+
+
+def first_of_each(items: Iterable[T], event_of: Callable[[T], Event]) -> tuple[list[T], list[T]]:
+    """``items`` split into the first of each event (by ``source`` and ``event_id``) and the
+    repeats: an event a request holds twice is written once, and the repeat reported a
+    duplicate (a retry in another request is the log's or the workers' to find)."""
+    unique: list[T] = []
+    repeats: list[T] = []
+    seen: set[tuple[str, str]] = set()
+    for item in items:
+        event = event_of(item)
+        key = (event.source, event.event_id)
+        (repeats if key in seen else unique).append(item)
+        seen.add(key)
+    return unique, repeats
 
 
 def stopping() -> OverloadedError:
@@ -209,12 +225,15 @@ class IngestService:
 
     async def append(self, events: list[Event], result: IngestResult) -> None:
         """Append already-valid events and count them into ``result``."""
-        offsets = await self._committer.append(events)
-        for event, offset in zip(events, offsets, strict=True):
+        unique, repeats = first_of_each(events, lambda event: event)
+        offsets = await self._committer.append(unique)
+        for event, offset in zip(unique, offsets, strict=True):
             if offset is None:
                 result.duplicates += 1
                 result.duplicate_ids.append(event.event_id)
             else:
                 result.accepted += 1
+        result.duplicates += len(repeats)
+        result.duplicate_ids += [event.event_id for event in repeats]
         self._metrics.events_ingested.inc(result.accepted)
         self._metrics.events_duplicate.inc(result.duplicates)

@@ -28,7 +28,7 @@ from ringfence.runtimes.aws.announcements import OwedAnnouncements, Publish, ann
 from ringfence.runtimes.aws.audit import AuditTrail
 from ringfence.runtimes.aws.resources import error_code
 from ringfence.runtimes.aws.state import StateTable, event_key
-from ringfence.runtimes.ingest import IngestResult
+from ringfence.runtimes.ingest import IngestResult, first_of_each
 
 if TYPE_CHECKING:
     from ringfence.runtimes.aws.handlers import AwsRuntime
@@ -89,9 +89,11 @@ class KinesisIngest:
         return result
 
     def _write(self, events: list[tuple[int, Event]], result: IngestResult) -> None:
+        events, repeats = first_of_each(events, lambda indexed: indexed[1])
         done = self._state.seen([(partition_key(e), event_key(e)) for _, e in events])
         fresh = [(i, e) for i, e in events if event_key(e) not in done]
-        result.duplicate_ids = sorted(e.event_id for _, e in events if event_key(e) in done)
+        duplicates = [e for _, e in events if event_key(e) in done] + [e for _, e in repeats]
+        result.duplicate_ids = sorted(e.event_id for e in duplicates)
         result.duplicates = len(result.duplicate_ids)
         failures = put_records(self._kinesis, self._stream, [e for _, e in fresh])
         for (index, e), failure in zip(fresh, failures, strict=True):

@@ -10,8 +10,8 @@ the embedded runtime's journal orders them), and an event is in all its topics o
 Requests are grouped into transactions (one at a time per ingest process, as a group
 commit, at most one every ``kafka_commit_interval_ms``); a request is answered 202 only once
 its transaction committed on every in-sync replica (``acks=all``). An event a request
-holds twice (same ``source`` and ``event_id``) is written once and the repeat reported as a
-duplicate; a producer's retried request is not known here: every stage drops events it has
+holds twice is written once (:func:`~ringfence.runtimes.ingest.first_of_each`); a producer's
+retried request is not known here: every stage drops events it has
 seen (:mod:`.seen`), and the customer stage counts them in ``ringfence_events_duplicate``.
 """
 
@@ -100,19 +100,16 @@ class KafkaAppender:
         return producer
 
     async def append(self, events: list[Event]) -> list[int | None]:
-        """Write ``events`` to their topics; return once committed, each one's offset (None:
-        an event the request holds twice, written once). Raises OverloadedError (503, retry)
-        when the brokers do not take them: then none of the request's events is kept."""
+        """Write ``events`` to their topics; return once committed. Raises OverloadedError (503,
+        retry) when the brokers do not take them: then none of the request's events is kept."""
         if self._stop.is_set():
             raise stopping()
-        unique, positions = _first_of_each(events)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[int | None]] = loop.create_future()
-        self._requests.put(Request(unique, future, loop, time.time()))
+        self._requests.put(Request(events, future, loop, time.time()))
         if self._stop.is_set():  # closed meanwhile: the thread may have gone before it came
             self._refuse_queued()
-        offsets = await future
-        return [None if i is None else offsets[i] for i in positions]
+        return await future
 
     def _run(self) -> None:
         try:
@@ -261,24 +258,6 @@ class KafkaAppender:
         self._thread.join(timeout=COMMIT_TIMEOUT_S)
         self._refuse_queued()
         self._producer.flush(10)
-
-
-def _first_of_each(events: list[Event]) -> tuple[list[Event], list[int | None]]:
-    """The first of each event (by ``source`` and ``event_id``) ``events`` holds, and where
-    each of ``events`` is among them (None: a repeat). A retry in another request is the
-    workers' to drop (:mod:`.seen`); one within a request is known here, and reported."""
-    unique: list[Event] = []
-    first: dict[tuple[str, str], int] = {}
-    positions: list[int | None] = []
-    for event in events:
-        key = (event.source, event.event_id)
-        if key in first:
-            positions.append(None)
-        else:
-            first[key] = len(unique)
-            positions.append(len(unique))
-            unique.append(event)
-    return unique, positions
 
 
 def _fail(request: Request, error: Exception) -> None:

@@ -117,9 +117,8 @@ class Task:
 
     def expired(self, watermark: float) -> None:
         """Forget seen ids and give up on joins by arrival (``watermark``, event time, is the
-        engine's measure, not theirs)."""
-        # by arrival, not ``watermark`` (event time): an old event sent now (a backfill's) and
-        # its retry are minutes apart, however long ago it happened
+        engine's measure, not theirs): an old event sent now (a backfill's) and its retry are
+        minutes apart, however long ago it happened."""
         arrived = self.event_time.arrived_at
         self.seen.expire(arrived, self.dedup_window_s)
         for key in self.joins.expire(arrived):
