@@ -110,3 +110,21 @@ def test_a_rebalance_during_a_gather_drops_what_was_taken_of_the_partitions_it_m
     consumer = Rebalancing([a0, b0], [a0_again, b1])
     taken = gather(consumer, take(consumer, 100, 0.1), 100, time.monotonic() + 0.02, moved)
     assert taken == [b0, a0_again, b1]
+
+
+def test_a_rebalance_during_the_take_drops_its_records_of_the_partitions_it_moved() -> None:
+    """The first record of a take is polled before the gather begins: a revoke served in that poll
+    (or in the consume beside it) must drop it too, even if the partition comes straight back."""
+    a0, b0, a0_again = Message("a", 0, 7), Message("b", 0, 3), Message("a", 0, 7)
+    moved: set[tuple[str, int]] = set()
+
+    class RebalancingInPoll(Consumer):
+        def poll(self, timeout: float) -> Any:
+            first = super().poll(timeout)
+            moved.add(("a", 0))  # revoked and assigned back, served inside this poll
+            self.arriving = [a0_again]  # fetched again from the committed offset
+            return first
+
+    consumer = RebalancingInPoll([], [a0, b0])
+    taken = gather(consumer, take(consumer, 100, 0.1), 100, time.monotonic() + 0.02, moved)
+    assert taken == [b0, a0_again]

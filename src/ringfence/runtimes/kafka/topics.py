@@ -174,15 +174,19 @@ def take(consumer: Any, limit: int, wait_s: float) -> list[Any]:
 def gather(consumer: Any, taken: list[Any], limit: int, until: float, moved: set[tuple[str, int]]) -> list[Any]:
     """``taken`` (if any) and what arrives beside it until ``until`` (``time.monotonic()``), up
     to ``limit`` records. ``moved`` is the partitions the consumer's rebalance callbacks took
-    away (they add to it): what was taken of those before is dropped, since whoever owns them
-    next, this consumer maybe, fetches it again from the committed offset."""
+    away (they add to it; the caller clears it before its :func:`take`): what was taken of those
+    before is dropped, since whoever owns them next, this consumer maybe, fetches it again from
+    the committed offset."""
+    taken = _unmoved(taken, moved)  # moved while they were taken
     while taken and len(taken) < limit and (left := until - time.monotonic()) > 0.001:
         moved.clear()
         more: list[Any] = consumer.consume(limit - len(taken), left)
-        if moved:
-            taken = [m for m in taken if (m.topic(), m.partition()) not in moved]
-        taken += more
+        taken = _unmoved(taken, moved) + more
     return taken
+
+
+def _unmoved(taken: list[Any], moved: set[tuple[str, int]]) -> list[Any]:
+    return [m for m in taken if (m.topic(), m.partition()) not in moved] if moved else taken
 
 
 def create_topics(settings: Settings, plan: StagePlan, timeout_s: float = 60.0) -> list[str]:
