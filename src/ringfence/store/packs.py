@@ -5,6 +5,7 @@ Every pack that was ever active is kept; the newest active one is what a restart
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import msgspec
 from ringfence.engine.pack import RulePack, load_pack, load_pack_file
 from ringfence.errors import NotFound
 from ringfence.store.sql import SqlStore
+
+log = logging.getLogger("ringfence.store")
 
 
 @dataclass(frozen=True)
@@ -62,15 +65,32 @@ class PackRepository:
         return PackVersion(seq, pack.version, pack.digest, pack.text, now, actor)
 
     def startup_pack(self, rule_pack: Path | None, now: float) -> RulePack:
-        """The pack a starting service runs: the file given in the settings (activated if it is
-        not the active one), else the last one activated, else the packaged default."""
+        """The pack a starting service runs: the file given in the settings if it is new to the
+        store (a deployment of it: activated), else the last one activated, else the packaged
+        default. A file that was active once and has been replaced since (through the API, or by
+        a newer file) does not take the store back: a service still set to it, restarted, would
+        undo a newer activation for every service. Going back is a ``PUT /v1/rules`` (audited)."""
         active = self.active()
         if rule_pack is None and active is not None:
             return load_pack(active.text, stored=True)
         pack = load_pack_file(rule_pack)
+        if active is not None and active.digest != pack.digest and self._was_active(pack.digest):
+            log.warning(
+                "the rule pack file %s (version %s) was active before and has been replaced since: "
+                "running the active pack (version %s, activated by %s); PUT /v1/rules to go back to the file",
+                rule_pack,
+                pack.version,
+                active.version,
+                active.created_by,
+            )
+            return load_pack(active.text, stored=True)
         if active is None or active.digest != pack.digest:
             self.activate(pack, f"settings ({rule_pack or 'the default pack'})", now)
         return pack
+
+    def _was_active(self, digest: str) -> bool:
+        query = "SELECT 1 FROM rule_packs WHERE digest = ? LIMIT 1"
+        return self._store.conn().execute(query, (digest,)).fetchone() is not None
 
     def active(self) -> PackVersion | None:
         row = (
