@@ -270,6 +270,7 @@ def test_a_writer_thread_that_dies_answers_every_request_waiting_and_refuses_the
     appender._producer = BrokenPoll()  # the idle loop polls it: the thread dies
     appender._thread.join(5)
     assert not appender._thread.is_alive()
+    assert not appender.alive  # the kafka platform's readiness follows it
 
     async def scenario() -> None:
         with pytest.raises(OverloadedError, match="stopping"):

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ringfence.errors import OverloadedError
 from ringfence.events.model import Event
 from ringfence.log.base import EventLog
 from ringfence.runtimes.ingest import settle, stopping
@@ -54,6 +55,11 @@ class GroupCommitter:
             self._refuse_queued()
         return await future
 
+    @property
+    def alive(self) -> bool:
+        """Its writer thread runs: false once closed, or after a bug ended it (readiness says so)."""
+        return self._thread.is_alive() and not self._closed
+
     def _run(self) -> None:
         try:
             self._serve()
@@ -80,7 +86,13 @@ class GroupCommitter:
                     break
                 group.append(item)
                 size += len(item.events)
-            self._commit(group)
+            try:
+                self._commit(group)
+            except Exception:  # one group's bug must not stop ingest for every later request
+                log.exception("a group commit failed unexpectedly; its requests are answered 503")
+                failure = OverloadedError("the journal did not take the events (an internal error, logged); retry", 1)
+                for pending in group:
+                    settle(pending.loop, pending.future, error=failure)
 
     def _commit(self, group: list[_Pending]) -> None:
         events = [e for pending in group for e in pending.events]

@@ -141,8 +141,10 @@ class Platform:
 
     @property
     def accepting(self) -> bool:
-        """Started, not stopping, and its processor not stopped on a checkpoint it cannot read."""
-        return self._accepting and self.processor.failure is None
+        """Started, not stopping, its processor not stopped on a checkpoint it cannot read, and
+        the journal's writer thread not ended by a bug (then only a restart takes events again)."""
+        writing = self.committer is None or self.committer.alive
+        return self._accepting and self.processor.failure is None and writing
 
     @property
     def ready(self) -> bool:

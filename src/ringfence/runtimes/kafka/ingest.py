@@ -111,6 +111,11 @@ class KafkaAppender:
             self._refuse_queued()
         return await future
 
+    @property
+    def alive(self) -> bool:
+        """Its writer thread runs: false once closed, or after a bug ended it (readiness says so)."""
+        return self._thread.is_alive() and not self._stop.is_set()
+
     def _run(self) -> None:
         try:
             self._serve()

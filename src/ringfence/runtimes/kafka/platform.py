@@ -318,9 +318,14 @@ class KafkaPlatform:
         self._features: FeatureClient | None = None  # made when first asked
         self._features_lock = threading.Lock()
         self._features_failed_at = -math.inf
-        self.ready = False
+        self._started = False
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Started, not stopping, and (serving ingest) its writer thread not ended by a bug."""
+        return self._started and (self.appender is None or self.appender.alive)
 
     @property
     def accepting(self) -> bool:
@@ -421,7 +426,7 @@ class KafkaPlatform:
         return sum(self.log.lag_by_partition().values())
 
     def start(self) -> None:
-        self.ready = True
+        self._started = True
         self._refresher = threading.Thread(target=self._refresh, name="pack-refresh", daemon=True)
         self._refresher.start()
 
@@ -445,7 +450,7 @@ class KafkaPlatform:
                 log.warning("cannot read the FX rates from the store", exc_info=True)
 
     def stop(self) -> None:
-        self.ready = False
+        self._started = False
         self._stop.set()
         if self.appender is not None:
             self.appender.close()
