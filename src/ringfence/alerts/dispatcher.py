@@ -23,6 +23,7 @@ import httpx
 
 from ringfence.alerts.config import AlertingConfig, Route
 from ringfence.alerts.notify import Notifier, notifiers_of
+from ringfence.alerts.notify.deadline import receiver_client
 from ringfence.alerts.ports import PipelineStore
 from ringfence.alerts.stages import (
     HOUSEKEEPING_EVERY_S,
@@ -71,7 +72,7 @@ class Dispatcher:
         self.clock = clock
         self.metrics = metrics
         self.stream = stream
-        self._client = client or httpx.Client(follow_redirects=False)
+        self._client = client or receiver_client()
         self.notifiers: dict[str, Notifier] = notifiers_of(config, self._client)
         self.wakeup = threading.Event()
         routes = _flatten(config.route)

@@ -33,7 +33,7 @@ from ringfence.alerts.model import (
     PipelineAction,
 )
 from ringfence.alerts.muting import label_set, mute_reason
-from ringfence.alerts.notify import Notifier
+from ringfence.alerts.notify import Delivery, Notifier, Outcome
 from ringfence.alerts.ports import PipelineBatch, PipelineStore
 from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock
@@ -291,7 +291,11 @@ class Deliver:
             with self.store.pipeline() as batch:
                 batch.record_attempt(n.id, gone, now)
             return
-        result = notifier.send(n.payload, n.id, self.clock.time())
+        try:
+            result = notifier.send(n.payload, n.id, self.clock.time())
+        except Exception as exc:  # a receiver's bug: an attempt that failed, counted, never a pass that ends
+            log.exception("sending notification %s to %s failed unexpectedly", n.id, n.receiver)
+            result = Delivery(Outcome.RETRY, f"{type(exc).__name__} (an internal error, logged)")
         self.metrics.notifications.labels(n.receiver, result.outcome.value).inc()
         at = self.clock.time()
         step = after_attempt(result, n.attempts, self.policy, at, self.rng)

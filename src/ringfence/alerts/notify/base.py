@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from ringfence.alerts.notify.deadline import within
+
 
 class Outcome(StrEnum):
     """Why a delivery attempt ended as it did (stored with the notification)."""
@@ -48,10 +50,13 @@ def classify(response: httpx.Response) -> Delivery:
 
 
 def post_json(client: httpx.Client, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Delivery:
+    """POST ``body``; the whole send ends within ``timeout`` (a client of
+    :func:`~ringfence.alerts.notify.deadline.receiver_client`), not only each read of it."""
     try:
-        response = client.post(
-            url, content=body, headers={"Content-Type": "application/json", **headers}, timeout=timeout
-        )
+        with within(timeout):
+            response = client.post(
+                url, content=body, headers={"Content-Type": "application/json", **headers}, timeout=timeout
+            )
     except httpx.HTTPError as exc:
         return Delivery(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
     return classify(response)

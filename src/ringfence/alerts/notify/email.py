@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import smtplib
+import socket
 import ssl
+import threading
+import time
+import unicodedata
+from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
 
@@ -16,7 +22,8 @@ from ringfence.config import secret
 def email_message(payload: dict[str, Any], options: EmailDoc) -> EmailMessage:
     alerts = payload["alerts"]
     message = EmailMessage()
-    message["Subject"] = f"[Ringfence {payload['status'].upper()}] {len(alerts)} alert(s): {alerts[0]['title']}"[:200]
+    subject = f"[Ringfence {payload['status'].upper()}] {len(alerts)} alert(s): {alerts[0]['title']}"
+    message["Subject"] = _header_text(subject)[:200]
     message["From"] = options.sender
     message["To"] = ", ".join(options.to)
     message["X-Ringfence-Notification-Id"] = payload["notification_id"]
@@ -34,6 +41,12 @@ def email_message(payload: dict[str, Any], options: EmailDoc) -> EmailMessage:
     return message
 
 
+def _header_text(text: str) -> str:
+    """``text`` with control characters (line breaks above all) as spaces: a title quotes event
+    data, and a header holding a line break cannot be built (nor may it add headers)."""
+    return "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
+
+
 class EmailNotifier:
     kind = "email"
 
@@ -44,8 +57,10 @@ class EmailNotifier:
 
     def send(self, payload: dict[str, Any], notification_id: str, now: float) -> Delivery:
         o = self._options
+        began = time.monotonic()
         try:
-            with smtplib.SMTP(o.host, o.port, timeout=o.timeout_s) as smtp:
+            with smtplib.SMTP(timeout=o.timeout_s) as smtp, _cut_at(smtp, began + o.timeout_s):
+                smtp.connect(o.host, o.port)
                 if o.starttls:
                     smtp.starttls(context=ssl.create_default_context())
                 if o.username and self._password is not None:
@@ -57,3 +72,25 @@ class EmailNotifier:
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             return Delivery(Outcome.RETRY, f"{type(exc).__name__}: {exc}"[:300])
         return Delivery(Outcome.SENT, f"to {len(o.to)} recipient(s)")
+
+
+@contextlib.contextmanager
+def _cut_at(smtp: smtplib.SMTP, deadline: float) -> Iterator[None]:
+    """End the conversation at ``deadline`` (``time.monotonic()``): smtplib's timeout bounds
+    each socket operation, and a server answering a byte at a time would hold the send (and
+    the dispatcher's pass) for as long as it liked. Shutting the socket down ends a blocked
+    read at once; the send then fails as a disconnection, retried."""
+
+    def cut() -> None:
+        sock = smtp.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

@@ -1,0 +1,165 @@
+"""Receivers that misbehave cannot stall delivery to the others: a send ends within its
+receiver's ``timeout_s`` however slowly the receiver answers (HTTP and SMTP, real sockets on
+127.0.0.1), an alert title quoting event data with line breaks still makes an email (one
+Subject, nothing injected), and a notifier that raises is a failed attempt, counted, while the
+pass goes on to the next notification."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from ringfence.alerts.config import EmailDoc, WebhookDoc
+from ringfence.alerts.model import NotificationStatus
+from ringfence.alerts.notify.base import Outcome
+from ringfence.alerts.notify.deadline import receiver_client
+from ringfence.alerts.notify.email import EmailNotifier
+from ringfence.alerts.notify.webhook import WebhookNotifier
+from ringfence.bench.servers import free_port
+from ringfence.store.notifications import SqlNotificationLog
+from ringfence.store.sql import SqlStore
+from ringfence.testing import FixedClock
+from tests.alerts.test_dispatcher import dispatcher, hit, run, webhook_config
+from tests.helpers.receivers import RecordingReceiver
+
+
+@pytest.fixture
+def dripping() -> Iterator[int]:
+    """A server on 127.0.0.1 that reads what comes, then answers one byte every 0.2 s for 20 s
+    (an HTTP status line, or an SMTP greeting: it never completes either). Yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        conn.settimeout(0.05)
+        with conn:
+            for _ in range(100):
+                if stop.is_set():
+                    break
+                try:
+                    conn.recv(65536)
+                except TimeoutError:
+                    pass
+                except OSError:
+                    break
+                try:
+                    conn.sendall(b"2")
+                except OSError:
+                    break
+                time.sleep(0.15)
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    accepting = threading.Thread(target=accept, daemon=True)
+    accepting.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        accepting.join(5)
+        listener.close()
+
+
+def payload(title: str = "a title") -> dict[str, Any]:
+    alert = {"id": "a1", "title": title, "summary": "s", "severity": "high", "status": "open", "rule_id": "r"}
+    return {"status": "firing", "notification_id": "n1", "alerts": [alert]}
+
+
+def test_a_webhook_answering_a_byte_at_a_time_is_cut_off_at_its_timeout(dripping: int) -> None:
+    port = dripping
+    options = WebhookDoc(url=f"http://127.0.0.1:{port}/hook", secret_env=None, timeout_s=1.0)
+    notifier = WebhookNotifier("slow", options, receiver_client())
+    began = time.monotonic()
+    result = notifier.send(payload(), "n1", 1.8e9)
+    took = time.monotonic() - began
+    assert result.outcome is Outcome.RETRY
+    assert took < 1.6, took  # each read got 0.2 s apart: per-read timeouts alone would take 20 s
+
+
+def test_an_smtp_server_answering_a_byte_at_a_time_is_cut_off_at_its_timeout(
+    dripping: int,
+) -> None:
+    port = dripping
+    options = EmailDoc(host="127.0.0.1", port=port, sender="rf@bank.test", to=["team@bank.test"], timeout_s=1.0)
+    began = time.monotonic()
+    result = EmailNotifier("slow-mail", options).send(payload(), "n1", 1.8e9)
+    took = time.monotonic() - began
+    assert result.outcome is Outcome.RETRY
+    assert took < 1.6, took
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+def test_a_title_with_line_breaks_makes_one_subject_and_injects_no_header() -> None:
+    sink = _Sink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        options = EmailDoc(host="127.0.0.1", port=port, sender="rf@bank.test", to=["team@bank.test"], timeout_s=5.0)
+        title = "API errors on /v1/pay\r\nBcc: someone@evil.example\n\tX-Injected: 1"
+        result = EmailNotifier("mail", options).send(payload(title), "n1", 1.8e9)
+    finally:
+        controller.stop()
+    assert result.outcome is Outcome.SENT, result.detail
+    (envelope,) = sink.messages
+    assert envelope.rcpt_tos == ["team@bank.test"]
+    message = email.message_from_bytes(envelope.content, policy=email.policy.default)  # long headers unfolded
+    assert message["Bcc"] is None
+    assert message["X-Injected"] is None
+    subject = message["Subject"]
+    assert "\r" not in subject
+    assert "\n" not in subject
+    assert "Bcc: someone@evil.example" in subject  # shown, as text
+
+
+def test_a_notifier_that_raises_is_a_failed_attempt_and_the_pass_goes_on(
+    any_store: SqlStore, receiver: RecordingReceiver
+) -> None:
+    clock = FixedClock(1_800_000_000.0)
+    d = dispatcher(any_store, clock, webhook_config(receiver.url, group_wait="0s"))
+    sent = d.notifiers["hook"].send
+    calls = 0
+
+    def first_raises(payload: dict[str, Any], notification_id: str, now: float) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("a receiver's bug")
+        return sent(payload, notification_id, now)
+
+    d.notifiers["hook"].send = first_raises  # type: ignore[method-assign]
+    hit(any_store, clock, 1, key="tok_1", labels={"card": "tok_1"}, customer_id="c1")
+    hit(any_store, clock, 2, key="tok_2", labels={"card": "tok_2"}, customer_id="c2")
+    d.step()  # one pass: the first send raises, the second goes out
+    assert calls == 2
+    assert len(receiver.received) == 1
+    notifications, _ = SqlNotificationLog(any_store).notifications(None, 10, None)
+    failed = [n for n in notifications if n.status is NotificationStatus.PENDING]
+    assert len(failed) == 1
+    assert failed[0].attempts == 1  # counted: retried, then dead after max_attempts
+    assert "ValueError" in failed[0].last_error
+    run(d, clock, 5)
+    assert len(receiver.received) == 2  # the retry of the one that raised
