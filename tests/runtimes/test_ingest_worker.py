@@ -148,3 +148,42 @@ def test_too_many_events_and_source_bindings_cross_the_pipe(tmp_path: Path) -> N
     assert too_many.too_many == (3, 2)
     assert [event_id for event_id, _ in bound.appended] == [mine["event_id"]]
     assert [e.field for e in bound.rejected[0].errors] == ["source"]
+
+
+def test_many_large_requests_at_once_are_all_answered(tmp_path: Path) -> None:
+    """Found by a hostile test: 16 producers posting 1,000 events each at once hung the server
+    for good (the event loop blocked sending a body down the pipe while holding the lock the
+    reply reader needed, and the worker blocked sending replies nobody read). Each request is
+    answered, those of valid events (some 900 KB a body) and those of invalid ones (a large
+    answer each) alike, the server stays live, and it still stops on SIGTERM."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data_dir = tmp_path / "d"
+    producer = create_key(data_dir, "p", "events:write")
+    server = start_server(data_dir)
+
+    def body(n: int) -> bytes:
+        lines = []
+        for i in range(1000):
+            one = event(event_id=f"big-{n}-{i}", customer_id=f"c{n}-{i}")
+            one["type"] = "login.succeeded"
+            one["data"] = {"device_id": "d" * 120, "ip": "10.0.0.1", "method": "m" * 250, "reason": "r" * 250}
+            if n % 2:
+                one["data"]["unknown"] = 1  # every event of odd requests refused, each with its error
+            lines.append(json.dumps(one).encode())
+        return b"\n".join(lines)
+
+    def send(n: int) -> tuple[int, int]:
+        with server.client(producer) as c:
+            response = c.post("/v1/events", content=body(n), headers={"Content-Type": "application/x-ndjson"})
+        return response.status_code, int(response.json().get("accepted", 0))
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(send, range(48)))  # each within the client's 30 s, or it raises
+        assert answers == [(400, 0) if n % 2 else (202, 1000) for n in range(48)]
+        with server.client(None) as c:
+            assert c.get("/healthz").status_code == 200
+        assert server.stop()
+    finally:
+        server.kill()

@@ -18,6 +18,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import queue
 import threading
 import traceback
 from collections.abc import Callable
@@ -56,10 +57,18 @@ Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[IngestReply]"]
 
 
 class _Process:
-    """One worker process, its pipe, and the requests it has not answered yet."""
+    """One worker process, its pipe, and the requests it has not answered yet.
+
+    Requests go down the pipe from a thread of their own, replies come up on another, and
+    neither holds a lock while it waits on the pipe: the worker answers a group before it
+    reads the next, so a sender that waited for it while the replies were not read (or
+    the event loop, blocked in a send of a large body) would wait on each other for ever."""
 
     def __init__(
-        self, target: tuple[str, int, str, float], on_reply: Callable[[_Process, IngestReply | None], None]
+        self,
+        target: tuple[str, int, str, float],
+        on_reply: Callable[[_Process, IngestReply | None], None],
+        on_unsent: Callable[[_Process, int], None],
     ) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
         self.conn, child = context.Pipe(duplex=True)
@@ -72,8 +81,24 @@ class _Process:
         self.pending: dict[int, Waiter] = {}
         self.fx_sent: FxTable | None = None  # sent once a table, not with every request
         self._on_reply = on_reply
+        self._on_unsent = on_unsent
+        self.outbox: queue.SimpleQueue[IngestRequest | None] = queue.SimpleQueue()  # None: stop
         self.reader = threading.Thread(target=self._read, name="ringfence-ingest-replies", daemon=True)
         self.reader.start()
+        self.sender = threading.Thread(target=self._send, name="ringfence-ingest-requests", daemon=True)
+        self.sender.start()
+
+    def _send(self) -> None:
+        while True:
+            request = self.outbox.get()
+            try:
+                self.conn.send(request)
+            except (OSError, ValueError):  # the worker is gone (or its pipe closed): not sent
+                if request is not None:
+                    self._on_unsent(self, request.request_id)
+                    continue
+            if request is None:
+                return
 
     def _read(self) -> None:
         while True:
@@ -99,8 +124,11 @@ class IngestWorker:
         self._target = (str(journal), partitions, synchronous, segment_s)
         self._on_commit = on_commit
         self._ids = itertools.count()
-        self._lock = threading.Lock()
-        self._worker = _Process(self._target, self._on_reply)
+        self._lock = threading.Lock()  # never held while waiting on a pipe
+        self._worker = self._start()
+
+    def _start(self) -> _Process:
+        return _Process(self._target, self._on_reply, self._on_unsent)
 
     @property
     def pid(self) -> int | None:
@@ -126,12 +154,9 @@ class IngestWorker:
             request_id = next(self._ids)
             worker.pending[request_id] = (loop, future)
             table = fx if fx is not worker.fx_sent else None
-            try:
-                worker.conn.send(IngestRequest(request_id, body, ndjson, now, max_events, custom_types, sources, table))
-                worker.fx_sent = fx
-            except OSError:
-                del worker.pending[request_id]
-                raise _stopped() from None
+            worker.fx_sent = fx
+            # in order, from the sender thread: the event loop never waits on the pipe
+            worker.outbox.put(IngestRequest(request_id, body, ndjson, now, max_events, custom_types, sources, table))
         return await future
 
     def _replace(self) -> None:
@@ -141,13 +166,22 @@ class IngestWorker:
             "the ingest worker (pid %s) stopped (%s); starting another", dead.process.pid, dead.process.exitcode
         )
         self._fail_pending(dead)
+        dead.outbox.put(None)  # its sender ends (what it still holds is answered as unsent)
         dead.conn.close()
-        self._worker = _Process(self._target, self._on_reply)
+        self._worker = self._start()
 
     @staticmethod
     def _fail_pending(worker: _Process) -> None:
         pending, worker.pending = worker.pending, {}
         for loop, future in pending.values():
+            loop.call_soon_threadsafe(_fail, future, _stopped())
+
+    def _on_unsent(self, worker: _Process, request_id: int) -> None:
+        """The sender could not write request ``request_id``: the worker died (503, retry)."""
+        with self._lock:
+            waiter = worker.pending.pop(request_id, None)
+        if waiter is not None:
+            loop, future = waiter
             loop.call_soon_threadsafe(_fail, future, _stopped())
 
     def _on_reply(self, worker: _Process, reply: IngestReply | None) -> None:
@@ -168,8 +202,8 @@ class IngestWorker:
         """Stop the worker after it has answered everything sent (it drains its pipe first)."""
         with self._lock:
             worker = self._worker
-            if worker.process.is_alive():
-                worker.conn.send(None)
+        worker.outbox.put(None)  # after every request sent before it
+        worker.sender.join(timeout=30)
         worker.process.join(timeout=30)
         worker.conn.close()
         worker.reader.join(timeout=5)
