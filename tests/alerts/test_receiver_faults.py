@@ -163,3 +163,25 @@ def test_a_notifier_that_raises_is_a_failed_attempt_and_the_pass_goes_on(
     assert "ValueError" in failed[0].last_error
     run(d, clock, 5)
     assert len(receiver.received) == 2  # the retry of the one that raised
+
+
+def test_a_slack_url_can_come_from_the_environment_and_is_checked_at_load(
+    any_store: SqlStore, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An incoming webhook's URL is its credential: ``url_env`` keeps it out of the config file."""
+    from ringfence.alerts.config import build_config
+    from ringfence.errors import ConfigError
+
+    monkeypatch.setenv("RINGFENCE_SECRET_TEST_SLACK_URL", receiver.url + "/services/T0/B0/secret")
+    config = {
+        "receivers": [{"name": "sre", "slack": {"url_env": "RINGFENCE_SECRET_TEST_SLACK_URL"}}],
+        "route": {"receiver": "sre", "group_wait": "0s"},
+    }
+    clock = FixedClock(1_800_000_000.0)
+    d = dispatcher(any_store, clock, config)
+    hit(any_store, clock, 1)
+    run(d, clock, 2)
+    assert [r.path for r in receiver.received] == ["/services/T0/B0/secret"]
+    for bad in ({"url_env": "RINGFENCE_SECRET_UNSET_SLACK"}, {}, {"url": "http://x", "url_env": "X"}):
+        with pytest.raises(ConfigError, match="sre"):
+            build_config({"receivers": [{"name": "sre", "slack": bad}], "route": {"receiver": "sre"}})

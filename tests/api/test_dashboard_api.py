@@ -157,3 +157,14 @@ def test_assets_are_served_only_from_the_static_folder(server: EmbeddedServer) -
     for bad in ("/static/../routes.py", "/static/%2e%2e/routes.py", "/static/.hidden.js", "/static/nope.js"):
         response = httpx.get(f"{server.url}{bad}")
         assert response.status_code == 404, bad
+
+
+def test_an_asset_name_the_file_system_refuses_is_a_404_and_its_card_number_is_not_logged(
+    server: EmbeddedServer,
+) -> None:
+    """Found by a hostile test: a name too long for the file system answered 500, and the error
+    log held the path, card number and all, twice."""
+    name = "card-4111111111111111-" + "a" * 300 + ".js"
+    assert httpx.get(f"{server.url}/static/{name}").status_code == 404
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    assert "4111111111111111" not in server.log_path.read_text(errors="replace")

@@ -48,7 +48,11 @@ class EmailDoc(_Doc):
 
 
 class SlackDoc(_Doc):
-    url: str
+    """``url`` or ``url_env``: an incoming webhook's URL is its credential, best kept in the
+    environment (a ``RINGFENCE_SECRET_*`` variable) rather than in the config file."""
+
+    url: str | None = None
+    url_env: str | None = None
     timeout_s: float = 5.0
 
 
@@ -217,7 +221,9 @@ def build_config(raw: Any) -> AlertingConfig:
         if r.name in receivers:
             raise ConfigError(f"receivers[{i}] ({r.name}): duplicate receiver name")
         options = getattr(r, kinds[0])
-        for env_field in ("secret_env", "password_env", "routing_key_env"):
+        if isinstance(options, SlackDoc) and (options.url is None) == (options.url_env is None):
+            raise ConfigError(f"receivers[{i}] ({r.name}): give the slack receiver one of url, url_env")
+        for env_field in ("secret_env", "password_env", "routing_key_env", "url_env"):
             env = getattr(options, env_field, None)
             if env is not None and not secret(env):
                 raise ConfigError(f"receivers[{i}] ({r.name}): environment variable {env} is not set")

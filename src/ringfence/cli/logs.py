@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+
+from ringfence.events.pan import looks_like_pan
+from ringfence.events.sensitive import redact
 
 
 def configure_logging(level: str = "info", json: bool | None = None) -> None:
@@ -17,7 +22,7 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, no_card_numbers, renderer],
             foreign_pre_chain=[
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
@@ -29,5 +34,16 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn.access",):
+    # the access log, and httpx's line per request: a receiver's URL may hold its credential
+    # (a Slack incoming webhook's path is one)
+    for name in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def no_card_numbers(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Star out the digits of any text of a log line that holds a card number: a request's path
+    or a library's exception (a file name, a value it quotes) may carry one from a caller."""
+    for key, value in event.items():
+        if isinstance(value, str) and looks_like_pan(value):
+            event[key] = redact(value)
+    return event

@@ -45,7 +45,10 @@ def _asset(name: str) -> bytes | None:
     node = STATIC
     for part in parts:
         node = node.joinpath(part)
-    return node.read_bytes() if node.is_file() else None
+    try:
+        return node.read_bytes() if node.is_file() else None
+    except OSError:  # a name the file system refuses (too long, say): no such asset
+        return None
 
 
 SHELL = _asset("page.html") or b""
