@@ -71,6 +71,9 @@ ALERT_KEY = {"pk": {"S": "a|al_x"}, "sk": {"S": "alert"}, "gp": {"S": "alerts"},
         {**ALERT_KEY, "gp": {"S": "notifications"}},  # another partition of the index
         {**ALERT_KEY, "sk": {"S": "n"}},  # not an alert's item
         {k: v for k, v in ALERT_KEY.items() if k != "gs"},
+        {**ALERT_KEY, "zz": {"NULL": "true"}},  # another attribute beside the key's (found by a hostile test)
+        {**ALERT_KEY, "zz": {"N": "1"}},
+        {**ALERT_KEY, "zz": {"B": "AA=="}},
         [ALERT_KEY],
     ],
 )

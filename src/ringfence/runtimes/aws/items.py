@@ -80,9 +80,11 @@ def decode_cursor(cursor: str, key: Mapping[str, str | None]) -> dict[str, Any]:
         fits = all(0 < len(v.encode()) <= _KEY_BYTES for v in values.values())
     except (ValueError, msgspec.DecodeError):  # UnicodeEncodeError (a lone surrogate) is a ValueError
         raise InvalidCursor from None
+    if len(values) != len(decoded):  # an attribute of another type (N, B, NULL...) beside them
+        raise InvalidCursor
     if not fits or values.keys() != key.keys() or any(values[k] != v for k, v in key.items() if v is not None):
         raise InvalidCursor
-    return decoded
+    return {name: s(value) for name, value in values.items()}
 
 
 class TableItems:
