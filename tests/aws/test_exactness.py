@@ -5,13 +5,17 @@ record. Each run's alerts and engine state must equal a run without the failure.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from typing import Any
 
+import msgspec
 import pytest
 
 from ringfence.engine.engine import Engine
 from ringfence.engine.native import make_engine
+from ringfence.events import validate_event
+from ringfence.events.model import encode_event
 from ringfence.runtimes.aws import processor as processor_module
 from ringfence.runtimes.aws.handlers import process_event
 from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
@@ -283,3 +287,25 @@ def test_a_zombie_that_lost_a_race_runs_none_of_the_retrys_later_chunks_again(
     assert all(loaded is None or last > loaded for loaded, last in moves)  # the progress never moved back
     assert d.alerts() == clean.alerts()
     assert d.state_rows() == clean.state_rows()
+
+
+def test_a_record_dynamodb_refuses_is_parked_and_the_good_records_beside_it_are_committed(
+    deploy: DeploymentFactory, events: list[dict[str, Any]]
+) -> None:
+    """Found by a hostile test: a record whose customer id is longer than DynamoDB takes in a
+    key (no ingest of this release writes one) failed every commit of its chunk as if DynamoDB
+    were down, until Lambda gave the whole batch, good events included, to the failure queue."""
+    d = deploy(shards=1, batch_size=50)
+    rt = d.runtime
+    d.send(events[:3])
+    stored = msgspec.json.decode(encode_event(validate_event(json.dumps(events[3]).encode(), 2e9)))
+    oversized = {**stored, "event_id": "oversized", "customer_id": "c" * 3000}  # as ingest would store it, but
+    rt.clients.kinesis.put_record(StreamName=rt.names.stream, Data=msgspec.json.encode(oversized), PartitionKey="c")
+    d.send(events[4:10])
+    d.stream.drain()
+    poison = d.queue_messages(rt.names.poison_queue_url)
+    assert len(poison) == 1
+    assert b"oversized" in base64.b64decode(poison[0]["data_base64"])
+    assert "ValidationException" in poison[0]["reason"]
+    assert d.failures == []
+    assert d.committed_all()

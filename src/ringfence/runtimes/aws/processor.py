@@ -38,7 +38,7 @@ from ringfence.events.model import Event, decode_event
 from ringfence.runtimes.aws import dedup
 from ringfence.runtimes.aws.alerts import AlertContention, AlertTable
 from ringfence.runtimes.aws.announcements import announcement
-from ringfence.runtimes.aws.resources import contention_pause_s
+from ringfence.runtimes.aws.resources import contention_pause_s, error_code
 from ringfence.runtimes.aws.state import (
     ANY_STATE,
     MAX_TRANSACTION_ITEMS,
@@ -278,7 +278,10 @@ class _Chunk:
         )
 
     def transient(self, error: Exception) -> bool:
-        return not isinstance(error, _EngineFailed | ItemTooLarge)
+        # DynamoDB refusing a request as invalid (a key over its size, say, from a record no
+        # ingest of this release wrote) refuses it on every retry: the record is run alone and
+        # parked, as an engine failure is, not retried with the good records until Lambda drops all
+        return not isinstance(error, _EngineFailed | ItemTooLarge) and error_code(error) != "ValidationException"
 
 
 class ShardProcessor:
