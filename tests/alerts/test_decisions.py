@@ -142,13 +142,14 @@ def test_a_silence_mutes_only_while_active_and_only_what_all_its_matchers_match(
         (["a=b"], 0.0, 60.0, "  ", "comment must say why"),
         (["a=b"], 0.0, 60.0, "x" * 1001, "comment must say why"),
         (["a=~("], 0.0, 60.0, "why", "invalid regex"),  # a bad pattern is a 400, not a crash
+        (["a=b"], 0.0, 30.0, "why", "end in the future"),  # ended already at 30: mutes nothing, kept 30 days
     ],
 )
 def test_unacceptable_silences_are_a_400_naming_the_problem(
     matchers: list[str], starts: float, ends: float, comment: str, problem: str
 ) -> None:
     with pytest.raises(SilenceError, match=problem) as caught:
-        check_silence(matchers, starts, ends, comment)
+        check_silence(matchers, starts, ends, comment, now=30.0)
     assert (caught.value.status, caught.value.code) == (400, "invalid_body")
 
 

@@ -26,8 +26,11 @@ class SilenceError(RequestError):
         super().__init__(400, "invalid_body", message)
 
 
-def check_silence(matchers: list[str], starts_at: float, ends_at: float, comment: str) -> tuple[Matcher, ...]:
-    """The parsed matchers of an acceptable silence; raises SilenceError naming what is wrong."""
+def check_silence(
+    matchers: list[str], starts_at: float, ends_at: float, comment: str, now: float | None = None
+) -> tuple[Matcher, ...]:
+    """The parsed matchers of an acceptable silence (made at ``now``, if given); raises
+    SilenceError naming what is wrong."""
     if not comment.strip() or len(comment) > MAX_COMMENT_CHARS:
         raise SilenceError(f"comment must say why (1..{MAX_COMMENT_CHARS} characters)")
     if not matchers:
@@ -36,6 +39,8 @@ def check_silence(matchers: list[str], starts_at: float, ends_at: float, comment
         raise SilenceError(f"a silence has at most {MAX_MATCHERS} matchers")
     if ends_at <= starts_at:
         raise SilenceError("a silence must end after it starts")
+    if now is not None and ends_at <= now:  # it would mute nothing, and be kept 30 days
+        raise SilenceError("a silence must end in the future")
     if ends_at - starts_at > MAX_SILENCE_S:
         raise SilenceError("a silence lasts at most a year")
     try:

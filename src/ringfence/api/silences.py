@@ -51,7 +51,7 @@ async def create_silence(request: Request) -> Response:
     starts = _time(body.starts_at, "starts_at") if body.starts_at else now
     ends = _time(body.ends_at, "ends_at")
     try:
-        check_silence(body.matchers, starts, ends, body.comment)
+        check_silence(body.matchers, starts, ends, body.comment, now)
     except SilenceError as exc:
         raise RequestError(400, "invalid_body", str(exc)) from None
     current = await run_in_threadpool(platform.silences.silences, current_at=now)

@@ -40,7 +40,7 @@ class SqlSilenceStore(SilenceStore):
     def create_silence(
         self, matchers: list[str], starts_at: float, ends_at: float, actor: str, comment: str, now: float
     ) -> Silence:
-        parsed = check_silence(matchers, starts_at, ends_at, comment)
+        parsed = check_silence(matchers, starts_at, ends_at, comment, now)
         silence = Silence(f"sil_{secrets.token_hex(8)}", parsed, starts_at, ends_at, actor, comment, now)
         with self.store.transaction() as conn:
             conn.execute(

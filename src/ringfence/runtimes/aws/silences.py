@@ -42,7 +42,7 @@ class SilenceItems(TableItems):
         """Store an acceptable silence, audited; SilenceError (nothing stored) if it is not."""
         silence = Silence(
             f"sil_{secrets.token_hex(8)}",
-            check_silence(matchers, starts_at, ends_at, comment),
+            check_silence(matchers, starts_at, ends_at, comment, now),
             starts_at,
             ends_at,
             actor,
