@@ -22,7 +22,11 @@ before anything is printed (:func:`bind`), trusts ``X-Forwarded-*`` only from th
 - a request answered before its body was read (401, 503 under backpressure) keeps its
   connection: the rest of its body is read and dropped, within those bytes and its body
   deadline (restarted at the answer), and the next request is served;
-- a TLS handshake must finish within ``request_head_timeout_s`` (asyncio's default is 60 s).
+- a TLS handshake must finish within ``request_head_timeout_s`` (asyncio's default is 60 s);
+- a connection whose client does not read what it is sent (the transport's buffer full, so
+  writing paused: a response, an alert stream, answers to requests pipelined behind each
+  other) waits too, for the client to *read*: it is closed when that takes more than
+  ``request_timeout_s``, and it is among those closed to make room.
 
 So neither idle, slow nor many connections from one address can starve ``/healthz`` nor hold
 memory without bound.
@@ -56,7 +60,7 @@ _TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close
 _TOO_SLOW = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Waiting = Literal["head", "body"] | None
+Waiting = Literal["head", "body", "read"] | None
 
 
 class ConnectionGuard:
@@ -150,12 +154,16 @@ class GuardedProtocol(asyncio.Protocol):
     _head_bytes = 0  # on the wire, of the request head arriving (from its first byte on)
     _body_bytes = 0  # on the wire, of the request body arriving
     _first_bytes = b""
-    _reading: Waiting = None  # the part of a request the parser is in; None between requests
+    _reading: Literal["head", "body"] | None = None  # the part of a request the parser is in
+    _write_paused = False  # the transport's buffer is full: the client is not reading
 
     def waiting_for(self) -> Waiting:
-        """What this connection still waits for from its client: a request head, the rest of
-        a request body, or nothing (it is busy with a request). A body is waited for while
-        the app reads it, and after an answer that did not (it is read and dropped)."""
+        """What this connection still waits for from its client: that it reads what it was
+        sent, a request head, the rest of a request body, or nothing (it is busy with a
+        request). A body is waited for while the app reads it, and after an answer that did
+        not (it is read and dropped)."""
+        if self._write_paused:
+            return "read"
         cycle = self.cycle
         if self._reading == "body" and cycle is not None:
             if self.pipeline:  # queued behind an earlier request (uvicorn stopped reading): busy
@@ -181,14 +189,14 @@ class GuardedProtocol(asyncio.Protocol):
         self._head_bytes = 0  # what follows in this read is the next request's
         super().on_message_complete()  # type: ignore[misc]
 
-    def _wait(self, what: Literal["head", "body"]) -> None:
+    def _wait(self, what: Literal["head", "body", "read"]) -> None:
         """Start waiting for ``what``: its deadline runs from now."""
         if self._timer is not None:
             self._timer.cancel()
-        if what == "head":
+        if what != "body":
             self.guard.waiting.pop(self, None)  # a new wait: the youngest now
         self.guard.waiting[self] = None
-        timeout = self.guard.head_timeout_s if what == "head" else self.guard.body_timeout_s
+        timeout = self.guard.head_timeout_s if what == "head" else self.guard.body_timeout_s  # body, read
         self._timer = self.loop.call_later(timeout, self._on_deadline, what)
 
     def _stop_waiting(self) -> None:
@@ -197,7 +205,7 @@ class GuardedProtocol(asyncio.Protocol):
             self._timer = None
         self.guard.waiting.pop(self, None)
 
-    def _on_deadline(self, what: Literal["head", "body"]) -> None:
+    def _on_deadline(self, what: Literal["head", "body", "read"]) -> None:
         self._timer = None
         if self.waiting_for() == what:
             self.drop(_TOO_SLOW if what == "body" else b"")
@@ -208,10 +216,30 @@ class GuardedProtocol(asyncio.Protocol):
         """Close this connection now (with ``answer`` written first, if any)."""
         self._stop_waiting()
         self.guard.forget(self)
-        if not self.transport.is_closing():
+        if self._write_paused:  # a close would wait, for ever, for the client to read the buffer
+            self.transport.abort()
+        elif not self.transport.is_closing():
             if answer:
                 self.transport.write(answer)
             self.transport.close()
+
+    # the transport's flow control (uvicorn's protocol pauses its writers; these also time it)
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        super().pause_writing()
+        if not self.transport.is_closing():
+            self._wait("read")
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        super().resume_writing()
+        if self.transport.is_closing():
+            return
+        waiting = self.waiting_for()
+        if waiting is None:
+            self._stop_waiting()
+        else:
+            self._wait(waiting)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -259,8 +287,8 @@ class GuardedProtocol(asyncio.Protocol):
             self.drop()
         super().on_response_complete()  # type: ignore[misc]  # uvicorn's protocols have it
         waiting = self.waiting_for()
-        if not self.transport.is_closing() and waiting is not None:
-            self._wait(waiting)  # the next head, or the rest of a body answered early
+        if not self.transport.is_closing() and waiting in ("head", "body"):
+            self._wait(waiting)  # the next head, or the rest of a body answered early (a read runs on)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
