@@ -26,6 +26,7 @@ from ringfence.engine.pack import default_pack_text
 from ringfence.events.pan import luhn_valid
 from ringfence.events.types import BUILTIN_TYPES
 from ringfence.testing import event
+from tests.helpers.http import uid
 from tests.helpers.processes import ingest_workers
 
 CUSTOM = "acme.loan"
@@ -549,3 +550,19 @@ def test_ibans_behind_any_separator_or_lookalike_letters_are_masked_at_rest(targ
     assert answer.json()["accepted"] == len(forms), answer.text
     target.server.wait_processed(target.reader, timeout=30)
     assert files_hold(target.server.data_dir, [b"0532013000", b"0532/0130", b"0532_0130", b"0532#0130"]) == []
+
+
+def test_a_field_given_twice_is_refused_naming_it_and_neither_copy_is_kept(target: Target) -> None:
+    """Found by a hostile test: the last copy was kept, so a gateway reading the first saw another
+    customer, and a card number in the copy not kept was never scanned (202)."""
+    one = json.dumps(event(event_id=uid("dup"), customer_id="first"))
+    twice = one.replace('"customer_id": "first"', '"customer_id": "first", "customer_id": "second"')
+    pan = one.replace('"card_id": "tok_1"', '"card_id": "4111111111111111", "card_id": "tok_1"')
+    good = json.dumps(event(event_id=uid("ok")))
+    answer = target.post(f"[{twice}, {pan}, {good}]".encode())
+    body = assert_answered_per_event(answer, 3)
+    assert body["accepted"] == 1
+    errors = {r["index"]: r["errors"] for r in body["rejected"]}
+    assert errors[0] == [{"field": "customer_id", "message": "given twice in one object: send each field once"}]
+    assert [e["field"] for e in errors[1]] == ["data.card_id"]
+    assert "4111111111111111" not in answer.text

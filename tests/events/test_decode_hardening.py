@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ringfence.errors import EventError
 from ringfence.events import MalformedBody, decode_batch, validate_event
 from ringfence.events import decode as decode_module
 from ringfence.events.decode import TooManyEvents
@@ -208,3 +209,19 @@ def test_ndjson_lines_are_counted_before_any_is_decoded() -> None:
     body = b"{broken\n" * 11
     with pytest.raises(TooManyEvents):
         decode_batch(body, ndjson=True, now=NOW, max_events=10)
+
+
+def test_a_field_given_twice_is_refused_at_any_depth_by_either_path() -> None:
+    """The compiled core declines an event with a duplicate; the full validation names it."""
+    from ringfence.events.decode import DUPLICATE_MESSAGE, validate_in_full
+
+    body = (
+        b'{"event_id":"e1","type":"card.authorization","occurred_at":"2026-12-05T18:00:00Z","source":"web",'
+        b'"data":{"card_id":"tok_1","amount":"1.00","currency":"EUR","channel":"pos","approved":true,'
+        b'"merchant":{"id":"m1","mcc":"5411","country":"FR","country":"DE"}},"source":"app"}'
+    )
+    for validate in (validate_event, validate_in_full):
+        with pytest.raises(EventError) as caught:
+            validate(body, 1.8e9)
+        fields = sorted(e.field for e in caught.value.errors if e.message == DUPLICATE_MESSAGE)
+        assert fields == ["data.merchant.country", "source"]
