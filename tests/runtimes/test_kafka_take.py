@@ -112,19 +112,36 @@ def test_a_rebalance_during_a_gather_drops_what_was_taken_of_the_partitions_it_m
     assert taken == [b0, a0_again, b1]
 
 
-def test_a_rebalance_during_the_take_drops_its_records_of_the_partitions_it_moved() -> None:
-    """The first record of a take is polled before the gather begins: a revoke served in that poll
-    (or in the consume beside it) must drop it too, even if the partition comes straight back."""
+def test_a_rebalance_served_beside_the_first_record_drops_it_and_keeps_what_that_call_fetched() -> None:
+    """The first record of a take is polled before the call that takes those beside it; a revoke
+    served in that call (the partition assigned straight back) makes it stale: its next owner
+    fetches it again from the committed offset. What the call returns is fresh (librdkafka drops
+    what it fetched before a rebalance in the call that serves it)."""
     a0, b0, a0_again = Message("a", 0, 7), Message("b", 0, 3), Message("a", 0, 7)
+    moved: set[tuple[str, int]] = set()
+
+    class RebalancingBeside(Consumer):
+        def consume(self, limit: int, timeout: float) -> list[Any]:
+            if self.fetched == [b0]:  # the call beside the polled record
+                moved.add(("a", 0))
+                self.fetched = [b0, a0_again]
+            return super().consume(limit, timeout)
+
+    consumer = RebalancingBeside([], [a0, b0])
+    assert take(consumer, 100, 0.1, moved) == [b0, a0_again]
+
+
+def test_a_rebalance_served_in_the_poll_keeps_the_record_it_returns() -> None:
+    """The poll that served the revoke fetched its record afresh: dropping it would lose it (the
+    consumer's position is past it already, and the commit would move past it unprocessed)."""
+    fresh, b0 = Message("a", 0, 7), Message("b", 0, 3)
     moved: set[tuple[str, int]] = set()
 
     class RebalancingInPoll(Consumer):
         def poll(self, timeout: float) -> Any:
-            first = super().poll(timeout)
             moved.add(("a", 0))  # revoked and assigned back, served inside this poll
-            self.arriving = [a0_again]  # fetched again from the committed offset
-            return first
+            return super().poll(timeout)
 
-    consumer = RebalancingInPoll([], [a0, b0])
-    taken = gather(consumer, take(consumer, 100, 0.1), 100, time.monotonic() + 0.02, moved)
-    assert taken == [b0, a0_again]
+    consumer = RebalancingInPoll([], [fresh, b0])
+    taken = gather(consumer, take(consumer, 100, 0.1, moved), 100, time.monotonic() + 0.02, moved)
+    assert taken == [fresh, b0]

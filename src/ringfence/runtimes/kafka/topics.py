@@ -158,35 +158,42 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 TRANSACTIONAL_RETRIES = {"retry.backoff.ms": 10, "retry.backoff.max.ms": 1000}
 
 
-def take(consumer: Any, limit: int, wait_s: float) -> list[Any]:
+def take(consumer: Any, limit: int, wait_s: float, moved: set[tuple[str, int]] | None = None) -> list[Any]:
     """Up to ``limit`` records: those the consumer has fetched already or, if none, the first
     to arrive within ``wait_s`` with those fetched beside it. (librdkafka's ``consume(n, t)``
-    waits until it has n records or t has passed: at a paced load, every batch would wait t.)"""
+    waits until it has n records or t has passed: at a paced load, every batch would wait t.)
+
+    ``moved`` is as :func:`gather`'s. librdkafka drops what it fetched before a rebalance in
+    the call that serves it, so a call's records are fresh; but the first record, polled
+    before the call that takes those beside it, is dropped if that call moved its partition
+    (else it would run twice: its next owner fetches it again from the committed offset)."""
     taken: list[Any] = consumer.consume(limit, 0)
     if taken:
         return taken
     first = consumer.poll(wait_s)
     if first is None:
         return []
-    return [first, *consumer.consume(limit - 1, 0)]
+    if moved is not None:
+        moved.clear()
+    beside: list[Any] = consumer.consume(limit - 1, 0)
+    if moved and (first.topic(), first.partition()) in moved:
+        return beside
+    return [first, *beside]
 
 
 def gather(consumer: Any, taken: list[Any], limit: int, until: float, moved: set[tuple[str, int]]) -> list[Any]:
     """``taken`` (if any) and what arrives beside it until ``until`` (``time.monotonic()``), up
     to ``limit`` records. ``moved`` is the partitions the consumer's rebalance callbacks took
-    away (they add to it; the caller clears it before its :func:`take`): what was taken of those
-    before is dropped, since whoever owns them next, this consumer maybe, fetches it again from
-    the committed offset."""
-    taken = _unmoved(taken, moved)  # moved while they were taken
+    away (they add to it): what was taken of those by earlier calls is dropped, since whoever
+    owns them next, this consumer maybe, fetches it again from the committed offset. What the
+    call that served the rebalance returns is kept: librdkafka fetched it afresh."""
     while taken and len(taken) < limit and (left := until - time.monotonic()) > 0.001:
         moved.clear()
         more: list[Any] = consumer.consume(limit - len(taken), left)
-        taken = _unmoved(taken, moved) + more
+        if moved:
+            taken = [m for m in taken if (m.topic(), m.partition()) not in moved]
+        taken += more
     return taken
-
-
-def _unmoved(taken: list[Any], moved: set[tuple[str, int]]) -> list[Any]:
-    return [m for m in taken if (m.topic(), m.partition()) not in moved] if moved else taken
 
 
 def create_topics(settings: Settings, plan: StagePlan, timeout_s: float = 60.0) -> list[str]:

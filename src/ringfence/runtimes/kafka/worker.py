@@ -172,7 +172,7 @@ class ProcessWorker:
         self.transactions = Transactions(self.producer, self.consumer)
         self.tasks: dict[TaskId, Task] = {}
         self.pending: set[TaskId] = set()  # assigned, not restored yet
-        self._moved: set[Source] = set()  # revoked during a take and its gather (topics.gather)
+        self._moved: set[Source] = set()  # revoked during a take or a gather (topics.take)
         self.quarantine = QuarantineRepository(packs.store) if packs is not None else None
         self.driver: Driver[Any] = Driver(self, commit_each=True)
         self._committed: dict[Source, int] = {}  # offsets this worker committed, per input partition
@@ -202,8 +202,7 @@ class ProcessWorker:
             interval = self.settings.kafka_commit_interval_ms / 1000
             cycled = time.monotonic()
             while not stop.is_set():
-                self._moved.clear()  # what a rebalance moves from here on, a take's records too
-                taken = take(self.consumer, BATCH, POLL_S)
+                taken = take(self.consumer, BATCH, POLL_S, self._moved)
                 messages = gather(self.consumer, taken, BATCH, cycled + interval, self._moved)
                 cycled = time.monotonic()
                 self._follow_store()
