@@ -25,7 +25,8 @@ before anything is printed (:func:`bind`), trusts ``X-Forwarded-*`` only from th
 - a TLS handshake must finish within ``request_head_timeout_s`` (asyncio's default is 60 s);
 - a connection whose client does not read what it is sent (the transport's buffer full, so
   writing paused: a response, an alert stream, answers to requests pipelined behind each
-  other) waits too, for the client to *read*: it is closed when that takes more than
+  other; or closed with answers still buffered, which a close would wait for) waits too, for
+  the client to *read*: it is cut off (aborted) when the buffer stays so for
   ``request_timeout_s``, and it is among those closed to make room.
 
 So neither idle, slow nor many connections from one address can starve ``/healthz`` nor hold
@@ -162,7 +163,7 @@ class GuardedProtocol(asyncio.Protocol):
         sent, a request head, the rest of a request body, or nothing (it is busy with a
         request). A body is waited for while the app reads it, and after an answer that did
         not (it is read and dropped)."""
-        if self._write_paused:
+        if self._write_paused or (self.transport.is_closing() and self.transport.get_write_buffer_size()):
             return "read"
         cycle = self.cycle
         if self._reading == "body" and cycle is not None:
@@ -216,8 +217,8 @@ class GuardedProtocol(asyncio.Protocol):
         """Close this connection now (with ``answer`` written first, if any)."""
         self._stop_waiting()
         self.guard.forget(self)
-        if self._write_paused:  # a close would wait, for ever, for the client to read the buffer
-            self.transport.abort()
+        if self._write_paused or self.transport.get_write_buffer_size():
+            self.transport.abort()  # a close would wait, for ever, for the client to read the buffer
         elif not self.transport.is_closing():
             if answer:
                 self.transport.write(answer)
@@ -243,6 +244,18 @@ class GuardedProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        assert isinstance(transport, asyncio.Transport)  # nosec B101 - a stream server's
+        close = transport.close
+
+        def closing() -> None:
+            """Whoever closes (uvicorn after ``Connection: close``, an error, its keep-alive
+            timeout): with answers still unread, the transport stays open until its client
+            reads them; that is a wait for a read, with its deadline, and evictable."""
+            close()
+            if transport.get_write_buffer_size() and self.transport is transport:
+                self._wait("read")
+
+        transport.close = closing  # type: ignore[method-assign]
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         refusal = self.guard.admit(self)
