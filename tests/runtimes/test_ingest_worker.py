@@ -187,3 +187,32 @@ def test_many_large_requests_at_once_are_all_answered(tmp_path: Path) -> None:
         assert server.stop()
     finally:
         server.kill()
+
+
+def test_a_request_that_cannot_be_sent_is_answered_503_and_the_next_is_served(tmp_path: Path) -> None:
+    """On a review: the sender thread ended on anything but a pipe error (a request that does
+    not pickle, say), and every later request then waited for ever."""
+    import asyncio
+
+    from ringfence.errors import OverloadedError
+    from ringfence.events.decode import REFERENCE_ONLY
+    from ringfence.events.fx import FxTable
+    from ringfence.runtimes.embedded.ingest_worker import IngestWorker
+
+    heads: list[int] = []
+    worker = IngestWorker(tmp_path / "journal.sqlite3", 8, "normal", 3600.0, heads.append)
+    unpicklable = FxTable(rates={"USD": lambda: None})  # type: ignore[dict-item] # as a bug would
+
+    async def scenario() -> int:
+        good = json.dumps(event()).encode()
+        options = {"ndjson": False, "now": time.time(), "max_events": 100, "custom_types": frozenset()}
+        with pytest.raises(OverloadedError):
+            await asyncio.wait_for(worker.submit(good, fx=unpicklable, **options), 10)  # type: ignore[arg-type]
+        reply = await asyncio.wait_for(worker.submit(good, fx=REFERENCE_ONLY, **options), 10)  # type: ignore[arg-type]
+        return len(reply.appended)
+
+    try:
+        assert asyncio.run(scenario()) == 1
+        assert heads
+    finally:
+        worker.close()

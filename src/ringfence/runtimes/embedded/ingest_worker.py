@@ -93,9 +93,11 @@ class _Process:
             request = self.outbox.get()
             try:
                 self.conn.send(request)
-            except (OSError, ValueError):  # the worker is gone (or its pipe closed): not sent
+            except Exception as exc:  # not sent: the worker gone, its pipe closed, or a bug
+                if not isinstance(exc, OSError | ValueError):
+                    log.exception("could not send a request to the ingest worker")
                 if request is not None:
-                    self._on_unsent(self, request.request_id)
+                    self._on_unsent(self, request.request_id)  # answered 503; the sender lives on
                     continue
             if request is None:
                 return
@@ -105,9 +107,17 @@ class _Process:
             try:
                 reply: IngestReply = self.conn.recv()
             except (EOFError, OSError):
-                self._on_reply(self, None)
-                return
-            self._on_reply(self, reply)
+                break
+            try:
+                self._on_reply(self, reply)
+            except Exception:  # a bug answering one reply must not stop every later one
+                log.exception("could not take a reply of the ingest worker")
+        self._on_reply(self, None)
+        # the pipe is closed only here, once neither thread uses it: closed while this thread
+        # waited on it, its descriptor could be the next worker's pipe before this read ended
+        self.outbox.put(None)
+        self.sender.join(timeout=30)
+        self.conn.close()
 
 
 class IngestWorker:
@@ -165,9 +175,7 @@ class IngestWorker:
         log.warning(
             "the ingest worker (pid %s) stopped (%s); starting another", dead.process.pid, dead.process.exitcode
         )
-        self._fail_pending(dead)
-        dead.outbox.put(None)  # its sender ends (what it still holds is answered as unsent)
-        dead.conn.close()
+        self._fail_pending(dead)  # its reader, at the end of its pipe, ends its sender and closes it
         self._worker = self._start()
 
     @staticmethod
@@ -191,7 +199,10 @@ class IngestWorker:
                 self._fail_pending(worker)
             return
         if reply.malformed is None and reply.failure is None and reply.error is None and reply.too_many is None:
-            self._on_commit(reply.head)
+            try:
+                self._on_commit(reply.head)
+            except Exception:  # the events are durable: their request is answered so
+                log.exception("after an append of the ingest worker")
         with self._lock:
             waiter = worker.pending.pop(reply.request_id, None)
         if waiter is not None:
