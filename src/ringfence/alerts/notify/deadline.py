@@ -32,19 +32,24 @@ def within(seconds: float) -> Iterator[None]:
 
 
 def receiver_client() -> httpx.Client:
-    """The HTTP client receivers send with: no redirects, and the deadline of :func:`within`."""
-    transport = httpx.HTTPTransport()
-    # httpx takes no network backend (the pool it makes would hold the default one): the same
-    # pool with ours; httpx and httpcore are locked, and tests/alerts/test_send_deadline.py
-    # would fail on a release that moved it
-    transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
-        max_connections=100,
-        max_keepalive_connections=20,
-        keepalive_expiry=5.0,
-        network_backend=_DeadlineBackend(),
-    )
-    return httpx.Client(follow_redirects=False, transport=transport)
+    """The HTTP client receivers send with: no redirects, the deadline of :func:`within`, and
+    the environment's proxies as httpx reads them (``HTTPS_PROXY``, ``NO_PROXY``...), which a
+    client given its own transport would otherwise ignore."""
+    from httpx._utils import get_environment_proxies  # httpx's own reading of them
+
+    mounts: dict[str, httpx.BaseTransport | None] = {
+        pattern: None if url is None else _with_deadline(httpx.HTTPTransport(proxy=url))
+        for pattern, url in get_environment_proxies().items()
+    }
+    return httpx.Client(follow_redirects=False, transport=_with_deadline(httpx.HTTPTransport()), mounts=mounts)
+
+
+def _with_deadline(transport: httpx.HTTPTransport) -> httpx.HTTPTransport:
+    """``transport`` whose connections (direct or through a proxy) are made by our backend.
+    httpx takes no network backend: its pool's is replaced; httpx and httpcore are locked, and
+    tests/alerts/test_receiver_faults.py fails on a release that moved it."""
+    transport._pool._network_backend = _DeadlineBackend()
+    return transport
 
 
 def _left(timeout: float | None, error: type[Exception]) -> float | None:

@@ -10,7 +10,6 @@ import ssl
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
 
@@ -57,10 +56,12 @@ class EmailNotifier:
 
     def send(self, payload: dict[str, Any], notification_id: str, now: float) -> Delivery:
         o = self._options
-        began = time.monotonic()
         try:
-            with smtplib.SMTP(timeout=o.timeout_s) as smtp, _cut_at(smtp, began + o.timeout_s):
+            # the watchdog outside: smtplib's QUIT, as the SMTP block ends, is bounded by it too
+            with _Watchdog(time.monotonic() + o.timeout_s) as watchdog, smtplib.SMTP(timeout=o.timeout_s) as smtp:
+                watchdog.smtp = smtp
                 smtp.connect(o.host, o.port)
+                watchdog.check()  # its time may have run out while it connected
                 if o.starttls:
                     smtp.starttls(context=ssl.create_default_context())
                 if o.username and self._password is not None:
@@ -74,23 +75,35 @@ class EmailNotifier:
         return Delivery(Outcome.SENT, f"to {len(o.to)} recipient(s)")
 
 
-@contextlib.contextmanager
-def _cut_at(smtp: smtplib.SMTP, deadline: float) -> Iterator[None]:
-    """End the conversation at ``deadline`` (``time.monotonic()``): smtplib's timeout bounds
-    each socket operation, and a server answering a byte at a time would hold the send (and
-    the dispatcher's pass) for as long as it liked. Shutting the socket down ends a blocked
-    read at once; the send then fails as a disconnection, retried."""
+class _Watchdog:
+    """Ends an SMTP conversation at ``deadline`` (``time.monotonic()``): smtplib's timeout bounds
+    each socket operation, and a server answering a byte at a time would hold the send (and the
+    dispatcher's pass) for as long as it liked. Shutting the socket down ends a blocked read at
+    once; the send then fails as a disconnection, retried."""
 
-    def cut() -> None:
-        sock = smtp.sock
+    def __init__(self, deadline: float) -> None:
+        self.smtp: smtplib.SMTP | None = None
+        self.fired = False
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._cut)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def _cut(self) -> None:
+        self.fired = True
+        sock = self.smtp.sock if self.smtp is not None else None
         if sock is not None:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                # the plain socket's shutdown: SSLSocket's would drop its TLS state first, and a
+                # write racing it could go out in clear
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
-    timer = threading.Timer(max(0.0, deadline - time.monotonic()), cut)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
+    def check(self) -> None:
+        """TimeoutError if the deadline passed before there was a socket to cut."""
+        if self.fired:
+            raise TimeoutError("the SMTP server took longer than timeout_s")
