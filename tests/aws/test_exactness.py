@@ -309,3 +309,19 @@ def test_a_record_dynamodb_refuses_is_parked_and_the_good_records_beside_it_are_
     assert "ValidationException" in poison[0]["reason"]
     assert d.failures == []
     assert d.committed_all()
+
+
+def test_only_a_records_size_refusal_parks_it_not_a_deployments_refusal() -> None:
+    """On a review: a ValidationException a deployment causes (a table of another key schema)
+    would park every record of the stream; it stays a failure retried as it is."""
+    from botocore.exceptions import ClientError
+
+    from ringfence.runtimes.aws.processor import _oversized
+
+    def refused(message: str) -> ClientError:
+        return ClientError({"Error": {"Code": "ValidationException", "Message": message}}, "TransactWriteItems")
+
+    assert _oversized(refused("One or more parameter values were invalid: Size of hashkey has exceeded the maximum"))
+    assert _oversized(refused("Item size has exceeded the maximum allowed size"))
+    assert not _oversized(refused("The provided key element does not match the schema"))
+    assert not _oversized(ValueError("Size"))

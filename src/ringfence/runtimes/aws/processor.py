@@ -278,10 +278,16 @@ class _Chunk:
         )
 
     def transient(self, error: Exception) -> bool:
-        # DynamoDB refusing a request as invalid (a key over its size, say, from a record no
-        # ingest of this release wrote) refuses it on every retry: the record is run alone and
-        # parked, as an engine failure is, not retried with the good records until Lambda drops all
-        return not isinstance(error, _EngineFailed | ItemTooLarge) and error_code(error) != "ValidationException"
+        # DynamoDB refusing a key or item over its sizes (from a record no ingest of this release
+        # wrote) refuses it on every retry: the record is run alone and parked, as an engine
+        # failure is, not retried with the good records until Lambda drops all. Any other
+        # refusal may be the deployment's (a table's schema), not a record's: retried as it is
+        return not isinstance(error, _EngineFailed | ItemTooLarge) and not _oversized(error)
+
+
+def _oversized(error: Exception) -> bool:
+    """DynamoDB's ValidationException for a key or an item over its size limits."""
+    return error_code(error) == "ValidationException" and "size" in str(error).lower()
 
 
 class ShardProcessor:
