@@ -17,11 +17,14 @@ from mangum import Mangum
 
 from ringfence.api.app import create_app
 from ringfence.api.auth import JwtAuthenticator
+from ringfence.events.sensitive import redact_logs
 from ringfence.runtimes.aws import handlers
 from ringfence.runtimes.aws.handlers import AwsRuntime
 from ringfence.runtimes.aws.platform import AwsPlatform
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+redact_logs()  # Lambda's own handler, set up before this module is imported: no card number to CloudWatch
 
 
 def http_handler(rt: AwsRuntime) -> LambdaHandler:

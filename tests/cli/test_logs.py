@@ -47,3 +47,30 @@ def test_httpx_request_lines_are_not_logged(captured: io.StringIO) -> None:
     text = captured.getvalue()
     assert "secret" not in text
     assert "a warning still is" in text
+
+
+def test_handlers_ringfence_does_not_format_get_the_filter_too() -> None:
+    """On a review: Lambda's handler (and the ingest worker's stderr) took log lines unredacted."""
+    from ringfence.events.sensitive import NoCardNumbers, redact_logs
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    logger = logging.getLogger("ringfence.test.lambda")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        redact_logs(logger)
+        redact_logs(logger)  # once only
+        assert sum(isinstance(f, NoCardNumbers) for f in handler.filters) == 1
+        logger.warning("poison record: %s", "card 4111111111111111")
+        try:
+            raise ValueError("value 4111-1111-1111-1111")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    text = out.getvalue()
+    assert "4111111111111111" not in text
+    assert "4111-1111-1111-1111" not in text
+    assert "poison record: card ****************" in text
+    assert "ValueError" in text

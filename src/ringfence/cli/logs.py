@@ -41,7 +41,8 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
 
 
 def no_card_numbers(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Star out the digits of any text of a log line that holds a card number: a request's path
+    """Star out the digits of any text of a log line that holds a card number (what
+    :class:`~ringfence.events.sensitive.NoCardNumbers` does for other handlers): a request's path
     or a library's exception (a file name, a value it quotes) may carry one from a caller."""
     for key, value in event.items():
         if isinstance(value, str) and looks_like_pan(value):

@@ -9,6 +9,7 @@ masked before anything is stored. Called by :mod:`ringfence.events.decode` for e
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -156,3 +157,26 @@ def echo(value: str | None) -> str | None:
     if value is None or looks_like_pan(value):
         return None
     return mask_ibans(value)
+
+
+class NoCardNumbers(logging.Filter):
+    """A handler's filter: a log record whose message or traceback holds a card number has its
+    digits starred out (a request's path, a library's exception quoting a value may carry one).
+    For handlers Ringfence does not format itself (Lambda's, a worker process's stderr)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if looks_like_pan(message):
+            record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and looks_like_pan(record.exc_text):
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def redact_logs(logger: logging.Logger | None = None) -> None:
+    """Put :class:`NoCardNumbers` on every handler of ``logger`` (the root's by default)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, NoCardNumbers) for f in handler.filters):
+            handler.addFilter(NoCardNumbers())

@@ -75,7 +75,7 @@ class PackRepository:
             return load_pack(active.text, stored=True)
         pack = load_pack_file(rule_pack)
         if active is not None and active.digest != pack.digest and self._was_active(pack.digest):
-            log.warning(
+            log.error(  # an operator who meant to go back to it must hear of it
                 "the rule pack file %s (version %s) was active before and has been replaced since: "
                 "running the active pack (version %s, activated by %s); PUT /v1/rules to go back to the file",
                 rule_pack,

@@ -29,7 +29,7 @@ from pathlib import Path
 from ringfence.errors import OverloadedError
 from ringfence.events.decode import REFERENCE_ONLY, MalformedBody, StoredBatch, TooManyEvents, decode_stored_batch
 from ringfence.events.fx import FxTable
-from ringfence.events.sensitive import redact
+from ringfence.events.sensitive import redact, redact_logs
 from ringfence.log.base import stored_event
 from ringfence.runtimes.embedded.group_commit import MAX_GROUP_EVENTS
 from ringfence.runtimes.embedded.journal import SEGMENT_S, SqliteLog
@@ -240,6 +240,8 @@ def _fail(future: asyncio.Future[IngestReply], exc: Exception) -> None:
 def serve(conn: Connection, journal: str, partitions: int, synchronous: str, segment_s: float = SEGMENT_S) -> None:
     """The worker's loop: take every request waiting, decode each, append them all in one
     transaction, answer each. Returns when told to stop or when the API process is gone."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s (ingest worker): %(message)s")
+    redact_logs()  # a spawned process: its stderr has no handler of the server's
     journal_log = SqliteLog(Path(journal), partitions, synchronous, cache_mib=WRITER_CACHE_MIB, segment_s=segment_s)
     fx = [REFERENCE_ONLY]  # the rates in force, as the API process last sent them
     try:
