@@ -181,16 +181,18 @@ def test_a_notifier_that_raises_is_a_failed_attempt_and_the_pass_goes_on(
     assert len(receiver.received) == 2  # the retry of the one that raised
 
 
-def test_a_slack_url_can_come_from_the_environment_and_is_checked_at_load(
-    any_store: SqlStore, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("kind", ["slack", "webhook"])
+def test_a_receiver_url_can_come_from_the_environment_and_is_checked_at_load(
+    any_store: SqlStore, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    """An incoming webhook's URL is its credential: ``url_env`` keeps it out of the config file."""
+    """A receiver's URL may be its credential (a Slack incoming webhook's is; a webhook's may hold
+    a token): ``url_env`` keeps it out of the config file."""
     from ringfence.alerts.config import build_config
     from ringfence.errors import ConfigError
 
-    monkeypatch.setenv("RINGFENCE_SECRET_TEST_SLACK_URL", receiver.url + "/services/T0/B0/secret")
+    monkeypatch.setenv("RINGFENCE_SECRET_TEST_URL", receiver.url + "/services/T0/B0/secret")
     config = {
-        "receivers": [{"name": "sre", "slack": {"url_env": "RINGFENCE_SECRET_TEST_SLACK_URL"}}],
+        "receivers": [{"name": "sre", kind: {"url_env": "RINGFENCE_SECRET_TEST_URL"}}],
         "route": {"receiver": "sre", "group_wait": "0s"},
     }
     clock = FixedClock(1_800_000_000.0)
@@ -198,6 +200,6 @@ def test_a_slack_url_can_come_from_the_environment_and_is_checked_at_load(
     hit(any_store, clock, 1)
     run(d, clock, 2)
     assert [r.path for r in receiver.received] == ["/services/T0/B0/secret"]
-    for bad in ({"url_env": "RINGFENCE_SECRET_UNSET_SLACK"}, {}, {"url": "http://x", "url_env": "X"}):
+    for bad in ({"url_env": "RINGFENCE_SECRET_UNSET_URL"}, {}, {"url": "http://x", "url_env": "X"}):
         with pytest.raises(ConfigError, match="sre"):
-            build_config({"receivers": [{"name": "sre", "slack": bad}], "route": {"receiver": "sre"}})
+            build_config({"receivers": [{"name": "sre", kind: bad}], "route": {"receiver": "sre"}})

@@ -30,8 +30,20 @@ class _Doc(msgspec.Struct, forbid_unknown_fields=True):
     pass
 
 
-class WebhookDoc(_Doc):
-    url: str
+class _AddressDoc(_Doc):
+    """``url`` or ``url_env``: a receiver's URL may be its credential (a Slack incoming webhook,
+    a token in a query), best kept in the environment (a ``RINGFENCE_SECRET_*`` variable) rather
+    than in the config file."""
+
+    url: str | None = None
+    url_env: str | None = None
+
+    def address(self) -> str:
+        """The URL to send to (read from the environment at each send, as other secrets are)."""
+        return self.url if self.url is not None else secret(self.url_env or "")
+
+
+class WebhookDoc(_AddressDoc):
     secret_env: str | None = None
     timeout_s: float = 5.0
 
@@ -47,12 +59,7 @@ class EmailDoc(_Doc):
     timeout_s: float = 10.0
 
 
-class SlackDoc(_Doc):
-    """``url`` or ``url_env``: an incoming webhook's URL is its credential, best kept in the
-    environment (a ``RINGFENCE_SECRET_*`` variable) rather than in the config file."""
-
-    url: str | None = None
-    url_env: str | None = None
+class SlackDoc(_AddressDoc):
     timeout_s: float = 5.0
 
 
@@ -221,8 +228,8 @@ def build_config(raw: Any) -> AlertingConfig:
         if r.name in receivers:
             raise ConfigError(f"receivers[{i}] ({r.name}): duplicate receiver name")
         options = getattr(r, kinds[0])
-        if isinstance(options, SlackDoc) and (options.url is None) == (options.url_env is None):
-            raise ConfigError(f"receivers[{i}] ({r.name}): give the slack receiver one of url, url_env")
+        if isinstance(options, _AddressDoc) and (options.url is None) == (options.url_env is None):
+            raise ConfigError(f"receivers[{i}] ({r.name}): give the {kinds[0]} receiver one of url, url_env")
         for env_field in ("secret_env", "password_env", "routing_key_env", "url_env"):
             env = getattr(options, env_field, None)
             if env is not None and not secret(env):

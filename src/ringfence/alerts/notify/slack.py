@@ -9,7 +9,6 @@ import msgspec
 
 from ringfence.alerts.config import SlackDoc
 from ringfence.alerts.notify.base import Delivery, post_json
-from ringfence.config import secret
 
 MAX_ALERTS_SHOWN = 10
 ICON = {
@@ -49,6 +48,4 @@ class SlackNotifier:
 
     def send(self, payload: dict[str, Any], notification_id: str, now: float) -> Delivery:
         body = msgspec.json.encode(slack_message(payload))
-        o = self._options
-        url = o.url if o.url is not None else secret(o.url_env or "")
-        return post_json(self._client, url, body, {}, o.timeout_s)
+        return post_json(self._client, self._options.address(), body, {}, self._options.timeout_s)

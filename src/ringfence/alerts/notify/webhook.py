@@ -55,4 +55,4 @@ class WebhookNotifier:
             timestamp = int(now)
             headers[TIMESTAMP_HEADER] = str(timestamp)
             headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
-        return post_json(self._client, self._options.url, body, headers, self._options.timeout_s)
+        return post_json(self._client, self._options.address(), body, headers, self._options.timeout_s)
