@@ -4,28 +4,21 @@ injected clock: the dispatcher is stepped by hand, time only moves when the test
 from __future__ import annotations
 
 import email
-import os
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from ringfence.alerts import Action
-from ringfence.alerts.config import build_config
-from ringfence.alerts.dispatcher import Dispatcher
 from ringfence.alerts.model import AlertQuery
 from ringfence.alerts.notify.webhook import verify
 from ringfence.bench.servers import free_port
-from ringfence.metrics import Metrics
-from ringfence.store import Checkpoint
 from ringfence.store.notifications import SqlNotificationLog
 from ringfence.store.silences import SqlSilenceStore
 from ringfence.store.sql import SqlStore
 from ringfence.testing import FixedClock
+from tests.helpers.dispatching import SECRET, dispatcher, hit, run, webhook_config
 from tests.helpers.receivers import RecordingReceiver
-from tests.helpers.store import signal
-
-SECRET = "s3cret-for-tests"
 
 
 @pytest.fixture
@@ -36,42 +29,6 @@ def clock() -> FixedClock:
 @pytest.fixture
 def store(any_store: SqlStore) -> SqlStore:
     return any_store
-
-
-def dispatcher(store: SqlStore, clock: FixedClock, config: dict[str, Any], **kw: Any) -> Dispatcher:
-    os.environ["RINGFENCE_SECRET_TEST_WEBHOOK"] = SECRET
-    os.environ["RINGFENCE_SECRET_TEST_PD"] = "pd-routing-key"
-    return Dispatcher(store, build_config(config), clock, Metrics(), **kw)
-
-
-def webhook_config(url: str, **route: Any) -> dict[str, Any]:
-    return {
-        "receivers": [
-            {"name": "hook", "webhook": {"url": url + "/hook", "secret_env": "RINGFENCE_SECRET_TEST_WEBHOOK"}}
-        ],
-        "route": {
-            "receiver": "hook",
-            "group_by": ["customer_id"],
-            "group_wait": "30s",
-            "group_interval": "5m",
-            "repeat_interval": "4h",
-            **route,
-        },
-        "retry": {"base_delay": "1s", "max_delay": "10s", "max_attempts": 4},
-    }
-
-
-def hit(store: SqlStore, clock: FixedClock, offset: int, **kw: Any) -> None:
-    store.commit_batch([signal(offset, **kw)], Checkpoint("p", offset), clock.time())
-
-
-def run(d: Dispatcher, clock: FixedClock, seconds: float, step: float = 1.0) -> None:
-    """Step the dispatcher while time passes."""
-    d.step()
-    end = clock.now + seconds
-    while clock.now < end:
-        clock.advance(step)
-        d.step()
 
 
 def test_one_signed_webhook_per_group_despite_repeated_hits(

@@ -27,7 +27,7 @@ from ringfence.bench.servers import free_port
 from ringfence.store.notifications import SqlNotificationLog
 from ringfence.store.sql import SqlStore
 from ringfence.testing import FixedClock
-from tests.alerts.test_dispatcher import dispatcher, hit, run, webhook_config
+from tests.helpers.dispatching import dispatcher, hit, run, webhook_config
 from tests.helpers.receivers import RecordingReceiver
 
 
