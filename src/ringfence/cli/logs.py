@@ -9,8 +9,7 @@ from typing import Any
 
 import structlog
 
-from ringfence.events.pan import looks_like_pan
-from ringfence.events.sensitive import redact
+from ringfence.events.sensitive import without_card_number
 
 
 def configure_logging(level: str = "info", json: bool | None = None) -> None:
@@ -45,6 +44,6 @@ def no_card_numbers(logger: Any, method: str, event: MutableMapping[str, Any]) -
     :class:`~ringfence.events.sensitive.NoCardNumbers` does for other handlers): a request's path
     or a library's exception (a file name, a value it quotes) may carry one from a caller."""
     for key, value in event.items():
-        if isinstance(value, str) and looks_like_pan(value):
-            event[key] = redact(value)
+        if isinstance(value, str):
+            event[key] = without_card_number(value)
     return event

@@ -159,6 +159,11 @@ def echo(value: str | None) -> str | None:
     return mask_ibans(value)
 
 
+def without_card_number(text: str) -> str:
+    """``text`` for a log line: its digits starred out if it holds a card number."""
+    return redact(text) if looks_like_pan(text) else text
+
+
 class NoCardNumbers(logging.Filter):
     """A handler's filter: a log record whose message or traceback holds a card number has its
     digits starred out (a request's path, a library's exception quoting a value may carry one).
@@ -166,12 +171,12 @@ class NoCardNumbers(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if looks_like_pan(message):
-            record.msg, record.args = redact(message), None
+        if (cleaned := without_card_number(message)) is not message:
+            record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text and looks_like_pan(record.exc_text):
-            record.exc_text = redact(record.exc_text)
+        if record.exc_text:
+            record.exc_text = without_card_number(record.exc_text)
         return True
 
 

@@ -217,7 +217,7 @@ class GuardedProtocol(asyncio.Protocol):
         """Close this connection now (with ``answer`` written first, if any)."""
         self._stop_waiting()
         self.guard.forget(self)
-        if self._write_paused or self.transport.get_write_buffer_size():
+        if self.transport.get_write_buffer_size():  # paused writing too: its buffer is full
             self.transport.abort()  # a close would wait, for ever, for the client to read the buffer
         elif not self.transport.is_closing():
             if answer:
@@ -253,7 +253,7 @@ class GuardedProtocol(asyncio.Protocol):
             timeout): with answers still unread, the transport stays open until its client
             reads them; that is a wait for a read, with its deadline, and evictable."""
             close()
-            if transport.get_write_buffer_size() and self.transport is transport:
+            if transport.get_write_buffer_size():
                 self._wait("read")
 
         transport.close = closing  # type: ignore[method-assign]
