@@ -160,6 +160,18 @@ def test_current_silences_are_bounded(tmp_path: Path) -> None:
             one = c.get("/v1/silences").json()["items"][0]["id"]
             assert c.delete(f"/v1/silences/{one}").status_code == 200  # an expired one makes room
             assert c.post("/v1/silences", json=body).status_code == 201
+            listed, cursor = [], None
+            while True:  # and they are listed a bounded page at a time
+                page = c.get("/v1/silences", params={"limit": 100, **({"cursor": cursor} if cursor else {})}).json()
+                assert len(page["items"]) <= 100
+                listed += [s["id"] for s in page["items"]]
+                if not (cursor := page["next_cursor"]):
+                    break
+            assert len(listed) == len(set(listed)) == MAX_CURRENT_SILENCES + 1
+            assert len(c.get("/v1/silences").json()["items"]) == 100
+            for params in ({"limit": 101}, {"limit": 0}, {"cursor": "x"}):
+                refused = c.get("/v1/silences", params=params)
+                assert refused.status_code == 400, params
     finally:
         assert srv.stop()
 

@@ -14,9 +14,9 @@ import pytest
 from ringfence.alerts.config import InhibitRule
 from ringfence.alerts.delivery import NextStep
 from ringfence.alerts.matchers import parse_matchers
-from ringfence.alerts.model import Action, AlertQuery, NotificationStatus
+from ringfence.alerts.model import SHOWN_ENTRIES, Action, AlertQuery, NotificationStatus
 from ringfence.alerts.muting import label_set, mute_reason
-from ringfence.alerts.silences import SilenceError
+from ringfence.alerts.silences import SILENCE_KEPT_S, SilenceError
 from ringfence.errors import Conflict, NotFound, RequestError
 from ringfence.runtimes.aws.alerts import INHIBITION_SOURCES, AlertTable
 from ringfence.runtimes.aws.audit import AuditTrail
@@ -59,18 +59,21 @@ def test_an_unacceptable_silence_is_refused_and_never_stored(
 ) -> None:
     with pytest.raises(SilenceError, match=why):
         table.create_silence(matchers, NOW, ends_at, "analyst-1", comment, NOW)
-    assert table.silences() == []
+    assert table.silences(100, None) == ([], None)
     assert table.audit.list_audit() == ([], None)
 
 
 def test_a_silence_is_stored_audited_and_expired(table: AlertTable) -> None:
     silence = table.create_silence(["customer_id=c1"], NOW, NOW + HOUR, "analyst-1", "maintenance", NOW)
     assert silence.id.startswith("sil_")
-    assert [s.id for s in table.silences(current_at=NOW + 60)] == [silence.id]
+    assert [s.id for s in table.current_silences(NOW + 60)] == [silence.id]
     expired = table.expire_silence(silence.id, "analyst-2", NOW + 60)
     assert (expired.starts_at, expired.ends_at) == (NOW, NOW + 60)
-    assert table.silences(current_at=NOW + 61) == []
-    assert [s.ends_at for s in table.silences()] == [NOW + 60]
+    assert table.current_silences(NOW + 61) == []
+    assert [s.ends_at for s in table.silences(100, None)[0]] == [NOW + 60]
+    kept = table.get("silences", silence.id)
+    assert kept is not None
+    assert int(kept["ttl"]["N"]) == int(NOW + 60 + SILENCE_KEPT_S)
     with pytest.raises(NotFound):
         table.expire_silence(silence.id, "analyst-2", NOW + 120)
     entries, _ = table.audit.list_audit()
@@ -79,6 +82,30 @@ def test_a_silence_is_stored_audited_and_expired(table: AlertTable) -> None:
         ("silence.create", "analyst-1", silence.id),
     ]
     assert entries[1]["detail"]["matchers"] == ["customer_id=c1"]
+
+
+def test_a_silence_stored_before_silences_were_listed_by_index_is_listed_once_the_pipeline_reads_it(
+    table: AlertTable,
+) -> None:
+    silence = table.create_silence(["customer_id=c1"], NOW, NOW + HOUR, "analyst-1", "maintenance", NOW)
+    table.db.update_item(  # as an older release wrote it: no by_created attributes
+        TableName=table.table,
+        Key={"pk": {"S": "silences"}, "sk": {"S": silence.id}},
+        UpdateExpression="REMOVE gp, gs",
+    )
+    assert table.silences(100, None) == ([], None)
+    assert [s.id for s in table.current_silences(NOW)] == [silence.id]  # the pipeline still mutes with it
+    assert [s.id for s in table.silences(100, None)[0]] == [silence.id]
+
+
+def test_an_alert_shows_its_newest_history_and_counts_the_rest(table: AlertTable) -> None:
+    aid = raise_alert(table, 1)
+    for i in range(SHOWN_ENTRIES + 20):
+        assert table.transact([table.history_put(aid, "routed", f"step {i}", NOW + 1 + i)])
+    alert = table.get_alert(aid)
+    assert [h.reason for h in alert.history] == [f"step {i}" for i in range(20, SHOWN_ENTRIES + 20)]
+    assert alert.history_omitted == 21  # its creation and the first 20 steps
+    assert table.get_alert(raise_alert(table, 2)).history_omitted == 0
 
 
 # -- transitions -------------------------------------------------------------------------------------

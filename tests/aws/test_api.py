@@ -261,6 +261,13 @@ def test_silences_are_created_listed_and_expired(d: Deployment) -> None:
     made = body(created)
     (listed,) = body(d.call(http_event("GET /v1/silences", READER)))["items"]
     assert listed["id"] == made["id"]
+    second = body(d.call(http_event("POST /v1/silences", ANALYST, silence)))
+    page = body(d.call(http_event("GET /v1/silences", READER, query="limit=1")))
+    assert [s["id"] for s in page["items"]] == [second["id"]]  # newest first, a page at a time
+    rest = body(d.call(http_event("GET /v1/silences", READER, query=f"limit=1&cursor={page['next_cursor']}")))
+    assert [s["id"] for s in rest["items"]] == [made["id"]]
+    forged = d.call(http_event("GET /v1/silences", READER, query="cursor=eyJhIjp7IlMiOiJiIn19"))
+    assert forged["statusCode"] == 400
     expired = d.call(http_event("DELETE /v1/silences/{silence_id}", ANALYST, silence_id=made["id"]))
     assert expired["statusCode"] == 200
     assert body(expired)["state"] == "expired"

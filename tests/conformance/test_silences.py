@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from ringfence.alerts.model import alert_id
-from ringfence.alerts.silences import SilenceError
-from ringfence.errors import NotFound
+from ringfence.alerts.silences import SILENCE_KEPT_S, SilenceError
+from ringfence.alerts.stages import HOUSEKEEPING_EVERY_S
+from ringfence.errors import InvalidCursor, NotFound
 from tests.helpers.conformance import Harness, webhook_alerting
 from tests.helpers.receivers import RecordingReceiver
 from tests.helpers.store import signal
@@ -45,8 +46,9 @@ def test_a_silence_without_matchers_is_refused_never_stored_and_mutes_nothing(
         (["customer_id=c1"], "maintenance", 367 * 86400.0, "lasts at most a year"),
         (["customer_id=~(unclosed"], "maintenance", 3600.0, "customer_id=~\\(unclosed"),
         (["customer_id=c1"], "maintenance", 0.0, "must end after it starts"),
+        ([f"label{i}={'v' * 400}" for i in range(11)], "maintenance", 3600.0, "4096 characters in all"),
     ],
-    ids=["no-comment", "blank-comment", "21-matchers", "over-a-year", "bad-regex", "empty-range"],
+    ids=["no-comment", "blank-comment", "21-matchers", "over-a-year", "bad-regex", "empty-range", "long-matchers"],
 )
 def test_an_unacceptable_silence_is_refused_with_the_reason(
     runtime: Harness, matchers: list[str], comment: str, lasts_s: float, why: str
@@ -60,7 +62,47 @@ def test_an_unacceptable_silence_is_refused_with_the_reason(
 
 def test_the_limits_themselves_are_accepted(runtime: Harness) -> None:
     runtime.create_silence([f"label{i}=v" for i in range(20)], "x" * 1000, 366 * 86400.0)
-    assert len(runtime.silences()) == 1
+    runtime.create_silence([f"l{i:02d}={'v' * 201}" for i in range(19)] + ["l19=" + "v" * 197], "in all")
+    assert len(runtime.silences()) == 2
+
+
+def test_silences_are_listed_newest_first_a_page_at_a_time(runtime: Harness) -> None:
+    made = []
+    for i in range(5):
+        made.append(runtime.create_silence([f"customer_id=c{i}"]).id)
+        runtime.clock.advance(1)
+    runtime.expire_silence(made[1])  # ended ones are listed too
+    assert [s.id for s in runtime.silences(page_size=2)] == made[::-1]
+    assert [s.id for s in runtime.silences(page_size=5)] == made[::-1]
+    first, cursor = runtime.silence_store.silences(2, None)
+    assert [s.id for s in first] == made[:2:-1]
+    assert cursor is not None
+    with pytest.raises(InvalidCursor):
+        runtime.silence_store.silences(2, "not-a-cursor")
+
+
+def test_current_silences_are_counted_until_they_end(runtime: Harness) -> None:
+    now = runtime.clock.time()
+    lasting = runtime.create_silence(["rule_id=a"])
+    runtime.create_silence(["rule_id=b"], lasts_s=60)
+    runtime.silence_store.create_silence(["rule_id=c"], now + 600, now + 1200, "analyst-1", "later", now)  # pending
+    assert runtime.silence_store.current_count(now) == 3
+    runtime.clock.advance(60)
+    assert runtime.silence_store.current_count(runtime.clock.time()) == 2
+    runtime.expire_silence(lasting.id)
+    assert runtime.silence_store.current_count(runtime.clock.time()) == 1
+    assert len(runtime.silences()) == 3
+
+
+@pytest.mark.known_difference("aws", reason="DynamoDB's TTL deletes them, which the local endpoint does not run")
+def test_an_ended_silence_is_listed_30_days_then_forgotten(runtime: Harness, receiver: RecordingReceiver) -> None:
+    runtime.configure(webhook_alerting(receiver.url))
+    ended = runtime.create_silence(["rule_id=a"], lasts_s=60)
+    lasting = runtime.create_silence(["rule_id=b"], lasts_s=60 * 86400.0)
+    runtime.step(60 + SILENCE_KEPT_S - 1)
+    assert {s.id for s in runtime.silences()} == {ended.id, lasting.id}
+    runtime.step(HOUSEKEEPING_EVERY_S)  # retention runs this often
+    assert [s.id for s in runtime.silences()] == [lasting.id]
 
 
 def test_an_active_silence_suppresses_what_it_matches_with_the_reason(

@@ -113,8 +113,16 @@ class Harness(ABC):
         now = self.clock.time()
         return self.silence_store.create_silence(matchers, now, now + lasts_s, ANALYST, comment, now)
 
-    def silences(self) -> list[Silence]:
-        return self.silence_store.silences()
+    def silences(self, page_size: int = 100) -> list[Silence]:
+        """Every silence kept, newest first, a page of ``page_size`` at a time."""
+        found: list[Silence] = []
+        cursor = None
+        while True:
+            page, cursor = self.silence_store.silences(page_size, cursor)
+            assert len(page) <= page_size
+            found += page
+            if cursor is None:
+                return found
 
     def expire_silence(self, silence_id: str) -> Silence:
         return self.silence_store.expire_silence(silence_id, ANALYST, self.clock.time())

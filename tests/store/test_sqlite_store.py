@@ -10,7 +10,7 @@ import pytest
 from ringfence.alerts import Action, alert_id, stages
 from ringfence.alerts.delivery import NextStep
 from ringfence.alerts.lifecycle import MAX_EVIDENCE_EVENTS
-from ringfence.alerts.model import AlertQuery, NotificationStatus
+from ringfence.alerts.model import SHOWN_ENTRIES, AlertQuery, NotificationStatus
 from ringfence.alerts.silences import SilenceError
 from ringfence.engine.packed import pack_rows
 from ringfence.engine.rules import AlertSignal
@@ -118,6 +118,26 @@ def test_ack_then_resolve_is_recorded_in_history_and_audit(store: SqlStore) -> N
     ]
     audit, _ = store.list_audit()
     assert [a["action"] for a in audit] == ["alert.resolve", "alert.acknowledge"]
+
+
+def test_an_alert_shows_its_newest_history_and_comments_and_counts_the_rest(store: SqlStore) -> None:
+    """Both grow without end (an analyst's comments, a flapping alert's changes): a read of an
+    alert, or a page of them, stays bounded."""
+    (aid,) = commit(store, signal(1))
+    (other,) = commit(store, signal(1, key="tok_2"), offset=1)
+    for i in range(SHOWN_ENTRIES + 20):
+        store.assign(aid, f"analyst-{i}", "key:ana", "", now=1001.0 + i)
+        store.comment(aid, f"note {i}", "key:ana", now=1001.0 + i)
+    alert = store.get_alert(aid)
+    assert len(alert.history) == SHOWN_ENTRIES
+    assert alert.history_omitted == 21  # "created" and the first 20 assignments
+    assert [h.reason for h in alert.history] == [f"assigned to analyst-{i}" for i in range(20, SHOWN_ENTRIES + 20)]
+    assert [c.text for c in alert.comments] == [f"note {i}" for i in range(20, SHOWN_ENTRIES + 20)]
+    assert alert.comments_omitted == 20
+    listed = {a.id: a for a in store.list_alerts(AlertQuery(limit=10))[0]}
+    assert (len(listed[aid].history), listed[aid].history_omitted) == (SHOWN_ENTRIES, 21)
+    assert (len(listed[other].history), listed[other].history_omitted) == (1, 0)
+    assert (store.get_alert(other).comments, store.get_alert(other).comments_omitted) == ([], 0)
 
 
 def test_acknowledging_a_resolved_alert_is_a_conflict(store: SqlStore) -> None:
@@ -247,7 +267,7 @@ def test_a_silence_is_checked_before_it_is_stored(store: SqlStore) -> None:
         with pytest.raises(SilenceError) as caught:
             silences.create_silence(matchers, 0.0, ends_at, "key:ana", comment, now=0.0)
         assert caught.value.status == 400
-    assert silences.silences() == []
+    assert silences.silences(100, None) == ([], None)
     assert store.list_audit()[0] == []
 
 
@@ -255,7 +275,7 @@ def test_a_silence_is_audited_and_expires_once(store: SqlStore) -> None:
     silences = SqlSilenceStore(store)
     silence = silences.create_silence(["customer_id=c1"], 10.0, 70.0, "key:ana", "holiday", now=5.0)
     assert silence.to_dict(5.0)["state"] == "pending"
-    assert silences.silences(current_at=70.0) == []
+    assert silences.current_count(70.0) == 0
     expired = silences.expire_silence(silence.id, "key:ana", now=20.0)
     assert (expired.starts_at, expired.ends_at, expired.to_dict(20.0)["state"]) == (10.0, 20.0, "expired")
     with pytest.raises(NotFound):

@@ -79,8 +79,12 @@ class Comment(msgspec.Struct):
     text: str
 
 
+SHOWN_ENTRIES = 100  # of an alert's history and of its comments, the newest shown (both grow without end)
+
+
 class Alert(msgspec.Struct):
-    """An alert as the API returns it (DESIGN §4, §5)."""
+    """An alert as the API returns it (DESIGN §4, §5): its newest :data:`SHOWN_ENTRIES` history
+    entries and comments, oldest first, and how many older ones are not shown."""
 
     id: str
     rule_id: str
@@ -102,6 +106,8 @@ class Alert(msgspec.Struct):
     assignee: str | None
     history: list[HistoryEntry]
     comments: list[Comment] = []
+    history_omitted: int = 0
+    comments_omitted: int = 0
 
 
 class AlertSummary(TypedDict):

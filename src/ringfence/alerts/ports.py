@@ -43,8 +43,14 @@ class SilenceStore(Protocol):
         """Store an acceptable silence (see :func:`~ringfence.alerts.silences.check_silence`), audited."""
         ...
 
-    def silences(self, current_at: float | None = None) -> list[Silence]:
-        """Every silence newest first, or with ``current_at`` those not expired then."""
+    def silences(self, limit: int, cursor: str | None) -> tuple[list[Silence], str | None]:
+        """One page of the silences kept (current ones, and those ended within
+        :data:`~ringfence.alerts.silences.SILENCE_KEPT_S`), newest first, and the cursor of the
+        next page (None: there is no more); InvalidCursor for a cursor it did not give out."""
+        ...
+
+    def current_count(self, now: float) -> int:
+        """How many silences are not expired at ``now`` (active or pending)."""
         ...
 
     def expire_silence(self, silence_id: str, actor: str, now: float) -> Silence:
@@ -147,6 +153,10 @@ class PipelineBatch(Protocol):
     def forget_sent(self, before: float, limit: int) -> int:
         """Delete up to ``limit`` notifications sent before ``before`` (dead letters stay until
         re-driven); how many."""
+        ...
+
+    def forget_silences(self, ended_before: float, limit: int) -> int:
+        """Delete up to ``limit`` silences that ended before ``ended_before``; how many."""
         ...
 
 

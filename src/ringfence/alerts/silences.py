@@ -1,4 +1,5 @@
-"""What a silence may be, for every runtime: a reason, 1..20 matchers, at most a year.
+"""What a silence may be, for every runtime: a reason, 1..20 matchers, at most a year; and
+how long one is kept once it has ended.
 
 A silence mutes every alert its matchers match, so an empty matcher list (which would
 match everything), an unbounded time range or a bad pattern is refused before storage.
@@ -15,7 +16,9 @@ from ringfence.clock import iso
 from ringfence.errors import RequestError
 
 MAX_SILENCE_S = 366 * 86400.0
+SILENCE_KEPT_S = 30 * 86400.0  # an ended silence is listed this long after it ends, then forgotten
 MAX_MATCHERS = 20
+MAX_MATCHERS_CHARS = 4_096  # all of a silence's matchers: a page of 100 silences stays some 2 MB at most
 MAX_COMMENT_CHARS = 1_000
 
 
@@ -37,6 +40,8 @@ def check_silence(
         raise SilenceError("a silence needs at least one matcher")
     if len(matchers) > MAX_MATCHERS:
         raise SilenceError(f"a silence has at most {MAX_MATCHERS} matchers")
+    if sum(len(m) for m in matchers) > MAX_MATCHERS_CHARS:
+        raise SilenceError(f"a silence's matchers hold at most {MAX_MATCHERS_CHARS} characters in all")
     if ends_at <= starts_at:
         raise SilenceError("a silence must end after it starts")
     if now is not None and ends_at <= now:  # it would mute nothing, and be kept 30 days

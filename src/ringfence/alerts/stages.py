@@ -35,6 +35,7 @@ from ringfence.alerts.model import (
 from ringfence.alerts.muting import label_set, mute_reason
 from ringfence.alerts.notify import Delivery, Notifier, Outcome
 from ringfence.alerts.ports import PipelineBatch, PipelineStore
+from ringfence.alerts.silences import SILENCE_KEPT_S
 from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock
 from ringfence.metrics import Metrics
@@ -337,18 +338,24 @@ class AutoResolve:
 
 
 class Retention:
-    """Forgets sent notifications after :data:`SENT_RETENTION_S`, a slice of
-    :data:`RETENTION_SLICE` a transaction (the store's writer is shared with the processor's
-    commits), up to :data:`RETENTION_SLICES` slices a call."""
+    """Forgets sent notifications after :data:`SENT_RETENTION_S` and ended silences after
+    :data:`~ringfence.alerts.silences.SILENCE_KEPT_S`, a slice of :data:`RETENTION_SLICE` a
+    transaction (the store's writer is shared with the processor's commits), up to
+    :data:`RETENTION_SLICES` slices of each a call."""
 
     def __init__(self, store: PipelineStore) -> None:
         self.store = store
 
     def __call__(self, now: float) -> int:
+        return self._forget(lambda b: b.forget_sent(now - SENT_RETENTION_S, RETENTION_SLICE)) + self._forget(
+            lambda b: b.forget_silences(now - SILENCE_KEPT_S, RETENTION_SLICE)
+        )
+
+    def _forget(self, slice_of: Callable[[PipelineBatch], int]) -> int:
         forgotten = 0
         for _ in range(RETENTION_SLICES):
             with self.store.pipeline() as batch:
-                deleted = batch.forget_sent(now - SENT_RETENTION_S, RETENTION_SLICE)
+                deleted = slice_of(batch)
             forgotten += deleted
             if deleted < RETENTION_SLICE:
                 break

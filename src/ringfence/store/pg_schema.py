@@ -6,7 +6,7 @@ missing ones. Add a step to change it; never edit a released one.
 
 from __future__ import annotations
 
-PG_SCHEMA_VERSION = 7
+PG_SCHEMA_VERSION = 8
 
 PG_MIGRATIONS: dict[int, str] = {
     1: """
@@ -211,6 +211,12 @@ CREATE TABLE fx_tables (
     loaded_by TEXT NOT NULL,
     file_digest TEXT NOT NULL DEFAULT ''
 );
+""",
+    # silences page by insertion order; retention finds the ended ones by their end
+    8: """
+ALTER TABLE silences ADD COLUMN seq BIGSERIAL;
+CREATE UNIQUE INDEX silences_seq ON silences (seq);
+CREATE INDEX silences_ends ON silences (ends_at);
 """,
 }
 

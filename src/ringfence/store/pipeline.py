@@ -20,7 +20,7 @@ from ringfence.alerts.ports import OutboxEntry, PipelineBatch
 from ringfence.alerts.silences import Silence
 from ringfence.clock import iso
 from ringfence.store.connection import Connection
-from ringfence.store.silences import read_silences
+from ringfence.store.silences import current_silences, forget_silences
 
 CURSOR = "dispatcher"  # the outbox's one reader
 INHIBITION_SOURCES = 500  # the newest firing alerts an inhibition rule is checked against
@@ -119,7 +119,7 @@ class SqlPipeline(PipelineBatch):
         )
 
     def current_silences(self, now: float) -> list[Silence]:
-        return read_silences(self.conn, current_at=now)
+        return current_silences(self.conn, now)
 
     def inhibition_sources(self, rule: InhibitRule, labels: Mapping[str, str]) -> Iterable[Mapping[str, str]]:
         """The newest firing alerts but ``labels``' own, narrowed to those that agree with it on
@@ -205,3 +205,6 @@ class SqlPipeline(PipelineBatch):
             (NotificationStatus.SENT, before, limit),
         )
         return int(cur.rowcount)
+
+    def forget_silences(self, ended_before: float, limit: int) -> int:
+        return forget_silences(self.conn, ended_before, limit)

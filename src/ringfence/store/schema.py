@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -230,5 +230,9 @@ CREATE TABLE fx_tables (
     loaded_by TEXT NOT NULL,
     file_digest TEXT NOT NULL DEFAULT ''
 );
+""",
+    # retention finds the ended silences by their end (they page by rowid)
+    14: """
+CREATE INDEX silences_ends ON silences (ends_at);
 """,
 }

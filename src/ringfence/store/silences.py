@@ -14,23 +14,35 @@ from ringfence.alerts.ports import SilenceStore
 from ringfence.alerts.silences import Silence, check_silence
 from ringfence.clock import iso
 from ringfence.errors import NotFound
+from ringfence.store import paging
 from ringfence.store.connection import Connection
 
 if TYPE_CHECKING:
     from ringfence.store.sql import SqlStore
 
 
+_COLUMNS = "id, matchers, starts_at, ends_at, created_by, comment, created_at"
+
+
 def _silence(row: tuple[Any, ...]) -> Silence:
     return Silence(row[0], parse_stored_matchers(msgspec.json.decode(row[1])), *row[2:])
 
 
-def read_silences(conn: Connection, current_at: float | None = None) -> list[Silence]:
-    """Every silence newest first, or with ``current_at`` those not expired then."""
-    if current_at is None:
-        rows = conn.execute("SELECT * FROM silences ORDER BY created_at DESC")
-    else:
-        rows = conn.execute("SELECT * FROM silences WHERE ends_at > ? ORDER BY created_at DESC", (current_at,))
+def current_silences(conn: Connection, now: float) -> list[Silence]:
+    """The silences not expired at ``now``, newest first."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM silences WHERE ends_at > ? ORDER BY created_at DESC",  # nosec # noqa: S608 - constant columns
+        (now,),
+    )
     return [_silence(row) for row in rows]
+
+
+def forget_silences(conn: Connection, ended_before: float, limit: int) -> int:
+    """Delete up to ``limit`` silences that ended before ``ended_before``; how many."""
+    cur = conn.execute(
+        "DELETE FROM silences WHERE id IN (SELECT id FROM silences WHERE ends_at < ? LIMIT ?)", (ended_before, limit)
+    )
+    return int(cur.rowcount)
 
 
 class SqlSilenceStore(SilenceStore):
@@ -44,15 +56,29 @@ class SqlSilenceStore(SilenceStore):
         silence = Silence(f"sil_{secrets.token_hex(8)}", parsed, starts_at, ends_at, actor, comment, now)
         with self.store.transaction() as conn:
             conn.execute(
-                "INSERT INTO silences VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO silences ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # nosec # noqa: S608 - constant columns
                 (silence.id, msgspec.json.encode(matchers).decode(), starts_at, ends_at, actor, comment, now),
             )
             detail = {"matchers": matchers, "ends_at": iso(ends_at), "comment": comment}
             self.store.audit(conn, now, actor, "silence.create", silence.id, detail)
         return silence
 
-    def silences(self, current_at: float | None = None) -> list[Silence]:
-        return read_silences(self.store.conn(), current_at)
+    def silences(self, limit: int, cursor: str | None) -> tuple[list[Silence], str | None]:
+        """Pages by insertion order (``rowid``; ``seq`` in PostgreSQL), which is unique."""
+        below = paging.after(cursor)
+        sql = f"SELECT rowid, {_COLUMNS} FROM silences"  # nosec # noqa: S608 - constant columns
+        args: list[Any] = [limit + 1]
+        if below is not None:
+            sql += " WHERE rowid < ?"
+            args.insert(0, below)
+        rows, next_cursor = paging.page(
+            self.store.conn().execute(sql + " ORDER BY rowid DESC LIMIT ?", args).fetchall(), limit
+        )
+        return [_silence(row[1:]) for row in rows], next_cursor
+
+    def current_count(self, now: float) -> int:
+        row = self.store.conn().execute("SELECT count(*) FROM silences WHERE ends_at > ?", (now,)).fetchone()
+        return int(row[0])
 
     def expire_silence(self, silence_id: str, actor: str, now: float) -> Silence:
         with self.store.transaction() as conn:
@@ -61,5 +87,8 @@ class SqlSilenceStore(SilenceStore):
                 raise NotFound(f"no active or pending silence {silence_id!r}")
             conn.execute("UPDATE silences SET starts_at = min(starts_at, ?) WHERE id = ?", (now, silence_id))
             self.store.audit(conn, now, actor, "silence.expire", silence_id, {})
-            row = conn.execute("SELECT * FROM silences WHERE id = ?", (silence_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM silences WHERE id = ?",  # nosec # noqa: S608 - constant columns
+                (silence_id,),
+            ).fetchone()
         return _silence(row)

@@ -22,6 +22,7 @@ import msgspec
 from ringfence.alerts import lifecycle
 from ringfence.alerts.lifecycle import ACTIVE, SYSTEM_ACTOR
 from ringfence.alerts.model import (
+    SHOWN_ENTRIES,
     Action,
     Alert,
     AlertChange,
@@ -248,7 +249,7 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         sql += " ORDER BY seq DESC LIMIT ?"
         rows, next_cursor = paging.page(self.conn().execute(sql, [*args, query.limit + 1]).fetchall(), query.limit)
         histories = self._histories([row[1] for row in rows])
-        return [self._alert(row[1:], histories.get(row[1], [])) for row in rows], next_cursor
+        return [self._alert(row[1:], histories.get(row[1], ([], 0))) for row in rows], next_cursor
 
     def get_alert(self, alert_id: str) -> Alert:
         row = (
@@ -261,33 +262,45 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         )
         if row is None:
             raise NotFound(f"no alert {alert_id!r}")
-        alert = self._alert(row, self._histories([row[0]]).get(row[0], []))
-        alert.comments = [
-            Comment(at=iso(at), author=author, text=text)
-            for at, author, text in self.conn().execute(
-                "SELECT at, author, text FROM alert_comments WHERE alert_id = ? ORDER BY at, rowid", (alert_id,)
+        alert = self._alert(row, self._histories([row[0]]).get(row[0], ([], 0)))
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT at, author, text, total FROM (SELECT at, author, text, rowid AS n, "
+                "row_number() OVER (ORDER BY at DESC, rowid DESC) AS newest, count(*) OVER () AS total "
+                "FROM alert_comments WHERE alert_id = ?) AS shown WHERE newest <= ? ORDER BY at, n",
+                (alert_id, SHOWN_ENTRIES),
             )
-        ]
+            .fetchall()
+        )
+        alert.comments = [Comment(at=iso(at), author=author, text=text) for at, author, text, _ in rows]
+        alert.comments_omitted = int(rows[0][3]) - len(rows) if rows else 0
         return alert
 
-    def _histories(self, alert_ids: list[str]) -> dict[str, list[HistoryEntry]]:
-        """The history of each alert in ``alert_ids``, oldest entry first (one query)."""
-        out: dict[str, list[HistoryEntry]] = {}
+    def _histories(self, alert_ids: list[str]) -> dict[str, tuple[list[HistoryEntry], int]]:
+        """The newest :data:`~ringfence.alerts.model.SHOWN_ENTRIES` history entries of each alert
+        in ``alert_ids``, oldest first, and how many older ones it has (one query)."""
+        out: dict[str, tuple[list[HistoryEntry], int]] = {}
         if not alert_ids:
             return out
         marks = ", ".join("?" * len(alert_ids))
         sql = (
-            "SELECT alert_id, at, actor, action, reason, from_status, to_status FROM alert_history "  # nosec # noqa: S608
-            f"WHERE alert_id IN ({marks}) ORDER BY at, rowid"  # only placeholders are interpolated
+            "SELECT alert_id, at, actor, action, reason, from_status, to_status, total FROM ("  # nosec # noqa: S608
+            "SELECT alert_id, at, actor, action, reason, from_status, to_status, rowid AS n, "
+            "row_number() OVER (PARTITION BY alert_id ORDER BY at DESC, rowid DESC) AS newest, "
+            "count(*) OVER (PARTITION BY alert_id) AS total "
+            f"FROM alert_history WHERE alert_id IN ({marks})) AS shown "  # only placeholders are interpolated
+            "WHERE newest <= ? ORDER BY at, n"
         )
-        rows = self.conn().execute(sql, alert_ids)
-        for aid, at, actor, action, reason, f, t in rows:
-            out.setdefault(aid, []).append(
+        for aid, at, actor, action, reason, f, t, total in self.conn().execute(sql, [*alert_ids, SHOWN_ENTRIES]):
+            entries, _ = out.setdefault(aid, ([], 0))
+            entries.append(
                 HistoryEntry(at=iso(at), actor=actor, action=action, reason=reason, from_status=f, to_status=t)
             )
+            out[aid] = (entries, int(total) - len(entries))
         return out
 
-    def _alert(self, row: tuple[Any, ...], history: list[HistoryEntry]) -> Alert:
+    def _alert(self, row: tuple[Any, ...], history: tuple[list[HistoryEntry], int]) -> Alert:
         return Alert(
             id=row[0],
             rule_id=row[1],
@@ -307,7 +320,8 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
             updated_at=iso(row[15]),
             count=row[16],
             assignee=row[17],
-            history=history,
+            history=history[0],
+            history_omitted=history[1],
         )
 
     def transition(self, alert_id: str, action: Action, actor: str, reason: str, now: float) -> Alert:

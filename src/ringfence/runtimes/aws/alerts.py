@@ -28,12 +28,12 @@ from ringfence.alerts import lifecycle
 from ringfence.alerts.config import InhibitRule
 from ringfence.alerts.lifecycle import ACTIVE, FIRING, SYSTEM_ACTOR
 from ringfence.alerts.model import (
+    SHOWN_ENTRIES,
     Action,
     Alert,
     AlertQuery,
     AlertStatus,
     AlertSummary,
-    Comment,
     Decision,
     HistoryEntry,
     alert_id,
@@ -311,25 +311,26 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
         return item
 
     def get_alert(self, alert_id: str) -> Alert:
-        """An alert with its history and comments (one query over its partition)."""
-        items = [
-            i
-            for page in self.pages(
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": s(f"a|{alert_id}")},
-                ConsistentRead=True,
+        """An alert with its newest history entries (this runtime keeps no comments)."""
+        alert = _alert(self.get_item(alert_id), [])
+        history = {
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :h)",
+            "ExpressionAttributeValues": {":pk": s(f"a|{alert_id}"), ":h": s("h|")},
+            "ConsistentRead": True,
+        }
+        reply = self.db.query(TableName=self.table, ScanIndexForward=False, Limit=SHOWN_ENTRIES, **history)
+        alert.history = [_history(i) for i in reversed(reply.get("Items", []))]
+        counted = len(alert.history)
+        while "LastEvaluatedKey" in reply:  # older ones: counted, not held
+            reply = self.db.query(
+                TableName=self.table,
+                ScanIndexForward=False,
+                Select="COUNT",
+                ExclusiveStartKey=reply["LastEvaluatedKey"],
+                **history,
             )
-            for i in page
-        ]
-        main = next((i for i in items if i["sk"]["S"] == "alert"), None)
-        if main is None:
-            raise NotFound(f"no alert {alert_id!r}")
-        alert = _alert(main, [_history(i) for i in items if i["sk"]["S"].startswith("h|")])
-        alert.comments = [
-            Comment(at=iso(float(i["at"]["N"])), author=i["actor"]["S"], text=i["text"]["S"])
-            for i in items
-            if i["sk"]["S"].startswith("c|")
-        ]
+            counted += reply["Count"]
+        alert.history_omitted = counted - len(alert.history)
         return alert
 
     def list_alerts(self, query: AlertQuery) -> tuple[list[Alert], str | None]:

@@ -16,8 +16,8 @@ Item layout of the alerts table (key ``pk`` + ``sk``); the modules named own the
 | silence | ``silences`` | silence id | :mod:`.silences` |
 | audit entry, chain head | ``audit|<block>``, ``audit`` | ``<seq>``, ``head`` | :mod:`.audit` |
 
-Indexes: ``by_created`` (``gp`` + ``gs``) lists alerts (``gp`` = ``alerts``) and
-notifications (``notifications``) newest first; ``by_customer`` a customer's alerts;
+Indexes: ``by_created`` (``gp`` + ``gs``) lists alerts (``gp`` = ``alerts``),
+notifications (``notifications``) and silences (``silences``) newest first; ``by_customer`` a customer's alerts;
 ``by_active`` (``act`` + ``updated_at``, keys only) holds what the pipeline must come back
 to: unresolved alerts under their rule id (by last update, for auto-resolve), and under
 :data:`DUE_GROUP` / :data:`DUE_NOTIFICATION` the groups and notifications due at

@@ -144,7 +144,7 @@ class DynamoBatch:
         self._writes += [(None, self.table.history_put(aid, action, reason, now)) for aid in alert_ids]
 
     def current_silences(self, now: float) -> list[Silence]:
-        return self.table.silences(current_at=now)
+        return self.table.current_silences(now)
 
     def inhibition_sources(self, rule: InhibitRule, labels: Mapping[str, str]) -> list[dict[str, str]]:
         return self.table.inhibition_sources(rule, labels)
@@ -212,6 +212,9 @@ class DynamoBatch:
 
     def forget_sent(self, before: float, limit: int) -> int:
         return 0  # DynamoDB's TTL deletes sent notifications (notification_log.SENT_TTL_S)
+
+    def forget_silences(self, ended_before: float, limit: int) -> int:
+        return 0  # DynamoDB's TTL deletes ended silences (their ``ttl``)
 
     # -- the end of the unit -------------------------------------------------------------------
 

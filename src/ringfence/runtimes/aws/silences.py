@@ -1,24 +1,36 @@
 """Silences in the alerts table (:class:`~ringfence.alerts.ports.SilenceStore`): one
-partition, one item each, kept 30 days after they end. What a silence may be is
-:func:`~ringfence.alerts.silences.check_silence`'s to say; a refused one is never stored."""
+partition, one item each, kept :data:`~ringfence.alerts.silences.SILENCE_KEPT_S` after they
+end (DynamoDB's TTL deletes them), listed newest first by ``by_created``. What a silence may
+be is :func:`~ringfence.alerts.silences.check_silence`'s to say; a refused one is never stored.
+
+The pipeline reads the current ones on every step, filtered by DynamoDB (an ended silence
+costs a read, not a transfer). Items written before silences were listed by index have no
+``gp``: that read gives them one, once."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import msgspec
 
 from ringfence.alerts.matchers import parse_stored_matchers
-from ringfence.alerts.silences import Silence, check_silence
+from ringfence.alerts.silences import SILENCE_KEPT_S, Silence, check_silence
 from ringfence.clock import iso
 from ringfence.errors import NotFound, StoreError
 from ringfence.runtimes.aws.audit import AuditTrail
-from ringfence.runtimes.aws.items import TableItems, json_s, n, s
+from ringfence.runtimes.aws.items import CREATED_INDEX, TableItems, json_s, n, s, sort_time
 
-SILENCE_TTL_S = 30 * 86400.0  # an ended silence is kept this long, then DynamoDB deletes it
 EXPIRE_ATTEMPTS = 8
+_PARTITION = "silences"  # their ``pk``, and their ``gp`` in ``by_created``
+_CURSOR = {"pk": _PARTITION, "sk": None, "gp": _PARTITION, "gs": None}  # the key of a page's last one
+
+
+def _listed(silence_id: str, created_at: float) -> dict[str, dict[str, str]]:
+    """The attributes that list a silence in ``by_created``."""
+    return {"gp": s(_PARTITION), "gs": s(f"{sort_time(created_at)}|{silence_id}")}
 
 
 def _silence(item: dict[str, Any]) -> Silence:
@@ -50,15 +62,16 @@ class SilenceItems(TableItems):
             now,
         )
         item = {
-            "pk": s("silences"),
+            "pk": s(_PARTITION),
             "sk": s(silence.id),
+            **_listed(silence.id, now),
             "matchers": json_s(matchers),
             "starts_at": n(starts_at),
             "ends_at": n(ends_at),
             "created_by": s(actor),
             "comment": s(comment),
             "created_at": n(now),
-            "ttl": n(int(ends_at + SILENCE_TTL_S)),
+            "ttl": n(int(ends_at + SILENCE_KEPT_S)),
         }
         detail = {"matchers": matchers, "ends_at": iso(ends_at), "comment": comment}
         put = {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
@@ -66,36 +79,73 @@ class SilenceItems(TableItems):
             raise StoreError(f"silence id {silence.id} is taken")  # 64 random bits: never in practice
         return silence
 
-    def silences(self, current_at: float | None = None) -> list[Silence]:
-        """Every silence newest first, or with ``current_at`` those not expired then."""
-        items = [
-            i
-            for page in self.pages(
-                KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": s("silences")}, ConsistentRead=True
-            )
-            for i in page
-            if current_at is None or float(i["ends_at"]["N"]) > current_at
-        ]
-        return sorted((_silence(i) for i in items), key=lambda x: x.created_at, reverse=True)
+    def silences(self, limit: int, cursor: str | None) -> tuple[list[Silence], str | None]:
+        query: dict[str, Any] = {
+            "IndexName": CREATED_INDEX,
+            "KeyConditionExpression": "gp = :gp",
+            "ExpressionAttributeValues": {":gp": s(_PARTITION)},
+            "ScanIndexForward": False,
+        }
+        items, next_cursor = self.listing(query, limit, cursor, _CURSOR)
+        return [_silence(i) for i in items], next_cursor
+
+    def current_count(self, now: float) -> int:
+        return sum(page["Count"] for page in self._current(now, Select="COUNT", FilterExpression="ends_at > :now"))
+
+    def current_silences(self, now: float) -> list[Silence]:
+        """The silences not expired at ``now``, newest first (and an unlisted item listed)."""
+        found: list[Silence] = []
+        for page in self._current(now, FilterExpression="ends_at > :now OR attribute_not_exists(gp)"):
+            for item in page["Items"]:
+                if "gp" not in item:
+                    self._list(item)
+                if float(item["ends_at"]["N"]) > now:
+                    found.append(_silence(item))
+        return sorted(found, key=lambda x: x.created_at, reverse=True)
+
+    def _current(self, now: float, **query: Any) -> Iterator[dict[str, Any]]:
+        """The replies of a query of the silences' partition, filtered as ``query`` says."""
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": s(_PARTITION), ":now": n(now)},
+            "ConsistentRead": True,
+            **query,
+        }
+        while True:
+            reply: dict[str, Any] = self.db.query(**request)
+            yield reply
+            if "LastEvaluatedKey" not in reply:
+                return
+            request["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+    def _list(self, item: dict[str, Any]) -> None:
+        listed = _listed(item["sk"]["S"], float(item["created_at"]["N"]))
+        self.update_if(
+            {"pk": item["pk"], "sk": item["sk"]},
+            UpdateExpression="SET gp = :gp, gs = :gs",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(gp)",
+            ExpressionAttributeValues={":gp": listed["gp"], ":gs": listed["gs"]},
+        )
 
     def expire_silence(self, silence_id: str, actor: str, now: float) -> Silence:
         """End an active or pending silence now (audited); NotFound if there is none."""
         for _ in range(EXPIRE_ATTEMPTS):
-            item = self.get("silences", silence_id)
+            item = self.get(_PARTITION, silence_id)
             if item is None or float(item["ends_at"]["N"]) <= now:
                 raise NotFound(f"no active or pending silence {silence_id!r}")
             starts_at = min(float(item["starts_at"]["N"]), now)
             update = {
                 "Update": {
                     "TableName": self.table,
-                    "Key": {"pk": s("silences"), "sk": s(silence_id)},
+                    "Key": {"pk": s(_PARTITION), "sk": s(silence_id)},
                     "UpdateExpression": "SET starts_at = :st, ends_at = :now, #ttl = :ttl",
                     "ConditionExpression": "ends_at = :was",
                     "ExpressionAttributeNames": {"#ttl": "ttl"},
                     "ExpressionAttributeValues": {
                         ":st": n(starts_at),
                         ":now": n(now),
-                        ":ttl": n(int(now + SILENCE_TTL_S)),
+                        ":ttl": n(int(now + SILENCE_KEPT_S)),
                         ":was": item["ends_at"],
                     },
                 }

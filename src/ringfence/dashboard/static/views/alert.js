@@ -43,8 +43,11 @@ function activity(alert) {
     ...alert.history.map((e) => ({ at: e.at, who: e.actor, text: [e.action, e.from_status && e.to_status ? `${e.from_status} → ${e.to_status}` : null, e.reason].filter(Boolean).join(" · ") })),
     ...alert.comments.map((c) => ({ at: c.at, who: c.author, text: `💬 ${c.text}` })),
   ].sort((a, b) => a.at.localeCompare(b.at));
-  return h("ol", { class: "activity", "aria-label": "History and comments" },
+  // the API sends the newest 100 of each; say what it left out rather than imply it never was
+  const omitted = (alert.history_omitted || 0) + (alert.comments_omitted || 0);
+  const list = h("ol", { class: "activity", "aria-label": "History and comments" },
     items.map((i) => h("li", {}, time(i.at), " ", h("span", { class: "who" }, i.who), " ", h("span", {}, i.text))));
+  return omitted ? h("div", {}, h("p", { class: "muted" }, `${omitted} older entries not shown.`), list) : list;
 }
 
 export async function render(main, { session, param }) {
