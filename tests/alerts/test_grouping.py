@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-import math
+import msgspec
 
 from ringfence.alerts.config import build_config
-from ringfence.alerts.grouping import after_flush, group_key, is_due, new_group, on_change, should_send
+from ringfence.alerts.grouping import (
+    MAX_GROUP_ALERTS,
+    NEVER,
+    GroupState,
+    after_flush,
+    group_key,
+    is_due,
+    keep_group,
+    new_group,
+    on_change,
+    part_key,
+    should_send,
+)
 
 ROUTE = build_config(
     {
@@ -61,4 +73,19 @@ def test_a_resolution_is_sent_at_once() -> None:
 def test_a_group_with_nothing_firing_is_not_scheduled_again() -> None:
     group = new_group(ROUTE, "g", {}, 0.0)
     after_flush(group, ROUTE, 30.0, sent=True, firing=False, digest="d1")
-    assert group.next_flush_at == math.inf
+    assert group.next_flush_at == NEVER
+    assert not is_due(group, 1e17)
+    assert msgspec.json.decode(msgspec.json.encode(group), type=GroupState) == group  # it can be stored
+
+
+def test_each_max_group_alerts_that_join_make_a_part_and_the_first_part_outlives_its_alerts() -> None:
+    assert [part_key("g", n) for n in (0, MAX_GROUP_ALERTS - 1, MAX_GROUP_ALERTS, 2 * MAX_GROUP_ALERTS)] == [
+        "g",
+        "g",
+        "g.1",
+        "g.2",
+    ]
+    first = new_group(ROUTE, "g", {}, 0.0)
+    assert not keep_group(first)
+    first.joined = MAX_GROUP_ALERTS + 1  # it counted alerts into another part
+    assert keep_group(first)

@@ -59,7 +59,7 @@ def test_an_unacceptable_silence_is_refused_and_never_stored(
 ) -> None:
     with pytest.raises(SilenceError, match=why):
         table.create_silence(matchers, NOW, ends_at, "analyst-1", comment, NOW)
-    assert table.silences(100, None) == ([], None)
+    assert table.silences(100, None, NOW) == ([], None)
     assert table.audit.list_audit() == ([], None)
 
 
@@ -70,7 +70,7 @@ def test_a_silence_is_stored_audited_and_expired(table: AlertTable) -> None:
     expired = table.expire_silence(silence.id, "analyst-2", NOW + 60)
     assert (expired.starts_at, expired.ends_at) == (NOW, NOW + 60)
     assert table.current_silences(NOW + 61) == []
-    assert [s.ends_at for s in table.silences(100, None)[0]] == [NOW + 60]
+    assert [s.ends_at for s in table.silences(100, None, NOW + 61)[0]] == [NOW + 60]
     kept = table.get("silences", silence.id)
     assert kept is not None
     assert int(kept["ttl"]["N"]) == int(NOW + 60 + SILENCE_KEPT_S)
@@ -84,18 +84,18 @@ def test_a_silence_is_stored_audited_and_expired(table: AlertTable) -> None:
     assert entries[1]["detail"]["matchers"] == ["customer_id=c1"]
 
 
-def test_a_silence_stored_before_silences_were_listed_by_index_is_listed_once_the_pipeline_reads_it(
-    table: AlertTable,
-) -> None:
-    silence = table.create_silence(["customer_id=c1"], NOW, NOW + HOUR, "analyst-1", "maintenance", NOW)
-    table.db.update_item(  # as an older release wrote it: no by_created attributes
-        TableName=table.table,
-        Key={"pk": {"S": "silences"}, "sk": {"S": silence.id}},
-        UpdateExpression="REMOVE gp, gs",
-    )
-    assert table.silences(100, None) == ([], None)
-    assert [s.id for s in table.current_silences(NOW)] == [silence.id]  # the pipeline still mutes with it
-    assert [s.id for s in table.silences(100, None)[0]] == [silence.id]
+def test_silences_stored_before_silences_were_listed_by_index_are_listed(table: AlertTable) -> None:
+    ended = table.create_silence(["customer_id=c1"], NOW, NOW + 60, "analyst-1", "maintenance", NOW)
+    table.expire_silence(ended.id, "analyst-1", NOW + 1)
+    lasting = table.create_silence(["customer_id=c2"], NOW, NOW + HOUR, "analyst-1", "maintenance", NOW + 2)
+    for silence in (ended, lasting):
+        table.db.update_item(  # as an older release wrote them: no by_created attributes
+            TableName=table.table,
+            Key={"pk": {"S": "silences"}, "sk": {"S": silence.id}},
+            UpdateExpression="REMOVE gp, gs",
+        )
+    assert [s.id for s in table.silences(100, None, NOW + 3)[0]] == [lasting.id, ended.id]
+    assert [s.id for s in table.current_silences(NOW + 3)] == [lasting.id]  # the pipeline mutes with it
 
 
 def test_an_alert_shows_its_newest_history_and_counts_the_rest(table: AlertTable) -> None:

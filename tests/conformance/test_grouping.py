@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ringfence.alerts import grouping
 from ringfence.alerts.model import Action, alert_id
 from tests.helpers.conformance import Harness, webhook_alerting
 from tests.helpers.receivers import RecordingReceiver
@@ -125,3 +126,37 @@ def test_an_acknowledgement_is_told_at_the_next_group_interval(runtime: Harness,
     assert len(receiver.received) == 1
     runtime.step(1)
     assert told(receiver)[1:] == [("firing", {"customer_id": "c1"}, [(FIRST, "acknowledged")])]
+
+
+def test_a_group_holds_a_bounded_number_of_alerts_the_rest_in_parts_told_on_their_own(
+    runtime: Harness, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(grouping, "MAX_GROUP_ALERTS", 3)
+    config: dict[str, Any] = webhook_alerting(receiver.url, group_wait="30s", group_interval="5m")
+    config["notify_resolved"] = True
+    runtime.configure(config)
+    ids = [alert_id("velocity", f"tok_{i}", 1) for i in range(7)]
+    for i in range(7):
+        runtime.hit(signal(i, key=f"tok_{i}"))  # one customer's: the same group labels
+    runtime.step()
+    runtime.step(30)
+    parts = told(receiver)
+    assert sorted([aid for aid, _ in alerts] for _, _, alerts in parts) == sorted(
+        sorted(p) for p in (ids[:3], ids[3:6], ids[6:])
+    )
+    assert {(status, str(labels)) for status, labels, _ in parts} == {("firing", str({"customer_id": "c1"}))}
+    runtime.transition(ids[4], Action.RESOLVE, "fixed")
+    runtime.step(1)  # told at once, by its part alone
+    assert told(receiver)[3:] == [
+        ("firing", {"customer_id": "c1"}, sorted([(ids[3], "open"), (ids[4], "resolved"), (ids[5], "open")]))
+    ]
+    for aid in ids:
+        if aid != ids[4]:
+            runtime.transition(aid, Action.RESOLVE, "fixed")
+    runtime.step(300)
+    assert len(receiver.received) == 7  # each part's resolution once
+    runtime.hit(signal(8, key="tok_8"))  # after every part emptied: a part of its own, told alone
+    runtime.step()
+    runtime.step(30)
+    assert told(receiver)[7:] == [("firing", {"customer_id": "c1"}, [(alert_id("velocity", "tok_8", 1), "open")])]
+    assert len(receiver.received) == 8

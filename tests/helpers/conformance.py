@@ -118,7 +118,7 @@ class Harness(ABC):
         found: list[Silence] = []
         cursor = None
         while True:
-            page, cursor = self.silence_store.silences(page_size, cursor)
+            page, cursor = self.silence_store.silences(page_size, cursor, self.clock.time())
             assert len(page) <= page_size
             found += page
             if cursor is None:

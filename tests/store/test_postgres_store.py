@@ -11,8 +11,9 @@ import pytest
 from ringfence.config import load_settings
 from ringfence.errors import ConfigError, StoreError
 from ringfence.store.keys import ApiKeys
-from ringfence.store.pg_schema import PG_SCHEMA_VERSION
+from ringfence.store.pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
 from ringfence.store.postgres import PostgresStore, translate
+from ringfence.store.silences import SqlSilenceStore
 from ringfence.store.sql import SqlStore
 from tests.helpers.servers import PostgresCluster
 
@@ -83,3 +84,33 @@ def test_concurrent_writers_keep_one_unbroken_audit_chain(make_pg_store: Callabl
     assert verdict.entries == 40
     store.conn().execute("UPDATE audit SET actor = 'mallory' WHERE seq = 7")
     assert not store.verify_audit().ok
+
+
+def test_silences_made_before_they_paged_are_listed_newest_first(postgres: PostgresCluster) -> None:
+    """Migration 8 numbers the silences already there by when they were made, not as the
+    table happens to store them (an expired one, rewritten, is stored last)."""
+    store = PostgresStore(postgres.new_database(), b"audit-key-for-this-test-0123456789", pool_size=2)
+    try:
+        store.schema_version()
+        with store.transaction() as conn:
+            for step in range(1, 8):
+                for statement in PG_MIGRATIONS[step].split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (step, 1.0))
+            for made in (5.0, 1.0, 4.0, 2.0, 3.0):  # stored out of order
+                conn.execute(
+                    "INSERT INTO silences VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (f"sil_{made:.0f}", '["rule_id=a"]', made, made + 60, "ana", "why", made),
+                )
+            conn.execute("UPDATE silences SET ends_at = 9.0 WHERE id = 'sil_1'")  # expired: rewritten
+        assert store.migrate() == [8]
+        silences = SqlSilenceStore(store)
+        page, cursor = silences.silences(2, None, 10.0)
+        rest, end = silences.silences(10, cursor, 10.0)
+        assert [s.id for s in page + rest] == ["sil_5", "sil_4", "sil_3", "sil_2", "sil_1"]
+        assert end is None
+        made = silences.create_silence(["rule_id=b"], 10.0, 70.0, "ana", "new", now=10.0)
+        assert silences.silences(1, None, 10.0)[0][0].id == made.id  # numbered after them
+    finally:
+        store.close()

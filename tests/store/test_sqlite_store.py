@@ -136,6 +136,7 @@ def test_an_alert_shows_its_newest_history_and_comments_and_counts_the_rest(stor
     assert alert.comments_omitted == 20
     listed = {a.id: a for a in store.list_alerts(AlertQuery(limit=10))[0]}
     assert (len(listed[aid].history), listed[aid].history_omitted) == (SHOWN_ENTRIES, 21)
+    assert (listed[aid].comments, listed[aid].comments_omitted) == (alert.comments, 20)
     assert (len(listed[other].history), listed[other].history_omitted) == (1, 0)
     assert (store.get_alert(other).comments, store.get_alert(other).comments_omitted) == ([], 0)
 
@@ -267,7 +268,7 @@ def test_a_silence_is_checked_before_it_is_stored(store: SqlStore) -> None:
         with pytest.raises(SilenceError) as caught:
             silences.create_silence(matchers, 0.0, ends_at, "key:ana", comment, now=0.0)
         assert caught.value.status == 400
-    assert silences.silences(100, None) == ([], None)
+    assert silences.silences(100, None, 0.0) == ([], None)
     assert store.list_audit()[0] == []
 
 

@@ -4,16 +4,24 @@ Pure timing logic over a :class:`GroupState`, with time passed in, so it is test
 a fake clock. As in Alertmanager: a new group waits ``group_wait`` to collect its first
 alerts; later changes are sent at most every ``group_interval``; an unchanged group with
 firing alerts is re-sent every ``repeat_interval``; a resolution is sent at once.
+
+Unlike Alertmanager's, a group is bounded: alerts stay in it until they resolve, and a busy
+rule's unresolved alerts are many (its group is read, written and notified whole). So each
+:data:`MAX_GROUP_ALERTS` alerts that join a group's labels make a *part* of their own, the
+first part counting them (:func:`part_key`): a part is notified on its own, with the same
+labels, and never holds more.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 
 import msgspec
 
 from ringfence.alerts.config import Route
+
+MAX_GROUP_ALERTS = 500  # a notification's alerts at most (some 300 KB of JSON)
+NEVER = 1e18  # the next flush of a group with nothing firing (JSON has no infinity to store)
 
 
 class GroupState(msgspec.Struct, kw_only=True):
@@ -29,6 +37,19 @@ class GroupState(msgspec.Struct, kw_only=True):
     last_flush_at: float | None = None
     last_digest: str | None = None
     flushes: int = 0
+    joined: int = 0  # on a group's first part: the alerts that ever joined it, so the part each joins
+
+
+def part_key(key: str, joined: int) -> str:
+    """The key of the part of group ``key`` that its ``joined``-th alert (from 0) joins."""
+    part = joined // MAX_GROUP_ALERTS
+    return key if part == 0 else f"{key}.{part}"
+
+
+def keep_group(state: GroupState) -> bool:
+    """Whether a flushed group stays: it holds firing alerts, or it is a first part that has
+    counted alerts into others (its count says where the next one goes)."""
+    return bool(state.alert_ids) or state.joined > MAX_GROUP_ALERTS
 
 
 def group_key(route: Route, labels: dict[str, str]) -> tuple[str, dict[str, str]]:
@@ -79,4 +100,4 @@ def after_flush(state: GroupState, route: Route, now: float, *, sent: bool, firi
         state.last_digest = digest
         state.flushes += 1
     base = state.last_flush_at if state.last_flush_at is not None else now
-    state.next_flush_at = base + route.repeat_interval if firing else math.inf
+    state.next_flush_at = base + route.repeat_interval if firing else NEVER

@@ -43,8 +43,8 @@ class SilenceStore(Protocol):
         """Store an acceptable silence (see :func:`~ringfence.alerts.silences.check_silence`), audited."""
         ...
 
-    def silences(self, limit: int, cursor: str | None) -> tuple[list[Silence], str | None]:
-        """One page of the silences kept (current ones, and those ended within
+    def silences(self, limit: int, cursor: str | None, now: float) -> tuple[list[Silence], str | None]:
+        """One page of the silences kept at ``now`` (current ones, and those ended within
         :data:`~ringfence.alerts.silences.SILENCE_KEPT_S`), newest first, and the cursor of the
         next page (None: there is no more); InvalidCursor for a cursor it did not give out."""
         ...

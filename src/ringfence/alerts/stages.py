@@ -21,7 +21,16 @@ from typing import Protocol
 
 from ringfence.alerts.config import AlertingConfig, InhibitRule, RetryPolicy, Route
 from ringfence.alerts.delivery import NextStep, after_attempt
-from ringfence.alerts.grouping import GroupState, after_flush, group_key, new_group, on_change, should_send
+from ringfence.alerts.grouping import (
+    GroupState,
+    after_flush,
+    group_key,
+    keep_group,
+    new_group,
+    on_change,
+    part_key,
+    should_send,
+)
 from ringfence.alerts.lifecycle import FIRING, muted_status, transition
 from ringfence.alerts.model import (
     Action,
@@ -130,12 +139,20 @@ class Group:
             if route.receiver not in self.receivers:
                 continue  # the dashboard: the live stream and the API are enough
             key, group_labels = group_key(route, labels)
-            group = batch.group(key) or new_group(route, key, group_labels, now)
-            if alert["id"] in group.alert_ids:
+            first = batch.group(key) or new_group(route, key, group_labels, now)
+            in_part = part_key(key, first.joined)
+            group = first if in_part == key else batch.group(in_part) or new_group(route, in_part, group_labels, now)
+            # joined already (a replay): into this part, or the one before if the count moved on
+            before = part_key(key, max(first.joined - 1, 0))
+            earlier = batch.group(before) if before not in (key, in_part) else None
+            if any(alert["id"] in g.alert_ids for g in (first, group, earlier) if g is not None):
                 continue
+            first.joined += 1
             group.alert_ids.append(alert["id"])
             on_change(group, route, now)
             batch.save_group(group)
+            if group is not first:
+                batch.save_group(first)  # its count
             batch.note([alert["id"]], PipelineAction.ROUTE, f"routed by {route.id} to {route.receiver}", now)
 
 
@@ -206,7 +223,7 @@ class Flush:
                     added += 1
                 after_flush(group, route, now, sent=send, firing=bool(firing), digest=digest)
                 group.alert_ids = [a["id"] for a in firing]
-                if group.alert_ids:
+                if keep_group(group):
                     batch.save_group(group)
                 else:
                     batch.drop_group(group.key)

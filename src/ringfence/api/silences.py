@@ -38,9 +38,8 @@ def _time(text: str, name: str) -> float:
 async def list_silences(request: Request) -> Response:
     require_unrestricted(authorize(request, "alerts:read"))
     platform = platform_of(request)
-    limit = limit_param(request, MAX_PAGE, MAX_PAGE)
-    silences, next_cursor = await run_in_threadpool(platform.silences.silences, limit, token_param(request))
-    now = platform.clock.time()
+    limit, cursor, now = limit_param(request, MAX_PAGE, MAX_PAGE), token_param(request), platform.clock.time()
+    silences, next_cursor = await run_in_threadpool(platform.silences.silences, limit, cursor, now)
     return json_response({"items": [s.to_dict(now) for s in silences], "next_cursor": next_cursor})
 
 

@@ -212,9 +212,17 @@ CREATE TABLE fx_tables (
     file_digest TEXT NOT NULL DEFAULT ''
 );
 """,
-    # silences page by insertion order; retention finds the ended ones by their end
+    # silences page by insertion order, those already there numbered by creation (a BIGSERIAL
+    # added would number them as the table is stored); retention finds the ended by their end
     8: """
-ALTER TABLE silences ADD COLUMN seq BIGSERIAL;
+ALTER TABLE silences ADD COLUMN seq BIGINT;
+UPDATE silences SET seq = numbered.n
+    FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS n FROM silences) AS numbered
+    WHERE silences.id = numbered.id;
+CREATE SEQUENCE silences_seq_seq OWNED BY silences.seq;
+SELECT setval('silences_seq_seq', coalesce((SELECT max(seq) FROM silences), 0) + 1, false);
+ALTER TABLE silences ALTER COLUMN seq SET DEFAULT nextval('silences_seq_seq');
+ALTER TABLE silences ALTER COLUMN seq SET NOT NULL;
 CREATE UNIQUE INDEX silences_seq ON silences (seq);
 CREATE INDEX silences_ends ON silences (ends_at);
 """,

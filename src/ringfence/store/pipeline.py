@@ -12,7 +12,7 @@ import msgspec
 
 from ringfence.alerts.config import InhibitRule
 from ringfence.alerts.delivery import NextStep
-from ringfence.alerts.grouping import GroupState
+from ringfence.alerts.grouping import NEVER, GroupState
 from ringfence.alerts.lifecycle import ACTIVE, FIRING, SYSTEM_ACTOR
 from ringfence.alerts.model import AlertChange, AlertSummary, NotificationStatus
 from ringfence.alerts.muting import label_set
@@ -157,7 +157,7 @@ class SqlPipeline(PipelineBatch):
     def save_group(self, group: GroupState) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO alert_groups VALUES (?, ?, ?)",
-            (group.key, _group_encoder.encode(group), min(group.next_flush_at, 1e18)),
+            (group.key, _group_encoder.encode(group), min(group.next_flush_at, NEVER)),
         )
 
     def drop_group(self, key: str) -> None:

@@ -11,7 +11,7 @@ import msgspec
 
 from ringfence.alerts.matchers import parse_stored_matchers
 from ringfence.alerts.ports import SilenceStore
-from ringfence.alerts.silences import Silence, check_silence
+from ringfence.alerts.silences import SILENCE_KEPT_S, Silence, check_silence
 from ringfence.clock import iso
 from ringfence.errors import NotFound
 from ringfence.store import paging
@@ -63,18 +63,18 @@ class SqlSilenceStore(SilenceStore):
             self.store.audit(conn, now, actor, "silence.create", silence.id, detail)
         return silence
 
-    def silences(self, limit: int, cursor: str | None) -> tuple[list[Silence], str | None]:
-        """Pages by insertion order (``rowid``; ``seq`` in PostgreSQL), which is unique."""
+    def silences(self, limit: int, cursor: str | None, now: float) -> tuple[list[Silence], str | None]:
+        """Pages by insertion order (``rowid``; ``seq`` in PostgreSQL), which is unique;
+        retention deletes the ended ones a little after they stop being listed."""
         below = paging.after(cursor)
-        sql = f"SELECT rowid, {_COLUMNS} FROM silences"  # nosec # noqa: S608 - constant columns
-        args: list[Any] = [limit + 1]
+        sql = f"SELECT rowid, {_COLUMNS} FROM silences WHERE ends_at > ?"  # nosec # noqa: S608 - constant columns
+        args: list[Any] = [now - SILENCE_KEPT_S]
         if below is not None:
-            sql += " WHERE rowid < ?"
-            args.insert(0, below)
-        rows, next_cursor = paging.page(
-            self.store.conn().execute(sql + " ORDER BY rowid DESC LIMIT ?", args).fetchall(), limit
-        )
-        return [_silence(row[1:]) for row in rows], next_cursor
+            sql += " AND rowid < ?"
+            args.append(below)
+        rows = self.store.conn().execute(sql + " ORDER BY rowid DESC LIMIT ?", [*args, limit + 1]).fetchall()
+        page, next_cursor = paging.page(rows, limit)
+        return [_silence(row[1:]) for row in page], next_cursor
 
     def current_count(self, now: float) -> int:
         row = self.store.conn().execute("SELECT count(*) FROM silences WHERE ends_at > ?", (now,)).fetchone()

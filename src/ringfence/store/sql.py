@@ -248,8 +248,7 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
         rows, next_cursor = paging.page(self.conn().execute(sql, [*args, query.limit + 1]).fetchall(), query.limit)
-        histories = self._histories([row[1] for row in rows])
-        return [self._alert(row[1:], histories.get(row[1], ([], 0))) for row in rows], next_cursor
+        return self._alerts([row[1:] for row in rows]), next_cursor
 
     def get_alert(self, alert_id: str) -> Alert:
         row = (
@@ -262,45 +261,44 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         )
         if row is None:
             raise NotFound(f"no alert {alert_id!r}")
-        alert = self._alert(row, self._histories([row[0]]).get(row[0], ([], 0)))
-        rows = (
-            self.conn()
-            .execute(
-                "SELECT at, author, text, total FROM (SELECT at, author, text, rowid AS n, "
-                "row_number() OVER (ORDER BY at DESC, rowid DESC) AS newest, count(*) OVER () AS total "
-                "FROM alert_comments WHERE alert_id = ?) AS shown WHERE newest <= ? ORDER BY at, n",
-                (alert_id, SHOWN_ENTRIES),
-            )
-            .fetchall()
-        )
-        alert.comments = [Comment(at=iso(at), author=author, text=text) for at, author, text, _ in rows]
-        alert.comments_omitted = int(rows[0][3]) - len(rows) if rows else 0
-        return alert
+        return self._alerts([row])[0]
 
-    def _histories(self, alert_ids: list[str]) -> dict[str, tuple[list[HistoryEntry], int]]:
-        """The newest :data:`~ringfence.alerts.model.SHOWN_ENTRIES` history entries of each alert
-        in ``alert_ids``, oldest first, and how many older ones it has (one query)."""
-        out: dict[str, tuple[list[HistoryEntry], int]] = {}
+    def _alerts(self, rows: list[tuple[Any, ...]]) -> list[Alert]:
+        """Alerts of ``rows``, each with its newest :data:`~ringfence.alerts.model.SHOWN_ENTRIES`
+        history entries and comments, oldest first, and how many older ones it has (a query each)."""
+        ids = [row[0] for row in rows]
+        history = self._newest(ids, "alert_history", "actor, action, reason, from_status, to_status")
+        comments = self._newest(ids, "alert_comments", "author, text")
+        alerts = []
+        for row in rows:
+            entries, history_omitted = history.get(row[0], ([], 0))
+            notes, comments_omitted = comments.get(row[0], ([], 0))
+            alert = self._alert(row, [HistoryEntry(iso(at), *rest) for at, *rest in entries], history_omitted)
+            alert.comments = [Comment(at=iso(at), author=author, text=text) for at, author, text in notes]
+            alert.comments_omitted = comments_omitted
+            alerts.append(alert)
+        return alerts
+
+    def _newest(self, alert_ids: list[str], table: str, columns: str) -> dict[str, tuple[list[tuple[Any, ...]], int]]:
+        """By alert, the newest :data:`~ringfence.alerts.model.SHOWN_ENTRIES` rows of ``table``
+        (``at`` and ``columns``), oldest first, and how many older rows there are (one query)."""
+        out: dict[str, tuple[list[tuple[Any, ...]], int]] = {}
         if not alert_ids:
             return out
         marks = ", ".join("?" * len(alert_ids))
-        sql = (
-            "SELECT alert_id, at, actor, action, reason, from_status, to_status, total FROM ("  # nosec # noqa: S608
-            "SELECT alert_id, at, actor, action, reason, from_status, to_status, rowid AS n, "
+        sql = (  # table and columns are the constants above; only placeholders are interpolated
+            f"SELECT alert_id, total, at, {columns} FROM (SELECT alert_id, at, {columns}, rowid AS n, "  # nosec # noqa: S608
             "row_number() OVER (PARTITION BY alert_id ORDER BY at DESC, rowid DESC) AS newest, "
-            "count(*) OVER (PARTITION BY alert_id) AS total "
-            f"FROM alert_history WHERE alert_id IN ({marks})) AS shown "  # only placeholders are interpolated
+            f"count(*) OVER (PARTITION BY alert_id) AS total FROM {table} WHERE alert_id IN ({marks})) AS shown "
             "WHERE newest <= ? ORDER BY at, n"
         )
-        for aid, at, actor, action, reason, f, t, total in self.conn().execute(sql, [*alert_ids, SHOWN_ENTRIES]):
+        for aid, total, *entry in self.conn().execute(sql, [*alert_ids, SHOWN_ENTRIES]):
             entries, _ = out.setdefault(aid, ([], 0))
-            entries.append(
-                HistoryEntry(at=iso(at), actor=actor, action=action, reason=reason, from_status=f, to_status=t)
-            )
+            entries.append(tuple(entry))
             out[aid] = (entries, int(total) - len(entries))
         return out
 
-    def _alert(self, row: tuple[Any, ...], history: tuple[list[HistoryEntry], int]) -> Alert:
+    def _alert(self, row: tuple[Any, ...], history: list[HistoryEntry], history_omitted: int) -> Alert:
         return Alert(
             id=row[0],
             rule_id=row[1],
@@ -320,8 +318,8 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
             updated_at=iso(row[15]),
             count=row[16],
             assignee=row[17],
-            history=history[0],
-            history_omitted=history[1],
+            history=history,
+            history_omitted=history_omitted,
         )
 
     def transition(self, alert_id: str, action: Action, actor: str, reason: str, now: float) -> Alert:

@@ -7,13 +7,12 @@ resolution find its groups. When a group flushes and what it says is decided in
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from ringfence.alerts.grouping import GroupState
+from ringfence.alerts.grouping import NEVER, GroupState
 from ringfence.runtimes.aws.items import DUE_GROUP, TableItems, n, s
 
 _encoder = msgspec.json.Encoder()
@@ -46,7 +45,7 @@ class GroupItems(TableItems):
             "state": s(_encoder.encode(state).decode()),
             "v": n(group.version + 1),
         }
-        if math.isfinite(state.next_flush_at):
+        if state.next_flush_at < NEVER:
             item |= {"act": s(DUE_GROUP), "updated_at": n(state.next_flush_at)}
         put: dict[str, Any] = {"TableName": self.table, "Item": item}
         if group.version:

@@ -6,7 +6,7 @@ Item layout of the alerts table (key ``pk`` + ``sk``); the modules named own the
 | item | pk | sk | module |
 |---|---|---|---|
 | alert | ``a|<alert id>`` | ``alert`` | :mod:`.alerts` |
-| history entry, comment | ``a|<alert id>`` | ``h|<at>|<n>``, ``c|<at>|<n>`` | :mod:`.alerts` |
+| history entry | ``a|<alert id>`` | ``h|<at>|<n>`` | :mod:`.alerts` |
 | group membership | ``a|<alert id>`` | ``g|<group key>`` | :mod:`.groups` |
 | announcement owed | ``a|<alert id>`` | ``owe|<change>`` (``by_active``: ``~announce``) | :mod:`.announcements` |
 | dedup pointer | ``d|<rule id>|<dedup key>`` | ``ptr`` | :mod:`.alerts` |

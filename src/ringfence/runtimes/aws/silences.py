@@ -5,7 +5,7 @@ be is :func:`~ringfence.alerts.silences.check_silence`'s to say; a refused one i
 
 The pipeline reads the current ones on every step, filtered by DynamoDB (an ended silence
 costs a read, not a transfer). Items written before silences were listed by index have no
-``gp``: that read gives them one, once."""
+``gp``: that read, or a listing's first page, gives them one, once."""
 
 from __future__ import annotations
 
@@ -79,23 +79,33 @@ class SilenceItems(TableItems):
             raise StoreError(f"silence id {silence.id} is taken")  # 64 random bits: never in practice
         return silence
 
-    def silences(self, limit: int, cursor: str | None) -> tuple[list[Silence], str | None]:
+    def silences(self, limit: int, cursor: str | None, now: float) -> tuple[list[Silence], str | None]:
+        """By the index (newest first), then read again consistently: the index lags the table
+        (a silence just expired would still show active)."""
+        if cursor is None:  # what an older release wrote is listed before a first page is read
+            for page in self._partition({}, FilterExpression="attribute_not_exists(gp)"):
+                for item in page["Items"]:
+                    self._list(item)
         query: dict[str, Any] = {
             "IndexName": CREATED_INDEX,
             "KeyConditionExpression": "gp = :gp",
-            "ExpressionAttributeValues": {":gp": s(_PARTITION)},
+            "FilterExpression": "ends_at > :kept",  # DynamoDB's TTL deletes them later, within days
+            "ProjectionExpression": "pk, sk, gp, gs",
+            "ExpressionAttributeValues": {":gp": s(_PARTITION), ":kept": n(now - SILENCE_KEPT_S)},
             "ScanIndexForward": False,
         }
-        items, next_cursor = self.listing(query, limit, cursor, _CURSOR)
-        return [_silence(i) for i in items], next_cursor
+        keys, next_cursor = self.listing(query, limit, cursor, _CURSOR)
+        found = {i["sk"]["S"]: i for i in self.get_many([(_PARTITION, k["sk"]["S"]) for k in keys])}
+        return [_silence(found[k["sk"]["S"]]) for k in keys if k["sk"]["S"] in found], next_cursor
 
     def current_count(self, now: float) -> int:
-        return sum(page["Count"] for page in self._current(now, Select="COUNT", FilterExpression="ends_at > :now"))
+        replies = self._partition({":now": n(now)}, Select="COUNT", FilterExpression="ends_at > :now")
+        return sum(reply["Count"] for reply in replies)
 
     def current_silences(self, now: float) -> list[Silence]:
         """The silences not expired at ``now``, newest first (and an unlisted item listed)."""
         found: list[Silence] = []
-        for page in self._current(now, FilterExpression="ends_at > :now OR attribute_not_exists(gp)"):
+        for page in self._partition({":now": n(now)}, FilterExpression="ends_at > :now OR attribute_not_exists(gp)"):
             for item in page["Items"]:
                 if "gp" not in item:
                     self._list(item)
@@ -103,12 +113,13 @@ class SilenceItems(TableItems):
                     found.append(_silence(item))
         return sorted(found, key=lambda x: x.created_at, reverse=True)
 
-    def _current(self, now: float, **query: Any) -> Iterator[dict[str, Any]]:
-        """The replies of a query of the silences' partition, filtered as ``query`` says."""
+    def _partition(self, values: dict[str, Any], **query: Any) -> Iterator[dict[str, Any]]:
+        """The replies of a query of the silences' partition, filtered as ``query`` says with
+        ``values``, read consistently."""
         request: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": s(_PARTITION), ":now": n(now)},
+            "ExpressionAttributeValues": {":pk": s(_PARTITION), **values},
             "ConsistentRead": True,
             **query,
         }

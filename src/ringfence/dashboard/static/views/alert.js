@@ -44,10 +44,11 @@ function activity(alert) {
     ...alert.comments.map((c) => ({ at: c.at, who: c.author, text: `💬 ${c.text}` })),
   ].sort((a, b) => a.at.localeCompare(b.at));
   // the API sends the newest 100 of each; say what it left out rather than imply it never was
-  const omitted = (alert.history_omitted || 0) + (alert.comments_omitted || 0);
+  const omitted = [[alert.history_omitted, "history entries"], [alert.comments_omitted, "comments"]]
+    .filter(([n]) => n > 0).map(([n, what]) => `${n} older ${what}`);
   const list = h("ol", { class: "activity", "aria-label": "History and comments" },
     items.map((i) => h("li", {}, time(i.at), " ", h("span", { class: "who" }, i.who), " ", h("span", {}, i.text))));
-  return omitted ? h("div", {}, h("p", { class: "muted" }, `${omitted} older entries not shown.`), list) : list;
+  return omitted.length ? h("div", {}, h("p", { class: "muted" }, `Not shown: ${omitted.join(" and ")}.`), list) : list;
 }
 
 export async function render(main, { session, param }) {
