@@ -104,6 +104,15 @@ def test_people_s_text_holding_a_card_number_or_nul_is_refused_and_never_stored(
         stored = c.get(url).json()
         assert stored["comments"] == []
         assert stored["status"] == "open"
+    with server.client(keys.reader) as c:  # nor looked up: a lookup may travel (kafka's queries topic)
+        for path in ("/v1/customers/4111111111111111/features", "/v1/customers/4111%201111%201111%201111/events"):
+            refused = c.get(path)
+            assert refused.status_code == 400, path
+            assert "4111" not in refused.text
+        refused = c.get("/v1/alerts", params={"customer_id": "4111-1111-1111-1111"})
+        assert refused.status_code == 400
+        assert "4111" not in refused.text
+        assert c.get(f"/v1/customers/{customer}/features").status_code == 200
     assert "4111 1111 1111 1111" not in server.log_path.read_text()
 
 

@@ -165,6 +165,37 @@ def test_commit_each_commits_every_record_of_a_failed_batch_on_its_own() -> None
     assert [([r.offset for r in b.records], len(b.quarantined)) for b in m.commits] == [([1], 0), ([2], 1), ([3], 0)]
 
 
+@pytest.mark.parametrize(
+    ("poisons", "commits"),
+    [
+        ({3}, [([1, 2], 0), ([3], 1), ([4, 5, 6], 0)]),
+        ({1, 4}, [([1], 1), ([2, 3], 0), ([4], 1), ([5, 6], 0)]),
+        ({6}, [([1, 2, 3, 4, 5], 0), ([6], 1)]),
+        ({2, 3}, [([1], 0), ([2], 1), ([3], 1), ([4, 5, 6], 0)]),
+    ],
+    ids=["one", "two", "last", "adjacent"],
+)
+def test_in_order_a_poison_costs_a_commit_before_it_one_of_its_own_and_one_after(
+    poisons: set[int], commits: list[tuple[list[int], int]]
+) -> None:
+    m, clean = Memory(), Memory()
+    records = [login(i, T0 + i, "c1" if i % 2 else "c2", poison=i in poisons) for i in range(1, 7)]
+    Driver(m, commit_each=True, in_order=True).run(records)
+    Driver(clean).run([r for r in records if not r.poison])
+    assert [([r.offset for r in b.records], len(b.quarantined)) for b in m.commits] == commits
+    assert m.offset == 6
+    assert m.alerted() == clean.alerted()
+    assert m.logins() == clean.logins()  # nothing of a poison in memory
+    assert m.rows == clean.rows  # nor committed
+
+
+def test_in_order_a_commit_the_store_refuses_falls_back_to_one_commit_per_record() -> None:
+    m = Memory()
+    m.refused = "e2"  # its alert: the fold passes, the commit fails
+    Driver(m, commit_each=True, in_order=True).run([login(1, T0), login(2, T0 + 1), login(3, T0 + 2, "c2")])
+    assert [([r.offset for r in b.records], len(b.quarantined)) for b in m.commits] == [([1], 0), ([2], 1), ([3], 0)]
+
+
 def test_an_alert_the_store_refuses_quarantines_its_event_with_one_commit_per_record() -> None:
     m = Memory()
     m.refused = "e2"

@@ -59,7 +59,7 @@ class FakeAppender(kafka_ingest.KafkaAppender):
         self.producers_made += 1
         return StandInProducer()
 
-    def _commit(self, batch: list[Any]) -> None:
+    def _commit(self, batch: list[Any], bodies: list[list[bytes]] | None = None) -> None:
         self.commits += 1
         self.committing.set()
         if self.hold is not None:
@@ -111,6 +111,46 @@ def test_transactions_begin_an_interval_apart_and_the_requests_between_share_one
         assert all_in < 3.0
     finally:
         appender.close()
+
+
+@pytest.mark.parametrize("bound", ["events", "bytes"])
+def test_a_transaction_holds_a_bounded_number_of_events_and_bytes_and_a_larger_request_alone(
+    monkeypatch: pytest.MonkeyPatch, bound: str
+) -> None:
+    """The brokers abort a transaction open longer than its timeout, with every request in it:
+    many large requests at once must make several transactions, not one that never commits."""
+    if bound == "events":
+        monkeypatch.setattr(kafka_ingest, "MAX_EVENTS_PER_TRANSACTION", 5)
+    else:
+        size = len(kafka_ingest.encode_event(validate_event(json.dumps(event(event_id="e-00")).encode(), 2e9)))
+        monkeypatch.setattr(kafka_ingest, "MAX_BYTES_PER_TRANSACTION", 5 * size + 2)
+    hold = threading.Event()
+    appender = FakeAppender(interval_ms=200, fail_first=False, hold=hold)
+    sizes = [2, 2, 1, 3, 7, 1, 2]  # events a request
+
+    def request(n: int, at: int) -> list[Any]:
+        return [validate_event(json.dumps(event(event_id=f"e-{at + i:02d}")).encode(), 2e9) for i in range(n)]
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(appender.append(request(1, 90)))
+        await asyncio.to_thread(appender.committing.wait, 5)  # the rest queue behind its commit
+        waiting, at = [], 0
+        for n in sizes:
+            waiting.append(asyncio.ensure_future(appender.append(request(n, at))))
+            at += n
+        await asyncio.sleep(0.1)
+        hold.set()
+        await asyncio.wait_for(asyncio.gather(first, *waiting), 10)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        appender.close()
+    written = appender.written[1:]  # each request's events, in order of their transactions
+    assert [len(r) for r in written] == sizes  # every request whole, in the order they came
+    per_transaction = [size for _, size in appender.batches[1:]]
+    assert per_transaction == [3, 1, 1, 2]  # 2+2+1 | 3 | 7 alone | 1+2
+    assert sum(per_transaction) == len(sizes)
 
 
 class RecordingProducer:

@@ -16,6 +16,7 @@ from ringfence.engine.packed import pack_rows
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import Conflict, NotFound, RequestError
 from ringfence.store import Checkpoint, SqliteStore
+from ringfence.store.base import LateEvent
 from ringfence.store.notifications import SqlNotificationLog
 from ringfence.store.silences import SqlSilenceStore
 from ringfence.store.sql import LOOKUP_KEYS, SqlStore
@@ -311,3 +312,17 @@ def test_checkpoint_state_and_watermarks_round_trip(store: SqlStore) -> None:
 def test_reopening_an_existing_store_keeps_its_data(tmp_path: Path) -> None:
     commit(SqliteStore(tmp_path / "s.db"), signal(1))
     assert SqliteStore(tmp_path / "s.db").count_alerts() == 1
+
+
+def test_late_events_ingested_before_a_time_are_forgotten_a_slice_at_a_time(store: SqlStore) -> None:
+    """The kafka runtime's retention: its offsets (partition x 2^40 + offset) do not follow
+    ingestion, so the time alone decides."""
+    late = [
+        LateEvent((p << 40) + o, f"e{p}-{o}", "web", "login.failed", "c1", 1.0, 2.0, ingested_at=100.0 * o + p)
+        for p in (0, 3)
+        for o in range(1, 6)
+    ]
+    store.commit_batch([], Checkpoint("dispatch", 1, late_events=late), now=1.0)
+    assert store.forget_late_events(ingested_before=301.0, limit=2) == 2
+    assert store.forget_late_events(ingested_before=301.0, limit=10) == 3  # 100, 103, 200, 203, 300 in all
+    assert sorted(e.ingested_at for e in store.list_late_events(limit=100)[0]) == [303.0, 400.0, 403.0, 500.0, 503.0]

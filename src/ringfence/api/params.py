@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from ringfence.errors import NotFound, RequestError
 from ringfence.events.controls import envelope_fault
+from ringfence.events.sensitive import PAN_MESSAGE, looks_like_pan
 
 _ASCII_INTEGER = re.compile(r"[0-9]{1,19}")  # 19 digits hold any int64; int() never sees a huge string
 _RFC3339 = re.compile(
@@ -109,9 +110,12 @@ def token_param(request: Request) -> str | None:
 
 
 def text_param(request: Request, name: str) -> str | None:
+    """A query parameter that names something (a rule, a customer): as :func:`path_text`."""
     value = _single(request, name)
     if value is not None and not (1 <= len(value) <= MAX_TEXT and printable(value)):
         raise _invalid(name, f"must be 1..{MAX_TEXT} printable characters")
+    if value is not None and looks_like_pan(value):
+        raise _invalid(name, PAN_MESSAGE)
     return value
 
 
@@ -125,9 +129,13 @@ def path_id(request: Request, name: str) -> str:
 
 
 def path_text(request: Request, name: str) -> str:
-    """A path segment that names something to look up (a customer): 1..128 printable characters (400)."""
+    """A path segment that names something to look up (a customer): 1..128 printable characters,
+    never a card number (400: ingest refuses an identifier holding one, so none is stored, and
+    a lookup may travel where it would be, as the kafka runtime's queries topic)."""
     value: str = request.path_params[name]
     if not (1 <= len(value) <= MAX_TEXT and printable(value)):
         message = f"{name} must be 1..{MAX_TEXT} printable characters"
         raise RequestError(400, "invalid_path", message, {"parameter": name})
+    if looks_like_pan(value):
+        raise RequestError(400, "invalid_path", f"{name} {PAN_MESSAGE}", {"parameter": name})
     return value

@@ -213,7 +213,8 @@ CREATE TABLE fx_tables (
 );
 """,
     # silences page by insertion order, those already there numbered by creation (a BIGSERIAL
-    # added would number them as the table is stored); retention finds the ended by their end
+    # added would number them as the table is stored); retention finds the ended silences by
+    # their end, and the late events by when they were ingested
     8: """
 ALTER TABLE silences ADD COLUMN seq BIGINT;
 UPDATE silences SET seq = numbered.n
@@ -225,6 +226,7 @@ ALTER TABLE silences ALTER COLUMN seq SET DEFAULT nextval('silences_seq_seq');
 ALTER TABLE silences ALTER COLUMN seq SET NOT NULL;
 CREATE UNIQUE INDEX silences_seq ON silences (seq);
 CREATE INDEX silences_ends ON silences (ends_at);
+CREATE INDEX late_events_ingested ON late_events (ingested_at);
 """,
 }
 

@@ -402,6 +402,16 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         items = [LateEvent(*r) for r in rows[:limit]]
         return items, (rows[limit - 1][0] if len(rows) > limit else None)
 
+    def forget_late_events(self, ingested_before: float, limit: int) -> int:
+        """Delete up to ``limit`` late events ingested before ``ingested_before``; how many. (The
+        kafka runtime's: its offsets do not follow ingestion across partitions, as
+        :func:`~ringfence.store.retention.delete_oldest` needs; PostgreSQL indexes the time.)"""
+        cur = self.conn().execute(
+            "DELETE FROM late_events WHERE offset IN (SELECT offset FROM late_events WHERE ingested_at < ? LIMIT ?)",
+            (ingested_before, limit),
+        )
+        return int(cur.rowcount)
+
     def count_late_events(self) -> int:
         return int(self.conn().execute("SELECT count(*) FROM late_events").fetchone()[0])
 

@@ -7,7 +7,8 @@ after a crash the service resumes exactly after the last batch it committed, so 
 applied once however often it is consumed. The notifications then go through the same
 :class:`~ringfence.alerts.dispatcher.Dispatcher` as the embedded runtime's (grouping,
 silences, inhibition, routing, a notification log that sends each notification once);
-several dispatch services may run, each on its own partitions, sharing that log.
+several dispatch services may run, each on its own partitions, sharing that log. Late
+events are kept as long as the events topic keeps what they point at.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ringfence.engine.rules import AlertSignal
 from ringfence.metrics import Metrics
 from ringfence.runtimes.kafka import records
 from ringfence.runtimes.kafka.client_stats import counted
-from ringfence.runtimes.kafka.topics import Topics, client_config, take, topics_of
+from ringfence.runtimes.kafka.topics import EVENTS_KEPT_S, Topics, client_config, take, topics_of
 from ringfence.store.base import Checkpoint, LateEvent
 from ringfence.store.sql import SqlStore
 
@@ -31,6 +32,9 @@ log = logging.getLogger("ringfence.kafka.dispatch")
 
 BATCH = 1000
 POLL_S = 0.2
+RETENTION_EVERY_S = 60.0
+RETENTION_ROWS = 5_000  # late events a transaction, up to RETENTION_SLICES a round
+RETENTION_SLICES = 20
 
 
 def checkpoint_name(topic: str, partition: int) -> str:
@@ -66,7 +70,7 @@ class DispatchService:
 
     def run(self, stop: threading.Event) -> None:
         self.consumer.subscribe([self.topics.alerts], on_assign=self._assigned)
-        stepped = 0.0
+        stepped = retained = 0.0
         try:
             while not stop.is_set():
                 messages = take(self.consumer, BATCH, POLL_S)
@@ -75,8 +79,26 @@ class DispatchService:
                 if time.monotonic() - stepped >= POLL_S:  # its queries are the store's, not the batch's
                     self.dispatcher.step()
                     stepped = time.monotonic()
+                if time.monotonic() - retained >= RETENTION_EVERY_S:
+                    self.forget_late_events()
+                    retained = time.monotonic()
         finally:
             self.consumer.close()
+
+    def forget_late_events(self) -> int:
+        """Delete the late events ingested before the events topic's retention (what they point
+        at is gone then), a slice a transaction; how many. A failure is logged and tried again
+        next round: it must not stop dispatching."""
+        before, forgotten = self.dispatcher.clock.time() - EVENTS_KEPT_S, 0
+        try:
+            for _ in range(RETENTION_SLICES):
+                deleted = self.store.forget_late_events(before, RETENTION_ROWS)
+                forgotten += deleted
+                if deleted < RETENTION_ROWS:
+                    break
+        except Exception:
+            log.exception("late events' retention failed; it runs again in %.0f s", RETENTION_EVERY_S)
+        return forgotten
 
     def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
         """Start each partition at the offset the store committed for it (the one after its last batch)."""

@@ -47,7 +47,13 @@ from ringfence.runtimes.kafka.topics import MAX_RECORD_BYTES, TRANSACTIONAL_RETR
 log = logging.getLogger("ringfence.kafka.ingest")
 
 MAX_REQUESTS_PER_TRANSACTION = 500
-COMMIT_TIMEOUT_S = 30.0
+# what one transaction holds at most (always one request, whatever its size): the brokers abort
+# a transaction open longer than TRANSACTION_TIMEOUT_S, and with it every request it carries, so
+# a few large requests must not make one that long (some 20,000 events a second go through here)
+MAX_EVENTS_PER_TRANSACTION = 20_000
+MAX_BYTES_PER_TRANSACTION = 16 * 1024 * 1024
+TRANSACTION_TIMEOUT_S = 10.0  # a killed ingest's open transaction holds the workers' reads this long
+COMMIT_TIMEOUT_S = TRANSACTION_TIMEOUT_S  # waiting longer is waiting for an abort
 
 
 class Request(NamedTuple):
@@ -55,6 +61,22 @@ class Request(NamedTuple):
     future: asyncio.Future[list[int | None]]
     loop: asyncio.AbstractEventLoop
     arrived: float  # epoch seconds, when ingest took it
+
+
+class Taken(NamedTuple):
+    """A request the writer thread took, its events encoded (what the transaction writes)."""
+
+    request: Request
+    bodies: list[bytes]
+    size: int
+
+
+def _taken(request: Request) -> Taken:
+    bodies = [encode_event(e) for e in request.events]
+    return Taken(request, bodies, sum(map(len, bodies)))
+
+
+INTERNAL_ERROR = "the event log did not take the events (an internal error, logged); retry"
 
 
 class KafkaAppender:
@@ -89,7 +111,7 @@ class KafkaAppender:
                     "linger.ms": 2,
                     "message.max.bytes": MAX_RECORD_BYTES // 4,  # as the stages topic takes: room over ~1 MB
                     "compression.type": "lz4",
-                    "transaction.timeout.ms": 10_000,  # a killed ingest's open transaction ends this soon
+                    "transaction.timeout.ms": int(TRANSACTION_TIMEOUT_S * 1000),
                     **TRANSACTIONAL_RETRIES,
                     "partitioner": "murmur2_random",  # the Java clients' partitioner: every producer agrees
                     **counted(self.metrics, "ingest.producer"),
@@ -128,28 +150,56 @@ class KafkaAppender:
     def _serve(self) -> None:
         interval = self.settings.kafka_commit_interval_ms / 1000
         began = -math.inf
+        held: Taken | None = None  # taken, but for the next transaction: it did not fit
         while not self._stop.is_set():
-            try:
-                batch = [self._requests.get(timeout=0.1)]
-            except queue.Empty:
-                self._producer.poll(0)  # serves its statistics when no commit does
-                continue
+            if held is None:
+                try:
+                    held = self._take(self._requests.get(timeout=0.1))
+                except queue.Empty:
+                    self._producer.poll(0)  # serves its statistics when no commit does
+                    continue
+                if held is None:
+                    continue
+            batch, held = [held], None
+            events, size = len(batch[0].request.events), batch[0].size
             # every transaction costs the brokers requests and a marker in each partition it
             # writes, however few events it holds: the requests of an interval share one
             until = began + interval
             while len(batch) < MAX_REQUESTS_PER_TRANSACTION and not self._stop.is_set():
                 wait = until - time.monotonic()
                 try:
-                    batch.append(self._requests.get(timeout=wait) if wait > 0 else self._requests.get_nowait())
+                    taken = self._take(self._requests.get(timeout=wait) if wait > 0 else self._requests.get_nowait())
                 except queue.Empty:
                     if wait <= 0:
                         break
+                    continue
+                if taken is None:
+                    continue
+                if events + len(taken.request.events) > MAX_EVENTS_PER_TRANSACTION or (
+                    size + taken.size > MAX_BYTES_PER_TRANSACTION
+                ):
+                    held = taken
+                    break
+                batch.append(taken)
+                events, size = events + len(taken.request.events), size + taken.size
             began = time.monotonic()
             try:
-                self._commit(batch)
+                self._commit([t.request for t in batch], [t.bodies for t in batch])
             except Exception:  # one batch's bug must not stop ingest for every later request
                 log.exception("ingest transaction failed unexpectedly; its requests are answered 503")
-                self._abandon(batch)
+                self._abandon([t.request for t in batch])
+        if held is not None:
+            _fail(held.request, stopping())
+
+    @staticmethod
+    def _take(request: Request) -> Taken | None:
+        """``request`` encoded; None (it is answered 503) if a bug refused it, alone."""
+        try:
+            return _taken(request)
+        except Exception:
+            log.exception("ingest could not encode a request's events; it is answered 503")
+            _fail(request, OverloadedError(INTERNAL_ERROR, 1))
+            return None
 
     def _refuse_queued(self) -> None:
         """Answer 503 to every request still queued: ingest is stopping and will not write them
@@ -163,7 +213,7 @@ class KafkaAppender:
 
     def _abandon(self, batch: list[Request]) -> None:
         """Fail ``batch``'s requests (nothing of them is kept) and start over with a fresh producer."""
-        failure = OverloadedError("the event log did not take the events (an internal error, logged); retry", 1)
+        failure = OverloadedError(INTERNAL_ERROR, 1)
         for request in batch:
             _fail(request, failure)
         try:
@@ -171,7 +221,8 @@ class KafkaAppender:
         except Exception:
             log.exception("could not start a new Kafka producer; the next request tries again")
 
-    def _commit(self, batch: list[Request]) -> None:
+    def _commit(self, batch: list[Request], bodies: list[list[bytes]] | None = None) -> None:
+        """One transaction of ``batch``'s events (``bodies``: each request's events encoded)."""
         from confluent_kafka import KafkaException
 
         offsets: list[list[int | None]] = [[None] * len(request.events) for request in batch]
@@ -185,8 +236,9 @@ class KafkaAppender:
             plan, keys = self._plan_and_keys()
             copies: dict[tuple[str, int], list[StageItem]] = {}  # each stage's events by partition, in order
             for i, request in enumerate(batch):
-                for j, event in enumerate(request.events):
-                    self._produce(plan, keys, event, at, offsets[i], j, copies)
+                encoded = bodies[i] if bodies is not None else [encode_event(e) for e in request.events]
+                for j, (event, body) in enumerate(zip(request.events, encoded, strict=True)):
+                    self._produce(plan, keys, event, body, at, offsets[i], j, copies)
             for (stage, partition), items in copies.items():
                 headers = [(ITEMS_HEADER, b"1"), (STAGE_HEADER, stage.encode())]
                 for value in encode_in_records(items, _item_size):
@@ -222,6 +274,7 @@ class KafkaAppender:
         plan: StagePlan,
         keys: Engine,
         event: Event,
+        body: bytes,
         at: int,
         offsets: list[int | None],
         index: int,
@@ -231,7 +284,6 @@ class KafkaAppender:
         ctx = EventContext(event, keys)
         route, joined = plan.route(event, ctx)
         headers = [(JOIN_HEADER, ",".join(joined).encode())] if joined else None
-        body = encode_event(event)
 
         def delivered(err: Any, msg: Any) -> None:
             if err is None:

@@ -20,6 +20,7 @@ from ringfence.engine.stages import CUSTOMER, JOIN, StagePlan
 from ringfence.errors import ConfigError
 
 MAX_RECORD_BYTES = 32 << 20  # a changelog entry's, at most (the workers' producers take as much)
+EVENTS_KEPT_S = 7 * 24 * 3600.0  # the events and alerts topics' retention (late events are kept as long)
 SASL_PASSWORD_ENV = "RINGFENCE_SECRET_KAFKA_SASL_PASSWORD"  # nosec B105 # noqa: S105 - a variable's name
 
 
@@ -106,7 +107,7 @@ class Topics:
 
     def specs(self, plan: StagePlan) -> dict[str, dict[str, str]]:
         """Every topic the pack's stages need, with its config."""
-        retention = {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)}
+        retention = {"cleanup.policy": "delete", "retention.ms": str(int(EVENTS_KEPT_S * 1000))}
         # a stage's or the join's record holds many events (about 1 MB): room for estimates' errors
         short = {**retention, "retention.ms": "86400000", "max.message.bytes": str(MAX_RECORD_BYTES // 4)}
         # a changelog is kept until its worker deletes what a complete snapshot made redundant;

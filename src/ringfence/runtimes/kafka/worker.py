@@ -15,7 +15,9 @@ and resumes from the committed offsets, so no event is lost, none is counted twi
 alerts it replays carry the ids they had.
 
 Poison: a batch that fails for anything but Kafka or the store (the decoder, the engine or the
-state codec raised) is run again one record per transaction. A record that fails again is
+state codec raised) commits the records before the one that failed in one transaction, runs
+that record alone, then the rest as a batch again (a failure the fold cannot place, one record
+per transaction). A record that fails again is
 quarantined: its row is written to PostgreSQL (:mod:`ringfence.store.quarantine`), keyed by
 (topic, partition, offset) so writing it twice keeps one row, and only then does a
 transaction of its own move the committed offset past it; its task's state is restored from
@@ -174,7 +176,9 @@ class ProcessWorker:
         self.pending: set[TaskId] = set()  # assigned, not restored yet
         self._moved: set[Source] = set()  # revoked during a take or a gather (topics.take)
         self.quarantine = QuarantineRepository(packs.store) if packs is not None else None
-        self.driver: Driver[Any] = Driver(self, commit_each=True)
+        # a failed batch: the records before the one that failed commit together (its fold says
+        # which), that one alone, then the rest; a Kafka transaction a record took seconds a poison
+        self.driver: Driver[Any] = Driver(self, commit_each=True, in_order=True)
         self._committed: dict[Source, int] = {}  # offsets this worker committed, per input partition
         self._in_hand: dict[Source, int] = {}  # the offset after the last record consumed, per input partition
         self._joins: dict[int, list[records.Contribution]] = {}  # to commit, by join partition

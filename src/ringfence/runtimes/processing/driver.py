@@ -84,11 +84,18 @@ class Driver(Generic[R]):
     the commit that moves past it. With ``commit_each`` every record then commits on its
     own; without, the good records between two poison records commit together, falling
     back to one commit per record should such a commit fail (an alert the store refuses).
+
+    With ``in_order`` (the runner's fold puts each record in the batch's ``records`` once it
+    folded it, so a failed fold says which record failed), a batch that failed folding a
+    record commits the records before it together, runs that record alone (``commit_each``'s
+    way), and the rest as a batch again: a poison record costs a few commits, not one for
+    every record of its batch (a commit may be a Kafka transaction, some milliseconds each).
     """
 
-    def __init__(self, runner: Runner[R], *, commit_each: bool = False) -> None:
+    def __init__(self, runner: Runner[R], *, commit_each: bool = False, in_order: bool = False) -> None:
         self.runner = runner
         self.commit_each = commit_each
+        self.in_order = in_order
         self.idle = Cadence(IDLE_EVERY_S)
         self.expiry = Cadence(EXPIRE_EVERY_S)
 
@@ -125,7 +132,48 @@ class Driver(Generic[R]):
         except Exception as error:
             if not records or self.runner.transient(error):
                 raise  # no record to blame, or not theirs
-            self._isolate(records, error)
+            if self.in_order and len(batch.records) < len(records):
+                self._around(records, len(batch.records), error)
+            else:
+                self._isolate(records, error)
+
+    def _around(self, records: Sequence[R], failed: int, error: Exception) -> None:
+        """The records before the one at ``failed`` folded: commit them together, run that one
+        alone, then the rest as a batch, and so on at each record that fails."""
+        log.error(
+            "record %d of a batch of %d failed (%s): the records before it commit together, it runs alone",
+            failed + 1,
+            len(records),
+            type(error).__name__,
+        )
+        while True:
+            self.runner.reset(records[: failed + 1])  # what they did beyond the last commit goes
+            if failed:
+                before: Batch[R] = Batch()
+                try:
+                    self.runner.fold(records[:failed], before)
+                    self.runner.commit(before)
+                except Exception as again:
+                    if self.runner.transient(again):
+                        raise
+                    self._isolate(records, again)  # a commit the store refuses: the ways without a guess
+                    return
+            self._one_by_one(records[failed : failed + 1], commit_each=True)
+            records = self.runner.uncommitted(records[failed + 1 :])
+            if not records:
+                return
+            batch: Batch[R] = Batch()
+            try:
+                self.runner.fold(records, batch)
+                self.runner.commit(batch)
+                return
+            except Exception as later:
+                if self.runner.transient(later):
+                    raise
+                if len(batch.records) >= len(records):  # not a record's fold: the ways without a guess
+                    self._isolate(records, later)
+                    return
+                failed = len(batch.records)
 
     def _isolate(self, records: Sequence[R], error: Exception) -> None:
         log.error("a batch of %d records failed (%s): running it record by record", len(records), type(error).__name__)
