@@ -189,6 +189,39 @@ def test_in_order_a_poison_costs_a_commit_before_it_one_of_its_own_and_one_after
     assert m.rows == clean.rows  # nor committed
 
 
+class AtTheEnd(Memory):
+    """A runtime whose state codec runs once a batch (the failure is no record's) until a
+    reset, after which it runs record by record, as the kafka worker's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.isolating = False
+
+    def fold(self, records: Sequence[Rec], batch: Batch[Rec]) -> None:
+        for r in records:
+            batch.fold(self.engine, r.event, r.offset, r.partition, r.ingested_at)
+            if r.poison and self.isolating:
+                raise ValueError(f"cannot encode the state of {r.event.event_id}")
+            batch.records.append(r)
+        if not self.isolating and any(r.poison for r in records):
+            raise ValueError("cannot encode a state of the batch")
+        batch.take_changes(self.engine)
+
+    def reset(self, records: Sequence[Rec] | None) -> None:
+        super().reset(records)
+        self.isolating = True
+
+
+def test_in_order_a_failure_no_record_was_blamed_for_is_placed_by_running_the_batch_again() -> None:
+    m = AtTheEnd()
+    Driver(m, commit_each=True, in_order=True).run([login(i, T0 + i, poison=i == 4) for i in range(1, 8)])
+    assert [([r.offset for r in b.records], len(b.quarantined)) for b in m.commits] == [
+        ([1, 2, 3], 0),
+        ([4], 1),
+        ([5, 6, 7], 0),
+    ]
+
+
 def test_in_order_a_commit_the_store_refuses_falls_back_to_one_commit_per_record() -> None:
     m = Memory()
     m.refused = "e2"  # its alert: the fold passes, the commit fails

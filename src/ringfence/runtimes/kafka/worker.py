@@ -291,7 +291,7 @@ class ProcessWorker:
                 continue
             task.event_time.took(now)
             try:
-                # a record run alone to find what failed is taken event by event: the state codec too
+                # records run again to find what failed are taken event by event: the state codec too
                 self._fold_one(task, message, batch, joins, event_by_event=self._isolating)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 # not written by Ringfence's ingest or workers: no retry can make it valid
@@ -336,7 +336,7 @@ class ProcessWorker:
                 continue
             try:
                 self._fold_event(task, item, at, batch, joins)
-                if event_by_event and index is not None:
+                if event_by_event:  # the state codec's failure is then this event's (and record's)
                     task.take_changes()
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 if index is None:

@@ -90,6 +90,8 @@ class Driver(Generic[R]):
     record commits the records before it together, runs that record alone (``commit_each``'s
     way), and the rest as a batch again: a poison record costs a few commits, not one for
     every record of its batch (a commit may be a Kafka transaction, some milliseconds each).
+    A failure the fold did not place (the state codec's, run once for the whole batch) runs
+    the batch once more after the reset, which the runner folds event by event.
     """
 
     def __init__(self, runner: Runner[R], *, commit_each: bool = False, in_order: bool = False) -> None:
@@ -178,6 +180,19 @@ class Driver(Generic[R]):
     def _isolate(self, records: Sequence[R], error: Exception) -> None:
         log.error("a batch of %d records failed (%s): running it record by record", len(records), type(error).__name__)
         self.runner.reset(None)
+        if self.in_order:  # after a reset the runner's fold may place what failed (its state codec, event by event)
+            batch: Batch[R] = Batch()
+            try:
+                self.runner.fold(records, batch)
+                self.runner.commit(batch)
+                return
+            except Exception as again:
+                if self.runner.transient(again):
+                    raise
+                if len(batch.records) < len(records):
+                    self._around(records, len(batch.records), again)
+                    return
+                self.runner.reset(None)
         try:
             self._one_by_one(records, self.commit_each)
         except Exception as again:
