@@ -843,7 +843,7 @@ impl Engine {
                 Some(of) => ctx.eval(of)?,
                 None => Value::Null,
             };
-            spec.update(self.state.feature_mut(fi, &key), t, x)?;
+            spec.update(self.state.feature_mut(fi, &key), t, mark, x)?;
         }
         let nf = self.plan.features.len();
         for &ai in &tp.anomalies {
@@ -1019,45 +1019,58 @@ impl Engine {
         scratch: &mut Scratch,
     ) -> R<Option<Captured>> {
         let t = event.occurred_at;
+        // a late event (before a partial began) neither advances nor ends that partial
         state
             .partials
-            .retain(|p| t - p.started <= spec.within && t >= p.started);
+            .retain(|p| t < p.started || t - p.started <= spec.within);
         let last = spec.steps.len() as i64 - 1;
         let mut completed: Option<Captured> = None;
-        let mut i = 0;
-        while i < state.partials.len() {
+        let mut advanced: Vec<Partial> = Vec::new();
+        let mut done: Vec<usize> = Vec::new();
+        for (i, partial) in state.partials.iter().enumerate() {
+            if t < partial.started {
+                continue;
+            }
             // a restored row names its step: one past the pattern's steps is a corrupt row
-            let next = usize::try_from(state.partials[i].step + 1).ok();
+            let next = usize::try_from(partial.step + 1).ok();
             let Some(step) = next.and_then(|n| spec.steps.get(n)) else {
                 return Err(Fault::Value(
                     "a pattern state names a step the pattern does not have".into(),
                 ));
             };
             let matched = self
-                .ctx(event, Some(&state.partials[i].captured), scratch)
+                .ctx(event, Some(&partial.captured), scratch)
                 .step_matches(step)?;
-            if matched {
-                let p = &mut state.partials[i];
-                p.captured.retain(|(n, _)| *n != step.name);
-                p.captured.push((step.name.clone(), snap.clone()));
-                p.step += 1;
-                if p.step == last {
-                    let done = state.partials.remove(i);
-                    if completed.is_none() {
-                        completed = Some(
-                            spec.steps
-                                .iter()
-                                .filter_map(|s| {
-                                    done.captured.iter().find(|(n, _)| *n == s.name).cloned()
-                                })
-                                .collect(),
-                        );
-                    }
-                    continue;
-                }
+            if !matched {
+                continue;
             }
-            i += 1;
+            // the partial stays as it was too: a decoy cannot use up the match, only the
+            // step that completes it does
+            let mut captured = partial.captured.clone();
+            captured.retain(|(n, _)| *n != step.name);
+            captured.push((step.name.clone(), snap.clone()));
+            if partial.step + 1 == last {
+                done.push(i);
+                if completed.is_none() {
+                    completed = Some(
+                        spec.steps
+                            .iter()
+                            .filter_map(|s| captured.iter().find(|(n, _)| *n == s.name).cloned())
+                            .collect(),
+                    );
+                }
+            } else {
+                advanced.push(Partial {
+                    started: partial.started,
+                    step: partial.step + 1,
+                    captured,
+                });
+            }
         }
+        for i in done.into_iter().rev() {
+            state.partials.remove(i);
+        }
+        state.partials.extend(advanced);
         if self
             .ctx(event, None, scratch)
             .step_matches(&spec.steps[0])?
@@ -1068,10 +1081,10 @@ impl Engine {
                 step: 0,
                 captured: vec![(spec.steps[0].name.clone(), snap.clone())],
             });
-            if state.partials.len() > MAX_PARTIALS {
-                let extra = state.partials.len() - MAX_PARTIALS;
-                state.partials.drain(..extra);
-            }
+        }
+        if state.partials.len() > MAX_PARTIALS {
+            let extra = state.partials.len() - MAX_PARTIALS;
+            state.partials.drain(..extra);
         }
         Ok(completed)
     }

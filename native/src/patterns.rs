@@ -10,7 +10,7 @@ use rustc_hash::FxHashSet;
 use crate::expr::Expr;
 use crate::store::Key;
 
-pub const MAX_PARTIALS: usize = 8;
+pub const MAX_PARTIALS: usize = 16;
 
 /// What a pattern remembers of a matched event (and shows as evidence).
 #[derive(Debug)]

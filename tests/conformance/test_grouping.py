@@ -160,3 +160,22 @@ def test_a_group_holds_a_bounded_number_of_alerts_the_rest_in_parts_told_on_thei
     runtime.step(30)
     assert told(receiver)[7:] == [("firing", {"customer_id": "c1"}, [(alert_id("velocity", "tok_8", 1), "open")])]
     assert len(receiver.received) == 8
+
+
+def test_an_alert_hit_again_stays_in_its_part_whatever_parts_came_since(
+    runtime: Harness, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every hit of an alert is told to the pipeline: one in an older part joins no other."""
+    monkeypatch.setattr(grouping, "MAX_GROUP_ALERTS", 3)
+    runtime.configure(webhook_alerting(receiver.url, group_wait="30s", group_interval="5m"))
+    for i in range(7):  # parts of (0, 1, 2), (3, 4, 5), (6)
+        runtime.hit(signal(i, key=f"tok_{i}"))
+    runtime.step()
+    runtime.step(30)
+    assert len(receiver.received) == 3
+    for again in (0, 3, 6):  # each part's
+        runtime.hit(signal(100 + again, key=f"tok_{again}"))
+    runtime.step()
+    runtime.step(300)
+    assert len(receiver.received) == 3  # nothing changed that is told: each alert still in one part
+    assert runtime.get(alert_id("velocity", "tok_3", 1)).count == 2

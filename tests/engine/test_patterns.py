@@ -9,6 +9,7 @@ import pytest
 from ringfence.engine import Engine, load_pack
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import RulePackError
+from tests.helpers.differential import engine_factory
 from tests.helpers.factories import T0, ev
 
 PACK = load_pack("""
@@ -85,6 +86,40 @@ def seq(
 def test_sequence(events: list[Any], fires: bool) -> None:
     hits = [s for s in run(Engine(PACK), events) if s.rule_id == "reset_payee_transfer"]
     assert bool(hits) is fires
+
+
+def fired_by(kind: str, events: list[Any]) -> list[AlertSignal]:
+    engine = engine_factory(kind)(PACK)
+    return [s for s in run(engine, events) if s.rule_id == "reset_payee_transfer"]
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_decoy_step_does_not_use_up_a_sequence(kind: str) -> None:
+    """Reset, a decoy payee, the payee paid, the transfer: the match is still there (an
+    attacker in the session could always add a payee first)."""
+    reset, decoy, _ = seq(0, 60, 120, payee="pay_decoy")
+    events = [reset, decoy, *seq(0, 90, 150)[1:]]
+    (signal,) = fired_by(kind, events)
+    assert [e["event_id"] for e in signal.related_events] == [reset.event_id, events[2].event_id]
+    assert fired_by(
+        kind, [reset, *[seq(0, 60 + i, 120, payee=f"pay_d{i}")[1] for i in range(14)], *seq(0, 90, 150)[1:]]
+    )
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_late_event_neither_ends_nor_advances_a_sequence(kind: str) -> None:
+    reset, payee, transfer = seq(0, 60, 120)
+    late = ev("transfer.initiated", at=T0 - 60, payee_id="pay_9", amount="1.00")  # from before the reset
+    assert len(fired_by(kind, [reset, payee, late, transfer])) == 1
+    early = ev("payee.added", at=T0 - 30, payee_id="pay_9", payee_country="GB")  # before the reset: no step of it
+    assert fired_by(kind, [reset, early, transfer]) == []
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_sequence_completes_once_for_its_steps(kind: str) -> None:
+    events = seq(0, 60, 120)
+    again = ev("transfer.initiated", at=T0 + 130, payee_id="pay_9", amount="150.00")
+    assert len(fired_by(kind, [*events, again])) == 1  # the payee's partial was used up by the first
 
 
 def test_a_sequence_signal_carries_every_step_as_evidence() -> None:
@@ -243,3 +278,38 @@ def test_an_event_of_unknown_arrival_moves_event_time_to_when_it_happened(kind: 
     engine = engine_factory(kind)(PACK)
     engine.process(ev("api.request", at=T0 + 299, source="partner-a"), 1, 0, 0.0)
     assert engine.watermark(0) == T0 + 299 - 5
+
+
+SKEW_PACK = load_pack("""
+version: s1
+features:
+  - name: endpoint_requests_5m
+    by: data.endpoint
+    agg: count
+    window: 5m
+    on: [api.request]
+rules:
+  - id: busy_endpoint
+    on: [api.request]
+    when: endpoint_requests_5m >= 50
+    severity: low
+    audience: ops
+    title: "{data.endpoint} busy"
+    dedup: "{data.endpoint}"
+""")
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_producer_clock_ahead_does_not_shrink_a_shared_keys_window_for_the_others(kind: str) -> None:
+    """One gateway's clock 290 s ahead (the validator allows 300): an endpoint's window must
+    still hold the other gateway's last five minutes, as its events read it."""
+    engine = engine_factory(kind)(SKEW_PACK)
+    data = {"service": "payments", "endpoint": "/pay", "status": 200, "latency_ms": 5}
+    hits = 0
+    for i in range(70):  # every 5 s for almost 6 minutes, both gateways
+        now = T0 + 5.0 * i
+        ahead = ev("api.request", at=now + 290, customer_id=None, source="gw2", **data)
+        honest = ev("api.request", at=now, customer_id=None, source="gw1", **data)
+        engine.process(ahead, 2 * i, 0, now)
+        hits += sum(s.rule_id == "busy_endpoint" for s in engine.process(honest, 2 * i + 1, 0, now))
+    assert hits > 0  # gw1's events alone fill the window past 50 (clamped: the ahead ones count as they come due)

@@ -71,6 +71,7 @@ class Memory:
         self.commits: list[Batch[Rec]] = []
         self.fail: list[Exception] = []  # raised by the next commits
         self.refused = ""  # an event whose alert the store refuses, as it would a value too big
+        self.most: int | None = None  # records a commit takes at most (more: refused, as the kafka worker's too large)
         self.expired_at: list[float] = []
 
     def fold(self, records: Sequence[Rec], batch: Batch[Rec]) -> None:
@@ -87,6 +88,8 @@ class Memory:
             raise self.fail.pop(0)
         if any(s.event_id == self.refused for s in batch.signals):
             raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        if self.most is not None and len(batch.records) > self.most:
+            raise ValueError(f"an entry of {len(batch.records)} records is too large")
         self.commits.append(batch)
         for name, key, state in (row for packed in batch.changes for row in unpack_rows(packed)):
             if state is None:
@@ -227,6 +230,21 @@ def test_in_order_a_commit_the_store_refuses_falls_back_to_one_commit_per_record
     m.refused = "e2"  # its alert: the fold passes, the commit fails
     Driver(m, commit_each=True, in_order=True).run([login(1, T0), login(2, T0 + 1), login(3, T0 + 2, "c2")])
     assert [([r.offset for r in b.records], len(b.quarantined)) for b in m.commits] == [([1], 0), ([2], 1), ([3], 0)]
+
+
+def test_in_order_a_poison_after_records_too_many_to_commit_together_ends_one_commit_per_record() -> None:
+    m, clean = Memory(), Memory()
+    m.most = 3  # the records before the poison cannot commit together: no guess again, and an end
+    records = [login(i, T0 + i, poison=i == 6) for i in range(1, 9)]
+    Driver(m, commit_each=True, in_order=True).run(records)
+    Driver(clean).run([r for r in records if not r.poison])
+    assert [([r.offset for r in b.records], len(b.quarantined)) for b in m.commits] == [
+        *[([i], 0) for i in range(1, 6)],
+        ([6], 1),
+        ([7], 0),
+        ([8], 0),
+    ]
+    assert m.rows == clean.rows
 
 
 def test_an_alert_the_store_refuses_quarantines_its_event_with_one_commit_per_record() -> None:

@@ -132,6 +132,10 @@ class PipelineBatch(Protocol):
 
     def groups_with(self, alert_id: str) -> list[GroupState]: ...
 
+    def in_group(self, key: str, alert_id: str) -> bool:
+        """Whether ``alert_id`` is in group ``key`` or one of its parts (``key.1``, ``key.2``…)."""
+        ...
+
     def due_groups(self, now: float, limit: int) -> list[GroupState]: ...
 
     # -- the notification log

@@ -139,14 +139,12 @@ class Group:
             if route.receiver not in self.receivers:
                 continue  # the dashboard: the live stream and the API are enough
             key, group_labels = group_key(route, labels)
+            if batch.in_group(key, alert["id"]):
+                continue  # hit again (every hit is told), or a replay: it joined a part already
             first = batch.group(key) or new_group(route, key, group_labels, now)
+            first.joined = max(first.joined, len(first.alert_ids))  # a group stored before parts counted none
             in_part = part_key(key, first.joined)
             group = first if in_part == key else batch.group(in_part) or new_group(route, in_part, group_labels, now)
-            # joined already (a replay): into this part, or the one before if the count moved on
-            before = part_key(key, max(first.joined - 1, 0))
-            earlier = batch.group(before) if before not in (key, in_part) else None
-            if any(alert["id"] in g.alert_ids for g in (first, group, earlier) if g is not None):
-                continue
             first.joined += 1
             group.alert_ids.append(alert["id"])
             on_change(group, route, now)

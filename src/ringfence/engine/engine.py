@@ -296,7 +296,7 @@ class Engine:
                 ctx.remember(spec.name, spec.value(state, t))
             if state is None:
                 state = table[key] = FeatureState()
-            spec.update(state, t, ctx)
+            spec.update(state, t, ctx, mark)
             self._dirty.add((spec.name, key))
         for anomaly in anomalies:
             ctx.remember(anomaly.name, self._score(anomaly, ctx, t))

@@ -21,7 +21,7 @@ from ringfence.engine.keys import key_of
 from ringfence.engine.rules import Output
 from ringfence.events.model import Event
 
-MAX_PARTIALS = 8
+MAX_PARTIALS = 16
 
 
 class PatternKind(StrEnum):
@@ -128,26 +128,35 @@ def advance_sequence(
     """Fold ``event`` into a sequence's partial matches; return the completed match's steps, if any.
 
     ``ctx`` is the event's context; its ``steps`` are set to each partial's captures while
-    that partial's next step is checked.
+    that partial's next step is checked. A partial that takes the event as its next step stays
+    as it was too (a copy goes on): a decoy (a first payee, then the one paid) cannot use up
+    the match, only the step that completes it does. A late event (before a partial began)
+    neither advances nor ends that partial.
     """
     t = event.occurred_at
-    state.partials = [p for p in state.partials if t - p.started <= spec.within and t >= p.started]
+    state.partials = [p for p in state.partials if t < p.started or t - p.started <= spec.within]
     completed: list[dict[str, Any]] | None = None
     last = len(spec.steps) - 1
-    for partial in list(state.partials):
+    advanced: list[Partial] = []
+    done: list[Partial] = []
+    for partial in state.partials:
+        if t < partial.started:
+            continue
         step = spec.steps[partial.step + 1]
         ctx.steps = partial.captured
         if step.matches(event.type, ctx):
-            partial.captured = {**partial.captured, step.name: snap}
-            partial.step += 1
-            if partial.step == last:
-                state.partials.remove(partial)
+            captured = {**partial.captured, step.name: snap}
+            if partial.step + 1 == last:
+                done.append(partial)
                 if completed is None:
-                    completed = [partial.captured[s.name] for s in spec.steps]
+                    completed = [captured[s.name] for s in spec.steps]
+            else:
+                advanced.append(Partial(partial.started, partial.step + 1, captured))
     ctx.steps = {}
+    state.partials = [p for p in state.partials if not any(p is d for d in done)] + advanced
     if spec.steps[0].matches(event.type, ctx) and completed is None:
         state.partials.append(Partial(t, 0, {spec.steps[0].name: snap}))
-        del state.partials[:-MAX_PARTIALS]
+    del state.partials[:-MAX_PARTIALS]
     return completed
 
 

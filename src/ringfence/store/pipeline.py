@@ -167,6 +167,15 @@ class SqlPipeline(PipelineBatch):
         rows = self.conn.execute("SELECT state FROM alert_groups WHERE instr(state, ?) > 0", (f'"{alert_id}"',))
         return [g for g in (_group_decoder.decode(row[0]) for row in rows) if alert_id in g.alert_ids]
 
+    def in_group(self, key: str, alert_id: str) -> bool:
+        # the group's parts by key range (a part's key is the group's, a dot and its number)
+        row = self.conn.execute(
+            "SELECT 1 FROM alert_groups WHERE (group_key = ? OR (group_key > ? AND group_key < ?)) "
+            "AND instr(state, ?) > 0 LIMIT 1",
+            (key, key + ".", key + "/", f'"{alert_id}"'),
+        ).fetchone()
+        return row is not None
+
     def due_groups(self, now: float, limit: int) -> list[GroupState]:
         rows = self.conn.execute("SELECT state FROM alert_groups WHERE next_flush_at <= ? LIMIT ?", (now, limit))
         return [_group_decoder.decode(row[0]) for row in rows]

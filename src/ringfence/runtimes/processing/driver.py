@@ -158,7 +158,7 @@ class Driver(Generic[R]):
                 except Exception as again:
                     if self.runner.transient(again):
                         raise
-                    self._isolate(records, again)  # a commit the store refuses: the ways without a guess
+                    self._isolate(records, again, place=False)  # a commit the store refuses: no guess again
                     return
             self._one_by_one(records[failed : failed + 1], commit_each=True)
             records = self.runner.uncommitted(records[failed + 1 :])
@@ -173,14 +173,17 @@ class Driver(Generic[R]):
                 if self.runner.transient(later):
                     raise
                 if len(batch.records) >= len(records):  # not a record's fold: the ways without a guess
-                    self._isolate(records, later)
+                    self._isolate(records, later, place=False)
                     return
                 failed = len(batch.records)
 
-    def _isolate(self, records: Sequence[R], error: Exception) -> None:
+    def _isolate(self, records: Sequence[R], error: Exception, *, place: bool = True) -> None:
+        """Run ``records`` again from the last commit, record by record (``place``, with
+        ``in_order``: first as a batch, which the runner's fold may now place a failure in)."""
         log.error("a batch of %d records failed (%s): running it record by record", len(records), type(error).__name__)
         self.runner.reset(None)
-        if self.in_order:  # after a reset the runner's fold may place what failed (its state codec, event by event)
+        # after a reset the runner's fold may place what failed (its state codec, event by event)
+        if self.in_order and place:
             batch: Batch[R] = Batch()
             try:
                 self.runner.fold(records, batch)
