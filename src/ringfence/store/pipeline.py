@@ -168,11 +168,12 @@ class SqlPipeline(PipelineBatch):
         return [g for g in (_group_decoder.decode(row[0]) for row in rows) if alert_id in g.alert_ids]
 
     def in_group(self, key: str, alert_id: str) -> bool:
-        # the group's parts by key range (a part's key is the group's, a dot and its number)
+        # a part's key is the group's, a dot and its number (by prefix: a range of keys would
+        # follow the database's collation, which may order punctuation as it likes)
         row = self.conn.execute(
-            "SELECT 1 FROM alert_groups WHERE (group_key = ? OR (group_key > ? AND group_key < ?)) "
+            "SELECT 1 FROM alert_groups WHERE (group_key = ? OR substr(group_key, 1, ?) = ?) "
             "AND instr(state, ?) > 0 LIMIT 1",
-            (key, key + ".", key + "/", f'"{alert_id}"'),
+            (key, len(key) + 1, key + ".", f'"{alert_id}"'),
         ).fetchone()
         return row is not None
 
