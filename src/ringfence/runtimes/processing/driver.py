@@ -150,32 +150,31 @@ class Driver(Generic[R]):
         )
         while True:
             self.runner.reset(records[: failed + 1])  # what they did beyond the last commit goes
-            if failed:
-                before: Batch[R] = Batch()
-                try:
-                    self.runner.fold(records[:failed], before)
-                    self.runner.commit(before)
-                except Exception as again:
-                    if self.runner.transient(again):
-                        raise
-                    self._isolate(records, again, place=False)  # a commit the store refuses: no guess again
-                    return
+            if failed and (refused := self._batch(records[:failed])) is not None:
+                self._isolate(records, refused[1], place=False)  # a commit the store refuses: no guess again
+                return
             self._one_by_one(records[failed : failed + 1], commit_each=True)
             records = self.runner.uncommitted(records[failed + 1 :])
-            if not records:
+            if not records or (outcome := self._batch(records)) is None:
                 return
-            batch: Batch[R] = Batch()
-            try:
-                self.runner.fold(records, batch)
-                self.runner.commit(batch)
+            failed, error = outcome
+            if failed >= len(records):  # not a record's fold: the ways without a guess
+                self._isolate(records, error, place=False)
                 return
-            except Exception as later:
-                if self.runner.transient(later):
-                    raise
-                if len(batch.records) >= len(records):  # not a record's fold: the ways without a guess
-                    self._isolate(records, later, place=False)
-                    return
-                failed = len(batch.records)
+
+    def _batch(self, records: Sequence[R]) -> tuple[int, Exception] | None:
+        """Fold and commit ``records`` as one batch: None once committed, else how many folded
+        before the failure (all of them: it was no record's fold) and the failure. A transient
+        failure is raised."""
+        batch: Batch[R] = Batch()
+        try:
+            self.runner.fold(records, batch)
+            self.runner.commit(batch)
+        except Exception as error:
+            if self.runner.transient(error):
+                raise
+            return len(batch.records), error
+        return None
 
     def _isolate(self, records: Sequence[R], error: Exception, *, place: bool = True) -> None:
         """Run ``records`` again from the last commit, record by record (``place``, with
@@ -184,18 +183,13 @@ class Driver(Generic[R]):
         self.runner.reset(None)
         # after a reset the runner's fold may place what failed (its state codec, event by event)
         if self.in_order and place:
-            batch: Batch[R] = Batch()
-            try:
-                self.runner.fold(records, batch)
-                self.runner.commit(batch)
+            if (outcome := self._batch(records)) is None:
                 return
-            except Exception as again:
-                if self.runner.transient(again):
-                    raise
-                if len(batch.records) < len(records):
-                    self._around(records, len(batch.records), again)
-                    return
-                self.runner.reset(None)
+            failed, again = outcome
+            if failed < len(records):
+                self._around(records, failed, again)
+                return
+            self.runner.reset(None)
         try:
             self._one_by_one(records, self.commit_each)
         except Exception as again:
