@@ -59,7 +59,7 @@ class FakeAppender(kafka_ingest.KafkaAppender):
         self.producers_made += 1
         return StandInProducer()
 
-    def _commit(self, batch: list[Any], bodies: list[list[bytes]] | None = None) -> None:
+    def _commit(self, batch: list[kafka_ingest.Taken]) -> None:
         self.commits += 1
         self.committing.set()
         if self.hold is not None:
@@ -67,7 +67,7 @@ class FakeAppender(kafka_ingest.KafkaAppender):
         self.batches.append((time.monotonic(), len(batch)))
         if self.commits == 1 and self.fail_first:
             raise TypeError("a bug in routing one event")
-        for request in batch:
+        for request in (taken.request for taken in batch):
             self.written.append([e.event_id for e in request.events])
             settle(request.loop, request.future, list(range(len(request.events))))
 
@@ -171,6 +171,12 @@ class RecordingProducer:
         pass
 
 
+def taken_as_ingest_does(request: kafka_ingest.Request) -> kafka_ingest.Taken:
+    taken = kafka_ingest.KafkaAppender._take(request)
+    assert taken is not None
+    return taken
+
+
 def threadless(producer: Any) -> kafka_ingest.KafkaAppender:
     """An appender whose transactions go to ``producer``: no broker, no thread (call ``_commit``)."""
     from ringfence.engine.pack import load_pack_file
@@ -199,7 +205,7 @@ def test_a_records_time_is_when_its_request_arrived_but_never_over_an_interval_b
         future = loop.create_future()
         one = [validate_event(json.dumps(event()).encode(), 2e9)]
         taken = time.time()
-        appender._commit([kafka_ingest.Request(one, future, loop, taken - waited_s)])
+        appender._commit([taken_as_ingest_does(kafka_ingest.Request(one, future, loop, taken - waited_s))])
     finally:
         loop.close()
     assert producer.times
@@ -285,7 +291,8 @@ def test_a_failed_transactions_requests_are_answered_before_its_abort_waits_on_t
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[int | None]] = loop.create_future()
         committing = threading.Thread(
-            target=appender._commit, args=([kafka_ingest.Request(one, future, loop, time.time())],)
+            target=appender._commit,
+            args=([taken_as_ingest_does(kafka_ingest.Request(one, future, loop, time.time()))],),
         )
         began = time.monotonic()
         committing.start()

@@ -153,7 +153,8 @@ def advance_sequence(
             else:
                 advanced.append(Partial(partial.started, partial.step + 1, captured))
     ctx.steps = {}
-    state.partials = [p for p in state.partials if not any(p is d for d in done)] + advanced
+    completing = {id(p) for p in done}
+    state.partials = [p for p in state.partials if id(p) not in completing] + advanced
     if spec.steps[0].matches(event.type, ctx) and completed is None:
         state.partials.append(Partial(t, 0, {spec.steps[0].name: snap}))
     del state.partials[:-MAX_PARTIALS]

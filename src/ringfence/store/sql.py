@@ -282,9 +282,8 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
     def _newest(self, alert_ids: list[str], table: str, columns: str) -> dict[str, tuple[list[tuple[Any, ...]], int]]:
         """By alert, the newest :data:`~ringfence.alerts.model.SHOWN_ENTRIES` rows of ``table``
         (``at`` and ``columns``), oldest first, and how many older rows there are (one query)."""
-        out: dict[str, tuple[list[tuple[Any, ...]], int]] = {}
         if not alert_ids:
-            return out
+            return {}
         marks = ", ".join("?" * len(alert_ids))
         sql = (  # table and columns are the constants above; only placeholders are interpolated
             f"SELECT alert_id, total, at, {columns} FROM (SELECT alert_id, at, {columns}, rowid AS n, "  # nosec # noqa: S608
@@ -292,11 +291,12 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
             f"count(*) OVER (PARTITION BY alert_id) AS total FROM {table} WHERE alert_id IN ({marks})) AS shown "
             "WHERE newest <= ? ORDER BY at, n"
         )
+        shown: dict[str, list[tuple[Any, ...]]] = {}
+        totals: dict[str, int] = {}
         for aid, total, *entry in self.conn().execute(sql, [*alert_ids, SHOWN_ENTRIES]):
-            entries, _ = out.setdefault(aid, ([], 0))
-            entries.append(tuple(entry))
-            out[aid] = (entries, int(total) - len(entries))
-        return out
+            shown.setdefault(aid, []).append(tuple(entry))
+            totals[aid] = int(total)
+        return {aid: (entries, totals[aid] - len(entries)) for aid, entries in shown.items()}
 
     def _alert(self, row: tuple[Any, ...], history: list[HistoryEntry], history_omitted: int) -> Alert:
         return Alert(

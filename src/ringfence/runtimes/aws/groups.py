@@ -70,18 +70,22 @@ class GroupItems(TableItems):
         item = {"pk": s(f"a|{alert_id}"), "sk": s(f"g|{key}")}
         return {"Put": {"TableName": self.table, "Item": item}}
 
-    def groups_with(self, alert_id: str) -> list[StoredGroup]:
-        """The groups ``alert_id`` is in."""
-        keys = [
-            (i["sk"]["S"], "g")  # the membership's sort key is the group's partition key
+    def joined(self, alert_id: str, prefix: str = "") -> list[str]:
+        """The keys of the groups ``alert_id`` joined (whose keys start with ``prefix``), by its
+        membership items: it may have left one since (its state says)."""
+        return [
+            i["sk"]["S"].removeprefix("g|")
             for page in self.pages(
                 KeyConditionExpression="pk = :pk AND begins_with(sk, :g)",
-                ExpressionAttributeValues={":pk": s(f"a|{alert_id}"), ":g": s("g|")},
+                ExpressionAttributeValues={":pk": s(f"a|{alert_id}"), ":g": s(f"g|{prefix}")},
                 ConsistentRead=True,
             )
             for i in page
         ]
-        groups = [_stored(i) for i in self.get_many(keys)]
+
+    def groups_with(self, alert_id: str) -> list[StoredGroup]:
+        """The groups ``alert_id`` is in."""
+        groups = [_stored(i) for i in self.get_many([(f"g|{key}", "g") for key in self.joined(alert_id)])]
         return [g for g in groups if alert_id in g.state.alert_ids]
 
     def due_groups(self, now: float, limit: int = 100) -> list[StoredGroup]:

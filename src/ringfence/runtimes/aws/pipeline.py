@@ -190,9 +190,11 @@ class DynamoBatch:
         return [g for g in found if g is not None and alert_id in g.alert_ids]
 
     def in_group(self, key: str, alert_id: str) -> bool:
-        parts = [g for g in self.groups_with(alert_id) if g.key == key or g.key.startswith(key + ".")]
-        joining = (s for k, s in self._saved.items() if k == key or k.startswith(key + "."))  # not written yet
-        return bool(parts) or any(alert_id in s.alert_ids for s in joining)
+        """Reads only the parts of ``key`` it joined (by its membership items), and those this
+        unit changed (not written yet)."""
+        parts = {k for k in self.table.joined(alert_id, key) if k == key or k.startswith(key + ".")}
+        parts |= {k for k in self._saved if k == key or k.startswith(key + ".")}
+        return any((g := self.group(k)) is not None and alert_id in g.alert_ids for k in parts)
 
     def due_groups(self, now: float, limit: int) -> list[GroupState]:
         found = (self._read_as(g.state.key, g) for g in self.table.due_groups(now, limit))

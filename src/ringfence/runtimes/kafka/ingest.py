@@ -71,11 +71,6 @@ class Taken(NamedTuple):
     size: int
 
 
-def _taken(request: Request) -> Taken:
-    bodies = [encode_event(e) for e in request.events]
-    return Taken(request, bodies, sum(map(len, bodies)))
-
-
 INTERNAL_ERROR = "the event log did not take the events (an internal error, logged); retry"
 
 
@@ -184,7 +179,7 @@ class KafkaAppender:
                 events, size = events + len(taken.request.events), size + taken.size
             began = time.monotonic()
             try:
-                self._commit([t.request for t in batch], [t.bodies for t in batch])
+                self._commit(batch)
             except Exception:  # one batch's bug must not stop ingest for every later request
                 log.exception("ingest transaction failed unexpectedly; its requests are answered 503")
                 self._abandon([t.request for t in batch])
@@ -195,11 +190,12 @@ class KafkaAppender:
     def _take(request: Request) -> Taken | None:
         """``request`` encoded; None (it is answered 503) if a bug refused it, alone."""
         try:
-            return _taken(request)
+            bodies = [encode_event(e) for e in request.events]
         except Exception:
             log.exception("ingest could not encode a request's events; it is answered 503")
             _fail(request, OverloadedError(INTERNAL_ERROR, 1))
             return None
+        return Taken(request, bodies, sum(map(len, bodies)))
 
     def _refuse_queued(self) -> None:
         """Answer 503 to every request still queued: ingest is stopping and will not write them
@@ -221,23 +217,23 @@ class KafkaAppender:
         except Exception:
             log.exception("could not start a new Kafka producer; the next request tries again")
 
-    def _commit(self, batch: list[Request], bodies: list[list[bytes]] | None = None) -> None:
-        """One transaction of ``batch``'s events (``bodies``: each request's events encoded)."""
+    def _commit(self, batch: list[Taken]) -> None:
+        """One transaction of ``batch``'s requests' events, as they were encoded when taken."""
         from confluent_kafka import KafkaException
 
-        offsets: list[list[int | None]] = [[None] * len(request.events) for request in batch]
+        requests = [taken.request for taken in batch]
+        offsets: list[list[int | None]] = [[None] * len(request.events) for request in requests]
         # the records' time: when ingest took the first of the requests, so their wait counts in
         # what follows; but never more than an interval back, however long a stalled commit held
         # them, since the workers' idle watermarks advance from it
         now = time.time()
-        at = int(max(batch[0].arrived, now - self.settings.kafka_commit_interval_ms / 1000) * 1000)
+        at = int(max(requests[0].arrived, now - self.settings.kafka_commit_interval_ms / 1000) * 1000)
         try:
             self._producer.begin_transaction()
             plan, keys = self._plan_and_keys()
             copies: dict[tuple[str, int], list[StageItem]] = {}  # each stage's events by partition, in order
-            for i, request in enumerate(batch):
-                encoded = bodies[i] if bodies is not None else [encode_event(e) for e in request.events]
-                for j, (event, body) in enumerate(zip(request.events, encoded, strict=True)):
+            for i, taken in enumerate(batch):
+                for j, (event, body) in enumerate(zip(taken.request.events, taken.bodies, strict=True)):
                     self._produce(plan, keys, event, body, at, offsets[i], j, copies)
             for (stage, partition), items in copies.items():
                 headers = [(ITEMS_HEADER, b"1"), (STAGE_HEADER, stage.encode())]
@@ -249,7 +245,7 @@ class KafkaAppender:
             log.warning("ingest transaction failed (%s); its requests are answered 503", error.str())
             # answered before the abort, which may wait on the brokers as long as the commit did
             failure = OverloadedError(f"the event log did not take the events: {error.str()}", 1)
-            for request in batch:
+            for request in requests:
                 _fail(request, failure)
             if error.fatal():
                 self._producer = self._new_producer()  # fenced or broken: a fresh one aborts the open transaction
@@ -259,7 +255,7 @@ class KafkaAppender:
                 except KafkaException:
                     self._producer = self._new_producer()
             return
-        for request, written in zip(batch, offsets, strict=True):
+        for request, written in zip(requests, offsets, strict=True):
             settle(request.loop, request.future, [o if o is not None else 0 for o in written])
 
     def _plan_and_keys(self) -> tuple[StagePlan, Engine]:
