@@ -501,6 +501,8 @@ pub struct Scratch {
     keys: Vec<Option<Option<Key>>>,
     /// The event's fields read so far, by slot (``Expr::Field``'s).
     fields: Vec<Option<Value>>,
+    /// When features see the event: its ``event_time_mark``, never past its arrival.
+    at: f64,
 }
 
 impl Scratch {
@@ -508,6 +510,7 @@ impl Scratch {
         self.values.iter_mut().for_each(|v| *v = None);
         self.keys.iter_mut().for_each(|k| *k = None);
         self.fields.iter_mut().for_each(|f| *f = None);
+        self.at = f64::NAN;
     }
 
     fn new(plan: &Plan) -> Scratch {
@@ -515,6 +518,7 @@ impl Scratch {
             values: vec![None; plan.value_names.len()],
             keys: vec![None; plan.bys.len()],
             fields: vec![None; plan.fields],
+            at: f64::NAN,
         }
     }
 }
@@ -600,7 +604,7 @@ impl Ctx for EvalCtx<'_> {
                 Some(spec) => {
                     let key = self.key(spec.by)?;
                     let state = key.and_then(|k| self.state.feature(slot, &k));
-                    spec.value(state, self.event.occurred_at)
+                    spec.value(state, self.scratch.at)
                 }
                 None => Value::Null, // a score for an event it does not apply to
             };
@@ -816,13 +820,15 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let t = event.occurred_at;
         let tp = self.type_plan(&event.etype);
         let mut scratch = self
             .scratch
             .take()
             .unwrap_or_else(|| Scratch::new(&self.plan));
         scratch.clear();
+        // features see (and keep) the event at its mark: never past its arrival
+        let t = mark;
+        scratch.at = t;
         for (slot, v) in carried {
             scratch.values[*slot] = Some(v.clone());
         }
@@ -843,7 +849,7 @@ impl Engine {
                 Some(of) => ctx.eval(of)?,
                 None => Value::Null,
             };
-            spec.update(self.state.feature_mut(fi, &key), t, mark, x)?;
+            spec.update(self.state.feature_mut(fi, &key), t, x)?;
         }
         let nf = self.plan.features.len();
         for &ai in &tp.anomalies {
@@ -1161,6 +1167,7 @@ impl Engine {
                 .clone();
             let steps: Captured = vec![(name, anchor.clone())];
             let mut scratch = Scratch::new(&self.plan);
+            scratch.at = event_time_mark(anchor.occurred_at, anchor.ingested_at);
             let mut ctx = self.ctx(&event, Some(&steps), &mut scratch);
             let mut signal = ctx.signal(
                 Detection::Pattern(pi),

@@ -188,11 +188,11 @@ fn max_of(a: f64, b: f64) -> f64 {
 }
 
 impl FeatureSpec {
-    /// Fold the current event's ``x`` (the value of ``of``) at time ``t`` into ``s``;
-    /// ``newest``: how far it moves the key's newest time, the edge its windows end at (the
-    /// engine's ``event_time_mark``: never past the event's arrival, so one dated ahead does
-    /// not shrink every reader's window).
-    pub fn update(&self, s: &mut FState, t: f64, newest: f64, x: Value) -> R<()> {
+    /// Fold the current event's ``x`` (the value of ``of``) into ``s`` at time ``t``: the
+    /// engine's ``event_time_mark``, never past the event's arrival, so one dated minutes ahead
+    /// neither keeps a shared key's ``last`` from other producers' events nor sits outside their
+    /// windows, nor shrinks them.
+    pub fn update(&self, s: &mut FState, t: f64, x: Value) -> R<()> {
         if self.agg.needs_of() && x.is_null() {
             return Ok(());
         }
@@ -324,7 +324,7 @@ impl FeatureSpec {
                 }
             }
         }
-        s.seen = max_of(s.seen, newest);
+        s.seen = max_of(s.seen, t);
         if windowed {
             self.prune(s);
         }
@@ -635,13 +635,8 @@ mod tests {
         let spec = distinct_spec(Some(600.0));
         let mut s = FState::default();
         for i in 0..40 {
-            spec.update(
-                &mut s,
-                100.0 + i as f64,
-                100.0 + i as f64,
-                Value::Int(i % 30),
-            )
-            .unwrap();
+            spec.update(&mut s, 100.0 + i as f64, Value::Int(i % 30))
+                .unwrap();
         }
         assert!(matches!(s.data, Data::Distinct(_)));
         assert!(matches!(spec.value(Some(&s), 140.0), Value::Int(30)));
@@ -668,8 +663,7 @@ mod tests {
         let spec = distinct_spec(Some(1e9));
         let mut s = FState::default();
         for i in 0..(MAX_DISTINCT as i128 + 5) {
-            spec.update(&mut s, i as f64, i as f64, Value::Int(i))
-                .unwrap();
+            spec.update(&mut s, i as f64, Value::Int(i)).unwrap();
         }
         let Data::Distinct(map) = &s.data else {
             unreachable!()

@@ -313,3 +313,47 @@ def test_a_producer_clock_ahead_does_not_shrink_a_shared_keys_window_for_the_oth
         engine.process(ahead, 2 * i, 0, now)
         hits += sum(s.rule_id == "busy_endpoint" for s in engine.process(honest, 2 * i + 1, 0, now))
     assert hits > 0  # gw1's events alone fill the window past 50 (clamped: the ahead ones count as they come due)
+
+
+DEVICE_PACK = load_pack("""
+version: d1
+features:
+  - {name: device_last_country, by: data.device_id, agg: last, of: data.geo.country, on: [login.succeeded]}
+  - {name: device_since, by: data.device_id, agg: time_since, window: 1h, on: [login.succeeded]}
+  - {name: device_customers_10m, by: data.device_id, agg: distinct_count, of: customer_id, window: 10m,
+     on: [login.succeeded]}
+  - {name: device_logins_1m, by: data.device_id, agg: count, window: 1m, on: [login.succeeded]}
+rules:
+  - id: seen
+    on: [login.succeeded]
+    when: "true"
+    severity: low
+    audience: security
+    title: "{device_last_country} {device_since} {device_customers_10m} {device_logins_1m}"
+    dedup: "{event_id}"
+""")
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_producer_clock_ahead_keeps_no_shared_key_state_from_the_others(kind: str) -> None:
+    """A shared device's state as other producers' events read it, when one producer's clock
+    runs 290 s ahead: its login counts, and is the device's last, as of when it arrived (before,
+    the last country stayed its own for 290 s, the time since was negative or none, and its
+    customer and login sat outside every honest reader's window)."""
+    engine = engine_factory(kind)(DEVICE_PACK)
+
+    def login(customer: str, country: str, at: float, arrived: float) -> str:
+        e = ev(
+            "login.succeeded",
+            at=at,
+            customer_id=customer,
+            device_id="dev_shared",
+            geo={"lat": 0, "lon": 0, "country": country},
+        )
+        (signal,) = engine.process(e, int(arrived), 0, arrived)
+        return signal.title
+
+    assert login("c1", "FR", T0, T0) == "  1 1"
+    assert login("c2", "RU", T0 + 290, T0 + 1) == "FR 1 2 2"  # it too reads as of its arrival
+    assert login("c3", "GB", T0 + 2, T0 + 2) == "RU 1 3 3"
+    assert login("c4", "GB", T0 + 3, T0 + 3) == "GB 1 4 4"

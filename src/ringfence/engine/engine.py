@@ -51,10 +51,12 @@ StateKey = tuple[str, str]  # (state name, key)
 class EventContext:
     """What expressions see while one event is processed: its fields, features, pattern steps."""
 
-    __slots__ = ("_cache", "_engine", "event", "keys", "steps")
+    __slots__ = ("_cache", "_engine", "at", "event", "keys", "steps")
 
-    def __init__(self, event: Event, engine: Engine) -> None:
+    def __init__(self, event: Event, engine: Engine, at: float | None = None) -> None:
         self.event = event
+        # when features see the event: its event_time_mark once processing knows its arrival
+        self.at = event.occurred_at if at is None else at
         self.steps: Mapping[str, Mapping[str, Any]] = {}
         self.keys: dict[tuple[tuple[str, ...], ...], str | None] = {}  # state keys, by their field paths
         self._engine = engine
@@ -282,7 +284,8 @@ class Engine:
         # timers due before this event fire first, so results never depend on batch boundaries
         signals = self.advance() if len(self.timers) else []
         fired = len(signals)
-        t = event.occurred_at
+        # features see (and keep) the event at its mark: never past its arrival
+        t = ctx.at = mark
         features, anomalies, rules, patterns = self._for_type(event.type)
         for spec in features:
             if not spec.applies(event.type, ctx):
@@ -296,7 +299,7 @@ class Engine:
                 ctx.remember(spec.name, spec.value(state, t))
             if state is None:
                 state = table[key] = FeatureState()
-            spec.update(state, t, ctx, mark)
+            spec.update(state, mark, ctx)
             self._dirty.add((spec.name, key))
         for anomaly in anomalies:
             ctx.remember(anomaly.name, self._score(anomaly, ctx, t))
@@ -391,7 +394,7 @@ class Engine:
             if state.deadline < deadline:
                 continue  # moved earlier since: that deadline has its own entry
             anchor = state.anchor
-            ctx = EventContext(_event_from(anchor), self)
+            ctx = EventContext(_event_from(anchor), self, event_time_mark(anchor["occurred_at"], anchor["ingested_at"]))
             assert spec.expect is not None
             ctx.steps = {spec.after.name if spec.after else spec.expect.name: anchor}
             signal = self._signal(
@@ -449,7 +452,7 @@ class Engine:
             return None  # an anomaly score for an event it does not apply to
         key = ctx.key(spec.by)
         state = self.states[name].get(key) if key is not None else None
-        return spec.value(state, ctx.event.occurred_at)
+        return spec.value(state, ctx.at)
 
     def features_of(self, key_fields: dict[str, Any], at: float) -> dict[str, Any]:
         """Current values of every feature whose key is fully given by ``key_fields``."""

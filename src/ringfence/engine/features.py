@@ -106,16 +106,17 @@ class FeatureSpec:
             return False
         return self.where is None or bool(self.where.evaluate(ctx))
 
-    def update(self, state: FeatureState, t: float, ctx: EvalContext, newest: float | None = None) -> None:
-        """Fold the current event (at event time ``t``) into ``state``. ``newest``: how far it
-        moves the key's newest time, the edge its windows end at (the engine's
-        ``event_time_mark``, ``t`` if not given: never past the event's arrival, so one dated
-        minutes ahead does not shrink every reader's window to seconds)."""
+    def update(self, state: FeatureState, t: float, ctx: EvalContext) -> None:
+        """Fold the current event into ``state`` at time ``t``: the engine's ``event_time_mark``,
+        when it happened but never past when it arrived. One dated minutes ahead (a producer's
+        clock) would otherwise sit in a shared key's state ahead of every other producer's
+        events: its ``last`` and ``time_since`` kept from them, its buckets and distinct values
+        out of their windows, and the key's newest time shrinking those windows to seconds."""
         x = self.of.evaluate(ctx) if self.of is not None else None
         if self.agg in NEEDS_OF and x is None:
             return
         _UPDATE[self.agg](self, state, t, x)
-        state.seen = max(state.seen, t if newest is None else newest)
+        state.seen = max(state.seen, t)
         if self.window is not None and state.buckets is not None:
             self._prune(state)
 
