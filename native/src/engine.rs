@@ -936,7 +936,7 @@ impl Engine {
         late: bool,
     ) -> R<Option<Signal>> {
         let spec = &self.plan.patterns[pi];
-        let t = event.occurred_at;
+        let t = scratch.at;
         let Some(key) = key_with(&self.plan.bys[spec.by], |p| field_of(event, p))? else {
             return Ok(None);
         };
@@ -1024,7 +1024,7 @@ impl Engine {
         snap: &Arc<Snap>,
         scratch: &mut Scratch,
     ) -> R<Option<Captured>> {
-        let t = event.occurred_at;
+        let t = scratch.at;
         // a late event (before a partial began) neither advances nor ends that partial
         state
             .partials
@@ -1088,10 +1088,7 @@ impl Engine {
                 captured: vec![(spec.steps[0].name.clone(), snap.clone())],
             });
         }
-        if state.partials.len() > MAX_PARTIALS {
-            let extra = state.partials.len() - MAX_PARTIALS;
-            state.partials.drain(..extra);
-        }
+        bound_partials(&mut state.partials);
         Ok(completed)
     }
 
@@ -1103,11 +1100,14 @@ impl Engine {
         snap: &Arc<Snap>,
         scratch: &mut Scratch,
     ) -> R<bool> {
-        let t = event.occurred_at;
+        let t = scratch.at;
         let expect = spec.expect.as_ref().expect("an absence expects");
         let Some(after) = &spec.after else {
             // a heartbeat: the newest expected event sets the deadline (a late one is no news)
-            let newest = state.anchor.as_ref().is_none_or(|a| t >= a.occurred_at);
+            let newest = state
+                .anchor
+                .as_ref()
+                .is_none_or(|a| t >= event_time_mark(a.occurred_at, a.ingested_at));
             if newest && self.ctx(event, None, scratch).step_matches(expect)? {
                 state.anchor = Some(snap.clone());
                 state.set_deadline(Some(t + spec.within));
@@ -1262,6 +1262,31 @@ fn event_time_mark(occurred_at: f64, ingested_at: f64) -> f64 {
         occurred_at.min(ingested_at)
     } else {
         occurred_at
+    }
+}
+
+/// At most ``MAX_PARTIALS``, dropping the oldest partial of the step most of them are at (of
+/// two as crowded, the later step): a flood of one step's events (decoy payees) pushes out only
+/// its own kind, never the partial the others branch from (``_bounded``).
+fn bound_partials(partials: &mut Vec<Partial>) {
+    while partials.len() > MAX_PARTIALS {
+        let mut held: Vec<(i64, usize)> = Vec::new();
+        for p in partials.iter() {
+            match held.iter_mut().find(|(step, _)| *step == p.step) {
+                Some((_, n)) => *n += 1,
+                None => held.push((p.step, 1)),
+            }
+        }
+        let crowded = held
+            .iter()
+            .max_by_key(|(step, n)| (*n, *step))
+            .map(|(step, _)| *step)
+            .expect("more partials than the bound");
+        let oldest = partials
+            .iter()
+            .position(|p| p.step == crowded)
+            .expect("a step some partial is at");
+        partials.remove(oldest);
     }
 }
 

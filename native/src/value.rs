@@ -651,13 +651,9 @@ pub fn py_str(v: &Value) -> String {
 pub fn template_text(v: &Value) -> R<String> {
     match v {
         Value::Float(f) => {
-            if f.is_nan() {
-                return Err(Fault::Value("cannot convert float NaN to integer".into()));
-            }
-            if f.is_infinite() {
-                return Err(Fault::Overflow(
-                    "cannot convert float infinity to integer".into(),
-                ));
+            // inf, -inf, nan (a shared key's sum can overflow): shown, never failing the event
+            if !f.is_finite() {
+                return Ok(float_repr(*f));
             }
             if f.fract() != 0.0 {
                 let s = format!("{:.2}", f);
@@ -749,7 +745,12 @@ mod tests {
             template_text(&Value::Float(1e20)).unwrap(),
             "100000000000000000000"
         );
-        assert!(template_text(&Value::Float(f64::INFINITY)).is_err());
+        assert_eq!(template_text(&Value::Float(f64::INFINITY)).unwrap(), "inf");
+        assert_eq!(
+            template_text(&Value::Float(f64::NEG_INFINITY)).unwrap(),
+            "-inf"
+        );
+        assert_eq!(template_text(&Value::Float(f64::NAN)).unwrap(), "nan");
     }
 
     #[test]

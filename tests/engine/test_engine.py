@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgspec
+import pytest
 
 from ringfence.engine import AlertSignal, Engine, load_pack, load_pack_file
 from ringfence.engine.rules import Audience, Mode, Severity
@@ -193,3 +194,48 @@ def test_a_reloaded_engine_keeps_the_state_of_unchanged_definitions_only() -> No
     same = load_pack(PACK.text.replace('version: "t1"', 'version: "t3"'))
     kept = engine.reloaded(same)
     assert kept.process(card(2), 2, 0, 0.0)[0].features == {"auths_10m": 3}
+
+
+OVERFLOW_PACK = load_pack("""
+version: o1
+features:
+  - {name: merchant_volume, by: data.merchant.id, agg: sum, of: data.amount * 1e301}
+  - {name: merchant_spread, by: data.merchant.id, agg: sum, of: data.amount * 1e308 - data.amount * 1e308}
+  - {name: merchant_low, by: data.merchant.id, agg: min, of: 0 - data.amount * 1e308}
+  - {name: customer_cards_1h, by: customer_id, agg: count, window: 1h, on: [card.authorization]}
+rules:
+  - id: merchant_volume_seen
+    on: [card.authorization]
+    when: "true"
+    severity: low
+    audience: ops
+    title: "{merchant_volume} {merchant_spread} {merchant_low}"
+    dedup: "{event_id}"
+    labels: {volume: "{merchant_volume}"}
+  - id: customer_busy
+    on: [card.authorization]
+    when: customer_cards_1h >= 3
+    severity: high
+    audience: fraud
+    title: "{customer_id} busy"
+""")
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_shared_keys_overflowed_feature_is_shown_not_failing_every_event_of_the_key(kind: str) -> None:
+    """A merchant's sum overflows to infinity (a pack's arithmetic on large amounts): the
+    events of that merchant still run every rule, and templates show inf, -inf and nan as
+    Python's str() does (before, every later event of the merchant failed, and was quarantined
+    with its customer's detections: `cannot convert float infinity to integer`)."""
+    from tests.helpers.differential import engine_factory
+
+    engine = engine_factory(kind)(OVERFLOW_PACK)
+    out = []
+    for i in range(3):
+        e = ev("card.authorization", at=T0 + i, customer_id="c1", amount="9000000.00")
+        out += engine.process(e, i, 0, T0 + i)
+    seen = [s for s in out if s.rule_id == "merchant_volume_seen"]
+    assert [s.title.split(" ", 1)[1] for s in seen] == ["nan -inf"] * 3
+    assert [s.title.split(" ", 1)[0] == "inf" for s in seen] == [False, True, True]
+    assert seen[-1].labels["volume"] == "inf"
+    assert [s.title for s in out if s.rule_id == "customer_busy"] == ["c1 busy"]

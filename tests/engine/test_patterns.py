@@ -107,12 +107,51 @@ def test_a_decoy_step_does_not_use_up_a_sequence(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_flood_of_decoys_does_not_push_out_the_step_they_branch_from(kind: str) -> None:
+    """Past 16 partials, the oldest of the most crowded step goes: 40 decoy payees after the
+    reset push out decoys, never the reset itself (before, the oldest partial went whatever
+    its step, the reset first, and the payee paid after them matched nothing)."""
+    reset = seq(0, 0, 0)[0]
+    decoys = [seq(0, 1 + i, 0, payee=f"pay_d{i}")[1] for i in range(40)]
+    (signal,) = fired_by(kind, [reset, *decoys, *seq(0, 90, 150)[1:]])
+    assert signal.related_events[0]["event_id"] == reset.event_id
+    resets = [ev("password.reset", at=T0 + i) for i in range(40)]  # a flood of the first step alone
+    assert len(fired_by(kind, [*resets, *seq(0, 90, 150)[1:]])) == 1
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
 def test_a_late_event_neither_ends_nor_advances_a_sequence(kind: str) -> None:
     reset, payee, transfer = seq(0, 60, 120)
     late = ev("transfer.initiated", at=T0 - 60, payee_id="pay_9", amount="1.00")  # from before the reset
     assert len(fired_by(kind, [reset, payee, late, transfer])) == 1
     early = ev("payee.added", at=T0 - 30, payee_id="pay_9", payee_country="GB")  # before the reset: no step of it
     assert fired_by(kind, [reset, early, transfer]) == []
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_producer_clock_ahead_does_not_reorder_a_sequences_steps(kind: str) -> None:
+    """The reset from a producer 290 s ahead, the payee and the transfer from another, 30 s
+    and 60 s after it arrived: the steps are in the order they arrived (before, the reset's
+    time was its clock's, and the other two, before it, took no step of it)."""
+    engine = engine_factory(kind)(PACK)
+    reset, payee, transfer = seq(290, 30, 60)
+    out = engine.process(reset, 1, 0, T0) + engine.process(payee, 2, 0, T0 + 30)
+    out += engine.process(transfer, 3, 0, T0 + 60)
+    assert [s.rule_id for s in out] == ["reset_payee_transfer"]
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_heartbeat_is_due_from_when_its_event_arrived_not_its_clock(kind: str) -> None:
+    """A source's event dated 290 s ahead arms its 5-minute heartbeat from its arrival, and
+    the on-time events after it re-arm it (before, its deadline was 290 s later, and the events
+    after it, older than it, were no news): the source silent after T0 + 60 is due at T0 + 360."""
+    engine = engine_factory(kind)(PACK)
+    engine.process(ev("api.request", at=T0 + 290, source="partner-a"), 1, 0, T0)
+    engine.process(ev("api.request", at=T0 + 60, source="partner-a"), 2, 0, T0 + 60)
+    other = [ev("api.request", at=T0 + t, source="partner-b") for t in (300, 370)]
+    assert engine.process(other[0], 3, 0, T0 + 300) == []
+    (signal,) = engine.process(other[1], 4, 0, T0 + 370)
+    assert (signal.rule_id, signal.title, signal.occurred_at) == ("source_silent", "partner-a silent", T0 + 360)
 
 
 @pytest.mark.parametrize("kind", ["python", "native"])

@@ -25,6 +25,7 @@ from ringfence.engine.anomaly import (
     inputs_of,
     score_zscore,
 )
+from ringfence.engine.event_time import event_time_mark
 from ringfence.engine.expressions import DictContext, walk
 from ringfence.engine.features import READ_BEFORE_UPDATE, FeatureSpec, FeatureState, decode_state, encode_state
 from ringfence.engine.keys import key_of
@@ -130,15 +131,6 @@ def check_run(bodies: Sequence[bytes], *columns: Sequence[int] | Sequence[float]
     """A run of stored events comes as columns of one length: refused before any event runs."""
     if any(len(column) != len(bodies) for column in columns):
         raise ValueError("process_raw_many: bodies, offsets, partitions and ingested_ats differ in length")
-
-
-def event_time_mark(occurred_at: float, ingested_at: float) -> float:
-    """How far an event moves its partition's event time (the watermark): to when it
-    happened, but never past when it arrived. Events may be dated minutes ahead (producers'
-    clocks; the validator allows ``MAX_FUTURE_SKEW_S``): one such must not run every other
-    key's event time on, firing their absence timers and judging their events late. An
-    arrival of 0 is unknown (a replay without one), and bounds nothing."""
-    return min(occurred_at, ingested_at) if ingested_at > 0 else occurred_at
 
 
 class Engine:
@@ -343,11 +335,11 @@ class Engine:
         table = self.pattern_states[spec.id]
         state = table.get(key)
         if state is None:
-            state = PatternState(ctx.event.occurred_at)
-        state.seen = max(state.seen, ctx.event.occurred_at)
+            state = PatternState(ctx.at)
+        state.seen = max(state.seen, ctx.at)
         signal = None
         if spec.kind == PatternKind.SEQUENCE:
-            completed = advance_sequence(spec, state, ctx.event, snap, ctx)
+            completed = advance_sequence(spec, state, ctx.at, snap, ctx)
             if completed is not None:
                 ctx.steps = {s.name: c for s, c in zip(spec.steps, completed, strict=True)}
                 signal = self._signal(
@@ -363,7 +355,7 @@ class Engine:
                 ctx.steps = {}
         else:
             armed = state.deadline
-            if advance_absence(spec, state, ctx.event, snap, ctx):
+            if advance_absence(spec, state, ctx.at, snap, ctx):
                 assert state.deadline is not None
                 # one timer per key: a deadline pushed later is re-armed when the old one
                 # comes due (see advance), so a busy key does not add an entry per event

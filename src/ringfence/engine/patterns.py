@@ -10,12 +10,14 @@ no ``after``, a *heartbeat*: a key (e.g. an event source) that sends no ``expect
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import msgspec
 
+from ringfence.engine.event_time import event_time_mark
 from ringfence.engine.expressions import EvalContext, Expression
 from ringfence.engine.keys import key_of
 from ringfence.engine.rules import Output
@@ -123,17 +125,18 @@ def snapshot(event: Event, offset: int, ingested_at: float) -> dict[str, Any]:
 
 
 def advance_sequence(
-    spec: PatternSpec, state: PatternState, event: Event, snap: dict[str, Any], ctx: Any
+    spec: PatternSpec, state: PatternState, t: float, snap: dict[str, Any], ctx: Any
 ) -> list[dict[str, Any]] | None:
-    """Fold ``event`` into a sequence's partial matches; return the completed match's steps, if any.
+    """Fold the event of ``ctx`` (at ``t``, its ``event_time_mark``) into a sequence's partial
+    matches; return the completed match's steps, if any.
 
-    ``ctx`` is the event's context; its ``steps`` are set to each partial's captures while
-    that partial's next step is checked. A partial that takes the event as its next step stays
-    as it was too (a copy goes on): a decoy (a first payee, then the one paid) cannot use up
-    the match, only the step that completes it does. A late event (before a partial began)
-    neither advances nor ends that partial.
+    Its ``steps`` are set to each partial's captures while that partial's next step is
+    checked. A partial that takes the event as its next step stays as it was too (a copy goes
+    on): a decoy (a first payee, then the one paid) cannot use up the match, only the step that
+    completes it does. A late event (before a partial began) neither advances nor ends that
+    partial. Past ``MAX_PARTIALS``, see :func:`_bounded`.
     """
-    t = event.occurred_at
+    event_type = ctx.event.type
     state.partials = [p for p in state.partials if t < p.started or t - p.started <= spec.within]
     completed: list[dict[str, Any]] | None = None
     last = len(spec.steps) - 1
@@ -144,7 +147,7 @@ def advance_sequence(
             continue
         step = spec.steps[partial.step + 1]
         ctx.steps = partial.captured
-        if step.matches(event.type, ctx):
+        if step.matches(event_type, ctx):
             captured = {**partial.captured, step.name: snap}
             if partial.step + 1 == last:
                 done.append(partial)
@@ -155,18 +158,29 @@ def advance_sequence(
     ctx.steps = {}
     completing = {id(p) for p in done}
     state.partials = [p for p in state.partials if id(p) not in completing] + advanced
-    if spec.steps[0].matches(event.type, ctx) and completed is None:
+    if spec.steps[0].matches(event_type, ctx) and completed is None:
         state.partials.append(Partial(t, 0, {spec.steps[0].name: snap}))
-    del state.partials[:-MAX_PARTIALS]
+    _bounded(state.partials)
     return completed
 
 
-def advance_absence(spec: PatternSpec, state: PatternState, event: Event, snap: dict[str, Any], ctx: Any) -> bool:
-    """Fold ``event`` into an absence; return True if its deadline (re)armed."""
-    t = event.occurred_at
+def _bounded(partials: list[Partial]) -> None:
+    """Keep at most ``MAX_PARTIALS``, dropping the oldest partial of the step most of them are
+    at (of two as crowded, the later step). A flood of one step's events (16 decoy payees)
+    then pushes out only its own kind, never the partial the others branch from (the reset)."""
+    while len(partials) > MAX_PARTIALS:
+        held = Counter(p.step for p in partials)
+        crowded = max(held, key=lambda step: (held[step], step))
+        del partials[next(i for i, p in enumerate(partials) if p.step == crowded)]
+
+
+def advance_absence(spec: PatternSpec, state: PatternState, t: float, snap: dict[str, Any], ctx: Any) -> bool:
+    """Fold the event of ``ctx`` (at ``t``, its ``event_time_mark``) into an absence; return
+    True if its deadline (re)armed."""
+    event = ctx.event
     assert spec.expect is not None
     if spec.after is None:  # a heartbeat: the newest expected event sets the deadline
-        newest = state.anchor is None or t >= state.anchor["occurred_at"]
+        newest = state.anchor is None or t >= event_time_mark(state.anchor["occurred_at"], state.anchor["ingested_at"])
         # a late event is no news: the key was heard from after it (and its deadline, were it
         # to count, would lie before the one armed, or re-arm a heartbeat that already fired)
         if newest and spec.expect.matches(event.type, ctx):

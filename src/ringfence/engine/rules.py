@@ -7,6 +7,7 @@ its ``when`` on each event of an ``on`` type and, on a hit, renders a determinis
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -88,6 +89,9 @@ class Template:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
+        if not math.isfinite(value):
+            # inf, -inf, nan (a shared key's sum can overflow): shown, never failing the event
+            return str(value)
         return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
     return str(value)
 
