@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use pyo3::prelude::*;
+use pyo3::types::PyString;
 use serde_json::Value as J;
 
 use crate::value::{
@@ -382,6 +384,38 @@ fn python_int(v: &Value) -> R<i64> {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Case {
+    Lower,
+    Upper,
+}
+
+/// ``str.lower``/``str.upper`` as the interpreter has them: ASCII here, any other text asked of
+/// Python, whose Unicode tables are not this compiler's (Python 3.11's 14.0 against Rust's
+/// 16.0 map 110 code points otherwise, ``upper('ƛ')`` among them, and a final sigma after the
+/// newer case-ignorables). The batch runs without the interpreter lock; this takes it back.
+fn python_case(s: &str, case: Case) -> String {
+    if s.is_ascii() {
+        return match case {
+            Case::Lower => s.to_ascii_lowercase(),
+            Case::Upper => s.to_ascii_uppercase(),
+        };
+    }
+    let method = match case {
+        Case::Lower => "lower",
+        Case::Upper => "upper",
+    };
+    Python::with_gil(|py| {
+        PyString::new(py, s)
+            .call_method0(method)
+            .and_then(|mapped| mapped.extract::<String>())
+    })
+    .unwrap_or_else(|_| match case {
+        Case::Lower => s.to_lowercase(),
+        Case::Upper => s.to_uppercase(),
+    })
+}
+
 fn number(v: &Value) -> R<f64> {
     match v {
         Value::Bool(_) | Value::Int(_) | Value::Float(_) => v.to_float(),
@@ -436,8 +470,8 @@ fn call(f: Func, args: &[Value]) -> R<Value> {
         }
         Func::Lower | Func::Upper | Func::Len => match &args[0] {
             Value::Str(s) => match f {
-                Func::Lower => Value::Str(s.to_lowercase().into()),
-                Func::Upper => Value::Str(s.to_uppercase().into()),
+                Func::Lower => Value::Str(python_case(s, Case::Lower).into()),
+                Func::Upper => Value::Str(python_case(s, Case::Upper).into()),
                 _ => Value::Int(s.chars().count() as Int),
             },
             _ => Value::Null,

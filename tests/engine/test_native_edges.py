@@ -366,3 +366,49 @@ def test_a_run_fails_at_an_undecodable_event_in_its_turn_as_the_reference_engine
     counts = {c: core.features_of({"customer_id": c}, t + 20)["logins_1h"] for c in sorted(set(customers))}
     assert counts == {"cus_0": 2, "cus_1": 2, "cus_2": 2, "cus_3": 1}  # the first 7 events only
     assert counts == {c: reference.features_of({"customer_id": c}, t + 20)["logins_1h"] for c in counts}
+
+
+CASES = """
+version: "cases"
+types: [acme.bag]
+rules:
+  - {id: upper, on: [acme.bag], when: upper(data.s) == data.up, severity: low, audience: ops, title: upper}
+  - {id: lower, on: [acme.bag], when: lower(data.s) == data.low, severity: low, audience: ops, title: lower}
+"""
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["ƛazy", "ɤ", "A\u03a3\U00010d50", "STRASSE ß", "İstanbul", "ǅ", "\u1c89", "ﬃ", "plain ascii", "Ωmega"],
+)
+def test_upper_and_lower_are_the_interpreters_in_both_engines(text: str) -> None:
+    """The core's own case tables are its compiler's Unicode (16.0 against Python 3.11's 14.0:
+    `upper('ƛ')` was U+A7DC in the core and 'ƛ' in Python); it asks Python for any text past
+    ASCII, so a list of upper-cased names matches alike in both."""
+    pack = load_pack(CASES)
+    core, reference = native_candidate()(pack, 5.0), Engine(pack)
+    event = bag("e1", s=text, up=text.upper(), low=text.lower())
+    assert fired(core, event) == fired(reference, event) == ["lower", "upper"]
+
+
+DIGITS = """
+version: "digits"
+types: [acme.bag]
+features:
+  - {name: total, by: customer_id, agg: sum, of: data.t, on: [acme.bag]}
+rules:
+  - {id: hours, on: [acme.bag], when: "hours_between(data.h, 0) == null", severity: low, audience: ops, title: hours}
+"""
+
+
+@pytest.mark.parametrize("digits", ["\u0661\u0662", "\uff11\uff12", "\u0967"])
+def test_numbers_in_text_are_ascii_digits_in_both_engines(digits: str) -> None:
+    """Python's float() reads other scripts' digits ('١٢' is 12.0); the core does not. The
+    reference reads them as the core does: a function of such a text is null, an aggregate of
+    it fails the event, in both."""
+    pack = load_pack(DIGITS)
+    core, reference = native_candidate()(pack, 5.0), Engine(pack)
+    assert fired(core, bag("e1", h=digits, t=1)) == fired(reference, bag("e1", h=digits, t=1)) == ["hours"]
+    for engine in (core, reference):
+        with pytest.raises(ValueError, match="could not convert string to float"):
+            engine.process(bag("e2", h=1, t=digits), 2, 0, 0.0)

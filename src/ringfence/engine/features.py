@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from ringfence.engine.expressions import EvalContext, Expression
+from ringfence.engine.functions import real
 from ringfence.engine.keys import key_of, stable_types
 
 BUCKETS = 60
@@ -171,7 +172,7 @@ def _upd_count(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
 
 
 def _upd_sum(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
-    _add(spec, s, t, float(x))
+    _add(spec, s, t, real(x))
 
 
 def _add(spec: FeatureSpec, s: FeatureState, t: float, x: float) -> None:
@@ -187,9 +188,9 @@ def _add(spec: FeatureSpec, s: FeatureState, t: float, x: float) -> None:
 def _upd_avg(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
     if spec.window is None:
         total, n = s.value or (0.0, 0)
-        s.value = (total + float(x), n + 1)
+        s.value = (total + real(x), n + 1)
         return
-    _add(spec, s, t, float(x))
+    _add(spec, s, t, real(x))
     if s.counts is None:
         s.counts = {}
     idx = math.floor(t / spec.width)
@@ -198,7 +199,7 @@ def _upd_avg(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
 
 def _extreme(pick: Callable[[float, float], float]) -> Callable[[FeatureSpec, FeatureState, float, Any], None]:
     def update(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
-        x = float(x)
+        x = real(x)
         if spec.window is None:
             s.value = x if s.value is None else pick(s.value, x)
             return
@@ -285,7 +286,7 @@ def _read_time_since(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
 
 
 def _upd_stats(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
-    x = float(x)
+    x = real(x)
     if spec.window is None:  # Welford's running mean and variance
         n, mean, m2 = s.value or (0, 0.0, 0.0)
         n += 1
@@ -301,7 +302,7 @@ def _upd_stats(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
 
 
 def _upd_ewma(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
-    s.value = float(x) if s.value is None else spec.alpha * float(x) + (1 - spec.alpha) * s.value
+    s.value = real(x) if s.value is None else spec.alpha * real(x) + (1 - spec.alpha) * s.value
 
 
 def _upd_quantile(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
@@ -309,8 +310,8 @@ def _upd_quantile(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
     empty: tuple[list[float], list[float], list[float]] = ([], [], [])
     times, values, ordered = s.value or empty
     times.append(t)
-    values.append(float(x))
-    bisect.insort(ordered, float(x))
+    values.append(real(x))
+    bisect.insort(ordered, real(x))
     if len(times) > QUANTILE_SAMPLES:
         del times[0]
         ordered.pop(bisect.bisect_left(ordered, values.pop(0)))

@@ -22,11 +22,19 @@ def distance_km(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> float | None:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
 
 
+def real(x: Any) -> float:
+    """``float(x)`` as the compiled core reads it: a text's digits are ASCII ones (Python also
+    reads other scripts' digits, ``'١٢'``, which the core refuses: the engines would differ)."""
+    if x.__class__ is str and not x.strip().isascii():
+        raise ValueError(f"could not convert string to float: {x!r}")
+    return float(x)
+
+
 def hours_between(t1: Any, t2: Any) -> float | None:
     """Absolute hours between two epoch-second timestamps; None if either is missing."""
     if t1 is None or t2 is None:
         return None
-    return abs(float(t2) - float(t1)) / 3600.0
+    return abs(real(t2) - real(t1)) / 3600.0
 
 
 def _nullable(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,7 +52,9 @@ def _text(fn: Callable[[str], Any]) -> Callable[[Any], Any]:
     return lambda s: fn(s) if isinstance(s, str) else None
 
 
-def _round(x: float, n: float = 0) -> float:
+def _round(x: float, n: Any = 0) -> float:
+    if n.__class__ is str and not n.strip().isascii():  # as real(): ASCII digits only
+        raise ValueError(f"invalid literal for int(): {n!r}")
     return round(x, max(0, min(12, int(n))))
 
 
