@@ -13,6 +13,7 @@
 //! this says no. No run of letters and digits may start like an IBAN of a known country and be
 //! long enough for one, separators ignored. Numbers must be integers or finite floats under
 //! 10^12 (a PAN has 13 digits at least); containers must be shallower than the scan's limit.
+//! A text with a `%` or an `&` and 13 digits is not plain (the scan decodes escapes).
 //! Anything else (a type this does not know) is not plain. The scan stays the specification;
 //! `tests/events/test_plain.py` holds this to it.
 
@@ -47,7 +48,17 @@ impl Rules {
         if self.is_identifier(text) {
             return true; // both scans take an identifier out whole: a UUID event id is plain
         }
+        if self.may_be_encoded(text) {
+            return false; // the scan reads percent-escapes and character references decoded too
+        }
         (text.len() < self.min_pan_digits || !self.may_hold_pan(text)) && !self.may_hold_iban(text)
+    }
+
+    /// A `%` or `&` (a percent-escape, a character reference) with digits enough for a card
+    /// number in the text: the scan decodes it before reading it, which this does not.
+    fn may_be_encoded(&self, text: &[u8]) -> bool {
+        text.iter().any(|c| *c == b'%' || *c == b'&')
+            && text.iter().filter(|c| c.is_ascii_digit()).count() >= self.min_pan_digits
     }
 
     /// True if the whole of `text` is one identifier by shape as `ringfence.events.identifiers`

@@ -143,6 +143,9 @@ def test_a_silence_mutes_only_while_active_and_only_what_all_its_matchers_match(
         (["a=b"], 0.0, 60.0, "x" * 1001, "comment must say why"),
         (["a=~("], 0.0, 60.0, "why", "invalid regex"),  # a bad pattern is a 400, not a crash
         (["a=b"], 0.0, 30.0, "why", "end in the future"),  # ended already at 30: mutes nothing, kept 30 days
+        # within the characters, but 60,000 RE2 instructions each alert would run (a pen test's)
+        (['customer_id=~"' + "a{1000}" * 60 + '"'], 0.0, 60.0, "why", "at most 2000 RE2 instructions"),
+        ([f'k{i}=~"[a-z]{{300}}"' for i in range(7)], 0.0, 60.0, "why", "at most 2000 RE2 instructions"),
     ],
 )
 def test_unacceptable_silences_are_a_400_naming_the_problem(
@@ -156,6 +159,7 @@ def test_unacceptable_silences_are_a_400_naming_the_problem(
 def test_an_acceptable_silence_gives_its_parsed_matchers() -> None:
     (matcher,) = check_silence(["customer_id=c1"], 0.0, 366 * 86400.0, "holiday")
     assert str(matcher) == 'customer_id="c1"'
+    assert len(check_silence(['customer_id=~"cus_[a-z0-9_]{1,64}"'] * 5, 0.0, 60.0, "holiday")) == 5
 
 
 # -- inhibition -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ringfence.api.silences import MAX_CURRENT_SILENCES
+from ringfence.alerts.silences import MAX_CURRENT_SILENCES
 from ringfence.bench.servers import EmbeddedServer, create_key, ringfence_cli, start_server
 from ringfence.config import DEFAULT_PARTITIONS
 from ringfence.events.model import Event

@@ -116,6 +116,75 @@ def test_people_s_text_holding_a_card_number_or_nul_is_refused_and_never_stored(
     assert "4111 1111 1111 1111" not in server.log_path.read_text()
 
 
+def test_a_card_number_typed_as_an_id_a_field_name_or_a_header_is_never_echoed(
+    server: EmbeddedServer, keys: Keys
+) -> None:
+    """A pen test typed card numbers where ids, field names and media types go: 404s quoted the
+    id ("no alert '4111…'"), 400s the unknown field, the 415 the content type, the sign-in
+    redirect the page's path. Ids are refused (400), and no error answer echoes one."""
+    pan = "4111111111111111"
+    forms = (pan, "4111-1111-1111-1111", "4111%201111%201111%201111")
+    customer = uid("cus")
+    post(server, keys.producer, risky_transfer(customer))
+    server.wait_processed(keys.reader)
+    (alert,) = alerts_for(server, keys.reader, customer)
+    with server.client(keys.admin) as c:
+        for form in forms:
+            for method, path in (
+                ("GET", f"/v1/alerts/{form}"),
+                ("POST", f"/v1/alerts/{form}/ack"),
+                ("DELETE", f"/v1/silences/{form}"),
+                ("POST", f"/v1/notifications/{form}/redrive"),
+                ("GET", f"/v1/lists/{form}"),
+            ):
+                refused = c.request(method, path, json={})
+                assert refused.status_code == 400, (method, path)
+                assert "4111" not in refused.text, (method, path)
+        unknown_field = c.post(f"/v1/alerts/{alert['id']}/comments", json={pan: "x", "text": "y"})
+        assert unknown_field.status_code == 400
+        assert "4111" not in unknown_field.text
+        media = c.post("/v1/events", content=b"[]", headers={"content-type": f"text/{pan}"})
+        assert media.status_code == 415
+        assert "4111" not in media.text
+    session = httpx.post(f"{server.url}/v1/session", json={pan: "x"})
+    assert session.status_code == 400
+    assert "4111" not in session.text
+    asset = httpx.get(f"{server.url}/static/{pan}.js")
+    assert asset.status_code == 404
+    assert "4111" not in asset.text
+    page = httpx.get(f"{server.url}/alerts/{pan}", follow_redirects=False)
+    assert page.status_code == 303
+    assert "4111" not in page.headers["location"]
+    assert pan not in server.log_path.read_text()
+
+
+def test_a_key_that_may_only_change_alerts_is_answered_their_id_and_status_not_their_content(
+    server: EmbeddedServer, keys: Keys
+) -> None:
+    """A pen test's key with alerts:write alone read whole alerts (evidence, history, comments)
+    through the answers of resolve, assign and comment, which GET refused it (403)."""
+    writer = create_key(server.data_dir, uid("writer"), "alerts:write")
+    customer = uid("cus")
+    post(server, keys.producer, risky_transfer(customer))
+    server.wait_processed(keys.reader)
+    (alert,) = alerts_for(server, keys.reader, customer)
+    url = f"/v1/alerts/{alert['id']}"
+    with server.client(writer) as c:
+        assert c.get(url).status_code == 403
+        for path, body, status in (
+            ("/assign", {"assignee": "ana"}, 200),
+            ("/comments", {"text": "seen"}, 201),
+            ("/resolve", {}, 200),
+            ("/resolve", {}, 200),  # again: nothing changes, and it still says no more
+        ):
+            answered = c.post(url + path, json=body)
+            assert answered.status_code == status, path
+            assert answered.json() == {"id": alert["id"], "status": "resolved" if path == "/resolve" else "open"}
+    with server.client(keys.analyst) as c:
+        changed = c.get(url).json()
+        assert (changed["status"], changed["assignee"], changed["comments"][0]["text"]) == ("resolved", "ana", "seen")
+
+
 def test_the_stream_delivers_new_alerts_live(server: EmbeddedServer, keys: Keys) -> None:
     customer = uid("cus")
     seen: list[dict[str, Any]] = []

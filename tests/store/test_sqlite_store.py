@@ -11,7 +11,7 @@ from ringfence.alerts import Action, alert_id, stages
 from ringfence.alerts.delivery import NextStep
 from ringfence.alerts.lifecycle import MAX_EVIDENCE_EVENTS
 from ringfence.alerts.model import SHOWN_ENTRIES, AlertQuery, NotificationStatus
-from ringfence.alerts.silences import SilenceError
+from ringfence.alerts.silences import MAX_CURRENT_SILENCES, SilenceError, TooManySilences
 from ringfence.engine.packed import pack_rows
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import Conflict, NotFound, RequestError
@@ -123,7 +123,8 @@ def test_ack_then_resolve_is_recorded_in_history_and_audit(store: SqlStore) -> N
 
 def test_an_alert_shows_its_newest_history_and_comments_and_counts_the_rest(store: SqlStore) -> None:
     """Both grow without end (an analyst's comments, a flapping alert's changes): a read of an
-    alert, or a page of them, stays bounded."""
+    alert stays bounded, and a page of them carries neither (a pen test's 500 alerts of 100
+    comments of 4,000 characters made one page of some 200 MB)."""
     (aid,) = commit(store, signal(1))
     (other,) = commit(store, signal(1, key="tok_2"), offset=1)
     for i in range(SHOWN_ENTRIES + 20):
@@ -136,9 +137,11 @@ def test_an_alert_shows_its_newest_history_and_comments_and_counts_the_rest(stor
     assert [c.text for c in alert.comments] == [f"note {i}" for i in range(20, SHOWN_ENTRIES + 20)]
     assert alert.comments_omitted == 20
     listed = {a.id: a for a in store.list_alerts(AlertQuery(limit=10))[0]}
-    assert (len(listed[aid].history), listed[aid].history_omitted) == (SHOWN_ENTRIES, 21)
-    assert (listed[aid].comments, listed[aid].comments_omitted) == (alert.comments, 20)
-    assert (len(listed[other].history), listed[other].history_omitted) == (1, 0)
+    assert [(a.history, a.comments, a.history_omitted, a.comments_omitted) for a in listed.values()] == [
+        ([], [], 0, 0)
+    ] * 2
+    assert listed[aid].assignee == alert.assignee
+    assert (len(store.get_alert(other).history), store.get_alert(other).history_omitted) == (1, 0)
     assert (store.get_alert(other).comments, store.get_alert(other).comments_omitted) == ([], 0)
 
 
@@ -283,6 +286,38 @@ def test_a_silence_is_audited_and_expires_once(store: SqlStore) -> None:
     with pytest.raises(NotFound):
         silences.expire_silence(silence.id, "key:ana", now=21.0)
     assert [a["action"] for a in store.list_audit()[0]] == ["silence.expire", "silence.create"]
+
+
+def test_a_request_that_read_the_clock_first_but_writes_second_writes_after(store: SqlStore) -> None:
+    """Requests read the clock before they wait for the write lock. A pen test's concurrent
+    assignments left the alert with the last writer's assignee and its newest history entry
+    another's; two expiries of one silence both succeeded (the second moving its end back,
+    audited twice); the trail's times went back. A change happens no earlier than the trail's
+    newest entry."""
+    (aid,) = commit(store, signal(1))
+    store.assign(aid, "later", "key:b", "", now=1002.0)  # read the clock second, wrote first
+    alert = store.assign(aid, "earlier", "key:a", "", now=1001.0)
+    assert (alert.assignee, alert.history[-1].reason) == ("earlier", "assigned to earlier")
+    silences = SqlSilenceStore(store)
+    silence = silences.create_silence(["customer_id=c1"], 1000.0, 5000.0, "key:ana", "holiday", now=1003.0)
+    silences.expire_silence(silence.id, "key:b", now=1010.0)
+    with pytest.raises(NotFound):
+        silences.expire_silence(silence.id, "key:a", now=1009.0)
+    assert silences.silences(10, None, 1010.0)[0][0].ends_at == 1010.0
+    trail = [entry["at"] for entry in reversed(store.list_audit()[0])]
+    assert trail == sorted(trail)
+    assert [a["action"] for a in store.list_audit()[0]][:1] == ["silence.expire"]
+
+
+def test_the_current_silences_are_counted_where_one_is_added(store: SqlStore) -> None:
+    """Counted before the transaction only, 60 requests at 985 made 1,006 (a pen test)."""
+    silences = SqlSilenceStore(store)
+    for i in range(MAX_CURRENT_SILENCES):
+        silences.create_silence([f"customer_id=c{i}"], 0.0, 3600.0, "key:ana", "maintenance", now=0.0)
+    with pytest.raises(TooManySilences) as refused:
+        silences.create_silence(["customer_id=c"], 0.0, 3600.0, "key:ana", "one more", now=0.0)
+    assert refused.value.status == 409
+    assert silences.current_count(0.0) == MAX_CURRENT_SILENCES
 
 
 def test_a_failed_batch_commits_neither_alerts_nor_offset(store: SqlStore) -> None:

@@ -9,6 +9,7 @@ backreferences or lookaround; such a pattern is refused when the matcher is pars
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ _MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^
 _QUOTED_ESCAPE = re.compile(r'\\(["\\])')
 MAX_MATCHER = 2_048
 MAX_PATTERN = 512
-MAX_CACHED = 256
+MAX_CACHED = 4_096  # patterns; a current silence compiles to 2,000 RE2 instructions at most
 _RE2_MEMORY = 1 << 20  # bytes of compiled program per pattern: bounds e.g. ``(x{100}){100}``
 
 
@@ -38,23 +39,18 @@ def _options() -> Any:
 
 
 _OPTIONS = _options()
-_cache: dict[str, Any] = {}
 
 
+@functools.lru_cache(maxsize=MAX_CACHED)
 def compile_pattern(pattern: str) -> Any:
-    """``pattern`` compiled by RE2 (cached). Raises ValueError with RE2's reason."""
-    compiled = _cache.get(pattern)
-    if compiled is None:
-        try:
-            compiled = re2.compile(pattern, _OPTIONS)
-        except re2.error as exc:
-            reason = exc.args[0] if exc.args else "invalid"
-            text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
-            raise ValueError(text) from None
-        if len(_cache) >= MAX_CACHED:
-            _cache.clear()
-        _cache[pattern] = compiled
-    return compiled
+    """``pattern`` compiled by RE2 (the most recently used kept: silences are read again for
+    every batch of alerts). Raises ValueError with RE2's reason."""
+    try:
+        return re2.compile(pattern, _OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "invalid"
+        text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+        raise ValueError(text) from None
 
 
 @dataclass(frozen=True)

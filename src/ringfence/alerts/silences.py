@@ -20,6 +20,7 @@ SILENCE_KEPT_S = 30 * 86400.0  # an ended silence is listed this long after it e
 MAX_MATCHERS = 20
 MAX_MATCHERS_CHARS = 4_096  # all of a silence's matchers: a page of 100 silences stays some 2 MB at most
 MAX_COMMENT_CHARS = 1_000
+MAX_SILENCE_PROGRAM = 2_000  # RE2 instructions of a silence's regexes: `[a-z0-9_]{1,64}` is 259
 
 
 class SilenceError(RequestError):
@@ -27,6 +28,17 @@ class SilenceError(RequestError):
 
     def __init__(self, message: str) -> None:
         super().__init__(400, "invalid_body", message)
+
+
+MAX_CURRENT_SILENCES = 1_000  # every alert is matched against each current silence
+
+
+class TooManySilences(RequestError):
+    """A silence past :data:`MAX_CURRENT_SILENCES` active or pending ones (a 409)."""
+
+    def __init__(self) -> None:
+        message = f"{MAX_CURRENT_SILENCES} silences are active or pending: expire some first"
+        super().__init__(409, "too_many_silences", message)
 
 
 def check_silence(
@@ -49,9 +61,16 @@ def check_silence(
     if ends_at - starts_at > MAX_SILENCE_S:
         raise SilenceError("a silence lasts at most a year")
     try:
-        return parse_matchers(matchers)
+        parsed = parse_matchers(matchers)
     except MatcherError as exc:
         raise SilenceError(str(exc)) from None
+    if sum(m.regex.programsize for m in parsed if m.regex is not None) > MAX_SILENCE_PROGRAM:
+        # every alert is matched against each current silence: its regexes stay small
+        raise SilenceError(
+            f"a silence's regexes compile to at most {MAX_SILENCE_PROGRAM} RE2 instructions in all"
+            " (a repetition like a{1000} is a thousand)"
+        )
+    return parsed
 
 
 class SilenceState(StrEnum):

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.alerts.model import STATUSES, Action, AlertQuery
+from ringfence.alerts.model import STATUSES, Action, Alert, AlertQuery
 from ringfence.api.auth import Caller, authorize, check_visible, platform_of
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
@@ -123,7 +123,7 @@ def _action(action: Action) -> Any:
         alert = await run_in_threadpool(
             platform.alerts.transition, alert_id, action, caller.actor, reason, platform.clock.time()
         )
-        return json_response(alert)
+        return _changed(caller, alert)
 
     return endpoint
 
@@ -156,7 +156,7 @@ async def assign_alert(request: Request) -> Response:
         body.reason,
         platform.clock.time(),
     )
-    return json_response(alert)
+    return _changed(caller, alert)
 
 
 async def comment_alert(request: Request) -> Response:
@@ -169,4 +169,12 @@ async def comment_alert(request: Request) -> Response:
     alert = await run_in_threadpool(
         triage.comment, await _visible(request, caller), body.text, caller.actor, platform.clock.time()
     )
-    return json_response(alert, status=201)
+    return _changed(caller, alert, status=201)
+
+
+def _changed(caller: Caller, alert: Alert, status: int = 200) -> Response:
+    """The alert a change leaves, for a caller that may read alerts; its id and status alone
+    for one that may only change them (``alerts:write`` without ``alerts:read``)."""
+    if caller.allows("alerts:read"):
+        return json_response(alert, status=status)
+    return json_response({"id": alert.id, "status": alert.status}, status=status)

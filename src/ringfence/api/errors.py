@@ -22,6 +22,7 @@ from ringfence.errors import (
     StoreError,
 )
 from ringfence.events.decode import MalformedBody
+from ringfence.events.sensitive import redact
 
 log = logging.getLogger("ringfence.api")
 _HTTP_CODES = {
@@ -47,7 +48,20 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: Mapping[str, str] | None = None
 ) -> Response:
-    return json_response({"error": {"code": code, "message": message, "details": details}}, status, headers)
+    """An error answer; its text is echoed only with any card number starred out and IBAN
+    masked (a path's id, a body's unknown field, a header may quote what a caller typed)."""
+    error = {"code": code, "message": redact(message), "details": _fit_to_echo(details)}
+    return json_response({"error": error}, status, headers)
+
+
+def _fit_to_echo(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): _fit_to_echo(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_fit_to_echo(v) for v in value]
+    return value
 
 
 async def handle_error(request: Request, exc: Exception) -> Response:

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from ringfence.api.auth import Caller, authorize, platform_of
 from ringfence.api.bodies import json_body, read_body
 from ringfence.api.errors import json_response
+from ringfence.api.params import path_id
 from ringfence.api.platform import Platform, served
 from ringfence.clock import iso
 from ringfence.engine.pack import MAX_PACK_BYTES, RulePack, load_pack
@@ -203,7 +204,7 @@ class _ListBody(msgspec.Struct, forbid_unknown_fields=True):
 async def get_list(request: Request) -> Response:
     authorize(request, "rules:read")
     platform = platform_of(request)
-    name = request.path_params["name"]
+    name = path_id(request, "name")
     if name not in platform.pack.lists:
         raise RequestError(404, "not_found", f"the rule pack declares no list {name!r}")
     values = platform.list_values(name)
@@ -213,7 +214,7 @@ async def get_list(request: Request) -> Response:
 async def put_list(request: Request) -> Response:
     caller = authorize(request, "rules:write")
     platform = platform_of(request)
-    name = request.path_params["name"]
+    name = path_id(request, "name")
     if name not in platform.pack.lists:
         raise RequestError(404, "not_found", f"the rule pack declares no list {name!r}")
     body = await json_body(request, _ListBody, '{"values": ["..."]}', MAX_LIST_BODY)

@@ -10,14 +10,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.alerts.silences import SilenceError, check_silence
+from ringfence.alerts.silences import MAX_CURRENT_SILENCES, SilenceError, TooManySilences, check_silence
 from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.api.params import limit_param, parse_time, path_id, token_param
 from ringfence.errors import RequestError
 
-MAX_CURRENT_SILENCES = 1_000  # every alert is matched against each current silence
 MAX_PAGE = 100  # silences a page: some 2 MB of the largest, within Lambda's 6 MB answer
 
 
@@ -55,9 +54,9 @@ async def create_silence(request: Request) -> Response:
         check_silence(body.matchers, starts, ends, body.comment, now)
     except SilenceError as exc:
         raise RequestError(400, "invalid_body", str(exc)) from None
+    # a quick refusal; the SQL stores count again in the transaction that adds it
     if await run_in_threadpool(platform.silences.current_count, now) >= MAX_CURRENT_SILENCES:
-        message = f"{MAX_CURRENT_SILENCES} silences are active or pending: expire some first"
-        raise RequestError(409, "too_many_silences", message)
+        raise TooManySilences()
     silence = await run_in_threadpool(
         platform.silences.create_silence, body.matchers, starts, ends, caller.actor, body.comment, now
     )

@@ -21,6 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route, compile_path
 
 from ringfence.errors import NotFound
+from ringfence.events.sensitive import looks_like_pan
 
 STATIC = resources.files("ringfence.dashboard").joinpath("static")
 CONTENT_TYPES = {
@@ -95,6 +96,8 @@ def dashboard_routes(signed_in: Callable[[Request], bool]) -> list[Route]:
 
     async def page(request: Request) -> Response:
         if not await run_in_threadpool(signed_in, request):
+            if looks_like_pan(request.url.path):  # a card number typed in a page's id goes nowhere
+                return RedirectResponse("/signin", status_code=303)
             return RedirectResponse("/signin?next=" + quote(request.url.path, safe="/"), status_code=303)
         return _shell()
 

@@ -18,6 +18,10 @@ characters, ``0x`` or not) standing apart from other letters and digits. A chain
 ``+`` of at most 15 digits, or a run of ``00`` and at most 15 digits, is a phone number
 (E.164), not a card.
 
+Text holding percent-escapes or HTML character references (a URL, a page) is also read
+decoded, up to three layers (``4111%201111…``, ``%2520``, ``&#32;``): the separators they
+spell hide nothing.
+
 Every step is linear in the length of the text: one regex pass finds the digit chains; only
 text holding one is searched for identifiers (taking them out only ever breaks chains).
 """
@@ -25,10 +29,12 @@ text holding one is searched for identifiers (taking them out only ever breaks c
 from __future__ import annotations
 
 import functools
+import html
 import re
 import sys
 import unicodedata
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 from ringfence.events.identifiers import IDENTIFIER, is_identifier
 from ringfence.events.reading import ReadingTable
@@ -94,6 +100,9 @@ _CHAIN = re.compile(rf"(?<![0-9])[0-9](?:[0-9]|{_SEP}{{1,{MAX_SEPARATOR_RUN}}}+(
 _SEPARATOR_RUN = re.compile(f"{_SEP}+")
 
 _NEUTRAL = "x"  # what an identifier (events.identifiers) is read as: neither a digit nor a separator
+# a percent-escape or the start of a character reference (&#32; &#x20; &nbsp;)
+_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}|&#?[0-9A-Za-z]")
+MAX_ENCODING_LAYERS = 3
 
 
 def luhn_valid(digits: str) -> bool:
@@ -240,8 +249,21 @@ def _pan_in(groups: list[str]) -> bool:
     return False
 
 
+def _decoded(text: str) -> Iterator[str]:
+    """``text`` with its percent-escapes and character references read, a layer at a time."""
+    for _ in range(MAX_ENCODING_LAYERS):
+        if _ENCODED.search(text) is None:
+            return
+        text = html.unescape(unquote(text, errors="replace"))
+        yield text
+
+
 def looks_like_pan(text: str) -> bool:
     """True if ``text`` holds a plausible card number (see the module docstring)."""
+    return any(_holds_pan(form) for form in (text, *_decoded(text)))
+
+
+def _holds_pan(text: str) -> bool:
     for form in normalised_forms(text):
         # the common case, kept fast: one regex scan finds no chain (taking identifiers out
         # only ever breaks chains)

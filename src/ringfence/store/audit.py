@@ -158,11 +158,23 @@ def link(key: bytes, previous: str, row: tuple[Any, ...]) -> str:
     return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
 
+def change_time(conn: Connection, now: float) -> float:
+    """When a change made in the caller's write transaction happens: ``now``, but never before
+    the trail's newest entry. A request reads the clock before it waits for the write lock, so
+    of two, the later may write first: its history entry would sort after the other's, its
+    expiry of a silence would leave the silence current for the other to expire again, and the
+    trail's times would go back."""
+    head = conn.execute("SELECT at FROM audit WHERE seq = (SELECT seq FROM audit_head WHERE id = 1)").fetchone()
+    return now if head is None else max(now, float(head[0]))
+
+
 def append(conn: Connection, key: bytes | None, at: float, actor: str, action: str, target: str, detail: str) -> None:
-    """Add one entry inside the caller's (write) transaction (StoreError without a key)."""
+    """Add one entry inside the caller's (write) transaction (StoreError without a key), at
+    :func:`change_time`, so the trail's times never go back."""
     key = _require(key)
     head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
     previous = head[1] if head else GENESIS
+    at = change_time(conn, at)
     cur = conn.execute(
         "INSERT INTO audit (at, actor, action, target, detail, hash) VALUES (?, ?, ?, ?, ?, '') RETURNING seq",
         (at, actor, action, target, detail),

@@ -11,9 +11,10 @@ import msgspec
 
 from ringfence.alerts.matchers import parse_stored_matchers
 from ringfence.alerts.ports import SilenceStore
-from ringfence.alerts.silences import SILENCE_KEPT_S, Silence, check_silence
+from ringfence.alerts.silences import MAX_CURRENT_SILENCES, SILENCE_KEPT_S, Silence, TooManySilences, check_silence
 from ringfence.clock import iso
 from ringfence.errors import NotFound
+from ringfence.store import audit as audit_chain
 from ringfence.store import paging
 from ringfence.store.connection import Connection
 
@@ -55,6 +56,10 @@ class SqlSilenceStore(SilenceStore):
         parsed = check_silence(matchers, starts_at, ends_at, comment, now)
         silence = Silence(f"sil_{secrets.token_hex(8)}", parsed, starts_at, ends_at, actor, comment, now)
         with self.store.transaction() as conn:
+            # counted again where it is added: two requests at 999 must not both add one
+            current = conn.execute("SELECT count(*) FROM silences WHERE ends_at > ?", (now,)).fetchone()[0]
+            if current >= MAX_CURRENT_SILENCES:
+                raise TooManySilences()
             conn.execute(
                 f"INSERT INTO silences ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # nosec # noqa: S608 - constant columns
                 (silence.id, msgspec.json.encode(matchers).decode(), starts_at, ends_at, actor, comment, now),
@@ -82,6 +87,7 @@ class SqlSilenceStore(SilenceStore):
 
     def expire_silence(self, silence_id: str, actor: str, now: float) -> Silence:
         with self.store.transaction() as conn:
+            now = audit_chain.change_time(conn, now)  # expired once: a second request finds it ended
             cur = conn.execute("UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?", (now, silence_id, now))
             if cur.rowcount == 0:
                 raise NotFound(f"no active or pending silence {silence_id!r}")

@@ -241,62 +241,35 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
     # -- API side ------------------------------------------------------------------------
 
     def list_alerts(self, query: AlertQuery) -> tuple[list[Alert], str | None]:
-        """One page of alerts, newest first, and the cursor of the next page (or None)."""
+        """One page of alerts, newest first, and the cursor of the next page (or None). Its
+        alerts carry no history and no comments (both grow without end, an analyst's notes of
+        4,000 characters each: a page of 500 could pass 200 MB); :meth:`get_alert` has them."""
         where, args = _alert_filters(query)
         sql = f"SELECT seq, {_ALERT_COLUMNS} FROM alerts"  # nosec # noqa: S608 - constant columns and clauses
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
         rows, next_cursor = paging.page(self.conn().execute(sql, [*args, query.limit + 1]).fetchall(), query.limit)
-        return self._alerts([row[1:] for row in rows]), next_cursor
+        return [self._alert(row[1:], [], 0) for row in rows], next_cursor
 
     def get_alert(self, alert_id: str) -> Alert:
-        row = (
-            self.conn()
-            .execute(
-                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?",  # nosec # noqa: S608 - constant columns
-                (alert_id,),
-            )
-            .fetchone()
-        )
+        """An alert with its newest :data:`~ringfence.alerts.model.SHOWN_ENTRIES` history
+        entries and comments, oldest first, and how many older ones it has."""
+        conn = self.conn()
+        row = conn.execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?",  # nosec # noqa: S608 - constant columns
+            (alert_id,),
+        ).fetchone()
         if row is None:
             raise NotFound(f"no alert {alert_id!r}")
-        return self._alerts([row])[0]
-
-    def _alerts(self, rows: list[tuple[Any, ...]]) -> list[Alert]:
-        """Alerts of ``rows``, each with its newest :data:`~ringfence.alerts.model.SHOWN_ENTRIES`
-        history entries and comments, oldest first, and how many older ones it has (a query each)."""
-        ids = [row[0] for row in rows]
-        history = self._newest(ids, "alert_history", "actor, action, reason, from_status, to_status")
-        comments = self._newest(ids, "alert_comments", "author, text")
-        alerts = []
-        for row in rows:
-            entries, history_omitted = history.get(row[0], ([], 0))
-            notes, comments_omitted = comments.get(row[0], ([], 0))
-            alert = self._alert(row, [HistoryEntry(iso(at), *rest) for at, *rest in entries], history_omitted)
-            alert.comments = [Comment(at=iso(at), author=author, text=text) for at, author, text in notes]
-            alert.comments_omitted = comments_omitted
-            alerts.append(alert)
-        return alerts
-
-    def _newest(self, alert_ids: list[str], table: str, columns: str) -> dict[str, tuple[list[tuple[Any, ...]], int]]:
-        """By alert, the newest :data:`~ringfence.alerts.model.SHOWN_ENTRIES` rows of ``table``
-        (``at`` and ``columns``), oldest first, and how many older rows there are (one query)."""
-        if not alert_ids:
-            return {}
-        marks = ", ".join("?" * len(alert_ids))
-        sql = (  # table and columns are the constants above; only placeholders are interpolated
-            f"SELECT alert_id, total, at, {columns} FROM (SELECT alert_id, at, {columns}, rowid AS n, "  # nosec # noqa: S608
-            "row_number() OVER (PARTITION BY alert_id ORDER BY at DESC, rowid DESC) AS newest, "
-            f"count(*) OVER (PARTITION BY alert_id) AS total FROM {table} WHERE alert_id IN ({marks})) AS shown "
-            "WHERE newest <= ? ORDER BY at, n"
+        entries, history_omitted = _newest(
+            conn, alert_id, "alert_history", "actor, action, reason, from_status, to_status"
         )
-        shown: dict[str, list[tuple[Any, ...]]] = {}
-        totals: dict[str, int] = {}
-        for aid, total, *entry in self.conn().execute(sql, [*alert_ids, SHOWN_ENTRIES]):
-            shown.setdefault(aid, []).append(tuple(entry))
-            totals[aid] = int(total)
-        return {aid: (entries, totals[aid] - len(entries)) for aid, entries in shown.items()}
+        notes, comments_omitted = _newest(conn, alert_id, "alert_comments", "author, text")
+        alert = self._alert(row, [HistoryEntry(iso(at), *rest) for at, *rest in entries], history_omitted)
+        alert.comments = [Comment(at=iso(at), author=author, text=text) for at, author, text in notes]
+        alert.comments_omitted = comments_omitted
+        return alert
 
     def _alert(self, row: tuple[Any, ...], history: list[HistoryEntry], history_omitted: int) -> Alert:
         return Alert(
@@ -326,6 +299,7 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         """Acknowledge or resolve an alert, recording who and why (history and audit); Conflict
         if its status does not allow it (see :func:`~ringfence.alerts.lifecycle.transition`)."""
         with self.transaction() as conn:
+            now = audit_chain.change_time(conn, now)
             row = conn.execute("SELECT status FROM alerts WHERE id = ?", (alert_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no alert {alert_id!r}")
@@ -340,6 +314,7 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
     def assign(self, alert_id: str, assignee: str, actor: str, reason: str, now: float) -> Alert:
         """Give an alert to someone (or to no one, with an empty ``assignee``), recorded and audited."""
         with self.transaction() as conn:
+            now = audit_chain.change_time(conn, now)
             row = conn.execute("SELECT assignee FROM alerts WHERE id = ?", (alert_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no alert {alert_id!r}")
@@ -351,6 +326,7 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
 
     def comment(self, alert_id: str, text: str, actor: str, now: float) -> Alert:
         with self.transaction() as conn:
+            now = audit_chain.change_time(conn, now)
             if conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
                 raise NotFound(f"no alert {alert_id!r}")
             conn.execute("INSERT INTO alert_comments VALUES (?, ?, ?, ?)", (alert_id, now, actor, text))
@@ -444,6 +420,21 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
 
     def count_alerts(self) -> int:
         return int(self.conn().execute("SELECT count(*) FROM alerts").fetchone()[0])
+
+
+def _newest(conn: Connection, alert_id: str, table: str, columns: str) -> tuple[list[tuple[Any, ...]], int]:
+    """The newest :data:`~ringfence.alerts.model.SHOWN_ENTRIES` rows of ``table`` (``at`` and
+    ``columns``) of an alert, oldest first, and how many older rows it has: read newest first on
+    the (alert_id, at) index, so an alert with thousands of comments costs its newest ones only
+    (and a count of the index's entries)."""
+    newest = conn.execute(  # table and columns are the constants of get_alert
+        f"SELECT at, {columns} FROM {table} WHERE alert_id = ? ORDER BY at DESC, rowid DESC LIMIT ?",  # nosec # noqa: S608
+        (alert_id, SHOWN_ENTRIES),
+    ).fetchall()
+    if len(newest) < SHOWN_ENTRIES:
+        return [tuple(r) for r in reversed(newest)], 0
+    held = conn.execute(f"SELECT count(*) FROM {table} WHERE alert_id = ?", (alert_id,)).fetchone()[0]  # nosec # noqa: S608
+    return [tuple(r) for r in reversed(newest)], int(held) - len(newest)
 
 
 def _alert_filters(query: AlertQuery) -> tuple[list[str], list[Any]]:
