@@ -390,15 +390,44 @@ enum Case {
     Upper,
 }
 
-/// ``str.lower``/``str.upper`` as the interpreter has them: ASCII here, any other text asked of
-/// Python, whose Unicode tables are not this compiler's (Python 3.11's 14.0 against Rust's
-/// 16.0 map 110 code points otherwise, ``upper('ƛ')`` among them, and a final sigma after the
-/// newer case-ignorables). The batch runs without the interpreter lock; this takes it back.
+/// Blocks whose case mappings, and casedness (a final sigma's context), are the same in every
+/// Unicode since long before the interpreter's: Latin-1 Supplement and Latin Extended-A,
+/// combining diacritics, Greek and Coptic, Cyrillic, Latin Extended Additional, general
+/// punctuation and currency symbols (`tests/engine/test_native_edges.py` holds both engines to
+/// it, code point by code point).
+const STABLE_CASE: [(char, char); 7] = [
+    ('\u{80}', '\u{17f}'),
+    ('\u{300}', '\u{36f}'),
+    ('\u{370}', '\u{3ff}'),
+    ('\u{400}', '\u{4ff}'),
+    ('\u{1e00}', '\u{1eff}'),
+    ('\u{2000}', '\u{206f}'),
+    ('\u{20a0}', '\u{20bf}'),
+];
+
+/// ``str.lower``/``str.upper`` as the interpreter has them: mapped here for ASCII and the
+/// :data:`STABLE_CASE` blocks (European names: `Café`, `Łódź`, `Αθήνα`, `Москва`), any other
+/// text asked of Python, whose Unicode tables are not this compiler's (Python 3.11's 14.0
+/// against Rust's 16.0 map 110 code points otherwise, ``upper('ƛ')`` among them, and a final
+/// sigma after the newer case-ignorables). The batch runs without the interpreter lock; asking
+/// takes it back, which waits on any busy Python thread (milliseconds), hence the blocks.
 fn python_case(s: &str, case: Case) -> String {
     if s.is_ascii() {
         return match case {
             Case::Lower => s.to_ascii_lowercase(),
             Case::Upper => s.to_ascii_uppercase(),
+        };
+    }
+    let stable = |c: char| {
+        c.is_ascii()
+            || STABLE_CASE
+                .iter()
+                .any(|&(low, high)| (low..=high).contains(&c))
+    };
+    if s.chars().all(stable) {
+        return match case {
+            Case::Lower => s.to_lowercase(),
+            Case::Upper => s.to_uppercase(),
         };
     }
     let method = match case {

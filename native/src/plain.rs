@@ -13,7 +13,8 @@
 //! this says no. No run of letters and digits may start like an IBAN of a known country and be
 //! long enough for one, separators ignored. Numbers must be integers or finite floats under
 //! 10^12 (a PAN has 13 digits at least); containers must be shallower than the scan's limit.
-//! A text with a `%` or an `&` and 13 digits is not plain (the scan decodes escapes).
+//! A text with a percent-escape or a character reference and 13 digits is not plain (the
+//! scan decodes them).
 //! Anything else (a type this does not know) is not plain. The scan stays the specification;
 //! `tests/events/test_plain.py` holds this to it.
 
@@ -54,11 +55,18 @@ impl Rules {
         (text.len() < self.min_pan_digits || !self.may_hold_pan(text)) && !self.may_hold_iban(text)
     }
 
-    /// A `%` or `&` (a percent-escape, a character reference) with digits enough for a card
-    /// number in the text: the scan decodes it before reading it, which this does not.
+    /// A percent-escape or the start of a character reference (the scan's `_ENCODED`:
+    /// `%` and two hex digits, `&` and `#` or a letter or digit) in a text with digits enough
+    /// for a card number: the scan decodes it before reading it, which this does not.
     fn may_be_encoded(&self, text: &[u8]) -> bool {
-        text.iter().any(|c| *c == b'%' || *c == b'&')
-            && text.iter().filter(|c| c.is_ascii_digit()).count() >= self.min_pan_digits
+        let escape = text.windows(3).any(|w| {
+            (w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+                || (w[0] == b'&' && (w[1] == b'#' || w[1].is_ascii_alphanumeric()))
+        }) || text.ends_with(b"&#")
+            || text.len() >= 2
+                && text[text.len() - 2] == b'&'
+                && text[text.len() - 1].is_ascii_alphanumeric();
+        escape && text.iter().filter(|c| c.is_ascii_digit()).count() >= self.min_pan_digits
     }
 
     /// True if the whole of `text` is one identifier by shape as `ringfence.events.identifiers`

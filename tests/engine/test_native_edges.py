@@ -412,3 +412,22 @@ def test_numbers_in_text_are_ascii_digits_in_both_engines(digits: str) -> None:
     for engine in (core, reference):
         with pytest.raises(ValueError, match="could not convert string to float"):
             engine.process(bag("e2", h=1, t=digits), 2, 0, 0.0)
+
+
+def _chunks() -> list[str]:
+    """Every code point of the blocks the core maps itself (and their neighbours), 64 a text,
+    and final-sigma contexts: both engines must map each alike."""
+    points = [*range(0x80, 0x500), *range(0x1E00, 0x1F00), *range(0x2000, 0x20D0)]
+    texts = ["".join(chr(p) for p in points[i : i + 64]) for i in range(0, len(points), 64)]
+    sigma = ["ΟΔΟΣ", "Σ", "ΑΣ.", "ΑΣ\u0301", "ΑΣ\u0301\u0392", "ΑΣ \u0392", "Ὀδυσσεύς", "ΣΑΣ\u2019", "Café Łódź"]
+    return texts + sigma + [" ".join(sigma)]
+
+
+def test_the_blocks_the_core_maps_itself_map_as_the_interpreter_does() -> None:
+    """The core maps ASCII and a few blocks of European scripts without asking Python (asking
+    waits on the interpreter lock): the interpreter must agree on each of their code points."""
+    pack = load_pack(CASES)
+    core, reference = native_candidate()(pack, 5.0), Engine(pack)
+    for i, text in enumerate(_chunks()):
+        event = bag(f"e{i}", s=text, up=text.upper(), low=text.lower())
+        assert fired(core, event) == fired(reference, event) == ["lower", "upper"], text

@@ -12,6 +12,7 @@ from ringfence.alerts.delivery import NextStep
 from ringfence.alerts.lifecycle import MAX_EVIDENCE_EVENTS
 from ringfence.alerts.model import SHOWN_ENTRIES, AlertQuery, NotificationStatus
 from ringfence.alerts.silences import MAX_CURRENT_SILENCES, SilenceError, TooManySilences
+from ringfence.clock import iso
 from ringfence.engine.packed import pack_rows
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import Conflict, NotFound, RequestError
@@ -307,6 +308,20 @@ def test_a_request_that_read_the_clock_first_but_writes_second_writes_after(stor
     trail = [entry["at"] for entry in reversed(store.list_audit()[0])]
     assert trail == sorted(trail)
     assert [a["action"] for a in store.list_audit()[0]][:1] == ["silence.expire"]
+
+
+def test_an_entry_from_a_clock_far_ahead_dates_no_change_after_it(store: SqlStore) -> None:
+    """Another host's entry 10 minutes ahead (a sign-in on a server whose clock runs ahead):
+    followed, it dated every change after it, and a silence expired now muted on for 10 minutes."""
+    with store.transaction() as conn:
+        store.audit(conn, 1600.0, "key:other", "key.create", "k1", {})
+    silences = SqlSilenceStore(store)
+    silence = silences.create_silence(["customer_id=c1"], 1000.0, 5000.0, "key:ana", "holiday", now=1003.0)
+    assert silences.expire_silence(silence.id, "key:ana", now=1010.0).ends_at == 1010.0
+    (aid,) = commit(store, signal(1))
+    # moved on 10 s at most (a request that waited for the lock), then its own clock again
+    assert store.assign(aid, "ana", "key:ana", "", now=1030.0).updated_at == iso(1030.0)
+    assert [e["at"] for e in store.list_audit()[0]] == [iso(t) for t in (1030.0, 1013.0, 1013.0, 1600.0)]
 
 
 def test_the_current_silences_are_counted_where_one_is_added(store: SqlStore) -> None:

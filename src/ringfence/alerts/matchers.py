@@ -22,7 +22,8 @@ _MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^
 _QUOTED_ESCAPE = re.compile(r'\\(["\\])')
 MAX_MATCHER = 2_048
 MAX_PATTERN = 512
-MAX_CACHED = 4_096  # patterns; a current silence compiles to 2,000 RE2 instructions at most
+MAX_CACHED = 1_024  # patterns, of MAX_PROGRAM instructions at most: some tens of MB
+MAX_PROGRAM = 2_000  # RE2 instructions of one pattern: `[a-z0-9_]{1,64}` is 259
 _RE2_MEMORY = 1 << 20  # bytes of compiled program per pattern: bounds e.g. ``(x{100}){100}``
 
 
@@ -44,13 +45,17 @@ _OPTIONS = _options()
 @functools.lru_cache(maxsize=MAX_CACHED)
 def compile_pattern(pattern: str) -> Any:
     """``pattern`` compiled by RE2 (the most recently used kept: silences are read again for
-    every batch of alerts). Raises ValueError with RE2's reason."""
+    every batch of alerts; one refused is not kept). Raises ValueError with RE2's reason, or
+    when it compiles to more than ``MAX_PROGRAM`` instructions."""
     try:
-        return re2.compile(pattern, _OPTIONS)
+        compiled = re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
         reason = exc.args[0] if exc.args else "invalid"
         text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
         raise ValueError(text) from None
+    if compiled.programsize > MAX_PROGRAM:
+        raise ValueError(f"compiles to more than {MAX_PROGRAM} RE2 instructions (a{{1000}} is a thousand)")
+    return compiled
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ SILENCE_KEPT_S = 30 * 86400.0  # an ended silence is listed this long after it e
 MAX_MATCHERS = 20
 MAX_MATCHERS_CHARS = 4_096  # all of a silence's matchers: a page of 100 silences stays some 2 MB at most
 MAX_COMMENT_CHARS = 1_000
-MAX_SILENCE_PROGRAM = 2_000  # RE2 instructions of a silence's regexes: `[a-z0-9_]{1,64}` is 259
+MAX_SILENCE_PROGRAM = 2_000  # RE2 instructions of all of a silence's regexes (matchers.MAX_PROGRAM each)
 
 
 class SilenceError(RequestError):

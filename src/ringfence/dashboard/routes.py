@@ -59,6 +59,7 @@ _SAFE_PATH = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@%-]+(?:/[A-Za-z0-9._~!$&
 
 
 PAGES = ("/", "/alerts/{alert_id}", "/customers", "/customers/{customer_id}", "/operations", "/rules")
+_ALERT_PAGE = re.compile(r"/alerts/al_[0-9a-f]{24}")  # an alert's id, a digest (alerts.model.alert_id)
 _PAGE_PATTERNS = [compile_path(path)[0] for path in PAGES]
 
 
@@ -96,7 +97,8 @@ def dashboard_routes(signed_in: Callable[[Request], bool]) -> list[Route]:
 
     async def page(request: Request) -> Response:
         if not await run_in_threadpool(signed_in, request):
-            if looks_like_pan(request.url.path):  # a card number typed in a page's id goes nowhere
+            path = request.url.path
+            if looks_like_pan(path) and not _ALERT_PAGE.fullmatch(path):  # a card number typed as an id
                 return RedirectResponse("/signin", status_code=303)
             return RedirectResponse("/signin?next=" + quote(request.url.path, safe="/"), status_code=303)
         return _shell()

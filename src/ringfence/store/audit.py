@@ -158,14 +158,19 @@ def link(key: bytes, previous: str, row: tuple[Any, ...]) -> str:
     return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
 
+MAX_CLOCK_LAG_S = 10.0  # how far behind the trail's newest entry a change's clock may be moved on
+
+
 def change_time(conn: Connection, now: float) -> float:
-    """When a change made in the caller's write transaction happens: ``now``, but never before
-    the trail's newest entry. A request reads the clock before it waits for the write lock, so
-    of two, the later may write first: its history entry would sort after the other's, its
-    expiry of a silence would leave the silence current for the other to expire again, and the
-    trail's times would go back."""
+    """When a change made in the caller's write transaction happens, in the trail's order:
+    ``now``, but not before the trail's newest entry, if that is at most ``MAX_CLOCK_LAG_S``
+    later. A request reads the clock before it waits for the write lock, so of two, the later
+    may write first: its history entry would sort after the other's, its expiry would leave a
+    silence current for the other to expire again, and the trail's times would go back. An
+    entry further ahead is another host's clock running ahead: followed, it would date every
+    change after it in its future."""
     head = conn.execute("SELECT at FROM audit WHERE seq = (SELECT seq FROM audit_head WHERE id = 1)").fetchone()
-    return now if head is None else max(now, float(head[0]))
+    return now if head is None else max(now, min(float(head[0]), now + MAX_CLOCK_LAG_S))
 
 
 def append(conn: Connection, key: bytes | None, at: float, actor: str, action: str, target: str, detail: str) -> None:

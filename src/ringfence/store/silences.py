@@ -87,8 +87,9 @@ class SqlSilenceStore(SilenceStore):
 
     def expire_silence(self, silence_id: str, actor: str, now: float) -> Silence:
         with self.store.transaction() as conn:
-            now = audit_chain.change_time(conn, now)  # expired once: a second request finds it ended
-            cur = conn.execute("UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?", (now, silence_id, now))
+            # current in the trail's order: a second request that read the clock first finds it ended
+            at = audit_chain.change_time(conn, now)
+            cur = conn.execute("UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?", (now, silence_id, at))
             if cur.rowcount == 0:
                 raise NotFound(f"no active or pending silence {silence_id!r}")
             conn.execute("UPDATE silences SET starts_at = min(starts_at, ?) WHERE id = ?", (now, silence_id))

@@ -140,18 +140,20 @@ class SilenceItems(TableItems):
         )
 
     def expire_silence(self, silence_id: str, actor: str, now: float) -> Silence:
-        """End an active or pending silence now (audited); NotFound if there is none."""
+        """End an active or pending silence now (audited); NotFound if there is none. Expired
+        once: a request that read the clock before another's expiry would find the silence
+        still current at its ``now`` (marked ``expired_at``, a condition of the update)."""
         for _ in range(EXPIRE_ATTEMPTS):
             item = self.get(_PARTITION, silence_id)
-            if item is None or float(item["ends_at"]["N"]) <= now:
+            if item is None or "expired_at" in item or float(item["ends_at"]["N"]) <= now:
                 raise NotFound(f"no active or pending silence {silence_id!r}")
             starts_at = min(float(item["starts_at"]["N"]), now)
             update = {
                 "Update": {
                     "TableName": self.table,
                     "Key": {"pk": s(_PARTITION), "sk": s(silence_id)},
-                    "UpdateExpression": "SET starts_at = :st, ends_at = :now, #ttl = :ttl",
-                    "ConditionExpression": "ends_at = :was",
+                    "UpdateExpression": "SET starts_at = :st, ends_at = :now, expired_at = :now, #ttl = :ttl",
+                    "ConditionExpression": "ends_at = :was AND attribute_not_exists(expired_at)",
                     "ExpressionAttributeNames": {"#ttl": "ttl"},
                     "ExpressionAttributeValues": {
                         ":st": n(starts_at),
