@@ -13,8 +13,8 @@
 //! this says no. No run of letters and digits may start like an IBAN of a known country and be
 //! long enough for one, separators ignored. Numbers must be integers or finite floats under
 //! 10^12 (a PAN has 13 digits at least); containers must be shallower than the scan's limit.
-//! A text with a percent-escape or a character reference and 13 digits is not plain (the
-//! scan decodes them).
+//! A text with an escape (`%20`, `&#32;`, `\u0020`…) and 13 digits is not plain (the scan
+//! decodes them).
 //! Anything else (a type this does not know) is not plain. The scan stays the specification;
 //! `tests/events/test_plain.py` holds this to it.
 
@@ -55,13 +55,14 @@ impl Rules {
         (text.len() < self.min_pan_digits || !self.may_hold_pan(text)) && !self.may_hold_iban(text)
     }
 
-    /// A percent-escape or the start of a character reference (the scan's `_ENCODED`:
-    /// `%` and two hex digits, `&` and `#` or a letter or digit) in a text with digits enough
-    /// for a card number: the scan decodes it before reading it, which this does not.
+    /// An escape (the scan's `_ENCODED`: `%` and two hex digits, `&` and `#` or a letter or
+    /// digit, `%u`, `\u`, `\x`) in a text with digits enough for a card number: the scan
+    /// decodes it before reading it, which this does not.
     fn may_be_encoded(&self, text: &[u8]) -> bool {
         let escape = text.windows(3).any(|w| {
-            (w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+            (w[0] == b'%' && (w[1] == b'u' || w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit()))
                 || (w[0] == b'&' && (w[1] == b'#' || w[1].is_ascii_alphanumeric()))
+                || (w[0] == b'\\' && (w[1] == b'u' || w[1] == b'x'))
         }) || text.ends_with(b"&#")
             || text.len() >= 2
                 && text[text.len() - 2] == b'&'

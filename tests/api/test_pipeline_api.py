@@ -267,6 +267,44 @@ def test_kill_9_between_alert_and_notification_sends_it_exactly_once(tmp_path: P
         receiver.close()
 
 
+def test_a_key_that_may_only_change_is_answered_no_silence_nor_notification_content(tmp_path: Path) -> None:
+    """A re-test: a key with alerts:write alone (403 on GET /v1/silences) read a silence's
+    matchers and comment through its DELETE; a re-driven notification carries its receiver's
+    last error, which may quote an alert. Such a key gets their id and state or status."""
+    receiver = RecordingReceiver(statuses=[400])  # a 4xx is final: a dead letter at once
+    try:
+        config = tmp_path / "alerting.yaml"
+        config.write_text(
+            "receivers:\n"
+            f"  - name: hook\n    webhook: {{url: '{receiver.url}/hook', secret_env: RINGFENCE_SECRET_TEST_HOOK}}\n"
+            "route: {receiver: hook, group_by: [customer_id], group_wait: 1s}\n"
+        )
+        data_dir = tmp_path / "d"
+        admin = create_key(data_dir, "admin", "admin")
+        writer = create_key(data_dir, "writer", "alerts:write")
+        server = start_server(data_dir, env={"RINGFENCE_ALERTING": str(config), "RINGFENCE_SECRET_TEST_HOOK": "k"})
+        try:
+            post(server, admin, [risky_transfer(uid("cus"))])
+            with server.client(admin) as c:
+                deadline = time.monotonic() + 20
+                while not (dead := c.get("/v1/notifications", params={"status": "dead"}).json()["items"]):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+                assert dead[0]["last_error"]
+                body = {"matchers": ["customer_id=cus_secret"], "ends_at": rfc3339(600), "comment": "mule ring"}
+                silence = c.post("/v1/silences", json=body).json()
+            with server.client(writer) as c:
+                assert c.get("/v1/silences").status_code == 403
+                expired = c.delete(f"/v1/silences/{silence['id']}")
+                assert expired.json() == {"id": silence["id"], "state": "expired"}
+                redriven = c.post(f"/v1/notifications/{dead[0]['id']}/redrive")
+                assert redriven.json() == {"id": dead[0]["id"], "status": "pending"}
+        finally:
+            server.stop()
+    finally:
+        receiver.close()
+
+
 def test_a_late_event_still_triggers_the_pipeline(server: EmbeddedServer, keys: Keys) -> None:
     customer = uid("cus")
     old = event(

@@ -69,7 +69,11 @@ PIECES = (
     + [grouped(i, (4,) * 8, s) for i in IBANS for s in SEPARATORS[:4]]
     + [i.lower() for i in IBANS]
     # separators a URL or a page spells: the scan reads the text decoded too
-    + [grouped(c, (4, 4, 4, 4), s) for c in (CARDS[0], CARDS[3]) for s in ("%20", "%2D", "&#32;", "%2520", "&nbsp;")]
+    + [
+        grouped(c, (4, 4, 4, 4), s)
+        for c in (CARDS[0], CARDS[3])
+        for s in ("%20", "%2D", "&#32;", "%2520", "&nbsp;", "%u0020", "\\u0020", "\\x20")
+    ]
     + [c[:k] for c in CARDS for k in (6, 12)]
     + ["0" * 13, "9" * 12, "+44 7700 900123", "004915123456789", "d5523376-e683-40b0-b630-172501440767"]
     # identifiers by shape whose hex digits pass an IBAN's check, or spell one

@@ -31,4 +31,7 @@ async def redrive(request: Request) -> Response:
         platform.notifications.redrive, path_id(request, "notification_id"), caller.actor, now
     )
     platform.notification_redriven()
-    return json_response(notification.to_dict())
+    shown = notification.to_dict()
+    # its receiver's last error (which may quote an alert) to a key that may read notifications
+    brief = {"id": shown["id"], "status": shown["status"]}
+    return json_response(shown if caller.allows("alerts:read") else brief)

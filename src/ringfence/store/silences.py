@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ringfence.alerts.matchers import parse_stored_matchers
+from ringfence.alerts.matchers import stored_matchers
 from ringfence.alerts.ports import SilenceStore
 from ringfence.alerts.silences import MAX_CURRENT_SILENCES, SILENCE_KEPT_S, Silence, TooManySilences, check_silence
 from ringfence.clock import iso
@@ -26,7 +26,7 @@ _COLUMNS = "id, matchers, starts_at, ends_at, created_by, comment, created_at"
 
 
 def _silence(row: tuple[Any, ...]) -> Silence:
-    return Silence(row[0], parse_stored_matchers(msgspec.json.decode(row[1])), *row[2:])
+    return Silence(row[0], stored_matchers(row[1]), *row[2:])
 
 
 def current_silences(conn: Connection, now: float) -> list[Silence]:

@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-import msgspec
-
-from ringfence.alerts.matchers import parse_stored_matchers
+from ringfence.alerts.matchers import stored_matchers
 from ringfence.alerts.silences import SILENCE_KEPT_S, Silence, check_silence
 from ringfence.clock import iso
 from ringfence.errors import NotFound, StoreError
@@ -36,7 +34,7 @@ def _listed(silence_id: str, created_at: float) -> dict[str, dict[str, str]]:
 def _silence(item: dict[str, Any]) -> Silence:
     return Silence(
         item["sk"]["S"],
-        parse_stored_matchers(msgspec.json.decode(item["matchers"]["S"])),
+        stored_matchers(item["matchers"]["S"]),
         float(item["starts_at"]["N"]),
         float(item["ends_at"]["N"]),
         item["created_by"]["S"],
