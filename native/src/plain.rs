@@ -59,15 +59,18 @@ impl Rules {
     /// digit, `%u`, `\u`, `\x`) in a text with digits enough for a card number: the scan
     /// decodes it before reading it, which this does not.
     fn may_be_encoded(&self, text: &[u8]) -> bool {
-        let escape = text.windows(3).any(|w| {
-            (w[0] == b'%' && (w[1] == b'u' || w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit()))
-                || (w[0] == b'&' && (w[1] == b'#' || w[1].is_ascii_alphanumeric()))
-                || (w[0] == b'\\' && (w[1] == b'u' || w[1] == b'x'))
-        }) || text.ends_with(b"&#")
-            || text.len() >= 2
-                && text[text.len() - 2] == b'&'
-                && text[text.len() - 1].is_ascii_alphanumeric();
-        escape && text.iter().filter(|c| c.is_ascii_digit()).count() >= self.min_pan_digits
+        if text.iter().filter(|c| c.is_ascii_digit()).count() < self.min_pan_digits {
+            return false; // the common case: no walk for escapes
+        }
+        let at = |i: usize| text.get(i).copied().unwrap_or(0);
+        (0..text.len()).any(|i| match text[i] {
+            b'%' => {
+                at(i + 1) == b'u' || at(i + 1).is_ascii_hexdigit() && at(i + 2).is_ascii_hexdigit()
+            }
+            b'&' => at(i + 1) == b'#' || at(i + 1).is_ascii_alphanumeric(),
+            b'\\' => matches!(at(i + 1), b'u' | b'x'),
+            _ => false,
+        })
     }
 
     /// True if the whole of `text` is one identifier by shape as `ringfence.events.identifiers`

@@ -318,3 +318,16 @@ def test_racing_writers_never_fork_the_chain(table: AlertTable) -> None:
         t.join(timeout=120)
     verdict = table.audit.verify()
     assert (verdict.ok, verdict.entries) == (True, 20), verdict.problems
+
+
+def test_silences_past_the_current_bound_are_refused(table: AlertTable, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound is the store's, on every runtime (here counted before the write)."""
+    from ringfence.alerts.silences import TooManySilences
+    from ringfence.runtimes.aws import silences as aws_silences
+
+    monkeypatch.setattr(aws_silences, "MAX_CURRENT_SILENCES", 2)
+    kept = [table.create_silence([f"customer_id=c{i}"], NOW, NOW + HOUR, "analyst-1", "why", NOW) for i in range(2)]
+    with pytest.raises(TooManySilences):
+        table.create_silence(["customer_id=c9"], NOW, NOW + HOUR, "analyst-1", "why", NOW)
+    table.expire_silence(kept[0].id, "analyst-1", NOW + 1)
+    assert table.create_silence(["customer_id=c9"], NOW, NOW + HOUR, "analyst-1", "why", NOW + 2).id

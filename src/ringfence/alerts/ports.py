@@ -40,7 +40,8 @@ class SilenceStore(Protocol):
     def create_silence(
         self, matchers: list[str], starts_at: float, ends_at: float, actor: str, comment: str, now: float
     ) -> Silence:
-        """Store an acceptable silence (see :func:`~ringfence.alerts.silences.check_silence`), audited."""
+        """Store an acceptable silence (see :func:`~ringfence.alerts.silences.check_silence`),
+        audited; TooManySilences past ``MAX_CURRENT_SILENCES`` active or pending ones."""
         ...
 
     def silences(self, limit: int, cursor: str | None, now: float) -> tuple[list[Silence], str | None]:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.alerts.model import STATUSES, Action, Alert, AlertQuery
-from ringfence.api.auth import Caller, authorize, check_visible, platform_of
+from ringfence.api.auth import Caller, authorize, check_visible, platform_of, shown_after_change
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, limit_param, path_id, text_param, time_param, token_param
@@ -173,8 +173,4 @@ async def comment_alert(request: Request) -> Response:
 
 
 def _changed(caller: Caller, alert: Alert, status: int = 200) -> Response:
-    """The alert a change leaves, for a caller that may read alerts; its id and status alone
-    for one that may only change them (``alerts:write`` without ``alerts:read``)."""
-    if caller.allows("alerts:read"):
-        return json_response(alert, status=status)
-    return json_response({"id": alert.id, "status": alert.status}, status=status)
+    return json_response(shown_after_change(caller, alert, {"id": alert.id, "status": alert.status}), status)

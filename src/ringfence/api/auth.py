@@ -249,6 +249,13 @@ def require_unrestricted(caller: Caller) -> None:
         raise ForbiddenError("all audiences")
 
 
+def shown_after_change(caller: Caller, full: Any, brief: dict[str, Any]) -> Any:
+    """What a change answers: the object changed to a caller that may read alerts (and the
+    silences and notifications about them), ``brief`` (its id and status) to one that may only
+    change them, which must not read them through the answer."""
+    return full if caller.allows("alerts:read") else brief
+
+
 def check_visible(caller: Caller, alert_id: str, audience: str) -> None:
     """Object-level check: an alert outside the caller's audiences does not exist for it (404)."""
     if not caller.sees(audience):

@@ -6,7 +6,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import authorize, platform_of, require_unrestricted
+from ringfence.api.auth import authorize, platform_of, require_unrestricted, shown_after_change
 from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, limit_param, path_id, token_param
 
@@ -31,7 +31,5 @@ async def redrive(request: Request) -> Response:
         platform.notifications.redrive, path_id(request, "notification_id"), caller.actor, now
     )
     platform.notification_redriven()
-    shown = notification.to_dict()
-    # its receiver's last error (which may quote an alert) to a key that may read notifications
-    brief = {"id": shown["id"], "status": shown["status"]}
-    return json_response(shown if caller.allows("alerts:read") else brief)
+    shown = notification.to_dict()  # its receiver's last error may quote an alert
+    return json_response(shown_after_change(caller, shown, {"id": shown["id"], "status": shown["status"]}))

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from ringfence.alerts.matchers import stored_matchers
-from ringfence.alerts.silences import SILENCE_KEPT_S, Silence, check_silence
+from ringfence.alerts.silences import MAX_CURRENT_SILENCES, SILENCE_KEPT_S, Silence, TooManySilences, check_silence
 from ringfence.clock import iso
 from ringfence.errors import NotFound, StoreError
 from ringfence.runtimes.aws.audit import AuditTrail
@@ -49,10 +49,15 @@ class SilenceItems(TableItems):
     def create_silence(
         self, matchers: list[str], starts_at: float, ends_at: float, actor: str, comment: str, now: float
     ) -> Silence:
-        """Store an acceptable silence, audited; SilenceError (nothing stored) if it is not."""
+        """Store an acceptable silence, audited; SilenceError (nothing stored) if it is not,
+        TooManySilences past the current ones' bound (counted before the write: DynamoDB has
+        no count a transaction could hold)."""
+        parsed = check_silence(matchers, starts_at, ends_at, comment, now)
+        if self.current_count(now) >= MAX_CURRENT_SILENCES:
+            raise TooManySilences()
         silence = Silence(
             f"sil_{secrets.token_hex(8)}",
-            check_silence(matchers, starts_at, ends_at, comment, now),
+            parsed,
             starts_at,
             ends_at,
             actor,
