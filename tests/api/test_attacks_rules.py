@@ -44,9 +44,9 @@ HEAVY_CANDIDATE = default_pack_text().replace("\nfeatures:\n", "\nfeatures:\n" +
 @dataclass
 class RuleKeys:
     admin: str
-    reader: str  # rules:read, every audience
+    reader: str  # rules:read and alerts:read, every audience
     other_reader: str
-    fraud_reader: str  # rules:read, the fraud desk only
+    fraud_reader: str  # rules:read and alerts:read, the fraud desk only
     producer: str
     author: str  # rules:read and rules:write: may validate
     authors: tuple[str, ...]  # more pack authors, one check each at a time
@@ -56,12 +56,14 @@ class RuleKeys:
 def rules_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RuleKeys]:
     data_dir = tmp_path_factory.mktemp("rules-attacks") / "data"
     limited = ringfence_cli(
-        "keys", "create", "--name", "fraud-reader", "--scope", "rules:read", "--audience", "fraud", data_dir=data_dir
+        *("keys", "create", "--name", "fraud-reader", "--scope", "rules:read", "--scope", "alerts:read"),
+        *("--audience", "fraud"),
+        data_dir=data_dir,
     )
     keys = RuleKeys(
         admin=create_key(data_dir, "admin", "admin"),
-        reader=create_key(data_dir, "reader", "rules:read"),
-        other_reader=create_key(data_dir, "other-reader", "rules:read"),
+        reader=create_key(data_dir, "reader", "rules:read", "alerts:read"),
+        other_reader=create_key(data_dir, "other-reader", "rules:read", "alerts:read"),
         fraud_reader=limited.stdout.strip().splitlines()[-1],
         producer=create_key(data_dir, "producer", "events:write"),
         author=create_key(data_dir, "author", "rules:read", "rules:write"),
@@ -197,6 +199,26 @@ def test_an_audience_limited_key_may_not_backtest(srv: EmbeddedServer, keys: Rul
         assert c.get("/v1/rules").status_code == 200
         response = c.post("/v1/rules/backtest", content=default_pack_text(), headers=YAML)
     assert response.status_code == 403
+
+
+def test_a_key_that_may_not_read_events_may_not_backtest_and_each_backtest_is_audited(
+    srv: EmbeddedServer, keys: RuleKeys
+) -> None:
+    """Probe rules (``customer_id == 'cus_vip' and data.ip == '203.0.113.57'``, one a guess)
+    read stored events through their hit counts: a back-test needs what reading them needs."""
+    with srv.client(keys.author) as c:  # rules:read and rules:write, no alerts:read
+        assert c.get("/v1/rules").status_code == 200
+        refused = c.post("/v1/rules/backtest", params={"limit": 10}, content=default_pack_text(), headers=YAML)
+    assert refused.status_code == 403
+    assert "alerts:read" in refused.text
+    with srv.client(keys.other_reader) as c:
+        assert c.post("/v1/rules/backtest", params={"limit": 10}, content=default_pack_text(), headers=YAML).is_success
+    with srv.client(keys.admin) as c:
+        entries = c.get("/v1/audit", params={"limit": 1000}).json()["items"]
+    runs = [e for e in entries if e["action"] == "rules.backtest"]
+    assert runs[0]["actor"] == "key:other-reader"  # newest first
+    assert '"limit":10' in json.dumps(runs[0]["detail"], separators=(",", ":"))
+    assert all(e["actor"] != "key:author" for e in runs)
 
 
 def test_a_backtest_streams_progress_and_stops_at_its_budget_with_what_it_did(

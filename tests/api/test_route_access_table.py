@@ -58,7 +58,7 @@ TABLE: dict[tuple[str, str], str] = {
     ("GET", "/v1/rules"):                                       "A    Y    Y    N    Y    Y    Y",
     ("PUT", "/v1/rules"):                                       "A    N    N    N    Y    Y    N",
     ("POST", "/v1/rules/validate"):                             "A    N    N    N    Y    Y    N",
-    ("POST", "/v1/rules/backtest"):                             "A    Y    Y    N    Y    Y    N",
+    ("POST", "/v1/rules/backtest"):                             "A    Y    Y    N    N    Y    N",
     ("GET", "/v1/lists/{name}"):                                "A    Y    Y    N    Y    Y    Y",
     ("PUT", "/v1/lists/{name}"):                                "A    N    N    N    Y    Y    N",
     ("GET", "/v1/fx/rates"):                                    "A    Y    Y    N    Y    Y    Y",

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -18,6 +20,7 @@ from ringfence.events import validate_event
 from ringfence.events.model import encode_event
 from ringfence.runtimes.aws import processor as processor_module
 from ringfence.runtimes.aws.handlers import process_event
+from ringfence.runtimes.aws.items import TransactionRefused
 from ringfence.runtimes.aws.processor import ShardProcessor, StreamRecord
 from ringfence.runtimes.aws.state import Commit
 from tests.helpers.aws import (
@@ -325,3 +328,148 @@ def test_only_a_records_size_refusal_parks_it_not_a_deployments_refusal() -> Non
     assert _oversized(refused("Item size has exceeded the maximum allowed size"))
     assert not _oversized(refused("The provided key element does not match the schema"))
     assert not _oversized(ValueError("Size"))
+
+
+NOTE_PACK = """
+version: "1"
+types: [acme.note]
+rules:
+  - id: acme_note
+    on: [acme.note]
+    when: data.a > 10
+    severity: high
+    audience: fraud
+    title: "note {customer_id}"
+    dedup: "{data.tag}"
+"""
+
+
+def a_note(i: int, customer: str, tag: str, at: float) -> dict[str, Any]:
+    return {
+        "event_id": f"note-{i}",
+        "type": "acme.note",
+        "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+        "customer_id": customer,
+        "source": "acme",
+        "data": {"a": 11, "tag": tag},
+    }
+
+
+def test_an_alert_whose_dedup_key_outgrows_a_partition_key_is_raised_and_holds_up_no_other(
+    deploy: DeploymentFactory, tmp_path: Path
+) -> None:
+    """A producer's text renders a dedup key of up to 1,000 characters, 4,000 bytes; DynamoDB
+    takes 2,048 in a partition key. The dedup pointer keyed by it as it is was refused on every
+    try, and every alert of the shard behind it waited for ever."""
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(NOTE_PACK)
+    d = deploy(shards=1, batch_size=10, rule_pack=pack)
+    d.stream.max_retries = 2
+    now = time.time() - 60
+    long_tag = "\U0001f600" * 600  # 2,400 bytes of UTF-8
+    d.send([a_note(1, "cus_a", long_tag, now), a_note(2, "cus_b", long_tag, now + 1)])
+    d.send([a_note(3 + i, f"cus_{i}", f"tag{i}", now + 2 + i) for i in range(5)])
+    d.stream.drain()
+    assert d.failures == []
+    assert sorted(count for _, count in d.alerts().values()) == [1, 1, 1, 1, 1, 2]  # the long key's twice, deduplicated
+    assert d.runtime.state.outbox("shardId-000000000000") == []
+    d.runtime.processor.tick()
+
+
+def test_an_alert_dynamodb_refuses_waits_in_its_outbox_and_the_others_are_raised(
+    deploy: DeploymentFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(NOTE_PACK)
+    d = deploy(shards=1, batch_size=10, rule_pack=pack)
+    rt = d.runtime
+    real = rt.alerts._apply
+
+    def refuses(hits: Any, source: str, now: float) -> Any:
+        if hits[0][1].dedup_key == "refused":  # as DynamoDB refuses an item over its size
+            raise TransactionRefused("DynamoDB cancelled the transaction: ['ValidationError']")
+        return real(hits, source, now)
+
+    monkeypatch.setattr(rt.alerts, "_apply", refuses)
+    now = time.time() - 60
+    d.send([a_note(1, "cus_a", "refused", now), *(a_note(2 + i, f"cus_{i}", f"tag{i}", now + 1 + i) for i in range(3))])
+    d.stream.drain()
+    assert d.failures == []
+    assert len(d.alerts()) == 3  # the others, raised
+    outcome = rt.processor.tick()
+    assert outcome.alerts_waiting == 1  # counted where the AlertsWaiting alarm sees it
+    assert len(d.alerts()) == 3
+    monkeypatch.setattr(rt.alerts, "_apply", real)  # a release that can store it
+    rt.processor.tick()
+    assert len(d.alerts()) == 4  # its hits were kept, not lost
+    assert rt.state.outbox("shardId-000000000000") == []
+
+
+def heartbeat_login(sequence: int, n: int, at: float, source: str, customer: str) -> StreamRecord:
+    event = {
+        "event_id": f"hb-{n}",
+        "type": "login.succeeded",
+        "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+        "source": source,
+        "customer_id": customer,
+        "data": {"device_id": "dev_1", "ip": "10.0.0.1"},
+    }
+    body = encode_event(validate_event(json.dumps(event).encode(), at + 1.0))
+    return StreamRecord(str(sequence), customer, body, at + 1.0)
+
+
+@pytest.mark.parametrize("dies", [False, True])
+def test_a_heartbeat_another_shard_pushed_on_does_not_fire_before_the_push_is_written(
+    deploy: DeploymentFactory, dies: bool
+) -> None:
+    """Shard B's event pushes a source's silence deadline on; the push is written to the
+    heartbeat's row at the end of B's invocation (or by its retry, if it died first). Shard
+    A, ahead in event time past the old deadline but not the new, must not fire it meanwhile:
+    run in order, nothing fires."""
+    a, b = "shardId-000000000000", "shardId-000000000001"
+    d = deploy(shards=2)
+    rt = d.runtime
+    t0 = time.time() - 3600
+    rt.processor.process(b, [heartbeat_login(100, 1, t0, "partner-x", "cus_1")])  # armed: t0 + 300
+    real = rt.state.apply_push
+
+    def shard_a() -> None:  # ahead in event time: watermark t0 + 345
+        rt.processor.process(a, [heartbeat_login(100, 3, t0 + 350, "mobile-app", "cus_2")])
+
+    def meanwhile(push: Any) -> bool:
+        rt.state.apply_push = real  # type: ignore[method-assign]
+        if dies:
+            raise Crash("the invocation died after its commit and checkpoint, before its pushes")
+        shard_a()  # B is still running: its pushes are written after
+        return real(push)
+
+    rt.state.apply_push = meanwhile  # type: ignore[method-assign]
+    if dies:
+        with pytest.raises(Crash):
+            rt.processor.process(b, [heartbeat_login(200, 2, t0 + 200, "partner-x", "cus_1")])  # pushed: t0 + 500
+        shard_a()
+        rt.processor.process(b, [heartbeat_login(200, 2, t0 + 200, "partner-x", "cus_1")])  # B's retry
+    else:
+        rt.processor.process(b, [heartbeat_login(200, 2, t0 + 200, "partner-x", "cus_1")])
+    assert [rule for rule, _ in d.alerts().values()] == []
+
+
+def test_a_shards_first_invocation_dying_after_its_commit_leaves_an_outbox_the_tick_finds(
+    deploy: DeploymentFactory, tmp_path: Path
+) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(NOTE_PACK)
+    d = deploy(shards=1, rule_pack=pack)
+    rt = d.runtime
+    (shard,) = d.stream.shard_ids()
+    note = json.dumps(a_note(1, "cus_a", "t", time.time() - 60)).encode()
+    body = encode_event(validate_event(note, time.time(), custom_types=["acme.note"]))
+
+    def dies(*args: Any) -> None:
+        raise Crash("the invocation died after its commit, before its checkpoint")
+
+    rt.state.advance_checkpoint = dies  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        rt.processor.process(shard, [StreamRecord("100", "cus_a", body, time.time())])
+    assert d.alerts() == {}  # committed, in the outbox
+    assert rt.processor.tick().alerts_created == 1  # and no retry may come: the tick finds it

@@ -231,9 +231,10 @@ class Platform(Protocol):
         """Store ``rates`` as the new table (audited); ingest converts with it from then on."""
         ...
 
-    async def backtest(self, candidate: RulePack, limit: int, on_exit: Callable[[], None]) -> BacktestRun:
+    async def backtest(self, candidate: RulePack, limit: int, actor: str, on_exit: Callable[[], None]) -> BacktestRun:
         """Replay the latest ``limit`` stored events through the live pack and ``candidate``,
-        within ``settings.backtest_time_budget_s``; ``on_exit`` runs once the run is gone."""
+        within ``settings.backtest_time_budget_s``, audited as ``actor``'s before it starts (its
+        hit counts are customers' data); ``on_exit`` runs once the run is gone."""
         ...
 
     # -- hand-offs to the runtime's workers --

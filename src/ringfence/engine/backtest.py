@@ -23,7 +23,8 @@ class Backtest:
         self.packs = {"live": live, "candidate": candidate}
         self.engines = {name: Engine(pack) for name, pack in self.packs.items()}
         for engine in self.engines.values():
-            engine.lists.update({k: v for k, v in lists.items() if k in engine.pack.lists})
+            for name in lists.keys() & engine.pack.lists.keys():
+                engine.set_list(name, lists[name])
         self.counts: dict[str, Counter[str]] = {name: Counter() for name in self.engines}
         self.events = 0
         self.failed = 0

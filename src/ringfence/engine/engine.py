@@ -139,6 +139,9 @@ class Engine:
     def __init__(self, pack: RulePack, allowed_lateness_s: float = 5.0) -> None:
         self.pack = pack
         self.lists: dict[str, frozenset[str]] = dict(pack.lists)
+        # lists given values at run time (``PUT /v1/lists``): theirs win over any pack's, the
+        # others take each pack's own, on a reload as after a restart
+        self.edited_lists: set[str] = set()
         self.allowed_lateness_s = allowed_lateness_s
         self.states: dict[str, dict[str, FeatureState]] = {f.name: {} for f in pack.features}
         self.zstates: dict[str, dict[str, ZState]] = {
@@ -178,6 +181,7 @@ class Engine:
     def set_list(self, name: str, values: frozenset[str]) -> None:
         """Replace the values of list ``name`` (an admin edited it)."""
         self.lists[name] = values
+        self.edited_lists.add(name)
 
     # -- time ----------------------------------------------------------------------------
 
@@ -236,8 +240,8 @@ class Engine:
         """An engine of the same kind for the same pack, with no state (lists and hit counts
         carried over): to reload state from a checkpoint."""
         engine = self._blank()
-        for name, values in self.lists.items():
-            engine.set_list(name, values)
+        for name in self.edited_lists:
+            engine.set_list(name, self.lists[name])
         engine.hits = self.hits
         return engine
 
@@ -517,7 +521,8 @@ class Engine:
         whose definition did not change (and the watermarks, lists and hit counts)."""
         fresh = Engine(pack, self.allowed_lateness_s)
         fresh.max_event_time = dict(self.max_event_time)
-        fresh.lists = {**pack.lists, **{k: v for k, v in self.lists.items() if k in pack.lists}}
+        for name in self.edited_lists & pack.lists.keys():
+            fresh.set_list(name, self.lists[name])
         fresh.hits = self.hits
         for f in pack.features:
             old = self._features.get(f.name)

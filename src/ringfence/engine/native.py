@@ -168,6 +168,7 @@ class NativeEngine(Engine):
 
     def set_list(self, name: str, values: frozenset[str]) -> None:
         self.lists[name] = values
+        self.edited_lists.add(name)
         with self._lock:
             self._core.set_list(name, values)
 
@@ -307,9 +308,8 @@ class NativeEngine(Engine):
         with self._lock:
             core = self._core.reloaded(_plan(pack), kept)
         fresh = NativeEngine(pack, self.allowed_lateness_s, core=core, fallback=self._fallback)
-        fresh.lists.update({k: v for k, v in self.lists.items() if k in pack.lists})
-        for name, values in fresh.lists.items():
-            fresh._core.set_list(name, values)
+        for name in self.edited_lists & pack.lists.keys():
+            fresh.set_list(name, self.lists[name])
         fresh.hits = self.hits
         return fresh
 
@@ -322,9 +322,8 @@ class NativeEngine(Engine):
         with self._lock:
             rows = [(name, key, raw) for name, key, raw in self._core.dump() if raw is not None]
         fresh.restore(rows, self.max_event_time)
-        for name, values in self.lists.items():
-            if name in pack.lists:
-                fresh.set_list(name, values)
+        for name in self.edited_lists & pack.lists.keys():
+            fresh.set_list(name, self.lists[name])
         fresh.hits = self.hits
         return fresh
 

@@ -64,6 +64,13 @@ class PackRepository:
             self._store.audit(conn, now, actor, "rules.activate", pack.version, {"seq": seq, "digest": pack.digest})
         return PackVersion(seq, pack.version, pack.digest, pack.text, now, actor)
 
+    def record_backtest(self, candidate: RulePack, limit: int, actor: str, now: float) -> None:
+        """Audit a back-test as it starts: its hit counts tell what stored events hold, so who
+        asked what of them is on the trail."""
+        with self._store.transaction() as conn:
+            detail = {"digest": candidate.digest, "limit": limit, "detections": len(candidate.detection_ids)}
+            self._store.audit(conn, now, actor, "rules.backtest", candidate.version, detail)
+
     def startup_pack(self, rule_pack: Path | None, now: float) -> RulePack:
         """The pack a starting service runs: the file given in the settings if it is new to the
         store (a deployment of it: activated), else the last one activated, else the packaged

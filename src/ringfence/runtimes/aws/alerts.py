@@ -14,6 +14,7 @@ and one batch of a shard runs at a time (``ParallelizationFactor`` 1).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import random
 import secrets
@@ -48,6 +49,7 @@ from ringfence.runtimes.aws.items import (
     ACTIVE_INDEX,
     CREATED_INDEX,
     CUSTOMER_INDEX,
+    TransactionRefused,
     json_s,
     n,
     s,
@@ -69,6 +71,24 @@ _LABEL_SET_ATTRIBUTES = ("id", "rule_id", "severity", "audience", "customer_id",
 class AlertContention(StoreError):
     """Every attempt to apply an alert's hits lost a race (a hot alert that many shards hit at
     once): the hits wait in their outbox for the next invocation of the shard or the tick."""
+
+
+class AlertRefused(StoreError):
+    """DynamoDB refuses an alert's items as they are (a key or an item over its size): trying
+    again will not help, so the hits wait in their outbox, and the other alerts go on."""
+
+
+MAX_PARTITION_KEY_BYTES = 2048  # DynamoDB's limit for a partition key's value
+
+
+def pointer_pk(rule_id: str, dedup_key: str) -> str:
+    """The dedup pointer's partition key: the rendered key as it is (every pointer written so
+    far), or, past DynamoDB's 2,048 bytes (a template of a producer's free text renders up to
+    1,000 characters, 4,000 bytes), its SHA-256 under a prefix no key as it is can have."""
+    plain = f"d|{rule_id}|{dedup_key}"
+    if len(plain.encode()) <= MAX_PARTITION_KEY_BYTES:
+        return plain
+    return f"dh|{rule_id}|{hashlib.sha256(dedup_key.encode()).hexdigest()}"
 
 
 @dataclass(frozen=True)
@@ -112,8 +132,20 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
         invocation's hits, not one each; a lost race is tried again after a pause that grows,
         with jitter, and :class:`AlertContention` says every attempt lost.
         """
+        try:
+            return self._apply(hits, source, now)
+        except TransactionRefused as exc:
+            raise AlertRefused(f"{hits[0][1].rule_id}: {exc}") from exc
+        except StoreError:
+            raise
+        except Exception as exc:
+            if error_code(exc) != "ValidationException":
+                raise
+            raise AlertRefused(f"{hits[0][1].rule_id}: DynamoDB refused the alert's items") from exc
+
+    def _apply(self, hits: Sequence[tuple[str, AlertSignal]], source: str, now: float) -> Applied | None:
         rule_id, dedup_key = hits[0][1].rule_id, hits[0][1].dedup_key
-        ptr_pk = f"d|{rule_id}|{dedup_key}"
+        ptr_pk = pointer_pk(rule_id, dedup_key)
         for attempt in range(APPLY_ATTEMPTS):
             if attempt:
                 time.sleep(contention_pause_s(attempt, self._rng))

@@ -9,7 +9,7 @@ Item layout of the alerts table (key ``pk`` + ``sk``); the modules named own the
 | history entry | ``a|<alert id>`` | ``h|<at>|<n>`` | :mod:`.alerts` |
 | group membership | ``a|<alert id>`` | ``g|<group key>`` | :mod:`.groups` |
 | announcement owed | ``a|<alert id>`` | ``owe|<change>`` (``by_active``: ``~announce``) | :mod:`.announcements` |
-| dedup pointer | ``d|<rule id>|<dedup key>`` | ``ptr`` | :mod:`.alerts` |
+| dedup pointer | ``d|<rule id>|<dedup key>`` (over 2 KB: ``dh|<rule id>|<sha256>``) | ``ptr`` | :mod:`.alerts` |
 | group | ``g|<group key>`` | ``g`` | :mod:`.groups` |
 | the dispatcher's next wake-up | ``dispatch`` | ``wake`` | :mod:`.groups` |
 | notification | ``n|<notification id>`` | ``n`` | :mod:`.notification_log` |
@@ -87,6 +87,11 @@ def decode_cursor(cursor: str, key: Mapping[str, str | None]) -> dict[str, Any]:
     return {name: s(value) for name, value in values.items()}
 
 
+class TransactionRefused(StoreError):
+    """DynamoDB cancelled a transaction for a reason another try would meet again (an item
+    over its size), not a race."""
+
+
 class TableItems:
     """One DynamoDB table, read consistently, written in transactions."""
 
@@ -157,7 +162,7 @@ class TableItems:
                 raise
             refused = set(cancellation_codes(exc)) - RETRY_CODES
             if refused:  # not worth another try
-                raise StoreError(f"DynamoDB cancelled the transaction: {sorted(refused)}") from exc
+                raise TransactionRefused(f"DynamoDB cancelled the transaction: {sorted(refused)}") from exc
             return False
         return True
 

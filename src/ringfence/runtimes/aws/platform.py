@@ -251,7 +251,7 @@ class AwsPlatform:
     def put_list(self, name: str, values: list[str], actor: str, now: float) -> NoReturn:
         not_available("lists (they ship with the deployment's rule pack)")
 
-    async def backtest(self, candidate: RulePack, limit: int, on_exit: Callable[[], None]) -> NoReturn:
+    async def backtest(self, candidate: RulePack, limit: int, actor: str, on_exit: Callable[[], None]) -> NoReturn:
         not_available("a rule back-test")
 
     def redrive_quarantined(self, entry_id: int, actor: str) -> NoReturn:

@@ -36,7 +36,7 @@ from ringfence.engine.rules import AlertSignal
 from ringfence.errors import StoreError
 from ringfence.events.model import Event, decode_event
 from ringfence.runtimes.aws import dedup
-from ringfence.runtimes.aws.alerts import AlertContention, AlertTable
+from ringfence.runtimes.aws.alerts import AlertContention, AlertRefused, AlertTable
 from ringfence.runtimes.aws.announcements import announcement
 from ringfence.runtimes.aws.resources import contention_pause_s, error_code
 from ringfence.runtimes.aws.state import (
@@ -352,6 +352,9 @@ class ShardProcessor:
         chunks = plan_chunks(pending, self.state.heartbeats)
         # read once per invocation: every shard's event time, and the timers that may come due
         checkpoints = self.state.checkpoints()
+        if shard not in checkpoints and pending:
+            # before its first commit: every shard's outboxes are found by its checkpoint
+            self.state.register_shard(shard, self.clock())
         marks = {
             partition_of_shard(s): c.max_event_time
             for s, c in checkpoints.items()
@@ -360,6 +363,11 @@ class ShardProcessor:
         committed = marks.get(partition_of_shard(shard))
         newest = max([*marks.values(), *(i.event.occurred_at for i in pending)], default=None)
         due = self.state.due_timers(newest - self.lateness, TIMER_ROWS * len(chunks)) if newest is not None else []
+        if any(name in self.state.heartbeats for _, (name, _key) in due):
+            # a heartbeat may fire: another shard's commit may have moved its deadline on and
+            # not written it yet (a pushed deadline is written at the end of an invocation, one
+            # that died first leaves it in its outbox). Write those first, or it fires early
+            self._apply_pushes([o for source in checkpoints if source != shard for o in self.state.outbox(source)])
         run = _Invocation(marks, progress)
         for chunk in chunks:
             latest = max([*marks.values(), *(i.event.occurred_at for i in chunk)])
@@ -427,7 +435,8 @@ class ShardProcessor:
         invocation), announcing the alert if that is owed; then drop the outboxes. Safe to
         repeat after a crash anywhere in it.
 
-        Hits that lose every race for their alert (:class:`AlertContention`) stay in their
+        Hits that lose every race for their alert (:class:`AlertContention`), or that DynamoDB
+        refuses as they are (:class:`AlertRefused`: kept, not lost, and counted waiting), stay in their
         outboxes, and the next invocation of ``source`` or the tick applies them with its own:
         an alert's hits of one source are applied in order, as its dedup pointer's place for
         the source requires. The events go on being processed meanwhile. So do the hits of the
@@ -451,6 +460,11 @@ class ShardProcessor:
                 applied = self.alerts.apply(hits, source, now)
             except AlertContention as exc:
                 log.warning("%s: %s; they wait for the next invocation or the tick", source, exc)
+                outcome.alerts_waiting += 1
+                kept |= held_by[alert]
+                continue
+            except AlertRefused as exc:  # this alert's fault, not DynamoDB's: the others go on
+                log.error("%s: %s; its hits wait in their outbox (AlertsWaiting)", source, exc)
                 outcome.alerts_waiting += 1
                 kept |= held_by[alert]
                 continue

@@ -622,6 +622,18 @@ class StateTable:
                 self.db.delete_item(TableName=self.table, Key={"pk": _s(_row_pk(name, key)), "sk": _s("-")})
         return sum(len(states) for states in moved.values())
 
+    def register_shard(self, shard: str, now: float) -> None:
+        """Give ``shard`` a checkpoint with no event time yet, before its first commit: who
+        looks for every shard's outboxes (the tick, a heartbeat about to fire) finds them by
+        the checkpoints, and a first invocation may die between its commit and its checkpoint."""
+        self.db.update_item(
+            TableName=self.table,
+            Key={"pk": _s("checkpoint"), "sk": _s(shard)},
+            UpdateExpression="SET #at = if_not_exists(#at, :now)",
+            ExpressionAttributeNames={"#at": "at"},
+            ExpressionAttributeValues={":now": _n(now)},
+        )
+
     def advance_checkpoint(self, shard: str, max_event_time: float, now: float) -> None:
         """After a commit: move the shard's newest event time forward (never back)."""
         try:

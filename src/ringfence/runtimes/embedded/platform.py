@@ -223,15 +223,16 @@ class Platform:
     def load_fx(self, rates: list[FxRate], actor: str, now: float) -> FxTable:
         return self.fx.load(rates, actor, now)
 
-    async def backtest(self, candidate: RulePack, limit: int, on_exit: Callable[[], None]) -> BacktestChild:
+    async def backtest(self, candidate: RulePack, limit: int, actor: str, on_exit: Callable[[], None]) -> BacktestChild:
         """In a child process over the journal (:mod:`ringfence.runtimes.backtest`)."""
+        await asyncio.to_thread(self.packs.record_backtest, candidate, limit, actor, self.clock.time())
         job = BacktestJob(
             journal=str(self.log.path),
             after=max(0, await asyncio.to_thread(self.log.head) - limit),
             limit=limit,
             live=self.pack.text,
             candidate=candidate.text,
-            lists={name: sorted(values) for name, values in self.engine.lists.items()},
+            lists={name: sorted(self.engine.lists[name]) for name in self.engine.edited_lists},  # edits win
             budget_s=self.settings.backtest_time_budget_s,
         )
         return await start_child(job, CHILD_MODULE, on_exit=on_exit)

@@ -376,9 +376,10 @@ class KafkaPlatform:
         finally:
             self._features_lock.release()
 
-    async def backtest(self, candidate: RulePack, limit: int, on_exit: Callable[[], None]) -> BacktestChild:
+    async def backtest(self, candidate: RulePack, limit: int, actor: str, on_exit: Callable[[], None]) -> BacktestChild:
         """In a child process reading the newest ``limit`` records of the events topic
         (:mod:`.backtest`), bounded as the embedded runtime's (:mod:`ringfence.runtimes.backtest`)."""
+        await asyncio.to_thread(self.packs.record_backtest, candidate, limit, actor, self.clock.time())
         ranges, skip = await asyncio.to_thread(self.log.newest, limit)
         config = {name: str(value) for name, value in client_config(self.settings).items()}
         topics = self.log.topics
@@ -389,7 +390,7 @@ class KafkaPlatform:
             limit=limit,
             live=self.pack.text,
             candidate=candidate.text,
-            lists={name: sorted(values) for name, values in self.engine.lists.items()},
+            lists={name: sorted(self.engine.lists[name]) for name in self.engine.edited_lists},  # edits win
             budget_s=self.settings.backtest_time_budget_s,
             kafka=source,
         )
