@@ -468,6 +468,9 @@ impl ArithOp {
     }
 }
 
+/// The most characters `+` makes of two texts; past it, null (as the reference engine).
+pub const MAX_CONCAT: usize = 4096;
+
 /// Arithmetic of the reference engine: on numbers (not booleans), `+` on two texts too;
 /// anything else, and division by zero, is null. An integer result past 2**127 becomes a
 /// float (Python's integers have no bound: a documented difference).
@@ -479,6 +482,11 @@ pub fn arith(op: ArithOp, a: &Value, b: &Value) -> Value {
             float_arith(op, x, y)
         }
         (Value::Str(x), Value::Str(y)) if op == ArithOp::Add => {
+            // the reference's bound, in characters: a chain of long texts costs its length squared
+            if x.len() + y.len() > MAX_CONCAT && x.chars().count() + y.chars().count() > MAX_CONCAT
+            {
+                return Value::Null;
+            }
             let mut s = smol_str::SmolStrBuilder::new(); // inline while it fits
             s.push_str(x);
             s.push_str(y);

@@ -27,6 +27,8 @@ from ringfence.errors import ExpressionError
 MAX_EXPRESSION_CHARS = 2_000
 MAX_DEPTH = 40
 MAX_NODES = 400
+MAX_CONCAT = 4_096  # characters of a text that + makes; longer is null
+_INT_MIN, _INT_MAX = -(2**127), 2**127 - 1  # the core's integers; arithmetic past them is in floats
 MAX_INT_LITERAL = 10**18
 ENVELOPE_FIELDS = frozenset(ENVELOPE_TYPES)
 STATS_FIELDS: dict[str, FieldType] = {"mean": NUMBER, "std": NUMBER, "count": NUMBER}
@@ -66,6 +68,7 @@ class Expression:
     type: FieldType
     features: frozenset[str]
     fields: frozenset[tuple[str, ...]]
+    nodes: int = 0  # its parts: what one evaluation may cost (a pack's sum is bounded)
 
 
 def _safe_cmp(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
@@ -85,12 +88,20 @@ def _safe_cmp(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
 def _safe_arith(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def arith(a: Any, b: Any) -> Any:
         if a.__class__ not in (int, float) or b.__class__ not in (int, float):
-            # only + on two strings is allowed; its size is bounded by its inputs
-            return a + b if op is operator.add and isinstance(a, str) and isinstance(b, str) else None
+            # only + on two texts, up to MAX_CONCAT characters (a chain of long texts would cost
+            # its length squared), else null
+            if op is not operator.add or not isinstance(a, str) or not isinstance(b, str):
+                return None
+            return a + b if len(a) + len(b) <= MAX_CONCAT else None
         try:
-            return op(a, b)
+            if op is operator.truediv and a.__class__ is int and b.__class__ is int:
+                return float(a) / float(b)  # each a float first, as the core divides (exact to 2**53)
+            result = op(a, b)
         except (ZeroDivisionError, OverflowError):
             return None
+        if result.__class__ is int and not _INT_MIN <= result <= _INT_MAX:
+            return op(float(a), float(b))  # past 128 bits, in floats, as the core
+        return result
 
     return arith
 
@@ -380,7 +391,7 @@ def compile_expression(source: str, scope: Scope, *, condition: bool = False) ->
     evaluate, kind = compiler.compile(tree.body)
     if condition and kind in (NUMBER, STRING, LIST):
         raise ExpressionError(f"a condition must be true or false, but this is a {kind}", source)
-    return Expression(source, evaluate, kind, frozenset(compiler.features), frozenset(compiler.fields))
+    return Expression(source, evaluate, kind, frozenset(compiler.features), frozenset(compiler.fields), compiler.nodes)
 
 
 def walk(value: Any, path: tuple[str, ...]) -> Any:

@@ -22,8 +22,17 @@ from ringfence import safe_yaml
 from ringfence.engine.anomaly import AnomalyKind, AnomalySpec
 from ringfence.engine.durations import parse_duration
 from ringfence.engine.expressions import ENVELOPE_FIELDS, STATS_FIELDS, Expression, Scope, compile_expression
-from ringfence.engine.features import LIFETIME_ONLY, NEEDS_OF, WINDOW_ONLY, Aggregation, FeatureSpec
-from ringfence.engine.patterns import PatternKind, PatternSpec, StepSpec
+from ringfence.engine.features import (
+    BUCKETS,
+    LIFETIME_ONLY,
+    MAX_DISTINCT,
+    NEEDS_OF,
+    QUANTILE_SAMPLES,
+    WINDOW_ONLY,
+    Aggregation,
+    FeatureSpec,
+)
+from ringfence.engine.patterns import MAX_PARTIALS, PatternKind, PatternSpec, StepSpec
 from ringfence.engine.rules import AUDIENCES, SEVERITIES, Audience, Mode, Output, RuleSpec, Severity, Template
 from ringfence.engine.schema import ANY, NUMBER, FieldType, data_schema
 from ringfence.errors import ExpressionError, FieldError, RulePackError
@@ -31,6 +40,11 @@ from ringfence.events.sensitive import PAN_MESSAGE, looks_like_pan, redact, scan
 from ringfence.events.types import BUILTIN_TYPES
 
 MAX_PACK_BYTES = 1024 * 1024
+# what one pack may ask of every event and of every key, whatever its YAML's size allows
+MAX_STATEFUL_DEFINITIONS = 1_000  # features, anomaly scores and patterns: each keeps state per key
+MAX_RULES = 2_000
+MAX_PACK_NODES = 50_000  # the parts of all its expressions: an event runs at most these
+MAX_KEY_VALUES = 100_000  # the values one key's states may hold at their bounds, all definitions
 DEFAULT_STATE_TTL = "400d"
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _RESERVED = ENVELOPE_FIELDS | {"data", "lists", "true", "false", "null"}
@@ -155,12 +169,14 @@ class RulePack:
 class _Loader:
     """Checks one pack document section by section, building the compiled specs."""
 
-    def __init__(self, doc: PackDoc) -> None:
+    def __init__(self, doc: PackDoc, *, budgets: bool = True) -> None:
         self.doc = doc
+        self.budgets = budgets  # a pack read back from the store was held to them when it came in
         self.custom = frozenset(doc.types)
         self.lists = frozenset(doc.lists)
         self.feature_types: dict[str, FieldType] = {}
         self.names: set[str] = set()
+        self.nodes = 0  # the parts of every expression so far (MAX_PACK_NODES)
         try:
             self.ttl = parse_duration(doc.state_ttl)
         except ValueError as exc:
@@ -182,9 +198,13 @@ class _Loader:
 
     def expr(self, source: str, scope: Scope, where: str, *, condition: bool = False) -> Expression:
         try:
-            return compile_expression(source, scope, condition=condition)
+            compiled = compile_expression(source, scope, condition=condition)
         except ExpressionError as exc:
             raise RulePackError(str(exc), where) from None
+        self.nodes += compiled.nodes
+        if self.budgets and self.nodes > MAX_PACK_NODES:
+            raise RulePackError(f"the pack's expressions have more than {MAX_PACK_NODES:,} parts in all", where)
+        return compiled
 
     def keys(self, by: str | list[str], where: str) -> tuple[tuple[str, ...], ...]:
         out = []
@@ -395,11 +415,18 @@ def load_pack(text: str, *, stored: bool = False) -> RulePack:
             raise RulePackError(f"list name {name!r} must be lower_snake_case", "lists")
         if len(values) > 100_000:
             raise RulePackError(f"list {name!r} has more than 100000 values", "lists")
-    loader = _Loader(doc)
+    stateful = len(doc.features) + len(doc.anomaly) + len(doc.patterns)
+    if not stored and stateful > MAX_STATEFUL_DEFINITIONS:
+        raise RulePackError(f"{stateful:,} features, anomalies and patterns: at most {MAX_STATEFUL_DEFINITIONS:,}")
+    if not stored and len(doc.rules) > MAX_RULES:
+        raise RulePackError(f"{len(doc.rules):,} rules: at most {MAX_RULES:,}", "rules")
+    loader = _Loader(doc, budgets=not stored)  # budgets added later never stop a restart either
     features = tuple(loader.feature(i, f) for i, f in enumerate(doc.features))
     anomalies = tuple(loader.anomaly(i, a) for i, a in enumerate(doc.anomaly))
     rules = tuple(loader.rule(i, r) for i, r in enumerate(doc.rules))
     patterns = tuple(loader.pattern(i, p) for i, p in enumerate(doc.patterns))
+    if not stored:
+        _bound_key_values(features, anomalies, patterns)
     return RulePack(
         version=doc.version,
         digest=hashlib.sha256(text.encode()).hexdigest()[:16],
@@ -412,6 +439,35 @@ def load_pack(text: str, *, stored: bool = False) -> RulePack:
         rules=rules,
         patterns=patterns,
     )
+
+
+def _bound_key_values(
+    features: tuple[FeatureSpec, ...], anomalies: tuple[AnomalySpec, ...], patterns: tuple[PatternSpec, ...]
+) -> None:
+    """Refuse a pack whose states of one key could hold more than ``MAX_KEY_VALUES`` values at
+    their bounds (a distinct count keeps up to 1,000, a quantile its samples, a windowed
+    aggregate a bucket for each 60th of its window, a robust z-score its samples, a pattern
+    its partial matches): memory a producer's events could fill for every key."""
+    held: dict[tuple[tuple[str, ...], ...], int] = {}
+    for f in features:
+        if f.agg == Aggregation.DISTINCT_COUNT:
+            values = MAX_DISTINCT
+        elif f.agg == Aggregation.QUANTILE:
+            values = QUANTILE_SAMPLES
+        else:
+            values = BUCKETS if f.window is not None else 1
+        held[f.by] = held.get(f.by, 0) + values
+    for a in anomalies:
+        held[a.by] = held.get(a.by, 0) + a.samples
+    for p in patterns:
+        held[p.by] = held.get(p.by, 0) + MAX_PARTIALS
+    for by, values in held.items():
+        if values > MAX_KEY_VALUES:
+            key = " + ".join(".".join(path) for path in by) or "global"
+            raise RulePackError(
+                f"the states of one {key} could hold {values:,} values, over {MAX_KEY_VALUES:,}: "
+                "fewer distinct counts, quantiles or windowed features by it"
+            )
 
 
 def default_pack_text() -> str:
