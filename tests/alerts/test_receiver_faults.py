@@ -23,6 +23,7 @@ from ringfence.alerts.notify.base import Outcome
 from ringfence.alerts.notify.deadline import receiver_client
 from ringfence.alerts.notify.email import EmailNotifier
 from ringfence.alerts.notify.webhook import WebhookNotifier
+from ringfence.alerts.stages import DUE_NOTIFICATIONS, PASS_WAIT_S, SENDS_PER_RECEIVER
 from ringfence.bench.servers import free_port
 from ringfence.store.notifications import SqlNotificationLog
 from ringfence.store.sql import SqlStore
@@ -203,3 +204,59 @@ def test_a_receiver_url_can_come_from_the_environment_and_is_checked_at_load(
     for bad in ({"url_env": "RINGFENCE_SECRET_UNSET_URL"}, {}, {"url": "http://x", "url_env": "X"}):
         with pytest.raises(ConfigError, match="sre"):
             build_config({"receivers": [{"name": "sre", kind: bad}], "route": {"receiver": "sre"}})
+
+
+def two_receivers(fast_url: str, slow_port: int) -> dict[str, Any]:
+    """``hook`` for everything but the customers ``flood_*``, whose alerts go to ``slow``."""
+    config = webhook_config(fast_url, group_wait="0s")
+    config["receivers"].append(
+        {"name": "slow", "webhook": {"url": f"http://127.0.0.1:{slow_port}/hook", "secret_env": None, "timeout_s": 2}}
+    )
+    config["route"]["routes"] = [{"matchers": ["customer_id=~flood_.*"], "receiver": "slow", "group_wait": "0s"}]
+    return config
+
+
+def test_a_receiver_that_hangs_holds_up_no_other_receivers_notification(
+    any_store: SqlStore, receiver: RecordingReceiver, dripping: int
+) -> None:
+    """20 older notifications to a receiver that answers a byte at a time, then one to a
+    healthy one: sent one at a time, oldest first, it waited 20 timeouts (5 minutes in a
+    hostile test of 5 s timeouts), and routing with it."""
+    clock = FixedClock(1_800_000_000.0)
+    d = dispatcher(any_store, clock, two_receivers(receiver.url, dripping))
+    for i in range(20):
+        hit(any_store, clock, i + 1, key=f"k{i}", customer_id=f"flood_{i}")
+    hit(any_store, clock, 100, key="aml", customer_id="c_aml")
+    try:
+        began = time.monotonic()
+        d.step(wait=PASS_WAIT_S)
+        assert time.monotonic() - began < 2.0  # the slow receiver's sends go on on their threads
+        assert len(receiver.received) == 1
+        hit(any_store, clock, 101, key="aml2", customer_id="c_aml2")
+        d.step(wait=PASS_WAIT_S)  # routing and the next send do not wait for the slow one either
+        assert len(receiver.received) == 2
+        assert time.monotonic() - began < 4.0
+    finally:
+        d.close()  # the slow sends under way end within their timeout
+    notifications, _ = SqlNotificationLog(any_store).notifications(None, 100, None)
+    slow = [n for n in notifications if n.receiver == "slow"]
+    assert sum(n.attempts for n in slow) == SENDS_PER_RECEIVER  # two at once, and no more while they were
+    assert all(n.status is NotificationStatus.PENDING for n in slow)  # retried later
+
+
+def test_a_flood_to_one_receiver_hides_no_other_receivers_due_notification(
+    any_store: SqlStore, receiver: RecordingReceiver
+) -> None:
+    clock = FixedClock(1_800_000_000.0)
+    d = dispatcher(any_store, clock, two_receivers(receiver.url, free_port()))
+    d.deliver.notifiers = {}  # nothing is sent: only what a pass would take is looked at
+    for i in range(300):
+        hit(any_store, clock, i + 1, key=f"k{i}", customer_id=f"flood_{i}")
+    hit(any_store, clock, 1000, key="aml", customer_id="c_aml")
+    d.intake(clock.time())
+    while d.flush(clock.time()):
+        pass
+    due = any_store.due_notifications(clock.time(), DUE_NOTIFICATIONS, per_receiver=SENDS_PER_RECEIVER)
+    assert sorted(n.receiver for n in due) == ["hook", "slow", "slow"]
+    assert len(any_store.due_notifications(clock.time(), DUE_NOTIFICATIONS)) == DUE_NOTIFICATIONS  # the oldest
+    d.close()

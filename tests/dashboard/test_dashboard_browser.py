@@ -242,3 +242,23 @@ def test_phone_width_has_no_horizontal_scroll_and_assets_are_all_local(
     finally:
         s.close()
     assert httpx.get(f"{server.url}/static/app.css").status_code == 200
+
+
+def test_a_bidi_override_in_shown_text_cannot_turn_it_around(
+    analyst: Session, dash: tuple[EmbeddedServer, dict[str, str]]
+) -> None:
+    """ "\u202e24_suc" showed as "cus_42": the dashboard shows bidi embeddings, overrides and
+    isolates as U+FFFD wherever it shows data (ids in events are refused them at ingest)."""
+    server, keys = dash
+    customer = uid("cus")
+    post(server, keys["producer"], risky_transfer(customer))
+    server.wait_processed(keys["analyst"])
+    with server.client(keys["analyst"]) as c:
+        (alert,) = c.get("/v1/alerts", params={"customer_id": customer}).json()["items"]
+        answer = c.post(f"/v1/alerts/{alert['id']}/comments", json={"text": "payee \u202e24_suc\u202c checked"})
+        assert answer.is_success, answer.text
+    page = analyst.page
+    page.goto(f"/alerts/{alert['id']}")
+    page.get_by_text("payee \ufffd24_suc\ufffd checked").wait_for()
+    assert "\u202e" not in page.locator("body").inner_text()
+    assert analyst.problems() == []

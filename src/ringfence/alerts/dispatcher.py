@@ -27,6 +27,7 @@ from ringfence.alerts.notify.deadline import receiver_client
 from ringfence.alerts.ports import PipelineStore
 from ringfence.alerts.stages import (
     HOUSEKEEPING_EVERY_S,
+    PASS_WAIT_S,
     AutoResolve,
     Deliver,
     Every,
@@ -80,6 +81,7 @@ class Dispatcher:
         self.flush = Flush(store, routes, config.notify_resolved)
         timeouts = {name: float(getattr(r.options, "timeout_s", 0.0)) for name, r in config.receivers.items()}
         self.deliver = Deliver(store, self.notifiers, config.retry, clock, metrics, timeouts)
+        self.deliver.on_sent = self.wakeup.set
         self.auto_resolve = AutoResolve(store, auto_resolve)
         self.retention = Retention(store)
         self.stages: tuple[Stage, ...] = (
@@ -93,7 +95,7 @@ class Dispatcher:
     def run(self, stop: threading.Event, idle_wait_s: float = 0.2) -> None:
         while not stop.is_set():
             try:
-                busy = self.step()
+                busy = self.step(wait=PASS_WAIT_S)  # slow sends finish on their threads meanwhile
             except Exception:
                 log.exception("dispatcher step failed; retrying")
                 stop.wait(1.0)
@@ -102,15 +104,17 @@ class Dispatcher:
                 self.wakeup.wait(idle_wait_s)
                 self.wakeup.clear()
 
-    def step(self, deadline: float | None = None) -> int:
+    def step(self, deadline: float | None = None, wait: float | None = None) -> int:
         """One pass of every stage; how much was done (0: nothing was due). ``deadline``
-        (:func:`time.monotonic` seconds): when the process may be stopped, see :class:`Deliver`."""
+        (:func:`time.monotonic` seconds): when the process may be stopped; ``wait``: how long
+        the pass waits for its sends (None: until they end); see :class:`Deliver`."""
         now = self.clock.time()
-        self.deliver.deadline = deadline
+        self.deliver.deadline, self.deliver.wait = deadline, wait
         try:
             return sum(stage(now) for stage in self.stages)
         finally:
-            self.deliver.deadline = None
+            self.deliver.deadline, self.deliver.wait = None, None
 
     def close(self) -> None:
+        self.deliver.close()
         self._client.close()

@@ -172,6 +172,7 @@ class PipelineStore(Protocol):
         """One unit of work on the pipeline's state, committed when the block ends without error."""
         ...
 
-    def due_notifications(self, now: float, limit: int) -> list[Notification]:
-        """Pending notifications due at ``now``, the longest due first."""
+    def due_notifications(self, now: float, limit: int, *, per_receiver: int | None = None) -> list[Notification]:
+        """Pending notifications due at ``now``, the longest due first; with ``per_receiver``,
+        at most that many of any one receiver (so another receiver's backlog hides none)."""
         ...

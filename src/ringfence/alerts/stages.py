@@ -14,8 +14,11 @@ import hashlib
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,6 +57,8 @@ log = logging.getLogger("ringfence.dispatcher")
 BATCH = 500  # outbox entries per pass
 DUE_GROUPS = 100
 DUE_NOTIFICATIONS = 50
+SENDS_PER_RECEIVER = 2  # of one receiver, at once and in one pass: one that hangs holds only these
+PASS_WAIT_S = 1.0  # how long a dispatcher's pass waits for its sends before it routes again
 CLAIM_LEASE_S = 120.0  # longer than one send with its timeout
 SEND_MARGIN_S = 5.0  # beyond a receiver's timeout: what an attempt takes around its request
 HOUSEKEEPING_EVERY_S = 10.0
@@ -258,6 +263,14 @@ class Deliver:
     send one at once; retries and dead letters as :func:`~ringfence.alerts.delivery.after_attempt`
     decides.
 
+    Receivers are kept apart: a pass takes at most :data:`SENDS_PER_RECEIVER` of each receiver's
+    longest due notifications that are not under way already, and sends them on threads of its
+    own, so a receiver that hangs until its timeout, or one producer's flood of notifications to
+    one receiver, holds up only that receiver's sends. ``wait`` (seconds; None: until every send
+    ends) is how long a pass waits for its sends: the embedded and kafka dispatchers wait
+    :data:`PASS_WAIT_S` and go on routing while slow sends finish and record their results on
+    their threads; a Lambda function waits for all of them.
+
     ``deadline`` (:func:`time.monotonic` seconds; None: none) is when the process running the
     pass may be stopped (a Lambda function's timeout): no notification is claimed unless its
     send, up to ``timeouts`` of its receiver and :data:`SEND_MARGIN_S`, ends before it, since a
@@ -281,19 +294,59 @@ class Deliver:
         self.metrics = metrics
         self.timeouts = timeouts or {}
         self.deadline: float | None = None
+        self.wait: float | None = None
+        self.on_sent: Callable[[], None] = lambda: None  # a send ended: its receiver may take another
         self.rng = random.Random()  # nosec B311 # noqa: S311 - retry jitter, not security
+        self._lock = threading.Lock()
+        self._under_way: dict[str, set[str]] = {}  # by receiver, the notifications being sent
+        self._pool = ThreadPoolExecutor(
+            max_workers=SENDS_PER_RECEIVER * max(1, len(notifiers)), thread_name_prefix="ringfence-send"
+        )
 
     def __call__(self, now: float) -> int:
-        due = self.store.due_notifications(now, DUE_NOTIFICATIONS)
-        for done, notification in enumerate(due):
-            if not self._time_for(notification):
-                log.info("%d due notifications left for the next pass: too little time left", len(due) - done)
-                return done
-            with self.store.pipeline() as batch:
-                claimed = batch.claim(notification.id, now, CLAIM_LEASE_S)
-            if claimed:
-                self._attempt(notification, now)
-        return len(due)
+        due = self.store.due_notifications(now, DUE_NOTIFICATIONS, per_receiver=SENDS_PER_RECEIVER)
+        picked: list[Notification] = []
+        with self._lock:
+            taken = {receiver: len(ids) for receiver, ids in self._under_way.items()}
+            for notification in due:
+                if taken.get(notification.receiver, 0) >= SENDS_PER_RECEIVER:
+                    continue
+                if not self._time_for(notification):
+                    log.info("due notifications left for the next pass: too little time left")
+                    break
+                taken[notification.receiver] = taken.get(notification.receiver, 0) + 1
+                picked.append(notification)
+        if not picked:
+            return 0
+        with self.store.pipeline() as batch:
+            claimed = [n for n in picked if batch.claim(n.id, now, CLAIM_LEASE_S)]
+        sends = [self._start(n, now) for n in claimed]
+        done, _ = futures.wait(sends, timeout=self.wait if self.deadline is None else None)
+        for send in done:  # the process is ending (a Lambda function's timeout, an exit): so is the pass
+            ended = send.exception()
+            if ended is not None and not isinstance(ended, Exception):
+                raise ended
+        return len(claimed)
+
+    def close(self) -> None:
+        """Let the sends under way end (each within its receiver's timeout), then stop."""
+        self._pool.shutdown(wait=True)
+
+    def _start(self, n: Notification, now: float) -> futures.Future[None]:
+        with self._lock:
+            self._under_way.setdefault(n.receiver, set()).add(n.id)
+
+        def send() -> None:
+            try:
+                self._attempt(n, now)
+            except Exception:  # the store failed: the claim's lease runs out and it is tried again
+                log.exception("recording notification %s to %s failed", n.id, n.receiver)
+            finally:
+                with self._lock:
+                    self._under_way[n.receiver].discard(n.id)
+                self.on_sent()
+
+        return self._pool.submit(send)
 
     def _time_for(self, n: Notification) -> bool:
         """Whether an attempt at ``n`` ends before the deadline, if there is one."""
@@ -314,7 +367,8 @@ class Deliver:
             result = Delivery(Outcome.RETRY, f"{type(exc).__name__} (an internal error, logged)")
         self.metrics.notifications.labels(n.receiver, result.outcome.value).inc()
         at = self.clock.time()
-        step = after_attempt(result, n.attempts, self.policy, at, self.rng)
+        with self._lock:  # one generator for every send thread
+            step = after_attempt(result, n.attempts, self.policy, at, self.rng)
         alert_ids = [a["id"] for a in n.payload["alerts"]]
         with self.store.pipeline() as batch:
             batch.record_attempt(n.id, step, at)

@@ -3,13 +3,16 @@
 PostgreSQL (the Kafka runtime's store) rejects NUL in ``text`` and ``jsonb``, and no UTF-8
 encoder writes a lone surrogate: an event holding either would be accepted, then halt the
 dispatcher on every restart. Envelope strings (ids, source, type) hold no control character
-at all; data strings and keys may hold tab, CR and LF, never NUL nor a lone surrogate.
+at all, nor any invisible format character (bidi overrides, zero-width spaces: an id shown to
+an analyst must read as what it is); data strings and keys may hold tab, CR and LF, never NUL
+nor a lone surrogate.
 ASCII strings, nearly all of them, are checked by one ``in`` or one regex scan.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _ENVELOPE_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # Cc and Cs
 _DATA_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
@@ -24,7 +27,13 @@ def _describe(ch: str) -> str:
 def envelope_fault(value: str) -> str | None:
     """Why ``value`` may not be an envelope string (an id, source or type), or None."""
     found = _ENVELOPE_FORBIDDEN.search(value)
-    return None if found is None else _describe(found.group())
+    if found is not None:
+        return _describe(found.group())
+    if not value.isascii():  # ids are shown to people: a bidi override shows "\u202e24_suc" as "cus_42"
+        for ch in value:
+            if unicodedata.category(ch) == "Cf":
+                return f"holds an invisible format character (U+{ord(ch):04X})"
+    return None
 
 
 def data_fault(value: str) -> str | None:

@@ -26,13 +26,23 @@ def notification(row: tuple[Any, ...]) -> Notification:
     return Notification(row[0], row[1], row[2], NotificationStatus(row[3]), msgspec.json.decode(row[4]), *row[5:])
 
 
-def due(conn: Connection, now: float, limit: int) -> list[Notification]:
-    """Pending notifications due at ``now``, the longest due first."""
-    rows = conn.execute(
-        f"SELECT {COLUMNS} FROM notifications "  # nosec # noqa: S608 - constant columns
-        "WHERE status = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-        (NotificationStatus.PENDING, now, limit),
-    )
+def due(conn: Connection, now: float, limit: int, per_receiver: int | None = None) -> list[Notification]:
+    """Pending notifications due at ``now``, the longest due first; with ``per_receiver``, at
+    most that many of any one receiver (ranked in SQL: a flood of one receiver's is walked by
+    the index, not read)."""
+    if per_receiver is None:
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM notifications "  # nosec # noqa: S608 - constant columns
+            "WHERE status = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+            (NotificationStatus.PENDING, now, limit),
+        )
+    else:
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM (SELECT *, ROW_NUMBER() OVER "  # nosec # noqa: S608 - constant columns
+            "(PARTITION BY receiver ORDER BY next_attempt_at) AS nth FROM notifications "
+            "WHERE status = ? AND next_attempt_at <= ?) AS ranked WHERE nth <= ? ORDER BY next_attempt_at LIMIT ?",
+            (NotificationStatus.PENDING, now, per_receiver, limit),
+        )
     return [notification(row) for row in rows]
 
 

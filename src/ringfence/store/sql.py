@@ -340,8 +340,8 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         with self.transaction() as conn:
             yield SqlPipeline(conn)
 
-    def due_notifications(self, now: float, limit: int) -> list[Notification]:
-        return notifications.due(self.conn(), now, limit)
+    def due_notifications(self, now: float, limit: int, *, per_receiver: int | None = None) -> list[Notification]:
+        return notifications.due(self.conn(), now, limit, per_receiver)
 
     def audit(self, conn: Connection, now: float, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
         """Append one entry to the hash-chained audit trail inside the caller's transaction."""

@@ -10,7 +10,7 @@ import httpx
 import msgspec
 
 from ringfence.alerts.config import PagerDutyDoc
-from ringfence.alerts.notify.base import Delivery, Outcome, post_json
+from ringfence.alerts.notify.base import Delivery, Outcome, one_line, post_json
 from ringfence.config import secret
 
 SEVERITY = {"critical": "critical", "high": "error", "medium": "warning", "low": "info", "info": "info"}
@@ -25,7 +25,7 @@ def pagerduty_event(alert: dict[str, Any], routing_key: str) -> dict[str, Any]:
     }
     if event["event_action"] == "trigger":
         event["payload"] = {
-            "summary": alert["title"][:1024],
+            "summary": one_line(alert["title"])[:1024],
             "source": "ringfence",
             "severity": SEVERITY[alert["severity"]],
             "timestamp": alert.get("last_seen") or datetime.now(UTC).isoformat(),

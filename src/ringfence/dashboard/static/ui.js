@@ -1,5 +1,12 @@
 // DOM helpers. Data only ever reaches the page as text nodes or attribute values, never as
-// markup, so an event field cannot inject script.
+// markup, so an event field cannot inject script; and with its bidi embeddings, overrides and
+// isolates shown as U+FFFD, so it cannot turn text around ("\u202e24_suc" read as "cus_42").
+
+const BIDI_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/g;
+
+function shown(value) {
+  return String(value).replace(BIDI_CONTROLS, "\uFFFD");
+}
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -16,7 +23,7 @@ function setAttrs(node, attrs) {
     if (name.startsWith("on") && typeof value === "function") {
       node.addEventListener(name.slice(2), value);
     } else {
-      node.setAttribute(name, value === true ? "" : String(value));
+      node.setAttribute(name, value === true ? "" : shown(value));
     }
   }
 }
@@ -24,7 +31,7 @@ function setAttrs(node, attrs) {
 function append(node, children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    node.append(child instanceof Node ? child : document.createTextNode(shown(child)));
   }
 }
 

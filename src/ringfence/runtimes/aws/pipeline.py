@@ -19,6 +19,7 @@ that handled it commits; the rest stay on the queue, or owed (the tick publishes
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -84,14 +85,25 @@ class AwsPipeline:
         yield batch
         batch.commit()
 
-    def due_notifications(self, now: float, limit: int) -> list[Notification]:
-        keyed = {x.id: x for x in self.alerts.due_notifications(now, limit)}
+    def due_notifications(self, now: float, limit: int, *, per_receiver: int | None = None) -> list[Notification]:
+        """As the SQL stores', but ``per_receiver`` ranks within what the index gives first
+        (several times ``limit``): a receiver's backlog past that can hide another's."""
+        keyed = {x.id: x for x in self.alerts.due_notifications(now, limit if per_receiver is None else 4 * limit)}
         if self.fresh:
             for x in self.alerts.notifications_of(sorted(self.fresh)):
                 keyed.setdefault(x.id, x)
             self.fresh.clear()
         due = [x for x in keyed.values() if x.status is NotificationStatus.PENDING and x.next_attempt_at <= now]
-        return sorted(due, key=lambda x: x.next_attempt_at)[:limit]
+        due.sort(key=lambda x: x.next_attempt_at)
+        if per_receiver is not None:
+            ranked = Counter[str]()
+            kept = []
+            for x in due:
+                ranked[x.receiver] += 1
+                if ranked[x.receiver] <= per_receiver:
+                    kept.append(x)
+            due = kept
+        return due[:limit]
 
     def next_due(self) -> float | None:
         """When the next group flush or notification attempt is due, as stored (None: nothing

@@ -1,0 +1,139 @@
+"""What a receiver answers, and what a producer's text makes of a message to people: at most
+4 KB of an answer is read, never decompressed; Retry-After read as HTTP says or not at all;
+Slack shows an alert's title and summary as text (no mention, link or bold of a producer's);
+email and PagerDuty keep a producer's text on its line."""
+
+from __future__ import annotations
+
+import email.utils
+import gzip
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from ringfence.alerts.config import EmailDoc
+from ringfence.alerts.notify.base import MAX_ANSWER_BYTES, Outcome, post_json, retry_after_s
+from ringfence.alerts.notify.email import email_message
+from ringfence.alerts.notify.pagerduty import pagerduty_event
+from ringfence.alerts.notify.slack import slack_message
+
+HOSTILE_ID = "<!channel><https://evil.example/phish|Click to verify> \u202eKP-gnp\u202c"
+HOSTILE_PAYEE = (
+    "pay_10\r\n*APPROVED by AML desk - no action needed* <!here> <https://evil.example|case CM-1234> <@U012>"
+)
+
+
+class Counted(httpx.SyncByteStream):
+    """A body of ``chunks`` pieces of gzip, counting the pieces read."""
+
+    def __init__(self, chunks: int) -> None:
+        self.chunks, self.read = chunks, 0
+        self.piece = gzip.compress(b"\0" * (1 << 20))[:65536]
+
+    def __iter__(self) -> Iterator[bytes]:
+        for _ in range(self.chunks):
+            self.read += 1
+            yield self.piece
+
+
+@pytest.mark.parametrize("status", [400, 503, 200])
+def test_a_receivers_answer_is_read_to_4_kb_at_most_and_never_decompressed(status: int) -> None:
+    """A receiver's 3 MB of gzip made 3 GB of the dispatcher's memory (a 4xx's text was read
+    whole, decompressed), and took 11.7 s against a 5 s timeout."""
+    body = Counted(1_000)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.headers["accept-encoding"] == "identity"
+        return httpx.Response(status, headers={"content-encoding": "gzip"}, stream=body)
+
+    with httpx.Client(transport=httpx.MockTransport(answer)) as client:
+        result = post_json(client, "http://receiver.test/hook", b"{}", {}, 5.0)
+    assert body.read <= 1 + MAX_ANSWER_BYTES // len(body.piece)
+    assert result.outcome is {400: Outcome.FAILED, 503: Outcome.RETRY, 200: Outcome.SENT}[status]
+    assert len(result.detail) < 300
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("\u00b2", None),
+        ("\u0661\u0662", None),
+        ("-5", None),
+        ("soon", None),
+        (None, None),
+    ],
+)
+def test_retry_after_is_ascii_seconds(header: str | None, expected: float | None) -> None:
+    """``Retry-After: \u00b2`` passed ``isdigit()`` and failed ``float()``: every attempt was an
+    internal error until the notification was dead."""
+    assert retry_after_s(header, 1_800_000_000.0) == expected
+
+
+def test_retry_after_is_an_http_date_too() -> None:
+    now = 1_800_000_000.0
+    assert retry_after_s(email.utils.formatdate(now + 90, usegmt=True), now) == pytest.approx(90.0)
+    assert retry_after_s(email.utils.formatdate(now - 90, usegmt=True), now) is None  # past: backoff applies
+
+
+def payload() -> dict[str, Any]:
+    alert = {
+        "id": "al_0123456789abcdef01234567",
+        "title": f"Transfer of 4900 EUR by {HOSTILE_ID}",
+        "summary": f"Customer {HOSTILE_ID} sent 4900 EUR to payee {HOSTILE_PAYEE} in KP.",
+        "severity": "high",
+        "status": "open",
+        "rule_id": "transfer_high_risk_country",
+        "audience": "aml",
+        "count": 1,
+        "customer_id": HOSTILE_ID,
+        "labels": {},
+    }
+    return {"status": "firing", "notification_id": "n1", "alerts": [alert]}
+
+
+def mrkdwn_of(message: Any) -> Iterator[str]:
+    """Every text of ``message`` that Slack reads as mrkdwn (the fallback ``text`` too)."""
+    if isinstance(message, dict):
+        if message.get("type") == "mrkdwn" or (
+            "text" in message and isinstance(message["text"], str) and "blocks" in message
+        ):
+            yield message["text"]
+        for value in message.values():
+            yield from mrkdwn_of(value)
+    elif isinstance(message, list):
+        for value in message:
+            yield from mrkdwn_of(value)
+
+
+def test_slack_shows_a_producers_text_as_text() -> None:
+    message = slack_message(payload())
+    texts = list(mrkdwn_of(message))
+    assert texts  # the fallback and Ringfence's own context
+    for text in texts:
+        assert "<!" not in text
+        assert "<http" not in text
+        assert "<@" not in text
+        assert "\u202e" not in text
+    shown = [b["text"] for b in message["blocks"] if b["type"] == "section"]
+    assert all(t["type"] == "plain_text" for t in shown)
+    assert "\r" not in json.dumps(shown)
+    assert "\\n*APPROVED" not in json.dumps(shown)
+    assert "APPROVED by AML desk" in shown[0]["text"]  # shown, as text
+
+
+def test_email_and_pagerduty_keep_a_producers_text_on_its_line() -> None:
+    options = EmailDoc(host="127.0.0.1", port=25, sender="rf@bank.test", to=["aml@bank.test"], timeout_s=5.0)
+    message = email_message(payload(), options)
+    text = message.get_body(("plain",)).get_content()
+    assert not any(line.lstrip().startswith("*APPROVED") for line in text.splitlines())
+    assert "\u202e" not in text
+    html_part = message.get_body(("html",)).get_content()
+    assert "\u202e" not in html_part
+    assert "<!channel>" not in html_part
+    event = pagerduty_event(payload()["alerts"][0], "key")
+    assert "\u202e" not in event["payload"]["summary"]
