@@ -472,8 +472,8 @@ impl ArithOp {
 pub const MAX_CONCAT: usize = 4096;
 
 /// Arithmetic of the reference engine: on numbers (not booleans), `+` on two texts too;
-/// anything else, and division by zero, is null. An integer result past 2**127 becomes a
-/// float (Python's integers have no bound: a documented difference).
+/// anything else, and division by zero, is null. An integer result past 2**127 is computed in
+/// floats, and so is `/` of two integers, in both engines.
 pub fn arith(op: ArithOp, a: &Value, b: &Value) -> Value {
     match (a, b) {
         (Value::Int(x), Value::Int(y)) => int_arith(op, *x, *y),

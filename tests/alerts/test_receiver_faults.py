@@ -6,12 +6,14 @@ pass goes on to the next notification."""
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,8 +25,9 @@ from ringfence.alerts.notify.base import Outcome
 from ringfence.alerts.notify.deadline import receiver_client
 from ringfence.alerts.notify.email import EmailNotifier
 from ringfence.alerts.notify.webhook import WebhookNotifier
-from ringfence.alerts.stages import DUE_NOTIFICATIONS, PASS_WAIT_S, SENDS_PER_RECEIVER
+from ringfence.alerts.stages import CLAIM_LEASE_S, DUE_NOTIFICATIONS, PASS_WAIT_S, SENDS_PER_RECEIVER
 from ringfence.bench.servers import free_port
+from ringfence.errors import StoreError
 from ringfence.store.notifications import SqlNotificationLog
 from ringfence.store.sql import SqlStore
 from ringfence.testing import FixedClock
@@ -256,7 +259,73 @@ def test_a_flood_to_one_receiver_hides_no_other_receivers_due_notification(
     d.intake(clock.time())
     while d.flush(clock.time()):
         pass
-    due = any_store.due_notifications(clock.time(), DUE_NOTIFICATIONS, per_receiver=SENDS_PER_RECEIVER)
-    assert sorted(n.receiver for n in due) == ["hook", "slow", "slow"]
-    assert len(any_store.due_notifications(clock.time(), DUE_NOTIFICATIONS)) == DUE_NOTIFICATIONS  # the oldest
+    oldest = any_store.due_notifications(clock.time(), DUE_NOTIFICATIONS)
+    assert {n.receiver for n in oldest} == {"slow"}  # the flood's, oldest first
+    due = any_store.due_notifications(
+        clock.time(), DUE_NOTIFICATIONS, receivers=["hook", "slow"], each=SENDS_PER_RECEIVER
+    )
+    assert [n.receiver for n in due].count("hook") == 1  # found on its receiver's index
+    assert [n.next_attempt_at for n in due] == sorted(n.next_attempt_at for n in due)
     d.close()
+
+
+def one_due(store: SqlStore, receiver: RecordingReceiver) -> tuple[FixedClock, Any]:
+    """A dispatcher to ``receiver`` and one alert whose notification is due at once."""
+    clock = FixedClock(1_800_000_000.0)
+    d = dispatcher(store, clock, webhook_config(receiver.url, group_wait="0s"))
+    hit(store, clock, 1)
+    return clock, d
+
+
+def test_a_result_the_store_could_not_record_is_sent_again_once_its_claims_lease_runs_out(
+    any_store: SqlStore, receiver: RecordingReceiver
+) -> None:
+    clock, d = one_due(any_store, receiver)
+    real = d.deliver.store.pipeline
+    calls = [0]
+
+    @contextlib.contextmanager
+    def second_fails() -> Iterator[Any]:
+        calls[0] += 1
+        if calls[0] == 2:  # the pass's claim went in; recording what the send got does not
+            raise StoreError("the database went away")
+        with real() as batch:
+            yield batch
+
+    d.deliver.store = SimpleNamespace(pipeline=second_fails, due_notifications=any_store.due_notifications)  # type: ignore[assignment]
+    with pytest.raises(StoreError):
+        d.step()
+    assert len(receiver.received) == 1
+    d.deliver.store = any_store
+    d.step()  # claimed until its lease runs out: not sent again meanwhile
+    assert len(receiver.received) == 1
+    clock.advance(CLAIM_LEASE_S + 1)
+    d.step()
+    assert len(receiver.received) == 2  # the same notification, its id in the header, once more
+    assert len({r.headers["x-ringfence-notification-id"] for r in receiver.received}) == 1
+    d.close()
+
+
+def test_a_send_that_outlasts_its_claims_lease_is_not_sent_again_meanwhile(
+    any_store: SqlStore, receiver: RecordingReceiver
+) -> None:
+    clock, d = one_due(any_store, receiver)
+    started, release = threading.Event(), threading.Event()
+    real = d.notifiers["hook"].send
+    calls = []
+
+    def slow(payload: dict[str, Any], notification_id: str, now: float) -> Any:
+        calls.append(notification_id)
+        started.set()
+        release.wait(10)
+        return real(payload, notification_id, now)
+
+    d.notifiers["hook"].send = slow  # type: ignore[method-assign]
+    d.step(wait=0.1)
+    assert started.wait(5)
+    clock.advance(CLAIM_LEASE_S + 1)  # the lease ran out while it is still being sent
+    d.step(wait=0.1)
+    assert len(calls) == 1
+    release.set()
+    d.close()
+    assert len(receiver.received) == 1

@@ -41,6 +41,17 @@ def analyst(browser: Any, dash: tuple[EmbeddedServer, dict[str, str]]) -> Iterat
     session.close()
 
 
+def risky_alert(dash: tuple[EmbeddedServer, dict[str, str]], reader: str = "analyst") -> tuple[str, dict[str, Any]]:
+    """A new customer's risky transfer, processed: the customer and its one alert."""
+    server, keys = dash
+    customer = uid("cus")
+    post(server, keys["producer"], risky_transfer(customer))
+    server.wait_processed(keys[reader])
+    with server.client(keys[reader]) as c:
+        (alert,) = c.get("/v1/alerts", params={"customer_id": customer}).json()["items"]
+    return customer, alert
+
+
 def test_an_unauthenticated_visit_is_sent_to_sign_in_and_a_bad_key_is_refused(
     browser: Any, dash: tuple[EmbeddedServer, dict[str, str]], screenshots: Path
 ) -> None:
@@ -110,11 +121,7 @@ def test_sign_in_see_an_alert_arrive_live_open_its_evidence_acknowledge_it_and_s
 
 def test_comment_and_assign_from_the_alert_view(analyst: Session, dash: tuple[EmbeddedServer, dict[str, str]]) -> None:
     server, keys = dash
-    customer = uid("cus")
-    post(server, keys["producer"], risky_transfer(customer))
-    server.wait_processed(keys["analyst"])
-    with server.client(keys["analyst"]) as c:
-        (alert,) = c.get("/v1/alerts", params={"customer_id": customer}).json()["items"]
+    customer, alert = risky_alert(dash)
     page = analyst.page
     page.goto(f"/alerts/{alert['id']}")
     page.get_by_role("textbox", name="Comment", exact=True).fill("called the customer: <b>not</b> them")
@@ -143,11 +150,7 @@ def test_a_viewer_sees_the_alert_but_cannot_act_on_it(
     browser: Any, dash: tuple[EmbeddedServer, dict[str, str]]
 ) -> None:
     server, keys = dash
-    customer = uid("cus")
-    post(server, keys["producer"], risky_transfer(customer))
-    server.wait_processed(keys["viewer"])
-    with server.client(keys["viewer"]) as c:
-        (alert,) = c.get("/v1/alerts", params={"customer_id": customer}).json()["items"]
+    _, alert = risky_alert(dash, "viewer")
     s = Session(browser, server)
     try:
         s.sign_in(keys["viewer"], f"/alerts/{alert['id']}")
@@ -250,11 +253,8 @@ def test_a_bidi_override_in_shown_text_cannot_turn_it_around(
     """ "\u202e24_suc" showed as "cus_42": the dashboard shows bidi embeddings, overrides and
     isolates as U+FFFD wherever it shows data (ids in events are refused them at ingest)."""
     server, keys = dash
-    customer = uid("cus")
-    post(server, keys["producer"], risky_transfer(customer))
-    server.wait_processed(keys["analyst"])
+    _, alert = risky_alert(dash)
     with server.client(keys["analyst"]) as c:
-        (alert,) = c.get("/v1/alerts", params={"customer_id": customer}).json()["items"]
         answer = c.post(f"/v1/alerts/{alert['id']}/comments", json={"text": "payee \u202e24_suc\u202c checked"})
         assert answer.is_success, answer.text
     page = analyst.page

@@ -104,7 +104,7 @@ def test_silences_made_before_they_paged_are_listed_newest_first(postgres: Postg
                     (f"sil_{made:.0f}", '["rule_id=a"]', made, made + 60, "ana", "why", made),
                 )
             conn.execute("UPDATE silences SET ends_at = 9.0 WHERE id = 'sil_1'")  # expired: rewritten
-        assert store.migrate() == [8]
+        assert store.migrate() == list(range(8, PG_SCHEMA_VERSION + 1))
         silences = SqlSilenceStore(store)
         page, cursor = silences.silences(2, None, 10.0)
         rest, end = silences.silences(10, cursor, 10.0)

@@ -43,6 +43,7 @@ from ringfence.clock import Clock
 from ringfence.metrics import Metrics
 
 log = logging.getLogger("ringfence.dispatcher")
+MORE_PASSES = 50  # delivery passes of one deliver_more: 100 sends of each receiver at most
 
 
 def _flatten(route: Route) -> dict[str, Route]:
@@ -114,6 +115,21 @@ class Dispatcher:
             return sum(stage(now) for stage in self.stages)
         finally:
             self.deliver.deadline, self.deliver.wait = None, None
+
+    def deliver_more(self, deadline: float | None, passes: int = MORE_PASSES) -> int:
+        """Delivery passes while they send something, at most ``passes`` (each sends at most 2
+        of a receiver's): what a Lambda invocation does with the time left before ``deadline``."""
+        self.deliver.deadline, self.deliver.wait = deadline, None
+        sent = 0
+        try:
+            for _ in range(passes):
+                done = self.deliver(self.clock.time())
+                if not done:
+                    break
+                sent += done
+        finally:
+            self.deliver.deadline = None
+        return sent
 
     def close(self) -> None:
         self.deliver.close()

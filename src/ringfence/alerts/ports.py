@@ -172,7 +172,10 @@ class PipelineStore(Protocol):
         """One unit of work on the pipeline's state, committed when the block ends without error."""
         ...
 
-    def due_notifications(self, now: float, limit: int, *, per_receiver: int | None = None) -> list[Notification]:
-        """Pending notifications due at ``now``, the longest due first; with ``per_receiver``,
-        at most that many of any one receiver (so another receiver's backlog hides none)."""
+    def due_notifications(
+        self, now: float, limit: int, *, receivers: Sequence[str] = (), each: int = 0
+    ) -> list[Notification]:
+        """Pending notifications due at ``now``, the longest due first (``limit`` of them), and
+        besides each of ``receivers``' ``each`` longest due (so no receiver's backlog hides
+        another's)."""
         ...

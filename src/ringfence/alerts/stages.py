@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import queue
 import random
 import threading
 import time
@@ -258,18 +259,30 @@ class Flush:
         batch.add_notification(notification_id, group.key, group.receiver, payload, now)
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """A send that ended, for the dispatcher's thread to record: what the receiver answered,
+    and when."""
+
+    notification: Notification
+    result: Delivery
+    at: float
+
+
 class Deliver:
     """Due notifications to their receivers, each claimed first so that two dispatchers never
     send one at once; retries and dead letters as :func:`~ringfence.alerts.delivery.after_attempt`
     decides.
 
-    Receivers are kept apart: a pass takes at most :data:`SENDS_PER_RECEIVER` of each receiver's
-    longest due notifications that are not under way already, and sends them on threads of its
-    own, so a receiver that hangs until its timeout, or one producer's flood of notifications to
-    one receiver, holds up only that receiver's sends. ``wait`` (seconds; None: until every send
-    ends) is how long a pass waits for its sends: the embedded and kafka dispatchers wait
-    :data:`PASS_WAIT_S` and go on routing while slow sends finish and record their results on
-    their threads; a Lambda function waits for all of them.
+    Receivers are kept apart: at most :data:`SENDS_PER_RECEIVER` sends of one receiver are under
+    way at once, on threads of their own, and a pass looks at each receiver's longest-due
+    notifications besides the longest due of all, so a receiver that hangs until its timeout,
+    or one producer's flood of notifications to one receiver, holds up only that receiver's.
+    The threads only send; the pass records what they got (one writer, one transaction for all
+    of them). ``wait`` (seconds; None: until every send ends) is how long a pass waits for its
+    sends: the embedded and kafka dispatchers wait :data:`PASS_WAIT_S` and go on routing while
+    slow sends finish (their results are recorded by a later pass); a Lambda function waits for
+    all of them.
 
     ``deadline`` (:func:`time.monotonic` seconds; None: none) is when the process running the
     pass may be stopped (a Lambda function's timeout): no notification is claimed unless its
@@ -295,56 +308,63 @@ class Deliver:
         self.timeouts = timeouts or {}
         self.deadline: float | None = None
         self.wait: float | None = None
-        self.on_sent: Callable[[], None] = lambda: None  # a send ended: its receiver may take another
+        self.on_sent: Callable[[], None] = lambda: None  # a send ended: a pass has a result to record
         self.rng = random.Random()  # nosec B311 # noqa: S311 - retry jitter, not security
         self._lock = threading.Lock()
-        self._under_way: dict[str, set[str]] = {}  # by receiver, the notifications being sent
+        self._under_way: dict[str, set[str]] = {}  # by receiver, notifications sent and not yet recorded
+        self._ended: queue.SimpleQueue[_Attempt] = queue.SimpleQueue()
         self._pool = ThreadPoolExecutor(
             max_workers=SENDS_PER_RECEIVER * max(1, len(notifiers)), thread_name_prefix="ringfence-send"
         )
 
     def __call__(self, now: float) -> int:
-        due = self.store.due_notifications(now, DUE_NOTIFICATIONS, per_receiver=SENDS_PER_RECEIVER)
+        recorded = self._record_ended()
+        due = self.store.due_notifications(
+            now, DUE_NOTIFICATIONS, receivers=sorted(self.notifiers), each=SENDS_PER_RECEIVER
+        )
         picked: list[Notification] = []
         with self._lock:
             taken = {receiver: len(ids) for receiver, ids in self._under_way.items()}
-            for notification in due:
-                if taken.get(notification.receiver, 0) >= SENDS_PER_RECEIVER:
-                    continue
-                if not self._time_for(notification):
-                    log.info("due notifications left for the next pass: too little time left")
-                    break
-                taken[notification.receiver] = taken.get(notification.receiver, 0) + 1
-                picked.append(notification)
-        if not picked:
-            return 0
-        with self.store.pipeline() as batch:
-            claimed = [n for n in picked if batch.claim(n.id, now, CLAIM_LEASE_S)]
-        sends = [self._start(n, now) for n in claimed]
-        done, _ = futures.wait(sends, timeout=self.wait if self.deadline is None else None)
-        for send in done:  # the process is ending (a Lambda function's timeout, an exit): so is the pass
-            ended = send.exception()
-            if ended is not None and not isinstance(ended, Exception):
-                raise ended
-        return len(claimed)
+            busy = {i for ids in self._under_way.values() for i in ids}
+        for notification in due:
+            if notification.id in busy or taken.get(notification.receiver, 0) >= SENDS_PER_RECEIVER:
+                continue  # (a send that outlasted its claim's lease is still its own)
+            if not self._time_for(notification):
+                log.info("due notifications left for the next pass: too little time left")
+                break
+            taken[notification.receiver] = taken.get(notification.receiver, 0) + 1
+            picked.append(notification)
+        if picked:
+            with self.store.pipeline() as batch:
+                claimed = [n for n in picked if batch.claim(n.id, now, CLAIM_LEASE_S)]
+            sends = [self._start(n) for n in claimed]
+            done, _ = futures.wait(sends, timeout=self.wait if self.deadline is None else None)
+            for send in done:  # the process is ending (a Lambda function's timeout, an exit): so is the pass
+                ended = send.exception()
+                if ended is not None and not isinstance(ended, Exception):
+                    raise ended
+            recorded += self._record_ended()
+            return recorded + len(claimed)
+        return recorded
 
     def close(self) -> None:
-        """Let the sends under way end (each within its receiver's timeout), then stop."""
+        """Let the sends under way end (each within its receiver's timeout), record them, stop."""
         self._pool.shutdown(wait=True)
+        self._record_ended()
 
-    def _start(self, n: Notification, now: float) -> futures.Future[None]:
+    def _start(self, n: Notification) -> futures.Future[None]:
         with self._lock:
             self._under_way.setdefault(n.receiver, set()).add(n.id)
 
         def send() -> None:
             try:
-                self._attempt(n, now)
-            except Exception:  # the store failed: the claim's lease runs out and it is tried again
-                log.exception("recording notification %s to %s failed", n.id, n.receiver)
-            finally:
+                result = self._send(n)
+            except BaseException:  # the process is ending: nothing to record, the lease runs out
                 with self._lock:
                     self._under_way[n.receiver].discard(n.id)
-                self.on_sent()
+                raise
+            self._ended.put(_Attempt(n, result, self.clock.time()))
+            self.on_sent()
 
         return self._pool.submit(send)
 
@@ -353,32 +373,51 @@ class Deliver:
         needs = self.timeouts.get(n.receiver, 0.0) + SEND_MARGIN_S
         return self.deadline is None or time.monotonic() + needs <= self.deadline
 
-    def _attempt(self, n: Notification, now: float) -> None:
+    def _send(self, n: Notification) -> Delivery:
         notifier = self.notifiers.get(n.receiver)
         if notifier is None:
-            gone = NextStep(NotificationStatus.DEAD, n.attempts, now, "receiver is no longer configured")
-            with self.store.pipeline() as batch:
-                batch.record_attempt(n.id, gone, now)
-            return
+            return Delivery(Outcome.FAILED, "receiver is no longer configured")
         try:
-            result = notifier.send(n.payload, n.id, self.clock.time())
+            return notifier.send(n.payload, n.id, self.clock.time())
         except Exception as exc:  # a receiver's bug: an attempt that failed, counted, never a pass that ends
             log.exception("sending notification %s to %s failed unexpectedly", n.id, n.receiver)
-            result = Delivery(Outcome.RETRY, f"{type(exc).__name__} (an internal error, logged)")
-        self.metrics.notifications.labels(n.receiver, result.outcome.value).inc()
-        at = self.clock.time()
-        with self._lock:  # one generator for every send thread
-            step = after_attempt(result, n.attempts, self.policy, at, self.rng)
-        alert_ids = [a["id"] for a in n.payload["alerts"]]
-        with self.store.pipeline() as batch:
-            batch.record_attempt(n.id, step, at)
-            if step.status is NotificationStatus.SENT:
-                batch.note(alert_ids, PipelineAction.NOTIFY, f"notified via {n.receiver} ({n.id})", at)
-            elif step.status is NotificationStatus.DEAD:
-                reason = f"notification {n.id} to {n.receiver} failed for good: {step.detail}"
-                batch.note(alert_ids, PipelineAction.NOTIFY, reason, at)
-        if step.status is NotificationStatus.DEAD:
+            return Delivery(Outcome.RETRY, f"{type(exc).__name__} (an internal error, logged)")
+
+    def _record_ended(self) -> int:
+        """Record the sends that ended, in one transaction; how many."""
+        ended: list[_Attempt] = []
+        while True:
+            try:
+                ended.append(self._ended.get_nowait())
+            except queue.Empty:
+                break
+        if not ended:
+            return 0
+        dead: list[tuple[Notification, NextStep]] = []
+        try:
+            with self.store.pipeline() as batch:
+                for attempt in ended:
+                    n, at = attempt.notification, attempt.at
+                    if n.receiver not in self.notifiers:
+                        step = NextStep(NotificationStatus.DEAD, n.attempts, at, attempt.result.detail)
+                    else:
+                        self.metrics.notifications.labels(n.receiver, attempt.result.outcome.value).inc()
+                        step = after_attempt(attempt.result, n.attempts, self.policy, at, self.rng)
+                    batch.record_attempt(n.id, step, at)
+                    alert_ids = [a["id"] for a in n.payload["alerts"]]
+                    if step.status is NotificationStatus.SENT:
+                        batch.note(alert_ids, PipelineAction.NOTIFY, f"notified via {n.receiver} ({n.id})", at)
+                    elif step.status is NotificationStatus.DEAD:
+                        reason = f"notification {n.id} to {n.receiver} failed for good: {step.detail}"
+                        batch.note(alert_ids, PipelineAction.NOTIFY, reason, at)
+                        dead.append((n, step))
+        finally:  # recorded, or not (the store failed): its claim's lease runs out and it is sent again
+            with self._lock:
+                for attempt in ended:
+                    self._under_way[attempt.notification.receiver].discard(attempt.notification.id)
+        for n, step in dead:
             log.warning("notification %s to %s is a dead letter: %s", n.id, n.receiver, step.detail)
+        return len(ended)
 
 
 class AutoResolve:

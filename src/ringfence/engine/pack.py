@@ -429,7 +429,7 @@ def load_pack(text: str, *, stored: bool = False) -> RulePack:
         _bound_key_values(features, anomalies, patterns)
     return RulePack(
         version=doc.version,
-        digest=hashlib.sha256(text.encode()).hexdigest()[:16],
+        digest=pack_digest(text),
         description=doc.description,
         text=text,
         custom_types=loader.custom,
@@ -475,12 +475,21 @@ def default_pack_text() -> str:
     return resources.files("ringfence.rules").joinpath("default.yaml").read_text()
 
 
-def load_pack_file(path: Path | None) -> RulePack:
-    """Load ``path``, or the packaged default pack when ``path`` is None."""
+def read_pack_file(path: Path | None) -> str:
+    """The text of ``path``, or of the packaged default pack when ``path`` is None."""
     if path is None:
-        return load_pack(default_pack_text())
+        return default_pack_text()
     try:
-        text = path.read_text()
+        return path.read_text()
     except OSError as exc:
         raise RulePackError(f"cannot read rule pack {path}: {exc}") from None
-    return load_pack(text)
+
+
+def pack_digest(text: str) -> str:
+    """A pack's digest, as :attr:`RulePack.digest`."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_pack_file(path: Path | None) -> RulePack:
+    """Load ``path``, or the packaged default pack when ``path`` is None."""
+    return load_pack(read_pack_file(path))

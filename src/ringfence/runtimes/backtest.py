@@ -83,7 +83,7 @@ def run_job(
     """
     started = clock()
     deadline = started + job.budget_s
-    live, candidate = load_pack(job.live), load_pack(job.candidate)
+    live, candidate = load_pack(job.live, stored=True), load_pack(job.candidate)  # the live one is running
     run = Backtest(live, candidate, {name: frozenset(values) for name, values in job.lists.items()})
     total, records = read(job)
     emit({"progress": {"events": 0, "of": total, "elapsed_s": round(clock() - started, 3)}})

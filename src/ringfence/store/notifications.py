@@ -5,6 +5,7 @@ record attempts) is in :mod:`ringfence.store.pipeline`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -26,24 +27,23 @@ def notification(row: tuple[Any, ...]) -> Notification:
     return Notification(row[0], row[1], row[2], NotificationStatus(row[3]), msgspec.json.decode(row[4]), *row[5:])
 
 
-def due(conn: Connection, now: float, limit: int, per_receiver: int | None = None) -> list[Notification]:
-    """Pending notifications due at ``now``, the longest due first; with ``per_receiver``, at
-    most that many of any one receiver (ranked in SQL: a flood of one receiver's is walked by
-    the index, not read)."""
-    if per_receiver is None:
-        rows = conn.execute(
-            f"SELECT {COLUMNS} FROM notifications "  # nosec # noqa: S608 - constant columns
-            "WHERE status = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-            (NotificationStatus.PENDING, now, limit),
-        )
-    else:
-        rows = conn.execute(
-            f"SELECT {COLUMNS} FROM (SELECT *, ROW_NUMBER() OVER "  # nosec # noqa: S608 - constant columns
-            "(PARTITION BY receiver ORDER BY next_attempt_at) AS nth FROM notifications "
-            "WHERE status = ? AND next_attempt_at <= ?) AS ranked WHERE nth <= ? ORDER BY next_attempt_at LIMIT ?",
-            (NotificationStatus.PENDING, now, per_receiver, limit),
-        )
-    return [notification(row) for row in rows]
+def due(conn: Connection, now: float, limit: int, receivers: Sequence[str] = (), each: int = 0) -> list[Notification]:
+    """Pending notifications due at ``now``, the longest due first (``limit`` of them), and,
+    besides, each of ``receivers``' ``each`` longest due, found on the receiver's index: so no
+    receiver's backlog hides another's."""
+    query = (
+        f"SELECT {COLUMNS} FROM notifications WHERE status = ? AND next_attempt_at <= ? "  # nosec # noqa: S608
+        "ORDER BY next_attempt_at LIMIT ?"
+    )
+    found = {n.id: n for n in map(notification, conn.execute(query, (NotificationStatus.PENDING, now, limit)))}
+    by_receiver = (
+        f"SELECT {COLUMNS} FROM notifications WHERE status = ? AND receiver = ? "  # nosec # noqa: S608
+        "AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
+    )
+    for receiver in receivers:
+        for row in conn.execute(by_receiver, (NotificationStatus.PENDING, receiver, now, each)):
+            found.setdefault(row[0], notification(row))
+    return sorted(found.values(), key=lambda n: n.next_attempt_at)
 
 
 class SqlNotificationLog(NotificationLog):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 
-from ringfence.engine.pack import RulePack, load_pack, load_pack_file
+from ringfence.engine.pack import RulePack, load_pack, pack_digest, read_pack_file
 from ringfence.errors import NotFound
 from ringfence.store.sql import SqlStore
 
@@ -80,7 +80,9 @@ class PackRepository:
         active = self.active()
         if rule_pack is None and active is not None:
             return load_pack(active.text, stored=True)
-        pack = load_pack_file(rule_pack)
+        text = read_pack_file(rule_pack)
+        # a file stored before (running since) is not refused by a check added since, as any stored pack
+        pack = load_pack(text, stored=self._was_active(pack_digest(text)))
         if active is not None and active.digest != pack.digest and self._was_active(pack.digest):
             log.error(  # an operator who meant to go back to it must hear of it
                 "the rule pack file %s (version %s) was active before and has been replaced since: "

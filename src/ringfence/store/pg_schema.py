@@ -6,7 +6,7 @@ missing ones. Add a step to change it; never edit a released one.
 
 from __future__ import annotations
 
-PG_SCHEMA_VERSION = 8
+PG_SCHEMA_VERSION = 9
 
 PG_MIGRATIONS: dict[int, str] = {
     1: """
@@ -227,6 +227,9 @@ ALTER TABLE silences ALTER COLUMN seq SET NOT NULL;
 CREATE UNIQUE INDEX silences_seq ON silences (seq);
 CREATE INDEX silences_ends ON silences (ends_at);
 CREATE INDEX late_events_ingested ON late_events (ingested_at);
+""",
+    9: """
+CREATE INDEX notifications_receiver_due ON notifications (status, receiver, next_attempt_at);
 """,
 }
 

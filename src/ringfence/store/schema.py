@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -234,5 +234,8 @@ CREATE TABLE fx_tables (
     # retention finds the ended silences by their end (they page by rowid)
     14: """
 CREATE INDEX silences_ends ON silences (ends_at);
+""",
+    15: """
+CREATE INDEX notifications_receiver_due ON notifications (status, receiver, next_attempt_at);
 """,
 }

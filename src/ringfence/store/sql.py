@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -340,8 +340,10 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         with self.transaction() as conn:
             yield SqlPipeline(conn)
 
-    def due_notifications(self, now: float, limit: int, *, per_receiver: int | None = None) -> list[Notification]:
-        return notifications.due(self.conn(), now, limit, per_receiver)
+    def due_notifications(
+        self, now: float, limit: int, *, receivers: Sequence[str] = (), each: int = 0
+    ) -> list[Notification]:
+        return notifications.due(self.conn(), now, limit, receivers, each)
 
     def audit(self, conn: Connection, now: float, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
         """Append one entry to the hash-chained audit trail inside the caller's transaction."""

@@ -1,8 +1,8 @@
 // DOM helpers. Data only ever reaches the page as text nodes or attribute values, never as
-// markup, so an event field cannot inject script; and with its bidi embeddings, overrides and
-// isolates shown as U+FFFD, so it cannot turn text around ("\u202e24_suc" read as "cus_42").
+// markup, so an event field cannot inject script; and with its bidi controls (marks,
+// embeddings, overrides, isolates) shown as U+FFFD, so it cannot turn text around ("\u202e24_suc" read as "cus_42").
 
-const BIDI_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/g;
+const BIDI_CONTROLS = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
 
 function shown(value) {
   return String(value).replace(BIDI_CONTROLS, "\uFFFD");

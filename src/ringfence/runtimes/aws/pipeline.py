@@ -85,25 +85,24 @@ class AwsPipeline:
         yield batch
         batch.commit()
 
-    def due_notifications(self, now: float, limit: int, *, per_receiver: int | None = None) -> list[Notification]:
-        """As the SQL stores', but ``per_receiver`` ranks within what the index gives first
-        (several times ``limit``): a receiver's backlog past that can hide another's."""
-        keyed = {x.id: x for x in self.alerts.due_notifications(now, limit if per_receiver is None else 4 * limit)}
+    def due_notifications(
+        self, now: float, limit: int, *, receivers: Sequence[str] = (), each: int = 0
+    ) -> list[Notification]:
+        """As the SQL stores', but ``receivers`` are looked for among what the index gives first
+        (several times ``limit``): past that, a receiver's backlog can hide another's."""
+        keyed = {x.id: x for x in self.alerts.due_notifications(now, limit if not receivers else 4 * limit)}
         if self.fresh:
             for x in self.alerts.notifications_of(sorted(self.fresh)):
                 keyed.setdefault(x.id, x)
             self.fresh.clear()
         due = [x for x in keyed.values() if x.status is NotificationStatus.PENDING and x.next_attempt_at <= now]
         due.sort(key=lambda x: x.next_attempt_at)
-        if per_receiver is not None:
-            ranked = Counter[str]()
-            kept = []
-            for x in due:
-                ranked[x.receiver] += 1
-                if ranked[x.receiver] <= per_receiver:
-                    kept.append(x)
-            due = kept
-        return due[:limit]
+        taken, ranked = due[:limit], Counter[str]()
+        for x in due[limit:]:  # each of receivers' ``each`` longest due, past the first ``limit``
+            ranked[x.receiver] += 1
+            if x.receiver in receivers and ranked[x.receiver] <= each:
+                taken.append(x)
+        return taken
 
     def next_due(self) -> float | None:
         """When the next group flush or notification attempt is due, as stored (None: nothing

@@ -207,6 +207,9 @@ class Platform:
     def activate_pack(self, pack: RulePack, actor: str, now: float) -> PackVersion:
         version = self.packs.activate(pack, actor, now)
         self.processor.request_reload(pack)
+        for name, values in self.packs.lists().items():  # edits stand, as after a restart
+            if name in pack.lists:
+                self.processor.request_list(name, values)
         return version
 
     def list_values(self, name: str) -> frozenset[str]:
@@ -226,13 +229,14 @@ class Platform:
     async def backtest(self, candidate: RulePack, limit: int, actor: str, on_exit: Callable[[], None]) -> BacktestChild:
         """In a child process over the journal (:mod:`ringfence.runtimes.backtest`)."""
         await asyncio.to_thread(self.packs.record_backtest, candidate, limit, actor, self.clock.time())
+        edited = await asyncio.to_thread(self.packs.lists)  # lists edited at run time: theirs win in both packs
         job = BacktestJob(
             journal=str(self.log.path),
             after=max(0, await asyncio.to_thread(self.log.head) - limit),
             limit=limit,
             live=self.pack.text,
             candidate=candidate.text,
-            lists={name: sorted(self.engine.lists[name]) for name in self.engine.edited_lists},  # edits win
+            lists={name: sorted(values) for name, values in edited.items()},
             budget_s=self.settings.backtest_time_budget_s,
         )
         return await start_child(job, CHILD_MODULE, on_exit=on_exit)

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from ringfence.alerts.dispatcher import Dispatcher
+from ringfence.alerts.stages import PASS_WAIT_S
 from ringfence.config import Settings
 from ringfence.engine.rules import AlertSignal
 from ringfence.metrics import Metrics
@@ -77,7 +78,7 @@ class DispatchService:
                 if messages:
                     self.apply(messages)
                 if time.monotonic() - stepped >= POLL_S:  # its queries are the store's, not the batch's
-                    self.dispatcher.step()
+                    self.dispatcher.step(wait=PASS_WAIT_S)  # a slow receiver's sends finish on their threads
                     stepped = time.monotonic()
                 if time.monotonic() - retained >= RETENTION_EVERY_S:
                     self.forget_late_events()

@@ -380,6 +380,7 @@ class KafkaPlatform:
         """In a child process reading the newest ``limit`` records of the events topic
         (:mod:`.backtest`), bounded as the embedded runtime's (:mod:`ringfence.runtimes.backtest`)."""
         await asyncio.to_thread(self.packs.record_backtest, candidate, limit, actor, self.clock.time())
+        edited = await asyncio.to_thread(self.packs.lists)  # lists edited at run time: theirs win in both packs
         ranges, skip = await asyncio.to_thread(self.log.newest, limit)
         config = {name: str(value) for name, value in client_config(self.settings).items()}
         topics = self.log.topics
@@ -390,7 +391,7 @@ class KafkaPlatform:
             limit=limit,
             live=self.pack.text,
             candidate=candidate.text,
-            lists={name: sorted(self.engine.lists[name]) for name in self.engine.edited_lists},  # edits win
+            lists={name: sorted(values) for name, values in edited.items()},
             budget_s=self.settings.backtest_time_budget_s,
             kafka=source,
         )
@@ -407,6 +408,9 @@ class KafkaPlatform:
         version = self.packs.activate(pack, actor, now)
         self.plan = plan_stages(pack)
         self.engine = self.engine.reloaded(pack)
+        for name, values in self.packs.lists().items():  # edits stand, as after a restart
+            if name in pack.lists:
+                self.engine.set_list(name, values)
         return version
 
     def list_values(self, name: str) -> frozenset[str]:
