@@ -101,7 +101,7 @@ def receiver_config(tmp_path: Path, receiver: RecordingReceiver) -> Path:
             {
                 "receivers": [{"name": "hook", "webhook": {"url": receiver.url + "/hook"}}],
                 "route": {"receiver": "hook", "group_wait": "0s"},
-                "retry": {"base_delay": "0s", "max_delay": "0s", "max_attempts": 3},
+                "retry": {"base_delay": "1s", "max_delay": "1s", "max_attempts": 3},  # due after the step: a wake-up
                 "inhibit_rules": [
                     {
                         "source_matchers": ["severity=critical"],

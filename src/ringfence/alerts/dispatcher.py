@@ -43,7 +43,7 @@ from ringfence.clock import Clock
 from ringfence.metrics import Metrics
 
 log = logging.getLogger("ringfence.dispatcher")
-MORE_PASSES = 50  # delivery passes of one deliver_more: 100 sends of each receiver at most
+MORE_PASSES = 50  # more delivery passes of a step that waits for its sends: 100 of each receiver's at most
 
 
 def _flatten(route: Route) -> dict[str, Route]:
@@ -108,28 +108,21 @@ class Dispatcher:
     def step(self, deadline: float | None = None, wait: float | None = None) -> int:
         """One pass of every stage; how much was done (0: nothing was due). ``deadline``
         (:func:`time.monotonic` seconds): when the process may be stopped; ``wait``: how long
-        the pass waits for its sends (None: until they end); see :class:`Deliver`."""
+        the pass waits for its sends (None: until they end, and then more passes send every
+        notification due, not a pass's 2 of each receiver); see :class:`Deliver`."""
         now = self.clock.time()
         self.deliver.deadline, self.deliver.wait = deadline, wait
         try:
-            return sum(stage(now) for stage in self.stages)
+            done = sum(stage(now) for stage in self.stages)
+            if wait is None:  # a caller that waits for its sends gets every due one sent, not a pass's 2 a receiver
+                for _ in range(MORE_PASSES):
+                    sent = self.deliver(self.clock.time())
+                    if not sent:
+                        break
+                    done += sent
+            return done
         finally:
             self.deliver.deadline, self.deliver.wait = None, None
-
-    def deliver_more(self, deadline: float | None, passes: int = MORE_PASSES) -> int:
-        """Delivery passes while they send something, at most ``passes`` (each sends at most 2
-        of a receiver's): what a Lambda invocation does with the time left before ``deadline``."""
-        self.deliver.deadline, self.deliver.wait = deadline, None
-        sent = 0
-        try:
-            for _ in range(passes):
-                done = self.deliver(self.clock.time())
-                if not done:
-                    break
-                sent += done
-        finally:
-            self.deliver.deadline = None
-        return sent
 
     def close(self) -> None:
         self.deliver.close()

@@ -154,10 +154,6 @@ class AlertDispatcher:
                 continue
             if not self.pipeline.pending():
                 break
-        try:  # a pass sends 2 of a receiver's: more of them while the invocation has time
-            self.stages.deliver_more(deadline)
-        except LostRace as exc:
-            log.info("%s", exc)
         return self.pipeline.next_due()
 
     def _hide(self, sqs: Any, record: Mapping[str, Any]) -> None:
