@@ -39,6 +39,16 @@ class Counted(httpx.SyncByteStream):
             yield self.piece
 
 
+class Raw(httpx.SyncByteStream):
+    """A body streamed as it comes off the wire."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.data
+
+
 @pytest.mark.parametrize("status", [400, 503, 200])
 def test_a_receivers_answer_is_read_to_4_kb_at_most_and_never_decompressed(status: int) -> None:
     """A receiver's 3 MB of gzip made 3 GB of the dispatcher's memory (a 4xx's text was read
@@ -137,3 +147,30 @@ def test_email_and_pagerduty_keep_a_producers_text_on_its_line() -> None:
     assert "<!channel>" not in html_part
     event = pagerduty_event(payload()["alerts"][0], "key")
     assert "\u202e" not in event["payload"]["summary"]
+
+
+def test_an_answers_text_is_kept_as_text_a_store_takes() -> None:
+    """A 4xx's gzip body kept raw held NUL: PostgreSQL refused the pass's record of every send."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            400, headers={"content-encoding": "gzip"}, stream=Raw(gzip.compress("no\0such\u2028hook".encode()))
+        )
+
+    with httpx.Client(transport=httpx.MockTransport(answer)) as client:
+        result = post_json(client, "http://receiver.test/hook", b"{}", {}, 5.0)
+    assert result.outcome is Outcome.FAILED
+    assert result.detail.startswith("HTTP 400: ")
+    assert "\0" not in result.detail
+    assert all(c == " " or c.isprintable() for c in result.detail)
+
+
+def test_line_and_paragraph_separators_are_spaces_to_people() -> None:
+    """U+2028 in a payee id made an email's Subject unbuildable: the AML email was a dead letter."""
+    alert = payload()["alerts"][0] | {"title": "Mule fan-in to pay_\u2028x", "summary": "s\u2029t"}
+    options = EmailDoc(host="127.0.0.1", port=25, sender="rf@bank.test", to=["aml@bank.test"], timeout_s=5.0)
+    message = email_message({"status": "firing", "notification_id": "n1", "alerts": [alert]}, options)
+    assert "\u2028" not in str(message["Subject"])
+    slack = json.dumps(slack_message({"status": "firing", "alerts": [alert]}), ensure_ascii=False)
+    assert "\u2028" not in slack
+    assert "\u2029" not in slack

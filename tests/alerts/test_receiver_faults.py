@@ -329,3 +329,38 @@ def test_a_send_that_outlasts_its_claims_lease_is_not_sent_again_meanwhile(
     release.set()
     d.close()
     assert len(receiver.received) == 1
+
+
+def test_a_result_the_store_refuses_holds_back_no_other_sends_result(
+    any_store: SqlStore, receiver: RecordingReceiver
+) -> None:
+    """A pass records what its sends got in one transaction: one the store refused (a NUL in
+    a receiver's answer, on PostgreSQL) rolled back the record of every other."""
+    clock = FixedClock(1_800_000_000.0)
+    d = dispatcher(any_store, clock, webhook_config(receiver.url, group_wait="0s"))
+    hit(any_store, clock, 1, key="k1", customer_id="c1")
+    hit(any_store, clock, 2, key="k2", customer_id="c2")
+    real = any_store.pipeline
+    refused: list[str] = []
+
+    @contextlib.contextmanager
+    def refusing() -> Iterator[Any]:
+        with real() as batch:
+            record = batch.record_attempt
+
+            def record_attempt(notification_id: str, step: Any, now: float) -> None:
+                if not refused or refused[0] == notification_id:
+                    refused[:1] = [notification_id]
+                    raise StoreError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+                record(notification_id, step, now)
+
+            batch.record_attempt = record_attempt
+            yield batch
+
+    d.deliver.store = SimpleNamespace(pipeline=refusing, due_notifications=any_store.due_notifications)  # type: ignore[assignment]
+    d.step()
+    assert len(receiver.received) == 2
+    notifications, _ = SqlNotificationLog(any_store).notifications(None, 10, None)
+    assert sorted(n.status for n in notifications) == [NotificationStatus.PENDING, NotificationStatus.SENT]
+    assert [n.id for n in notifications if n.status is NotificationStatus.PENDING] == refused  # its lease, then again
+    d.close()

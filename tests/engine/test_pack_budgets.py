@@ -70,3 +70,22 @@ def test_the_values_one_keys_states_may_hold_are_bounded() -> None:
 def test_a_pack_read_back_from_the_store_is_not_refused_by_budgets_added_since() -> None:
     text = 'version: "x"\n' + features(MAX_STATEFUL_DEFINITIONS + 1)
     assert len(load_pack(text, stored=True).features) == MAX_STATEFUL_DEFINITIONS + 1
+
+
+def test_a_key_of_several_fields_counts_for_each_of_them() -> None:
+    """100 distinct counts by customer_id, and 100 more by each of [customer_id, source],
+    [source, customer_id]... held 500,000 values for a customer of one source."""
+    by_customer = features(100, "distinct_count", extra=", of: data.ip")
+    by_pair = "".join(
+        f"  - {{name: p{i}, on: [login.failed], by: [customer_id, source], agg: distinct_count, of: data.ip}}\n"
+        for i in range(1)
+    )
+    with pytest.raises(RulePackError, match=r"one customer_id could hold 101,000 values"):
+        load_pack('version: "x"\n' + by_customer + by_pair)
+
+
+def test_a_by_naming_a_field_twice_is_refused() -> None:
+    text = 'version: "x"\nfeatures:\n  - {name: f, on: [login.failed], by: [customer_id, customer_id], agg: count}\n'
+    with pytest.raises(RulePackError, match="names 'customer_id' twice"):
+        load_pack(text)
+    assert load_pack(text, stored=True).features[0].by == (("customer_id",), ("customer_id",))

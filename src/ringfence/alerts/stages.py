@@ -383,6 +383,23 @@ class Deliver:
             log.exception("sending notification %s to %s failed unexpectedly", n.id, n.receiver)
             return Delivery(Outcome.RETRY, f"{type(exc).__name__} (an internal error, logged)")
 
+    def _record(self, batch: PipelineBatch, attempt: _Attempt) -> tuple[Notification, NextStep] | None:
+        """Record ``attempt`` in ``batch``; the notification and its step if it is now dead."""
+        n, at = attempt.notification, attempt.at
+        if n.receiver not in self.notifiers:
+            step = NextStep(NotificationStatus.DEAD, n.attempts, at, attempt.result.detail)
+        else:
+            step = after_attempt(attempt.result, n.attempts, self.policy, at, self.rng)
+        batch.record_attempt(n.id, step, at)
+        alert_ids = [a["id"] for a in n.payload["alerts"]]
+        if step.status is NotificationStatus.SENT:
+            batch.note(alert_ids, PipelineAction.NOTIFY, f"notified via {n.receiver} ({n.id})", at)
+        elif step.status is NotificationStatus.DEAD:
+            reason = f"notification {n.id} to {n.receiver} failed for good: {step.detail}"
+            batch.note(alert_ids, PipelineAction.NOTIFY, reason, at)
+            return n, step
+        return None
+
     def _record_ended(self) -> int:
         """Record the sends that ended, in one transaction; how many."""
         ended: list[_Attempt] = []
@@ -394,23 +411,26 @@ class Deliver:
         if not ended:
             return 0
         dead: list[tuple[Notification, NextStep]] = []
+        recorded = ended
         try:
-            with self.store.pipeline() as batch:
+            try:
+                with self.store.pipeline() as batch:
+                    dead = [d for attempt in ended if (d := self._record(batch, attempt)) is not None]
+            except Exception:  # one that the store refuses must not hold back the others' results
+                if len(ended) == 1:
+                    raise
+                log.warning("recording %d sends at once failed; recording them one by one", len(ended))
+                dead, recorded = [], []
                 for attempt in ended:
-                    n, at = attempt.notification, attempt.at
-                    if n.receiver not in self.notifiers:
-                        step = NextStep(NotificationStatus.DEAD, n.attempts, at, attempt.result.detail)
-                    else:
-                        self.metrics.notifications.labels(n.receiver, attempt.result.outcome.value).inc()
-                        step = after_attempt(attempt.result, n.attempts, self.policy, at, self.rng)
-                    batch.record_attempt(n.id, step, at)
-                    alert_ids = [a["id"] for a in n.payload["alerts"]]
-                    if step.status is NotificationStatus.SENT:
-                        batch.note(alert_ids, PipelineAction.NOTIFY, f"notified via {n.receiver} ({n.id})", at)
-                    elif step.status is NotificationStatus.DEAD:
-                        reason = f"notification {n.id} to {n.receiver} failed for good: {step.detail}"
-                        batch.note(alert_ids, PipelineAction.NOTIFY, reason, at)
-                        dead.append((n, step))
+                    try:
+                        with self.store.pipeline() as batch:
+                            if (d := self._record(batch, attempt)) is not None:
+                                dead.append(d)
+                        recorded.append(attempt)
+                    except Exception:  # its claim's lease runs out and it is sent again
+                        log.exception("recording notification %s failed", attempt.notification.id)
+            for attempt in recorded:
+                self.metrics.notifications.labels(attempt.notification.receiver, attempt.result.outcome.value).inc()
         finally:  # recorded, or not (the store failed): its claim's lease runs out and it is sent again
             with self._lock:
                 for attempt in ended:

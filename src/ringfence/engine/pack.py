@@ -215,6 +215,8 @@ class _Loader:
             ok = (path[0] in ENVELOPE_FIELDS and len(path) == 1) or (path[0] == "data" and len(path) > 1)
             if not ok:
                 raise RulePackError(f"'by' must be an envelope field, data.<field> or global, got {text!r}", where)
+            if self.budgets and path in out:  # (a stored pack is read as it came)
+                raise RulePackError(f"'by' names {text!r} twice", where)
             out.append(path)
         return tuple(out)
 
@@ -444,28 +446,33 @@ def load_pack(text: str, *, stored: bool = False) -> RulePack:
 def _bound_key_values(
     features: tuple[FeatureSpec, ...], anomalies: tuple[AnomalySpec, ...], patterns: tuple[PatternSpec, ...]
 ) -> None:
-    """Refuse a pack whose states of one key could hold more than ``MAX_KEY_VALUES`` values at
-    their bounds (a distinct count keeps up to 1,000, a quantile its samples, a windowed
-    aggregate a bucket for each 60th of its window, a robust z-score its samples, a pattern
-    its partial matches): memory a producer's events could fill for every key."""
-    held: dict[tuple[tuple[str, ...], ...], int] = {}
+    """Refuse a pack whose states of one entity (a customer, a device, an address...) could
+    hold more than ``MAX_KEY_VALUES`` values at their bounds (a distinct count keeps up to
+    1,000, a quantile its samples, a windowed aggregate a bucket for each 60th of its window, a
+    robust z-score its samples, a pattern its partial matches): memory a producer's events
+    could fill for every key. A definition keyed by several fields counts for each of them:
+    by ``[customer_id, source]`` is, for one customer of one source, the customer's too."""
+    held: dict[tuple[str, ...], int] = {}
+
+    def hold(by: tuple[tuple[str, ...], ...], values: int) -> None:
+        for path in set(by) or {("global",)}:
+            held[path] = held.get(path, 0) + values
+
     for f in features:
         if f.agg == Aggregation.DISTINCT_COUNT:
-            values = MAX_DISTINCT
+            hold(f.by, MAX_DISTINCT)
         elif f.agg == Aggregation.QUANTILE:
-            values = QUANTILE_SAMPLES
+            hold(f.by, QUANTILE_SAMPLES)
         else:
-            values = BUCKETS if f.window is not None else 1
-        held[f.by] = held.get(f.by, 0) + values
+            hold(f.by, BUCKETS if f.window is not None else 1)
     for a in anomalies:
-        held[a.by] = held.get(a.by, 0) + a.samples
+        hold(a.by, a.samples)
     for p in patterns:
-        held[p.by] = held.get(p.by, 0) + MAX_PARTIALS
-    for by, values in held.items():
+        hold(p.by, MAX_PARTIALS)
+    for path, values in held.items():
         if values > MAX_KEY_VALUES:
-            key = " + ".join(".".join(path) for path in by) or "global"
             raise RulePackError(
-                f"the states of one {key} could hold {values:,} values, over {MAX_KEY_VALUES:,}: "
+                f"the states of one {'.'.join(path)} could hold {values:,} values, over {MAX_KEY_VALUES:,}: "
                 "fewer distinct counts, quantiles or windowed features by it"
             )
 

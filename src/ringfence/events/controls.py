@@ -31,8 +31,11 @@ def envelope_fault(value: str) -> str | None:
         return _describe(found.group())
     if not value.isascii():  # ids are shown to people: a bidi override shows "\u202e24_suc" as "cus_42"
         for ch in value:
-            if unicodedata.category(ch) == "Cf":
+            kind = unicodedata.category(ch)
+            if kind == "Cf":
                 return f"holds an invisible format character (U+{ord(ch):04X})"
+            if kind in ("Zl", "Zp"):
+                return f"holds a line break (U+{ord(ch):04X})"
     return None
 
 

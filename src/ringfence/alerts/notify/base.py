@@ -43,8 +43,9 @@ MAX_ANSWER_BYTES = 4096  # of a receiver's answer, what is read (its start names
 
 def one_line(text: str) -> str:
     """Text of a producer's event shown to people (Slack, email, PagerDuty): control and format
-    characters (line breaks, bidi overrides that show ``cus_42`` for ``24_suc``) as spaces."""
-    return "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
+    characters and every separator but the space (line breaks, U+2028, bidi overrides that show
+    ``cus_42`` for ``24_suc``) as spaces."""
+    return "".join(" " if unicodedata.category(c)[0] in "CZ" and c != " " else c for c in text)
 
 
 def retry_after_s(header: str | None, now: float) -> float | None:
@@ -72,7 +73,8 @@ def classify(status: int, headers: httpx.Headers, start: bytes, now: float) -> D
         return Delivery(Outcome.SENT, f"HTTP {status}")
     if status == 429 or status >= 500:
         return Delivery(Outcome.RETRY, f"HTTP {status}", retry_after_s(headers.get("retry-after"), now))
-    return Delivery(Outcome.FAILED, f"HTTP {status}: {start.decode('utf-8', 'replace')[:200]}")
+    # as text a store keeps (no NUL: PostgreSQL refuses it) and people read: a body may be anything
+    return Delivery(Outcome.FAILED, f"HTTP {status}: {one_line(start[:800].decode('utf-8', 'replace'))[:200]}")
 
 
 def post_json(client: httpx.Client, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Delivery:
