@@ -47,6 +47,7 @@ from ringfence.alerts.model import (
 )
 from ringfence.alerts.muting import label_set, mute_reason
 from ringfence.alerts.notify import Delivery, Notifier, Outcome
+from ringfence.alerts.notify.base import one_line
 from ringfence.alerts.ports import PipelineBatch, PipelineStore
 from ringfence.alerts.silences import SILENCE_KEPT_S
 from ringfence.alerts.stream import AlertStream
@@ -378,10 +379,12 @@ class Deliver:
         if notifier is None:
             return Delivery(Outcome.FAILED, "receiver is no longer configured")
         try:
-            return notifier.send(n.payload, n.id, self.clock.time())
+            result = notifier.send(n.payload, n.id, self.clock.time())
         except Exception as exc:  # a receiver's bug: an attempt that failed, counted, never a pass that ends
             log.exception("sending notification %s to %s failed unexpectedly", n.id, n.receiver)
             return Delivery(Outcome.RETRY, f"{type(exc).__name__} (an internal error, logged)")
+        # what any receiver answered, as text every store keeps and people read (no NUL, no line break)
+        return Delivery(result.outcome, one_line(result.detail), result.retry_after)
 
     def _record(self, batch: PipelineBatch, attempt: _Attempt) -> tuple[Notification, NextStep] | None:
         """Record ``attempt`` in ``batch``; the notification and its step if it is now dead."""

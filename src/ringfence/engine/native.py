@@ -167,8 +167,7 @@ class NativeEngine(Engine):
             self._core.late_events = n
 
     def set_list(self, name: str, values: frozenset[str]) -> None:
-        self.lists[name] = values
-        self.edited_lists.add(name)
+        super().set_list(name, values)
         with self._lock:
             self._core.set_list(name, values)
 

@@ -36,6 +36,8 @@ def due(conn: Connection, now: float, limit: int, receivers: Sequence[str] = (),
         "ORDER BY next_attempt_at LIMIT ?"
     )
     found = {n.id: n for n in map(notification, conn.execute(query, (NotificationStatus.PENDING, now, limit)))}
+    if len(found) < limit:  # every due one already: no receiver's can be hidden
+        return list(found.values())
     by_receiver = (
         f"SELECT {COLUMNS} FROM notifications WHERE status = ? AND receiver = ? "  # nosec # noqa: S608
         "AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
