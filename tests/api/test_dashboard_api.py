@@ -58,6 +58,22 @@ def test_customer_events_lists_only_that_customers_events_newest_first(server: E
     assert body["searched_from_offset"] >= 1
 
 
+def test_a_customer_whose_id_holds_a_slash_is_found_by_its_encoded_id(server: EmbeddedServer, keys: Keys) -> None:
+    customer = uid("acme") + "/42"  # ids are the bank's, separators and all
+    sent = event("login.succeeded", customer_id=customer)
+    post(server, keys.producer, [sent])
+    server.wait_processed(keys.reader)
+    encoded = customer.replace("/", "%2F")
+    with server.client(keys.admin) as c:
+        events = c.get(f"/v1/customers/{encoded}/events")
+        features = c.get(f"/v1/customers/{encoded}/features")
+        page = c.get(f"/customers/{encoded}")
+    assert [i["event"]["event_id"] for i in events.json()["items"]] == [sent["event_id"]]
+    assert features.json()["customer_id"] == customer
+    assert page.status_code == 303  # the page is there (not 404); an API key is no session: sign in
+    assert page.headers["location"].startswith("/signin")
+
+
 def test_customer_events_and_features_need_a_key_that_sees_every_audience(server: EmbeddedServer, keys: Keys) -> None:
     created = ringfence_cli(
         "keys",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -193,7 +194,8 @@ def test_every_route_of_the_document_has_a_row_and_no_row_is_stale() -> None:
 
 
 def test_every_api_route_of_the_app_is_in_the_document() -> None:
-    served = {(m, route.path) for route in ROUTES for m in route.methods or () if m != "HEAD"}
+    # a template's convertor ({customer_id:path}: an id may hold "/") is not OpenAPI's to say
+    served = {(m, re.sub(r":\w+}", "}", route.path)) for route in ROUTES for m in route.methods or () if m != "HEAD"}
     assert sorted(served - document_routes()) == []
 
 

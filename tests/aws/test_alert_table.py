@@ -110,6 +110,34 @@ def test_an_alert_shows_its_newest_history_and_counts_the_rest(table: AlertTable
     assert table.get_alert(raise_alert(table, 2)).history_omitted == 0
 
 
+# -- applying hits ------------------------------------------------------------------------------------
+
+
+def test_hits_applied_again_after_a_crash_owe_their_alert_its_announcement_whatever_came_after(
+    table: AlertTable,
+) -> None:
+    """A shard applied hits that created an alert and died before announcing it; before its
+    retry, a person resolved the alert and another shard opened the next occurrence. The
+    retry's hits were applied, but the alert they made is still owed its announcement."""
+    first = table.apply([("0001", signal(1))], "shard-a", NOW)
+    assert first is not None
+    assert first.created  # ... and the shard dies before SNS takes it
+    table.transition(first.alert_id, Action.RESOLVE, "analyst-1", "seen to", NOW + 1)
+    second = table.apply([("0001", signal(2))], "shard-b", NOW + 2)
+    assert second is not None
+    assert second.created
+    assert second.alert_id != first.alert_id
+    table.mark_announced(second.alert_id, "0001")
+
+    again = table.apply([("0001", signal(1))], "shard-a", NOW + 3)  # the retry
+    assert again is not None
+    assert (again.alert_id, again.created, again.owes_announcement) == (first.alert_id, True, True)
+    assert table.get_alert(first.alert_id).count == 1  # applied once
+    table.mark_announced(first.alert_id, "0001")
+    assert table.apply([("0001", signal(1))], "shard-a", NOW + 4) is None  # announced: nothing owed
+    assert table.apply([("0001", signal(2))], "shard-b", NOW + 4) is None
+
+
 # -- transitions -------------------------------------------------------------------------------------
 
 

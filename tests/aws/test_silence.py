@@ -92,6 +92,25 @@ def test_a_quiet_source_is_declared_silent_by_the_wall_clock_tick(deploy: Deploy
     assert rt.processor.tick().alerts_created == 0  # once
 
 
+def test_a_tick_whose_clock_is_behind_the_last_ticks_still_declares_a_silence(deploy: DeploymentFactory) -> None:
+    """The tick's hits are ordered by its commits, not by the clocks of the hosts it ran on: a
+    tick on a host whose clock is behind the previous tick's would otherwise have its hits
+    taken for applied."""
+    d = deploy(shards=1)
+    rt = d.runtime
+    d.send(traffic(time.time() - 1000)[:60])  # partner-bank, then nothing
+    d.stream.drain()
+    now = time.time()
+    rt.processor.clock = lambda: now + 4000
+    assert rt.processor.tick().alerts_created == 1  # partner-bank is silent
+    rt.processor.clock = time.time
+    d.send([event("login.succeeded", at=time.time() - 1, customer_id="cus_x", source="partner-bank")])
+    d.stream.drain()  # partner-bank speaks once more, and is silent again
+    rt.processor.clock = lambda: now + 3000  # a later tick, on a clock 1,000 s behind
+    assert rt.processor.tick().commits == 1
+    assert rt.alerts.get_alert(SILENT).count == 2  # the second silence's hit, counted into the open alert
+
+
 def test_a_later_chunk_sees_the_silence_its_invocation_pushed_but_has_not_written(deploy: DeploymentFactory) -> None:
     t0 = time.time() - 3600
 

@@ -58,7 +58,7 @@ SHELL = _asset("page.html") or b""
 _SAFE_PATH = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@%-]+(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*)?")
 
 
-PAGES = ("/", "/alerts/{alert_id}", "/customers", "/customers/{customer_id}", "/operations", "/rules")
+PAGES = ("/", "/alerts/{alert_id}", "/customers", "/customers/{customer_id:path}", "/operations", "/rules")
 _ALERT_PAGE = re.compile(r"/alerts/al_[0-9a-f]{24}")  # an alert's id, a digest (alerts.model.alert_id)
 _PAGE_PATTERNS = [compile_path(path)[0] for path in PAGES]
 

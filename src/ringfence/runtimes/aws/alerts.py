@@ -6,7 +6,8 @@ evidence, transitions and statuses are :mod:`ringfence.alerts.lifecycle`'s. The 
 is in :mod:`.items`.
 
 A signal is applied at most once: the dedup pointer keeps, per source (a shard), the
-ordinal of the last signal it applied, and every change is one transaction with it. That
+ordinal of the last signal it applied and the alert it went to (whose announcement a
+re-applied outbox may still owe), and every change is one transaction with it. That
 holds only if each source's hits of an alert are applied in order (a later hit applied first
 would hide an earlier one): the processor applies a shard's hits of an alert all together,
 and one batch of a shard runs at a time (``ParallelizationFactor`` 1).
@@ -103,6 +104,12 @@ class Applied:
     owes_announcement: bool
 
 
+def _went_to(source: str) -> str:
+    """The pointer's attribute naming the alert ``source``'s last applied hits went to (a top-level
+    attribute: pointers written before it have no map to set a path in)."""
+    return f"to|{source}"
+
+
 def _key(aid: str) -> dict[str, Any]:
     return {"pk": s(f"a|{aid}"), "sk": s("alert")}
 
@@ -156,13 +163,12 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
             mark = ptr.get("marks", {}).get("M", {}).get(source, {}).get("S", "") if ptr else ""
             alert = self.get(f"a|{latest}", "alert") if latest else None
             todo = [(ordinal, signal) for ordinal, signal in hits if ordinal > mark]
-            if not todo:
-                last = hits[-1][0]
-                owed = alert is not None and alert.get("by", {}).get("S") == last and "announced" not in alert
-                created = alert is not None and int(alert["count"]["N"]) <= len(hits)  # these hits made it
-                return Applied(latest, created, True) if owed and latest else None
+            if not todo:  # applied before: the alert they went to, not a later occurrence, may be owed
+                went_to = ptr.get(_went_to(source), {}).get("S", latest) if ptr else None
+                return self._still_owed(went_to, alert if went_to == latest else None, hits)
             ptr_update = self._pointer_update(ptr_pk, version, source, todo[-1][0])
             if latest is not None and alert is not None and alert["status"]["S"] in ACTIVE:
+                ptr_update["Update"]["ExpressionAttributeValues"][":aid"] = s(latest)
                 items = [self._more_hits(latest, alert, todo, now), ptr_update]
                 created, aid = False, latest
             else:
@@ -229,20 +235,35 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
             }
         }
 
+    def _still_owed(
+        self, aid: str | None, alert: dict[str, Any] | None, hits: Sequence[tuple[str, AlertSignal]]
+    ) -> Applied | None:
+        """What hits applied before are still owed: the announcement of the alert they went to
+        (``alert``, if read already), if their last is its last hit and it was not announced."""
+        if aid is None:
+            return None
+        alert = alert if alert is not None else self.get(f"a|{aid}", "alert")
+        owed = alert is not None and alert.get("by", {}).get("S") == hits[-1][0] and "announced" not in alert
+        created = alert is not None and int(alert["count"]["N"]) <= len(hits)  # these hits made it
+        return Applied(aid, created, True) if owed else None
+
     def _pointer_update(self, pk: str, version: int, source: str, ordinal: str) -> dict[str, Any]:
+        """The pointer's update for ``source``'s hits up to ``ordinal``; the caller sets ``:aid``,
+        the alert they go to."""
         update: dict[str, Any] = {"TableName": self.table, "Key": {"pk": s(pk), "sk": s("ptr")}}
         values: dict[str, Any] = {":next": n(version + 1), ":ord": s(ordinal)}
         if version:
             update |= {
-                "UpdateExpression": "SET v = :next, marks.#src = :ord",
+                "UpdateExpression": "SET v = :next, marks.#src = :ord, #to = :aid",
                 "ConditionExpression": "v = :v",
-                "ExpressionAttributeNames": {"#src": source},
+                "ExpressionAttributeNames": {"#src": source, "#to": _went_to(source)},
                 "ExpressionAttributeValues": {**values, ":v": n(version)},
             }
         else:  # a map must exist before a path in it can be set: the first write makes it whole
             update |= {
-                "UpdateExpression": "SET v = :next, marks = :marks",
+                "UpdateExpression": "SET v = :next, marks = :marks, #to = :aid",
                 "ConditionExpression": "attribute_not_exists(pk)",
+                "ExpressionAttributeNames": {"#to": _went_to(source)},
                 "ExpressionAttributeValues": {**values, ":marks": {"M": {source: s(ordinal)}}},
             }
         return {"Update": update}

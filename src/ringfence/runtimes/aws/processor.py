@@ -522,18 +522,25 @@ class ShardProcessor:
             newest = max(shards, key=lambda c: c.max_event_time or 0.0)
             now = self.clock()
             mark = EventClock(newest.at, newest.at).idle_watermark(marks, now, self.lateness)
-            due = [row for _, row in self.state.due_timers(mark, MAX_TRANSACTION_ITEMS - 1)] if mark is not None else []
+            # the due rows, the outbox and the tick's progress in one transaction
+            due = [row for _, row in self.state.due_timers(mark, MAX_TRANSACTION_ITEMS - 2)] if mark is not None else []
             if mark is None or not due:
                 return []
             loaded = self.state.load(due)
             engine = make_engine(self.pack, self.lateness, engine=self.engine_kind)
             engine.restore(((n, k, row.state) for (n, k), row in loaded.rows.items()), marks)
-            stamp = str(int(now * 1e6))
+            # its hits' ordinals follow its commits, not the clock of the host it runs on (one behind
+            # the last tick's would have them taken for applied)
+            last = self.state.progress(TICK_SOURCE)
+            stamp = str(max(int(now * 1e6), int(last) + 1 if last is not None else 0))
             signals = [(ordinal(stamp, j), s) for j, s in enumerate(engine.advance(mark)) if s.mode == "live"]
             # firing only changes the states it loaded; each due item is written again
             keys, rows, _ = writes_of(engine, loaded, now, {k for n, k in due if n == ANY_STATE})
             try:
-                self.state.commit(Commit(TICK_SOURCE, ordinal(stamp, 0), rows, outbox=signals, keys=keys), now)
+                progress = Progress(TICK_SOURCE, last, sequence_key(stamp))
+                self.state.commit(
+                    Commit(TICK_SOURCE, ordinal(stamp, 0), rows, progress=progress, outbox=signals, keys=keys), now
+                )
             except StateConflict:
                 outcome.conflicts += 1
                 continue

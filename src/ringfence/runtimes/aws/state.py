@@ -29,7 +29,7 @@ Item layout (table key ``pk`` + ``sk``):
 |---|---|---|---|
 | a key's states | ``k|<key>`` | ``-`` | ``st`` states (1), ``v`` version, ``tp``/``d`` timer, ``ttl``, ``ids`` (2) |
 | heartbeat row | ``s|<name>|<key>`` | ``-`` | ``st`` state, ``v`` version, ``tp``/``d`` timer, ``hi`` latest deadline |
-| progress | ``progress|<shard>`` | ``-`` | ``seq`` the last record committed (sequence number, 128 digits) |
+| progress | ``progress|<shard>`` | ``-`` | ``seq`` the last record committed (128 digits; ``tick``'s: stamp) |
 | checkpoint | ``checkpoint`` | shard id | ``met`` max event time, ``at`` wall clock of that commit |
 | outbox | ``outbox|<shard>`` | first ordinal | ``sig`` signals (msgpack) |
 
