@@ -26,7 +26,15 @@ def test_precedence_is_defaults_file_env_overrides(tmp_path: Path) -> None:
         ({"RINGFENCE_PARTITIONS": "0"}, "partitions must be 1..1024"),
         ({"RINGFENCE_JOURNAL_SYNC": "off"}, "journal_sync"),
         ({"RINGFENCE_JOURNAL_SEGMENT_S": "0.5"}, "journal_segment_s must be between 1 and 86400 s"),
-        ({"RINGFENCE_JOURNAL_SEGMENT_S": "nan"}, "journal_segment_s must be between"),
+        ({"RINGFENCE_JOURNAL_SEGMENT_S": "nan"}, "journal_segment_s must be a finite number"),
+        # NaN passes "<= 0": it would have turned the brute-force limits off
+        ({"RINGFENCE_AUTH_FAILURES_PER_MIN": "nan"}, "auth_failures_per_min must be a finite number"),
+        ({"RINGFENCE_SIGNIN_ATTEMPTS_PER_MIN": "inf"}, "signin_attempts_per_min must be a finite number"),
+        ({"RINGFENCE_RATE_LIMIT_PER_S": "-inf"}, "rate_limit_per_s must be a finite number"),
+        ({"RINGFENCE_ALLOWED_LATENESS_S": "-100"}, "allowed_lateness_s must be 0..86400 s"),
+        ({"RINGFENCE_LOG_RETENTION_S": "nan"}, "log_retention_s must be a finite number"),
+        ({"RINGFENCE_KAFKA_DEDUP_WINDOW_S": "0"}, "kafka_dedup_window_s must be positive"),
+        ({"RINGFENCE_PORT": "70000"}, "port must be 1..65535"),
         (
             {"RINGFENCE_JOURNAL_SEGMENT_S": "7200", "RINGFENCE_LOG_RETENTION_S": "3600"},
             "journal_segment_s must not exceed log_retention_s",
@@ -77,7 +85,7 @@ def test_settings_are_frozen() -> None:
     [
         ({"RINGFENCE_PORT": "xyz"}, {}, "invalid setting port (environment variable RINGFENCE_PORT)"),
         ({"RINGFENCE_MAX_CONNECTIONS": "0"}, {}, "max_connections must be positive (environment variable"),
-        ({}, {"port": -1}, "port must be positive (option --port)"),
+        ({}, {"port": -1}, "port must be 1..65535, got -1 (option --port)"),
         ({"RINGFENCE_KAFKA_COMMIT_INTERVAL_MS": "0"}, {}, "kafka_commit_interval_ms must be positive"),
         ({"RINGFENCE_KAFKA_COMMIT_INTERVAL_MS": "5000"}, {}, "kafka_commit_interval_ms must be at most 1000"),
         ({"RINGFENCE_FORWARDED_ALLOW_IPS": "10.0.0.1,*"}, {}, "got '*' (environment variable"),

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ringfence.private_files import private_dir, private_file, private_sqlite
+from ringfence.private_files import UnsafeFile, private_dir, private_file, private_sqlite, read_input
+from ringfence.runtimes.embedded.platform import lock_data_dir
 
 
 def mode(path: Path) -> int:
@@ -23,7 +24,7 @@ def test_a_new_dir_and_file_are_private_under_a_permissive_umask(tmp_path: Path)
         file = private_file(data_dir / "f")
     finally:
         os.umask(old)
-    assert (mode(data_dir), mode(file)) == (0o700, 0o600)
+    assert (mode(tmp_path / "a"), mode(data_dir), mode(file)) == (0o700, 0o700, 0o600)  # its parents too
 
 
 def test_an_open_dir_is_made_private_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -69,3 +70,51 @@ def test_an_existing_file_is_never_opened_so_sqlite_keeps_its_locks(
     assert mode(file) == 0o600
     assert flags
     assert all(how & os.O_EXCL for how in flags)  # create-only: fails before opening it
+
+
+def test_a_link_planted_in_the_data_dir_is_refused_and_what_it_points_at_is_untouched(tmp_path: Path) -> None:
+    """A dir others could once write to: a link there would have Ringfence (perhaps root)
+    truncate, write and chmod a file anywhere."""
+    victim = tmp_path / "victim"
+    victim.write_text("first line\nsecond line\n")
+    victim.chmod(0o644)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o777)
+    (data_dir / "processor.lock").symlink_to(victim)
+    with pytest.raises(UnsafeFile, match="is a symbolic link"):
+        lock_data_dir(data_dir)
+    (data_dir / "store.sqlite3-wal").symlink_to(victim)
+    with pytest.raises(UnsafeFile, match=r"store\.sqlite3-wal is a symbolic link"):
+        private_sqlite(data_dir / "store.sqlite3")
+    assert victim.read_text() == "first line\nsecond line\n"
+    assert mode(victim) == 0o644
+
+
+def test_a_file_of_another_user_than_the_dirs_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    planted = private_file(tmp_path / "store.sqlite3")
+    real_lstat = Path.lstat
+
+    def owned_by_someone_else(path: Path) -> os.stat_result:
+        info = real_lstat(path)
+        if path != planted:
+            return info
+        fields = list(info)
+        fields[stat.ST_UID] = info.st_uid + 4242
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(Path, "lstat", owned_by_someone_else)
+    with pytest.raises(UnsafeFile, match=f"belongs to user {os.geteuid() + 4242}, not to {os.geteuid()}"):
+        private_sqlite(planted)
+
+
+def test_an_input_file_is_read_only_if_it_is_a_regular_file_within_its_bound(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero"), tmp_path):  # would wait for a writer, or never end
+        with pytest.raises(OSError, match="is not a regular file"):
+            read_input(path, 1024)
+    text = tmp_path / "pack.yaml"
+    text.write_bytes(b"x" * 1024)
+    assert read_input(text, 1024) == b"x" * 1024
+    with pytest.raises(OSError, match="larger than 1,023 bytes"):
+        read_input(text, 1023)

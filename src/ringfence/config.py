@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import re
 import tomllib
@@ -21,6 +22,7 @@ from typing import Any
 import msgspec
 
 from ringfence.errors import ConfigError
+from ringfence.private_files import read_input
 
 DEFAULT_DATA_DIR = Path("ringfence-data")
 DEFAULT_REFERENCE_CURRENCY = "EUR"
@@ -57,6 +59,8 @@ NOT_SETTINGS = ("RINGFENCE_CONFIG", "RINGFENCE_API_KEY")
 AWS_PREFIX = "RINGFENCE_AWS_"  # the aws runtime's resource names (its template sets them), not settings
 SECRET_PREFIX = "RINGFENCE_SECRET_"  # nosec B105 # noqa: S105 - a name prefix, not a secret
 # settings that no longer do anything, each with what replaced it
+MAX_SETTINGS_BYTES = 1024 * 1024
+MAX_ALLOWED_LATENESS_S = 86400.0  # a day: every absence timer waits this much past its deadline
 RETIRED_SETTINGS = {
     "checkpoint_interval_s": "never read: state and offsets are committed with each processed batch",
 }
@@ -181,6 +185,17 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     fx_max_age_days: int = DEFAULT_FX_MAX_AGE_DAYS
 
     def __post_init__(self) -> None:
+        for name in self.__struct_fields__:  # NaN passes every comparison's "not": refused first
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"port must be 1..65535, got {self.port}")
+        if not 0 <= self.allowed_lateness_s <= MAX_ALLOWED_LATENESS_S:
+            raise ConfigError(
+                f"allowed_lateness_s must be 0..{MAX_ALLOWED_LATENESS_S:g} s (timers wait this long), "
+                f"got {self.allowed_lateness_s!r}"
+            )
         if not 1 <= self.partitions <= 1024:
             raise ConfigError(f"partitions must be 1..1024, got {self.partitions}")
         if not MIN_JOURNAL_SEGMENT_S <= self.journal_segment_s <= MAX_JOURNAL_SEGMENT_S:
@@ -250,6 +265,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "signin_attempts_per_min",
             "backtest_time_budget_s",
             "fx_max_age_days",
+            "log_retention_s",
+            "kafka_dedup_window_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
@@ -282,9 +299,11 @@ def load_settings(
         file = Path(environ[ENV_PREFIX + "CONFIG"])
     if file is not None:
         try:
-            raw.update(tomllib.loads(file.read_text()))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raw.update(tomllib.loads(read_input(file, MAX_SETTINGS_BYTES).decode()))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read settings file {file}: {exc}") from exc
+        except RecursionError:  # tomllib parses nested arrays and tables recursively
+            raise ConfigError(f"cannot read settings file {file}: nested too deeply") from None
         origin.update({name: f"key {name!r} of {file}" for name in raw})
     fields = set(Settings.__struct_fields__)
     for key, value in environ.items():

@@ -96,6 +96,8 @@ class ForbiddenError(AuthError):
             super().__init__("this API key is limited to some audiences; this needs one that sees all")
         elif scope == "csrf":
             super().__init__("missing or wrong X-CSRF-Token for a signed-in change")
+        elif scope == "signed":
+            super().__init__("this API key signs its requests: it sends events (POST /v1/events) and nothing else")
         else:
             super().__init__(f"this API key lacks the {scope!r} scope")
 

@@ -4,7 +4,14 @@
 The journal (its main file, segment files and writer's lock), the store, their SQLite
 ``-wal``/``-shm`` files, the processor lock, the audit key and the audit anchor all go through
 here. A dir or file that others could read is fixed and logged as a warning (it may have
-leaked before).
+leaked before). A file of the data dir that is a symbolic link, or that belongs to another user
+than the dir, is refused (:class:`UnsafeFile`), never followed or used: in a dir others could
+once write to, it would be how they make Ringfence (perhaps as root) truncate and chmod a file
+elsewhere, or read keys they wrote. Missing parents of a data dir are created 0700 too.
+
+:func:`read_input` reads a file named in settings or arguments (a rule pack, the alerting
+config, a settings file, FX rates, a PEM) with a bound, and only a regular file: ``/dev/zero``
+or a FIFO would otherwise exhaust memory or wait forever.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import stat
 from pathlib import Path
 from typing import IO
 
+from ringfence.errors import RingfenceError
+
 log = logging.getLogger("ringfence.files")
 
 DIR_MODE = 0o700
@@ -23,8 +32,27 @@ FILE_MODE = 0o600
 SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
 
 
-def _restrict(path: Path, mode: int, what: str) -> None:
-    current = stat.S_IMODE(path.stat().st_mode)
+class UnsafeFile(RingfenceError):
+    """A file Ringfence would write, or read as its own, that may be another user's doing."""
+
+
+def _checked_file(path: Path) -> os.stat_result:
+    """``path``'s own status (a link is not followed): refused if it is a link, or another
+    user's than its dir's (root may tend a service user's data dir, no one else's files)."""
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeFile(f"{path} is a symbolic link: Ringfence does not follow links in its data dir; remove it")
+    owner = path.parent.stat().st_uid
+    if info.st_uid != owner:
+        raise UnsafeFile(
+            f"{path} belongs to user {info.st_uid}, not to {owner}, who owns its dir: "
+            "it is not Ringfence's own; remove it"
+        )
+    return info
+
+
+def _restrict(path: Path, mode: int, what: str, info: os.stat_result | None = None) -> None:
+    current = stat.S_IMODE((info or path.stat()).st_mode)
     if current == mode:
         return
     try:
@@ -37,8 +65,11 @@ def _restrict(path: Path, mode: int, what: str) -> None:
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if needed, and make it 0700."""
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    """Create ``path`` (and its missing parents, 0700 too, whatever the umask) if needed, and
+    make it 0700."""
+    for missing in reversed([p for p in (path, *path.parents) if not p.exists()]):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            missing.mkdir(mode=DIR_MODE)
     _restrict(path, DIR_MODE, "data dir")
     return path
 
@@ -49,9 +80,15 @@ def private_file(path: Path) -> Path:
     An existing file is never opened here, only chmod-ed: closing a descriptor of a SQLite file
     would drop the POSIX locks this process's connections hold on it.
     """
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE))
-    _restrict(path, FILE_MODE, "file")
+    with contextlib.suppress(FileExistsError):  # O_EXCL: a link in its place is not followed
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        try:
+            tended = path.parent.stat()
+            if os.geteuid() == 0 and tended.st_uid != 0:  # root tending a service user's data dir
+                os.fchown(fd, tended.st_uid, tended.st_gid)
+        finally:
+            os.close(fd)
+    _restrict(path, FILE_MODE, "file", _checked_file(path))
     return path
 
 
@@ -64,14 +101,32 @@ def private_sqlite(path: Path, *, create: bool = True) -> None:
     if create:
         private_file(path)
     else:
-        _restrict(path, FILE_MODE, "file")
+        _restrict(path, FILE_MODE, "file", _checked_file(path))
     for suffix in SQLITE_SIDECARS:
         sidecar = path.with_name(path.name + suffix)
-        if sidecar.exists():
-            _restrict(sidecar, FILE_MODE, "file")
+        if sidecar.is_symlink() or sidecar.exists():
+            _restrict(sidecar, FILE_MODE, "file", _checked_file(sidecar))
 
 
 def open_private(path: Path, mode: str = "a+") -> IO[str]:
     """Open a text file of the data dir, created 0600."""
     private_file(path)
-    return open(path, mode, encoding="utf-8")  # the caller owns the handle
+    # the caller owns the handle; O_NOFOLLOW: a link put in its place since is not followed either
+    return open(path, mode, encoding="utf-8", opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW))
+
+
+def read_input(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes, read once. Anything
+    else (a FIFO, a device, a directory) is refused before a byte is read, and a file larger
+    than ``limit`` (or growing past it while read) is refused at ``limit + 1`` bytes: OSError
+    naming what is wrong."""
+    # O_NONBLOCK: opening a FIFO does not wait for a writer (and changes nothing for a file)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file (a directory, a device or a FIFO)")
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path} is larger than {limit:,} bytes")
+    return data

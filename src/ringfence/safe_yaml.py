@@ -2,7 +2,8 @@
 
 Anchors and aliases are refused before any object is built: expanding them is how a few
 hundred kilobytes become gigabytes ("billion laughs"). The number of nodes and the nesting
-depth are bounded too, so the memory and time of a load follow from the text's size.
+depth are bounded too, so the memory and time of a load follow from the text's size. A key
+given twice in one mapping is refused, not left to YAML's last-one-wins.
 Used by :mod:`ringfence.engine.pack` and :mod:`ringfence.alerts.config`.
 """
 
@@ -30,11 +31,22 @@ def _where(event: yaml.Event) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown position"
 
 
+class _Mapping:
+    """A mapping being walked: the keys seen, and whether its next node is a key."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.key_next = True
+
+
 def check_structure(text: str, loader: type[yaml.SafeLoader] = SafeLoader) -> None:
-    """Walk the parser's events (no node is kept) and refuse anchors, aliases, too many nodes
-    or too deep a nesting, naming the line. Raises UnsafeYAMLError, or yaml.YAMLError for bad syntax."""
+    """Walk the parser's events (no node is kept) and refuse anchors, aliases, too many nodes,
+    too deep a nesting, or a key given twice in one mapping (YAML keeps the last silently: a
+    reviewer would read one rule and the engine run another), naming the line. Raises
+    UnsafeYAMLError, or yaml.YAMLError for bad syntax."""
     parser = loader(text)
-    nodes = depth = 0
+    nodes = 0
+    open_collections: list[_Mapping | None] = []  # None: a sequence
     try:
         while parser.check_event():
             event: yaml.Event = parser.get_event()  # type: ignore[no-untyped-call]
@@ -46,12 +58,22 @@ def check_structure(text: str, loader: type[yaml.SafeLoader] = SafeLoader) -> No
                 nodes += 1
                 if nodes > MAX_NODES:
                     raise UnsafeYAMLError(f"more than {MAX_NODES} YAML values ({_where(event)})")
+                parent = open_collections[-1] if open_collections else None
+                if parent is not None:
+                    if parent.key_next and isinstance(event, yaml.ScalarEvent):
+                        if event.value in parent.keys:
+                            raise UnsafeYAMLError(
+                                f"the key {event.value[:64]!r} is given twice in one mapping ({_where(event)}): "
+                                "YAML would keep only the last"
+                            )
+                        parent.keys.add(event.value)
+                    parent.key_next = not parent.key_next
             if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
+                open_collections.append(_Mapping() if isinstance(event, yaml.MappingStartEvent) else None)
+                if len(open_collections) > MAX_DEPTH:
                     raise UnsafeYAMLError(f"YAML nested deeper than {MAX_DEPTH} levels ({_where(event)})")
             elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
+                open_collections.pop()
     finally:
         parser.dispose()
 

@@ -92,6 +92,24 @@ def test_routes_inherit_and_continue() -> None:
         ),
         ({"inhibit_rules": [{"source_matchers": ["a"], "target_matchers": []}]}, r"inhibit_rules\[0\]"),
         ({"route": {"receiver": "oncall", "bogus": 1}}, "unknown field"),
+        # values no receiver could send with: every attempt would fail, and only then be seen
+        ({"receivers": [{"name": "x", "webhook": {"url": "http://h/", "timeout_s": float("nan")}}]}, "timeout_s"),
+        ({"receivers": [{"name": "x", "slack": {"url": "http://h/", "timeout_s": -1}}]}, "> 0.0"),
+        ({"receivers": [{"name": "x", "webhook": {"url": "file:///etc/passwd"}}]}, "url must be an http"),
+        ({"receivers": [{"name": "x", "webhook": {"url": "not a url"}}]}, "url must be an http"),
+        ({"receivers": [{"name": "x", "pagerduty": {"url": "ftp://h/", "routing_key_env": "HOME"}}]}, "http"),
+        (
+            {"receivers": [{"name": "m", "email": {"host": "h", "to": ["a@b.example\r\nBcc: x@y"], "sender": "s@b"}}]},
+            r"\$\.receivers\[0\]\.email\.to\[0\]",
+        ),
+        ({"receivers": [{"name": "m", "email": {"host": "h", "to": [], "sender": "s@b"}}]}, "length >= 1"),
+        (
+            {"receivers": [{"name": "m", "email": {"host": "h", "to": ["a@b"], "sender": "s@b", "port": 999999}}]},
+            "65535",
+        ),
+        ({"retry": {"max_attempts": 0}}, ">= 1"),
+        ({"retry": {"max_attempts": 10**23}}, "<= 100"),
+        ({"retry": {"base_delay": "10m", "max_delay": "1m"}}, "base_delay must not be longer than max_delay"),
     ],
 )
 def test_bad_configs_fail_at_start_naming_the_place(change: dict[str, object], message: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -83,3 +84,47 @@ def test_only_ed25519_public_keys_are_accepted(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "not a PEM public key" in result.stderr
+
+
+def test_a_signing_key_is_a_producers_and_its_bearer_alone_opens_no_other_route(tmp_path: Path) -> None:
+    """Only ingest checks signatures: a signing key with other scopes would read and change
+    alerts with its bearer token alone."""
+    private = ed25519.Ed25519PrivateKey.generate()
+    pem = tmp_path / "producer.pub"
+    pem.write_bytes(
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    data_dir = tmp_path / "d"
+    refused = ringfence_cli(
+        "keys",
+        "create",
+        "--name",
+        "both",
+        "--role",
+        "analyst",
+        "--scope",
+        "events:write",
+        "--signing-key",
+        str(pem),
+        data_dir=data_dir,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "give it only the events:write scope" in refused.stderr
+    out = ringfence_cli(
+        "keys", "create", "--name", "signed", "--scope", "events:write", "--signing-key", str(pem), data_dir=data_dir
+    )
+    key = out.stdout.strip().splitlines()[-1]
+    raw = sqlite3.connect(data_dir / "store.sqlite3")  # as a key made before the rule: more scopes
+    raw.execute("UPDATE api_keys SET scopes = 'events:write alerts:read alerts:write' WHERE name = 'signed'")
+    raw.commit()
+    raw.close()
+    with run_embedded(data_dir) as server, httpx.Client(base_url=server.url) as client:
+        bearer = {"Authorization": f"Bearer {key}"}
+        listed = client.get("/v1/alerts", headers=bearer)
+        assert listed.status_code == 403
+        assert "sends events (POST /v1/events) and nothing else" in listed.json()["error"]["message"]
+        assert client.post("/v1/alerts/al_x/ack", headers=bearer, json={"reason": "x"}).status_code == 403
+        body = json.dumps([event()]).encode()
+        signed = {**bearer, "Content-Type": "application/json", **sign(private, body, int(time.time()))}
+        assert client.post("/v1/events", content=body, headers=signed).status_code == 202

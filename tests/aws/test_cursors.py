@@ -177,3 +177,21 @@ def test_sparse_matches_are_all_found_newest_first(d: Deployment, monkeypatch: p
     everything, requests = follow(d, "/v1/alerts", "limit=50", counter)
     assert len(set(everything)) == len(everything) == MANY
     assert requests == 3
+
+
+def test_a_cursor_tells_a_desk_nothing_of_the_alerts_it_may_not_see(d: Deployment) -> None:
+    """A page ends where DynamoDB's reading stopped, often on another desk's alert: the cursor
+    must not name it (an alert's id is a digest of its rule and dedup key: a customer's, guessed)."""
+    raise_alerts(d, MANY, audience="aml")
+    desk = {**READER, "ringfence_audiences": "[fraud]"}  # a desk that sees none of them
+    page = body(get(d, "/v1/alerts", "limit=1", desk))
+    assert page["items"] == []
+    cursor = page["next_cursor"]
+    assert cursor is not None  # more to read: sealed, not plain JSON naming an aml alert
+    raw = base64.urlsafe_b64decode(cursor.encode())
+    assert b"al_" not in raw
+    assert b"alerts" not in raw
+    assert get(d, "/v1/alerts", f"limit=1&cursor={cursor}", desk)["statusCode"] == 200
+    tampered = bytearray(raw)
+    tampered[-1] ^= 1
+    assert_invalid_cursor(get(d, "/v1/alerts", f"cursor={base64.urlsafe_b64encode(bytes(tampered)).decode()}"))

@@ -44,6 +44,19 @@ def test_the_sources_claim_is_read_in_every_form(claim: object, sources: set[str
     assert caller.writable_sources == frozenset(sources)
 
 
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"scope": "alerts:read events:write"},
+        {"scp": ["alerts:read", "events:write"]},
+        {"scp": "[alerts:read events:write]"},  # an Okta-style list claim, as API Gateway passes it on
+    ],
+)
+def test_the_scopes_are_read_in_every_form(claims: dict[str, Any]) -> None:
+    caller = caller_of_claims(verified({"sub": "svc", **claims}))
+    assert caller.scopes == ("alerts:read", "events:write")
+
+
 def test_a_token_without_the_claim_is_not_bound() -> None:
     assert caller_of_claims(verified(PRODUCER)).writable_sources is None
 

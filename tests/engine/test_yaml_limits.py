@@ -56,6 +56,29 @@ def test_any_anchor_or_alias_is_refused(text: str) -> None:
         load_pack(text)
 
 
+def test_a_key_given_twice_in_one_mapping_is_refused_naming_it_and_its_line(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys: a reviewer reading the first ``when`` would approve a
+    rule the engine never runs."""
+    pack = (
+        'version: "dup"\nrules:\n  - id: r1\n    on: [transfer.created]\n'
+        "    when: data.payee_country == 'KP'\n    severity: high\n    audience: aml\n"
+        "    title: t\n    when: 'false'\n"
+    )
+    with pytest.raises(RulePackError, match=r"the key 'when' is given twice .*\(line 9,"):
+        load_pack(pack)
+    with pytest.raises(RulePackError, match="'l' is given twice"):
+        load_pack("version: x\nlists: {l: [a], l: [b]}\n")
+    path = tmp_path / "alerting.yaml"
+    path.write_text("receivers: []\nroute: {receiver: dashboard}\nreceivers: []\n")
+    with pytest.raises(ConfigError, match="'receivers' is given twice"):
+        load_alerting(path)
+    # the same key in sibling mappings, and equal values, are ordinary YAML
+    assert safe_yaml.load("x: [{a: 1, b: 1}, {a: 1}]\nc: [1, 1]\n") == {
+        "x": [{"a": 1, "b": 1}, {"a": 1}],
+        "c": [1, 1],
+    }
+
+
 def test_too_many_nodes_or_too_deep_a_nesting_is_refused_without_recursion() -> None:
     many = "version: x\nlists:\n  l: [" + ",".join("a" for _ in range(safe_yaml.MAX_NODES)) + "]\n"
     with pytest.raises(RulePackError, match=f"more than {safe_yaml.MAX_NODES} YAML values"):

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from ringfence.bench.servers import ringfence_cli
+from ringfence.config import load_settings
 from ringfence.errors import StoreError
+from ringfence.runtimes.embedded.platform import Platform
 from ringfence.store import SqliteStore
 from ringfence.store.sql import SqlStore
 
@@ -280,3 +282,23 @@ def test_a_deleted_anchor_is_restarted_in_the_trail_itself_and_verify_says_so(tm
     (restart,) = [row for row in store.conn().execute("SELECT seq, action FROM audit") if row[1].endswith("restart")]
     assert restart[0] == 4
     assert store.verify_audit().notes  # said every time, not only once
+
+
+def test_an_emptied_or_rolled_back_store_is_not_served(tmp_path: Path) -> None:
+    """Served, it would have lost its keys and acknowledgements, and would process the log
+    from its start again: every notification sent twice. ``audit verify`` still reads it."""
+    data_dir = tmp_path / "d"
+    ringfence_cli("keys", "create", "--name", "a", "--scope", "admin", data_dir=data_dir)
+    ringfence_cli("keys", "create", "--name", "b", "--scope", "admin", data_dir=data_dir)
+    store_file = data_dir / "store.sqlite3"
+    settings = load_settings(environ={}, data_dir=data_dir)
+    Platform(settings).stop()  # as it is: served
+    raw_sql(store_file, "DELETE FROM audit WHERE seq >= 2", "UPDATE audit_head SET seq = 1")  # rolled back
+    with pytest.raises(StoreError, match=r"does not hold audit entry \d+, which store\.sqlite3-audit-anchor recorded"):
+        Platform(settings)
+    store_file.write_bytes(b"")  # emptied: SQLite takes it for a new database
+    with pytest.raises(StoreError, match="emptied, replaced or rolled back"):
+        Platform(settings)
+    result = ringfence_cli("audit", "verify", data_dir=data_dir, check=False)
+    assert "TAMPERED" in result.stderr
+    assert "the trail was truncated" in result.stderr

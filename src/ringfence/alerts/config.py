@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -21,6 +22,7 @@ from ringfence.alerts.matchers import Matcher, MatcherError, all_match, parse_ma
 from ringfence.config import secret
 from ringfence.engine.durations import parse_duration
 from ringfence.errors import ConfigError
+from ringfence.private_files import read_input
 
 DEFAULT_RECEIVER = "dashboard"  # alerts only reach the API and the live stream
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -28,6 +30,15 @@ MAX_CONFIG_BYTES = 1024 * 1024
 
 class _Doc(msgspec.Struct, forbid_unknown_fields=True):
     pass
+
+
+# a send waits at most this (a receiver slower than that is down); NaN, 0 or less never send
+TimeoutS = Annotated[float, msgspec.Meta(gt=0, le=300)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+# an address is a header's value: no CR, LF or other control character, which would start another header
+Address = Annotated[
+    str, msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^\x00-\x20\x7f<>,;]+@[^\x00-\x20\x7f<>,;@]+$")
+]
 
 
 class _AddressDoc(_Doc):
@@ -45,28 +56,28 @@ class _AddressDoc(_Doc):
 
 class WebhookDoc(_AddressDoc):
     secret_env: str | None = None
-    timeout_s: float = 5.0
+    timeout_s: TimeoutS = 5.0
 
 
 class EmailDoc(_Doc):
     host: str
-    to: list[str]
-    sender: str
-    port: int = 25
+    to: Annotated[list[Address], msgspec.Meta(min_length=1, max_length=100)]
+    sender: Address
+    port: Port = 25
     starttls: bool = False
     username: str | None = None
     password_env: str | None = None
-    timeout_s: float = 10.0
+    timeout_s: TimeoutS = 10.0
 
 
 class SlackDoc(_AddressDoc):
-    timeout_s: float = 5.0
+    timeout_s: TimeoutS = 5.0
 
 
 class PagerDutyDoc(_Doc):
     url: str
     routing_key_env: str
-    timeout_s: float = 5.0
+    timeout_s: TimeoutS = 5.0
 
 
 class ReceiverDoc(_Doc):
@@ -96,7 +107,7 @@ class InhibitDoc(_Doc):
 
 
 class RetryDoc(_Doc):
-    max_attempts: int = 10
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
     base_delay: str = "2s"
     max_delay: str = "5m"
 
@@ -179,6 +190,14 @@ class AlertingConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
+def _web_address(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _duration(text: str | None, inherited: float, where: str) -> float:
     if text is None:
         return inherited
@@ -234,6 +253,11 @@ def build_config(raw: Any) -> AlertingConfig:
             env = getattr(options, env_field, None)
             if env is not None and not secret(env):
                 raise ConfigError(f"receivers[{i}] ({r.name}): environment variable {env} is not set")
+        url_env = options.url_env if isinstance(options, _AddressDoc) else None
+        url = options.address() if isinstance(options, _AddressDoc) else getattr(options, "url", None)
+        if url is not None and not _web_address(url):  # the URL itself is not shown: it may be a credential
+            where = f"the URL in {url_env}" if url_env else "url"
+            raise ConfigError(f"receivers[{i}] ({r.name}): {where} must be an http:// or https:// URL with a host")
         receivers[r.name] = Receiver(r.name, kinds[0], options)
     route = _route(doc.route or RouteDoc(receiver=DEFAULT_RECEIVER), None, "route", receivers)
     inhibit = []
@@ -251,6 +275,8 @@ def build_config(raw: Any) -> AlertingConfig:
         _duration(doc.retry.base_delay, 2.0, "retry"),
         _duration(doc.retry.max_delay, 300.0, "retry"),
     )
+    if retry.base_delay_s > retry.max_delay_s:
+        raise ConfigError("retry: base_delay must not be longer than max_delay")
     return AlertingConfig(receivers, route, tuple(inhibit), doc.notify_resolved, retry)
 
 
@@ -258,10 +284,8 @@ def load_alerting(path: Path | None) -> AlertingConfig:
     """The alerting config in ``path``, or the default (everything to the dashboard)."""
     if path is None:
         return build_config({})
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"alerting config {path} is larger than {MAX_CONFIG_BYTES} bytes")
-        raw = safe_yaml.load(path.read_text())  # no anchors/aliases, bounded nodes and depth
+    try:  # no anchors/aliases, bounded nodes and depth
+        raw = safe_yaml.load(read_input(path, MAX_CONFIG_BYTES).decode())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read alerting config {path}: {exc}") from None
     return build_config(raw)

@@ -121,8 +121,9 @@ def caller_of_claims(jwt: Mapping[str, Any]) -> Caller:
     scopes = {str(s) for s in jwt.get("scopes") or []}
     for claim in ("scope", "scp"):
         value = claims.get(claim)
-        if isinstance(value, str):
-            scopes.update(value.split())
+        if isinstance(value, str):  # "a b", or "[a b]": a list claim as API Gateway passes it on
+            text = value.strip()
+            scopes.update((text[1:-1] if text.startswith("[") and text.endswith("]") else text).split())
         elif isinstance(value, list):
             scopes.update(str(v) for v in value)
     subject = claims.get("sub")
@@ -208,6 +209,9 @@ def authorize(request: Request, scope: str | None) -> Caller:
         limits.failures.check(client_address(request), "too many failed authentications from this address")
         raise
     limits.per_key.check(caller.key_id, "this API key is over its rate limit")
+    # only ingest checks signatures: a signing key's bearer token alone opens nothing else
+    if caller.signing_key and scope != "events:write":
+        raise ForbiddenError("signed")
     if scope is not None and not caller.allows(scope):
         raise ForbiddenError(scope)
     return caller

@@ -18,7 +18,10 @@ from ringfence.api.signing import public_key_from_pem
 from ringfence.cli.common import ConfigOption, DataDirOption, fail, open_configured_store, settings_from
 from ringfence.clock import SystemClock, iso
 from ringfence.errors import RingfenceError
+from ringfence.private_files import read_input
 from ringfence.store.keys import ROLES, SCOPES, ApiKeys
+
+MAX_PEM_BYTES = 64 * 1024  # an Ed25519 public key is about 113 bytes of PEM
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -58,10 +61,12 @@ def create(
     if not scopes:
         fail(f"give the key a --role ({', '.join(ROLES)}) or at least one --scope ({', '.join(SCOPES)})")
     try:
-        public_key = public_key_from_pem(signing_key.read_bytes()) if signing_key else ""
+        public_key = public_key_from_pem(read_input(signing_key, MAX_PEM_BYTES)) if signing_key else ""
         key = _keys(config, data_dir).create(
             name, scopes, SystemClock().time(), audiences=audience, signing_key=public_key, sources=source
         )
+    except OSError as exc:
+        fail(f"cannot read --signing-key {signing_key}: {exc}")
     except RingfenceError as exc:
         fail(str(exc))
     limited = f", audiences {', '.join(audience)}" if audience else ""

@@ -38,6 +38,7 @@ from ringfence.engine.schema import ANY, NUMBER, FieldType, data_schema
 from ringfence.errors import ExpressionError, FieldError, RulePackError
 from ringfence.events.sensitive import PAN_MESSAGE, looks_like_pan, redact, scan
 from ringfence.events.types import BUILTIN_TYPES
+from ringfence.private_files import read_input
 
 MAX_PACK_BYTES = 1024 * 1024
 # what one pack may ask of every event and of every key, whatever its YAML's size allows
@@ -487,8 +488,8 @@ def read_pack_file(path: Path | None) -> str:
     if path is None:
         return default_pack_text()
     try:
-        return path.read_text()
-    except OSError as exc:
+        return read_input(path, MAX_PACK_BYTES).decode()
+    except (OSError, UnicodeDecodeError) as exc:
         raise RulePackError(f"cannot read rule pack {path}: {exc}") from None
 
 

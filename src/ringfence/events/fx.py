@@ -38,6 +38,7 @@ from ringfence.events.controls import printable
 from ringfence.events.money import CURRENCY_EXPONENTS
 from ringfence.events.sensitive import redact
 from ringfence.events.types import MONEY_FIELDS, REFERENCE_MONEY_FIELDS
+from ringfence.private_files import read_input
 
 MAX_RATES = 1000
 MAX_CSV_BYTES = 256 * 1024
@@ -232,7 +233,7 @@ def read_file(path: Path, reference: str, now: float) -> tuple[list[FxRate], str
     bytes they were read from (one read: the digest is of what was loaded); ConfigError naming
     the file and what is wrong with it."""
     try:
-        raw = path.read_bytes()
+        raw = read_input(path, MAX_CSV_BYTES)
         return parse_rates(read_csv(raw.decode("utf-8-sig")), reference, now), hashlib.sha256(raw).hexdigest()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read fx_rates file {path}: {exc}") from exc

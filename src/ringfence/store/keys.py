@@ -133,6 +133,8 @@ class ApiKeys:
         bad_audiences = sorted(set(audiences or ()) - set(AUDIENCES))
         if bad_audiences:
             raise StoreError(f"unknown audience(s) {bad_audiences}; choose from {', '.join(AUDIENCES)}")
+        if signing_key and set(scopes) != {"events:write"}:
+            raise StoreError("a key that signs its requests is a producer's: give it only the events:write scope")
         bad_sources = sorted(s for s in set(sources or ()) if not _SOURCE.match(s))
         if bad_sources:
             raise StoreError(f"invalid source name(s) {bad_sources}: 1-64 letters, digits, '_', '.', ':' or '-'")

@@ -104,6 +104,24 @@ class SqliteStore(SqlStore):
             anchored = audit_chain.Head(head.seq, head.hash, self._key_id)
             self.anchor.record(anchored, time.time())
 
+    def check_anchored_head(self) -> None:
+        """Refuse a store whose audit trail does not hold the newest head its anchor recorded:
+        it was emptied, replaced or rolled back (a crash cannot do it: a head is anchored once
+        committed). Served, it would have lost its keys and acknowledgements and would process
+        the log again from its start, sending every notification again. ``audit verify`` reads
+        such a store all the same, to say what happened."""
+        heads = self.anchor.heads()
+        if not heads:
+            return
+        newest = max(heads, key=lambda head: head.seq)
+        found = self.conn().execute("SELECT hash FROM audit WHERE seq = ?", (newest.seq,)).fetchone()
+        if found is None or found[0] != newest.hash:
+            raise StoreError(
+                f"{self.path} does not hold audit entry {newest.seq}, which {self.anchor.path.name} recorded: the "
+                "store was emptied, replaced or rolled back. Put back the store kept with that anchor, or, to serve "
+                "this one knowingly, move the anchor file aside first"
+            )
+
     def _adopt_audit_trail(self, *, key_made: bool) -> None:
         """Check the trail is keyed with this store's key; anchor it if it is not yet; re-key
         once a trail made with the legacy public key (an audit entry says so)."""

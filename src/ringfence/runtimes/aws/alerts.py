@@ -122,7 +122,7 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
     """
 
     def __init__(self, dynamodb: Any, table: str, audit_key: bytes | None = None) -> None:
-        super().__init__(dynamodb, table)
+        super().__init__(dynamodb, table, cursor_secret=audit_key)  # sealed cursors: see CursorSeal
         self.audit = AuditTrail(dynamodb, table, audit_key)
         self._rng = random.Random()  # nosec B311 # noqa: S311 - backoff jitter, not security
 

@@ -27,6 +27,9 @@ to: unresolved alerts under their rule id (by last update, for auto-resolve), an
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import secrets
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -43,6 +46,7 @@ DUE_NOTIFICATION = "~notify"
 LIST_PAGES = 5  # the DynamoDB pages one listing request reads at most, however little its filter matches
 _KEY_BYTES = 1024  # the longest key attribute DynamoDB takes (a sort key; a partition key may be 2048)
 _json = msgspec.json.Encoder()
+_CURSOR_CONTEXT = b"ringfence/aws/listing-cursor/v1"
 
 
 def s(value: str) -> dict[str, str]:
@@ -62,11 +66,47 @@ def sort_time(at: float) -> str:
     return f"{at:020.6f}"
 
 
-def encode_cursor(key: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(_json.encode(key)).decode()
+class CursorSeal:
+    """Cursors a caller holds but can neither read nor forge: AES-GCM under a key derived from
+    the deployment's secret (its audit key). A listing reads DynamoDB's pages and keeps only what
+    the caller may see, so a page can end on an item it may not (another desk's alert): as
+    plain JSON, its cursor would name that item, its id and when it was made. Without a secret
+    (a deployment without ``RINGFENCE_SECRET_AUDIT_KEY``, which the template requires) cursors
+    stay plain."""
+
+    def __init__(self, secret: bytes | None) -> None:
+        self._aead: Any = None
+        if secret is not None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # the aws extra's
+
+            self._aead = AESGCM(hmac.new(secret, b"ringfence listing cursors", hashlib.sha256).digest())
+
+    def seal(self, plain: bytes) -> bytes:
+        if self._aead is None:
+            return plain
+        nonce = secrets.token_bytes(12)
+        return nonce + bytes(self._aead.encrypt(nonce, plain, _CURSOR_CONTEXT))
+
+    def open(self, sealed: bytes) -> bytes:
+        """InvalidCursor unless this deployment sealed it (untouched)."""
+        if self._aead is None:
+            return sealed
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            return bytes(self._aead.decrypt(sealed[:12], sealed[12:], _CURSOR_CONTEXT))
+        except (InvalidTag, ValueError):
+            raise InvalidCursor from None
 
 
-def decode_cursor(cursor: str, key: Mapping[str, str | None]) -> dict[str, Any]:
+PLAIN_CURSORS = CursorSeal(None)
+
+
+def encode_cursor(key: dict[str, Any], seal: CursorSeal = PLAIN_CURSORS) -> str:
+    return base64.urlsafe_b64encode(seal.seal(_json.encode(key))).decode()
+
+
+def decode_cursor(cursor: str, key: Mapping[str, str | None], seal: CursorSeal = PLAIN_CURSORS) -> dict[str, Any]:
     """The index key an :func:`encode_cursor` cursor holds, as DynamoDB takes it back.
 
     It must be a key of the index being queried: the attributes of ``key``, each a string (every
@@ -75,7 +115,8 @@ def decode_cursor(cursor: str, key: Mapping[str, str | None]) -> dict[str, Any]:
     DynamoDB would refuse it (a 500) or page another listing.
     """
     try:
-        decoded = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()), type=dict[str, dict[str, str]])
+        plain = seal.open(base64.urlsafe_b64decode(cursor.encode()))
+        decoded = msgspec.json.decode(plain, type=dict[str, dict[str, str]])
         values = {name: value["S"] for name, value in decoded.items() if list(value) == ["S"]}
         fits = all(0 < len(v.encode()) <= _KEY_BYTES for v in values.values())
     except (ValueError, msgspec.DecodeError):  # UnicodeEncodeError (a lone surrogate) is a ValueError
@@ -95,9 +136,10 @@ class TransactionRefused(StoreError):
 class TableItems:
     """One DynamoDB table, read consistently, written in transactions."""
 
-    def __init__(self, dynamodb: Any, table: str) -> None:
+    def __init__(self, dynamodb: Any, table: str, cursor_secret: bytes | None = None) -> None:
         self.db = dynamodb
         self.table = table
+        self.cursors = CursorSeal(cursor_secret)
 
     def get(self, pk: str, sk: str) -> dict[str, Any] | None:
         reply = self.db.get_item(TableName=self.table, Key={"pk": s(pk), "sk": s(sk)}, ConsistentRead=True)
@@ -138,7 +180,7 @@ class TableItems:
         """
         query = {**query, "Limit": max(limit * 2, 20)}
         if cursor is not None:
-            query["ExclusiveStartKey"] = decode_cursor(cursor, key)
+            query["ExclusiveStartKey"] = decode_cursor(cursor, key, self.cursors)
         found: list[dict[str, Any]] = []
         resume: dict[str, Any] | None = None
         for _ in range(LIST_PAGES):
@@ -149,7 +191,7 @@ class TableItems:
                 break
         if len(found) > limit:
             resume = {k: found[limit - 1][k] for k in key}
-        return found[:limit], encode_cursor(resume) if resume else None
+        return found[:limit], encode_cursor(resume, self.cursors) if resume else None
 
     def transact(self, items: list[dict[str, Any]]) -> bool:
         """Write ``items`` together; False if a condition failed, another transaction had an

@@ -91,7 +91,17 @@ class Platform:
         self._lock: IO[str] | None = lock_data_dir(settings.data_dir)
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
-        self.store = open_store(settings.data_dir)
+        try:
+            self.store = open_store(settings.data_dir)
+        except StoreError:
+            self._lock.close()  # the data dir is free again for whoever puts it right
+            raise
+        try:
+            self.store.check_anchored_head()  # not one emptied or rolled back: it would send every alert again
+        except StoreError:
+            self.store.close()
+            self._lock.close()
+            raise
         self.keys = ApiKeys(self.store)
         self.alerts = self.triage = self.records = self.store
         self.silences = SqlSilenceStore(self.store)
