@@ -242,7 +242,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
                 raise ConfigError(
                     f"forwarded_allow_ips must be IP addresses or networks, comma-separated; got {proxy!r}"
                 ) from None
-        if re.search(r"://[^/@]*:[^/@]*@|password=", self.postgres_dsn):
+        if self.postgres_dsn and _dsn_holds_password(self.postgres_dsn):
             raise ConfigError("postgres_dsn must not hold a password: set PGPASSWORD or use ~/.pgpass")
         for name in (
             "kafka_partitions",
@@ -274,6 +274,20 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (``None`` values are ignored)."""
         return msgspec.structs.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _dsn_holds_password(dsn: str) -> bool:
+    """Whether libpq would read a password from ``dsn`` (parsed as libpq parses it: ``password =
+    x`` and quoted values are passwords too); ConfigError if libpq could not read it at all."""
+    try:
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict  # the postgres extra: the only user of a DSN
+    except ImportError:  # no driver to parse it with, nor to connect with: the pattern covers the usual forms
+        return re.search(r"://[^/@]*:[^/@]*@|password\s*=", dsn, re.IGNORECASE) is not None
+    try:
+        return bool(conninfo_to_dict(dsn).get("password"))
+    except ProgrammingError as exc:
+        raise ConfigError(f"postgres_dsn is not a libpq connection string: {str(exc).splitlines()[0]}") from None
 
 
 def _proxies(value: str) -> list[str]:

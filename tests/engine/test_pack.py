@@ -71,6 +71,9 @@ def test_a_valid_pack_loads_with_version_and_digest() -> None:
         ('title: "{auths_10m} auths"', 'title: "{__class__} auths"', "placeholder"),
         ("id: velocity", "id: Velocity!", "rule id must be lower_snake_case"),
         ('version: "t1"', "", "missing required field `version`"),
+        ('version: "t1"', 'version: "t1\u200b"', r"version 't1\\u200b' must be 1 to 64 letters"),  # invisible
+        ('version: "t1"', f'version: "{"9" * 65}"', "must be 1 to 64 letters"),  # a label, not a payload
+        ('version: "t1"', 'version: "release one"', "must be 1 to 64 letters"),
         ("by: data.card_id", "by: card_id", "'by' must be an envelope field"),
     ],
 )

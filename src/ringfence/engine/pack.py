@@ -41,6 +41,7 @@ from ringfence.events.types import BUILTIN_TYPES
 from ringfence.private_files import read_input
 
 MAX_PACK_BYTES = 1024 * 1024
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")  # a label people read: no invisible or look-alike text
 # what one pack may ask of every event and of every key, whatever its YAML's size allows
 MAX_STATEFUL_DEFINITIONS = 1_000  # features, anomaly scores and patterns: each keeps state per key
 MAX_RULES = 2_000
@@ -410,6 +411,12 @@ def load_pack(text: str, *, stored: bool = False) -> RulePack:
         doc = msgspec.convert(raw, PackDoc)
     except msgspec.ValidationError as exc:
         raise RulePackError(f"invalid rule pack: {exc}") from None
+    if not stored and not _VERSION.fullmatch(doc.version):
+        raise RulePackError(
+            f"version {doc.version[:80]!r} must be 1 to 64 letters, digits, '.', '_', ':', '+' or '-', "
+            "the first a letter or digit: it names the pack in the audit trail, the banner and /readyz",
+            "version",
+        )
     for name in doc.types:
         if name in BUILTIN_TYPES or not re.fullmatch(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+", name):
             raise RulePackError(f"custom type {name!r} must be new and look like 'area.event'", "types")

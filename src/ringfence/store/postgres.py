@@ -197,5 +197,13 @@ class PostgresStore(SqlStore):
 
 
 def _redacted(dsn: str) -> str:
-    """``dsn`` without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", re.sub(r"password=\S+", "password=***", dsn))
+    """Where ``dsn`` points, for messages and logs: its host, port, database and user only
+    (libpq's own parse of it: never a password, however it was written)."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(dsn)
+    except ProgrammingError:
+        return "(a connection string libpq cannot read)"
+    return " ".join(f"{k}={parts[k]}" for k in ("host", "hostaddr", "port", "dbname", "user") if parts.get(k))
