@@ -72,3 +72,12 @@ def test_keys_create_binds_a_producer_to_its_sources_and_list_says_who_is_unboun
     )
     assert bad.returncode == 2
     assert "invalid source" in bad.stderr
+
+
+def test_a_damaged_store_is_one_line_naming_it_not_a_traceback(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    data_dir.mkdir(mode=0o700)
+    (data_dir / "store.sqlite3").write_bytes(b"not a database " * 100)
+    done = ringfence_cli("keys", "list", data_dir=data_dir, check=False)
+    assert (done.returncode, "Traceback" in done.stderr) == (1, False), done.stderr
+    assert "error: a SQLite file of the data dir cannot be read (file is not a database)" in done.stderr

@@ -131,3 +131,23 @@ def test_a_start_time_needs_its_offset(start: str) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert f"--start {start!r} is not an RFC 3339 time with its offset" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message", "code"),
+    [
+        (("--rate", "nan"), "--rate must be a number of events a second", 2),  # nan passes a range's bounds
+        (("--start", "0001-01-01T00:00:00Z", "--out", "x.ndjson"), "must be in the years 2000 to 2100", 2),
+        (("--customers", str(10**11)), "is not in the range 100<=x<=10000000", 2),
+        (("--url", "http://127.0.0.1:1", "--key", "k"), "error: cannot send to the server: ", 1),  # nothing there
+        (("--url", "ftp://127.0.0.1/", "--key", "k"), "error: cannot send to the server: ", 1),
+        (("--out", "/dev/full"), "error: [Errno 28] No space left on device", 1),
+    ],
+)
+def test_what_the_arguments_or_the_machine_refuse_is_one_line_not_a_traceback(
+    tmp_path: Path, arguments: tuple[str, ...], message: str, code: int
+) -> None:
+    command = [sys.executable, "-m", "ringfence", "simulate", "--events", "200", *arguments]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert (done.returncode, "Traceback" in done.stderr) == (code, False), done.stderr
+    assert message in done.stderr

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+
+import httpx
 import typer
 
 from ringfence.cli import audit, bench, fx, infra, keys, quarantine, replay, rules, serve, simulate, up
@@ -30,4 +33,19 @@ app.add_typer(infra.db_app, name="db")
 
 
 def main() -> None:
-    app()
+    """Run a command; what the machine or the network refused (a file, a damaged database, a
+    server that does not answer, a certificate) is one line on stderr and exit 1, not a traceback:
+    a command's own checks name the rest (exit 2)."""
+    try:
+        app()
+    except (OSError, sqlite3.DatabaseError, httpx.TransportError, httpx.InvalidURL) as exc:
+        typer.echo(f"error: {_described(exc)}", err=True)
+        raise SystemExit(1) from None
+
+
+def _described(exc: BaseException) -> str:
+    if isinstance(exc, sqlite3.DatabaseError):
+        return f"a SQLite file of the data dir cannot be read ({exc}): restore it from a backup"
+    if isinstance(exc, httpx.TransportError | httpx.InvalidURL):
+        return f"cannot send to the server: {exc or type(exc).__name__}"
+    return str(exc) or type(exc).__name__

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import socket
 import time
@@ -34,6 +35,9 @@ from ringfence.simulate.traffic import Traffic
 BATCH = 1_000
 
 
+MAX_CUSTOMERS = 10_000_000  # the generator's memory grows with them (10**11 took 3 GB and failed)
+
+
 def simulate(
     events: Annotated[
         int,
@@ -43,8 +47,8 @@ def simulate(
             min=1,
         ),
     ] = 100_000,
-    customers: Annotated[int, typer.Option(help="Distinct customers", min=100)] = 100_000,
-    rate: Annotated[float, typer.Option(help="Events per second of simulated time", min=0.1)] = 50.0,
+    customers: Annotated[int, typer.Option(help="Distinct customers", min=100, max=MAX_CUSTOMERS)] = 100_000,
+    rate: Annotated[float, typer.Option(help="Events per second of simulated time", min=0.1, max=1e6)] = 50.0,
     fraud_rate: Annotated[float, typer.Option(help="Chance per event that a scenario starts", min=0, max=1)] = 0.001,
     seed: Annotated[int, typer.Option(help="Random seed (same seed and --start, same traffic)")] = 7,
     seeds: Annotated[
@@ -78,6 +82,8 @@ def simulate(
     report_out: Annotated[Path | None, typer.Option(help="Write the report here (.md or .json)")] = None,
 ) -> None:
     """Generate traffic with labelled fraud and incident scenarios; send it, save it, or score it."""
+    if not math.isfinite(rate):  # nan passes a range's bounds
+        fail("--rate must be a number of events a second, 0.1 to 1,000,000")
     unknown = sorted(set(scenario or ()) - set(SCENARIOS))
     if unknown:
         fail(f"unknown scenario(s) {unknown}; choose from {', '.join(sorted(SCENARIOS))}")
@@ -142,6 +148,8 @@ def _rfc3339(text: str) -> float:
         moment = None
     if moment is None or moment.tzinfo is None:
         fail(f"--start {text!r} is not an RFC 3339 time with its offset, such as 2026-11-20T00:00:00Z")
+    if not 2000 <= moment.year <= 2100:  # ingest refuses an event before 2000
+        fail(f"--start {text!r} must be in the years 2000 to 2100")
     return moment.timestamp()
 
 
