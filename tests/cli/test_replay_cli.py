@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from ringfence.bench.servers import create_key, ringfence_cli, run_embedded
 from ringfence.testing import event
@@ -67,3 +70,57 @@ def test_replay_fails_when_lines_are_rejected_and_counts_those_it_does_not_show(
     assert "(None)" not in out.stdout
     allowed = ringfence_cli("replay", str(tmp_path / "bad.ndjson"), "--allow-rejects", data_dir=tmp_path / "d")
     assert allowed.returncode == 0
+
+
+class _Front(http.server.BaseHTTPRequestHandler):
+    """A server in front of (or instead of) Ringfence: each POST gets the next planned answer."""
+
+    answers: list[tuple[int, dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        status, headers, body = self.answers.pop(0) if self.answers else (500, {}, b"")
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("answers", "code", "said"),
+    [
+        ([(502, {"Content-Type": "text/html"}, b"<html>Bad Gateway</html>")], 1, "with no answer of Ringfence's"),
+        ([(202, {}, b'{"accepted": 1}')], 1, "with no answer of Ringfence's"),
+        ([(202, {}, b'{"error": "oops"}')], 1, "with no answer of Ringfence's"),
+        (  # Retry-After as an HTTP date (RFC 9110), then the answer
+            [
+                (503, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, b"{}"),
+                (429, {"Retry-After": "soon"}, b"{}"),
+                (202, {}, b'{"accepted": 2, "duplicates": 0, "rejected": []}'),
+            ],
+            0,
+            "accepted 2, duplicates 0, rejected 0",
+        ),
+    ],
+)
+def test_replay_to_something_that_is_not_ringfence_says_so_in_one_line(
+    tmp_path: Path, answers: list[tuple[int, dict[str, str], bytes]], code: int, said: str
+) -> None:
+    (tmp_path / "events.ndjson").write_text(json.dumps(event()) + "\n" + json.dumps(event()) + "\n")
+    _Front.answers = list(answers)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Front)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        out = ringfence_cli(
+            "replay", str(tmp_path / "events.ndjson"), "--url", url, "--key", "k", data_dir=tmp_path / "d", check=False
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (out.returncode, "Traceback" in out.stderr) == (code, False), out.stderr
+    assert said in out.stdout + out.stderr

@@ -17,6 +17,7 @@ import httpx
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ringfence.alerts.notify.base import retry_after_s
 from ringfence.cli.common import ConfigOption, DataDirOption, fail, settings_from
 from ringfence.errors import FieldError, RingfenceError
 from ringfence.events.decode import Rejection
@@ -100,6 +101,9 @@ def _merge(total: IngestResult, part: IngestResult, offset: int) -> None:
         total.rejected.append(type(r)(r.index + offset, r.event_id, r.errors))
 
 
+MAX_BACKPRESSURE_S = 600.0  # how long one batch waits on 429/503 answers before the replay gives up
+
+
 def _parse_result(data: dict[str, Any]) -> IngestResult:
     rejected = [
         Rejection(r["index"], r["event_id"], [FieldError(e["field"], e["message"]) for e in r["errors"]])
@@ -114,16 +118,24 @@ def _replay_http(file: Path, url: str, key: str, total: IngestResult, advance: C
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
         for body, size in _batches(file):
             response = client.post("/v1/events", content=body)
+            waited = 0.0
             while response.status_code in (429, 503):  # backpressure: wait as told, then resend
-                time.sleep(float(response.headers.get("retry-after", "1")))
+                if waited >= MAX_BACKPRESSURE_S:
+                    fail(f"the server answered {response.status_code} for {waited:.0f} s: try again later", 1)
+                pause = min(retry_after_s(response.headers.get("retry-after"), time.time()) or 1.0, 60.0)
+                time.sleep(pause)
+                waited += pause
                 response = client.post("/v1/events", content=body)
-            payload = response.json()
-            if response.status_code == 202:
-                _merge(total, _parse_result(payload), line)
-            elif response.status_code == 400 and payload["error"]["code"] == "invalid_events":
-                _merge(total, _parse_result(payload["error"]["details"]), line)
-            else:
-                fail(f"server answered {response.status_code}: {payload.get('error', {}).get('message')}")
+            try:
+                payload = response.json()
+                if response.status_code == 202:
+                    _merge(total, _parse_result(payload), line)
+                elif response.status_code == 400 and payload["error"]["code"] == "invalid_events":
+                    _merge(total, _parse_result(payload["error"]["details"]), line)
+                else:
+                    fail(f"server answered {response.status_code}: {payload['error']['message']}")
+            except (ValueError, KeyError, TypeError, AttributeError):  # a proxy's page, or no Ringfence at all
+                fail(f"server answered {response.status_code} with no answer of Ringfence's: is {url} its API?", 1)
             line += body.count(b"\n")
             advance(size)
 
