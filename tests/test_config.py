@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,23 @@ def test_an_error_names_the_variable_or_option_at_fault(
     with pytest.raises(ConfigError) as error:
         load_settings(environ=environ, **overrides)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"data_dir = 5\n", "invalid setting data_dir (key 'data_dir' of"),
+        (b"port = \xff\n", "cannot read settings file"),  # not UTF-8
+        (b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+    ],
+)
+def test_a_settings_file_that_cannot_be_read_is_named_not_a_traceback(
+    tmp_path: Path, text: bytes, message: str
+) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(path, environ={})
 
 
 def test_an_error_names_the_settings_file_key(tmp_path: Path) -> None:

@@ -297,7 +297,7 @@ def _proxies(value: str) -> list[str]:
 def _decode_path(kind: type, value: Any) -> Any:
     if kind is Path and isinstance(value, str | Path):
         return Path(value)
-    raise NotImplementedError(f"cannot read {kind}")
+    raise TypeError(f"expected a path (text), got {type(value).__name__}")
 
 
 def load_settings(

@@ -39,7 +39,7 @@ def list_(
 
 @app.command()
 def redrive(
-    entry_id: Annotated[int, typer.Argument(metavar="ID", help="The id `quarantine list` shows")],
+    entry_id: Annotated[int, typer.Argument(metavar="ID", help="The id `quarantine list` shows", min=1, max=2**63 - 1)],
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
