@@ -1,10 +1,12 @@
 """The kafka api's search for a customer's recent events in their partition of the events
-topic: newest first, backwards a chunk at a time, bounded in offsets and time, one at a time."""
+topic: newest first, backwards a chunk at a time, bounded in offsets and time, a few at a time."""
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import queue
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -29,9 +31,21 @@ def log_over(records: list[tuple[int, int, bytes, bytes]], partition: int) -> Ka
     """A KafkaLog whose scanner reads ``records`` as ``partition`` of the events topic."""
     log = object.__new__(KafkaLog)
     log.topics = Topics("t", PARTITIONS)
-    log._scanner = Consumer({p: records if p == partition else [] for p in range(PARTITIONS)})
-    log._scan_lock = threading.Lock()
+    log._scanners = queue.Queue()
+    for _ in range(platform.SCANNERS):
+        log._scanners.put(Consumer({p: records if p == partition else [] for p in range(PARTITIONS)}))
     return log
+
+
+@contextlib.contextmanager
+def others_searching(log: KafkaLog, count: int) -> Iterator[None]:
+    """``count`` of the log's scanners busy with others' searches meanwhile."""
+    taken = [log._scanners.get_nowait() for _ in range(count)]
+    try:
+        yield
+    finally:
+        for scanner in taken:
+            log._scanners.put(scanner)
 
 
 def ids(found: list[Any]) -> list[str]:
@@ -71,28 +85,40 @@ def test_a_search_past_its_time_answers_what_it_finished(monkeypatch: pytest.Mon
     assert searched_from == global_offset(p, 51)  # nothing searched, and it says so
 
 
-def test_a_second_search_waits_for_the_first_then_is_told_to_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_search_while_every_scanner_is_busy_waits_then_is_told_to_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(platform, "SCAN_S", 0.05)
     log = log_over([], 0)
-    with log._scan_lock, pytest.raises(RequestError) as busy:
+    with others_searching(log, platform.SCANNERS), pytest.raises(RequestError) as busy:
         log.recent_of_customer("alice", 5, 1_000)
     assert (busy.value.status, busy.value.details) == (503, {"retry_after": 1})
+
+
+def test_one_search_under_way_holds_up_no_other() -> None:
+    """One key looping over customers who are not there (5 s each) held the one scanner: every
+    other analyst's search was a 503 (a hostile test of the kafka runtime)."""
+    p = partition_for(b"alice", PARTITIONS)
+    log = log_over([event("alice", n) for n in range(5)], p)
+    with others_searching(log, 1):
+        found, _ = log.recent_of_customer("alice", 5, 1_000)
+    assert ids(found) == [f"alice-{n}" for n in range(4, -1, -1)]
 
 
 def test_brokers_that_fail_the_search_are_a_503_not_an_empty_answer() -> None:
     p = partition_for(b"alice", PARTITIONS)
     log = log_over([event("alice", n) for n in range(5)], p)
-    log._scanner.fail = p
+    for scanner in list(log._scanners.queue):
+        scanner.fail = p
     with pytest.raises(RequestError) as failed:
         log.recent_of_customer("alice", 5, 1_000)
     assert failed.value.status == 503
+    assert log._scanners.qsize() == platform.SCANNERS  # the scanner given back
 
 
-def test_a_search_while_another_runs_is_turned_away_at_once_not_after_holding_a_thread() -> None:
+def test_a_search_while_others_run_is_turned_away_at_once_not_after_holding_a_thread() -> None:
     """Each waiting search holds one of the API's threads: 60 of them took every thread from
     every other request for 5 s each."""
     log = log_over([event("alice", 0)], partition_for(b"alice", PARTITIONS))
-    with log._scan_lock:  # another's search under way
+    with others_searching(log, platform.SCANNERS):
         began = time.monotonic()
         with pytest.raises(RequestError, match="searched for others") as refused:
             log.recent_of_customer("alice", 5, 1_000)

@@ -157,6 +157,7 @@ def create_app(
     )
     app.state.backtests = backtests.BacktestSlots(backtests.MAX_RUNNING, platform.clock)
     app.state.streams = stream.StreamSlots(settings.max_streams_per_key)
+    app.state.searches = customers.Searches()
     app.state.pack_checks = rules.PackChecks()
     app.add_middleware(SecurityHeaders)
     return app

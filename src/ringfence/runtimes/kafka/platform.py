@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import queue
 import socket
 import threading
 import time
@@ -59,6 +60,7 @@ SCAN_RECORDS = 200_000  # offsets of a partition, at most, searched for a custom
 SCAN_CHUNK = 5_000  # read at a time, newest first
 SCAN_S = 5.0  # a search's time, at most
 SCAN_WAIT_S = 0.5  # for another's search to end, at most (then 503)
+SCANNERS = 3  # searches under way at once: a key has one at most (the API's), so one key never holds them all
 RECORD_S = 2.0  # a read of one record (evidence), at most
 RETRY = {"retry_after": 1}
 PACK_EVERY_S = 5.0
@@ -117,8 +119,9 @@ class KafkaLog:
         # an offset retention removed is an error at once (not a wait for the next record)
         self._records = Consumer(client_config(settings, **group, **(READER_CONFIG | {"auto.offset.reset": "error"})))
         self._records_lock = threading.Lock()
-        self._scanner = Consumer(client_config(settings, **group, **READER_CONFIG))
-        self._scan_lock = threading.Lock()
+        self._scanners: queue.Queue[Any] = queue.Queue()
+        for _ in range(SCANNERS):
+            self._scanners.put(Consumer(client_config(settings, **group, **READER_CONFIG)))
         self._cached: dict[int, tuple[int, int]] = {}
         self._attempted = -math.inf  # when the last read of the offsets began
         self._reading = threading.Lock()  # held by the one read of the offsets under way
@@ -221,15 +224,15 @@ class KafkaLog:
         partition = partition_for(customer_id.encode(), self.topics.partitions)
         key = customer_id.encode()
         found: list[Record] = []
-        with self._scanning():
+        with self._scanning() as scanner:
             deadline = time.monotonic() + SCAN_S
             tp = TopicPartition(self.topics.events, partition)
-            low, high = self._scanner.get_watermark_offsets(tp, SCAN_S)
+            low, high = scanner.get_watermark_offsets(tp, SCAN_S)
             floor = max(low, high - min(scan, SCAN_RECORDS))
             end = high
             while end > floor and len(found) < limit:
                 start = max(floor, end - SCAN_CHUNK)
-                chunk = list(read_merged(self._scanner, self.topics.events, [(partition, start, end)], deadline))
+                chunk = list(read_merged(scanner, self.topics.events, [(partition, start, end)], deadline))
                 if time.monotonic() >= deadline:
                     break  # that chunk may be cut short: not searched
                 theirs = [_record(partition, m) for m in chunk if m.key() == key]
@@ -238,16 +241,20 @@ class KafkaLog:
         return found[:limit], global_offset(partition, end)
 
     @contextlib.contextmanager
-    def _scanning(self) -> Iterator[None]:
-        """The scanner, one request at a time: 503 at once to another (a request waiting for
-        it would hold one of the API's threads, which every other request needs)."""
-        if not self._scan_lock.acquire(timeout=SCAN_WAIT_S):
-            raise RequestError(503, "unavailable", "the events topic is being searched for others; try again", RETRY)
+    def _scanning(self) -> Iterator[Any]:
+        """A scanner of the pool, one request each: 503 soon when all are busy (a request waiting
+        for one would hold one of the API's threads, which every other request needs)."""
+        try:
+            scanner = self._scanners.get(timeout=SCAN_WAIT_S)
+        except queue.Empty:
+            raise RequestError(
+                503, "unavailable", "the events topic is being searched for others; try again", RETRY
+            ) from None
         try:
             with _readable():
-                yield
+                yield scanner
         finally:
-            self._scan_lock.release()
+            self._scanners.put(scanner)
 
     def close(self) -> None:
         # not under a read still running on a request's thread, or the lag's
@@ -256,8 +263,8 @@ class KafkaLog:
             self._consumer.close()
         with self._records_lock:
             self._records.close()
-        with self._scan_lock:
-            self._scanner.close()
+        for _ in range(SCANNERS):  # each once its search, if any, is over
+            self._scanners.get().close()
 
 
 @contextlib.contextmanager
