@@ -32,7 +32,7 @@ async def post_events(request: Request) -> Response:
         raise RequestError(404, "not_here", "this service does not take events: send them to `ringfence serve ingest`")
     if service is None or not platform.accepting:
         raise RequestError(503, "unavailable", "the platform is starting or stopping")
-    service.check_capacity()
+    service.check_capacity(caller.key_id)
     body = await read_body(request, platform.settings.max_body_bytes)
     if caller.signing_key:
         verify_request(
@@ -43,7 +43,9 @@ async def post_events(request: Request) -> Response:
             platform.clock.time(),
         )
     try:
-        result = await service.ingest(body, ndjson=media_type in NDJSON_TYPES, sources=caller.writable_sources)
+        result = await service.ingest(
+            body, ndjson=media_type in NDJSON_TYPES, sources=caller.writable_sources, producer=caller.key_id
+        )
     except TooManyEvents as exc:
         raise RequestError(413, "too_many_events", str(exc), {"events": exc.count, "limit": exc.limit}) from None
     if result.accepted == 0 and result.duplicates == 0:

@@ -99,13 +99,15 @@ class IngestReport(Protocol):
 class Ingest(Protocol):
     """Takes producers' bodies: validates them and makes their valid events durable."""
 
-    def check_capacity(self) -> None:
-        """Raise OverloadedError when the platform sheds load (before the body is read)."""
+    def check_capacity(self, producer: str) -> None:
+        """Raise OverloadedError when the platform sheds load (before the body is read), first
+        for a ``producer`` (a key) sending more than its share."""
         ...
 
-    async def ingest(self, body: bytes, *, ndjson: bool, sources: frozenset[str] | None) -> IngestReport:
+    async def ingest(self, body: bytes, *, ndjson: bool, sources: frozenset[str] | None, producer: str) -> IngestReport:
         """Validate ``body`` and write its valid events; ``sources``: those the caller may
-        write (None: any). Raises MalformedBody (TooManyEvents) or OverloadedError."""
+        write (None: any); ``producer``: the caller's key. Raises MalformedBody (TooManyEvents)
+        or OverloadedError."""
         ...
 
 

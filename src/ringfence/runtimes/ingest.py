@@ -21,6 +21,9 @@ from ringfence.events.model import Event
 from ringfence.metrics import Metrics
 
 RETRY_AFTER_S = 2
+SHARE_HALF_LIFE_S = 10.0  # how quickly a producer's recent events count for less
+SOFT_LAG = 0.5  # of max_lag_events: past it, a producer over its share is turned away first
+OVER_SHARE = 1.5  # a producer's share is too much past this many fair shares
 T = TypeVar("T")
 OFF_LOOP_BYTES = 64 << 10  # a body at least this large is validated off the event loop
 
@@ -124,6 +127,36 @@ def settle(
         loop.call_soon_threadsafe(now)
 
 
+class ProducerShares:
+    """The events each producer (an API key) sent lately, decayed with a half-life of
+    :data:`SHARE_HALF_LIFE_S`: what backpressure shares out. One key flooding the log must not
+    make every other producer's requests a 503, and one the processor keeps up with is never
+    turned away. Used on the event loop's thread only."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._sent: dict[str, tuple[float, float]] = {}  # producer -> (events, as of)
+
+    def _now_of(self, producer: str, now: float) -> float:
+        events, at = self._sent.get(producer, (0.0, now))
+        return float(events * 0.5 ** ((now - at) / SHARE_HALF_LIFE_S))
+
+    def add(self, producer: str, events: int) -> None:
+        now = self._clock.time()
+        self._sent[producer] = (self._now_of(producer, now) + events, now)
+        if len(self._sent) > 64:  # forget those under an event: the dict holds the keys sending now
+            self._sent = {p: (n, at) for p, (n, at) in self._sent.items() if self._now_of(p, now) >= 1}
+
+    def over_share(self, producer: str) -> bool:
+        """Whether ``producer`` sent more than :data:`OVER_SHARE` fair shares of what every producer
+        sending now did (never when it is the only one)."""
+        now = self._clock.time()
+        recent = {p: self._now_of(p, now) for p in self._sent}
+        total = sum(recent.values())
+        sending = sum(1 for n in recent.values() if n >= 1)  # a trickle of a producer counts: it is the one to let in
+        return sending > 1 and recent.get(producer, 0.0) > OVER_SHARE * total / sending
+
+
 class IngestService:
     """Validates, checks backpressure, and appends through the group committer."""
 
@@ -149,18 +182,35 @@ class IngestService:
         self._lag = lag
         self._custom_types = custom_types
         self._fx = fx
+        self._shares = ProducerShares(clock)
 
-    def check_capacity(self) -> None:
-        """Raise OverloadedError when the processor is too far behind (backpressure)."""
-        if self._lag() > self._max_lag:
+    def check_capacity(self, producer: str = "") -> None:
+        """Raise OverloadedError when the processor is too far behind (backpressure): past
+        ``max_lag_events`` for every producer; past half of it, first for ``producer`` if it sent
+        more than its share of late."""
+        lag = self._lag()
+        if lag > self._max_lag:
             raise OverloadedError(
                 f"the processor is more than {self._max_lag} events behind; retry later", RETRY_AFTER_S
             )
+        if lag > SOFT_LAG * self._max_lag and self._shares.over_share(producer):
+            raise OverloadedError(
+                f"the processor is {lag} events behind and this key sent more than its share of them; retry later",
+                RETRY_AFTER_S,
+            )
 
-    async def ingest(self, body: bytes, *, ndjson: bool, sources: frozenset[str] | None = None) -> IngestResult:
+    async def ingest(
+        self, body: bytes, *, ndjson: bool, sources: frozenset[str] | None = None, producer: str = ""
+    ) -> IngestResult:
         """Validate ``body`` and append its valid events; ``sources``: those the producer's key
-        may write (None: any). Raises MalformedBody (TooManyEvents), OverloadedError."""
-        self.check_capacity()
+        may write (None: any); ``producer``: its key, for its share of backpressure. Raises
+        MalformedBody (TooManyEvents), OverloadedError."""
+        self.check_capacity(producer)
+        result = await self._validated_and_appended(body, ndjson, sources)
+        self._shares.add(producer, result.accepted)
+        return result
+
+    async def _validated_and_appended(self, body: bytes, ndjson: bool, sources: frozenset[str] | None) -> IngestResult:
         if self._worker is not None:
             return await self._ingest_in_worker(self._worker, body, ndjson, sources)
         decode = functools.partial(

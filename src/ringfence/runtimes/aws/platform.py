@@ -69,10 +69,12 @@ class KinesisIngest:
         self._clock = clock
         self._custom_types = custom_types
 
-    def check_capacity(self) -> None:
+    def check_capacity(self, producer: str = "") -> None:
         """Kinesis sheds load itself: a throttled record is retried, then reported."""
 
-    async def ingest(self, body: bytes, *, ndjson: bool, sources: frozenset[str] | None) -> IngestResult:
+    async def ingest(
+        self, body: bytes, *, ndjson: bool, sources: frozenset[str] | None, producer: str = ""
+    ) -> IngestResult:
         batch = decode_batch(
             body,
             ndjson=ndjson,

@@ -1,0 +1,56 @@
+"""Backpressure shared out by producer: past half of the lag bound, the key that sent more
+than its share of late is turned away first (a hostile test: one key's flood made another
+producer's requests 503 and slow), and a producer alone is refused only at the bound."""
+
+from __future__ import annotations
+
+import pytest
+
+from ringfence.errors import OverloadedError
+from ringfence.metrics import Metrics
+from ringfence.runtimes.ingest import SHARE_HALF_LIFE_S, IngestService
+from ringfence.testing import FixedClock
+
+MAX_LAG = 1_000
+
+
+class Lag:
+    events = 0
+
+    def __call__(self) -> int:
+        return self.events
+
+
+def service(clock: FixedClock, lag: Lag) -> IngestService:
+    return IngestService(None, Metrics(), clock, max_batch_events=10_000, max_lag_events=MAX_LAG, lag=lag)  # type: ignore[arg-type]
+
+
+def test_a_flooding_key_is_turned_away_first_and_the_others_are_let_in() -> None:
+    clock, lag = FixedClock(1_000.0), Lag()
+    ingest = service(clock, lag)
+    ingest._shares.add("flood", 50_000)
+    ingest._shares.add("card-processor", 20)
+    lag.events = 600  # past half the bound
+    with pytest.raises(OverloadedError, match="more than its share"):
+        ingest.check_capacity("flood")
+    ingest.check_capacity("card-processor")  # under its share: let in
+    ingest.check_capacity("a-key-not-seen-yet")
+    lag.events = MAX_LAG + 1  # at the bound: everyone waits
+    with pytest.raises(OverloadedError, match="more than 1000 events behind"):
+        ingest.check_capacity("card-processor")
+
+
+def test_a_producer_alone_is_refused_only_at_the_bound_and_a_flood_is_forgotten() -> None:
+    clock, lag = FixedClock(1_000.0), Lag()
+    ingest = service(clock, lag)
+    ingest._shares.add("only", 50_000)
+    lag.events = 900
+    ingest.check_capacity("only")  # nobody else to share with
+    ingest._shares.add("other", 5)
+    with pytest.raises(OverloadedError):
+        ingest.check_capacity("only")
+    clock.advance(SHARE_HALF_LIFE_S * 4)  # "other" has gone quiet (5 events decayed under 1)
+    ingest.check_capacity("only")
+    lag.events = 400  # under half the bound: no one is turned away
+    ingest._shares.add("other", 5)
+    ingest.check_capacity("only")
