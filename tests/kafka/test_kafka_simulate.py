@@ -38,3 +38,18 @@ def test_simulated_traffic_reaches_the_workers_through_the_ingest_path(kafka_sta
     assert read == 3000  # each once
     # the stages' copies went as records of many events: far fewer records than events
     assert kafka_records(worker.url, key).get(("read", "stage"), 0.0) < 300
+
+
+def test_events_ingest_refuses_are_named_and_a_bad_labels_path_is_found_first(kafka_stack: KafkaStack) -> None:
+    refused = kafka_stack.cli(
+        *("simulate", "--kafka", "--events", "20", "--start", "2100-01-01T00:00:00Z"), check=False
+    )
+    assert refused.returncode == 2
+    assert "rejected 20 of the events, such as " in refused.stderr
+    assert "occurred_at" in refused.stderr  # why, from the in-process ingest, which logs none
+    unwritable = kafka_stack.cli(
+        *("simulate", "--kafka", "--events", "20", "--labels", "/nonexistent/dir/labels.json"), check=False
+    )
+    assert unwritable.returncode == 1
+    assert "No such file or directory: '/nonexistent/dir/labels.json'" in unwritable.stderr
+    assert "Traceback" not in unwritable.stderr  # checked before any event was sent, not after all of them

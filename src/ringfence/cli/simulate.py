@@ -111,6 +111,10 @@ def simulate(
             body = json.dumps(summary.to_dict(), indent=2) if report_out.suffix == ".json" else summary.markdown()
             report_out.write_text(body + "\n")
         return
+    for written in (labels, report_out):  # before a single event goes anywhere: a bad path is not found after them
+        if written is not None:
+            with written.open("a"):
+                pass
     traffic = _traffic(seed, customers, fraud_rate, only, events)
     finish = report and not (out or url or kafka)  # traffic that goes nowhere else: as many events as scoring needs
     with _sinks(url, key, settings_from(config) if kafka else None) as (sinks, topics):
@@ -136,7 +140,8 @@ def simulate(
             body = json.dumps(result.to_dict(), indent=2) if report_out.suffix == ".json" else text
             report_out.write_text(body + "\n")
     if topics is not None and topics.rejected:
-        fail(f"the kafka runtime's ingest rejected {topics.rejected} of the events (see its log)")
+        such = "; ".join(topics.reasons)
+        fail(f"the kafka runtime's ingest rejected {topics.rejected} of the events, such as {such}")
 
 
 def _rfc3339(text: str) -> float:
@@ -259,6 +264,7 @@ class _KafkaSink:
             fail(f"cannot write to the kafka runtime's brokers: {exc}")
         self.platform.start()  # follows rule packs activated meanwhile
         self.rejected = 0
+        self.reasons: list[str] = []  # the first few, for the user: in-process ingest logs none
 
     def send(self, lines: list[str]) -> None:
         from ringfence.errors import OverloadedError
@@ -277,6 +283,9 @@ class _KafkaSink:
                 time.sleep(max(1, exc.retry_after))
                 continue
             self.rejected += len(result.rejected)
+            for rejection in result.rejected[: 3 - len(self.reasons)]:
+                why = "; ".join(f"{e.field} {e.message}" for e in rejection.errors[:1])
+                self.reasons.append(f"{rejection.event_id or f'event {rejection.index}'}: {why}")
             return
 
     def close(self) -> None:
