@@ -345,6 +345,13 @@ def test_rates_loaded_with_the_cli_reach_ingest_and_amounts_are_compared_convert
         while c.get("/v1/fx/rates").json()["version"] != version:
             assert time.monotonic() < deadline, "the ingest service did not follow the load"
             time.sleep(0.5)
+        # a producer-facing service: nothing an analyst reads or changes, whatever the key
+        for path in ("/v1/alerts", "/v1/customers/cus_fx/events", "/v1/audit", "/"):
+            assert c.get(path).status_code == 404, path
+        assert c.put("/v1/fx/rates", content=rates.read_text(), headers={"Content-Type": "text/csv"}).status_code in (
+            404,
+            405,
+        )
     small = event_of("transfer.initiated", "cus_fx", amount="2000.00", currency="HUF", payee_id="pay_1")
     large = event_of("transfer.initiated", "cus_fx", amount="1000000.00", currency="HUF", payee_id="pay_1")
     post(ingest, key, [small, large])  # one customer: one partition, in this order

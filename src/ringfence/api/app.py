@@ -114,15 +114,31 @@ ROUTES = [
 ]
 
 
+# what a producer-facing ingest service answers (the kafka runtime's `serve ingest`): events, its
+# health and the FX rates it converts with; nothing an analyst reads or changes (404)
+INGEST_ROUTES = frozenset(
+    {
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("POST", "/v1/events"),
+        ("GET", "/v1/fx/rates"),
+    }
+)
+
+
 def create_app(
     platform: Platform,
     authenticator: Authenticator,
     *,
     manage_lifecycle: bool = True,
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+    ingest_only: bool = False,
 ) -> Starlette:
     """The API over ``platform``, its callers named by ``authenticator``; with
-    ``manage_lifecycle`` the app starts and stops the platform.
+    ``manage_lifecycle`` the app starts and stops the platform; ``ingest_only``: the routes of
+    :data:`INGEST_ROUTES` only.
 
     ``background`` coroutines (e.g. demo traffic) run while the app serves.
     """
@@ -141,8 +157,12 @@ def create_app(
             if manage_lifecycle:
                 platform.stop()
 
+    if ingest_only:
+        routes = [r for r in ROUTES if any((m, r.path) in INGEST_ROUTES for m in r.methods or ())]
+    else:
+        routes = [*ROUTES, *dashboard_routes(signed_in)]
     app = Starlette(
-        routes=[*ROUTES, *dashboard_routes(signed_in)],
+        routes=routes,
         lifespan=lifespan,
         exception_handlers={RingfenceError: handle_error, HTTPException: handle_error, Exception: handle_error},
     )

@@ -62,7 +62,8 @@ def _serve_http(settings: Settings, *, ingest: bool) -> None:
     typer.echo(
         f"Ringfence {role} (kafka runtime) on http://{settings.host}:{settings.port}, pack {platform.pack.version}"
     )
-    serve_app(create_app(platform, ApiKeyAuthenticator(platform.keys, platform.clock)), settings, sock)
+    app = create_app(platform, ApiKeyAuthenticator(platform.keys, platform.clock), ingest_only=ingest)
+    serve_app(app, settings, sock)
 
 
 @app.command()
