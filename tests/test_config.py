@@ -32,7 +32,7 @@ def test_precedence_is_defaults_file_env_overrides(tmp_path: Path) -> None:
         ({"RINGFENCE_AUTH_FAILURES_PER_MIN": "nan"}, "auth_failures_per_min must be a finite number"),
         ({"RINGFENCE_SIGNIN_ATTEMPTS_PER_MIN": "inf"}, "signin_attempts_per_min must be a finite number"),
         ({"RINGFENCE_RATE_LIMIT_PER_S": "-inf"}, "rate_limit_per_s must be a finite number"),
-        ({"RINGFENCE_ALLOWED_LATENESS_S": "-100"}, "allowed_lateness_s must be 0..86400 s"),
+        ({"RINGFENCE_ALLOWED_LATENESS_S": "-100"}, "allowed_lateness_s must be 0..604800 s"),
         ({"RINGFENCE_LOG_RETENTION_S": "nan"}, "log_retention_s must be a finite number"),
         ({"RINGFENCE_KAFKA_DEDUP_WINDOW_S": "0"}, "kafka_dedup_window_s must be positive"),
         ({"RINGFENCE_PORT": "70000"}, "port must be 1..65535"),

@@ -24,7 +24,7 @@ def test_a_new_dir_and_file_are_private_under_a_permissive_umask(tmp_path: Path)
         file = private_file(data_dir / "f")
     finally:
         os.umask(old)
-    assert (mode(tmp_path / "a"), mode(data_dir), mode(file)) == (0o700, 0o700, 0o600)  # its parents too
+    assert (mode(tmp_path / "a"), mode(data_dir), mode(file)) == (0o755, 0o700, 0o600)  # no parent open to writes
 
 
 def test_an_open_dir_is_made_private_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -103,7 +103,7 @@ def test_a_file_of_another_user_than_the_dirs_is_refused(tmp_path: Path, monkeyp
         return os.stat_result(fields)
 
     monkeypatch.setattr(Path, "lstat", owned_by_someone_else)
-    with pytest.raises(UnsafeFile, match=f"belongs to user {os.geteuid() + 4242}, not to {os.geteuid()}"):
+    with pytest.raises(UnsafeFile, match=f"belongs to user {os.geteuid() + 4242}, neither to the user running"):
         private_sqlite(planted)
 
 
@@ -118,3 +118,61 @@ def test_an_input_file_is_read_only_if_it_is_a_regular_file_within_its_bound(tmp
     assert read_input(text, 1024) == b"x" * 1024
     with pytest.raises(OSError, match="larger than 1,023 bytes"):
         read_input(text, 1023)
+
+
+def test_the_services_own_files_in_a_dir_another_user_owns_are_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A volume owned by root and shared with the service's group (Kubernetes' fsGroup): the
+    files the service makes there are its own, not the dir owner's, and are accepted."""
+    store = private_file(tmp_path / "store.sqlite3")
+    real_stat = Path.stat
+
+    def dir_of_another(path: Path, **kwargs: bool) -> os.stat_result:
+        info = real_stat(path, **kwargs)
+        if path != tmp_path:
+            return info
+        fields = list(info)
+        fields[stat.ST_UID] = info.st_uid + 4242
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(Path, "stat", dir_of_another)
+    private_sqlite(store)  # not refused
+
+
+def test_what_root_makes_in_a_service_users_data_dir_is_given_to_that_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sudo ringfence keys create`` on the service's data dir: a root-owned audit key, store or
+    index dir there would stop the service (it could not open them) at its next start."""
+    from ringfence.store.audit import load_or_create_key
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    service = data_dir.stat().st_uid + 1001  # as if a service user owned it
+    real_stat = Path.stat
+
+    def owned_by_the_service(path: Path, **kwargs: bool) -> os.stat_result:
+        info = real_stat(path, **kwargs)
+        if path != data_dir:
+            return info
+        fields = list(info)
+        fields[stat.ST_UID] = service
+        return os.stat_result(fields)
+
+    given: list[tuple[str, int]] = []
+    monkeypatch.setattr(Path, "stat", owned_by_the_service)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "fchown", lambda fd, uid, gid: given.append(("file", uid)))
+    monkeypatch.setattr(os, "chown", lambda path, uid, gid: given.append((Path(path).name, uid)))
+    monkeypatch.setattr("ringfence.private_files.Path.lstat", lambda path: _as_owned(path, service))
+    private_file(data_dir / "store.sqlite3")
+    load_or_create_key(data_dir / "audit.key")
+    private_dir(data_dir / "dedup-index")
+    assert given == [("file", service), ("file", service), ("dedup-index", service)]
+
+
+def _as_owned(path: Path, uid: int) -> os.stat_result:
+    fields = list(os.lstat(path))
+    fields[stat.ST_UID] = uid
+    return os.stat_result(fields)

@@ -60,7 +60,7 @@ AWS_PREFIX = "RINGFENCE_AWS_"  # the aws runtime's resource names (its template 
 SECRET_PREFIX = "RINGFENCE_SECRET_"  # nosec B105 # noqa: S105 - a name prefix, not a secret
 # settings that no longer do anything, each with what replaced it
 MAX_SETTINGS_BYTES = 1024 * 1024
-MAX_ALLOWED_LATENESS_S = 86400.0  # a day: every absence timer waits this much past its deadline
+MAX_ALLOWED_LATENESS_S = 7 * 86400.0  # a week: every absence timer waits this much past its deadline
 RETIRED_SETTINGS = {
     "checkpoint_interval_s": "never read: state and offsets are committed with each processed batch",
 }

@@ -7,7 +7,8 @@ here. A dir or file that others could read is fixed and logged as a warning (it 
 leaked before). A file of the data dir that is a symbolic link, or that belongs to another user
 than the dir, is refused (:class:`UnsafeFile`), never followed or used: in a dir others could
 once write to, it would be how they make Ringfence (perhaps as root) truncate and chmod a file
-elsewhere, or read keys they wrote. Missing parents of a data dir are created 0700 too.
+elsewhere, or read keys they wrote. Missing parents of a data dir are created 0755 (not 0777
+under a umask of 0).
 
 :func:`read_input` reads a file named in settings or arguments (a rule pack, the alerting
 config, a settings file, FX rates, a PEM) with a bound, and only a regular file: ``/dev/zero``
@@ -28,6 +29,7 @@ from ringfence.errors import RingfenceError
 log = logging.getLogger("ringfence.files")
 
 DIR_MODE = 0o700
+PARENT_MODE = 0o755
 FILE_MODE = 0o600
 SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
 
@@ -37,16 +39,18 @@ class UnsafeFile(RingfenceError):
 
 
 def _checked_file(path: Path) -> os.stat_result:
-    """``path``'s own status (a link is not followed): refused if it is a link, or another
-    user's than its dir's (root may tend a service user's data dir, no one else's files)."""
+    """``path``'s own status (a link is not followed): refused if it is a link, or if it
+    belongs neither to the user running Ringfence nor to its dir's owner (a dir shared with a
+    group, as a volume mounted with a group of its own, holds files of the service's user; root
+    may tend a service user's data dir)."""
     info = path.lstat()
     if stat.S_ISLNK(info.st_mode):
         raise UnsafeFile(f"{path} is a symbolic link: Ringfence does not follow links in its data dir; remove it")
-    owner = path.parent.stat().st_uid
-    if info.st_uid != owner:
+    owners = {os.geteuid(), path.parent.stat().st_uid}
+    if info.st_uid not in owners:
         raise UnsafeFile(
-            f"{path} belongs to user {info.st_uid}, not to {owner}, who owns its dir: "
-            "it is not Ringfence's own; remove it"
+            f"{path} belongs to user {info.st_uid}, neither to the user running Ringfence nor to its dir's "
+            "owner: it is not Ringfence's own; remove it"
         )
     return info
 
@@ -65,11 +69,15 @@ def _restrict(path: Path, mode: int, what: str, info: os.stat_result | None = No
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and its missing parents, 0700 too, whatever the umask) if needed, and
-    make it 0700."""
+    """Create ``path`` if needed, and make it 0700. Its missing parents are made 0755 whatever
+    the umask: others may pass through them, not put anything in them (a umask of 0 made them
+    0777, where anyone could have swapped the data dir)."""
     for missing in reversed([p for p in (path, *path.parents) if not p.exists()]):
         with contextlib.suppress(FileExistsError):  # another process made it meanwhile
-            missing.mkdir(mode=DIR_MODE)
+            missing.mkdir(mode=DIR_MODE if missing == path else PARENT_MODE)
+            tended = missing.parent.stat()
+            if os.geteuid() == 0 and tended.st_uid != 0:  # root tending a service user's data dir
+                os.chown(missing, tended.st_uid, tended.st_gid)
     _restrict(path, DIR_MODE, "data dir")
     return path
 
@@ -83,13 +91,19 @@ def private_file(path: Path) -> Path:
     with contextlib.suppress(FileExistsError):  # O_EXCL: a link in its place is not followed
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
         try:
-            tended = path.parent.stat()
-            if os.geteuid() == 0 and tended.st_uid != 0:  # root tending a service user's data dir
-                os.fchown(fd, tended.st_uid, tended.st_gid)
+            give_to_dir_owner(fd, path)
         finally:
             os.close(fd)
     _restrict(path, FILE_MODE, "file", _checked_file(path))
     return path
+
+
+def give_to_dir_owner(fd: int, path: Path) -> None:
+    """A file root just made in a service user's data dir (a CLI command run with sudo) is
+    given to that user, who could not open it otherwise."""
+    tended = path.parent.stat()
+    if os.geteuid() == 0 and tended.st_uid != 0:
+        os.fchown(fd, tended.st_uid, tended.st_gid)
 
 
 def private_sqlite(path: Path, *, create: bool = True) -> None:

@@ -35,15 +35,33 @@ class _Mapping:
     """A mapping being walked: the keys seen, and whether its next node is a key."""
 
     def __init__(self) -> None:
-        self.keys: set[str] = set()
+        self.keys: set[tuple[str, object]] = set()
         self.key_next = True
 
 
-def check_structure(text: str, loader: type[yaml.SafeLoader] = SafeLoader) -> None:
+def _key_of(parser: yaml.SafeLoader, event: yaml.ScalarEvent) -> tuple[str, object]:
+    """A scalar key as the loader will build it (its tag and value: ``1`` and ``'1'`` differ,
+    ``true`` and ``yes`` do not under YAML 1.1's resolvers), so that equal keys are found equal."""
+    tag = event.tag if event.tag not in (None, "!") else None
+    if tag is None:
+        tag = parser.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
+    if tag == "tag:yaml.org,2002:str":
+        return (tag, event.value)
+    try:
+        value = parser.construct_object(yaml.ScalarNode(tag, event.value))
+        hash(value)
+    except Exception:  # a value the key's tag cannot build: the load will say so
+        return (tag, event.value)
+    return (tag, value)
+
+
+def check_structure(
+    text: str, loader: type[yaml.SafeLoader] = SafeLoader, *, refuse_duplicate_keys: bool = True
+) -> None:
     """Walk the parser's events (no node is kept) and refuse anchors, aliases, too many nodes,
-    too deep a nesting, or a key given twice in one mapping (YAML keeps the last silently: a
-    reviewer would read one rule and the engine run another), naming the line. Raises
-    UnsafeYAMLError, or yaml.YAMLError for bad syntax."""
+    too deep a nesting, or (unless told not to) a key given twice in one mapping (YAML keeps
+    the last silently: a reviewer would read one rule and the engine run another), naming the
+    line. Raises UnsafeYAMLError, or yaml.YAMLError for bad syntax."""
     parser = loader(text)
     nodes = 0
     open_collections: list[_Mapping | None] = []  # None: a sequence
@@ -60,13 +78,14 @@ def check_structure(text: str, loader: type[yaml.SafeLoader] = SafeLoader) -> No
                     raise UnsafeYAMLError(f"more than {MAX_NODES} YAML values ({_where(event)})")
                 parent = open_collections[-1] if open_collections else None
                 if parent is not None:
-                    if parent.key_next and isinstance(event, yaml.ScalarEvent):
-                        if event.value in parent.keys:
+                    if refuse_duplicate_keys and parent.key_next and isinstance(event, yaml.ScalarEvent):
+                        key = _key_of(parser, event)
+                        if key in parent.keys:
                             raise UnsafeYAMLError(
                                 f"the key {event.value[:64]!r} is given twice in one mapping ({_where(event)}): "
                                 "YAML would keep only the last"
                             )
-                        parent.keys.add(event.value)
+                        parent.keys.add(key)
                     parent.key_next = not parent.key_next
             if isinstance(event, yaml.CollectionStartEvent):
                 open_collections.append(_Mapping() if isinstance(event, yaml.MappingStartEvent) else None)
@@ -78,11 +97,11 @@ def check_structure(text: str, loader: type[yaml.SafeLoader] = SafeLoader) -> No
         parser.dispose()
 
 
-def load(text: str, loader: type[yaml.SafeLoader] = SafeLoader) -> Any:
+def load(text: str, loader: type[yaml.SafeLoader] = SafeLoader, *, refuse_duplicate_keys: bool = True) -> Any:
     """One YAML document from ``text``, checked by :func:`check_structure` first.
 
     ``loader`` is :data:`SafeLoader` or a subclass (e.g. one with other implicit resolvers).
     Raises yaml.YAMLError (UnsafeYAMLError for a refused structure).
     """
-    check_structure(text, loader)
+    check_structure(text, loader, refuse_duplicate_keys=refuse_duplicate_keys)
     return yaml.load(text, Loader=loader)  # nosec B506 # noqa: S506 - a SafeLoader (or libyaml's) subclass

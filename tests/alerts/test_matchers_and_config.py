@@ -102,6 +102,10 @@ def test_routes_inherit_and_continue() -> None:
             {"receivers": [{"name": "m", "email": {"host": "h", "to": ["a@b.example\r\nBcc: x@y"], "sender": "s@b"}}]},
             r"\$\.receivers\[0\]\.email\.to\[0\]",
         ),
+        (
+            {"receivers": [{"name": "m", "email": {"host": "h", "to": ["ops"], "sender": "s@b"}}]},
+            "to 'ops' holds no email",
+        ),
         ({"receivers": [{"name": "m", "email": {"host": "h", "to": [], "sender": "s@b"}}]}, "length >= 1"),
         (
             {"receivers": [{"name": "m", "email": {"host": "h", "to": ["a@b"], "sender": "s@b", "port": 999999}}]},
@@ -115,6 +119,12 @@ def test_routes_inherit_and_continue() -> None:
 def test_bad_configs_fail_at_start_naming_the_place(change: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_config({**CONFIG, **change})
+
+
+def test_an_email_address_may_carry_a_display_name() -> None:
+    email = {"host": "h", "to": ["AML desk <aml@bank.example>"], "sender": "Ringfence Alerts <rf@bank.example>"}
+    config = build_config({**CONFIG, "receivers": [{"name": "m", "email": email}], "route": {"receiver": "m"}})
+    assert config.receivers["m"].options.sender == "Ringfence Alerts <rf@bank.example>"
 
 
 def test_the_default_config_keeps_alerts_on_the_dashboard() -> None:

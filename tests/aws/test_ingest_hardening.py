@@ -50,6 +50,7 @@ def test_the_sources_claim_is_read_in_every_form(claim: object, sources: set[str
         {"scope": "alerts:read events:write"},
         {"scp": ["alerts:read", "events:write"]},
         {"scp": "[alerts:read events:write]"},  # an Okta-style list claim, as API Gateway passes it on
+        {"scp": "[alerts:read, events:write]"},
     ],
 )
 def test_the_scopes_are_read_in_every_form(claims: dict[str, Any]) -> None:

@@ -80,4 +80,4 @@ def test_a_damaged_store_is_one_line_naming_it_not_a_traceback(tmp_path: Path) -
     (data_dir / "store.sqlite3").write_bytes(b"not a database " * 100)
     done = ringfence_cli("keys", "list", data_dir=data_dir, check=False)
     assert (done.returncode, "Traceback" in done.stderr) == (1, False), done.stderr
-    assert "error: a SQLite file of the data dir cannot be read (file is not a database)" in done.stderr
+    assert "error: a SQLite file of the data dir is damaged (file is not a database)" in done.stderr

@@ -60,12 +60,17 @@ def test_a_key_given_twice_in_one_mapping_is_refused_naming_it_and_its_line(tmp_
     """YAML keeps the last of two equal keys: a reviewer reading the first ``when`` would approve a
     rule the engine never runs."""
     pack = (
-        'version: "dup"\nrules:\n  - id: r1\n    on: [transfer.created]\n'
+        'version: "dup"\nrules:\n  - id: r1\n    on: [transfer.initiated]\n'
         "    when: data.payee_country == 'KP'\n    severity: high\n    audience: aml\n"
         "    title: t\n    when: 'false'\n"
     )
     with pytest.raises(RulePackError, match=r"the key 'when' is given twice .*\(line 9,"):
         load_pack(pack)
+    assert load_pack(pack, stored=True).rules[0].when.source == "false"  # one that ran before still loads
+    # keys equal as YAML builds them, not as written: 1 and '1' differ, 1 and 0x1 do not
+    assert safe_yaml.load("1: x\n'1': y\n") == {1: "x", "1": "y"}
+    with pytest.raises(safe_yaml.UnsafeYAMLError, match="given twice"):
+        safe_yaml.load("1: x\n0x1: y\n")
     with pytest.raises(RulePackError, match="'l' is given twice"):
         load_pack("version: x\nlists: {l: [a], l: [b]}\n")
     path = tmp_path / "alerting.yaml"

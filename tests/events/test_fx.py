@@ -166,14 +166,8 @@ def test_the_reference_currency_may_be_listed_at_1_and_a_csv_is_read_by_its_head
         read_csv("code,value\nUSD,0.92\n")
 
 
-@pytest.mark.parametrize("text", ["currency,rate,as_of\n", "currency,rate,as_of\nEUR,1,2026-12-01\n"])
-def test_a_table_with_no_rate_is_refused_not_put_in_force(text: str) -> None:
-    """A table replaces the one in force: a CSV of its header only wiped every rate."""
-    with pytest.raises(RequestError) as caught:
-        parse_rates(read_csv(text), "EUR", NOW)
-    assert caught.value.details == {
-        "errors": [{"field": "rates", "message": "no rate of a currency other than EUR: a table holds at least one"}]
-    }
+def test_a_table_with_no_rate_parses_as_one_for_a_deployment_that_converts_nothing() -> None:
+    assert parse_rates(read_csv("currency,rate,as_of\n"), "EUR", NOW) == []  # refused only over rates in force
 
 
 HEAVY = load_pack_file(None)  # the default pack: every amount threshold in the reference currency

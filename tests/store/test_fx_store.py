@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ringfence.errors import ConfigError
+from ringfence.errors import ConfigError, RequestError
 from ringfence.events.fx import FxRate, FxTable
 from ringfence.store.fx import FollowedRates, FxRepository
 from ringfence.store.sql import SqlStore
@@ -51,6 +51,19 @@ def test_each_load_is_a_new_audited_version_and_the_newest_is_in_force(store: Sq
         "changed": ["USD"],
     }
     assert store.verify_audit().ok
+
+
+def test_a_table_with_no_rate_never_replaces_rates_in_force(store: SqlStore) -> None:
+    """A CSV of its header only wiped every rate: amounts in other currencies lost their
+    reference value. An empty table is taken only where none is in force (nothing converts)."""
+    repo = FxRepository(store, "EUR", max_age_days=4)
+    assert repo.load([], "alice", NOW).rates == {}  # a deployment that converts nothing
+    repo.load([FxRate("USD", Decimal("0.92"), DAY)], "alice", NOW + 1)
+    with pytest.raises(RequestError) as refused:
+        repo.load([], "mallory", NOW + 2)
+    message = "no rate of a currency other than EUR: it would replace the 1 in force"
+    assert refused.value.details == {"errors": [{"field": "rates", "message": message}]}
+    assert set(repo.current().rates) == {"USD"}
 
 
 def test_a_table_against_another_reference_is_not_used(store: SqlStore) -> None:

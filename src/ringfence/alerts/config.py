@@ -7,6 +7,7 @@ the environment variable that holds its secret.
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,10 +36,9 @@ class _Doc(msgspec.Struct, forbid_unknown_fields=True):
 # a send waits at most this (a receiver slower than that is down); NaN, 0 or less never send
 TimeoutS = Annotated[float, msgspec.Meta(gt=0, le=300)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
-# an address is a header's value: no CR, LF or other control character, which would start another header
-Address = Annotated[
-    str, msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^\x00-\x20\x7f<>,;]+@[^\x00-\x20\x7f<>,;@]+$")
-]
+# an address is a header's value (``rf@bank.example`` or ``Ringfence <rf@bank.example>``): no CR,
+# LF or other control character, which would start another header
+Address = Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class _AddressDoc(_Doc):
@@ -253,6 +253,10 @@ def build_config(raw: Any) -> AlertingConfig:
             env = getattr(options, env_field, None)
             if env is not None and not secret(env):
                 raise ConfigError(f"receivers[{i}] ({r.name}): environment variable {env} is not set")
+        if isinstance(options, EmailDoc):
+            for field_name, value in [("sender", options.sender), *(("to", to) for to in options.to)]:
+                if "@" not in email.utils.parseaddr(value)[1]:
+                    raise ConfigError(f"receivers[{i}] ({r.name}): {field_name} {value!r} holds no email address")
         url_env = options.url_env if isinstance(options, _AddressDoc) else None
         url = options.address() if isinstance(options, _AddressDoc) else getattr(options, "url", None)
         if url is not None and not _web_address(url):  # the URL itself is not shown: it may be a credential

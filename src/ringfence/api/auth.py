@@ -121,9 +121,10 @@ def caller_of_claims(jwt: Mapping[str, Any]) -> Caller:
     scopes = {str(s) for s in jwt.get("scopes") or []}
     for claim in ("scope", "scp"):
         value = claims.get(claim)
-        if isinstance(value, str):  # "a b", or "[a b]": a list claim as API Gateway passes it on
+        if isinstance(value, str):  # "a b", or "[a b]" / "[a, b]": a list claim as API Gateway passes it on
             text = value.strip()
-            scopes.update((text[1:-1] if text.startswith("[") and text.endswith("]") else text).split())
+            listed = text.startswith("[") and text.endswith("]")
+            scopes.update((text[1:-1].replace(",", " ") if listed else text).split())
         elif isinstance(value, list):
             scopes.update(str(v) for v in value)
     subject = claims.get("sub")

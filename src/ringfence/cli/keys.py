@@ -61,12 +61,14 @@ def create(
     if not scopes:
         fail(f"give the key a --role ({', '.join(ROLES)}) or at least one --scope ({', '.join(SCOPES)})")
     try:
-        public_key = public_key_from_pem(read_input(signing_key, MAX_PEM_BYTES)) if signing_key else ""
+        pem = read_input(signing_key, MAX_PEM_BYTES) if signing_key else None
+    except OSError as exc:
+        fail(f"cannot read --signing-key {signing_key}: {exc}")
+    try:
+        public_key = public_key_from_pem(pem) if pem is not None else ""
         key = _keys(config, data_dir).create(
             name, scopes, SystemClock().time(), audiences=audience, signing_key=public_key, sources=source
         )
-    except OSError as exc:
-        fail(f"cannot read --signing-key {signing_key}: {exc}")
     except RingfenceError as exc:
         fail(str(exc))
     limited = f", audiences {', '.join(audience)}" if audience else ""

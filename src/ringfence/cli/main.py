@@ -44,8 +44,13 @@ def main() -> None:
 
 
 def _described(exc: BaseException) -> str:
+    if isinstance(exc, sqlite3.OperationalError):  # locked, read-only, a full disk, a missing dir
+        return f"a SQLite file of the data dir cannot be used ({exc}): is another process holding it, or its disk full?"
     if isinstance(exc, sqlite3.DatabaseError):
-        return f"a SQLite file of the data dir cannot be read ({exc}): restore it from a backup"
+        return (
+            f"a SQLite file of the data dir is damaged ({exc}): restore the data dir from a backup, "
+            "the store with its -audit-anchor file"
+        )
     if isinstance(exc, httpx.TransportError | httpx.InvalidURL):
         return f"cannot send to the server: {exc or type(exc).__name__}"
     return str(exc) or type(exc).__name__

@@ -402,7 +402,8 @@ def load_pack(text: str, *, stored: bool = False) -> RulePack:
     if len(text.encode()) > MAX_PACK_BYTES:
         raise RulePackError(f"rule pack is larger than {MAX_PACK_BYTES} bytes")
     try:
-        raw: Any = safe_yaml.load(text, _PackLoader)  # no anchors/aliases, bounded nodes and depth
+        # no anchors/aliases, bounded nodes and depth; a key given twice refused in a pack coming in
+        raw: Any = safe_yaml.load(text, _PackLoader, refuse_duplicate_keys=not stored)
     except yaml.YAMLError as exc:
         raise RulePackError(f"invalid YAML: {redact(str(exc))}") from None  # it quotes the line at fault
     if not stored:
@@ -505,6 +506,7 @@ def pack_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_pack_file(path: Path | None) -> RulePack:
-    """Load ``path``, or the packaged default pack when ``path`` is None."""
-    return load_pack(read_pack_file(path))
+def load_pack_file(path: Path | None, *, stored: bool = False) -> RulePack:
+    """Load ``path``, or the packaged default pack when ``path`` is None; ``stored`` as for
+    :func:`load_pack`."""
+    return load_pack(read_pack_file(path), stored=stored)

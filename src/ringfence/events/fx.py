@@ -198,10 +198,6 @@ def parse_rates(rows: Iterable[Mapping[str, Any]], reference: str, now: float) -
                 errors.append(FieldError(f"{where}.rate", f"{reference} is the reference currency: its rate is 1"))
             continue
         rates[currency] = FxRate(currency, Decimal(rate), day)  # as written: no exponent, ever
-    if not errors and not rates:
-        # a table replaces the one in force: an empty one (a CSV of its header only) would leave
-        # every amount in another currency without its reference value
-        errors.append(FieldError("rates", f"no rate of a currency other than {reference}: a table holds at least one"))
     if errors:
         raise invalid(errors)
     return list(rates.values())

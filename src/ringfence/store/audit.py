@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from ringfence.errors import StoreError
-from ringfence.private_files import private_file
+from ringfence.private_files import give_to_dir_owner, private_file
 from ringfence.store.connection import Connection
 
 log = logging.getLogger("ringfence.audit")
@@ -59,6 +59,7 @@ def load_or_create_key(path: Path) -> tuple[bytes, bool]:
         draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
+            give_to_dir_owner(fd, draft)
             os.write(fd, secrets.token_hex(KEY_BYTES).encode() + b"\n")
             os.fsync(fd)  # whole on disk before it has its name
         finally:

@@ -17,7 +17,8 @@ from typing import Any
 import msgspec
 
 from ringfence.config import Settings
-from ringfence.events.fx import FxRate, FxTable, check_reference, read_file
+from ringfence.errors import FieldError
+from ringfence.events.fx import FxRate, FxTable, check_reference, invalid, read_file
 from ringfence.metrics import Metrics
 from ringfence.store.connection import Connection
 from ringfence.store.sql import SqlStore
@@ -72,6 +73,11 @@ class FxRepository:
         after = {r.currency: r for r in rates}
         with self._store.transaction() as conn:
             before = self._table(conn.execute(_NEWEST).fetchone()).rates  # in the transaction: its own
+            if before and not after:  # a CSV of its header only: every amount would lose its reference value
+                message = (
+                    f"no rate of a currency other than {self.reference}: it would replace the {len(before)} in force"
+                )
+                raise invalid([FieldError("rates", message)])
             cur = conn.execute(
                 "INSERT INTO fx_tables (reference, rates, loaded_at, loaded_by, file_digest) "
                 "VALUES (?, ?, ?, ?, ?) RETURNING version",

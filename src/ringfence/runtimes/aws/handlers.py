@@ -80,7 +80,9 @@ class AwsRuntime:
                 "deploy/aws/template.yaml's AuditKey parameter)"
             )
         clients = clients or AwsClients()
-        pack = load_pack_file(settings.rule_pack)
+        # the deployment's own file, checked by `ringfence rules check` before `sam deploy`: a cold
+        # start does not refuse it for checks added since (a release must not take a deployment down)
+        pack = load_pack_file(settings.rule_pack, stored=True)
         state = StateTable(clients.dynamodb, names.state_table, heartbeat_names(pack))
         alerts = AlertTable(clients.dynamodb, names.alerts_table, audit_key)
 

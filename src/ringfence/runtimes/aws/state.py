@@ -210,7 +210,7 @@ class Commit:
     source: str
     outbox_key: str  # unique among the source's commits
     rows: list[RowWrite] = field(default_factory=list)
-    progress: Progress | None = None  # a shard's records it commits (None: the tick's, an upgrade's)
+    progress: Progress | None = None  # the records (or the tick's stamp) it commits; None: an upgrade's
     outbox: list[tuple[str, AlertSignal]] = field(default_factory=list)  # (ordinal, signal)
     pushes: list[DeadlinePush] = field(default_factory=list)
     max_event_time: float | None = None  # the newest event time of the source's events in it
