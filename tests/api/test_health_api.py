@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 
 import httpx
@@ -53,7 +54,8 @@ def test_openapi_served_is_the_committed_document_and_covers_every_route(server:
     committed = json.loads(resources.files("ringfence.api").joinpath("openapi.json").read_text())
     assert served == committed
     documented = {(path, method.upper()) for path, ops in committed["paths"].items() for method in ops}
-    routed = {(r.path, m) for r in ROUTES for m in (r.methods or ()) if m != "HEAD"}
+    # a template's convertor ({customer_id:path}: an id may hold "/") is not OpenAPI's to say
+    routed = {(re.sub(r":\w+}", "}", r.path), m) for r in ROUTES for m in (r.methods or ()) if m != "HEAD"}
     assert documented == routed
 
 
