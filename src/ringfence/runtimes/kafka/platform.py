@@ -122,6 +122,8 @@ class KafkaLog:
         self._scanners: queue.Queue[Any] = queue.Queue()
         for _ in range(SCANNERS):
             self._scanners.put(Consumer(client_config(settings, **group, **READER_CONFIG)))
+        self._scanners_open = SCANNERS
+        self._closing = threading.Lock()
         self._cached: dict[int, tuple[int, int]] = {}
         self._attempted = -math.inf  # when the last read of the offsets began
         self._reading = threading.Lock()  # held by the one read of the offsets under way
@@ -263,8 +265,10 @@ class KafkaLog:
             self._consumer.close()
         with self._records_lock:
             self._records.close()
-        for _ in range(SCANNERS):  # each once its search, if any, is over
-            self._scanners.get().close()
+        with self._closing:  # each scanner once its search, if any, is over; a second close finds none open
+            while self._scanners_open:
+                self._scanners.get().close()
+                self._scanners_open -= 1
 
 
 @contextlib.contextmanager
