@@ -269,3 +269,32 @@ def test_a_commit_the_store_refuses_mid_snapshot_leaves_no_part_missing(
     again.recover()
     cards = CARDS + others
     assert [count_of(again, card) for card in cards] == [count_of(p, card) for card in cards] == [1.0] * len(cards)
+
+
+def test_a_journal_deleted_under_its_store_is_not_served(tmp_path: Path) -> None:
+    """New events would take offsets the store marks processed: taken (202) and never run, no
+    alert raised (a hostile test deleted the journal between two starts)."""
+    settings = Settings(data_dir=tmp_path, ingest_process=False)
+    platform = embedded.Platform(settings)
+    try:
+        platform.start()
+        assert platform.ingest is not None
+        body = json.dumps([event("card.authorization", at=T0, event_id=f"e{i}") for i in range(5)]).encode()
+        assert asyncio.run(platform.ingest.ingest(body, ndjson=False, sources=None)).accepted == 5
+        for _ in range(200):
+            if platform.processed_offset() == 5:
+                break
+            time.sleep(0.05)
+        assert platform.processed_offset() == 5
+    finally:
+        platform.stop()
+    for journal in tmp_path.glob("journal*"):
+        if journal.is_dir():
+            for part in journal.iterdir():
+                part.unlink()
+            journal.rmdir()
+        else:
+            journal.unlink()
+    with pytest.raises(StoreError, match="processed the journal up to offset 5, but the journal ends at 0"):
+        embedded.Platform(settings)
+    embedded.Platform(Settings(data_dir=tmp_path / "fresh", ingest_process=False)).stop()  # a new one starts

@@ -46,6 +46,7 @@ import queue
 import random
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -744,8 +745,14 @@ def _unlink(path: Path) -> None:
 
 def _delete(path: Path, closing: threading.Event) -> None:
     """Delete a dropped segment's file or duplicate index (a directory: each file, then the
-    directory), blocks freed a step at a time (see :func:`_delete_file`)."""
-    if not path.is_dir():
+    directory), blocks freed a step at a time (see :func:`_delete_file`). A link in its place is
+    only unlinked: what it points at is not the journal's (one planted there had the sweep empty
+    a directory elsewhere)."""
+    try:
+        is_dir = stat.S_ISDIR(path.lstat().st_mode)
+    except FileNotFoundError:
+        return
+    if not is_dir:
         _delete_file(path, closing)
         return
     for found in sorted(path.iterdir()):
@@ -761,9 +768,15 @@ def _delete_file(path: Path, closing: threading.Event) -> None:
     (and ``_held_before``, for an index) takes for no rows. A crash part-way leaves an unlinked
     file the kernel frees, or -wal and -shm files (or an index's other files) the sweep deletes."""
     try:
-        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
+        # O_NOFOLLOW and O_NONBLOCK: a link or a FIFO in its place is not opened, only unlinked
+        fd: int | None = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:  # gone, a link (ELOOP), a FIFO without a reader, a directory
         fd = None
+    if fd is not None:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # another name still reaches it: not ours to empty
+            os.close(fd)
+            fd = None
     try:
         _unlink(path)
         if fd is None:

@@ -129,6 +129,16 @@ class Platform:
             self.clock,
             retention_s=settings.log_retention_s,
         )
+        processed, head = self.store.load_checkpoint(self.processor.name)[0], self.log.head()
+        if processed > head:  # its new events would take offsets the store marks processed: taken (202), never run
+            self.log.close()
+            self.store.close()
+            self._lock.close()
+            raise StoreError(
+                f"the store has processed the journal up to offset {processed}, but the journal ends at "
+                f"{head}: it was deleted, replaced or rolled back. Put back the journal kept with this store, or "
+                "start from another data dir"
+            )
         self.stream = AlertStream()
         self.dispatcher = Dispatcher(
             self.store,
