@@ -37,6 +37,11 @@ def test_precedence_is_defaults_file_env_overrides(tmp_path: Path) -> None:
         ({"RINGFENCE_KAFKA_DEDUP_WINDOW_S": "0"}, "kafka_dedup_window_s must be positive"),
         ({"RINGFENCE_PORT": "70000"}, "port must be 1..65535"),
         (
+            {"RINGFENCE_FX_MAX_AGE_DAYS": "1" + "0" * 400},
+            "fx_max_age_days must be at most 3,650",
+        ),  # overflowed per event
+        ({"RINGFENCE_BACKTEST_TIME_BUDGET_S": "1e19"}, "backtest_time_budget_s must be at most 86,400"),
+        (
             {"RINGFENCE_JOURNAL_SEGMENT_S": "7200", "RINGFENCE_LOG_RETENTION_S": "3600"},
             "journal_segment_s must not exceed log_retention_s",
         ),

@@ -176,3 +176,73 @@ def _as_owned(path: Path, uid: int) -> os.stat_result:
     fields = list(os.lstat(path))
     fields[stat.ST_UID] = uid
     return os.stat_result(fields)
+
+
+def test_an_index_dir_that_is_a_link_or_another_users_is_refused(tmp_path: Path) -> None:
+    from ringfence.runtimes.embedded.dedup_index import open_index
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    elsewhere.chmod(0o755)  # whatever the umask an index opened before left
+    data_dir = private_dir(tmp_path / "data")
+    index = data_dir / "journal-000000000001.dedup"
+    index.symlink_to(elsewhere)
+    with pytest.raises(UnsafeFile, match="is a link or no directory"):
+        open_index(index)
+    assert mode(elsewhere) == 0o755  # not made Ringfence's
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_an_anchor_that_is_a_link_or_a_fifo_is_refused_not_read(tmp_path: Path) -> None:
+    from ringfence.store.audit import Anchor
+
+    other = tmp_path / "other-anchor"
+    other.write_text('{"seq": 1, "hash": "x"}\n')
+    link = tmp_path / "store.sqlite3-audit-anchor"
+    link.symlink_to(other)
+    with pytest.raises(UnsafeFile, match="symbolic link"):
+        Anchor(link).heads()
+    link.unlink()
+    os.mkfifo(link)  # reading it would wait for a writer forever
+    with pytest.raises(UnsafeFile, match="not a regular file"):
+        Anchor(link).heads()
+
+
+def test_a_data_dir_that_is_no_directory_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """``--data-dir /dev/null`` as root made /dev/null 0700 (no one else could write to it)."""
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    file.chmod(0o644)
+    fifo = tmp_path / "a-fifo"
+    os.mkfifo(fifo)
+    fifo.chmod(0o644)  # whatever the umask
+    for path in (file, fifo):
+        with pytest.raises(UnsafeFile, match="is not a directory"):
+            private_dir(path)
+        assert mode(path) == 0o644
+
+
+def test_input_lines_come_from_a_regular_file_each_within_its_bound(tmp_path: Path) -> None:
+    from ringfence.private_files import input_lines
+
+    events = tmp_path / "events.ndjson"
+    events.write_bytes(b'{"a": 1}\n\n{"b": 2}')
+    assert list(input_lines(events, 64)) == [b'{"a": 1}\n', b"\n", b'{"b": 2}']
+    events.write_bytes(b"x" * 100 + b"\n")
+    with pytest.raises(OSError, match="line 1 is longer than 64 bytes"):
+        list(input_lines(events, 64))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):  # a writer never comes; a line never ends
+        with pytest.raises(OSError, match="is not a regular file"):
+            list(input_lines(path, 64))
+
+
+def test_a_tls_certificate_that_is_a_fifo_is_refused_before_the_server_waits_on_it(tmp_path: Path) -> None:
+    from ringfence.config import Settings
+    from ringfence.runtimes.http_server import uvicorn_config
+
+    fifo = tmp_path / "cert.pem"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="is not a regular file"):
+        uvicorn_config(None, Settings(tls_cert=fifo, tls_key=fifo))

@@ -60,6 +60,13 @@ AWS_PREFIX = "RINGFENCE_AWS_"  # the aws runtime's resource names (its template 
 SECRET_PREFIX = "RINGFENCE_SECRET_"  # nosec B105 # noqa: S105 - a name prefix, not a secret
 # settings that no longer do anything, each with what replaced it
 MAX_SETTINGS_BYTES = 1024 * 1024
+UPPER_BOUNDS = {
+    "fx_max_age_days": 3650,
+    "backtest_time_budget_s": 86400,
+    "request_timeout_s": 3600,
+    "request_head_timeout_s": 3600,
+    "kafka_dedup_window_s": 7 * 86400,
+}
 MAX_ALLOWED_LATENESS_S = 7 * 86400.0  # a week: every absence timer waits this much past its deadline
 RETIRED_SETTINGS = {
     "checkpoint_interval_s": "never read: state and offsets are committed with each processed batch",
@@ -191,6 +198,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
                 raise ConfigError(f"{name} must be a finite number, got {value!r}")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"port must be 1..65535, got {self.port}")
+        for name, most in UPPER_BOUNDS.items():  # a huge value overflowed where it was used, every time
+            if getattr(self, name) > most:
+                raise ConfigError(f"{name} must be at most {most:,}, got {getattr(self, name)!r}")
         if not 0 <= self.allowed_lateness_s <= MAX_ALLOWED_LATENESS_S:
             raise ConfigError(
                 f"allowed_lateness_s must be 0..{MAX_ALLOWED_LATENESS_S:g} s (timers wait this long), "
@@ -286,8 +296,8 @@ def _dsn_holds_password(dsn: str) -> bool:
         return re.search(r"://[^/@]*:[^/@]*@|password\s*=", dsn, re.IGNORECASE) is not None
     try:
         return bool(conninfo_to_dict(dsn).get("password"))
-    except ProgrammingError as exc:
-        raise ConfigError(f"postgres_dsn is not a libpq connection string: {str(exc).splitlines()[0]}") from None
+    except ProgrammingError:  # libpq's message quotes the string, password and all
+        raise ConfigError("postgres_dsn is not a libpq connection string (keywords, or a postgresql:// URI)") from None
 
 
 def _proxies(value: str) -> list[str]:

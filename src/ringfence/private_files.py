@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -38,14 +39,17 @@ class UnsafeFile(RingfenceError):
     """A file Ringfence would write, or read as its own, that may be another user's doing."""
 
 
-def _checked_file(path: Path) -> os.stat_result:
-    """``path``'s own status (a link is not followed): refused if it is a link, or if it
-    belongs neither to the user running Ringfence nor to its dir's owner (a dir shared with a
-    group, as a volume mounted with a group of its own, holds files of the service's user; root
-    may tend a service user's data dir)."""
+def checked_own_file(path: Path) -> os.stat_result:
+    """``path``'s own status (a link is not followed): refused if it is a link or no regular
+    file (a FIFO would hang its reader, a device exhaust it), or if it belongs neither to the
+    user running Ringfence nor to its dir's owner (a dir shared with a group, as a volume
+    mounted with a group of its own, holds files of the service's user; root may tend a
+    service user's data dir)."""
     info = path.lstat()
     if stat.S_ISLNK(info.st_mode):
         raise UnsafeFile(f"{path} is a symbolic link: Ringfence does not follow links in its data dir; remove it")
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeFile(f"{path} is not a regular file (a directory, a device or a FIFO): remove it")
     owners = {os.geteuid(), path.parent.stat().st_uid}
     if info.st_uid not in owners:
         raise UnsafeFile(
@@ -78,8 +82,22 @@ def private_dir(path: Path) -> Path:
             tended = missing.parent.stat()
             if os.geteuid() == 0 and tended.st_uid != 0:  # root tending a service user's data dir
                 os.chown(missing, tended.st_uid, tended.st_gid)
+    if not path.is_dir():  # a file, a device (/dev/null): never made 0700
+        raise UnsafeFile(f"{path} is not a directory: give a data dir")
     _restrict(path, DIR_MODE, "data dir")
     return path
+
+
+def private_subdir(path: Path) -> Path:
+    """A dir Ringfence keeps inside its data dir (a duplicate index), as :func:`private_dir`, but
+    refused if a link or another user's is in its place: its files would be checked against it."""
+    with contextlib.suppress(FileNotFoundError):
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            raise UnsafeFile(f"{path} is a link or no directory: Ringfence does not follow links in its data dir")
+        if info.st_uid not in {os.geteuid(), path.parent.stat().st_uid}:
+            raise UnsafeFile(f"{path} belongs to user {info.st_uid}: it is not Ringfence's own; remove it")
+    return private_dir(path)
 
 
 def private_file(path: Path) -> Path:
@@ -94,7 +112,7 @@ def private_file(path: Path) -> Path:
             give_to_dir_owner(fd, path)
         finally:
             os.close(fd)
-    _restrict(path, FILE_MODE, "file", _checked_file(path))
+    _restrict(path, FILE_MODE, "file", checked_own_file(path))
     return path
 
 
@@ -115,11 +133,11 @@ def private_sqlite(path: Path, *, create: bool = True) -> None:
     if create:
         private_file(path)
     else:
-        _restrict(path, FILE_MODE, "file", _checked_file(path))
+        _restrict(path, FILE_MODE, "file", checked_own_file(path))
     for suffix in SQLITE_SIDECARS:
         sidecar = path.with_name(path.name + suffix)
         if sidecar.is_symlink() or sidecar.exists():
-            _restrict(sidecar, FILE_MODE, "file", _checked_file(sidecar))
+            _restrict(sidecar, FILE_MODE, "file", checked_own_file(sidecar))
 
 
 def open_private(path: Path, mode: str = "a+") -> IO[str]:
@@ -129,17 +147,34 @@ def open_private(path: Path, mode: str = "a+") -> IO[str]:
     return open(path, mode, encoding="utf-8", opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW))
 
 
+def regular_input(path: Path) -> IO[bytes]:
+    """``path`` opened to read, if it is a regular file (a FIFO would wait for a writer forever,
+    ``/dev/zero`` never end): OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file (a directory, a device or a FIFO)")
+    return os.fdopen(fd, "rb")
+
+
+def input_lines(path: Path, longest: int) -> Iterator[bytes]:
+    """The lines of ``path`` (NDJSON events), a regular file, each at most ``longest`` bytes
+    (OSError naming the line past it: one line of gigabytes would be held whole)."""
+    with regular_input(path) as handle:
+        number = 0
+        while line := handle.readline(longest + 1):
+            number += 1
+            if len(line) > longest and not line.endswith(b"\n"):
+                raise OSError(f"{path}: line {number} is longer than {longest:,} bytes")
+            yield line
+
+
 def read_input(path: Path, limit: int) -> bytes:
     """The bytes of ``path``, a regular file of at most ``limit`` bytes, read once. Anything
     else (a FIFO, a device, a directory) is refused before a byte is read, and a file larger
     than ``limit`` (or growing past it while read) is refused at ``limit + 1`` bytes: OSError
     naming what is wrong."""
-    # O_NONBLOCK: opening a FIFO does not wait for a writer (and changes nothing for a file)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"{path} is not a regular file (a directory, a device or a FIFO)")
-    with os.fdopen(fd, "rb") as handle:
+    with regular_input(path) as handle:  # O_NONBLOCK: opening a FIFO does not wait for a writer
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise OSError(f"{path} is larger than {limit:,} bytes")

@@ -78,8 +78,13 @@ def check_structure(
                     raise UnsafeYAMLError(f"more than {MAX_NODES} YAML values ({_where(event)})")
                 parent = open_collections[-1] if open_collections else None
                 if parent is not None:
-                    if refuse_duplicate_keys and parent.key_next and isinstance(event, yaml.ScalarEvent):
+                    if parent.key_next and isinstance(event, yaml.ScalarEvent):
                         key = _key_of(parser, event)
+                        if key[0] == "tag:yaml.org,2002:merge":  # its keys land beside the mapping's own, unseen
+                            raise UnsafeYAMLError(
+                                f"YAML merge keys (<<) are not accepted ({_where(event)}): write the keys out"
+                            )
+                    if refuse_duplicate_keys and parent.key_next and isinstance(event, yaml.ScalarEvent):
                         if key in parent.keys:
                             raise UnsafeYAMLError(
                                 f"the key {event.value[:64]!r} is given twice in one mapping ({_where(event)}): "

@@ -97,6 +97,10 @@ def test_routes_inherit_and_continue() -> None:
         ({"receivers": [{"name": "x", "slack": {"url": "http://h/", "timeout_s": -1}}]}, "> 0.0"),
         ({"receivers": [{"name": "x", "webhook": {"url": "file:///etc/passwd"}}]}, "url must be an http"),
         ({"receivers": [{"name": "x", "webhook": {"url": "not a url"}}]}, "url must be an http"),
+        ({"receivers": [{"name": "x", "webhook": {"url": "https://h\n/x"}}]}, "url must be an http"),
+        ({"receivers": [{"name": "x", "webhook": {"url": "https://h:99999/x"}}]}, "url must be an http"),
+        ({"receivers": [{"name": "x", "webhook": {"url": " https://h/x"}}]}, "url must be an http"),
+        ({"receivers": [{"name": "m", "email": {"host": "h", "to": ["a@b\u2028x"], "sender": "s@b"}}]}, "email.to"),
         ({"receivers": [{"name": "x", "pagerduty": {"url": "ftp://h/", "routing_key_env": "HOME"}}]}, "http"),
         (
             {"receivers": [{"name": "m", "email": {"host": "h", "to": ["a@b.example\r\nBcc: x@y"], "sender": "s@b"}}]},

@@ -71,6 +71,10 @@ def test_a_key_given_twice_in_one_mapping_is_refused_naming_it_and_its_line(tmp_
     assert safe_yaml.load("1: x\n'1': y\n") == {1: "x", "1": "y"}
     with pytest.raises(safe_yaml.UnsafeYAMLError, match="given twice"):
         safe_yaml.load("1: x\n0x1: y\n")
+    # a merge key's keys land beside the mapping's own: a second 'when' nobody sees as one
+    merged = pack.replace("    when: 'false'\n", "    <<: {when: 'false'}\n")
+    with pytest.raises(RulePackError, match="merge keys"):
+        load_pack(merged)
     with pytest.raises(RulePackError, match="'l' is given twice"):
         load_pack("version: x\nlists: {l: [a], l: [b]}\n")
     path = tmp_path / "alerting.yaml"

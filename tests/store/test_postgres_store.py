@@ -77,6 +77,13 @@ def test_settings_refuse_a_dsn_holding_a_password(dsn: str) -> None:
         load_settings(environ={"RINGFENCE_POSTGRES_DSN": dsn})
 
 
+@pytest.mark.parametrize("dsn", [" postgresql://app:s3cr3tPW@db/rf", "postgresql://app:s3cr3tPW@[fd00::1/rf"])
+def test_a_dsn_libpq_cannot_read_is_refused_without_quoting_it(dsn: str) -> None:
+    with pytest.raises(ConfigError, match="is not a libpq connection string") as refused:
+        load_settings(environ={"RINGFENCE_POSTGRES_DSN": dsn})
+    assert "s3cr3tPW" not in str(refused.value)
+
+
 def test_concurrent_writers_keep_one_unbroken_audit_chain(make_pg_store: Callable[..., SqlStore]) -> None:
     store = make_pg_store(b"audit-key")
     keys = ApiKeys(store)

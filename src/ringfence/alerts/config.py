@@ -38,7 +38,7 @@ TimeoutS = Annotated[float, msgspec.Meta(gt=0, le=300)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 # an address is a header's value (``rf@bank.example`` or ``Ringfence <rf@bank.example>``): no CR,
 # LF or other control character, which would start another header
-Address = Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Address = Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]+$")]
 
 
 class _AddressDoc(_Doc):
@@ -191,11 +191,16 @@ class AlertingConfig:
 
 
 def _web_address(url: str) -> bool:
+    """An http(s) URL with a host, a port a socket takes, and no space or control character (the
+    HTTP client refuses them at every send)."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return False
     try:
         parts = urlsplit(url)
+        port = parts.port  # ValueError past 65535 or not a number
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
 
 
 def _duration(text: str | None, inherited: float, where: str) -> float:

@@ -21,25 +21,26 @@ from ringfence.alerts.notify.base import retry_after_s
 from ringfence.cli.common import ConfigOption, DataDirOption, fail, settings_from
 from ringfence.errors import FieldError, RingfenceError
 from ringfence.events.decode import Rejection
+from ringfence.private_files import input_lines
 from ringfence.runtimes.embedded.platform import Platform
 from ringfence.runtimes.ingest import IngestResult
 
 BATCH_LINES = 1_000
 SHOWN_REJECTIONS = 20
+MAX_LINE_BYTES = 1024 * 1024  # far past any event: a file of one endless line is refused, not held
 
 
 def _batches(path: Path) -> Iterator[tuple[bytes, int]]:
     """Chunks of up to BATCH_LINES lines, with their size in bytes."""
     lines: list[bytes] = []
     size = 0
-    with path.open("rb") as f:
-        for line in f:
-            if line.strip():
-                lines.append(line)
-                size += len(line)
-            if len(lines) >= BATCH_LINES:
-                yield b"".join(lines), size
-                lines, size = [], 0
+    for line in input_lines(path, MAX_LINE_BYTES):
+        if line.strip():
+            lines.append(line)
+            size += len(line)
+        if len(lines) >= BATCH_LINES:
+            yield b"".join(lines), size
+            lines, size = [], 0
     if lines:
         yield b"".join(lines), size
 

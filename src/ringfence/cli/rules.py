@@ -17,9 +17,12 @@ from ringfence.engine.pack import RulePack, load_pack_file
 from ringfence.errors import ConfigError, EventError, RulePackError
 from ringfence.events.decode import validate_event
 from ringfence.events.fx import shipped_table
+from ringfence.private_files import input_lines
 
 app = typer.Typer(help="Check and test rule packs.", no_args_is_help=True)
 PackFile = Annotated[Path, typer.Argument(help="Rule pack YAML", exists=True, dir_okay=False)]
+
+MAX_LINE_BYTES = 1024 * 1024  # far past any event: a file of one endless line is refused, not held
 
 
 def _load(file: Path) -> RulePack:
@@ -64,18 +67,17 @@ def test(
         raise typer.Exit(2) from None
     hits: list[dict[str, Any]] = []
     invalid = 0
-    with events.open("rb") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                event = validate_event(line, now, pack.custom_types, fx=fx)
-            except EventError as exc:
-                invalid += 1
-                typer.echo(f"line {line_no}: invalid event: {exc}", err=True)
-                continue
-            signals = engine.process(event, line_no, 0, now)
-            hits += [{"line": line_no, **_hit(s)} for s in signals]
+    for line_no, line in enumerate(input_lines(events, MAX_LINE_BYTES), 1):
+        if not line.strip():
+            continue
+        try:
+            event = validate_event(line, now, pack.custom_types, fx=fx)
+        except EventError as exc:
+            invalid += 1
+            typer.echo(f"line {line_no}: invalid event: {exc}", err=True)
+            continue
+        signals = engine.process(event, line_no, 0, now)
+        hits += [{"line": line_no, **_hit(s)} for s in signals]
     hits += [{"line": None, **_hit(s)} for s in engine.advance(float("inf") if flush else None)]
     if as_json:
         for hit in hits:

@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 from ringfence.config import Settings
 from ringfence.errors import ConfigError
+from ringfence.private_files import regular_input
 
 log = logging.getLogger("ringfence.http")
 
@@ -368,6 +369,9 @@ def uvicorn_config(app: Any, settings: Settings) -> Any:
     import uvicorn
 
     proxies = settings.forwarded_allow_ips.strip()
+    for pem in (settings.tls_cert, settings.tls_key):  # a FIFO there would hang the start, the data dir locked
+        if pem is not None:
+            regular_input(pem).close()
     return uvicorn.Config(
         app,
         host=settings.host,

@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from ringfence.errors import StoreError
-from ringfence.private_files import give_to_dir_owner, private_file
+from ringfence.private_files import checked_own_file, give_to_dir_owner, private_file
 from ringfence.store.connection import Connection
 
 log = logging.getLogger("ringfence.audit")
@@ -100,8 +100,8 @@ class Anchor:
 
     def record(self, head: Head, at: float) -> None:
         line = msgspec.json.encode({"seq": head.seq, "hash": head.hash, "key_id": head.key_id, "at": at})
-        private_file(self.path)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        private_file(self.path)  # no link, FIFO or another user's file in its place
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
         try:
             os.write(fd, line + b"\n")  # one write: lines of two processes never interleave
             os.fsync(fd)
@@ -110,9 +110,12 @@ class Anchor:
         log_head(head)
 
     def heads(self) -> list[Head]:
-        """Every head recorded, in file order (a line torn by a crash is skipped)."""
+        """Every head recorded, in file order (a line torn by a crash is skipped). The file must be
+        Ringfence's own: a link (to another anchor), a FIFO or another user's file is refused."""
         try:
-            lines = self.path.read_bytes().splitlines()
+            checked_own_file(self.path)
+            with open(self.path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW)) as anchor:
+                lines = anchor.read().splitlines()
         except FileNotFoundError:
             return []
         found = []

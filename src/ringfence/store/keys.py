@@ -240,6 +240,8 @@ class ApiKeys:
         Only a hash of the session id is stored. Raises AuthError for a bad key.
         """
         key = self.authenticate(token, now)
+        if key.signing_key:  # a producer's: it signs events, it opens no session (nor any other route)
+            raise ForbiddenError("signed")
         session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         with self._store.transaction() as conn:
             conn.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from ringfence.errors import StoreError
-from ringfence.private_files import private_dir, private_file
+from ringfence.private_files import private_file, private_subdir
 
 if TYPE_CHECKING:
     import rocksdict
@@ -152,6 +152,7 @@ def open_index(path: Path) -> SegmentIndex:
     once done. Raises :class:`IndexHeld` if another process has it open, :class:`IndexDamaged`
     if RocksDB finds it damaged. One no journal refers to any more (dropped without
     :func:`release`) closes as it is collected."""
+    private_subdir(path)  # before resolving it: a link in its place is refused, not followed
     path = path.resolve()
     with _opening:
         index = _opened.get(path)
@@ -211,7 +212,7 @@ def _open_db(path: Path) -> rocksdict.Rdict:
     # umask private, as the data dir's files are (ringfence.private_files); those made under
     # another umask before are put right
     os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)
-    private_dir(path)
+    private_subdir(path)
     for found in path.iterdir():
         private_file(found)
     try:
