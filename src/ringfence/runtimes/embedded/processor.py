@@ -154,6 +154,9 @@ class Processor:
         self._read_to = self.offset
         applied = self.store.restore_state(self.engine)
         self.engine.max_event_time = marks
+        # the gauge holds what was restored at once, not only after the next batch's commit (which a
+        # reader who saw the processed offset reach the head could come before)
+        self.metrics.engine_state_keys.set(self.engine.state_size())
         self.recovered.set()
         self.started.set()
         log.info(
