@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,23 @@ from ringfence.runtimes.embedded.platform import lock_data_dir
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+def owner_said(
+    real: Callable[..., os.stat_result], uid: int, only: Path | None = None
+) -> Callable[..., os.stat_result]:
+    """``real`` (``Path.stat`` or ``Path.lstat``) answering ``uid`` as the owner of ``only``
+    (None: of every path): files of other users, without being root."""
+
+    def answer(path: Path, **kwargs: bool) -> os.stat_result:
+        info = real(path, **kwargs)
+        if only is not None and path != only:
+            return info
+        fields = list(info)
+        fields[stat.ST_UID] = uid
+        return os.stat_result(fields)
+
+    return answer
 
 
 def test_a_new_dir_and_file_are_private_under_a_permissive_umask(tmp_path: Path) -> None:
@@ -92,17 +110,7 @@ def test_a_link_planted_in_the_data_dir_is_refused_and_what_it_points_at_is_unto
 
 def test_a_file_of_another_user_than_the_dirs_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     planted = private_file(tmp_path / "store.sqlite3")
-    real_lstat = Path.lstat
-
-    def owned_by_someone_else(path: Path) -> os.stat_result:
-        info = real_lstat(path)
-        if path != planted:
-            return info
-        fields = list(info)
-        fields[stat.ST_UID] = info.st_uid + 4242
-        return os.stat_result(fields)
-
-    monkeypatch.setattr(Path, "lstat", owned_by_someone_else)
+    monkeypatch.setattr(Path, "lstat", owner_said(Path.lstat, os.geteuid() + 4242, planted))
     with pytest.raises(UnsafeFile, match=f"belongs to user {os.geteuid() + 4242}, neither to the user running"):
         private_sqlite(planted)
 
@@ -126,17 +134,7 @@ def test_the_services_own_files_in_a_dir_another_user_owns_are_its_own(
     """A volume owned by root and shared with the service's group (Kubernetes' fsGroup): the
     files the service makes there are its own, not the dir owner's, and are accepted."""
     store = private_file(tmp_path / "store.sqlite3")
-    real_stat = Path.stat
-
-    def dir_of_another(path: Path, **kwargs: bool) -> os.stat_result:
-        info = real_stat(path, **kwargs)
-        if path != tmp_path:
-            return info
-        fields = list(info)
-        fields[stat.ST_UID] = info.st_uid + 4242
-        return os.stat_result(fields)
-
-    monkeypatch.setattr(Path, "stat", dir_of_another)
+    monkeypatch.setattr(Path, "stat", owner_said(Path.stat, os.geteuid() + 4242, tmp_path))
     private_sqlite(store)  # not refused
 
 
@@ -150,32 +148,16 @@ def test_what_root_makes_in_a_service_users_data_dir_is_given_to_that_user(
     data_dir = tmp_path / "data"
     data_dir.mkdir(mode=0o700)
     service = data_dir.stat().st_uid + 1001  # as if a service user owned it
-    real_stat = Path.stat
-
-    def owned_by_the_service(path: Path, **kwargs: bool) -> os.stat_result:
-        info = real_stat(path, **kwargs)
-        if path != data_dir:
-            return info
-        fields = list(info)
-        fields[stat.ST_UID] = service
-        return os.stat_result(fields)
-
     given: list[tuple[str, int]] = []
-    monkeypatch.setattr(Path, "stat", owned_by_the_service)
+    monkeypatch.setattr(Path, "stat", owner_said(Path.stat, service, data_dir))
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(os, "fchown", lambda fd, uid, gid: given.append(("file", uid)))
     monkeypatch.setattr(os, "chown", lambda path, uid, gid: given.append((Path(path).name, uid)))
-    monkeypatch.setattr("ringfence.private_files.Path.lstat", lambda path: _as_owned(path, service))
+    monkeypatch.setattr(Path, "lstat", owner_said(Path.lstat, service))  # every file made there, too
     private_file(data_dir / "store.sqlite3")
     load_or_create_key(data_dir / "audit.key")
     private_dir(data_dir / "dedup-index")
     assert given == [("file", service), ("file", service), ("dedup-index", service)]
-
-
-def _as_owned(path: Path, uid: int) -> os.stat_result:
-    fields = list(os.lstat(path))
-    fields[stat.ST_UID] = uid
-    return os.stat_result(fields)
 
 
 def test_an_index_dir_that_is_a_link_or_another_users_is_refused(tmp_path: Path) -> None:

@@ -25,12 +25,17 @@ def sign(private: ed25519.Ed25519PrivateKey, body: bytes, timestamp: int) -> dic
     }
 
 
-def test_signed_requests(tmp_path: Path) -> None:
-    private = ed25519.Ed25519PrivateKey.generate()
-    pem = tmp_path / "producer.pub"
-    pem.write_bytes(
+def public_key_file(private: ed25519.Ed25519PrivateKey, path: Path) -> Path:
+    """``private``'s public key, as a producer hands it over (PEM), at ``path``."""
+    path.write_bytes(
         private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
+    return path
+
+
+def test_signed_requests(tmp_path: Path) -> None:
+    private = ed25519.Ed25519PrivateKey.generate()
+    pem = public_key_file(private, tmp_path / "producer.pub")
     data_dir = tmp_path / "d"
     out = ringfence_cli(
         "keys", "create", "--name", "signed", "--scope", "events:write", "--signing-key", str(pem), data_dir=data_dir
@@ -81,10 +86,7 @@ def test_a_signing_key_is_a_producers_and_its_bearer_alone_opens_no_other_route(
     """Only ingest checks signatures: a signing key with other scopes would read and change
     alerts with its bearer token alone."""
     private = ed25519.Ed25519PrivateKey.generate()
-    pem = tmp_path / "producer.pub"
-    pem.write_bytes(
-        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    pem = public_key_file(private, tmp_path / "producer.pub")
     data_dir = tmp_path / "d"
     refused = ringfence_cli(
         "keys",
