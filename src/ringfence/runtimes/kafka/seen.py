@@ -8,14 +8,23 @@ newest arrival is ``window`` behind the newest the task took (``kafka_dedup_wind
 Arrival, not event time, as the embedded journal's and the aws runtime's windows: a producer
 retries by the clock, so an event sent again is found however long before its key's newest it
 happened (a backfill's, a late one's).
+
+A task keeps at most :data:`MAX_IDS` ids: a flood of new ids, or a window set to days, would
+otherwise grow a worker's memory (and its restore) without bound. Past it, the batches of the
+oldest arrivals are forgotten early, and a retry of those events would be counted again.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import msgspec
+
+log = logging.getLogger(__name__)
+
+MAX_IDS = 1_000_000  # a task's ids: 160-250 bytes each in memory, as long as an id is
 
 _entries = msgspec.msgpack.Decoder(list[tuple[str, float]])
 _encode = msgspec.msgpack.Encoder().encode
@@ -32,6 +41,7 @@ class SeenIds:
     batches: dict[str, tuple[float, list[str]]] = field(default_factory=dict)  # record: newest arrival, its ids
     new: list[tuple[str, float]] = field(default_factory=list)  # not in the changelog yet
     dropped: list[str] = field(default_factory=list)  # records to tombstone
+    max_ids: int = MAX_IDS
 
     def add(self, key: str, at: float) -> bool:
         """Note the event ``key`` that arrived ``at``; False if it was seen already (a retry)."""
@@ -43,13 +53,27 @@ class SeenIds:
 
     def expire(self, arrived: float, window: float) -> None:
         """Forget the batches whose newest arrival is ``window`` before ``arrived`` (the newest
-        record's the task took)."""
-        for name, (newest, keys) in list(self.batches.items()):
+        record's the task took), and the oldest beyond :attr:`max_ids` ids."""
+        for name, (newest, _) in list(self.batches.items()):
             if newest < arrived - window:
-                for key in keys:
-                    self.ids.pop(key, None)
-                del self.batches[name]
-                self.dropped.append(name)
+                self._forget(name)
+        if len(self.ids) <= self.max_ids:
+            return
+        early = len(self.ids)
+        for name, _ in sorted(self.batches.items(), key=lambda item: item[1][0]):
+            if len(self.ids) <= self.max_ids:
+                break
+            self._forget(name)
+        log.warning(
+            "%d event ids forgotten before the duplicate window ended: a task keeps %d at most",
+            early - len(self.ids),
+            self.max_ids,
+        )
+
+    def _forget(self, name: str) -> None:
+        for key in self.batches.pop(name)[1]:
+            self.ids.pop(key, None)
+        self.dropped.append(name)
 
     def changelog(self, name: str) -> list[tuple[str, bytes | None]]:
         """The changelog records since the last call: the ids added (as record ``name``) and
