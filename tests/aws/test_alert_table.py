@@ -138,6 +138,32 @@ def test_hits_applied_again_after_a_crash_owe_their_alert_its_announcement_whate
     assert table.apply([("0001", signal(2))], "shard-b", NOW + 4) is None
 
 
+def test_hits_applied_with_the_shards_next_ones_still_owe_their_alert_its_announcement(table: AlertTable) -> None:
+    """A shard applied hits that created an alert and died before announcing it; before its
+    retry, a person resolved the alert. The retry's outbox comes with the shard's next hits,
+    which open the next occurrence: both alerts are owed their announcement."""
+    first = table.apply([("0001", signal(1))], "shard-a", NOW)
+    assert first is not None  # ... and the shard dies before SNS takes it, again and again
+    table.transition(first.alert_id, Action.RESOLVE, "analyst-1", "seen to", NOW + 1)
+
+    both = table.apply([("0001", signal(1)), ("0002", signal(2))], "shard-a", NOW + 2)
+    assert both is not None
+    assert (both.created, both.owes_announcement, both.last) == (True, True, "0002")
+    assert both.alert_id != first.alert_id
+    assert both.earlier is not None
+    assert (both.earlier.alert_id, both.earlier.owes_announcement, both.earlier.last) == (first.alert_id, True, "0001")
+    assert table.get_alert(first.alert_id).count == 1  # applied once
+    assert table.get_alert(both.alert_id).count == 1
+
+    table.mark_announced(first.alert_id, "0001")
+    table.mark_announced(both.alert_id, "0002")
+    assert table.apply([("0001", signal(1)), ("0002", signal(2))], "shard-a", NOW + 3) is None
+    later = table.apply([("0003", signal(3))], "shard-a", NOW + 4)
+    assert later is not None
+    assert later.earlier is None  # the earlier hits' alert is this one, announced
+    assert later.alert_id == both.alert_id
+
+
 # -- transitions -------------------------------------------------------------------------------------
 
 

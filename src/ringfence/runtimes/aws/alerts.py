@@ -102,6 +102,10 @@ class Applied:
     alert_id: str
     created: bool
     owes_announcement: bool
+    last: str  # the ordinal of the hit whose announcement is owed: the alert's last
+    # the alert this source's hits applied before went to, when it is another and still owed its
+    # announcement (a crash before it, then a person resolved it and these hits opened the next)
+    earlier: Applied | None = None
 
 
 def _went_to(source: str) -> str:
@@ -163,9 +167,11 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
             mark = ptr.get("marks", {}).get("M", {}).get(source, {}).get("S", "") if ptr else ""
             alert = self.get(f"a|{latest}", "alert") if latest else None
             todo = [(ordinal, signal) for ordinal, signal in hits if ordinal > mark]
-            if not todo:  # applied before: the alert they went to, not a later occurrence, may be owed
-                went_to = ptr.get(_went_to(source), {}).get("S", latest) if ptr else None
-                return self._still_owed(went_to, alert if went_to == latest else None, hits)
+            # hits applied before: the alert they went to, not a later occurrence, may be owed
+            went_to = ptr.get(_went_to(source), {}).get("S", latest) if ptr else None
+            done = hits[: len(hits) - len(todo)]
+            if not todo:
+                return self._still_owed(went_to, alert if went_to == latest else None, done)
             ptr_update = self._pointer_update(ptr_pk, version, source, todo[-1][0])
             if latest is not None and alert is not None and alert["status"]["S"] in ACTIVE:
                 ptr_update["Update"]["ExpressionAttributeValues"][":aid"] = s(latest)
@@ -198,7 +204,8 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
                 ]
                 created = True
             if self.transact(items):
-                return Applied(aid, created, True)
+                earlier = self._still_owed(went_to, None, done) if done and went_to != aid else None
+                return Applied(aid, created, True, todo[-1][0], earlier)
             # a racing writer or a status change: read again
         raise AlertContention(f"could not apply {len(hits)} hit(s) of {rule_id} after {APPLY_ATTEMPTS} attempts")
 
@@ -245,7 +252,7 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
         alert = alert if alert is not None else self.get(f"a|{aid}", "alert")
         owed = alert is not None and alert.get("by", {}).get("S") == hits[-1][0] and "announced" not in alert
         created = alert is not None and int(alert["count"]["N"]) <= len(hits)  # these hits made it
-        return Applied(aid, created, True) if owed else None
+        return Applied(aid, created, True, hits[-1][0]) if owed else None
 
     def _pointer_update(self, pk: str, version: int, source: str, ordinal: str) -> dict[str, Any]:
         """The pointer's update for ``source``'s hits up to ``ordinal``; the caller sets ``:aid``,

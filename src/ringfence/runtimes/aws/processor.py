@@ -468,16 +468,18 @@ class ShardProcessor:
                 outcome.alerts_waiting += 1
                 kept |= held_by[alert]
                 continue
-            if applied is None:
-                continue
-            if applied.created:
-                outcome.alerts_created += 1
-            if applied.owes_announcement:
-                last = hits[-1][1]
-                self.announce(
-                    announcement(AlertChange.FIRING, applied.alert_id, last.rule_id, last.severity, last.audience)
-                )
-                self.alerts.mark_announced(applied.alert_id, hits[-1][0])
+            signals = dict(hits)
+            for each in (applied.earlier, applied) if applied is not None else ():
+                if each is None:
+                    continue
+                if each.created:
+                    outcome.alerts_created += 1
+                if each.owes_announcement:
+                    last = signals[each.last]
+                    self.announce(
+                        announcement(AlertChange.FIRING, each.alert_id, last.rule_id, last.severity, last.audience)
+                    )
+                    self.alerts.mark_announced(each.alert_id, each.last)
         for outbox in outboxes:
             if outbox.key not in kept:
                 self.state.drop_outbox(source, outbox.key)
