@@ -105,6 +105,39 @@ def test_a_batch_failing_part_way_and_retried_neither_loses_nor_double_counts(
     assert announced == set(clean.alerts())
 
 
+def test_sns_refusing_announcements_stops_no_shard_and_the_tick_sends_them_once_it_is_back(
+    deploy: DeploymentFactory, events: list[dict[str, Any]]
+) -> None:
+    """An outage of SNS fails no invocation: Lambda would retry the batches, their events all
+    committed, until it gave up on them. The alerts are made, their announcements owed."""
+    d = deploy(shards=1, batch_size=50)
+    rt = d.runtime
+    real_announce, down = rt.processor.announce, [True]
+
+    def announce(message: dict[str, Any]) -> None:
+        if down[0]:
+            raise Crash("SNS is unavailable")
+        real_announce(message)
+
+    rt.processor.announce = announce
+    outcomes = d.outcomes()
+    d.send(events[:300])
+    d.stream.drain()
+    assert d.failures == []
+    assert d.stream.invocations == len(outcomes)  # none failed, none retried
+    assert d.committed_all()
+    assert sum(o.alerts_waiting for o in outcomes) > 0
+    assert d.alerts()
+    assert d.queue_messages(d.alerts_queue_url) == []
+
+    down[0] = False
+    rt.processor.tick()
+    announced = [m["alert_id"] for m in d.queue_messages(d.alerts_queue_url) if m["change"] == "firing"]
+    assert sorted(announced) == sorted(d.alerts())  # each once
+    rt.processor.tick()
+    assert d.queue_messages(d.alerts_queue_url) == []  # (those read are hidden) nothing announced again
+
+
 def test_two_invocations_racing_on_the_same_keys_cannot_both_commit(
     deploy: DeploymentFactory, events: list[dict[str, Any]]
 ) -> None:
@@ -185,6 +218,26 @@ def test_a_poison_record_goes_to_the_failure_destination_and_does_not_block_its_
     # a retry of the whole stream does not send the poison again: markers and poison handled
     (shard,) = d.stream.shard_ids()
     assert process_event(rt, d.stream.event_for(shard, d.stream.read(shard))) == {"batchItemFailures": []}
+
+
+@pytest.mark.parametrize("last", ["the same event again", "no event"])
+def test_a_batch_ending_in_records_no_event_runs_is_passed_whole(
+    deploy: DeploymentFactory, events: list[dict[str, Any]], last: str
+) -> None:
+    """The shard's progress reaches a batch's last record whatever it is: a producer's retry
+    in the same batch (ingest let it through: not processed yet) or a record that is no event."""
+    d = deploy(shards=1, batch_size=100)
+    d.send(events[:20])
+    if last == "no event":
+        rt = d.runtime
+        rt.clients.kinesis.put_record(StreamName=rt.names.stream, Data=b"{", PartitionKey="cus_0000001")
+    else:
+        d.send(events[19:20])
+    outcomes = d.outcomes()
+    d.stream.drain()
+    assert len(outcomes) == 1  # one batch of 21 records
+    assert outcomes[0].processed == 20
+    assert d.committed_all()
 
 
 def test_the_tick_finishes_an_outbox_no_retry_will_come_back_for(

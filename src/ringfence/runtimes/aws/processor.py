@@ -103,6 +103,9 @@ class PoisonSink(Protocol):
 class _Item:
     record: StreamRecord
     event: Event
+    # the batch's last record up to the next event to run: those after it that are no event, or
+    # the same event again, are passed with it (a batch's last record too, whatever it is)
+    through: str = ""
     writes: set[StateKey] = field(default_factory=set)
     reads: set[StateKey] = field(default_factory=set)
 
@@ -178,7 +181,7 @@ class _Chunk:
 
     def fold(self, items: Sequence[_Item], batch: Batch[_Item]) -> None:
         self._prepared = None
-        self._span = (items[0].record.sequence, items[-1].record.sequence) if items else None
+        self._span = (items[0].record.sequence, items[-1].through) if items else None
         self._duplicates = 0
         reads: set[StateKey] = set(self.timers)
         for item in items:
@@ -335,12 +338,15 @@ class ShardProcessor:
             except (msgspec.DecodeError, ValueError) as exc:
                 self.poison.send(shard, record, f"not a valid event: {reason_of(exc)}")
                 outcome.poison += 1
+                if items:
+                    items[-1].through = record.sequence
                 continue
             if event_key(event) in seen:  # the same event twice in one batch (a producer's retry)
                 outcome.skipped += 1
+                items[-1].through = record.sequence
                 continue
             seen.add(event_key(event))
-            items.append(_Item(record, event))
+            items.append(_Item(record, event, through=record.sequence))
         progress = self.state.progress(shard)  # the records up to it are committed: a retried batch
         pending = [i for i in items if progress is None or sequence_key(i.record.sequence) > progress]
         if progress is None and pending:  # a new shard, or the first batch after the upgrade to progress items
@@ -440,7 +446,8 @@ class ShardProcessor:
         outboxes, and the next invocation of ``source`` or the tick applies them with its own:
         an alert's hits of one source are applied in order, as its dedup pointer's place for
         the source requires. The events go on being processed meanwhile. So do the hits of the
-        alerts not tried before ``deadline`` (:func:`time.monotonic`), if one is given."""
+        alerts not tried before ``deadline`` (:func:`time.monotonic`), if one is given, and of
+        those SNS did not take the announcement of (owed still: sent when they are applied again)."""
         now = self.clock()
         by_alert: dict[tuple[str, str], list[tuple[str, AlertSignal]]] = {}
         held_by: dict[tuple[str, str], set[str]] = {}
@@ -474,12 +481,18 @@ class ShardProcessor:
                     continue
                 if each.created:
                     outcome.alerts_created += 1
-                if each.owes_announcement:
-                    last = signals[each.last]
+                if not each.owes_announcement:
+                    continue
+                last = signals[each.last]
+                try:
                     self.announce(
                         announcement(AlertChange.FIRING, each.alert_id, last.rule_id, last.severity, last.audience)
                     )
                     self.alerts.mark_announced(each.alert_id, each.last)
+                except Exception:  # SNS down: the events go on; the announcement stays owed
+                    log.exception("%s: alert %s not announced; its hits wait in their outbox", source, each.alert_id)
+                    outcome.alerts_waiting += 1
+                    kept |= held_by[alert]
         for outbox in outboxes:
             if outbox.key not in kept:
                 self.state.drop_outbox(source, outbox.key)
