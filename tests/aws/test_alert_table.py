@@ -150,18 +150,23 @@ def test_hits_applied_with_the_shards_next_ones_still_owe_their_alert_its_announ
     assert both is not None
     assert (both.created, both.owes_announcement, both.last) == (True, True, "0002")
     assert both.alert_id != first.alert_id
-    assert both.earlier is not None
-    assert (both.earlier.alert_id, both.earlier.owes_announcement, both.earlier.last) == (first.alert_id, True, "0001")
+    assert [(e.alert_id, e.owes_announcement, e.last) for e in both.earlier] == [(first.alert_id, True, "0001")]
     assert table.get_alert(first.alert_id).count == 1  # applied once
     assert table.get_alert(both.alert_id).count == 1
+    # ... and the shard dies before announcing either: the pointer still knows the first is owed
+    again = table.apply([("0001", signal(1)), ("0002", signal(2))], "shard-a", NOW + 3)
+    assert again is not None
+    assert (again.alert_id, again.owes_announcement, again.last) == (both.alert_id, True, "0002")
+    assert [(e.alert_id, e.last) for e in again.earlier] == [(first.alert_id, "0001")]
 
     table.mark_announced(first.alert_id, "0001")
     table.mark_announced(both.alert_id, "0002")
-    assert table.apply([("0001", signal(1)), ("0002", signal(2))], "shard-a", NOW + 3) is None
-    later = table.apply([("0003", signal(3))], "shard-a", NOW + 4)
+    assert table.apply([("0001", signal(1)), ("0002", signal(2))], "shard-a", NOW + 4) is None
+    later = table.apply([("0003", signal(3))], "shard-a", NOW + 5)
     assert later is not None
-    assert later.earlier is None  # the earlier hits' alert is this one, announced
+    assert later.earlier == ()  # the earlier hits' alert is this one, and the first was announced
     assert later.alert_id == both.alert_id
+    assert table.apply([("0003", signal(3))], "shard-a", NOW + 6) is not None  # owed until announced
 
 
 # -- transitions -------------------------------------------------------------------------------------

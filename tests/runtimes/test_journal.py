@@ -337,6 +337,20 @@ def test_a_listed_segment_whose_file_is_missing_is_an_error_not_an_empty_segment
         SqliteLog(tmp_path / "j.db", partitions=2).read(0, 10)
 
 
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_segment_deleted_or_replaced_under_an_appender_takes_no_append(tmp_path: Path, how: str) -> None:
+    """Its open connection would write on into the unlinked file: acknowledged, then lost."""
+    log = SqliteLog(tmp_path / "j.db", partitions=2, segment_s=100.0)
+    log.append([ev(event_id="a")], ingested_at=1000.0)
+    segment = tmp_path / "j-000000000001.db"
+    for suffix in ("", "-wal", "-shm"):
+        segment.with_name(segment.name + suffix).unlink(missing_ok=True)
+    if how == "replaced":
+        sqlite3.connect(segment).close()
+    with pytest.raises(StoreError, match=r"j-000000000001\.db was deleted or replaced under the server"):
+        log.append([ev(event_id="b")], ingested_at=1001.0)
+
+
 def test_a_reader_with_the_file_open_when_it_is_freed_reads_no_error(tmp_path: Path) -> None:
     log = SqliteLog(tmp_path / "j.db", partitions=2, segment_s=100.0)
     log.append([ev(event_id=f"a-{n}") for n in range(200)], ingested_at=1000.0)

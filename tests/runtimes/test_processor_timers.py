@@ -57,6 +57,23 @@ def test_a_quiet_source_is_reported_once_the_wall_clock_passes_its_deadline(tmp_
     assert store.count_alerts() == 1  # fired once
 
 
+def test_a_restart_does_not_postpone_a_silence_by_its_downtime(tmp_path: Path) -> None:
+    """Event time runs on from the newest record's arrival, which a restart reads back."""
+    clock = FixedClock(T0)
+    p, log, store = processor(tmp_path, clock)
+    log.append([ev("api.request", at=T0, customer_id=None, source="gw")], ingested_at=T0)
+    assert p.run_once() == 1
+    clock.advance(30)
+    p.run_once()  # ... killed here, and started again 120 s later
+    clock.advance(120)
+    again = Processor(log, store, Engine(PACK), Metrics(), clock)
+    again.recover()
+    again.run_once()
+    clock.advance(160)  # 310 s since the event arrived, 160 s since the start
+    again.run_once()
+    assert [a.title for a in store.list_alerts(AlertQuery())[0]] == ["gw silent"]
+
+
 def test_old_events_replayed_now_are_not_closed_by_todays_clock(tmp_path: Path) -> None:
     clock = FixedClock(T0 + 30 * 86400)  # the events are a month old
     p, log, store = processor(tmp_path, clock)

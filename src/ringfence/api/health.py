@@ -11,6 +11,7 @@ from starlette.responses import Response
 from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.errors import json_response
 from ringfence.api.platform import served
+from ringfence.errors import StoreError
 
 OPENAPI = resources.files("ringfence.api").joinpath("openapi.json").read_bytes()
 
@@ -23,13 +24,16 @@ async def readyz(request: Request) -> Response:
     authorize(request, None)
     platform = platform_of(request)
     log = served(platform.log, platform, "readiness")
-    body = {
-        "ready": platform.ready,
-        "log_head": log.head(),
-        "processed_offset": platform.processed_offset(),
-        "lag_events": platform.lag(),
-        "rule_pack_version": platform.pack.version,
-    }
+    try:
+        body = {
+            "ready": platform.ready,
+            "log_head": log.head(),
+            "processed_offset": platform.processed_offset(),
+            "lag_events": platform.lag(),
+            "rule_pack_version": platform.pack.version,
+        }
+    except StoreError as exc:  # the log or the store failed: not ready, whatever else holds
+        return json_response({"ready": False, "rule_pack_version": platform.pack.version, "reason": str(exc)}, 503)
     return json_response(body, 200 if platform.ready else 503)
 
 

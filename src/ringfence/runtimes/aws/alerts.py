@@ -15,6 +15,7 @@ and one batch of a shard runs at a time (``ParallelizationFactor`` 1).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import random
@@ -103,15 +104,25 @@ class Applied:
     created: bool
     owes_announcement: bool
     last: str  # the ordinal of the hit whose announcement is owed: the alert's last
-    # the alert this source's hits applied before went to, when it is another and still owed its
-    # announcement (a crash before it, then a person resolved it and these hits opened the next)
-    earlier: Applied | None = None
+    # earlier alerts of this source's hits still owed their announcement (a crash or SNS before
+    # it, then a person resolved it and later hits opened the next occurrence)
+    earlier: tuple[Applied, ...] = ()
 
 
 def _went_to(source: str) -> str:
     """The pointer's attribute naming the alert ``source``'s last applied hits went to (a top-level
     attribute: pointers written before it have no map to set a path in)."""
     return f"to|{source}"
+
+
+def _owed(source: str) -> str:
+    """The pointer's attribute naming, with the ordinal of their last hit, the earlier alerts of
+    ``source``'s hits that were still owed their announcement when its hits went to another."""
+    return f"owed|{source}"
+
+
+def _owed_of(ptr: dict[str, Any] | None, source: str) -> dict[str, str]:
+    return {aid: v["S"] for aid, v in ptr.get(_owed(source), {}).get("M", {}).items()} if ptr else {}
 
 
 def _key(aid: str) -> dict[str, Any]:
@@ -170,10 +181,26 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
             # hits applied before: the alert they went to, not a later occurrence, may be owed
             went_to = ptr.get(_went_to(source), {}).get("S", latest) if ptr else None
             done = hits[: len(hits) - len(todo)]
+            owed = _owed_of(ptr, source)
             if not todo:
-                return self._still_owed(went_to, alert if went_to == latest else None, done)
+                if done and went_to is not None:
+                    owed[went_to] = done[-1][0]
+                still = self._still_owed(owed, len(done), {latest: alert} if latest and alert else {})
+                return dataclasses.replace(still[-1], earlier=tuple(still[:-1])) if still else None
+            active = latest is not None and alert is not None and alert["status"]["S"] in ACTIVE
+            target = latest if active and latest else alert_id(rule_id, dedup_key, occurrence + 1)
+            if done and went_to is not None:
+                owed[went_to] = done[-1][0]
+            owed.pop(target, None)  # the new hits' announcement is owed instead, and covers theirs
+            earlier = tuple(self._still_owed(owed, len(done), {latest: alert} if latest and alert else {}))
             ptr_update = self._pointer_update(ptr_pk, version, source, todo[-1][0])
-            if latest is not None and alert is not None and alert["status"]["S"] in ACTIVE:
+            if earlier or _owed(source) in (ptr or {}):  # kept until announced: a crash may come first
+                ptr_update["Update"]["UpdateExpression"] += ", #owed = :owed"
+                ptr_update["Update"]["ExpressionAttributeNames"]["#owed"] = _owed(source)
+                ptr_update["Update"]["ExpressionAttributeValues"][":owed"] = {
+                    "M": {each.alert_id: s(each.last) for each in earlier}
+                }
+            if active and latest is not None and alert is not None:
                 ptr_update["Update"]["ExpressionAttributeValues"][":aid"] = s(latest)
                 items = [self._more_hits(latest, alert, todo, now), ptr_update]
                 created, aid = False, latest
@@ -204,7 +231,6 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
                 ]
                 created = True
             if self.transact(items):
-                earlier = self._still_owed(went_to, None, done) if done and went_to != aid else None
                 return Applied(aid, created, True, todo[-1][0], earlier)
             # a racing writer or a status change: read again
         raise AlertContention(f"could not apply {len(hits)} hit(s) of {rule_id} after {APPLY_ATTEMPTS} attempts")
@@ -242,17 +268,18 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
             }
         }
 
-    def _still_owed(
-        self, aid: str | None, alert: dict[str, Any] | None, hits: Sequence[tuple[str, AlertSignal]]
-    ) -> Applied | None:
-        """What hits applied before are still owed: the announcement of the alert they went to
-        (``alert``, if read already), if their last is its last hit and it was not announced."""
-        if aid is None:
-            return None
-        alert = alert if alert is not None else self.get(f"a|{aid}", "alert")
-        owed = alert is not None and alert.get("by", {}).get("S") == hits[-1][0] and "announced" not in alert
-        created = alert is not None and int(alert["count"]["N"]) <= len(hits)  # these hits made it
-        return Applied(aid, created, True, hits[-1][0]) if owed else None
+    def _still_owed(self, owed: dict[str, str], applied: int, read: dict[str, dict[str, Any]]) -> list[Applied]:
+        """Of the alerts ``owed`` names (alert: the ordinal of the last hit applied to it), in
+        order, those still owed their announcement: the hit is still the alert's last, and it
+        was not announced (``read``: alert items read already). ``applied``: how many hits were
+        applied before (an alert they may have made is counted created)."""
+        still: list[Applied] = []
+        for aid, ordinal in owed.items():
+            alert = read[aid] if aid in read else self.get(f"a|{aid}", "alert")
+            if alert is not None and alert.get("by", {}).get("S") == ordinal and "announced" not in alert:
+                created = int(alert["count"]["N"]) <= applied  # these hits made it
+                still.append(Applied(aid, created, True, ordinal))
+        return still
 
     def _pointer_update(self, pk: str, version: int, source: str, ordinal: str) -> dict[str, Any]:
         """The pointer's update for ``source``'s hits up to ``ordinal``; the caller sets ``:aid``,

@@ -476,14 +476,12 @@ class ShardProcessor:
                 kept |= held_by[alert]
                 continue
             signals = dict(hits)
-            for each in (applied.earlier, applied) if applied is not None else ():
-                if each is None:
-                    continue
+            for each in (*applied.earlier, applied) if applied is not None else ():
                 if each.created:
                     outcome.alerts_created += 1
                 if not each.owes_announcement:
                     continue
-                last = signals[each.last]
+                last = signals.get(each.last, hits[-1][1])  # of the same rule
                 try:
                     self.announce(
                         announcement(AlertChange.FIRING, each.alert_id, last.rule_id, last.severity, last.audience)

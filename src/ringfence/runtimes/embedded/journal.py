@@ -133,6 +133,7 @@ class SqliteLog:
         self._synchronous = synchronous
         self._cache_mib = cache_mib
         self._local = threading.local()
+        self._files: dict[Path, tuple[int, int]] = {}  # each file connected to: its (device, inode)
         self._freer = _Freer()
         self._segment_name = re.compile(
             rf"{re.escape(path.stem)}-(\d{{12}}){re.escape(path.suffix)}({'|'.join(SQLITE_SIDECARS)})?", re.ASCII
@@ -182,7 +183,20 @@ class SqliteLog:
             )
             conn.execute("PRAGMA busy_timeout=30000")
             return conn
-        return connect(path, self._synchronous, self._cache_mib, create=create)
+        conn = connect(path, self._synchronous, self._cache_mib, create=create)
+        st = os.stat(path)
+        self._files[path] = (st.st_dev, st.st_ino)
+        return conn
+
+    def _still_there(self, path: Path) -> None:
+        """StoreError unless ``path`` is the file this journal connected to: one deleted under
+        the server takes the appends of a connection that holds it open, and they are lost."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != self._files.get(path):
+            raise StoreError(f"journal segment {path.name} was deleted or replaced under the server")
 
     def _conns(self) -> dict[Path, sqlite3.Connection]:
         conns: dict[Path, sqlite3.Connection] | None = getattr(self._local, "conns", None)
@@ -314,6 +328,7 @@ class SqliteLog:
         conn = self._conn(writable)
         if conn is None:
             raise StoreError(f"journal segment {writable.path} is missing")
+        self._still_there(writable.path or self.path)
         keys = [dedup_index.key(source, event_id) for event_id, source, _, _ in events]
         index = self._index(writable)
         seen = self._holding(writable, index, keys)

@@ -154,6 +154,10 @@ class Processor:
         self._read_to = self.offset
         applied = self.store.restore_state(self.engine)
         self.engine.max_event_time = marks
+        # event time runs on from the newest record's arrival, not from this start: a downtime
+        # must not postpone the absence timers it made due
+        newest = self.log.read(self.offset - 1, 1) if self.offset else []
+        self.event_time = EventClock(self.clock.time(), newest[0].ingested_at if newest else self.clock.time())
         # the gauge holds what was restored at once, not only after the next batch's commit (which a
         # reader who saw the processed offset reach the head could come before)
         self.metrics.engine_state_keys.set(self.engine.state_size())

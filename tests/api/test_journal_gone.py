@@ -1,0 +1,49 @@
+"""A journal segment deleted under a running server (by hand, a careless clean-up): ingest
+stops acknowledging at once, since the appends would go into the unlinked file and be lost,
+and readiness says why."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ringfence.bench.servers import EmbeddedServer, create_key, start_server
+from ringfence.testing import event
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    srv = start_server(tmp_path / "data", env={"RINGFENCE_INGEST_PROCESS": "true"})
+    yield srv
+    srv.stop()
+
+
+def post(server: EmbeddedServer, key: str, event_id: str) -> httpx.Response:
+    body = json.dumps([event("card.authorization", at=time.time(), event_id=event_id)])
+    return httpx.post(
+        f"{server.url}/v1/events",
+        content=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+
+
+def test_a_segment_deleted_under_the_server_takes_no_event_and_readiness_says_why(server: EmbeddedServer) -> None:
+    producer = create_key(server.data_dir, "producer", "events:write")
+    reader = create_key(server.data_dir, "reader", "alerts:read")
+    assert post(server, producer, "e-1").status_code == 202
+    for path in server.data_dir.glob("journal-*.sqlite3*"):
+        path.unlink()
+
+    refused = post(server, producer, "e-2")
+    assert refused.status_code == 503
+    assert "was deleted or replaced under the server" in refused.json()["error"]["message"]
+    ready = httpx.get(f"{server.url}/readyz", headers={"Authorization": f"Bearer {reader}"}, timeout=10)
+    assert ready.status_code == 503
+    assert ready.json()["ready"] is False
+    assert "journal segment" in ready.json()["reason"]
