@@ -79,6 +79,15 @@ class Conflict(StoreError):
     """The object is not in a state that allows the change (an invalid transition): 409."""
 
 
+class StaleBatch(StoreError):
+    """A batch's records were applied already by another consumer of their partition: nothing
+    of it is written. ``stored``: the offset committed for it."""
+
+    def __init__(self, name: str, stored: int) -> None:
+        self.stored = stored
+        super().__init__(f"{name} is at offset {stored} already: another consumer applied this batch")
+
+
 class NotSupported(RingfenceError):
     """This runtime does not serve the capability asked for (the API answers 501)."""
 

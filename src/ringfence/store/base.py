@@ -50,3 +50,6 @@ class Checkpoint:
     redriven: list[int] = field(default_factory=list)  # quarantine rows the batch re-ran
     state_rows: int = 0  # how many rows state_changes hold
     snapshot: SnapshotPart | None = None  # a part of the state snapshot being written behind
+    # applied only while the stored offset is at most this (the batch's first): a consumer that
+    # lost its partitions to another (a pause past its session) must not apply what that one did
+    after: int | None = None

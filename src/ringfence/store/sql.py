@@ -37,7 +37,7 @@ from ringfence.alerts.model import (
 from ringfence.alerts.ports import AlertRepository, PipelineStore
 from ringfence.clock import iso
 from ringfence.engine.rules import AlertSignal
-from ringfence.errors import NotFound
+from ringfence.errors import NotFound, StaleBatch
 from ringfence.store import audit as audit_chain
 from ringfence.store import notifications, paging, quarantine
 from ringfence.store.base import Checkpoint, LateEvent
@@ -130,7 +130,11 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
     ) -> list[tuple[str, AlertSignal]]:
         """Apply ``signals`` and ``checkpoint`` atomically; return the alerts created (id, signal)."""
         created: list[tuple[str, AlertSignal]] = []
-        with self.transaction() as conn:
+        with self.transaction() as conn:  # one writer at a time (PostgreSQL: the advisory lock)
+            if checkpoint.after is not None:
+                row = conn.execute("SELECT offset FROM processor_offsets WHERE name = ?", (checkpoint.name,)).fetchone()
+                if row is not None and int(row[0]) > checkpoint.after:
+                    raise StaleBatch(checkpoint.name, int(row[0]))
             hit = _BatchHits(now)
             self._look_up(conn, hit, {(s.rule_id, s.dedup_key) for s in signals if s.mode != "shadow"})
             for signal in signals:

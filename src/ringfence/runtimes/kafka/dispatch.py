@@ -13,6 +13,7 @@ events are kept as long as the events topic keeps what they point at.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ from ringfence.alerts.dispatcher import Dispatcher
 from ringfence.alerts.stages import PASS_WAIT_S
 from ringfence.config import Settings
 from ringfence.engine.rules import AlertSignal
+from ringfence.errors import StaleBatch
 from ringfence.metrics import Metrics
 from ringfence.runtimes.kafka import records
 from ringfence.runtimes.kafka.client_stats import counted
@@ -131,8 +133,15 @@ class DispatchService:
                 if record.late is not None:
                     late.append(record.late)
             following = batch[-1].offset() + 1
-            checkpoint = Checkpoint(checkpoint_name(topic, partition), following, late_events=late)
-            created += len(self.store.commit_batch(signals, checkpoint, self.dispatcher.clock.time()))
+            name = checkpoint_name(topic, partition)
+            checkpoint = Checkpoint(name, following, late_events=late, after=batch[0].offset())
+            try:
+                created += len(self.store.commit_batch(signals, checkpoint, self.dispatcher.clock.time()))
+            except StaleBatch as stale:  # this service lost the partition while it held the batch
+                log.warning("%s; dropped, and read again from there if still assigned", stale)
+                with contextlib.suppress(Exception):  # not assigned any more: the owner reads on
+                    self.consumer.seek(TopicPartition(topic, partition, stale.stored))
+                continue
             # for lag monitoring only: the store's offset is the one that counts
             self.consumer.commit(offsets=[TopicPartition(topic, partition, following)], asynchronous=True)
         return created
