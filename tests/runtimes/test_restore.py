@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sqlite3
 import threading
 import time
@@ -298,3 +299,39 @@ def test_a_journal_deleted_under_its_store_is_not_served(tmp_path: Path) -> None
     with pytest.raises(StoreError, match="processed the journal up to offset 5, but the journal ends at 0"):
         embedded.Platform(settings)
     embedded.Platform(Settings(data_dir=tmp_path / "fresh", ingest_process=False)).stop()  # a new one starts
+
+
+def test_a_store_rolled_back_to_an_older_copy_is_not_served(tmp_path: Path) -> None:
+    """The older copy has processed less of the journal: served, it would run those events again
+    and notify their alerts again under new ids (no person's change came in between, so the
+    audit trail's anchor cannot tell)."""
+    settings = Settings(data_dir=tmp_path, ingest_process=False)
+
+    def run(first: int) -> None:
+        platform = embedded.Platform(settings)
+        try:
+            platform.start()
+            assert platform.ingest is not None
+            body = json.dumps([event("card.authorization", at=T0, event_id=f"e{i}") for i in range(first, first + 5)])
+            assert asyncio.run(platform.ingest.ingest(body.encode(), ndjson=False, sources=None)).accepted == 5
+            for _ in range(200):
+                if platform.processed_offset() == first + 5:
+                    break
+                time.sleep(0.05)
+            assert platform.processed_offset() == first + 5
+        finally:
+            platform.stop()
+
+    run(0)
+    older = tmp_path / "older"
+    older.mkdir()
+    for part in tmp_path.glob("store.sqlite3*"):
+        if "anchor" not in part.name:
+            shutil.copy2(part, older / part.name)
+    run(5)
+    for part in older.iterdir():
+        shutil.copy2(part, tmp_path / part.name)
+    with pytest.raises(StoreError, match=r"processed the journal up to offset 5, but store\.sqlite3-progress-anchor"):
+        embedded.Platform(settings)
+    (tmp_path / "store.sqlite3-progress-anchor").rename(tmp_path / "aside")  # served knowingly
+    embedded.Platform(settings).stop()

@@ -24,7 +24,7 @@ from ringfence.config import Settings, audit_key
 from ringfence.engine.engine import Engine
 from ringfence.engine.native import make_engine
 from ringfence.engine.pack import RulePack
-from ringfence.errors import RequestError, StoreError
+from ringfence.errors import RequestError, RingfenceError, StoreError
 from ringfence.events.fx import FxRate, FxTable
 from ringfence.metrics import Metrics
 from ringfence.private_files import open_private, private_dir
@@ -34,6 +34,7 @@ from ringfence.runtimes.embedded.group_commit import GroupCommitter
 from ringfence.runtimes.embedded.ingest_worker import IngestWorker
 from ringfence.runtimes.embedded.journal import SqliteLog
 from ringfence.runtimes.embedded.processor import Processor
+from ringfence.runtimes.embedded.progress_anchor import ProgressAnchor
 from ringfence.runtimes.ingest import IngestService
 from ringfence.store.fx import followed_rates
 from ringfence.store.keys import ApiKeys
@@ -47,6 +48,7 @@ log = logging.getLogger("ringfence.embedded")
 
 JOURNAL_FILE = "journal.sqlite3"
 STORE_FILE = "store.sqlite3"
+PROGRESS_ANCHOR_FILE = STORE_FILE + "-progress-anchor"
 LOCK_FILE = "processor.lock"
 FEATURE_READS = 5  # tries at reading a customer's features while the processor thread resizes a state
 RESTORE_WAIT_S = 2.0  # start() waits this long for the checkpoint's state before serving without it
@@ -121,6 +123,7 @@ class Platform:
         for name, values in self.packs.lists().items():  # through set_list: the compiled core holds its own copy
             if name in pack.lists:
                 engine.set_list(name, values)
+        progress = ProgressAnchor(settings.data_dir / PROGRESS_ANCHOR_FILE)
         self.processor = Processor(
             self.log,
             self.store,
@@ -128,17 +131,22 @@ class Platform:
             self.metrics,
             self.clock,
             retention_s=settings.log_retention_s,
+            progress=progress,
         )
         processed, head = self.store.load_checkpoint(self.processor.name)[0], self.log.head()
-        if processed > head:  # its new events would take offsets the store marks processed: taken (202), never run
+        try:
+            if processed > head:  # its new events would take offsets the store marks processed: taken (202), never run
+                raise StoreError(
+                    f"the store has processed the journal up to offset {processed}, but the journal ends at "
+                    f"{head}: it was deleted, replaced or rolled back. Put back the journal kept with this store, "
+                    "or start from another data dir"
+                )
+            progress.check(processed)  # not one rolled back: it would notify its alerts again
+        except RingfenceError:  # StoreError, or UnsafeFile (an anchor planted as a link)
             self.log.close()
             self.store.close()
             self._lock.close()
-            raise StoreError(
-                f"the store has processed the journal up to offset {processed}, but the journal ends at "
-                f"{head}: it was deleted, replaced or rolled back. Put back the journal kept with this store, or "
-                "start from another data dir"
-            )
+            raise
         self.stream = AlertStream()
         self.dispatcher = Dispatcher(
             self.store,

@@ -27,6 +27,7 @@ from ringfence.events.model import decode_event
 from ringfence.log.base import EventLog, Record
 from ringfence.metrics import Metrics
 from ringfence.runtimes.embedded.commit_behind import BehindCommitFailed, CommitBehind
+from ringfence.runtimes.embedded.progress_anchor import ProgressAnchor
 from ringfence.runtimes.processing import Batch, Driver, EventClock
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineEntry, QuarantineRepository, is_store_failure
 from ringfence.store.retention import delete_oldest
@@ -63,8 +64,10 @@ class Processor:
         *,
         name: str = "embedded",
         retention_s: float | None = None,
+        progress: ProgressAnchor | None = None,
     ) -> None:
         self.log = log_
+        self.progress = progress  # where the offset committed is recorded outside the store, if anywhere
         self.store = store
         self.engine = engine
         self.metrics = metrics
@@ -239,6 +242,8 @@ class Processor:
         signals = batch.signals
         created = self.store.commit_batch(signals, batch.checkpoint(self.name, offset, snapshot), self.clock.time())
         self.offset = offset
+        if self.progress is not None:
+            self.progress.record(offset)  # committed: the anchor never gets ahead of the store
         committed = self.clock.time()  # the batch's alerts are queryable from now
         if signals:
             self.on_alerts()
@@ -424,6 +429,8 @@ class Processor:
         later run restores the checkpoint before a batch."""
         try:
             self._settle()
+            if self.progress is not None:
+                self.progress.record(self.offset, now=True)
         except BehindCommitFailed as error:
             self.recovered.clear()
             log.warning("%s at stop: its events are processed again at the next start", error)
