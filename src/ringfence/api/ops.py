@@ -50,6 +50,7 @@ class Totals:
         """Reads the registry once and the notification log once (blocking: call off the loop).
         NotSupported where the runtime keeps no metrics."""
         counters = served(platform.metrics, platform, "statistics").counters()
+        shared = platform.shared_totals()
 
         def total(name: str, **labels: str) -> float:
             return sum(v for n, ls, v in counters if n == name and all(ls.get(k) == x for k, x in labels.items()))
@@ -57,13 +58,13 @@ class Totals:
         by_status = platform.notifications.count_by_status()
         return cls(
             at=platform.clock.time(),
-            ingested=total("ringfence_events_ingested"),
-            processed=total("ringfence_events_processed"),
+            ingested=shared.get("ingested", total("ringfence_events_ingested")),
+            processed=shared.get("processed", total("ringfence_events_processed")),
             rejected=total("ringfence_events_rejected"),
             duplicates=total("ringfence_events_duplicate"),
             late=total("ringfence_events_late"),
-            quarantined=total("ringfence_events_quarantined"),
-            alerts=total("ringfence_alerts"),
+            quarantined=shared.get("quarantined", total("ringfence_events_quarantined")),
+            alerts=shared.get("alerts", total("ringfence_alerts")),
             notifications_sent=total("ringfence_notifications", outcome="sent"),
             notification_failures=total("ringfence_notifications", outcome="retry")
             + total("ringfence_notifications", outcome="failed"),

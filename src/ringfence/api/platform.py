@@ -199,6 +199,12 @@ class Platform(Protocol):
         """Events in the log not yet processed."""
         ...
 
+    def shared_totals(self) -> dict[str, float]:
+        """Of ``/v1/stats``' totals (:class:`~ringfence.api.ops.Totals`' names), those a runtime of
+        several processes reads where they all write; the serving process's own counters give
+        the others. Empty where one process does all the work."""
+        ...
+
     def customer_features(self, customer_id: str) -> tuple[float, dict[str, Any]]:
         """The customer's current feature values, and the event time they hold at."""
         ...

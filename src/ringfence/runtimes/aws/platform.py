@@ -229,6 +229,9 @@ class AwsPlatform:
     def lag(self) -> NoReturn:
         not_available("the stream's progress")
 
+    def shared_totals(self) -> NoReturn:
+        not_available("statistics")
+
     def customer_features(self, customer_id: str) -> NoReturn:
         not_available("feature values")
 

@@ -212,6 +212,9 @@ class Platform:
         """Events in the log not yet processed."""
         return max(0, self._head - self.processor.offset)
 
+    def shared_totals(self) -> dict[str, float]:
+        return {}  # one process does it all: its counters are the totals
+
     def customer_features(self, customer_id: str) -> tuple[float, dict[str, Any]]:
         """Read on the caller's thread, at the latest event time the engine has seen."""
         if not (self.accepting and self.processor.recovered.is_set()):

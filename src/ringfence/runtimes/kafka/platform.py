@@ -179,6 +179,11 @@ class KafkaLog:
         """Per partition; ``processed`` is unused: the process group's committed offsets say it."""
         return {p: max(0, high - done) for p, (high, done) in self._offsets().items()}
 
+    def totals(self) -> tuple[int, int]:
+        """Events written to the topic, and those the process group committed, as last read."""
+        offsets = self._offsets().values()
+        return sum(high for high, _ in offsets), sum(done for _, done in offsets)
+
     def get(self, offset: int) -> Record | None:
         """The event at global ``offset`` (see :func:`records.global_offset`), if still kept;
         TimeoutError if the brokers do not say within :data:`RECORD_S` or so."""
@@ -440,6 +445,18 @@ class KafkaPlatform:
 
     def lag(self) -> int:
         return sum(self.log.lag_by_partition().values())
+
+    def shared_totals(self) -> dict[str, float]:
+        """What its services did, where they all write: the events topic's offsets (written by
+        ingest, committed by the workers) and the store (alerts, quarantined events). This
+        process's own counters see only its own work: ``serve api`` processes nothing."""
+        ingested, processed = self.log.totals()
+        return {
+            "ingested": float(ingested),
+            "processed": float(processed),
+            "alerts": float(self.store.count_alerts()),
+            "quarantined": float(sum(self.quarantine.counts().values())),
+        }
 
     def start(self) -> None:
         self._started = True
