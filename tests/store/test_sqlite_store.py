@@ -3,6 +3,7 @@ atomic checkpoints, silences and the notification log with their cursors."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from ringfence.alerts.silences import MAX_CURRENT_SILENCES, SilenceError, TooMan
 from ringfence.clock import iso
 from ringfence.engine.packed import pack_rows
 from ringfence.engine.rules import AlertSignal
-from ringfence.errors import Conflict, NotFound, RequestError
+from ringfence.errors import Conflict, NotFound, RequestError, StoreError
 from ringfence.store import Checkpoint, SqliteStore
 from ringfence.store.base import LateEvent
 from ringfence.store.notifications import SqlNotificationLog
@@ -395,3 +396,17 @@ def test_late_events_ingested_before_a_time_are_forgotten_a_slice_at_a_time(stor
     assert store.forget_late_events(ingested_before=301.0, limit=2) == 2
     assert store.forget_late_events(ingested_before=301.0, limit=10) == 3  # 100, 103, 200, 203, 300 in all
     assert sorted(e.ingested_at for e in store.list_late_events(limit=100)[0]) == [303.0, 400.0, 403.0, 500.0, 503.0]
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_store_file_deleted_or_replaced_under_the_server_takes_no_commit(tmp_path: Path, how: str) -> None:
+    """Its open connections would commit into the unlinked file: the processor would move past
+    events whose alerts are then lost with it."""
+    store = SqliteStore(tmp_path / "store.db")
+    store.commit_batch([signal(1)], Checkpoint("embedded", 1), 1000.0)
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"store.db{suffix}").unlink(missing_ok=True)
+    if how == "replaced":
+        sqlite3.connect(tmp_path / "store.db").close()
+    with pytest.raises(StoreError, match=r"store\.db was deleted or replaced under the server"):
+        store.commit_batch([signal(2)], Checkpoint("embedded", 2), 1001.0)

@@ -7,6 +7,7 @@ and the audit anchor (``<file>-audit-anchor``), both 0600; see :mod:`ringfence.s
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -51,6 +52,7 @@ class SqliteStore(SqlStore):
         self.path = path
         self.anchor = audit_chain.Anchor(path.with_name(path.name + ANCHOR_SUFFIX))
         self._local = threading.local()
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file connected to
         try:
             self._migrate()
             self._adopt_audit_trail(key_made=made)
@@ -65,12 +67,24 @@ class SqliteStore(SqlStore):
         if conn is None:
             conn = connect(self.path, "full")
             self._local.conn = conn
+            if self._file is None and str(self.path) != ":memory:":
+                st = os.stat(self.path)
+                self._file = (st.st_dev, st.st_ino)
         return conn
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """An immediate (write-locking) transaction, committed on success."""
+        """An immediate (write-locking) transaction, committed on success; StoreError if the
+        file was deleted or replaced under the server (the commit would go into an unlinked
+        file, lost, and the processor would move past the events it holds)."""
         conn = self.conn()
+        if self._file is not None:
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                st = None
+            if st is None or (st.st_dev, st.st_ino) != self._file:
+                raise StoreError(f"{self.path} was deleted or replaced under the server: restart it")
         conn.execute("BEGIN IMMEDIATE")
         self._local.audited = False
         try:
