@@ -54,25 +54,52 @@ FEATURE_READS = 5  # tries at reading a customer's features while the processor 
 RESTORE_WAIT_S = 2.0  # start() waits this long for the checkpoint's state before serving without it
 
 
-def lock_data_dir(data_dir: Path) -> IO[str]:
-    """Take the data dir's processor lock: two processors on one log would double alerts.
+class DataDirLock:
+    """The data dir's processor lock: two processors on one log would double alerts.
 
-    Raises StoreError if another process holds it. The lock dies with the process, so a
-    kill -9 never leaves it stale.
+    The lock file (which names the process holding it) is locked, and so is the data dir
+    itself: a lock file deleted under a running server (a clean-up of "stale" locks) would let
+    a second one lock a new file, but a directory in use cannot be replaced. Both locks die
+    with the process, so a kill -9 never leaves them stale.
     """
-    private_dir(data_dir)
-    handle = open_private(data_dir / LOCK_FILE)  # held for the platform's lifetime
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise StoreError(
-            f"another Ringfence process is running on {data_dir}; stop it, or send to it with --url"
-        ) from None
-    handle.truncate(0)
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
+
+    def __init__(self, data_dir: Path) -> None:
+        private_dir(data_dir)
+        self._dir: int | None = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        self._file: IO[str] | None = None
+        try:
+            self._take(self._dir, data_dir)
+            self._file = open_private(data_dir / LOCK_FILE)  # held for the platform's lifetime
+            self._take(self._file.fileno(), data_dir)  # what a release before the dir's lock takes
+        except BaseException:
+            self.close()
+            raise
+        self._file.truncate(0)
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+
+    @staticmethod
+    def _take(fd: int, data_dir: Path) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(
+                f"another Ringfence process is running on {data_dir}; stop it, or send to it with --url"
+            ) from None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._dir is not None:
+            os.close(self._dir)
+            self._dir = None
+
+
+def lock_data_dir(data_dir: Path) -> DataDirLock:
+    """Take the data dir's processor lock (:class:`DataDirLock`); StoreError if another process
+    holds it."""
+    return DataDirLock(data_dir)
 
 
 def open_store(data_dir: Path) -> SqliteStore:
@@ -90,7 +117,7 @@ class Platform:
 
     def __init__(self, settings: Settings, clock: Clock | None = None, pack: RulePack | None = None) -> None:
         self.settings = settings
-        self._lock: IO[str] | None = lock_data_dir(settings.data_dir)
+        self._lock: DataDirLock | None = lock_data_dir(settings.data_dir)
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         try:
