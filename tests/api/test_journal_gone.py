@@ -16,9 +16,9 @@ from ringfence.bench.servers import EmbeddedServer, create_key, start_server
 from ringfence.testing import event
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedServer]:
-    srv = start_server(tmp_path / "data", env={"RINGFENCE_INGEST_PROCESS": "true"})
+@pytest.fixture(params=["true", "false"], ids=["ingest-process", "ingest-in-server"])
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EmbeddedServer]:
+    srv = start_server(tmp_path / "data", env={"RINGFENCE_INGEST_PROCESS": request.param})
     yield srv
     srv.stop()
 
@@ -33,17 +33,22 @@ def post(server: EmbeddedServer, key: str, event_id: str) -> httpx.Response:
     )
 
 
+def ready(server: EmbeddedServer, key: str) -> httpx.Response:
+    return httpx.get(f"{server.url}/readyz", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+
 def test_a_segment_deleted_under_the_server_takes_no_event_and_readiness_says_why(server: EmbeddedServer) -> None:
     producer = create_key(server.data_dir, "producer", "events:write")
     reader = create_key(server.data_dir, "reader", "alerts:read")
     assert post(server, producer, "e-1").status_code == 202
+    assert ready(server, reader).status_code == 200  # its thread holds the segment open from now
     for path in server.data_dir.glob("journal-*.sqlite3*"):
         path.unlink()
 
     refused = post(server, producer, "e-2")
     assert refused.status_code == 503
     assert "was deleted or replaced under the server" in refused.json()["error"]["message"]
-    ready = httpx.get(f"{server.url}/readyz", headers={"Authorization": f"Bearer {reader}"}, timeout=10)
-    assert ready.status_code == 503
-    assert ready.json()["ready"] is False
-    assert "journal segment" in ready.json()["reason"]
+    answer = ready(server, reader)
+    assert answer.status_code == 503
+    assert answer.json()["ready"] is False
+    assert "journal segment" in answer.json()["reason"]

@@ -18,7 +18,7 @@ from ringfence.alerts.model import SHOWN_ENTRIES, Action, AlertQuery, Notificati
 from ringfence.alerts.muting import label_set, mute_reason
 from ringfence.alerts.silences import SILENCE_KEPT_S, SilenceError
 from ringfence.errors import Conflict, NotFound, RequestError
-from ringfence.runtimes.aws.alerts import INHIBITION_SOURCES, AlertTable
+from ringfence.runtimes.aws.alerts import INHIBITION_SOURCES, AlertTable, pointer_pk
 from ringfence.runtimes.aws.audit import AuditTrail
 from tests.helpers.aws import AUDIT_KEY, DeploymentFactory
 from tests.helpers.store import signal
@@ -166,6 +166,9 @@ def test_hits_applied_with_the_shards_next_ones_still_owe_their_alert_its_announ
     assert later is not None
     assert later.earlier == ()  # the earlier hits' alert is this one, and the first was announced
     assert later.alert_id == both.alert_id
+    pointer = table.get(pointer_pk("velocity", "tok_1"), "ptr")
+    assert pointer is not None
+    assert "owed|shard-a" not in pointer  # nothing owed is kept no longer
     assert table.apply([("0003", signal(3))], "shard-a", NOW + 6) is not None  # owed until announced
 
 

@@ -60,3 +60,16 @@ def test_a_failed_record_costs_nothing_and_is_tried_again(tmp_path: Path) -> Non
     (tmp_path / "gone").mkdir()
     anchor.record(7, now=True)
     assert anchor.recorded() == 7
+
+
+def test_a_link_planted_as_the_draft_is_not_followed_and_fails_no_commit(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    anchor = ProgressAnchor(tmp_path / "store-progress-anchor")
+    os.symlink(victim, tmp_path / "store-progress-anchor.new")
+    anchor.record(9, now=True)  # logged, not raised: the commit before it stands
+    assert victim.read_text() == "keep"
+    assert anchor.recorded() is None
+    (tmp_path / "store-progress-anchor.new").unlink()
+    anchor.record(9, now=True)
+    assert anchor.recorded() == 9

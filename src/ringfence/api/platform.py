@@ -59,6 +59,10 @@ class EventLog(Protocol):
 
     def head(self) -> int: ...
 
+    def check(self) -> None:
+        """StoreError if the log cannot take events any more (for readiness)."""
+        ...
+
     def get(self, offset: int) -> Record | None:
         """The event at ``offset`` (an alert's evidence), None if retention removed it;
         TimeoutError if the log did not answer in time."""

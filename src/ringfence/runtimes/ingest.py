@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ringfence.clock import Clock
-from ringfence.errors import FieldError, OverloadedError, RequestError
+from ringfence.errors import FieldError, OverloadedError, RequestError, StoreError
 from ringfence.events.decode import REFERENCE_ONLY, MalformedBody, Rejection, TooManyEvents, decode_batch
 from ringfence.events.fx import FxTable
 from ringfence.events.model import Event
@@ -276,7 +276,10 @@ class IngestService:
     async def append(self, events: list[Event], result: IngestResult) -> None:
         """Append already-valid events and count them into ``result``."""
         unique, repeats = first_of_each(events, lambda event: event)
-        offsets = await self._committer.append(unique)
+        try:
+            offsets = await self._committer.append(unique)
+        except StoreError as error:  # as the worker process says it: a 409 would tell producers to drop them
+            raise OverloadedError(f"the journal append failed, nothing of this request was kept: {error}", 1) from error
         for event, offset in zip(unique, offsets, strict=True):
             if offset is None:
                 result.duplicates += 1

@@ -194,12 +194,13 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
             owed.pop(target, None)  # the new hits' announcement is owed instead, and covers theirs
             earlier = tuple(self._still_owed(owed, len(done), {latest: alert} if latest and alert else {}))
             ptr_update = self._pointer_update(ptr_pk, version, source, todo[-1][0])
-            if earlier or _owed(source) in (ptr or {}):  # kept until announced: a crash may come first
+            if earlier:  # kept until announced: a crash may come first
                 ptr_update["Update"]["UpdateExpression"] += ", #owed = :owed"
                 ptr_update["Update"]["ExpressionAttributeNames"]["#owed"] = _owed(source)
                 ptr_update["Update"]["ExpressionAttributeValues"][":owed"] = {
                     "M": {each.alert_id: s(each.last) for each in earlier}
                 }
+            forget_owed = not earlier and _owed(source) in (ptr or {})  # after the SET clauses, below
             if active and latest is not None and alert is not None:
                 ptr_update["Update"]["ExpressionAttributeValues"][":aid"] = s(latest)
                 items = [self._more_hits(latest, alert, todo, now), ptr_update]
@@ -230,6 +231,9 @@ class AlertTable(SilenceItems, NotificationItems, GroupItems):
                     ptr_update,
                 ]
                 created = True
+            if forget_owed:
+                ptr_update["Update"]["UpdateExpression"] += " REMOVE #owed"
+                ptr_update["Update"]["ExpressionAttributeNames"]["#owed"] = _owed(source)
             if self.transact(items):
                 return Applied(aid, created, True, todo[-1][0], earlier)
             # a racing writer or a status change: read again

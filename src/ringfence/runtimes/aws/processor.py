@@ -457,6 +457,7 @@ class ShardProcessor:
                 by_alert.setdefault(alert, []).append((position, signal))
                 held_by.setdefault(alert, set()).add(outbox.key)
         kept: set[str] = set()
+        sns_failed: Exception | None = None
         for alert, hits in by_alert.items():
             if deadline is not None and time.monotonic() > deadline:
                 outcome.alerts_waiting += 1
@@ -483,12 +484,16 @@ class ShardProcessor:
                     continue
                 last = signals.get(each.last, hits[-1][1])  # of the same rule
                 try:
+                    if sns_failed:  # once SNS failed, not asked again: each try may take its timeouts
+                        raise sns_failed
                     self.announce(
                         announcement(AlertChange.FIRING, each.alert_id, last.rule_id, last.severity, last.audience)
                     )
                     self.alerts.mark_announced(each.alert_id, each.last)
-                except Exception:  # SNS down: the events go on; the announcement stays owed
-                    log.exception("%s: alert %s not announced; its hits wait in their outbox", source, each.alert_id)
+                except Exception as error:  # SNS down: the events go on; the announcement stays owed
+                    if not sns_failed:
+                        log.exception("%s: alert %s not announced; its hits wait in its outbox", source, each.alert_id)
+                    sns_failed = sns_failed or error
                     outcome.alerts_waiting += 1
                     kept |= held_by[alert]
         for outbox in outboxes:

@@ -160,7 +160,8 @@ class Processor:
         # event time runs on from the newest record's arrival, not from this start: a downtime
         # must not postpone the absence timers it made due
         newest = self.log.read(self.offset - 1, 1) if self.offset else []
-        self.event_time = EventClock(self.clock.time(), newest[0].ingested_at if newest else self.clock.time())
+        arrived = newest[0].ingested_at if newest and newest[0].offset == self.offset else self.clock.time()
+        self.event_time = EventClock(self.clock.time(), arrived)
         # the gauge holds what was restored at once, not only after the next batch's commit (which a
         # reader who saw the processed offset reach the head could come before)
         self.metrics.engine_state_keys.set(self.engine.state_size())
@@ -242,8 +243,6 @@ class Processor:
         signals = batch.signals
         created = self.store.commit_batch(signals, batch.checkpoint(self.name, offset, snapshot), self.clock.time())
         self.offset = offset
-        if self.progress is not None:
-            self.progress.record(offset)  # committed: the anchor never gets ahead of the store
         committed = self.clock.time()  # the batch's alerts are queryable from now
         if signals:
             self.on_alerts()
@@ -260,6 +259,8 @@ class Processor:
                 m.ingest_to_alert.observe(max(0.0, committed - s.ingested_at))
         for _, signal in created:
             m.alerts.labels(signal.severity, signal.audience).inc()
+        if self.progress is not None:  # last: its fsyncs every few seconds delay no alert
+            self.progress.record(offset)  # committed: the anchor never gets ahead of the store
 
     def _failed_commit(self) -> None:
         # the walk moved past the part that was not written, and the batch's effects are in

@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from ringfence.errors import StoreError
+from ringfence.errors import RingfenceError, StoreError
 from ringfence.private_files import checked_own_file, open_private
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class ProgressAnchor:
                 os.fsync(directory)
             finally:
                 os.close(directory)
-        except OSError as error:
+        except (OSError, RingfenceError) as error:  # RingfenceError: UnsafeFile, a link planted as the draft
             log.warning("recording the processed offset in %s failed (%s): tried again", self.path.name, error)
             return
         self._recorded = offset
