@@ -351,6 +351,33 @@ def test_a_segment_deleted_or_replaced_under_an_appender_takes_no_append(tmp_pat
         log.append([ev(event_id="b")], ingested_at=1001.0)
 
 
+def test_readiness_on_any_thread_finds_a_segment_replaced_under_the_process(tmp_path: Path) -> None:
+    """A thread that opens the segment only after it was replaced holds the new file: the
+    check compares with the file the process first opened, which the appender writes into."""
+    log = SqliteLog(tmp_path / "j.db", partitions=2, segment_s=100.0)
+    log.append([ev(event_id="a")], ingested_at=1000.0)
+    log.check()
+    segment = tmp_path / "j-000000000001.db"
+    copy = tmp_path / "copy.db"
+    source = sqlite3.connect(segment)
+    source.backup(target := sqlite3.connect(copy))
+    source.close()
+    target.close()
+    copy.replace(segment)  # a valid copy of itself, under another inode
+    failures: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            log.check()
+        except BaseException as error:  # handed to the test's thread
+            failures.append(error)
+
+    thread = threading.Thread(target=check)
+    thread.start()
+    thread.join()
+    assert [str(f) for f in failures] == ["journal segment j-000000000001.db was deleted or replaced under the server"]
+
+
 def test_a_reader_with_the_file_open_when_it_is_freed_reads_no_error(tmp_path: Path) -> None:
     log = SqliteLog(tmp_path / "j.db", partitions=2, segment_s=100.0)
     log.append([ev(event_id=f"a-{n}") for n in range(200)], ingested_at=1000.0)

@@ -49,7 +49,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,7 @@ class SqliteLog:
         self._synchronous = synchronous
         self._cache_mib = cache_mib
         self._local = threading.local()
+        self._opened: dict[Path, tuple[int, int]] = {}  # each file as this process first opened it
         self._freer = _Freer()
         self._segment_name = re.compile(
             rf"{re.escape(path.stem)}-(\d{{12}}){re.escape(path.suffix)}({'|'.join(SQLITE_SIDECARS)})?", re.ASCII
@@ -185,6 +186,7 @@ class SqliteLog:
         conn = connect(path, self._synchronous, self._cache_mib, create=create)
         st = os.stat(path)
         self._files()[path] = (st.st_dev, st.st_ino)
+        self._opened.setdefault(path, (st.st_dev, st.st_ino))
         return conn
 
     def _files(self) -> dict[Path, tuple[int, int]]:
@@ -194,26 +196,27 @@ class SqliteLog:
             files = self._local.files = {}
         return files
 
-    def _still_there(self, path: Path) -> None:
-        """StoreError unless ``path`` is the file this thread's connection to it opened: one
-        deleted under the server takes the appends of a connection that holds it open, and
-        they are lost."""
+    def _still_there(self, path: Path, opened: Mapping[Path, tuple[int, int]] | None = None) -> None:
+        """StoreError unless ``path`` is the file this thread's connection to it opened (or the
+        one ``opened`` says): one deleted under the server takes the appends of a connection
+        that holds it open, and they are lost."""
         try:
             st = os.stat(path)
         except FileNotFoundError:
             st = None
-        if st is None or (st.st_dev, st.st_ino) != self._files().get(path):
+        if st is None or (st.st_dev, st.st_ino) != (opened if opened is not None else self._files()).get(path):
             raise StoreError(f"journal segment {path.name} was deleted or replaced under the server")
 
     def check(self) -> None:
-        """StoreError if the segment appends go to is no longer the file this thread opened (for
-        readiness: the appender's thread finds it at its next append)."""
+        """StoreError if the segment appends go to is no longer the file this process first
+        opened (for readiness, on any thread: the appender finds it at its next append)."""
         segments = self.segments()
         if self.read_only or not segments:
             return
         writable = segments[-1]
-        if self._conn(writable) is not None:  # opened by this thread now, if it had not been
-            self._still_there(writable.path or self.path)
+        path = writable.path or self.path
+        if path in self._opened or self._conn(writable) is not None:  # opened now, if it had not been
+            self._still_there(path, self._opened)
 
     def _conns(self) -> dict[Path, sqlite3.Connection]:
         conns: dict[Path, sqlite3.Connection] | None = getattr(self._local, "conns", None)
