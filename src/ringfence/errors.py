@@ -79,6 +79,11 @@ class Conflict(StoreError):
     """The object is not in a state that allows the change (an invalid transition): 409."""
 
 
+class StoreUnavailable(StoreError):
+    """A file of the store or the log cannot be used now (deleted or replaced under the server):
+    a failure of the store, retried as it is, never an event's fault."""
+
+
 class StaleBatch(StoreError):
     """A batch's records were applied already by another consumer of their partition: nothing
     of it is written. ``stored``: the offset committed for it."""

@@ -325,13 +325,12 @@ def test_a_store_rolled_back_to_an_older_copy_is_not_served(tmp_path: Path) -> N
     run(0)
     older = tmp_path / "older"
     older.mkdir()
-    for part in tmp_path.glob("store.sqlite3*"):
-        if "anchor" not in part.name:
-            shutil.copy2(part, older / part.name)
+    for part in tmp_path.glob("store.sqlite3*"):  # the store with its files, as a backup keeps them
+        shutil.copy2(part, older / part.name)
     run(5)
     for part in older.iterdir():
         shutil.copy2(part, tmp_path / part.name)
-    with pytest.raises(StoreError, match=r"processed the journal up to offset 5, but store\.sqlite3-progress-anchor"):
+    with pytest.raises(StoreError, match=r"processed the journal up to offset 5, but journal\.sqlite3-processed"):
         embedded.Platform(settings)
-    (tmp_path / "store.sqlite3-progress-anchor").rename(tmp_path / "aside")  # served knowingly
+    (tmp_path / "journal.sqlite3-processed").rename(tmp_path / "aside")  # served knowingly
     embedded.Platform(settings).stop()

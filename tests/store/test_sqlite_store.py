@@ -16,10 +16,11 @@ from ringfence.alerts.silences import MAX_CURRENT_SILENCES, SilenceError, TooMan
 from ringfence.clock import iso
 from ringfence.engine.packed import pack_rows
 from ringfence.engine.rules import AlertSignal
-from ringfence.errors import Conflict, NotFound, RequestError, StoreError
+from ringfence.errors import Conflict, NotFound, RequestError, StoreError, StoreUnavailable
 from ringfence.store import Checkpoint, SqliteStore
 from ringfence.store.base import LateEvent
 from ringfence.store.notifications import SqlNotificationLog
+from ringfence.store.quarantine import is_store_failure
 from ringfence.store.silences import SqlSilenceStore, current_silences
 from ringfence.store.sql import LOOKUP_KEYS, SqlStore
 from tests.helpers.store import DictState, signal
@@ -410,3 +411,8 @@ def test_a_store_file_deleted_or_replaced_under_the_server_takes_no_commit(tmp_p
         sqlite3.connect(tmp_path / "store.db").close()
     with pytest.raises(StoreError, match=r"store\.db was deleted or replaced under the server"):
         store.commit_batch([signal(2)], Checkpoint("embedded", 2), 1001.0)
+
+
+def test_a_store_file_gone_is_the_stores_failure_not_an_events() -> None:
+    """The processor retries it as it is; it never quarantines the events it holds."""
+    assert is_store_failure(StoreUnavailable("store.db was deleted or replaced under the server"))

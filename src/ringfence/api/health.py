@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from importlib import resources
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -33,7 +34,7 @@ async def readyz(request: Request) -> Response:
             "lag_events": platform.lag(),
             "rule_pack_version": platform.pack.version,
         }
-    except StoreError as exc:  # the log or the store failed: not ready, whatever else holds
+    except (StoreError, sqlite3.Error, OSError) as exc:  # the log or the store failed: not ready
         return json_response({"ready": False, "rule_pack_version": platform.pack.version, "reason": str(exc)}, 503)
     return json_response(body, 200 if platform.ready else 503)
 

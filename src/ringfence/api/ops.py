@@ -65,7 +65,7 @@ class Totals:
             late=total("ringfence_events_late"),
             quarantined=shared.get("quarantined", total("ringfence_events_quarantined")),
             alerts=shared.get("alerts", total("ringfence_alerts")),
-            notifications_sent=total("ringfence_notifications", outcome="sent"),
+            notifications_sent=shared.get("notifications_sent", total("ringfence_notifications", outcome="sent")),
             notification_failures=total("ringfence_notifications", outcome="retry")
             + total("ringfence_notifications", outcome="failed"),
             lag=platform.lag(),

@@ -49,7 +49,8 @@ def _described(exc: BaseException) -> str:
     if isinstance(exc, sqlite3.DatabaseError):
         return (
             f"a SQLite file of the data dir is damaged ({exc}): restore the data dir from a backup, "
-            "the store with its -audit-anchor and -progress-anchor files"
+            "the store with its -audit-anchor file (one older than the journal's journal.sqlite3-processed is "
+            "refused: see docs/security.md)"
         )
     if isinstance(exc, httpx.TransportError | httpx.InvalidURL):
         return f"cannot send to the server: {exc or type(exc).__name__}"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ringfence.clock import iso
-from ringfence.errors import NotFound, StoreError
+from ringfence.errors import NotFound, StoreError, StoreUnavailable
 from ringfence.events.sensitive import redact
 from ringfence.store.connection import Connection
 
@@ -58,7 +58,7 @@ def is_store_failure(error: BaseException) -> bool:
 
     A MemoryError is not one: an event whose state grows without bound is found by the
     event-by-event retry and quarantined, instead of being retried for ever."""
-    if isinstance(error, (OSError, sqlite3.OperationalError, sqlite3.InternalError)):
+    if isinstance(error, (OSError, sqlite3.OperationalError, sqlite3.InternalError, StoreUnavailable)):
         return True
     if type(error) is sqlite3.DatabaseError:  # "file is not a database", "malformed"
         return True

@@ -18,7 +18,7 @@ from typing import Any
 
 from ringfence.alerts.lifecycle import SYSTEM_ACTOR
 from ringfence.clock import iso
-from ringfence.errors import StoreError
+from ringfence.errors import StoreError, StoreUnavailable
 from ringfence.store import audit as audit_chain
 from ringfence.store.connection import connect
 from ringfence.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -84,7 +84,7 @@ class SqliteStore(SqlStore):
             except FileNotFoundError:
                 st = None
             if st is None or (st.st_dev, st.st_ino) != self._file:
-                raise StoreError(f"{self.path} was deleted or replaced under the server: restart it")
+                raise StoreUnavailable(f"{self.path} was deleted or replaced under the server: restart it")
         conn.execute("BEGIN IMMEDIATE")
         self._local.audited = False
         try:

@@ -56,7 +56,7 @@ from typing import Any
 
 import msgspec
 
-from ringfence.errors import StoreError
+from ringfence.errors import StoreError, StoreUnavailable
 from ringfence.events.model import Event, StoredEvent
 from ringfence.log.base import Record, partition_of_key, stored_event
 from ringfence.private_files import SQLITE_SIDECARS, private_file
@@ -205,7 +205,7 @@ class SqliteLog:
         except FileNotFoundError:
             st = None
         if st is None or (st.st_dev, st.st_ino) != (opened if opened is not None else self._files()).get(path):
-            raise StoreError(f"journal segment {path.name} was deleted or replaced under the server")
+            raise StoreUnavailable(f"journal segment {path.name} was deleted or replaced under the server")
 
     def check(self) -> None:
         """StoreError if the segment appends go to is no longer the file this process first

@@ -48,7 +48,8 @@ log = logging.getLogger("ringfence.embedded")
 
 JOURNAL_FILE = "journal.sqlite3"
 STORE_FILE = "store.sqlite3"
-PROGRESS_ANCHOR_FILE = STORE_FILE + "-progress-anchor"
+# beside the journal, not the store: a store restored from a backup comes with its own files
+PROGRESS_ANCHOR_FILE = JOURNAL_FILE + "-processed"
 LOCK_FILE = "processor.lock"
 FEATURE_READS = 5  # tries at reading a customer's features while the processor thread resizes a state
 RESTORE_WAIT_S = 2.0  # start() waits this long for the checkpoint's state before serving without it

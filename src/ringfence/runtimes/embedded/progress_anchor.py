@@ -4,9 +4,10 @@ A store put back from an older copy (a restored backup, a file copied back by ha
 processed less of the journal than it had: served, it would run those events again and notify
 their alerts again under new ids. Its audit trail's anchor finds it only when a person's change
 came in between. So the processor also records its committed offset in a file beside the
-store, replaced whole every few seconds: the store's commit is durable before the offset is
-recorded, so a crash never leaves the file ahead of the store, and a start that finds the store
-behind it refuses to serve it (:meth:`ProgressAnchor.check`).
+journal (not the store: a store restored from a backup comes with its own files), replaced
+whole every few seconds: the store's commit is durable before the offset is recorded, so a
+crash never leaves the file ahead of the store, and a start that finds the store behind it
+refuses to serve it (:meth:`ProgressAnchor.check`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ RECORD_EVERY_S = 5.0  # an fsync and a rename every few seconds, not one a commi
 
 
 class ProgressAnchor:
-    """The offset recorded in ``path`` (``store.sqlite3-progress-anchor``)."""
+    """The offset recorded in ``path`` (``journal.sqlite3-processed``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -459,6 +459,7 @@ class KafkaPlatform:
             "processed": float(processed),
             "alerts": float(self.store.count_alerts()),
             "quarantined": float(sum(self.quarantine.counts().values())),
+            "notifications_sent": float(self.notifications.count_by_status().get("sent", 0)),
         }
 
     def start(self) -> None:
