@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from ringfence.bench.servers import EmbeddedServer, create_key, start_server
+from ringfence.clock import iso
 from ringfence.testing import event
 
 
@@ -52,3 +53,18 @@ def test_a_segment_deleted_under_the_server_takes_no_event_and_readiness_says_wh
     assert answer.status_code == 503
     assert answer.json()["ready"] is False
     assert "journal segment" in answer.json()["reason"]
+
+
+def test_a_store_deleted_under_the_server_answers_its_writes_503_not_409(server: EmbeddedServer) -> None:
+    """A file gone under the server is not the request's fault: a client may try again later."""
+    admin = create_key(server.data_dir, "admin", "admin")
+    for path in server.data_dir.glob("store.sqlite3*"):
+        if "anchor" not in path.name:
+            path.unlink()
+    silence = {"matchers": ["customer_id=cus_1"], "ends_at": iso(time.time() + 3600), "comment": "maintenance"}
+    answer = httpx.post(
+        f"{server.url}/v1/silences", json=silence, headers={"Authorization": f"Bearer {admin}"}, timeout=10
+    )
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "unavailable"
+    assert "was deleted or replaced under the server" in answer.json()["error"]["message"]

@@ -20,6 +20,7 @@ from ringfence.errors import (
     OverloadedError,
     RequestError,
     StoreError,
+    StoreUnavailable,
 )
 from ringfence.events.decode import MalformedBody
 from ringfence.events.sensitive import redact
@@ -84,6 +85,8 @@ async def handle_error(request: Request, exc: Exception) -> Response:
         return error_response(501, "not_available", str(exc))
     if isinstance(exc, NotFound):
         return error_response(404, "not_found", str(exc))
+    if isinstance(exc, StoreUnavailable):  # a file gone under the server: not the request's fault
+        return error_response(503, "unavailable", str(exc), None, {"Retry-After": "5"})
     if isinstance(exc, StoreError):
         return error_response(409, "conflict", str(exc))
     if isinstance(exc, HTTPException):  # e.g. 405, which must keep its Allow header

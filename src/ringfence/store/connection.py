@@ -6,6 +6,7 @@ adapts psycopg to it, so the repositories are written once, in the SQL both engi
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -56,3 +57,17 @@ def connect(path: Path, synchronous: str = "full", cache_mib: int = 2, *, create
         conn.close()
         raise
     return conn
+
+
+FileIdentity = tuple[int, int]  # (device, inode)
+
+
+def file_identity(path: Path) -> FileIdentity | None:
+    """Which file ``path`` names now; None if none. A SQLite file deleted or replaced under an
+    open connection takes its commits into the unlinked file, lost: compared with the identity
+    it had when connected, this finds it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)

@@ -7,7 +7,6 @@ and the audit anchor (``<file>-audit-anchor``), both 0600; see :mod:`ringfence.s
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -20,7 +19,7 @@ from ringfence.alerts.lifecycle import SYSTEM_ACTOR
 from ringfence.clock import iso
 from ringfence.errors import StoreError, StoreUnavailable
 from ringfence.store import audit as audit_chain
-from ringfence.store.connection import connect
+from ringfence.store.connection import FileIdentity, connect, file_identity
 from ringfence.store.schema import MIGRATIONS, SCHEMA_VERSION
 from ringfence.store.sql import SqlStore
 
@@ -52,7 +51,7 @@ class SqliteStore(SqlStore):
         self.path = path
         self.anchor = audit_chain.Anchor(path.with_name(path.name + ANCHOR_SUFFIX))
         self._local = threading.local()
-        self._file: tuple[int, int] | None = None  # (device, inode) of the file connected to
+        self._file: FileIdentity | None = None  # the file connected to
         try:
             self._migrate()
             self._adopt_audit_trail(key_made=made)
@@ -68,8 +67,7 @@ class SqliteStore(SqlStore):
             conn = connect(self.path, "full")
             self._local.conn = conn
             if self._file is None and str(self.path) != ":memory:":
-                st = os.stat(self.path)
-                self._file = (st.st_dev, st.st_ino)
+                self._file = file_identity(self.path)
         return conn
 
     @contextmanager
@@ -78,13 +76,8 @@ class SqliteStore(SqlStore):
         file was deleted or replaced under the server (the commit would go into an unlinked
         file, lost, and the processor would move past the events it holds)."""
         conn = self.conn()
-        if self._file is not None:
-            try:
-                st = os.stat(self.path)
-            except FileNotFoundError:
-                st = None
-            if st is None or (st.st_dev, st.st_ino) != self._file:
-                raise StoreUnavailable(f"{self.path} was deleted or replaced under the server: restart it")
+        if self._file is not None and file_identity(self.path) != self._file:
+            raise StoreUnavailable(f"{self.path} was deleted or replaced under the server: restart it")
         conn.execute("BEGIN IMMEDIATE")
         self._local.audited = False
         try:

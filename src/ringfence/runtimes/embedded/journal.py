@@ -49,7 +49,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ from ringfence.log.base import Record, partition_of_key, stored_event
 from ringfence.private_files import SQLITE_SIDECARS, private_file
 from ringfence.runtimes.embedded import dedup_index
 from ringfence.runtimes.embedded.dedup_index import SegmentIndex, index_path
-from ringfence.store.connection import connect
+from ringfence.store.connection import FileIdentity, connect, file_identity
 from ringfence.store.retention import delete_oldest
 
 log = logging.getLogger("ringfence.journal")
@@ -133,7 +133,7 @@ class SqliteLog:
         self._synchronous = synchronous
         self._cache_mib = cache_mib
         self._local = threading.local()
-        self._opened: dict[Path, tuple[int, int]] = {}  # each file as this process first opened it
+        self._opened: dict[Path, FileIdentity | None] = {}  # each file as this process first opened it
         self._freer = _Freer()
         self._segment_name = re.compile(
             rf"{re.escape(path.stem)}-(\d{{12}}){re.escape(path.suffix)}({'|'.join(SQLITE_SIDECARS)})?", re.ASCII
@@ -184,27 +184,23 @@ class SqliteLog:
             conn.execute("PRAGMA busy_timeout=30000")
             return conn
         conn = connect(path, self._synchronous, self._cache_mib, create=create)
-        st = os.stat(path)
-        self._files()[path] = (st.st_dev, st.st_ino)
-        self._opened.setdefault(path, (st.st_dev, st.st_ino))
+        identity = file_identity(path)
+        self._files()[path] = identity
+        self._opened.setdefault(path, identity)
         return conn
 
-    def _files(self) -> dict[Path, tuple[int, int]]:
-        """This thread's connections' files: (device, inode), as connected to."""
-        files: dict[Path, tuple[int, int]] | None = getattr(self._local, "files", None)
+    def _files(self) -> dict[Path, FileIdentity | None]:
+        """This thread's connections' files, as connected to."""
+        files: dict[Path, FileIdentity | None] | None = getattr(self._local, "files", None)
         if files is None:
             files = self._local.files = {}
         return files
 
-    def _still_there(self, path: Path, opened: Mapping[Path, tuple[int, int]] | None = None) -> None:
-        """StoreError unless ``path`` is the file this thread's connection to it opened (or the
-        one ``opened`` says): one deleted under the server takes the appends of a connection
-        that holds it open, and they are lost."""
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            st = None
-        if st is None or (st.st_dev, st.st_ino) != (opened if opened is not None else self._files()).get(path):
+    @staticmethod
+    def _still_there(path: Path, connected: FileIdentity | None) -> None:
+        """StoreUnavailable unless ``path`` is still the file ``connected`` to: one deleted under
+        the server takes the appends of a connection that holds it open, and they are lost."""
+        if connected is None or file_identity(path) != connected:
             raise StoreUnavailable(f"journal segment {path.name} was deleted or replaced under the server")
 
     def check(self) -> None:
@@ -216,7 +212,7 @@ class SqliteLog:
         writable = segments[-1]
         path = writable.path or self.path
         if path in self._opened or self._conn(writable) is not None:  # opened now, if it had not been
-            self._still_there(path, self._opened)
+            self._still_there(path, self._opened.get(path))
 
     def _conns(self) -> dict[Path, sqlite3.Connection]:
         conns: dict[Path, sqlite3.Connection] | None = getattr(self._local, "conns", None)
@@ -348,7 +344,8 @@ class SqliteLog:
         conn = self._conn(writable)
         if conn is None:
             raise StoreError(f"journal segment {writable.path} is missing")
-        self._still_there(writable.path or self.path)
+        path = writable.path or self.path
+        self._still_there(path, self._files().get(path))
         keys = [dedup_index.key(source, event_id) for event_id, source, _, _ in events]
         index = self._index(writable)
         seen = self._holding(writable, index, keys)
