@@ -77,5 +77,35 @@ class Metrics:
             if sample.name == f"{family.name}_total"
         ]
 
+    def stats(self) -> dict[str, float]:
+        """This process's totals as ``/v1/stats`` names them (``fx_missing``: events validated
+        in a currency without a rate)."""
+        totals: dict[str, float] = dict.fromkeys(STATS, 0.0)
+        for name, labels, value in self.counters():
+            stat = _STAT_OF.get(name)
+            if name == "ringfence_notifications":  # attempts, by outcome
+                stat = _NOTIFICATION_STAT_OF.get(labels.get("outcome", ""))
+            if stat is not None:
+                totals[stat] += value
+        return totals
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+_STAT_OF = {
+    "ringfence_events_ingested": "ingested",
+    "ringfence_events_processed": "processed",
+    "ringfence_events_rejected": "rejected",
+    "ringfence_events_duplicate": "duplicates",
+    "ringfence_events_late": "late",
+    "ringfence_events_quarantined": "quarantined",
+    "ringfence_alerts": "alerts",
+    "ringfence_fx_missing_rate_events": "fx_missing",
+}
+_NOTIFICATION_STAT_OF = {
+    "sent": "notifications_sent",
+    "retry": "notification_failures",
+    "failed": "notification_failures",
+}
+STATS = (*_STAT_OF.values(), *dict.fromkeys(_NOTIFICATION_STAT_OF.values()))

@@ -49,28 +49,27 @@ class Totals:
     def read(cls, platform: Platform) -> Totals:
         """Reads the registry once and the notification log once (blocking: call off the loop).
         NotSupported where the runtime keeps no metrics."""
-        counters = served(platform.metrics, platform, "statistics").counters()
-        shared = platform.shared_totals()
+        own = served(platform.metrics, platform, "statistics").stats()
+        shared = platform.shared_totals()  # where the runtime's processes each see only a part
 
-        def total(name: str, **labels: str) -> float:
-            return sum(v for n, ls, v in counters if n == name and all(ls.get(k) == x for k, x in labels.items()))
+        def total(name: str) -> float:
+            return shared.get(name, own[name])
 
         by_status = platform.notifications.count_by_status()
         return cls(
             at=platform.clock.time(),
-            ingested=shared.get("ingested", total("ringfence_events_ingested")),
-            processed=shared.get("processed", total("ringfence_events_processed")),
-            rejected=total("ringfence_events_rejected"),
-            duplicates=total("ringfence_events_duplicate"),
-            late=total("ringfence_events_late"),
-            quarantined=shared.get("quarantined", total("ringfence_events_quarantined")),
-            alerts=shared.get("alerts", total("ringfence_alerts")),
-            notifications_sent=shared.get("notifications_sent", total("ringfence_notifications", outcome="sent")),
-            notification_failures=total("ringfence_notifications", outcome="retry")
-            + total("ringfence_notifications", outcome="failed"),
+            ingested=total("ingested"),
+            processed=total("processed"),
+            rejected=total("rejected"),
+            duplicates=total("duplicates"),
+            late=total("late"),
+            quarantined=total("quarantined"),
+            alerts=total("alerts"),
+            notifications_sent=total("notifications_sent"),
+            notification_failures=total("notification_failures"),
             lag=platform.lag(),
             notifications={status: by_status.get(status, 0) for status in ("pending", "sent", "dead")},
-            fx_missing=total("ringfence_fx_missing_rate_events"),
+            fx_missing=total("fx_missing"),
         )
 
 

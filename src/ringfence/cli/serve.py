@@ -22,6 +22,7 @@ from ringfence.config import Settings
 from ringfence.errors import RingfenceError
 from ringfence.metrics import Metrics
 from ringfence.runtimes.kafka.metrics_http import serve_metrics
+from ringfence.runtimes.kafka.shared_counters import CountersPublisher
 from ringfence.store.keys import ApiKeys
 
 app = typer.Typer(help="Run one service of the kafka runtime (Kafka + PostgreSQL).", no_args_is_help=True)
@@ -109,10 +110,14 @@ def process(
     except RingfenceError as exc:
         fail(str(exc))
     typer.echo(f"Ringfence process worker {name}: stages {', '.join(worker.plan.names)}, pack {pack.version}")
+    counters = CountersPublisher(packs.store, worker.metrics, "process")
+    counters.start()
     try:
         worker.run(_stop_on_signals())
     except StagesChanged as exc:  # its supervisor starts it again, on the pack activated
         fail(str(exc))  # (or on the file its rule_pack setting names, which it activates)
+    finally:
+        counters.stop()
 
 
 @app.command()
@@ -146,4 +151,9 @@ def dispatch(metrics_port: MetricsPortOption = None, host: HostOption = None, co
     except RingfenceError as exc:
         fail(str(exc))
     typer.echo("Ringfence dispatch service (kafka runtime)")
-    service.run(_stop_on_signals())
+    counters = CountersPublisher(store, metrics, "dispatch")
+    counters.start()
+    try:
+        service.run(_stop_on_signals())
+    finally:
+        counters.stop()

@@ -6,7 +6,7 @@ missing ones. Add a step to change it; never edit a released one.
 
 from __future__ import annotations
 
-PG_SCHEMA_VERSION = 9
+PG_SCHEMA_VERSION = 10
 
 PG_MIGRATIONS: dict[int, str] = {
     1: """
@@ -231,6 +231,18 @@ CREATE INDEX late_events_ingested ON late_events (ingested_at);
     9: """
 CREATE INDEX notifications_receiver_due ON notifications (status, receiver, next_attempt_at);
 """,
+    # the kafka runtime's counters that only one service's process sees (ingest's rejected
+    # events, the workers' duplicates and late ones, dispatch's failed sends), each process's
+    # own since it started, for /v1/stats to add up (ringfence.store.service_counters)
+    10: """
+CREATE TABLE service_counters (
+    instance TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (instance, name)
+);
+""",
 }
 
 # INSERT OR REPLACE becomes an upsert on the table's primary key
@@ -242,4 +254,5 @@ PRIMARY_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "watermarks": (("partition",), ("max_event_time",)),
     "processor_offsets": (("name",), ('"offset"',)),
     "feature_state": (("feature", "key"), ("state",)),
+    "service_counters": (("instance", "name"), ("value", "updated_at")),
 }

@@ -43,6 +43,7 @@ from ringfence.runtimes.kafka.queries import TIMEOUT_S as FEATURE_TIMEOUT_S
 from ringfence.runtimes.kafka.queries import FeatureClient
 from ringfence.runtimes.kafka.ranges import READER_CONFIG, Range, ReadFailed, read_merged
 from ringfence.runtimes.kafka.records import OFFSET_BITS, global_offset, partition_for
+from ringfence.runtimes.kafka.shared_counters import CountersPublisher, shared_totals
 from ringfence.runtimes.kafka.topics import client_config, topics_of
 from ringfence.store.fx import followed_rates
 from ringfence.store.keys import ApiKeys
@@ -334,6 +335,7 @@ class KafkaPlatform:
                 custom_types=lambda: self.engine.pack.custom_types,
                 fx=lambda: self.fx.table,
             )
+        self.counters = CountersPublisher(self.store, self.metrics, "ingest" if ingest else "api")
         self._features: FeatureClient | None = None  # made when first asked
         self._features_lock = threading.Lock()
         self._features_failed_at = -math.inf
@@ -460,10 +462,12 @@ class KafkaPlatform:
             "alerts": float(self.store.count_alerts()),
             "quarantined": float(sum(self.quarantine.counts().values())),
             "notifications_sent": float(self.notifications.count_by_status().get("sent", 0)),
+            **shared_totals(self.store),  # what only one service's processes count
         }
 
     def start(self) -> None:
         self._started = True
+        self.counters.start()
         self._refresher = threading.Thread(target=self._refresh, name="pack-refresh", daemon=True)
         self._refresher.start()
 
@@ -491,6 +495,7 @@ class KafkaPlatform:
         self._stop.set()
         if self.appender is not None:
             self.appender.close()
+        self.counters.stop()
         self.log.close()
         with self._features_lock:
             if self._features is not None:
