@@ -68,3 +68,24 @@ def test_a_store_deleted_under_the_server_answers_its_writes_503_not_409(server:
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "unavailable"
     assert "was deleted or replaced under the server" in answer.json()["error"]["message"]
+
+
+def test_a_store_gone_under_the_server_makes_it_unready_once_its_processor_keeps_failing(
+    server: EmbeddedServer,
+) -> None:
+    """Events are still taken (the journal keeps them) but none is processed: a balancer must
+    send them elsewhere, so readiness says so, and why."""
+    producer = create_key(server.data_dir, "producer", "events:write")
+    reader = create_key(server.data_dir, "reader", "alerts:read")
+    assert ready(server, reader).status_code == 200
+    for path in server.data_dir.glob("store.sqlite3*"):
+        path.unlink()
+    assert post(server, producer, "e-1").status_code == 202  # kept in the journal, to process later
+    deadline = time.monotonic() + 30
+    while (answer := ready(server, reader)).status_code == 200:
+        assert time.monotonic() < deadline, answer.json()
+        time.sleep(0.5)
+    assert answer.status_code == 503
+    assert answer.json()["ready"] is False
+    assert "the processor has failed for" in answer.json()["reason"]
+    assert answer.json()["lag_events"] >= 1

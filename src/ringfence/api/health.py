@@ -27,8 +27,9 @@ async def readyz(request: Request) -> Response:
     log = served(platform.log, platform, "readiness")
     try:
         log.check()  # its files deleted under the server: it takes no events
+        reason = platform.unready_reason()
         body = {
-            "ready": platform.ready,
+            "ready": platform.ready and reason is None,
             "log_head": log.head(),
             "processed_offset": platform.processed_offset(),
             "lag_events": platform.lag(),
@@ -36,7 +37,9 @@ async def readyz(request: Request) -> Response:
         }
     except (StoreError, sqlite3.Error, OSError) as exc:  # the log or the store failed: not ready
         return json_response({"ready": False, "rule_pack_version": platform.pack.version, "reason": str(exc)}, 503)
-    return json_response(body, 200 if platform.ready else 503)
+    if reason is not None:
+        body["reason"] = reason
+    return json_response(body, 200 if body["ready"] else 503)
 
 
 async def metrics(request: Request) -> Response:

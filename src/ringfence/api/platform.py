@@ -156,6 +156,11 @@ class Platform(Protocol):
         """Taking events and processing them: readiness probes answer 200."""
         ...
 
+    def unready_reason(self) -> str | None:
+        """Why, though :attr:`ready`, it should be sent no traffic now (its store failing, its
+        disk nearly full); None when nothing is wrong. Readiness probes answer 503 with it."""
+        ...
+
     @property
     def pack(self) -> RulePack:
         """The rule pack it runs now."""

@@ -226,6 +226,9 @@ class AwsPlatform:
     def processed_offset(self) -> NoReturn:
         not_available("the stream's progress")
 
+    def unready_reason(self) -> None:
+        return None  # readiness is not served here (no log): Lambda and API Gateway route
+
     def lag(self) -> NoReturn:
         not_available("the stream's progress")
 

@@ -11,7 +11,9 @@ import fcntl
 import logging
 import math
 import os
+import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -52,6 +54,10 @@ STORE_FILE = "store.sqlite3"
 PROGRESS_ANCHOR_FILE = JOURNAL_FILE + "-processed"
 LOCK_FILE = "processor.lock"
 FEATURE_READS = 5  # tries at reading a customer's features while the processor thread resizes a state
+# readiness: a store that fails this long is no passing lock; with this little room left the
+# journal's next segment, the store's WAL or a checkpoint may not fit
+PROCESSOR_FAILING_S = 5.0
+MIN_FREE_DISK_BYTES = 64 * 2**20
 RESTORE_WAIT_S = 2.0  # start() waits this long for the checkpoint's state before serving without it
 
 
@@ -207,6 +213,20 @@ class Platform:
         """Taking events, and the processor has restored its state since the start (a later
         reload after a failed step is not a restart: the platform stays ready through it)."""
         return self.accepting and self.processor.started.is_set()
+
+    def unready_reason(self) -> str | None:
+        """Why it should not be sent events although it takes them: its processor has failed to
+        commit for a while (a store it cannot write: what arrives is kept but not processed), or
+        the data dir's disk is nearly full (ingest soon refuses everything)."""
+        if self.processor.failing is not None:
+            since, why = self.processor.failing
+            failing_s = time.monotonic() - since
+            if failing_s >= PROCESSOR_FAILING_S:
+                return f"the processor has failed for {failing_s:.0f} s ({why}); events are kept, not processed"
+        free = shutil.disk_usage(self.settings.data_dir).free
+        if free < MIN_FREE_DISK_BYTES:
+            return f"the data dir's disk has {free // 2**20} MiB free, under {MIN_FREE_DISK_BYTES // 2**20} MiB"
+        return None
 
     @property
     def engine(self) -> Engine:

@@ -92,6 +92,7 @@ class Processor:
         self.recovered = threading.Event()
         self.started = threading.Event()  # stays set through later recoveries
         self.failure: Exception | None = None
+        self.failing: tuple[float, str] | None = None  # since when (monotonic) its steps fail, and why
         self._stop: threading.Event | None = None
         self._tainted = False  # a failed fold left its effects in memory; cleared by recover()
         self._behind: CommitBehind | None = None  # the writer thread, while run() runs
@@ -243,6 +244,7 @@ class Processor:
         signals = batch.signals
         created = self.store.commit_batch(signals, batch.checkpoint(self.name, offset, snapshot), self.clock.time())
         self.offset = offset
+        self.failing = None
         committed = self.clock.time()  # the batch's alerts are queryable from now
         if signals:
             self.on_alerts()
@@ -464,11 +466,15 @@ class Processor:
                 # the exception's name only (its message may quote an event); a commit behind's says its cause's
                 reason = str(error) if isinstance(error, BehindCommitFailed) else type(error).__name__
                 log.warning("processor step failed (%s); retrying from offset %d", reason, self.offset)
+                if self.failing is None:
+                    self.failing = (time.monotonic(), reason)
                 self.recovered.clear()
                 if not _isolated_next(error):
                     stop.wait(STORE_RETRY_S)
                 continue
             if processed == 0:
+                if self._behind is None or not self._behind.pending:
+                    self.failing = None  # its store read and nothing to write: well again
                 self.wakeup.wait(idle_wait_s)
                 self.wakeup.clear()
 

@@ -348,6 +348,11 @@ class KafkaPlatform:
         """Started, not stopping, and (serving ingest) its writer thread not ended by a bug."""
         return self._started and (self.appender is None or self.appender.alive)
 
+    def unready_reason(self) -> str | None:
+        if self.appender is not None and not self.appender.alive:
+            return "ingest's writer thread ended on an error (logged): restart this process"
+        return None
+
     @property
     def accepting(self) -> bool:
         return self.ready
