@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 
+import msgspec
 import pytest
 
 from ringfence.events.pan import is_card_number, looks_like_pan, luhn_valid, number_is_pan
@@ -154,6 +155,28 @@ def test_pans_sent_as_json_numbers_are_pans(network: str, prefix: str, length: i
         assert number_is_pan(float(digits)), network
     assert find_pan({"nested": [{"n": int(digits)}]}, "data") == "data.nested[0].n"
     assert find_pan({digits: "as a key"}, "data") == f"data.{digits}"
+
+
+@pytest.mark.parametrize(("network", "prefix", "length"), NETWORKS)
+def test_pans_sent_as_json_numbers_with_a_fraction_are_pans(network: str, prefix: str, length: int) -> None:
+    """The double a fraction is read into is not the digits sent (``4079722471297025.9`` is read
+    as ``…026.0``, whose check digit fails): the digits sent are what counts."""
+    digits = pan(prefix, length, random.Random(f"fraction-{prefix}-{length}"))
+    for text in (f"{digits}.0", f"{digits}.1", f"{digits}.5", f"{digits}.9", f"{digits}.99999", f"-{digits}.9"):
+        value = msgspec.json.decode(text.encode())
+        assert isinstance(value, float)
+        assert number_is_pan(value), (network, text, value)
+        assert find_pan({"note": value}, "data") == "data.note"
+    exponent = msgspec.json.decode(f"{digits[0]}.{digits[1:]}9e{length - 1}".encode())
+    assert number_is_pan(exponent), (network, exponent)
+
+
+def test_fractions_of_card_number_size_beside_no_card_number_are_not_pans() -> None:
+    # a millisecond timestamp with a fraction: neither it nor its neighbours pass the check digit
+    for value in (1733500000000.5, 1000000000000.5, 1234567890123.25):
+        assert not any(is_card_number(str(n)) for n in range(int(value) - 1, int(value) + 2))
+        assert not number_is_pan(value)
+    assert not number_is_pan(999999999999.9)  # 12 digits: no card number is that short
 
 
 def test_the_issue_examples_are_pans() -> None:

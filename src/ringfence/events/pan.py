@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import functools
 import html
+import math
 import re
 import sys
 import unicodedata
 from collections.abc import Iterator
+from fractions import Fraction
 from urllib.parse import unquote
 
 from ringfence.events.identifiers import IDENTIFIER, is_identifier
@@ -42,6 +44,7 @@ from ringfence.events.reading import ReadingTable
 
 MIN_PAN_DIGITS, MAX_PAN_DIGITS = 13, 19
 PAN_NUMBERS = (10 ** (MIN_PAN_DIGITS - 1), 10**MAX_PAN_DIGITS)  # the JSON numbers a PAN may be sent as
+FLOAT_EXACT_INTEGERS = 2.0**53  # from here on a double holds even integers only, then fewer
 MAX_PHONE_DIGITS = 15  # E.164
 MAX_SEPARATOR_RUN = 5
 
@@ -295,10 +298,21 @@ def _holds_pan(text: str) -> bool:
 
 
 def number_is_pan(value: int | float) -> bool:
-    """True if a JSON number (``4111111111111111``, ``4111111111111111.5``) is a card number."""
+    """True if a JSON number (``4111111111111111``, ``4111111111111111.5``) is a card number.
+
+    A float is the nearest double to the digits sent, not the digits: ``4079722471297025.9``
+    arrives as ``4079722471297026.0``. So every integer part the digits sent may have had is
+    tried, those of the numbers within half a unit in the last place of it (one or two), and a
+    float beyond 2**53 in the range of card numbers, whose units a double no longer holds,
+    counts as one."""
     if isinstance(value, float):
-        if not PAN_NUMBERS[0] <= abs(value) < PAN_NUMBERS[1]:  # also False for NaN
+        magnitude = abs(value)
+        if not PAN_NUMBERS[0] <= magnitude < PAN_NUMBERS[1]:  # also False for NaN
             return False
-        value = int(value)
+        if magnitude >= FLOAT_EXACT_INTEGERS:
+            return True
+        half_ulp = Fraction(math.ulp(magnitude)) / 2
+        low, high = math.floor(Fraction(magnitude) - half_ulp), math.floor(Fraction(magnitude) + half_ulp)
+        return any(is_card_number(str(n)) for n in range(max(low, PAN_NUMBERS[0]), high + 1))
     value = abs(value)
     return PAN_NUMBERS[0] <= value < PAN_NUMBERS[1] and is_card_number(str(value))
