@@ -1,6 +1,13 @@
 """Browser sign-in: an API key (a person's role key) becomes an HttpOnly, Secure,
 SameSite=Strict session cookie; every state change must also carry its CSRF token.
 
+A sign-in is taken only as JSON from this site's own pages: another site's form (sent as
+``text/plain``, whose body can be made to read as JSON) is a top-level navigation, whose cookie
+the browser keeps even SameSite=Strict, so it could sign a victim's browser in as the
+attacker's key (login CSRF): their desks' alerts hidden, their actions in the attacker's name.
+A form cannot send ``application/json`` and another site's script cannot without CORS, which is
+not enabled; browsers also say where a request comes from (``Sec-Fetch-Site``).
+
 Sign-in attempts, failed or not, are limited per client address and per key id
 (``signin_attempts_per_min``), so a key's secret cannot be guessed at speed from one address
 nor from many, and sessions cannot be minted in bulk.
@@ -19,9 +26,10 @@ from ringfence.api.auth import SESSION_COOKIE, authenticator_of, authorize, clie
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.clock import iso
-from ringfence.errors import AuthError
+from ringfence.errors import AuthError, RequestError
 from ringfence.store.keys import SESSION_TTL_S, Session
 
+SAME_SITE_FETCHES = frozenset({"same-origin", "none"})  # none: a request the user made (no page)
 _KEY_ID = re.compile(r"rf_([0-9a-f]{12})_")  # the public part of a key (store/keys.py)
 
 
@@ -65,7 +73,19 @@ async def current_session(request: Request) -> Response:
     return json_response(_describe(session))
 
 
+def _refuse_cross_site(request: Request) -> None:
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in SAME_SITE_FETCHES:
+        raise RequestError(403, "cross_site", "sign in from this dashboard's own sign-in page")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise RequestError(
+            415, "unsupported_media_type", "send application/json", {"content_type": media_type[:100] or None}
+        )
+
+
 async def sign_in(request: Request) -> Response:
+    _refuse_cross_site(request)
     _limit_address(request)
     body = await json_body(request, _SignIn, '{"key": "rf_..."}')
     _limit_key(request, body.key)
