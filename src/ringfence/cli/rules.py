@@ -1,4 +1,5 @@
-"""``ringfence rules check|test``: check a rule pack, and see which detections fire on which events."""
+"""``ringfence rules check|test|backtest``: check a rule pack, see which detections fire on which
+events, and compare a candidate pack with the live one over a running platform's stored events."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from ringfence.cli.common import ConfigOption, settings_from
+from ringfence.cli.common import ConfigOption, fail, settings_from
 from ringfence.clock import SystemClock, iso
 from ringfence.engine.engine import Engine
 from ringfence.engine.pack import RulePack, load_pack_file
@@ -102,3 +105,88 @@ def _hit(signal: Any) -> dict[str, Any]:
         "features": signal.features,
         "related": [e["event_id"] for e in signal.related_events],
     }
+
+
+BACKTEST_TIMEOUT_S = 30.0  # between two lines of the server's answer: it sends progress every half second
+
+
+@app.command()
+def backtest(
+    file: PackFile,
+    url: Annotated[str, typer.Option(help="The running platform's API")] = "http://127.0.0.1:8080",
+    key: Annotated[
+        str | None,
+        typer.Option(help="API key with rules:read and alerts:read, of every audience", envvar="RINGFENCE_API_KEY"),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="Replay the newest LIMIT stored events")] = 100_000,
+    as_json: Annotated[bool, typer.Option("--json", help="The server's result as one JSON object")] = False,
+) -> None:
+    """Replay the newest stored events of the platform at URL through its live pack and FILE, and
+    show each detection's hits under both (``POST /v1/rules/backtest``, within the platform's
+    time budget: a run cut short says so). Exit 1 if FILE is refused, 2 if the run cannot be had."""
+    _load(file)  # its errors here, naming the rule, before anything is sent
+    if not key:
+        fail("--key (or RINGFENCE_API_KEY) is needed: a key with rules:read and alerts:read")
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Content-Type": "application/yaml",
+        "Accept": "application/x-ndjson",
+    }
+    result: dict[str, Any] | None = None
+    progress = Progress(TextColumn("back-test"), BarColumn(), MofNCompleteColumn(), transient=True)
+    try:
+        with (
+            httpx.Client(base_url=url, timeout=BACKTEST_TIMEOUT_S) as client,
+            client.stream(
+                "POST", "/v1/rules/backtest", params={"limit": limit}, content=file.read_bytes(), headers=headers
+            ) as answer,
+            progress,
+        ):
+            if answer.status_code != 200:
+                answer.read()
+                code = 1 if answer.status_code in (400, 422) else 2
+                fail(f"the platform answered {answer.status_code}: {_error_of(answer)}", code)
+            task = progress.add_task("back-test", total=None)
+            for line in answer.iter_lines():
+                if not line.strip():
+                    continue
+                message = json.loads(line)
+                if "progress" in message:
+                    step = message["progress"]
+                    progress.update(task, completed=step["events"], total=step["of"])
+                elif "error" in message:
+                    fail(f"the back-test failed: {message['error'].get('message', message['error'])}")
+                elif "result" in message:
+                    result = message["result"]
+    except httpx.HTTPError as exc:
+        fail(f"cannot run the back-test at {url}: {exc}")
+    if result is None:
+        fail("the platform ended the back-test without a result")
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    _show_backtest(result)
+
+
+def _error_of(answer: httpx.Response) -> str:
+    try:
+        error = answer.json()["error"]
+        return f"{error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return answer.text[:300]
+
+
+def _show_backtest(result: dict[str, Any]) -> None:
+    table = Table(
+        "detection", f"live ({result['live_version']})", f"candidate ({result['candidate_version']})", "change"
+    )
+    for detection, hits in result["hits"].items():
+        change = hits["candidate"] - hits["live"]
+        table.add_row(detection, str(hits["live"]), str(hits["candidate"]), f"{change:+d}" if change else "")
+    console = Console(width=200)
+    console.print(table)
+    cut = " (cut short by the platform's time budget: the hits so far)" if result["truncated"] else ""
+    console.print(
+        f"{result['events']:,} of {result['of']:,} events in {result['elapsed_s']} s; "
+        f"{result['failed_events']} failed{cut}"
+    )

@@ -117,7 +117,7 @@ def simulate(
                 pass
     traffic = _traffic(seed, customers, fraud_rate, only, events)
     finish = report and not (out or url or kafka)  # traffic that goes nowhere else: as many events as scoring needs
-    with _sinks(url, key, settings_from(config) if kafka else None) as (sinks, topics):
+    with _sinks(url, key, settings_from(config) if kafka else None) as (sinks, http, topics):
         stream = _tee(traffic.stream(begin, rate, events, finish_scenarios=finish), out, sinks)
         progress = Progress(TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with progress:
@@ -139,9 +139,10 @@ def simulate(
         if report_out is not None:
             body = json.dumps(result.to_dict(), indent=2) if report_out.suffix == ".json" else text
             report_out.write_text(body + "\n")
-    if topics is not None and topics.rejected:
-        such = "; ".join(topics.reasons)
-        fail(f"the kafka runtime's ingest rejected {topics.rejected} of the events, such as {such}")
+    for sink in (http, topics):
+        if sink is not None and sink.rejected:
+            such = "; ".join(sink.reasons)
+            fail(f"{sink.name} rejected {sink.rejected} of the events, such as {such}")
 
 
 def _rfc3339(text: str) -> float:
@@ -178,23 +179,56 @@ def _pack(rules: Path | None) -> RulePack:
 @contextmanager
 def _sinks(
     url: str | None, key: str | None, kafka: Settings | None
-) -> Iterator[tuple[list[Callable[[list[str]], None]], _KafkaSink | None]]:
+) -> Iterator[tuple[list[Callable[[list[str]], None]], _HttpSink | None, _KafkaSink | None]]:
     """Where batches of events go: ``url`` (with ``key``), and the topics of the kafka runtime
     that ``kafka`` names."""
     topics = _KafkaSink(kafka) if kafka is not None else None
-    client = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) if url else None
-    sinks: list[Callable[[list[str]], None]] = []
-    if client is not None:
-        sinks.append(lambda lines: _post(client, lines))
-    if topics is not None:
-        sinks.append(topics.send)
+    http = _HttpSink(url, key) if url else None
+    sinks: list[Callable[[list[str]], None]] = [sink.send for sink in (http, topics) if sink is not None]
     try:
-        yield sinks, topics
+        yield sinks, http, topics
     finally:
-        if client is not None:
-            client.close()
+        if http is not None:
+            http.close()
         if topics is not None:
             topics.close()
+
+
+class _Rejections:
+    """Events a sink's ingest rejected: how many, and the first few reasons, for the user."""
+
+    def __init__(self) -> None:
+        self.rejected = 0
+        self.reasons: list[str] = []
+
+    def count(self, event_id: str | None, index: int, why: str) -> None:
+        self.rejected += 1
+        if len(self.reasons) < 3:
+            self.reasons.append(f"{event_id or f'event {index}'}: {why}")
+
+
+class _HttpSink(_Rejections):
+    """A running server's ``POST /v1/events``, waiting out its backpressure; the events it
+    rejects (a key limited to other sources, say) are counted, and the run fails at its end."""
+
+    name = "the server"
+
+    def __init__(self, url: str, key: str | None) -> None:
+        super().__init__()
+        self.client = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"})
+
+    def send(self, lines: list[str]) -> None:
+        try:
+            answer = post_events(self.client, "\n".join(lines).encode())
+        except RuntimeError as exc:  # an answer other than 202, 429 or 503
+            fail(str(exc))
+        for rejection in answer.get("rejected", []):
+            errors = rejection.get("errors") or [{}]
+            why = f"{errors[0].get('field', '')} {errors[0].get('message', '')}".strip()
+            self.count(rejection.get("event_id"), rejection.get("index", 0), why)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def _counting(stream: Iterator[dict[str, Any]], tick: Any) -> Iterator[dict[str, Any]]:
@@ -230,20 +264,14 @@ def _tee(
             handle.close()
 
 
-def _post(client: httpx.Client, lines: list[str]) -> None:
-    try:
-        post_events(client, "\n".join(lines).encode())
-    except RuntimeError as exc:  # an answer other than 202, 429 or 503
-        fail(str(exc))
-
-
-class _KafkaSink:
+class _KafkaSink(_Rejections):
     """The kafka runtime's ingest in this process: each batch validated, then written to the
     events topic and the stages topic in one transaction, once the process group is not too
     far behind (``max_lag_events``), as ``serve ingest`` does for a ``POST /v1/events``. It
     routes events by the active rule pack (never activates one: ``rule_pack`` is ignored) and
     has a transactional id of its own, so it never fences a running ingest service."""
 
+    name = "the kafka runtime's ingest"
     GIVE_UP_S = 300.0  # a batch the brokers or the backpressure refuse this long ends the run
 
     def __init__(self, settings: Settings) -> None:
@@ -263,8 +291,7 @@ class _KafkaSink:
         except Exception as exc:  # the brokers unreachable (librdkafka's KafkaException)
             fail(f"cannot write to the kafka runtime's brokers: {exc}")
         self.platform.start()  # follows rule packs activated meanwhile
-        self.rejected = 0
-        self.reasons: list[str] = []  # the first few, for the user: in-process ingest logs none
+        super().__init__()  # in-process ingest logs none: the user is told at the end
 
     def send(self, lines: list[str]) -> None:
         from ringfence.errors import OverloadedError
@@ -282,10 +309,9 @@ class _KafkaSink:
                     fail(f"the kafka runtime did not take a batch in {self.GIVE_UP_S:.0f} s: {exc}")
                 time.sleep(max(1, exc.retry_after))
                 continue
-            self.rejected += len(result.rejected)
-            for rejection in result.rejected[: 3 - len(self.reasons)]:
+            for rejection in result.rejected:
                 why = "; ".join(f"{e.field} {e.message}" for e in rejection.errors[:1])
-                self.reasons.append(f"{rejection.event_id or f'event {rejection.index}'}: {why}")
+                self.count(rejection.event_id, rejection.index, why)
             return
 
     def close(self) -> None:
