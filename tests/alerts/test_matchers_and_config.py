@@ -115,6 +115,36 @@ def test_routes_inherit_and_continue() -> None:
             {"receivers": [{"name": "m", "email": {"host": "h", "to": ["a@b"], "sender": "s@b", "port": 999999}}]},
             "65535",
         ),
+        # credentials over a network in clear (found by a hostile audit: AUTH PLAIN seen on the wire)
+        (
+            {
+                "receivers": [
+                    {
+                        "name": "m",
+                        "email": {
+                            "host": "smtp.bank.example",
+                            "to": ["a@b"],
+                            "sender": "s@b",
+                            "username": "u",
+                            "password_env": "HOME",
+                        },
+                    }
+                ]
+            },
+            "SMTP password would be sent in clear: set starttls: true",
+        ),
+        (
+            {
+                "receivers": [
+                    {
+                        "name": "p",
+                        "pagerduty": {"url": "http://events.pagerduty.com/v2/enqueue", "routing_key_env": "HOME"},
+                    }
+                ]
+            },
+            "routing key would be sent in clear",
+        ),
+        ({"receivers": [{"name": "s", "slack": {"url": "http://hooks.slack.com/services/T/B/x"}}]}, "in clear"),
         ({"retry": {"max_attempts": 0}}, ">= 1"),
         ({"retry": {"max_attempts": 10**23}}, "<= 100"),
         ({"retry": {"base_delay": "10m", "max_delay": "1m"}}, "base_delay must not be longer than max_delay"),
@@ -123,6 +153,25 @@ def test_routes_inherit_and_continue() -> None:
 def test_bad_configs_fail_at_start_naming_the_place(change: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_config({**CONFIG, **change})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]"])
+def test_credentials_may_go_unencrypted_only_to_this_host(host: str) -> None:
+    url_host = f"[{host.strip('[]')}]" if ":" in host else host
+    email_doc = {"host": host, "to": ["a@b"], "sender": "s@b", "username": "u", "password_env": "HOME"}
+    pagerduty = {"url": f"http://{url_host}:8125/v2/enqueue", "routing_key_env": "HOME"}
+    config = build_config(
+        {
+            "receivers": [
+                {"name": "relay", "email": email_doc},
+                {"name": "pd", "pagerduty": pagerduty},
+                {"name": "sl", "slack": {"url": f"http://{url_host}:8126/hook"}},
+            ]
+        }
+    )
+    assert set(config.receivers) >= {"relay", "pd", "sl"}
+    with_tls = {**email_doc, "host": "smtp.bank.example", "starttls": True}
+    assert "m" in build_config({"receivers": [{"name": "m", "email": with_tls}]}).receivers
 
 
 def test_an_email_address_may_carry_a_display_name() -> None:

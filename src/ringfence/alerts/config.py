@@ -8,6 +8,7 @@ the environment variable that holds its secret.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -203,6 +204,30 @@ def _web_address(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
 
 
+def _loopback(host: str) -> bool:
+    """A host on this machine (a local relay or sidecar): what crosses no network."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _credential_in_clear(options: Any, url: str | None) -> str | None:
+    """What of a receiver's credentials would cross a network unencrypted: an SMTP login
+    without STARTTLS, a Slack incoming webhook's URL (the URL is the credential) or a
+    PagerDuty routing key over plain HTTP. A webhook's secret only signs, never travels."""
+    if isinstance(options, EmailDoc) and options.password_env and not options.starttls and not _loopback(options.host):
+        return "its SMTP password would be sent in clear: set starttls: true"
+    if isinstance(options, SlackDoc | PagerDutyDoc) and url is not None:
+        parts = urlsplit(url)
+        if parts.scheme != "https" and not _loopback(parts.hostname or ""):
+            what = "its URL, the credential," if isinstance(options, SlackDoc) else "its routing key"
+            return f"{what} would be sent in clear: use an https:// URL"
+    return None
+
+
 def _duration(text: str | None, inherited: float, where: str) -> float:
     if text is None:
         return inherited
@@ -267,6 +292,9 @@ def build_config(raw: Any) -> AlertingConfig:
         if url is not None and not _web_address(url):  # the URL itself is not shown: it may be a credential
             where = f"the URL in {url_env}" if url_env else "url"
             raise ConfigError(f"receivers[{i}] ({r.name}): {where} must be an http:// or https:// URL with a host")
+        in_clear = _credential_in_clear(options, url)
+        if in_clear is not None:
+            raise ConfigError(f"receivers[{i}] ({r.name}): {in_clear} (only to this host may it go unencrypted)")
         receivers[r.name] = Receiver(r.name, kinds[0], options)
     route = _route(doc.route or RouteDoc(receiver=DEFAULT_RECEIVER), None, "route", receivers)
     inhibit = []
