@@ -116,6 +116,38 @@ def test_people_s_text_holding_a_card_number_or_nul_is_refused_and_never_stored(
     assert "4111 1111 1111 1111" not in server.log_path.read_text()
 
 
+def test_people_s_text_holding_an_iban_is_kept_masked_in_the_alert_and_the_audit_trail(
+    server: EmbeddedServer, keys: Keys
+) -> None:
+    """Found by a hostile audit: the scan of people's text masked account numbers and the
+    result was thrown away, so comments, reasons and silences kept them in clear, and the
+    audit trail, which cannot be edited, too."""
+    customer = uid("cus")
+    post(server, keys.producer, risky_transfer(customer))
+    server.wait_processed(keys.reader)
+    (alert,) = alerts_for(server, keys.reader, customer)
+    url = f"/v1/alerts/{alert['id']}"
+    with server.client(keys.analyst) as c:
+        commented = c.post(f"{url}/comments", json={"text": "paid to GB82 WEST 1234 5698 7654 32, per the customer"})
+        assert commented.status_code == 201, commented.text
+        assert commented.json()["comments"][-1]["text"] == "paid to GB****************5432, per the customer"
+        acked = c.post(f"{url}/ack", json={"reason": "payee DE89370400440532013000 is known"})
+        assert acked.status_code == 200, acked.text
+        assert any(h["reason"] == "payee DE****************3000 is known" for h in acked.json()["history"])
+    admin = create_key(server.data_dir, f"auditor-{uid('k')}", "admin")
+    with server.client(admin) as c:
+        silence = {"matchers": ["customer_id=x"], "ends_at": rfc3339(60), "comment": "IBAN DE89 3704 0044 0532 0130 00"}
+        created = c.post("/v1/silences", json=silence)
+        assert created.status_code == 201, created.text
+        assert created.json()["comment"] == "IBAN DE****************3000"
+        audit = c.get("/v1/audit", params={"limit": 500}).text
+    assert "DE****************3000" in audit
+    for clear in ("0532 0130", "0532013000", "5698 7654"):
+        assert clear not in audit
+    stored = [p.name for p in server.data_dir.rglob("*") if p.is_file() and b"0532 0130" in p.read_bytes()]
+    assert stored == []  # nor in any file of the data dir (the store, its WAL)
+
+
 def test_a_card_number_typed_as_an_id_a_field_name_or_a_header_is_never_echoed(
     server: EmbeddedServer, keys: Keys
 ) -> None:

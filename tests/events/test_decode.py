@@ -124,6 +124,31 @@ def test_account_numbers_and_ibans_are_masked_before_storage() -> None:
     assert "DE89370400440532013000" not in msgspec.json.encode(validate_event(json.dumps(raw).encode(), NOW)).decode()
 
 
+@pytest.mark.parametrize(
+    "spelled",
+    [
+        "https://bank.example/pay?iban=DE89%203704%200044%200532%200130%2000",
+        "DE89&#32;3704&#32;0044&#32;0532&#32;0130&#32;00",
+        "DE89%2D3704%2D0044%2D0532%2D0130%2D00",
+        "DE89%25203704%25200044%25200532%25200130%252000",  # encoded twice
+        "GB82&nbsp;WEST&nbsp;1234&nbsp;5698&nbsp;7654&nbsp;32",
+    ],
+)
+def test_an_iban_spelled_with_escapes_is_masked_too(spelled: str) -> None:
+    """Found by a hostile audit: the card number scan reads escapes, the IBAN masking did not,
+    so an IBAN in a URL or a page's text was stored and shown in clear."""
+    raw = event("transfer.initiated", channel=spelled)
+    stored = validate_event(json.dumps(raw).encode(), NOW).data["channel"]
+    assert "0532" not in stored
+    assert "5698" not in stored
+    assert "****" in stored
+
+
+def test_escapes_without_an_iban_are_kept_as_sent() -> None:
+    raw = event("transfer.initiated", channel="https://bank.example/a%20b?x=1&amp;y=DE89%20now")
+    assert validate_event(json.dumps(raw).encode(), NOW).data["channel"] == raw["data"]["channel"]
+
+
 def test_a_pan_in_an_envelope_field_is_rejected() -> None:
     assert errors_of(event(customer_id="5500000000000004"))[0] == (
         "customer_id",

@@ -60,16 +60,23 @@ async def json_body(
         value = msgspec.json.decode(raw, type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, "invalid_body", f"expected {expected}: {exc}") from None
-    _refuse_unstorable(value)
-    return value
+    return _storable(value, kind)
 
 
-def _refuse_unstorable(value: object) -> None:
+def _storable(value: T, kind: type[T]) -> T:
     """People's text (comments, reasons, silences, lists) is stored and shown like producers'
-    data: no card number, no NUL or lone surrogate (which PostgreSQL or an encoder refuses)."""
+    data: no card number, no NUL or lone surrogate (which PostgreSQL or an encoder refuses), and
+    account numbers (IBANs) masked, in the store and the audit trail alike."""
     errors: list[FieldError] = []
-    scan(msgspec.to_builtins(value), "", errors)
+    plain = msgspec.to_builtins(value)
+    masked = scan(plain, "", errors)
     if errors:
         details = {"errors": [{"field": e.field, "message": e.message} for e in errors[:20]]}
         fields = ", ".join(sorted({e.field or "body" for e in errors})[:5])
         raise RequestError(400, "invalid_body", f"the body cannot be stored as sent: see {fields}", details)
+    if masked == plain:
+        return value
+    try:
+        return msgspec.convert(masked, kind)
+    except msgspec.ValidationError as exc:  # a masked value no longer fits its field's bounds
+        raise RequestError(400, "invalid_body", f"the body cannot be stored once masked: {exc}") from None

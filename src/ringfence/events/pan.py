@@ -261,6 +261,12 @@ def _decode_once(text: str) -> str:
     return html.unescape(unquote(text, errors="replace"))
 
 
+def escapes_read(text: str) -> Iterator[str | None]:
+    """``text`` with its escapes read, a layer at a time (see the module docstring); None
+    after too many layers."""
+    return _decoded(text)
+
+
 def _decoded(text: str) -> Iterator[str | None]:
     """``text`` with its escapes read, a layer at a time, until nothing changes; None after
     ``MAX_ENCODING_LAYERS`` layers if it still would."""

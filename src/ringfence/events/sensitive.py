@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ringfence.errors import FieldError
 from ringfence.events import pan
 from ringfence.events.controls import data_fault
-from ringfence.events.iban import IBAN_LENGTHS, mask_account, mask_ibans
+from ringfence.events.iban import IBAN_LENGTHS, iban_spans, mask_account, mask_ibans
 from ringfence.events.identifiers import HASH_LENGTHS
 from ringfence.events.pan import MIN_PAN_DIGITS, looks_like_pan, luhn_valid, number_is_pan
 
@@ -51,8 +51,19 @@ def clean(text: str) -> tuple[str, bool]:
     """``text`` with its IBANs masked, and whether it (still) holds a card number."""
     if len(text) < MIN_PAN_DIGITS and text.isascii():  # most values: too short for a PAN or an IBAN
         return text, False
-    masked = mask_ibans(text)
+    masked = _mask_escaped_ibans(mask_ibans(text))
     return masked, looks_like_pan(masked)
+
+
+def _mask_escaped_ibans(text: str) -> str:
+    """An IBAN spelled with escapes (a URL's ``%20`` between its groups, a page's ``&#32;``), which
+    the card number scan reads too, is masked as well: the text is then kept as its escapes
+    spell it, every IBAN in it masked. (Text encoded past any producer's data keeps its escapes
+    read as far as they go.)"""
+    readings = [form for form in pan.escapes_read(text) if form is not None]
+    if not readings or not any(iban_spans(form) for form in readings):
+        return text
+    return mask_ibans(readings[-1])
 
 
 def scan(value: Any, path: str, errors: list[FieldError], depth: int = 0, *, keys: bool = True) -> Any:
