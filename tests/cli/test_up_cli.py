@@ -46,6 +46,51 @@ def test_ctrl_c_shuts_down_cleanly(tmp_path: Path) -> None:
     assert server.process.returncode in (0, 130, -signal.SIGINT)  # 130: the shell's code for Ctrl-C
 
 
+def test_ctrl_c_at_a_terminal_stops_the_demo_without_a_traceback(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C goes to the whole process group: the ingest worker process too, which
+    printed a KeyboardInterrupt traceback, and the demo's traffic logged its refused batch as an
+    error (found by a newcomer's walk through the README)."""
+    port = free_port()
+    output = tmp_path / "up.log"
+    with output.open("wb") as sink:
+        up = subprocess.Popen(  # nosec B603
+            [
+                sys.executable,
+                "-m",
+                "ringfence",
+                "up",
+                "--demo",
+                "--demo-rate",
+                "400",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "d"),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            process_group=0,  # a group of its own, as a terminal's job is
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "Demo key:" not in output.read_text():
+            assert up.poll() is None, output.read_text()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(2)  # demo batches under way
+        os.killpg(up.pid, signal.SIGINT)
+        up.wait(timeout=30)
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+    text = output.read_text()
+    assert "embedded platform stopped" in text
+    assert "Traceback" not in text
+    assert "KeyboardInterrupt" not in text
+    assert '"level": "error"' not in text, text[-3000:]
+
+
 def test_a_bad_alerting_config_stops_start_up_with_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "alerting.yaml"
     config.write_text("route: {receiver: nobody}\n")

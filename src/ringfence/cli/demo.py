@@ -8,6 +8,7 @@ import logging
 import msgspec
 
 from ringfence.clock import iso
+from ringfence.errors import OverloadedError
 from ringfence.runtimes.embedded.platform import Platform
 from ringfence.simulate.traffic import Traffic
 
@@ -33,6 +34,10 @@ async def run_demo_traffic(platform: Platform, rate_per_s: float = 50.0, custome
             continue
         try:
             result = await service.ingest(encoder.encode(events), ndjson=False)
+        except OverloadedError as exc:  # backpressure, or a stop under way: a producer's 503
+            if platform.accepting:
+                log.warning("demo traffic: ingest refused a batch (%s)", exc)
+            continue
         except Exception:
             log.exception("demo traffic batch failed")
             continue

@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
 import threading
 import traceback
 from collections.abc import Callable
@@ -240,6 +241,9 @@ def _fail(future: asyncio.Future[IngestReply], exc: Exception) -> None:
 def serve(conn: Connection, journal: str, partitions: int, synchronous: str, segment_s: float = SEGMENT_S) -> None:
     """The worker's loop: take every request waiting, decode each, append them all in one
     transaction, answer each. Returns when told to stop or when the API process is gone."""
+    # a terminal's Ctrl-C reaches the whole process group: the API process stops this one, after
+    # answering what it holds (an interrupt here would print a traceback and drop them)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s (ingest worker): %(message)s")
     redact_logs()  # a spawned process: its stderr has no handler of the server's
     journal_log = SqliteLog(Path(journal), partitions, synchronous, cache_mib=WRITER_CACHE_MIB, segment_s=segment_s)
