@@ -66,6 +66,10 @@ def test_security_headers_and_json_errors_on_unknown_paths(server: EmbeddedServe
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     assert "server" not in response.headers
+    # another site's window keeps no handle on ours, nor loads our answers as its resources
+    assert response.headers["cross-origin-opener-policy"] == "same-origin"
+    assert response.headers["cross-origin-resource-policy"] == "same-origin"
+    assert "camera=()" in response.headers["permissions-policy"]
 
 
 def test_wrong_method_is_405(server: EmbeddedServer, keys: Keys) -> None:

@@ -44,6 +44,10 @@ SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
+    # another site's window keeps no handle on the dashboard's, nor loads its answers
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=(), usb=()"),
 ]
 CSP = b"content-security-policy"
 HSTS = [(b"strict-transport-security", b"max-age=31536000; includeSubDomains")]
