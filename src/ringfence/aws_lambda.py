@@ -63,7 +63,7 @@ ingest = api  # POST /v1/events: the same app, in a function allowed to write th
 
 
 def process(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return handlers.process_event(handlers.runtime(), event)
+    return handlers.process_event(handlers.runtime(), event, context)
 
 
 def dispatch(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -138,6 +138,48 @@ def test_sns_refusing_announcements_stops_no_shard_and_the_tick_sends_them_once_
     assert d.queue_messages(d.alerts_queue_url) == []  # (those read are hidden) nothing announced again
 
 
+def test_a_slow_sns_does_not_time_the_invocation_out_its_announcements_wait_for_the_tick(
+    deploy: DeploymentFactory, events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SNS slow rather than down: the invocation announces only while a call can end before
+    Lambda stops it, and returns with its batch committed; the rest wait (AlertsWaiting) and
+    the tick announces each once. Without the deadline, a publish that takes its timeouts
+    after the commits timed the invocation out, and Lambda ran the whole batch again."""
+    d = deploy(shards=1, batch_size=300)
+    rt = d.runtime
+    real_announce, slow = rt.processor.announce, [True]
+
+    def announce(message: dict[str, Any]) -> None:
+        if slow[0]:
+            time.sleep(0.8)
+        real_announce(message)
+
+    rt.processor.announce = announce
+    monkeypatch.setattr(processor_module, "QUICK_CALL_MAX_S", 0.0)  # the margin: a publish of this test's
+    d.send(events[:300])
+    (shard,) = d.stream.shard_ids()
+    batch = d.stream.event_for(shard, d.stream.read(shard))
+
+    class Context:  # Lambda's: this many milliseconds left once the handler starts
+        def get_remaining_time_in_millis(self) -> int:
+            return 2000
+
+    started = time.monotonic()
+    assert process_event(rt, batch, Context()) == {"batchItemFailures": []}
+    assert time.monotonic() - started < 2.0 + 0.8 + 0.5  # one slow publish past the deadline at most
+    assert d.committed_all()
+    applied = d.alerts()  # an alert is made when its hits are applied, and announced then
+    firing = [m["alert_id"] for m in d.queue_messages(d.alerts_queue_url) if m["change"] == "firing"]
+    assert sorted(firing) == sorted(applied)
+
+    slow[0] = False
+    rt.processor.tick()
+    made = d.alerts()
+    assert len(made) > len(applied)  # the rest waited in their outboxes for the tick
+    firing += [m["alert_id"] for m in d.queue_messages(d.alerts_queue_url) if m["change"] == "firing"]
+    assert sorted(firing) == sorted(made)  # each once
+
+
 def test_two_invocations_racing_on_the_same_keys_cannot_both_commit(
     deploy: DeploymentFactory, events: list[dict[str, Any]]
 ) -> None:

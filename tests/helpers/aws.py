@@ -122,8 +122,8 @@ class Deployment:
         told: list[BatchOutcome] = []
         process = self.runtime.processor.process
 
-        def counted(shard: str, records: list[StreamRecord]) -> BatchOutcome:
-            told.append(process(shard, records))
+        def counted(shard: str, records: list[StreamRecord], deadline: float | None = None) -> BatchOutcome:
+            told.append(process(shard, records, deadline))
             return told[-1]
 
         self.runtime.processor.process = counted  # type: ignore[method-assign]

@@ -22,7 +22,7 @@ from ringfence.events.decode import validate_event
 from ringfence.events.fx import shipped_table
 from ringfence.private_files import input_lines
 
-app = typer.Typer(help="Check and test rule packs.", no_args_is_help=True)
+app = typer.Typer(help="Check, test and back-test rule packs.", no_args_is_help=True)
 PackFile = Annotated[Path, typer.Argument(help="Rule pack YAML", exists=True, dir_okay=False)]
 
 MAX_LINE_BYTES = 1024 * 1024  # far past any event: a file of one endless line is refused, not held

@@ -116,7 +116,7 @@ def runtime() -> AwsRuntime:
 # -- the stream, the queue, the schedule ------------------------------------------------------------
 
 
-def process_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
+def process_event(rt: AwsRuntime, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     """A Kinesis batch (one shard). Reports the first record not committed, if any."""
     records = event.get("Records") or []
     if not records:
@@ -131,7 +131,7 @@ def process_event(rt: AwsRuntime, event: Mapping[str, Any]) -> dict[str, Any]:
         )
         for r in records
     ]
-    outcome = rt.processor.process(shard, batch)
+    outcome = rt.processor.process(shard, batch, deadline_of(context))
     log.info(
         "shard %s: %d processed, %d late, %d skipped, %d poison, %d conflicts, %d alerts, %d alerts' hits waiting",
         shard,

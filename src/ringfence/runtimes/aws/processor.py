@@ -38,7 +38,7 @@ from ringfence.events.model import Event, decode_event
 from ringfence.runtimes.aws import dedup
 from ringfence.runtimes.aws.alerts import AlertContention, AlertRefused, AlertTable
 from ringfence.runtimes.aws.announcements import announcement
-from ringfence.runtimes.aws.resources import contention_pause_s, error_code
+from ringfence.runtimes.aws.resources import QUICK_CALL_MAX_S, contention_pause_s, error_code
 from ringfence.runtimes.aws.state import (
     ANY_STATE,
     MAX_TRANSACTION_ITEMS,
@@ -323,7 +323,12 @@ class ShardProcessor:
 
     # -- a batch -----------------------------------------------------------------------------------
 
-    def process(self, shard: str, records: list[StreamRecord]) -> BatchOutcome:
+    def process(self, shard: str, records: list[StreamRecord], deadline: float | None = None) -> BatchOutcome:
+        """Process a shard's batch; ``deadline`` (:func:`time.monotonic`; None: none): when Lambda
+        stops the invocation. Its alerts' hits are applied and announced only while a call to
+        SNS can still end before it; the others wait in their outboxes (AlertsWaiting) for the
+        next invocation of the shard or the tick, rather than the invocation being timed out
+        after its commits, and its batch retried."""
         outcome = BatchOutcome()
         # what earlier invocations committed and did not get to apply (a crash, hits that lost
         # every race): their heartbeat deadlines first (a chunk must not fire a heartbeat they
@@ -396,7 +401,8 @@ class ShardProcessor:
         # past this invocation's hits, would take theirs for applied)
         left = self.state.outbox(shard)
         self._apply_pushes(left)  # once per invocation: a busy source's heartbeat row once, not once a chunk
-        self._apply_signals(shard, left, outcome)
+        apply_until = deadline - QUICK_CALL_MAX_S if deadline is not None else None
+        self._apply_signals(shard, left, outcome, apply_until)
         return outcome
 
     def _run_chunk(self, runner: _Chunk, chunk: list[_Item]) -> None:

@@ -43,6 +43,12 @@ class AwsNames:
         return {var: getattr(self, name) for name, var in _VARIABLES.items()}
 
 
+# a quick client's bounds (SNS: what it does not take is owed, not lost), and the longest one
+# call of it may take, backoff included: an invocation asks it only with that much time left
+QUICK_CONNECT_S, QUICK_READ_S, QUICK_ATTEMPTS = 2, 5, 2
+QUICK_CALL_MAX_S = (QUICK_CONNECT_S + QUICK_READ_S) * QUICK_ATTEMPTS + 1
+
+
 @dataclass
 class AwsClients:
     """Low-level boto3 clients. The endpoint and credentials come from boto3's usual sources
@@ -50,11 +56,18 @@ class AwsClients:
 
     region: str | None = None
 
-    def _client(self, service: str) -> Any:
+    def _client(self, service: str, *, quick: bool = False) -> Any:
         import boto3  # the aws extra: imported only by the aws runtime
         from botocore.config import Config
 
-        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+        if quick:
+            config = Config(
+                retries={"mode": "standard", "max_attempts": QUICK_ATTEMPTS},
+                connect_timeout=QUICK_CONNECT_S,
+                read_timeout=QUICK_READ_S,
+            )
+        else:
+            config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
         return boto3.client(service, region_name=self.region or os.environ.get("AWS_REGION"), config=config)
 
     @cached_property
@@ -67,7 +80,9 @@ class AwsClients:
 
     @cached_property
     def sns(self) -> Any:
-        return self._client("sns")
+        """Quick: a publish is a few milliseconds, and what SNS does not take stays owed (sent by
+        a later invocation or the tick), so a slow SNS holds an invocation for seconds, not minutes."""
+        return self._client("sns", quick=True)
 
     @cached_property
     def sqs(self) -> Any:
