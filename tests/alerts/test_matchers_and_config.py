@@ -145,6 +145,7 @@ def test_routes_inherit_and_continue() -> None:
             "routing key would be sent in clear",
         ),
         ({"receivers": [{"name": "s", "slack": {"url": "http://hooks.slack.com/services/T/B/x"}}]}, "in clear"),
+        ({"receivers": [{"name": "w", "webhook": {"url": "http://ops:pw@hooks.bank.example/x"}}]}, "user and password"),
         ({"retry": {"max_attempts": 0}}, ">= 1"),
         ({"retry": {"max_attempts": 10**23}}, "<= 100"),
         ({"retry": {"base_delay": "10m", "max_delay": "1m"}}, "base_delay must not be longer than max_delay"),
@@ -155,9 +156,9 @@ def test_bad_configs_fail_at_start_naming_the_place(change: dict[str, object], m
         build_config({**CONFIG, **change})
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LOCALHOST.", "::1", "::ffff:127.0.0.1"])
 def test_credentials_may_go_unencrypted_only_to_this_host(host: str) -> None:
-    url_host = f"[{host.strip('[]')}]" if ":" in host else host
+    url_host = f"[{host}]" if ":" in host else host
     email_doc = {"host": host, "to": ["a@b"], "sender": "s@b", "username": "u", "password_env": "HOME"}
     pagerduty = {"url": f"http://{url_host}:8125/v2/enqueue", "routing_key_env": "HOME"}
     config = build_config(

@@ -4,6 +4,7 @@ separator and digit form, and identifiers such as UUIDs are never taken for one.
 from __future__ import annotations
 
 import base64
+import json
 import random
 import time
 import uuid
@@ -11,8 +12,10 @@ import uuid
 import msgspec
 import pytest
 
+from ringfence.events.decode import decode_batch
 from ringfence.events.pan import is_card_number, looks_like_pan, luhn_valid, number_is_pan
 from ringfence.events.sensitive import find_pan
+from ringfence.testing import event
 
 
 def with_check_digit(body: str) -> str:
@@ -171,12 +174,29 @@ def test_pans_sent_as_json_numbers_with_a_fraction_are_pans(network: str, prefix
     assert number_is_pan(exponent), (network, exponent)
 
 
+@pytest.mark.parametrize("amount", ["378282246310005.99999", "378282246310005.0", "4079722471297025.9"])
+def test_a_card_number_sent_as_a_float_amount_is_refused(amount: str) -> None:
+    """An amount is made exact from the double it was read into, whose digits are no longer
+    those sent (``378282246310005.99999`` became ``378282246310006.00``): checked before."""
+    body = json.dumps([event("transfer.initiated", amount=0, currency="USD")]).replace(
+        '"amount": 0', f'"amount": {amount}'
+    )
+    batch = decode_batch(body.encode(), ndjson=False, now=time.time(), max_events=10)
+    assert batch.events == []
+    assert [(e.field, e.message) for e in batch.rejected[0].errors] == [
+        ("data.amount", "looks like a card number (PAN); send a token")
+    ]
+
+
 def test_fractions_of_card_number_size_beside_no_card_number_are_not_pans() -> None:
     # a millisecond timestamp with a fraction: neither it nor its neighbours pass the check digit
     for value in (1733500000000.5, 1000000000000.5, 1234567890123.25):
         assert not any(is_card_number(str(n)) for n in range(int(value) - 1, int(value) + 2))
         assert not number_is_pan(value)
     assert not number_is_pan(999999999999.9)  # 12 digits: no card number is that short
+    # a nanosecond timestamp as a float: its units are gone, but no network's prefix begins 17
+    for value in (1.7e18, 1733500000000000000.0, 1.0e18):
+        assert not number_is_pan(value)
 
 
 def test_the_issue_examples_are_pans() -> None:

@@ -209,22 +209,29 @@ def _loopback(host: str) -> bool:
     if host.lower() in ("localhost", "localhost."):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def _credential_in_clear(options: Any, url: str | None) -> str | None:
     """What of a receiver's credentials would cross a network unencrypted: an SMTP login
-    without STARTTLS, a Slack incoming webhook's URL (the URL is the credential) or a
-    PagerDuty routing key over plain HTTP. A webhook's secret only signs, never travels."""
-    if isinstance(options, EmailDoc) and options.password_env and not options.starttls and not _loopback(options.host):
+    without STARTTLS, a Slack incoming webhook's URL (the URL is the credential), a PagerDuty
+    routing key or a user and password in a URL, over plain HTTP. A webhook's secret only
+    signs, never travels."""
+    logs_in = isinstance(options, EmailDoc) and bool(options.username and options.password_env)
+    if logs_in and not options.starttls and not _loopback(options.host):
         return "its SMTP password would be sent in clear: set starttls: true"
-    if isinstance(options, SlackDoc | PagerDutyDoc) and url is not None:
-        parts = urlsplit(url)
-        if parts.scheme != "https" and not _loopback(parts.hostname or ""):
-            what = "its URL, the credential," if isinstance(options, SlackDoc) else "its routing key"
-            return f"{what} would be sent in clear: use an https:// URL"
+    parts = urlsplit(url) if url is not None else None
+    if parts is None or parts.scheme == "https" or _loopback(parts.hostname or ""):
+        return None
+    if isinstance(options, SlackDoc | PagerDutyDoc):
+        what = "its URL, the credential," if isinstance(options, SlackDoc) else "its routing key"
+        return f"{what} would be sent in clear: use an https:// URL"
+    if parts.username is not None or parts.password is not None:
+        return "the user and password in its URL would be sent in clear: use an https:// URL"
     return None
 
 

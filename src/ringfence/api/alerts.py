@@ -108,7 +108,7 @@ class _ActionBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def _reason(request: Request) -> str:
-    body = await json_body(request, _ActionBody, '{"reason": "..."}', optional=True)
+    body = await json_body(request, _ActionBody, '{"reason": "..."}', optional=True, prose=("reason",))
     if len(body.reason) > MAX_REASON:
         raise RequestError(400, "invalid_body", f"reason is longer than {MAX_REASON} characters")
     return body.reason
@@ -145,7 +145,7 @@ async def assign_alert(request: Request) -> Response:
     caller = authorize(request, "alerts:write")
     platform = platform_of(request)
     triage = served(platform.triage, platform, "assigning alerts")
-    body = await json_body(request, _AssignBody, '{"assignee": "...", "reason": "..."}')
+    body = await json_body(request, _AssignBody, '{"assignee": "...", "reason": "..."}', prose=("reason",))
     if len(body.assignee) > 128 or len(body.reason) > MAX_REASON:
         raise RequestError(400, "invalid_body", "assignee is at most 128 characters, reason at most 1000")
     alert = await run_in_threadpool(
@@ -163,7 +163,7 @@ async def comment_alert(request: Request) -> Response:
     caller = authorize(request, "alerts:write")
     platform = platform_of(request)
     triage = served(platform.triage, platform, "commenting on alerts")
-    body = await json_body(request, _CommentBody, '{"text": "..."}')
+    body = await json_body(request, _CommentBody, '{"text": "..."}', prose=("text",))
     if not body.text.strip() or len(body.text) > 4_000:
         raise RequestError(400, "invalid_body", "text must be 1..4000 characters")
     alert = await run_in_threadpool(

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.api.auth import SESSION_COOKIE, authenticator_of, authorize, client_address
-from ringfence.api.bodies import json_body
+from ringfence.api.bodies import secret_body
 from ringfence.api.errors import json_response
 from ringfence.clock import iso
 from ringfence.errors import AuthError, RequestError
@@ -87,7 +87,7 @@ def _refuse_cross_site(request: Request) -> None:
 async def sign_in(request: Request) -> Response:
     _refuse_cross_site(request)
     _limit_address(request)
-    body = await json_body(request, _SignIn, '{"key": "rf_..."}')
+    body = await secret_body(request, _SignIn, '{"key": "rf_..."}')
     _limit_key(request, body.key)
     try:
         session_id, session = await run_in_threadpool(authenticator_of(request).sign_in, body.key)

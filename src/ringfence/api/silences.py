@@ -46,7 +46,9 @@ async def create_silence(request: Request) -> Response:
     caller = authorize(request, "alerts:write")
     require_unrestricted(caller)
     platform = platform_of(request)
-    body = await json_body(request, _SilenceBody, "{matchers, ends_at, comment[, starts_at]}", 64 * 1024)
+    body = await json_body(
+        request, _SilenceBody, "{matchers, ends_at, comment[, starts_at]}", 64 * 1024, prose=("comment",)
+    )
     now = platform.clock.time()
     starts = _time(body.starts_at, "starts_at") if body.starts_at else now
     ends = _time(body.ends_at, "ends_at")

@@ -110,7 +110,7 @@ def process(
     except RingfenceError as exc:
         fail(str(exc))
     typer.echo(f"Ringfence process worker {name}: stages {', '.join(worker.plan.names)}, pack {pack.version}")
-    counters = CountersPublisher(packs.store, worker.metrics, "process")
+    counters = CountersPublisher(packs.store, worker.metrics)
     counters.start()
     try:
         worker.run(_stop_on_signals())
@@ -151,7 +151,7 @@ def dispatch(metrics_port: MetricsPortOption = None, host: HostOption = None, co
     except RingfenceError as exc:
         fail(str(exc))
     typer.echo("Ringfence dispatch service (kafka runtime)")
-    counters = CountersPublisher(store, metrics, "dispatch")
+    counters = CountersPublisher(store, metrics)
     counters.start()
     try:
         service.run(_stop_on_signals())

@@ -27,7 +27,7 @@ from ringfence.events.fields import DECODE_ERRORS, TOO_DEEP, decode_fields, fiel
 from ringfence.events.fx import STAMPED, FxTable
 from ringfence.events.model import Event, StoredEvent
 from ringfence.events.normalise import normalise_data
-from ringfence.events.sensitive import PAN_MESSAGE, clean, echo, mask_ibans, plain, redact, scan
+from ringfence.events.sensitive import clean, echo, mask_ibans, plain, redact, scan
 from ringfence.events.types import (
     BUILTIN_TYPES,
     CUSTOMERLESS_TYPES,
@@ -261,8 +261,9 @@ def _envelope_errors(
         fault = envelope_fault(value)
         if fault is not None:
             errors.append(FieldError(name, fault))
-        if (_clean_name if name in ("source", "type") else clean)(value)[1]:
-            errors.append(FieldError(name, PAN_MESSAGE))
+        problem = (_clean_name if name in ("source", "type") else clean)(value)[1]
+        if problem is not None:
+            errors.append(FieldError(name, problem))
     return errors
 
 

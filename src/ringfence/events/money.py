@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal, DecimalException, InvalidOperation
 
+from ringfence.events.pan import number_is_pan
+
 # Active ISO 4217 codes whose minor unit is not 2 digits.
 _EXPONENT_EXCEPTIONS: dict[str, int] = {
     **dict.fromkeys(
@@ -219,6 +221,8 @@ def to_decimal(value: int | float | str, currency: str, *, signed: bool = False)
         raise MoneyError("expected a number or decimal string")
     if isinstance(value, str) and (len(value) > MAX_AMOUNT_CHARS or _DECIMAL.fullmatch(value) is None):
         raise MoneyError("not a decimal number: write digits, an optional '-' and '.' (e.g. \"1250.00\")")
+    if isinstance(value, float) and number_is_pan(value):  # before repr() rounds its digits away
+        raise MoneyError("looks like a card number (PAN); send a token")
     try:
         amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     except (InvalidOperation, ValueError):

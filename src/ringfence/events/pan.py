@@ -44,7 +44,6 @@ from ringfence.events.reading import ReadingTable
 
 MIN_PAN_DIGITS, MAX_PAN_DIGITS = 13, 19
 PAN_NUMBERS = (10 ** (MIN_PAN_DIGITS - 1), 10**MAX_PAN_DIGITS)  # the JSON numbers a PAN may be sent as
-FLOAT_EXACT_INTEGERS = 2.0**53  # from here on a double holds even integers only, then fewer
 MAX_PHONE_DIGITS = 15  # E.164
 MAX_SEPARATOR_RUN = 5
 
@@ -126,13 +125,15 @@ def luhn_valid(digits: str) -> bool:
 
 def is_card_number(digits: str) -> bool:
     """True if ``digits`` (ASCII digits only) has a card network's prefix and length and passes Luhn."""
+    return _networked(digits) and luhn_valid(digits)
+
+
+def _networked(digits: str) -> bool:
+    """True if ``digits`` has a card network's prefix and length (Luhn aside)."""
     n = len(digits)
     if not MIN_PAN_DIGITS <= n <= MAX_PAN_DIGITS:
         return False
-    for low, high, lengths in _NETWORKS:
-        if n in lengths and low <= digits[: len(low)] <= high:
-            return luhn_valid(digits)
-    return False
+    return any(n in lengths and low <= digits[: len(low)] <= high for low, high, lengths in _NETWORKS)
 
 
 def _read_normalised(ch: str) -> str:
@@ -262,12 +263,6 @@ def _decode_once(text: str) -> str:
 
 
 def escapes_read(text: str) -> Iterator[str | None]:
-    """``text`` with its escapes read, a layer at a time (see the module docstring); None
-    after too many layers."""
-    return _decoded(text)
-
-
-def _decoded(text: str) -> Iterator[str | None]:
     """``text`` with its escapes read, a layer at a time, until nothing changes; None after
     ``MAX_ENCODING_LAYERS`` layers if it still would."""
     for _ in range(MAX_ENCODING_LAYERS):
@@ -284,7 +279,7 @@ def _decoded(text: str) -> Iterator[str | None]:
 
 def looks_like_pan(text: str) -> bool:
     """True if ``text`` holds a plausible card number (see the module docstring)."""
-    for form in (text, *_decoded(text)):
+    for form in (text, *escapes_read(text)):
         if form is None:  # encoded past any producer's data: enough digits are taken for one
             return sum(ch.isdigit() for ch in text) >= MIN_PAN_DIGITS
         if _holds_pan(form):
@@ -308,17 +303,19 @@ def number_is_pan(value: int | float) -> bool:
 
     A float is the nearest double to the digits sent, not the digits: ``4079722471297025.9``
     arrives as ``4079722471297026.0``. So every integer part the digits sent may have had is
-    tried, those of the numbers within half a unit in the last place of it (one or two), and a
-    float beyond 2**53 in the range of card numbers, whose units a double no longer holds,
-    counts as one."""
+    tried: those of the numbers within half a unit in the last place of it (one or two below
+    2**53; beyond it, up to some two thousand at 10**19, each a quick check)."""
     if isinstance(value, float):
         magnitude = abs(value)
         if not PAN_NUMBERS[0] <= magnitude < PAN_NUMBERS[1]:  # also False for NaN
             return False
-        if magnitude >= FLOAT_EXACT_INTEGERS:
-            return True
         half_ulp = Fraction(math.ulp(magnitude)) / 2
         low, high = math.floor(Fraction(magnitude) - half_ulp), math.floor(Fraction(magnitude) + half_ulp)
-        return any(is_card_number(str(n)) for n in range(max(low, PAN_NUMBERS[0]), high + 1))
+        candidates = range(max(low, PAN_NUMBERS[0]), min(high, PAN_NUMBERS[1] - 1) + 1)
+        # they differ in their last few digits only: a network's prefix is at either end or at
+        # neither (checked first, so a float of 19 digits costs two checks, not two thousand)
+        if not (_networked(str(candidates[0])) or _networked(str(candidates[-1]))):
+            return False
+        return any(is_card_number(str(n)) for n in candidates)
     value = abs(value)
     return PAN_NUMBERS[0] <= value < PAN_NUMBERS[1] and is_card_number(str(value))

@@ -41,29 +41,28 @@ __all__ = [
 ]
 
 PAN_MESSAGE = "looks like a card number (PAN); send a token"
+ESCAPED_IBAN_MESSAGE = (
+    "holds an account number (IBAN) spelled with escapes (%20, &#32;...): send it as plain text, "
+    "which is masked, or masked"
+)
 SAME_MASKED_KEY = "another key of this object masks to the same text (one account number written twice); send one"
 MAX_DATA_DEPTH = 32
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 REDACTED = "<redacted: looks like a card number>"
 
 
-def clean(text: str) -> tuple[str, bool]:
-    """``text`` with its IBANs masked, and whether it (still) holds a card number."""
+def clean(text: str) -> tuple[str, str | None]:
+    """``text`` with its IBANs masked, and what makes it unstorable, if anything: a card number,
+    or an IBAN only its escapes spell (``%20`` between its groups: masking the text as sent
+    cannot reach it, and the text read decoded is not what was sent)."""
     if len(text) < MIN_PAN_DIGITS and text.isascii():  # most values: too short for a PAN or an IBAN
-        return text, False
-    masked = _mask_escaped_ibans(mask_ibans(text))
-    return masked, looks_like_pan(masked)
-
-
-def _mask_escaped_ibans(text: str) -> str:
-    """An IBAN spelled with escapes (a URL's ``%20`` between its groups, a page's ``&#32;``), which
-    the card number scan reads too, is masked as well: the text is then kept as its escapes
-    spell it, every IBAN in it masked. (Text encoded past any producer's data keeps its escapes
-    read as far as they go.)"""
-    readings = [form for form in pan.escapes_read(text) if form is not None]
-    if not readings or not any(iban_spans(form) for form in readings):
-        return text
-    return mask_ibans(readings[-1])
+        return text, None
+    masked = mask_ibans(text)
+    if looks_like_pan(masked):
+        return masked, PAN_MESSAGE
+    if any(iban_spans(form) for form in pan.escapes_read(masked) if form is not None):
+        return masked, ESCAPED_IBAN_MESSAGE
+    return masked, None
 
 
 def scan(value: Any, path: str, errors: list[FieldError], depth: int = 0, *, keys: bool = True) -> Any:
@@ -79,9 +78,9 @@ def scan(value: Any, path: str, errors: list[FieldError], depth: int = 0, *, key
         fault = data_fault(value)
         if fault is not None:
             errors.append(FieldError(path, fault))
-        masked, pan = clean(value)
-        if pan:
-            errors.append(FieldError(path, PAN_MESSAGE))
+        masked, problem = clean(value)
+        if problem is not None:
+            errors.append(FieldError(path, problem))
         return masked
     if isinstance(value, bool) or value is None:
         return value
@@ -103,13 +102,13 @@ def scan(value: Any, path: str, errors: list[FieldError], depth: int = 0, *, key
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
-            name, pan = clean(str(key)) if keys else (key, False)
+            name, problem = clean(str(key)) if keys else (key, None)
             sub = f"{path}.{name}" if path else name
             fault = data_fault(name) if keys else None
             if fault is not None:
                 errors.append(FieldError(sub, f"object key {fault}"))
-            if pan:
-                errors.append(FieldError(sub, PAN_MESSAGE))
+            if problem is not None:
+                errors.append(FieldError(sub, problem))
             if name in out:  # a value must never be lost silently
                 errors.append(FieldError(sub, SAME_MASKED_KEY))
             out[name] = scan(item, sub, errors, depth + 1, keys=keys)

@@ -231,16 +231,14 @@ CREATE INDEX late_events_ingested ON late_events (ingested_at);
     9: """
 CREATE INDEX notifications_receiver_due ON notifications (status, receiver, next_attempt_at);
 """,
-    # the kafka runtime's counters that only one service's process sees (ingest's rejected
-    # events, the workers' duplicates and late ones, dispatch's failed sends), each process's
-    # own since it started, for /v1/stats to add up (ringfence.store.service_counters)
+    # the kafka runtime's counters that only one service's processes see (ingest's rejected
+    # events, the workers' duplicates and late ones, dispatch's failed sends), each process
+    # adding what it counted, for /v1/stats (ringfence.store.service_counters)
     10: """
 CREATE TABLE service_counters (
-    instance TEXT NOT NULL,
-    name TEXT NOT NULL,
+    name TEXT PRIMARY KEY,
     value DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (instance, name)
+    updated_at DOUBLE PRECISION NOT NULL
 );
 """,
 }
@@ -254,5 +252,4 @@ PRIMARY_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "watermarks": (("partition",), ("max_event_time",)),
     "processor_offsets": (("name",), ('"offset"',)),
     "feature_state": (("feature", "key"), ("state",)),
-    "service_counters": (("instance", "name"), ("value", "updated_at")),
 }

@@ -1,10 +1,10 @@
-"""Counters each service process keeps of its own work, shared through the store so that any
-API process can add them up (the kafka runtime's ``/v1/stats``: ingest alone sees the events it
+"""Counters each service process keeps of its own work, added up in the store so that any API
+process can read the whole (the kafka runtime's ``/v1/stats``: ingest alone sees the events it
 rejected, a worker the duplicates and late events of its partitions, dispatch its failed sends).
 
-A process writes its counters' values since it started under an instance name of its own, so
-a write repeated or lost changes nothing but how fresh they are, and a process started again
-adds a new instance beside the old one's last values."""
+A process adds what it counted since its last write: a row a counter, whatever the processes
+and their restarts. A write whose answer was lost (the connection dropped after its commit) and
+is made again counts twice; a process killed loses what it had not written yet."""
 
 from __future__ import annotations
 
@@ -17,14 +17,18 @@ class ServiceCounters:
     def __init__(self, store: SqlStore) -> None:
         self._store = store
 
-    def record(self, instance: str, values: Mapping[str, float], at: float) -> None:
-        """Set ``instance``'s counters to ``values`` (each a row of its own: autocommitted
-        statements, no write lock taken every few seconds)."""
+    def add(self, counted: Mapping[str, float], at: float) -> None:
+        """Add ``counted`` to the totals (each counter in one autocommitted statement: no write
+        lock is taken every few seconds)."""
         conn = self._store.conn()
-        for name, value in values.items():
-            conn.execute("INSERT OR REPLACE INTO service_counters VALUES (?, ?, ?, ?)", (instance, name, value, at))
+        for name, value in counted.items():
+            if value:
+                conn.execute(
+                    "INSERT INTO service_counters VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
+                    "SET value = service_counters.value + EXCLUDED.value, updated_at = EXCLUDED.updated_at",
+                    (name, value, at),
+                )
 
     def totals(self) -> dict[str, float]:
-        """Every counter added up over all the instances that ever recorded one."""
-        rows = self._store.conn().execute("SELECT name, sum(value) FROM service_counters GROUP BY name")
-        return {name: float(total) for name, total in rows}
+        rows = self._store.conn().execute("SELECT name, value FROM service_counters")
+        return {name: float(value) for name, value in rows}

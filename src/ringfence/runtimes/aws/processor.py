@@ -489,6 +489,10 @@ class ShardProcessor:
                 if not each.owes_announcement:
                     continue
                 last = signals.get(each.last, hits[-1][1])  # of the same rule
+                if deadline is not None and time.monotonic() > deadline:  # no time for SNS: owed still
+                    outcome.alerts_waiting += 1
+                    kept |= held_by[alert]
+                    continue
                 try:
                     if sns_failed:  # once SNS failed, not asked again: each try may take its timeouts
                         raise sns_failed

@@ -13,7 +13,6 @@ import math
 import os
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -218,9 +217,10 @@ class Platform:
         """Why it should not be sent events although it takes them: its processor has failed to
         commit for a while (a store it cannot write: what arrives is kept but not processed), or
         the data dir's disk is nearly full (ingest soon refuses everything)."""
-        if self.processor.failing is not None:
-            since, why = self.processor.failing
-            failing_s = time.monotonic() - since
+        failing = self.processor.failing  # once: its writer thread may clear it meanwhile
+        if failing is not None:
+            since, why = failing
+            failing_s = self.clock.time() - since
             if failing_s >= PROCESSOR_FAILING_S:
                 return f"the processor has failed for {failing_s:.0f} s ({why}); events are kept, not processed"
         free = shutil.disk_usage(self.settings.data_dir).free

@@ -92,7 +92,7 @@ class Processor:
         self.recovered = threading.Event()
         self.started = threading.Event()  # stays set through later recoveries
         self.failure: Exception | None = None
-        self.failing: tuple[float, str] | None = None  # since when (monotonic) its steps fail, and why
+        self.failing: tuple[float, str] | None = None  # since when (its clock) its steps fail, and why
         self._stop: threading.Event | None = None
         self._tainted = False  # a failed fold left its effects in memory; cleared by recover()
         self._behind: CommitBehind | None = None  # the writer thread, while run() runs
@@ -467,7 +467,7 @@ class Processor:
                 reason = str(error) if isinstance(error, BehindCommitFailed) else type(error).__name__
                 log.warning("processor step failed (%s); retrying from offset %d", reason, self.offset)
                 if self.failing is None:
-                    self.failing = (time.monotonic(), reason)
+                    self.failing = (self.clock.time(), reason)
                 self.recovered.clear()
                 if not _isolated_next(error):
                     stop.wait(STORE_RETRY_S)

@@ -335,7 +335,7 @@ class KafkaPlatform:
                 custom_types=lambda: self.engine.pack.custom_types,
                 fx=lambda: self.fx.table,
             )
-        self.counters = CountersPublisher(self.store, self.metrics, "ingest" if ingest else "api")
+        self.counters = CountersPublisher(self.store, self.metrics)
         self._features: FeatureClient | None = None  # made when first asked
         self._features_lock = threading.Lock()
         self._features_failed_at = -math.inf
