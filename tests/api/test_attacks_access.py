@@ -527,3 +527,25 @@ def test_a_fraud_limited_key_sees_no_security_counts_anywhere(server: EmbeddedSe
         else:
             assert counts == (None, None, None), d
     assert {d["id"] for d in detections} == set(hits)  # the rules are listed (the pack text shows them)
+
+
+def test_a_key_whose_characters_read_as_an_account_number_signs_in(
+    server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found on review: the sign-in body was masked like people's text, and a key's random
+    characters read as an IBAN about once in 576 keys: that key could never sign in."""
+    from ringfence.runtimes.embedded.platform import open_store
+    from ringfence.store import keys as keys_module
+    from ringfence.store.keys import ApiKeys
+
+    looks_like_an_iban = "DE89370400440532013000-" + "a" * 20  # 43 characters, as token_urlsafe(32) gives
+    monkeypatch.setattr(keys_module.secrets, "token_urlsafe", lambda n: looks_like_an_iban)
+    store = open_store(server.data_dir)
+    try:
+        key = ApiKeys(store).create(f"iban-like-{time.time_ns()}", ["alerts:read"], time.time())
+    finally:
+        store.close()
+    assert looks_like_an_iban in key
+    with httpx.Client(base_url=server.url, timeout=10) as browser:
+        signed_in = browser.post("/v1/session", json={"key": key})
+        assert signed_in.status_code == 201, signed_in.text

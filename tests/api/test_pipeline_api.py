@@ -148,6 +148,37 @@ def test_people_s_text_holding_an_iban_is_kept_masked_in_the_alert_and_the_audit
     assert stored == []  # nor in any file of the data dir (the store, its WAL)
 
 
+def test_an_iban_where_masked_it_would_mean_another_thing_is_refused(server: EmbeddedServer, keys: Keys) -> None:
+    """Masked, an IBAN in a matcher or a list would stand for every account of the country
+    ending alike (other customers' alerts muted, two entries merged); spelled with escapes, it
+    cannot be masked as sent. Refused, naming the field, and nothing is kept."""
+    customer = uid("cus")
+    post(server, keys.producer, risky_transfer(customer))
+    server.wait_processed(keys.reader)
+    (alert,) = alerts_for(server, keys.reader, customer)
+    admin = create_key(server.data_dir, f"lists-{uid('k')}", "admin")
+    refusals = [
+        (
+            "/v1/silences",
+            {"matchers": ["payee_account=DE89370400440532013000"], "ends_at": rfc3339(60), "comment": "x"},
+        ),
+        (f"/v1/alerts/{alert['id']}/assign", {"assignee": "GB82WEST12345698765432"}),
+        (f"/v1/alerts/{alert['id']}/comments", {"text": "paid to DE89%203704%200044%200532%200130%2000"}),
+    ]
+    with server.client(admin) as c:
+        for path, body in refusals:
+            refused = c.post(path, json=body)
+            assert refused.status_code == 400, (path, refused.text)
+            assert "IBAN" in refused.text
+            assert "0532" not in refused.text
+            assert "5698" not in refused.text
+        listed = c.put("/v1/lists/high_risk_countries", json={"values": ["KP", "DE89 3704 0044 0532 0130 00"]})
+        assert listed.status_code == 400, listed.text
+        assert listed.json()["error"]["details"]["errors"][0]["field"] == "values"
+        assert "0532" not in c.get("/v1/silences").text
+        assert "DE89" not in c.get("/v1/lists/high_risk_countries").text
+
+
 def test_a_card_number_typed_as_an_id_a_field_name_or_a_header_is_never_echoed(
     server: EmbeddedServer, keys: Keys
 ) -> None:

@@ -247,3 +247,39 @@ def test_the_writer_settles_in_order_and_says_what_failed() -> None:
     behind.submit(lambda: names.append("last"))
     behind.close()  # once the last commit has run, stops on the writer thread
     assert names[-2:] == ["last", "w_0"]
+
+
+def test_the_processor_says_it_is_failing_while_the_store_refuses_and_is_well_again_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What readiness reads (``Processor.failing``): set at the first failed commit, kept while
+    the store keeps refusing (a recovery between tries is no success), cleared by the next
+    commit that goes through."""
+    h = Harness(tmp_path / "a")
+    real = h.store.commit_batch
+    down = threading.Event()
+    down.set()
+    refused = []
+
+    def refusing(signals: Any, checkpoint: Any, now: float) -> Any:
+        if down.is_set():
+            refused.append(checkpoint.offset)
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(signals, checkpoint, now)
+
+    monkeypatch.setattr(h.store, "commit_batch", refusing)
+    h.append(*(score(n, 50 + n) for n in range(1, 5)))
+    with h.running():
+        h.wait_for(lambda: h.processor.failing is not None)
+        first = h.processor.failing
+        assert first is not None
+        assert "OperationalError" in first[1]
+        h.wait_for(lambda: len(refused) >= 4)  # several tries later (each after a recovery)
+        assert h.processor.failing is not None
+        assert h.processor.failing[0] == first[0]  # failing since the first
+        assert quarantined_total(h.metrics) == 0  # the store's failure, no event's
+        down.clear()
+        h.caught_up()
+        h.wait_for(lambda: h.processor.failing is None)
+    assert h.alerted() == {f"evt-{n}" for n in range(1, 5)}
+    h.close()

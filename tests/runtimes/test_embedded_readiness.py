@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +39,9 @@ def test_a_nearly_full_disk_makes_it_unready_and_room_made_ready_again(
 
 
 def test_a_processor_failing_a_moment_is_ready_and_failing_on_is_not(platform: Platform) -> None:
-    platform.processor.failing = (time.monotonic(), "StoreUnavailable")
+    platform.processor.failing = (platform.clock.time(), "StoreUnavailable")
     assert platform.unready_reason() is None  # a passing lock, a retry that will succeed
-    platform.processor.failing = (time.monotonic() - embedded.PROCESSOR_FAILING_S - 1, "StoreUnavailable")
+    platform.processor.failing = (platform.clock.time() - embedded.PROCESSOR_FAILING_S - 1, "StoreUnavailable")
     reason = platform.unready_reason()
     assert reason is not None
     assert "the processor has failed for" in reason

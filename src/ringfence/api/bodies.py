@@ -26,6 +26,11 @@ ACCOUNT_NUMBER_REFUSED = (
 )
 
 
+def media_type(request: Request) -> str:
+    """The request's Content-Type without its parameters, lower case ('' when none)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes without buffering it."""
     declared = request.headers.get("content-length")

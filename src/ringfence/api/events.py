@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.api.auth import authorize, platform_of
-from ringfence.api.bodies import read_body
+from ringfence.api.bodies import media_type, read_body
 from ringfence.api.errors import json_response
 from ringfence.api.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_request
 from ringfence.errors import RequestError
@@ -19,13 +19,13 @@ NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "applica
 async def post_events(request: Request) -> Response:
     caller = authorize(request, "events:write")
     platform = platform_of(request)
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in JSON_TYPES | NDJSON_TYPES:
+    media = media_type(request)
+    if media not in JSON_TYPES | NDJSON_TYPES:
         raise RequestError(
             415,
             "unsupported_media_type",
             "send application/json or application/x-ndjson",
-            {"content_type": media_type or None},
+            {"content_type": media or None},
         )
     service = platform.ingest
     if service is None and platform.accepting:
@@ -44,7 +44,7 @@ async def post_events(request: Request) -> Response:
         )
     try:
         result = await service.ingest(
-            body, ndjson=media_type in NDJSON_TYPES, sources=caller.writable_sources, producer=caller.key_id
+            body, ndjson=media in NDJSON_TYPES, sources=caller.writable_sources, producer=caller.key_id
         )
     except TooManyEvents as exc:
         raise RequestError(413, "too_many_events", str(exc), {"events": exc.count, "limit": exc.limit}) from None

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.api.auth import SESSION_COOKIE, authenticator_of, authorize, client_address
-from ringfence.api.bodies import secret_body
+from ringfence.api.bodies import media_type, secret_body
 from ringfence.api.errors import json_response
 from ringfence.clock import iso
 from ringfence.errors import AuthError, RequestError
@@ -77,10 +77,10 @@ def _refuse_cross_site(request: Request) -> None:
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in SAME_SITE_FETCHES:
         raise RequestError(403, "cross_site", "sign in from this dashboard's own sign-in page")
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "application/json":
+    media = media_type(request)
+    if media != "application/json":
         raise RequestError(
-            415, "unsupported_media_type", "send application/json", {"content_type": media_type[:100] or None}
+            415, "unsupported_media_type", "send application/json", {"content_type": media[:100] or None}
         )
 
 

@@ -150,7 +150,10 @@ def backtest(
             for line in answer.iter_lines():
                 if not line.strip():
                     continue
-                message = json.loads(line)
+                try:
+                    message = json.loads(line)
+                except ValueError:  # not the platform's (a proxy's page, say)
+                    fail(f"the answer from {url} is not a back-test's: {line[:200]!r}")
                 if "progress" in message:
                     step = message["progress"]
                     progress.update(task, completed=step["events"], total=step["of"])
