@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -25,6 +27,11 @@ SHARE_HALF_LIFE_S = 10.0  # how quickly a producer's recent events count for les
 SOFT_LAG = 0.5  # of max_lag_events: past it, a producer over its share is turned away first
 OVER_SHARE = 1.5  # a producer's share is too much past this many fair shares
 T = TypeVar("T")
+# validation: what an ordinary event may take (they take 10-50 us); the rest is charged to its
+# producer's ValidationBudget, which refills at COSTLY_RATE of a second a second, up to COSTLY_BURST_S
+ORDINARY_EVENT_S = 200e-6
+COSTLY_RATE = 0.25
+COSTLY_BURST_S = 2.0
 OFF_LOOP_BYTES = 64 << 10  # a body at least this large is validated off the event loop
 
 
@@ -36,6 +43,7 @@ class IngestResult:
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     duplicate_ids: list[str] = field(default_factory=list)
+    validation_s: float = 0.0  # how long validating the body took (not answered: the producer's budget)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +67,7 @@ class IngestReply:
     too_many: tuple[int, int] | None = None  # (events, limit): the body holds too many events
     error: str | None = None  # this request could not be handled (a bug, logged); nothing kept
     fx_missing: dict[str, int] = field(default_factory=dict)  # events validated with no rate, by currency
+    decode_s: float = 0.0  # how long validating the body took
 
 
 class BodyWorker(Protocol):
@@ -157,6 +166,47 @@ class ProducerShares:
         return sending > 1 and recent.get(producer, 0.0) > OVER_SHARE * total / sending
 
 
+class ValidationBudget:
+    """Per producer (an API key), the validation time its events took beyond an ordinary
+    event's (:data:`ORDINARY_EVENT_S`), as a token bucket: :data:`COSTLY_RATE` of a second each
+    second, :data:`COSTLY_BURST_S` at once. Validation is one queue for every producer (the
+    ingest worker process, or ingest's thread), and text crafted to be slow to scan (escapes
+    in layers, digits grouped like cards) costs a hundred times an ordinary event: without a
+    bound, one key's few hundred events a second held every other producer's requests for
+    minutes. A key out of budget is answered 429 until it is back in it; ordinary traffic, at
+    any rate, never spends any. Used on the event loop's thread only."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._spent: dict[str, tuple[float, float]] = {}  # producer -> (seconds owed, as of)
+
+    def _owed(self, producer: str, now: float) -> float:
+        owed, at = self._spent.get(producer, (0.0, now))
+        return max(0.0, owed - (now - at) * COSTLY_RATE)
+
+    def check(self, producer: str) -> None:
+        """Raise 429 (with Retry-After) if ``producer`` spent more than its burst."""
+        owed = self._owed(producer, self._clock.time())
+        if owed > COSTLY_BURST_S:
+            wait = math.ceil((owed - COSTLY_BURST_S) / COSTLY_RATE)
+            raise RequestError(
+                429,
+                "validation_budget",
+                "this key's events have lately been far slower to validate than ordinary events "
+                "(text full of escapes or digit groups); send fewer of them, or plainer ones",
+                {"retry_after": max(1, wait)},
+            )
+
+    def charge(self, producer: str, seconds: float, events: int) -> None:
+        excess = seconds - events * ORDINARY_EVENT_S
+        if excess <= 0:
+            return
+        now = self._clock.time()
+        self._spent[producer] = (self._owed(producer, now) + excess, now)
+        if len(self._spent) > 64:  # forget those that owe nothing: the dict holds the costly ones
+            self._spent = {p: (o, at) for p, (o, at) in self._spent.items() if self._owed(p, now) > 0}
+
+
 class IngestService:
     """Validates, checks backpressure, and appends through the group committer."""
 
@@ -183,6 +233,7 @@ class IngestService:
         self._custom_types = custom_types
         self._fx = fx
         self._shares = ProducerShares(clock)
+        self._validation = ValidationBudget(clock)
 
     def check_capacity(self, producer: str = "") -> None:
         """Raise OverloadedError when the processor is too far behind (backpressure): past
@@ -206,7 +257,10 @@ class IngestService:
         may write (None: any); ``producer``: its key, for its share of backpressure. Raises
         MalformedBody (TooManyEvents), OverloadedError."""
         self.check_capacity(producer)
+        self._validation.check(producer)
         result = await self._validated_and_appended(body, ndjson, sources)
+        events = result.accepted + result.duplicates + len(result.rejected)
+        self._validation.charge(producer, result.validation_s, events)
         self._shares.add(producer, result.accepted)
         return result
 
@@ -225,8 +279,9 @@ class IngestService:
         )
         # a large body takes the CPU for up to a second or two (invalid events, digits to scan
         # for card numbers): on a thread, the event loop still answers everyone else meanwhile
+        started = time.perf_counter()
         batch = await asyncio.to_thread(decode) if len(body) >= OFF_LOOP_BYTES else decode()
-        result = IngestResult(rejected=batch.rejected)
+        result = IngestResult(rejected=batch.rejected, validation_s=time.perf_counter() - started)
         self._metrics.events_rejected.inc(len(batch.rejected))
         self._count_fx_missing(batch.fx_missing)
         if batch.events:
@@ -253,7 +308,7 @@ class IngestService:
             raise RequestError(500, "ingest_failed", reply.error)
         if reply.failure is not None:
             raise OverloadedError(f"the journal append failed, nothing of this request was kept: {reply.failure}", 1)
-        result = IngestResult(rejected=reply.rejected)
+        result = IngestResult(rejected=reply.rejected, validation_s=reply.decode_s)
         for event_id, offset in reply.appended:
             if offset is None:
                 result.duplicates += 1

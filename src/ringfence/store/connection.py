@@ -52,12 +52,17 @@ def connect(path: Path, synchronous: str = "full", cache_mib: int = 2, *, create
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=30000")
+        # a WAL that grew under load (a checkpoint cannot reset it while readers hold older
+        # snapshots) is cut back to this once one does, instead of keeping its peak size on disk
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         conn.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
     except BaseException:
         conn.close()
         raise
     return conn
 
+
+WAL_SIZE_LIMIT = 64 * 2**20
 
 FileIdentity = tuple[int, int]  # (device, inode)
 

@@ -21,6 +21,7 @@ import os
 import queue
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -288,9 +289,11 @@ def _handle_safely(journal_log: SqliteLog, group: list[IngestRequest], fx: list[
 def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable]) -> list[IngestReply]:
     """``fx``: the table in force (one item), replaced by a request that brings a new one."""
     decoded: list[tuple[IngestRequest, StoredBatch | MalformedBody | str]] = []
+    took: dict[int, float] = {}  # request id -> seconds its validation took (its producer's budget)
     for request in group:
         if request.fx is not None:
             fx[0] = request.fx
+        started = time.perf_counter()
         try:
             decoded.append((request, _decode(request, fx[0], journal_log.partitions)))
         except MalformedBody as exc:
@@ -298,6 +301,7 @@ def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable
         except Exception as exc:  # one request's bug costs that request only
             log.error("an ingest request could not be decoded:\n%s", redact(_trace(exc)))
             decoded.append((request, INTERNAL))
+        took[request.request_id] = time.perf_counter() - started
     events = [e for _, batch in decoded if isinstance(batch, StoredBatch) for e in batch.events]
     try:
         offsets = journal_log.append_stored(events, max(r.now for r in group)) if events else []
@@ -319,7 +323,16 @@ def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable
         part = offsets[start : start + len(batch.events)]
         start += len(batch.events)
         appended = [(e[0], o) for e, o in zip(batch.events, part, strict=True)]  # (event_id, offset)
-        replies.append(IngestReply(request.request_id, batch.rejected, appended, head, fx_missing=batch.fx_missing))
+        replies.append(
+            IngestReply(
+                request.request_id,
+                batch.rejected,
+                appended,
+                head,
+                fx_missing=batch.fx_missing,
+                decode_s=took[request.request_id],
+            )
+        )
     return replies
 
 
