@@ -180,6 +180,7 @@ def create_app(
         signin=TokenBuckets(settings.signin_attempts_per_min / 60, settings.signin_attempts_per_min, platform.clock),
     )
     app.state.backtests = backtests.BacktestSlots(backtests.MAX_RUNNING, platform.clock)
+    app.state.alert_counts = alerts.AlertCounts()
     app.state.streams = stream.StreamSlots(settings.max_streams_per_key)
     app.state.searches = customers.Searches()
     app.state.pack_checks = rules.PackChecks()

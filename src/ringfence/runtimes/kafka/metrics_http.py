@@ -1,7 +1,8 @@
 """``/metrics`` of a process or dispatch service (``--metrics-port``), for Prometheus.
 
-Authenticated as the API's is: a bearer API key with ``alerts:read``, checked against the
-store, so a scrape config holds a key and nothing is open to the network.
+Authenticated as the API's is: a bearer API key with ``alerts:read`` that sees every audience
+(the counts by receiver and rule are every desk's), checked against the store, so a scrape
+config holds a key and nothing is open to the network.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def serve_metrics(metrics: Metrics, keys: ApiKeys, host: str, port: int) -> Thre
             try:
                 if kind.lower() != "bearer" or not token.strip():
                     raise AuthError("missing API key")
-                ApiKeys.require(keys.authenticate(token.strip(), time.time()), "alerts:read")
+                key = keys.authenticate(token.strip(), time.time())
+                ApiKeys.require(key, "alerts:read")
+                if not key.unrestricted:  # counts by receiver and rule are every desk's
+                    raise ForbiddenError("a key that sees every audience")
             except ForbiddenError:
                 self._answer(403, b"this key may not read metrics\n")
                 return
