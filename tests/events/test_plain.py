@@ -20,7 +20,7 @@ from ringfence.errors import EventError, FieldError
 from ringfence.events import decode, fastpath, sensitive
 from ringfence.events.controls import data_fault, envelope_fault
 from ringfence.events.decode import validate_event
-from ringfence.events.iban import IBAN_LENGTHS, iban_valid, mask_ibans
+from ringfence.events.iban import IBAN_LENGTHS, NUMERIC_ACCOUNTS, iban_valid, mask_ibans
 from ringfence.events.model import Event
 from ringfence.events.pan import CARD_GROUPINGS, looks_like_pan, luhn_valid
 from ringfence.events.sensitive import plain, scan
@@ -44,7 +44,8 @@ def card(prefix: str, length: int, rng: random.Random) -> str:
 
 def iban(country: str, rng: random.Random) -> str:
     """A valid IBAN of ``country``: a random BBAN of its length, and the check digits."""
-    bban = "".join(rng.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(IBAN_LENGTHS[country] - 4))
+    alphabet = "0123456789" if country in NUMERIC_ACCOUNTS else "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+    bban = "".join(rng.choice(alphabet) for _ in range(IBAN_LENGTHS[country] - 4))
     return next(f"{country}{n:02d}{bban}" for n in range(2, 99) if iban_valid(f"{country}{n:02d}{bban}"))
 
 

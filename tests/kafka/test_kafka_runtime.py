@@ -3,6 +3,7 @@ runtime on the same input, through worker crashes and scale-out, with notificati
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -10,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 
@@ -390,3 +392,50 @@ def customer_alerts(api: Service, key: str, customer: str) -> list[dict[str, Any
     with api.client(key) as c:
         items: list[dict[str, Any]] = c.get("/v1/alerts", params={"customer_id": customer}).json()["items"]
     return items
+
+
+def test_the_api_streams_alerts_live_that_dispatch_took_in(
+    kafka_stack: KafkaStack, events: list[dict[str, Any]]
+) -> None:
+    """Found by a hostile test: the api's live stream was never fed (dispatch, another process,
+    takes the changes in), so the dashboard never saw an alert arrive. An ack made through the
+    api shows too, and a key limited to one audience sees only that audience's changes."""
+    key, ingest, api = kafka_stack.services("w1")
+    created = kafka_stack.cli("keys", "create", "--name", "aml-desk", "--scope", "alerts:read", "--audience", "aml")
+    aml_only = created.stdout.strip().splitlines()[-1]
+    seen: dict[str, list[dict[str, Any]]] = {"all": [], "aml": []}
+    connected = threading.Barrier(3, timeout=60)
+
+    def watch(name: str, watcher: str) -> None:
+        headers = {"Authorization": f"Bearer {watcher}"}
+        try:
+            with httpx.stream("GET", f"{api.url}/v1/alerts/stream", headers=headers, timeout=90) as answer:
+                lines = answer.iter_lines()
+                assert next(lines) == ": connected"
+                connected.wait()
+                for line in lines:
+                    if line.startswith("data: "):
+                        seen[name].append(json.loads(line[6:]))
+                    if any(e["change"] == "acknowledged" for e in seen[name]):
+                        return
+        except httpx.HTTPError:
+            return  # the services stopped at the test's end
+
+    watchers = [threading.Thread(target=watch, args=(n, k), daemon=True) for n, k in (("all", key), ("aml", aml_only))]
+    for t in watchers:
+        t.start()
+    connected.wait()
+    for start in range(0, 600, 100):
+        post(ingest, key, events[start : start + 100])
+    deadline = time.monotonic() + 60
+    while not seen["all"]:
+        assert time.monotonic() < deadline, "no alert was streamed"
+        time.sleep(0.2)
+    first = seen["all"][0]
+    assert {"id", "rule_id", "audience", "change"} <= first.keys()
+    analyst = kafka_stack.key("analyst", "alerts:read", "alerts:write")
+    with api.client(analyst) as c:
+        assert c.post(f"/v1/alerts/{first['id']}/ack", json={"reason": "on it"}).status_code == 200
+    watchers[0].join(60)
+    assert any(e["change"] == "acknowledged" and e["id"] == first["id"] for e in seen["all"])
+    assert all(e["audience"] == "aml" for e in seen["aml"])

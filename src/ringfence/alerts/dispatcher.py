@@ -38,7 +38,7 @@ from ringfence.alerts.stages import (
     Retention,
     Stage,
 )
-from ringfence.alerts.stream import AlertStream
+from ringfence.alerts.stream import AlertPublisher
 from ringfence.clock import Clock
 from ringfence.metrics import Metrics
 
@@ -65,7 +65,7 @@ class Dispatcher:
         config: AlertingConfig,
         clock: Clock,
         metrics: Metrics,
-        stream: AlertStream | None = None,
+        stream: AlertPublisher | None = None,
         auto_resolve: Callable[[], Mapping[str, float]] = dict,
         client: httpx.Client | None = None,
     ) -> None:

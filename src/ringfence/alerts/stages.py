@@ -50,7 +50,7 @@ from ringfence.alerts.notify import Delivery, Notifier, Outcome
 from ringfence.alerts.notify.base import one_line
 from ringfence.alerts.ports import PipelineBatch, PipelineStore
 from ringfence.alerts.silences import SILENCE_KEPT_S
-from ringfence.alerts.stream import AlertStream
+from ringfence.alerts.stream import AlertPublisher
 from ringfence.clock import Clock
 from ringfence.metrics import Metrics
 
@@ -165,7 +165,7 @@ class Intake:
     """Takes the outbox's changes through the change stages in one unit of work, then shows
     every change on the live stream."""
 
-    def __init__(self, store: PipelineStore, stages: Sequence[ChangeStage], stream: AlertStream | None) -> None:
+    def __init__(self, store: PipelineStore, stages: Sequence[ChangeStage], stream: AlertPublisher | None) -> None:
         self.store = store
         self.stages = stages
         self.stream = stream

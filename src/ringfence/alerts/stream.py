@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 QUEUE_SIZE = 1_000
+
+
+class AlertPublisher(Protocol):
+    """Where the dispatcher shows the changes it took in: this process's stream, or a feed
+    other processes follow (the kafka runtime's)."""
+
+    def publish(self, event: dict[str, Any]) -> None: ...
 
 
 class AlertStream:

@@ -127,6 +127,7 @@ def dispatch(metrics_port: MetricsPortOption = None, host: HostOption = None, co
     from ringfence.alerts.dispatcher import Dispatcher
     from ringfence.clock import SystemClock
     from ringfence.engine.pack import load_pack
+    from ringfence.runtimes.kafka.alert_feed import FeedWriter
     from ringfence.runtimes.kafka.dispatch import DispatchService
     from ringfence.runtimes.kafka.platform import open_postgres
     from ringfence.store.packs import PackRepository
@@ -143,7 +144,12 @@ def dispatch(metrics_port: MetricsPortOption = None, host: HostOption = None, co
 
         metrics = Metrics()
         dispatcher = Dispatcher(
-            store, load_alerting(settings.alerting), SystemClock(), metrics, auto_resolve=auto_resolve
+            store,
+            load_alerting(settings.alerting),
+            SystemClock(),
+            metrics,
+            stream=FeedWriter(store),  # what every api process shows live
+            auto_resolve=auto_resolve,
         )
         service = DispatchService(settings, store, dispatcher, metrics)
         if metrics_port is not None:

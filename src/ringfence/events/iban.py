@@ -75,11 +75,50 @@ _READER = ReadingTable(_reading)
 
 def iban_valid(compact: str) -> bool:
     """True if ``compact`` (letters and digits only, any case) is an IBAN: known country,
-    its length, and the ISO 7064 mod-97 check."""
-    if IBAN_LENGTHS.get(compact[:2].upper()) != len(compact) or not compact.isascii() or not compact.isalnum():
+    its length, digits where its country's account numbers have only digits, and the ISO 7064
+    mod-97 check."""
+    country = compact[:2].upper()
+    if IBAN_LENGTHS.get(country) != len(compact) or not compact.isascii() or not compact.isalnum():
         return False
+    if country in NUMERIC_ACCOUNTS and not compact[2:].isdigit():
+        return False  # letters where the country has none: text (an IPv6 address's "be86::ffff:…")
     rearranged = compact[4:] + compact[:4]
     return int(rearranged.translate(_LETTER_NUMBERS)) % 97 == 1
+
+
+# countries whose account numbers (the IBAN after its check digits) are digits only, by SWIFT's
+# IBAN registry: letters there make a look-alike, not an IBAN, whatever its check digits say
+NUMERIC_ACCOUNTS = frozenset(
+    {
+        "AE",
+        "AT",
+        "BA",
+        "BE",
+        "CZ",
+        "DE",
+        "DK",
+        "EE",
+        "EG",
+        "ES",
+        "FI",
+        "FO",
+        "GL",
+        "HR",
+        "HU",
+        "IL",
+        "IS",
+        "LT",
+        "ME",
+        "NO",
+        "PL",
+        "PT",
+        "RS",
+        "SE",
+        "SI",
+        "SK",
+        "TN",
+    }
+)
 
 
 def _iban_shape(length: int) -> re.Pattern[str]:

@@ -233,13 +233,16 @@ CREATE INDEX notifications_receiver_due ON notifications (status, receiver, next
 """,
     # the kafka runtime's counters that only one service's processes see (ingest's rejected
     # events, the workers' duplicates and late ones, dispatch's failed sends), each process
-    # adding what it counted, for /v1/stats (ringfence.store.service_counters)
+    # adding what it counted, for /v1/stats (ringfence.store.service_counters); and the live
+    # stream's changes, which dispatch takes in and every api process shows (runtimes.kafka.alert_feed)
     10: """
 CREATE TABLE service_counters (
     name TEXT PRIMARY KEY,
     value DOUBLE PRECISION NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL
 );
+CREATE TABLE alert_feed (seq BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, event TEXT NOT NULL);
+CREATE INDEX alert_feed_at ON alert_feed (at);
 """,
 }
 

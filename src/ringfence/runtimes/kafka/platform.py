@@ -37,6 +37,7 @@ from ringfence.log.base import Record
 from ringfence.metrics import Metrics
 from ringfence.runtimes.backtest import BacktestChild, BacktestJob, KafkaSource, start_child
 from ringfence.runtimes.ingest import IngestService
+from ringfence.runtimes.kafka.alert_feed import FeedFollower
 from ringfence.runtimes.kafka.backtest import newest
 from ringfence.runtimes.kafka.ingest import KafkaAppender
 from ringfence.runtimes.kafka.queries import TIMEOUT_S as FEATURE_TIMEOUT_S
@@ -336,6 +337,7 @@ class KafkaPlatform:
                 fx=lambda: self.fx.table,
             )
         self.counters = CountersPublisher(self.store, self.metrics)
+        self.feed = FeedFollower(self.store, self.stream)  # changes dispatch took in, shown live
         self._features: FeatureClient | None = None  # made when first asked
         self._features_lock = threading.Lock()
         self._features_failed_at = -math.inf
@@ -473,6 +475,7 @@ class KafkaPlatform:
     def start(self) -> None:
         self._started = True
         self.counters.start()
+        self.feed.start()
         self._refresher = threading.Thread(target=self._refresh, name="pack-refresh", daemon=True)
         self._refresher.start()
 
@@ -501,6 +504,7 @@ class KafkaPlatform:
         if self.appender is not None:
             self.appender.close()
         self.counters.stop()
+        self.feed.stop()
         self.log.close()
         with self._features_lock:
             if self._features is not None:
