@@ -52,6 +52,8 @@ class FakeAppender(kafka_ingest.KafkaAppender):
         self.producers_made = 0
         self._producer = StandInProducer()
         self.commits = 0
+        self._committing_since: float | None = None
+        self._refused: str | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -61,6 +63,7 @@ class FakeAppender(kafka_ingest.KafkaAppender):
 
     def _commit(self, batch: list[kafka_ingest.Taken]) -> None:
         self.commits += 1
+        self._committing_since = time.monotonic()  # as the real one marks it
         self.committing.set()
         if self.hold is not None:
             assert self.hold.wait(10)
@@ -190,6 +193,9 @@ def threadless(producer: Any) -> kafka_ingest.KafkaAppender:
     appender.plan = lambda: plan
     appender._keys = None
     appender._producer = producer
+    appender._committing_since = None
+    appender._refused = None
+    appender._stop = threading.Event()
     return appender
 
 
@@ -324,5 +330,59 @@ def test_a_writer_thread_that_dies_answers_every_request_waiting_and_refuses_the
     async def scenario() -> None:
         with pytest.raises(OverloadedError, match="stopping"):
             await asyncio.wait_for(appender.append(one), 2)
+
+    asyncio.run(scenario())
+
+
+def test_while_a_transaction_waits_on_the_brokers_new_requests_are_answered_503_at_once_and_it_is_unready(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a hostile test: with the broker paused, ingest said it was ready and held every
+    request until the broker came back (up to 43 s), answering 202 then."""
+    monkeypatch.setattr(kafka_ingest, "STALLED_S", 0.3)
+
+    class StalledBrokers(RecordingProducer):
+        """A commit that waits until the brokers are ``back``, and times out then."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.back = threading.Event()
+
+        def commit_transaction(self, _timeout: float) -> None:
+            from confluent_kafka import KafkaError, KafkaException
+
+            assert self.back.wait(10)
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "commit timed out"))
+
+        def abort_transaction(self, _timeout: float) -> None:
+            pass
+
+    appender = threadless(producer := StalledBrokers())
+    one = [validate_event(json.dumps(event()).encode(), 2e9)]
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int | None]] = loop.create_future()
+        committing = threading.Thread(
+            target=appender._commit,
+            args=([taken_as_ingest_does(kafka_ingest.Request(one, future, loop, time.time()))],),
+        )
+        committing.start()
+        await asyncio.sleep(0.1)
+        assert appender.trouble() is None  # waiting, but not long yet
+        await asyncio.sleep(0.4)
+        trouble = appender.trouble()
+        assert trouble is not None
+        assert "waited" in trouble
+        began = time.monotonic()
+        with pytest.raises(OverloadedError, match="waited"):
+            await appender.append(one)
+        assert time.monotonic() - began < 0.1  # at once, not when the brokers are back
+        producer.back.set()
+        with pytest.raises(OverloadedError):
+            await asyncio.wait_for(future, 5)
+        await asyncio.to_thread(committing.join, 5)
+        assert appender.trouble() is not None  # refused: unready until a transaction goes through
+        assert "refused" in (appender.trouble() or "")
 
     asyncio.run(scenario())

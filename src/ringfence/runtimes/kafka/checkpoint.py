@@ -6,12 +6,17 @@ mid-batch leaves nothing visible to ``read_committed`` readers.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from ringfence.runtimes.kafka.task import Source
 
+log = logging.getLogger("ringfence.kafka.worker")
+
 TIMEOUT_S = 30
+ABORT_PATIENCE_S = 600.0  # brokers away this long: the worker ends (its supervisor starts it again)
 
 
 class Output(NamedTuple):
@@ -44,8 +49,22 @@ class Transactions:
             self.producer.commit_transaction(TIMEOUT_S)
         except Exception as exc:
             if abortable(exc):
-                self.producer.abort_transaction(TIMEOUT_S)
+                self._abort()
             raise
+
+    def _abort(self) -> None:
+        """Abort the open transaction. With the brokers away (a pause, a failover) the abort
+        times out too: librdkafka lets it be tried again, and it is, until it goes through or
+        :data:`ABORT_PATIENCE_S` passes; the batch is then run again from the last commit."""
+        deadline = time.monotonic() + ABORT_PATIENCE_S
+        while True:
+            try:
+                self.producer.abort_transaction(TIMEOUT_S)
+                return
+            except Exception as exc:
+                if not _retriable(exc) or time.monotonic() > deadline:
+                    raise
+                log.warning("cannot abort the transaction yet (%s); trying again", exc)
 
     def produce(
         self,
@@ -104,9 +123,17 @@ def is_kafka(error: BaseException) -> bool:
 
 
 def abortable(error: BaseException) -> bool:
-    """True if the transaction ``error`` left open can be aborted (and the batch redone); a
-    fatal error (a fenced producer) or one needing no abort cannot."""
+    """True if the transaction ``error`` left open can be aborted (and the batch redone): one
+    that requires it, or a call that timed out with the brokers away (retriable: a worker must
+    ride out a broker's pause, not end on it); not a fatal error (a fenced producer)."""
     if not is_kafka(error):
         return True
     kafka_error = error.args[0]
-    return bool(kafka_error.txn_requires_abort()) and not kafka_error.fatal()
+    return bool(kafka_error.txn_requires_abort() or kafka_error.retriable()) and not kafka_error.fatal()
+
+
+def _retriable(error: BaseException) -> bool:
+    if not is_kafka(error):
+        return False
+    kafka_error = error.args[0]
+    return bool(kafka_error.retriable()) and not kafka_error.fatal()

@@ -53,6 +53,7 @@ MAX_REQUESTS_PER_TRANSACTION = 500
 MAX_EVENTS_PER_TRANSACTION = 20_000
 MAX_BYTES_PER_TRANSACTION = 16 * 1024 * 1024
 TRANSACTION_TIMEOUT_S = 10.0  # a killed ingest's open transaction holds the workers' reads this long
+STALLED_S = 10.0  # a transaction waiting on the brokers this long: ingest says it is not ready
 COMMIT_TIMEOUT_S = 30.0  # a commit sent completes however long it takes: waiting less answers 503 for kept events
 
 
@@ -86,6 +87,8 @@ class KafkaAppender:
         self.plan = plan
         self.transactional_id = f"{self.topics.prefix}-ingest-{instance_id}"
         self._keys: tuple[StagePlan, Engine] | None = None
+        self._committing_since: float | None = None  # monotonic: a transaction under way since
+        self._refused: str | None = None  # why the brokers refused the last transaction, until one goes through
         self._requests: queue.Queue[Request] = queue.Queue()
         self._stop = threading.Event()
         self._producer = self._new_producer()
@@ -121,12 +124,28 @@ class KafkaAppender:
         retry) when the brokers do not take them: then none of the request's events is kept."""
         if self._stop.is_set():
             raise stopping()
+        stalled = self._stalled_for()
+        if stalled > STALLED_S:  # the brokers away: an answer now, not one held until they are back
+            raise OverloadedError(f"ingest's transaction has waited {stalled:.0f} s on the brokers; retry", 1)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[int | None]] = loop.create_future()
         self._requests.put(Request(events, future, loop, time.time()))
         if self._stop.is_set():  # closed meanwhile: the thread may have gone before it came
             self._refuse_queued()
         return await future
+
+    def trouble(self) -> str | None:
+        """What keeps the brokers from taking events now, for readiness: a transaction waiting
+        on them past :data:`STALLED_S` (new requests are answered 503 at once meanwhile, not
+        held until the brokers are back), or the last one they refused, until one goes through."""
+        stalled = self._stalled_for()
+        if stalled > STALLED_S:
+            return f"ingest's transaction has waited {stalled:.0f} s on the brokers"
+        return self._refused
+
+    def _stalled_for(self) -> float:
+        since = self._committing_since
+        return time.monotonic() - since if since is not None else 0.0
 
     @property
     def alive(self) -> bool:
@@ -228,6 +247,7 @@ class KafkaAppender:
         # them, since the workers' idle watermarks advance from it
         now = time.time()
         at = int(max(requests[0].arrived, now - self.settings.kafka_commit_interval_ms / 1000) * 1000)
+        self._committing_since = time.monotonic()
         try:
             self._producer.begin_transaction()
             plan, keys = self._plan_and_keys()
@@ -242,6 +262,8 @@ class KafkaAppender:
             self._producer.commit_transaction(COMMIT_TIMEOUT_S)
         except KafkaException as exc:
             error = exc.args[0]
+            self._refused = f"the brokers refused ingest's last transaction ({error.str()})"
+            self._committing_since = None
             log.warning("ingest transaction failed (%s); its requests are answered 503", error.str())
             # answered before the abort, which may wait on the brokers as long as the commit did
             failure = OverloadedError(f"the event log did not take the events: {error.str()}", 1)
@@ -255,6 +277,9 @@ class KafkaAppender:
                 except KafkaException:
                     self._producer = self._new_producer()
             return
+        finally:
+            self._committing_since = None
+        self._refused = None
         for request, written in zip(requests, offsets, strict=True):
             settle(request.loop, request.future, [o if o is not None else 0 for o in written])
 

@@ -351,9 +351,11 @@ class KafkaPlatform:
         return self._started and (self.appender is None or self.appender.alive)
 
     def unready_reason(self) -> str | None:
-        if self.appender is not None and not self.appender.alive:
+        if self.appender is None:
+            return None
+        if not self.appender.alive:
             return "ingest's writer thread ended on an error (logged): restart this process"
-        return None
+        return self.appender.trouble()  # the brokers away or refusing
 
     @property
     def accepting(self) -> bool:
