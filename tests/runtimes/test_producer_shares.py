@@ -54,3 +54,29 @@ def test_a_producer_alone_is_refused_only_at_the_bound_and_a_flood_is_forgotten(
     lag.events = 400  # under half the bound: no one is turned away
     ingest._shares.add("other", 5)
     ingest.check_capacity("only")
+
+
+def test_a_key_over_its_share_is_turned_away_once_events_wait_seconds_however_few_they_are() -> None:
+    """Found by a hostile test: events each raising alerts are processed some 3,000 a second,
+    so events waited 70 to 100 s long before the lag reached half of max_lag_events, and every
+    other producer's detections with them. By their wait, the flooding key is turned away."""
+    clock, lag = FixedClock(1_000.0), Lag()
+    waited = [0.0]
+    ingest = IngestService(
+        None,  # type: ignore[arg-type]
+        Metrics(),
+        clock,
+        max_batch_events=10_000,
+        max_lag_events=MAX_LAG,
+        lag=lag,
+        lag_s=lambda: waited[0],
+    )
+    ingest._shares.add("flood", 50_000)
+    ingest._shares.add("card-processor", 20)
+    lag.events = 100  # far under half the bound
+    waited[0] = 2.0
+    ingest.check_capacity("flood")  # a short wait: let in
+    waited[0] = 8.0
+    with pytest.raises(OverloadedError, match="wait 8 s to be processed"):
+        ingest.check_capacity("flood")
+    ingest.check_capacity("card-processor")  # under its share: let in

@@ -25,6 +25,9 @@ from ringfence.metrics import Metrics
 RETRY_AFTER_S = 2
 SHARE_HALF_LIFE_S = 10.0  # how quickly a producer's recent events count for less
 SOFT_LAG = 0.5  # of max_lag_events: past it, a producer over its share is turned away first
+# as SOFT_LAG, by how long events wait rather than how many: events costly to process (each
+# raising alerts) make a lag of seconds long before one of half max_lag_events
+SOFT_LAG_S = 5.0
 OVER_SHARE = 1.5  # a producer's share is too much past this many fair shares
 T = TypeVar("T")
 # validation: what an ordinary event may take (they take 10-50 us); the rest is charged to its
@@ -219,6 +222,7 @@ class IngestService:
         max_batch_events: int,
         max_lag_events: int,
         lag: Callable[[], int],
+        lag_s: Callable[[], float] = lambda: 0.0,
         custom_types: Callable[[], frozenset[str]] = frozenset,
         worker: BodyWorker | None = None,
         fx: Callable[[], FxTable] = lambda: REFERENCE_ONLY,
@@ -230,6 +234,7 @@ class IngestService:
         self._max_batch = max_batch_events
         self._max_lag = max_lag_events
         self._lag = lag
+        self._lag_s = lag_s
         self._custom_types = custom_types
         self._fx = fx
         self._shares = ProducerShares(clock)
@@ -243,6 +248,13 @@ class IngestService:
         if lag > self._max_lag:
             raise OverloadedError(
                 f"the processor is more than {self._max_lag} events behind; retry later", RETRY_AFTER_S
+            )
+        behind_s = self._lag_s()
+        if behind_s > SOFT_LAG_S and self._shares.over_share(producer):
+            raise OverloadedError(
+                f"events wait {behind_s:.0f} s to be processed and this key sent more than its share of them; "
+                "retry later",
+                RETRY_AFTER_S,
             )
         if lag > SOFT_LAG * self._max_lag and self._shares.over_share(producer):
             raise OverloadedError(

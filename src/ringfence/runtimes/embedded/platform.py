@@ -260,6 +260,11 @@ class Platform:
         """Events in the log not yet processed."""
         return max(0, self._head - self.processor.offset)
 
+    def lag_s(self) -> float:
+        """How long an event now waits to be processed: the wait of the newest one processed,
+        while any is still waiting (0 when none is)."""
+        return self.processor.behind_s if self.lag() else 0.0
+
     def shared_totals(self) -> dict[str, float]:
         return {}  # one process does it all: its counters are the totals
 
@@ -346,6 +351,7 @@ class Platform:
             max_batch_events=self.settings.max_batch_events,
             max_lag_events=self.settings.max_lag_events,
             lag=self.lag,
+            lag_s=self.lag_s,
             custom_types=lambda: self.pack.custom_types,
             worker=self.ingest_worker,
             fx=lambda: self.fx.table,
