@@ -70,9 +70,25 @@ PACK_EVERY_S = 5.0
 
 class _Customer(msgspec.Struct):
     customer_id: str | None = None
+    source: str = ""
+    event_id: str = ""
 
 
 _customer = msgspec.json.Decoder(_Customer)
+
+
+def _first_copies(found: list[Record]) -> list[Record]:
+    """``found`` (newest first) with each event once: its first copy, the one the workers
+    processed (a producer's retry that ingest let through is a later record, which they drop)."""
+    identities = []
+    for record in found:
+        try:
+            envelope = _customer.decode(record.body)
+            identities.append((envelope.source, envelope.event_id))
+        except msgspec.DecodeError:
+            identities.append(("", str(record.offset)))  # (no event: itself)
+    oldest = {identity: i for i, identity in enumerate(identities)}  # the last in this order is the first sent
+    return [r for i, (r, identity) in enumerate(zip(found, identities, strict=True)) if oldest[identity] == i]
 
 
 def _record(partition: int, message: Any) -> Record:
@@ -250,7 +266,7 @@ class KafkaLog:
                 theirs = [_record(partition, m) for m in chunk if m.key() == key]
                 found.extend(r for r in reversed(theirs) if _customer_of(r.body) == customer_id)
                 end = start
-        return found[:limit], global_offset(partition, end)
+        return _first_copies(found)[:limit], global_offset(partition, end)
 
     @contextlib.contextmanager
     def _scanning(self) -> Iterator[Any]:
