@@ -23,6 +23,15 @@ def rfc3339(delta_s: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=delta_s)).isoformat()
 
 
+def fresh_alert(server: EmbeddedServer, keys: Keys) -> dict[str, Any]:
+    """The alert of a risky transfer by a customer of its own, once processed."""
+    customer = uid("cus")
+    post(server, keys.producer, risky_transfer(customer))
+    server.wait_processed(keys.reader)
+    (alert,) = alerts_for(server, keys.reader, customer)
+    return alert
+
+
 def test_a_silence_suppresses_matching_alerts_and_can_be_expired(server: EmbeddedServer, keys: Keys) -> None:
     customer = uid("cus")
     with server.client(keys.analyst) as c:
@@ -65,10 +74,7 @@ def test_bad_silences_are_400_naming_the_problem(server: EmbeddedServer, keys: K
 
 
 def test_assign_and_comment_are_recorded(server: EmbeddedServer, keys: Keys) -> None:
-    customer = uid("cus")
-    post(server, keys.producer, risky_transfer(customer))
-    server.wait_processed(keys.reader)
-    (alert,) = alerts_for(server, keys.reader, customer)
+    alert = fresh_alert(server, keys)
     with server.client(keys.analyst) as c:
         assigned = c.post(f"/v1/alerts/{alert['id']}/assign", json={"assignee": "ana", "reason": "AML desk"}).json()
         assert assigned["assignee"] == "ana"
@@ -84,10 +90,7 @@ def test_assign_and_comment_are_recorded(server: EmbeddedServer, keys: Keys) -> 
 def test_people_s_text_holding_a_card_number_or_nul_is_refused_and_never_stored(
     server: EmbeddedServer, keys: Keys
 ) -> None:
-    customer = uid("cus")
-    post(server, keys.producer, risky_transfer(customer))
-    server.wait_processed(keys.reader)
-    (alert,) = alerts_for(server, keys.reader, customer)
+    alert = fresh_alert(server, keys)
     url = f"/v1/alerts/{alert['id']}"
     with server.client(keys.analyst) as c:
         for text in ("card 4111 1111 1111 1111 was used", "a\\u0000b"):  # (a JSON escape)
@@ -112,7 +115,7 @@ def test_people_s_text_holding_a_card_number_or_nul_is_refused_and_never_stored(
         refused = c.get("/v1/alerts", params={"customer_id": "4111-1111-1111-1111"})
         assert refused.status_code == 400
         assert "4111" not in refused.text
-        assert c.get(f"/v1/customers/{customer}/features").status_code == 200
+        assert c.get(f"/v1/customers/{alert['customer_id']}/features").status_code == 200
     assert "4111 1111 1111 1111" not in server.log_path.read_text()
 
 
@@ -122,10 +125,7 @@ def test_people_s_text_holding_an_iban_is_kept_masked_in_the_alert_and_the_audit
     """Found by a hostile audit: the scan of people's text masked account numbers and the
     result was thrown away, so comments, reasons and silences kept them in clear, and the
     audit trail, which cannot be edited, too."""
-    customer = uid("cus")
-    post(server, keys.producer, risky_transfer(customer))
-    server.wait_processed(keys.reader)
-    (alert,) = alerts_for(server, keys.reader, customer)
+    alert = fresh_alert(server, keys)
     url = f"/v1/alerts/{alert['id']}"
     with server.client(keys.analyst) as c:
         commented = c.post(f"{url}/comments", json={"text": "paid to GB82 WEST 1234 5698 7654 32, per the customer"})
@@ -152,10 +152,7 @@ def test_an_iban_where_masked_it_would_mean_another_thing_is_refused(server: Emb
     """Masked, an IBAN in a matcher or a list would stand for every account of the country
     ending alike (other customers' alerts muted, two entries merged); spelled with escapes, it
     cannot be masked as sent. Refused, naming the field, and nothing is kept."""
-    customer = uid("cus")
-    post(server, keys.producer, risky_transfer(customer))
-    server.wait_processed(keys.reader)
-    (alert,) = alerts_for(server, keys.reader, customer)
+    alert = fresh_alert(server, keys)
     admin = create_key(server.data_dir, f"lists-{uid('k')}", "admin")
     refusals = [
         (
@@ -188,10 +185,7 @@ def test_a_card_number_typed_as_an_id_a_field_name_or_a_header_is_never_echoed(
     one (1 in some 3,000 of its hex digests) is an id like any other."""
     pan = "4111111111111111"
     forms = (pan, "4111-1111-1111-1111", "4111%201111%201111%201111")
-    customer = uid("cus")
-    post(server, keys.producer, risky_transfer(customer))
-    server.wait_processed(keys.reader)
-    (alert,) = alerts_for(server, keys.reader, customer)
+    alert = fresh_alert(server, keys)
     with server.client(keys.admin) as c:
         for form in forms:
             for method, path in (
@@ -233,10 +227,7 @@ def test_a_key_that_may_only_change_alerts_is_answered_their_id_and_status_not_t
     """A pen test's key with alerts:write alone read whole alerts (evidence, history, comments)
     through the answers of resolve, assign and comment, which GET refused it (403)."""
     writer = create_key(server.data_dir, uid("writer"), "alerts:write")
-    customer = uid("cus")
-    post(server, keys.producer, risky_transfer(customer))
-    server.wait_processed(keys.reader)
-    (alert,) = alerts_for(server, keys.reader, customer)
+    alert = fresh_alert(server, keys)
     url = f"/v1/alerts/{alert['id']}"
     with server.client(writer) as c:
         assert c.get(url).status_code == 403
