@@ -14,6 +14,7 @@ fi
 # Reinstall only when the lock or pyproject.toml changed since the last install.
 stamp=.venv/.ringfence-installed
 if [ ! -f "$stamp" ] || [ "$LOCK" -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "installing Ringfence's locked packages into .venv/ (a few minutes the first time)..."
   # the setuptools that Python 3.11's venv bundles has known advisories, and nothing here needs it
   .venv/bin/python -m pip uninstall -qq -y setuptools
   .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r "$LOCK"

@@ -189,6 +189,11 @@ class PostgresStore(SqlStore):
     def require_schema(self) -> None:
         """Raise StoreError unless the database is at this Ringfence's schema version."""
         version = self.schema_version()
+        if version > PG_SCHEMA_VERSION:  # migrated for a newer release: this one is the old one
+            raise StoreError(
+                f"the database has schema {version}, newer than this Ringfence's ({PG_SCHEMA_VERSION}): "
+                "run the release that migrated it (a migration is never undone)"
+            )
         if version != PG_SCHEMA_VERSION:
             raise StoreError(
                 f"the database has schema {version}, this Ringfence needs {PG_SCHEMA_VERSION}: "
