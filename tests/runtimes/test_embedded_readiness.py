@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,25 @@ def test_a_processor_failing_a_moment_is_ready_and_failing_on_is_not(platform: P
     assert reason is not None
     assert "the processor has failed for" in reason
     assert "StoreUnavailable" in reason
+
+
+def test_the_wait_backpressure_reads_is_the_oldest_unprocessed_events() -> None:
+    """Found by a re-test: the wait of the newest event processed said 5 s only once the events
+    behind it had queued 25 to 30 s of work. The oldest one not processed says it at once."""
+    from ringfence.testing import FixedClock
+
+    clock = FixedClock(1_000.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        platform = Platform(Settings(data_dir=Path(tmp) / "data"), clock=clock)
+        try:
+            platform._on_commit(100)  # events 1-100 durable now
+            clock.advance(3.0)
+            platform._on_commit(250)
+            clock.advance(4.0)
+            assert platform.lag_s() == 7.0  # the oldest waiting came with the first commit
+            platform.processor.offset = 100
+            assert platform.lag_s() == 4.0
+            platform.processor.offset = 250
+            assert platform.lag_s() == 0.0  # none waits
+        finally:
+            platform.stop()

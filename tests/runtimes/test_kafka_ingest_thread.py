@@ -347,6 +347,7 @@ def test_while_a_transaction_waits_on_the_brokers_new_requests_are_answered_503_
         def __init__(self) -> None:
             super().__init__()
             self.back = threading.Event()
+            self.aborted = threading.Event()
 
         def commit_transaction(self, _timeout: float) -> None:
             from confluent_kafka import KafkaError, KafkaException
@@ -355,7 +356,7 @@ def test_while_a_transaction_waits_on_the_brokers_new_requests_are_answered_503_
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "commit timed out"))
 
         def abort_transaction(self, _timeout: float) -> None:
-            pass
+            assert self.aborted.wait(10)  # the brokers still away: the abort waits on them too
 
     appender = threadless(producer := StalledBrokers())
     one = [validate_event(json.dumps(event()).encode(), 2e9)]
@@ -378,9 +379,12 @@ def test_while_a_transaction_waits_on_the_brokers_new_requests_are_answered_503_
         with pytest.raises(OverloadedError, match="waited"):
             await appender.append(one)
         assert time.monotonic() - began < 0.1  # at once, not when the brokers are back
-        producer.back.set()
+        producer.back.set()  # the commit times out; its abort waits on the brokers in turn
         with pytest.raises(OverloadedError):
             await asyncio.wait_for(future, 5)
+        with pytest.raises(OverloadedError, match="waited"):  # found by a re-test: held during the abort
+            await appender.append(one)
+        producer.aborted.set()
         await asyncio.to_thread(committing.join, 5)
         assert appender.trouble() is not None  # refused: unready until a transaction goes through
         assert "refused" in (appender.trouble() or "")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,6 +38,23 @@ from ringfence.api.platform import Platform
 from ringfence.api.ratelimit import TokenBuckets
 from ringfence.dashboard.routes import dashboard_routes
 from ringfence.errors import RingfenceError
+
+
+class _Text(Convertor[str]):
+    """A path parameter of any characters, "/" and line breaks too (a bank's customer ids may
+    hold "/"; one holding a line break gets the handler's 400 naming it, not a 404): starlette's
+    ``path`` stops at a line break."""
+
+    regex = "(?s:.+)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("text", _Text())
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -106,8 +124,8 @@ ROUTES = [
     Route("/v1/lists/{name}", rules.put_list, methods=["PUT"]),
     Route("/v1/fx/rates", fx.get_rates, methods=["GET"]),
     Route("/v1/fx/rates", fx.put_rates, methods=["PUT"]),
-    Route("/v1/customers/{customer_id:path}/features", customers.customer_features, methods=["GET"]),
-    Route("/v1/customers/{customer_id:path}/events", customers.customer_events, methods=["GET"]),
+    Route("/v1/customers/{customer_id:text}/features", customers.customer_features, methods=["GET"]),
+    Route("/v1/customers/{customer_id:text}/events", customers.customer_events, methods=["GET"]),
     Route("/v1/stats", ops.stats, methods=["GET"]),
     Route("/v1/quarantine", quarantine.list_quarantine, methods=["GET"]),
     Route("/v1/quarantine/{entry_id}/redrive", quarantine.redrive, methods=["POST"]),

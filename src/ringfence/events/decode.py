@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 import traceback
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -67,6 +68,36 @@ REFERENCE_ONLY = FxTable()  # no rates loaded: amounts in the reference currency
 
 class MalformedBody(EventError):
     """The body as a whole is not JSON/NDJSON of events (nothing in it can be read)."""
+
+
+class TooCostly(Exception):
+    """Validating the body took longer than its budget allowed: an ordinary event's time each
+    (:data:`ORDINARY_EVENT_S`) and the extra its producer has left. Nothing of it is kept."""
+
+    def __init__(self, spent_s: float, events: int) -> None:
+        super().__init__(f"validating {events} events took {spent_s:.2f} s, over the budget")
+        self.spent_s = spent_s
+        self.events = events
+
+
+# what validating an ordinary event may take (they take 10-50 us); a body's budget is this for
+# each of its events and the extra its producer has left (runtimes.ingest.ValidationBudget)
+ORDINARY_EVENT_S = 100e-6
+
+
+def _budget_check(budget_s: float | None) -> Callable[[int], None]:
+    """A check to call after each event (its index): raises TooCostly once validating took
+    longer than ``budget_s`` and an ordinary event's time each (None: no budget)."""
+    if budget_s is None:
+        return lambda index: None
+    started = time.perf_counter()
+
+    def check(index: int) -> None:
+        spent = time.perf_counter() - started
+        if spent > budget_s + (index + 1) * ORDINARY_EVENT_S:
+            raise TooCostly(spent, index + 1)
+
+    return check
 
 
 class TooManyEvents(MalformedBody):
@@ -383,18 +414,22 @@ def decode_batch(
     custom_types: Iterable[str] = (),
     sources: Collection[str] | None = None,
     fx: FxTable = REFERENCE_ONLY,
+    budget_s: float | None = None,
 ) -> DecodedBatch:
     """Decode and validate every event of a request body (money converted at ``fx``).
 
     ``sources``: the sources the producer's key may write (None: any). Raises MalformedBody
-    if the body cannot be read at all, TooManyEvents if it holds more than ``max_events``.
+    if the body cannot be read at all, TooManyEvents if it holds more than ``max_events``,
+    TooCostly if validating takes longer than ``budget_s`` and an ordinary event's time each.
     """
     items = _items(body, ndjson, max_events)
     custom, allowed = frozenset(custom_types), _allowed(sources)
     batch = DecodedBatch()
+    within_budget = _budget_check(budget_s)
     for index, item in enumerate(items):
         if (event := batch.validated(index, item, now, custom, allowed, fx)) is not None:
             batch.events.append(event)
+        within_budget(index)
     return batch
 
 
@@ -409,6 +444,7 @@ def decode_stored_batch(
     custom_types: Iterable[str] = (),
     sources: Collection[str] | None = None,
     fx: FxTable = REFERENCE_ONLY,
+    budget_s: float | None = None,
 ) -> StoredBatch:
     """:func:`decode_batch`, each event as a log of ``partitions`` stores it: what the compiled
     core can make of nearly every event in one call (:func:`fast_stored`), the others as
@@ -418,12 +454,14 @@ def decode_stored_batch(
     items = _items(body, ndjson, max_events)
     custom, allowed = frozenset(custom_types), _allowed(sources)
     batch = StoredBatch()
+    within_budget = _budget_check(budget_s)
     for index, (item, stored) in enumerate(zip(items, fast_stored(items, now, allowed, fx, partitions), strict=True)):
         if stored is not None:
             batch.indexes.append(index)
             batch.events.append(stored)
         elif (event := batch.validated(index, item, now, custom, allowed, fx)) is not None:
             batch.events.append(stored_form(event, partitions))
+        within_budget(index)
     return batch
 
 

@@ -17,7 +17,15 @@ from typing import Any, Protocol, TypeVar
 
 from ringfence.clock import Clock
 from ringfence.errors import FieldError, OverloadedError, RequestError, StoreError
-from ringfence.events.decode import REFERENCE_ONLY, MalformedBody, Rejection, TooManyEvents, decode_batch
+from ringfence.events.decode import (
+    ORDINARY_EVENT_S,
+    REFERENCE_ONLY,
+    MalformedBody,
+    Rejection,
+    TooCostly,
+    TooManyEvents,
+    decode_batch,
+)
 from ringfence.events.fx import FxTable
 from ringfence.events.model import Event
 from ringfence.metrics import Metrics
@@ -30,11 +38,12 @@ SOFT_LAG = 0.5  # of max_lag_events: past it, a producer over its share is turne
 SOFT_LAG_S = 5.0
 OVER_SHARE = 1.5  # a producer's share is too much past this many fair shares
 T = TypeVar("T")
-# validation: what an ordinary event may take (they take 10-50 us); the rest is charged to its
-# producer's ValidationBudget, which refills at COSTLY_RATE of a second a second, up to COSTLY_BURST_S
-ORDINARY_EVENT_S = 200e-6
+# validation beyond an ordinary event's time (ORDINARY_EVENT_S) is charged to its producer's
+# ValidationBudget, which refills at COSTLY_RATE of a second a second, up to COSTLY_BURST_S; a
+# request may spend what its producer has left (at least COSTLY_FLOOR_S), no more
 COSTLY_RATE = 0.25
 COSTLY_BURST_S = 2.0
+COSTLY_FLOOR_S = 0.05
 OFF_LOOP_BYTES = 64 << 10  # a body at least this large is validated off the event loop
 
 
@@ -71,6 +80,7 @@ class IngestReply:
     error: str | None = None  # this request could not be handled (a bug, logged); nothing kept
     fx_missing: dict[str, int] = field(default_factory=dict)  # events validated with no rate, by currency
     decode_s: float = 0.0  # how long validating the body took
+    too_costly: int = 0  # events validated when its budget ran out (nothing kept)
 
 
 class BodyWorker(Protocol):
@@ -87,6 +97,7 @@ class BodyWorker(Protocol):
         custom_types: frozenset[str],
         sources: frozenset[str] | None = None,
         fx: FxTable = REFERENCE_ONLY,
+        budget_s: float | None = None,
     ) -> IngestReply: ...
 
 
@@ -171,34 +182,53 @@ class ProducerShares:
 
 class ValidationBudget:
     """Per producer (an API key), the validation time its events took beyond an ordinary
-    event's (:data:`ORDINARY_EVENT_S`), as a token bucket: :data:`COSTLY_RATE` of a second each
-    second, :data:`COSTLY_BURST_S` at once. Validation is one queue for every producer (the
-    ingest worker process, or ingest's thread), and text crafted to be slow to scan (escapes
-    in layers, digits grouped like cards) costs a hundred times an ordinary event: without a
-    bound, one key's few hundred events a second held every other producer's requests for
-    minutes. A key out of budget is answered 429 until it is back in it; ordinary traffic, at
-    any rate, never spends any. Used on the event loop's thread only."""
+    event's (:data:`~ringfence.events.decode.ORDINARY_EVENT_S`), as a token bucket:
+    :data:`COSTLY_RATE` of a second each second, :data:`COSTLY_BURST_S` at once. Validation is
+    one queue for every producer (the ingest worker process, or ingest's thread), and text
+    crafted to be slow to scan (escapes in layers, digits grouped like cards) costs a hundred
+    times an ordinary event: without a bound, one key's few hundred events a second held every
+    other producer's requests for minutes. A request may spend what its key has left, less what
+    its key's other requests under way may (so a burst of them in parallel gets no more), at
+    least :data:`COSTLY_FLOOR_S`; its validation stops there and nothing of it is kept. A key
+    out of budget is answered 429 until it is back in it; ordinary traffic, at any rate, never
+    spends any. Used on the event loop's thread only."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._spent: dict[str, tuple[float, float]] = {}  # producer -> (seconds owed, as of)
+        self._reserved: dict[str, float] = {}  # producer -> what its requests under way may spend
 
     def _owed(self, producer: str, now: float) -> float:
         owed, at = self._spent.get(producer, (0.0, now))
         return max(0.0, owed - (now - at) * COSTLY_RATE)
 
-    def check(self, producer: str) -> None:
-        """Raise 429 (with Retry-After) if ``producer`` spent more than its burst."""
+    def reserve(self, producer: str) -> float:
+        """What a request of ``producer`` may spend beyond ordinary events' time (hand it back
+        with :meth:`release`); 429 (with Retry-After) if the key spent more than its burst."""
         owed = self._owed(producer, self._clock.time())
         if owed > COSTLY_BURST_S:
-            wait = math.ceil((owed - COSTLY_BURST_S) / COSTLY_RATE)
-            raise RequestError(
-                429,
-                "validation_budget",
-                "this key's events have lately been far slower to validate than ordinary events "
-                "(text full of escapes or digit groups); send fewer of them, or plainer ones",
-                {"retry_after": max(1, wait)},
-            )
+            raise self.refusal(math.ceil((owed - COSTLY_BURST_S) / COSTLY_RATE))
+        reserved = self._reserved.get(producer, 0.0)
+        allowance = max(COSTLY_FLOOR_S, COSTLY_BURST_S - owed - reserved)
+        self._reserved[producer] = reserved + allowance
+        return allowance
+
+    def release(self, producer: str, allowance: float) -> None:
+        left = self._reserved.get(producer, 0.0) - allowance
+        if left > 1e-9:
+            self._reserved[producer] = left
+        else:
+            self._reserved.pop(producer, None)
+
+    @staticmethod
+    def refusal(wait_s: float) -> RequestError:
+        return RequestError(
+            429,
+            "validation_budget",
+            "this key's events have lately been far slower to validate than ordinary events "
+            "(text full of escapes or digit groups); send fewer of them, or plainer ones",
+            {"retry_after": max(1, math.ceil(wait_s))},
+        )
 
     def charge(self, producer: str, seconds: float, events: int) -> None:
         excess = seconds - events * ORDINARY_EVENT_S
@@ -269,16 +299,24 @@ class IngestService:
         may write (None: any); ``producer``: its key, for its share of backpressure. Raises
         MalformedBody (TooManyEvents), OverloadedError."""
         self.check_capacity(producer)
-        self._validation.check(producer)
-        result = await self._validated_and_appended(body, ndjson, sources)
+        allowance = self._validation.reserve(producer)
+        try:
+            result = await self._validated_and_appended(body, ndjson, sources, allowance)
+        except TooCostly as exc:  # nothing of it was kept
+            self._validation.charge(producer, exc.spent_s, exc.events)
+            raise ValidationBudget.refusal(exc.spent_s / COSTLY_RATE) from None
+        finally:
+            self._validation.release(producer, allowance)
         events = result.accepted + result.duplicates + len(result.rejected)
         self._validation.charge(producer, result.validation_s, events)
         self._shares.add(producer, result.accepted)
         return result
 
-    async def _validated_and_appended(self, body: bytes, ndjson: bool, sources: frozenset[str] | None) -> IngestResult:
+    async def _validated_and_appended(
+        self, body: bytes, ndjson: bool, sources: frozenset[str] | None, budget_s: float | None = None
+    ) -> IngestResult:
         if self._worker is not None:
-            return await self._ingest_in_worker(self._worker, body, ndjson, sources)
+            return await self._ingest_in_worker(self._worker, body, ndjson, sources, budget_s)
         decode = functools.partial(
             decode_batch,
             body,
@@ -288,6 +326,7 @@ class IngestService:
             custom_types=self._custom_types(),
             sources=sources,
             fx=self._fx(),
+            budget_s=budget_s,
         )
         # a large body takes the CPU for up to a second or two (invalid events, digits to scan
         # for card numbers): on a thread, the event loop still answers everyone else meanwhile
@@ -301,7 +340,7 @@ class IngestService:
         return result
 
     async def _ingest_in_worker(
-        self, worker: BodyWorker, body: bytes, ndjson: bool, sources: frozenset[str] | None
+        self, worker: BodyWorker, body: bytes, ndjson: bool, sources: frozenset[str] | None, budget_s: float | None
     ) -> IngestResult:
         reply = await worker.submit(
             body,
@@ -311,7 +350,10 @@ class IngestService:
             custom_types=self._custom_types(),
             sources=sources,
             fx=self._fx(),
+            budget_s=budget_s,
         )
+        if reply.too_costly:
+            raise TooCostly(reply.decode_s, reply.too_costly)
         if reply.too_many is not None:
             raise TooManyEvents(*reply.too_many)
         if reply.malformed is not None:

@@ -29,7 +29,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from ringfence.errors import OverloadedError
-from ringfence.events.decode import REFERENCE_ONLY, MalformedBody, StoredBatch, TooManyEvents, decode_stored_batch
+from ringfence.events.decode import (
+    REFERENCE_ONLY,
+    MalformedBody,
+    StoredBatch,
+    TooCostly,
+    TooManyEvents,
+    decode_stored_batch,
+)
 from ringfence.events.fx import FxTable
 from ringfence.events.sensitive import redact, redact_logs
 from ringfence.log.base import stored_event
@@ -53,6 +60,7 @@ class IngestRequest:
     custom_types: frozenset[str]
     sources: frozenset[str] | None = None  # those the producer's key may write; None: any
     fx: FxTable | None = None  # the rates to convert with from this request on; None: the last ones sent
+    budget_s: float | None = None  # validation time allowed beyond an ordinary event's each (None: any)
 
 
 Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[IngestReply]"]
@@ -156,6 +164,7 @@ class IngestWorker:
         custom_types: frozenset[str],
         sources: frozenset[str] | None = None,
         fx: FxTable = REFERENCE_ONLY,
+        budget_s: float | None = None,
     ) -> IngestReply:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IngestReply] = loop.create_future()
@@ -168,7 +177,9 @@ class IngestWorker:
             table = fx if fx is not worker.fx_sent else None
             worker.fx_sent = fx
             # in order, from the sender thread: the event loop never waits on the pipe
-            worker.outbox.put(IngestRequest(request_id, body, ndjson, now, max_events, custom_types, sources, table))
+            worker.outbox.put(
+                IngestRequest(request_id, body, ndjson, now, max_events, custom_types, sources, table, budget_s)
+            )
         return await future
 
     def _replace(self) -> None:
@@ -288,7 +299,7 @@ def _handle_safely(journal_log: SqliteLog, group: list[IngestRequest], fx: list[
 
 def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable]) -> list[IngestReply]:
     """``fx``: the table in force (one item), replaced by a request that brings a new one."""
-    decoded: list[tuple[IngestRequest, StoredBatch | MalformedBody | str]] = []
+    decoded: list[tuple[IngestRequest, StoredBatch | MalformedBody | TooCostly | str]] = []
     took: dict[int, float] = {}  # request id -> seconds its validation took (its producer's budget)
     for request in group:
         if request.fx is not None:
@@ -296,7 +307,7 @@ def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable
         started = time.perf_counter()
         try:
             decoded.append((request, _decode(request, fx[0], journal_log.partitions)))
-        except MalformedBody as exc:
+        except (MalformedBody, TooCostly) as exc:
             decoded.append((request, exc))
         except Exception as exc:  # one request's bug costs that request only
             log.error("an ingest request could not be decoded:\n%s", redact(_trace(exc)))
@@ -316,6 +327,10 @@ def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable
             continue
         if isinstance(batch, MalformedBody):
             replies.append(IngestReply(request.request_id, [], [], head, malformed=batch.errors))
+            continue
+        if isinstance(batch, TooCostly):
+            reply = IngestReply(request.request_id, [], [], head, too_costly=batch.events, decode_s=batch.spent_s)
+            replies.append(reply)
             continue
         if isinstance(batch, str):
             replies.append(IngestReply(request.request_id, [], [], head, error=batch))
@@ -347,6 +362,7 @@ def _decode(request: IngestRequest, fx: FxTable, partitions: int) -> StoredBatch
         custom_types=request.custom_types,
         sources=request.sources,
         fx=fx,
+        budget_s=request.budget_s,
     )
 
 

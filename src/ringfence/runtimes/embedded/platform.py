@@ -7,6 +7,7 @@ ASGI app with uvicorn, and :func:`ringfence.bench.servers.run_embedded` runs it 
 from __future__ import annotations
 
 import asyncio
+import collections
 import fcntl
 import logging
 import math
@@ -56,6 +57,7 @@ FEATURE_READS = 5  # tries at reading a customer's features while the processor 
 # readiness: a store that fails this long is no passing lock; with this little room left the
 # journal's next segment, the store's WAL or a checkpoint may not fit
 PROCESSOR_FAILING_S = 5.0
+MAX_ARRIVALS = 100_000
 MIN_FREE_DISK_BYTES = 64 * 2**20
 RESTORE_WAIT_S = 2.0  # start() waits this long for the checkpoint's state before serving without it
 
@@ -192,6 +194,9 @@ class Platform:
         self.processor.on_alerts = self.dispatcher.wakeup.set
         self._head = 0
         self._head_lock = threading.Lock()
+        # (head, when) of each commit that moved the head, back to the processed offset: how long
+        # the oldest event not processed yet has waited (ingest's backpressure by time)
+        self._arrivals: collections.deque[tuple[int, float]] = collections.deque()
         self.committer: GroupCommitter | None = None
         self.ingest_worker: IngestWorker | None = None
         self.ingest: IngestService | None = None
@@ -240,6 +245,10 @@ class Platform:
     def _on_commit(self, head: int) -> None:
         """A writer (the ingest worker, or this process's committer) made ``head`` durable."""
         with self._head_lock:  # two writers report; the head never goes back
+            if head > self._head:
+                self._arrivals.append((head, self.clock.time()))
+                if len(self._arrivals) > MAX_ARRIVALS:  # the bound on lag bounds it first, mostly
+                    self._arrivals.popleft()
             self._head = max(self._head, head)
             self.metrics.log_head.set(self._head)
         self.processor.wakeup.set()
@@ -261,9 +270,15 @@ class Platform:
         return max(0, self._head - self.processor.offset)
 
     def lag_s(self) -> float:
-        """How long an event now waits to be processed: the wait of the newest one processed,
-        while any is still waiting (0 when none is)."""
-        return self.processor.behind_s if self.lag() else 0.0
+        """How long the oldest event not processed yet has waited (0 when none waits): from when
+        the commit that made it durable reported its head. (The wait of the newest processed
+        one said it only once the events behind it had waited as long.)"""
+        processed = self.processor.offset
+        with self._head_lock:
+            while self._arrivals and self._arrivals[0][0] <= processed:
+                self._arrivals.popleft()
+            oldest = self._arrivals[0][1] if self._arrivals else None
+        return max(0.0, self.clock.time() - oldest) if oldest is not None else 0.0
 
     def shared_totals(self) -> dict[str, float]:
         return {}  # one process does it all: its counters are the totals

@@ -93,7 +93,6 @@ class Processor:
         self.started = threading.Event()  # stays set through later recoveries
         self.failure: Exception | None = None
         self.failing: tuple[float, str] | None = None  # since when (its clock) its steps fail, and why
-        self.behind_s = 0.0  # how long the newest event of its last commit had waited to be processed
         self._stop: threading.Event | None = None
         self._tainted = False  # a failed fold left its effects in memory; cleared by recover()
         self._behind: CommitBehind | None = None  # the writer thread, while run() runs
@@ -246,8 +245,6 @@ class Processor:
         created = self.store.commit_batch(signals, batch.checkpoint(self.name, offset, snapshot), self.clock.time())
         self.offset = offset
         self.failing = None
-        if batch.records:  # how long the newest event it processed had waited: the lag's age
-            self.behind_s = max(0.0, self.clock.time() - batch.records[-1].ingested_at)
         committed = self.clock.time()  # the batch's alerts are queryable from now
         if signals:
             self.on_alerts()

@@ -262,8 +262,8 @@ class KafkaAppender:
             self._producer.commit_transaction(COMMIT_TIMEOUT_S)
         except KafkaException as exc:
             error = exc.args[0]
+            # (still committing until the abort below returns: it waits on the same brokers)
             self._refused = f"the brokers refused ingest's last transaction ({error.str()})"
-            self._committing_since = None
             log.warning("ingest transaction failed (%s); its requests are answered 503", error.str())
             # answered before the abort, which may wait on the brokers as long as the commit did
             failure = OverloadedError(f"the event log did not take the events: {error.str()}", 1)
