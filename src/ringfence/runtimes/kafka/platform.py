@@ -77,18 +77,12 @@ class _Customer(msgspec.Struct):
 _customer = msgspec.json.Decoder(_Customer)
 
 
-def _first_copies(found: list[Record]) -> list[Record]:
-    """``found`` (newest first) with each event once: its first copy, the one the workers
-    processed (a producer's retry that ingest let through is a later record, which they drop)."""
-    identities = []
-    for record in found:
-        try:
-            envelope = _customer.decode(record.body)
-            identities.append((envelope.source, envelope.event_id))
-        except msgspec.DecodeError:
-            identities.append(("", str(record.offset)))  # (no event: itself)
-    oldest = {identity: i for i, identity in enumerate(identities)}  # the last in this order is the first sent
-    return [r for i, (r, identity) in enumerate(zip(found, identities, strict=True)) if oldest[identity] == i]
+def _first_copies(found: list[tuple[Record, _Customer]]) -> list[Record]:
+    """``found`` (newest first, each with its envelope) with each event once: its first copy,
+    the one the workers processed (a producer's retry that ingest let through is a later
+    record, which they drop)."""
+    first_sent = {(envelope.source, envelope.event_id): i for i, (_, envelope) in enumerate(found)}  # the last wins
+    return [record for i, (record, e) in enumerate(found) if first_sent[(e.source, e.event_id)] == i]
 
 
 def _record(partition: int, message: Any) -> Record:
@@ -96,10 +90,10 @@ def _record(partition: int, message: Any) -> Record:
     return Record(offset, partition, message.timestamp()[1] / 1000.0, message.value() or b"")
 
 
-def _customer_of(body: bytes) -> str | None:
-    """The envelope's customer (a record keyed by a service could name it too)."""
+def _envelope_of(body: bytes) -> _Customer | None:
+    """The envelope's customer and identity (a record keyed by a service could name the customer too)."""
     try:
-        return _customer.decode(body).customer_id
+        return _customer.decode(body)
     except msgspec.DecodeError:
         return None
 
@@ -251,7 +245,7 @@ class KafkaLog:
 
         partition = partition_for(customer_id.encode(), self.topics.partitions)
         key = customer_id.encode()
-        found: list[Record] = []
+        found: list[tuple[Record, _Customer]] = []
         with self._scanning() as scanner:
             deadline = time.monotonic() + SCAN_S
             tp = TopicPartition(self.topics.events, partition)
@@ -264,7 +258,8 @@ class KafkaLog:
                 if time.monotonic() >= deadline:
                     break  # that chunk may be cut short: not searched
                 theirs = [_record(partition, m) for m in chunk if m.key() == key]
-                found.extend(r for r in reversed(theirs) if _customer_of(r.body) == customer_id)
+                envelopes = ((r, _envelope_of(r.body)) for r in reversed(theirs))
+                found.extend((r, e) for r, e in envelopes if e is not None and e.customer_id == customer_id)
                 end = start
         return _first_copies(found)[:limit], global_offset(partition, end)
 
