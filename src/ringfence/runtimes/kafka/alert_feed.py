@@ -5,8 +5,9 @@ dispatch, which takes in every change of every alert, writes each one it shows t
 
 A live view, not a log: rows are kept :data:`FEED_KEEP_S`; a change written while no api
 process followed, or lost when dispatch died between its commit and its write, is not shown
-again, and with several dispatch services a row committed after a later one was read is
-missed (the alerts themselves are in the store, as ever)."""
+(the alerts themselves are in the store, as ever). With several dispatch services a row can
+commit after a later one was read: the follower looks again for the numbers it skipped, for
+:data:`GAP_PATIENCE_S`."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ FEED_KEEP_S = 600.0
 PRUNE_EVERY_S = 60.0
 FOLLOW_EVERY_S = 0.5
 READ_AT_ONCE = 500
+GAP_PATIENCE_S = 10.0  # a row numbered before one already read may still commit (another dispatch)
+MAX_GAPS = 1_000  # skipped numbers looked for at once: a rolled-back burst leaves a run of them
 
 
 class FeedWriter:
@@ -58,9 +61,12 @@ class FeedFollower:
     """An api process's side: while ``stream`` has subscribers, reads the feed's new rows every
     :data:`FOLLOW_EVERY_S` and publishes them (from the newest row when the first one came)."""
 
-    def __init__(self, store: SqlStore, stream: AlertStream) -> None:
+    def __init__(self, store: SqlStore, stream: AlertStream, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._stream = stream
+        self._clock = clock
+        self._after: int | None = None  # the newest row read; None while nobody watches
+        self._gaps: dict[int, float] = {}  # numbers skipped below it, and when: maybe not committed yet
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -74,24 +80,44 @@ class FeedFollower:
             self._thread.join(5.0)
 
     def _run(self) -> None:
-        after: int | None = None  # the last row shown; None while nobody watches
         while not self._stop.wait(FOLLOW_EVERY_S):
             if not self._stream.subscribers:
-                after = None
+                self._after, self._gaps = None, {}
                 continue
             try:
-                after = self._follow(after)
+                self.follow()
             except Exception:
                 log.warning("cannot read the live alert feed; trying again", exc_info=True)
 
-    def _follow(self, after: int | None) -> int:
+    def follow(self) -> None:
+        """Publish the rows written since the last call and those that filled a gap it left;
+        the first call only finds where the feed ends."""
         conn = self._store.conn()
-        if after is None:
-            return int(conn.execute("SELECT coalesce(max(seq), 0) FROM alert_feed").fetchone()[0])
-        rows = conn.execute(
-            "SELECT seq, event FROM alert_feed WHERE seq > ? ORDER BY seq LIMIT ?", (after, READ_AT_ONCE)
+        if self._after is None:
+            self._after = int(conn.execute("SELECT coalesce(max(seq), 0) FROM alert_feed").fetchone()[0])
+            return
+        now = self._clock()
+        self._gaps = {seq: since for seq, since in self._gaps.items() if now - since < GAP_PATIENCE_S}
+        late = []
+        if self._gaps:
+            marks = ", ".join("?" * len(self._gaps))
+            late = conn.execute(
+                f"SELECT seq, event FROM alert_feed WHERE seq IN ({marks})",  # nosec # noqa: S608 - placeholders only
+                tuple(self._gaps),
+            ).fetchall()
+        new = conn.execute(
+            "SELECT seq, event FROM alert_feed WHERE seq > ? ORDER BY seq LIMIT ?", (self._after, READ_AT_ONCE)
         ).fetchall()
-        for seq, event in rows:
+        for seq, _ in late:
+            del self._gaps[int(seq)]
+        for seq, _ in new:
+            self._skipped(self._after, int(seq), now)
+            self._after = int(seq)
+        for _, event in sorted(late + new):
             self._stream.publish(msgspec.json.decode(event))
-            after = int(seq)
-        return after
+
+    def _skipped(self, after: int, seq: int, now: float) -> None:
+        for missing in range(max(after + 1, seq - MAX_GAPS), seq):
+            self._gaps[missing] = now
+        while len(self._gaps) > MAX_GAPS:  # the oldest first: dicts keep their order of insertion
+            del self._gaps[next(iter(self._gaps))]
