@@ -31,10 +31,11 @@ def deploy(aws_endpoint: str) -> Iterator[DeploymentFactory]:
         alerting: Path | None = None,
         rule_pack: Path | None = None,
         fx_rates: Path | None = None,
+        template_parameters: dict[str, str] | None = None,
     ) -> Deployment:
         clients = AwsClients(REGION)
         prefix = f"rf{uuid.uuid4().hex[:10]}"
-        names = provision(clients, prefix, shards)
+        names = provision(clients, prefix, shards, parameters=template_parameters)
         settings = load_settings(environ={}, alerting=alerting, rule_pack=rule_pack, fx_rates=fx_rates)
         runtime = AwsRuntime.create(names, settings, clients, AUDIT_KEY)
         failures: list[dict[str, Any]] = []

@@ -18,7 +18,7 @@ import pytest
 
 from ringfence.api.app import ROUTES
 from ringfence.runtimes.aws import metrics
-from ringfence.runtimes.aws.local import TEMPLATE, KinesisSource, load_template
+from ringfence.runtimes.aws.local import TEMPLATE, KinesisSource, load_template, resolved
 
 SCOPES = {"events:write", "alerts:read", "alerts:write"}
 OPENAPI = json.loads((Path(__file__).resolve().parents[2] / "src" / "ringfence" / "api" / "openapi.json").read_text())
@@ -174,3 +174,54 @@ def test_the_audit_key_reaches_the_functions_as_a_secret() -> None:
     assert template["Parameters"]["AuditKey"]["NoEcho"] is True
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     assert variables["RINGFENCE_SECRET_AUDIT_KEY"] == {"!Ref": "AuditKey"}
+
+
+def state_table(capacity: str, **units: str) -> dict[str, Any]:
+    template = load_template()
+    properties: dict[str, Any] = resolved(
+        template["Resources"]["StateTable"]["Properties"], template, {"StateCapacity": capacity, **units}
+    )
+    return properties
+
+
+def test_the_state_table_is_on_demand_unless_provisioned_capacity_is_chosen() -> None:
+    on_demand = state_table("on-demand")
+    assert on_demand["BillingMode"] == "PAY_PER_REQUEST"
+    assert "ProvisionedThroughput" not in on_demand
+    assert all("ProvisionedThroughput" not in index for index in on_demand["GlobalSecondaryIndexes"])
+
+    provisioned = state_table("provisioned", StateWriteUnits="300,9000", StateReadUnits="200,5000")
+    assert provisioned["BillingMode"] == "PROVISIONED"
+    least = {"ReadCapacityUnits": "200", "WriteCapacityUnits": "300"}  # where auto scaling starts
+    assert provisioned["ProvisionedThroughput"] == least
+    assert [index["ProvisionedThroughput"] for index in provisioned["GlobalSecondaryIndexes"]] == [least]
+
+
+def test_provisioned_capacity_scales_every_dimension_of_the_state_table_and_its_index(
+    resources: dict[str, Any],
+) -> None:
+    targets = {name: r for name, r in resources.items() if r["Type"] == "AWS::ApplicationAutoScaling::ScalableTarget"}
+    policies = {name: r for name, r in resources.items() if r["Type"] == "AWS::ApplicationAutoScaling::ScalingPolicy"}
+    assert all(r["Condition"] == "ProvisionedState" for r in (*targets.values(), *policies.values()))
+    scaled = {
+        (t["Properties"]["ResourceId"]["!Sub"], t["Properties"]["ScalableDimension"]): t["Properties"]
+        for t in targets.values()
+    }
+    table, index = "table/${StateTable}", "table/${StateTable}/index/timers"
+    assert set(scaled) == {
+        (table, "dynamodb:table:WriteCapacityUnits"),
+        (table, "dynamodb:table:ReadCapacityUnits"),
+        (index, "dynamodb:index:WriteCapacityUnits"),
+        (index, "dynamodb:index:ReadCapacityUnits"),
+    }
+    for (_, dimension), target in scaled.items():
+        units = "StateWriteUnits" if "Write" in dimension else "StateReadUnits"
+        assert target["MinCapacity"] == {"!Select": [0, {"!Ref": units}]}
+        assert target["MaxCapacity"] == {"!Select": [1, {"!Ref": units}]}
+    tracked = {p["Properties"]["ScalingTargetId"]["!Ref"]: p["Properties"] for p in policies.values()}
+    assert set(tracked) == set(targets)
+    for name, policy in tracked.items():
+        config = policy["TargetTrackingScalingPolicyConfiguration"]
+        assert config["TargetValue"] == 70
+        metric = "Write" if "Write" in targets[name]["Properties"]["ScalableDimension"] else "Read"
+        assert config["PredefinedMetricSpecification"]["PredefinedMetricType"] == f"DynamoDB{metric}CapacityUtilization"

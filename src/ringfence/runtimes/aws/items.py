@@ -36,7 +36,7 @@ from typing import Any
 import msgspec
 
 from ringfence.errors import InvalidCursor, StoreError
-from ringfence.runtimes.aws.resources import RETRY_CODES, cancellation_codes, error_code
+from ringfence.runtimes.aws.resources import RETRY_CODES, batch_get, cancellation_codes, error_code
 
 CREATED_INDEX = "by_created"
 CUSTOMER_INDEX = "by_customer"
@@ -152,11 +152,7 @@ class TableItems:
         wanted = [{"pk": s(pk), "sk": s(sk)} for pk, sk in dict.fromkeys(keys)]
         while wanted:
             batch, wanted = wanted[:100], wanted[100:]  # BatchGetItem takes 100 keys at most
-            request: dict[str, Any] = {self.table: {"Keys": batch, "ConsistentRead": True}}
-            while request:
-                reply = self.db.batch_get_item(RequestItems=request)
-                found += reply.get("Responses", {}).get(self.table, [])
-                request = reply.get("UnprocessedKeys") or {}
+            found += batch_get(self.db, self.table, {"Keys": batch, "ConsistentRead": True})
         return found
 
     def pages(self, **query: Any) -> Iterator[list[dict[str, Any]]]:

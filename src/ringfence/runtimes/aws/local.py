@@ -53,13 +53,59 @@ def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
     return loaded
 
 
-def provision(clients: AwsClients, prefix: str, shards: int = 2, template: Path = TEMPLATE) -> AwsNames:
-    """Create the stream, tables, topic and queues of one deployment named ``prefix``."""
-    resources = load_template(template)["Resources"]
+_NO_VALUE = object()
+
+
+def resolved(value: Any, template: dict[str, Any], parameters: dict[str, str] | None = None) -> Any:
+    """``value`` of ``template`` with the intrinsics a table's properties choose by (``!If``,
+    ``!Equals``, ``!Select``, ``!Ref`` to a parameter or ``AWS::NoValue``) resolved at
+    ``parameters`` and the template's defaults for the rest; others are left as they are."""
+    given = {name: str(p.get("Default", "")) for name, p in template.get("Parameters", {}).items()}
+    given.update(parameters or {})
+    specs = template.get("Parameters", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [item for item in map(walk, node) if item is not _NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1 and (tag := next(iter(node))).startswith("!"):
+            argument = node[tag]
+            if tag == "!If":
+                condition, then, otherwise = argument
+                return walk(then if walk(template["Conditions"][condition]) else otherwise)
+            if tag == "!Equals":
+                left, right = walk(argument)
+                return left == right
+            if tag == "!Select":
+                index, items = walk(argument)
+                return items[int(index)]
+            if tag == "!Ref" and argument == "AWS::NoValue":
+                return _NO_VALUE
+            if tag == "!Ref" and argument in given:
+                listed = specs[argument].get("Type") == "CommaDelimitedList"
+                return given[argument].split(",") if listed else given[argument]
+            return node  # a resource's name or attribute: only a deployment knows it
+        return {key: item for key, item in ((k, walk(v)) for k, v in node.items()) if item is not _NO_VALUE}
+
+    return walk(value)
+
+
+def provision(
+    clients: AwsClients,
+    prefix: str,
+    shards: int = 2,
+    template: Path = TEMPLATE,
+    parameters: dict[str, str] | None = None,
+) -> AwsNames:
+    """Create the stream, tables, topic and queues of one deployment named ``prefix``, the
+    tables as the template's ``parameters`` (its defaults otherwise) make them."""
+    loaded = load_template(template)
+    resources = loaded["Resources"]
     db = clients.dynamodb
     names: dict[str, str] = {}
     for logical in ("StateTable", "AlertsTable"):
-        props = resources[logical]["Properties"]
+        props = resolved(resources[logical]["Properties"], loaded, parameters)
         table = f"{prefix}-{logical}"
         kwargs: dict[str, Any] = {
             "TableName": table,
@@ -67,8 +113,15 @@ def provision(clients: AwsClients, prefix: str, shards: int = 2, template: Path 
             "AttributeDefinitions": props["AttributeDefinitions"],
             "BillingMode": props["BillingMode"],
         }
+        if "ProvisionedThroughput" in props:
+            kwargs["ProvisionedThroughput"] = _units(props["ProvisionedThroughput"])
         if props.get("GlobalSecondaryIndexes"):
-            kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+            kwargs["GlobalSecondaryIndexes"] = [
+                {**index, "ProvisionedThroughput": _units(index["ProvisionedThroughput"])}
+                if "ProvisionedThroughput" in index
+                else index
+                for index in props["GlobalSecondaryIndexes"]
+            ]
         db.create_table(**kwargs)
         db.get_waiter("table_exists").wait(TableName=table)
         ttl = props.get("TimeToLiveSpecification")
@@ -96,6 +149,10 @@ def provision(clients: AwsClients, prefix: str, shards: int = 2, template: Path 
         Attributes={"RawMessageDelivery": "true"},
     )
     return AwsNames(stream, names["StateTable"], names["AlertsTable"], topic, queues["poison"])
+
+
+def _units(throughput: dict[str, Any]) -> dict[str, int]:
+    return {name: int(units) for name, units in throughput.items()}
 
 
 def _queue_arn(clients: AwsClients, url: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -119,3 +120,20 @@ def contention_pause_s(retry: int, rng: random.Random, base_s: float = 0.025, ca
     "full jitter"). Writers racing for one hot item (an address every shard sees) spread out
     instead of retrying in step."""
     return rng.uniform(0.0, min(cap_s, base_s * 2 ** (retry - 1)))
+
+
+def batch_get(db: Any, table: str, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The items one ``BatchGetItem`` request on ``table`` finds (100 keys at most), asking again
+    for the keys DynamoDB left unprocessed (it throttled them) after a pause doubling from
+    50 ms to a second, as AWS advises: a retry at once would be throttled again."""
+    found: list[dict[str, Any]] = []
+    pending: dict[str, Any] = {table: request}
+    delay = 0.05
+    while pending:
+        reply = db.batch_get_item(RequestItems=pending)
+        found += reply.get("Responses", {}).get(table, [])
+        pending = reply.get("UnprocessedKeys") or {}
+        if pending:
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    return found

@@ -70,7 +70,7 @@ from ringfence.engine.rules import AlertSignal
 from ringfence.errors import StoreError
 from ringfence.events.model import Event
 from ringfence.runtimes.aws import dedup
-from ringfence.runtimes.aws.resources import RETRY_CODES, cancellation_codes, error_code
+from ringfence.runtimes.aws.resources import RETRY_CODES, batch_get, cancellation_codes, error_code
 from ringfence.store.base import LateEvent
 
 StateKey = tuple[str, str]
@@ -376,18 +376,9 @@ class StateTable:
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(pks), 100):
             keys: list[dict[str, Any]] = [{"pk": _s(pk), "sk": _s("-")} for pk in pks[start : start + 100]]
-            request: dict[str, Any] = {
-                self.table: {"Keys": keys, "ConsistentRead": consistent, "ProjectionExpression": attributes}
-            }
-            delay = 0.05
-            while request:
-                reply = self.db.batch_get_item(RequestItems=request)
-                for item in reply.get("Responses", {}).get(self.table, []):
-                    found[item["pk"]["S"]] = item
-                request = reply.get("UnprocessedKeys") or {}
-                if request:  # throttled: back off, then ask for the rest
-                    time.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+            request = {"Keys": keys, "ConsistentRead": consistent, "ProjectionExpression": attributes}
+            for item in batch_get(self.db, self.table, request):
+                found[item["pk"]["S"]] = item
         return found
 
     def load(self, rows: Iterable[StateKey]) -> Loaded:
