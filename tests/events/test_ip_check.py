@@ -59,6 +59,19 @@ def test_an_ip_address_is_kept_as_sent_whatever_its_groups_spell(address: str, t
     assert validated.data["ip"] == address
 
 
+@pytest.mark.parametrize("address", ADDRESSES_THAT_SPELL_NUMBERS)
+def test_an_ip_address_is_kept_as_sent_in_any_field(address: str) -> None:
+    data = {"client_ip": address, "hops": [address], address: "seen"}
+    validated = validate_event(json.dumps(event("custom.session", **data)).encode(), time.time(), ["custom.session"])
+    assert validated.data == data
+
+
+def test_an_address_with_a_zone_is_kept_and_its_zone_read_as_text() -> None:
+    data = {"ip": "4111:1111:1111:1111::%wlan0", "device_id": "d-1"}
+    validated = validate_event(json.dumps(event("login.succeeded", **data)).encode(), time.time())
+    assert validated.data["ip"] == "4111:1111:1111:1111::%wlan0"
+
+
 def test_a_card_number_in_an_address_zone_is_refused() -> None:
     """A zone (``%eth0``) is free text Python's ``ipaddress`` accepts: it is scanned as text."""
     data = {"ip": "fe80::1%4111111111111111", "device_id": "d-1"}

@@ -27,12 +27,11 @@ from ringfence.events.fastpath import fast_event, fast_stored
 from ringfence.events.fields import DECODE_ERRORS, TOO_DEEP, decode_fields, field_errors
 from ringfence.events.fx import STAMPED, FxTable
 from ringfence.events.model import Event, StoredEvent
-from ringfence.events.normalise import is_address, normalise_data
+from ringfence.events.normalise import normalise_data
 from ringfence.events.sensitive import clean, echo, mask_ibans, plain, redact, scan
 from ringfence.events.types import (
     BUILTIN_TYPES,
     CUSTOMERLESS_TYPES,
-    IP_FIELD,
     MAX_EVENT_BYTES,
     MAX_FUTURE_SKEW_S,
     MIN_OCCURRED_AT,
@@ -383,7 +382,7 @@ def validate_in_full(
         if isinstance(data, dict) and not known_keys:  # a built-in type's struct refuses them already
             errors += [FieldError(f"data.{name}", RESERVED) for name in STAMPED if name in data]
     if errors or not plain(data):
-        data = _scanned(data, errors, keys=not known_keys)
+        data = scan(data, "data", errors, keys=not known_keys)
     if errors:
         event_id = _echoed_event_id(values, {e.field for e in errors})
         unique = dict.fromkeys(FieldError(printable(redact(e.field)), printable(redact(e.message))) for e in errors)
@@ -402,18 +401,6 @@ def validate_in_full(
         customer_id=mask(customer) if customer is not None else None,
         account_id=mask(account) if account is not None else None,
     )
-
-
-def _scanned(data: Any, errors: list[FieldError], *, keys: bool) -> Any:
-    """``data`` scanned (:func:`scan`), its IP address kept as sent: an IPv6 address's groups
-    can spell a card number or an IBAN by chance (about one random address in 2,000), and
-    refusing or masking it would lose the event's detections by address. A zone (``%...``) is
-    text, and scanned."""
-    if not (isinstance(data, dict) and is_address(data.get(IP_FIELD))):
-        return scan(data, "data", errors, keys=keys)
-    scanned = scan({**data, IP_FIELD: ""}, "data", errors, keys=keys)
-    scanned[IP_FIELD] = data[IP_FIELD]
-    return scanned
 
 
 def _as_is(text: str) -> str:

@@ -60,12 +60,6 @@ def _money(data: dict[str, Any], name: str, failed: Container[str], errors: list
             errors.append(FieldError(path, str(exc)))
 
 
-def is_address(value: object) -> bool:
-    """True if ``value`` is an IP address with no zone (``%eth0``): hex and digit groups that
-    only number an address, never a producer's text."""
-    return isinstance(value, str) and "%" not in value and _ip_error(value) is None
-
-
 def _ip_error(value: object) -> str | None:
     if not isinstance(value, str):
         return "expected an IP address (a string)"
