@@ -34,6 +34,7 @@ DEFAULT_ALLOWED_LATENESS_S = 5.0
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BATCH_EVENTS = 10_000
 DEFAULT_MAX_LAG_EVENTS = 500_000
+DEFAULT_MIN_FREE_MEMORY_MIB = 512
 MAX_COMMIT_INTERVAL_MS = 1_000  # kafka_commit_interval_ms at most: what an event may wait at each hop
 DEFAULT_LOG_RETENTION_S = 7 * 24 * 3600.0
 DEFAULT_JOURNAL_SEGMENT_S = 3600.0
@@ -85,6 +86,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         max_body_bytes: largest request body accepted by ``POST /v1/events``.
         max_batch_events: most events accepted in one request.
         max_lag_events: ingest answers 503 once the processor is this far behind.
+        min_free_memory_mib: the embedded runtime's ingest answers 503 while the machine (or the
+            process's cgroup) has less memory than this left: the engine's state grows with the
+            keys events bring, and a process that ran out would be killed, not slowed.
         log_retention_s: processed journal records older than this are deleted, a segment (an hour
             of ingest) at a time once all its records are; the newest stays until ingest opens another.
         journal_sync: SQLite ``synchronous`` for the journal: ``full`` survives power loss.
@@ -154,6 +158,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS
     max_lag_events: int = DEFAULT_MAX_LAG_EVENTS
+    min_free_memory_mib: int = DEFAULT_MIN_FREE_MEMORY_MIB
     log_retention_s: float = DEFAULT_LOG_RETENTION_S
     journal_sync: str = "full"
     journal_segment_s: float = DEFAULT_JOURNAL_SEGMENT_S
@@ -263,6 +268,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "max_body_bytes",
             "max_batch_events",
             "max_lag_events",
+            "min_free_memory_mib",
             "port",
             "rate_limit_per_s",
             "rate_limit_burst",

@@ -38,6 +38,7 @@ from ringfence.runtimes.embedded.journal import SqliteLog
 from ringfence.runtimes.embedded.processor import Processor
 from ringfence.runtimes.embedded.progress_anchor import ProgressAnchor
 from ringfence.runtimes.ingest import IngestService
+from ringfence.runtimes.memory import MemoryGuard
 from ringfence.store.fx import followed_rates
 from ringfence.store.keys import ApiKeys
 from ringfence.store.notifications import SqlNotificationLog
@@ -128,6 +129,7 @@ class Platform:
         self._lock: DataDirLock | None = lock_data_dir(settings.data_dir)
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
+        self.memory = MemoryGuard(settings.min_free_memory_mib * 2**20)
         try:
             self.store = open_store(settings.data_dir)
         except StoreError:
@@ -221,7 +223,8 @@ class Platform:
     def unready_reason(self) -> str | None:
         """Why it should not be sent events although it takes them: its processor has failed to
         commit for a while (a store it cannot write: what arrives is kept but not processed), or
-        the data dir's disk is nearly full (ingest soon refuses everything)."""
+        the data dir's disk is nearly full (ingest soon refuses everything), or memory is (ingest
+        refuses everything: :mod:`ringfence.runtimes.memory`)."""
         failing = self.processor.failing  # once: its writer thread may clear it meanwhile
         if failing is not None:
             since, why = failing
@@ -231,7 +234,7 @@ class Platform:
         free = shutil.disk_usage(self.settings.data_dir).free
         if free < MIN_FREE_DISK_BYTES:
             return f"the data dir's disk has {free // 2**20} MiB free, under {MIN_FREE_DISK_BYTES // 2**20} MiB"
-        return None
+        return self.memory.shortage()
 
     @property
     def engine(self) -> Engine:
@@ -367,6 +370,7 @@ class Platform:
             max_lag_events=self.settings.max_lag_events,
             lag=self.lag,
             lag_s=self.lag_s,
+            memory=self.memory.shortage,
             custom_types=lambda: self.pack.custom_types,
             worker=self.ingest_worker,
             fx=lambda: self.fx.table,

@@ -1,0 +1,119 @@
+"""The memory guard: what the kernel says is left (the machine's, or a cgroup's if lower), and
+an embedded server that answers 503 past the floor instead of growing until it is killed."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ringfence.bench.servers import EmbeddedServer, create_key, start_server
+from ringfence.runtimes import memory
+from ringfence.runtimes.memory import MemoryGuard, available_bytes
+from ringfence.testing import event
+
+GIB = 2**30
+
+
+def machine(tmp_path: Path, available_kb: int) -> Path:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal:       24000000 kB\nMemFree:         1000000 kB\nMemAvailable:   {available_kb} kB\n")
+    return meminfo
+
+
+def group(directory: Path, files: dict[str, str]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+
+
+def test_the_machines_available_memory_when_no_cgroup_limits_it(tmp_path: Path) -> None:
+    own = tmp_path / "own"
+    own.write_text("0::/\n")
+    group(tmp_path / "cgroup", {"memory.max": "max\n", "memory.current": "123\n", "memory.stat": "inactive_file 0\n"})
+    assert available_bytes(machine(tmp_path, 8_000_000), tmp_path / "cgroup", own) == 8_000_000 * 1024
+
+
+def test_a_cgroup_v2_limit_under_the_machines_memory_is_what_is_left(tmp_path: Path) -> None:
+    own = tmp_path / "own"
+    own.write_text("0::/system.slice/ringfence.service\n")
+    stat = "anon 2000000000\ninactive_file 500000000\nactive_file 1\n"
+    group(
+        tmp_path / "cgroup" / "system.slice" / "ringfence.service",
+        {"memory.max": f"{4 * GIB}\n", "memory.current": f"{3 * GIB}\n", "memory.stat": stat},
+    )
+    left = available_bytes(machine(tmp_path, 20_000_000), tmp_path / "cgroup", own)
+    assert left == GIB + 500_000_000  # the limit less what it holds, its reclaimable file cache apart
+
+
+def test_a_cgroup_v1_limit_seen_at_the_mounts_root_in_a_container(tmp_path: Path) -> None:
+    own = tmp_path / "own"
+    own.write_text("4:memory:/docker/0123abcd\n0::/\n")  # that path is the host's: the container sees its root
+    stat = "cache 100\ntotal_inactive_file 1000\n"
+    group(
+        tmp_path / "cgroup" / "memory",
+        {"memory.limit_in_bytes": f"{2 * GIB}\n", "memory.usage_in_bytes": f"{GIB}\n", "memory.stat": stat},
+    )
+    assert available_bytes(machine(tmp_path, 20_000_000), tmp_path / "cgroup", own) == GIB + 1000
+
+
+def test_nothing_readable_is_no_figure(tmp_path: Path) -> None:
+    assert available_bytes(tmp_path / "none", tmp_path / "none", tmp_path / "none") is None
+
+
+def test_the_guard_says_why_under_the_floor_and_reads_the_kernel_at_most_once_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    readings = iter([900 * 2**20, 300 * 2**20, 700 * 2**20])
+    reads: list[float] = []
+    now = [1000.0]
+    monkeypatch.setattr(memory.time, "monotonic", lambda: now[0])
+
+    def available() -> int | None:
+        reads.append(now[0])
+        return next(readings)
+
+    guard = MemoryGuard(512 * 2**20, available)
+    assert guard.shortage() is None
+    assert guard.shortage() is None
+    now[0] += memory.READ_EVERY_S
+    assert guard.shortage() == (
+        "the machine has 300 MiB of memory left, under the 512 MiB kept free (min_free_memory_mib): "
+        "events are refused until some is freed"
+    )
+    now[0] += memory.READ_EVERY_S
+    assert guard.shortage() is None
+    assert reads == [1000.0, 1001.0, 1002.0]
+
+
+@pytest.fixture
+def short_of_memory(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """A server whose floor is above any machine's memory: short from its first request."""
+    srv = start_server(tmp_path / "data", env={"RINGFENCE_MIN_FREE_MEMORY_MIB": str(2**40)})
+    yield srv
+    srv.stop()
+
+
+def test_a_server_short_of_memory_refuses_events_with_503_and_is_unready(short_of_memory: EmbeddedServer) -> None:
+    server = short_of_memory
+    producer = create_key(server.data_dir, "producer", "events:write")
+    reader = create_key(server.data_dir, "reader", "alerts:read")
+    body = json.dumps([event("card.authorization", at=time.time(), event_id="e-1")])
+    refused = httpx.post(
+        f"{server.url}/v1/events",
+        content=body,
+        headers={"Authorization": f"Bearer {producer}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert refused.status_code == 503
+    assert "of memory left, under the" in refused.json()["error"]["message"]
+    assert refused.headers["retry-after"]
+    ready = httpx.get(f"{server.url}/readyz", headers={"Authorization": f"Bearer {reader}"}, timeout=10)
+    assert ready.status_code == 503
+    assert "min_free_memory_mib" in ready.json()["reason"]
+    with server.client(reader) as c:
+        assert c.get("/v1/alerts").status_code == 200  # reads go on
