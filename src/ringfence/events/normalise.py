@@ -60,6 +60,15 @@ def _money(data: dict[str, Any], name: str, failed: Container[str], errors: list
             errors.append(FieldError(path, str(exc)))
 
 
+def address_and_zone(value: object) -> tuple[str, str] | None:
+    """``value`` as an IP address and its zone (after ``%``, "" if none), if it is one (as the
+    IP check takes it): the address's hex and digit groups only number it, the zone is text."""
+    if not isinstance(value, str) or _ip_error(value) is not None:
+        return None
+    address, _, zone = value.partition("%")
+    return address, zone
+
+
 def _ip_error(value: object) -> str | None:
     if not isinstance(value, str):
         return "expected an IP address (a string)"

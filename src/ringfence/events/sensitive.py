@@ -9,7 +9,6 @@ masked before anything is stored. Called by :mod:`ringfence.events.decode` for e
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import math
 from typing import TYPE_CHECKING, Any
@@ -48,7 +47,6 @@ ESCAPED_IBAN_MESSAGE = (
 )
 SAME_MASKED_KEY = "another key of this object masks to the same text (one account number written twice); send one"
 MAX_DATA_DEPTH = 32
-MAX_ADDRESS_CHARS = 45 + 1 + 64  # an IPv6 address in its longest form, a zone of a name's length
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 REDACTED = "<redacted: looks like a card number>"
 
@@ -56,37 +54,15 @@ REDACTED = "<redacted: looks like a card number>"
 def clean(text: str) -> tuple[str, str | None]:
     """``text`` with its IBANs masked, and what makes it unstorable, if anything: a card number,
     or an IBAN only its escapes spell (``%20`` between its groups: masking the text as sent
-    cannot reach it, and the text read decoded is not what was sent).
-
-    Text that is wholly an IP address is kept as sent: an IPv6 address's groups spell a card
-    number or an IBAN by chance (about one random address in 2,000), and refusing or masking
-    it would lose the event's detections by address. Its zone (``%eth0``) is text."""
+    cannot reach it, and the text read decoded is not what was sent)."""
     if len(text) < MIN_PAN_DIGITS and text.isascii():  # most values: too short for a PAN or an IBAN
         return text, None
-    if (parts := _address(text)) is not None:
-        address, zone = parts
-        if not zone:
-            return text, None
-        masked, problem = clean(zone)
-        return f"{address}%{masked}", problem
     masked = mask_ibans(text)
     if looks_like_pan(masked):
         return masked, PAN_MESSAGE
     if any(iban_spans(form) for form in pan.escapes_read(masked) if form is not None):
         return masked, ESCAPED_IBAN_MESSAGE
     return masked, None
-
-
-def _address(text: str) -> tuple[str, str] | None:
-    """``text`` as an IP address and its zone ("" if none), if it is wholly one."""
-    if len(text) > MAX_ADDRESS_CHARS or ":" not in text:  # an IPv4 address is too short for either
-        return None
-    address, _, zone = text.partition("%")
-    try:
-        ipaddress.IPv6Address(address)
-    except ValueError:
-        return None
-    return address, zone
 
 
 def scan(value: Any, path: str, errors: list[FieldError], depth: int = 0, *, keys: bool = True) -> Any:
