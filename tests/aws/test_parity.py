@@ -33,18 +33,18 @@ def test_the_aws_path_raises_the_alerts_of_the_embedded_runtime(deploy: Deployme
 
 
 def test_a_deployment_with_provisioned_state_capacity_raises_the_same_alerts(deploy: DeploymentFactory) -> None:
-    """The template's provisioned mode makes a table DynamoDB accepts (its index needs units of
-    its own), and the runtime is indifferent to how its capacity is paid for."""
+    """The template's provisioned mode makes a table the local endpoint accepts, its index with
+    units of its own, and the runtime is indifferent to how its capacity is paid for."""
     events = aws_workload(300)
     runs = {}
     for capacity in ("on-demand", "provisioned"):
-        d = deploy(template_parameters={"StateCapacity": capacity, "StateWriteUnits": "25,500"})
+        d = deploy(template_parameters={"StateCapacity": capacity, "StateWriteCapacityMin": "40"})
         d.send(events)
         d.stream.drain()
         table = d.runtime.clients.dynamodb.describe_table(TableName=d.runtime.names.state_table)["Table"]
         runs[capacity] = (table.get("BillingModeSummary", {}).get("BillingMode"), d.alerts())
         if capacity == "provisioned":
-            assert table["ProvisionedThroughput"]["WriteCapacityUnits"] == 25
+            assert table["ProvisionedThroughput"]["WriteCapacityUnits"] == 40
             assert table["GlobalSecondaryIndexes"][0]["ProvisionedThroughput"]["WriteCapacityUnits"] == 25
     assert runs["on-demand"][0] == "PAY_PER_REQUEST"
     assert runs["provisioned"][0] == "PROVISIONED"

@@ -190,11 +190,18 @@ def test_the_state_table_is_on_demand_unless_provisioned_capacity_is_chosen() ->
     assert "ProvisionedThroughput" not in on_demand
     assert all("ProvisionedThroughput" not in index for index in on_demand["GlobalSecondaryIndexes"])
 
-    provisioned = state_table("provisioned", StateWriteUnits="300,9000", StateReadUnits="200,5000")
+    provisioned = state_table("provisioned", StateWriteCapacityMin="300", StateReadCapacityMin="200")
     assert provisioned["BillingMode"] == "PROVISIONED"
-    least = {"ReadCapacityUnits": "200", "WriteCapacityUnits": "300"}  # where auto scaling starts
-    assert provisioned["ProvisionedThroughput"] == least
-    assert [index["ProvisionedThroughput"] for index in provisioned["GlobalSecondaryIndexes"]] == [least]
+    # where auto scaling starts: the table at its least, the timers index small, whatever the table's least
+    assert provisioned["ProvisionedThroughput"] == {"ReadCapacityUnits": "200", "WriteCapacityUnits": "300"}
+    (index,) = provisioned["GlobalSecondaryIndexes"]
+    assert index["ProvisionedThroughput"] == {"ReadCapacityUnits": 5, "WriteCapacityUnits": 25}
+
+
+def test_a_condition_the_provisioner_cannot_decide_is_an_error_not_a_guess() -> None:
+    template = {"Parameters": {}, "Conditions": {"Odd": {"!Not": [{"!Equals": ["a", "b"]}]}}}
+    with pytest.raises(ValueError, match="Odd"):
+        resolved({"BillingMode": {"!If": ["Odd", "PROVISIONED", "PAY_PER_REQUEST"]}}, template)
 
 
 def test_provisioned_capacity_scales_every_dimension_of_the_state_table_and_its_index(
@@ -203,21 +210,24 @@ def test_provisioned_capacity_scales_every_dimension_of_the_state_table_and_its_
     targets = {name: r for name, r in resources.items() if r["Type"] == "AWS::ApplicationAutoScaling::ScalableTarget"}
     policies = {name: r for name, r in resources.items() if r["Type"] == "AWS::ApplicationAutoScaling::ScalingPolicy"}
     assert all(r["Condition"] == "ProvisionedState" for r in (*targets.values(), *policies.values()))
-    scaled = {
-        (t["Properties"]["ResourceId"]["!Sub"], t["Properties"]["ScalableDimension"]): t["Properties"]
+    bounds = {
+        (t["Properties"]["ResourceId"]["!Sub"], t["Properties"]["ScalableDimension"]): (
+            t["Properties"]["MinCapacity"],
+            t["Properties"]["MaxCapacity"],
+        )
         for t in targets.values()
     }
     table, index = "table/${StateTable}", "table/${StateTable}/index/timers"
-    assert set(scaled) == {
-        (table, "dynamodb:table:WriteCapacityUnits"),
-        (table, "dynamodb:table:ReadCapacityUnits"),
-        (index, "dynamodb:index:WriteCapacityUnits"),
-        (index, "dynamodb:index:ReadCapacityUnits"),
+
+    def ref(name: str) -> dict[str, str]:
+        return {"!Ref": name}
+
+    assert bounds == {
+        (table, "dynamodb:table:WriteCapacityUnits"): (ref("StateWriteCapacityMin"), ref("StateWriteCapacityMax")),
+        (table, "dynamodb:table:ReadCapacityUnits"): (ref("StateReadCapacityMin"), ref("StateReadCapacityMax")),
+        (index, "dynamodb:index:WriteCapacityUnits"): (25, ref("StateWriteCapacityMax")),
+        (index, "dynamodb:index:ReadCapacityUnits"): (5, ref("StateReadCapacityMax")),
     }
-    for (_, dimension), target in scaled.items():
-        units = "StateWriteUnits" if "Write" in dimension else "StateReadUnits"
-        assert target["MinCapacity"] == {"!Select": [0, {"!Ref": units}]}
-        assert target["MaxCapacity"] == {"!Select": [1, {"!Ref": units}]}
     tracked = {p["Properties"]["ScalingTargetId"]["!Ref"]: p["Properties"] for p in policies.values()}
     assert set(tracked) == set(targets)
     for name, policy in tracked.items():

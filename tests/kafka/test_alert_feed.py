@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ringfence.runtimes.kafka.alert_feed import GAP_PATIENCE_S, FeedFollower, FeedWriter
+from ringfence.runtimes.kafka.alert_feed import GAP_PATIENCE_S, MAX_GAPS, FeedFollower, FeedWriter
 from ringfence.store.sql import SqlStore
 
 
@@ -78,3 +78,13 @@ def test_a_number_never_committed_is_given_up_after_the_patience(feed: Any) -> N
     numbered(store, 3)  # too late: a live view does not wait for ever
     follower.follow()
     assert shown.shown == [5]
+
+
+def test_a_long_run_of_skipped_numbers_is_looked_for_only_at_its_newest_end(feed: Any) -> None:
+    store, shown, _, follower = feed
+    numbered(store, MAX_GAPS + 10)  # 1 .. MAX_GAPS + 9 skipped: a rolled-back burst, say
+    follower.follow()
+    numbered(store, 5)  # older than the run looked for
+    numbered(store, MAX_GAPS + 5)
+    follower.follow()
+    assert shown.shown == [MAX_GAPS + 10, MAX_GAPS + 5]

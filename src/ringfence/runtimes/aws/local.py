@@ -57,12 +57,12 @@ _NO_VALUE = object()
 
 
 def resolved(value: Any, template: dict[str, Any], parameters: dict[str, str] | None = None) -> Any:
-    """``value`` of ``template`` with the intrinsics a table's properties choose by (``!If``,
-    ``!Equals``, ``!Select``, ``!Ref`` to a parameter or ``AWS::NoValue``) resolved at
-    ``parameters`` and the template's defaults for the rest; others are left as they are."""
+    """``value`` of ``template`` with the intrinsics a table's properties choose by (``!If`` on a
+    condition of ``!Equals``, ``!Ref`` to a parameter or ``AWS::NoValue``) resolved at
+    ``parameters`` and the template's defaults for the rest; references to resources are left
+    as they are (only a deployment knows them). ValueError for a condition it cannot decide."""
     given = {name: str(p.get("Default", "")) for name, p in template.get("Parameters", {}).items()}
     given.update(parameters or {})
-    specs = template.get("Parameters", {})
 
     def walk(node: Any) -> Any:
         if isinstance(node, list):
@@ -73,19 +73,18 @@ def resolved(value: Any, template: dict[str, Any], parameters: dict[str, str] | 
             argument = node[tag]
             if tag == "!If":
                 condition, then, otherwise = argument
-                return walk(then if walk(template["Conditions"][condition]) else otherwise)
+                decided = walk(template["Conditions"][condition])
+                if not isinstance(decided, bool):
+                    raise ValueError(f"cannot decide the template's condition {condition}")
+                return walk(then if decided else otherwise)
             if tag == "!Equals":
                 left, right = walk(argument)
                 return left == right
-            if tag == "!Select":
-                index, items = walk(argument)
-                return items[int(index)]
             if tag == "!Ref" and argument == "AWS::NoValue":
                 return _NO_VALUE
             if tag == "!Ref" and argument in given:
-                listed = specs[argument].get("Type") == "CommaDelimitedList"
-                return given[argument].split(",") if listed else given[argument]
-            return node  # a resource's name or attribute: only a deployment knows it
+                return given[argument]
+            return node
         return {key: item for key, item in ((k, walk(v)) for k, v in node.items()) if item is not _NO_VALUE}
 
     return walk(value)
