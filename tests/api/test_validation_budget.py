@@ -17,7 +17,7 @@ import pytest
 
 from ringfence.bench.servers import EmbeddedServer, create_key, start_server
 from ringfence.errors import RequestError
-from ringfence.events.decode import ORDINARY_EVENT_S
+from ringfence.events.decode import TooCostly, decode_batch
 from ringfence.runtimes import ingest as ingest_module
 from ringfence.runtimes.ingest import ValidationBudget
 from ringfence.testing import FixedClock, event
@@ -83,16 +83,32 @@ def test_ordinary_events_spend_no_budget_and_requests_under_way_share_what_is_le
         allowance = budget.reserve("k")
         assert allowance == ingest_module.COSTLY_BURST_S
         budget.release("k", allowance)
-        budget.charge("k", 5_000 * ORDINARY_EVENT_S * 0.9, 5_000)
+        budget.charge("k", 0.0)  # what decoding 5,000 ordinary events finds beyond their time
     first, second = budget.reserve("k"), budget.reserve("k")  # two under way at once
     assert first == ingest_module.COSTLY_BURST_S
     assert second == ingest_module.COSTLY_FLOOR_S  # what is left of the burst: none, but the floor
     budget.release("k", first)
     budget.release("k", second)
-    budget.charge("k", ingest_module.COSTLY_BURST_S + 1.0, 1)  # one costly request: over the burst
+    budget.charge("k", ingest_module.COSTLY_BURST_S + 1.0)  # one costly request: over the burst
     with pytest.raises(RequestError, match="slower to validate") as refused:
         budget.reserve("k")
     assert refused.value.details["retry_after"] >= 1
     budget.reserve("another key")  # others are not held
     clock.advance((1.0 + 0.01) / ingest_module.COSTLY_RATE)  # paid back at the rate
     budget.reserve("k")
+
+
+def test_cheap_events_lend_nothing_to_costly_ones_of_their_body() -> None:
+    """Found by a re-test: each event was credited an ordinary event's time, so 10,000 empty
+    objects (refused in 40 us each) lent 30 costly events of the same body 2 s, and the body
+    was charged nothing while it held every producer's validation for seconds."""
+    heavy = event("card.authorization", event_id="heavy")
+    heavy["data"]["note"] = ("4111-" * 12_000)[:60_000]  # digits grouped like cards, all to be read
+    costly = [json.dumps(heavy)] * 10
+    alone = decode_batch("\n".join(costly).encode(), ndjson=True, now=time.time(), max_events=10_000).costly_s
+    ordinary = decode_batch("\n".join(["{}"] * 2_000).encode(), ndjson=True, now=time.time(), max_events=10_000)
+    assert ordinary.costly_s < alone / 4  # a refused event costs less than an ordinary event's time
+    body = "\n".join(["{}"] * 9_000 + costly).encode()
+    with pytest.raises(TooCostly) as stopped:
+        decode_batch(body, ndjson=True, now=time.time(), max_events=10_000, budget_s=alone / 2)
+    assert stopped.value.events > 9_000  # stopped among the costly ones: the cheap ones lent nothing

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import functools
 import math
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -18,7 +17,6 @@ from typing import Any, Protocol, TypeVar
 from ringfence.clock import Clock
 from ringfence.errors import FieldError, OverloadedError, RequestError, StoreError
 from ringfence.events.decode import (
-    ORDINARY_EVENT_S,
     REFERENCE_ONLY,
     DecodedBatch,
     MalformedBody,
@@ -56,7 +54,7 @@ class IngestResult:
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     duplicate_ids: list[str] = field(default_factory=list)
-    validation_s: float = 0.0  # how long validating the body took (not answered: the producer's budget)
+    costly_s: float = 0.0  # validation beyond ordinary events' time (not answered: the producer's budget)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,7 +78,7 @@ class IngestReply:
     too_many: tuple[int, int] | None = None  # (events, limit): the body holds too many events
     error: str | None = None  # this request could not be handled (a bug, logged); nothing kept
     fx_missing: dict[str, int] = field(default_factory=dict)  # events validated with no rate, by currency
-    decode_s: float = 0.0  # how long validating the body took
+    costly_s: float = 0.0  # validation beyond ordinary events' time, event by event
     too_costly: int = 0  # events validated when its budget ran out (nothing kept)
 
 
@@ -232,12 +230,12 @@ class ValidationBudget:
             {"retry_after": max(1, math.ceil(wait_s))},
         )
 
-    def charge(self, producer: str, seconds: float, events: int) -> None:
-        excess = seconds - events * ORDINARY_EVENT_S
-        if excess <= 0:
+    def charge(self, producer: str, costly_s: float) -> None:
+        """Charge ``producer`` a request's validation time beyond its events' ordinary time."""
+        if costly_s <= 0:
             return
         now = self._clock.time()
-        self._spent[producer] = (self._owed(producer, now) + excess, now)
+        self._spent[producer] = (self._owed(producer, now) + costly_s, now)
         if len(self._spent) > 64:  # forget those that owe nothing: the dict holds the costly ones
             self._spent = {p: (o, at) for p, (o, at) in self._spent.items() if self._owed(p, now) > 0}
 
@@ -310,12 +308,11 @@ class IngestService:
         try:
             result = await self._validated_and_appended(body, ndjson, sources, allowance)
         except TooCostly as exc:  # nothing of it was kept
-            self._validation.charge(producer, exc.spent_s, exc.events)
-            raise ValidationBudget.refusal(exc.spent_s / COSTLY_RATE) from None
+            self._validation.charge(producer, exc.costly_s)
+            raise ValidationBudget.refusal(exc.costly_s / COSTLY_RATE) from None
         finally:
             self._validation.release(producer, allowance)
-        events = result.accepted + result.duplicates + len(result.rejected)
-        self._validation.charge(producer, result.validation_s, events)
+        self._validation.charge(producer, result.costly_s)
         self._shares.add(producer, result.accepted)
         return result
 
@@ -338,12 +335,8 @@ class IngestService:
 
         # a large body takes the CPU for up to a second or two (invalid events, digits to scan
         # for card numbers): on a thread, the event loop still answers everyone else meanwhile
-        def timed() -> tuple[DecodedBatch, float]:  # its CPU time, on the thread that validates
-            started = time.thread_time()
-            return decode(), time.thread_time() - started
-
-        batch, spent = await asyncio.to_thread(timed) if len(body) >= OFF_LOOP_BYTES else timed()
-        result = IngestResult(rejected=batch.rejected, validation_s=spent)
+        batch: DecodedBatch = await asyncio.to_thread(decode) if len(body) >= OFF_LOOP_BYTES else decode()
+        result = IngestResult(rejected=batch.rejected, costly_s=batch.costly_s)
         self._metrics.events_rejected.inc(len(batch.rejected))
         self._count_fx_missing(batch.fx_missing)
         if batch.events:
@@ -364,7 +357,7 @@ class IngestService:
             budget_s=budget_s,
         )
         if reply.too_costly:
-            raise TooCostly(reply.decode_s, reply.too_costly)
+            raise TooCostly(reply.costly_s, reply.too_costly)
         if reply.too_many is not None:
             raise TooManyEvents(*reply.too_many)
         if reply.malformed is not None:
@@ -373,7 +366,7 @@ class IngestService:
             raise RequestError(500, "ingest_failed", reply.error)
         if reply.failure is not None:
             raise OverloadedError(f"the journal append failed, nothing of this request was kept: {reply.failure}", 1)
-        result = IngestResult(rejected=reply.rejected, validation_s=reply.decode_s)
+        result = IngestResult(rejected=reply.rejected, costly_s=reply.costly_s)
         for event_id, offset in reply.appended:
             if offset is None:
                 result.duplicates += 1
