@@ -124,6 +124,10 @@ class OverloadedError(RingfenceError):
         super().__init__(message)
 
 
+class ClientGone(RingfenceError):
+    """The client closed its connection while its request waited: nobody to answer."""
+
+
 class RequestError(RingfenceError):
     """An HTTP request that cannot be served as sent: ``status`` and a stable ``code``."""
 

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.api.auth import authorize, platform_of
 from ringfence.api.bodies import media_type, read_body
 from ringfence.api.errors import json_response
+from ringfence.api.params import parse_int
 from ringfence.api.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_request
-from ringfence.errors import RequestError
+from ringfence.errors import ClientGone, RequestError
 from ringfence.events.decode import TooManyEvents
 
 JSON_TYPES = frozenset({"application/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has closed its connection (its body was read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def post_events(request: Request) -> Response:
@@ -33,21 +42,29 @@ async def post_events(request: Request) -> Response:
     if service is None or not platform.accepting:
         raise RequestError(503, "unavailable", "the platform is starting or stopping")
     service.check_capacity(caller.key_id)
-    body = await read_body(request, platform.settings.max_body_bytes)
-    if caller.signing_key:
-        verify_request(
-            caller.signing_key,
-            body,
-            request.headers.get(TIMESTAMP_HEADER),
-            request.headers.get(SIGNATURE_HEADER),
-            platform.clock.time(),
-        )
-    try:
-        result = await service.ingest(
-            body, ndjson=media in NDJSON_TYPES, sources=caller.writable_sources, producer=caller.key_id
-        )
-    except TooManyEvents as exc:
-        raise RequestError(413, "too_many_events", str(exc), {"events": exc.count, "limit": exc.limit}) from None
+    limit = platform.settings.max_body_bytes
+    declared = parse_int(request.headers.get("content-length"), 0, limit)
+    with service.holding(caller.key_id, limit if declared is None else declared):
+        body = await read_body(request, limit)
+        if caller.signing_key:
+            verify_request(
+                caller.signing_key,
+                body,
+                request.headers.get(TIMESTAMP_HEADER),
+                request.headers.get(SIGNATURE_HEADER),
+                platform.clock.time(),
+            )
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            result = await service.ingest(
+                body, ndjson=media in NDJSON_TYPES, sources=caller.writable_sources, producer=caller.key_id, gone=gone
+            )
+        except TooManyEvents as exc:
+            raise RequestError(413, "too_many_events", str(exc), {"events": exc.count, "limit": exc.limit}) from None
+        except ClientGone:  # nobody reads this answer: its body was dropped unread
+            raise RequestError(400, "client_disconnected", "the connection closed while the request waited") from None
+        finally:
+            gone.cancel()
     if result.accepted == 0 and result.duplicates == 0:
         raise RequestError(400, "invalid_events", "no valid event in the request", result.to_dict())
     return json_response(result.to_dict(), status=202)

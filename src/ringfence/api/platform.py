@@ -8,7 +8,9 @@ API answers 501 ``not_available``, from one place (:func:`~ringfence.api.errors.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
 from ringfence.alerts.model import Alert, AlertQuery
@@ -108,10 +110,24 @@ class Ingest(Protocol):
         for a ``producer`` (a key) sending more than its share."""
         ...
 
-    async def ingest(self, body: bytes, *, ndjson: bool, sources: frozenset[str] | None, producer: str) -> IngestReport:
+    def holding(self, producer: str, size: int) -> AbstractContextManager[None]:
+        """A place for a request of ``producer`` (a key) whose body takes at most ``size`` bytes,
+        held while it is read and ingested; RequestError (429) or OverloadedError past the bounds."""
+        ...
+
+    async def ingest(
+        self,
+        body: bytes,
+        *,
+        ndjson: bool,
+        sources: frozenset[str] | None,
+        producer: str,
+        gone: asyncio.Future[Any] | None = None,
+    ) -> IngestReport:
         """Validate ``body`` and write its valid events; ``sources``: those the caller may
-        write (None: any); ``producer``: the caller's key. Raises MalformedBody (TooManyEvents)
-        or OverloadedError."""
+        write (None: any); ``producer``: the caller's key; ``gone``: done if the caller
+        disconnects (a request still waiting is then dropped: ClientGone). Raises MalformedBody
+        (TooManyEvents) or OverloadedError."""
         ...
 
 

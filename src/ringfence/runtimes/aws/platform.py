@@ -10,6 +10,7 @@ rule pack in the deployment: every other capability is NotSupported (501).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -72,8 +73,18 @@ class KinesisIngest:
     def check_capacity(self, producer: str = "") -> None:
         """Kinesis sheds load itself: a throttled record is retried, then reported."""
 
+    def holding(self, producer: str, size: int) -> contextlib.AbstractContextManager[None]:
+        """Nothing to share: an invocation takes one request (Lambda scales out)."""
+        return contextlib.nullcontext()
+
     async def ingest(
-        self, body: bytes, *, ndjson: bool, sources: frozenset[str] | None, producer: str = ""
+        self,
+        body: bytes,
+        *,
+        ndjson: bool,
+        sources: frozenset[str] | None,
+        producer: str = "",
+        gone: asyncio.Future[Any] | None = None,
     ) -> IngestResult:
         batch = decode_batch(
             body,

@@ -1,0 +1,142 @@
+"""Requests take turns for validation, key by key: a key's many requests in parallel wait in
+its own line, and a request of another key waits behind at most one of each line and those
+under way. Found by a re-test: first come first served let one key's 16 connections hold every
+other producer's requests for a minute."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from ringfence.errors import ClientGone, OverloadedError, RequestError
+from ringfence.runtimes import ingest as ingest_module
+from ringfence.runtimes.ingest import Turns
+
+
+async def run_turns(turns: Turns, requests: list[tuple[str, int]], order: list[str], hold: asyncio.Event) -> None:
+    async def one(producer: str, size: int, label: str) -> None:
+        async with turns.turn(producer, size):
+            order.append(label)
+            await hold.wait()
+
+    tasks = []
+    for i, (producer, size) in enumerate(requests):
+        tasks.append(asyncio.create_task(one(producer, size, f"{producer}{i}")))
+        await asyncio.sleep(0)  # in this order
+    for _ in range(len(requests)):
+        await asyncio.sleep(0)
+    hold.set()
+    await asyncio.gather(*tasks)
+
+
+def test_lines_take_turns_so_one_key_does_not_hold_another_behind_all_its_requests() -> None:
+    order: list[str] = []
+
+    async def scenario() -> None:
+        turns = Turns(busy_bytes=100)
+        hold = asyncio.Event()
+        # a flood of one key's requests, each filling what may be under way, then another key's
+        requests = [("a", 100)] * 6 + [("b", 100)]
+        await run_turns(turns, requests, order, hold)
+
+    asyncio.run(scenario())
+    # a0 was under way; then the lines alternate: b6 comes second, not last
+    assert order.index("b6") <= 2, order
+    assert sorted(order) == sorted(["a0", "a1", "a2", "a3", "a4", "a5", "b6"])
+
+
+def test_small_bodies_go_together_up_to_the_bound_and_a_larger_one_alone() -> None:
+    async def scenario() -> list[int]:
+        turns = Turns(busy_bytes=100)
+        under_way: list[int] = []
+        most = [0]
+        release = asyncio.Event()
+
+        async def one(size: int) -> None:
+            async with turns.turn("k", size):
+                under_way.append(size)
+                most[0] = max(most[0], sum(under_way))
+                await release.wait()
+                under_way.remove(size)
+
+        tasks = [asyncio.create_task(one(size)) for size in (40, 40, 40, 500)]
+        await asyncio.sleep(0.01)
+        first = sum(under_way)
+        release.set()
+        await asyncio.gather(*tasks)
+        return [first, most[0]]
+
+    first, most = asyncio.run(scenario())
+    assert first == 80  # two of 40 at once; the third would pass the bound
+    assert most == 500  # the large one alone
+
+
+def test_a_request_whose_client_left_is_dropped_from_its_line_and_frees_its_turn() -> None:
+    async def scenario() -> list[str]:
+        turns = Turns(busy_bytes=10)
+        done: list[str] = []
+        release = asyncio.Event()
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def one(label: str, left: asyncio.Future[None] | None = None) -> None:
+            try:
+                async with turns.turn(label, 10, left):
+                    done.append(label)
+                    await release.wait()
+            except ClientGone:
+                done.append(f"{label} gone")
+
+        first = asyncio.create_task(one("first"))
+        await asyncio.sleep(0)
+        waiting = asyncio.create_task(one("left", gone))
+        after = asyncio.create_task(one("after"))
+        await asyncio.sleep(0.01)
+        gone.set_result(None)  # its client disconnected while it waited
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(first, waiting, after)
+        return done
+
+    assert asyncio.run(scenario()) == ["first", "left gone", "after"]
+
+
+def test_a_cancelled_waiter_leaves_nothing_behind() -> None:
+    async def scenario() -> Turns:
+        turns = Turns(busy_bytes=10)
+        release = asyncio.Event()
+
+        async def one() -> None:
+            async with turns.turn("k", 10):
+                await release.wait()
+
+        first = asyncio.create_task(one())
+        await asyncio.sleep(0)
+        second = asyncio.create_task(one())
+        await asyncio.sleep(0.01)
+        second.cancel()
+        release.set()
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        return turns
+
+    turns = asyncio.run(scenario())
+    assert turns._busy == 0
+    assert turns._lines == {}
+
+
+def test_a_key_holds_a_bounded_number_of_requests_and_all_keys_a_bounded_size() -> None:
+    turns = Turns()
+    with contextlib.ExitStack() as stack:
+        for _ in range(ingest_module.MAX_REQUESTS_PER_KEY):
+            stack.enter_context(turns.holding("k", 1_000))
+        with pytest.raises(RequestError) as refused, turns.holding("k", 1_000):
+            pass
+        assert refused.value.status == 429
+        stack.enter_context(turns.holding("another", 1_000))  # others are not held by it
+        with pytest.raises(OverloadedError), turns.holding("big", ingest_module.MAX_HELD_BYTES):
+            pass
+    with turns.holding("k", 1_000), turns.holding("big", ingest_module.MAX_HELD_BYTES - 1_000):
+        pass  # all given back
