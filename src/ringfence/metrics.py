@@ -67,6 +67,11 @@ class Metrics:
             "ringfence_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
         )
 
+    def processed(self) -> float:
+        """Events this process ran through the engine, in all (0 where another process does)."""
+        (family,) = self.events_processed.collect()
+        return float(next(s.value for s in family.samples if s.name.endswith("_total")))
+
     def counters(self) -> list[tuple[str, dict[str, str], float]]:
         """Every counter's value per label set: (name as declared, labels, value)."""
         return [

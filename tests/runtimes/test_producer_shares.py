@@ -80,3 +80,48 @@ def test_a_key_over_its_share_is_turned_away_once_events_wait_seconds_however_fe
     with pytest.raises(OverloadedError, match="wait 8 s to be processed"):
         ingest.check_capacity("flood")
     ingest.check_capacity("card-processor")  # under its share: let in
+
+
+def test_several_keys_flooding_at_once_are_each_turned_away_and_the_others_let_in() -> None:
+    """Found by a re-test: two keys flooding at equal rates each sent less than 1.5 times the
+    mean of what keys sent, so neither was turned away before the hard bound, and another
+    producer's detections waited 48 s. Shared out max-min fairly, what was processed lately
+    gives each flooding key a share far under what it sent."""
+    clock, lag = FixedClock(1_000.0), Lag()
+    metrics = Metrics()
+    waited = [0.0]
+    ingest = IngestService(
+        None,  # type: ignore[arg-type]
+        metrics,
+        clock,
+        max_batch_events=10_000,
+        max_lag_events=1_000_000,
+        lag=lag,
+        lag_s=lambda: waited[0],
+    )
+    for _ in range(10):  # ten seconds: each flood 25,000 events a second, the other 20; 3,000 processed
+        ingest._shares.add("flood-1", 25_000)
+        ingest._shares.add("flood-2", 25_000)
+        ingest._shares.add("flood-3", 25_000)
+        ingest._shares.add("card-processor", 20)
+        metrics.events_processed.inc(3_000)
+        clock.advance(1.0)
+    waited[0] = 8.0
+    for flood in ("flood-1", "flood-2", "flood-3"):
+        with pytest.raises(OverloadedError, match="more than its share"):
+            ingest.check_capacity(flood)
+    ingest.check_capacity("card-processor")
+
+
+def test_with_nothing_processed_here_the_mean_of_what_keys_sent_is_the_share() -> None:
+    """The kafka runtime's ingest processes nothing itself: its shares are as before."""
+    clock, lag = FixedClock(1_000.0), Lag()
+    ingest = service(clock, lag)
+    ingest._shares.add("flood-1", 25_000)
+    ingest._shares.add("flood-2", 25_000)
+    ingest._shares.add("card-processor", 20)
+    lag.events = 600
+    ingest.check_capacity("flood-1")  # 1.5 times the mean is 25,010: not over it
+    ingest._shares.add("flood-1", 25_000)
+    with pytest.raises(OverloadedError, match="more than its share"):
+        ingest.check_capacity("flood-1")
