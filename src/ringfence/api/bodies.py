@@ -9,6 +9,7 @@ runs out of connections (runtimes/http_server.py)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TypeVar
 
 import msgspec
@@ -31,8 +32,9 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes without buffering it."""
+async def read_body(request: Request, limit: int, take: Callable[[int], None] | None = None) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes without buffering it;
+    ``take`` is told the size of each part as it arrives (and may refuse it by raising)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         size_declared = parse_int(declared, 0, 2**62)
@@ -50,6 +52,8 @@ async def read_body(request: Request, limit: int) -> bytes:
                 size += len(chunk)
                 if size > limit:
                     raise RequestError(413, "payload_too_large", f"body is larger than {limit} bytes")
+                if take is not None:
+                    take(len(chunk))
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestError(408, "request_timeout", f"the body did not arrive within {timeout:g} s") from None

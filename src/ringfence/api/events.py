@@ -10,7 +10,6 @@ from starlette.responses import Response
 from ringfence.api.auth import authorize, platform_of
 from ringfence.api.bodies import media_type, read_body
 from ringfence.api.errors import json_response
-from ringfence.api.params import parse_int
 from ringfence.api.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_request
 from ringfence.errors import ClientGone, RequestError
 from ringfence.events.decode import TooManyEvents
@@ -42,10 +41,8 @@ async def post_events(request: Request) -> Response:
     if service is None or not platform.accepting:
         raise RequestError(503, "unavailable", "the platform is starting or stopping")
     service.check_capacity(caller.key_id)
-    limit = platform.settings.max_body_bytes
-    declared = parse_int(request.headers.get("content-length"), 0, limit)
-    with service.holding(caller.key_id, limit if declared is None else declared):
-        body = await read_body(request, limit)
+    with service.holding(caller.key_id) as take:
+        body = await read_body(request, platform.settings.max_body_bytes, take)
         if caller.signing_key:
             verify_request(
                 caller.signing_key,

@@ -110,9 +110,10 @@ class Ingest(Protocol):
         for a ``producer`` (a key) sending more than its share."""
         ...
 
-    def holding(self, producer: str, size: int) -> AbstractContextManager[None]:
-        """A place for a request of ``producer`` (a key) whose body takes at most ``size`` bytes,
-        held while it is read and ingested; RequestError (429) or OverloadedError past the bounds."""
+    def holding(self, producer: str) -> AbstractContextManager[Callable[[int], None]]:
+        """A place for a request of ``producer`` (a key), held while its body is read and
+        ingested (RequestError 429 past the key's bound), and what to call with each part of the
+        body as it arrives (OverloadedError past the bound of every key's bytes)."""
         ...
 
     async def ingest(

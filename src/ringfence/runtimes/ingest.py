@@ -11,6 +11,7 @@ import collections
 import contextlib
 import functools
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -18,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from ringfence.clock import Clock
 from ringfence.errors import ClientGone, FieldError, OverloadedError, RequestError, StoreError
 from ringfence.events.decode import (
+    ORDINARY_EVENT_S,
     REFERENCE_ONLY,
     DecodedBatch,
     MalformedBody,
@@ -36,7 +38,10 @@ SOFT_LAG = 0.5  # of max_lag_events: past it, a producer over its share is turne
 # as SOFT_LAG, by how long events wait rather than how many: events costly to process (each
 # raising alerts) make a lag of seconds long before one of half max_lag_events
 SOFT_LAG_S = 5.0
-OVER_SHARE = 1.5  # a producer's share is too much past this many fair shares
+OVER_SHARE = 1.5  # without what was processed to share out: too much past this many mean shares
+# behind, what the keys may send together is this much of what was processed lately, so that
+# what waits drains: with 1.5 fair shares each, two keys flooding kept 20-30 s of events waiting
+DRAIN = 0.8
 T = TypeVar("T")
 # validation beyond an ordinary event's time (ORDINARY_EVENT_S) is charged to its producer's
 # ValidationBudget, which refills at COSTLY_RATE of a second a second, up to COSTLY_BURST_S; a
@@ -62,6 +67,7 @@ class IngestResult:
     rejected: list[Rejection] = field(default_factory=list)
     duplicate_ids: list[str] = field(default_factory=list)
     costly_s: float = 0.0  # validation beyond ordinary events' time (not answered: the producer's budget)
+    validation_s: float = 0.0  # validation in all (not answered: the producer's turns)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +92,7 @@ class IngestReply:
     error: str | None = None  # this request could not be handled (a bug, logged); nothing kept
     fx_missing: dict[str, int] = field(default_factory=dict)  # events validated with no rate, by currency
     costly_s: float = 0.0  # validation beyond ordinary events' time, event by event
+    validation_s: float = 0.0  # validation in all
     too_costly: int = 0  # events validated when its budget ran out (nothing kept)
 
 
@@ -162,12 +169,12 @@ class ProducerShares:
     make every other producer's requests a 503, and one the processor keeps up with is never
     turned away. Used on the event loop's thread only.
 
-    A producer's fair share is what it would get if the events processed lately (``processed``:
-    the process's total, sampled) were shared out max-min fairly: each key sending less than an
-    equal share keeps what it sent, and the others split the rest. Compared with the mean of what
-    keys sent, two keys flooding at once each stayed under 1.5 times it, and neither was turned
-    away before the hard bound (in a re-test). Where nothing is processed in this process (the
-    kafka runtime's ingest), the mean serves."""
+    A producer's fair share is what it would get if :data:`DRAIN` of the events processed lately
+    (``processed``: the process's total, sampled) were shared out max-min fairly: each key
+    sending less than an equal share keeps what it sent, and the others split the rest. Against
+    the mean of what keys sent, two keys flooding at once each stayed under 1.5 times it, and
+    neither was turned away before the hard bound (in a re-test). Where nothing is processed in
+    this process (the kafka runtime's ingest), :data:`OVER_SHARE` times the mean serves."""
 
     def __init__(self, clock: Clock, processed: Callable[[], float] = lambda: 0.0) -> None:
         self._clock = clock
@@ -205,8 +212,9 @@ class ProducerShares:
         if len(sending) <= 1:
             return False
         served = self._served_now(now)
-        share = _fair_share(sending, served) if served > 0 else sum(sending) / len(sending)
-        return recent.get(producer, 0.0) > OVER_SHARE * share
+        if served <= 0:
+            return recent.get(producer, 0.0) > OVER_SHARE * sum(sending) / len(sending)
+        return recent.get(producer, 0.0) > _fair_share(sending, DRAIN * served)
 
 
 def _fair_share(sent: list[float], capacity: float) -> float:
@@ -283,28 +291,33 @@ class ValidationBudget:
 
 
 class Turns:
-    """Whose body is validated next, and how many each key may hold.
+    """Whose body is validated next, and how much each key may hold.
 
     Validation is one queue for every producer (the ingest worker process, or ingest's thread),
     and first come first served let one key's requests in parallel fill it: another key's next
     request waited behind all of them (a minute, with 16 connections of one key, in a re-test).
     Bodies under way are bounded by :data:`BUSY_BYTES`; past it, a request waits in its key's
-    line and the lines take turns, so a request waits behind at most those under way and one
-    of each other key sending. A key holds at most :data:`MAX_REQUESTS_PER_KEY` requests, all
-    keys :data:`MAX_HELD_BYTES` of bodies, counted before they are read (a key's 200 connections
-    of 8 MB bodies grew the server by 2 GB in 6 s). Used on the event loop's thread only."""
+    line, and the next request taken is the head of the line of the key whose requests took the
+    least validation time lately (decayed with a half-life of :data:`SHARE_HALF_LIFE_S`): a key
+    sending bodies of events each just under an ordinary event's time (seconds a body, charged
+    nothing) waits behind everyone else's, where taking turns by request gave it one of every
+    two. A key holds at most :data:`MAX_REQUESTS_PER_KEY` requests, and all keys
+    :data:`MAX_HELD_BYTES` of bodies as they arrive (a key's 200 connections of 8 MB bodies grew
+    the server by 2 GB in 6 s; declared lengths counted before any byte came let idle
+    connections of four keys refuse everyone). Used on the event loop's thread only."""
 
     def __init__(self, busy_bytes: int = BUSY_BYTES) -> None:
         self._busy_limit = busy_bytes
         self._busy = 0
-        self._lines: dict[str, collections.deque[tuple[int, asyncio.Future[None]]]] = {}  # in turn order
+        self._lines: dict[str, collections.deque[tuple[int, asyncio.Future[None]]]] = {}
+        self._spent: dict[str, tuple[float, float]] = {}  # producer -> (validation seconds, as of), decayed
         self._held: dict[str, int] = {}  # requests under way, by key
         self._held_bytes = 0
 
     @contextlib.contextmanager
-    def holding(self, producer: str, size: int) -> Iterator[None]:
-        """Hold a place for a request of ``producer`` whose body takes at most ``size`` bytes:
-        429 past its key's requests, 503 past every key's bytes."""
+    def holding(self, producer: str) -> Iterator[Callable[[int], None]]:
+        """Hold a place for a request of ``producer`` (429 past its key's requests); yields what
+        to call with each part of its body as it arrives (503 past every key's bytes)."""
         if self._held.get(producer, 0) >= MAX_REQUESTS_PER_KEY:
             raise RequestError(
                 429,
@@ -312,18 +325,35 @@ class Turns:
                 f"this key has {MAX_REQUESTS_PER_KEY} requests under way; wait for their answers",
                 {"retry_after": 1},
             )
-        if self._held_bytes + size > MAX_HELD_BYTES:
-            raise OverloadedError("ingest holds as many request bodies as it may; retry later", RETRY_AFTER_S)
         self._held[producer] = self._held.get(producer, 0) + 1
-        self._held_bytes += size
+        arrived = 0
+
+        def take(size: int) -> None:
+            nonlocal arrived
+            if self._held_bytes + size > MAX_HELD_BYTES:
+                raise OverloadedError("ingest holds as many request bodies as it may; retry later", RETRY_AFTER_S)
+            arrived += size
+            self._held_bytes += size
+
         try:
-            yield
+            yield take
         finally:
-            self._held_bytes -= size
+            self._held_bytes -= arrived
             if self._held[producer] > 1:
                 self._held[producer] -= 1
             else:
                 del self._held[producer]
+
+    def spent(self, producer: str, seconds: float) -> None:
+        """Count ``seconds`` of validation against ``producer``'s next turns."""
+        now = time.monotonic()
+        self._spent[producer] = (self._spent_of(producer, now) + seconds, now)
+        if len(self._spent) > 64:  # forget those that spent next to nothing lately
+            self._spent = {p: (s, at) for p, (s, at) in self._spent.items() if self._spent_of(p, now) > 1e-3}
+
+    def _spent_of(self, producer: str, now: float) -> float:
+        seconds, at = self._spent.get(producer, (0.0, now))
+        return float(seconds * 0.5 ** ((now - at) / SHARE_HALF_LIFE_S))
 
     @contextlib.asynccontextmanager
     async def turn(self, producer: str, size: int, gone: asyncio.Future[Any] | None = None) -> AsyncIterator[None]:
@@ -362,18 +392,23 @@ class Turns:
         return self._busy == 0 or self._busy + size <= self._busy_limit
 
     def _admit(self) -> None:
+        """Start the head of the line of the key that spent least lately (of those equal, the
+        one that waited longest), while it fits; one that does not fit waits for room, and the
+        others with it (a large body is not passed for ever by smaller ones)."""
         while self._lines:
-            producer, line = next(iter(self._lines.items()))
+            now = time.monotonic()
+            producer = min(self._lines, key=lambda p: self._spent_of(p, now))  # the first of equals
+            line = self._lines.pop(producer)
             size, waiter = line[0]
-            if not waiter.done() and not self._fits(size):
-                return
-            line.popleft()
-            del self._lines[producer]
-            if line:
-                self._lines[producer] = line  # to the back of the turns
-            if not waiter.done():
+            if not waiter.done():  # else given up: dropped
+                if not self._fits(size):
+                    self._lines = {producer: line, **self._lines}  # stays first
+                    return
                 self._busy += size
                 waiter.set_result(None)
+            line.popleft()
+            if line:
+                self._lines[producer] = line  # behind the others of its key's spending
 
     def _drop(self, producer: str, waiter: asyncio.Future[None]) -> None:
         line = self._lines.get(producer)
@@ -420,10 +455,10 @@ class IngestService:
         self._validation = ValidationBudget(clock)
         self.turns = Turns()
 
-    def holding(self, producer: str, size: int) -> contextlib.AbstractContextManager[None]:
-        """A place for a request of ``producer`` whose body takes at most ``size`` bytes, held
-        while it is read and ingested (:meth:`Turns.holding`)."""
-        return self.turns.holding(producer, size)
+    def holding(self, producer: str) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+        """A place for a request of ``producer``, held while its body is read and ingested, and
+        what to call with each part of the body as it arrives (:meth:`Turns.holding`)."""
+        return self.turns.holding(producer)
 
     def check_capacity(self, producer: str = "") -> None:
         """Raise OverloadedError when the processor is too far behind (backpressure): past
@@ -474,10 +509,12 @@ class IngestService:
             result = await self._validated_and_appended(body, ndjson, sources, allowance)
         except TooCostly as exc:  # nothing of it was kept
             self._validation.charge(producer, exc.costly_s)
+            self.turns.spent(producer, exc.costly_s + exc.events * ORDINARY_EVENT_S)  # about what it took
             raise ValidationBudget.refusal(exc.costly_s / COSTLY_RATE) from None
         finally:
             self._validation.release(producer, allowance)
         self._validation.charge(producer, result.costly_s)
+        self.turns.spent(producer, result.validation_s)
         self._shares.add(producer, result.accepted)
         return result
 
@@ -500,8 +537,12 @@ class IngestService:
 
         # a large body takes the CPU for up to a second or two (invalid events, digits to scan
         # for card numbers): on a thread, the event loop still answers everyone else meanwhile
-        batch: DecodedBatch = await asyncio.to_thread(decode) if len(body) >= OFF_LOOP_BYTES else decode()
-        result = IngestResult(rejected=batch.rejected, costly_s=batch.costly_s)
+        def timed() -> tuple[DecodedBatch, float]:  # its CPU time, on the thread that validates
+            started = time.thread_time()
+            return decode(), time.thread_time() - started
+
+        batch, spent = await asyncio.to_thread(timed) if len(body) >= OFF_LOOP_BYTES else timed()
+        result = IngestResult(rejected=batch.rejected, costly_s=batch.costly_s, validation_s=spent)
         self._metrics.events_rejected.inc(len(batch.rejected))
         self._count_fx_missing(batch.fx_missing)
         if batch.events:
@@ -531,7 +572,7 @@ class IngestService:
             raise RequestError(500, "ingest_failed", reply.error)
         if reply.failure is not None:
             raise OverloadedError(f"the journal append failed, nothing of this request was kept: {reply.failure}", 1)
-        result = IngestResult(rejected=reply.rejected, costly_s=reply.costly_s)
+        result = IngestResult(rejected=reply.rejected, costly_s=reply.costly_s, validation_s=reply.validation_s)
         for event_id, offset in reply.appended:
             if offset is None:
                 result.duplicates += 1

@@ -73,9 +73,9 @@ class KinesisIngest:
     def check_capacity(self, producer: str = "") -> None:
         """Kinesis sheds load itself: a throttled record is retried, then reported."""
 
-    def holding(self, producer: str, size: int) -> contextlib.AbstractContextManager[None]:
+    def holding(self, producer: str) -> contextlib.AbstractContextManager[Callable[[int], None]]:
         """Nothing to share: an invocation takes one request (Lambda scales out)."""
-        return contextlib.nullcontext()
+        return contextlib.nullcontext(lambda size: None)
 
     async def ingest(
         self,

@@ -21,6 +21,7 @@ import os
 import queue
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -299,9 +300,11 @@ def _handle_safely(journal_log: SqliteLog, group: list[IngestRequest], fx: list[
 def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable]) -> list[IngestReply]:
     """``fx``: the table in force (one item), replaced by a request that brings a new one."""
     decoded: list[tuple[IngestRequest, StoredBatch | MalformedBody | TooCostly | str]] = []
+    took: dict[int, float] = {}  # request id -> its validation's CPU time (its producer's turns)
     for request in group:
         if request.fx is not None:
             fx[0] = request.fx
+        started = time.thread_time()
         try:
             decoded.append((request, _decode(request, fx[0], journal_log.partitions)))
         except (MalformedBody, TooCostly) as exc:
@@ -309,6 +312,7 @@ def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable
         except Exception as exc:  # one request's bug costs that request only
             log.error("an ingest request could not be decoded:\n%s", redact(_trace(exc)))
             decoded.append((request, INTERNAL))
+        took[request.request_id] = time.thread_time() - started
     events = [e for _, batch in decoded if isinstance(batch, StoredBatch) for e in batch.events]
     try:
         offsets = journal_log.append_stored(events, max(r.now for r in group)) if events else []
@@ -342,6 +346,7 @@ def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable
                 head,
                 fx_missing=batch.fx_missing,
                 costly_s=batch.costly_s,
+                validation_s=took[request.request_id],
             )
         )
     return replies
