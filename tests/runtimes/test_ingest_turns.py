@@ -11,8 +11,8 @@ import contextlib
 import pytest
 
 from ringfence.errors import ClientGone, OverloadedError, RequestError
-from ringfence.runtimes import ingest as ingest_module
-from ringfence.runtimes.ingest import Turns
+from ringfence.runtimes import turns as turns_module
+from ringfence.runtimes.turns import Turns
 
 
 async def run_turns(turns: Turns, requests: list[tuple[str, int]], order: list[str], hold: asyncio.Event) -> None:
@@ -130,7 +130,7 @@ def test_a_cancelled_waiter_leaves_nothing_behind() -> None:
 def test_a_key_holds_a_bounded_number_of_requests_and_all_keys_a_bounded_size_as_it_arrives() -> None:
     turns = Turns()
     with contextlib.ExitStack() as stack:
-        for _ in range(ingest_module.MAX_REQUESTS_PER_KEY):
+        for _ in range(turns_module.MAX_REQUESTS_PER_KEY):
             stack.enter_context(turns.holding("k"))
         with pytest.raises(RequestError) as refused, turns.holding("k"):
             pass
@@ -138,16 +138,16 @@ def test_a_key_holds_a_bounded_number_of_requests_and_all_keys_a_bounded_size_as
         # places held with nothing sent hold no bytes: idle connections of a few keys once
         # claimed the declared lengths of their bodies, and every key's requests were refused
         for key in range(8):
-            for _ in range(ingest_module.MAX_REQUESTS_PER_KEY):
+            for _ in range(turns_module.MAX_REQUESTS_PER_KEY):
                 stack.enter_context(turns.holding(f"idle-{key}"))
         take = stack.enter_context(turns.holding("another"))
-        take(ingest_module.MAX_HELD_BYTES - 10)
+        take(turns_module.MAX_HELD_BYTES - 10)
         with turns.holding("big") as more:
             more(10)
             with pytest.raises(OverloadedError):
                 more(1)
     with turns.holding("big") as take:
-        take(ingest_module.MAX_HELD_BYTES)  # all given back
+        take(turns_module.MAX_HELD_BYTES)  # all given back
 
 
 def test_the_key_that_spent_least_lately_goes_first() -> None:

@@ -7,17 +7,16 @@ answered only after its events are durable (group commit), so a 202 is a promise
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ringfence.clock import Clock
-from ringfence.errors import ClientGone, FieldError, OverloadedError, RequestError, StoreError
+from ringfence.errors import FieldError, OverloadedError, RequestError, StoreError
 from ringfence.events.decode import (
     ORDINARY_EVENT_S,
     REFERENCE_ONLY,
@@ -31,6 +30,7 @@ from ringfence.events.decode import (
 from ringfence.events.fx import FxTable
 from ringfence.events.model import Event
 from ringfence.metrics import Metrics
+from ringfence.runtimes.turns import Turns
 
 RETRY_AFTER_S = 2
 SHARE_HALF_LIFE_S = 10.0  # how quickly a producer's recent events count for less
@@ -50,12 +50,6 @@ COSTLY_RATE = 0.25
 COSTLY_BURST_S = 2.0
 COSTLY_FLOOR_S = 0.1
 OFF_LOOP_BYTES = 64 << 10  # a body at least this large is validated off the event loop
-# requests take turns (Turns): bodies of at most BUSY_BYTES are validated and appended at once
-# (a body larger than that alone); a key may have MAX_REQUESTS_PER_KEY requests under way, and
-# all keys' requests may hold MAX_HELD_BYTES of bodies, reading included
-BUSY_BYTES = 4 << 20
-MAX_REQUESTS_PER_KEY = 32
-MAX_HELD_BYTES = 1 << 30
 
 
 @dataclass
@@ -204,8 +198,8 @@ class ProducerShares:
             self._sent = {p: (n, at) for p, (n, at) in self._sent.items() if self._now_of(p, now) >= 1}
 
     def over_share(self, producer: str) -> bool:
-        """Whether ``producer`` sent more than :data:`OVER_SHARE` fair shares (never when it is
-        the only one sending)."""
+        """Whether ``producer`` sent more than its fair share (never when it is the only one
+        sending)."""
         now = self._clock.time()
         recent = {p: self._now_of(p, now) for p in self._sent}
         sending = [n for n in recent.values() if n >= 1]  # a trickle of a producer counts: it is the one to let in
@@ -288,138 +282,6 @@ class ValidationBudget:
         self._spent[producer] = (self._owed(producer, now) + costly_s, now)
         if len(self._spent) > 64:  # forget those that owe nothing: the dict holds the costly ones
             self._spent = {p: (o, at) for p, (o, at) in self._spent.items() if self._owed(p, now) > 0}
-
-
-class Turns:
-    """Whose body is validated next, and how much each key may hold.
-
-    Validation is one queue for every producer (the ingest worker process, or ingest's thread),
-    and first come first served let one key's requests in parallel fill it: another key's next
-    request waited behind all of them (a minute, with 16 connections of one key, in a re-test).
-    Bodies under way are bounded by :data:`BUSY_BYTES`; past it, a request waits in its key's
-    line, and the next request taken is the head of the line of the key whose requests took the
-    least validation time lately (decayed with a half-life of :data:`SHARE_HALF_LIFE_S`): a key
-    sending bodies of events each just under an ordinary event's time (seconds a body, charged
-    nothing) waits behind everyone else's, where taking turns by request gave it one of every
-    two. A key holds at most :data:`MAX_REQUESTS_PER_KEY` requests, and all keys
-    :data:`MAX_HELD_BYTES` of bodies as they arrive (a key's 200 connections of 8 MB bodies grew
-    the server by 2 GB in 6 s; declared lengths counted before any byte came let idle
-    connections of four keys refuse everyone). Used on the event loop's thread only."""
-
-    def __init__(self, busy_bytes: int = BUSY_BYTES) -> None:
-        self._busy_limit = busy_bytes
-        self._busy = 0
-        self._lines: dict[str, collections.deque[tuple[int, asyncio.Future[None]]]] = {}
-        self._spent: dict[str, tuple[float, float]] = {}  # producer -> (validation seconds, as of), decayed
-        self._held: dict[str, int] = {}  # requests under way, by key
-        self._held_bytes = 0
-
-    @contextlib.contextmanager
-    def holding(self, producer: str) -> Iterator[Callable[[int], None]]:
-        """Hold a place for a request of ``producer`` (429 past its key's requests); yields what
-        to call with each part of its body as it arrives (503 past every key's bytes)."""
-        if self._held.get(producer, 0) >= MAX_REQUESTS_PER_KEY:
-            raise RequestError(
-                429,
-                "too_many_requests",
-                f"this key has {MAX_REQUESTS_PER_KEY} requests under way; wait for their answers",
-                {"retry_after": 1},
-            )
-        self._held[producer] = self._held.get(producer, 0) + 1
-        arrived = 0
-
-        def take(size: int) -> None:
-            nonlocal arrived
-            if self._held_bytes + size > MAX_HELD_BYTES:
-                raise OverloadedError("ingest holds as many request bodies as it may; retry later", RETRY_AFTER_S)
-            arrived += size
-            self._held_bytes += size
-
-        try:
-            yield take
-        finally:
-            self._held_bytes -= arrived
-            if self._held[producer] > 1:
-                self._held[producer] -= 1
-            else:
-                del self._held[producer]
-
-    def spent(self, producer: str, seconds: float) -> None:
-        """Count ``seconds`` of validation against ``producer``'s next turns."""
-        now = time.monotonic()
-        self._spent[producer] = (self._spent_of(producer, now) + seconds, now)
-        if len(self._spent) > 64:  # forget those that spent next to nothing lately
-            self._spent = {p: (s, at) for p, (s, at) in self._spent.items() if self._spent_of(p, now) > 1e-3}
-
-    def _spent_of(self, producer: str, now: float) -> float:
-        seconds, at = self._spent.get(producer, (0.0, now))
-        return float(seconds * 0.5 ** ((now - at) / SHARE_HALF_LIFE_S))
-
-    @contextlib.asynccontextmanager
-    async def turn(self, producer: str, size: int, gone: asyncio.Future[Any] | None = None) -> AsyncIterator[None]:
-        """Wait for the turn of a body of ``size`` bytes of ``producer``; ClientGone if ``gone``
-        (its client's disconnection) comes first."""
-        if not self._lines and self._fits(size):
-            self._busy += size
-        else:
-            await self._wait(producer, size, gone)
-        try:
-            yield
-        finally:
-            self._busy -= size
-            self._admit()
-
-    async def _wait(self, producer: str, size: int, gone: asyncio.Future[Any] | None) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._lines.setdefault(producer, collections.deque()).append((size, waiter))
-        self._admit()
-        try:
-            if gone is not None and not waiter.done():
-                await asyncio.wait([waiter, gone], return_when=asyncio.FIRST_COMPLETED)
-                if not waiter.done():
-                    raise ClientGone
-            await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self._busy -= size  # its turn came as it was given up
-                self._admit()
-            else:
-                waiter.cancel()
-                self._drop(producer, waiter)
-            raise
-
-    def _fits(self, size: int) -> bool:
-        return self._busy == 0 or self._busy + size <= self._busy_limit
-
-    def _admit(self) -> None:
-        """Start the head of the line of the key that spent least lately (of those equal, the
-        one that waited longest), while it fits; one that does not fit waits for room, and the
-        others with it (a large body is not passed for ever by smaller ones)."""
-        while self._lines:
-            now = time.monotonic()
-            producer = min(self._lines, key=lambda p: self._spent_of(p, now))  # the first of equals
-            line = self._lines.pop(producer)
-            size, waiter = line[0]
-            if not waiter.done():  # else given up: dropped
-                if not self._fits(size):
-                    self._lines = {producer: line, **self._lines}  # stays first
-                    return
-                self._busy += size
-                waiter.set_result(None)
-            line.popleft()
-            if line:
-                self._lines[producer] = line  # behind the others of its key's spending
-
-    def _drop(self, producer: str, waiter: asyncio.Future[None]) -> None:
-        line = self._lines.get(producer)
-        if line is None:
-            return
-        kept = collections.deque(item for item in line if item[1] is not waiter)
-        if kept:
-            self._lines[producer] = kept
-        else:
-            del self._lines[producer]
-        self._admit()
 
 
 class IngestService:
