@@ -145,3 +145,11 @@ class InvalidCursor(RequestError):
         super().__init__(
             400, "invalid_cursor", "cursor is not a next_cursor this server gave out", {"parameter": "cursor"}
         )
+
+
+class TooManyAtOnce(RequestError):
+    """A key has as many requests of a kind under way as it may (429: wait for their answers)."""
+
+    def __init__(self, what: str, most: int) -> None:
+        message = f"this key has {most} {what} under way; wait for their answers"
+        super().__init__(429, "too_many_requests", message, {"retry_after": 1})

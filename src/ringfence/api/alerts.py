@@ -19,7 +19,7 @@ from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, limit_param, path_id, text_param, time_param, token_param
 from ringfence.api.platform import EventLog, served
 from ringfence.engine.rules import AUDIENCES, SEVERITIES
-from ringfence.errors import RequestError
+from ringfence.errors import RequestError, TooManyAtOnce
 
 MAX_LIMIT = 500
 EVIDENCE_READ_S = 10.0  # reading an alert's evidence back, at most
@@ -71,12 +71,7 @@ class AlertCounts:
         counting = self._counting.get(query)
         if counting is None:  # the first to ask counts; the others asking meanwhile wait for it
             if self._started.get(key, 0) >= COUNTS_PER_KEY:
-                raise RequestError(
-                    429,
-                    "too_many_requests",
-                    f"this key has {COUNTS_PER_KEY} counts under way; wait for their answers",
-                    {"retry_after": 1},
-                )
+                raise TooManyAtOnce("counts", COUNTS_PER_KEY)
             self._started[key] = self._started.get(key, 0) + 1
             counting = asyncio.ensure_future(self._count(triage, query))
             self._counting[query] = counting

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from ringfence.errors import ClientGone, OverloadedError, RequestError
+from ringfence.errors import ClientGone, OverloadedError, TooManyAtOnce
 
 # bodies of at most BUSY_BYTES are validated and appended at once (a body larger than that
 # alone); a key may have MAX_REQUESTS_PER_KEY requests under way, and all keys' requests may
@@ -54,12 +54,7 @@ class Turns:
         """Hold a place for a request of ``producer`` (429 past its key's requests); yields what
         to call with each part of its body as it arrives (503 past every key's bytes)."""
         if self._held.get(producer, 0) >= MAX_REQUESTS_PER_KEY:
-            raise RequestError(
-                429,
-                "too_many_requests",
-                f"this key has {MAX_REQUESTS_PER_KEY} requests under way; wait for their answers",
-                {"retry_after": 1},
-            )
+            raise TooManyAtOnce("requests", MAX_REQUESTS_PER_KEY)
         self._held[producer] = self._held.get(producer, 0) + 1
         arrived = 0
 
