@@ -129,6 +129,7 @@ def test_a_cancelled_waiter_leaves_nothing_behind() -> None:
 
 def test_a_key_holds_a_bounded_number_of_requests_and_all_keys_a_bounded_size_as_it_arrives() -> None:
     turns = Turns()
+    per_key = turns_module.MAX_HELD_BYTES_PER_KEY
     with contextlib.ExitStack() as stack:
         for _ in range(turns_module.MAX_REQUESTS_PER_KEY):
             stack.enter_context(turns.holding("k"))
@@ -141,26 +142,61 @@ def test_a_key_holds_a_bounded_number_of_requests_and_all_keys_a_bounded_size_as
             for _ in range(turns_module.MAX_REQUESTS_PER_KEY):
                 stack.enter_context(turns.holding(f"idle-{key}"))
         take = stack.enter_context(turns.holding("another"))
-        take(turns_module.MAX_HELD_BYTES - 10)
-        with turns.holding("big") as more:
-            more(10)
+        take(per_key - 10)
+        with pytest.raises(RequestError) as key_full, turns.holding("another") as more:
+            more(11)  # past what one key may hold
+        assert key_full.value.status == 429
+        full = turns_module.MAX_HELD_BYTES // per_key
+        for key in range(1, full):
+            stack.enter_context(turns.holding(f"big-{key}"))(per_key - 10)
+        with turns.holding("last") as last:
+            last(full * 10)
             with pytest.raises(OverloadedError):
-                more(1)
+                last(1)
     with turns.holding("big") as take:
-        take(turns_module.MAX_HELD_BYTES)  # all given back
+        take(per_key)  # all given back
 
 
-def test_the_key_that_spent_least_lately_goes_first() -> None:
+def test_a_key_whose_requests_took_long_to_validate_waits_behind_the_others() -> None:
     """Found by a re-test: bodies of events each just under an ordinary event's time (2 s a
     body, charged nothing) got one turn in two, and another key's requests waited 25-70 s."""
+
+    async def scenario() -> list[str]:
+        turns = Turns(busy_bytes=100)
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def one(producer: str, label: str) -> None:
+            async with turns.turn(producer, 100):
+                order.append(label)
+                await release.wait()
+
+        tasks = [asyncio.create_task(one("heavy", f"heavy{n}")) for n in range(4)]
+        await asyncio.sleep(0)
+        tasks += [asyncio.create_task(one("light", f"light{n}")) for n in (4, 5)]
+        await asyncio.sleep(0.01)
+        turns.spent("heavy", 10.0)  # what its first request took, told as it ends
+        release.set()
+        await asyncio.gather(*tasks)
+        return order
+
+    assert asyncio.run(scenario())[:3] == ["heavy0", "light4", "light5"]
+
+
+def test_a_key_fresh_or_idle_a_while_does_not_go_ahead_of_a_steady_ones_small_request() -> None:
+    """Found by a third re-test: ordered by the time keys spent lately, twelve keys that had sent
+    nothing went ahead of a steady producer, each with a body of seconds, and held it 22 s."""
     order: list[str] = []
 
     async def scenario() -> None:
-        turns = Turns(busy_bytes=100)
-        turns.spent("heavy", 10.0)
+        turns = Turns(busy_bytes=4_000_000)
+        for _ in range(50):  # a steady producer, served as it sends
+            async with turns.turn("steady", 10_000):
+                pass
+            turns.spent("steady", 0.002)
         hold = asyncio.Event()
-        requests = [("heavy", 100)] * 4 + [("light", 100)] * 2
-        await run_turns(turns, requests, order, hold)
+        fresh = [(f"fresh{n}", 3_800_000) for n in range(12)]
+        await run_turns(turns, [*fresh, ("steady", 10_000)], order, hold)
 
     asyncio.run(scenario())
-    assert order[:3] == ["heavy0", "light4", "light5"], order
+    assert order.index("steady12") <= 1, order  # behind the body under way at most
