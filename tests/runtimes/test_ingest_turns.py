@@ -82,7 +82,7 @@ def test_a_request_whose_client_left_is_dropped_from_its_line_and_frees_its_turn
 
         async def one(label: str, left: asyncio.Future[None] | None = None) -> None:
             try:
-                async with turns.turn(label, 10, left):
+                async with turns.turn(label, 10, None if left is None else lambda: left):
                     done.append(label)
                     await release.wait()
             except ClientGone:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -51,17 +49,18 @@ async def post_events(request: Request) -> Response:
                 request.headers.get(SIGNATURE_HEADER),
                 platform.clock.time(),
             )
-        gone = asyncio.ensure_future(_disconnected(request))
         try:
             result = await service.ingest(
-                body, ndjson=media in NDJSON_TYPES, sources=caller.writable_sources, producer=caller.key_id, gone=gone
+                body,
+                ndjson=media in NDJSON_TYPES,
+                sources=caller.writable_sources,
+                producer=caller.key_id,
+                gone=lambda: _disconnected(request),
             )
         except TooManyEvents as exc:
             raise RequestError(413, "too_many_events", str(exc), {"events": exc.count, "limit": exc.limit}) from None
         except ClientGone:  # nobody reads this answer: its body was dropped unread
             raise RequestError(400, "client_disconnected", "the connection closed while the request waited") from None
-        finally:
-            gone.cancel()
     if result.accepted == 0 and result.duplicates == 0:
         raise RequestError(400, "invalid_events", "no valid event in the request", result.to_dict())
     return json_response(result.to_dict(), status=202)

@@ -8,8 +8,7 @@ API answers 501 ``not_available``, from one place (:func:`~ringfence.api.errors.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
@@ -123,10 +122,10 @@ class Ingest(Protocol):
         ndjson: bool,
         sources: frozenset[str] | None,
         producer: str,
-        gone: asyncio.Future[Any] | None = None,
+        gone: Callable[[], Awaitable[None]] | None = None,
     ) -> IngestReport:
         """Validate ``body`` and write its valid events; ``sources``: those the caller may
-        write (None: any); ``producer``: the caller's key; ``gone``: done if the caller
+        write (None: any); ``producer``: the caller's key; ``gone``: returns once the caller
         disconnects (a request still waiting is then dropped: ClientGone). Raises MalformedBody
         (TooManyEvents) or OverloadedError."""
         ...

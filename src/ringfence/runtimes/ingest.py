@@ -11,7 +11,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -354,15 +354,15 @@ class IngestService:
         ndjson: bool,
         sources: frozenset[str] | None = None,
         producer: str = "",
-        gone: asyncio.Future[Any] | None = None,
+        gone: Callable[[], Awaitable[None]] | None = None,
     ) -> IngestResult:
         """Validate ``body`` and append its valid events, in its producer's turn (:class:`Turns`);
         ``sources``: those the producer's key may write (None: any); ``producer``: its key, for
-        its share of backpressure; ``gone``: done if its client disconnects. Raises MalformedBody
+        its share of backpressure; ``gone``: returns once its client disconnects (awaited only
+        while the request waits its turn). Raises MalformedBody
         (TooManyEvents), OverloadedError, ClientGone."""
-        self.check_capacity(producer)
         async with self.turns.turn(producer, len(body), gone):
-            self.check_capacity(producer)  # it may have waited: the processor may be further behind
+            self.check_capacity(producer)  # in its turn: it may have waited while the processor fell behind
             return await self._budgeted(body, ndjson, sources, producer)
 
     async def _budgeted(self, body: bytes, ndjson: bool, sources: frozenset[str] | None, producer: str) -> IngestResult:

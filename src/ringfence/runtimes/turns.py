@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from ringfence.errors import ClientGone, OverloadedError, TooManyAtOnce
 
@@ -102,9 +101,11 @@ class Turns:
         return tag
 
     @contextlib.asynccontextmanager
-    async def turn(self, producer: str, size: int, gone: asyncio.Future[Any] | None = None) -> AsyncIterator[None]:
+    async def turn(
+        self, producer: str, size: int, gone: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[None]:
         """Wait for the turn of a body of ``size`` bytes of ``producer``; ClientGone if ``gone``
-        (its client's disconnection) comes first."""
+        (returning once its client disconnects, watched only while it waits) returns first."""
         tag = self._tag(producer, size)
         if not self._lines and self._fits(size):
             self._busy += size
@@ -117,13 +118,15 @@ class Turns:
             self._busy -= size
             self._admit()
 
-    async def _wait(self, producer: str, tag: float, size: int, gone: asyncio.Future[Any] | None) -> None:
+    async def _wait(self, producer: str, tag: float, size: int, gone: Callable[[], Awaitable[None]] | None) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._lines.setdefault(producer, collections.deque()).append((tag, size, waiter))
         self._admit()
+        watch: asyncio.Future[None] | None = None
         try:
             if gone is not None and not waiter.done():
-                await asyncio.wait([waiter, gone], return_when=asyncio.FIRST_COMPLETED)
+                watch = asyncio.ensure_future(gone())
+                await asyncio.wait([waiter, watch], return_when=asyncio.FIRST_COMPLETED)
                 if not waiter.done():
                     raise ClientGone
             await waiter
@@ -135,6 +138,9 @@ class Turns:
                 waiter.cancel()
                 self._drop(producer, waiter)
             raise
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     def _fits(self, size: int) -> bool:
         return self._busy == 0 or self._busy + size <= self._busy_limit

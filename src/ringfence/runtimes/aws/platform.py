@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ringfence.alerts.model import Action, Alert, AlertQuery
@@ -84,7 +84,7 @@ class KinesisIngest:
         ndjson: bool,
         sources: frozenset[str] | None,
         producer: str = "",
-        gone: asyncio.Future[Any] | None = None,
+        gone: Callable[[], Awaitable[None]] | None = None,
     ) -> IngestResult:
         batch = decode_batch(
             body,
