@@ -200,3 +200,37 @@ def test_a_key_fresh_or_idle_a_while_does_not_go_ahead_of_a_steady_ones_small_re
 
     asyncio.run(scenario())
     assert order.index("steady12") <= 1, order  # behind the body under way at most
+
+
+def test_a_stop_refuses_what_waits_and_what_comes_and_lets_what_is_under_way_finish() -> None:
+    """The server stops: requests waiting for their turn are answered at once, not held until
+    the grace period ends and cancels them (uvicorn then answered 500)."""
+
+    async def scenario() -> tuple[list[str], Turns]:
+        turns = Turns(busy_bytes=10)
+        outcomes: list[str] = []
+        release = asyncio.Event()
+
+        async def one(label: str) -> None:
+            try:
+                async with turns.turn(label, 10):
+                    await release.wait()
+                    outcomes.append(f"{label} done")
+            except OverloadedError as exc:
+                outcomes.append(f"{label}: {exc}")
+
+        under_way = asyncio.create_task(one("a"))
+        await asyncio.sleep(0)
+        waiting = [asyncio.create_task(one(label)) for label in ("b", "c")]
+        await asyncio.sleep(0.01)
+        turns.stop(lambda: OverloadedError("stopping", 1))
+        await asyncio.gather(*waiting)
+        await one("later")
+        release.set()
+        await under_way
+        return outcomes, turns
+
+    outcomes, turns = asyncio.run(scenario())
+    assert outcomes == ["b: stopping", "c: stopping", "later: stopping", "a done"]
+    assert turns._busy == 0
+    assert turns._lines == {}

@@ -202,8 +202,19 @@ def create_app(
     app.state.streams = stream.StreamSlots(settings.max_streams_per_key)
     app.state.searches = customers.Searches()
     app.state.pack_checks = rules.PackChecks()
+    app.state.draining = asyncio.Event()
     app.add_middleware(SecurityHeaders)
     return app
+
+
+def begin_draining(app: Starlette) -> None:
+    """The server stops (before its grace period for requests under way): ingest answers what
+    waits for its turn 503, and live streams end, so neither holds the stop until the grace
+    period cancels it unanswered."""
+    app.state.draining.set()
+    ingest = app.state.platform.ingest
+    if ingest is not None:
+        ingest.stop_taking()
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ its slot is freed only once the run is gone), and only for keys that see every
 audience (403 otherwise: probe rules would reveal other desks' customers).
 ``Accept: application/x-ndjson`` streams progress lines and then the result, each write to the
 client bounded by :data:`WRITE_TIMEOUT_S`; other clients get the result as one JSON object.
+A back-test under way when the server begins to stop ends then: 503 ``overloaded``, or a last
+line ``{"error": {"code": "overloaded"}}`` of its stream.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Send
 
 from ringfence.api.auth import authorize, platform_of, require_unrestricted
+from ringfence.api.draining import draining_of, unless_stopping
 from ringfence.api.errors import json_response
 from ringfence.api.params import int_param
 from ringfence.api.platform import BacktestRun
 from ringfence.api.rules import read_candidate
 from ringfence.clock import Clock
-from ringfence.errors import ForbiddenError, RequestError
+from ringfence.errors import ForbiddenError, OverloadedError, RequestError
 
 log = logging.getLogger("ringfence.api")
 
@@ -101,7 +104,7 @@ async def _result(run: BacktestRun, request: Request) -> Response:
     gone = asyncio.ensure_future(_client_gone(request))
     try:
         while True:
-            line = asyncio.ensure_future(anext(lines))
+            line = asyncio.ensure_future(unless_stopping(draining_of(request), anext(lines)))  # 503 as the server stops
             await asyncio.wait({line, gone}, return_when=asyncio.FIRST_COMPLETED)
             if not line.done():
                 line.cancel()
@@ -130,14 +133,23 @@ class BacktestStream(StreamingResponse):
     limit covers a response that never starts.
     """
 
-    def __init__(self, run: BacktestRun) -> None:
-        super().__init__(self._chunks(run), media_type=NDJSON)
+    def __init__(self, run: BacktestRun, draining: asyncio.Event) -> None:
+        super().__init__(self._chunks(run, draining), media_type=NDJSON)
         self._run = run
 
     @staticmethod
-    async def _chunks(run: BacktestRun) -> AsyncIterator[bytes]:
-        async for message in run.answers():
+    async def _chunks(run: BacktestRun, draining: asyncio.Event) -> AsyncIterator[bytes]:
+        answers = run.answers()
+        while True:
+            try:
+                message = await unless_stopping(draining, anext(answers))
+            except StopAsyncIteration:
+                break
+            except OverloadedError as exc:  # the server stops: the run's last line says so
+                message = {"error": {"code": "overloaded", "message": str(exc)}}
             yield msgspec.json.encode(message) + b"\n"
+            if "error" in message or "result" in message:
+                break
         await run.stop()  # the response ends once the run is gone and the slot free again
 
     async def stream_response(self, send: Send) -> None:
@@ -171,7 +183,7 @@ async def backtest_rules(request: Request) -> Response:
         release()  # nothing runs (a second call after its end is harmless)
         raise
     if NDJSON in request.headers.get("accept", ""):
-        return BacktestStream(run)
+        return BacktestStream(run, draining_of(request))
     try:
         return await _result(run, request)
     finally:

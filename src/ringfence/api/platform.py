@@ -115,6 +115,10 @@ class Ingest(Protocol):
         body as it arrives (OverloadedError past the bound of every key's bytes)."""
         ...
 
+    def stop_taking(self) -> None:
+        """The server stops: requests not yet in their turn, and new ones, answer 503 now."""
+        ...
+
     async def ingest(
         self,
         body: bytes,

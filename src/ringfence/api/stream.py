@@ -2,7 +2,8 @@
 
 A stream lives for hours, far past the one authorization of its request: its key or session
 is checked again every ``RECHECK_S`` and before every send, and the stream ends (with a last
-``event: closed``) once the key is revoked or the session signed out or expired.
+``event: closed``) once the key is revoked or the session signed out or expired, or as soon as
+the server begins to stop (a browser's ``EventSource`` connects again by itself).
 
 An open stream holds a connection for as long as it lives, so one key (with all its sessions)
 may hold at most ``max_streams_per_key`` of them (:class:`StreamSlots`; 429 past it); a slot is
@@ -24,12 +25,14 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ringfence.api.auth import authorize, platform_of, still_authorized
+from ringfence.api.draining import draining_of, unless_stopping
 from ringfence.api.platform import served
-from ringfence.errors import RequestError
+from ringfence.errors import OverloadedError, RequestError
 
 HEARTBEAT_S = 15.0
 RECHECK_S = 2.0
 CLOSED = b'event: closed\ndata: {"reason": "the key was revoked or the session ended"}\n\n'
+STOPPING = b'event: closed\ndata: {"reason": "the server is stopping"}\n\n'  # a browser reconnects
 
 
 class StreamSlots:
@@ -96,6 +99,7 @@ async def alert_stream(request: Request) -> StreamingResponse:
     stream = served(platform.stream, platform, "the live alert stream")
     release = request.app.state.streams.acquire(caller.key_id)
     queue = stream.subscribe()
+    draining = draining_of(request)
 
     def end() -> None:
         stream.unsubscribe(queue)
@@ -106,9 +110,12 @@ async def alert_stream(request: Request) -> StreamingResponse:
         last_sent = time.monotonic()
         while True:
             try:
-                batch = _drain(queue, await asyncio.wait_for(queue.get(), RECHECK_S))
+                batch = _drain(queue, await unless_stopping(draining, queue.get(), RECHECK_S))
             except TimeoutError:
                 batch = []
+            except OverloadedError:  # the server stops
+                yield STOPPING
+                return
             if not await run_in_threadpool(still_authorized, request):
                 yield CLOSED
                 return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -12,6 +12,9 @@ from ringfence.config import Settings, load_settings
 from ringfence.errors import RingfenceError
 from ringfence.runtimes.http_server import bind, serve
 from ringfence.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 DataDirOption = Annotated[
     Path | None,
@@ -62,11 +65,14 @@ def listen(settings: Settings) -> socket.socket:
         raise  # unreachable: fail() exits
 
 
-def serve_app(app: Any, settings: Settings, sock: socket.socket | None = None) -> None:
-    """Serve an ASGI app on ``sock`` (default: bind the settings' host and port) until stopped,
-    with the limits of :mod:`ringfence.runtimes.http_server`; exit 1 if it never started."""
+def serve_app(app: Starlette, settings: Settings, sock: socket.socket | None = None) -> None:
+    """Serve the API ``app`` on ``sock`` (default: bind the settings' host and port) until
+    stopped, with the limits of :mod:`ringfence.runtimes.http_server`, draining it as the stop
+    begins; exit 1 if it never started."""
+    from ringfence.api.app import begin_draining
+
     try:
-        started = serve(app, settings, sock or listen(settings))
+        started = serve(app, settings, sock or listen(settings), on_stop=lambda: begin_draining(app))
     except RingfenceError as exc:
         fail(str(exc))
     if not started:

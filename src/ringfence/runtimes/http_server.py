@@ -406,11 +406,17 @@ def event_loop_class(handshake_timeout_s: float) -> type[asyncio.AbstractEventLo
     return HandshakeBoundedLoop
 
 
-def serve(app: Any, settings: Settings, sock: socket.socket) -> bool:
-    """Serve ``app`` on ``sock`` (from :func:`bind`) until stopped; False if it never started."""
+def serve(app: Any, settings: Settings, sock: socket.socket, on_stop: Callable[[], None] = lambda: None) -> bool:
+    """Serve ``app`` on ``sock`` (from :func:`bind`) until stopped; False if it never started.
+    ``on_stop`` is called as the stop begins, before the grace period of requests under way."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn_config(app, settings))
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            on_stop()
+            await super().shutdown(sockets)
+
+    server = Server(uvicorn_config(app, settings))
     # what uvicorn.Server.run does, with a loop of our own (uvloop is not installed)
     with asyncio.Runner(loop_factory=event_loop_class(settings.request_head_timeout_s)) as runner:
         runner.run(server.serve(sockets=[sock]))

@@ -322,6 +322,11 @@ class IngestService:
         what to call with each part of the body as it arrives (:meth:`Turns.holding`)."""
         return self.turns.holding(producer)
 
+    def stop_taking(self) -> None:
+        """The server stops: requests waiting for their turn, and new ones, are answered 503
+        (:func:`stopping`) at once; those in their turn are written and answered."""
+        self.turns.stop(stopping)
+
     def check_capacity(self, producer: str = "") -> None:
         """Raise OverloadedError when the processor is too far behind (backpressure): past
         ``max_lag_events`` for every producer; past half of it, first for ``producer`` if it sent

@@ -52,6 +52,18 @@ class Turns:
         self._taken = 0.0  # the tag of the request last taken: where an idle key starts again
         self._held: dict[str, tuple[int, int]] = {}  # requests and bytes under way, by key
         self._held_bytes = 0
+        self._refusal: Callable[[], Exception] | None = None  # set once the server stops
+
+    def stop(self, refusal: Callable[[], Exception]) -> None:
+        """The server stops: every request waiting for its turn, and every later one, is
+        answered ``refusal()`` now; those in their turn finish. Waiting out the server's grace
+        period instead ended them unanswered (uvicorn's 500 for a cancelled request)."""
+        self._refusal = refusal
+        for line in self._lines.values():
+            for _, _, waiter in line:
+                if not waiter.done():
+                    waiter.set_exception(refusal())
+        self._lines.clear()
 
     @contextlib.contextmanager
     def holding(self, producer: str) -> Iterator[Callable[[int], None]]:
@@ -105,7 +117,10 @@ class Turns:
         self, producer: str, size: int, gone: Callable[[], Awaitable[None]] | None = None
     ) -> AsyncIterator[None]:
         """Wait for the turn of a body of ``size`` bytes of ``producer``; ClientGone if ``gone``
-        (returning once its client disconnects, watched only while it waits) returns first."""
+        (returning once its client disconnects, watched only while it waits) returns first; the
+        refusal of :meth:`stop` once the server stops."""
+        if self._refusal is not None:
+            raise self._refusal()
         tag = self._tag(producer, size)
         if not self._lines and self._fits(size):
             self._busy += size
@@ -131,7 +146,7 @@ class Turns:
                     raise ClientGone
             await waiter
         except BaseException:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._busy -= size  # its turn came as it was given up
                 self._admit()
             else:

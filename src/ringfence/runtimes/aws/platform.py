@@ -77,6 +77,9 @@ class KinesisIngest:
         """Nothing to share: an invocation takes one request (Lambda scales out)."""
         return contextlib.nullcontext(lambda size: None)
 
+    def stop_taking(self) -> None:
+        """Nothing waits: Lambda ends an invocation, not a server."""
+
     async def ingest(
         self,
         body: bytes,
