@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,7 +20,7 @@ from starlette.requests import Request
 from ringfence.api.platform import Platform
 from ringfence.clock import Clock
 from ringfence.errors import AuthError, ForbiddenError, NotFound, NotSupported
-from ringfence.store.keys import KeyInfo, Session
+from ringfence.store.keys import DESK_WIDE_SCOPES, KeyInfo, Session
 
 SESSION_COOKIE = "rf_session"
 CSRF_HEADER = "x-csrf-token"
@@ -48,8 +48,10 @@ class Authenticator(Protocol):
         cookie was used). Raises AuthError if missing, unknown, revoked, expired or signed out."""
         ...
 
-    def sign_in(self, token: str) -> tuple[str, Session]:
-        """A new session (its id for the cookie) for the key ``token``; AuthError for a bad key."""
+    def sign_in(self, token: str, admit: Callable[[str], None]) -> tuple[str, Session]:
+        """A new session (its id for the cookie) for the key ``token``; AuthError for a bad key.
+        ``admit`` is called with the key's id once its secret is verified, before the session is
+        made, and may raise to refuse it."""
         ...
 
     def session(self, session_id: str) -> Session:
@@ -64,7 +66,9 @@ class KeyRing(Protocol):
 
     def authenticate(self, token: str, now: float) -> KeyInfo: ...
 
-    def create_session(self, token: str, now: float) -> tuple[str, Session]: ...
+    def create_session(
+        self, token: str, now: float, ttl_s: float = ..., admit: Callable[[str], None] = ...
+    ) -> tuple[str, Session]: ...
 
     def session(self, session_id: str, now: float) -> Session: ...
 
@@ -89,8 +93,8 @@ class ApiKeyAuthenticator:
             return Caller.of_key(session.key), session
         raise AuthError("missing API key: send 'Authorization: Bearer <key>' or sign in")
 
-    def sign_in(self, token: str) -> tuple[str, Session]:
-        return self._keys.create_session(token, self._clock.time())
+    def sign_in(self, token: str, admit: Callable[[str], None]) -> tuple[str, Session]:
+        return self._keys.create_session(token, self._clock.time(), admit=admit)
 
     def session(self, session_id: str) -> Session:
         return self._keys.session(session_id, self._clock.time())
@@ -167,7 +171,7 @@ class JwtAuthenticator:
             raise AuthError("no verified caller: the route must have the JWT authorizer")
         return caller_of_claims(jwt), None
 
-    def sign_in(self, token: str) -> tuple[str, Session]:
+    def sign_in(self, token: str, admit: Callable[[str], None]) -> tuple[str, Session]:
         raise self._no_sessions()
 
     def session(self, session_id: str) -> Session:
@@ -215,6 +219,8 @@ def authorize(request: Request, scope: str | None) -> Caller:
         raise ForbiddenError("signed")
     if scope is not None and not caller.allows(scope):
         raise ForbiddenError(scope)
+    if scope in DESK_WIDE_SCOPES:  # keys made before creation refused them, and tokens' claims
+        require_unrestricted(caller)
     return caller
 
 
@@ -249,7 +255,8 @@ def client_address(request: Request) -> str:
 def require_unrestricted(caller: Caller) -> None:
     """The one object-level rule beyond alerts: a caller limited to some audiences may not see raw
     event data (customer and late events), features, back-tests, silences or the notification
-    log, which all span every desk (403). Alerts themselves are filtered by :func:`check_visible`."""
+    log, nor use the scopes of :data:`DESK_WIDE_SCOPES` (rules, lists, rates, audit, quarantine),
+    which all span every desk (403). Alerts themselves are filtered by :func:`check_visible`."""
     if not caller.unrestricted:
         raise ForbiddenError("all audiences")
 

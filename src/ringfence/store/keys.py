@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ringfence.engine.rules import AUDIENCES
@@ -19,6 +20,9 @@ from ringfence.errors import AuthError, ForbiddenError, NotFound, StoreError
 from ringfence.store.sql import SqlStore
 
 SCOPES = ("events:write", "alerts:read", "alerts:write", "rules:read", "rules:write", "admin")
+# what they change or show decides or spans every desk's alerts: never a key limited to some
+# (one with rules:write rewrote another desk's rules to its own audience, in a re-test)
+DESK_WIDE_SCOPES = frozenset({"rules:write", "admin"})
 # roles for people, as sets of scopes
 ROLES: dict[str, tuple[str, ...]] = {
     "viewer": ("alerts:read", "rules:read"),
@@ -133,6 +137,11 @@ class ApiKeys:
         bad_audiences = sorted(set(audiences or ()) - set(AUDIENCES))
         if bad_audiences:
             raise StoreError(f"unknown audience(s) {bad_audiences}; choose from {', '.join(AUDIENCES)}")
+        if audiences and set(scopes) & DESK_WIDE_SCOPES:
+            raise StoreError(
+                f"a key limited to audiences cannot have {' or '.join(sorted(set(scopes) & DESK_WIDE_SCOPES))}: "
+                "rules, lists, rates, the audit trail and the quarantine span every desk"
+            )
         if signing_key and set(scopes) != {"events:write"}:
             raise StoreError("a key that signs its requests is a producer's: give it only the events:write scope")
         bad_sources = sorted(s for s in set(sources or ()) if not _SOURCE.match(s))
@@ -234,14 +243,18 @@ class ApiKeys:
 
     # -- browser sessions ----------------------------------------------------------------
 
-    def create_session(self, token: str, now: float, ttl_s: float = SESSION_TTL_S) -> tuple[str, Session]:
+    def create_session(
+        self, token: str, now: float, ttl_s: float = SESSION_TTL_S, admit: Callable[[str], None] = lambda key_id: None
+    ) -> tuple[str, Session]:
         """Sign in with an API key; return the session id (for the cookie) and the session.
 
-        Only a hash of the session id is stored. Raises AuthError for a bad key.
+        Only a hash of the session id is stored. Raises AuthError for a bad key; ``admit`` is
+        called with the key's id once its secret is verified, and may raise to refuse it.
         """
         key = self.authenticate(token, now)
         if key.signing_key:  # a producer's: it signs events, it opens no session (nor any other route)
             raise ForbiddenError("signed")
+        admit(key.key_id)
         session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         with self._store.transaction() as conn:
             conn.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
