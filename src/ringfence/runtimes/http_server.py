@@ -156,6 +156,7 @@ class GuardedProtocol(asyncio.Protocol):
     _head_bytes = 0  # on the wire, of the request head arriving (from its first byte on)
     _body_bytes = 0  # on the wire, of the request body arriving
     _first_bytes = b""
+    _head_too_large = False
     _reading: Literal["head", "body"] | None = None  # the part of a request the parser is in
     _write_paused = False  # the transport's buffer is full: the client is not reading
 
@@ -182,9 +183,21 @@ class GuardedProtocol(asyncio.Protocol):
         super().on_message_begin()  # type: ignore[misc]
 
     def on_headers_complete(self) -> None:
+        # the bytes counted on the wire miss a head that arrived whole in one read with what
+        # follows (its count is reset as the request completes): its parts count here too
+        head = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)  # type: ignore[misc,attr-defined]
+        if head > MAX_HEAD_BYTES:
+            self._head_too_large = True
+            raise HeadTooLarge  # the parser stops; uvicorn answers its error, 431 below
         self._reading = "body"
         self._body_bytes = 0
         super().on_headers_complete()  # type: ignore[misc]
+
+    def send_400_response(self, msg: str) -> None:
+        if self._head_too_large:
+            self.drop(_TOO_LARGE)
+        else:
+            super().send_400_response(msg)  # type: ignore[misc]
 
     def on_message_complete(self) -> None:
         self._reading = None
@@ -334,6 +347,10 @@ def guard_of(settings: Settings) -> ConnectionGuard:
         proxies,
         settings.max_body_bytes,
     )
+
+
+class HeadTooLarge(Exception):
+    """A request head past :data:`MAX_HEAD_BYTES`, raised from the parser's callback."""
 
 
 def connection_budget(wanted: int) -> int:
