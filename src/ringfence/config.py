@@ -35,6 +35,7 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BATCH_EVENTS = 10_000
 DEFAULT_MAX_LAG_EVENTS = 500_000
 DEFAULT_MIN_FREE_MEMORY_MIB = 512
+DEFAULT_MIN_FREE_DISK_MIB = 1024
 MAX_COMMIT_INTERVAL_MS = 1_000  # kafka_commit_interval_ms at most: what an event may wait at each hop
 DEFAULT_LOG_RETENTION_S = 7 * 24 * 3600.0
 DEFAULT_JOURNAL_SEGMENT_S = 3600.0
@@ -89,6 +90,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         min_free_memory_mib: the embedded runtime's ingest answers 503 while the machine (or the
             process's cgroup) has less memory than this left: the engine's state grows with the
             keys events bring, and a process that ran out would be killed, not slowed.
+        min_free_disk_mib: the embedded runtime's ingest answers 503 while the data dir's disk has
+            less than this free: the journal, the changelog and the snapshots share it, and a full
+            disk stops processing and the next start; the rest is the processor's to commit with.
         log_retention_s: processed journal records older than this are deleted, a segment (an hour
             of ingest) at a time once all its records are; the newest stays until ingest opens another.
         journal_sync: SQLite ``synchronous`` for the journal: ``full`` survives power loss.
@@ -159,6 +163,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS
     max_lag_events: int = DEFAULT_MAX_LAG_EVENTS
     min_free_memory_mib: int = DEFAULT_MIN_FREE_MEMORY_MIB
+    min_free_disk_mib: int = DEFAULT_MIN_FREE_DISK_MIB
     log_retention_s: float = DEFAULT_LOG_RETENTION_S
     journal_sync: str = "full"
     journal_segment_s: float = DEFAULT_JOURNAL_SEGMENT_S
@@ -269,6 +274,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "max_batch_events",
             "max_lag_events",
             "min_free_memory_mib",
+            "min_free_disk_mib",
             "port",
             "rate_limit_per_s",
             "rate_limit_burst",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import pytest
 
 from ringfence.config import Settings
+from ringfence.runtimes.disk import DiskGuard
 from ringfence.runtimes.embedded import platform as embedded
 from ringfence.runtimes.embedded.platform import Platform
 
@@ -21,21 +21,19 @@ def platform(tmp_path: Path) -> Any:
     platform.stop()
 
 
-def test_a_nearly_full_disk_makes_it_unready_and_room_made_ready_again(
-    platform: Platform, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_nearly_full_disk_makes_it_unready_and_room_made_ready_again(platform: Platform) -> None:
     assert platform.unready_reason() is None
-    real = shutil.disk_usage
-
-    def nearly_full(path: Any) -> Any:
-        usage = real(path)
-        return usage._replace(free=embedded.MIN_FREE_DISK_BYTES - 2**20)
-
-    monkeypatch.setattr(shutil, "disk_usage", nearly_full)
+    free = [100 * 2**20]
+    platform.disk = DiskGuard(
+        platform.settings.data_dir, platform.settings.min_free_disk_mib * 2**20, lambda p: free[0]
+    )
     reason = platform.unready_reason()
     assert reason is not None
-    assert "disk has 63 MiB free" in reason
-    monkeypatch.setattr(shutil, "disk_usage", real)
+    assert "disk has 100 MiB free" in reason
+    free[0] = 2 * platform.settings.min_free_disk_mib * 2**20
+    platform.disk = DiskGuard(
+        platform.settings.data_dir, platform.settings.min_free_disk_mib * 2**20, lambda p: free[0]
+    )
     assert platform.unready_reason() is None
 
 

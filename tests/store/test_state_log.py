@@ -212,3 +212,25 @@ def test_a_restart_deletes_what_a_crash_left_retired(tmp_path: Path, monkeypatch
         assert reopened(tmp_path / "s.db") == engine.rows
     assert steps >= left // 2
     assert count(store, f"snapshot_parts WHERE gen < {newest}") == count(store, f"state_log WHERE seq <= {since}") == 0
+
+
+def test_a_few_large_states_changed_by_every_batch_begin_snapshots_by_bytes_and_the_store_stays_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-test: each batch logs the whole of each state it changes, and a device's distinct
+    customers of long ids are 512 KB; 20 of them changed by every batch grew the store by
+    100 MB/s, and the rows counted never reached a snapshot before the disk was full."""
+    monkeypatch.setattr(state_log_module, "MIN_LOG_ROWS", 10**9)
+    monkeypatch.setattr(state_log_module, "MIN_LOG_BYTES", 200_000)
+    store, engine = SqliteStore(tmp_path / "s.db"), DictState()
+    rng = random.Random(3)
+    logged = 0
+    for batch in range(1, 400):
+        rows: list[StateRow] = [(f"f{i}", "fat", rng.randbytes(20_000)) for i in range(5)]  # 100 KB a batch
+        commit(store, engine, batch, rows)
+        logged += 100_000
+        held = int(store.conn().execute("SELECT COALESCE(SUM(length(changes)), 0) FROM state_log").fetchone()[0])
+        assert held < 1_000_000, (batch, held)  # not the 40 MB logged
+    assert count(store, "snapshots WHERE complete = 1") == 1
+    assert int(store.conn().execute("SELECT MAX(gen) FROM snapshots").fetchone()[0]) > 10
+    assert reopened(tmp_path / "s.db") == engine.rows

@@ -297,7 +297,7 @@ class IngestService:
         max_lag_events: int,
         lag: Callable[[], int],
         lag_s: Callable[[], float] = lambda: 0.0,
-        memory: Callable[[], str | None] = lambda: None,
+        shortage: Callable[[], str | None] = lambda: None,
         custom_types: Callable[[], frozenset[str]] = frozenset,
         worker: BodyWorker | None = None,
         fx: Callable[[], FxTable] = lambda: REFERENCE_ONLY,
@@ -310,7 +310,7 @@ class IngestService:
         self._max_lag = max_lag_events
         self._lag = lag
         self._lag_s = lag_s
-        self._memory = memory
+        self._shortage = shortage
         self._custom_types = custom_types
         self._fx = fx
         self._shares = ProducerShares(clock, metrics.processed)
@@ -330,8 +330,8 @@ class IngestService:
     def check_capacity(self, producer: str = "") -> None:
         """Raise OverloadedError when the processor is too far behind (backpressure): past
         ``max_lag_events`` for every producer; past half of it, first for ``producer`` if it sent
-        more than its share of late. Also for every producer while ``memory`` says it is short."""
-        short = self._memory()
+        more than its share of late. Also for every producer while ``shortage`` names one (disk, memory)."""
+        short = self._shortage()
         if short is not None:
             raise OverloadedError(short, RETRY_AFTER_S)
         lag = self._lag()

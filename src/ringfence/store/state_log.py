@@ -41,6 +41,12 @@ LOAD_ROWS = 10_000  # legacy feature_state rows read, packed and applied at a ti
 # journal's commits)...
 MIN_LOG_ROWS = 2_000_000
 LOG_PER_STATE = 0.5  # ...and this many per state held: at scale, recovery reads about twice the state
+# ...or once it holds this many bytes, and as many as the last snapshot: a batch logs the whole
+# of each state it changed, so a few large ones (a device's distinct customers of long ids)
+# changed by every batch grew the store by 100 MB/s, filling the disk before the rows counted
+# reached a snapshot (a re-test)
+MIN_LOG_BYTES = 256 << 20
+LOG_BYTES_PER_SNAPSHOT_BYTE = 1.0
 PART_ROWS_PER_CHANGE = 2  # snapshot rows written with a batch per row it changed: done in half the log
 MIN_PART_ROWS = 2_000  # ...and at least this many
 IDLE_PART_ROWS = 5_000  # rows of a part written when the processor has nothing else to do (a few ms)
@@ -78,7 +84,9 @@ class _Writing:
     since: int
     parts: int = 0
     rows: int = 0  # state rows in the parts so far
+    bytes: int = 0  # of the parts so far
     logged: int = 0  # changelog rows committed since it began
+    logged_bytes: int = 0  # ...and their bytes
     began: float = field(default_factory=time.monotonic)
 
 
@@ -94,6 +102,9 @@ class StateLog:
         self._head = 0  # the newest changelog seq committed
         self._gen = 0  # the newest generation number used
         self._logged = 0  # changelog rows after the complete snapshot's start
+        self._logged_bytes = 0  # ...and their bytes
+        self._snapshot_bytes = 0  # of the complete snapshot
+        self._writing_bytes = 0  # of the changelog entries of the transaction open
         self._legacy = False  # feature_state still holds rows of a store from before snapshots
         self._writing: _Writing | None = None
         self._retired = 0  # the changelog through this seq is retired (a complete snapshot holds it)
@@ -107,13 +118,19 @@ class StateLog:
         ``idle``: a step on its own), beginning a generation when one is due; None if none."""
         w = self._writing
         if w is None:
-            if not (self._legacy or self._logged >= max(MIN_LOG_ROWS, LOG_PER_STATE * engine.state_size())):
+            if not (self._legacy or self._due(engine)):
                 return None
             engine.snapshot_begin()
             w = self._writing = _Writing(self._gen + 1, self._head)
         rows = IDLE_PART_ROWS if idle else max(MIN_PART_ROWS, PART_ROWS_PER_CHANGE * changed_rows)
         packed, count, last = engine.snapshot_next(rows)
         return SnapshotPart(w.gen, w.since, w.parts, packed, count, last)
+
+    def _due(self, engine: SnapshotSource) -> bool:
+        """Whether the changelog past the complete snapshot is long enough to begin another."""
+        return self._logged >= max(MIN_LOG_ROWS, LOG_PER_STATE * engine.state_size()) or (
+            self._logged_bytes >= max(MIN_LOG_BYTES, LOG_BYTES_PER_SNAPSHOT_BYTE * self._snapshot_bytes)
+        )
 
     def abandon(self) -> None:
         """Give up the generation being written (its parts go when the next one begins). The
@@ -126,6 +143,7 @@ class StateLog:
         """Inside the batch's transaction: append ``changes`` (packed entries) and ``part``.
         Returns the newest changelog seq written (0: none), for :meth:`committed`."""
         seq = 0
+        self._writing_bytes = sum(map(len, changes))
         for packed in changes:
             seq = int(conn.execute("INSERT INTO state_log (changes) VALUES (?) RETURNING seq", (packed,)).fetchone()[0])
         retires = part is not None and (part.index == 0 or part.last)
@@ -173,15 +191,19 @@ class StateLog:
         if self._swept is not None:
             self._sweeping, self._swept = not self._swept, None
         self._logged += changed_rows
+        self._logged_bytes += self._writing_bytes
         w = self._writing
         if w is not None:
             w.logged += changed_rows
+            w.logged_bytes += self._writing_bytes
+        self._writing_bytes = 0
         if part is None or w is None:
             return
-        w.parts, w.rows = w.parts + 1, w.rows + part.count
+        w.parts, w.rows, w.bytes = w.parts + 1, w.rows + part.count, w.bytes + len(part.packed)
         self._gen = w.gen
         if part.last:
             self._logged, self._legacy, self._writing = w.logged, False, None
+            self._logged_bytes, self._snapshot_bytes = w.logged_bytes, w.bytes
             self._retired = part.since
             log.info(
                 "state snapshot %d written: %d rows in %d parts over %.1fs; the changelog through seq %d retired",
@@ -205,7 +227,7 @@ class StateLog:
             self.write(conn, [], part)
             if last:
                 return part
-            w.parts, w.rows = w.parts + 1, w.rows + count
+            w.parts, w.rows, w.bytes = w.parts + 1, w.rows + count, w.bytes + len(packed)
 
     # -- recovery --------------------------------------------------------------------------------
 
@@ -222,6 +244,7 @@ class StateLog:
             self._retired = since
             for (packed,) in conn.execute("SELECT packed FROM snapshot_parts WHERE gen = ? ORDER BY part", (gen,)):
                 applied += engine.restore_packed(bytes(packed))
+                self._snapshot_bytes += len(packed)
         else:
             since = 0
             rows = conn.execute("SELECT feature, key, state FROM feature_state")
@@ -231,5 +254,6 @@ class StateLog:
         self._head = since
         for seq, packed in conn.execute("SELECT seq, changes FROM state_log WHERE seq > ? ORDER BY seq", (since,)):
             self._logged += engine.restore_packed(bytes(packed))
+            self._logged_bytes += len(packed)
             self._head = int(seq)
         return applied + self._logged

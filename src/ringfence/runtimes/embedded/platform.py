@@ -12,7 +12,6 @@ import fcntl
 import logging
 import math
 import os
-import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from ringfence.events.fx import FxRate, FxTable
 from ringfence.metrics import Metrics
 from ringfence.private_files import open_private, private_dir
 from ringfence.runtimes.backtest import BacktestChild, BacktestJob, start_child
+from ringfence.runtimes.disk import DiskGuard
 from ringfence.runtimes.embedded.backtest import CHILD_MODULE
 from ringfence.runtimes.embedded.group_commit import GroupCommitter
 from ringfence.runtimes.embedded.ingest_worker import IngestWorker
@@ -55,11 +55,9 @@ STORE_FILE = "store.sqlite3"
 PROGRESS_ANCHOR_FILE = JOURNAL_FILE + "-processed"
 LOCK_FILE = "processor.lock"
 FEATURE_READS = 5  # tries at reading a customer's features while the processor thread resizes a state
-# readiness: a store that fails this long is no passing lock; with this little room left the
-# journal's next segment, the store's WAL or a checkpoint may not fit
+# readiness: a store that fails this long is no passing lock
 PROCESSOR_FAILING_S = 5.0
 MAX_ARRIVALS = 100_000
-MIN_FREE_DISK_BYTES = 64 * 2**20
 RESTORE_WAIT_S = 2.0  # start() waits this long for the checkpoint's state before serving without it
 
 
@@ -130,6 +128,7 @@ class Platform:
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.memory = MemoryGuard(settings.min_free_memory_mib * 2**20)
+        self.disk = DiskGuard(settings.data_dir, settings.min_free_disk_mib * 2**20)
         try:
             self.store = open_store(settings.data_dir)
         except StoreError:
@@ -223,18 +222,19 @@ class Platform:
     def unready_reason(self) -> str | None:
         """Why it should not be sent events although it takes them: its processor has failed to
         commit for a while (a store it cannot write: what arrives is kept but not processed), or
-        the data dir's disk is nearly full (ingest soon refuses everything), or memory is (ingest
-        refuses everything: :mod:`ringfence.runtimes.memory`)."""
+        the data dir's disk or memory is nearly out (ingest refuses everything:
+        :mod:`ringfence.runtimes.disk`, :mod:`ringfence.runtimes.memory`)."""
         failing = self.processor.failing  # once: its writer thread may clear it meanwhile
         if failing is not None:
             since, why = failing
             failing_s = self.clock.time() - since
             if failing_s >= PROCESSOR_FAILING_S:
                 return f"the processor has failed for {failing_s:.0f} s ({why}); events are kept, not processed"
-        free = shutil.disk_usage(self.settings.data_dir).free
-        if free < MIN_FREE_DISK_BYTES:
-            return f"the data dir's disk has {free // 2**20} MiB free, under {MIN_FREE_DISK_BYTES // 2**20} MiB"
-        return self.memory.shortage()
+        return self.shortage()
+
+    def shortage(self) -> str | None:
+        """Why ingest refuses every producer now (the disk or memory nearly out), or None."""
+        return self.disk.shortage() or self.memory.shortage()
 
     @property
     def engine(self) -> Engine:
@@ -370,7 +370,7 @@ class Platform:
             max_lag_events=self.settings.max_lag_events,
             lag=self.lag,
             lag_s=self.lag_s,
-            memory=self.memory.shortage,
+            shortage=self.shortage,
             custom_types=lambda: self.pack.custom_types,
             worker=self.ingest_worker,
             fx=lambda: self.fx.table,
