@@ -1,6 +1,7 @@
 """Backpressure shared out by producer: past half of the lag bound, the key that sent more
 than its share of late is turned away first (a hostile test: one key's flood made another
-producer's requests 503 and slow), and a producer alone is refused only at the bound."""
+producer's requests 503 and slow); a producer alone is refused at the bound, or once what it
+queued would wait more than MAX_WAIT_S while it sends more than is processed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from ringfence.errors import OverloadedError
 from ringfence.metrics import Metrics
+from ringfence.runtimes import ingest as ingest_module
 from ringfence.runtimes.ingest import SHARE_HALF_LIFE_S, IngestService
 from ringfence.testing import FixedClock
 
@@ -125,3 +127,49 @@ def test_with_nothing_processed_here_the_mean_of_what_keys_sent_is_the_share() -
     ingest._shares.add("flood-1", 25_000)
     with pytest.raises(OverloadedError, match="more than its share"):
         ingest.check_capacity("flood-1")
+
+
+def test_a_key_sending_alone_is_turned_away_once_what_it_queued_would_wait_too_long_and_a_newcomer_let_in() -> None:
+    """A re-test: 6 s of one key's alert-raising events, sent alone, were all taken (it had
+    nobody to share with) and held the next key's alerts 34 s. Past MAX_WAIT_S, a key sending
+    more than what the processor gets through is turned away even alone; a key sending little
+    is let in, its events behind the queue rather than refused."""
+    clock, lag = FixedClock(1_000.0), Lag()
+    metrics = Metrics()
+    waited = [0.0]
+    ingest = IngestService(
+        None,  # type: ignore[arg-type]
+        metrics,
+        clock,
+        max_batch_events=10_000,
+        max_lag_events=1_000_000,
+        lag=lag,
+        lag_s=lambda: waited[0],
+    )
+    for _ in range(3):  # 17,000 a second taken, 3,000 processed
+        ingest._shares.add("burst", 17_000)
+        metrics.events_processed.inc(3_000)
+        clock.advance(1.0)
+    waited[0] = ingest_module.SOFT_LAG_S + 1
+    ingest.check_capacity("burst")  # alone, under the most: let in
+    waited[0] = ingest_module.MAX_WAIT_S + 1
+    with pytest.raises(OverloadedError, match="more than its share"):
+        ingest.check_capacity("burst")
+    ingest.check_capacity("victim")  # sent nothing yet: let in
+    ingest._shares.add("victim", 17)
+    ingest.check_capacity("victim")
+    # a key alone sending less than is processed is let in, whatever the wait
+    quiet = IngestService(
+        None,  # type: ignore[arg-type]
+        metrics,
+        clock,
+        max_batch_events=10_000,
+        max_lag_events=1_000_000,
+        lag=lag,
+        lag_s=lambda: ingest_module.MAX_WAIT_S + 1,
+    )
+    for _ in range(3):
+        quiet._shares.add("steady", 1_000)
+        metrics.events_processed.inc(3_000)
+        clock.advance(1.0)
+    quiet.check_capacity("steady")

@@ -38,6 +38,11 @@ SOFT_LAG = 0.5  # of max_lag_events: past it, a producer over its share is turne
 # as SOFT_LAG, by how long events wait rather than how many: events costly to process (each
 # raising alerts) make a lag of seconds long before one of half max_lag_events
 SOFT_LAG_S = 5.0
+# ...and past this wait, a producer sending more than its share of what is processed is turned
+# away even when it sends alone: what it queued is ahead of whoever sends next (6 s of one key's
+# alert-raising events, taken at 17,000 a second and processed at 3,000, held the next key's
+# alerts 34 s in a re-test)
+MAX_WAIT_S = 10.0
 OVER_SHARE = 1.5  # without what was processed to share out: too much past this many mean shares
 # behind, what the keys may send together is this much of what was processed lately, so that
 # what waits drains: with 1.5 fair shares each, two keys flooding kept 20-30 s of events waiting
@@ -197,15 +202,17 @@ class ProducerShares:
         if len(self._sent) > 64:  # forget those under an event: the dict holds the keys sending now
             self._sent = {p: (n, at) for p, (n, at) in self._sent.items() if self._now_of(p, now) >= 1}
 
-    def over_share(self, producer: str) -> bool:
-        """Whether ``producer`` sent more than its fair share (never when it is the only one
-        sending)."""
+    def over_share(self, producer: str, *, alone: bool = False) -> bool:
+        """Whether ``producer`` sent more than its fair share; when it is the only one sending,
+        never, or with ``alone`` more than :data:`DRAIN` of what was processed."""
         now = self._clock.time()
         recent = {p: self._now_of(p, now) for p in self._sent}
         sending = [n for n in recent.values() if n >= 1]  # a trickle of a producer counts: it is the one to let in
-        if len(sending) <= 1:
+        if len(sending) <= 1 and not alone:
             return False
         served = self._served_now(now)
+        if served <= 0 and len(sending) <= 1:
+            return bool(sending) and recent.get(producer, 0.0) >= 1  # nothing processed: what it sent waits
         if served <= 0:
             return recent.get(producer, 0.0) > OVER_SHARE * sum(sending) / len(sending)
         return recent.get(producer, 0.0) > _fair_share(sending, DRAIN * served)
@@ -340,7 +347,9 @@ class IngestService:
                 f"the processor is more than {self._max_lag} events behind; retry later", RETRY_AFTER_S
             )
         behind_s = self._lag_s()
-        if behind_s > SOFT_LAG_S and self._shares.over_share(producer):
+        if (behind_s > SOFT_LAG_S and self._shares.over_share(producer)) or (
+            behind_s > MAX_WAIT_S and self._shares.over_share(producer, alone=True)
+        ):
             raise OverloadedError(
                 f"events wait {behind_s:.0f} s to be processed and this key sent more than its share of them; "
                 "retry later",

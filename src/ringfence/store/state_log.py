@@ -45,9 +45,11 @@ LOG_PER_STATE = 0.5  # ...and this many per state held: at scale, recovery reads
 # of each state it changed, so a few large ones (a device's distinct customers of long ids)
 # changed by every batch grew the store by 100 MB/s, filling the disk before the rows counted
 # reached a snapshot (a re-test)
-MIN_LOG_BYTES = 256 << 20
+MIN_LOG_BYTES = 64 << 20
 LOG_BYTES_PER_SNAPSHOT_BYTE = 1.0
 PART_ROWS_PER_CHANGE = 2  # snapshot rows written with a batch per row it changed: done in half the log
+# (by bytes too, at the last snapshot's bytes a row: a batch changing a few large states wrote
+# 10 MB of changelog and 2,000 small rows of the snapshot, which took 5 s and 500 MB of log)
 MIN_PART_ROWS = 2_000  # ...and at least this many
 IDLE_PART_ROWS = 5_000  # rows of a part written when the processor has nothing else to do (a few ms)
 SWEEP_PARTS = 2  # retired snapshot parts deleted per transaction: faster than parts are written...
@@ -104,6 +106,7 @@ class StateLog:
         self._logged = 0  # changelog rows after the complete snapshot's start
         self._logged_bytes = 0  # ...and their bytes
         self._snapshot_bytes = 0  # of the complete snapshot
+        self._snapshot_rows = 0  # ...and its rows
         self._writing_bytes = 0  # of the changelog entries of the transaction open
         self._legacy = False  # feature_state still holds rows of a store from before snapshots
         self._writing: _Writing | None = None
@@ -113,16 +116,20 @@ class StateLog:
 
     # -- writing, with each batch ----------------------------------------------------------------
 
-    def next_part(self, engine: SnapshotSource, changed_rows: int, *, idle: bool = False) -> SnapshotPart | None:
-        """The snapshot part to commit with a batch that changed ``changed_rows`` rows (with
-        ``idle``: a step on its own), beginning a generation when one is due; None if none."""
+    def next_part(
+        self, engine: SnapshotSource, changed_rows: int, changed_bytes: int = 0, *, idle: bool = False
+    ) -> SnapshotPart | None:
+        """The snapshot part to commit with a batch that changed ``changed_rows`` rows of
+        ``changed_bytes`` packed (with ``idle``: a step on its own), beginning a generation when
+        one is due; None if none."""
         w = self._writing
         if w is None:
             if not (self._legacy or self._due(engine)):
                 return None
             engine.snapshot_begin()
             w = self._writing = _Writing(self._gen + 1, self._head)
-        rows = IDLE_PART_ROWS if idle else max(MIN_PART_ROWS, PART_ROWS_PER_CHANGE * changed_rows)
+        by_bytes = PART_ROWS_PER_CHANGE * changed_bytes * self._snapshot_rows // max(1, self._snapshot_bytes)
+        rows = IDLE_PART_ROWS if idle else max(MIN_PART_ROWS, PART_ROWS_PER_CHANGE * changed_rows, by_bytes)
         packed, count, last = engine.snapshot_next(rows)
         return SnapshotPart(w.gen, w.since, w.parts, packed, count, last)
 
@@ -203,7 +210,7 @@ class StateLog:
         self._gen = w.gen
         if part.last:
             self._logged, self._legacy, self._writing = w.logged, False, None
-            self._logged_bytes, self._snapshot_bytes = w.logged_bytes, w.bytes
+            self._logged_bytes, self._snapshot_bytes, self._snapshot_rows = w.logged_bytes, w.bytes, w.rows
             self._retired = part.since
             log.info(
                 "state snapshot %d written: %d rows in %d parts over %.1fs; the changelog through seq %d retired",
@@ -245,6 +252,7 @@ class StateLog:
             for (packed,) in conn.execute("SELECT packed FROM snapshot_parts WHERE gen = ? ORDER BY part", (gen,)):
                 applied += engine.restore_packed(bytes(packed))
                 self._snapshot_bytes += len(packed)
+            self._snapshot_rows = applied
         else:
             since = 0
             rows = conn.execute("SELECT feature, key, state FROM feature_state")

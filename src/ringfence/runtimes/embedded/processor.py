@@ -224,7 +224,7 @@ class Processor:
             return
         self._settle()
         offset = batch.records[-1].offset if batch.records else self._read_to
-        snapshot = self._snapshot_part(batch.changed_rows)
+        snapshot = self._snapshot_part(batch.changed_rows, sum(map(len, batch.changes)))
         first = batch.records[0].offset if batch.records else offset
         head = self.log.head()  # read here: the writer thread touches no journal
         behind = self._behind if self._behind_ok and first > self._synchronous_through else None
@@ -293,7 +293,7 @@ class Processor:
         except BehindCommitFailed as error:
             log.warning("%s: restoring the checkpoint", error)
 
-    def _snapshot_part(self, changed_rows: int) -> SnapshotPart | None:
+    def _snapshot_part(self, changed_rows: int, changed_bytes: int) -> SnapshotPart | None:
         """The snapshot part that goes with a batch; none while a failed event's effects are in
         memory (the good records before a poison one are committed before the reset). A state
         the core cannot encode now was encoded when it last changed, so a failure here is a
@@ -302,7 +302,7 @@ class Processor:
         if self._tainted:
             return None
         try:
-            return self.store.states.next_part(self.engine, changed_rows)
+            return self.store.states.next_part(self.engine, changed_rows, changed_bytes)
         except Exception as error:
             log.error("writing the state snapshot failed (%s): begun again later", type(error).__name__)
             self.store.states.abandon()
