@@ -58,7 +58,6 @@ FEATURE_READS = 5  # tries at reading a customer's features while the processor 
 # readiness: a store that fails this long is no passing lock
 PROCESSOR_FAILING_S = 5.0
 MAX_ARRIVALS = 100_000
-RATE_SPAN_S = 2.0  # backpressure's processing rate: over about this long
 RESTORE_WAIT_S = 2.0  # start() waits this long for the checkpoint's state before serving without it
 
 
@@ -199,7 +198,6 @@ class Platform:
         # (head, when) of each commit that moved the head, back to the processed offset: how long
         # the oldest event not processed yet has waited (ingest's backpressure by time)
         self._arrivals: collections.deque[tuple[int, float]] = collections.deque()
-        self._progress: collections.deque[tuple[float, int]] = collections.deque()  # (time, processed offset)
         self.committer: GroupCommitter | None = None
         self.ingest_worker: IngestWorker | None = None
         self.ingest: IngestService | None = None
@@ -287,23 +285,12 @@ class Platform:
 
     def wait_s(self) -> float:
         """How long an event taken now would wait to be processed, for backpressure: what is
-        ahead of it at the rate the processor went lately, when it was behind all that while (so
-        that rate is what it can do); else the oldest waiting event's wait. That wait alone said
-        5 s only once 34 s of costly events were taken (6 s of one key's alert-raising events,
-        taken at 17,000 a second and processed at 3,000: a re-test)."""
-        oldest, lag = self.lag_s(), self.lag()
-        now, processed = self.clock.time(), self.processor.offset
-        with self._head_lock:
-            progress = self._progress
-            progress.append((now, processed))
-            while len(progress) > 2 and progress[1][0] <= now - RATE_SPAN_S:
-                progress.popleft()
-            since, then = progress[0]
-        span = now - since
-        if lag == 0 or span < RATE_SPAN_S / 2 or oldest < span:
-            return oldest
-        rate = (processed - then) / span
-        return max(oldest, lag / rate) if rate > 0 else oldest
+        ahead of it at the rate the processor gets through events while busy, or the oldest
+        waiting event's wait if longer. That wait alone said 5 s only once 34 s of costly events
+        were taken (one key's alert-raising events, taken at 17,000 a second and processed at
+        3,000: a re-test)."""
+        oldest, lag, rate = self.lag_s(), self.lag(), self.processor.pace.rate()
+        return max(oldest, lag / rate) if rate else oldest
 
     def shared_totals(self) -> dict[str, float]:
         return {}  # one process does it all: its counters are the totals

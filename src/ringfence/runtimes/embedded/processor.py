@@ -27,6 +27,7 @@ from ringfence.events.model import decode_event
 from ringfence.log.base import EventLog, Record
 from ringfence.metrics import Metrics
 from ringfence.runtimes.embedded.commit_behind import BehindCommitFailed, CommitBehind
+from ringfence.runtimes.embedded.pace import Pace
 from ringfence.runtimes.embedded.progress_anchor import ProgressAnchor
 from ringfence.runtimes.processing import Batch, Driver, EventClock
 from ringfence.store.quarantine import QuarantinedEvent, QuarantineEntry, QuarantineRepository, is_store_failure
@@ -77,6 +78,7 @@ class Processor:
         self.offset = 0  # committed: what the store's checkpoint reflects
         self._read_to = 0  # folded: the next batch is read past it (ahead of offset by a commit behind)
         self.wakeup = threading.Event()
+        self.pace = Pace()  # events a second of busy time, for backpressure
         self.event_time = EventClock(clock.time(), clock.time())
         self.driver: Driver[Record] = Driver(self)
         self._last_retention = 0.0
@@ -449,6 +451,7 @@ class Processor:
 
     def _run(self, stop: threading.Event, idle_wait_s: float) -> None:
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 processed = self._step(behind=True)
             except Exception as error:
@@ -472,7 +475,9 @@ class Processor:
                 if not _isolated_next(error):
                     stop.wait(STORE_RETRY_S)
                 continue
-            if processed == 0:
+            if processed:
+                self.pace.add(processed, time.monotonic() - started)
+            else:
                 if self._behind is None or not self._behind.pending:
                     self.failing = None  # its store read and nothing to write: well again
                 self.wakeup.wait(idle_wait_s)
