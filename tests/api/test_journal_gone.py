@@ -67,7 +67,8 @@ def test_a_store_deleted_under_the_server_answers_its_writes_503_not_409(server:
     )
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "unavailable"
-    assert "was deleted or replaced under the server" in answer.json()["error"]["message"]
+    assert answer.json()["error"]["message"] == "store.sqlite3 was deleted or replaced under the server: restart it"
+    assert str(server.data_dir) not in answer.text  # no path of the host to a caller
 
 
 def test_a_store_gone_under_the_server_makes_it_unready_once_its_processor_keeps_failing(

@@ -77,7 +77,8 @@ class SqliteStore(SqlStore):
         file, lost, and the processor would move past the events it holds)."""
         conn = self.conn()
         if self._file is not None and file_identity(self.path) != self._file:
-            raise StoreUnavailable(f"{self.path} was deleted or replaced under the server: restart it")
+            # the file's name only: the message reaches any caller (503), and a path tells of the host
+            raise StoreUnavailable(f"{self.path.name} was deleted or replaced under the server: restart it")
         conn.execute("BEGIN IMMEDIATE")
         self._local.audited = False
         try:
