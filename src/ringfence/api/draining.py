@@ -35,8 +35,9 @@ async def unless_stopping(draining: asyncio.Event, work: Awaitable[T], timeout_s
     """``work``'s result; OverloadedError (503) if ``draining`` is set first (``work`` is
     cancelled), TimeoutError after ``timeout_s``."""
     if draining.is_set():
-        if asyncio.iscoroutine(work):
-            work.close()  # never started
+        close = getattr(work, "close", None)  # a coroutine or anext()'s awaitable, never started
+        if callable(close):
+            close()
         raise stopping_error()
     task = asyncio.ensure_future(work)
     stop = asyncio.ensure_future(draining.wait())
