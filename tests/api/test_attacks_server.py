@@ -157,6 +157,46 @@ def test_an_oversized_request_head_arriving_whole_in_one_read_is_refused_too(tmp
         assert s.recv(4096).startswith(b"HTTP/1.1 200")
 
 
+def read_all(s: socket.socket) -> bytes:
+    out = b""
+    with contextlib.suppress(OSError):
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_a_chunked_bodys_trailers_are_never_taken_as_request_headers_and_are_bounded(tmp_path: Path) -> None:
+    """A re-test: uvicorn added a chunked body's trailers to the request's headers, which the app
+    reads: an Authorization sent only there was believed (200), an X-Forwarded-For there would
+    be, and 8 MB of small trailers held 190 MB a connection."""
+    data_dir = tmp_path / "d"
+    key = create_key(data_dir, "reader", "alerts:read")
+    with serving(tmp_path) as server:
+        with connect(port_of(server)) as s:
+            s.settimeout(10)
+            s.sendall(
+                b"GET /v1/alerts?limit=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                b"0\r\nAuthorization: Bearer " + key.encode() + b"\r\n\r\n"
+            )
+            assert read_all(s).startswith(b"HTTP/1.1 401"), "a key in a trailer was believed"
+        with connect(port_of(server)) as s:  # the same key in the head is served
+            s.settimeout(10)
+            s.sendall(
+                b"GET /v1/alerts?limit=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() + b"\r\n"
+                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\nX-Note: kept out\r\n\r\n"
+            )
+            assert read_all(s).startswith(b"HTTP/1.1 200")
+        with connect(port_of(server)) as s:  # 100 KiB of trailers: cut off past 32 KiB
+            s.settimeout(10)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n")
+            with contextlib.suppress(OSError):
+                for _ in range(100):
+                    s.sendall(b"X-T: " + b"a" * 1019 + b"\r\n")
+            answer = read_all(s)
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:200]
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
 def test_past_max_connections_of_busy_requests_a_new_one_is_refused_with_503(tmp_path: Path) -> None:
     data_dir = tmp_path / "d"
     key = create_key(data_dir, "reader", "alerts:read")

@@ -74,7 +74,9 @@ def test_a_key_sending_costly_events_is_turned_away_and_others_are_served(server
     assert refused, [a.status_code for a in answers]
     assert all(a.json()["error"]["code"] == "validation_budget" for a in refused)
     assert all(int(a.headers["retry-after"]) >= 1 for a in refused)
-    assert {a.status_code for a in answers} <= {202, 429}
+    # or turned away by backpressure (its events queued ahead of everyone else's)
+    assert {a.status_code for a in answers} <= {202, 429, 503}
+    assert all(a.json()["error"]["code"] == "overloaded" for a in answers if a.status_code == 503)
     assert max(waits) < 3.0, waits  # a request of its own at most ahead of each, at an ordinary event's cost
 
 

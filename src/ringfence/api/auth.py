@@ -219,8 +219,10 @@ def authorize(request: Request, scope: str | None) -> Caller:
         raise ForbiddenError("signed")
     if scope is not None and not caller.allows(scope):
         raise ForbiddenError(scope)
-    if scope in DESK_WIDE_SCOPES:  # keys made before creation refused them, and tokens' claims
-        require_unrestricted(caller)
+    # a caller limited to audiences never holds rules:write or admin (keys create refuses it); one
+    # that does (a key made before, a token's claims) is refused every scope: admin grants all
+    if scope is not None and not caller.unrestricted and DESK_WIDE_SCOPES & set(caller.scopes):
+        raise ForbiddenError("all audiences")
     return caller
 
 
