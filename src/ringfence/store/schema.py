@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -237,5 +237,10 @@ CREATE INDEX silences_ends ON silences (ends_at);
 """,
     15: """
 CREATE INDEX notifications_receiver_due ON notifications (status, receiver, next_attempt_at);
+""",
+    # the notification log listed by status, newest first, by index: it read and sorted every
+    # notification of the status (2 s at 900,000 sent, a re-test); PostgreSQL's has (status, seq)
+    16: """
+CREATE INDEX notifications_status ON notifications (status);
 """,
 }
