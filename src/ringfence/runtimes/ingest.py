@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -48,6 +49,7 @@ OVER_SHARE = 1.5  # without what was processed to share out: too much past this 
 # what waits drains: with 1.5 fair shares each, two keys flooding kept 20-30 s of events waiting
 DRAIN = 0.8
 T = TypeVar("T")
+log = logging.getLogger("ringfence.ingest")
 # validation beyond an ordinary event's time (ORDINARY_EVENT_S) is charged to its producer's
 # ValidationBudget, which refills at COSTLY_RATE of a second a second, up to COSTLY_BURST_S; a
 # request may spend what its producer has left (at least COSTLY_FLOOR_S), no more
@@ -447,7 +449,7 @@ class IngestService:
         if reply.error is not None:
             raise RequestError(500, "ingest_failed", reply.error)
         if reply.failure is not None:
-            raise OverloadedError(f"the journal append failed, nothing of this request was kept: {reply.failure}", 1)
+            raise OverloadedError(f"the journal append failed ({reply.failure}), nothing of this request was kept", 1)
         result = IngestResult(rejected=reply.rejected, costly_s=reply.costly_s, validation_s=reply.validation_s)
         for event_id, offset in reply.appended:
             if offset is None:
@@ -474,7 +476,10 @@ class IngestService:
         try:
             offsets = await self._committer.append(unique)
         except StoreError as error:  # as the worker process says it: a 409 would tell producers to drop them
-            raise OverloadedError(f"the journal append failed, nothing of this request was kept: {error}", 1) from error
+            log.error("journal append failed: %s", error)  # its message may name a path: the log's, not the producer's
+            raise OverloadedError(
+                f"the journal append failed ({type(error).__name__}), nothing of this request was kept", 1
+            ) from error
         for event, offset in zip(unique, offsets, strict=True):
             if offset is None:
                 result.duplicates += 1
