@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -84,3 +85,33 @@ def test_a_stop_under_load_answers_waiting_requests_503_and_ends_live_streams(tm
     log = server.log_path.read_text()
     assert "Exception in ASGI application" not in log, log[-3000:]
     assert "embedded platform stopped" in log
+
+
+def test_a_stop_while_a_body_is_still_arriving_answers_it_503_at_once(tmp_path: Path) -> None:
+    """A re-test: a producer's body still arriving held the stop for the grace period, which
+    then cancelled the request: 500."""
+    data_dir = tmp_path / "d"
+    producer = create_key(data_dir, "p", "events:write")
+    server = start_server(data_dir)
+    port = int(server.url.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(
+                f"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {producer}\r\n"
+                "Content-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n".encode()
+                + b'{"event_id": "slow-1", "type": "login.succeeded", '
+            )
+            time.sleep(0.5)  # the request is reading its body
+            began = time.monotonic()
+            server.process.terminate()
+            answer = b""
+            while not answer.endswith(b"}") and (chunk := s.recv(4096)):
+                answer += chunk
+        server.process.wait(timeout=30)
+        took = time.monotonic() - began
+    finally:
+        server.stop()
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:300]
+    assert b"the server is stopping" in answer
+    assert took < 8, f"the stop took {took:.1f} s"
+    assert "Exception in ASGI application" not in server.log_path.read_text()

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from ringfence.api.auth import authorize, platform_of
 from ringfence.api.bodies import media_type, read_body
+from ringfence.api.draining import draining_of, unless_stopping
 from ringfence.api.errors import json_response
 from ringfence.api.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_request
 from ringfence.errors import ClientGone, RequestError
@@ -40,7 +41,9 @@ async def post_events(request: Request) -> Response:
         raise RequestError(503, "unavailable", "the platform is starting or stopping")
     service.check_capacity(caller.key_id)
     with service.holding(caller.key_id) as take:
-        body = await read_body(request, platform.settings.max_body_bytes, take)
+        # a body still arriving as the server stops is not waited for (503, not uvicorn's 500 at
+        # the end of its grace period: a re-test)
+        body = await unless_stopping(draining_of(request), read_body(request, platform.settings.max_body_bytes, take))
         if caller.signing_key:
             verify_request(
                 caller.signing_key,
