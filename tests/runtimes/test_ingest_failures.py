@@ -1,4 +1,4 @@
-"""A journal append that fails answers producers 503 without its message: a message may name
+"""A journal append that fails answers producers 503 naming no directory: its message may name
 a path of the host (a re-test planted a link where the next segment's duplicate index goes, and
 every producer read the data dir's path)."""
 
@@ -26,5 +26,8 @@ def test_a_failed_append_answers_503_naming_no_path() -> None:
     )
     with pytest.raises(OverloadedError) as refused:
         asyncio.run(ingest.append([], IngestResult()))
-    assert str(refused.value) == "the journal append failed (StoreError), nothing of this request was kept"
+    assert str(refused.value) == (
+        "the journal append failed, nothing of this request was kept: "
+        "journal-000000000003.dedup is a link or no directory"
+    )
     assert refused.value.retry_after >= 1

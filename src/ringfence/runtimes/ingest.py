@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -136,6 +137,17 @@ def first_of_each(items: Iterable[T], event_of: Callable[[T], Event]) -> tuple[l
         (repeats if key in seen else unique).append(item)
         seen.add(key)
     return unique, repeats
+
+
+_DIRECTORIES = re.compile(r"(?<![\w.])/(?:[^\s/]+/)+")  # of an absolute path: what precedes its file name
+
+
+def append_failed(why: str) -> OverloadedError:
+    """What producers are answered when the journal append failed (503: retry): ``why`` with
+    the directories of any path taken out (a re-test planted a link in the data dir, and every
+    producer read the data dir's path); the log has it whole."""
+    shown = _DIRECTORIES.sub("", why)
+    return OverloadedError(f"the journal append failed, nothing of this request was kept: {shown}", 1)
 
 
 def stopping() -> OverloadedError:
@@ -449,7 +461,7 @@ class IngestService:
         if reply.error is not None:
             raise RequestError(500, "ingest_failed", reply.error)
         if reply.failure is not None:
-            raise OverloadedError(f"the journal append failed ({reply.failure}), nothing of this request was kept", 1)
+            raise append_failed(reply.failure)
         result = IngestResult(rejected=reply.rejected, costly_s=reply.costly_s, validation_s=reply.validation_s)
         for event_id, offset in reply.appended:
             if offset is None:
@@ -476,10 +488,8 @@ class IngestService:
         try:
             offsets = await self._committer.append(unique)
         except StoreError as error:  # as the worker process says it: a 409 would tell producers to drop them
-            log.error("journal append failed: %s", error)  # its message may name a path: the log's, not the producer's
-            raise OverloadedError(
-                f"the journal append failed ({type(error).__name__}), nothing of this request was kept", 1
-            ) from error
+            log.error("journal append failed: %s", error)
+            raise append_failed(str(error)) from error
         for event, offset in zip(unique, offsets, strict=True):
             if offset is None:
                 result.duplicates += 1

@@ -319,8 +319,7 @@ def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable
         head = journal_log.head()
     except Exception as exc:  # every waiter gets the error; the worker lives on
         log.exception("journal append failed")
-        # its name only: a message may name a path of the host, and producers read it (a re-test)
-        return [IngestReply(r.request_id, [], [], 0, failure=type(exc).__name__) for r in group]
+        return [IngestReply(r.request_id, [], [], 0, failure=str(exc)) for r in group]
     replies, start = [], 0
     for request, batch in decoded:
         if isinstance(batch, TooManyEvents):
