@@ -22,6 +22,7 @@ def small_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(state_log_module, "PART_ROWS_PER_CHANGE", 1)
     monkeypatch.setattr(state_log_module, "MIN_PART_ROWS", 2)
     monkeypatch.setattr(state_log_module, "IDLE_PART_ROWS", 3)
+    monkeypatch.setattr(state_log_module, "SWEEP_BYTES_PER_WRITTEN", 0)  # a slice by rows only
 
 
 def count(store: SqliteStore, table: str) -> int:
@@ -257,3 +258,25 @@ def test_a_batch_changing_large_states_writes_a_part_of_the_snapshot_in_proporti
     assert part is not None
     assert len(part.packed) >= 1.5 * len(changes)  # about twice the batch's bytes of the snapshot
     assert part.count > 100 * 2 * len(fat)  # not two rows a row changed
+
+
+def test_retired_rows_are_deleted_by_bytes_as_fast_as_large_batches_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-test: two retired parts and two changelog entries a transaction, whatever their size,
+    left 2.5 GB of retired generations behind 10 MB batches, 84 small parts of an older
+    generation ahead of them. Retired rows go by bytes too: twice what a transaction writes."""
+    monkeypatch.setattr(state_log_module, "SWEEP_BYTES_PER_WRITTEN", 2)
+    store, engine = SqliteStore(tmp_path / "s.db"), DictState()
+    with store.transaction() as conn:  # a retired generation: 30 small parts, then 3 large ones
+        for part in range(33):
+            conn.execute(
+                "INSERT INTO snapshot_parts (gen, part, packed) VALUES (?, ?, ?)",
+                (7, part, b"s" * 10 if part < 30 else b"L" * 80_000),
+            )
+    commit(store, engine, 1, [("f", "fat", random.Random(1).randbytes(60_000))])  # writes 60 KB
+    left = [p for (p,) in store.conn().execute("SELECT part FROM snapshot_parts WHERE gen = 7 ORDER BY part")]
+    assert left == [32]  # the small ones and two large ones: 160 KB, once past twice the 60 KB written
+    commit(store, engine, 2, [("f", "fat", random.Random(2).randbytes(60_000))])
+    assert count(store, "snapshot_parts WHERE gen = 7") == 0
+    assert reopened(tmp_path / "s.db") == engine.rows

@@ -54,6 +54,11 @@ MIN_PART_ROWS = 2_000  # ...and at least this many
 IDLE_PART_ROWS = 5_000  # rows of a part written when the processor has nothing else to do (a few ms)
 SWEEP_PARTS = 2  # retired snapshot parts deleted per transaction: faster than parts are written...
 SWEEP_LOG_ENTRIES = 2  # ...and retired changelog entries (one is written per batch)
+# ...and more of each while they hold fewer bytes than this many times what the transaction
+# writes: two of each a transaction, whatever their size, left 2.5 GB of retired generations and
+# 3.2 GB of changelog behind 10 MB batches (a re-test)
+SWEEP_BYTES_PER_WRITTEN = 2
+SWEEP_MOST = 64  # rows of each looked at a transaction
 
 
 class SnapshotSource(Protocol):
@@ -168,23 +173,36 @@ class StateLog:
                     conn.execute("DELETE FROM feature_state")
         self._swept = None
         if self._sweeping or retires:
-            self._swept = self._sweep(conn, part.since if part is not None and part.last else self._retired)
+            written = self._writing_bytes + (len(part.packed) if part is not None else 0)
+            retired = part.since if part is not None and part.last else self._retired
+            self._swept = self._sweep(conn, retired, SWEEP_BYTES_PER_WRITTEN * written)
         return seq
 
     @staticmethod
-    def _sweep(conn: Connection, retired: int) -> bool:
+    def _sweep(conn: Connection, retired: int, budget: int) -> bool:
         """Delete a bounded slice of the retired rows: parts of generations no longer listed, and
-        the changelog through ``retired``. True if none is left."""
-        parts = conn.execute(
-            "DELETE FROM snapshot_parts WHERE (gen, part) IN (SELECT gen, part FROM snapshot_parts "
-            "WHERE gen NOT IN (SELECT gen FROM snapshots) ORDER BY gen, part LIMIT ?)",
-            (SWEEP_PARTS,),
-        ).rowcount
-        entries = conn.execute(
-            "DELETE FROM state_log WHERE seq IN (SELECT seq FROM state_log WHERE seq <= ? ORDER BY seq LIMIT ?)",
-            (retired, SWEEP_LOG_ENTRIES),
-        ).rowcount
-        return bool(parts < SWEEP_PARTS and entries < SWEEP_LOG_ENTRIES)
+        the changelog through ``retired``; of each, the oldest few, and more while they hold
+        fewer than ``budget`` bytes. True if none is left."""
+        parts = _oldest(
+            conn,
+            "SELECT gen, part, length(packed) FROM snapshot_parts WHERE gen NOT IN (SELECT gen FROM snapshots) "
+            "ORDER BY gen, part LIMIT ?",
+            (SWEEP_MOST,),
+            SWEEP_PARTS,
+            budget,
+        )
+        for gen, part in parts:
+            conn.execute("DELETE FROM snapshot_parts WHERE gen = ? AND part = ?", (gen, part))
+        entries = _oldest(
+            conn,
+            "SELECT seq, 0, length(changes) FROM state_log WHERE seq <= ? ORDER BY seq LIMIT ?",
+            (retired, SWEEP_MOST),
+            SWEEP_LOG_ENTRIES,
+            budget,
+        )
+        if entries:
+            conn.execute("DELETE FROM state_log WHERE seq <= ?", (entries[-1][0],))
+        return len(parts) < SWEEP_PARTS and len(entries) < SWEEP_LOG_ENTRIES
 
     @property
     def sweeping(self) -> bool:
@@ -265,3 +283,16 @@ class StateLog:
             self._logged_bytes += len(packed)
             self._head = int(seq)
         return applied + self._logged
+
+
+def _oldest(conn: Connection, sql: str, args: tuple[int, ...], count: int, budget: int) -> list[tuple[int, int]]:
+    """The keys of the rows ``sql`` lists (key, key, bytes; oldest first) to delete now: the
+    first ``count``, and more while those taken hold fewer than ``budget`` bytes."""
+    taken: list[tuple[int, int]] = []
+    held = 0
+    for first, second, size in conn.execute(sql, args).fetchall():
+        if len(taken) >= count and held >= budget:
+            break
+        taken.append((int(first), int(second)))
+        held += int(size or 0)
+    return taken
