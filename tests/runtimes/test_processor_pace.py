@@ -15,3 +15,16 @@ def test_the_pace_is_unknown_until_a_step_and_follows_the_recent_steps() -> None
     for _ in range(60):  # costlier events: 3,000 a second
         pace.add(300, 0.1)
     assert pace.rate() == pytest.approx(3_000, rel=0.05)
+
+
+def test_a_second_of_costly_events_outweighs_many_cheap_batches_before_it() -> None:
+    """A re-test: decayed a step at a time, full batches of cheap events kept the pace twice too
+    high through many costly ones, and a burst after them was taken until 30-50 s waited."""
+    pace = Pace()
+    for _ in range(200):  # cheap: 50,000 a second, in steps of 10,000
+        pace.add(10_000, 0.2)
+    for _ in range(2):  # then a second of costly ones: 3,000 a second
+        pace.add(1_500, 0.5)
+    rate = pace.rate()
+    assert rate is not None
+    assert rate < 1.5 * 3_000, rate

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import threading
 
-KEEP = 0.9  # each step weighs what came before by this: the last few dozen steps count
+# what came before a step weighs half as much after each HALF_LIFE_S of busy time: a second of
+# costly events outweighs many cheap batches before it (decayed a step at a time, by 0.9, full
+# batches of cheap events kept the pace twice too high through many costly ones, and a burst
+# after them was taken until 30-50 s waited: a re-test)
+HALF_LIFE_S = 0.5
 
 
 class Pace:
@@ -22,14 +26,21 @@ class Pace:
         self._lock = threading.Lock()
         self._events = 0.0
         self._seconds = 0.0
+        self._last: float | None = None  # the last step's
 
     def add(self, events: int, seconds: float) -> None:
         """A step processed ``events`` in ``seconds``."""
         with self._lock:
-            self._events = self._events * KEEP + events
-            self._seconds = self._seconds * KEEP + seconds
+            keep = 0.5 ** (seconds / HALF_LIFE_S)
+            self._events = self._events * keep + events
+            self._seconds = self._seconds * keep + seconds
+            self._last = events / seconds if seconds > 0 else None
 
     def rate(self) -> float | None:
-        """Events a second, or None before any step was measured."""
+        """Events a second, or None before any step was measured: of the recent steps, or of
+        the last one if slower (what waits is mostly behind the last step's kind of events)."""
         with self._lock:
-            return self._events / self._seconds if self._seconds > 0 and self._events > 0 else None
+            if self._seconds <= 0 or self._events <= 0:
+                return None
+            recent = self._events / self._seconds
+            return min(recent, self._last) if self._last else recent
