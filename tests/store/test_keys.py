@@ -98,3 +98,25 @@ def test_source_names_are_checked_like_event_sources(keys: ApiKeys) -> None:
         keys.create("app", ["events:write"], now=1.0, sources=["bad source!"])
     with pytest.raises(StoreError, match="invalid source"):
         keys.create("app", ["events:write"], now=1.0, sources=["x" * 65])
+
+
+def test_a_key_still_authenticates_when_its_last_use_cannot_be_written(
+    any_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-test: with the data dir's disk full, noting a key's last use failed, and every
+    request was a 500, reads included."""
+    keys = ApiKeys(any_store)
+    token = keys.create("reader", ["alerts:read"], now=1.0)
+    real = any_store.conn
+
+    class DiskFull:
+        def __init__(self, conn: object) -> None:
+            self._conn = conn
+
+        def execute(self, sql: str, *args: object) -> object:
+            if sql.startswith("UPDATE api_keys"):
+                raise StoreError("database or disk is full")
+            return self._conn.execute(sql, *args)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(any_store, "conn", lambda: DiskFull(real()))
+    assert keys.authenticate(token, now=1_000.0).name == "reader"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from ringfence.engine.rules import AUDIENCES
 from ringfence.errors import AuthError, ForbiddenError, NotFound, StoreError
 from ringfence.store.sql import SqlStore
+
+log = logging.getLogger("ringfence.keys")
 
 SCOPES = ("events:write", "alerts:read", "alerts:write", "rules:read", "rules:write", "admin")
 # what they change or show decides or spans every desk's alerts: never a key limited to some
@@ -218,7 +221,10 @@ class ApiKeys:
             raise AuthError("API key has been revoked")
         if now - self._last_used_written.get(key_id, 0.0) > LAST_USED_RESOLUTION_S:
             self._last_used_written[key_id] = now
-            self._store.conn().execute("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (now, key_id))
+            try:
+                self._store.conn().execute("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (now, key_id))
+            except Exception as error:  # a note, not the check: a full disk made every request a 500 (a re-test)
+                log.warning("could not note when key %s was last used (%s)", key_id, type(error).__name__)
         return _key_info(key_id, name, scopes, created, revoked, last_used, audiences, signing_key, sources)
 
     def by_id(self, key_id: str) -> KeyInfo | None:
