@@ -5,6 +5,8 @@ queued would wait more than MAX_WAIT_S while it sends more than is processed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from ringfence.errors import OverloadedError
@@ -25,6 +27,21 @@ class Lag:
 
 def service(clock: FixedClock, lag: Lag) -> IngestService:
     return IngestService(None, Metrics(), clock, max_batch_events=10_000, max_lag_events=MAX_LAG, lag=lag)  # type: ignore[arg-type]
+
+
+def waiting_service(
+    clock: FixedClock, lag: Lag, lag_s: Callable[[], float], metrics: Metrics, max_lag: int = MAX_LAG
+) -> IngestService:
+    """An ingest whose processor is ``lag`` events and ``lag_s`` seconds behind."""
+    return IngestService(
+        None,  # type: ignore[arg-type]
+        metrics,
+        clock,
+        max_batch_events=10_000,
+        max_lag_events=max_lag,
+        lag=lag,
+        lag_s=lag_s,
+    )
 
 
 def test_a_flooding_key_is_turned_away_first_and_the_others_are_let_in() -> None:
@@ -64,15 +81,7 @@ def test_a_key_over_its_share_is_turned_away_once_events_wait_seconds_however_fe
     other producer's detections with them. By their wait, the flooding key is turned away."""
     clock, lag = FixedClock(1_000.0), Lag()
     waited = [0.0]
-    ingest = IngestService(
-        None,  # type: ignore[arg-type]
-        Metrics(),
-        clock,
-        max_batch_events=10_000,
-        max_lag_events=MAX_LAG,
-        lag=lag,
-        lag_s=lambda: waited[0],
-    )
+    ingest = waiting_service(clock, lag, lambda: waited[0], Metrics())
     ingest._shares.add("flood", 50_000)
     ingest._shares.add("card-processor", 20)
     lag.events = 100  # far under half the bound
@@ -92,15 +101,7 @@ def test_several_keys_flooding_at_once_are_each_turned_away_and_the_others_let_i
     clock, lag = FixedClock(1_000.0), Lag()
     metrics = Metrics()
     waited = [0.0]
-    ingest = IngestService(
-        None,  # type: ignore[arg-type]
-        metrics,
-        clock,
-        max_batch_events=10_000,
-        max_lag_events=1_000_000,
-        lag=lag,
-        lag_s=lambda: waited[0],
-    )
+    ingest = waiting_service(clock, lag, lambda: waited[0], metrics, 1_000_000)
     for _ in range(10):  # ten seconds: each flood 25,000 events a second, the other 20; 3,000 processed
         ingest._shares.add("flood-1", 25_000)
         ingest._shares.add("flood-2", 25_000)
@@ -137,15 +138,7 @@ def test_a_key_sending_alone_is_turned_away_once_what_it_queued_would_wait_too_l
     clock, lag = FixedClock(1_000.0), Lag()
     metrics = Metrics()
     waited = [0.0]
-    ingest = IngestService(
-        None,  # type: ignore[arg-type]
-        metrics,
-        clock,
-        max_batch_events=10_000,
-        max_lag_events=1_000_000,
-        lag=lag,
-        lag_s=lambda: waited[0],
-    )
+    ingest = waiting_service(clock, lag, lambda: waited[0], metrics, 1_000_000)
     for _ in range(3):  # 17,000 a second taken, 3,000 processed
         ingest._shares.add("burst", 17_000)
         metrics.events_processed.inc(3_000)
@@ -159,15 +152,7 @@ def test_a_key_sending_alone_is_turned_away_once_what_it_queued_would_wait_too_l
     ingest._shares.add("victim", 17)
     ingest.check_capacity("victim")
     # a key alone sending less than is processed is let in, whatever the wait
-    quiet = IngestService(
-        None,  # type: ignore[arg-type]
-        metrics,
-        clock,
-        max_batch_events=10_000,
-        max_lag_events=1_000_000,
-        lag=lag,
-        lag_s=lambda: ingest_module.MAX_WAIT_S + 1,
-    )
+    quiet = waiting_service(clock, lag, lambda: ingest_module.MAX_WAIT_S + 1, metrics, 1_000_000)
     for _ in range(3):
         quiet._shares.add("steady", 1_000)
         metrics.events_processed.inc(3_000)

@@ -9,12 +9,11 @@ nothing taken is lost.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-READ_EVERY_S = 1.0  # the kernel's figures move slowly next to requests; read them at most this often
+from ringfence.runtimes.floor import Floor
+
 MEMINFO = Path("/proc/meminfo")
 CGROUPS = Path("/sys/fs/cgroup")
 OWN_CGROUPS = Path("/proc/self/cgroup")
@@ -68,26 +67,18 @@ def _cgroup_available(cgroups: Path, own: Path, hierarchy: str, limit: str, usag
     return None
 
 
-class MemoryGuard:
-    """Says when the memory left is under ``floor_bytes`` (read at most every READ_EVERY_S)."""
+class MemoryGuard(Floor):
+    """Says when the memory left is under ``floor_bytes``."""
 
     def __init__(self, floor_bytes: int, available: Callable[[], int | None] = available_bytes) -> None:
-        self._floor = floor_bytes
+        super().__init__(floor_bytes)
         self._available = available
-        self._lock = threading.Lock()
-        self._read_at = -float("inf")
-        self._left: int | None = None
 
-    def shortage(self) -> str | None:
-        """Why events should not be taken now, or None."""
-        with self._lock:
-            now = time.monotonic()
-            if now - self._read_at >= READ_EVERY_S:
-                self._left, self._read_at = self._available(), now
-            left = self._left
-        if left is None or left >= self._floor:
-            return None
+    def left(self) -> int | None:
+        return self._available()
+
+    def describe(self, left: int) -> str:
         return (
-            f"the machine has {max(left, 0) // 2**20} MiB of memory left, under the {self._floor // 2**20} MiB "
+            f"the machine has {max(left, 0) // 2**20} MiB of memory left, under the {self.floor_bytes // 2**20} MiB "
             "kept free (min_free_memory_mib): events are refused until some is freed"
         )
