@@ -84,7 +84,7 @@ def test_the_wait_backpressure_reads_counts_what_is_ahead_at_the_rate_the_proces
             clock.advance(0.5)
             assert platform.wait_s() == 0.5  # no step measured yet: the oldest one's wait
             for _ in range(50):
-                platform.processor.pace.add(300, 0.1)  # steps of 300 events in 0.1 s: 3,000 a second
+                platform.processor.pace.add(3_000, 1.0)  # steps of 3,000 events in 1 s
             platform._on_commit(42_000)
             assert platform.wait_s() == pytest.approx(14.0)  # 42,000 ahead at 3,000 a second
             platform.processor.offset = 42_000  # all processed

@@ -16,6 +16,10 @@ import threading
 # batches of cheap events kept the pace twice too high through many costly ones, and a burst
 # after them was taken until 30-50 s waited: a re-test)
 HALF_LIFE_S = 0.5
+# steps of fewer events are not measured: a few events a step (the processor keeping up) go at
+# the pace of its fixed costs, a fraction of what it does behind, and a burst after a quiet
+# while read as tens of seconds of wait, and was refused
+MIN_STEP_EVENTS = 1_000
 
 
 class Pace:
@@ -29,7 +33,9 @@ class Pace:
         self._last: float | None = None  # the last step's
 
     def add(self, events: int, seconds: float) -> None:
-        """A step processed ``events`` in ``seconds``."""
+        """A step processed ``events`` in ``seconds`` (counted if at least MIN_STEP_EVENTS)."""
+        if events < MIN_STEP_EVENTS:
+            return
         with self._lock:
             keep = 0.5 ** (seconds / HALF_LIFE_S)
             self._events = self._events * keep + events
