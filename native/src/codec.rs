@@ -14,7 +14,7 @@ use crate::inplace;
 use crate::jv::Jv;
 use crate::patterns::{PState, Partial, Snap};
 use crate::store::Key;
-use crate::value::{from_json, Fault, Held, Int, Member, Text, Value};
+use crate::value::{from_json, storable_int, Fault, Held, Int, Member, Text, Value};
 
 type Out = Vec<u8>;
 
@@ -119,7 +119,8 @@ fn jv(o: &mut Out, j: &Jv) {
 }
 
 /// Python's msgpack cannot hold an integer past 64 bits: the reference engine fails such a
-/// state's row (its event is quarantined), and so does the core.
+/// state's row (its event is quarantined), and so does the core. A kept value never is one
+/// (`Value::storable`).
 fn big(o: &mut Out, i: Int) -> Result<(), Fault> {
     match (i64::try_from(i), u64::try_from(i)) {
         (Ok(v), _) => int(o, v),
@@ -145,6 +146,8 @@ fn value(o: &mut Out, v: &Value) -> Result<(), Fault> {
             for m in &s.members {
                 match m {
                     Member::Str(x) => text(o, x),
+                    // a whole float past what a state holds, as the reference keeps it
+                    Member::Int(i) if !storable_int(*i) => f64_(o, *i as f64),
                     Member::Int(i) => big(o, *i)?,
                     Member::Float(b) => f64_(o, f64::from_bits(*b)),
                 }

@@ -196,6 +196,17 @@ impl FeatureSpec {
         if self.agg.needs_of() && x.is_null() {
             return Ok(());
         }
+        // an aggregate of numbers skips a value that reads as none like a missing one, as the
+        // reference does (it was the event's failure: poison)
+        let x = match self.agg {
+            Agg::Sum | Agg::Avg | Agg::Min | Agg::Max | Agg::Stats | Agg::Ewma | Agg::Quantile => {
+                match x.to_float() {
+                    Ok(f) => Value::Float(f),
+                    Err(_) => return Ok(()),
+                }
+            }
+            _ => x,
+        };
         let windowed = self.window.is_some();
         match self.agg {
             Agg::Count => self.add(s, t, 1.0),
@@ -264,13 +275,13 @@ impl FeatureSpec {
             }
             Agg::Last => {
                 if s.at().is_none_or(|at| t >= at) {
-                    s.data = Data::Any(Held::from(x));
+                    s.data = Data::Any(Held::from(x.storable()));
                     s.at = t;
                 }
             }
             Agg::First => {
                 if s.at().is_none_or(|at| t < at) {
-                    s.data = Data::Any(Held::from(x));
+                    s.data = Data::Any(Held::from(x.storable()));
                     s.at = t;
                 }
             }

@@ -125,9 +125,26 @@ impl From<&Held> for Value {
     }
 }
 
+/// The integers a state can hold (msgpack's, as the reference engine writes them).
+pub fn storable_int(i: Int) -> bool {
+    (i64::MIN as Int..=u64::MAX as Int).contains(&i)
+}
+
 impl Value {
     pub fn str(s: &str) -> Value {
         Value::Str(Text::new(s))
+    }
+
+    /// The value as a state keeps it: an integer past what a state holds (arithmetic is exact
+    /// to 2**127: a product of two large numbers) as a float, as the reference keeps it, or no
+    /// checkpoint could hold the state and its event would be poison. (A list literal's
+    /// members past it are written as floats by the codec: a set holds whole floats as
+    /// integers.)
+    pub fn storable(self) -> Value {
+        match self {
+            Value::Int(i) if !storable_int(i) => Value::Float(i as f64),
+            other => other,
+        }
     }
 
     pub fn is_null(&self) -> bool {

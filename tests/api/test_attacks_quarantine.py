@@ -2,9 +2,9 @@
 stop detection for everyone else, before or after a restart; it is quarantined, listed to
 admins only, counted, and re-driven after the pack is fixed.
 
-The poison passes every ingest check: each number is a plain 64-bit integer, but the pack
-multiplies two of them and keeps the product (2**80) in a ``last`` feature, which the state
-codec cannot encode.
+No number in an event ingest takes is poison (a kept product past 64 bits is a float: the last
+test); the poison here is a record written to the journal around ingest's checks, a list
+holding an integer past 64 bits, which a ``last`` feature keeps and the state codec cannot write.
 """
 
 from __future__ import annotations
@@ -12,12 +12,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
 from ringfence.bench.servers import EmbeddedServer, create_key, start_server
-from tests.helpers.quarantine import PACK, YAML, alerted, post_accepted, score
+from tests.helpers.quarantine import (
+    FIXED,
+    KEPT,
+    PACK,
+    REFERENCE,
+    YAML,
+    alerted,
+    post_accepted,
+    score,
+    write_around_ingest,
+)
 
 
 @dataclass
@@ -34,9 +45,9 @@ def attacked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attacked]:
         "producer": create_key(data_dir, "producer", "events:write"),
         "reader": create_key(data_dir, "reader", "alerts:read"),
     }
-    server = start_server(data_dir)
+    server = start_server(data_dir, env=REFERENCE)
     with server.client(keys["admin"]) as c:
-        answer = c.put("/v1/rules", content=PACK.format(version="acme-1", of="data.a * data.b"), headers=YAML)
+        answer = c.put("/v1/rules", content=PACK.format(version="acme-1", of=KEPT), headers=YAML)
         assert answer.status_code == 200, answer.text
     target = Attacked(server, keys)
     yield target
@@ -66,7 +77,10 @@ def test_the_quarantine_is_for_admins_only(attacked: Attacked) -> None:
 
 def test_a_poison_event_is_quarantined_and_later_events_still_alert_across_a_restart(attacked: Attacked) -> None:
     server, keys = attacked.server, attacked.keys
-    post_accepted(server, keys["producer"], score("cus_a", "q-1", 50, 1), score("cus_p", "q-poison", 2**40, 2**40))
+    post_accepted(server, keys["producer"], score("cus_a", "q-1", 50, 1))
+    assert server.stop(), server.log_path.read_text()[-3000:]
+    write_around_ingest(server.data_dir, "cus_p", "q-poison")
+    server = attacked.server = start_server(server.data_dir, env=REFERENCE)
     post_accepted(server, keys["producer"], score("cus_b", "q-2", 60, 1))
     server.wait_processed(keys["reader"], timeout=30)
     assert {"q-1", "q-2"} <= alerted(server, keys["reader"])
@@ -86,7 +100,7 @@ def test_a_poison_event_is_quarantined_and_later_events_still_alert_across_a_res
     assert stats["quarantine"]["quarantined"] == 1
 
     server.kill()  # kill -9, then a restart: processing goes on, the poison is not re-run
-    restarted = attacked.server = start_server(server.data_dir)
+    restarted = attacked.server = start_server(server.data_dir, env=REFERENCE)
     post_accepted(restarted, keys["producer"], score("cus_c", "q-3", 70, 1))
     restarted.wait_processed(keys["reader"], timeout=30)
     assert {"q-1", "q-2", "q-3"} <= alerted(restarted, keys["reader"])
@@ -94,9 +108,9 @@ def test_a_poison_event_is_quarantined_and_later_events_still_alert_across_a_res
     with restarted.client(keys["admin"]) as c:
         assert [e["id"] for e in c.get("/v1/quarantine").json()["items"]] == [entry["id"]]  # kept once
 
-    # the fix: keep the product out of the state; then re-drive the poison
+    # the fix: keep the value as a float; then re-drive the poison
     with restarted.client(keys["admin"]) as c:
-        assert c.put("/v1/rules", content=PACK.format(version="acme-2", of="data.a"), headers=YAML).status_code == 200
+        assert c.put("/v1/rules", content=PACK.format(version="acme-2", of=FIXED), headers=YAML).status_code == 200
         answer = c.post(f"/v1/quarantine/{entry['id']}/redrive")
         assert answer.status_code == 202, answer.text
         assert c.post(f"/v1/quarantine/{entry['id']}/redrive").status_code == 409  # once
@@ -104,3 +118,31 @@ def test_a_poison_event_is_quarantined_and_later_events_still_alert_across_a_res
         audit = c.get("/v1/audit").json()["items"]
     assert "q-poison" in alerted(restarted, keys["reader"])
     assert any(a["action"] == "quarantine.redrive" and a["target"] == entry["id"] for a in audit)
+
+
+def test_a_flood_of_values_no_state_could_hold_is_processed_not_quarantined(tmp_path: Path) -> None:
+    """An assessment's flood: the pack keeps ``data.a * data.b`` and sums ``data.b``, and a
+    producer sends products past 64 bits, or texts where ``b`` is summed (free-form data). Each
+    was poison, quarantined after the whole state was read again: about 6 events a second got
+    through, and everyone's alerts waited behind them. A kept product past 64 bits is a float
+    now, and a sum skips a value that is no number (``tests/engine/test_native_edges.py``: both
+    engines)."""
+    data_dir = tmp_path / "data"
+    admin, producer = create_key(data_dir, "admin", "admin"), create_key(data_dir, "producer", "events:write")
+    server = start_server(data_dir)
+    summed = "  - {name: total_b, by: customer_id, agg: sum, of: data.b, on: [acme.score]}\nrules:"
+    pack = PACK.format(version="acme-3", of="data.a * data.b").replace("rules:", summed)
+    try:
+        with server.client(admin) as c:
+            assert c.put("/v1/rules", content=pack, headers=YAML).is_success
+        flood = [score(f"cus_f{i}", f"f-{i}", 2**40 + i, 2**40) for i in range(500)]
+        flood += [{**score(f"cus_t{i}", f"t-{i}", 50, 1), "data": {"a": 50, "b": "n/a"}} for i in range(500)]
+        post_accepted(server, producer, *flood)
+        post_accepted(server, producer, score("cus_victim", "f-victim", 99, 1))
+        server.wait_processed(admin, timeout=60)
+        flooded = {a["dedup_key"] for a in server.alerts(admin) if a["rule_id"] == "acme_high"}
+        assert {e["event_id"] for e in flood} | {"f-victim"} <= flooded
+        with server.client(admin) as c:
+            assert c.get("/v1/quarantine").json()["counts"]["quarantined"] == 0
+    finally:
+        assert server.stop(), server.log_path.read_text()[-3000:]

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from ringfence.bench.servers import EmbeddedServer, create_key, start_server
+from tests.helpers import quarantine as q
 from tests.helpers.browser import LIVE_TIMEOUT_MS, Session
-from tests.helpers.quarantine import PACK, YAML, alerted, post_accepted, score
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +22,13 @@ def poisoned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Embedde
         "viewer": create_key(data_dir, "vic", "alerts:read"),
         "producer": create_key(data_dir, "producer", "events:write"),
     }
-    server = start_server(data_dir)
+    server = start_server(data_dir, env=q.REFERENCE)
     with server.client(keys["admin"]) as c:
-        assert c.put("/v1/rules", content=PACK.format(version="acme-1", of="data.a * data.b"), headers=YAML).is_success
-    post_accepted(server, keys["producer"], score("cus_p", "d-poison", 2**40, 2**40), score("cus_a", "d-1", 50, 1))
+        assert c.put("/v1/rules", content=q.PACK.format(version="acme-1", of=q.KEPT), headers=q.YAML).is_success
+    assert server.stop(), server.log_path.read_text()[-3000:]
+    q.write_around_ingest(data_dir, "cus_p", "d-poison")
+    server = start_server(data_dir, env=q.REFERENCE)
+    q.post_accepted(server, keys["producer"], q.score("cus_a", "d-1", 50, 1))
     server.wait_processed(keys["viewer"], timeout=30)
     yield server, keys
     assert server.stop(), server.log_path.read_text()[-3000:]
@@ -43,10 +46,10 @@ def test_an_admin_sees_the_poison_event_and_redrives_it_after_a_fix(
         assert s.page.locator("#t-quarantined").inner_text() == "1"
         assert re.search(r"OverflowError", region.inner_text())
         with server.client(keys["admin"]) as c:
-            assert c.put("/v1/rules", content=PACK.format(version="acme-2", of="data.a"), headers=YAML).is_success
+            assert c.put("/v1/rules", content=q.PACK.format(version="acme-2", of=q.FIXED), headers=q.YAML).is_success
         region.get_by_role("button", name="Re-drive").click()
         region.get_by_text("redriven").wait_for(timeout=LIVE_TIMEOUT_MS)
-        assert "d-poison" in alerted(server, keys["viewer"])
+        assert "d-poison" in q.alerted(server, keys["viewer"])
         assert s.problems() == []
     finally:
         s.close()

@@ -159,7 +159,7 @@ def test_any_exception_of_the_decoder_engine_or_codec_quarantines_only_its_event
 
     def faulty(*args: Any, **kwargs: Any) -> Any:
         text = repr(args)  # the event (engine), its body (decoder) or its state (codec)
-        if "evt-2" in text or "value=13," in text:
+        if "evt-2" in text or "value=[13]," in text:
             raise RuntimeError(f"injected {where} fault")
         return real(*args, **kwargs)
 

@@ -47,10 +47,21 @@ class Aggregation(StrEnum):
 
 
 NEEDS_OF = frozenset(Aggregation) - {Aggregation.COUNT, Aggregation.TIME_SINCE}
+# aggregates of numbers: a value that reads as none (a text that is no number, a list) is
+# skipped like a missing one, not the event's failure (a producer's one odd value in free-form
+# data was poison: the event quarantined, after the processor read its whole state again)
+NUMERIC = frozenset(
+    {Aggregation.SUM, Aggregation.AVG, Aggregation.MIN, Aggregation.MAX}
+    | {Aggregation.STATS, Aggregation.EWMA, Aggregation.QUANTILE}
+)
 LIFETIME_ONLY = frozenset({Aggregation.EWMA})
 WINDOW_ONLY = frozenset({Aggregation.QUANTILE})
 # aggregates whose value is read *before* the current event is folded in
 READ_BEFORE_UPDATE = frozenset({Aggregation.LAST, Aggregation.FIRST, Aggregation.TIME_SINCE})
+# the integers a state can hold (msgpack's). Arithmetic is exact to 2**127, so a kept product of
+# two large numbers could be past them: kept as a float, as the core keeps it, or no checkpoint
+# could hold its state and the event would be poison
+STATE_INT_MIN, STATE_INT_MAX = -(2**63), 2**64 - 1
 
 
 class FeatureState(msgspec.Struct, array_like=True, gc=False):
@@ -116,6 +127,11 @@ class FeatureSpec:
         x = self.of.evaluate(ctx) if self.of is not None else None
         if self.agg in NEEDS_OF and x is None:
             return
+        if self.agg in NUMERIC:
+            try:
+                x = real(x)
+            except (TypeError, ValueError, OverflowError):
+                return
         _UPDATE[self.agg](self, state, t, x)
         state.seen = max(state.seen, t)
         if self.window is not None and state.buckets is not None:
@@ -218,14 +234,29 @@ def _upd_distinct(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
     s.buckets[str(x)] = max(t, s.buckets.get(str(x), -math.inf))
 
 
+def _storable(x: Any) -> Any:
+    """``x`` as a state keeps it: an integer past what a state holds as a float, a list
+    literal's too."""
+    if x.__class__ is int:
+        if STATE_INT_MIN <= x <= STATE_INT_MAX:
+            return x
+        try:
+            return float(x)
+        except OverflowError:  # a list literal of hundreds of digits
+            return math.copysign(math.inf, x)
+    if x.__class__ is frozenset and any(m.__class__ is int and not STATE_INT_MIN <= m <= STATE_INT_MAX for m in x):
+        return frozenset(map(_storable, x))
+    return x
+
+
 def _upd_last(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
     if s.at is None or t >= s.at:
-        s.value, s.at = x, t
+        s.value, s.at = _storable(x), t
 
 
 def _upd_first(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
     if s.at is None or t < s.at:
-        s.value, s.at = x, t
+        s.value, s.at = _storable(x), t
 
 
 def _upd_time_since(spec: FeatureSpec, s: FeatureState, t: float, x: Any) -> None:
