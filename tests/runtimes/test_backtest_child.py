@@ -92,6 +92,22 @@ def test_a_stored_event_that_does_not_decode_is_counted_not_fatal(tmp_path: Path
     assert result["hits"]["notify_low_balance"]["candidate"] == 3
 
 
+def test_a_producers_retry_the_log_holds_twice_is_replayed_once(tmp_path: Path) -> None:
+    """The kafka events topic can hold a retry as a record of its own (the workers drop it by
+    the event ids they keep): a back-test replays it once, as they count it."""
+    path = journal(tmp_path, 3)
+
+    def with_retries(j: backtest.BacktestJob) -> tuple[int, backtest.Rows]:
+        total, rows = journal_rows(j)
+        kept = list(rows)
+        retried = [(offset + 100, partition, at, body) for offset, partition, at, body in kept[:2]]
+        return total + 2, iter(kept + retried)
+
+    result = run_job(job(path), lambda _: None, time.monotonic, with_retries)
+    assert (result["events"], result["duplicate_events"], result["failed_events"]) == (5, 2, 0)
+    assert result["hits"]["notify_low_balance"]["candidate"] == 3
+
+
 def test_the_child_process_streams_progress_then_the_result(tmp_path: Path) -> None:
     async def collect() -> list[dict[str, Any]]:
         return [line async for line in run_in_child(job(journal(tmp_path, 20)), CHILD_MODULE)]

@@ -191,5 +191,5 @@ def _show_backtest(result: dict[str, Any]) -> None:
     cut = " (cut short by the platform's time budget: the hits so far)" if result["truncated"] else ""
     console.print(
         f"{result['events']:,} of {result['of']:,} events in {result['elapsed_s']} s; "
-        f"{result['failed_events']} failed{cut}"
+        f"{result['failed_events']} failed, {result.get('duplicate_events', 0)} producers' retries skipped{cut}"
     )
