@@ -641,6 +641,31 @@ mod tests {
         }
     }
 
+    fn spec_of(agg: Agg) -> FeatureSpec {
+        FeatureSpec {
+            agg,
+            ..distinct_spec(None)
+        }
+    }
+
+    #[test]
+    fn what_a_feature_keeps_the_state_codec_writes() {
+        // a product past 64 bits, kept: a float (an integer there failed the checkpoint)
+        let mut s = FState::default();
+        let big = Value::Int(1 << 80);
+        spec_of(Agg::Last).update(&mut s, 1.0, big).unwrap();
+        assert!(
+            matches!(&s.data, Data::Any(h) if matches!(Value::from(h), Value::Float(f) if f == (1u128 << 80) as f64))
+        );
+        assert!(crate::codec::encode_feature(&s).is_ok());
+        // a text that is no number: skipped by an aggregate of numbers, as a missing value
+        for agg in [Agg::Sum, Agg::Max, Agg::Stats, Agg::Ewma] {
+            let mut s = FState::default();
+            spec_of(agg).update(&mut s, 1.0, Value::str("n/a")).unwrap();
+            assert_eq!(s.seen, FState::default().seen);
+        }
+    }
+
     #[test]
     fn distinct_values_stay_in_first_seen_order_past_the_short_list() {
         let spec = distinct_spec(Some(600.0));
