@@ -28,6 +28,7 @@ from tests.helpers.quarantine import (
     post_accepted,
     score,
     write_around_ingest,
+    write_undecodable,
 )
 
 
@@ -118,6 +119,30 @@ def test_a_poison_event_is_quarantined_and_later_events_still_alert_across_a_res
         audit = c.get("/v1/audit").json()["items"]
     assert "q-poison" in alerted(restarted, keys["reader"])
     assert any(a["action"] == "quarantine.redrive" and a["target"] == entry["id"] for a in audit)
+
+
+def test_a_record_the_compiled_core_cannot_decode_is_quarantined_and_the_rest_goes_on(tmp_path: Path) -> None:
+    """The default engine's own way (the core's fault raised through its batch, the batch run
+    again event by event, the core's partial state dropped), with a record that is no event."""
+    data_dir, core = tmp_path / "data", {"RINGFENCE_ENGINE": "native"}
+    admin, producer = create_key(data_dir, "admin", "admin"), create_key(data_dir, "producer", "events:write")
+    server = start_server(data_dir, env=core)
+    with server.client(admin) as c:
+        assert c.put("/v1/rules", content=PACK.format(version="acme-1", of="data.a"), headers=YAML).is_success
+    post_accepted(server, producer, score("cus_a", "u-1", 50, 1))
+    assert server.stop(), server.log_path.read_text()[-3000:]
+    write_undecodable(data_dir, "u-broken")
+    server = start_server(data_dir, env=core)
+    try:
+        post_accepted(server, producer, score("cus_a", "u-2", 60, 1), score("cus_b", "u-3", 70, 1))
+        server.wait_processed(admin, timeout=30)
+        assert {"u-1", "u-2", "u-3"} <= alerted(server, admin)
+        with server.client(admin) as c:
+            (entry,) = c.get("/v1/quarantine").json()["items"]
+        assert entry["reason"].startswith(("ValueError", "DecodeError")), entry["reason"]
+        assert (entry["status"], entry["pack_version"]) == ("quarantined", "acme-1")
+    finally:
+        assert server.stop(), server.log_path.read_text()[-3000:]
 
 
 def test_a_flood_of_values_no_state_could_hold_is_processed_not_quarantined(tmp_path: Path) -> None:

@@ -496,13 +496,12 @@ rules:
 
 
 @pytest.mark.parametrize("x", [2**63 - 1, -(2**63), 2**53 + 1, 3, 10**18])
-def test_arithmetic_past_64_bits_and_division_of_big_integers_agree(x: int) -> None:
-    """Integer arithmetic past what a state holds is in floats and so is division, in both
-    engines (the reference kept exact integers, so ``x*x*x + 1 > x*x*x`` held there and not in
-    the core)."""
+def test_arithmetic_past_128_bits_and_division_of_big_integers_agree(x: int) -> None:
+    """The core's integers are 128 bits and its division is in floats: the reference does
+    the same (it kept exact integers, so ``x*x*x + 1 > x*x*x`` held there and not in the core)."""
     pack = load_pack(BIG)
     reference, core = Engine(pack), native_candidate()(pack, 5.0)
-    # a cube past 64 bits is a float, to which + 1 adds nothing; the literal's product too
+    # a cube past 2**127 is a float, to which + 1 adds nothing; the literal's product too
     expected = {2**63 - 1: ["third"], -(2**63): [], 2**53 + 1: [], 3: ["above"], 10**18: []}[x]
     assert fired(reference, bag("e1", x=x)) == expected
     assert fired(core, bag("e1", x=x)) == expected

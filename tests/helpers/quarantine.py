@@ -13,6 +13,7 @@ reference engine reads such a number as an integer; the compiled core reads a JS
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,21 @@ def write_around_ingest(data_dir: Path, customer: str, event_id: str) -> None:
     journal = SqliteLog(data_dir / JOURNAL_FILE, DEFAULT_PARTITIONS)
     try:
         journal.append([poison(customer, event_id)], time.time())
+    finally:
+        journal.close()
+
+
+def write_undecodable(data_dir: Path, event_id: str) -> None:
+    """Append a record that is no event to a stopped embedded server's journal (damaged, or an
+    older release's): poison to either engine's decoder."""
+    journal = SqliteLog(data_dir / JOURNAL_FILE, DEFAULT_PARTITIONS)
+    try:
+        (offset,) = journal.append([poison("cus_u", event_id)], time.time())
+        segment = [s for s in journal.segments() if s.first <= (offset or 0)][-1]
+        assert segment.path is not None
+        with sqlite3.connect(segment.path) as conn:
+            conn.execute("UPDATE journal SET body = x'00ff' WHERE offset = ?", (offset,))
+        conn.close()
     finally:
         journal.close()
 

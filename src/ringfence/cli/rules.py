@@ -189,7 +189,9 @@ def _show_backtest(result: dict[str, Any]) -> None:
     console = Console(width=200)
     console.print(table)
     cut = " (cut short by the platform's time budget: the hits so far)" if result["truncated"] else ""
+    skipped = result.get("duplicate_events", 0)  # a server before 2026-12-06 does not say
+    retries = f", {skipped:,} producers' retries skipped as the workers skip them" if skipped else ""
     console.print(
         f"{result['events']:,} of {result['of']:,} events in {result['elapsed_s']} s; "
-        f"{result['failed_events']} failed, {result.get('duplicate_events', 0)} producers' retries skipped{cut}"
+        f"{result['failed_events']} failed{retries}{cut}"
     )

@@ -243,7 +243,7 @@ def _storable(x: Any) -> Any:
         try:
             return float(x)
         except OverflowError:  # a list literal of hundreds of digits
-            return math.copysign(math.inf, x)
+            return math.inf if x > 0 else -math.inf
     if x.__class__ is frozenset and any(m.__class__ is int and not STATE_INT_MIN <= m <= STATE_INT_MAX for m in x):
         return frozenset(map(_storable, x))
     return x

@@ -425,7 +425,14 @@ class KafkaPlatform:
         ranges, skip = await asyncio.to_thread(self.log.newest, limit)
         config = {name: str(value) for name, value in client_config(self.settings).items()}
         topics = self.log.topics
-        source = KafkaSource(config | {"group.id": topics.group("backtest")}, topics.events, ranges, OFFSET_BITS, skip)
+        source = KafkaSource(
+            config | {"group.id": topics.group("backtest")},
+            topics.events,
+            ranges,
+            OFFSET_BITS,
+            skip,
+            self.settings.kafka_dedup_window_s,
+        )
         job = BacktestJob(
             journal="",
             after=0,
