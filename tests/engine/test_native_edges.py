@@ -554,3 +554,50 @@ def test_no_number_in_an_event_makes_a_state_the_checkpoint_cannot_write(a: int,
             values = engine.features_of({"customer_id": "cus_1"}, 1_800_000_000.0)
             assert values["product"] == product, type(engine).__name__
             assert sorted(values["literal"]) == [3, 1e20], type(engine).__name__
+
+
+EXTREMES = """
+version: "extremes"
+types: [acme.bag, acme.read]
+features:
+  - {name: spread, by: customer_id, agg: stats, of: data.v, on: [acme.bag]}
+anomaly:
+  - {name: z, kind: robust_zscore, on: [acme.bag], by: customer_id, of: data.v, min_samples: 3}
+rules:
+  - {id: z_high, on: [acme.bag], when: z > 3, severity: low, audience: ops, title: "z {z}"}
+  - {id: spread_high, on: [acme.read], when: spread.std > 1, severity: low, audience: ops, title: "std"}
+"""
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.0, 0.0, 0.0, 1e308, 1e308, 5.0, 7.0],  # half the history at its median: the mean deviation overflows
+        [1e308, -1e308, 1.0, 2.0],  # the running variance past the largest float: below zero
+    ],
+)
+def test_values_near_the_largest_float_score_and_read_alike_and_raise_in_neither(values: list[float]) -> None:
+    """An assessment's poison (the reference engine raised: fsum's overflow in a robust
+    z-score's fallback, the square root of a running variance below zero; the values stayed in
+    the key's state, so every later event of the key raised too): both engines now give what
+    the float arithmetic makes of it, alike."""
+    pack = load_pack(EXTREMES)
+    outcomes = []
+    for engine in (Engine(pack), native_candidate()(pack, 5.0)):
+        fired_here = []
+        for n, v in enumerate(values):
+            fired_here.append(fired(engine, bag(f"e{n}", v=v)))
+            read = Event(f"r{n}", "acme.read", 1_800_000_000.0, "acme", {}, "cus_1")
+            fired_here.append(fired(engine, read))
+        spread = engine.features_of({"customer_id": "cus_1"}, 1_800_000_000.0)["spread"]
+        outcomes.append((fired_here, msgspec.json.encode(spread)))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_round_to_a_text_of_digits_past_64_bits_is_null_in_both() -> None:
+    """The core reads a text's digits in 64 bits; the reference read any (a hostile test)."""
+    cube = 'when: "data.x * data.x * data.x + 1 > data.x * data.x * data.x"'
+    pack = load_pack(BIG.replace(cube, 'when: "round(data.x, data.w) != null"'))
+    for engine in (Engine(pack), native_candidate()(pack, 5.0)):
+        assert "above" not in fired(engine, bag("e1", x=7, w="99999999999999999999999")), type(engine).__name__
+        assert "above" in fired(engine, bag("e2", x=7, w="2")), type(engine).__name__

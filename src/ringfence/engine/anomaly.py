@@ -74,12 +74,54 @@ class ZState(msgspec.Struct, array_like=True, gc=False):
     values: list[float] = []
 
 
+def _fsum_unchecked(values: list[float]) -> float:
+    """``math.fsum`` without its checks, as the core sums: past the largest float the sum is
+    what the arithmetic makes of it (inf or nan), where ``fsum`` raises OverflowError. A raise
+    here failed every later event of the key (the value that made it is in the history)."""
+    partials: list[float] = []
+    for x in values:
+        i = 0
+        for y in list(partials):
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                partials[i] = lo
+                i += 1
+            x = hi
+        del partials[i:]
+        partials.append(x)
+    n, hi, lo = len(partials), 0.0, 0.0
+    if n > 0:
+        n -= 1
+        hi = partials[n]
+        while n > 0:
+            x = hi
+            n -= 1
+            y = partials[n]
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                break
+        if n > 0 and ((lo < 0.0 and partials[n - 1] < 0.0) or (lo > 0.0 and partials[n - 1] > 0.0)):
+            y = lo * 2.0
+            x = hi + y
+            if y == x - hi:
+                hi = x
+    return hi
+
+
 def robust_z(history: list[float], x: float) -> float:
     """Robust z-score of ``x`` against ``history`` (capped at +-MAX_Z)."""
     median = statistics.median(history)
     mad = statistics.median(abs(v - median) for v in history) * MAD_TO_SIGMA
     if mad == 0:
-        mad = statistics.fmean(abs(v - median) for v in history) * 1.2533
+        deviations = [abs(v - median) for v in history]
+        try:
+            mad = statistics.fmean(deviations) * 1.2533
+        except OverflowError:  # deviations past the largest float
+            mad = _fsum_unchecked(deviations) / len(deviations) * 1.2533
     if mad == 0:
         return 0.0 if x == median else (MAX_Z if x > median else -MAX_Z)
     return max(-MAX_Z, min(MAX_Z, (x - median) / mad))

@@ -354,7 +354,7 @@ def _read_stats(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
         if not s.value:
             return None
         n, mean, m2 = s.value
-        return {"count": n, "mean": mean, "std": math.sqrt(m2 / (n - 1)) if n > 1 else 0.0}
+        return {"count": n, "mean": mean, "std": _sqrt(m2 / (n - 1)) if n > 1 else 0.0}
     if s.buckets is None or s.counts is None or s.squares is None:
         return None
     idxs = spec._window_buckets(s, t)
@@ -366,6 +366,12 @@ def _read_stats(spec: FeatureSpec, s: FeatureState, t: float) -> Any:
     mean = total / n
     var = max(0.0, (squares - n * mean * mean) / (n - 1)) if n > 1 else 0.0
     return {"count": int(n), "mean": mean, "std": math.sqrt(var)}
+
+
+def _sqrt(x: float) -> float:
+    """The core's square root: nan below zero (values near the largest float can take a running
+    variance there), where ``math.sqrt`` raises, and the key's every later read with it."""
+    return math.sqrt(x) if x >= 0 else math.nan
 
 
 def _read_ewma(spec: FeatureSpec, s: FeatureState, t: float) -> Any:

@@ -55,7 +55,10 @@ def _text(fn: Callable[[str], Any]) -> Callable[[Any], Any]:
 def _round(x: float, n: Any = 0) -> float:
     if n.__class__ is str and not n.strip().isascii():  # as real(): ASCII digits only
         raise ValueError(f"invalid literal for int(): {n!r}")
-    return round(x, max(0, min(12, int(n))))
+    digits = int(n)
+    if n.__class__ is str and not -(2**63) <= digits < 2**63:  # the core reads a text's digits in 64 bits
+        raise ValueError(f"int() of {len(n)} characters past 64 bits")
+    return round(x, max(0, min(12, digits)))
 
 
 @dataclass(frozen=True)
