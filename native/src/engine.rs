@@ -685,6 +685,11 @@ pub struct Engine {
     pattern_index: HashMap<Arc<str>, usize>,
     /// The pattern state taken out while an event moves it on (see ``settle_taken``).
     taken: Option<(usize, Key)>,
+    /// The partitions' event times and the late events counted at the undo point
+    /// (``undo_point``): none before the first...
+    undo_marks: Option<(FxHashMap<i64, f64>, u64)>,
+    /// ...and at the last take of the changes since, where a commit of it moves the point.
+    taken_marks: Option<(FxHashMap<i64, f64>, u64)>,
 }
 
 impl Engine {
@@ -711,7 +716,64 @@ impl Engine {
             by_type: FxHashMap::default(),
             scratch: None,
             taken: None,
+            undo_marks: None,
+            taken_marks: None,
         }
+    }
+
+    /// The state held now is what the store holds (a checkpoint restored): ``undo`` comes
+    /// back here. From the first on, the engine keeps what ``undo`` needs.
+    pub fn undo_point(&mut self) {
+        self.state.undo_point();
+        self.undo_marks = Some((self.max_event_time.clone(), self.late_events));
+        self.taken_marks = None;
+    }
+
+    /// The changes were taken (for a commit): a commit of them moves the undo point here.
+    pub fn taken(&mut self) {
+        if self.undo_marks.is_some() {
+            self.state.taken();
+            self.taken_marks = Some((self.max_event_time.clone(), self.late_events));
+        }
+    }
+
+    /// The changes taken last go to the store (a commit carries them): ``undo`` comes back to
+    /// that take from now on, not to what events changed after it.
+    pub fn take_committed(&mut self) {
+        if let Some(marks) = self.taken_marks.take() {
+            self.state.take_committed();
+            self.undo_marks = Some(marks);
+        }
+    }
+
+    /// Keep nothing to undo with any more (the copies cost time an event), until the next
+    /// ``undo_point``.
+    pub fn forget_undo(&mut self) {
+        self.state.forget_undo();
+        self.undo_marks = None;
+        self.taken_marks = None;
+    }
+
+    /// Put the engine back as it was at the last ``undo_point``: the records changed since,
+    /// the event times, the timers of the pattern states put back. False, changing nothing,
+    /// if it cannot (no undo point, or a change since kept no image): reload the checkpoint.
+    pub fn undo(&mut self) -> bool {
+        let Some((marks, late)) = &self.undo_marks else {
+            return false;
+        };
+        let (marks, late) = (marks.clone(), *late);
+        let Some(patterns) = self.state.undo() else {
+            return false;
+        };
+        self.max_event_time = marks;
+        self.late_events = late;
+        self.taken = None;
+        self.taken_marks = None;
+        // a timer the undone events fired is armed again (one twice finds its deadline gone)
+        for (pi, key) in patterns {
+            self.rearm(pi, &key);
+        }
+        true
     }
 
     pub fn set_list(&mut self, name: &str, values: Vec<Value>) {
@@ -1169,7 +1231,7 @@ impl Engine {
             let mut scratch = Scratch::new(&self.plan);
             scratch.at = event_time_mark(anchor.occurred_at, anchor.ingested_at);
             let mut ctx = self.ctx(&event, Some(&steps), &mut scratch);
-            let mut signal = ctx.signal(
+            let signal = ctx.signal(
                 Detection::Pattern(pi),
                 &spec.output,
                 &spec.evidence,
@@ -1177,7 +1239,16 @@ impl Engine {
                 anchor.ingested_at,
                 false,
                 vec![],
-            )?;
+            );
+            let mut signal = match signal {
+                Ok(signal) => signal,
+                Err(fault) => {
+                    // not fired: its state keeps the deadline, so it keeps its timer (an undo of
+                    // the failed events would otherwise leave the deadline with none)
+                    self.timers.add(deadline, id, key);
+                    return Err(fault);
+                }
+            };
             // an absence happens when its deadline passes: that is the alert's event time
             signal.occurred_at = deadline;
             signals.push(signal);

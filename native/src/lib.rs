@@ -286,6 +286,8 @@ struct NativeCore {
     row_of: FxHashMap<String, (u8, usize)>,
     /// The same as Rust text, for packed rows.
     texts: [Vec<String>; 3],
+    /// How many events the last :meth:`process_many` ran (those before the one that failed).
+    ran: usize,
 }
 
 /// Encode ``c`` into ``p`` under its persisted name.
@@ -333,6 +335,7 @@ impl NativeCore {
                 names: Default::default(),
                 row_of: FxHashMap::default(),
                 texts: Default::default(),
+                ran: 0,
             })
         })
     }
@@ -411,6 +414,7 @@ impl NativeCore {
         partitions: Vec<i64>,
         ingested_ats: Vec<f64>,
     ) -> PyResult<RunOutcome> {
+        self.ran = 0;
         let n = bodies.len();
         if offsets.len() != n || partitions.len() != n || ingested_ats.len() != n {
             return Err(PyValueError::new_err(
@@ -422,7 +426,7 @@ impl NativeCore {
             .map(|b| Ok(b.downcast_into::<PyBytes>()?))
             .collect::<PyResult<Vec<_>>>()?;
         let texts: Vec<&[u8]> = held.iter().map(|b| b.as_bytes()).collect();
-        let engine = &mut self.engine;
+        let (engine, ran) = (&mut self.engine, &mut self.ran);
         // the API's threads go on while the batch runs (the texts are immutable bytes, held)
         let (signals, late) = py.allow_threads(|| {
             let mut signals = Vec::new();
@@ -466,6 +470,7 @@ impl NativeCore {
                 if event.occurred_at < mark {
                     late.push((i, mark));
                 }
+                *ran = i + 1;
             }
             PyResult::Ok((signals, late))
         })?;
@@ -510,6 +515,13 @@ impl NativeCore {
         self.engine.timers.len()
     }
 
+    /// How many events the last :meth:`process_many` ran: all of them, or those before the
+    /// one that failed.
+    #[getter]
+    fn ran(&self) -> usize {
+        self.ran
+    }
+
     /// State rows changed since the last call: (kind 0 feature | 1 score | 2 pattern, index,
     /// key, encoded state or None for a dropped one).
     fn take_changes(&mut self, py: Python<'_>) -> PyResult<Py<PyList>> {
@@ -519,7 +531,35 @@ impl NativeCore {
             state.take_changes(|c| rows.push(changed_row(c)));
             Ok(())
         })?;
-        self.rows_to_py(py, rows)
+        let rows = self.rows_to_py(py, rows)?;
+        self.engine.taken();
+        Ok(rows)
+    }
+
+    /// The state held now is what the store holds (a checkpoint restored): :meth:`undo` comes
+    /// back here. From the first call on, the core keeps a copy of each state as it was before
+    /// its first change since the point, or since the last :meth:`take_changes`.
+    fn undo_point(&mut self) {
+        self.engine.undo_point();
+    }
+
+    /// The changes taken last go to the store (a commit carries them): :meth:`undo` comes back
+    /// to that take from now on.
+    fn take_committed(&mut self) {
+        self.engine.take_committed();
+    }
+
+    /// Keep no copies any more (they cost time an event), until the next :meth:`undo_point`.
+    fn forget_undo(&mut self) {
+        self.engine.forget_undo();
+    }
+
+    /// Put back every state the events since the undo point changed, and the event times;
+    /// False, changing nothing, if it cannot (no point set, or expiry or a restore since): the
+    /// caller reloads its checkpoint instead.
+    fn undo(&mut self) -> PyResult<bool> {
+        let engine = &mut self.engine;
+        guarded(|| Ok(engine.undo()))
     }
 
     /// Every state row held, as :meth:`take_changes` gives them (marks of change untouched).
@@ -573,6 +613,7 @@ impl NativeCore {
                 continue;
             };
             let engine = &mut self.engine;
+            engine.state.lose_undo(); // a restored row keeps no image: undo_point after
             guarded(|| {
                 restore_row(engine, row, &key, Some(raw.as_bytes())).map_err(PyValueError::new_err)
             })?;
@@ -583,6 +624,7 @@ impl NativeCore {
     /// :meth:`restore` of packed rows (``ringfence.engine.packed``), in order: a row with no
     /// state drops the state it names. Returns how many rows it held.
     fn restore_packed(&mut self, rows: &[u8]) -> PyResult<usize> {
+        self.engine.state.lose_undo(); // a restored row keeps no image: undo_point after
         guarded(|| {
             // a record's rows come together: its key is allocated once
             let mut last = Key::default();
@@ -626,6 +668,7 @@ impl NativeCore {
                 None => Ok(Some(p.finish())),
             }
         })?;
+        self.engine.taken();
         Ok(packed.map(|(buf, n)| (PyBytes::new(py, &buf).unbind(), n)))
     }
 
@@ -748,6 +791,7 @@ impl NativeCore {
             names: Default::default(),
             row_of: FxHashMap::default(),
             texts: Default::default(),
+            ran: 0,
         })
     }
 

@@ -24,6 +24,7 @@ pub enum Kind {
 }
 
 /// One state of a record, with its position among the group's features, scores or patterns.
+#[derive(Clone)]
 pub enum Member {
     Feature(u16, FState),
     Score(u16, ZState),
@@ -160,6 +161,42 @@ fn take<S: Kinded>(members: &mut Members, pos: u16) -> Option<S> {
     S::unwrap(members.edit(|v| v.swap_remove(at)))
 }
 
+/// A member's state as it was before its first change since the last checkpoint (none: it
+/// was not held), to undo that change: (group, key, kind, position, state).
+type Saved = (usize, Key, Kind, u16, Option<Member>);
+
+/// The member ``(kind, pos)`` of ``members``, if held, as :meth:`State::undo` puts it back.
+fn member_at(members: &[Member], kind: Kind, pos: u16) -> Option<usize> {
+    members.iter().position(|m| match m {
+        Member::Feature(p, _) => kind == Kind::Feature && *p == pos,
+        Member::Score(p, _) => kind == Kind::Score && *p == pos,
+        Member::Pattern(p, _) => kind == Kind::Pattern && *p == pos,
+    })
+}
+
+/// Note a change of member ``(kind, pos)`` (mark ``bit``) of record ``r`` (key ``key`` of group
+/// ``g``), before it is made: the record is listed as changed the first time since the last
+/// checkpoint, and the member's state kept the first time (only the members an event changes
+/// are copied: a record holds many). Bit 63 stands for several members: kept each time.
+fn will_change(
+    changed: &mut Vec<(usize, Key)>,
+    undo: &mut Option<Vec<Saved>>,
+    (g, key, kind, pos, bit): (usize, &Key, Kind, u16, u64),
+    r: &mut Record,
+) {
+    if r.dirty == 0 {
+        changed.push((g, key.clone()));
+    }
+    if let Some(undo) = undo
+        .as_mut()
+        .filter(|_| r.dirty & bit == 0 || bit == 1 << 63)
+    {
+        let held = member_at(&r.members, kind, pos).map(|at| r.members[at].clone());
+        undo.push((g, key.clone(), kind, pos, held));
+    }
+    r.dirty |= bit;
+}
+
 /// ``state`` as the member ``pos`` of kind ``S``: replacing it, or added (``size`` counts it).
 fn place<S: Kinded>(record: &mut Record, pos: u16, size: &mut usize, state: S) {
     match find_mut::<S>(&mut record.members, pos) {
@@ -228,6 +265,19 @@ pub struct State {
     /// Records left empty while a walk ran, removed when it ends (each once, however often
     /// it was emptied: at most every record held).
     emptied: FxHashSet<(usize, Key)>,
+    /// Each member changed since the undo point as it was before its first change since the
+    /// point or since a take of the changes after it, for :meth:`undo`: a failed event then
+    /// costs what its batch touched, not a reload of the whole state. None until the first
+    /// :meth:`undo_point` (an engine whose changes are never taken, a back-test's, would keep
+    /// a copy of every state it ever changed).
+    undo: Option<Vec<Saved>>,
+    /// How many of ``undo`` came before the last take of the changes since the point: those a
+    /// commit of that take makes the store's (:meth:`take_committed`).
+    taken_at: Option<usize>,
+    /// A change since the last take kept no copy (expiry, restored rows)...
+    undo_lost: bool,
+    /// ...or one before it, since the point.
+    lost_taken: bool,
 }
 
 impl State {
@@ -262,6 +312,10 @@ impl State {
             size: 0,
             walk: None,
             emptied: FxHashSet::default(),
+            undo: None,
+            taken_at: None,
+            undo_lost: false,
+            lost_taken: false,
         }
     }
 
@@ -283,10 +337,12 @@ impl State {
     fn mark(&mut self, kind: Kind, g: usize, pos: u16, key: &Key) {
         let bit = self.bit(kind, g, pos);
         if let Some(r) = self.groups[g].records.get_mut(key) {
-            if r.dirty == 0 {
-                self.changed.push((g, key.clone()));
-            }
-            r.dirty |= bit;
+            will_change(
+                &mut self.changed,
+                &mut self.undo,
+                (g, key, kind, pos, bit),
+                r,
+            );
         }
     }
 
@@ -312,10 +368,12 @@ impl State {
         let bit = self.bit(kind, g, pos);
         // the key is cloned only for a new record
         let record = self.groups[g].records.get_or_insert(key);
-        if record.dirty == 0 {
-            self.changed.push((g, key.clone()));
-        }
-        record.dirty |= bit;
+        will_change(
+            &mut self.changed,
+            &mut self.undo,
+            (g, key, kind, pos, bit),
+            record,
+        );
         (record, pos, &mut self.size)
     }
 
@@ -334,13 +392,15 @@ impl State {
     /// Pattern ``i``'s state of ``key``, taken out while an event moves it on: an empty
     /// state holds its place until :meth:`put_pattern` (most events) or
     /// :meth:`remove_pattern`, so the record's list is not resized twice an event.
-    pub fn take_pattern(&mut self, i: usize, key: &str) -> Option<PState> {
+    pub fn take_pattern(&mut self, i: usize, key: &Key) -> Option<PState> {
         let (g, pos) = self.slots[Kind::Pattern as usize][i];
-        self.groups[g]
-            .records
-            .get_mut(key)
-            .and_then(|r| find_mut::<PState>(&mut r.members, pos))
-            .map(|held| std::mem::replace(held, PState::empty()))
+        let bit = self.bit(Kind::Pattern, g, pos);
+        let r = self.groups[g].records.get_mut(key)?;
+        find::<PState>(&r.members, pos)?;
+        // marked changed now, its state kept before the take: it is put back or removed
+        let change = (g, key, Kind::Pattern, pos, bit);
+        will_change(&mut self.changed, &mut self.undo, change, r);
+        find_mut::<PState>(&mut r.members, pos).map(|held| std::mem::replace(held, PState::empty()))
     }
 
     /// Put back (or add) pattern ``i``'s state of ``key``, marked changed.
@@ -387,6 +447,109 @@ impl State {
         self.put(Kind::Pattern, i, key, state);
     }
 
+    /// The state held now is the store's (a checkpoint was restored): :meth:`undo` comes
+    /// back here. From the first call on, copies are kept.
+    pub fn undo_point(&mut self) {
+        self.undo.get_or_insert_with(Vec::new).clear();
+        self.taken_at = None;
+        self.undo_lost = false;
+        self.lost_taken = false;
+    }
+
+    /// The changes were taken (for a commit): noted, so that a commit of them can move the
+    /// undo point here (:meth:`take_committed`).
+    pub fn taken(&mut self) {
+        if let Some(undo) = &self.undo {
+            self.taken_at = Some(undo.len());
+            self.lost_taken |= std::mem::take(&mut self.undo_lost);
+        }
+    }
+
+    /// The changes taken last go to the store: the undo point moves to that take (a change
+    /// made since, by an event that failed after it, is still undone). None taken since the
+    /// point: it stays.
+    pub fn take_committed(&mut self) {
+        if let (Some(undo), Some(at)) = (self.undo.as_mut(), self.taken_at.take()) {
+            undo.drain(..at);
+            self.lost_taken = false;
+        }
+    }
+
+    /// Keep nothing to undo with any more, until the next :meth:`undo_point`.
+    pub fn forget_undo(&mut self) {
+        self.undo = None;
+        self.taken_at = None;
+        self.undo_lost = false;
+        self.lost_taken = false;
+    }
+
+    /// Note a change that kept no copy (expiry, restored rows): until the undo point moves
+    /// past it, :meth:`undo` refuses.
+    pub fn lose_undo(&mut self) {
+        self.undo_lost = true;
+    }
+
+    /// Put every member changed since the undo point back as it was there, the marks of
+    /// change of their records cleared; return the (pattern index, key) of each pattern state
+    /// put back with a deadline other than the one it had (the undone events moved or fired
+    /// it), whose timer the engine arms again. None, changing nothing, when a change kept no
+    /// copy.
+    pub fn undo(&mut self) -> Option<Vec<(usize, Key)>> {
+        if self.undo_lost || self.lost_taken {
+            return None;
+        }
+        let mut saved = self.undo.take()?;
+        let index = self.member_index();
+        let mut patterns = Vec::new();
+        let mut touched = Vec::new();
+        // the newest first: a member kept twice (bit 63; a failed take cleared the marks) ends
+        // at its first copy
+        while let Some((g, key, kind, pos, held)) = saved.pop() {
+            let r = self.groups[g].records.get_or_insert(&key);
+            touched.push((g, key.clone()));
+            r.dirty = 0;
+            let now = member_at(&r.members, kind, pos);
+            if let Some(Member::Pattern(_, back)) = &held {
+                let deadline = |m: &Member| match m {
+                    Member::Pattern(_, p) => p.deadline(),
+                    _ => None,
+                };
+                // an unmoved deadline still has its timer (a timer is popped only to fire,
+                // which clears the deadline, or to move it)
+                if back.deadline().is_some()
+                    && now.and_then(|at| deadline(&r.members[at])) != back.deadline()
+                {
+                    patterns.push((index[g][2][pos as usize], key.clone()));
+                }
+            }
+            match (now, held) {
+                (Some(at), Some(m)) => r.members[at] = m,
+                (Some(at), None) => {
+                    r.members.edit(|v| v.swap_remove(at));
+                    self.size -= 1;
+                }
+                (None, Some(m)) => {
+                    r.members.push(m);
+                    self.size += 1;
+                }
+                (None, None) => {}
+            }
+        }
+        for (g, key) in touched {
+            if self.groups[g]
+                .records
+                .get(&key)
+                .is_some_and(|r| r.is_empty())
+            {
+                self.drop_emptied(g, &key);
+            }
+        }
+        self.changed.clear();
+        self.undo = Some(saved); // empty: the point is where it was
+        self.taken_at = None;
+        Some(patterns)
+    }
+
     /// Drop the states ``expired`` says are past their horizon; return how many.
     pub fn expire(
         &mut self,
@@ -424,6 +587,7 @@ impl State {
                 dropped += gone;
                 self.size -= gone;
                 if bits != 0 {
+                    self.undo_lost = true; // its image was not kept: expiry is no event's
                     if r.dirty == 0 {
                         self.changed.push((g, key.clone()));
                     }
@@ -736,6 +900,43 @@ mod tests {
         // with no walk, an emptied record goes at once
         state.remove(Kind::Feature, 0, "k2");
         assert_eq!(state.groups[0].records.len(), 8);
+    }
+
+    #[test]
+    fn an_undo_puts_back_each_member_changed_since_the_point_even_past_bit_63() {
+        // one group of 70 features: members 63 on share one mark of change
+        let mut state = State::new(&[0; 70], &[], &[], 1);
+        let (a, b) = (Key::from("a"), Key::from("b"));
+        assert!(state.undo().is_none(), "no point set: no copies kept");
+        for i in [0, 65, 66] {
+            state.feature_mut(i, &a).seen = i as f64;
+        }
+        state.take_changes(|_| {});
+        state.undo_point();
+        for round in 1..=2 {
+            for i in [66, 65, 0, 1] {
+                state.feature_mut(i, &a).seen = 1000.0 * round as f64 + i as f64;
+            }
+        }
+        state.feature_mut(3, &b).seen = 7.0; // a record the undone events made
+        state.walk_begin(); // a walk keeps the emptied record until it ends
+        let undone = state.undo().expect("nothing lost");
+        assert!(undone.is_empty(), "no pattern to arm again");
+        let seen = |state: &State, i: usize, key: &str| state.feature(i, key).map(|f| f.seen);
+        assert_eq!(seen(&state, 0, "a"), Some(0.0));
+        assert_eq!(seen(&state, 65, "a"), Some(65.0));
+        assert_eq!(seen(&state, 66, "a"), Some(66.0));
+        assert_eq!(seen(&state, 1, "a"), None, "not held at the point");
+        assert_eq!(seen(&state, 3, "b"), None);
+        assert_eq!(state.len(), 3);
+        let mut rows = 0;
+        state.take_changes(|_| rows += 1);
+        assert_eq!(rows, 0, "no mark of change is left");
+        assert_eq!(state.groups[0].records.len(), 2);
+        state.walk_end();
+        assert_eq!(state.groups[0].records.len(), 1);
+        state.lose_undo();
+        assert!(state.undo().is_none(), "a change kept no copy");
     }
 
     #[test]

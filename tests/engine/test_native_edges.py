@@ -19,7 +19,7 @@ from ringfence.events.decode import validate_event
 from ringfence.events.fx import FxRate, FxTable
 from ringfence.events.model import Event, encode_event
 from ringfence.testing import event
-from tests.helpers.differential import native_candidate
+from tests.helpers.differential import every_state_row, native_candidate
 
 PACK = """
 version: "edges"
@@ -601,3 +601,41 @@ def test_round_to_a_text_of_digits_past_64_bits_is_null_in_both() -> None:
     for engine in (Engine(pack), native_candidate()(pack, 5.0)):
         assert "above" not in fired(engine, bag("e1", x=7, w="99999999999999999999999")), type(engine).__name__
         assert "above" in fired(engine, bag("e2", x=7, w="2")), type(engine).__name__
+
+
+BAGS = "features:\n  - {name: bags, on: [acme.bag], by: customer_id, agg: count}\n"
+FAILS_PART_WAY = PACK.replace("rules:", BAGS + "rules:", 1)
+
+
+def test_an_event_that_fails_part_way_is_undone_whole_and_undo_refuses_what_it_cannot_put_back() -> None:
+    # a processor undoes the batch a poison event failed instead of reloading its checkpoint
+    make = native_candidate()
+    pack = load_pack(FAILS_PART_WAY)
+    good = make(pack, 5.0)
+    good.process(bag("e1", a=1, b=[], n=1), 1, 0, 0.0)
+    rows = good.take_changes()
+    (name, _, raw) = next(r for r in rows if r[0].startswith("pattern:"))
+    state = msgspec.msgpack.decode(raw)
+    state[1][0][1] = 5  # a step past the pattern's two: every later event of the key fails in it
+    checkpoint = [(n, k, msgspec.msgpack.encode(state) if n == name else r) for n, k, r in rows if r is not None]
+    core = make(pack, 5.0)
+    assert not core.undo()  # no undo point: it keeps no copies
+    core.undo_point()
+    core.restore(checkpoint, {0: 1_800_000_000.0})
+    assert not core.undo()  # restored rows keep no copies: the runtime sets the point after
+    core.undo_point()
+    at_checkpoint = (every_state_row(core), core.max_event_time)
+    customer = {"customer_id": "cus_1"}
+    with pytest.raises(Exception, match="step the pattern does not have"):
+        core.process_raw(encode_event(bag("e2", a=1, b=[], n=1)), 2, 0, 0.0)
+    assert core.features_of(customer, 1_800_000_000.0) == {"bags": 2}  # counted before the pattern failed
+    assert core.undo()
+    assert (every_state_row(core), core.max_event_time) == at_checkpoint
+    assert core.features_of(customer, 1_800_000_000.0) == {"bags": 1}
+    assert core.expire(1_900_000_000.0) > 0
+    assert not core.undo()  # expiry keeps no copies
+    assert core.take_changes()
+    assert not core.undo()  # ...until the changes taken with it are committed
+    core.changes_committed()
+    assert core.undo()
+    assert not Engine(pack).undo()  # the reference engine keeps none: its runtimes reload

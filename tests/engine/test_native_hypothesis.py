@@ -32,7 +32,7 @@ from ringfence.engine.rules import AlertSignal
 from ringfence.errors import RulePackError
 from ringfence.events.decode import validate_event
 from ringfence.events.model import Event
-from tests.helpers.differential import first_mismatch, native_candidate
+from tests.helpers.differential import every_state_row, first_mismatch, native_candidate
 
 CUSTOM = "acme.ping"
 NUMBER, STRING, BOOL, ANY = "number", "string", "bool", "any"
@@ -549,3 +549,44 @@ def test_the_generated_comparison_catches_a_difference(data: st.DataObject) -> N
     assert mismatch is not None
     assert mismatch.step in ("process", "process_raw") or mismatch.step.startswith("process_raw_many of events #")
     assert any(".title:" in d for d in mismatch.diffs)
+
+
+def _run(engine: Engine, events: list[tuple[Event, int, float, bool]], first: int, marks: list[float]) -> list[Any]:
+    """What ``events`` (offsets from ``first``) then the timers at ``marks`` give: each event's
+    signals, or the name of what it raised."""
+    out: list[Any] = []
+    for i, (event, partition, ingested_at, _) in enumerate(events):
+        try:
+            out.append(engine.process(event, first + i, partition, ingested_at))
+        except Exception as error:
+            out.append(type(error).__name__)
+    out += [engine.advance(mark) for mark in marks]
+    return out
+
+
+@settings(SETTINGS, max_examples=80)
+@given(st.data())
+def test_an_undo_puts_back_what_events_changed_and_the_core_runs_on_as_if_they_never_ran(
+    candidate: Factory, data: st.DataObject
+) -> None:
+    # the embedded processor undoes a batch a poison event failed instead of reloading the
+    # whole state: the states, event times and timers at the last take, exactly
+    pack, _, events = example(data)
+    cut = data.draw(st.integers(0, len(events)), label="taken after event")
+    undone = data.draw(st.integers(cut, len(events)), label="undone after event")
+    last = max(e.occurred_at for e, *_ in events)
+    fired_then = data.draw(st.sampled_from([[], [last + 20.0], [last + 700.0]]), label="timers fired, then undone")
+    marks = [last + 20.0, last + 700.0]
+    straight, core = candidate(pack, 5.0), candidate(pack, 5.0)
+    core.undo_point()  # from here on it keeps copies
+    for engine in (straight, core):
+        _run(engine, events[:cut], 1, [])
+    expected = _run(straight, events[cut:], cut + 1, marks)
+    core.take_changes()
+    core.changes_committed()  # the point moves to the take
+    at_take = (every_state_row(core), core.max_event_time, core.late_events)
+    _run(core, events[cut:undone], cut + 1, fired_then)
+    assert core.undo()
+    assert (every_state_row(core), core.max_event_time, core.late_events) == at_take
+    assert _run(core, events[cut:], cut + 1, marks) == expected
+    assert every_state_row(core) == every_state_row(straight)

@@ -66,12 +66,13 @@ def score(n: int, value: Any, customer: str = "cus_1") -> Event:
 class Harness:
     """A processor over a journal and a store in ``tmp``, run on its own thread."""
 
-    def __init__(self, tmp: Path, pack: RulePack = PACK) -> None:
+    def __init__(self, tmp: Path, pack: RulePack = PACK, engine: Engine | None = None) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.log = SqliteLog(tmp / "journal.db", 2)
         self.store = SqliteStore(tmp / "store.db", AUDIT_KEY)
         self.metrics = Metrics()
-        self.processor = Processor(self.log, self.store, Engine(pack), self.metrics, FixedClock(T0 + 3600))
+        engine = Engine(pack) if engine is None else engine
+        self.processor = Processor(self.log, self.store, engine, self.metrics, FixedClock(T0 + 3600))
         self.processor.recover()
 
     @contextmanager

@@ -12,7 +12,8 @@ Each pass is a fresh engine: **cold** times its first ``events`` events (every k
 - ``process_raw_many`` and ``process_raw_many+packed``: the calls the embedded processor makes
   of the engine, a batch of stored events at a time (its ``BATCH_SIZE``, the most a batch
   holds when it is behind), then (``+packed``) the batch's changed state packed for the store
-  (``take_changes_packed``).
+  (``take_changes_packed``), with the copies of the states a batch changes that the processor
+  keeps to undo a batch a poison event failed (``undo_point``).
 
 Runs are interleaved across engines, so both see the same machine; each figure is the median
 of the runs with the range. Wall time is what a caller waits; thread CPU time is what the
@@ -101,13 +102,17 @@ Run = Callable[[int, int], list[AlertSignal]]  # runs the events from one index 
 
 def batch_feeder(engine: Engine, work: Workload, packed: bool) -> Run:
     """Runs the events from one index to another as the embedded processor does: one
-    ``process_raw_many`` call, then (``packed``) the changed state packed for the store."""
+    ``process_raw_many`` call, then (``packed``) the changed state packed for the store, the
+    engine keeping what it needs to undo a failed batch (its undo point)."""
     bodies, now = work.bodies, work.now
+    if packed:
+        engine.undo_point()
 
     def feed_batch(lo: int, hi: int) -> list[AlertSignal]:
         signals, _ = engine.process_raw_many(bodies[lo:hi], range(lo + 1, hi + 1), [0] * (hi - lo), [now] * (hi - lo))
         if packed:
             engine.take_changes_packed()
+            engine.changes_committed()
         return signals
 
     return feed_batch

@@ -136,6 +136,8 @@ def check_run(bodies: Sequence[bytes], *columns: Sequence[int] | Sequence[float]
 class Engine:
     """Runs a rule pack over events. Single-threaded; one instance per set of partitions."""
 
+    undoes = False  # whether :meth:`undo` can put back a failed batch (the compiled core's can)
+
     def __init__(self, pack: RulePack, allowed_lateness_s: float = 5.0) -> None:
         self.pack = pack
         self.lists: dict[str, frozenset[str]] = dict(pack.lists)
@@ -155,6 +157,7 @@ class Engine:
         self.max_event_time: dict[int, float] = {}
         self.hits: dict[tuple[str, str], int] = defaultdict(int)
         self.late_events = 0
+        self.ran = 0  # events the last process_raw_many ran: all, or those before the one that failed
         self._dirty: set[StateKey] = set()
         self._walk: list[StateKey] | None = None  # a snapshot being written (snapshot_begin)
         self._walk_at = 0
@@ -223,8 +226,9 @@ class Engine:
     ) -> tuple[list[AlertSignal], list[tuple[int, float]]]:
         """:meth:`process_raw` of stored events in order (a processor's batch): all their
         signals, and the (index, watermark) of each event that was behind its partition's
-        watermark. The first that fails raises; those before it were run. The compiled core
-        overrides it with one call for the lot."""
+        watermark. The first that fails raises; those before it were run (:attr:`ran` says how
+        many). The compiled core overrides it with one call for the lot."""
+        self.ran = 0
         check_run(bodies, offsets, partitions, ingested_ats)
         signals: list[AlertSignal] = []
         late: list[tuple[int, float]] = []
@@ -234,6 +238,7 @@ class Engine:
             signals += got
             if behind is not None:
                 late.append((i, behind))
+            self.ran = i + 1
         return signals, late
 
     def fresh(self) -> Engine:
@@ -593,6 +598,28 @@ class Engine:
         changes = [(self.persisted_names[name], key, self._encoded(name, key)) for name, key in self._dirty]
         self._dirty.clear()
         return changes
+
+    def undo_point(self) -> None:
+        """The state held now is what the store holds (a checkpoint restored): :meth:`undo`
+        comes back here. From the first call on, the engine keeps what an undo needs (a copy of
+        each state as it was before its first change since the point, or since the last
+        :meth:`take_changes`); without one it keeps nothing (a back-test)."""
+
+    def changes_committed(self) -> None:
+        """The changes taken last go to the store (a commit carries them): :meth:`undo` comes
+        back to that take from now on, not to what events changed after it (one that failed
+        after the take, before the commit of the records before it)."""
+
+    def forget_undo(self) -> None:
+        """Keep nothing to undo with any more (the copies cost time an event), until the next
+        :meth:`undo_point`."""
+
+    def undo(self) -> bool:
+        """Put back what the events since the undo point changed, so that a failed event costs
+        only the states its batch touched; False, changing nothing, where it cannot (no point,
+        or expiry or a restore since): then reload the checkpoint. This engine (the
+        reference) keeps no copies: its runtimes reload."""
+        return False
 
     def take_changes_packed(self) -> tuple[bytes, int] | None:
         """:meth:`take_changes` packed (:mod:`ringfence.engine.packed`), with how many rows;

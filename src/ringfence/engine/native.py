@@ -106,6 +106,8 @@ class _TimerCount:
 class NativeEngine(Engine):
     """The engine of ``pack``, run by the compiled core (see the module docstring)."""
 
+    undoes = True
+
     def __init__(
         self, pack: RulePack, allowed_lateness_s: float = 5.0, *, core: Any = None, fallback: bool = False
     ) -> None:
@@ -219,15 +221,19 @@ class NativeEngine(Engine):
         partitions: Sequence[int],
         ingested_ats: Sequence[float],
     ) -> tuple[list[AlertSignal], list[tuple[int, float]]]:
+        self.ran = 0
         check_run(bodies, offsets, partitions, ingested_ats)
         signals: list[AlertSignal] = []
         late: list[tuple[int, float]] = []
         for lo in range(0, len(bodies), RUN_CHUNK):  # the lock is held a chunk at a time
             hi = lo + RUN_CHUNK
             with self._lock:
-                raw, behind = self._core.process_many(
-                    list(bodies[lo:hi]), list(offsets[lo:hi]), list(partitions[lo:hi]), list(ingested_ats[lo:hi])
-                )
+                try:
+                    raw, behind = self._core.process_many(
+                        list(bodies[lo:hi]), list(offsets[lo:hi]), list(partitions[lo:hi]), list(ingested_ats[lo:hi])
+                    )
+                finally:
+                    self.ran = lo + self._core.ran
             signals += _with_fx([self._signal_of(s) for s in raw], bodies[lo:hi], offsets[lo:hi], self._timed)
             late += [(lo + i, mark) for i, mark in behind]
         return signals, late
@@ -337,6 +343,22 @@ class NativeEngine(Engine):
     def take_changes_packed(self) -> tuple[bytes, int] | None:
         with self._lock:
             return self._core.take_changes_packed()
+
+    def undo_point(self) -> None:
+        with self._lock:
+            self._core.undo_point()
+
+    def changes_committed(self) -> None:
+        with self._lock:
+            self._core.take_committed()
+
+    def forget_undo(self) -> None:
+        with self._lock:
+            self._core.forget_undo()
+
+    def undo(self) -> bool:
+        with self._lock:
+            return bool(self._core.undo())
 
     def restore_packed(self, packed: bytes) -> int:
         with self._lock:

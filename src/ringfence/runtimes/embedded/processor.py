@@ -7,7 +7,10 @@ holds their engine state in memory, checkpointed through the store's state chang
 snapshots written behind it (:mod:`ringfence.store.state_log`). On its thread, a batch's commit
 runs behind the engine (:mod:`.commit_behind`): the next batch is read and folded meanwhile.
 A failed commit leaves the memory ahead of the store: the engine is then reloaded from the
-checkpoint. Quarantined events an admin re-drives are run again at a batch boundary; snapshot
+checkpoint. A failed event (poison) only undoes what its batch changed in memory, where the
+engine can (the compiled core, which keeps copies of the states each batch changes for it): at
+a bank's state a reload takes seconds, and a flood of poison, each reloading it, held everyone's
+events behind them. Quarantined events an admin re-drives are run again at a batch boundary; snapshot
 parts go with the batches (and on their own while the processor is caught up, when retention
 deletes old records too).
 """
@@ -96,7 +99,8 @@ class Processor:
         self.failure: Exception | None = None
         self.failing: tuple[float, str] | None = None  # since when (its clock) its steps fail, and why
         self._stop: threading.Event | None = None
-        self._tainted = False  # a failed fold left its effects in memory; cleared by recover()
+        self._tainted = False  # a failed fold left its effects in memory; cleared by recover() or an undo
+        self._undoable = False  # no commit failed since the engine took up the store's state
         self._behind: CommitBehind | None = None  # the writer thread, while run() runs
         self._behind_ok = False  # the driver's ordinary cycle: its commit may run behind
         self._synchronous_through = -1  # a batch beginning here or before commits on this thread
@@ -126,6 +130,7 @@ class Processor:
         # the checkpoint must not bring back the dropped states: a snapshot of the new engine
         # now retires the changelog and snapshots that hold them
         self.store.snapshot_all(self.engine)
+        self._take_up_engine()
         log.info(
             "rule pack %s loaded (%s); dropped the state of %d changed definitions", pack.version, pack.digest, dropped
         )
@@ -140,6 +145,17 @@ class Processor:
             except queue.Empty:
                 return
             change()
+
+    def _take_up_engine(self) -> None:
+        """The engine holds what the store holds: from here on it keeps copies of what each
+        batch changes, to undo a failed one with (about a twentieth of its time an event, a
+        seventh with many events a key: docs/performance.md, item 37). With an engine that can
+        undo, the driver commits the records before a poison one together and runs it alone
+        (``in_order``: each step back is an undo); with one that cannot, each step back is a
+        reload, so after one the batch runs record by record, a reload only after each poison."""
+        self.engine.undo_point()
+        self._undoable = True
+        self.driver.in_order = self.engine.undoes
 
     def load_offset(self) -> None:
         """The offset of the last checkpoint, without its state: what lag is measured from
@@ -160,6 +176,7 @@ class Processor:
         self._read_to = self.offset
         applied = self.store.restore_state(self.engine)
         self.engine.max_event_time = marks
+        self._take_up_engine()
         # event time runs on from the newest record's arrival, not from this start: a downtime
         # must not postpone the absence timers it made due
         newest = self.log.read(self.offset - 1, 1) if self.offset else []
@@ -208,7 +225,13 @@ class Processor:
         try:
             bodies, offsets = [r.body for r in records], [r.offset for r in records]
             partitions, ingested_ats = [r.partition for r in records], [r.ingested_at for r in records]
-            batch.fold_stored(self.engine, bodies, offsets, partitions, ingested_ats)
+            try:
+                batch.fold_stored(self.engine, bodies, offsets, partitions, ingested_ats)
+            except BaseException:
+                # the records before the one that failed ran: the driver commits them together
+                # and runs that one alone (its ``in_order``)
+                batch.records += records[: self.engine.ran]
+                raise
             batch.records += records
             batch.mark(self.engine, {r.partition for r in records})
             if records:
@@ -224,6 +247,7 @@ class Processor:
         snapshot part is taken here, from the state exactly as the batch left it), else here."""
         if not batch.records and batch.empty:
             return
+        self.engine.changes_committed()  # what the store will hold: a failed commit reloads instead
         self._settle()
         offset = batch.records[-1].offset if batch.records else self._read_to
         snapshot = self._snapshot_part(batch.changed_rows, sum(map(len, batch.changes)))
@@ -270,6 +294,7 @@ class Processor:
         # the walk moved past the part that was not written, and the batch's effects are in
         # memory uncommitted: no part until the reset (the driver may commit once before it)
         self._tainted = True
+        self._undoable = False  # the store is behind the last take: only a reload is right
         self.store.states.abandon()
 
     def _settle(self) -> None:
@@ -311,13 +336,20 @@ class Processor:
             return None
 
     def reset(self, records: Sequence[Record] | None = None) -> None:
-        """After a failed commit the in-memory state is ahead of the store: reload it. A failed
-        commit behind is raised instead (a failure to retry): the records the driver would run
-        again do not begin where the store ends, so the whole step is run again. The rest of
-        the cycle (the driver's record-by-record run) commits on this thread: the driver reads
-        each commit's failure."""
+        """After a failed fold or commit the in-memory state is ahead of the store: bring it
+        back. After a failed fold (a poison event) the engine undoes what the batch changed,
+        where it can; after a failed commit, or where it cannot, the checkpoint is reloaded.
+        A failed commit behind is raised instead (a failure to retry): the records the driver
+        would run again do not begin where the store ends, so the whole step is run again. The
+        rest of the cycle (the driver's record-by-record run) commits on this thread: the
+        driver reads each commit's failure."""
         self._behind_ok = False
         self._settle()
+        if self._undoable and self.engine.undo():
+            self._tainted = False  # the memory is the store's again: snapshot parts may go on
+            self.metrics.engine_state_keys.set(self.engine.state_size())
+            log.info("undid a failed batch's changes in memory, back to offset %d", self.offset)
+            return
         self.recover()
 
     def uncommitted(self, records: Sequence[Record]) -> Sequence[Record]:
