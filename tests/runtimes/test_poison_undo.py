@@ -73,6 +73,7 @@ def test_a_flood_of_poison_records_costs_no_reload_and_leaves_what_a_clean_run_l
     assert poisoned.alerted() == clean.alerted()
     assert len(clean.alerted()) == 26
     assert every_state_row(poisoned.processor.engine) == every_state_row(clean.processor.engine)
+    snapshots = poisoned.store.conn().execute("SELECT max(gen) FROM snapshots WHERE complete = 1").fetchone()[0]
     # and another
     for first in (100, 120):
         not_an_event(poisoned)
@@ -83,6 +84,8 @@ def test_a_flood_of_poison_records_costs_no_reload_and_leaves_what_a_clean_run_l
             h.caught_up()
     assert reads == []
     assert len(poisoned.quarantined()) == 5
+    # snapshot parts went on being written across the undos
+    assert poisoned.store.conn().execute("SELECT max(gen) FROM snapshots WHERE complete = 1").fetchone()[0] > snapshots
     assert poisoned.alerted() == clean.alerted()
     assert every_state_row(poisoned.processor.engine) == every_state_row(clean.processor.engine)
     restarted = core_harness(tmp_path / "a")  # what was committed (changelog and snapshot) is the same
@@ -103,7 +106,9 @@ def test_a_commit_the_store_refuses_reloads_the_checkpoint_and_leaves_what_a_cle
     for h in (refused, clean):
         with h.running():
             h.caught_up()
-    assert reads  # reloaded
+    # as before: the commit behind, then on the processor's thread the batch, its record-by-record
+    # commit, and the refused alert's own
+    assert len(reads) == 4
     assert [e["event_id"] for e in refused.quarantined()] == ["evt-3"]
     assert refused.alerted() == clean.alerted()
     assert every_state_row(refused.processor.engine) == every_state_row(clean.processor.engine)
@@ -154,6 +159,35 @@ def test_a_failure_after_the_batch_was_taken_goes_back_to_the_last_commit(
         each.append(*scores(1, 30))
         each.processor.run_once()
     assert not failures  # it failed once
+    assert every_state_row(h.processor.engine) == every_state_row(clean.processor.engine)
+    restarted = core_harness(tmp_path / "a")
+    assert every_state_row(restarted.processor.engine) == every_state_row(clean.processor.engine)
+    for each in (h, clean, restarted):
+        each.close()
+
+
+def test_a_failure_after_the_batch_was_handed_to_no_commit_goes_back_to_the_last_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the batch's commit failed before its write (not the store's failure): the batch is not
+    # the store's, and its records then run one by one, their takes in one commit
+    h, clean = core_harness(tmp_path / "a"), core_harness(tmp_path / "b")
+    failures = [MemoryError()]
+    real_head = h.log.head
+
+    def failing_once() -> int:
+        if failures:
+            raise failures.pop()
+        return real_head()
+
+    monkeypatch.setattr(h.log, "head", failing_once)
+    reads = restores(h, monkeypatch)
+    for each in (h, clean):
+        each.append(*scores(1, 30))
+        each.processor.run_once()
+    assert not failures
+    assert reads == []  # undone
+    assert h.processor.offset == clean.processor.offset == 30
     assert every_state_row(h.processor.engine) == every_state_row(clean.processor.engine)
     restarted = core_harness(tmp_path / "a")
     assert every_state_row(restarted.processor.engine) == every_state_row(clean.processor.engine)

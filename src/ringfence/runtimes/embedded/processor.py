@@ -83,7 +83,8 @@ class Processor:
         self.wakeup = threading.Event()
         self.pace = Pace()  # events a second of busy time, for backpressure
         self.event_time = EventClock(clock.time(), clock.time())
-        self.driver: Driver[Record] = Driver(self)
+        # its fold runs a batch alike after a reset: a failure it did not place stays unplaced
+        self.driver: Driver[Record] = Driver(self, places_after_reset=False)
         self._last_retention = 0.0
         self._retaining = False  # a round of retention has more to delete
         self._retention_deleted = 0  # by the round so far
@@ -247,19 +248,21 @@ class Processor:
         snapshot part is taken here, from the state exactly as the batch left it), else here."""
         if not batch.records and batch.empty:
             return
-        self.engine.changes_committed()  # what the store will hold: a failed commit reloads instead
         self._settle()
         offset = batch.records[-1].offset if batch.records else self._read_to
         snapshot = self._snapshot_part(batch.changed_rows, sum(map(len, batch.changes)))
         first = batch.records[0].offset if batch.records else offset
         head = self.log.head()  # read here: the writer thread touches no journal
         behind = self._behind if self._behind_ok and first > self._synchronous_through else None
-        if behind is None or not behind.submit(lambda: self._write(batch, offset, snapshot, head)):
-            try:
+        # from here the batch is the store's (or its commit failed, and the engine is reloaded):
+        # an undo comes back to the batch's take, not before it
+        self.engine.changes_committed()
+        try:
+            if behind is None or not behind.submit(lambda: self._write(batch, offset, snapshot, head)):
                 self._write(batch, offset, snapshot, head)
-            except BaseException:
-                self._failed_commit()
-                raise
+        except BaseException:
+            self._failed_commit()
+            raise
         self._read_to = offset
         self.metrics.engine_state_keys.set(self.engine.state_size())
 

@@ -91,13 +91,23 @@ class Driver(Generic[R]):
     way), and the rest as a batch again: a poison record costs a few commits, not one for
     every record of its batch (a commit may be a Kafka transaction, some milliseconds each).
     A failure the fold did not place (the state codec's, run once for the whole batch) runs
-    the batch once more after the reset, which the runner folds event by event.
+    the batch once more after the reset, which the runner folds event by event; with
+    ``places_after_reset`` False (a runner whose fold runs a batch alike after a reset) it runs
+    record by record at once instead.
     """
 
-    def __init__(self, runner: Runner[R], *, commit_each: bool = False, in_order: bool = False) -> None:
+    def __init__(
+        self,
+        runner: Runner[R],
+        *,
+        commit_each: bool = False,
+        in_order: bool = False,
+        places_after_reset: bool = True,
+    ) -> None:
         self.runner = runner
         self.commit_each = commit_each
         self.in_order = in_order
+        self.places_after_reset = places_after_reset
         self.idle = Cadence(IDLE_EVERY_S)
         self.expiry = Cadence(EXPIRE_EVERY_S)
 
@@ -182,7 +192,7 @@ class Driver(Generic[R]):
         log.error("a batch of %d records failed (%s): running it record by record", len(records), type(error).__name__)
         self.runner.reset(None)
         # after a reset the runner's fold may place what failed (its state codec, event by event)
-        if self.in_order and place:
+        if self.in_order and place and self.places_after_reset:
             if (outcome := self._batch(records)) is None:
                 return
             failed, again = outcome
