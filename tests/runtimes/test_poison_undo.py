@@ -7,7 +7,9 @@ leaves."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +48,32 @@ def not_an_event(h: Harness) -> None:
             "VALUES (?, 0, 'x', 'y', ?, ?)",
             (offset, T0, b"\xff not json"),
         )
+
+
+def failing_once(real: Callable[..., Any], error: BaseException) -> tuple[Callable[..., Any], list[BaseException]]:
+    """``real``, raising ``error`` at its first call instead; the list is empty once it has."""
+    pending = [error]
+
+    def call(*args: Any) -> Any:
+        if pending:
+            raise pending.pop()
+        return real(*args)
+
+    return call, pending
+
+
+def run_once_and_compare(tmp: Path, h: Harness, clean: Harness) -> None:
+    """One batch of 30 events through each; ``h`` (in ``tmp``), in memory and restarted from
+    its store, then holds what ``clean`` holds. Closes them."""
+    for each in (h, clean):
+        each.append(*scores(1, 30))
+        each.processor.run_once()
+    assert h.processor.offset == clean.processor.offset == 30
+    assert every_state_row(h.processor.engine) == every_state_row(clean.processor.engine)
+    restarted = core_harness(tmp)
+    assert every_state_row(restarted.processor.engine) == every_state_row(clean.processor.engine)
+    for each in (h, clean, restarted):
+        each.close()
 
 
 def scores(first: int, count: int) -> list[Event]:
@@ -146,24 +174,10 @@ def test_a_failure_after_the_batch_was_taken_goes_back_to_the_last_commit(
     # the batch's changes were taken for its commit, then its housekeeping (timers made due,
     # expiry) failed: the batch never reached the store, so memory must not keep it either
     h, clean = core_harness(tmp_path / "a"), core_harness(tmp_path / "b")
-    failures = [ValueError("an engine's fault in a housekeeping step")]
-    real_expire = driver.expire
-
-    def failing_once(engine: Engine, now: float) -> float | None:
-        if failures:
-            raise failures.pop()
-        return real_expire(engine, now)
-
-    monkeypatch.setattr(driver, "expire", failing_once)
-    for each in (h, clean):
-        each.append(*scores(1, 30))
-        each.processor.run_once()
+    expire, failures = failing_once(driver.expire, ValueError("an engine's fault in a housekeeping step"))
+    monkeypatch.setattr(driver, "expire", expire)
+    run_once_and_compare(tmp_path / "a", h, clean)
     assert not failures  # it failed once
-    assert every_state_row(h.processor.engine) == every_state_row(clean.processor.engine)
-    restarted = core_harness(tmp_path / "a")
-    assert every_state_row(restarted.processor.engine) == every_state_row(clean.processor.engine)
-    for each in (h, clean, restarted):
-        each.close()
 
 
 def test_a_failure_after_the_batch_was_handed_to_no_commit_goes_back_to_the_last_commit(
@@ -172,27 +186,12 @@ def test_a_failure_after_the_batch_was_handed_to_no_commit_goes_back_to_the_last
     # the batch's commit failed before its write (not the store's failure): the batch is not
     # the store's, and its records then run one by one, their takes in one commit
     h, clean = core_harness(tmp_path / "a"), core_harness(tmp_path / "b")
-    failures = [MemoryError()]
-    real_head = h.log.head
-
-    def failing_once() -> int:
-        if failures:
-            raise failures.pop()
-        return real_head()
-
-    monkeypatch.setattr(h.log, "head", failing_once)
+    head, failures = failing_once(h.log.head, MemoryError())
+    monkeypatch.setattr(h.log, "head", head)
     reads = restores(h, monkeypatch)
-    for each in (h, clean):
-        each.append(*scores(1, 30))
-        each.processor.run_once()
+    run_once_and_compare(tmp_path / "a", h, clean)
     assert not failures
     assert reads == []  # undone
-    assert h.processor.offset == clean.processor.offset == 30
-    assert every_state_row(h.processor.engine) == every_state_row(clean.processor.engine)
-    restarted = core_harness(tmp_path / "a")
-    assert every_state_row(restarted.processor.engine) == every_state_row(clean.processor.engine)
-    for each in (h, clean, restarted):
-        each.close()
 
 
 def test_the_reference_engine_reloads_once_and_once_a_poison(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
