@@ -145,3 +145,32 @@ def test_backtest_compares_a_candidate_with_the_live_pack(server: EmbeddedServer
     assert body["events"] >= 1
     hits = body["hits"]["notify_low_balance"]
     assert hits["candidate"] >= hits["live"] + 1
+
+
+def test_a_pack_the_engine_setting_cannot_run_is_refused_before_it_is_stored(tmp_path: Path) -> None:
+    """An input assessment: with ``engine: native``, a pack with a half_space_trees score (River's
+    model, Python only) was accepted (200) and stored as live; the processor failed to reload it
+    and ran on with the old pack, and the next start refused the stored one (exit 2)."""
+    data_dir = tmp_path / "d"
+    key = create_key(data_dir, "admin", "admin")
+    headers = {"Authorization": f"Bearer {key}"}
+    hst = "  - name: amount_hst\n    kind: half_space_trees\n    by: global\n    of: [data.amount]\n"
+    pack = default_pack_text().replace('version: "', 'version: "hst-').replace("anomaly:\n", "anomaly:\n" + hst, 1)
+    assert "amount_hst" in pack
+    native = {"RINGFENCE_ENGINE": "native"}
+    with run_embedded(data_dir, env=native) as server:
+        before = httpx.get(f"{server.url}/v1/rules", headers=headers).json()["digest"]
+        for answer in (
+            httpx.post(f"{server.url}/v1/rules/validate", content=pack, headers={**headers, **YAML}),
+            httpx.put(f"{server.url}/v1/rules", content=pack, headers={**headers, **YAML}),
+        ):
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"]["code"] == "invalid_rule_pack"
+            assert "half_space_trees" in answer.json()["error"]["message"]
+            assert "engine setting" in answer.json()["error"]["message"]
+        assert httpx.get(f"{server.url}/v1/rules", headers=headers).json()["digest"] == before
+    with run_embedded(data_dir, env=native) as server:  # starts: nothing was stored
+        assert httpx.get(f"{server.url}/v1/rules", headers=headers).json()["digest"] == before
+    with run_embedded(data_dir) as server:  # ``auto`` runs it (on the Python engine)
+        answer = httpx.put(f"{server.url}/v1/rules", content=pack, headers={**headers, **YAML})
+        assert answer.status_code == 200, answer.text

@@ -21,6 +21,7 @@ from ringfence.api.errors import json_response
 from ringfence.api.params import path_id
 from ringfence.api.platform import Platform, served
 from ringfence.clock import iso
+from ringfence.engine.native import check_runnable
 from ringfence.engine.pack import MAX_PACK_BYTES, RulePack, load_pack
 from ringfence.engine.patterns import PatternSpec
 from ringfence.engine.rules import RuleSpec
@@ -134,6 +135,20 @@ class PackChecks:
         self._busy = False
 
 
+def _invalid(exc: RulePackError) -> RequestError:
+    # a YAML error quotes the line at fault: never echo a card number back (nor into a log)
+    return RequestError(400, "invalid_rule_pack", redact(str(exc)), {"where": redact(exc.where)})
+
+
+def _check_engine_runs(platform: Platform, pack: RulePack) -> None:
+    """400 if the platform's ``engine`` setting cannot run ``pack``: stored, it would be live in
+    the store and not in the processor, and the next start would refuse it."""
+    try:
+        check_runnable(pack, platform.settings.engine)
+    except RulePackError as exc:
+        raise _invalid(exc) from None
+
+
 async def read_candidate(request: Request, caller: Caller, *, urgent: bool = False) -> RulePack:
     """The request's body as a checked rule pack (400 naming the error, 413, 415), checked in
     ``caller``'s one :class:`PackChecks` slot (429); ``urgent`` for a ``PUT /v1/rules``."""
@@ -150,8 +165,7 @@ async def read_candidate(request: Request, caller: Caller, *, urgent: bool = Fal
         async with checks.slot(caller.key_id, urgent=urgent):
             return await run_in_threadpool(load_pack, text)
     except RulePackError as exc:
-        # a YAML error quotes the line at fault: never echo a card number back (nor into a log)
-        raise RequestError(400, "invalid_rule_pack", redact(str(exc)), {"where": redact(exc.where)}) from None
+        raise _invalid(exc) from None
 
 
 async def get_rules(request: Request) -> Response:
@@ -169,6 +183,7 @@ async def validate_rules(request: Request) -> Response:
     caller = authorize(request, "rules:write")  # a dry run of PUT: only pack authors need it
     platform = platform_of(request)
     pack = await read_candidate(request, caller)
+    _check_engine_runs(platform, pack)
     dropped = platform.dropped_state(pack)
     return json_response(
         {
@@ -185,6 +200,7 @@ async def put_rules(request: Request) -> Response:
     caller = authorize(request, "rules:write")
     platform = platform_of(request)
     pack = await read_candidate(request, caller, urgent=True)
+    _check_engine_runs(platform, pack)
     dropped = platform.dropped_state(pack)
     version = await run_in_threadpool(platform.activate_pack, pack, caller.actor, platform.clock.time())
     return json_response(

@@ -161,9 +161,9 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log_path: Pat
 
 
 @contextmanager
-def run_embedded(data_dir: Path, *extra: str) -> Iterator[EmbeddedServer]:
-    """A real embedded server for the duration of the block."""
-    server = start_server(data_dir, *extra)
+def run_embedded(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[EmbeddedServer]:
+    """A real embedded server for the duration of the block (``env``: added to this process's)."""
+    server = start_server(data_dir, *extra, env=env)
     try:
         yield server
     finally:

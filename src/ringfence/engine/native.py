@@ -53,6 +53,18 @@ def _say_once(message: str) -> None:
         log.warning(message)
 
 
+def _why_not_native(pack: RulePack) -> str | None:
+    return "the compiled core is not installed (ringfence_native)" if not available() else unsupported(pack)
+
+
+def check_runnable(pack: RulePack, engine: str) -> None:
+    """Raise RulePackError if the ``engine`` setting cannot run ``pack`` (only ``native`` can
+    refuse one): a pack is checked before it is stored, so that no runtime takes up a live pack
+    it cannot run, nor fails to start on it."""
+    if engine == "native" and (reason := _why_not_native(pack)) is not None:
+        raise RulePackError(f"the native engine (the engine setting) cannot run this pack: {reason}")
+
+
 def make_engine(pack: RulePack, allowed_lateness_s: float = 5.0, *, engine: str = "auto") -> Engine:
     """An engine for ``pack``: ``native`` (the compiled core; RulePackError if it cannot run
     the pack), ``python`` (the reference engine), or ``auto`` (native where it can, else
@@ -61,11 +73,10 @@ def make_engine(pack: RulePack, allowed_lateness_s: float = 5.0, *, engine: str 
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "python":
         return Engine(pack, allowed_lateness_s)
-    reason = "the compiled core is not installed (ringfence_native)" if not available() else unsupported(pack)
+    check_runnable(pack, engine)
+    reason = _why_not_native(pack)
     if reason is None:
         return NativeEngine(pack, allowed_lateness_s, fallback=engine == "auto")
-    if engine == "native":
-        raise RulePackError(f"the native engine cannot run this pack: {reason}")
     _say_once(f"running the Python engine: {reason}")
     return Engine(pack, allowed_lateness_s)
 
