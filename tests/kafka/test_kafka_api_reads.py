@@ -45,3 +45,39 @@ def test_evidence_retention_removed_is_answered_at_once_and_the_rest_is_read(kaf
     finally:
         log.close()
     assert gone < 2.0, f"two removed records took {gone:.1f} s"
+
+
+CROSS_KEY = """
+version: cross-key
+features:
+  - name: per_card
+    on: [card.authorization]
+    by: data.card_id
+    agg: count
+anomaly:
+  - name: device_z
+    kind: robust_zscore
+    by: data.device_id
+    of: per_card
+rules: []
+"""
+
+
+def test_a_pack_the_workers_cannot_run_is_refused_before_it_is_stored(kafka_stack: KafkaStack) -> None:
+    """An input assessment: the api service stored a valid pack whose score reads another key's
+    feature before finding that its stages cannot keep it (an error after the store): the
+    workers then took up a pack they cannot run. It is refused (400), and nothing is stored."""
+    admin = kafka_stack.key("admin", "admin")
+    api = kafka_stack.start("api", "api", http=True)
+    yaml = {"Content-Type": "application/yaml"}
+    with api.client(admin) as c:
+        before = c.get("/v1/rules").json()["digest"]
+        for answer in (
+            c.post("/v1/rules/validate", content=CROSS_KEY, headers=yaml),
+            c.put("/v1/rules", content=CROSS_KEY, headers=yaml),
+        ):
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"]["code"] == "invalid_rule_pack"
+            assert "device_z: reads per_card, kept by another key" in answer.json()["error"]["message"]
+        assert c.get("/v1/rules").json()["digest"] == before
+    assert kafka_stack.sql("SELECT version FROM rule_packs WHERE version = 'cross-key'") == []

@@ -244,6 +244,11 @@ class Platform(Protocol):
         """The stored version of the pack it runs (None before one was stored)."""
         ...
 
+    def check_pack(self, pack: RulePack) -> None:
+        """Raise RulePackError if this runtime cannot run ``pack``, a valid pack (checked before
+        it is stored: a stored pack is what every service takes up, and starts on)."""
+        ...
+
     def dropped_state(self, pack: RulePack) -> list[str]:
         """The state names activating ``pack`` would drop (the features it changes or removes)."""
         ...

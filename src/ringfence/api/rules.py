@@ -21,7 +21,6 @@ from ringfence.api.errors import json_response
 from ringfence.api.params import path_id
 from ringfence.api.platform import Platform, served
 from ringfence.clock import iso
-from ringfence.engine.native import check_runnable
 from ringfence.engine.pack import MAX_PACK_BYTES, RulePack, load_pack
 from ringfence.engine.patterns import PatternSpec
 from ringfence.engine.rules import RuleSpec
@@ -140,11 +139,11 @@ def _invalid(exc: RulePackError) -> RequestError:
     return RequestError(400, "invalid_rule_pack", redact(str(exc)), {"where": redact(exc.where)})
 
 
-def _check_engine_runs(platform: Platform, pack: RulePack) -> None:
-    """400 if the platform's ``engine`` setting cannot run ``pack``: stored, it would be live in
-    the store and not in the processor, and the next start would refuse it."""
+def _check_runs(platform: Platform, pack: RulePack) -> None:
+    """400 if the runtime cannot run ``pack`` (its ``engine`` setting, its layout of state):
+    stored, it would be live in the store and not in the processor, and a restart would refuse it."""
     try:
-        check_runnable(pack, platform.settings.engine)
+        platform.check_pack(pack)
     except RulePackError as exc:
         raise _invalid(exc) from None
 
@@ -183,7 +182,7 @@ async def validate_rules(request: Request) -> Response:
     caller = authorize(request, "rules:write")  # a dry run of PUT: only pack authors need it
     platform = platform_of(request)
     pack = await read_candidate(request, caller)
-    _check_engine_runs(platform, pack)
+    _check_runs(platform, pack)
     dropped = platform.dropped_state(pack)
     return json_response(
         {
@@ -200,7 +199,7 @@ async def put_rules(request: Request) -> Response:
     caller = authorize(request, "rules:write")
     platform = platform_of(request)
     pack = await read_candidate(request, caller, urgent=True)
-    _check_engine_runs(platform, pack)
+    _check_runs(platform, pack)
     dropped = platform.dropped_state(pack)
     version = await run_in_threadpool(platform.activate_pack, pack, caller.actor, platform.clock.time())
     return json_response(

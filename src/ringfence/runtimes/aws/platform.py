@@ -261,6 +261,9 @@ class AwsPlatform:
     def active_pack(self) -> NoReturn:
         not_available("the rule pack (it ships with the deployment)")
 
+    def check_pack(self, pack: RulePack) -> NoReturn:
+        not_available("changing the rule pack (it ships with the deployment)")
+
     def dropped_state(self, pack: RulePack) -> NoReturn:
         not_available("changing the rule pack (it ships with the deployment)")
 

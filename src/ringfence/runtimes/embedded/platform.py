@@ -23,7 +23,7 @@ from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings, audit_key
 from ringfence.engine.engine import Engine
-from ringfence.engine.native import make_engine
+from ringfence.engine.native import check_runnable, make_engine
 from ringfence.engine.pack import RulePack
 from ringfence.errors import RequestError, RingfenceError, StoreError
 from ringfence.events.fx import FxRate, FxTable
@@ -311,6 +311,9 @@ class Platform:
 
     def active_pack(self) -> PackVersion | None:
         return self.packs.active()
+
+    def check_pack(self, pack: RulePack) -> None:
+        check_runnable(pack, self.settings.engine)
 
     def dropped_state(self, pack: RulePack) -> list[str]:
         return self.engine.dropped_state_names(pack)

@@ -29,6 +29,7 @@ from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings, audit_key
 from ringfence.engine.engine import Engine
+from ringfence.engine.native import check_runnable
 from ringfence.engine.pack import RulePack, load_pack
 from ringfence.engine.stages import plan_stages
 from ringfence.errors import RequestError
@@ -448,14 +449,18 @@ class KafkaPlatform:
     def active_pack(self) -> PackVersion | None:
         return self.packs.active()
 
+    def check_pack(self, pack: RulePack) -> None:
+        check_runnable(pack, self.settings.engine)  # the workers' setting too, as a deployment's is one
+        plan_stages(pack)  # each definition reads its own key's features only
+
     def dropped_state(self, pack: RulePack) -> list[str]:
         return self.engine.dropped_state_names(pack)
 
     def activate_pack(self, pack: RulePack, actor: str, now: float) -> PackVersion:
         """Store it; the process workers follow the store, and so does this service's copy."""
+        plan, engine = plan_stages(pack), self.engine.reloaded(pack)  # a pack they refuse is not stored
         version = self.packs.activate(pack, actor, now)
-        self.plan = plan_stages(pack)
-        self.engine = self.engine.reloaded(pack)
+        self.plan, self.engine = plan, engine
         for name, values in self.packs.lists().items():  # edits stand, as after a restart
             if name in pack.lists:
                 self.engine.set_list(name, values)
