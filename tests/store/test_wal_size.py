@@ -3,9 +3,13 @@ resets it, not kept at its peak size on disk (a hostile test left a 5.9 GB store
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
-from ringfence.store.connection import WAL_SIZE_LIMIT, connect
+import pytest
+
+from ringfence.store.connection import WAL_SIZE_LIMIT, WalBound, connect
 
 
 def test_a_grown_wal_is_cut_back_to_the_limit_after_a_checkpoint(tmp_path: Path) -> None:
@@ -27,3 +31,53 @@ def test_a_grown_wal_is_cut_back_to_the_limit_after_a_checkpoint(tmp_path: Path)
     assert wal.stat().st_size <= WAL_SIZE_LIMIT
     writer.close()
     reader.close()
+
+
+def overlapping_readers(path: Path, stop: threading.Event, hold_s: float = 0.05) -> list[threading.Thread]:
+    """Two readers whose read transactions overlap without a gap: one always holds a snapshot."""
+
+    def read(offset_s: float) -> None:
+        conn = connect(path)
+        time.sleep(offset_s)
+        while not stop.is_set():
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM t").fetchone()
+            time.sleep(hold_s)
+            conn.execute("COMMIT")
+        conn.close()
+
+    threads = [threading.Thread(target=read, args=(hold_s * i / 2,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+def test_readers_that_always_overlap_cannot_grow_the_wal_past_its_bound(tmp_path: Path, bounded: bool) -> None:
+    """A hostile test: two overlapping counts of one alerts:read key, back to back, kept every
+    checkpoint from resetting the store's WAL, which grew at the write rate until the disk
+    filled. Its writer now resets it past a bound (here 2 MiB), waiting for the readers."""
+    path = tmp_path / "store.sqlite3"
+    writer = connect(path)
+    writer.execute("CREATE TABLE t (x BLOB)")
+    bound = WalBound(path, restart_at=2 * 2**20, check_every_s=0.0)  # every commit looks
+    stop = threading.Event()
+    readers = overlapping_readers(path, stop)
+    wal, peak = Path(f"{path}-wal"), 0
+    try:
+        for _ in range(400):  # 25 MiB written
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("INSERT INTO t VALUES (?)", (b"x" * 65536,))
+            writer.execute("COMMIT")
+            if bounded:
+                bound.committed(writer)
+            peak = max(peak, wal.stat().st_size)
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+        writer.close()
+    if bounded:
+        assert peak < 3 * 2**20, f"the WAL reached {peak >> 20} MiB"
+    else:  # what the bound prevents: SQLite's own checkpoints never reset it
+        assert peak > 20 * 2**20, f"the WAL reached {peak >> 20} MiB only"

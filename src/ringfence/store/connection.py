@@ -6,13 +6,17 @@ adapts psycopg to it, so the repositories are written once, in the SQL both engi
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from ringfence.private_files import private_sqlite
+
+log = logging.getLogger("ringfence.store")
 
 
 class Cursor(Protocol):
@@ -51,7 +55,7 @@ def connect(path: Path, synchronous: str = "full", cache_mib: int = 2, *, create
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         # a WAL that grew under load (a checkpoint cannot reset it while readers hold older
         # snapshots) is cut back to this once one does, instead of keeping its peak size on disk
         conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
@@ -63,6 +67,53 @@ def connect(path: Path, synchronous: str = "full", cache_mib: int = 2, *, create
 
 
 WAL_SIZE_LIMIT = 64 * 2**20
+WAL_RESTART_AT = 2 * WAL_SIZE_LIMIT  # a WAL past this is reset by its writer (WalBound)
+WAL_CHECK_EVERY_S = 1.0
+# for the readers of older snapshots to finish, and those that began meanwhile (before all was
+# copied back: they read the WAL too); writers wait meanwhile
+WAL_RESTART_WAIT_MS = 10_000
+BUSY_TIMEOUT_MS = 30_000
+
+
+class WalBound:
+    """Keeps a SQLite file's write-ahead log from growing without bound under readers.
+
+    SQLite's own checkpoints copy frames back but never wait for readers, and the WAL starts
+    over only once no reader holds a snapshot in it: readers that overlap without a gap (two
+    reads of half a second each, back to back, from one ``alerts:read`` key) kept it growing
+    at the write rate, 750 MiB in 30 s in a hostile test, until the disk filled. So its writer
+    looks at its size after a commit (once a second at most), and past :data:`WAL_RESTART_AT`
+    checkpoints it in ``TRUNCATE`` mode: holding off other writers, that waits (up to
+    :data:`WAL_RESTART_WAIT_MS`) for the readers of older snapshots to finish, copies the WAL
+    back, waits for the readers that began meanwhile (a reader that begins once all is copied
+    back reads the file, not the WAL), then empties it: about two reads' time."""
+
+    def __init__(self, path: Path, restart_at: int = WAL_RESTART_AT, check_every_s: float = WAL_CHECK_EVERY_S) -> None:
+        self.wal = Path(f"{path}-wal")
+        self.restart_at = restart_at
+        self.check_every_s = check_every_s
+        self._next_check = 0.0
+
+    def committed(self, conn: sqlite3.Connection) -> None:
+        """After a commit on ``conn`` (the file's writer)."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self.check_every_s
+        try:
+            size = self.wal.stat().st_size
+        except OSError:
+            return
+        if size <= self.restart_at:
+            return
+        conn.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if busy:  # a reader longer than the wait: the next check tries again
+            log.warning("%s is %d MiB: readers kept it from being reset", self.wal.name, size >> 20)
+
 
 FileIdentity = tuple[int, int]  # (device, inode)
 

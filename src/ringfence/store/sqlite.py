@@ -19,7 +19,7 @@ from ringfence.alerts.lifecycle import SYSTEM_ACTOR
 from ringfence.clock import iso
 from ringfence.errors import StoreError, StoreUnavailable
 from ringfence.store import audit as audit_chain
-from ringfence.store.connection import FileIdentity, connect, file_identity
+from ringfence.store.connection import FileIdentity, WalBound, connect, file_identity
 from ringfence.store.schema import MIGRATIONS, SCHEMA_VERSION
 from ringfence.store.sql import SqlStore
 
@@ -52,6 +52,7 @@ class SqliteStore(SqlStore):
         self.anchor = audit_chain.Anchor(path.with_name(path.name + ANCHOR_SUFFIX))
         self._local = threading.local()
         self._file: FileIdentity | None = None  # the file connected to
+        self._wal = WalBound(path)
         try:
             self._migrate()
             self._adopt_audit_trail(key_made=made)
@@ -89,6 +90,7 @@ class SqliteStore(SqlStore):
         conn.execute("COMMIT")
         if self._local.audited:  # anchored once committed: a rolled-back entry never is
             self._anchor_head(conn)
+        self._wal.committed(conn)
 
     def audit(self, conn: Any, now: float, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
         super().audit(conn, now, actor, action, target, detail)

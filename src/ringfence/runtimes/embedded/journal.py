@@ -62,7 +62,7 @@ from ringfence.log.base import Record, partition_of_key, stored_event
 from ringfence.private_files import SQLITE_SIDECARS, private_file
 from ringfence.runtimes.embedded import dedup_index
 from ringfence.runtimes.embedded.dedup_index import SegmentIndex, index_path
-from ringfence.store.connection import FileIdentity, connect, file_identity
+from ringfence.store.connection import FileIdentity, WalBound, connect, file_identity
 from ringfence.store.retention import delete_oldest
 
 log = logging.getLogger("ringfence.journal")
@@ -145,6 +145,7 @@ class SqliteLog:
         self._indexes: dict[int, SegmentIndex] = {}  # the appender's, by segment: the newest two
         self._unique: dict[Path, bool] = {}  # whether a segment file carries SQLite's index
         self._writing = threading.Lock()
+        self._wal: WalBound | None = None  # of the segment appends go to
         self._writer_lock: int | None = None  # the lock file's descriptor, opened by the first append
         conn = self._main()
         version = (
@@ -367,6 +368,9 @@ class SqliteLog:
                     conn.execute("ROLLBACK")
                 raise
             self._index_appended(index, added, rows[-1][0])
+            if self._wal is None or self._wal.wal != Path(f"{path}-wal"):
+                self._wal = WalBound(path)
+            self._wal.committed(conn)  # long reads (searches, back-tests) must not grow it without bound
         return offsets
 
     @staticmethod
