@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
 from ringfence.errors import AuthError, ForbiddenError, StoreError
 from ringfence.store import ApiKeys
+from ringfence.store.connection import connect
 from ringfence.store.sql import SqlStore
+from ringfence.store.sqlite import SqliteStore
 
 
 @pytest.fixture
@@ -120,3 +125,26 @@ def test_a_key_still_authenticates_when_its_last_use_cannot_be_written(
 
     monkeypatch.setattr(any_store, "conn", lambda: DiskFull(real()))
     assert keys.authenticate(token, now=1_000.0).name == "reader"
+
+
+def test_a_keys_first_request_of_a_minute_does_not_wait_for_the_stores_writer(tmp_path: Path) -> None:
+    """A hostile test: noting when a key was last used wrote the store on the request's thread
+    (the event loop's), behind the processor's commits: 1-2 s for each fresh key's request, and
+    every other request waited with it. The note is written by a thread of its own."""
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    keys = ApiKeys(store)
+    token = keys.create("producer", ["events:write"], now=1.0)
+    writer = connect(tmp_path / "store.sqlite3")
+    writer.execute("BEGIN IMMEDIATE")  # the processor's commit, holding the write lock
+    try:
+        began = time.monotonic()
+        assert keys.authenticate(token, now=100.0).name == "producer"
+        assert time.monotonic() - began < 0.5
+        assert keys.list()[0].last_used_at == 100.0  # shown before it is written
+    finally:
+        writer.execute("ROLLBACK")
+    deadline = time.monotonic() + 10
+    while store.conn().execute("SELECT last_used_at FROM api_keys").fetchone()[0] != 100.0:
+        assert time.monotonic() < deadline, "the note was never written"
+        time.sleep(0.02)
+    writer.close()
