@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.api.auth import authorize, platform_of
 from ringfence.api.bodies import media_type, read_body
 from ringfence.api.draining import draining_of, unless_stopping
-from ringfence.api.errors import json_response
+from ringfence.api.errors import LONG_DETAILS, json_response
 from ringfence.api.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_request
 from ringfence.errors import ClientGone, RequestError
 from ringfence.events.decode import TooManyEvents
@@ -64,6 +65,9 @@ async def post_events(request: Request) -> Response:
             raise RequestError(413, "too_many_events", str(exc), {"events": exc.count, "limit": exc.limit}) from None
         except ClientGone:  # nobody reads this answer: its body was dropped unread
             raise RequestError(400, "client_disconnected", "the connection closed while the request waited") from None
+    # many rejections (each event's errors) are listed off the event loop (errors.LONG_DETAILS)
+    many = len(result.rejected) > LONG_DETAILS
+    answer = await run_in_threadpool(result.to_dict) if many else result.to_dict()
     if result.accepted == 0 and result.duplicates == 0:
-        raise RequestError(400, "invalid_events", "no valid event in the request", result.to_dict())
-    return json_response(result.to_dict(), status=202)
+        raise RequestError(400, "invalid_events", "no valid event in the request", answer)
+    return await run_in_threadpool(json_response, answer, 202) if many else json_response(answer, status=202)

@@ -8,7 +8,7 @@ API answers 501 ``not_available``, from one place (:func:`~ringfence.api.errors.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
@@ -97,6 +97,11 @@ class IngestReport(Protocol):
 
     @property
     def duplicates(self) -> int: ...
+
+    @property
+    def rejected(self) -> Sequence[Any]:
+        """The events rejected, each with its errors."""
+        ...
 
     def to_dict(self) -> dict[str, Any]: ...
 
