@@ -202,6 +202,7 @@ def create_app(
     app.state.streams = stream.StreamSlots(settings.max_streams_per_key)
     app.state.searches = customers.Searches()
     app.state.pack_checks = rules.PackChecks()
+    app.state.list_answers = {}  # GET /v1/lists/{name}: (values, the answer), by name
     app.state.draining = asyncio.Event()
     app.add_middleware(SecurityHeaders)
     return app

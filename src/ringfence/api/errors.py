@@ -50,6 +50,24 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
     return Response(msgspec.json.encode(body), status, headers, media_type="application/json")
 
 
+PIECE_BYTES = 64 << 10
+
+
+class SharedBody(Response):
+    """An answer whose body many answers share (one bytes object, made once), sent a piece at a
+    time: uvicorn lets the next piece go only once the client took enough of the last, so a
+    client that does not read holds a piece, not a copy of the whole. A list of 100,000 values
+    (5.6 MB) sent to 300 clients that read nothing took the server from 270 MB to 1 GB (a
+    hostile test)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        body = memoryview(self.body)
+        for start in range(0, len(body), PIECE_BYTES) or [0]:
+            piece = bytes(body[start : start + PIECE_BYTES])
+            await send({"type": "http.response.body", "body": piece, "more_body": start + PIECE_BYTES < len(body)})
+
+
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: Mapping[str, str] | None = None
 ) -> Response:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.api.auth import authorize, platform_of, require_unrestricted
-from ringfence.api.errors import json_response
+from ringfence.api.errors import SharedBody, json_response
 from ringfence.api.platform import served
 from ringfence.errors import StoreError
 
@@ -50,4 +50,4 @@ async def metrics(request: Request) -> Response:
 
 async def openapi(request: Request) -> Response:
     authorize(request, None)
-    return Response(OPENAPI, media_type="application/json")
+    return SharedBody(OPENAPI, media_type="application/json")

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from ringfence.api.auth import Caller, authorize, platform_of
 from ringfence.api.bodies import json_body, read_body
-from ringfence.api.errors import json_response
+from ringfence.api.errors import SharedBody, json_response
 from ringfence.api.params import path_id
 from ringfence.api.platform import Platform, served
 from ringfence.clock import iso
@@ -223,7 +223,17 @@ async def get_list(request: Request) -> Response:
     if name not in platform.pack.lists:
         raise RequestError(404, "not_found", f"the rule pack declares no list {name!r}")
     values = platform.list_values(name)
-    return json_response({"name": name, "values": sorted(values), "count": len(values)})
+    # sorted and encoded once a change, off the event loop (100,000 values: 56 ms of it a request)
+    answers: dict[str, tuple[frozenset[str], bytes]] = request.app.state.list_answers
+    made = answers.get(name)
+    if made is None or made[0] is not values:
+        made = (values, await run_in_threadpool(_list_answer, name, values))
+        answers[name] = made
+    return SharedBody(made[1], media_type="application/json")
+
+
+def _list_answer(name: str, values: frozenset[str]) -> bytes:
+    return msgspec.json.encode({"name": name, "values": sorted(values), "count": len(values)})
 
 
 async def put_list(request: Request) -> Response:
