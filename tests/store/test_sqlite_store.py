@@ -3,6 +3,7 @@ atomic checkpoints, silences and the notification log with their cursors."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -222,7 +223,34 @@ def test_a_page_looks_at_a_bounded_number_of_alerts_and_its_cursor_goes_on_past_
             break
     assert [key for page in pages for key in page] == everything
     assert len(pages) <= 10 // 3 + 2
-    assert store.list_alerts(AlertQuery(customer_id="c1", limit=500)) == (store.list_alerts(AlertQuery(limit=500)))
+    assert walk(store, AlertQuery(customer_id="c1", limit=500)) == walk(store, AlertQuery(limit=500))
+
+
+def walk(store: SqlStore, query: AlertQuery) -> list[str]:
+    """The alerts every page of ``query`` lists, following its cursors."""
+    keys: list[str] = []
+    while True:
+        page, cursor = store.list_alerts(query)
+        keys += [a.dedup_key for a in page]
+        if cursor is None:
+            return keys
+        query = dataclasses.replace(query, cursor=cursor)
+
+
+def test_the_first_pages_cursor_tells_others_alert_count_only_to_the_nearest_window(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile test: an audience-limited key asking for its own alerts with filters matching
+    none got the newest seq of every audience's less SCAN_ALERTS as its cursor: every other desk's
+    alert count, live. The first window ends at a multiple of SCAN_ALERTS and spans two."""
+    monkeypatch.setattr(sql_module, "SCAN_ALERTS", 4)
+    cursors = []
+    for i in range(20):
+        commit(store, signal(i, key=f"k{i}", audience="fraud" if i < 2 else "customer"))
+        cursors.append(store.list_alerts(AlertQuery(audience=("fraud",), status=("resolved",), limit=1))[1])
+    assert len(set(cursors)) <= 20 // 4 + 1  # it moves every 4 alerts of others, not every one
+    assert {int(c) % 4 for c in cursors if c is not None} == {0}
+    assert walk(store, AlertQuery(audience=("fraud",), limit=1)) == ["k1", "k0"]  # and the pages go on to them
 
 
 @pytest.mark.parametrize("cursor", ["-1", "abc", "1.5", "", "1" * 19, "\uff11\uff12"])  # full-width digits
