@@ -150,6 +150,23 @@ def test_an_alert_shows_its_newest_history_and_comments_and_counts_the_rest(stor
     assert (store.get_alert(other).comments, store.get_alert(other).comments_omitted) == ([], 0)
 
 
+def test_an_alert_keeps_a_bounded_number_of_comments(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile test: one analyst key added 150 comments a second of 4,000 characters each to
+    one alert, bounded only by its rate limit. Past MAX_COMMENTS: 409, nothing written."""
+    monkeypatch.setattr(sql_module, "MAX_COMMENTS", 5)
+    (aid,) = commit(store, signal(1))
+    (other,) = commit(store, signal(1, key="tok_2"), offset=1)
+    for i in range(5):
+        store.comment(aid, f"note {i}", "key:ana", now=1001.0 + i)
+    audited = len(store.list_audit(limit=100)[0])
+    with pytest.raises(RequestError) as refused:
+        store.comment(aid, "one more", "key:ana", now=1010.0)
+    assert (refused.value.status, refused.value.code) == (409, "too_many_comments")
+    assert [c.text for c in store.get_alert(aid).comments] == [f"note {i}" for i in range(5)]
+    assert len(store.list_audit(limit=100)[0]) == audited
+    assert store.comment(other, "another alert's", "key:ana", now=1011.0).comments[-1].text == "another alert's"
+
+
 def test_acknowledging_a_resolved_alert_is_a_conflict(store: SqlStore) -> None:
     (aid,) = commit(store, signal(1))
     store.transition(aid, Action.RESOLVE, "a", "", now=1.0)

@@ -22,6 +22,7 @@ import msgspec
 from ringfence.alerts import lifecycle
 from ringfence.alerts.lifecycle import ACTIVE, SYSTEM_ACTOR
 from ringfence.alerts.model import (
+    MAX_COMMENTS,
     SHOWN_ENTRIES,
     Action,
     Alert,
@@ -37,7 +38,7 @@ from ringfence.alerts.model import (
 from ringfence.alerts.ports import AlertRepository, PipelineStore
 from ringfence.clock import iso
 from ringfence.engine.rules import AlertSignal
-from ringfence.errors import NotFound, StaleBatch
+from ringfence.errors import NotFound, RequestError, StaleBatch
 from ringfence.store import audit as audit_chain
 from ringfence.store import notifications, paging, quarantine
 from ringfence.store.base import Checkpoint, LateEvent
@@ -366,6 +367,9 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
             now = audit_chain.change_time(conn, now)
             if conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
                 raise NotFound(f"no alert {alert_id!r}")
+            held = conn.execute("SELECT count(*) FROM alert_comments WHERE alert_id = ?", (alert_id,)).fetchone()[0]
+            if held >= MAX_COMMENTS:  # counted in the transaction: two at 999 must not both add one
+                raise RequestError(409, "too_many_comments", f"the alert has {MAX_COMMENTS} comments, the most kept")
             conn.execute("INSERT INTO alert_comments VALUES (?, ?, ?, ?)", (alert_id, now, actor, text))
             self.audit(conn, now, actor, "alert.comment", alert_id, {"chars": len(text)})
         return self.get_alert(alert_id)
