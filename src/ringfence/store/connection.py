@@ -106,11 +106,15 @@ class WalBound:
             return
         if size <= self.restart_at:
             return
-        conn.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
-        try:
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        finally:
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        try:  # after the commit: a failure here must not read as the commit's
+            conn.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
+            try:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as error:
+            log.warning("could not reset %s (%s): the next check tries again", self.wal.name, type(error).__name__)
+            return
         if busy:  # a reader longer than the wait: the next check tries again
             log.warning("%s is %d MiB: readers kept it from being reset", self.wal.name, size >> 20)
 
