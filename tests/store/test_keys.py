@@ -148,3 +148,19 @@ def test_a_keys_first_request_of_a_minute_does_not_wait_for_the_stores_writer(tm
         assert time.monotonic() < deadline, "the note was never written"
         time.sleep(0.02)
     writer.close()
+
+
+def test_a_stop_writes_the_last_used_times_not_written_yet_and_nothing_after(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    keys = ApiKeys(store)
+    token = keys.create("producer", ["events:write"], now=1.0)
+    writer = connect(tmp_path / "store.sqlite3")
+    writer.execute("BEGIN IMMEDIATE")  # the note waits behind a commit
+    keys.authenticate(token, now=100.0)
+    writer.execute("ROLLBACK")
+    keys.close()  # before the store closes: what was noted is written
+    assert store.conn().execute("SELECT last_used_at FROM api_keys").fetchone()[0] == 100.0
+    keys.authenticate(token, now=1000.0)  # after: not noted (nothing may open the store again)
+    time.sleep(0.2)
+    assert store.conn().execute("SELECT last_used_at FROM api_keys").fetchone()[0] == 100.0
+    writer.close()

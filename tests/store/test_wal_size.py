@@ -81,3 +81,32 @@ def test_readers_that_always_overlap_cannot_grow_the_wal_past_its_bound(tmp_path
         assert peak < 3 * 2**20, f"the WAL reached {peak >> 20} MiB"
     else:  # what the bound prevents: SQLite's own checkpoints never reset it
         assert peak > 20 * 2**20, f"the WAL reached {peak >> 20} MiB only"
+
+
+def test_a_read_longer_than_the_wait_holds_writers_off_a_small_share_of_its_time(tmp_path: Path) -> None:
+    """A review: a reader holding its snapshot longer than the reset's wait (an audit verification,
+    a backup) foiled every reset, and the next one came a second later: every commit waited 10 s
+    out of 11. Each try after a foiled one now comes twice as late."""
+    path = tmp_path / "store.sqlite3"
+    writer, reader = connect(path), connect(path)
+    writer.execute("CREATE TABLE t (x BLOB)")
+    for _ in range(40):
+        writer.execute("INSERT INTO t VALUES (?)", (b"x" * 65536,))
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM t").fetchone()  # a snapshot held for the whole test
+    bound = WalBound(path, restart_at=2**20, check_every_s=0.05, wait_ms=200, backoff_max_s=2.0)
+    held = 0.0
+    began = time.monotonic()
+    while time.monotonic() - began < 3.0:
+        writer.execute("INSERT INTO t VALUES (?)", (b"y" * 4096,))
+        started = time.monotonic()
+        bound.committed(writer)
+        held += time.monotonic() - started
+    reader.execute("COMMIT")
+    # a try every 0.05 s, each waiting 0.2 s, held them 80 % of the time; with the back-off 5 tries
+    assert held < 1.6, f"writers held {held:.1f} s of 3"
+    assert held > 0.15  # it did try: the WAL was past its bound all along
+    WalBound(path, restart_at=2**20).committed(writer)  # the reader gone, a try resets it
+    assert Path(f"{path}-wal").stat().st_size == 0
+    writer.close()
+    reader.close()

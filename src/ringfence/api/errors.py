@@ -66,6 +66,8 @@ class SharedBody(Response):
         for start in range(0, len(body), PIECE_BYTES) or [0]:
             piece = bytes(body[start : start + PIECE_BYTES])
             await send({"type": "http.response.body", "body": piece, "more_body": start + PIECE_BYTES < len(body)})
+        if self.background is not None:
+            await self.background()
 
 
 def error_response(

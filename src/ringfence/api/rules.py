@@ -223,13 +223,15 @@ async def get_list(request: Request) -> Response:
     if name not in platform.pack.lists:
         raise RequestError(404, "not_found", f"the rule pack declares no list {name!r}")
     values = platform.list_values(name)
-    # sorted and encoded once a change, off the event loop (100,000 values: 56 ms of it a request)
-    answers: dict[str, tuple[frozenset[str], bytes]] = request.app.state.list_answers
+    # sorted and encoded once a change, off the event loop (100,000 values: 56 ms of it a
+    # request), by the first request to miss it: those asking meanwhile wait for the same one
+    # (each made its own, 40 copies after a change, in a review)
+    answers: dict[str, tuple[frozenset[str], asyncio.Future[bytes]]] = request.app.state.list_answers
     made = answers.get(name)
-    if made is None or made[0] is not values:
-        made = (values, await run_in_threadpool(_list_answer, name, values))
+    if made is None or made[0] is not values or (made[1].done() and made[1].exception() is not None):
+        made = (values, asyncio.ensure_future(run_in_threadpool(_list_answer, name, values)))
         answers[name] = made
-    return SharedBody(made[1], media_type="application/json")
+    return SharedBody(await asyncio.shield(made[1]), media_type="application/json")
 
 
 def _list_answer(name: str, values: frozenset[str]) -> bytes:

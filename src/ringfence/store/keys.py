@@ -189,6 +189,10 @@ class ApiKeys:
                 raise NotFound(f"no active key named {name!r}")
             self._store.audit(conn, now, actor, "key.revoke", name, {})
 
+    def close(self) -> None:
+        """Write the last-used times noted and not written yet (before the store closes)."""
+        self._notes.close()
+
     def list(self) -> list[KeyInfo]:
         rows = self._store.conn().execute(
             "SELECT key_id, name, scopes, created_at, revoked_at, last_used_at, audiences, sources FROM api_keys "
@@ -304,7 +308,8 @@ class _LastUsedNotes:
     thread, the event loop's, a key's first request of a minute waited for the store's write
     lock behind the processor's commits (1-2 s a request, and every other request with it, in a
     hostile test of 20 fresh keys). A note, not the check: one the writer could not write (a full
-    disk) is logged and dropped, and a crash loses the few seconds not written yet."""
+    disk) is logged and dropped, and a crash loses the few seconds not written yet; a stop
+    (:meth:`close`) writes them first."""
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
@@ -312,9 +317,12 @@ class _LastUsedNotes:
         self._pending: dict[str, float] = {}
         self._wake = threading.Event()
         self._writer: threading.Thread | None = None
+        self._closed = False
 
     def note(self, key_id: str, now: float) -> None:
         with self._lock:
+            if self._closed:  # the store is closing: nothing may open it again
+                return
             self._pending[key_id] = now
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write, name="key-last-used", daemon=True)
@@ -325,14 +333,23 @@ class _LastUsedNotes:
         with self._lock:
             return dict(self._pending)
 
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Write what is noted, then let the writer end (before the store closes)."""
+        with self._lock:
+            self._closed = True
+            writer = self._writer
+        self._wake.set()
+        if writer is not None:
+            writer.join(timeout_s)
+
     def _write(self) -> None:
         while True:
             woke = self._wake.wait(NOTES_IDLE_S)
             self._wake.clear()
             with self._lock:
                 notes = list(self._pending.items())
-                if not notes and not woke:
-                    self._writer = None  # idle: a later note starts another
+                if not notes and (not woke or self._closed):
+                    self._writer = None  # idle (a later note starts another) or closed
                     return
             for key_id, at in notes:
                 try:
@@ -342,3 +359,5 @@ class _LastUsedNotes:
                 with self._lock:
                     if self._pending.get(key_id) == at:
                         del self._pending[key_id]
+            if self._closed:
+                self._wake.set()  # once more round: what came meanwhile, then the end

@@ -252,10 +252,11 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         4,000 characters each: a page of 500 could pass 200 MB); :meth:`get_alert` has them.
 
         A page looks at no more than :data:`SCAN_ALERTS` alerts below its cursor: those next in
-        seq, or a customer's next in its index. It may then hold fewer than ``limit``, even
-        none, with a cursor to go on from. Filters that match nothing made each request read
-        every alert (0.2 s at 500,000), and a key's 64 of them at once held every other reader
-        13 s (a pen test); a customer's 250,000 alerts, 4 s (a re-test)."""
+        seq, or a customer's next in its index (the first page, twice that at most: below). It
+        may then hold fewer than ``limit``, even none, with a cursor to go on from. Filters that
+        match nothing made each request read every alert (0.2 s at 500,000), and a key's 64 of
+        them at once held every other reader 13 s (a pen test); a customer's 250,000 alerts, 4 s
+        (a re-test)."""
         where, args = _alert_filters(query)
         conn = self.conn()
         below = paging.after(query.cursor)

@@ -319,7 +319,8 @@ class SqliteLog:
                 lock = self._writer_fd()
                 fcntl.flock(lock, fcntl.LOCK_EX)  # waits for an appender in another process
                 try:
-                    return self._append(events, ingested_at)
+                    offsets, written = self._append(events, ingested_at)
+                    break
                 except dedup_index.IndexHeld:
                     # let go of those this journal holds, so two appenders holding one each
                     # cannot wait on each other
@@ -329,6 +330,12 @@ class SqliteLog:
                 finally:
                     fcntl.flock(lock, fcntl.LOCK_UN)
             time.sleep(HELD_RETRY_S * (1 + random.random()))  # nosec # noqa: S311 - jitter; without the lock
+        if written is not None:  # long reads (searches, back-tests) must not grow its WAL without bound
+            path, conn = written
+            if self._wal is None or self._wal.wal != Path(f"{path}-wal"):
+                self._wal = WalBound(path)
+            self._wal.committed(conn)  # outside the appenders' locks: a reset may wait for readers
+        return offsets
 
     def _writer_fd(self) -> int:
         """The lock file appenders hold (a descriptor each: the lock is the process's)."""
@@ -337,7 +344,10 @@ class SqliteLog:
             self._writer_lock = os.open(private_file(lock), os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
         return self._writer_lock
 
-    def _append(self, events: list[StoredEvent], ingested_at: float) -> list[int | None]:
+    def _append(
+        self, events: list[StoredEvent], ingested_at: float
+    ) -> tuple[list[int | None], tuple[Path, sqlite3.Connection] | None]:
+        """The events' offsets, and the segment file written and this thread's connection to it."""
         segments = self.segments()
         writable, head = self._writable(segments, ingested_at)
         before = [s for s in segments if s.first < writable.first][-1:]
@@ -368,10 +378,8 @@ class SqliteLog:
                     conn.execute("ROLLBACK")
                 raise
             self._index_appended(index, added, rows[-1][0])
-            if self._wal is None or self._wal.wal != Path(f"{path}-wal"):
-                self._wal = WalBound(path)
-            self._wal.committed(conn)  # long reads (searches, back-tests) must not grow it without bound
-        return offsets
+            return offsets, (path, conn)
+        return offsets, None
 
     @staticmethod
     def _new_rows(

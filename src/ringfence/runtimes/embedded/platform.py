@@ -424,6 +424,7 @@ class Platform:
                 thread.join(timeout=30)
         self.dispatcher.close()
         self.log.close()
+        self.keys.close()
         self.store.close()
         if self._lock is not None:
             self._lock.close()

@@ -534,4 +534,5 @@ class KafkaPlatform:
         with self._features_lock:
             if self._features is not None:
                 self._features.close()
+        self.keys.close()
         self.store.close()
