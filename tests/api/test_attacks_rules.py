@@ -97,6 +97,16 @@ def reset_peak(pid: int) -> int:
     return status_kb(pid, "VmRSS")
 
 
+def unsent_bytes(port: int) -> list[int]:
+    """What each connection of the server on ``port`` has not sent yet, in the kernel (IPv4)."""
+    queued = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # established
+            queued.append(int(fields[4].split(":")[0], 16))
+    return queued
+
+
 def healthz_s(server: EmbeddedServer) -> float:
     started = time.monotonic()
     assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
@@ -523,6 +533,11 @@ def test_a_large_list_read_by_clients_that_never_read_their_answer_is_held_once(
                 time.sleep(1.5)  # the server writes what it may
                 growth_mb = (status_kb(srv.process.pid, "VmRSS") - rss_kb) / 1024
                 assert healthz_s(srv) < 1.0
+                # nor in the kernel: each connection's unsent bytes there stay bounded (up to 4 MB
+                # of each answer before, 1.6 GB of the host's memory for 900 such clients)
+                queued = unsent_bytes(port)
+                assert len(queued) >= 40
+                assert max(queued) < 400_000, f"{max(queued)} bytes unsent on one connection"
             finally:
                 for client in stalled:
                     client.close()
