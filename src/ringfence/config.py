@@ -43,6 +43,7 @@ MIN_JOURNAL_SEGMENT_S, MAX_JOURNAL_SEGMENT_S = 1.0, 86400.0  # a file a second a
 MAX_JOURNAL_SEGMENTS = 1_000  # segment files over the retention (168 by default)
 DEFAULT_RATE_LIMIT_PER_S = 500.0
 DEFAULT_RATE_LIMIT_BURST = 1_000.0
+DEFAULT_PEOPLE_WRITES_MIB_PER_HOUR = 8.0
 DEFAULT_AUTH_FAILURES_PER_MIN = 30.0
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 DEFAULT_MAX_CONNECTIONS = 1_000
@@ -107,6 +108,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         tls_cert, tls_key: serve HTTPS (and send HSTS) with this PEM certificate and key.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
         rate_limit_per_s, rate_limit_burst: requests a second (and burst) per API key.
+        people_writes_mib_per_hour: what one key's changes to alerts and silences may add to the
+            store an hour (comments, reasons, assignments, silences, their history and audit
+            entries; a burst of as much); past it, 429 with Retry-After.
         auth_failures_per_min: failed authentications a minute per client address.
         request_timeout_s: the longest a request body may take to arrive (bodies of at most 16 KiB,
             such as a sign-in's, get ``request_head_timeout_s``).
@@ -175,6 +179,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     log_level: str = "info"
     rate_limit_per_s: float = DEFAULT_RATE_LIMIT_PER_S
     rate_limit_burst: float = DEFAULT_RATE_LIMIT_BURST
+    people_writes_mib_per_hour: float = DEFAULT_PEOPLE_WRITES_MIB_PER_HOUR
     auth_failures_per_min: float = DEFAULT_AUTH_FAILURES_PER_MIN
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     max_connections: int = DEFAULT_MAX_CONNECTIONS
@@ -278,6 +283,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "port",
             "rate_limit_per_s",
             "rate_limit_burst",
+            "people_writes_mib_per_hour",
             "auth_failures_per_min",
             "request_timeout_s",
             "max_connections",

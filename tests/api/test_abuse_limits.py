@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -12,6 +14,7 @@ from ringfence.api.ratelimit import TokenBuckets
 from ringfence.bench.servers import create_key, start_server
 from ringfence.errors import RequestError
 from ringfence.testing import FixedClock, event
+from tests.helpers.http import risky_transfer, uid
 
 
 def test_token_buckets_refill_at_their_rate() -> None:
@@ -52,5 +55,37 @@ def test_limits_answer_429_with_retry_after_and_the_server_keeps_working(tmp_pat
         assert httpx.get(f"{server.url}/healthz").status_code == 200
         body = server.wait_processed(other)
         assert body["processed_offset"] == 3
+    finally:
+        assert server.stop()
+
+
+def test_a_keys_changes_to_alerts_and_silences_are_bounded_in_bytes_an_hour(tmp_path: Path) -> None:
+    """A hostile test: each change was bounded, a key's changes only by its rate limit: comments
+    on alert after alert, assignments back and forth and silences ending at once (kept 30 days)
+    grew the store 28-290 GB a day for one analyst key. Past its budget (here 10 KiB an hour):
+    429 with Retry-After, nothing stored; another key goes on."""
+    data_dir = tmp_path / "d"
+    producer = create_key(data_dir, "producer", "events:write", "alerts:read")
+    analyst, other = (create_key(data_dir, name, "alerts:read", "alerts:write") for name in ("ana", "bob"))
+    server = start_server(data_dir, env={"RINGFENCE_PEOPLE_WRITES_MIB_PER_HOUR": str(10 / 1024)})
+    try:
+        with server.client(producer) as c:
+            assert c.post("/v1/events", json=[risky_transfer(uid("cus"))]).status_code == 202
+        server.wait_processed(producer)
+        with server.client(analyst) as c:
+            alert = c.get("/v1/alerts", params={"limit": 1}).json()["items"][0]["id"]
+            text = {"text": "x" * 4_000}
+            statuses = [c.post(f"/v1/alerts/{alert}/comments", json=text).status_code for _ in range(3)]
+            assert statuses == [201, 201, 429]  # 5 KB a change, 10 KiB an hour
+            refused = c.post(f"/v1/alerts/{alert}/assign", json={"assignee": "ana"})
+            assert refused.status_code == 429
+            assert int(refused.headers["retry-after"]) > 0
+            ends = datetime.fromtimestamp(time.time() + 3600, UTC).isoformat()
+            silence = {"matchers": ["rule_id=x"], "ends_at": ends, "comment": "c"}
+            assert c.post("/v1/silences", json=silence).status_code == 429
+            assert len(c.get(f"/v1/alerts/{alert}").json()["comments"]) == 2
+        with server.client(other) as c:  # a budget of its own
+            assert c.post(f"/v1/alerts/{alert}/assign", json={"assignee": "bob"}).status_code == 200
+            assert c.post(f"/v1/alerts/{alert}/ack", json={"reason": "on it"}).status_code == 200
     finally:
         assert server.stop()

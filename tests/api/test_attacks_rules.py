@@ -335,14 +335,15 @@ def test_a_client_that_stops_reading_cannot_keep_its_backtest_alive_nor_get_a_se
     client never reads), and the child wedged (stopped: no CPU, no output, so neither its own
     budget check nor its CPU limit can end it). The server kills it at budget + grace on a timer
     of its own; the key's slot stays taken (429) until the child has exited and been reaped, and
-    then it is free again; no process is left behind."""
+    then it is free again; no process is left behind. (The first answer is the rule pack's, made
+    large with a comment: a list's is sent a piece at a time as it is read, so a pipelined request
+    behind it waits until it is.)"""
     key = keys.other_reader
-    with srv.client(keys.admin) as admin:
-        before = admin.get("/v1/lists/high_risk_countries").json()["values"]
-        large = [f"ZZ-{i:06d}-" + "x" * 40 for i in range(20_000)]  # a ~1 MB answer
-        assert admin.put("/v1/lists/high_risk_countries", json={"values": large}).status_code == 200
+    padded = default_pack_text() + "".join(f"# padding {i:05d} {'x' * 100}\n" for i in range(8_500))
+    with srv.client(keys.admin) as admin:  # a ~900 KB answer to GET /v1/rules
+        assert admin.put("/v1/rules", content=padded, headers=YAML).status_code == 200
     body = HEAVY_CANDIDATE.encode()
-    large_answer = f"GET /v1/lists/high_risk_countries HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
+    large_answer = f"GET /v1/rules HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
     backtest = (
         f"POST /v1/rules/backtest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
         f"Content-Type: application/yaml\r\nAccept: application/x-ndjson\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -373,7 +374,7 @@ def test_a_client_that_stops_reading_cannot_keep_its_backtest_alive_nor_get_a_se
             assert healthz_s(srv) < 1.0
     finally:
         with srv.client(keys.admin) as admin:
-            assert admin.put("/v1/lists/high_risk_countries", json={"values": before}).status_code == 200
+            assert admin.put("/v1/rules", content=default_pack_text(), headers=YAML).status_code == 200
 
 
 def test_the_json_answer_keeps_its_shape_for_old_clients(srv: EmbeddedServer, keys: RuleKeys) -> None:

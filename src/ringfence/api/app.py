@@ -192,10 +192,12 @@ def create_app(
     app.state.authenticator = authenticator
     app.state.ops_history = ops.OpsHistory(platform)
     settings = platform.settings
+    changes_an_hour = settings.people_writes_mib_per_hour * 2**20  # bytes, and the burst
     app.state.limits = Limits(
         per_key=TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst, platform.clock),
         failures=TokenBuckets(settings.auth_failures_per_min / 60, settings.auth_failures_per_min, platform.clock),
         signin=TokenBuckets(settings.signin_attempts_per_min / 60, settings.signin_attempts_per_min, platform.clock),
+        changes=TokenBuckets(changes_an_hour / 3600, changes_an_hour, platform.clock),
     )
     app.state.backtests = backtests.BacktestSlots(backtests.MAX_RUNNING, platform.clock)
     app.state.alert_counts = alerts.AlertCounts()
@@ -223,3 +225,4 @@ class Limits:
     per_key: TokenBuckets
     failures: TokenBuckets
     signin: TokenBuckets  # sign-in attempts, per client address and per key id
+    changes: TokenBuckets  # bytes of changes to alerts and silences, per key (auth.charge_change)

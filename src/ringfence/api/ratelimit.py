@@ -23,24 +23,24 @@ class TokenBuckets:
         self._lock = threading.Lock()
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # name -> (tokens, at)
 
-    def take(self, name: str) -> float:
-        """Spend a token; return 0, or the seconds to wait when none is left."""
+    def take(self, name: str, cost: float = 1.0) -> float:
+        """Spend ``cost`` tokens; return 0, or the seconds to wait when too few are left."""
         now = self._clock.time()
         with self._lock:
             tokens, at = self._buckets.pop(name, (self.burst, now))
             tokens = min(self.burst, tokens + (now - at) * self.rate)
             wait = 0.0
-            if tokens >= 1:
-                tokens -= 1
+            if tokens >= cost:
+                tokens -= cost
             else:
-                wait = (1 - tokens) / self.rate
+                wait = (min(cost, self.burst) - tokens) / self.rate
             self._buckets[name] = (tokens, now)
             if len(self._buckets) > MAX_TRACKED:
                 self._buckets.popitem(last=False)
         return wait
 
-    def check(self, name: str, message: str) -> None:
+    def check(self, name: str, message: str, cost: float = 1.0) -> None:
         """Raise 429 with Retry-After when ``name`` is over its limit."""
-        wait = self.take(name)
+        wait = self.take(name, cost)
         if wait > 0:
             raise RequestError(429, "rate_limited", message, {"retry_after": math.ceil(wait)})
