@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,6 +46,15 @@ def _batches(path: Path) -> Iterator[tuple[bytes, int]]:
         yield b"".join(lines), size
 
 
+@dataclass
+class Totals:
+    """What a replay's bodies came to, their rejections numbered by line of the file."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
 def replay(
     file: Annotated[Path, typer.Argument(help="NDJSON file, one event per line", exists=True, dir_okay=False)],
     url: Annotated[str | None, typer.Option(help="Post to this running server instead of the data dir")] = None,
@@ -59,7 +69,7 @@ def replay(
 
     Exits 1 if any line was rejected (unless --allow-rejects), so a script notices.
     """
-    total = IngestResult()
+    total = Totals()
     progress = Progress(
         TextColumn("replay"),
         BarColumn(),
@@ -86,7 +96,7 @@ def replay(
         raise typer.Exit(1)
 
 
-def _rejection_lines(rejected: list[Rejection]) -> Iterator[str]:
+def _rejection_lines(rejected: Sequence[Rejection]) -> Iterator[str]:
     """The first SHOWN_REJECTIONS rejections, one line each, then how many were not shown."""
     for r in rejected[:SHOWN_REJECTIONS]:
         event = f" ({r.event_id})" if r.event_id else ""  # no id when the line had none (or it was refused)
@@ -95,7 +105,7 @@ def _rejection_lines(rejected: list[Rejection]) -> Iterator[str]:
         yield f"  ... and {len(rejected) - SHOWN_REJECTIONS} more rejected lines not shown"
 
 
-def _merge(total: IngestResult, part: IngestResult, offset: int) -> None:
+def _merge(total: Totals, part: IngestResult, offset: int) -> None:
     total.accepted += part.accepted
     total.duplicates += part.duplicates
     for r in part.rejected:
@@ -113,7 +123,7 @@ def _parse_result(data: dict[str, Any]) -> IngestResult:
     return IngestResult(accepted=data["accepted"], duplicates=data["duplicates"], rejected=rejected)
 
 
-def _replay_http(file: Path, url: str, key: str, total: IngestResult, advance: Callable[[int], None]) -> None:
+def _replay_http(file: Path, url: str, key: str, total: Totals, advance: Callable[[int], None]) -> None:
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"}
     line = 0
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
@@ -141,7 +151,7 @@ def _replay_http(file: Path, url: str, key: str, total: IngestResult, advance: C
             advance(size)
 
 
-async def _replay_embedded(file: Path, platform: Platform, total: IngestResult, advance: Callable[[int], None]) -> None:
+async def _replay_embedded(file: Path, platform: Platform, total: Totals, advance: Callable[[int], None]) -> None:
     platform.start()
     try:
         assert platform.ingest is not None

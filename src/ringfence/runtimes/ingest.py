@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -28,6 +28,7 @@ from ringfence.events.decode import (
     TooCostly,
     TooManyEvents,
     decode_batch,
+    rejections_answer,
 )
 from ringfence.events.fx import FxTable
 from ringfence.events.model import Event
@@ -66,7 +67,7 @@ class IngestResult:
 
     accepted: int = 0
     duplicates: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
+    rejected: Sequence[Rejection] = ()
     duplicate_ids: list[str] = field(default_factory=list)
     costly_s: float = 0.0  # validation beyond ordinary events' time (not answered: the producer's budget)
     validation_s: float = 0.0  # validation in all (not answered: the producer's turns)
@@ -76,7 +77,7 @@ class IngestResult:
             "accepted": self.accepted,
             "duplicates": self.duplicates,
             "duplicate_event_ids": self.duplicate_ids,
-            "rejected": [r.to_dict() for r in self.rejected],
+            "rejected": rejections_answer(self.rejected),
         }
 
 
@@ -85,7 +86,7 @@ class IngestReply:
     """The fate of each event of one body: rejected, or appended (offset; None = duplicate)."""
 
     request_id: int
-    rejected: list[Rejection]
+    rejected: Sequence[Rejection]  # EncodedRejections from the worker process: no objects to unpickle
     appended: list[tuple[str, int | None]]  # (event_id, offset)
     head: int
     malformed: list[FieldError] | None = None  # the body as a whole could not be read

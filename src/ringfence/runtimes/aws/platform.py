@@ -98,13 +98,15 @@ class KinesisIngest:
             sources=sources,
             fx=self._fx,
         )
-        result = IngestResult(rejected=list(batch.rejected))
+        rejected = list(batch.rejected)
+        result = IngestResult(rejected=rejected)
         if batch.events:
-            await asyncio.to_thread(self._write, list(zip(batch.indexes, batch.events, strict=True)), result)
-        result.rejected.sort(key=lambda r: r.index)
+            indexed = list(zip(batch.indexes, batch.events, strict=True))
+            await asyncio.to_thread(self._write, indexed, result, rejected)
+        rejected.sort(key=lambda r: r.index)
         return result
 
-    def _write(self, events: list[tuple[int, Event]], result: IngestResult) -> None:
+    def _write(self, events: list[tuple[int, Event]], result: IngestResult, rejected: list[Rejection]) -> None:
         events, repeats = first_of_each(events, lambda indexed: indexed[1])
         done = self._state.seen([(partition_key(e), event_key(e)) for _, e in events])
         fresh = [(i, e) for i, e in events if event_key(e) not in done]
@@ -116,9 +118,7 @@ class KinesisIngest:
             if failure is None:
                 result.accepted += 1
             else:
-                result.rejected.append(
-                    Rejection(index, e.event_id, [FieldError("$", f"not written, retry it: {failure}")])
-                )
+                rejected.append(Rejection(index, e.event_id, [FieldError("$", f"not written, retry it: {failure}")]))
         if failures and result.accepted == 0 and result.duplicates == 0:
             reason = next(f for f in failures if f is not None)
             raise OverloadedError(f"the stream took none of the events ({reason}); retry later", 1)

@@ -31,6 +31,7 @@ from pathlib import Path
 from ringfence.errors import OverloadedError
 from ringfence.events.decode import (
     REFERENCE_ONLY,
+    EncodedRejections,
     MalformedBody,
     StoredBatch,
     TooCostly,
@@ -341,7 +342,7 @@ def _handle(journal_log: SqliteLog, group: list[IngestRequest], fx: list[FxTable
         replies.append(
             IngestReply(
                 request.request_id,
-                batch.rejected,
+                EncodedRejections.of(batch.rejected),
                 appended,
                 head,
                 fx_missing=batch.fx_missing,
