@@ -31,6 +31,36 @@ def test_token_buckets_refill_at_their_rate() -> None:
     assert info.value.details == {"retry_after": 1}
 
 
+def test_a_cost_spends_that_many_tokens_and_one_over_the_burst_a_full_bucket() -> None:
+    """On a review: a cost over the burst (or a burst under 1, at a cost of 1) was never met and
+    its wait came out 0, so it went through every time and spent nothing: the limit was off."""
+    clock = FixedClock()
+    budget = TokenBuckets(rate=10.0, burst=100.0, clock=clock)
+    assert budget.take("k", 60) == 0.0
+    assert budget.take("k", 60) == pytest.approx(2.0)  # 20 more tokens, at 10 a second
+    clock.advance(10)
+    assert budget.take("k", 500) == 0.0  # over the burst: only from a full bucket, and all of it
+    assert budget.take("k", 1) == pytest.approx(0.1)
+    assert budget.take("k", 500) == pytest.approx(10.0)  # the whole bucket to refill
+    tiny = TokenBuckets(rate=0.5 / 60, burst=0.5, clock=clock)  # half an attempt a minute
+    assert [tiny.take("k") > 0 for _ in range(3)] == [False, True, True]
+    clock.advance(60)
+    assert tiny.take("k") == 0.0
+
+
+def test_what_is_given_back_can_be_spent_again_up_to_the_burst() -> None:
+    clock = FixedClock()
+    budget = TokenBuckets(rate=1.0, burst=10.0, clock=clock)
+    assert budget.take("k", 8) == 0.0
+    budget.give_back("k", 8)
+    assert budget.take("k", 10) == 0.0
+    budget.give_back("k", 50)  # never past the burst
+    assert budget.take("k", 10) == 0.0
+    assert budget.take("k", 1) > 0
+    budget.give_back("unknown", 5)  # nothing taken: nothing made
+    assert budget.take("unknown", 10) == 0.0
+
+
 def test_limits_answer_429_with_retry_after_and_the_server_keeps_working(tmp_path: Path) -> None:
     data_dir = tmp_path / "d"
     key = create_key(data_dir, "producer", "events:write", "alerts:read")
@@ -75,10 +105,14 @@ def test_a_keys_changes_to_alerts_and_silences_are_bounded_in_bytes_an_hour(tmp_
         with server.client(analyst) as c:
             alert = c.get("/v1/alerts", params={"limit": 1}).json()["items"][0]["id"]
             text = {"text": "x" * 4_000}
+            for _ in range(3):  # changes not made are not charged
+                assert c.post("/v1/alerts/alt_missing/comments", json=text).status_code == 404
+                assert c.delete("/v1/silences/sil_missing").status_code == 404
             statuses = [c.post(f"/v1/alerts/{alert}/comments", json=text).status_code for _ in range(3)]
             assert statuses == [201, 201, 429]  # 5 KB a change, 10 KiB an hour
             refused = c.post(f"/v1/alerts/{alert}/assign", json={"assignee": "ana"})
             assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "change_budget"
             assert int(refused.headers["retry-after"]) > 0
             ends = datetime.fromtimestamp(time.time() + 3600, UTC).isoformat()
             silence = {"matchers": ["rule_id=x"], "ends_at": ends, "comment": "c"}

@@ -209,15 +209,21 @@ def test_many_large_requests_at_once_are_all_answered(tmp_path: Path) -> None:
             lines.append(json.dumps(one).encode())
         return b"\n".join(lines)
 
-    def send(n: int) -> tuple[int, int]:
+    def send(n: int) -> tuple[int, int | str]:
         with server.client(producer) as c:
             response = c.post("/v1/events", content=body(n), headers={"Content-Type": "application/x-ndjson"})
-        return response.status_code, int(response.json().get("accepted", 0))
+        answer = response.json()
+        return response.status_code, answer["error"]["code"] if "error" in answer else answer["accepted"]
 
     try:
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(send, range(48)))  # each within the client's 30 s, or it raises
-        assert answers == [(400, 0) if n % 2 else (202, 1000) for n in range(48)]
+        assert [answers[n] for n in range(0, 48, 2)] == [(202, 1000)] * 24
+        refused = [answers[n] for n in range(1, 48, 2)]
+        # on a busy host, 24,000 refused events can cost their key's validation budget (429): that
+        # is an answer too, but most must carry their long list of rejections
+        assert set(refused) <= {(400, "invalid_events"), (429, "validation_budget")}
+        assert refused.count((400, "invalid_events")) >= 12
         with server.client(None) as c:
             assert c.get("/healthz").status_code == 200
         assert server.stop()

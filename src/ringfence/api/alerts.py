@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.alerts.model import STATUSES, Action, Alert, AlertQuery
-from ringfence.api.auth import Caller, authorize, charge_change, check_visible, platform_of, shown_after_change
+from ringfence.api.auth import Caller, authorize, change_charged, check_visible, platform_of, shown_after_change
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, limit_param, path_id, text_param, time_param, token_param
@@ -170,11 +170,11 @@ def _action(action: Action) -> Any:
         caller = authorize(request, "alerts:write")
         alert_id = await _visible(request, caller)
         reason = await _reason(request)
-        charge_change(request, caller, len(reason))
         platform = platform_of(request)
-        alert = await run_in_threadpool(
-            platform.alerts.transition, alert_id, action, caller.actor, reason, platform.clock.time()
-        )
+        with change_charged(request, caller, reason):  # in the history and the audit entry
+            alert = await run_in_threadpool(
+                platform.alerts.transition, alert_id, action, caller.actor, reason, platform.clock.time()
+            )
         return _changed(caller, alert)
 
     return endpoint
@@ -200,15 +200,11 @@ async def assign_alert(request: Request) -> Response:
     body = await json_body(request, _AssignBody, '{"assignee": "...", "reason": "..."}', prose=("reason",))
     if len(body.assignee) > 128 or len(body.reason) > MAX_REASON:
         raise RequestError(400, "invalid_body", "assignee is at most 128 characters, reason at most 1000")
-    charge_change(request, caller, len(body.assignee) + len(body.reason))
-    alert = await run_in_threadpool(
-        triage.assign,
-        await _visible(request, caller),
-        body.assignee,
-        caller.actor,
-        body.reason,
-        platform.clock.time(),
-    )
+    alert_id = await _visible(request, caller)
+    with change_charged(request, caller, body.assignee, body.reason):
+        alert = await run_in_threadpool(
+            triage.assign, alert_id, body.assignee, caller.actor, body.reason, platform.clock.time()
+        )
     return _changed(caller, alert)
 
 
@@ -219,10 +215,9 @@ async def comment_alert(request: Request) -> Response:
     body = await json_body(request, _CommentBody, '{"text": "..."}', prose=("text",))
     if not body.text.strip() or len(body.text) > 4_000:
         raise RequestError(400, "invalid_body", "text must be 1..4000 characters")
-    charge_change(request, caller, len(body.text))
-    alert = await run_in_threadpool(
-        triage.comment, await _visible(request, caller), body.text, caller.actor, platform.clock.time()
-    )
+    alert_id = await _visible(request, caller)
+    with change_charged(request, caller, body.text, copies=1):  # the audit entry counts its characters
+        alert = await run_in_threadpool(triage.comment, alert_id, body.text, caller.actor, platform.clock.time())
     return _changed(caller, alert, status=201)
 
 

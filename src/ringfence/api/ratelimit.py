@@ -24,7 +24,10 @@ class TokenBuckets:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # name -> (tokens, at)
 
     def take(self, name: str, cost: float = 1.0) -> float:
-        """Spend ``cost`` tokens; return 0, or the seconds to wait when too few are left."""
+        """Spend ``cost`` tokens; return 0, or the seconds to wait when too few are left. A cost
+        over the burst takes a full bucket (all of it): it goes through, then nothing else does
+        for a whole refill, so no cost and no burst under 1 turns the limit off."""
+        cost = min(cost, self.burst)
         now = self._clock.time()
         with self._lock:
             tokens, at = self._buckets.pop(name, (self.burst, now))
@@ -33,14 +36,21 @@ class TokenBuckets:
             if tokens >= cost:
                 tokens -= cost
             else:
-                wait = (min(cost, self.burst) - tokens) / self.rate
+                wait = (cost - tokens) / self.rate
             self._buckets[name] = (tokens, now)
             if len(self._buckets) > MAX_TRACKED:
                 self._buckets.popitem(last=False)
         return wait
 
-    def check(self, name: str, message: str, cost: float = 1.0) -> None:
-        """Raise 429 with Retry-After when ``name`` is over its limit."""
+    def give_back(self, name: str, cost: float) -> None:
+        """Return what :meth:`take` spent on something that was then not done."""
+        with self._lock:
+            if name in self._buckets:
+                tokens, at = self._buckets[name]
+                self._buckets[name] = (min(self.burst, tokens + min(cost, self.burst)), at)
+
+    def check(self, name: str, message: str, cost: float = 1.0, code: str = "rate_limited") -> None:
+        """Raise 429 (``code``) with Retry-After when ``name`` is over its limit."""
         wait = self.take(name, cost)
         if wait > 0:
-            raise RequestError(429, "rate_limited", message, {"retry_after": math.ceil(wait)})
+            raise RequestError(429, code, message, {"retry_after": math.ceil(wait)})

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ringfence.alerts.silences import SilenceError, check_silence
-from ringfence.api.auth import authorize, charge_change, platform_of, require_unrestricted, shown_after_change
+from ringfence.api.auth import authorize, change_charged, platform_of, require_unrestricted, shown_after_change
 from ringfence.api.bodies import json_body
 from ringfence.api.errors import json_response
 from ringfence.api.params import limit_param, parse_time, path_id, token_param
@@ -56,21 +56,20 @@ async def create_silence(request: Request) -> Response:
         check_silence(body.matchers, starts, ends, body.comment, now)
     except SilenceError as exc:
         raise RequestError(400, "invalid_body", str(exc)) from None
-    charge_change(request, caller, sum(map(len, body.matchers)) + len(body.comment))
-    silence = await run_in_threadpool(
-        platform.silences.create_silence, body.matchers, starts, ends, caller.actor, body.comment, now
-    )
+    with change_charged(request, caller, *body.matchers, body.comment):  # in its row and the audit entry
+        silence = await run_in_threadpool(
+            platform.silences.create_silence, body.matchers, starts, ends, caller.actor, body.comment, now
+        )
     return json_response(silence.to_dict(now), status=201)
 
 
 async def delete_silence(request: Request) -> Response:
     caller = authorize(request, "alerts:write")
     require_unrestricted(caller)
-    charge_change(request, caller, 0)
+    silence_id = path_id(request, "silence_id")
     platform = platform_of(request)
     now = platform.clock.time()
-    silence = await run_in_threadpool(
-        platform.silences.expire_silence, path_id(request, "silence_id"), caller.actor, now
-    )
+    with change_charged(request, caller):
+        silence = await run_in_threadpool(platform.silences.expire_silence, silence_id, caller.actor, now)
     shown = silence.to_dict(now)
     return json_response(shown_after_change(caller, shown, {"id": shown["id"], "state": shown["state"]}))

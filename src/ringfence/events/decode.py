@@ -141,6 +141,8 @@ class EncodedRejections(Sequence[Rejection]):
 
     @classmethod
     def of(cls, rejected: list[Rejection]) -> EncodedRejections:
+        """Answered as they are, never fitted to echo again: what :func:`decode_batch` rejects
+        is redacted and made printable where it is made."""
         return cls(_rejections_encoder.encode(rejected), len(rejected))
 
     def answer(self) -> msgspec.Raw:
