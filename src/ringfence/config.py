@@ -110,7 +110,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         rate_limit_per_s, rate_limit_burst: requests a second (and burst) per API key.
         people_writes_mib_per_hour: what one key's changes to alerts and silences may add to the
             store an hour (comments, reasons, assignments, silences, their history and audit
-            entries; a burst of as much); past it, 429 with Retry-After.
+            entries; a burst of as much); past it, 429 ``change_budget`` with Retry-After.
         auth_failures_per_min: failed authentications a minute per client address.
         request_timeout_s: the longest a request body may take to arrive (bodies of at most 16 KiB,
             such as a sign-in's, get ``request_head_timeout_s``).

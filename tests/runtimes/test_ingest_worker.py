@@ -195,7 +195,9 @@ def test_many_large_requests_at_once_are_all_answered(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     data_dir = tmp_path / "d"
-    producer = create_key(data_dir, "p", "events:write")
+    # the refused bodies have a key of their own: with CI's other work on the host, their
+    # validation measured costly enough to spend that key's budget, and then its every request
+    producer, refused_producer = create_key(data_dir, "p", "events:write"), create_key(data_dir, "q", "events:write")
     server = start_server(data_dir)
 
     def body(n: int) -> bytes:
@@ -210,7 +212,7 @@ def test_many_large_requests_at_once_are_all_answered(tmp_path: Path) -> None:
         return b"\n".join(lines)
 
     def send(n: int) -> tuple[int, int | str]:
-        with server.client(producer) as c:
+        with server.client(refused_producer if n % 2 else producer) as c:
             response = c.post("/v1/events", content=body(n), headers={"Content-Type": "application/x-ndjson"})
         answer = response.json()
         return response.status_code, answer["error"]["code"] if "error" in answer else answer["accepted"]
@@ -220,8 +222,7 @@ def test_many_large_requests_at_once_are_all_answered(tmp_path: Path) -> None:
             answers = list(pool.map(send, range(48)))  # each within the client's 30 s, or it raises
         assert [answers[n] for n in range(0, 48, 2)] == [(202, 1000)] * 24
         refused = [answers[n] for n in range(1, 48, 2)]
-        # on a busy host, 24,000 refused events can cost their key's validation budget (429): that
-        # is an answer too, but most must carry their long list of rejections
+        # a validation_budget 429 is an answer too, but most must carry their long list of rejections
         assert set(refused) <= {(400, "invalid_events"), (429, "validation_budget")}
         assert refused.count((400, "invalid_events")) >= 12
         with server.client(None) as c:

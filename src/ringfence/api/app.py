@@ -225,4 +225,4 @@ class Limits:
     per_key: TokenBuckets
     failures: TokenBuckets
     signin: TokenBuckets  # sign-in attempts, per client address and per key id
-    changes: TokenBuckets  # bytes of changes to alerts and silences, per key (auth.charge_change)
+    changes: TokenBuckets  # bytes of changes to alerts and silences, per key (auth.change_charged)

@@ -20,7 +20,7 @@ from starlette.requests import Request
 
 from ringfence.api.platform import Platform
 from ringfence.clock import Clock
-from ringfence.errors import AuthError, ForbiddenError, NotFound, NotSupported
+from ringfence.errors import AuthError, Conflict, ForbiddenError, NotFound, NotSupported, RequestError
 from ringfence.store.keys import DESK_WIDE_SCOPES, KeyInfo, Session
 
 SESSION_COOKIE = "rf_session"
@@ -284,8 +284,9 @@ CHANGE_BYTES = 1024  # what a change stores besides its text: a history row, an 
 def change_charged(request: Request, caller: Caller, *texts: str, copies: int = 2) -> Iterator[None]:
     """Charge a change to alerts or silences to its key's budget of what it may add to the store
     an hour (``people_writes_mib_per_hour``; 429 ``change_budget`` past it), given back if the
-    change is then not made (a 404, a 409). ``texts``: what it stores, each ``copies`` times
-    (a reason in the history and in the audit entry). Each change was bounded, and a key's
+    change is then refused (a 404, a 409: any other failure may have come after it was made).
+    ``texts``: what it stores, each ``copies`` times (a reason in the history and in the audit
+    entry). Each change was bounded, and a key's
     changes only by its rate limit: comments on alert after alert, assignments back and forth,
     silences ending at once (kept 30 days) grew the store 28-290 GB a day for one analyst key
     in a hostile test."""
@@ -295,6 +296,6 @@ def change_charged(request: Request, caller: Caller, *texts: str, copies: int = 
     budget.check(caller.key_id, message, cost, code="change_budget")
     try:
         yield
-    except BaseException:
+    except (NotFound, Conflict, RequestError):
         budget.give_back(caller.key_id, cost)
         raise

@@ -25,18 +25,18 @@ class TokenBuckets:
 
     def take(self, name: str, cost: float = 1.0) -> float:
         """Spend ``cost`` tokens; return 0, or the seconds to wait when too few are left. A cost
-        over the burst takes a full bucket (all of it): it goes through, then nothing else does
-        for a whole refill, so no cost and no burst under 1 turns the limit off."""
-        cost = min(cost, self.burst)
+        over the burst goes through from a full bucket and leaves it in debt: the next waits
+        until the cost is paid back, so no cost and no burst under 1 gets past the rate."""
+        need = min(cost, self.burst)
         now = self._clock.time()
         with self._lock:
             tokens, at = self._buckets.pop(name, (self.burst, now))
             tokens = min(self.burst, tokens + (now - at) * self.rate)
             wait = 0.0
-            if tokens >= cost:
+            if tokens >= need:
                 tokens -= cost
             else:
-                wait = (cost - tokens) / self.rate
+                wait = (need - tokens) / self.rate
             self._buckets[name] = (tokens, now)
             if len(self._buckets) > MAX_TRACKED:
                 self._buckets.popitem(last=False)
@@ -47,7 +47,7 @@ class TokenBuckets:
         with self._lock:
             if name in self._buckets:
                 tokens, at = self._buckets[name]
-                self._buckets[name] = (min(self.burst, tokens + min(cost, self.burst)), at)
+                self._buckets[name] = (min(self.burst, tokens + cost), at)
 
     def check(self, name: str, message: str, cost: float = 1.0, code: str = "rate_limited") -> None:
         """Raise 429 (``code``) with Retry-After when ``name`` is over its limit."""
