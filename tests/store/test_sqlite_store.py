@@ -270,6 +270,51 @@ def test_the_first_pages_cursor_tells_others_alert_count_only_to_the_nearest_win
     assert walk(store, AlertQuery(audience=("fraud",), limit=1)) == ["k1", "k0"]  # and the pages go on to them
 
 
+def limited_walk_cursors(store: SqlStore) -> list[str | None]:
+    """The cursors a key limited to the fraud desk is given, a page of one alert at a time."""
+    cursors: list[str | None] = []
+    query = AlertQuery(audience=("fraud",), limit=1)
+    while True:
+        _, cursor = store.list_alerts(query)
+        cursors.append(cursor)
+        if cursor is None:
+            return cursors
+        query = dataclasses.replace(query, cursor=cursor)
+
+
+def test_a_full_pages_cursor_tells_nothing_of_other_desks_alerts(tmp_path: Path, store: SqlStore) -> None:
+    """A hostile test: a full page's cursor was its last alert's seq, so the gap between two of a
+    desk's own alerts counted every other desk's alerts between them. The same fraud alerts, with
+    none or 7 of another desk's after each, give the fraud desk the same cursors."""
+    quiet = SqliteStore(tmp_path / "quiet.db")
+    for i in range(4):
+        commit(quiet, signal(i, key=f"fraud{i}", audience="fraud"))
+        commit(store, signal(i, key=f"fraud{i}", audience="fraud"))
+        for j in range(7):
+            commit(store, signal(100 + 10 * i + j, key=f"other{i}.{j}", audience="customer"))
+    cursors = limited_walk_cursors(store)
+    assert cursors == limited_walk_cursors(quiet)
+    assert len(cursors) == 4  # and they page through all four
+    assert cursors[-1] is None
+    assert walk(store, AlertQuery(audience=("fraud",), limit=1)) == ["fraud3", "fraud2", "fraud1", "fraud0"]
+    quiet.close()
+
+
+def test_a_cursor_naming_an_alert_the_caller_may_not_see_or_that_is_gone_goes_on_from_its_window(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another desk's alert, named in a forged cursor, answers as an alert that does not exist: from
+    the top of the cursor's window, repeating alerts rather than skipping any."""
+    monkeypatch.setattr(sql_module, "SCAN_ALERTS", 4)
+    for i in range(6):
+        commit(store, signal(i, key=f"k{i}", audience="customer" if i == 4 else "fraud"))
+    others = alert_id("velocity", "k4", 1)
+    forged = walk(store, AlertQuery(audience=("fraud",), limit=10, cursor=f"1.{others}"))
+    missing = walk(store, AlertQuery(audience=("fraud",), limit=10, cursor=f"1.al_{'0' * 24}"))
+    assert forged == missing == ["k5", "k3", "k2", "k1", "k0"]
+    assert walk(store, AlertQuery(limit=10, cursor=f"1.{others}")) == ["k3", "k2", "k1", "k0"]  # one who may see it
+
+
 @pytest.mark.parametrize("cursor", ["-1", "abc", "1.5", "", "1" * 19, "\uff11\uff12"])  # full-width digits
 def test_a_cursor_the_store_did_not_give_out_is_a_400(store: SqlStore, cursor: str) -> None:
     for read in (

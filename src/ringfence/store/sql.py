@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -39,8 +39,8 @@ from ringfence.alerts.ports import AlertRepository, PipelineStore
 from ringfence.clock import iso
 from ringfence.engine.rules import AlertSignal
 from ringfence.errors import NotFound, RequestError, StaleBatch
+from ringfence.store import alert_cursors, notifications, quarantine
 from ringfence.store import audit as audit_chain
-from ringfence.store import notifications, paging, quarantine
 from ringfence.store.base import Checkpoint, LateEvent
 from ringfence.store.connection import Connection
 from ringfence.store.pipeline import SqlPipeline, add_history, announce
@@ -256,10 +256,13 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
         may then hold fewer than ``limit``, even none, with a cursor to go on from. Filters that
         match nothing made each request read every alert (0.2 s at 500,000), and a key's 64 of
         them at once held every other reader 13 s (a pen test); a customer's 250,000 alerts, 4 s
-        (a re-test)."""
+        (a re-test). Its cursor tells no seq of an alert (:mod:`ringfence.store.alert_cursors`)."""
         where, args = _alert_filters(query)
         conn = self.conn()
-        below = paging.after(query.cursor)
+        below = alert_cursors.below(conn, query.cursor, query.audience, SCAN_ALERTS)
+        if below is not None:
+            where.append("seq < ?")
+            args.append(below)
         if query.customer_id is not None:  # its index: the window is its next alerts
             floor = conn.execute(
                 "SELECT MIN(seq), COUNT(*) FROM (SELECT seq FROM alerts WHERE customer_id = ? AND seq < ? "
@@ -278,16 +281,20 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
                 newest = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM alerts").fetchone()[0])
                 below = (newest // SCAN_ALERTS + 1) * SCAN_ALERTS
                 floor = below - 2 * SCAN_ALERTS
-            else:
-                floor = below - SCAN_ALERTS
+            else:  # down to the multiple of SCAN_ALERTS below: the floor, a cursor, tells no alert's seq
+                floor = (below - 1) // SCAN_ALERTS * SCAN_ALERTS
             oldest = conn.execute("SELECT MIN(seq) FROM alerts").fetchone()[0]
             more = oldest is not None and int(oldest) < floor
         where.append("seq >= ?")
         args.append(floor)
         sql = f"SELECT seq, {_ALERT_COLUMNS} FROM alerts WHERE "  # nosec # noqa: S608 - constant columns
         sql += " AND ".join(where) + " ORDER BY seq DESC LIMIT ?"  # clauses are constants, values bound
-        rows, next_cursor = paging.page(conn.execute(sql, [*args, query.limit + 1]).fetchall(), query.limit)
-        if next_cursor is None and more:  # the window ran out before the page filled
+        rows = conn.execute(sql, [*args, query.limit + 1]).fetchall()
+        next_cursor = None
+        if len(rows) > query.limit:
+            rows = rows[: query.limit]
+            next_cursor = alert_cursors.naming(int(rows[-1][0]), rows[-1][1], SCAN_ALERTS)
+        elif more:  # the window ran out before the page filled
             next_cursor = str(floor)
         return [self._alert(row[1:], [], 0) for row in rows], next_cursor
 
@@ -452,7 +459,7 @@ class SqlStore(AlertRepository, PipelineStore, ABC):
 
     def count_alerts_by(self, query: AlertQuery) -> dict[str, dict[str, int]]:
         """Alerts matching ``query`` (limit and cursor ignored), counted by severity and by status."""
-        where, args = _alert_filters(replace(query, cursor=None))
+        where, args = _alert_filters(query)
         sql = "SELECT severity, status, count(*) FROM alerts"
         if where:
             sql += " WHERE " + " AND ".join(where)  # clauses are constants, values are bound
@@ -482,7 +489,8 @@ def _newest(conn: Connection, alert_id: str, table: str, columns: str) -> tuple[
 
 
 def _alert_filters(query: AlertQuery) -> tuple[list[str], list[Any]]:
-    """The WHERE clauses (constants with placeholders) and bound values of an alert query."""
+    """The WHERE clauses (constants with placeholders) and bound values of an alert query's
+    filters (its cursor is the page's: :meth:`SqlStore.list_alerts`)."""
     where: list[str] = []
     args: list[Any] = []
     for column, values in (("status", query.status), ("severity", query.severity), ("audience", query.audience)):
@@ -499,10 +507,6 @@ def _alert_filters(query: AlertQuery) -> tuple[list[str], list[Any]]:
     if query.until is not None:
         where.append("first_seen < ?")
         args.append(query.until)
-    below = paging.after(query.cursor)
-    if below is not None:
-        where.append("seq < ?")
-        args.append(below)
     return where, args
 
 
