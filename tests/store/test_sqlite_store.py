@@ -315,6 +315,64 @@ def test_a_cursor_naming_an_alert_the_caller_may_not_see_or_that_is_gone_goes_on
     assert walk(store, AlertQuery(limit=10, cursor=f"1.{others}")) == ["k3", "k2", "k1", "k0"]  # one who may see it
 
 
+def test_cursors_made_up_or_of_a_customers_list_tell_only_the_window(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review: digits a caller made up bisected to the exact seq of its own alert (the window
+    ran from them down), and a customer's list gave out the seq of its alerts' window floor, an
+    alert of any desk. Made-up digits are taken up to a multiple of SCAN_ALERTS, and a
+    customer's floor is one too; the pages still list every alert once."""
+    monkeypatch.setattr(sql_module, "SCAN_ALERTS", 4)
+    for i in range(30):
+        commit(store, signal(i, key=f"k{i}", audience="fraud" if i % 3 == 0 else "customer"))
+    fraud = AlertQuery(audience=("fraud",), limit=50)
+    answers = [store.list_alerts(dataclasses.replace(fraud, cursor=str(d))) for d in (13, 14, 15, 16)]
+    assert all(answer == answers[0] for answer in answers)  # one window: nothing between them to tell
+    cursors: list[str] = []
+    query = dataclasses.replace(fraud, customer_id="c1", limit=1)
+    listed: list[str] = []
+    while True:
+        page, cursor = store.list_alerts(query)
+        listed += [a.dedup_key for a in page]
+        if cursor is None:
+            break
+        cursors.append(cursor)
+        query = dataclasses.replace(query, cursor=cursor)
+    assert listed == [f"k{i}" for i in range(27, -1, -3)]
+    assert all(int(c) % 4 == 0 for c in cursors if c.isdigit())
+
+
+def test_a_page_of_one_rules_alerts_reads_a_window_not_the_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review: a page filtered by rule read every alert of the rule through the rule's index and
+    sorted them (100,200 steps against 500 for a window of 100 among 20,000). It reads its window."""
+    monkeypatch.setattr(sql_module, "SCAN_ALERTS", 100)
+    store = SqliteStore(tmp_path / "rules.db")
+    for start in range(0, 5000, 1000):
+        commit(store, *(signal(i, key=f"k{i}") for i in range(start, start + 1000)), offset=start)
+    conn = store.conn()
+
+    def steps(query: AlertQuery) -> int:
+        counted = [0]
+
+        def step() -> int:
+            counted[0] += 1
+            return 0
+
+        conn.set_progress_handler(step, 100)
+        try:
+            store.list_alerts(query)
+        finally:
+            conn.set_progress_handler(None, 0)
+        return counted[0]
+
+    window = steps(AlertQuery(severity=("low",), limit=50))  # matches none: a window's worth
+    assert steps(AlertQuery(rule_id="velocity", severity=("low",), limit=50)) <= 2 * window + 2
+    assert walk(store, AlertQuery(rule_id="velocity", limit=500))[:3] == ["k4999", "k4998", "k4997"]
+    store.close()
+
+
 @pytest.mark.parametrize("cursor", ["-1", "abc", "1.5", "", "1" * 19, "\uff11\uff12"])  # full-width digits
 def test_a_cursor_the_store_did_not_give_out_is_a_400(store: SqlStore, cursor: str) -> None:
     for read in (

@@ -5,8 +5,8 @@ A full page used to hand out its last alert's seq, and seqs count every audience
 gap between two of a desk's own alerts told how many other desks had between them (a hostile
 test). A full page's cursor now names its last alert by id, which its reader holds anyway,
 after the window (``band`` seqs) it lies in: ``"<seq // band>.<id>"``. A page whose window ran
-out before it filled names the window's floor as digits, a multiple of ``band`` unless the list
-is a customer's (its floor is where its own ``band`` alerts below the cursor end).
+out before it filled names the window's floor as digits, always a multiple of ``band``, and
+digits a caller made up are taken up to the multiple above them.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ def below(conn: Any, cursor: str | None, audiences: tuple[str, ...], band: int) 
     if cursor is None:
         return None
     named = _NAMED.fullmatch(cursor)
-    if named is None:
-        return paging.after(cursor)  # a window's floor
+    if named is None:  # a window's floor: up to a multiple of ``band``, as every one given out is
+        # (one made up to bisect for an alert's seq tells only the window it lies in: a review)
+        return -(-(paging.after(cursor) or 0) // band) * band
     sql, args = "SELECT seq FROM alerts WHERE id = ?", [named[2]]
     if audiences:
         sql += f" AND audience IN ({', '.join('?' * len(audiences))})"  # placeholders only
