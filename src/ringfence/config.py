@@ -94,6 +94,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         min_free_disk_mib: the embedded runtime's ingest answers 503 while the data dir's disk has
             less than this free: the journal, the changelog and the snapshots share it, and a full
             disk stops processing and the next start; the rest is the processor's to commit with.
+            Under half of it, changes to alerts and silences answer 503 too.
         log_retention_s: processed journal records older than this are deleted, a segment (an hour
             of ingest) at a time once all its records are; the newest stays until ingest opens another.
         journal_sync: SQLite ``synchronous`` for the journal: ``full`` survives power loss.

@@ -5,6 +5,7 @@ until it is killed or the disk is full."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from ringfence.bench.servers import EmbeddedServer, create_key, start_server
+from ringfence.clock import iso
 from ringfence.runtimes import floor
 from ringfence.runtimes.memory import MemoryGuard, available_bytes
 from ringfence.testing import event
@@ -122,3 +124,30 @@ def test_a_server_short_of_memory_or_disk_refuses_events_with_503_and_is_unready
     assert setting in ready.json()["reason"]
     with server.client(reader) as c:
         assert c.get("/v1/alerts").status_code == 200  # reads go on
+
+
+@pytest.mark.parametrize("refused", [True, False], ids=["under-half-the-floor", "under-the-floor"])
+def test_changes_to_alerts_and_silences_are_refused_under_half_the_disks_floor(tmp_path: Path, refused: bool) -> None:
+    """A hostile test's leftover: people's changes were taken whatever the disk had left, and
+    many keys' budgets together could fill the part of the floor kept for the processor. Under
+    the floor ingest stops and analysts go on; under half of it, their changes answer 503 too."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    free_mib = shutil.disk_usage(data_dir).free // 2**20
+    floor_mib = 2**40 if refused else free_mib * 3 // 2  # half of it is above what is free, or below
+    server = start_server(data_dir, env={"RINGFENCE_MIN_FREE_DISK_MIB": str(floor_mib)})
+    try:
+        analyst = create_key(server.data_dir, "analyst", "alerts:read", "alerts:write")
+        silence = {"matchers": ["customer_id=cus_1"], "ends_at": iso(time.time() + 3600), "comment": "maintenance"}
+        with server.client(analyst) as c:
+            created = c.post("/v1/silences", json=silence)
+            if refused:
+                assert created.status_code == 503, created.text
+                assert "changes to alerts and silences are refused" in created.json()["error"]["message"]
+                assert int(created.headers["retry-after"]) >= 1
+                assert c.get("/v1/silences").json()["items"] == []  # nothing was written
+            else:
+                assert created.status_code == 201, created.text
+            assert c.get("/v1/alerts").status_code == 200  # reads go on
+    finally:
+        server.stop()

@@ -20,7 +20,7 @@ from starlette.requests import Request
 
 from ringfence.api.platform import Platform
 from ringfence.clock import Clock
-from ringfence.errors import AuthError, Conflict, ForbiddenError, NotFound, NotSupported, RequestError
+from ringfence.errors import AuthError, Conflict, ForbiddenError, NotFound, NotSupported, OverloadedError, RequestError
 from ringfence.store.keys import DESK_WIDE_SCOPES, KeyInfo, Session
 
 SESSION_COOKIE = "rf_session"
@@ -277,6 +277,7 @@ def check_visible(caller: Caller, alert_id: str, audience: str) -> None:
         raise NotFound(f"no alert {alert_id!r}")
 
 
+DISK_RETRY_AFTER_S = 60  # a disk is freed by a person or by retention: minutes, not seconds
 CHANGE_BYTES = 1024  # what a change stores besides its text: a history row, an audit entry, about
 
 
@@ -289,7 +290,11 @@ def change_charged(request: Request, caller: Caller, *texts: str, copies: int = 
     entry). Each change was bounded, and a key's
     changes only by its rate limit: comments on alert after alert, assignments back and forth,
     silences ending at once (kept 30 days) grew the store 28-290 GB a day for one analyst key
-    in a hostile test."""
+    in a hostile test. None is taken while the store's disk is nearly full (503: the runtime's
+    ``changes_refused``)."""
+    refused = platform_of(request).changes_refused()
+    if refused is not None:
+        raise OverloadedError(refused, DISK_RETRY_AFTER_S)
     cost = CHANGE_BYTES + copies * sum(len(text.encode()) for text in texts)
     budget = request.app.state.limits.changes
     message = "this API key has changed alerts and silences past its budget an hour"

@@ -186,6 +186,11 @@ class Platform(Protocol):
         disk nearly full); None when nothing is wrong. Readiness probes answer 503 with it."""
         ...
 
+    def changes_refused(self) -> str | None:
+        """Why changes people make to alerts and silences are refused now (the store's disk
+        nearly full), or None."""
+        ...
+
     @property
     def pack(self) -> RulePack:
         """The rule pack it runs now."""

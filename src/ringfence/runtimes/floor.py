@@ -31,9 +31,13 @@ class Floor:
 
     def shortage(self) -> str | None:
         """Why events should not be taken now, or None."""
+        left = self.left_now()
+        return None if left is None or left >= self.floor_bytes else self.describe(left)
+
+    def left_now(self) -> int | None:
+        """:meth:`left`, as read at most :data:`READ_EVERY_S` ago."""
         with self._lock:
             now = time.monotonic()
             if now - self._read_at >= READ_EVERY_S:
                 self._left, self._read_at = self.left(), now
-            left = self._left
-        return None if left is None or left >= self.floor_bytes else self.describe(left)
+            return self._left

@@ -243,6 +243,9 @@ class AwsPlatform:
     def unready_reason(self) -> None:
         return None  # readiness is not served here (no log): Lambda and API Gateway route
 
+    def changes_refused(self) -> None:
+        return None  # DynamoDB has no disk to fill
+
     def lag(self) -> NoReturn:
         not_available("the stream's progress")
 

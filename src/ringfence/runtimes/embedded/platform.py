@@ -236,6 +236,9 @@ class Platform:
         """Why ingest refuses every producer now (the disk or memory nearly out), or None."""
         return self.disk.shortage() or self.memory.shortage()
 
+    def changes_refused(self) -> str | None:
+        return self.disk.changes_shortage()
+
     @property
     def engine(self) -> Engine:
         """The processor's current engine (replaced by a hot reload)."""

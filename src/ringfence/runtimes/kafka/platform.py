@@ -362,6 +362,9 @@ class KafkaPlatform:
         """Started, not stopping, and (serving ingest) its writer thread not ended by a bug."""
         return self._started and (self.appender is None or self.appender.alive)
 
+    def changes_refused(self) -> None:
+        return None  # the store is PostgreSQL's server, which keeps its own disk
+
     def unready_reason(self) -> str | None:
         if self.appender is None:
             return None
