@@ -67,6 +67,9 @@ def test_a_valid_pack_loads_with_version_and_digest() -> None:
         ("audience: fraud", "audience: marketing", "audience must be one of"),
         ("agg: count", "agg: median", r"features\[0\] \(auths_10m\): unknown agg 'median'"),
         ("window: 10m", "window: 10 minutes", "invalid duration"),
+        # a hostile test: its buckets numbered past 2**64 (every event quarantined, or saturated)
+        ("window: 10m", "window: 0.000000001s", "must be between 1s and 400d"),
+        ("window: 10m", "window: 0.5s", "must be between 1s and 400d"),
         ("on: [card.authorization]\n    when", "on: [card.cloned]\n    when", "unknown event type 'card.cloned'"),
         ('title: "{auths_10m} auths"', 'title: "{__class__} auths"', "placeholder"),
         ("id: velocity", "id: Velocity!", "rule id must be lower_snake_case"),
