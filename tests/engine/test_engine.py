@@ -239,3 +239,52 @@ def test_a_shared_keys_overflowed_feature_is_shown_not_failing_every_event_of_th
     assert [s.title.split(" ", 1)[0] == "inf" for s in seen] == [False, True, True]
     assert seen[-1].labels["volume"] == "inf"
     assert [s.title for s in out if s.rule_id == "customer_busy"] == ["c1 busy"]
+
+
+CUSTOMER_PACK = load_pack("""
+version: "t1"
+rules:
+  - id: salary
+    on: [deposit.received]
+    when: data.method == "salary"
+    severity: info
+    audience: customer
+    title: "Salary received: {data.amount}"
+    dedup: "{event_id}"
+  - id: deposit_seen
+    on: [deposit.received]
+    when: "true"
+    severity: low
+    audience: ops
+    title: "deposit {event_id}"
+    dedup: "{event_id}"
+  - id: currency_seen
+    on: [deposit.received]
+    when: "true"
+    severity: info
+    audience: customer
+    title: "{data.currency}"
+    dedup: "{data.currency}"
+""")
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_alerts_keyed_by_an_event_id_or_for_customers_never_merge_two_producers_or_customers(kind: str) -> None:
+    """A hostile test: the default pack's customer notifications were deduplicated on
+    ``{event_id}`` alone, and ids are unique per producer only: two producers' ``evt-0001``
+    merged two customers' salary notices into one alert, the second's amount in the first's
+    title, the second customer told nothing. ``{event_id}`` is keyed with its source, and an
+    alert for the customer audience with its customer."""
+    from tests.helpers.differential import engine_factory
+
+    engine = engine_factory(kind)(CUSTOMER_PACK)
+    out = []
+    for i, (source, customer) in enumerate((("web", "cus_a"), ("core", "cus_b"))):
+        e = ev("deposit.received", at=T0 + i, customer_id=customer, source=source, event_id="evt-0001", method="salary")
+        out += engine.process(e, i, 0, T0 + i)
+    keys = {
+        rule: {s.dedup_key for s in out if s.rule_id == rule} for rule in ("salary", "deposit_seen", "currency_seen")
+    }
+    assert keys["salary"] == {"cus_a\x1fweb\x1fevt-0001", "cus_b\x1fcore\x1fevt-0001"}
+    assert keys["deposit_seen"] == {"web\x1fevt-0001", "core\x1fevt-0001"}  # not a customer's: its source only
+    assert keys["currency_seen"] == {"cus_a\x1fEUR", "cus_b\x1fEUR"}

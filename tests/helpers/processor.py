@@ -106,7 +106,7 @@ class Harness:
 
     def alerted(self) -> set[str]:
         alerts, _ = self.store.list_alerts(AlertQuery(limit=1000))
-        return {a.dedup_key for a in alerts}
+        return {a.dedup_key.split("\x1f")[-1] for a in alerts}  # an event's source, then its id
 
     def quarantined(self) -> list[dict[str, Any]]:
         entries, _ = QuarantineRepository(self.store).entries()

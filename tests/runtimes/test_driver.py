@@ -117,7 +117,7 @@ class Memory:
         self.expired_at.append(watermark)
 
     def alerted(self) -> list[str]:
-        return [s.dedup_key for b in self.commits for s in b.signals]
+        return [s.dedup_key.split("\x1f")[-1] for b in self.commits for s in b.signals]  # source, then event id
 
     def logins(self) -> dict[str, float]:
         return {k: s.value for k, s in self.engine.states["logins"].items()}

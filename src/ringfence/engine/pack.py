@@ -33,7 +33,17 @@ from ringfence.engine.features import (
     FeatureSpec,
 )
 from ringfence.engine.patterns import MAX_PARTIALS, PatternKind, PatternSpec, StepSpec
-from ringfence.engine.rules import AUDIENCES, SEVERITIES, Audience, Mode, Output, RuleSpec, Severity, Template
+from ringfence.engine.rules import (
+    AUDIENCES,
+    SEVERITIES,
+    Audience,
+    Mode,
+    Output,
+    RuleSpec,
+    Severity,
+    Template,
+    qualified_dedup,
+)
 from ringfence.engine.schema import ANY, NUMBER, FieldType, data_schema
 from ringfence.errors import ExpressionError, FieldError, RulePackError
 from ringfence.events.sensitive import PAN_MESSAGE, looks_like_pan, redact, scan
@@ -307,7 +317,7 @@ class _Loader:
                 audience,
                 Template.parse(d.title, scope),
                 Template.parse(d.summary, scope),
-                Template.parse(d.dedup, scope),
+                Template.parse(qualified_dedup(d.dedup, audience), scope),
                 tuple((k, Template.parse(v, scope)) for k, v in sorted(d.labels.items())),
                 mode,
                 auto_resolve,

@@ -51,6 +51,21 @@ _PLACEHOLDER = re.compile(r"\{([^{}]{1,200})\}")
 MAX_RENDERED = 1_000
 
 
+def qualified_dedup(text: str, audience: Audience) -> str:
+    """The dedup template a rule's alerts are keyed by: ``text`` as written, keyed also by what
+    tells apart the events or customers it would otherwise merge. An event is its source and its
+    id (ids are unique per producer), so ``{event_id}`` is keyed with ``{source}``; an alert for
+    the customer audience is told to one customer, so it is keyed with ``{customer_id}``. (A
+    hostile test: two producers' ``evt-0001`` merged two customers' notifications into one
+    alert, the second's salary in the first's title, the second told nothing.)"""
+    names = {match.group(1).strip() for match in _PLACEHOLDER.finditer(text)}
+    if "event_id" in names and "source" not in names:
+        text = "{source}\x1f" + text
+    if audience is Audience.CUSTOMER and "customer_id" not in names:
+        text = "{customer_id}\x1f" + text
+    return text
+
+
 @dataclass(frozen=True)
 class Template:
     """Text with ``{field.path}`` or ``{feature}`` placeholders; no format specs, no calls."""
