@@ -336,7 +336,8 @@ impl FeatureSpec {
             }
         }
         s.seen = max_of(s.seen, t);
-        if windowed {
+        // a lifetime distinct count keeps its newest MAX_DISTINCT too (as the reference engine)
+        if windowed || self.agg == Agg::Distinct {
             self.prune(s);
         }
         Ok(())
@@ -697,6 +698,20 @@ mod tests {
     #[test]
     fn distinct_values_past_the_cap_drop_the_oldest_seen() {
         let spec = distinct_spec(Some(1e9));
+        let mut s = FState::default();
+        for i in 0..(MAX_DISTINCT as i128 + 5) {
+            spec.update(&mut s, i as f64, Value::Int(i)).unwrap();
+        }
+        let Data::Distinct(map) = &s.data else {
+            unreachable!()
+        };
+        assert_eq!(map.len(), MAX_DISTINCT);
+        assert_eq!(map.keys().next().map(|k| k.as_ref()), Some("5"));
+    }
+
+    #[test]
+    fn a_lifetime_distinct_count_keeps_the_newest_values_up_to_the_cap() {
+        let spec = distinct_spec(None);
         let mut s = FState::default();
         for i in 0..(MAX_DISTINCT as i128 + 5) {
             spec.update(&mut s, i as f64, Value::Int(i)).unwrap();

@@ -288,3 +288,38 @@ def test_alerts_keyed_by_an_event_id_or_for_customers_never_merge_two_producers_
     assert keys["salary"] == {"cus_a\x1fweb\x1fevt-0001", "cus_b\x1fcore\x1fevt-0001"}
     assert keys["deposit_seen"] == {"web\x1fevt-0001", "core\x1fevt-0001"}  # not a customer's: its source only
     assert keys["currency_seen"] == {"cus_a\x1fEUR", "cus_b\x1fEUR"}
+
+
+LIFETIME_DISTINCT_PACK = load_pack("""
+version: "t1"
+features:
+  - name: devices_ever
+    on: [login.succeeded]
+    by: customer_id
+    agg: distinct_count
+    of: data.device_id
+rules:
+  - id: many_devices
+    on: [login.succeeded]
+    when: devices_ever >= 3
+    severity: low
+    audience: security
+    title: "{devices_ever} devices"
+""")
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_lifetime_distinct_count_keeps_its_newest_thousand_values_as_a_windowed_one(kind: str) -> None:
+    """A hostile test: a distinct count without a window was never pruned (the pack's budget
+    counted it at 1,000): one customer's 100,000 devices made its state 11 MB, logged whole by
+    each batch, 100 MB/s of changelog. It keeps the newest 1,000 values, as a windowed one."""
+    from tests.helpers.differential import engine_factory
+
+    engine = engine_factory(kind)(LIFETIME_DISTINCT_PACK)
+    for i in range(1_050):
+        engine.process(ev("login.succeeded", at=T0 + i, customer_id="c1", device_id=f"dev_{i}"), i, 0, T0 + i)
+    assert engine.features_of({"customer_id": "c1"}, T0 + 1_050)["devices_ever"] == 1_000
+    out = engine.process(
+        ev("login.succeeded", at=T0 + 2_000, customer_id="c1", device_id="dev_0"), 1_050, 0, T0 + 2_000
+    )
+    assert [s.title for s in out] == ["1000 devices"]  # dev_0 was the oldest: dropped, and counted again
