@@ -323,3 +323,35 @@ def test_a_lifetime_distinct_count_keeps_its_newest_thousand_values_as_a_windowe
         ev("login.succeeded", at=T0 + 2_000, customer_id="c1", device_id="dev_0"), 1_050, 0, T0 + 2_000
     )
     assert [s.title for s in out] == ["1000 devices"]  # dev_0 was the oldest: dropped, and counted again
+
+
+STEP_ID_PACK = load_pack("""
+version: "t1"
+patterns:
+  - id: payee_then_transfer
+    kind: sequence
+    by: customer_id
+    within: 30m
+    steps:
+      - {name: payee, on: [payee.added]}
+      - {name: transfer, on: [transfer.initiated]}
+    severity: high
+    audience: fraud
+    title: "payee {payee.data.payee_id} paid"
+    dedup: "{payee.event_id}"
+""")
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_pattern_keyed_by_a_steps_event_id_is_keyed_by_its_source_too(kind: str) -> None:
+    """On a review: a step's event id (``{payee.event_id}``) was left alone, so two producers'
+    ``p-1`` completed into one alert for two customers."""
+    from tests.helpers.differential import engine_factory
+
+    engine = engine_factory(kind)(STEP_ID_PACK)
+    out = []
+    for i, (source, customer) in enumerate((("web", "cus_a"), ("mobile", "cus_b"))):
+        added = ev("payee.added", at=T0 + i, customer_id=customer, source=source, event_id="p-1")
+        paid = ev("transfer.initiated", at=T0 + 10 + i, customer_id=customer, source=source)
+        out += engine.process(added, 2 * i, 0, T0 + i) + engine.process(paid, 2 * i + 1, 0, T0 + 10 + i)
+    assert sorted(s.dedup_key for s in out) == ["mobile\x1fp-1", "web\x1fp-1"]

@@ -148,6 +148,8 @@ def test_changes_to_alerts_and_silences_are_refused_under_half_the_disks_floor(t
                 assert c.get("/v1/silences").json()["items"] == []  # nothing was written
             else:
                 assert created.status_code == 201, created.text
+            redriven = c.post("/v1/notifications/ntf_missing/redrive")  # a review: a change too
+            assert redriven.status_code == (503 if refused else 404), redriven.text
             assert c.get("/v1/alerts").status_code == 200  # reads go on
     finally:
         server.stop()

@@ -6,7 +6,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import authorize, platform_of, require_unrestricted, shown_after_change
+from ringfence.api.auth import authorize, change_charged, platform_of, require_unrestricted, shown_after_change
 from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, limit_param, path_id, token_param
 
@@ -27,9 +27,9 @@ async def redrive(request: Request) -> Response:
     require_unrestricted(caller)
     platform = platform_of(request)
     now = platform.clock.time()
-    notification = await run_in_threadpool(
-        platform.notifications.redrive, path_id(request, "notification_id"), caller.actor, now
-    )
+    notification_id = path_id(request, "notification_id")
+    with change_charged(request, caller):  # an audit entry and the notification's row, as any change
+        notification = await run_in_threadpool(platform.notifications.redrive, notification_id, caller.actor, now)
     platform.notification_redriven()
     shown = notification.to_dict()  # its receiver's last error may quote an alert
     return json_response(shown_after_change(caller, shown, {"id": shown["id"], "status": shown["status"]}))

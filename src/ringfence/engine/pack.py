@@ -58,6 +58,7 @@ MAX_RULES = 2_000
 MAX_PACK_NODES = 50_000  # the parts of all its expressions: an event runs at most these
 MAX_KEY_VALUES = 100_000  # the values one entity's states may hold at their bounds, all definitions
 DEFAULT_STATE_TTL = "400d"
+MIN_WINDOW_S = 1.0  # a feature's or a score's window: 60 buckets of a sixtieth of it
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _RESERVED = ENVELOPE_FIELDS | {"data", "lists", "true", "false", "null"}
 _E = TypeVar("_E", bound=StrEnum)
@@ -236,9 +237,15 @@ class _Loader:
         if not text:
             return None
         try:
-            return parse_duration(text)
+            seconds = parse_duration(text)
         except ValueError as exc:
             raise RulePackError(f"{what}: {exc}", where) from None
+        # a window of a nanosecond numbered its buckets past 2**64: the reference engine's
+        # checkpoint failed on every event, the compiled core's saturated (a hostile test); a
+        # stored pack is read as it came, so a restart is never refused for it
+        if what == "window" and self.budgets and seconds < MIN_WINDOW_S:
+            raise RulePackError(f"window: {text!r} is under {MIN_WINDOW_S:.0f}s", where)
+        return seconds
 
     def claim(self, name: str, where: str, kind: str) -> None:
         if not _IDENT.match(name) or name in _RESERVED:

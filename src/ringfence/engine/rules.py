@@ -59,8 +59,10 @@ def qualified_dedup(text: str, audience: Audience) -> str:
     hostile test: two producers' ``evt-0001`` merged two customers' notifications into one
     alert, the second's salary in the first's title, the second told nothing.)"""
     names = {match.group(1).strip() for match in _PLACEHOLDER.finditer(text)}
-    if "event_id" in names and "source" not in names:
-        text = "{source}\x1f" + text
+    # the event's id, or a pattern step's ({payee.event_id}); never data's own field
+    events = sorted(name[: -len("event_id")] for name in names if name.rsplit(".", 1)[-1] == "event_id")
+    for step in reversed([e for e in events if not e.startswith("data.") and f"{e}source" not in names]):
+        text = f"{{{step}source}}\x1f" + text
     if audience is Audience.CUSTOMER and "customer_id" not in names:
         text = "{customer_id}\x1f" + text
     return text
