@@ -174,3 +174,36 @@ def test_line_and_paragraph_separators_are_spaces_to_people() -> None:
     slack = json.dumps(slack_message({"status": "firing", "alerts": [alert]}), ensure_ascii=False)
     assert "\u2028" not in slack
     assert "\u2029" not in slack
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "=?utf-8?q?x=0D=0AReply-To=3A_it-helpdesk=40attacker=2Eexample=0D=0A=0D=0AAll_clear?=",
+        "=?utf-16?b?2D3d?=",  # decodes to a lone surrogate: the email could not be built at all
+        "a =?us-ascii?Q?=0D=0ABcc:_x@attacker.example?= b",
+    ],
+)
+def test_an_encoded_word_in_a_producers_text_adds_no_header_and_the_email_is_built(title: str) -> None:
+    """A hostile test: the Subject had its line breaks taken out, but an RFC 2047 encoded word
+    carrying an encoded CRLF was decoded by the email package as it took the header: a producer
+    added a Reply-To and wrote the body people saw; another decoded to a lone surrogate and made
+    the group's email (another producer's alert with it) a dead letter."""
+    import email
+    import email.policy
+
+    alert = payload()["alerts"][0] | {"title": title}
+    options = EmailDoc(host="127.0.0.1", port=25, sender="rf@bank.test", to=["aml@bank.test"], timeout_s=5.0)
+    sent = email_message({"status": "firing", "notification_id": "n1", "alerts": [alert]}, options).as_bytes()
+    received = email.message_from_bytes(sent, policy=email.policy.default)
+    assert sorted(received.keys()) == sorted(
+        ["Subject", "From", "To", "X-Ringfence-Notification-Id", "Content-Type", "MIME-Version"]
+    )
+    assert received["To"] == "aml@bank.test"
+    subject = str(received["Subject"])
+    assert "\r" not in subject
+    assert "\n" not in subject
+    assert "Reply-To" not in received
+    assert "Bcc" not in received
+    body = received.get_body(("plain",)).get_content()
+    assert not body.startswith("All clear")

@@ -21,7 +21,7 @@ def email_message(payload: dict[str, Any], options: EmailDoc) -> EmailMessage:
     alerts = payload["alerts"]
     message = EmailMessage()
     subject = f"[Ringfence {payload['status'].upper()}] {len(alerts)} alert(s): {alerts[0]['title']}"
-    message["Subject"] = one_line(subject)[:200]  # a header holding a line break cannot be built
+    message["Subject"] = header_text(subject)[:200]
     message["From"] = options.sender
     message["To"] = ", ".join(options.to)
     message["X-Ringfence-Notification-Id"] = payload["notification_id"]
@@ -39,6 +39,15 @@ def email_message(payload: dict[str, Any], options: EmailDoc) -> EmailMessage:
     )
     message.add_alternative(f"<html><body><table>{rows}</table></body></html>", subtype="html")
     return message
+
+
+def header_text(text: str) -> str:
+    """A producer's text as a header's: on one line (a header holding a line break cannot be
+    built), and with no RFC 2047 encoded word (``=?charset?q?...?=``), which the email package
+    decodes as it takes the header: one carrying an encoded CRLF added headers and a body of
+    a producer's own (a Reply-To, "All clear"), and one decoding to a lone surrogate made the
+    group's email unbuildable (a hostile test). ``=?`` is written ``= ?``: text, never a word."""
+    return one_line(text).replace("=?", "= ?")
 
 
 class EmailNotifier:
