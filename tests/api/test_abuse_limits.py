@@ -15,6 +15,7 @@ from ringfence.bench.servers import create_key, start_server
 from ringfence.errors import RequestError
 from ringfence.testing import FixedClock, event
 from tests.helpers.http import risky_transfer, uid
+from tests.helpers.receivers import RecordingReceiver
 
 
 def test_token_buckets_refill_at_their_rate() -> None:
@@ -49,6 +50,57 @@ def test_a_cost_spends_that_many_tokens_and_one_over_the_burst_leaves_a_debt() -
     assert tiny.take("k") > 0  # one attempt every two minutes, not one a minute
     clock.advance(60)
     assert tiny.take("k") == 0.0
+
+
+def test_what_is_spent_after_the_fact_may_leave_a_debt_that_later_takes_wait_out() -> None:
+    clock = FixedClock()
+    budget = TokenBuckets(rate=1.0, burst=10.0, clock=clock)
+    budget.spend("k", 4)
+    assert budget.take("k", 6) == 0.0
+    budget.spend("k", 20)  # a change made, whose size was known once made: into debt
+    assert budget.take("k", 1) == pytest.approx(21.0)
+    clock.advance(21)
+    assert budget.take("k", 1) == 0.0
+
+
+def test_a_re_drive_is_charged_for_each_alert_its_letter_notes_if_it_dies_again(tmp_path: Path) -> None:
+    """A hostile test: an alerts:write key re-drove a dead letter of 500 alerts each time it
+    died again (a receiver answering 400): each death noted it in every alert's history, 12 GB
+    an hour of store and 15 bodies of 184 KB a second to the receiver, the budget never charged.
+    A re-drive costs 1 KiB and 1 KiB for each alert of its letter, into debt if need be."""
+    receiver = RecordingReceiver(statuses=[400])  # a 4xx is final: a dead letter at once
+    config = tmp_path / "alerting.yaml"
+    config.write_text(
+        "receivers:\n"
+        f"  - name: hook\n    webhook: {{url: '{receiver.url}/hook', secret_env: RINGFENCE_SECRET_TEST_HOOK}}\n"
+        "route: {receiver: hook, group_by: [rule_id], group_wait: 1s}\n"
+    )
+    data_dir = tmp_path / "d"
+    admin = create_key(data_dir, "admin", "admin")
+    writer = create_key(data_dir, "writer", "alerts:read", "alerts:write")
+    env = {
+        "RINGFENCE_ALERTING": str(config),
+        "RINGFENCE_SECRET_TEST_HOOK": "k",
+        "RINGFENCE_PEOPLE_WRITES_MIB_PER_HOUR": str(24 / 1024),  # 24 KiB an hour
+    }
+    server = start_server(data_dir, env=env)
+    try:
+        with server.client(admin) as c:
+            assert c.post("/v1/events", json=[risky_transfer(uid("cus")) for _ in range(30)]).status_code == 202
+            deadline = time.monotonic() + 20
+            while not (dead := c.get("/v1/notifications", params={"status": "dead"}).json()["items"]):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        (letter,) = [d for d in dead if len(d["alert_ids"]) >= 25]
+        with server.client(writer) as c:
+            assert c.post(f"/v1/notifications/{letter['id']}/redrive").status_code == 200
+            alert = letter["alert_ids"][0]
+            refused = c.post(f"/v1/alerts/{alert}/ack", json={"reason": "on it"})  # 1 KiB, after 31 spent
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "change_budget"
+    finally:
+        server.stop()
+        receiver.close()
 
 
 def test_what_is_given_back_can_be_spent_again_up_to_the_burst() -> None:

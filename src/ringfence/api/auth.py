@@ -304,3 +304,9 @@ def change_charged(request: Request, caller: Caller, *texts: str, copies: int = 
     except (NotFound, Conflict, RequestError):
         budget.give_back(caller.key_id, cost)
         raise
+
+
+def change_charged_more(request: Request, caller: Caller, cost: int) -> None:
+    """Charge ``cost`` more to the key's change budget for a change made, whose size was known
+    only once made: into debt if need be, which its next changes wait out."""
+    request.app.state.limits.changes.spend(caller.key_id, cost)

@@ -6,7 +6,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import authorize, change_charged, platform_of, require_unrestricted, shown_after_change
+from ringfence.api.auth import (
+    CHANGE_BYTES,
+    authorize,
+    change_charged,
+    change_charged_more,
+    platform_of,
+    require_unrestricted,
+    shown_after_change,
+)
 from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, limit_param, path_id, token_param
 
@@ -30,6 +38,10 @@ async def redrive(request: Request) -> Response:
     notification_id = path_id(request, "notification_id")
     with change_charged(request, caller):  # an audit entry and the notification's row, as any change
         notification = await run_in_threadpool(platform.notifications.redrive, notification_id, caller.actor, now)
+    # and a history entry in each of its alerts if it dies again: a key re-driving a letter of 500
+    # alerts to a receiver refusing it, each time it died, grew the store 12 GB an hour and sent
+    # the receiver 15 bodies of 184 KB a second (a hostile test)
+    change_charged_more(request, caller, CHANGE_BYTES * len(notification.payload.get("alerts", ())))
     platform.notification_redriven()
     shown = notification.to_dict()  # its receiver's last error may quote an alert
     return json_response(shown_after_change(caller, shown, {"id": shown["id"], "status": shown["status"]}))

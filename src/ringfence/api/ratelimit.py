@@ -42,6 +42,16 @@ class TokenBuckets:
                 self._buckets.popitem(last=False)
         return wait
 
+    def spend(self, name: str, cost: float) -> None:
+        """Spend ``cost`` tokens on something already done, into debt if need be: what comes
+        next waits until it is paid back."""
+        now = self._clock.time()
+        with self._lock:
+            tokens, at = self._buckets.pop(name, (self.burst, now))
+            self._buckets[name] = (min(self.burst, tokens + (now - at) * self.rate) - cost, now)
+            if len(self._buckets) > MAX_TRACKED:
+                self._buckets.popitem(last=False)
+
     def give_back(self, name: str, cost: float) -> None:
         """Return what :meth:`take` spent on something that was then not done."""
         with self._lock:
