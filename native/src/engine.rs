@@ -974,7 +974,7 @@ impl Engine {
         for input in &spec.inputs {
             match ctx.eval(input)? {
                 Value::Int(i) => x = x.or(Some(i as f64)),
-                Value::Float(f) => x = x.or(Some(f)),
+                Value::Float(f) if !f.is_nan() => x = x.or(Some(f)), // a NaN is no measurement
                 _ => return Ok(None),
             }
         }

@@ -201,6 +201,8 @@ impl FeatureSpec {
         let x = match self.agg {
             Agg::Sum | Agg::Avg | Agg::Min | Agg::Max | Agg::Stats | Agg::Ewma | Agg::Quantile => {
                 match x.to_float() {
+                    // a NaN has no place among ordered samples (as the reference)
+                    Ok(f) if f.is_nan() && self.agg == Agg::Quantile => return Ok(()),
                     Ok(f) => Value::Float(f),
                     Err(_) => return Ok(()),
                 }

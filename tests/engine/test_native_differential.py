@@ -28,7 +28,7 @@ from ringfence.engine.rules import AlertSignal
 from ringfence.events.decode import validate_event
 from ringfence.events.model import Event, decode_event
 from ringfence.simulate import SCENARIOS
-from tests.helpers.differential import first_mismatch, native_candidate
+from tests.helpers.differential import engine_factory, first_mismatch, native_candidate
 from tests.helpers.staged import StagedPipeline
 
 PACKS = dict(default_packs())
@@ -292,3 +292,43 @@ def test_a_reload_changes_one_definition_and_keeps_the_others() -> None:
     kept = {f.signature for f in variant.features} & {f.signature for f in pack.features}
     assert len(kept) == len(pack.features) - 1
     assert Engine(pack).dropped_state_names(variant) == ["spend_sum_10m"]
+
+
+NAN_PACK = """
+version: "1"
+types: [acme.ping]
+features:
+  - {name: q95, on: [acme.ping], by: customer_id, agg: quantile, of: data.v, q: 0.95, window: 400d}
+anomaly:
+  - name: z
+    kind: robust_zscore
+    by: customer_id
+    of: "data.n * 10 - data.n * 10 + data.w"
+    on: [acme.ping]
+    min_samples: 3
+    samples: 9
+rules:
+  - {id: r, on: [acme.ping], when: "true", severity: info, audience: ops, title: "{q95} {z}"}
+"""
+
+
+def test_a_nan_is_no_sample_of_a_quantile_nor_of_a_robust_z_score() -> None:
+    """A hostile test: a NaN (a "nan" text in free-form data, inf - inf from an expression) in a
+    quantile's samples made the reference read NaN and the compiled core drop its smallest
+    sample for good once the NaN aged out; in a robust z-score's history it made every later
+    score 99 in the reference and an ordinary one in the core. A NaN is skipped as a missing
+    value, in both."""
+    values = [300.0 - i for i in range(300)]  # descending: a lost smallest sample shows
+    events = [_ping(0, T0, v="nan", n=1e308, w=1.0)]
+    events += [_ping(i, T0 + i, v=v, n=1e308 if i in (2, 5) else 0.0, w=float(i % 7)) for i, v in enumerate(values, 1)]
+    pack = load_pack(NAN_PACK)
+    assert first_mismatch(pack, events, native_candidate(), marks=[T0 + 400], restore_at=150) is None
+    last = sorted(values[-256:])
+    for kind in ("python", "native"):
+        engine = engine_factory(kind)(pack)
+        scores = []
+        for event, offset, now, _ in events:
+            for hit in engine.process(event, offset, 0, now):
+                scores.append(hit.title.split(" ")[1])
+        assert engine.features_of({"customer_id": "c1"}, T0 + 400)["q95"] == last[int(0.95 * 256)], kind
+        assert scores.count("99") < 3, kind  # not every score after the NaN

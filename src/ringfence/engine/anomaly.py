@@ -183,7 +183,9 @@ def inputs_of(spec: AnomalySpec, ctx: EvalContext) -> dict[str, float] | None:
     out: dict[str, Any] = {}
     for i, expr in enumerate(spec.inputs):
         value = expr.evaluate(ctx)
-        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        # a NaN is no measurement: in a robust z-score's history it made every later score 99
+        # here and an ordinary one in the compiled core (a hostile test)
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             return None
         out[f"x{i}"] = float(value)
     return out

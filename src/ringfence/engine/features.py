@@ -132,6 +132,10 @@ class FeatureSpec:
                 x = real(x)
             except (TypeError, ValueError, OverflowError):
                 return
+            if x != x and self.agg == Aggregation.QUANTILE:
+                # a NaN has no place among ordered samples: it broke their order for good (the
+                # compiled core then dropped the smallest sample for it: a hostile test)
+                return
         _UPDATE[self.agg](self, state, t, x)
         state.seen = max(state.seen, t)
         # a lifetime distinct count keeps its newest MAX_DISTINCT too: it had no bound, and one
