@@ -5,7 +5,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::expr::Expr;
 use crate::store::Key;
@@ -110,20 +110,33 @@ impl Ord for Timer {
 #[derive(Default)]
 pub struct Timers {
     heap: BinaryHeap<Reverse<Timer>>,
+    /// The earliest of each key's entries in the heap.
+    earliest: FxHashMap<(Arc<str>, Key), f64>,
 }
 
 impl Timers {
+    /// Arm ``deadline``, unless the key has an entry due no later: that one re-arms it when it
+    /// comes due (as the reference: a key's after and expect, alternating, added an entry a cycle).
     pub fn add(&mut self, deadline: f64, pattern: Arc<str>, key: Key) {
-        self.heap.push(Reverse(Timer(deadline, pattern, key)));
+        let id = (pattern, key);
+        if self.earliest.get(&id).is_some_and(|e| *e <= deadline) {
+            return;
+        }
+        self.earliest.insert(id.clone(), deadline);
+        self.heap.push(Reverse(Timer(deadline, id.0, id.1)));
     }
 
     /// The earliest entry before ``watermark``, removed.
     pub fn pop_due(&mut self, watermark: f64) -> Option<Timer> {
-        if self.heap.peek().is_some_and(|Reverse(t)| t.0 < watermark) {
-            self.heap.pop().map(|Reverse(t)| t)
-        } else {
-            None
+        if !self.heap.peek().is_some_and(|Reverse(t)| t.0 < watermark) {
+            return None;
         }
+        let Reverse(timer) = self.heap.pop()?;
+        let id = (timer.1.clone(), timer.2.clone());
+        if self.earliest.get(&id) == Some(&timer.0) {
+            self.earliest.remove(&id);
+        }
+        Some(timer)
     }
 
     pub fn len(&self) -> usize {

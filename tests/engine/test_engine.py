@@ -355,3 +355,38 @@ def test_a_pattern_keyed_by_a_steps_event_id_is_keyed_by_its_source_too(kind: st
         paid = ev("transfer.initiated", at=T0 + 10 + i, customer_id=customer, source=source)
         out += engine.process(added, 2 * i, 0, T0 + i) + engine.process(paid, 2 * i + 1, 0, T0 + 10 + i)
     assert sorted(s.dedup_key for s in out) == ["mobile\x1fp-1", "web\x1fp-1"]
+
+
+ABSENCE_PACK = load_pack("""
+version: "t1"
+patterns:
+  - id: change_without_login
+    kind: absence
+    by: customer_id
+    within: 1h
+    after: {name: change, on: [contact.changed]}
+    expect: {on: [login.succeeded]}
+    severity: high
+    audience: security
+    title: "no login after a contact change"
+""")
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_an_absence_keeps_one_timer_a_key_however_often_it_is_armed_and_met(kind: str) -> None:
+    """A hostile test: a key's after and expect, alternating, added a timer entry a cycle (the
+    met deadline's entry stayed until it came due, up to ``within`` later): 100,000 entries for
+    one key. A key keeps one entry; the detection still fires when a deadline passes."""
+    from tests.helpers.differential import engine_factory
+
+    engine = engine_factory(kind)(ABSENCE_PACK)
+    offset = 0
+    for _ in range(2_000):
+        for type_ in ("contact.changed", "login.succeeded"):
+            engine.process(ev(type_, at=T0 + offset, customer_id="c1"), offset, 0, T0 + offset)
+            offset += 1
+    assert len(engine.timers) <= 2
+    engine.process(ev("contact.changed", at=T0 + offset, customer_id="c1"), offset, 0, T0 + offset)
+    fired = engine.advance(T0 + offset + 3_601)
+    assert [s.rule_id for s in fired] == ["change_without_login"]
+    assert len(engine.timers) == 0
