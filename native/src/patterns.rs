@@ -107,6 +107,9 @@ impl Ord for Timer {
     }
 }
 
+/// Entries past twice the keys' before the timers are compacted.
+const TIMER_SLACK: usize = 1_024;
+
 #[derive(Default)]
 pub struct Timers {
     heap: BinaryHeap<Reverse<Timer>>,
@@ -124,6 +127,15 @@ impl Timers {
         }
         self.earliest.insert(id.clone(), deadline);
         self.heap.push(Reverse(Timer(deadline, id.0, id.1)));
+        if self.heap.len() > 2 * self.earliest.len() + TIMER_SLACK {
+            // deadlines armed each earlier than the last each pushed one: each key's earliest
+            // entry stands for all of its others, due no earlier (as the reference)
+            self.heap = self
+                .earliest
+                .iter()
+                .map(|((p, k), d)| Reverse(Timer(*d, p.clone(), k.clone())))
+                .collect();
+        }
     }
 
     /// The earliest entry before ``watermark``, removed.
@@ -141,5 +153,22 @@ impl Timers {
 
     pub fn len(&self) -> usize {
         self.heap.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_armed_each_earlier_keep_the_timers_compact_and_the_earliest_due() {
+        let mut timers = Timers::default();
+        let (pattern, key): (Arc<str>, Key) = (Arc::from("p"), Key::from("k"));
+        for i in 0..5_000 {
+            timers.add(1e6 - f64::from(i), pattern.clone(), key.clone());
+        }
+        assert!(timers.len() <= 2 + TIMER_SLACK + 1, "{}", timers.len());
+        let first = timers.pop_due(f64::INFINITY).expect("an entry");
+        assert_eq!(first.0, 1e6 - 4_999.0);
     }
 }

@@ -390,3 +390,16 @@ def test_an_absence_keeps_one_timer_a_key_however_often_it_is_armed_and_met(kind
     fired = engine.advance(T0 + offset + 3_601)
     assert [s.rule_id for s in fired] == ["change_without_login"]
     assert len(engine.timers) == 0
+
+
+def test_deadlines_armed_each_earlier_than_the_last_keep_the_timers_compact() -> None:
+    """On a review: a deadline earlier than the key's queued one is pushed (it must come due
+    first), so event times running back within the lateness pushed one a cycle. Past twice the
+    keys and some slack, the timers keep each key's earliest entry only."""
+    from ringfence.engine.patterns import TIMER_SLACK, Timers
+
+    timers = Timers()
+    for i in range(5_000):
+        timers.add(1e6 - i, "p", "k")
+    assert len(timers) <= 2 + TIMER_SLACK + 1
+    assert timers.pop_due(float("inf")) == (1e6 - 4_999, "p", "k")

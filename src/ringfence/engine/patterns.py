@@ -198,6 +198,9 @@ def advance_absence(spec: PatternSpec, state: PatternState, t: float, snap: dict
     return False
 
 
+TIMER_SLACK = 1_024  # entries past twice the keys' before the timers are compacted
+
+
 class Timers:
     """Deadlines of absence patterns, earliest first. Entries are checked against the
     state when they come due, so a cancelled deadline needs no removal, and a deadline
@@ -217,6 +220,12 @@ class Timers:
             return
         self._earliest[(pattern_id, key)] = deadline
         heapq.heappush(self._heap, (deadline, pattern_id, key))
+        if len(self._heap) > 2 * len(self._earliest) + TIMER_SLACK:
+            # deadlines armed each earlier than the last (event times running back, within the
+            # lateness) each pushed one (a review): each key's earliest entry stands for all of
+            # its others, due no earlier, so only those are kept
+            self._heap = [(d, p, k) for (p, k), d in self._earliest.items()]
+            heapq.heapify(self._heap)
 
     def pop_due(self, watermark: float) -> tuple[float, str, str] | None:
         """The earliest entry before ``watermark``, removed; None when there is none."""
