@@ -62,4 +62,6 @@ def test_the_event_loop_answers_others_while_a_large_body_is_validated() -> None
     took, worst_gap, rejected = asyncio.run(scenario())
     assert rejected == 40_000
     assert took > 1.0  # long enough that the loop would have stalled
-    assert worst_gap < 0.5, f"the event loop stalled {worst_gap:.2f} s of {took:.2f} s"
+    # on the loop, the gap would be the whole validation; a loaded host (8.9 s for it in a CI
+    # rehearsal) stretches ticks too, so a tenth of the time it took is the bound past 0.5 s
+    assert worst_gap < max(0.5, took / 10), f"the event loop stalled {worst_gap:.2f} s of {took:.2f} s"
