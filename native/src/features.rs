@@ -698,30 +698,22 @@ mod tests {
     }
 
     #[test]
-    fn distinct_values_past_the_cap_drop_the_oldest_seen() {
-        let spec = distinct_spec(Some(1e9));
-        let mut s = FState::default();
-        for i in 0..(MAX_DISTINCT as i128 + 5) {
-            spec.update(&mut s, i as f64, Value::Int(i)).unwrap();
+    fn distinct_values_past_the_cap_drop_the_oldest_seen_windowed_or_not() {
+        for window in [Some(1e9), None] {
+            let spec = distinct_spec(window);
+            let mut s = FState::default();
+            for i in 0..(MAX_DISTINCT as i128 + 5) {
+                spec.update(&mut s, i as f64, Value::Int(i)).unwrap();
+            }
+            let Data::Distinct(map) = &s.data else {
+                unreachable!()
+            };
+            assert_eq!(map.len(), MAX_DISTINCT, "{window:?}");
+            assert_eq!(
+                map.keys().next().map(|k| k.as_ref()),
+                Some("5"),
+                "{window:?}"
+            );
         }
-        let Data::Distinct(map) = &s.data else {
-            unreachable!()
-        };
-        assert_eq!(map.len(), MAX_DISTINCT);
-        assert_eq!(map.keys().next().map(|k| k.as_ref()), Some("5"));
-    }
-
-    #[test]
-    fn a_lifetime_distinct_count_keeps_the_newest_values_up_to_the_cap() {
-        let spec = distinct_spec(None);
-        let mut s = FState::default();
-        for i in 0..(MAX_DISTINCT as i128 + 5) {
-            spec.update(&mut s, i as f64, Value::Int(i)).unwrap();
-        }
-        let Data::Distinct(map) = &s.data else {
-            unreachable!()
-        };
-        assert_eq!(map.len(), MAX_DISTINCT);
-        assert_eq!(map.keys().next().map(|k| k.as_ref()), Some("5"));
     }
 }
