@@ -4,6 +4,8 @@ injected clock: the dispatcher is stepped by hand, time only moves when the test
 from __future__ import annotations
 
 import email
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -347,3 +349,103 @@ def test_every_change_is_shown_on_the_live_stream_as_the_pipeline_left_it(store:
         ("firing", "other", "suppressed"),
         ("acknowledged", "velocity", "acknowledged"),
     ]
+
+
+def _told(receiver: RecordingReceiver) -> list[tuple[str, list[tuple[str, str]]]]:
+    """What each request told: its status, and its alerts' (rule, status)."""
+    told = []
+    for r in receiver.received:
+        body = r.json()
+        told.append((body["status"], sorted((a["rule_id"], a["status"]) for a in body["alerts"])))
+    return told
+
+
+def test_a_firing_notification_awaiting_its_retry_is_superseded_by_the_resolution_and_never_sent_after_it(
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    receiver.statuses, receiver.retry_after = [503], "60"  # the firing one is to be retried a minute on
+    d = dispatcher(store, clock, webhook_config(receiver.url))
+    hit(store, clock, 1)
+    run(d, clock, 31)
+    (alert_id,) = [a["id"] for a in receiver.received[0].json()["alerts"]]
+    store.transition(alert_id, Action.RESOLVE, "key:ana", "fixed", clock.now)
+    run(d, clock, 300)  # past the firing one's retry
+    assert _told(receiver) == [("firing", [("velocity", "open")]), ("resolved", [("velocity", "resolved")])]
+    log = SqlNotificationLog(store)
+    (old,), _ = log.notifications("superseded", 10, None)
+    (new,), _ = log.notifications("sent", 10, None)
+    assert old.id == receiver.received[0].json()["notification_id"]
+    assert new.id == receiver.received[1].json()["notification_id"]
+    assert old.last_error == f"superseded by {new.id}"
+    assert old.to_dict()["sent_at"] is None
+    assert log.count_by_status() == {"superseded": 1, "sent": 1}
+    history = [h.reason for h in store.get_alert(alert_id).history if h.action == "notify"]
+    assert history == [f"notified via hook ({new.id})"]
+
+
+def test_a_superseded_notification_hands_its_resolved_alerts_to_the_one_that_replaces_it(
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    config = webhook_config(receiver.url)
+    config["retry"] = {"base_delay": "20m", "max_delay": "40m", "max_attempts": 4}  # a retry 10 to 20 min on
+    d = dispatcher(store, clock, config)
+    hit(store, clock, 1)
+    hit(store, clock, 2, rule="other", key="k2")  # the same customer's group
+    run(d, clock, 31)
+    ids = {a["rule_id"]: a["id"] for a in receiver.received[0].json()["alerts"]}
+    receiver.statuses = [503]
+    store.transition(ids["velocity"], Action.RESOLVE, "key:ana", "fixed", clock.now)
+    run(d, clock, 1)
+    hit(store, clock, 3, rule="third", key="k3")  # the group changes again: flushed after group_interval
+    run(d, clock, 3600, step=5)  # past the retry the resolution would have had
+    assert _told(receiver) == [
+        ("firing", [("other", "open"), ("velocity", "open")]),
+        ("firing", [("other", "open"), ("velocity", "resolved")]),  # answered 503
+        ("firing", [("other", "open"), ("third", "open"), ("velocity", "resolved")]),  # it carries the resolution
+    ]
+    log = SqlNotificationLog(store)
+    assert log.count_by_status() == {"superseded": 1, "sent": 2}
+
+
+def test_a_superseded_notification_is_forgotten_with_the_sent_ones(
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    receiver.statuses, receiver.retry_after = [503], "60"
+    d = dispatcher(store, clock, webhook_config(receiver.url))
+    hit(store, clock, 1)
+    run(d, clock, 31)
+    (alert_id,) = [a["id"] for a in receiver.received[0].json()["alerts"]]
+    store.transition(alert_id, Action.RESOLVE, "key:ana", "fixed", clock.now)
+    run(d, clock, 1)
+    assert SqlNotificationLog(store).count_by_status() == {"superseded": 1, "sent": 1}
+    clock.advance(31 * 86400)
+    d.step()
+    assert SqlNotificationLog(store).count_by_status() == {}
+
+
+def test_a_groups_newer_notification_waits_for_the_send_under_way_and_supersedes_its_retry(
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    held = threading.Event()
+    receiver.statuses, receiver.holds = [503], [held]  # the firing one is answered late, and 503
+    d = dispatcher(store, clock, webhook_config(receiver.url))
+    hit(store, clock, 1)
+    d.step(wait=0.1)
+    clock.advance(31)
+    d.step(wait=0.1)  # the dispatcher goes on while the send is under way, as its thread does
+    receiver.wait_for(1)
+    (alert_id,) = [a["id"] for a in receiver.received[0].json()["alerts"]]
+    store.transition(alert_id, Action.RESOLVE, "key:ana", "fixed", clock.now)
+    for _ in range(3):
+        clock.advance(1)
+        d.step(wait=0.1)
+    assert len(receiver.received) == 1  # the resolution is made, and waits for the send before it
+    assert SqlNotificationLog(store).count_by_status() == {"superseded": 1, "pending": 1}
+    held.set()
+    deadline = time.monotonic() + 10
+    while len(receiver.received) < 2 and time.monotonic() < deadline:
+        d.step(wait=0.1)  # records the answer (503), then sends the resolution
+        time.sleep(0.05)
+    run(d, clock, 120)
+    assert _told(receiver) == [("firing", [("velocity", "open")]), ("resolved", [("velocity", "resolved")])]
+    assert SqlNotificationLog(store).count_by_status() == {"superseded": 1, "sent": 1}

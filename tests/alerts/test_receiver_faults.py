@@ -348,11 +348,11 @@ def test_a_result_the_store_refuses_holds_back_no_other_sends_result(
         with real() as batch:
             record = batch.record_attempt
 
-            def record_attempt(notification_id: str, step: Any, now: float) -> None:
+            def record_attempt(notification_id: str, step: Any, now: float) -> bool:
                 if not refused or refused[0] == notification_id:
                     refused[:1] = [notification_id]
                     raise StoreError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
-                record(notification_id, step, now)
+                return record(notification_id, step, now)
 
             batch.record_attempt = record_attempt
             yield batch

@@ -107,7 +107,7 @@ def test_stats_report_throughput_lag_per_partition_and_rates(server: EmbeddedSer
     assert len(after["partitions"]) == 8
     assert all(p["lag_events"] == 0 for p in after["partitions"])
     assert after["processed_offset"] == after["log_head"]
-    assert set(after["notifications"]) == {"pending", "sent", "dead"}
+    assert set(after["notifications"]) == {"pending", "sent", "dead", "superseded"}
     assert len(after["series"]) >= 2
     assert any(p["ingested_per_s"] > 0 for p in after["series"])
     assert all(p["dead_letters"] == after["notifications"]["dead"] for p in after["series"][-1:])

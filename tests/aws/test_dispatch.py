@@ -400,6 +400,36 @@ def test_a_resolution_is_told_at_once_to_the_receiver_told_of_the_alert_and_only
     )
 
 
+def test_a_firing_notification_awaiting_its_retry_is_superseded_by_the_resolution(
+    deploy: DeploymentFactory, tmp_path: Path, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RINGFENCE_SECRET_AWS_HOOK", SECRET)
+    config = tmp_path / "a.yaml"
+    write_alerting(config, receiver.url)
+    doc = yaml.safe_load(config.read_text())
+    doc["retry"] = {"base_delay": "10m", "max_delay": "20m", "max_attempts": 5}  # a retry 5 to 10 min on
+    config.write_text(yaml.safe_dump(doc))
+    receiver.statuses = [503]
+    d, clock = deployed(deploy, config, "cus_a")
+    d.queue.drain()
+    (firing,) = payloads(receiver)
+    reply = d.call(http_event("POST /v1/alerts/{id}/resolve", ANALYST, id=burst("cus_a")))
+    assert reply["statusCode"] == 200, reply
+    d.queue.drain()
+    clock.advance(1200)  # past the firing one's retry
+    d.runtime.dispatcher.step()
+    assert [(p["status"], [a["status"] for a in p["alerts"]]) for p in payloads(receiver)] == [
+        ("firing", ["open"]),
+        ("resolved", ["resolved"]),
+    ]
+    resolved = payloads(receiver)[1]["notification_id"]
+    old = d.runtime.alerts.notification(firing["notification_id"])
+    assert old is not None
+    assert (old.status, old.attempts, old.last_error) == ("superseded", 1, f"superseded by {resolved}")
+    assert d.runtime.alerts.count_by_status() == {"superseded": 1, "sent": 1}
+    assert [n.id for n in d.runtime.alerts.notifications("superseded", 10, None)[0]] == [old.id]
+
+
 def test_an_alert_nobody_was_told_of_is_resolved_silently(
     deploy: DeploymentFactory, alerting: Path, receiver: RecordingReceiver
 ) -> None:

@@ -26,12 +26,14 @@ class Received:
 class RecordingReceiver:
     """A real HTTP server on 127.0.0.1 that records what it receives, for webhook tests.
 
-    ``statuses`` are answered in order (then 200 for ever), e.g. ``[503, 503]`` to fail twice.
+    ``statuses`` are answered in order (then 200 for ever), e.g. ``[503, 503]`` to fail twice;
+    ``holds``, in order too, are events a request waits for (up to 10 s) before it is answered.
     """
 
     statuses: list[int] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     retry_after: str | None = None
+    holds: list[threading.Event] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         recorder = self
@@ -41,6 +43,8 @@ class RecordingReceiver:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 status = recorder.statuses.pop(0) if recorder.statuses else 200
                 recorder.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                if recorder.holds:
+                    recorder.holds.pop(0).wait(10.0)
                 self.send_response(status)
                 if recorder.retry_after and status in (429, 503):
                     self.send_header("Retry-After", recorder.retry_after)

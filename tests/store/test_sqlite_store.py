@@ -420,13 +420,17 @@ def test_retention_forgets_sent_notifications_past_it_a_slice_a_transaction_and_
         pipeline.add_notification("dead", "g", "hook", {"alerts": []}, old)
         pipeline.record_attempt("dead", dead, old)
         pipeline.add_notification("pending", "g", "hook", {"alerts": []}, old)
+        for i, at in enumerate((old, old, recent)):  # superseded ones go by when they were superseded
+            pipeline.add_notification(f"superseded_{i}", "g", "hook", {"alerts": []}, old)
+            assert pipeline.supersede(f"superseded_{i}", "recent", at) is not None
     retention = stages.Retention(store)
     assert retention(now) == 6  # two slices of 3: the call's most
-    assert retention(now) == 2
+    assert retention(now) == 4  # 2 sent, 2 superseded
     assert retention(now) == 0
     log = SqlNotificationLog(store)
-    assert log.count_by_status() == {"sent": 1, "dead": 1, "pending": 1}
+    assert log.count_by_status() == {"sent": 1, "dead": 1, "pending": 1, "superseded": 1}
     assert [n.id for n in log.notifications("sent", 10, None)[0]] == ["recent"]
+    assert [n.id for n in log.notifications("superseded", 10, None)[0]] == ["superseded_2"]
 
 
 def test_housekeeping_finds_quiet_alerts_and_old_sends_by_an_index_not_a_scan(tmp_path: Path) -> None:
@@ -440,11 +444,12 @@ def test_housekeeping_finds_quiet_alerts_and_old_sends_by_an_index_not_a_scan(tm
     stages.Retention(store)(100 * 86400.0)
     conn.set_trace_callback(None)
     reads = [sql for sql in ran if "FROM alerts" in sql or "FROM notifications" in sql]
-    assert len(reads) == 2, ran
+    assert len(reads) == 3, ran
     plans = [row[-1] for sql in reads for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
     assert all(step.startswith(("SEARCH", "LIST SUBQUERY")) for step in plans), plans  # no SCAN
     assert "SEARCH alerts USING INDEX alerts_quiet (rule_id=? AND status=?)" in plans
     assert "SEARCH notifications USING INDEX notifications_sent (status=? AND sent_at<?)" in plans
+    assert "SEARCH notifications USING INDEX notifications_due (status=? AND next_attempt_at<?)" in plans  # superseded
 
 
 def test_a_silence_is_checked_before_it_is_stored(store: SqlStore) -> None:

@@ -38,6 +38,7 @@ class GroupState(msgspec.Struct, kw_only=True):
     last_digest: str | None = None
     flushes: int = 0
     joined: int = 0  # on a group's first part: the alerts that ever joined it, so the part each joins
+    last_notification: str | None = None  # the newest notification of this group: a newer one supersedes it
 
 
 def part_key(key: str, joined: int) -> str:

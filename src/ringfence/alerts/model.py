@@ -62,6 +62,7 @@ class NotificationStatus(StrEnum):
     PENDING = "pending"  # due at ``next_attempt_at``
     SENT = "sent"
     DEAD = "dead"  # a dead letter until someone re-drives it
+    SUPERSEDED = "superseded"  # a newer notification of its group, which carries what it told, went instead
 
 
 class HistoryEntry(msgspec.Struct, omit_defaults=True):

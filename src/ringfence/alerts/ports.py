@@ -151,13 +151,19 @@ class PipelineBatch(Protocol):
         if this caller has it. A dispatcher that dies holding it lets it come due again."""
         ...
 
-    def record_attempt(self, notification_id: str, step: NextStep, now: float) -> None:
-        """Keep what an attempt at ``now`` decided (sent, pending again, or dead)."""
+    def supersede(self, notification_id: str, by: str, now: float) -> Notification | None:
+        """If ``notification_id`` is still pending, it is superseded by notification ``by`` of
+        its group (never sent, nor due again); returns it as it was. None: it was not pending."""
+        ...
+
+    def record_attempt(self, notification_id: str, step: NextStep, now: float) -> bool:
+        """Keep what an attempt at ``now`` decided (sent, pending again, or dead); False, keeping
+        nothing, if the notification was superseded meanwhile and the attempt did not deliver it."""
         ...
 
     def forget_sent(self, before: float, limit: int) -> int:
-        """Delete up to ``limit`` notifications sent before ``before`` (dead letters stay until
-        re-driven); how many."""
+        """Delete up to ``limit`` notifications sent, or superseded, before ``before`` (dead
+        letters stay until re-driven); how many."""
         ...
 
     def forget_silences(self, ended_before: float, limit: int) -> int:

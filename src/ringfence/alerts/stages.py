@@ -248,6 +248,7 @@ class Flush:
         # within the same instant) starts new ids
         incarnation = f"{group.key}|{group.created_at!r}|{group.flushes + 1}|{digest}"
         notification_id = "n_" + hashlib.sha256(incarnation.encode()).hexdigest()[:24]
+        shown = shown + _superseded(batch, group, notification_id, shown, now)
         payload = {
             "version": "1",
             "notification_id": notification_id,
@@ -258,6 +259,23 @@ class Flush:
             "alerts": shown,
         }
         batch.add_notification(notification_id, group.key, group.receiver, payload, now)
+        group.last_notification = notification_id
+
+
+def _superseded(
+    batch: PipelineBatch, group: GroupState, by: str, shown: list[AlertSummary], now: float
+) -> list[AlertSummary]:
+    """The group's previous notification, if it is still waiting for an attempt, is superseded
+    by notification ``by``: sent after it (a retry), it would tell the receiver of alerts as
+    they no longer are (a firing one after its resolution re-opens an incident). Returns what
+    ``by`` must carry of it besides ``shown``: its resolved alerts, which nothing shows again."""
+    if group.last_notification is None or group.last_notification == by:
+        return []
+    older = batch.supersede(group.last_notification, by, now)
+    if older is None:  # sent, dead or forgotten: it told what it had to
+        return []
+    ids = {a["id"] for a in shown}
+    return [a for a in older.payload["alerts"] if a["status"] == AlertStatus.RESOLVED and a["id"] not in ids]
 
 
 @dataclass(frozen=True)
@@ -279,6 +297,8 @@ class Deliver:
     way at once, on threads of their own, and a pass looks at each receiver's longest-due
     notifications besides the longest due of all, so a receiver that hangs until its timeout,
     or one producer's flood of notifications to one receiver, holds up only that receiver's.
+    A group has one send under way at a time, so its notifications arrive in the order they
+    were made (a newer one supersedes an older one's retry: :func:`_superseded`).
     The threads only send; the pass records what they got (one writer, one transaction for all
     of them). ``wait`` (seconds; None: until every send ends) is how long a pass waits for its
     sends: the embedded and kafka dispatchers wait :data:`PASS_WAIT_S` and go on routing while
@@ -313,6 +333,7 @@ class Deliver:
         self.rng = random.Random()  # nosec B311 # noqa: S311 - retry jitter, not security
         self._lock = threading.Lock()
         self._under_way: dict[str, set[str]] = {}  # by receiver, notifications sent and not yet recorded
+        self._groups_under_way: set[str] = set()  # their groups' keys
         self._ended: queue.SimpleQueue[_Attempt] = queue.SimpleQueue()
         self._pool = ThreadPoolExecutor(
             max_workers=SENDS_PER_RECEIVER * max(1, len(notifiers)), thread_name_prefix="ringfence-send"
@@ -327,13 +348,17 @@ class Deliver:
         with self._lock:
             taken = {receiver: len(ids) for receiver, ids in self._under_way.items()}
             busy = {i for ids in self._under_way.values() for i in ids}
+            groups = set(self._groups_under_way)
         for notification in due:
             if notification.id in busy or taken.get(notification.receiver, 0) >= SENDS_PER_RECEIVER:
                 continue  # (a send that outlasted its claim's lease is still its own)
+            if notification.group_key in groups:
+                continue  # a group's notifications reach its receiver in the order they were made
             if not self._time_for(notification):
                 log.info("due notifications left for the next pass: too little time left")
                 break
             taken[notification.receiver] = taken.get(notification.receiver, 0) + 1
+            groups.add(notification.group_key)
             picked.append(notification)
         if picked:
             with self.store.pipeline() as batch:
@@ -356,6 +381,7 @@ class Deliver:
     def _start(self, n: Notification) -> futures.Future[None]:
         with self._lock:
             self._under_way.setdefault(n.receiver, set()).add(n.id)
+            self._groups_under_way.add(n.group_key)
 
         def send() -> None:
             try:
@@ -363,6 +389,7 @@ class Deliver:
             except BaseException:  # the process is ending: nothing to record, the lease runs out
                 with self._lock:
                     self._under_way[n.receiver].discard(n.id)
+                    self._groups_under_way.discard(n.group_key)
                 raise
             self._ended.put(_Attempt(n, result, self.clock.time()))
             self.on_sent()
@@ -393,7 +420,8 @@ class Deliver:
             step = NextStep(NotificationStatus.DEAD, n.attempts, at, attempt.result.detail)
         else:
             step = after_attempt(attempt.result, n.attempts, self.policy, at, self.rng)
-        batch.record_attempt(n.id, step, at)
+        if not batch.record_attempt(n.id, step, at):
+            return None  # superseded meanwhile: the newer one tells its alerts
         alert_ids = [a["id"] for a in n.payload["alerts"]]
         if step.status is NotificationStatus.SENT:
             batch.note(alert_ids, PipelineAction.NOTIFY, f"notified via {n.receiver} ({n.id})", at)
@@ -438,6 +466,7 @@ class Deliver:
             with self._lock:
                 for attempt in ended:
                     self._under_way[attempt.notification.receiver].discard(attempt.notification.id)
+                    self._groups_under_way.discard(attempt.notification.group_key)
         for n, step in dead:
             log.warning("notification %s to %s is a dead letter: %s", n.id, n.receiver, step.detail)
         return len(ended)

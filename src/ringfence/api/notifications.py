@@ -6,6 +6,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ringfence.alerts.model import NotificationStatus
 from ringfence.api.auth import (
     CHANGE_BYTES,
     authorize,
@@ -22,7 +23,7 @@ from ringfence.api.params import choice_params, limit_param, path_id, token_para
 async def list_notifications(request: Request) -> Response:
     require_unrestricted(authorize(request, "alerts:read"))
     platform = platform_of(request)
-    status = choice_params(request, "status", ("pending", "sent", "dead"))
+    status = choice_params(request, "status", tuple(NotificationStatus))
     limit = limit_param(request, 100, 1000)
     items, next_cursor = await run_in_threadpool(
         platform.notifications.notifications, status[0] if status else None, limit, token_param(request)

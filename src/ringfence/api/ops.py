@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ringfence.alerts.model import NotificationStatus
 from ringfence.api.auth import authorize, platform_of, require_unrestricted
 from ringfence.api.errors import json_response
 from ringfence.api.platform import Platform, served
@@ -38,7 +39,7 @@ class Totals:
     notifications_sent: float
     notification_failures: float
     lag: int
-    notifications: dict[str, int]  # by status: pending, sent, dead
+    notifications: dict[str, int]  # by status: pending, sent, dead, superseded
     fx_missing: float  # events whose currency had no FX rate
 
     @property
@@ -68,7 +69,7 @@ class Totals:
             notifications_sent=total("notifications_sent"),
             notification_failures=total("notification_failures"),
             lag=platform.lag(),
-            notifications={status: by_status.get(status, 0) for status in ("pending", "sent", "dead")},
+            notifications={status: by_status.get(status, 0) for status in NotificationStatus},
             fx_missing=total("fx_missing"),
         )
 

@@ -14,12 +14,13 @@ from ringfence.alerts.config import InhibitRule
 from ringfence.alerts.delivery import NextStep
 from ringfence.alerts.grouping import NEVER, GroupState
 from ringfence.alerts.lifecycle import ACTIVE, FIRING, SYSTEM_ACTOR
-from ringfence.alerts.model import AlertChange, AlertSummary, NotificationStatus
+from ringfence.alerts.model import AlertChange, AlertSummary, Notification, NotificationStatus
 from ringfence.alerts.muting import label_set
 from ringfence.alerts.ports import OutboxEntry, PipelineBatch
 from ringfence.alerts.silences import Silence
 from ringfence.clock import iso
 from ringfence.store.connection import Connection
+from ringfence.store.notifications import COLUMNS, notification
 from ringfence.store.silences import current_silences, forget_silences
 
 CURSOR = "dispatcher"  # the outbox's one reader
@@ -199,22 +200,55 @@ class SqlPipeline(PipelineBatch):
         )
         return bool(cur.rowcount == 1)
 
-    def record_attempt(self, notification_id: str, step: NextStep, now: float) -> None:
-        sent_at = now if step.status is NotificationStatus.SENT else None
+    def supersede(self, notification_id: str, by: str, now: float) -> Notification | None:
+        row = self.conn.execute(
+            f"SELECT {COLUMNS} FROM notifications WHERE id = ? AND status = ?",  # nosec # noqa: S608
+            (notification_id, NotificationStatus.PENDING),
+        ).fetchone()
+        if row is None:
+            return None
+        # next_attempt_at: when it was superseded, which retention goes by (it is never due again)
         self.conn.execute(
-            "UPDATE notifications SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?, "
-            "sent_at = coalesce(?, sent_at) WHERE id = ?",
-            (step.status, step.attempts, step.next_attempt_at, step.detail, sent_at, notification_id),
+            "UPDATE notifications SET status = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+            (NotificationStatus.SUPERSEDED, now, f"superseded by {by}", notification_id),
         )
+        return notification(row)
+
+    def record_attempt(self, notification_id: str, step: NextStep, now: float) -> bool:
+        sent = step.status is NotificationStatus.SENT
+        cur = self.conn.execute(
+            "UPDATE notifications SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?, "
+            "sent_at = coalesce(?, sent_at) WHERE id = ? AND (status <> ? OR ?)",
+            (
+                step.status,
+                step.attempts,
+                step.next_attempt_at,
+                step.detail,
+                now if sent else None,
+                notification_id,
+                NotificationStatus.SUPERSEDED,
+                sent,
+            ),
+        )
+        return bool(cur.rowcount == 1)
 
     def forget_sent(self, before: float, limit: int) -> int:
-        # a slice at a time, found by the (status, sent_at) index: the writer is held briefly
+        # a slice at a time, found by the (status, sent_at) and (status, next_attempt_at)
+        # indexes: the writer is held briefly
         cur = self.conn.execute(
             "DELETE FROM notifications WHERE id IN "
             "(SELECT id FROM notifications WHERE status = ? AND sent_at < ? LIMIT ?)",
             (NotificationStatus.SENT, before, limit),
         )
-        return int(cur.rowcount)
+        forgotten = int(cur.rowcount)
+        if forgotten < limit:
+            cur = self.conn.execute(
+                "DELETE FROM notifications WHERE id IN "
+                "(SELECT id FROM notifications WHERE status = ? AND next_attempt_at < ? LIMIT ?)",
+                (NotificationStatus.SUPERSEDED, before, limit - forgotten),
+            )
+            forgotten += int(cur.rowcount)
+        return forgotten
 
     def forget_silences(self, ended_before: float, limit: int) -> int:
         return forget_silences(self.conn, ended_before, limit)

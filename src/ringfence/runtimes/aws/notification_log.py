@@ -109,7 +109,8 @@ class NotificationItems(TableItems):
 
     def attempt_update(self, nid: str, step: NextStep, now: float) -> dict[str, Any]:
         """The transaction item keeping what an attempt at ``now`` decided: pending until
-        ``step.next_attempt_at``, sent, or dead."""
+        ``step.next_attempt_at``, sent, or dead; but for a delivery, it fails on a
+        notification that is no longer pending (superseded meanwhile)."""
         values: dict[str, Any] = {
             ":st": s(step.status),
             ":at": n(step.attempts),
@@ -126,13 +127,35 @@ class NotificationItems(TableItems):
             names["#ttl"] = "ttl"
         else:
             update += " REMOVE act"
+        item = {
+            "TableName": self.table,
+            "Key": _key(nid),
+            "UpdateExpression": update,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        if step.status is not NotificationStatus.SENT:
+            item["ConditionExpression"] = "#st = :pending"
+            values[":pending"] = s(NotificationStatus.PENDING)
+        return {"Update": item}
+
+    def supersede_update(self, nid: str, by: str, now: float) -> dict[str, Any]:
+        """The transaction item superseding a notification that is still pending (it fails if
+        it is not): never due again, and kept as long as a sent one."""
         return {
             "Update": {
                 "TableName": self.table,
                 "Key": _key(nid),
-                "UpdateExpression": update,
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": values,
+                "UpdateExpression": "SET #st = :superseded, last_error = :e, updated_at = :now, #ttl = :ttl REMOVE act",
+                "ConditionExpression": "#st = :pending",
+                "ExpressionAttributeNames": {"#st": "status", "#ttl": "ttl"},
+                "ExpressionAttributeValues": {
+                    ":superseded": s(NotificationStatus.SUPERSEDED),
+                    ":pending": s(NotificationStatus.PENDING),
+                    ":e": s(f"superseded by {by}"),
+                    ":now": n(now),
+                    ":ttl": n(int(now + SENT_TTL_S)),
+                },
             }
         }
 
@@ -154,7 +177,7 @@ class NotificationItems(TableItems):
         return [_notification(i) for i in items], next_cursor
 
     def count_by_status(self) -> dict[str, int]:
-        """Notifications per status (pending, sent, dead)."""
+        """Notifications per status (pending, sent, dead, superseded)."""
         counts: dict[str, int] = {}
         for page in self.pages(
             IndexName=CREATED_INDEX,

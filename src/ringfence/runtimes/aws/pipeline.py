@@ -225,8 +225,22 @@ class DynamoBatch:
     def claim(self, notification_id: str, now: float, lease_s: float) -> bool:
         return self.table.claim(notification_id, now, lease_s)
 
-    def record_attempt(self, notification_id: str, step: NextStep, now: float) -> None:
+    def supersede(self, notification_id: str, by: str, now: float) -> Notification | None:
+        """Written with ``by``'s group, conditional on its still being pending (LostRace if it
+        was sent meanwhile: the flush is done again, and finds it sent)."""
+        older = self.table.notification(notification_id)
+        if older is None or older.status is not NotificationStatus.PENDING:
+            return None
+        self._writes.append((("group", older.group_key), self.table.supersede_update(notification_id, by, now)))
+        return older
+
+    def record_attempt(self, notification_id: str, step: NextStep, now: float) -> bool:
+        if step.status is not NotificationStatus.SENT:
+            current = self.table.notification(notification_id)
+            if current is not None and current.status is NotificationStatus.SUPERSEDED:
+                return False  # (superseded after this read: the write's condition fails, LostRace)
         self._writes.append((None, self.table.attempt_update(notification_id, step, now)))
+        return True
 
     def forget_sent(self, before: float, limit: int) -> int:
         return 0  # DynamoDB's TTL deletes sent notifications (notification_log.SENT_TTL_S)
