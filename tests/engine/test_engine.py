@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,8 @@ import pytest
 
 from ringfence.engine import AlertSignal, Engine, load_pack, load_pack_file
 from ringfence.engine.rules import Audience, Mode, Severity
+from ringfence.events import validate_event
+from ringfence.testing import event
 from tests.helpers.factories import T0, ev
 
 PACK = load_pack("""
@@ -323,6 +326,46 @@ def test_a_lifetime_distinct_count_keeps_its_newest_thousand_values_as_a_windowe
         ev("login.succeeded", at=T0 + 2_000, customer_id="c1", device_id="dev_0"), 1_050, 0, T0 + 2_000
     )
     assert [s.title for s in out] == ["1000 devices"]  # dev_0 was the oldest: dropped, and counted again
+
+
+LONG_VALUES_PACK = load_pack("""
+version: "t1"
+types: [app.opened]
+features:
+  - name: agents_24h
+    on: [app.opened]
+    by: customer_id
+    agg: distinct_count
+    of: data.agent
+    window: 24h
+rules:
+  - id: many_agents
+    on: [app.opened]
+    when: agents_24h >= 3
+    severity: low
+    audience: security
+    title: "{agents_24h} agents"
+""")
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_distinct_count_keeps_a_long_value_by_its_digest_so_its_state_stays_small(kind: str) -> None:
+    """A hostile test: a distinct count over a free-form field kept each value whole, so a
+    producer's 1,000 values of 60 KB made a 60 MB state row, rewritten by each event. A value
+    past 256 characters is kept by its SHA-256, in both engines; counts are unchanged."""
+    from tests.helpers.differential import engine_factory, every_state_row
+
+    engine = engine_factory(kind)(LONG_VALUES_PACK)
+    long_values = [f"{i:04d}" + "é" * 8_000 for i in range(100)]  # 16 KB each as UTF-8
+    near = ["x" * 256, "x" * 257, "x" * 256 + "y"]  # at the bound: kept; past it: digests, still distinct
+    for i, agent in enumerate([*long_values, *near, long_values[0], near[0]]):
+        raw = json.dumps(event("app.opened", at=T0 + i, customer_id="c1", agent=agent)).encode()
+        engine.process(validate_event(raw, T0 + i, custom_types=("app.opened",)), i, 0, T0 + i)
+    assert engine.features_of({"customer_id": "c1"}, T0 + 200)["agents_24h"] == 103
+    (row,) = [state for (name, _), state in every_state_row(engine).items() if name.startswith("agents_24h#")]
+    assert row is not None
+    assert len(row) < 20_000  # 103 values: 1.6 MB as they came
+    assert b"x" * 256 in row
 
 
 STEP_ID_PACK = load_pack("""

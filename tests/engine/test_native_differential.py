@@ -332,3 +332,20 @@ def test_a_nan_is_no_sample_of_a_quantile_nor_of_a_robust_z_score() -> None:
                 scores.append(hit.title.split(" ")[1])
         assert engine.features_of({"customer_id": "c1"}, T0 + 400)["q95"] == last[int(0.95 * 256)], kind
         assert scores.count("99") < 3, kind  # not every score after the NaN
+
+
+def test_both_engines_keep_a_distinct_counts_long_values_by_the_same_digest() -> None:
+    """A distinct value past 256 characters is kept by its SHA-256: the same text in both
+    engines (code points counted, not bytes), so their states agree and restore into each other."""
+    pack = load_pack("""
+version: "1"
+types: [acme.ping]
+features:
+  - {name: seen, on: [acme.ping], by: customer_id, agg: distinct_count, of: data.v, window: 1h}
+  - {name: ever, on: [acme.ping], by: customer_id, agg: distinct_count, of: data.v}
+rules:
+  - {id: r, on: [acme.ping], when: "seen > 2", severity: info, audience: ops, title: "{seen} {ever}"}
+""")
+    texts = ["é" * 256, "é" * 257, "e" * 300, "é" * 200 + "x" * 57, "é" * 257, "€" * 100, 12345, "é" * 256]
+    events = [_ping(i, T0 + i, v=v) for i, v in enumerate(texts)]
+    assert first_mismatch(pack, events, native_candidate(), marks=[T0 + 4000], restore_at=4) is None
