@@ -349,3 +349,29 @@ rules:
     texts = ["é" * 256, "é" * 257, "e" * 300, "é" * 200 + "x" * 57, "é" * 257, "€" * 100, 12345, "é" * 256]
     events = [_ping(i, T0 + i, v=v) for i, v in enumerate(texts)]
     assert first_mismatch(pack, events, native_candidate(), marks=[T0 + 4000], restore_at=4) is None
+
+
+INF_PACK = """
+version: "1"
+types: [acme.ping]
+anomaly:
+  - {name: z, kind: robust_zscore, by: customer_id, of: "data.n * 10 + data.w", on: [acme.ping], min_samples: 3, samples: 9}
+rules:
+  - {id: r, on: [acme.ping], when: "z > 8", severity: info, audience: ops, title: "{z}"}
+"""
+
+
+def test_an_infinity_in_a_robust_z_scores_history_scores_alike_in_both_engines() -> None:
+    """A hostile test: with an infinity in a robust z-score's history (``data.n * 10`` past the
+    largest float) and most of it equal, the fallback spread is a mean of deviations, one of them
+    infinite: the reference's ``math.fsum`` makes it infinite (an ordinary value then scores 0),
+    the core's sum made it NaN, and every later event of the key scored 99, a false alert each."""
+    pack = load_pack(INF_PACK)
+    events = [_ping(i, T0 + i, n=0.0, w=5.0) for i in range(5)]
+    events += [_ping(5, T0 + 5, n=1e308, w=0.0)]  # inf
+    events += [_ping(i, T0 + i, n=0.0, w=5.0 + i % 2) for i in range(6, 12)]
+    assert first_mismatch(pack, events, native_candidate(), restore_at=7) is None
+    for kind in ("python", "native"):
+        engine = engine_factory(kind)(pack)
+        hits = [hit for event, offset, now, _ in events for hit in engine.process(event, offset, 0, now)]
+        assert [h.event_id for h in hits] == ["e5"], kind  # the infinity itself, and no ordinary value after it
