@@ -355,7 +355,13 @@ INF_PACK = """
 version: "1"
 types: [acme.ping]
 anomaly:
-  - {name: z, kind: robust_zscore, by: customer_id, of: "data.n * 10 + data.w", on: [acme.ping], min_samples: 3, samples: 9}
+  - name: z
+    kind: robust_zscore
+    by: customer_id
+    of: "data.n * 10 + data.w"
+    on: [acme.ping]
+    min_samples: 3
+    samples: 9
 rules:
   - {id: r, on: [acme.ping], when: "z > 8", severity: info, audience: ops, title: "{z}"}
 """
