@@ -449,3 +449,64 @@ def test_a_groups_newer_notification_waits_for_the_send_under_way_and_supersedes
     run(d, clock, 120)
     assert _told(receiver) == [("firing", [("velocity", "open")]), ("resolved", [("velocity", "resolved")])]
     assert SqlNotificationLog(store).count_by_status() == {"superseded": 1, "sent": 1}
+
+
+@pytest.mark.parametrize("muted", [False, True], ids=["resolved-untold", "silenced"])
+def test_what_a_superseded_notification_told_and_its_successor_does_not_show_is_carried_as_it_was(
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver, muted: bool
+) -> None:
+    """On a review: the successor carried only the resolved alerts, so an alert resolved under
+    ``notify_resolved: false``, or silenced, after a notification told it firing was never told
+    at all (the retry would have told it)."""
+    config = webhook_config(receiver.url)
+    config["notify_resolved"] = muted  # resolutions untold: the resolved alert leaves the group silently
+    config["retry"] = {"base_delay": "20m", "max_delay": "40m", "max_attempts": 4}
+    d = dispatcher(store, clock, config)
+    receiver.statuses = [503]
+    hit(store, clock, 1)
+    hit(store, clock, 2, rule="other", key="k2")
+    run(d, clock, 31)  # [velocity, other]: 503, its retry 10 to 20 min on
+    velocity = next(a["id"] for a in receiver.received[0].json()["alerts"] if a["rule_id"] == "velocity")
+    if muted:
+        SqlSilenceStore(store).create_silence(["rule_id=velocity"], clock.now, clock.now + 86400, "key:ana", "noisy", 0)
+        hit(store, clock, 3)  # velocity again: now suppressed
+    else:
+        store.transition(velocity, Action.RESOLVE, "key:ana", "fixed", clock.now)
+    hit(store, clock, 4, rule="third", key="k3")
+    run(d, clock, 3600, step=5)
+    assert _told(receiver) == [
+        ("firing", [("other", "open"), ("velocity", "open")]),
+        ("firing", [("other", "open"), ("third", "open"), ("velocity", "open")]),  # velocity as the first told it
+    ]
+    assert SqlNotificationLog(store).count_by_status() == {"superseded": 1, "sent": 1}
+
+
+def test_pagerduty_gets_an_acknowledged_alerts_trigger_first_whose_own_trigger_was_superseded(
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    """On a review: a trigger waiting for its retry was superseded by the alert's acknowledge,
+    and PagerDuty drops an acknowledge of no incident: the alert was never paged. An
+    acknowledged alert is triggered, then acknowledged (a trigger of an open incident only
+    joins its log)."""
+    config = {
+        "receivers": [
+            {
+                "name": "pd",
+                "pagerduty": {"url": receiver.url + "/v2/enqueue", "routing_key_env": "RINGFENCE_SECRET_TEST_PD"},
+            }
+        ],
+        "route": {"receiver": "pd", "group_by": ["customer_id"], "group_wait": "0s", "group_interval": "5m"},
+        "retry": {"base_delay": "20m", "max_delay": "40m", "max_attempts": 4},
+    }
+    d = dispatcher(store, clock, config)
+    receiver.statuses = [503]
+    hit(store, clock, 1)
+    run(d, clock, 2)
+    alert_id = receiver.received[0].json()["dedup_key"]
+    store.transition(alert_id, Action.ACKNOWLEDGE, "key:ana", "looking", clock.now)
+    run(d, clock, 3600, step=5)
+    assert [(r.json()["event_action"], r.json()["dedup_key"]) for r in receiver.received] == [
+        ("trigger", alert_id),  # answered 503
+        ("trigger", alert_id),
+        ("acknowledge", alert_id),
+    ]

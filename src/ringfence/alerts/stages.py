@@ -268,14 +268,16 @@ def _superseded(
     """The group's previous notification, if it is still waiting for an attempt, is superseded
     by notification ``by``: sent after it (a retry), it would tell the receiver of alerts as
     they no longer are (a firing one after its resolution re-opens an incident). Returns what
-    ``by`` must carry of it besides ``shown``: its resolved alerts, which nothing shows again."""
+    ``by`` must carry of it besides ``shown``: each alert it told that ``by`` does not show
+    (resolved since and shown once, or muted, or resolved under ``notify_resolved: false``),
+    as it told it, so the receiver learns nothing less than the retry would have told it."""
     if group.last_notification is None or group.last_notification == by:
         return []
     older = batch.supersede(group.last_notification, by, now)
     if older is None:  # sent, dead or forgotten: it told what it had to
         return []
     ids = {a["id"] for a in shown}
-    return [a for a in older.payload["alerts"] if a["status"] == AlertStatus.RESOLVED and a["id"] not in ids]
+    return [a for a in older.payload["alerts"] if a["id"] not in ids]
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ class SqlNotificationLog(NotificationLog):
         return [notification(row[1:]) for row in rows], next_cursor
 
     def count_by_status(self) -> dict[str, int]:
-        """Notifications per status (pending, sent, dead)."""
+        """Notifications per status (pending, sent, dead, superseded)."""
         rows = self.store.conn().execute("SELECT status, count(*) FROM notifications GROUP BY status")
         return {status: int(n) for status, n in rows}
 

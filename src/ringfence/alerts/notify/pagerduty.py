@@ -42,6 +42,16 @@ def pagerduty_event(alert: dict[str, Any], routing_key: str) -> dict[str, Any]:
     return event
 
 
+def events_of(alert: dict[str, Any], routing_key: str) -> list[dict[str, Any]]:
+    """The events telling PagerDuty of ``alert``. An acknowledged one is triggered first: its
+    trigger may never have reached PagerDuty (superseded while it waited for a retry), and an
+    acknowledge of no incident is dropped, where a trigger of an open incident only joins its log."""
+    event = pagerduty_event(alert, routing_key)
+    if event["event_action"] != "acknowledge":
+        return [event]
+    return [pagerduty_event({**alert, "status": "open"}, routing_key), event]
+
+
 class PagerDutyNotifier:
     kind = "pagerduty"
 
@@ -52,9 +62,12 @@ class PagerDutyNotifier:
         self._routing_key = secret(options.routing_key_env)
 
     def send(self, payload: dict[str, Any], notification_id: str, now: float) -> Delivery:
+        sent = 0
         for alert in payload["alerts"]:
-            body = msgspec.json.encode(pagerduty_event(alert, self._routing_key))
-            result = post_json(self._client, self._options.url, body, {}, self._options.timeout_s)
-            if result.outcome is not Outcome.SENT:
-                return result  # retried whole: dedup_key makes resent events harmless
-        return Delivery(Outcome.SENT, f"{len(payload['alerts'])} event(s)")
+            for event in events_of(alert, self._routing_key):
+                body = msgspec.json.encode(event)
+                result = post_json(self._client, self._options.url, body, {}, self._options.timeout_s)
+                if result.outcome is not Outcome.SENT:
+                    return result  # retried whole: dedup_key makes resent events harmless
+                sent += 1
+        return Delivery(Outcome.SENT, f"{sent} event(s)")

@@ -77,8 +77,8 @@ function view(stats, entries, onRedrive) {
         h("dt", {}, "Ingested since start"), h("dd", {}, number(stats.totals.ingested)),
         h("dt", {}, "Duplicates since start"), h("dd", {}, number(stats.totals.duplicates)),
         h("dt", {}, "Late events stored"), h("dd", {}, number(stats.late_events_stored)),
-        h("dt", {}, "Notifications sent / pending / dead"),
-        h("dd", {}, `${number(stats.notifications.sent)} / ${number(stats.notifications.pending)} / ${number(stats.notifications.dead)}`)))),
+        h("dt", {}, "Notifications sent / pending / dead / superseded"),
+        h("dd", {}, `${number(stats.notifications.sent)} / ${number(stats.notifications.pending)} / ${number(stats.notifications.dead)} / ${number(stats.notifications.superseded ?? 0)}`)))),
     fxSection(stats.fx),
     quarantineSection(stats, entries, onRedrive),
   ];
