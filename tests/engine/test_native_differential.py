@@ -25,6 +25,7 @@ from ringfence.clock import iso
 from ringfence.engine.engine import Engine
 from ringfence.engine.pack import RulePack, load_pack
 from ringfence.engine.rules import AlertSignal
+from ringfence.errors import RulePackError
 from ringfence.events.decode import validate_event
 from ringfence.events.model import Event, decode_event
 from ringfence.simulate import SCENARIOS
@@ -381,3 +382,43 @@ def test_an_infinity_in_a_robust_z_scores_history_scores_alike_in_both_engines()
         engine = engine_factory(kind)(pack)
         hits = [hit for event, offset, now, _ in events for hit in engine.process(event, offset, 0, now)]
         assert [h.event_id for h in hits] == ["e5"], kind  # the infinity itself, and no ordinary value after it
+
+
+def _membership_pack(literal: str) -> str:
+    return f"""
+version: "1"
+types: [acme.ping]
+rules:
+  - id: r
+    on: [acme.ping]
+    when: "data.a * data.b + 1 in [{literal}, 7]"
+    severity: info
+    audience: ops
+    title: "hit"
+"""
+
+
+@pytest.mark.parametrize("literal", ["1e999", "1267650600228229401496703205377", "1" + "0" * 400])
+def test_a_list_literal_number_the_core_cannot_hold_is_refused_in_a_new_pack_and_run_by_the_reference_if_stored(
+    literal: str,
+) -> None:
+    """A hostile test: list literals' numbers had no bound. The plan (JSON) made 1e999 null
+    and read 2**100 + 1 as a float, so ``x in [...]`` differed between the engines, and a
+    number past the largest float failed the core's plan: a pack ``PUT /v1/rules`` took stopped
+    the processor at its reload, and every restart after. A new pack is refused; a stored one
+    runs on the reference engine (``auto``), and the core will not take it (``native``)."""
+    from ringfence.engine.native import check_runnable, make_engine
+
+    native_candidate()
+    with pytest.raises(RulePackError, match="list literal's floats must be finite and its integers at most"):
+        load_pack(_membership_pack(literal))
+    pack = load_pack(_membership_pack(literal), stored=True)
+    engine = make_engine(pack, 5.0, engine="auto")
+    assert type(engine) is Engine
+    event, offset, now, _ = _ping(0, T0, a=2**50, b=2**50)
+    assert [h.rule_id for h in engine.process(event, offset, 0, now)] == (["r"] if literal.startswith("12676") else [])
+    with pytest.raises(RulePackError, match="not a 64-bit integer or a finite float"):
+        check_runnable(pack, "native")
+    running = make_engine(load_pack(_membership_pack("7")), 5.0, engine="auto")
+    assert type(running) is not Engine  # the core, until the reload
+    assert type(running.reloaded(pack)) is Engine

@@ -15,6 +15,7 @@ size of the expression. A missing value (``null``) makes ordering comparisons fa
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -137,6 +138,12 @@ _NULL = "null"
 Typed = tuple[Compiled, FieldType]
 
 
+def _bounded_literal(value: float) -> bool:
+    """A list literal's number as a number literal is held: an integer at most MAX_INT_LITERAL
+    in size, a float finite (``1e999`` is infinity, which no event's number equals)."""
+    return math.isfinite(value) if isinstance(value, float) else abs(value) <= MAX_INT_LITERAL
+
+
 def _literal_type(value: Any) -> FieldType:
     if value is None:
         return _NULL
@@ -150,9 +157,10 @@ def _compatible(a: FieldType, b: FieldType) -> bool:
 
 
 class _Compiler:
-    def __init__(self, source: str, scope: Scope) -> None:
+    def __init__(self, source: str, scope: Scope, *, strict: bool = True) -> None:
         self.source = source
         self.scope = scope
+        self.strict = strict  # checks added since a stored pack came in, which never stop a restart
         self.features: set[str] = set()
         self.fields: set[tuple[str, ...]] = set()
         self.nodes = 0
@@ -186,6 +194,8 @@ class _Compiler:
         for elt in node.elts:
             if not isinstance(elt, ast.Constant) or not isinstance(elt.value, str | int | float):
                 raise self.fail("list literals may only hold strings and numbers", elt)
+            if self.strict and isinstance(elt.value, int | float) and not _bounded_literal(elt.value):
+                raise self.fail("a list literal's floats must be finite and its integers at most 10**18 in size", elt)
             values.append(elt.value)
         frozen = frozenset(values)
         return (lambda ctx: frozen), LIST
@@ -371,10 +381,11 @@ def _name(kind: FieldType) -> str:
     return "object" if isinstance(kind, Mapping) else ("null" if kind == _NULL else kind)
 
 
-def compile_expression(source: str, scope: Scope, *, condition: bool = False) -> Expression:
+def compile_expression(source: str, scope: Scope, *, condition: bool = False, strict: bool = True) -> Expression:
     """Parse, check and compile ``source``. Raises ExpressionError naming the position.
 
-    With ``condition``, the expression must be a yes/no test (not a number or text).
+    With ``condition``, the expression must be a yes/no test (not a number or text); without
+    ``strict`` (a stored pack, read as it came), checks added since are left out.
     """
     if not isinstance(source, str) or not source.strip():
         raise ExpressionError("expression is empty", str(source))
@@ -387,7 +398,7 @@ def compile_expression(source: str, scope: Scope, *, condition: bool = False) ->
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         col = getattr(exc, "offset", None)
         raise ExpressionError(f"syntax error: {getattr(exc, 'msg', exc)}", source, col) from None
-    compiler = _Compiler(source, scope)
+    compiler = _Compiler(source, scope, strict=strict)
     evaluate, kind = compiler.compile(tree.body)
     if condition and kind in (NUMBER, STRING, LIST):
         raise ExpressionError(f"a condition must be true or false, but this is a {kind}", source)

@@ -211,7 +211,7 @@ class _Loader:
 
     def expr(self, source: str, scope: Scope, where: str, *, condition: bool = False) -> Expression:
         try:
-            compiled = compile_expression(source, scope, condition=condition)
+            compiled = compile_expression(source, scope, condition=condition, strict=self.budgets)
         except ExpressionError as exc:
             raise RulePackError(str(exc), where) from None
         self.nodes += compiled.nodes

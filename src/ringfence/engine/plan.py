@@ -38,6 +38,22 @@ _CMP = {
 }
 
 
+class Unportable(Exception):
+    """A part of a pack the compiled core cannot hold as the reference engine does."""
+
+
+def _member(value: Any) -> Any:
+    """A list literal's item as the plan carries it: the core reads a number past 64 bits as
+    a float (10**41 as 1e41, which is not 10**41) and JSON has no infinity (a hostile test:
+    ``x in [1e999]`` differed, and a number past the largest float failed the core's plan at a
+    start or a reload). Such a pack runs on the reference engine (new packs cannot have one)."""
+    if (isinstance(value, float) and not math.isfinite(value)) or (
+        isinstance(value, int) and not -(2**63) <= value < 2**63
+    ):
+        raise Unportable(f"the list literal's number {str(value)[:40]} is not a 64-bit integer or a finite float")
+    return value
+
+
 class _Tree:
     """Restates checked expressions; ``features`` are the names that read a feature or score."""
 
@@ -55,7 +71,7 @@ class _Tree:
                 return {"k": "lit", "float": repr(n.value)}  # JSON has no inf: "inf", "-inf"
             return {"k": "lit", "v": n.value}
         if isinstance(n, ast.List | ast.Tuple):
-            return {"k": "set", "v": [e.value for e in n.elts if isinstance(e, ast.Constant)]}
+            return {"k": "set", "v": [_member(e.value) for e in n.elts if isinstance(e, ast.Constant)]}
         if isinstance(n, ast.BoolOp):
             return {"k": "and" if isinstance(n.op, ast.And) else "or", "a": [self.node(v) for v in n.values]}
         if isinstance(n, ast.UnaryOp):
