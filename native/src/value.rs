@@ -49,6 +49,10 @@ impl Set {
     }
 }
 
+/// 2**127: the floats from -2**127 up to it hold integers an `Int` holds (1.7e38, the bound
+/// before, left out those up to 1.7014e38, which compared and matched wrongly).
+const TWO_127: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
+
 /// The set member equal to `v` (numbers that compare equal share one member), if hashable.
 fn member_of(v: &Value) -> Option<Member> {
     match v {
@@ -56,7 +60,7 @@ fn member_of(v: &Value) -> Option<Member> {
         Value::Bool(b) => Some(Member::Int(*b as Int)),
         Value::Int(i) => Some(Member::Int(*i)),
         Value::Float(f) => {
-            if f.fract() == 0.0 && f.abs() < 1.7e38 {
+            if f.fract() == 0.0 && (-TWO_127..TWO_127).contains(f) {
                 Some(Member::Int(*f as Int))
             } else {
                 Some(Member::Float(f.to_bits()))
@@ -259,10 +263,10 @@ fn int_float_cmp(i: Int, f: f64) -> Option<Ordering> {
     if f.is_nan() {
         return None;
     }
-    if f >= 1.7e38 {
+    if f >= TWO_127 {
         return Some(Ordering::Less);
     }
-    if f <= -1.7e38 {
+    if f < -TWO_127 {
         return Some(Ordering::Greater);
     }
     let whole = f.trunc();
@@ -290,6 +294,10 @@ pub fn py_eq(a: &Value, b: &Value) -> bool {
         (Value::Null, Value::Null) => true,
         (Value::Str(x), Value::Str(y)) => x == y,
         (Value::Set(x), Value::Set(y)) => x.members == y.members,
+        // as Python compares the two dicts' floats: JSON would make NaN, inf and -inf all null
+        (Value::Stats(n, mean, std), Value::Stats(m, mean2, std2)) => {
+            n == m && mean == mean2 && std == std2
+        }
         (Value::Json(_) | Value::Stats(..), Value::Json(_) | Value::Stats(..)) => {
             json_eq(&as_json(a), &as_json(b))
         }
@@ -529,13 +537,14 @@ fn int_arith(op: ArithOp, x: Int, y: Int) -> Value {
             if y == 0 {
                 return Value::Null;
             }
-            x.checked_rem(y).map(|r| {
+            // (the one overflow, the least integer % -1, is 0, as Python's)
+            Some(x.checked_rem(y).map_or(0, |r| {
                 if r != 0 && ((r < 0) != (y < 0)) {
                     r + y
                 } else {
                     r
                 }
-            })
+            }))
         }
     };
     match exact {
@@ -588,7 +597,17 @@ pub fn float_repr(f: f64) -> String {
             "0.0".into()
         };
     }
-    let sci = format!("{:e}", f); // shortest round-trip digits: "-1.2345e-7"
+    let mut sci = format!("{:e}", f); // shortest round-trip digits: "-1.2345e-7"
+                                      // Of two shortest texts equally near the exact value (2222222222222222.25: ".2" and ".3"),
+                                      // Rust's takes the upper and Python's repr the even one: the exact value rounded to as
+                                      // many digits (half to even), which reads back as `f` whenever a text of that many does
+    let places = sci
+        .split_once('e')
+        .map_or(0, |(m, _)| m.len().saturating_sub(2 + usize::from(f < 0.0)));
+    let nearest = format!("{:.*e}", places, f);
+    if nearest != sci && nearest.parse::<f64>() == Ok(f) {
+        sci = nearest;
+    }
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (sign, mantissa) = mantissa
@@ -756,6 +775,11 @@ mod tests {
             (-2.5e-7, "-2.5e-07"),
             (1e100, "1e+100"),
             (123456.789, "123456.789"),
+            // a tie between two shortest texts: Python's repr takes the even digit
+            (2222222222222222.25, "2222222222222222.2"),
+            (-2222222222222222.25, "-2222222222222222.2"),
+            (2222222222222222.75, "2222222222222222.8"),
+            (5e-324, "5e-324"),
         ] {
             assert_eq!(float_repr(f), s);
         }

@@ -29,7 +29,7 @@ from ringfence.errors import RulePackError
 from ringfence.events.decode import validate_event
 from ringfence.events.model import Event, decode_event
 from ringfence.simulate import SCENARIOS
-from tests.helpers.differential import engine_factory, first_mismatch, native_candidate
+from tests.helpers.differential import engine_factory, every_state_row, first_mismatch, native_candidate
 from tests.helpers.staged import StagedPipeline
 
 PACKS = dict(default_packs())
@@ -422,3 +422,82 @@ def test_a_list_literal_number_the_core_cannot_hold_is_refused_in_a_new_pack_and
     running = make_engine(load_pack(_membership_pack("7")), 5.0, engine="auto")
     assert type(running) is not Engine  # the core, until the reload
     assert type(running.reloaded(pack)) is Engine
+
+
+def _rules(*whens: str, features: str = "") -> RulePack:
+    rules = "\n".join(
+        f'  - {{id: r{i}, on: [acme.ping], when: "{w}", severity: info, audience: ops, title: "{i}"}}'
+        for i, w in enumerate(whens)
+    )
+    return load_pack(f'version: "1"\ntypes: [acme.ping]\n{features}rules:\n{rules}\n')
+
+
+_A, _B = -(2**63), -(2**63 - 2**52)  # data.a * data.b * 2 = 2**127 - 2**116: 1.7006e38, a float exactly
+_BIG, _LEAST = "data.a * data.b * 2", "data.a * data.a * -2"  # the latter -2**127, the least integer
+
+
+def test_integers_near_2_127_compare_divide_and_match_as_the_reference() -> None:
+    """A hostile test: the core took any float from 1.7e38 on as above every integer, but its
+    integers reach 2**127 - 1 (1.7014e38): between the two, comparisons, min/max and list
+    membership differed. And -2**127 % -1 (the one remainder that overflows) was -0.0 in the
+    core, the int 0 in the reference; abs(-2**127) was the int 2**127 in the reference, past the
+    integers arithmetic holds (a float in the core, as every result past them)."""
+    assert _A * _B * 2 > 1.7e38
+    assert float(_A * _B * 2) == _A * _B * 2
+    whens = [
+        f"{_BIG} > 1.7e38",
+        f"{_BIG} == {_BIG} * 1.0",
+        f"{_LEAST} == -1.7014118346046923e38",
+        f"max({_BIG}, 1.7e38) == {_BIG}",
+        f"min({_BIG}, 1.7e38) == 1.7e38",
+        f"{_BIG} in [{float(_A * _B * 2)!r}]",
+        f"(abs({_LEAST}) - 1) % 2 == 1",
+    ]
+    features = f'features:\n  - {{name: d, on: [acme.ping], agg: distinct_count, of: "({_LEAST}) % -1"}}\n'
+    pack = _rules(*whens, "d == 1", features=features)
+    events = [_ping(0, T0, a=_A, b=_B)]
+    assert first_mismatch(pack, events, native_candidate()) is None
+    for kind in ("python", "native"):
+        engine = engine_factory(kind)(pack)
+        event, offset, now, _ = events[0]
+        hits = sorted(h.rule_id for h in engine.process(event, offset, 0, now))
+        assert hits == ["r0", "r1", "r2", "r3", "r4", "r5", "r7"], kind  # abs(-2**127) is a float: even
+
+
+def test_a_float_whose_shortest_texts_tie_renders_as_pythons_repr() -> None:
+    """A hostile test: of a float's two shortest texts equally near its exact value
+    (2222222222222222.25: ".2" and ".3"), the core took the upper and Python's repr the even
+    one: a state key, a distinct value or a title differed between the engines."""
+    ties = [2222222222222222.25, -2222222222222222.25, 2222222222222222.75, 1111111111111111.125, 0.3, 1e16 + 2]
+    pack = load_pack("""
+version: "1"
+types: [acme.ping]
+features:
+  - {name: n, on: [acme.ping], by: data.x, agg: count, window: 1h}
+  - {name: d, on: [acme.ping], agg: distinct_count, of: data.x, window: 1h}
+rules:
+  - {id: r, on: [acme.ping], when: "true", severity: info, audience: ops, title: "{data.x} {n} {d}"}
+""")
+    events = [_ping(i, T0 + i, x=x) for i, x in enumerate(ties + ties)]
+    assert first_mismatch(pack, events, native_candidate(), restore_at=len(ties)) is None
+    engine = engine_factory("native")(pack)
+    for event, offset, now, _ in events[: len(ties)]:
+        engine.process(event, offset, 0, now)
+    keys = {key for name, key in every_state_row(engine) if name.startswith("n#")}
+    assert keys == {repr(x) for x in ties}
+
+
+def test_two_stats_with_infinities_or_nans_compare_as_the_reference() -> None:
+    """A hostile test: the core compared two stats values as JSON, where NaN, inf and -inf are
+    all null, so {mean: inf} == {mean: -inf} held in the core (a false alert), not in the reference."""
+    pack = load_pack("""
+version: "1"
+types: [acme.ping]
+features:
+  - {name: a, on: [acme.ping], agg: stats, of: data.x}
+  - {name: b, on: [acme.ping], agg: stats, of: data.y}
+rules:
+  - {id: r, on: [acme.ping], when: "a == b", severity: info, audience: ops, title: "{a} {b}"}
+""")
+    for x, y in [("inf", "-inf"), ("nan", "nan"), ("nan", "inf"), ("1", "1.0")]:
+        assert first_mismatch(pack, [_ping(0, T0, x=x, y=y)], native_candidate()) is None, (x, y)

@@ -61,6 +61,13 @@ def _round(x: float, n: Any = 0) -> float:
     return round(x, max(0, min(12, digits)))
 
 
+def _abs(x: float) -> float:
+    """``abs``, within the integers arithmetic holds: abs(-2**127) is 2**127, one past them,
+    so a float, as the core makes it (a hostile test: the two engines' next ``%`` differed)."""
+    result = abs(x)
+    return float(result) if result.__class__ is int and result >= 2**127 else result
+
+
 @dataclass(frozen=True)
 class Function:
     """A callable with its argument types (the last one repeats up to ``max_args``) and result type."""
@@ -73,7 +80,7 @@ class Function:
 
 
 FUNCTIONS: dict[str, Function] = {
-    "abs": Function(_nullable(abs), (NUMBER,), NUMBER, 1, 1),
+    "abs": Function(_nullable(_abs), (NUMBER,), NUMBER, 1, 1),
     "min": Function(_nullable(min), (NUMBER,), NUMBER, 2, 8),
     "max": Function(_nullable(max), (NUMBER,), NUMBER, 2, 8),
     "round": Function(_nullable(_round), (NUMBER, NUMBER), NUMBER, 1, 2),
