@@ -37,11 +37,11 @@ SECRET = "webhook-secret-for-tests"
 BURST = "login_failed_burst"
 
 
-def write_alerting(path: Path, url: str, **route: Any) -> Path:
+def write_alerting(path: Path, url: str, *, retry: dict[str, Any] | None = None, **route: Any) -> Path:
     config = {
         "receivers": [{"name": "hook", "webhook": {"url": url + "/hook", "secret_env": "RINGFENCE_SECRET_AWS_HOOK"}}],
         "route": {"receiver": "hook", "group_by": ["customer_id"], "group_wait": "0s", **route},
-        "retry": {"base_delay": "0s", "max_delay": "0s", "max_attempts": 3},
+        "retry": retry or {"base_delay": "0s", "max_delay": "0s", "max_attempts": 3},
         "inhibit_rules": [
             {"source_matchers": ["severity=critical"], "target_matchers": ["severity=medium"], "equal": ["customer_id"]}
         ],
@@ -241,11 +241,8 @@ def test_a_retry_waits_for_its_jittered_backoff_and_never_less_than_retry_after(
     deploy: DeploymentFactory, tmp_path: Path, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RINGFENCE_SECRET_AWS_HOOK", SECRET)
-    config = tmp_path / "a.yaml"
-    write_alerting(config, receiver.url)
-    doc = yaml.safe_load(config.read_text())
-    doc["retry"] = {"base_delay": "100s", "max_delay": "10m", "max_attempts": 5}
-    config.write_text(yaml.safe_dump(doc))
+    retry = {"base_delay": "100s", "max_delay": "10m", "max_attempts": 5}
+    config = write_alerting(tmp_path / "a.yaml", receiver.url, retry=retry)
     d, clock = deployed(deploy, config, "cus_a")
     deliver = d.runtime.dispatcher.stages.deliver
     deliver.rng = random.Random(7)
@@ -404,11 +401,8 @@ def test_a_firing_notification_awaiting_its_retry_is_superseded_by_the_resolutio
     deploy: DeploymentFactory, tmp_path: Path, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RINGFENCE_SECRET_AWS_HOOK", SECRET)
-    config = tmp_path / "a.yaml"
-    write_alerting(config, receiver.url)
-    doc = yaml.safe_load(config.read_text())
-    doc["retry"] = {"base_delay": "10m", "max_delay": "20m", "max_attempts": 5}  # a retry 5 to 10 min on
-    config.write_text(yaml.safe_dump(doc))
+    retry = {"base_delay": "10m", "max_delay": "20m", "max_attempts": 5}  # a retry 5 to 10 min on
+    config = write_alerting(tmp_path / "a.yaml", receiver.url, retry=retry)
     receiver.statuses = [503]
     d, clock = deployed(deploy, config, "cus_a")
     d.queue.drain()
