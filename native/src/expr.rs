@@ -161,13 +161,13 @@ impl Expr {
                 )),
                 None => Expr::Lit(from_json(j.get("v").unwrap_or(&J::Null))),
             },
-            "set" => Expr::Lit(Value::Set(Arc::new(crate::value::Set::from_values(
-                j.get("v")
-                    .and_then(J::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(from_json),
-            )))),
+            "set" => {
+                let members = j.get("v").and_then(J::as_array).into_iter().flatten();
+                let values: Result<Vec<Value>, String> = members.map(set_member).collect();
+                Expr::Lit(Value::Set(Arc::new(crate::value::Set::from_values(
+                    values?,
+                ))))
+            }
             "and" => Expr::And(many("a", names)?),
             "or" => Expr::Or(many("a", names)?),
             "not" => Expr::Not(sub("a", names)?),
@@ -602,4 +602,22 @@ pub fn money(value: Value) -> R<Value> {
         Value::Str(s) => parse_float(&s).map(Value::Float),
         other => Ok(other),
     }
+}
+
+/// A list literal's item: a number JSON cannot hold is spelled out by the plan (an infinity as
+/// `{"float": "inf"}`, an integer past 64 bits as `{"int": "…"}`, up to 128 bits).
+fn set_member(j: &J) -> Result<Value, String> {
+    if let Some(text) = j.get("float").and_then(J::as_str) {
+        return text
+            .parse()
+            .map(Value::Float)
+            .map_err(|_| format!("plan: set float {text:?}"));
+    }
+    if let Some(text) = j.get("int").and_then(J::as_str) {
+        return text
+            .parse()
+            .map(Value::Int)
+            .map_err(|_| format!("plan: set integer {text:?}"));
+    }
+    Ok(from_json(j))
 }

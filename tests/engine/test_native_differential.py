@@ -398,30 +398,35 @@ rules:
 """
 
 
-@pytest.mark.parametrize("literal", ["1e999", "1267650600228229401496703205377", "1" + "0" * 400])
-def test_a_list_literal_number_the_core_cannot_hold_is_refused_in_a_new_pack_and_run_by_the_reference_if_stored(
-    literal: str,
+@pytest.mark.parametrize(
+    ("literal", "hit"),
+    [
+        ("1e999", False),
+        ("1267650600228229401496703205377", True),  # 2**100 + 1: exact, as the product
+        ("9223372036854775813", False),  # past 63 bits, within 64
+        ("170141183460469231731687303715884105728", False),  # 2**127: a float exactly, past the integers
+        ("1" + "0" * 400, False),  # past the largest float: equals no number
+    ],
+)
+def test_a_list_literal_number_past_64_bits_is_refused_in_a_new_pack_and_held_exactly_in_a_stored_one(
+    literal: str, hit: bool
 ) -> None:
-    """A hostile test: list literals' numbers had no bound. The plan (JSON) made 1e999 null
-    and read 2**100 + 1 as a float, so ``x in [...]`` differed between the engines, and a
-    number past the largest float failed the core's plan: a pack ``PUT /v1/rules`` took stopped
-    the processor at its reload, and every restart after. A new pack is refused; a stored one
-    runs on the reference engine (``auto``), and the core will not take it (``native``)."""
-    from ringfence.engine.native import check_runnable, make_engine
+    """A hostile test: list literals' numbers had no bound. The plan (JSON) made 1e999 null and
+    read 2**100 + 1 as a float, so ``x in [...]`` differed between the engines, and a number past
+    the largest float failed the core's plan: a pack ``PUT /v1/rules`` took stopped the
+    processor at its reload, and every restart after. A new pack's list holds integers up to
+    10**18, as any literal, and finite floats; a stored one's numbers are spelled out in the
+    plan, and both engines agree on them."""
+    from ringfence.engine.native import make_engine
 
-    native_candidate()
     with pytest.raises(RulePackError, match="list literal's floats must be finite and its integers at most"):
         load_pack(_membership_pack(literal))
     pack = load_pack(_membership_pack(literal), stored=True)
-    engine = make_engine(pack, 5.0, engine="auto")
-    assert type(engine) is Engine
-    event, offset, now, _ = _ping(0, T0, a=2**50, b=2**50)
-    assert [h.rule_id for h in engine.process(event, offset, 0, now)] == (["r"] if literal.startswith("12676") else [])
-    with pytest.raises(RulePackError, match="not a 64-bit integer or a finite float"):
-        check_runnable(pack, "native")
-    running = make_engine(load_pack(_membership_pack("7")), 5.0, engine="auto")
-    assert type(running) is not Engine  # the core, until the reload
-    assert type(running.reloaded(pack)) is Engine
+    events = [_ping(0, T0, a=2**50, b=2**50), _ping(1, T0 + 1, a=2**62, b=2), _ping(2, T0 + 2, a=6, b=1)]
+    assert first_mismatch(pack, events, native_candidate()) is None
+    engine = make_engine(pack, 5.0, engine="native")
+    hits = [h.event_id for e, offset, now, _ in events for h in engine.process(e, offset, 0, now)]
+    assert hits == (["e0", "e2"] if hit else ["e2"])  # e2: 6 * 1 + 1 is the list's 7
 
 
 def _rules(*whens: str, features: str = "") -> RulePack:

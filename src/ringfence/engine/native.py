@@ -25,7 +25,7 @@ from ringfence.engine.anomaly import AnomalyKind
 from ringfence.engine.engine import Engine, check_run
 from ringfence.engine.pack import RulePack
 from ringfence.engine.patterns import PatternKind
-from ringfence.engine.plan import Unportable, plan_of, unsupported, value_names
+from ringfence.engine.plan import plan_of, unsupported, value_names
 from ringfence.engine.rules import AlertSignal, Output, with_fx
 from ringfence.errors import RulePackError
 from ringfence.events.model import Event, encode_event
@@ -54,18 +54,7 @@ def _say_once(message: str) -> None:
 
 
 def _why_not_native(pack: RulePack) -> str | None:
-    return "the compiled core is not installed (ringfence_native)" if not available() else _unrunnable(pack)
-
-
-def _unrunnable(pack: RulePack) -> str | None:
-    """Why the compiled core cannot run ``pack``, or hold its plan (None: it can)."""
-    reason = unsupported(pack)
-    if reason is None:
-        try:
-            _plan(pack)
-        except Unportable as exc:
-            return str(exc)
-    return reason
+    return "the compiled core is not installed (ringfence_native)" if not available() else unsupported(pack)
 
 
 def check_runnable(pack: RulePack, engine: str) -> None:
@@ -92,7 +81,7 @@ def make_engine(pack: RulePack, allowed_lateness_s: float = 5.0, *, engine: str 
     return Engine(pack, allowed_lateness_s)
 
 
-_plans: dict[tuple[Any, ...], bytes | str] = {}  # a plan, or why there is none
+_plans: dict[tuple[Any, ...], bytes] = {}
 
 
 def _plan(pack: RulePack) -> bytes:
@@ -109,12 +98,7 @@ def _plan(pack: RulePack) -> bytes:
     if plan is None:
         if len(_plans) >= 32:
             _plans.clear()
-        try:
-            plan = _plans[key] = plan_of(pack)
-        except Unportable as exc:
-            plan = _plans[key] = str(exc)  # asked again for each engine: remembered too
-    if isinstance(plan, str):
-        raise Unportable(plan)
+        plan = _plans[key] = plan_of(pack)
     return plan
 
 
@@ -140,7 +124,7 @@ class NativeEngine(Engine):
     ) -> None:
         from ringfence_native import NativeCore
 
-        if (reason := _unrunnable(pack)) is not None:
+        if (reason := unsupported(pack)) is not None:
             raise RulePackError(f"the native engine cannot run this pack: {reason}")
         # one call at a time: the API's threads read what the processor's thread updates, and a
         # core call that builds Python objects, or runs a batch without the interpreter lock,
@@ -333,7 +317,7 @@ class NativeEngine(Engine):
             old_p = self._patterns.get(p.id)
             if old_p is not None and old_p.signature == p.signature:
                 kept.append((_PATTERN, self.pack.patterns.index(old_p), i))
-        if (reason := _unrunnable(pack)) is not None:
+        if (reason := unsupported(pack)) is not None:
             if not self._fallback:
                 raise RulePackError(f"the native engine cannot run this pack: {reason}")
             return self._handed_to_python(pack, reason)
