@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from ringfence.bench.servers import create_key, start_server
-from ringfence.runtimes.embedded.ingest_worker import IngestRequest, serve
+from ringfence.runtimes.embedded.ingest_worker import SEGMENT_S, IngestRequest, IngestWorker, serve
 from ringfence.runtimes.ingest import IngestResult
 from ringfence.testing import event
 from tests.helpers.http import alerts_for, post, risky_transfer, uid
@@ -259,3 +259,22 @@ def test_a_request_that_cannot_be_sent_is_answered_503_and_the_next_is_served(tm
         assert heads
     finally:
         worker.close()
+
+
+def test_a_ctrl_c_while_the_worker_starts_neither_stops_it_nor_prints_a_traceback(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A terminal's Ctrl-C reaches the whole process group. A worker still importing (a second
+    or more on a loaded host) took it as a KeyboardInterrupt and printed a traceback (a test of
+    ``ringfence up`` under load); it starts with SIGINT ignored, and the server stops it."""
+    worker = IngestWorker(tmp_path / "journal.sqlite3", 8, "full", SEGMENT_S, lambda _: None)
+    pid = worker.pid
+    assert pid is not None
+    for _ in range(10):  # from its first moments on
+        os.kill(pid, signal.SIGINT)
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert alive(pid)
+    worker.close()
+    assert worker._worker.process.exitcode == 0
+    assert "Traceback" not in capfd.readouterr().err

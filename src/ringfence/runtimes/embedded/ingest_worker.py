@@ -23,7 +23,8 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -87,7 +88,8 @@ class _Process:
         # the spawned interpreter starts as `python -c ...`, which would put the working
         # directory first on its sys.path: a stray package there must not be imported
         os.environ.setdefault("PYTHONSAFEPATH", "1")
-        self.process.start()
+        with _interrupts_ignored():
+            self.process.start()
         child.close()
         self.pending: dict[int, Waiter] = {}
         self.fx_sent: FxTable | None = None  # sent once a table, not with every request
@@ -246,6 +248,22 @@ def _resolve(future: asyncio.Future[IngestReply], reply: IngestReply) -> None:
 def _fail(future: asyncio.Future[IngestReply], exc: Exception) -> None:
     if not future.done():
         future.set_exception(exc)
+
+
+@contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """A terminal's Ctrl-C reaches the whole process group, and a worker still importing (a
+    second or more on a loaded host) printed a KeyboardInterrupt traceback before ``serve``
+    could ignore it (a test under load). A process started meanwhile inherits SIGINT ignored;
+    only the main thread may set it, and it is set back at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 # -- in the worker process ------------------------------------------------------------------
