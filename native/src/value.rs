@@ -298,11 +298,26 @@ pub fn py_eq(a: &Value, b: &Value) -> bool {
         (Value::Stats(n, mean, std), Value::Stats(m, mean2, std2)) => {
             n == m && mean == mean2 && std == std2
         }
-        (Value::Json(_) | Value::Stats(..), Value::Json(_) | Value::Stats(..)) => {
-            json_eq(&as_json(a), &as_json(b))
-        }
+        (Value::Stats(n, mean, std), Value::Json(j))
+        | (Value::Json(j), Value::Stats(n, mean, std)) => stats_eq_object(*n, *mean, *std, j),
+        (Value::Json(x), Value::Json(y)) => json_eq(x, y),
         _ => false,
     }
+}
+
+/// A stats value against an object of an event's data, as Python compares the two dicts: the
+/// same three keys, each value equal as numbers are (JSON would make NaN and inf null).
+fn stats_eq_object(n: i64, mean: f64, std: f64, j: &J) -> bool {
+    let J::Object(o) = j else { return false };
+    let fields = [
+        ("count", Value::Int(Int::from(n))),
+        ("mean", Value::Float(mean)),
+        ("std", Value::Float(std)),
+    ];
+    o.len() == fields.len()
+        && fields
+            .iter()
+            .all(|(k, v)| o.get(*k).is_some_and(|w| py_eq(&from_json(w), v)))
 }
 
 /// A compound value as JSON (for comparing objects and arrays the way Python compares them).

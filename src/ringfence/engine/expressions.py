@@ -78,12 +78,25 @@ def _safe_cmp(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
             if op is operator.eq:
                 return a is b
             return op is operator.ne and a is not b
+        if a.__class__ is dict and b.__class__ is dict and op in (operator.eq, operator.ne):
+            return _plain_equal(a, b) is (op is operator.eq)
         try:
             return bool(op(a, b))
         except TypeError:
             return False
 
     return cmp
+
+
+def _plain_equal(a: Any, b: Any) -> bool:
+    """``a == b`` for objects (a stats value, an object of an event's data) without Python's
+    identity shortcut, as the core compares them: a stats feature with a NaN mean equalled
+    itself only by being the same object (a review)."""
+    if a.__class__ is dict and b.__class__ is dict:
+        return a.keys() == b.keys() and all(_plain_equal(a[k], b[k]) for k in a)
+    if a.__class__ is list and b.__class__ is list:
+        return len(a) == len(b) and all(_plain_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def _safe_arith(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
