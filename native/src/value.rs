@@ -612,16 +612,20 @@ pub fn float_repr(f: f64) -> String {
             "0.0".into()
         };
     }
-    let mut sci = format!("{:e}", f); // shortest round-trip digits: "-1.2345e-7"
-                                      // Of two shortest texts equally near the exact value (2222222222222222.25: ".2" and ".3"),
-                                      // Rust's takes the upper and Python's repr the even one: the exact value rounded to as
-                                      // many digits (half to even), which reads back as `f` whenever a text of that many does
-    let places = sci
-        .split_once('e')
-        .map_or(0, |(m, _)| m.len().saturating_sub(2 + usize::from(f < 0.0)));
-    let nearest = format!("{:.*e}", places, f);
-    if nearest != sci && nearest.parse::<f64>() == Ok(f) {
-        sci = nearest;
+    // shortest round-trip digits: "-1.2345e-7". Of two shortest texts equally near the exact
+    // value (2222222222222222.25: ".2" and ".3"), Rust's takes the upper and Python's repr the
+    // even one: the exact value rounded to as many digits (half to even), which reads back as
+    // `f` whenever a text of that many does. Two such texts need 16 digits or more (fewer are
+    // further apart than a float's spacing), and they differ only where Rust's ends odd.
+    let mut sci = format!("{:e}", f);
+    let (digits, _) = sci.split_once('e').unwrap_or((&sci, ""));
+    let places = digits.len().saturating_sub(2 + usize::from(f < 0.0));
+    let odd = digits.bytes().last().is_some_and(|d| (d - b'0') % 2 == 1);
+    if places >= 15 && odd {
+        let nearest = format!("{:.*e}", places, f);
+        if nearest.parse::<f64>() == Ok(f) {
+            sci = nearest;
+        }
     }
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
