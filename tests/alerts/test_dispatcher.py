@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from ringfence.alerts import Action
+from ringfence.alerts.dispatcher import Dispatcher
 from ringfence.alerts.model import AlertQuery
 from ringfence.alerts.notify.webhook import verify
 from ringfence.bench.servers import free_port
@@ -360,15 +361,23 @@ def _told(receiver: RecordingReceiver) -> list[tuple[str, list[tuple[str, str]]]
     return told
 
 
-def test_a_firing_notification_awaiting_its_retry_is_superseded_by_the_resolution_and_never_sent_after_it(
+def _resolved_while_its_firing_waits(
     store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
-) -> None:
-    receiver.statuses, receiver.retry_after = [503], "60"  # the firing one is to be retried a minute on
+) -> tuple[Dispatcher, str]:
+    """An alert notified firing, answered 503 (a retry a minute on), then resolved."""
+    receiver.statuses, receiver.retry_after = [503], "60"
     d = dispatcher(store, clock, webhook_config(receiver.url))
     hit(store, clock, 1)
     run(d, clock, 31)
     (alert_id,) = [a["id"] for a in receiver.received[0].json()["alerts"]]
     store.transition(alert_id, Action.RESOLVE, "key:ana", "fixed", clock.now)
+    return d, alert_id
+
+
+def test_a_firing_notification_awaiting_its_retry_is_superseded_by_the_resolution_and_never_sent_after_it(
+    store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
+) -> None:
+    d, alert_id = _resolved_while_its_firing_waits(store, clock, receiver)
     run(d, clock, 300)  # past the firing one's retry
     assert _told(receiver) == [("firing", [("velocity", "open")]), ("resolved", [("velocity", "resolved")])]
     log = SqlNotificationLog(store)
@@ -410,12 +419,7 @@ def test_a_superseded_notification_hands_its_resolved_alerts_to_the_one_that_rep
 def test_a_superseded_notification_is_forgotten_with_the_sent_ones(
     store: SqlStore, clock: FixedClock, receiver: RecordingReceiver
 ) -> None:
-    receiver.statuses, receiver.retry_after = [503], "60"
-    d = dispatcher(store, clock, webhook_config(receiver.url))
-    hit(store, clock, 1)
-    run(d, clock, 31)
-    (alert_id,) = [a["id"] for a in receiver.received[0].json()["alerts"]]
-    store.transition(alert_id, Action.RESOLVE, "key:ana", "fixed", clock.now)
+    d, _ = _resolved_while_its_firing_waits(store, clock, receiver)
     run(d, clock, 1)
     assert SqlNotificationLog(store).count_by_status() == {"superseded": 1, "sent": 1}
     clock.advance(31 * 86400)
