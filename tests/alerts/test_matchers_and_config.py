@@ -190,6 +190,7 @@ EVIL = "(a|a)*b"  # exponential on a backtracking engine: each extra "a" doubles
 
 
 @pytest.mark.parametrize("op", ["=~", "!~"])
+@pytest.mark.serial  # < 1 s
 def test_a_catastrophic_pattern_runs_in_linear_time_over_a_long_label(op: str) -> None:
     matcher = Matcher.parse(f'customer_id{op}"{EVIL}"')
     started = time.monotonic()
@@ -239,6 +240,7 @@ def test_quoted_values_keep_unicode_and_regex_escapes_and_print_back() -> None:
         assert Matcher.parse(str(matcher)) == matcher
 
 
+@pytest.mark.serial  # a match < 1 s
 def test_config_matchers_use_re2_too() -> None:
     routes = {"route": {"receiver": "oncall", "routes": [{"matchers": ['customer_id=~"(a)\\\\1"']}]}}
     with pytest.raises(ConfigError, match=r"route.routes\[0\]: invalid regex"):

@@ -219,6 +219,7 @@ def two_receivers(fast_url: str, slow_port: int) -> dict[str, Any]:
     return config
 
 
+@pytest.mark.serial  # 1 s slack
 def test_a_receiver_that_hangs_holds_up_no_other_receivers_notification(
     any_store: SqlStore, receiver: RecordingReceiver, dripping: int
 ) -> None:

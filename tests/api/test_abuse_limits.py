@@ -116,6 +116,7 @@ def test_what_is_given_back_can_be_spent_again_up_to_the_burst() -> None:
     assert budget.take("unknown", 10) == 0.0
 
 
+@pytest.mark.serial  # 6 posts within 1 s
 def test_limits_answer_429_with_retry_after_and_the_server_keeps_working(tmp_path: Path) -> None:
     data_dir = tmp_path / "d"
     key = create_key(data_dir, "producer", "events:write", "alerts:read")

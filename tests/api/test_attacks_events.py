@@ -392,6 +392,7 @@ ADVERSARIAL = [  # each about 60 KB, under the 64 KB event limit; 20 s of CPU ea
 ]
 
 
+@pytest.mark.serial  # each answered < 5 s
 def test_text_made_to_be_slow_to_scan_is_answered_fast(target: Target) -> None:
     for text in ADVERSARIAL:
         started = time.monotonic()

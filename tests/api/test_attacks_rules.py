@@ -119,6 +119,7 @@ def healthz_s(server: EmbeddedServer) -> float:
 @pytest.mark.parametrize(
     ("method", "path"), [("POST", "/v1/rules/validate"), ("PUT", "/v1/rules"), ("POST", "/v1/rules/backtest")]
 )
+@pytest.mark.serial  # answered < 1 s
 def test_a_billion_laughs_body_is_refused_quickly_on_every_rules_route(
     srv: EmbeddedServer, keys: RuleKeys, method: str, path: str
 ) -> None:
@@ -150,6 +151,7 @@ def test_the_largest_accepted_rules_bodies_stay_under_the_memory_bound(srv: Embe
 # -- item 5: regex denial of service in silence matchers ---------------------------------------------
 
 
+@pytest.mark.serial  # /healthz < 1 s
 def test_a_catastrophic_silence_regex_cannot_freeze_the_server(srv: EmbeddedServer, keys: RuleKeys) -> None:
     ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
     with srv.client(keys.admin) as c:
@@ -231,6 +233,7 @@ def test_a_key_that_may_not_read_events_may_not_backtest_and_each_backtest_is_au
     assert all(e["actor"] != "key:author" for e in runs)
 
 
+@pytest.mark.serial  # budget + 2 s
 def test_a_backtest_streams_progress_and_stops_at_its_budget_with_what_it_did(
     srv: EmbeddedServer, keys: RuleKeys, stored_events: int
 ) -> None:
@@ -256,6 +259,7 @@ def test_a_backtest_streams_progress_and_stops_at_its_budget_with_what_it_did(
     assert low["live"] == low["candidate"]  # the candidate only adds features
 
 
+@pytest.mark.serial  # /healthz < 1 s
 def test_one_backtest_at_a_time_per_key_and_the_platform_stays_responsive(
     srv: EmbeddedServer, keys: RuleKeys, stored_events: int
 ) -> None:
@@ -286,6 +290,7 @@ def test_one_backtest_at_a_time_per_key_and_the_platform_stays_responsive(
 
 
 @pytest.mark.parametrize("streaming", [True, False])
+@pytest.mark.serial  # its child gone < budget / 2
 def test_a_client_that_goes_away_stops_its_backtest(
     srv: EmbeddedServer, keys: RuleKeys, stored_events: int, streaming: bool
 ) -> None:
@@ -328,6 +333,7 @@ def stalled_client(srv: EmbeddedServer, *requests: bytes) -> Iterator[socket.soc
         yield client
 
 
+@pytest.mark.serial  # kill
 def test_a_client_that_stops_reading_cannot_keep_its_backtest_alive_nor_get_a_second_one(
     srv: EmbeddedServer, keys: RuleKeys, stored_events: int
 ) -> None:
@@ -451,6 +457,7 @@ def test_one_pack_check_per_key_a_second_at_once_is_429(srv: EmbeddedServer, key
         assert c.post("/v1/rules/validate", content=pack, headers=YAML).status_code == 200
 
 
+@pytest.mark.serial  # /healthz < 2 s under a flood
 def test_an_admin_put_succeeds_while_other_keys_flood_validate(srv: EmbeddedServer, keys: RuleKeys) -> None:
     """A PUT goes before every waiting validation and is never refused for their number; the
     processor stays responsive (one check at a time)."""
@@ -504,6 +511,7 @@ def test_a_list_body_is_bounded_and_the_largest_accepted_list_stays_under_the_me
     assert growth_mb < MAX_GROWTH_MB
 
 
+@pytest.mark.serial  # /healthz < 1 s
 def test_a_large_list_read_by_clients_that_never_read_their_answer_is_held_once(
     srv: EmbeddedServer, keys: RuleKeys
 ) -> None:

@@ -18,6 +18,7 @@ from ringfence.runtimes.embedded.backtest import CHILD_MODULE
 from tests.helpers.backtest import backtest_children, job, journal, run
 
 
+@pytest.mark.serial  # < 3 s
 def test_a_client_that_stops_reading_gets_its_response_abandoned_and_its_child_killed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -54,6 +55,7 @@ def test_a_client_that_stops_reading_gets_its_response_abandoned_and_its_child_k
     assert backtest_children() == []
 
 
+@pytest.mark.serial  # < 5 s
 def test_a_streamed_back_test_ends_with_a_last_line_as_the_server_begins_to_stop(tmp_path: Path) -> None:
     """Not held until the server's grace period cancels it, cut short with no last line."""
     path = journal(tmp_path, 5_000)

@@ -60,6 +60,7 @@ def flooding(server: EmbeddedServer, key: str, body: bytes, connections: int) ->
             s.close()
 
 
+@pytest.mark.serial  # waits < 5 s
 def test_another_keys_request_waits_for_one_turn_not_for_a_flood(server: EmbeddedServer) -> None:
     flood = create_key(server.data_dir, "flood", "events:write")
     other = create_key(server.data_dir, "other", "events:write")

@@ -44,6 +44,7 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EmbeddedS
     srv.stop()
 
 
+@pytest.mark.serial  # waits < 3 s
 def test_a_key_sending_costly_events_is_turned_away_and_others_are_served(server: EmbeddedServer) -> None:
     """Sent one after the other, or many at once (a burst in parallel got each the whole burst
     before its cost was known, and held everyone for two minutes in a re-test)."""

@@ -138,6 +138,7 @@ def test_sns_refusing_announcements_stops_no_shard_and_the_tick_sends_them_once_
     assert d.queue_messages(d.alerts_queue_url) == []  # (those read are hidden) nothing announced again
 
 
+@pytest.mark.serial  # < 3.3 s
 def test_a_slow_sns_does_not_time_the_invocation_out_its_announcements_wait_for_the_tick(
     deploy: DeploymentFactory, events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from ringfence.bench.servers import create_key, start_server
 from ringfence.testing import event
@@ -29,6 +30,7 @@ def ndjson_body(key: int, events: int) -> bytes:
     return "\n".join(lines).encode()
 
 
+@pytest.mark.serial  # a stop < 8 s
 def test_a_stop_under_load_answers_waiting_requests_503_and_ends_live_streams(tmp_path: Path) -> None:
     data_dir = tmp_path / "d"
     producers = [create_key(data_dir, f"p{i}", "events:write") for i in range(3)]

@@ -59,6 +59,7 @@ def fired(engine: Engine, event: Event) -> list[str]:
     return sorted(s.rule_id for s in engine.process(event, 1, 0, 0.0))
 
 
+@pytest.mark.serial  # CPU work < 1 s
 def test_membership_of_a_big_array_in_another_is_linear_and_agrees() -> None:
     pack = load_pack(PACK)
     core, reference = native_candidate()(pack, 5.0), Engine(pack)
@@ -473,6 +474,7 @@ def test_a_text_plus_a_text_past_4096_characters_is_null_in_both_engines(a: str,
         assert engine.features_of({"customer_id": "cus_1"}, 1_800_000_000.0)["joined"] == (a + b if joined else None)
 
 
+@pytest.mark.serial  # CPU work < 0.05 s
 def test_a_chain_of_long_texts_costs_no_more_than_its_bound() -> None:
     chain = " + ".join(["data.a"] * 36)
     pack = load_pack(CONCAT.replace("of: data.a + data.b", f"of: {chain}"))

@@ -34,6 +34,7 @@ def peak_mb(fn: Callable[[], Any]) -> float:
     return peak / 1e6
 
 
+@pytest.mark.serial  # < 1 s
 def test_a_billion_laughs_pack_is_refused_quickly_naming_aliases_and_the_line() -> None:
     text = billion_laughs()
     started = time.monotonic()

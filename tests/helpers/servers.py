@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import glob
 import os
 import shutil
@@ -63,23 +64,29 @@ def kafka_jars() -> Path:
     for program in ("java", "mvn"):
         if shutil.which(program) is None:
             raise Unavailable(f"{program} is not installed: the Kafka broker runs from Maven Central's jars")
-    partial = JARS.with_name("kafka-jars.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    subprocess.run(  # nosec B603 B607 - a fixed command
-        [
-            "mvn",
-            "-q",
-            "-B",
-            "-f",
-            str(KAFKA_POM),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={partial}",
-        ],
-        check=True,
-        timeout=600,
-    )
-    partial.rename(JARS)
+    JARS.parent.mkdir(parents=True, exist_ok=True)
+    # each pytest-xdist worker starts a broker of its own: one fetches, the others wait for it
+    with JARS.with_name("kafka-jars.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if JARS.is_dir() and any(JARS.glob("kafka_2.13-*.jar")):
+            return JARS
+        partial = JARS.with_name("kafka-jars.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        subprocess.run(  # nosec B603 B607 - a fixed command
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(KAFKA_POM),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={partial}",
+            ],
+            check=True,
+            timeout=600,
+        )
+        partial.rename(JARS)
     return JARS
 
 

@@ -156,6 +156,7 @@ def test_the_child_gets_no_secret_from_the_environment(tmp_path: Path, monkeypat
     assert b"PATH=" in environ
 
 
+@pytest.mark.serial  # 1.5 s
 def test_a_wedged_child_whose_reader_stalls_is_killed_at_its_deadline_and_reaped_before_on_exit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

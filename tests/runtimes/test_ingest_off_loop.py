@@ -34,6 +34,7 @@ def invalid_body(n: int) -> bytes:
     return msgspec.json.encode(events)
 
 
+@pytest.mark.serial  # the loop's gaps
 def test_the_event_loop_answers_others_while_a_large_body_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     # this is about the loop, not the validation budget (its own tests): a slow host's CPU time
     # for these 40,000 invalid events once passed what a key may spend (a CI rehearsal)

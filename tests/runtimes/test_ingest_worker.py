@@ -186,6 +186,7 @@ def test_a_body_of_many_rejections_crosses_the_pipe_as_its_answer_not_as_objects
     assert answer["rejected"][0]["errors"][0] == {"field": "data.x0", "message": "unknown field"}
 
 
+@pytest.mark.serial  # each answered within 30 s
 def test_many_large_requests_at_once_are_all_answered(tmp_path: Path) -> None:
     """Found by a hostile test: 16 producers posting 1,000 events each at once hung the server
     for good (the event loop blocked sending a body down the pipe while holding the lock the

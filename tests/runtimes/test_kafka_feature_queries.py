@@ -37,6 +37,7 @@ def client() -> queries.FeatureClient:
     return asker
 
 
+@pytest.mark.serial  # 0.5 s
 def test_only_a_few_queries_wait_for_the_workers_at_once_the_next_is_turned_away() -> None:
     asker = client()
     outcomes: list[str] = []

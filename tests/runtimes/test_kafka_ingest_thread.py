@@ -91,6 +91,7 @@ def test_an_unexpected_failure_fails_its_batch_and_the_thread_serves_the_next() 
         appender.close()
 
 
+@pytest.mark.serial  # 0.5 s
 def test_transactions_begin_an_interval_apart_and_the_requests_between_share_one() -> None:
     appender = FakeAppender(interval_ms=1000, fail_first=False)
     one = [validate_event(json.dumps(event()).encode(), 2e9)]
@@ -334,6 +335,7 @@ def test_a_writer_thread_that_dies_answers_every_request_waiting_and_refuses_the
     asyncio.run(scenario())
 
 
+@pytest.mark.serial  # 0.1 s
 def test_while_a_transaction_waits_on_the_brokers_new_requests_are_answered_503_at_once_and_it_is_unready(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

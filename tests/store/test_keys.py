@@ -127,6 +127,7 @@ def test_a_key_still_authenticates_when_its_last_use_cannot_be_written(
     assert keys.authenticate(token, now=1_000.0).name == "reader"
 
 
+@pytest.mark.serial  # < 0.5 s
 def test_a_keys_first_request_of_a_minute_does_not_wait_for_the_stores_writer(tmp_path: Path) -> None:
     """A hostile test: noting when a key was last used wrote the store on the request's thread
     (the event loop's), behind the processor's commits: 1-2 s for each fresh key's request, and

@@ -83,6 +83,7 @@ def test_readers_that_always_overlap_cannot_grow_the_wal_past_its_bound(tmp_path
         assert peak > 20 * 2**20, f"the WAL reached {peak >> 20} MiB only"
 
 
+@pytest.mark.serial  # a share of 3 s
 def test_a_read_longer_than_the_wait_holds_writers_off_a_small_share_of_its_time(tmp_path: Path) -> None:
     """A review: a reader holding its snapshot longer than the reset's wait (an audit verification,
     a backup) foiled every reset, and the next one came a second later: every commit waited 10 s
