@@ -429,6 +429,27 @@ def test_a_list_literal_number_past_64_bits_is_refused_in_a_new_pack_and_held_ex
     assert hits == (["e0", "e2"] if hit else ["e2"])  # e2: 6 * 1 + 1 is the list's 7
 
 
+def test_a_list_literal_holds_negative_numbers_in_both_engines() -> None:
+    """``-1`` parses as a negation of 1, so a list's negative number was refused as no number
+    (``data.delta in [-100, 100]``); a negated string, a double negation and an expression stay
+    refused. Both engines read the negatives alike, past 64 bits and at zero too."""
+    for item in ("-'a'", "--1", "-(1)+1", "-True"):
+        with pytest.raises(RulePackError, match="list literals may only hold strings and numbers"):
+            _rules(f"data.a in [{item}]")
+    with pytest.raises(RulePackError, match="list literal's floats must be finite and its integers at most"):
+        _rules("data.a in [-1e999]")
+    stored = load_pack(_membership_pack("-" + str(2**100 + 1)), stored=True)
+    events = [_ping(0, T0, a=-(2**50), b=2**50), _ping(1, T0 + 1, a=-8, b=1), _ping(2, T0 + 2, a=6, b=1)]
+    assert first_mismatch(stored, events, native_candidate()) is None
+    pack = _rules("data.a in [-8, 'x', 3]", "data.a * 1.0 in [-0.0]", "data.a in [-2.5]", "data.a not in [-8]")
+    events = [_ping(i, T0 + i, a=a, b=1) for i, a in enumerate((-8, 0, -2.5, 8))]
+    assert first_mismatch(pack, events, native_candidate()) is None
+    for kind in ("python", "native"):
+        engine = engine_factory(kind)(pack)
+        hits = [(h.event_id, h.rule_id) for e, offset, now, _ in events for h in engine.process(e, offset, 0, now)]
+        assert hits == [("e0", "r0"), ("e1", "r1"), ("e1", "r3"), ("e2", "r2"), ("e2", "r3"), ("e3", "r3")], kind
+
+
 def _rules(*whens: str, features: str = "") -> RulePack:
     rules = "\n".join(
         f'  - {{id: r{i}, on: [acme.ping], when: "{w}", severity: info, audience: ops, title: "{i}"}}'

@@ -157,6 +157,19 @@ def _bounded_literal(value: float) -> bool:
     return math.isfinite(value) if isinstance(value, float) else abs(value) <= MAX_INT_LITERAL
 
 
+def list_item(node: ast.AST) -> str | int | float | None:
+    """A list literal's item: a string or a number, a negative one too (``-1`` parses as a
+    negation of 1, not as a literal); None for anything else."""
+    negated = isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
+    constant = node.operand if isinstance(node, ast.UnaryOp) and negated else node
+    if not isinstance(constant, ast.Constant) or isinstance(constant.value, bool):
+        return None
+    value = constant.value
+    if isinstance(value, int | float):
+        return -value if negated else value
+    return value if isinstance(value, str) and not negated else None
+
+
 def _literal_type(value: Any) -> FieldType:
     if value is None:
         return _NULL
@@ -205,11 +218,12 @@ class _Compiler:
             raise self.fail("list literal has more than 1000 items", node)
         values = []
         for elt in node.elts:
-            if not isinstance(elt, ast.Constant) or not isinstance(elt.value, str | int | float):
+            value = list_item(elt)
+            if value is None:
                 raise self.fail("list literals may only hold strings and numbers", elt)
-            if self.strict and isinstance(elt.value, int | float) and not _bounded_literal(elt.value):
+            if self.strict and isinstance(value, int | float) and not _bounded_literal(value):
                 raise self.fail("a list literal's floats must be finite and its integers at most 10**18 in size", elt)
-            values.append(elt.value)
+            values.append(value)
         frozen = frozenset(values)
         return (lambda ctx: frozen), LIST
 

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from ringfence.engine.anomaly import AnomalyKind, AnomalySpec
-from ringfence.engine.expressions import ENVELOPE_FIELDS, Expression
+from ringfence.engine.expressions import ENVELOPE_FIELDS, Expression, list_item
 from ringfence.engine.features import FeatureSpec
 from ringfence.engine.pack import RulePack
 from ringfence.engine.patterns import PatternSpec, StepSpec
@@ -74,7 +74,7 @@ class _Tree:
                 return {"k": "lit", "float": repr(n.value)}  # JSON has no inf: "inf", "-inf"
             return {"k": "lit", "v": n.value}
         if isinstance(n, ast.List | ast.Tuple):
-            members = (_member(e.value) for e in n.elts if isinstance(e, ast.Constant))
+            members = (_member(list_item(e)) for e in n.elts)  # the loader accepted each
             return {"k": "set", "v": [m for m in members if m is not None]}
         if isinstance(n, ast.BoolOp):
             return {"k": "and" if isinstance(n.op, ast.And) else "or", "a": [self.node(v) for v in n.values]}
