@@ -17,7 +17,8 @@ if [ ! -f "$stamp" ] || [ "$LOCK" -nt "$stamp" ] || [ pyproject.toml -nt "$stamp
   echo "installing Ringfence's locked packages into .venv/ (a few minutes the first time)..."
   # the setuptools that Python 3.11's venv bundles has known advisories, and nothing here needs it
   .venv/bin/python -m pip uninstall -qq -y setuptools
-  # The lock is complete, so nothing is resolved (--no-deps), and pip check proves it. Resolving
+  # The lock is complete, so nothing is resolved (--no-deps); pip check then finds any package's
+  # requirement the lock misses (not those of extras, which scripts/lock resolved). Resolving
   # would hit pip#9644: the venv's bundled pip picks the newest release of a dependency another
   # names with an extra (pip-audit's CacheControl[filecache]) over its pin, and refuses it.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r "$LOCK"

@@ -89,6 +89,7 @@ def test_a_stop_under_load_answers_waiting_requests_503_and_ends_live_streams(tm
     assert "embedded platform stopped" in log
 
 
+@pytest.mark.serial  # a stop < 8 s
 def test_a_stop_while_a_body_is_still_arriving_answers_it_503_at_once(tmp_path: Path) -> None:
     """A re-test: a producer's body still arriving held the stop for the grace period, which
     then cancelled the request: 500."""

@@ -433,6 +433,7 @@ def test_a_list_literal_holds_negative_numbers_in_both_engines() -> None:
     """``-1`` parses as a negation of 1, so a list's negative number was refused as no number
     (``data.delta in [-100, 100]``); a negated string, a double negation and an expression stay
     refused. Both engines read the negatives alike, past 64 bits and at zero too."""
+    assert _rules("data.a in [True, -1]")  # a bool was always taken: stored packs may hold one
     for item in ("-'a'", "--1", "-(1)+1", "-True"):
         with pytest.raises(RulePackError, match="list literals may only hold strings and numbers"):
             _rules(f"data.a in [{item}]")

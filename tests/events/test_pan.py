@@ -409,6 +409,7 @@ ADVERSARIAL = {  # 64 KB each: made to make a careless detector quadratic
 
 
 @pytest.mark.parametrize("shape", sorted(ADVERSARIAL))
+@pytest.mark.serial  # 0.5 s of CPU: a busy core beside it costs some in caches
 def test_the_detector_is_linear_on_adversarial_text(shape: str) -> None:
     text = ADVERSARIAL[shape]
     assert len(text.encode()) >= 64_000

@@ -61,7 +61,7 @@ def test_a_poison_record_is_quarantined_and_the_worker_goes_on(kafka_stack: Kafk
         (entry,) = c.get("/v1/quarantine").json()["items"]
         assert entry["event_id"] == "k-poison"
         assert c.put("/v1/rules", content=PACK.format(version="acme-2", of=FIXED), headers=YAML).status_code == 200
-    time.sleep(6)  # workers take up an activated pack within 5 s
+    wait_for(lambda: "runs rule pack acme-2" in worker.log())  # a worker looks every 5 s, between batches
     with api.client(admin) as c:
         answer = c.post(f"/v1/quarantine/{entry['id']}/redrive")
         assert answer.status_code == 202, answer.text

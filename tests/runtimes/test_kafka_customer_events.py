@@ -114,6 +114,7 @@ def test_brokers_that_fail_the_search_are_a_503_not_an_empty_answer() -> None:
     assert log._scanners.qsize() == platform.SCANNERS  # the scanner given back
 
 
+@pytest.mark.serial  # 1.5 s
 def test_a_search_while_others_run_is_turned_away_at_once_not_after_holding_a_thread() -> None:
     """Each waiting search holds one of the API's threads: 60 of them took every thread from
     every other request for 5 s each."""

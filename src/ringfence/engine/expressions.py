@@ -159,15 +159,16 @@ def _bounded_literal(value: float) -> bool:
 
 def list_item(node: ast.AST) -> str | int | float | None:
     """A list literal's item: a string or a number, a negative one too (``-1`` parses as a
-    negation of 1, not as a literal); None for anything else."""
+    negation of 1, not as a literal); None for anything else. ``True`` and ``False`` were always
+    taken (Python's bools are ints), so stored packs may hold them; they are not negated."""
     negated = isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
     constant = node.operand if isinstance(node, ast.UnaryOp) and negated else node
-    if not isinstance(constant, ast.Constant) or isinstance(constant.value, bool):
+    if not isinstance(constant, ast.Constant):
         return None
     value = constant.value
-    if isinstance(value, int | float):
-        return -value if negated else value
-    return value if isinstance(value, str) and not negated else None
+    if not negated:
+        return value if isinstance(value, str | int | float) else None
+    return -value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _literal_type(value: Any) -> FieldType:
