@@ -44,7 +44,7 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EmbeddedS
     srv.stop()
 
 
-@pytest.mark.serial  # waits < 3 s
+@pytest.mark.serial  # the waits: a busy core beside it would stretch them
 def test_a_key_sending_costly_events_is_turned_away_and_others_are_served(server: EmbeddedServer) -> None:
     """Sent one after the other, or many at once (a burst in parallel got each the whole burst
     before its cost was known, and held everyone for two minutes in a re-test)."""
@@ -78,7 +78,9 @@ def test_a_key_sending_costly_events_is_turned_away_and_others_are_served(server
     # or turned away by backpressure (its events queued ahead of everyone else's)
     assert {a.status_code for a in answers} <= {202, 429, 503}
     assert all(a.json()["error"]["code"] == "overloaded" for a in answers if a.status_code == 503)
-    assert max(waits) < 3.0, waits  # a request of its own at most ahead of each, at an ordinary event's cost
+    # a request of the attacker's at most ahead of each, cut at its budget (COSTLY_BURST_S of CPU):
+    # 1 to 2.6 s measured, some 120 s before; the bound leaves room for a host twice as slow
+    assert max(waits) < 10.0, waits
 
 
 def test_ordinary_events_spend_no_budget_and_requests_under_way_share_what_is_left() -> None:
