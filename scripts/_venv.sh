@@ -17,19 +17,25 @@ if [ ! -f "$stamp" ] || [ "$LOCK" -nt "$stamp" ] || [ pyproject.toml -nt "$stamp
   echo "installing Ringfence's locked packages into .venv/ (a few minutes the first time)..."
   # the setuptools that Python 3.11's venv bundles has known advisories, and nothing here needs it
   .venv/bin/python -m pip uninstall -qq -y setuptools
-  # The lock is complete, so nothing is resolved (--no-deps); pip check then finds any package's
-  # requirement the lock misses (not those of extras, which scripts/lock resolved). Resolving
-  # would hit pip#9644: the venv's bundled pip picks the newest release of a dependency another
-  # names with an extra (pip-audit's CacheControl[filecache]) over its pin, and refuses it.
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r "$LOCK"
+  # uv installs the lock (seconds, where pip took minutes), itself installed by pip from the lock
+  # with its hashes. The lock is complete, so nothing is resolved (--no-deps); pip check then
+  # finds any package's requirement the lock misses (not those of extras, which scripts/lock
+  # resolved). Resolving would hit pip#9644: pip picks the newest release of a dependency
+  # another names with an extra (pip-audit's CacheControl[filecache]) over its pin, and refuses it.
+  uv_pin=$(mktemp)
+  sed -n '/^uv==/,/^[^ ]/{/^uv==/p;/^ /p}' "$LOCK" >"$uv_pin"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r "$uv_pin"
+  rm -f "$uv_pin"
+  UV_LINK_MODE=copy .venv/bin/uv pip install -q --no-config --python .venv/bin/python --no-deps \
+    --require-hashes -r "$LOCK"
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; exit 1; }
   touch "$stamp"
 fi
 # The compiled engine core (native/, Rust): built into .venv when anything under native/ changed
 # since the last build; its crates come from crates.io at the versions native/Cargo.lock pins.
-# Without cargo the Python engine runs; CI must build it. scripts/test runs clippy with the same
-# PYO3_* variables maturin sets, so the two share native/target without rebuilding each other.
+# Without cargo the Python engine runs; CI must build it. It is built as the Lambda package's
+# is (scripts/_build_core.sh), with these PYO3_* variables, which scripts/test's cargo runs share.
 PYO3_PYTHON="$PWD/.venv/bin/python"
 PYO3_ENVIRONMENT_SIGNATURE=$(.venv/bin/python -c \
   'import sys; print("%s-%d.%d-%dbit" % (sys.implementation.name, *sys.version_info[:2], sys.maxsize.bit_length() + 1))')
@@ -44,11 +50,14 @@ if ! command -v cargo >/dev/null 2>&1; then
 elif [ ! -f "$native_stamp" ] || [ -n "$(find native -path native/target -prune -o -newer "$native_stamp" -type f -print -quit)" ]; then
   echo "building the compiled core (native/)..."
   touch "$native_stamp.next"  # files changed during the build are newer than the stamp it leaves
-  if ! VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --release --locked -m native/Cargo.toml \
-      >.venv/.ringfence-native-build.log 2>&1; then
+  core_wheel=$(mktemp -d)
+  if ! { scripts/_build_core.sh "$core_wheel" && .venv/bin/python -m pip install -q --disable-pip-version-check \
+      --no-deps --force-reinstall "$core_wheel"/*.whl; } >.venv/.ringfence-native-build.log 2>&1; then
     cat .venv/.ringfence-native-build.log >&2
     echo "building the compiled core (native/) failed: see above" >&2
+    rm -rf "$core_wheel"
     exit 1
   fi
+  rm -rf "$core_wheel"
   mv "$native_stamp.next" "$native_stamp"
 fi
