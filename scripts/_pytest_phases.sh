@@ -7,28 +7,45 @@
 # $PYTEST is the pytest to run (a test's stand-in; .venv/bin/pytest by default).
 set -uo pipefail
 pytest="${PYTEST:-.venv/bin/pytest}"
-# pytest's options whose value may be the next argument (a path among them is no selection)
-takes_value=(-c -p -o -W -n -r --rootdir --basetemp --confcutdir --ignore --ignore-glob --junitxml
-  --junit-xml --junit-prefix --durations --durations-min --maxfail --tb --log-file --log-level
-  --log-cli-level --log-file-level --override-ini --pythonwarnings --config-file --dist
+# pytest's long options whose value may be the next argument (a path among them is no selection)
+takes_value=(--rootdir --basetemp --confcutdir --ignore --ignore-glob --junitxml --junit-xml
+  --junit-prefix --durations --durations-min --maxfail --tb --log-file --log-level --log-cli-level
+  --log-file-level --override-ini --pythonwarnings --config-file --dist --numprocesses
   --import-mode --capture --color --show-capture --hypothesis-profile --hypothesis-seed
-  --screenshots)
+  --rsyncdir --rsyncignore --screenshots)
 value_next=0
 for arg in "$@"; do
   if [ "$value_next" -eq 1 ]; then value_next=0; continue; fi
   case "$arg" in
-    -k | -k?* | -m | -m?* | --lf | --last-failed | --sw | --stepwise | --deselect*) exec "$pytest" "$@" ;;
-    -*) if [[ " ${takes_value[*]} " == *" $arg "* ]]; then value_next=1; fi ;;
+    --lf | --last-failed | --sw | --stepwise | --sw-skip | --stepwise-skip | --deselect*) exec "$pytest" "$@" ;;
+    --*=*) ;;
+    --*) if [[ " ${takes_value[*]} " == *" $arg "* ]]; then value_next=1; fi ;;
+    -?*)  # short options, maybe bundled (-xk name): the first that takes a value takes the rest
+      letters=${arg#-}
+      while [ -n "$letters" ]; do
+        letter=${letters:0:1}
+        letters=${letters:1}
+        case "$letter" in
+          k | m) exec "$pytest" "$@" ;;
+          c | p | o | W | n | r) if [ -z "$letters" ]; then value_next=1; fi; break ;;
+        esac
+      done
+      ;;
     *) if [ -e "${arg%%::*}" ]; then exec "$pytest" "$@"; fi ;;
   esac
 done
-# the serial phase's arguments: a JUnit report of its own, beside the first phase's
+# the serial phase's arguments: a JUnit report of its own beside the first phase's, and no
+# workers (-n, --dist: the first phase's)
 serial_args=()
-value_next=""
+skip_next=0
+rename_next=0
 for arg in "$@"; do
-  if [ -n "$value_next" ]; then serial_args+=("${arg%.xml}.serial.xml"); value_next=""; continue; fi
+  if [ "$skip_next" -eq 1 ]; then skip_next=0; continue; fi
+  if [ "$rename_next" -eq 1 ]; then serial_args+=("${arg%.xml}.serial.xml"); rename_next=0; continue; fi
   case "$arg" in
-    --junitxml | --junit-xml) value_next=1; serial_args+=("$arg") ;;
+    -n | --numprocesses | --dist) skip_next=1 ;;
+    -n?* | --numprocesses=* | --dist=*) ;;
+    --junitxml | --junit-xml) rename_next=1; serial_args+=("$arg") ;;
     --junitxml=* | --junit-xml=*) serial_args+=("${arg%.xml}.serial.xml") ;;
     *) serial_args+=("$arg") ;;
   esac

@@ -16,24 +16,30 @@ stamp=.venv/.ringfence-installed
 if [ ! -f "$stamp" ] || [ "$LOCK" -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "installing Ringfence's locked packages into .venv/ (a few minutes the first time)..."
   # the setuptools that Python 3.11's venv bundles has known advisories, and nothing here needs it
-  .venv/bin/python -m pip uninstall -qq -y setuptools
+  .venv/bin/python -m pip uninstall -qq -y setuptools || exit 1
   # uv installs the lock (seconds, where pip took minutes), itself installed by pip from the lock
   # with its hashes. The lock is complete, so nothing is resolved (--no-deps); pip check then
   # finds any package's requirement the lock misses (not those of extras, which scripts/lock
   # resolved). Resolving would hit pip#9644: pip picks the newest release of a dependency
   # another names with an extra (pip-audit's CacheControl[filecache]) over its pin, and refuses it.
+  # Each step exits on failure itself: a caller may source this without set -e (the Lambda
+  # Makefile), and the stamp must not say a lock is installed that is not.
   uv_pin=$(mktemp)
   sed -n '/^uv==/,/^[^ ]/{/^uv==/p;/^ /p}' "$LOCK" >"$uv_pin"
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r "$uv_pin"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r "$uv_pin" ||
+    { rm -f "$uv_pin"; exit 1; }
   rm -f "$uv_pin"
-  UV_LINK_MODE=copy .venv/bin/uv pip install -q --no-config --python .venv/bin/python --no-deps \
-    --require-hashes -r "$LOCK"
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+  # uv reads no pip configuration: a mirror named for pip (PIP_INDEX_URL) is uv's too
+  UV_DEFAULT_INDEX="${UV_DEFAULT_INDEX:-${PIP_INDEX_URL:-https://pypi.org/simple}}" UV_LINK_MODE=copy \
+    .venv/bin/uv pip install -q --no-config --python .venv/bin/python --no-deps --require-hashes -r "$LOCK" ||
+    exit 1
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . || exit 1
   .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; exit 1; }
   touch "$stamp"
 fi
-# The compiled engine core (native/, Rust): built into .venv when anything under native/ changed
-# since the last build; its crates come from crates.io at the versions native/Cargo.lock pins.
+# The compiled engine core (native/, Rust): built into .venv when anything under native/, or how
+# it is built, changed since the last build; its crates come from crates.io at the versions
+# native/Cargo.lock pins.
 # Without cargo the Python engine runs; CI must build it. It is built as the Lambda package's
 # is (scripts/_build_core.sh), with these PYO3_* variables, which scripts/test's cargo runs share.
 PYO3_PYTHON="$PWD/.venv/bin/python"
@@ -47,7 +53,8 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
   fi
   echo "the compiled core is not built: no Rust toolchain (cargo); the Python engine will run"
-elif [ ! -f "$native_stamp" ] || [ -n "$(find native -path native/target -prune -o -newer "$native_stamp" -type f -print -quit)" ]; then
+elif [ ! -f "$native_stamp" ] ||
+  [ -n "$(find native scripts/_build_core.sh -path native/target -prune -o -newer "$native_stamp" -type f -print -quit)" ]; then
   echo "building the compiled core (native/)..."
   touch "$native_stamp.next"  # files changed during the build are newer than the stamp it leaves
   core_wheel=$(mktemp -d)

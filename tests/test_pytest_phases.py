@@ -51,7 +51,11 @@ def test_no_arguments_run_the_workers_phase_then_the_serial_tests_alone(tmp_path
         ["-kluhn"],
         ["-m", "serial"],
         ["--lf"],
+        ["--sw-skip"],
         ["--deselect=tests/engine"],
+        ["-xk", "luhn"],  # bundled short options
+        ["-xm", "serial"],
+        ["-vkluhn"],
     ],
 )
 def test_arguments_that_pick_tests_make_one_plain_run(tmp_path: Path, args: list[str]) -> None:
@@ -66,10 +70,18 @@ def test_arguments_that_pick_tests_make_one_plain_run(tmp_path: Path, args: list
         ["--screenshots", "docs/screenshots"],
         ["--durations=30", "-p", "no:cacheprovider"],
         ["--ignore", "tests/engine"],
+        ["-vc", "pyproject.toml"],
+        ["--rsyncdir", "src"],
+        ["-x", "-pno:randomly", "-o", "xfail_strict=true"],
     ],
 )
 def test_an_options_value_that_names_a_path_picks_no_tests(tmp_path: Path, args: list[str]) -> None:
     assert run(tmp_path, *args) == (0, [TWO_PHASES[0] + args, TWO_PHASES[1] + args])
+
+
+@pytest.mark.parametrize("workers", [["-n", "4"], ["-n4"], ["--numprocesses=4", "--dist", "load"]])
+def test_workers_asked_for_run_the_first_phase_only(tmp_path: Path, workers: list[str]) -> None:
+    assert run(tmp_path, *workers, "-x") == (0, [TWO_PHASES[0] + workers + ["-x"], TWO_PHASES[1] + ["-x"]])
 
 
 @pytest.mark.parametrize("option", [["--junitxml=out/report.xml"], ["--junit-xml", "out/report.xml"]])

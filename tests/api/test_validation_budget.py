@@ -78,9 +78,10 @@ def test_a_key_sending_costly_events_is_turned_away_and_others_are_served(server
     # or turned away by backpressure (its events queued ahead of everyone else's)
     assert {a.status_code for a in answers} <= {202, 429, 503}
     assert all(a.json()["error"]["code"] == "overloaded" for a in answers if a.status_code == 503)
-    # a request of the attacker's at most ahead of each, cut at its budget (COSTLY_BURST_S of CPU):
-    # 1 to 2.6 s measured, some 120 s before; the bound leaves room for a host twice as slow
-    assert max(waits) < 10.0, waits
+    # a request of the attacker's at most ahead of each, cut at its budget (COSTLY_BURST_S of CPU,
+    # which a slower host does not stretch): 1 to 2.6 s measured; some 120 s before, and 16 s
+    # without the budget's reservation (8 requests at once, each 2 s of CPU)
+    assert max(waits) < 2 * ingest_module.COSTLY_BURST_S + 2, waits
 
 
 def test_ordinary_events_spend_no_budget_and_requests_under_way_share_what_is_left() -> None:

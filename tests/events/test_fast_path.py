@@ -43,7 +43,7 @@ FX = FxTable(
 @pytest.fixture(autouse=True)
 def core() -> None:
     if not native.available():
-        unavailable("the compiled core ringfence_native is not installed (maturin develop --release in native/)")
+        unavailable("the compiled core ringfence_native is not installed (scripts/_venv.sh builds it where cargo is)")
 
 
 def full(raw: bytes | msgspec.Raw, sources: frozenset[str] | None = None) -> bytes | str:

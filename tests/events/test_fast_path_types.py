@@ -75,7 +75,7 @@ NOT_PORTABLE = [
 @pytest.fixture
 def core() -> None:
     if not native.available():
-        unavailable("the compiled core ringfence_native is not installed (maturin develop --release in native/)")
+        unavailable("the compiled core ringfence_native is not installed (scripts/_venv.sh builds it where cargo is)")
 
 
 @pytest.mark.parametrize("pattern", PORTABLE)

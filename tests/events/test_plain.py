@@ -34,7 +34,7 @@ NOW = time.time() + 3600
 @pytest.fixture(autouse=True)
 def core() -> None:
     if not native.available():
-        unavailable("the compiled core ringfence_native is not installed (maturin develop --release in native/)")
+        unavailable("the compiled core ringfence_native is not installed (scripts/_venv.sh builds it where cargo is)")
 
 
 def card(prefix: str, length: int, rng: random.Random) -> str:

@@ -17,7 +17,7 @@ from tests.helpers.servers import unavailable
 def native_candidate() -> Factory:
     """The factory of the compiled core's engine; skips without the core, fails under CI=true."""
     if not native.available():
-        unavailable("the compiled core ringfence_native is not installed (maturin develop --release in native/)")
+        unavailable("the compiled core ringfence_native is not installed (scripts/_venv.sh builds it where cargo is)")
     return native_factory
 
 

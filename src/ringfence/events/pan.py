@@ -119,7 +119,9 @@ MAX_ENCODING_LAYERS = 16
 
 
 def luhn_valid(digits: str) -> bool:
-    """True if ``digits`` (ASCII digits only) passes the Luhn checksum."""
+    """True if ``digits``, ASCII digits only, passes the Luhn checksum (anything else does not)."""
+    if not digits.isascii() or not digits.isdigit():
+        return False
     raw = digits.encode()
     # every second digit from the right doubled, its digits summed, by one table; the sums of
     # byte strings run in C (the PAN search checks tens of thousands of groupings in 64 KB)
@@ -137,7 +139,7 @@ def _networked(digits: str) -> bool:
     n = len(digits)
     if not MIN_PAN_DIGITS <= n <= MAX_PAN_DIGITS:
         return False
-    return any(low <= digits[: len(low)] <= high for low, high in _PREFIX_RANGES[n, digits[0]])
+    return any(low <= digits[: len(low)] <= high for low, high in _PREFIX_RANGES.get((n, digits[0]), ()))
 
 
 def _read_normalised(ch: str) -> str:
