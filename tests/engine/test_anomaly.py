@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
+import subprocess
+import sys
 
 import pytest
 
 from ringfence.engine import Engine, load_pack
 from ringfence.engine.anomaly import MAX_Z, robust_z
+from ringfence.errors import RulePackError
 from tests.helpers.factories import T0, ev
 
 
@@ -94,3 +98,29 @@ rules:
     (b,) = restored.process(odd, 2000, 0, 0.0)
     assert a.features == b.features
     assert a.features["hst"] > sorted(scores[-500:])[475]  # above the 95th percentile of everyday scores
+
+
+HST_PACK = """
+version: h2
+anomaly:
+  - {name: hst, kind: half_space_trees, on: [card.authorization], by: global, of: [data.amount]}
+rules:
+  - {id: odd, on: [card.authorization], when: hst > 0.9, severity: low, audience: fraud, title: odd}
+"""
+
+
+def test_checking_a_pack_with_half_space_trees_does_not_import_river() -> None:
+    """Its import took two seconds of the first pack check's request (a CI run's timed out)."""
+    code = (
+        "import sys; from ringfence.engine import load_pack; "
+        f"load_pack({HST_PACK!r}); assert 'river' not in sys.modules, 'river imported'"
+    )
+    checked = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_a_pack_with_half_space_trees_names_the_extra_where_river_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "river" else real(name, *a))
+    with pytest.raises(RulePackError, match=r"half_space_trees needs River: pip install 'ringfence\[ml\]'"):
+        load_pack(HST_PACK)

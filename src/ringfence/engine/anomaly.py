@@ -9,6 +9,7 @@ Scores are computed from history *before* the current event is learnt.
 
 from __future__ import annotations
 
+import importlib.util
 import pickle  # nosec B403
 import statistics
 from dataclasses import dataclass
@@ -136,6 +137,16 @@ def score_zscore(spec: AnomalySpec, state: ZState, x: float, t: float) -> float 
     return score
 
 
+RIVER_MISSING = "half_space_trees needs River: pip install 'ringfence[ml]'"
+
+
+def require_river() -> None:
+    """RulePackError naming the extra to install if River is missing; River is not imported (two
+    seconds of a pack check's request, on its first half_space_trees, where it was)."""
+    if importlib.util.find_spec("river") is None:
+        raise RulePackError(RIVER_MISSING)
+
+
 class HalfSpaceTrees:
     """A River Half-Space Trees model behind min-max scaling (scores in [0, 1])."""
 
@@ -143,7 +154,7 @@ class HalfSpaceTrees:
         try:
             from river import anomaly, compose, preprocessing
         except ImportError:
-            raise RulePackError("half_space_trees needs River: pip install 'ringfence[ml]'") from None
+            raise RulePackError(RIVER_MISSING) from None
         self.model = compose.Pipeline(
             preprocessing.MinMaxScaler(), anomaly.HalfSpaceTrees(n_trees=10, height=6, window_size=250, seed=seed)
         )

@@ -19,7 +19,7 @@ import msgspec
 import yaml
 
 from ringfence import safe_yaml
-from ringfence.engine.anomaly import AnomalyKind, AnomalySpec
+from ringfence.engine.anomaly import AnomalyKind, AnomalySpec, require_river
 from ringfence.engine.durations import parse_duration
 from ringfence.engine.expressions import ENVELOPE_FIELDS, STATS_FIELDS, Expression, Scope, compile_expression
 from ringfence.engine.features import (
@@ -303,9 +303,7 @@ class _Loader:
         if kind == AnomalyKind.HALF_SPACE_TREES:
             if by:
                 raise RulePackError("half_space_trees keeps one model: use by: global", where)
-            from ringfence.engine.anomaly import HalfSpaceTrees
-
-            HalfSpaceTrees()  # fails now, naming the extra to install, if River is missing
+            require_river()  # fails now, naming the extra to install, if River is missing
         if not 1 <= a.min_samples <= 10_000 or not 3 <= a.samples <= 1_000:
             raise RulePackError("min_samples must be 1..10000 and samples 3..1000", where)
         cond = self.expr(a.where, scope, where, condition=True) if a.where else None
