@@ -43,10 +43,25 @@ for arg in "$@"; do
   if [ "$skip_next" -eq 1 ]; then skip_next=0; continue; fi
   if [ "$rename_next" -eq 1 ]; then serial_args+=("${arg%.xml}.serial.xml"); rename_next=0; continue; fi
   case "$arg" in
-    -n | --numprocesses | --dist) skip_next=1 ;;
-    -n?* | --numprocesses=* | --dist=*) ;;
+    --numprocesses | --dist) skip_next=1 ;;
+    --numprocesses=* | --dist=*) ;;
     --junitxml | --junit-xml) rename_next=1; serial_args+=("$arg") ;;
     --junitxml=* | --junit-xml=*) serial_args+=("${arg%.xml}.serial.xml") ;;
+    --*) serial_args+=("$arg") ;;
+    -?*)  # short options, maybe bundled: without n and its value (-xn4, -vn 4)
+      letters=${arg#-}
+      kept=""
+      while [ -n "$letters" ]; do
+        letter=${letters:0:1}
+        letters=${letters:1}
+        case "$letter" in
+          n) if [ -z "$letters" ]; then skip_next=1; fi; letters="" ;;
+          c | p | o | W | r | k | m) kept+="$letter$letters"; letters="" ;;
+          *) kept+="$letter" ;;
+        esac
+      done
+      if [ -n "$kept" ]; then serial_args+=("-$kept"); fi
+      ;;
     *) serial_args+=("$arg") ;;
   esac
 done

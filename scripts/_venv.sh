@@ -29,10 +29,12 @@ if [ ! -f "$stamp" ] || [ "$LOCK" -nt "$stamp" ] || [ pyproject.toml -nt "$stamp
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r "$uv_pin" ||
     { rm -f "$uv_pin"; exit 1; }
   rm -f "$uv_pin"
-  # uv reads no pip configuration: a mirror named for pip (PIP_INDEX_URL) is uv's too
-  UV_DEFAULT_INDEX="${UV_DEFAULT_INDEX:-${PIP_INDEX_URL:-https://pypi.org/simple}}" UV_LINK_MODE=copy \
-    .venv/bin/uv pip install -q --no-config --python .venv/bin/python --no-deps --require-hashes -r "$LOCK" ||
-    exit 1
+  # uv reads no pip configuration: a mirror named for pip only (PIP_INDEX_URL) is uv's too
+  if [ -n "${PIP_INDEX_URL:-}" ] && [ -z "${UV_INDEX_URL:-}${UV_DEFAULT_INDEX:-}" ]; then
+    export UV_DEFAULT_INDEX="$PIP_INDEX_URL"
+  fi
+  UV_LINK_MODE=copy .venv/bin/uv pip install -q --no-config --python .venv/bin/python --no-deps \
+    --require-hashes -r "$LOCK" || exit 1
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . || exit 1
   .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; exit 1; }
   touch "$stamp"

@@ -79,9 +79,19 @@ def test_an_options_value_that_names_a_path_picks_no_tests(tmp_path: Path, args:
     assert run(tmp_path, *args) == (0, [TWO_PHASES[0] + args, TWO_PHASES[1] + args])
 
 
-@pytest.mark.parametrize("workers", [["-n", "4"], ["-n4"], ["--numprocesses=4", "--dist", "load"]])
-def test_workers_asked_for_run_the_first_phase_only(tmp_path: Path, workers: list[str]) -> None:
-    assert run(tmp_path, *workers, "-x") == (0, [TWO_PHASES[0] + workers + ["-x"], TWO_PHASES[1] + ["-x"]])
+@pytest.mark.parametrize(
+    ("workers", "left"),
+    [
+        (["-n", "4"], []),
+        (["-n4"], []),
+        (["--numprocesses=4", "--dist", "load"], []),
+        (["-xn4"], ["-x"]),  # bundled
+        (["-vn", "4"], ["-v"]),
+        (["-vpno:randomly"], ["-vpno:randomly"]),  # an n in another option's value stays
+    ],
+)
+def test_workers_asked_for_run_the_first_phase_only(tmp_path: Path, workers: list[str], left: list[str]) -> None:
+    assert run(tmp_path, *workers, "-q") == (0, [TWO_PHASES[0] + workers + ["-q"], TWO_PHASES[1] + left + ["-q"]])
 
 
 @pytest.mark.parametrize("option", [["--junitxml=out/report.xml"], ["--junit-xml", "out/report.xml"]])

@@ -172,5 +172,31 @@ def test_a_pack_the_engine_setting_cannot_run_is_refused_before_it_is_stored(tmp
     with run_embedded(data_dir, env=native) as server:  # starts: nothing was stored
         assert httpx.get(f"{server.url}/v1/rules", headers=headers).json()["digest"] == before
     with run_embedded(data_dir) as server:  # ``auto`` runs it (on the Python engine)
-        answer = httpx.put(f"{server.url}/v1/rules", content=pack, headers={**headers, **YAML})
+        # builds the model before storing the pack: River's first import, 2 s here
+        answer = httpx.put(f"{server.url}/v1/rules", content=pack, headers={**headers, **YAML}, timeout=30)
         assert answer.status_code == 200, answer.text
+
+
+def test_a_pack_whose_model_cannot_be_built_is_refused_and_not_stored(tmp_path: Path) -> None:
+    """River there but failing to import (a binary built for another numpy, say): the check
+    finds River and passes the pack; the PUT builds its model before storing it, and refuses
+    it (400) rather than storing a pack the processor's reload and the next start would fail on."""
+    broken = tmp_path / "site" / "river"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('numpy.dtype size changed')\n")
+    data_dir = tmp_path / "d"
+    key = create_key(data_dir, "admin", "admin")
+    headers = {"Authorization": f"Bearer {key}", **YAML}
+    hst = "  - name: amount_hst\n    kind: half_space_trees\n    by: global\n    of: [data.amount]\n"
+    pack = default_pack_text().replace('version: "', 'version: "hst-').replace("anomaly:\n", "anomaly:\n" + hst, 1)
+    with run_embedded(data_dir, env={"PYTHONPATH": str(broken.parent)}) as server:
+        before = httpx.get(f"{server.url}/v1/rules", headers=headers).json()["digest"]
+        assert httpx.post(f"{server.url}/v1/rules/validate", content=pack, headers=headers).status_code == 200
+        answer = httpx.put(f"{server.url}/v1/rules", content=pack, headers=headers, timeout=30)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["code"] == "invalid_rule_pack"
+        assert "numpy.dtype size changed" in answer.json()["error"]["message"]
+        assert httpx.get(f"{server.url}/v1/rules", headers=headers).json()["digest"] == before
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    with run_embedded(data_dir) as server:  # starts, on the pack it had
+        assert httpx.get(f"{server.url}/v1/rules", headers=headers).json()["digest"] == before

@@ -201,7 +201,10 @@ async def put_rules(request: Request) -> Response:
     pack = await read_candidate(request, caller, urgent=True)
     _check_runs(platform, pack)
     dropped = platform.dropped_state(pack)
-    version = await run_in_threadpool(platform.activate_pack, pack, caller.actor, platform.clock.time())
+    try:  # the runtime builds what the pack needs (its models) before storing it
+        version = await run_in_threadpool(platform.activate_pack, pack, caller.actor, platform.clock.time())
+    except RulePackError as exc:
+        raise _invalid(exc) from None
     return json_response(
         {
             "version": pack.version,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import pickle  # nosec B403
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -147,14 +148,21 @@ def require_river() -> None:
         raise RulePackError(RIVER_MISSING)
 
 
+def require_models(anomalies: Iterable[AnomalySpec]) -> None:
+    """RulePackError if a model of ``anomalies`` cannot be built (River there but failing to
+    import): before a pack is stored, so that no runtime stores one its engine cannot build."""
+    if any(a.kind == AnomalyKind.HALF_SPACE_TREES for a in anomalies):
+        HalfSpaceTrees()
+
+
 class HalfSpaceTrees:
     """A River Half-Space Trees model behind min-max scaling (scores in [0, 1])."""
 
     def __init__(self, seed: int = 42) -> None:
         try:
             from river import anomaly, compose, preprocessing
-        except ImportError:
-            raise RulePackError(RIVER_MISSING) from None
+        except Exception as exc:  # missing, or there and broken (a binary built for another numpy)
+            raise RulePackError(f"{RIVER_MISSING} (importing it failed: {exc})") from None
         self.model = compose.Pipeline(
             preprocessing.MinMaxScaler(), anomaly.HalfSpaceTrees(n_trees=10, height=6, window_size=250, seed=seed)
         )

@@ -22,6 +22,7 @@ from ringfence.alerts.dispatcher import Dispatcher
 from ringfence.alerts.stream import AlertStream
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings, audit_key
+from ringfence.engine.anomaly import require_models
 from ringfence.engine.engine import Engine
 from ringfence.engine.native import check_runnable, make_engine
 from ringfence.engine.pack import RulePack
@@ -322,6 +323,7 @@ class Platform:
         return self.engine.dropped_state_names(pack)
 
     def activate_pack(self, pack: RulePack, actor: str, now: float) -> PackVersion:
+        require_models(pack.anomalies)  # the processor builds the engine later: a pack it cannot is not stored
         version = self.packs.activate(pack, actor, now)
         self.processor.request_reload(pack)
         for name, values in self.packs.lists().items():  # edits stand, as after a restart
