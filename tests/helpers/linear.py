@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 
-def cpu_seconds(work: Callable[[], object], *, runs: int = 2, above_s: float) -> float:
+def cpu_seconds(work: Callable[[], object], *, runs: int = 2, above_s: float = float("inf")) -> float:
     """The least CPU time of ``runs`` runs of ``work``; the first's alone once one takes more
     than ``above_s`` (a quadratic scan is not run twice)."""
     best = float("inf")
