@@ -151,5 +151,25 @@ def test_changes_to_alerts_and_silences_are_refused_under_half_the_disks_floor(t
             redriven = c.post("/v1/notifications/ntf_missing/redrive")  # a review: a change too
             assert redriven.status_code == (503 if refused else 404), redriven.text
             assert c.get("/v1/alerts").status_code == 200  # reads go on
+        # admins' writes too (each stored a version, or wrote the log, into the processor's half):
+        # refused before their body is read; with room, each gets its usual answer
+        admin = create_key(server.data_dir, "admin", "admin")
+        rates = {"rates": [{"currency": "USD", "rate": "0.9", "as_of": time.strftime("%Y-%m-%d")}]}
+        with server.client(admin) as c:
+            answers = {
+                "rules": c.put("/v1/rules", content=b"not: [a pack", headers={"content-type": "application/yaml"}),
+                "list": c.put("/v1/lists/no_such_list", json={"values": ["a"]}),
+                "fx": c.put("/v1/fx/rates", json=rates),
+                "quarantine": c.post("/v1/quarantine/424242/redrive"),
+            }
+            fx_after = c.get("/v1/fx/rates").json()
+        statuses = {what: answer.status_code for what, answer in answers.items()}
+        if refused:
+            assert statuses == dict.fromkeys(answers, 503), {w: a.text for w, a in answers.items()}
+            assert all(int(a.headers["retry-after"]) >= 1 for a in answers.values())
+            assert "admins' writes" in answers["fx"].json()["error"]["message"]
+            assert fx_after["version"] == 0, fx_after  # nothing was written
+        else:
+            assert statuses == {"rules": 400, "list": 404, "fx": 200, "quarantine": 404}, statuses
     finally:
         server.stop()

@@ -171,7 +171,7 @@ def _action(action: Action) -> Any:
         alert_id = await _visible(request, caller)
         reason = await _reason(request)
         platform = platform_of(request)
-        with change_charged(request, caller, reason):  # in the history and the audit entry
+        async with change_charged(request, caller, reason):  # in the history and the audit entry
             alert = await run_in_threadpool(
                 platform.alerts.transition, alert_id, action, caller.actor, reason, platform.clock.time()
             )
@@ -201,7 +201,7 @@ async def assign_alert(request: Request) -> Response:
     if len(body.assignee) > 128 or len(body.reason) > MAX_REASON:
         raise RequestError(400, "invalid_body", "assignee is at most 128 characters, reason at most 1000")
     alert_id = await _visible(request, caller)
-    with change_charged(request, caller, body.assignee, body.reason):
+    async with change_charged(request, caller, body.assignee, body.reason):
         alert = await run_in_threadpool(
             triage.assign, alert_id, body.assignee, caller.actor, body.reason, platform.clock.time()
         )
@@ -216,7 +216,7 @@ async def comment_alert(request: Request) -> Response:
     if not body.text.strip() or len(body.text) > 4_000:
         raise RequestError(400, "invalid_body", "text must be 1..4000 characters")
     alert_id = await _visible(request, caller)
-    with change_charged(request, caller, body.text, copies=1):  # the audit entry counts its characters
+    async with change_charged(request, caller, body.text, copies=1):  # the audit entry counts its characters
         alert = await run_in_threadpool(triage.comment, alert_id, body.text, caller.actor, platform.clock.time())
     return _changed(caller, alert, status=201)
 

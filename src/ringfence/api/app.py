@@ -35,9 +35,9 @@ from ringfence.api import (
 from ringfence.api.auth import Authenticator, signed_in
 from ringfence.api.errors import handle_error
 from ringfence.api.platform import Platform
-from ringfence.api.ratelimit import TokenBuckets
 from ringfence.dashboard.routes import dashboard_routes
 from ringfence.errors import RingfenceError
+from ringfence.ratelimit import Buckets, TokenBuckets
 
 
 class _Text(Convertor[str]):
@@ -197,7 +197,7 @@ def create_app(
         per_key=TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst, platform.clock),
         failures=TokenBuckets(settings.auth_failures_per_min / 60, settings.auth_failures_per_min, platform.clock),
         signin=TokenBuckets(settings.signin_attempts_per_min / 60, settings.signin_attempts_per_min, platform.clock),
-        changes=TokenBuckets(changes_an_hour / 3600, changes_an_hour, platform.clock),
+        changes=platform.budget("changes", changes_an_hour / 3600, changes_an_hour),
     )
     app.state.backtests = backtests.BacktestSlots(backtests.MAX_RUNNING, platform.clock)
     app.state.alert_counts = alerts.AlertCounts()
@@ -225,4 +225,4 @@ class Limits:
     per_key: TokenBuckets
     failures: TokenBuckets
     signin: TokenBuckets  # sign-in attempts, per client address and per key id
-    changes: TokenBuckets  # bytes of changes to alerts and silences, per key (auth.change_charged)
+    changes: Buckets  # bytes of changes to alerts and silences, per key, shared (auth.change_charged)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hmac
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from ringfence.api.platform import Platform
@@ -281,8 +282,17 @@ DISK_RETRY_AFTER_S = 60  # a disk is freed by a person or by retention: minutes,
 CHANGE_BYTES = 1024  # what a change stores besides its text: a history row, an audit entry, about
 
 
-@contextlib.contextmanager
-def change_charged(request: Request, caller: Caller, *texts: str, copies: int = 2) -> Iterator[None]:
+def refuse_while_disk_low(request: Request) -> None:
+    """503 with Retry-After while the store's disk is nearly full (the runtime's
+    ``changes_refused``): people's changes and admins' writes alike, so that what is left of
+    the disk stays the processor's."""
+    refused = platform_of(request).changes_refused()
+    if refused is not None:
+        raise OverloadedError(refused, DISK_RETRY_AFTER_S)
+
+
+@contextlib.asynccontextmanager
+async def change_charged(request: Request, caller: Caller, *texts: str, copies: int = 2) -> AsyncIterator[None]:
     """Charge a change to alerts or silences to its key's budget of what it may add to the store
     an hour (``people_writes_mib_per_hour``; 429 ``change_budget`` past it), given back if the
     change is then refused (a 404, a 409: any other failure may have come after it was made).
@@ -290,23 +300,22 @@ def change_charged(request: Request, caller: Caller, *texts: str, copies: int = 
     entry). Each change was bounded, and a key's
     changes only by its rate limit: comments on alert after alert, assignments back and forth,
     silences ending at once (kept 30 days) grew the store 28-290 GB a day for one analyst key
-    in a hostile test. None is taken while the store's disk is nearly full (503: the runtime's
-    ``changes_refused``)."""
-    refused = platform_of(request).changes_refused()
-    if refused is not None:
-        raise OverloadedError(refused, DISK_RETRY_AFTER_S)
+    in a hostile test. The budget is the platform's (:meth:`Platform.budget`), one for every API
+    process, read and written off the event loop. None is taken while the store's disk is nearly
+    full (503: the runtime's ``changes_refused``)."""
+    refuse_while_disk_low(request)
     cost = CHANGE_BYTES + copies * sum(len(text.encode()) for text in texts)
     budget = request.app.state.limits.changes
     message = "this API key has changed alerts and silences past its budget an hour"
-    budget.check(caller.key_id, message, cost, code="change_budget")
+    await run_in_threadpool(budget.check, caller.key_id, message, cost, "change_budget")
     try:
         yield
     except (NotFound, Conflict, RequestError):
-        budget.give_back(caller.key_id, cost)
+        await run_in_threadpool(budget.give_back, caller.key_id, cost)
         raise
 
 
-def change_charged_more(request: Request, caller: Caller, cost: int) -> None:
+async def change_charged_more(request: Request, caller: Caller, cost: int) -> None:
     """Charge ``cost`` more to the key's change budget for a change made, whose size was known
     only once made: into debt if need be, which its next changes wait out."""
-    request.app.state.limits.changes.spend(caller.key_id, cost)
+    await run_in_threadpool(request.app.state.limits.changes.spend, caller.key_id, cost)

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import authorize, platform_of
+from ringfence.api.auth import authorize, platform_of, refuse_while_disk_low
 from ringfence.api.bodies import read_body
 from ringfence.api.errors import json_response
 from ringfence.errors import FieldError, RequestError
@@ -29,6 +29,7 @@ async def get_rates(request: Request) -> Response:
 
 async def put_rates(request: Request) -> Response:
     caller = authorize(request, "rules:write")
+    refuse_while_disk_low(request)
     platform = platform_of(request)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     raw = await read_body(request, MAX_CSV_BYTES)

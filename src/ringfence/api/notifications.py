@@ -37,12 +37,12 @@ async def redrive(request: Request) -> Response:
     platform = platform_of(request)
     now = platform.clock.time()
     notification_id = path_id(request, "notification_id")
-    with change_charged(request, caller):  # an audit entry and the notification's row, as any change
+    async with change_charged(request, caller):  # an audit entry and the notification's row, as any change
         notification = await run_in_threadpool(platform.notifications.redrive, notification_id, caller.actor, now)
     # and a history entry in each of its alerts if it dies again: a key re-driving a letter of 500
     # alerts to a receiver refusing it, each time it died, grew the store 12 GB an hour and sent
     # the receiver 15 bodies of 184 KB a second (a hostile test)
-    change_charged_more(request, caller, CHANGE_BYTES * len(notification.payload.get("alerts", ())))
+    await change_charged_more(request, caller, CHANGE_BYTES * len(notification.payload.get("alerts", ())))
     platform.notification_redriven()
     shown = notification.to_dict()  # its receiver's last error may quote an alert
     return json_response(shown_after_change(caller, shown, {"id": shown["id"], "status": shown["status"]}))

@@ -22,6 +22,7 @@ from ringfence.errors import NotSupported
 from ringfence.events.fx import FxRate, FxTable
 from ringfence.log.base import Record
 from ringfence.metrics import Metrics
+from ringfence.ratelimit import Buckets
 from ringfence.store.base import LateEvent
 from ringfence.store.packs import ListValues, PackVersion
 from ringfence.store.quarantine import QuarantineEntry
@@ -189,6 +190,11 @@ class Platform(Protocol):
     def changes_refused(self) -> str | None:
         """Why changes people make to alerts and silences are refused now (the store's disk
         nearly full), or None."""
+        ...
+
+    def budget(self, kind: str, rate: float, burst: float) -> Buckets:
+        """Buckets of ``kind`` that every API process of the platform shares and a restart keeps
+        (a key's budget of changes: N processes must not make it N budgets)."""
         ...
 
     @property

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import authorize, platform_of
+from ringfence.api.auth import authorize, platform_of, refuse_while_disk_low
 from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, cursor_param, limit_param, parse_int, path_id
 from ringfence.api.platform import served
@@ -38,6 +38,7 @@ async def list_quarantine(request: Request) -> Response:
 
 async def redrive(request: Request) -> Response:
     caller = authorize(request, "admin")
+    refuse_while_disk_low(request)
     platform = platform_of(request)
     entry_id = parse_int(path_id(request, "entry_id"), 1, 2**62)
     if entry_id is None:

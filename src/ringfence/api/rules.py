@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ringfence.api.auth import Caller, authorize, platform_of
+from ringfence.api.auth import Caller, authorize, platform_of, refuse_while_disk_low
 from ringfence.api.bodies import json_body, read_body
 from ringfence.api.errors import SharedBody, json_response
 from ringfence.api.params import path_id
@@ -197,6 +197,7 @@ async def validate_rules(request: Request) -> Response:
 
 async def put_rules(request: Request) -> Response:
     caller = authorize(request, "rules:write")
+    refuse_while_disk_low(request)
     platform = platform_of(request)
     pack = await read_candidate(request, caller, urgent=True)
     _check_runs(platform, pack)
@@ -243,6 +244,7 @@ def _list_answer(name: str, values: frozenset[str]) -> bytes:
 
 async def put_list(request: Request) -> Response:
     caller = authorize(request, "rules:write")
+    refuse_while_disk_low(request)
     platform = platform_of(request)
     name = path_id(request, "name")
     if name not in platform.pack.lists:

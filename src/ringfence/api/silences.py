@@ -56,7 +56,7 @@ async def create_silence(request: Request) -> Response:
         check_silence(body.matchers, starts, ends, body.comment, now)
     except SilenceError as exc:
         raise RequestError(400, "invalid_body", str(exc)) from None
-    with change_charged(request, caller, *body.matchers, body.comment):  # in its row and the audit entry
+    async with change_charged(request, caller, *body.matchers, body.comment):  # in its row and the audit entry
         silence = await run_in_threadpool(
             platform.silences.create_silence, body.matchers, starts, ends, caller.actor, body.comment, now
         )
@@ -69,7 +69,7 @@ async def delete_silence(request: Request) -> Response:
     silence_id = path_id(request, "silence_id")
     platform = platform_of(request)
     now = platform.clock.time()
-    with change_charged(request, caller):
+    async with change_charged(request, caller):
         silence = await run_in_threadpool(platform.silences.expire_silence, silence_id, caller.actor, now)
     shown = silence.to_dict(now)
     return json_response(shown_after_change(caller, shown, {"id": shown["id"], "state": shown["state"]}))

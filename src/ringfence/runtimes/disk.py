@@ -31,8 +31,8 @@ class DiskGuard(Floor):
             return None  # a data dir gone is the store's to report
 
     def changes_shortage(self) -> str | None:
-        """Why people's changes to alerts and silences should not be written now: the disk has
-        under half the floor free. Ingest stops at the floor and analysts go on working the alerts
+        """Why people's changes to alerts and silences, and admins' writes, should not be written
+        now: the disk has under half the floor free. Ingest stops at the floor and analysts go on working the alerts
         they have; the last half is kept for the processor's commits and snapshots. (Each key's
         changes were bounded by its budget an hour alone, and many keys' filled the floor.)"""
         left = self.left_now()
@@ -40,7 +40,8 @@ class DiskGuard(Floor):
             return None
         return (
             f"the data dir's disk has {left // 2**20} MiB free, under half the {self.floor_bytes // 2**20} MiB kept "
-            "free (min_free_disk_mib): changes to alerts and silences are refused until some is freed"
+            "free (min_free_disk_mib): changes to alerts and silences are refused, and admins' writes "
+            "(the rule pack, lists, FX rates, quarantined events' re-drives), until some is freed"
         )
 
     def describe(self, left: int) -> str:

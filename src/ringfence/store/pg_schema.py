@@ -6,7 +6,7 @@ missing ones. Add a step to change it; never edit a released one.
 
 from __future__ import annotations
 
-PG_SCHEMA_VERSION = 10
+PG_SCHEMA_VERSION = 11
 
 PG_MIGRATIONS: dict[int, str] = {
     1: """
@@ -244,6 +244,16 @@ CREATE TABLE service_counters (
 CREATE TABLE alert_feed (seq BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, event TEXT NOT NULL);
 CREATE INDEX alert_feed_at ON alert_feed (at);
 """,
+    # budgets every api process shares, a restart too (ringfence.store.budgets)
+    11: """
+CREATE TABLE budgets (
+    name TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    full_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX budgets_full_at ON budgets (full_at);
+""",
 }
 
 # INSERT OR REPLACE becomes an upsert on the table's primary key
@@ -255,4 +265,5 @@ PRIMARY_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "watermarks": (("partition",), ("max_event_time",)),
     "processor_offsets": (("name",), ('"offset"',)),
     "feature_state": (("feature", "key"), ("state",)),
+    "budgets": (("name",), ("tokens", "at", "full_at")),
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 16
+SCHEMA_VERSION = 17
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -242,5 +242,11 @@ CREATE INDEX notifications_receiver_due ON notifications (status, receiver, next
     # notification of the status (2 s at 900,000 sent, a re-test); PostgreSQL's has (status, seq)
     16: """
 CREATE INDEX notifications_status ON notifications (status);
+""",
+    # budgets every API process shares, a restart too (ringfence.store.budgets): what a key's
+    # changes may add to the store an hour; a row a bucket not full, forgotten when it is
+    17: """
+CREATE TABLE budgets (name TEXT PRIMARY KEY, tokens REAL NOT NULL, at REAL NOT NULL, full_at REAL NOT NULL);
+CREATE INDEX budgets_full_at ON budgets (full_at);
 """,
 }

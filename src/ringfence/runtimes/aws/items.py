@@ -15,6 +15,7 @@ Item layout of the alerts table (key ``pk`` + ``sk``); the modules named own the
 | notification | ``n|<notification id>`` | ``n`` | :mod:`.notification_log` |
 | silence | ``silences`` | silence id | :mod:`.silences` |
 | audit entry, chain head | ``audit|<block>``, ``audit`` | ``<seq>``, ``head`` | :mod:`.audit` |
+| a key's budget (of changes) | ``budget|<kind>|<digest of the key>`` | ``b`` | :mod:`.budgets` |
 
 Indexes: ``by_created`` (``gp`` + ``gs``) lists alerts (``gp`` = ``alerts``),
 notifications (``notifications``) and silences (``silences``) newest first; ``by_customer`` a customer's alerts;

@@ -24,9 +24,11 @@ from ringfence.errors import FieldError, NotSupported, OverloadedError
 from ringfence.events.decode import Rejection, decode_batch
 from ringfence.events.fx import FxRate, FxTable, shipped_table
 from ringfence.events.model import Event, encode_event
+from ringfence.ratelimit import Buckets
 from ringfence.runtimes.aws.alerts import AlertTable
 from ringfence.runtimes.aws.announcements import OwedAnnouncements, Publish, announcement
 from ringfence.runtimes.aws.audit import AuditTrail
+from ringfence.runtimes.aws.budgets import DynamoBuckets
 from ringfence.runtimes.aws.resources import error_code
 from ringfence.runtimes.aws.state import StateTable, event_key
 from ringfence.runtimes.ingest import IngestResult, first_of_each
@@ -225,7 +227,7 @@ class AwsPlatform:
         self.clock = clock or SystemClock()
         self.pack = rt.pack
         self.alerts = AnnouncedAlerts(rt.alerts, rt.announce)
-        self.silences = self.notifications = rt.alerts
+        self.silences = self.notifications = self._alerts = rt.alerts
         self.records = AwsRecords(rt.alerts.audit)
         s = rt.settings
         self.fx = shipped_table(s.fx_rates, s.reference_currency, s.fx_max_age_days, self.clock.time())
@@ -245,6 +247,9 @@ class AwsPlatform:
 
     def changes_refused(self) -> None:
         return None  # DynamoDB has no disk to fill
+
+    def budget(self, kind: str, rate: float, burst: float) -> Buckets:
+        return DynamoBuckets(self._alerts, kind, rate, burst, self.clock)  # one for every container
 
     def lag(self) -> NoReturn:
         not_available("the stream's progress")

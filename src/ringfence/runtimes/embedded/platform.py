@@ -30,6 +30,7 @@ from ringfence.errors import RequestError, RingfenceError, StoreError
 from ringfence.events.fx import FxRate, FxTable
 from ringfence.metrics import Metrics
 from ringfence.private_files import open_private, private_dir
+from ringfence.ratelimit import Buckets
 from ringfence.runtimes.backtest import BacktestChild, BacktestJob, start_child
 from ringfence.runtimes.disk import DiskGuard
 from ringfence.runtimes.embedded.backtest import CHILD_MODULE
@@ -40,6 +41,7 @@ from ringfence.runtimes.embedded.processor import Processor
 from ringfence.runtimes.embedded.progress_anchor import ProgressAnchor
 from ringfence.runtimes.ingest import IngestService
 from ringfence.runtimes.memory import MemoryGuard
+from ringfence.store.budgets import StoredBuckets
 from ringfence.store.fx import followed_rates
 from ringfence.store.keys import ApiKeys
 from ringfence.store.notifications import SqlNotificationLog
@@ -239,6 +241,9 @@ class Platform:
 
     def changes_refused(self) -> str | None:
         return self.disk.changes_shortage()
+
+    def budget(self, kind: str, rate: float, burst: float) -> Buckets:
+        return StoredBuckets(self.store, kind, rate, burst, self.clock)
 
     @property
     def engine(self) -> Engine:

@@ -36,6 +36,7 @@ from ringfence.errors import RequestError
 from ringfence.events.fx import FxRate, FxTable
 from ringfence.log.base import Record
 from ringfence.metrics import Metrics
+from ringfence.ratelimit import Buckets
 from ringfence.runtimes.backtest import BacktestChild, BacktestJob, KafkaSource, start_child
 from ringfence.runtimes.ingest import IngestService
 from ringfence.runtimes.kafka.alert_feed import FeedFollower
@@ -47,6 +48,7 @@ from ringfence.runtimes.kafka.ranges import READER_CONFIG, Range, ReadFailed, re
 from ringfence.runtimes.kafka.records import OFFSET_BITS, global_offset, partition_for
 from ringfence.runtimes.kafka.shared_counters import CountersPublisher, shared_totals
 from ringfence.runtimes.kafka.topics import client_config, topics_of
+from ringfence.store.budgets import StoredBuckets
 from ringfence.store.fx import followed_rates
 from ringfence.store.keys import ApiKeys
 from ringfence.store.notifications import SqlNotificationLog
@@ -364,6 +366,9 @@ class KafkaPlatform:
 
     def changes_refused(self) -> None:
         return None  # the store is PostgreSQL's server, which keeps its own disk
+
+    def budget(self, kind: str, rate: float, burst: float) -> Buckets:
+        return StoredBuckets(self.store, kind, rate, burst, self.clock)  # one for every api process
 
     def unready_reason(self) -> str | None:
         if self.appender is None:
