@@ -11,6 +11,7 @@ import httpx
 
 from ringfence.bench.servers import create_key, start_server
 from ringfence.testing import event
+from tests.api.test_shared_budgets import silence_of_3_kib
 from tests.helpers.http import risky_transfer, uid
 from tests.helpers.receivers import RecordingReceiver
 
@@ -19,7 +20,10 @@ def test_a_re_drive_is_charged_for_each_alert_its_letter_notes_if_it_dies_again(
     """A hostile test: an alerts:write key re-drove a dead letter of 500 alerts each time it
     died again (a receiver answering 400): each death noted it in every alert's history, 12 GB
     an hour of store and 15 bodies of 184 KB a second to the receiver, the budget never charged.
-    A re-drive costs 1 KiB and 1 KiB for each alert of its letter, into debt if need be."""
+    A re-drive costs 1 KiB and 1 KiB for each alert of its letter, into debt if need be, and is
+    charged all of it before it is made: charged the rest after, re-drives at once each passed
+    the check of their first KiB (40 at once left some 20 MiB of debt, a review found), and one
+    whose alerts' KiBs were past what the key had left went through."""
     receiver = RecordingReceiver(statuses=[400])  # a 4xx is final: a dead letter at once
     config = tmp_path / "alerting.yaml"
     config.write_text(
@@ -29,7 +33,7 @@ def test_a_re_drive_is_charged_for_each_alert_its_letter_notes_if_it_dies_again(
     )
     data_dir = tmp_path / "d"
     admin = create_key(data_dir, "admin", "admin")
-    writer = create_key(data_dir, "writer", "alerts:read", "alerts:write")
+    writer, other_writer = (create_key(data_dir, name, "alerts:read", "alerts:write") for name in ("w1", "w2"))
     env = {
         "RINGFENCE_ALERTING": str(config),
         "RINGFENCE_SECRET_TEST_HOOK": "k",
@@ -45,9 +49,16 @@ def test_a_re_drive_is_charged_for_each_alert_its_letter_notes_if_it_dies_again(
                 time.sleep(0.1)
         (letter,) = [d for d in dead if len(d["alert_ids"]) >= 25]
         with server.client(writer) as c:
+            for _ in range(4):  # 3 KiB each: 12 KiB left, under the letter's 26 KiB or more
+                assert c.post("/v1/silences", json=silence_of_3_kib()).status_code == 201
+            over = c.post(f"/v1/notifications/{letter['id']}/redrive")
+            assert over.status_code == 429, over.text
+            assert over.json()["error"]["code"] == "change_budget"
+            assert c.get("/v1/notifications", params={"status": "dead"}).json()["items"][0]["id"] == letter["id"]
+        with server.client(other_writer) as c:  # a full budget: the cost over it goes through, into debt
             assert c.post(f"/v1/notifications/{letter['id']}/redrive").status_code == 200
             alert = letter["alert_ids"][0]
-            refused = c.post(f"/v1/alerts/{alert}/ack", json={"reason": "on it"})  # 1 KiB, after 31 spent
+            refused = c.post(f"/v1/alerts/{alert}/ack", json={"reason": "on it"})  # 1 KiB, after 31 more spent
             assert refused.status_code == 429, refused.text
             assert refused.json()["error"]["code"] == "change_budget"
     finally:

@@ -70,6 +70,10 @@ class NotificationLog(Protocol):
 
     def count_by_status(self) -> dict[str, int]: ...
 
+    def notification(self, notification_id: str) -> Notification | None:
+        """The notification of that id, or None."""
+        ...
+
     def redrive(self, notification_id: str, actor: str, now: float) -> Notification:
         """A dead letter back to pending, attempts reset (audited); NotFound if it is not dead."""
         ...

@@ -292,19 +292,21 @@ def refuse_while_disk_low(request: Request) -> None:
 
 
 @contextlib.asynccontextmanager
-async def change_charged(request: Request, caller: Caller, *texts: str, copies: int = 2) -> AsyncIterator[None]:
+async def change_charged(
+    request: Request, caller: Caller, *texts: str, copies: int = 2, more: int = 0
+) -> AsyncIterator[None]:
     """Charge a change to alerts or silences to its key's budget of what it may add to the store
     an hour (``people_writes_mib_per_hour``; 429 ``change_budget`` past it), given back if the
     change is then refused (a 404, a 409: any other failure may have come after it was made).
     ``texts``: what it stores, each ``copies`` times (a reason in the history and in the audit
-    entry). Each change was bounded, and a key's
+    entry); ``more``: bytes it may store besides. Each change was bounded, and a key's
     changes only by its rate limit: comments on alert after alert, assignments back and forth,
     silences ending at once (kept 30 days) grew the store 28-290 GB a day for one analyst key
     in a hostile test. The budget is the platform's (:meth:`Platform.budget`), one for every API
     process, read and written off the event loop. None is taken while the store's disk is nearly
     full (503: the runtime's ``changes_refused``)."""
     refuse_while_disk_low(request)
-    cost = CHANGE_BYTES + copies * sum(len(text.encode()) for text in texts)
+    cost = CHANGE_BYTES + copies * sum(len(text.encode()) for text in texts) + more
     budget = request.app.state.limits.changes
     message = "this API key has changed alerts and silences past its budget an hour"
     await run_in_threadpool(budget.check, caller.key_id, message, cost, "change_budget")
@@ -313,9 +315,3 @@ async def change_charged(request: Request, caller: Caller, *texts: str, copies: 
     except (NotFound, Conflict, RequestError):
         await run_in_threadpool(budget.give_back, caller.key_id, cost)
         raise
-
-
-async def change_charged_more(request: Request, caller: Caller, cost: int) -> None:
-    """Charge ``cost`` more to the key's change budget for a change made, whose size was known
-    only once made: into debt if need be, which its next changes wait out."""
-    await run_in_threadpool(request.app.state.limits.changes.spend, caller.key_id, cost)

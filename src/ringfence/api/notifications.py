@@ -11,13 +11,14 @@ from ringfence.api.auth import (
     CHANGE_BYTES,
     authorize,
     change_charged,
-    change_charged_more,
     platform_of,
+    refuse_while_disk_low,
     require_unrestricted,
     shown_after_change,
 )
 from ringfence.api.errors import json_response
 from ringfence.api.params import choice_params, limit_param, path_id, token_param
+from ringfence.errors import NotFound
 
 
 async def list_notifications(request: Request) -> Response:
@@ -37,12 +38,18 @@ async def redrive(request: Request) -> Response:
     platform = platform_of(request)
     now = platform.clock.time()
     notification_id = path_id(request, "notification_id")
-    async with change_charged(request, caller):  # an audit entry and the notification's row, as any change
+    refuse_while_disk_low(request)  # before the letter is looked up, as every change
+    letter = await run_in_threadpool(platform.notifications.notification, notification_id)
+    if letter is None or letter.status is not NotificationStatus.DEAD:
+        raise NotFound(f"no dead letter {notification_id!r}")
+    # an audit entry and the notification's row, as any change, and a history entry in each of its
+    # alerts if it dies again: a key re-driving a letter of 500 alerts to a receiver refusing it,
+    # each time it died, grew the store 12 GB an hour and sent the receiver 15 bodies of 184 KB a
+    # second (a hostile test). Charged whole before: charged after, re-drives at once each passed
+    # the check of their first KiB before any was charged the rest.
+    more = CHANGE_BYTES * len(letter.payload.get("alerts", ()))
+    async with change_charged(request, caller, more=more):
         notification = await run_in_threadpool(platform.notifications.redrive, notification_id, caller.actor, now)
-    # and a history entry in each of its alerts if it dies again: a key re-driving a letter of 500
-    # alerts to a receiver refusing it, each time it died, grew the store 12 GB an hour and sent
-    # the receiver 15 bodies of 184 KB a second (a hostile test)
-    await change_charged_more(request, caller, CHANGE_BYTES * len(notification.payload.get("alerts", ())))
     platform.notification_redriven()
     shown = notification.to_dict()  # its receiver's last error may quote an alert
     return json_response(shown_after_change(caller, shown, {"id": shown["id"], "status": shown["status"]}))

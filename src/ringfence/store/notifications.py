@@ -80,6 +80,17 @@ class SqlNotificationLog(NotificationLog):
         rows = self.store.conn().execute("SELECT status, count(*) FROM notifications GROUP BY status")
         return {status: int(n) for status, n in rows}
 
+    def notification(self, notification_id: str) -> Notification | None:
+        row = (
+            self.store.conn()
+            .execute(
+                f"SELECT {COLUMNS} FROM notifications WHERE id = ?",  # nosec # noqa: S608 - constant columns
+                (notification_id,),
+            )
+            .fetchone()
+        )
+        return notification(row) if row else None
+
     def redrive(self, notification_id: str, actor: str, now: float) -> Notification:
         with self.store.transaction() as conn:
             cur = conn.execute(

@@ -77,8 +77,8 @@ class NotificationItems(TableItems):
         }
         return {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
 
-    def notification(self, nid: str) -> Notification | None:
-        item = self.get(f"n|{nid}", "n")
+    def notification(self, notification_id: str) -> Notification | None:
+        item = self.get(f"n|{notification_id}", "n")
         return _notification(item) if item else None
 
     def due_notifications(self, now: float, limit: int) -> list[Notification]:
