@@ -22,6 +22,7 @@ from ringfence.errors import RequestError
 MAX_TRACKED = 100_000
 R = TypeVar("R")
 Change = Callable[[float], tuple[float, R]]  # the tokens refilled to now -> (tokens to keep, an answer)
+Kept = tuple[float, float]  # a bucket as a store keeps it: its tokens, and when
 
 
 class Buckets(ABC):
@@ -34,8 +35,21 @@ class Buckets(ABC):
 
     @abstractmethod
     def _update(self, name: str, change: Change[R]) -> R:
-        """Atomically: ``name``'s tokens, refilled to now (a full bucket if it has none), through
-        ``change``; keep its tokens, return its answer."""
+        """Atomically: ``name``'s bucket through :meth:`changed` with ``change``; keep what it
+        gives to keep, return its answer."""
+
+    def changed(self, kept: Kept | None, now: float, change: Change[R]) -> tuple[Kept | None, R]:
+        """The bucket ``kept`` (None: a full one) after ``change`` at ``now``, and its answer; None
+        to keep when nothing changed (a refusal, a give-back to a full bucket): kept as it was, it
+        refills to the same tokens, so a store writes nothing for a key refused again and again.
+        Its time never goes back: a process whose clock is behind another's keeps the other's
+        time and refills nothing until its own passes it, so API hosts with clocks apart do not
+        each refill the same seconds (alternating between two 5 s apart gave a key 7 times its rate)."""
+        tokens = self.burst if kept is None else self.refilled(kept[0], kept[1], now)
+        left, answer = change(tokens)
+        if left == tokens:
+            return None, answer
+        return (left, now if kept is None else max(kept[1], now)), answer
 
     def refilled(self, tokens: float, at: float, now: float) -> float:
         """``tokens`` kept at ``at``, at ``now`` (a clock gone back refills nothing)."""
@@ -79,14 +93,16 @@ class TokenBuckets(Buckets):
     def __init__(self, rate: float, burst: float, clock: Clock) -> None:
         super().__init__(rate, burst, clock)
         self._lock = threading.Lock()
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # name -> (tokens, at)
+        self._buckets: OrderedDict[str, Kept] = OrderedDict()
 
     def _update(self, name: str, change: Change[R]) -> R:
         now = self.clock.time()
         with self._lock:
-            tokens, at = self._buckets.pop(name, (self.burst, now))
-            tokens, answer = change(self.refilled(tokens, at, now))
-            self._buckets[name] = (tokens, now)
-            if len(self._buckets) > MAX_TRACKED:
-                self._buckets.popitem(last=False)
+            kept, answer = self.changed(self._buckets.get(name), now, change)
+            if kept is not None:
+                self._buckets[name] = kept
+            if name in self._buckets:  # the most recently used
+                self._buckets.move_to_end(name)
+                if len(self._buckets) > MAX_TRACKED:
+                    self._buckets.popitem(last=False)
         return answer

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +27,29 @@ from tests.helpers.aws import REGION
 MakeBuckets = Callable[[float, float, Clock], Buckets]  # (rate, burst, clock) -> buckets over one store
 
 
+@dataclass
+class SharedStore:
+    make: MakeBuckets  # each one made is another API process's, over the one store
+    kept: Callable[[], dict[str, tuple[float, float, float]]]  # what it holds: tokens, at, when forgotten
+    forgets_by_itself: bool  # DynamoDB's TTL deletes; the SQL stores' writes sweep
+
+
 @pytest.fixture(params=["memory", "sqlite", "postgres", "dynamodb"])
 def make_buckets(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeBuckets]:
     """Makes buckets of one kind; on a store, each one made shares it (as two API processes do)."""
     if request.param == "memory":
         yield lambda rate, burst, clock: TokenBuckets(rate, burst, clock)
     else:
-        yield from _stored(request, tmp_path)
+        for shared in _stored(request, tmp_path):
+            yield shared.make
 
 
 @pytest.fixture(params=["sqlite", "postgres", "dynamodb"])
-def make_shared_buckets(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeBuckets]:
-    """Buckets over one store, each one made another API process's."""
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedStore]:
     yield from _stored(request, tmp_path)
 
 
-def _stored(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeBuckets]:
+def _stored(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedStore]:
     if request.param == "dynamodb":
         from ringfence.runtimes.aws.budgets import DynamoBuckets
         from ringfence.runtimes.aws.items import TableItems
@@ -59,7 +67,14 @@ def _stored(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeBuck
             ],
             BillingMode="PAY_PER_REQUEST",
         )
-        yield lambda rate, burst, clock: DynamoBuckets(TableItems(db, table), "changes", rate, burst, clock)
+
+        def items() -> dict[str, tuple[float, float, float]]:
+            found = db.scan(TableName=table, ConsistentRead=True)["Items"]
+            return {i["pk"]["S"]: (float(i["tokens"]["N"]), float(i["at"]["N"]), float(i["ttl"]["N"])) for i in found}
+
+        yield SharedStore(
+            lambda rate, burst, clock: DynamoBuckets(TableItems(db, table), "changes", rate, burst, clock), items, True
+        )
         return
     from ringfence.store.budgets import StoredBuckets
     from ringfence.store.sql import SqlStore
@@ -82,7 +97,13 @@ def _stored(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeBuck
             opened.append(PostgresStore(dsn, TEST_AUDIT_KEY, pool_size=4))
             return opened[-1]
 
-    yield lambda rate, burst, clock: StoredBuckets(open_store(), "changes", rate, burst, clock)
+    def rows() -> dict[str, tuple[float, float, float]]:
+        found = opened[0].conn().execute("SELECT name, tokens, at, full_at FROM budgets").fetchall()
+        return {name: (float(tokens), float(at), float(full_at)) for name, tokens, at, full_at in found}
+
+    yield SharedStore(
+        lambda rate, burst, clock: StoredBuckets(open_store(), "changes", rate, burst, clock), rows, False
+    )
     for store in opened:
         store.close()
 
@@ -132,13 +153,67 @@ def test_what_is_spent_and_given_back_is_kept_in_the_bucket(make_buckets: MakeBu
     budget.give_back("g", 50)  # never past the burst
     assert budget.take("g", 10) == 0.0
     assert budget.take("g", 1) > 0
-    clock.advance(-100)  # a clock gone back (another host's) refills nothing, takes nothing back
-    assert budget.take("g", 1) > 0
 
 
-def test_two_processes_over_one_store_charge_one_bucket(make_shared_buckets: MakeBuckets) -> None:
+def test_a_clock_gone_back_and_forward_again_refills_only_the_seconds_that_passed(make_buckets: MakeBuckets) -> None:
+    """On a review: a bucket kept the time of its last use even when the clock had gone back,
+    so coming forward again refilled the same seconds twice."""
     clock = FixedClock()
-    first, second = make_shared_buckets(1.0, 10.0, clock), make_shared_buckets(1.0, 10.0, clock)
+    budget = make_buckets(1.0, 10.0, clock)
+    assert budget.take("k", 10) == 0.0
+    clock.advance(-100)
+    assert budget.take("k", 1) == pytest.approx(1.0)  # refused: nothing refilled going back
+    budget.spend("k", 1)  # kept: 1 in debt, and still the later time
+    clock.advance(100)
+    assert budget.take("k", 1) == pytest.approx(2.0)
+
+
+def test_hosts_with_clocks_apart_do_not_refill_the_same_seconds_twice(shared_store: SharedStore) -> None:
+    """On a review: API hosts 5 s apart, a key's requests alternating between them, granted 200
+    of 200 requests in 20 s at 1 a second with a burst of 10 (each host refilled from the other's
+    time). Now: the burst, the 20 s, and the 5 s of the clocks' gap once at most."""
+    ahead = FixedClock()
+    behind = _Offset(ahead, -5.0)
+    hosts = [shared_store.make(1.0, 10.0, behind), shared_store.make(1.0, 10.0, ahead)]
+    granted = 0
+    for step in range(200):
+        ahead.advance(0.1)
+        granted += hosts[step % 2].take("k") == 0.0
+    assert granted <= 10 + 20 + 5 + 1, granted
+
+
+def test_a_refusal_writes_nothing_and_full_buckets_are_forgotten(shared_store: SharedStore) -> None:
+    """On a review: each refused charge was a write transaction (PostgreSQL's one write lock, a
+    synced SQLite commit), up to the key's rate limit a second for a key over its budget."""
+    clock = FixedClock()
+    budget = shared_store.make(1.0, 10.0, clock)
+    assert budget.take("k", 10) == 0.0
+    spent = shared_store.kept()
+    clock.advance(0.5)
+    assert budget.take("k", 1) == pytest.approx(0.5)
+    budget.give_back("other", 5)  # a full bucket given back to: nothing to keep
+    assert shared_store.kept() == spent  # neither written
+    for n in range(20):
+        assert budget.take(f"key-{n}", 1) == 0.0
+    clock.advance(11)  # every bucket full again
+    assert budget.take("late", 1) == 0.0
+    kept = shared_store.kept()
+    assert len(kept) == (22 if shared_store.forgets_by_itself else 1), kept  # the newest, and those TTL deletes
+    now = clock.time()
+    assert sorted(forget_at <= now for _, _, forget_at in kept.values()) == [False] + [True] * (len(kept) - 1)
+
+
+class _Offset:
+    def __init__(self, base: FixedClock, offset: float) -> None:
+        self._base, self._offset = base, offset
+
+    def time(self) -> float:
+        return self._base.time() + self._offset
+
+
+def test_two_processes_over_one_store_charge_one_bucket(shared_store: SharedStore) -> None:
+    clock = FixedClock()
+    first, second = shared_store.make(1.0, 10.0, clock), shared_store.make(1.0, 10.0, clock)
     assert first.take("k", 8) == 0.0
     assert second.take("k", 8) == pytest.approx(6.0)  # the first's 8 are spent for it too
     second.spend("k", 2)
@@ -147,11 +222,11 @@ def test_two_processes_over_one_store_charge_one_bucket(make_shared_buckets: Mak
     assert second.take("k", 10) == 0.0  # full again an hour later
 
 
-def test_charges_racing_from_two_processes_are_none_of_them_lost(make_shared_buckets: MakeBuckets) -> None:
+def test_charges_racing_from_two_processes_are_none_of_them_lost(shared_store: SharedStore) -> None:
     """4 threads over two processes' buckets take 60 tokens one at a time from a bucket of 30 and
     a clock that stands still: exactly 30 are granted, whatever the interleaving."""
     clock = FixedClock()
-    processes = [make_shared_buckets(1e-9, 30.0, clock), make_shared_buckets(1e-9, 30.0, clock)]
+    processes = [shared_store.make(1e-9, 30.0, clock), shared_store.make(1e-9, 30.0, clock)]
     granted: list[int] = []
     lock = threading.Lock()
 

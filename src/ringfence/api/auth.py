@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hmac
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from ringfence.clock import Clock
 from ringfence.errors import AuthError, Conflict, ForbiddenError, NotFound, NotSupported, OverloadedError, RequestError
 from ringfence.store.keys import DESK_WIDE_SCOPES, KeyInfo, Session
 
+log = logging.getLogger("ringfence.api")
 SESSION_COOKIE = "rf_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -313,5 +315,8 @@ async def change_charged(
     try:
         yield
     except (NotFound, Conflict, RequestError):
-        await run_in_threadpool(budget.give_back, caller.key_id, cost)
+        try:
+            await run_in_threadpool(budget.give_back, caller.key_id, cost)
+        except Exception as exc:  # the change's own answer stands; the key is short of it for a while
+            log.warning("could not give back a refused change's charge: %s: %s", type(exc).__name__, exc)
         raise

@@ -16,7 +16,7 @@ from typing import Any
 
 from ringfence.clock import Clock
 from ringfence.errors import OverloadedError
-from ringfence.ratelimit import Buckets, Change, R
+from ringfence.ratelimit import Buckets, Change, Kept, R
 from ringfence.runtimes.aws.items import TableItems, n, s
 from ringfence.runtimes.aws.resources import contention_pause_s, error_code
 
@@ -41,23 +41,23 @@ class DynamoBuckets(Buckets):
             item = self._items.get(pk, _SORT_KEY)
             now = self.clock.time()
             version = int(item["v"]["N"]) if item else 0
-            tokens = self.burst
+            found: Kept | None = None
             if item is not None and float(item["ttl"]["N"]) > now:  # TTL deletes late: an expired one is full
-                tokens = self.refilled(float(item["tokens"]["N"]), float(item["at"]["N"]), now)
-            tokens, answer = change(tokens)
-            if self._put(pk, tokens, now, version):
+                found = (float(item["tokens"]["N"]), float(item["at"]["N"]))
+            kept, answer = self.changed(found, now, change)
+            if kept is None or self._put(pk, *kept, version):  # a refusal writes nothing
                 return answer
             time.sleep(contention_pause_s(attempt, self._rng))
         raise OverloadedError("too many changes of this API key at once: try again", 1)
 
-    def _put(self, pk: str, tokens: float, now: float, version: int) -> bool:
+    def _put(self, pk: str, tokens: float, at: float, version: int) -> bool:
         item: dict[str, Any] = {
             "pk": s(pk),
             "sk": s(_SORT_KEY),
             "tokens": n(float(tokens)),
-            "at": n(float(now)),
+            "at": n(float(at)),
             "v": n(version + 1),
-            "ttl": n(int(self.full_at(tokens, now)) + 1),
+            "ttl": n(int(self.full_at(tokens, at)) + 1),
         }
         condition: dict[str, Any] = (
             {"ConditionExpression": "v = :v", "ExpressionAttributeValues": {":v": n(version)}}
