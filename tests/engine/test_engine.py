@@ -11,6 +11,7 @@ import pytest
 
 from ringfence.engine import AlertSignal, Engine, load_pack, load_pack_file
 from ringfence.engine.rules import Audience, Mode, Severity
+from ringfence.errors import RulePackError
 from ringfence.events import validate_event
 from ringfence.testing import event
 from tests.helpers.factories import T0, ev
@@ -291,6 +292,45 @@ def test_alerts_keyed_by_an_event_id_or_for_customers_never_merge_two_producers_
     assert keys["salary"] == {"cus_a\x1fweb\x1fevt-0001", "cus_b\x1fcore\x1fevt-0001"}
     assert keys["deposit_seen"] == {"web\x1fevt-0001", "core\x1fevt-0001"}  # not a customer's: its source only
     assert keys["currency_seen"] == {"cus_a\x1fEUR", "cus_b\x1fEUR"}
+
+
+SHARED_KEY_NOTICE = """
+version: "t1"
+patterns:
+  - id: login_then_contact_change
+    kind: sequence
+    by: {by}
+    within: 1h
+    steps:
+      - {{name: login, on: [login.succeeded]}}
+      - {{name: change, on: [contact.changed]}}
+    severity: info
+    audience: {audience}
+    title: "Contact details changed after a login from {{login.data.device_id}} at {{login.occurred_at}}"
+    dedup: "{{event_id}}"
+"""
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_pattern_told_to_a_customer_is_keyed_by_the_customer(kind: str) -> None:
+    """A review's leftover: a customer-audience pattern keyed by a key customers share (an IP, a
+    source) took its steps from any of them, and told the customer of the last one the others'
+    events (here another customer's device and login time, in a title). New packs are refused
+    it; a stored one still loads, so a restart is never refused."""
+    from tests.helpers.differential import engine_factory
+
+    for by in ("data.ip", "source", "[data.ip, data.device_id]"):
+        with pytest.raises(RulePackError, match="keyed by customer_id"):
+            load_pack(SHARED_KEY_NOTICE.format(by=by, audience="customer"))
+    load_pack(SHARED_KEY_NOTICE.format(by="data.ip", audience="fraud"))  # an analyst's may be keyed so
+    load_pack(SHARED_KEY_NOTICE.format(by="[customer_id, data.ip]", audience="customer"))
+    stored = load_pack(SHARED_KEY_NOTICE.format(by="data.ip", audience="customer"), stored=True)
+    engine = engine_factory(kind)(stored)
+    login = ev("login.succeeded", at=T0, customer_id="cus_a", ip="203.0.113.9", device_id="dev_of_a")
+    change = ev("contact.changed", at=T0 + 60, customer_id="cus_b", ip="203.0.113.9")
+    out = engine.process(login, 0, 0, T0) + engine.process(change, 1, 0, T0 + 60)
+    (told,) = out  # what the stored pack does, and what new packs may no longer ask for
+    assert (told.customer_id, "dev_of_a" in told.title) == ("cus_b", True)
 
 
 LIFETIME_DISTINCT_PACK = load_pack("""

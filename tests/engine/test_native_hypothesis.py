@@ -332,6 +332,8 @@ def pattern(draw: Draw, i: int, kinds: dict[str, list[str]]) -> dict[str, Any]:
         if kind == "heartbeat":
             final = expect_on
     p.update(output(draw, with_steps(Scope(fields_for(final), kinds), *captured)))
+    if p["audience"] == "customer" and "customer_id" not in ([p["by"]] if isinstance(p["by"], str) else p["by"]):
+        p["audience"] = "fraud"  # a pattern told to a customer is keyed by the customer (packs refuse others)
     return p
 
 

@@ -377,17 +377,16 @@ class _Loader:
             expect = self.step(p.expect, p.expect.name or "expect", dict(captured), f"{where} expect")
             final_on = after.on if after is not None else expect.on
         scope = self.scope(final_on, features=True, steps=captured)
-        return PatternSpec(
-            p.id,
-            kind,
-            p.description,
-            self.keys(p.by, where),
-            within,
-            tuple(steps),
-            after,
-            expect,
-            self.output(p, scope, where),
-        )
+        by, output = self.keys(p.by, where), self.output(p, scope, where)
+        # (a stored pack is read as it came, so a restart is never refused for it)
+        if self.budgets and output.audience is Audience.CUSTOMER and ("customer_id",) not in by:
+            raise RulePackError(
+                "a pattern told to the customer is keyed by customer_id (by: customer_id, or a list "
+                "holding it): keyed by anything else, its steps may be other customers' events, "
+                "which its title and summary would tell this one",
+                where,
+            )
+        return PatternSpec(p.id, kind, p.description, by, within, tuple(steps), after, expect, output)
 
 
 PACK_PAN_MESSAGE = "looks like a card number (PAN): a rule pack must not hold one"
