@@ -11,8 +11,7 @@ import httpx
 
 from ringfence.bench.servers import create_key, start_server
 from ringfence.testing import event
-from tests.api.test_shared_budgets import silence_of_3_kib
-from tests.helpers.http import risky_transfer, uid
+from tests.helpers.http import risky_transfer, silence_of_3_kib, uid
 from tests.helpers.receivers import RecordingReceiver
 
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,6 +21,7 @@ from ringfence.errors import OverloadedError, RequestError
 from ringfence.ratelimit import Buckets, TokenBuckets
 from ringfence.testing import FixedClock
 from tests.helpers.aws import REGION
+from tests.helpers.http import silence_of_3_kib
 
 MakeBuckets = Callable[[float, float, Clock], Buckets]  # (rate, burst, clock) -> buckets over one store
 
@@ -89,12 +88,11 @@ def _stored(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedSt
 
     else:
         from ringfence.store.postgres import PostgresStore
-        from tests.conftest import TEST_AUDIT_KEY
 
-        dsn = request.getfixturevalue("make_pg_store")().dsn  # a fresh, migrated database
+        first = request.getfixturevalue("make_pg_store")()  # a fresh, migrated database
 
         def open_store() -> SqlStore:
-            opened.append(PostgresStore(dsn, TEST_AUDIT_KEY, pool_size=4))
+            opened.append(PostgresStore(first.dsn, first.audit_key, pool_size=4))
             return opened[-1]
 
     def rows() -> dict[str, tuple[float, float, float]]:
@@ -244,14 +242,6 @@ def test_charges_racing_from_two_processes_are_none_of_them_lost(shared_store: S
     for thread in threads:
         thread.join()
     assert sum(granted) == 30, granted
-
-
-SILENCE_COMMENT = "maintenance window " * 50  # 950 characters: a silence costs 1 KiB + 2 x its text
-
-
-def silence_of_3_kib() -> dict[str, Any]:
-    ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
-    return {"matchers": ["customer_id=cus_budget"], "ends_at": ends, "comment": SILENCE_COMMENT}
 
 
 def test_a_restarted_server_keeps_a_keys_spent_budget(tmp_path: Path) -> None:

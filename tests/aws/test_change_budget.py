@@ -8,8 +8,8 @@ import json
 import msgspec
 import pytest
 
-from tests.api.test_shared_budgets import silence_of_3_kib
 from tests.helpers.aws import ANALYST, DeploymentFactory, http_event
+from tests.helpers.http import silence_of_3_kib
 
 
 def test_a_second_lambda_container_refuses_what_the_first_spent(

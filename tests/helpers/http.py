@@ -4,6 +4,7 @@ tests post to it."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any, Protocol
 
@@ -20,6 +21,13 @@ class Api(Protocol):
     def url(self) -> str: ...
 
     def client(self, key: str | None) -> httpx.Client: ...
+
+
+def silence_of_3_kib() -> dict[str, Any]:
+    """A silence body whose change costs about 3 KiB of a key's budget (1 KiB, and its 950
+    characters of comment twice: in its row and in the audit entry)."""
+    ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    return {"matchers": ["customer_id=cus_budget"], "ends_at": ends, "comment": "maintenance window " * 50}
 
 
 def uid(prefix: str) -> str:
