@@ -20,6 +20,7 @@ from ringfence.clock import Clock
 from ringfence.errors import RequestError
 
 MAX_TRACKED = 100_000
+MAX_CLOCK_GAP_S = 60.0  # how far ahead of a process's clock a bucket's time may stand (another host's)
 R = TypeVar("R")
 Change = Callable[[float], tuple[float, R]]  # the tokens refilled to now -> (tokens to keep, an answer)
 Kept = tuple[float, float]  # a bucket as a store keeps it: its tokens, and when
@@ -44,12 +45,19 @@ class Buckets(ABC):
         refills to the same tokens, so a store writes nothing for a key refused again and again.
         Its time never goes back: a process whose clock is behind another's keeps the other's
         time and refills nothing until its own passes it, so API hosts with clocks apart do not
-        each refill the same seconds (alternating between two 5 s apart gave a key 7 times its rate)."""
-        tokens = self.burst if kept is None else self.refilled(kept[0], kept[1], now)
+        each refill the same seconds (alternating between two 5 s apart gave a key 7 times its
+        rate). Up to :data:`MAX_CLOCK_GAP_S` ahead: a clock far ahead (hours, stepped back since)
+        would otherwise stop every key's refills that long; clocks further apart than that gain
+        what is past it at each alternation."""
+        if kept is None:
+            tokens, at = self.burst, now
+        else:
+            at = min(kept[1], now + MAX_CLOCK_GAP_S)
+            tokens = self.refilled(kept[0], at, now)
         left, answer = change(tokens)
-        if left == tokens:
+        if left == tokens and (kept is None or at == kept[1]):
             return None, answer
-        return (left, now if kept is None else max(kept[1], now)), answer
+        return (left, max(at, now)), answer  # (a time brought back within the gap is kept too, once)
 
     def refilled(self, tokens: float, at: float, now: float) -> float:
         """``tokens`` kept at ``at``, at ``now`` (a clock gone back refills nothing)."""

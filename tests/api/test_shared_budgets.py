@@ -18,7 +18,7 @@ import pytest
 
 from ringfence.clock import Clock
 from ringfence.errors import OverloadedError, RequestError
-from ringfence.ratelimit import Buckets, TokenBuckets
+from ringfence.ratelimit import MAX_CLOCK_GAP_S, Buckets, TokenBuckets
 from ringfence.testing import FixedClock
 from tests.helpers.aws import REGION
 from tests.helpers.http import silence_of_3_kib
@@ -159,10 +159,10 @@ def test_a_clock_gone_back_and_forward_again_refills_only_the_seconds_that_passe
     clock = FixedClock()
     budget = make_buckets(1.0, 10.0, clock)
     assert budget.take("k", 10) == 0.0
-    clock.advance(-100)
+    clock.advance(-30)  # (within MAX_CLOCK_GAP_S: further back, the time is brought to it)
     assert budget.take("k", 1) == pytest.approx(1.0)  # refused: nothing refilled going back
     budget.spend("k", 1)  # kept: 1 in debt, and still the later time
-    clock.advance(100)
+    clock.advance(30)
     assert budget.take("k", 1) == pytest.approx(2.0)
 
 
@@ -178,6 +178,19 @@ def test_hosts_with_clocks_apart_do_not_refill_the_same_seconds_twice(shared_sto
         ahead.advance(0.1)
         granted += hosts[step % 2].take("k") == 0.0
     assert granted <= 10 + 20 + 5 + 1, granted
+
+
+def test_a_clock_far_ahead_stops_a_keys_refills_for_a_minute_at_most(shared_store: SharedStore) -> None:
+    """On a review: a bucket's time kept from a host an hour ahead (stepped back since) stopped
+    every other host's refills of the key for the hour."""
+    now = FixedClock()
+    far, true = shared_store.make(1.0, 10.0, _Offset(now, 3600.0)), shared_store.make(1.0, 10.0, now)
+    assert far.take("k", 10) == 0.0
+    for _ in range(3):  # refused, and refused again: the time is brought back once and kept
+        assert true.take("k", 1) > 0
+        now.advance(1)
+    now.advance(MAX_CLOCK_GAP_S + 5)
+    assert true.take("k", 5) == 0.0
 
 
 def test_a_refusal_writes_nothing_and_full_buckets_are_forgotten(shared_store: SharedStore) -> None:

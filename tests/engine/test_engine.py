@@ -333,6 +333,38 @@ def test_a_pattern_told_to_a_customer_is_keyed_by_the_customer(kind: str) -> Non
     assert (told.customer_id, "dev_of_a" in told.title) == ("cus_b", True)
 
 
+SHARED_FEATURE_NOTICE = """
+version: "t1"
+features:
+  - {{name: last_device_here, on: [login.succeeded], agg: last, of: data.device_id, by: {by}}}
+rules:
+  - id: contact_changed
+    on: [contact.changed]
+    when: "true"
+    severity: info
+    audience: {audience}
+    title: "Contact details changed; the last device seen here was {{last_device_here}}"
+"""
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_detection_told_to_a_customer_quotes_only_what_is_keyed_by_the_customer(kind: str) -> None:
+    """A review found the same leak through a feature: a customer's rule quoting one keyed by an
+    IP told the customer the device another customer had just used there."""
+    from tests.helpers.differential import engine_factory
+
+    with pytest.raises(RulePackError, match="last_device_here is keyed by what customers share"):
+        load_pack(SHARED_FEATURE_NOTICE.format(by="data.ip", audience="customer"))
+    load_pack(SHARED_FEATURE_NOTICE.format(by="data.ip", audience="security"))
+    load_pack(SHARED_FEATURE_NOTICE.format(by="[customer_id, data.ip]", audience="customer"))
+    stored = load_pack(SHARED_FEATURE_NOTICE.format(by="data.ip", audience="customer"), stored=True)
+    engine = engine_factory(kind)(stored)
+    login = ev("login.succeeded", at=T0, customer_id="cus_a", ip="203.0.113.9", device_id="dev_of_a")
+    change = ev("contact.changed", at=T0 + 60, customer_id="cus_b", ip="203.0.113.9")
+    (told,) = engine.process(login, 0, 0, T0) + engine.process(change, 1, 0, T0 + 60)
+    assert (told.customer_id, told.title.rsplit(" ", 1)[-1]) == ("cus_b", "dev_of_a")  # the stored pack's
+
+
 LIFETIME_DISTINCT_PACK = load_pack("""
 version: "t1"
 features:

@@ -13,6 +13,7 @@ arrays, nested, are compared with each other and looked for in each other.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -258,7 +259,23 @@ def pack_docs(draw: Draw) -> dict[str, Any]:
         rule = {"id": f"r{i}", "on": on, "when": expression(draw, BOOL, scope, 3), **output(draw, scope)}
         doc["rules"].append(rule)
     doc["patterns"] = [pattern(draw, i, kinds) for i in range(draw(st.integers(0, 2)))]
+    customers_told_their_own(doc)
     return doc
+
+
+def customers_told_their_own(doc: dict[str, Any]) -> None:
+    """A detection told to the customer is keyed by, and quotes, only what is the customer's
+    (packs refuse others): any other drawn so is made the fraud desk's."""
+
+    def own(by: str | list[str]) -> bool:
+        return "customer_id" in ([by] if isinstance(by, str) else by)
+
+    shared = {d["name"] for d in (*doc["features"], *doc["anomaly"]) if not own(d["by"])}
+    for d in (*doc["rules"], *doc["patterns"]):
+        texts = [str(d.get(k, "")) for k in ("title", "summary", "dedup")] + list(d.get("labels", {}).values())
+        quoted = {m for text in texts for m in re.findall(r"\{\s*([a-z]\w*)", text)}
+        if d["audience"] == "customer" and (("by" in d and not own(d["by"])) or quoted & shared):
+            d["audience"] = "fraud"
 
 
 def output(draw: Draw, scope: Scope) -> dict[str, Any]:
@@ -332,8 +349,6 @@ def pattern(draw: Draw, i: int, kinds: dict[str, list[str]]) -> dict[str, Any]:
         if kind == "heartbeat":
             final = expect_on
     p.update(output(draw, with_steps(Scope(fields_for(final), kinds), *captured)))
-    if p["audience"] == "customer" and "customer_id" not in ([p["by"]] if isinstance(p["by"], str) else p["by"]):
-        p["audience"] = "fraud"  # a pattern told to a customer is keyed by the customer (packs refuse others)
     return p
 
 

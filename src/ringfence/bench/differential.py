@@ -845,7 +845,7 @@ rules:
       first_country != null and first_country != data.merchant.country and
       lower(data.merchant.country) in ['fr', 'de', 'gb', 'sg', 'kp']
     severity: low
-    audience: customer
+    audience: fraud  # it quotes a card's feature: a customer is told only what is keyed by them
     title: "First seen in {first_country}, now {data.merchant.country}; first amount {first_amount_1h}"
   - id: channel_switch
     on: [card.authorization]
@@ -907,7 +907,7 @@ rules:
       logins_life in [2, 5, 10, 20] and hours_between(occurred_at, 0) > 1 and
       distance_km(data.geo.lat, data.geo.lon, 48.85, 2.35) < 3000
     severity: info
-    audience: customer
+    audience: security  # it quotes a device's feature: a customer is told only what is keyed by them
     title: "Login {logins_life} from {data.geo.country} ({ips_by_device_1h} IPs on the device)"
   - id: device_many_ips
     on: [login.failed, login.succeeded]

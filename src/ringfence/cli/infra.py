@@ -23,7 +23,9 @@ def kafka_init(config: ConfigOption = None) -> None:
 
     settings = settings_from(config)
     try:
-        plan = plan_stages(load_pack_file(settings.rule_pack))
+        # its stages only: a pack the services would refuse as new is refused by them, and a file
+        # already running is never refused by a check added since (an upgrade runs this)
+        plan = plan_stages(load_pack_file(settings.rule_pack, stored=True))
         created = create_topics(settings, plan)
         copied = copy_v2_changelogs(settings)
     except RingfenceError as exc:

@@ -188,6 +188,7 @@ class _Loader:
         self.custom = frozenset(doc.types)
         self.lists = frozenset(doc.lists)
         self.feature_types: dict[str, FieldType] = {}
+        self.shared: set[str] = set()  # features and scores keyed without the customer (others' values)
         self.names: set[str] = set()
         self.nodes = 0  # the parts of every expression so far (MAX_PACK_NODES)
         try:
@@ -288,7 +289,10 @@ class _Loader:
         elif agg == Aggregation.STATS:
             ftype = STATS_FIELDS
         self.feature_types[f.name] = ftype
-        return FeatureSpec(f.name, self.keys(f.by, where), agg, of, cond, on, window, f.alpha, f.q, self.ttl)
+        by = self.keys(f.by, where)
+        if ("customer_id",) not in by:
+            self.shared.add(f.name)
+        return FeatureSpec(f.name, by, agg, of, cond, on, window, f.alpha, f.q, self.ttl)
 
     def anomaly(self, i: int, a: AnomalyDoc) -> AnomalySpec:
         where = f"anomaly[{i}] ({a.name})"
@@ -300,6 +304,8 @@ class _Loader:
         if kind == AnomalyKind.ROBUST_ZSCORE and len(inputs) != 1:
             raise RulePackError("robust_zscore scores one value: give one 'of'", where)
         by = self.keys(a.by, where)
+        if ("customer_id",) not in by:
+            self.shared.add(a.name)
         if kind == AnomalyKind.HALF_SPACE_TREES:
             if by:
                 raise RulePackError("half_space_trees keeps one model: use by: global", where)
@@ -317,7 +323,7 @@ class _Loader:
         mode = self.choice(Mode, d.mode, "mode must be live or shadow", where)
         auto_resolve = self.duration(d.auto_resolve, where, "auto_resolve")
         try:
-            return Output(
+            output = Output(
                 severity,
                 audience,
                 Template.parse(d.title, scope),
@@ -329,6 +335,16 @@ class _Loader:
             )
         except (ExpressionError, ValueError) as exc:
             raise RulePackError(str(exc), where) from None
+        templates = (output.title, output.summary, output.dedup, *(t for _, t in output.labels))
+        quoted = sorted({f for t in templates for f in t.features} & self.shared)
+        if self.budgets and audience is Audience.CUSTOMER and quoted:  # (a stored pack is read as it came)
+            raise RulePackError(
+                f"a detection told to the customer quotes only what is keyed by customer_id: "
+                f"{', '.join(quoted)} {'is' if len(quoted) == 1 else 'are'} keyed by what customers "
+                "share, and would tell this one other customers' values",
+                where,
+            )
+        return output
 
     def rule(self, i: int, r: RuleDoc) -> RuleSpec:
         where = f"rules[{i}] ({r.id})"
