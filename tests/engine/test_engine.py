@@ -355,6 +355,14 @@ def test_a_detection_told_to_a_customer_quotes_only_what_is_keyed_by_the_custome
 
     with pytest.raises(RulePackError, match="last_device_here is keyed by what customers share"):
         load_pack(SHARED_FEATURE_NOTICE.format(by="data.ip", audience="customer"))
+    scored = SHARED_FEATURE_NOTICE.format(by="data.ip", audience="customer").replace(
+        "rules:",
+        "anomaly:\n  - {name: ip_odd, kind: robust_zscore, of: len(last_device_here), by: customer_id}\n"
+        "lists:\n  mules: [IBAN_OF_MULE_1]\nrules:",
+    )
+    for quoting in ("{ip_odd}", "{lists.mules}"):  # a score of a shared feature moves with others'; a list
+        with pytest.raises(RulePackError, match=f"{quoting[1:-1]} is keyed by what customers share"):
+            load_pack(scored.replace("{last_device_here}", quoting))
     load_pack(SHARED_FEATURE_NOTICE.format(by="data.ip", audience="security"))
     load_pack(SHARED_FEATURE_NOTICE.format(by="[customer_id, data.ip]", audience="customer"))
     stored = load_pack(SHARED_FEATURE_NOTICE.format(by="data.ip", audience="customer"), stored=True)

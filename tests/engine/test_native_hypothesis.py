@@ -270,10 +270,14 @@ def customers_told_their_own(doc: dict[str, Any]) -> None:
     def own(by: str | list[str]) -> bool:
         return "customer_id" in ([by] if isinstance(by, str) else by)
 
-    shared = {d["name"] for d in (*doc["features"], *doc["anomaly"]) if not own(d["by"])}
+    def names(*texts: str) -> set[str]:
+        return {m for text in texts for m in re.findall(r"\b([a-z]\w*)", text)}
+
+    shared = {f["name"] for f in doc["features"] if not own(f["by"])}
+    shared |= {a["name"] for a in doc["anomaly"] if not own(a["by"]) or names(str(a["of"])) & shared}
     for d in (*doc["rules"], *doc["patterns"]):
         texts = [str(d.get(k, "")) for k in ("title", "summary", "dedup")] + list(d.get("labels", {}).values())
-        quoted = {m for text in texts for m in re.findall(r"\{\s*([a-z]\w*)", text)}
+        quoted = names(*texts)
         if d["audience"] == "customer" and (("by" in d and not own(d["by"])) or quoted & shared):
             d["audience"] = "fraud"
 

@@ -304,7 +304,7 @@ class _Loader:
         if kind == AnomalyKind.ROBUST_ZSCORE and len(inputs) != 1:
             raise RulePackError("robust_zscore scores one value: give one 'of'", where)
         by = self.keys(a.by, where)
-        if ("customer_id",) not in by:
+        if ("customer_id",) not in by or any(e.features & self.shared for e in inputs):  # moves with others'
             self.shared.add(a.name)
         if kind == AnomalyKind.HALF_SPACE_TREES:
             if by:
@@ -337,11 +337,14 @@ class _Loader:
             raise RulePackError(str(exc), where) from None
         templates = (output.title, output.summary, output.dedup, *(t for _, t in output.labels))
         quoted = sorted({f for t in templates for f in t.features} & self.shared)
+        # and a list, quoted whole: a watch list of other customers' identifiers (and a tip-off)
+        placeholders = {p.source.strip() for t in templates for p in t.parts if not isinstance(p, str)}
+        quoted += sorted(p for p in placeholders if p.startswith("lists."))
         if self.budgets and audience is Audience.CUSTOMER and quoted:  # (a stored pack is read as it came)
             raise RulePackError(
-                f"a detection told to the customer quotes only what is keyed by customer_id: "
-                f"{', '.join(quoted)} {'is' if len(quoted) == 1 else 'are'} keyed by what customers "
-                "share, and would tell this one other customers' values",
+                f"a detection told to the customer quotes only what is its own: {', '.join(quoted)} "
+                f"{'is' if len(quoted) == 1 else 'are'} keyed by what customers share (or a list), "
+                "and would tell this one other customers' values",
                 where,
             )
         return output
