@@ -335,19 +335,24 @@ class _Loader:
             )
         except (ExpressionError, ValueError) as exc:
             raise RulePackError(str(exc), where) from None
+        if self.budgets and audience is Audience.CUSTOMER:  # (a stored pack is read as it came)
+            self.told_only_their_own(output, where)
+        return output
+
+    def told_only_their_own(self, output: Output, where: str) -> None:
+        """Refuse a customer's output quoting a feature or score keyed by what customers share, or
+        a list (quoted whole: a watch list of other customers' identifiers, and a tip-off)."""
         templates = (output.title, output.summary, output.dedup, *(t for _, t in output.labels))
         quoted = sorted({f for t in templates for f in t.features} & self.shared)
-        # and a list, quoted whole: a watch list of other customers' identifiers (and a tip-off)
         placeholders = {p.source.strip() for t in templates for p in t.parts if not isinstance(p, str)}
         quoted += sorted(p for p in placeholders if p.startswith("lists."))
-        if self.budgets and audience is Audience.CUSTOMER and quoted:  # (a stored pack is read as it came)
+        if quoted:
             raise RulePackError(
                 f"a detection told to the customer quotes only what is its own: {', '.join(quoted)} "
                 f"{'is' if len(quoted) == 1 else 'are'} keyed by what customers share (or a list), "
                 "and would tell this one other customers' values",
                 where,
             )
-        return output
 
     def rule(self, i: int, r: RuleDoc) -> RuleSpec:
         where = f"rules[{i}] ({r.id})"

@@ -18,7 +18,7 @@ from ringfence.clock import Clock
 from ringfence.errors import OverloadedError
 from ringfence.ratelimit import Buckets, Change, Kept, R
 from ringfence.runtimes.aws.items import TableItems, n, s
-from ringfence.runtimes.aws.resources import contention_pause_s, error_code
+from ringfence.runtimes.aws.resources import contention_pause_s
 
 ATTEMPTS = 8  # a key's own changes racing in as many containers; past it, 503 and try again
 _SORT_KEY = "b"
@@ -51,23 +51,19 @@ class DynamoBuckets(Buckets):
         raise OverloadedError("too many changes of this API key at once: try again", 1)
 
     def _put(self, pk: str, tokens: float, at: float, version: int) -> bool:
-        item: dict[str, Any] = {
-            "pk": s(pk),
-            "sk": s(_SORT_KEY),
-            "tokens": n(float(tokens)),
-            "at": n(float(at)),
-            "v": n(version + 1),
-            "ttl": n(int(self.full_at(tokens, at)) + 1),
+        """Write the bucket if its version is still ``version`` (0: there was none); False if not."""
+        values: dict[str, Any] = {
+            ":tokens": n(float(tokens)),
+            ":at": n(float(at)),
+            ":next": n(version + 1),
+            ":ttl": n(int(self.full_at(tokens, at)) + 1),
         }
-        condition: dict[str, Any] = (
-            {"ConditionExpression": "v = :v", "ExpressionAttributeValues": {":v": n(version)}}
-            if version
-            else {"ConditionExpression": "attribute_not_exists(pk)"}
+        if version:
+            values[":v"] = n(version)
+        return self._items.update_if(
+            {"pk": s(pk), "sk": s(_SORT_KEY)},
+            UpdateExpression="SET tokens = :tokens, #at = :at, v = :next, #ttl = :ttl",
+            ConditionExpression="v = :v" if version else "attribute_not_exists(pk)",
+            ExpressionAttributeNames={"#at": "at", "#ttl": "ttl"},
+            ExpressionAttributeValues=values,
         )
-        try:
-            self._items.db.put_item(TableName=self._items.table, Item=item, **condition)
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
