@@ -552,14 +552,34 @@ fn key_with(by: &[Path], mut field: impl FnMut(&Path) -> R<Value>) -> R<Option<K
             return Ok(None);
         }
         if i > 0 {
-            key.push('\x1f');
+            key.push(KEY_SEPARATOR);
         }
         match &v {
-            Value::Str(s) => key.push_str(s),
-            other => key.push_str(&py_str(other)),
+            Value::Str(s) => push_part(&mut key, s),
+            other => push_part(&mut key, &py_str(other)),
         }
     }
     Ok(Some(key.finish()))
+}
+
+const KEY_SEPARATOR: char = '\x1f';
+const KEY_ESCAPE: char = '\x1e';
+
+/// A key's part without a bare separator (its own separator is ESCAPE "1", its own escape
+/// ESCAPE "0"), so a key of several parts is theirs only: data strings may hold U+001F. As
+/// ``ringfence.engine.keys``; a part without either, nearly every one, is itself.
+fn push_part(key: &mut SmolStrBuilder, part: &str) {
+    if !part.contains([KEY_SEPARATOR, KEY_ESCAPE]) {
+        key.push_str(part);
+        return;
+    }
+    for ch in part.chars() {
+        match ch {
+            KEY_ESCAPE => key.push_str("\x1e0"),
+            KEY_SEPARATOR => key.push_str("\x1e1"),
+            other => key.push(other),
+        }
+    }
 }
 
 impl EvalCtx<'_> {

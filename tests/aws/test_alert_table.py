@@ -368,20 +368,46 @@ def test_a_chain_made_with_another_key_does_not_verify(table: AlertTable) -> Non
 
 
 def test_racing_writers_never_fork_the_chain(table: AlertTable) -> None:
+    """Four writers race for the head while a reader reads it: the chain holds all 20
+    entries, and every head read is a whole one (its seq and its hash)."""
     writers = [AlertTable(table.db, table.table, AUDIT_KEY) for _ in range(4)]
-    barrier = threading.Barrier(len(writers))
+    barrier = threading.Barrier(len(writers) + 1)
+    writing = threading.Event()
+    heads: list[Any] = []
+    failures: list[BaseException] = []
 
     def write(t: AlertTable) -> None:
         barrier.wait()
-        audited(t, 5)
+        try:
+            audited(t, 5)
+        except BaseException as exc:  # reported by the assertion below
+            failures.append(exc)
 
+    def read() -> None:
+        barrier.wait()
+        reader = AuditTrail(table.db, table.table, AUDIT_KEY)
+        while writing.is_set():
+            try:
+                heads.append(reader.head())
+            except BaseException as exc:  # reported by the assertion below
+                failures.append(exc)
+
+    writing.set()
     threads = [threading.Thread(target=write, args=(t,)) for t in writers]
-    for t in threads:
+    watcher = threading.Thread(target=read)
+    for t in [*threads, watcher]:
         t.start()
     for t in threads:
         t.join(timeout=120)
+    writing.clear()
+    watcher.join(timeout=30)
+    assert failures == []
     verdict = table.audit.verify()
     assert (verdict.ok, verdict.entries) == (True, 20), verdict.problems
+    entries = {row[0]: row[-1] for row in table.audit._rows(0)}  # seq: hash
+    torn = [h for h in heads if h is not None and entries.get(h.seq) != h.hash]
+    assert heads
+    assert torn == []
 
 
 def test_silences_past_the_current_bound_are_refused(table: AlertTable, monkeypatch: pytest.MonkeyPatch) -> None:

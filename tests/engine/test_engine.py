@@ -333,6 +333,53 @@ def test_a_pattern_told_to_a_customer_is_keyed_by_the_customer(kind: str) -> Non
     assert (told.customer_id, "dev_of_a" in told.title) == ("cus_b", True)
 
 
+JOINED_KEY_PACK = """
+version: "t1"
+features:
+  - {name: logins_here, on: [login.succeeded], agg: count, window: 1h, by: [data.device_id, customer_id, data.method]}
+patterns:
+  - id: failed_then_succeeded
+    kind: sequence
+    by: [data.device_id, customer_id, data.method]
+    within: 1h
+    steps:
+      - {name: failed, on: [login.failed]}
+      - {name: succeeded, on: [login.succeeded]}
+    severity: info
+    audience: customer
+    title: "A sign-in after a failed one at {failed.occurred_at}"
+rules:
+  - {id: counted, on: [login.succeeded], when: "true", severity: info, audience: ops, title: "{logins_here}"}
+"""
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_key_of_several_parts_is_one_tuple_of_values_only(kind: str) -> None:
+    """A hostile test: a key's parts were joined by U+001F, which data strings may hold, so
+    cus_a's sign-in from ("d", "z\x1fcus_b\x1fw") and cus_b's from ("d\x1fcus_a\x1fz", "w") were
+    one key: a pattern told to cus_b completed on cus_a's failed sign-in, and both counted in
+    one feature. A part's separator and escape are escaped now (both engines); keys of parts
+    without them are what they were."""
+    from tests.helpers.differential import engine_factory
+
+    engine = engine_factory(kind)(load_pack(JOINED_KEY_PACK))
+    sent = [
+        ("login.failed", "cus_a", "d", "z\x1fcus_b\x1fw"),
+        ("login.succeeded", "cus_b", "d\x1fcus_a\x1fz", "w"),  # one key with cus_a's before
+        ("login.succeeded", "cus_a", "d", "z\x1fcus_b\x1fw"),
+        ("login.succeeded", "cus_a", "d", "z\x1e1cus_b\x1e1w"),  # what the escaped part spells
+        ("login.failed", "cus_a", "e", "x"),
+        ("login.succeeded", "cus_a", "e", "x"),
+    ]
+    out = []
+    for i, (type_, customer, device, method) in enumerate(sent):
+        e = ev(type_, at=T0 + i, customer_id=customer, device_id=device, ip="203.0.113.9", method=method)
+        out += engine.process(e, i, 0, T0 + i)
+    assert [s.title for s in out if s.rule_id == "counted"] == ["1", "1", "1", "1"]
+    told = [s.customer_id for s in out if s.rule_id == "failed_then_succeeded"]
+    assert told == ["cus_a", "cus_a"]  # its own failed sign-in and success only, twice
+
+
 SHARED_FEATURE_NOTICE = """
 version: "t1"
 features:

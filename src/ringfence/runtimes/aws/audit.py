@@ -76,20 +76,19 @@ class AuditTrail(TableItems):
             "detail": s(text),
             "hash": s(digest),
         }
+        # The head is put whole, not updated: a reader never meets a head without its hash
+        # (DynamoDB's writes are atomic either way; moto makes an updated item's key first).
         moved: dict[str, Any] = {
             "TableName": self.table,
-            "Key": {"pk": s("audit"), "sk": s("head")},
-            "UpdateExpression": "SET seq = :seq, #h = :hash",
-            "ExpressionAttributeNames": {"#h": "hash"},
-            "ExpressionAttributeValues": {":seq": n(seq), ":hash": s(digest)},
+            "Item": {"pk": s("audit"), "sk": s("head"), "seq": n(seq), "hash": s(digest)},
         }
         if head is None:
             moved["ConditionExpression"] = "attribute_not_exists(pk)"
         else:
             moved["ConditionExpression"] = "seq = :was"
-            moved["ExpressionAttributeValues"][":was"] = n(head.seq)
+            moved["ExpressionAttributeValues"] = {":was": n(head.seq)}
         put = {"Put": {"TableName": self.table, "Item": entry, "ConditionExpression": "attribute_not_exists(pk)"}}
-        return [put, {"Update": moved}], Head(seq, digest)
+        return [put, {"Put": moved}], Head(seq, digest)
 
     def _rows(self, block: int, *, before: int | None = None) -> Iterator[Row]:
         """A block's entries, oldest first (or, with ``before``, newest first below that seq)."""
