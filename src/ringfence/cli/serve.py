@@ -21,6 +21,7 @@ from ringfence.cli.logs import configure_logging
 from ringfence.config import Settings
 from ringfence.errors import RingfenceError
 from ringfence.metrics import Metrics
+from ringfence.runtimes.heap import freeze_start_up
 from ringfence.runtimes.kafka.metrics_http import serve_metrics
 from ringfence.runtimes.kafka.shared_counters import CountersPublisher
 from ringfence.store.keys import ApiKeys
@@ -112,6 +113,7 @@ def process(
     typer.echo(f"Ringfence process worker {name}: stages {', '.join(worker.plan.names)}, pack {pack.version}")
     counters = CountersPublisher(packs.store, worker.metrics)
     counters.start()
+    freeze_start_up()
     try:
         worker.run(_stop_on_signals())
     except StagesChanged as exc:  # its supervisor starts it again, on the pack activated
@@ -159,6 +161,7 @@ def dispatch(metrics_port: MetricsPortOption = None, host: HostOption = None, co
     typer.echo("Ringfence dispatch service (kafka runtime)")
     counters = CountersPublisher(store, metrics)
     counters.start()
+    freeze_start_up()
     try:
         service.run(_stop_on_signals())
     finally:

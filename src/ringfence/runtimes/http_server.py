@@ -49,6 +49,7 @@ from typing import Any, Literal
 from ringfence.config import Settings
 from ringfence.errors import ConfigError
 from ringfence.private_files import regular_input
+from ringfence.runtimes.heap import freeze_start_up
 
 log = logging.getLogger("ringfence.http")
 
@@ -459,6 +460,7 @@ def serve(app: Any, settings: Settings, sock: socket.socket, on_stop: Callable[[
             await super().shutdown(sockets)
 
     server = Server(uvicorn_config(app, settings))
+    freeze_start_up()
     # what uvicorn.Server.run does, with a loop of our own (uvloop is not installed)
     with asyncio.Runner(loop_factory=event_loop_class(settings.request_head_timeout_s)) as runner:
         runner.run(server.serve(sockets=[sock]))

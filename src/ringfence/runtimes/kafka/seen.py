@@ -38,7 +38,10 @@ def event_key(source: str, event_id: str) -> str:
 @dataclass
 class SeenIds:
     ids: dict[str, float] = field(default_factory=dict)  # event key: arrival
-    batches: dict[str, tuple[float, list[str]]] = field(default_factory=dict)  # record: newest arrival, its ids
+    # record: newest arrival, its ids. Tuples of texts, which the garbage collector stops
+    # walking (a list a batch kept an hour's worth, ~10^6, for every full collection to walk:
+    # pauses of seconds in a worker at steady state)
+    batches: dict[str, tuple[float, tuple[str, ...]]] = field(default_factory=dict)
     new: list[tuple[str, float]] = field(default_factory=list)  # not in the changelog yet
     dropped: list[str] = field(default_factory=list)  # records to tombstone
     max_ids: int = MAX_IDS
@@ -82,7 +85,7 @@ class SeenIds:
         self.dropped = []
         if self.new:
             out.append((name, _encode(self.new)))
-            self.batches[name] = (max(at for _, at in self.new), [k for k, _ in self.new])
+            self.batches[name] = (max(at for _, at in self.new), tuple(k for k, _ in self.new))
             self.new = []
         return out
 
@@ -97,5 +100,5 @@ class SeenIds:
         for name, value in records.items():
             entries = _entries.decode(value)
             seen.ids.update(entries)
-            seen.batches[name] = (max(at for _, at in entries), [k for k, _ in entries])
+            seen.batches[name] = (max(at for _, at in entries), tuple(k for k, _ in entries))
         return seen
