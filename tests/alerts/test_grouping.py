@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import msgspec
 
 from ringfence.alerts.config import build_config
@@ -89,3 +91,23 @@ def test_each_max_group_alerts_that_join_make_a_part_and_the_first_part_outlives
     assert not keep_group(first)
     first.joined = MAX_GROUP_ALERTS + 1  # it counted alerts into another part
     assert keep_group(first)
+
+
+def test_a_group_is_one_set_of_label_values_only() -> None:
+    """A hostile test: the group's key joined its labels' values with "|", which values from
+    events may hold, so grouped by [card, customer_id] two customers' alerts could join one
+    group (and one be sent the other's). Values are escaped; a value without "|" or "\\"
+    keeps the key it had, so groups under way keep their alerts across the upgrade."""
+    route = build_config(
+        {
+            "receivers": [{"name": "hook", "webhook": {"url": "http://127.0.0.1:1"}}],
+            "route": {"receiver": "hook", "group_by": ["card", "customer_id"]},
+        }
+    ).route
+    first, _ = group_key(route, {"card": "1|customer_id=cus_a", "customer_id": "cus_b"})
+    second, _ = group_key(route, {"card": "1", "customer_id": "cus_a|customer_id=cus_b"})
+    escaped, _ = group_key(route, {"card": "1\\|customer_id=cus_a", "customer_id": "cus_b"})
+    assert len({first, second, escaped}) == 3
+    plain, _ = group_key(route, {"card": "tok_1", "customer_id": "cus_b"})
+    text = f"{route.id}|hook|card=tok_1|customer_id=cus_b"
+    assert plain == "g_" + hashlib.sha256(text.encode()).hexdigest()[:24]

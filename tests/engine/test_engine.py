@@ -294,6 +294,44 @@ def test_alerts_keyed_by_an_event_id_or_for_customers_never_merge_two_producers_
     assert keys["currency_seen"] == {"cus_a\x1fEUR", "cus_b\x1fEUR"}
 
 
+PAYEE_PACK = load_pack("""
+version: "t1"
+rules:
+  - id: payee_seen
+    on: [payee.added]
+    when: "true"
+    severity: low
+    audience: fraud
+    title: "{customer_id} added {data.payee_id}"
+    dedup: "{customer_id}:{data.payee_id}"
+  - id: customer_seen
+    on: [payee.added]
+    when: "true"
+    severity: low
+    audience: fraud
+    title: "{customer_id}"
+    dedup: "{customer_id}"
+""")
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_dedup_template_naming_the_customer_among_other_text_never_merges_two_customers(kind: str) -> None:
+    """A hostile test: ids may hold ":", so "{customer_id}:{data.payee_id}" rendered the same
+    for ("cus:7", "pay_1") and ("cus", "7:pay_1"): the second customer's alert merged into the
+    first's, its payee in their title. Such a template is keyed by the customer first, alone;
+    "{customer_id}" by itself keeps its key."""
+    from tests.helpers.differential import engine_factory
+
+    engine = engine_factory(kind)(PAYEE_PACK)
+    out = []
+    for i, (customer, payee) in enumerate((("cus:7", "pay_1"), ("cus", "7:pay_1"))):
+        e = ev("payee.added", at=T0 + i, customer_id=customer, payee_id=payee, payee_country="GB")
+        out += engine.process(e, i, 0, T0 + i)
+    keys = [s.dedup_key for s in out if s.rule_id == "payee_seen"]
+    assert keys == ["cus:7\x1fcus:7:pay_1", "cus\x1fcus:7:pay_1"]
+    assert [s.dedup_key for s in out if s.rule_id == "customer_seen"] == ["cus:7", "cus"]
+
+
 SHARED_KEY_NOTICE = """
 version: "t1"
 patterns:

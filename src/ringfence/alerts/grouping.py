@@ -56,8 +56,19 @@ def keep_group(state: GroupState) -> bool:
 def group_key(route: Route, labels: dict[str, str]) -> tuple[str, dict[str, str]]:
     """The group an alert with ``labels`` joins on ``route``, and the group's labels."""
     values = {name: labels.get(name, "") for name in route.group_by}
-    text = route.id + "|" + route.receiver + "|" + "|".join(f"{k}={v}" for k, v in sorted(values.items()))
+    parts = "|".join(f"{k}={_escaped(v)}" for k, v in sorted(values.items()))
+    text = route.id + "|" + route.receiver + "|" + parts
     return "g_" + hashlib.sha256(text.encode()).hexdigest()[:24], values
+
+
+def _escaped(value: str) -> str:
+    """A label's value without a bare "|": labels come from events' data, and grouped by
+    [card, customer_id], ("1|customer_id=cus_a", "cus_b") read as ("1", "cus_a|customer_id=cus_b")
+    before, so two customers' alerts could join one group, and one customer be sent the
+    other's. Values without "|" or "\\", nearly all, keep the group they had."""
+    if "|" in value or "\\" in value:
+        return value.replace("\\", "\\\\").replace("|", "\\|")
+    return value
 
 
 def new_group(route: Route, key: str, labels: dict[str, str], now: float) -> GroupState:

@@ -55,7 +55,8 @@ def qualified_dedup(text: str, audience: Audience) -> str:
     """The dedup template a rule's alerts are keyed by: ``text`` as written, keyed also by what
     tells apart the events or customers it would otherwise merge. An event is its source and its
     id (ids are unique per producer), so ``{event_id}`` is keyed with ``{source}``; an alert for
-    the customer audience is told to one customer, so it is keyed with ``{customer_id}``. (A
+    the customer audience is told to one customer, so it is keyed with ``{customer_id}``, and a
+    template naming ``{customer_id}`` among other text is keyed with it first, alone. (A
     hostile test: two producers' ``evt-0001`` merged two customers' notifications into one
     alert, the second's salary in the first's title, the second told nothing.)"""
     names = {match.group(1).strip() for match in _PLACEHOLDER.finditer(text)}
@@ -65,7 +66,15 @@ def qualified_dedup(text: str, audience: Audience) -> str:
         text = f"{{{step}source}}\x1f" + text
     if audience is Audience.CUSTOMER and "customer_id" not in names:
         text = "{customer_id}\x1f" + text
+    elif "customer_id" in names and not _ALONE_CUSTOMER.fullmatch(text):
+        # ids may hold ":", so "{customer_id}:{data.payee_id}" read ("cus:7", "pay") as ("cus",
+        # "7:pay"): two customers' alerts one, the second's payee in the first's (a hostile
+        # test). A customer id holds no U+001F: first and so joined, it tells them apart
+        text = "{customer_id}\x1f" + text
     return text
+
+
+_ALONE_CUSTOMER = re.compile(r"\{\s*customer_id\s*\}")
 
 
 @dataclass(frozen=True)
