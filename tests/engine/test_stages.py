@@ -11,7 +11,7 @@ from ringfence.engine import native
 from ringfence.engine.engine import Engine
 from ringfence.engine.pack import load_pack, load_pack_file
 from ringfence.engine.rules import AlertSignal
-from ringfence.engine.stages import CUSTOMER, plan_stages
+from ringfence.engine.stages import CUSTOMER, plan_stages, refuse_shared_stage_names
 from ringfence.errors import RulePackError
 from ringfence.events.decode import validate_event
 from ringfence.simulate import Traffic
@@ -97,3 +97,34 @@ def test_customer_state_reading_another_key_is_refused_by_name() -> None:
     text = text.replace("by: data.card_id\n    of: per_device", "by: data.card_id\n    of: per_card")
     with pytest.raises(RulePackError, match="anomaly device_z: reads per_card"):
         plan_stages(load_pack(text))
+
+
+SHARED_NAME = """
+version: "t1"
+features:
+  - {{name: first, on: [login.succeeded], agg: count, window: 1h, by: {first}}}
+  - {{name: second, on: [login.succeeded], agg: count, window: 1h, by: {second}}}
+rules: []
+"""
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "stage"),
+    [
+        ("source", "data.source", "source"),  # the envelope's source and data's
+        ("[data.a, data.b]", "data.a-b", "a-b"),  # a name joined like another
+        ("customer_id", "data.customer", "customer"),  # a key in the customer's stage
+        ("data.device_id", "data.join", "join"),  # the join's tasks
+        ("data.device_id", "data.global", "global"),
+    ],
+)
+def test_two_keys_sharing_a_stage_name_are_refused_in_a_new_pack(first: str, second: str, stage: str) -> None:
+    """A hostile review: a stage is named after its key, cleaned, and takes the first key's
+    partitions; a second key of that name had its state split across them (a count of two
+    events of one data.source from two producers was two counts of one). A pack coming in is
+    refused, naming both; a stored one still plans (a restart is never refused)."""
+    pack = load_pack(SHARED_NAME.format(first=first, second=second))
+    with pytest.raises(RulePackError, match=f"feature second: its key .* is stage '{stage}'"):
+        refuse_shared_stage_names(pack)
+    assert stage in plan_stages(pack).names or stage == "join"
+    refuse_shared_stage_names(load_pack(SHARED_NAME.format(first=first, second="data.device_name")))

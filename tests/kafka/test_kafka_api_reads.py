@@ -63,6 +63,15 @@ rules: []
 """
 
 
+SHARED_STAGE = """
+version: cross-key
+features:
+  - {name: per_source, on: [login.succeeded], agg: count, window: 1h, by: source}
+  - {name: per_partner, on: [login.succeeded], agg: count, window: 1h, by: data.source}
+rules: []
+"""
+
+
 def test_a_pack_the_workers_cannot_run_is_refused_before_it_is_stored(kafka_stack: KafkaStack) -> None:
     """An input assessment: the api service stored a valid pack whose score reads another key's
     feature before finding that its stages cannot keep it (an error after the store): the
@@ -79,5 +88,9 @@ def test_a_pack_the_workers_cannot_run_is_refused_before_it_is_stored(kafka_stac
             assert answer.status_code == 400, answer.text
             assert answer.json()["error"]["code"] == "invalid_rule_pack"
             assert "device_z: reads per_card, kept by another key" in answer.json()["error"]["message"]
+        shared = SHARED_STAGE.replace("cross-key", "shared-stage")
+        answer = c.put("/v1/rules", content=shared, headers=yaml)
+        assert answer.status_code == 400, answer.text
+        assert "is stage 'source' in the kafka runtime" in answer.json()["error"]["message"]
         assert c.get("/v1/rules").json()["digest"] == before
     assert kafka_stack.sql("SELECT version FROM rule_packs WHERE version = 'cross-key'") == []

@@ -172,6 +172,32 @@ def plan_stages(pack: RulePack) -> StagePlan:
     return StagePlan(pack, stages, rules)
 
 
+def refuse_shared_stage_names(pack: RulePack) -> None:
+    """Raise RulePackError if two keys of ``pack`` would share a stage (its topic's name and its
+    tasks): ``by: source`` and ``by: data.source`` are both ``source``, ``data.a_b`` and
+    ``data["a b"]`` both ``a_b``, ``data.customer`` the customer's, ``data.join`` the join's.
+    The stage takes the first key's partitions, so the second's state was split across them
+    (its counts missed). For a pack coming in: one stored before still runs as it did."""
+    first: dict[str, KeyPaths] = {}
+    specs: list[Spec] = [*pack.features, *pack.anomalies, *pack.patterns]
+    for spec in specs:
+        name = stage_of(spec.by)
+        if name == CUSTOMER and ("customer_id",) in spec.by:
+            continue  # every key holding the customer's is the customer stage's, by design
+        taken = first.setdefault(name, spec.by)
+        if name in (CUSTOMER, JOIN) or (name == "global" and spec.by) or taken != spec.by:
+            shown = " and ".join(sorted({_shown(taken), _shown(spec.by)}))
+            raise RulePackError(
+                f"its key ({_shown(spec.by)}) is stage {name!r} in the kafka runtime, which "
+                f"{'is reserved' if taken == spec.by else f'keys by {shown}'}: name the field otherwise",
+                _label(spec),
+            )
+
+
+def _shown(by: KeyPaths) -> str:
+    return "[" + ", ".join(".".join(path) for path in by) + "]"
+
+
 def _stage(pack: RulePack, name: str, by: KeyPaths | None, members: Iterable[Spec]) -> Stage:
     specs = list(members)
     features = tuple(s for s in specs if isinstance(s, FeatureSpec))

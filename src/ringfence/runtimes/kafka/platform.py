@@ -31,7 +31,7 @@ from ringfence.config import Settings, audit_key
 from ringfence.engine.engine import Engine
 from ringfence.engine.native import check_runnable
 from ringfence.engine.pack import RulePack, load_pack
-from ringfence.engine.stages import plan_stages
+from ringfence.engine.stages import plan_stages, refuse_shared_stage_names
 from ringfence.errors import RequestError
 from ringfence.events.fx import FxRate, FxTable
 from ringfence.log.base import Record
@@ -460,6 +460,7 @@ class KafkaPlatform:
     def check_pack(self, pack: RulePack) -> None:
         check_runnable(pack, self.settings.engine)  # the workers' setting too, as a deployment's is one
         plan_stages(pack)  # each definition reads its own key's features only
+        refuse_shared_stage_names(pack)
 
     def dropped_state(self, pack: RulePack) -> list[str]:
         return self.engine.dropped_state_names(pack)
