@@ -558,20 +558,38 @@ pub const MAX_RENDERED: usize = 1_000;
 #[derive(Debug)]
 pub struct Template {
     pub parts: Vec<Part>,
+    /// Characters a value's text holds only escaped (each after a U+001E): a key's template
+    /// (``Template.parse_key``), so two values' texts never read as others'.
+    pub escape: Vec<char>,
 }
 
 impl Template {
     pub fn compile(j: &J, names: &mut dyn Names) -> Result<Template, String> {
-        let parts = j
-            .as_array()
-            .ok_or_else(|| bad("template"))?
-            .iter()
-            .map(|p| match p.get("t").and_then(J::as_str) {
-                Some(s) => Ok(Part::Text(s.to_string())),
-                None => Expr::compile(p, names).map(Part::Expr),
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Template { parts })
+        let mut escape = Vec::new();
+        let mut parts = Vec::new();
+        for p in j.as_array().ok_or_else(|| bad("template"))? {
+            if let Some(chars) = p.get("escape").and_then(J::as_str) {
+                escape = chars.chars().collect();
+            } else if let Some(s) = p.get("t").and_then(J::as_str) {
+                parts.push(Part::Text(s.to_string()));
+            } else {
+                parts.push(Part::Expr(Expr::compile(p, names)?));
+            }
+        }
+        Ok(Template { parts, escape })
+    }
+
+    fn push_value(&self, out: &mut String, text: &str) {
+        if self.escape.is_empty() || !text.contains(self.escape.as_slice()) {
+            out.push_str(text);
+            return;
+        }
+        for ch in text.chars() {
+            if self.escape.contains(&ch) {
+                out.push('\x1e');
+            }
+            out.push(ch);
+        }
     }
 
     pub fn render<C: Ctx>(&self, ctx: &mut C) -> R<String> {
@@ -582,7 +600,7 @@ impl Template {
                 Part::Expr(e) => {
                     let v = e.eval(ctx)?;
                     if !v.is_null() {
-                        out.push_str(&template_text(&v)?);
+                        self.push_value(&mut out, &template_text(&v)?);
                     }
                 }
             }

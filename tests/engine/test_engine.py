@@ -311,6 +311,13 @@ rules:
     audience: fraud
     title: "{customer_id}"
     dedup: "{customer_id}"
+  - id: payee_country
+    on: [payee.added]
+    when: "true"
+    severity: low
+    audience: fraud
+    title: "{data.payee_id}"
+    dedup: "{data.payee_id}:{data.payee_country}{data.payee_id}"
 """)
 
 
@@ -318,7 +325,9 @@ rules:
 def test_a_dedup_template_naming_the_customer_among_other_text_never_merges_two_customers(kind: str) -> None:
     """A hostile test: ids may hold ":", so "{customer_id}:{data.payee_id}" rendered the same
     for ("cus:7", "pay_1") and ("cus", "7:pay_1"): the second customer's alert merged into the
-    first's, its payee in their title. Such a template is keyed by the customer first, alone;
+    first's, its payee in their title. Such a template is keyed by the customer first, alone,
+    and in every template of several placeholders a value's characters that the template's
+    text holds are escaped (U+001E), so two tuples of values are two keys, in both engines;
     "{customer_id}" by itself keeps its key."""
     from tests.helpers.differential import engine_factory
 
@@ -328,8 +337,22 @@ def test_a_dedup_template_naming_the_customer_among_other_text_never_merges_two_
         e = ev("payee.added", at=T0 + i, customer_id=customer, payee_id=payee, payee_country="GB")
         out += engine.process(e, i, 0, T0 + i)
     keys = [s.dedup_key for s in out if s.rule_id == "payee_seen"]
-    assert keys == ["cus:7\x1fcus:7:pay_1", "cus\x1fcus:7:pay_1"]
+    assert keys == ["cus\x1e:7\x1fcus\x1e:7:pay_1", "cus\x1fcus:7\x1e:pay_1"]
     assert [s.dedup_key for s in out if s.rule_id == "customer_seen"] == ["cus:7", "cus"]
+    # any two values: a value's character that the template's own text holds is escaped, and
+    # placeholders side by side are parted; the same values are the same key
+    more = [("c1", "p:GB", "GB"), ("c2", "p", "GB"), ("c3", "p", "GB")]
+    for i, (customer, payee, country) in enumerate(more, 2):
+        e = ev("payee.added", at=T0 + i, customer_id=customer, payee_id=payee, payee_country=country)
+        out += engine.process(e, i, 0, T0 + i)
+    countries = [s.dedup_key for s in out if s.rule_id == "payee_country"]
+    assert countries == [
+        "pay_1:GB\x1fpay_1",
+        "7\x1e:pay_1:GB\x1f7\x1e:pay_1",
+        "p\x1e:GB:GB\x1fp\x1e:GB",
+        "p:GB\x1fp",
+        "p:GB\x1fp",
+    ]
 
 
 SHARED_KEY_NOTICE = """

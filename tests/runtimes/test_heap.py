@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 
 def test_a_started_service_s_full_collections_walk_only_what_it_allocated_since() -> None:
@@ -34,3 +37,24 @@ def test_a_started_service_s_full_collections_walk_only_what_it_allocated_since(
     assert before > 20_000
     assert after < before / 20
     assert later_collected is True
+
+
+def test_every_http_service_freezes_as_it_begins_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ringfence up`` and ``serve ingest|api`` all serve through ``serve``: it freezes before
+    it runs the server (here stopped right there)."""
+    from ringfence.config import load_settings
+    from ringfence.runtimes import http_server
+
+    class Frozen(Exception):
+        pass
+
+    def freeze() -> None:
+        raise Frozen
+
+    def run_server(*_: object) -> None:
+        raise AssertionError("the server ran before the freeze")
+
+    monkeypatch.setattr(http_server, "freeze_start_up", freeze)
+    monkeypatch.setattr(http_server, "event_loop_class", run_server)
+    with socket.socket() as sock, pytest.raises(Frozen):
+        http_server.serve(object(), load_settings(environ={}), sock)

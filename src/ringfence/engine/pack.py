@@ -328,7 +328,7 @@ class _Loader:
                 audience,
                 Template.parse(d.title, scope),
                 Template.parse(d.summary, scope),
-                Template.parse(qualified_dedup(d.dedup, audience), scope),
+                Template.parse_key(qualified_dedup(d.dedup, audience), scope),
                 tuple((k, Template.parse(v, scope)) for k, v in sorted(d.labels.items())),
                 mode,
                 auto_resolve,

@@ -104,7 +104,8 @@ class _Tree:
         return {"k": "step", "n": head, "p": list(path[1:])}  # the loader accepted nothing else
 
     def template(self, template: Template) -> list[Node]:
-        return [{"t": p} if isinstance(p, str) else self.node_of(p) for p in template.parts]
+        parts = [{"t": p} if isinstance(p, str) else self.node_of(p) for p in template.parts]
+        return [{"escape": "".join(sorted(template.escape))}, *parts] if template.escape else parts
 
     def node_of(self, expression: Expression) -> Node:
         node = self.expr(expression)

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from ringfence.engine.expressions import EvalContext, Expression, Scope, compile_expression
+from ringfence.engine.keys import ESCAPE, SEPARATOR
 
 
 class Severity(StrEnum):
@@ -83,6 +84,26 @@ class Template:
 
     text: str
     parts: tuple[str | Expression, ...]
+    escape: frozenset[str] = frozenset()  # characters a value's text holds only escaped
+
+    @classmethod
+    def parse_key(cls, text: str, scope: Scope) -> Template:
+        """A template whose renderings are keys (a dedup key): two values' texts never read as
+        others'. ``{data.card_id}:{data.merchant.id}`` rendered ("tok:1", "m") and ("tok", "1:m")
+        alike, two customers' alerts one; so a value's characters that the template's own text
+        holds, and U+001E, are each escaped by a U+001E, and placeholders side by side are
+        parted by U+001F. A template of one placeholder, or values without those characters,
+        render as they did."""
+        template = cls.parse(text, scope)
+        if sum(isinstance(p, Expression) for p in template.parts) < 2:
+            return template
+        parts: list[str | Expression] = []
+        for part in template.parts:
+            if parts and isinstance(part, Expression) and isinstance(parts[-1], Expression):
+                parts.append(SEPARATOR)
+            parts.append(part)
+        escape = frozenset("".join(p for p in parts if isinstance(p, str))) | {ESCAPE}
+        return cls(text, tuple(parts), escape)
 
     @classmethod
     def parse(cls, text: str, scope: Scope) -> Template:
@@ -105,7 +126,10 @@ class Template:
                 out.append(part)
             else:
                 value = part.evaluate(ctx)
-                out.append("" if value is None else _fmt(value))
+                text = "" if value is None else _fmt(value)
+                if self.escape and not self.escape.isdisjoint(text):
+                    text = "".join(ESCAPE + ch if ch in self.escape else ch for ch in text)
+                out.append(text)
         return "".join(out)[:MAX_RENDERED]
 
     @property

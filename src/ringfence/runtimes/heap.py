@@ -5,7 +5,8 @@ pack), and each full collection walked them all: 60-160 ms pauses every ten seco
 a process worker at 2,000 events/s, in every alert's latency that met one (the objects that
 survive a few young collections, a batch's for instance, trigger the full ones however little
 stays). Frozen once the service has started, they are never walked again; what it allocates
-later is collected as before.
+later is collected as before. The process worker and dispatch freeze before their loop, and
+every HTTP service (``ringfence up`` too) as its server starts.
 """
 
 from __future__ import annotations
