@@ -6,6 +6,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use serde_json::Value as J;
+use sha2::{Digest, Sha256};
 
 use crate::value::{
     arith, compare, from_json, parse_float, template_text, ArithOp, CmpOp, Fault, Int, Value, R,
@@ -561,22 +562,26 @@ pub struct Template {
     /// Characters a value's text holds only escaped (each after a U+001E): a key's template
     /// (``Template.parse_key``), so two values' texts never read as others'.
     pub escape: Vec<char>,
+    /// A key: past MAX_RENDERED, its head and a digest of it all, never cut (as the reference).
+    pub key: bool,
 }
 
 impl Template {
     pub fn compile(j: &J, names: &mut dyn Names) -> Result<Template, String> {
         let mut escape = Vec::new();
+        let mut key = false;
         let mut parts = Vec::new();
         for p in j.as_array().ok_or_else(|| bad("template"))? {
             if let Some(chars) = p.get("escape").and_then(J::as_str) {
                 escape = chars.chars().collect();
+                key = true;
             } else if let Some(s) = p.get("t").and_then(J::as_str) {
                 parts.push(Part::Text(s.to_string()));
             } else {
                 parts.push(Part::Expr(Expr::compile(p, names)?));
             }
         }
-        Ok(Template { parts, escape })
+        Ok(Template { parts, escape, key })
     }
 
     fn push_value(&self, out: &mut String, text: &str) {
@@ -607,7 +612,15 @@ impl Template {
         }
         if out.len() > MAX_RENDERED {
             if let Some((cut, _)) = out.char_indices().nth(MAX_RENDERED) {
-                out.truncate(cut);
+                if self.key {
+                    let digest = Sha256::digest(out.as_bytes());
+                    let kept = MAX_RENDERED - "sha256:".len() - 64;
+                    let head = out.char_indices().nth(kept).map_or(out.len(), |(i, _)| i);
+                    out.truncate(head);
+                    out.push_str(&format!("sha256:{digest:x}"));
+                } else {
+                    out.truncate(cut);
+                }
             }
         }
         Ok(out)

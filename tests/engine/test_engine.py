@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -353,6 +354,53 @@ def test_a_dedup_template_naming_the_customer_among_other_text_never_merges_two_
         "p:GB\x1fp",
         "p:GB\x1fp",
     ]
+
+
+LONG_KEY_PACK = load_pack("""
+version: "t1"
+rules:
+  - id: failed
+    on: [login.failed]
+    when: "true"
+    severity: low
+    audience: fraud
+    title: "{data.device_id}"
+    dedup: "{data.method}:{data.reason}:{data.device_id}"
+""")
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_a_dedup_key_past_its_length_ends_in_a_digest_of_it_all_never_cut(kind: str) -> None:
+    """A review: a key was cut at 1,000 characters, and escaping may double a value's length,
+    so two devices' sign-ins (methods and reasons of 256 colons) were one key, whatever came
+    last. Past 1,000 characters a key is its head and the SHA-256 of it all, in both engines;
+    a template holding the key's own separators is refused in a new pack."""
+    from tests.helpers.differential import engine_factory
+
+    engine = engine_factory(kind)(LONG_KEY_PACK)
+    out = []
+    for i, (customer, device) in enumerate((("cus_a", "dev_A"), ("cus_b", "dev_B"), ("cus_c", "dev_A"))):
+        e = ev(
+            "login.failed",
+            at=T0 + i,
+            customer_id=customer,
+            device_id=device,
+            ip="203.0.113.9",
+            method=":" * 256,
+            reason=":" * 256,
+        )
+        out += engine.process(e, i, 0, T0 + i)
+    keys = [s.dedup_key for s in out]
+    whole = ("\x1e:" * 256 + ":") * 2 + "dev_A"
+    assert keys[0] == whole[:929] + "sha256:" + hashlib.sha256(whole.encode()).hexdigest()
+    assert len(keys[0]) == 1_000
+    assert keys[0] != keys[1]
+    assert keys[0] == keys[2]
+    with pytest.raises(RulePackError, match="dedup may not hold U\\+001E or U\\+001F"):
+        load_pack(
+            'version: "t1"\nrules: [{id: r, on: [login.failed], when: "true", severity: low, '
+            'audience: fraud, title: t, dedup: "{data.method}\\x1e{data.reason}"}]'
+        )
 
 
 SHARED_KEY_NOTICE = """

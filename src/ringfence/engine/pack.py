@@ -32,6 +32,7 @@ from ringfence.engine.features import (
     Aggregation,
     FeatureSpec,
 )
+from ringfence.engine.keys import ESCAPE, SEPARATOR
 from ringfence.engine.patterns import MAX_PARTIALS, PatternKind, PatternSpec, StepSpec
 from ringfence.engine.rules import (
     AUDIENCES,
@@ -322,6 +323,8 @@ class _Loader:
         audience = self.choice(Audience, d.audience, f"audience must be one of {', '.join(AUDIENCES)}", where)
         mode = self.choice(Mode, d.mode, "mode must be live or shadow", where)
         auto_resolve = self.duration(d.auto_resolve, where, "auto_resolve")
+        if self.budgets and (ESCAPE in d.dedup or SEPARATOR in d.dedup):  # (a stored pack is read as it came)
+            raise RulePackError("dedup may not hold U+001E or U+001F: they part and escape a key's values", where)
         try:
             output = Output(
                 severity,

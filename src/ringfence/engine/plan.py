@@ -105,7 +105,7 @@ class _Tree:
 
     def template(self, template: Template) -> list[Node]:
         parts = [{"t": p} if isinstance(p, str) else self.node_of(p) for p in template.parts]
-        return [{"escape": "".join(sorted(template.escape))}, *parts] if template.escape else parts
+        return [{"escape": "".join(sorted(template.escape))}, *parts] if template.key else parts
 
     def node_of(self, expression: Expression) -> Node:
         node = self.expr(expression)

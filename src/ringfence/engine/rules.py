@@ -7,6 +7,8 @@ its ``when`` on each event of an ``on`` type and, on a hit, renders a determinis
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ SEVERITIES = tuple(s.value for s in Severity)
 AUDIENCES = tuple(a.value for a in Audience)
 _PLACEHOLDER = re.compile(r"\{([^{}]{1,200})\}")
 MAX_RENDERED = 1_000
+KEPT_OF_LONG_KEY = MAX_RENDERED - len("sha256:") - 64
 
 
 def qualified_dedup(text: str, audience: Audience) -> str:
@@ -85,6 +88,9 @@ class Template:
     text: str
     parts: tuple[str | Expression, ...]
     escape: frozenset[str] = frozenset()  # characters a value's text holds only escaped
+    # a key: past MAX_RENDERED, its head and a digest of it all, never cut (two long keys
+    # differing past the cut were one: escaping may double a value's length)
+    key: bool = False
 
     @classmethod
     def parse_key(cls, text: str, scope: Scope) -> Template:
@@ -94,7 +100,7 @@ class Template:
         holds, and U+001E, are each escaped by a U+001E, and placeholders side by side are
         parted by U+001F. A template of one placeholder, or values without those characters,
         render as they did."""
-        template = cls.parse(text, scope)
+        template = dataclasses.replace(cls.parse(text, scope), key=True)
         if sum(isinstance(p, Expression) for p in template.parts) < 2:
             return template
         parts: list[str | Expression] = []
@@ -103,7 +109,7 @@ class Template:
                 parts.append(SEPARATOR)
             parts.append(part)
         escape = frozenset("".join(p for p in parts if isinstance(p, str))) | {ESCAPE}
-        return cls(text, tuple(parts), escape)
+        return cls(text, tuple(parts), escape, key=True)
 
     @classmethod
     def parse(cls, text: str, scope: Scope) -> Template:
@@ -130,7 +136,10 @@ class Template:
                 if self.escape and not self.escape.isdisjoint(text):
                     text = "".join(ESCAPE + ch if ch in self.escape else ch for ch in text)
                 out.append(text)
-        return "".join(out)[:MAX_RENDERED]
+        rendered = "".join(out)
+        if self.key and len(rendered) > MAX_RENDERED:
+            return rendered[:KEPT_OF_LONG_KEY] + "sha256:" + hashlib.sha256(rendered.encode()).hexdigest()
+        return rendered[:MAX_RENDERED]
 
     @property
     def features(self) -> frozenset[str]:
