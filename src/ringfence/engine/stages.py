@@ -174,8 +174,8 @@ def plan_stages(pack: RulePack) -> StagePlan:
 
 def refuse_shared_stage_names(pack: RulePack) -> None:
     """Raise RulePackError if two keys of ``pack`` would share a stage (its topic's name and its
-    tasks): ``by: source`` and ``by: data.source`` are both ``source``, ``data.a_b`` and
-    ``data["a b"]`` both ``a_b``, ``data.customer`` the customer's, ``data.join`` the join's.
+    tasks): ``by: source`` and ``by: data.source`` are both ``source``, ``[data.a, data.b]``
+    and ``data.a-b`` both ``a-b``, ``data.customer`` the customer's, ``data.join`` the join's.
     The stage takes the first key's partitions, so the second's state was split across them
     (its counts missed). For a pack coming in: one stored before still runs as it did."""
     first: dict[str, KeyPaths] = {}
