@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from typing import Any
 
 from ringfence.clock import Clock
 from ringfence.errors import OverloadedError
@@ -52,18 +51,14 @@ class DynamoBuckets(Buckets):
 
     def _put(self, pk: str, tokens: float, at: float, version: int) -> bool:
         """Write the bucket if its version is still ``version`` (0: there was none); False if not."""
-        values: dict[str, Any] = {
-            ":tokens": n(float(tokens)),
-            ":at": n(float(at)),
-            ":next": n(version + 1),
-            ":ttl": n(int(self.full_at(tokens, at)) + 1),
+        item = {
+            "pk": s(pk),
+            "sk": s(_SORT_KEY),
+            "tokens": n(float(tokens)),
+            "at": n(float(at)),
+            "v": n(version + 1),
+            "ttl": n(int(self.full_at(tokens, at)) + 1),
         }
-        if version:
-            values[":v"] = n(version)
-        return self._items.update_if(
-            {"pk": s(pk), "sk": s(_SORT_KEY)},
-            UpdateExpression="SET tokens = :tokens, #at = :at, v = :next, #ttl = :ttl",
-            ConditionExpression="v = :v" if version else "attribute_not_exists(pk)",
-            ExpressionAttributeNames={"#at": "at", "#ttl": "ttl"},
-            ExpressionAttributeValues=values,
-        )
+        if not version:
+            return self._items.put_if(item, ConditionExpression="attribute_not_exists(pk)")
+        return self._items.put_if(item, ConditionExpression="v = :v", ExpressionAttributeValues={":v": n(version)})
